@@ -1,0 +1,50 @@
+"""Portable, safe archive entry names: the one rule set that pack enforces and unpack rejects against."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and NTFS
+MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
+
+# Windows maps these to devices whatever the extension ("nul.txt" is NUL): never let one through.
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
+)
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a file path inside an archive, ``/``-separated) is unsafe or unportable, or None."""
+    if not name:
+        return "empty name"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        return "control character (NUL, newline, ...) in name"
+    if "\\" in name:
+        return "backslash in name"
+    if name.startswith("/"):
+        return "absolute path"
+    if _DRIVE.match(name):
+        return "drive letter"
+    if ":" in name:
+        # A colon is a drive or an NTFS alternate data stream on Windows.
+        return "colon in name"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return f"path component {part!r}" if part else "empty path component"
+        if part[-1] in ". ":
+            return "component ending in a dot or space"
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            return f"component longer than {MAX_COMPONENT_BYTES} bytes"
+        if part.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
+            return "reserved device name"
+    return None
+
+
+def collision_key(name: str) -> str:
+    """The key under which two names land on the same file on a case-insensitive, normalising filesystem."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())

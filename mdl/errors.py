@@ -1,0 +1,126 @@
+"""The one exception tree: every expected failure carries its exit code, a short message and a hint."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, exactly as in the product contract."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    AUTH = 3
+    NOT_FOUND = 4
+    NETWORK = 5
+    INTEGRITY = 6
+    LOCAL = 7
+    INTERRUPTED = 130
+
+
+class MdlError(Exception):
+    """Base of every expected failure; ``str(err)`` is the one-line message shown to users."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
+    kind: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(MdlError):
+    """Bad flags or arguments, unknown model or checkpoint."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage"
+
+
+class CatalogError(UsageError):
+    """The catalog file is missing, unreadable or invalid."""
+
+    kind = "catalog"
+
+
+class UnsafePathError(UsageError):
+    """A path that is absolute, climbs out of its folder, or is otherwise unsafe."""
+
+    kind = "unsafe_path"
+
+
+class ArchiveError(UsageError):
+    """A hostile or broken archive."""
+
+    kind = "archive"
+
+
+class JobOutputError(UsageError):
+    """Serverless job-output JSON that cannot be understood."""
+
+    kind = "job_output"
+
+
+class AuthError(MdlError):
+    """401/403, a gated repo, or a missing token."""
+
+    exit_code = ExitCode.AUTH
+    kind = "auth"
+
+
+class NotFoundError(MdlError):
+    """Repo, revision or file not found upstream."""
+
+    exit_code = ExitCode.NOT_FOUND
+    kind = "not_found"
+
+
+class NetworkError(MdlError):
+    """A network failure that outlasted the retries."""
+
+    exit_code = ExitCode.NETWORK
+    kind = "network"
+
+
+class IntegrityError(MdlError):
+    """Size or sha256 mismatch."""
+
+    exit_code = ExitCode.INTEGRITY
+    kind = "integrity"
+
+
+class LocalFSError(MdlError):
+    """Local filesystem trouble: no space, no permission, lock not obtained."""
+
+    exit_code = ExitCode.LOCAL
+    kind = "filesystem"
+
+
+class NoSpaceError(LocalFSError):
+    """Not enough free space for the bytes still to come."""
+
+    kind = "no_space"
+
+
+class LockTimeoutError(LocalFSError):
+    """Another process holds a lock we could not obtain in time."""
+
+    kind = "lock_timeout"
+
+
+class InterruptedByUserError(MdlError):
+    """Ctrl-C or SIGTERM; partial data was kept for resume."""
+
+    exit_code = ExitCode.INTERRUPTED
+    kind = "interrupted"
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """The exit code for several failures: the lowest non-zero code above 1 wins (product contract)."""
+    failing = [c for c in codes if c not in (ExitCode.OK,)]
+    if not failing:
+        return ExitCode.OK
+    above_one = [c for c in failing if c > ExitCode.INTERNAL]
+    return min(above_one) if above_one else ExitCode.INTERNAL

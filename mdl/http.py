@@ -1,0 +1,207 @@
+"""The one HTTP client factory (httpx2): timeouts, redirects with auth rules, status mapping, retry policy."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import httpx2
+
+from mdl import __version__
+from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
+from mdl.redact import redact_text, redact_url
+
+log = logging.getLogger("mdl.http")
+
+USER_AGENT = f"mdl/{__version__}"
+MAX_REDIRECTS = 10
+CONNECT_TIMEOUT = 10.0
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+def make_client(
+    *, read_timeout: float, pool_size: int, transport: httpx2.BaseTransport | None = None
+) -> httpx2.Client:
+    """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop)."""
+    return httpx2.Client(
+        timeout=httpx2.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout, write=60.0, pool=None),
+        limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        transport=transport,
+        trust_env=True,
+    )
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Which headers go to which origin: the Hub token only to the Hub endpoint's exact origin."""
+
+    hub_origin: tuple[str, str, int] | None = None
+    token: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def headers_for(self, url: str, *, first_hop: bool) -> dict[str, str]:
+        """Headers for a request to ``url``; ``extra`` (direct-URL headers) only on the first hop."""
+        headers: dict[str, str] = {}
+        if first_hop:
+            headers.update(self.extra)
+        if self.token and self.hub_origin is not None and origin(url) == self.hub_origin:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be printed."""
+        return tuple(v for v in (self.token, *self.extra.values()) if v)
+
+
+class RetryableError(NetworkError):
+    """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's Retry-After."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class ExpiredURLError(AuthError):
+    """A 403 from a CDN on a signed URL: re-resolve from the Hub and continue."""
+
+
+def server_message(response: httpx2.Response) -> str:
+    """The server's own error text (X-Error-Message, else the start of a text body), redacted."""
+    text = response.headers.get("X-Error-Message", "")
+    if not text:
+        try:
+            response.read()
+            body = response.text
+        except (httpx2.HTTPError, UnicodeDecodeError):
+            body = ""
+        text = " ".join(body.split())[:200]
+    return redact_text(text)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (RFC 9110 §10.2.3): delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
+    """Turn a non-success response into the matching MdlError, keeping the server's message."""
+    status = response.status_code
+    detail = server_message(response)
+    suffix = f": {detail}" if detail else ""
+    where = redact_url(str(response.url))
+    if status == 401:
+        return AuthError(
+            f"{what}: not authorised (HTTP 401 from {where}){suffix}",
+            hint="set HF_TOKEN or run `hf auth login`" if hub else "check the headers for this URL",
+        )
+    if status == 403:
+        if not hub:
+            return ExpiredURLError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
+        return AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
+    if status in (404, 410):
+        return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
+    if status in RETRYABLE_STATUSES:
+        return RetryableError(
+            f"{what}: HTTP {status} from {where}{suffix}",
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        )
+    return NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
+
+
+def transport_error(exc: httpx2.TransportError, *, what: str, url: str) -> RetryableError:
+    """Wrap a connection/read failure as a retryable network error naming the host."""
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    reason = redact_text(str(exc)) or type(exc).__name__
+    kind = (
+        "cannot connect to" if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else "error from"
+    )
+    return RetryableError(f"{what}: {kind} {host}: {reason}")
+
+
+@contextmanager
+def open_stream(
+    client: httpx2.Client,
+    url: str,
+    *,
+    credentials: Credentials,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    what: str,
+) -> Iterator[httpx2.Response]:
+    """Send a request and follow redirects by hand; yields the final (unread) response.
+
+    Per hop: the Hub token only to the Hub's origin (so a CDN never sees it, even on the same host name
+    with another port or scheme), direct-URL headers only to the first URL, and https→http refused.
+    """
+    current = url
+    for hop in range(MAX_REDIRECTS + 1):
+        request_headers = dict(headers or {})
+        request_headers.update(credentials.headers_for(current, first_hop=hop == 0))
+        try:
+            request = client.build_request(method, current, headers=request_headers)
+            response = client.send(request, stream=True)
+        except httpx2.TransportError as exc:
+            raise transport_error(exc, what=what, url=current) from exc
+        except httpx2.InvalidURL as exc:
+            raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
+        if response.is_redirect and "Location" in response.headers:
+            location = urljoin(current, response.headers["Location"])
+            response.close()
+            if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
+                raise NetworkError(
+                    f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
+                    f"({redact_url(location)})"
+                )
+            log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+            current = location
+            continue
+        try:
+            yield response
+        finally:
+            response.close()
+        return
+    raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring Retry-After (capped)."""
+
+    retries: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, *, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))

@@ -1,0 +1,500 @@
+"""``mdl pull``: resolve, decide per file, check space, then fetch under per-file locks and record."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import ModelSpec
+from mdl.errors import (
+    ExitCode,
+    IntegrityError,
+    InterruptedByUserError,
+    MdlError,
+    NoSpaceError,
+    worst_exit_code,
+)
+from mdl.http import Credentials, RetryPolicy, make_client, open_stream, origin
+from mdl.plan import Action, Decision, LocalState, decide
+from mdl.progress import Progress
+from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
+from mdl.settings import Settings
+from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
+from mdl.units import human_size
+from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult
+
+log = logging.getLogger("mdl.pull")
+
+# What each action is called once done (the JSON contract's words).
+DONE_WORD = {
+    Action.SKIP: "skipped",
+    Action.DOWNLOAD: "downloaded",
+    Action.RESUME: "resumed",
+    Action.REPAIR: "repaired",
+    Action.CHECK: "skipped",
+}
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file (or to a whole model that failed before its files were known)."""
+
+    model: str
+    path: str | None
+    dest: str | None
+    size: int | None
+    sha256: str | None
+    action: str
+    error: str | None = None
+    exit_code: int = 0
+    reason: str = ""
+    fetched: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's per-file shape (plus ``reason``)."""
+        return {
+            "model": self.model,
+            "path": self.path,
+            "dest": self.dest,
+            "size": self.size,
+            "sha256": self.sha256,
+            "action": self.action,
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The outcome of a pull, verify or get."""
+
+    files: tuple[FileOutcome, ...]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """The lowest non-zero code above 1 among the failures (product contract)."""
+        return worst_exit_code([f.exit_code for f in self.files])
+
+    @property
+    def ok(self) -> bool:
+        """Everything asked for is present and verified."""
+        return self.exit_code == ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"ok", "files": [...]}`` (plus ``dry_run``)."""
+        doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
+        if self.dry_run:
+            doc["dry_run"] = True
+        return doc
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file, where it goes, and what pull decided to do with it."""
+
+    remote: RemoteFile
+    final_path: Path
+    decision: Decision
+    partial_bytes: int
+
+
+def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = None) -> FileOutcome:
+    """An outcome for a failure, keeping the error's message and exit code."""
+    return FileOutcome(
+        model=model,
+        path=path,
+        dest=str(dest) if dest is not None else None,
+        size=None,
+        sha256=None,
+        action="failed",
+        error=exc.message,
+        exit_code=int(exc.exit_code),
+    )
+
+
+class Puller:
+    """One run's machinery: the store, the Hub client (lazy), the HTTP pool and the engine."""
+
+    def __init__(
+        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None
+    ) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.store = Store(settings.dest)
+        self.environ = dict(settings.environ or {})
+        self._hub: Hub | None = None
+        self._token: str | None = None
+        self._token_read = False
+        self.client = make_client(
+            read_timeout=settings.stall_timeout,
+            pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
+        )
+        self.engine = Engine(
+            self.client,
+            EngineConfig(connections=settings.connections, retry=RetryPolicy(retries=settings.retries)),
+            progress=progress,
+            cancel=self.cancel,
+            limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
+            relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
+
+    @property
+    def token(self) -> str | None:
+        """The Hub token, read once when first needed."""
+        if not self._token_read:
+            self._token = self.settings.token or resolve_token(self.environ)
+            self._token_read = True
+        return self._token
+
+    def hub(self) -> Hub | None:
+        """The Hub client, or None when HF_HUB_OFFLINE is set."""
+        if self.settings.offline:
+            return None
+        if self._hub is None:
+            self._hub = Hub(self.settings.endpoint, self.token)
+        return self._hub
+
+    def credentials(self, remote: RemoteFile) -> Credentials:
+        """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise."""
+        if remote.hub:
+            return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
+        return Credentials(extra=dict(remote.headers))
+
+    # -- resolve and plan --------------------------------------------------------------------------
+
+    def resolve(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+        """Resolve every model; a model that fails is reported and the others go on."""
+        resolved: list[ResolvedModel] = []
+        failures: list[FileOutcome] = []
+        for spec in models:
+            if self.cancel.is_set():
+                raise InterruptedByUserError("interrupted while resolving")
+            try:
+                hub = self.hub() if _needs_hub(spec) else None
+                record = self.store.read_record(spec.name)
+                resolved.append(
+                    resolve_model(
+                        spec, hub=hub, offline=self.settings.offline, environ=self.environ, record=record
+                    )
+                )
+            except MdlError as exc:
+                log.error("%s: %s", spec.name, exc.message)
+                failures.append(failed(spec.name, None, exc, dest=self.store.model_dir(spec.name)))
+        return resolved, failures
+
+    def probe(self, remote: RemoteFile) -> RemoteFile:
+        """For a direct URL the catalog gives no sha256 for: learn its size and ETag (one request)."""
+        _, size, etag = self._probe(remote)
+        return with_probe(remote, size=size, etag=etag)
+
+    def final_url(self, remote: RemoteFile) -> str:
+        """Where the file's URL redirects to in the end (the CDN URL for Hub files)."""
+        return self._probe(remote)[0]
+
+    def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
+        """Ask for the first byte, following redirects: (final URL, total size, strong ETag)."""
+        with open_stream(
+            self.client,
+            remote.url,
+            credentials=self.credentials(remote),
+            headers={"Range": "bytes=0-0"},
+            what=f"{remote.model}/{remote.path}",
+        ) as response:
+            from mdl.http import error_for_status
+            from mdl.ranges import ContentRangeError, parse_content_range
+
+            if response.status_code == 206:
+                try:
+                    _, _, total = parse_content_range(response.headers.get("Content-Range", ""))
+                except ContentRangeError:
+                    total = None
+            elif response.status_code == 200:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            else:
+                hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
+                raise error_for_status(response, what=f"{remote.model}/{remote.path}", hub=hub)
+            etag = response.headers.get("ETag")
+            return str(response.url), total, etag if etag and not etag.startswith("W/") else None
+
+    def plan(self, remote: RemoteFile) -> PlannedFile:
+        """Look at the disk (no hashing) and decide."""
+        final = self.store.final_path(remote.model, remote.path)
+        record = self.store.read_record(remote.model)
+        entry = record.files.get(remote.path) if record is not None else None
+        part, state = self.store.part_paths(remote.model, remote.path)
+        partial = part.stat().st_size if part.exists() and state.exists() else 0
+        stat = stat_file(final)
+        if stat is not None and not _is_regular(stat):
+            stat = None
+        local = LocalState.of(stat, partial_bytes=partial)
+        return PlannedFile(remote, final, decide(remote, entry, local, force=self.settings.force), partial)
+
+    # -- execute -----------------------------------------------------------------------------------
+
+    def run(self, models: Sequence[ModelSpec]) -> RunReport:
+        """Pull the models: resolve, plan, check space, fetch, record."""
+        resolved, outcomes = self.resolve(models)
+        plans: list[PlannedFile] = []
+        for model in resolved:
+            for remote in model.files:
+                try:
+                    if self.settings.offline:
+                        plans.append(self.plan(remote))
+                        continue
+                    if not remote.hub and not remote.sha256:
+                        remote = self.probe(remote)
+                    plans.append(self.plan(remote))
+                except MdlError as exc:
+                    outcomes.append(failed(remote.model, remote.path, exc))
+        if self.settings.dry_run:
+            return RunReport(tuple(outcomes) + tuple(_dry(p) for p in plans), dry_run=True)
+        if any(p.decision.action is not Action.SKIP for p in plans):
+            self.store.ensure_dirs()
+            self.check_space(plans)
+        outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
+        return RunReport(tuple(outcomes))
+
+    def check_space(self, plans: Sequence[PlannedFile]) -> None:
+        """Engine rule 10: refuse before transferring when the known sizes do not fit."""
+        needed = 0
+        for plan in plans:
+            size = plan.remote.size or 0
+            if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
+                needed += size
+            elif plan.decision.action is Action.RESUME:
+                needed += max(0, size - plan.partial_bytes)
+        free = self.store.free_bytes()
+        if needed > free:
+            raise NoSpaceError(
+                f"not enough space in {self.store.dest}: {human_size(needed)} still to download, "
+                f"{human_size(free)} free"
+            )
+
+    def execute(
+        self, plans: Sequence[PlannedFile], *, commits: dict[str, tuple[str | None, str | None]]
+    ) -> list[FileOutcome]:
+        """Run every plan on ``jobs`` threads; Ctrl-C stops the streams and keeps their partial data."""
+        todo = [p for p in plans if p.decision.action is not Action.SKIP]
+        total = sum(
+            (p.remote.size or 0) - (p.partial_bytes if p.decision.action is Action.RESUME else 0)
+            for p in todo
+            if p.decision.action is not Action.CHECK
+        )
+        self.progress.begin(total_bytes=total, files=len(todo))
+        results: dict[int, FileOutcome] = {}
+        for index, plan in enumerate(plans):
+            if plan.decision.action is Action.SKIP:
+                results[index] = self._outcome(
+                    plan, Action.SKIP, size=plan.remote.size, sha256=_recorded_sha(self, plan)
+                )
+        with ThreadPoolExecutor(max_workers=self.settings.jobs, thread_name_prefix="file") as pool:
+            futures: dict[int, Future[FileOutcome]] = {
+                index: pool.submit(self._pull_one, plan, commits.get(plan.remote.model, (None, None)))
+                for index, plan in enumerate(plans)
+                if plan.decision.action is not Action.SKIP
+            }
+            try:
+                for index, future in futures.items():
+                    results[index] = _wait(future)
+            except KeyboardInterrupt:
+                self.engine.abort()
+                for future in futures.values():
+                    future.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise InterruptedByUserError(
+                    "interrupted; partial downloads were kept, run again to resume"
+                ) from None
+        if self.cancel.is_set():
+            raise InterruptedByUserError("interrupted; partial downloads were kept, run again to resume")
+        return [results[i] for i in sorted(results)]
+
+    def _pull_one(self, plan: PlannedFile, commit: tuple[str | None, str | None]) -> FileOutcome:
+        remote = plan.remote
+        label = f"{remote.model}/{remote.path}"
+        try:
+            with self.store.file_lock(
+                remote.model,
+                remote.path,
+                timeout=self.settings.lock_timeout,
+                on_wait=lambda: self.progress.note(
+                    f"{label}: another mdl run is fetching it; waiting for it"
+                ),
+            ):
+                # Another run may have finished (or changed) it while we waited: decide again under the lock.
+                fresh = self.plan(remote) if not self.settings.force else plan
+                return self._act(fresh, commit)
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            log.error("%s: %s", label, exc.message)
+            self.progress.finish(label, ok=False, message=exc.message)
+            return failed(remote.model, remote.path, exc, dest=plan.final_path)
+
+    def _act(self, plan: PlannedFile, commit: tuple[str | None, str | None]) -> FileOutcome:
+        remote = plan.remote
+        action = plan.decision.action
+        if action is Action.SKIP:
+            return self._outcome(plan, Action.SKIP, size=remote.size, sha256=_recorded_sha(self, plan))
+        if action is Action.CHECK:
+            size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
+            if _matches(
+                remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=_recorded_sha(self, plan)
+            ):
+                self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
+                return self._outcome(plan, Action.CHECK, size=size, sha256=sha256)
+            log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
+            action = Action.REPAIR
+        if self.settings.offline:
+            raise _offline_error(remote)
+        result = self._transfer(plan)
+        self._record(
+            plan,
+            size=result.size,
+            sha256=result.sha256,
+            git_oid=result.git_oid,
+            etag=remote.etag or result.etag,
+            commit=commit,
+        )
+        if action is Action.DOWNLOAD and result.resumed_from > 0:
+            action = Action.RESUME
+        return self._outcome(plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched)
+
+    def _transfer(self, plan: PlannedFile) -> TransferResult:
+        remote = plan.remote
+        label = f"{remote.model}/{remote.path}"
+        part, state = self.store.part_paths(remote.model, remote.path)
+        job = TransferJob(
+            label=label,
+            url=remote.url,
+            identity=Identity(
+                remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None
+            ),
+            credentials=self.credentials(remote),
+            final_path=plan.final_path,
+            part_path=part,
+            state_path=state,
+            source=remote.source,
+            verify=self.settings.verify,
+        )
+        result = self.engine.fetch(job)
+        self.progress.finish(label, ok=True)
+        return result
+
+    def _record(
+        self,
+        plan: PlannedFile,
+        *,
+        size: int,
+        sha256: str,
+        git_oid: str | None,
+        etag: str | None,
+        commit: tuple[str | None, str | None],
+    ) -> None:
+        remote = plan.remote
+        stat = plan.final_path.stat()
+        self.store.update_record(
+            remote.model,
+            revision=commit[0],
+            commit=commit[1],
+            put=FileRecord(
+                path=remote.path,
+                size=size,
+                sha256=sha256,
+                mtime_ns=stat.st_mtime_ns,
+                source=remote.source,
+                git_oid=git_oid,
+                etag=etag,
+                commit=remote.commit,
+                fetched_at=now_iso(),
+            ),
+        )
+
+    def _outcome(
+        self, plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, fetched: int = 0
+    ) -> FileOutcome:
+        return FileOutcome(
+            model=plan.remote.model,
+            path=plan.remote.path,
+            dest=str(plan.final_path),
+            size=size,
+            sha256=sha256,
+            action=DONE_WORD[action],
+            reason=plan.decision.reason,
+            fetched=fetched,
+        )
+
+
+def _needs_hub(spec: ModelSpec) -> bool:
+    return spec.is_snapshot or any(f.url is None for f in spec.files)
+
+
+def _is_regular(stat: Any) -> bool:
+    import stat as st
+
+    return st.S_ISREG(stat.st_mode)
+
+
+def _recorded_sha(puller: Puller, plan: PlannedFile) -> str | None:
+    record = puller.store.read_record(plan.remote.model)
+    entry = record.files.get(plan.remote.path) if record is not None else None
+    return entry.sha256 if entry is not None else plan.remote.sha256
+
+
+def _matches(
+    remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None
+) -> bool:
+    if remote.size is not None and size != remote.size:
+        return False
+    if remote.sha256:
+        return sha256 == remote.sha256
+    if remote.git_oid:
+        return git_oid == remote.git_oid
+    return record_sha is not None and sha256 == record_sha
+
+
+def _offline_error(remote: RemoteFile) -> MdlError:
+    from mdl.errors import NetworkError
+
+    return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
+
+
+def _dry(plan: PlannedFile) -> FileOutcome:
+    return FileOutcome(
+        model=plan.remote.model,
+        path=plan.remote.path,
+        dest=str(plan.final_path),
+        size=plan.remote.size,
+        sha256=plan.remote.sha256,
+        action=plan.decision.action.value,
+        reason=plan.decision.reason,
+    )
+
+
+def _wait(future: Future[FileOutcome]) -> FileOutcome:
+    # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except TimeoutError:
+            continue
+
+
+def pull_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
+    """Pull the given catalog models into ``settings.dest``."""
+    puller = Puller(settings, progress=progress)
+    try:
+        return puller.run(models)
+    finally:
+        puller.close()

@@ -1,0 +1,212 @@
+"""Settings resolved once: flags > MDL_* environment > catalog [settings] > defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from mdl.errors import UsageError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_CONNECTIONS = 8
+MAX_CONNECTIONS = 64
+DEFAULT_JOBS = 4
+MAX_JOBS = 64
+DEFAULT_STALL_TIMEOUT = 30.0
+DEFAULT_LOCK_TIMEOUT = 3600.0
+DEFAULT_RETRIES = 5
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
+_TRUE = {"1", "true", "yes", "on"}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about where and how to work; built once per run."""
+
+    dest: Path
+    endpoint: str
+    offline: bool = False
+    connections: int = DEFAULT_CONNECTIONS
+    jobs: int = DEFAULT_JOBS
+    limit_rate: int | None = None
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    verify: bool = True
+    force: bool = False
+    dry_run: bool = False
+    token: str | None = None
+    environ: Mapping[str, str] | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Where mdl keeps its own records, locks and partial files: ``<dest>/.mdl``."""
+        return self.dest / ".mdl"
+
+
+def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
+    """Parse a rate like ``50M``, ``500k`` or ``1.5G`` into bytes per second (binary units, as curl and aria2c)."""
+    match = _RATE_RE.match(value)
+    if not match:
+        raise UsageError(f"{where}: expected a rate such as 50M or 500K, got {value!r}")
+    number = float(match.group(1))
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
+    rate = int(number * factor)
+    if rate <= 0:
+        raise UsageError(f"{where}: the rate must be positive, got {value!r}")
+    return rate
+
+
+def parse_bool(value: str) -> bool:
+    """Environment-style truth (``1``, ``true``, ``yes``, ``on``)."""
+    return value.strip().lower() in _TRUE
+
+
+def _env_int(environ: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"${name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _env_float(environ: Mapping[str, str], name: str) -> float | None:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise UsageError(f"${name}: must not be negative, got {raw!r}")
+    return value
+
+
+def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None:
+    """Reject a flag value outside ``lo..hi`` with a usage error naming the flag."""
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{flag}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _first(*values: T | None) -> T | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _pick(default: T, *values: T | None) -> T:
+    """The first value that is set, else the default."""
+    chosen = _first(*values)
+    return default if chosen is None else chosen
+
+
+def default_dest() -> Path:
+    """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir()) / "mdl" / "models"
+
+
+def default_log_file() -> Path:
+    """``<user log dir>/mdl/mdl.log``."""
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
+
+
+def user_config_dir() -> Path:
+    """The user config dir (the catalog fallback is ``<this>/mdl/catalog.toml``)."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir())
+
+
+def resolve_dest(
+    *, flag: Path | None, environ: Mapping[str, str], catalog_dest: str | None, catalog_dir: Path | None
+) -> Path:
+    """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
+    if flag is not None:
+        return flag.expanduser().absolute()
+    env = environ.get("MDL_DEST")
+    if env:
+        return Path(env).expanduser().absolute()
+    if catalog_dest:
+        path = Path(catalog_dest).expanduser()
+        if not path.is_absolute() and catalog_dir is not None:
+            path = catalog_dir / path
+        return path.absolute()
+    return default_dest()
+
+
+def build_settings(
+    *,
+    environ: Mapping[str, str],
+    dest: Path,
+    catalog_endpoint: str | None = None,
+    catalog_connections: int | None = None,
+    catalog_jobs: int | None = None,
+    catalog_limit_rate: str | None = None,
+    catalog_stall_timeout: float | None = None,
+    catalog_lock_timeout: float | None = None,
+    catalog_retries: int | None = None,
+    connections: int | None = None,
+    jobs: int | None = None,
+    limit_rate: str | None = None,
+    stall_timeout: float | None = None,
+    lock_timeout: float | None = None,
+    verify: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Settings:
+    """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
+    check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
+    check_range(jobs, flag="--jobs", lo=1, hi=MAX_JOBS)
+    rate_text = _first(limit_rate, environ.get("MDL_LIMIT_RATE") or None, catalog_limit_rate)
+    endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL, got {endpoint!r}")
+    if stall_timeout is not None and stall_timeout <= 0:
+        raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
+    if lock_timeout is not None and lock_timeout < 0:
+        raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
+    return Settings(
+        dest=dest,
+        endpoint=endpoint,
+        offline=parse_bool(environ.get("HF_HUB_OFFLINE", "")),
+        connections=_pick(
+            DEFAULT_CONNECTIONS,
+            connections,
+            _env_int(environ, "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
+            catalog_connections,
+        ),
+        jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
+        limit_rate=parse_rate(rate_text) if rate_text else None,
+        stall_timeout=_pick(
+            DEFAULT_STALL_TIMEOUT,
+            stall_timeout,
+            _env_float(environ, "MDL_STALL_TIMEOUT"),
+            catalog_stall_timeout,
+        ),
+        lock_timeout=_pick(
+            DEFAULT_LOCK_TIMEOUT, lock_timeout, _env_float(environ, "MDL_LOCK_TIMEOUT"), catalog_lock_timeout
+        ),
+        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 0, 100), catalog_retries),
+        verify=verify,
+        force=force,
+        dry_run=dry_run,
+        token=environ.get("HF_TOKEN") or None,
+        environ=environ,
+    )

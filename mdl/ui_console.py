@@ -1,0 +1,146 @@
+"""Text for people and programs: sizes and durations, stderr messages, JSON on stdout, plain tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any, TextIO
+from unicodedata import combining, east_asian_width
+
+from mdl.redact import redact_text
+
+# C0/C1 controls plus the bidi overrides that can make a file name display as something else: a label
+# or a server's error text must never move the cursor, recolour the terminal or reorder what is shown.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters replaced: whitespace ones by a space, the rest by "?"."""
+
+    def replace(match: re.Match[str]) -> str:
+        char = match.group(0)
+        if char == "\n" and keep_newlines:
+            return char
+        return " " if char in "\t\n\r\v\f" else "?"
+
+    return _CONTROL_RE.sub(replace, text)
+
+
+def no_color(environ: Mapping[str, str]) -> bool:
+    """True when NO_COLOR asks for no colour (https://no-color.org: present and not empty)."""
+    return bool(environ.get("NO_COLOR"))
+
+
+def color_enabled(*, isatty: bool, environ: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, without NO_COLOR, and not with TERM=dumb."""
+    return isatty and not no_color(environ) and environ.get("TERM") != "dumb"
+
+
+def _isatty(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal; streams without a usable ``isatty`` count as not."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
+_BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
+
+
+class Console:
+    """Messages for people on stderr: errors, warnings and info, redacted and free of control characters."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        environ: Mapping[str, str],
+        quiet: bool = False,
+        secrets: tuple[str, ...] = (),
+        color: bool | None = None,
+    ) -> None:
+        self._stream = stream
+        self._quiet = quiet
+        self._secrets = secrets
+        self._color = color_enabled(isatty=_isatty(stream), environ=environ) if color is None else color
+        self._lock = threading.Lock()
+
+    def _write(self, prefix: str, paint: str, message: str) -> None:
+        """Write ``prefix`` (coloured on a terminal) and the cleaned message, then flush."""
+        text = printable(redact_text(message, secrets=self._secrets), keep_newlines=True)
+        if prefix and self._color:
+            prefix = f"{paint}{prefix}{_RESET}"
+        with self._lock:
+            self._stream.write(f"{prefix}{text}\n")
+            self._stream.flush()
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        """``mdl: error: <message>`` and, when given, ``  hint: <hint>``; shown even under -q."""
+        self._write("mdl: error: ", _BOLD_RED, message)
+        if hint:
+            self._write("  hint: ", _BOLD, hint)
+
+    def warn(self, message: str) -> None:
+        """``mdl: warning: <message>``; -q prints nothing but errors, so quiet hides it."""
+        if not self._quiet:
+            self._write("mdl: warning: ", _YELLOW, message)
+
+    def info(self, message: str) -> None:
+        """``message`` as is, unless quiet."""
+        if not self._quiet:
+            self._write("", "", message)
+
+
+def _json_default(value: object) -> object:
+    """Serialise the few non-JSON types a result may carry (paths, times); anything else is a bug."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def emit_json(doc: Mapping[str, Any], *, stream: TextIO) -> None:
+    """Write exactly one JSON document and a newline: indented on a terminal, one line otherwise."""
+    indent = 2 if _isatty(stream) else None
+    stream.write(json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
+    stream.flush()
+
+
+def _display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide East Asian characters count 2, combining marks 0."""
+    return sum(0 if combining(c) else 2 if east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cell(value: Any) -> str:
+    """A table cell as text; None shows as "-"."""
+    return "-" if value is None else printable(str(value))
+
+
+def render_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, stream: TextIO, color: bool
+) -> None:
+    """An aligned text table of ``columns`` (key, header); numbers align right, headers bold with colour."""
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    headers = [header for _, header in columns]
+    widths = [
+        max([_display_width(headers[i]), *(_display_width(line[i]) for line in cells)])
+        for i in range(len(columns))
+    ]
+    numeric = [
+        bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns
+    ]
+
+    def line(values: list[str]) -> str:
+        padded = []
+        for i, value in enumerate(values):
+            pad = " " * (widths[i] - _display_width(value))
+            padded.append(pad + value if numeric[i] else value + pad)
+        return "  ".join(padded).rstrip()
+
+    head = line(headers)
+    stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
+    for values in cells:
+        stream.write(line(values) + "\n")
+    stream.flush()

@@ -1,0 +1,58 @@
+"""Shared fixtures: every test runs with an isolated HOME, XDG dirs and no MDL_/HF_ variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import CdnServer, HubServer
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_* so no test sees the developer's setup."""
+    home = tmp_path_factory.mktemp("home")
+    for name in list(os.environ):
+        if name.startswith(("MDL_", "HF_", "XDG_", "HUGGINGFACE_")) or name in {"NO_COLOR", "SOURCE_DATE_EPOCH"}:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in {
+        "XDG_CONFIG_HOME": ".config",
+        "XDG_DATA_HOME": ".local/share",
+        "XDG_CACHE_HOME": ".cache",
+        "XDG_STATE_HOME": ".local/state",
+    }.items():
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    return home
+
+
+# --- loopback servers (tests/servers.py): stand-ins for the Hub and its CDN; nothing reaches the internet ---
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    """A started Hub stand-in with its own CDN (`hub.cdn`); stopped after the test, which must not have
+    made the servers crash."""
+    server = HubServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.errors, server.errors
+    assert not server.cdn.errors, server.cdn.errors
+
+
+@pytest.fixture
+def cdn() -> Iterator[CdnServer]:
+    """A started standalone CDN / direct-URL server; stopped after the test."""
+    server = CdnServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.errors, server.errors
