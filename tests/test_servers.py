@@ -228,7 +228,9 @@ def test_replace_file_makes_a_new_commit_and_keeps_the_old(tiny: HubServer) -> N
     assert new_sha != old_sha and len(new_sha) == 40 and repo.sha == new_sha
 
     main = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", endpoint=tiny.url))
-    old = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url))
+    old = get_hf_file_metadata(
+        hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url)
+    )
     assert (main.commit_hash, main.etag) == (new_sha, hashlib.sha256(new_weights).hexdigest())
     assert (old.commit_hash, old.etag) == (old_sha, hashlib.sha256(WEIGHTS).hexdigest())
     with client() as http:
@@ -247,9 +249,17 @@ def test_replace_file_makes_a_new_commit_and_keeps_the_old(tiny: HubServer) -> N
 def test_hostile_paths_are_listed_and_served(hub: HubServer) -> None:
     hub.add_repo("org/evil", {"ok.txt": b"ok", "../evil.txt": b"x", "/abs": b"y"}, allow_unsafe_paths=True)
     api = HfApi(endpoint=hub.url)
-    assert {e.path for e in api.list_repo_tree("org/evil", recursive=True)} == {"ok.txt", "../evil.txt", "/abs"}
+    assert {e.path for e in api.list_repo_tree("org/evil", recursive=True)} == {
+        "ok.txt",
+        "../evil.txt",
+        "/abs",
+    }
     assert {e.path for e in api.list_repo_tree("org/evil")} == {"ok.txt", "../evil.txt", "/abs"}
-    assert {s.rfilename for s in api.model_info("org/evil").siblings or []} == {"ok.txt", "../evil.txt", "/abs"}
+    assert {s.rfilename for s in api.model_info("org/evil").siblings or []} == {
+        "ok.txt",
+        "../evil.txt",
+        "/abs",
+    }
     with client() as http:
         assert http.get(f"{hub.url}/org/evil/resolve/main/%2E%2E/evil.txt").content == b"x"
     with pytest.raises(ValueError, match="unsafe"):
@@ -476,10 +486,10 @@ def test_fault_stall_then_client_times_out(cdn: CdnServer) -> None:
     url = cdn.add_file("/f.bin", BODY)
     cdn.faults.add(Fault.stall(after_bytes=100))  # silent until the server stops
     received = bytearray()
-    with httpx2.Client(timeout=httpx2.Timeout(5, read=0.3)) as http:
-        with pytest.raises(httpx2.ReadTimeout), http.stream("GET", url) as r:
-            for piece in r.iter_raw():
-                received += piece
+    http = httpx2.Client(timeout=httpx2.Timeout(5, read=0.3))
+    with http, pytest.raises(httpx2.ReadTimeout), http.stream("GET", url) as r:
+        for piece in r.iter_raw():
+            received += piece
     assert bytes(received) == BODY[:100]
 
 
@@ -579,11 +589,22 @@ def test_request_log_is_thread_safe_and_filterable() -> None:
     assert len(log) == 0 and log.records() == []
     with CdnServer() as server:
         url = server.add_file("/x/y.bin", BODY)
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: httpx2.get(url, headers={"Authorization": "Bearer t"}), range(40)))
+        with client(headers={"Authorization": "Bearer t"}) as http, ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: http.get(url), range(40)))
         assert len(server.log) == 40
         assert len(server.log.records(path_prefix="/x/", method="GET", status=200)) == 40
         assert server.log.body_bytes() == 40 * len(BODY)
         assert {r.authorization for r in server.log} == {"Bearer t"}
         server.log.clear()
         assert len(server.log) == 0
+
+
+def test_client_disconnects_are_quiet(cdn: CdnServer, capfd: pytest.CaptureFixture[str]) -> None:
+    url = cdn.add_file("/big.bin", make_data(32 << 20, seed=7))
+    for _ in range(3):
+        with client() as http, http.stream("GET", url) as r:
+            next(r.iter_raw())  # read a little, then hang up mid-body
+    assert wait_until(lambda: len(cdn.log) == 3 and all(r.error for r in cdn.log))
+    assert not any(r.complete for r in cdn.log)
+    assert cdn.errors == []
+    assert capfd.readouterr().err == ""

@@ -1,0 +1,345 @@
+"""Find a run's checkpoints, tell complete from broken ones, and choose NAME, latest, best or step:N."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdl.errors import UnsafePathError, UsageError
+
+# ASCII digits only: Python's \d also matches full-width digits such as "００５".
+_HF_DIR = re.compile(r"checkpoint-([0-9]+)")
+_TMP_DIR = re.compile(r"tmp-checkpoint-([0-9]+)")
+_ACCELERATE_DIR = re.compile(r"checkpoint_([0-9]+)")  # accelerate: checkpoints/checkpoint_<i>/
+_KOHYA_STEP = re.compile(r".+-step([0-9]+)\.safetensors")
+_KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
+_LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
+_LIGHTNING_LAST = "last.ckpt"
+
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
+_JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse to slurp anything huge
+_PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
+
+KNOWN_PATTERNS = (
+    "checkpoint-N/, checkpoints/checkpoint_N/, NAME-stepN.safetensors, NAME-NNNNNN.safetensors, "
+    "*step=N*.ckpt, last.ckpt"
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One checkpoint found in a run: a folder or a single file."""
+
+    name: str
+    path: Path
+    number: int | None
+    unit: str  # "step", "epoch", "index", or "alias" for last.ckpt
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A checkpoint that ``latest`` passed over, and why."""
+
+    checkpoint: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``--checkpoint`` chose: the folder (or single file) to pack, and why."""
+
+    checkpoint: str | None
+    root: Path
+    single_file: bool
+    reason: str
+    skipped: tuple[Skipped, ...] = ()
+    metric: float | None = None
+
+
+def real_inside(path: Path, run_real: Path, shown: str) -> Path:
+    """The real path behind ``path``; a cycle, a dangling link or a way out of the run raises, naming ``shown``."""
+    try:
+        real = Path(os.path.realpath(path, strict=True))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(f"symlink cycle at '{shown}'") from exc
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"'{shown}' is a dangling symlink") from exc
+        raise UsageError(f"cannot resolve '{shown}': {exc.strerror}") from exc
+    if real != run_real and not real.is_relative_to(run_real):
+        raise UnsafePathError(f"symlink '{shown}' points outside the run, to {real}")
+    return real
+
+
+def read_small_json(path: Path, shown: str) -> Any:
+    """Parse a small JSON file opened without following a final symlink; errors name ``shown``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise UsageError(f"'{shown}' is not a regular file")
+        raw = fh.read(_JSON_MAX + 1)
+    if len(raw) > _JSON_MAX:
+        raise UsageError(f"'{shown}' is too large to be a JSON index")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"'{shown}' is not valid JSON: {exc}") from exc
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"truncated: {st.st_size} bytes, no header"
+        header_len = int.from_bytes(head, "little")
+        if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
+            return f"header length {header_len} does not fit in {st.st_size} bytes"
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "header is not JSON"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    end = 0
+    for key, tensor in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            return f"tensor {key!r} has bad data_offsets"
+        end = max(end, offsets[1])
+    expected = 8 + header_len + end
+    if expected != st.st_size:
+        return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
+    return None
+
+
+def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
+    """Why a checkpoint folder is incomplete (missing or inconsistent weights), or None when complete."""
+    # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
+    subfolders = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+    found_weights = False
+    for sub in subfolders:
+        indexes = sorted(sub.glob("*.index.json"))
+        indexed: set[str] = set()
+        for index in indexes:
+            label = f"{shown}/{index.relative_to(folder)}"
+            data = read_small_json(real_inside(index, run_real, label), label)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map:
+                return f"{index.name} has no weight_map"
+            for shard in sorted({str(v) for v in weight_map.values()}):
+                # Shards live beside their index; anything else is a hostile or broken index.
+                if "/" in shard or "\\" in shard or shard in ("", ".", ".."):
+                    return f"{index.name} names unsafe shard path {shard!r}"
+                if not (sub / shard).exists() and not (sub / shard).is_symlink():
+                    return f"shard {shard} named in {index.name} is missing"
+                indexed.add(shard)
+        for weights in sorted(sub.iterdir()):
+            name = weights.name
+            if name.endswith(".safetensors"):
+                label = f"{shown}/{weights.relative_to(folder)}"
+                problem = safetensors_problem(real_inside(weights, run_real, label))
+                if problem:
+                    return f"{weights.relative_to(folder)}: {problem}"
+                found_weights = True
+            elif _PICKLED_WEIGHTS.fullmatch(name) and weights.stat().st_size > 0:
+                found_weights = True
+        found_weights = found_weights or bool(indexed)
+    if not found_weights:
+        return "no weights (model.safetensors, shards with their index, or adapter weights)"
+    return None
+
+
+def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
+    """Why ``candidate`` is not a complete checkpoint, or None; a link leaving the run raises."""
+    real = real_inside(candidate.path, run_real, candidate.name)
+    if candidate.is_dir:
+        return _weights_problem(real, run_real, candidate.name)
+    if candidate.name.endswith(".safetensors"):
+        return safetensors_problem(real)
+    # A Lightning .ckpt is a pickle: never opened beyond its size while choosing.
+    return None if real.stat().st_size > 0 else "empty file"
+
+
+def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
+    """The (number, unit) a direct child of RUN_DIR carries as a checkpoint, or None."""
+    if is_dir:
+        match = _HF_DIR.fullmatch(name)
+        return (int(match.group(1)), "step") if match else None
+    for pattern, unit in ((_KOHYA_STEP, "step"), (_KOHYA_EPOCH, "epoch"), (_LIGHTNING_STEP, "step")):
+        match = pattern.fullmatch(name)
+        if match:
+            return int(match.group(1)), unit
+    return (None, "alias") if name == _LIGHTNING_LAST else None
+
+
+def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
+    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name)."""
+    found: list[Candidate] = []
+    temporary: list[str] = []
+    with os.scandir(run_dir) as entries:
+        for entry in entries:
+            is_dir = entry.is_dir()  # follows a link: an escaping one is caught when it is used
+            if is_dir and _TMP_DIR.fullmatch(entry.name):
+                temporary.append(entry.name)
+                continue
+            kind = _classify(entry.name, is_dir)
+            if kind is not None and (is_dir or entry.is_file()):
+                found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
+    nested = run_dir / "checkpoints"
+    if nested.is_dir() and not nested.is_symlink():
+        with os.scandir(nested) as entries:
+            for entry in entries:
+                match = _ACCELERATE_DIR.fullmatch(entry.name)
+                if match and entry.is_dir():
+                    found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
+    found.sort(key=lambda c: c.name)
+    _refuse_duplicate_numbers(found)
+    return found, sorted(temporary)
+
+
+def _refuse_duplicate_numbers(candidates: list[Candidate]) -> None:
+    """Two names for one step (checkpoint-7 and checkpoint-007) make "latest" and "step:N" ambiguous."""
+    seen: dict[tuple[str, int], str] = {}
+    for cand in candidates:
+        if cand.number is None:
+            continue
+        key = (cand.unit, cand.number)
+        if key in seen:
+            raise UsageError(
+                f"checkpoints '{seen[key]}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                hint="rename or remove one of them",
+            )
+        seen[key] = cand.name
+
+
+def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
+    """Refuse to pack an incomplete checkpoint that the user (or trainer_state.json) named."""
+    problem = candidate_problem(candidate, run_real)
+    if problem:
+        raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
+
+
+def _select_latest(
+    candidates: list[Candidate], temporary: list[str], run_real: Path
+) -> tuple[Candidate, list[Skipped]]:
+    """The highest-numbered complete checkpoint, and those passed over on the way."""
+    numbered = [c for c in candidates if c.number is not None]
+    units = {c.unit for c in numbered}
+    if len(units) > 1:
+        raise UsageError(
+            f"the run mixes {' and '.join(sorted(units))} numbering; 'latest' is ambiguous",
+            hint="name the checkpoint with --checkpoint NAME",
+        )
+    skipped = [Skipped(name, "temporary folder left by an interrupted save") for name in temporary]
+    for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
+        try:
+            problem = candidate_problem(cand, run_real)
+        except UnsafePathError as exc:
+            problem = exc.message  # not packed, so not fatal: just not a candidate
+        if problem is None:
+            return cand, skipped
+        skipped.append(Skipped(cand.name, problem))
+    detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
+    raise UsageError(f"no complete checkpoint in the run ({detail})")
+
+
+def _newest_trainer_state(run_dir: Path, candidates: list[Candidate], run_real: Path) -> tuple[str, Any]:
+    """The trainer_state.json with the highest global_step (ordered by step, never by mtime)."""
+    places = [("trainer_state.json", run_dir / "trainer_state.json")] + [
+        (f"{c.name}/trainer_state.json", c.path / "trainer_state.json")
+        for c in candidates
+        if c.is_dir and c.unit == "step"
+    ]
+    best: tuple[int, int, str, Any] | None = None
+    for order, (shown, path) in enumerate(places):
+        if not path.is_file():
+            continue
+        state = read_small_json(real_inside(path, run_real, shown), shown)
+        step = state.get("global_step") if isinstance(state, dict) else None
+        key = (step if isinstance(step, int) else -1, -order)  # ties go to the run's own file
+        if best is None or key > best[:2]:
+            best = (key[0], key[1], shown, state)
+    if best is None:
+        raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
+    return best[2], best[3]
+
+
+def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
+    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
+    shown, state = _newest_trainer_state(run_dir, candidates, run_real)
+    recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
+    best_step = state.get("best_global_step") if isinstance(state, dict) else None
+    if isinstance(recorded, str) and recorded.strip("/\\"):
+        # The path is as it was at training time (absolute, other machine): only its last part counts.
+        name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
+        source = f"best_model_checkpoint {recorded!r} in {shown}"
+    elif isinstance(best_step, int) and not isinstance(best_step, bool):
+        name = f"checkpoint-{best_step}"
+        source = f"best_global_step {best_step} in {shown}"
+    else:
+        raise UsageError(f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)")
+    chosen = next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)
+    if chosen is None:
+        raise UsageError(f"{source} does not name a checkpoint folder in the run")
+    _require_complete(chosen, run_real, "best")
+    metric = state.get("best_metric")
+    metric_value = float(metric) if isinstance(metric, int | float) and not isinstance(metric, bool) else None
+    reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
+    return Selection(chosen.name, chosen.path, False, reason, (), metric_value)
+
+
+def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
+    """Resolve ``--checkpoint`` (NAME, latest, best, step:N or None) to what gets packed."""
+    run_real = Path(os.path.realpath(run_dir))
+    if spec is None:
+        return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
+    candidates, temporary = find_candidates(run_dir)
+    if spec == "latest":
+        chosen, skipped = _select_latest(candidates, temporary, run_real)
+        reason = f"latest: highest complete {chosen.unit} ({chosen.number})"
+        return Selection(chosen.name, chosen.path, not chosen.is_dir, reason, tuple(skipped))
+    if spec == "best":
+        return _select_best(run_dir, candidates, run_real)
+    if spec.startswith("step:"):
+        match = re.fullmatch(r"step:([0-9]+)", spec)
+        if not match:
+            raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
+        step = int(match.group(1))
+        chosen_step = next((c for c in candidates if c.unit == "step" and c.number == step), None)
+        if chosen_step is None:
+            have = ", ".join(str(c.number) for c in candidates if c.unit == "step") or "none"
+            raise UsageError(f"no checkpoint for step {step} (steps present: {have})")
+        _require_complete(chosen_step, run_real, spec)
+        return Selection(chosen_step.name, chosen_step.path, not chosen_step.is_dir, f"step {step} requested")
+    name = spec[:-1] if spec.endswith("/") else spec
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
+    named = next((c for c in candidates if c.name == name), None)
+    if named is None:
+        if _TMP_DIR.fullmatch(name):
+            raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
+        if (run_dir / name).exists() or _classify(name, True) is None and _classify(name, False) is None:
+            raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})")
+        raise UsageError(f"no checkpoint '{name}' in the run")
+    _require_complete(named, run_real, "named")
+    return Selection(named.name, named.path, not named.is_dir, "named on the command line")

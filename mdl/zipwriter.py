@@ -1,0 +1,235 @@
+"""Deterministic streaming zip writing: each source byte read once, hashed in a thread while it is written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol
+
+from mdl.errors import IntegrityError, LocalFSError, MdlError
+from mdl.progress import Progress
+
+# 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
+# while sha256 (one core) and crc32+write (the other) read the same buffer. See bench/README-pack.md.
+CHUNK_SIZE = 1 << 20
+ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
+_DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
+_LOCAL_HEADER = struct.Struct("<4s22sHH")  # signature, fixed fields, name length, extra length
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A regular file chosen for the archive, with the identity it had when it was chosen."""
+
+    arcname: str  # path inside the archive's top-level folder
+    path: Path  # real path: no symlink left in it
+    shown: str  # the name users know it by (relative to the run), for messages
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+    role: str
+    deflate: bool
+
+
+class _Sink(Protocol):
+    """Where chunk bytes go (a zip entry, or nowhere when only hashing)."""
+
+    def write(self, data: memoryview, /) -> int: ...
+
+
+def zip_date_time(source_date_epoch: int | None) -> tuple[int, int, int, int, int, int]:
+    """The fixed entry timestamp: 1980-01-01, or SOURCE_DATE_EPOCH clamped to what DOS dates can hold."""
+    if source_date_epoch is None:
+        return _DOS_MIN
+    stamp = tuple(time.gmtime(max(source_date_epoch, 0))[:6])
+    return max(_DOS_MIN, min(_DOS_MAX, (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5])))
+
+
+def entry_info(name: str, *, size: int, date_time: tuple[int, int, int, int, int, int], deflate: bool) -> zipfile.ZipInfo:
+    """A ZipInfo that depends on nothing but its arguments: same input, same bytes."""
+    info = zipfile.ZipInfo(name, date_time)
+    info.create_system = 3  # Unix, so external_attr carries the mode
+    info.external_attr = (stat.S_IFREG | 0o644) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    # Known up front so zipfile picks ZIP64 when the entry *starts*: it switches at 2 GiB, and a
+    # too-small guess breaks the archive after 2 GiB have been written.
+    info.file_size = size
+    return info
+
+
+def open_unchanged(src: SourceFile) -> int:
+    """Open ``src`` without following links or blocking on a FIFO, and check it is the file that was chosen."""
+    try:
+        fd = os.open(src.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LocalFSError(f"cannot open '{src.shown}': {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IntegrityError(f"'{src.shown}' was replaced while being packed; is the run still writing?")
+    if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+        os.close(fd)
+        raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return fd
+
+
+class HashingCopier:
+    """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk.
+
+    hashlib and zlib.crc32 release the GIL on large buffers, so the hash (one core) overlaps the
+    crc32 + write that zipfile does (the other core); two buffers alternate so the next read can
+    start while the previous chunk is still being hashed.
+    """
+
+    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdl-sha256")
+        self._buffers = (bytearray(chunk_size), bytearray(chunk_size))
+
+    def __enter__(self) -> HashingCopier:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.shutdown(wait=True)
+
+    def copy(self, src: SourceFile, fd: int, sink: _Sink, advance: Callable[[int], None]) -> str:
+        """Stream ``fd`` (opened by :func:`open_unchanged`) into ``sink``; return its sha256 hex."""
+        digest = hashlib.sha256()
+        pending: Future[None] | None = None
+        total = 0
+        turn = 0
+        try:
+            while True:
+                buf = self._buffers[turn]
+                turn ^= 1
+                count = os.readv(fd, [buf])
+                if count == 0:
+                    break
+                total += count
+                if total > src.size:
+                    raise IntegrityError(f"'{src.shown}' grew while being packed; is the run still writing?")
+                view = memoryview(buf)[:count]
+                job = self._pool.submit(digest.update, view)
+                sink.write(view)
+                if pending is not None:
+                    pending.result()
+                pending = job
+                advance(count)
+        finally:
+            # Never hand a buffer back (or return) while the hash thread may still read it.
+            if pending is not None:
+                pending.result()
+        st = os.fstat(fd)
+        if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+            raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
+        return digest.hexdigest()
+
+
+class _NullSink:
+    """Discards bytes: the hashing-only pass before streaming to a pipe."""
+
+    def write(self, data: memoryview, /) -> int:
+        return len(data)
+
+
+def hash_sources(
+    sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress, key_prefix: str
+) -> dict[str, str]:
+    """sha256 of each source, read once, without writing anything (for output that cannot be rewound)."""
+    hashes: dict[str, str] = {}
+    for src in sources:
+        key = key_prefix + src.arcname
+        progress.start(key, label=f"hashing {src.arcname}", total=src.size)
+        fd = open_unchanged(src)
+        try:
+            hashes[src.arcname] = copier.copy(src, fd, _NullSink(), lambda n, k=key: progress.advance(k, n))
+        finally:
+            os.close(fd)
+        progress.finish(key, ok=True)
+    return hashes
+
+
+def write_entries(
+    archive: zipfile.ZipFile,
+    *,
+    top: str,
+    sources: Iterable[SourceFile],
+    date_time: tuple[int, int, int, int, int, int],
+    copier: HashingCopier,
+    progress: Progress,
+    expected: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Write every source as ``top/arcname``; return sha256 per arcname (checked against ``expected``)."""
+    hashes: dict[str, str] = {}
+    for src in sources:
+        info = entry_info(f"{top}/{src.arcname}", size=src.size, date_time=date_time, deflate=src.deflate)
+        progress.start(src.arcname, label=src.arcname, total=src.size)
+        fd = open_unchanged(src)
+        try:
+            # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
+            with archive.open(info, "w") as entry:
+                digest = copier.copy(src, fd, entry, lambda n, k=src.arcname: progress.advance(k, n))
+        finally:
+            os.close(fd)
+        if expected is not None and expected.get(src.arcname) != digest:
+            raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
+        hashes[src.arcname] = digest
+        progress.finish(src.arcname, ok=True)
+    return hashes
+
+
+def rewrite_stored_entry(fh: IO[bytes], info: zipfile.ZipInfo, data: bytes) -> None:
+    """Overwrite a stored entry's bytes in place (same length) and fix its CRC in both headers.
+
+    This is how the manifest can come first yet carry hashes computed while the files after it were
+    written: it is written with placeholder hashes of the same length, then filled in.
+    """
+    if info.compress_type != zipfile.ZIP_STORED or len(data) != info.file_size:
+        raise MdlError(f"internal: cannot rewrite '{info.filename}' in place")
+    end = fh.tell()
+    fh.seek(info.header_offset)
+    signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+    if signature != b"PK\x03\x04":
+        raise MdlError(f"internal: no local header for '{info.filename}'")
+    crc = zlib.crc32(data)
+    fh.seek(info.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
+    fh.write(struct.pack("<L", crc))
+    fh.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+    fh.write(data)
+    info.CRC = crc  # the central directory is written from this at close
+    fh.seek(end)
+
+
+class HashingWriter:
+    """A write-only, non-seekable sink for zipfile that hashes and counts what passes to ``out``."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Hash, count and forward ``data``."""
+        self.digest.update(data)
+        self._out.write(data)
+        count = memoryview(data).nbytes
+        self.size += count
+        return count
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self._out.flush()
