@@ -199,9 +199,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     return _Validator(source, text).catalog(document, path=path)
 
 
-def find_catalog(
-    *, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path
-) -> Path | None:
+def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else <config_dir>/mdl/catalog.toml.
 
     ``config_dir`` is the user config base (for example ``~/.config``). A flag or variable that names a
@@ -404,9 +402,7 @@ class _Validator:
                 hint = _did_you_mean(key, allowed) or f" (allowed: {', '.join(allowed)})"
                 self.fail((*path, key), f"unknown key{hint}")
 
-    def string(
-        self, table: Mapping[str, Any], key: str, path: _KeyPath, *, empty: bool = False
-    ) -> str | None:
+    def string(self, table: Mapping[str, Any], key: str, path: _KeyPath, *, empty: bool = False) -> str | None:
         """An optional string value; empty strings are refused unless ``empty``."""
         if key not in table:
             return None

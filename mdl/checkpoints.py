@@ -135,7 +135,7 @@ def safetensors_problem(path: Path) -> str | None:
 def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
     """Why a checkpoint folder is incomplete (missing or inconsistent weights), or None when complete."""
     # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
-    subfolders = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+    subfolders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
     found_weights = False
     for sub in subfolders:
         indexes = sorted(sub.glob("*.index.json"))
@@ -338,7 +338,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
     if named is None:
         if _TMP_DIR.fullmatch(name):
             raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
-        if (run_dir / name).exists() or _classify(name, True) is None and _classify(name, False) is None:
+        if (run_dir / name).exists() or (_classify(name, True) is None and _classify(name, False) is None):
             raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})")
         raise UsageError(f"no checkpoint '{name}' in the run")
     _require_complete(named, run_real, "named")

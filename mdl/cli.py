@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from mdl import __version__
-from mdl.errors import ExitCode, InterruptedByUserError, MdlError, UsageError
+from mdl.errors import InterruptedByUserError, MdlError, UsageError
 
 log = logging.getLogger("mdl.cli")
 T = TypeVar("T")
@@ -40,15 +40,11 @@ CatalogOpt = Annotated[
     Path | None,
     typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config)."),
 ]
-DestOpt = Annotated[
-    Path | None, typer.Option("--dest", help="Download root (default: $MDL_DEST, catalog, user data).")
-]
+DestOpt = Annotated[Path | None, typer.Option("--dest", help="Download root (default: $MDL_DEST, catalog, user data).")]
 LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir).")
 ]
-NamesArg = Annotated[
-    list[str] | None, typer.Argument(help="Model names from the catalog.", show_default=False)
-]
+NamesArg = Annotated[list[str] | None, typer.Argument(help="Model names from the catalog.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 
@@ -73,9 +69,7 @@ class Run:
         self.console = Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets())
         from mdl.settings import default_log_file
 
-        chosen = self.log_file or (
-            Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None
-        )
+        chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         from mdl.ui import setup_logging
 
         try:
@@ -123,9 +117,7 @@ class Run:
         """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
         log.error("%s", exc.message)
         if self.json:
-            self.emit(
-                {"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message}}
-            )
+            self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message}})
         self.console.error(exc.message, exc.hint)
         raise typer.Exit(int(exc.exit_code))
 
@@ -152,9 +144,7 @@ def guarded(run: Run) -> Iterator[None]:
         log.exception("internal error")
         if run.environ.get("MDL_DEBUG", "") not in ("", "0"):
             raise
-        error = MdlError(
-            f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback"
-        )
+        error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
         run.fail(error)
     finally:
         log.info("done in %.1fs", time.monotonic() - started)
@@ -217,9 +207,7 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", help="Print the version and exit.", callback=_version_callback, is_eager=True
-        ),
+        typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
     ] = False,
 ) -> None:
     """mdl: pull, verify and pack model files."""
@@ -301,9 +289,7 @@ def show_cmd(
         out.write("\n")
         from mdl.units import human_size
 
-        rows = [
-            {**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]
-        ]
+        rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
         run.table(
             rows,
             [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")],
@@ -332,9 +318,7 @@ def resolve_cmd(
         cat = _load_catalog(run, catalog)
         settings = _settings(run, cat, dest=dest)
         with run.reporter() as progress:
-            docs, failures = resolve_models(
-                _select(cat, names, all_models), settings, follow=follow, progress=progress
-            )
+            docs, failures = resolve_models(_select(cat, names, all_models), settings, follow=follow, progress=progress)
         code = worst_exit_code([f.exit_code for f in failures])
         if run.json:
             doc: dict[str, Any] = {"models": docs}
@@ -349,9 +333,7 @@ def resolve_cmd(
                 run.stdout.write(
                     f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
                 )
-                rows = [
-                    {**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]
-                ]
+                rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
                 run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
         for failure in failures:
             run.console.error(failure.error or "failed")
@@ -368,16 +350,12 @@ def pull_cmd(
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Files in flight at once (default 4).")] = None,
-    limit_rate: Annotated[
-        str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")
-    ] = None,
+    limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Check sizes only, skip sha256.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
     stall_timeout: Annotated[
         float | None,
-        typer.Option(
-            "--stall-timeout", help="Seconds without bytes before a stream is resumed (default 30)."
-        ),
+        typer.Option("--stall-timeout", help="Seconds without bytes before a stream is resumed (default 30)."),
     ] = None,
     lock_timeout: Annotated[
         float | None,
@@ -431,9 +409,7 @@ def _render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
     elif verb == "verified":
         rows = [f.to_json() for f in report.files if f.action != "failed"]
         if rows:
-            run.table(
-                rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")]
-            )
+            run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
     for f in report.files:
         if f.action == "failed":
             run.console.error(f.error or f"{f.model}/{f.path}: failed")
@@ -505,8 +481,7 @@ def clean_cmd(
                     "dry_run": dry_run,
                     "freed": freed,
                     "files": [
-                        {"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed}
-                        for c in cleaned
+                        {"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in cleaned
                     ],
                 }
             )

@@ -25,9 +25,7 @@ CONNECT_TIMEOUT = 10.0
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
-def make_client(
-    *, read_timeout: float, pool_size: int, transport: httpx2.BaseTransport | None = None
-) -> httpx2.Client:
+def make_client(*, read_timeout: float, pool_size: int, transport: httpx2.BaseTransport | None = None) -> httpx2.Client:
     """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop)."""
     return httpx2.Client(
         timeout=httpx2.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout, write=60.0, pool=None),
@@ -138,9 +136,7 @@ def transport_error(exc: httpx2.TransportError, *, what: str, url: str) -> Retry
     """Wrap a connection/read failure as a retryable network error naming the host."""
     host = urlsplit(url).netloc.rsplit("@", 1)[-1]
     reason = redact_text(str(exc)) or type(exc).__name__
-    kind = (
-        "cannot connect to" if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else "error from"
-    )
+    kind = "cannot connect to" if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else "error from"
     return RetryableError(f"{what}: {kind} {host}: {reason}")
 
 

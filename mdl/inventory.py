@@ -1,4 +1,4 @@
-"""What is on disk, offline: ``list``, ``show``, ``verify`` and ``clean``; and ``resolve`` for what is upstream."""
+"""What is on disk (list, show, verify, clean; all offline), and resolve for what is upstream."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 from mdl.catalog import Catalog, ModelSpec
 from mdl.errors import IntegrityError, MdlError
 from mdl.progress import Progress
-from mdl.pull import FileOutcome, Puller, RunReport, failed
 from mdl.redact import redact_url
+from mdl.report import FileOutcome, RunReport, failed
 from mdl.settings import Settings
 from mdl.store import FileRecord, ModelRecord, Store, hash_file, stat_file
 
@@ -65,9 +65,7 @@ class ModelStatus:
             "tags": list(self.spec.tags),
             "repo": self.spec.repo,
             "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
-            "revision": self.record.revision
-            if self.record and self.record.revision
-            else _revision(self.spec),
+            "revision": self.record.revision if self.record and self.record.revision else _revision(self.spec),
             "commit": self.record.commit if self.record else None,
             "status": self.status,
             "files": [
@@ -112,11 +110,7 @@ def model_status(spec: ModelSpec, store: Store) -> ModelStatus:
     else:
         for file in spec.files:
             entry = recorded.get(file.save_path)
-            source = (
-                entry.source
-                if entry
-                else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
-            )
+            source = entry.source if entry else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
             size = entry.size if entry else file.size
             expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
     files: list[LocalFile] = []
@@ -167,9 +161,7 @@ def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: 
             continue
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
         for file in status.files:
-            outcomes.append(
-                _verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress)
-            )
+            outcomes.append(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
     return RunReport(tuple(outcomes))
 
 
@@ -274,6 +266,8 @@ def resolve_models(
     models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
     """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
+    from mdl.pull import Puller  # the HTTP stack is only imported by commands that use the network
+
     puller = Puller(settings, progress=progress)
     try:
         resolved, failures = puller.resolve(models)
@@ -290,12 +284,7 @@ def resolve_models(
                 record = puller.store.read_record(remote.model)
                 entry = record.files.get(remote.path) if record is not None else None
                 state, dest = _file_state(puller.store, remote.model, remote.path, entry)
-                if (
-                    state == "installed"
-                    and entry is not None
-                    and remote.sha256
-                    and entry.sha256 != remote.sha256
-                ):
+                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
                     state = "outdated"
                 files.append(
                     {
@@ -309,9 +298,7 @@ def resolve_models(
                         "state": state,
                     }
                 )
-            docs.append(
-                {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
-            )
+            docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
         return docs, failures
     finally:
         puller.close()

@@ -22,9 +22,7 @@ def _shown(value: str) -> str:
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
     """The one error shape for every rejected path."""
-    return UnsafePathError(
-        f"{where}: must be a relative path inside the folder, got {_shown(value)} ({reason})"
-    )
+    return UnsafePathError(f"{where}: must be a relative path inside the folder, got {_shown(value)} ({reason})")
 
 
 def safe_relative_path(value: str, *, where: str) -> str:
@@ -62,9 +60,7 @@ def url_basename(url: str, *, where: str) -> str:
     shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else parts.path
     segment = parts.path.rsplit("/", 1)[-1]
     if not segment:
-        raise UnsafePathError(
-            f"{where}: cannot take a file name from {_shown(shown)}: the URL path ends without one"
-        )
+        raise UnsafePathError(f"{where}: cannot take a file name from {_shown(shown)}: the URL path ends without one")
     name = unquote(segment)
     if "/" in name:
         # '%2F' would turn one segment into nested folders; a file name is asked for, so refuse.

@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec
 from mdl.errors import (
-    ExitCode,
-    IntegrityError,
     InterruptedByUserError,
     MdlError,
     NoSpaceError,
-    worst_exit_code,
 )
 from mdl.http import Credentials, RetryPolicy, make_client, open_stream, origin
 from mdl.plan import Action, Decision, LocalState, decide
 from mdl.progress import Progress
+from mdl.report import FileOutcome, RunReport, failed
 from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
 from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
-from mdl.units import human_size
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult
+from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
 
@@ -41,60 +39,6 @@ DONE_WORD = {
 
 
 @dataclass(frozen=True)
-class FileOutcome:
-    """What happened to one file (or to a whole model that failed before its files were known)."""
-
-    model: str
-    path: str | None
-    dest: str | None
-    size: int | None
-    sha256: str | None
-    action: str
-    error: str | None = None
-    exit_code: int = 0
-    reason: str = ""
-    fetched: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The contract's per-file shape (plus ``reason``)."""
-        return {
-            "model": self.model,
-            "path": self.path,
-            "dest": self.dest,
-            "size": self.size,
-            "sha256": self.sha256,
-            "action": self.action,
-            "error": self.error,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """The outcome of a pull, verify or get."""
-
-    files: tuple[FileOutcome, ...]
-    dry_run: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """The lowest non-zero code above 1 among the failures (product contract)."""
-        return worst_exit_code([f.exit_code for f in self.files])
-
-    @property
-    def ok(self) -> bool:
-        """Everything asked for is present and verified."""
-        return self.exit_code == ExitCode.OK
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"ok", "files": [...]}`` (plus ``dry_run``)."""
-        doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
-        if self.dry_run:
-            doc["dry_run"] = True
-        return doc
-
-
-@dataclass(frozen=True)
 class PlannedFile:
     """A file, where it goes, and what pull decided to do with it."""
 
@@ -104,26 +48,10 @@ class PlannedFile:
     partial_bytes: int
 
 
-def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = None) -> FileOutcome:
-    """An outcome for a failure, keeping the error's message and exit code."""
-    return FileOutcome(
-        model=model,
-        path=path,
-        dest=str(dest) if dest is not None else None,
-        size=None,
-        sha256=None,
-        action="failed",
-        error=exc.message,
-        exit_code=int(exc.exit_code),
-    )
-
-
 class Puller:
     """One run's machinery: the store, the Hub client (lazy), the HTTP pool and the engine."""
 
-    def __init__(
-        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
         self.settings = settings
         self.progress = progress
         self.cancel = cancel or threading.Event()
@@ -184,9 +112,7 @@ class Puller:
                 hub = self.hub() if _needs_hub(spec) else None
                 record = self.store.read_record(spec.name)
                 resolved.append(
-                    resolve_model(
-                        spec, hub=hub, offline=self.settings.offline, environ=self.environ, record=record
-                    )
+                    resolve_model(spec, hub=hub, offline=self.settings.offline, environ=self.environ, record=record)
                 )
             except MdlError as exc:
                 log.error("%s: %s", spec.name, exc.message)
@@ -313,9 +239,7 @@ class Puller:
                 for future in futures.values():
                     future.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
-                raise InterruptedByUserError(
-                    "interrupted; partial downloads were kept, run again to resume"
-                ) from None
+                raise InterruptedByUserError("interrupted; partial downloads were kept, run again to resume") from None
         if self.cancel.is_set():
             raise InterruptedByUserError("interrupted; partial downloads were kept, run again to resume")
         return [results[i] for i in sorted(results)]
@@ -328,9 +252,7 @@ class Puller:
                 remote.model,
                 remote.path,
                 timeout=self.settings.lock_timeout,
-                on_wait=lambda: self.progress.note(
-                    f"{label}: another mdl run is fetching it; waiting for it"
-                ),
+                on_wait=lambda: self.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
             ):
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
                 fresh = self.plan(remote) if not self.settings.force else plan
@@ -349,9 +271,7 @@ class Puller:
             return self._outcome(plan, Action.SKIP, size=remote.size, sha256=_recorded_sha(self, plan))
         if action is Action.CHECK:
             size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
-            if _matches(
-                remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=_recorded_sha(self, plan)
-            ):
+            if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=_recorded_sha(self, plan)):
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
                 return self._outcome(plan, Action.CHECK, size=size, sha256=sha256)
             log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
@@ -378,9 +298,7 @@ class Puller:
         job = TransferJob(
             label=label,
             url=remote.url,
-            identity=Identity(
-                remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None
-            ),
+            identity=Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None),
             credentials=self.credentials(remote),
             final_path=plan.final_path,
             part_path=part,
@@ -452,9 +370,7 @@ def _recorded_sha(puller: Puller, plan: PlannedFile) -> str | None:
     return entry.sha256 if entry is not None else plan.remote.sha256
 
 
-def _matches(
-    remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None
-) -> bool:
+def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
     if remote.size is not None and size != remote.size:
         return False
     if remote.sha256:

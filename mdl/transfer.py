@@ -32,8 +32,8 @@ from mdl.http import (
     RetryableError,
     RetryPolicy,
     error_for_status,
-    origin,
     open_stream,
+    origin,
     transport_error,
 )
 from mdl.progress import Progress
@@ -210,7 +210,7 @@ class _State:
         os.fdatasync(fd)
         tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
         tmp.write_text(json.dumps(snapshot), encoding="utf-8")
-        os.replace(tmp, self.job.state_path)
+        tmp.replace(self.job.state_path)
 
 
 def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
@@ -370,9 +370,7 @@ class Engine:
                 os.close(fd)
                 fd = -1
                 discard_partial(job)
-                raise NoSpaceError(
-                    f"{job.label}: no space left on device while writing {job.part_path}"
-                ) from exc
+                raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except _HashMismatch:
             raise
@@ -414,7 +412,7 @@ class Engine:
         job.final_path.parent.mkdir(parents=True, exist_ok=True)
         if job.final_path.is_dir() and not job.final_path.is_symlink():
             raise LocalFSError(f"{job.label}: {job.final_path} is a folder, cannot replace it with a file")
-        os.replace(job.part_path, job.final_path)
+        job.part_path.replace(job.final_path)
         dir_fd = os.open(job.final_path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -449,7 +447,7 @@ class Engine:
                         hasher.catch_up(target)
                     elif done.is_set():
                         return
-            except BaseException as exc:  # reported to the caller below
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                 hash_error.append(exc)
 
         hash_thread = threading.Thread(target=hash_loop, name=f"hash:{job.label}", daemon=True)
@@ -523,9 +521,7 @@ class Engine:
                     state.validator = etag
             return str(response.url)
 
-    def _run_piece(
-        self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool
-    ) -> None:
+    def _run_piece(self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool) -> None:
         """Fetch one piece to completion, retrying transient failures and resuming from its last byte."""
         failures = 0
         stalls = 0
@@ -536,9 +532,7 @@ class Engine:
                 if piece.end is None:
                     return
                 if not piece.complete:
-                    raise RetryableError(
-                        f"{job.label}: connection closed early at byte {piece.start + piece.done}"
-                    )
+                    raise RetryableError(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
                 if self.relocate is None or failures >= self.config.retry.retries:
                     raise
@@ -568,9 +562,7 @@ class Engine:
                 if self.cancel.wait(delay):
                     raise InterruptedByUserError(f"{job.label}: interrupted") from exc
 
-    def _stream_piece(
-        self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool
-    ) -> None:
+    def _stream_piece(self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool) -> None:
         offset = piece.start + piece.done
         headers: dict[str, str] = {}
         ranged = multi or offset > 0
@@ -579,9 +571,7 @@ class Engine:
             headers["Range"] = f"bytes={offset}-{end}"
             if state.validator:
                 headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
-        with open_stream(
-            self.client, url, credentials=job.credentials, headers=headers, what=job.label
-        ) as resp:
+        with open_stream(self.client, url, credentials=job.credentials, headers=headers, what=job.label) as resp:
             with self._open_lock:
                 self._open.add(resp)
             try:
@@ -598,8 +588,7 @@ class Engine:
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     raise NetworkError(
-                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); "
-                        "the remote size changed"
+                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
                 else:
                     raise error_for_status(resp, what=job.label, hub=_from_hub(job, resp))
@@ -624,9 +613,7 @@ class Engine:
         if total is not None and state.size is not None and total != state.size:
             raise NetworkError(f"{job.label}: remote size is {total} bytes, expected {state.size}")
         if piece.end is not None and end >= piece.end:
-            raise NetworkError(
-                f"{job.label}: server sent bytes past the requested range ({end} >= {piece.end})"
-            )
+            raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {piece.end})")
 
     def _copy_body(
         self, job: TransferJob, state: _State, fd: int, piece: Piece, resp: httpx2.Response, offset: int

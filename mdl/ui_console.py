@@ -17,6 +17,7 @@ from mdl.redact import redact_text
 # or a server's error text must never move the cursor, recolour the terminal or reorder what is shown.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
+
 def printable(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with control characters replaced: whitespace ones by a space, the rest by "?"."""
 
@@ -125,12 +126,9 @@ def render_table(
     cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
     widths = [
-        max([_display_width(headers[i]), *(_display_width(line[i]) for line in cells)])
-        for i in range(len(columns))
+        max([_display_width(headers[i]), *(_display_width(line[i]) for line in cells)]) for i in range(len(columns))
     ]
-    numeric = [
-        bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns
-    ]
+    numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
 
     def line(values: list[str]) -> str:
         padded = []

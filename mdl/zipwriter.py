@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
@@ -56,7 +57,9 @@ def zip_date_time(source_date_epoch: int | None) -> tuple[int, int, int, int, in
     return max(_DOS_MIN, min(_DOS_MAX, (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5])))
 
 
-def entry_info(name: str, *, size: int, date_time: tuple[int, int, int, int, int, int], deflate: bool) -> zipfile.ZipInfo:
+def entry_info(
+    name: str, *, size: int, date_time: tuple[int, int, int, int, int, int], deflate: bool
+) -> zipfile.ZipInfo:
     """A ZipInfo that depends on nothing but its arguments: same input, same bytes."""
     info = zipfile.ZipInfo(name, date_time)
     info.create_system = 3  # Unix, so external_attr carries the mode
@@ -156,7 +159,7 @@ def hash_sources(
         progress.start(key, label=f"hashing {src.arcname}", total=src.size)
         fd = open_unchanged(src)
         try:
-            hashes[src.arcname] = copier.copy(src, fd, _NullSink(), lambda n, k=key: progress.advance(k, n))
+            hashes[src.arcname] = copier.copy(src, fd, _NullSink(), partial(progress.advance, key))
         finally:
             os.close(fd)
         progress.finish(key, ok=True)
@@ -182,7 +185,7 @@ def write_entries(
         try:
             # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
             with archive.open(info, "w") as entry:
-                digest = copier.copy(src, fd, entry, lambda n, k=src.arcname: progress.advance(k, n))
+                digest = copier.copy(src, fd, entry, partial(progress.advance, src.arcname))
         finally:
             os.close(fd)
         if expected is not None and expected.get(src.arcname) != digest:

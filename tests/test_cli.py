@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from servers import TOKEN, Fault, HubServer, make_data
+from servers import TOKEN, HubServer, make_data
 from typer.testing import CliRunner, Result
 
 from mdl.cli import app
@@ -198,7 +198,9 @@ def test_missing_file_is_exit_4(world: dict[str, object]) -> None:
     assert "nope.bin" in result.stderr
 
 
-def test_gated_without_token_is_exit_3_and_with_token_works(world: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_without_token_is_exit_3_and_with_token_works(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
@@ -254,7 +256,9 @@ def test_direct_url_gets_its_headers_and_never_the_hub_token(
 ) -> None:
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    url = hub.cdn.add_file("/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"})
+    url = hub.cdn.add_file(
+        "/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"}
+    )
     catalog = tmp_path / "url.toml"
     catalog.write_text(
         f'[models.lora]\nfiles = [{{ url = "{url}", size = {len(BIG)}, '
@@ -315,8 +319,12 @@ def test_list_statuses_and_json(world: dict[str, object]) -> None:
     assert models["multi"]["status"] == "missing"
     assert set(models["tiny"]) >= {"name", "description", "tags", "status", "files", "size"}
     (dest / "tiny" / "vocab.txt").unlink()
-    assert {m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]} == {"tiny"}
-    assert [m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]] == ["tiny"]
+    assert {m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]} == {
+        "tiny"
+    }
+    assert [m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]] == [
+        "tiny"
+    ]
     table = mdl("list")
     assert "tiny" in table.stdout and "partial" in table.stdout
 

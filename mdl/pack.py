@@ -1,0 +1,513 @@
+"""``mdl pack``: choose a run's files (or one checkpoint) and stream them into a deterministic zip."""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO
+
+import mdl
+from mdl.archive_names import collision_key, name_problem
+from mdl.checkpoints import Selection, Skipped, real_inside, select_checkpoint
+from mdl.errors import LocalFSError, NoSpaceError, UnsafePathError, UsageError
+from mdl.progress import Progress
+from mdl.zipwriter import (
+    ENTRY_OVERHEAD,
+    HashingCopier,
+    HashingWriter,
+    SourceFile,
+    entry_info,
+    hash_sources,
+    rewrite_stored_entry,
+    write_entries,
+    zip_date_time,
+)
+
+MANIFEST_NAME = "mdl-manifest.json"
+PROFILES = ("deploy", "full")
+COMPRESSIONS = ("auto", "none", "deflate")
+
+# Training state that a deployment never needs (packaging.md, --profile deploy); matched on names.
+DEPLOY_DENY = (
+    "optimizer.*",
+    "scheduler.*",
+    "scaler.pt",
+    "rng_state*.pth",
+    "random_states_*.pkl",
+    "sampler.bin",
+    "training_args.bin",
+    "global_step*",
+    "*-state",
+)
+# Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
+_RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
+LOG_PATTERNS = ("*.log", "progress.json", "all_results.json", "*_results.json", "metrics.csv")
+# Tensors and pickles are stored: deflate saves ~7-8 % on weights at 40-120x the time (packaging.md).
+STORED_SUFFIXES = frozenset(
+    [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".gguf",
+        ".npy",
+        ".pkl",
+        ".pickle",
+        ".npz",
+        ".onnx",
+        ".h5",
+        ".msgpack",
+        ".pb",
+        ".tflite",
+        ".zip",
+        ".gz",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".7z",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".webp",
+    ]
+)
+_PICKLE_SUFFIXES = frozenset([".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"])
+_WEIGHT_SUFFIXES = frozenset([".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"])
+_TOKENIZER_NAMES = frozenset(
+    [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "merges.txt",
+        "spiece.model",
+        "tokenizer.model",
+        "sentencepiece.bpe.model",
+        "chat_template.jinja",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Everything ``mdl pack`` was asked to do."""
+
+    run_dir: Path
+    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
+    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
+    profile: str = "deploy"
+    with_logs: bool = False
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    compress: str = "auto"
+    dry_run: bool = False
+    source_date_epoch: int | None = None
+    cwd: Path = Path()
+
+
+@dataclass(frozen=True)
+class PackedFile:
+    """One file in the archive (path relative to its top-level folder)."""
+
+    path: str
+    size: int
+    sha256: str | None
+    role: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The product.md shape of one file."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "role": self.role}
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What ``mdl pack`` wrote (or, with dry_run, would write)."""
+
+    archive: str
+    size: int | None
+    sha256: str | None
+    checkpoint: str | None
+    reason: str
+    files: tuple[PackedFile, ...]
+    dry_run: bool = False
+    top_folder: str = ""
+    profile: str = "deploy"
+    skipped: tuple[Skipped, ...] = ()
+    metric: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document: product.md's keys first, then extras."""
+        return {
+            "archive": self.archive,
+            "size": self.size,
+            "sha256": self.sha256,
+            "checkpoint": self.checkpoint,
+            "reason": self.reason,
+            "files": [f.to_json() for f in self.files],
+            "dry_run": self.dry_run,
+            "top_folder": self.top_folder,
+            "profile": self.profile,
+            "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped],
+            "metric": self.metric,
+            "notes": list(self.notes),
+        }
+
+
+def role_of(arcname: str) -> str:
+    """The manifest role of a file: weights, config, tokenizer, logs, pickle or other."""
+    name = arcname.rsplit("/", 1)[-1]
+    suffix = PurePosixPath(name).suffix.lower()
+    if arcname.startswith("logs/") or any(fnmatch.fnmatchcase(name, p) for p in LOG_PATTERNS):
+        return "logs"
+    if name == "trainer_state.json" or name.startswith("events.out.tfevents."):
+        return "logs"
+    if suffix in _PICKLE_SUFFIXES:
+        return "pickle"
+    if suffix in _WEIGHT_SUFFIXES:
+        return "weights"
+    if name in _TOKENIZER_NAMES or name.startswith("vocab."):
+        return "tokenizer"
+    if suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md":
+        return "config"
+    return "other"
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclass
+class _Collector:
+    """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
+
+    run_real: Path
+    deny: tuple[str, ...]
+    excludes: tuple[str, ...]
+    skip_real: frozenset[Path]
+    found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
+    special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
+
+    def _excluded_link(self, arcname: str) -> bool:
+        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+        patterns = list(self.excludes)
+        return bool(patterns) and any(
+            True for _ in filter_repo_objects([arcname, arcname + "/"], allow_patterns=patterns)
+        )
+
+    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str, deflate: str) -> None:
+        """Record one file (or a special file, to skip with a note if it ends up selected)."""
+        if real in self.skip_real:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+            self.special[arcname] = f"skipping {kind} '{shown}': not a regular file"
+            self.found.append((None, arcname))
+            return
+        suffix = PurePosixPath(arcname).suffix.lower()
+        squeeze = deflate == "deflate" or (deflate == "auto" and suffix not in STORED_SUFFIXES)
+        src = SourceFile(
+            arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
+        )
+        self.found.append((src, arcname))
+
+    def walk(
+        self, folder: Path, arc_prefix: str, shown_prefix: str, *, top_skip: tuple[str, ...], deflate: str
+    ) -> None:
+        """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
+        self._walk(folder, arc_prefix, shown_prefix, top_skip, deflate, frozenset({folder}))
+
+    def _walk(
+        self,
+        folder: Path,
+        arc_prefix: str,
+        shown_prefix: str,
+        top_skip: tuple[str, ...],
+        deflate: str,
+        ancestors: frozenset[Path],
+    ) -> None:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
+            if _matches(entry.name, self.deny) or _matches(entry.name, top_skip):
+                continue
+            path = Path(entry.path)
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if self._excluded_link(arcname):
+                    continue
+                path = real_inside(path, self.run_real, shown)
+                st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                if path in ancestors or folder.is_relative_to(path):
+                    raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
+                self._walk(path, arcname + "/", shown + "/", (), deflate, ancestors | {path})
+            else:
+                self.add_file(path, st, arcname, shown, deflate)
+
+
+def _select_files(
+    collector: _Collector, includes: tuple[str, ...], excludes: tuple[str, ...], progress: Progress
+) -> list[SourceFile]:
+    """Apply --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error."""
+    from huggingface_hub.utils import filter_repo_objects  # heavy: imported only when packing
+
+    names = [arcname for _, arcname in collector.found]
+    for flag, pattern in [("--include", p) for p in includes] + [("--exclude", p) for p in excludes]:
+        if not any(True for _ in filter_repo_objects(names, allow_patterns=[pattern])):
+            raise UsageError(f"{flag} {pattern!r} matches no file")
+    chosen = list(
+        filter_repo_objects(
+            collector.found,
+            allow_patterns=list(includes) or None,
+            ignore_patterns=list(excludes) or None,
+            key=lambda item: item[1],
+        )
+    )
+    files: list[SourceFile] = []
+    for src, arcname in chosen:
+        if src is None:
+            progress.note(collector.special[arcname])  # opening a FIFO would hang
+        else:
+            files.append(src)
+    return sorted(files, key=lambda f: f.arcname)
+
+
+def _check_names(files: list[SourceFile]) -> None:
+    """Refuse names that ``mdl unpack`` (or Windows/macOS) would reject or fold together."""
+    seen: dict[str, str] = {}
+    for src in files:
+        problem = name_problem(src.arcname)
+        if problem:
+            raise UnsafePathError(f"cannot pack '{src.shown}': {problem}")
+        if src.arcname == MANIFEST_NAME:
+            raise UsageError(f"cannot pack '{src.shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+        key = collision_key(src.arcname)
+        if key in seen:
+            raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{src.shown}': their names collide")
+        seen[key] = src.shown
+
+
+def _collect(
+    options: PackOptions, run_real: Path, selection: Selection, skip: frozenset[Path], progress: Progress
+) -> list[SourceFile]:
+    """The files to pack, after checkpoint choice, profile, logs and patterns."""
+    deny = DEPLOY_DENY if options.profile == "deploy" else ()
+    collector = _Collector(run_real, deny, options.excludes, skip)
+    if selection.checkpoint is None:
+        collector.walk(run_real, "", "", top_skip=_RUN_LEVEL_SKIP, deflate=options.compress)
+        if options.with_logs:
+            progress.note("--with-logs: the run's logs are already part of a whole-run archive")
+    else:
+        shown = selection.root.relative_to(options.cwd / options.run_dir).as_posix()
+        root = real_inside(selection.root, run_real, shown)
+        if selection.single_file:
+            collector.add_file(root, root.stat(), selection.root.name, shown, options.compress)
+        else:
+            collector.walk(root, "", shown + "/", top_skip=(), deflate=options.compress)
+        if options.with_logs:
+            logs = _Collector(run_real, (), options.excludes, skip)
+            with os.scandir(run_real) as it:
+                for entry in sorted(it, key=lambda e: e.name):
+                    if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
+                        real = real_inside(Path(entry.path), run_real, entry.name)
+                        logs.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
+            if not logs.found:
+                progress.note("--with-logs: no logs found in the run")
+            collector.found.extend(logs.found)
+            collector.special.update(logs.special)
+    files = _select_files(collector, options.includes, options.excludes, progress)
+    _check_names(files)
+    return files
+
+
+def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
+    """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
+    if options.output is not None and str(options.output) == "-":
+        target = None
+        label = run_real.name
+        if selection.checkpoint:
+            label += "-" + _checkpoint_label(selection)
+        stem = label
+    else:
+        if options.output is None:
+            label = run_real.name + ("-" + _checkpoint_label(selection) if selection.checkpoint else "")
+            target = options.cwd / f"{label}.zip"
+        else:
+            target = options.cwd / options.output
+        name = target.name
+        stem = name[:-4] if name.lower().endswith(".zip") else name
+    problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
+    if problem:
+        raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
+    return target, stem
+
+
+def _checkpoint_label(selection: Selection) -> str:
+    name = selection.checkpoint or ""
+    for suffix in (".safetensors", ".ckpt"):
+        if selection.single_file and name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[str, str]) -> bytes:
+    """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
+    doc = dict(meta)
+    doc["files"] = [
+        {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
+    ]
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _check_space(folder: Path, needed: int) -> None:
+    """Fail before writing when the archive cannot fit (exit 7)."""
+    usage = os.statvfs(folder)
+    free = usage.f_bavail * usage.f_frsize
+    if free < needed:
+        raise NoSpaceError(f"not enough space in {folder}: the archive needs {needed} bytes, {free} are free")
+
+
+def _local_fs_error(exc: OSError, what: str) -> LocalFSError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(f"no space left while writing {what}")
+    return LocalFSError(f"cannot write {what}: {exc.strerror}")
+
+
+def _write_file_archive(
+    target: Path, stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Write ``target`` via ``target.partial`` and rename; return (size, sha256) of the archive."""
+    partial = target.with_name(target.name + ".partial")
+    date_time = zip_date_time(options.source_date_epoch)
+    placeholder = _manifest_bytes(meta, files, {})
+    try:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _local_fs_error(exc, str(partial)) from exc
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            with zipfile.ZipFile(fh, "w") as archive, HashingCopier() as copier:
+                manifest = entry_info(
+                    f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=date_time, deflate=False
+                )
+                archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
+                hashes = write_entries(
+                    archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress
+                )
+                rewrite_stored_entry(fh, manifest, _manifest_bytes(meta, files, hashes))
+            fh.flush()
+            fh.seek(0)
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            size = fh.tell()
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _local_fs_error(exc, str(target)) from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return size, digest, hashes
+
+
+def _write_stream_archive(
+    out: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Stream the archive to a pipe: hash first (a pipe cannot be rewound to fill in the manifest)."""
+    date_time = zip_date_time(options.source_date_epoch)
+    sink = HashingWriter(out)
+    with HashingCopier() as copier:
+        hashes = hash_sources(files, copier, progress, "hash:")
+        manifest_data = _manifest_bytes(meta, files, hashes)
+        with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[call-overload]
+            manifest = entry_info(
+                f"{stem}/{MANIFEST_NAME}", size=len(manifest_data), date_time=date_time, deflate=False
+            )
+            archive.writestr(manifest, manifest_data)
+            write_entries(
+                archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress, expected=hashes
+            )
+    sink.flush()
+    return sink.size, sink.digest.hexdigest(), hashes
+
+
+def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
+    """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
+    if options.profile not in PROFILES:
+        raise UsageError(f"unknown profile {options.profile!r} (choose {', '.join(PROFILES)})")
+    if options.compress not in COMPRESSIONS:
+        raise UsageError(f"unknown compression {options.compress!r} (choose {', '.join(COMPRESSIONS)})")
+    run_dir = options.cwd / options.run_dir
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder not found: {options.run_dir}")
+    run_real = Path(os.path.realpath(run_dir))
+    to_stdout = options.output is not None and str(options.output) == "-"
+    if to_stdout and stdout is None and not options.dry_run:
+        raise UsageError("-o - needs a stdout stream")
+
+    selection = select_checkpoint(run_dir, options.checkpoint)
+    target, stem = _archive_target(options, run_real, selection)
+    skip: frozenset[Path] = frozenset()
+    if target is not None:
+        # An archive written into the run must not end up packed into the next one.
+        out_real = Path(os.path.realpath(target))
+        skip = frozenset({out_real, out_real.with_name(out_real.name + ".partial")})
+    files = _collect(options, run_real, selection, skip, progress)
+    if not files:
+        raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
+
+    meta: dict[str, Any] = {
+        "format": "mdl-pack",
+        "version": 1,
+        "mdl_version": mdl.__version__,
+        "run": run_real.name,
+        "checkpoint": selection.checkpoint,
+        "reason": selection.reason,
+        "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in selection.skipped],
+        "metric": selection.metric,
+        "profile": options.profile,
+        "with_logs": options.with_logs,
+        "include": list(options.includes),
+        "exclude": list(options.excludes),
+    }
+    archive_label = "-" if target is None else str(target)
+    result_args: dict[str, Any] = {
+        "archive": archive_label,
+        "checkpoint": selection.checkpoint,
+        "reason": selection.reason,
+        "top_folder": stem,
+        "profile": options.profile,
+        "skipped": selection.skipped,
+        "metric": selection.metric,
+    }
+    if options.dry_run:
+        listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
+        return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
+
+    progress.begin(total_bytes=sum(f.size for f in files) * (2 if target is None else 1), files=len(files))
+    if target is None:
+        assert stdout is not None
+        size, digest, hashes = _write_stream_archive(stdout, stem, meta, files, options, progress)
+    else:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _local_fs_error(exc, str(target.parent)) from exc
+        if target.is_dir():
+            raise UsageError(f"output {target} is a folder")
+        overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
+        _check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
+        size, digest, hashes = _write_file_archive(target, stem, meta, files, options, progress)
+    packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
+    return PackResult(size=size, sha256=digest, files=packed, **result_args)

@@ -1,0 +1,68 @@
+"""House rules that must not rot: lint, strict types, a core free of typer/rich, and lazy heavy imports."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UI_MODULES = {"cli.py", "ui.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_imports_neither_typer_nor_rich() -> None:
+    offenders = {
+        path.name: sorted(_imports(path) & {"typer", "rich", "click"})
+        for path in sorted((ROOT / "mdl").glob("*.py"))
+        if path.name not in UI_MODULES
+    }
+    assert {name: bad for name, bad in offenders.items() if bad} == {}
+
+
+def test_nothing_imports_click_directly() -> None:
+    assert [p.name for p in (ROOT / "mdl").glob("*.py") if "click" in _imports(p)] == []
+
+
+def test_cli_import_is_light() -> None:
+    """`mdl --help` and `mdl list` stay fast: no huggingface_hub, httpx2 or rich.progress at import."""
+    code = (
+        "import sys, mdl.cli, mdl.inventory, mdl.ui;"
+        "heavy = [m for m in ('huggingface_hub', 'httpx2', 'rich.progress', 'rich') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install '.[test]')")
+    return found
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run(
+        [_tool("ruff"), "check", "mdl", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = subprocess.run([_tool("mypy"), "--strict", "mdl"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
