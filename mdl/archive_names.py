@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and NTFS
 MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 

@@ -9,19 +9,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
 from mdl import __version__
-from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.redact import redact_text, redact_url
 
 log = logging.getLogger("mdl.http")
+T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
 CONNECT_TIMEOUT = 10.0
+UNREACHABLE_RETRIES = 1  # a host that does not answer at all is offline, not flaky: fail within seconds
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
@@ -74,6 +77,10 @@ class RetryableError(NetworkError):
     def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class UnreachableError(RetryableError):
+    """The host did not answer at all (refused, DNS, connect timeout): worth a quick retry, not five."""
 
 
 class ExpiredURLError(AuthError):
@@ -136,8 +143,9 @@ def transport_error(exc: httpx2.TransportError, *, what: str, url: str) -> Retry
     """Wrap a connection/read failure as a retryable network error naming the host."""
     host = urlsplit(url).netloc.rsplit("@", 1)[-1]
     reason = redact_text(str(exc)) or type(exc).__name__
-    kind = "cannot connect to" if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else "error from"
-    return RetryableError(f"{what}: {kind} {host}: {reason}")
+    if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
+        return UnreachableError(f"{what}: cannot connect to {host}: {reason}")
+    return RetryableError(f"{what}: error from {host}: {reason}")
 
 
 @contextmanager
@@ -201,3 +209,25 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
+
+    def run(self, call: Callable[[], T], *, what: str, wait: Callable[[float], bool] | None = None) -> T:
+        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry.
+
+        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C).
+        """
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except RetryableError as exc:
+                attempt += 1
+                limit = min(self.retries, UNREACHABLE_RETRIES) if isinstance(exc, UnreachableError) else self.retries
+                if attempt > limit:
+                    raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
+                delay = self.delay(attempt, retry_after=exc.retry_after)
+                log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
+                if wait is not None:
+                    if wait(delay):
+                        raise InterruptedByUserError(f"{what}: interrupted") from exc
+                else:
+                    self.sleep(delay)

@@ -60,13 +60,14 @@ class Puller:
         self._hub: Hub | None = None
         self._token: str | None = None
         self._token_read = False
+        self.retry = RetryPolicy(retries=settings.retries)
         self.client = make_client(
             read_timeout=settings.stall_timeout,
             pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
         )
         self.engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=RetryPolicy(retries=settings.retries)),
+            EngineConfig(connections=settings.connections, retry=self.retry),
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
@@ -90,7 +91,7 @@ class Puller:
         if self.settings.offline:
             return None
         if self._hub is None:
-            self._hub = Hub(self.settings.endpoint, self.token)
+            self._hub = Hub(self.settings.endpoint, self.token, retry=self.retry)
         return self._hub
 
     def credentials(self, remote: RemoteFile) -> Credentials:
@@ -130,12 +131,16 @@ class Puller:
 
     def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
         """Ask for the first byte, following redirects: (final URL, total size, strong ETag)."""
+        what = label_of(remote)
+        return self.retry.run(lambda: self._probe_once(remote), what=what, wait=self.cancel.wait)
+
+    def _probe_once(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
         with open_stream(
             self.client,
             remote.url,
             credentials=self.credentials(remote),
             headers={"Range": "bytes=0-0"},
-            what=f"{remote.model}/{remote.path}",
+            what=label_of(remote),
         ) as response:
             from mdl.http import error_for_status
             from mdl.ranges import ContentRangeError, parse_content_range
@@ -150,7 +155,7 @@ class Puller:
                 total = int(length) if length and length.isdigit() else None
             else:
                 hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
-                raise error_for_status(response, what=f"{remote.model}/{remote.path}", hub=hub)
+                raise error_for_status(response, what=label_of(remote), hub=hub)
             etag = response.headers.get("ETag")
             return str(response.url), total, etag if etag and not etag.startswith("W/") else None
 
@@ -246,7 +251,7 @@ class Puller:
 
     def _pull_one(self, plan: PlannedFile, commit: tuple[str | None, str | None]) -> FileOutcome:
         remote = plan.remote
-        label = f"{remote.model}/{remote.path}"
+        label = label_of(remote)
         try:
             with self.store.file_lock(
                 remote.model,
@@ -293,7 +298,7 @@ class Puller:
 
     def _transfer(self, plan: PlannedFile) -> TransferResult:
         remote = plan.remote
-        label = f"{remote.model}/{remote.path}"
+        label = label_of(remote)
         part, state = self.store.part_paths(remote.model, remote.path)
         job = TransferJob(
             label=label,
@@ -352,6 +357,11 @@ class Puller:
             reason=plan.decision.reason,
             fetched=fetched,
         )
+
+
+def label_of(remote: RemoteFile) -> str:
+    """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
+    return f"{remote.model}/{remote.path}" if remote.model else remote.path
 
 
 def _needs_hub(spec: ModelSpec) -> bool:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mdl.catalog import FileSpec, ModelSpec, expand_headers
 from mdl.errors import AuthError, IntegrityError, MdlError, NetworkError, NotFoundError
+from mdl.http import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
 from mdl.paths import safe_relative_path
 from mdl.redact import redact_text, redact_url
 from mdl.store import ModelRecord
 
 log = logging.getLogger("mdl.resolve")
+T = TypeVar("T")
 
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -65,17 +67,31 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
 class Hub:
     """The Hub through huggingface_hub, with its errors turned into ours."""
 
-    def __init__(self, endpoint: str, token: str | None) -> None:
+    def __init__(self, endpoint: str, token: str | None, *, retry: RetryPolicy | None = None) -> None:
         from huggingface_hub import HfApi
 
         self.endpoint = endpoint
         self.token = token
+        self.retry = retry or RetryPolicy()
         self.api = HfApi(endpoint=endpoint, token=token or False)
+
+    def _call(self, call: Callable[[], T], what: str, *, repo: str, revision: str, path: str | None = None) -> T:
+        """One Hub API call with our error translation, retried on 5xx, 429 and dropped connections."""
+
+        def attempt() -> T:
+            with self.errors(what, repo=repo, revision=revision, path=path):
+                return call()
+
+        return self.retry.run(attempt, what=what)
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """Pin a branch/tag/commit to its commit sha."""
-        with self.errors(what, repo=repo, revision=revision):
-            info = self.api.repo_info(repo, repo_type=repo_type, revision=revision)
+        info = self._call(
+            lambda: self.api.repo_info(repo, repo_type=repo_type, revision=revision),
+            what,
+            repo=repo,
+            revision=revision,
+        )
         sha = getattr(info, "sha", None)
         if not sha:
             raise NetworkError(f"{what}: the Hub did not say which commit {revision!r} of {repo} is")
@@ -85,17 +101,26 @@ class Hub:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, no HEADs)."""
         from huggingface_hub.hf_api import RepoFile
 
-        with self.errors(what, repo=repo, revision=commit):
-            items = self.api.list_repo_tree(repo, repo_type=repo_type, revision=commit, recursive=True)
-            return [item for item in items if isinstance(item, RepoFile)]
+        items = self._call(
+            lambda: list(self.api.list_repo_tree(repo, repo_type=repo_type, revision=commit, recursive=True)),
+            what,
+            repo=repo,
+            revision=commit,
+        )
+        return [item for item in items if isinstance(item, RepoFile)]
 
     def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> Any:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
         url = hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
-        with self.errors(what, repo=repo, revision=revision, path=path):
-            return get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint)
+        return self._call(
+            lambda: get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint),
+            what,
+            repo=repo,
+            revision=revision,
+            path=path,
+        )
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         """``{endpoint}/{datasets/|spaces/}{repo}/resolve/{revision}/{path}``."""
@@ -132,12 +157,18 @@ class Hub:
             status = _status(exc)
             if status in (401, 403):
                 raise AuthError(f"{what}: not authorised for {target} (HTTP {status}){_detail(exc)}") from exc
-            raise NetworkError(f"{what}: the Hub answered HTTP {status} for {target}{_detail(exc)}") from exc
+            message = f"{what}: the Hub answered HTTP {status} for {target}{_detail(exc)}"
+            if status in RETRYABLE_STATUSES:
+                response = getattr(exc, "response", None)
+                after = response.headers.get("Retry-After") if response is not None else None
+                raise RetryableError(message, retry_after=retry_after_seconds(after)) from exc
+            raise NetworkError(message) from exc
         except hf.OfflineModeIsEnabled as exc:
             raise NetworkError(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from exc
         except httpx2.TransportError as exc:
             reason = redact_text(str(exc)) or type(exc).__name__
-            raise NetworkError(
+            kind = UnreachableError if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else RetryableError
+            raise kind(
                 f"{what}: cannot reach the Hub at {self.endpoint}: {reason}",
                 hint="check the network, or set HF_ENDPOINT to a reachable mirror",
             ) from exc

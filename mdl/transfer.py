@@ -427,7 +427,7 @@ class Engine:
         todo = [p for p in state.pieces if not p.complete]
         url = job.url
         if len(state.pieces) > 1 and todo:
-            url = self._locate(job, state)
+            url = self._locate_retrying(job, state)
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             for piece in todo:  # small file: stream inline, hash after (the bytes are in the page cache)
                 self._run_piece(job, state, fd, piece, url, multi=len(state.pieces) > 1)
@@ -504,6 +504,9 @@ class Engine:
         if state.stop.is_set():
             raise _Stopped
 
+    def _locate_retrying(self, job: TransferJob, state: _State) -> str:
+        return self.config.retry.run(lambda: self._locate(job, state), what=job.label, wait=self.cancel.wait)
+
     def _locate(self, job: TransferJob, state: _State) -> str:
         """Follow redirects once (Hub → CDN) so every range goes straight to the final URL."""
         with open_stream(
@@ -540,7 +543,7 @@ class Engine:
                 log.info("%s: signed URL refused (403), resolving it again", job.label)
                 url = self.relocate(job)
                 if multi:
-                    url = self._locate(job, state)
+                    url = self._locate_retrying(job, state)
             except httpx2.ReadTimeout as exc:
                 self._check_stop(job, state)
                 stalls += 1

@@ -6,10 +6,11 @@ Everything here is stdlib only and binds to 127.0.0.1 on a free port, so no test
   throttling and scripted faults (`Fault`).
 - `HubServer` holds git-like repos (commits, branches, tags, LFS vs. plain files) and answers the part
   of the Hub API that huggingface_hub and mdl use: `resolve` (302 to the CDN for LFS files, 200 for small
-  files), `api/{models,datasets,spaces}/{repo}[/revision/{rev}]` and `.../tree/{rev}[/{path}]` with `Link`
-  pagination, with the Hub's `X-Error-Code` / `X-Error-Message` headers so `hf_raise_for_status` raises
-  the right class.
-- Both keep a thread-safe `RequestLog` of what they saw and sent.
+  files), `api/{models,datasets,spaces}/{repo}[/revision/{rev}]`, `.../tree/{rev}[/{path}]` with `Link`
+  pagination and `POST .../paths-info/{rev}`, with the Hub's `X-Error-Code` / `X-Error-Message` headers so
+  `hf_raise_for_status` raises the right class.
+- Both keep a thread-safe `RequestLog` of what they saw and sent, and take `Fault`s.
+- `python tests/servers.py FILE...` serves files from another process (benchmarks: no shared GIL).
 
 Usage::
 
@@ -346,9 +347,7 @@ class Fault:
         return cls("reset", after_bytes=after_bytes, rst=rst, **match)
 
     @classmethod
-    def stall(
-        cls, after_bytes: int = 0, seconds: float | None = None, *, resume: bool = False, **match: Any
-    ) -> Fault:
+    def stall(cls, after_bytes: int = 0, seconds: float | None = None, *, resume: bool = False, **match: Any) -> Fault:
         """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown), keeping the
         connection open; then close it, or send the rest if `resume`."""
         return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, **match)
@@ -476,9 +475,7 @@ def _if_range_matches(if_range: str, etag: str | None, last_modified: str | None
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    block_on_close = (
-        False  # shutdown closes client sockets itself; joining idle keep-alive threads would hang
-    )
+    block_on_close = False  # shutdown closes client sockets itself; joining idle keep-alive threads would hang
     request_queue_size = 256  # 16+ parallel range connections must not hit SYN-retry delays
     owner: LoopbackServer
 
@@ -535,13 +532,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.server.owner._dispatch(self)
 
-    def _not_allowed(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)  # drain the body so the connection stays usable
-        self.server.owner._dispatch(self, allowed=False)
+    def _with_body(self) -> None:
+        self.server.owner._dispatch(self)
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _with_body
 
 
 class Exchange:
@@ -555,6 +549,9 @@ class Exchange:
         self.path = split.path  # still quoted
         self.query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.headers = handler.headers
+        length = int(handler.headers.get("Content-Length") or 0)
+        # Always read the body: an unread body would be parsed as the next request on this connection.
+        self.body = handler.rfile.read(length) if length else b""
         self.fault: Fault | None = None
         self.record = RequestRecord(
             server=server.name,
@@ -753,9 +750,7 @@ class LoopbackServer:
         self.faults = FaultPlan()
         self.throttle_bps = throttle_bps  # per response stream; None = as fast as loopback goes
         self.ignore_ranges = False  # True: every request gets 200 and the full body (still advertising bytes)
-        self.errors: list[
-            str
-        ] = []  # unexpected exceptions inside the server (tests may assert it stays empty)
+        self.errors: list[str] = []  # unexpected exceptions inside the server (tests may assert it stays empty)
         self._host_alias = host_alias
         self._redirects: dict[str, tuple[str, int]] = {}
         self._stopping = threading.Event()
@@ -825,12 +820,12 @@ class LoopbackServer:
 
     # -- dispatch ------------------------------------------------------------------------------------------
 
-    def _dispatch(self, handler: _Handler, *, allowed: bool = True) -> None:
+    def _dispatch(self, handler: _Handler) -> None:
         ex = Exchange(self, handler)
         side, fault = self.faults.take(ex.method, ex.path, "Range" in ex.headers)
         for effect in side:
             self._apply_side_effect(effect, ex)
-        if not allowed:
+        if not self.allows(ex):
             ex.send_bytes(405, b"method not allowed\n", {"Allow": "GET, HEAD"})
             return
         if fault is not None and fault.kind == "status":
@@ -847,6 +842,10 @@ class LoopbackServer:
     def _apply_side_effect(self, fault: Fault, ex: Exchange) -> None:
         if fault.kind == "call" and fault.action is not None:
             fault.action()
+
+    def allows(self, ex: Exchange) -> bool:
+        """Whether the method is served at all (else 405)."""
+        return ex.method in ("GET", "HEAD")
 
     def route(self, ex: Exchange) -> None:
         """Answer one request (subclasses)."""
@@ -968,8 +967,7 @@ class CdnServer(LoopbackServer):
 
     def _access_denied(self, ex: Exchange, code: str, message: str) -> None:
         body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>\n"
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n'
         ).encode()
         ex.send_bytes(403, body, content_type="application/xml")
 
@@ -1071,9 +1069,7 @@ class Repo:
     repo_type: RepoType
     gated: Literal["auto", "manual"] | Literal[False] = False
     private: bool = False
-    gate_api: bool = (
-        False  # the real Hub shows gated repos' metadata and tree to anyone; True gates those too
-    )
+    gate_api: bool = False  # the real Hub shows gated repos' metadata and tree to anyone; True gates those too
     granted_tokens: set[str] | None = None  # for gated/private repos: None = every valid token has access
     lfs_threshold: int = 10 * 1024 * 1024
     lfs_suffixes: tuple[str, ...] = DEFAULT_LFS_SUFFIXES
@@ -1225,9 +1221,7 @@ class HubServer(LoopbackServer):
                 self.cdn.add_blob(content)
             files[path] = hub_file
         n = next(self._commit_counter)
-        ident = f"{repo_type}/{repo_id}\n{parent}\n{n}\n" + "\n".join(
-            f"{p}:{f.oid}" for p, f in sorted(files.items())
-        )
+        ident = f"{repo_type}/{repo_id}\n{parent}\n{n}\n" + "\n".join(f"{p}:{f.oid}" for p, f in sorted(files.items()))
         sha = hashlib.sha1(ident.encode()).hexdigest()
         repo.commits[sha] = Commit(sha=sha, files=files, title=title, timestamp=_FIXED_EPOCH + n * 60)
         repo.branches[branch] = sha
@@ -1245,15 +1239,11 @@ class HubServer(LoopbackServer):
         """Commit a new version of one file; returns the new commit sha."""
         return self.commit(repo_id, {path: data}, repo_type=repo_type, branch=branch, title=f"Update {path}")
 
-    def delete_file(
-        self, repo_id: str, path: str, *, repo_type: RepoType = "model", branch: str = "main"
-    ) -> str:
+    def delete_file(self, repo_id: str, path: str, *, repo_type: RepoType = "model", branch: str = "main") -> str:
         """Commit the removal of one file; returns the new commit sha."""
         return self.commit(repo_id, {path: None}, repo_type=repo_type, branch=branch, title=f"Delete {path}")
 
-    def create_branch(
-        self, repo_id: str, branch: str, revision: str = "main", *, repo_type: RepoType = "model"
-    ) -> str:
+    def create_branch(self, repo_id: str, branch: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
         """Point a (new) branch at `revision`; returns its commit sha."""
         repo = self.repo(repo_id, repo_type)
         commit = repo.resolve_revision(revision)
@@ -1262,9 +1252,7 @@ class HubServer(LoopbackServer):
         repo.branches[branch] = commit.sha
         return commit.sha
 
-    def create_tag(
-        self, repo_id: str, tag: str, revision: str = "main", *, repo_type: RepoType = "model"
-    ) -> str:
+    def create_tag(self, repo_id: str, tag: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
         """Tag `revision`; returns its commit sha."""
         repo = self.repo(repo_id, repo_type)
         commit = repo.resolve_revision(revision)
@@ -1275,17 +1263,11 @@ class HubServer(LoopbackServer):
 
     # -- URLs ----------------------------------------------------------------------------------------------
 
-    def file_url(
-        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
-    ) -> str:
+    def file_url(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
         """The resolve URL, built like `huggingface_hub.hf_hub_url`."""
-        return (
-            f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
-        )
+        return f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
-    def blob_url(
-        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
-    ) -> str:
+    def blob_url(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
         """A freshly signed CDN URL for an LFS file (what resolve would redirect to now)."""
         hub_file = self.repo(repo_id, repo_type).file(path, revision)
         return self.cdn.signed_url(self.cdn.add_blob(hub_file.content))
@@ -1317,9 +1299,7 @@ class HubServer(LoopbackServer):
         token = token.strip()
         return token, scheme.lower() == "bearer" and token in self.valid_tokens
 
-    def _check_access(
-        self, ex: Exchange, repo: Repo | None, repo_id: str, *, file_access: bool
-    ) -> Repo | None:
+    def _check_access(self, ex: Exchange, repo: Repo | None, repo_id: str, *, file_access: bool) -> Repo | None:
         """Apply the Hub's auth rules; returns the repo if the request may go on (else the error is sent)."""
         token, token_ok = self._token(ex)
         if not token_ok:
@@ -1360,6 +1340,10 @@ class HubServer(LoopbackServer):
             if commit is not None:
                 return commit, candidate, segs[k:]
         return None, first, segs[1:]
+
+    def allows(self, ex: Exchange) -> bool:
+        """GET/HEAD everywhere, and POST for `paths-info`."""
+        return super().allows(ex) or (ex.method == "POST" and "/paths-info/" in ex.path)
 
     def route(self, ex: Exchange) -> None:
         """Dispatch API and resolve requests."""
@@ -1414,7 +1398,7 @@ class HubServer(LoopbackServer):
 
     def _route_api(self, ex: Exchange, repo_type: RepoType, segs: list[str]) -> None:
         decoded = [unquote(s) for s in segs]
-        marker = next((m for m in ("revision", "tree") if m in decoded[1:3]), None)
+        marker = next((m for m in ("revision", "tree", "paths-info") if m in decoded[1:3]), None)
         repo_id, i = self._find_repo(repo_type, decoded, marker)
         repo = self._check_access(ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=False)
         if repo is None:
@@ -1423,7 +1407,7 @@ class HubServer(LoopbackServer):
         if not rest or rest == [""]:
             self._send_info(ex, repo, repo.head)
             return
-        if rest[0] not in ("revision", "tree") or len(rest) < 2:
+        if rest[0] not in ("revision", "tree", "paths-info") or len(rest) < 2:
             self._error(ex, 404, None, "Not found")
             return
         commit, revision, tail = self._split_revision(repo, rest[1:])
@@ -1432,6 +1416,8 @@ class HubServer(LoopbackServer):
             return
         if rest[0] == "revision":
             self._send_info(ex, repo, commit)
+        elif rest[0] == "paths-info":
+            self._send_paths_info(ex, commit)
         else:
             self._send_tree(ex, repo, commit, "/".join(unquote(s) for s in tail).strip("/"))
 
@@ -1465,14 +1451,41 @@ class HubServer(LoopbackServer):
             info["modelId"] = repo.repo_id
         ex.send_json(info)
 
-    def _send_tree(self, ex: Exchange, repo: Repo, commit: Commit, prefix: str) -> None:
-        recursive = ex.query.get("recursive", "").lower() in ("1", "true")
-        expand = ex.query.get("expand", "").lower() in ("1", "true")
+    @staticmethod
+    def _dirs(commit: Commit) -> set[str]:
         dirs: set[str] = set()
         for path in commit.files:
             if _is_safe_repo_path(path):
                 parts = path.split("/")
                 dirs.update("/".join(parts[:k]) for k in range(1, len(parts)))
+        return dirs
+
+    @staticmethod
+    def _entry(commit: Commit, path: str, *, expand: bool) -> dict[str, Any]:
+        """A tree / paths-info entry, shaped like the Hub's."""
+        f = commit.files.get(path)
+        if f is None:
+            oid = hashlib.sha1(f"tree\n{commit.sha}\n{path}".encode()).hexdigest()
+            return {"type": "directory", "oid": oid, "size": 0, "path": path}
+        entry: dict[str, Any] = {"type": "file", "oid": f.oid, "size": f.size, "path": path}
+        if f.lfs:
+            entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(f.pointer)}
+        if expand:
+            entry["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": _iso_date(commit.timestamp)}
+        return entry
+
+    def _send_paths_info(self, ex: Exchange, commit: Commit) -> None:
+        """POST paths-info: entries for the asked paths that exist (missing ones are left out, as on the Hub)."""
+        form = parse_qs(ex.body.decode(), keep_blank_values=True)
+        expand = form.get("expand", ["false"])[-1].lower() in ("1", "true")
+        dirs = self._dirs(commit)
+        found = [p for p in dict.fromkeys(form.get("paths", [])) if p in commit.files or p in dirs]
+        ex.send_json([self._entry(commit, p, expand=expand) for p in found])
+
+    def _send_tree(self, ex: Exchange, repo: Repo, commit: Commit, prefix: str) -> None:
+        recursive = ex.query.get("recursive", "").lower() in ("1", "true")
+        expand = ex.query.get("expand", "").lower() in ("1", "true")
+        dirs = self._dirs(commit)
         if prefix and prefix not in dirs:
             self._error(ex, 404, "EntryNotFound", f"Path {quote(prefix)} not found in the tree")
             return
@@ -1486,25 +1499,9 @@ class HubServer(LoopbackServer):
             # Unsafe paths ("../x", "/abs") are listed at the top level, as a hostile server would.
             return "/" not in rel or not _is_safe_repo_path(path)
 
-        entries: list[dict[str, Any]] = []
-        for path in sorted(set(commit.files) | dirs):
-            if not wanted(path):
-                continue
-            if path in dirs:
-                oid = hashlib.sha1(f"tree\n{commit.sha}\n{path}".encode()).hexdigest()
-                entries.append({"type": "directory", "oid": oid, "size": 0, "path": path})
-                continue
-            f = commit.files[path]
-            entry: dict[str, Any] = {"type": "file", "oid": f.oid, "size": f.size, "path": path}
-            if f.lfs:
-                entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(f.pointer)}
-            if expand:
-                entry["lastCommit"] = {
-                    "id": commit.sha,
-                    "title": commit.title,
-                    "date": _iso_date(commit.timestamp),
-                }
-            entries.append(entry)
+        entries = [
+            self._entry(commit, path, expand=expand) for path in sorted(set(commit.files) | dirs) if wanted(path)
+        ]
 
         # Cursor pagination with a GitHub-style Link header, like the Hub (1000 entries per page there).
         try:

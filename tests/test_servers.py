@@ -228,9 +228,7 @@ def test_replace_file_makes_a_new_commit_and_keeps_the_old(tiny: HubServer) -> N
     assert new_sha != old_sha and len(new_sha) == 40 and repo.sha == new_sha
 
     main = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", endpoint=tiny.url))
-    old = get_hf_file_metadata(
-        hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url)
-    )
+    old = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url))
     assert (main.commit_hash, main.etag) == (new_sha, hashlib.sha256(new_weights).hexdigest())
     assert (old.commit_hash, old.etag) == (old_sha, hashlib.sha256(WEIGHTS).hexdigest())
     with client() as http:
@@ -312,9 +310,7 @@ BODY = make_data(1000, seed=3)
         ("items=0-3", 200, None, BODY),
     ],
 )
-def test_cdn_ranges(
-    cdn: CdnServer, range_header: str, status: int, content_range: str | None, body: bytes
-) -> None:
+def test_cdn_ranges(cdn: CdnServer, range_header: str, status: int, content_range: str | None, body: bytes) -> None:
     url = cdn.add_file("/files/model.bin", BODY)
     with client() as http:
         r = http.get(url, headers={"Range": range_header})
@@ -608,3 +604,17 @@ def test_client_disconnects_are_quiet(cdn: CdnServer, capfd: pytest.CaptureFixtu
     assert not any(r.complete for r in cdn.log)
     assert cdn.errors == []
     assert capfd.readouterr().err == ""
+
+
+def test_paths_info_and_expanded_tree(tiny: HubServer) -> None:
+    api = HfApi(endpoint=tiny.url)
+    infos = api.get_paths_info("org/tiny", ["model.safetensors", "nested", "missing.txt", ODD_PATH])
+    assert [(type(i).__name__, i.path) for i in infos] == [
+        ("RepoFile", "model.safetensors"),
+        ("RepoFolder", "nested"),
+        ("RepoFile", ODD_PATH),
+    ]
+    weights = infos[0]
+    assert isinstance(weights, RepoFile) and weights.lfs is not None and weights.size == len(WEIGHTS)
+    expanded = [e for e in api.list_repo_tree("org/tiny", expand=True) if isinstance(e, RepoFile)]
+    assert expanded and all(e.last_commit and e.last_commit.oid == tiny.repo("org/tiny").sha for e in expanded)

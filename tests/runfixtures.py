@@ -1,0 +1,147 @@
+"""Helpers that build realistic training-run folders (HF Trainer, PEFT, Lightning, kohya) on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
+
+
+def safetensors_bytes(tensors: dict[str, int], *, seed: str = "x", metadata: dict[str, str] | None = None) -> bytes:
+    """A valid safetensors file: 8-byte LE header length, JSON header with data_offsets, then the data."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, nbytes in tensors.items():
+        header[name] = {"dtype": "U8", "shape": [nbytes], "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + pseudo_random(offset, seed)
+
+
+def safetensors_header(data_size: int) -> bytes:
+    """Just the header of a one-tensor file whose data region is ``data_size`` bytes (for sparse files)."""
+    raw = json.dumps({"w": {"dtype": "U8", "shape": [data_size], "data_offsets": [0, data_size]}}).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def pseudo_random(size: int, seed: str) -> bytes:
+    """Deterministic, incompressible-looking bytes (weights do not deflate much either)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path``, creating parents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    """Write ``doc`` as JSON to ``path``."""
+    return write(path, json.dumps(doc, indent=2))
+
+
+@dataclass
+class Run:
+    """A run folder and what was put in it."""
+
+    root: Path
+    checkpoints: list[str] = field(default_factory=list)
+
+    def ckpt(self, name: str) -> Path:
+        """The path of checkpoint ``name``."""
+        return self.root / name
+
+
+def write_model_files(folder: Path, *, seed: str, sharded: bool = False, weights_kib: int = 64) -> None:
+    """Config, tokenizer and weights (single file, or two shards with model.safetensors.index.json)."""
+    write_json(folder / "config.json", {"model_type": "bert", "hidden_size": 32})
+    write_json(folder / "generation_config.json", {"max_length": 20})
+    write_json(folder / "tokenizer.json", {"version": "1.0", "model": {"vocab": {"a": 0, "b": 1}}})
+    write_json(folder / "tokenizer_config.json", {"model_max_length": 512})
+    write_json(folder / "special_tokens_map.json", {"pad_token": "[PAD]"})
+    write(folder / "vocab.txt", "[PAD]\n[UNK]\na\nb\n" * 50)
+    if sharded:
+        names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        weight_map: dict[str, str] = {}
+        for i, shard in enumerate(names):
+            tensors = {f"layer{i}.weight": weights_kib * 512, f"layer{i}.bias": 256}
+            write(folder / shard, safetensors_bytes(tensors, seed=f"{seed}-{i}"))
+            weight_map.update(dict.fromkeys(tensors, shard))
+        index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+        write_json(folder / "model.safetensors.index.json", index)
+    else:
+        tensors = {"embeddings.weight": weights_kib * 1024, "classifier.bias": 128}
+        write(folder / "model.safetensors", safetensors_bytes(tensors, seed=seed))
+
+
+def make_hf_run(
+    root: Path,
+    *,
+    steps: tuple[int, ...] = (100, 200, 300),
+    sharded: tuple[int, ...] = (),
+    best_step: int | None = None,
+    best_path: str | None = None,
+) -> Run:
+    """An HF Trainer output folder: checkpoint-N folders with weights, tokenizer, trainer_state and
+    training state, a final model at the top, logs, and trainer_state.json recording the best checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    run = Run(root)
+    best = best_step if best_step is not None else steps[0]
+    recorded = best_path if best_path is not None else f"/data/old-machine/outputs/{root.name}/checkpoint-{best}"
+    for step in steps:
+        folder = root / f"checkpoint-{step}"
+        write_model_files(folder, seed=f"ckpt-{step}", sharded=step in sharded)
+        for name in TRAINING_STATE:
+            write(folder / name, pseudo_random(2048, f"{name}-{step}"))
+        state = {
+            "global_step": step,
+            "best_metric": 0.25,
+            "best_global_step": best if best <= step else None,
+            "best_model_checkpoint": recorded if best <= step else None,
+            "log_history": [{"step": step, "loss": 1.0 / step}],
+        }
+        write_json(folder / "trainer_state.json", state)
+        run.checkpoints.append(folder.name)
+    write_model_files(root, seed="final")
+    write(root / "training_args.bin", pseudo_random(1024, "args"))
+    write(root / "training.log", "".join(f"step {s} loss {1.0 / s:.4f}\n" for s in steps))
+    write_json(root / "progress.json", {"step": steps[-1], "done": True})
+    write_json(root / "all_results.json", {"eval_loss": 0.25})
+    write(root / "README.md", "# fine-tuned model\n")
+    return run
+
+
+def make_lightning_run(root: Path) -> Run:
+    """A Lightning checkpoints folder: epoch=E-step=S.ckpt files and last.ckpt as a relative symlink."""
+    root.mkdir(parents=True, exist_ok=True)
+    for epoch, step in ((0, 100), (1, 200)):
+        write(root / f"epoch={epoch}-step={step}.ckpt", pseudo_random(4096, f"pl-{step}"))
+    os.symlink("epoch=1-step=200.ckpt", root / "last.ckpt")
+    return Run(root, ["epoch=0-step=100.ckpt", "epoch=1-step=200.ckpt", "last.ckpt"])
+
+
+def make_kohya_run(root: Path) -> Run:
+    """kohya sd-scripts output: name-00000N.safetensors per epoch, final name.safetensors, *-state folders."""
+    root.mkdir(parents=True, exist_ok=True)
+    for epoch in (1, 2):
+        write(root / f"style-{epoch:06d}.safetensors", safetensors_bytes({"lora.down": 4096}, seed=f"k{epoch}"))
+        write(root / f"style-{epoch:06d}-state" / "optimizer.bin", pseudo_random(1024, f"ks{epoch}"))
+    write(root / "style.safetensors", safetensors_bytes({"lora.down": 4096}, seed="kfinal"))
+    return Run(root, ["style-000001.safetensors", "style-000002.safetensors"])
