@@ -351,7 +351,7 @@ def pull_cmd(
     ] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Files in flight at once (default 4).")] = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Check sizes only, skip sha256.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not fail on a hash mismatch (sizes are still checked).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
     stall_timeout: Annotated[
         float | None,

@@ -171,6 +171,9 @@ class _Collector:
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 if self._excluded_link(arcname):
+                    # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
+                    self.found.append((None, arcname))
+                    self.special[arcname] = f"skipping symlink '{shown}': excluded"
                     continue
                 path = real_inside(path, self.run_real, shown)
                 st = path.stat()

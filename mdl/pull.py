@@ -13,6 +13,7 @@ from typing import Any
 from mdl.catalog import ModelSpec
 from mdl.errors import (
     InterruptedByUserError,
+    LocalFSError,
     MdlError,
     NoSpaceError,
 )
@@ -240,6 +241,7 @@ class Puller:
                 for index, future in futures.items():
                     results[index] = _wait(future)
             except KeyboardInterrupt:
+                self.cancel.set()
                 self.engine.abort()
                 for future in futures.values():
                     future.cancel()
@@ -258,6 +260,7 @@ class Puller:
                 remote.path,
                 timeout=self.settings.lock_timeout,
                 on_wait=lambda: self.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
+                cancel=self.cancel,
             ):
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
                 fresh = self.plan(remote) if not self.settings.force else plan
@@ -275,7 +278,10 @@ class Puller:
         if action is Action.SKIP:
             return self._outcome(plan, Action.SKIP, size=remote.size, sha256=_recorded_sha(self, plan))
         if action is Action.CHECK:
-            size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
+            try:
+                size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
+            except OSError as exc:
+                raise LocalFSError(f"{label_of(remote)}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
             if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=_recorded_sha(self, plan)):
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
                 return self._outcome(plan, Action.CHECK, size=size, sha256=sha256)

@@ -9,14 +9,15 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mdl.errors import LocalFSError, LockTimeoutError, UnsafePathError
+from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
 
 log = logging.getLogger("mdl.store")
 
@@ -128,24 +129,40 @@ class Store:
     # -- locks -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def file_lock(self, model: str, path: str, *, timeout: float, on_wait: Any = None) -> Iterator[None]:
-        """Hold the per-file lock; call ``on_wait()`` once if another process holds it (engine rule 11)."""
+    def file_lock(
+        self,
+        model: str,
+        path: str,
+        *,
+        timeout: float,
+        on_wait: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[None]:
+        """Hold the per-file lock; call ``on_wait()`` once if another process holds it (engine rule 11).
+
+        Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
+        """
         from filelock import FileLock, Timeout
 
         lock = FileLock(self.lock_path(model, path))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if on_wait is not None:
-                on_wait()
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
             try:
-                lock.acquire(timeout=timeout)
+                lock.acquire(timeout=0 if not waited else min(0.5, max(0.0, deadline - time.monotonic())))
+                break
             except Timeout:
-                raise LockTimeoutError(
-                    f"{model}/{path}: another mdl run holds the lock {self.lock_path(model, path)} "
-                    f"(waited {timeout:g}s)",
-                    hint="raise --lock-timeout, or check for a stuck mdl process",
-                ) from None
+                if cancel is not None and cancel.is_set():
+                    raise InterruptedByUserError(f"{model}/{path}: interrupted while waiting for a lock") from None
+                if waited and time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{model}/{path}: another mdl run holds the lock {self.lock_path(model, path)} "
+                        f"(waited {timeout:g}s)",
+                        hint="raise --lock-timeout, or check for a stuck mdl process",
+                    ) from None
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
         try:
             yield
         finally:

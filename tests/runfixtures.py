@@ -145,3 +145,31 @@ def make_kohya_run(root: Path) -> Run:
         write(root / f"style-{epoch:06d}-state" / "optimizer.bin", pseudo_random(1024, f"ks{epoch}"))
     write(root / "style.safetensors", safetensors_bytes({"lora.down": 4096}, seed="kfinal"))
     return Run(root, ["style-000001.safetensors", "style-000002.safetensors"])
+
+
+class RecordingProgress:
+    """A Progress that keeps what it was told, and can run a hook on each advance (to act mid-pack)."""
+
+    def __init__(self, on_advance: Any = None) -> None:
+        self.notes: list[str] = []
+        self.started: list[str] = []
+        self.advanced = 0
+        self.begun: tuple[int | None, int] | None = None
+        self._on_advance = on_advance
+
+    def begin(self, *, total_bytes: int | None, files: int) -> None:
+        self.begun = (total_bytes, files)
+
+    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+        self.started.append(key)
+
+    def advance(self, key: str, nbytes: int) -> None:
+        self.advanced += nbytes
+        if self._on_advance is not None:
+            self._on_advance(key, nbytes)
+
+    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
