@@ -138,7 +138,9 @@ class Nginx:
             if self._wait_ready():
                 return self
             last_error = (self.prefix / "stderr.log").read_text(errors="replace")
-            last_error += (self.prefix / "error.log").read_text(errors="replace") if (self.prefix / "error.log").exists() else ""
+            last_error += (
+                (self.prefix / "error.log").read_text(errors="replace") if (self.prefix / "error.log").exists() else ""
+            )
             self.stop()
         raise RuntimeError(f"nginx did not start: {last_error.strip()[-800:]}")
 
