@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import zipfile
@@ -164,8 +163,8 @@ def _write_file_archive(
     except OSError as exc:
         raise _local_fs_error(exc, str(partial)) from exc
     try:
-        with os.fdopen(fd, "w+b") as fh:
-            with zipfile.ZipFile(fh, "w") as archive, HashingCopier() as copier:
+        with os.fdopen(fd, "w+b") as fh, HashingCopier() as copier:
+            with zipfile.ZipFile(fh, "w") as archive:
                 manifest = entry_info(
                     f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=date_time, deflate=False
                 )
@@ -175,9 +174,9 @@ def _write_file_archive(
                 )
                 rewrite_stored_entry(fh, manifest, _manifest_bytes(meta, files, hashes))
             fh.flush()
-            fh.seek(0)
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            size = fh.tell()
+            # The manifest at the front changed last, so the archive's own hash needs one more read.
+            os.lseek(fh.fileno(), 0, os.SEEK_SET)
+            digest, size = copier.digest_fd(fh.fileno())
         partial.replace(target)
     except OSError as exc:
         partial.unlink(missing_ok=True)
@@ -266,7 +265,10 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     progress.begin(total_bytes=sum(f.size for f in files) * (2 if target is None else 1), files=len(files))
     if target is None:
         assert stdout is not None
-        size, digest, hashes = _write_stream_archive(stdout, stem, meta, files, options, progress)
+        try:
+            size, digest, hashes = _write_stream_archive(stdout, stem, meta, files, options, progress)
+        except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
+            raise _local_fs_error(exc, "to stdout") from exc
     else:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
 from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
-from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult
+from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
@@ -166,7 +166,7 @@ class Puller:
         record = self.store.read_record(remote.model)
         entry = record.files.get(remote.path) if record is not None else None
         part, state = self.store.part_paths(remote.model, remote.path)
-        partial = part.stat().st_size if part.exists() and state.exists() else 0
+        partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
         stat = stat_file(final)
         if stat is not None and not _is_regular(stat):
             stat = None
@@ -295,7 +295,7 @@ class Puller:
             size=result.size,
             sha256=result.sha256,
             git_oid=result.git_oid,
-            etag=remote.etag or result.etag,
+            etag=result.etag or remote.etag,  # the validator of the bytes we actually got
             commit=commit,
         )
         if action is Action.DOWNLOAD and result.resumed_from > 0:
@@ -309,7 +309,7 @@ class Puller:
         job = TransferJob(
             label=label,
             url=remote.url,
-            identity=Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None),
+            identity=identity_of(remote),
             credentials=self.credentials(remote),
             final_path=plan.final_path,
             part_path=part,
@@ -363,6 +363,11 @@ class Puller:
             reason=plan.decision.reason,
             fetched=fetched,
         )
+
+
+def identity_of(remote: RemoteFile) -> Identity:
+    """What a partial download must match to be resumed (a Hub file is known by its hashes, not a CDN ETag)."""
+    return Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None)
 
 
 def label_of(remote: RemoteFile) -> str:

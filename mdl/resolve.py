@@ -306,10 +306,11 @@ def _resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappi
 
 
 def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
-    """HF_HUB_OFFLINE: the files as last recorded; a model never fetched cannot be resolved."""
-    if record is None or not record.files:
+    """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will fail offline)."""
+    if spec.is_snapshot and (record is None or not record.files):
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
-    files = tuple(
+    recorded = record.files if record is not None else {}
+    files = [
         RemoteFile(
             model=spec.name,
             path=rec.path,
@@ -321,9 +322,25 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             commit=rec.commit,
             source=rec.source,
         )
-        for rec in record.files.values()
+        for rec in recorded.values()
+    ]
+    for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
+        if file.save_path not in recorded:
+            source = (
+                redact_url(file.url)
+                if file.url
+                else hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+            )
+            files.append(
+                RemoteFile(
+                    model=spec.name, path=file.save_path, url="", size=file.size, sha256=file.sha256, source=source
+                )
+            )
+    if not files:
+        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
+    return ResolvedModel(
+        spec.name, record.revision if record else None, record.commit if record else None, tuple(files)
     )
-    return ResolvedModel(spec.name, record.revision, record.commit, files)
 
 
 def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None) -> RemoteFile:

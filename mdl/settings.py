@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def _env_int(environ: Mapping[str, str], name: str, lo: int, hi: int) -> int | N
     return value
 
 
-def _env_float(environ: Mapping[str, str], name: str) -> float | None:
+def _env_float(environ: Mapping[str, str], name: str, *, positive: bool = False) -> float | None:
     raw = environ.get(name)
     if raw is None or raw == "":
         return None
@@ -88,8 +89,8 @@ def _env_float(environ: Mapping[str, str], name: str) -> float | None:
         value = float(raw)
     except ValueError:
         raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise UsageError(f"${name}: must not be negative, got {raw!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
     return value
 
 
@@ -174,13 +175,17 @@ def build_settings(
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
     check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
     check_range(jobs, flag="--jobs", lo=1, hi=MAX_JOBS)
-    rate_text = _first(limit_rate, environ.get("MDL_LIMIT_RATE") or None, catalog_limit_rate)
+    env_rate = environ.get("MDL_LIMIT_RATE") or None
+    if env_rate is not None:
+        parse_rate(env_rate, where="$MDL_LIMIT_RATE")  # a broken variable is reported even when a flag wins
+    rate_text = _first(limit_rate, env_rate, catalog_limit_rate)
+    rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
     endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
     if not endpoint.startswith(("http://", "https://")):
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL, got {endpoint!r}")
-    if stall_timeout is not None and stall_timeout <= 0:
+    if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
         raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
-    if lock_timeout is not None and lock_timeout < 0:
+    if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
         raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
     return Settings(
         dest=dest,
@@ -193,11 +198,11 @@ def build_settings(
             catalog_connections,
         ),
         jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
-        limit_rate=parse_rate(rate_text) if rate_text else None,
+        limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
         stall_timeout=_pick(
             DEFAULT_STALL_TIMEOUT,
             stall_timeout,
-            _env_float(environ, "MDL_STALL_TIMEOUT"),
+            _env_float(environ, "MDL_STALL_TIMEOUT", positive=True),
             catalog_stall_timeout,
         ),
         lock_timeout=_pick(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ PIECES_PER_CONNECTION = 4  # more pieces than streams, so a slow stream cannot h
 CHECKPOINT_INTERVAL = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
 HASH_BLOCK = 8 * MiB
 MAX_STALLS = 20
+MAX_RESTARTS = 4
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class _State:
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
+        self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
 
     @property
     def size(self) -> int | None:
@@ -204,13 +207,26 @@ class _State:
 
     def save(self, fd: int) -> None:
         """Persist the record, but only after the bytes it claims are flushed (engine rule 3)."""
+        with self.save_lock:
+            with self.lock:
+                snapshot = self.to_json()
+                self.last_save = time.monotonic()
+            os.fdatasync(fd)
+            tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
+            try:
+                tmp.write_text(json.dumps(snapshot), encoding="utf-8")
+                tmp.replace(self.job.state_path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+
+    def reset(self, pieces: list[Piece]) -> None:
+        """Start over with a new layout (nothing on disk counts any more)."""
         with self.lock:
-            snapshot = self.to_json()
-            self.last_save = time.monotonic()
-        os.fdatasync(fd)
-        tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(snapshot), encoding="utf-8")
-        tmp.replace(self.job.state_path)
+            self.pieces = pieces
+            self.validator = None
+        self.stop.clear()
 
 
 def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
@@ -236,6 +252,23 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
         piece.done = max(0, min(piece.done, part_size - piece.start))
     return pieces, validator if isinstance(validator, str) else None
+
+
+def saved_progress(state_path: Path, identity: Identity) -> int:
+    """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version).
+
+    Read-only, for planning: the ``.part`` is preallocated, so its size says nothing about progress.
+    """
+    try:
+        raw = json.loads(state_path.read_text(encoding="utf-8"))
+        ident = raw["identity"]
+        saved = Identity(ident["size"], ident["sha256"], ident["git_oid"], ident["etag"])
+        done = sum(int(d) for _, _, d in raw["pieces"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if raw.get("version") != STATE_VERSION or not saved.matches(identity):
+        return 0
+    return max(0, done)
 
 
 def discard_partial(job: TransferJob) -> None:
@@ -345,19 +378,7 @@ class Engine:
                 os.ftruncate(fd, state.size)
             state.save(fd)
             self.progress.start(job.label, label=job.label, total=state.size, completed=resumed_from)
-            hasher = _Hasher(fd, state.size, git=job.identity.git_oid is not None)
-            try:
-                self._run_streams(job, state, fd, hasher)
-            except RangesIgnoredError:
-                log.info("%s: server ignores ranges, restarting as one stream", job.label)
-                self.progress.advance(job.label, -state.on_disk())
-                state.pieces = [Piece(0, state.size)]
-                state.stop.clear()
-                os.ftruncate(fd, 0)
-                if state.size is not None:
-                    os.ftruncate(fd, state.size)
-                hasher = _Hasher(fd, state.size, git=job.identity.git_oid is not None)
-                self._run_streams(job, state, fd, hasher)
+            hasher = self._run_until_done(job, state, fd)
             if state.size is None:  # unknown size: the stream ended, its length is the size
                 state.pieces[0].end = state.pieces[0].done
                 os.ftruncate(fd, state.pieces[0].done)
@@ -395,6 +416,29 @@ class Engine:
             resumed_from=resumed_from,
             fetched=size - resumed_from,
         )
+
+    def _run_until_done(self, job: TransferJob, state: _State, fd: int) -> _Hasher:
+        """Run the streams; start over cleanly when the server ignores ranges or the file changed under us."""
+        for _ in range(MAX_RESTARTS):
+            hasher = _Hasher(fd, state.size, git=job.identity.git_oid is not None)
+            try:
+                self._run_streams(job, state, fd, hasher)
+                return hasher
+            except RangesIgnoredError:
+                log.info("%s: server ignores ranges, restarting as one stream", job.label)
+                layout = [Piece(0, state.size)]
+            except _SourceChanged:
+                log.info("%s: the file changed on the server, starting over", job.label)
+                layout = plan_pieces(
+                    state.size, connections=self.config.connections, split_threshold=self.config.split_threshold
+                )
+            self.progress.advance(job.label, -state.on_disk())
+            state.reset(layout)
+            os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
+            if state.size is not None:
+                os.ftruncate(fd, state.size)
+            state.save(fd)
+        raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
     def _check(self, job: TransferJob, *, size: int, hasher: _Hasher) -> None:
         ident = job.identity
@@ -516,12 +560,14 @@ class Engine:
                 raise RangesIgnoredError
             if response.status_code != 206:
                 raise error_for_status(response, what=job.label, hub=_from_hub(job, response))
+            self._check_total(job, state, response)
             etag = response.headers.get("ETag")
             if etag and not etag.startswith("W/"):
                 with state.lock:
-                    if state.validator not in (None, etag):
-                        log.info("%s: server ETag changed since the last run", job.label)
+                    changed = state.validator not in (None, etag) and state.on_disk() > 0
                     state.validator = etag
+                if changed:  # the bytes we have are of another version: never splice them
+                    raise _SourceChanged
             return str(response.url)
 
     def _run_piece(self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool) -> None:
@@ -583,6 +629,10 @@ class Engine:
                 elif resp.status_code == 200:
                     if multi:
                         raise RangesIgnoredError
+                    self._check_length(job, state, resp)
+                    etag = resp.headers.get("ETag")
+                    with state.lock:  # a full body is the current version: it is what we validate against now
+                        state.validator = etag if etag and not etag.startswith("W/") else None
                     if offset > 0:  # the server ignored our Range: the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.progress.advance(job.label, -piece.done)
@@ -590,6 +640,7 @@ class Engine:
                             piece.done = 0
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
+                    self._check_total(job, state, resp)
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
@@ -614,9 +665,21 @@ class Engine:
         if start != offset:
             raise NetworkError(f"{job.label}: asked for bytes from {offset}, server sent from {start}")
         if total is not None and state.size is not None and total != state.size:
-            raise NetworkError(f"{job.label}: remote size is {total} bytes, expected {state.size}")
+            raise _HashMismatch("size", f"{state.size} bytes", f"{total} bytes (server)")
         if piece.end is not None and end >= piece.end:
             raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {piece.end})")
+
+    def _check_length(self, job: TransferJob, state: _State, resp: httpx2.Response) -> None:
+        """A full 200 body must be exactly the expected size (an integrity failure, not a network one)."""
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and state.size is not None and int(length) != state.size:
+            raise _HashMismatch("size", f"{state.size} bytes", f"{int(length)} bytes (server)")
+
+    def _check_total(self, job: TransferJob, state: _State, resp: httpx2.Response) -> None:
+        """The total in a Content-Range (``bytes a-b/N`` or ``bytes */N``) must be the expected size."""
+        match = re.match(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", resp.headers.get("Content-Range", ""))
+        if match and state.size is not None and int(match.group(1)) != state.size:
+            raise _HashMismatch("size", f"{state.size} bytes", f"{match.group(1)} bytes (server)")
 
     def _copy_body(
         self, job: TransferJob, state: _State, fd: int, piece: Piece, resp: httpx2.Response, offset: int
@@ -625,6 +688,8 @@ class Engine:
         for chunk in resp.iter_raw():
             self._check_stop(job, state)
             if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise _HashMismatch("size", f"{limit} bytes", f"more than {limit} bytes (server)")
                 chunk = chunk[: limit - offset]  # never write past our piece, whatever the server sends
             written = os.pwrite(fd, chunk, offset)
             offset += written
@@ -643,6 +708,10 @@ class Engine:
 def _from_hub(job: TransferJob, response: httpx2.Response) -> bool:
     """Whether a response came from the Hub itself (a 403 there is auth; from a CDN, an expired URL)."""
     return job.credentials.hub_origin is not None and origin(str(response.url)) == job.credentials.hub_origin
+
+
+class _SourceChanged(Exception):
+    """The server's ETag changed while we held bytes of the old version: start over."""
 
 
 class _Stopped(Exception):

@@ -344,7 +344,10 @@ def _unpack(
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
 
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
-    staging = Path(tempfile.mkdtemp(prefix=".mdl-unpack-", dir=dest_dir))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".mdl-unpack-", dir=dest_dir))
+    except OSError as exc:
+        raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
     try:
         (staging / "tree").mkdir()
         tree = _Tree(staging / "tree")

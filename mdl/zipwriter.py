@@ -141,6 +141,25 @@ class HashingCopier:
             raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
         return digest.hexdigest()
 
+    def digest_fd(self, fd: int) -> tuple[str, int]:
+        """sha256 and length of everything from ``fd``'s offset on, the next read overlapping the hashing."""
+        digest = hashlib.sha256()
+        pending: Future[None] | None = None
+        total = 0
+        turn = 0
+        try:
+            while count := os.readv(fd, [self._buffers[turn]]):
+                job = self._pool.submit(digest.update, memoryview(self._buffers[turn])[:count])
+                total += count
+                turn ^= 1
+                if pending is not None:
+                    pending.result()
+                pending = job
+        finally:
+            if pending is not None:
+                pending.result()
+        return digest.hexdigest(), total
+
 
 class _NullSink:
     """Discards bytes: the hashing-only pass before streaming to a pipe."""
@@ -175,8 +194,12 @@ def write_entries(
     copier: HashingCopier,
     progress: Progress,
     expected: Mapping[str, str] | None = None,
+    force_zip64: bool = False,
 ) -> dict[str, str]:
-    """Write every source as ``top/arcname``; return sha256 per arcname (checked against ``expected``)."""
+    """Write every source as ``top/arcname``; return sha256 per arcname (checked against ``expected``).
+
+    ZIP64 headers are written when an entry's size needs them; ``force_zip64`` writes them always.
+    """
     hashes: dict[str, str] = {}
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", size=src.size, date_time=date_time, deflate=src.deflate)
@@ -184,7 +207,7 @@ def write_entries(
         fd = open_unchanged(src)
         try:
             # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
-            with archive.open(info, "w") as entry:
+            with archive.open(info, "w", force_zip64=force_zip64) as entry:
                 digest = copier.copy(src, fd, entry, partial(progress.advance, src.arcname))
         finally:
             os.close(fd)
