@@ -14,13 +14,14 @@ from pytest_httpx2 import HTTPXMock
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
 from mdl import __version__
-from mdl.errors import AuthError, ExitCode, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, ExitCode, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.http import (
     MAX_REDIRECTS,
     Credentials,
     ExpiredURLError,
     RetryableError,
     RetryPolicy,
+    UnreachableError,
     error_for_status,
     make_client,
     open_stream,
@@ -199,7 +200,7 @@ def test_https_to_https_redirect_is_followed(httpx2_mock: HTTPXMock, client: htt
 
 def test_unreachable_host_is_a_retryable_network_error(client: httpx2.Client) -> None:
     port = closed_port()
-    with pytest.raises(RetryableError) as info:
+    with pytest.raises(UnreachableError) as info:
         fetch(client, f"http://127.0.0.1:{port}/x", Credentials())
     assert f"cannot connect to 127.0.0.1:{port}" in info.value.message
     assert info.value.exit_code == ExitCode.NETWORK
@@ -341,3 +342,76 @@ def test_retry_policy_jitter_stays_in_bounds() -> None:
         delays = [policy.delay(attempt, retry_after=None) for _ in range(50)]
         assert all(0.0 <= d <= bound for d in delays)
         assert max(delays) > bound / 2  # full jitter really spreads over the range
+
+
+# -- RetryPolicy.run -----------------------------------------------------------------------------------------
+
+
+class Flaky:
+    """A call that raises the given errors in turn, then returns "ok"."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def test_run_retries_retryable_errors_with_backoff() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(retries=3, base=1.0, cap=10.0, sleep=sleeps.append, rng=lambda: 1.0)
+    call = Flaky(RetryableError("m: reset"), RetryableError("m: 503", retry_after=7.0))
+    assert policy.run(call, what="m") == "ok"
+    assert call.calls == 3
+    assert sleeps == [1.0, 7.0]  # backoff, then the server's Retry-After
+
+
+def test_run_gives_up_after_the_retries() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(retries=2, sleep=sleeps.append, rng=lambda: 0.0)
+    call = Flaky(*(RetryableError(f"m: HTTP 503 #{i}") for i in range(5)))
+    with pytest.raises(NetworkError, match=r"m: HTTP 503 #2 \(gave up after 3 tries\)") as info:
+        policy.run(call, what="m")
+    assert not isinstance(info.value, RetryableError)  # no outer loop retries it again
+    assert info.value.exit_code == ExitCode.NETWORK
+    assert call.calls == 3
+    assert len(sleeps) == 2
+
+
+def test_run_gives_an_unreachable_host_one_retry_only() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(retries=5, sleep=sleeps.append, rng=lambda: 0.0)
+    call = Flaky(*(UnreachableError("m: cannot connect to h") for _ in range(5)))
+    with pytest.raises(NetworkError, match="gave up after 2 tries"):
+        policy.run(call, what="m")
+    assert call.calls == 2
+    assert RetryPolicy(retries=0, sleep=sleeps.append).run(Flaky(), what="m") == "ok"
+    with pytest.raises(NetworkError, match="gave up after 1 tries"):
+        RetryPolicy(retries=0, sleep=sleeps.append).run(Flaky(UnreachableError("m: x")), what="m")
+
+
+def test_run_does_not_retry_other_errors() -> None:
+    call = Flaky(NotFoundError("m: gone"), RetryableError("m: never reached"))
+    with pytest.raises(NotFoundError):
+        RetryPolicy(sleep=lambda s: None).run(call, what="m")
+    assert call.calls == 1
+
+
+def test_run_wait_can_cancel() -> None:
+    waits: list[float] = []
+
+    def cancelled(seconds: float) -> bool:
+        waits.append(seconds)
+        return True
+
+    policy = RetryPolicy(retries=5, sleep=lambda s: pytest.fail("sleep must not be used when wait is given"))
+    call = Flaky(RetryableError("m: 503", retry_after=2.0))
+    with pytest.raises(InterruptedByUserError) as info:
+        policy.run(call, what="m/f", wait=cancelled)
+    assert info.value.exit_code == ExitCode.INTERRUPTED
+    assert waits == [2.0]
+    assert call.calls == 1

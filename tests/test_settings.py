@@ -213,14 +213,12 @@ def test_flag_in_range_overrides_a_bad_environment_value_is_still_reported() -> 
         settings({"MDL_CONNECTIONS": "lots"}, connections=4)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bad $MDL_LIMIT_RATE is reported as '--limit-rate'")
 def test_bad_limit_rate_in_environment_names_the_variable() -> None:
     with pytest.raises(UsageError) as info:
         settings({"MDL_LIMIT_RATE": "fast"})
     assert "MDL_LIMIT_RATE" in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: MDL_STALL_TIMEOUT accepts 0 and nan, which the flag refuses")
 @pytest.mark.parametrize("value", ["0", "nan"])
 def test_stall_timeout_from_environment_must_be_positive(value: str) -> None:
     with pytest.raises(UsageError, match=r"\$MDL_STALL_TIMEOUT"):

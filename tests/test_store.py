@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from mdl.errors import ExitCode, LockTimeoutError, UnsafePathError
+from mdl.errors import ExitCode, InterruptedByUserError, LockTimeoutError, UnsafePathError
 from mdl.store import FileRecord, ModelRecord, Store, hash_file, stat_file
 
 
@@ -297,6 +297,36 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
     # Once the holder is gone the lock is free again.
     with store.file_lock("m", "a.bin", timeout=1):
         pass
+
+
+def test_file_lock_wait_is_cancellable(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ensure_dirs()
+    held = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with FileLock(store.lock_path("m", "a.bin")):
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(5)
+        cancel = threading.Event()
+        threading.Timer(0.2, cancel.set).start()
+        started = time.monotonic()
+        with (
+            pytest.raises(InterruptedByUserError, match="interrupted while waiting for a lock") as info,
+            store.file_lock("m", "a.bin", timeout=60, cancel=cancel),
+        ):
+            pytest.fail("the lock must not be obtained")
+        assert time.monotonic() - started < 2
+        assert info.value.exit_code == ExitCode.INTERRUPTED
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_free_bytes_probes_the_nearest_existing_parent(tmp_path: Path) -> None:
