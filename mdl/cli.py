@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -19,7 +19,6 @@ from mdl import __version__
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 
 log = logging.getLogger("mdl.cli")
-T = TypeVar("T")
 
 app = typer.Typer(
     name="mdl",
@@ -62,25 +61,23 @@ class Run:
     secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from mdl.ui import Console
+        from mdl.settings import default_log_file
+        from mdl.ui import Console, setup_logging
 
         self.stdout = sys.stdout
         self.stderr = sys.stderr
         self.console = Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets())
-        from mdl.settings import default_log_file
-
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
-        from mdl.ui import setup_logging
-
-        try:
-            target = chosen or default_log_file()
-        except OSError:
-            target = None
+        target = chosen or default_log_file()
         if setup_logging(log_file=target, verbose=self.verbose, secrets=self._secrets()) is None and chosen:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def _secrets(self) -> tuple[str, ...]:
-        return tuple(v for k, v in self.environ.items() if k in ("HF_TOKEN",) and v) + self.secrets
+        """Values never to print: the Hub token and anything that looks like a credential in the environment
+        (catalog headers expand ``${VAR}`` from there)."""
+        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
+        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
+        return (*found, *self.secrets)
 
     @contextlib.contextmanager
     def reporter(self) -> Iterator[Any]:
@@ -669,7 +666,3 @@ def main() -> None:
     with contextlib.suppress(ValueError):  # not in the main thread (embedded use): leave signals alone
         signal.signal(signal.SIGTERM, on_term)
     app()
-
-
-def _unused(_: Callable[..., T]) -> None:  # keeps the TypeVar import meaningful for mypy
-    return None
