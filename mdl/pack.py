@@ -174,6 +174,7 @@ def _write_file_archive(
                 )
                 rewrite_stored_entry(fh, manifest, _manifest_bytes(meta, files, hashes))
             fh.flush()
+            os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
             # The manifest at the front changed last, so the archive's own hash needs one more read.
             os.lseek(fh.fileno(), 0, os.SEEK_SET)
             digest, size = copier.digest_fd(fh.fileno())

@@ -248,6 +248,8 @@ def _extract(
                     digest.update(chunk)
                     dst.write(chunk)
                     progress.advance(entry.name, len(chunk))
+                dst.flush()
+                os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
         except zipfile.BadZipFile as exc:
             raise _bad_zip(exc, entry.name) from exc
         except (zlib.error, EOFError) as exc:

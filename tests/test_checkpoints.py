@@ -47,7 +47,9 @@ def test_a_missing_shard_makes_a_checkpoint_incomplete(tmp_path: Path) -> None:
 def test_a_weight_map_naming_a_path_outside_is_never_followed(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200), sharded=(200,))
     write(tmp_path / "secret.safetensors", safetensors_bytes({"w": 8}))
-    write_json(run.ckpt("checkpoint-200") / "model.safetensors.index.json", {"weight_map": {"w": "../secret.safetensors"}})
+    write_json(
+        run.ckpt("checkpoint-200") / "model.safetensors.index.json", {"weight_map": {"w": "../secret.safetensors"}}
+    )
     chosen = select_checkpoint(run.root, "latest")
     assert chosen.checkpoint == "checkpoint-100"
     assert "../secret.safetensors" in chosen.skipped[0].reason
@@ -118,7 +120,7 @@ def test_full_width_digits_are_not_a_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", ["../run/checkpoint-100", "checkpoint-100/model.safetensors", "/etc", ".."])
 def test_a_checkpoint_name_is_never_a_path(tmp_path: Path, spec: str) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
-    with pytest.raises(UsageError, match="not a path|not a checkpoint name"):
+    with pytest.raises(UsageError, match=r"not a path|not a checkpoint name"):
         select_checkpoint(run.root, spec)
 
 
