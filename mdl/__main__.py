@@ -1,6 +1,43 @@
-"""Entry point for ``python -m mdl``."""
+"""Entry point for ``python -m mdl`` and the ``mdl`` console script: signals first, then the CLI."""
 
-from mdl.cli import main
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM behaves like Ctrl-C: stop streams, keep partial data, exit 130
+
+
+def main() -> None:
+    """Install SIGTERM handling before the (slower) imports, run the CLI, and exit with its code."""
+    try:
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, _on_term)
+        from mdl.cli import app
+    except KeyboardInterrupt:
+        sys.stderr.write("mdl: error: interrupted while starting\n")
+        os._exit(130)
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 130:
+            # A Ctrl-C that landed inside an import can leave Python re-raising SIGINT at exit (so callers
+            # would see -2, not 130): flush what we have and leave with the documented code.
+            import logging
+
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            logging.shutdown()
+            os._exit(130)
+        raise
+
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -658,11 +657,7 @@ def unpack_cmd(
 
 
 def main() -> None:
-    """Console-script entry point: SIGTERM behaves like Ctrl-C (exit 130, partial data kept)."""
+    """Console-script entry point (see ``mdl.__main__``: signals are set up there first)."""
+    from mdl.__main__ import main as entry
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not in the main thread (embedded use): leave signals alone
-        signal.signal(signal.SIGTERM, on_term)
-    app()
+    entry()

@@ -316,6 +316,7 @@ class Puller:
             state_path=state,
             source=remote.source,
             verify=self.settings.verify,
+            size_pinned=remote.size_pinned,
         )
         result = self.engine.fetch(job)
         self.progress.finish(label, ok=True)

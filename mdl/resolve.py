@@ -36,6 +36,7 @@ class RemoteFile:
     source: str = ""  # redacted, for records and output
     hub: bool = False  # the Hub token may go to the Hub origin for this file
     headers: tuple[tuple[str, str], ...] = ()  # direct-URL headers, expanded (secrets: never output)
+    size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,9 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
 
 def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None) -> RemoteFile:
     """The file with what a probe learned (size, ETag) filled in where the catalog was silent."""
-    return replace(remote, size=remote.size if remote.size is not None else size, etag=remote.etag or etag)
+    if remote.size is not None:
+        return replace(remote, etag=remote.etag or etag)
+    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False)
 
 
 def failure(model: str, path: str | None, exc: MdlError) -> dict[str, Any]:

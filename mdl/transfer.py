@@ -88,6 +88,7 @@ class TransferJob:
     state_path: Path
     source: str  # redacted description for records and logs
     verify: bool = True
+    size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,9 @@ class _State:
         self.last_save = time.monotonic()
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
+        self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
+        self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
+        self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
 
     @property
     def size(self) -> int | None:
@@ -330,11 +334,7 @@ class Engine:
     def abort(self) -> None:
         """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
         self.cancel.set()
-        with self._open_lock:
-            responses = list(self._open)
-        for response in responses:
-            with contextlib.suppress(Exception):
-                response.close()
+        self._close(self._open)
 
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file and move it into place verified; retries once on a bad hash."""
@@ -427,10 +427,11 @@ class Engine:
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
                 layout = [Piece(0, state.size)]
-            except _SourceChanged:
+            except _SourceChanged as changed:
                 log.info("%s: the file changed on the server, starting over", job.label)
+                size = changed.new_size if changed.new_size is not None else state.size
                 layout = plan_pieces(
-                    state.size, connections=self.config.connections, split_threshold=self.config.split_threshold
+                    size, connections=self.config.connections, split_threshold=self.config.split_threshold
                 )
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
@@ -442,7 +443,7 @@ class Engine:
 
     def _check(self, job: TransferJob, *, size: int, hasher: _Hasher) -> None:
         ident = job.identity
-        if ident.size is not None and size != ident.size:
+        if ident.size is not None and job.size_pinned and size != ident.size:
             raise _HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
         if not job.verify:
             return
@@ -469,12 +470,12 @@ class Engine:
 
     def _run_streams(self, job: TransferJob, state: _State, fd: int, hasher: _Hasher) -> None:
         todo = [p for p in state.pieces if not p.complete]
-        url = job.url
+        state.url = job.url
         if len(state.pieces) > 1 and todo:
-            url = self._locate_retrying(job, state)
+            state.url = self._locate_retrying(job, state)
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             for piece in todo:  # small file: stream inline, hash after (the bytes are in the page cache)
-                self._run_piece(job, state, fd, piece, url, multi=len(state.pieces) > 1)
+                self._run_piece(job, state, fd, piece, multi=len(state.pieces) > 1)
             hasher.catch_up(state.contiguous())
             return
         done = threading.Event()
@@ -507,7 +508,7 @@ class Engine:
                         return
                     piece = queue.pop(0)
                 try:
-                    self._run_piece(job, state, fd, piece, url, multi=len(state.pieces) > 1)
+                    self._run_piece(job, state, fd, piece, multi=len(state.pieces) > 1)
                 except _Stopped:
                     return
 
@@ -518,7 +519,7 @@ class Engine:
                 failed = [f for f in finished if f.exception() is not None]
                 if failed:
                     state.stop.set()
-                    self.cancel_streams()
+                    self._close(state.responses)  # only this file's streams: other files go on
                     wait(futures)
                     exc = failed[0].exception()
                     assert exc is not None
@@ -533,13 +534,23 @@ class Engine:
         if self.cancel.is_set():
             raise InterruptedByUserError(f"{job.label}: interrupted")
 
-    def cancel_streams(self) -> None:
-        """Close this engine's open responses (used when one stream fails for good)."""
+    def _close(self, responses: set[httpx2.Response]) -> None:
+        """Close responses so threads blocked reading them wake up."""
         with self._open_lock:
-            responses = list(self._open)
-        for response in responses:
+            doomed = list(responses)
+        for response in doomed:
             with contextlib.suppress(Exception):
                 response.close()
+
+    def _relocate(self, job: TransferJob, state: _State, *, expired: str, multi: bool) -> None:
+        """Re-resolve an expired signed URL once for all streams of this file."""
+        assert self.relocate is not None
+        with state.relocate_lock:
+            if state.url != expired:
+                return  # another stream already re-resolved it
+            log.info("%s: signed URL refused (403), resolving it again", job.label)
+            url = self.relocate(job)
+            state.url = self._locate_retrying(job, state) if multi else url
 
     def _check_stop(self, job: TransferJob, state: _State) -> None:
         """Raise if the user interrupted, or end this stream quietly if a sibling stream failed."""
@@ -570,12 +581,13 @@ class Engine:
                     raise _SourceChanged
             return str(response.url)
 
-    def _run_piece(self, job: TransferJob, state: _State, fd: int, piece: Piece, url: str, *, multi: bool) -> None:
+    def _run_piece(self, job: TransferJob, state: _State, fd: int, piece: Piece, *, multi: bool) -> None:
         """Fetch one piece to completion, retrying transient failures and resuming from its last byte."""
         failures = 0
         stalls = 0
         while not piece.complete:
             self._check_stop(job, state)
+            url = state.url
             try:
                 self._stream_piece(job, state, fd, piece, url, multi=multi)
                 if piece.end is None:
@@ -586,10 +598,7 @@ class Engine:
                 if self.relocate is None or failures >= self.config.retry.retries:
                     raise
                 failures += 1
-                log.info("%s: signed URL refused (403), resolving it again", job.label)
-                url = self.relocate(job)
-                if multi:
-                    url = self._locate_retrying(job, state)
+                self._relocate(job, state, expired=url, multi=multi)
             except httpx2.ReadTimeout as exc:
                 self._check_stop(job, state)
                 stalls += 1
@@ -623,6 +632,7 @@ class Engine:
         with open_stream(self.client, url, credentials=job.credentials, headers=headers, what=job.label) as resp:
             with self._open_lock:
                 self._open.add(resp)
+                state.responses.add(resp)
             try:
                 if resp.status_code == 206 and ranged:
                     self._check_content_range(job, resp, offset, piece, state)
@@ -654,6 +664,7 @@ class Engine:
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
+                    state.responses.discard(resp)
 
     def _check_content_range(
         self, job: TransferJob, resp: httpx2.Response, offset: int, piece: Piece, state: _State
@@ -665,7 +676,7 @@ class Engine:
         if start != offset:
             raise NetworkError(f"{job.label}: asked for bytes from {offset}, server sent from {start}")
         if total is not None and state.size is not None and total != state.size:
-            raise _HashMismatch("size", f"{state.size} bytes", f"{total} bytes (server)")
+            raise self._size_differs(job, state, total)
         if piece.end is not None and end >= piece.end:
             raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {piece.end})")
 
@@ -673,13 +684,19 @@ class Engine:
         """A full 200 body must be exactly the expected size (an integrity failure, not a network one)."""
         length = resp.headers.get("Content-Length")
         if length and length.isdigit() and state.size is not None and int(length) != state.size:
-            raise _HashMismatch("size", f"{state.size} bytes", f"{int(length)} bytes (server)")
+            raise self._size_differs(job, state, int(length))
 
     def _check_total(self, job: TransferJob, state: _State, resp: httpx2.Response) -> None:
         """The total in a Content-Range (``bytes a-b/N`` or ``bytes */N``) must be the expected size."""
         match = re.match(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", resp.headers.get("Content-Range", ""))
         if match and state.size is not None and int(match.group(1)) != state.size:
-            raise _HashMismatch("size", f"{state.size} bytes", f"{match.group(1)} bytes (server)")
+            raise self._size_differs(job, state, int(match.group(1)))
+
+    def _size_differs(self, job: TransferJob, state: _State, actual: int) -> Exception:
+        """A pinned size that the server contradicts is an integrity failure; a probed one means a new version."""
+        if not job.size_pinned:
+            return _SourceChanged(new_size=actual)
+        return _HashMismatch("size", f"{state.size} bytes", f"{actual} bytes (server)")
 
     def _copy_body(
         self, job: TransferJob, state: _State, fd: int, piece: Piece, resp: httpx2.Response, offset: int
@@ -689,7 +706,7 @@ class Engine:
             self._check_stop(job, state)
             if limit is not None and offset + len(chunk) > limit:
                 if resp.status_code == 200:  # a full body longer than the file we expect
-                    raise _HashMismatch("size", f"{limit} bytes", f"more than {limit} bytes (server)")
+                    raise self._size_differs(job, state, offset + len(chunk))
                 chunk = chunk[: limit - offset]  # never write past our piece, whatever the server sends
             written = os.pwrite(fd, chunk, offset)
             offset += written
@@ -701,8 +718,6 @@ class Engine:
                 self.limiter.consume(written, self.cancel)
             if time.monotonic() - state.last_save >= self.config.checkpoint_interval:
                 state.save(fd)
-            if limit is not None and offset >= limit:
-                break
 
 
 def _from_hub(job: TransferJob, response: httpx2.Response) -> bool:
@@ -711,7 +726,11 @@ def _from_hub(job: TransferJob, response: httpx2.Response) -> bool:
 
 
 class _SourceChanged(Exception):
-    """The server's ETag changed while we held bytes of the old version: start over."""
+    """The server's ETag (or, for an unpinned size, its size) changed under us: start over."""
+
+    def __init__(self, new_size: int | None = None) -> None:
+        super().__init__("source changed")
+        self.new_size = new_size
 
 
 class _Stopped(Exception):

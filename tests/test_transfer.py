@@ -951,11 +951,20 @@ def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tm
     data = make_data(2_000_000, seed=37)
     url = cdn.add_file("/f.bin", data)
     job = make_job(tmp_path, url, size=len(data))
-    engine = make_engine(client, limiter=RateLimiter(200_000))
-    threading.Timer(0.3, engine.cancel.set).start()
+    recorder = Recorder()
+    engine = make_engine(client, limiter=RateLimiter(200_000), progress=recorder)
+
+    def cancel_once_bytes_arrived() -> None:  # not a fixed delay: a loaded machine may not have a byte yet
+        deadline = time.monotonic() + 10
+        while sum(recorder.advanced.values()) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        engine.cancel.set()
+
+    threading.Thread(target=cancel_once_bytes_arrived, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(InterruptedByUserError):
         engine.fetch(job)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
     assert job.state_path.exists()
     assert not job.final_path.exists()
