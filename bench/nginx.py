@@ -23,15 +23,19 @@ from pathlib import Path
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 # Debian package per tool.
-PACKAGES = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl"}
+PACKAGES = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "time": "time"}
 
 
 def which(tool: str) -> str | None:
     """Find a tool, also in the sbin folders a non-root PATH often lacks (nginx lives in /usr/sbin)."""
+    if tool == "time":  # GNU time, not the shell keyword
+        return "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
     return shutil.which(tool, path=SBIN_PATH)
 
 
-def ensure_tools(tools: tuple[str, ...] = ("nginx", "aria2c", "curl"), *, install: bool = True) -> dict[str, str]:
+def ensure_tools(
+    tools: tuple[str, ...] = ("nginx", "aria2c", "curl", "time"), *, install: bool = True
+) -> dict[str, str]:
     """Paths of the tools; installs the missing ones with apt-get when we are root, else explains and exits."""
     missing = [t for t in tools if which(t) is None]
     if missing and install and os.geteuid() == 0 and which("apt-get"):

@@ -30,6 +30,7 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523
 
 def make_client(*, read_timeout: float, pool_size: int, transport: httpx2.BaseTransport | None = None) -> httpx2.Client:
     """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop)."""
+    _raise_read_size()
     return httpx2.Client(
         timeout=httpx2.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout, write=60.0, pool=None),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
@@ -38,6 +39,24 @@ def make_client(*, read_timeout: float, pool_size: int, transport: httpx2.BaseTr
         transport=transport,
         trust_env=True,
     )
+
+
+READ_SIZE = 1 << 20
+
+
+def _raise_read_size() -> None:
+    """Let httpcore2 read up to 1 MiB per recv() instead of 64 KiB.
+
+    Every read goes through h11 and our copy loop; on a fast link 64 KiB reads cost ~3x the CPU per byte
+    (bench/RESULTS.md). A recv() returns what is buffered, so this changes nothing on slow links.
+    """
+    try:
+        from httpcore2._sync import http11
+    except ImportError:  # a private detail of httpcore2: without it we are only slower, never wrong
+        return
+    connection = getattr(http11, "HTTP11Connection", None)
+    if connection is not None and getattr(connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+        connection.READ_NUM_BYTES = READ_SIZE
 
 
 def origin(url: str) -> tuple[str, str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJo
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
+RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
 
 # What each action is called once done (the JSON contract's words).
 DONE_WORD = {
@@ -57,6 +59,10 @@ class Puller:
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.store = Store(settings.dest)
+        self._records_lock = threading.Lock()
+        self._pending: dict[str, list[FileRecord]] = {}
+        self._pending_commit: dict[str, tuple[str | None, str | None]] = {}
+        self._last_flush: dict[str, float] = {}
         self.environ = dict(settings.environ or {})
         self._hub: Hub | None = None
         self._token: str | None = None
@@ -231,6 +237,18 @@ class Puller:
                 results[index] = self._outcome(
                     plan, Action.SKIP, size=plan.remote.size, sha256=_recorded_sha(self, plan)
                 )
+        try:
+            return self._execute(plans, commits=commits, results=results)
+        finally:
+            self.flush_records()
+
+    def _execute(
+        self,
+        plans: Sequence[PlannedFile],
+        *,
+        commits: dict[str, tuple[str | None, str | None]],
+        results: dict[int, FileOutcome],
+    ) -> list[FileOutcome]:
         with ThreadPoolExecutor(max_workers=self.settings.jobs, thread_name_prefix="file") as pool:
             futures: dict[int, Future[FileOutcome]] = {
                 index: pool.submit(self._pull_one, plan, commits.get(plan.remote.model, (None, None)))
@@ -334,11 +352,10 @@ class Puller:
     ) -> None:
         remote = plan.remote
         stat = plan.final_path.stat()
-        self.store.update_record(
+        self._queue_record(
             remote.model,
-            revision=commit[0],
-            commit=commit[1],
-            put=FileRecord(
+            commit,
+            FileRecord(
                 path=remote.path,
                 size=size,
                 sha256=sha256,
@@ -350,6 +367,30 @@ class Puller:
                 fetched_at=now_iso(),
             ),
         )
+
+    def _queue_record(self, model: str, commit: tuple[str | None, str | None], record: FileRecord) -> None:
+        """Add a file to the model's record, writing it at most once a second (and at the end of the run).
+
+        Rewriting the whole record per file is O(files²) and serialises the jobs on the record lock; a file
+        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly.
+        """
+        with self._records_lock:
+            self._pending.setdefault(model, []).append(record)
+            self._pending_commit[model] = commit
+            due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
+        if due:
+            self.flush_records(model)
+
+    def flush_records(self, model: str | None = None) -> None:
+        """Write the queued file records (of one model, or all) to the store."""
+        with self._records_lock:
+            models = [model] if model is not None else list(self._pending)
+            batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
+            for m in models:
+                self._last_flush[m] = time.monotonic()
+        for m, (records, commit) in batches.items():
+            if records:
+                self.store.update_record(m, revision=commit[0], commit=commit[1], puts=tuple(records))
 
     def _outcome(
         self, plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, fetched: int = 0

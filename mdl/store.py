@@ -206,6 +206,7 @@ class Store:
         revision: str | None,
         commit: str | None,
         put: FileRecord | None = None,
+        puts: tuple[FileRecord, ...] = (),
         remove: tuple[str, ...] = (),
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
@@ -215,8 +216,8 @@ class Store:
             files = dict(current.files)
             for path in remove:
                 files.pop(path, None)
-            if put is not None:
-                files[put.path] = put
+            for one in (*puts, *((put,) if put is not None else ())):
+                files[one.path] = one
             record = ModelRecord(
                 name=model,
                 revision=revision if revision is not None else current.revision,

@@ -292,13 +292,13 @@ class _Hasher:
         if self.sha1 is not None:
             self.sha1.update(b"blob %d\0" % (size or 0))
         self.position = 0
-        self._buffer = bytearray(HASH_BLOCK)
+        self._buffer = bytearray(max(1, min(HASH_BLOCK, size if size is not None else HASH_BLOCK)))
 
     def catch_up(self, limit: int) -> None:
         """Hash bytes [position, limit) from the file."""
         view = memoryview(self._buffer)
         while self.position < limit:
-            want = min(HASH_BLOCK, limit - self.position)
+            want = min(len(self._buffer), limit - self.position)
             got = os.preadv(self.fd, [view[:want]], self.position)
             if got <= 0:
                 raise LocalFSError(f"could not read back {self.position} bytes while hashing")
@@ -376,7 +376,8 @@ class Engine:
         try:
             if loaded is None and state.size is not None:
                 os.ftruncate(fd, state.size)
-            state.save(fd)
+            if len(state.pieces) > 1:  # a one-stream file saves its record at the first checkpoint, if it lasts
+                state.save(fd)
             self.progress.start(job.label, label=job.label, total=state.size, completed=resumed_from)
             hasher = self._run_until_done(job, state, fd)
             if state.size is None:  # unknown size: the stream ended, its length is the size
@@ -712,7 +713,10 @@ class Engine:
             offset += written
             with state.lock:
                 piece.done += written
-                state.lock.notify_all()
+                # Wake the hasher only when there may be a new block for it (a piece ended or a block filled):
+                # a notify per chunk costs a thread switch per 64 KiB.
+                if piece.complete or (piece.done % HASH_BLOCK) < written:
+                    state.lock.notify_all()
             self.progress.advance(job.label, written)
             if self.limiter is not None:
                 self.limiter.consume(written, self.cancel)
