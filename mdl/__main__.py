@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:
@@ -22,7 +25,8 @@ def main() -> None:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
     try:
-        app()
+        code = _run(app)
+        sys.exit(code)
     except SystemExit as exc:
         if exc.code == 130:
             # A Ctrl-C that landed inside an import can leave Python re-raising SIGINT at exit (so callers
@@ -37,6 +41,28 @@ def main() -> None:
             logging.shutdown()
             os._exit(130)
         raise
+
+
+def _run(app: Callable[..., Any]) -> int:
+    """Run the Typer app without its own exit handling, so parse errors can honour ``--json`` too."""
+    try:
+        result = app(standalone_mode=False)
+    except Exception as exc:
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "Abort":
+            sys.stderr.write("mdl: error: interrupted\n")
+            return 130
+        if not callable(show) or not isinstance(code, int):
+            raise
+        if "--json" in sys.argv[1:]:
+            formatter = getattr(exc, "format_message", None)
+            message = formatter() if callable(formatter) else str(exc)
+            doc = {"ok": False, "error": {"code": code, "kind": "usage", "message": message}}
+            sys.stdout.write(json.dumps(doc) + "\n")
+        show()
+        return code
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -103,17 +103,22 @@ class Run:
         emit_json(doc, stream=self.stdout)
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-        """Data as an aligned table on stdout."""
+        """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
         from mdl.ui import color_enabled, render_table
 
+        if self.quiet:
+            return
         color = color_enabled(isatty=_isatty(self.stdout), environ=self.environ)
         render_table(rows, columns, stream=self.stdout, color=color)
 
     def fail(self, exc: MdlError) -> NoReturn:
         """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
-        log.error("%s", exc.message)
+        from mdl.redact import redact_text
+
+        message = redact_text(exc.message, secrets=self._secrets())
+        log.error("%s", message)
         if self.json:
-            self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message}})
+            self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})
         self.console.error(exc.message, exc.hint)
         raise typer.Exit(int(exc.exit_code))
 
@@ -274,6 +279,8 @@ def show_cmd(
         if run.json:
             run.emit({"models": [doc]})
             return
+        if run.quiet:
+            return
         out = run.stdout
         for key in ("name", "description", "repo", "revision", "commit", "status"):
             if doc.get(key):
@@ -325,7 +332,7 @@ def resolve_cmd(
         else:
             from mdl.units import human_size
 
-            for model in docs:
+            for model in docs if not run.quiet else ():
                 run.stdout.write(
                     f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
                 )
@@ -484,7 +491,7 @@ def clean_cmd(
                 }
             )
             return
-        for c in cleaned:
+        for c in cleaned if not run.quiet else ():
             run.stdout.write(
                 f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}\n"
             )
@@ -651,7 +658,7 @@ def unpack_cmd(
         if run.json:
             run.emit(doc)
             return
-        for f in doc["files"]:
+        for f in doc["files"] if not run.quiet else ():
             run.stdout.write(f"{f['path']}\n")
         run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")
 

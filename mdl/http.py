@@ -84,6 +84,10 @@ class Credentials:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    def without_extra(self) -> Credentials:
+        """The same rules for a URL we were redirected to: a direct URL's own headers stay with it."""
+        return Credentials(hub_origin=self.hub_origin, token=self.token)
+
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""

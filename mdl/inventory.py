@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import stat as st
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,8 +132,9 @@ def _has_partials(store: Store, model: str) -> bool:
     folder = store.state_dir / "partial"
     if not folder.is_dir():
         return False
-    prefix = f"{model}-"
-    return any(p.name.startswith(prefix) and p.name.endswith(".part") for p in folder.iterdir())
+    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
+    pattern = re.compile(re.escape(model) + r"-[0-9a-f]{16}-.*\.part$")
+    return any(pattern.match(p.name) for p in folder.iterdir())
 
 
 def list_models(catalog: Catalog, store: Store, *, status: str | None, tag: str | None) -> list[ModelStatus]:
@@ -225,7 +227,7 @@ def clean(settings: Settings) -> list[CleanedFile]:
     store = Store(settings.dest)
     cleaned: list[CleanedFile] = []
     for partial in store.partials():
-        key = partial.part_path.name.split(".part")[0]
+        key = partial.part_path.name.removesuffix(".tmp").removesuffix(".json").removesuffix(".part")
         lock = FileLock(store.state_dir / "locks" / f"{key}.lock")
         try:
             lock.acquire(timeout=0)

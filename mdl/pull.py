@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.catalog import ModelSpec
 from mdl.errors import (
@@ -27,6 +27,9 @@ from mdl.settings import Settings
 from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult, saved_progress
 from mdl.units import human_size
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
@@ -60,7 +63,9 @@ class Puller:
         self.cancel = cancel or threading.Event()
         self.store = Store(settings.dest)
         self._records_lock = threading.Lock()
-        self._pending: dict[str, list[FileRecord]] = {}
+        self._pending: dict[str, list[tuple[FileRecord, BaseFileLock | None]]] = {}
+        self._held = threading.local()  # the file lock the current job thread holds
+        self._held.lock = None
         self._pending_commit: dict[str, tuple[str | None, str | None]] = {}
         self._last_flush: dict[str, float] = {}
         self.environ = dict(settings.environ or {})
@@ -273,16 +278,21 @@ class Puller:
         remote = plan.remote
         label = label_of(remote)
         try:
-            with self.store.file_lock(
+            self._held.lock = self.store.acquire_file_lock(
                 remote.model,
                 remote.path,
                 timeout=self.settings.lock_timeout,
                 on_wait=lambda: self.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
                 cancel=self.cancel,
-            ):
+            )
+            try:
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
                 fresh = self.plan(remote) if not self.settings.force else plan
                 return self._act(fresh, commit)
+            finally:
+                if self._held.lock is not None:  # not handed over to a queued record: release it now
+                    self._held.lock.release()
+                    self._held.lock = None
         except InterruptedByUserError:
             raise
         except MdlError as exc:
@@ -318,6 +328,8 @@ class Puller:
         )
         if action is Action.DOWNLOAD and result.resumed_from > 0:
             action = Action.RESUME
+        elif action is Action.RESUME and result.resumed_from == 0:
+            action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
         return self._outcome(plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched)
 
     def _transfer(self, plan: PlannedFile) -> TransferResult:
@@ -351,7 +363,10 @@ class Puller:
         commit: tuple[str | None, str | None],
     ) -> None:
         remote = plan.remote
-        stat = plan.final_path.stat()
+        try:
+            stat = plan.final_path.stat()
+        except OSError as exc:
+            raise LocalFSError(f"{label_of(remote)}: {plan.final_path} vanished: {exc.strerror or exc}") from exc
         self._queue_record(
             remote.model,
             commit,
@@ -374,8 +389,12 @@ class Puller:
         Rewriting the whole record per file is O(files²) and serialises the jobs on the record lock; a file
         whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly.
         """
+        lock, self._held.lock = (
+            getattr(self._held, "lock", None),
+            None,
+        )  # released once this record is on disk (engine rule 11)
         with self._records_lock:
-            self._pending.setdefault(model, []).append(record)
+            self._pending.setdefault(model, []).append((record, lock))
             self._pending_commit[model] = commit
             due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
         if due:
@@ -388,9 +407,16 @@ class Puller:
             batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
             for m in models:
                 self._last_flush[m] = time.monotonic()
-        for m, (records, commit) in batches.items():
-            if records:
-                self.store.update_record(m, revision=commit[0], commit=commit[1], puts=tuple(records))
+        for m, (queued, commit) in batches.items():
+            try:
+                if queued:
+                    records = tuple(record for record, _ in queued)
+                    self.store.update_record(m, revision=commit[0], commit=commit[1], puts=records)
+            finally:
+                # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
+                for _, lock in queued:
+                    if lock is not None:
+                        lock.release()
 
     def _outcome(
         self, plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, fetched: int = 0

@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 log = logging.getLogger("mdl.store")
 
@@ -128,8 +131,7 @@ class Store:
 
     # -- locks -------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def file_lock(
+    def acquire_file_lock(
         self,
         model: str,
         path: str,
@@ -137,20 +139,21 @@ class Store:
         timeout: float,
         on_wait: Callable[[], None] | None = None,
         cancel: threading.Event | None = None,
-    ) -> Iterator[None]:
-        """Hold the per-file lock; call ``on_wait()`` once if another process holds it (engine rule 11).
+    ) -> BaseFileLock:
+        """Take the per-file lock (engine rule 11); call ``on_wait()`` once if another process holds it.
 
         Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
+        The lock is not tied to a thread: pull hands it over to be released once the file's record is written.
         """
         from filelock import FileLock, Timeout
 
-        lock = FileLock(self.lock_path(model, path))
+        lock = FileLock(self.lock_path(model, path), thread_local=False)
         deadline = time.monotonic() + timeout
         waited = False
         while True:
             try:
                 lock.acquire(timeout=0 if not waited else min(0.5, max(0.0, deadline - time.monotonic())))
-                break
+                return lock
             except Timeout:
                 if cancel is not None and cancel.is_set():
                     raise InterruptedByUserError(f"{model}/{path}: interrupted while waiting for a lock") from None
@@ -163,6 +166,19 @@ class Store:
                 if not waited and on_wait is not None:
                     on_wait()
                 waited = True
+
+    @contextlib.contextmanager
+    def file_lock(
+        self,
+        model: str,
+        path: str,
+        *,
+        timeout: float,
+        on_wait: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[None]:
+        """Hold the per-file lock for a block (see ``acquire_file_lock``)."""
+        lock = self.acquire_file_lock(model, path, timeout=timeout, on_wait=on_wait, cancel=cancel)
         try:
             yield
         finally:
@@ -170,10 +186,13 @@ class Store:
 
     @contextlib.contextmanager
     def _record_lock(self, model: str) -> Iterator[None]:
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
-        with FileLock(self.state_dir / "locks" / f"{model}.record.lock", timeout=60):
-            yield
+        try:
+            with FileLock(self.state_dir / "locks" / f"{model}.record.lock", timeout=60):
+                yield
+        except Timeout:
+            raise LockTimeoutError(f"{model}: could not lock its record within 60s (another mdl run?)") from None
 
     # -- records -----------------------------------------------------------------------------------
 

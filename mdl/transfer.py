@@ -355,7 +355,10 @@ class Engine:
     # -- one attempt -------------------------------------------------------------------------------
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
-        job.part_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            job.part_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFSError(f"{job.label}: cannot create {job.part_path.parent}: {exc.strerror or exc}") from exc
         loaded = load_state(job)
         if loaded is None:
             pieces = plan_pieces(
@@ -408,7 +411,12 @@ class Engine:
         finally:
             if fd >= 0:
                 os.close(fd)
-        self._finish(job)
+        try:
+            self._finish(job)
+        except OSError as exc:
+            raise LocalFSError(
+                f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror or exc}"
+            ) from exc
         return TransferResult(
             size=size,
             sha256=hasher.sha256.hexdigest(),
@@ -630,7 +638,8 @@ class Engine:
             headers["Range"] = f"bytes={offset}-{end}"
             if state.validator:
                 headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
-        with open_stream(self.client, url, credentials=job.credentials, headers=headers, what=job.label) as resp:
+        credentials = job.credentials if url == job.url else job.credentials.without_extra()
+        with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
             with self._open_lock:
                 self._open.add(resp)
                 state.responses.add(resp)

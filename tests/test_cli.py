@@ -483,3 +483,40 @@ def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
     doc = json.loads(result.stdout)
     assert doc["freed"] > 0 and all(f["removed"] for f in doc["files"])
     assert not list((dest / ".mdl" / "partial").iterdir())
+
+
+def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
+    """Typer's own usage errors (bad flag values, unknown commands) still give one JSON document and exit 2."""
+    env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    bad = subprocess.run(
+        [sys.executable, "-m", "mdl", "pull", "x", "--json", "--connections", "abc"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    doc = json.loads(bad.stdout)
+    assert doc["ok"] is False and doc["error"]["code"] == 2 and "--connections" in doc["error"]["message"]
+    assert "--connections" in bad.stderr
+    unknown = subprocess.run([sys.executable, "-m", "mdl", "nosuch"], capture_output=True, text=True, env=env)
+    assert unknown.returncode == 2 and unknown.stdout == "" and "nosuch" in unknown.stderr
+    version = subprocess.run([sys.executable, "-m", "mdl", "--version"], capture_output=True, text=True, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("mdl ")
+
+
+def test_direct_url_headers_never_follow_a_redirect(world: dict[str, object], tmp_path: Path) -> None:
+    """A direct URL's own Authorization goes to that URL only, not to the CDN it redirects to (big files too)."""
+    hub = world["hub"]
+    assert isinstance(hub, HubServer)
+    target = hub.cdn.add_file("/store/big.bin", WEIGHTS)
+    url = hub.cdn.add_redirect("/dl/big.bin", target)
+    catalog = tmp_path / "redir.toml"
+    catalog.write_text(
+        f'[models.r]\nfiles = [{{ url = "{url}", sha256 = "{sha(WEIGHTS)}", '
+        'headers = { Authorization = "Bearer direct-secret" } }]\n'
+    )
+    result = mdl("pull", "r", "--catalog", str(catalog), "--connections", "4")
+    assert result.exit_code == 0, result.stderr
+    store_requests = hub.cdn.log.records(path_prefix="/store/")
+    assert store_requests and all(r.authorization is None for r in store_requests)
+    assert any(r.authorization == "Bearer direct-secret" for r in hub.cdn.log.records(path_prefix="/dl/"))
