@@ -87,6 +87,7 @@ class Store:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.state_dir = dest / ".mdl"
+        self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
 
     # -- paths -------------------------------------------------------------------------------------
 
@@ -197,8 +198,28 @@ class Store:
     # -- records -----------------------------------------------------------------------------------
 
     def read_record(self, model: str) -> ModelRecord | None:
-        """The model's record, or None if absent or unreadable (then files are re-checked, never trusted)."""
+        """The model's record, or None if absent or unreadable (then files are re-checked, never trusted).
+
+        Parsed records are cached by the file's (mtime, size, inode): planning many files of one model reads
+        the record once, yet a record another run rewrote (atomically, so a new inode) is read again.
+        """
         path = self.record_path(model)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            stat = None
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
+        cached = self._record_cache.get(model)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        record = self._parse_record(model, path)
+        if key is not None and record is not None:
+            self._record_cache[model] = (key, record)
+        return record
+
+    def _parse_record(self, model: str, path: Path) -> ModelRecord | None:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             files = {
