@@ -74,6 +74,11 @@ class Identity:
             return self.etag == other.etag
         return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
 
+    @property
+    def has_validator(self) -> bool:
+        """Whether two versions of the same size could be told apart (a hash or an ETag)."""
+        return bool(self.sha256 or self.git_oid or self.etag)
+
 
 @dataclass(frozen=True)
 class TransferJob:
@@ -246,6 +251,11 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("%s: unreadable resume record, starting over", job.label)
+        discard_partial(job)
+        return None
+    blind = not (saved.has_validator or job.identity.has_validator or isinstance(validator, str))
+    if blind:  # nothing tells two versions of this size apart, and no If-Range protects the resume
+        log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
         return None
     if raw.get("version") != STATE_VERSION or not saved.matches(job.identity) or not job.part_path.exists():

@@ -582,7 +582,7 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
                 "version": 1,
                 "source": job.url,
                 "identity": {"size": 1000, "sha256": None, "git_oid": None, "etag": None},
-                "validator": None,
+                "validator": '"v1"',  # without any validator a partial is never resumed (could be another version)
                 "pieces": [[0, 1000, 500]],
             }
         )
@@ -968,3 +968,20 @@ def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tm
     assert time.monotonic() - started < 5
     assert job.state_path.exists()
     assert not job.final_path.exists()
+
+
+def test_partial_without_any_validator_is_never_resumed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    """No hash, no ETag: a same-size replacement could not be detected, so a resume would risk a splice."""
+    old = make_data(300_000, seed=40)
+    new = make_data(300_000, seed=41)
+    url = cdn.add_file("/blind.bin", old, etag="")
+    cdn.faults.add(Fault.reset(after_bytes=200_000))
+    job = make_job(tmp_path, url, size=len(old))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.add_file("/blind.bin", new, etag="")
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, new)
+    (request,) = gets(cdn)
+    assert request.range is None, "a blind partial must be fetched again from zero"
