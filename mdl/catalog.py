@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import safe_relative_path, url_basename
+from mdl.settings import parse_rate
 
 SCHEMA_VERSION = 1
 
@@ -24,10 +25,6 @@ REPO_TYPES = ("model", "dataset", "space")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
-# Same grammar as mdl.settings.parse_rate (curl/aria2c style: "50M", "1.5G", "500KiB/s"; K/M/G = 1024^n),
-# so a value accepted by --limit-rate is accepted here; the settings module turns it into bytes per second.
-_RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*")
-_RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -253,9 +250,12 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
 
 
 def _rate_is_valid(text: str) -> bool:
-    """True for a positive rate in the --limit-rate grammar."""
-    match = _RATE_RE.fullmatch(text)
-    return match is not None and int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]) > 0
+    """True for a positive rate in the --limit-rate grammar (the one parser, in mdl.settings)."""
+    try:
+        parse_rate(text)
+    except UsageError:
+        return False
+    return True
 
 
 def _env_path(environ: Mapping[str, str]) -> Path | None:

@@ -195,8 +195,9 @@ def _atomic_write(target: Path, data: bytes) -> None:
 def _fetch_remote(
     items: list[tuple[UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
 ) -> list[FileOutcome]:
+    from mdl.catalog import FileSpec
     from mdl.pull import Puller
-    from mdl.resolve import RemoteFile, hub_source
+    from mdl.resolve import RemoteFile, resolve_file
 
     outcomes: list[FileOutcome] = []
     by_folder: dict[Path, list[tuple[UrlFile, Path]]] = {}
@@ -215,22 +216,16 @@ def _fetch_remote(
                         hub = puller.hub()
                         if hub is None:
                             raise UsageError(f"hf://{repo}/{path}: HF_HUB_OFFLINE is set")
-                        meta = hub.file_metadata(repo, path, repo_type=repo_type, revision=revision, what=name)
-                        etag = (meta.etag or "").strip('"')
-                        commit = meta.commit_hash
-                        remotes.append(
-                            RemoteFile(
-                                model="",
-                                path=name,
-                                url=hub.file_url(repo, path, repo_type=repo_type, revision=commit or revision),
-                                size=meta.size,
-                                sha256=expected or (etag if len(etag) == 64 else None),
-                                git_oid=etag if len(etag) == 40 else None,
-                                commit=commit,
-                                source=hub_source(repo, repo_type, commit, path),
-                                hub=True,
-                            )
+                        spec = FileSpec(
+                            key_path=f"hf://{repo}/{path}",
+                            repo=repo,
+                            path=path,
+                            revision=revision,
+                            repo_type=repo_type,
+                            sha256=expected,
+                            save_as=name,
                         )
+                        remotes.append(resolve_file("", spec, hub=hub, environ={}))
                     else:
                         assert item.url is not None
                         remote = RemoteFile(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from mdl.catalog import FileSpec, ModelSpec, expand_headers
-from mdl.errors import AuthError, IntegrityError, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, IntegrityError, NetworkError, NotFoundError
 from mdl.http import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
 from mdl.paths import safe_relative_path
 from mdl.redact import redact_text, redact_url
@@ -220,7 +220,7 @@ def resolve_model(
     files: list[RemoteFile] = []
     commits: set[str] = set()
     for file in spec.files:
-        remote = _resolve_file(spec.name, file, hub=hub, environ=environ)
+        remote = resolve_file(spec.name, file, hub=hub, environ=environ)
         if remote.commit:
             commits.add(remote.commit)
         files.append(remote)
@@ -266,7 +266,8 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
-def _resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
+def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
+    """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
     what = f"{model}/{file.save_path}"
     if file.url is not None:
         return RemoteFile(
@@ -349,8 +350,3 @@ def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None) -> Rem
     if remote.size is not None:
         return replace(remote, etag=remote.etag or etag)
     return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False)
-
-
-def failure(model: str, path: str | None, exc: MdlError) -> dict[str, Any]:
-    """A JSON entry for a model or file that could not be resolved."""
-    return {"model": model, "path": path, "error": exc.message, "code": int(exc.exit_code)}

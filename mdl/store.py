@@ -347,8 +347,3 @@ def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) ->
                 sha1.update(view[:got])
             total += got
     return total, sha.hexdigest(), sha1.hexdigest() if sha1 is not None else None
-
-
-def elapsed_since(start: float) -> float:
-    """Seconds since a monotonic start."""
-    return time.monotonic() - start

@@ -39,7 +39,6 @@ from mdl.http import (
 )
 from mdl.progress import Progress
 from mdl.ranges import ContentRangeError, parse_content_range
-from mdl.redact import redact_url
 
 log = logging.getLogger("mdl.transfer")
 
@@ -766,8 +765,3 @@ class _HashMismatch(Exception):
         self.kind = kind
         self.expected = expected
         self.actual = actual
-
-
-def describe_source(url: str) -> str:
-    """A URL safe to store and print."""
-    return redact_url(url)
