@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import safe_relative_path, url_basename
-from mdl.settings import parse_rate
+from mdl.settings import LAYOUTS, check_mirror, parse_rate
 
 SCHEMA_VERSION = 1
 
@@ -39,6 +39,8 @@ _SETTINGS_KEYS = (
     "stall_timeout",
     "lock_timeout",
     "retries",
+    "layout",
+    "mirrors",
 )
 _MODEL_KEYS = ("description", "tags", "repo", "repo_type", "revision", "include", "exclude", "files")
 _SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
@@ -127,6 +129,8 @@ class CatalogSettings:
     stall_timeout: float | None = None
     lock_timeout: float | None = None
     retries: int | None = None
+    layout: str | None = None
+    mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -517,7 +521,18 @@ class _Validator:
                 (*path, "limit_rate"),
                 f"must be a rate in bytes per second like '500K', '50M' or '1.5G' (> 0), got {limit_rate!r}",
             )
+        layout = self.string(table, "layout", path)
+        if layout is not None and layout not in LAYOUTS:
+            self.fail((*path, "layout"), f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        mirrors = self.strings(table, "mirrors", path)
+        for index, template in enumerate(mirrors):
+            try:
+                check_mirror(template, where="mirror")
+            except UsageError as exc:
+                self.fail((*path, "mirrors", index), exc.message.removeprefix("mirror: "))
         return CatalogSettings(
+            layout=layout,
+            mirrors=mirrors,
             dest=self.string(table, "dest", path),
             connections=self.int_in(table, "connections", path, 1, 64),
             jobs=self.int_in(table, "jobs", path, 1, 64),

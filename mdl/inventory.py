@@ -12,6 +12,7 @@ from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec
 from mdl.errors import IntegrityError, MdlError
+from mdl.layout import Layout, Placement
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -24,7 +25,8 @@ class LocalFile:
     """One expected file of a model and its state on disk."""
 
     path: str
-    dest: Path
+    dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
+    final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
     size: int | None
     sha256: str | None
     source: str
@@ -87,21 +89,42 @@ def _revision(spec: ModelSpec) -> str | None:
     return spec.revision if spec.is_snapshot else None
 
 
-def _file_state(store: Store, model: str, path: str, entry: FileRecord | None) -> tuple[str, Path]:
-    dest = store.final_path(model, path)
-    stat = stat_file(dest)
+def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRecord | None) -> Placement | None:
+    """Where the file is in this layout; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
+    try:
+        return layout.place(
+            model,
+            path,
+            source=entry.source if entry else source,
+            sha256=entry.sha256 if entry else None,
+            git_oid=entry.git_oid if entry else None,
+        )
+    except MdlError:
+        return None
+
+
+def _file_state(
+    layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
+) -> tuple[str, Placement | None]:
+    placement = _placement(layout, model, path, source, entry)
+    if placement is None:
+        return "missing", None
+    stat = stat_file(placement.final)
     if stat is None or not st.S_ISREG(stat.st_mode):
-        part, state = store.part_paths(model, path)
-        return ("partial" if part.exists() and state.exists() else "missing"), dest
+        part, state = placement.store.part_paths(model, path)
+        return ("partial" if part.exists() and state.exists() else "missing"), placement
     if entry is None:
-        return "modified", dest  # present but never verified by mdl
+        return "modified", placement  # present but never verified by mdl
     if stat.st_size != entry.size:
-        return "modified", dest
-    return "installed", dest
+        return "modified", placement
+    if not placement.linked():
+        return "partial", placement  # the blob is there, the snapshot entry programs open is not
+    return "installed", placement
 
 
-def model_status(spec: ModelSpec, store: Store) -> ModelStatus:
+def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
     """The local state of one model, from its record and ``lstat`` only (no network, no hashing)."""
+    store = layout.records
     record = store.read_record(spec.name)
     recorded = record.files if record is not None else {}
     expected: list[tuple[str, int | None, str | None, str]] = []
@@ -116,16 +139,23 @@ def model_status(spec: ModelSpec, store: Store) -> ModelStatus:
             expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
     files: list[LocalFile] = []
     for path, size, sha256, source in expected:
-        state, dest = _file_state(store, spec.name, path, recorded.get(path))
-        files.append(LocalFile(path, dest, size, sha256, source, state))
+        state, placement = _file_state(layout, spec.name, path, source, recorded.get(path))
+        shown = placement.shown if placement else _unplaced(layout, spec.name)
+        final = placement.final if placement else shown
+        files.append(LocalFile(path, shown, final, size, sha256, source, state))
     states = {f.state for f in files}
     if files and states == {"installed"}:
         status = "installed"
-    elif states - {"missing"} or _has_partials(store, spec.name):
+    elif states - {"missing"} or any(_has_partials(s, spec.name) for s in layout.stores()):
         status = "partial"
     else:
         status = "missing"
     return ModelStatus(spec, record, tuple(files), status)
+
+
+def _unplaced(layout: Layout, model: str) -> Path:
+    """What to show as the destination of a file whose place is not known yet."""
+    return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
 
 
 def _has_partials(store: Store, model: str) -> bool:
@@ -137,18 +167,19 @@ def _has_partials(store: Store, model: str) -> bool:
     return any(pattern.match(p.name) for p in folder.iterdir())
 
 
-def list_models(catalog: Catalog, store: Store, *, status: str | None, tag: str | None) -> list[ModelStatus]:
+def list_models(catalog: Catalog, layout: Layout, *, status: str | None, tag: str | None) -> list[ModelStatus]:
     """Every catalog model with its local status, filtered by status and tag."""
-    found = [model_status(spec, store) for spec in catalog.models if tag is None or tag in spec.tags]
+    found = [model_status(spec, layout) for spec in catalog.models if tag is None or tag in spec.tags]
     return [m for m in found if status is None or m.status == status]
 
 
 def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
     """Re-hash every recorded file against its record and the catalog (offline)."""
-    store = Store(settings.dest)
+    layout = Layout(settings)
+    store = layout.records
     outcomes: list[FileOutcome] = []
     for spec in models:
-        status = model_status(spec, store)
+        status = model_status(spec, layout)
         if status.record is None:
             outcomes.append(
                 failed(
@@ -183,7 +214,7 @@ def _verify_one(
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
         progress.start(label, label=label, total=entry.size)
-        size, sha256, _ = hash_file(file.dest)
+        size, sha256, _ = hash_file(file.final)
         progress.advance(label, size)
         if size != entry.size:
             raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
@@ -192,6 +223,8 @@ def _verify_one(
             raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
         if expected_sha and entry.sha256 != expected_sha:
             raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the catalog's {expected_sha}")
+        if file.state != "installed" and file.final != file.dest:
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
     except MdlError as exc:
         progress.finish(label, ok=False, message=exc.message)
         return failed(model, file.path, exc, dest=file.dest)
@@ -200,13 +233,10 @@ def _verify_one(
         progress.finish(label, ok=False, message=error.message)
         return failed(model, file.path, error, dest=file.dest)
     progress.finish(label, ok=True)
-    if entry.mtime_ns != file.dest.stat().st_mtime_ns:  # re-verified: trust the new mtime from now on
-        store.update_record(
-            model,
-            revision=None,
-            commit=None,
-            put=FileRecord(**{**entry.__dict__, "mtime_ns": file.dest.stat().st_mtime_ns}),
-        )
+    mtime_ns = file.final.stat().st_mtime_ns
+    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
+        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
+        store.update_record(model, revision=None, commit=None, put=fresh)
     return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")
 
 
@@ -224,23 +254,23 @@ def clean(settings: Settings) -> list[CleanedFile]:
     """Remove partial downloads and resume records that no running mdl holds a lock on."""
     from filelock import FileLock, Timeout
 
-    store = Store(settings.dest)
     cleaned: list[CleanedFile] = []
-    for partial in store.partials():
-        key = partial.part_path.name.removesuffix(".tmp").removesuffix(".json").removesuffix(".part")
-        lock = FileLock(store.state_dir / "locks" / f"{key}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            continue  # a run is using it right now
-        try:
-            if not settings.dry_run:
-                store.remove_partial(partial)
-            cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
-        finally:
-            lock.release()
-    if not settings.dry_run:
-        _remove_idle_locks(store)
+    for store in Layout(settings).stores():
+        for partial in store.partials():
+            key = partial.part_path.name.removesuffix(".tmp").removesuffix(".json").removesuffix(".part")
+            lock = FileLock(store.state_dir / "locks" / f"{key}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a run is using it right now
+            try:
+                if not settings.dry_run:
+                    store.remove_partial(partial)
+                cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
+            finally:
+                lock.release()
+        if not settings.dry_run:
+            _remove_idle_locks(store)
     return cleaned
 
 
@@ -285,7 +315,8 @@ def resolve_models(
                         failures.append(failed(remote.model, remote.path, exc))
                 record = puller.store.read_record(remote.model)
                 entry = record.files.get(remote.path) if record is not None else None
-                state, dest = _file_state(puller.store, remote.model, remote.path, entry)
+                state, placement = _file_state(puller.layout, remote.model, remote.path, remote.source, entry)
+                dest = placement.shown if placement else _unplaced(puller.layout, remote.model)
                 if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
                     state = "outdated"
                 files.append(

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,11 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.http import Credentials, RetryPolicy, make_client, open_stream, origin
+from mdl.layout import Layout, Placement
+from mdl.mirrors import mirror_urls
 from mdl.plan import Action, Decision, LocalState, decide
 from mdl.progress import Progress
+from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
@@ -29,10 +32,11 @@ from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJo
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from filelock import BaseFileLock
+    from mdl.store import HeldLocks
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
+MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
 # What each action is called once done (the JSON contract's words).
 DONE_WORD = {
@@ -52,6 +56,7 @@ class PlannedFile:
     final_path: Path
     decision: Decision
     partial_bytes: int
+    placement: Placement
 
 
 class Puller:
@@ -61,9 +66,10 @@ class Puller:
         self.settings = settings
         self.progress = progress
         self.cancel = cancel or threading.Event()
-        self.store = Store(settings.dest)
+        self.layout = Layout(settings)
+        self.store: Store = self.layout.records  # model records (and, in the plain layout, everything else)
         self._records_lock = threading.Lock()
-        self._pending: dict[str, list[tuple[FileRecord, BaseFileLock | None]]] = {}
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
         self._held = threading.local()  # the file lock the current job thread holds
         self._held.lock = None
         self._pending_commit: dict[str, tuple[str | None, str | None]] = {}
@@ -84,6 +90,13 @@ class Puller:
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
             relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
+        )
+        self.mirror_engine = Engine(
+            self.client,
+            EngineConfig(connections=settings.connections, retry=RetryPolicy(retries=MIRROR_RETRIES)),
+            progress=progress,
+            cancel=self.cancel,
+            limiter=self.engine.limiter,
         )
 
     def close(self) -> None:
@@ -171,18 +184,30 @@ class Puller:
             etag = response.headers.get("ETag")
             return str(response.url), total, etag if etag and not etag.startswith("W/") else None
 
+    def place(self, remote: RemoteFile) -> Placement:
+        """Where the file goes in this run's layout."""
+        return self.layout.place(
+            remote.model,
+            remote.path,
+            source=remote.source,
+            sha256=remote.sha256,
+            git_oid=remote.git_oid,
+            revision=remote.revision,
+        )
+
     def plan(self, remote: RemoteFile) -> PlannedFile:
         """Look at the disk (no hashing) and decide."""
-        final = self.store.final_path(remote.model, remote.path)
+        placement = self.place(remote)
+        final = placement.final
         record = self.store.read_record(remote.model)
         entry = record.files.get(remote.path) if record is not None else None
-        part, state = self.store.part_paths(remote.model, remote.path)
+        part, state = placement.store.part_paths(remote.model, remote.path)
         partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
         stat = stat_file(final)
         if stat is not None and not _is_regular(stat):
             stat = None
         local = LocalState.of(stat, partial_bytes=partial)
-        return PlannedFile(remote, final, decide(remote, entry, local, force=self.settings.force), partial)
+        return PlannedFile(remote, final, decide(remote, entry, local, force=self.settings.force), partial, placement)
 
     # -- execute -----------------------------------------------------------------------------------
 
@@ -203,27 +228,33 @@ class Puller:
                     outcomes.append(failed(remote.model, remote.path, exc))
         if self.settings.dry_run:
             return RunReport(tuple(outcomes) + tuple(_dry(p) for p in plans), dry_run=True)
-        if any(p.decision.action is not Action.SKIP for p in plans):
+        if any(p.decision.action is not Action.SKIP for p in plans) or self.layout.cache is not None:
             self.store.ensure_dirs()
             self.check_space(plans)
         outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
         return RunReport(tuple(outcomes))
 
     def check_space(self, plans: Sequence[PlannedFile]) -> None:
-        """Engine rule 10: refuse before transferring when the known sizes do not fit."""
-        needed = 0
+        """Engine rule 10: refuse before transferring when the known sizes do not fit (per destination)."""
+        needed: dict[Path, tuple[Store, int]] = {}
         for plan in plans:
             size = plan.remote.size or 0
             if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
-                needed += size
+                more = size
             elif plan.decision.action is Action.RESUME:
-                needed += max(0, size - plan.partial_bytes)
-        free = self.store.free_bytes()
-        if needed > free:
-            raise NoSpaceError(
-                f"not enough space in {self.store.dest}: {human_size(needed)} still to download, "
-                f"{human_size(free)} free"
-            )
+                more = max(0, size - plan.partial_bytes)
+            else:
+                continue
+            store = plan.placement.store
+            needed[store.dest] = (store, needed.get(store.dest, (store, 0))[1] + more)
+        for store, total in needed.values():
+            store.ensure_dirs()
+            free = store.free_bytes()
+            if total > free:
+                raise NoSpaceError(
+                    f"not enough space in {store.dest}: {human_size(total)} still to download, "
+                    f"{human_size(free)} free"
+                )
 
     def execute(
         self, plans: Sequence[PlannedFile], *, commits: dict[str, tuple[str | None, str | None]]
@@ -239,6 +270,11 @@ class Puller:
         results: dict[int, FileOutcome] = {}
         for index, plan in enumerate(plans):
             if plan.decision.action is Action.SKIP:
+                try:
+                    self.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
+                except MdlError as exc:
+                    results[index] = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
+                    continue
                 results[index] = self._outcome(
                     plan, Action.SKIP, size=plan.remote.size, sha256=_recorded_sha(self, plan)
                 )
@@ -266,6 +302,7 @@ class Puller:
             except KeyboardInterrupt:
                 self.cancel.set()
                 self.engine.abort()
+                self.mirror_engine.abort()
                 for future in futures.values():
                     future.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -278,12 +315,13 @@ class Puller:
         remote = plan.remote
         label = label_of(remote)
         try:
-            self._held.lock = self.store.acquire_file_lock(
+            self._held.lock = plan.placement.store.acquire_file_lock(
                 remote.model,
                 remote.path,
                 timeout=self.settings.lock_timeout,
                 on_wait=lambda: self.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
                 cancel=self.cancel,
+                shared_lock=plan.placement.lock,
             )
             try:
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
@@ -298,12 +336,13 @@ class Puller:
         except MdlError as exc:
             log.error("%s: %s", label, exc.message)
             self.progress.finish(label, ok=False, message=exc.message)
-            return failed(remote.model, remote.path, exc, dest=plan.final_path)
+            return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
 
     def _act(self, plan: PlannedFile, commit: tuple[str | None, str | None]) -> FileOutcome:
         remote = plan.remote
         action = plan.decision.action
         if action is Action.SKIP:
+            self.layout.link(plan.placement)
             return self._outcome(plan, Action.SKIP, size=remote.size, sha256=_recorded_sha(self, plan))
         if action is Action.CHECK:
             try:
@@ -311,13 +350,15 @@ class Puller:
             except OSError as exc:
                 raise LocalFSError(f"{label_of(remote)}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
             if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=_recorded_sha(self, plan)):
+                self.layout.link(plan.placement)
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
                 return self._outcome(plan, Action.CHECK, size=size, sha256=sha256)
             log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
             action = Action.REPAIR
-        if self.settings.offline:
+        if self.settings.offline:  # no network at all, mirrors included
             raise _offline_error(remote)
         result = self._transfer(plan)
+        self.layout.link(plan.placement)
         self._record(
             plan,
             size=result.size,
@@ -330,12 +371,14 @@ class Puller:
             action = Action.RESUME
         elif action is Action.RESUME and result.resumed_from == 0:
             action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
-        return self._outcome(plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched)
+        return self._outcome(
+            plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
+        )
 
     def _transfer(self, plan: PlannedFile) -> TransferResult:
         remote = plan.remote
         label = label_of(remote)
-        part, state = self.store.part_paths(remote.model, remote.path)
+        part, state = plan.placement.store.part_paths(remote.model, remote.path)
         job = TransferJob(
             label=label,
             url=remote.url,
@@ -348,6 +391,25 @@ class Puller:
             verify=self.settings.verify,
             size_pinned=remote.size_pinned,
         )
+        for url in mirror_urls(self.settings.mirrors, remote):
+            shown = redact_url(url)
+            try:
+                # A mirror gets no credentials, and its bytes must match the origin's hashes: always verified,
+                # and a mismatch is not retried there (the next source is).
+                result = self.mirror_engine.fetch(
+                    replace(job, url=url, credentials=Credentials(), verify=True, retry_on_mismatch=False)
+                )
+            except InterruptedByUserError:
+                raise
+            except MdlError as exc:
+                if self.cancel.is_set():
+                    raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
+                log.warning("%s: mirror %s: %s; trying the next source", label, shown, exc.message)
+                self.progress.note(f"{label}: mirror {shown} failed ({exc.message}); trying the next source")
+                continue
+            log.info("%s: fetched from mirror %s", label, shown)
+            self.progress.finish(label, ok=True)
+            return replace(result, mirror=shown)
         result = self.engine.fetch(job)
         self.progress.finish(label, ok=True)
         return result
@@ -419,17 +481,25 @@ class Puller:
                         lock.release()
 
     def _outcome(
-        self, plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, fetched: int = 0
+        self,
+        plan: PlannedFile,
+        action: Action,
+        *,
+        size: int | None,
+        sha256: str | None,
+        fetched: int = 0,
+        mirror: str | None = None,
     ) -> FileOutcome:
         return FileOutcome(
             model=plan.remote.model,
             path=plan.remote.path,
-            dest=str(plan.final_path),
+            dest=str(plan.placement.shown),
             size=size,
             sha256=sha256,
             action=DONE_WORD[action],
             reason=plan.decision.reason,
             fetched=fetched,
+            mirror=mirror,
         )
 
 
@@ -479,7 +549,7 @@ def _dry(plan: PlannedFile) -> FileOutcome:
     return FileOutcome(
         model=plan.remote.model,
         path=plan.remote.path,
-        dest=str(plan.final_path),
+        dest=str(plan.placement.shown),
         size=plan.remote.size,
         sha256=plan.remote.sha256,
         action=plan.decision.action.value,

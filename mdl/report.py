@@ -23,10 +23,11 @@ class FileOutcome:
     exit_code: int = 0
     reason: str = ""
     fetched: int = 0
+    mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's per-file shape (plus ``reason``)."""
-        return {
+        """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
+        doc: dict[str, Any] = {
             "model": self.model,
             "path": self.path,
             "dest": self.dest,
@@ -36,6 +37,9 @@ class FileOutcome:
             "error": self.error,
             "reason": self.reason,
         }
+        if self.mirror is not None:
+            doc["mirror"] = self.mirror
+        return doc
 
 
 @dataclass(frozen=True)

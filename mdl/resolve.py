@@ -37,6 +37,8 @@ class RemoteFile:
     hub: bool = False  # the Hub token may go to the Hub origin for this file
     headers: tuple[tuple[str, str], ...] = ()  # direct-URL headers, expanded (secrets: never output)
     size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
+    revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
+    repo: str | None = None  # owner/name (Hub files), for mirror URL templates
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,8 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 commit=commit,
                 source=hub_source(spec.repo, spec.repo_type, commit, item.path),
                 hub=True,
+                revision=spec.revision,
+                repo=spec.repo,
             )
         )
     if not files:
@@ -304,6 +308,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
         commit=commit,
         source=hub_source(file.repo, repo_type, commit, file.path),
         hub=True,
+        revision=revision,
+        repo=file.repo,
     )
 
 

@@ -19,6 +19,8 @@ MAX_JOBS = 64
 DEFAULT_STALL_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_RETRIES = 5
+LAYOUTS = ("plain", "hf-cache")
+MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -43,6 +45,9 @@ class Settings:
     dry_run: bool = False
     token: str | None = None
     environ: Mapping[str, str] | None = None
+    layout: str = "plain"  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
+    hf_cache: Path | None = None  # the Hugging Face hub cache, when layout is "hf-cache"
+    mirrors: tuple[str, ...] = ()  # URL templates tried in order before the origin
 
     @property
     def state_dir(self) -> Path:
@@ -61,6 +66,46 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
     if rate <= 0:
         raise UsageError(f"{where}: the rate must be positive, got {value!r}")
     return rate
+
+
+def check_mirror(template: str, *, where: str) -> str:
+    """A mirror URL template: http(s), with only the known ``{placeholders}``."""
+    import string
+
+    if not template.startswith(("http://", "https://")):
+        raise UsageError(f"{where}: a mirror must be an http(s) URL template, got {template!r}")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc} in {template!r}") from None
+    for name in fields:
+        if name not in MIRROR_FIELDS:
+            known = ", ".join("{" + f + "}" for f in MIRROR_FIELDS)
+            raise UsageError(f"{where}: unknown placeholder {{{name}}} in {template!r} (known: {known})")
+    return template
+
+
+def hf_hub_cache(environ: Mapping[str, str]) -> Path:
+    """The Hugging Face hub cache, found the way huggingface_hub finds it.
+
+    huggingface_hub freezes these paths at import time (``huggingface_hub.constants``), so they are read
+    here from the run's environment, in its order: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
+    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
+    """
+    import os
+
+    def expand(value: str) -> Path:
+        return Path(os.path.expandvars(value)).expanduser()
+
+    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE")
+    if cache:
+        return expand(cache).absolute()
+    home = environ.get("HF_HOME")
+    if home:
+        return (expand(home) / "hub").absolute()
+    xdg = environ.get("XDG_CACHE_HOME")
+    base = expand(xdg) if xdg else Path("~/.cache").expanduser()
+    return (base / "huggingface" / "hub").absolute()
 
 
 def parse_bool(value: str) -> bool:
@@ -163,6 +208,9 @@ def build_settings(
     catalog_stall_timeout: float | None = None,
     catalog_lock_timeout: float | None = None,
     catalog_retries: int | None = None,
+    catalog_layout: str | None = None,
+    catalog_mirrors: tuple[str, ...] = (),
+    layout: str | None = None,
     connections: int | None = None,
     jobs: int | None = None,
     limit_rate: str | None = None,
@@ -187,10 +235,16 @@ def build_settings(
         raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
     if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
         raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
+    chosen_layout = _pick("plain", layout, environ.get("MDL_LAYOUT") or None, catalog_layout)
+    if chosen_layout not in LAYOUTS:
+        where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
+        raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
+    env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     return Settings(
         dest=dest,
         endpoint=endpoint,
-        offline=parse_bool(environ.get("HF_HUB_OFFLINE", "")),
+        # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops every tool.
+        offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
         connections=_pick(
             DEFAULT_CONNECTIONS,
             connections,
@@ -214,4 +268,7 @@ def build_settings(
         dry_run=dry_run,
         token=environ.get("HF_TOKEN") or None,
         environ=environ,
+        layout=chosen_layout,
+        hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
+        mirrors=env_mirrors or catalog_mirrors,
     )

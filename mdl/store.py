@@ -84,9 +84,9 @@ def now_iso() -> str:
 class Store:
     """Paths and records of one destination root."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, *, state_dir: Path | None = None) -> None:
         self.dest = dest
-        self.state_dir = dest / ".mdl"
+        self.state_dir = state_dir or dest / ".mdl"
         self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
 
     # -- paths -------------------------------------------------------------------------------------
@@ -140,33 +140,31 @@ class Store:
         timeout: float,
         on_wait: Callable[[], None] | None = None,
         cancel: threading.Event | None = None,
-    ) -> BaseFileLock:
+        shared_lock: Path | None = None,
+    ) -> HeldLocks:
         """Take the per-file lock (engine rule 11); call ``on_wait()`` once if another process holds it.
 
         Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
         The lock is not tied to a thread: pull hands it over to be released once the file's record is written.
+        ``shared_lock`` is a second lock taken after ours: the one huggingface_hub takes for a cache blob, so
+        that mdl and ``hf_hub_download`` never write the same blob at once.
         """
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(self.lock_path(model, path), thread_local=False)
+        held = HeldLocks([])
         deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                lock.acquire(timeout=0 if not waited else min(0.5, max(0.0, deadline - time.monotonic())))
-                return lock
-            except Timeout:
-                if cancel is not None and cancel.is_set():
-                    raise InterruptedByUserError(f"{model}/{path}: interrupted while waiting for a lock") from None
-                if waited and time.monotonic() >= deadline:
-                    raise LockTimeoutError(
-                        f"{model}/{path}: another mdl run holds the lock {self.lock_path(model, path)} "
-                        f"(waited {timeout:g}s)",
-                        hint="raise --lock-timeout, or check for a stuck mdl process",
-                    ) from None
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
+        waited = [False]
+
+        def wait_note() -> None:
+            if not waited[0] and on_wait is not None:
+                on_wait()
+            waited[0] = True
+
+        try:
+            for where in (self.lock_path(model, path), *((shared_lock,) if shared_lock else ())):
+                held.locks.append(_acquire(where, f"{model}/{path}", deadline, timeout, wait_note, cancel))
+        except BaseException:
+            held.release()
+            raise
+        return held
 
     @contextlib.contextmanager
     def file_lock(
@@ -309,6 +307,51 @@ class Store:
         for path in {partial.part_path, partial.state_path}:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+class HeldLocks:
+    """File locks held together, released together (in reverse order)."""
+
+    def __init__(self, locks: list[BaseFileLock]) -> None:
+        self.locks = locks
+
+    def release(self) -> None:
+        """Release every lock held."""
+        while self.locks:
+            self.locks.pop().release()
+
+
+def _acquire(
+    where: Path,
+    label: str,
+    deadline: float,
+    timeout: float,
+    on_wait: Callable[[], None],
+    cancel: threading.Event | None,
+) -> BaseFileLock:
+    from filelock import FileLock, Timeout
+
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
+    lock = FileLock(where, thread_local=False)
+    waited = False
+    while True:
+        try:
+            lock.acquire(timeout=0 if not waited else min(0.5, max(0.0, deadline - time.monotonic())))
+            return lock
+        except Timeout:
+            if cancel is not None and cancel.is_set():
+                raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock") from None
+            if waited and time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"{label}: another mdl run holds the lock {where} (waited {timeout:g}s)",
+                    hint="raise --lock-timeout, or check for a stuck mdl process",
+                ) from None
+            if not waited:
+                on_wait()
+            waited = True
 
 
 def _label_of(state_path: Path) -> str:

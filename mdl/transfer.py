@@ -93,6 +93,7 @@ class TransferJob:
     source: str  # redacted description for records and logs
     verify: bool = True
     size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
+    retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class TransferResult:
     etag: str | None
     resumed_from: int
     fetched: int
+    mirror: str | None = None  # the (redacted) mirror the bytes came from, if not the origin
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,7 @@ class Engine:
 
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file and move it into place verified; retries once on a bad hash."""
-        for attempt in (1, 2):
+        for attempt in (1, 2) if job.retry_on_mismatch else (2,):
             try:
                 return self._fetch_once(job)
             except _HashMismatch as exc:

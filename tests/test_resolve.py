@@ -198,6 +198,8 @@ def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
         commit=sha,
         source=f"hf://org/tiny@{sha}/model.safetensors",
         hub=True,
+        revision="main",
+        repo="org/tiny",
     )
     assert (config.path, config.size, config.sha256, config.git_oid) == (
         "config.json",
