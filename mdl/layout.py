@@ -12,9 +12,9 @@ same blob at once. Files that are not from the Hub (direct URLs) keep the plain 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,21 +131,60 @@ class Layout:
             if placement.link is not None and not placement.linked():
                 target = os.path.relpath(placement.final, placement.link.parent)
                 placement.link.parent.mkdir(parents=True, exist_ok=True)
-                tmp = placement.link.with_name(f".{placement.link.name}.{os.getpid()}.mdl-tmp")
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                tmp = placement.link.with_name(f".{placement.link.name}.{_unique()}.mdl-tmp")
                 tmp.symlink_to(target)
-                tmp.replace(placement.link)
+                try:
+                    tmp.replace(placement.link)
+                except OSError:
+                    tmp.unlink()
+                    raise
             if placement.ref is not None:
                 ref_path, commit = placement.ref
                 if not ref_path.is_file() or ref_path.read_text(encoding="utf-8").strip() != commit:
                     ref_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = ref_path.with_name(f".{ref_path.name}.{os.getpid()}.mdl-tmp")
+                    tmp = ref_path.with_name(f".{ref_path.name}.{_unique()}.mdl-tmp")
                     tmp.write_text(commit, encoding="utf-8")  # no newline: huggingface_hub reads it verbatim
                     tmp.replace(ref_path)
         except OSError as exc:
             where = placement.link or placement.final
             raise LocalFSError(f"cannot link {where} in the Hugging Face cache: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A file huggingface_hub (or mdl) left in the cache: its snapshot path and the blob it leads to."""
+
+    path: str  # path in the repo
+    commit: str
+    etag: str  # the blob's name: sha256 (LFS) or git blob id
+    size: int
+
+
+def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) -> list[CachedFile]:
+    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit)."""
+    repo_dir = cache_root / repo_folder(repo, repo_type)
+    commit = revision
+    if not _COMMIT.match(revision):
+        try:
+            ref_name = safe_relative_path(revision, where="revision")
+            commit = repo_dir.joinpath("refs", *ref_name.split("/")).read_text(encoding="utf-8").strip()
+        except (OSError, UsageError):
+            return []
+    if not _COMMIT.match(commit):
+        return []
+    snapshot = repo_dir / "snapshots" / commit
+    found: list[CachedFile] = []
+    for entry in sorted(snapshot.rglob("*")) if snapshot.is_dir() else ():
+        etag = entry.readlink().name if entry.is_symlink() else ""
+        if not _ETAG.match(etag) or not entry.is_file():
+            continue  # not a link into blobs/ (or a dangling one): not something we can verify
+        found.append(CachedFile(entry.relative_to(snapshot).as_posix(), commit, etag, entry.stat().st_size))
+    return found
+
+
+def _unique() -> str:
+    """A temp-name part no other thread or process uses (jobs link and write refs concurrently)."""
+    return f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
 
 
 def repo_folder(repo: str, repo_type: str) -> str:

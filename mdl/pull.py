@@ -25,9 +25,9 @@ from mdl.plan import Action, Decision, LocalState, decide
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
+from mdl.resolve import Hub, RemoteFile, ResolvedModel, hub_source, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
-from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
+from mdl.store import FileRecord, ModelRecord, Store, hash_file, now_iso, stat_file
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult, saved_progress
 from mdl.units import human_size
 
@@ -137,6 +137,8 @@ class Puller:
             try:
                 hub = self.hub() if _needs_hub(spec) else None
                 record = self.store.read_record(spec.name)
+                if self.settings.offline and self.layout.cache_root is not None:
+                    record = adopt_cached(spec, record, self.layout.cache_root)
                 resolved.append(
                     resolve_model(spec, hub=hub, offline=self.settings.offline, environ=self.environ, record=record)
                 )
@@ -197,7 +199,12 @@ class Puller:
 
     def plan(self, remote: RemoteFile) -> PlannedFile:
         """Look at the disk (no hashing) and decide."""
-        placement = self.place(remote)
+        try:
+            placement = self.place(remote)
+        except MdlError:
+            if self.settings.offline:  # never pulled: where it would go is only known upstream
+                raise _offline_error(remote) from None
+            raise
         final = placement.final
         record = self.store.read_record(remote.model)
         entry = record.files.get(remote.path) if record is not None else None
@@ -252,8 +259,7 @@ class Puller:
             free = store.free_bytes()
             if total > free:
                 raise NoSpaceError(
-                    f"not enough space in {store.dest}: {human_size(total)} still to download, "
-                    f"{human_size(free)} free"
+                    f"not enough space in {store.dest}: {human_size(total)} still to download, {human_size(free)} free"
                 )
 
     def execute(
@@ -334,7 +340,7 @@ class Puller:
         except InterruptedByUserError:
             raise
         except MdlError as exc:
-            log.error("%s: %s", label, exc.message)
+            log.error("%s", exc.message if exc.message.startswith(label) else f"{label}: {exc.message}")
             self.progress.finish(label, ok=False, message=exc.message)
             return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
 
@@ -511,6 +517,54 @@ def identity_of(remote: RemoteFile) -> Identity:
 def label_of(remote: RemoteFile) -> str:
     """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
+
+
+def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
+    """Offline, in the hf-cache layout: add the files huggingface_hub already cached to what the record knows.
+
+    They carry no sha256 of ours yet, so the plan re-hashes them against their blob names before trusting them.
+    """
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    from mdl.layout import CachedFile, cached_snapshot
+
+    known = dict(record.files) if record is not None else {}
+    wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
+    if spec.is_snapshot and spec.repo is not None:
+        cached = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        chosen = filter_repo_objects(
+            cached,
+            allow_patterns=list(spec.include) or None,
+            ignore_patterns=list(spec.exclude) or None,
+            key=lambda item: item.path,
+        )
+        wanted = [(c.path, spec.repo, spec.repo_type, c) for c in chosen]
+    else:
+        for file in spec.files:
+            if file.repo is None or file.path is None:
+                continue
+            repo_type = file.repo_type or "model"
+            for c in cached_snapshot(cache_root, file.repo, repo_type, file.revision or "main"):
+                if c.path == file.path:
+                    wanted.append((file.save_path, file.repo, repo_type, c))
+    for save_path, repo, repo_type, c in wanted:
+        if save_path in known:
+            continue
+        known[save_path] = FileRecord(
+            path=save_path,
+            size=c.size,
+            sha256="",  # unknown until hashed; the blob name is the check
+            mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
+            source=hub_source(repo, repo_type, c.commit, c.path),
+            git_oid=c.etag if len(c.etag) == 40 else None,
+            commit=c.commit,
+        )
+        if len(c.etag) == 64:
+            known[save_path] = replace(known[save_path], sha256=c.etag)
+    if not known:
+        return record
+    base = record or ModelRecord(name=spec.name)
+    return replace(base, files=known)
 
 
 def _needs_hub(spec: ModelSpec) -> bool:
