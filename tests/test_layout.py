@@ -133,6 +133,13 @@ def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(env: HubServ
     assert found["warnings"] == []
     assert found["repos"] == ["org/tiny"] and found["files"] == 3 and found["refs"] == ["main"]
     assert found["size"] == len(WEIGHTS) + len(CONFIG) + len(VOCAB)
+    hf_cli = Path(sys.executable).parent / "hf"
+    if hf_cli.exists():  # the `hf` command huggingface_hub installs: `hf cache ls` lists what mdl wrote
+        listed = subprocess.run(
+            [str(hf_cli), "cache", "ls"], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+        )
+        assert listed.returncode == 0 and "org/tiny" in listed.stdout, listed.stdout + listed.stderr
+        assert "warning" not in (listed.stdout + listed.stderr).lower()
     assert len(env.log) + len(env.cdn.log) == requests_before, "offline loading made no request"
 
 
