@@ -45,6 +45,14 @@ LogFileOpt = Annotated[
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Model names from the catalog.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layout",
+        help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
+        "Default: $MDL_LAYOUT, catalog, plain.",
+    ),
+]
 
 
 @dataclass
@@ -184,6 +192,8 @@ def _settings(run: Run, catalog: Any, *, dest: Path | None, **flags: Any) -> Any
         catalog_stall_timeout=s.stall_timeout,
         catalog_lock_timeout=s.lock_timeout,
         catalog_retries=s.retries,
+        catalog_layout=s.layout,
+        catalog_mirrors=s.mirrors,
         **flags,
     )
 
@@ -219,6 +229,7 @@ def list_cmd(
     status: Annotated[str | None, typer.Option("--status", help="installed | partial | missing")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -230,13 +241,13 @@ def list_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
         from mdl.inventory import list_models
-        from mdl.store import Store
+        from mdl.layout import Layout
 
         if status is not None and status not in ("installed", "partial", "missing"):
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         cat = _load_catalog(run, catalog)
-        settings = _settings(run, cat, dest=dest)
-        models = list_models(cat, Store(settings.dest), status=status, tag=tag)
+        settings = _settings(run, cat, dest=dest, layout=layout)
+        models = list_models(cat, Layout(settings), status=status, tag=tag)
         if run.json:
             run.emit({"models": [m.list_json() for m in models], "dest": str(settings.dest)})
             return
@@ -259,6 +270,7 @@ def list_cmd(
 def show_cmd(
     name: Annotated[str, typer.Argument(help="Model name.")],
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -270,11 +282,11 @@ def show_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
         from mdl.inventory import model_status
-        from mdl.store import Store
+        from mdl.layout import Layout
 
         cat = _load_catalog(run, catalog)
-        settings = _settings(run, cat, dest=dest)
-        status = model_status(cat.get(name), Store(settings.dest))
+        settings = _settings(run, cat, dest=dest, layout=layout)
+        status = model_status(cat.get(name), Layout(settings))
         doc = status.show_json()
         if run.json:
             run.emit({"models": [doc]})
@@ -305,6 +317,7 @@ def resolve_cmd(
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -319,7 +332,7 @@ def resolve_cmd(
         from mdl.inventory import resolve_models
 
         cat = _load_catalog(run, catalog)
-        settings = _settings(run, cat, dest=dest)
+        settings = _settings(run, cat, dest=dest, layout=layout)
         with run.reporter() as progress:
             docs, failures = resolve_models(_select(cat, names, all_models), settings, follow=follow, progress=progress)
         code = worst_exit_code([f.exit_code for f in failures])
@@ -349,6 +362,7 @@ def pull_cmd(
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     connections: Annotated[
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
@@ -384,6 +398,7 @@ def pull_cmd(
             run,
             cat,
             dest=dest,
+            layout=layout,
             connections=connections,
             jobs=jobs,
             limit_rate=limit_rate,
@@ -438,6 +453,7 @@ def verify_cmd(
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -451,7 +467,7 @@ def verify_cmd(
         from mdl.inventory import verify_models
 
         cat = _load_catalog(run, catalog)
-        settings = _settings(run, cat, dest=dest)
+        settings = _settings(run, cat, dest=dest, layout=layout)
         started = time.monotonic()
         with run.reporter() as progress:
             report = verify_models(_select(cat, names, all_models), settings, progress=progress)
@@ -461,6 +477,7 @@ def verify_cmd(
 @app.command("clean")
 def clean_cmd(
     dest: DestOpt = None,
+    layout: LayoutOpt = None,
     dry_run: DryRunOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
@@ -476,7 +493,7 @@ def clean_cmd(
         from mdl.units import human_size
 
         cat = _load_catalog(run, catalog, required=False)
-        settings = _settings(run, cat, dest=dest, dry_run=dry_run)
+        settings = _settings(run, cat, dest=dest, layout=layout, dry_run=dry_run)
         cleaned = clean(settings)
         freed = sum(c.size for c in cleaned)
         if run.json:
@@ -513,7 +530,9 @@ def get_cmd(
         Path | None, typer.Option("-d", "--dir", help="Save files into this folder (default: current).")
     ] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
-    connections: Annotated[int | None, typer.Option("--connections", help="Parallel ranges per big file.")] = None,
+    connections: Annotated[
+        int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
+    ] = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
@@ -529,8 +548,10 @@ def get_cmd(
 
         if output is not None and directory is not None:
             raise UsageError("use -o FILE or -d DIR, not both")
-        if str(output) == "-":
+        if output is not None and str(output) == "-":
             raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
+        if sources.count("-") > 1:
+            raise UsageError("'-' (stdin) can be given only once")
         cat = _load_catalog(run, catalog, required=False)
         folder = (directory or Path.cwd()).absolute()
         settings = _settings(run, cat, dest=folder, connections=connections, limit_rate=limit_rate)
@@ -541,7 +562,7 @@ def get_cmd(
                 settings,
                 output=output.absolute() if output is not None else None,
                 directory=folder,
-                sha256=sha256.lower() if sha256 else None,
+                sha256=sha256,
                 progress=progress,
                 read_text=_read_source,
             )

@@ -2,54 +2,44 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import hashlib
-import json
-import os
+import dataclasses
+import logging
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
-from mdl.paths import safe_relative_path, url_basename
+from mdl.errors import LocalFSError, MdlError, UsageError
+from mdl.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    check_inline,
+    check_url,
+    name_key,
+    parse_job_output,
+    write_inline,
+)
+from mdl.paths import safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.settings import Settings
 
+if TYPE_CHECKING:
+    from mdl.pull import PlannedFile, Puller
+    from mdl.resolve import RemoteFile
+
+log = logging.getLogger("mdl.get")
+
+Source = InlineFile | UrlFile
+
 _HF_URI = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
     r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?/(?P<path>.+)$"
 )
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class InlineFile:
-    """A job output carried inside the JSON as base64 (``type = file_data``)."""
-
-    filename: str
-    data: bytes
-    size: int | None
-
-
-@dataclass(frozen=True)
-class UrlFile:
-    """A file to download: a direct/presigned URL or a Hub file."""
-
-    filename: str
-    url: str | None
-    size: int | None
-    sha256: str | None
-    hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
-
-
-Source = InlineFile | UrlFile
 
 
 def parse_hf_uri(uri: str) -> UrlFile:
@@ -64,64 +54,20 @@ def parse_hf_uri(uri: str) -> UrlFile:
         url=None,
         size=None,
         sha256=None,
+        where=uri,
         hub=(repo_type, match.group("repo"), match.group("rev") or "main", path),
     )
 
 
-def parse_job_output(text: str, *, where: str) -> list[Source]:
-    """Serverless job output: one object, a list, or ``{"files"|"outputs"|"results": [...]}``."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    if isinstance(doc, dict) and "type" not in doc:
-        for key in ("files", "outputs", "results", "data"):
-            if isinstance(doc.get(key), list):
-                doc = doc[key]
-                break
-    items = doc if isinstance(doc, list) else [doc]
-    if not items:
-        raise JobOutputError(f"{where}: the job output lists no files")
-    return [_job_item(item, where=f"{where}[{i}]" if isinstance(doc, list) else where) for i, item in enumerate(items)]
-
-
-def _job_item(item: Any, *, where: str) -> Source:
-    if not isinstance(item, dict):
-        raise JobOutputError(f"{where}: expected an object with a 'type', got {type(item).__name__}")
-    kind = item.get("type")
-    if kind not in ("file_data", "redirect"):
-        raise JobOutputError(f"{where}.type: expected 'file_data' or 'redirect', got {kind!r}")
-    filename = item.get("filename")
-    if not isinstance(filename, str) or not filename:
-        raise JobOutputError(f"{where}.filename: missing or not a string")
-    filename = safe_relative_path(filename, where=f"{where}.filename")
-    size = item.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise JobOutputError(f"{where}.size: expected a whole number of bytes, got {size!r}")
-    sha256 = item.get("sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256.lower())):
-        raise JobOutputError(f"{where}.sha256: expected 64 hex digits")
-    if kind == "file_data":
-        data = item.get("data")
-        if not isinstance(data, str):
-            raise JobOutputError(f"{where}.data: missing or not a base64 string")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise JobOutputError(f"{where}.data: not valid base64 ({exc})") from exc
-        return InlineFile(filename, raw, size)
-    url = item.get("url")
-    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise JobOutputError(f"{where}.url: expected an http(s) URL")
-    return UrlFile(filename, url, size, sha256.lower() if sha256 else None)
-
-
-def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str]) -> list[Source]:
-    """Every SOURCE argument → the files it stands for."""
+def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False) -> list[Source]:
+    """Every SOURCE argument → the files it stands for (``named``: -o gives the file its name)."""
     found: list[Source] = []
     for source in sources:
-        if source.startswith(("https://", "http://")):
-            found.append(UrlFile(url_basename(source, where=redact_url(source)), source, None, None))
+        if source.lower().startswith(("https://", "http://")):
+            shown = redact_url(source)
+            check_url(source, where=shown)
+            name = "" if named else url_basename(source, where=shown)
+            found.append(UrlFile(name, source, None, None, where=shown))
         elif source.startswith("hf://"):
             found.append(parse_hf_uri(source))
         else:
@@ -141,83 +87,120 @@ def get_sources(
     read_text: Callable[[str], str],
 ) -> RunReport:
     """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic."""
-    if sha256 is not None and not _SHA256.match(sha256.lower()):
-        raise UsageError(f"--sha256: expected 64 hex digits, got {sha256!r}")
-    items = parse_sources(sources, read_text=read_text)
+    expected = check_expected_sha256(sha256)
+    items = parse_sources(sources, read_text=read_text, named=output is not None)
+    return fetch_sources(items, settings, output=output, directory=directory, sha256=expected, progress=progress)
+
+
+def fetch_sources(
+    items: Sequence[Source],
+    settings: Settings,
+    *,
+    output: Path | None,
+    directory: Path,
+    sha256: str | None,
+    progress: Progress,
+) -> RunReport:
+    """Check everything that can be checked locally, then write inline files and download the rest.
+
+    Nothing is written unless every name, URL and inline payload (base64, size, sha256) is right.
+    """
     if output is not None and len(items) != 1:
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:
-        raise UsageError("--sha256 applies to a single file")
-    targets = [output if output is not None else directory / Path(*item.filename.split("/")) for item in items]
-    seen: set[Path] = set()
-    for target in targets:
-        if target in seen:
-            raise UsageError(f"two sources would both be saved as {target}")
-        seen.add(target)
-    outcomes: list[FileOutcome] = []
-    inline = [(i, t) for i, t in zip(items, targets, strict=True) if isinstance(i, InlineFile)]
-    remote = [(i, t) for i, t in zip(items, targets, strict=True) if isinstance(i, UrlFile)]
-    for item, target in inline:
-        outcomes.append(_write_inline(item, target, expected=sha256))
+        raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
+    targets = _targets(items, output=output, directory=directory)
+    checks = _check_inline_payloads(items, expected_sha256=sha256)
+    outcomes: dict[int, FileOutcome] = {}
+    for index, check in checks.items():
+        item, target = items[index], targets[index]
+        assert isinstance(item, InlineFile)
+        try:
+            write_inline(item, target, check=check, progress=progress)
+        except MdlError as exc:
+            outcomes[index] = failed("", item.filename, exc, dest=target)
+            continue
+        outcomes[index] = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded")
+    remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile)]
     if remote:
-        outcomes.extend(_fetch_remote(remote, settings, expected=sha256, progress=progress))
-    return RunReport(tuple(outcomes))
+        outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress))
+    return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
-def _write_inline(item: InlineFile, target: Path, *, expected: str | None) -> FileOutcome:
-    digest = hashlib.sha256(item.data).hexdigest()
-    try:
-        if item.size is not None and item.size != len(item.data):
-            raise IntegrityError(f"{item.filename}: job output says {item.size} bytes, its data holds {len(item.data)}")
-        if expected and digest != expected.lower():
-            raise IntegrityError(f"{item.filename}: sha256 mismatch: expected {expected.lower()}, got {digest}")
-        _atomic_write(target, item.data)
-    except MdlError as exc:
-        return failed("", item.filename, exc, dest=target)
-    return FileOutcome("", item.filename, str(target), len(item.data), digest, "downloaded")
+def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -> list[Path]:
+    """Where each file goes; refuses unsafe names, two files with one name, and folders in the way."""
+    targets: list[Path] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        if output is not None:
+            target = output
+            if target.is_dir():
+                raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+        else:
+            # Names from URLs and the Hub are as untrusted as a job's: the same rules for all.
+            name = safe_file_name(item.filename, where=f"{item.where}: its file name")
+            target = directory / name
+            if target.is_dir() and not target.is_symlink():
+                raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
+        key = name_key(target.name)
+        if key in seen:
+            raise UsageError(f"{item.where} and {seen[key]} would both be saved as {target}")
+        seen[key] = item.where
+        targets.append(target)
+    return targets
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.mdl-tmp")
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    except OSError as exc:
-        with contextlib.suppress(OSError, UnboundLocalError):
-            tmp.unlink()
-        raise LocalFSError(f"cannot write {target}: {exc.strerror or exc}") from exc
+def _check_inline_payloads(items: Sequence[Source], *, expected_sha256: str | None) -> dict[int, InlineCheck]:
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong.
+
+    Bad base64 (exit 2) wins over a size or sha256 mismatch (exit 6), as the lowest code does (contract).
+    """
+    checks: dict[int, InlineCheck] = {}
+    errors: list[MdlError] = []
+    for index, item in enumerate(items):
+        if isinstance(item, InlineFile):
+            try:
+                checks[index] = check_inline(item, expected_sha256=expected_sha256)
+            except MdlError as exc:
+                log.error("%s", exc.message)
+                errors.append(exc)
+    if errors:
+        worst = min(errors, key=lambda e: int(e.exit_code))
+        more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""
+        worst.hint = f"{more}nothing was written"
+        raise worst
+    return checks
+
+
+# -- remote files: the pull engine, one destination folder at a time -------------------------------------
 
 
 def _fetch_remote(
-    items: list[tuple[UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
-) -> list[FileOutcome]:
+    items: list[tuple[int, UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
+) -> dict[int, FileOutcome]:
     from mdl.catalog import FileSpec
     from mdl.pull import Puller
     from mdl.resolve import RemoteFile, resolve_file
 
-    outcomes: list[FileOutcome] = []
-    by_folder: dict[Path, list[tuple[UrlFile, Path]]] = {}
-    for item, target in items:
-        by_folder.setdefault(target.parent, []).append((item, target))
+    outcomes: dict[int, FileOutcome] = {}
+    by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
+    for entry in items:
+        by_folder.setdefault(entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        puller = Puller(_with_dest(settings, folder), progress=progress)
+        puller = Puller(_one_off_settings(settings, folder), progress=progress)
         state_existed = puller.store.state_dir.exists()
         try:
-            remotes: list[RemoteFile] = []
-            for item, target in group:
+            planned: list[tuple[int, PlannedFile]] = []
+            for index, item, target in group:
                 name = target.name
                 try:
                     if item.hub is not None:
                         repo_type, repo, revision, path = item.hub
                         hub = puller.hub()
                         if hub is None:
-                            raise UsageError(f"hf://{repo}/{path}: HF_HUB_OFFLINE is set")
+                            raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
                         spec = FileSpec(
-                            key_path=f"hf://{repo}/{path}",
+                            key_path=item.where,
                             repo=repo,
                             path=path,
                             revision=revision,
@@ -225,7 +208,7 @@ def _fetch_remote(
                             sha256=expected,
                             save_as=name,
                         )
-                        remotes.append(resolve_file("", spec, hub=hub, environ={}))
+                        remote = resolve_file("", spec, hub=hub, environ={})
                     else:
                         assert item.url is not None
                         remote = RemoteFile(
@@ -236,14 +219,18 @@ def _fetch_remote(
                             sha256=expected or item.sha256,
                             source=redact_url(item.url),
                         )
-                        remotes.append(remote if remote.sha256 else puller.probe(remote))
+                        if not remote.sha256:
+                            remote = _probe(puller, remote, item)
+                    planned.append((index, puller.plan(remote)))
                 except MdlError as exc:
-                    outcomes.append(failed("", name, exc, dest=target))
-            plans = [puller.plan(r) for r in remotes]
-            if plans:
+                    log.error("%s: %s", name, exc.message)
+                    outcomes[index] = failed("", name, exc, dest=target)
+            if planned:
+                plans = [plan for _, plan in planned]
                 puller.store.ensure_dirs()
                 puller.check_space(plans)
-                outcomes.extend(puller.execute(plans, commits={}))
+                done = puller.execute(plans, commits={})
+                outcomes.update((index, outcome) for (index, _), outcome in zip(planned, done, strict=True))
         finally:
             puller.close()
         if not state_existed and not puller.store.partials():
@@ -252,7 +239,21 @@ def _fetch_remote(
     return outcomes
 
 
-def _with_dest(settings: Settings, folder: Path) -> Settings:
-    from dataclasses import replace
+def _probe(puller: Puller, remote: RemoteFile, item: UrlFile) -> RemoteFile:
+    """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
+    byte is fetched."""
+    from mdl.errors import IntegrityError
+    from mdl.resolve import with_probe
 
-    return replace(settings, dest=folder.absolute())
+    probed = puller.probe(dataclasses.replace(remote, size=None))
+    if item.size is None:
+        return probed
+    if probed.size is not None and probed.size != item.size:
+        raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
+    return with_probe(remote, size=probed.size, etag=probed.etag)
+
+
+def _one_off_settings(settings: Settings, folder: Path) -> Settings:
+    """The run's settings aimed at ``folder``: get writes exactly where -o/-d say, never into the Hugging
+    Face cache (whatever ``--layout``/``MDL_LAYOUT`` would choose for pull)."""
+    return dataclasses.replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)

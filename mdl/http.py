@@ -16,7 +16,7 @@ import httpx2
 
 from mdl import __version__
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
-from mdl.redact import redact_text, redact_url
+from mdl.redact import is_signed_url, redact_text, redact_url
 
 log = logging.getLogger("mdl.http")
 T = TypeVar("T")
@@ -149,6 +149,11 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
             hint="set HF_TOKEN or run `hf auth login`" if hub else "check the headers for this URL",
         )
     if status == 403:
+        if not hub and is_signed_url(str(response.url)):
+            # A presigned URL that is refused has expired or been revoked; only its issuer can sign a new one.
+            return ExpiredURLError(
+                f"{what}: the link has expired or was revoked; ask for a fresh one (HTTP 403 from {where}){suffix}"
+            )
         if not hub:
             return ExpiredURLError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
         return AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}")

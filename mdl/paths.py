@@ -53,6 +53,56 @@ def safe_relative_path(value: str, *, where: str) -> str:
     return normalised
 
 
+# Device names Windows opens instead of a file, in any case and with any extension ("nul.txt" is NUL too);
+# the superscript digits count as well (learn.microsoft.com: "Naming Files, Paths, and Namespaces").
+_RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
+)
+_MAX_NAME_BYTES = 255  # NAME_MAX on Linux and macOS, in bytes of the encoded name
+_STATE_DIR = ".mdl"
+
+
+def _not_plain(value: str, *, where: str, reason: str) -> UnsafePathError:
+    """The one error shape for a rejected file name."""
+    return UnsafePathError(f"{where}: must be a plain file name, got {_shown(value)} ({reason})")
+
+
+def safe_file_name(value: str, *, where: str) -> str:
+    """Return ``value`` if it is one plain file name, safe to create in any folder, else raise UnsafePathError.
+
+    Stricter than :func:`safe_relative_path`: no separators at all, nothing Windows would read as a device
+    or a drive, and never mdl's own state folder.
+    """
+    if not value:
+        raise _not_plain(value, where=where, reason="it is empty")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise _not_plain(value, where=where, reason="it contains a control character")
+    if any(unicodedata.category(ch) == "Cs" for ch in value):
+        # JSON can carry a lone surrogate ("\\ud800"); no file system can store it.
+        raise _not_plain(value, where=where, reason="it is not valid Unicode")
+    if "/" in value or "\\" in value:
+        raise _not_plain(value, where=where, reason="it contains a path separator")
+    if value == ".":
+        raise _not_plain(value, where=where, reason="it names no file")
+    if ".." in value:
+        # '..' climbs out; names merely containing it ('a..b') are refused too rather than reasoned about.
+        raise _not_plain(value, where=where, reason="it contains '..'")
+    if ":" in value:
+        # 'C:x' is relative to drive C on Windows, and 'a:b' writes an NTFS alternate data stream.
+        raise _not_plain(value, where=where, reason="it contains ':' (a drive letter or a stream name)")
+    if value[-1] in ". ":
+        # Windows drops trailing dots and spaces, so 'a.bin.' would silently become 'a.bin'.
+        raise _not_plain(value, where=where, reason="it ends with a dot or a space")
+    if value.split(".", 1)[0].rstrip(" ").upper() in _RESERVED_NAMES:
+        raise _not_plain(value, where=where, reason="it is a reserved device name on Windows")
+    if value.casefold() == _STATE_DIR:
+        raise _not_plain(value, where=where, reason="it is mdl's own state folder")
+    if len(value.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise _not_plain(value, where=where, reason=f"it is longer than {_MAX_NAME_BYTES} bytes")
+    return value
+
+
 def url_basename(url: str, *, where: str) -> str:
     """The URL's last path segment, percent-decoded and validated as a file name, or UnsafePathError."""
     parts = urlsplit(url)

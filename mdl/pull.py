@@ -396,6 +396,7 @@ class Puller:
             source=remote.source,
             verify=self.settings.verify,
             size_pinned=remote.size_pinned,
+            renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
         )
         for url in mirror_urls(self.settings.mirrors, remote):
             shown = redact_url(url)
@@ -403,7 +404,9 @@ class Puller:
                 # A mirror gets no credentials, and its bytes must match the origin's hashes: always verified,
                 # and a mismatch is not retried there (the next source is).
                 result = self.mirror_engine.fetch(
-                    replace(job, url=url, credentials=Credentials(), verify=True, retry_on_mismatch=False)
+                    replace(
+                        job, url=url, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False
+                    )
                 )
             except InterruptedByUserError:
                 raise

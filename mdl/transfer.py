@@ -94,6 +94,7 @@ class TransferJob:
     verify: bool = True
     size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
     retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
+    renewable: bool = True  # a 403 may be cured by resolving again (Hub files); a presigned link cannot
 
 
 @dataclass(frozen=True)
@@ -615,7 +616,7 @@ class Engine:
                 if not piece.complete:
                     raise RetryableError(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
-                if self.relocate is None or failures >= self.config.retry.retries:
+                if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
                     raise
                 failures += 1
                 self._relocate(job, state, expired=url, multi=multi)

@@ -287,7 +287,7 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
         layout.place("m", "a.bin", source="hf://o/r/a.bin", sha256="b" * 64, git_oid=None)
     with pytest.raises(Exception, match="commit"):
         layout.place("m", "a.bin", source="hf://o/r@../../x/a.bin", sha256="b" * 64, git_oid=None)
-    with pytest.raises(Exception, match="outside|climb|unsafe|\\.\\."):
+    with pytest.raises(Exception, match=r"outside|climb|unsafe|\.\."):
         layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/../../evil", sha256="b" * 64, git_oid=None)
     with pytest.raises(Exception, match="blob"):
         layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256=None, git_oid=None)

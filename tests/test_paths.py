@@ -1,11 +1,11 @@
-"""Accept/reject tables for safe_relative_path and url_basename."""
+"""Accept/reject tables for safe_relative_path, safe_file_name and url_basename."""
 
 from __future__ import annotations
 
 import pytest
 
 from mdl.errors import ExitCode, UnsafePathError
-from mdl.paths import safe_relative_path, url_basename
+from mdl.paths import safe_file_name, safe_relative_path, url_basename
 
 WHERE = "models.x.files[1].as"
 
@@ -124,3 +124,81 @@ def test_url_basename_error_hides_the_query() -> None:
     assert "secret" not in message
     assert "pw" not in message
     assert "https://x/dir/" in message
+
+
+# -- safe_file_name: one plain name, as job outputs must give ------------------------------------------------
+
+NAME_WHERE = "job.json.files[1].filename"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "lora.safetensors",
+        "model-v2.Q8_0.gguf",
+        ".gitattributes",
+        "name with spaces.txt",
+        " leading-space.bin",
+        "مدل.bin",
+        "console.log",  # only the exact device names are reserved, not names that start with them
+        "CONFIG.json",
+        "com10.txt",
+        "lpt0",
+        "nul_plus.bin",
+        "a.b.c",
+        ".mdlrc",
+        "x" * 255,
+    ],
+)
+def test_safe_file_name_accepts(value: str) -> None:
+    assert safe_file_name(value, where=NAME_WHERE) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("", "empty"),
+        (".", "names no file"),
+        ("..", "'..'"),
+        ("../evil", "path separator"),
+        ("..evil", "'..'"),
+        ("evil..bin", "'..'"),
+        ("a/b", "path separator"),
+        ("/etc/passwd", "path separator"),
+        ("a\\b", "path separator"),
+        ("..\\..\\evil", "path separator"),
+        ("C:evil", "':'"),
+        ("c:", "':'"),
+        ("file.txt:stream", "':'"),
+        ("a\x00b", "control character"),
+        ("a\nb", "control character"),
+        ("\x1b[31mred", "control character"),
+        ("a\x85b", "control character"),
+        ("a\ud800b", "not valid Unicode"),
+        ("evil.", "ends with a dot or a space"),
+        ("evil ", "ends with a dot or a space"),
+        ("CON", "reserved device name"),
+        ("con", "reserved device name"),
+        ("Nul.txt", "reserved device name"),
+        ("aux.tar.gz", "reserved device name"),
+        ("PRN .txt", "reserved device name"),
+        ("COM1", "reserved device name"),
+        ("lpt9.bin", "reserved device name"),
+        ("COM\u00b9", "reserved device name"),
+        ("conin$", "reserved device name"),
+        (".mdl", "state folder"),
+        (".MDL", "state folder"),
+        ("x" * 256, "longer than 255 bytes"),
+        ("é" * 128, "longer than 255 bytes"),
+    ],
+)
+def test_safe_file_name_rejects(value: str, reason: str) -> None:
+    with pytest.raises(UnsafePathError) as info:
+        safe_file_name(value, where=NAME_WHERE)
+    message = str(info.value)
+    assert info.value.exit_code == ExitCode.USAGE
+    assert message.startswith(f"{NAME_WHERE}: must be a plain file name, got ")
+    assert reason in message
+    assert "\n" not in message and "\x00" not in message and "\x1b" not in message
+    if len(value) < 100:
+        assert repr(value) in message  # the value is shown, escaped
