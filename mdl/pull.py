@@ -93,7 +93,11 @@ class Puller:
         )
         self.mirror_engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=RetryPolicy(retries=MIRROR_RETRIES)),
+            EngineConfig(
+                connections=settings.connections,
+                retry=RetryPolicy(retries=MIRROR_RETRIES),
+                max_stalls=MIRROR_RETRIES,
+            ),
             progress=progress,
             cancel=self.cancel,
             limiter=self.engine.limiter,
@@ -413,8 +417,9 @@ class Puller:
             except MdlError as exc:
                 if self.cancel.is_set():
                     raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
-                log.warning("%s: mirror %s: %s; trying the next source", label, shown, exc.message)
-                self.progress.note(f"{label}: mirror {shown} failed ({exc.message}); trying the next source")
+                why = exc.message.removeprefix(f"{label}: ")
+                log.warning("%s: mirror %s failed (%s); trying the next source", label, shown, why)
+                self.progress.note(f"{label}: mirror {shown} failed ({why}); trying the next source")
                 continue
             log.info("%s: fetched from mirror %s", label, shown)
             self.progress.finish(label, ok=True)

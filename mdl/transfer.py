@@ -118,6 +118,7 @@ class EngineConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split_threshold: int = SPLIT_THRESHOLD
     checkpoint_interval: float = CHECKPOINT_INTERVAL
+    max_stalls: int = MAX_STALLS  # stalls resumed per piece before giving up (they spend no retry)
 
 
 class RangesIgnoredError(Exception):
@@ -354,6 +355,7 @@ class Engine:
             try:
                 return self._fetch_once(job)
             except _HashMismatch as exc:
+                self.progress.advance(job.label, -exc.counted)  # those bytes are thrown away: not progress
                 discard_partial(job)
                 if attempt == 2:
                     raise IntegrityError(
@@ -409,7 +411,8 @@ class Engine:
                 discard_partial(job)
                 raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
-        except _HashMismatch:
+        except _HashMismatch as exc:
+            exc.counted = state.on_disk() - resumed_from
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):
@@ -623,7 +626,7 @@ class Engine:
             except httpx2.ReadTimeout as exc:
                 self._check_stop(job, state)
                 stalls += 1
-                if stalls > MAX_STALLS:
+                if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
                 log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
@@ -768,3 +771,4 @@ class _HashMismatch(Exception):
         self.kind = kind
         self.expected = expected
         self.actual = actual
+        self.counted = 0  # bytes this attempt reported as progress
