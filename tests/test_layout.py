@@ -319,3 +319,34 @@ def test_offline_pull_adopts_what_huggingface_hub_cached(env: HubServer, monkeyp
     assert "combo/style.safetensors" in combo.stderr and "vae/ae.safetensors" not in combo.stderr
     assert len(env.log) + len(env.cdn.log) == before
     assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
+
+
+def test_dataset_at_a_tag_lands_where_huggingface_hub_looks(
+    env: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.add_repo("org/ds", {"data/train.jsonl": b'{"x": 1}\n', "README.md": b"# ds\n"}, repo_type="dataset")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('[models.ds]\nrepo = "org/ds"\nrepo_type = "dataset"\n')
+    result = mdl("pull", "ds", "--layout", "hf-cache", "--json")
+    assert result.exit_code == 0, result.stderr
+    commit = env.repo("org/ds", "dataset").sha
+    assert (cache / "datasets--org--ds" / "refs" / "main").read_text() == commit
+    run_hf(
+        """
+        from huggingface_hub import hf_hub_download, snapshot_download
+        folder = snapshot_download("org/ds", repo_type="dataset", local_files_only=True)
+        assert open(folder + "/data/train.jsonl", "rb").read() == b'{"x": 1}\\n'
+        assert open(hf_hub_download("org/ds", "README.md", repo_type="dataset"), "rb").read() == b"# ds\\n"
+        """
+    )
+    # Pinned to the commit itself: no ref to write, and huggingface_hub finds it by that commit.
+    catalog.write_text(f'[models.ds]\nrepo = "org/ds"\nrepo_type = "dataset"\nrevision = "{commit}"\n')
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache2"))
+    assert mdl("pull", "ds", "--layout", "hf-cache").exit_code == 0
+    assert not (tmp_path / "cache2" / "datasets--org--ds" / "refs").exists()
+    run_hf(
+        f"""
+        from huggingface_hub import snapshot_download
+        snapshot_download("org/ds", repo_type="dataset", revision="{commit}", local_files_only=True)
+        """
+    )
