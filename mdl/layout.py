@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mdl.catalog import ModelSpec
 from mdl.errors import LocalFSError, UsageError
 from mdl.paths import safe_relative_path
 from mdl.settings import Settings
-from mdl.store import Store
+from mdl.store import FileRecord, ModelRecord, Store
 
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
@@ -180,6 +181,54 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
         found.append(CachedFile(entry.relative_to(snapshot).as_posix(), commit, etag, entry.stat().st_size))
     return found
+
+
+def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
+    """Offline, in the hf-cache layout: add the files huggingface_hub already cached to what the record knows.
+
+    They carry no sha256 of ours yet, so the plan re-hashes them against their blob names before trusting them.
+    """
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    from mdl.resolve import hub_source  # the HTTP stack: only for runs that pull
+
+    known = dict(record.files) if record is not None else {}
+    wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
+    if spec.is_snapshot and spec.repo is not None:
+        cached = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        chosen = filter_repo_objects(
+            cached,
+            allow_patterns=list(spec.include) or None,
+            ignore_patterns=list(spec.exclude) or None,
+            key=lambda item: item.path,
+        )
+        wanted = [(c.path, spec.repo, spec.repo_type, c) for c in chosen]
+    else:
+        for file in spec.files:
+            if file.repo is None or file.path is None:
+                continue
+            repo_type = file.repo_type or "model"
+            for c in cached_snapshot(cache_root, file.repo, repo_type, file.revision or "main"):
+                if c.path == file.path:
+                    wanted.append((file.save_path, file.repo, repo_type, c))
+    for save_path, repo, repo_type, c in wanted:
+        if save_path in known:
+            continue
+        known[save_path] = FileRecord(
+            path=save_path,
+            size=c.size,
+            sha256="",  # unknown until hashed; the blob name is the check
+            mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
+            source=hub_source(repo, repo_type, c.commit, c.path),
+            git_oid=c.etag if len(c.etag) == 40 else None,
+            commit=c.commit,
+        )
+        if len(c.etag) == 64:
+            known[save_path] = replace(known[save_path], sha256=c.etag)
+    if not known:
+        return record
+    base = record or ModelRecord(name=spec.name)
+    return replace(base, files=known)
 
 
 def _unique() -> str:

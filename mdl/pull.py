@@ -19,15 +19,15 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.http import Credentials, RetryPolicy, make_client, open_stream, origin
-from mdl.layout import Layout, Placement
+from mdl.layout import Layout, Placement, adopt_cached
 from mdl.mirrors import mirror_urls
 from mdl.plan import Action, Decision, LocalState, decide
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.resolve import Hub, RemoteFile, ResolvedModel, hub_source, resolve_model, resolve_token, with_probe
+from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
-from mdl.store import FileRecord, ModelRecord, Store, hash_file, now_iso, stat_file
+from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult, saved_progress
 from mdl.units import human_size
 
@@ -525,54 +525,6 @@ def identity_of(remote: RemoteFile) -> Identity:
 def label_of(remote: RemoteFile) -> str:
     """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
-
-
-def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
-    """Offline, in the hf-cache layout: add the files huggingface_hub already cached to what the record knows.
-
-    They carry no sha256 of ours yet, so the plan re-hashes them against their blob names before trusting them.
-    """
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
-    from mdl.layout import CachedFile, cached_snapshot
-
-    known = dict(record.files) if record is not None else {}
-    wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
-    if spec.is_snapshot and spec.repo is not None:
-        cached = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
-        chosen = filter_repo_objects(
-            cached,
-            allow_patterns=list(spec.include) or None,
-            ignore_patterns=list(spec.exclude) or None,
-            key=lambda item: item.path,
-        )
-        wanted = [(c.path, spec.repo, spec.repo_type, c) for c in chosen]
-    else:
-        for file in spec.files:
-            if file.repo is None or file.path is None:
-                continue
-            repo_type = file.repo_type or "model"
-            for c in cached_snapshot(cache_root, file.repo, repo_type, file.revision or "main"):
-                if c.path == file.path:
-                    wanted.append((file.save_path, file.repo, repo_type, c))
-    for save_path, repo, repo_type, c in wanted:
-        if save_path in known:
-            continue
-        known[save_path] = FileRecord(
-            path=save_path,
-            size=c.size,
-            sha256="",  # unknown until hashed; the blob name is the check
-            mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
-            source=hub_source(repo, repo_type, c.commit, c.path),
-            git_oid=c.etag if len(c.etag) == 40 else None,
-            commit=c.commit,
-        )
-        if len(c.etag) == 64:
-            known[save_path] = replace(known[save_path], sha256=c.etag)
-    if not known:
-        return record
-    base = record or ModelRecord(name=spec.name)
-    return replace(base, files=known)
 
 
 def _needs_hub(spec: ModelSpec) -> bool:
