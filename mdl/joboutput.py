@@ -88,6 +88,8 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, or nesting deeper than Python recurses
+        raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
     if _is_envelope(doc):
         doc, where = _unwrap_envelope(doc, where=where)
     items, where, listed = _descriptor_list(doc, where=where)
@@ -294,6 +296,13 @@ def check_inline(item: InlineFile, *, expected_sha256: str | None = None) -> Inl
     return InlineCheck(size, actual)
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
     label = item.filename
@@ -310,6 +319,7 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         size = 0
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp makes it 0600; give it what open() would
             for chunk in iter_base64(item.data, where=item.where):
                 handle.write(chunk)
                 digest.update(chunk)

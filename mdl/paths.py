@@ -76,8 +76,11 @@ def safe_file_name(value: str, *, where: str) -> str:
     """
     if not value:
         raise _not_plain(value, where=where, reason="it is empty")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
         raise _not_plain(value, where=where, reason="it contains a control character")
+    if any(unicodedata.category(ch) == "Cf" for ch in value):
+        # Invisible or direction-reversing characters: "x\u202etxt.exe" shows as "xexe.txt".
+        raise _not_plain(value, where=where, reason="it contains an invisible formatting character")
     if any(unicodedata.category(ch) == "Cs" for ch in value):
         # JSON can carry a lone surrogate ("\\ud800"); no file system can store it.
         raise _not_plain(value, where=where, reason="it is not valid Unicode")

@@ -28,7 +28,16 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
 from mdl.settings import Settings
 from mdl.store import FileRecord, Store, hash_file, now_iso, stat_file
-from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob, TransferResult, saved_progress
+from mdl.transfer import (
+    Engine,
+    EngineConfig,
+    Identity,
+    RateLimiter,
+    TransferJob,
+    TransferResult,
+    discard_partial,
+    saved_progress,
+)
 from mdl.units import human_size
 
 if TYPE_CHECKING:
@@ -417,6 +426,9 @@ class Puller:
             except MdlError as exc:
                 if self.cancel.is_set():
                     raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
+                # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
+                # with --no-verify nothing would catch a splice.
+                discard_partial(job)
                 why = exc.message.removeprefix(f"{label}: ")
                 log.warning("%s: mirror %s failed (%s); trying the next source", label, shown, why)
                 self.progress.note(f"{label}: mirror {shown} failed ({why}); trying the next source")
@@ -469,6 +481,11 @@ class Puller:
             getattr(self._held, "lock", None),
             None,
         )  # released once this record is on disk (engine rule 11)
+        if lock is not None:
+            # The blob is in place and linked: free its shared lock now. Held until the batched record flush,
+            # it would block this very run's other jobs on the same blob (identical files, two models on one
+            # repo) and any hf_hub_download, with nothing left to flush it.
+            lock.release_shared()
         with self._records_lock:
             self._pending.setdefault(model, []).append((record, lock))
             self._pending_commit[model] = commit

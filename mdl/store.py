@@ -315,6 +315,11 @@ class HeldLocks:
     def __init__(self, locks: list[BaseFileLock]) -> None:
         self.locks = locks
 
+    def release_shared(self) -> None:
+        """Release all but our own per-file lock (the blob lock shared with huggingface_hub)."""
+        while len(self.locks) > 1:
+            self.locks.pop().release()
+
     def release(self) -> None:
         """Release every lock held."""
         while self.locks:

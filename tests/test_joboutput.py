@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,12 @@ def test_invalid_json_says_where() -> None:
         parse_job_output("{nope", where="job.json")
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"type": "file_data", "size": ' + "1" * 5000 + "}"])
+def test_json_python_cannot_hold_is_bad_input_not_a_crash(text: str) -> None:
+    with pytest.raises(JobOutputError, match=r"job\.json: not usable JSON"):
+        parse_job_output(text, where="job.json")
+
+
 def test_hostile_file_names_are_refused_with_the_descriptor_named() -> None:
     with pytest.raises(UsageError) as info:
         parse_job_output(json.dumps({"files": [inline("ok.bin", b"x"), inline("..\\x", b"y")]}), where="job.json")
@@ -259,6 +266,12 @@ def test_write_inline_is_atomic_and_leaves_no_temp(tmp_path: Path, tiny_chunks: 
     write_inline(item, target, check=check_inline(item), progress=NullProgress())
     assert target.read_bytes() == data
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.bin"]
+    old = os.umask(0o022)
+    try:
+        write_inline(item, target, check=check_inline(item), progress=NullProgress())
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644, "as open() would create it, not mkstemp's 0600"
 
 
 class _Interrupting(NullProgress):

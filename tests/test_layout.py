@@ -350,3 +350,18 @@ def test_dataset_at_a_tag_lands_where_huggingface_hub_looks(
         snapshot_download("org/ds", repo_type="dataset", revision="{commit}", local_files_only=True)
         """
     )
+
+
+def test_one_blob_wanted_twice_in_one_run_does_not_wait_on_itself(env: HubServer, tmp_path: Path, cache: Path) -> None:
+    same = make_data(200_000, seed=23)
+    env.add_repo("org/ckpt", {f"checkpoint-{n}/config.json": CONFIG for n in (1, 2, 3)} | {"w.safetensors": same})
+    (tmp_path / "catalog.toml").write_text(
+        '[models.a]\nrepo = "org/ckpt"\n[models.b]\nrepo = "org/ckpt"\n'
+        '[[models.c.files]]\nrepo = "org/ckpt"\npath = "w.safetensors"\n'
+        '[[models.c.files]]\nrepo = "org/ckpt"\npath = "w.safetensors"\nas = "copy/w.safetensors"\n'
+    )
+    for jobs in ("1", "4"):
+        result = mdl("pull", "a", "b", "c", "--layout", "hf-cache", "--jobs", jobs, "--lock-timeout", "5", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)["files"]) == 10
+    assert json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"] == "installed"

@@ -861,3 +861,22 @@ def test_discarded_mirror_bytes_are_taken_back_from_the_progress_total(
     report = pull_models([models()["tiny"]], settings, progress=counter)
     assert report.ok, report.files
     assert counter.total == sum(len(data) for data in TINY_FILES.values())
+
+
+def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(hub: HubServer, tmp_path: Path) -> None:
+    """A mirror that cuts off, claiming the origin's ETag, must not get its bytes spliced in (even --no-verify)."""
+    good = make_data(3_000_000, seed=31)
+    bad = make_data(3_000_000, seed=32)
+    hub.add_repo("org/m", {"w.safetensors": good})
+    mirror = CdnServer().start()
+    try:
+        mirror.add_file("/m/w.safetensors", bad, etag=f'"{hashlib.sha256(good).hexdigest()}"')
+        mirror.faults.add(Fault.reset(after_bytes=1_000_000, path_prefix="/m/"))
+        mirror.faults.add(Fault.http_error(404, path_prefix="/m/", times=None))
+        spec = parse_catalog('[models.m]\nrepo = "org/m"\n', source="c.toml").get("m")
+        report = pull(hub, tmp_path / "d", [spec], mirrors=[mirror.url + "/{model}/{path}"], verify=False)
+    finally:
+        mirror.stop()
+    assert report.ok, report.files
+    assert (tmp_path / "d" / "m" / "w.safetensors").read_bytes() == good
+    assert report.files[0].action == "downloaded", "fetched from zero, not resumed on the mirror's bytes"
