@@ -22,6 +22,7 @@ from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
 from mdl.paths import safe_file_name
 from mdl.progress import Progress
 from mdl.redact import redact_url
+from mdl.store import fsync_dir
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
@@ -330,7 +331,7 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         if (size, digest.hexdigest()) != (check.size, check.sha256):  # the data is immutable: a bug if so
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         _discard(tmp)
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
@@ -345,19 +346,6 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
 def _discard(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); some platforms cannot open a folder, which is fine."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_expected_sha256(value: str | None) -> str | None:

@@ -217,14 +217,12 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
         known[save_path] = FileRecord(
             path=save_path,
             size=c.size,
-            sha256="",  # unknown until hashed; the blob name is the check
+            sha256=c.etag if len(c.etag) == 64 else "",  # a git file's sha256 is unknown until hashed
             mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
             source=hub_source(repo, repo_type, c.commit, c.path),
             git_oid=c.etag if len(c.etag) == 40 else None,
             commit=c.commit,
         )
-        if len(c.etag) == 64:
-            known[save_path] = replace(known[save_path], sha256=c.etag)
     if not known:
         return record
     base = record or ModelRecord(name=spec.name)

@@ -62,10 +62,14 @@ class PlannedFile:
     """A file, where it goes, and what pull decided to do with it."""
 
     remote: RemoteFile
-    final_path: Path
     decision: Decision
     partial_bytes: int
     placement: Placement
+
+    @property
+    def final_path(self) -> Path:
+        """Where the verified bytes are renamed to."""
+        return self.placement.final
 
 
 class Puller:
@@ -218,16 +222,15 @@ class Puller:
             if self.settings.offline:  # never pulled: where it would go is only known upstream
                 raise _offline_error(remote) from None
             raise
-        final = placement.final
         record = self.store.read_record(remote.model)
         entry = record.files.get(remote.path) if record is not None else None
         part, state = placement.store.part_paths(remote.model, remote.path)
         partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
-        stat = stat_file(final)
+        stat = stat_file(placement.final)
         if stat is not None and not _is_regular(stat):
             stat = None
         local = LocalState.of(stat, partial_bytes=partial)
-        return PlannedFile(remote, final, decide(remote, entry, local, force=self.settings.force), partial, placement)
+        return PlannedFile(remote, decide(remote, entry, local, force=self.settings.force), partial, placement)
 
     # -- execute -----------------------------------------------------------------------------------
 
@@ -248,7 +251,7 @@ class Puller:
                     outcomes.append(failed(remote.model, remote.path, exc))
         if self.settings.dry_run:
             return RunReport(tuple(outcomes) + tuple(_dry(p) for p in plans), dry_run=True)
-        if any(p.decision.action is not Action.SKIP for p in plans) or self.layout.cache is not None:
+        if any(p.decision.action is not Action.SKIP for p in plans):
             self.store.ensure_dirs()
             self.check_space(plans)
         outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
@@ -256,7 +259,7 @@ class Puller:
 
     def check_space(self, plans: Sequence[PlannedFile]) -> None:
         """Engine rule 10: refuse before transferring when the known sizes do not fit (per destination)."""
-        needed: dict[Path, tuple[Store, int]] = {}
+        needed: dict[Store, int] = {}
         for plan in plans:
             size = plan.remote.size or 0
             if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
@@ -265,9 +268,8 @@ class Puller:
                 more = max(0, size - plan.partial_bytes)
             else:
                 continue
-            store = plan.placement.store
-            needed[store.dest] = (store, needed.get(store.dest, (store, 0))[1] + more)
-        for store, total in needed.values():
+            needed[plan.placement.store] = needed.get(plan.placement.store, 0) + more
+        for store, total in needed.items():
             store.ensure_dirs()
             free = store.free_bytes()
             if total > free:

@@ -151,12 +151,13 @@ class Store:
         """
         held = HeldLocks([])
         deadline = time.monotonic() + timeout
-        waited = [False]
+        waited = False
 
-        def wait_note() -> None:
-            if not waited[0] and on_wait is not None:
+        def wait_note() -> None:  # once, however many of the locks we wait for
+            nonlocal waited
+            if not waited and on_wait is not None:
                 on_wait()
-            waited[0] = True
+            waited = True
 
         try:
             for where in (self.lock_path(model, path), *((shared_lock,) if shared_lock else ())):
@@ -375,6 +376,15 @@ def stat_file(path: Path) -> os.stat_result | None:
         return None
     except NotADirectoryError:
         return None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is data too)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) -> tuple[int, str, str | None]:

@@ -39,6 +39,7 @@ from mdl.http import (
 )
 from mdl.progress import Progress
 from mdl.ranges import ContentRangeError, parse_content_range
+from mdl.store import fsync_dir
 
 log = logging.getLogger("mdl.transfer")
 
@@ -482,11 +483,7 @@ class Engine:
         if job.final_path.is_dir() and not job.final_path.is_symlink():
             raise LocalFSError(f"{job.label}: {job.final_path} is a folder, cannot replace it with a file")
         job.part_path.replace(job.final_path)
-        dir_fd = os.open(job.final_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(job.final_path.parent)
         with contextlib.suppress(FileNotFoundError):
             job.state_path.unlink()
 

@@ -15,6 +15,7 @@ from servers import HubServer, git_blob_sha1, make_data
 from typer.testing import CliRunner, Result
 
 from mdl.cli import app
+from mdl.errors import ExitCode, UsageError
 from mdl.layout import Layout, parse_hub_source
 from mdl.settings import build_settings, hf_hub_cache
 
@@ -272,7 +273,11 @@ def test_layout_setting_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad = mdl("list")
     assert bad.exit_code == 2 and "settings.layout" in bad.stderr
     (tmp_path / "catalog.toml").write_text('[models.a]\nrepo = "o/a"\n')
-    assert mdl("list", "--layout", "nope").exit_code == 2
+    flag = mdl("list", "--layout", "nope")
+    assert flag.exit_code == 2 and "--layout: expected one of plain, hf-cache, got 'nope'" in flag.stderr
+    monkeypatch.setenv("MDL_LAYOUT", "flat")
+    env_var = mdl("list")
+    assert env_var.exit_code == 2 and "$MDL_LAYOUT: expected one of plain, hf-cache" in env_var.stderr
     monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
     settings = build_settings(environ=dict(os.environ), dest=tmp_path)
     assert settings.layout == "hf-cache" and settings.hf_cache == hf_hub_cache(os.environ)
@@ -283,14 +288,16 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
     layout = Layout(settings)
     good = layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256="b" * 64, git_oid=None)
     assert good.final == tmp_path / "models--o--r" / "blobs" / ("b" * 64)
-    with pytest.raises(Exception, match="commit"):
-        layout.place("m", "a.bin", source="hf://o/r/a.bin", sha256="b" * 64, git_oid=None)
-    with pytest.raises(Exception, match="commit"):
-        layout.place("m", "a.bin", source="hf://o/r@../../x/a.bin", sha256="b" * 64, git_oid=None)
-    with pytest.raises(Exception, match=r"outside|climb|unsafe|\.\."):
-        layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/../../evil", sha256="b" * 64, git_oid=None)
-    with pytest.raises(Exception, match="blob"):
-        layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256=None, git_oid=None)
+    refused = [
+        ("hf://o/r/a.bin", "b" * 64, "m/a.bin: the Hub did not name the commit of o/r"),
+        ("hf://o/r@../../x/a.bin", "b" * 64, "m/a.bin: the Hub did not name the commit of o/r"),
+        (f"hf://o/r@{'a' * 40}/../../evil", "b" * 64, "m/a.bin: path in o/r"),
+        (f"hf://o/r@{'a' * 40}/a.bin", None, "m/a.bin: no sha256 or git blob id to name its blob"),
+    ]
+    for source, sha, message in refused:
+        with pytest.raises(UsageError) as info:
+            layout.place("m", "a.bin", source=source, sha256=sha, git_oid=None)
+        assert info.value.exit_code == ExitCode.USAGE and info.value.message.startswith(message), info.value
     url = layout.place("m", "a.bin", source="https://cdn.example/a.bin", sha256=None, git_oid=None)
     assert url.final == tmp_path / "d" / "m" / "a.bin" and url.link is None
     ds = parse_hub_source(f"hf://datasets/o/r@{'c' * 40}/x/y.json")
@@ -365,3 +372,14 @@ def test_one_blob_wanted_twice_in_one_run_does_not_wait_on_itself(env: HubServer
         assert result.exit_code == 0, result.stderr
         assert len(json.loads(result.stdout)["files"]) == 10
     assert json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"] == "installed"
+
+
+def test_a_snapshot_link_that_cannot_be_made_is_exit_7(env: HubServer, cache: Path) -> None:
+    commit = env.repo("org/tiny").sha
+    blocker = cache / "models--org--tiny" / "snapshots" / commit
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"not a folder")  # where the snapshot folder must go
+    result = mdl("pull", "tiny", "--layout", "hf-cache")
+    assert result.exit_code == 7
+    assert "cannot link" in result.stderr and "in the Hugging Face cache" in result.stderr
+    assert "Traceback" not in result.stderr
