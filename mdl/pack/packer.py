@@ -1,0 +1,284 @@
+"""``mdl pack``: choose a run's files (or one checkpoint) and stream them into a deterministic zip."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import mdl
+from mdl.errors import LocalFSError, NoSpaceError, UsageError
+from mdl.pack.checkpoints import Selection, Skipped, select_checkpoint
+from mdl.pack.names import MANIFEST_NAME, name_problem
+from mdl.pack.selection import FileChoice, collect_files
+from mdl.pack.zipwriter import (
+    ENTRY_OVERHEAD,
+    HashingCopier,
+    HashingWriter,
+    SourceFile,
+    entry_info,
+    hash_sources,
+    rewrite_stored_entry,
+    write_entries,
+    zip_date_time,
+)
+from mdl.progress import Progress
+
+PROFILES = ("deploy", "full")
+COMPRESSIONS = ("auto", "none", "deflate")
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Everything ``mdl pack`` was asked to do."""
+
+    run_dir: Path
+    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
+    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
+    profile: str = "deploy"
+    with_logs: bool = False
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    compress: str = "auto"
+    dry_run: bool = False
+    source_date_epoch: int | None = None
+    cwd: Path = Path()
+
+
+@dataclass(frozen=True)
+class PackedFile:
+    """One file in the archive (path relative to its top-level folder)."""
+
+    path: str
+    size: int
+    sha256: str | None
+    role: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The product.md shape of one file."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "role": self.role}
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What ``mdl pack`` wrote (or, with dry_run, would write)."""
+
+    archive: str
+    size: int | None
+    sha256: str | None
+    checkpoint: str | None
+    reason: str
+    files: tuple[PackedFile, ...]
+    dry_run: bool = False
+    top_folder: str = ""
+    profile: str = "deploy"
+    skipped: tuple[Skipped, ...] = ()
+    metric: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document: product.md's keys first, then extras."""
+        return {
+            "archive": self.archive,
+            "size": self.size,
+            "sha256": self.sha256,
+            "checkpoint": self.checkpoint,
+            "reason": self.reason,
+            "files": [f.to_json() for f in self.files],
+            "dry_run": self.dry_run,
+            "top_folder": self.top_folder,
+            "profile": self.profile,
+            "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped],
+            "metric": self.metric,
+            "notes": list(self.notes),
+        }
+
+
+def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
+    """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
+    if options.output is not None and str(options.output) == "-":
+        target = None
+        label = run_real.name
+        if selection.checkpoint:
+            label += "-" + _checkpoint_label(selection)
+        stem = label
+    else:
+        if options.output is None:
+            label = run_real.name + ("-" + _checkpoint_label(selection) if selection.checkpoint else "")
+            target = options.cwd / f"{label}.zip"
+        else:
+            target = options.cwd / options.output
+        name = target.name
+        stem = name[:-4] if name.lower().endswith(".zip") else name
+    problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
+    if problem:
+        raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
+    return target, stem
+
+
+def _checkpoint_label(selection: Selection) -> str:
+    name = selection.checkpoint or ""
+    for suffix in (".safetensors", ".ckpt"):
+        if selection.single_file and name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[str, str]) -> bytes:
+    """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
+    doc = dict(meta)
+    doc["files"] = [
+        {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
+    ]
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _check_space(folder: Path, needed: int) -> None:
+    """Fail before writing when the archive cannot fit (exit 7)."""
+    usage = os.statvfs(folder)
+    free = usage.f_bavail * usage.f_frsize
+    if free < needed:
+        raise NoSpaceError(f"not enough space in {folder}: the archive needs {needed} bytes, {free} are free")
+
+
+def _local_fs_error(exc: OSError, what: str) -> LocalFSError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(f"no space left while writing {what}")
+    return LocalFSError(f"cannot write {what}: {exc.strerror}")
+
+
+def _write_file_archive(
+    target: Path, stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Write ``target`` via ``target.partial`` and rename; return (size, sha256) of the archive."""
+    partial = target.with_name(target.name + ".partial")
+    date_time = zip_date_time(options.source_date_epoch)
+    placeholder = _manifest_bytes(meta, files, {})
+    try:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _local_fs_error(exc, str(partial)) from exc
+    try:
+        with os.fdopen(fd, "w+b") as fh, HashingCopier() as copier:
+            with zipfile.ZipFile(fh, "w") as archive:
+                manifest = entry_info(
+                    f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=date_time, deflate=False
+                )
+                archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
+                hashes = write_entries(
+                    archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress
+                )
+                rewrite_stored_entry(fh, manifest, _manifest_bytes(meta, files, hashes))
+            fh.flush()
+            os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
+            # The manifest at the front changed last, so the archive's own hash needs one more read.
+            os.lseek(fh.fileno(), 0, os.SEEK_SET)
+            digest, size = copier.digest_fd(fh.fileno())
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _local_fs_error(exc, str(target)) from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return size, digest, hashes
+
+
+def _write_stream_archive(
+    out: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Stream the archive to a pipe: hash first (a pipe cannot be rewound to fill in the manifest)."""
+    date_time = zip_date_time(options.source_date_epoch)
+    sink = HashingWriter(out)
+    with HashingCopier() as copier:
+        hashes = hash_sources(files, copier, progress, "hash:")
+        manifest_data = _manifest_bytes(meta, files, hashes)
+        with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[call-overload]
+            manifest = entry_info(
+                f"{stem}/{MANIFEST_NAME}", size=len(manifest_data), date_time=date_time, deflate=False
+            )
+            archive.writestr(manifest, manifest_data)
+            write_entries(
+                archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress, expected=hashes
+            )
+    sink.flush()
+    return sink.size, sink.digest.hexdigest(), hashes
+
+
+def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
+    """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
+    if options.profile not in PROFILES:
+        raise UsageError(f"unknown profile {options.profile!r} (choose {', '.join(PROFILES)})")
+    if options.compress not in COMPRESSIONS:
+        raise UsageError(f"unknown compression {options.compress!r} (choose {', '.join(COMPRESSIONS)})")
+    run_dir = options.cwd / options.run_dir
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder not found: {options.run_dir}")
+    run_real = Path(os.path.realpath(run_dir))
+    to_stdout = options.output is not None and str(options.output) == "-"
+    if to_stdout and stdout is None and not options.dry_run:
+        raise UsageError("-o - needs a stdout stream")
+
+    selection = select_checkpoint(run_dir, options.checkpoint)
+    target, stem = _archive_target(options, run_real, selection)
+    skip: frozenset[Path] = frozenset()
+    if target is not None:
+        # An archive written into the run must not end up packed into the next one.
+        out_real = Path(os.path.realpath(target))
+        skip = frozenset({out_real, out_real.with_name(out_real.name + ".partial")})
+    choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
+    files = collect_files(selection, run_dir=run_dir, options=choice, skip=skip, progress=progress)
+    if not files:
+        raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
+
+    meta: dict[str, Any] = {
+        "format": "mdl-pack",
+        "version": 1,
+        "mdl_version": mdl.__version__,
+        "run": run_real.name,
+        "checkpoint": selection.checkpoint,
+        "reason": selection.reason,
+        "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in selection.skipped],
+        "metric": selection.metric,
+        "profile": options.profile,
+        "with_logs": options.with_logs,
+        "include": list(options.includes),
+        "exclude": list(options.excludes),
+    }
+    archive_label = "-" if target is None else str(target)
+    result_args: dict[str, Any] = {
+        "archive": archive_label,
+        "checkpoint": selection.checkpoint,
+        "reason": selection.reason,
+        "top_folder": stem,
+        "profile": options.profile,
+        "skipped": selection.skipped,
+        "metric": selection.metric,
+    }
+    if options.dry_run:
+        listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
+        return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
+
+    progress.begin(total_bytes=sum(f.size for f in files) * (2 if target is None else 1), files=len(files))
+    if target is None:
+        assert stdout is not None
+        try:
+            size, digest, hashes = _write_stream_archive(stdout, stem, meta, files, options, progress)
+        except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
+            raise _local_fs_error(exc, "to stdout") from exc
+    else:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _local_fs_error(exc, str(target.parent)) from exc
+        if target.is_dir():
+            raise UsageError(f"output {target} is a folder")
+        overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
+        _check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
+        size, digest, hashes = _write_file_archive(target, stem, meta, files, options, progress)
+    packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
+    return PackResult(size=size, sha256=digest, files=packed, **result_args)

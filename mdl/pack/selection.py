@@ -1,0 +1,267 @@
+"""Which files go into a pack: profile deny-list, link rules, special files, patterns, logs and roles."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from mdl.errors import UnsafePathError, UsageError
+from mdl.pack.checkpoints import Selection, real_inside
+from mdl.pack.names import MANIFEST_NAME, collision_key, name_problem
+from mdl.pack.zipwriter import SourceFile
+from mdl.progress import Progress
+
+# Training state that a deployment never needs (packaging.md, --profile deploy); matched on names.
+DEPLOY_DENY = (
+    "optimizer.*",
+    "scheduler.*",
+    "scaler.pt",
+    "rng_state*.pth",
+    "random_states_*.pkl",
+    "sampler.bin",
+    "training_args.bin",
+    "global_step*",
+    "*-state",
+)
+# Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
+_RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
+LOG_PATTERNS = ("*.log", "progress.json", "all_results.json", "*_results.json", "metrics.csv")
+# Tensors and pickles are stored: deflate saves ~7-8 % on weights at 40-120x the time (packaging.md).
+STORED_SUFFIXES = frozenset(
+    [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".gguf",
+        ".npy",
+        ".pkl",
+        ".pickle",
+        ".npz",
+        ".onnx",
+        ".h5",
+        ".msgpack",
+        ".pb",
+        ".tflite",
+        ".zip",
+        ".gz",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".7z",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".webp",
+    ]
+)
+_PICKLE_SUFFIXES = frozenset([".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"])
+_WEIGHT_SUFFIXES = frozenset([".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"])
+_TOKENIZER_NAMES = frozenset(
+    [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "merges.txt",
+        "spiece.model",
+        "tokenizer.model",
+        "sentencepiece.bpe.model",
+        "chat_template.jinja",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FileChoice:
+    """The options that decide which files of the chosen checkpoint (or run) are packed."""
+
+    profile: str
+    with_logs: bool
+    includes: tuple[str, ...]
+    excludes: tuple[str, ...]
+    compress: str  # "auto" | "none" | "deflate"
+
+
+def role_of(arcname: str) -> str:
+    """The manifest role of a file: weights, config, tokenizer, logs, pickle or other."""
+    name = arcname.rsplit("/", 1)[-1]
+    suffix = PurePosixPath(name).suffix.lower()
+    if arcname.startswith("logs/") or any(fnmatch.fnmatchcase(name, p) for p in LOG_PATTERNS):
+        return "logs"
+    if name == "trainer_state.json" or name.startswith("events.out.tfevents."):
+        return "logs"
+    if suffix in _PICKLE_SUFFIXES:
+        return "pickle"
+    if suffix in _WEIGHT_SUFFIXES:
+        return "weights"
+    if name in _TOKENIZER_NAMES or name.startswith("vocab."):
+        return "tokenizer"
+    if suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md":
+        return "config"
+    return "other"
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclass
+class _Collector:
+    """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
+
+    run_real: Path
+    deny: tuple[str, ...]
+    excludes: tuple[str, ...]
+    skip_real: frozenset[Path]
+    found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
+    special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
+
+    def _excluded_link(self, arcname: str) -> bool:
+        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+        patterns = list(self.excludes)
+        return bool(patterns) and any(
+            True for _ in filter_repo_objects([arcname, arcname + "/"], allow_patterns=patterns)
+        )
+
+    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str, deflate: str) -> None:
+        """Record one file (or a special file, to skip with a note if it ends up selected)."""
+        if real in self.skip_real:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+            self.special[arcname] = f"skipping {kind} '{shown}': not a regular file"
+            self.found.append((None, arcname))
+            return
+        suffix = PurePosixPath(arcname).suffix.lower()
+        squeeze = deflate == "deflate" or (deflate == "auto" and suffix not in STORED_SUFFIXES)
+        src = SourceFile(
+            arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
+        )
+        self.found.append((src, arcname))
+
+    def walk(
+        self, folder: Path, arc_prefix: str, shown_prefix: str, *, top_skip: tuple[str, ...], deflate: str
+    ) -> None:
+        """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
+        self._walk(folder, arc_prefix, shown_prefix, top_skip, deflate, frozenset({folder}))
+
+    def _walk(
+        self,
+        folder: Path,
+        arc_prefix: str,
+        shown_prefix: str,
+        top_skip: tuple[str, ...],
+        deflate: str,
+        ancestors: frozenset[Path],
+    ) -> None:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
+            if _matches(entry.name, self.deny) or _matches(entry.name, top_skip):
+                continue
+            path = Path(entry.path)
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if self._excluded_link(arcname):
+                    # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
+                    self.found.append((None, arcname))
+                    self.special[arcname] = f"skipping symlink '{shown}': excluded"
+                    continue
+                path = real_inside(path, self.run_real, shown)
+                st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                if path in ancestors or folder.is_relative_to(path):
+                    raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
+                self._walk(path, arcname + "/", shown + "/", (), deflate, ancestors | {path})
+            else:
+                self.add_file(path, st, arcname, shown, deflate)
+
+
+def _select_files(
+    collector: _Collector, includes: tuple[str, ...], excludes: tuple[str, ...], progress: Progress
+) -> list[SourceFile]:
+    """Apply --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error."""
+    # Heavy (and not explicitly re-exported for mypy): imported only when packing.
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    names = [arcname for _, arcname in collector.found]
+    for flag, pattern in [("--include", p) for p in includes] + [("--exclude", p) for p in excludes]:
+        if not any(True for _ in filter_repo_objects(names, allow_patterns=[pattern])):
+            raise UsageError(f"{flag} {pattern!r} matches no file")
+    chosen = list(
+        filter_repo_objects(
+            collector.found,
+            allow_patterns=list(includes) or None,
+            ignore_patterns=list(excludes) or None,
+            key=lambda item: item[1],
+        )
+    )
+    files: list[SourceFile] = []
+    for src, arcname in chosen:
+        if src is None:
+            progress.note(collector.special[arcname])  # opening a FIFO would hang
+        else:
+            files.append(src)
+    return sorted(files, key=lambda f: f.arcname)
+
+
+def _check_names(files: list[SourceFile]) -> None:
+    """Refuse names that ``mdl unpack`` (or Windows/macOS) would reject or fold together."""
+    seen: dict[str, str] = {}
+    for src in files:
+        problem = name_problem(src.arcname)
+        if problem:
+            raise UnsafePathError(f"cannot pack '{src.shown}': {problem}")
+        if src.arcname == MANIFEST_NAME:
+            raise UsageError(f"cannot pack '{src.shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+        key = collision_key(src.arcname)
+        if key in seen:
+            raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{src.shown}': their names collide")
+        seen[key] = src.shown
+
+
+def collect_files(
+    selection: Selection,
+    *,
+    run_dir: Path,
+    options: FileChoice,
+    skip: frozenset[Path],
+    progress: Progress,
+) -> list[SourceFile]:
+    """The files to pack, sorted by archive name, after checkpoint choice, profile, logs and patterns."""
+    run_real = Path(os.path.realpath(run_dir))
+    deny = DEPLOY_DENY if options.profile == "deploy" else ()
+    collector = _Collector(run_real, deny, options.excludes, skip)
+    if selection.checkpoint is None:
+        collector.walk(run_real, "", "", top_skip=_RUN_LEVEL_SKIP, deflate=options.compress)
+        if options.with_logs:
+            progress.note("--with-logs: the run's logs are already part of a whole-run archive")
+    else:
+        shown = selection.root.relative_to(run_dir).as_posix()
+        root = real_inside(selection.root, run_real, shown)
+        if selection.single_file:
+            collector.add_file(root, root.stat(), selection.root.name, shown, options.compress)
+        else:
+            collector.walk(root, "", shown + "/", top_skip=(), deflate=options.compress)
+        if options.with_logs:
+            logs = _Collector(run_real, (), options.excludes, skip)
+            with os.scandir(run_real) as it:
+                for entry in sorted(it, key=lambda e: e.name):
+                    if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
+                        real = real_inside(Path(entry.path), run_real, entry.name)
+                        logs.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
+            if not logs.found:
+                progress.note("--with-logs: no logs found in the run")
+            collector.found.extend(logs.found)
+            collector.special.update(logs.special)
+    files = _select_files(collector, options.includes, options.excludes, progress)
+    _check_names(files)
+    return files

@@ -1,0 +1,259 @@
+"""``mdl get``: one-off sources — https URLs, ``hf://`` URIs and serverless job-output JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mdl.catalog.settings import Settings
+from mdl.errors import LocalFSError, MdlError, UsageError
+from mdl.paths import safe_file_name, safe_relative_path, url_basename
+from mdl.progress import Progress
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, RunReport, failed
+from mdl.sources.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    check_inline,
+    check_url,
+    name_key,
+    parse_job_output,
+    write_inline,
+)
+
+if TYPE_CHECKING:
+    from mdl.pull.puller import PlannedFile, Puller
+    from mdl.sources.resolve import RemoteFile
+
+log = logging.getLogger("mdl.get")
+
+Source = InlineFile | UrlFile
+
+_HF_URI = re.compile(
+    r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+    r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?/(?P<path>.+)$"
+)
+
+
+def parse_hf_uri(uri: str) -> UrlFile:
+    """``hf://[datasets/|spaces/]owner/name[@rev]/path`` → a Hub file."""
+    match = _HF_URI.match(uri)
+    if not match:
+        raise UsageError(f"{uri}: expected hf://[datasets/|spaces/]owner/name[@revision]/path")
+    repo_type = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}[match.group("type")]
+    path = safe_relative_path(match.group("path"), where=uri)
+    return UrlFile(
+        filename=path.rsplit("/", 1)[-1],
+        url=None,
+        size=None,
+        sha256=None,
+        where=uri,
+        hub=(repo_type, match.group("repo"), match.group("rev") or "main", path),
+    )
+
+
+def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False) -> list[Source]:
+    """Every SOURCE argument → the files it stands for (``named``: -o gives the file its name)."""
+    found: list[Source] = []
+    for source in sources:
+        if source.lower().startswith(("https://", "http://")):
+            shown = redact_url(source)
+            check_url(source, where=shown)
+            name = "" if named else url_basename(source, where=shown)
+            found.append(UrlFile(name, source, None, None, where=shown))
+        elif source.startswith("hf://"):
+            found.append(parse_hf_uri(source))
+        else:
+            where = "stdin" if source == "-" else source
+            found.extend(parse_job_output(read_text(source), where=where))
+    return found
+
+
+def get_sources(
+    sources: Sequence[str],
+    settings: Settings,
+    *,
+    output: Path | None,
+    directory: Path,
+    sha256: str | None,
+    progress: Progress,
+    read_text: Callable[[str], str],
+) -> RunReport:
+    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic."""
+    expected = check_expected_sha256(sha256)
+    items = parse_sources(sources, read_text=read_text, named=output is not None)
+    return fetch_sources(items, settings, output=output, directory=directory, sha256=expected, progress=progress)
+
+
+def fetch_sources(
+    items: Sequence[Source],
+    settings: Settings,
+    *,
+    output: Path | None,
+    directory: Path,
+    sha256: str | None,
+    progress: Progress,
+) -> RunReport:
+    """Check everything that can be checked locally, then write inline files and download the rest.
+
+    Nothing is written unless every name, URL and inline payload (base64, size, sha256) is right.
+    """
+    if output is not None and len(items) != 1:
+        raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
+    if sha256 is not None and len(items) != 1:
+        raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
+    targets = _targets(items, output=output, directory=directory)
+    checks = _check_inline_payloads(items, expected_sha256=sha256)
+    outcomes: dict[int, FileOutcome] = {}
+    for index, check in checks.items():
+        item, target = items[index], targets[index]
+        assert isinstance(item, InlineFile)
+        try:
+            write_inline(item, target, check=check, progress=progress)
+        except MdlError as exc:
+            outcomes[index] = failed("", item.filename, exc, dest=target)
+            continue
+        outcomes[index] = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded")
+    remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile)]
+    if remote:
+        outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress))
+    return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
+
+
+def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -> list[Path]:
+    """Where each file goes; refuses unsafe names, two files with one name, and folders in the way."""
+    targets: list[Path] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        if output is not None:
+            target = output
+            if target.is_dir():
+                raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+        else:
+            # Names from URLs and the Hub are as untrusted as a job's: the same rules for all.
+            name = safe_file_name(item.filename, where=f"{item.where}: its file name")
+            target = directory / name
+            if target.is_dir() and not target.is_symlink():
+                raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
+        key = name_key(target.name)
+        if key in seen:
+            raise UsageError(f"{item.where} and {seen[key]} would both be saved as {target}")
+        seen[key] = item.where
+        targets.append(target)
+    return targets
+
+
+def _check_inline_payloads(items: Sequence[Source], *, expected_sha256: str | None) -> dict[int, InlineCheck]:
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong.
+
+    Bad base64 (exit 2) wins over a size or sha256 mismatch (exit 6), as the lowest code does (contract).
+    """
+    checks: dict[int, InlineCheck] = {}
+    errors: list[MdlError] = []
+    for index, item in enumerate(items):
+        if isinstance(item, InlineFile):
+            try:
+                checks[index] = check_inline(item, expected_sha256=expected_sha256)
+            except MdlError as exc:
+                log.error("%s", exc.message)
+                errors.append(exc)
+    if errors:
+        worst = min(errors, key=lambda e: int(e.exit_code))
+        more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""
+        worst.hint = f"{more}nothing was written"
+        raise worst
+    return checks
+
+
+# -- remote files: the pull engine, one destination folder at a time -------------------------------------
+
+
+def _fetch_remote(
+    items: list[tuple[int, UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
+) -> dict[int, FileOutcome]:
+    from mdl.catalog.load import FileSpec
+    from mdl.pull.puller import Puller
+    from mdl.sources.resolve import RemoteFile, resolve_file
+
+    outcomes: dict[int, FileOutcome] = {}
+    by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
+    for entry in items:
+        by_folder.setdefault(entry[2].parent, []).append(entry)
+    for folder, group in by_folder.items():
+        puller = Puller(_one_off_settings(settings, folder), progress=progress)
+        state_existed = puller.store.state_dir.exists()
+        try:
+            planned: list[tuple[int, PlannedFile]] = []
+            for index, item, target in group:
+                name = target.name
+                try:
+                    if item.hub is not None:
+                        repo_type, repo, revision, path = item.hub
+                        hub = puller.hub()
+                        if hub is None:
+                            raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+                        spec = FileSpec(
+                            key_path=item.where,
+                            repo=repo,
+                            path=path,
+                            revision=revision,
+                            repo_type=repo_type,
+                            sha256=expected,
+                            save_as=name,
+                        )
+                        remote = resolve_file("", spec, hub=hub, environ={})
+                    else:
+                        assert item.url is not None
+                        remote = RemoteFile(
+                            model="",
+                            path=name,
+                            url=item.url,
+                            size=item.size,
+                            sha256=expected or item.sha256,
+                            source=redact_url(item.url),
+                        )
+                        if not remote.sha256:
+                            remote = _probe(puller, remote, item)
+                    planned.append((index, puller.plan(remote)))
+                except MdlError as exc:
+                    log.error("%s: %s", name, exc.message)
+                    outcomes[index] = failed("", name, exc, dest=target)
+            if planned:
+                plans = [plan for _, plan in planned]
+                puller.store.ensure_dirs()
+                puller.check_space(plans)
+                done = puller.execute(plans, commits={})
+                outcomes.update((index, outcome) for (index, _), outcome in zip(planned, done, strict=True))
+        finally:
+            puller.close()
+        if not state_existed and not puller.store.partials():
+            # One-off fetches leave no state behind unless there is something to resume.
+            shutil.rmtree(puller.store.state_dir, ignore_errors=True)
+    return outcomes
+
+
+def _probe(puller: Puller, remote: RemoteFile, item: UrlFile) -> RemoteFile:
+    """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
+    byte is fetched."""
+    from mdl.errors import IntegrityError
+    from mdl.sources.resolve import with_probe
+
+    probed = puller.probe(dataclasses.replace(remote, size=None))
+    if item.size is None:
+        return probed
+    if probed.size is not None and probed.size != item.size:
+        raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
+    return with_probe(remote, size=probed.size, etag=probed.etag)
+
+
+def _one_off_settings(settings: Settings, folder: Path) -> Settings:
+    """The run's settings aimed at ``folder``: get writes exactly where -o/-d say, never into the Hugging
+    Face cache (whatever ``--layout``/``MDL_LAYOUT`` would choose for pull)."""
+    return dataclasses.replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)

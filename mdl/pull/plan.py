@@ -1,0 +1,78 @@
+"""Decide, before any I/O, what to do with each file: skip, download, resume, repair, or re-check."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mdl.sources.resolve import RemoteFile
+from mdl.store.store import FileRecord
+
+
+class Action(StrEnum):
+    """What pull will do with one file (``--dry-run`` prints exactly this)."""
+
+    SKIP = "skip"  # present, recorded, unchanged since verified
+    DOWNLOAD = "download"  # absent (or changed upstream): fetch from zero
+    RESUME = "resume"  # a partial download of the same content exists
+    REPAIR = "repair"  # present but not what it should be: fetch again
+    CHECK = "check"  # present but changed since verified (or never recorded): re-hash, then skip or repair
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What is on disk for one file, read with ``lstat`` (no hashing)."""
+
+    size: int | None  # None: the final file is absent
+    mtime_ns: int | None
+    partial_bytes: int  # bytes in a partial download, 0 if none
+
+    @classmethod
+    def of(cls, stat: os.stat_result | None, *, partial_bytes: int) -> LocalState:
+        """From an ``lstat`` result (None when absent); a symlink or folder counts as absent-and-wrong."""
+        if stat is None:
+            return cls(None, None, partial_bytes)
+        return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An action and the reason for it, for ``--dry-run`` and the log."""
+
+    action: Action
+    reason: str
+
+
+def same_content(record: FileRecord, remote: RemoteFile) -> bool:
+    """Whether a recorded file is the version upstream has now, by the strongest key both know."""
+    if remote.size is not None and record.size != remote.size:
+        return False
+    if remote.sha256:
+        return record.sha256 == remote.sha256
+    if remote.git_oid:
+        return record.git_oid == remote.git_oid
+    if remote.etag and record.etag:
+        return record.etag == remote.etag
+    return True
+
+
+def decide(remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool) -> Decision:
+    """The pure decision function of engine rule 1."""
+    if local.size is None:
+        if force:
+            return Decision(Action.DOWNLOAD, "forced")
+        if local.partial_bytes > 0:
+            return Decision(Action.RESUME, f"{local.partial_bytes} bytes already downloaded")
+        return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
+    if force:
+        return Decision(Action.REPAIR, "forced")
+    if record is None:
+        if remote.sha256 or remote.git_oid:
+            return Decision(Action.CHECK, "present but not recorded: hashing it")
+        return Decision(Action.REPAIR, "present but not recorded, and no hash to check it against")
+    if not same_content(record, remote):
+        return Decision(Action.DOWNLOAD, "changed upstream")
+    if record.size == local.size and record.mtime_ns == local.mtime_ns:
+        return Decision(Action.SKIP, "up to date")
+    return Decision(Action.CHECK, "size or mtime changed since it was verified")

@@ -1,0 +1,357 @@
+"""Serverless job output: descriptors (inline base64 or presigned links), validated, decoded in chunks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
+from mdl.paths import safe_file_name
+from mdl.progress import Progress
+from mdl.redact import redact_url
+from mdl.store.store import fsync_dir
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
+# a few MiB of memory (the JSON text itself is already in memory once; never hold a second full copy).
+B64_CHUNK = 1 << 20
+_WHITESPACE = " \t\r\n\f\v"  # MIME-wrapped payloads (RFC 2045 §6.8) put a newline every 76 characters
+_DROP_WHITESPACE = str.maketrans("", "", _WHITESPACE)
+_WRAPPER_KEYS = ("files", "outputs", "results", "data")
+_PENDING = frozenset({"in_queue", "in_progress", "queued", "running", "pending", "starting"})
+_MAX_ERROR_TEXT = 300
+# Plain http is for hosts that cannot be on the public internet: a presigned link over http to anywhere
+# else would hand its signature (and the bytes) to every hop on the way. Decided by name only: no DNS.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        *("127.0.0.0/8", "::1/128"),  # loopback
+        *("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),  # private (RFC 1918, RFC 4193)
+        *("169.254.0.0/16", "fe80::/10"),  # link-local
+    )
+)
+
+
+@dataclass(frozen=True)
+class InlineFile:
+    """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never copied."""
+
+    filename: str
+    data: str
+    size: int | None
+    sha256: str | None
+    where: str  # the descriptor's key path, e.g. ``job.json.files[1]``
+
+
+@dataclass(frozen=True)
+class UrlFile:
+    """A file to download: a direct/presigned URL (a ``redirect`` descriptor or an argument) or a Hub file."""
+
+    filename: str
+    url: str | None
+    size: int | None
+    sha256: str | None
+    where: str  # what to call it in errors (descriptor key path, the redacted URL, or the hf:// URI)
+    hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
+
+
+@dataclass(frozen=True)
+class InlineCheck:
+    """What an inline payload decodes to: its size and sha256 (nothing of it is kept)."""
+
+    size: int
+    sha256: str
+
+
+def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
+    """Job output JSON → its files.
+
+    Accepted shapes: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``, or a
+    platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed.
+    """
+    if text.startswith("\ufeff"):  # a byte-order mark, as Windows tools write: not part of the JSON
+        text = text[1:]
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, or nesting deeper than Python recurses
+        raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
+    if _is_envelope(doc):
+        doc, where = _unwrap_envelope(doc, where=where)
+    items, where, listed = _descriptor_list(doc, where=where)
+    if not items:
+        raise JobOutputError(f"{where}: the job output lists no files")
+    found = [_descriptor(item, where=f"{where}[{i}]" if listed else where) for i, item in enumerate(items)]
+    _refuse_duplicates(found)
+    return found
+
+
+def _is_envelope(doc: Any) -> bool:
+    """A platform's job record (RunPod and the like): ``output`` and/or ``status``, and no ``type``."""
+    return isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc)
+
+
+def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
+    """The envelope's ``output`` (and its key path), once its ``status`` says the job completed."""
+    job = doc.get("id")
+    name = f"job {_one_line(str(job))}" if isinstance(job, str | int) and not isinstance(job, bool) else "the job"
+    if "status" in doc:
+        status = doc["status"]
+        if not isinstance(status, str):
+            raise JobOutputError(f"{where}.status: expected a string, got {type(status).__name__}")
+        if status.strip().lower() != "completed":  # platforms spell it COMPLETED
+            error = doc.get("error")
+            detail = f": {_error_text(error)}" if error not in (None, "", {}, []) else ""
+            pending = status.strip().lower() in _PENDING
+            raise JobOutputError(
+                f"{where}: {name} is {_one_line(status) or repr(status)}{detail}",
+                hint="it has not finished: wait, fetch its output again, then run mdl get" if pending else None,
+            )
+    if doc.get("output") is not None:
+        return doc["output"], f"{where}.output"
+    if any(isinstance(doc.get(key), list) for key in _WRAPPER_KEYS):
+        return doc, where  # {"status": "COMPLETED", "files": [...]}
+    raise JobOutputError(f"{where}: {name} completed without an output")
+
+
+def _error_text(error: Any) -> str:
+    """A platform's error field (text or an object) as one short line."""
+    if isinstance(error, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(error.get(key), str):
+                return _one_line(error[key])
+    return _one_line(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
+
+
+def _one_line(text: str) -> str:
+    """Text from the job as one short line: control characters dropped, whitespace squeezed, shortened."""
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
+
+
+def _descriptor_list(doc: Any, *, where: str) -> tuple[list[Any], str, bool]:
+    """The descriptors in ``doc``, their key path, and whether they came as a list (a lone one is a list of one)."""
+    if isinstance(doc, list):
+        return doc, where, True
+    if isinstance(doc, dict) and "type" not in doc:
+        for key in _WRAPPER_KEYS:
+            if isinstance(doc.get(key), list):
+                return doc[key], f"{where}.{key}", True
+        keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+        raise JobOutputError(
+            f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
+            f"(keys found: {_one_line(keys)})"
+        )
+    if isinstance(doc, dict):
+        return [doc], where, False
+    raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
+
+
+def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
+    """One ``file_data`` or ``redirect`` descriptor, checked field by field (base64 is checked later)."""
+    if not isinstance(item, dict):
+        raise JobOutputError(f"{where}: expected an object with a 'type', got {type(item).__name__}")
+    kind = item.get("type")
+    if kind not in ("file_data", "redirect"):
+        shown = _one_line(repr(kind))
+        raise JobOutputError(f"{where}.type: expected 'file_data' or 'redirect', got {shown}")
+    filename = item.get("filename")
+    if not isinstance(filename, str):
+        raise JobOutputError(f"{where}.filename: missing or not a string")
+    filename = safe_file_name(filename, where=f"{where}.filename")
+    size = item.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise JobOutputError(f"{where}.size: expected a whole number of bytes, got {_one_line(repr(size))}")
+    sha256 = item.get("sha256")
+    if sha256 is not None and (not isinstance(sha256, str) or not SHA256_RE.match(sha256.lower())):
+        raise JobOutputError(f"{where}.sha256: expected 64 hex digits")
+    sha256 = sha256.lower() if sha256 else None
+    if kind == "file_data":
+        data = item.get("data")
+        if not isinstance(data, str):
+            raise JobOutputError(f"{where}.data: missing or not a base64 string")
+        return InlineFile(filename, data, size, sha256, where)
+    url = item.get("url")
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        raise JobOutputError(f"{where}.url: expected an http(s) URL")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in url):
+        raise JobOutputError(f"{where}.url: contains control characters or invalid Unicode")
+    check_url(url, where=f"{where}.url")
+    return UrlFile(filename, url, size, sha256, where)
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` is loopback, private or link-local by its name or address alone (no DNS lookup)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+    except ValueError:
+        # Single-label names ("minio") resolve only through local search domains.
+        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in _LOCAL_NETWORKS)
+
+
+def check_url(url: str, *, where: str) -> None:
+    """An https URL, or plain http to a loopback/private host; UsageError otherwise."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise UsageError(f"{where}: not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise UsageError(f"{where}: expected an https:// URL with a host, got {redact_url(url)}")
+    if scheme == "http" and not is_local_host(host):
+        raise UsageError(
+            f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use https://"
+        )
+
+
+def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
+    """Two descriptors with one file name would overwrite each other (also on case-insensitive disks)."""
+    seen: dict[str, str] = {}
+    for item in items:
+        key = name_key(item.filename)
+        if key in seen:
+            raise JobOutputError(
+                f"{item.where}.filename: {item.filename!r} is also the file name of {seen[key]}; "
+                "the job output names the same file twice"
+            )
+        seen[key] = item.where
+
+
+def name_key(name: str) -> str:
+    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+# -- inline payloads: decoded a chunk at a time, checked before anything is written ----------------------
+
+
+def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
+    """Decode base64 text a chunk at a time: strict alphabet and padding, ASCII whitespace ignored."""
+    carry = ""
+    ended = False  # a group with '=' padding was seen: only whitespace may follow
+    for start in range(0, len(data), B64_CHUNK):
+        piece = data[start : start + B64_CHUNK]
+        if not piece.isascii():
+            raise JobOutputError(f"{where}.data: not valid base64 (non-ASCII character)")
+        if any(ch in piece for ch in _WHITESPACE):
+            piece = piece.translate(_DROP_WHITESPACE)
+        piece = carry + piece
+        usable = len(piece) - len(piece) % 4
+        carry = piece[usable:]
+        if not usable:
+            continue
+        if ended:
+            raise JobOutputError(f"{where}.data: not valid base64 (data after the '=' padding)")
+        block = piece[:usable]
+        try:
+            decoded = base64.b64decode(block, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise JobOutputError(f"{where}.data: not valid base64 ({exc})") from None
+        # validate=True accepts '=' only at the end of what it is given; across chunks we check it ourselves.
+        ended = block.endswith("=")
+        yield decoded
+    if carry:
+        raise JobOutputError(f"{where}.data: not valid base64 (incorrect padding: {len(carry)} character(s) left over)")
+
+
+def check_inline(item: InlineFile, *, expected_sha256: str | None = None) -> InlineCheck:
+    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor.
+
+    JobOutputError (exit 2) for bad base64, IntegrityError (exit 6) for a size or sha256 that differs.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in iter_base64(item.data, where=item.where):
+        digest.update(chunk)
+        size += len(chunk)
+    actual = digest.hexdigest()
+    if item.size is not None and item.size != size:
+        raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, its data decodes to {size}")
+    if item.sha256 is not None and item.sha256 != actual:
+        raise IntegrityError(f"{item.where}: sha256 mismatch: the descriptor says {item.sha256}, the data is {actual}")
+    if expected_sha256 is not None and expected_sha256 != actual:
+        raise IntegrityError(f"{item.where}: sha256 mismatch: --sha256 says {expected_sha256}, the data is {actual}")
+    return InlineCheck(size, actual)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
+    """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
+    label = item.filename
+    progress.start(label, label=label, total=check.size)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic.
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".mdl-tmp")
+    except OSError as exc:
+        progress.finish(label, ok=False, message=str(exc.strerror or exc))
+        raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        size = 0
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp makes it 0600; give it what open() would
+            for chunk in iter_base64(item.data, where=item.where):
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                progress.advance(label, len(chunk))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if (size, digest.hexdigest()) != (check.size, check.sha256):  # the data is immutable: a bug if so
+            raise IntegrityError(f"{item.where}: decoded differently on the second pass")
+        tmp.replace(target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        _discard(tmp)
+        progress.finish(label, ok=False, message=str(exc.strerror or exc))
+        raise LocalFSError(f"{item.where}: cannot write {target}: {exc.strerror or exc}") from exc
+    except BaseException:  # Ctrl-C included: never leave a half-written temp file behind
+        _discard(tmp)
+        progress.finish(label, ok=False, message="interrupted")
+        raise
+    progress.finish(label, ok=True)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def check_expected_sha256(value: str | None) -> str | None:
+    """``--sha256`` lower-cased, or UsageError when it is not 64 hex digits."""
+    if value is None:
+        return None
+    if not SHA256_RE.match(value.lower()):
+        raise UsageError(f"--sha256: expected 64 hex digits, got {_one_line(repr(value))}")
+    return value.lower()

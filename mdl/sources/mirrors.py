@@ -1,0 +1,42 @@
+"""Mirror URLs for a file, from ``[settings].mirrors`` templates (tried in order before the origin)."""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from mdl.sources.resolve import RemoteFile
+
+log = logging.getLogger("mdl.mirrors")
+
+
+def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
+    """The file's URL on each mirror whose template it can fill, in order.
+
+    A mirror is only worth asking when its bytes can be checked against the origin's: a file with no
+    sha256 and no git blob id gets none. A template that needs a value the file lacks (``{repo}`` of a
+    direct URL, ``{sha256}`` of a small git file) is skipped for that file.
+    """
+    if not templates or not (remote.sha256 or remote.git_oid):
+        return []
+    values = {
+        "model": quote(remote.model, safe=""),
+        "path": quote(remote.path, safe="/"),
+        "repo": quote(remote.repo, safe="/") if remote.repo else "",
+        "revision": quote(remote.revision, safe="") if remote.revision else "",
+        "commit": remote.commit or "",
+        "sha256": remote.sha256 or "",
+    }
+    urls: list[str] = []
+    for template in templates:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        missing = sorted(name for name in fields if not values.get(name))
+        if missing:
+            log.debug("%s/%s: mirror %s needs %s, which this file lacks", remote.model, remote.path, template, missing)
+            continue
+        urls.append(template.format_map(values))
+    return urls

@@ -1,0 +1,358 @@
+"""Catalog entries to concrete remote files: Hub listings and metadata (huggingface_hub), direct URLs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from mdl.catalog.load import FileSpec, ModelSpec, expand_headers
+from mdl.errors import AuthError, IntegrityError, NetworkError, NotFoundError
+from mdl.paths import safe_relative_path
+from mdl.redact import redact_text, redact_url
+from mdl.store.store import ModelRecord
+from mdl.transfer.http import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
+
+log = logging.getLogger("mdl.resolve")
+T = TypeVar("T")
+
+_REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One concrete file to fetch: where from, what it must be, and where it goes in the model folder."""
+
+    model: str
+    path: str  # save path inside the model folder (validated)
+    url: str  # Hub resolve URL pinned to a commit, or the direct URL
+    size: int | None = None
+    sha256: str | None = None
+    git_oid: str | None = None  # git blob sha1 of small (non-LFS) Hub files
+    etag: str | None = None
+    commit: str | None = None
+    source: str = ""  # redacted, for records and output
+    hub: bool = False  # the Hub token may go to the Hub origin for this file
+    headers: tuple[tuple[str, str], ...] = ()  # direct-URL headers, expanded (secrets: never output)
+    size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
+    revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
+    repo: str | None = None  # owner/name (Hub files), for mirror URL templates
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model's files as they are upstream (or as last recorded, offline)."""
+
+    name: str
+    revision: str | None
+    commit: str | None
+    files: tuple[RemoteFile, ...]
+
+
+def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
+    """``hf://[datasets/|spaces/]owner/name@commit/path`` (the mdl get syntax)."""
+    at = f"@{commit}" if commit else ""
+    return f"hf://{_REPO_PREFIX.get(repo_type, '')}{repo}{at}/{path}"
+
+
+def resolve_token(environ: Mapping[str, str]) -> str | None:
+    """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is needed)."""
+    token = environ.get("HF_TOKEN")
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+class Hub:
+    """The Hub through huggingface_hub, with its errors turned into ours."""
+
+    def __init__(self, endpoint: str, token: str | None, *, retry: RetryPolicy | None = None) -> None:
+        from huggingface_hub import HfApi
+
+        self.endpoint = endpoint
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self.api = HfApi(endpoint=endpoint, token=token or False)
+
+    def _call(self, call: Callable[[], T], what: str, *, repo: str, revision: str, path: str | None = None) -> T:
+        """One Hub API call with our error translation, retried on 5xx, 429 and dropped connections."""
+
+        def attempt() -> T:
+            with self.errors(what, repo=repo, revision=revision, path=path):
+                return call()
+
+        return self.retry.run(attempt, what=what)
+
+    def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
+        """Pin a branch/tag/commit to its commit sha."""
+        info = self._call(
+            lambda: self.api.repo_info(repo, repo_type=repo_type, revision=revision),
+            what,
+            repo=repo,
+            revision=revision,
+        )
+        sha = getattr(info, "sha", None)
+        if not sha:
+            raise NetworkError(f"{what}: the Hub did not say which commit {revision!r} of {repo} is")
+        return str(sha)
+
+    def list_files(self, repo: str, *, repo_type: str, commit: str, what: str) -> list[Any]:
+        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, no HEADs)."""
+        from huggingface_hub.hf_api import RepoFile
+
+        items = self._call(
+            lambda: list(self.api.list_repo_tree(repo, repo_type=repo_type, revision=commit, recursive=True)),
+            what,
+            repo=repo,
+            revision=commit,
+        )
+        return [item for item in items if isinstance(item, RepoFile)]
+
+    def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> Any:
+        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
+        return self._call(
+            lambda: get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint),
+            what,
+            repo=repo,
+            revision=revision,
+            path=path,
+        )
+
+    def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
+        """``{endpoint}/{datasets/|spaces/}{repo}/resolve/{revision}/{path}``."""
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
+
+    @contextlib.contextmanager
+    def errors(self, what: str, *, repo: str, revision: str, path: str | None = None) -> Iterator[None]:
+        """Translate huggingface_hub and httpx2 failures into MdlErrors naming the model and repo."""
+        import httpx2
+        from huggingface_hub import errors as hf
+
+        target = f"{repo}/{path}" if path else repo
+        try:
+            yield
+        except hf.GatedRepoError as exc:
+            raise AuthError(
+                f"{what}: {repo} is gated and this request is not authorised{_detail(exc)}",
+                hint="accept the repo's terms on the Hub, then set HF_TOKEN (or run `hf auth login`)",
+            ) from exc
+        except hf.RepositoryNotFoundError as exc:
+            if _status(exc) in (401, 403) and _error_code(exc) != "RepoNotFound":
+                raise AuthError(f"{what}: not authorised for {repo}{_detail(exc)}") from exc
+            raise NotFoundError(
+                f"{what}: repository {repo} not found",
+                hint=None if self.token else "if it is private, set HF_TOKEN",
+            ) from exc
+        except hf.RevisionNotFoundError as exc:
+            raise NotFoundError(f"{what}: revision {revision!r} not found in {repo}") from exc
+        except hf.RemoteEntryNotFoundError as exc:
+            raise NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {revision!r}") from exc
+        except hf.HfHubHTTPError as exc:
+            status = _status(exc)
+            if status in (401, 403):
+                raise AuthError(f"{what}: not authorised for {target} (HTTP {status}){_detail(exc)}") from exc
+            message = f"{what}: the Hub answered HTTP {status} for {target}{_detail(exc)}"
+            if status in RETRYABLE_STATUSES:
+                response = getattr(exc, "response", None)
+                after = response.headers.get("Retry-After") if response is not None else None
+                raise RetryableError(message, retry_after=retry_after_seconds(after)) from exc
+            raise NetworkError(message) from exc
+        except hf.OfflineModeIsEnabled as exc:
+            raise NetworkError(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from exc
+        except httpx2.TransportError as exc:
+            reason = redact_text(str(exc)) or type(exc).__name__
+            kind = UnreachableError if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else RetryableError
+            raise kind(
+                f"{what}: cannot reach the Hub at {self.endpoint}: {reason}",
+                hint="check the network, or set HF_ENDPOINT to a reachable mirror",
+            ) from exc
+
+
+def _status(exc: Any) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _error_code(exc: Any) -> str | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers.get("X-Error-Code") if headers is not None else None
+
+
+def _detail(exc: Any) -> str:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    message = headers.get("X-Error-Message") if headers is not None else None
+    return f": {redact_text(message)}" if message else ""
+
+
+def _strip_etag(etag: str | None) -> str | None:
+    if not etag:
+        return None
+    return etag.removeprefix("W/").strip('"') or None
+
+
+def _is_hex(value: str | None, length: int) -> bool:
+    return bool(value) and len(value or "") == length and all(c in "0123456789abcdef" for c in value or "")
+
+
+def resolve_model(
+    spec: ModelSpec,
+    *,
+    hub: Hub | None,
+    environ: Mapping[str, str],
+    offline: bool = False,
+    record: ModelRecord | None = None,
+) -> ResolvedModel:
+    """The concrete files of one catalog model, from the Hub (or from its record when offline)."""
+    if offline:
+        return resolve_offline(spec, record)
+    if spec.is_snapshot:
+        assert hub is not None, "a snapshot needs the Hub"
+        return _resolve_snapshot(spec, hub)
+    files: list[RemoteFile] = []
+    commits: set[str] = set()
+    for file in spec.files:
+        remote = resolve_file(spec.name, file, hub=hub, environ=environ)
+        if remote.commit:
+            commits.add(remote.commit)
+        files.append(remote)
+    commit = commits.pop() if len(commits) == 1 else None
+    return ResolvedModel(spec.name, None, commit, tuple(files))
+
+
+def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    assert spec.repo is not None
+    what = spec.name
+    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=what)
+    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=what)
+    chosen = filter_repo_objects(
+        listing,
+        allow_patterns=list(spec.include) or None,
+        ignore_patterns=list(spec.exclude) or None,
+        key=lambda item: item.path,
+    )
+    files: list[RemoteFile] = []
+    for item in sorted(chosen, key=lambda item: item.path):
+        # Listing paths are untrusted (a mirror could send '../x'): validate like catalog paths.
+        path = safe_relative_path(item.path, where=f"{what}: listing of {spec.repo}")
+        lfs = item.lfs
+        sha256 = lfs.sha256 if lfs is not None else None
+        files.append(
+            RemoteFile(
+                model=spec.name,
+                path=path,
+                url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
+                size=int(item.size),
+                sha256=sha256,
+                git_oid=None if lfs is not None else item.blob_id,
+                commit=commit,
+                source=hub_source(spec.repo, spec.repo_type, commit, item.path),
+                hub=True,
+                revision=spec.revision,
+                repo=spec.repo,
+            )
+        )
+    if not files:
+        patterns = ", ".join(spec.include) or "*"
+        raise NotFoundError(f"{what}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
+    return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
+
+
+def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
+    """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
+    what = f"{model}/{file.save_path}"
+    if file.url is not None:
+        return RemoteFile(
+            model=model,
+            path=file.save_path,
+            url=file.url,
+            size=file.size,
+            sha256=file.sha256,
+            source=redact_url(file.url),
+            headers=expand_headers(file, environ),
+        )
+    assert file.repo is not None and file.path is not None and hub is not None
+    repo_type = file.repo_type or "model"
+    revision = file.revision or "main"
+    meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
+    etag = _strip_etag(meta.etag)
+    sha256 = etag if _is_hex(etag, 64) else None
+    git_oid = etag if _is_hex(etag, 40) else None
+    commit = meta.commit_hash
+    if file.sha256 and sha256 and file.sha256 != sha256:
+        raise IntegrityError(
+            f"{what}: the catalog expects sha256 {file.sha256} but {file.repo} has {sha256}",
+            hint=f"update {file.key_path}.sha256 or pin {file.key_path}.revision",
+        )
+    if file.size is not None and meta.size is not None and file.size != meta.size:
+        raise IntegrityError(f"{what}: the catalog expects {file.size} bytes but {file.repo} has {meta.size}")
+    return RemoteFile(
+        model=model,
+        path=file.save_path,
+        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=commit or revision),
+        size=meta.size if meta.size is not None else file.size,
+        sha256=file.sha256 or sha256,
+        git_oid=git_oid,
+        commit=commit,
+        source=hub_source(file.repo, repo_type, commit, file.path),
+        hub=True,
+        revision=revision,
+        repo=file.repo,
+    )
+
+
+def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
+    """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will fail offline)."""
+    if spec.is_snapshot and (record is None or not record.files):
+        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
+    recorded = record.files if record is not None else {}
+    files = [
+        RemoteFile(
+            model=spec.name,
+            path=rec.path,
+            url="",
+            size=rec.size,
+            sha256=rec.sha256,
+            git_oid=rec.git_oid,
+            etag=rec.etag,
+            commit=rec.commit,
+            source=rec.source,
+        )
+        for rec in recorded.values()
+    ]
+    for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
+        if file.save_path not in recorded:
+            source = (
+                redact_url(file.url)
+                if file.url
+                else hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+            )
+            files.append(
+                RemoteFile(
+                    model=spec.name, path=file.save_path, url="", size=file.size, sha256=file.sha256, source=source
+                )
+            )
+    if not files:
+        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
+    return ResolvedModel(
+        spec.name, record.revision if record else None, record.commit if record else None, tuple(files)
+    )
+
+
+def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None) -> RemoteFile:
+    """The file with what a probe learned (size, ETag) filled in where the catalog was silent."""
+    if remote.size is not None:
+        return replace(remote, etag=remote.etag or etag)
+    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False)

@@ -1,0 +1,337 @@
+"""What is on disk (list, show, verify, clean; all offline), and resolve for what is upstream."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import stat as st
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog.load import Catalog, ModelSpec
+from mdl.catalog.settings import Settings
+from mdl.errors import IntegrityError, MdlError
+from mdl.progress import Progress
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, RunReport, failed
+from mdl.store.layout import Layout, Placement
+from mdl.store.store import FileRecord, ModelRecord, Store, hash_file, stat_file
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One expected file of a model and its state on disk."""
+
+    path: str
+    dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
+    final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
+    size: int | None
+    sha256: str | None
+    source: str
+    state: str  # installed | partial | missing | modified
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A catalog model and its local state."""
+
+    spec: ModelSpec
+    record: ModelRecord | None
+    files: tuple[LocalFile, ...]
+    status: str  # installed | partial | missing
+
+    @property
+    def size(self) -> int | None:
+        """Total size when every file's size is known."""
+        sizes = [f.size for f in self.files]
+        return sum(s for s in sizes if s is not None) if sizes and None not in sizes else None
+
+    def list_json(self) -> dict[str, Any]:
+        """The ``list`` entry."""
+        return {
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "tags": list(self.spec.tags),
+            "status": self.status,
+            "files": len(self.files),
+            "size": self.size,
+            "kind": "snapshot" if self.spec.is_snapshot else "files",
+        }
+
+    def show_json(self) -> dict[str, Any]:
+        """The ``show`` entry."""
+        return {
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "tags": list(self.spec.tags),
+            "repo": self.spec.repo,
+            "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
+            "revision": self.record.revision if self.record and self.record.revision else _revision(self.spec),
+            "commit": self.record.commit if self.record else None,
+            "status": self.status,
+            "files": [
+                {
+                    "path": f.path,
+                    "dest": str(f.dest),
+                    "url": f.source,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "state": f.state,
+                }
+                for f in self.files
+            ],
+        }
+
+
+def _revision(spec: ModelSpec) -> str | None:
+    return spec.revision if spec.is_snapshot else None
+
+
+def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRecord | None) -> Placement | None:
+    """Where the file is in this layout; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
+    try:
+        return layout.place(
+            model,
+            path,
+            source=entry.source if entry else source,
+            sha256=entry.sha256 if entry else None,
+            git_oid=entry.git_oid if entry else None,
+        )
+    except MdlError:
+        return None
+
+
+def _file_state(
+    layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
+) -> tuple[str, Placement | None]:
+    placement = _placement(layout, model, path, source, entry)
+    if placement is None:
+        return "missing", None
+    stat = stat_file(placement.final)
+    if stat is None or not st.S_ISREG(stat.st_mode):
+        part, state = placement.store.part_paths(model, path)
+        return ("partial" if part.exists() and state.exists() else "missing"), placement
+    if entry is None:
+        return "modified", placement  # present but never verified by mdl
+    if stat.st_size != entry.size:
+        return "modified", placement
+    if not placement.linked():
+        return "partial", placement  # the blob is there, the snapshot entry programs open is not
+    return "installed", placement
+
+
+def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
+    """The local state of one model, from its record and ``lstat`` only (no network, no hashing)."""
+    store = layout.records
+    record = store.read_record(spec.name)
+    recorded = record.files if record is not None else {}
+    expected: list[tuple[str, int | None, str | None, str]] = []
+    if spec.is_snapshot:
+        for path, rec in sorted(recorded.items()):
+            expected.append((path, rec.size, rec.sha256, rec.source))
+    else:
+        for file in spec.files:
+            entry = recorded.get(file.save_path)
+            source = entry.source if entry else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
+            size = entry.size if entry else file.size
+            expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
+    files: list[LocalFile] = []
+    for path, size, sha256, source in expected:
+        state, placement = _file_state(layout, spec.name, path, source, recorded.get(path))
+        shown = placement.shown if placement else _unplaced(layout, spec.name)
+        final = placement.final if placement else shown
+        files.append(LocalFile(path, shown, final, size, sha256, source, state))
+    states = {f.state for f in files}
+    if files and states == {"installed"}:
+        status = "installed"
+    elif states - {"missing"} or any(_has_partials(s, spec.name) for s in layout.stores()):
+        status = "partial"
+    else:
+        status = "missing"
+    return ModelStatus(spec, record, tuple(files), status)
+
+
+def _unplaced(layout: Layout, model: str) -> Path:
+    """What to show as the destination of a file whose place is not known yet."""
+    return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
+
+
+def _has_partials(store: Store, model: str) -> bool:
+    folder = store.state_dir / "partial"
+    if not folder.is_dir():
+        return False
+    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
+    pattern = re.compile(re.escape(model) + r"-[0-9a-f]{16}-.*\.part$")
+    return any(pattern.match(p.name) for p in folder.iterdir())
+
+
+def list_models(catalog: Catalog, layout: Layout, *, status: str | None, tag: str | None) -> list[ModelStatus]:
+    """Every catalog model with its local status, filtered by status and tag."""
+    found = [model_status(spec, layout) for spec in catalog.models if tag is None or tag in spec.tags]
+    return [m for m in found if status is None or m.status == status]
+
+
+def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (offline)."""
+    layout = Layout(settings)
+    store = layout.records
+    outcomes: list[FileOutcome] = []
+    for spec in models:
+        status = model_status(spec, layout)
+        if status.record is None:
+            outcomes.append(
+                failed(
+                    spec.name,
+                    None,
+                    IntegrityError(
+                        f"{spec.name}: nothing to verify, it has not been pulled (run `mdl pull {spec.name}`)"
+                    ),
+                    dest=store.model_dir(spec.name),
+                )
+            )
+            continue
+        catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+        for file in status.files:
+            outcomes.append(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
+    return RunReport(tuple(outcomes))
+
+
+def _verify_one(
+    store: Store,
+    model: str,
+    file: LocalFile,
+    record: ModelRecord,
+    expected_sha: str | None,
+    progress: Progress,
+) -> FileOutcome:
+    label = f"{model}/{file.path}"
+    entry = record.files.get(file.path)
+    try:
+        if file.state in ("missing", "partial"):
+            raise IntegrityError(f"{label}: missing ({file.dest})")
+        if entry is None:
+            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
+        progress.start(label, label=label, total=entry.size)
+        size, sha256, _ = hash_file(file.final)
+        progress.advance(label, size)
+        if size != entry.size:
+            raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
+        want = expected_sha or entry.sha256
+        if sha256 != want:
+            raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
+        if expected_sha and entry.sha256 != expected_sha:
+            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the catalog's {expected_sha}")
+        if file.state != "installed" and file.final != file.dest:
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
+    except MdlError as exc:
+        progress.finish(label, ok=False, message=exc.message)
+        return failed(model, file.path, exc, dest=file.dest)
+    except OSError as exc:
+        error = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
+        progress.finish(label, ok=False, message=error.message)
+        return failed(model, file.path, error, dest=file.dest)
+    progress.finish(label, ok=True)
+    mtime_ns = file.final.stat().st_mtime_ns
+    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
+        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
+        store.update_record(model, revision=None, commit=None, put=fresh)
+    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")
+
+
+@dataclass(frozen=True)
+class CleanedFile:
+    """A partial download that clean removed (or would remove)."""
+
+    path: Path
+    size: int
+    label: str
+    removed: bool
+
+
+def clean(settings: Settings) -> list[CleanedFile]:
+    """Remove partial downloads and resume records that no running mdl holds a lock on."""
+    from filelock import FileLock, Timeout
+
+    cleaned: list[CleanedFile] = []
+    for store in Layout(settings).stores():
+        for partial in store.partials():
+            key = partial.part_path.name.removesuffix(".tmp").removesuffix(".json").removesuffix(".part")
+            lock = FileLock(store.state_dir / "locks" / f"{key}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a run is using it right now
+            try:
+                if not settings.dry_run:
+                    store.remove_partial(partial)
+                cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
+            finally:
+                lock.release()
+        if not settings.dry_run:
+            _remove_idle_locks(store)
+    return cleaned
+
+
+def _remove_idle_locks(store: Store) -> None:
+    """Lock files nobody holds are debris once their partial is gone."""
+    from filelock import FileLock, Timeout
+
+    folder = store.state_dir / "locks"
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.lock"):
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        finally:
+            lock.release()
+
+
+def resolve_models(
+    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
+) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
+    """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
+    from mdl.pull.puller import Puller  # the HTTP stack is only imported by commands that use the network
+
+    puller = Puller(settings, progress=progress)
+    try:
+        resolved, failures = puller.resolve(models)
+        docs: list[dict[str, Any]] = []
+        for model in resolved:
+            files = []
+            for remote in model.files:
+                url = remote.url
+                if follow and not settings.offline:
+                    try:
+                        url = puller.final_url(remote)
+                    except MdlError as exc:
+                        failures.append(failed(remote.model, remote.path, exc))
+                record = puller.store.read_record(remote.model)
+                entry = record.files.get(remote.path) if record is not None else None
+                state, placement = _file_state(puller.layout, remote.model, remote.path, remote.source, entry)
+                dest = placement.shown if placement else _unplaced(puller.layout, remote.model)
+                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
+                    state = "outdated"
+                files.append(
+                    {
+                        "path": remote.path,
+                        "dest": str(dest),
+                        "url": redact_url(url) if url else remote.source,
+                        "size": remote.size,
+                        "sha256": remote.sha256,
+                        "git_oid": remote.git_oid,
+                        "source": remote.source,
+                        "state": state,
+                    }
+                )
+            docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
+        return docs, failures
+    finally:
+        puller.close()

@@ -1,0 +1,245 @@
+"""Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout hf-cache``).
+
+In the Hugging Face cache a Hub file is a blob named by its ETag (the sha256 of LFS files, the git blob id of
+the others) under ``<cache>/<repo folder>/blobs/``, reached through a relative symlink
+``snapshots/<commit>/<path in repo>``, with ``refs/<revision>`` naming the commit. That is what
+``hf_hub_download``, ``snapshot_download(local_files_only=True)`` and ``scan_cache_dir`` read. mdl keeps its
+own records, partials and locks under ``<cache>/.locks/mdl/``: ``scan_cache_dir`` skips ``.locks``, and a
+partial there is on the blobs' filesystem, so finishing is an atomic rename. A blob's lock is
+huggingface_hub's own (``.locks/<repo folder>/<etag>.lock``), so mdl and ``hf_hub_download`` never write the
+same blob at once. Files that are not from the Hub (direct URLs) keep the plain layout under dest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mdl.catalog.load import ModelSpec
+from mdl.catalog.settings import Settings
+from mdl.errors import LocalFSError, UsageError
+from mdl.paths import safe_relative_path
+from mdl.store.store import FileRecord, ModelRecord, Store
+
+_HUB_SOURCE = re.compile(
+    r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
+)
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
+
+
+@dataclass(frozen=True)
+class HubFileRef:
+    """A Hub file as named by its record/source: ``hf://[datasets/|spaces/]repo@commit/path``."""
+
+    repo_type: str
+    repo: str
+    commit: str | None
+    path: str
+
+
+def parse_hub_source(source: str) -> HubFileRef | None:
+    """The repo, commit and path of a Hub source string; None for anything else (direct URLs)."""
+    match = _HUB_SOURCE.match(source)
+    if match is None:
+        return None
+    return HubFileRef(_TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one file's verified bytes go, and what else must point at them."""
+
+    final: Path  # the atomic-rename target (a blob, in the Hugging Face cache)
+    shown: Path  # the path programs open (the snapshot entry, in the Hugging Face cache)
+    store: Store  # partials and locks for this file (same filesystem as ``final``)
+    lock: Path | None = None  # a lock shared with huggingface_hub; None: the store's own per-file lock
+    link: Path | None = None  # the snapshot symlink to point at ``final``
+    ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
+
+    def linked(self) -> bool:
+        """Whether the snapshot entry (if any) reaches ``final``."""
+        if self.link is None:
+            return True
+        try:
+            return self.link.samefile(self.final)
+        except OSError:
+            return False
+
+
+class Layout:
+    """The plain layout, or the Hugging Face cache for Hub files (plain for the rest)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name = settings.layout
+        self.plain = Store(settings.dest)
+        self.cache_root = settings.hf_cache if settings.layout == "hf-cache" else None
+        self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
+
+    @property
+    def records(self) -> Store:
+        """The store whose records describe the models (the cache's in hf-cache layout)."""
+        return self.cache or self.plain
+
+    def stores(self) -> list[Store]:
+        """Every store this layout may write partials into."""
+        return [self.plain] if self.cache is None else [self.cache, self.plain]
+
+    def place(
+        self,
+        model: str,
+        path: str,
+        *,
+        source: str,
+        sha256: str | None,
+        git_oid: str | None,
+        revision: str | None = None,
+    ) -> Placement:
+        """The placement of one file, from what its record or resolution says about it."""
+        hub = parse_hub_source(source) if self.cache is not None else None
+        if hub is None or self.cache is None or self.cache_root is None:
+            final = self.plain.final_path(model, path)
+            return Placement(final=final, shown=final, store=self.plain)
+        label = f"{model}/{path}"
+        if hub.commit is None or not _COMMIT.match(hub.commit):
+            raise UsageError(f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF cache")
+        etag = git_oid or sha256
+        if etag is None or not _ETAG.match(etag):
+            raise UsageError(f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache")
+        repo_dir = self.cache_root / repo_folder(hub.repo, hub.repo_type)
+        in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
+        link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
+        ref = None
+        if revision and revision != hub.commit:
+            ref_name = safe_relative_path(revision, where=f"{label}: revision")
+            ref = (repo_dir.joinpath("refs", *ref_name.split("/")), hub.commit)
+        return Placement(
+            final=repo_dir / "blobs" / etag,
+            shown=link,
+            store=self.cache,
+            lock=self.cache_root / ".locks" / repo_dir.name / f"{etag}.lock",
+            link=link,
+            ref=ref,
+        )
+
+    def link(self, placement: Placement) -> None:
+        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain)."""
+        try:
+            if placement.link is not None and not placement.linked():
+                target = os.path.relpath(placement.final, placement.link.parent)
+                placement.link.parent.mkdir(parents=True, exist_ok=True)
+                tmp = placement.link.with_name(f".{placement.link.name}.{_unique()}.mdl-tmp")
+                tmp.symlink_to(target)
+                try:
+                    tmp.replace(placement.link)
+                except OSError:
+                    tmp.unlink()
+                    raise
+            if placement.ref is not None:
+                ref_path, commit = placement.ref
+                if not ref_path.is_file() or ref_path.read_text(encoding="utf-8").strip() != commit:
+                    ref_path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = ref_path.with_name(f".{ref_path.name}.{_unique()}.mdl-tmp")
+                    tmp.write_text(commit, encoding="utf-8")  # no newline: huggingface_hub reads it verbatim
+                    tmp.replace(ref_path)
+        except OSError as exc:
+            where = placement.link or placement.final
+            raise LocalFSError(f"cannot link {where} in the Hugging Face cache: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A file huggingface_hub (or mdl) left in the cache: its snapshot path and the blob it leads to."""
+
+    path: str  # path in the repo
+    commit: str
+    etag: str  # the blob's name: sha256 (LFS) or git blob id
+    size: int
+
+
+def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) -> list[CachedFile]:
+    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit)."""
+    repo_dir = cache_root / repo_folder(repo, repo_type)
+    commit = revision
+    if not _COMMIT.match(revision):
+        try:
+            ref_name = safe_relative_path(revision, where="revision")
+            commit = repo_dir.joinpath("refs", *ref_name.split("/")).read_text(encoding="utf-8").strip()
+        except (OSError, UsageError):
+            return []
+    if not _COMMIT.match(commit):
+        return []
+    snapshot = repo_dir / "snapshots" / commit
+    found: list[CachedFile] = []
+    for entry in sorted(snapshot.rglob("*")) if snapshot.is_dir() else ():
+        etag = entry.readlink().name if entry.is_symlink() else ""
+        if not _ETAG.match(etag) or not entry.is_file():
+            continue  # not a link into blobs/ (or a dangling one): not something we can verify
+        found.append(CachedFile(entry.relative_to(snapshot).as_posix(), commit, etag, entry.stat().st_size))
+    return found
+
+
+def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
+    """Offline, in the hf-cache layout: add the files huggingface_hub already cached to what the record knows.
+
+    They carry no sha256 of ours yet, so the plan re-hashes them against their blob names before trusting them.
+    """
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    from mdl.sources.resolve import hub_source  # the HTTP stack: only for runs that pull
+
+    known = dict(record.files) if record is not None else {}
+    wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
+    if spec.is_snapshot and spec.repo is not None:
+        cached = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        chosen = filter_repo_objects(
+            cached,
+            allow_patterns=list(spec.include) or None,
+            ignore_patterns=list(spec.exclude) or None,
+            key=lambda item: item.path,
+        )
+        wanted = [(c.path, spec.repo, spec.repo_type, c) for c in chosen]
+    else:
+        for file in spec.files:
+            if file.repo is None or file.path is None:
+                continue
+            repo_type = file.repo_type or "model"
+            for c in cached_snapshot(cache_root, file.repo, repo_type, file.revision or "main"):
+                if c.path == file.path:
+                    wanted.append((file.save_path, file.repo, repo_type, c))
+    for save_path, repo, repo_type, c in wanted:
+        if save_path in known:
+            continue
+        known[save_path] = FileRecord(
+            path=save_path,
+            size=c.size,
+            sha256=c.etag if len(c.etag) == 64 else "",  # a git file's sha256 is unknown until hashed
+            mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
+            source=hub_source(repo, repo_type, c.commit, c.path),
+            git_oid=c.etag if len(c.etag) == 40 else None,
+            commit=c.commit,
+        )
+    if not known:
+        return record
+    base = record or ModelRecord(name=spec.name)
+    return replace(base, files=known)
+
+
+def _unique() -> str:
+    """A temp-name part no other thread or process uses (jobs link and write refs concurrently)."""
+    return f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def repo_folder(repo: str, repo_type: str) -> str:
+    """``models--owner--name``, as huggingface_hub names it."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.file_download import repo_folder_name
+
+    try:
+        return str(repo_folder_name(repo_id=repo, repo_type=repo_type))
+    except HFValidationError as exc:
+        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None

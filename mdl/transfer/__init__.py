@@ -1,0 +1,2 @@
+"""Bytes over HTTP: the one client factory, range parsing, and the engine that fetches one file into a ``.part``
+over parallel ranges with a resume record, verifies it and finishes atomically."""

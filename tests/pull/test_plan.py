@@ -1,0 +1,130 @@
+"""decide(): every branch of the pure skip / download / resume / repair / check decision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mdl.pull.plan import Action, LocalState, decide, same_content
+from mdl.sources.resolve import RemoteFile
+from mdl.store.store import FileRecord
+
+SHA = "a" * 64
+OTHER_SHA = "b" * 64
+OID = "c" * 40
+OTHER_OID = "d" * 40
+MTIME = 1_700_000_000_000_000_000
+
+
+def remote(
+    *, size: int | None = 10, sha256: str | None = SHA, git_oid: str | None = None, etag: str | None = None
+) -> RemoteFile:
+    return RemoteFile(
+        model="m", path="f.bin", url="http://x/f.bin", size=size, sha256=sha256, git_oid=git_oid, etag=etag
+    )
+
+
+def record(
+    *, size: int = 10, sha256: str = SHA, git_oid: str | None = None, etag: str | None = None, mtime_ns: int = MTIME
+) -> FileRecord:
+    return FileRecord(path="f.bin", size=size, sha256=sha256, mtime_ns=mtime_ns, git_oid=git_oid, etag=etag)
+
+
+ABSENT = LocalState(size=None, mtime_ns=None, partial_bytes=0)
+ABSENT_WITH_PARTIAL = LocalState(size=None, mtime_ns=None, partial_bytes=4)
+PRESENT = LocalState(size=10, mtime_ns=MTIME, partial_bytes=0)
+TOUCHED = LocalState(size=10, mtime_ns=MTIME + 1, partial_bytes=0)
+RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
+
+
+@pytest.mark.parametrize(
+    ("case", "rem", "rec", "local", "force", "action", "reason"),
+    [
+        ("absent+force", remote(), record(), ABSENT, True, Action.DOWNLOAD, "forced"),
+        ("absent+force+partial", remote(), None, ABSENT_WITH_PARTIAL, True, Action.DOWNLOAD, "forced"),
+        ("absent+partial", remote(), None, ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 bytes"),
+        ("absent+partial+record", remote(), record(), ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 bytes"),
+        ("deleted since recorded", remote(), record(), ABSENT, False, Action.DOWNLOAD, "missing"),
+        ("never fetched", remote(), None, ABSENT, False, Action.DOWNLOAD, "not downloaded yet"),
+        ("present+force", remote(), record(), PRESENT, True, Action.REPAIR, "forced"),
+        ("unrecorded, sha256 known", remote(), None, PRESENT, False, Action.CHECK, "not recorded"),
+        (
+            "unrecorded, git oid known",
+            remote(sha256=None, git_oid=OID),
+            None,
+            PRESENT,
+            False,
+            Action.CHECK,
+            "not recorded",
+        ),
+        ("unrecorded, nothing to check", remote(sha256=None), None, PRESENT, False, Action.REPAIR, "no hash"),
+        (
+            "changed upstream (sha)",
+            remote(sha256=OTHER_SHA),
+            record(),
+            PRESENT,
+            False,
+            Action.DOWNLOAD,
+            "changed upstream",
+        ),
+        ("changed upstream (size)", remote(size=12), record(), PRESENT, False, Action.DOWNLOAD, "changed upstream"),
+        ("up to date", remote(), record(), PRESENT, False, Action.SKIP, "up to date"),
+        ("mtime changed", remote(), record(), TOUCHED, False, Action.CHECK, "changed since"),
+        ("size changed locally", remote(), record(), RESIZED, False, Action.CHECK, "changed since"),
+    ],
+)
+def test_decide(
+    case: str,
+    rem: RemoteFile,
+    rec: FileRecord | None,
+    local: LocalState,
+    force: bool,
+    action: Action,
+    reason: str,
+) -> None:
+    decision = decide(rem, rec, local, force=force)
+    assert decision.action is action, case
+    assert reason in decision.reason, case
+
+
+@pytest.mark.parametrize(
+    ("rem", "rec", "same"),
+    [
+        (remote(), record(), True),
+        (remote(size=None), record(), True),
+        (remote(size=11), record(), False),
+        (remote(sha256=OTHER_SHA), record(), False),
+        # sha256 wins over a matching git oid
+        (remote(sha256=OTHER_SHA, git_oid=OID), record(git_oid=OID), False),
+        (remote(sha256=None, git_oid=OID), record(git_oid=OID), True),
+        (remote(sha256=None, git_oid=OID), record(git_oid=OTHER_OID), False),
+        (remote(sha256=None, git_oid=OID), record(git_oid=None), False),
+        (remote(sha256=None, etag='"e1"'), record(etag='"e1"'), True),
+        (remote(sha256=None, etag='"e1"'), record(etag='"e2"'), False),
+        # nothing to compare but the size: trust the record
+        (remote(sha256=None, etag='"e1"'), record(etag=None), True),
+        (remote(sha256=None), record(), True),
+    ],
+)
+def test_same_content(rem: RemoteFile, rec: FileRecord, same: bool) -> None:
+    assert same_content(rec, rem) is same
+
+
+def test_changed_upstream_by_etag_means_download() -> None:
+    decision = decide(remote(sha256=None, etag='"new"'), record(etag='"old"'), PRESENT, force=False)
+    assert decision.action is Action.DOWNLOAD
+
+
+def test_local_state_of(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"12345")
+    stat = os.lstat(path)
+    state = LocalState.of(stat, partial_bytes=3)
+    assert state == LocalState(size=5, mtime_ns=stat.st_mtime_ns, partial_bytes=3)
+    assert LocalState.of(None, partial_bytes=7) == LocalState(None, None, 7)
+
+
+def test_action_values_are_the_dry_run_words() -> None:
+    assert [a.value for a in Action] == ["skip", "download", "resume", "repair", "check"]

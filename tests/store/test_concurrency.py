@@ -1,0 +1,214 @@
+"""Overlapping `mdl pull` runs on one destination (cron jobs that run into each other): real processes.
+
+They must all succeed, fetch the bytes about once (a per-file lock: the later run waits, then finds the file
+done), and leave nothing stray behind. A lock that cannot be had within --lock-timeout is exit 7.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from servers import Fault, HubServer, make_data
+
+from mdl.store.store import Store
+
+MB = 1_000_000
+WEIGHTS = make_data(40 * MB, seed=31)  # parallel ranges
+MODEL = make_data(12 * MB, seed=32)  # one stream
+CONFIG = b'{"hidden_size": 8}'
+EXTRA = make_data(6 * MB, seed=33)
+
+CATALOG = """
+[models.pair]
+repo = "org/pair"
+
+[models.extra]
+files = [
+  { repo = "org/extra", path = "adapter.safetensors" },
+  { repo = "org/pair", path = "config.json", as = "base/config.json" },
+]
+"""
+
+EXPECTED: dict[tuple[str, str], bytes] = {
+    ("pair", "weights.bin"): WEIGHTS,
+    ("pair", "model.safetensors"): MODEL,
+    ("pair", "config.json"): CONFIG,
+    ("extra", "adapter.safetensors"): EXTRA,
+    ("extra", "base/config.json"): CONFIG,
+}
+TOTAL = len(WEIGHTS) + len(MODEL) + len(EXTRA)  # what goes through the CDN (config.json comes from the Hub)
+SLACK = 2 * 1024 * 1024
+
+
+@pytest.fixture
+def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    hub.add_repo("org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG})
+    hub.add_repo("org/extra", {"adapter.safetensors": EXTRA})
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return dict(os.environ)
+
+
+def dest_of(env: dict[str, str]) -> Path:
+    return Path(env["MDL_DEST"])
+
+
+def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mdl", "pull", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def partial_bytes(dest: Path) -> int:
+    total = 0
+    for state in (dest / ".mdl" / "partial").glob("*.part.json"):
+        try:
+            total += sum(done for _, _, done in json.loads(state.read_text())["pieces"])
+        except (OSError, ValueError):
+            continue  # being replaced right now
+    return total
+
+
+def assert_complete_and_clean(dest: Path, models: tuple[str, ...] = ("pair", "extra")) -> None:
+    """Every expected file byte-exact; model folders hold nothing else; no partial or temp file anywhere."""
+    for (model, path), data in EXPECTED.items():
+        if model in models:
+            assert (dest / model / path).read_bytes() == data, f"{model}/{path}"
+    for model in models:
+        found = {p.relative_to(dest / model).as_posix() for p in (dest / model).rglob("*") if p.is_file()}
+        assert found == {path for m, path in EXPECTED if m == model}, found
+    strays = [
+        p.relative_to(dest).as_posix()
+        for p in (dest / ".mdl").rglob("*")
+        if p.is_file() and (p.name.endswith((".part", ".tmp", ".part.json")) or ".tmp" in p.name)
+    ]
+    assert strays == []
+
+
+def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(hub: HubServer, env: dict[str, str]) -> None:
+    dest = dest_of(env)
+    # The CDN holds the first run's requests until the second run has said it is waiting for a file: the two
+    # runs overlap for sure, however slowly the processes start.
+    gate = threading.Event()
+    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix="/blobs/", times=None))
+    first = spawn(env, "pair", "--connections", "4")
+    wait_for(lambda: held.seen > 0)
+    second = spawn(env, "pair", "--connections", "4", "--json")
+    assert second.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in second.stderr or ()))
+    reader.start()
+    try:
+        wait_for(lambda: any("another mdl run is fetching it; waiting" in line for line in lines), timeout=30)
+    finally:
+        gate.set()
+    code1, _, err1 = finish(first)
+    out2 = second.stdout.read().decode() if second.stdout is not None else ""
+    code2 = second.wait(timeout=60)
+    reader.join(timeout=10)
+    assert (code1, code2) == (0, 0), (err1, "".join(lines))
+    # The later run waited for the files being fetched and found them done.
+    actions = {f["path"]: f["action"] for f in json.loads(out2)["files"]}
+    assert actions["weights.bin"] == "skipped" and actions["model.safetensors"] == "skipped", actions
+    sent = hub.cdn.log.body_bytes(method="GET")
+    assert sent <= len(WEIGHTS) + len(MODEL) + SLACK, f"{sent} bytes sent for {len(WEIGHTS) + len(MODEL)}"
+    assert_complete_and_clean(dest, ("pair",))
+
+
+def test_three_runs_started_together_on_overlapping_models(hub: HubServer, env: dict[str, str]) -> None:
+    dest = dest_of(env)
+    hub.cdn.throttle_bps = 20 * MB
+    procs = [
+        spawn(env, "--all", "--jobs", "2", "--connections", "4"),
+        spawn(env, "pair", "extra", "--jobs", "3"),
+        spawn(env, "extra", "--connections", "2"),
+    ]
+    results = [finish(p) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+    sent = hub.cdn.log.body_bytes(method="GET")
+    assert sent <= TOTAL + SLACK, f"{sent} bytes sent for {TOTAL}: fetched more than once"
+    assert_complete_and_clean(dest)
+    records = json.loads((dest / ".mdl" / "records" / "extra.json").read_text())
+    assert set(records["files"]) == {"adapter.safetensors", "base/config.json"}  # no record update was lost
+
+
+def test_lock_not_obtained_within_lock_timeout_is_exit_7(hub: HubServer, env: dict[str, str]) -> None:
+    dest = dest_of(env)
+    lock_path = Store(dest).lock_path("pair", "weights.bin")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path, timeout=0):  # another run holds weights.bin
+        started = time.monotonic()
+        code, out, err = finish(spawn(env, "pair", "--lock-timeout", "1", "--json"), timeout=30)
+        elapsed = time.monotonic() - started
+    assert code == 7, err
+    assert elapsed >= 1.0
+    assert "pair/weights.bin" in err and "lock" in err and "Traceback" not in err
+    files = {f["path"]: f for f in json.loads(out)["files"]}
+    assert files["weights.bin"]["action"] == "failed" and "lock" in files["weights.bin"]["error"]
+    # The other files of the model were not held up.
+    assert files["model.safetensors"]["action"] == "downloaded"
+    assert (dest / "pair" / "model.safetensors").read_bytes() == MODEL
+    assert not (dest / "pair" / "weights.bin").exists()
+    weights_blob = f"/blobs/{hub.repo('org/pair').files['weights.bin'].sha256}"
+    assert hub.cdn.log.records(path_prefix=weights_blob) == [], "fetched a file it did not hold the lock for"
+
+
+def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str, str]) -> None:
+    dest = dest_of(env)
+    hub.cdn.throttle_bps = 6 * MB
+    victim = spawn(env, "pair", "--connections", "4")
+    wait_for(lambda: partial_bytes(dest) > 2 * MB)
+    victim.kill()
+    victim.wait(timeout=10)
+    hub.cdn.throttle_bps = None
+    code, out, err = finish(spawn(env, "pair", "--lock-timeout", "5", "--json"), timeout=30)
+    assert code == 0, err
+    assert "waiting" not in err
+    assert "resumed" in {f["action"] for f in json.loads(out)["files"]}
+    assert_complete_and_clean(dest, ("pair",))
+
+
+def test_sigterm_while_waiting_for_a_lock_exits_130_promptly(hub: HubServer, env: dict[str, str]) -> None:
+    dest = dest_of(env)
+    lock_path = Store(dest).lock_path("extra", "adapter.safetensors")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path, timeout=0):
+        waiter = spawn(env, "extra", "--lock-timeout", "60")
+        assert waiter.stderr is not None
+        wait_for(lambda: (dest / "extra" / "base" / "config.json").exists())  # it got past the unlocked file
+        time.sleep(0.3)
+        waiter.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code, _, err = finish(waiter, timeout=20)
+        assert time.monotonic() - started < 5, "a run waiting for a lock ignored SIGTERM"
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (dest / "extra" / "adapter.safetensors").exists()

@@ -1,0 +1,987 @@
+"""The download engine against the real loopback CDN/Hub: ranges, resume, verification, retries, limits."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from pytest_httpx2 import HTTPXMock
+from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
+
+from mdl.errors import (
+    ExitCode,
+    IntegrityError,
+    InterruptedByUserError,
+    LocalFSError,
+    NetworkError,
+    NotFoundError,
+)
+from mdl.transfer.engine import (
+    Engine,
+    EngineConfig,
+    Identity,
+    MiB,
+    Piece,
+    RateLimiter,
+    TransferJob,
+    plan_pieces,
+)
+from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
+
+SMALL = 64 * 1024
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Recorder:
+    """A thread-safe Progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.advanced: dict[str, int] = defaultdict(int)
+        self.starts: list[tuple[str, int | None, int]] = []
+        self.notes: list[str] = []
+
+    def begin(self, *, total_bytes: int | None, files: int) -> None:
+        pass
+
+    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+        self.starts.append((key, total, completed))
+
+    def advance(self, key: str, nbytes: int) -> None:
+        with self.lock:
+            self.advanced[key] += nbytes
+
+    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with make_client(read_timeout=5, pool_size=32) as c:
+        yield c
+
+
+def make_job(
+    tmp_path: Path,
+    url: str,
+    *,
+    size: int | None,
+    sha: str | None = None,
+    git_oid: str | None = None,
+    etag: str | None = None,
+    credentials: Credentials | None = None,
+    verify: bool = True,
+) -> TransferJob:
+    state = tmp_path / "dest" / ".mdl" / "partial"
+    return TransferJob(
+        label="m/f.bin",
+        url=url,
+        identity=Identity(size, sha, git_oid, etag),
+        credentials=credentials or Credentials(),
+        final_path=tmp_path / "dest" / "m" / "f.bin",
+        part_path=state / "f.part",
+        state_path=state / "f.part.json",
+        source=url,
+        verify=verify,
+    )
+
+
+def make_engine(
+    client: httpx2.Client,
+    *,
+    connections: int = 4,
+    retries: int = 0,
+    split_threshold: int = SMALL,
+    checkpoint_interval: float = 1.0,
+    progress: Recorder | None = None,
+    **kwargs: Any,
+) -> Engine:
+    config = EngineConfig(
+        connections=connections,
+        retry=RetryPolicy(retries=retries, base=0.01, cap=0.05),
+        split_threshold=split_threshold,
+        checkpoint_interval=checkpoint_interval,
+    )
+    return Engine(client, config, progress=progress or Recorder(), cancel=threading.Event(), **kwargs)
+
+
+def saved_state(job: TransferJob) -> dict[str, Any]:
+    return json.loads(job.state_path.read_text())  # type: ignore[no-any-return]
+
+
+def assert_claims_backed_by_data(job: TransferJob, data: bytes) -> int:
+    """Every byte the resume record claims is on disk in the .part, and right; returns the bytes claimed."""
+    part = job.part_path.read_bytes()
+    claimed = 0
+    for start, end, done in saved_state(job)["pieces"]:
+        assert end is None or start + done <= end
+        assert part[start : start + done] == data[start : start + done]
+        claimed += done
+    return claimed
+
+
+def assert_finished(job: TransferJob, data: bytes) -> None:
+    assert job.final_path.read_bytes() == data
+    assert not job.part_path.exists()
+    assert not job.state_path.exists()
+
+
+def gets(server: CdnServer) -> list[Any]:
+    return server.log.records(method="GET")
+
+
+# -- plan_pieces -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL - 1, 1_000_003, 9_000_003, 64 * MiB + 7, 1 << 34])
+@pytest.mark.parametrize("connections", [1, 2, 8, 16])
+def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None:
+    pieces = plan_pieces(size, connections=connections, split_threshold=SMALL)
+    assert pieces[0].start == 0
+    assert pieces[-1].end == size
+    for before, after in itertools.pairwise(pieces):
+        assert before.end == after.start
+    assert all(p.done == 0 for p in pieces)
+    if size > 0:
+        assert all(p.end is not None and p.end > p.start for p in pieces)
+    if connections == 1 or size < SMALL:
+        assert len(pieces) == 1
+    else:
+        # Never more than 4 pieces per stream; every piece but the last a whole number of MiB.
+        assert len(pieces) <= 4 * connections
+        assert all((p.end - p.start) % MiB == 0 for p in pieces[:-1])  # type: ignore[operator]
+
+
+def test_plan_pieces_unknown_size_and_threshold() -> None:
+    assert plan_pieces(None, connections=8, split_threshold=SMALL) == [Piece(0, None)]
+    assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
+    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 32
+
+
+def test_piece_complete() -> None:
+    assert Piece(0, 0).complete
+    assert not Piece(0, 10, 9).complete
+    assert Piece(5, 10, 5).complete
+    assert not Piece(0, None, 100).complete
+
+
+# -- whole downloads -------------------------------------------------------------------------------------
+
+
+def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(300_001, seed=1)
+    url = cdn.add_file("/f.bin", data)
+    progress = Recorder()
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    result = make_engine(client, split_threshold=32 * MiB, progress=progress).fetch(job)
+    assert_finished(job, data)
+    assert (result.size, result.sha256, result.resumed_from, result.fetched) == (len(data), sha256(data), 0, len(data))
+    assert result.etag == f'"{hashlib.md5(data).hexdigest()}"'
+    (request,) = gets(cdn)
+    assert request.range is None
+    assert request.status == 200
+    assert progress.starts == [("m/f.bin", len(data), 0)]
+    assert progress.advanced["m/f.bin"] == len(data)
+
+
+@pytest.mark.parametrize("connections", [4, 8])
+def test_parallel_ranges_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_path: Path, connections: int) -> None:
+    data = make_data(9_000_003, seed=2)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), git_oid=git_blob_sha1(data))
+    result = make_engine(client, connections=connections).fetch(job)
+    assert_finished(job, data)
+    assert (result.sha256, result.git_oid) == (sha256(data), git_blob_sha1(data))
+    pieces = plan_pieces(len(data), connections=connections, split_threshold=SMALL)
+    assert len(pieces) >= 3
+    requests = gets(cdn)
+    locate, ranged = requests[0], requests[1:]
+    assert locate.range == "bytes=0-0"
+    assert sorted(r.range for r in ranged) == sorted(f"bytes={p.start}-{p.end - 1}" for p in pieces)  # type: ignore[operator]
+    assert all(r.status == 206 for r in requests)
+    assert sum(r.bytes_sent for r in ranged) == len(data)
+    # Several streams really ran at once.
+    assert len({r.connection for r in ranged}) > 1
+
+
+def test_file_smaller_than_one_piece(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(1_000_003, seed=3)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    make_engine(client, connections=8).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range is None
+
+
+def test_empty_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    url = cdn.add_file("/f.bin", b"")
+    job = make_job(tmp_path, url, size=0, sha=sha256(b""), git_oid=git_blob_sha1(b""))
+    result = make_engine(client).fetch(job)
+    assert_finished(job, b"")
+    assert (result.size, result.sha256, result.git_oid) == (0, sha256(b""), git_blob_sha1(b""))
+
+
+def test_empty_file_of_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    url = cdn.add_file("/f.bin", b"")
+    job = make_job(tmp_path, url, size=None)
+    assert make_engine(client).fetch(job).size == 0
+    assert_finished(job, b"")
+
+
+def test_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(200_003, seed=4)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=None, sha=sha256(data))
+    result = make_engine(client, connections=8).fetch(job)
+    assert result.size == len(data)
+    assert_finished(job, data)
+
+
+def test_final_path_replaces_an_old_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(5000, seed=5)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    job.final_path.parent.mkdir(parents=True)
+    job.final_path.write_bytes(b"old contents")
+    make_engine(client).fetch(job)
+    assert_finished(job, data)
+
+
+# -- verification ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_wrong_sha256_retries_once_then_fails(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, parallel: bool
+) -> None:
+    data = make_data(9_000_003 if parallel else 100_003, seed=6)
+    url = cdn.add_file("/f.bin", data)
+    wrong = "0" * 64
+    progress = Recorder()
+    job = make_job(tmp_path, url, size=len(data), sha=wrong)
+    with pytest.raises(IntegrityError) as info:
+        make_engine(client, progress=progress).fetch(job)
+    assert info.value.exit_code == ExitCode.INTEGRITY == 6
+    assert wrong in info.value.message
+    assert sha256(data) in info.value.message
+    assert "m/f.bin" in info.value.message
+    assert not job.part_path.exists()
+    assert not job.state_path.exists()
+    assert not job.final_path.exists()
+    assert not job.final_path.parent.exists()
+    # Two full downloads from zero: the second try did not resume the first.
+    assert cdn.log.body_bytes(method="GET") - (2 if parallel else 0) == 2 * len(data)
+    assert any("mismatch" in note for note in progress.notes)
+    if not parallel:
+        first, second = gets(cdn)
+        assert first.range is None and second.range is None
+
+
+def test_sha256_mismatch_then_good_on_the_retry(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    good = make_data(100_003, seed=7)
+    corrupt = bytearray(good)
+    corrupt[50_000] ^= 0xFF
+    url = cdn.add_file("/f.bin", bytes(corrupt), etag='"v1"')
+    cdn.faults.add(Fault.call(lambda: cdn.add_file("/f.bin", good, etag='"v1"'), skip=1))
+    job = make_job(tmp_path, url, size=len(good), sha=sha256(good))
+    result = make_engine(client).fetch(job)
+    assert_finished(job, good)
+    assert result.sha256 == sha256(good)
+    assert len(gets(cdn)) == 2
+
+
+def test_git_blob_sha1_is_verified(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = b'{"model_type": "bert"}\n' * 100
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data), git_oid=git_blob_sha1(data))
+    assert make_engine(client).fetch(job).git_oid == git_blob_sha1(data)
+    assert_finished(job, data)
+
+
+def test_wrong_git_blob_sha1_fails(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = b"vocab\n" * 1000
+    url = cdn.add_file("/f.bin", data)
+    wrong = "1" * 40
+    job = make_job(tmp_path, url, size=len(data), git_oid=wrong)
+    with pytest.raises(IntegrityError, match="git blob id mismatch") as info:
+        make_engine(client).fetch(job)
+    assert wrong in info.value.message
+    assert git_blob_sha1(data) in info.value.message
+    assert not job.final_path.exists()
+    assert not job.part_path.exists()
+
+
+def test_no_verify_skips_the_hash_but_not_the_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(10_000, seed=8)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data), sha="0" * 64, verify=False)
+    result = make_engine(client).fetch(job)
+    assert result.sha256 == sha256(data)  # still computed, for the record
+    assert_finished(job, data)
+
+
+def test_server_file_bigger_than_expected_is_a_size_mismatch(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(100_000, seed=9)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data) - 10)
+    with pytest.raises(IntegrityError, match="size"):
+        make_engine(client).fetch(job)
+    assert not job.final_path.exists()
+
+
+def test_server_file_smaller_than_expected_is_a_size_mismatch(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(100_000, seed=10)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data) + 10)
+    with pytest.raises(IntegrityError, match="size"):
+        make_engine(client, retries=2).fetch(job)
+    assert not job.final_path.exists()
+
+
+def test_parallel_size_disagreement_is_a_size_mismatch(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=11)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data) + 1)
+    with pytest.raises(IntegrityError, match="size") as info:
+        make_engine(client).fetch(job)
+    assert info.value.exit_code == ExitCode.INTEGRITY
+    assert "9000004" in info.value.message and "9000003" in info.value.message
+    assert not job.final_path.exists()
+
+
+# -- resume ----------------------------------------------------------------------------------------------
+
+
+def test_resume_single_stream_asks_for_the_rest_with_if_range(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(500_003, seed=12)
+    url = cdn.add_file("/f.bin", data)
+    etag = f'"{hashlib.md5(data).hexdigest()}"'
+    cut = 123_457
+    cdn.faults.add(Fault.reset(after_bytes=cut))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError) as info:
+        make_engine(client, retries=0).fetch(job)
+    assert info.value.exit_code == ExitCode.NETWORK
+    assert not job.final_path.exists()
+    state = saved_state(job)
+    assert state["validator"] == etag
+    assert state["identity"] == {"size": len(data), "sha256": sha256(data), "git_oid": None, "etag": None}
+    assert state["pieces"] == [[0, len(data), cut]]
+    assert assert_claims_backed_by_data(job, data) == cut
+
+    cdn.log.clear()
+    progress = Recorder()
+    result = make_engine(client, progress=progress).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range == f"bytes={cut}-{len(data) - 1}"
+    assert request.if_range == etag
+    assert request.status == 206
+    assert request.bytes_sent == len(data) - cut
+    assert (result.resumed_from, result.fetched) == (cut, len(data) - cut)
+    assert progress.starts == [("m/f.bin", len(data), cut)]
+
+
+def test_resume_parallel_fetches_only_the_missing_ranges(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=13)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 4_000_000  # per stream: every range is still in flight when one of them is cut
+    cdn.faults.add(Fault.reset(after_bytes=300_000, skip=1))  # skip the 1-byte locate request
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError):
+        make_engine(client, retries=0).fetch(job)
+    claimed = assert_claims_backed_by_data(job, data)
+    pieces = saved_state(job)["pieces"]
+    assert len(pieces) == 3
+    assert 0 < claimed < len(data)
+    assert not job.final_path.exists()
+
+    cdn.throttle_bps = None
+    cdn.log.clear()
+    result = make_engine(client).fetch(job)
+    assert_finished(job, data)
+    requests = gets(cdn)
+    locate, ranged = requests[0], requests[1:]
+    assert locate.range == "bytes=0-0"
+    expected = {f"bytes={s + d}-{e - 1}" for s, e, d in pieces if s + d < e}
+    assert {r.range for r in ranged} == expected
+    assert len(ranged) == len(expected)
+    assert all(r.if_range == f'"{hashlib.md5(data).hexdigest()}"' for r in ranged)
+    assert sum(r.bytes_sent for r in ranged) == len(data) - claimed
+    assert result.resumed_from == claimed
+
+
+def test_resume_record_claiming_more_than_the_part_is_clamped(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(400_000, seed=14)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=300_000))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    assert saved_state(job)["pieces"] == [[0, len(data), 300_000]]
+    with job.part_path.open("r+b") as fh:  # a crash lost the tail of what the record claims
+        fh.truncate(100_000)
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range == f"bytes=100000-{len(data) - 1}"
+
+
+def test_unreadable_resume_record_starts_over(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(50_000, seed=15)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    job.part_path.parent.mkdir(parents=True)
+    job.part_path.write_bytes(b"\xff" * 20_000)
+    job.state_path.write_text("{not json")
+    make_engine(client).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range is None
+
+
+def test_changed_identity_discards_the_old_partial(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    old = make_data(300_000, seed=16)
+    new = make_data(300_000, seed=17)
+    url = cdn.add_file("/f.bin", old)
+    cdn.faults.add(Fault.reset(after_bytes=200_000))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(make_job(tmp_path, url, size=len(old), sha=sha256(old)))
+    cdn.add_file("/f.bin", new)
+    cdn.log.clear()
+    job = make_job(tmp_path, url, size=len(new), sha=sha256(new))
+    result = make_engine(client).fetch(job)
+    assert_finished(job, new)
+    assert result.resumed_from == 0
+    (request,) = gets(cdn)
+    assert request.range is None
+    assert request.bytes_sent == len(new)
+
+
+def test_changed_file_behind_the_same_identity_is_refetched_whole(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    # The identity only knows the size; If-Range with the old ETag makes the server send the new file whole.
+    old = make_data(300_000, seed=18)
+    new = make_data(300_000, seed=19)
+    url = cdn.add_file("/f.bin", old)
+    cdn.faults.add(Fault.reset(after_bytes=200_000))
+    job = make_job(tmp_path, url, size=len(old))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.add_file("/f.bin", new)
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, new)
+    (request,) = gets(cdn)
+    assert request.if_range == f'"{hashlib.md5(old).hexdigest()}"'
+    assert request.status == 200
+
+
+def test_changed_file_behind_the_same_identity_parallel_is_never_spliced(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    old = make_data(9_000_003, seed=20)
+    new = make_data(9_000_003, seed=21)
+    url = cdn.add_file("/f.bin", old)
+    cdn.throttle_bps = 4_000_000
+    cdn.faults.add(Fault.reset(after_bytes=300_000, skip=1))
+    job = make_job(tmp_path, url, size=len(old))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.throttle_bps = None
+    cdn.add_file("/f.bin", new)
+    make_engine(client).fetch(job)
+    assert job.final_path.read_bytes() == new
+
+
+def test_server_ignoring_ranges_on_resume_restarts_from_zero(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(300_000, seed=22)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=100_000))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.ignore_ranges = True
+    cdn.log.clear()
+    progress = Recorder()
+    make_engine(client, progress=progress).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range == f"bytes=100000-{len(data) - 1}"
+    assert request.status == 200
+    # Progress was rewound: what it saw adds up to the file once.
+    assert progress.starts[0][2] + progress.advanced["m/f.bin"] == len(data)
+
+
+def test_server_ignoring_ranges_parallel_falls_back_to_one_stream(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(9_000_003, seed=23)
+    url = cdn.add_file("/f.bin", data)
+    cdn.ignore_ranges = True
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    make_engine(client, connections=8).fetch(job)
+    assert_finished(job, data)
+    requests = gets(cdn)
+    assert requests[0].range == "bytes=0-0"
+    assert requests[0].status == 200
+    assert [r.range for r in requests[1:]] == [None]
+    assert requests[1].bytes_sent == len(data)
+
+
+def test_full_body_answer_to_one_range_falls_back_to_one_stream(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(9_000_003, seed=24)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.full_body(skip=2))  # the locate and one range pass, then a plain 200
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), git_oid=git_blob_sha1(data))
+    make_engine(client, connections=4).fetch(job)
+    assert_finished(job, data)
+    last = gets(cdn)[-1]
+    assert last.range is None
+    assert last.bytes_sent == len(data)
+
+
+def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) -> None:
+    data = make_data(1000, seed=25)
+    job = make_job(tmp_path, "https://files.example/f.bin", size=len(data))
+    job.part_path.parent.mkdir(parents=True)
+    job.part_path.write_bytes(data[:500] + b"\0" * 500)
+    job.state_path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "source": job.url,
+                "identity": {"size": 1000, "sha256": None, "git_oid": None, "etag": None},
+                "validator": '"v1"',  # without any validator a partial is never resumed (could be another version)
+                "pieces": [[0, 1000, 500]],
+            }
+        )
+    )
+    httpx2_mock.add_response(
+        url=job.url,
+        match_headers={"Range": "bytes=500-999"},
+        status_code=206,
+        headers={"Content-Range": "bytes 0-999/1000"},
+        content=data,
+    )
+    with (
+        make_client(read_timeout=5, pool_size=2) as client,
+        pytest.raises(NetworkError, match="asked for bytes from 500, server sent from 0"),
+    ):
+        make_engine(client, retries=3).fetch(job)
+    assert job.part_path.read_bytes()[500:] == b"\0" * 500
+    assert saved_state(job)["pieces"] == [[0, 1000, 500]]
+
+
+def test_complete_partial_is_finished_without_a_request(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    # A crash after the last byte but before the rename: the next run only verifies and moves it.
+    data = make_data(300_000, seed=40)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=100_000))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    job.part_path.write_bytes(data)
+    job.state_path.write_text(json.dumps({**saved_state(job), "pieces": [[0, len(data), len(data)]]}))
+    cdn.log.clear()
+    result = make_engine(client).fetch(job)
+    assert_finished(job, data)
+    assert cdn.log.records() == []
+    assert (result.resumed_from, result.fetched) == (len(data), 0)
+
+
+def test_corrupt_resumed_bytes_are_caught_and_fetched_again(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(300_000, seed=41)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=200_000))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    with job.part_path.open("r+b") as fh:  # bit rot in the part already downloaded
+        fh.seek(1234)
+        fh.write(b"\x00\x00")
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, data)
+    first, second = gets(cdn)
+    assert first.range == f"bytes=200000-{len(data) - 1}"
+    assert second.range is None
+    assert second.bytes_sent == len(data)
+
+
+# -- the resume record -----------------------------------------------------------------------------------
+
+
+def test_record_never_claims_more_than_is_on_disk(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=26)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 6_000_000
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    engine = make_engine(client, checkpoint_interval=0.05)
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(engine.fetch(job)))
+    thread.start()
+    snapshots = 0
+    try:
+        while thread.is_alive():
+            try:
+                state = json.loads(job.state_path.read_text())
+                part = job.part_path.read_bytes()
+            except (FileNotFoundError, ValueError):
+                time.sleep(0.01)
+                continue
+            for start, _end, done in state["pieces"]:
+                assert part[start : start + done] == data[start : start + done]
+            snapshots += state["pieces"] != [[s, e, 0] for s, e, _ in state["pieces"]]
+            time.sleep(0.02)
+    finally:
+        thread.join()
+    assert snapshots >= 3
+    assert outcome and job.final_path.read_bytes() == data
+
+
+def test_frequent_checkpoints_from_many_streams(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(13_000_003, seed=27)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    make_engine(client, connections=8, checkpoint_interval=0.0).fetch(job)
+    assert_finished(job, data)
+
+
+# -- identity and the final path ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "same"),
+    [
+        (Identity(10, "a" * 64, None, None), Identity(10, "a" * 64, None, '"x"'), True),
+        (Identity(10, "a" * 64, None, None), Identity(10, "b" * 64, None, None), False),
+        (Identity(10, None, None, None), Identity(11, None, None, None), False),
+        (Identity(10, None, "1" * 40, None), Identity(10, None, "1" * 40, None), True),
+        (Identity(10, None, "1" * 40, None), Identity(10, None, "2" * 40, None), False),
+        (Identity(10, None, None, '"e1"'), Identity(10, None, None, '"e1"'), True),
+        (Identity(10, None, None, '"e1"'), Identity(10, None, None, '"e2"'), False),
+        (Identity(10, None, None, None), Identity(10, None, None, '"e"'), True),
+        (Identity(10, "a" * 64, None, None), Identity(10, None, None, None), False),
+        (Identity(None, None, None, None), Identity(None, None, None, None), False),
+        (Identity(None, "a" * 64, None, None), Identity(10, "a" * 64, None, None), True),
+    ],
+)
+def test_identity_matches(mine: Identity, theirs: Identity, same: bool) -> None:
+    assert mine.matches(theirs) is same
+    assert theirs.matches(mine) is same
+
+
+def test_final_path_symlink_is_replaced_not_followed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(5000, seed=42)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep me")
+    job.final_path.parent.mkdir(parents=True)
+    job.final_path.symlink_to(outside)
+    make_engine(client).fetch(job)
+    assert not job.final_path.is_symlink()
+    assert_finished(job, data)
+    assert outside.read_bytes() == b"keep me"
+
+
+def test_final_path_taken_by_a_folder(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(5000, seed=43)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    job.final_path.mkdir(parents=True)
+    with pytest.raises(LocalFSError, match="is a folder") as info:
+        make_engine(client).fetch(job)
+    assert info.value.exit_code == ExitCode.LOCAL
+
+
+# -- retries, stalls, errors -----------------------------------------------------------------------------
+
+
+def test_retry_on_503_honours_retry_after(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(20_000, seed=28)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.http_error(503, retry_after=1))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    make_engine(client, retries=2).fetch(job)
+    assert_finished(job, data)
+    first, second = gets(cdn)
+    assert first.status == 503
+    assert second.status == 200
+    assert second.time - first.time >= 0.9
+
+
+def test_retries_run_out(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(20_000, seed=29)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.http_error(502, times=None))
+    job = make_job(tmp_path, url, size=len(data))
+    with pytest.raises(NetworkError, match="gave up after 3 tries") as info:
+        make_engine(client, retries=2).fetch(job)
+    assert info.value.exit_code == ExitCode.NETWORK
+    assert len(gets(cdn)) == 3
+    # Nothing arrived: no debris is left behind.
+    assert not job.part_path.exists()
+    assert not job.state_path.exists()
+
+
+def test_reset_mid_body_keeps_what_arrived(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(600_000, seed=30)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=250_000))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    result = make_engine(client, retries=2).fetch(job)
+    assert_finished(job, data)
+    first, second = gets(cdn)
+    assert first.range is None
+    assert second.range == f"bytes=250000-{len(data) - 1}"
+    assert second.bytes_sent == len(data) - 250_000
+    assert result.fetched == len(data)
+
+
+def test_reset_in_one_range_retries_only_that_range(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=31)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=1_000_000, skip=1))
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    make_engine(client, retries=2).fetch(job)
+    assert_finished(job, data)
+    requests = gets(cdn)
+    assert len(requests) == 1 + 3 + 1
+    cut = next(r for r in requests if r.fault == "reset")
+    start = int(cut.range.removeprefix("bytes=").split("-")[0])
+    retry = requests[-1]
+    assert retry.range.startswith(f"bytes={start + 1_000_000}-")
+    assert sum(r.bytes_sent for r in requests) == len(data) + 1
+
+
+def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Path) -> None:
+    data = make_data(300_000, seed=32)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    with make_client(read_timeout=0.3, pool_size=4) as client:
+        started = time.monotonic()
+        make_engine(client, retries=0).fetch(job)
+    assert time.monotonic() - started < 5
+    assert_finished(job, data)
+    first, second = gets(cdn)
+    assert first.fault == "stall"
+    assert second.range == f"bytes=100000-{len(data) - 1}"
+
+
+@pytest.mark.parametrize(("status", "cls", "code"), [(404, NotFoundError, 4), (410, NotFoundError, 4)])
+def test_not_found_is_not_retried(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, status: int, cls: type[Exception], code: int
+) -> None:
+    url = cdn.add_file("/f.bin", b"x" * 100)
+    cdn.faults.add(Fault.http_error(status, times=None))
+    job = make_job(tmp_path, url, size=100)
+    with pytest.raises(cls) as info:
+        make_engine(client, retries=5).fetch(job)
+    assert info.value.exit_code == code  # type: ignore[attr-defined]
+    assert len(gets(cdn)) == 1
+    assert not job.part_path.exists()
+    assert not job.final_path.exists()
+
+
+def test_cdn_403_without_relocate_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    url = cdn.add_file("/f.bin", b"x" * 100, signed=True)
+    cdn.expire_signed_urls()
+    job = make_job(tmp_path, url, size=100)
+    with pytest.raises(ExpiredURLError) as info:
+        make_engine(client, retries=3).fetch(job)
+    assert info.value.exit_code == ExitCode.AUTH
+    assert "Request has expired" in info.value.message
+    assert "X-Amz-Signature" not in info.value.message
+
+
+def test_expired_signed_urls_are_resolved_again_at_the_hub(
+    hub: HubServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(9_000_003, seed=33)
+    hub.add_repo("org/m", {"model.safetensors": data}, gated="auto")
+    url = hub.file_url("org/m", "model.safetensors")
+    hub.cdn.faults.add(Fault.expire_urls(skip=3))  # after the locate and two ranges, the URLs expire
+    creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), credentials=creds)
+    make_engine(client, retries=3, relocate=lambda j: j.url).fetch(job)
+    assert_finished(job, data)
+    assert any(r.status == 403 for r in hub.cdn.log.records())
+    assert len(hub.log.records()) >= 2  # resolved again
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.log.records())
+    assert all(r.authorization is None for r in hub.cdn.log.records())
+
+
+def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=34)
+    hub.add_repo("org/m", {"model.safetensors": data}, private=True)
+    creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
+    job = make_job(
+        tmp_path, hub.file_url("org/m", "model.safetensors"), size=len(data), sha=sha256(data), credentials=creds
+    )
+    make_engine(client, connections=8).fetch(job)
+    assert_finished(job, data)
+    assert [r.authorization for r in hub.log.records()] == [f"Bearer {TOKEN}"]  # one locate, then the CDN
+    cdn_requests = hub.cdn.log.records()
+    assert len(cdn_requests) >= 3
+    assert all(r.authorization is None for r in cdn_requests)
+
+
+# -- rate limit and interruption -------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEvent(threading.Event):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        self.clock.now += timeout
+        return False
+
+
+def test_rate_limiter_token_bucket_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    event = FakeEvent(clock)
+    limiter = RateLimiter(1000, clock=clock)
+    limiter.consume(250, event)
+    limiter.consume(1000, event)
+    assert event.waits == [pytest.approx(0.25), pytest.approx(1.0)]  # paced at 1000 B/s from the start
+    clock.now += 60  # a long idle period banks at most a quarter second of credit
+    limiter.consume(500, event)
+    limiter.consume(250, event)
+    assert event.waits[2:] == [pytest.approx(0.25), pytest.approx(0.25)]
+
+
+def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(2_000_000, seed=35)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    engine = make_engine(client, connections=4, limiter=RateLimiter(1_000_000))
+    started = time.monotonic()
+    engine.fetch(job)
+    elapsed = time.monotonic() - started
+    assert_finished(job, data)
+    assert 1.5 <= elapsed < 6
+
+
+def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(2_000_000, seed=36)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 256_000
+    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    engine = make_engine(client)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.fetch(job)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.4)
+    aborted = time.monotonic()
+    engine.abort()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - aborted < 1.0
+    (error,) = errors
+    assert isinstance(error, InterruptedByUserError)
+    assert error.exit_code == ExitCode.INTERRUPTED == 130
+    assert not job.final_path.exists()
+    kept = assert_claims_backed_by_data(job, data)
+    assert kept > 0
+
+    cdn.throttle_bps = None
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, data)
+    (request,) = gets(cdn)
+    assert request.range == f"bytes={kept}-{len(data) - 1}"
+
+
+def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(2_000_000, seed=37)
+    url = cdn.add_file("/f.bin", data)
+    job = make_job(tmp_path, url, size=len(data))
+    recorder = Recorder()
+    engine = make_engine(client, limiter=RateLimiter(200_000), progress=recorder)
+
+    def cancel_once_bytes_arrived() -> None:  # not a fixed delay: a loaded machine may not have a byte yet
+        deadline = time.monotonic() + 10
+        while sum(recorder.advanced.values()) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        engine.cancel.set()
+
+    threading.Thread(target=cancel_once_bytes_arrived, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(InterruptedByUserError):
+        engine.fetch(job)
+    assert time.monotonic() - started < 5
+    assert job.state_path.exists()
+    assert not job.final_path.exists()
+
+
+def test_partial_without_any_validator_is_never_resumed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    """No hash, no ETag: a same-size replacement could not be detected, so a resume would risk a splice."""
+    old = make_data(300_000, seed=40)
+    new = make_data(300_000, seed=41)
+    url = cdn.add_file("/blind.bin", old, etag="")
+    cdn.faults.add(Fault.reset(after_bytes=200_000))
+    job = make_job(tmp_path, url, size=len(old))
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.add_file("/blind.bin", new, etag="")
+    cdn.log.clear()
+    make_engine(client).fetch(job)
+    assert_finished(job, new)
+    (request,) = gets(cdn)
+    assert request.range is None, "a blind partial must be fetched again from zero"
