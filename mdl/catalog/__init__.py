@@ -1,2 +1,19 @@
 """The catalog file: its schema, loading and lookup, and the settings resolved from flags, environment and catalog.
 Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` from here."""
+
+from mdl.catalog.load import Catalog, FileSpec, ModelSpec, expand_headers, find_catalog, load_catalog
+from mdl.catalog.settings import Settings, build_settings, default_log_file, resolve_dest, user_config_dir
+
+__all__ = [
+    "Catalog",
+    "FileSpec",
+    "ModelSpec",
+    "Settings",
+    "build_settings",
+    "default_log_file",
+    "expand_headers",
+    "find_catalog",
+    "load_catalog",
+    "resolve_dest",
+    "user_config_dir",
+]

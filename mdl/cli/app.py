@@ -68,7 +68,7 @@ class Run:
     secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from mdl.catalog.settings import default_log_file
+        from mdl.catalog import default_log_file
         from mdl.cli.render.progress import Console, setup_logging
 
         self.stdout = sys.stdout
@@ -163,8 +163,7 @@ def guarded(run: Run) -> Iterator[None]:
 
 
 def _load_catalog(run: Run, flag: Path | None, *, required: bool = True) -> Any:
-    from mdl.catalog.load import Catalog, find_catalog, load_catalog
-    from mdl.catalog.settings import user_config_dir
+    from mdl.catalog import Catalog, find_catalog, load_catalog, user_config_dir
 
     path = find_catalog(flag=flag, environ=run.environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
@@ -178,7 +177,7 @@ def _load_catalog(run: Run, flag: Path | None, *, required: bool = True) -> Any:
 
 
 def _settings(run: Run, catalog: Any, *, dest: Path | None, **flags: Any) -> Any:
-    from mdl.catalog.settings import build_settings, resolve_dest
+    from mdl.catalog import build_settings, resolve_dest
 
     s = catalog.settings
     where = catalog.path.parent if catalog.path is not None else None
@@ -240,8 +239,7 @@ def list_cmd(
     """The catalog with each model's local status (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store.inventory import list_models
-        from mdl.store.layout import Layout
+        from mdl.store import Layout, list_models
 
         if status is not None and status not in ("installed", "partial", "missing"):
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
@@ -281,8 +279,7 @@ def show_cmd(
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store.inventory import model_status
-        from mdl.store.layout import Layout
+        from mdl.store import Layout, model_status
 
         cat = _load_catalog(run, catalog)
         settings = _settings(run, cat, dest=dest, layout=layout)
@@ -329,7 +326,7 @@ def resolve_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
         from mdl.errors import worst_exit_code
-        from mdl.store.inventory import resolve_models
+        from mdl.pull import resolve_models
 
         cat = _load_catalog(run, catalog)
         settings = _settings(run, cat, dest=dest, layout=layout)
@@ -391,7 +388,7 @@ def pull_cmd(
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pull.puller import pull_models
+        from mdl.pull import pull_models
 
         cat = _load_catalog(run, catalog)
         settings = _settings(
@@ -464,7 +461,7 @@ def verify_cmd(
     """Re-hash local files against the record and the catalog (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store.inventory import verify_models
+        from mdl.store import verify_models
 
         cat = _load_catalog(run, catalog)
         settings = _settings(run, cat, dest=dest, layout=layout)
@@ -489,7 +486,7 @@ def clean_cmd(
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store.inventory import clean
+        from mdl.store import clean
         from mdl.units import human_size
 
         cat = _load_catalog(run, catalog, required=False)
@@ -544,7 +541,7 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pull.get import get_sources
+        from mdl.pull import get_sources
 
         if output is not None and directory is not None:
             raise UsageError("use -o FILE or -d DIR, not both")
@@ -608,7 +605,7 @@ def pack_cmd(
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pack.packer import PackOptions, pack_run
+        from mdl.pack import PackOptions, pack_run
 
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
@@ -671,7 +668,7 @@ def unpack_cmd(
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pack.unpack import unpack_archive
+        from mdl.pack import unpack_archive
 
         with run.reporter() as progress:
             result = unpack_archive(archive, dest=directory, force=force, progress=progress, cwd=Path.cwd())

@@ -1,2 +1,11 @@
 """Packing a training run into a deterministic zip (checkpoint and file selection, the streaming writer) and
 unpacking archives safely (hostile names refused before a byte is written)."""
+
+from mdl.pack.packer import PackOptions, pack_run
+from mdl.pack.unpack import unpack_archive
+
+__all__ = [
+    "PackOptions",
+    "pack_run",
+    "unpack_archive",
+]

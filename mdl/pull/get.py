@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.catalog.settings import Settings
+from mdl.catalog import Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.sources.joboutput import (
+from mdl.sources import (
     InlineCheck,
     InlineFile,
     UrlFile,
@@ -30,7 +30,7 @@ from mdl.sources.joboutput import (
 
 if TYPE_CHECKING:
     from mdl.pull.puller import PlannedFile, Puller
-    from mdl.sources.resolve import RemoteFile
+    from mdl.sources import RemoteFile
 
 log = logging.getLogger("mdl.get")
 
@@ -178,9 +178,9 @@ def _check_inline_payloads(items: Sequence[Source], *, expected_sha256: str | No
 def _fetch_remote(
     items: list[tuple[int, UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
 ) -> dict[int, FileOutcome]:
-    from mdl.catalog.load import FileSpec
+    from mdl.catalog import FileSpec
     from mdl.pull.puller import Puller
-    from mdl.sources.resolve import RemoteFile, resolve_file
+    from mdl.sources import RemoteFile, resolve_file
 
     outcomes: dict[int, FileOutcome] = {}
     by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
@@ -243,7 +243,7 @@ def _probe(puller: Puller, remote: RemoteFile, item: UrlFile) -> RemoteFile:
     """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
     byte is fetched."""
     from mdl.errors import IntegrityError
-    from mdl.sources.resolve import with_probe
+    from mdl.sources import with_probe
 
     probed = puller.probe(dataclasses.replace(remote, size=None))
     if item.size is None:

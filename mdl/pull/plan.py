@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mdl.sources.resolve import RemoteFile
-from mdl.store.store import FileRecord
+from mdl.sources import RemoteFile
+from mdl.store import FileRecord
 
 
 class Action(StrEnum):

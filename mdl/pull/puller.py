@@ -11,8 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.catalog.load import ModelSpec
-from mdl.catalog.settings import Settings
+from mdl.catalog import ModelSpec, Settings
 from mdl.errors import (
     InterruptedByUserError,
     LocalFSError,
@@ -23,25 +22,27 @@ from mdl.progress import Progress
 from mdl.pull.plan import Action, Decision, LocalState, decide
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.sources.mirrors import mirror_urls
-from mdl.sources.resolve import Hub, RemoteFile, ResolvedModel, resolve_model, resolve_token, with_probe
-from mdl.store.layout import Layout, Placement, adopt_cached
-from mdl.store.store import FileRecord, Store, hash_file, now_iso, stat_file
-from mdl.transfer.engine import (
+from mdl.sources import Hub, RemoteFile, ResolvedModel, mirror_urls, resolve_model, resolve_token, with_probe
+from mdl.store import FileRecord, Layout, Placement, Store, adopt_cached, hash_file, now_iso, stat_file
+from mdl.transfer import (
+    Credentials,
     Engine,
     EngineConfig,
     Identity,
     RateLimiter,
+    RetryPolicy,
     TransferJob,
     TransferResult,
     discard_partial,
+    make_client,
+    open_stream,
+    origin,
     saved_progress,
 )
-from mdl.transfer.http import Credentials, RetryPolicy, make_client, open_stream, origin
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.store.store import HeldLocks
+    from mdl.store import HeldLocks
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
@@ -186,8 +187,7 @@ class Puller:
             headers={"Range": "bytes=0-0"},
             what=label_of(remote),
         ) as response:
-            from mdl.transfer.http import error_for_status
-            from mdl.transfer.ranges import ContentRangeError, parse_content_range
+            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range
 
             if response.status_code == 206:
                 try:

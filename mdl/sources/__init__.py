@@ -1,2 +1,36 @@
 """Where files come from: the Hub, direct URLs, ``hf://`` URIs, serverless job outputs and mirrors.
 Turns a catalog entry or a one-off source into ``RemoteFile``s with what is known about them."""
+
+from mdl.sources.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    check_inline,
+    check_url,
+    name_key,
+    parse_job_output,
+    write_inline,
+)
+from mdl.sources.mirrors import mirror_urls
+from mdl.sources.resolve import Hub, RemoteFile, ResolvedModel, resolve_file, resolve_model, resolve_token, with_probe
+
+__all__ = [
+    "Hub",
+    "InlineCheck",
+    "InlineFile",
+    "RemoteFile",
+    "ResolvedModel",
+    "UrlFile",
+    "check_expected_sha256",
+    "check_inline",
+    "check_url",
+    "mirror_urls",
+    "name_key",
+    "parse_job_output",
+    "resolve_file",
+    "resolve_model",
+    "resolve_token",
+    "with_probe",
+    "write_inline",
+]

@@ -22,7 +22,7 @@ from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
 from mdl.paths import safe_file_name
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.store.store import fsync_dir
+from mdl.store import fsync_dir
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs

@@ -8,17 +8,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from mdl.catalog.load import FileSpec, ModelSpec, expand_headers
+from mdl.catalog import FileSpec, ModelSpec, expand_headers
 from mdl.errors import AuthError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import safe_relative_path
 from mdl.redact import redact_text, redact_url
-from mdl.store.store import ModelRecord
-from mdl.transfer.http import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
+from mdl.store import ModelRecord, hub_source
+from mdl.transfer import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
 
 log = logging.getLogger("mdl.resolve")
 T = TypeVar("T")
 
-_REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,6 @@ class ResolvedModel:
     revision: str | None
     commit: str | None
     files: tuple[RemoteFile, ...]
-
-
-def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
-    """``hf://[datasets/|spaces/]owner/name@commit/path`` (the mdl get syntax)."""
-    at = f"@{commit}" if commit else ""
-    return f"hf://{_REPO_PREFIX.get(repo_type, '')}{repo}{at}/{path}"
 
 
 def resolve_token(environ: Mapping[str, str]) -> str | None:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog.load import Catalog, ModelSpec
-from mdl.catalog.settings import Settings
+from mdl.catalog import Catalog, ModelSpec, Settings
 from mdl.errors import IntegrityError, MdlError
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -103,7 +102,7 @@ def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRe
         return None
 
 
-def _file_state(
+def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
     placement = _placement(layout, model, path, source, entry)
@@ -139,8 +138,8 @@ def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
             expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
     files: list[LocalFile] = []
     for path, size, sha256, source in expected:
-        state, placement = _file_state(layout, spec.name, path, source, recorded.get(path))
-        shown = placement.shown if placement else _unplaced(layout, spec.name)
+        state, placement = file_state(layout, spec.name, path, source, recorded.get(path))
+        shown = placement.shown if placement else unplaced_path(layout, spec.name)
         final = placement.final if placement else shown
         files.append(LocalFile(path, shown, final, size, sha256, source, state))
     states = {f.state for f in files}
@@ -153,7 +152,7 @@ def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
     return ModelStatus(spec, record, tuple(files), status)
 
 
-def _unplaced(layout: Layout, model: str) -> Path:
+def unplaced_path(layout: Layout, model: str) -> Path:
     """What to show as the destination of a file whose place is not known yet."""
     return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
 
@@ -293,45 +292,3 @@ def _remove_idle_locks(store: Store) -> None:
         finally:
             lock.release()
 
-
-def resolve_models(
-    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
-) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
-    """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
-    from mdl.pull.puller import Puller  # the HTTP stack is only imported by commands that use the network
-
-    puller = Puller(settings, progress=progress)
-    try:
-        resolved, failures = puller.resolve(models)
-        docs: list[dict[str, Any]] = []
-        for model in resolved:
-            files = []
-            for remote in model.files:
-                url = remote.url
-                if follow and not settings.offline:
-                    try:
-                        url = puller.final_url(remote)
-                    except MdlError as exc:
-                        failures.append(failed(remote.model, remote.path, exc))
-                record = puller.store.read_record(remote.model)
-                entry = record.files.get(remote.path) if record is not None else None
-                state, placement = _file_state(puller.layout, remote.model, remote.path, remote.source, entry)
-                dest = placement.shown if placement else _unplaced(puller.layout, remote.model)
-                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
-                    state = "outdated"
-                files.append(
-                    {
-                        "path": remote.path,
-                        "dest": str(dest),
-                        "url": redact_url(url) if url else remote.source,
-                        "size": remote.size,
-                        "sha256": remote.sha256,
-                        "git_oid": remote.git_oid,
-                        "source": remote.source,
-                        "state": state,
-                    }
-                )
-            docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
-        return docs, failures
-    finally:
-        puller.close()

@@ -18,8 +18,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdl.catalog.load import ModelSpec
-from mdl.catalog.settings import Settings
+from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, UsageError
 from mdl.paths import safe_relative_path
 from mdl.store.store import FileRecord, ModelRecord, Store
@@ -30,6 +29,7 @@ _HUB_SOURCE = re.compile(
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
+_REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class HubFileRef:
     repo: str
     commit: str | None
     path: str
+
+
+def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
+    """``hf://[datasets/|spaces/]owner/name@commit/path`` (the mdl get syntax)."""
+    at = f"@{commit}" if commit else ""
+    return f"hf://{_REPO_PREFIX.get(repo_type, '')}{repo}{at}/{path}"
 
 
 def parse_hub_source(source: str) -> HubFileRef | None:
@@ -190,7 +196,6 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     """
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
-    from mdl.sources.resolve import hub_source  # the HTTP stack: only for runs that pull
 
     known = dict(record.files) if record is not None else {}
     wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)

@@ -1,2 +1,49 @@
 """Bytes over HTTP: the one client factory, range parsing, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
+
+from mdl.transfer.engine import (
+    Engine,
+    EngineConfig,
+    Identity,
+    RateLimiter,
+    TransferJob,
+    TransferResult,
+    discard_partial,
+    saved_progress,
+)
+from mdl.transfer.http import (
+    RETRYABLE_STATUSES,
+    Credentials,
+    RetryableError,
+    RetryPolicy,
+    UnreachableError,
+    error_for_status,
+    make_client,
+    open_stream,
+    origin,
+    retry_after_seconds,
+)
+from mdl.transfer.ranges import ContentRangeError, parse_content_range
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "ContentRangeError",
+    "Credentials",
+    "Engine",
+    "EngineConfig",
+    "Identity",
+    "RateLimiter",
+    "RetryPolicy",
+    "RetryableError",
+    "TransferJob",
+    "TransferResult",
+    "UnreachableError",
+    "discard_partial",
+    "error_for_status",
+    "make_client",
+    "open_stream",
+    "origin",
+    "parse_content_range",
+    "retry_after_seconds",
+    "saved_progress",
+]

@@ -28,7 +28,7 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.progress import Progress
-from mdl.store.store import fsync_dir
+from mdl.store import fsync_dir
 from mdl.transfer.http import (
     Credentials,
     ExpiredURLError,

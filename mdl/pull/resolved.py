@@ -1,0 +1,55 @@
+"""``mdl resolve``: what each model is upstream (files, URLs, sizes, sha256, commit) beside its local state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import MdlError
+from mdl.progress import Progress
+from mdl.pull.puller import Puller
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, failed
+from mdl.store import file_state, unplaced_path
+
+
+def resolve_models(
+    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
+) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
+    """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
+    puller = Puller(settings, progress=progress)
+    try:
+        resolved, failures = puller.resolve(models)
+        docs: list[dict[str, Any]] = []
+        for model in resolved:
+            files = []
+            for remote in model.files:
+                url = remote.url
+                if follow and not settings.offline:
+                    try:
+                        url = puller.final_url(remote)
+                    except MdlError as exc:
+                        failures.append(failed(remote.model, remote.path, exc))
+                record = puller.store.read_record(remote.model)
+                entry = record.files.get(remote.path) if record is not None else None
+                state, placement = file_state(puller.layout, remote.model, remote.path, remote.source, entry)
+                dest = placement.shown if placement else unplaced_path(puller.layout, remote.model)
+                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
+                    state = "outdated"
+                files.append(
+                    {
+                        "path": remote.path,
+                        "dest": str(dest),
+                        "url": redact_url(url) if url else remote.source,
+                        "size": remote.size,
+                        "sha256": remote.sha256,
+                        "git_oid": remote.git_oid,
+                        "source": remote.source,
+                        "state": state,
+                    }
+                )
+            docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
+        return docs, failures
+    finally:
+        puller.close()
