@@ -59,7 +59,7 @@ def mdl_command(run: Path, out: Path) -> list[str]:
     if probe.returncode == 0:
         return [sys.executable, "-m", "mdl", "pack", str(run), "--checkpoint", CHECKPOINT, "-o", str(out), "-q"]
     code = (
-        "from pathlib import Path; from mdl.pack.packer import PackOptions, pack_run;"
+        "from pathlib import Path; from mdl.archive.packer import PackOptions, pack_run;"
         "from mdl.progress import NullProgress;"
         f"pack_run(PackOptions(run_dir=Path({str(run)!r}), output=Path({str(out)!r}), checkpoint={CHECKPOINT!r}),"
         "progress=NullProgress())"

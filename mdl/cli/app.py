@@ -325,8 +325,8 @@ def resolve_cmd(
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
+        from mdl.download import resolve_models
         from mdl.errors import worst_exit_code
-        from mdl.pull import resolve_models
 
         cat = _load_catalog(run, catalog)
         settings = _settings(run, cat, dest=dest, layout=layout)
@@ -388,7 +388,7 @@ def pull_cmd(
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pull import pull_models
+        from mdl.download import pull_models
 
         cat = _load_catalog(run, catalog)
         settings = _settings(
@@ -541,7 +541,7 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pull import get_sources
+        from mdl.download import get_sources
 
         if output is not None and directory is not None:
             raise UsageError("use -o FILE or -d DIR, not both")
@@ -605,7 +605,7 @@ def pack_cmd(
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pack import PackOptions, pack_run
+        from mdl.archive import PackOptions, pack_run
 
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
@@ -668,7 +668,7 @@ def unpack_cmd(
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.pack import unpack_archive
+        from mdl.archive import unpack_archive
 
         with run.reporter() as progress:
             result = unpack_archive(archive, dest=directory, force=force, progress=progress, cwd=Path.cwd())

@@ -26,9 +26,9 @@ from typer.testing import CliRunner, Result
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.cli.app import app
+from mdl.download.puller import MIRROR_RETRIES, pull_models
 from mdl.errors import ExitCode
 from mdl.progress import NullProgress
-from mdl.pull.puller import MIRROR_RETRIES, pull_models
 from mdl.report import RunReport
 from mdl.sources.mirrors import mirror_urls
 from mdl.sources.resolve import RemoteFile

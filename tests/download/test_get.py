@@ -19,8 +19,8 @@ from typer.testing import CliRunner, Result
 
 from mdl.catalog.settings import build_settings
 from mdl.cli.app import app
+from mdl.download.get import fetch_sources, parse_sources
 from mdl.progress import NullProgress
-from mdl.pull.get import fetch_sources, parse_sources
 from mdl.sources.joboutput import InlineFile
 
 DATA = make_data(2_500_000, seed=11)

@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from mdl.archive.checkpoints import Selection, real_inside
+from mdl.archive.names import MANIFEST_NAME, collision_key, name_problem
+from mdl.archive.zipwriter import SourceFile
 from mdl.errors import UnsafePathError, UsageError
-from mdl.pack.checkpoints import Selection, real_inside
-from mdl.pack.names import MANIFEST_NAME, collision_key, name_problem
-from mdl.pack.zipwriter import SourceFile
 from mdl.progress import Progress
 
 # Training state that a deployment never needs (packaging.md, --profile deploy); matched on names.

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from runfixtures import make_hf_run, make_kohya_run, make_lightning_run, safetensors_bytes, write, write_json
 
+from mdl.archive.checkpoints import safetensors_problem, select_checkpoint
 from mdl.errors import ExitCode, UsageError
-from mdl.pack.checkpoints import safetensors_problem, select_checkpoint
 
 
 def test_latest_is_the_highest_complete_step_and_says_what_it_skipped(tmp_path: Path) -> None:

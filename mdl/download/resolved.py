@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
+from mdl.download.puller import Puller
 from mdl.errors import MdlError
 from mdl.progress import Progress
-from mdl.pull.puller import Puller
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.store import file_state, unplaced_path

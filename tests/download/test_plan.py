@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.pull.plan import Action, LocalState, decide, same_content
+from mdl.download.plan import Action, LocalState, decide, same_content
 from mdl.sources.resolve import RemoteFile
 from mdl.store.store import FileRecord
 

@@ -27,9 +27,9 @@ from runfixtures import (
     write,
 )
 
+from mdl.archive.packer import PackOptions, PackResult, pack_run
+from mdl.archive.zipwriter import HashingCopier, SourceFile, write_entries, zip_date_time
 from mdl.errors import ExitCode, IntegrityError, NoSpaceError, UnsafePathError, UsageError
-from mdl.pack.packer import PackOptions, PackResult, pack_run
-from mdl.pack.zipwriter import HashingCopier, SourceFile, write_entries, zip_date_time
 
 UNZIP = shutil.which("unzip")
 

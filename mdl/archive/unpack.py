@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mdl.archive.names import MANIFEST_NAME, collision_key, name_problem
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
-from mdl.pack.names import MANIFEST_NAME, collision_key, name_problem
 from mdl.progress import Progress
 
 MAX_ENTRIES = 100_000

@@ -29,7 +29,7 @@ from mdl.sources import (
 )
 
 if TYPE_CHECKING:
-    from mdl.pull.puller import PlannedFile, Puller
+    from mdl.download.puller import PlannedFile, Puller
     from mdl.sources import RemoteFile
 
 log = logging.getLogger("mdl.get")
@@ -179,7 +179,7 @@ def _fetch_remote(
     items: list[tuple[int, UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
 ) -> dict[int, FileOutcome]:
     from mdl.catalog import FileSpec
-    from mdl.pull.puller import Puller
+    from mdl.download.puller import Puller
     from mdl.sources import RemoteFile, resolve_file
 
     outcomes: dict[int, FileOutcome] = {}

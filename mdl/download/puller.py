@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdl.catalog import ModelSpec, Settings
+from mdl.download.plan import Action, Decision, LocalState, decide
 from mdl.errors import (
     InterruptedByUserError,
     LocalFSError,
@@ -19,7 +20,6 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.progress import Progress
-from mdl.pull.plan import Action, Decision, LocalState, decide
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import Hub, RemoteFile, ResolvedModel, mirror_urls, resolve_model, resolve_token, with_probe

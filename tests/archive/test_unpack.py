@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from runfixtures import RecordingProgress, make_hf_run, pseudo_random
 
+from mdl.archive.packer import PackOptions, pack_run
+from mdl.archive.unpack import UnpackResult, unpack_archive
 from mdl.errors import ArchiveError, ExitCode, IntegrityError, MdlError, UsageError
-from mdl.pack.packer import PackOptions, pack_run
-from mdl.pack.unpack import UnpackResult, unpack_archive
 from mdl.progress import NullProgress, Progress
 
 Entry = tuple[str | zipfile.ZipInfo, bytes]
@@ -399,7 +399,7 @@ def test_a_kill_during_extraction_never_exposes_a_partial_tree(tmp_path: Path) -
         from pathlib import Path
         sys.path[:0] = {[str(Path(__file__).parents[1]), str(Path(__file__).parents[2])]!r}
         from runfixtures import RecordingProgress
-        from mdl.pack.unpack import unpack_archive
+        from mdl.archive.unpack import unpack_archive
         def stall(key, nbytes):
             Path({str(marker)!r}).touch()
             time.sleep(60)

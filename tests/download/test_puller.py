@@ -14,9 +14,9 @@ from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import Settings, build_settings
+from mdl.download.puller import Puller, RunReport, pull_models
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
-from mdl.pull.puller import Puller, RunReport, pull_models
 from mdl.store.store import Store
 
 WEIGHTS = make_data(300_003, seed=1)

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import mdl
-from mdl.errors import LocalFSError, NoSpaceError, UsageError
-from mdl.pack.checkpoints import Selection, Skipped, select_checkpoint
-from mdl.pack.names import MANIFEST_NAME, name_problem
-from mdl.pack.selection import FileChoice, collect_files
-from mdl.pack.zipwriter import (
+from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
+from mdl.archive.names import MANIFEST_NAME, name_problem
+from mdl.archive.selection import FileChoice, collect_files
+from mdl.archive.zipwriter import (
     ENTRY_OVERHEAD,
     HashingCopier,
     HashingWriter,
@@ -26,6 +25,7 @@ from mdl.pack.zipwriter import (
     write_entries,
     zip_date_time,
 )
+from mdl.errors import LocalFSError, NoSpaceError, UsageError
 from mdl.progress import Progress
 
 PROFILES = ("deploy", "full")
