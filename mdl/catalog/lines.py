@@ -1,227 +1,151 @@
-"""Best-effort map from key paths to the TOML line that writes them (tomllib reports no positions)."""
+"""Key path → TOML line, by letting tomllib read the document one statement at a time (it reports no positions).
+
+Each header or ``key = value`` is parsed alone, so strings, comments, escapes and quoted keys are understood
+by tomllib itself rather than by a scanner of ours. Line numbers are a courtesy: when anything is unexpected
+the lookup stops, and errors still name the file and the key path.
+"""
 
 from __future__ import annotations
 
-import bisect
 import tomllib
+from collections.abc import Iterator
+from typing import Any
 
 from mdl.catalog.keys import KeyPath
 
-
-class _ScanStopError(Exception):
-    """The scanner met something it does not understand; the lines found so far are kept."""
+# A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one of these.
+_CLOSERS = ("]", '"""', "'''", "}")
+# Statements are reparsed while they grow; a hostile multi-line array must not make that quadratic for long.
+_BUDGET_PER_CHAR = 20
 
 
 class LineIndex:
-    """Best-effort map from key paths to the 1-based line that writes them (tomllib reports none)."""
+    """The 1-based line where each key path is first written; computed on first use (only errors need it)."""
 
     def __init__(self, text: str) -> None:
-        self.found: dict[KeyPath, int] = {}
-        try:
-            _Scanner(text, self.found).scan()
-        except (_ScanStopError, RecursionError):
-            # Line numbers are a courtesy: without them errors still name the file and key path.
-            pass
+        self.text = text
+        self._found: dict[KeyPath, int] | None = None
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of ``path``, else of its closest written ancestor (a missing key → its table)."""
+        if self._found is None:
+            self._found = {}
+            try:
+                _index(self.text, self._found)
+            except RecursionError:
+                pass  # absurd nesting: keep what was found
         while path:
-            if path in self.found:
-                return self.found[path]
+            if path in self._found:
+                return self._found[path]
             path = path[:-1]
         return None
 
 
-class _Scanner:
-    """A small TOML structure walker: headers, keys, arrays and inline tables, never values' meaning.
+def _index(text: str, found: dict[KeyPath, int]) -> None:
+    """Fill ``found`` with the first line of every table, key and array element in ``text``."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    table: KeyPath = ()
+    array_tables: dict[KeyPath, int] = {}
+    for first, last, parsed in _statements(lines, budget=_BUDGET_PER_CHAR * len(text) + 10_000):
+        if lines[first].lstrip().startswith("["):
+            table = _enter_table(parsed, first + 1, found, array_tables)
+            continue
+        path, value = _leaf(table, parsed)
+        if last > first and isinstance(value, list):
+            _record_elements(lines, first, last, path, value, found)
+        _record(found, table, parsed, first + 1)
 
-    It runs only on text tomllib has accepted, so it can be lenient; anything unexpected stops it.
-    """
 
-    def __init__(self, text: str, found: dict[KeyPath, int]) -> None:
-        self.text = text
-        self.pos = 0
-        self.found = found
-        self.newlines = [i for i, ch in enumerate(text) if ch == "\n"]
-        self.table: KeyPath = ()
-        self.array_tables: dict[KeyPath, int] = {}
-
-    def line(self, pos: int) -> int:
-        """1-based line number of offset ``pos``."""
-        return bisect.bisect_left(self.newlines, pos) + 1
-
-    def peek(self, offset: int = 0) -> str:
-        """The character at the cursor (+offset), or "" past the end."""
-        at = self.pos + offset
-        return self.text[at] if at < len(self.text) else ""
-
-    def record(self, path: KeyPath, pos: int) -> None:
-        """Remember the first line that mentions ``path``."""
-        self.found.setdefault(path, self.line(pos))
-
-    def skip_blank(self, *, newlines: bool) -> None:
-        """Skip spaces, tabs and comments (and newlines when ``newlines``)."""
+def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(first line, last line, what tomllib reads there) for each header and key/value, 0-based."""
+    first = 0
+    while first < len(lines):
+        last = first
         while True:
-            ch = self.peek()
-            if ch in (" ", "\t") or (newlines and ch in ("\r", "\n")):
-                self.pos += 1
-            elif ch == "#":
-                end = self.text.find("\n", self.pos)
-                self.pos = len(self.text) if end < 0 else end
-            else:
+            if last == first or any(closer in lines[last] for closer in _CLOSERS):
+                chunk = "\n".join(lines[first : last + 1])
+                budget -= len(chunk)
+                if budget < 0:
+                    return
+                parsed = _parse(chunk)
+                if parsed is not None:
+                    break
+            last += 1
+            if last == len(lines):
                 return
+        if parsed:  # blank lines and comments read as {}
+            yield first, last, parsed
+        first = last + 1
 
-    def scan(self) -> None:
-        """Walk the whole document."""
-        while True:
-            self.skip_blank(newlines=True)
-            start = self.pos
-            if not self.peek():
-                return
-            if self.peek() == "[":
-                self.header()
-            else:
-                self.key_value(self.table)
-            if self.pos == start:
-                raise _ScanStopError
 
-    def header(self) -> None:
-        """``[a.b]`` or ``[[a.b]]``: set the current table, counting array-of-tables entries."""
-        start = self.pos
-        is_array = self.text.startswith("[[", self.pos)
-        self.pos += 2 if is_array else 1
-        self.skip_blank(newlines=False)
-        keys = self.key()
-        self.skip_blank(newlines=False)
-        self.pos += 2 if is_array else 1
-        resolved: KeyPath = ()
-        for depth, key in enumerate(keys):
-            resolved = (*resolved, key)
-            # [models.x] is also where "models" is first written, as far as a reader is concerned.
-            self.record(resolved, start)
-            # An earlier [[x]] makes "x" inside later headers mean its latest element.
-            if depth < len(keys) - 1 and resolved in self.array_tables:
-                resolved = (*resolved, self.array_tables[resolved] - 1)
-        if is_array:
-            self.record(resolved, start)
-            count = self.array_tables.get(resolved, 0)
-            self.array_tables[resolved] = count + 1
-            resolved = (*resolved, count)
-        self.record(resolved, start)
-        self.table = resolved
+def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]) -> KeyPath:
+    """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting array-of-tables entries."""
+    keys: list[str] = []
+    node: Any = parsed
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        keys.append(key)
+    resolved: KeyPath = ()
+    for depth, key in enumerate(keys):
+        resolved = (*resolved, key)
+        # [models.x] is also where "models" is first written, as far as a reader is concerned.
+        found.setdefault(resolved, line)
+        # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]] example).
+        if depth < len(keys) - 1 and resolved in arrays:
+            resolved = (*resolved, arrays[resolved] - 1)
+    if isinstance(node, list):
+        count = arrays.get(resolved, 0)
+        arrays[resolved] = count + 1
+        resolved = (*resolved, count)
+    found.setdefault(resolved, line)
+    return resolved
 
-    def key_value(self, base: KeyPath) -> None:
-        """``a.b = value`` relative to ``base``."""
-        start = self.pos
-        keys = self.key()
-        for depth in range(1, len(keys) + 1):
-            self.record((*base, *keys[:depth]), start)
-        self.skip_blank(newlines=False)
-        if self.peek() != "=":
-            raise _ScanStopError
-        self.pos += 1
-        self.skip_blank(newlines=False)
-        self.value((*base, *keys))
 
-    def key(self) -> list[str]:
-        """A dotted key of bare and quoted parts."""
-        keys: list[str] = []
-        while True:
-            self.skip_blank(newlines=False)
-            start = self.pos
-            if self.peek() in ('"', "'"):
-                self.string()
-                keys.append(_unquote_key(self.text[start : self.pos]))
-            else:
-                while self.peek() and (self.peek().isalnum() or self.peek() in "_-"):
-                    self.pos += 1
-                if self.pos == start:
-                    raise _ScanStopError
-                keys.append(self.text[start : self.pos])
-            self.skip_blank(newlines=False)
-            if self.peek() != ".":
-                return keys
-            self.pos += 1
-
-    def value(self, path: KeyPath) -> None:
-        """Skip one value, recording the keys and elements inside arrays and inline tables."""
-        ch = self.peek()
-        if ch in ('"', "'"):
-            self.string()
-        elif ch == "[":
-            self.array(path)
-        elif ch == "{":
-            self.inline_table(path)
-        else:
-            start = self.pos
-            while self.peek() and self.peek() not in ",]}\r\n#":
-                self.pos += 1
-            if self.pos == start:
-                raise _ScanStopError
-
-    def array(self, path: KeyPath) -> None:
-        """``[v, v, …]``, recording each element's line as ``path + (index,)``."""
-        self.pos += 1
-        index = 0
-        while True:
-            self.skip_blank(newlines=True)
-            ch = self.peek()
-            if ch == "]":
-                self.pos += 1
-                return
-            if ch == ",":
-                self.pos += 1
-                continue
-            if not ch:
-                raise _ScanStopError
-            self.record((*path, index), self.pos)
-            self.value((*path, index))
+def _record_elements(
+    lines: list[str], first: int, last: int, path: KeyPath, items: list[Any], found: dict[KeyPath, int]
+) -> None:
+    """Give each element of a multi-line array the line it starts on, by reading that line alone as an array."""
+    index = 0
+    for row in range(first, last + 1):
+        text = lines[row]
+        # The first line holds "key = [", the last one the closing "]"; a comment may end any line.
+        snippet = f"{text}\n]" if row == first else f"x = [\n{text}" if row == last else f"x = [\n{text}\n]"
+        parsed = _parse(snippet)
+        if parsed is None:
+            return  # an element spans lines (a nested array or a multi-line string): the rest keep the key's line
+        _, on_line = _leaf((), parsed)
+        if not isinstance(on_line, list):
+            return
+        for _ in on_line:
+            if index < len(items):
+                _record(found, (*path, index), items[index], row + 1)
             index += 1
 
-    def inline_table(self, path: KeyPath) -> None:
-        """``{ k = v, … }``, recording each key's line."""
-        self.pos += 1
-        while True:
-            # Newlines are tolerated for TOML 1.1 style multi-line inline tables.
-            self.skip_blank(newlines=True)
-            ch = self.peek()
-            if ch == "}":
-                self.pos += 1
-                return
-            if ch == ",":
-                self.pos += 1
-                continue
-            if not ch:
-                raise _ScanStopError
-            self.key_value(path)
 
-    def string(self) -> None:
-        """Skip a basic, literal, or multi-line string."""
-        quote = self.peek()
-        multi = self.text.startswith(quote * 3, self.pos)
-        closing = quote * 3 if multi else quote
-        self.pos += len(closing)
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            if ch == "\\" and quote == '"':
-                self.pos += 2
-                continue
-            if self.text.startswith(closing, self.pos):
-                self.pos += len(closing)
-                # A multi-line string may end with up to two quotes of content before its delimiter.
-                extra = 0
-                while multi and extra < 2 and self.peek() == quote:
-                    self.pos += 1
-                    extra += 1
-                return
-            self.pos += 1
-        raise _ScanStopError
+def _leaf(base: KeyPath, parsed: dict[str, Any]) -> tuple[KeyPath, Any]:
+    """The key path and value of a one-statement document (``a.b = v`` reads as ``{"a": {"b": v}}``)."""
+    path, node = base, parsed
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        path = (*path, key)
+    return path, node
 
 
-def _unquote_key(raw: str) -> str:
-    """The text of a quoted key, decoded by tomllib itself so escapes match what the parser saw."""
+def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> None:
+    """``path`` and everything inside ``value`` were written on ``line``, unless written earlier."""
+    if path:
+        found.setdefault(path, line)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record(found, (*path, key), item, line)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _record(found, (*path, index), item, line)
+
+
+def _parse(chunk: str) -> dict[str, Any] | None:
+    """``chunk`` as tomllib reads it, or None when it is not (yet) a complete statement."""
     try:
-        value = tomllib.loads(f"k = {raw}").get("k")
-    except tomllib.TOMLDecodeError:
-        return raw[1:-1]
-    return value if isinstance(value, str) else raw[1:-1]
+        return tomllib.loads(chunk)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
