@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mdl.catalog.keys import format_key
-from mdl.catalog.specs import VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
-from mdl.catalog.validate import SCHEMA_VERSION, Validator
+from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError
 
 # Re-exported: callers and tests import these from here.
@@ -55,7 +54,10 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     except RecursionError as exc:
         # tomllib recurses per nesting level; a hostile "a = [[[[…" must not become a traceback.
         raise CatalogError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
-    return Validator(source, text).catalog(document, path=path)
+    # Imported here so that `import mdl.catalog` (and `mdl --help`) never loads pydantic.
+    from mdl.catalog.validate import validate_catalog
+
+    return validate_catalog(document, source=source, text=text, path=path)
 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:

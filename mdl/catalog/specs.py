@@ -11,6 +11,7 @@ from mdl.catalog.keys import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 
+SCHEMA_VERSION = 1
 REPO_TYPES = ("model", "dataset", "space")
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
