@@ -1,8 +1,9 @@
 """The catalog file: its schema, loading and lookup, and the settings resolved from flags, environment and catalog.
 Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` from here."""
 
-from mdl.catalog.load import Catalog, FileSpec, ModelSpec, expand_headers, find_catalog, load_catalog
+from mdl.catalog.load import expand_headers, find_catalog, load_catalog
 from mdl.catalog.settings import Settings, build_settings, default_log_file, resolve_dest, user_config_dir
+from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 
 __all__ = [
     "Catalog",

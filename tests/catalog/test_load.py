@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -997,3 +999,40 @@ def test_find_catalog_missing_env(places: dict[str, Path]) -> None:
 def test_find_catalog_flag_is_a_folder(places: dict[str, Path]) -> None:
     with pytest.raises(CatalogError, match="is not a file"):
         _find(places, flag=places["cwd_dir"], environ={})
+
+
+# ------------------------------------------------------------------------------ schema and startup
+
+
+def test_several_problems_report_the_first_in_the_file() -> None:
+    message = bad('[models.b]\nrepo_id = "x"\n[models.a]\nrepo = 5\n')
+    assert message == "cat.toml:2: models.b.repo_id: unknown key (did you mean 'repo'?)"
+    message = bad('[models.a]\nrepo = 5\nrepo_id = "x"\n')
+    assert message == "cat.toml:2: models.a.repo: must be a string, got integer"
+
+
+def test_toml_dates_are_not_strings() -> None:
+    assert bad("[models.m]\nrepo = 2024-01-01\n") == "cat.toml:2: models.m.repo: must be a string, got date"
+
+
+def test_settings_subtables_and_array_of_tables_get_lines() -> None:
+    message = bad(
+        '[[models.z.files]]\nurl = "https://h/a.bin"\n[models.z.files.headers]\nA = "x"\nB = "line\\nbreak"\n'
+    )
+    assert message == "cat.toml:5: models.z.files[0].headers.B: must not contain line breaks or control characters"
+
+
+def test_a_rate_too_large_for_a_float_is_a_catalog_error() -> None:
+    assert bad(f'[settings]\nlimit_rate = "{"9" * 400}"\n').startswith(
+        "cat.toml:2: settings.limit_rate: must be a rate"
+    )
+
+
+def test_importing_the_catalog_does_not_load_pydantic() -> None:
+    """`mdl --help` imports mdl.catalog; pydantic loads only when a catalog is parsed."""
+    code = (
+        "import sys, mdl.catalog; assert 'pydantic' not in sys.modules, 'early';"
+        "mdl.catalog.load.parse_catalog('');"
+        "assert 'pydantic' in sys.modules, 'never'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -71,6 +71,11 @@ def test_parse_rate_rejects_zero(text: str) -> None:
         parse_rate(text)
 
 
+def test_parse_rate_refuses_a_rate_too_large_for_a_float() -> None:
+    with pytest.raises(UsageError, match="too large"):
+        parse_rate("9" * 400 + "G")
+
+
 def test_parse_rate_names_the_given_source() -> None:
     with pytest.raises(UsageError, match=r"^\$MDL_LIMIT_RATE: "):
         parse_rate("soon", where="$MDL_LIMIT_RATE")

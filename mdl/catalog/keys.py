@@ -1,0 +1,81 @@
+"""Key paths as users read them (``models.x.files[1].as``), TOML type names, and "did you mean" hints."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Collection
+from datetime import date, datetime, time
+
+# A key path as tomllib's nesting gives it: table keys and array indexes, outermost first.
+KeyPath = tuple[str | int, ...]
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+# Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
+ALIASES = {
+    "allow_patterns": "include",
+    "ignore_patterns": "exclude",
+    "repo_id": "repo",
+    "branch": "revision",
+    "rev": "revision",
+    "ref": "revision",
+    "type": "repo_type",
+    "hash": "sha256",
+    "checksum": "sha256",
+    "sha": "sha256",
+    "save_as": "as",
+    "filename": "path",
+    "file": "path",
+    "dest_path": "as",
+    "urls": "url",
+}
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    alias = ALIASES.get(word)
+    if alias is not None and alias in choices:
+        return f" (did you mean {alias!r}?)"
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_key(key: str) -> str:
+    """A key as TOML would write it: bare when possible, else quoted."""
+    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
+
+
+def format_path(path: KeyPath) -> str:
+    """``("models", "x", "files", 1, "as")`` → ``models.x.files[1].as``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + format_key(part)
+    return out
+
+
+def toml_type(value: object) -> str:
+    """The TOML name of a parsed value's type, for "must be X, got Y" messages."""
+    # bool first: it is a subclass of int in Python.
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, time):
+        return "time"
+    return type(value).__name__

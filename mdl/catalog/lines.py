@@ -1,0 +1,151 @@
+"""Key path → TOML line, by letting tomllib read the document one statement at a time (it reports no positions).
+
+Each header or ``key = value`` is parsed alone, so strings, comments, escapes and quoted keys are understood
+by tomllib itself rather than by a scanner of ours. Line numbers are a courtesy: when anything is unexpected
+the lookup stops, and errors still name the file and the key path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+from mdl.catalog.keys import KeyPath
+
+# A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one of these.
+_CLOSERS = ("]", '"""', "'''", "}")
+# Statements are reparsed while they grow; a hostile multi-line array must not make that quadratic for long.
+_BUDGET_PER_CHAR = 20
+
+
+class LineIndex:
+    """The 1-based line where each key path is first written; computed on first use (only errors need it)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._found: dict[KeyPath, int] | None = None
+
+    def line_of(self, path: KeyPath) -> int | None:
+        """The line of ``path``, else of its closest written ancestor (a missing key → its table)."""
+        if self._found is None:
+            self._found = {}
+            try:
+                _index(self.text, self._found)
+            except RecursionError:
+                pass  # absurd nesting: keep what was found
+        while path:
+            if path in self._found:
+                return self._found[path]
+            path = path[:-1]
+        return None
+
+
+def _index(text: str, found: dict[KeyPath, int]) -> None:
+    """Fill ``found`` with the first line of every table, key and array element in ``text``."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    table: KeyPath = ()
+    array_tables: dict[KeyPath, int] = {}
+    for first, last, parsed in _statements(lines, budget=_BUDGET_PER_CHAR * len(text) + 10_000):
+        if lines[first].lstrip().startswith("["):
+            table = _enter_table(parsed, first + 1, found, array_tables)
+            continue
+        path, value = _leaf(table, parsed)
+        if last > first and isinstance(value, list):
+            _record_elements(lines, first, last, path, value, found)
+        _record(found, table, parsed, first + 1)
+
+
+def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(first line, last line, what tomllib reads there) for each header and key/value, 0-based."""
+    first = 0
+    while first < len(lines):
+        last = first
+        while True:
+            if last == first or any(closer in lines[last] for closer in _CLOSERS):
+                chunk = "\n".join(lines[first : last + 1])
+                budget -= len(chunk)
+                if budget < 0:
+                    return
+                parsed = _parse(chunk)
+                if parsed is not None:
+                    break
+            last += 1
+            if last == len(lines):
+                return
+        if parsed:  # blank lines and comments read as {}
+            yield first, last, parsed
+        first = last + 1
+
+
+def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]) -> KeyPath:
+    """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting array-of-tables entries."""
+    keys: list[str] = []
+    node: Any = parsed
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        keys.append(key)
+    resolved: KeyPath = ()
+    for depth, key in enumerate(keys):
+        resolved = (*resolved, key)
+        # [models.x] is also where "models" is first written, as far as a reader is concerned.
+        found.setdefault(resolved, line)
+        # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]] example).
+        if depth < len(keys) - 1 and resolved in arrays:
+            resolved = (*resolved, arrays[resolved] - 1)
+    if isinstance(node, list):
+        count = arrays.get(resolved, 0)
+        arrays[resolved] = count + 1
+        resolved = (*resolved, count)
+    found.setdefault(resolved, line)
+    return resolved
+
+
+def _record_elements(
+    lines: list[str], first: int, last: int, path: KeyPath, items: list[Any], found: dict[KeyPath, int]
+) -> None:
+    """Give each element of a multi-line array the line it starts on, by reading that line alone as an array."""
+    index = 0
+    for row in range(first, last + 1):
+        text = lines[row]
+        # The first line holds "key = [", the last one the closing "]"; a comment may end any line.
+        snippet = f"{text}\n]" if row == first else f"x = [\n{text}" if row == last else f"x = [\n{text}\n]"
+        parsed = _parse(snippet)
+        if parsed is None:
+            return  # an element spans lines (a nested array or a multi-line string): the rest keep the key's line
+        _, on_line = _leaf((), parsed)
+        if not isinstance(on_line, list):
+            return
+        for _ in on_line:
+            if index < len(items):
+                _record(found, (*path, index), items[index], row + 1)
+            index += 1
+
+
+def _leaf(base: KeyPath, parsed: dict[str, Any]) -> tuple[KeyPath, Any]:
+    """The key path and value of a one-statement document (``a.b = v`` reads as ``{"a": {"b": v}}``)."""
+    path, node = base, parsed
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        path = (*path, key)
+    return path, node
+
+
+def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> None:
+    """``path`` and everything inside ``value`` were written on ``line``, unless written earlier."""
+    if path:
+        found.setdefault(path, line)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record(found, (*path, key), item, line)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _record(found, (*path, index), item, line)
+
+
+def _parse(chunk: str) -> dict[str, Any] | None:
+    """``chunk`` as tomllib reads it, or None when it is not (yet) a complete statement."""
+    try:
+        return tomllib.loads(chunk)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None

@@ -1,0 +1,113 @@
+"""The frozen specs other parts get from a validated catalog: FileSpec, ModelSpec, CatalogSettings, Catalog."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mdl.catalog.keys import did_you_mean
+from mdl.errors import UsageError
+from mdl.paths import url_basename
+
+SCHEMA_VERSION = 1
+REPO_TYPES = ("model", "dataset", "space")
+# ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One explicit file of a model: ``repo`` + ``path`` on the Hub, or a direct ``url``."""
+
+    key_path: str
+    repo: str | None = None
+    path: str | None = None
+    url: str | None = None
+    revision: str | None = None
+    repo_type: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    save_as: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def save_path(self) -> str:
+        """Where the file goes inside the model folder: ``as``, else ``path``, else the URL's basename."""
+        if self.save_as is not None:
+            return self.save_as
+        if self.path is not None:
+            return self.path
+        if self.url is not None:
+            return url_basename(self.url, where=self.key_path)
+        raise UsageError(f"{self.key_path}: a file needs 'repo' + 'path' or 'url'")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog model: a whole-repo snapshot (``repo``) or a list of explicit ``files``."""
+
+    name: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    repo: str | None = None
+    repo_type: str = "model"
+    revision: str = "main"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    files: tuple[FileSpec, ...] = ()
+
+    @property
+    def is_snapshot(self) -> bool:
+        """True when the model is a (filtered) snapshot of one repo rather than explicit files."""
+        return self.repo is not None
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """The optional ``[settings]`` table, as written; flags and environment override it elsewhere."""
+
+    dest: str | None = None
+    connections: int | None = None
+    jobs: int | None = None
+    endpoint: str | None = None
+    limit_rate: str | None = None
+    stall_timeout: float | None = None
+    lock_timeout: float | None = None
+    retries: int | None = None
+    layout: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A validated catalog; ``Catalog()`` is the empty catalog used when none is found."""
+
+    path: Path | None = None
+    settings: CatalogSettings = field(default_factory=CatalogSettings)
+    models: tuple[ModelSpec, ...] = ()
+
+    def get(self, name: str) -> ModelSpec:
+        """The model called ``name``, or UsageError with a did-you-mean hint."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        where = f"in {self.path}" if self.path is not None else "(no catalog found)"
+        names = [m.name for m in self.models]
+        raise UsageError(
+            f"unknown model {name!r} {where}{did_you_mean(name, names)}",
+            hint="run 'mdl list' to see the catalog's models",
+        )
+
+    def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:
+        """The named models in the order given, without duplicates; every model when ``all_models``."""
+        chosen: dict[str, ModelSpec] = {}
+        for name in names:
+            # Validate even with --all so that a typo is reported rather than silently ignored.
+            chosen.setdefault(name, self.get(name))
+        if all_models:
+            return list(self.models)
+        if not chosen:
+            raise UsageError("name at least one model, or pass --all")
+        return list(chosen.values())
