@@ -1,16 +1,7 @@
 """Bytes over HTTP: the one client factory, range parsing, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
-from mdl.transfer.engine import (
-    Engine,
-    EngineConfig,
-    Identity,
-    RateLimiter,
-    TransferJob,
-    TransferResult,
-    discard_partial,
-    saved_progress,
-)
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
@@ -23,7 +14,10 @@ from mdl.transfer.http import (
     origin,
     retry_after_seconds,
 )
+from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range
+from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.resume import discard_partial, saved_progress
 
 __all__ = [
     "RETRYABLE_STATUSES",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import threading
 import time
@@ -25,17 +24,9 @@ from mdl.errors import (
     NetworkError,
     NotFoundError,
 )
-from mdl.transfer.engine import (
-    Engine,
-    EngineConfig,
-    Identity,
-    MiB,
-    Piece,
-    RateLimiter,
-    TransferJob,
-    plan_pieces,
-)
+from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob
 from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
+from mdl.transfer.scheduling import MiB, plan_pieces
 
 SMALL = 64 * 1024
 
@@ -143,41 +134,6 @@ def assert_finished(job: TransferJob, data: bytes) -> None:
 
 def gets(server: CdnServer) -> list[Any]:
     return server.log.records(method="GET")
-
-
-# -- plan_pieces -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [0, 1, SMALL - 1, 1_000_003, 9_000_003, 64 * MiB + 7, 1 << 34])
-@pytest.mark.parametrize("connections", [1, 2, 8, 16])
-def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None:
-    pieces = plan_pieces(size, connections=connections, split_threshold=SMALL)
-    assert pieces[0].start == 0
-    assert pieces[-1].end == size
-    for before, after in itertools.pairwise(pieces):
-        assert before.end == after.start
-    assert all(p.done == 0 for p in pieces)
-    if size > 0:
-        assert all(p.end is not None and p.end > p.start for p in pieces)
-    if connections == 1 or size < SMALL:
-        assert len(pieces) == 1
-    else:
-        # Never more than 4 pieces per stream; every piece but the last a whole number of MiB.
-        assert len(pieces) <= 4 * connections
-        assert all((p.end - p.start) % MiB == 0 for p in pieces[:-1])  # type: ignore[operator]
-
-
-def test_plan_pieces_unknown_size_and_threshold() -> None:
-    assert plan_pieces(None, connections=8, split_threshold=SMALL) == [Piece(0, None)]
-    assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
-    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 32
-
-
-def test_piece_complete() -> None:
-    assert Piece(0, 0).complete
-    assert not Piece(0, 10, 9).complete
-    assert Piece(5, 10, 5).complete
-    assert not Piece(0, None, 100).complete
 
 
 # -- whole downloads -------------------------------------------------------------------------------------
@@ -862,40 +818,6 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: htt
 
 
 # -- rate limit and interruption -------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeEvent(threading.Event):
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.waits.append(timeout)
-        self.clock.now += timeout
-        return False
-
-
-def test_rate_limiter_token_bucket_with_a_fake_clock() -> None:
-    clock = FakeClock()
-    event = FakeEvent(clock)
-    limiter = RateLimiter(1000, clock=clock)
-    limiter.consume(250, event)
-    limiter.consume(1000, event)
-    assert event.waits == [pytest.approx(0.25), pytest.approx(1.0)]  # paced at 1000 B/s from the start
-    clock.now += 60  # a long idle period banks at most a quarter second of credit
-    limiter.consume(500, event)
-    limiter.consume(250, event)
-    assert event.waits[2:] == [pytest.approx(0.25), pytest.approx(0.25)]
 
 
 def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:

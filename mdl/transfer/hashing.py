@@ -1,0 +1,95 @@
+"""sha256 (and the git blob id) of a file read back from disk as it fills, and the check against the job."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from mdl.errors import LocalFSError
+from mdl.transfer.job import TransferJob
+from mdl.transfer.outcomes import HashMismatch
+from mdl.transfer.scheduling import MiB
+
+HASH_BLOCK = 8 * MiB
+
+
+class Hasher:
+    """sha256 (and the git blob sha1) of the contiguous prefix, read back while streams write."""
+
+    def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
+        self.fd = fd
+        self.sha256 = hashlib.sha256()
+        self.sha1 = hashlib.sha1() if git and size is not None else None
+        if self.sha1 is not None:
+            self.sha1.update(b"blob %d\0" % (size or 0))
+        self.position = 0
+        self._buffer = bytearray(max(1, min(HASH_BLOCK, size if size is not None else HASH_BLOCK)))
+
+    def catch_up(self, limit: int) -> None:
+        """Hash bytes [position, limit) from the file."""
+        view = memoryview(self._buffer)
+        while self.position < limit:
+            want = min(len(self._buffer), limit - self.position)
+            got = os.preadv(self.fd, [view[:want]], self.position)
+            if got <= 0:
+                raise LocalFSError(f"could not read back {self.position} bytes while hashing")
+            chunk = view[:got]
+            self.sha256.update(chunk)
+            if self.sha1 is not None:
+                self.sha1.update(chunk)
+            self.position += got
+
+
+@contextmanager
+def hashing_alongside(
+    hasher: Hasher, lock: threading.Condition, contiguous: Callable[[], int], *, name: str
+) -> Iterator[None]:
+    """Hash in a thread of its own while the body runs, so a big file is verified by the time it is on disk.
+
+    The writers notify ``lock`` when ``contiguous()`` (bytes on disk from offset 0 without a gap) may have
+    grown. On leaving, the thread catches up and ends; an error it met is raised here, in the caller's thread.
+    """
+    done = threading.Event()
+    hash_error: list[BaseException] = []
+
+    def hash_loop() -> None:
+        try:
+            while True:
+                with lock:
+                    while contiguous() <= hasher.position and not done.is_set():
+                        lock.wait(0.5)
+                    target = contiguous()
+                if target > hasher.position:
+                    hasher.catch_up(target)
+                elif done.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            hash_error.append(exc)
+
+    hash_thread = threading.Thread(target=hash_loop, name=name, daemon=True)
+    hash_thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        with lock:
+            lock.notify_all()
+        hash_thread.join()
+    if hash_error:
+        raise hash_error[0]
+
+
+def verify(job: TransferJob, *, size: int, hasher: Hasher) -> None:
+    """Raise ``HashMismatch`` unless the finished file is the one the job pins (size always, hashes if verifying)."""
+    ident = job.identity
+    if ident.size is not None and job.size_pinned and size != ident.size:
+        raise HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
+    if not job.verify:
+        return
+    if ident.sha256 and hasher.sha256.hexdigest() != ident.sha256:
+        raise HashMismatch("sha256", ident.sha256, hasher.sha256.hexdigest())
+    if ident.git_oid and hasher.sha1 is not None and hasher.sha1.hexdigest() != ident.git_oid:
+        raise HashMismatch("git blob id", ident.git_oid, hasher.sha1.hexdigest())

@@ -1,0 +1,80 @@
+"""What one transfer is: the file's identity, the job, its result, and the engine's knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mdl.transfer.http import Credentials, RetryPolicy
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
+
+CHECKPOINT_INTERVAL = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
+MAX_STALLS = 20
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a download is of; a resume record with another identity is never spliced onto."""
+
+    size: int | None
+    sha256: str | None
+    git_oid: str | None
+    etag: str | None
+
+    def matches(self, other: Identity) -> bool:
+        """Same content, judged by the strongest key both sides know."""
+        if self.size is not None and other.size is not None and self.size != other.size:
+            return False
+        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid)):
+            if mine and theirs:
+                return mine == theirs
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
+
+    @property
+    def has_validator(self) -> bool:
+        """Whether two versions of the same size could be told apart (a hash or an ETag)."""
+        return bool(self.sha256 or self.git_oid or self.etag)
+
+
+@dataclass(frozen=True)
+class TransferJob:
+    """One file to fetch: where from, what it should be, and where its bytes go."""
+
+    label: str
+    url: str
+    identity: Identity
+    credentials: Credentials
+    final_path: Path
+    part_path: Path
+    state_path: Path
+    source: str  # redacted description for records and logs
+    verify: bool = True
+    size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
+    retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
+    renewable: bool = True  # a 403 may be cured by resolving again (Hub files); a presigned link cannot
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What ended up at ``final_path``."""
+
+    size: int
+    sha256: str
+    git_oid: str | None
+    etag: str | None
+    resumed_from: int
+    fetched: int
+    mirror: str | None = None  # the (redacted) mirror the bytes came from, if not the origin
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Knobs of the engine, from settings."""
+
+    connections: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    split_threshold: int = SPLIT_THRESHOLD
+    checkpoint_interval: float = CHECKPOINT_INTERVAL
+    max_stalls: int = MAX_STALLS  # stalls resumed per piece before giving up (they spend no retry)

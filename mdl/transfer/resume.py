@@ -1,0 +1,158 @@
+"""The partial file on disk: the shared progress of one download, its resume record, and the atomic finish."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from mdl.errors import LocalFSError
+from mdl.store import fsync_dir
+from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.scheduling import Piece
+
+log = logging.getLogger("mdl.transfer")
+
+STATE_VERSION = 1
+
+
+class DownloadState:
+    """The mutable progress of one download, shared by its streams, and its resume record on disk."""
+
+    def __init__(self, job: TransferJob, pieces: list[Piece], validator: str | None) -> None:
+        self.job = job
+        self.pieces = pieces
+        self.validator = validator
+        self.lock = threading.Condition()
+        self.last_save = time.monotonic()
+        self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
+        self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
+        self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
+        self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
+        self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
+
+    @property
+    def size(self) -> int | None:
+        return self.pieces[-1].end
+
+    def contiguous(self) -> int:
+        """Bytes from offset 0 that are on disk without a gap (what the hasher may read)."""
+        total = 0
+        for piece in self.pieces:
+            total = piece.start + piece.done
+            if not piece.complete:
+                break
+        return total
+
+    def on_disk(self) -> int:
+        return sum(p.done for p in self.pieces)
+
+    def to_json(self) -> dict[str, Any]:
+        identity = self.job.identity
+        return {
+            "version": STATE_VERSION,
+            "source": self.job.source,
+            "identity": {
+                "size": identity.size,
+                "sha256": identity.sha256,
+                "git_oid": identity.git_oid,
+                "etag": identity.etag,
+            },
+            "validator": self.validator,
+            "pieces": [[p.start, p.end, p.done] for p in self.pieces],
+        }
+
+    def save(self, fd: int) -> None:
+        """Persist the record, but only after the bytes it claims are flushed (engine rule 3)."""
+        with self.save_lock:
+            with self.lock:
+                snapshot = self.to_json()
+                self.last_save = time.monotonic()
+            os.fdatasync(fd)
+            tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
+            try:
+                tmp.write_text(json.dumps(snapshot), encoding="utf-8")
+                tmp.replace(self.job.state_path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+
+    def reset(self, pieces: list[Piece]) -> None:
+        """Start over with a new layout (nothing on disk counts any more)."""
+        with self.lock:
+            self.pieces = pieces
+            self.validator = None
+        self.stop.clear()
+
+
+def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
+    """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
+    try:
+        raw = json.loads(job.state_path.read_text(encoding="utf-8"))
+        ident = raw["identity"]
+        saved = Identity(ident["size"], ident["sha256"], ident["git_oid"], ident["etag"])
+        pieces = [Piece(int(s), None if e is None else int(e), int(d)) for s, e, d in raw["pieces"]]
+        validator = raw.get("validator")
+    except FileNotFoundError:
+        discard_partial(job)
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: unreadable resume record, starting over", job.label)
+        discard_partial(job)
+        return None
+    blind = not (saved.has_validator or job.identity.has_validator or isinstance(validator, str))
+    if blind:  # nothing tells two versions of this size apart, and no If-Range protects the resume
+        log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
+        discard_partial(job)
+        return None
+    if raw.get("version") != STATE_VERSION or not saved.matches(job.identity) or not job.part_path.exists():
+        log.info("%s: partial download is of another version, starting over", job.label)
+        discard_partial(job)
+        return None
+    part_size = job.part_path.stat().st_size
+    for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
+        piece.done = max(0, min(piece.done, part_size - piece.start))
+    return pieces, validator if isinstance(validator, str) else None
+
+
+def saved_progress(state_path: Path, identity: Identity) -> int:
+    """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version).
+
+    Read-only, for planning: the ``.part`` is preallocated, so its size says nothing about progress.
+    """
+    try:
+        raw = json.loads(state_path.read_text(encoding="utf-8"))
+        ident = raw["identity"]
+        saved = Identity(ident["size"], ident["sha256"], ident["git_oid"], ident["etag"])
+        done = sum(int(d) for _, _, d in raw["pieces"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if raw.get("version") != STATE_VERSION or not saved.matches(identity):
+        return 0
+    return max(0, done)
+
+
+def discard_partial(job: TransferJob) -> None:
+    """Remove the .part and its resume record."""
+    for path in (job.part_path, job.state_path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def finish_part(job: TransferJob) -> None:
+    """Atomic finish (engine rule 7): the final path only ever holds verified bytes."""
+    job.final_path.parent.mkdir(parents=True, exist_ok=True)
+    if job.final_path.is_dir() and not job.final_path.is_symlink():
+        raise LocalFSError(f"{job.label}: {job.final_path} is a folder, cannot replace it with a file")
+    job.part_path.replace(job.final_path)
+    fsync_dir(job.final_path.parent)
+    with contextlib.suppress(FileNotFoundError):
+        job.state_path.unlink()

@@ -1,0 +1,192 @@
+"""One stream's work: fetch a piece with retries and stall resumes, and copy its body to the file at its offset."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import httpx2
+
+from mdl.errors import InterruptedByUserError, NetworkError
+from mdl.progress import Progress
+from mdl.transfer.hashing import HASH_BLOCK
+from mdl.transfer.http import ExpiredURLError, RetryableError, error_for_status, open_stream, transport_error
+from mdl.transfer.job import EngineConfig, TransferJob
+from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
+from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.replies import check_content_range, check_length, check_total, from_hub, locate, size_differs
+from mdl.transfer.resume import DownloadState
+from mdl.transfer.scheduling import Piece
+
+log = logging.getLogger("mdl.transfer")
+
+
+class Streamer:
+    """Runs the streams of one engine's files, and keeps their open responses so an abort can close them."""
+
+    def __init__(
+        self,
+        client: httpx2.Client,
+        config: EngineConfig,
+        *,
+        progress: Progress,
+        cancel: threading.Event,
+        limiter: RateLimiter | None,
+        relocate: Callable[[TransferJob], str] | None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.progress = progress
+        self.cancel = cancel
+        self.limiter = limiter
+        self.relocate = relocate
+        self._open: set[httpx2.Response] = set()
+        self._open_lock = threading.Lock()
+
+    def close_all(self) -> None:
+        """Close every open response of every file (Ctrl-C)."""
+        self.close(self._open)
+
+    def close(self, responses: set[httpx2.Response]) -> None:
+        """Close responses so threads blocked reading them wake up."""
+        with self._open_lock:
+            doomed = list(responses)
+        for response in doomed:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def check_stop(self, job: TransferJob, state: DownloadState) -> None:
+        """Raise if the user interrupted, or end this stream quietly if a sibling stream failed."""
+        if self.cancel.is_set():
+            raise InterruptedByUserError(f"{job.label}: interrupted")
+        if state.stop.is_set():
+            raise StreamStopped
+
+    def locate_retrying(self, job: TransferJob, state: DownloadState) -> str:
+        return self.config.retry.run(lambda: locate(self.client, job, state), what=job.label, wait=self.cancel.wait)
+
+    def _relocate(self, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:
+        """Re-resolve an expired signed URL once for all streams of this file."""
+        assert self.relocate is not None
+        with state.relocate_lock:
+            if state.url != expired:
+                return  # another stream already re-resolved it
+            log.info("%s: signed URL refused (403), resolving it again", job.label)
+            url = self.relocate(job)
+            state.url = self.locate_retrying(job, state) if multi else url
+
+    def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
+        """Fetch one piece to completion, retrying transient failures and resuming from its last byte."""
+        failures = 0
+        stalls = 0
+        while not piece.complete:
+            self.check_stop(job, state)
+            url = state.url
+            try:
+                self._stream_piece(job, state, fd, piece, url, multi=multi)
+                if piece.end is None:
+                    return
+                if not piece.complete:
+                    raise RetryableError(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
+            except ExpiredURLError:
+                if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
+                    raise
+                failures += 1
+                self._relocate(job, state, expired=url, multi=multi)
+            except httpx2.ReadTimeout as exc:
+                self.check_stop(job, state)
+                stalls += 1
+                if stalls > self.config.max_stalls:
+                    raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
+                log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
+            except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
+                self.check_stop(job, state)
+                if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
+                    raise
+                err = (
+                    exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)  # type: ignore[arg-type]
+                )
+                failures += 1
+                if failures > self.config.retry.retries:
+                    raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
+                delay = self.config.retry.delay(failures, retry_after=err.retry_after)
+                log.info("%s: %s; retry %d in %.1fs", job.label, err.message, failures, delay)
+                if self.cancel.wait(delay):
+                    raise InterruptedByUserError(f"{job.label}: interrupted") from exc
+
+    def _stream_piece(
+        self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool
+    ) -> None:
+        offset = piece.start + piece.done
+        headers: dict[str, str] = {}
+        ranged = multi or offset > 0
+        if ranged:
+            end = "" if piece.end is None else str(piece.end - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+            if state.validator:
+                headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
+        credentials = job.credentials if url == job.url else job.credentials.without_extra()
+        with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
+            with self._open_lock:
+                self._open.add(resp)
+                state.responses.add(resp)
+            try:
+                if resp.status_code == 206 and ranged:
+                    check_content_range(job, resp, offset, piece, state)
+                elif resp.status_code == 200:
+                    if multi:
+                        raise RangesIgnoredError
+                    check_length(job, state, resp)
+                    etag = resp.headers.get("ETag")
+                    with state.lock:  # a full body is the current version: it is what we validate against now
+                        state.validator = etag if etag and not etag.startswith("W/") else None
+                    if offset > 0:  # the server ignored our Range: the body starts at byte 0
+                        log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.progress.advance(job.label, -piece.done)
+                        with state.lock:
+                            piece.done = 0
+                        offset = 0
+                elif resp.status_code == 416 and piece.end is not None:
+                    check_total(job, state, resp)
+                    raise NetworkError(
+                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
+                    )
+                else:
+                    raise error_for_status(resp, what=job.label, hub=from_hub(job, resp))
+                etag = resp.headers.get("ETag")
+                if etag and not etag.startswith("W/") and state.validator is None:
+                    with state.lock:
+                        state.validator = etag
+                self._copy_body(job, state, fd, piece, resp, offset)
+            finally:
+                with self._open_lock:
+                    self._open.discard(resp)
+                    state.responses.discard(resp)
+
+    def _copy_body(
+        self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, resp: httpx2.Response, offset: int
+    ) -> None:
+        limit = None if piece.end is None else piece.end
+        for chunk in resp.iter_raw():
+            self.check_stop(job, state)
+            if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise size_differs(job, state, offset + len(chunk))
+                chunk = chunk[: limit - offset]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset)
+            offset += written
+            with state.lock:
+                piece.done += written
+                # Wake the hasher only when there may be a new block for it (a piece ended or a block filled):
+                # a notify per chunk costs a thread switch per 64 KiB.
+                if piece.complete or (piece.done % HASH_BLOCK) < written:
+                    state.lock.notify_all()
+            self.progress.advance(job.label, written)
+            if self.limiter is not None:
+                self.limiter.consume(written, self.cancel)
+            if time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+                state.save(fd)
