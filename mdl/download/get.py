@@ -29,7 +29,8 @@ from mdl.sources import (
 )
 
 if TYPE_CHECKING:
-    from mdl.download.puller import PlannedFile, Puller
+    from mdl.download.planner import PlannedFile
+    from mdl.download.puller import Puller
     from mdl.sources import RemoteFile
 
 log = logging.getLogger("mdl.get")

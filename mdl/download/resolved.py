@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.download.puller import Puller
+from mdl.download.planner import Planner
+from mdl.download.session import PullSession
 from mdl.errors import MdlError
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -18,9 +19,10 @@ def resolve_models(
     models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
     """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
-    puller = Puller(settings, progress=progress)
+    session = PullSession(settings, progress=progress)
+    planner = Planner(session)
     try:
-        resolved, failures = puller.resolve(models)
+        resolved, failures = planner.resolve(models)
         docs: list[dict[str, Any]] = []
         for model in resolved:
             files = []
@@ -28,13 +30,13 @@ def resolve_models(
                 url = remote.url
                 if follow and not settings.offline:
                     try:
-                        url = puller.final_url(remote)
+                        url = planner.final_url(remote)
                     except MdlError as exc:
                         failures.append(failed(remote.model, remote.path, exc))
-                record = puller.store.read_record(remote.model)
+                record = session.store.read_record(remote.model)
                 entry = record.files.get(remote.path) if record is not None else None
-                state, placement = file_state(puller.layout, remote.model, remote.path, remote.source, entry)
-                dest = placement.shown if placement else unplaced_path(puller.layout, remote.model)
+                state, placement = file_state(session.layout, remote.model, remote.path, remote.source, entry)
+                dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
                 if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
                     state = "outdated"
                 files.append(
@@ -52,4 +54,4 @@ def resolve_models(
             docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
         return docs, failures
     finally:
-        puller.close()
+        session.close()

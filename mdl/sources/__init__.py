@@ -1,6 +1,7 @@
 """Where files come from: the Hub, direct URLs, ``hf://`` URIs, serverless job outputs and mirrors.
 Turns a catalog entry or a one-off source into ``RemoteFile``s with what is known about them."""
 
+from mdl.sources.hub import Hub, resolve_token
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
@@ -13,7 +14,7 @@ from mdl.sources.joboutput import (
     write_inline,
 )
 from mdl.sources.mirrors import mirror_urls
-from mdl.sources.resolve import Hub, RemoteFile, ResolvedModel, resolve_file, resolve_model, resolve_token, with_probe
+from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
 
 __all__ = [
     "Hub",

@@ -15,8 +15,10 @@ from mdl.errors import IntegrityError, MdlError
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
+from mdl.store.filesystem import hash_file, stat_file
 from mdl.store.layout import Layout, Placement
-from mdl.store.store import FileRecord, ModelRecord, Store, hash_file, stat_file
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, UsageError
 from mdl.paths import safe_relative_path
-from mdl.store.store import FileRecord, ModelRecord, Store
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store
 
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"

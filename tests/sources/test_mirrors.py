@@ -26,7 +26,8 @@ from typer.testing import CliRunner, Result
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.cli.app import app
-from mdl.download.puller import MIRROR_RETRIES, pull_models
+from mdl.download.puller import pull_models
+from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode
 from mdl.progress import NullProgress
 from mdl.report import RunReport

@@ -16,7 +16,9 @@ import pytest
 from filelock import FileLock
 
 from mdl.errors import ExitCode, InterruptedByUserError, LockTimeoutError, UnsafePathError
-from mdl.store.store import FileRecord, ModelRecord, Store, hash_file, stat_file
+from mdl.store.filesystem import hash_file, stat_file
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store
 
 
 def rec(path: str, n: int = 1) -> FileRecord:
@@ -114,7 +116,7 @@ def test_update_record_merges_concurrent_puts(tmp_path: Path) -> None:
 
 def test_update_record_merges_puts_from_other_processes(tmp_path: Path) -> None:
     script = (
-        "import sys; from pathlib import Path; from mdl.store.store import Store, FileRecord\n"
+        "import sys; from pathlib import Path; from mdl.store import Store, FileRecord\n"
         "for i in range(15):\n"
         "    p = f'{sys.argv[2]}-{i}'\n"
         "    Store(Path(sys.argv[1])).update_record('m', revision=None, commit=None,"

@@ -1,0 +1,188 @@
+"""One planned file, under its lock: skip, re-check, download, resume or repair (mirrors first), then record it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+
+from mdl.download.outcomes import done_outcome
+from mdl.download.plan import Action
+from mdl.download.planner import PlannedFile, Planner, identity_of, label_of, offline_error
+from mdl.download.record_queue import Commit, RecordQueue
+from mdl.download.session import PullSession
+from mdl.errors import InterruptedByUserError, LocalFSError, MdlError
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, mirror_urls
+from mdl.store import FileRecord, hash_file, now_iso
+from mdl.transfer import Credentials, TransferJob, TransferResult, discard_partial
+
+log = logging.getLogger("mdl.pull")
+
+
+class FileFetcher:
+    """Carries out planned files, one per job thread, and queues the record of each verified file."""
+
+    def __init__(self, session: PullSession, planner: Planner, records: RecordQueue) -> None:
+        self.session = session
+        self.settings = session.settings
+        self.planner = planner
+        self.records = records
+        self._held = threading.local()  # the file lock the current job thread holds
+        self._held.lock = None
+
+    def skip(self, plan: PlannedFile) -> FileOutcome:
+        """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot."""
+        self.session.layout.link(plan.placement)
+        return done_outcome(plan, Action.SKIP, size=plan.remote.size, sha256=self._recorded_sha(plan))
+
+    def pull_one(self, plan: PlannedFile, commit: Commit) -> FileOutcome:
+        """Lock the file, decide again, act; an expected failure becomes the file's outcome."""
+        remote = plan.remote
+        label = label_of(remote)
+        session = self.session
+        try:
+            self._held.lock = plan.placement.store.acquire_file_lock(
+                remote.model,
+                remote.path,
+                timeout=self.settings.lock_timeout,
+                on_wait=lambda: session.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
+                cancel=session.cancel,
+                shared_lock=plan.placement.lock,
+            )
+            try:
+                # Another run may have finished (or changed) it while we waited: decide again under the lock.
+                fresh = self.planner.plan(remote) if not self.settings.force else plan
+                return self._act(fresh, commit)
+            finally:
+                if self._held.lock is not None:  # not handed over to a queued record: release it now
+                    self._held.lock.release()
+                    self._held.lock = None
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            log.error("%s", exc.message if exc.message.startswith(label) else f"{label}: {exc.message}")
+            session.progress.finish(label, ok=False, message=exc.message)
+            return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
+
+    def _act(self, plan: PlannedFile, commit: Commit) -> FileOutcome:
+        remote = plan.remote
+        action = plan.decision.action
+        if action is Action.SKIP:
+            return self.skip(plan)
+        if action is Action.CHECK:
+            try:
+                size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
+            except OSError as exc:
+                raise LocalFSError(f"{label_of(remote)}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
+            if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=self._recorded_sha(plan)):
+                self.session.layout.link(plan.placement)
+                self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
+                return done_outcome(plan, Action.CHECK, size=size, sha256=sha256)
+            log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
+            action = Action.REPAIR
+        if self.settings.offline:  # no network at all, mirrors included
+            raise offline_error(remote)
+        result = self._transfer(plan)
+        self.session.layout.link(plan.placement)
+        self._record(
+            plan,
+            size=result.size,
+            sha256=result.sha256,
+            git_oid=result.git_oid,
+            etag=result.etag or remote.etag,  # the validator of the bytes we actually got
+            commit=commit,
+        )
+        if action is Action.DOWNLOAD and result.resumed_from > 0:
+            action = Action.RESUME
+        elif action is Action.RESUME and result.resumed_from == 0:
+            action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
+        return done_outcome(
+            plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
+        )
+
+    def _transfer(self, plan: PlannedFile) -> TransferResult:
+        remote = plan.remote
+        label = label_of(remote)
+        session = self.session
+        part, state = plan.placement.store.part_paths(remote.model, remote.path)
+        job = TransferJob(
+            label=label,
+            url=remote.url,
+            identity=identity_of(remote),
+            credentials=session.credentials(remote),
+            final_path=plan.final_path,
+            part_path=part,
+            state_path=state,
+            source=remote.source,
+            verify=self.settings.verify,
+            size_pinned=remote.size_pinned,
+            renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
+        )
+        for url in mirror_urls(self.settings.mirrors, remote):
+            shown = redact_url(url)
+            try:
+                # A mirror gets no credentials, and its bytes must match the origin's hashes: always verified,
+                # and a mismatch is not retried there (the next source is).
+                result = session.mirror_engine.fetch(
+                    replace(
+                        job, url=url, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False
+                    )
+                )
+            except InterruptedByUserError:
+                raise
+            except MdlError as exc:
+                if session.cancel.is_set():
+                    raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
+                # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
+                # with --no-verify nothing would catch a splice.
+                discard_partial(job)
+                why = exc.message.removeprefix(f"{label}: ")
+                log.warning("%s: mirror %s failed (%s); trying the next source", label, shown, why)
+                session.progress.note(f"{label}: mirror {shown} failed ({why}); trying the next source")
+                continue
+            log.info("%s: fetched from mirror %s", label, shown)
+            session.progress.finish(label, ok=True)
+            return replace(result, mirror=shown)
+        result = session.engine.fetch(job)
+        session.progress.finish(label, ok=True)
+        return result
+
+    def _record(
+        self, plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None, commit: Commit
+    ) -> None:
+        remote = plan.remote
+        try:
+            stat = plan.final_path.stat()
+        except OSError as exc:
+            raise LocalFSError(f"{label_of(remote)}: {plan.final_path} vanished: {exc.strerror or exc}") from exc
+        record = FileRecord(
+            path=remote.path,
+            size=size,
+            sha256=sha256,
+            mtime_ns=stat.st_mtime_ns,
+            source=remote.source,
+            git_oid=git_oid,
+            etag=etag,
+            commit=remote.commit,
+            fetched_at=now_iso(),
+        )
+        # The file lock goes with the record: released once the record is on disk (engine rule 11).
+        lock, self._held.lock = getattr(self._held, "lock", None), None
+        self.records.add(remote.model, commit, record, lock)
+
+    def _recorded_sha(self, plan: PlannedFile) -> str | None:
+        record = self.session.store.read_record(plan.remote.model)
+        entry = record.files.get(plan.remote.path) if record is not None else None
+        return entry.sha256 if entry is not None else plan.remote.sha256
+
+
+def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
+    if remote.size is not None and size != remote.size:
+        return False
+    if remote.sha256:
+        return sha256 == remote.sha256
+    if remote.git_oid:
+        return git_oid == remote.git_oid
+    return record_sha is not None and sha256 == record_sha

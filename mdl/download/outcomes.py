@@ -1,0 +1,52 @@
+"""What a run reports for each planned file: the JSON contract's words for what was done (or would be)."""
+
+from __future__ import annotations
+
+from mdl.download.plan import Action
+from mdl.download.planner import PlannedFile
+from mdl.report import FileOutcome
+
+# What each action is called once done (the JSON contract's words).
+DONE_WORD = {
+    Action.SKIP: "skipped",
+    Action.DOWNLOAD: "downloaded",
+    Action.RESUME: "resumed",
+    Action.REPAIR: "repaired",
+    Action.CHECK: "skipped",
+}
+
+
+def done_outcome(
+    plan: PlannedFile,
+    action: Action,
+    *,
+    size: int | None,
+    sha256: str | None,
+    fetched: int = 0,
+    mirror: str | None = None,
+) -> FileOutcome:
+    """A file's outcome once ``action`` was carried out (it may differ from the planned one)."""
+    return FileOutcome(
+        model=plan.remote.model,
+        path=plan.remote.path,
+        dest=str(plan.placement.shown),
+        size=size,
+        sha256=sha256,
+        action=DONE_WORD[action],
+        reason=plan.decision.reason,
+        fetched=fetched,
+        mirror=mirror,
+    )
+
+
+def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
+    """``--dry-run``: what would be done to the file, and why."""
+    return FileOutcome(
+        model=plan.remote.model,
+        path=plan.remote.path,
+        dest=str(plan.placement.shown),
+        size=plan.remote.size,
+        sha256=plan.remote.sha256,
+        action=plan.decision.action.value,
+        reason=plan.decision.reason,
+    )

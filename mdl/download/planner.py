@@ -1,0 +1,194 @@
+"""Models to planned files: resolve upstream, probe direct URLs, look at the disk (no hashing), decide, check space."""
+
+from __future__ import annotations
+
+import logging
+import stat as st
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import ModelSpec
+from mdl.download.plan import Action, Decision, LocalState, decide
+from mdl.download.session import PullSession
+from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError
+from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, ResolvedModel, resolve_model, with_probe
+from mdl.store import Placement, Store, adopt_cached, stat_file
+from mdl.transfer import Identity, open_stream, origin, saved_progress
+from mdl.units import human_size
+
+log = logging.getLogger("mdl.pull")
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file, where it goes, and what pull decided to do with it."""
+
+    remote: RemoteFile
+    decision: Decision
+    partial_bytes: int
+    placement: Placement
+
+    @property
+    def final_path(self) -> Path:
+        """Where the verified bytes are renamed to."""
+        return self.placement.final
+
+
+class Planner:
+    """Resolves models and plans each of their files, before any byte is fetched."""
+
+    def __init__(self, session: PullSession) -> None:
+        self.session = session
+        self.settings = session.settings
+
+    def resolve(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+        """Resolve every model; a model that fails is reported and the others go on."""
+        session = self.session
+        resolved: list[ResolvedModel] = []
+        failures: list[FileOutcome] = []
+        for spec in models:
+            if session.cancel.is_set():
+                raise InterruptedByUserError("interrupted while resolving")
+            try:
+                hub = session.hub() if _needs_hub(spec) else None
+                record = session.store.read_record(spec.name)
+                if self.settings.offline and session.layout.cache_root is not None:
+                    record = adopt_cached(spec, record, session.layout.cache_root)
+                resolved.append(
+                    resolve_model(spec, hub=hub, offline=self.settings.offline, environ=session.environ, record=record)
+                )
+            except MdlError as exc:
+                log.error("%s: %s", spec.name, exc.message)
+                failures.append(failed(spec.name, None, exc, dest=session.store.model_dir(spec.name)))
+        return resolved, failures
+
+    def plan_models(self, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
+        """Plan every file of the resolved models (probing direct URLs the catalog gives no sha256 for)."""
+        plans: list[PlannedFile] = []
+        failures: list[FileOutcome] = []
+        for model in resolved:
+            for remote in model.files:
+                try:
+                    if self.settings.offline:
+                        plans.append(self.plan(remote))
+                        continue
+                    if not remote.hub and not remote.sha256:
+                        remote = self.probe(remote)
+                    plans.append(self.plan(remote))
+                except MdlError as exc:
+                    failures.append(failed(remote.model, remote.path, exc))
+        return plans, failures
+
+    def probe(self, remote: RemoteFile) -> RemoteFile:
+        """For a direct URL the catalog gives no sha256 for: learn its size and ETag (one request)."""
+        _, size, etag = self._probe(remote)
+        return with_probe(remote, size=size, etag=etag)
+
+    def final_url(self, remote: RemoteFile) -> str:
+        """Where the file's URL redirects to in the end (the CDN URL for Hub files)."""
+        return self._probe(remote)[0]
+
+    def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
+        """Ask for the first byte, following redirects: (final URL, total size, strong ETag)."""
+        what = label_of(remote)
+        return self.session.retry.run(lambda: self._probe_once(remote), what=what, wait=self.session.cancel.wait)
+
+    def _probe_once(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
+        with open_stream(
+            self.session.client,
+            remote.url,
+            credentials=self.session.credentials(remote),
+            headers={"Range": "bytes=0-0"},
+            what=label_of(remote),
+        ) as response:
+            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range
+
+            if response.status_code == 206:
+                try:
+                    _, _, total = parse_content_range(response.headers.get("Content-Range", ""))
+                except ContentRangeError:
+                    total = None
+            elif response.status_code == 200:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            else:
+                hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
+                raise error_for_status(response, what=label_of(remote), hub=hub)
+            etag = response.headers.get("ETag")
+            return str(response.url), total, etag if etag and not etag.startswith("W/") else None
+
+    def place(self, remote: RemoteFile) -> Placement:
+        """Where the file goes in this run's layout."""
+        return self.session.layout.place(
+            remote.model,
+            remote.path,
+            source=remote.source,
+            sha256=remote.sha256,
+            git_oid=remote.git_oid,
+            revision=remote.revision,
+        )
+
+    def plan(self, remote: RemoteFile) -> PlannedFile:
+        """Look at the disk (no hashing) and decide."""
+        try:
+            placement = self.place(remote)
+        except MdlError:
+            if self.settings.offline:  # never pulled: where it would go is only known upstream
+                raise offline_error(remote) from None
+            raise
+        record = self.session.store.read_record(remote.model)
+        entry = record.files.get(remote.path) if record is not None else None
+        part, state = placement.store.part_paths(remote.model, remote.path)
+        partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
+        stat = stat_file(placement.final)
+        if stat is not None and not _is_regular(stat):
+            stat = None
+        local = LocalState.of(stat, partial_bytes=partial)
+        return PlannedFile(remote, decide(remote, entry, local, force=self.settings.force), partial, placement)
+
+
+def check_space(plans: Sequence[PlannedFile]) -> None:
+    """Engine rule 10: refuse before transferring when the known sizes do not fit (per destination)."""
+    needed: dict[Store, int] = {}
+    for plan in plans:
+        size = plan.remote.size or 0
+        if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
+            more = size
+        elif plan.decision.action is Action.RESUME:
+            more = max(0, size - plan.partial_bytes)
+        else:
+            continue
+        needed[plan.placement.store] = needed.get(plan.placement.store, 0) + more
+    for store, total in needed.items():
+        store.ensure_dirs()
+        free = store.free_bytes()
+        if total > free:
+            raise NoSpaceError(
+                f"not enough space in {store.dest}: {human_size(total)} still to download, {human_size(free)} free"
+            )
+
+
+def identity_of(remote: RemoteFile) -> Identity:
+    """What a partial download must match to be resumed (a Hub file is known by its hashes, not a CDN ETag)."""
+    return Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None)
+
+
+def label_of(remote: RemoteFile) -> str:
+    """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
+    return f"{remote.model}/{remote.path}" if remote.model else remote.path
+
+
+def offline_error(remote: RemoteFile) -> MdlError:
+    """The error for a file that HF_HUB_OFFLINE keeps us from fetching."""
+    return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
+
+
+def _needs_hub(spec: ModelSpec) -> bool:
+    return spec.is_snapshot or any(f.url is None for f in spec.files)
+
+
+def _is_regular(stat: Any) -> bool:
+    return st.S_ISREG(stat.st_mode)

@@ -1,0 +1,63 @@
+"""Verified files' records, queued per model and written in batches; each file's lock is released once it is on disk."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from mdl.store import FileRecord, Store
+
+if TYPE_CHECKING:
+    from mdl.store import HeldLocks
+
+RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
+
+Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is written with
+
+
+class RecordQueue:
+    """The file records of a run not yet written, and the file locks that wait for them (engine rule 11)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
+        self._pending_commit: dict[str, Commit] = {}
+        self._last_flush: dict[str, float] = {}
+
+    def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
+        """Add a file to the model's record, writing it at most once a second (and at the end of the run).
+
+        Rewriting the whole record per file is O(files²) and serialises the jobs on the record lock; a file
+        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly.
+        """
+        if lock is not None:
+            # The blob is in place and linked: free its shared lock now. Held until the batched record flush,
+            # it would block this very run's other jobs on the same blob (identical files, two models on one
+            # repo) and any hf_hub_download, with nothing left to flush it.
+            lock.release_shared()
+        with self._lock:
+            self._pending.setdefault(model, []).append((record, lock))
+            self._pending_commit[model] = commit
+            due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
+        if due:
+            self.flush(model)
+
+    def flush(self, model: str | None = None) -> None:
+        """Write the queued file records (of one model, or all) to the store."""
+        with self._lock:
+            models = [model] if model is not None else list(self._pending)
+            batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
+            for m in models:
+                self._last_flush[m] = time.monotonic()
+        for m, (queued, commit) in batches.items():
+            try:
+                if queued:
+                    records = tuple(record for record, _ in queued)
+                    self.store.update_record(m, revision=commit[0], commit=commit[1], puts=records)
+            finally:
+                # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
+                for _, lock in queued:
+                    if lock is not None:
+                        lock.release()

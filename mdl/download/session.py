@@ -1,0 +1,84 @@
+"""One pull run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+
+from __future__ import annotations
+
+import threading
+
+from mdl.catalog import Settings
+from mdl.progress import Progress
+from mdl.sources import Hub, RemoteFile, resolve_token
+from mdl.store import Layout, Store
+from mdl.transfer import Credentials, Engine, EngineConfig, RateLimiter, RetryPolicy, make_client, origin
+
+MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
+
+
+class PullSession:
+    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's parts share."""
+
+    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.layout = Layout(settings)
+        self.store: Store = self.layout.records  # model records (and, in the plain layout, everything else)
+        self.environ = dict(settings.environ or {})
+        self._hub: Hub | None = None
+        self._token: str | None = None
+        self._token_read = False
+        self.retry = RetryPolicy(retries=settings.retries)
+        self.client = make_client(
+            read_timeout=settings.stall_timeout,
+            pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
+        )
+        self.engine = Engine(
+            self.client,
+            EngineConfig(connections=settings.connections, retry=self.retry),
+            progress=progress,
+            cancel=self.cancel,
+            limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
+            relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
+        )
+        self.mirror_engine = Engine(
+            self.client,
+            EngineConfig(
+                connections=settings.connections,
+                retry=RetryPolicy(retries=MIRROR_RETRIES),
+                max_stalls=MIRROR_RETRIES,
+            ),
+            progress=progress,
+            cancel=self.cancel,
+            limiter=self.engine.limiter,
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
+
+    def abort(self) -> None:
+        """Ctrl-C: stop every stream of both engines now (their partial data is kept)."""
+        self.cancel.set()
+        self.engine.abort()
+        self.mirror_engine.abort()
+
+    @property
+    def token(self) -> str | None:
+        """The Hub token, read once when first needed."""
+        if not self._token_read:
+            self._token = self.settings.token or resolve_token(self.environ)
+            self._token_read = True
+        return self._token
+
+    def hub(self) -> Hub | None:
+        """The Hub client, or None when HF_HUB_OFFLINE is set."""
+        if self.settings.offline:
+            return None
+        if self._hub is None:
+            self._hub = Hub(self.settings.endpoint, self.token, retry=self.retry)
+        return self._hub
+
+    def credentials(self, remote: RemoteFile) -> Credentials:
+        """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise."""
+        if remote.hub:
+            return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
+        return Credentials(extra=dict(remote.headers))

@@ -1,0 +1,72 @@
+"""Filesystem helpers of the store: lstat, hashing, durable renames, atomic writes and free space."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def stat_file(path: Path) -> os.stat_result | None:
+    """``lstat`` of a destination file, or None if absent; a symlink or folder there is not ours."""
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is data too)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write ``text`` beside ``target`` and rename it over: readers see the old file or the new, never half.
+
+    The temp name carries our pid, so two processes writing the same target never share a temp file.
+    Raises OSError after removing the temp file.
+    """
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the filesystem ``path`` is (or would be) on: the nearest existing parent's."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) -> tuple[int, str, str | None]:
+    """(size, sha256, git blob sha1 if asked) of a local file, read once."""
+    sha = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
+        buffer = bytearray(block)
+        view = memoryview(buffer)
+        total = 0
+        while True:
+            got = handle.readinto(buffer)
+            if not got:
+                break
+            sha.update(view[:got])
+            if sha1 is not None:
+                sha1.update(view[:got])
+            total += got
+    return total, sha.hexdigest(), sha1.hexdigest() if sha1 is not None else None
