@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mdl import __version__
 from mdl.cli import archive, download, get, inspect
+from mdl.version import __version__
 
 app = typer.Typer(
     name="mdl",

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mdl import api
 from mdl.cli.options import (
     DryRunOpt,
     JsonOpt,
@@ -47,8 +48,6 @@ def pack_cmd(
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.archive import PackOptions, pack_run
-
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
         if compress not in ("auto", "none", "deflate"):
@@ -56,26 +55,21 @@ def pack_cmd(
         to_stdout = output is not None and str(output) == "-"
         if to_stdout and json_out:
             raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-        epoch = run.environ.get("SOURCE_DATE_EPOCH")
-        try:
-            source_date_epoch = int(epoch) if epoch else None
-        except ValueError:
-            raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
-        options = PackOptions(
-            run_dir=run_dir,
-            output=output,
-            checkpoint=checkpoint,
-            profile=profile,
-            with_logs=with_logs,
-            includes=tuple(include or ()),
-            excludes=tuple(exclude or ()),
-            compress=compress,
-            dry_run=dry_run,
-            source_date_epoch=source_date_epoch,
-            cwd=Path.cwd(),
-        )
         with run.reporter() as progress:
-            result = pack_run(options, progress=progress, stdout=sys.stdout.buffer if to_stdout else None)
+            result = api.pack(
+                run_dir,
+                output=output,
+                stream=sys.stdout.buffer if to_stdout else None,
+                checkpoint=checkpoint,
+                profile=profile,
+                with_logs=with_logs,
+                include=include or (),
+                exclude=exclude or (),
+                compress=compress,
+                dry_run=dry_run,
+                environ=run.environ,
+                progress=progress,
+            )
         doc = result.to_json()
         if run.json:
             run.emit(doc)
@@ -109,10 +103,8 @@ def unpack_cmd(
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.archive import unpack_archive
-
         with run.reporter() as progress:
-            result = unpack_archive(archive, dest=directory, force=force, progress=progress, cwd=Path.cwd())
+            result = api.unpack(archive, dest=directory, force=force, progress=progress)
         doc = result.to_json()
         if run.json:
             run.emit(doc)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mdl import api
 from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
@@ -20,7 +21,7 @@ from mdl.cli.options import (
     QuietOpt,
     VerboseOpt,
 )
-from mdl.cli.run import Run, guarded, load_catalog, render_report, select_models, settings_for
+from mdl.cli.run import Run, guarded, render_report
 
 
 def pull_cmd(
@@ -56,27 +57,25 @@ def pull_cmd(
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.download import pull_models
-
-        cat = load_catalog(run, catalog)
-        settings = settings_for(
-            run,
-            cat,
-            dest=dest,
-            layout=layout,
-            connections=connections,
-            jobs=jobs,
-            limit_rate=limit_rate,
-            stall_timeout=stall_timeout,
-            lock_timeout=lock_timeout,
-            verify=not no_verify,
-            force=force,
-            dry_run=dry_run,
-        )
-        models = select_models(cat, names, all_models)
         started = time.monotonic()
         with run.reporter() as progress:
-            report = pull_models(models, settings, progress=progress)
+            report = api.pull(
+                *(names or ()),
+                all=all_models,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                connections=connections,
+                jobs=jobs,
+                limit_rate=limit_rate,
+                verify=not no_verify,
+                force=force,
+                dry_run=dry_run,
+                stall_timeout=stall_timeout,
+                lock_timeout=lock_timeout,
+                environ=run.environ,
+                progress=progress,
+            )
         render_report(run, report, verb="pulled", seconds=time.monotonic() - started)
 
 
@@ -95,13 +94,17 @@ def verify_cmd(
     """Re-hash local files against the record and the catalog (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store import verify_models
-
-        cat = load_catalog(run, catalog)
-        settings = settings_for(run, cat, dest=dest, layout=layout)
         started = time.monotonic()
         with run.reporter() as progress:
-            report = verify_models(select_models(cat, names, all_models), settings, progress=progress)
+            report = api.verify(
+                *(names or ()),
+                all=all_models,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                environ=run.environ,
+                progress=progress,
+            )
         render_report(run, report, verb="verified", seconds=time.monotonic() - started)
 
 
@@ -119,29 +122,16 @@ def clean_cmd(
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store import clean
         from mdl.units import human_size
 
-        cat = load_catalog(run, catalog, required=False)
-        settings = settings_for(run, cat, dest=dest, layout=layout, dry_run=dry_run)
-        cleaned = clean(settings)
-        freed = sum(c.size for c in cleaned)
+        report = api.clean(catalog=catalog, dest=dest, layout=layout, dry_run=dry_run, environ=run.environ)
         if run.json:
-            run.emit(
-                {
-                    "ok": True,
-                    "dry_run": dry_run,
-                    "freed": freed,
-                    "files": [
-                        {"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in cleaned
-                    ],
-                }
-            )
+            run.emit(report.to_json())
             return
-        for c in cleaned if not run.quiet else ():
+        for c in report.files if not run.quiet else ():
             run.stdout.write(
                 f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}\n"
             )
         run.console.info(
-            f"{'would free' if dry_run else 'freed'} {human_size(freed)} in {len(cleaned)} partial file(s)"
+            f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
         )

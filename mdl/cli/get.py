@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mdl import api
 from mdl.cli.options import (
     CatalogOpt,
     JsonOpt,
@@ -17,7 +17,7 @@ from mdl.cli.options import (
     QuietOpt,
     VerboseOpt,
 )
-from mdl.cli.run import Run, guarded, load_catalog, render_report, settings_for
+from mdl.cli.run import Run, guarded, render_report
 from mdl.errors import UsageError
 
 
@@ -47,37 +47,21 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.download import get_sources
-
         if output is not None and directory is not None:
             raise UsageError("use -o FILE or -d DIR, not both")
         if output is not None and str(output) == "-":
             raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
-        if sources.count("-") > 1:
-            raise UsageError("'-' (stdin) can be given only once")
-        cat = load_catalog(run, catalog, required=False)
-        folder = (directory or Path.cwd()).absolute()
-        settings = settings_for(run, cat, dest=folder, connections=connections, limit_rate=limit_rate)
         started = time.monotonic()
         with run.reporter() as progress:
-            report = get_sources(
-                sources,
-                settings,
-                output=output.absolute() if output is not None else None,
-                directory=folder,
+            report = api.get(
+                *sources,
+                output=output,
+                directory=directory,
                 sha256=sha256,
+                catalog=catalog,
+                connections=connections,
+                limit_rate=limit_rate,
+                environ=run.environ,
                 progress=progress,
-                read_text=_read_source,
             )
         render_report(run, report, verb="fetched", seconds=time.monotonic() - started)
-
-
-def _read_source(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read it: {exc}") from None

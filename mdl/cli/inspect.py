@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from mdl import api
 from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
@@ -19,7 +19,7 @@ from mdl.cli.options import (
     QuietOpt,
     VerboseOpt,
 )
-from mdl.cli.run import Run, guarded, load_catalog, select_models, settings_for
+from mdl.cli.run import Run, guarded
 from mdl.errors import UsageError
 
 
@@ -38,19 +38,17 @@ def list_cmd(
     """The catalog with each model's local status (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store import Layout, list_models
-
-        if status is not None and status not in ("installed", "partial", "missing"):
+        if status is not None and status not in api.STATUSES:
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
-        cat = load_catalog(run, catalog)
-        settings = settings_for(run, cat, dest=dest, layout=layout)
-        models = list_models(cat, Layout(settings), status=status, tag=tag)
+        listing = api.list_models(
+            catalog=catalog, dest=dest, layout=layout, status=status, tag=tag, environ=run.environ
+        )
         if run.json:
-            run.emit({"models": [m.list_json() for m in models], "dest": str(settings.dest)})
+            run.emit(listing.to_json())
             return
         from mdl.units import human_size
 
-        rows = [{**m.list_json(), "size": human_size(m.size) if m.size is not None else "-"} for m in models]
+        rows = [{**m.list_json(), "size": human_size(m.size) if m.size is not None else "-"} for m in listing.models]
         run.table(
             rows,
             [
@@ -77,14 +75,10 @@ def show_cmd(
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.store import Layout, model_status
-
-        cat = load_catalog(run, catalog)
-        settings = settings_for(run, cat, dest=dest, layout=layout)
-        status = model_status(cat.get(name), Layout(settings))
-        doc = status.show_json()
+        info = api.show(name, catalog=catalog, dest=dest, layout=layout, environ=run.environ)
+        doc = info.status.show_json()
         if run.json:
-            run.emit({"models": [doc]})
+            run.emit(info.to_json())
             return
         if run.quiet:
             return
@@ -92,7 +86,7 @@ def show_cmd(
         for key in ("name", "description", "repo", "revision", "commit", "status"):
             if doc.get(key):
                 out.write(f"{key + ':':13}{doc[key]}\n")
-        out.write(f"{'dest:':13}{Path(settings.dest) / name}\n")
+        out.write(f"{'dest:':13}{info.folder}\n")
         if not doc["files"]:
             out.write("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)\n")
             return
@@ -122,32 +116,29 @@ def resolve_cmd(
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
-        from mdl.download import resolve_models
-        from mdl.errors import worst_exit_code
-
-        cat = load_catalog(run, catalog)
-        settings = settings_for(run, cat, dest=dest, layout=layout)
         with run.reporter() as progress:
-            docs, failures = resolve_models(
-                select_models(cat, names, all_models), settings, follow=follow, progress=progress
+            resolution = api.resolve(
+                *(names or ()),
+                all=all_models,
+                follow=follow,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                environ=run.environ,
+                progress=progress,
             )
-        code = worst_exit_code([f.exit_code for f in failures])
         if run.json:
-            doc: dict[str, Any] = {"models": docs}
-            if failures:
-                doc["ok"] = False
-                doc["errors"] = [f.to_json() for f in failures]
-            run.emit(doc)
+            run.emit(resolution.to_json())
         else:
             from mdl.units import human_size
 
-            for model in docs if not run.quiet else ():
+            for model in resolution.models if not run.quiet else ():
                 run.stdout.write(
                     f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
                 )
                 rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
                 run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
-        for failure in failures:
+        for failure in resolution.failures:
             run.console.error(failure.error or "failed")
-        if code:
-            raise typer.Exit(code)
+        if resolution.exit_code:
+            raise typer.Exit(resolution.exit_code)

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import typer
 
-from mdl import __version__
-from mdl.errors import InterruptedByUserError, MdlError, UsageError
+from mdl.errors import InterruptedByUserError, MdlError
+from mdl.version import __version__
 
 log = logging.getLogger("mdl.cli")
 
@@ -97,6 +97,7 @@ class Run:
 
 
 def isatty(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for streams without ``isatty``, as in tests)."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty()) if callable(isatty) else False
 
@@ -124,52 +125,8 @@ def guarded(run: Run) -> Iterator[None]:
         log.info("done in %.1fs", time.monotonic() - started)
 
 
-# -- catalog and settings -----------------------------------------------------------------------------
-
-
-def load_catalog(run: Run, flag: Path | None, *, required: bool = True) -> Any:
-    from mdl.catalog import Catalog, find_catalog, load_catalog, user_config_dir
-
-    path = find_catalog(flag=flag, environ=run.environ, cwd=Path.cwd(), config_dir=user_config_dir())
-    if path is None:
-        if required:
-            raise UsageError(
-                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
-                f"or in {user_config_dir() / 'mdl'}"
-            )
-        return Catalog()
-    return load_catalog(path)
-
-
-def settings_for(run: Run, catalog: Any, *, dest: Path | None, **flags: Any) -> Any:
-    from mdl.catalog import build_settings, resolve_dest
-
-    s = catalog.settings
-    where = catalog.path.parent if catalog.path is not None else None
-    return build_settings(
-        environ=run.environ,
-        dest=resolve_dest(flag=dest, environ=run.environ, catalog_dest=s.dest, catalog_dir=where),
-        catalog_endpoint=s.endpoint,
-        catalog_connections=s.connections,
-        catalog_jobs=s.jobs,
-        catalog_limit_rate=s.limit_rate,
-        catalog_stall_timeout=s.stall_timeout,
-        catalog_lock_timeout=s.lock_timeout,
-        catalog_retries=s.retries,
-        catalog_layout=s.layout,
-        catalog_mirrors=s.mirrors,
-        **flags,
-    )
-
-
-def select_models(catalog: Any, names: list[str] | None, all_models: bool) -> list[Any]:
-    if names and all_models:
-        raise UsageError("name models or pass --all, not both")
-    models: list[Any] = catalog.select(names or [], all_models=all_models)
-    return models
-
-
 def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
+    """A pull, verify or get report: JSON, or a table and a summary line; then exit with its code."""
     from mdl.units import human_duration, human_size
 
     if run.json:

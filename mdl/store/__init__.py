@@ -1,15 +1,26 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.inventory import clean, file_state, list_models, model_status, unplaced_path, verify_models
+from mdl.store.inventory import (
+    CleanedFile,
+    ModelStatus,
+    clean,
+    file_state,
+    list_models,
+    model_status,
+    unplaced_path,
+    verify_models,
+)
 from mdl.store.layout import Layout, Placement, adopt_cached, hub_source
 from mdl.store.store import FileRecord, HeldLocks, ModelRecord, Store, fsync_dir, hash_file, now_iso, stat_file
 
 __all__ = [
+    "CleanedFile",
     "FileRecord",
     "HeldLocks",
     "Layout",
     "ModelRecord",
+    "ModelStatus",
     "Placement",
     "Store",
     "adopt_cached",
