@@ -20,7 +20,7 @@ def main() -> None:
     try:
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_term)
-        from mdl.cli.app import app
+        from mdl.cli import app
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)

@@ -124,3 +124,9 @@ def worst_exit_code(codes: list[int]) -> int:
         return ExitCode.OK
     above_one = [c for c in failing if c > ExitCode.INTERNAL]
     return min(above_one) if above_one else ExitCode.INTERNAL
+
+
+def error_for_exit_code(code: int) -> type[MdlError]:
+    """The error class for an exit code, to raise again a failure a report recorded per file."""
+    classes = (UsageError, AuthError, NotFoundError, NetworkError, IntegrityError, LocalFSError, InterruptedByUserError)
+    return next((c for c in classes if c.exit_code == code), MdlError)

@@ -1,12 +1,12 @@
-"""Per-file outcomes of pull, verify and get, and the exit code they add up to."""
+"""Per-file outcomes of pull, verify, get and resolve, and the exit code they add up to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.errors import ExitCode, MdlError, worst_exit_code
+from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, worst_exit_code
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,62 @@ class RunReport:
         doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
         if self.dry_run:
             doc["dry_run"] = True
+        return doc
+
+    def path(self, model: str) -> Path:
+        """The folder holding ``model``'s files (what ``from_pretrained`` wants).
+
+        Raises the model's own error (an MdlError subclass with its exit code) when any of its files failed,
+        and UsageError when the model is not in this report or its files are not in one folder.
+        """
+        outcomes = [f for f in self.files if f.model == model]
+        if not outcomes:
+            known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
+            raise UsageError(f"{model}: not in this report (it has: {known})")
+        for f in outcomes:
+            if f.action == "failed":
+                raise error_for_exit_code(f.exit_code)(f.error or f"{model}/{f.path}: failed")
+        folders = {_folder(f) for f in outcomes}
+        if len(folders) != 1 or None in folders:
+            raise UsageError(f"{model}: its files are not in one folder; use each file's dest")
+        folder = folders.pop()
+        assert folder is not None
+        return folder
+
+
+def _folder(outcome: FileOutcome) -> Path | None:
+    """The folder ``outcome.dest`` sits in once its save path is taken off (None when they do not match)."""
+    if outcome.dest is None or outcome.path is None:
+        return None
+    dest, rel = Path(outcome.dest), PurePosixPath(outcome.path).parts
+    if len(dest.parts) <= len(rel) or dest.parts[-len(rel) :] != rel:
+        return None
+    return dest.parents[len(rel) - 1]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Models resolved upstream (concrete files, URLs, sizes, sha256, commit), and what could not be."""
+
+    models: tuple[dict[str, Any], ...]
+    failures: tuple[FileOutcome, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """The lowest non-zero code above 1 among the failures (product contract)."""
+        return worst_exit_code([f.exit_code for f in self.failures])
+
+    @property
+    def ok(self) -> bool:
+        """Every model was resolved."""
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": [...]}`` plus ``ok`` and ``errors`` when something failed, as ``mdl resolve --json``."""
+        doc: dict[str, Any] = {"models": list(self.models)}
+        if self.failures:
+            doc["ok"] = False
+            doc["errors"] = [f.to_json() for f in self.failures]
         return doc
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-import mdl
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import MANIFEST_NAME, name_problem
 from mdl.archive.selection import FileChoice, collect_files
@@ -27,6 +26,7 @@ from mdl.archive.zipwriter import (
 )
 from mdl.errors import LocalFSError, NoSpaceError, UsageError
 from mdl.progress import Progress
+from mdl.version import __version__
 
 PROFILES = ("deploy", "full")
 COMPRESSIONS = ("auto", "none", "deflate")
@@ -238,7 +238,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     meta: dict[str, Any] = {
         "format": "mdl-pack",
         "version": 1,
-        "mdl_version": mdl.__version__,
+        "mdl_version": __version__,
         "run": run_real.name,
         "checkpoint": selection.checkpoint,
         "reason": selection.reason,

@@ -2,17 +2,28 @@
 and the offline views of it (list, show, verify, clean)."""
 
 from mdl.store.filesystem import fsync_dir, hash_file, stat_file
-from mdl.store.inventory import clean, file_state, list_models, model_status, unplaced_path, verify_models
+from mdl.store.inventory import (
+    CleanedFile,
+    ModelStatus,
+    clean,
+    file_state,
+    list_models,
+    model_status,
+    unplaced_path,
+    verify_models,
+)
 from mdl.store.layout import Layout, Placement, adopt_cached, hub_source
 from mdl.store.locks import HeldLocks
 from mdl.store.records import FileRecord, ModelRecord, now_iso
 from mdl.store.store import Store
 
 __all__ = [
+    "CleanedFile",
     "FileRecord",
     "HeldLocks",
     "Layout",
     "ModelRecord",
+    "ModelStatus",
     "Placement",
     "Store",
     "adopt_cached",

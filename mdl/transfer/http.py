@@ -14,9 +14,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl import __version__
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.redact import is_signed_url, redact_text, redact_url
+from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
 T = TypeVar("T")

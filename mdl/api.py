@@ -1,0 +1,389 @@
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from mdl.errors import UsageError
+from mdl.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from mdl.archive import PackResult, UnpackResult
+    from mdl.catalog import Catalog, ModelSpec, Settings
+    from mdl.report import Resolution, RunReport
+    from mdl.store import CleanedFile, ModelStatus
+
+# Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
+
+StrPath = str | os.PathLike[str]
+STATUSES = ("installed", "partial", "missing")
+
+# A library prints nothing: without a handler, logging's last resort would write mdl's warnings to stderr.
+logging.getLogger("mdl").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """The catalog's models with their local status, and the download root they were looked for in."""
+
+    models: tuple[ModelStatus, ...]
+    dest: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": [...], "dest"}``, as ``mdl list --json``."""
+        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model's files and local state, and the folder its files go into."""
+
+    status: ModelStatus
+    folder: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": [one]}``, as ``mdl show --json``."""
+        return {"models": [self.status.show_json()]}
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """The partial downloads clean removed (or, with dry_run, would remove)."""
+
+    files: tuple[CleanedFile, ...]
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        """Bytes freed (or that would be)."""
+        return sum(c.size for c in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"ok", "dry_run", "freed", "files": [...]}``, as ``mdl clean --json``."""
+        files = [{"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in self.files]
+        return {"ok": True, "dry_run": self.dry_run, "freed": self.freed, "files": files}
+
+
+# -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
+
+
+def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
+    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one.
+
+    Raises CatalogError (exit code 2) for a missing or invalid file, UsageError (2) when none is found.
+    """
+    return _catalog(path, _environ(environ), required=True)
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
+    return dict(os.environ) if environ is None else environ
+
+
+def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
+    from mdl.catalog import Catalog, find_catalog, user_config_dir
+    from mdl.catalog import load_catalog as load_file
+
+    if isinstance(given, Catalog):
+        return given
+    flag = Path(given) if given is not None else None
+    path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        if required:
+            raise UsageError(
+                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
+                f"or in {user_config_dir() / 'mdl'}"
+            )
+        return Catalog()
+    return load_file(path)
+
+
+def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
+    from mdl.catalog import build_settings, resolve_dest
+
+    s = catalog.settings
+    where = catalog.path.parent if catalog.path is not None else None
+    root = resolve_dest(
+        flag=Path(dest) if dest is not None else None, environ=environ, catalog_dest=s.dest, catalog_dir=where
+    )
+    return build_settings(
+        environ=environ,
+        dest=root,
+        catalog_endpoint=s.endpoint,
+        catalog_connections=s.connections,
+        catalog_jobs=s.jobs,
+        catalog_limit_rate=s.limit_rate,
+        catalog_stall_timeout=s.stall_timeout,
+        catalog_lock_timeout=s.lock_timeout,
+        catalog_retries=s.retries,
+        catalog_layout=s.layout,
+        catalog_mirrors=s.mirrors,
+        **flags,
+    )
+
+
+def _select(catalog: Catalog, names: Sequence[str], all_models: bool) -> list[ModelSpec]:
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    return catalog.select(list(names), all_models=all_models)
+
+
+def _rate(limit_rate: str | int | None) -> str | None:
+    return str(limit_rate) if isinstance(limit_rate, int) else limit_rate
+
+
+# -- the catalog's models: list, show, resolve, pull, verify, clean --------------------------------------------
+
+
+def list_models(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ModelList:
+    """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
+    from mdl.store import Layout
+    from mdl.store import list_models as list_local
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(cat, env, dest=dest, layout=layout)
+    return ModelList(tuple(list_local(cat, Layout(settings), status=status, tag=tag)), settings.dest)
+
+
+def show(
+    name: str,
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ModelInfo:
+    """One model: its files, sources, sizes, hashes and local state (offline)."""
+    from mdl.store import Layout, model_status
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(cat, env, dest=dest, layout=layout)
+    return ModelInfo(model_status(cat.get(name), Layout(settings)), settings.dest / name)
+
+
+def resolve(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    follow: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Resolution:
+    """The concrete files and URLs of models upstream (network); ``follow`` shows where the Hub redirects."""
+    from mdl.download import resolve_models
+    from mdl.report import Resolution
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(cat, env, dest=dest, layout=layout)
+    models = _select(cat, names, all)
+    docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress())
+    return Resolution(tuple(docs), tuple(failures))
+
+
+def pull(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    connections: int | None = None,
+    jobs: int | None = None,
+    limit_rate: str | int | None = None,
+    verify: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+    stall_timeout: float | None = None,
+    lock_timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
+
+    Per-file failures are in the report (``report.ok``, ``report.exit_code``); ``report.path(name)`` is a
+    model's folder and raises the model's error if it failed. Bad input raises an MdlError subclass.
+    """
+    from mdl.download import pull_models
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(
+        cat,
+        env,
+        dest=dest,
+        layout=layout,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=_rate(limit_rate),
+        stall_timeout=stall_timeout,
+        lock_timeout=lock_timeout,
+        verify=verify,
+        force=force,
+        dry_run=dry_run,
+    )
+    return pull_models(_select(cat, names, all), settings, progress=progress or NullProgress())
+
+
+def verify(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes."""
+    from mdl.store import verify_models
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(cat, env, dest=dest, layout=layout)
+    return verify_models(_select(cat, names, all), settings, progress=progress or NullProgress())
+
+
+def clean(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> CleanReport:
+    """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
+    from mdl.store import clean as clean_partials
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=False)
+    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
+
+
+# -- one-off sources and archives ------------------------------------------------------------------------------
+
+
+def get(
+    *sources: str,
+    output: StrPath | None = None,
+    directory: StrPath | None = None,
+    sha256: str | None = None,
+    catalog: Catalog | StrPath | None = None,
+    connections: int | None = None,
+    limit_rate: str | int | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    read_text: Callable[[str], str] | None = None,
+) -> RunReport:
+    """Fetch one-off sources (``https://`` URLs, ``hf://`` files, job-output JSON files, ``-`` = stdin) into
+    ``directory`` (default: the current folder), or ``output`` for a single file; verified and atomic."""
+    from mdl.download import get_sources
+
+    if output is not None and directory is not None:
+        raise UsageError("get: give output or directory, not both")
+    if output is not None and str(output) == "-":
+        raise UsageError("get: output '-': mdl writes files, not stdout")
+    if sources.count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=False)
+    folder = Path(directory or Path.cwd()).absolute()
+    settings = _settings(cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate))
+    return get_sources(
+        sources,
+        settings,
+        output=Path(output).absolute() if output is not None else None,
+        directory=folder,
+        sha256=sha256,
+        progress=progress or NullProgress(),
+        read_text=read_text or read_source,
+    )
+
+
+def read_source(source: str) -> str:
+    """The text of a job-output JSON source: a file, or stdin for ``-``."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read it: {exc}") from None
+
+
+def pack(
+    run_dir: StrPath,
+    *,
+    output: StrPath | None = None,
+    stream: BinaryIO | None = None,
+    checkpoint: str | None = None,
+    profile: str = "deploy",
+    with_logs: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    compress: str = "auto",
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> PackResult:
+    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically.
+
+    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``.
+    ``$SOURCE_DATE_EPOCH`` in ``environ`` fixes the timestamps.
+    """
+    from mdl.archive import PackOptions, pack_run
+
+    if stream is not None and output is not None and str(output) != "-":
+        raise UsageError("pack: give output or stream, not both")
+    if stream is None and output is not None and str(output) == "-":
+        raise UsageError("pack: output '-' needs a stream to write the archive to")
+    epoch = _environ(environ).get("SOURCE_DATE_EPOCH")
+    try:
+        source_date_epoch = int(epoch) if epoch else None
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
+    options = PackOptions(
+        run_dir=Path(run_dir),
+        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
+        checkpoint=checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        includes=tuple(include),
+        excludes=tuple(exclude),
+        compress=compress,
+        dry_run=dry_run,
+        source_date_epoch=source_date_epoch,
+        cwd=Path.cwd(),
+    )
+    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
+
+
+def unpack(
+    archive: StrPath, *, dest: StrPath | None = None, force: bool = False, progress: Progress | None = None
+) -> UnpackResult:
+    """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
+    ``force`` replaces what its top-level entries name."""
+    from mdl.archive import unpack_archive
+
+    folder = Path(dest) if dest is not None else None
+    return unpack_archive(Path(archive), dest=folder, force=force, progress=progress or NullProgress(), cwd=Path.cwd())

@@ -1,0 +1,114 @@
+"""``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto disk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    DryRunOpt,
+    JsonOpt,
+    LogFileOpt,
+    NoProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from mdl.cli.run import Run, guarded
+from mdl.errors import UsageError
+
+
+def pack_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="NAME, latest, best or step:N (default: the run's own files).")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
+    with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Only files matching GLOB (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")
+    ] = None,
+    compress: Annotated[
+        str, typer.Option("--compress", help="auto (store weights, deflate text), none or deflate.")
+    ] = "auto",
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        if profile not in ("deploy", "full"):
+            raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
+        if compress not in ("auto", "none", "deflate"):
+            raise UsageError(f"--compress: expected auto, none or deflate, got {compress!r}")
+        to_stdout = output is not None and str(output) == "-"
+        if to_stdout and json_out:
+            raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
+        with run.reporter() as progress:
+            result = api.pack(
+                run_dir,
+                output=output,
+                stream=sys.stdout.buffer if to_stdout else None,
+                checkpoint=checkpoint,
+                profile=profile,
+                with_logs=with_logs,
+                include=include or (),
+                exclude=exclude or (),
+                compress=compress,
+                dry_run=dry_run,
+                environ=run.environ,
+                progress=progress,
+            )
+        doc = result.to_json()
+        if run.json:
+            run.emit(doc)
+            return
+        from mdl.units import human_size
+
+        if not to_stdout:
+            rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
+            run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
+        for skipped in doc.get("skipped") or ():
+            run.console.info(f"skipped {skipped.get('checkpoint')}: {skipped.get('reason')}")
+        chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
+        verb = "would write" if dry_run else "wrote"
+        run.console.info(
+            f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}"
+        )
+
+
+def unpack_cmd(
+    archive: Annotated[Path, typer.Argument(help="The zip archive.")],
+    directory: Annotated[
+        Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace what the archive's top-level entries name.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        with run.reporter() as progress:
+            result = api.unpack(archive, dest=directory, force=force, progress=progress)
+        doc = result.to_json()
+        if run.json:
+            run.emit(doc)
+            return
+        for f in doc["files"] if not run.quiet else ():
+            run.stdout.write(f"{f['path']}\n")
+        run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")

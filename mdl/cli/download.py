@@ -1,0 +1,137 @@
+"""``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    AllOpt,
+    CatalogOpt,
+    DestOpt,
+    DryRunOpt,
+    JsonOpt,
+    LayoutOpt,
+    LogFileOpt,
+    NamesArg,
+    NoProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from mdl.cli.run import Run, guarded, render_report
+
+
+def pull_cmd(
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    connections: Annotated[
+        int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Files in flight at once (default 4).")] = None,
+    limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Do not fail on a hash mismatch (sizes are still checked).")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+    stall_timeout: Annotated[
+        float | None,
+        typer.Option("--stall-timeout", help="Seconds without bytes before a stream is resumed (default 30)."),
+    ] = None,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600)."),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        started = time.monotonic()
+        with run.reporter() as progress:
+            report = api.pull(
+                *(names or ()),
+                all=all_models,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                connections=connections,
+                jobs=jobs,
+                limit_rate=limit_rate,
+                verify=not no_verify,
+                force=force,
+                dry_run=dry_run,
+                stall_timeout=stall_timeout,
+                lock_timeout=lock_timeout,
+                environ=run.environ,
+                progress=progress,
+            )
+        render_report(run, report, verb="pulled", seconds=time.monotonic() - started)
+
+
+def verify_cmd(
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Re-hash local files against the record and the catalog (offline)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        started = time.monotonic()
+        with run.reporter() as progress:
+            report = api.verify(
+                *(names or ()),
+                all=all_models,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                environ=run.environ,
+                progress=progress,
+            )
+        render_report(run, report, verb="verified", seconds=time.monotonic() - started)
+
+
+def clean_cmd(
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    dry_run: DryRunOpt = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        from mdl.units import human_size
+
+        report = api.clean(catalog=catalog, dest=dest, layout=layout, dry_run=dry_run, environ=run.environ)
+        if run.json:
+            run.emit(report.to_json())
+            return
+        for c in report.files if not run.quiet else ():
+            run.stdout.write(
+                f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}\n"
+            )
+        run.console.info(
+            f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
+        )

@@ -1,0 +1,67 @@
+"""``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    CatalogOpt,
+    JsonOpt,
+    LogFileOpt,
+    NoProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from mdl.cli.run import Run, guarded, render_report
+from mdl.errors import UsageError
+
+
+def get_cmd(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="https:// URLs, hf://[datasets/|spaces/]owner/name[@rev]/path, or job-output JSON ('-' = stdin)."
+        ),
+    ],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the (single) file here.")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("-d", "--dir", help="Save files into this folder (default: current).")
+    ] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    connections: Annotated[
+        int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
+    ] = None,
+    limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        if output is not None and directory is not None:
+            raise UsageError("use -o FILE or -d DIR, not both")
+        if output is not None and str(output) == "-":
+            raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
+        started = time.monotonic()
+        with run.reporter() as progress:
+            report = api.get(
+                *sources,
+                output=output,
+                directory=directory,
+                sha256=sha256,
+                catalog=catalog,
+                connections=connections,
+                limit_rate=limit_rate,
+                environ=run.environ,
+                progress=progress,
+            )
+        render_report(run, report, verb="fetched", seconds=time.monotonic() - started)

@@ -1,0 +1,144 @@
+"""``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what is upstream."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    AllOpt,
+    CatalogOpt,
+    DestOpt,
+    JsonOpt,
+    LayoutOpt,
+    LogFileOpt,
+    NamesArg,
+    NoProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from mdl.cli.run import Run, guarded
+from mdl.errors import UsageError
+
+
+def list_cmd(
+    status: Annotated[str | None, typer.Option("--status", help="installed | partial | missing")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """The catalog with each model's local status (offline)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        if status is not None and status not in api.STATUSES:
+            raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
+        listing = api.list_models(
+            catalog=catalog, dest=dest, layout=layout, status=status, tag=tag, environ=run.environ
+        )
+        if run.json:
+            run.emit(listing.to_json())
+            return
+        from mdl.units import human_size
+
+        rows = [{**m.list_json(), "size": human_size(m.size) if m.size is not None else "-"} for m in listing.models]
+        run.table(
+            rows,
+            [
+                ("name", "NAME"),
+                ("status", "STATUS"),
+                ("files", "FILES"),
+                ("size", "SIZE"),
+                ("description", "DESCRIPTION"),
+            ],
+        )
+
+
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """One model: its files, sources, sizes, hashes and local state (offline)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        info = api.show(name, catalog=catalog, dest=dest, layout=layout, environ=run.environ)
+        doc = info.status.show_json()
+        if run.json:
+            run.emit(info.to_json())
+            return
+        if run.quiet:
+            return
+        out = run.stdout
+        for key in ("name", "description", "repo", "revision", "commit", "status"):
+            if doc.get(key):
+                out.write(f"{key + ':':13}{doc[key]}\n")
+        out.write(f"{'dest:':13}{info.folder}\n")
+        if not doc["files"]:
+            out.write("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)\n")
+            return
+        out.write("\n")
+        from mdl.units import human_size
+
+        rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
+        run.table(
+            rows,
+            [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")],
+        )
+
+
+def resolve_cmd(
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
+    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    with guarded(run):
+        with run.reporter() as progress:
+            resolution = api.resolve(
+                *(names or ()),
+                all=all_models,
+                follow=follow,
+                catalog=catalog,
+                dest=dest,
+                layout=layout,
+                environ=run.environ,
+                progress=progress,
+            )
+        if run.json:
+            run.emit(resolution.to_json())
+        else:
+            from mdl.units import human_size
+
+            for model in resolution.models if not run.quiet else ():
+                run.stdout.write(
+                    f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
+                )
+                rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
+                run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
+        for failure in resolution.failures:
+            run.console.error(failure.error or "failed")
+        if resolution.exit_code:
+            raise typer.Exit(resolution.exit_code)

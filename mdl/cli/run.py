@@ -1,0 +1,159 @@
+"""One command's run: streams, environment, logging and console; the one error translator; report rendering."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from mdl.errors import InterruptedByUserError, MdlError
+from mdl.version import __version__
+
+log = logging.getLogger("mdl.cli")
+
+
+@dataclass
+class Run:
+    """One command's I/O: streams, environment, output mode, and the console (built once, passed around)."""
+
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    no_progress: bool = False
+    log_file: Path | None = None
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    secrets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from mdl.catalog import default_log_file
+        from mdl.cli.render.progress import Console, setup_logging
+
+        self.stdout = sys.stdout
+        self.stderr = sys.stderr
+        self.console = Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets())
+        chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
+        target = chosen or default_log_file()
+        if setup_logging(log_file=target, verbose=self.verbose, secrets=self._secrets()) is None and chosen:
+            self.console.warn(f"cannot write the log file {chosen}; going on without it")
+
+    def _secrets(self) -> tuple[str, ...]:
+        """Values never to print: the Hub token and anything that looks like a credential in the environment
+        (catalog headers expand ``${VAR}`` from there)."""
+        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
+        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
+        return (*found, *self.secrets)
+
+    @contextlib.contextmanager
+    def reporter(self) -> Iterator[Any]:
+        """The progress display for this run (rich on a terminal, plain lines otherwise, none with -q)."""
+        from mdl.cli.render.progress import choose_progress_mode, make_reporter
+
+        mode = choose_progress_mode(
+            quiet=self.quiet,
+            no_progress=self.no_progress,
+            json_output=self.json,
+            stderr_isatty=isatty(self.stderr),
+            environ=self.environ,
+        )
+        reporter = make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self._secrets())
+        try:
+            yield reporter
+        finally:
+            reporter.close()
+
+    def emit(self, doc: Mapping[str, Any]) -> None:
+        """The one JSON document on stdout."""
+        from mdl.cli.render.progress import emit_json
+
+        emit_json(doc, stream=self.stdout)
+
+    def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+        """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
+        from mdl.cli.render.progress import color_enabled, render_table
+
+        if self.quiet:
+            return
+        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
+        render_table(rows, columns, stream=self.stdout, color=color)
+
+    def fail(self, exc: MdlError) -> NoReturn:
+        """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
+        from mdl.redact import redact_text
+
+        message = redact_text(exc.message, secrets=self._secrets())
+        log.error("%s", message)
+        if self.json:
+            self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})
+        self.console.error(exc.message, exc.hint)
+        raise typer.Exit(int(exc.exit_code))
+
+
+def isatty(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for streams without ``isatty``, as in tests)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
+@contextlib.contextmanager
+def guarded(run: Run) -> Iterator[None]:
+    """The one translator: MdlError → its exit code, Ctrl-C → 130, anything else → 1 (traceback with MDL_DEBUG)."""
+    started = time.monotonic()
+    log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except MdlError as exc:
+        run.fail(exc)
+    except KeyboardInterrupt:
+        run.fail(InterruptedByUserError("interrupted; partial downloads were kept, run again to resume"))
+    except Exception as exc:  # the translator: a bug must still end in one line and exit 1
+        log.exception("internal error")
+        if run.environ.get("MDL_DEBUG", "") not in ("", "0"):
+            raise
+        error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+        run.fail(error)
+    finally:
+        log.info("done in %.1fs", time.monotonic() - started)
+
+
+def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
+    """A pull, verify or get report: JSON, or a table and a summary line; then exit with its code."""
+    from mdl.units import human_duration, human_size
+
+    if run.json:
+        run.emit(report.to_json())
+    elif report.dry_run:
+        rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
+        run.table(
+            rows,
+            [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
+        )
+    elif verb == "verified":
+        rows = [f.to_json() for f in report.files if f.action != "failed"]
+        if rows:
+            run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
+    for f in report.files:
+        if f.action == "failed":
+            run.console.error(f.error or f"{f.model}/{f.path}: failed")
+    if not report.dry_run:
+        counts: dict[str, int] = {}
+        for f in report.files:
+            counts[f.action] = counts.get(f.action, 0) + 1
+        fetched = sum(f.fetched for f in report.files)
+        parts = [f"{n} {action}" for action, n in sorted(counts.items())]
+        summary = f"{verb} {len(report.files)} file(s): {', '.join(parts) or 'nothing to do'}"
+        if fetched:
+            summary += f"; {human_size(fetched)} in {human_duration(seconds)}"
+        log.info("%s", summary)
+        run.console.info(summary)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
