@@ -1,0 +1,178 @@
+"""The house layout must not rot: parts as subpackages, imports one way, no cycles, small modules and classes."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "mdl"
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 200
+# The parts, lowest first: a part may import from the ones before it, never from the ones after it.
+# Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below every part.
+LAYERS = ("catalog", "store", "transfer", "sources", "download", "archive", "api", "cli")
+PARTS = ("catalog", "store", "transfer", "sources", "download", "archive", "cli")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """Every ``import`` in a module (function-level ones too): (module, names imported from it)."""
+    own = _module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append((base, [alias.name for alias in node.names]))
+    return found
+
+
+def _part(module: str) -> str | None:
+    """The part a module belongs to (``mdl.store.layout`` → ``store``), ``api`` for mdl.api, None for the rest."""
+    pieces = module.split(".")
+    if len(pieces) >= 2 and pieces[0] == "mdl" and pieces[1] in (*PARTS, "api"):
+        return pieces[1]
+    return None
+
+
+def _edges() -> dict[str, set[str]]:
+    """Module → the mdl modules it imports (a submodule named in ``from pkg import mod`` counts as that module)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target, names in _imports(path):
+            if not target.startswith("mdl"):
+                continue
+            for imported in names or [""]:
+                full = f"{target}.{imported}" if imported else target
+                graph[name].add(full if full in modules else target)
+            # Importing mdl.a.b runs mdl.a's __init__ first, unless we are inside mdl.a already.
+            pieces = target.split(".")
+            for i in range(2, len(pieces)):
+                parent = ".".join(pieces[:i])
+                if parent in modules and not name.startswith(parent + ".") and name != parent:
+                    graph[name].add(parent)
+        graph[name].discard(name)
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = _edges()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*trail[trail.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert cycles == []
+
+
+def test_parts_import_one_way() -> None:
+    """cli → api → download/archive → sources → transfer → store → catalog; never back up."""
+    rank = {part: i for i, part in enumerate(LAYERS)}
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, targets in _edges().items()
+        for target in targets
+        if (src := _part(name)) and (dst := _part(target)) and src != dst and rank[dst] > rank[src]
+    )
+    assert wrong == []
+
+
+def test_top_level_modules_import_no_part() -> None:
+    """errors, redact, units, paths, progress, report: the vocabulary every part shares, below all of them."""
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, targets in _edges().items()
+        if name.count(".") == 1 and _part(name) is None and name != "mdl.__main__"
+        for target in targets
+        if _part(target) is not None and not (name == "mdl" and target == "mdl.api")
+    )
+    assert wrong == []
+
+
+def test_main_is_imported_by_nothing() -> None:
+    assert sorted(name for name, targets in _edges().items() if "mdl.__main__" in targets) == []
+
+
+def test_other_parts_are_used_through_their_package() -> None:
+    """A part's ``__init__`` exports what others may use; nobody reaches into another part's modules or privates."""
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        for target, names in _imports(path):
+            src, dst = _part(name), _part(target)
+            if dst is None or dst == src or dst == "api":
+                continue
+            if target != f"mdl.{dst}":
+                wrong.append(f"{name} imports {target} (use mdl.{dst})")
+            wrong.extend(f"{name} imports {target}.{n}" for n in names if n.startswith("_"))
+    assert sorted(wrong) == []
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_part_says_what_it_does_and_what_it_exports(part: str) -> None:
+    tree = ast.parse((PACKAGE / part / "__init__.py").read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree)
+    assert doc, f"mdl/{part}/__init__.py has no docstring"
+    assert len(doc.strip().splitlines()) <= 2, f"mdl/{part}: say what the part does in two lines"
+    exported = [
+        n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+    ]
+    assert exported or part == "cli", f"mdl/{part}/__init__.py has no __all__"
+
+
+def test_no_module_is_too_long() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in _modules().values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_class_is_too_long() -> None:
+    long = {}
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.name}"] = size
+    assert long == {}
+
+
+def test_the_checks_see_real_imports() -> None:
+    """Guard against a vacuous pass: the graph must hold the edges we know are there."""
+    graph = _edges()
+    assert "mdl.errors" in graph["mdl.transfer.http"]
+    assert any(_part(t) == "store" for t in graph["mdl.download.puller"])
+    assert len(list(itertools.chain.from_iterable(graph.values()))) > 100
