@@ -8,9 +8,7 @@ import json
 import os
 import re
 import resource
-import shutil
 import stat
-import tempfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from mdl.archive.entries import (
     check_names,
 )
 from mdl.archive.names import MANIFEST_NAME
+from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
 from mdl.progress import Progress
@@ -231,27 +230,6 @@ def _refuse_occupied(dest: Path, tops: list[str], force: bool) -> list[str]:
     return occupied
 
 
-def _move_into_place(staging: Path, dest: Path, tops: list[str], occupied: list[str]) -> None:
-    """Rename each top-level entry into ``dest``, moving replaced ones aside; undo everything on failure."""
-    aside = staging / ".replaced"
-    aside.mkdir()
-    undo: list[tuple[Path, Path]] = []
-    try:
-        for top in tops:
-            if top in occupied:
-                # rename() moves a link itself, never what it points to.
-                (dest / top).rename(aside / top)
-                undo.append((aside / top, dest / top))
-            elif (dest / top).is_dir():
-                (dest / top).rmdir()  # empty (checked); rename over it would also do, but not for a file
-            (staging / "tree" / top).rename(dest / top)
-            undo.append((dest / top, staging / "tree" / top))
-    except OSError as exc:
-        for moved, back in reversed(undo):
-            moved.rename(back)
-        raise LocalFSError(f"cannot move '{top}' into {dest}: {exc.strerror}") from exc
-
-
 def _open_archive(source: Path, shown_as: Path) -> BinaryIO:
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang us
@@ -274,7 +252,7 @@ def unpack_archive(
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify, then rename into ``dest``.
+    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``.
 
     ``max_ratio`` caps how far the archive may expand, per entry and in total (declared sizes against the
     bytes that really hold them); each entry's real output is counted while writing and stops at its
@@ -289,6 +267,8 @@ def unpack_archive(
 
 
 def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, max_ratio: float) -> UnpackResult:
+    if dest_dir.is_dir():
+        recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
     index = read_index(fh, max_entries=MAX_ENTRIES)
     entries = [check_entry(e) for e in index.entries]
     check_names(entries)
@@ -308,12 +288,11 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
 
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".mdl-unpack-", dir=dest_dir))
+        staging = Staging(dest_dir)
     except OSError as exc:
         raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
     try:
-        (staging / "tree").mkdir()
-        tree = _Tree(staging / "tree")
+        tree = _Tree(staging.tree)
         try:
             files = _extract(fh, entries, tree, manifest[0] if manifest else None, progress)
         except OSError as exc:
@@ -322,9 +301,9 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
             raise LocalFSError(f"cannot extract into {dest_dir}: {exc.strerror}") from exc
         finally:
             tree.close()
-        _move_into_place(staging, dest_dir, tops, occupied)
+        staging.swap(tops)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.close()
     return UnpackResult(
         dest=str(dest_dir),
         files=tuple(files),
