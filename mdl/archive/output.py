@@ -46,7 +46,7 @@ def manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[s
     doc["files"] = [
         {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
     ]
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def check_space(folder: Path, needed: int) -> None:

@@ -10,10 +10,10 @@ from typing import Any, BinaryIO
 import mdl
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
-from mdl.archive.output import check_space, local_fs_error, write_file_archive, write_stdout_archive
+from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.archive.selection import FileChoice, collect_files
 from mdl.archive.zipwriter import ENTRY_OVERHEAD
-from mdl.errors import UsageError
+from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
 
 PROFILES = ("deploy", "full")
@@ -116,6 +116,18 @@ def _checkpoint_label(selection: Selection) -> str:
     return name
 
 
+def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
+    """The archive must not be written inside the run it packs: it could replace the very files it reads."""
+    if path is None:
+        return
+    candidate = Path(path)
+    for real in (Path(os.path.realpath(candidate)), Path(os.path.realpath(candidate.parent)) / candidate.name):
+        if real == run_real or real.is_relative_to(run_real):
+            raise UnsafePathError(
+                f"output {shown} is inside the run folder {run_real}", hint="write the archive outside the run"
+            )
+
+
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
     if options.profile not in PROFILES:
@@ -130,15 +142,19 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     if to_stdout and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
 
-    selection = select_checkpoint(run_dir, options.checkpoint)
-    target, stem = _archive_target(options, run_real, selection)
-    skip: frozenset[Path] = frozenset()
-    if target is not None:
-        # An archive written into the run must not end up packed into the next one.
-        out_real = Path(os.path.realpath(target))
-        skip = frozenset({out_real, out_real.with_name(out_real.name + ".partial")})
-    choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-    files = collect_files(selection, run_dir=run_dir, options=choice, skip=skip, progress=progress)
+    try:
+        selection = select_checkpoint(run_dir, options.checkpoint)
+        target, stem = _archive_target(options, run_real, selection)
+        if target is not None:
+            _refuse_output_in_run(str(target), run_real, f"'{target}'")
+        elif stdout is not None and (found := stdout_file(stdout)) is not None:
+            _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
+        choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
+        files = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
+    except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
+        raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
+    except RecursionError:
+        raise UsageError(f"the folders in {options.run_dir} are nested too deeply to pack") from None
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
 
