@@ -139,10 +139,10 @@ def _reopen_for_update(fileno: int) -> int | None:
 
 def write_stdout_archive(
     out: BinaryIO, stem: str, meta: dict[str, Any], files: list[SourceFile], epoch: int | None, progress: Progress
-) -> tuple[int, str, dict[str, str], bool]:
+) -> tuple[int, str, dict[str, str]]:
     """Write to stdout: in one pass when it is a regular file we can update, else hashing first.
 
-    Returns size, sha256, the files' sha256, and whether the sources were read twice.
+    Returns the archive's size and sha256, and the files' sha256.
     """
     out.flush()
     found = stdout_file(out)
@@ -150,7 +150,7 @@ def write_stdout_archive(
     total = sum(f.size for f in files)
     if found is None or fd is None:
         progress.begin(total_bytes=2 * total, files=len(files))
-        return (*_write_pipe(out, stem, meta, files, zip_date_time(epoch), progress), True)
+        return _write_pipe(out, stem, meta, files, zip_date_time(epoch), progress)
     progress.begin(total_bytes=total, files=len(files))
     start = os.lseek(found[0], 0, os.SEEK_CUR)
     with os.fdopen(fd, "w+b") as fh:
@@ -160,7 +160,7 @@ def write_stdout_archive(
         end = fh.tell()
         digest, size = _digest_from(fh.fileno(), start)
     os.lseek(found[0], end, os.SEEK_SET)  # what the caller writes next goes after the archive
-    return size, digest, hashes, False
+    return size, digest, hashes
 
 
 def _stream_source(

@@ -189,9 +189,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     if target is None:
         assert stdout is not None
         try:
-            size, digest, hashes, _ = write_stdout_archive(
-                stdout, stem, meta, files, options.source_date_epoch, progress
-            )
+            size, digest, hashes = write_stdout_archive(stdout, stem, meta, files, options.source_date_epoch, progress)
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
