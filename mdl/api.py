@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
     from mdl.catalog import Catalog, ModelSpec, Settings
     from mdl.report import Resolution, RunReport
-    from mdl.store import CleanedFile, ModelStatus
+    from mdl.store import CleanReport, ModelInfo, ModelList
 
 # Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
@@ -26,48 +25,6 @@ STATUSES = ("installed", "partial", "missing")
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to stderr.
 logging.getLogger("mdl").addHandler(logging.NullHandler())
-
-
-@dataclass(frozen=True)
-class ModelList:
-    """The catalog's models with their local status, and the download root they were looked for in."""
-
-    models: tuple[ModelStatus, ...]
-    dest: Path
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"models": [...], "dest"}``, as ``mdl list --json``."""
-        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One model's files and local state, and the folder its files go into."""
-
-    status: ModelStatus
-    folder: Path
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"models": [one]}``, as ``mdl show --json``."""
-        return {"models": [self.status.show_json()]}
-
-
-@dataclass(frozen=True)
-class CleanReport:
-    """The partial downloads clean removed (or, with dry_run, would remove)."""
-
-    files: tuple[CleanedFile, ...]
-    dry_run: bool = False
-
-    @property
-    def freed(self) -> int:
-        """Bytes freed (or that would be)."""
-        return sum(c.size for c in self.files)
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"ok", "dry_run", "freed", "files": [...]}``, as ``mdl clean --json``."""
-        files = [{"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in self.files]
-        return {"ok": True, "dry_run": self.dry_run, "freed": self.freed, "files": files}
 
 
 # -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
@@ -151,7 +108,7 @@ def list_models(
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
     """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
-    from mdl.store import Layout
+    from mdl.store import Layout, ModelList
     from mdl.store import list_models as list_local
 
     if status is not None and status not in STATUSES:
@@ -171,7 +128,7 @@ def show(
     environ: Mapping[str, str] | None = None,
 ) -> ModelInfo:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    from mdl.store import Layout, model_status
+    from mdl.store import Layout, ModelInfo, model_status
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
@@ -271,6 +228,7 @@ def clean(
     environ: Mapping[str, str] | None = None,
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
+    from mdl.store import CleanReport
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
@@ -379,11 +337,24 @@ def pack(
 
 
 def unpack(
-    archive: StrPath, *, dest: StrPath | None = None, force: bool = False, progress: Progress | None = None
+    archive: StrPath,
+    *,
+    dest: StrPath | None = None,
+    force: bool = False,
+    max_ratio: float | None = None,
+    progress: Progress | None = None,
 ) -> UnpackResult:
     """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
-    ``force`` replaces what its top-level entries name."""
-    from mdl.archive import unpack_archive
+    ``force`` replaces what its top-level entries name; ``max_ratio`` (default 200, ``math.inf`` turns the
+    check off) caps how far entries and the whole archive may expand."""
+    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive
 
     folder = Path(dest) if dest is not None else None
-    return unpack_archive(Path(archive), dest=folder, force=force, progress=progress or NullProgress(), cwd=Path.cwd())
+    return unpack_archive(
+        Path(archive),
+        dest=folder,
+        force=force,
+        progress=progress or NullProgress(),
+        cwd=Path.cwd(),
+        max_ratio=DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
+    )

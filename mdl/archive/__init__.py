@@ -1,10 +1,12 @@
 """Packing a training run into a deterministic zip (checkpoint and file selection, the streaming writer) and
 unpacking archives safely (hostile names refused before a byte is written)."""
 
+from mdl.archive.entries import DEFAULT_MAX_RATIO
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import UnpackResult, unpack_archive
 
 __all__ = [
+    "DEFAULT_MAX_RATIO",
     "PackOptions",
     "PackResult",
     "UnpackResult",

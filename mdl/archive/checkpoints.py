@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -78,38 +79,76 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
     return real
 
 
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= 1 << 1024:  # past float range: no step, size or metric is this large
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a number that overflows is not a value anyone wrote on purpose
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are ValueError."""
+    try:
+        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_small_json(path: Path, shown: str) -> Any:
-    """Parse a small JSON file opened without following a final symlink; errors name ``shown``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+    """Parse a small JSON file opened without following a final symlink; every failure is exit 2 naming ``shown``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"'{shown}' is not a regular file")
-        raw = fh.read(_JSON_MAX + 1)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(_JSON_MAX + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     if len(raw) > _JSON_MAX:
         raise UsageError(f"'{shown}' is too large to be a JSON index")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"'{shown}' is not valid JSON: {exc}") from exc
+        return parse_json(raw)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"'{shown}' is not valid JSON: {str(exc)[:200]}") from exc
 
 
-def safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
     """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
+    shown = path.name if shown is None else shown
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file"
-        head = fh.read(8)
+        head = os.pread(fd, 8, 0)
         if len(head) < 8:
             return f"truncated: {st.st_size} bytes, no header"
         header_len = int.from_bytes(head, "little")
         if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
             return f"header length {header_len} does not fit in {st.st_size} bytes"
-        raw = fh.read(header_len)
+        raw = os.pread(fd, header_len, 8)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        header = parse_json(raw)
+    except ValueError:
         return "header is not JSON"
     if not isinstance(header, dict):
         return "header is not a JSON object"
@@ -121,7 +160,7 @@ def safetensors_problem(path: Path) -> str | None:
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or not all(type(o) is int and o >= 0 for o in offsets)
             or offsets[0] > offsets[1]
         ):
             return f"tensor {key!r} has bad data_offsets"
@@ -157,12 +196,13 @@ def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
             name = weights.name
             if name.endswith(".safetensors"):
                 label = f"{shown}/{weights.relative_to(folder)}"
-                problem = safetensors_problem(real_inside(weights, run_real, label))
+                problem = safetensors_problem(real_inside(weights, run_real, label), label)
                 if problem:
                     return f"{weights.relative_to(folder)}: {problem}"
                 found_weights = True
-            elif _PICKLED_WEIGHTS.fullmatch(name) and weights.stat().st_size > 0:
-                found_weights = True
+            elif _PICKLED_WEIGHTS.fullmatch(name):
+                label = f"{shown}/{weights.relative_to(folder)}"
+                found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
         found_weights = found_weights or bool(indexed)
     if not found_weights:
         return "no weights (model.safetensors, shards with their index, or adapter weights)"
@@ -175,7 +215,7 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
     if candidate.is_dir:
         return _weights_problem(real, run_real, candidate.name)
     if candidate.name.endswith(".safetensors"):
-        return safetensors_problem(real)
+        return safetensors_problem(real, candidate.name)
     # A Lightning .ckpt is a pickle: never opened beyond its size while choosing.
     return None if real.stat().st_size > 0 else "empty file"
 
@@ -302,10 +342,20 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
     if chosen is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     _require_complete(chosen, run_real, "best")
-    metric = state.get("best_metric")
-    metric_value = float(metric) if isinstance(metric, int | float) and not isinstance(metric, bool) else None
+    metric_value = finite_metric(state.get("best_metric"))
     reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
     return Selection(chosen.name, chosen.path, False, reason, (), metric_value)
+
+
+def finite_metric(value: Any) -> float | None:
+    """A metric as a finite float, or None: NaN and infinities (trainers write them) count as no metric."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from mdl.errors import UnsafePathError
+from mdl.paths import safe_file_name
+
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and NTFS
 MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
@@ -18,7 +21,11 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` (a file path inside an archive, ``/``-separated) is unsafe or unportable, or None."""
+    """Why ``name`` (a file path inside an archive, ``/``-separated) is unsafe or unportable, or None.
+
+    Each component must also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names:
+    no invisible or direction-reversing characters (U+202E), no line separators, no lone surrogates.
+    """
     if not name:
         return "empty name"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
@@ -32,17 +39,23 @@ def name_problem(name: str) -> str | None:
     if ":" in name:
         # A colon is a drive or an NTFS alternate data stream on Windows.
         return "colon in name"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        return f"name longer than {MAX_NAME_BYTES} bytes"
     for part in name.split("/"):
         if part in ("", ".", ".."):
             return f"path component {part!r}" if part else "empty path component"
         if part[-1] in ". ":
             return "component ending in a dot or space"
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            return f"component longer than {MAX_COMPONENT_BYTES} bytes"
         if part.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
             return "reserved device name"
+        if any(unicodedata.category(c) == "Cs" for c in part):
+            return "not valid Unicode (a lone surrogate)"
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return f"component longer than {MAX_COMPONENT_BYTES} bytes"
+        try:
+            safe_file_name(part, where="path component")
+        except UnsafePathError as exc:
+            return exc.message
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
     return None
 
 

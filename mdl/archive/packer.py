@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
-from mdl.archive.names import MANIFEST_NAME, name_problem
+from mdl.archive.names import name_problem
+from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.archive.selection import FileChoice, collect_files
-from mdl.archive.zipwriter import (
-    ENTRY_OVERHEAD,
-    HashingCopier,
-    HashingWriter,
-    SourceFile,
-    entry_info,
-    hash_sources,
-    rewrite_stored_entry,
-    write_entries,
-    zip_date_time,
-)
-from mdl.errors import LocalFSError, NoSpaceError, UsageError
+from mdl.archive.zipwriter import ENTRY_OVERHEAD
+from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
 from mdl.version import __version__
 
@@ -128,85 +116,16 @@ def _checkpoint_label(selection: Selection) -> str:
     return name
 
 
-def _manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[str, str]) -> bytes:
-    """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
-    doc = dict(meta)
-    doc["files"] = [
-        {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
-    ]
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _check_space(folder: Path, needed: int) -> None:
-    """Fail before writing when the archive cannot fit (exit 7)."""
-    usage = os.statvfs(folder)
-    free = usage.f_bavail * usage.f_frsize
-    if free < needed:
-        raise NoSpaceError(f"not enough space in {folder}: the archive needs {needed} bytes, {free} are free")
-
-
-def _local_fs_error(exc: OSError, what: str) -> LocalFSError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(f"no space left while writing {what}")
-    return LocalFSError(f"cannot write {what}: {exc.strerror}")
-
-
-def _write_file_archive(
-    target: Path, stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
-) -> tuple[int, str, dict[str, str]]:
-    """Write ``target`` via ``target.partial`` and rename; return (size, sha256) of the archive."""
-    partial = target.with_name(target.name + ".partial")
-    date_time = zip_date_time(options.source_date_epoch)
-    placeholder = _manifest_bytes(meta, files, {})
-    try:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise _local_fs_error(exc, str(partial)) from exc
-    try:
-        with os.fdopen(fd, "w+b") as fh, HashingCopier() as copier:
-            with zipfile.ZipFile(fh, "w") as archive:
-                manifest = entry_info(
-                    f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=date_time, deflate=False
-                )
-                archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
-                hashes = write_entries(
-                    archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress
-                )
-                rewrite_stored_entry(fh, manifest, _manifest_bytes(meta, files, hashes))
-            fh.flush()
-            os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
-            # The manifest at the front changed last, so the archive's own hash needs one more read.
-            os.lseek(fh.fileno(), 0, os.SEEK_SET)
-            digest, size = copier.digest_fd(fh.fileno())
-        partial.replace(target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise _local_fs_error(exc, str(target)) from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return size, digest, hashes
-
-
-def _write_stream_archive(
-    out: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], options: PackOptions, progress: Progress
-) -> tuple[int, str, dict[str, str]]:
-    """Stream the archive to a pipe: hash first (a pipe cannot be rewound to fill in the manifest)."""
-    date_time = zip_date_time(options.source_date_epoch)
-    sink = HashingWriter(out)
-    with HashingCopier() as copier:
-        hashes = hash_sources(files, copier, progress, "hash:")
-        manifest_data = _manifest_bytes(meta, files, hashes)
-        with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[call-overload]
-            manifest = entry_info(
-                f"{stem}/{MANIFEST_NAME}", size=len(manifest_data), date_time=date_time, deflate=False
+def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
+    """The archive must not be written inside the run it packs: it could replace the very files it reads."""
+    if path is None:
+        return
+    candidate = Path(path)
+    for real in (Path(os.path.realpath(candidate)), Path(os.path.realpath(candidate.parent)) / candidate.name):
+        if real == run_real or real.is_relative_to(run_real):
+            raise UnsafePathError(
+                f"output {shown} is inside the run folder {run_real}", hint="write the archive outside the run"
             )
-            archive.writestr(manifest, manifest_data)
-            write_entries(
-                archive, top=stem, sources=files, date_time=date_time, copier=copier, progress=progress, expected=hashes
-            )
-    sink.flush()
-    return sink.size, sink.digest.hexdigest(), hashes
 
 
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
@@ -223,15 +142,19 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     if to_stdout and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
 
-    selection = select_checkpoint(run_dir, options.checkpoint)
-    target, stem = _archive_target(options, run_real, selection)
-    skip: frozenset[Path] = frozenset()
-    if target is not None:
-        # An archive written into the run must not end up packed into the next one.
-        out_real = Path(os.path.realpath(target))
-        skip = frozenset({out_real, out_real.with_name(out_real.name + ".partial")})
-    choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-    files = collect_files(selection, run_dir=run_dir, options=choice, skip=skip, progress=progress)
+    try:
+        selection = select_checkpoint(run_dir, options.checkpoint)
+        target, stem = _archive_target(options, run_real, selection)
+        if target is not None:
+            _refuse_output_in_run(str(target), run_real, f"'{target}'")
+        elif stdout is not None and (found := stdout_file(stdout)) is not None:
+            _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
+        choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
+        files = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
+    except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
+        raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
+    except RecursionError:
+        raise UsageError(f"the folders in {options.run_dir} are nested too deeply to pack") from None
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
 
@@ -263,22 +186,22 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
         return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
 
-    progress.begin(total_bytes=sum(f.size for f in files) * (2 if target is None else 1), files=len(files))
     if target is None:
         assert stdout is not None
         try:
-            size, digest, hashes = _write_stream_archive(stdout, stem, meta, files, options, progress)
+            size, digest, hashes = write_stdout_archive(stdout, stem, meta, files, options.source_date_epoch, progress)
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
-            raise _local_fs_error(exc, "to stdout") from exc
+            raise local_fs_error(exc, "to stdout") from exc
     else:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _local_fs_error(exc, str(target.parent)) from exc
+            raise local_fs_error(exc, str(target.parent)) from exc
         if target.is_dir():
             raise UsageError(f"output {target} is a folder")
         overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
-        _check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
-        size, digest, hashes = _write_file_archive(target, stem, meta, files, options, progress)
+        check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
+        progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
+        size, digest, hashes = write_file_archive(target, stem, meta, files, options.source_date_epoch, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)

@@ -161,28 +161,33 @@ class HashingCopier:
         return digest.hexdigest(), total
 
 
-class _NullSink:
-    """Discards bytes: the hashing-only pass before streaming to a pipe."""
+class _CrcSink:
+    """Discards bytes but keeps their CRC-32: the hashing pass before streaming to a pipe."""
+
+    def __init__(self) -> None:
+        self.crc = 0
 
     def write(self, data: memoryview, /) -> int:
+        self.crc = zlib.crc32(data, self.crc)
         return len(data)
 
 
 def hash_sources(
     sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress, key_prefix: str
-) -> dict[str, str]:
-    """sha256 of each source, read once, without writing anything (for output that cannot be rewound)."""
-    hashes: dict[str, str] = {}
+) -> dict[str, tuple[str, int]]:
+    """(sha256, CRC-32) of each source, read once, without writing anything (for output that cannot be rewound)."""
+    sums: dict[str, tuple[str, int]] = {}
     for src in sources:
         key = key_prefix + src.arcname
         progress.start(key, label=f"hashing {src.arcname}", total=src.size)
         fd = open_unchanged(src)
+        sink = _CrcSink()
         try:
-            hashes[src.arcname] = copier.copy(src, fd, _NullSink(), partial(progress.advance, key))
+            sums[src.arcname] = (copier.copy(src, fd, sink, partial(progress.advance, key)), sink.crc)
         finally:
             os.close(fd)
         progress.finish(key, ok=True)
-    return hashes
+    return sums
 
 
 def write_entries(

@@ -94,6 +94,14 @@ def unpack_cmd(
         Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace what the archive's top-level entries name.")] = False,
+    max_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--max-ratio",
+            metavar="N",
+            help="Refuse entries, or the whole archive, expanding more than N:1 (default 200; 'inf' turns it off).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -104,7 +112,7 @@ def unpack_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
         with run.reporter() as progress:
-            result = api.unpack(archive, dest=directory, force=force, progress=progress)
+            result = api.unpack(archive, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
         doc = result.to_json()
         if run.json:
             run.emit(doc)

@@ -46,7 +46,6 @@ class ResolvedModel:
     files: tuple[RemoteFile, ...]
 
 
-
 def _strip_etag(etag: str | None) -> str | None:
     if not etag:
         return None

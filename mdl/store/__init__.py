@@ -16,12 +16,16 @@ from mdl.store.layout import Layout, Placement, adopt_cached, hub_source
 from mdl.store.locks import HeldLocks
 from mdl.store.records import FileRecord, ModelRecord, now_iso
 from mdl.store.store import Store
+from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
+    "CleanReport",
     "CleanedFile",
     "FileRecord",
     "HeldLocks",
     "Layout",
+    "ModelInfo",
+    "ModelList",
     "ModelRecord",
     "ModelStatus",
     "Placement",

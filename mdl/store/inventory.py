@@ -293,4 +293,3 @@ def _remove_idle_locks(store: Store) -> None:
                 path.unlink()
         finally:
             lock.release()
-

@@ -197,7 +197,6 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     """
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
-
     known = dict(record.files) if record is not None else {}
     wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
     if spec.is_snapshot and spec.repo is not None:

@@ -294,11 +294,24 @@ def test_output_name_and_top_folder(tmp_path: Path) -> None:
         pack(tmp_path, checkpoint="latest", output=Path("deploy"))
 
 
-def test_an_archive_written_into_the_run_is_not_packed_into_the_next(tmp_path: Path) -> None:
-    make_hf_run(tmp_path / "run", steps=(100,))
-    pack(tmp_path, output=Path("run/run.zip"))
-    second = pack(tmp_path, output=Path("run/run.zip"))
-    assert "run.zip" not in {f.path for f in second.files}
+def test_an_archive_is_never_written_inside_the_run(tmp_path: Path) -> None:
+    """Finding 9: `-o RUN/checkpoint-N/model.safetensors` replaced the weights with the zip (exit 0)."""
+    run = make_hf_run(tmp_path / "run", steps=(100, 200))
+    weights = run.root / "checkpoint-200" / "model.safetensors"
+    before = weights.read_bytes()
+    (tmp_path / "via-link").symlink_to(run.root / "checkpoint-200")
+    for output in ("run/checkpoint-200/model.safetensors", "run/run.zip", "run", "via-link/model.safetensors"):
+        with pytest.raises(UnsafePathError, match="is inside the run folder") as err:
+            pack(tmp_path, checkpoint="latest", output=Path(output))
+        assert err.value.exit_code == ExitCode.USAGE and output.split("/")[-1] in err.value.message
+    assert weights.read_bytes() == before
+    assert leftovers(run.root / "checkpoint-200") == [] and leftovers(run.root) == []
+    with pytest.raises(UnsafePathError, match="is inside the run folder"):  # the default name, from inside the run
+        pack(run.root, ".", checkpoint="latest")
+    inside = r"'-' \(stdout is .*piped.zip\) is inside the run folder"
+    with (run.root / "checkpoint-200" / "piped.zip").open("wb") as out, pytest.raises(UnsafePathError, match=inside):
+        pack(tmp_path, checkpoint="latest", output=Path("-"), stdout=out)  # `mdl pack run -o - > run/...`
+    assert weights.read_bytes() == before
 
 
 def test_names_unpack_would_refuse_are_refused_when_packing(tmp_path: Path) -> None:

@@ -265,9 +265,7 @@ def test_files_must_be_an_array() -> None:
 
 def test_file_entry_must_be_a_table() -> None:
     message = bad('[models.m]\nfiles = ["x.bin"]\n')
-    assert message.startswith(
-        "cat.toml:2: models.m.files[0]: must be a table like { repo = ..., path = ... }"
-    )
+    assert message.startswith("cat.toml:2: models.m.files[0]: must be a table like { repo = ..., path = ... }")
 
 
 def test_model_must_be_a_table() -> None:
@@ -349,8 +347,7 @@ def test_good_repo_id(repo: str) -> None:
 def test_bad_repo_type_with_hint() -> None:
     message = bad('[models.m]\nrepo = "a/b"\nrepo_type = "datasets"\n')
     assert message == (
-        "cat.toml:3: models.m.repo_type: must be one of model, dataset, space, got 'datasets' "
-        "(did you mean 'dataset'?)"
+        "cat.toml:3: models.m.repo_type: must be one of model, dataset, space, got 'datasets' (did you mean 'dataset'?)"
     )
 
 
@@ -419,8 +416,7 @@ files = [
 """
     )
     assert message == (
-        "cat.toml:5: models.z.files[2]: saves to 'model.gguf', as models.z.files[0] does; "
-        "set 'as' on one of them"
+        "cat.toml:5: models.z.files[2]: saves to 'model.gguf', as models.z.files[0] does; set 'as' on one of them"
     )
 
 
@@ -433,9 +429,7 @@ def test_duplicate_save_path_via_as() -> None:
 
 
 def test_save_paths_are_case_sensitive() -> None:
-    catalog = good(
-        '[models.z]\nfiles = [{ repo = "a/b", path = "X.bin" }, { repo = "a/b", path = "x.bin" }]\n'
-    )
+    catalog = good('[models.z]\nfiles = [{ repo = "a/b", path = "X.bin" }, { repo = "a/b", path = "x.bin" }]\n')
     assert [f.save_path for f in catalog.models[0].files] == ["X.bin", "x.bin"]
 
 
@@ -452,16 +446,12 @@ def test_file_where_another_needs_a_folder() -> None:
         '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae/ae.bin" },\n'
         '  { repo = "a/b", path = "x", as = "vae" },\n]\n'
     )
-    assert (
-        message == "cat.toml:4: models.z.files[1]: saves to 'vae', which models.z.files[0] needs as a folder"
-    )
+    assert message == "cat.toml:4: models.z.files[1]: saves to 'vae', which models.z.files[0] needs as a folder"
     message = bad(
-        '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae" },\n'
-        '  { repo = "a/b", path = "vae/ae.bin" },\n]\n'
+        '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae" },\n  { repo = "a/b", path = "vae/ae.bin" },\n]\n'
     )
     assert message == (
-        "cat.toml:4: models.z.files[1]: saves to 'vae/ae.bin', inside 'vae', which models.z.files[0] "
-        "saves as a file"
+        "cat.toml:4: models.z.files[1]: saves to 'vae/ae.bin', inside 'vae', which models.z.files[0] saves as a file"
     )
 
 
@@ -609,8 +599,7 @@ def test_expand_headers_missing_variable() -> None:
     with pytest.raises(CatalogError) as info:
         expand_headers(_lora(), {"A": "1", "B": "2"})
     assert str(info.value) == (
-        "models.style-lora.files[0].headers.Authorization: "
-        "environment variable CIVITAI_TOKEN is not set or empty"
+        "models.style-lora.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set or empty"
     )
     assert info.value.exit_code == 2
     assert info.value.hint is not None
@@ -716,9 +705,7 @@ def test_product_example_parses_into_dataclasses() -> None:
 
 
 def test_per_file_revision_and_repo_type() -> None:
-    catalog = good(
-        '[models.m]\nfiles = [{ repo = "a/b", path = "x", revision = "v1.0", repo_type = "dataset" }]\n'
-    )
+    catalog = good('[models.m]\nfiles = [{ repo = "a/b", path = "x", revision = "v1.0", repo_type = "dataset" }]\n')
     spec = catalog.models[0].files[0]
     assert (spec.revision, spec.repo_type) == ("v1.0", "dataset")
 

@@ -256,9 +256,7 @@ def test_direct_url_gets_its_headers_and_never_the_hub_token(
 ) -> None:
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    url = hub.cdn.add_file(
-        "/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"}
-    )
+    url = hub.cdn.add_file("/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"})
     catalog = tmp_path / "url.toml"
     catalog.write_text(
         f'[models.lora]\nfiles = [{{ url = "{url}", size = {len(BIG)}, '
@@ -319,12 +317,8 @@ def test_list_statuses_and_json(world: dict[str, object]) -> None:
     assert models["multi"]["status"] == "missing"
     assert set(models["tiny"]) >= {"name", "description", "tags", "status", "files", "size"}
     (dest / "tiny" / "vocab.txt").unlink()
-    assert {m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]} == {
-        "tiny"
-    }
-    assert [m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]] == [
-        "tiny"
-    ]
+    assert {m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]} == {"tiny"}
+    assert [m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]] == ["tiny"]
     table = mdl("list")
     assert "tiny" in table.stdout and "partial" in table.stdout
 

@@ -120,3 +120,34 @@ def test_unpack_corrupt_archive_is_exit_6(run_dir: Path, tmp_path: Path) -> None
     assert result.exit_code == 6, result.stderr
     assert "model.safetensors" in result.stderr
     assert not (tmp_path / "out" / "x").exists()
+
+
+def _zeros_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("zeros.bin", b"\0" * (5 << 20))
+
+
+def test_unpack_max_ratio_refuses_by_default_and_names_the_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _zeros_zip(tmp_path / "z.zip")
+    refused = mdl("unpack", "z.zip", "-d", "out")
+    assert refused.exit_code == 2
+    assert "zeros.bin" in refused.stderr and "--max-ratio" in refused.stderr
+    assert not (tmp_path / "out" / "zeros.bin").exists()
+    allowed = mdl("unpack", "z.zip", "-d", "out", "--max-ratio", "2000")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert (tmp_path / "out" / "zeros.bin").stat().st_size == 5 << 20
+    off = mdl("unpack", "z.zip", "-d", "out2", "--max-ratio", "inf")
+    assert off.exit_code == 0, off.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_unpack_max_ratio_must_be_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    _zeros_zip(tmp_path / "z.zip")
+    result = mdl("unpack", "z.zip", "-d", "out", "--max-ratio", value)
+    assert result.exit_code == 2
+    assert "--max-ratio" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -47,9 +47,7 @@ def wallclock() -> datetime:
     return datetime(2026, 11, 22, 8, 3, 39, tzinfo=UTC)
 
 
-def plain(
-    clock: FakeClock, *, interval: float = 5.0, secrets: tuple[str, ...] = ()
-) -> tuple[Reporter, io.StringIO]:
+def plain(clock: FakeClock, *, interval: float = 5.0, secrets: tuple[str, ...] = ()) -> tuple[Reporter, io.StringIO]:
     stream = io.StringIO()
     reporter = make_reporter(
         "plain",
@@ -280,9 +278,7 @@ def test_rich_mode_shows_the_file_label_while_active(monkeypatch: pytest.MonkeyP
     reporter = make_reporter("rich", stream=stream, environ={}, clock=FakeClock())
     reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)
     reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)  # a retry: still one bar
-    reporter.start(
-        "b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9
-    )
+    reporter.start("b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9)
     reporter.advance("a", 10)
     reporter.close()  # last frame drawn with the files still active
     reporter.close()  # idempotent
@@ -369,9 +365,7 @@ def test_render_table_aligns_plain_text() -> None:
         {"name": "z-image-turbo", "status": None, "files": 12},
         {"name": "evil\x1b[2J", "status": "missing", "files": 0},
     ]
-    render_table(
-        rows, [("name", "NAME"), ("status", "STATUS"), ("files", "FILES")], stream=stream, color=False
-    )
+    render_table(rows, [("name", "NAME"), ("status", "STATUS"), ("files", "FILES")], stream=stream, color=False)
     assert stream.getvalue().splitlines() == [
         "NAME           STATUS     FILES",
         "tiny-bert      installed      3",
@@ -406,9 +400,7 @@ def test_setup_logging_writes_redacted_records(tmp_path: Path, capsys: pytest.Ca
     assert "not at INFO" not in text
     assert "ConnectionError: reset while reading https://cdn.example.com/m.bin?REDACTED" in text
     first = text.splitlines()[0]
-    assert re.match(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO pid=\d+ \[MainThread\] mdl\.transfer: ", first
-    )
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO pid=\d+ \[MainThread\] mdl\.transfer: ", first)
     assert capsys.readouterr().err == ""  # the log never goes to stderr
 
 

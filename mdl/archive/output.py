@@ -1,0 +1,217 @@
+"""Where a pack's bytes go: a file (via ``.partial``), stdout that is a regular file, or a pipe.
+
+Seekable output is written in one pass over the sources: zipfile writes each local header, streams the
+data while sha256 and CRC-32 are computed, then seeks back to fill in the header; the manifest at the
+front is written with placeholder hashes and filled in last. Only the archive's own sha256 needs a
+second read (of the archive, not the sources): it covers the manifest, which changes last.
+A pipe cannot be rewound, so every source is hashed first (sha256 and CRC-32), then written with
+:class:`~mdl.archive.zipstream.StreamZipWriter`: stored entries carry sizes and CRC in their local headers.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import zipfile
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from mdl.archive.names import MANIFEST_NAME
+from mdl.archive.zipstream import EntrySink, StreamZipWriter
+from mdl.archive.zipwriter import (
+    HashingCopier,
+    HashingWriter,
+    SourceFile,
+    entry_info,
+    hash_sources,
+    open_unchanged,
+    rewrite_stored_entry,
+    write_entries,
+    zip_date_time,
+)
+from mdl.errors import IntegrityError, LocalFSError, NoSpaceError
+from mdl.progress import Progress
+
+Stamp = tuple[int, int, int, int, int, int]
+
+
+def manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[str, str]) -> bytes:
+    """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
+    doc = dict(meta)
+    doc["files"] = [
+        {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
+    ]
+    return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def check_space(folder: Path, needed: int) -> None:
+    """Fail before writing when the archive cannot fit (exit 7)."""
+    usage = os.statvfs(folder)
+    free = usage.f_bavail * usage.f_frsize
+    if free < needed:
+        raise NoSpaceError(f"not enough space in {folder}: the archive needs {needed} bytes, {free} are free")
+
+
+def local_fs_error(exc: OSError, what: str) -> LocalFSError:
+    """An OSError while writing ``what`` as exit 7 (no space gets its own kind)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(f"no space left while writing {what}")
+    return LocalFSError(f"cannot write {what}: {exc.strerror}")
+
+
+def _write_seekable(
+    fh: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], stamp: Stamp, progress: Progress
+) -> dict[str, str]:
+    """The whole archive at ``fh``'s position, one read of each source; sha256 per file."""
+    placeholder = manifest_bytes(meta, files, {})
+    with HashingCopier() as copier, zipfile.ZipFile(fh, "w") as archive:
+        manifest = entry_info(f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=stamp, deflate=False)
+        archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
+        hashes = write_entries(archive, top=stem, sources=files, date_time=stamp, copier=copier, progress=progress)
+        rewrite_stored_entry(fh, manifest, manifest_bytes(meta, files, hashes))
+    return hashes
+
+
+def _digest_from(fd: int, start: int) -> tuple[str, int]:
+    os.lseek(fd, start, os.SEEK_SET)
+    with HashingCopier() as copier:
+        return copier.digest_fd(fd)
+
+
+def write_file_archive(
+    target: Path, stem: str, meta: dict[str, Any], files: list[SourceFile], epoch: int | None, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
+    partial_path = target.with_name(target.name + ".partial")
+    try:
+        fd = os.open(partial_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise local_fs_error(exc, str(partial_path)) from exc
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
+            fh.flush()
+            os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
+            digest, size = _digest_from(fh.fileno(), 0)
+        partial_path.replace(target)
+    except OSError as exc:
+        partial_path.unlink(missing_ok=True)
+        raise local_fs_error(exc, str(target)) from exc
+    except BaseException:
+        partial_path.unlink(missing_ok=True)
+        raise
+    return size, digest, hashes
+
+
+def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
+    """(descriptor, path) when stdout is a regular file, else None (a pipe, a terminal, a socket)."""
+    try:
+        fileno = stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(os.fstat(fileno).st_mode):
+        return None
+    try:
+        return fileno, str(Path(f"/proc/self/fd/{fileno}").readlink())
+    except OSError:
+        return fileno, None
+
+
+def _reopen_for_update(fileno: int) -> int | None:
+    """A read-write descriptor on the same regular file as ``fileno`` (not in append mode), or None."""
+    if fcntl.fcntl(fileno, fcntl.F_GETFL) & os.O_APPEND:
+        return None  # every write would land at the end: patching headers in place is impossible
+    try:
+        fd = os.open(f"/proc/self/fd/{fileno}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    mine, theirs = os.fstat(fd), os.fstat(fileno)
+    if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+def write_stdout_archive(
+    out: BinaryIO, stem: str, meta: dict[str, Any], files: list[SourceFile], epoch: int | None, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Write to stdout: in one pass when it is a regular file we can update, else hashing first.
+
+    Returns the archive's size and sha256, and the files' sha256.
+    """
+    out.flush()
+    found = stdout_file(out)
+    fd = _reopen_for_update(found[0]) if found is not None else None
+    total = sum(f.size for f in files)
+    if found is None or fd is None:
+        progress.begin(total_bytes=2 * total, files=len(files))
+        return _write_pipe(out, stem, meta, files, zip_date_time(epoch), progress)
+    progress.begin(total_bytes=total, files=len(files))
+    start = os.lseek(found[0], 0, os.SEEK_CUR)
+    with os.fdopen(fd, "w+b") as fh:
+        fh.seek(start)
+        hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
+        fh.flush()
+        end = fh.tell()
+        digest, size = _digest_from(fh.fileno(), start)
+    os.lseek(found[0], end, os.SEEK_SET)  # what the caller writes next goes after the archive
+    return size, digest, hashes
+
+
+def _stream_source(
+    writer: StreamZipWriter,
+    name: str,
+    src: SourceFile,
+    crc: int,
+    stamp: Stamp,
+    copier: HashingCopier,
+    progress: Progress,
+) -> str:
+    """One source into the stream; its sha256."""
+    fd = open_unchanged(src)
+    digests: list[str] = []
+
+    def body(entry: EntrySink) -> None:
+        digests.append(copier.copy(src, fd, entry, partial(progress.advance, src.arcname)))
+
+    try:
+        writer.add(
+            name, size=src.size, crc=None if src.deflate else crc, deflate=src.deflate, date_time=stamp, body=body
+        )
+    finally:
+        os.close(fd)
+    return digests[0]
+
+
+def _write_pipe(
+    out: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], stamp: Stamp, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
+    sink = HashingWriter(out)
+    with HashingCopier() as copier:
+        sums = hash_sources(files, copier, progress, "hash:")
+        hashes = {name: sha for name, (sha, _) in sums.items()}
+        manifest = manifest_bytes(meta, files, hashes)
+
+        def write_manifest(entry: EntrySink) -> None:
+            entry.write(manifest)
+
+        writer = StreamZipWriter(sink)
+        name = f"{stem}/{MANIFEST_NAME}"
+        writer.add(
+            name, size=len(manifest), crc=zlib.crc32(manifest), deflate=False, date_time=stamp, body=write_manifest
+        )
+        for src in files:
+            progress.start(src.arcname, label=src.arcname, total=src.size)
+            digest = _stream_source(writer, f"{stem}/{src.arcname}", src, sums[src.arcname][1], stamp, copier, progress)
+            if digest != hashes[src.arcname]:
+                raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
+            progress.finish(src.arcname, ok=True)
+        writer.close()
+    sink.flush()
+    return sink.size, sink.digest.hexdigest(), hashes

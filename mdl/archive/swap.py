@@ -1,0 +1,220 @@
+"""Moving an extracted tree into place so the target is entirely old or entirely new, whatever happens.
+
+The private staging folder ``DEST/.mdl-unpack-XXXX/`` holds ``tree/`` (the verified extraction), ``old/``
+(what the swap moved aside) and, while the swap runs, ``journal.json``: the top-level names and which of
+them existed. Renames are atomic, so the journal plus what is on disk says exactly how far a swap got.
+SIGINT/SIGTERM are deferred until the swap is done or undone; after a kill -9 the next unpack into the
+same folder finds the journal (its owner's lock is gone with the process) and rolls the swap back, or
+finishes it if it had committed. Originals are never deleted before the new tree is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from mdl.archive.names import name_problem
+from mdl.errors import LocalFSError
+from mdl.progress import Progress
+
+PREFIX = ".mdl-unpack-"
+_LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
+_SWAPPING, _COMMITTED = "swapping", "committed"
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, record)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now handled as it would have been: KeyboardInterrupt, exit 130
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    tops: tuple[str, ...]
+    present: frozenset[str]  # top-level names that existed in DEST (moved aside into old/)
+
+
+class Staging:
+    """The private folder beside the destination, locked for as long as this process uses it."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=dest))
+        try:
+            self._lock = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            (self.path / _TREE).mkdir()
+            (self.path / _OLD).mkdir()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def tree(self) -> Path:
+        """Where the archive is extracted."""
+        return self.path / _TREE
+
+    def swap(self, tops: list[str]) -> None:
+        """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""
+        with deferred_signals():
+            plan = _Plan(tuple(tops), frozenset(t for t in tops if os.path.lexists(self.dest / t)))
+            try:
+                _write_journal(self.path, plan, _SWAPPING)
+            except OSError as exc:
+                raise LocalFSError(f"cannot write the swap journal in {self.path}: {exc.strerror}") from exc
+            moving = ""
+            try:
+                for top in plan.tops:
+                    moving = top
+                    if top in plan.present:
+                        (self.dest / top).rename(self.path / _OLD / top)  # a link moves itself, never its target
+                    (self.path / _TREE / top).rename(self.dest / top)
+                _fsync_dir(self.dest)
+                _write_journal(self.path, plan, _COMMITTED)
+            except BaseException as exc:
+                try:
+                    _roll_back(self.path, self.dest, plan)
+                except OSError as undo:
+                    raise LocalFSError(
+                        f"cannot undo a partial move into {self.dest} ({undo.strerror}); the originals are kept in "
+                        f"{self.path} and the next mdl unpack into {self.dest} restores them"
+                    ) from exc
+                if isinstance(exc, OSError):
+                    raise LocalFSError(f"cannot move '{moving}' into {self.dest}: {exc.strerror}") from exc
+                raise
+
+    def close(self) -> None:
+        """Remove the staging folder unless it still holds originals a swap could not put back; unlock."""
+        try:
+            if _journal_state(self.path) in (None, _COMMITTED):
+                shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(self._lock)
+
+
+def _write_journal(staging: Path, plan: _Plan, state: str) -> None:
+    doc = {"version": 1, "state": state, "tops": list(plan.tops), "present": sorted(plan.present)}
+    temp = staging / (_JOURNAL + ".tmp")
+    with temp.open("w", encoding="utf-8") as fh:
+        json.dump(doc, fh, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    temp.replace(staging / _JOURNAL)
+    _fsync_dir(staging)
+
+
+def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
+    """The journal's plan and state; None when absent; ValueError when it cannot be trusted."""
+    try:
+        raw = (staging / _JOURNAL).read_bytes()
+    except FileNotFoundError:
+        return None
+    doc = json.loads(raw)
+    tops, present, state = doc.get("tops"), doc.get("present"), doc.get("state")
+    if not isinstance(tops, list) or not isinstance(present, list) or state not in (_SWAPPING, _COMMITTED):
+        raise ValueError("malformed journal")
+    if any(not isinstance(t, str) or "/" in t or name_problem(t) for t in tops) or not set(present) <= set(tops):
+        raise ValueError("journal names an unsafe or unknown entry")
+    return _Plan(tuple(tops), frozenset(present)), state
+
+
+def _journal_state(staging: Path) -> str | None:
+    try:
+        found = _read_journal(staging)
+    except (OSError, ValueError):
+        return "unknown"
+    return None if found is None else found[1]
+
+
+def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
+    """Put DEST back as it was, from whatever point the swap reached; safe to run again after a crash."""
+    for top in reversed(plan.tops):
+        new_in_place = not os.path.lexists(staging / _TREE / top)
+        if new_in_place and os.path.lexists(dest / top):
+            (dest / top).rename(staging / _TREE / top)
+        if top in plan.present and os.path.lexists(staging / _OLD / top):
+            (staging / _OLD / top).rename(dest / top)
+    _fsync_dir(dest)
+    (staging / _JOURNAL).unlink(missing_ok=True)
+
+
+def recover(dest: Path, progress: Progress) -> None:
+    """Finish what killed unpacks left in ``dest``: roll back an interrupted swap (or complete a committed one),
+    then remove their staging folders. Folders still locked by a running unpack are left alone."""
+    try:
+        names = [p.name for p in dest.iterdir() if p.name.startswith(PREFIX)]
+    except OSError:
+        return
+    for name in sorted(names):
+        staging = dest / name
+        try:
+            lock = os.open(staging / _LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not ours, or being created right now
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running unpack owns it
+            _recover_one(staging, dest, progress)
+        finally:
+            os.close(lock)
+
+
+def _recover_one(staging: Path, dest: Path, progress: Progress) -> None:
+    try:
+        found = _read_journal(staging)
+    except (OSError, ValueError) as exc:
+        progress.note(f"leaving {staging} alone: its journal cannot be read ({exc})")
+        return
+    if found is not None:
+        plan, state = found
+        if state == _SWAPPING:
+            try:
+                _roll_back(staging, dest, plan)
+            except OSError as exc:
+                raise LocalFSError(
+                    f"cannot restore what an interrupted unpack moved aside in {staging}: {exc.strerror}"
+                ) from exc
+            progress.note(f"restored {', '.join(plan.tops)} in {dest}: an earlier unpack was interrupted mid-swap")
+    shutil.rmtree(staging, ignore_errors=True)

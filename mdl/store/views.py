@@ -1,0 +1,51 @@
+"""What the offline commands return: the catalog's models with their state, one model, the partials cleaned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdl.store.inventory import CleanedFile, ModelStatus
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """The catalog's models with their local status, and the download root they were looked for in."""
+
+    models: tuple[ModelStatus, ...]
+    dest: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": [...], "dest"}``, as ``mdl list --json``."""
+        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model's files and local state, and the folder its files go into."""
+
+    status: ModelStatus
+    folder: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": [one]}``, as ``mdl show --json``."""
+        return {"models": [self.status.show_json()]}
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """The partial downloads clean removed (or, with dry_run, would remove)."""
+
+    files: tuple[CleanedFile, ...]
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        """Bytes freed (or that would be)."""
+        return sum(c.size for c in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"ok", "dry_run", "freed", "files": [...]}``, as ``mdl clean --json``."""
+        files = [{"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in self.files]
+        return {"ok": True, "dry_run": self.dry_run, "freed": self.freed, "files": files}

@@ -1,0 +1,226 @@
+"""``mdl unpack --force`` swaps the target entirely or not at all: SIGTERM and Ctrl-C wait for the swap, a
+failed rename is undone, and what a kill -9 leaves behind is rolled back by the next unpack, never deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mdl.archive import swap
+from mdl.archive.unpack import unpack_archive
+from mdl.errors import ArchiveError, ExitCode, LocalFSError, UsageError
+from mdl.progress import NullProgress
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests"
+TOPS = 40
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (a folder maps to None), mdl's staging folders left out."""
+    found: dict[str, bytes | None] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not rel.startswith(swap.PREFIX):
+            found[rel] = None if path.is_dir() else path.read_bytes()
+    return found
+
+
+def staging_folders(dest: Path) -> list[str]:
+    return sorted(p.name for p in dest.iterdir() if p.name.startswith(swap.PREFIX))
+
+
+def make_old_and_new(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes | None], dict[str, bytes | None]]:
+    """A destination full of old files, and an archive replacing every one of its TOPS top-level names."""
+    dest = tmp_path / "dest"
+    for i in range(TOPS):
+        if i % 4 == 0:
+            (dest / f"top{i:02}").mkdir(parents=True)
+            (dest / f"top{i:02}" / "old-only.txt").write_text(f"old {i}")
+            (dest / f"top{i:02}" / "shared.txt").write_text(f"old shared {i}")
+        else:
+            dest.mkdir(exist_ok=True)
+            (dest / f"top{i:02}").write_text(f"old file {i}")
+    (dest / "unrelated.txt").write_text("not in the archive")
+    archive = tmp_path / "new.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(TOPS):
+            if i % 4 == 0:
+                zf.writestr(f"top{i:02}/shared.txt", f"new shared {i}")
+                zf.writestr(f"top{i:02}/new-only.txt", f"new {i}")
+            else:
+                zf.writestr(f"top{i:02}", f"new file {i}")
+    old = snapshot(dest)
+    probe = tmp_path / "probe"
+    unpack_archive(archive, dest=probe, force=False, progress=NullProgress(), cwd=tmp_path)
+    new = {**snapshot(probe), "unrelated.txt": b"not in the archive"}
+    return archive, dest, old, new
+
+
+def child_script(archive: Path, dest: Path, body: str) -> str:
+    """A Python child that runs ``body`` (which patches os.rename) and then the real CLI."""
+    return (
+        textwrap.dedent(
+            """
+        import os, signal, sys, time
+        from pathlib import Path
+        real_rename = os.rename
+        calls = [0]
+        """
+        )
+        + textwrap.dedent(body)
+        + textwrap.dedent(
+            f"""
+        os.rename = hooked
+        sys.argv = ["mdl", "unpack", {str(archive)!r}, "-d", {str(dest)!r}, "--force"]
+        from mdl.__main__ import main
+        main()
+        """
+        )
+    )
+
+
+def run_child(script: str, tmp_path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    return subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_sigterm_during_the_swap_waits_for_it_to_finish(tmp_path: Path) -> None:
+    archive, dest, old, new = make_old_and_new(tmp_path)
+    marker = tmp_path / "swapping"
+    body = f"""
+        def hooked(src, dst, *args, **kwargs):
+            real_rename(src, dst, *args, **kwargs)
+            calls[0] += 1
+            if calls[0] == 1:
+                Path({str(marker)!r}).touch()  # the swap is under way: the parent sends SIGTERM now
+            time.sleep(0.01)
+        """
+    proc = run_child(child_script(archive, dest, body), tmp_path)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    state = snapshot(dest)
+    assert state in (old, new), "the target is a mix of old and new"
+    assert state == new  # the signal waited for the swap, then interrupted: exit 130
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    assert staging_folders(dest) == []
+
+
+def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> None:
+    archive, dest, old, new = make_old_and_new(tmp_path)
+    body = """
+        def hooked(src, dst, *args, **kwargs):
+            real_rename(src, dst, *args, **kwargs)
+            calls[0] += 1
+            if calls[0] == 25:  # halfway through: some originals aside, some new entries in place
+                os.kill(os.getpid(), signal.SIGKILL)
+        """
+    proc = run_child(child_script(archive, dest, body), tmp_path)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    [leftover] = staging_folders(dest)
+    journal = json.loads((dest / leftover / "journal.json").read_text())
+    assert journal["state"] == "swapping" and len(journal["tops"]) == TOPS
+    assert snapshot(dest) not in (old, new)  # what a kill -9 leaves: the journal is what makes it recoverable
+
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(ArchiveError):  # the next run restores first, whatever its own archive turns out to be
+        unpack_archive(Path("junk.zip"), dest=dest, force=True, progress=NullProgress(), cwd=tmp_path)
+    assert snapshot(dest) == old
+    assert staging_folders(dest) == []
+    with pytest.raises(UsageError, match="already exists"):
+        unpack_archive(archive, dest=dest, force=False, progress=NullProgress(), cwd=tmp_path)
+    assert snapshot(dest) == old
+    assert staging_folders(dest) == []
+    unpack_archive(archive, dest=dest, force=True, progress=NullProgress(), cwd=tmp_path)
+    assert snapshot(dest) == new
+
+
+def test_a_rename_that_fails_mid_swap_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive, dest, old, _ = make_old_and_new(tmp_path)
+    real = os.rename
+    calls = [0]
+
+    def failing(src: Any, dst: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 31:
+            raise PermissionError(13, "Permission denied")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(LocalFSError, match="cannot move") as err:
+        unpack_archive(archive, dest=dest, force=True, progress=NullProgress(), cwd=tmp_path)
+    assert err.value.exit_code == ExitCode.LOCAL
+    assert snapshot(dest) == old
+    assert staging_folders(dest) == []
+
+
+def test_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive, dest, _, new = make_old_and_new(tmp_path)
+    real = os.rename
+    calls = [0]
+
+    def interrupting(src: Any, dst: Any) -> None:
+        real(src, dst)
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler that raised would do so right here
+
+    monkeypatch.setattr(os, "rename", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        unpack_archive(archive, dest=dest, force=True, progress=NullProgress(), cwd=tmp_path)
+    assert calls[0] == 2 * TOPS  # every move happened
+    assert snapshot(dest) == new
+    assert staging_folders(dest) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    (dest / "model").mkdir(parents=True)
+    (dest / "model" / "new.txt").write_text("new")
+    done = dest / f"{swap.PREFIX}dead"
+    (done / "old" / "model").mkdir(parents=True)
+    (done / "old" / "model" / "old.txt").write_text("old")
+    (done / "tree").mkdir()
+    (done / "lock").touch()
+    journal = {"version": 1, "state": "committed", "tops": ["model"], "present": ["model"]}
+    (done / "journal.json").write_text(json.dumps(journal))
+    live = swap.Staging(dest)  # holds its lock, as a running unpack does
+    try:
+        swap.recover(dest, NullProgress())
+        assert staging_folders(dest) == [live.path.name]
+        assert (dest / "model" / "new.txt").read_text() == "new"
+    finally:
+        live.close()
+    assert staging_folders(dest) == []
+
+
+def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    planted = dest / f"{swap.PREFIX}planted"
+    (planted / "tree").mkdir(parents=True)
+    (planted / "lock").touch()
+    (planted / "journal.json").write_text(json.dumps({"state": "swapping", "tops": ["../x"], "present": []}))
+    (tmp_path / "x").write_text("outside")
+    swap.recover(dest, NullProgress())
+    assert (tmp_path / "x").read_text() == "outside"
+    assert staging_folders(dest) == [planted.name]
