@@ -1,0 +1,181 @@
+"""Hostile servers for tests: what a captive portal, a broken proxy, a lying CDN or a compromised Hub can send.
+
+Beside `servers.py` (whose `Fault.http_error` already answers any status, body and headers on a path prefix):
+
+- `SilentServer` accepts TCP connections and never answers (optionally after sending the status line and
+  headers), the way a hung Hub, a black-holed proxy or a dead load balancer behaves.
+- `HostileHub` is a `HubServer` whose answers can be rewritten per request: a `Link: rel="next"` to another
+  origin, a commit `sha` with terminal escapes, a listing replaced by any bytes (HTML with 200, `{}`, entries
+  with wrong types), any extra response headers.
+- `GzipCdn` is a `CdnServer` that sends `Content-Encoding: gzip` whatever `Accept-Encoding` says (nginx with
+  `gzip_static always`), for whole-file and ranged requests.
+
+Everything binds 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Self
+
+from servers import CdnServer, Exchange, HubServer
+
+__all__ = ["GzipCdn", "HostileHub", "SilentServer"]
+
+
+class SilentServer:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers.
+
+    ``send_headers`` makes it answer the status line and headers of a 200 with a big Content-Length, then go
+    silent (a body that never comes). ``accepted`` counts connections, so a test can see retries.
+    """
+
+    def __init__(self, *, send_headers: bool = False) -> None:
+        self.send_headers = send_headers
+        self.accepted = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._conns: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, no trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.05)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+            if self.send_headers:
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nContent-Type: text/plain\r\n\r\n")
+
+    def start(self) -> Self:
+        """Accept in a daemon thread; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close every held connection and the listener."""
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+Rewrite = Callable[[Exchange, Any], Any]
+
+
+class HostileHub(HubServer):
+    """A Hub stand-in whose JSON answers and headers a test can rewrite.
+
+    - ``sha``: the commit id every API answer reports (e.g. with escape sequences), instead of the real one.
+    - ``next_link``: called with the honest next-page URL (or None on the last page); returns the ``Link``
+      target to send (another origin, plain http, ...) or None for no link.
+    - ``rewrite_json``: called with (exchange, the honest JSON document) for every JSON answer; returns the
+      document to send instead, or ``bytes`` to send raw (HTML, truncated JSON, nothing).
+    - ``extra_headers``: added to every answer.
+    """
+
+    name = "hostile-hub"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sha: str | None = None
+        self.next_link: Callable[[str | None], str | None] | None = None
+        self.rewrite_json: Rewrite | None = None
+        self.extra_headers: dict[str, str] = {}
+
+    def _patch(self, doc: Any) -> Any:
+        if self.sha is None:
+            return doc
+        if isinstance(doc, dict) and "sha" in doc:
+            return {**doc, "sha": self.sha}
+        return doc
+
+    def route(self, ex: Exchange) -> None:
+        original_send_json = ex.send_json
+        original_start = ex.start
+
+        def send_json(obj: Any, status: int = 200, headers: Any = None) -> None:
+            hdrs = dict(headers or {})
+            if self.next_link is not None:
+                honest = hdrs.pop("Link", None)
+                url = honest[1 : honest.index(">")] if honest else None
+                target = self.next_link(url)
+                if target is not None:
+                    hdrs["Link"] = f'<{target}>; rel="next"'
+            doc = self._patch(obj)
+            if self.rewrite_json is not None:
+                doc = self.rewrite_json(ex, doc)
+            if isinstance(doc, bytes):
+                ex.send_bytes(status, doc, hdrs, content_type="text/html; charset=utf-8")
+                return
+            original_send_json(doc, status, hdrs)
+
+        def start(status: int, headers: Any) -> None:
+            hdrs = dict(headers)
+            if self.sha is not None and "X-Repo-Commit" in hdrs:
+                hdrs["X-Repo-Commit"] = self.sha
+            hdrs.update(self.extra_headers)
+            original_start(status, hdrs)
+
+        ex.send_json = send_json  # type: ignore[method-assign]
+        ex.start = start  # type: ignore[method-assign]
+        super().route(ex)
+
+
+class GzipCdn(CdnServer):
+    """A CDN that gzips every body it serves and says so (``Content-Encoding: gzip``), ranges included.
+
+    A whole-file answer is the gzip of the file with the gzip's length; a ranged answer is a slice of that gzip
+    stream (what a misconfigured static server does), labelled with ranges of the compressed bytes.
+    """
+
+    name = "gzip-cdn"
+
+    def route(self, ex: Exchange) -> None:
+        original_start = ex.start
+
+        def start(status: int, headers: Any) -> None:
+            hdrs = dict(headers)
+            if status in (200, 206):
+                hdrs["Content-Encoding"] = "gzip"
+            original_start(status, hdrs)
+
+        ex.start = start  # type: ignore[method-assign]
+        super().route(ex)
+
+    def add_file(self, path: str, data: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        """Store the gzip of ``data`` (bytes) under ``path``; the server then serves those bytes, labelled gzip."""
+        raw = bytes(data)
+        return super().add_file(path, gzip.compress(raw, mtime=0), **kwargs)
