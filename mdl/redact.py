@@ -66,3 +66,24 @@ def redact_text(text: str, *, secrets: tuple[str, ...] = ()) -> str:
     text = _TOKEN_RES[0].sub("hf_" + REDACTED, text)
     text = _TOKEN_RES[1].sub(lambda m: m.group(1) + REDACTED, text)
     return _TOKEN_RES[2].sub(lambda m: m.group(1) + REDACTED, text)
+
+
+# C0/C1 controls (escape sequences, bells, carriage returns), bidi overrides and isolates, line/paragraph
+# separators and zero-width characters: anything that could move the cursor, rewrite a terminal title, forge a
+# log line or hide text. Tab and newline are kept only where the caller allows multi-line text.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]")
+_NEWLINES = re.compile("[\t\n]")
+
+
+def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
+    """Server- or user-provided text made safe for a terminal, a log line or a record.
+
+    Control and invisible characters become ``\\xNN``/``\\uNNNN`` escapes (visible, never interpreted); tabs and
+    newlines become spaces unless ``multiline``; ``limit`` keeps the first characters and marks the cut with ``…``.
+    """
+    cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+    if not multiline:
+        cleaned = _NEWLINES.sub(" ", cleaned)
+    if limit is not None and len(cleaned) > limit:
+        cleaned = cleaned[:limit] + "…"
+    return cleaned

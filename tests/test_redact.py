@@ -105,3 +105,15 @@ def test_known_secrets_are_removed_anywhere() -> None:
     assert got == f"server said: bad key {REDACTED}!"
     # Very short "secrets" are ignored: replacing them would garble ordinary words.
     assert redact_text("abc def", secrets=("abc",)) == "abc def"
+
+
+def test_printable_escapes_controls_and_invisible_characters() -> None:
+    from mdl.redact import printable
+
+    shown = printable("a\x1b]0;title\x07\x1b[2Jb\u202ec\u2028d\u200be\r\x85")
+    assert not any(ch in shown for ch in "\x1b\x07\u202e\u2028\u200b\r\x85")
+    assert shown.startswith("a\\x1b]0;title\\x07")
+    assert printable("one\ntwo\tthree") == "one two three"
+    assert printable("one\ntwo", multiline=True) == "one\ntwo"
+    assert printable("x" * 300, limit=200) == "x" * 200 + "…"
+    assert printable("plain ünïcode 🤖") == "plain ünïcode 🤖"
