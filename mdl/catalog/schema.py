@@ -187,6 +187,9 @@ def _header_value(value: str) -> str:
     # A CR or LF would let the value inject extra headers (RFC 9110 §5.5).
     if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
         raise problem("must not contain line breaks or control characters")
+    # HTTP/1.1 sends header values as ASCII; anything else would fail at send time (RFC 9110 §5.5: obs-text).
+    if not value.isascii():
+        raise problem("must be ASCII (percent- or base64-encode other characters)")
     if "${" in VAR_RE.sub("", value):
         raise problem("has a malformed '${…}'; write ${NAME} with letters, digits and '_'")
     return value

@@ -557,6 +557,7 @@ def test_limit_rate_accepts_the_limit_rate_flag_grammar(rate: str) -> None:
     [
         ('{ "Bad Name" = "x" }', 'headers."Bad Name"', "is not a valid HTTP header name"),
         ('{ A = "x\\r\\nEvil: 1" }', "headers.A", "must not contain line breaks or control characters"),
+        ('{ A = "v\u00e4lue" }', "headers.A", "must be ASCII (percent- or base64-encode other characters)"),
         ("{ A = 1 }", "headers.A", "must be a string, got integer"),
         ('{ A = "Bearer ${TOKEN" }', "headers.A", MALFORMED_VAR),
         ('{ A = "Bearer ${1X}" }', "headers.A", MALFORMED_VAR),
@@ -616,6 +617,15 @@ def test_expand_headers_never_shows_the_value() -> None:
         expand_headers(_lora(), {"CIVITAI_TOKEN": "sekrit\r\nX-Evil: 1", "A": "1", "B": "2"})
     assert "sekrit" not in str(info.value)
     assert "line break" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["s\x1bkrit", "sekr\u00eft", "sek\x7frit"])
+def test_expand_headers_refuses_values_http_cannot_send(value: str) -> None:
+    with pytest.raises(CatalogError) as info:
+        expand_headers(_lora(), {"CIVITAI_TOKEN": value, "A": "1", "B": "2"})
+    assert info.value.exit_code == 2
+    assert "CIVITAI_TOKEN" in str(info.value)
+    assert value not in str(info.value)
 
 
 def test_expand_headers_without_headers() -> None:
