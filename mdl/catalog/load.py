@@ -99,7 +99,7 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                     hint=f"export {variable}=… before running mdl",
                 )
             # Never echo the value: it is usually a secret.
-            if any(ord(ch) < 0x20 and ch != "\t" or ord(ch) == 0x7F for ch in value):
+            if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
                 raise CatalogError(
                     f"{spec.key_path}.headers.{format_key(header)}: "
                     f"environment variable {variable} contains a line break or control character"
