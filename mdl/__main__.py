@@ -25,7 +25,7 @@ def main() -> None:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
     try:
-        code = _run(app)
+        code = _finish_stdout(_run(app))
         sys.exit(code)
     except SystemExit as exc:
         if exc.code == 130:
@@ -41,6 +41,23 @@ def main() -> None:
             logging.shutdown()
             os._exit(130)
         raise
+
+
+def _finish_stdout(code: int) -> int:
+    """Flush stdout before exiting: a reader that left makes it exit 141, quietly, not an error at shutdown."""
+    from mdl.cli import pipes
+
+    if code == 130 and pipes.interrupted_by_closed_stdout():
+        pipes.silence_stdout()  # the closed stdout's interruption got past the translator: same ending
+        return pipes.EXIT_STDOUT_CLOSED
+    try:
+        pipes.flush_stdout()
+    except OSError as exc:
+        if not pipes.is_closed_stdout_error(exc):
+            raise
+        pipes.silence_stdout()
+        return code or pipes.EXIT_STDOUT_CLOSED
+    return code
 
 
 def _run(app: Callable[..., Any]) -> int:

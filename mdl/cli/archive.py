@@ -47,7 +47,7 @@ def pack_cmd(
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
-    with guarded(run):
+    with guarded(run, output_only=output is not None and str(output) == "-"):
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
         if compress not in ("auto", "none", "deflate"):

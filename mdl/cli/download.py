@@ -93,7 +93,7 @@ def verify_cmd(
 ) -> None:
     """Re-hash local files against the record and the catalog (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
-    with guarded(run):
+    with guarded(run, output_only=True):
         started = time.monotonic()
         with run.reporter() as progress:
             report = api.verify(

@@ -37,7 +37,7 @@ def list_cmd(
 ) -> None:
     """The catalog with each model's local status (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
-    with guarded(run):
+    with guarded(run, output_only=True):
         if status is not None and status not in api.STATUSES:
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         listing = api.list_models(
@@ -74,7 +74,7 @@ def show_cmd(
 ) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
-    with guarded(run):
+    with guarded(run, output_only=True):
         info = api.show(name, catalog=catalog, dest=dest, layout=layout, environ=run.environ)
         doc = info.status.show_json()
         if run.json:
@@ -115,7 +115,7 @@ def resolve_cmd(
 ) -> None:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
-    with guarded(run):
+    with guarded(run, output_only=True):
         with run.reporter() as progress:
             resolution = api.resolve(
                 *(names or ()),

@@ -91,7 +91,15 @@ class Run:
         message = redact_text(exc.message, secrets=self._secrets())
         log.error("%s", message)
         if self.json:
-            self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})
+            from mdl.cli import pipes
+
+            try:
+                self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})
+                pipes.flush_stdout(self.stdout)
+            except OSError as closed:
+                if not pipes.is_closed_stdout_error(closed):
+                    raise
+                pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
         self.console.error(exc.message, exc.hint)
         raise typer.Exit(int(exc.exit_code))
 
@@ -103,26 +111,50 @@ def isatty(stream: Any) -> bool:
 
 
 @contextlib.contextmanager
-def guarded(run: Run) -> Iterator[None]:
-    """The one translator: MdlError → its exit code, Ctrl-C → 130, anything else → 1 (traceback with MDL_DEBUG)."""
+def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
+    """The one translator: MdlError → its exit code, Ctrl-C → 130, a closed stdout → 141 quietly, anything
+    else → 1 (traceback with MDL_DEBUG).
+
+    ``output_only`` commands (they change nothing on disk) also stop their work as soon as stdout's reader
+    goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
+    """
+    from mdl.cli import pipes
+
     started = time.monotonic()
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     try:
-        yield
+        try:
+            with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
+                yield
+        finally:
+            pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
     except typer.Exit:
         raise
-    except MdlError as exc:
-        run.fail(exc)
-    except KeyboardInterrupt:
-        run.fail(InterruptedByUserError("interrupted; partial downloads were kept, run again to resume"))
+    except (MdlError, KeyboardInterrupt, OSError) as exc:  # a closed stdout surfaces as one of these
+        if pipes.is_closed_stdout_error(exc):
+            log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
+            pipes.silence_stdout()
+            raise typer.Exit(pipes.EXIT_STDOUT_CLOSED) from None
+        if isinstance(exc, OSError):  # one no part turned into an MdlError: a bug
+            log.exception("internal error")
+        _translate(run, exc)
     except Exception as exc:  # the translator: a bug must still end in one line and exit 1
         log.exception("internal error")
-        if run.environ.get("MDL_DEBUG", "") not in ("", "0"):
-            raise
-        error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
-        run.fail(error)
+        _translate(run, exc)
     finally:
         log.info("done in %.1fs", time.monotonic() - started)
+
+
+def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
+    """An exception that ended a command, as its exit code and one line on stderr."""
+    if isinstance(exc, MdlError):
+        run.fail(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        run.fail(InterruptedByUserError("interrupted; partial downloads were kept, run again to resume"))
+    if run.environ.get("MDL_DEBUG", "") not in ("", "0"):
+        raise exc
+    error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+    run.fail(error)
 
 
 def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:

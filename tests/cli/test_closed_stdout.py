@@ -1,0 +1,240 @@
+"""Every command with a stdout whose reader leaves early (``mdl list | head -1``), as a real process.
+
+The contract (issue 11 item 15): a closed stdout ends the command quietly, as it ends ``cat``. Exit 141
+(128 + SIGPIPE, what a shell reports for ``cat`` killed by a closed pipe) when the command had something to
+write and the pipe was closed; exit 0 when it had nothing to write on stdout (``pull`` and ``get`` without
+``--json`` report on stderr only) or its whole output fitted in the pipe before the reader left. Never a
+traceback, never "internal error"; commands that only print stop their work, commands that change the disk
+finish it (no half-written file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run
+from servers import HubServer, make_data
+
+from mdl import api
+
+EXIT_CLOSED = 141
+WEIGHTS = make_data(3_000_000, seed=11)
+FILES = {
+    "config.json": b'{"hidden_size": 8}',
+    "vocab.txt": b"[PAD]\n[UNK]\n" * 50,
+    "model.safetensors": WEIGHTS,
+}
+CATALOG = (
+    "".join(f'[models.m{i}]\ndescription = "model {i}"\ntags = ["test"]\nrepo = "org/tiny"\n\n' for i in range(12))
+    + '[models.big]\nfiles = [{ repo = "org/big", path = "weights.bin" }]\n'
+)
+
+
+@pytest.fixture
+def world(hub: HubServer, tmp_path: Path) -> dict[str, Path]:
+    """A Hub with a small repo that 12 catalog models name and one big file; everything pulled once."""
+    hub.add_repo("org/tiny", FILES)
+    hub.add_repo("org/big", {"weights.bin": make_data(1000, seed=2)})
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG)
+    paths = {
+        "catalog": catalog,
+        "dest": tmp_path / "models",
+        "log": tmp_path / "mdl.log",
+        "tmp": tmp_path,
+    }
+    assert api.pull(all=True, catalog=catalog, dest=paths["dest"], environ=_env(hub, paths)).exit_code == 0
+    make_hf_run(tmp_path / "run")
+    return paths
+
+
+def _env(hub: HubServer, paths: dict[str, Path]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "MDL_CATALOG": str(paths["catalog"]),
+        "MDL_DEST": str(paths["dest"]),
+        "MDL_LOG_FILE": str(paths["log"]),
+    }
+
+
+def run_closed(args: list[str], env: dict[str, str], stderr_file: Path, *, read_lines: int) -> int:
+    """Run ``mdl ARGS`` with stdout a pipe that the reader closes after ``read_lines`` lines; its exit code."""
+    with stderr_file.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "mdl", *args], env=env, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        for _ in range(read_lines):
+            proc.stdout.readline()
+        proc.stdout.close()
+        return proc.wait(timeout=120)
+
+
+def _stderr(world: dict[str, Path]) -> str:
+    return (world["tmp"] / "err").read_text(errors="replace")
+
+
+def assert_quiet(stderr_file: Path) -> None:
+    """Nothing on stderr but at most one line (a summary), and never a traceback or an internal error."""
+    text = stderr_file.read_text(errors="replace")
+    assert "Traceback" not in text and "internal error" not in text and "Exception ignored" not in text, text
+    assert "BrokenPipe" not in text, text
+    assert len(text.splitlines()) <= 1, text
+
+
+# Commands that print and change nothing: they stop as soon as the reader leaves (exit 141 with none read).
+PRINTING = [
+    (["list"], 0),
+    (["list"], 1),
+    (["list", "--json"], 0),
+    (["show", "m1"], 0),
+    (["show", "m1"], 1),
+    (["show", "m1", "--json"], 0),
+    (["resolve", "--all"], 0),
+    (["resolve", "--all"], 1),
+    (["resolve", "--all", "--json"], 0),
+    (["verify", "--all"], 0),
+    (["verify", "--all"], 1),
+    (["verify", "--all", "--json"], 0),
+    (["clean", "--json"], 0),
+]
+
+
+@pytest.mark.parametrize(("args", "read_lines"), PRINTING, ids=[f"{' '.join(a)}-read{n}" for a, n in PRINTING])
+def test_printing_commands_end_quietly(
+    world: dict[str, Path], hub: HubServer, args: list[str], read_lines: int
+) -> None:
+    code = run_closed([*args, "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
+    # With no line read the pipe is closed before mdl writes: always 141. After one line, the rest may
+    # have fitted in the pipe before the reader left (0) or not (141).
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
+    assert_quiet(world["tmp"] / "err")
+
+
+def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubServer) -> None:
+    code = run_closed(["clean", "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=0)
+    assert code == 0  # nothing to clean: no line for stdout, so nothing found the pipe closed
+    assert_quiet(world["tmp"] / "err")
+
+
+@pytest.mark.parametrize(("json_out", "expected"), [(False, 0), (True, EXIT_CLOSED)])
+def test_pull_finishes_every_file_then_ends_quietly(
+    world: dict[str, Path], hub: HubServer, json_out: bool, expected: int
+) -> None:
+    fresh = world["tmp"] / "fresh"
+    env = {**_env(hub, world), "MDL_DEST": str(fresh)}
+    args = ["pull", "m1", "m2", "big", "--no-progress", *(["--json"] if json_out else [])]
+    code = run_closed(args, env, world["tmp"] / "err", read_lines=0)
+    # Without --json pull writes nothing on stdout (its report is on stderr): 0. With --json its one
+    # document meets the closed pipe: 141, after the downloads finished.
+    assert code == expected
+    assert_quiet(world["tmp"] / "err")
+    for model in ("m1", "m2"):
+        for name, data in FILES.items():
+            assert (fresh / model / name).read_bytes() == data
+    assert not list((fresh / ".mdl" / "partial").glob("*.part")) if (fresh / ".mdl" / "partial").exists() else True
+    verify = subprocess.run([sys.executable, "-m", "mdl", "verify", "m1", "m2", "big", "-q"], env=env)
+    assert verify.returncode == 0
+
+
+@pytest.mark.parametrize(("json_out", "expected"), [(False, 0), (True, EXIT_CLOSED)])
+def test_get_finishes_the_file_then_ends_quietly(
+    world: dict[str, Path], hub: HubServer, json_out: bool, expected: int
+) -> None:
+    out = world["tmp"] / "got"
+    args = ["get", "hf://org/tiny/model.safetensors", "-d", str(out), "--no-progress"]
+    code = run_closed([*args, *(["--json"] if json_out else [])], _env(hub, world), world["tmp"] / "err", read_lines=0)
+    assert code == expected  # as for pull: only --json writes to stdout
+    assert_quiet(world["tmp"] / "err")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # no temp or state left behind
+    assert (out / "model.safetensors").read_bytes() == WEIGHTS
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+@pytest.mark.parametrize("read_lines", [0, 1])
+def test_pack_to_a_file_finishes_the_archive(
+    world: dict[str, Path], hub: HubServer, json_out: bool, read_lines: int
+) -> None:
+    archive = world["tmp"] / "out.zip"
+    args = ["pack", str(world["tmp"] / "run"), "-o", str(archive), "--no-progress", *(["--json"] if json_out else [])]
+    code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
+    assert_quiet(world["tmp"] / "err")
+    with zipfile.ZipFile(archive) as done:  # complete and sound, not cut off by the closed pipe
+        assert done.testzip() is None
+    assert sorted(p.name for p in world["tmp"].iterdir() if p.name.startswith("out")) == ["out.zip"]
+
+
+def test_pack_to_stdout_stops(world: dict[str, Path], hub: HubServer) -> None:
+    args = ["pack", str(world["tmp"] / "run"), "-o", "-", "--no-progress"]
+    code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=0)
+    assert code == EXIT_CLOSED
+    assert_quiet(world["tmp"] / "err")
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+@pytest.mark.parametrize("read_lines", [0, 1])
+def test_unpack_finishes_then_ends_quietly(
+    world: dict[str, Path], hub: HubServer, json_out: bool, read_lines: int
+) -> None:
+    archive = world["tmp"] / "out.zip"
+    env = _env(hub, world)
+    packed = subprocess.run([sys.executable, "-m", "mdl", "pack", str(world["tmp"] / "run"), "-o", str(archive), "-q"])
+    assert packed.returncode == 0
+    target = world["tmp"] / "unpacked"
+    args = ["unpack", str(archive), "-d", str(target), "--no-progress", *(["--json"] if json_out else [])]
+    code = run_closed(args, env, world["tmp"] / "err", read_lines=read_lines)
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
+    assert_quiet(world["tmp"] / "err")
+    with zipfile.ZipFile(archive) as done:
+        for info in done.infolist():
+            if not info.is_dir():
+                assert (target / info.filename).read_bytes() == done.read(info), info.filename
+
+
+def _seconds_to_hash(nbytes: int) -> float:
+    """How long this machine takes to sha256 ``nbytes`` of zeros (measured on 256 MiB)."""
+    block = bytes(8 << 20)
+    sample = 256 << 20
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    for _ in range(sample // len(block)):
+        digest.update(block)
+    return (time.perf_counter() - started) * nbytes / sample
+
+
+def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub: HubServer) -> None:
+    # The big model's file becomes a sparse file so large that hashing it would take minutes on this
+    # machine (measured here, not assumed); verify must end long before.
+    weights = world["dest"] / "big" / "weights.bin"
+    size = 1 << 30
+    while _seconds_to_hash(size) < 300 and size < (8 << 40):
+        size *= 2
+    os.truncate(weights, size)
+    full_hash = _seconds_to_hash(size)
+    with (world["tmp"] / "err").open("wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mdl", "verify", "big", "--no-progress"],
+            env=_env(hub, world),
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        assert proc.stdout is not None
+        proc.stdout.close()
+        try:
+            code = proc.wait(timeout=min(60.0, full_hash / 5))
+        finally:
+            proc.kill()
+        elapsed = time.monotonic() - started
+    assert code == EXIT_CLOSED
+    assert elapsed < full_hash / 5
+    assert_quiet(world["tmp"] / "err")
+    log = world["log"].read_text()
+    assert "stdout was closed by its reader" in log
