@@ -104,7 +104,7 @@ class Planner:
             headers={"Range": "bytes=0-0"},
             what=label_of(remote),
         ) as response:
-            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range
+            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range, parse_decimal
 
             if response.status_code == 206:
                 try:
@@ -112,8 +112,7 @@ class Planner:
                 except ContentRangeError:
                     total = None
             elif response.status_code == 200:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
+                total = parse_decimal(response.headers.get("Content-Length"))
             else:
                 hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
                 raise error_for_status(response, what=label_of(remote), hub=hub)

@@ -15,7 +15,7 @@ from mdl.transfer.http import (
     retry_after_seconds,
 )
 from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
-from mdl.transfer.ranges import ContentRangeError, parse_content_range
+from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import discard_partial, saved_progress
 
@@ -38,6 +38,7 @@ __all__ = [
     "open_stream",
     "origin",
     "parse_content_range",
+    "parse_decimal",
     "retry_after_seconds",
     "saved_progress",
 ]

@@ -16,6 +16,7 @@ import httpx2
 
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.redact import is_signed_url, redact_text, redact_url
+from mdl.transfer.ranges import parse_decimal
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -128,8 +129,9 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = parse_decimal(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -10,7 +10,7 @@ from mdl.errors import NetworkError
 from mdl.transfer.http import error_for_status, open_stream, origin
 from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
-from mdl.transfer.ranges import ContentRangeError, parse_content_range
+from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece
 
@@ -58,9 +58,9 @@ def check_content_range(
 
 def check_length(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:
     """A full 200 body must be exactly the expected size (an integrity failure, not a network one)."""
-    length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and state.size is not None and int(length) != state.size:
-        raise size_differs(job, state, int(length))
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    if length is not None and state.size is not None and length != state.size:
+        raise size_differs(job, state, length)
 
 
 def check_total(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:
