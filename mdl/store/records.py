@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from mdl.errors import UnsafePathError
+from mdl.paths import safe_relative_path
+from mdl.redact import printable
 
 log = logging.getLogger("mdl.store")
 
@@ -57,25 +62,91 @@ def now_iso() -> str:
 
 
 def parse_record(model: str, path: Path) -> ModelRecord | None:
-    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted)."""
+    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
+
+    A record is mdl's own file, but anything may have edited or damaged it: every field is checked here
+    (a ``"size": "2"`` must not reach the arithmetic of ``list`` or ``verify``), and one bad field makes the
+    whole record unreadable rather than half-trusted.
+    """
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        files = {
-            p: FileRecord(**{k: v for k, v in rec.items() if k in FileRecord.__dataclass_fields__})
-            for p, rec in raw.get("files", {}).items()
-        }
-        return ModelRecord(
-            name=model,
-            revision=raw.get("revision"),
-            commit=raw.get("commit"),
-            files=files,
-            updated_at=raw.get("updated_at", ""),
-        )
+        return record_from_json(model, raw)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
         log.warning("ignoring unreadable record %s: %s", path, exc)
         return None
+
+
+class RecordFieldError(ValueError):
+    """A record field of the wrong type or form (names the key path)."""
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_MAX_INT = 2**63 - 1
+
+
+def record_from_json(model: str, raw: object) -> ModelRecord:
+    """A parsed record document as a ModelRecord; RecordFieldError naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+    if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+        raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
+    files_raw = raw.get("files", {})
+    if not isinstance(files_raw, dict):
+        raise RecordFieldError(f"files: expected an object, got {type(files_raw).__name__}")
+    files = {p: _file_record(p, rec) for p, rec in files_raw.items()}
+    return ModelRecord(
+        name=model,
+        revision=_optional_text(raw, "revision", "revision"),
+        commit=_optional_text(raw, "commit", "commit"),
+        files=files,
+        updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+    )
+
+
+def _file_record(path: str, rec: object) -> FileRecord:
+    where = f"files.{path}"
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
+    if not isinstance(rec, dict):
+        raise RecordFieldError(f"{where}: expected an object, got {type(rec).__name__}")
+    if rec.get("path", path) != path:
+        raise RecordFieldError(f"{where}.path: {_shown(rec.get('path'))} differs from its key")
+    sha256 = rec.get("sha256")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
+    return FileRecord(
+        path=path,
+        size=_count(rec, "size", where),
+        sha256=sha256,
+        mtime_ns=_count(rec, "mtime_ns", where),
+        source=_optional_text(rec, "source", f"{where}.source") or "",
+        git_oid=_optional_text(rec, "git_oid", f"{where}.git_oid"),
+        etag=_optional_text(rec, "etag", f"{where}.etag"),
+        commit=_optional_text(rec, "commit", f"{where}.commit"),
+        fetched_at=_optional_text(rec, "fetched_at", f"{where}.fetched_at") or "",
+    )
+
+
+def _count(rec: dict[str, Any], key: str, where: str) -> int:
+    value = rec.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(value)}")
+    return value
+
+
+def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
+    value = rec.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RecordFieldError(f"{where}: expected text, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    return printable(repr(value)[:80])
 
 
 def merge_record(

@@ -93,19 +93,69 @@ class DownloadState:
         self.stop.clear()
 
 
+def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
+    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes.
+
+    The pieces decide where bytes are written in the ``.part`` and which ranges are asked for, so they must
+    tile [0, size) in order: a record edited or damaged into overlaps, gaps, negative or huge offsets, or
+    floats is refused (and the download starts over) rather than trusted.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    if raw.get("version") != STATE_VERSION:
+        raise ValueError(f"version {raw.get('version')!r}")
+    ident = raw.get("identity")
+    if not isinstance(ident, dict):
+        raise ValueError("identity is not an object")
+    size = ident.get("size")
+    if size is not None and not _is_offset(size):
+        raise ValueError("identity.size")
+    texts = [ident.get(key) for key in ("sha256", "git_oid", "etag")]
+    validator = raw.get("validator")
+    if not all(value is None or isinstance(value, str) for value in (*texts, validator)):
+        raise ValueError("identity or validator is not text")
+    saved = Identity(size, texts[0], texts[1], texts[2])
+    entries = raw.get("pieces")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("pieces")
+    pieces: list[Piece] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise ValueError(f"pieces[{index}]")
+        start, end, done = entry
+        last = index == len(entries) - 1
+        if not _is_offset(start) or start != (pieces[-1].end if pieces else 0):
+            raise ValueError(f"pieces[{index}]: start")
+        if end is None and (not last or size is not None):
+            raise ValueError(f"pieces[{index}]: open end")
+        if end is not None and (not _is_offset(end) or end <= start or (last and end != size)):
+            raise ValueError(f"pieces[{index}]: end")
+        if not _is_offset(done) or (end is not None and done > end - start):
+            raise ValueError(f"pieces[{index}]: done")
+        pieces.append(Piece(start, end, done))
+    return saved, pieces, validator
+
+
+def _is_offset(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _read_state(path: Path) -> tuple[Identity, list[Piece], str | None]:
+    try:
+        return parse_state(json.loads(path.read_text(encoding="utf-8")))
+    except RecursionError as exc:  # a deeply nested document: as unreadable as any other
+        raise ValueError("nested too deeply") from exc
+
+
 def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
-        raw = json.loads(job.state_path.read_text(encoding="utf-8"))
-        ident = raw["identity"]
-        saved = Identity(ident["size"], ident["sha256"], ident["git_oid"], ident["etag"])
-        pieces = [Piece(int(s), None if e is None else int(e), int(d)) for s, e, d in raw["pieces"]]
-        validator = raw.get("validator")
+        saved, pieces, validator = _read_state(job.state_path)
     except FileNotFoundError:
         discard_partial(job)
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        log.warning("%s: unreadable resume record, starting over", job.label)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
     blind = not (saved.has_validator or job.identity.has_validator or isinstance(validator, str))
@@ -113,14 +163,14 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
         return None
-    if raw.get("version") != STATE_VERSION or not saved.matches(job.identity) or not job.part_path.exists():
+    if not saved.matches(job.identity) or not job.part_path.exists():
         log.info("%s: partial download is of another version, starting over", job.label)
         discard_partial(job)
         return None
     part_size = job.part_path.stat().st_size
     for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
         piece.done = max(0, min(piece.done, part_size - piece.start))
-    return pieces, validator if isinstance(validator, str) else None
+    return pieces, validator
 
 
 def saved_progress(state_path: Path, identity: Identity) -> int:
@@ -129,15 +179,12 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
     Read-only, for planning: the ``.part`` is preallocated, so its size says nothing about progress.
     """
     try:
-        raw = json.loads(state_path.read_text(encoding="utf-8"))
-        ident = raw["identity"]
-        saved = Identity(ident["size"], ident["sha256"], ident["git_oid"], ident["etag"])
-        done = sum(int(d) for _, _, d in raw["pieces"])
-    except (OSError, ValueError, KeyError, TypeError):
+        saved, pieces, _ = _read_state(state_path)
+    except (OSError, ValueError):
         return 0
-    if raw.get("version") != STATE_VERSION or not saved.matches(identity):
+    if not saved.matches(identity):
         return 0
-    return max(0, done)
+    return sum(piece.done for piece in pieces)
 
 
 def discard_partial(job: TransferJob) -> None:

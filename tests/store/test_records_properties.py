@@ -1,0 +1,203 @@
+"""Records and resume records are untrusted input (any editor, disk error or other tool may have changed them):
+whatever their bytes, reading them ends in a sound record or "unreadable" (files re-checked, never trusted), and
+the commands that read them end in success or an MdlError with a documented exit code — never a crash
+(issue 11 item 10: a record with ``"size": "2"`` was "internal error: TypeError")."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mdl import api
+from mdl.errors import ExitCode, MdlError
+from mdl.paths import safe_relative_path
+from mdl.store.records import ModelRecord, parse_record
+from mdl.transfer.job import Identity
+from mdl.transfer.resume import parse_state, saved_progress
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
+DATA = b"weights" * 100
+SHA = hashlib.sha256(DATA).hexdigest()
+VALID_RECORD: dict[str, Any] = {
+    "version": 1,
+    "name": "m",
+    "revision": None,
+    "commit": None,
+    "updated_at": "2026-01-01T00:00:00Z",
+    "files": {
+        "a.bin": {
+            "path": "a.bin",
+            "size": len(DATA),
+            "sha256": SHA,
+            "mtime_ns": 1,
+            "source": "https://example.invalid/a.bin",
+            "git_oid": None,
+            "etag": None,
+            "commit": None,
+            "fetched_at": "2026-01-01T00:00:00Z",
+        }
+    },
+}
+VALID_STATE: dict[str, Any] = {
+    "version": 1,
+    "source": "https://example.invalid/a.bin",
+    "identity": {"size": 300, "sha256": SHA, "git_oid": None, "etag": '"e"'},
+    "validator": '"e"',
+    "pieces": [[0, 100, 100], [100, 200, 5], [200, 300, 0]],
+}
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["2", "²", "-1", "a.bin", "../x", "/abs", "", SHA, SHA.upper(), "9" * 400]),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, valid: dict[str, Any]) -> Any:
+    """``valid`` with a few values replaced, keys dropped or added, at any depth."""
+    doc = copy.deepcopy(valid)
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        node: Any = doc
+        while isinstance(node, dict | list) and node and draw(st.booleans()):
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            child = node[draw(st.sampled_from(keys))]
+            if not isinstance(child, dict | list) or not child:
+                break
+            node = child
+        if isinstance(node, dict):
+            key = draw(st.one_of(st.sampled_from(sorted(node) or [""]), st.text(max_size=6)))
+            if draw(st.booleans()) and key in node:
+                del node[key]
+            else:
+                node[key] = draw(JSON_VALUES)
+        elif isinstance(node, list) and node:
+            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(JSON_VALUES)
+    return doc
+
+
+DOCUMENTS = st.one_of(mutated(VALID_RECORD), JSON_VALUES)
+
+
+def _dump(doc: Any) -> str:
+    return json.dumps(doc, allow_nan=True)
+
+
+def _assert_sound(record: ModelRecord) -> None:
+    for path, entry in record.files.items():
+        assert entry.path == path and safe_relative_path(path, where="x") == path
+        assert type(entry.size) is int and entry.size >= 0
+        assert type(entry.mtime_ns) is int and entry.mtime_ns >= 0
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert all(isinstance(v, str) for v in (entry.source, entry.fetched_at))
+        assert all(v is None or isinstance(v, str) for v in (entry.git_oid, entry.etag, entry.commit))
+    assert record.revision is None or isinstance(record.revision, str)
+    assert record.commit is None or isinstance(record.commit, str)
+
+
+@FUZZ
+@given(st.one_of(DOCUMENTS.map(_dump), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_a_record_is_sound_or_unreadable(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.json"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        record = parse_record("m", path)
+    if record is not None:
+        _assert_sound(record)
+
+
+def test_deep_nesting_and_the_size_as_text_are_unreadable() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.json"
+        path.write_text("[" * 100_000 + "]" * 100_000)
+        assert parse_record("m", path) is None
+        doc = copy.deepcopy(VALID_RECORD)
+        doc["files"]["a.bin"]["size"] = "2"
+        path.write_text(json.dumps(doc))
+        assert parse_record("m", path) is None
+        path.write_text(json.dumps(VALID_RECORD))
+        assert parse_record("m", path) is not None
+
+
+@FUZZ
+@given(DOCUMENTS)
+def test_commands_reading_a_damaged_record_end_in_a_documented_way(doc: Any) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        catalog = root / "catalog.toml"
+        catalog.write_text(
+            f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}", size = {len(DATA)} }}]\n'
+        )
+        dest = root / "dest"
+        (dest / "m").mkdir(parents=True)
+        (dest / "m" / "a.bin").write_bytes(DATA)
+        (dest / ".mdl" / "records").mkdir(parents=True)
+        (dest / ".mdl" / "records" / "m.json").write_text(_dump(doc))
+        before = sorted(p.relative_to(root) for p in root.rglob("*"))
+        env = {"HF_HUB_OFFLINE": "1"}
+        for call in (
+            lambda: api.list_models(catalog=catalog, dest=dest, environ=env),
+            lambda: api.show("m", catalog=catalog, dest=dest, environ=env),
+            lambda: api.verify("m", catalog=catalog, dest=dest, environ=env),
+        ):
+            try:
+                call()
+            except MdlError as exc:
+                assert exc.exit_code in DOCUMENTED, exc
+        after = {p.relative_to(root) for p in root.rglob("*")}
+        assert after <= {*before, *(p for p in after if p.parts[:2] == ("dest", ".mdl"))}  # nothing outside
+        assert (dest / "m" / "a.bin").read_bytes() == DATA
+
+
+STATES = st.one_of(mutated(VALID_STATE), JSON_VALUES)
+
+
+@FUZZ
+@given(STATES)
+def test_a_resume_record_tiles_the_file_or_is_refused(doc: Any) -> None:
+    try:
+        saved, pieces, validator = parse_state(json.loads(_dump(doc)))
+    except ValueError:
+        return
+    assert pieces and pieces[0].start == 0
+    for before, after in itertools.pairwise(pieces):
+        assert before.end is not None and before.end == after.start
+    for piece in pieces:
+        assert piece.done >= 0 and (piece.end is None or piece.start < piece.end)
+        assert piece.end is None or piece.done <= piece.end - piece.start
+    assert pieces[-1].end == saved.size
+    assert validator is None or isinstance(validator, str)
+
+
+@FUZZ
+@given(st.one_of(STATES.map(_dump), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_saved_progress_is_a_byte_count(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "a.part.json"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        done = saved_progress(path, Identity(300, SHA, None, '"e"'))
+    assert type(done) is int and 0 <= done <= 300
+
+
+def test_the_record_written_by_save_is_accepted() -> None:
+    saved, pieces, validator = parse_state(copy.deepcopy(VALID_STATE))
+    assert saved.size == 300 and [p.done for p in pieces] == [100, 5, 0] and validator == '"e"'
+    assert parse_state({**VALID_STATE, "identity": {**VALID_STATE["identity"], "size": None}, "pieces": [[0, None, 7]]})
