@@ -24,7 +24,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.store import fsync_dir
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z, not $: "$" also matches before a final newline
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
 # a few MiB of memory (the JSON text itself is already in memory once; never hold a second full copy).
 B64_CHUNK = 1 << 20

@@ -27,8 +27,8 @@ from mdl.store.store import Store
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")  # \Z, not $: "$" also matches before a final newline
+_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
