@@ -182,13 +182,17 @@ def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: 
     for spec in models:
         status = model_status(spec, layout)
         if status.record is None:
+            record_path = store.record_path(spec.name)
+            why = (
+                f"its record {record_path} is damaged (the log says how), so no file is trusted"
+                if record_path.exists()
+                else "nothing to verify, it has not been pulled"
+            )
             outcomes.append(
                 failed(
                     spec.name,
                     None,
-                    IntegrityError(
-                        f"{spec.name}: nothing to verify, it has not been pulled (run `mdl pull {spec.name}`)"
-                    ),
+                    IntegrityError(f"{spec.name}: {why} (run `mdl pull {spec.name}`)"),
                     dest=store.model_dir(spec.name),
                 )
             )

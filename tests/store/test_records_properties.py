@@ -201,3 +201,18 @@ def test_the_record_written_by_save_is_accepted() -> None:
     saved, pieces, validator = parse_state(copy.deepcopy(VALID_STATE))
     assert saved.size == 300 and [p.done for p in pieces] == [100, 5, 0] and validator == '"e"'
     assert parse_state({**VALID_STATE, "identity": {**VALID_STATE["identity"], "size": None}, "pieces": [[0, None, 7]]})
+
+
+def test_verify_names_a_damaged_record(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}" }}]\n')
+    dest = tmp_path / "dest"
+    (dest / "m").mkdir(parents=True)
+    (dest / "m" / "a.bin").write_bytes(DATA)
+    (dest / ".mdl" / "records").mkdir(parents=True)
+    doc = copy.deepcopy(VALID_RECORD)
+    doc["files"]["a.bin"]["size"] = "2"  # issue 11 item 10
+    (dest / ".mdl" / "records" / "m.json").write_text(json.dumps(doc))
+    report = api.verify("m", catalog=catalog, dest=dest, environ={"HF_HUB_OFFLINE": "1"})
+    assert report.exit_code == ExitCode.INTEGRITY
+    assert "record" in (report.files[0].error or "") and "damaged" in (report.files[0].error or "")
