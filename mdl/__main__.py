@@ -62,8 +62,16 @@ def _finish_stdout(code: int) -> int:
 
 def _run(app: Callable[..., Any]) -> int:
     """Run the Typer app without its own exit handling, so parse errors can honour ``--json`` too."""
+    from mdl.cli import pipes
+
     try:
         result = app(standalone_mode=False)
+    except SystemExit as exc:
+        # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
+        if exc.code == 1 and pipes.stdout_closed():
+            pipes.silence_stdout()
+            return pipes.EXIT_STDOUT_CLOSED
+        raise
     except Exception as exc:
         show = getattr(exc, "show", None)
         code = getattr(exc, "exit_code", None)
@@ -76,7 +84,13 @@ def _run(app: Callable[..., Any]) -> int:
             formatter = getattr(exc, "format_message", None)
             message = formatter() if callable(formatter) else str(exc)
             doc = {"ok": False, "error": {"code": code, "kind": "usage", "message": message}}
-            sys.stdout.write(json.dumps(doc) + "\n")
+            try:
+                sys.stdout.write(json.dumps(doc) + "\n")
+                sys.stdout.flush()
+            except OSError as closed:
+                if not pipes.is_closed_stdout_error(closed):
+                    raise
+                pipes.silence_stdout()  # no one reads the JSON; the usage error still goes to stderr
         show()
         return code
     return result if isinstance(result, int) else 0

@@ -238,3 +238,17 @@ def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub
     assert_quiet(world["tmp"] / "err")
     log = world["log"].read_text()
     assert "stdout was closed by its reader" in log
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "--help"]], ids=" ".join)
+def test_output_click_writes_itself_ends_quietly(tmp_path: Path, args: list[str]) -> None:
+    code = run_closed(args, dict(os.environ), tmp_path / "err", read_lines=0)
+    assert code == EXIT_CLOSED
+    assert_quiet(tmp_path / "err")
+
+
+def test_a_usage_error_keeps_its_code_when_no_one_reads_the_json(tmp_path: Path) -> None:
+    code = run_closed(["list", "--bogus", "--json"], dict(os.environ), tmp_path / "err", read_lines=0)
+    assert code == 2  # the error is what happened; it is still said on stderr
+    text = (tmp_path / "err").read_text()
+    assert "--bogus" in text and "Traceback" not in text and "BrokenPipe" not in text
