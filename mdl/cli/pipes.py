@@ -109,7 +109,7 @@ class _Watch:
     fired = False
 
 
-WAKE_SIGNAL = signal.SIGURG
+WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
 
 
 def _on_wake(signum: int, frame: FrameType | None) -> None:
@@ -129,14 +129,16 @@ def stop_when_stdout_closes() -> Iterator[None]:
         threading.current_thread() is not threading.main_thread()
         or not hasattr(select, "poll")
         or not hasattr(signal, "pthread_kill")
+        or WAKE_SIGNAL is None
         or not _is_pipe(STDOUT_FD)
     ):
         yield
         return
     main_ident = threading.main_thread().ident
-    assert main_ident is not None
+    wake_signal = WAKE_SIGNAL
+    assert main_ident is not None and wake_signal is not None
     wake_read, wake_write = os.pipe()
-    previous = signal.signal(WAKE_SIGNAL, _on_wake)
+    previous = signal.signal(wake_signal, _on_wake)
 
     def watch() -> None:
         poller = select.poll()
@@ -151,7 +153,7 @@ def stop_when_stdout_closes() -> Iterator[None]:
                 return
             if events.get(STDOUT_FD, 0) & select.POLLERR:
                 log.info("stdout was closed by its reader; stopping")
-                signal.pthread_kill(main_ident, WAKE_SIGNAL)
+                signal.pthread_kill(main_ident, wake_signal)
                 return
             if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
                 return  # not a reader that left: nothing to stop for
@@ -167,6 +169,6 @@ def stop_when_stdout_closes() -> Iterator[None]:
             os.write(wake_write, b"x")
             watcher.join()
         finally:
-            signal.signal(WAKE_SIGNAL, previous)
+            signal.signal(wake_signal, previous)
             os.close(wake_read)
             os.close(wake_write)
