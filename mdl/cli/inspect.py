@@ -127,17 +127,20 @@ def resolve_cmd(
                 environ=run.environ,
                 progress=progress,
             )
-        if run.json:
-            run.emit(resolution.to_json())
-        else:
-            from mdl.units import human_size
+        from mdl.cli.pipes import unread_if_failing
 
-            for model in resolution.models if not run.quiet else ():
-                run.stdout.write(
-                    f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
-                )
-                rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
-                run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
+        with unread_if_failing(failing=bool(resolution.exit_code)):
+            if run.json:
+                run.emit(resolution.to_json())
+            else:
+                from mdl.units import human_size
+
+                for model in resolution.models if not run.quiet else ():
+                    run.stdout.write(
+                        f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
+                    )
+                    rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
+                    run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
         for failure in resolution.failures:
             run.console.error(failure.error or "failed")
         if resolution.exit_code:

@@ -93,6 +93,24 @@ def flush_stdout(stream: object | None = None) -> None:
         flush()
 
 
+def flush_quietly(stream: object | None = None) -> None:
+    """Flush ``stream`` for a command that is failing anyway: a closed stdout must not hide its exit code."""
+    with unread_if_failing(failing=True):
+        flush_stdout(stream)
+
+
+@contextlib.contextmanager
+def unread_if_failing(*, failing: bool) -> Iterator[None]:
+    """Output of a command that is failing anyway: if no one reads it, drop it and go on to say what failed
+    on stderr and exit with the failure's own code (it says more than 141)."""
+    try:
+        yield
+    except OSError as exc:
+        if not failing or not is_closed_stdout_error(exc):
+            raise
+        silence_stdout()
+
+
 def _is_pipe(fd: int) -> bool:
     try:
         mode = os.fstat(fd).st_mode

@@ -126,8 +126,11 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
         try:
             with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
-        finally:
-            pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
+        except typer.Exit as exc:
+            if exc.exit_code:  # a failure's own code says more than 141 ("no one read the output")
+                pipes.flush_quietly(run.stdout)
+            raise
+        pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
     except typer.Exit:
         raise
     except (MdlError, KeyboardInterrupt, OSError) as exc:  # a closed stdout surfaces as one of these
@@ -159,20 +162,22 @@ def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
 
 def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
     """A pull, verify or get report: JSON, or a table and a summary line; then exit with its code."""
+    from mdl.cli.pipes import unread_if_failing
     from mdl.units import human_duration, human_size
 
-    if run.json:
-        run.emit(report.to_json())
-    elif report.dry_run:
-        rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-        run.table(
-            rows,
-            [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
-        )
-    elif verb == "verified":
-        rows = [f.to_json() for f in report.files if f.action != "failed"]
-        if rows:
-            run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
+    with unread_if_failing(failing=bool(report.exit_code)):
+        if run.json:
+            run.emit(report.to_json())
+        elif report.dry_run:
+            rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
+            run.table(
+                rows,
+                [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
+            )
+        elif verb == "verified":
+            rows = [f.to_json() for f in report.files if f.action != "failed"]
+            if rows:
+                run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
     for f in report.files:
         if f.action == "failed":
             run.console.error(f.error or f"{f.model}/{f.path}: failed")

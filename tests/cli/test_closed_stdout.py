@@ -252,3 +252,13 @@ def test_a_usage_error_keeps_its_code_when_no_one_reads_the_json(tmp_path: Path)
     assert code == 2  # the error is what happened; it is still said on stderr
     text = (tmp_path / "err").read_text()
     assert "--bogus" in text and "Traceback" not in text and "BrokenPipe" not in text
+
+
+def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServer) -> None:
+    catalog = world["tmp"] / "gone.toml"
+    catalog.write_text('[models.gone]\nrepo = "org/does-not-exist"\n')
+    env = {**_env(hub, world), "MDL_CATALOG": str(catalog)}
+    code = run_closed(["pull", "gone", "--json", "--no-progress"], env, world["tmp"] / "err", read_lines=0)
+    assert code == 4  # not found upstream: what happened matters more than who read the JSON
+    text = _stderr(world)
+    assert "gone" in text and "Traceback" not in text and "BrokenPipe" not in text and "internal error" not in text
