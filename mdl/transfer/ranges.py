@@ -11,6 +11,7 @@ import re
 
 MAX_DIGITS = 19
 _NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
+_TOTAL = re.compile(rf"[ \t]*bytes[ \t]+(?:{_NUMBER}-{_NUMBER}|\*)/({_NUMBER})[ \t]*", re.ASCII | re.IGNORECASE)
 _DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
 _CONTENT_RANGE = re.compile(rf"[ \t]*bytes[ \t]+({_NUMBER})-({_NUMBER})/({_NUMBER}|\*)[ \t]*", re.ASCII | re.IGNORECASE)
 
@@ -35,4 +36,10 @@ def parse_decimal(value: str | None) -> int | None:
     """A header holding one non-negative number (``Content-Length``, delta-seconds ``Retry-After``): the
     number, or None when it is anything else."""
     match = _DECIMAL.fullmatch(value or "")
+    return int(match.group(1)) if match else None
+
+
+def content_range_total(value: str | None) -> int | None:
+    """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or None."""
+    match = _TOTAL.fullmatch(value or "")
     return int(match.group(1)) if match else None

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx2
 
 from mdl.errors import NetworkError
 from mdl.transfer.http import error_for_status, open_stream, origin
 from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
-from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
+from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece
 
@@ -65,9 +63,9 @@ def check_length(job: TransferJob, state: DownloadState, resp: httpx2.Response) 
 
 def check_total(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:
     """The total in a Content-Range (``bytes a-b/N`` or ``bytes */N``) must be the expected size."""
-    match = re.match(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", resp.headers.get("Content-Range", ""))
-    if match and state.size is not None and int(match.group(1)) != state.size:
-        raise size_differs(job, state, int(match.group(1)))
+    total = content_range_total(resp.headers.get("Content-Range"))
+    if total is not None and state.size is not None and total != state.size:
+        raise size_differs(job, state, total)
 
 
 def size_differs(job: TransferJob, state: DownloadState, actual: int) -> Exception:

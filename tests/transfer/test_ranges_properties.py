@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdl.transfer.http import retry_after_seconds
-from mdl.transfer.ranges import MAX_DIGITS, ContentRangeError, parse_content_range, parse_decimal
+from mdl.transfer.ranges import (
+    MAX_DIGITS,
+    ContentRangeError,
+    content_range_total,
+    parse_content_range,
+    parse_decimal,
+)
 
 # Header values are Latin-1 text; add the digits Python's int() would take ('²' is Latin-1, so on the wire).
 ODD_DIGITS = ["²", "³", "¹", "٣", "０", "𝟗", "\u0e53", "1_0", "+1", "-0", " 1", "1\n", "\t7\t", "9" * 5000]
@@ -55,6 +61,15 @@ def test_decimal_headers_are_ascii_and_bounded(value: str | None) -> None:
 
 
 @FUZZ
+@given(st.one_of(HEADERS, st.builds(lambda t: f"bytes */{t}", st.one_of(st.integers(), st.sampled_from(ODD_DIGITS)))))
+def test_content_range_total_is_ascii_and_bounded(value: str) -> None:
+    total = content_range_total(value)
+    if total is not None:
+        assert _ascii_number(value.strip(" \t").rsplit("/", 1)[1])
+        assert total == int(value.strip(" \t").rsplit("/", 1)[1])
+
+
+@FUZZ
 @given(st.one_of(HEADERS, st.sampled_from(ODD_DIGITS), st.none()))
 def test_retry_after_is_a_finite_delay_or_none(value: str | None) -> None:
     delay = retry_after_seconds(value, now=0.0)
@@ -70,3 +85,5 @@ def test_the_cases_that_used_to_crash_or_pass() -> None:
         raise AssertionError(f"accepted {value!r}")
     assert parse_decimal("²") is None and parse_decimal("9" * 5000) is None and parse_decimal(" 42 ") == 42
     assert retry_after_seconds("²") is None
+    assert content_range_total("bytes */²") is None and content_range_total("bytes */" + "9" * 5000) is None
+    assert content_range_total("bytes */100") == 100 and content_range_total("bytes 0-9/100") == 100
