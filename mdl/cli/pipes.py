@@ -14,7 +14,8 @@ anywhere, even after the command's error handling; SIGURG (ignored by default, m
 data, which mdl never uses) arrives only from the watcher, and only while the handler is armed.
 
 Commands that change the disk do not watch: they finish their work (a half-done download or unpack is worse
-than a lost table) and only their final write finds the pipe closed.
+than a lost table) and only their final write finds the pipe closed. A command that fails keeps its own exit
+code: its error goes to stderr as always, and "no one read the output" is the lesser news.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The contract (issue 11 item 15): a closed stdout ends the command quietly, as it
 write and the pipe was closed; exit 0 when it had nothing to write on stdout (``pull`` and ``get`` without
 ``--json`` report on stderr only) or its whole output fitted in the pipe before the reader left. Never a
 traceback, never "internal error"; commands that only print stop their work, commands that change the disk
-finish it (no half-written file).
+finish it (no half-written file). A command that fails keeps its own exit code (its error is on stderr).
 """
 
 from __future__ import annotations
