@@ -30,6 +30,9 @@ class MdlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
+        self.status: int | None = None
+        self.server_text: str | None = None
 
 
 class UsageError(MdlError):
@@ -115,6 +118,19 @@ class InterruptedByUserError(MdlError):
 
     exit_code = ExitCode.INTERRUPTED
     kind = "interrupted"
+
+
+def server_details(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        status = getattr(current, "status", None)
+        if isinstance(current, MdlError) and status is not None:
+            return status, current.server_text
+        current = current.__cause__ or current.__context__
+    return None, None
 
 
 def worst_exit_code(codes: list[int]) -> int:

@@ -62,7 +62,9 @@ def test_unsigned_urls_are_untouched(url: str) -> None:
 def test_is_signed_url() -> None:
     assert is_signed_url(f"https://x/y?X-Amz-Signature={SECRET}")
     assert is_signed_url("https://x/y?sig=")  # a blank value still marks a signed URL
-    assert not is_signed_url("https://x/y?signature_version=2")
+    # Whole-query rule: any parameter whose name merely contains "sig" is enough (over-redacting is safe).
+    assert is_signed_url("https://x/y?signature_version=2")
+    assert not is_signed_url("https://x/y?download=true&revision=main")
 
 
 def test_unparseable_url_is_fully_redacted() -> None:

@@ -73,7 +73,7 @@ class Run:
         """The one JSON document on stdout."""
         from mdl.cli.render.progress import emit_json
 
-        emit_json(doc, stream=self.stdout)
+        emit_json(doc, stream=self.stdout, secrets=self._secrets())
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
@@ -86,9 +86,9 @@ class Run:
 
     def fail(self, exc: MdlError) -> NoReturn:
         """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
-        from mdl.redact import redact_text
+        from mdl.redact import safe_text
 
-        message = redact_text(exc.message, secrets=self._secrets())
+        message = safe_text(exc.message, secrets=self._secrets())
         log.error("%s", message)
         if self.json:
             self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})

@@ -6,6 +6,7 @@ import threading
 
 from mdl.catalog import Settings
 from mdl.progress import Progress
+from mdl.redact import remember_secret
 from mdl.sources import Hub, RemoteFile, resolve_token
 from mdl.store import Layout, Store
 from mdl.transfer import Credentials, Engine, EngineConfig, RateLimiter, RetryPolicy, make_client, origin
@@ -67,6 +68,7 @@ class PullSession:
         if not self._token_read:
             self._token = self.settings.token or resolve_token(self.environ)
             self._token_read = True
+            remember_secret(self._token)  # whatever sink a server's echo of it would reach
         return self._token
 
     def hub(self) -> Hub | None:

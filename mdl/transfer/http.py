@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
-from mdl.redact import is_signed_url, redact_text, redact_url
+from mdl.redact import is_signed_url, redact_text, redact_url, safe_text
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -110,17 +110,33 @@ class ExpiredURLError(AuthError):
     """A 403 from a CDN on a signed URL: re-resolve from the Hub and continue."""
 
 
-def server_message(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of a text body), redacted."""
+ERROR_BODY_LIMIT = 8 * 1024  # bytes of an error body read at most: a hostile server may send gigabytes
+SERVER_TEXT_LIMIT = 500  # characters of the server's text kept for the log
+MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
+
+
+def server_text(response: httpx2.Response) -> str:
+    """The server's own error text (X-Error-Message, else the start of the body), safe: printable, no secrets.
+
+    Reads at most ``ERROR_BODY_LIMIT`` bytes of the body and keeps ``SERVER_TEXT_LIMIT`` characters.
+    """
     text = response.headers.get("X-Error-Message", "")
     if not text:
+        body = bytearray()
         try:
-            response.read()
-            body = response.text
-        except (httpx2.HTTPError, UnicodeDecodeError):
-            body = ""
-        text = " ".join(body.split())[:200]
-    return redact_text(text)
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= ERROR_BODY_LIMIT:
+                    break
+        except (httpx2.HTTPError, httpx2.StreamError):
+            pass
+        text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
+    return safe_text(" ".join(text.split()), limit=SERVER_TEXT_LIMIT)
+
+
+def server_message(response: httpx2.Response) -> str:
+    """The server's error text as shown in a one-line message (printable, redacted, 200 characters)."""
+    return safe_text(server_text(response), limit=MESSAGE_TEXT_LIMIT)
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -140,7 +156,14 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
     """Turn a non-success response into the matching MdlError, keeping the server's message."""
     status = response.status_code
-    detail = server_message(response)
+    text = server_text(response)
+    error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
+    error.status, error.server_text = status, text
+    return error
+
+
+def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
+    status = response.status_code
     suffix = f": {detail}" if detail else ""
     where = redact_url(str(response.url))
     if status == 401:
