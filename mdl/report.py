@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, worst_exit_code
+from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,12 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
+    # For the log (not in the JSON contract): where from, how long, why it had to retry, what the server said.
+    source: str | None = None  # redacted
+    seconds: float | None = None
+    retries: tuple[str, ...] = ()
+    status: int | None = None  # the HTTP status of a server's refusal
+    server_text: str | None = None  # the server's own error text, sanitised
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -123,8 +129,18 @@ class Resolution:
         return doc
 
 
-def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = None) -> FileOutcome:
-    """An outcome for a failure, keeping the error's message and exit code."""
+def failed(
+    model: str,
+    path: str | None,
+    exc: MdlError,
+    *,
+    dest: Path | None = None,
+    source: str | None = None,
+    seconds: float | None = None,
+    retries: tuple[str, ...] = (),
+) -> FileOutcome:
+    """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
+    status, server_text = server_details(exc)
     return FileOutcome(
         model=model,
         path=path,
@@ -134,4 +150,9 @@ def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = N
         action="failed",
         error=exc.message,
         exit_code=int(exc.exit_code),
+        source=source,
+        seconds=seconds,
+        retries=retries,
+        status=status,
+        server_text=server_text,
     )

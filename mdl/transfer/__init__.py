@@ -14,7 +14,7 @@ from mdl.transfer.http import (
     origin,
     retry_after_seconds,
 )
-from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
+from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import discard_partial, saved_progress
@@ -27,6 +27,7 @@ __all__ = [
     "EngineConfig",
     "Identity",
     "RateLimiter",
+    "RetryLog",
     "RetryPolicy",
     "RetryableError",
     "TransferJob",

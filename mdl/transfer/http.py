@@ -244,6 +244,11 @@ def open_stream(
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
 
 
+def retry_cause(message: str, label: str) -> str:
+    """A retry's cause as the log keeps it: the error message without the file label it starts with."""
+    return message.removeprefix(f"{label}: ")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, honouring Retry-After (capped)."""
@@ -261,10 +266,18 @@ class RetryPolicy:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
 
-    def run(self, call: Callable[[], T], *, what: str, wait: Callable[[float], bool] | None = None) -> T:
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> T:
         """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry.
 
-        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C).
+        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
+        ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog).
         """
         attempt = 0
         while True:
@@ -277,6 +290,8 @@ class RetryPolicy:
                     raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
                 delay = self.delay(attempt, retry_after=exc.retry_after)
                 log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
+                if on_retry is not None:
+                    on_retry(retry_cause(exc.message, what))
                 if wait is not None:
                     if wait(delay):
                         raise InterruptedByUserError(f"{what}: interrupted") from exc
