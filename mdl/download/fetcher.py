@@ -37,7 +37,8 @@ class FileFetcher:
     def skip(self, plan: PlannedFile) -> FileOutcome:
         """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot."""
         self.session.layout.link(plan.placement)
-        outcome = done_outcome(plan, Action.SKIP, size=plan.remote.size, sha256=self._recorded_sha(plan))
+        size = plan.remote.size if plan.remote.size is not None else self._recorded_size(plan)
+        outcome = done_outcome(plan, Action.SKIP, size=size, sha256=self._recorded_sha(plan))
         log_outcome(outcome)
         return outcome
 
@@ -193,6 +194,11 @@ class FileFetcher:
         # The file lock goes with the record: released once the record is on disk (engine rule 11).
         lock, self._held.lock = getattr(self._held, "lock", None), None
         self.records.add(remote.model, commit, record, lock)
+
+    def _recorded_size(self, plan: PlannedFile) -> int | None:
+        record = self.session.store.read_record(plan.remote.model)
+        entry = record.files.get(plan.remote.path) if record is not None else None
+        return entry.size if entry is not None else None
 
     def _recorded_sha(self, plan: PlannedFile) -> str | None:
         record = self.session.store.read_record(plan.remote.model)
