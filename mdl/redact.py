@@ -51,8 +51,12 @@ _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Register ``value`` (a token, an expanded header value) so that no sink ever shows it."""
-    if value and len(value) >= MIN_SECRET_LENGTH:
+    """Register ``value`` (a token, an expanded header value) so that no sink ever shows it.
+
+    Values shorter than ``MIN_SECRET_LENGTH``, or that are part of the word REDACTED itself, cannot be told
+    apart from ordinary text and are not registered.
+    """
+    if value and len(value) >= MIN_SECRET_LENGTH and value not in REDACTED:
         with _secrets_lock:
             _secrets.add(value)
             # Also its printable form: sinks make text printable before redacting it.
