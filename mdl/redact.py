@@ -44,7 +44,13 @@ _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 # A Hub token is "hf_" and at least 16 letters or digits (real ones have 34): "hf_hub" or "hf_xet" stay.
 _HUB_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}")
-_AUTHORIZATION_RE = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+(\s+[^\s\"',}&]+)?")
+# "Authorization: <value>", "Authorization=<value>", {"Authorization": "<value>"}: the value is the first word, or
+# a scheme and its credentials ("Basic dXNlcjpwYXNz"). Not after "headers." (a catalog key path names the
+# header, and the message goes on in words), and never a value already REDACTED (applying twice changes nothing).
+_AUTHORIZATION_RE = re.compile(
+    r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)"
+    r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
+)
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

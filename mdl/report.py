@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
+from mdl.redact import safe_text
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def failed(
         size=None,
         sha256=None,
         action="failed",
-        error=exc.message,
+        error=safe_text(exc.message),  # API callers print it too: no secret, no escape sequence
         exit_code=int(exc.exit_code),
         source=source,
         seconds=seconds,

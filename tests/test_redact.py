@@ -266,3 +266,17 @@ def test_a_registered_secret_never_survives_inside_arbitrary_text(
         assert secret not in str(safe_doc({"error": [before, secret + after]}))
     finally:
         forget_secrets()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_safe_text_twice_is_safe_text_once(text: str) -> None:
+    # Sinks may meet text that another sink already cleaned (a per-file error, then the console): no drift.
+    once = safe_text(text)
+    assert safe_text(once) == once
+
+
+def test_a_catalog_key_path_naming_the_authorization_header_stays_readable() -> None:
+    message = "models.m.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set"
+    assert redact_text(message) == message
+    assert redact_text("Authorization: Bearer abcdef123456 and more") == f"Authorization: {REDACTED} and more"

@@ -129,9 +129,7 @@ def clean_cmd(
             run.emit(report.to_json())
             return
         for c in report.files if not run.quiet else ():
-            run.stdout.write(
-                f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}\n"
-            )
+            run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
         run.console.info(
             f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
         )

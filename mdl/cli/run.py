@@ -75,6 +75,12 @@ class Run:
 
         emit_json(doc, stream=self.stdout, secrets=self._secrets())
 
+    def line(self, text: str) -> None:
+        """One line of data on stdout, made safe like every sink (a commit or a name may come from a server)."""
+        from mdl.redact import safe_text
+
+        self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
+
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
         from mdl.cli.render.progress import color_enabled, render_table
