@@ -116,3 +116,35 @@ def test_a_usage_error_naming_a_signed_url_is_redacted_in_json_and_stderr(tmp_pa
     result = mdl("get", f"ftp://files.example/x.bin?q-signature={COS_SIG}", "--json")
     assert result.exit_code == 2
     assert_no_secret({"stdout": result.stdout, "stderr": result.stderr})
+
+
+def test_show_prints_a_hostile_record_escaped_in_text_and_json(
+    served: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record written by an older mdl (or tampered with) holding a terminal escape and a signed URL."""
+    records = tmp_path / "models" / ".mdl" / "records"
+    records.mkdir(parents=True)
+    hostile = "\x1b]0;pwned\x07\x1b[2Jdeadbeef"
+    record = {
+        "version": 1,
+        "name": "civitai",
+        "revision": None,
+        "commit": hostile,
+        "updated_at": "",
+        "files": {
+            "refused.bin": {
+                "path": "refused.bin",
+                "size": 3,
+                "sha256": "0" * 64,
+                "mtime_ns": 0,
+                "source": f"{served['refused']}?x-oss-signature={OSS_SIG}",
+            }
+        },
+    }
+    (records / "civitai.json").write_text(json.dumps(record))
+    for args in (("show", "civitai"), ("show", "civitai", "--json"), ("list",), ("list", "--json")):
+        result = mdl(*args)
+        assert result.exit_code == 0, result.stderr
+        assert_no_secret({"stdout": result.stdout, "stderr": result.stderr})
+    text = mdl("show", "civitai").stdout
+    assert "commit:      \\x1b]0;pwned\\x07\\x1b[2Jdeadbeef" in text
