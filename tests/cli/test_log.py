@@ -164,3 +164,16 @@ def test_two_processes_rotating_one_log_lose_no_line(tmp_path: Path) -> None:
     got = [re.search(r"writer=(\w) line=(\d+) ", line).groups() for line in seen]  # type: ignore[union-attr]
     assert sorted(got) == sorted((name, str(i)) for name in "AB" for i in range(400))  # none lost, none twice
     assert all(path.stat().st_size <= 1500 for path in files)
+
+
+def test_a_huge_error_body_is_read_only_to_its_first_kilobytes(setup: dict[str, object]) -> None:
+    cdn = setup["cdn"]
+    assert isinstance(cdn, CdnServer)
+    body = b"quota exceeded " + b"z" * (16 * 1024 * 1024)  # far more than any socket buffer holds
+    cdn.faults.add(Fault.http_error(403, body=body, path_prefix="/files/refused.bin", times=None))
+    result = mdl("pull", "refused", "--no-progress")
+    assert result.exit_code == 3
+    (line,) = file_lines(setup["log"])  # type: ignore[arg-type]
+    assert line["server_text"].startswith("quota exceeded zzz")
+    (answer,) = [r for r in cdn.log if r.method == "GET" and r.status == 403]
+    assert not answer.complete  # mdl hung up after its 8 KiB instead of draining 16 MiB
