@@ -8,6 +8,7 @@ query), and a server that echoes the header value back in its 401 body, with esc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,32 @@ def test_show_prints_a_hostile_record_escaped_in_text_and_json(
         assert_no_secret({"stdout": result.stdout, "stderr": result.stderr})
     text = mdl("show", "civitai").stdout
     assert "commit:      \\x1b]0;pwned\\x07\\x1b[2Jdeadbeef" in text
+
+
+def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
+    hub: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token huggingface_hub stored (not in the environment, not shaped like hf_…), echoed by the Hub."""
+    from servers import HubServer
+
+    assert isinstance(hub, HubServer)
+    stored = "private-hub-token-0123456789"
+    hub.valid_tokens.add(stored)
+    hub.add_repo("org/tiny", {"config.json": b"{}"})
+    token_file = Path(os.environ["HF_HOME"]) / "token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(stored)
+    echo = f"token {stored} has expired\x1b[2J"
+    hub.faults.add(Fault.http_error(401, body=echo, headers={"X-Error-Message": echo}, times=None))
+    (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n')
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(tmp_path / "catalog.toml"))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    result = mdl("pull", "tiny", "--json", "-v")
+    assert result.exit_code == 3, result.stderr
+    sinks = everything_written(result, tmp_path)
+    for name, text in sinks.items():
+        assert stored not in text, f"the stored token leaked into {name}"
+        assert "\x1b" not in text, name
