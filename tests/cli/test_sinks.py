@@ -8,7 +8,6 @@ query), and a server that echoes the header value back in its 401 body, with esc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -161,9 +160,13 @@ def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     stored = "private-hub-token-0123456789"
     hub.valid_tokens.add(stored)
     hub.add_repo("org/tiny", {"config.json": b"{}"})
-    token_file = Path(os.environ["HF_HOME"]) / "token"
-    token_file.parent.mkdir(parents=True, exist_ok=True)
+    from huggingface_hub import constants
+
+    # huggingface_hub fixes its token path when first imported (another test's HF_HOME): point it here.
+    token_file = tmp_path / "hf-home" / "token"
+    token_file.parent.mkdir(parents=True)
     token_file.write_text(stored)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
     echo = f"token {stored} has expired\x1b[2J"
     hub.faults.add(Fault.http_error(401, body=echo, headers={"X-Error-Message": echo}, times=None))
     (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n')
