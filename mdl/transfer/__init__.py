@@ -2,6 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.engine import Engine
+from mdl.transfer.guard import TokenGuard, shown_origin
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
@@ -29,6 +30,7 @@ __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "RetryableError",
+    "TokenGuard",
     "TransferJob",
     "TransferResult",
     "UnreachableError",
@@ -40,4 +42,5 @@ __all__ = [
     "parse_content_range",
     "retry_after_seconds",
     "saved_progress",
+    "shown_origin",
 ]
