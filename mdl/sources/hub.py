@@ -143,7 +143,7 @@ class Hub:
                 response.close()
             if not (response.has_redirect_location and "Location" in response.headers):
                 return response, body
-            target = urljoin(current, response.headers["Location"])
+            target = _join(current, response.headers["Location"])
             if _same_origin(target, self.origin):
                 current = target
                 continue
@@ -172,6 +172,14 @@ class Hub:
             raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid Hub URL: {printable(redact_text(str(exc)), limit=200)}") from exc
+
+
+def _join(base: str, location: str) -> str:
+    """``Location`` resolved against the request URL; a malformed one ('http://[') resolves to nowhere."""
+    try:
+        return urljoin(base, location)
+    except ValueError:
+        return "invalid:"
 
 
 def _same_origin(url: str, hub_origin: tuple[str, str, int]) -> bool:

@@ -173,10 +173,11 @@ def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str,
     """
     if not link:
         return None
-    target = urljoin(current, link)
+    target = ""
     try:
-        target_origin = origin(target)
-    except ValueError:  # a port that is not a number, or out of range
+        target = urljoin(current, link)
+        target_origin: tuple[str, str, int] | None = origin(target)
+    except ValueError:  # '[' without ']', a port that is not a number or out of range
         target_origin = None
     if target_origin != hub_origin:
         shown = f"{target_origin[0]}://{target_origin[1]}:{target_origin[2]}" if target_origin else "a malformed URL"
