@@ -21,6 +21,7 @@ from mdl.cli.options import (
 )
 from mdl.cli.run import Run, guarded
 from mdl.errors import UsageError
+from mdl.redact import printable
 
 
 def list_cmd(
@@ -85,7 +86,7 @@ def show_cmd(
         out = run.stdout
         for key in ("name", "description", "repo", "revision", "commit", "status"):
             if doc.get(key):
-                out.write(f"{key + ':':13}{doc[key]}\n")
+                out.write(f"{key + ':':13}{printable(str(doc[key]))}\n")  # a record may predate the checks
         out.write(f"{'dest:':13}{info.folder}\n")
         if not doc["files"]:
             out.write("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)\n")
@@ -133,9 +134,8 @@ def resolve_cmd(
             from mdl.units import human_size
 
             for model in resolution.models if not run.quiet else ():
-                run.stdout.write(
-                    f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
-                )
+                line = f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}"
+                run.stdout.write(printable(line) + "\n")
                 rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
                 run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
         for failure in resolution.failures:

@@ -272,3 +272,15 @@ def test_error_message_header_with_escapes_is_printable(hostile: HostileHub, env
         assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
     if status != 404:  # a 404 without X-Error-Code is the Hub's "not found"; others carry the message
         assert "\\x1b]0;pwned\\x07" in result.stderr and "denied" in result.stderr
+
+
+def test_show_escapes_a_commit_from_a_record_written_before_the_checks(hostile: HostileHub, env: Path) -> None:
+    assert mdl("pull", "good").exit_code == 0
+    (record,) = (env / ".mdl" / "records").glob("good*.json")
+    doc = json.loads(record.read_text(encoding="utf-8"))
+    doc["commit"] = ESCAPES + "0" * 26
+    record.write_text(json.dumps(doc), encoding="utf-8")
+    shown = mdl("show", "good")
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "commit:" in shown.stdout and "\\x1b]0;pwned" in shown.stdout
