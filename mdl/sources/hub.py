@@ -90,7 +90,10 @@ class Hub:
         seen: set[str] = set()
         while url is not None:
             if url in seen or len(seen) >= MAX_PAGES:
-                raise HubReplyError(f"{what}: the listing of {repo} never ends (page {redact_url(url)} again)")
+                raise HubReplyError(
+                    f"{what}: hostile listing of {repo}: its pages never end (at {redact_url(url)}, "
+                    f"after {len(seen)} pages)"
+                )
             seen.add(url)
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
             entries.extend(parse_tree_page(body, what=what, url=url))

@@ -284,3 +284,70 @@ def test_show_escapes_a_commit_from_a_record_written_before_the_checks(hostile: 
     assert shown.exit_code == 0, shown.output
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
     assert "commit:" in shown.stdout and "\\x1b]0;pwned" in shown.stdout
+
+
+# -- redirects and pagination loops on the Hub API ---------------------------------------------------------
+
+
+def test_api_redirect_within_the_hub_is_followed_with_the_token(hostile: HostileHub) -> None:
+    """A renamed repo: the Hub answers its API with a redirect to the new name on its own origin."""
+    hostile.add_redirect("/api/models/org/old/revision/main", "/api/models/org/good/revision/main", 307)
+    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
+    try:
+        assert hub.commit_of("org/old", repo_type="model", revision="main", what="m") == hostile.repo("org/good").sha
+    finally:
+        hub.close()
+    followed = hostile.log.records(path_prefix="/api/models/org/good/revision/")
+    assert [r.authorization for r in followed] == [f"Bearer {TOKEN}"]
+
+
+def test_api_redirect_to_another_origin_is_refused(hostile: HostileHub, other: CdnServer) -> None:
+    hostile.add_redirect("/api/models/org/good/revision/main", other.url + "/api/models/org/good/revision/main")
+    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
+    try:
+        with pytest.raises(HubReplyError, match=r"redirected .* to another origin") as info:
+            hub.commit_of("org/good", repo_type="model", revision="main", what="m")
+    finally:
+        hub.close()
+    assert info.value.exit_code == 5
+    assert other.log.records() == []
+
+
+def test_head_stops_at_a_redirect_off_the_hub_and_reads_it(hostile: HostileHub) -> None:
+    """As huggingface_hub: the metadata of an LFS file is on the redirect to the CDN, which is never asked."""
+    hostile.add_repo("org/lfs", {"w.safetensors": b"s" * 4000})
+    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
+    try:
+        meta = hub.file_metadata("org/lfs", "w.safetensors", repo_type="model", revision="main", what="m")
+    finally:
+        hub.close()
+    assert (meta.commit, meta.size) == (hostile.repo("org/lfs").sha, 4000)
+    assert meta.etag is not None and len(meta.etag) == 64
+    assert hostile.cdn.log.records() == []
+
+
+def test_a_listing_whose_pages_loop_is_refused(hostile: HostileHub) -> None:
+    sha = hostile.repo("org/good").sha
+    hostile.next_link = lambda honest: f"{hostile.url}/api/models/org/good/tree/{sha}?recursive=true&cursor=MA=="
+    hub = Hub(hostile.url, None, retry=NO_RETRY)
+    try:
+        commit = hub.commit_of("org/good", repo_type="model", revision="main", what="m")
+        with pytest.raises(HubReplyError, match="pages never end"):
+            hub.list_files("org/good", repo_type="model", commit=commit, what="m")
+    finally:
+        hub.close()
+
+
+def test_mdl_never_lets_huggingface_hub_make_requests() -> None:
+    """Every Hub request goes through the run's client (and its TokenGuard): no huggingface_hub HTTP helper is used."""
+    import ast
+
+    import mdl
+
+    http_helpers = {"HfApi", "get_hf_file_metadata", "hf_hub_download", "snapshot_download", "get_session", "http_get"}
+    used: list[str] = []
+    for path in Path(mdl.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("huggingface_hub"):
+                used += [f"{path.name}: {a.name}" for a in node.names if a.name in http_helpers]
+    assert used == []
