@@ -351,3 +351,25 @@ def test_mdl_never_lets_huggingface_hub_make_requests() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("huggingface_hub"):
                 used += [f"{path.name}: {a.name}" for a in node.names if a.name in http_helpers]
     assert used == []
+
+
+def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, other: CdnServer, tmp_path: Path) -> None:
+    """Were a download's headers ever wrong (here: the token as a direct URL's own header), the hook refuses."""
+    from mdl.catalog.settings import build_settings
+    from mdl.download.session import PullSession
+    from mdl.progress import NullProgress
+    from mdl.transfer import Credentials, open_stream
+
+    settings = build_settings(environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d")
+    session = PullSession(settings, progress=NullProgress())
+    try:
+        assert session.token == TOKEN
+        wrong = Credentials(extra={"Authorization": f"Bearer {TOKEN}"})
+        with (
+            pytest.raises(TokenLeakError),
+            open_stream(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
+        ):
+            pass
+        assert other.log.records() == []
+    finally:
+        session.close()

@@ -185,3 +185,38 @@ def test_any_listing_over_the_wire_ends_in_files_or_an_mdl_error(
         hub.close()
         wire_hub.rewrite_json = None
         wire_hub.next_link = None
+
+
+# -- any error answer from the Hub is one of our errors, with printable text ----------------------------
+
+
+@given(
+    status=st.integers(min_value=400, max_value=599),
+    code=st.none()
+    | st.sampled_from(["RepoNotFound", "RevisionNotFound", "EntryNotFound", "GatedRepo"])
+    | st.text(st.characters(max_codepoint=255), max_size=20),
+    message=st.none() | st.text(st.characters(max_codepoint=255), max_size=80),
+    retry_after=st.none() | st.text(string.printable, max_size=20),
+    body=st.binary(max_size=300),
+)
+def test_any_error_answer_is_an_mdl_error_with_printable_text(
+    status: int, code: str | None, message: str | None, retry_after: str | None, body: bytes
+) -> None:
+    import httpx2
+
+    from mdl.sources.hub import _status_error
+
+    headers = {  # bytes, as they come off the wire (latin-1 is what a header can carry)
+        name: value.encode("latin-1")
+        for name, value in (("X-Error-Code", code), ("X-Error-Message", message), ("Retry-After", retry_after))
+        if value is not None
+    }
+    response = httpx2.Response(status, headers=headers, content=body, request=httpx2.Request("GET", URL))
+    hub = Hub("http://127.0.0.1:9", None)
+    try:
+        error = _status_error(response, body, what="m", repo="org/m", revision="main", path=None, hub=hub)
+    finally:
+        hub.close()
+    assert isinstance(error, MdlError)
+    assert error.exit_code in (ExitCode.AUTH, ExitCode.NOT_FOUND, ExitCode.NETWORK)
+    assert not UNPRINTABLE.search(error.message), error.message
