@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from mdl.errors import UsageError
 
@@ -232,8 +233,9 @@ def build_settings(
     rate_text = _first(limit_rate, env_rate, catalog_limit_rate)
     rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
     endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
-    if not endpoint.startswith(("http://", "https://")):
-        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL, got {endpoint!r}")
+    if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
+        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
+        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
     if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
         raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
     if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
@@ -275,3 +277,13 @@ def build_settings(
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
         mirrors=env_mirrors or catalog_mirrors,
     )
+
+
+def _has_origin(url: str) -> bool:
+    """True when ``url`` names a host and, if any, a valid port ('http://h:abc' and 'http://[::1' do not)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname)

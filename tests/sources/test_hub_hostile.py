@@ -373,3 +373,14 @@ def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, othe
         assert other.log.records() == []
     finally:
         session.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:abc", "http://[::1", "https://hub.example:99999", "http://:8080"]
+)
+def test_an_endpoint_without_an_origin_is_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """The token guard compares origins, so an endpoint must have one: bad input, not an internal error."""
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    result = mdl("resolve", "good")
+    assert result.exit_code == ExitCode.USAGE == 2, result.output
+    assert "HF_ENDPOINT" in result.stderr and "internal error" not in result.stderr
