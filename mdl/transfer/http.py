@@ -203,8 +203,11 @@ def open_stream(
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
         if response.is_redirect and "Location" in response.headers:
-            location = urljoin(current, response.headers["Location"])
             response.close()
+            try:
+                location = urljoin(current, response.headers["Location"])
+            except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
+                raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
             if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
                 raise NetworkError(
                     f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "

@@ -384,3 +384,20 @@ def test_an_endpoint_without_an_origin_is_exit_2(env: Path, monkeypatch: pytest.
     result = mdl("resolve", "good")
     assert result.exit_code == ExitCode.USAGE == 2, result.output
     assert "HF_ENDPOINT" in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_malformed_redirect_location_is_a_network_error(other: CdnServer) -> None:
+    from mdl.errors import NetworkError
+    from mdl.transfer import Credentials, open_stream
+
+    url = other.add_redirect("/f.bin", "http://[")
+    client = make_client(read_timeout=5, pool_size=2)
+    try:
+        with (
+            pytest.raises(NetworkError, match="redirected to a malformed URL") as info,
+            open_stream(client, url, credentials=Credentials(), what="m/f.bin"),
+        ):
+            pass
+    finally:
+        client.close()
+    assert info.value.exit_code == 5
