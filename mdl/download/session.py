@@ -8,7 +8,17 @@ from mdl.catalog import Settings
 from mdl.progress import Progress
 from mdl.sources import Hub, RemoteFile, resolve_token
 from mdl.store import Layout, Store
-from mdl.transfer import Credentials, Engine, EngineConfig, RateLimiter, RetryPolicy, make_client, origin
+from mdl.transfer import (
+    Credentials,
+    Engine,
+    EngineConfig,
+    Network,
+    RateLimiter,
+    RetryPolicy,
+    bind_huggingface_hub,
+    make_client,
+    origin,
+)
 
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
@@ -27,13 +37,15 @@ class PullSession:
         self._token: str | None = None
         self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
+        self.network = Network(timeout=settings.timeout, environ=self.environ)
         self.client = make_client(
-            read_timeout=settings.stall_timeout,
+            timeout=settings.timeout,
+            environ=self.environ,
             pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
         )
         self.engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=self.retry),
+            EngineConfig(connections=settings.connections, retry=self.retry, stall_timeout=settings.stall_timeout),
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
@@ -45,6 +57,7 @@ class PullSession:
                 connections=settings.connections,
                 retry=RetryPolicy(retries=MIRROR_RETRIES),
                 max_stalls=MIRROR_RETRIES,
+                stall_timeout=settings.stall_timeout,
             ),
             progress=progress,
             cancel=self.cancel,
@@ -74,6 +87,7 @@ class PullSession:
         if self.settings.offline:
             return None
         if self._hub is None:
+            bind_huggingface_hub(self.network)  # its API calls: bounded, proxied and trusting CAs like ours
             self._hub = Hub(self.settings.endpoint, self.token, retry=self.retry)
         return self._hub
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from mdl.errors import AuthError, NetworkError, NotFoundError
 from mdl.redact import redact_text
-from mdl.transfer import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
+from mdl.transfer import RETRYABLE_STATUSES, RetryableError, RetryPolicy, retry_after_seconds, transport_error
 
 T = TypeVar("T")
 
@@ -125,10 +125,11 @@ class Hub:
         except hf.OfflineModeIsEnabled as exc:
             raise NetworkError(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from exc
         except httpx2.TransportError as exc:
-            reason = redact_text(str(exc)) or type(exc).__name__
-            kind = UnreachableError if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else RetryableError
-            raise kind(
-                f"{what}: cannot reach the Hub at {self.endpoint}: {reason}",
+            raise transport_error(
+                exc,
+                what=what,
+                url=self.endpoint,
+                server=f"the Hub at {self.endpoint}",
                 hint="check the network, or set HF_ENDPOINT to a reachable mirror",
             ) from exc
 

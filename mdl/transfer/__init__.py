@@ -1,6 +1,7 @@
 """Bytes over HTTP: the one client factory, range parsing, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
+from mdl.transfer.connection import Network, bind_huggingface_hub
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -13,6 +14,7 @@ from mdl.transfer.http import (
     open_stream,
     origin,
     retry_after_seconds,
+    transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range
@@ -26,12 +28,14 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Identity",
+    "Network",
     "RateLimiter",
     "RetryPolicy",
     "RetryableError",
     "TransferJob",
     "TransferResult",
     "UnreachableError",
+    "bind_huggingface_hub",
     "discard_partial",
     "error_for_status",
     "make_client",
@@ -40,4 +44,5 @@ __all__ = [
     "parse_content_range",
     "retry_after_seconds",
     "saved_progress",
+    "transport_error",
 ]
