@@ -24,6 +24,7 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
+    warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -39,6 +40,8 @@ class FileOutcome:
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
+        if self.warning is not None:
+            doc["warning"] = self.warning
         return doc
 
 

@@ -79,3 +79,11 @@ def test_the_default_timeout_is_named_in_the_message(silent: SilentServer, monke
     result = CliRunner().invoke(app, ["resolve", "snapshot"])
     assert result.exit_code == 5
     assert f"the Hub at {silent.url} did not answer within 0.5 s" in result.stderr
+
+
+def test_one_silent_hub_is_asked_once_per_run_not_once_per_model(silent: SilentServer) -> None:
+    """`pull --all` against a dead Hub does not wait the timeout again for every model."""
+    result = CliRunner().invoke(app, ["pull", "snapshot", "hub-file", "--timeout", "1"])
+    assert result.exit_code == 5
+    assert result.stderr.count(f"the Hub at {silent.url} did not answer") == 2  # both models fail, naming the Hub
+    assert silent.accepted <= 3  # the first model's tries (and at most one more), not two tries per model
