@@ -145,7 +145,7 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
         run.console.warn(warning)
     for f in report.files:
         if f.action == "failed":
-            run.console.error(f.error or f"{f.model}/{f.path}: failed")
+            run.console.error(f.error or f"{f.model}/{f.path}: failed", hint=f.hint)
     if not report.dry_run:
         counts: dict[str, int] = {}
         for f in report.files:

@@ -51,7 +51,7 @@ class NetTransport(httpx2.BaseTransport):
             verify=self._ssl,
             limits=self._limits,
             trust_env=False,
-            proxy=httpx2.Proxy(proxy.url, ssl_context=self._ssl) if proxy is not None else None,
+            proxy=_proxy(proxy, self._ssl) if proxy is not None else None,
         )
 
     def route(self, url: str) -> tuple[httpx2.HTTPTransport, Proxy | None]:
@@ -82,6 +82,13 @@ class NetTransport(httpx2.BaseTransport):
             for transport in self._proxied.values():
                 transport.close()
             self._proxied.clear()
+
+
+def _proxy(proxy: Proxy, context: ssl.SSLContext) -> httpx2.Proxy:
+    """An httpx2 proxy; an https:// proxy is verified against the same CAs as the servers."""
+    if proxy.url.lower().startswith("https://"):
+        return httpx2.Proxy(proxy.url, ssl_context=context)
+    return httpx2.Proxy(proxy.url)
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:

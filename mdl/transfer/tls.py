@@ -7,6 +7,7 @@ The order is ours, explicit, and read from the run's environment (not from ``os.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from mdl.errors import UsageError
 
 CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 CA_DIR_VARIABLE = "SSL_CERT_DIR"
+_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 CA_HINT = (
     "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE "
     "at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl reads them in that order"
@@ -63,14 +65,17 @@ def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
 
 def certificate_problem(exc: BaseException) -> str | None:
     """The verification failure behind a transport error (``certificate has expired``, ...), if it is one."""
-    seen: set[int] = set()
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return str(current.verify_message or current.reason or "certificate verify failed")
-        if "CERTIFICATE_VERIFY_FAILED" in str(current):
-            text = str(current)
-            return text.split("certificate verify failed:", 1)[-1].strip(" ()_") or "certificate verify failed"
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    for link in chain:
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return str(link.verify_message or link.reason or "certificate verify failed")
+    for link in chain:  # wrapped without its cause: only the text is left
+        text = str(link)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = text.split("certificate verify failed:", 1)[-1]
+            return _OPENSSL_SOURCE.sub("", detail).strip(" ()_") or "certificate verify failed"
     return None
