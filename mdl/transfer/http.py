@@ -217,21 +217,16 @@ def transport_error(
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
 
 
+_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
+
+
 def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
     """The limit that ran out ("10 s"), from the request's timeout extension."""
     try:
         timeouts = exc.request.extensions.get("timeout") or {}
     except RuntimeError:  # an exception raised without its request
         return None
-    phase = (
-        "connect"
-        if isinstance(exc, httpx2.ConnectTimeout)
-        else "write"
-        if isinstance(exc, httpx2.WriteTimeout)
-        else "pool"
-        if isinstance(exc, httpx2.PoolTimeout)
-        else "read"
-    )
+    phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
     seconds = timeouts.get(phase)
     return f"{seconds:g} s" if isinstance(seconds, int | float) else None
 
