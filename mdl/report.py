@@ -24,6 +24,8 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
+    warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
+    hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -39,6 +41,8 @@ class FileOutcome:
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
+        if self.warning is not None:
+            doc["warning"] = self.warning
         return doc
 
 
@@ -134,4 +138,5 @@ def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = N
         action="failed",
         error=exc.message,
         exit_code=int(exc.exit_code),
+        hint=exc.hint,
     )

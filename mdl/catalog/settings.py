@@ -18,6 +18,7 @@ MAX_CONNECTIONS = 64
 DEFAULT_JOBS = 4
 MAX_JOBS = 64
 DEFAULT_STALL_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 10.0  # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_RETRIES = 5
 LAYOUTS = ("plain", "hf-cache")
@@ -39,6 +40,7 @@ class Settings:
     jobs: int = DEFAULT_JOBS
     limit_rate: int | None = None
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # every request: connect, and wait for the answer to begin
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     retries: int = DEFAULT_RETRIES
     verify: bool = True
@@ -210,6 +212,7 @@ def build_settings(
     catalog_jobs: int | None = None,
     catalog_limit_rate: str | None = None,
     catalog_stall_timeout: float | None = None,
+    catalog_timeout: float | None = None,
     catalog_lock_timeout: float | None = None,
     catalog_retries: int | None = None,
     catalog_layout: str | None = None,
@@ -219,6 +222,7 @@ def build_settings(
     jobs: int | None = None,
     limit_rate: str | None = None,
     stall_timeout: float | None = None,
+    timeout: float | None = None,
     lock_timeout: float | None = None,
     verify: bool = True,
     force: bool = False,
@@ -238,6 +242,8 @@ def build_settings(
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
     if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
         raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
+    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
+        raise UsageError(f"--timeout: must be positive, got {timeout}")
     if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
         raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
     chosen_layout = _pick("plain", layout, environ.get("MDL_LAYOUT") or None, catalog_layout)
@@ -264,6 +270,7 @@ def build_settings(
             _env_float(environ, "MDL_STALL_TIMEOUT", positive=True),
             catalog_stall_timeout,
         ),
+        timeout=_pick(DEFAULT_TIMEOUT, timeout, _env_float(environ, "MDL_TIMEOUT", positive=True), catalog_timeout),
         lock_timeout=_pick(
             DEFAULT_LOCK_TIMEOUT, lock_timeout, _env_float(environ, "MDL_LOCK_TIMEOUT"), catalog_lock_timeout
         ),

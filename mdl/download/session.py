@@ -37,14 +37,15 @@ class PullSession:
         self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
         self.client = make_client(
-            read_timeout=settings.stall_timeout,
+            timeout=settings.timeout,
+            environ=self.environ,
             pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         self.engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=self.retry),
+            EngineConfig(connections=settings.connections, retry=self.retry, stall_timeout=settings.stall_timeout),
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
@@ -56,6 +57,7 @@ class PullSession:
                 connections=settings.connections,
                 retry=RetryPolicy(retries=MIRROR_RETRIES),
                 max_stalls=MIRROR_RETRIES,
+                stall_timeout=settings.stall_timeout,
             ),
             progress=progress,
             cancel=self.cancel,

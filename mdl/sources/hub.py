@@ -29,9 +29,9 @@ from mdl.transfer import (
     RetryableError,
     RetryPolicy,
     TokenGuard,
-    UnreachableError,
     make_client,
     origin,
+    transport_error,
 )
 from mdl.transfer import retry_after_seconds as _retry_after
 
@@ -163,12 +163,11 @@ class Hub:
         try:
             yield
         except httpx2.TransportError as exc:
-            reason = redact_text(str(exc)) or type(exc).__name__
-            # A Hub that does not connect or does not answer in time is down, not flaky: one quick retry only.
-            down = isinstance(exc, httpx2.ConnectError | httpx2.TimeoutException)
-            kind = UnreachableError if down else RetryableError
-            raise kind(
-                f"{what}: cannot reach the Hub at {self.endpoint}: {printable(reason, limit=300)}",
+            raise transport_error(
+                exc,
+                what=what,
+                url=self.endpoint,
+                server=f"the Hub at {self.endpoint}",
                 hint="check the network, or set HF_ENDPOINT to a reachable mirror",
             ) from exc
         except httpx2.DecodingError as exc:

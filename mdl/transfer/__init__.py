@@ -14,6 +14,7 @@ from mdl.transfer.http import (
     open_stream,
     origin,
     retry_after_seconds,
+    transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range
@@ -43,4 +44,5 @@ __all__ = [
     "retry_after_seconds",
     "saved_progress",
     "shown_origin",
+    "transport_error",
 ]
