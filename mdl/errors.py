@@ -87,6 +87,19 @@ class NetworkError(MdlError):
     kind = "network"
 
 
+class HubReplyError(NetworkError):
+    """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a bad commit id."""
+
+    kind = "hub_reply"
+
+
+class TokenLeakError(MdlError):
+    """A request would have carried the Hub token to another origin; refused before anything was sent."""
+
+    exit_code = ExitCode.NETWORK
+    kind = "token_leak"
+
+
 class IntegrityError(MdlError):
     """Size or sha256 mismatch."""
 

@@ -31,6 +31,8 @@ class FileOutcome:
     retries: tuple[str, ...] = ()
     status: int | None = None  # the HTTP status of a server's refusal
     server_text: str | None = None  # the server's own error text, sanitised
+    warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
+    hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -46,6 +48,8 @@ class FileOutcome:
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
+        if self.warning is not None:
+            doc["warning"] = self.warning
         return doc
 
 
@@ -156,4 +160,5 @@ def failed(
         retries=retries,
         status=status,
         server_text=server_text,
+        hint=exc.hint,
     )

@@ -17,6 +17,7 @@ from mdl.cli.options import (
     NamesArg,
     NoProgressOpt,
     QuietOpt,
+    TimeoutOpt,
     VerboseOpt,
 )
 from mdl.cli.run import Run, guarded
@@ -105,6 +106,7 @@ def resolve_cmd(
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
+    timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -123,6 +125,7 @@ def resolve_cmd(
                 catalog=catalog,
                 dest=dest,
                 layout=layout,
+                timeout=timeout,
                 environ=run.environ,
                 progress=progress,
             )

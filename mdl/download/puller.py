@@ -69,7 +69,7 @@ class Puller:
 
     def run(self, models: Sequence[ModelSpec]) -> RunReport:
         """Pull the models: resolve, plan, check space, fetch, record."""
-        resolved, outcomes = self.planner.resolve(models)
+        resolved, outcomes = self.planner.resolve(models, keep_installed=True)
         plans, failures = self.planner.plan_models(resolved)
         outcomes.extend(failures)
         for outcome in outcomes:  # models or files that failed before any transfer: their lines first

@@ -2,6 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.engine import Engine
+from mdl.transfer.guard import TokenGuard, shown_origin
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
@@ -13,6 +14,7 @@ from mdl.transfer.http import (
     open_stream,
     origin,
     retry_after_seconds,
+    transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range
@@ -30,6 +32,7 @@ __all__ = [
     "RetryLog",
     "RetryPolicy",
     "RetryableError",
+    "TokenGuard",
     "TransferJob",
     "TransferResult",
     "UnreachableError",
@@ -41,4 +44,6 @@ __all__ = [
     "parse_content_range",
     "retry_after_seconds",
     "saved_progress",
+    "shown_origin",
+    "transport_error",
 ]

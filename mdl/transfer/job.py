@@ -102,3 +102,4 @@ class EngineConfig:
     split_threshold: int = SPLIT_THRESHOLD
     checkpoint_interval: float = CHECKPOINT_INTERVAL
     max_stalls: int = MAX_STALLS  # stalls resumed per piece before giving up (they spend no retry)
+    stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)

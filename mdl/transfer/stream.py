@@ -13,6 +13,7 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
+from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.http import (
     ExpiredURLError,
@@ -121,6 +122,8 @@ class Streamer:
                 err = (
                     exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)  # type: ignore[arg-type]
                 )
+                if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
+                    raise err from exc
                 failures += 1
                 if failures > self.config.retry.retries:
                     raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
@@ -143,6 +146,8 @@ class Streamer:
                 headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else job.credentials.without_extra()
         with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
+            if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
                 self._open.add(resp)
                 state.responses.add(resp)
