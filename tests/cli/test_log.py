@@ -177,3 +177,18 @@ def test_a_huge_error_body_is_read_only_to_its_first_kilobytes(setup: dict[str, 
     assert line["server_text"].startswith("quota exceeded zzz")
     (answer,) = [r for r in cdn.log if r.method == "GET" and r.status == 403]
     assert not answer.complete  # mdl hung up after its 8 KiB instead of draining 16 MiB
+
+
+def test_a_kept_file_says_why_in_its_line() -> None:
+    outcome = FileOutcome(
+        model="big",
+        path="w.bin",
+        dest="/m/big/w.bin",
+        size=3,
+        sha256="a" * 64,
+        action="skipped",
+        warning="could not check big for updates: the Hub did not answer; keeping 0123456789ab",
+    )
+    fields = parse_file_line(file_line(outcome))
+    assert fields["action"] == "skipped"
+    assert fields["warning"].startswith("could not check big for updates")

@@ -181,3 +181,6 @@ def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     for name, text in sinks.items():
         assert stored not in text, f"the stored token leaked into {name}"
         assert "\x1b" not in text, name
+    (line,) = [parse_file_line(x) for x in sinks["mdl.log"].splitlines() if " file " in x]
+    assert line["status"] == "401"
+    assert line["server_text"] == "token REDACTED has expired\\x1b[2J"
