@@ -77,6 +77,7 @@ def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | N
         catalog_jobs=s.jobs,
         catalog_limit_rate=s.limit_rate,
         catalog_stall_timeout=s.stall_timeout,
+        catalog_timeout=s.timeout,
         catalog_lock_timeout=s.lock_timeout,
         catalog_retries=s.retries,
         catalog_layout=s.layout,
@@ -143,6 +144,7 @@ def resolve(
     follow: bool = False,
     dest: StrPath | None = None,
     layout: str | None = None,
+    timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Resolution:
@@ -152,7 +154,7 @@ def resolve(
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout)
+    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
     models = _select(cat, names, all)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress())
     return Resolution(tuple(docs), tuple(failures))
@@ -171,6 +173,7 @@ def pull(
     force: bool = False,
     dry_run: bool = False,
     stall_timeout: float | None = None,
+    timeout: float | None = None,
     lock_timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
@@ -193,6 +196,7 @@ def pull(
         jobs=jobs,
         limit_rate=_rate(limit_rate),
         stall_timeout=stall_timeout,
+        timeout=timeout,
         lock_timeout=lock_timeout,
         verify=verify,
         force=force,
@@ -248,6 +252,7 @@ def get(
     catalog: Catalog | StrPath | None = None,
     connections: int | None = None,
     limit_rate: str | int | None = None,
+    timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     read_text: Callable[[str], str] | None = None,
@@ -265,7 +270,7 @@ def get(
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
     folder = Path(directory or Path.cwd()).absolute()
-    settings = _settings(cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate))
+    settings = _settings(cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate), timeout=timeout)
     return get_sources(
         sources,
         settings,

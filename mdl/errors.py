@@ -30,6 +30,9 @@ class MdlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
+        self.status: int | None = None
+        self.server_text: str | None = None
 
 
 class UsageError(MdlError):
@@ -84,6 +87,19 @@ class NetworkError(MdlError):
     kind = "network"
 
 
+class HubReplyError(NetworkError):
+    """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a bad commit id."""
+
+    kind = "hub_reply"
+
+
+class TokenLeakError(MdlError):
+    """A request would have carried the Hub token to another origin; refused before anything was sent."""
+
+    exit_code = ExitCode.NETWORK
+    kind = "token_leak"
+
+
 class IntegrityError(MdlError):
     """Size or sha256 mismatch."""
 
@@ -115,6 +131,19 @@ class InterruptedByUserError(MdlError):
 
     exit_code = ExitCode.INTERRUPTED
     kind = "interrupted"
+
+
+def server_details(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        status = getattr(current, "status", None)
+        if isinstance(current, MdlError) and status is not None:
+            return status, current.server_text
+        current = current.__cause__ or current.__context__
+    return None, None
 
 
 def worst_exit_code(codes: list[int]) -> int:

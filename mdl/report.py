@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, worst_exit_code
+from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
+from mdl.redact import safe_text
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,14 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
+    # For the log (not in the JSON contract): where from, how long, why it had to retry, what the server said.
+    source: str | None = None  # redacted
+    seconds: float | None = None
+    retries: tuple[str, ...] = ()
+    status: int | None = None  # the HTTP status of a server's refusal
+    server_text: str | None = None  # the server's own error text, sanitised
+    warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
+    hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -39,6 +48,8 @@ class FileOutcome:
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
+        if self.warning is not None:
+            doc["warning"] = self.warning
         return doc
 
 
@@ -123,8 +134,18 @@ class Resolution:
         return doc
 
 
-def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = None) -> FileOutcome:
-    """An outcome for a failure, keeping the error's message and exit code."""
+def failed(
+    model: str,
+    path: str | None,
+    exc: MdlError,
+    *,
+    dest: Path | None = None,
+    source: str | None = None,
+    seconds: float | None = None,
+    retries: tuple[str, ...] = (),
+) -> FileOutcome:
+    """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
+    status, server_text = server_details(exc)
     return FileOutcome(
         model=model,
         path=path,
@@ -132,6 +153,12 @@ def failed(model: str, path: str | None, exc: MdlError, *, dest: Path | None = N
         size=None,
         sha256=None,
         action="failed",
-        error=exc.message,
+        error=safe_text(exc.message),  # API callers print it too: no secret, no escape sequence
         exit_code=int(exc.exit_code),
+        source=source,
+        seconds=seconds,
+        retries=retries,
+        status=status,
+        server_text=server_text,
+        hint=exc.hint,
     )

@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 from servers import CdnServer, HubServer
 
+NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_* so no test sees the developer's setup."""
+    """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_*, proxies and CA variables so no test sees the
+    developer's setup."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
         if name.startswith(("MDL_", "HF_", "XDG_", "HUGGINGFACE_")) or name in {"NO_COLOR", "SOURCE_DATE_EPOCH"}:
+            monkeypatch.delenv(name, raising=False)
+        if name.lower().endswith("_proxy") or name in NETWORK_TRUST:  # no test may go through the developer's proxy
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     for var, sub in {
@@ -56,3 +61,13 @@ def cdn() -> Iterator[CdnServer]:
     finally:
         server.stop()
     assert not server.errors, server.errors
+
+
+@pytest.fixture(autouse=True)
+def no_remembered_secrets() -> Iterator[None]:
+    """Secrets registered by one test (tokens, catalog header values) must not redact another test's output."""
+    from mdl.redact import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()

@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
 from servers import CdnServer, Exchange, HubServer
 
-__all__ = ["GzipCdn", "HostileHub", "SilentServer"]
+__all__ = ["ForwardProxy", "GzipCdn", "HostileHub", "ScratchCA", "SilentServer", "TlsCdn"]
 
 
 class SilentServer:
@@ -179,3 +181,134 @@ class GzipCdn(CdnServer):
         """Store the gzip of ``data`` (bytes) under ``path``; the server then serves those bytes, labelled gzip."""
         raw = bytes(data)
         return super().add_file(path, gzip.compress(raw, mtime=0), **kwargs)
+
+
+# --- TLS and proxies (issue 11, item 16) ------------------------------------------------------------------------
+
+
+class ScratchCA:
+    """A throwaway certificate authority (trustme) and a certificate it issued for 127.0.0.1 and localhost.
+
+    ``write_bundle`` writes the CA as a PEM file (for REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE);
+    ``write_hashed_dir`` writes it as OpenSSL's ``<subject hash>.0`` (for SSL_CERT_DIR), or returns None when
+    the ``openssl`` command is not there to compute the hash.
+    """
+
+    def __init__(self) -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        self.leaf = self.ca.issue_cert("127.0.0.1", "localhost")
+
+    def write_bundle(self, path: Path) -> Path:
+        self.ca.cert_pem.write_to_path(str(path))
+        return path
+
+    def write_hashed_dir(self, folder: Path) -> Path | None:
+        import shutil
+        import subprocess
+
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        pem = self.write_bundle(folder / "scratch-ca.pem")
+        digest = subprocess.run(
+            [openssl, "x509", "-subject_hash", "-noout", "-in", str(pem)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        pem.rename(folder / f"{digest}.0")
+        return folder
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.leaf.configure_cert(ctx)
+        return ctx
+
+
+class TlsCdn(CdnServer):
+    """A `CdnServer` speaking HTTPS with a certificate from ``ca`` (a `ScratchCA`), on https://127.0.0.1:PORT.
+
+    The TLS handshake happens when a connection is accepted; ``handshakes`` counts the attempts (a client that
+    refuses the certificate makes one attempt per try, so a test can see that mdl did not retry).
+    """
+
+    name = "tls-cdn"
+
+    def __init__(self, ca: ScratchCA, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handshakes = 0
+        context = ca.server_context()
+        listener = self._httpd.socket
+
+        def accept() -> tuple[socket.socket, Any]:
+            conn, address = listener.accept()
+            self.handshakes += 1
+            try:
+                return context.wrap_socket(conn, server_side=True), address
+            except (OSError, ssl.SSLError):
+                conn.close()
+                raise  # socketserver drops a connection whose accept failed
+
+        self._httpd.get_request = accept  # type: ignore[method-assign]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on 127.0.0.1 (no CONNECT): ``GET http://127.0.0.1:PORT/path`` is fetched and
+    relayed. Only loopback targets are forwarded (anything else gets 403). ``requests`` lists the URLs asked for.
+    """
+
+    def __init__(self) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        owner = self
+        self.requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def do_GET(self) -> None:
+                owner.requests.append(self.path)
+                target = urlsplit(self.path)
+                if target.scheme != "http" or target.hostname not in ("127.0.0.1", "localhost"):
+                    self.send_response(403)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                upstream.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers=headers)
+                reply = upstream.getresponse()
+                body = reply.read()
+                self.send_response(reply.status)
+                for name, value in reply.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -62,7 +62,9 @@ def test_unsigned_urls_are_untouched(url: str) -> None:
 def test_is_signed_url() -> None:
     assert is_signed_url(f"https://x/y?X-Amz-Signature={SECRET}")
     assert is_signed_url("https://x/y?sig=")  # a blank value still marks a signed URL
-    assert not is_signed_url("https://x/y?signature_version=2")
+    # Whole-query rule: any parameter whose name merely contains "sig" is enough (over-redacting is safe).
+    assert is_signed_url("https://x/y?signature_version=2")
+    assert not is_signed_url("https://x/y?download=true&revision=main")
 
 
 def test_unparseable_url_is_fully_redacted() -> None:
@@ -117,3 +119,164 @@ def test_printable_escapes_controls_and_invisible_characters() -> None:
     assert printable("one\ntwo", multiline=True) == "one\ntwo"
     assert printable("x" * 300, limit=200) == "x" * 200 + "…"
     assert printable("plain ünïcode 🤖") == "plain ünïcode 🤖"
+
+
+# --- the whole-query rule, the registry, and the one function at every sink (issue 11, item 4) ----------------
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mdl.redact import (  # noqa: E402
+    forget_secrets,
+    is_secret_param,
+    known_secrets,
+    printable,
+    remember_secret,
+    safe_doc,
+    safe_text,
+)
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "x-oss-signature",
+        "OSSAccessKeyId",
+        "q-signature",
+        "q-sign-algorithm",
+        "jwt",
+        "Authorization",
+        "X-Cos-Security-Token",
+        "x-obs-date",
+        "X-Goog-Date",
+        "x-amz-date",
+        "api_key",
+        "client_secret",
+        "sessionid",
+        "password",
+        "hdnts",
+        "hmac",
+        "Policy",
+        "sig",
+        "sv-credential",
+    ],
+)
+def test_any_credential_like_parameter_redacts_the_whole_query(param: str) -> None:
+    url = f"https://cdn.example/f.bin?a=1&{param}={SECRET}&b=2"
+    assert is_secret_param(param)
+    assert redact_url(url) == f"https://cdn.example/f.bin?{REDACTED}"
+    assert SECRET not in redact_text(f"GET {url} failed")
+
+
+@pytest.mark.parametrize("param", ["download", "revision", "x", "expires", "response-content-type", "gen"])
+def test_ordinary_parameters_keep_the_query(param: str) -> None:
+    assert not is_secret_param(param)
+
+
+def test_hub_token_needs_sixteen_characters_so_words_survive() -> None:
+    assert redact_text("see hf_hub_download and hf_xet") == "see hf_hub_download and hf_xet"
+    assert redact_text("hf_abcdefghij012345") == f"hf_{REDACTED}"  # 16 after the prefix
+    assert redact_text("hf_abcdefghij01234") == "hf_abcdefghij01234"  # 15: not a token
+
+
+def test_registered_secrets_are_removed_whatever_their_name() -> None:
+    remember_secret("civitai-0123456789")
+    remember_secret("")  # ignored
+    remember_secret(None)
+    remember_secret("abc")  # too short to be told from words
+    assert "civitai-0123456789" in known_secrets()
+    assert redact_text("server said: key civitai-0123456789 is bad") == f"server said: key {REDACTED} is bad"
+    assert safe_text("abc") == "abc"
+    forget_secrets()
+    assert known_secrets() == ()
+    assert redact_text("civitai-0123456789") == "civitai-0123456789"
+
+
+def test_catalog_header_values_from_the_environment_are_registered() -> None:
+    from mdl.catalog.load import expand_headers
+    from mdl.catalog.specs import FileSpec
+
+    spec = FileSpec(
+        key_path="models.m.files[0]",
+        url="https://h.example/x",
+        headers=(("X-Civitai", "${CIVITAI_KEY}"), ("Accept", "application/json"), ("X-Api-Key", "literal-key-1")),
+    )
+    expand_headers(spec, {"CIVITAI_KEY": "civ-value-42424242"})
+    assert "civ-value-42424242" in known_secrets()
+    assert "literal-key-1" in known_secrets()  # a credential-like header name: secret even when literal
+    assert "application/json" not in known_secrets()  # an ordinary literal header stays readable
+
+
+def test_safe_text_escapes_then_redacts_then_cuts() -> None:
+    remember_secret("s3cr3t-value-777")
+    assert safe_text("bad\x1b[2Jkey s3cr3t-value-777\nnext") == f"bad\\x1b[2Jkey {REDACTED} next"
+    assert safe_text("a\nb", multiline=True) == "a\nb"
+    assert safe_text("s3cr3t-value-777 " + "x" * 50, limit=10) == f"{REDACTED} x…"
+
+
+def test_safe_doc_cleans_every_string_of_a_json_document() -> None:
+    from pathlib import PurePosixPath
+
+    remember_secret("tok-abcdef123456")
+    doc = {
+        "ok": False,
+        "files": [{"error": "HTTP 401: tok-abcdef123456\x07", "size": 3, "dest": PurePosixPath("/a/\x1bb")}],
+        "n": None,
+        "x": 1.5,
+    }
+    assert safe_doc(doc) == {
+        "ok": False,
+        "files": [{"error": f"HTTP 401: {REDACTED}\\x07", "size": 3, "dest": "/a/\\x1bb"}],
+        "n": None,
+        "x": 1.5,
+    }
+
+
+_CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])) | set("\u202e\u2028\u2029")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_printable_and_redaction_never_raise_and_leave_no_control_character(text: str) -> None:
+    for multiline in (False, True):
+        shown = safe_text(text, multiline=multiline)
+        assert not _CONTROL & set(shown)
+        assert all(not 0xD800 <= ord(ch) <= 0xDFFF for ch in shown)  # every sink can encode it
+        shown.encode("utf-8")
+    assert not _CONTROL & set(printable(text, limit=20))
+    redact_url(text)
+    redact_text(text)
+
+
+_SECRET_CHARS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/", min_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.text(), secret=_SECRET_CHARS, after=st.text(), multiline=st.booleans())
+def test_a_registered_secret_never_survives_inside_arbitrary_text(
+    before: str, secret: str, after: str, multiline: bool
+) -> None:
+    assume(secret not in REDACTED)  # "REDACTED" itself is never registered: it is in every redaction
+    forget_secrets()
+    remember_secret(secret)
+    try:
+        shown = safe_text(before + secret + after, multiline=multiline)
+        assert secret not in shown
+        assert secret not in safe_text(f"{before}{secret}{secret}{after}{secret}", limit=40)
+        assert secret not in str(safe_doc({"error": [before, secret + after]}))
+    finally:
+        forget_secrets()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_safe_text_twice_is_safe_text_once(text: str) -> None:
+    # Sinks may meet text that another sink already cleaned (a per-file error, then the console): no drift.
+    once = safe_text(text)
+    assert safe_text(once) == once
+
+
+def test_a_catalog_key_path_naming_the_authorization_header_stays_readable() -> None:
+    message = "models.m.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set"
+    assert redact_text(message) == message
+    assert redact_text("Authorization: Bearer abcdef123456 and more") == f"Authorization: {REDACTED} and more"

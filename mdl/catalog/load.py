@@ -10,6 +10,7 @@ from pathlib import Path
 from mdl.catalog.keys import format_key
 from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError
+from mdl.redact import is_secret_param, remember_secret
 
 # Re-exported: callers and tests import these from here.
 __all__ = [
@@ -111,7 +112,15 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 )
             return value
 
-        expanded.append((name, VAR_RE.sub(substitute, raw)))
+        value = VAR_RE.sub(substitute, raw)
+        # Every value that came from the environment is a secret, whatever its variable is called
+        # (${CIVITAI_KEY}, ${MY_HEADER}); so is any value of a credential-like header (Authorization, X-Api-Key,
+        # Cookie). Registered here, so no sink (stderr, JSON, log, records) ever shows them.
+        if value != raw or is_secret_param(name) or name.lower() in ("cookie", "proxy-authorization"):
+            remember_secret(value)
+            for match in VAR_RE.finditer(raw):
+                remember_secret(environ.get(match.group(1)))
+        expanded.append((name, value))
     return tuple(expanded)
 
 

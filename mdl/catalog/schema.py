@@ -338,6 +338,7 @@ class SettingsTable(Table):
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
     limit_rate: Annotated[Text, AfterValidator(_rate)] | None = None
     stall_timeout: Annotated[Seconds, _seconds(zero_ok=False)] | None = None
+    timeout: Annotated[Seconds, _seconds(zero_ok=False)] | None = None
     lock_timeout: Annotated[Seconds, _seconds(zero_ok=True)] | None = None
     retries: Annotated[int, _between(0, 100)] | None = None
     layout: Annotated[Text, AfterValidator(_one_of(LAYOUTS, hint=False))] | None = None
@@ -354,6 +355,7 @@ class SettingsTable(Table):
             endpoint=self.endpoint,
             limit_rate=self.limit_rate,
             stall_timeout=None if self.stall_timeout is None else float(self.stall_timeout),
+            timeout=None if self.timeout is None else float(self.timeout),
             lock_timeout=None if self.lock_timeout is None else float(self.lock_timeout),
             retries=self.retries,
             layout=self.layout,

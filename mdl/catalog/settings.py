@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from mdl.errors import UsageError
 
@@ -17,6 +18,7 @@ MAX_CONNECTIONS = 64
 DEFAULT_JOBS = 4
 MAX_JOBS = 64
 DEFAULT_STALL_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 10.0  # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_RETRIES = 5
 LAYOUTS = ("plain", "hf-cache")
@@ -38,6 +40,7 @@ class Settings:
     jobs: int = DEFAULT_JOBS
     limit_rate: int | None = None
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # every request: connect, and wait for the answer to begin
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     retries: int = DEFAULT_RETRIES
     verify: bool = True
@@ -209,6 +212,7 @@ def build_settings(
     catalog_jobs: int | None = None,
     catalog_limit_rate: str | None = None,
     catalog_stall_timeout: float | None = None,
+    catalog_timeout: float | None = None,
     catalog_lock_timeout: float | None = None,
     catalog_retries: int | None = None,
     catalog_layout: str | None = None,
@@ -218,6 +222,7 @@ def build_settings(
     jobs: int | None = None,
     limit_rate: str | None = None,
     stall_timeout: float | None = None,
+    timeout: float | None = None,
     lock_timeout: float | None = None,
     verify: bool = True,
     force: bool = False,
@@ -232,10 +237,13 @@ def build_settings(
     rate_text = _first(limit_rate, env_rate, catalog_limit_rate)
     rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
     endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
-    if not endpoint.startswith(("http://", "https://")):
-        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL, got {endpoint!r}")
+    if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
+        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
+        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
     if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
         raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
+    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
+        raise UsageError(f"--timeout: must be positive, got {timeout}")
     if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
         raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
     chosen_layout = _pick("plain", layout, environ.get("MDL_LAYOUT") or None, catalog_layout)
@@ -262,6 +270,7 @@ def build_settings(
             _env_float(environ, "MDL_STALL_TIMEOUT", positive=True),
             catalog_stall_timeout,
         ),
+        timeout=_pick(DEFAULT_TIMEOUT, timeout, _env_float(environ, "MDL_TIMEOUT", positive=True), catalog_timeout),
         lock_timeout=_pick(
             DEFAULT_LOCK_TIMEOUT, lock_timeout, _env_float(environ, "MDL_LOCK_TIMEOUT"), catalog_lock_timeout
         ),
@@ -275,3 +284,13 @@ def build_settings(
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
         mirrors=env_mirrors or catalog_mirrors,
     )
+
+
+def _has_origin(url: str) -> bool:
+    """True when ``url`` names a host and, if any, a valid port ('http://h:abc' and 'http://[::1' do not)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname)

@@ -74,6 +74,7 @@ class CatalogSettings:
     endpoint: str | None = None
     limit_rate: str | None = None
     stall_timeout: float | None = None
+    timeout: float | None = None
     lock_timeout: float | None = None
     retries: int | None = None
     layout: str | None = None

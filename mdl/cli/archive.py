@@ -118,5 +118,5 @@ def unpack_cmd(
             run.emit(doc)
             return
         for f in doc["files"] if not run.quiet else ():
-            run.stdout.write(f"{f['path']}\n")
+            run.line(f["path"])
         run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")

@@ -19,6 +19,7 @@ from mdl.cli.options import (
     NamesArg,
     NoProgressOpt,
     QuietOpt,
+    TimeoutOpt,
     VerboseOpt,
 )
 from mdl.cli.run import Run, guarded, render_report
@@ -42,6 +43,7 @@ def pull_cmd(
         float | None,
         typer.Option("--stall-timeout", help="Seconds without bytes before a stream is resumed (default 30)."),
     ] = None,
+    timeout: TimeoutOpt = None,
     lock_timeout: Annotated[
         float | None,
         typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600)."),
@@ -72,6 +74,7 @@ def pull_cmd(
                 force=force,
                 dry_run=dry_run,
                 stall_timeout=stall_timeout,
+                timeout=timeout,
                 lock_timeout=lock_timeout,
                 environ=run.environ,
                 progress=progress,
@@ -129,9 +132,7 @@ def clean_cmd(
             run.emit(report.to_json())
             return
         for c in report.files if not run.quiet else ():
-            run.stdout.write(
-                f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}\n"
-            )
+            run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
         run.console.info(
             f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
         )

@@ -15,6 +15,7 @@ from mdl.cli.options import (
     LogFileOpt,
     NoProgressOpt,
     QuietOpt,
+    TimeoutOpt,
     VerboseOpt,
 )
 from mdl.cli.run import Run, guarded, render_report
@@ -37,6 +38,7 @@ def get_cmd(
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
+    timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -61,6 +63,7 @@ def get_cmd(
                 catalog=catalog,
                 connections=connections,
                 limit_rate=limit_rate,
+                timeout=timeout,
                 environ=run.environ,
                 progress=progress,
             )

@@ -17,6 +17,7 @@ from mdl.cli.options import (
     NamesArg,
     NoProgressOpt,
     QuietOpt,
+    TimeoutOpt,
     VerboseOpt,
 )
 from mdl.cli.run import Run, guarded
@@ -82,15 +83,14 @@ def show_cmd(
             return
         if run.quiet:
             return
-        out = run.stdout
         for key in ("name", "description", "repo", "revision", "commit", "status"):
             if doc.get(key):
-                out.write(f"{key + ':':13}{doc[key]}\n")
-        out.write(f"{'dest:':13}{info.folder}\n")
+                run.line(f"{key + ':':13}{doc[key]}")
+        run.line(f"{'dest:':13}{info.folder}")
         if not doc["files"]:
-            out.write("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)\n")
+            run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
             return
-        out.write("\n")
+        run.line("")
         from mdl.units import human_size
 
         rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
@@ -106,6 +106,7 @@ def resolve_cmd(
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
+    timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -124,6 +125,7 @@ def resolve_cmd(
                 catalog=catalog,
                 dest=dest,
                 layout=layout,
+                timeout=timeout,
                 environ=run.environ,
                 progress=progress,
             )
@@ -136,9 +138,7 @@ def resolve_cmd(
                 from mdl.units import human_size
 
                 for model in resolution.models if not run.quiet else ():
-                    run.stdout.write(
-                        f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}\n"
-                    )
+                    run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
                     rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
                     run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
         for failure in resolution.failures:

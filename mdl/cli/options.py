@@ -30,3 +30,11 @@ LayoutOpt = Annotated[
         "Default: $MDL_LAYOUT, catalog, plain.",
     ),
 ]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait for a server to accept a connection or begin its answer "
+        "(default: $MDL_TIMEOUT, catalog, 10).",
+    ),
+]

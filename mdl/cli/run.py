@@ -73,7 +73,13 @@ class Run:
         """The one JSON document on stdout."""
         from mdl.cli.render.progress import emit_json
 
-        emit_json(doc, stream=self.stdout)
+        emit_json(doc, stream=self.stdout, secrets=self._secrets())
+
+    def line(self, text: str) -> None:
+        """One line of data on stdout, made safe like every sink (a commit or a name may come from a server)."""
+        from mdl.redact import safe_text
+
+        self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
@@ -86,9 +92,9 @@ class Run:
 
     def fail(self, exc: MdlError) -> NoReturn:
         """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
-        from mdl.redact import redact_text
+        from mdl.redact import safe_text
 
-        message = redact_text(exc.message, secrets=self._secrets())
+        message = safe_text(exc.message, secrets=self._secrets())
         log.error("%s", message)
         if self.json:
             from mdl.cli import pipes
@@ -178,9 +184,11 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
             rows = [f.to_json() for f in report.files if f.action != "failed"]
             if rows:
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
+    for warning in dict.fromkeys(f.warning for f in report.files if f.warning):  # once per model, not per file
+        run.console.warn(warning)
     for f in report.files:
         if f.action == "failed":
-            run.console.error(f.error or f"{f.model}/{f.path}: failed")
+            run.console.error(f.error or f"{f.model}/{f.path}: failed", hint=f.hint)
     if not report.dry_run:
         counts: dict[str, int] = {}
         for f in report.files:

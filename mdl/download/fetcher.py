@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 
+from mdl.download.filelog import log_outcome
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, identity_of, label_of, offline_error
@@ -16,7 +18,7 @@ from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_urls
 from mdl.store import FileRecord, hash_file, now_iso
-from mdl.transfer import Credentials, TransferJob, TransferResult, discard_partial
+from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
 
@@ -35,10 +37,30 @@ class FileFetcher:
     def skip(self, plan: PlannedFile) -> FileOutcome:
         """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot."""
         self.session.layout.link(plan.placement)
-        return done_outcome(plan, Action.SKIP, size=plan.remote.size, sha256=self._recorded_sha(plan))
+        size = plan.remote.size if plan.remote.size is not None else self._recorded_size(plan)
+        outcome = done_outcome(plan, Action.SKIP, size=size, sha256=self._recorded_sha(plan))
+        log_outcome(outcome)
+        return outcome
 
     def pull_one(self, plan: PlannedFile, commit: Commit) -> FileOutcome:
-        """Lock the file, decide again, act; an expected failure becomes the file's outcome."""
+        """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
+        started = time.monotonic()
+        retries = RetryLog()
+        try:
+            outcome = self._pull_one(plan, commit, retries)
+        except MdlError as exc:  # interrupted: the file's line still tells where it stood
+            outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
+            log_outcome(
+                replace(outcome, source=plan.remote.source, seconds=time.monotonic() - started, retries=retries.causes)
+            )
+            raise
+        outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
+        if outcome.source is None:
+            outcome = replace(outcome, source=plan.remote.source)
+        log_outcome(outcome)
+        return outcome
+
+    def _pull_one(self, plan: PlannedFile, commit: Commit, retries: RetryLog) -> FileOutcome:
         remote = plan.remote
         label = label_of(remote)
         session = self.session
@@ -54,7 +76,7 @@ class FileFetcher:
             try:
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
                 fresh = self.planner.plan(remote) if not self.settings.force else plan
-                return self._act(fresh, commit)
+                return self._act(fresh, commit, retries)
             finally:
                 if self._held.lock is not None:  # not handed over to a queued record: release it now
                     self._held.lock.release()
@@ -62,11 +84,10 @@ class FileFetcher:
         except InterruptedByUserError:
             raise
         except MdlError as exc:
-            log.error("%s", exc.message if exc.message.startswith(label) else f"{label}: {exc.message}")
             session.progress.finish(label, ok=False, message=exc.message)
             return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
 
-    def _act(self, plan: PlannedFile, commit: Commit) -> FileOutcome:
+    def _act(self, plan: PlannedFile, commit: Commit, retries: RetryLog) -> FileOutcome:
         remote = plan.remote
         action = plan.decision.action
         if action is Action.SKIP:
@@ -84,7 +105,7 @@ class FileFetcher:
             action = Action.REPAIR
         if self.settings.offline:  # no network at all, mirrors included
             raise offline_error(remote)
-        result = self._transfer(plan)
+        result = self._transfer(plan, retries)
         self.session.layout.link(plan.placement)
         self._record(
             plan,
@@ -102,7 +123,7 @@ class FileFetcher:
             plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
         )
 
-    def _transfer(self, plan: PlannedFile) -> TransferResult:
+    def _transfer(self, plan: PlannedFile, retries: RetryLog) -> TransferResult:
         remote = plan.remote
         label = label_of(remote)
         session = self.session
@@ -119,6 +140,7 @@ class FileFetcher:
             verify=self.settings.verify,
             size_pinned=remote.size_pinned,
             renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
+            retries=retries,
         )
         for url in mirror_urls(self.settings.mirrors, remote):
             shown = redact_url(url)
@@ -140,6 +162,7 @@ class FileFetcher:
                 discard_partial(job)
                 why = exc.message.removeprefix(f"{label}: ")
                 log.warning("%s: mirror %s failed (%s); trying the next source", label, shown, why)
+                retries.add(f"mirror {shown} failed ({why})")
                 session.progress.note(f"{label}: mirror {shown} failed ({why}); trying the next source")
                 continue
             log.info("%s: fetched from mirror %s", label, shown)
@@ -171,6 +194,11 @@ class FileFetcher:
         # The file lock goes with the record: released once the record is on disk (engine rule 11).
         lock, self._held.lock = getattr(self._held, "lock", None), None
         self.records.add(remote.model, commit, record, lock)
+
+    def _recorded_size(self, plan: PlannedFile) -> int | None:
+        record = self.session.store.read_record(plan.remote.model)
+        entry = record.files.get(plan.remote.path) if record is not None else None
+        return entry.size if entry is not None else None
 
     def _recorded_sha(self, plan: PlannedFile) -> str | None:
         record = self.session.store.read_record(plan.remote.model)

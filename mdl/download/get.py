@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
+from mdl.download.filelog import log_outcome
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
@@ -119,9 +120,12 @@ def fetch_sources(
         try:
             write_inline(item, target, check=check, progress=progress)
         except MdlError as exc:
-            outcomes[index] = failed("", item.filename, exc, dest=target)
-            continue
-        outcomes[index] = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded")
+            outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
+        else:
+            outcomes[index] = FileOutcome(
+                "", item.filename, str(target), check.size, check.sha256, "downloaded", source=item.where
+            )
+        log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile)]
     if remote:
         outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress))
@@ -224,8 +228,8 @@ def _fetch_remote(
                             remote = _probe(puller, remote, item)
                     planned.append((index, puller.plan(remote)))
                 except MdlError as exc:
-                    log.error("%s: %s", name, exc.message)
-                    outcomes[index] = failed("", name, exc, dest=target)
+                    outcomes[index] = failed("", name, exc, dest=target, source=item.where)
+                    log_outcome(outcomes[index])
             if planned:
                 plans = [plan for _, plan in planned]
                 puller.store.ensure_dirs()

@@ -24,6 +24,8 @@ def done_outcome(
     sha256: str | None,
     fetched: int = 0,
     mirror: str | None = None,
+    seconds: float | None = None,
+    retries: tuple[str, ...] = (),
 ) -> FileOutcome:
     """A file's outcome once ``action`` was carried out (it may differ from the planned one)."""
     return FileOutcome(
@@ -36,6 +38,9 @@ def done_outcome(
         reason=plan.decision.reason,
         fetched=fetched,
         mirror=mirror,
+        source=mirror or plan.remote.source,
+        seconds=seconds,
+        retries=retries,
     )
 
 

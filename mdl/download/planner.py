@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec
+from mdl.download.kept import is_unreachable, relabel
+from mdl.download.kept import keep_installed as kept_files
 from mdl.download.plan import Action, Decision, LocalState, decide
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError
@@ -44,15 +46,25 @@ class Planner:
         self.session = session
         self.settings = session.settings
 
-    def resolve(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-        """Resolve every model; a model that fails is reported and the others go on."""
+    def resolve(
+        self, models: Sequence[ModelSpec], *, keep_installed: bool = False
+    ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+        """Resolve every model; a model that fails is reported and the others go on.
+
+        ``keep_installed`` (pull): a model the Hub cannot be asked about, installed and verified, is kept
+        (``skipped`` with a warning, see kept.py) instead of failing. A Hub that did not answer at all is not
+        asked again in this run: the other models that need it get the same error at once.
+        """
         session = self.session
         resolved: list[ResolvedModel] = []
         failures: list[FileOutcome] = []
+        outage: MdlError | None = None
         for spec in models:
             if session.cancel.is_set():
                 raise InterruptedByUserError("interrupted while resolving")
             try:
+                if outage is not None and _needs_hub(spec):
+                    raise relabel(outage, spec)
                 hub = session.hub() if _needs_hub(spec) else None
                 record = session.store.read_record(spec.name)
                 if self.settings.offline and session.layout.cache_root is not None:
@@ -61,6 +73,12 @@ class Planner:
                     resolve_model(spec, hub=hub, offline=self.settings.offline, environ=session.environ, record=record)
                 )
             except MdlError as exc:
+                if _needs_hub(spec) and is_unreachable(exc):
+                    outage = exc
+                kept = kept_files(spec, exc, session.layout, token=session.token) if keep_installed else None
+                if kept is not None:
+                    failures.extend(kept)
+                    continue
                 log.error("%s: %s", spec.name, exc.message)
                 failures.append(failed(spec.name, None, exc, dest=session.store.model_dir(spec.name)))
         return resolved, failures

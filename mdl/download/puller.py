@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetcher import FileFetcher
+from mdl.download.filelog import log_outcome
 from mdl.download.outcomes import dry_run_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, check_space
@@ -68,9 +69,11 @@ class Puller:
 
     def run(self, models: Sequence[ModelSpec]) -> RunReport:
         """Pull the models: resolve, plan, check space, fetch, record."""
-        resolved, outcomes = self.planner.resolve(models)
+        resolved, outcomes = self.planner.resolve(models, keep_installed=True)
         plans, failures = self.planner.plan_models(resolved)
         outcomes.extend(failures)
+        for outcome in outcomes:  # models or files that failed before any transfer: their lines first
+            log_outcome(outcome)
         if self.settings.dry_run:
             return RunReport(tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans), dry_run=True)
         if any(p.decision.action is not Action.SKIP for p in plans):
@@ -94,7 +97,10 @@ class Puller:
                 try:
                     results[index] = self.fetcher.skip(plan)
                 except MdlError as exc:
-                    results[index] = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
+                    results[index] = failed(
+                        plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown, source=plan.remote.source
+                    )
+                    log_outcome(results[index])
         try:
             return self._execute(plans, commits=commits, results=results)
         finally:

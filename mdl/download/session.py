@@ -6,9 +6,19 @@ import threading
 
 from mdl.catalog import Settings
 from mdl.progress import Progress
+from mdl.redact import remember_secret
 from mdl.sources import Hub, RemoteFile, resolve_token
 from mdl.store import Layout, Store
-from mdl.transfer import Credentials, Engine, EngineConfig, RateLimiter, RetryPolicy, make_client, origin
+from mdl.transfer import (
+    Credentials,
+    Engine,
+    EngineConfig,
+    RateLimiter,
+    RetryPolicy,
+    TokenGuard,
+    make_client,
+    origin,
+)
 
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
@@ -28,12 +38,15 @@ class PullSession:
         self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
         self.client = make_client(
-            read_timeout=settings.stall_timeout,
+            timeout=settings.timeout,
+            environ=self.environ,
             pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
         )
+        # Every request of the run passes this hook: the Hub token never leaves for another origin.
+        self.guard = TokenGuard.on(self.client, settings.endpoint)
         self.engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=self.retry),
+            EngineConfig(connections=settings.connections, retry=self.retry, stall_timeout=settings.stall_timeout),
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
@@ -45,6 +58,7 @@ class PullSession:
                 connections=settings.connections,
                 retry=RetryPolicy(retries=MIRROR_RETRIES),
                 max_stalls=MIRROR_RETRIES,
+                stall_timeout=settings.stall_timeout,
             ),
             progress=progress,
             cancel=self.cancel,
@@ -67,6 +81,8 @@ class PullSession:
         if not self._token_read:
             self._token = self.settings.token or resolve_token(self.environ)
             self._token_read = True
+            self.guard.protect(self._token)
+            remember_secret(self._token)  # whatever sink a server's echo of it would reach
         return self._token
 
     def hub(self) -> Hub | None:
@@ -74,7 +90,7 @@ class PullSession:
         if self.settings.offline:
             return None
         if self._hub is None:
-            self._hub = Hub(self.settings.endpoint, self.token, retry=self.retry)
+            self._hub = Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
         return self._hub
 
     def credentials(self, remote: RemoteFile) -> Credentials:

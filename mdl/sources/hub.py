@@ -1,16 +1,44 @@
-"""The Hugging Face Hub through huggingface_hub: the token, repo listings, file metadata and URLs, our errors."""
+"""The Hugging Face Hub API through mdl's own HTTP client: commits, tree listings, file metadata, our errors.
+
+huggingface_hub is kept for what it knows without the network (``hf_hub_url``, the stored token); every request
+goes through the one client of the run, so its timeouts, its proxy and CA settings and its TokenGuard apply to
+the Hub API as to downloads. Replies are parsed by :mod:`mdl.sources.hubreplies`, the one validating layer.
+The requests mirror huggingface_hub 2.4's (``HfApi.repo_info``, ``list_repo_tree``, ``get_hf_file_metadata``).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from urllib.parse import quote, urljoin
 
-from mdl.errors import AuthError, NetworkError, NotFoundError
-from mdl.redact import redact_text
-from mdl.transfer import RETRYABLE_STATUSES, RetryableError, RetryPolicy, UnreachableError, retry_after_seconds
+import httpx2
 
-T = TypeVar("T")
+from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError
+from mdl.redact import printable, redact_text, redact_url, safe_text
+from mdl.sources.hubreplies import (
+    FileMetadata,
+    TreeEntry,
+    next_page_url,
+    parse_file_metadata,
+    parse_revision,
+    parse_tree_page,
+)
+from mdl.transfer import (
+    RETRYABLE_STATUSES,
+    RetryableError,
+    RetryPolicy,
+    TokenGuard,
+    make_client,
+    origin,
+    transport_error,
+)
+from mdl.transfer import retry_after_seconds as _retry_after
+
+MAX_REDIRECTS = 10
+MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
+MAX_PAGES = 10_000  # 10 million files at the Hub's 1000 a page: a listing that never ends is hostile
+OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (tests, one-off callers)
 
 
 def resolve_token(environ: Mapping[str, str]) -> str | None:
@@ -24,62 +52,61 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
 
 
 class Hub:
-    """The Hub through huggingface_hub, with its errors turned into ours."""
+    """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
 
-    def __init__(self, endpoint: str, token: str | None, *, retry: RetryPolicy | None = None) -> None:
-        from huggingface_hub import HfApi
-
-        self.endpoint = endpoint
-        self.token = token
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None,
+        *,
+        client: httpx2.Client | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.origin = origin(self.endpoint)
+        self.token = token or None
         self.retry = retry or RetryPolicy()
-        self.api = HfApi(endpoint=endpoint, token=token or False)
+        self._owns_client = client is None
+        self.client = client if client is not None else make_client(read_timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
+        TokenGuard.on(self.client, self.endpoint).protect(self.token)
 
-    def _call(self, call: Callable[[], T], what: str, *, repo: str, revision: str, path: str | None = None) -> T:
-        """One Hub API call with our error translation, retried on 5xx, 429 and dropped connections."""
-
-        def attempt() -> T:
-            with self.errors(what, repo=repo, revision=revision, path=path):
-                return call()
-
-        return self.retry.run(attempt, what=what)
+    def close(self) -> None:
+        """Release the client if this Hub made it (the run's client is the run's to close)."""
+        if self._owns_client:
+            self.client.close()
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
-        """Pin a branch/tag/commit to its commit sha."""
-        info = self._call(
-            lambda: self.api.repo_info(repo, repo_type=repo_type, revision=revision),
-            what,
-            repo=repo,
-            revision=revision,
+        """Pin a branch/tag/commit to its commit sha (40 lowercase hex digits, or HubReplyError)."""
+        url = f"{self.endpoint}/api/{repo_type}s/{repo}/revision/{quote(revision, safe='')}"
+        _, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        return parse_revision(body, what=what, url=url).sha
+
+    def list_files(self, repo: str, *, repo_type: str, commit: str, what: str) -> list[TreeEntry]:
+        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no HEADs)."""
+        url: str | None = (
+            f"{self.endpoint}/api/{repo_type}s/{repo}/tree/{quote(commit, safe='')}?recursive=true&expand=false"
         )
-        sha = getattr(info, "sha", None)
-        if not sha:
-            raise NetworkError(f"{what}: the Hub did not say which commit {revision!r} of {repo} is")
-        return str(sha)
+        entries: list[TreeEntry] = []
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise HubReplyError(
+                    f"{what}: hostile listing of {repo}: its pages never end (at {redact_url(url)}, "
+                    f"after {len(seen)} pages)"
+                )
+            seen.add(url)
+            response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
+            entries.extend(parse_tree_page(body, what=what, url=url))
+            url = next_page_url(
+                response.links.get("next", {}).get("url"), current=url, hub_origin=self.origin, what=what
+            )
+        return [entry for entry in entries if entry.type == "file"]
 
-    def list_files(self, repo: str, *, repo_type: str, commit: str, what: str) -> list[Any]:
-        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, no HEADs)."""
-        from huggingface_hub.hf_api import RepoFile
-
-        items = self._call(
-            lambda: list(self.api.list_repo_tree(repo, repo_type=repo_type, revision=commit, recursive=True)),
-            what,
-            repo=repo,
-            revision=commit,
-        )
-        return [item for item in items if isinstance(item, RepoFile)]
-
-    def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> Any:
+    def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> FileMetadata:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
-        from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-        url = hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
-        return self._call(
-            lambda: get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint),
-            what,
-            repo=repo,
-            revision=revision,
-            path=path,
-        )
+        url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
+        response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
+        return parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         """``{endpoint}/{datasets/|spaces/}{repo}/resolve/{revision}/{path}``."""
@@ -87,65 +114,126 @@ class Hub:
 
         return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
 
-    @contextlib.contextmanager
-    def errors(self, what: str, *, repo: str, revision: str, path: str | None = None) -> Iterator[None]:
-        """Translate huggingface_hub and httpx2 failures into MdlErrors naming the model and repo."""
-        import httpx2
-        from huggingface_hub import errors as hf
+    def _fetch(
+        self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
+    ) -> tuple[httpx2.Response, bytes]:
+        """One Hub request with our error translation, retried on 5xx, 429 and dropped connections."""
 
-        target = f"{repo}/{path}" if path else repo
+        def attempt() -> tuple[httpx2.Response, bytes]:
+            with self._errors(what):
+                response, body = self._follow(method, url, what=what)
+            if response.is_error:
+                error = _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
+                # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
+                said = response.headers.get("X-Error-Message") or " ".join(body[:8192].decode(errors="replace").split())
+                error.status, error.server_text = response.status_code, safe_text(said, limit=500)
+                raise error
+            return response, body
+
+        return self.retry.run(attempt, what=what)
+
+    def _follow(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
+        """Send, following redirects within the Hub's origin (a renamed repo); returns the last answer and body.
+
+        A HEAD stops at a redirect to another origin: the file's metadata is on that answer (as in
+        huggingface_hub), and the token must not follow. An API call redirected off the Hub is hostile.
+        """
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = {"Accept-Encoding": "identity"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            response = self.client.send(self.client.build_request(method, current, headers=headers), stream=True)
+            try:
+                body = _read_capped(response, what=what, url=current)
+            finally:
+                response.close()
+            if not (response.has_redirect_location and "Location" in response.headers):
+                return response, body
+            target = _join(current, response.headers["Location"])
+            if _same_origin(target, self.origin):
+                current = target
+                continue
+            if method == "HEAD":
+                return response, body
+            raise HubReplyError(
+                f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
+            )
+        raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Translate httpx2 failures into MdlErrors naming the Hub endpoint."""
         try:
             yield
-        except hf.GatedRepoError as exc:
-            raise AuthError(
-                f"{what}: {repo} is gated and this request is not authorised{_detail(exc)}",
-                hint="accept the repo's terms on the Hub, then set HF_TOKEN (or run `hf auth login`)",
-            ) from exc
-        except hf.RepositoryNotFoundError as exc:
-            if _status(exc) in (401, 403) and _error_code(exc) != "RepoNotFound":
-                raise AuthError(f"{what}: not authorised for {repo}{_detail(exc)}") from exc
-            raise NotFoundError(
-                f"{what}: repository {repo} not found",
-                hint=None if self.token else "if it is private, set HF_TOKEN",
-            ) from exc
-        except hf.RevisionNotFoundError as exc:
-            raise NotFoundError(f"{what}: revision {revision!r} not found in {repo}") from exc
-        except hf.RemoteEntryNotFoundError as exc:
-            raise NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {revision!r}") from exc
-        except hf.HfHubHTTPError as exc:
-            status = _status(exc)
-            if status in (401, 403):
-                raise AuthError(f"{what}: not authorised for {target} (HTTP {status}){_detail(exc)}") from exc
-            message = f"{what}: the Hub answered HTTP {status} for {target}{_detail(exc)}"
-            if status in RETRYABLE_STATUSES:
-                response = getattr(exc, "response", None)
-                after = response.headers.get("Retry-After") if response is not None else None
-                raise RetryableError(message, retry_after=retry_after_seconds(after)) from exc
-            raise NetworkError(message) from exc
-        except hf.OfflineModeIsEnabled as exc:
-            raise NetworkError(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from exc
         except httpx2.TransportError as exc:
-            reason = redact_text(str(exc)) or type(exc).__name__
-            kind = UnreachableError if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) else RetryableError
-            raise kind(
-                f"{what}: cannot reach the Hub at {self.endpoint}: {reason}",
+            raise transport_error(
+                exc,
+                what=what,
+                url=self.endpoint,
+                server=f"the Hub at {self.endpoint}",
                 hint="check the network, or set HF_ENDPOINT to a reachable mirror",
             ) from exc
+        except httpx2.DecodingError as exc:
+            raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+        except httpx2.InvalidURL as exc:
+            raise NetworkError(f"{what}: invalid Hub URL: {printable(redact_text(str(exc)), limit=200)}") from exc
 
 
-def _status(exc: Any) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
+def _join(base: str, location: str) -> str:
+    """``Location`` resolved against the request URL; a malformed one ('http://[') resolves to nowhere."""
+    try:
+        return urljoin(base, location)
+    except ValueError:
+        return "invalid:"
 
 
-def _error_code(exc: Any) -> str | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    return headers.get("X-Error-Code") if headers is not None else None
+def _same_origin(url: str, hub_origin: tuple[str, str, int]) -> bool:
+    try:
+        return origin(url) == hub_origin
+    except ValueError:  # a port that is not a number
+        return False
 
 
-def _detail(exc: Any) -> str:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    message = headers.get("X-Error-Message") if headers is not None else None
-    return f": {redact_text(message)}" if message else ""
+def _read_capped(response: httpx2.Response, *, what: str, url: str) -> bytes:
+    """The whole body, refusing one larger than MAX_REPLY_BYTES (memory stays bounded whatever is sent)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise HubReplyError(f"{what}: the reply from {redact_url(url)} is larger than {MAX_REPLY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_error(
+    response: httpx2.Response, body: bytes, *, what: str, repo: str, revision: str, path: str | None, hub: Hub
+) -> MdlError:
+    """A 4xx/5xx from the Hub as our error, read the way huggingface_hub's ``hf_raise_for_status`` reads it."""
+    status = response.status_code
+    code = response.headers.get("X-Error-Code")
+    message = response.headers.get("X-Error-Message")
+    # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (first 200 characters).
+    text = message or " ".join(body.decode("utf-8", errors="replace")[:1000].split())
+    detail = f": {printable(redact_text(text), limit=200)}" if text else ""
+    target = f"{repo}/{path}" if path else repo
+    if code == "RevisionNotFound":
+        return NotFoundError(f"{what}: revision {printable(revision)!r} not found in {repo}")
+    if code == "EntryNotFound":
+        return NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}")
+    if code == "GatedRepo":
+        return AuthError(
+            f"{what}: {repo} is gated and this request is not authorised{detail}",
+            hint="accept the repo's terms on the Hub, then set HF_TOKEN (or run `hf auth login`)",
+        )
+    if code == "RepoNotFound":
+        return NotFoundError(
+            f"{what}: repository {repo} not found", hint=None if hub.token else "if it is private, set HF_TOKEN"
+        )
+    if status in (401, 403):
+        return AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}")
+    shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
+    if status in RETRYABLE_STATUSES:
+        return RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
+    return NetworkError(shown)

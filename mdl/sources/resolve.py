@@ -46,12 +46,6 @@ class ResolvedModel:
     files: tuple[RemoteFile, ...]
 
 
-def _strip_etag(etag: str | None) -> str | None:
-    if not etag:
-        return None
-    return etag.removeprefix("W/").strip('"') or None
-
-
 def _is_hex(value: str | None, length: int) -> bool:
     return bool(value) and len(value or "") == length and all(c in "0123456789abcdef" for c in value or "")
 
@@ -105,9 +99,9 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 model=spec.name,
                 path=path,
                 url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
-                size=int(item.size),
+                size=item.size,
                 sha256=sha256,
-                git_oid=None if lfs is not None else item.blob_id,
+                git_oid=None if lfs is not None else item.oid,
                 commit=commit,
                 source=hub_source(spec.repo, spec.repo_type, commit, item.path),
                 hub=True,
@@ -138,10 +132,10 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
     meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
-    etag = _strip_etag(meta.etag)
+    etag = meta.etag
     sha256 = etag if _is_hex(etag, 64) else None
     git_oid = etag if _is_hex(etag, 40) else None
-    commit = meta.commit_hash
+    commit = meta.commit
     if file.sha256 and sha256 and file.sha256 != sha256:
         raise IntegrityError(
             f"{what}: the catalog expects sha256 {file.sha256} but {file.repo} has {sha256}",

@@ -4,6 +4,7 @@ and the offline views of it (list, show, verify, clean)."""
 from mdl.store.filesystem import fsync_dir, hash_file, stat_file
 from mdl.store.inventory import (
     CleanedFile,
+    LocalFile,
     ModelStatus,
     clean,
     file_state,
@@ -24,6 +25,7 @@ __all__ = [
     "FileRecord",
     "HeldLocks",
     "Layout",
+    "LocalFile",
     "ModelInfo",
     "ModelList",
     "ModelRecord",

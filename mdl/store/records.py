@@ -12,7 +12,7 @@ from typing import Any
 
 from mdl.errors import UnsafePathError
 from mdl.paths import safe_relative_path
-from mdl.redact import printable
+from mdl.redact import printable, record_text
 
 log = logging.getLogger("mdl.store")
 
@@ -45,15 +45,23 @@ class ModelRecord:
     updated_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The record as stored on disk."""
+        """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
         return {
             "version": RECORD_VERSION,
             "name": self.name,
-            "revision": self.revision,
-            "commit": self.commit,
+            "revision": record_text(self.revision),
+            "commit": record_text(self.commit),
             "updated_at": self.updated_at,
-            "files": {path: asdict(rec) for path, rec in sorted(self.files.items())},
+            "files": {path: _file_json(rec) for path, rec in sorted(self.files.items())},
         }
+
+
+def _file_json(rec: FileRecord) -> dict[str, Any]:
+    """One file's entry: its source URL, ETag and commit came from servers or the catalog."""
+    doc = asdict(rec)
+    for key in ("source", "etag", "commit", "git_oid"):
+        doc[key] = record_text(doc[key])
+    return doc
 
 
 def now_iso() -> str:

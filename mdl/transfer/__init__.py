@@ -2,6 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.engine import Engine
+from mdl.transfer.guard import TokenGuard, shown_origin
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
@@ -13,8 +14,9 @@ from mdl.transfer.http import (
     open_stream,
     origin,
     retry_after_seconds,
+    transport_error,
 )
-from mdl.transfer.job import EngineConfig, Identity, TransferJob, TransferResult
+from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import discard_partial, saved_progress
@@ -27,8 +29,10 @@ __all__ = [
     "EngineConfig",
     "Identity",
     "RateLimiter",
+    "RetryLog",
     "RetryPolicy",
     "RetryableError",
+    "TokenGuard",
     "TransferJob",
     "TransferResult",
     "UnreachableError",
@@ -41,4 +45,6 @@ __all__ = [
     "parse_decimal",
     "retry_after_seconds",
     "saved_progress",
+    "shown_origin",
+    "transport_error",
 ]

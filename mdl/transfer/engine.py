@@ -73,6 +73,7 @@ class Engine:
                         hint="the source changed or is corrupt; the partial file was removed",
                     ) from None
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
+                job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         raise AssertionError("unreachable")
 
@@ -160,9 +161,11 @@ class Engine:
                 return hasher
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
+                job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
                 log.info("%s: the file changed on the server, starting over", job.label)
+                job.retries.add("the file changed on the server, started over")
                 size = changed.new_size if changed.new_size is not None else state.size
                 layout = plan_pieces(
                     size, connections=self.config.connections, split_threshold=self.config.split_threshold

@@ -15,8 +15,11 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
-from mdl.redact import is_signed_url, redact_text, redact_url
+from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
+from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network
+from mdl.transfer.proxy import Proxy
 from mdl.transfer.ranges import parse_decimal
+from mdl.transfer.tls import CA_HINT, certificate_problem
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -24,21 +27,34 @@ T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
-CONNECT_TIMEOUT = 10.0
 UNREACHABLE_RETRIES = 1  # a host that does not answer at all is offline, not flaky: fail within seconds
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
-def make_client(*, read_timeout: float, pool_size: int, transport: httpx2.BaseTransport | None = None) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop)."""
+def make_client(
+    *,
+    pool_size: int,
+    timeout: float | None = None,
+    read_timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    transport: httpx2.BaseTransport | None = None,
+) -> httpx2.Client:
+    """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop).
+
+    Every phase of every request (connect, wait for the answer, write, wait for a pooled connection) is bounded
+    by ``timeout`` (``read_timeout`` is its older name); proxies and CAs come from ``environ`` (see
+    mdl.transfer.proxy and mdl.transfer.tls), never from ``os.environ`` behind the caller's back.
+    """
     _raise_read_size()
+    seconds = timeout if timeout is not None else read_timeout if read_timeout is not None else DEFAULT_TIMEOUT
+    network = Network(timeout=seconds, environ=environ)
     return httpx2.Client(
-        timeout=httpx2.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout, write=60.0, pool=None),
+        timeout=httpx2.Timeout(seconds),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport,
-        trust_env=True,
+        transport=transport if transport is not None else NetTransport(network, pool_size=pool_size),
+        trust_env=False,
     )
 
 
@@ -111,17 +127,33 @@ class ExpiredURLError(AuthError):
     """A 403 from a CDN on a signed URL: re-resolve from the Hub and continue."""
 
 
-def server_message(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of a text body), redacted."""
+ERROR_BODY_LIMIT = 8 * 1024  # bytes of an error body read at most: a hostile server may send gigabytes
+SERVER_TEXT_LIMIT = 500  # characters of the server's text kept for the log
+MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
+
+
+def server_text(response: httpx2.Response) -> str:
+    """The server's own error text (X-Error-Message, else the start of the body), safe: printable, no secrets.
+
+    Reads at most ``ERROR_BODY_LIMIT`` bytes of the body and keeps ``SERVER_TEXT_LIMIT`` characters.
+    """
     text = response.headers.get("X-Error-Message", "")
     if not text:
+        body = bytearray()
         try:
-            response.read()
-            body = response.text
-        except (httpx2.HTTPError, UnicodeDecodeError):
-            body = ""
-        text = " ".join(body.split())[:200]
-    return redact_text(text)
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= ERROR_BODY_LIMIT:
+                    break
+        except (httpx2.HTTPError, httpx2.StreamError):
+            pass
+        text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
+    return safe_text(" ".join(text.split()), limit=SERVER_TEXT_LIMIT)
+
+
+def server_message(response: httpx2.Response) -> str:
+    """The server's error text as shown in a one-line message (printable, redacted, 200 characters)."""
+    return safe_text(server_text(response), limit=MESSAGE_TEXT_LIMIT)
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -142,7 +174,14 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
     """Turn a non-success response into the matching MdlError, keeping the server's message."""
     status = response.status_code
-    detail = server_message(response)
+    text = server_text(response)
+    error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
+    error.status, error.server_text = status, text
+    return error
+
+
+def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
+    status = response.status_code
     suffix = f": {detail}" if detail else ""
     where = redact_url(str(response.url))
     if status == 401:
@@ -169,13 +208,52 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
     return NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
 
 
-def transport_error(exc: httpx2.TransportError, *, what: str, url: str) -> RetryableError:
-    """Wrap a connection/read failure as a retryable network error naming the host."""
-    host = urlsplit(url).netloc.rsplit("@", 1)[-1]
-    reason = redact_text(str(exc)) or type(exc).__name__
-    if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
-        return UnreachableError(f"{what}: cannot connect to {host}: {reason}")
-    return RetryableError(f"{what}: error from {host}: {reason}")
+def transport_error(
+    exc: httpx2.TransportError, *, what: str, url: str, server: str | None = None, hint: str | None = None
+) -> NetworkError:
+    """A connection or read failure as one line naming who failed: the proxy, the server, or its certificate.
+
+    ``server`` names the other end in words ("the Hub at https://huggingface.co"; default: the URL's origin).
+    A refused certificate is not retryable (trying again changes nothing); a server that never answered or
+    could not be reached gets one quick retry (UnreachableError); a reset mid-answer is retryable.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
+    who = server or parts.netloc.rsplit("@", 1)[-1]
+    reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__
+    proxy: Proxy | None = getattr(exc, "mdl_proxy", None)
+    problem = certificate_problem(exc)
+    if problem is not None:
+        return NetworkError(f"{what}: TLS certificate of {host} not trusted ({redact_text(problem)})", hint=CA_HINT)
+    if proxy is not None and isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError):
+        return UnreachableError(
+            f"{what}: cannot reach {proxy.describe()}: {reason}",
+            hint=f"check the proxy, or add {host} to NO_PROXY to go direct",
+        )
+    through = f" through {proxy.describe()}" if proxy is not None else ""
+    if isinstance(exc, httpx2.TimeoutException):
+        limit = _timeout_of(exc)
+        within = f" within {limit}" if limit else ""
+        verb = "did not accept a connection" if isinstance(exc, httpx2.ConnectTimeout) else "did not answer"
+        return UnreachableError(f"{what}: {who} {verb}{within}{through}", hint=hint)
+    if isinstance(exc, httpx2.ConnectError):
+        verb = "cannot reach" if server else "cannot connect to"  # "cannot reach the Hub at …", "… to host:port"
+        return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
+    return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
+
+
+_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
+
+
+def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
+    """The limit that ran out ("10 s"), from the request's timeout extension."""
+    try:
+        timeouts = exc.request.extensions.get("timeout") or {}
+    except RuntimeError:  # an exception raised without its request
+        return None
+    phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
+    seconds = timeouts.get(phase)
+    return f"{seconds:g} s" if isinstance(seconds, int | float) else None
 
 
 @contextmanager
@@ -205,8 +283,11 @@ def open_stream(
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
         if response.is_redirect and "Location" in response.headers:
-            location = urljoin(current, response.headers["Location"])
             response.close()
+            try:
+                location = urljoin(current, response.headers["Location"])
+            except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
+                raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
             if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
                 raise NetworkError(
                     f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
@@ -221,6 +302,11 @@ def open_stream(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+def retry_cause(message: str, label: str) -> str:
+    """A retry's cause as the log keeps it: the error message without the file label it starts with."""
+    return message.removeprefix(f"{label}: ")
 
 
 @dataclass(frozen=True)
@@ -240,10 +326,18 @@ class RetryPolicy:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
 
-    def run(self, call: Callable[[], T], *, what: str, wait: Callable[[float], bool] | None = None) -> T:
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> T:
         """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry.
 
-        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C).
+        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
+        ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog).
         """
         attempt = 0
         while True:
@@ -256,6 +350,8 @@ class RetryPolicy:
                     raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
                 delay = self.delay(attempt, retry_after=exc.retry_after)
                 log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
+                if on_retry is not None:
+                    on_retry(retry_cause(exc.message, what))
                 if wait is not None:
                     if wait(delay):
                         raise InterruptedByUserError(f"{what}: interrupted") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,28 @@ class Identity:
         return bool(self.sha256 or self.git_oid or self.etag)
 
 
+class RetryLog:
+    """Why a transfer had to try again (one cause per retry, stall, restart or re-resolve), for the log.
+
+    Shared by the streams of one file (threads), so adding is locked; the causes are kept in order.
+    """
+
+    def __init__(self) -> None:
+        self._causes: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, cause: str) -> None:
+        """Note one more retry and its cause."""
+        with self._lock:
+            self._causes.append(cause)
+
+    @property
+    def causes(self) -> tuple[str, ...]:
+        """Every cause so far, oldest first."""
+        with self._lock:
+            return tuple(self._causes)
+
+
 @dataclass(frozen=True)
 class TransferJob:
     """One file to fetch: where from, what it should be, and where its bytes go."""
@@ -54,6 +77,7 @@ class TransferJob:
     size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
     retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
     renewable: bool = True  # a 403 may be cured by resolving again (Hub files); a presigned link cannot
+    retries: RetryLog = field(default_factory=RetryLog, compare=False)  # filled as the transfer goes
 
 
 @dataclass(frozen=True)
@@ -78,3 +102,4 @@ class EngineConfig:
     split_threshold: int = SPLIT_THRESHOLD
     checkpoint_interval: float = CHECKPOINT_INTERVAL
     max_stalls: int = MAX_STALLS  # stalls resumed per piece before giving up (they spend no retry)
+    stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)

@@ -13,8 +13,16 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
+from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
-from mdl.transfer.http import ExpiredURLError, RetryableError, error_for_status, open_stream, transport_error
+from mdl.transfer.http import (
+    ExpiredURLError,
+    RetryableError,
+    error_for_status,
+    open_stream,
+    retry_cause,
+    transport_error,
+)
 from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
 from mdl.transfer.ratelimit import RateLimiter
@@ -67,7 +75,9 @@ class Streamer:
             raise StreamStopped
 
     def locate_retrying(self, job: TransferJob, state: DownloadState) -> str:
-        return self.config.retry.run(lambda: locate(self.client, job, state), what=job.label, wait=self.cancel.wait)
+        return self.config.retry.run(
+            lambda: locate(self.client, job, state), what=job.label, wait=self.cancel.wait, on_retry=job.retries.add
+        )
 
     def _relocate(self, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:
         """Re-resolve an expired signed URL once for all streams of this file."""
@@ -76,6 +86,7 @@ class Streamer:
             if state.url != expired:
                 return  # another stream already re-resolved it
             log.info("%s: signed URL refused (403), resolving it again", job.label)
+            job.retries.add("signed URL refused (HTTP 403), resolved it again")
             url = self.relocate(job)
             state.url = self.locate_retrying(job, state) if multi else url
 
@@ -103,6 +114,7 @@ class Streamer:
                 if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
                 log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
+                job.retries.add(f"stalled at byte {piece.start + piece.done}")
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
                 self.check_stop(job, state)
                 if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
@@ -110,11 +122,14 @@ class Streamer:
                 err = (
                     exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)  # type: ignore[arg-type]
                 )
+                if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
+                    raise err from exc
                 failures += 1
                 if failures > self.config.retry.retries:
                     raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
                 delay = self.config.retry.delay(failures, retry_after=err.retry_after)
                 log.info("%s: %s; retry %d in %.1fs", job.label, err.message, failures, delay)
+                job.retries.add(retry_cause(err.message, job.label))
                 if self.cancel.wait(delay):
                     raise InterruptedByUserError(f"{job.label}: interrupted") from exc
 
@@ -131,6 +146,8 @@ class Streamer:
                 headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else job.credentials.without_extra()
         with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
+            if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
                 self._open.add(resp)
                 state.responses.add(resp)

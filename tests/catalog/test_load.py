@@ -506,6 +506,8 @@ def test_dotted_model_name_is_quoted_in_key_paths() -> None:
         ("stall_timeout = -1.5", "stall_timeout: must be a finite number of seconds > 0, got -1.5"),
         ("stall_timeout = nan", "stall_timeout: must be a finite number of seconds > 0, got nan"),
         ("stall_timeout = true", "stall_timeout: must be a number of seconds, got boolean"),
+        ("timeout = 0", "timeout: must be a finite number of seconds > 0, got 0"),
+        ("timeout = inf", "timeout: must be a finite number of seconds > 0, got inf"),
         ("lock_timeout = -1", "lock_timeout: must be a finite number of seconds >= 0, got -1"),
         ("lock_timeout = inf", "lock_timeout: must be a finite number of seconds >= 0, got inf"),
         ('dest = ""', "dest: must not be empty"),
@@ -526,6 +528,7 @@ jobs = 4
 endpoint = "https://hf-mirror.example.com/"
 limit_rate = "50M"
 stall_timeout = 30
+timeout = 5
 lock_timeout = 0
 retries = 5
 """
@@ -537,6 +540,7 @@ retries = 5
         endpoint="https://hf-mirror.example.com",
         limit_rate="50M",
         stall_timeout=30.0,
+        timeout=5.0,
         lock_timeout=0.0,
         retries=5,
     )

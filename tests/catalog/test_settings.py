@@ -14,6 +14,7 @@ from mdl.catalog.settings import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_RETRIES,
     DEFAULT_STALL_TIMEOUT,
+    DEFAULT_TIMEOUT,
     Settings,
     build_settings,
     check_range,
@@ -101,6 +102,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.jobs == DEFAULT_JOBS
     assert s.limit_rate is None
     assert s.stall_timeout == DEFAULT_STALL_TIMEOUT
+    assert s.timeout == DEFAULT_TIMEOUT == 10.0
     assert s.lock_timeout == DEFAULT_LOCK_TIMEOUT
     assert s.retries == DEFAULT_RETRIES
     assert s.offline is False
@@ -115,6 +117,7 @@ CATALOG = {
     "catalog_jobs": 5,
     "catalog_limit_rate": "1M",
     "catalog_stall_timeout": 11.0,
+    "catalog_timeout": 13.0,
     "catalog_lock_timeout": 12.0,
     "catalog_retries": 2,
 }
@@ -124,30 +127,38 @@ ENV = {
     "MDL_JOBS": "7",
     "MDL_LIMIT_RATE": "2M",
     "MDL_STALL_TIMEOUT": "21",
+    "MDL_TIMEOUT": "23",
     "MDL_LOCK_TIMEOUT": "22",
     "MDL_RETRIES": "9",
 }
-FLAGS = {"connections": 16, "jobs": 17, "limit_rate": "3M", "stall_timeout": 31.0, "lock_timeout": 32.0}
+FLAGS = {
+    "connections": 16,
+    "jobs": 17,
+    "limit_rate": "3M",
+    "stall_timeout": 31.0,
+    "timeout": 33.0,
+    "lock_timeout": 32.0,
+}
 
 
 def test_catalog_beats_defaults() -> None:
     s = settings(**CATALOG)
     assert s.endpoint == "http://catalog.example"
     assert (s.connections, s.jobs, s.limit_rate) == (3, 5, 1 * MiB)
-    assert (s.stall_timeout, s.lock_timeout, s.retries) == (11.0, 12.0, 2)
+    assert (s.stall_timeout, s.lock_timeout, s.retries, s.timeout) == (11.0, 12.0, 2, 13.0)
 
 
 def test_environment_beats_catalog() -> None:
     s = settings(ENV, **CATALOG)
     assert s.endpoint == "http://env.example"  # trailing slash dropped
     assert (s.connections, s.jobs, s.limit_rate) == (6, 7, 2 * MiB)
-    assert (s.stall_timeout, s.lock_timeout, s.retries) == (21.0, 22.0, 9)
+    assert (s.stall_timeout, s.lock_timeout, s.retries, s.timeout) == (21.0, 22.0, 9, 23.0)
 
 
 def test_flags_beat_environment_and_catalog() -> None:
     s = settings(ENV, **CATALOG, **FLAGS)
     assert (s.connections, s.jobs, s.limit_rate) == (16, 17, 3 * MiB)
-    assert (s.stall_timeout, s.lock_timeout) == (31.0, 32.0)
+    assert (s.stall_timeout, s.lock_timeout, s.timeout) == (31.0, 32.0, 33.0)
     assert s.retries == 9  # no flag for retries: the environment still wins over the catalog
 
 
@@ -178,6 +189,8 @@ def test_token_offline_and_switches() -> None:
         ({"jobs": 1000}, "--jobs"),
         ({"limit_rate": "lots"}, "--limit-rate"),
         ({"stall_timeout": 0.0}, "--stall-timeout"),
+        ({"timeout": 0.0}, "--timeout"),
+        ({"timeout": float("inf")}, "--timeout"),
         ({"stall_timeout": -1.0}, "--stall-timeout"),
         ({"lock_timeout": -1.0}, "--lock-timeout"),
     ],
@@ -200,6 +213,8 @@ def test_bad_flags_are_usage_errors_naming_the_flag(kwargs: dict[str, object], n
         ({"MDL_RETRIES": "101"}, "$MDL_RETRIES"),
         ({"MDL_RETRIES": "x"}, "$MDL_RETRIES"),
         ({"MDL_STALL_TIMEOUT": "soon"}, "$MDL_STALL_TIMEOUT"),
+        ({"MDL_TIMEOUT": "soon"}, "$MDL_TIMEOUT"),
+        ({"MDL_TIMEOUT": "0"}, "$MDL_TIMEOUT"),
         ({"MDL_LOCK_TIMEOUT": "-3"}, "$MDL_LOCK_TIMEOUT"),
         ({"HF_ENDPOINT": "ftp://mirror.example"}, "HF_ENDPOINT"),
         ({"HF_ENDPOINT": "mirror.example"}, "HF_ENDPOINT"),

@@ -1,4 +1,4 @@
-"""Resolving catalog models against the loopback Hub with the real huggingface_hub client."""
+"""Resolving catalog models against the loopback Hub with mdl's own Hub client (huggingface_hub's requests)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -11,23 +10,11 @@ from pathlib import PurePath
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
-from mdl.redact import redact_text
+# The one sanitiser for every sink (mdl/redact.py): no console-only variant, so stderr, stdout, the log and
+# records show a server's text the same way.
+from mdl.redact import printable, safe_doc, safe_text
 
-# C0/C1 controls plus the bidi overrides that can make a file name display as something else: a label
-# or a server's error text must never move the cursor, recolour the terminal or reorder what is shown.
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control characters replaced: whitespace ones by a space, the rest by "?"."""
-
-    def replace(match: re.Match[str]) -> str:
-        char = match.group(0)
-        if char == "\n" and keep_newlines:
-            return char
-        return " " if char in "\t\n\r\v\f" else "?"
-
-    return _CONTROL_RE.sub(replace, text)
+__all__ = ["printable", "safe_text"]
 
 
 def no_color(environ: Mapping[str, str]) -> bool:
@@ -69,7 +56,7 @@ class Console:
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
         """Write ``prefix`` (coloured on a terminal) and the cleaned message, then flush."""
-        text = printable(redact_text(message, secrets=self._secrets), keep_newlines=True)
+        text = safe_text(message, multiline=True, secrets=self._secrets)
         if prefix and self._color:
             prefix = f"{paint}{prefix}{_RESET}"
         with self._lock:
@@ -102,10 +89,14 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def emit_json(doc: Mapping[str, Any], *, stream: TextIO) -> None:
-    """Write exactly one JSON document and a newline: indented on a terminal, one line otherwise."""
+def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
+    """Write exactly one JSON document and a newline: indented on a terminal, one line otherwise.
+
+    Every string in it passes ``safe_text`` (per-file errors echo servers; URLs may be signed).
+    """
     indent = 2 if _isatty(stream) else None
-    stream.write(json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
+    clean = safe_doc(doc, secrets=secrets)
+    stream.write(json.dumps(clean, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
     stream.flush()
 
 
@@ -116,7 +107,7 @@ def _display_width(text: str) -> int:
 
 def _cell(value: Any) -> str:
     """A table cell as text; None shows as "-"."""
-    return "-" if value is None else printable(str(value))
+    return "-" if value is None else safe_text(str(value))
 
 
 def render_table(

@@ -1,12 +1,19 @@
-"""The run log: a rotated file with every record redacted, and nothing ever on stderr."""
+"""The run log: a rotated file shared safely by concurrent runs, every record made safe, nothing on stderr."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
-from mdl.redact import redact_text
+from mdl.redact import safe_text
+
+try:  # POSIX: an advisory lock shared by every mdl process writing the log
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one writer at a time is all the platform gives us
+    fcntl = None  # type: ignore[assignment]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
 
@@ -21,28 +28,128 @@ class _UTCFormatter(logging.Formatter):
 
 
 class _RedactFilter(logging.Filter):
-    """Redact every record (message with its args, traceback, stack) before the handler formats it."""
+    """Make every record safe (message with its args, traceback, stack) before the handler formats it."""
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         super().__init__()
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Replace the record's text by its redacted form; never drop a record."""
+        """Replace the record's text by its safe form (one line, printable, no secrets); never drop a record."""
         try:
             message = record.getMessage()
         except (TypeError, ValueError):
             # A log call with a bad format string must not crash a download: keep the raw pieces.
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact_text(message, secrets=self.secrets), None
+        # One record, one line: a newline from a server's text could otherwise forge a log line.
+        record.msg, record.args = safe_text(message, secrets=self.secrets), None
         if record.exc_info and not record.exc_text:
             # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_text(record.exc_text, secrets=self.secrets)
+            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=self.secrets)
         if record.stack_info:
-            record.stack_info = redact_text(record.stack_info, secrets=self.secrets)
+            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=self.secrets)
         return True
+
+
+class SharedRotatingFileHandler(logging.Handler):
+    """A size-rotated log file that several processes (two cron runs) may write and rotate at once.
+
+    ``logging.handlers.RotatingFileHandler`` assumes one writer: a second process keeps writing into the file
+    the first one renamed away, and both rotate, so lines end up in deleted backups. Here every line is
+    written under an exclusive ``flock`` of the current log file; after taking it, a writer checks that its
+    descriptor still is the file at ``path`` (another process may have rotated meanwhile) and re-opens the
+    path if not. The size check and the rename chain happen under the same lock, so exactly one process
+    rotates and no line is written to a file that is already renamed.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+        super().__init__()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd = -1
+        self._open()  # fail now (unwritable location) rather than on the first line
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(self.path, flags, 0o644)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    def _is_current(self) -> bool:
+        """Whether our descriptor is the file now at ``path`` (not one another process renamed away)."""
+        try:
+            here, there = os.fstat(self._fd), self.path.stat()
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+    def _lock_current(self) -> None:
+        """Hold an exclusive lock on the file that is at ``path`` right now."""
+        for _ in range(100):
+            if self._fd < 0:
+                self._open()
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if self._is_current():
+                return
+            self._unlock()
+            self._close_fd()
+        raise OSError(f"{self.path} keeps being replaced")
+
+    def _unlock(self) -> None:
+        if fcntl is not None and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _rotate(self) -> None:
+        """``mdl.log`` → ``mdl.log.1`` → … → ``mdl.log.N`` (the oldest dropped); callers hold the lock."""
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one formatted line under the shared lock, rotating first when it would pass ``max_bytes``."""
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            self._lock_current()
+            try:
+                size = os.fstat(self._fd).st_size
+                if self.max_bytes > 0 and self.backups > 0 and size > 0 and size + len(data) > self.max_bytes:
+                    old = self._fd
+                    self._rotate()
+                    self._fd = -1
+                    self._lock_current()  # the new file, locked before the old one's waiters move to it
+                    if fcntl is not None:
+                        with contextlib.suppress(OSError):
+                            fcntl.flock(old, fcntl.LOCK_UN)
+                    with contextlib.suppress(OSError):
+                        os.close(old)
+                os.write(self._fd, data)
+            finally:
+                self._unlock()
+        except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the record: stderr is for progress and messages; a broken log must not stop a run."""
+
+    def close(self) -> None:
+        """Release the file."""
+        self.acquire()
+        try:
+            self._close_fd()
+        finally:
+            self.release()
+        super().close()
 
 
 def setup_logging(
@@ -65,15 +172,9 @@ def setup_logging(
     handler: logging.Handler = logging.NullHandler()
     opened: Path | None = None
     if log_file is not None:
-        from logging.handlers import RotatingFileHandler  # ~13 ms of imports that only logging runs pay
-
-        class _QuietFileHandler(RotatingFileHandler):
-            def handleError(self, record: logging.LogRecord) -> None:
-                """Drop the record: stderr is for progress and messages; a full disk must not stop a run."""
-
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = _QuietFileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+            handler = SharedRotatingFileHandler(log_file, max_bytes=max_bytes, backups=backups)
             opened = log_file
         except OSError:
             # Unwritable log location: the run goes on without a log; the caller sees None and warns.

@@ -16,11 +16,10 @@ from mdl.cli.render.console import (
     color_enabled,
     emit_json,
     no_color,
-    printable,
     render_table,
 )
 from mdl.cli.render.log import setup_logging
-from mdl.redact import redact_text
+from mdl.redact import safe_text
 from mdl.units import human_duration, human_size
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ class _PlainReporter(Reporter):
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._stream.write(f"{stamp} {printable(text)}\n")
+        self._stream.write(f"{stamp} {safe_text(text, secrets=self._secrets)}\n")
         self._stream.flush()
 
     def begin(self, *, total_bytes: int | None, files: int) -> None:
@@ -156,7 +155,7 @@ class _PlainReporter(Reporter):
     def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
         """Write the start line: label, size and where a resume picks up."""
         now = self._clock()
-        label = redact_text(label, secrets=self._secrets)
+        label = safe_text(label, secrets=self._secrets)
         resume = f", resuming at {human_size(completed)}" if completed else ""
         size = "size unknown" if total is None else human_size(total)
         with self._lock:
@@ -184,7 +183,7 @@ class _PlainReporter(Reporter):
     def finish(self, key: str, *, ok: bool, message: str = "") -> None:
         """Write the done line (size, time, average speed) or the FAILED line with the reason."""
         now = self._clock()
-        message = redact_text(message, secrets=self._secrets)
+        message = safe_text(message, secrets=self._secrets)
         with self._lock:
             item = self._items.pop(key, None)
             label = item.label if item is not None else key
@@ -201,7 +200,7 @@ class _PlainReporter(Reporter):
 
     def note(self, message: str) -> None:
         """Write ``message`` as a stamped line."""
-        message = redact_text(message, secrets=self._secrets)
+        message = safe_text(message, secrets=self._secrets)
         with self._lock:
             self._write(message)
 
@@ -298,7 +297,7 @@ class _RichReporter(Reporter):
 
     def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
         """Add a bar for the item, already filled by what a resume keeps."""
-        label = redact_text(label, secrets=self._secrets)
+        label = safe_text(label, secrets=self._secrets)
         width = self._label_width
         shown = label if len(label) <= width else "…" + label[-(width - 1) :]
         with self._lock:
@@ -306,7 +305,7 @@ class _RichReporter(Reporter):
             old = self._tasks.pop(key, None)
             if old is not None:  # the same item again (a retry from zero): one bar, not two
                 self._progress.remove_task(old[0])
-            task = self._progress.add_task(printable(shown), total=total, completed=completed)
+            task = self._progress.add_task(shown, total=total, completed=completed)
             self._tasks[key] = (task, label)
             self._ensure_live()
 
@@ -354,7 +353,7 @@ class _RichReporter(Reporter):
 
     def _print(self, text: str, *, style: str | None) -> None:
         """A redacted, control-free line above the live display (markup off: file names may hold "[")."""
-        text = printable(redact_text(text, secrets=self._secrets), keep_newlines=True)
+        text = safe_text(text, multiline=True, secrets=self._secrets)
         self._progress.console.print(text, style=style, markup=False, highlight=False)
 
     def close(self) -> None:

@@ -1,0 +1,189 @@
+"""The one validating layer for Hub replies: revision info, tree listings and the headers of a file's HEAD.
+
+Every byte from the Hub (or a mirror, or whatever answers at ``HF_ENDPOINT``: a captive portal, a proxy's
+error page) is parsed here with strict pydantic models. Anything unexpected — HTML with a 200, an empty body,
+a JSON error object, an entry without ``oid``, a size as a string, a commit id that is not 40 hex digits,
+a path with control characters — becomes a HubReplyError (exit 5) naming the model, the (redacted) URL and
+the start of the body, made printable. Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal
+from urllib.parse import urljoin
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
+
+from mdl.errors import HubReplyError
+from mdl.redact import printable, redact_text, redact_url
+from mdl.transfer import origin
+
+EXCERPT_CHARS = 200
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")  # use fullmatch: Python's '$' would let a trailing newline through
+_COMMIT_PATTERN = r"^[0-9a-f]{40}$"  # pydantic's Rust regex: '$' is the end of the text
+_GIT_OID = r"^[0-9a-f]{40}$"
+_SHA256 = r"^[0-9a-f]{64}$"
+# Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
+# lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+Commit = Annotated[StrictStr, Field(pattern=_COMMIT_PATTERN)]
+
+
+def name_problem(path: str) -> str | None:
+    """Why a listing path cannot be a file name here (a control or invisible character), or None."""
+    for ch in path:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES or ch in _BIDI:
+            return f"it contains the control character U+{ord(ch):04X}"
+    return None
+
+
+class _Strict(BaseModel):
+    # Unknown keys are the Hub's to add (lastCommit, xetHash, securityFileStatus...); known ones must be right.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class RevisionInfo(_Strict):
+    """``GET /api/{type}s/{repo}/revision/{rev}``: only the commit id matters to mdl."""
+
+    sha: Commit
+
+
+class LfsInfo(_Strict):
+    """The LFS pointer of a tree entry: the file's sha256 and real size."""
+
+    oid: Annotated[StrictStr, Field(pattern=_SHA256)]
+    size: Annotated[StrictInt, Field(ge=0)]
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the file's bytes (what the pointer's oid is)."""
+        return self.oid
+
+
+class TreeEntry(_Strict):
+    """One entry of ``GET /api/{type}s/{repo}/tree/{commit}?recursive=true``."""
+
+    type: Literal["file", "directory"]
+    path: StrictStr
+    size: Annotated[StrictInt, Field(ge=0)]
+    oid: Annotated[StrictStr, Field(pattern=_GIT_OID)]  # git blob (or tree) id
+    lfs: LfsInfo | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(f"hostile listing: path {printable(value, limit=120)!r}: {problem}")
+        return value
+
+
+_TREE_PAGE: TypeAdapter[list[TreeEntry]] = TypeAdapter(list[TreeEntry])
+
+
+@dataclass(frozen=True)
+class FileMetadata:
+    """What the HEAD of a resolve URL says: the commit, the ETag (sha256 for LFS, git blob id otherwise), the size."""
+
+    commit: str | None
+    etag: str | None
+    size: int | None
+
+
+def reply_error(what: str, url: str, body: bytes | str, problem: str) -> HubReplyError:
+    """The one error for a reply mdl cannot use: model, redacted URL, what is wrong, start of the body."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    excerpt = printable(redact_text(text[: EXCERPT_CHARS * 4]), limit=EXCERPT_CHARS) if text.strip() else ""
+    starts = f"; the reply starts: {excerpt}" if excerpt else "; the reply was empty"
+    return HubReplyError(
+        f"{what}: unexpected reply from {redact_url(url)}: {printable(problem, limit=300)}{starts}",
+        hint="check HF_ENDPOINT, a proxy or captive portal in the way, or try again later",
+    )
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first validation error as one short line: where in the document, and what is wrong."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def parse_revision(body: bytes, *, what: str, url: str) -> RevisionInfo:
+    """The revision-info reply, or HubReplyError (the commit must be 40 lowercase hex digits)."""
+    try:
+        return RevisionInfo.model_validate_json(body)
+    except ValidationError as exc:
+        raise reply_error(what, url, body, _problem(exc)) from None
+
+
+def parse_tree_page(body: bytes, *, what: str, url: str) -> list[TreeEntry]:
+    """One page of a tree listing (a JSON list of entries), or HubReplyError."""
+    try:
+        return _TREE_PAGE.validate_json(body)
+    except ValidationError as exc:
+        raise reply_error(what, url, body, _problem(exc)) from None
+
+
+def _normalize_etag(value: str | None) -> str | None:
+    # As huggingface_hub's _normalize_etag: 'W/"x"' and '"x"' both mean x.
+    if value is None:
+        return None
+    return value.removeprefix("W/").strip('"') or None
+
+
+def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise reply_error(what, url, "", f"header {header} is not a size: {printable(value, limit=60)!r}")
+    return int(text)
+
+
+def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
+    """X-Repo-Commit, X-Linked-Etag (else ETag) and X-Linked-Size (else Content-Length) of a HEAD, validated.
+
+    A commit that is not 40 lowercase hex digits, or a size that is not a number, is a HubReplyError; a missing
+    header is None (a plain CDN or mirror may not say).
+    """
+    commit = headers.get("X-Repo-Commit")
+    if commit is not None and not COMMIT_RE.fullmatch(commit):
+        raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
+    etag = _normalize_etag(headers.get("X-Linked-Etag") or headers.get("ETag"))
+    if etag is not None and name_problem(etag) is not None:
+        raise reply_error(what, url, "", f"the ETag holds control characters: {printable(etag, limit=80)!r}")
+    size = _size(headers.get("X-Linked-Size"), header="X-Linked-Size", what=what, url=url)
+    if size is None and not redirected:
+        size = _size(headers.get("Content-Length"), header="Content-Length", what=what, url=url)
+    return FileMetadata(commit=commit, etag=etag, size=size)
+
+
+def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str, int], what: str) -> str | None:
+    """The ``Link: rel="next"`` target of a listing page, or None on the last page.
+
+    The link is the server's to choose, so it is checked like any reply: it must stay on the Hub's origin
+    (scheme, host and port). A link elsewhere is a hostile listing, refused before anything is sent there.
+    """
+    if not link:
+        return None
+    target = ""
+    try:
+        target = urljoin(current, link)
+        target_origin: tuple[str, str, int] | None = origin(target)
+    except ValueError:  # '[' without ']', a port that is not a number or out of range
+        target_origin = None
+    if target_origin != hub_origin:
+        shown = f"{target_origin[0]}://{target_origin[1]}:{target_origin[2]}" if target_origin else "a malformed URL"
+        raise HubReplyError(
+            f"{what}: hostile listing from {redact_url(current)}: its next page is on another origin "
+            f"({printable(shown, limit=120)}); refused, nothing was sent there",
+            hint="the Hub (or what answers at HF_ENDPOINT) must page within its own origin",
+        )
+    return target

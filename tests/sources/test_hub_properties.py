@@ -1,0 +1,222 @@
+"""Hypothesis properties for the Hub's replies: any bytes, JSON or headers are parsed or refused as HubReplyError.
+
+Whatever a Hub, a mirror or a captive portal sends as a revision reply, a tree page, a HEAD's headers or a
+`Link` header, `mdl.sources.hubreplies` returns validated data or raises HubReplyError (exit 5) with a printable
+message — never another exception. The last property sends the bytes over a real loopback Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hostile import HostileHub
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import Exchange
+
+from mdl.errors import ExitCode, HubReplyError, MdlError
+from mdl.sources.hub import Hub
+from mdl.sources.hubreplies import (
+    FileMetadata,
+    TreeEntry,
+    name_problem,
+    next_page_url,
+    parse_file_metadata,
+    parse_revision,
+    parse_tree_page,
+)
+from mdl.transfer import RetryPolicy, origin
+
+URL = "http://127.0.0.1:9/api/models/org/m/tree/" + "a" * 40
+HUB_ORIGIN = origin(URL)
+HEX = "0123456789abcdef"
+# What a printable message may not hold (mdl.redact.printable's set, tab and newline included).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]")
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+hexes = st.text(HEX, min_size=38, max_size=42) | st.text(min_size=0, max_size=70)
+sizes = st.integers(min_value=-2, max_value=2**70) | st.text(string.digits, max_size=5) | st.none() | st.floats()
+# Entries that are nearly right, so the properties reach the per-field checks and not only "not a list".
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["file", "directory", "symlink", 1, None]),
+        "path": st.text(max_size=40) | st.integers(),
+        "size": sizes,
+        "oid": hexes,
+        "lfs": st.none()
+        | st.fixed_dictionaries({}, optional={"oid": st.text(HEX, min_size=63, max_size=65), "size": sizes}),
+        "lastCommit": json_values,
+    },
+)
+# And entries that are right, so the properties also see pages that parse (and check what they hold).
+valid_entries = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["file", "directory"]),
+        "path": st.text(max_size=40),
+        "size": st.integers(min_value=0, max_value=2**63),
+        "oid": st.text(HEX, min_size=40, max_size=40),
+    },
+    optional={
+        "lfs": st.none()
+        | st.fixed_dictionaries({"oid": st.text(HEX, min_size=64, max_size=64), "size": st.integers(0, 2**40)}),
+        "xetHash": st.text(max_size=10),
+    },
+)
+tree_documents = st.lists(valid_entries | entries, max_size=5) | json_values
+revision_documents = st.fixed_dictionaries({}, optional={"sha": hexes, "id": json_values}) | json_values
+
+
+def _bodies(documents: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
+    return st.binary(max_size=300) | documents.map(lambda doc: json.dumps(doc).encode())
+
+
+def assert_printable_refusal(exc: HubReplyError) -> None:
+    assert exc.exit_code == ExitCode.NETWORK == 5
+    assert not UNPRINTABLE.search(exc.message), exc.message
+
+
+@given(_bodies(tree_documents))
+def test_any_tree_page_is_parsed_or_refused(body: bytes) -> None:
+    try:
+        page = parse_tree_page(body, what="m", url=URL)
+    except HubReplyError as exc:
+        assert_printable_refusal(exc)
+        assert exc.message.startswith(f"m: unexpected reply from {URL}")
+        return
+    for entry in page:
+        assert isinstance(entry, TreeEntry) and entry.type in ("file", "directory")
+        assert isinstance(entry.path, str) and name_problem(entry.path) is None
+        assert isinstance(entry.size, int) and entry.size >= 0
+        assert re.fullmatch("[0-9a-f]{40}", entry.oid)
+        assert entry.lfs is None or re.fullmatch("[0-9a-f]{64}", entry.lfs.sha256)
+
+
+@given(_bodies(revision_documents))
+def test_any_revision_reply_is_a_commit_or_refused(body: bytes) -> None:
+    try:
+        info = parse_revision(body, what="m", url=URL)
+    except HubReplyError as exc:
+        assert_printable_refusal(exc)
+        return
+    assert re.fullmatch("[0-9a-f]{40}", info.sha)
+
+
+header_values = st.text(max_size=50) | st.text(HEX, min_size=40, max_size=40) | st.text(string.digits, max_size=25)
+header_sets = st.dictionaries(
+    st.sampled_from(["X-Repo-Commit", "X-Linked-Etag", "ETag", "X-Linked-Size", "Content-Length", "X-Other"]),
+    header_values,
+)
+
+
+@given(header_sets, st.booleans())
+def test_any_head_headers_are_metadata_or_refused(headers: dict[str, str], redirected: bool) -> None:
+    try:
+        meta = parse_file_metadata(headers, redirected=redirected, what="m/f", url=URL)
+    except HubReplyError as exc:
+        assert_printable_refusal(exc)
+        return
+    assert isinstance(meta, FileMetadata)
+    assert meta.commit is None or re.fullmatch("[0-9a-f]{40}", meta.commit)
+    assert meta.size is None or (isinstance(meta.size, int) and meta.size >= 0)
+    assert meta.etag is None or name_problem(meta.etag) is None
+
+
+links = st.text(max_size=60) | st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}:{port}{path}",
+    st.sampled_from(["http", "https", "ftp", "HTTP"]),
+    st.sampled_from(["127.0.0.1", "localhost", "LOCALHOST", "127.0.0.2", "[::1]"]),
+    st.sampled_from(["9", "80", "443", "99999", "x", ""]),
+    st.text(max_size=20),
+)
+
+
+@given(st.none() | links)
+def test_any_next_link_stays_on_the_hub_origin_or_is_refused(link: str | None) -> None:
+    try:
+        target = next_page_url(link, current=URL, hub_origin=HUB_ORIGIN, what="m")
+    except HubReplyError as exc:
+        assert_printable_refusal(exc)
+        assert "hostile listing" in exc.message
+        return
+    assert target is None or origin(target) == HUB_ORIGIN
+
+
+# -- the same over the wire: any bytes as the tree reply of a real loopback Hub --------------------------
+
+
+@pytest.fixture(scope="module")
+def wire_hub() -> Iterator[HostileHub]:
+    with HostileHub() as server:
+        server.add_repo("org/m", {"config.json": b"{}"})
+        yield server
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies(tree_documents), link=st.none() | links)
+def test_any_listing_over_the_wire_ends_in_files_or_an_mdl_error(
+    wire_hub: HostileHub, body: bytes, link: str | None
+) -> None:
+    def rewrite(ex: Exchange, doc: Any) -> Any:
+        return body if "/tree/" in ex.path else doc
+
+    wire_hub.rewrite_json = rewrite
+    wire_hub.next_link = lambda honest: link
+    hub = Hub(wire_hub.url, None, retry=RetryPolicy(retries=0, sleep=lambda s: None))
+    try:
+        commit = hub.commit_of("org/m", repo_type="model", revision="main", what="m")
+        files = hub.list_files("org/m", repo_type="model", commit=commit, what="m")
+    except MdlError as exc:
+        assert exc.exit_code in (ExitCode.NOT_FOUND, ExitCode.NETWORK), exc.message
+        assert not UNPRINTABLE.search(exc.message), exc.message
+    else:
+        assert all(entry.type == "file" for entry in files)
+    finally:
+        hub.close()
+        wire_hub.rewrite_json = None
+        wire_hub.next_link = None
+
+
+# -- any error answer from the Hub is one of our errors, with printable text ----------------------------
+
+
+@given(
+    status=st.integers(min_value=400, max_value=599),
+    code=st.none()
+    | st.sampled_from(["RepoNotFound", "RevisionNotFound", "EntryNotFound", "GatedRepo"])
+    | st.text(st.characters(max_codepoint=255), max_size=20),
+    message=st.none() | st.text(st.characters(max_codepoint=255), max_size=80),
+    retry_after=st.none() | st.text(string.printable, max_size=20),
+    body=st.binary(max_size=300),
+)
+def test_any_error_answer_is_an_mdl_error_with_printable_text(
+    status: int, code: str | None, message: str | None, retry_after: str | None, body: bytes
+) -> None:
+    import httpx2
+
+    from mdl.sources.hub import _status_error
+
+    headers = {  # bytes, as they come off the wire (latin-1 is what a header can carry)
+        name: value.encode("latin-1")
+        for name, value in (("X-Error-Code", code), ("X-Error-Message", message), ("Retry-After", retry_after))
+        if value is not None
+    }
+    response = httpx2.Response(status, headers=headers, content=body, request=httpx2.Request("GET", URL))
+    hub = Hub("http://127.0.0.1:9", None)
+    try:
+        error = _status_error(response, body, what="m", repo="org/m", revision="main", path=None, hub=hub)
+    finally:
+        hub.close()
+    assert isinstance(error, MdlError)
+    assert error.exit_code in (ExitCode.AUTH, ExitCode.NOT_FOUND, ExitCode.NETWORK)
+    assert not UNPRINTABLE.search(error.message), error.message
