@@ -92,13 +92,18 @@ def _split_port(entry: str) -> tuple[str, int | None]:
     if entry.startswith("["):  # [v6]:port
         end = entry.find("]")
         rest = entry[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        port = int(rest[1:]) if rest.startswith(":") and _is_port(rest[1:]) else None
         return entry[1:end], port
     if entry.count(":") == 1:
         name, _, digits = entry.partition(":")
-        if digits.isdigit():
+        if _is_port(digits):
             return name, int(digits)
     return entry, None
+
+
+def _is_port(text: str) -> bool:
+    """ASCII digits, at most 5: int() would also take '²' or '٣', and fail on thousands of digits."""
+    return text.isascii() and text.isdigit() and len(text) <= 5
 
 
 def _matches(host: str, entry: str) -> bool:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdl.transfer.http import retry_after_seconds
+from mdl.transfer.proxy import bypasses
 from mdl.transfer.ranges import (
     MAX_DIGITS,
     ContentRangeError,
@@ -87,3 +88,10 @@ def test_the_cases_that_used_to_crash_or_pass() -> None:
     assert retry_after_seconds("²") is None
     assert content_range_total("bytes */²") is None and content_range_total("bytes */" + "9" * 5000) is None
     assert content_range_total("bytes */100") == 100 and content_range_total("bytes 0-9/100") == 100
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["h:²", "[::1]:٣", "h:" + "9" * 5000])), max_size=4))
+def test_no_proxy_entries_never_crash(entries: list[str]) -> None:
+    # NO_PROXY comes from the environment; a port there is read with the same ASCII, bounded rule.
+    assert bypasses("example.com", 443, ",".join(entries)) in (True, False)
