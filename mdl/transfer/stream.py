@@ -166,6 +166,7 @@ class Streamer:
                         self.progress.advance(job.label, -piece.done)
                         with state.lock:
                             piece.done = 0
+                            state.restarted = True
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_total(job, state, resp)
