@@ -122,8 +122,12 @@ class Planner:
             headers={"Range": "bytes=0-0"},
             what=label_of(remote),
         ) as response:
-            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range
+            from mdl.transfer import ContentRangeError, error_for_status, is_encoded, parse_content_range
 
+            if response.status_code in (200, 206) and is_encoded(response, what=label_of(remote)):
+                # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
+                # until it is decoded, and its ETag names the encoded representation.
+                return str(response.url), None, None
             if response.status_code == 206:
                 try:
                     _, _, total = parse_content_range(response.headers.get("Content-Range", ""))
