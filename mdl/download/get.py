@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
+from mdl.download.oneoff import look_before, tidy_after
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
@@ -192,8 +192,10 @@ def _fetch_remote(
     for entry in items:
         by_folder.setdefault(entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        puller = Puller(_one_off_settings(settings, folder), progress=progress)
-        state_existed = puller.store.state_dir.exists()
+        # A one-off get keeps no record: `list`, `verify` and re-runs are about catalog models, and a pull
+        # may be using this folder's .mdl/ at the same time (its records must survive whatever get does).
+        puller = Puller(_one_off_settings(settings, folder), progress=progress, keep_records=False)
+        before = look_before(puller.store)
         try:
             planned: list[tuple[int, PlannedFile]] = []
             for index, item, target in group:
@@ -238,9 +240,8 @@ def _fetch_remote(
                 outcomes.update((index, outcome) for (index, _), outcome in zip(planned, done, strict=True))
         finally:
             puller.close()
-        if not state_existed and not puller.store.partials():
-            # One-off fetches leave no state behind unless there is something to resume.
-            shutil.rmtree(puller.store.state_dir, ignore_errors=True)
+            # A finished get leaves nothing behind; a partial download (something to resume) stays.
+            tidy_after(puller.store, before, names=[target.name for _, _, target in group])
     return outcomes
 
 
