@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
 from mdl.download.oneoff import look_before, tidy_after
-from mdl.errors import LocalFSError, MdlError, UsageError
-from mdl.paths import safe_file_name, safe_relative_path, url_basename
+from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -28,6 +28,7 @@ from mdl.sources import (
     parse_job_output,
     write_inline,
 )
+from mdl.store import creatable_problem
 
 if TYPE_CHECKING:
     from mdl.download.planner import PlannedFile
@@ -141,12 +142,18 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -
             target = output
             if target.is_dir():
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+            problem = path_problem(target.name)  # the same rule as for names from servers
+            if problem is not None:
+                raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
         else:
             # Names from URLs and the Hub are as untrusted as a job's: the same rules for all.
             name = safe_file_name(item.filename, where=f"{item.where}: its file name")
             target = directory / name
             if target.is_dir() and not target.is_symlink():
                 raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
+        problem = creatable_problem(target)  # before any byte is fetched or written
+        if problem is not None:
+            raise LocalFSError(f"{item.where}: cannot be saved at {target}: {problem}")
         key = name_key(target.name)
         if key in seen:
             raise UsageError(f"{item.where} and {seen[key]} would both be saved as {target}")

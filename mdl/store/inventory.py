@@ -18,7 +18,7 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, stat_file
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.store import Store
+from mdl.store.store import Store, key_prefix
 
 _BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
 
@@ -173,7 +173,7 @@ def _has_partials(store: Store, model: str) -> bool:
     if not folder.is_dir():
         return False
     # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
-    pattern = re.compile(re.escape(model) + r"-[0-9a-f]{16}-.*\.part$")
+    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.part$")
     return any(pattern.match(p.name) for p in folder.iterdir())
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, UsageError
 from mdl.paths import safe_relative_path, temp_name
+from mdl.store.filesystem import creatable_problem
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
@@ -66,6 +67,14 @@ class Placement:
     lock: Path | None = None  # a lock shared with huggingface_hub; None: the store's own per-file lock
     link: Path | None = None  # the snapshot symlink to point at ``final``
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
+
+    def check_writable(self, *, label: str) -> None:
+        """Refuse (exit 7), before any byte is fetched, a file that could not be created where it goes."""
+        partial, _ = self.store.part_paths("", label)
+        for target in dict.fromkeys((self.final, self.shown, partial)):
+            problem = creatable_problem(target)
+            if problem is not None:
+                raise LocalFSError(f"{label}: cannot be saved at {target}: {problem}")
 
     def linked(self) -> bool:
         """Whether the snapshot entry (if any) reaches ``final``."""
