@@ -147,11 +147,12 @@ def fetched(hub: HubServer, repo: str) -> list[str]:
 )
 def test_pull_refuses_a_model_with_an_unwritable_listing_name(hub_env: HubServer, tmp_path: Path, bad: str) -> None:
     result = pull_repo(hub_env, tmp_path, {"config.json": b"{}", bad: b"data", "model.safetensors": WEIGHTS})
-    assert result.exit_code == ExitCode.USAGE, result.output
+    # Listing names are server bytes: a bad one is a bad reply (exit 5, like hubreplies' refusals), not input.
+    assert result.exit_code == ExitCode.NETWORK, result.output
     doc = json.loads(result.stdout)
     odd = [f for f in doc["files"] if f["model"] == "odd"]
     assert [f["action"] for f in odd] == ["failed"], "the whole model is refused"
-    assert "listing of org/odd" in odd[0]["error"]
+    assert "org/odd" in odd[0]["error"]
     assert not fetched(hub_env, "org/odd") and not (tmp_path / "models" / "odd").exists(), "nothing fetched"
     fine = {f["path"]: f["action"] for f in doc["files"] if f["model"] == "fine"}
     assert fine == {"config.json": "downloaded", "model.safetensors": "downloaded"}, "the other models go on"
@@ -159,10 +160,24 @@ def test_pull_refuses_a_model_with_an_unwritable_listing_name(hub_env: HubServer
 
 def test_pull_refuses_a_file_beside_a_folder_of_the_same_name(hub_env: HubServer, tmp_path: Path) -> None:
     result = pull_repo(hub_env, tmp_path, {"a": b"file", "a/b": b"inside", "model.safetensors": WEIGHTS})
-    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.exit_code == ExitCode.NETWORK, result.output
     odd = [f for f in json.loads(result.stdout)["files"] if f["model"] == "odd"]
     assert len(odd) == 1 and "'a'" in odd[0]["error"] and "'a/b'" in odd[0]["error"]
     assert not fetched(hub_env, "org/odd") and not (tmp_path / "models" / "odd").exists()
+
+
+def test_pull_refuses_catalog_save_paths_that_clash(hub_env: HubServer, tmp_path: Path) -> None:
+    hub_env.add_repo("org/fine", {"config.json": b"{}", "model.safetensors": WEIGHTS})
+    (tmp_path / "catalog.toml").write_text(
+        "[models.mix]\nfiles = [\n"
+        '  { repo = "org/fine", path = "config.json", as = "vae" },\n'
+        '  { repo = "org/fine", path = "model.safetensors", as = "vae/model.safetensors" },\n]\n'
+    )
+    hub_env.log.clear()
+    result = mdl("pull", "mix", "--dest", "models")
+    assert result.exit_code == ExitCode.USAGE, result.output  # the user's own save paths: the catalog refuses
+    assert "'vae/model.safetensors'" in result.stderr and "'vae'" in result.stderr
+    assert not fetched(hub_env, "org/fine") and not (tmp_path / "models" / "mix").exists()
 
 
 def test_pull_refuses_a_destination_it_cannot_create_before_fetching(hub_env: HubServer, tmp_path: Path) -> None:
