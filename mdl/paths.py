@@ -34,7 +34,8 @@ _TEMP_TAG_HEX = 16
 TEMP_OVERHEAD = 1 + 1 + _TEMP_TAG_HEX + len(TEMP_SUFFIX)
 MAX_COMPONENT_BYTES = NAME_MAX - TEMP_OVERHEAD
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
 def temp_name(name: str) -> str:

@@ -82,6 +82,7 @@ def test_names_without_a_clash_can_all_be_files(names: list[str]) -> None:
         ("d/" + "é" * 120, "longer than"),
         ("evil\u202etxt.exe", "U+202E"),
         ("a\u2066b", "U+2066"),
+        ("a\u200fb", "U+200F"),
         ("a\u2028b", "line or paragraph separator"),
         ("a\u2029b", "line or paragraph separator"),
         ("a\x00b", "control character"),
