@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
+from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UnsafePathError
@@ -25,31 +27,95 @@ def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
     return UnsafePathError(f"{where}: must be a relative path inside the folder, got {_shown(value)} ({reason})")
 
 
+NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
+TEMP_SUFFIX = ".mdl-tmp"
+_TEMP_TAG_HEX = 16
+# temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
+TEMP_OVERHEAD = 1 + 1 + _TEMP_TAG_HEX + len(TEMP_SUFFIX)
+MAX_COMPONENT_BYTES = NAME_MAX - TEMP_OVERHEAD
+# Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
+# Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def temp_name(name: str) -> str:
+    """The name mdl writes ``name`` under, in the same folder, before renaming it into place.
+
+    Dot-prefixed (hidden from scanners) and unique per call; at most ``TEMP_OVERHEAD`` bytes longer than ``name``,
+    which :func:`path_problem` keeps room for, so a name it accepts always has a temp name that fits NAME_MAX.
+    """
+    return f".{name}.{secrets.token_hex(_TEMP_TAG_HEX // 2)}{TEMP_SUFFIX}"
+
+
+def path_problem(name: str) -> str | None:
+    """Why ``name`` (a relative ``/``-separated path from any source) cannot be written safely, or None.
+
+    The one rule for every command that writes names it did not choose (pull, get, pack, unpack), checked before
+    any byte is fetched or written: no empty, ``.`` or ``..`` component, not absolute, no backslash or drive
+    letter, no control character (NUL included), no line or paragraph separator, no bidi override or isolate,
+    valid Unicode, and every component short enough for NAME_MAX together with its temp name.
+    """
+    if not name:
+        return "it is empty"
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category == "Cs":  # JSON can carry a lone surrogate ("\\ud800"); no file system can store it
+            return "it is not valid Unicode (a lone surrogate)"
+        if category == "Cc":  # C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs
+            return "it contains a control character"
+        if category in ("Zl", "Zp"):  # U+2028/U+2029 break a log line or a listing in two
+            return "it contains a line or paragraph separator"
+        if ch in _BIDI_CONTROLS:
+            return f"it contains a direction-changing character (U+{ord(ch):04X})"
+    if "\\" in name:  # a separator on Windows, so 'a\\..\\..\\x' would climb out there
+        return "it contains a backslash; use '/'"
+    if name.startswith("/"):
+        return "it is absolute"
+    if _DRIVE_RE.match(name):
+        return "it starts with a drive letter"
+    parts = name.split("/")
+    if ".." in parts:
+        return "it climbs out with '..'"
+    if any(part in ("", ".") for part in parts):
+        return "it has an empty or '.' component"
+    for part in parts:
+        size = len(part.encode("utf-8"))
+        if size > MAX_COMPONENT_BYTES:
+            return (
+                f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes "
+                f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
+            )
+    return None
+
+
+def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two names that cannot both be files: one would be a folder of the other ('a' and 'a/b'), else None.
+
+    Case is not folded: the Hub and Linux tell 'README.md' and 'readme.md' apart, and so do users pulling there.
+    """
+    files = set(names)
+    for name in sorted(files):
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                return folder, name
+    return None
+
+
 def safe_relative_path(value: str, *, where: str) -> str:
     """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
     if not value:
         raise _unsafe(value, where=where, reason="it is empty")
-    # Category Cc covers C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs.
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise _unsafe(value, where=where, reason="it contains a control character")
-    if "\\" in value:
-        # A backslash is a separator on Windows, so 'a\\..\\..\\x' would climb out there.
-        raise _unsafe(value, where=where, reason="it contains a backslash; use '/'")
-    if value.startswith("/"):
-        raise _unsafe(value, where=where, reason="it is absolute")
-    if _DRIVE_RE.match(value):
-        raise _unsafe(value, where=where, reason="it starts with a drive letter")
     normalised = value
     # A leading "./" is a common, harmless spelling; anything else odd is rejected rather than guessed at.
     while normalised.startswith("./"):
         normalised = normalised[2:]
     if not normalised:
         raise _unsafe(value, where=where, reason="it names no file")
-    parts = normalised.split("/")
-    if ".." in parts:
-        raise _unsafe(value, where=where, reason="it climbs out with '..'")
-    if any(part in ("", ".") for part in parts):
-        raise _unsafe(value, where=where, reason="it has an empty or '.' component")
+    problem = path_problem(normalised)
+    if problem is not None:
+        raise _unsafe(value, where=where, reason=problem)
     return normalised
 
 
@@ -59,7 +125,6 @@ _RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
-_MAX_NAME_BYTES = 255  # NAME_MAX on Linux and macOS, in bytes of the encoded name
 _STATE_DIR = ".mdl"
 
 
@@ -101,8 +166,9 @@ def safe_file_name(value: str, *, where: str) -> str:
         raise _not_plain(value, where=where, reason="it is a reserved device name on Windows")
     if value.casefold() == _STATE_DIR:
         raise _not_plain(value, where=where, reason="it is mdl's own state folder")
-    if len(value.encode("utf-8")) > _MAX_NAME_BYTES:
-        raise _not_plain(value, where=where, reason=f"it is longer than {_MAX_NAME_BYTES} bytes")
+    problem = path_problem(value)  # the rule every command shares (length with room for the temp name, ...)
+    if problem is not None:
+        raise _not_plain(value, where=where, reason=problem)
     return value
 
 

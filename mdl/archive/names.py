@@ -6,10 +6,9 @@ import re
 import unicodedata
 
 from mdl.errors import UnsafePathError
-from mdl.paths import safe_file_name
+from mdl.paths import path_problem, safe_file_name
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
-MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and NTFS
 MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 
 # Windows maps these to devices whatever the extension ("nul.txt" is NUL): never let one through.
@@ -36,6 +35,9 @@ def name_problem(name: str) -> str | None:
         return "absolute path"
     if _DRIVE.match(name):
         return "drive letter"
+    shared = path_problem(name)  # the rule pull and get apply too (bidi, separators, length with temp name)
+    if shared is not None:
+        return shared
     if ":" in name:
         # A colon is a drive or an NTFS alternate data stream on Windows.
         return "colon in name"
@@ -48,8 +50,6 @@ def name_problem(name: str) -> str | None:
             return "reserved device name"
         if any(unicodedata.category(c) == "Cs" for c in part):
             return "not valid Unicode (a lone surrogate)"
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            return f"component longer than {MAX_COMPONENT_BYTES} bytes"
         try:
             safe_file_name(part, where="path component")
         except UnsafePathError as exc:

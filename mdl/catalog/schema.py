@@ -27,6 +27,7 @@ from mdl.paths import safe_relative_path, url_basename
 SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+MAX_MODEL_NAME = 200
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -69,6 +70,9 @@ def _model_name(name: str) -> str:
     # A model name becomes a folder under dest; a leading dot would also collide with <dest>/.mdl/.
     if not _NAME_RE.fullmatch(name) or name.startswith("."):
         raise problem(f"model names use letters, digits, '.', '_' and '-' and do not start with '.', got {name!r}")
+    if len(name) > MAX_MODEL_NAME:
+        # It is a folder name, and part of mdl's own file names under .mdl/ (records, partials, locks).
+        raise problem(f"model names are at most {MAX_MODEL_NAME} characters, got {len(name)}")
     return name
 
 

@@ -137,7 +137,8 @@ class FileFetcher:
             part_path=part,
             state_path=state,
             source=remote.source,
-            verify=self.settings.verify,
+            # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
+            verify=self.settings.verify or plan.placement.link is not None,
             size_pinned=remote.size_pinned,
             renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
             retries=retries,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
-from mdl.errors import LocalFSError, MdlError, UsageError
-from mdl.paths import safe_file_name, safe_relative_path, url_basename
+from mdl.download.oneoff import look_before, tidy_after
+from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -28,6 +28,7 @@ from mdl.sources import (
     parse_job_output,
     write_inline,
 )
+from mdl.store import creatable_problem
 
 if TYPE_CHECKING:
     from mdl.download.planner import PlannedFile
@@ -141,12 +142,18 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -
             target = output
             if target.is_dir():
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+            problem = path_problem(target.name)  # the same rule as for names from servers
+            if problem is not None:
+                raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
         else:
             # Names from URLs and the Hub are as untrusted as a job's: the same rules for all.
             name = safe_file_name(item.filename, where=f"{item.where}: its file name")
             target = directory / name
             if target.is_dir() and not target.is_symlink():
                 raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
+        problem = creatable_problem(target)  # before any byte is fetched or written
+        if problem is not None:
+            raise LocalFSError(f"{item.where}: cannot be saved at {target}: {problem}")
         key = name_key(target.name)
         if key in seen:
             raise UsageError(f"{item.where} and {seen[key]} would both be saved as {target}")
@@ -192,8 +199,10 @@ def _fetch_remote(
     for entry in items:
         by_folder.setdefault(entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        puller = Puller(_one_off_settings(settings, folder), progress=progress)
-        state_existed = puller.store.state_dir.exists()
+        # A one-off get keeps no record: `list`, `verify` and re-runs are about catalog models, and a pull
+        # may be using this folder's .mdl/ at the same time (its records must survive whatever get does).
+        puller = Puller(_one_off_settings(settings, folder), progress=progress, keep_records=False)
+        before = look_before(puller.store)
         try:
             planned: list[tuple[int, PlannedFile]] = []
             for index, item, target in group:
@@ -238,9 +247,8 @@ def _fetch_remote(
                 outcomes.update((index, outcome) for (index, _), outcome in zip(planned, done, strict=True))
         finally:
             puller.close()
-        if not state_existed and not puller.store.partials():
-            # One-off fetches leave no state behind unless there is something to resume.
-            shutil.rmtree(puller.store.state_dir, ignore_errors=True)
+            # A finished get leaves nothing behind; a partial download (something to resume) stays.
+            tidy_after(puller.store, before, names=[target.name for _, _, target in group])
     return outcomes
 
 

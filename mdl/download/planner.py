@@ -14,7 +14,8 @@ from mdl.download.kept import is_unreachable, relabel
 from mdl.download.kept import keep_installed as kept_files
 from mdl.download.plan import Action, Decision, LocalState, decide
 from mdl.download.session import PullSession
-from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError
+from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError, UnsafePathError
+from mdl.paths import path_clash
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel, resolve_model, with_probe
 from mdl.store import Placement, Store, adopt_cached, stat_file
@@ -88,16 +89,32 @@ class Planner:
         plans: list[PlannedFile] = []
         failures: list[FileOutcome] = []
         for model in resolved:
+            dest = self.session.store.model_dir(model.name)
+            clash = path_clash(remote.path for remote in model.files)
+            if clash is not None:  # refused whole, before any byte: half a model is no use
+                exc = UnsafePathError(
+                    f"{model.name}: {clash[0]!r} is a file and also the folder of {clash[1]!r}; both cannot be saved"
+                )
+                log.error("%s", exc.message)
+                failures.append(failed(model.name, None, exc, dest=dest))
+                continue
+            planned: list[PlannedFile] = []
             for remote in model.files:
                 try:
-                    if self.settings.offline:
-                        plans.append(self.plan(remote))
-                        continue
-                    if not remote.hub and not remote.sha256:
+                    if not self.settings.offline and not remote.hub and not remote.sha256:
                         remote = self.probe(remote)
-                    plans.append(self.plan(remote))
+                    planned.append(self.plan(remote))
                 except MdlError as exc:
                     failures.append(failed(remote.model, remote.path, exc))
+            try:
+                for plan in planned:
+                    if plan.decision.action is not Action.SKIP:
+                        plan.placement.check_writable(label=label_of(plan.remote))
+            except MdlError as exc:
+                log.error("%s", exc.message)
+                failures.append(failed(model.name, None, exc, dest=dest))
+                continue
+            plans.extend(planned)
         return plans, failures
 
     def probe(self, remote: RemoteFile) -> RemoteFile:
@@ -122,8 +139,18 @@ class Planner:
             headers={"Range": "bytes=0-0"},
             what=label_of(remote),
         ) as response:
-            from mdl.transfer import ContentRangeError, error_for_status, parse_content_range, parse_decimal
+            from mdl.transfer import (
+                ContentRangeError,
+                error_for_status,
+                is_encoded,
+                parse_content_range,
+                parse_decimal,
+            )
 
+            if response.status_code in (200, 206) and is_encoded(response, what=label_of(remote)):
+                # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
+                # until it is decoded, and its ETag names the encoded representation.
+                return str(response.url), None, None
             if response.status_code == 206:
                 try:
                     _, _, total = parse_content_range(response.headers.get("Content-Range", ""))

@@ -24,13 +24,20 @@ from mdl.store import Layout, Store
 class Puller:
     """One run: its session, planner, record queue and file fetcher, and the loop that drives them."""
 
-    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress,
+        cancel: threading.Event | None = None,
+        keep_records: bool = True,
+    ) -> None:
         self.settings = settings
         self.progress = progress
         self.session = PullSession(settings, progress=progress, cancel=cancel)
         self.cancel = self.session.cancel
         self.planner = Planner(self.session)
-        self.records = RecordQueue(self.session.store)
+        self.records = RecordQueue(self.session.store, keep=keep_records)
         self.fetcher = FileFetcher(self.session, self.planner, self.records)
 
     @property

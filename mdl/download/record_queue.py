@@ -19,8 +19,9 @@ Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is
 class RecordQueue:
     """The file records of a run not yet written, and the file locks that wait for them (engine rule 11)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, keep: bool = True) -> None:
         self.store = store
+        self.keep = keep  # False for a one-off get: it keeps no record at all, only the files
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
         self._pending_commit: dict[str, Commit] = {}
@@ -37,6 +38,10 @@ class RecordQueue:
             # it would block this very run's other jobs on the same blob (identical files, two models on one
             # repo) and any hf_hub_download, with nothing left to flush it.
             lock.release_shared()
+        if not self.keep:
+            if lock is not None:
+                lock.release()
+            return
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
             self._pending_commit[model] = commit

@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
-from mdl.paths import safe_file_name
+from mdl.paths import safe_file_name, temp_name
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.store import fsync_dir
@@ -310,8 +309,11 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
     progress.start(label, label=label, total=check.size)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".mdl-tmp")
+        # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
+        # is what path_problem keeps room for, so a name that passed the check always fits here too.
+        tmp_name = str(target.with_name(temp_name(target.name)))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp_name, flags, 0o600)
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
@@ -320,7 +322,7 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         size = 0
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp makes it 0600; give it what open() would
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # created 0600; now what open() gives
             for chunk in iter_base64(item.data, where=item.where):
                 handle.write(chunk)
                 digest.update(chunk)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from mdl.catalog import FileSpec, ModelSpec, expand_headers
-from mdl.errors import IntegrityError, NetworkError, NotFoundError
-from mdl.paths import safe_relative_path
-from mdl.redact import redact_url
+from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
+from mdl.paths import path_clash, path_problem
+from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source
 
@@ -90,8 +90,9 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     )
     files: list[RemoteFile] = []
     for item in sorted(chosen, key=lambda item: item.path):
-        # Listing paths are untrusted (a mirror could send '../x'): validate like catalog paths.
-        path = safe_relative_path(item.path, where=f"{what}: listing of {spec.repo}")
+        # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
+        # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
+        path = _listing_path(what, spec.repo, item.path)
         lfs = item.lfs
         sha256 = lfs.sha256 if lfs is not None else None
         files.append(
@@ -109,10 +110,27 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 repo=spec.repo,
             )
         )
+    clash = path_clash(f.path for f in files)
+    if clash is not None:  # git cannot hold both; a listing that claims so is broken or hostile
+        raise HubReplyError(
+            f"{what}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
+            "the model was refused before anything was fetched"
+        )
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(f"{what}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
+
+
+def _listing_path(what: str, repo: str, path: str) -> str:
+    """A listing path that passes :func:`mdl.paths.path_problem`, or HubReplyError naming it (exit 5)."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise HubReplyError(
+            f"{what}: the listing of {repo} names a file mdl cannot save, '{printable(path, limit=120)}': {problem}; "
+            "the model was refused before anything was fetched"
+        )
+    return path
 
 
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:

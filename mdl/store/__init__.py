@@ -1,7 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.filesystem import fsync_dir, hash_file, stat_file
+from mdl.store.filesystem import creatable_problem, fsync_dir, hash_file, stat_file
 from mdl.store.inventory import (
     CleanedFile,
     LocalFile,
@@ -34,6 +34,7 @@ __all__ = [
     "Store",
     "adopt_cached",
     "clean",
+    "creatable_problem",
     "file_state",
     "fsync_dir",
     "hash_file",

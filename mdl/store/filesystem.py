@@ -6,7 +6,10 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat as st
 from pathlib import Path
+
+PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
 
 
 def stat_file(path: Path) -> os.stat_result | None:
@@ -70,3 +73,29 @@ def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) ->
                 sha1.update(view[:got])
             total += got
     return total, sha.hexdigest(), sha1.hexdigest() if sha1 is not None else None
+
+
+def creatable_problem(path: Path) -> str | None:
+    """Why a file cannot be created at ``path`` (a file where a folder must be, a folder where the file must
+    be, a folder we may not write, a path too long), or None. Looks only; creates nothing."""
+    if len(os.fsencode(path)) >= PATH_MAX:
+        return f"the path is longer than {PATH_MAX - 1} bytes"
+    existing = stat_file(path)
+    if existing is not None and st.S_ISDIR(existing.st_mode):
+        return f"{path} is a folder"
+    folder = path.parent
+    while True:
+        try:
+            found = folder.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
+            if folder == folder.parent:
+                return f"none of the folders above {path} exists"
+            folder = folder.parent
+        except OSError as exc:
+            return f"cannot look at {folder}: {exc.strerror or exc}"
+    if not st.S_ISDIR(found.st_mode):
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, UsageError
-from mdl.paths import safe_relative_path
+from mdl.paths import safe_relative_path, temp_name
+from mdl.store.filesystem import creatable_problem
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
@@ -67,6 +67,14 @@ class Placement:
     lock: Path | None = None  # a lock shared with huggingface_hub; None: the store's own per-file lock
     link: Path | None = None  # the snapshot symlink to point at ``final``
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
+
+    def check_writable(self, *, label: str) -> None:
+        """Refuse (exit 7), before any byte is fetched, a file that could not be created where it goes."""
+        partial, _ = self.store.part_paths("", label)
+        for target in dict.fromkeys((self.final, self.shown, partial)):
+            problem = creatable_problem(target)
+            if problem is not None:
+                raise LocalFSError(f"{label}: cannot be saved at {target}: {problem}")
 
     def linked(self) -> bool:
         """Whether the snapshot entry (if any) reaches ``final``."""
@@ -139,7 +147,7 @@ class Layout:
             if placement.link is not None and not placement.linked():
                 target = os.path.relpath(placement.final, placement.link.parent)
                 placement.link.parent.mkdir(parents=True, exist_ok=True)
-                tmp = placement.link.with_name(f".{placement.link.name}.{_unique()}.mdl-tmp")
+                tmp = placement.link.with_name(temp_name(placement.link.name))
                 tmp.symlink_to(target)
                 try:
                     tmp.replace(placement.link)
@@ -150,7 +158,7 @@ class Layout:
                 ref_path, commit = placement.ref
                 if not ref_path.is_file() or ref_path.read_text(encoding="utf-8").strip() != commit:
                     ref_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = ref_path.with_name(f".{ref_path.name}.{_unique()}.mdl-tmp")
+                    tmp = ref_path.with_name(temp_name(ref_path.name))
                     tmp.write_text(commit, encoding="utf-8")  # no newline: huggingface_hub reads it verbatim
                     tmp.replace(ref_path)
         except OSError as exc:
@@ -232,11 +240,6 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
         return record
     base = record or ModelRecord(name=spec.name)
     return replace(base, files=known)
-
-
-def _unique() -> str:
-    """A temp-name part no other thread or process uses (jobs link and write refs concurrently)."""
-    return f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
 
 
 def repo_folder(repo: str, repo_type: str) -> str:

@@ -18,6 +18,12 @@ from mdl.store.locks import HeldLocks, acquire_locks, record_lock
 from mdl.store.records import FileRecord, ModelRecord, merge_record, parse_record
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_KEY_MODEL_CHARS = 100
+
+
+def key_prefix(model: str) -> str:
+    """The start of every partial and lock file name of ``model`` under ``.mdl/``."""
+    return _SAFE_CHARS.sub("_", model)[:_KEY_MODEL_CHARS]
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ class Store:
     def _key(self, model: str, path: str) -> str:
         digest = hashlib.sha1(f"{model}\0{path}".encode()).hexdigest()[:16]
         tail = _SAFE_CHARS.sub("_", path.rsplit("/", 1)[-1])[-60:]
-        return f"{_SAFE_CHARS.sub('_', model)}-{digest}-{tail}"
+        # The digest tells files apart; the readable parts are cut so a key plus ".part.json.tmp" fits NAME_MAX.
+        return f"{key_prefix(model)}-{digest}-{tail}"
 
     def part_paths(self, model: str, path: str) -> tuple[Path, Path]:
         """The ``.part`` file and its resume record for one destination file."""

@@ -1,6 +1,7 @@
 """Bytes over HTTP: the one client factory, range parsing, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
+from mdl.transfer.codings import is_encoded
 from mdl.transfer.engine import Engine
 from mdl.transfer.guard import TokenGuard, shown_origin
 from mdl.transfer.http import (
@@ -38,6 +39,7 @@ __all__ = [
     "UnreachableError",
     "discard_partial",
     "error_for_status",
+    "is_encoded",
     "make_client",
     "open_stream",
     "origin",

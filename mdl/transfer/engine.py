@@ -137,6 +137,8 @@ class Engine:
         finally:
             if fd >= 0:
                 os.close(fd)
+        if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
+            resumed_from = 0
         try:
             finish_part(job)
         except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx2
 
 from mdl.errors import NetworkError
+from mdl.transfer.codings import is_encoded
 from mdl.transfer.http import error_for_status, open_stream, origin
 from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
@@ -23,6 +24,10 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
     with open_stream(
         client, job.url, credentials=job.credentials, headers={"Range": "bytes=0-0"}, what=job.label
     ) as response:
+        if response.status_code in (200, 206) and is_encoded(response, what=job.label):
+            with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
+                state.whole_only = True
+            raise RangesIgnoredError
         if response.status_code == 200:
             raise RangesIgnoredError
         if response.status_code != 206:

@@ -37,6 +37,8 @@ class DownloadState:
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
         self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
+        self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
+        self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
 
     @property
     def size(self) -> int | None:
@@ -90,6 +92,7 @@ class DownloadState:
         with self.lock:
             self.pieces = pieces
             self.validator = None
+            self.restarted = True
         self.stop.clear()
 
 

@@ -13,6 +13,7 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
+from mdl.transfer.codings import body_chunks, is_encoded
 from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.http import (
@@ -137,6 +138,10 @@ class Streamer:
         self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool
     ) -> None:
         offset = piece.start + piece.done
+        if state.whole_only and (multi or offset > 0):
+            # This server content-codes its bodies: only one decoded whole-file stream can be trusted, and the
+            # restart gives it a fresh hasher (the bytes on disk are dropped, never spliced).
+            raise RangesIgnoredError
         headers: dict[str, str] = {}
         ranged = multi or offset > 0
         if ranged:
@@ -152,12 +157,20 @@ class Streamer:
                 self._open.add(resp)
                 state.responses.add(resp)
             try:
+                encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
+                if encoded:
+                    with state.lock:
+                        state.whole_only = True
                 if resp.status_code == 206 and ranged:
+                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
+                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
+                        raise RangesIgnoredError
                     check_content_range(job, resp, offset, piece, state)
                 elif resp.status_code == 200:
                     if multi:
                         raise RangesIgnoredError
-                    check_length(job, state, resp)
+                    if not encoded:  # an encoded body's Content-Length counts compressed bytes, not the file's
+                        check_length(job, state, resp)
                     etag = resp.headers.get("ETag")
                     with state.lock:  # a full body is the current version: it is what we validate against now
                         state.validator = etag if etag and not etag.startswith("W/") else None
@@ -166,6 +179,7 @@ class Streamer:
                         self.progress.advance(job.label, -piece.done)
                         with state.lock:
                             piece.done = 0
+                            state.restarted = True
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_total(job, state, resp)
@@ -178,17 +192,25 @@ class Streamer:
                 if etag and not etag.startswith("W/") and state.validator is None:
                     with state.lock:
                         state.validator = etag
-                self._copy_body(job, state, fd, piece, resp, offset)
+                self._copy_body(job, state, fd, piece, resp, offset, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
                     state.responses.discard(resp)
 
     def _copy_body(
-        self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, resp: httpx2.Response, offset: int
+        self,
+        job: TransferJob,
+        state: DownloadState,
+        fd: int,
+        piece: Piece,
+        resp: httpx2.Response,
+        offset: int,
+        *,
+        encoded: bool,
     ) -> None:
         limit = None if piece.end is None else piece.end
-        for chunk in resp.iter_raw():
+        for chunk in body_chunks(resp, encoded=encoded, what=job.label):
             self.check_stop(job, state)
             if limit is not None and offset + len(chunk) > limit:
                 if resp.status_code == 200:  # a full body longer than the file we expect

@@ -224,7 +224,7 @@ def test_bidi_separators_and_invisible_characters_are_refused(tmp_path: Path, na
 
 def test_components_over_name_max_bytes_are_refused(tmp_path: Path) -> None:
     archive = save(tmp_path, [Raw(("pkg/" + "é" * 128).encode(), b"x", flags=0x800)])  # 256 bytes, 128 chars
-    with pytest.raises(ArchiveError, match="longer than 255 bytes"):
+    with pytest.raises(ArchiveError, match="longer than 229 bytes"):  # 255 less room for mdl's temp name
         unpack(archive, tmp_path / "dest")
 
 

@@ -14,10 +14,10 @@ from mdl.catalog.load import CatalogError, FileSpec, ModelSpec, parse_catalog
 from mdl.errors import (
     AuthError,
     ExitCode,
+    HubReplyError,
     IntegrityError,
     NetworkError,
     NotFoundError,
-    UnsafePathError,
 )
 from mdl.sources.hub import Hub
 from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_model, resolve_offline, with_probe
@@ -162,11 +162,12 @@ def test_datasets_and_spaces(hub: HubServer, repo_type: str, prefix: str) -> Non
 @pytest.mark.parametrize("evil", ["../evil", "../../etc/cron.d/x", "a/../../x"])
 def test_listing_with_an_unsafe_path_is_refused(hub: HubServer, evil: str) -> None:
     hub.add_repo("org/evil", {"ok.txt": b"ok", evil: b"pwned"}, allow_unsafe_paths=True)
-    with pytest.raises(UnsafePathError) as info:
+    # A listing name is server bytes: refused like any bad reply (exit 5), by the one name rule (item 13).
+    with pytest.raises(HubReplyError) as info:
         resolve(hub, snapshot(name="e", repo="org/evil"))
-    assert info.value.exit_code == ExitCode.USAGE == 2
-    assert "e: listing of org/evil" in info.value.message
-    assert repr(evil) in info.value.message
+    assert info.value.exit_code == ExitCode.NETWORK == 5
+    assert "e: the listing of org/evil" in info.value.message
+    assert f"'{evil}'" in info.value.message
     assert hub.cdn.log.records() == []
 
 

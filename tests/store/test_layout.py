@@ -381,5 +381,7 @@ def test_a_snapshot_link_that_cannot_be_made_is_exit_7(env: HubServer, cache: Pa
     blocker.write_bytes(b"not a folder")  # where the snapshot folder must go
     result = mdl("pull", "tiny", "--layout", "hf-cache")
     assert result.exit_code == 7
-    assert "cannot link" in result.stderr and "in the Hugging Face cache" in result.stderr
+    # Found before any byte is fetched (item 13): the snapshot entry's folder cannot be created.
+    assert "cannot be saved at" in result.stderr and "is a file, not a folder" in result.stderr
+    assert not env.cdn.log.records(method="GET"), "nothing was fetched"
     assert "Traceback" not in result.stderr

@@ -1,0 +1,110 @@
+"""The action a run reports is what happened: ``resumed`` only when bytes of an earlier run were kept.
+
+A server that answers a ranged request with a whole 200 (Apache answering ``If-Range`` with an old ETag, or
+ignoring ranges) makes mdl start over from zero: that file was ``downloaded``, not ``resumed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from servers import CdnServer, Fault, make_data
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+from mdl.errors import ExitCode
+
+DATA = make_data(3_000_000, seed=21)
+CUT = 1_000_000
+
+
+def mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def served(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.chdir(tmp_path)
+    return cdn.add_file("/files/weights.bin", DATA, etag='"v1"')
+
+
+def cut_first_run(cdn: CdnServer, *args: str) -> None:
+    """Run once with the body cut after CUT bytes and no retries: a partial download is kept."""
+    cdn.faults.add(Fault.reset(after_bytes=CUT, path_prefix="/files/", times=None))
+    first = mdl(*args)
+    cdn.faults.clear()
+    assert first.exit_code == ExitCode.NETWORK, first.output
+
+
+def action_of(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    [file] = json.loads(result.stdout)["files"]
+    assert file["sha256"] == sha(DATA)
+    return str(file["action"])
+
+
+def test_get_resumed_when_the_server_honours_the_range(
+    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    cut_first_run(cdn, "get", served, "-d", "out")
+    monkeypatch.delenv("MDL_RETRIES")
+    cdn.log.clear()
+    assert action_of(mdl("get", served, "-d", "out", "--json")) == "resumed"
+    assert cdn.log.body_bytes(method="GET") < len(DATA)
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
+
+
+def test_get_restarted_by_a_200_to_if_range_is_downloaded(
+    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    cut_first_run(cdn, "get", served, "-d", "out")
+    monkeypatch.delenv("MDL_RETRIES")
+    cdn.log.clear()
+    # 200 and the whole body to every ranged request, whatever If-Range says (the probe's too).
+    cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))
+    result = mdl("get", served, "-d", "out", "--json")
+    guarded = [r for r in cdn.log.records(method="GET") if r.if_range is not None]
+    assert guarded and guarded[0].if_range == '"v1"', "the resume asked for the rest, guarded by the old ETag"
+    assert guarded[0].range == f"bytes={CUT}-{len(DATA) - 1}", guarded[0].range
+    assert action_of(result) == "downloaded"
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
+
+
+def test_get_restarted_because_the_etag_changed_is_downloaded(
+    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    cut_first_run(cdn, "get", served, "-d", "out")
+    monkeypatch.delenv("MDL_RETRIES")
+    # Re-uploaded with a new ETag after the probe: the ranged GET with If-Range "v1" gets the whole new file.
+    cdn.faults.add(
+        Fault.call(lambda: cdn.add_file("/files/weights.bin", DATA, etag='"v2"'), path_prefix="/files/", skip=1)
+    )
+    cdn.log.clear()
+    assert action_of(mdl("get", served, "-d", "out", "--json")) == "downloaded"
+    guarded = [r for r in cdn.log.records(method="GET") if r.if_range is not None]
+    assert guarded and guarded[0].if_range == '"v1"' and guarded[0].status == 200
+
+
+def test_pull_restarted_by_a_200_is_downloaded(
+    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f'[models.w]\nfiles = [{{ url = "{served}", sha256 = "{sha(DATA)}", size = {len(DATA)} }}]\n')
+    args = ("pull", "w", "--catalog", str(catalog), "--dest", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    cut_first_run(cdn, *args)
+    monkeypatch.delenv("MDL_RETRIES")
+    cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))
+    assert action_of(mdl(*args, "--json")) == "downloaded"
+    assert (tmp_path / "models" / "w" / "weights.bin").read_bytes() == DATA
