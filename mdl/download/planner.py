@@ -80,7 +80,9 @@ class Planner:
                 if kept is not None:
                     failures.extend(kept)
                     continue
-                log.error("%s: %s", spec.name, exc.message)
+                # Most messages already start with the model's name ("tiny: …"); never log it twice.
+                said = exc.message if exc.message.startswith(f"{spec.name}:") else f"{spec.name}: {exc.message}"
+                log.error("%s", said)
                 failures.append(failed(spec.name, None, exc, dest=session.store.model_dir(spec.name)))
         return resolved, failures
 
