@@ -11,8 +11,23 @@ class Progress(Protocol):
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         """A batch starts: the bytes still to transfer (None if unknown) over ``files`` files."""
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
-        """One item (a file) starts; ``completed`` bytes are already present (a resume)."""
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """One item (a file) starts; ``completed`` bytes are already present (a resume).
+
+        ``model`` and ``path`` name it for programs (``--progress json``); ``label`` is what people read.
+        """
+
+    def waiting(self, key: str, message: str) -> None:
+        """Item ``key`` waits for something other than bytes (another run's lock): say so on its bar."""
 
     def advance(self, key: str, nbytes: int) -> None:
         """``nbytes`` more bytes of item ``key`` arrived (or were processed)."""
@@ -30,7 +45,19 @@ class NullProgress:
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         """Ignore."""
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Ignore."""
+
+    def waiting(self, key: str, message: str) -> None:
         """Ignore."""
 
     def advance(self, key: str, nbytes: int) -> None:

@@ -29,6 +29,8 @@ class Run:
     verbose: bool = False
     no_progress: bool = False
     log_file: Path | None = None
+    # --progress: auto (rich on a terminal, plain lines off it), rich, plain, json (events for programs), none
+    progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     secrets: tuple[str, ...] = ()
 
@@ -62,6 +64,7 @@ class Run:
             json_output=self.json,
             stderr_isatty=isatty(self.stderr),
             environ=self.environ,
+            requested=self.progress,
         )
         reporter = make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self._secrets())
         try:

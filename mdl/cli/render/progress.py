@@ -40,7 +40,7 @@ __all__ = [
     "setup_logging",
 ]
 
-ProgressMode = Literal["rich", "plain", "none"]
+ProgressMode = Literal["rich", "plain", "json", "none"]
 
 _LABEL_WIDTH = 48  # rich bars: the widest label; longer ones keep their tail (the file name), not their head
 _RICH_FLUSH = 0.1  # seconds between updates of the rich bars: rich redraws 10 times a second anyway
@@ -48,7 +48,13 @@ _NUMBERS_WIDTH = 42  # rich bars: "1,000.5/3,000.0 MB 999.9 MB/s 0:00:00" and th
 
 
 def choose_progress_mode(
-    *, quiet: bool, no_progress: bool, json_output: bool, stderr_isatty: bool, environ: Mapping[str, str]
+    *,
+    quiet: bool,
+    no_progress: bool,
+    json_output: bool,
+    stderr_isatty: bool,
+    environ: Mapping[str, str],
+    requested: str | None = None,
 ) -> ProgressMode:
     """Pick the display: none for -q/--no-progress; plain off a terminal or with TERM=dumb; else rich."""
     # json_output is accepted but does not matter: progress goes to stderr, so stdout stays pure JSON.
@@ -76,8 +82,20 @@ class Reporter:
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         """A batch of ``files`` items starts, with ``total_bytes`` still to transfer."""
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
         """Item ``key`` starts; ``completed`` bytes are already present."""
+
+    def waiting(self, key: str, message: str) -> None:
+        """Item ``key`` waits for something other than bytes (another run's lock)."""
 
     def advance(self, key: str, nbytes: int) -> None:
         """``nbytes`` more bytes of item ``key`` arrived."""
@@ -152,7 +170,16 @@ class _PlainReporter(Reporter):
         with self._lock:
             self._write(f"begin {files} file{'s' if files != 1 else ''}{size}")
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
         """Write the start line: label, size and where a resume picks up."""
         now = self._clock()
         label = safe_text(label, secrets=self._secrets)
@@ -295,7 +322,16 @@ class _RichReporter(Reporter):
                 self._progress.reset(self._total, total=total_bytes, completed=0, description=description)
             self._ensure_live()
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
         """Add a bar for the item, already filled by what a resume keeps."""
         label = safe_text(label, secrets=self._secrets)
         width = self._label_width
