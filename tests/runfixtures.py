@@ -153,6 +153,7 @@ class RecordingProgress:
     def __init__(self, on_advance: Any = None) -> None:
         self.notes: list[str] = []
         self.started: list[str] = []
+        self.names: list[tuple[str | None, str | None]] = []
         self.advanced = 0
         self.begun: tuple[int | None, int] | None = None
         self._on_advance = on_advance
@@ -160,8 +161,21 @@ class RecordingProgress:
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         self.begun = (total_bytes, files)
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.started.append(key)
+        self.names.append((model, path))
+
+    def waiting(self, key: str, message: str) -> None:
+        self.notes.append(f"{key}: {message}")
 
     def advance(self, key: str, nbytes: int) -> None:
         self.advanced += nbytes

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 
 from mdl.download.filelog import log_outcome
 from mdl.download.outcomes import done_outcome
@@ -64,18 +65,30 @@ class FileFetcher:
         remote = plan.remote
         label = label_of(remote)
         session = self.session
+        waited = threading.Event()
+
+        def on_wait() -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
+            waited.set()
+            log.info("%s: another mdl run is fetching it; waiting for its lock", label)
+            session.progress.waiting(label, "another mdl run is fetching it; waiting")
+
         try:
             self._held.lock = plan.placement.store.acquire_file_lock(
                 remote.model,
                 remote.path,
                 timeout=self.settings.lock_timeout,
-                on_wait=lambda: session.progress.note(f"{label}: another mdl run is fetching it; waiting for it"),
+                on_wait=on_wait,
                 cancel=session.cancel,
                 shared_lock=plan.placement.lock,
             )
             try:
                 # Another run may have finished (or changed) it while we waited: decide again under the lock.
                 fresh = self.planner.plan(remote) if not self.settings.force else plan
+                if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
+                    outcome = self.skip(fresh)
+                    done = "fetched by another mdl run" if waited.is_set() else "up to date"
+                    session.progress.finish(label, ok=True, message=done)
+                    return outcome
                 return self._act(fresh, commit, retries)
             finally:
                 if self._held.lock is not None:  # not handed over to a queued record: release it now
@@ -93,15 +106,14 @@ class FileFetcher:
         if action is Action.SKIP:
             return self.skip(plan)
         if action is Action.CHECK:
-            try:
-                size, sha256, git_oid = hash_file(plan.final_path, git=bool(remote.git_oid))
-            except OSError as exc:
-                raise LocalFSError(f"{label_of(remote)}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
+            size, sha256, git_oid = self._check(plan)
             if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=self._recorded_sha(plan)):
                 self.session.layout.link(plan.placement)
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
+                self.session.progress.finish(label_of(remote), ok=True, message="checked")
                 return done_outcome(plan, Action.CHECK, size=size, sha256=sha256)
             log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
+            self.session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
             action = Action.REPAIR
         if self.settings.offline:  # no network at all, mirrors included
             raise offline_error(remote)
@@ -123,6 +135,19 @@ class FileFetcher:
             plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
         )
 
+    def _check(self, plan: PlannedFile) -> tuple[int, str, str | None]:
+        """Hash the file already there (a bar: it may be gigabytes); (size, sha256, git blob id)."""
+        remote = plan.remote
+        label = label_of(remote)
+        progress = self.session.progress
+        progress.start(
+            label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path
+        )
+        try:
+            return hash_file(plan.final_path, git=bool(remote.git_oid), on_bytes=partial(progress.advance, label))
+        except OSError as exc:
+            raise LocalFSError(f"{label}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
+
     def _transfer(self, plan: PlannedFile, retries: RetryLog) -> TransferResult:
         remote = plan.remote
         label = label_of(remote)
@@ -142,6 +167,8 @@ class FileFetcher:
             size_pinned=remote.size_pinned,
             renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
             retries=retries,
+            model=remote.model or None,  # get's one-off files belong to no model
+            path=remote.path,
         )
         for url in mirror_urls(self.settings.mirrors, remote):
             shown = redact_url(url)

@@ -92,11 +92,8 @@ class Puller:
     def execute(self, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
         """Run every plan on ``jobs`` threads; Ctrl-C stops the streams and keeps their partial data."""
         todo = [p for p in plans if p.decision.action is not Action.SKIP]
-        total = sum(
-            (p.remote.size or 0) - (p.partial_bytes if p.decision.action is Action.RESUME else 0)
-            for p in todo
-            if p.decision.action is not Action.CHECK
-        )
+        # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back, see fetcher.py).
+        total = sum((p.remote.size or 0) - (p.partial_bytes if p.decision.action is Action.RESUME else 0) for p in todo)
         self.progress.begin(total_bytes=total, files=len(todo))
         results: dict[int, FileOutcome] = {}
         for index, plan in enumerate(plans):

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat as st
+from collections.abc import Callable
 from pathlib import Path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
@@ -55,8 +56,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) -> tuple[int, str, str | None]:
-    """(size, sha256, git blob sha1 if asked) of a local file, read once."""
+def hash_file(
+    path: Path,
+    *,
+    git: bool = False,
+    block: int = 8 * 1024 * 1024,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[int, str, str | None]:
+    """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
     sha = hashlib.sha256()
     with path.open("rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -72,6 +79,8 @@ def hash_file(path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024) ->
             if sha1 is not None:
                 sha1.update(view[:got])
             total += got
+            if on_bytes is not None:
+                on_bytes(got)
     return total, sha.hexdigest(), sha1.hexdigest() if sha1 is not None else None
 
 

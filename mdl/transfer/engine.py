@@ -106,7 +106,9 @@ class Engine:
                 os.ftruncate(fd, state.size)
             if len(state.pieces) > 1:  # a one-stream file saves its record at the first checkpoint, if it lasts
                 state.save(fd)
-            self.progress.start(job.label, label=job.label, total=state.size, completed=resumed_from)
+            self.progress.start(
+                job.label, label=job.label, total=state.size, completed=resumed_from, model=job.model, path=job.path
+            )
             hasher = self._run_until_done(job, state, fd)
             if state.size is None:  # unknown size: the stream ended, its length is the size
                 state.pieces[0].end = state.pieces[0].done

@@ -78,6 +78,8 @@ class TransferJob:
     retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
     renewable: bool = True  # a 403 may be cured by resolving again (Hub files); a presigned link cannot
     retries: RetryLog = field(default_factory=RetryLog, compare=False)  # filled as the transfer goes
+    model: str | None = None  # what the file belongs to and its path in it, for programs (--progress json)
+    path: str | None = None
 
 
 @dataclass(frozen=True)

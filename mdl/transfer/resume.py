@@ -39,6 +39,7 @@ class DownloadState:
         self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
+        self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
 
     @property
     def size(self) -> int | None:

@@ -19,6 +19,7 @@ from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
+    UnreachableError,
     error_for_status,
     open_stream,
     retry_cause,
@@ -32,6 +33,15 @@ from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece
 
 log = logging.getLogger("mdl.transfer")
+
+
+def seconds(value: float) -> str:
+    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
+class _ClosedEarly(RetryableError):
+    """The body ended before the piece did: the connection was lost mid-answer."""
 
 
 class Streamer:
@@ -103,7 +113,7 @@ class Streamer:
                 if piece.end is None:
                     return
                 if not piece.complete:
-                    raise RetryableError(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
+                    raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
                 if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
                     raise
@@ -116,6 +126,10 @@ class Streamer:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
                 log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
                 job.retries.add(f"stalled at byte {piece.start + piece.done}")
+                silence = self.config.stall_timeout or self.client.timeout.read
+                quiet = f"no bytes for {seconds(silence)}" if silence else "no bytes"
+                again = f"{quiet}, reconnecting ({stalls}/{self.config.max_stalls})"
+                self._announce(job, state, "stall", stalls, again)
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
                 self.check_stop(job, state)
                 if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
@@ -130,9 +144,24 @@ class Streamer:
                     raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
                 delay = self.config.retry.delay(failures, retry_after=err.retry_after)
                 log.info("%s: %s; retry %d in %.1fs", job.label, err.message, failures, delay)
-                job.retries.add(retry_cause(err.message, job.label))
+                cause = retry_cause(err.message, job.label)
+                job.retries.add(cause)
+                # A connection that went away mid-answer is "lost"; an HTTP 503 or a refused connect says itself.
+                raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
+                lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
+                text = f"connection lost ({cause})" if lost else cause
+                again = f"{text}, retrying in {seconds(delay)} ({failures}/{self.config.retry.retries})"
+                self._announce(job, state, "retry", failures, again)
                 if self.cancel.wait(delay):
                     raise InterruptedByUserError(f"{job.label}: interrupted") from exc
+
+    def _announce(self, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
+        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+        with state.lock:
+            if state.announced.get(kind, 0) >= count:
+                return
+            state.announced[kind] = count
+        self.progress.note(f"{job.label}: {text}")
 
     def _stream_piece(
         self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool

@@ -34,9 +34,13 @@ class Notes(NullProgress):
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+        self.waits: list[str] = []
 
     def note(self, message: str) -> None:
         self.notes.append(message)
+
+    def waiting(self, key: str, message: str) -> None:
+        self.waits.append(f"{key}: {message}")
 
 
 @pytest.fixture
@@ -441,4 +445,4 @@ def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Pa
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS)
     weights_actions = sorted(next(f.action for f in r.files if f.path == "model.safetensors") for r in reports)
     assert weights_actions == ["downloaded", "skipped"]
-    assert any("waiting" in n for p in notes for n in p.notes)
+    assert any("waiting" in n for p in notes for n in p.waits)  # on the file's bar, not as a loose line

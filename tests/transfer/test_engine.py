@@ -43,12 +43,26 @@ class Recorder:
         self.advanced: dict[str, int] = defaultdict(int)
         self.starts: list[tuple[str, int | None, int]] = []
         self.notes: list[str] = []
+        self.names: list[tuple[str | None, str | None]] = []
 
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         pass
 
-    def start(self, key: str, *, label: str, total: int | None, completed: int = 0) -> None:
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.starts.append((key, total, completed))
+        self.names.append((model, path))
+
+    def waiting(self, key: str, message: str) -> None:
+        self.notes.append(f"{key}: {message}")
 
     def advance(self, key: str, nbytes: int) -> None:
         with self.lock:

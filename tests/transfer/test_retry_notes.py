@@ -1,0 +1,145 @@
+"""What the engine tells the user while it recovers: one line per stall or retry, with the real limits.
+
+Against the loopback CDN's faults (tests/servers.py): a stall, a connection cut mid-body, the same cut in every
+parallel range at once (one line, not one per range), and a 503 (named as such, not as a lost connection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from servers import CdnServer, Fault, make_data
+
+from mdl.progress import NullProgress
+from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer.job import MAX_STALLS
+from mdl.transfer.scheduling import MiB
+
+
+class Notes(NullProgress):
+    """Keeps the notes and the starts (a real Progress, not the thing under test)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.notes: list[str] = []
+        self.starts: list[tuple[str, str | None, str | None]] = []
+
+    def start(
+        self,
+        key: str,
+        *,
+        label: str,
+        total: int | None,
+        completed: int = 0,
+        model: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        with self.lock:
+            self.starts.append((key, model, path))
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.notes.append(message)
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with make_client(read_timeout=5, pool_size=16) as c:
+        yield c
+
+
+def job_for(tmp_path: Path, url: str, data: bytes) -> TransferJob:
+    state = tmp_path / "dest" / ".mdl" / "partial"
+    return TransferJob(
+        label="m/f.bin",
+        url=url,
+        identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
+        credentials=Credentials(),
+        final_path=tmp_path / "dest" / "m" / "f.bin",
+        part_path=state / "f.part",
+        state_path=state / "f.part.json",
+        source=url,
+        model="m",
+        path="f.bin",
+    )
+
+
+def engine(client: httpx2.Client, progress: Notes, *, retries: int, stall: float | None = None) -> Engine:
+    config = EngineConfig(
+        connections=4,
+        retry=RetryPolicy(retries=retries, base=0.01, cap=0.05),
+        split_threshold=1 * MiB,
+        stall_timeout=stall,
+    )
+    return Engine(client, config, progress=progress, cancel=threading.Event())
+
+
+def test_a_stall_says_how_long_it_waited_and_how_many_tries_are_left(cdn: CdnServer, tmp_path: Path) -> None:
+    data = make_data(300_000, seed=61)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
+    progress = Notes()
+    with make_client(read_timeout=5, pool_size=4) as client:
+        engine(client, progress, retries=0, stall=0.5).fetch(job_for(tmp_path, url, data))
+    assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
+    assert progress.notes == [f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{MAX_STALLS})"]
+    assert progress.starts == [("m/f.bin", "m", "f.bin")]  # model and path for programs
+
+
+def test_a_stall_without_its_own_timeout_names_the_clients(cdn: CdnServer, tmp_path: Path) -> None:
+    data = make_data(300_000, seed=62)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.stall(after_bytes=100_000))
+    progress = Notes()
+    with make_client(read_timeout=0.4, pool_size=4) as client:
+        engine(client, progress, retries=0).fetch(job_for(tmp_path, url, data))
+    assert progress.notes == [f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{MAX_STALLS})"]
+
+
+def test_a_dropped_connection_says_lost_why_when_and_which_try(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(600_000, seed=63)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=250_000))
+    progress = Notes()
+    engine(client, progress, retries=3).fetch(job_for(tmp_path, url, data))
+    assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
+    (line,) = progress.notes
+    assert re.fullmatch(r"m/f\.bin: connection lost \(.+\), retrying in \d+\.\d s \(1/3\)", line), line
+
+
+def test_every_range_cut_at_once_is_one_line_per_retry(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(16 * MiB, seed=64)  # four 4 MiB ranges over four connections
+    url = cdn.add_file("/f.bin", data)
+    # The first GET locates the file; the four ranges after it meet at a barrier, so all are in flight when the
+    # server cuts each of them once.
+    meet = threading.Barrier(4, timeout=20)
+    cdn.faults.add(Fault.call(meet.wait, path_prefix="/f.bin", skip=1, times=4))
+    cut = cdn.faults.add(Fault.reset(after_bytes=100_000, skip=1, times=4))
+    progress = Notes()
+    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
+    assert cut.hits == 4
+    assert len(progress.notes) == 1, progress.notes
+    assert progress.notes[0].startswith("m/f.bin: connection lost (") and progress.notes[0].endswith("(1/2)")
+
+
+def test_a_503_is_named_as_the_servers_answer_not_a_lost_connection(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(20_000, seed=65)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.http_error(503, retry_after=1))
+    progress = Notes()
+    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    (line,) = progress.notes
+    assert line.startswith(f"m/f.bin: HTTP 503 from {url}") and line.endswith(", retrying in 1 s (1/2)"), line
+    assert "connection lost" not in line
