@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import stat as st
 from collections.abc import Sequence
@@ -188,6 +189,7 @@ def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: 
     layout = Layout(settings)
     store = layout.records
     outcomes: list[FileOutcome] = []
+    begin_hashing(models, layout, progress)
     for spec in models:
         status = model_status(spec, layout)
         if status.record is None:
@@ -212,6 +214,20 @@ def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: 
     return RunReport(tuple(outcomes))
 
 
+def begin_hashing(models: Sequence[ModelSpec], layout: Layout, progress: Progress) -> None:
+    """Tell the display how much verify will hash: the recorded files on disk (a total bar, an ETA)."""
+    total = files = 0
+    for spec in models:
+        status = model_status(spec, layout)
+        recorded = status.record.files if status.record is not None else {}
+        for file in status.files:
+            entry = recorded.get(file.path)
+            if entry is not None and file.state not in ("missing", "partial"):
+                total += entry.size
+                files += 1
+    progress.begin(total_bytes=total, files=files)
+
+
 def _verify_one(
     store: Store,
     model: str,
@@ -227,10 +243,10 @@ def _verify_one(
             raise IntegrityError(f"{label}: missing ({file.dest})")
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
-        progress.start(label, label=label, total=entry.size)
+        progress.start(label, label=label, total=entry.size, model=model, path=file.path)
         blob_name = file.final.name if file.final != file.dest and _BLOB_NAME.match(file.final.name) else None
-        size, sha256, git_oid = hash_file(file.final, git=blob_name is not None and len(blob_name) == 40)
-        progress.advance(label, size)
+        git = blob_name is not None and len(blob_name) == 40
+        size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
         if blob_name is not None and blob_name not in (sha256, git_oid):
             # A Hugging Face cache blob is named by its content: other bytes under that name are corruption,
             # whatever the record says (hf_hub_download would serve them as this file).

@@ -1,0 +1,74 @@
+"""Run the real `mdl` with stderr on a pseudo-terminal (what a person sees) or on a pipe (what cron sees)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", re.MULTILINE)
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What one run left: its exit code, stdout bytes and stderr text."""
+
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def screen(self) -> str:
+        """stderr without terminal control sequences."""
+        return _ESCAPES.sub("", self.stderr)
+
+
+def run_mdl(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    tty: bool,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    columns: int = 120,
+) -> Ran:
+    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm)."""
+    environ = dict(env)
+    command = [sys.executable, "-m", "mdl", *args]
+    if not tty:
+        done = subprocess.run(command, env=environ, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+        return Ran(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
+    environ.update(TERM="xterm", COLUMNS=str(columns), LINES="40")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(command, env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                proc.kill()
+                raise AssertionError("mdl wrote nothing on its terminal for too long")
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out = proc.stdout.read() if proc.stdout is not None else b""
+        code = proc.wait(timeout=timeout)
+    finally:
+        os.close(master)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return Ran(code, out, b"".join(chunks).decode(errors="replace"))
