@@ -342,7 +342,7 @@ def pack(
 
 
 def unpack(
-    archive: StrPath,
+    archive: StrPath | BinaryIO,
     *,
     dest: StrPath | None = None,
     force: bool = False,
@@ -351,15 +351,23 @@ def unpack(
 ) -> UnpackResult:
     """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
     ``force`` replaces what its top-level entries name; ``max_ratio`` (default 200, ``math.inf`` turns the
-    check off) caps how far entries and the whole archive may expand."""
-    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive
+    check off) caps how far entries and the whole archive may expand.
+
+    ``archive`` may be a binary stream (``sys.stdin.buffer``): it is spooled to a hidden temp file on the
+    destination's filesystem first (a zip is read from its end), and that file is removed whatever happens."""
+    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
     folder = Path(dest) if dest is not None else None
+    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
+    if not isinstance(archive, str | os.PathLike):
+        return unpack_stream(
+            archive, dest=folder, force=force, progress=progress or NullProgress(), cwd=Path.cwd(), max_ratio=ratio
+        )
     return unpack_archive(
         Path(archive),
         dest=folder,
         force=force,
         progress=progress or NullProgress(),
         cwd=Path.cwd(),
-        max_ratio=DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
+        max_ratio=ratio,
     )

@@ -156,10 +156,13 @@ class RecordingProgress:
         self.names: list[tuple[str | None, str | None]] = []
         self.advanced = 0
         self.begun: tuple[int | None, int] | None = None
+        self.batches: list[tuple[int | None, int]] = []
+        self.by_key: dict[str, int] = {}
         self._on_advance = on_advance
 
     def begin(self, *, total_bytes: int | None, files: int) -> None:
         self.begun = (total_bytes, files)
+        self.batches.append(self.begun)
 
     def start(
         self,
@@ -179,6 +182,7 @@ class RecordingProgress:
 
     def advance(self, key: str, nbytes: int) -> None:
         self.advanced += nbytes
+        self.by_key[key] = self.by_key.get(key, 0) + nbytes
         if self._on_advance is not None:
             self._on_advance(key, nbytes)
 

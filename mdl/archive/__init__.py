@@ -1,8 +1,9 @@
 """Packing a training run into a deterministic zip (checkpoint and file selection, the streaming writer) and
-unpacking archives safely (hostile names refused before a byte is written)."""
+unpacking archives safely (hostile names refused before a byte is written), from a file or a pipe."""
 
 from mdl.archive.entries import DEFAULT_MAX_RATIO
 from mdl.archive.packer import PackOptions, PackResult, pack_run
+from mdl.archive.spool import unpack_stream
 from mdl.archive.unpack import UnpackResult, unpack_archive
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "UnpackResult",
     "pack_run",
     "unpack_archive",
+    "unpack_stream",
 ]

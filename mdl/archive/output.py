@@ -77,10 +77,17 @@ def _write_seekable(
     return hashes
 
 
-def _digest_from(fd: int, start: int) -> tuple[str, int]:
+def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[str, int]:
+    """The archive's own sha256, read back once it is written: a batch of its own (gigabytes take a while)."""
+    end = os.lseek(fd, 0, os.SEEK_END)
     os.lseek(fd, start, os.SEEK_SET)
+    key = f"sha256:{name}"
+    progress.begin(total_bytes=end - start, files=1)
+    progress.start(key, label=f"checksumming {name}", total=end - start)
     with HashingCopier() as copier:
-        return copier.digest_fd(fd)
+        found = copier.digest_fd(fd, partial(progress.advance, key))
+    progress.finish(key, ok=True)
+    return found
 
 
 def write_file_archive(
@@ -97,7 +104,7 @@ def write_file_archive(
             hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
             fh.flush()
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
-            digest, size = _digest_from(fh.fileno(), 0)
+            digest, size = _digest_from(fh.fileno(), 0, progress, target.name)
         partial_path.replace(target)
     except OSError as exc:
         partial_path.unlink(missing_ok=True)
@@ -149,7 +156,6 @@ def write_stdout_archive(
     fd = _reopen_for_update(found[0]) if found is not None else None
     total = sum(f.size for f in files)
     if found is None or fd is None:
-        progress.begin(total_bytes=2 * total, files=len(files))
         return _write_pipe(out, stem, meta, files, zip_date_time(epoch), progress)
     progress.begin(total_bytes=total, files=len(files))
     start = os.lseek(found[0], 0, os.SEEK_CUR)
@@ -158,7 +164,7 @@ def write_stdout_archive(
         hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
         fh.flush()
         end = fh.tell()
-        digest, size = _digest_from(fh.fileno(), start)
+        digest, size = _digest_from(fh.fileno(), start, progress, Path(found[1]).name if found[1] else "stdout")
     os.lseek(found[0], end, os.SEEK_SET)  # what the caller writes next goes after the archive
     return size, digest, hashes
 
@@ -193,7 +199,9 @@ def _write_pipe(
 ) -> tuple[int, str, dict[str, str]]:
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
     sink = HashingWriter(out)
+    total = sum(f.size for f in files)
     with HashingCopier() as copier:
+        progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
         sums = hash_sources(files, copier, progress, "hash:")
         hashes = {name: sha for name, (sha, _) in sums.items()}
         manifest = manifest_bytes(meta, files, hashes)
@@ -206,8 +214,9 @@ def _write_pipe(
         writer.add(
             name, size=len(manifest), crc=zlib.crc32(manifest), deflate=False, date_time=stamp, body=write_manifest
         )
+        progress.begin(total_bytes=total, files=len(files))
         for src in files:
-            progress.start(src.arcname, label=src.arcname, total=src.size)
+            progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
             digest = _stream_source(writer, f"{stem}/{src.arcname}", src, sums[src.arcname][1], stamp, copier, progress)
             if digest != hashes[src.arcname]:
                 raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")

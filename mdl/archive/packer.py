@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
+from mdl.archive.progress import ArchiveProgress
 from mdl.archive.selection import FileChoice, collect_files
 from mdl.archive.zipwriter import ENTRY_OVERHEAD
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
@@ -186,6 +187,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
         return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
 
+    progress = ArchiveProgress(progress, target.name if target is not None else None)
     if target is None:
         assert stdout is not None
         try:

@@ -26,6 +26,7 @@ from mdl.archive.entries import (
     check_names,
 )
 from mdl.archive.names import MANIFEST_NAME
+from mdl.archive.progress import ArchiveProgress
 from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
@@ -174,7 +175,7 @@ class _Tree:
 def _extract_one(fh: BinaryIO, entry: Entry, tree: _Tree, progress: Progress) -> UnpackedFile:
     """Write one file, counting real output bytes against its declared size; check CRC-32."""
     size = entry.zip.file_size
-    progress.start(entry.name, label=entry.name, total=size)
+    progress.start(entry.name, label=entry.name, total=size, path=entry.name)
     digest = hashlib.sha256()
     crc = written = 0
     with os.fdopen(tree.create(entry.name), "wb") as dst:
@@ -259,6 +260,8 @@ def unpack_archive(
     declared size.
     """
     dest_dir = cwd / dest if dest is not None else cwd
+    if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
+        progress = ArchiveProgress(progress, archive.name)
     with _open_archive(cwd / archive, archive) as fh:
         try:
             return _unpack(fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio)

@@ -141,8 +141,9 @@ class HashingCopier:
             raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
         return digest.hexdigest()
 
-    def digest_fd(self, fd: int) -> tuple[str, int]:
-        """sha256 and length of everything from ``fd``'s offset on, the next read overlapping the hashing."""
+    def digest_fd(self, fd: int, advance: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """sha256 and length of everything from ``fd``'s offset on, the next read overlapping the hashing;
+        ``advance(n)`` hears each block read."""
         digest = hashlib.sha256()
         pending: Future[None] | None = None
         total = 0
@@ -151,6 +152,8 @@ class HashingCopier:
             while count := os.readv(fd, [self._buffers[turn]]):
                 job = self._pool.submit(digest.update, memoryview(self._buffers[turn])[:count])
                 total += count
+                if advance is not None:
+                    advance(count)
                 turn ^= 1
                 if pending is not None:
                     pending.result()
@@ -179,7 +182,7 @@ def hash_sources(
     sums: dict[str, tuple[str, int]] = {}
     for src in sources:
         key = key_prefix + src.arcname
-        progress.start(key, label=f"hashing {src.arcname}", total=src.size)
+        progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
         fd = open_unchanged(src)
         sink = _CrcSink()
         try:
@@ -208,7 +211,7 @@ def write_entries(
     hashes: dict[str, str] = {}
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", size=src.size, date_time=date_time, deflate=src.deflate)
-        progress.start(src.arcname, label=src.arcname, total=src.size)
+        progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
         fd = open_unchanged(src)
         try:
             # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.

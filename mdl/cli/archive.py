@@ -89,7 +89,7 @@ def pack_cmd(
 
 
 def unpack_cmd(
-    archive: Annotated[Path, typer.Argument(help="The zip archive.")],
+    archive: Annotated[Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")],
     directory: Annotated[
         Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
     ] = None,
@@ -112,7 +112,8 @@ def unpack_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run):
         with run.reporter() as progress:
-            result = api.unpack(archive, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
+            source = sys.stdin.buffer if str(archive) == "-" else archive
+            result = api.unpack(source, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
         doc = result.to_json()
         if run.json:
             run.emit(doc)

@@ -15,6 +15,7 @@ from mdl.download.planner import PlannedFile, Planner, identity_of, label_of, of
 from mdl.download.record_queue import Commit, RecordQueue
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, LocalFSError, MdlError
+from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_urls
@@ -106,7 +107,7 @@ class FileFetcher:
         if action is Action.SKIP:
             return self.skip(plan)
         if action is Action.CHECK:
-            size, sha256, git_oid = self._check(plan)
+            size, sha256, git_oid = _hash_present(plan, self.session.progress)
             if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=self._recorded_sha(plan)):
                 self.session.layout.link(plan.placement)
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
@@ -134,19 +135,6 @@ class FileFetcher:
         return done_outcome(
             plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
         )
-
-    def _check(self, plan: PlannedFile) -> tuple[int, str, str | None]:
-        """Hash the file already there (a bar: it may be gigabytes); (size, sha256, git blob id)."""
-        remote = plan.remote
-        label = label_of(remote)
-        progress = self.session.progress
-        progress.start(
-            label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path
-        )
-        try:
-            return hash_file(plan.final_path, git=bool(remote.git_oid), on_bytes=partial(progress.advance, label))
-        except OSError as exc:
-            raise LocalFSError(f"{label}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc
 
     def _transfer(self, plan: PlannedFile, retries: RetryLog) -> TransferResult:
         remote = plan.remote
@@ -242,3 +230,14 @@ def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None,
     if remote.git_oid:
         return git_oid == remote.git_oid
     return record_sha is not None and sha256 == record_sha
+
+
+def _hash_present(plan: PlannedFile, progress: Progress) -> tuple[int, str, str | None]:
+    """Hash the file already there (with a bar: it may be gigabytes); (size, sha256, git blob id)."""
+    remote = plan.remote
+    label = label_of(remote)
+    progress.start(label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path)
+    try:
+        return hash_file(plan.final_path, git=bool(remote.git_oid), on_bytes=partial(progress.advance, label))
+    except OSError as exc:
+        raise LocalFSError(f"{label}: cannot read {plan.final_path}: {exc.strerror or exc}") from exc

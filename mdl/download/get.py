@@ -24,6 +24,7 @@ from mdl.sources import (
     check_expected_sha256,
     check_inline,
     check_url,
+    decoded_size,
     name_key,
     parse_job_output,
     write_inline,
@@ -113,8 +114,9 @@ def fetch_sources(
     if sha256 is not None and len(items) != 1:
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
     targets = _targets(items, output=output, directory=directory)
-    checks = _check_inline_payloads(items, expected_sha256=sha256)
+    checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
     outcomes: dict[int, FileOutcome] = {}
+    progress.begin(total_bytes=sum(check.size for check in checks.values()), files=len(checks))
     for index, check in checks.items():
         item, target = items[index], targets[index]
         assert isinstance(item, InlineFile)
@@ -162,17 +164,21 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -
     return targets
 
 
-def _check_inline_payloads(items: Sequence[Source], *, expected_sha256: str | None) -> dict[int, InlineCheck]:
+def _check_inline_payloads(
+    items: Sequence[Source], *, expected_sha256: str | None, progress: Progress
+) -> dict[int, InlineCheck]:
     """Decode every inline payload once without keeping it; refuse the whole job if any is wrong.
 
     Bad base64 (exit 2) wins over a size or sha256 mismatch (exit 6), as the lowest code does (contract).
     """
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
+    inline = [item for item in items if isinstance(item, InlineFile)]
+    progress.begin(total_bytes=sum(decoded_size(item) for item in inline), files=len(inline))
     for index, item in enumerate(items):
         if isinstance(item, InlineFile):
             try:
-                checks[index] = check_inline(item, expected_sha256=expected_sha256)
+                checks[index] = check_inline(item, expected_sha256=expected_sha256, progress=progress)
             except MdlError as exc:
                 log.error("%s", exc.message)
                 errors.append(exc)

@@ -276,16 +276,30 @@ def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
         raise JobOutputError(f"{where}.data: not valid base64 (incorrect padding: {len(carry)} character(s) left over)")
 
 
-def check_inline(item: InlineFile, *, expected_sha256: str | None = None) -> InlineCheck:
+def decoded_size(item: InlineFile) -> int:
+    """What ``item`` decodes to: the descriptor's size, else about 3/4 of its base64 (for a progress total)."""
+    return item.size if item.size is not None else len(item.data) * 3 // 4
+
+
+def check_inline(
+    item: InlineFile, *, expected_sha256: str | None = None, progress: Progress | None = None
+) -> InlineCheck:
     """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor.
 
     JobOutputError (exit 2) for bad base64, IntegrityError (exit 6) for a size or sha256 that differs.
     """
     digest = hashlib.sha256()
     size = 0
+    key = f"check:{item.filename}"
+    if progress is not None:  # a big payload takes seconds to decode: its bar moves meanwhile
+        progress.start(key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename)
     for chunk in iter_base64(item.data, where=item.where):
         digest.update(chunk)
         size += len(chunk)
+        if progress is not None:
+            progress.advance(key, len(chunk))
+    if progress is not None:
+        progress.finish(key, ok=True)
     actual = digest.hexdigest()
     if item.size is not None and item.size != size:
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, its data decodes to {size}")
@@ -306,7 +320,7 @@ def _umask() -> int:
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
     label = item.filename
-    progress.start(label, label=label, total=check.size)
+    progress.start(label, label=label, total=check.size, path=item.filename)  # belongs to no model
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length

@@ -44,6 +44,23 @@ class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
 
 
+def _why(exc: Exception, err: RetryableError, label: str) -> str:
+    """A retry's cause for people: a connection that went away mid-answer is "lost"; a 503 says itself."""
+    cause = retry_cause(err.message, label)
+    raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
+    lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
+    return f"connection lost ({cause})" if lost else cause
+
+
+def announce(progress: Progress, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
+    """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+    with state.lock:
+        if state.announced.get(kind, 0) >= count:
+            return
+        state.announced[kind] = count
+    progress.note(f"{job.label}: {text}")
+
+
 class Streamer:
     """Runs the streams of one engine's files, and keeps their open responses so an abort can close them."""
 
@@ -127,9 +144,8 @@ class Streamer:
                 log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
                 job.retries.add(f"stalled at byte {piece.start + piece.done}")
                 silence = self.config.stall_timeout or self.client.timeout.read
-                quiet = f"no bytes for {seconds(silence)}" if silence else "no bytes"
-                again = f"{quiet}, reconnecting ({stalls}/{self.config.max_stalls})"
-                self._announce(job, state, "stall", stalls, again)
+                again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
+                announce(self.progress, job, state, "stall", stalls, again)
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
                 self.check_stop(job, state)
                 if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
@@ -144,24 +160,11 @@ class Streamer:
                     raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
                 delay = self.config.retry.delay(failures, retry_after=err.retry_after)
                 log.info("%s: %s; retry %d in %.1fs", job.label, err.message, failures, delay)
-                cause = retry_cause(err.message, job.label)
-                job.retries.add(cause)
-                # A connection that went away mid-answer is "lost"; an HTTP 503 or a refused connect says itself.
-                raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
-                lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
-                text = f"connection lost ({cause})" if lost else cause
-                again = f"{text}, retrying in {seconds(delay)} ({failures}/{self.config.retry.retries})"
-                self._announce(job, state, "retry", failures, again)
+                job.retries.add(retry_cause(err.message, job.label))
+                again = f"retrying in {seconds(delay)} ({failures}/{self.config.retry.retries})"
+                announce(self.progress, job, state, "retry", failures, f"{_why(exc, err, job.label)}, {again}")
                 if self.cancel.wait(delay):
                     raise InterruptedByUserError(f"{job.label}: interrupted") from exc
-
-    def _announce(self, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
-        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
-        with state.lock:
-            if state.announced.get(kind, 0) >= count:
-                return
-            state.announced[kind] = count
-        self.progress.note(f"{job.label}: {text}")
 
     def _stream_piece(
         self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool

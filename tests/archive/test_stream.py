@@ -201,7 +201,10 @@ def test_stdout_that_is_a_regular_file_is_written_in_one_pass(tmp_path: Path) ->
     assert data.startswith(b"#!stub\n") and result.size == len(data) - 7
     assert result.sha256 == hashlib.sha256(data[7:]).hexdigest()
     total = sum(f.size for f in result.files)
-    assert progress.begun == (total, len(result.files)) and progress.advanced == total  # each byte read once
+    # Each source byte read once; then the archive's own checksum pass, a batch of its own.
+    assert progress.batches == [(total, len(result.files)), (result.size, 1)]
+    assert sum(n for key, n in progress.by_key.items() if not key.startswith("sha256:")) == total
+    assert progress.by_key["sha256:redirected.zip"] == result.size
     check_readers(out_path, len(result.files) + 1, streaming=False)
     unpack_archive(out_path, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path)
 
