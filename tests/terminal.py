@@ -8,6 +8,7 @@ import re
 import select
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ def run_mdl(
     finally:
         os.close(slave)
     chunks: list[bytes] = []
+    out_chunks: list[bytes] = []
+    # stdout is drained alongside: a child writing a big archive to it must never block on a full pipe.
+    drain = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else b""))
+    drain.start()
     try:
         while True:
             ready, _, _ = select.select([master], [], [], timeout)
@@ -65,8 +70,9 @@ def run_mdl(
             if not data:
                 break
             chunks.append(data)
-        out = proc.stdout.read() if proc.stdout is not None else b""
         code = proc.wait(timeout=timeout)
+        drain.join(timeout=timeout)
+        out = b"".join(out_chunks)
     finally:
         os.close(master)
         if proc.stdout is not None:

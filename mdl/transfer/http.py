@@ -304,6 +304,11 @@ def open_stream(
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
 
 
+def seconds(value: float) -> str:
+    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
 def retry_cause(message: str, label: str) -> str:
     """A retry's cause as the log keeps it: the error message without the file label it starts with."""
     return message.removeprefix(f"{label}: ")
@@ -333,11 +338,13 @@ class RetryPolicy:
         what: str,
         wait: Callable[[float], bool] | None = None,
         on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> T:
         """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry.
 
         ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
-        ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog).
+        ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog); ``announce(line)`` gets
+        ``"<cause>, retrying in 2 s (1/5)"`` for the user.
         """
         attempt = 0
         while True:
@@ -352,6 +359,8 @@ class RetryPolicy:
                 log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
                 if on_retry is not None:
                     on_retry(retry_cause(exc.message, what))
+                if announce is not None:
+                    announce(f"{retry_cause(exc.message, what)}, retrying in {seconds(delay)} ({attempt}/{limit})")
                 if wait is not None:
                     if wait(delay):
                         raise InterruptedByUserError(f"{what}: interrupted") from exc

@@ -23,6 +23,7 @@ from mdl.transfer.http import (
     error_for_status,
     open_stream,
     retry_cause,
+    seconds,
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, TransferJob
@@ -33,11 +34,6 @@ from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece
 
 log = logging.getLogger("mdl.transfer")
-
-
-def seconds(value: float) -> str:
-    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
-    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
 
 
 class _ClosedEarly(RetryableError):
@@ -104,7 +100,11 @@ class Streamer:
 
     def locate_retrying(self, job: TransferJob, state: DownloadState) -> str:
         return self.config.retry.run(
-            lambda: locate(self.client, job, state), what=job.label, wait=self.cancel.wait, on_retry=job.retries.add
+            lambda: locate(self.client, job, state),
+            what=job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
+            announce=lambda line: self.progress.note(f"{job.label}: {line}"),
         )
 
     def _relocate(self, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:

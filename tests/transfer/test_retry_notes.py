@@ -143,3 +143,15 @@ def test_a_503_is_named_as_the_servers_answer_not_a_lost_connection(
     (line,) = progress.notes
     assert line.startswith(f"m/f.bin: HTTP 503 from {url}") and line.endswith(", retrying in 1 s (1/2)"), line
     assert "connection lost" not in line
+
+
+def test_a_503_while_locating_a_split_file_is_told_too(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(8 * MiB, seed=66)  # over the split threshold: one locate request, then ranges
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.http_error(503, retry_after=1))  # the locate request
+    progress = Notes()
+    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
+    assert progress.notes == [
+        f"m/f.bin: HTTP 503 from {url}: injected 503 error from the test server, retrying in 1 s (1/2)"
+    ]

@@ -1,0 +1,163 @@
+"""`mdl unpack -`: the archive from a pipe (`mdl pack RUN -o - | ssh gpu mdl unpack - -d /models`).
+
+Real processes and a real shell pipe: the bytes arrive identical, the spool (a hidden temp file on the
+destination's filesystem) is gone afterwards whatever happened, and a terminal, an empty or a non-zip stdin
+are refused as usage errors naming stdin.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run
+from terminal import STAMP
+
+from mdl import api
+from mdl.errors import UsageError
+
+MiB = 1024 * 1024
+MDL = f"{shlex.quote(sys.executable)} -m mdl"
+
+
+def spools(folder: Path) -> list[str]:
+    """Spool files mdl left in ``folder`` (hidden temp names)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".stdin.zip."))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    make_hf_run(run, steps=(100,))
+    (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))  # big enough for progress to have to move
+    return run
+
+
+def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(run_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "deploy" / "models"
+    done = subprocess.run(
+        f"{MDL} pack run -o - | {MDL} unpack - -d {shlex.quote(str(dest))}",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    unpacked = tree(dest / "run")
+    for name, data in tree(run_dir).items():
+        if name in unpacked:
+            assert unpacked[name] == data, name
+    assert unpacked["big.safetensors"] == (run_dir / "big.safetensors").read_bytes()
+    err = done.stderr.decode()
+    # Off a terminal: stamped lines for reading stdin, then for extracting.
+    lines = [STAMP.sub("", line) for line in err.splitlines() if STAMP.match(line)]
+    assert "start reading stdin (size unknown)" in lines, err
+    assert any(line.startswith("done reading stdin ") for line in lines), err
+    assert any(line.startswith("start run/big.safetensors (") for line in lines), err
+    assert spools(dest) == [] and spools(dest.parent) == [] and spools(tmp_path) == []
+
+
+def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(run_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    packed = subprocess.run(
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(dest), "--json"],
+        input=packed.stdout,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert sorted(p.name for p in dest.iterdir()) == ["run"]  # no spool, no staging folder
+
+
+def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(run_dir: Path, tmp_path: Path) -> None:
+    archive = subprocess.run(
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+    ).stdout
+    dest = tmp_path / "target" / "models"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(dest)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(archive[: len(archive) // 2])  # the writer is still going when the user presses Ctrl-C
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not spools(tmp_path) and time.monotonic() < deadline:  # DIR does not exist yet: the spool is beside it
+        time.sleep(0.02)
+    assert spools(tmp_path), "no spool appeared"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert spools(tmp_path) == []
+    assert not (tmp_path / "target").exists(), "nothing may be created in or for the destination"
+
+
+def test_a_terminal_on_stdin_is_refused(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(tmp_path / "d")],
+            stdin=slave,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert done.returncode == 2
+    assert "reading an archive from stdin needs a pipe" in done.stderr.decode()
+    assert not (tmp_path / "d").exists() and spools(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "stdin is empty: expected a zip archive"),
+        (b"hello, this is not a zip\n", "stdin: not a readable zip archive"),
+    ],
+)
+def test_empty_or_non_zip_stdin_is_a_usage_error_naming_stdin(tmp_path: Path, data: bytes, message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(tmp_path / "d")],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr.decode()
+    assert message in done.stderr.decode()
+    assert not (tmp_path / "d").exists() and spools(tmp_path) == []
+
+
+def test_api_unpack_accepts_a_binary_stream(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    api.pack("run", stream=buffer)
+    result = api.unpack(io.BytesIO(buffer.getvalue()), dest="api-out")
+    assert (tmp_path / "api-out" / "run" / "big.safetensors").read_bytes() == (run_dir / "big.safetensors").read_bytes()
+    assert result.dest == str(tmp_path / "api-out")
+    assert spools(tmp_path) == [] and spools(tmp_path / "api-out") == []
+    with pytest.raises(UsageError, match="stdin is empty"):
+        api.unpack(io.BytesIO(b""), dest="empty")
