@@ -107,17 +107,6 @@ class Streamer:
             announce=lambda line: self.progress.note(f"{job.label}: {line}"),
         )
 
-    def _relocate(self, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:
-        """Re-resolve an expired signed URL once for all streams of this file."""
-        assert self.relocate is not None
-        with state.relocate_lock:
-            if state.url != expired:
-                return  # another stream already re-resolved it
-            log.info("%s: signed URL refused (403), resolving it again", job.label)
-            job.retries.add("signed URL refused (HTTP 403), resolved it again")
-            url = self.relocate(job)
-            state.url = self.locate_retrying(job, state) if multi else url
-
     def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
         """Fetch one piece to completion, retrying transient failures and resuming from its last byte."""
         failures = 0
@@ -135,7 +124,7 @@ class Streamer:
                 if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
                     raise
                 failures += 1
-                self._relocate(job, state, expired=url, multi=multi)
+                _relocate(self, job, state, expired=url, multi=multi)
             except httpx2.ReadTimeout as exc:
                 self.check_stop(job, state)
                 stalls += 1
@@ -261,3 +250,15 @@ class Streamer:
                 self.limiter.consume(written, self.cancel)
             if time.monotonic() - state.last_save >= self.config.checkpoint_interval:
                 state.save(fd)
+
+
+def _relocate(streams: Streamer, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:
+    """Re-resolve an expired signed URL once for all streams of this file."""
+    assert streams.relocate is not None
+    with state.relocate_lock:
+        if state.url != expired:
+            return  # another stream already re-resolved it
+        log.info("%s: signed URL refused (403), resolving it again", job.label)
+        job.retries.add("signed URL refused (HTTP 403), resolved it again")
+        url = streams.relocate(job)
+        state.url = streams.locate_retrying(job, state) if multi else url
