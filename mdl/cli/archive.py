@@ -14,18 +14,25 @@ from mdl.cli.options import (
     JsonOpt,
     LogFileOpt,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import guarded
 from mdl.errors import UsageError
 
 
 def pack_cmd(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="NAME, latest, best or step:N (default: the run's own files).")
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="NAME, latest, best or step:N (default: the run's own files).",
+        ),
     ] = None,
     profile: Annotated[str, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
     with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
@@ -36,24 +43,30 @@ def pack_cmd(
         list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")
     ] = None,
     compress: Annotated[
-        str, typer.Option("--compress", help="auto (store weights, deflate text), none or deflate.")
+        str,
+        typer.Option(
+            "--compress",
+            help="auto (store weights, deflate text), none or deflate.",
+        ),
     ] = "auto",
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=output is not None and str(output) == "-"):
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
         if compress not in ("auto", "none", "deflate"):
             raise UsageError(f"--compress: expected auto, none or deflate, got {compress!r}")
         to_stdout = output is not None and str(output) == "-"
-        if to_stdout and json_out:
+        if to_stdout and run.json:
             raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
         with run.reporter() as progress:
             result = api.pack(
@@ -89,6 +102,7 @@ def pack_cmd(
 
 
 def unpack_cmd(
+    ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="The zip archive.")],
     directory: Annotated[
         Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
@@ -106,10 +120,12 @@ def unpack_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run):
         with run.reporter() as progress:
             result = api.unpack(archive, dest=directory, force=force, max_ratio=max_ratio, progress=progress)

@@ -14,17 +14,21 @@ from mdl.cli.options import (
     JsonOpt,
     LayoutOpt,
     LogFileOpt,
+    NameArg,
     NamesArg,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     TimeoutOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import guarded
 from mdl.errors import UsageError
 
 
 def list_cmd(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option("--status", help="installed | partial | missing")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
@@ -37,12 +41,13 @@ def list_cmd(
     log_file: LogFileOpt = None,
 ) -> None:
     """The catalog with each model's local status (offline)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
         if status is not None and status not in api.STATUSES:
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         listing = api.list_models(
-            catalog=catalog, dest=dest, layout=layout, status=status, tag=tag, environ=run.environ
+            catalog=flags.catalog, dest=flags.dest, layout=layout, status=status, tag=tag, environ=run.environ
         )
         if run.json:
             run.emit(listing.to_json())
@@ -63,7 +68,8 @@ def list_cmd(
 
 
 def show_cmd(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    ctx: typer.Context,
+    name: NameArg,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
@@ -74,9 +80,10 @@ def show_cmd(
     log_file: LogFileOpt = None,
 ) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
-        info = api.show(name, catalog=catalog, dest=dest, layout=layout, environ=run.environ)
+        info = api.show(name, catalog=flags.catalog, dest=flags.dest, layout=layout, environ=run.environ)
         doc = info.status.show_json()
         if run.json:
             run.emit(info.to_json())
@@ -101,6 +108,7 @@ def show_cmd(
 
 
 def resolve_cmd(
+    ctx: typer.Context,
     names: NamesArg = None,
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
@@ -112,18 +120,20 @@ def resolve_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
         with run.reporter() as progress:
             resolution = api.resolve(
                 *(names or ()),
                 all=all_models,
                 follow=follow,
-                catalog=catalog,
-                dest=dest,
+                catalog=flags.catalog,
+                dest=flags.dest,
                 layout=layout,
                 timeout=timeout,
                 environ=run.environ,
