@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
+from mdl.cli.completion import complete_checkpoints, complete_compressions, complete_profiles
 from mdl.cli.options import (
     DryRunOpt,
     JsonOpt,
@@ -32,9 +33,12 @@ def pack_cmd(
         typer.Option(
             "--checkpoint",
             help="NAME, latest, best or step:N (default: the run's own files).",
+            autocompletion=complete_checkpoints,
         ),
     ] = None,
-    profile: Annotated[str, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
+    profile: Annotated[
+        str, typer.Option("--profile", help="deploy (no training state) or full.", autocompletion=complete_profiles)
+    ] = "deploy",
     with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching GLOB (repeatable).")
@@ -47,6 +51,7 @@ def pack_cmd(
         typer.Option(
             "--compress",
             help="auto (store weights, deflate text), none or deflate.",
+            autocompletion=complete_compressions,
         ),
     ] = "auto",
     dry_run: DryRunOpt = False,

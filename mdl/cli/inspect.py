@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
+from mdl.cli.completion import complete_statuses
 from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
@@ -29,7 +30,9 @@ from mdl.errors import UsageError
 
 def list_cmd(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option("--status", help="installed | partial | missing")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="installed | partial | missing", autocompletion=complete_statuses)
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
     layout: LayoutOpt = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from mdl.cli.completion import complete_layouts, complete_model_names
 from mdl.cli.run import Run
 
 ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]
@@ -36,9 +37,9 @@ LogFileOpt = Annotated[
 ]
 NamesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Model names from the catalog.", show_default=False),
+    typer.Argument(help="Model names from the catalog.", show_default=False, autocompletion=complete_model_names),
 ]
-NameArg = Annotated[str, typer.Argument(help="Model name.")]
+NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 LayoutOpt = Annotated[
@@ -47,6 +48,7 @@ LayoutOpt = Annotated[
         "--layout",
         help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
         "Default: $MDL_LAYOUT, catalog, plain.",
+        autocompletion=complete_layouts,
     ),
 ]
 TimeoutOpt = Annotated[
