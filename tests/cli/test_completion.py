@@ -189,3 +189,19 @@ def test_commands_and_flags_complete(folder: Path) -> None:
     assert bash_complete("mdl pu") == ["pull"]
     assert "--no-progress" in bash_complete("mdl --no")
     assert "--dry-run" in bash_complete("mdl pull --d")
+
+
+def test_install_completion_writes_the_bash_script_and_sources_it(tmp_path: Path, isolated_env: Path) -> None:
+    """`mdl --install-completion` in bash: the script under ~/.bash_completions, sourced from ~/.bashrc."""
+    command = f"{shlex.quote(sys.executable)} -m mdl --install-completion; true"
+    done = subprocess.run(
+        [_shell_named("bash", tmp_path), "-c", command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    script = isolated_env / ".bash_completions" / "mdl.sh"
+    assert "_MDL_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (isolated_env / ".bashrc").read_text()
