@@ -94,12 +94,10 @@ class RichReporter(Reporter):
 
     def waiting(self, key: str, message: str) -> None:
         """Show ``waiting: message (m:ss)`` on the item's row until its bytes flow."""
+        message, label = (safe_text(text, secrets=self._secrets) for text in (message, key))
         with self._lock:
-            item = self._tally.items.get(key)
-            if item is not None:
-                if item.waiting != message:
-                    item.waiting_since = self._clock()
-                item.waiting = safe_text(message, secrets=self._secrets)
+            self._tally.wait(key, message, self._clock(), label=label)
+            self._ensure_live()
 
     def advance(self, key: str, nbytes: int) -> None:
         """Count the bytes; fold them into the rows at most every ``FLUSH`` seconds (perf: 64 KiB chunks)."""

@@ -78,11 +78,9 @@ class JsonReporter(Reporter):
     def waiting(self, key: str, message: str) -> None:
         """``waiting``: what the file waits for (another run's lock)."""
         with self._lock:
-            item = self._tally.items.get(key)
-            if item is None:
-                item = Item(key, None, 0, 0, self._clock(), RateMeter(self._clock()))
-            item.waiting = message
-            self._emit("waiting", item, message=message)
+            item, news = self._tally.wait(key, message, self._clock(), label=key)
+            if news:
+                self._emit("waiting", item, message=message)
 
     def advance(self, key: str, nbytes: int) -> None:
         """``progress`` at most once a second per file: bytes so far, size, smoothed rate (bytes/s)."""

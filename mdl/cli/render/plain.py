@@ -76,12 +76,11 @@ class PlainReporter(Reporter):
 
     def waiting(self, key: str, message: str) -> None:
         """Write what the item waits for, once per message."""
+        label = safe_text(key, secrets=self._secrets)
         with self._lock:
-            item = self._tally.items.get(key)
-            if item is None or item.waiting == message:
-                return
-            item.waiting, item.waiting_since = message, self._clock()
-            self._write(f"{item.label} waiting: {message}")
+            item, news = self._tally.wait(key, message, self._clock(), label=label)
+            if news:
+                self._write(f"{item.label} waiting: {message}")
 
     def advance(self, key: str, nbytes: int) -> None:
         """Count the bytes; write a progress line when this item's interval has passed."""

@@ -57,6 +57,17 @@ class Tally:
         self.items[key] = item
         return old
 
+    def wait(self, key: str, message: str, now: float, *, label: str) -> tuple[Item, bool]:
+        """Mark ``key`` as waiting for ``message``; True if that is news. A key not started yet gets a row
+        (labelled ``label``) until it starts: a lock is taken before the first byte."""
+        item = self.items.get(key)
+        if item is None:
+            item = self.items[key] = Item(label, None, 0, 0, now, RateMeter(now))
+        if item.waiting == message:
+            return item, False
+        item.waiting, item.waiting_since = message, now
+        return item, True
+
     def advance(self, key: str, nbytes: int, now: float) -> Item | None:
         """Count ``nbytes`` for ``key`` and the batch; returns the item (None if unknown)."""
         self.moved += nbytes

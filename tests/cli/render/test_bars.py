@@ -136,3 +136,44 @@ def test_nothing_drawn_for_an_empty_run() -> None:
     with make_reporter("rich", stream=stream, environ={}) as reporter:
         reporter.begin(total_bytes=0, files=0)
     assert stream.getvalue() == ""
+
+
+def test_threads_and_the_redraw_thread_never_deadlock() -> None:
+    """Workers advance and print notes (under the reporter's lock) while rich's own thread redraws the rows."""
+    import threading
+
+    stream = io.StringIO()
+    reporter = make_reporter("rich", stream=stream, environ={})
+    reporter.begin(total_bytes=8 * 20_000 * 7, files=8)
+
+    def work(n: int) -> None:
+        reporter.start(str(n), label=f"m/file-{n}.bin", total=20_000 * 7)
+        for i in range(20_000):
+            reporter.advance(str(n), 7)
+            if i % 5000 == 0:
+                reporter.note(f"file {n} at {i}")
+                reporter.waiting(str(n), "a short wait")
+        reporter.finish(str(n), ok=True)
+
+    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a worker is stuck: lock-order deadlock"
+    reporter.close()
+    assert reporter.transferred == 8 * 20_000 * 7
+    assert "total 8/8 files" in stream.getvalue()
+
+
+def test_waiting_before_the_start_gets_a_row(clock: FakeClock) -> None:
+    """The lock is taken before the first byte: the row says why nothing moves, then becomes the file's bar."""
+    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, secrets=(), console=recording(100))
+    reporter.waiting("big/w.bin", "another mdl run holds the lock")
+    clock.now += 80
+    (line,) = frame_lines(reporter, 100)
+    assert line.split() == ["big/w.bin", "waiting:", "another", "mdl", "run", "holds", "the", "lock", "(1:20)"]
+    reporter.start("big/w.bin", label="big/w.bin", total=1000)
+    (line,) = frame_lines(reporter, 100)
+    assert "waiting" not in line and "0 B/1000 B" in line
+    reporter.close()

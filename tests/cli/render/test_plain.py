@@ -74,8 +74,14 @@ def test_plain_waiting_is_written_once(clock: FakeClock) -> None:
     reporter.start("b", label="m/b.bin", total=10)
     for _ in range(3):
         reporter.waiting("b", "another mdl run holds the lock")
-    reporter.waiting("unknown", "never started: nothing to say")
-    assert body(stream) == ["start m/b.bin (10 B)", "m/b.bin waiting: another mdl run holds the lock"]
+    reporter.waiting("m/c.bin", "another mdl run holds the lock")  # a lock is taken before the start
+    reporter.start("m/c.bin", label="m/c.bin", total=5)
+    assert body(stream) == [
+        "start m/b.bin (10 B)",
+        "m/b.bin waiting: another mdl run holds the lock",
+        "m/c.bin waiting: another mdl run holds the lock",
+        "start m/c.bin (5 B)",
+    ]
 
 
 def test_plain_rate_limits_progress_lines_and_smooths_the_rate(clock: FakeClock) -> None:
