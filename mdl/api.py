@@ -134,7 +134,8 @@ def show(
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
     settings = _settings(cat, env, dest=dest, layout=layout)
-    return ModelInfo(model_status(cat.get(name), Layout(settings)), settings.dest / name)
+    status = model_status(cat.get(name), Layout(settings))
+    return ModelInfo(status, status.folder)
 
 
 def resolve(

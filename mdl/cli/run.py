@@ -184,13 +184,13 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
                 [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
             )
         elif verb == "verified":
-            rows = [f.to_json() for f in report.files if f.action != "failed"]
+            rows = [f.to_json() for f in report.files if not f.failing]
             if rows:
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
     for warning in dict.fromkeys(f.warning for f in report.files if f.warning):  # once per model, not per file
         run.console.warn(warning)
     for f in report.files:
-        if f.action == "failed":
+        if f.failing:
             run.console.error(f.error or f"{f.model}/{f.path}: failed", hint=f.hint)
     if not report.dry_run:
         counts: dict[str, int] = {}
