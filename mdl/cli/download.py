@@ -22,7 +22,8 @@ from mdl.cli.options import (
     TimeoutOpt,
     VerboseOpt,
 )
-from mdl.cli.run import Run, guarded, render_report
+from mdl.cli.run import Run, guarded, isatty, render_report
+from mdl.report import FileOutcome
 
 
 def pull_cmd(
@@ -98,6 +99,15 @@ def verify_cmd(
     run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
     with guarded(run, output_only=True):
         started = time.monotonic()
+        # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
+        # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
+        streaming = not run.json and not run.quiet and not isatty(run.stdout)
+
+        def row(outcome: FileOutcome) -> None:
+            if streaming and not outcome.failing:
+                run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
+                run.stdout.flush()
+
         with run.reporter() as progress:
             report = api.verify(
                 *(names or ()),
@@ -107,8 +117,9 @@ def verify_cmd(
                 layout=layout,
                 environ=run.environ,
                 progress=progress,
+                on_file=row,
             )
-        render_report(run, report, verb="verified", seconds=time.monotonic() - started)
+        render_report(run, report, verb="verified", seconds=time.monotonic() - started, rows_shown=streaming)
 
 
 def clean_cmd(

@@ -169,8 +169,9 @@ def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
     run.fail(error)
 
 
-def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
-    """A pull, verify or get report: JSON, or a table and a summary line; then exit with its code."""
+def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_shown: bool = False) -> None:
+    """A pull, verify or get report: JSON, or a table (unless ``rows_shown`` already streamed it) and a summary
+    line; then exit with its code."""
     from mdl.cli.pipes import unread_if_failing
     from mdl.units import human_duration, human_size
 
@@ -183,7 +184,7 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
                 rows,
                 [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
             )
-        elif verb == "verified":
+        elif verb == "verified" and not rows_shown:
             rows = [f.to_json() for f in report.files if not f.failing]
             if rows:
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])

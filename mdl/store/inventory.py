@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import stat as st
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -217,11 +217,24 @@ def list_models(catalog: Catalog, layout: Layout, *, status: str | None, tag: st
     return [m for m in found if status is None or m.status == status]
 
 
-def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
-    """Re-hash every recorded file against its record and the catalog (offline)."""
+def verify_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
+    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed)."""
     layout = Layout(settings)
     store = layout.records
     outcomes: list[FileOutcome] = []
+
+    def add(outcome: FileOutcome) -> None:
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
     for spec in models:
         status = model_status(spec, layout)
         if status.record is None:
@@ -229,17 +242,17 @@ def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: 
             if record_path.exists():
                 why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
                 damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
-                outcomes.append(failed(spec.name, None, damaged, dest=status.folder))
+                add(failed(spec.name, None, damaged, dest=status.folder))
             else:
                 error = NotFoundError(
                     f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
                     hint=f"run `mdl pull {spec.name}`",
                 )
-                outcomes.append(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
+                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
             continue
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
         for file in status.files:
-            outcomes.append(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
+            add(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
     return RunReport(tuple(outcomes))
 
 

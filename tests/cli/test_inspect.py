@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -207,3 +208,15 @@ def test_verify_missing_file_and_corrupt_file_exit_4_and_say_which(world: dict[s
     assert mdl("pull", "tiny").exit_code == 0
     weights.write_bytes(make_data(len(WEIGHTS), seed=98))
     assert mdl("verify", "tiny").exit_code == 6, "corruption alone stays integrity"
+
+
+def test_verify_off_a_terminal_writes_one_row_per_file_as_it_is_hashed(world: dict[str, Path]) -> None:
+    assert mdl("pull", "tiny").exit_code == 0
+    result = mdl("verify", "tiny", "never")
+    assert result.exit_code == 4
+    config, weights = (hashlib.sha256(data).hexdigest() for data in (CONFIG, WEIGHTS))
+    assert result.stdout.splitlines() == [
+        f"verified  {config}  tiny/config.json",
+        f"verified  {weights}  tiny/model.safetensors",
+    ], "no header, fixed-width columns first: each row is final when written"
+    assert "never: not on this disk" in result.stderr
