@@ -24,7 +24,8 @@ from mdl.cli.options import (
     VerboseOpt,
     command_flags,
 )
-from mdl.cli.run import guarded, render_report
+from mdl.cli.run import guarded, isatty, render_report
+from mdl.report import FileOutcome
 
 
 def pull_cmd(
@@ -106,6 +107,15 @@ def verify_cmd(
     run = flags.run()
     with guarded(run, output_only=True):
         started = time.monotonic()
+        # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
+        # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
+        streaming = not run.json and not run.quiet and not isatty(run.stdout)
+
+        def row(outcome: FileOutcome) -> None:
+            if streaming and not outcome.failing:
+                run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
+                run.stdout.flush()
+
         with run.reporter() as progress:
             report = api.verify(
                 *(names or ()),
@@ -115,8 +125,9 @@ def verify_cmd(
                 layout=layout,
                 environ=run.environ,
                 progress=progress,
+                on_file=row,
             )
-        render_report(run, report, verb="verified", seconds=time.monotonic() - started)
+        render_report(run, report, verb="verified", seconds=time.monotonic() - started, rows_shown=streaming)
 
 
 def clean_cmd(

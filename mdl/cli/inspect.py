@@ -57,7 +57,14 @@ def list_cmd(
             return
         from mdl.units import human_size
 
-        rows = [{**m.list_json(), "size": human_size(m.size) if m.size is not None else "-"} for m in listing.models]
+        rows = [
+            {
+                **m.list_json(),
+                "status": _status_text(m.status, m.unverified),
+                "size": human_size(m.size) if m.size is not None else "-",
+            }
+            for m in listing.models
+        ]
         run.table(
             rows,
             [
@@ -93,10 +100,14 @@ def show_cmd(
             return
         if run.quiet:
             return
-        for key in ("name", "description", "repo", "revision", "commit", "status"):
+        for key in ("name", "description", "repo", "revision", "commit"):
             if doc.get(key):
                 run.line(f"{key + ':':13}{doc[key]}")
-        run.line(f"{'dest:':13}{info.folder}")
+        status = _status_text(info.status.status, info.status.unverified)
+        if info.status.unverified:
+            status += f"; `mdl verify {name}` re-hashes them"
+        run.line(f"{'status:':13}{status}")
+        run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
         if not doc["files"]:
             run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
             return
@@ -104,10 +115,15 @@ def show_cmd(
         from mdl.units import human_size
 
         rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
-        run.table(
-            rows,
-            [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")],
-        )
+        columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
+        if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
+            columns.insert(1, ("dest", "DEST"))
+        run.table(rows, columns)
+
+
+def _status_text(status: str, unverified: int) -> str:
+    """``installed``, or ``installed (2 modified?)`` when files were touched since they were verified."""
+    return f"{status} ({unverified} modified?)" if unverified else status
 
 
 def resolve_cmd(
