@@ -65,7 +65,7 @@ def _run(app: Callable[..., Any]) -> int:
     from mdl.cli import pipes
 
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
     except SystemExit as exc:
         # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
         if exc.code == 1 and pipes.stdout_closed():

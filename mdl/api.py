@@ -15,7 +15,7 @@ from mdl.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
     from mdl.catalog import Catalog, ModelSpec, Settings
-    from mdl.report import Resolution, RunReport
+    from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
 # Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
@@ -134,7 +134,8 @@ def show(
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
     settings = _settings(cat, env, dest=dest, layout=layout)
-    return ModelInfo(model_status(cat.get(name), Layout(settings)), settings.dest / name)
+    status = model_status(cat.get(name), Layout(settings))
+    return ModelInfo(status, status.folder)
 
 
 def resolve(
@@ -213,14 +214,17 @@ def verify(
     layout: str | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
-    """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes."""
+    """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes, files
+    and models not on this disk are ``missing`` (exit 4). ``on_file`` sees each outcome as soon as it is known."""
     from mdl.store import verify_models
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
     settings = _settings(cat, env, dest=dest, layout=layout)
-    return verify_models(_select(cat, names, all), settings, progress=progress or NullProgress())
+    models = _select(cat, names, all)
+    return verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file)
 
 
 def clean(

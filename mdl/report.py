@@ -9,6 +9,9 @@ from typing import Any
 from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
 from mdl.redact import safe_text
 
+# Outcomes that are failures: ``failed``, and ``missing`` (verify: not on this disk, exit 4 "not found").
+FAILING_ACTIONS = frozenset({"failed", "missing"})
+
 
 @dataclass(frozen=True)
 class FileOutcome:
@@ -33,6 +36,11 @@ class FileOutcome:
     server_text: str | None = None  # the server's own error text, sanitised
     warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
     hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
+
+    @property
+    def failing(self) -> bool:
+        """Whether this outcome is a failure (``failed`` or ``missing``), with an error and an exit code."""
+        return self.action in FAILING_ACTIONS
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
@@ -88,7 +96,7 @@ class RunReport:
             known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
             raise UsageError(f"{model}: not in this report (it has: {known})")
         for f in outcomes:
-            if f.action == "failed":
+            if f.failing:
                 raise error_for_exit_code(f.exit_code)(f.error or f"{model}/{f.path}: failed")
         folders = {_folder(f) for f in outcomes}
         if len(folders) != 1 or None in folders:

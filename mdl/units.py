@@ -1,25 +1,54 @@
-"""Human-readable sizes and durations (decimal units, as rich and most download tools print them)."""
+"""Human-readable sizes, rates and durations: binary units (KiB, MiB, GiB; 1024-based), as curl and aria2c print."""
 
 from __future__ import annotations
 
 import math
 
-_SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB", "EB")
+_SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
-def human_size(n: int | None) -> str:
-    """A byte count in decimal units as rich shows them ("512 B", "1.2 MB"); "?" when unknown."""
+def human_size(n: int | float | None) -> str:
+    """A byte count in binary units with 3 significant digits ("512 B", "52.4 MiB", "1.60 GiB"); "?" if unknown.
+
+    Three digits move visibly: the first 50 MiB of 1.60 GiB read "52.4 MiB", not "0.0 GB".
+    """
     if n is None:
         return "?"
-    if abs(n) < 1000:
-        return f"{n} B"
+    if abs(n) < 1024:
+        return f"{int(n)} B"
     value = float(n)
     for unit in _SIZE_UNITS:
-        value /= 1000
-        # Pick the unit by the rounded value, so 999_960 reads "1.0 MB" rather than "1000.0 kB".
-        if abs(round(value, 1)) < 1000 or unit == _SIZE_UNITS[-1]:
-            break
-    return f"{value:.1f} {unit}"
+        value /= 1024
+        text = _three_digits(value)
+        # Pick the unit by the rounded value, so 1_048_575 reads "1.00 MiB" rather than "1024 KiB".
+        if abs(float(text)) < 1024 or unit == _SIZE_UNITS[-1]:
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _three_digits(value: float) -> str:
+    """``value`` with 3 significant digits (at least the whole part): 1.60, 52.4, 600, 1023."""
+    for decimals, limit in ((2, 10), (1, 100)):
+        if abs(round(value, decimals)) < limit:
+            return f"{value:.{decimals}f}"
+    return f"{value:.0f}"
+
+
+def human_rate(bytes_per_second: float | None) -> str:
+    """A transfer rate: "20.0 MiB/s" (``--limit-rate 20M`` is 20 MiB/s); "?" when unknown."""
+    if bytes_per_second is None or not math.isfinite(bytes_per_second):
+        return "?"
+    return f"{human_size(max(bytes_per_second, 0.0))}/s"
+
+
+def human_clock(seconds: float | None) -> str:
+    """A time left as a clock reads it: "0:07", "1:47", "1:02:03"; "?" when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    whole = max(math.ceil(seconds), 0)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def human_duration(seconds: float) -> str:

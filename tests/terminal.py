@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", re.MULTILINE)
+TOTAL = re.compile(r"\btotal \d+/\d+ files?\b")  # the rich display's total bar
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 

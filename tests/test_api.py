@@ -131,7 +131,9 @@ def test_verify_finds_a_corrupted_file(world: dict[str, Path | str], capsys: pyt
     broken[1000] ^= 0xFF  # same size: only the hash can tell
     weights.write_bytes(bytes(broken))
     bad = mdl.verify(all=True, catalog=world["catalog"], dest=world["dest"], environ={})
-    assert not bad.ok and bad.exit_code == ExitCode.INTEGRITY
+    # "gone" was never pulled: missing (4, "not found") wins over the corruption (6); each outcome says which.
+    assert not bad.ok and bad.exit_code == ExitCode.NOT_FOUND
+    assert {f.model: f.action for f in bad.files if f.path is None} == {"gone": "missing"}
     failed = {f.path: f for f in bad.files if f.action == "failed"}
     assert "model.safetensors" in failed and failed["model.safetensors"].exit_code == 6
     with pytest.raises(IntegrityError):

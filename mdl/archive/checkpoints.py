@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
-import json
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdl.archive.weightfiles import read_small_json, safetensors_problem
 from mdl.errors import UnsafePathError, UsageError
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
@@ -23,8 +23,6 @@ _KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
 _LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
 _LIGHTNING_LAST = "last.ckpt"
 
-_SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
-_JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse to slurp anything huge
 _PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
 
 KNOWN_PATTERNS = (
@@ -77,98 +75,6 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
     if real != run_real and not real.is_relative_to(run_real):
         raise UnsafePathError(f"symlink '{shown}' points outside the run, to {real}")
     return real
-
-
-def _parse_int(text: str) -> int:
-    value = int(text)
-    if abs(value) >= 1 << 1024:  # past float range: no step, size or metric is this large
-        raise ValueError(f"number {text[:20]}... is out of range")
-    return value
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: a number that overflows is not a value anyone wrote on purpose
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def parse_json(raw: bytes) -> Any:
-    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are ValueError."""
-    try:
-        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-def read_small_json(path: Path, shown: str) -> Any:
-    """Parse a small JSON file opened without following a final symlink; every failure is exit 2 naming ``shown``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"'{shown}' is not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            raw = fh.read(_JSON_MAX + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    if len(raw) > _JSON_MAX:
-        raise UsageError(f"'{shown}' is too large to be a JSON index")
-    try:
-        return parse_json(raw)
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError
-        raise UsageError(f"'{shown}' is not valid JSON: {str(exc)[:200]}") from exc
-
-
-def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
-    """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
-    shown = path.name if shown is None else shown
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
-        head = os.pread(fd, 8, 0)
-        if len(head) < 8:
-            return f"truncated: {st.st_size} bytes, no header"
-        header_len = int.from_bytes(head, "little")
-        if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
-            return f"header length {header_len} does not fit in {st.st_size} bytes"
-        raw = os.pread(fd, header_len, 8)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    try:
-        header = parse_json(raw)
-    except ValueError:
-        return "header is not JSON"
-    if not isinstance(header, dict):
-        return "header is not a JSON object"
-    end = 0
-    for key, tensor in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
-            return f"tensor {key!r} has bad data_offsets"
-        end = max(end, offsets[1])
-    expected = 8 + header_len + end
-    if expected != st.st_size:
-        return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
-    return None
 
 
 def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
@@ -252,7 +158,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
                 match = _ACCELERATE_DIR.fullmatch(entry.name)
                 if match and entry.is_dir():
                     found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
-    found.sort(key=lambda c: c.name)
+    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
     _refuse_duplicate_numbers(found)
     return found, sorted(temporary)
 
@@ -377,8 +283,12 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         step = int(match.group(1))
         chosen_step = next((c for c in candidates if c.unit == "step" and c.number == step), None)
         if chosen_step is None:
-            have = ", ".join(str(c.number) for c in candidates if c.unit == "step") or "none"
-            raise UsageError(f"no checkpoint for step {step} (steps present: {have})")
+            steps = sorted(c.number for c in candidates if c.unit == "step" and c.number is not None)
+            near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
+            raise UsageError(
+                f"no checkpoint for step {step} (steps present: {', '.join(map(str, steps)) or 'none'})",
+                hint=f"did you mean step:{near}?" if near is not None else None,
+            )
         _require_complete(chosen_step, run_real, spec)
         return Selection(chosen_step.name, chosen_step.path, not chosen_step.is_dir, f"step {step} requested")
     name = spec[:-1] if spec.endswith("/") else spec
@@ -388,8 +298,10 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
     if named is None:
         if _TMP_DIR.fullmatch(name):
             raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
+        close = difflib.get_close_matches(name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else None
         if (run_dir / name).exists() or (_classify(name, True) is None and _classify(name, False) is None):
-            raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})")
-        raise UsageError(f"no checkpoint '{name}' in the run")
+            raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
+        raise UsageError(f"no checkpoint '{name}' in the run", hint=hint)
     _require_complete(named, run_real, "named")
     return Selection(named.name, named.path, not named.is_dir, "named on the command line")

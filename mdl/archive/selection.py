@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from mdl.archive.checkpoints import Selection, real_inside
+from mdl.archive.checkpoints import Selection, find_candidates, real_inside
 from mdl.archive.names import MANIFEST_NAME, collision_key, name_problem
 from mdl.archive.zipwriter import SourceFile
 from mdl.errors import UnsafePathError, UsageError
@@ -263,5 +263,25 @@ def collect_files(
             collector.found.extend(logs.found)
             collector.special.update(logs.special)
     files = _select_files(collector, options.includes, options.excludes, progress)
+    if selection.checkpoint is None and not options.includes:
+        _refuse_run_without_final_model(run_dir, files)
     _check_names(files)
     return files
+
+
+def _refuse_run_without_final_model(run_dir: Path, files: list[SourceFile]) -> None:
+    """A whole-run pack with no weights of its own, only checkpoints: packing it would leave the model out."""
+    if any(
+        f.role == "weights" or (f.role == "pickle" and not _matches(f.arcname.rsplit("/", 1)[-1], DEPLOY_DENY))
+        for f in files
+    ):
+        return  # training_args.bin and optimizer state are no model
+    candidates, _ = find_candidates(run_dir)
+    if not candidates:
+        return
+    names = [c.name for c in candidates]
+    listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
+    raise UsageError(
+        f"{run_dir.name} has no final model, only checkpoints ({listed}): the whole run would pack none of them",
+        hint="choose one: --checkpoint latest (or best, step:N, a name)",
+    )

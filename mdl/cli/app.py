@@ -8,13 +8,24 @@ from typing import Annotated
 import typer
 
 from mdl.cli import archive, download, get, inspect
+from mdl.cli.options import (
+    CatalogOpt,
+    CommonFlags,
+    DestOpt,
+    JsonOpt,
+    LogFileOpt,
+    NoProgressOpt,
+    ProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+)
 from mdl.version import __version__
 
 app = typer.Typer(
     name="mdl",
     help="Get model files onto the machines that need them — fast, resumable, verified — and pack checkpoints.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # Typer's own --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -29,12 +40,36 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
     ] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
+    log_file: LogFileOpt = None,
+    catalog: CatalogOpt = None,
+    dest: DestOpt = None,
 ) -> None:
-    """mdl: pull, verify and pack model files."""
+    """mdl: pull, verify and pack model files.
+
+    The common flags (-q, -v, --json, --no-progress, --progress, --log-file, --catalog, --dest) go before
+    or after the command: `mdl -q list` is `mdl list -q`.
+    """
+    # Kept for the command, which merges them with its own (mdl.cli.options.command_flags).
+    ctx.obj = CommonFlags(
+        json=json_out,
+        quiet=quiet,
+        verbose=verbose,
+        no_progress=no_progress,
+        log_file=log_file,
+        progress=progress_mode,
+        catalog=catalog,
+        dest=dest,
+    )
 
 
 app.command("list")(inspect.list_cmd)

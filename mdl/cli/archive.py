@@ -9,25 +9,36 @@ from typing import Annotated
 import typer
 
 from mdl import api
+from mdl.cli.completion import complete_checkpoints, complete_compressions, complete_profiles
 from mdl.cli.options import (
     DryRunOpt,
     JsonOpt,
     LogFileOpt,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import guarded
 from mdl.errors import UsageError
 
 
 def pack_cmd(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="NAME, latest, best or step:N (default: the run's own files).")
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="NAME, latest, best or step:N (default: the run's own files).",
+            autocompletion=complete_checkpoints,
+        ),
     ] = None,
-    profile: Annotated[str, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
+    profile: Annotated[
+        str, typer.Option("--profile", help="deploy (no training state) or full.", autocompletion=complete_profiles)
+    ] = "deploy",
     with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching GLOB (repeatable).")
@@ -36,24 +47,31 @@ def pack_cmd(
         list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")
     ] = None,
     compress: Annotated[
-        str, typer.Option("--compress", help="auto (store weights, deflate text), none or deflate.")
+        str,
+        typer.Option(
+            "--compress",
+            help="auto (store weights, deflate text), none or deflate.",
+            autocompletion=complete_compressions,
+        ),
     ] = "auto",
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=output is not None and str(output) == "-"):
         if profile not in ("deploy", "full"):
             raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
         if compress not in ("auto", "none", "deflate"):
             raise UsageError(f"--compress: expected auto, none or deflate, got {compress!r}")
         to_stdout = output is not None and str(output) == "-"
-        if to_stdout and json_out:
+        if to_stdout and run.json:
             raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
         with run.reporter() as progress:
             result = api.pack(
@@ -89,6 +107,7 @@ def pack_cmd(
 
 
 def unpack_cmd(
+    ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")],
     directory: Annotated[
         Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
@@ -106,10 +125,12 @@ def unpack_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run):
         with run.reporter() as progress:
             source = sys.stdin.buffer if str(archive) == "-" else archive

@@ -18,14 +18,18 @@ from mdl.cli.options import (
     LogFileOpt,
     NamesArg,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     TimeoutOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded, render_report
+from mdl.cli.run import guarded, isatty, render_report
+from mdl.report import FileOutcome
 
 
 def pull_cmd(
+    ctx: typer.Context,
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
@@ -54,18 +58,20 @@ def pull_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run):
         started = time.monotonic()
         with run.reporter() as progress:
             report = api.pull(
                 *(names or ()),
                 all=all_models,
-                catalog=catalog,
-                dest=dest,
+                catalog=flags.catalog,
+                dest=flags.dest,
                 layout=layout,
                 connections=connections,
                 jobs=jobs,
@@ -83,6 +89,7 @@ def pull_cmd(
 
 
 def verify_cmd(
+    ctx: typer.Context,
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
@@ -92,26 +99,39 @@ def verify_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Re-hash local files against the record and the catalog (offline)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
         started = time.monotonic()
+        # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
+        # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
+        streaming = not run.json and not run.quiet and not isatty(run.stdout)
+
+        def row(outcome: FileOutcome) -> None:
+            if streaming and not outcome.failing:
+                run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
+                run.stdout.flush()
+
         with run.reporter() as progress:
             report = api.verify(
                 *(names or ()),
                 all=all_models,
-                catalog=catalog,
-                dest=dest,
+                catalog=flags.catalog,
+                dest=flags.dest,
                 layout=layout,
                 environ=run.environ,
                 progress=progress,
+                on_file=row,
             )
-        render_report(run, report, verb="verified", seconds=time.monotonic() - started)
+        render_report(run, report, verb="verified", seconds=time.monotonic() - started, rows_shown=streaming)
 
 
 def clean_cmd(
+    ctx: typer.Context,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     dry_run: DryRunOpt = False,
@@ -123,11 +143,12 @@ def clean_cmd(
     log_file: LogFileOpt = None,
 ) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run):
         from mdl.units import human_size
 
-        report = api.clean(catalog=catalog, dest=dest, layout=layout, dry_run=dry_run, environ=run.environ)
+        report = api.clean(catalog=flags.catalog, dest=flags.dest, layout=layout, dry_run=dry_run, environ=run.environ)
         if run.json:
             run.emit(report.to_json())
             return

@@ -14,15 +14,18 @@ from mdl.cli.options import (
     JsonOpt,
     LogFileOpt,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     TimeoutOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded, render_report
+from mdl.cli.run import guarded, render_report
 from mdl.errors import UsageError
 
 
 def get_cmd(
+    ctx: typer.Context,
     sources: Annotated[
         list[str],
         typer.Argument(
@@ -44,10 +47,12 @@ def get_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run):
         if output is not None and directory is not None:
             raise UsageError("use -o FILE or -d DIR, not both")
@@ -60,7 +65,7 @@ def get_cmd(
                 output=output,
                 directory=directory,
                 sha256=sha256,
-                catalog=catalog,
+                catalog=flags.catalog,
                 connections=connections,
                 limit_rate=limit_rate,
                 timeout=timeout,

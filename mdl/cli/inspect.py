@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
+from mdl.cli.completion import complete_statuses
 from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
@@ -14,18 +15,24 @@ from mdl.cli.options import (
     JsonOpt,
     LayoutOpt,
     LogFileOpt,
+    NameArg,
     NamesArg,
     NoProgressOpt,
+    ProgressOpt,
     QuietOpt,
     TimeoutOpt,
     VerboseOpt,
+    command_flags,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import guarded
 from mdl.errors import UsageError
 
 
 def list_cmd(
-    status: Annotated[str | None, typer.Option("--status", help="installed | partial | missing")] = None,
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option("--status", help="installed | partial | missing", autocompletion=complete_statuses)
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
@@ -37,19 +44,27 @@ def list_cmd(
     log_file: LogFileOpt = None,
 ) -> None:
     """The catalog with each model's local status (offline)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
         if status is not None and status not in api.STATUSES:
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         listing = api.list_models(
-            catalog=catalog, dest=dest, layout=layout, status=status, tag=tag, environ=run.environ
+            catalog=flags.catalog, dest=flags.dest, layout=layout, status=status, tag=tag, environ=run.environ
         )
         if run.json:
             run.emit(listing.to_json())
             return
         from mdl.units import human_size
 
-        rows = [{**m.list_json(), "size": human_size(m.size) if m.size is not None else "-"} for m in listing.models]
+        rows = [
+            {
+                **m.list_json(),
+                "status": _status_text(m.status, m.unverified),
+                "size": human_size(m.size) if m.size is not None else "-",
+            }
+            for m in listing.models
+        ]
         run.table(
             rows,
             [
@@ -63,7 +78,8 @@ def list_cmd(
 
 
 def show_cmd(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    ctx: typer.Context,
+    name: NameArg,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     catalog: CatalogOpt = None,
@@ -74,19 +90,24 @@ def show_cmd(
     log_file: LogFileOpt = None,
 ) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
-        info = api.show(name, catalog=catalog, dest=dest, layout=layout, environ=run.environ)
+        info = api.show(name, catalog=flags.catalog, dest=flags.dest, layout=layout, environ=run.environ)
         doc = info.status.show_json()
         if run.json:
             run.emit(info.to_json())
             return
         if run.quiet:
             return
-        for key in ("name", "description", "repo", "revision", "commit", "status"):
+        for key in ("name", "description", "repo", "revision", "commit"):
             if doc.get(key):
                 run.line(f"{key + ':':13}{doc[key]}")
-        run.line(f"{'dest:':13}{info.folder}")
+        status = _status_text(info.status.status, info.status.unverified)
+        if info.status.unverified:
+            status += f"; `mdl verify {name}` re-hashes them"
+        run.line(f"{'status:':13}{status}")
+        run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
         if not doc["files"]:
             run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
             return
@@ -94,13 +115,19 @@ def show_cmd(
         from mdl.units import human_size
 
         rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
-        run.table(
-            rows,
-            [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")],
-        )
+        columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
+        if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
+            columns.insert(1, ("dest", "DEST"))
+        run.table(rows, columns)
+
+
+def _status_text(status: str, unverified: int) -> str:
+    """``installed``, or ``installed (2 modified?)`` when files were touched since they were verified."""
+    return f"{status} ({unverified} modified?)" if unverified else status
 
 
 def resolve_cmd(
+    ctx: typer.Context,
     names: NamesArg = None,
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
@@ -112,18 +139,20 @@ def resolve_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
-    run = Run(json=json_out, quiet=quiet, verbose=verbose, no_progress=no_progress, log_file=log_file)
+    flags = command_flags(ctx)
+    run = flags.run()
     with guarded(run, output_only=True):
         with run.reporter() as progress:
             resolution = api.resolve(
                 *(names or ()),
                 all=all_models,
                 follow=follow,
-                catalog=catalog,
-                dest=dest,
+                catalog=flags.catalog,
+                dest=flags.dest,
                 layout=layout,
                 timeout=timeout,
                 environ=run.environ,

@@ -169,8 +169,9 @@ def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
     run.fail(error)
 
 
-def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
-    """A pull, verify or get report: JSON, or a table and a summary line; then exit with its code."""
+def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_shown: bool = False) -> None:
+    """A pull, verify or get report: JSON, or a table (unless ``rows_shown`` already streamed it) and a summary
+    line; then exit with its code."""
     from mdl.cli.pipes import unread_if_failing
     from mdl.units import human_duration, human_size
 
@@ -183,14 +184,14 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float) -> None:
                 rows,
                 [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
             )
-        elif verb == "verified":
-            rows = [f.to_json() for f in report.files if f.action != "failed"]
+        elif verb == "verified" and not rows_shown:
+            rows = [f.to_json() for f in report.files if not f.failing]
             if rows:
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
     for warning in dict.fromkeys(f.warning for f in report.files if f.warning):  # once per model, not per file
         run.console.warn(warning)
     for f in report.files:
-        if f.action == "failed":
+        if f.failing:
             run.console.error(f.error or f"{f.model}/{f.path}: failed", hint=f.hint)
     if not report.dry_run:
         counts: dict[str, int] = {}

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mdl.sources import RemoteFile
-from mdl.store import FileRecord
+from mdl.store import INSTALLED, MISSING, RECHECK_REASON, UNRECORDED, FileRecord, judge
+from mdl.units import human_size
 
 
 class Action(StrEnum):
@@ -58,21 +59,22 @@ def same_content(record: FileRecord, remote: RemoteFile) -> bool:
 
 
 def decide(remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool) -> Decision:
-    """The pure decision function of engine rule 1."""
-    if local.size is None:
+    """The pure decision function of engine rule 1, on the file's state as ``show`` names it (mdl.store.states)."""
+    state = judge(record, local.size, local.mtime_ns)
+    if state == MISSING:
         if force:
             return Decision(Action.DOWNLOAD, "forced")
         if local.partial_bytes > 0:
-            return Decision(Action.RESUME, f"{local.partial_bytes} bytes already downloaded")
+            return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
         return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
     if force:
         return Decision(Action.REPAIR, "forced")
-    if record is None:
+    if record is None:  # state is UNRECORDED
         if remote.sha256 or remote.git_oid:
-            return Decision(Action.CHECK, "present but not recorded: hashing it")
-        return Decision(Action.REPAIR, "present but not recorded, and no hash to check it against")
+            return Decision(Action.CHECK, RECHECK_REASON[UNRECORDED])
+        return Decision(Action.REPAIR, "unrecorded (present, never verified by mdl) and no hash to check it against")
     if not same_content(record, remote):
         return Decision(Action.DOWNLOAD, "changed upstream")
-    if record.size == local.size and record.mtime_ns == local.mtime_ns:
+    if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
-    return Decision(Action.CHECK, "size or mtime changed since it was verified")
+    return Decision(Action.CHECK, RECHECK_REASON[state])

@@ -16,10 +16,29 @@ from mdl.store.inventory import (
 from mdl.store.layout import Layout, Placement, adopt_cached, hub_source
 from mdl.store.locks import HeldLocks
 from mdl.store.records import FileRecord, ModelRecord, now_iso
+from mdl.store.states import (
+    FILE_STATES,
+    INSTALLED,
+    MISSING,
+    MODIFIED,
+    MODIFIED_MAYBE,
+    PARTIAL,
+    RECHECK_REASON,
+    UNRECORDED,
+    judge,
+)
 from mdl.store.store import Store
 from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
+    "FILE_STATES",
+    "INSTALLED",
+    "MISSING",
+    "MODIFIED",
+    "MODIFIED_MAYBE",
+    "PARTIAL",
+    "RECHECK_REASON",
+    "UNRECORDED",
     "CleanReport",
     "CleanedFile",
     "FileRecord",
@@ -39,6 +58,7 @@ __all__ = [
     "fsync_dir",
     "hash_file",
     "hub_source",
+    "judge",
     "list_models",
     "model_status",
     "now_iso",

@@ -6,19 +6,20 @@ import contextlib
 import functools
 import re
 import stat as st
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings
-from mdl.errors import IntegrityError, MdlError
+from mdl.errors import IntegrityError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, stat_file
-from mdl.store.layout import Layout, Placement
+from mdl.store.layout import Layout, Placement, repo_folder
 from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, PARTIAL, judge, model_state
 from mdl.store.store import Store, key_prefix
 
 _BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
@@ -34,7 +35,7 @@ class LocalFile:
     size: int | None
     sha256: str | None
     source: str
-    state: str  # installed | partial | missing | modified
+    state: str  # one of mdl.store.states.FILE_STATES
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ModelStatus:
     record: ModelRecord | None
     files: tuple[LocalFile, ...]
     status: str  # installed | partial | missing
+    folder: Path | None = None  # the one folder holding the model's files; None when they are in several
+
+    @property
+    def unverified(self) -> int:
+        """Files of an installed model touched since they were verified (``modified?``): a re-hash must tell."""
+        return sum(1 for f in self.files if f.state == MODIFIED_MAYBE)
 
     @property
     def size(self) -> int | None:
@@ -59,6 +66,7 @@ class ModelStatus:
             "description": self.spec.description,
             "tags": list(self.spec.tags),
             "status": self.status,
+            "unverified": self.unverified,
             "files": len(self.files),
             "size": self.size,
             "kind": "snapshot" if self.spec.is_snapshot else "files",
@@ -75,6 +83,8 @@ class ModelStatus:
             "revision": self.record.revision if self.record and self.record.revision else _revision(self.spec),
             "commit": self.record.commit if self.record else None,
             "status": self.status,
+            "unverified": self.unverified,
+            "dest": str(self.folder) if self.folder is not None else None,
             "files": [
                 {
                     "path": f.path,
@@ -110,9 +120,10 @@ def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRe
 def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
+    """The file's state (mdl.store.states) and where it is, from its record and ``lstat`` only."""
     placement = _placement(layout, model, path, source, entry)
     if placement is None:
-        return "missing", None
+        return MISSING, None
     stat = stat_file(placement.final)
     if stat is None and placement.link is not None and placement.link.is_symlink():
         # The record names a blob that is not there, yet the snapshot entry leads to one (an older mdl stored
@@ -123,14 +134,11 @@ def file_state(
             stat = stat_file(blob)
     if stat is None or not st.S_ISREG(stat.st_mode):
         part, state = placement.store.part_paths(model, path)
-        return ("partial" if part.exists() and state.exists() else "missing"), placement
-    if entry is None:
-        return "modified", placement  # present but never verified by mdl
-    if stat.st_size != entry.size:
-        return "modified", placement
-    if not placement.linked():
-        return "partial", placement  # the blob is there, the snapshot entry programs open is not
-    return "installed", placement
+        return (PARTIAL if part.exists() and state.exists() else MISSING), placement
+    judged = judge(entry, stat.st_size, stat.st_mtime_ns)
+    if judged in (INSTALLED, MODIFIED_MAYBE) and not placement.linked():
+        return PARTIAL, placement  # the blob is there, the snapshot entry programs open is not
+    return judged, placement
 
 
 def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
@@ -149,24 +157,50 @@ def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
             size = entry.size if entry else file.size
             expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
     files: list[LocalFile] = []
+    folders: set[Path | None] = set()
+    unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for path, size, sha256, source in expected:
         state, placement = file_state(layout, spec.name, path, source, recorded.get(path))
-        shown = placement.shown if placement else unplaced_path(layout, spec.name)
+        shown = placement.shown if placement else unplaced
         final = placement.final if placement else shown
         files.append(LocalFile(path, shown, final, size, sha256, source, state))
-    states = {f.state for f in files}
-    if files and states == {"installed"}:
-        status = "installed"
-    elif states - {"missing"} or any(_has_partials(s, spec.name) for s in layout.stores()):
-        status = "partial"
-    else:
-        status = "missing"
-    return ModelStatus(spec, record, tuple(files), status)
+        if placement is not None:
+            folders.add(_folder_of(layout, placement, path))
+    partials = any(_has_partials(s, spec.name) for s in layout.stores())
+    status = model_state((f.state for f in files), partials=partials)
+    folder = (folders.pop() if len(folders) == 1 else None) if folders else unplaced
+    return ModelStatus(spec, record, tuple(files), status, folder)
 
 
 def unplaced_path(layout: Layout, model: str) -> Path:
     """What to show as the destination of a file whose place is not known yet."""
     return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
+
+
+def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
+    """A model's folder before its commit is known: the repo's folder in the Hugging Face cache, else plain."""
+    if layout.cache_root is not None and spec.repo is not None:
+        return layout.cache_root / repo_folder(spec.repo, spec.repo_type)
+    if layout.cache_root is not None and spec.files and all(f.url is None for f in spec.files):
+        repos = {(f.repo, f.repo_type or "model") for f in spec.files if f.repo}
+        if len(repos) == 1:
+            return layout.cache_root / repo_folder(*repos.pop())
+    return layout.plain.model_dir(spec.name)
+
+
+def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
+    """The folder a file's shown path sits in: the snapshot folder ``…/models--o--r/snapshots/<commit>`` (Hugging
+    Face cache), else the model's folder once the file's path is taken off (None when they do not match)."""
+    shown = placement.shown
+    if placement.link is not None and layout.cache_root is not None:
+        with contextlib.suppress(ValueError):
+            repo_dir, snapshots, commit, *_ = shown.relative_to(layout.cache_root).parts
+            return layout.cache_root / repo_dir / snapshots / commit
+        return None
+    rel = PurePosixPath(path).parts
+    if len(shown.parts) <= len(rel) or shown.parts[-len(rel) :] != rel:
+        return None
+    return shown.parents[len(rel) - 1]
 
 
 def _has_partials(store: Store, model: str) -> bool:
@@ -184,33 +218,43 @@ def list_models(catalog: Catalog, layout: Layout, *, status: str | None, tag: st
     return [m for m in found if status is None or m.status == status]
 
 
-def verify_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
-    """Re-hash every recorded file against its record and the catalog (offline)."""
+def verify_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
+    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed)."""
     layout = Layout(settings)
     store = layout.records
     outcomes: list[FileOutcome] = []
     begin_hashing(models, layout, progress)
+
+    def add(outcome: FileOutcome) -> None:
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
     for spec in models:
         status = model_status(spec, layout)
         if status.record is None:
             record_path = store.record_path(spec.name)
-            why = (
-                f"its record {record_path} is damaged (the log says how), so no file is trusted"
-                if record_path.exists()
-                else "nothing to verify, it has not been pulled"
-            )
-            outcomes.append(
-                failed(
-                    spec.name,
-                    None,
-                    IntegrityError(f"{spec.name}: {why} (run `mdl pull {spec.name}`)"),
-                    dest=store.model_dir(spec.name),
+            if record_path.exists():
+                why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
+                damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+                add(failed(spec.name, None, damaged, dest=status.folder))
+            else:
+                error = NotFoundError(
+                    f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+                    hint=f"run `mdl pull {spec.name}`",
                 )
-            )
+                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
             continue
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
         for file in status.files:
-            outcomes.append(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
+            add(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
     return RunReport(tuple(outcomes))
 
 
@@ -222,7 +266,7 @@ def begin_hashing(models: Sequence[ModelSpec], layout: Layout, progress: Progres
         recorded = status.record.files if status.record is not None else {}
         for file in status.files:
             entry = recorded.get(file.path)
-            if entry is not None and file.state not in ("missing", "partial"):
+            if entry is not None and file.state not in (MISSING, PARTIAL):
                 total += entry.size
                 files += 1
     progress.begin(total_bytes=total, files=files)
@@ -238,9 +282,14 @@ def _verify_one(
 ) -> FileOutcome:
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
+    if file.state in (MISSING, PARTIAL):
+        what = "missing"
+        if file.state == PARTIAL:
+            unlinked = file.final != file.dest and file.final.is_file()
+            what = "missing (its blob is there, the snapshot entry is not)" if unlinked else "not finished"
+        absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
+        return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
     try:
-        if file.state in ("missing", "partial"):
-            raise IntegrityError(f"{label}: missing ({file.dest})")
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)

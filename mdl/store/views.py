@@ -23,10 +23,12 @@ class ModelList:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model's files and local state, and the folder its files go into."""
+    """One model's files and local state, and the folder its files go into (None: several, see each file's dest).
+
+    In the Hugging Face cache layout that is the snapshot folder ``…/hub/models--o--r/snapshots/<commit>``."""
 
     status: ModelStatus
-    folder: Path
+    folder: Path | None
 
     def to_json(self) -> dict[str, Any]:
         """``{"models": [one]}``, as ``mdl show --json``."""

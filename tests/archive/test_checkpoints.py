@@ -175,3 +175,31 @@ def test_safetensors_consistency(tmp_path: Path) -> None:
     assert "no header" in (safetensors_problem(tiny) or "")
     bad = write(tmp_path / "bad.safetensors", struct.pack("<Q", 40) + b'{"w": {"data_offsets": [5, 1]}}'.ljust(40))
     assert "bad data_offsets" in (safetensors_problem(bad) or "")
+
+
+def test_steps_are_listed_numerically_and_the_nearest_is_suggested(tmp_path: Path) -> None:
+    run = make_hf_run(tmp_path / "run", steps=(500, 1000, 1500))
+    with pytest.raises(UsageError, match=r"steps present: 500, 1000, 1500\)") as err:
+        select_checkpoint(run.root, "step:700")
+    assert err.value.hint == "did you mean step:500?"
+    (run.ckpt("checkpoint-1500") / "model.safetensors").unlink()
+    with pytest.raises(UsageError, match=r"checkpoint-1500.*incomplete"):
+        select_checkpoint(run.root, "step:1500")
+    chosen = select_checkpoint(run.root, "latest")
+    assert chosen.checkpoint == "checkpoint-1000" and [s.checkpoint for s in chosen.skipped] == ["checkpoint-1500"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("lastest", "did you mean latest?"),
+        ("bset", "did you mean best?"),
+        ("checkpoint-1001", "did you mean checkpoint-1000?"),
+    ],
+)
+def test_a_misspelt_checkpoint_gets_did_you_mean(tmp_path: Path, spec: str, hint: str) -> None:
+    run = make_hf_run(tmp_path / "run", steps=(500, 1000))
+    with pytest.raises(UsageError) as err:
+        select_checkpoint(run.root, spec)
+    assert err.value.hint == hint
+    assert err.value.exit_code == ExitCode.USAGE

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import subprocess
 import sys
 import time
@@ -238,6 +239,37 @@ def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub
     assert_quiet(world["tmp"] / "err")
     log = world["log"].read_text()
     assert "stdout was closed by its reader" in log
+
+
+def test_verify_streams_each_row_so_head_1_ends_it_early(world: dict[str, Path], hub: HubServer) -> None:
+    # `mdl verify m1 big | head -1`: m1's first row reaches the reader while big (minutes of hashing on this
+    # machine) is still ahead; the reader leaves after that row and verify ends there.
+    weights = world["dest"] / "big" / "weights.bin"
+    size = 1 << 30
+    while _seconds_to_hash(size) < 300 and size < (8 << 40):
+        size *= 2
+    os.truncate(weights, size)
+    full_hash = _seconds_to_hash(size)
+    with (world["tmp"] / "err").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mdl", "verify", "m1", "big", "--no-progress"],
+            env=_env(hub, world),
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        assert proc.stdout is not None
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], min(60.0, full_hash / 5))
+            assert ready, "no row before big was hashed: verify did not stream"
+            first = proc.stdout.readline().decode()
+            proc.stdout.close()
+            code = proc.wait(timeout=min(60.0, full_hash / 5))
+        finally:
+            proc.kill()
+    sha = hashlib.sha256(FILES["config.json"]).hexdigest()
+    assert first == f"verified  {sha}  m1/config.json\n"
+    assert code == EXIT_CLOSED
+    assert_quiet(world["tmp"] / "err")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "--help"]], ids=" ".join)

@@ -1,4 +1,4 @@
-"""The ui layer: progress reporters, stderr messages, JSON on stdout, tables and the log file."""
+"""The ui layer: stderr messages, JSON on stdout, tables and the log file (progress: tests/cli/render/)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import logging
 import re
 import subprocess
 import sys
-import threading
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +15,14 @@ import pytest
 
 from mdl.cli.render.progress import (
     Console,
-    Reporter,
-    choose_progress_mode,
     color_enabled,
     emit_json,
-    human_duration,
-    human_size,
-    make_reporter,
     render_table,
     setup_logging,
 )
-from mdl.progress import Progress
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def wallclock() -> datetime:
-    return datetime(2026, 11, 22, 8, 3, 39, tzinfo=UTC)
-
-
-def plain(clock: FakeClock, *, interval: float = 5.0, secrets: tuple[str, ...] = ()) -> tuple[Reporter, io.StringIO]:
-    stream = io.StringIO()
-    reporter = make_reporter(
-        "plain",
-        stream=stream,
-        environ={},
-        clock=clock,
-        wallclock=wallclock,
-        interval=interval,
-        secrets=secrets,
-    )
-    return reporter, stream
 
 
 @pytest.fixture(autouse=True)
@@ -70,223 +34,6 @@ def reset_mdl_logger() -> object:
         logger.removeHandler(handler)
         handler.close()
     logger.setLevel(logging.NOTSET)
-
-
-# --- human sizes and durations -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (None, "?"),
-        (0, "0 B"),
-        (999, "999 B"),
-        (1000, "1.0 kB"),
-        (300_000, "300.0 kB"),
-        (999_960, "1.0 MB"),
-        (1_234_567, "1.2 MB"),
-        (265_300_000, "265.3 MB"),
-        (16_100_000_000, "16.1 GB"),
-    ],
-)
-def test_human_size_uses_decimal_units(n: int | None, text: str) -> None:
-    assert human_size(n) == text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0.3, "0.3s"),
-        (4, "4s"),
-        (9.96, "10s"),
-        (42.4, "42s"),
-        (125, "2m05s"),
-        (3720, "1h02m"),
-        (97200, "1d03h"),
-    ],
-)
-def test_human_duration(seconds: float, text: str) -> None:
-    assert human_duration(seconds) == text
-    assert human_duration(float("inf")) == "?"
-
-
-# --- choosing the mode ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("quiet", "no_progress", "json_output", "tty", "environ", "mode"),
-    [
-        (False, False, False, True, {"TERM": "xterm-256color"}, "rich"),
-        (False, False, True, True, {"TERM": "xterm"}, "rich"),  # --json keeps progress on stderr
-        (False, False, False, False, {"TERM": "xterm"}, "plain"),  # cron, CI, pipes
-        (False, False, True, False, {}, "plain"),
-        (False, False, False, True, {"TERM": "dumb"}, "plain"),
-        (False, False, False, True, {"NO_COLOR": "1"}, "rich"),  # no colour, still bars
-        (True, False, False, True, {}, "none"),
-        (False, True, False, True, {}, "none"),
-        (True, False, True, False, {}, "none"),
-    ],
-)
-def test_choose_progress_mode(
-    quiet: bool, no_progress: bool, json_output: bool, tty: bool, environ: dict[str, str], mode: str
-) -> None:
-    got = choose_progress_mode(
-        quiet=quiet, no_progress=no_progress, json_output=json_output, stderr_isatty=tty, environ=environ
-    )
-    assert got == mode
-
-
-# --- plain mode ----------------------------------------------------------------------------------
-
-
-def test_plain_reports_start_progress_and_done_with_timestamps() -> None:
-    clock = FakeClock()
-    reporter, stream = plain(clock)
-    progress: Progress = reporter  # the reporter satisfies the core's protocol
-    progress.begin(total_bytes=266_500_000, files=2)
-    progress.start("a", label="tiny-bert/config.json", total=1_200_000, completed=300_000)
-    progress.start("b", label="tiny-bert/model.safetensors", total=265_300_000)
-    clock.now += 5
-    progress.advance("b", 120_000_000)  # 24 MB/s over the 5 s since start
-    clock.now += 0.3
-    progress.advance("a", 900_000)
-    progress.finish("a", ok=True)
-    progress.finish("b", ok=False, message="connection reset")
-    progress.note("waiting for lock held by pid 42")
-    reporter.close()
-
-    lines = stream.getvalue().splitlines()
-    assert all(line.startswith("2026-11-22T08:03:39Z ") for line in lines)
-    body = [line.removeprefix("2026-11-22T08:03:39Z ") for line in lines]
-    assert body == [
-        "begin 2 files, 266.5 MB",
-        "start tiny-bert/config.json (1.2 MB, resuming at 300.0 kB)",
-        "start tiny-bert/model.safetensors (265.3 MB)",
-        "tiny-bert/model.safetensors 45% 120.0 MB/265.3 MB 24.0 MB/s ETA 7s",
-        "done tiny-bert/config.json 1.2 MB in 5.3s (169.8 kB/s)",
-        "FAILED tiny-bert/model.safetensors: connection reset",
-        "waiting for lock held by pid 42",
-    ]
-
-
-def test_plain_rate_limits_progress_lines_per_file() -> None:
-    clock = FakeClock()
-    reporter, stream = plain(clock, interval=5.0)
-    reporter.start("a", label="m/a.bin", total=10_000_000)
-    reporter.start("b", label="m/b.bin", total=None)
-    for _ in range(80):  # 80 chunks of 12.5 kB, one every 0.125 s: 10 s at 100 kB/s
-        clock.now += 0.125
-        reporter.advance("a", 12_500)
-        reporter.advance("b", 12_500)
-    lines = stream.getvalue().splitlines()
-    a_lines = [line for line in lines if " m/a.bin " in line and "start" not in line]
-    b_lines = [line for line in lines if " m/b.bin " in line and "start" not in line]
-    assert len(a_lines) == 2  # at 5 s and at 10 s, not one per chunk
-    assert len(b_lines) == 2
-    assert a_lines[0].endswith("m/a.bin 5% 500.0 kB/10.0 MB 100.0 kB/s ETA 1m35s")
-    assert b_lines[0].endswith("m/b.bin 500.0 kB 100.0 kB/s")  # unknown size: no percent, no ETA
-
-
-def test_plain_never_writes_control_characters_and_redacts() -> None:
-    clock = FakeClock()
-    reporter, stream = plain(clock, interval=0.0, secrets=("s3cr3t-value",))
-    reporter.start("x", label="evil/\x1b[2Jname\r.bin", total=10)
-    clock.now += 1
-    reporter.advance("x", 5)
-    reporter.finish("x", ok=False, message=f"403 for {SIGNED}\nbody: s3cr3t-value\r\x1b[31m")
-    reporter.note("hf_abcdefghijklmnop is your token")
-    output = stream.getvalue()
-    assert "\x1b" not in output
-    assert "\r" not in output
-    assert all(STAMP.match(line) for line in output.splitlines())
-    assert "deadbeefcafe" not in output
-    assert "s3cr3t-value" not in output
-    assert "hf_abcdefghijklmnop" not in output
-    assert "https://cdn.example.com/m.bin?REDACTED" in output
-
-
-def test_plain_timestamps_come_from_the_wallclock_in_utc() -> None:
-    stream = io.StringIO()
-    local = datetime(2026, 11, 22, 10, 3, 39, tzinfo=timezone(timedelta(hours=1)))
-    reporter = make_reporter("plain", stream=stream, environ={}, wallclock=lambda: local)
-    reporter.note("hello")
-    assert stream.getvalue() == "2026-11-22T09:03:39Z hello\n"
-
-
-def test_plain_is_thread_safe() -> None:
-    clock = FakeClock()
-    reporter, stream = plain(clock, interval=0.0)
-    threads_n, chunks = 16, 2000
-    reporter.start("big", label="m/big.bin", total=threads_n * chunks * 3)
-
-    def work() -> None:
-        for _ in range(chunks):
-            reporter.advance("big", 3)
-
-    threads = [threading.Thread(target=work) for _ in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    reporter.finish("big", ok=True)
-    assert reporter.transferred == threads_n * chunks * 3
-    lines = stream.getvalue().splitlines()
-    assert all(STAMP.match(line) for line in lines)  # no torn or interleaved lines
-    assert lines[-1].endswith("done m/big.bin 96.0 kB in 0s")
-
-
-# --- none and rich modes -------------------------------------------------------------------------
-
-
-def test_none_mode_writes_nothing() -> None:
-    stream = io.StringIO()
-    with make_reporter("none", stream=stream, environ={}) as reporter:
-        reporter.begin(total_bytes=10, files=1)
-        reporter.start("a", label="m/a", total=10)
-        reporter.advance("a", 10)
-        reporter.finish("a", ok=False, message="boom")
-        reporter.note("quiet please")
-    assert stream.getvalue() == ""
-    assert reporter.transferred == 10
-
-
-def test_rich_mode_renders_bars_and_notes_to_the_stream() -> None:
-    stream = io.StringIO()
-    clock = FakeClock()
-    with make_reporter("rich", stream=stream, environ={"NO_COLOR": "1"}, clock=clock) as reporter:
-        reporter.begin(total_bytes=2_000_000, files=2)
-        reporter.start("a", label="tiny-bert/model.safetensors", total=1_000_000)
-        reporter.start("b", label="tiny-bert/[bold]odd.json", total=1_000_000, completed=400_000)
-        reporter.note("waiting for a lock")
-        clock.now += 1
-        reporter.advance("a", 500_000)
-        reporter.finish("b", ok=False, message=f"403 from {SIGNED}")
-        reporter.finish("a", ok=True)
-    output = stream.getvalue()
-    assert "waiting for a lock" in output
-    assert "FAILED tiny-bert/[bold]odd.json" in output  # markup off: brackets stay text
-    assert "deadbeefcafe" not in output
-    assert "total" in output
-    assert reporter.transferred == 500_000
-    # NO_COLOR: cursor movement is fine on a terminal, but no colour (SGR 3x/4x) codes.
-    assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", output)
-
-
-def test_rich_mode_shows_the_file_label_while_active(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "100")  # rich sizes the console from COLUMNS when it is not a real TTY
-    stream = io.StringIO()
-    reporter = make_reporter("rich", stream=stream, environ={}, clock=FakeClock())
-    reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)
-    reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)  # a retry: still one bar
-    reporter.start("b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9)
-    reporter.advance("a", 10)
-    reporter.close()  # last frame drawn with the files still active
-    reporter.close()  # idempotent
-    last_frame = stream.getvalue().rsplit("\x1b[2K", 1)[-1]  # rich clears the lines before each redraw
-    output = stream.getvalue()
-    assert "tiny-bert/model.safetensors" in output
-    assert "…" in output and "/spiece.model" in output  # long labels keep the file name
-    assert last_frame.count("tiny-bert/model.safetensors") == 1
 
 
 # --- console -------------------------------------------------------------------------------------

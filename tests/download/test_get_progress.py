@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from terminal import STAMP, run_mdl
+from terminal import STAMP, TOTAL, run_mdl
 
 from mdl.progress import NullProgress
 from mdl.sources import InlineFile, check_inline
@@ -43,7 +43,7 @@ def test_a_big_inline_file_on_a_terminal_draws_a_total_bar(tmp_path: Path) -> No
     write_job(tmp_path)
     ran = run_mdl(["get", "job.json", "-d", "out"], env=dict(os.environ), tty=True, cwd=tmp_path)
     assert ran.code == 0, ran.screen
-    assert "total (" in ran.screen, ran.screen
+    assert TOTAL.search(ran.screen), ran.screen
 
 
 class Moves(NullProgress):

@@ -44,12 +44,12 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
     [
         ("absent+force", remote(), record(), ABSENT, True, Action.DOWNLOAD, "forced"),
         ("absent+force+partial", remote(), None, ABSENT_WITH_PARTIAL, True, Action.DOWNLOAD, "forced"),
-        ("absent+partial", remote(), None, ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 bytes"),
-        ("absent+partial+record", remote(), record(), ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 bytes"),
+        ("absent+partial", remote(), None, ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already downloaded"),
+        ("absent+partial+record", remote(), record(), ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already"),
         ("deleted since recorded", remote(), record(), ABSENT, False, Action.DOWNLOAD, "missing"),
         ("never fetched", remote(), None, ABSENT, False, Action.DOWNLOAD, "not downloaded yet"),
         ("present+force", remote(), record(), PRESENT, True, Action.REPAIR, "forced"),
-        ("unrecorded, sha256 known", remote(), None, PRESENT, False, Action.CHECK, "not recorded"),
+        ("unrecorded, sha256 known", remote(), None, PRESENT, False, Action.CHECK, "unrecorded"),
         (
             "unrecorded, git oid known",
             remote(sha256=None, git_oid=OID),
@@ -57,7 +57,7 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
             PRESENT,
             False,
             Action.CHECK,
-            "not recorded",
+            "unrecorded",
         ),
         ("unrecorded, nothing to check", remote(sha256=None), None, PRESENT, False, Action.REPAIR, "no hash"),
         (
@@ -71,8 +71,8 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
         ),
         ("changed upstream (size)", remote(size=12), record(), PRESENT, False, Action.DOWNLOAD, "changed upstream"),
         ("up to date", remote(), record(), PRESENT, False, Action.SKIP, "up to date"),
-        ("mtime changed", remote(), record(), TOUCHED, False, Action.CHECK, "changed since"),
-        ("size changed locally", remote(), record(), RESIZED, False, Action.CHECK, "changed since"),
+        ("mtime changed", remote(), record(), TOUCHED, False, Action.CHECK, "modified? (same size"),
+        ("size changed locally", remote(), record(), RESIZED, False, Action.CHECK, "modified (its size"),
     ],
 )
 def test_decide(
@@ -128,3 +128,8 @@ def test_local_state_of(tmp_path: Path) -> None:
 
 def test_action_values_are_the_dry_run_words() -> None:
     assert [a.value for a in Action] == ["skip", "download", "resume", "repair", "check"]
+
+
+def test_resume_reason_is_a_human_size_not_a_byte_count() -> None:
+    decision = decide(remote(), None, LocalState(size=None, mtime_ns=None, partial_bytes=1_523_456), force=False)
+    assert decision.reason == "1.45 MiB already downloaded"

@@ -160,7 +160,8 @@ def test_list_verify_clean_understand_the_cache(env: HubServer, cache: Path) -> 
     link.unlink()
     assert json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"] == "partial"
     broken = mdl("verify", "tiny", "--layout", "hf-cache")
-    assert broken.exit_code == 6 and "config.json" in broken.stderr
+    assert broken.exit_code == 4 and "config.json" in broken.stderr, "the file programs open is missing"
+    assert "snapshot entry" in broken.stderr and "mdl pull tiny" in broken.stderr
     env.cdn.log.clear()
     repaired = mdl("pull", "tiny", "--layout", "hf-cache", "--json")
     assert repaired.exit_code == 0

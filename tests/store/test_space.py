@@ -122,11 +122,11 @@ def test_refuses_before_transferring_naming_both_sizes(world: HubServer, monkeyp
     fake_free_space(monkeypatch, 5 * MB)
     result = pull("medium", "big", "--json")
     assert result.exit_code == 7, result.stderr
-    assert "52.0 MB" in result.stderr and "5.0 MB" in result.stderr, result.stderr
+    assert "49.6 MiB" in result.stderr and "4.77 MiB" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["error"]["code"] == 7
-    assert "52.0 MB" in doc["error"]["message"] and "5.0 MB" in doc["error"]["message"]
+    assert "49.6 MiB" in doc["error"]["message"] and "4.77 MiB" in doc["error"]["message"]
     assert world.cdn.log.records(method="GET") == [], "bytes were transferred before the space check"
     assert world.log.records(path_prefix="/org/") == []
     dest = Path(os.environ["MDL_DEST"])
@@ -147,7 +147,7 @@ def test_refuses_on_a_small_real_filesystem(
     dest = use_dest(monkeypatch, small_fs("8m") / "models")
     result = pull("medium")
     assert result.exit_code == 7, result.stderr
-    assert "12.0 MB still to download" in result.stderr
+    assert "11.4 MiB still to download" in result.stderr
     assert "free" in result.stderr
     assert world.cdn.log.records(method="GET") == []
     assert partial_files(dest) == []

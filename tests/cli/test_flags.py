@@ -1,0 +1,309 @@
+"""The common flags before or after the command, as git and hf users type them: `mdl -q list` = `mdl list -q`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run
+from servers import HubServer, make_data
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+from mdl.cli.render.progress import choose_progress_mode
+
+WEIGHTS = make_data(300_000, seed=11)
+CATALOG = '[models.tiny]\ndescription = "tiny test model"\nrepo = "org/tiny"\n'
+
+
+def mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+@dataclass
+class World:
+    """A Hub with one repo, a catalog beside it (not where mdl looks by itself), a CDN file and a training run."""
+
+    hub: HubServer
+    tmp: Path
+    catalog: Path
+    dest: Path
+    url: str
+    run_dir: Path
+
+    def archive(self) -> Path:
+        """A packed archive of the run, made with the CLI (flags after the command)."""
+        out = self.tmp / "packed" / "run.zip"
+        if not out.exists():
+            assert mdl("pack", str(self.run_dir), "-o", str(out), "-q").exit_code == 0
+        return out
+
+
+@pytest.fixture
+def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    hub.add_repo("org/tiny", {"config.json": b'{"hidden_size": 8}', "model.safetensors": WEIGHTS})
+    catalog = tmp_path / "conf" / "models.toml"
+    catalog.parent.mkdir()
+    catalog.write_text(CATALOG)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.chdir(tmp_path)
+    url = hub.cdn.add_file("/files/weights.bin", WEIGHTS)
+    make_hf_run(tmp_path / "run", steps=(100,))
+    return World(hub, tmp_path, catalog, tmp_path / "models", url, tmp_path / "run")
+
+
+# Each command with arguments that succeed offline or against the loopback servers; `tag` keeps outputs apart.
+COMMANDS: dict[str, Callable[[World, str], list[str]]] = {
+    "list": lambda w, tag: ["list"],
+    "show": lambda w, tag: ["show", "tiny"],
+    "resolve": lambda w, tag: ["resolve", "tiny"],
+    "pull": lambda w, tag: ["pull", "tiny"],
+    "verify": lambda w, tag: ["verify", "tiny"],
+    "clean": lambda w, tag: ["clean"],
+    "get": lambda w, tag: ["get", w.url, "-d", str(w.tmp / "got" / tag)],
+    "pack": lambda w, tag: ["pack", str(w.run_dir), "-o", str(w.tmp / "zips" / f"{tag}.zip")],
+    "unpack": lambda w, tag: ["unpack", str(w.archive()), "-d", str(w.tmp / "unpacked" / tag)],
+}
+PROGRESS_COMMANDS = ("resolve", "pull", "verify", "get", "pack", "unpack")
+CATALOG_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean", "get")
+DEST_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean")
+
+
+def prepare(world: World, command: str) -> None:
+    """What a command needs on disk first (verify needs a pulled model)."""
+    if command == "verify":
+        assert mdl("pull", "tiny", "-q").exit_code == 0
+
+
+def placed(world: World, command: str, flags: list[str], position: str, tag: str = "") -> list[str]:
+    """The command line with ``flags`` before the command (``mdl FLAGS cmd …``) or after it (``mdl cmd … FLAGS``)."""
+    args = COMMANDS[command](world, tag or position)
+    return [*flags, *args] if position == "before" else [*args, *flags]
+
+
+def is_progress_line(line: str) -> bool:
+    """A plain progress line starts with its timestamp (``2026-…``); summaries and errors do not."""
+    return line[:4].isdigit()
+
+
+BOTH = pytest.mark.parametrize("position", ["before", "after"])
+EVERY_COMMAND = pytest.mark.parametrize("command", list(COMMANDS))
+
+
+@EVERY_COMMAND
+@BOTH
+def test_json_in_either_position_prints_one_document(world: World, command: str, position: str) -> None:
+    prepare(world, command)
+    result = mdl(*placed(world, command, ["--json"], position))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert isinstance(doc, dict) and doc.get("ok", True) is True
+
+
+@EVERY_COMMAND
+@BOTH
+def test_quiet_in_either_position_prints_nothing(world: World, command: str, position: str) -> None:
+    prepare(world, command)
+    result = mdl(*placed(world, command, ["-q"], position))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+@EVERY_COMMAND
+@BOTH
+def test_log_file_in_either_position_gets_the_run(world: World, command: str, position: str) -> None:
+    prepare(world, command)
+    log = world.tmp / "logs" / f"{command}-{position}.log"
+    args = placed(world, command, ["--log-file", str(log)], position)
+    (world.tmp / "mdl.log").unlink(missing_ok=True)  # what preparing the command logged
+    result = mdl(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "done in" in log.read_text()  # the run's last log line went to the file named
+    assert not (world.tmp / "mdl.log").exists(), "$MDL_LOG_FILE is the default; the flag overrides it"
+
+
+@pytest.mark.parametrize("command", PROGRESS_COMMANDS)
+@BOTH
+def test_no_progress_in_either_position_leaves_only_the_summary(world: World, command: str, position: str) -> None:
+    prepare(world, command)
+    result = mdl(*placed(world, command, ["--no-progress"], position))
+    assert result.exit_code == 0, result.stderr
+    assert not [line for line in result.stderr.splitlines() if is_progress_line(line)], result.stderr
+
+
+def test_without_no_progress_pull_shows_plain_lines(world: World) -> None:
+    """The control for the test above: the lines it looks for are there by default."""
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert any(is_progress_line(line) and "tiny/model.safetensors" in line for line in result.stderr.splitlines())
+
+
+@BOTH
+def test_verbose_in_either_position_logs_debug(world: World, position: str) -> None:
+    log = world.tmp / f"verbose-{position}.log"
+    result = mdl(*placed(world, "pull", ["-v", "--log-file", str(log)], position))
+    assert result.exit_code == 0, result.stderr
+    assert " DEBUG " in log.read_text()  # the Hub's redirect to its CDN is logged at DEBUG
+    quiet_log = world.tmp / f"plain-{position}.log"
+    assert mdl(*placed(world, "pull", ["--log-file", str(quiet_log)], position, tag="again")).exit_code == 0
+    assert " DEBUG " not in quiet_log.read_text()
+
+
+@pytest.mark.parametrize("command", CATALOG_COMMANDS)
+@BOTH
+def test_catalog_in_either_position(world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepare(world, command)
+    monkeypatch.delenv("MDL_CATALOG")
+    result = mdl(*placed(world, command, ["--catalog", str(world.catalog), "--json"], position))
+    assert result.exit_code == 0, result.stderr
+    if command in ("list", "show", "resolve"):
+        assert [m["name"] for m in json.loads(result.stdout)["models"]] == ["tiny"]
+
+
+@pytest.mark.parametrize("command", DEST_COMMANDS)
+@BOTH
+def test_dest_in_either_position(world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = world.tmp / "elsewhere"
+    monkeypatch.delenv("MDL_DEST")
+    assert mdl("pull", "tiny", "--dest", str(elsewhere), "-q").exit_code == 0
+    result = mdl(*placed(world, command, ["--dest", str(elsewhere), "--json"], position))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    if command == "list":
+        assert doc["models"][0]["status"] == "installed"
+    if command in ("pull", "verify"):
+        assert {f["action"] for f in doc["files"]} <= {"skipped", "verified"}
+        assert all(Path(f["dest"]).is_relative_to(elsewhere) for f in doc["files"])
+
+
+@BOTH
+def test_pull_dest_in_either_position_saves_there(world: World, position: str) -> None:
+    target = world.tmp / f"dest-{position}"
+    result = mdl(*placed(world, "pull", ["--dest", str(target), "-q"], position))
+    assert result.exit_code == 0, result.stderr
+    assert (target / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert not world.dest.exists()
+
+
+@pytest.mark.parametrize(("flag", "command"), [("--dest", "get"), ("--dest", "pack"), ("--catalog", "unpack")])
+def test_a_value_before_a_command_that_does_not_take_it_is_a_usage_error(world: World, flag: str, command: str) -> None:
+    result = mdl(*placed(world, command, [flag, str(world.tmp / "x")], "before"))
+    assert result.exit_code == 2
+    assert f"mdl {command} does not take {flag}" in result.stderr
+    assert not (world.tmp / "x").exists()
+
+
+def test_the_value_after_the_command_wins(world: World) -> None:
+    first, second = world.tmp / "first.log", world.tmp / "second.log"
+    a, b = world.tmp / "a", world.tmp / "b"
+    before = ["--log-file", str(first), "--dest", str(a)]
+    result = mdl(*before, "pull", "tiny", "--log-file", str(second), "--dest", str(b))
+    assert result.exit_code == 0, result.stderr
+    assert second.exists() and not first.exists()
+    assert (b / "tiny" / "config.json").exists() and not a.exists()
+
+
+def test_a_switch_counts_in_either_place(world: World) -> None:
+    """`mdl -q pull x --json`: -q before and --json after both apply."""
+    result = mdl("-q", "pull", "tiny", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["ok"] is True
+    assert result.stderr == ""
+
+
+def test_json_list_is_list_json(world: World) -> None:
+    assert mdl("--json", "list").stdout == mdl("list", "--json").stdout
+
+
+def test_quiet_list_keeps_quiet(world: World) -> None:
+    """-q prints nothing but errors: the table too, wherever -q is (as `mdl list -q` did before)."""
+    assert mdl("-q", "list").stdout == mdl("list", "-q").stdout == ""
+    assert "tiny" in mdl("list").stdout
+
+
+# -- --progress -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", PROGRESS_COMMANDS)
+@BOTH
+def test_bad_progress_value_is_exit_2_naming_the_choices(world: World, command: str, position: str) -> None:
+    result = mdl(*placed(world, command, ["--progress", "fancy"], position))
+    assert result.exit_code == 2
+    assert "--progress" in result.stderr
+    for choice in ("auto", "rich", "plain", "json", "none"):
+        assert choice in result.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "show", "clean"])
+def test_progress_belongs_to_the_commands_that_show_progress(world: World, command: str) -> None:
+    """Before any command --progress is accepted (it is global); after one that shows none it is unknown."""
+    assert mdl(*placed(world, command, ["--progress", "plain"], "before")).exit_code == 0
+    after = mdl(*placed(world, command, ["--progress", "plain"], "after"))
+    assert after.exit_code == 2 and "--progress" in after.stderr
+
+
+def _mode_of(requested: str) -> str:
+    return choose_progress_mode(
+        quiet=False, no_progress=False, json_output=False, stderr_isatty=False, environ={}, requested=requested
+    )
+
+
+# The modes themselves come with the display work (mdl/cli/render/progress.py); these check the flag reaches it.
+needs_modes = pytest.mark.skipif(
+    _mode_of("none") != "none" or _mode_of("json") != "json", reason="--progress modes are not wired in yet"
+)
+
+
+@needs_modes
+@pytest.mark.parametrize("command", PROGRESS_COMMANDS)
+@BOTH
+def test_progress_none_in_either_position(world: World, command: str, position: str) -> None:
+    prepare(world, command)
+    result = mdl(*placed(world, command, ["--progress", "none"], position))
+    assert result.exit_code == 0, result.stderr
+    assert not [line for line in result.stderr.splitlines() if is_progress_line(line)], result.stderr
+
+
+@needs_modes
+@BOTH
+def test_progress_json_in_either_position_writes_events(world: World, position: str) -> None:
+    result = mdl(*placed(world, "pull", ["--progress", "json"], position))
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events, result.stderr
+
+
+def test_progress_after_the_command_wins(world: World) -> None:
+    """`mdl --progress plain pull x --progress fancy`: the command's own value is the one checked and used."""
+    result = mdl("--progress", "plain", "pull", "tiny", "--progress", "fancy")
+    assert result.exit_code == 2 and "fancy" in result.stderr
+
+
+# -- real processes, as a shell runs them -------------------------------------------------------------------
+
+
+def _python_m(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env=dict(os.environ))
+
+
+def test_quiet_before_the_command_in_a_real_process(world: World) -> None:
+    """The issue's report: `mdl -q list` said `No such option: -q`."""
+    done = _python_m("-q", "list")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_json_before_the_command_shapes_parse_errors_too(world: World) -> None:
+    done = _python_m("--json", "pull", "tiny", "--connections", "abc")
+    assert done.returncode == 2
+    doc = json.loads(done.stdout)
+    assert doc["ok"] is False and doc["error"]["code"] == 2 and "--connections" in doc["error"]["message"]
