@@ -111,7 +111,7 @@ class FileFetcher:
             if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=self._recorded_sha(plan)):
                 self.session.layout.link(plan.placement)
                 self._record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, commit=commit)
-                self.session.progress.finish(label_of(remote), ok=True, message="checked")
+                self.session.progress.finish(label_of(remote), ok=True, message="up to date")
                 return done_outcome(plan, Action.CHECK, size=size, sha256=sha256)
             log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
             self.session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
