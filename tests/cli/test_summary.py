@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from servers import CdnServer, HubServer, make_data
+from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
@@ -31,13 +31,18 @@ def world(hub: HubServer, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.Mo
     """Two good models, one the Hub does not know, one whose catalog sha256 is wrong; MDL_* set."""
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/other", {"weights.bin": make_data(1000, seed=2)})
+    hub.add_repo("org/gated", {"w.bin": make_data(1000, seed=5)}, gated="auto", gate_api=True)
+    hub.add_repo("org/gatedfiles", {"w.bin": make_data(1000, seed=6)}, gated="manual", granted_tokens=set())
     url = cdn.add_file("/files/ok.bin", b"hello")
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(
         '[models.tiny]\nrepo = "org/tiny"\n\n'
         '[models.other]\nrepo = "org/other"\n\n'
         '[models.badname]\nrepo = "org/nope"\n\n'
-        f'[models.badsha]\nfiles = [{{ url = "{url}", sha256 = "{"0" * 64}" }}]\n'
+        f'[models.badsha]\nfiles = [{{ url = "{url}", sha256 = "{"0" * 64}" }}]\n\n'
+        f'[models.gone]\nfiles = [{{ url = "{cdn.url}/files/gone.bin" }}]\n\n'
+        '[models.gated]\nrepo = "org/gated"\n\n'
+        '[models.gatedfiles]\nrepo = "org/gatedfiles"\n'
     )
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_CATALOG", str(catalog))
@@ -176,6 +181,59 @@ def test_each_failed_file_is_shown_once_with_its_label_once(world: dict[str, Pat
     if any(" FAILED " in line for line in result.stderr.splitlines()):
         pytest.skip("the plain progress reporter still prints FAILED lines (removed on the display branch)")
     assert result.stderr.count("sha256 mismatch: expected") == 1
+
+
+# -- 5. error text ---------------------------------------------------------------------------------------------
+
+NGINX_404 = (
+    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n"
+    b"<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n" + b"<!-- a padding comment -->\r\n" * 6
+)
+BAD_GATEWAY = (
+    b"<!DOCTYPE html><html><head><style>body{font:12px}</style><title>502 Bad Gateway</title></head>"
+    b"<body><h1>Bad Gateway</h1><p>" + b"The proxy could not reach the upstream server. " * 20 + b"</p></body></html>"
+)
+
+
+def test_an_html_404_keeps_status_url_with_port_and_the_title_only(world: dict[str, Path], cdn: CdnServer) -> None:
+    cdn.faults.add(Fault.http_error(404, NGINX_404, path_prefix="/files/gone.bin", times=None))
+    result = mdl("pull", "gone")
+    assert result.exit_code == 4
+    assert messages(result) == [
+        f"mdl: error: gone/gone.bin: not found (HTTP 404 from {cdn.url}/files/gone.bin): 404 Not Found"
+    ]
+    assert "<" not in result.stderr and "nginx" not in result.stderr
+    logged = world["log"].read_text()
+    assert 'server_text="404 Not Found"' in logged and "<html>" not in logged
+
+
+def test_an_html_error_page_from_the_hub_is_its_title(
+    world: dict[str, Path], hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    hub.faults.add(Fault.http_error(502, BAD_GATEWAY, path_prefix="/api/", times=None))
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 5
+    error = messages(result)[0]
+    assert error.startswith("mdl: error: tiny: "), error
+    assert "HTTP 502" in error and ": 502 Bad Gateway" in error, error
+    assert "<" not in result.stderr and "upstream" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["gated", "gatedfiles"])
+def test_a_gated_repo_says_how_to_authenticate(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    anonymous = mdl("pull", model)
+    assert anonymous.exit_code == 3
+    hint = next(line for line in messages(anonymous) if line.startswith("  hint: "))
+    assert "HF_TOKEN" in hint and "hf auth login" in hint and "terms" in hint, hint
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    if model == "gatedfiles":  # a token without access: 403 from the Hub
+        refused = mdl("pull", model)
+        assert refused.exit_code == 3
+        hint = next(line for line in messages(refused) if line.startswith("  hint: "))
+        assert "HF_TOKEN" in hint and "hf auth login" in hint, hint
 
 
 # -- the summary's words, for outcomes other commands make ---------------------------------------------
