@@ -174,7 +174,7 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_show
     where each pulled model is, each failure once (``mdl: error: model/path: why`` and its hint) and one summary
     line; then exit with its code."""
     from mdl.cli.pipes import unread_if_failing
-    from mdl.cli.render.summary import summary_line, where_lines
+    from mdl.cli.render.summary import says_it_all, summary_line, where_lines
     from mdl.units import human_size
 
     with unread_if_failing(failing=bool(report.exit_code)):
@@ -198,9 +198,10 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_show
     for f in report.files:
         if f.failing:  # the one place a failure is shown: progress displays stay silent
             run.console.error(f.error or f"{f.label}: failed", hint=f.hint)
-    summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
-    if summary is not None:
+    if not report.dry_run:
+        summary = summary_line(report.files, verb=verb, seconds=seconds)
         log.info("%s", summary)
-        run.console.info(summary)
+        if not says_it_all(report.files):
+            run.console.info(summary)
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -363,7 +363,7 @@ class RetryPolicy:
                 if attempt > limit:
                     raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
                 delay = self.delay(attempt, retry_after=exc.retry_after)
-                log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
+                log.info("%s: %s; retry %d in %.1fs", what, exc.message.removeprefix(f"{what}: "), attempt, delay)
                 if on_retry is not None:
                     on_retry(retry_cause(exc.message, what))
                 if wait is not None:

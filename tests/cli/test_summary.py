@@ -131,6 +131,20 @@ def test_the_offline_quick_start_fails_with_one_message(
     assert [line for line in lines[1:] if not line.startswith("  hint: ")] == [], "one message, no summary line"
 
 
+def test_the_log_names_each_model_once_and_keeps_the_summary(
+    world: dict[str, Path], hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.faults.add(Fault.http_error(503, "busy", path_prefix="/api/", retry_after=0))
+    hub.cdn.faults.add(Fault.http_error(503, "busy", retry_after=0))
+    assert mdl("pull", "tiny").exit_code == 0
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert mdl("pull", "other").exit_code == 5
+    logged = world["log"].read_text()
+    assert "; retry 1 in" in logged
+    assert "tiny: tiny:" not in logged and "safetensors: tiny/" not in logged and "json: tiny/" not in logged
+    assert "pulled 0 models; 1 model failed: other (network error)" in logged, "the log has the summary line"
+
+
 def test_nothing_to_do_and_all_skipped(world: dict[str, Path]) -> None:
     assert mdl("pull", "tiny").exit_code == 0
     again = mdl("pull", "tiny")

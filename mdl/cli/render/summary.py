@@ -111,11 +111,14 @@ def _problem_detail(unit: Sequence[Outcome]) -> str:
     return f"{name} ({said})" if said else name
 
 
-def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> str | None:
-    """The one summary line of a pull, verify or get; None when the report is a single failure (its error line
-    says it all, as the README's offline quick start promises: one message, no second line)."""
-    if len(outcomes) == 1 and outcomes[0].action == "failed":
-        return None
+def says_it_all(outcomes: Sequence[Outcome]) -> bool:
+    """Whether the report is one failure and nothing else: its error line says it all, and the summary line is
+    left out (the README's offline quick start promises one message, as curl and hf download print)."""
+    return len(outcomes) == 1 and outcomes[0].action == "failed"
+
+
+def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> str:
+    """The one summary line of a pull, verify or get."""
     units = list(_units(outcomes).values())
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
     noun = "file" if one_off else "model"
