@@ -289,3 +289,16 @@ def test_many_failed_models_are_named_up_to_five() -> None:
         "pulled 0 models; 7 models failed: m0 (network error), m1 (network error), m2 (network error), "
         "m3 (network error), m4 (network error) and 2 more"
     )
+
+
+def test_a_model_in_several_folders_names_each() -> None:
+    files = [
+        FileOutcome("m", "config.json", "/cache/models--o--a/snapshots/c1/config.json", 7, None, "downloaded"),
+        FileOutcome("m", "w.bin", "/cache/models--o--b/snapshots/c2/w.bin", 1024, None, "skipped"),
+        FileOutcome("m", "cfg/x.json", "/cache/models--o--a/snapshots/c1/x.json", 1, None, "downloaded"),
+    ]
+    from mdl.units import human_size
+
+    assert where_lines(files) == [
+        f"m → /cache/models--o--a/snapshots/c1, /cache/models--o--b/snapshots/c2 (3 files, {human_size(1032)})"
+    ]
