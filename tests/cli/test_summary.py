@@ -151,6 +151,16 @@ def test_nothing_to_do_and_all_skipped(world: dict[str, Path]) -> None:
     assert messages(again)[-1] == "pulled 1 model (2 files: 2 skipped)"
 
 
+def test_verify_counts_a_never_pulled_model_as_missing(world: dict[str, Path]) -> None:
+    assert mdl("pull", "tiny").exit_code == 0
+    result = mdl("verify", "tiny", "other")
+    assert result.exit_code == 4
+    assert messages(result)[-1] == "verified 1 model (2 files: 2 verified); 1 model missing: other"
+    alone = mdl("verify", "other")
+    assert alone.exit_code == 4
+    assert [line for line in messages(alone) if not line.startswith(("mdl: error: other: ", "  hint: "))] == []
+
+
 # -- 3. words ----------------------------------------------------------------------------------------------
 
 

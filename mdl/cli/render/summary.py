@@ -114,7 +114,7 @@ def _problem_detail(unit: Sequence[Outcome]) -> str:
 def says_it_all(outcomes: Sequence[Outcome]) -> bool:
     """Whether the report is one failure and nothing else: its error line says it all, and the summary line is
     left out (the README's offline quick start promises one message, as curl and hf download print)."""
-    return len(outcomes) == 1 and outcomes[0].action == "failed"
+    return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
 
 
 def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> str:
