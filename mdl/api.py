@@ -260,9 +260,13 @@ def get(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     read_text: Callable[[str], str] | None = None,
+    force: bool = False,
 ) -> RunReport:
     """Fetch one-off sources (``https://`` URLs, ``hf://`` files, job-output JSON files, ``-`` = stdin) into
-    ``directory`` (default: the current folder), or ``output`` for a single file; verified and atomic."""
+    ``directory`` (default: the current folder), or ``output`` for a single file; verified and atomic.
+
+    A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
+    compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
     from mdl.download import get_sources
 
     if output is not None and directory is not None:
@@ -274,7 +278,9 @@ def get(
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
     folder = Path(directory or Path.cwd()).absolute()
-    settings = _settings(cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate), timeout=timeout)
+    settings = _settings(
+        cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate), timeout=timeout, force=force
+    )
     return get_sources(
         sources,
         settings,
@@ -283,6 +289,7 @@ def get(
         sha256=sha256,
         progress=progress or NullProgress(),
         read_text=read_text or read_source,
+        force=force,
     )
 
 

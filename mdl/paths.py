@@ -176,7 +176,8 @@ def url_basename(url: str, *, where: str) -> str:
     """The URL's last path segment, percent-decoded and validated as a file name, or UnsafePathError."""
     parts = urlsplit(url)
     # Never echo the query: it may carry a signature or token.
-    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else parts.path
+    # The host and its port (``127.0.0.1:8123``), never the userinfo before them.
+    shown = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}" if parts.scheme else parts.path
     segment = parts.path.rsplit("/", 1)[-1]
     if not segment:
         raise UnsafePathError(f"{where}: cannot take a file name from {_shown(shown)}: the URL path ends without one")

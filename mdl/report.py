@@ -36,6 +36,21 @@ class FileOutcome:
     server_text: str | None = None  # the server's own error text, sanitised
     warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
     hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
+    kind: str | None = None  # the error's kind ("not_found", "integrity", ...): the summary's short reason
+    word: str | None = None  # what people read instead of ``action`` ("re-downloaded", "replaced")
+
+    @property
+    def label(self) -> str:
+        """``model/path`` as messages name the file (the model alone for a model-wide failure, the path alone
+        for a one-off ``get`` file)."""
+        if not self.model:
+            return self.path or ""
+        return f"{self.model}/{self.path}" if self.path else self.model
+
+    @property
+    def shown_action(self) -> str:
+        """The action in people's words (the JSON keeps the contract's ``action``)."""
+        return self.word or self.action
 
     @property
     def failing(self) -> bool:
@@ -154,6 +169,7 @@ def failed(
 ) -> FileOutcome:
     """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
     status, server_text = server_details(exc)
+    label = f"{model}/{path}" if model and path else model or path or ""
     return FileOutcome(
         model=model,
         path=path,
@@ -161,7 +177,7 @@ def failed(
         size=None,
         sha256=None,
         action="failed",
-        error=safe_text(exc.message),  # API callers print it too: no secret, no escape sequence
+        error=labelled(safe_text(exc.message), label, model=model),  # API callers print it too: made safe
         exit_code=int(exc.exit_code),
         source=source,
         seconds=seconds,
@@ -169,4 +185,20 @@ def failed(
         status=status,
         server_text=server_text,
         hint=exc.hint,
+        kind=exc.kind,
     )
+
+
+def labelled(message: str, label: str, *, model: str) -> str:
+    """``message`` naming its file (or model) exactly once: ``tiny/config.json: <why>``.
+
+    Most messages already start with the label; one that names it twice (a wrapped error) loses the copy, and
+    one that names no file of the model gets the label in front. A one-off ``get`` file (no model) is named by
+    its source, which the message carries already.
+    """
+    doubled = f"{label}: {label}: "
+    while label and message.startswith(doubled):
+        message = message[len(label) + 2 :]
+    if model and not message.startswith((f"{model}:", f"{model}/")):
+        message = f"{label}: {message}"
+    return message

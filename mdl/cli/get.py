@@ -41,6 +41,9 @@ def get_cmd(
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")
+    ] = False,
     timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
@@ -71,5 +74,6 @@ def get_cmd(
                 timeout=timeout,
                 environ=run.environ,
                 progress=progress,
+                force=force,
             )
         render_report(run, report, verb="fetched", seconds=time.monotonic() - started)

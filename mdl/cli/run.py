@@ -170,10 +170,12 @@ def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
 
 
 def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_shown: bool = False) -> None:
-    """A pull, verify or get report: JSON, or a table (unless ``rows_shown`` already streamed it) and a summary
+    """A pull, verify or get report: JSON, or a table (unless ``rows_shown`` already streamed it); then on stderr
+    where each pulled model is, each failure once (``mdl: error: model/path: why`` and its hint) and one summary
     line; then exit with its code."""
     from mdl.cli.pipes import unread_if_failing
-    from mdl.units import human_duration, human_size
+    from mdl.cli.render.summary import says_it_all, summary_line, where_lines
+    from mdl.units import human_size
 
     with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
@@ -190,19 +192,16 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_show
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
     for warning in dict.fromkeys(f.warning for f in report.files if f.warning):  # once per model, not per file
         run.console.warn(warning)
+    if not report.dry_run and verb == "pulled":
+        for line in where_lines(report.files):
+            run.console.info(line)
     for f in report.files:
-        if f.failing:
-            run.console.error(f.error or f"{f.model}/{f.path}: failed", hint=f.hint)
+        if f.failing:  # the one place a failure is shown: progress displays stay silent
+            run.console.error(f.error or f"{f.label}: failed", hint=f.hint)
     if not report.dry_run:
-        counts: dict[str, int] = {}
-        for f in report.files:
-            counts[f.action] = counts.get(f.action, 0) + 1
-        fetched = sum(f.fetched for f in report.files)
-        parts = [f"{n} {action}" for action, n in sorted(counts.items())]
-        summary = f"{verb} {len(report.files)} file(s): {', '.join(parts) or 'nothing to do'}"
-        if fetched:
-            summary += f"; {human_size(fetched)} in {human_duration(seconds)}"
+        summary = summary_line(report.files, verb=verb, seconds=seconds)
         log.info("%s", summary)
-        run.console.info(summary)
+        if not says_it_all(report.files):
+            run.console.info(summary)
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -98,7 +98,8 @@ class FileFetcher:
         except InterruptedByUserError:
             raise
         except MdlError as exc:
-            session.progress.finish(label, ok=False, message=exc.message)
+            # The reporter names the file itself: the message without its own "label: " in front.
+            session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
             return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
 
     def _act(self, plan: PlannedFile, commit: Commit, retries: RetryLog) -> FileOutcome:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
 from mdl.download.oneoff import look_before, tidy_after
+from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
 from mdl.progress import Progress
@@ -29,7 +30,7 @@ from mdl.sources import (
     parse_job_output,
     write_inline,
 )
-from mdl.store import creatable_problem
+from mdl.store import creatable_problem, hash_file
 
 if TYPE_CHECKING:
     from mdl.download.planner import PlannedFile
@@ -89,11 +90,18 @@ def get_sources(
     sha256: str | None,
     progress: Progress,
     read_text: Callable[[str], str],
+    force: bool = False,
 ) -> RunReport:
-    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic."""
+    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic.
+
+    A file already there is kept when it has the expected bytes, and refused (exit 2) when it differs or cannot
+    be compared; ``force`` replaces it.
+    """
     expected = check_expected_sha256(sha256)
     items = parse_sources(sources, read_text=read_text, named=output is not None)
-    return fetch_sources(items, settings, output=output, directory=directory, sha256=expected, progress=progress)
+    return fetch_sources(
+        items, settings, output=output, directory=directory, sha256=expected, progress=progress, force=force
+    )
 
 
 def fetch_sources(
@@ -104,10 +112,12 @@ def fetch_sources(
     directory: Path,
     sha256: str | None,
     progress: Progress,
+    force: bool = False,
 ) -> RunReport:
     """Check everything that can be checked locally, then write inline files and download the rest.
 
-    Nothing is written unless every name, URL and inline payload (base64, size, sha256) is right.
+    Nothing is written unless every name, URL and inline payload (base64, size, sha256) is right, and no file
+    already there would be replaced without ``force`` (one with the expected bytes is kept: ``skipped``).
     """
     if output is not None and len(items) != 1:
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
@@ -115,21 +125,34 @@ def fetch_sources(
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
     targets = _targets(items, output=output, directory=directory)
     checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
-    outcomes: dict[int, FileOutcome] = {}
-    progress.begin(total_bytes=sum(check.size for check in checks.values()), files=len(checks))
+    outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
+    writes = [check for index, check in checks.items() if index not in outcomes]
+    progress.begin(total_bytes=sum(check.size for check in writes), files=len(writes))
     for index, check in checks.items():
         item, target = items[index], targets[index]
         assert isinstance(item, InlineFile)
+        if index in outcomes:
+            continue
+        replaced = force and _present(target)
         try:
             write_inline(item, target, check=check, progress=progress)
         except MdlError as exc:
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
             outcomes[index] = FileOutcome(
-                "", item.filename, str(target), check.size, check.sha256, "downloaded", source=item.where
+                "",
+                item.filename,
+                str(target),
+                check.size,
+                check.sha256,
+                "downloaded",
+                reason=FORCED if replaced else "",
+                fetched=check.size,  # counted in the total like downloaded bytes: written from the job's output
+                source=item.where,
+                word="replaced" if replaced else None,
             )
         log_outcome(outcomes[index])
-    remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile)]
+    remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
         outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress))
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
@@ -190,6 +213,65 @@ def _check_inline_payloads(
     return checks
 
 
+def _present(target: Path) -> bool:
+    return target.is_symlink() or target.exists()
+
+
+def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None) -> bool:
+    """Whether the file at ``target`` has the expected sha256 (or git blob id); unreadable counts as different."""
+    if not sha256 and not git_oid:
+        return False
+    try:
+        _, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
+    except OSError:
+        return False
+    return have_sha == sha256 if sha256 else have_oid == git_oid
+
+
+def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
+    """A file already at its target with the expected bytes: left as it is."""
+    size = target.stat().st_size
+    return FileOutcome("", path, str(target), size, sha256, "skipped", reason="already there, same bytes", source=where)
+
+
+def _in_the_way(target: Path, *, where: str, known: bool) -> UsageError:
+    """The refusal for a file that is there and is not (or cannot be shown to be) the one asked for."""
+    if known:
+        return UsageError(f"{target}: already exists and differs from {where}", hint="--force to replace it")
+    return UsageError(
+        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is the same file",
+        hint="--force to replace it, or --sha256 HEX to keep it when it matches",
+    )
+
+
+def _already_there(
+    items: Sequence[Source], targets: Sequence[Path], checks: dict[int, InlineCheck], *, expected: str | None
+) -> dict[int, FileOutcome]:
+    """Files already at their targets (checked locally, before anything is written): the ones with the expected
+    bytes are kept (``skipped``); any other refuses the whole get, as ``unpack`` and aria2c refuse to overwrite.
+
+    Hub files are compared once the Hub has named their hashes (``_fetch_remote``).
+    """
+    kept: dict[int, FileOutcome] = {}
+    refused: list[UsageError] = []
+    for index, (item, target) in enumerate(zip(items, targets, strict=True)):
+        if not _present(target) or (isinstance(item, UrlFile) and item.hub is not None):
+            continue
+        want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
+        if want and _same_bytes(target, sha256=want):
+            path = item.filename if isinstance(item, InlineFile) else target.name
+            kept[index] = _kept(path, target, sha256=want, where=item.where)
+            log_outcome(kept[index])
+        else:
+            refused.append(_in_the_way(target, where=item.where, known=bool(want)))
+    if refused:
+        first = refused[0]
+        more = f"; {len(refused) - 1} more file(s) are in the way too" if len(refused) > 1 else ""
+        first.hint = f"{first.hint}{more}; nothing was written"
+        raise first
+    return kept
+
+
 # -- remote files: the pull engine, one destination folder at a time -------------------------------------
 
 
@@ -229,6 +311,12 @@ def _fetch_remote(
                             save_as=name,
                         )
                         remote = resolve_file("", spec, hub=hub, environ={})
+                        if not settings.force and _present(target):
+                            if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
+                                raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
+                            outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
+                            log_outcome(outcomes[index])
+                            continue
                     else:
                         assert item.url is not None
                         remote = RemoteFile(
@@ -250,7 +338,11 @@ def _fetch_remote(
                 puller.store.ensure_dirs()
                 puller.check_space(plans)
                 done = puller.execute(plans, commits={})
-                outcomes.update((index, outcome) for (index, _), outcome in zip(planned, done, strict=True))
+                for (index, _), outcome in zip(planned, done, strict=True):
+                    # --force over a file that was there: for get it is the user's file, "replaced".
+                    outcomes[index] = (
+                        dataclasses.replace(outcome, word="replaced") if outcome.reason == FORCED else outcome
+                    )
         finally:
             puller.close()
             # A finished get leaves nothing behind; a partial download (something to resume) stays.

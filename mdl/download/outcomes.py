@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from mdl.download.plan import Action
+from mdl.download.plan import FORCED, Action
 from mdl.download.planner import PlannedFile
 from mdl.report import FileOutcome
 
-# What each action is called once done (the JSON contract's words).
+# What each action is called once done (the JSON contract's words). A present file replaced because of
+# --force is "downloaded" with reason "--force" there, and "re-downloaded" for people; "repaired" is only ever
+# a present file that was hashed and found wrong.
 DONE_WORD = {
     Action.SKIP: "skipped",
     Action.DOWNLOAD: "downloaded",
@@ -36,6 +38,7 @@ def done_outcome(
         sha256=sha256,
         action=DONE_WORD[action],
         reason=plan.decision.reason,
+        word="re-downloaded" if action is Action.DOWNLOAD and plan.decision.reason == FORCED else None,
         fetched=fetched,
         mirror=mirror,
         source=mirror or plan.remote.source,

@@ -58,21 +58,24 @@ def same_content(record: FileRecord, remote: RemoteFile) -> bool:
     return True
 
 
+# The reason of a present file fetched again because of --force: people read "re-downloaded", JSON "downloaded".
+FORCED = "--force"
+
+
 def decide(remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool) -> Decision:
     """The pure decision function of engine rule 1, on the file's state as ``show`` names it (mdl.store.states)."""
     state = judge(record, local.size, local.mtime_ns)
-    if state == MISSING:
-        if force:
-            return Decision(Action.DOWNLOAD, "forced")
+    if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
         if local.partial_bytes > 0:
             return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
         return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
-    if force:
-        return Decision(Action.REPAIR, "forced")
+    if force:  # replaced, never called a repair: nothing says it was wrong
+        return Decision(Action.DOWNLOAD, FORCED)
     if record is None:  # state is UNRECORDED
         if remote.sha256 or remote.git_oid:
             return Decision(Action.CHECK, RECHECK_REASON[UNRECORDED])
-        return Decision(Action.REPAIR, "unrecorded (present, never verified by mdl) and no hash to check it against")
+        # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
+        return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
     if not same_content(record, remote):
         return Decision(Action.DOWNLOAD, "changed upstream")
     if state == INSTALLED:

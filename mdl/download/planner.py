@@ -80,10 +80,9 @@ class Planner:
                 if kept is not None:
                     failures.extend(kept)
                     continue
-                # Most messages already start with the model's name ("tiny: …"); never log it twice.
-                said = exc.message if exc.message.startswith(f"{spec.name}:") else f"{spec.name}: {exc.message}"
-                log.error("%s", said)
-                failures.append(failed(spec.name, None, exc, dest=session.store.model_dir(spec.name)))
+                outcome = failed(spec.name, None, exc, dest=session.store.model_dir(spec.name))
+                log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
+                failures.append(outcome)
         return resolved, failures
 
     def plan_models(self, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:

@@ -29,6 +29,8 @@ from mdl.transfer import (
     RetryableError,
     RetryPolicy,
     TokenGuard,
+    body_excerpt,
+    hub_auth_hint,
     make_client,
     origin,
     transport_error,
@@ -125,7 +127,7 @@ class Hub:
             if response.is_error:
                 error = _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
                 # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
-                said = response.headers.get("X-Error-Message") or " ".join(body[:8192].decode(errors="replace").split())
+                said = response.headers.get("X-Error-Message") or body_excerpt(body[:8192].decode(errors="replace"))
                 error.status, error.server_text = response.status_code, safe_text(said, limit=500)
                 raise error
             return response, body
@@ -215,7 +217,7 @@ def _status_error(
     code = response.headers.get("X-Error-Code")
     message = response.headers.get("X-Error-Message")
     # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (first 200 characters).
-    text = message or " ".join(body.decode("utf-8", errors="replace")[:1000].split())
+    text = message or body_excerpt(body[:8192].decode("utf-8", errors="replace"))  # an HTML page: its title
     detail = f": {printable(redact_text(text), limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
     if code == "RevisionNotFound":
@@ -225,14 +227,14 @@ def _status_error(
     if code == "GatedRepo":
         return AuthError(
             f"{what}: {repo} is gated and this request is not authorised{detail}",
-            hint="accept the repo's terms on the Hub, then set HF_TOKEN (or run `hf auth login`)",
+            hint=hub_auth_hint(code),
         )
     if code == "RepoNotFound":
         return NotFoundError(
             f"{what}: repository {repo} not found", hint=None if hub.token else "if it is private, set HF_TOKEN"
         )
     if status in (401, 403):
-        return AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}")
+        return AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code))
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     if status in RETRYABLE_STATUSES:
         return RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))

@@ -135,7 +135,8 @@ def _listing_path(what: str, repo: str, path: str) -> str:
 
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
     """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
-    what = f"{model}/{file.save_path}"
+    # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
+    what = f"{model}/{file.save_path}" if model or file.repo is None else f"{file.repo}/{file.path}"
     if file.url is not None:
         return RemoteFile(
             model=model,

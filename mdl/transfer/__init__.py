@@ -3,6 +3,7 @@ over parallel ranges with a resume record, verifies it and finishes atomically."
 
 from mdl.transfer.codings import is_encoded
 from mdl.transfer.engine import Engine
+from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.guard import TokenGuard, shown_origin
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -11,6 +12,7 @@ from mdl.transfer.http import (
     RetryPolicy,
     UnreachableError,
     error_for_status,
+    hub_auth_hint,
     make_client,
     open_stream,
     origin,
@@ -37,8 +39,10 @@ __all__ = [
     "TransferJob",
     "TransferResult",
     "UnreachableError",
+    "body_excerpt",
     "discard_partial",
     "error_for_status",
+    "hub_auth_hint",
     "is_encoded",
     "make_client",
     "open_stream",

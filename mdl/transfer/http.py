@@ -17,6 +17,7 @@ import httpx2
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network
+from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.proxy import Proxy
 from mdl.transfer.ranges import parse_decimal
 from mdl.transfer.tls import CA_HINT, certificate_problem
@@ -133,7 +134,8 @@ MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 
 def server_text(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of the body), safe: printable, no secrets.
+    """The server's own error text (X-Error-Message, else the start of the body, or an HTML page's title or first
+    text), safe: printable, no secrets.
 
     Reads at most ``ERROR_BODY_LIMIT`` bytes of the body and keeps ``SERVER_TEXT_LIMIT`` characters.
     """
@@ -148,7 +150,8 @@ def server_text(response: httpx2.Response) -> str:
         except (httpx2.HTTPError, httpx2.StreamError):
             pass
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
-    return safe_text(" ".join(text.split()), limit=SERVER_TEXT_LIMIT)
+    # An HTML error page (nginx's 404, a proxy's 502) is said by its title or first text, never quoted whole.
+    return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT)
 
 
 def server_message(response: httpx2.Response) -> str:
@@ -180,6 +183,14 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
     return error
 
 
+def hub_auth_hint(code: str | None) -> str:
+    """What to do about a 401/403 from the Hub: a token (HF_TOKEN or `hf auth login`), and for a gated repo its
+    terms accepted on the Hub first (huggingface_hub's GatedRepoError says the same)."""
+    if code == "GatedRepo":
+        return "accept the repo's terms on its Hub page, then set HF_TOKEN or run `hf auth login`"
+    return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
+
+
 def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
     status = response.status_code
     suffix = f": {detail}" if detail else ""
@@ -187,7 +198,7 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
     if status == 401:
         return AuthError(
             f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint="set HF_TOKEN or run `hf auth login`" if hub else "check the headers for this URL",
+            hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
         )
     if status == 403:
         if not hub and is_signed_url(str(response.url)):
@@ -197,7 +208,10 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
             )
         if not hub:
             return ExpiredURLError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
-        return AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
+        return AuthError(
+            f"{what}: access denied (HTTP 403 from {where}){suffix}",
+            hint=hub_auth_hint(response.headers.get("X-Error-Code")),
+        )
     if status in (404, 410):
         return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
     if status in RETRYABLE_STATUSES:
@@ -356,7 +370,7 @@ class RetryPolicy:
                 if attempt > limit:
                     raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
                 delay = self.delay(attempt, retry_after=exc.retry_after)
-                log.info("%s: %s; retry %d in %.1fs", what, exc.message, attempt, delay)
+                log.info("%s: %s; retry %d in %.1fs", what, exc.message.removeprefix(f"{what}: "), attempt, delay)
                 if on_retry is not None:
                     on_retry(retry_cause(exc.message, what))
                 if announce is not None:

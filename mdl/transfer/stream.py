@@ -148,7 +148,9 @@ class Streamer:
                 if failures > self.config.retry.retries:
                     raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
                 delay = self.config.retry.delay(failures, retry_after=err.retry_after)
-                log.info("%s: %s; retry %d in %.1fs", job.label, err.message, failures, delay)
+                log.info(
+                    "%s: %s; retry %d in %.1fs", job.label, err.message.removeprefix(f"{job.label}: "), failures, delay
+                )
                 job.retries.add(retry_cause(err.message, job.label))
                 again = f"retrying in {seconds(delay)} ({failures}/{self.config.retry.retries})"
                 announce(self.progress, job, state, "retry", failures, f"{_why(exc, err, job.label)}, {again}")

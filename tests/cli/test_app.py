@@ -372,7 +372,7 @@ def test_plain_progress_lines_on_stderr_name_files(world: dict[str, object]) -> 
     assert result.stdout == ""
     assert "tiny/model.safetensors" in result.stderr
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
-    assert all(line[:4].isdigit() or line.startswith("pulled") for line in result.stderr.splitlines())
+    assert all(line[:4].isdigit() or line.startswith(("pulled", "tiny → ")) for line in result.stderr.splitlines())
 
 
 def test_version_flag() -> None:

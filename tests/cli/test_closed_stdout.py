@@ -81,9 +81,13 @@ def _stderr(world: dict[str, Path]) -> str:
     return (world["tmp"] / "err").read_text(errors="replace")
 
 
-def assert_quiet(stderr_file: Path) -> None:
-    """Nothing on stderr but at most one line (a summary), and never a traceback or an internal error."""
+def assert_quiet(stderr_file: Path, *, models: tuple[str, ...] = ()) -> None:
+    """Nothing on stderr but at most one line (a summary) after a line per pulled model (``m1 → folder``), and
+    never a traceback or an internal error."""
     text = stderr_file.read_text(errors="replace")
+    where = [line for line in text.splitlines() if line.split(" → ")[0] in models]
+    assert [line.split(" → ")[0] for line in where] == list(models[: len(where)]), text
+    text = "".join(line + "\n" for line in text.splitlines() if line not in where)
     assert "Traceback" not in text and "internal error" not in text and "Exception ignored" not in text, text
     assert "BrokenPipe" not in text, text
     assert len(text.splitlines()) <= 1, text
@@ -135,7 +139,7 @@ def test_pull_finishes_every_file_then_ends_quietly(
     # Without --json pull writes nothing on stdout (its report is on stderr): 0. With --json its one
     # document meets the closed pipe: 141, after the downloads finished.
     assert code == expected
-    assert_quiet(world["tmp"] / "err")
+    assert_quiet(world["tmp"] / "err", models=("m1", "m2", "big"))
     for model in ("m1", "m2"):
         for name, data in FILES.items():
             assert (fresh / model / name).read_bytes() == data

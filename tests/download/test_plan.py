@@ -42,13 +42,14 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
 @pytest.mark.parametrize(
     ("case", "rem", "rec", "local", "force", "action", "reason"),
     [
-        ("absent+force", remote(), record(), ABSENT, True, Action.DOWNLOAD, "forced"),
-        ("absent+force+partial", remote(), None, ABSENT_WITH_PARTIAL, True, Action.DOWNLOAD, "forced"),
+        ("absent+force", remote(), record(), ABSENT, True, Action.DOWNLOAD, "missing"),
+        ("absent+force+partial", remote(), None, ABSENT_WITH_PARTIAL, True, Action.RESUME, "4 B already downloaded"),
         ("absent+partial", remote(), None, ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already downloaded"),
         ("absent+partial+record", remote(), record(), ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already"),
         ("deleted since recorded", remote(), record(), ABSENT, False, Action.DOWNLOAD, "missing"),
         ("never fetched", remote(), None, ABSENT, False, Action.DOWNLOAD, "not downloaded yet"),
-        ("present+force", remote(), record(), PRESENT, True, Action.REPAIR, "forced"),
+        ("present+force", remote(), record(), PRESENT, True, Action.DOWNLOAD, "--force"),
+        ("present+force, unrecorded", remote(sha256=None), None, PRESENT, True, Action.DOWNLOAD, "--force"),
         ("unrecorded, sha256 known", remote(), None, PRESENT, False, Action.CHECK, "unrecorded"),
         (
             "unrecorded, git oid known",
@@ -59,7 +60,7 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
             Action.CHECK,
             "unrecorded",
         ),
-        ("unrecorded, nothing to check", remote(sha256=None), None, PRESENT, False, Action.REPAIR, "no hash"),
+        ("unrecorded, nothing to check", remote(sha256=None), None, PRESENT, False, Action.DOWNLOAD, "no hash"),
         (
             "changed upstream (sha)",
             remote(sha256=OTHER_SHA),

@@ -255,7 +255,10 @@ def test_force_fetches_again(tiny: HubServer, tmp_path: Path) -> None:
     assert pull(tiny, dest, [spec]).ok
     tiny.cdn.log.clear()
     report = pull(tiny, dest, [spec], force=True)
-    assert set(actions(report).values()) == {"repaired"}
+    # Replaced, not "repaired": nothing said they were wrong (the JSON contract's word, with the reason).
+    assert set(actions(report).values()) == {"downloaded"}
+    assert {f.reason for f in report.files} == {"--force"}
+    assert {f.shown_action for f in report.files} == {"re-downloaded"}
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS)
     assert_tiny_on_disk(dest)
 

@@ -1,0 +1,173 @@
+"""What a pull, verify or get did, in words: where each pulled model is, each failure once, one summary line.
+
+Models and files are counted apart: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed:
+badname (not found); 1.6 MiB in 3.2s``. A model is counted as done when every outcome of it is (exit 0);
+any other model is listed by name with what went wrong. A one-off ``get`` has no models: its files are the
+units. Pure functions of the report's outcomes: the CLI writes what they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from mdl.units import human_duration, human_size
+
+# Short reasons for the summary line, by error kind (mdl/errors.py); the error line above says it in full.
+_KIND_WORDS = {
+    "usage": "refused",
+    "catalog": "catalog error",
+    "unsafe_path": "unsafe path",
+    "job_output": "bad job output",
+    "auth": "not authorised",
+    "not_found": "not found",
+    "network": "network error",
+    "hub_reply": "bad reply from the Hub",
+    "token_leak": "token refused",
+    "integrity": "integrity error",
+    "filesystem": "local filesystem error",
+    "no_space": "no space",
+    "lock_timeout": "lock timeout",
+    "interrupted": "interrupted",
+    "internal": "internal error",
+}
+_MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
+
+
+class Outcome(Protocol):
+    """The part of a report's per-file outcome (mdl/report.py FileOutcome) a summary reads."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def dest(self) -> str | None: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def fetched(self) -> int: ...
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def shown_action(self) -> str: ...
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _units(outcomes: Iterable[Outcome]) -> dict[str, list[Outcome]]:
+    """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
+    units: dict[str, list[Outcome]] = {}
+    for index, f in enumerate(outcomes):
+        key = f.model if f.model else f"\0{index}"
+        units.setdefault(key, []).append(f)
+    return units
+
+
+def _name(unit: Sequence[Outcome]) -> str:
+    return unit[0].model or unit[0].path or "?"
+
+
+def _ok(unit: Sequence[Outcome]) -> bool:
+    return all(f.exit_code == 0 and f.action != "failed" for f in unit)
+
+
+def _breakdown(files: Sequence[Outcome]) -> str:
+    """``16 downloaded, 1 skipped``: how many files got each action, in people's words, most first."""
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.shown_action] = counts.get(f.shown_action, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _files_part(files: Sequence[Outcome]) -> str:
+    """``17 files: 16 downloaded, 1 skipped``."""
+    return f"{_plural(len(files), 'file')}: {_breakdown(files)}"
+
+
+def _problem_word(unit: Sequence[Outcome]) -> str:
+    """What went wrong with a unit, in one word: failed, or another action with a non-zero code (missing)."""
+    if any(f.action == "failed" for f in unit):
+        return "failed"
+    return next(f.shown_action for f in unit if f.exit_code != 0)
+
+
+def _problem_detail(unit: Sequence[Outcome]) -> str:
+    """``badname (not found)`` for a model that failed as a whole (or a ``get`` file); ``badsha (6 files:
+    5 downloaded, 1 failed)`` for a model whose files did."""
+    name = _name(unit)
+    files = [f for f in unit if f.path is not None]
+    if unit[0].model and files:
+        return f"{name} ({_files_part(files)})"
+    reasons = dict.fromkeys(_KIND_WORDS.get(f.kind or "", "") for f in unit if f.action == "failed")
+    said = ", ".join(r for r in reasons if r)
+    return f"{name} ({said})" if said else name
+
+
+def says_it_all(outcomes: Sequence[Outcome]) -> bool:
+    """Whether the report is one failure and nothing else: its error line says it all, and the summary line is
+    left out (the README's offline quick start promises one message, as curl and hf download print)."""
+    return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
+
+
+def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> str:
+    """The one summary line of a pull, verify or get."""
+    units = list(_units(outcomes).values())
+    one_off = all(not f.model for f in outcomes) and bool(outcomes)
+    noun = "file" if one_off else "model"
+    done = [u for u in units if _ok(u)]
+    if not units:
+        text = f"{verb} 0 models: nothing to do"
+    elif one_off:
+        flat = [f for u in done for f in u]
+        text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
+    else:
+        files = [f for u in done for f in u if f.path is not None]
+        text = f"{verb} {_plural(len(done), noun)}"
+        if files:
+            text += f" ({_files_part(files)})"
+    problems: dict[str, list[Sequence[Outcome]]] = {}
+    for unit in units:
+        if not _ok(unit):
+            problems.setdefault(_problem_word(unit), []).append(unit)
+    for word, bad in problems.items():
+        named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
+        more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
+        text += f"; {_plural(len(bad), noun)} {word}: {named}{more}"
+    fetched = sum(f.fetched for f in outcomes)
+    if fetched:
+        text += f"; {human_size(fetched)} in {human_duration(seconds)}"
+    return text
+
+
+def where_lines(outcomes: Sequence[Outcome]) -> list[str]:
+    """``tiny-bert → /root/.local/share/mdl/models/tiny-bert (6 files, 1.6 MiB)`` for each model that is all
+    here: its folder (the snapshot folder in the Hugging Face cache), or its folders when its files are in
+    several (a model made of several Hub repos there)."""
+    lines: list[str] = []
+    for unit in _units(outcomes).values():
+        files = [f for f in unit if f.path is not None and f.dest is not None]
+        if not unit[0].model or not files or not _ok(unit):
+            continue
+        folders = list(dict.fromkeys(str(_folder(f)) for f in files))
+        size = sum(f.size or 0 for f in files)
+        shown = ", ".join(folders)
+        lines.append(f"{_name(unit)} → {shown} ({_plural(len(files), 'file')}, {human_size(size)})")
+    return lines
+
+
+def _folder(outcome: Outcome) -> Path:
+    """The folder ``outcome.dest`` sits in once its save path is taken off (its parent when they differ: a
+    file saved under another name in the Hugging Face cache)."""
+    assert outcome.dest is not None and outcome.path is not None
+    dest, rel = Path(outcome.dest), PurePosixPath(outcome.path).parts
+    if len(dest.parts) > len(rel) and dest.parts[-len(rel) :] == rel:
+        return dest.parents[len(rel) - 1]
+    return dest.parent
