@@ -1,7 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.filesystem import creatable_problem, fsync_dir, hash_file, stat_file
+from mdl.store.filesystem import creatable_problem, fsync_dir, hash_file, stat_file, write_text_atomic
 from mdl.store.inventory import (
     CleanedFile,
     LocalFile,
@@ -13,7 +13,7 @@ from mdl.store.inventory import (
     unplaced_path,
     verify_models,
 )
-from mdl.store.layout import Layout, Placement, adopt_cached, hub_source
+from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
 from mdl.store.locks import HeldLocks
 from mdl.store.records import FileRecord, ModelRecord, now_iso
 from mdl.store.states import (
@@ -43,6 +43,7 @@ __all__ = [
     "CleanedFile",
     "FileRecord",
     "HeldLocks",
+    "HubFileRef",
     "Layout",
     "LocalFile",
     "ModelInfo",
@@ -62,7 +63,9 @@ __all__ = [
     "list_models",
     "model_status",
     "now_iso",
+    "parse_hub_source",
     "stat_file",
     "unplaced_path",
     "verify_models",
+    "write_text_atomic",
 ]

@@ -1,0 +1,70 @@
+"""What ``mdl lock --upgrade`` moved, per model: the commit, and files added, removed and changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mdl.lockfile.model import LockedFile, LockedModel
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """One model's difference between two locks (``old`` None: newly locked; ``new`` None: dropped)."""
+
+    name: str
+    old_commit: str | None
+    new_commit: str | None
+    added: tuple[LockedFile, ...] = ()
+    removed: tuple[LockedFile, ...] = ()
+    changed: tuple[tuple[LockedFile, LockedFile], ...] = ()
+    status: str = "changed"  # added | removed | changed | unchanged
+
+    def to_json(self) -> dict[str, Any]:
+        """The change for ``--json``."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "old_commit": self.old_commit,
+            "new_commit": self.new_commit,
+            "added": [{"path": f.path, "size": f.size} for f in self.added],
+            "removed": [{"path": f.path, "size": f.size} for f in self.removed],
+            "changed": [
+                {
+                    "path": new.path,
+                    "old_size": old.size,
+                    "new_size": new.size,
+                    "old_sha256": old.sha256,
+                    "new_sha256": new.sha256,
+                }
+                for old, new in self.changed
+            ],
+        }
+
+
+def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
+    """Per model in either lock, sorted by name, what changed (``unchanged`` ones included)."""
+    changes: list[ModelChange] = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before is None:
+            assert after is not None
+            changes.append(ModelChange(name, None, after.commit, added=after.files, status="added"))
+            continue
+        if after is None:
+            changes.append(ModelChange(name, before.commit, None, removed=before.files, status="removed"))
+            continue
+        was = {f.path: f for f in before.files}
+        now = {f.path: f for f in after.files}
+        added = tuple(now[p] for p in sorted(set(now) - set(was)))
+        removed = tuple(was[p] for p in sorted(set(was) - set(now)))
+        changed = tuple(
+            (was[p], now[p])
+            for p in sorted(set(was) & set(now))
+            if (was[p].sha256, was[p].size) != (now[p].sha256, now[p].size)
+        )
+        moved = before.commit != after.commit or added or removed or changed
+        status = "changed" if moved else "unchanged"
+        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status))
+    return changes

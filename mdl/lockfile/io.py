@@ -1,0 +1,115 @@
+"""Reading and writing ``catalog.lock``: strict on the way in (it may come from anyone's pull request),
+deterministic on the way out (sorted, no timestamps, one line per file, so a diff shows what moved)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from mdl.errors import CatalogError, LocalFSError
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
+from mdl.store import write_text_atomic
+
+_HEADER = (
+    "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
+    "# Every machine that runs `mdl pull --locked` gets exactly these commits and bytes.\n"
+)
+
+
+def lock_path_for(catalog_path: Path) -> Path:
+    """``catalog.toml`` → ``catalog.lock`` in the same folder (as ``pyproject.toml`` has ``uv.lock``)."""
+    return catalog_path.with_suffix(".lock")
+
+
+def read_lock(path: Path) -> Lock | None:
+    """The lock at ``path``, or None when there is none; CatalogError (exit 2) naming the file when it is bad."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not valid UTF-8") from exc
+    return parse_lock(text, source=str(path))
+
+
+def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
+    """Validate lock TOML; every problem names the file and the key (``model[2].files[3].sha256``)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{source}: invalid TOML: {exc}", hint="run 'mdl lock' to write it again") from exc
+    except RecursionError as exc:
+        raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
+    from mdl.lockfile.schema import validate_lock  # pydantic: only commands that read a lock pay for it
+
+    return validate_lock(document, source=source)
+
+
+def dump_lock(lock: Lock) -> str:
+    """The lock as TOML text: byte-identical for the same content."""
+    lines = [_HEADER, f"version = {LOCK_VERSION}\n"]
+    for name in sorted(lock.models):
+        lines.append(_model_text(lock.models[name]))
+    return "".join(lines)
+
+
+def write_lock(path: Path, lock: Lock) -> bool:
+    """Write the lock atomically unless the file already holds exactly this text; True when it changed."""
+    text = dump_lock(lock)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+    try:
+        write_text_atomic(path, text)
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
+    return True
+
+
+def _model_text(model: LockedModel) -> str:
+    out = ["\n[[model]]\n", f"name = {_string(model.name)}\n", f"fingerprint = {_string(model.fingerprint)}\n"]
+    if model.revision is not None:
+        out.append(f"revision = {_string(model.revision)}\n")
+    if model.commit is not None:
+        out.append(f"commit = {_string(model.commit)}\n")
+    out.append("files = [\n")
+    for f in sorted(model.files, key=lambda f: f.path):
+        out.append(f"  {_file_text(f)},\n")
+    out.append("]\n")
+    return "".join(out)
+
+
+def _file_text(f: LockedFile) -> str:
+    fields: list[tuple[str, Any]] = [("path", f.path), ("size", f.size), ("sha256", f.sha256), ("source", f.source)]
+    if f.git_oid is not None:
+        fields.append(("git_oid", f.git_oid))
+    if f.revision is not None:
+        fields.append(("revision", f.revision))
+    return "{ " + ", ".join(f"{key} = {_value(value)}" for key, value in fields) + " }"
+
+
+def _value(value: Any) -> str:
+    return str(value) if isinstance(value, int) else _string(str(value))
+
+
+def _string(value: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character (DEL too) escaped."""
+    out = ['"']
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
