@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -13,8 +12,11 @@ from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from mdl.archive import PackResult, UnpackResult
-    from mdl.catalog import Catalog, ModelSpec, Settings
+    from mdl.catalog import Catalog, CatalogChange, ModelSpec, Settings
+    from mdl.download import AddOptions
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -245,6 +247,26 @@ def clean(
     return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
 
 
+def add(name: str, *sources: str, **options: Unpack[AddOptions]) -> CatalogChange:
+    """Add model ``name`` from ``hf://owner/name[@rev]`` (a whole repo; ``include``/``exclude``), or files:
+    ``hf://owner/name[@rev]/path``, URLs (``save_as``, ``sha256``), keeping the catalog's comments and layout.
+    Validated, checked upstream unless ``check=False`` or offline (errors 3/4/5: nothing written), written
+    atomically, locked when there is a catalog.lock; UsageError (2) where the entry says otherwise, unless ``force``."""
+    from mdl.download import add_model
+
+    env = options["environ"] = _environ(options.get("environ"))
+    timeout = options.get("timeout")
+    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
+
+
+def remove(name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None) -> CatalogChange:
+    """Take model ``name`` out of the catalog (every other byte kept) and out of catalog.lock; downloaded files
+    stay. UsageError (2) with a did-you-mean for a name the catalog does not have."""
+    from mdl.download import remove_model
+
+    return remove_model(name, catalog=catalog, environ=_environ(environ))
+
+
 # -- one-off sources and archives ------------------------------------------------------------------------------
 
 
@@ -267,7 +289,7 @@ def get(
 
     A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
     compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
-    from mdl.download import get_sources
+    from mdl.download import get_sources, read_source
 
     if output is not None and directory is not None:
         raise UsageError("get: give output or directory, not both")
@@ -291,18 +313,6 @@ def get(
         read_text=read_text or read_source,
         force=force,
     )
-
-
-def read_source(source: str) -> str:
-    """The text of a job-output JSON source: a file, or stdin for ``-``."""
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read it: {exc}") from None
 
 
 def pack(

@@ -1,20 +1,30 @@
 """The catalog file: its schema, loading and lookup, and the settings resolved from flags, environment and catalog.
 Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` from here."""
 
-from mdl.catalog.load import expand_headers, find_catalog, load_catalog
+from mdl.catalog.addsource import parse_source
+from mdl.catalog.edit import NEW_CATALOG, CatalogChange, add_entry, catalog_to_edit, check_model_name, remove_entry
+from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
 from mdl.catalog.settings import Settings, build_settings, default_log_file, resolve_dest, user_config_dir
 from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 
 __all__ = [
+    "NEW_CATALOG",
     "Catalog",
+    "CatalogChange",
     "FileSpec",
     "ModelSpec",
     "Settings",
+    "add_entry",
     "build_settings",
+    "catalog_to_edit",
+    "check_model_name",
     "default_log_file",
     "expand_headers",
     "find_catalog",
     "load_catalog",
+    "parse_catalog",
+    "parse_source",
+    "remove_entry",
     "resolve_dest",
     "user_config_dir",
 ]

@@ -70,7 +70,7 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
     for given, origin in ((flag, "--catalog"), (_env_path(environ), "$MDL_CATALOG")):
         if given is None:
             continue
-        candidate = _expand_home(given, environ)
+        candidate = expand_home(given, environ)
         if not candidate.is_absolute():
             candidate = cwd / candidate
         if not candidate.exists():
@@ -130,7 +130,7 @@ def _env_path(environ: Mapping[str, str]) -> Path | None:
     return Path(value) if value else None
 
 
-def _expand_home(path: Path, environ: Mapping[str, str]) -> Path:
+def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
     """Expand ``~`` and ``~/x`` from the passed-in HOME; the shell leaves a quoted ``"~/x"`` alone."""
     home = environ.get("HOME", "")
     text = str(path)

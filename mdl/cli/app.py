@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mdl.cli import archive, download, get, inspect
+from mdl.cli import archive, download, edit, get, inspect
 from mdl.cli.options import (
     CatalogOpt,
     CommonFlags,
@@ -81,3 +81,5 @@ app.command("clean")(download.clean_cmd)
 app.command("get")(get.get_cmd)
 app.command("pack")(archive.pack_cmd)
 app.command("unpack")(archive.unpack_cmd)
+app.command("add")(edit.add_cmd)
+app.command("remove")(edit.remove_cmd)

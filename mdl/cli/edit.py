@@ -1,0 +1,124 @@
+"""``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    CatalogOpt,
+    JsonOpt,
+    LogFileOpt,
+    NameArg,
+    NoProgressOpt,
+    ProgressOpt,
+    QuietOpt,
+    TimeoutOpt,
+    VerboseOpt,
+    command_flags,
+)
+from mdl.cli.run import Run, guarded
+
+if TYPE_CHECKING:
+    from mdl.catalog import CatalogChange
+
+_SAID = {
+    "added": "added {name} to {catalog}",
+    "extended": "added {files} to {name} in {catalog}",
+    "replaced": "replaced {name} in {catalog}",
+    "unchanged": "{name} is already in {catalog} as asked; nothing changed",
+    "removed": "removed {name} from {catalog} (files already downloaded stay where they are)",
+}
+
+
+def add_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name (new, or one to add files to).")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
+            "several build a multi-file model) or https:// URLs.",
+            show_default=False,
+        ),
+    ],
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Only repo files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave out repo files matching this glob (repeatable).")
+    ] = None,
+    save_as: Annotated[str | None, typer.Option("--as", help="Save the (single) file under this path.")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path).")
+    ] = False,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
+    ] = False,
+    timeout: TimeoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
+    flags = command_flags(ctx)
+    run = flags.run()
+    with guarded(run):
+        with run.reporter() as progress:
+            change = api.add(
+                name,
+                *sources,
+                include=include or (),
+                exclude=exclude or (),
+                save_as=save_as,
+                sha256=sha256,
+                force=force,
+                check=not no_check,
+                catalog=flags.catalog,
+                timeout=timeout,
+                environ=run.environ,
+                progress=progress,
+            )
+        _render(run, change)
+
+
+def remove_cmd(
+    ctx: typer.Context,
+    name: NameArg,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
+    flags = command_flags(ctx)
+    run = flags.run()
+    with guarded(run):
+        _render(run, api.remove(name, catalog=flags.catalog, environ=run.environ))
+
+
+def _render(run: Run, change: CatalogChange) -> None:
+    """The JSON document, or one line on stderr (stdout is for data; an edit has none to print)."""
+    if run.json:
+        run.emit(change.to_json())
+    if change.created:
+        run.console.info(f"created {change.catalog}")
+    files = ", ".join(change.added)
+    if not run.json:
+        run.console.info(_SAID[change.action].format(name=change.model, catalog=change.catalog, files=files))
+        if change.lock is not None:
+            run.console.info(f"updated {change.lock}")
+    if change.lock_error and change.exit_code:
+        run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
+        raise typer.Exit(change.exit_code)
+    if change.lock_error:
+        run.console.warn(change.lock_error)

@@ -1,0 +1,255 @@
+"""Style-preserving catalog edits: what mdl add and mdl remove change, and every byte they must not."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mdl.catalog import add_entry, parse_catalog, parse_source, remove_entry
+from mdl.catalog.tomltext import scan
+from mdl.errors import UsageError
+
+HEX = "ab" * 32
+
+# A hand-written catalog with comments everywhere a person puts them: above, beside and under entries, inside a
+# multi-line files array, free-standing between entries, and at the very end.
+HAND = """\
+# My models. Pulled nightly by cron on the GPU boxes.
+version = 1
+
+[settings]
+dest = "~/models"   # the big disk
+connections = 8
+
+# A tiny model for smoke tests.
+[models.tiny]       # keep this one first
+description = "Tiny random BERT"
+repo = "org/tiny"   # public
+include = ["*.json", "*.safetensors"]  # no msgpack
+
+# ---- image models --------------------------------------------------------
+
+# Z-Image Turbo and its helpers, from three repos.
+[models.z-image-turbo]
+files = [
+  { repo = "leejet/Z-Image-Turbo-GGUF", path = "z_image_turbo-Q8_0.gguf" },
+  # the VAE comes from FLUX
+  { repo = "black-forest-labs/FLUX.1-schnell", path = "ae.safetensors", as = "vae/ae.safetensors" },
+]
+# (text encoder still to add)
+
+[models."style.lora"]
+files = [{ url = "https://cdn.example.com/loras/style.safetensors", sha256 = "HEX" }]
+
+# end of catalog
+""".replace("HEX", HEX)
+
+
+def add(text: str, name: str, *sources: str, **options: Any) -> str:
+    edit = add_entry(text, name, [parse_source(s) for s in sources], **options)
+    parse_catalog(edit.text)  # every result is a valid catalog
+    return edit.text
+
+
+def lines_without(text: str, removed: str) -> list[str]:
+    """The text's lines with the block ``removed`` (whole lines) taken out once."""
+    assert removed in text, removed
+    return text.replace(removed, "", 1).splitlines()
+
+
+def test_statements_cover_the_text_exactly() -> None:
+    statements = scan(HAND)
+    assert "".join(HAND[s.start : s.end] for s in statements) == HAND
+    headers = [s.path for s in statements if s.kind == "header"]
+    assert headers == [("settings",), ("models", "tiny"), ("models", "z-image-turbo"), ("models", "style.lora")]
+
+
+def test_a_new_model_goes_after_the_last_one_and_every_other_byte_stays() -> None:
+    out = add(HAND, "qwen", "hf://unsloth/Qwen3-4B@v2", include=["*.gguf"], exclude=["*F16*"])
+    block = '\n[models.qwen]\nrepo = "unsloth/Qwen3-4B"\nrevision = "v2"\ninclude = ["*.gguf"]\nexclude = ["*F16*"]\n'
+    assert lines_without(out, block) == HAND.splitlines()
+    assert out.endswith(block + "\n# end of catalog\n")  # the closing comment stays last, apart
+    assert tomllib.loads(out)["models"]["qwen"] == {
+        "repo": "unsloth/Qwen3-4B",
+        "revision": "v2",
+        "include": ["*.gguf"],
+        "exclude": ["*F16*"],
+    }
+
+
+def test_a_file_is_appended_inside_the_array_keeping_its_comments() -> None:
+    out = add(HAND, "z-image-turbo", "hf://unsloth/Qwen3-4B-Instruct-2507-GGUF/Qwen3-4B-Instruct-2507-Q8_0.gguf")
+    new = '  { repo = "unsloth/Qwen3-4B-Instruct-2507-GGUF", path = "Qwen3-4B-Instruct-2507-Q8_0.gguf" },\n'
+    assert lines_without(out, new) == HAND.splitlines()
+    assert out.index(new) < out.index("]\n# (text encoder still to add)")
+    files = tomllib.loads(out)["models"]["z-image-turbo"]["files"]
+    assert [f["path"] for f in files][-1] == "Qwen3-4B-Instruct-2507-Q8_0.gguf"
+
+
+def test_a_one_line_array_stays_on_one_line() -> None:
+    out = add(HAND, "style.lora", "https://cdn.example.com/loras/extra.safetensors", save_as="extra/x.safetensors")
+    line = next(line for line in out.splitlines() if line.startswith("files = [{ url"))
+    assert line.endswith(', { url = "https://cdn.example.com/loras/extra.safetensors", as = "extra/x.safetensors" }]')
+    assert len(out.splitlines()) == len(HAND.splitlines())
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        'files = [\n  { url = "https://h/a.bin" }\n]\n',  # no trailing comma
+        'files = [{ url = "https://h/a.bin" },\n         { url = "https://h/b.bin" }]\n',  # ']' after the last
+        'files = [{ url = "https://h/a.bin" },]\n',
+        'files = [  # a comment, with a comma, and a ]\n  { url = "https://h/a.bin" },  # x ]\n]\n',
+    ],
+)
+def test_files_arrays_in_any_style_get_the_new_file(array: str) -> None:
+    text = f"[models.m]\n{array}\n[models.n]\nrepo = 'o/n'\n"
+    out = add(text, "m", "hf://datasets/o/d@refs/pr/1/data/x.parquet")
+    files = tomllib.loads(out)["models"]["m"]["files"]
+    assert files[-1] == {"repo": "o/d", "path": "data/x.parquet", "revision": "refs/pr/1", "repo_type": "dataset"}
+    assert out.endswith("\n[models.n]\nrepo = 'o/n'\n")
+
+
+def test_files_as_tables_of_an_array_are_rewritten_as_one_entry() -> None:
+    text = '# top\n[[models.m.files]]\nrepo = "o/a"\npath = "a.bin"\n\n[settings]\njobs = 2\n'
+    out = add(text, "m", "hf://o/b/b.bin")
+    assert tomllib.loads(out)["models"]["m"]["files"] == [
+        {"repo": "o/a", "path": "a.bin"},
+        {"repo": "o/b", "path": "b.bin"},
+    ]
+    assert out.startswith("# top\n") and "[settings]\njobs = 2\n" in out
+
+
+def test_models_written_as_one_inline_table_are_edited_with_tomlkit() -> None:
+    text = '# mine\nmodels = { a = { repo = "o/a" } }  # inline\n'
+    out = add(text, "b", "hf://o/b")
+    assert tomllib.loads(out)["models"] == {"a": {"repo": "o/a"}, "b": {"repo": "o/b"}}
+    assert out.startswith("# mine\n")
+
+
+def test_the_same_request_twice_changes_nothing() -> None:
+    assert add_entry(
+        HAND, "tiny", [parse_source("hf://org/tiny@main")], include=["*.json", "*.safetensors"]
+    ).action == ("unchanged")
+    again = add_entry(HAND, "z-image-turbo", [parse_source("hf://leejet/Z-Image-Turbo-GGUF/z_image_turbo-Q8_0.gguf")])
+    assert (again.action, again.text) == ("unchanged", HAND)
+
+
+def test_contradictions_are_refused_naming_the_entry_and_force_replaces() -> None:
+    with pytest.raises(UsageError, match=r"models.tiny is already a whole-repo snapshot of org/tiny; pass --force"):
+        add(HAND, "tiny", "hf://org/other")
+    with pytest.raises(UsageError, match=r"models\.tiny is a whole-repo snapshot of org/tiny; files cannot be added"):
+        add(HAND, "tiny", "hf://org/tiny/config.json")
+    with pytest.raises(UsageError, match=r"models.z-image-turbo.files\[1\] already saves to 'vae/ae.safetensors'"):
+        add(HAND, "z-image-turbo", "hf://other/vae/ae.safetensors", save_as="vae/ae.safetensors")
+    out = add(HAND, "tiny", "hf://org/other", force=True)
+    assert tomllib.loads(out)["models"]["tiny"] == {"description": "Tiny random BERT", "repo": "org/other"}
+    assert out.startswith(HAND[: HAND.index("[models.tiny]")])  # the comment above it stays
+    assert out.endswith(HAND[HAND.index("\n# ---- image models") :])
+    out = add(HAND, "z-image-turbo", "hf://other/vae/x.safetensors", save_as="vae/ae.safetensors", force=True)
+    assert tomllib.loads(out)["models"]["z-image-turbo"]["files"][1]["repo"] == "other/vae"
+
+
+@pytest.mark.parametrize(
+    ("sources", "options", "message"),
+    [
+        (("hf://o/a", "hf://o/b"), {}, "a whole repo is one SOURCE"),
+        (("hf://o/a/x.bin",), {"include": ["*"]}, "--include and --exclude filter a whole repo"),
+        (("hf://o/a",), {"save_as": "x"}, "--as and --sha256 are for one file"),
+        (("hf://o/a/x", "hf://o/a/y"), {"sha256": HEX}, "apply to a single SOURCE"),
+    ],
+)
+def test_flags_that_do_not_fit_the_sources_are_usage_errors(
+    sources: tuple[str, ...], options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        add(HAND, "new", *sources, **options)
+
+
+@pytest.mark.parametrize("source", ["owner/name", "s3://b/k", "hf://onlyname", "hf://o/n/../x", "ftp://h/x"])
+def test_sources_that_are_not_hub_uris_or_urls_are_refused(source: str) -> None:
+    with pytest.raises(UsageError):
+        parse_source(source)
+
+
+def test_a_bare_repo_id_gets_a_hint() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_source("org/tiny")
+    assert info.value.hint == "did you mean hf://org/tiny?"
+
+
+def test_remove_takes_the_entry_and_its_comments_but_not_the_next_ones() -> None:
+    out = remove_entry(HAND, "tiny")
+    gone = (
+        "# A tiny model for smoke tests.\n[models.tiny]       # keep this one first\n"
+        'description = "Tiny random BERT"\nrepo = "org/tiny"   # public\n'
+        'include = ["*.json", "*.safetensors"]  # no msgpack\n\n'
+    )
+    assert out == HAND.replace(gone, "", 1)
+    out = remove_entry(HAND, "z-image-turbo")
+    assert "# ---- image models" in out and "Z-Image" not in out and "(text encoder still to add)" not in out
+    assert out.replace("\n\n\n", "\n\n") == out  # never two blank lines where the entry was
+    assert "tiny" in tomllib.loads(out)["models"]
+
+
+def test_remove_of_the_last_entry_leaves_no_trailing_blank_lines() -> None:
+    text = '[settings]\njobs = 2\n\n[models.a]\nrepo = "o/a"\n'
+    assert remove_entry(text, "a") == "[settings]\njobs = 2\n"
+    assert remove_entry(remove_entry(HAND, "style.lora"), "tiny").endswith("# end of catalog\n")
+
+
+def test_remove_handles_inline_and_out_of_order_entries() -> None:
+    text = '[models]\na = { repo = "o/a" }  # one line\nb = { repo = "o/b" }\n\n[models.c]\nrepo = "o/c"\n'
+    assert remove_entry(text, "a") == '[models]\nb = { repo = "o/b" }\n\n[models.c]\nrepo = "o/c"\n'
+    split = '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models.a.extra]\n'
+    with pytest.raises(UsageError, match="did you mean 'a'"):
+        remove_entry(split, "aa")
+
+
+def test_crlf_files_stay_crlf() -> None:
+    text = HAND.replace("\n", "\r\n")
+    out = add(text, "new", "hf://o/new")
+    assert "\n" not in out.replace("\r\n", "")
+    assert remove_entry(out, "new") == text
+
+
+# -- properties --------------------------------------------------------------------------------------------------
+
+NAMES = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True)
+PATH_PART = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9 ._'\"#=\[\]{}é-]{0,12}", fullmatch=True).filter(
+    lambda p: p.strip() == p and p not in (".", "..") and not p.endswith(".")
+)
+PATHS = st.lists(PATH_PART, min_size=1, max_size=3).map("/".join)
+GLOBS = st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10), max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, repo=st.sampled_from(["o/a", "org-x/b.c", "u_1/R-2"]), include=GLOBS, exclude=GLOBS)
+def test_any_snapshot_entry_loads_back_exactly(name: str, repo: str, include: list[str], exclude: list[str]) -> None:
+    out = add(HAND, name, f"hf://{repo}", include=include, exclude=exclude, force=True)
+    model = next(m for m in parse_catalog(out).models if m.name == name)
+    assert (model.repo, list(model.include), list(model.exclude)) == (repo, include, exclude)
+    if name not in tomllib.loads(HAND)["models"]:
+        assert [m.name for m in parse_catalog(out).models] == ["tiny", "z-image-turbo", "style.lora", name]
+        assert remove_entry(out, name) == HAND
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=NAMES,
+    paths=st.lists(PATHS, min_size=1, max_size=3, unique=True).filter(
+        lambda ps: not any(b.startswith(a + "/") for a in ps for b in ps)  # a file is not another's folder
+    ),
+    save_as=st.none() | PATHS,
+)
+def test_any_file_entry_loads_back_exactly(name: str, paths: list[str], save_as: str | None) -> None:
+    text = HAND
+    for path in paths:
+        text = add(text, name, f"hf://o/r/{path}", save_as=save_as if len(paths) == 1 else None, force=True)
+    model = next(m for m in parse_catalog(text).models if m.name == name)
+    wanted = [save_as] if save_as is not None and len(paths) == 1 else paths
+    assert [f.save_path for f in model.files][-len(paths) :] == wanted
