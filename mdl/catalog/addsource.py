@@ -44,9 +44,11 @@ def parse_source(text: str) -> AddSource:
     match = _HF_URI.match(text.rstrip("/")) if text.startswith("hf://") else None
     if match is None:
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
+        # Not "hf://[datasets/|spaces/]…": the redaction at every sink would take that for a URL with a password.
         raise UsageError(
-            f"{text}: expected hf://[datasets/|spaces/]owner/name[@revision][/path] or an https:// URL",
-            hint=f"did you mean {example}?" if example else None,
+            f"{text}: expected hf://owner/name[@revision][/path] (hf://datasets/… or hf://spaces/… for those) "
+            "or an https:// URL",
+            hint=f"write it as {example}" if example else None,
         )
     path = match.group("path")
     return AddSource(

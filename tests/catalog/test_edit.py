@@ -179,7 +179,7 @@ def test_sources_that_are_not_hub_uris_or_urls_are_refused(source: str) -> None:
 def test_a_bare_repo_id_gets_a_hint() -> None:
     with pytest.raises(UsageError) as info:
         parse_source("org/tiny")
-    assert info.value.hint == "did you mean hf://org/tiny?"
+    assert info.value.hint == "write it as hf://org/tiny"
 
 
 def test_remove_takes_the_entry_and_its_comments_but_not_the_next_ones() -> None:

@@ -1,0 +1,255 @@
+"""mdl add and mdl remove against the loopback Hub and CDN: the catalog edited in place, checked upstream first,
+exit codes per failure with the file untouched, offline edits, and catalog.lock kept in step."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from servers import TOKEN, CdnServer, Fault, HubServer, make_data
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+from mdl.lockfile import Lock, LockedFile, LockedModel, lock_path_for, read_lock, write_lock
+
+WEIGHTS = make_data(300_000, seed=3)
+
+HAND = """\
+# Models for the render farm.   (hand-written; mdl add must keep every line)
+
+[settings]
+connections = 4   # the NAS is slow
+
+# smoke test
+[models.tiny]
+repo = "org/tiny"  # public
+
+# Z-Image Turbo, built with mdl add from three repos
+[models.z]
+files = [
+  { repo = "org/diffusion", path = "z.gguf" },  # the transformer
+]
+
+# -- retired ------------------------------------------------------------------
+# [models.old]
+# repo = "org/old"
+"""
+
+
+@pytest.fixture
+def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    hub.add_repo("org/tiny", {"config.json": b"{}", "model.safetensors": WEIGHTS})
+    hub.add_repo("org/diffusion", {"z.gguf": WEIGHTS, "vae/ae.safetensors": b"vae" * 100})
+    hub.add_repo("org/encoder", {"qwen.gguf": b"encoder" * 100})
+    hub.add_repo("org/gated", {"w.bin": b"secret"}, gated=True)
+    hub.add_repo("org/data", {"train.parquet": b"rows"}, repo_type="dataset")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(HAND)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return catalog
+
+
+def mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def block_added(before: str, after: str) -> str:
+    """The one contiguous run of lines ``after`` has that ``before`` has not; asserts nothing else changed."""
+    a, b = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    head = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    tail = len(a) - head
+    assert b[len(b) - tail :] == a[head:], "lines after the new entry changed"
+    return "".join(b[head : len(b) - tail])
+
+
+def test_add_a_repo_keeps_every_comment_and_pulls(world: Path, hub: HubServer) -> None:
+    result = mdl("add", "enc", "hf://org/encoder", "--include", "*.gguf")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # an edit has no data to print
+    assert f"added enc to {world}" in result.stderr
+    # after the last model; the commented-out one stays last, where it was
+    block = '\n[models.enc]\nrepo = "org/encoder"\ninclude = ["*.gguf"]\n'
+    assert world.read_text() == HAND.replace("]\n\n# -- retired", "]\n" + block + "\n# -- retired")
+    pulled = mdl("pull", "enc")
+    assert pulled.exit_code == 0, pulled.stderr
+
+
+def test_add_builds_a_multi_repo_model_one_file_at_a_time(world: Path, tmp_path: Path) -> None:
+    assert mdl("add", "z", "hf://org/diffusion/vae/ae.safetensors", "--as", "vae/ae.safetensors").exit_code == 0
+    result = mdl("add", "z", "hf://org/encoder/qwen.gguf", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["ok"], doc["action"], doc["added"], doc["checked"]) == (True, "extended", ["qwen.gguf"], True)
+    added = block_added(HAND, world.read_text())
+    assert added == (
+        '  { repo = "org/diffusion", path = "vae/ae.safetensors", as = "vae/ae.safetensors" },\n'
+        '  { repo = "org/encoder", path = "qwen.gguf" },\n'
+    )
+    pulled = mdl("pull", "z")
+    assert pulled.exit_code == 0, pulled.stderr
+    folder = tmp_path / "models" / "z"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "qwen.gguf",
+        "vae/ae.safetensors",
+        "z.gguf",
+    ]
+
+
+def test_datasets_and_revisions_and_urls(world: Path, cdn: CdnServer) -> None:
+    url = cdn.add_file("/loras/style.safetensors", b"lora" * 50)
+    assert mdl("add", "data", "hf://datasets/org/data@main").exit_code == 0
+    result = mdl("add", "lora", url, "--sha256", "A" * 64, "--no-check")
+    assert result.exit_code == 0, result.stderr
+    assert mdl("add", "lora2", url).exit_code == 0
+    text = world.read_text()
+    assert '[models.data]\nrepo = "org/data"\nrepo_type = "dataset"\n' in text
+    assert f'files = [\n  {{ url = "{url}", sha256 = "{"a" * 64}" }},\n]\n' in text
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "words"),
+    [
+        ("hf://org/nope", 4, "repository org/nope not found"),
+        ("hf://org/tiny@v9", 4, "revision 'v9' not found"),
+        ("hf://org/tiny/nope.bin", 4, "nope.bin not found"),
+        ("hf://org/gated/w.bin", 3, "gated"),
+    ],
+)
+def test_a_source_that_is_not_there_is_refused_and_nothing_written(
+    world: Path, source: str, code: int, words: str
+) -> None:
+    before = world.stat()
+    result = mdl("add", "new", source)
+    assert result.exit_code == code, result.stderr
+    assert words in result.stderr
+    assert world.read_text() == HAND and world.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_an_include_that_matches_nothing_is_not_found(world: Path) -> None:
+    result = mdl("add", "new", "hf://org/tiny", "--include", "*.gguf")
+    assert result.exit_code == 4, result.stderr
+    assert world.read_text() == HAND
+
+
+def test_a_missing_url_is_4_and_a_hub_outage_is_5(world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = mdl("add", "new", f"{hub.cdn.url}/nowhere/x.bin")
+    assert missing.exit_code == 4, missing.stderr
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    hub.faults.add(Fault.http_error(503, retry_after=0, times=None, path_prefix="/api/"))
+    outage = mdl("add", "new", "hf://org/tiny")
+    assert outage.exit_code == 5, outage.stderr
+    assert world.read_text() == HAND
+
+
+def test_a_token_opens_a_gated_file(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert mdl("add", "g", "hf://org/gated/w.bin").exit_code == 0
+
+
+def test_offline_add_asks_nothing(world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.log.clear()
+    result = mdl("add", "later", "hf://org/not-yet-there/x.bin", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["checked"] is False
+    assert len(hub.log) == 0
+    assert 'files = [\n  { repo = "org/not-yet-there", path = "x.bin" },\n]\n' in world.read_text()
+
+
+def test_contradictions_are_exit_2_naming_the_entry(world: Path) -> None:
+    result = mdl("add", "tiny", "hf://org/encoder")
+    assert result.exit_code == 2
+    assert "models.tiny is already a whole-repo snapshot of org/tiny; pass --force" in result.stderr
+    result = mdl("add", "z", "hf://org/encoder/qwen.gguf", "--as", "z.gguf")
+    assert result.exit_code == 2
+    assert "models.z.files[0] already saves to 'z.gguf'" in result.stderr
+    assert world.read_text() == HAND
+    assert mdl("add", "tiny", "hf://org/encoder", "--force").exit_code == 0
+    assert '# smoke test\n[models.tiny]\nrepo = "org/encoder"\n\n# Z-Image' in world.read_text()
+
+
+def test_the_same_add_twice_changes_nothing(world: Path) -> None:
+    result = mdl("add", "tiny", "hf://org/tiny@main")
+    assert result.exit_code == 0, result.stderr
+    assert "already in" in result.stderr
+    assert world.read_text() == HAND
+
+
+def test_a_broken_catalog_is_reported_not_edited(world: Path) -> None:
+    world.write_text(HAND + "[models.bad]\nrepo = 3\n")
+    result = mdl("add", "new", "hf://org/tiny")
+    assert result.exit_code == 2
+    assert "models.bad.repo: must be a string" in result.stderr
+
+
+def test_the_catalog_is_created_where_mdl_would_look(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDL_CATALOG")
+    here = tmp_path / "project"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = mdl("add", "tiny", "hf://org/tiny")
+    assert result.exit_code == 0, result.stderr
+    assert f"created {here / 'catalog.toml'}" in result.stderr
+    text = (here / "catalog.toml").read_text()
+    assert text.startswith("# catalog.toml: ") and text.endswith('\n\n[models.tiny]\nrepo = "org/tiny"\n')
+    elsewhere = tmp_path / "new" / "dir" / "models.toml"
+    assert mdl("add", "tiny", "hf://org/tiny", "--catalog", str(elsewhere)).exit_code == 0
+    assert elsewhere.read_text() == text
+    assert mdl("list", "--catalog", str(elsewhere)).exit_code == 0
+
+
+def test_a_symlinked_catalog_stays_a_symlink_with_its_mode(world: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.toml"
+    link.symlink_to(world)
+    world.chmod(0o640)
+    assert mdl("add", "enc", "hf://org/encoder", "--catalog", str(link)).exit_code == 0
+    assert link.is_symlink() and "[models.enc]" in world.read_text()
+    assert os.stat(world).st_mode & 0o777 == 0o640
+
+
+def test_remove_keeps_every_other_byte_and_says_did_you_mean(world: Path) -> None:
+    result = mdl("remove", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert world.read_text() == HAND.replace('# smoke test\n[models.tiny]\nrepo = "org/tiny"  # public\n\n', "")
+    unknown = mdl("remove", "zz")
+    assert unknown.exit_code == 2
+    assert "unknown model 'zz'" in unknown.stderr and "did you mean 'z'?" in unknown.stderr
+
+
+def _lock_with(*names: str) -> Lock:
+    source = "hf://org/tiny@" + "a" * 40 + "/config.json"
+    models = {
+        name: LockedModel(
+            name, "sha256:" + "0" * 64, "main", "a" * 40, (LockedFile("config.json", 2, "b" * 64, source),)
+        )
+        for name in names
+    }
+    return Lock(models=models)
+
+
+def test_remove_drops_the_model_from_the_lock(world: Path) -> None:
+    lock_file = lock_path_for(world)
+    write_lock(lock_file, _lock_with("tiny", "z"))
+    result = mdl("remove", "tiny", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["lock"] == str(lock_file)
+    lock = read_lock(lock_file)
+    assert lock is not None and list(lock.models) == ["z"]
+
+
+def test_offline_add_with_a_lock_says_to_lock_later(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_file = lock_path_for(world)
+    write_lock(lock_file, _lock_with("tiny"))
+    before = lock_file.read_bytes()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = mdl("add", "enc", "hf://org/encoder")
+    assert result.exit_code == 0, result.stderr
+    assert "was not updated for enc (HF_HUB_OFFLINE is set); run 'mdl lock enc'" in result.stderr
+    assert lock_file.read_bytes() == before
