@@ -113,10 +113,10 @@ def remove_model(name: str, *, catalog: str | os.PathLike[str] | None, environ: 
     old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
     edited = remove_entry(text, name)
     _valid(edited, path)
+    lock_file = lock_path_for(path)
+    lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
     _write_catalog(path, edited, created=False)
     change = CatalogChange(path, old.name, "removed")
-    lock_file = lock_path_for(path)
-    lock = read_lock(lock_file)
     if lock is None or name not in lock.models:
         return change
     write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))

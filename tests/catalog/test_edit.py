@@ -253,3 +253,49 @@ def test_any_file_entry_loads_back_exactly(name: str, paths: list[str], save_as:
     model = next(m for m in parse_catalog(text).models if m.name == name)
     wanted = [save_as] if save_as is not None and len(paths) == 1 else paths
     assert [f.save_path for f in model.files][-len(paths) :] == wanted
+
+
+def _toml_string(text: str, style: str) -> str:
+    import tomlkit
+
+    if style == "literal":
+        return "'" + text + "'"
+    if style == "multiline":
+        return tomlkit.string(text, multiline=True).as_string()
+    return tomlkit.string(text).as_string()
+
+
+TRICKY = st.lists(st.sampled_from([*"ab #=[]{}\"'\\,\n\t.", "é", '"""', "'''"]), max_size=20).map("".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(TRICKY, min_size=2, max_size=2),
+    styles=st.lists(st.sampled_from(["basic", "multiline", "literal"]), min_size=2, max_size=2),
+    missing_newline=st.booleans(),
+)
+def test_strings_and_comments_of_other_entries_never_confuse_the_edit(
+    texts: list[str], styles: list[str], missing_newline: bool
+) -> None:
+    """Brackets, quotes, '#' and line breaks inside other entries' strings are data, not structure."""
+    values = []
+    for text, style in zip(texts, styles, strict=True):
+        if style == "literal" and ("'" in text or "\n" in text):
+            style = "basic"
+        values.append(_toml_string(text, style))
+    catalog = (
+        f"# {texts[0]!r}\n[models.a]  # ] [models.z]\ndescription = {values[0]}\nrepo = 'o/a'\n\n"
+        f"[models.b]\ndescription = {values[1]}\nfiles = [\n  {{ url = 'https://h/x.bin' }},  # ] '\n]"
+    )
+    if not missing_newline:
+        catalog += "\n"
+    assert "".join(catalog[s.start : s.end] for s in scan(catalog)) == catalog
+    document = tomllib.loads(catalog)
+    out = add(catalog, "c", "hf://o/c")
+    assert out.startswith(catalog.rstrip("\n")) and tomllib.loads(out)["models"]["c"] == {"repo": "o/c"}
+    out = add(catalog, "b", "hf://o/c/c.bin")
+    assert tomllib.loads(out)["models"]["b"]["files"][-1] == {"repo": "o/c", "path": "c.bin"}
+    assert tomllib.loads(out)["models"]["a"] == document["models"]["a"]
+    removed = remove_entry(catalog, "a")
+    assert tomllib.loads(removed)["models"] == {"b": document["models"]["b"]}
+    assert removed.endswith(catalog[catalog.index("[models.b]") :])

@@ -253,3 +253,18 @@ def test_offline_add_with_a_lock_says_to_lock_later(world: Path, monkeypatch: py
     assert result.exit_code == 0, result.stderr
     assert "was not updated for enc (HF_HUB_OFFLINE is set); run 'mdl lock enc'" in result.stderr
     assert lock_file.read_bytes() == before
+
+
+def test_a_sha256_the_hub_contradicts_is_an_integrity_error(world: Path, hub: HubServer) -> None:
+    result = mdl("add", "w", "hf://org/tiny/model.safetensors", "--sha256", "0" * 64)
+    assert result.exit_code == 6, result.stderr
+    assert world.read_text() == HAND
+    right = hub.repo("org/tiny").file("model.safetensors").sha256
+    assert mdl("add", "w", "hf://org/tiny/model.safetensors", "--sha256", right).exit_code == 0
+
+
+def test_remove_refuses_a_broken_lock_before_touching_the_catalog(world: Path) -> None:
+    lock_path_for(world).write_text("version = [\n")
+    result = mdl("remove", "tiny")
+    assert result.exit_code == 2
+    assert world.read_text() == HAND
