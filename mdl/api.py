@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -15,6 +14,7 @@ from mdl.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
     from mdl.catalog import Catalog, ModelSpec, Settings
+    from mdl.download import LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -245,6 +245,31 @@ def clean(
     return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
 
 
+def lock(
+    *names: str,
+    all: bool = False,
+    catalog: Catalog | StrPath | None = None,
+    upgrade: bool = False,
+    check: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> LockReport:
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; fresh entries are kept unasked,
+    ``upgrade`` resolves them again. ``check`` writes nothing and makes no request: ``report.stale`` names what
+    is missing or stale (exit code 2). When a model fails, nothing is written (``report.failures``)."""
+    from mdl.download import lock_catalog
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    if names and all:
+        raise UsageError("name models or pass --all, not both")
+    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
+    return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
+
+
 # -- one-off sources and archives ------------------------------------------------------------------------------
 
 
@@ -267,7 +292,7 @@ def get(
 
     A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
     compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
-    from mdl.download import get_sources
+    from mdl.download import get_sources, read_source
 
     if output is not None and directory is not None:
         raise UsageError("get: give output or directory, not both")
@@ -291,18 +316,6 @@ def get(
         read_text=read_text or read_source,
         force=force,
     )
-
-
-def read_source(source: str) -> str:
-    """The text of a job-output JSON source: a file, or stdin for ``-``."""
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read it: {exc}") from None
 
 
 def pack(

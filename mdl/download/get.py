@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,6 +80,18 @@ def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], na
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
     return found
+
+
+def read_source(source: str) -> str:
+    """The text of a job-output JSON source: a file, or stdin for ``-``."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read it: {exc}") from None
 
 
 def get_sources(
