@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from mdl.download.planner import Planner, identity_of, label_of
@@ -30,9 +31,10 @@ class _Missing:
 class LockHasher:
     """Completes resolved models so that every file has a size and a sha256 (engine and records reused)."""
 
-    def __init__(self, session: PullSession, planner: Planner) -> None:
+    def __init__(self, session: PullSession, planner: Planner, *, blobs: Mapping[str, tuple[int, str]]) -> None:
         self.session = session
         self.planner = planner
+        self.blobs = blobs  # git blob id → (size, sha256), from the lock as it was: the same bytes, hashed before
 
     def complete(self, models: list[ResolvedModel]) -> tuple[list[ResolvedModel], list[FileOutcome]]:
         """The models with every size and sha256 known; a model with a file that cannot be hashed fails whole."""
@@ -76,6 +78,10 @@ class LockHasher:
         """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell."""
         if remote.sha256 and remote.size is not None:
             return remote
+        if remote.git_oid and remote.git_oid in self.blobs:
+            size, sha256 = self.blobs[remote.git_oid]
+            if remote.size is None or remote.size == size:
+                return replace(remote, size=size, sha256=sha256)
         recorded = self._from_record(remote)
         if recorded is not None:
             return recorded

@@ -97,7 +97,7 @@ def lock_catalog(
         return _check(path, old, specs, dropped=_dropped(old, in_catalog) if everything else [])
     base = old or Lock()
     todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
-    fresh, failures = _lock_models(todo, settings, progress=progress) if todo else ({}, [])
+    fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(path, False, resolved=resolved, failures=tuple(failures))
@@ -124,9 +124,12 @@ def _check(path: Path, old: Lock | None, specs: list[ModelSpec], *, dropped: lis
 
 
 def _lock_models(
-    specs: list[ModelSpec], settings: Settings, *, progress: Progress
+    specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
 ) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
-    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
+    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries.
+
+    A small Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes.
+    """
     if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
         failures = [
             failed(s.name, None, NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"))
@@ -137,7 +140,8 @@ def _lock_models(
     planner = Planner(session, use_lock=False)
     try:
         resolved, failures = planner.resolve(specs)
-        complete, unhashed = LockHasher(session, planner).complete(resolved)
+        blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
+        complete, unhashed = LockHasher(session, planner, blobs=blobs).complete(resolved)
         failures.extend(unhashed)
         by_name = {spec.name: spec for spec in specs}
         models: dict[str, LockedModel] = {}

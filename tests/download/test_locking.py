@@ -135,7 +135,10 @@ def test_upgrade_moves_main_and_says_what_changed(world: World, hub: HubServer) 
     lock(world)
     old = hub.repo("org/tiny").sha
     new = hub.commit("org/tiny", {"model.bin": WEIGHTS_2, "extra.json": b"{}"})
+    hub.log.clear()
     report = lock(world, "tiny", upgrade=True)
+    fetched = [r.url_path.rsplit("/", 1)[-1] for r in hub.log.records(method="GET") if "/resolve/" in r.url_path]
+    assert fetched == ["extra.json"]  # config.json is the same git blob: its sha256 comes from the old lock
     assert report.ok and report.changed and report.resolved == ("tiny",)
     (change,) = report.changes
     assert (change.name, change.status, change.old_commit, change.new_commit) == ("tiny", "changed", old, new)
