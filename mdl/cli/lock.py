@@ -73,6 +73,8 @@ def lock_cmd(
                 environ=run.environ,
                 progress=progress,
             )
+        for warning in report.warnings:
+            run.console.warn(warning)
         if run.json:
             run.emit(report.to_json())
         elif check:

@@ -38,6 +38,7 @@ class LockReport:
     checked: bool = False
     resolved: tuple[str, ...] = ()  # the models asked upstream in this run (the others were kept as locked)
     failures: tuple[FileOutcome, ...] = ()  # models that could not be locked (then nothing was written)
+    warnings: tuple[str, ...] = ()  # for the user: the old lock could not be read and was written anew
 
     @property
     def exit_code(self) -> int:
@@ -84,13 +85,15 @@ def lock_catalog(
     path = lock_path_for(catalog.path)
     everything = not names
     specs = catalog.select(list(names), all_models=everything)
+    warnings: tuple[str, ...] = ()
     try:
         old = read_lock(path)
     except CatalogError as exc:
         if check or not everything:
             raise
         # Locking everything rewrites it whole: a broken lock (a bad merge) is simply written again.
-        log.warning("%s; writing it again from the catalog", exc.message)
+        warnings = (f"{exc.message}; writing it again from the catalog",)
+        log.warning("%s", warnings[0])
         old = None
     in_catalog = {m.name for m in catalog.models}
     if check:
@@ -100,7 +103,7 @@ def lock_catalog(
     fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
     resolved = tuple(spec.name for spec in todo)
     if failures:
-        return LockReport(path, False, resolved=resolved, failures=tuple(failures))
+        return LockReport(path, False, resolved=resolved, failures=tuple(failures), warnings=warnings)
     new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
     changes = diff_locks(
@@ -108,7 +111,7 @@ def lock_catalog(
     )
     changed = write_lock_file(path, new)
     log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
-    return LockReport(path, changed, tuple(changes), resolved=resolved)
+    return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
 
 
 def _dropped(old: Lock | None, in_catalog: set[str]) -> list[str]:

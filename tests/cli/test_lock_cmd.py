@@ -127,3 +127,18 @@ def test_bad_combinations_are_usage_errors(catalog: Path) -> None:
     assert named_and_all.exit_code == 2
     unknown = mdl("lock", "nope")
     assert unknown.exit_code == 2 and "nope" in unknown.stderr
+
+
+def test_a_broken_lock_is_refused_by_check_and_written_again_by_lock(catalog: Path) -> None:
+    lock = catalog.with_suffix(".lock")
+    assert mdl("lock").exit_code == 0
+    good = lock.read_text()
+    lock.write_text("<<<<<<< HEAD\n" + good)  # a merge gone wrong
+    check = mdl("lock", "--check")
+    assert check.exit_code == 2 and f"{lock}: invalid TOML" in check.stderr
+    named = mdl("lock", "tiny")  # the other entries cannot be kept from a lock that cannot be read
+    assert named.exit_code == 2
+    result = mdl("lock")
+    assert result.exit_code == 0, result.stderr
+    assert "mdl: warning: " in result.stderr and "writing it again from the catalog" in result.stderr
+    assert lock.read_text() == good
