@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mdl.version import __version__
 
 if TYPE_CHECKING:
-    from mdl.api import clean, get, list_models, load_catalog, pack, pull, resolve, show, unpack, verify
+    from mdl.api import clean, get, list_models, load_catalog, lock, pack, pull, resolve, show, unpack, verify
     from mdl.errors import (
         ArchiveError,
         AuthError,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         UsageError,
     )
 
-_API = ("clean", "get", "list_models", "load_catalog", "pack", "pull", "resolve", "show", "unpack", "verify")
+_API = ("clean", "get", "list_models", "load_catalog", "lock", "pack", "pull", "resolve", "show", "unpack", "verify")
 _ERRORS = (
     "ArchiveError",
     "AuthError",
@@ -55,6 +55,7 @@ __all__ = [
     "get",
     "list_models",
     "load_catalog",
+    "lock",
     "pack",
     "pull",
     "resolve",

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from mdl.archive import PackResult, UnpackResult
     from mdl.catalog import Catalog, CatalogChange, ModelSpec, Settings
-    from mdl.download import AddOptions
+    from mdl.download import AddOptions, LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -245,6 +245,31 @@ def clean(
     cat = _catalog(catalog, env, required=False)
     settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
     return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
+
+
+def lock(
+    *names: str,
+    all: bool = False,
+    catalog: Catalog | StrPath | None = None,
+    upgrade: bool = False,
+    check: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> LockReport:
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; fresh entries are kept unasked,
+    ``upgrade`` resolves them again. ``check`` writes nothing and makes no request: ``report.stale`` names what
+    is missing or stale (exit code 2). When a model fails, nothing is written (``report.failures``)."""
+    from mdl.download import lock_catalog
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    if names and all:
+        raise UsageError("name models or pass --all, not both")
+    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
+    return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
 def add(name: str, *sources: str, **options: Unpack[AddOptions]) -> CatalogChange:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mdl.cli import archive, download, edit, get, inspect
+from mdl.cli import archive, download, edit, get, inspect, lock
 from mdl.cli.options import (
     CatalogOpt,
     CommonFlags,
@@ -78,6 +78,7 @@ app.command("resolve")(inspect.resolve_cmd)
 app.command("pull")(download.pull_cmd)
 app.command("verify")(download.verify_cmd)
 app.command("clean")(download.clean_cmd)
+app.command("lock")(lock.lock_cmd)
 app.command("get")(get.get_cmd)
 app.command("pack")(archive.pack_cmd)
 app.command("unpack")(archive.unpack_cmd)

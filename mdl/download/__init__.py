@@ -1,17 +1,20 @@
 """The download pipeline: resolve models, decide per file before any I/O, check space, fetch under locks, record;
-and ``get`` for one-off sources."""
+``get`` for one-off sources, and ``lock`` to pin models in catalog.lock."""
 
 from mdl.download.catalogedit import AddOptions, add_model, remove_model
 from mdl.download.check import check_entry
 from mdl.download.get import get_sources, read_source
+from mdl.download.locking import LockReport, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolved import resolve_models
 
 __all__ = [
     "AddOptions",
+    "LockReport",
     "add_model",
     "check_entry",
     "get_sources",
+    "lock_catalog",
     "pull_models",
     "read_source",
     "remove_model",

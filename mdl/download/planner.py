@@ -43,9 +43,11 @@ class PlannedFile:
 class Planner:
     """Resolves models and plans each of their files, before any byte is fetched."""
 
-    def __init__(self, session: PullSession) -> None:
+    def __init__(self, session: PullSession, *, use_lock: bool = True) -> None:
         self.session = session
         self.settings = session.settings
+        # False for `mdl lock`: resolve upstream even where catalog.lock pins a model (that is what it renews).
+        self.use_lock = use_lock
 
     def resolve(
         self, models: Sequence[ModelSpec], *, keep_installed: bool = False

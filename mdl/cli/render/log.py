@@ -157,7 +157,7 @@ def setup_logging(
     log_file: Path | None,
     verbose: bool,
     secrets: tuple[str, ...] = (),
-    max_bytes: int = 5_000_000,
+    max_bytes: int = 5 * 1024 * 1024,
     backups: int = 3,
 ) -> Path | None:
     """Send the ``mdl`` logger to a rotated, redacted file; returns the file, or None when there is none."""

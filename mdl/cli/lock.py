@@ -1,0 +1,141 @@
+"""``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on, ``--check`` is for CI)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    AllOpt,
+    CatalogOpt,
+    DestOpt,
+    JsonOpt,
+    LayoutOpt,
+    LogFileOpt,
+    NamesArg,
+    NoProgressOpt,
+    ProgressOpt,
+    QuietOpt,
+    TimeoutOpt,
+    VerboseOpt,
+    command_flags,
+)
+from mdl.cli.run import Run, guarded
+from mdl.errors import UsageError
+
+if TYPE_CHECKING:
+    from mdl.download import LockReport
+    from mdl.lockfile import ModelChange
+
+SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
+
+
+def lock_cmd(
+    ctx: typer.Context,
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    upgrade: Annotated[
+        bool, typer.Option("--upgrade", help="Resolve again: branches and tags move to their current commits.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI)."),
+    ] = False,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    timeout: TimeoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
+    flags = command_flags(ctx)
+    run = flags.run()
+    with guarded(run):
+        if upgrade and check:
+            raise UsageError("--check changes nothing; it cannot go with --upgrade")
+        with run.reporter() as progress:
+            report = api.lock(
+                *(names or ()),
+                all=all_models,
+                catalog=flags.catalog,
+                upgrade=upgrade,
+                check=check,
+                dest=flags.dest,
+                layout=layout,
+                timeout=timeout,
+                environ=run.environ,
+                progress=progress,
+            )
+        for warning in report.warnings:
+            run.console.warn(warning)
+        if run.json:
+            run.emit(report.to_json())
+        elif check:
+            _render_check(run, report)
+        else:
+            _render_lock(run, report, upgrade=upgrade)
+        if report.exit_code:
+            raise typer.Exit(report.exit_code)
+
+
+def _render_check(run: Run, report: LockReport) -> None:
+    """One line: fresh (stderr, exit 0), or which models are missing or stale (an error, exit 2)."""
+    name = report.path.name
+    if report.missing:
+        run.console.error(f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes")
+    elif report.stale:
+        run.console.error(f"{name} is stale for: {', '.join(report.stale)} (run mdl lock)")
+    else:
+        run.console.info(f"{name} is up to date")
+
+
+def _render_lock(run: Run, report: LockReport, *, upgrade: bool) -> None:
+    """A line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr."""
+    for change in report.changes if not run.quiet else ():
+        if upgrade or change.status != "unchanged":
+            run.line(change_line(change))
+    for failure in report.failures:
+        run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
+    if report.failures:
+        run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
+    elif report.changed:
+        run.console.info(f"wrote {report.path} ({_models(report)})")
+    else:
+        run.console.info(f"{report.path} is up to date ({_models(report)})")
+
+
+def _models(report: LockReport) -> str:
+    locked = sum(1 for c in report.changes if c.status != "removed")
+    resolved = len(report.resolved)
+    return f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+
+
+def change_line(change: ModelChange) -> str:
+    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)``, or ``tiny: unchanged``."""
+    from mdl.units import human_size
+
+    if change.status == "unchanged":
+        return f"{change.name}: unchanged"
+    if change.status == "removed":
+        return f"{change.name}: dropped (no longer in the catalog)"
+    if change.status == "added":
+        size = human_size(sum(f.size for f in change.added))
+        at = f" at {change.new_commit[:7]}" if change.new_commit else ""
+        count = len(change.added)
+        return f"{change.name}: locked{at} ({count} file{'' if count == 1 else 's'}, {size})"
+    moved = ""
+    if change.old_commit != change.new_commit:
+        moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
+    added = len(change.added)
+    counts = f"+{added} file{'' if added == 1 else 's'}, -{len(change.removed)}, ~{len(change.changed)} changed"
+    shown = [f"{new.path} {human_size(old.size)} → {human_size(new.size)}" for old, new in change.changed[:SHOWN_FILES]]
+    if len(change.changed) > SHOWN_FILES:
+        shown.append(f"and {len(change.changed) - SHOWN_FILES} more")
+    return f"{change.name}: {moved}{counts}" + (f" ({', '.join(shown)})" if shown else "")

@@ -1,0 +1,144 @@
+"""``mdl lock`` on the command line: what it prints where, its --json, --upgrade and --check, and its exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from servers import HubServer, make_data
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+
+WEIGHTS = make_data(1_200_000, seed=21)
+WEIGHTS_2 = make_data(1_300_000, seed=22)
+CONFIG = b'{"hidden_size": 8}\n'
+LORA = make_data(20_000, seed=23)
+
+CATALOG = """
+# the team's models
+[models.tiny]
+repo = "org/tiny"
+
+[[models.lora.files]]
+url = "{url}"
+"""
+
+
+@pytest.fixture
+def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    hub.add_repo("org/tiny", {"config.json": CONFIG, "model.bin": WEIGHTS})
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG.format(url=hub.cdn.add_file("/style.safetensors", LORA)))
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(path))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return path
+
+
+def mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_lock_writes_the_lock_and_a_second_run_asks_nothing(catalog: Path, hub: HubServer) -> None:
+    first = mdl("lock")
+    assert first.exit_code == 0, first.stderr
+    commit = hub.repo("org/tiny").sha
+    assert first.stdout.splitlines() == [
+        "lora: locked (1 file, 19.5 KiB)",
+        f"tiny: locked at {commit[:7]} (2 files, 1.14 MiB)",
+    ]
+    lock = catalog.with_suffix(".lock")
+    assert f"wrote {lock} (2 models, 2 resolved, 0 kept as locked)" in first.stderr
+    text = lock.read_text()
+    assert f'commit = "{commit}"' in text and hashlib.sha256(LORA).hexdigest() in text
+    mtime = lock.stat().st_mtime_ns
+    hub.log.clear()
+    hub.cdn.log.clear()
+    again = mdl("lock")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout == ""
+    assert f"{lock} is up to date (2 models, 0 resolved, 2 kept as locked)" in again.stderr
+    assert list(hub.log) == [] and list(hub.cdn.log) == []
+    assert lock.read_text() == text and lock.stat().st_mtime_ns == mtime
+
+
+def test_upgrade_reports_the_new_commit_and_the_file_diff(catalog: Path, hub: HubServer) -> None:
+    assert mdl("lock").exit_code == 0
+    old = hub.repo("org/tiny").sha
+    new = hub.commit("org/tiny", {"model.bin": WEIGHTS_2, "tokenizer.json": b"{}"})
+    kept = mdl("lock")  # without --upgrade a moved branch stays where the lock has it
+    assert kept.exit_code == 0 and kept.stdout == ""
+    moved = mdl("lock", "--upgrade")
+    assert moved.exit_code == 0, moved.stderr
+    assert moved.stdout.splitlines() == [
+        "lora: unchanged",
+        f"tiny: {old[:7]} → {new[:7]}; +1 file, -0, ~1 changed (model.bin 1.14 MiB → 1.24 MiB)",
+    ]
+    assert f'commit = "{new}"' in catalog.with_suffix(".lock").read_text()
+    hub.commit("org/tiny", {"tokenizer.json": None})
+    doc = json.loads(mdl("lock", "--upgrade", "tiny", "--json").stdout)
+    assert doc["changed"] is True and doc["lock"] == str(catalog.with_suffix(".lock"))
+    (model,) = doc["models"]
+    assert model["name"] == "tiny" and model["status"] == "changed" and model["old_commit"] == new
+    assert [f["path"] for f in model["removed"]] == ["tokenizer.json"] and model["added"] == model["changed"] == []
+
+
+def test_check_exit_codes_fresh_stale_and_missing(catalog: Path, hub: HubServer) -> None:
+    lock = catalog.with_suffix(".lock")
+    missing = mdl("lock", "--check")
+    assert missing.exit_code == 2
+    assert f"mdl: error: {lock} does not exist" in missing.stderr and not lock.exists()
+    assert mdl("lock").exit_code == 0
+    hub.log.clear()
+    fresh = mdl("lock", "--check")
+    assert fresh.exit_code == 0 and fresh.stdout == ""
+    assert "catalog.lock is up to date" in fresh.stderr
+    catalog.write_text(catalog.read_text().replace('repo = "org/tiny"', 'repo = "org/tiny"\nexclude = ["*.json"]'))
+    stale = mdl("lock", "--check")
+    assert stale.exit_code == 2
+    assert "catalog.lock is stale for: tiny (run mdl lock)" in stale.stderr
+    assert mdl("lock", "--check", "lora").exit_code == 0  # only the named models are checked
+    doc = json.loads(mdl("lock", "--check", "--json").stdout)
+    assert doc["fresh"] is False and doc["stale"] == ["tiny"] and doc["changed"] is False
+    assert list(hub.log) == []  # --check never asks anything
+
+
+def test_a_model_that_cannot_be_resolved_fails_with_its_code_and_writes_nothing(catalog: Path, hub: HubServer) -> None:
+    assert mdl("lock").exit_code == 0
+    lock = catalog.with_suffix(".lock")
+    before = lock.read_bytes()
+    catalog.write_text(catalog.read_text() + '\n[models.gone]\nrepo = "org/gone"\n')
+    result = mdl("lock")
+    assert result.exit_code == 4, result.stderr
+    assert "mdl: error: gone:" in result.stderr and "was left as it was" in result.stderr
+    assert lock.read_bytes() == before
+    doc = json.loads(mdl("lock", "--json").stdout)
+    assert doc["ok"] is False and [e["model"] for e in doc["errors"]] == ["gone"]
+
+
+def test_bad_combinations_are_usage_errors(catalog: Path) -> None:
+    both = mdl("lock", "--check", "--upgrade")
+    assert both.exit_code == 2 and "--check changes nothing" in both.stderr
+    named_and_all = mdl("lock", "tiny", "--all")
+    assert named_and_all.exit_code == 2
+    unknown = mdl("lock", "nope")
+    assert unknown.exit_code == 2 and "nope" in unknown.stderr
+
+
+def test_a_broken_lock_is_refused_by_check_and_written_again_by_lock(catalog: Path) -> None:
+    lock = catalog.with_suffix(".lock")
+    assert mdl("lock").exit_code == 0
+    good = lock.read_text()
+    lock.write_text("<<<<<<< HEAD\n" + good)  # a merge gone wrong
+    check = mdl("lock", "--check")
+    assert check.exit_code == 2 and f"{lock}: invalid TOML" in check.stderr
+    named = mdl("lock", "tiny")  # the other entries cannot be kept from a lock that cannot be read
+    assert named.exit_code == 2
+    result = mdl("lock")
+    assert result.exit_code == 0, result.stderr
+    assert "mdl: warning: " in result.stderr and "writing it again from the catalog" in result.stderr
+    assert lock.read_text() == good
