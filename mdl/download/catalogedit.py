@@ -24,6 +24,7 @@ from mdl.catalog import (
     user_config_dir,
 )
 from mdl.download.check import check_entry
+from mdl.download.locking import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.lockfile import lock_path_for, read_lock, write_lock
 from mdl.paths import url_basename
@@ -32,7 +33,7 @@ from mdl.store import write_text_atomic
 
 
 class AddOptions(TypedDict, total=False):
-    """The keyword arguments of :func:`mdl.api.add`."""
+    """What :func:`mdl.api.add` was asked besides the name and sources."""
 
     include: Sequence[str]  # globs a whole repo is filtered by (huggingface_hub pattern rules)
     exclude: Sequence[str]
@@ -41,7 +42,6 @@ class AddOptions(TypedDict, total=False):
     force: bool  # replace what the entry says instead of refusing
     check: bool  # ask upstream first (default True; HF_HUB_OFFLINE skips it)
     catalog: str | os.PathLike[str] | None
-    timeout: float | None
     environ: Mapping[str, str] | None
     progress: Progress | None
 
@@ -50,9 +50,6 @@ def add_model(
     name: str, sources: Sequence[str], options: AddOptions, *, settings_for: Callable[[Catalog], Settings]
 ) -> CatalogChange:
     """Add (extend, or with ``force`` replace) a model entry; see :func:`mdl.api.add`."""
-    unknown = sorted(set(options) - set(AddOptions.__annotations__))
-    if unknown:
-        raise TypeError(f"add() got unexpected keyword arguments: {', '.join(unknown)}")
     environ = options.get("environ") or {}
     progress = options.get("progress") or NullProgress()
     name = check_model_name(name)
@@ -90,17 +87,13 @@ def add_model(
 
 
 def _relock(change: CatalogChange, catalog: Catalog, settings: Settings, progress: Progress) -> CatalogChange:
-    """The new model locked in catalog.lock (the other entries as they are); a failure is the change's error."""
-    # TODO(lead): lock_catalog lands with fix-lockcmd (mdl/download/locking.py); until it is merged, add leaves
-    # catalog.lock as it is and says so. Once merged, replace the return below with:
-    #     report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
-    #     if report.failures:
-    #         error = report.failures[0].error or "failed"
-    #         return replace(change, lock_error=f"{lock_path_for(change.catalog)} was not updated: {error}",
-    #                        lock_exit_code=report.exit_code)
-    #     return replace(change, lock=report.path)
-    lock_file = lock_path_for(change.catalog)
-    return replace(change, lock_error=f"{lock_file} was not updated for {change.model}; run 'mdl lock {change.model}'")
+    """The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
+    catalog stays edited: it is what the user asked for, and `mdl lock` can be run again)."""
+    report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
+    if report.failures:
+        error = report.failures[0].error or "failed"
+        return replace(change, lock_error=f"{report.path} was not updated: {error}", lock_exit_code=report.exit_code)
+    return replace(change, lock=report.path)
 
 
 def _path(given: str | os.PathLike[str] | None) -> Path | None:

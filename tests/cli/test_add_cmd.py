@@ -268,3 +268,20 @@ def test_remove_refuses_a_broken_lock_before_touching_the_catalog(world: Path) -
     result = mdl("remove", "tiny")
     assert result.exit_code == 2
     assert world.read_text() == HAND
+
+
+def test_add_locks_the_new_model_when_there_is_a_lock(world: Path) -> None:
+    assert mdl("lock").exit_code == 0
+    lock_file = lock_path_for(world)
+    before = read_lock(lock_file)
+    assert before is not None and sorted(before.models) == ["tiny", "z"]
+    result = mdl("add", "enc", "hf://org/encoder", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["lock"] == str(lock_file)
+    after = read_lock(lock_file)
+    assert after is not None and sorted(after.models) == ["enc", "tiny", "z"]
+    assert after.models["tiny"] == before.models["tiny"]  # the others as they were
+    assert mdl("lock", "--check").exit_code == 0
+    assert mdl("remove", "enc").exit_code == 0
+    assert read_lock(lock_file) == before
+    assert mdl("lock", "--check").exit_code == 0

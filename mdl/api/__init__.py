@@ -6,17 +6,16 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from mdl.api.archives import pack as pack
+from mdl.api.archives import unpack as unpack
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from mdl.archive import PackResult, UnpackResult
     from mdl.catalog import Catalog, CatalogChange, ModelSpec, Settings
-    from mdl.download import AddOptions, LockReport
+    from mdl.download import LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -272,16 +271,49 @@ def lock(
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
-def add(name: str, *sources: str, **options: Unpack[AddOptions]) -> CatalogChange:
-    """Add model ``name`` from ``hf://owner/name[@rev]`` (a whole repo; ``include``/``exclude``), or files:
-    ``hf://owner/name[@rev]/path``, URLs (``save_as``, ``sha256``), keeping the catalog's comments and layout.
-    Validated, checked upstream unless ``check=False`` or offline (errors 3/4/5: nothing written), written
-    atomically, locked when there is a catalog.lock; UsageError (2) where the entry says otherwise, unless ``force``."""
+def add(
+    name: str,
+    *sources: str,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    save_as: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+    check: bool = True,
+    catalog: StrPath | None = None,
+    timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> CatalogChange:
+    """Add model ``name`` to the catalog (created when there is none), keeping its comments and layout:
+    ``hf://owner/name[@rev]`` is a whole repo (filtered by ``include``/``exclude``); ``hf://owner/name[@rev]/path``
+    files and URLs (``save_as``, ``sha256`` for one of them) start a files entry or are appended to one.
+
+    The result is validated, then the sources are asked about (unless ``check`` is False or HF_HUB_OFFLINE is
+    set: NotFoundError 4, AuthError 3, NetworkError 5, IntegrityError 6, and nothing is written), then the file
+    is replaced atomically and the model locked when there is a catalog.lock (``change.lock_error`` says why
+    not). A request the entry contradicts (another repo, a file in a whole-repo entry, another file at the same
+    save path) is UsageError (2) unless ``force`` replaces it; the same request twice changes nothing.
+    """
     from mdl.download import add_model
 
-    env = options["environ"] = _environ(options.get("environ"))
-    timeout = options.get("timeout")
-    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
+    env = _environ(environ)
+    return add_model(
+        name,
+        sources,
+        {
+            "include": include,
+            "exclude": exclude,
+            "save_as": save_as,
+            "sha256": sha256,
+            "force": force,
+            "check": check,
+            "catalog": catalog,
+            "environ": env,
+            "progress": progress,
+        },
+        settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout),
+    )
 
 
 def remove(name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None) -> CatalogChange:
@@ -337,83 +369,4 @@ def get(
         progress=progress or NullProgress(),
         read_text=read_text or read_source,
         force=force,
-    )
-
-
-def pack(
-    run_dir: StrPath,
-    *,
-    output: StrPath | None = None,
-    stream: BinaryIO | None = None,
-    checkpoint: str | None = None,
-    profile: str = "deploy",
-    with_logs: bool = False,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    compress: str = "auto",
-    dry_run: bool = False,
-    environ: Mapping[str, str] | None = None,
-    progress: Progress | None = None,
-) -> PackResult:
-    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically.
-
-    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``.
-    ``$SOURCE_DATE_EPOCH`` in ``environ`` fixes the timestamps.
-    """
-    from mdl.archive import PackOptions, pack_run
-
-    if stream is not None and output is not None and str(output) != "-":
-        raise UsageError("pack: give output or stream, not both")
-    if stream is None and output is not None and str(output) == "-":
-        raise UsageError("pack: output '-' needs a stream to write the archive to")
-    epoch = _environ(environ).get("SOURCE_DATE_EPOCH")
-    try:
-        source_date_epoch = int(epoch) if epoch else None
-    except ValueError:
-        raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
-    options = PackOptions(
-        run_dir=Path(run_dir),
-        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
-        checkpoint=checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        includes=tuple(include),
-        excludes=tuple(exclude),
-        compress=compress,
-        dry_run=dry_run,
-        source_date_epoch=source_date_epoch,
-        cwd=Path.cwd(),
-    )
-    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
-
-
-def unpack(
-    archive: StrPath | BinaryIO,
-    *,
-    dest: StrPath | None = None,
-    force: bool = False,
-    max_ratio: float | None = None,
-    progress: Progress | None = None,
-) -> UnpackResult:
-    """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
-    ``force`` replaces what its top-level entries name; ``max_ratio`` (default 200, ``math.inf`` turns the
-    check off) caps how far entries and the whole archive may expand.
-
-    ``archive`` may be a binary stream (``sys.stdin.buffer``): it is spooled to a hidden temp file on the
-    destination's filesystem first (a zip is read from its end), and that file is removed whatever happens."""
-    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
-
-    folder = Path(dest) if dest is not None else None
-    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
-    if not isinstance(archive, str | os.PathLike):
-        return unpack_stream(
-            archive, dest=folder, force=force, progress=progress or NullProgress(), cwd=Path.cwd(), max_ratio=ratio
-        )
-    return unpack_archive(
-        Path(archive),
-        dest=folder,
-        force=force,
-        progress=progress or NullProgress(),
-        cwd=Path.cwd(),
-        max_ratio=ratio,
     )
