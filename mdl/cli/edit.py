@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mdl import api
+from mdl.cli.completion import complete_model_names
 from mdl.cli.options import (
     CatalogOpt,
     JsonOpt,
@@ -35,7 +36,9 @@ _SAID = {
 
 def add_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name (new, or one to add files to).")],
+    name: Annotated[
+        str, typer.Argument(help="Model name (new, or one to add files to).", autocompletion=complete_model_names)
+    ],
     sources: Annotated[
         list[str],
         typer.Argument(
