@@ -91,7 +91,7 @@ class LockUse:
         absent = [spec.name for spec in specs if spec.name not in lock.models]
         parts = []
         if stale:
-            parts.append(f"out of date for {', '.join(stale)} (the catalog changed since it was locked)")
+            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
         if absent:
             parts.append(f"does not hold {', '.join(absent)}")
         if parts:
