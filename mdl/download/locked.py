@@ -13,7 +13,7 @@ from pathlib import Path
 from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, find_catalog, find_lock, load_catalog, user_config_dir
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile import Lock, LockedModel, lock_path_for, read_lock
-from mdl.redact import redact_url
+from mdl.redact import REDACTED, redact_url
 from mdl.report import RunReport
 from mdl.store import PinnedFile
 
@@ -163,6 +163,12 @@ def spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpe
         entry = by_path.get(f.path)
         same = entry is not None and entry.url is not None and redact_url(entry.url) == f.source
         url, headers = (entry.url, entry.headers) if same and entry is not None else (f.source, ())
+        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
+            raise UsageError(
+                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
+                "cannot fetch it alone",
+                hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
+            )
         files.append(
             FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=tuple(headers))
         )

@@ -160,3 +160,25 @@ def test_show_and_resolve_use_the_lock(world: Path, hub: HubServer) -> None:
     stale = mdl("show", "tiny")
     assert stale.exit_code == 0
     assert stale.stderr.count("tiny: catalog.lock is out of date for this model; using the catalog entry") == 1
+
+
+def test_frozen_needs_the_catalog_for_a_signed_url(
+    tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_data(50_000, seed=6)
+    cdn.add_file("/files/signed.bin", data)
+    url = cdn.signed_url("/files/signed.bin")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f'[models.signed]\nfiles = [{{ url = "{url}" }}]\n')
+    lock = lock_catalog(catalog, HubServer(), urls={url: data})
+    assert "REDACTED" in lock.read_text() and "Signature" not in lock.read_text()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    with_catalog = mdl("pull", "--frozen", "--all", "--dest", str(tmp_path / "models"))
+    assert with_catalog.exit_code == 0, with_catalog.stderr  # the catalog beside the lock lends the signed URL
+    assert (tmp_path / "models" / "signed" / "signed.bin").read_bytes() == data
+    catalog.unlink()
+    alone = mdl("pull", "--frozen", "--all", "--dest", str(tmp_path / "other"))
+    assert alone.exit_code == 2
+    assert "signed/signed.bin: catalog.lock holds this signed URL without its signature" in alone.stderr
+    assert len([r for r in cdn.log if r.method == "GET"]) == 1  # the first pull's only

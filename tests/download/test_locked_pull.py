@@ -202,3 +202,20 @@ def test_offline_with_a_lock_and_complete_records_pull_verify_show_resolve_ask_n
     again = api.pull("tiny", catalog=world, dest=dest, environ=env)
     assert again.exit_code == ExitCode.NETWORK
     assert len(hub.log) == 0
+
+
+def test_a_locked_pull_into_the_hf_cache_fills_the_locked_commits_snapshot(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    lock_catalog(world, hub)
+    commit = hub.repo("org/tiny").sha
+    move_main(hub)
+    hub.log.clear()
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    report = api.pull("tiny", catalog=world, layout="hf-cache", environ=env)
+    assert report.ok, report.files
+    assert api_requests(hub) == []
+    snapshot = tmp_path / "cache" / "models--org--tiny" / "snapshots" / commit
+    assert (snapshot / "model.safetensors").read_bytes() == make_data(300_000, seed=1)
+    assert report.path("tiny") == snapshot
+    assert api.verify("tiny", catalog=world, layout="hf-cache", environ=env).ok
