@@ -161,17 +161,16 @@ def spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpe
             )
             continue
         entry = by_path.get(f.path)
-        same = entry is not None and entry.url is not None and redact_url(entry.url) == f.source
-        url, headers = (entry.url, entry.headers) if same and entry is not None else (f.source, ())
+        url, headers = f.source, tuple[tuple[str, str], ...]()
+        if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
+            url, headers = entry.url, entry.headers
         if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
             raise UsageError(
                 f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
                 "cannot fetch it alone",
                 hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
             )
-        files.append(
-            FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=tuple(headers))
-        )
+        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
     description = catalog.description if catalog is not None else ""
     tags = catalog.tags if catalog is not None else ()
     return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))
