@@ -2,15 +2,21 @@
 ``get`` for one-off sources, and ``lock`` to pin models in catalog.lock."""
 
 from mdl.download.get import get_sources, read_source
+from mdl.download.locked import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
 from mdl.download.locking import LockReport, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolved import resolve_models
 
 __all__ = [
     "LockReport",
+    "LockUse",
+    "frozen_catalog",
+    "frozen_specs",
     "get_sources",
     "lock_catalog",
     "pull_models",
+    "read_frozen_lock",
     "read_source",
     "resolve_models",
+    "warned",
 ]
