@@ -16,6 +16,7 @@ from mdl.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from mdl.catalog import Catalog, CatalogChange, ModelSpec, Settings
     from mdl.download import LockReport
+    from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -63,34 +64,43 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
 
 
 def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
-    from mdl.catalog import build_settings, resolve_dest
+    from mdl.catalog import settings_for
 
-    s = catalog.settings
-    where = catalog.path.parent if catalog.path is not None else None
-    root = resolve_dest(
-        flag=Path(dest) if dest is not None else None, environ=environ, catalog_dest=s.dest, catalog_dir=where
-    )
-    return build_settings(
-        environ=environ,
-        dest=root,
-        catalog_endpoint=s.endpoint,
-        catalog_connections=s.connections,
-        catalog_jobs=s.jobs,
-        catalog_limit_rate=s.limit_rate,
-        catalog_stall_timeout=s.stall_timeout,
-        catalog_timeout=s.timeout,
-        catalog_lock_timeout=s.lock_timeout,
-        catalog_retries=s.retries,
-        catalog_layout=s.layout,
-        catalog_mirrors=s.mirrors,
-        **flags,
-    )
+    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
 
 
 def _select(catalog: Catalog, names: Sequence[str], all_models: bool) -> list[ModelSpec]:
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return catalog.select(list(names), all_models=all_models)
+
+
+def _models(
+    given: Catalog | StrPath | None,
+    env: Mapping[str, str],
+    names: Sequence[str],
+    all_models: bool,
+    *,
+    locked: bool,
+    frozen: bool,
+    dest: StrPath | None,
+    **flags: Any,
+) -> tuple[Settings, list[ModelSpec], Lock | None]:
+    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
+    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
+    from mdl.catalog import choose_lock_mode
+    from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
+    from mdl.lockfile import lock_path_for
+
+    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+        cat, path = frozen_catalog(given, env, cwd=Path.cwd())
+        lock = read_frozen_lock(path)
+        settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
+        return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
+    cat = _catalog(given, env, required=True)
+    path = lock_path_for(cat.path) if cat.path is not None else None
+    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
+    return settings, _select(cat, names, all_models), None
 
 
 def _rate(limit_rate: str | int | None) -> str | None:
@@ -127,16 +137,21 @@ def show(
     catalog: Catalog | StrPath | None = None,
     dest: StrPath | None = None,
     layout: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ModelInfo:
-    """One model: its files, sources, sizes, hashes and local state (offline)."""
+    """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock pins it if fresh."""
+    from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout)
-    status = model_status(cat.get(name), Layout(settings))
-    return ModelInfo(status, status.folder)
+    settings, (spec,), lock = _models(
+        catalog, env, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
+    )
+    pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
+    status = model_status(spec, Layout(settings), pinned=pins.get(name))
+    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
 
 
 def resolve(
@@ -147,18 +162,20 @@ def resolve(
     dest: StrPath | None = None,
     layout: str | None = None,
     timeout: float | None = None,
+    locked: bool = False,
+    frozen: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Resolution:
-    """The concrete files and URLs of models upstream (network); ``follow`` shows where the Hub redirects."""
+    """The concrete files and URLs of models upstream (network, none for what catalog.lock pins); ``follow``
+    shows where the Hub redirects."""
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
-    models = _select(cat, names, all)
-    docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress())
+    flags = {"layout": layout, "timeout": timeout}
+    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
 
@@ -177,10 +194,15 @@ def pull(
     stall_timeout: float | None = None,
     timeout: float | None = None,
     lock_timeout: float | None = None,
+    locked: bool = False,
+    frozen: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
+
+    catalog.lock beside the catalog pins each model it holds fresh (no Hub API call); ``locked`` refuses a missing
+    or stale lock (UsageError, before anything is fetched), ``frozen`` uses the lock as written (no catalog needed).
 
     Per-file failures are in the report (``report.ok``, ``report.exit_code``); ``report.path(name)`` is a
     model's folder and raises the model's error if it failed. Bad input raises an MdlError subclass.
@@ -188,23 +210,11 @@ def pull(
     from mdl.download import pull_models
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=True)
-    settings = _settings(
-        cat,
-        env,
-        dest=dest,
-        layout=layout,
-        connections=connections,
-        jobs=jobs,
-        limit_rate=_rate(limit_rate),
-        stall_timeout=stall_timeout,
-        timeout=timeout,
-        lock_timeout=lock_timeout,
-        verify=verify,
-        force=force,
-        dry_run=dry_run,
-    )
-    return pull_models(_select(cat, names, all), settings, progress=progress or NullProgress())
+    flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
+    flags |= {"limit_rate": _rate(limit_rate), "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
+    flags |= {"verify": verify, "force": force, "dry_run": dry_run}
+    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
 def verify(
@@ -213,19 +223,23 @@ def verify(
     all: bool = False,
     dest: StrPath | None = None,
     layout: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
     """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes, files
-    and models not on this disk are ``missing`` (exit 4). ``on_file`` sees each outcome as soon as it is known."""
+    and models not on this disk are ``missing`` (exit 4), against catalog.lock's sha256 where it is fresh.
+    ``on_file`` sees each outcome as soon as it is known."""
+    from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout)
-    models = _select(cat, names, all)
-    return verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file)
+    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    pins, warnings, _ = LockUse(settings, lock=lock).view(models)
+    report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
+    return warned(report, warnings)
 
 
 def clean(

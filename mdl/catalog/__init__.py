@@ -4,7 +4,16 @@ Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` 
 from mdl.catalog.addsource import parse_source
 from mdl.catalog.edit import NEW_CATALOG, CatalogChange, add_entry, catalog_to_edit, check_model_name, remove_entry
 from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
-from mdl.catalog.settings import Settings, build_settings, default_log_file, resolve_dest, user_config_dir
+from mdl.catalog.settings import (
+    Settings,
+    build_settings,
+    choose_lock_mode,
+    default_log_file,
+    find_lock,
+    resolve_dest,
+    settings_for,
+    user_config_dir,
+)
 from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 
 __all__ = [
@@ -18,13 +27,16 @@ __all__ = [
     "build_settings",
     "catalog_to_edit",
     "check_model_name",
+    "choose_lock_mode",
     "default_log_file",
     "expand_headers",
     "find_catalog",
+    "find_lock",
     "load_catalog",
     "parse_catalog",
     "parse_source",
     "remove_entry",
     "resolve_dest",
+    "settings_for",
     "user_config_dir",
 ]

@@ -7,10 +7,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from mdl.errors import UsageError
+
+if TYPE_CHECKING:
+    from mdl.catalog.specs import Catalog
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_CONNECTIONS = 8
@@ -22,6 +25,9 @@ DEFAULT_TIMEOUT = 10.0  # connect, and wait for an answer (what huggingface_hub 
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_RETRIES = 5
 LAYOUTS = ("plain", "hf-cache")
+# How a run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
+# "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
+LOCK_MODES = ("auto", "locked", "frozen")
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
@@ -51,6 +57,8 @@ class Settings:
     layout: str = "plain"  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None = None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...] = ()  # URL templates tried in order before the origin
+    lock_mode: str = "auto"  # one of LOCK_MODES
+    lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
 
     @property
     def state_dir(self) -> Path:
@@ -203,6 +211,28 @@ def resolve_dest(
     return default_dest()
 
 
+def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
+    """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
+    s = catalog.settings
+    where = catalog.path.parent if catalog.path is not None else None
+    root = resolve_dest(flag=dest, environ=environ, catalog_dest=s.dest, catalog_dir=where)
+    return build_settings(
+        environ=environ,
+        dest=root,
+        catalog_endpoint=s.endpoint,
+        catalog_connections=s.connections,
+        catalog_jobs=s.jobs,
+        catalog_limit_rate=s.limit_rate,
+        catalog_stall_timeout=s.stall_timeout,
+        catalog_timeout=s.timeout,
+        catalog_lock_timeout=s.lock_timeout,
+        catalog_retries=s.retries,
+        catalog_layout=s.layout,
+        catalog_mirrors=s.mirrors,
+        **flags,
+    )
+
+
 def build_settings(
     *,
     environ: Mapping[str, str],
@@ -227,6 +257,9 @@ def build_settings(
     verify: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    lock_path: Path | None = None,
+    locked: bool = False,
+    frozen: bool = False,
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
     check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
@@ -283,7 +316,51 @@ def build_settings(
         layout=chosen_layout,
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
         mirrors=env_mirrors or catalog_mirrors,
+        lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
+        lock_path=lock_path,
     )
+
+
+def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) -> str:
+    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's UV_LOCKED / UV_FROZEN), else auto.
+
+    Both at once contradict each other (one refuses what the other accepts): a usage error, not a guess.
+    """
+    if locked and frozen:
+        raise UsageError(
+            "--locked and --frozen: give one, not both (--locked checks the lock against the catalog, "
+            "--frozen uses it as written)"
+        )
+    if locked or frozen:
+        return "locked" if locked else "frozen"
+    env_locked = parse_bool(environ.get("MDL_LOCKED") or "")
+    env_frozen = parse_bool(environ.get("MDL_FROZEN") or "")
+    if env_locked and env_frozen:
+        raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
+    return "locked" if env_locked else ("frozen" if env_frozen else "auto")
+
+
+def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
+    """Where catalog.lock is for ``--frozen`` when there may be no catalog beside it: ``--catalog``'s ``.lock``,
+    else ``$MDL_CATALOG``'s, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``; None when none exists.
+
+    The same order as the catalog's own lookup, so a machine that gets only the lock finds it where the
+    catalog would have been.
+    """
+    env = environ.get("MDL_CATALOG") or None
+    for given in (flag, Path(env) if env else None):
+        if given is None:
+            continue
+        home = environ.get("HOME", "")
+        text = str(given)
+        if home and (text == "~" or text.startswith("~/")):
+            given = Path(home) / text[2:]
+        candidate = given if given.is_absolute() else cwd / given
+        return candidate.with_suffix(".lock")  # named: its lock is the one meant, there or not
+    for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _has_origin(url: str) -> bool:

@@ -13,8 +13,10 @@ from mdl.cli.options import (
     CatalogOpt,
     DestOpt,
     DryRunOpt,
+    FrozenOpt,
     JsonOpt,
     LayoutOpt,
+    LockedOpt,
     LogFileOpt,
     NamesArg,
     NoProgressOpt,
@@ -53,6 +55,8 @@ def pull_cmd(
         typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600)."),
     ] = None,
     dry_run: DryRunOpt = False,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -61,7 +65,10 @@ def pull_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """Download what is missing or changed; resume what was cut off; verify; skip what is already right."""
+    """Download what is missing or changed; resume what was cut off; verify; skip what is already right.
+
+    With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
+    its locked sha256, without asking the Hub to list anything."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run):
@@ -82,6 +89,8 @@ def pull_cmd(
                 stall_timeout=stall_timeout,
                 timeout=timeout,
                 lock_timeout=lock_timeout,
+                locked=locked,
+                frozen=frozen,
                 environ=run.environ,
                 progress=progress,
             )
@@ -94,6 +103,8 @@ def verify_cmd(
     all_models: AllOpt = False,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -102,7 +113,7 @@ def verify_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """Re-hash local files against the record and the catalog (offline)."""
+    """Re-hash local files against the record and the catalog, or catalog.lock where it pins them (offline)."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run, output_only=True):
@@ -123,6 +134,8 @@ def verify_cmd(
                 catalog=flags.catalog,
                 dest=flags.dest,
                 layout=layout,
+                locked=locked,
+                frozen=frozen,
                 environ=run.environ,
                 progress=progress,
                 on_file=row,

@@ -12,8 +12,10 @@ from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
     DestOpt,
+    FrozenOpt,
     JsonOpt,
     LayoutOpt,
+    LockedOpt,
     LogFileOpt,
     NameArg,
     NamesArg,
@@ -82,6 +84,8 @@ def show_cmd(
     name: NameArg,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -93,8 +97,18 @@ def show_cmd(
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run, output_only=True):
-        info = api.show(name, catalog=flags.catalog, dest=flags.dest, layout=layout, environ=run.environ)
-        doc = info.status.show_json()
+        info = api.show(
+            name,
+            catalog=flags.catalog,
+            dest=flags.dest,
+            layout=layout,
+            locked=locked,
+            frozen=frozen,
+            environ=run.environ,
+        )
+        doc = info.to_json()["models"][0]
+        if info.warning is not None:
+            run.console.warn(info.warning)
         if run.json:
             run.emit(info.to_json())
             return
@@ -134,6 +148,8 @@ def resolve_cmd(
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     timeout: TimeoutOpt = None,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -142,7 +158,8 @@ def resolve_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """The concrete files and direct URLs, sizes, sha256 and commit of models (network)."""
+    """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
+    pins)."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run, output_only=True):
@@ -155,9 +172,14 @@ def resolve_cmd(
                 dest=flags.dest,
                 layout=layout,
                 timeout=timeout,
+                locked=locked,
+                frozen=frozen,
                 environ=run.environ,
                 progress=progress,
             )
+        for model in resolution.models:
+            if model.get("warning"):
+                run.console.warn(model["warning"])
         from mdl.cli.pipes import unread_if_failing
 
         with unread_if_failing(failing=bool(resolution.exit_code)):

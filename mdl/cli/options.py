@@ -59,6 +59,22 @@ TimeoutOpt = Annotated[
         "(default: $MDL_TIMEOUT, catalog, 10).",
     ),
 ]
+LockedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--locked",
+        help="Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a model "
+        "(default: $MDL_LOCKED).",
+    ),
+]
+FrozenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--frozen",
+        help="Use catalog.lock as written, without the catalog's entries (works with only the lock; "
+        "default: $MDL_FROZEN).",
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 from mdl.download.catalogedit import AddOptions, add_model, remove_model
 from mdl.download.check import check_entry
 from mdl.download.get import get_sources, read_source
+from mdl.download.locked import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
 from mdl.download.locking import LockReport, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolved import resolve_models
@@ -11,12 +12,17 @@ from mdl.download.resolved import resolve_models
 __all__ = [
     "AddOptions",
     "LockReport",
+    "LockUse",
     "add_model",
     "check_entry",
+    "frozen_catalog",
+    "frozen_specs",
     "get_sources",
     "lock_catalog",
     "pull_models",
+    "read_frozen_lock",
     "read_source",
     "remove_model",
     "resolve_models",
+    "warned",
 ]

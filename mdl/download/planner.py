@@ -15,6 +15,7 @@ from mdl.download.kept import keep_installed as kept_files
 from mdl.download.plan import Action, Decision, LocalState, decide
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError, UnsafePathError
+from mdl.lockfile import resolved_from_locked
 from mdl.paths import path_clash
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel, resolve_model, with_probe
@@ -59,13 +60,21 @@ class Planner:
         asked again in this run: the other models that need it get the same error at once.
         """
         session = self.session
+        if self.use_lock:
+            session.locks.require(models)  # --locked: refused before anything is asked or fetched
         resolved: list[ResolvedModel] = []
         failures: list[FileOutcome] = []
         outage: MdlError | None = None
         for spec in models:
             if session.cancel.is_set():
                 raise InterruptedByUserError("interrupted while resolving")
+            locked = session.locks.pinned(spec) if self.use_lock else None
             try:
+                if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
+                    resolved.append(
+                        resolved_from_locked(locked, file_url=self.file_url, spec=spec, environ=session.environ)
+                    )
+                    continue
                 if outage is not None and _needs_hub(spec):
                     raise relabel(outage, spec)
                 hub = session.hub() if _needs_hub(spec) else None
@@ -86,6 +95,12 @@ class Planner:
                 log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
                 failures.append(outcome)
         return resolved, failures
+
+    def file_url(self, repo: str, path: str, repo_type: str, revision: str) -> str:
+        """The Hub resolve URL of a file at a commit (built locally, as ``hf_hub_url`` does: no request)."""
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.settings.endpoint)
 
     def plan_models(self, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
         """Plan every file of the resolved models (probing direct URLs the catalog gives no sha256 for)."""

@@ -9,12 +9,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetcher import FileFetcher
 from mdl.download.filelog import log_outcome
+from mdl.download.locked import warned
 from mdl.download.outcomes import dry_run_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, check_space
 from mdl.download.record_queue import Commit, RecordQueue
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, MdlError
+from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import Hub, RemoteFile, ResolvedModel
@@ -31,10 +33,11 @@ class Puller:
         progress: Progress,
         cancel: threading.Event | None = None,
         keep_records: bool = True,
+        lock: Lock | None = None,
     ) -> None:
         self.settings = settings
         self.progress = progress
-        self.session = PullSession(settings, progress=progress, cancel=cancel)
+        self.session = PullSession(settings, progress=progress, cancel=cancel, lock=lock)
         self.cancel = self.session.cancel
         self.planner = Planner(self.session)
         self.records = RecordQueue(self.session.store, keep=keep_records)
@@ -82,12 +85,13 @@ class Puller:
         for outcome in outcomes:  # models or files that failed before any transfer: their lines first
             log_outcome(outcome)
         if self.settings.dry_run:
-            return RunReport(tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans), dry_run=True)
+            planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
+            return warned(RunReport(planned, dry_run=True), self.session.locks.warnings)
         if any(p.decision.action is not Action.SKIP for p in plans):
             self.store.ensure_dirs()
             check_space(plans)
         outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
-        return RunReport(tuple(outcomes))
+        return warned(RunReport(tuple(outcomes)), self.session.locks.warnings)
 
     def execute(self, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
         """Run every plan on ``jobs`` threads; Ctrl-C stops the streams and keeps their partial data."""
@@ -142,9 +146,11 @@ def _wait(future: Future[FileOutcome]) -> FileOutcome:
             continue
 
 
-def pull_models(models: Sequence[ModelSpec], settings: Settings, *, progress: Progress) -> RunReport:
-    """Pull the given catalog models into ``settings.dest``."""
-    puller = Puller(settings, progress=progress)
+def pull_models(
+    models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
+) -> RunReport:
+    """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
+    puller = Puller(settings, progress=progress, lock=lock)
     try:
         return puller.run(models)
     finally:

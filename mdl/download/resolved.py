@@ -9,6 +9,7 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.download.planner import Planner
 from mdl.download.session import PullSession
 from mdl.errors import MdlError
+from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
@@ -16,10 +17,10 @@ from mdl.store import file_state, unplaced_path
 
 
 def resolve_models(
-    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress
+    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
-    """Resolve models upstream (network): concrete files, URLs, sizes, sha256, commit."""
-    session = PullSession(settings, progress=progress)
+    """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
+    session = PullSession(settings, progress=progress, lock=lock)
     planner = Planner(session)
     try:
         resolved, failures = planner.resolve(models)
@@ -51,7 +52,17 @@ def resolve_models(
                         "state": state,
                     }
                 )
-            docs.append({"name": model.name, "revision": model.revision, "commit": model.commit, "files": files})
+            doc: dict[str, Any] = {"name": model.name, "revision": model.revision, "commit": model.commit}
+            warning = session.locks.warnings.get(model.name)
+            doc.update({"files": files, "locked": model.name not in session.locks.warnings and _locked(session)})
+            if warning is not None:
+                doc["warning"] = warning
+            docs.append(doc)
         return docs, failures
     finally:
         session.close()
+
+
+def _locked(session: PullSession) -> bool:
+    """Whether the run's models came from a lock (one exists and the model was not resolved fresh)."""
+    return session.locks.lock is not None

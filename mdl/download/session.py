@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 from mdl.catalog import Settings
+from mdl.download.locked import LockUse
+from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
 from mdl.sources import Hub, RemoteFile, resolve_token
@@ -26,8 +28,17 @@ MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the ori
 class PullSession:
     """The store, the Hub client (lazy), the HTTP pool and the engines that one run's parts share."""
 
-    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress,
+        cancel: threading.Event | None = None,
+        lock: Lock | None = None,
+    ) -> None:
         self.settings = settings
+        # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
+        self.locks = LockUse(settings, lock=lock)
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.layout = Layout(settings)

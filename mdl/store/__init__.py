@@ -1,12 +1,12 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
+from mdl.store.cleaning import CleanedFile, clean
 from mdl.store.filesystem import creatable_problem, fsync_dir, hash_file, stat_file, write_text_atomic
 from mdl.store.inventory import (
-    CleanedFile,
     LocalFile,
     ModelStatus,
-    clean,
+    PinnedFile,
     file_state,
     list_models,
     model_status,
@@ -50,6 +50,7 @@ __all__ = [
     "ModelList",
     "ModelRecord",
     "ModelStatus",
+    "PinnedFile",
     "Placement",
     "Store",
     "adopt_cached",

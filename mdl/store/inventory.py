@@ -6,7 +6,7 @@ import contextlib
 import functools
 import re
 import stat as st
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,6 +36,19 @@ class LocalFile:
     sha256: str | None
     source: str
     state: str  # one of mdl.store.states.FILE_STATES
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """A file a lock pins for a model: its save path, size, sha256 and source (what verify and show compare to)."""
+
+    path: str
+    size: int
+    sha256: str
+    source: str
+
+
+OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
 
 
 @dataclass(frozen=True)
@@ -141,13 +154,16 @@ def file_state(
     return judged, placement
 
 
-def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
-    """The local state of one model, from its record and ``lstat`` only (no network, no hashing)."""
+def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None = None) -> ModelStatus:
+    """The local state of one model, from its record and ``lstat`` only (no network, no hashing); ``pinned``: the
+    files a lock pins (they are the model's files, and a recorded file of another sha256 is ``outdated``)."""
     store = layout.records
     record = store.read_record(spec.name)
     recorded = record.files if record is not None else {}
     expected: list[tuple[str, int | None, str | None, str]] = []
-    if spec.is_snapshot:
+    if pinned is not None:
+        expected = [(p.path, p.size, p.sha256, p.source) for p in pinned]
+    elif spec.is_snapshot:
         for path, rec in sorted(recorded.items()):
             expected.append((path, rec.size, rec.sha256, rec.source))
     else:
@@ -161,6 +177,9 @@ def model_status(spec: ModelSpec, layout: Layout) -> ModelStatus:
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for path, size, sha256, source in expected:
         state, placement = file_state(layout, spec.name, path, source, recorded.get(path))
+        entry = recorded.get(path)
+        if pinned is not None and entry is not None and state != MISSING and entry.sha256 != sha256:
+            state = OUTDATED
         shown = placement.shown if placement else unplaced
         final = placement.final if placement else shown
         files.append(LocalFile(path, shown, final, size, sha256, source, state))
@@ -224,13 +243,16 @@ def verify_models(
     *,
     progress: Progress,
     on_file: Callable[[FileOutcome], None] | None = None,
+    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
 ) -> RunReport:
     """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
-    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed)."""
+    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed).
+    ``pinned``: per model, the files a lock pins; they are compared to the lock's sha256 instead of the catalog's."""
     layout = Layout(settings)
     store = layout.records
     outcomes: list[FileOutcome] = []
-    begin_hashing(models, layout, progress)
+    pins = pinned or {}
+    begin_hashing(models, layout, progress, pinned=pins)
 
     def add(outcome: FileOutcome) -> None:
         outcomes.append(outcome)
@@ -238,7 +260,7 @@ def verify_models(
             on_file(outcome)
 
     for spec in models:
-        status = model_status(spec, layout)
+        status = model_status(spec, layout, pinned=pins.get(spec.name))
         if status.record is None:
             record_path = store.record_path(spec.name)
             if record_path.exists():
@@ -252,17 +274,26 @@ def verify_models(
                 )
                 add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
             continue
+        locked = pins.get(spec.name)
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+        expected = {p.path: p.sha256 for p in locked} if locked is not None else catalog_sha
+        source = "catalog.lock" if locked is not None else "catalog"
         for file in status.files:
-            add(_verify_one(store, spec.name, file, status.record, catalog_sha.get(file.path), progress))
+            add(_verify_one(store, spec.name, file, status.record, (expected.get(file.path), source), progress))
     return RunReport(tuple(outcomes))
 
 
-def begin_hashing(models: Sequence[ModelSpec], layout: Layout, progress: Progress) -> None:
+def begin_hashing(
+    models: Sequence[ModelSpec],
+    layout: Layout,
+    progress: Progress,
+    *,
+    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+) -> None:
     """Tell the display how much verify will hash: the recorded files on disk (a total bar, an ETA)."""
     total = files = 0
     for spec in models:
-        status = model_status(spec, layout)
+        status = model_status(spec, layout, pinned=(pinned or {}).get(spec.name))
         recorded = status.record.files if status.record is not None else {}
         for file in status.files:
             entry = recorded.get(file.path)
@@ -277,11 +308,12 @@ def _verify_one(
     model: str,
     file: LocalFile,
     record: ModelRecord,
-    expected_sha: str | None,
+    expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
+    expected_sha, pinned_by = expected
     if file.state in (MISSING, PARTIAL):
         what = "missing"
         if file.state == PARTIAL:
@@ -304,10 +336,15 @@ def _verify_one(
         if size != entry.size:
             raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
         want = expected_sha or entry.sha256
+        if sha256 == entry.sha256 and sha256 != want:  # intact as pulled, but another version than pinned
+            raise IntegrityError(
+                f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with {sha256}",
+                hint=f"run `mdl pull {model}`",
+            )
         if sha256 != want:
             raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
         if expected_sha and entry.sha256 != expected_sha:
-            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the catalog's {expected_sha}")
+            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
         if file.state != "installed" and file.final != file.dest:
             raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
     except MdlError as exc:
@@ -323,57 +360,3 @@ def _verify_one(
         fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
         store.update_record(model, revision=None, commit=None, put=fresh)
     return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")
-
-
-@dataclass(frozen=True)
-class CleanedFile:
-    """A partial download that clean removed (or would remove)."""
-
-    path: Path
-    size: int
-    label: str
-    removed: bool
-
-
-def clean(settings: Settings) -> list[CleanedFile]:
-    """Remove partial downloads and resume records that no running mdl holds a lock on."""
-    from filelock import FileLock, Timeout
-
-    cleaned: list[CleanedFile] = []
-    for store in Layout(settings).stores():
-        for partial in store.partials():
-            key = partial.part_path.name.removesuffix(".tmp").removesuffix(".json").removesuffix(".part")
-            lock = FileLock(store.state_dir / "locks" / f"{key}.lock")
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                continue  # a run is using it right now
-            try:
-                if not settings.dry_run:
-                    store.remove_partial(partial)
-                cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
-            finally:
-                lock.release()
-        if not settings.dry_run:
-            _remove_idle_locks(store)
-    return cleaned
-
-
-def _remove_idle_locks(store: Store) -> None:
-    """Lock files nobody holds are debris once their partial is gone."""
-    from filelock import FileLock, Timeout
-
-    folder = store.state_dir / "locks"
-    if not folder.is_dir():
-        return
-    for path in folder.glob("*.lock"):
-        lock = FileLock(path)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            continue
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        finally:
-            lock.release()

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdl.store.inventory import CleanedFile, ModelStatus
+from mdl.store.cleaning import CleanedFile
+from mdl.store.inventory import ModelStatus
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,17 @@ class ModelInfo:
 
     status: ModelStatus
     folder: Path | None
+    warning: str | None = None  # why the model is not shown as a lock pins it (the lock is out of date for it)
+    commit: str | None = None  # the commit a lock pins, shown when nothing is recorded yet
 
     def to_json(self) -> dict[str, Any]:
         """``{"models": [one]}``, as ``mdl show --json``."""
-        return {"models": [self.status.show_json()]}
+        doc = self.status.show_json()
+        if doc.get("commit") is None and self.commit is not None:
+            doc["commit"] = self.commit
+        if self.warning is not None:
+            doc["warning"] = self.warning
+        return {"models": [doc]}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,202 @@
+"""A run's use of ``catalog.lock``: read once, asked per model (fresh entry, stale, or not locked), the one warning
+per model that is resolved fresh, ``--locked``'s refusal, and ``--frozen``'s models taken from the lock alone."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, find_catalog, find_lock, load_catalog, user_config_dir
+from mdl.errors import CatalogError, UsageError
+from mdl.lockfile import Lock, LockedModel, lock_path_for, read_lock
+from mdl.redact import REDACTED, redact_url
+from mdl.report import RunReport
+from mdl.store import PinnedFile
+
+log = logging.getLogger("mdl.lock")
+
+
+class LockUse:
+    """The lock of one run (``settings.lock_path``), read at most once, and what it says about each model."""
+
+    def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
+        self.mode = settings.lock_mode
+        self.path = settings.lock_path
+        self._lock = lock
+        self._read = lock is not None
+        self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
+
+    @property
+    def name(self) -> str:
+        """The lock file's name as messages say it (``catalog.lock``)."""
+        return self.path.name if self.path is not None else "catalog.lock"
+
+    @property
+    def lock(self) -> Lock | None:
+        """The lock, or None when there is none (CatalogError, exit 2, when it is unreadable or invalid)."""
+        if not self._read:
+            self._lock = read_lock(self.path) if self.path is not None else None
+            self._read = True
+        return self._lock
+
+    def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
+        """The model's locked entry to use, or None: resolve it fresh (said once, when a lock exists but is out of
+        date for it or does not hold it)."""
+        lock = self.lock
+        if lock is None:
+            return None
+        if self.mode == "frozen":
+            return lock.models.get(spec.name)
+        fresh = lock.fresh(spec)
+        if fresh is None and spec.name not in self.warnings:
+            if spec.name in lock.models:
+                warning = f"{spec.name}: {self.name} is out of date for this model; {doing} (run mdl lock)"
+            else:
+                warning = f"{spec.name}: not in {self.name}; {doing} (run mdl lock)"
+            log.warning("%s", warning)
+            self.warnings[spec.name] = warning
+        return fresh
+
+    def view(
+        self, specs: Sequence[ModelSpec]
+    ) -> tuple[dict[str, tuple[PinnedFile, ...]], dict[str, str], dict[str, str | None]]:
+        """For the offline views (show, verify): per model the files the lock pins, the warnings for models it
+        does not pin, and the pinned commits."""
+        self.require(specs)
+        pins: dict[str, tuple[PinnedFile, ...]] = {}
+        commits: dict[str, str | None] = {}
+        for spec in specs:
+            locked = self.pinned(spec, doing="using the catalog entry and the record")
+            if locked is not None:
+                pins[spec.name] = tuple(PinnedFile(f.path, f.size, f.sha256, f.source) for f in locked.files)
+                commits[spec.name] = locked.commit
+        return pins, dict(self.warnings), commits
+
+    def require(self, specs: Sequence[ModelSpec]) -> None:
+        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
+        if self.mode != "locked":
+            return
+        lock = self.lock
+        names = ", ".join(spec.name for spec in specs)
+        if lock is None:
+            where = f" ({self.path})" if self.path is not None else ""
+            raise UsageError(
+                f"--locked: there is no {self.name}{where} to pin {names}", hint="run `mdl lock` and commit the lock"
+            )
+        stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+        absent = [spec.name for spec in specs if spec.name not in lock.models]
+        parts = []
+        if stale:
+            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
+        if absent:
+            parts.append(f"does not hold {', '.join(absent)}")
+        if parts:
+            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint="run `mdl lock` and commit the lock")
+
+
+def read_frozen_lock(path: Path | None) -> Lock:
+    """``--frozen``'s lock: it must exist (UsageError naming where it was looked for)."""
+    lock = read_lock(path) if path is not None else None
+    if lock is None:
+        where = str(path) if path is not None else "beside the catalog or in this folder"
+        raise UsageError(
+            f"--frozen: no catalog.lock found ({where})",
+            hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
+        )
+    return lock
+
+
+def frozen_specs(
+    lock: Lock, names: Sequence[str], *, all_models: bool, catalog_models: Sequence[ModelSpec]
+) -> list[ModelSpec]:
+    """``--frozen``'s models: named ones (or all) from the lock, as specs built from it alone.
+
+    A catalog entry of the same name, when there is one, lends only its description and the headers (and signed
+    query) of direct URLs whose address is the one the lock holds: a lock never stores secrets, so a signed URL
+    needs the catalog; nothing that decides which bytes are fetched is read from it.
+    """
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
+    if not chosen:
+        raise UsageError("name at least one model, or pass --all")
+    catalog = {spec.name: spec for spec in catalog_models}
+    specs = []
+    for name in chosen:
+        locked = lock.models.get(name)
+        if locked is None:
+            close = difflib.get_close_matches(name, list(lock.models), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(
+                f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
+                hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
+            )
+        specs.append(spec_from_locked(locked, catalog.get(name)))
+    return specs
+
+
+def spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
+    """A files spec for a locked model: each file pinned to its commit (Hub) or its URL as locked."""
+    by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
+    files = []
+    for index, f in enumerate(locked.files):
+        key = f"catalog.lock: {locked.name}.files[{index}]"
+        ref = f.hub
+        if ref is not None:
+            files.append(
+                FileSpec(
+                    key_path=key,
+                    repo=ref.repo,
+                    path=ref.path,
+                    revision=ref.commit,
+                    repo_type=ref.repo_type,
+                    sha256=f.sha256,
+                    size=f.size,
+                    save_as=f.path,
+                )
+            )
+            continue
+        entry = by_path.get(f.path)
+        url, headers = f.source, tuple[tuple[str, str], ...]()
+        if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
+            url, headers = entry.url, entry.headers
+        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
+            raise UsageError(
+                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
+                "cannot fetch it alone",
+                hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
+            )
+        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
+    description = catalog.description if catalog is not None else ""
+    tags = catalog.tags if catalog is not None else ()
+    return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))
+
+
+def frozen_catalog(
+    given: Catalog | str | os.PathLike[str] | None, environ: Mapping[str, str], *, cwd: Path
+) -> tuple[Catalog, Path | None]:
+    """``--frozen``: the catalog if there is one (for its settings only) and where its lock is, or, when the
+    catalog named by ``--catalog`` / ``$MDL_CATALOG`` is absent (a machine given only the lock), where its lock
+    would be (``catalog.toml`` → ``catalog.lock``, else ./catalog.lock)."""
+    if isinstance(given, Catalog):
+        return given, lock_path_for(given.path) if given.path is not None else None
+    flag = Path(given) if given is not None else None
+    try:
+        found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
+    except CatalogError:  # named but not there: only its lock came to this machine
+        found = None
+    if found is not None:
+        return load_catalog(found), lock_path_for(found)
+    return Catalog(), find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
+
+
+def warned(report: RunReport, warnings: Mapping[str, str]) -> RunReport:
+    """The report, each outcome of a model the lock did not pin carrying why (said once on stderr, in the JSON)."""
+    files = tuple(
+        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
+    )
+    return replace(report, files=files)
