@@ -11,7 +11,21 @@ from typing import TYPE_CHECKING, Any
 from mdl.version import __version__
 
 if TYPE_CHECKING:
-    from mdl.api import clean, get, list_models, load_catalog, lock, pack, pull, resolve, show, unpack, verify
+    from mdl.api import (
+        add,
+        clean,
+        get,
+        list_models,
+        load_catalog,
+        lock,
+        pack,
+        pull,
+        remove,
+        resolve,
+        show,
+        unpack,
+        verify,
+    )
     from mdl.errors import (
         ArchiveError,
         AuthError,
@@ -25,7 +39,21 @@ if TYPE_CHECKING:
         UsageError,
     )
 
-_API = ("clean", "get", "list_models", "load_catalog", "lock", "pack", "pull", "resolve", "show", "unpack", "verify")
+_API = (
+    "add",
+    "clean",
+    "get",
+    "list_models",
+    "load_catalog",
+    "lock",
+    "pack",
+    "pull",
+    "remove",
+    "resolve",
+    "show",
+    "unpack",
+    "verify",
+)
 _ERRORS = (
     "ArchiveError",
     "AuthError",
@@ -51,6 +79,7 @@ __all__ = [
     "NotFoundError",
     "UsageError",
     "__version__",
+    "add",
     "clean",
     "get",
     "list_models",
@@ -58,6 +87,7 @@ __all__ = [
     "lock",
     "pack",
     "pull",
+    "remove",
     "resolve",
     "show",
     "unpack",

@@ -285,3 +285,23 @@ def test_add_locks_the_new_model_when_there_is_a_lock(world: Path) -> None:
     assert mdl("remove", "enc").exit_code == 0
     assert read_lock(lock_file) == before
     assert mdl("lock", "--check").exit_code == 0
+
+
+def test_the_python_api_is_what_the_command_calls(world: Path, tmp_path: Path) -> None:
+    import mdl
+
+    change = mdl.add("enc", "hf://org/encoder", include=["*.gguf"], catalog=world)
+    assert (change.action, change.checked, change.entry) == (
+        "added",
+        True,
+        {"repo": "org/encoder", "include": ["*.gguf"]},
+    )
+    with pytest.raises(mdl.NotFoundError):
+        mdl.add("nope", "hf://org/nope", catalog=world)
+    other = tmp_path / "other.toml"
+    offline = mdl.add("x", "hf://org/x/w.bin", catalog=other, environ={"HF_HUB_OFFLINE": "1"})
+    assert (offline.created, offline.checked) == (True, False)
+    assert mdl.remove("enc", catalog=world).action == "removed"
+    assert world.read_text() == HAND
+    with pytest.raises(mdl.UsageError, match="did you mean 'x'"):
+        mdl.remove("xx", catalog=other)
