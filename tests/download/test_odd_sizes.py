@@ -69,3 +69,34 @@ def test_get_of_an_empty_file_at_a_url_succeeds(cdn: CdnServer, tmp_path: Path) 
     result = mdl("get", url, "-d", str(tmp_path / "out"), "--log-file", str(tmp_path / "mdl.log"))
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "out" / "empty.txt").read_bytes() == b""
+
+
+# -- sizes nobody says -------------------------------------------------------------------------------------
+
+
+def test_a_batch_with_a_file_of_unknown_size_has_an_unknown_total(
+    unsized: UnsizedCdn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "0 B" (plain), not `"total": 0` (json), not "2 MiB/0 B … 0:00" (rich): the total is not known."""
+    write_catalog(tmp_path, monkeypatch, unsized.add_file("/files/w.bin", DATA), unsized.add_file("/files/e", b""))
+    result = mdl("pull", "m", "--progress", "json", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "m" / "w.bin").read_bytes() == DATA
+    begins = [e for e in events(result) if e["event"] == "begin"]
+    assert begins and begins[0]["total"] is None, begins
+    assert json.loads(result.stdout)["ok"] is True
+
+    plain = mdl("pull", "m", "--force", "--progress", "plain")
+    assert plain.exit_code == 0, plain.stderr
+    begin = next(line for line in plain.stderr.splitlines() if " begin " in line)
+    assert begin.endswith("begin 2 files"), begin
+
+
+def test_get_with_a_file_of_unknown_size_has_an_unknown_total(unsized: UnsizedCdn, tmp_path: Path) -> None:
+    url = unsized.add_file("/files/w.bin", DATA)
+    log = str(tmp_path / "mdl.log")
+    result = mdl("get", url, "-d", str(tmp_path / "out"), "--progress", "json", "--log-file", log)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "w.bin").read_bytes() == DATA
+    begins = [e for e in events(result) if e["event"] == "begin" and e["files"]]
+    assert begins and all(e["total"] is None for e in begins), begins
