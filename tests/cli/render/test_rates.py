@@ -75,3 +75,21 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
     assert total >= own  # the aggregate still remembers the burst; the floor keeps the total honest
     rate = tally.rate(now)
     assert rate is not None and rate > 2 * MiB  # ...which is what made the old total say 0:24
+
+
+def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
+    """A server that never says a size: the batch's end cannot be known while that file streams (not the other
+    file's 0:04, which only bounds it); once it is done, the known files' times are what is left."""
+    tally = Tally()
+    now = 0.0
+    tally.begin(total_bytes=None, files=2)
+    tally.start("unsized", Item("unsized", None, 0, 0, now, RateMeter(now)))
+    tally.start("known", Item("known", 8 * MiB, 0, 0, now, RateMeter(now)))
+    for _ in range(10):
+        now += 0.1
+        tally.advance("unsized", MiB // 10, now)
+        tally.advance("known", MiB // 10, now)
+    assert tally.items["known"].seconds_left(now) == pytest.approx(7, rel=0.1)
+    assert tally.seconds_left(now) is None
+    tally.finish("unsized")
+    assert tally.seconds_left(now) == pytest.approx(7, rel=0.1)
