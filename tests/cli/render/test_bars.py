@@ -79,9 +79,12 @@ def test_total_row_counts_bytes_and_files(clock: FakeClock) -> None:
     reporter = throttled_pull(clock, 120)
     total, one, two, waiting = frame_lines(reporter, 120)
     assert "95.0 MiB/440 MiB" in total
-    assert SHARD_1 in one and "5.00 MiB/200 MiB" in one and "1.00 MiB/s" in one
+    assert SHARD_1 in one and "5.00 MiB/200 MiB" in one
+    assert re.search(r" (0\.9[6-9]|1\.0[0-4]) MiB/s ", one)  # timed from its first bytes (batched: within a chunk)
     assert SHARD_2 in two and "50.0 MiB/200 MiB" in two
-    assert re.search(r" (9\.9\d|10\.[0-2]) MiB/s ", two)  # its own smoothed rate (batched: within a chunk)
+    # Its own smoothed rate, timed from its first bytes; this shard's bytes reach the rows one flush late here
+    # (advanced after the flush each step triggers), so up to one step's bytes too many: within 5%.
+    assert re.search(r" (9\.9\d|10\.[0-4]) MiB/s ", two)
     assert waiting.split() == ["big/config.json", "waiting", "(0:05):", "another", "mdl", "run", "holds", "the", "lock"]
     clock.now += 1
     reporter.advance("c", 700)  # bytes flow: the row becomes a normal one
