@@ -67,6 +67,20 @@ def test_unknown_values_show_as_such() -> None:
     assert line.rstrip().endswith("-:--")
 
 
+@pytest.mark.parametrize("width", [40, 60, 80, 120, 200])
+def test_a_file_of_unknown_size_shows_its_bytes_at_every_width(width: int) -> None:
+    """No Content-Length: no share to show, so the bytes so far say it moves (at 40 columns it was "-:--" alone)."""
+    rows = [
+        Row("total 1/2 files", 5 * MiB, None, 2 * MiB, None, whole=True),
+        Row("m/stream.bin", 5 * MiB, None, 2 * MiB, None),
+        Row("m/config.json", 0, 0, None, None),
+    ]
+    lines = rendered(width, rows)
+    assert all(len(line) <= width for line in lines)
+    assert "5.00 MiB" in lines[0] and "5.00 MiB" in lines[1], lines
+    assert "%" not in lines[1]
+
+
 def test_without_colour_the_unfilled_bar_is_blank() -> None:
     rows = [Row("m/a.bin", 50, 100, None, None)]
     (line,) = render_rows(rows, 120, color=False)
