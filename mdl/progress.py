@@ -36,7 +36,7 @@ class Progress(Protocol):
     def waiting(self, key: str, message: str) -> None:
         """Item ``key`` (already started) waits for something other than bytes (another run's lock).
 
-        Rich shows ``waiting: <message> (m:ss)`` on its row until bytes arrive; plain lines write it once.
+        Rich shows ``waiting (m:ss): <message>`` on its row until bytes arrive; plain lines write it once.
         """
 
     def advance(self, key: str, nbytes: int) -> None:

@@ -9,6 +9,8 @@ Beside `servers.py` (whose `Fault.http_error` already answers any status, body a
   with wrong types), any extra response headers.
 - `GzipCdn` is a `CdnServer` that sends `Content-Encoding: gzip` whatever `Accept-Encoding` says (nginx with
   `gzip_static always`), for whole-file and ranged requests.
+- `UnsizedCdn` is a `CdnServer` that never says a size: no `Content-Length`, no ranges, the body ends when the
+  connection closes (a streaming endpoint, a dynamic page).
 
 Everything binds 127.0.0.1 on a free port.
 """
@@ -26,7 +28,7 @@ from typing import Any, Self
 
 from servers import CdnServer, Exchange, HubServer
 
-__all__ = ["ForwardProxy", "GzipCdn", "HostileHub", "ScratchCA", "SilentServer", "TlsCdn"]
+__all__ = ["ForwardProxy", "GzipCdn", "HostileHub", "ScratchCA", "SilentServer", "TlsCdn", "UnsizedCdn"]
 
 
 class SilentServer:
@@ -181,6 +183,30 @@ class GzipCdn(CdnServer):
         """Store the gzip of ``data`` (bytes) under ``path``; the server then serves those bytes, labelled gzip."""
         raw = bytes(data)
         return super().add_file(path, gzip.compress(raw, mtime=0), **kwargs)
+
+
+class UnsizedCdn(CdnServer):
+    """A CDN whose answers carry no size: ``Range`` is ignored (200, whole body) and ``Content-Length`` is left out,
+    so the body is delimited by closing the connection (RFC 9112 §6.3), as a streaming endpoint does."""
+
+    name = "unsized-cdn"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ignore_ranges = True
+
+    def route(self, ex: Exchange) -> None:
+        original_start = ex.start
+
+        def start(status: int, headers: Any) -> None:
+            hdrs = {k: v for k, v in dict(headers).items() if k.lower() not in ("content-length", "accept-ranges")}
+            if status == 200:
+                hdrs["Connection"] = "close"
+                ex.handler.close_connection = True
+            original_start(status, hdrs)
+
+        ex.start = start  # type: ignore[method-assign]
+        super().route(ex)
 
 
 # --- TLS and proxies (issue 11, item 16) ------------------------------------------------------------------------

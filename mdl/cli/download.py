@@ -94,6 +94,7 @@ def pull_cmd(
                 environ=run.environ,
                 progress=progress,
             )
+            progress.unreached(report.files)
         render_report(run, report, verb="pulled", seconds=time.monotonic() - started)
 
 

@@ -76,4 +76,5 @@ def get_cmd(
                 progress=progress,
                 force=force,
             )
+            progress.unreached(report.files)
         render_report(run, report, verb="fetched", seconds=time.monotonic() - started)

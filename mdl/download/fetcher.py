@@ -71,7 +71,7 @@ class FileFetcher:
         def on_wait() -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
             waited.set()
             log.info("%s: another mdl run is fetching it; waiting for its lock", label)
-            session.progress.waiting(label, "another mdl run is fetching it; waiting")
+            session.progress.waiting(label, "another mdl run is fetching it")
 
         try:
             self._held.lock = plan.placement.store.acquire_file_lock(

@@ -159,6 +159,7 @@ class Planner:
         ) as response:
             from mdl.transfer import (
                 ContentRangeError,
+                content_range_total,
                 error_for_status,
                 is_encoded,
                 parse_content_range,
@@ -176,6 +177,8 @@ class Planner:
                     total = None
             elif response.status_code == 200:
                 total = parse_decimal(response.headers.get("Content-Length"))
+            elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
+                total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
             else:
                 hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
                 raise error_for_status(response, what=label_of(remote), hub=hub)

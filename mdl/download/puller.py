@@ -96,8 +96,12 @@ class Puller:
     def execute(self, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
         """Run every plan on ``jobs`` threads; Ctrl-C stops the streams and keeps their partial data."""
         todo = [p for p in plans if p.decision.action is not Action.SKIP]
-        # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back, see fetcher.py).
-        total = sum((p.remote.size or 0) - (p.partial_bytes if p.decision.action is Action.RESUME else 0) for p in todo)
+        # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back, see fetcher.py);
+        # unknown while any file's size is (a server that never says it): never a made-up "0 B".
+        total: int | None = None
+        if all(p.remote.size is not None for p in todo):
+            kept = sum(p.partial_bytes for p in todo if p.decision.action is Action.RESUME)
+            total = sum(p.remote.size or 0 for p in todo) - kept
         self.progress.begin(total_bytes=total, files=len(todo))
         results: dict[int, FileOutcome] = {}
         for index, plan in enumerate(plans):

@@ -20,7 +20,7 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, TransferResult
-from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
+from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import discard_partial, saved_progress
 
@@ -40,6 +40,7 @@ __all__ = [
     "TransferResult",
     "UnreachableError",
     "body_excerpt",
+    "content_range_total",
     "discard_partial",
     "error_for_status",
     "hub_auth_hint",

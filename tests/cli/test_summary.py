@@ -207,6 +207,32 @@ def test_each_failed_file_is_shown_once_with_its_label_once(world: dict[str, Pat
     assert result.stderr.count("sha256 mismatch: expected") == 1
 
 
+def test_progress_json_has_one_error_event_per_failed_file_or_model(world: dict[str, Path]) -> None:
+    """A dashboard learns of every failure from the events: a model the Hub does not know and a URL that is 404
+    fail before any byte (no ``start``), a wrong sha256 fails in transfer; each is one ``error`` event."""
+    result = mdl("pull", "badname", "gone", "badsha", "tiny", "-q", "--progress", "json", "--json")
+    assert result.exit_code == 4, result.stderr
+    json.loads(result.stdout)  # stdout stays one JSON document
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    errors = [(e["model"], e["path"], e["label"]) for e in events if e["event"] == "error"]
+    assert sorted(errors) == [
+        ("badname", None, "badname"),
+        ("badsha", "ok.bin", "badsha/ok.bin"),
+        ("gone", "gone.bin", "gone/gone.bin"),
+    ]
+    assert all(e["message"] for e in events if e["event"] == "error")
+
+
+def test_progress_json_names_a_get_that_failed_before_a_byte(world: dict[str, Path], cdn: CdnServer) -> None:
+    out = world["tmp"] / "out"
+    result = mdl(
+        "get", f"{cdn.url}/files/gone.bin", cdn.add_file("/files/x.bin", b"x"), "-d", str(out), "--progress", "json"
+    )
+    assert result.exit_code == 4, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [(e["model"], e["path"]) for e in events if e["event"] == "error"] == [(None, "gone.bin")]
+
+
 # -- 5. error text ---------------------------------------------------------------------------------------------
 
 NGINX_404 = (

@@ -23,7 +23,7 @@ from mdl.report import RunReport
 from mdl.store.store import Store
 
 WEIGHTS = make_data(3_000_000, seed=71)
-WAIT = "another mdl run is fetching it; waiting"
+WAIT = "another mdl run is fetching it"  # the display says "waiting"
 
 
 class Events(NullProgress):

@@ -448,4 +448,4 @@ def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Pa
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS)
     weights_actions = sorted(next(f.action for f in r.files if f.path == "model.safetensors") for r in reports)
     assert weights_actions == ["downloaded", "skipped"]
-    assert any("waiting" in n for p in notes for n in p.waits)  # on the file's bar, not as a loose line
+    assert any("another mdl run" in n for p in notes for n in p.waits)  # on the file's bar, not as a loose line

@@ -93,7 +93,7 @@ class RichReporter(Reporter):
             self._ensure_live()
 
     def waiting(self, key: str, message: str) -> None:
-        """Show ``waiting: message (m:ss)`` on the item's row until its bytes flow."""
+        """Show ``waiting (m:ss): message`` on the item's row until its bytes flow (the clock survives a cut)."""
         message, label = (safe_text(text, secrets=self._secrets) for text in (message, key))
         with self._lock:
             self._tally.wait(key, message, self._clock(), label=label)
@@ -144,7 +144,7 @@ class RichReporter(Reporter):
             for item in tally.items.values():
                 waiting = None
                 if item.waiting is not None:
-                    waiting = f"waiting: {item.waiting} ({human_clock(now - item.waiting_since)})"
+                    waiting = f"waiting ({human_clock(now - item.waiting_since)}): {item.waiting}"
                 left = item.seconds_left(now)
                 rows.append(Row(item.label, item.completed, item.total, item.rate(now), left, waiting))
             self._rows = rows

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
+
+from mdl.report import FileOutcome
 
 
 class Reporter:
@@ -49,6 +52,11 @@ class Reporter:
 
     def note(self, message: str) -> None:
         """An informational line for the user."""
+
+    def unreached(self, outcomes: Sequence[FileOutcome]) -> None:
+        """The run's outcomes, once it ended: files (or whole models) that failed before any transfer began (not
+        found, refused) never reached the display. People read them in the final report; ``--progress json`` says
+        each with an ``error`` event, as it does for a transfer that failed."""
 
     def close(self) -> None:
         """Stop the display; safe to call more than once."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -11,6 +11,7 @@ from mdl.cli.render.base import Reporter
 from mdl.cli.render.rates import RateMeter
 from mdl.cli.render.tally import Item, Tally
 from mdl.redact import safe_doc
+from mdl.report import FileOutcome
 
 PROGRESS_EVERY = 1.0  # seconds: at most one progress event per file this often
 
@@ -34,6 +35,7 @@ class JsonReporter(Reporter):
         self._secrets = secrets
         self._interval = interval
         self._tally = Tally()
+        self._errors: set[tuple[str | None, str | None]] = set()  # (model, path) said in an ``error`` event
 
     def _emit(self, event: str, item: Item | None = None, /, **fields: Any) -> None:
         """Write one event (callers hold the lock); every string passes safe_doc."""
@@ -103,7 +105,19 @@ class JsonReporter(Reporter):
             if ok:
                 self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
             else:
+                self._errors.add((item.model or None, item.path))
                 self._emit("error", item, message=message or "failed")
+
+    def unreached(self, outcomes: Sequence[FileOutcome]) -> None:
+        """An ``error`` event for each failed file or model no ``error`` event named yet (it failed before a byte)."""
+        with self._lock:
+            for outcome in outcomes:
+                key = (outcome.model or None, outcome.path)
+                if outcome.action != "failed" or key in self._errors:
+                    continue
+                self._errors.add(key)
+                label = "/".join(part for part in key if part)
+                self._emit("error", model=key[0], path=key[1], label=label, message=outcome.error or "failed")
 
     def note(self, message: str) -> None:
         """``note``: an informational message (a stall being recovered, a mirror skipped)."""

@@ -16,6 +16,7 @@ SIZE_WIDTH = 17  # "1023 MiB/1023 MiB"
 RATE_WIDTH = 10  # "1023 MiB/s"
 ETA_WIDTH = 7  # "1:02:03"
 PERCENT_WIDTH = 4  # "100%"
+MOVED_WIDTH = 8  # "1023 MiB": what the percentage column shows for a file of unknown size
 BAR_MIN, BAR_MAX = 10, 40
 LABEL_MIN = 16
 # As the terminal narrows: the bar goes first, then the rate, then the size (a percentage stands in for it
@@ -58,8 +59,9 @@ def choose_layout(rows: Sequence[Row], width: int) -> Layout:
     whole = max((display_width(r.label) for r in rows if r.whole), default=0)
     minimum = min(need, max(LABEL_MIN, whole))
     need = min(need, max(minimum, width * 3 // 5))  # a narrow terminal keeps room for the numbers
+    widths = {**_WIDTHS, "percent": _percent_width(rows)}
     for columns in LAYOUTS:
-        room = width - sum(_WIDTHS.get(c, 0) + 1 for c in columns if c != "bar")
+        room = width - sum(widths.get(c, 0) + 1 for c in columns if c != "bar")
         if "bar" in columns:
             if room - BAR_MIN - 1 < minimum:
                 continue
@@ -68,6 +70,11 @@ def choose_layout(rows: Sequence[Row], width: int) -> Layout:
         if room >= minimum:
             return Layout(columns, min(need, room), 0)
     return Layout(("eta",), max(width - ETA_WIDTH - 1, 1), 0)
+
+
+def _percent_width(rows: Sequence[Row]) -> int:
+    """The share done ("42%"), or the bytes so far where no size is known (a server that never says it)."""
+    return MOVED_WIDTH if any(row.total is None and row.waiting is None for row in rows) else PERCENT_WIDTH
 
 
 def _pad(text: str, width: int) -> str:
@@ -79,6 +86,7 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
     from rich.text import Text
 
     layout = choose_layout(rows, width)
+    percent_width = _percent_width(rows)
     labels = fit_labels([r.label for r in rows], layout.label)
     lines = []
     for row, label in zip(rows, labels, strict=True):
@@ -96,8 +104,11 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
             elif column == "size":
                 line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
             elif column == "percent":
-                percent = "" if not row.total else f"{min(100 * row.completed // row.total, 100)}%"
-                line.append(percent.rjust(PERCENT_WIDTH), "green")
+                if row.total is None:
+                    percent = human_size(row.completed)  # no share without a size: the bytes show it moves
+                else:
+                    percent = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
+                line.append(percent.rjust(percent_width), "green")
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:

@@ -15,6 +15,7 @@ class RateMeter:
 
     Bytes and elapsed time are weighted alike (rate = weighted bytes / weighted time), so the first seconds
     read as the plain average rather than a value still climbing from zero, and a stalled stream decays to 0.
+    Time counts from the first bytes: the wait for them (Hub call, redirect, connect) is latency, not speed.
     Not thread-safe: the reporters call it under their own lock.
     """
 
@@ -24,9 +25,16 @@ class RateMeter:
         self._bytes = 0.0  # weighted bytes
         self._time = 0.0  # weighted seconds
         self._pending = 0
+        self._flowing = False  # no byte yet: the time until the first one (request, redirect, connect) is not speed
 
     def add(self, nbytes: int, now: float) -> None:
         """Count ``nbytes`` arriving at ``now``; bytes thrown away (negative counts) did cross the link."""
+        if not self._flowing:
+            if nbytes <= 0:
+                return
+            # The clock starts at the first bytes; they are left out, as they came over an unknown part of the wait.
+            self._flowing, self._last = True, now
+            return
         if nbytes > 0:
             self._pending += nbytes
         if now - self._last >= _FOLD:
@@ -49,6 +57,8 @@ class RateMeter:
 
     def rate(self, now: float) -> float | None:
         """Bytes per second around ``now``; None before a fifth of a second has been seen (too noisy to show)."""
+        if not self._flowing:
+            return None
         self._fold(now)
         if self._time < 0.2:
             return None

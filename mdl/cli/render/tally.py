@@ -94,6 +94,8 @@ class Tally:
     def seconds_left(self, now: float) -> float | None:
         """The batch's time left: remaining bytes over the aggregate rate, never less than the slowest item's."""
         remaining = None if self.total is None else self.total - self.moved
+        if remaining is None and any(item.total is None for item in self.items.values()):
+            return None  # a file of unknown size still streams: the slowest known file only bounds the end
         files = [item.seconds_left(now) for item in self.items.values()]
         return total_seconds_left(remaining, self.rate(now), files)
 

@@ -69,7 +69,8 @@ def test_throttled_pull_at_each_width(clock: FakeClock, width: int) -> None:
     total, one, two, waiting = lines
     assert total.startswith("total 5/8 files")
     assert one.split()[0] != two.split()[0]
-    assert "waiting: " in waiting
+    # The wait's clock comes first, so a narrow terminal still shows it ticking (issue 12: not frozen for minutes).
+    assert re.search(r"waiting \(0:05\)", waiting), waiting
     # The issue's case: the total waits for the throttled shard (195 MiB at 1 MiB/s), never less.
     assert clock_seconds(total.split()[-1]) >= clock_seconds(one.split()[-1]) >= 190
 
@@ -78,10 +79,13 @@ def test_total_row_counts_bytes_and_files(clock: FakeClock) -> None:
     reporter = throttled_pull(clock, 120)
     total, one, two, waiting = frame_lines(reporter, 120)
     assert "95.0 MiB/440 MiB" in total
-    assert SHARD_1 in one and "5.00 MiB/200 MiB" in one and "1.00 MiB/s" in one
+    assert SHARD_1 in one and "5.00 MiB/200 MiB" in one
+    assert re.search(r" (0\.9[6-9]|1\.0[0-4]) MiB/s ", one)  # timed from its first bytes (batched: within a chunk)
     assert SHARD_2 in two and "50.0 MiB/200 MiB" in two
-    assert re.search(r" (9\.9\d|10\.[0-2]) MiB/s ", two)  # its own smoothed rate (batched: within a chunk)
-    assert waiting.split() == ["big/config.json", "waiting:", "another", "mdl", "run", "holds", "the", "lock", "(0:05)"]
+    # Its own smoothed rate, timed from its first bytes; this shard's bytes reach the rows one flush late here
+    # (advanced after the flush each step triggers), so up to one step's bytes too many: within 5%.
+    assert re.search(r" (9\.9\d|10\.[0-4]) MiB/s ", two)
+    assert waiting.split() == ["big/config.json", "waiting", "(0:05):", "another", "mdl", "run", "holds", "the", "lock"]
     clock.now += 1
     reporter.advance("c", 700)  # bytes flow: the row becomes a normal one
     assert "waiting" not in frame_lines(reporter, 120)[3]
@@ -172,7 +176,7 @@ def test_waiting_before_the_start_gets_a_row(clock: FakeClock) -> None:
     reporter.waiting("big/w.bin", "another mdl run holds the lock")
     clock.now += 80
     (line,) = frame_lines(reporter, 100)
-    assert line.split() == ["big/w.bin", "waiting:", "another", "mdl", "run", "holds", "the", "lock", "(1:20)"]
+    assert line.split() == ["big/w.bin", "waiting", "(1:20):", "another", "mdl", "run", "holds", "the", "lock"]
     reporter.start("big/w.bin", label="big/w.bin", total=1000)
     (line,) = frame_lines(reporter, 100)
     assert "waiting" not in line and "0 B/1000 B" in line

@@ -16,7 +16,7 @@ ROWS = [
     Row("total 4/6 files", 700 * MiB, 4 * GiB, 21 * MiB, 107.0, whole=True),
     Row(SHARD_1, int(52.4 * MiB), int(1.6 * GiB), 20 * MiB, 107.0),
     Row(SHARD_2, 600 * MiB, int(1.6 * GiB), 1 * MiB, 1000.0),
-    Row("big/config.json", 0, 700, None, None, waiting="waiting: another mdl run holds the lock (1:20)"),
+    Row("big/config.json", 0, 700, None, None, waiting="waiting (1:20): another mdl run holds the lock"),
 ]
 
 
@@ -37,7 +37,7 @@ def test_rows_fit_and_stay_distinct(width: int) -> None:
     assert lines[1] != lines[2]
     assert lines[1].split()[0] != lines[2].split()[0]  # the labels themselves differ
     assert lines[1].rstrip().endswith("1:47")  # the time left is the last column to go
-    assert "waiting: an" in lines[3]
+    assert "waiting (1:20)" in lines[3]  # the clock before the message: it survives the cut
 
 
 def test_wide_terminal_shows_every_column_and_whole_labels() -> None:
@@ -46,7 +46,7 @@ def test_wide_terminal_shows_every_column_and_whole_labels() -> None:
     assert "━" in lines[1]
     assert "52.4 MiB/1.60 GiB" in lines[1]
     assert "20.0 MiB/s" in lines[1]
-    assert "waiting: another mdl run holds the lock (1:20)" in lines[3]
+    assert "waiting (1:20): another mdl run holds the lock" in lines[3]
 
 
 def test_columns_drop_bar_first_then_rate_then_size_eta_last() -> None:
@@ -65,6 +65,20 @@ def test_unknown_values_show_as_such() -> None:
     (line,) = rendered(80, rows)
     assert "5.00 MiB/?" in line
     assert line.rstrip().endswith("-:--")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120, 200])
+def test_a_file_of_unknown_size_shows_its_bytes_at_every_width(width: int) -> None:
+    """No Content-Length: no share to show, so the bytes so far say it moves (at 40 columns it was "-:--" alone)."""
+    rows = [
+        Row("total 1/2 files", 5 * MiB, None, 2 * MiB, None, whole=True),
+        Row("m/stream.bin", 5 * MiB, None, 2 * MiB, None),
+        Row("m/config.json", 0, 0, None, None),
+    ]
+    lines = rendered(width, rows)
+    assert all(len(line) <= width for line in lines)
+    assert "5.00 MiB" in lines[0] and "5.00 MiB" in lines[1], lines
+    assert "%" not in lines[1]
 
 
 def test_without_colour_the_unfilled_bar_is_blank() -> None:

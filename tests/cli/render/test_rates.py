@@ -21,6 +21,19 @@ def test_meter_reads_the_average_at_first_then_follows_the_link() -> None:
     assert meter.rate(32.0) == pytest.approx(MiB, rel=0.05)
 
 
+def test_meter_times_from_the_first_byte_not_from_the_request() -> None:
+    """A file starts (Hub call, redirect, connect) half a second before its first byte: that wait is not its speed.
+
+    Counted, a file just started read ~1.3 MiB/s for 2 MiB/s, so its time left (and the total's floor) jumped up
+    each time a big file started.
+    """
+    meter = RateMeter(0.0)
+    assert meter.rate(0.5) is None  # waiting for the first byte: no speed yet
+    for step in range(1, 11):  # the first byte at 0.5 s, then 1 s at 2 MiB/s, in 0.1 s batches
+        meter.add(MiB // 5, 0.5 + step * 0.1)
+    assert meter.rate(1.5) == pytest.approx(2 * MiB, rel=0.1)
+
+
 def test_meter_decays_when_bytes_stop_and_ignores_discarded_bytes() -> None:
     meter = RateMeter(0.0)
     for step in range(1, 51):
@@ -75,3 +88,21 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
     assert total >= own  # the aggregate still remembers the burst; the floor keeps the total honest
     rate = tally.rate(now)
     assert rate is not None and rate > 2 * MiB  # ...which is what made the old total say 0:24
+
+
+def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
+    """A server that never says a size: the batch's end cannot be known while that file streams (not the other
+    file's 0:04, which only bounds it); once it is done, the known files' times are what is left."""
+    tally = Tally()
+    now = 0.0
+    tally.begin(total_bytes=None, files=2)
+    tally.start("unsized", Item("unsized", None, 0, 0, now, RateMeter(now)))
+    tally.start("known", Item("known", 8 * MiB, 0, 0, now, RateMeter(now)))
+    for _ in range(10):
+        now += 0.1
+        tally.advance("unsized", MiB // 10, now)
+        tally.advance("known", MiB // 10, now)
+    assert tally.items["known"].seconds_left(now) == pytest.approx(7, rel=0.1)
+    assert tally.seconds_left(now) is None
+    tally.finish("unsized")
+    assert tally.seconds_left(now) == pytest.approx(7, rel=0.1)
