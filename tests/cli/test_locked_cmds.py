@@ -195,3 +195,10 @@ def test_frozen_refuses_a_lock_whose_model_name_climbs_out_of_dest(world: Path, 
     assert not (tmp_path / "evil").exists() and not (tmp_path / "deep").exists()
     assert len(hub.log) == 0 and len(hub.cdn.log) == 0
 
+
+def test_a_hub_repo_id_the_hub_refuses_is_exit_2_not_a_crash(world: Path, hub: HubServer) -> None:
+    world.write_text(CATALOG + '\n[models.odd]\nfiles = [{ repo = "org/a--b", path = "x.bin" }]\n')
+    for args in (("lock",), ("pull", "odd")):
+        result = mdl(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert "org/a--b: not a valid Hub repo id" in result.stderr and "internal error" not in result.stderr
