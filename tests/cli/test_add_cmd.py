@@ -305,3 +305,18 @@ def test_the_python_api_is_what_the_command_calls(world: Path, tmp_path: Path) -
     assert world.read_text() == HAND
     with pytest.raises(mdl.UsageError, match="did you mean 'x'"):
         mdl.remove("xx", catalog=other)
+
+
+def test_add_to_files_written_as_tables_of_an_array_keeps_every_comment(world: Path) -> None:
+    tables = (
+        "\n# the LoRA pack\n[[models.pack.files]]  # first LoRA\n"
+        'repo = "org/diffusion"  # from the diffusion repo\npath = "z.gguf"\n# (more to come)\n'
+    )
+    world.write_text(HAND + tables)
+    before = world.read_text()
+    result = mdl("add", "pack", "hf://org/encoder/qwen.gguf")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        block_added(before, world.read_text()) == '\n[[models.pack.files]]\nrepo = "org/encoder"\npath = "qwen.gguf"\n'
+    )
+    assert mdl("pull", "pack").exit_code == 0
