@@ -26,7 +26,7 @@ from mdl.catalog import (
 from mdl.download.check import check_entry
 from mdl.download.locking import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
-from mdl.lockfile import lock_path_for, read_lock, write_lock
+from mdl.lockfile import exclusive, lock_path_for, read_lock, write_lock
 from mdl.paths import url_basename
 from mdl.progress import NullProgress, Progress
 from mdl.store import write_text_atomic
@@ -112,7 +112,9 @@ def remove_model(name: str, *, catalog: str | os.PathLike[str] | None, environ: 
     change = CatalogChange(path, old.name, "removed")
     if lock is None or name not in lock.models:
         return change
-    write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
+    with exclusive(lock_file):  # as it is now: another mdl lock or add may have written it since
+        lock = read_lock(lock_file) or lock
+        write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return replace(change, lock=lock_file)
 
 

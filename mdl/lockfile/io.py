@@ -3,7 +3,11 @@ deterministic on the way out (sorted, no timestamps, one line per file, so a dif
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,21 @@ def write_lock(path: Path, lock: Lock) -> bool:
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
     return True
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the lock file's folder exclusively (``flock`` on the folder: no extra file beside the catalog) while a
+    lock is read, merged and written, so that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise LocalFSError(f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _model_text(model: LockedModel) -> str:
