@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mdl.catalog import lock_beside
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
 from mdl.store import write_text_atomic
@@ -23,7 +24,7 @@ _HEADER = (
 
 def lock_path_for(catalog_path: Path) -> Path:
     """``catalog.toml`` → ``catalog.lock`` in the same folder (as ``pyproject.toml`` has ``uv.lock``)."""
-    return catalog_path.with_suffix(".lock")
+    return lock_beside(catalog_path)
 
 
 def read_lock(path: Path) -> Lock | None:

@@ -174,3 +174,14 @@ def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(ca
         }
     ]
     assert json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)["models"][0]["status"] == "unchanged"
+
+
+def test_a_catalog_named_something_dot_lock_is_never_overwritten_by_its_lock(catalog: Path, tmp_path: Path) -> None:
+    named = tmp_path / "models.lock"
+    named.write_text("# precious comments\n" + catalog.read_text())
+    before = named.read_text()
+    result = mdl("lock", "--catalog", str(named))
+    assert result.exit_code == 0, result.stderr
+    assert named.read_text() == before
+    assert 'name = "tiny"' in (tmp_path / "models.lock.lock").read_text()
+    assert mdl("pull", "--locked", "--all", "--catalog", str(named)).exit_code == 0
