@@ -2,7 +2,15 @@
 Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` from here."""
 
 from mdl.catalog.addsource import parse_source
-from mdl.catalog.edit import NEW_CATALOG, CatalogChange, add_entry, catalog_to_edit, check_model_name, remove_entry
+from mdl.catalog.edit import (
+    NEW_CATALOG,
+    CatalogChange,
+    Edit,
+    add_entry,
+    catalog_to_edit,
+    check_model_name,
+    remove_entry,
+)
 from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
 from mdl.catalog.settings import (
     Settings,
@@ -10,6 +18,7 @@ from mdl.catalog.settings import (
     choose_lock_mode,
     default_log_file,
     find_lock,
+    lock_beside,
     resolve_dest,
     settings_for,
     user_config_dir,
@@ -20,6 +29,7 @@ __all__ = [
     "NEW_CATALOG",
     "Catalog",
     "CatalogChange",
+    "Edit",
     "FileSpec",
     "ModelSpec",
     "Settings",
@@ -33,6 +43,7 @@ __all__ = [
     "find_catalog",
     "find_lock",
     "load_catalog",
+    "lock_beside",
     "parse_catalog",
     "parse_source",
     "remove_entry",

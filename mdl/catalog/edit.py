@@ -2,9 +2,10 @@
 every other byte — comments, blank lines, order, quoting, line endings — stays as the user wrote it.
 
 The text is edited in place, statement by statement (:mod:`mdl.catalog.tomltext`): a new model goes after the
-last one, a file is appended inside the entry's ``files = [ … ]``, a removed entry takes its own comments with
-it but not the comment above the next entry. Layouts that cannot be spliced that way (``models = { … }`` in one
-inline table) are edited with tomlkit, which keeps comments and formatting where tomllib and tomli-w drop them.
+last one, a file is appended inside the entry's ``files = [ … ]`` (or as one more ``[[models.NAME.files]]``
+table), a removed entry takes its own comments with it but not the comment above the next entry. Layouts that
+cannot be spliced that way (``models = { … }`` in one inline table) are edited with tomlkit, which keeps comments
+and formatting where tomllib and tomli-w drop them.
 Every result is read back and must mean exactly the intended document, or nothing is written.
 """
 
@@ -28,7 +29,7 @@ from mdl.catalog.addsource import (
 )
 from mdl.catalog.keys import did_you_mean, format_path
 from mdl.catalog.load import expand_home, find_catalog
-from mdl.catalog.splice import append_files, cut, entry_text, insert_entry, owns
+from mdl.catalog.splice import append_file_tables, append_files, cut, entry_text, insert_entry, owns
 from mdl.catalog.tomltext import Statement, scan
 from mdl.errors import MdlError, UsageError
 
@@ -258,6 +259,10 @@ def _spliced(
     files = [s for s in owned if s.kind == "value" and s.path == ("models", name, "files")]
     if action == "extended" and headed and files:
         return append_files(text, files[0], entry["files"][len(old["files"]) :], newline)
+    if action == "extended":  # [[models.NAME.files]] tables: one more table each, every comment kept
+        tables = append_file_tables(text, statements, name, entry["files"][len(old["files"]) :], newline)
+        if tables is not None:
+            return tables
     if owned[0].kind == "value":  # an inline or dotted entry: the new table goes after the last model
         rest = cut(text, statements, name)
         return insert_entry(rest, scan(rest), entry_text(name, entry, newline), newline)

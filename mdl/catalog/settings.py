@@ -340,6 +340,12 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")
 
 
+def lock_beside(catalog: Path) -> Path:
+    """``catalog.toml`` → ``catalog.lock``; a catalog whose own name ends in ``.lock`` gets ``NAME.lock.lock``, never
+    itself (``mdl lock`` would write the lock over the catalog)."""
+    return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
+
+
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """Where catalog.lock is for ``--frozen`` when there may be no catalog beside it: ``--catalog``'s ``.lock``,
     else ``$MDL_CATALOG``'s, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``; None when none exists.
@@ -356,7 +362,7 @@ def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, confi
         if home and (text == "~" or text.startswith("~/")):
             given = Path(home) / text[2:]
         candidate = given if given.is_absolute() else cwd / given
-        return candidate.with_suffix(".lock")  # named: its lock is the one meant, there or not
+        return lock_beside(candidate)  # named: its lock is the one meant, there or not
     for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
         if candidate.is_file():
             return candidate

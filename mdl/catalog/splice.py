@@ -87,6 +87,39 @@ def append_files(text: str, statement: Statement, new: list[dict[str, Any]], new
     return text[: statement.start] + body + text[statement.end :]
 
 
+def append_file_tables(
+    text: str, statements: list[Statement], name: str, new: list[dict[str, Any]], newline: str
+) -> str | None:
+    """New ``[[models.NAME.files]]`` tables after the entry's last one (its comments stay where they are); None when
+    the entry's files are not written as tables of an array."""
+    path = ("models", name, "files")
+    arrays = [i for i, s in enumerate(statements) if s.kind == "array" and s.path == path]
+    if not arrays:
+        return None
+    last = arrays[-1]
+    for j in range(last + 1, len(statements)):
+        s = statements[j]
+        if s.kind in ("header", "array") and not (s.kind == "header" and s.path[:3] == path):
+            break  # the next table; a [models.NAME.files.headers] sub-table still belongs to the last file
+        if s.kind != "comment" and s.kind != "blank":
+            last = j
+    tables = []
+    for table in new:
+        lines = [f"[[models.{format_key(name)}.files]]"]
+        lines.extend(f"{format_key(key)} = {inline(value)}" for key, value in table.items())
+        tables.append(newline.join(lines) + newline)
+    return insert_entry(text, statements[: last + 1] + _comments_after(statements, last), newline.join(tables), newline)
+
+
+def _comments_after(statements: list[Statement], last: int) -> list[Statement]:
+    """The comment lines right under statement ``last`` when a blank line (or the end) follows them: its own."""
+    following = statements[last + 1 :]
+    attached = 0
+    while attached < len(following) and following[attached].kind == "comment":
+        attached += 1
+    return [] if attached < len(following) and following[attached].kind != "blank" else following[:attached]
+
+
 def _array_close(value: str) -> tuple[int | None, int | None]:
     """In ``files = [ … ]``: the index of the closing ``]`` and of the last element's closing ``}``."""
     depth, last = 0, None

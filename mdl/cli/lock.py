@@ -27,7 +27,7 @@ from mdl.errors import UsageError
 
 if TYPE_CHECKING:
     from mdl.download import LockReport
-    from mdl.lockfile import ModelChange
+    from mdl.lockfile import LockedFile, ModelChange
 
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
@@ -135,7 +135,16 @@ def change_line(change: ModelChange) -> str:
         moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
     added = len(change.added)
     counts = f"+{added} file{'' if added == 1 else 's'}, -{len(change.removed)}, ~{len(change.changed)} changed"
-    shown = [f"{new.path} {human_size(old.size)} → {human_size(new.size)}" for old, new in change.changed[:SHOWN_FILES]]
-    if len(change.changed) > SHOWN_FILES:
-        shown.append(f"and {len(change.changed) - SHOWN_FILES} more")
+    if change.repinned:
+        counts += f", {len(change.repinned)} re-pinned"
+    shown = [f"{new.path} {human_size(old.size)} → {human_size(new.size)}" for old, new in change.changed]
+    shown += [f"{new.path} {_commit(old)} → {_commit(new)}" for old, new in change.repinned]
+    if len(shown) > SHOWN_FILES:
+        shown[SHOWN_FILES:] = [f"and {len(shown) - SHOWN_FILES} more"]
     return f"{change.name}: {moved}{counts}" + (f" ({', '.join(shown)})" if shown else "")
+
+
+def _commit(f: LockedFile) -> str:
+    """The short commit a Hub file is pinned to (its source for a direct URL)."""
+    ref = f.hub
+    return ref.commit[:7] if ref is not None and ref.commit else f.source

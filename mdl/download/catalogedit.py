@@ -13,6 +13,7 @@ from mdl.catalog import (
     NEW_CATALOG,
     Catalog,
     CatalogChange,
+    Edit,
     Settings,
     add_entry,
     catalog_to_edit,
@@ -26,7 +27,7 @@ from mdl.catalog import (
 from mdl.download.check import check_entry
 from mdl.download.locking import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
-from mdl.lockfile import lock_path_for, read_lock, write_lock
+from mdl.lockfile import exclusive, lock_path_for, read_lock, write_lock
 from mdl.paths import url_basename
 from mdl.progress import NullProgress, Progress
 from mdl.store import write_text_atomic
@@ -55,16 +56,20 @@ def add_model(
     name = check_model_name(name)
     parsed = [parse_source(source) for source in sources]
     path, text, created = _catalog_text(_path(options.get("catalog")), environ, create=True)
-    edit = add_entry(
-        text,
-        name,
-        parsed,
-        include=tuple(options.get("include", ())),
-        exclude=tuple(options.get("exclude", ())),
-        save_as=options.get("save_as"),
-        sha256=options.get("sha256"),
-        force=options.get("force", False),
-    )
+
+    def edit_of(text: str) -> Edit:
+        return add_entry(
+            text,
+            name,
+            parsed,
+            include=tuple(options.get("include", ())),
+            exclude=tuple(options.get("exclude", ())),
+            save_as=options.get("save_as"),
+            sha256=options.get("sha256"),
+            force=options.get("force", False),
+        )
+
+    edit = edit_of(text)
     added = tuple(_save_path(table, name) for table in edit.added_files)
     change = CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
@@ -75,7 +80,19 @@ def add_model(
     if online:
         spec = edited.get(name)
         check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
-    _write_catalog(path, edit.text, created=created)
+    if created:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
+    with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
+        now, created = _read(path, create=True)
+        if now != text:  # the same request, made on the catalog as it is now
+            edit = edit_of(now)
+            edited = _valid(edit.text, path)
+            change = replace(change, action=edit.action, entry=edit.entry, created=created)
+        if edit.action != "unchanged":
+            _write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online)
     lock_file = lock_path_for(path)
     if not lock_file.exists():
@@ -102,17 +119,19 @@ def _path(given: str | os.PathLike[str] | None) -> Path | None:
 
 def remove_model(name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
-    path, text, _ = _catalog_text(_path(catalog), environ, create=False)
-    old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
-    edited = remove_entry(text, name)
-    _valid(edited, path)
+    path, _, _ = _catalog_text(_path(catalog), environ, create=False)
     lock_file = lock_path_for(path)
-    lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
-    _write_catalog(path, edited, created=False)
-    change = CatalogChange(path, old.name, "removed")
-    if lock is None or name not in lock.models:
-        return change
-    write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
+    with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
+        text, _ = _read(path, create=False)
+        old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
+        edited = remove_entry(text, name)
+        _valid(edited, path)
+        lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
+        _write_catalog(path, edited, created=False)
+        change = CatalogChange(path, old.name, "removed")
+        if lock is None or name not in lock.models:
+            return change
+        write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return replace(change, lock=lock_file)
 
 
@@ -132,11 +151,17 @@ def _catalog_text(given: Path | None, environ: Mapping[str, str], *, create: boo
         if found is None:
             raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
         path = found
+    text, created = _read(path, create=create)
+    return path, text, created
+
+
+def _read(path: Path, *, create: bool) -> tuple[str, bool]:
+    """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         if create:
-            return path, NEW_CATALOG, True
+            return NEW_CATALOG, True
         raise CatalogError(f"{path}: catalog not found") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
@@ -145,7 +170,7 @@ def _catalog_text(given: Path | None, environ: Mapping[str, str], *, create: boo
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not valid UTF-8 (TOML files must be UTF-8)") from exc
     _valid(text, path)  # a broken catalog is reported as it is, before any edit
-    return path, text, False
+    return text, False
 
 
 def _valid(text: str, path: Path) -> Catalog:

@@ -18,7 +18,16 @@ from mdl.download.lockhash import LockHasher
 from mdl.download.planner import Planner
 from mdl.download.session import PullSession
 from mdl.errors import CatalogError, ExitCode, MdlError, NetworkError, UsageError, worst_exit_code
-from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, lock_path_for, locked_from_resolved, read_lock
+from mdl.lockfile import (
+    Lock,
+    LockedModel,
+    ModelChange,
+    diff_locks,
+    exclusive,
+    lock_path_for,
+    locked_from_resolved,
+    read_lock,
+)
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
@@ -104,14 +113,26 @@ def lock_catalog(
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(path, False, resolved=resolved, failures=tuple(failures), warnings=warnings)
-    new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
+    with exclusive(path):  # another mdl lock or add may have written it since: merge into what is there now
+        base = _current(path, everything=everything)
+        new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
+        changed = write_lock_file(path, new)
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
     changes = diff_locks(
         {n: m for n, m in base.models.items() if n in scope}, {n: m for n, m in new.models.items() if n in scope}
     )
-    changed = write_lock_file(path, new)
     log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
     return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
+
+
+def _current(path: Path, *, everything: bool) -> Lock:
+    """The lock as it is on disk now; a broken one is written anew when everything is being locked."""
+    try:
+        return read_lock(path) or Lock()
+    except CatalogError:
+        if not everything:
+            raise
+        return Lock()
 
 
 def _dropped(old: Lock | None, in_catalog: set[str]) -> list[str]:

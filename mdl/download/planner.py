@@ -14,7 +14,7 @@ from mdl.download.kept import is_unreachable, relabel
 from mdl.download.kept import keep_installed as kept_files
 from mdl.download.plan import Action, Decision, LocalState, decide
 from mdl.download.session import PullSession
-from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError, UnsafePathError
+from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError, UnsafePathError, UsageError
 from mdl.lockfile import resolved_from_locked
 from mdl.paths import path_clash
 from mdl.report import FileOutcome, failed
@@ -99,8 +99,12 @@ class Planner:
     def file_url(self, repo: str, path: str, repo_type: str, revision: str) -> str:
         """The Hub resolve URL of a file at a commit (built locally, as ``hf_hub_url`` does: no request)."""
         from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import HFValidationError
 
-        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.settings.endpoint)
+        try:
+            return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.settings.endpoint)
+        except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
+            raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
     def plan_models(self, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
         """Plan every file of the resolved models (probing direct URLs the catalog gives no sha256 for)."""

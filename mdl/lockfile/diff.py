@@ -20,6 +20,9 @@ class ModelChange:
     removed: tuple[LockedFile, ...] = ()
     changed: tuple[tuple[LockedFile, LockedFile], ...] = ()
     status: str = "changed"  # added | removed | changed | unchanged
+    # Same bytes pinned to another commit, when the model has no one commit that says so (files from several
+    # repos): the lock moved them, so the model is not "unchanged".
+    repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The change for ``--json``."""
@@ -39,6 +42,9 @@ class ModelChange:
                     "new_sha256": new.sha256,
                 }
                 for old, new in self.changed
+            ],
+            "repinned": [
+                {"path": new.path, "old_source": old.source, "new_source": new.source} for old, new in self.repinned
             ],
         }
 
@@ -64,7 +70,14 @@ def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -
             for p in sorted(set(was) & set(now))
             if (was[p].sha256, was[p].size) != (now[p].sha256, now[p].size)
         )
-        moved = before.commit != after.commit or added or removed or changed
+        repinned = tuple(
+            (was[p], now[p])
+            for p in sorted(set(was) & set(now))
+            if was[p].source != now[p].source and (was[p].sha256, was[p].size) == (now[p].sha256, now[p].size)
+        )
+        if before.commit is not None and before.commit != after.commit:
+            repinned = ()  # the model's commit moved, and the line says so: its files followed it
+        moved = before.commit != after.commit or added or removed or changed or repinned
         status = "changed" if moved else "unchanged"
-        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status))
+        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned))
     return changes

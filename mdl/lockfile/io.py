@@ -3,10 +3,15 @@ deterministic on the way out (sorted, no timestamps, one line per file, so a dif
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mdl.catalog import lock_beside
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
 from mdl.store import write_text_atomic
@@ -19,7 +24,7 @@ _HEADER = (
 
 def lock_path_for(catalog_path: Path) -> Path:
     """``catalog.toml`` → ``catalog.lock`` in the same folder (as ``pyproject.toml`` has ``uv.lock``)."""
-    return catalog_path.with_suffix(".lock")
+    return lock_beside(catalog_path)
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -73,6 +78,21 @@ def write_lock(path: Path, lock: Lock) -> bool:
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
     return True
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the lock file's folder exclusively (``flock`` on the folder: no extra file beside the catalog) while a
+    lock is read, merged and written, so that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise LocalFSError(f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _model_text(model: LockedModel) -> str:

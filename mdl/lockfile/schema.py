@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mdl.errors import CatalogError
@@ -15,6 +18,9 @@ from mdl.store import parse_hub_source
 _Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _Hex40 = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
 _Size = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# A model name is a folder under dest and part of mdl's file names under .mdl/, as in the catalog: with --frozen
+# the names come from the lock alone, so "../x" here would write outside dest.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 class _Strict(BaseModel):
@@ -46,17 +52,34 @@ class _File(_Strict):
                 raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
             if any(c not in "0123456789abcdef" for c in ref.commit):
                 raise ValueError("a Hub source must be pinned to a 40-hex commit")
+            try:
+                validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
+            except HFValidationError:
+                raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
+            problem = path_problem(ref.path)
+            if problem is not None:
+                raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
         elif not value.startswith(("http://", "https://")):
             raise ValueError("a source is hf://… or an http(s) URL")
         return value
 
 
 class _Model(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: str
     fingerprint: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
     revision: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     commit: _Hex40 | None = None
     files: Annotated[list[_File], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
+                f"200 characters, got {printable(value, limit=120)!r}"
+            )
+        return value
 
 
 class _Lock(_Strict):
@@ -66,9 +89,14 @@ class _Lock(_Strict):
 
 def validate_lock(document: dict[str, Any], *, source: str) -> Lock:
     """The lock in ``document``, or CatalogError naming ``source`` and the first bad key."""
-    if document.get("version") not in (None, LOCK_VERSION) and isinstance(document.get("version"), int):
+    version = document.get("version")
+    if isinstance(version, bool) or (isinstance(version, int) and version < LOCK_VERSION):
         raise CatalogError(
-            f"{source}: lock version {document['version']} is newer than this mdl understands ({LOCK_VERSION})",
+            f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint="run 'mdl lock' to write it again"
+        )
+    if isinstance(version, int) and version > LOCK_VERSION:
+        raise CatalogError(
+            f"{source}: lock version {version} is newer than this mdl understands ({LOCK_VERSION})",
             hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
         )
     try:
@@ -76,8 +104,9 @@ def validate_lock(document: dict[str, Any], *, source: str) -> Lock:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _where(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
         raise CatalogError(
-            f"{source}: {where}: {first['msg']}" if where else f"{source}: {first['msg']}",
+            f"{source}: {where}: {message}" if where else f"{source}: {message}",
             hint="run 'mdl lock' to write it again",
         ) from None
     models: dict[str, LockedModel] = {}

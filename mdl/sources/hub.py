@@ -14,7 +14,7 @@ from urllib.parse import quote, urljoin
 
 import httpx2
 
-from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import printable, redact_text, redact_url, safe_text
 from mdl.sources.hubreplies import (
     FileMetadata,
@@ -113,8 +113,12 @@ class Hub:
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         """``{endpoint}/{datasets/|spaces/}{repo}/resolve/{revision}/{path}``."""
         from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import HFValidationError
 
-        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
+        try:
+            return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
+        except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
+            raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None

@@ -114,14 +114,22 @@ def test_files_arrays_in_any_style_get_the_new_file(array: str) -> None:
     assert out.endswith("\n[models.n]\nrepo = 'o/n'\n")
 
 
-def test_files_as_tables_of_an_array_are_rewritten_as_one_entry() -> None:
-    text = '# top\n[[models.m.files]]\nrepo = "o/a"\npath = "a.bin"\n\n[settings]\njobs = 2\n'
-    out = add(text, "m", "hf://o/b/b.bin")
+def test_files_as_tables_of_an_array_get_one_more_table_and_keep_every_comment() -> None:
+    text = (
+        "# top\n[models.m]  # m\ndescription = 'two'\n\n"
+        '[[models.m.files]]  # the first\nrepo = "o/a"  # a\npath = "a.bin"\n# about a\n\n'
+        '[[models.m.files]]  # the second\nurl = "https://h/b.bin"\n[models.m.files.headers]  # its headers\n'
+        'X-Team = "render"\n# under the headers\n\n# above settings\n[settings]\njobs = 2\n'
+    )
+    out = add(text, "m", "hf://o/c/c.bin")
     assert tomllib.loads(out)["models"]["m"]["files"] == [
         {"repo": "o/a", "path": "a.bin"},
-        {"repo": "o/b", "path": "b.bin"},
+        {"url": "https://h/b.bin", "headers": {"X-Team": "render"}},
+        {"repo": "o/c", "path": "c.bin"},
     ]
-    assert out.startswith("# top\n") and "[settings]\njobs = 2\n" in out
+    assert out == text.replace(
+        "# under the headers\n\n", '# under the headers\n\n[[models.m.files]]\nrepo = "o/c"\npath = "c.bin"\n\n'
+    )
 
 
 def test_models_written_as_one_inline_table_are_edited_with_tomlkit() -> None:

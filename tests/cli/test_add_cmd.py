@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -305,3 +308,43 @@ def test_the_python_api_is_what_the_command_calls(world: Path, tmp_path: Path) -
     assert world.read_text() == HAND
     with pytest.raises(mdl.UsageError, match="did you mean 'x'"):
         mdl.remove("xx", catalog=other)
+
+
+def test_add_to_files_written_as_tables_of_an_array_keeps_every_comment(world: Path) -> None:
+    tables = (
+        "\n# the LoRA pack\n[[models.pack.files]]  # first LoRA\n"
+        'repo = "org/diffusion"  # from the diffusion repo\npath = "z.gguf"\n# (more to come)\n'
+    )
+    world.write_text(HAND + tables)
+    before = world.read_text()
+    result = mdl("add", "pack", "hf://org/encoder/qwen.gguf")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        block_added(before, world.read_text()) == '\n[[models.pack.files]]\nrepo = "org/encoder"\npath = "qwen.gguf"\n'
+    )
+    assert mdl("pull", "pack").exit_code == 0
+
+
+def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, hub: HubServer) -> None:
+    """Each add reads the catalog, checks its source upstream (slow here), then writes: the second write must not
+    drop the first's entry. Two real processes; the Hub stand-in holds each API request back so both read first."""
+    assert mdl("lock").exit_code == 0
+    hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/", times=None))
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mdl", "add", name, source, "--no-progress"],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, source in (("enc", "hf://org/tiny"), ("data", "hf://datasets/org/data"))
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+    added = block_added(HAND, world.read_text())  # every line of HAND kept; the two entries side by side
+    assert "[models.enc]" in added and "[models.data]" in added
+    lock = read_lock(lock_path_for(world))
+    assert lock is not None and sorted(lock.models) == ["data", "enc", "tiny", "z"]
+    assert mdl("lock", "--check").exit_code == 0

@@ -142,3 +142,46 @@ def test_a_broken_lock_is_refused_by_check_and_written_again_by_lock(catalog: Pa
     assert result.exit_code == 0, result.stderr
     assert "mdl: warning: " in result.stderr and "writing it again from the catalog" in result.stderr
     assert lock.read_text() == good
+
+
+def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(catalog: Path, hub: HubServer) -> None:
+    hub.add_repo("org/vae", {"ae.safetensors": WEIGHTS, "README.md": b"vae"})
+    catalog.write_text(
+        catalog.read_text()
+        + '\n[models.z]\nfiles = [{ repo = "org/tiny", path = "config.json" },'
+        + ' { repo = "org/vae", path = "ae.safetensors", as = "vae/ae.safetensors" }]\n'
+    )
+    assert mdl("lock").exit_code == 0
+    old = hub.repo("org/vae").sha
+    new = hub.commit("org/vae", {"README.md": b"vae, v2"})  # the file z uses is the same bytes, at a new commit
+    lock = catalog.with_suffix(".lock")
+    assert f"org/vae@{old}/ae.safetensors" in lock.read_text()
+    moved = mdl("lock", "--upgrade", "z")
+    assert moved.exit_code == 0, moved.stderr
+    assert f"org/vae@{new}/ae.safetensors" in lock.read_text()  # the lock moved: the report must say so
+    assert moved.stdout.splitlines() == [
+        f"z: +0 files, -0, ~0 changed, 1 re-pinned (vae/ae.safetensors {old[:7]} → {new[:7]})"
+    ]
+    hub.commit("org/vae", {"README.md": b"vae, v3"})
+    doc = json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)
+    (model,) = doc["models"]
+    assert doc["changed"] is True and model["status"] == "changed"
+    assert model["repinned"] == [
+        {
+            "path": "vae/ae.safetensors",
+            "old_source": f"hf://org/vae@{new}/ae.safetensors",
+            "new_source": f"hf://org/vae@{hub.repo('org/vae').sha}/ae.safetensors",
+        }
+    ]
+    assert json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)["models"][0]["status"] == "unchanged"
+
+
+def test_a_catalog_named_something_dot_lock_is_never_overwritten_by_its_lock(catalog: Path, tmp_path: Path) -> None:
+    named = tmp_path / "models.lock"
+    named.write_text("# precious comments\n" + catalog.read_text())
+    before = named.read_text()
+    result = mdl("lock", "--catalog", str(named))
+    assert result.exit_code == 0, result.stderr
+    assert named.read_text() == before
+    assert 'name = "tiny"' in (tmp_path / "models.lock.lock").read_text()
+    assert mdl("pull", "--locked", "--all", "--catalog", str(named)).exit_code == 0

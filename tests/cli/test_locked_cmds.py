@@ -182,3 +182,23 @@ def test_frozen_needs_the_catalog_for_a_signed_url(
     assert alone.exit_code == 2
     assert "signed/signed.bin: catalog.lock holds this signed URL without its signature" in alone.stderr
     assert len([r for r in cdn.log if r.method == "GET"]) == 1  # the first pull's only
+
+
+def test_frozen_refuses_a_lock_whose_model_name_climbs_out_of_dest(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    lock = lock_catalog(world, hub)
+    lock.write_text(lock.read_text().replace('name = "tiny"', 'name = "../../evil"'))
+    hub.log.clear()
+    for flag in ("--frozen", "--locked"):
+        result = mdl("pull", flag, "--all", "--dest", str(tmp_path / "deep" / "er" / "models"))
+        assert result.exit_code == 2, result.stderr
+        assert f"{lock}: model[1].name: model names use" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "deep").exists()
+    assert len(hub.log) == 0 and len(hub.cdn.log) == 0
+
+
+def test_a_hub_repo_id_the_hub_refuses_is_exit_2_not_a_crash(world: Path, hub: HubServer) -> None:
+    world.write_text(CATALOG + '\n[models.odd]\nfiles = [{ repo = "org/a--b", path = "x.bin" }]\n')
+    for args in (("lock",), ("pull", "odd")):
+        result = mdl(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert "org/a--b: not a valid Hub repo id" in result.stderr and "internal error" not in result.stderr

@@ -4,11 +4,15 @@ nothing and rewrites nothing, what --upgrade moves, what --check finds, and that
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import HubServer, git_blob_sha1, make_data
+from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl import api
 from mdl.download import LockReport
@@ -237,3 +241,28 @@ def test_files_hashed_by_download_show_progress_and_the_same_bytes_come_once(wor
     # tiny/config.json and combo/cfg/config.json are one git blob: fetched once, the same sha256 for both.
     gets = [r.url_path for r in hub.log.records(method="GET") if r.url_path.endswith("/config.json")]
     assert len(gets) == 1
+
+
+def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_path: Path) -> None:
+    """Each run reads the lock, asks the Hub (slow here), then writes: the second write must not drop the first's
+    model. Two real processes, the Hub stand-in holding each revision request back so both read before either
+    writes."""
+    hub.add_repo("org/other", {"config.json": CONFIG})
+    world.catalog.write_text(world.catalog.read_text() + '\n[models.other]\nrepo = "org/other"\n')
+    hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/models/", times=None))
+    env = {**os.environ, **world.env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mdl", "lock", name, "--catalog", str(world.catalog), "--no-progress"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("tiny", "other")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+    assert sorted(world.locked().models) == ["other", "tiny"]
+    assert lock(world, "tiny", "other", check=True).exit_code == 0

@@ -41,10 +41,11 @@ def test_a_lock_round_trips_and_writes_the_same_bytes(tmp_path: Path) -> None:
 
 
 _names = st.text(alphabet=string.ascii_letters + string.digits + '-_. é"\\\x7f\x01', min_size=1, max_size=30)
+_model_names = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,29}", fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)
-@given(name=_names, size=st.integers(0, 2**63 - 1), revision=_names)
+@given(name=_model_names, size=st.integers(0, 2**63 - 1), revision=_names)
 def test_any_name_and_size_survive_the_round_trip(name: str, size: int, revision: str) -> None:
     lock = Lock(
         models={
@@ -75,6 +76,16 @@ def test_any_name_and_size_survive_the_round_trip(name: str, size: int, revision
         (lambda t: t + "surprise = 1\n", "model[0].surprise"),
         (lambda t: t.replace('name = "tiny"', "name = 3"), "model[0].name"),
         (lambda t: t[: len(t) // 2], "invalid TOML"),
+        # --frozen takes model names from the lock alone: a name is a folder under dest, as in the catalog.
+        (lambda t: t.replace('name = "tiny"', 'name = "../../evil"'), "model[0].name: model names use"),
+        (lambda t: t.replace('name = "tiny"', 'name = "a/b"'), "model[0].name"),
+        (lambda t: t.replace('name = "tiny"', 'name = "ti\\u0000ny"'), "model[0].name"),
+        (lambda t: t.replace('name = "tiny"', 'name = ".mdl"'), "model[0].name"),
+        (lambda t: t.replace("hf://owner/tiny@", "hf://owner/a--b@"), "model[0].files[0].source: not a Hub repo id"),
+        (lambda t: t.replace("hf://owner/tiny@", "hf://..@"), "model[0].files[0].source: not a Hub repo id"),
+        (lambda t: t.replace(f"{COMMIT}/config.json", f"{COMMIT}/../../api/whoami"), "unsafe path in the repo"),
+        (lambda t: t.replace("version = 1", "version = true"), "version: must be 1, got True"),
+        (lambda t: t.replace("version = 1", "version = 0"), "version: must be 1, got 0"),
     ],
 )
 def test_a_bad_lock_names_the_file_and_the_key(edit: object, names: str) -> None:
