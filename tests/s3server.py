@@ -64,18 +64,32 @@ def aws_environ(endpoint: str) -> dict[str, str]:
     }
 
 
+SLOW = (
+    b"<?xml version='1.0' encoding='UTF-8'?>"
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+
+
 class Cutter:
     """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many bytes (the
-    connection drops mid-body, as a network failure does); ``ranges`` lists the presigned GETs' Range headers."""
+    connection drops mid-body, as a network failure does); ``slowdown`` answers the next requests 503 SlowDown
+    (S3's throttling; a large number: always); ``ranges`` lists the presigned GETs' Range headers."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.after: int | None = None
         self.ranges: list[str | None] = []  # the Range header of every object GET
+        self.slowdown = 0  # the next this many requests to an object are answered 503 SlowDown
+        self.slowed = 0  # how many were
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get("QUERY_STRING", ""):
             self.ranges.append(environ.get("HTTP_RANGE"))
+        if self.slowdown and not environ["PATH_INFO"].startswith("/moto-api"):
+            self.slowdown -= 1
+            self.slowed += 1
+            start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW)))])
+            return [SLOW]
         body = self.app(environ, start_response)
         after = self.after
         if after is None or environ["REQUEST_METHOD"] != "GET" or environ["PATH_INFO"].startswith("/moto-api"):
@@ -123,5 +137,7 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     s3_server.reset()
     s3_server.cutter.after = None
     s3_server.cutter.ranges.clear()
+    s3_server.cutter.slowdown = s3_server.cutter.slowed = 0
     yield s3_server
     s3_server.cutter.after = None
+    s3_server.cutter.slowdown = 0

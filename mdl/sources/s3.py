@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,8 @@ EXTRA_HINT = "pip install 'mdl[s3]'"
 # A presigned link must outlive the slowest download of one file (the engine cannot sign again); SigV4 allows
 # up to 7 days, and temporary credentials end the link earlier anyway.
 PRESIGN_SECONDS = 12 * 3600
-RETRY_ATTEMPTS = 5  # botocore "standard" mode: 503 SlowDown, 500s and resets, with backoff
+# botocore's "standard" retries (503 SlowDown, 500s, resets, with backoff): 5 attempts unless AWS_MAX_ATTEMPTS says
+RETRY_ATTEMPTS = 5
 # Bucket names as S3 defines them (3-63 lowercase letters, digits, dots and hyphens, a letter or digit at both
 # ends); compatibles that allow more (uppercase, underscores) are served by the same rule relaxed a little.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -94,8 +96,11 @@ def s3_client(*, endpoint: str | None = None) -> Any:
         raise UsageError(f"S3: {safe_text(str(exc))}", hint="check AWS_PROFILE and ~/.aws/config") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise AuthError(f"S3: cannot read the AWS credentials: {safe_text(str(exc))}") from None
+    retries: dict[str, Any] = {"mode": "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = RETRY_ATTEMPTS
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": RETRY_ATTEMPTS},
+        "retries": retries,
         "connect_timeout": 10,
         "read_timeout": 60,
     }
@@ -132,7 +137,7 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
             hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
         )
     elif code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"} or status == 503:
-        made = NetworkError(f"{what}: the store is still throttling after {RETRY_ATTEMPTS} attempts ({detail})")
+        made = NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
     else:
         made = NetworkError(f"{what}: the store refused ({detail})")
     made.status = status if isinstance(status, int) else None
@@ -151,6 +156,8 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
         if isinstance(error, NotFoundError):
             error.message = f"{safe_text(obj.uri)}: {_missing(client, obj)}"
             error.args = (error.message,)
+        if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
+            error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
         raise error from None
     return head
 

@@ -159,3 +159,22 @@ def test_help_does_not_import_boto3(tmp_path: Path) -> None:
     code = "import sys; from mdl.cli.app import app; import mdl.download.get; assert 'boto3' not in sys.modules"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_slowdown_is_retried(s3: S3, here: Path) -> None:  # noqa: F811
+    s3.put("bucket-7", "t.bin", b"throttled once")
+    s3.cutter.slowdown = 1
+    result = mdl("get", "s3://bucket-7/t.bin")
+    assert result.exit_code == 0, result.output
+    assert s3.cutter.slowed == 1
+    assert (here / "t.bin").read_bytes() == b"throttled once"
+
+
+def test_slowdown_that_lasts_exits_5(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    s3.put("bucket-8", "t.bin", b"x")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    s3.cutter.slowdown = 1_000
+    result = mdl("get", "s3://bucket-8/t.bin")
+    assert result.exit_code == ExitCode.NETWORK, result.output
+    assert "throttling" in result.stderr
+    assert s3.cutter.slowed == 2
