@@ -53,7 +53,7 @@ def get_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """Fetch one-off sources: URLs, hf:// files, serverless job outputs (base64 or presigned URLs)."""
+    """Fetch one-off sources: URLs, hf:// and s3:// files, serverless job outputs (base64 or presigned URLs)."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run):

@@ -1,4 +1,4 @@
-"""``mdl get``: one-off sources — https URLs, ``hf://`` URIs and serverless job-output JSON."""
+"""``mdl get``: one-off sources — https URLs, ``hf://`` and ``s3://`` URIs and serverless job-output JSON."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from mdl.sources import (
     decoded_size,
     name_key,
     parse_job_output,
+    s3_source,
     write_inline,
 )
 from mdl.store import creatable_problem, hash_file
@@ -76,6 +77,8 @@ def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], na
             found.append(UrlFile(name, source, None, None, where=shown))
         elif source.startswith("hf://"):
             found.append(parse_hf_uri(source))
+        elif source.startswith("s3://"):
+            found.append(s3_source(source, named=named))
         else:
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
@@ -89,7 +92,9 @@ def read_source(source: str) -> str:
     try:
         return Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{source}: no such file (expected a URL, an hf:// URI or a job-output JSON file)") from None
+        raise UsageError(
+            f"{source}: no such file (expected a URL, an hf:// or s3:// URI or a job-output JSON)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{source}: cannot read it: {exc}") from None
 
@@ -338,7 +343,7 @@ def _fetch_remote(
                             url=item.url,
                             size=item.size,
                             sha256=expected or item.sha256,
-                            source=redact_url(item.url),
+                            source=item.where if item.where.startswith("s3://") else redact_url(item.url),
                         )
                         if not remote.sha256:
                             remote = _probe(puller, remote, item)

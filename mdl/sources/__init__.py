@@ -1,4 +1,4 @@
-"""Where files come from: the Hub, direct URLs, ``hf://`` URIs, serverless job outputs and mirrors.
+"""Where files come from: the Hub, direct URLs, ``hf://`` and ``s3://`` URIs, serverless job outputs and mirrors.
 Turns a catalog entry or a one-off source into ``RemoteFile``s with what is known about them."""
 
 from mdl.sources.hub import Hub, resolve_token
@@ -16,6 +16,7 @@ from mdl.sources.joboutput import (
 )
 from mdl.sources.mirrors import mirror_urls
 from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
+from mdl.sources.s3 import S3Object, parse_s3_uri, s3_client, s3_error, s3_source
 
 __all__ = [
     "Hub",
@@ -23,6 +24,7 @@ __all__ = [
     "InlineFile",
     "RemoteFile",
     "ResolvedModel",
+    "S3Object",
     "UrlFile",
     "check_expected_sha256",
     "check_inline",
@@ -31,9 +33,13 @@ __all__ = [
     "mirror_urls",
     "name_key",
     "parse_job_output",
+    "parse_s3_uri",
     "resolve_file",
     "resolve_model",
     "resolve_token",
+    "s3_client",
+    "s3_error",
+    "s3_source",
     "with_probe",
     "write_inline",
 ]

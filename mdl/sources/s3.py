@@ -1,0 +1,216 @@
+"""``s3://bucket/key``: S3 and its compatibles (MinIO, Ceph RGW, R2, GCS interoperability) through boto3.
+
+boto3 is the optional extra ``mdl[s3]`` and is imported only when an ``s3://`` source is used. An object is
+asked about once (``head_object``: size, ETag, SHA-256 checksum when the bucket keeps one) and then fetched by
+the transfer engine from a presigned (SigV4) GET URL: parallel ranges, resume, retries and stall detection are
+those of every other URL. Credentials and the endpoint come from the standard AWS chain (``AWS_PROFILE``,
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws/config``, ``AWS_ENDPOINT_URL[_S3]``); the secret key
+and session token are registered with ``remember_secret`` and presigned queries are redacted, so neither
+ever reaches output, logs, records or JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
+from mdl.redact import printable, remember_secret, safe_text
+from mdl.sources.joboutput import UrlFile
+
+log = logging.getLogger("mdl.s3")
+
+EXTRA_HINT = "pip install 'mdl[s3]'"
+# A presigned link must outlive the slowest download of one file (the engine cannot sign again); SigV4 allows
+# up to 7 days, and temporary credentials end the link earlier anyway.
+PRESIGN_SECONDS = 12 * 3600
+# botocore's "standard" retries (503 SlowDown, 500s, resets, with backoff): 5 attempts unless AWS_MAX_ATTEMPTS says
+RETRY_ATTEMPTS = 5
+# Bucket names as S3 defines them (3-63 lowercase letters, digits, dots and hyphens, a letter or digit at both
+# ends); compatibles that allow more (uppercase, underscores) are served by the same rule relaxed a little.
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
+_DENIED = {
+    "AccessDenied",
+    "Forbidden",
+    "403",
+    "401",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One object: its bucket and key."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(uri: str) -> S3Object:
+    """``s3://bucket/key`` → the object; anything else (no key, a folder, a bad bucket name) is refused (exit 2)."""
+    shown = safe_text(uri)
+    if not uri.startswith("s3://"):
+        raise UsageError(f"{shown}: expected s3://bucket/key")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise UsageError(f"{shown}: {printable(bucket)!r} is not a bucket name; expected s3://bucket/key")
+    if not key:
+        raise UsageError(f"{shown}: names a bucket, not an object; expected s3://bucket/key")
+    if key.endswith("/"):
+        raise UsageError(f"{shown}: names a folder, not an object; give the object's key")
+    if printable(key) != key or len(key.encode("utf-8", "surrogatepass")) > 1024:
+        raise UsageError(f"{shown}: not a valid object key (control characters, or longer than 1024 bytes)")
+    return S3Object(bucket, key)
+
+
+def s3_client(*, endpoint: str | None = None) -> Any:
+    """A boto3 S3 client from the standard credential chain (unsigned when there are no credentials: public
+    buckets); ``endpoint`` overrides ``AWS_ENDPOINT_URL[_S3]`` and ``~/.aws/config``."""
+    try:
+        import boto3
+        import botocore.exceptions
+        from botocore import UNSIGNED
+        from botocore.config import Config
+    except ImportError:
+        raise UsageError(f"s3:// sources need boto3, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT) from None
+    try:
+        session = boto3.session.Session()
+        credentials = session.get_credentials()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise UsageError(f"S3: {safe_text(str(exc))}", hint="check AWS_PROFILE and ~/.aws/config") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise AuthError(f"S3: cannot read the AWS credentials: {safe_text(str(exc))}") from None
+    retries: dict[str, Any] = {"mode": "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = RETRY_ATTEMPTS
+    options: dict[str, Any] = {
+        "retries": retries,
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    if credentials is None:
+        log.info("S3: no AWS credentials found; asking unsigned (public buckets only)")
+        options["signature_version"] = UNSIGNED
+    else:
+        frozen = credentials.get_frozen_credentials()
+        remember_secret(frozen.secret_key)
+        remember_secret(frozen.token)
+        options["signature_version"] = "s3v4"
+    return session.client("s3", endpoint_url=endpoint, config=Config(**options))
+
+
+def s3_error(exc: BaseException, *, what: str) -> MdlError:
+    """A botocore failure as the matching MdlError: missing bucket/key 4, denied 3, anything else (throttling
+    after the retries, unreachable endpoint) 5."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        text = safe_text(str(exc), limit=300)
+        if type(exc).__name__ == "NoCredentialsError":
+            return AuthError(f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID")
+        return NetworkError(f"{what}: {text}")
+    error = response.get("Error") or {}
+    code = str(error.get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    detail = safe_text(str(error.get("Message") or code or status), limit=200)
+    made: MdlError
+    if code in _NOT_FOUND or status in (404, 410):
+        made = NotFoundError(f"{what}: not found ({detail})")
+    elif code in _DENIED or status in (401, 403):
+        made = AuthError(
+            f"{what}: access denied ({detail})",
+            hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
+        )
+    elif code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"} or status == 503:
+        made = NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
+    else:
+        made = NetworkError(f"{what}: the store refused ({detail})")
+    made.status = status if isinstance(status, int) else None
+    made.server_text = detail
+    return made
+
+
+def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
+    """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
+    import botocore.exceptions
+
+    try:
+        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        error = s3_error(exc, what=safe_text(obj.uri))
+        if isinstance(error, NotFoundError):
+            error.message = f"{safe_text(obj.uri)}: {_missing(client, obj)}"
+            error.args = (error.message,)
+        if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
+            error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        raise error from None
+    return head
+
+
+def _missing(client: Any, obj: S3Object) -> str:
+    """What is missing behind a 404 (HEAD replies have no body to say it): the bucket, or the key in it."""
+    import botocore.exceptions
+
+    try:
+        client.head_bucket(Bucket=obj.bucket)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        if isinstance(s3_error(exc, what=""), NotFoundError):
+            return f"no such bucket {printable(obj.bucket)!r}"
+        return "not found (no such key, or the bucket cannot be seen)"
+    return f"no such key in bucket {printable(obj.bucket)!r}"
+
+
+def sha256_of_head(head: dict[str, Any]) -> str | None:
+    """The object's SHA-256 as hex when the store keeps a full-object one (not a composite of parts)."""
+    value = head.get("ChecksumSHA256")
+    if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest.hex() if len(digest) == 32 else None
+
+
+def presign_get(client: Any, obj: S3Object) -> str:
+    """A presigned GET URL for the object (a bearer credential: never shown unredacted)."""
+    import botocore.exceptions
+
+    try:
+        url: str = client.generate_presigned_url(
+            "get_object", Params={"Bucket": obj.bucket, "Key": obj.key}, ExpiresIn=PRESIGN_SECONDS
+        )
+    except botocore.exceptions.BotoCoreError as exc:
+        raise s3_error(exc, what=safe_text(obj.uri)) from None
+    return url
+
+
+def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> UrlFile:
+    """An ``s3://`` argument of ``mdl get`` → a file the engine fetches from a presigned URL, with the size and
+    (when the store keeps one) the SHA-256 the HEAD gave; ``named``: -o gives the file its name."""
+    obj = parse_s3_uri(uri)
+    client = s3_client(endpoint=endpoint)
+    head = head_s3(client, obj)
+    size = head.get("ContentLength")
+    return UrlFile(
+        filename="" if named else obj.key.rsplit("/", 1)[-1],
+        url=presign_get(client, obj),
+        size=size if isinstance(size, int) else None,
+        sha256=sha256_of_head(head),
+        where=safe_text(obj.uri),
+    )

@@ -1,0 +1,143 @@
+"""A real S3 server on loopback for the s3:// tests: moto's threaded server (the S3 REST protocol with SigV4).
+
+``s3_server`` starts one per session on 127.0.0.1 (port chosen by the system); ``s3`` gives each test a clean
+server and an environment that can reach nothing else: explicit test credentials, ``AWS_ENDPOINT_URL`` at the
+server, ``AWS_EC2_METADATA_DISABLED`` (no metadata endpoint is ever tried), no profile, config file or proxy.
+Test modules import both fixtures: ``from s3server import s3, s3_server  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+ACCESS_KEY = "AKIAMDLTESTACCESSKEY"
+SECRET_KEY = "mdl-test-secret-key/do-not-print-0123456789"
+REGION = "us-east-1"
+
+
+@dataclass
+class S3:
+    """The running server: its endpoint and a client that talks to it."""
+
+    endpoint: str
+    cutter: Cutter
+
+    def client(self, **credentials: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=credentials.get("access", ACCESS_KEY),
+            aws_secret_access_key=credentials.get("secret", SECRET_KEY),
+        )
+
+    def put(self, bucket: str, key: str, data: bytes, **extra: Any) -> None:
+        client = self.client()
+        buckets = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if bucket not in buckets:
+            client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+
+    def reset(self) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            reply.read()
+
+
+def aws_environ(endpoint: str) -> dict[str, str]:
+    """The environment every s3 test runs in: test credentials, the loopback endpoint, no metadata service."""
+    return {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+SLOW = (
+    b"<?xml version='1.0' encoding='UTF-8'?>"
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class Cutter:
+    """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many bytes (the
+    connection drops mid-body, as a network failure does); ``slowdown`` answers the next requests 503 SlowDown
+    (S3's throttling; a large number: always); ``ranges`` lists the presigned GETs' Range headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.after: int | None = None
+        self.ranges: list[str | None] = []  # the Range header of every object GET
+        self.slowdown = 0  # the next this many requests to an object are answered 503 SlowDown
+        self.slowed = 0  # how many were
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get("QUERY_STRING", ""):
+            self.ranges.append(environ.get("HTTP_RANGE"))
+        if self.slowdown and not environ["PATH_INFO"].startswith("/moto-api"):
+            self.slowdown -= 1
+            self.slowed += 1
+            start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW)))])
+            return [SLOW]
+        body = self.app(environ, start_response)
+        after = self.after
+        if after is None or environ["REQUEST_METHOD"] != "GET" or environ["PATH_INFO"].startswith("/moto-api"):
+            return body
+        return self._cut(body, after)
+
+    @staticmethod
+    def _cut(body: Any, after: int) -> Iterator[bytes]:
+        sent = 0
+        for chunk in body:
+            if sent + len(chunk) >= after:
+                yield chunk[: after - sent]
+                raise ConnectionAbortedError("cut by the test")
+            sent += len(chunk)
+            yield chunk
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    """moto's S3 on 127.0.0.1 (as ``moto.server.ThreadedMotoServer`` runs it, with a ``Cutter`` in front)."""
+    import threading
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    cutter = Cutter(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, cutter, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield S3(f"http://127.0.0.1:{server.server_address[1]}", cutter)
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
+    """The session's server, emptied, with the test's AWS environment set and the developer's removed."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in aws_environ(s3_server.endpoint).items():
+        monkeypatch.setenv(name, value)
+    s3_server.reset()
+    s3_server.cutter.after = None
+    s3_server.cutter.ranges.clear()
+    s3_server.cutter.slowdown = s3_server.cutter.slowed = 0
+    yield s3_server
+    s3_server.cutter.after = None
+    s3_server.cutter.slowdown = 0
