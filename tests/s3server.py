@@ -81,8 +81,23 @@ class Cutter:
         self.ranges: list[str | None] = []  # the Range header of every object GET
         self.slowdown = 0  # the next this many requests to an object are answered 503 SlowDown
         self.slowed = 0  # how many were
+        self.writes: list[tuple[str, str, str]] = []  # (method, path, query) of every PUT/POST to the store
+        self.fail_writes_after: int | None = None  # writes let through before every later one is a 500
+        self.write_delay = 0.0  # seconds each write waits before it is served (a slow uplink, to interrupt)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        if method in ("PUT", "POST") and not path.startswith("/moto-api"):
+            allowed = self.fail_writes_after
+            if allowed is not None and len(self.writes) >= allowed:
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                start_response("500 Internal Server Error", [("Content-Type", "application/xml")])
+                return [b"<Error><Code>InternalError</Code><Message>failed by the test</Message></Error>"]
+            self.writes.append((method, path, environ.get("QUERY_STRING", "")))
+            if self.write_delay:
+                import time
+
+                time.sleep(self.write_delay)
         if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get("QUERY_STRING", ""):
             self.ranges.append(environ.get("HTTP_RANGE"))
         if self.slowdown and not environ["PATH_INFO"].startswith("/moto-api"):
@@ -138,6 +153,11 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     s3_server.cutter.after = None
     s3_server.cutter.ranges.clear()
     s3_server.cutter.slowdown = s3_server.cutter.slowed = 0
+    s3_server.cutter.writes.clear()
+    s3_server.cutter.fail_writes_after = None
+    s3_server.cutter.write_delay = 0.0
     yield s3_server
     s3_server.cutter.after = None
     s3_server.cutter.slowdown = 0
+    s3_server.cutter.fail_writes_after = None
+    s3_server.cutter.write_delay = 0.0

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.api.archives import pack as pack
 from mdl.api.archives import unpack as unpack
+from mdl.api.common import _catalog, _environ, _models, _settings
+from mdl.api.publishing import publish as publish
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog, CatalogChange, ModelSpec, Settings
+    from mdl.catalog import Catalog, CatalogChange
     from mdl.download import LockReport
-    from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList
 
@@ -38,69 +39,6 @@ def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | No
     Raises CatalogError (exit code 2) for a missing or invalid file, UsageError (2) when none is found.
     """
     return _catalog(path, _environ(environ), required=True)
-
-
-def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
-    return dict(os.environ) if environ is None else environ
-
-
-def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
-    from mdl.catalog import Catalog, find_catalog, user_config_dir
-    from mdl.catalog import load_catalog as load_file
-
-    if isinstance(given, Catalog):
-        return given
-    flag = Path(given) if given is not None else None
-    path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-    if path is None:
-        if required:
-            raise UsageError(
-                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
-                f"or in {user_config_dir() / 'mdl'}"
-            )
-        return Catalog()
-    return load_file(path)
-
-
-def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
-    from mdl.catalog import settings_for
-
-    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
-
-
-def _select(catalog: Catalog, names: Sequence[str], all_models: bool) -> list[ModelSpec]:
-    if names and all_models:
-        raise UsageError("name models or pass --all, not both")
-    return catalog.select(list(names), all_models=all_models)
-
-
-def _models(
-    given: Catalog | StrPath | None,
-    env: Mapping[str, str],
-    names: Sequence[str],
-    all_models: bool,
-    *,
-    locked: bool,
-    frozen: bool,
-    dest: StrPath | None,
-    **flags: Any,
-) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
-    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
-    from mdl.catalog import choose_lock_mode
-    from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
-    from mdl.lockfile import lock_path_for
-
-    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
-        cat, path = frozen_catalog(given, env, cwd=Path.cwd())
-        lock = read_frozen_lock(path)
-        settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
-        return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
-    cat = _catalog(given, env, required=True)
-    path = lock_path_for(cat.path) if cat.path is not None else None
-    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
-    return settings, _select(cat, names, all_models), None
 
 
 def _rate(limit_rate: str | int | None) -> str | None:
@@ -196,10 +134,14 @@ def pull(
     lock_timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
+    mirrors: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
+
+    ``mirrors``: URL templates (``http(s)://…/{model}/{path}``, ``s3://bucket/prefix/{model}/{path}``) tried in
+    order before the origin, instead of ``$MDL_MIRRORS`` and ``[settings].mirrors``; every byte is verified.
 
     catalog.lock beside the catalog pins each model it holds fresh (no Hub API call); ``locked`` refuses a missing
     or stale lock (UsageError, before anything is fetched), ``frozen`` uses the lock as written (no catalog needed).
@@ -212,7 +154,7 @@ def pull(
     env = _environ(environ)
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
     flags |= {"limit_rate": _rate(limit_rate), "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
-    flags |= {"verify": verify, "force": force, "dry_run": dry_run}
+    flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
     settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 

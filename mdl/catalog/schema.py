@@ -333,6 +333,19 @@ class ModelEntry(Table):
         return self
 
 
+class MirrorTable(Table):
+    """A mirror with its own S3 endpoint: ``{ url = "s3://bucket/prefix/{model}/{path}", endpoint = "…" }``."""
+
+    url: Annotated[Text, AfterValidator(_mirror)]
+    endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
+
+    @model_validator(mode="after")
+    def _s3_only(self) -> Self:
+        if self.endpoint is not None and not self.url.startswith("s3://"):
+            raise problem("an endpoint is for s3:// mirrors; an http(s) mirror's URL says where it is", "endpoint")
+        return self
+
+
 class SettingsTable(Table):
     """The optional ``[settings]`` table."""
 
@@ -346,9 +359,11 @@ class SettingsTable(Table):
     lock_timeout: Annotated[Seconds, _seconds(zero_ok=True)] | None = None
     retries: Annotated[int, _between(0, 100)] | None = None
     layout: Annotated[Text, AfterValidator(_one_of(LAYOUTS, hint=False))] | None = None
-    mirrors: Annotated[list[Annotated[Text, AfterValidator(_mirror)]], Expect("an array of strings")] = Field(
-        default_factory=list
-    )
+    mirrors: Annotated[
+        # a mirror given as a plain string is a table with only its url
+        list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]],
+        Expect("an array of URL templates (strings, or { url, endpoint } tables)"),
+    ] = Field(default_factory=list)
 
     def to_spec(self) -> CatalogSettings:
         """The frozen settings other parts use (seconds always as floats)."""
@@ -363,7 +378,8 @@ class SettingsTable(Table):
             lock_timeout=None if self.lock_timeout is None else float(self.lock_timeout),
             retries=self.retries,
             layout=self.layout,
-            mirrors=tuple(self.mirrors),
+            mirrors=tuple(m.url for m in self.mirrors),
+            mirror_endpoints=tuple((m.url, m.endpoint) for m in self.mirrors if m.endpoint is not None),
         )
 
 

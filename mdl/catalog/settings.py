@@ -30,6 +30,8 @@ LAYOUTS = ("plain", "hf-cache")
 LOCK_MODES = ("auto", "locked", "frozen")
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
+# S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
 _TRUE = {"1", "true", "yes", "on"}
 T = TypeVar("T")
@@ -57,6 +59,8 @@ class Settings:
     layout: str = "plain"  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None = None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...] = ()  # URL templates tried in order before the origin
+    # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over AWS_ENDPOINT_URL[_S3]
+    mirror_endpoints: tuple[tuple[str, str], ...] = ()
     lock_mode: str = "auto"  # one of LOCK_MODES
     lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
 
@@ -83,11 +87,18 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template: http(s), with only the known ``{placeholders}``."""
+    """A mirror URL template: http(s) or ``s3://bucket/…`` (a literal bucket name), with only the known
+    ``{placeholders}``."""
     import string
 
-    if not template.startswith(("http://", "https://")):
-        raise UsageError(f"{where}: a mirror must be an http(s) URL template, got {template!r}")
+    if template.startswith("s3://"):
+        bucket = template[len("s3://") :].partition("/")[0]
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise UsageError(
+                f"{where}: {bucket!r} is not a bucket name in {template!r} (s3://bucket/prefix/{{model}}/{{path}})"
+            )
+    elif not template.startswith(("http://", "https://")):
+        raise UsageError(f"{where}: a mirror must be an http(s) or s3:// URL template, got {template!r}")
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
@@ -229,6 +240,7 @@ def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | N
         catalog_retries=s.retries,
         catalog_layout=s.layout,
         catalog_mirrors=s.mirrors,
+        catalog_mirror_endpoints=s.mirror_endpoints,
         **flags,
     )
 
@@ -247,6 +259,8 @@ def build_settings(
     catalog_retries: int | None = None,
     catalog_layout: str | None = None,
     catalog_mirrors: tuple[str, ...] = (),
+    catalog_mirror_endpoints: tuple[tuple[str, str], ...] = (),
+    mirrors: tuple[str, ...] | None = None,
     layout: str | None = None,
     connections: int | None = None,
     jobs: int | None = None,
@@ -284,6 +298,7 @@ def build_settings(
         where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
+    flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
     return Settings(
         dest=dest,
         endpoint=endpoint,
@@ -315,7 +330,8 @@ def build_settings(
         environ=environ,
         layout=chosen_layout,
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
-        mirrors=env_mirrors or catalog_mirrors,
+        mirrors=flag_mirrors or env_mirrors or catalog_mirrors,
+        mirror_endpoints=catalog_mirror_endpoints,
         lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
         lock_path=lock_path,
     )

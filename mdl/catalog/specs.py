@@ -79,6 +79,7 @@ class CatalogSettings:
     retries: int | None = None
     layout: str | None = None
     mirrors: tuple[str, ...] = ()
+    mirror_endpoints: tuple[tuple[str, str], ...] = ()  # (template, endpoint) of s3:// mirrors that name one
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mdl.cli import archive, download, edit, get, inspect, lock
+from mdl.cli import archive, download, edit, get, inspect, lock, publish
 from mdl.cli.options import (
     CatalogOpt,
     CommonFlags,
@@ -84,3 +84,4 @@ app.command("pack")(archive.pack_cmd)
 app.command("unpack")(archive.unpack_cmd)
 app.command("add")(edit.add_cmd)
 app.command("remove")(edit.remove_cmd)
+app.command("publish")(publish.publish_cmd)

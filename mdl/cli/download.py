@@ -57,6 +57,14 @@ def pull_cmd(
     dry_run: DryRunOpt = False,
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mirror",
+            help="Try this mirror before the origin (repeatable; replaces [settings].mirrors): "
+            "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified.",
+        ),
+    ] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -91,6 +99,7 @@ def pull_cmd(
                 lock_timeout=lock_timeout,
                 locked=locked,
                 frozen=frozen,
+                mirrors=mirror or (),
                 environ=run.environ,
                 progress=progress,
             )

@@ -9,6 +9,7 @@ from dataclasses import replace
 from functools import partial
 
 from mdl.download.filelog import log_outcome
+from mdl.download.mirrored import fetch_from_mirrors
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, identity_of, label_of, offline_error
@@ -16,11 +17,10 @@ from mdl.download.record_queue import Commit, RecordQueue
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, LocalFSError, MdlError
 from mdl.progress import Progress
-from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import RemoteFile, mirror_urls
+from mdl.sources import RemoteFile
 from mdl.store import FileRecord, hash_file, now_iso
-from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.transfer import RetryLog, TransferJob, TransferResult
 
 log = logging.getLogger("mdl.pull")
 
@@ -159,32 +159,9 @@ class FileFetcher:
             model=remote.model or None,  # get's one-off files belong to no model
             path=remote.path,
         )
-        for url in mirror_urls(self.settings.mirrors, remote):
-            shown = redact_url(url)
-            try:
-                # A mirror gets no credentials, and its bytes must match the origin's hashes: always verified,
-                # and a mismatch is not retried there (the next source is).
-                result = session.mirror_engine.fetch(
-                    replace(
-                        job, url=url, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False
-                    )
-                )
-            except InterruptedByUserError:
-                raise
-            except MdlError as exc:
-                if session.cancel.is_set():
-                    raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
-                # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
-                # with --no-verify nothing would catch a splice.
-                discard_partial(job)
-                why = exc.message.removeprefix(f"{label}: ")
-                log.warning("%s: mirror %s failed (%s); trying the next source", label, shown, why)
-                retries.add(f"mirror {shown} failed ({why})")
-                session.progress.note(f"{label}: mirror {shown} failed ({why}); trying the next source")
-                continue
-            log.info("%s: fetched from mirror %s", label, shown)
-            session.progress.finish(label, ok=True)
-            return replace(result, mirror=shown)
+        mirrored = fetch_from_mirrors(session, job, remote, retries=retries)
+        if mirrored is not None:
+            return mirrored
         result = session.engine.fetch(job)
         session.progress.finish(label, ok=True)
         return result

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, find_catalog, find_lock, load_catalog, user_config_dir
 from mdl.errors import CatalogError, UsageError
@@ -18,6 +19,7 @@ from mdl.report import RunReport
 from mdl.store import PinnedFile
 
 log = logging.getLogger("mdl.lock")
+ReportT = TypeVar("ReportT", bound=RunReport)
 
 
 class LockUse:
@@ -194,7 +196,7 @@ def frozen_catalog(
     return Catalog(), find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
 
 
-def warned(report: RunReport, warnings: Mapping[str, str]) -> RunReport:
+def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
     """The report, each outcome of a model the lock did not pin carrying why (said once on stderr, in the JSON)."""
     files = tuple(
         replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files

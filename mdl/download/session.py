@@ -9,7 +9,7 @@ from mdl.download.locked import LockUse
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
-from mdl.sources import Hub, RemoteFile, resolve_token
+from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token
 from mdl.store import Layout, Store
 from mdl.transfer import (
     Credentials,
@@ -75,6 +75,24 @@ class PullSession:
             cancel=self.cancel,
             limiter=self.engine.limiter,
         )
+
+        # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
+        self.s3 = S3Signer(dict(settings.mirror_endpoints))
+        # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
+        self.dead_mirrors: dict[str, str] = {}
+        self.mirror_lock = threading.Lock()
+
+    def mirror_down(self, template: str) -> bool:
+        """Whether ``template``'s mirror already failed as a whole in this run."""
+        with self.mirror_lock:
+            return template in self.dead_mirrors
+
+    def mark_mirror_down(self, template: str, why: str) -> bool:
+        """Leave ``template``'s mirror for the rest of the run; True the first time (say it once)."""
+        with self.mirror_lock:
+            first = template not in self.dead_mirrors
+            self.dead_mirrors.setdefault(template, why)
+            return first
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -14,9 +14,21 @@ from mdl.sources.joboutput import (
     parse_job_output,
     write_inline,
 )
-from mdl.sources.mirrors import mirror_urls
+from mdl.sources.mirrors import mirror_targets, mirror_urls
 from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
-from mdl.sources.s3 import S3Object, parse_s3_uri, s3_client, s3_error, s3_source
+from mdl.sources.s3 import (
+    S3Object,
+    S3Prefix,
+    S3Signer,
+    head_s3,
+    parse_s3_prefix,
+    parse_s3_uri,
+    s3_client,
+    s3_error,
+    s3_reason,
+    s3_source,
+    sha256_of_head,
+)
 
 __all__ = [
     "Hub",
@@ -25,21 +37,28 @@ __all__ = [
     "RemoteFile",
     "ResolvedModel",
     "S3Object",
+    "S3Prefix",
+    "S3Signer",
     "UrlFile",
     "check_expected_sha256",
     "check_inline",
     "check_url",
     "decoded_size",
+    "head_s3",
+    "mirror_targets",
     "mirror_urls",
     "name_key",
     "parse_job_output",
+    "parse_s3_prefix",
     "parse_s3_uri",
     "resolve_file",
     "resolve_model",
     "resolve_token",
     "s3_client",
     "s3_error",
+    "s3_reason",
     "s3_source",
+    "sha256_of_head",
     "with_probe",
     "write_inline",
 ]

@@ -16,6 +16,7 @@ import binascii
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ RETRY_ATTEMPTS = 5
 # Bucket names as S3 defines them (3-63 lowercase letters, digits, dots and hyphens, a letter or digit at both
 # ends); compatibles that allow more (uppercase, underscores) are served by the same rule relaxed a little.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+_MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
 _DENIED = {
     "AccessDenied",
@@ -77,6 +79,38 @@ def parse_s3_uri(uri: str) -> S3Object:
     if printable(key) != key or len(key.encode("utf-8", "surrogatepass")) > 1024:
         raise UsageError(f"{shown}: not a valid object key (control characters, or longer than 1024 bytes)")
     return S3Object(bucket, key)
+
+
+@dataclass(frozen=True)
+class S3Prefix:
+    """A place in a bucket: ``s3://bucket`` or ``s3://bucket/some/prefix`` (``prefix`` without its slashes)."""
+
+    bucket: str
+    prefix: str
+
+    def key(self, *parts: str) -> str:
+        """The key of ``parts`` under the prefix, joined with ``/``."""
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def uri(self, *parts: str) -> str:
+        return f"s3://{self.bucket}/{self.key(*parts)}" if (self.prefix or parts) else f"s3://{self.bucket}"
+
+
+def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
+    """``s3://bucket[/prefix]`` → where to publish; a bad bucket, ``..`` or an empty segment is refused (exit 2)."""
+    shown = safe_text(uri)
+    if not uri.startswith("s3://"):
+        raise UsageError(f"{what}: expected s3://bucket/prefix, got {shown!r}")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
+    prefix = prefix.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if any(seg in ("", ".", "..") for seg in segments) or printable(prefix) != prefix:
+        raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
+    if len(prefix.encode("utf-8", "surrogatepass")) > 512:  # room left for <model>/<path> in a 1024-byte key
+        raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
+    return S3Prefix(bucket, prefix)
 
 
 def s3_client(*, endpoint: str | None = None) -> Any:
@@ -176,9 +210,15 @@ def _missing(client: Any, obj: S3Object) -> str:
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
-    """The object's SHA-256 as hex when the store keeps a full-object one (not a composite of parts)."""
+    """The object's SHA-256 as hex when the store keeps a full-object one (not a composite of parts).
+
+    A multipart object's SHA-256 is a checksum of its parts' checksums (S3 marks it ``-N`` and ``COMPOSITE``);
+    some compatibles leave both marks out, so an ETag of the multipart form (``"<md5>-N"``) also says composite.
+    """
     value = head.get("ChecksumSHA256")
     if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
+        return None
+    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):
         return None
     try:
         digest = base64.b64decode(value, validate=True)
@@ -214,3 +254,47 @@ def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> 
         sha256=sha256_of_head(head),
         where=safe_text(obj.uri),
     )
+
+
+class S3Signer:
+    """Presigned GETs for ``s3://`` mirror URLs, one boto3 client per endpoint for the whole run (a client is
+    thread-safe once made; making one costs tens of milliseconds, so never once per file)."""
+
+    def __init__(self, endpoints: dict[str, str] | None = None) -> None:
+        self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
+        self._clients: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, endpoint: str | None) -> Any:
+        """The run's client for ``endpoint`` (None: the AWS chain's own), made on first use."""
+        with self._lock:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = s3_client(endpoint=endpoint)
+            return self._clients[endpoint]
+
+    def presign(self, uri: str, *, template: str | None = None) -> str:
+        """A presigned GET URL for ``uri`` (an object key checked as ``mdl get`` checks it)."""
+        obj = parse_s3_uri(uri)
+        endpoint = self._endpoints.get(template) if template is not None else None
+        return presign_get(self.client(endpoint), obj)
+
+
+_ERROR_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
+_CODE_WORDS = {
+    "NoSuchBucket": "no such bucket",
+    "NoSuchKey": "not in the bucket",
+    "AccessDenied": "access denied",
+    "InvalidAccessKeyId": "access denied (unknown access key)",
+    "SignatureDoesNotMatch": "access denied (bad signature: check the secret key)",
+    "ExpiredToken": "access denied (the credentials expired)",
+    "SlowDown": "throttled (503 SlowDown)",
+}
+
+
+def s3_reason(text: str | None, status: int | None) -> str | None:
+    """What an S3 error reply to a presigned request says, in a few words (its XML ``<Code>``), or None."""
+    found = _ERROR_CODE.search(text or "")
+    if found is None:
+        return None
+    code = found.group(1)
+    return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)

@@ -11,6 +11,7 @@ from mdl.store.inventory import (
     list_models,
     model_status,
     unplaced_path,
+    verify_file,
     verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
@@ -67,6 +68,7 @@ __all__ = [
     "parse_hub_source",
     "stat_file",
     "unplaced_path",
+    "verify_file",
     "verify_models",
     "write_text_atomic",
 ]

@@ -279,7 +279,7 @@ def verify_models(
         expected = {p.path: p.sha256 for p in locked} if locked is not None else catalog_sha
         source = "catalog.lock" if locked is not None else "catalog"
         for file in status.files:
-            add(_verify_one(store, spec.name, file, status.record, (expected.get(file.path), source), progress))
+            add(verify_file(store, spec.name, file, status.record, (expected.get(file.path), source), progress))
     return RunReport(tuple(outcomes))
 
 
@@ -303,7 +303,7 @@ def begin_hashing(
     progress.begin(total_bytes=total, files=files)
 
 
-def _verify_one(
+def verify_file(
     store: Store,
     model: str,
     file: LocalFile,
@@ -311,6 +311,8 @@ def _verify_one(
     expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
+    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); ``verified``, or
+    a failed / ``missing`` outcome saying why. A file that passes gets its new mtime recorded."""
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected

@@ -186,7 +186,7 @@ def test_layout_choices_match_the_catalog_rules() -> None:
 
 
 def test_commands_and_flags_complete(folder: Path) -> None:
-    assert bash_complete("mdl pu") == ["pull"]
+    assert bash_complete("mdl pu") == ["pull", "publish"]
     assert "--no-progress" in bash_complete("mdl --no")
     assert "--dry-run" in bash_complete("mdl pull --d")
 

@@ -1,0 +1,101 @@
+"""``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from mdl import api
+from mdl.cli.options import (
+    AllOpt,
+    CatalogOpt,
+    DestOpt,
+    FrozenOpt,
+    JsonOpt,
+    LayoutOpt,
+    LockedOpt,
+    LogFileOpt,
+    NamesArg,
+    NoProgressOpt,
+    ProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+    command_flags,
+)
+from mdl.cli.run import guarded, render_report
+
+
+def publish_cmd(
+    ctx: typer.Context,
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Where to: s3://bucket/prefix. Files go to <prefix>/<model>/<path>, manifests to "
+            "<prefix>/.mdl/<model>.json.",
+            show_default=False,
+        ),
+    ] = "",
+    connections: Annotated[
+        int | None, typer.Option("--connections", help="Requests in flight at once (parts and files; default 8).")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)."
+        ),
+    ] = None,
+    dest: DestOpt = None,
+    layout: LayoutOpt = None,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_progress: NoProgressOpt = False,
+    progress_mode: ProgressOpt = None,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Upload the verified local files of models and a manifest per model to S3-compatible storage.
+
+    What the bucket already holds with the same size and sha256 is skipped, so a re-run sends only what is
+    missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
+    flags = command_flags(ctx)
+    run = flags.run()
+    with guarded(run):
+        from mdl.errors import UsageError
+        from mdl.units import human_size
+
+        if not to:
+            raise UsageError(
+                "mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models"
+            )
+        started = time.monotonic()
+        with run.reporter() as progress:
+            report = api.publish(
+                *(names or ()),
+                to=to,
+                all=all_models,
+                catalog=flags.catalog,
+                dest=flags.dest,
+                layout=layout,
+                connections=connections,
+                endpoint=endpoint_url,
+                locked=locked,
+                frozen=frozen,
+                environ=run.environ,
+                progress=progress,
+            )
+        if not run.json:
+            for manifest in report.manifests:
+                model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
+                files = [f for f in report.files if f.model == model and f.path is not None]
+                size = sum(f.size or 0 for f in files)
+                where = report.target.rstrip("/") + f"/{model}/"
+                run.console.info(f"{model} → {where} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+        render_report(run, report, verb="published", seconds=time.monotonic() - started)
