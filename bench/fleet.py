@@ -1,10 +1,13 @@
 """Fleet simulation: one machine seeds a bucket, then N nodes pull from it at once — against N nodes on the Hub.
 
 Everything runs on 127.0.0.1: the Hub stand-in of tests/servers.py (its CDN serves the LFS files from disk),
-moto's S3 server in a process of its own (the S3 REST protocol with SigV4), and each node an ``mdl pull``
-process with its own destination. Reported: the bytes the Hub stand-in served (0 after seeding, when the nodes
-pull from the bucket), wall time and aggregate throughput of the nodes, the same nodes straight from the Hub,
-and for one node mdl's s3 pull beside boto3's ``download_file`` (what an ``aws s3 cp`` script does).
+an S3 server in a process of its own, and each node an ``mdl pull`` process with its own destination. The S3
+server is s3rver (``--server s3rver``, the default: npm's filesystem-backed S3 with SigV4, streaming ranged
+GETs from disk; installed into the work folder with npm) or moto (``--server moto``, the tests' server: it
+copies a whole object in memory for every GET, ranged or not, so it measures moto rather than the clients).
+Reported: the bytes the Hub stand-in served (0 after seeding, when the nodes pull from the bucket), wall time
+and aggregate throughput of the nodes, the same nodes straight from the Hub, and for one node mdl's s3 pull
+beside boto3's ``download_file`` (what an ``aws s3 cp`` script does).
 
     python bench/fleet.py                       # 2 GiB model, 8 nodes, 3 alternating repetitions of the 1-node pair
     python bench/fleet.py --size-gib 0.25 --nodes 4 --reps 1     # a quick check
@@ -26,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,8 @@ MODEL = "fleet-model"
 BUCKET = "fleet-bucket"
 PREFIX = "hub"
 MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
-ACCESS_KEY = "AKIAMDLBENCHFLEET000"
-SECRET_KEY = "mdl-bench-secret-not-real"
+ACCESS_KEY = "S3RVER"  # s3rver's built-in test key pair (moto takes any)
+SECRET_KEY = "S3RVER"
 
 
 def free_port() -> int:
@@ -100,14 +102,29 @@ class Servers:
             self.moto.kill()
 
 
-def start_servers(work: Path, files: dict[str, Path]) -> Servers:
+def s3_command(server: str, work: Path, port: int) -> list[str]:
+    """How to start the S3 server on 127.0.0.1:port (s3rver is installed with npm on first use)."""
+    if server == "moto":
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    folder = work / "s3rver"
+    binary = folder / "node_modules" / ".bin" / "s3rver"
+    if not binary.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--silent", "--prefix", str(folder), "s3rver@3.7.1"], check=True)
+    store = work / "s3rver-data"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir()
+    return [str(binary), "-d", str(store), "-a", "127.0.0.1", "-p", str(port), "--silent"]
+
+
+def start_servers(work: Path, files: dict[str, Path], *, server: str) -> Servers:
     hub = HubServer()
     hub.add_repo(REPO, {name: Content(path) for name, path in files.items()})
     hub.start()
     port = free_port()
     moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=(work / "moto.log").open("wb"),
+        s3_command(server, work, port),
+        stdout=(work / f"{server}.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -115,11 +132,11 @@ def start_servers(work: Path, files: dict[str, Path]) -> Servers:
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
                 break
         except OSError:
             if time.monotonic() > deadline or moto.poll() is not None:
-                raise RuntimeError("moto did not start; see moto.log") from None
+                raise RuntimeError(f"{server} did not start; see {server}.log") from None
             time.sleep(0.2)
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_", "MDL_")) and "proxy" not in k.lower()
@@ -171,12 +188,12 @@ def run(servers: Servers, command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def nodes_at_once(servers: Servers, work: Path, count: int, *, mirror: bool) -> float:
+def nodes_at_once(servers: Servers, work: Path, count: int, *, mirror: bool, flags: list[str]) -> float:
     """``count`` mdl pull processes at once, each into its own destination; their wall time."""
     dests = [work / f"node-{i}" for i in range(count)]
     for dest in dests:
         shutil.rmtree(dest, ignore_errors=True)
-    extra = ["--mirror", MIRROR] if mirror else []
+    extra = [*flags, "--mirror", MIRROR] if mirror else flags
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -215,6 +232,18 @@ def boto_download(servers: Servers, dest: Path, names: list[str]) -> float:
     return seconds
 
 
+def boto_upload(servers: Servers, files: dict[str, Path]) -> float:
+    """What an ``aws s3 cp``/``sync`` script does to seed: boto3 upload_file per object (its default settings,
+    no SHA-256 checksum asked for)."""
+    script = (
+        "import sys, boto3\n"
+        "c = boto3.client('s3')\n"
+        "for path in sys.argv[1:]:\n"
+        f"    c.upload_file(path, '{BUCKET}', 'boto-seed/' + path.rsplit('/', 1)[-1])\n"
+    )
+    return run(servers, [sys.executable, "-c", script, *(str(p) for p in files.values())])
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -229,6 +258,11 @@ def main() -> None:
     parser.add_argument("--shard-mib", type=int, default=512)
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--server", choices=("s3rver", "moto"), default="s3rver")
+    # mdl's defaults. With --server moto, 8 nodes x 4 files x 8 ranges = 256 connections at once is more than one
+    # moto process accepts within mdl's 10 s connect timeout (the nodes then rightly fall back to the Hub).
+    parser.add_argument("--node-connections", type=int, default=8)
+    parser.add_argument("--node-jobs", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mdl-fleet"))
     parser.add_argument("--write-results", action="store_true", help="rewrite bench/FLEET.md with this run")
     args = parser.parse_args()
@@ -238,8 +272,9 @@ def main() -> None:
     files = make_model(work / "data", size, args.shard_mib * MiB)
     total = sum(p.stat().st_size for p in files.values())
     print(f"model: {len(files)} files, {total / MiB:.0f} MiB; {args.nodes} nodes", flush=True)
-    servers = start_servers(work, files)
+    servers = start_servers(work, files, server=args.server)
     rows: dict[str, Any] = {"size_mib": round(total / MiB), "files": len(files), "nodes": args.nodes}
+    rows["server"] = args.server
     try:
         seed = work / "seed"
         shutil.rmtree(seed, ignore_errors=True)
@@ -247,6 +282,7 @@ def main() -> None:
         rows["seed_publish_s"] = run(
             servers, mdl(servers, "publish", MODEL, "--to", f"s3://{BUCKET}/{PREFIX}", "--dest", str(seed), "-q")
         )
+        rows["seed_boto3_s"] = boto_upload(servers, files)
         rows["republish_s"] = run(
             servers, mdl(servers, "publish", MODEL, "--to", f"s3://{BUCKET}/{PREFIX}", "--dest", str(seed), "-q")
         )
@@ -254,11 +290,13 @@ def main() -> None:
         print(f"seeded: pull {rows['seed_pull_s']:.1f}s, publish {rows['seed_publish_s']:.1f}s", flush=True)
 
         servers.clear()
-        rows["fleet_bucket_s"] = nodes_at_once(servers, work, args.nodes, mirror=True)
+        flags = ["--connections", str(args.node_connections), "--jobs", str(args.node_jobs)]
+        rows["node_flags"] = " ".join(flags)
+        rows["fleet_bucket_s"] = nodes_at_once(servers, work, args.nodes, mirror=True, flags=flags)
         rows["hub_bytes_fleet_bucket"] = servers.hub_bytes()
         print(f"{args.nodes} nodes from the bucket: {rows['fleet_bucket_s']:.1f}s", flush=True)
         servers.clear()
-        rows["fleet_hub_s"] = nodes_at_once(servers, work, args.nodes, mirror=False)
+        rows["fleet_hub_s"] = nodes_at_once(servers, work, args.nodes, mirror=False, flags=flags)
         rows["hub_bytes_fleet_hub"] = servers.hub_bytes()
         print(f"{args.nodes} nodes from the Hub: {rows['fleet_hub_s']:.1f}s", flush=True)
 
@@ -285,7 +323,7 @@ def report(rows: dict[str, Any], total: int, args: argparse.Namespace) -> None:
     fleet_bytes = n * total
     lines = [
         f"Model: {rows['files']} files, {rows['size_mib']} MiB; {n} nodes (processes, separate destinations); "
-        f"2 cores, loopback, moto S3 server in its own process, Hub stand-in CDN from disk.",
+        f"2 cores, loopback, S3 server {rows['server']} in its own process, Hub stand-in CDN from disk.",
         "",
         "| step | wall | aggregate | bytes from the Hub stand-in |",
         "|---|---|---|---|",
@@ -293,10 +331,12 @@ def report(rows: dict[str, Any], total: int, args: argparse.Namespace) -> None:
         f"| {total / MiB / rows['seed_pull_s']:.0f} MiB/s | {rows['hub_bytes_seeding'] / MiB:.0f} MiB |",
         f"| seed: `mdl publish` to the bucket | {rows['seed_publish_s']:.1f} s "
         f"| {total / MiB / rows['seed_publish_s']:.0f} MiB/s | 0 |",
+        f"| seed: boto3 `upload_file` per object (no checksum) | {rows['seed_boto3_s']:.1f} s "
+        f"| {total / MiB / rows['seed_boto3_s']:.0f} MiB/s | 0 |",
         f"| re-run of `mdl publish` (all skipped) | {rows['republish_s']:.1f} s | — | 0 |",
-        f"| {n} nodes `mdl pull --mirror s3://…` at once | {rows['fleet_bucket_s']:.1f} s "
-        f"| {fleet_bytes / MiB / rows['fleet_bucket_s']:.0f} MiB/s | {rows['hub_bytes_fleet_bucket']} B |",
-        f"| {n} nodes `mdl pull` from the Hub at once | {rows['fleet_hub_s']:.1f} s "
+        f"| {n} nodes `mdl pull {rows['node_flags']} --mirror s3://…` at once | {rows['fleet_bucket_s']:.1f} s "
+        f"| {fleet_bytes / MiB / rows['fleet_bucket_s']:.0f} MiB/s | {rows['hub_bytes_fleet_bucket'] / MiB:.1f} MiB |",
+        f"| {n} nodes `mdl pull {rows['node_flags']}` from the Hub at once | {rows['fleet_hub_s']:.1f} s "
         f"| {fleet_bytes / MiB / rows['fleet_hub_s']:.0f} MiB/s | {rows['hub_bytes_fleet_hub'] / MiB:.0f} MiB |",
         f"| 1 node `mdl pull --mirror s3://…` (median of {args.reps}) | {rows['one_node_mdl_s']:.1f} s "
         f"| {total / MiB / rows['one_node_mdl_s']:.0f} MiB/s | 0 |",
@@ -314,7 +354,8 @@ def report(rows: dict[str, Any], total: int, args: argparse.Namespace) -> None:
         out = ROOT / "bench" / "FLEET.md"
         out.write_text(
             "# Fleet simulation (`bench/fleet.py`)\n\n"
-            f"Command: `python bench/fleet.py --size-gib {args.size_gib} --nodes {n} --reps {args.reps}`\n\n"
+            f"Command: `python bench/fleet.py --size-gib {args.size_gib} --nodes {n} --reps {args.reps} "
+            f"--server {args.server} --node-connections {args.node_connections} --node-jobs {args.node_jobs}`\n\n"
             + text
             + "\n"
         )
