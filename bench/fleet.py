@@ -136,6 +136,8 @@ def start_servers(work: Path, files: dict[str, Path], *, server: str) -> Servers
                 break
         except OSError:
             if time.monotonic() > deadline or moto.poll() is not None:
+                hub.stop()  # nothing of ours is left running
+                moto.kill()
                 raise RuntimeError(f"{server} did not start; see {server}.log") from None
             time.sleep(0.2)
     env = {

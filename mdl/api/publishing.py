@@ -16,6 +16,17 @@ if TYPE_CHECKING:
 StrPath = str | os.PathLike[str]
 
 
+def _is_http_url(value: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
+
+
 def publish(
     *names: str,
     to: str,
@@ -44,8 +55,8 @@ def publish(
     from mdl.upload import publish_models
 
     target = parse_s3_prefix(to)
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise UsageError(f"--endpoint-url: expected an http(s) URL, got {endpoint!r}")
+    if endpoint is not None and not _is_http_url(endpoint):
+        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     env = _environ(environ)
     flags = {"layout": layout, "connections": connections}
     settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)

@@ -47,7 +47,7 @@ def fetch_from_mirrors(
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
                 why = s3_reason(exc.server_text or exc.message, exc.status) or why
             retries.add(f"mirror {shown} failed ({why})")
-            if _mirror_is_down(exc):
+            if _mirror_is_down(exc, s3=s3):
                 mirror = safe_text(template)
                 if session.mark_mirror_down(template, why):
                     log.warning("mirror %s is not usable (%s); using the next source for this run", mirror, why)
@@ -62,12 +62,19 @@ def fetch_from_mirrors(
     return None
 
 
-def _mirror_is_down(exc: MdlError) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, it refuses us, no such bucket, no s3 extra), not only
-    for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
-    if isinstance(exc, AuthError | UsageError):
-        return True
+# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as opposed to
+# AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers for one missing object.
+_S3_DOWN = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled")
+
+
+def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra), not only for
+    one file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
     said = f"{exc.message} {exc.server_text or ''}"
-    if isinstance(exc, NetworkError) and exc.status is None and ("cannot connect" in said or "cannot reach" in said):
-        return True
-    return "NoSuchBucket" in said or "no such bucket" in said
+    if isinstance(exc, UsageError):  # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+        return "mdl[s3]" in said or "endpoint" in said.lower()
+    if isinstance(exc, NetworkError) and exc.status is None:
+        return any(words in said for words in ("cannot connect", "cannot reach", "did not accept a connection"))
+    if s3:
+        return any(code in said for code in _S3_DOWN)
+    return isinstance(exc, AuthError)

@@ -108,6 +108,14 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     segments = prefix.split("/") if prefix else []
     if any(seg in ("", ".", "..") for seg in segments) or printable(prefix) != prefix:
         raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
+    if any(ch in prefix for ch in "{}?#"):
+        plain = prefix.split("{", 1)[0].rstrip("/")
+        raise UsageError(
+            f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
+            hint=f"publish to s3://{bucket}/{plain}; nodes pull with s3://{bucket}/{plain}/{{model}}/{{path}}".replace(
+                "//{model}", "/{model}"
+            ),
+        )
     if len(prefix.encode("utf-8", "surrogatepass")) > 512:  # room left for <model>/<path> in a 1024-byte key
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
     return S3Prefix(bucket, prefix)
@@ -146,7 +154,11 @@ def s3_client(*, endpoint: str | None = None) -> Any:
         remember_secret(frozen.secret_key)
         remember_secret(frozen.token)
         options["signature_version"] = "s3v4"
-    return session.client("s3", endpoint_url=endpoint, config=Config(**options))
+    try:
+        return session.client("s3", endpoint_url=endpoint, config=Config(**options))
+    except ValueError as exc:  # botocore's "Invalid endpoint: …"
+        where = "the endpoint" if endpoint else "AWS_ENDPOINT_URL[_S3] / ~/.aws/config"
+        raise UsageError(f"S3: {where} is not a usable URL: {safe_text(str(exc))}") from None
 
 
 def s3_error(exc: BaseException, *, what: str) -> MdlError:

@@ -59,15 +59,20 @@ class HashingReader:
 
     def read(self, amount: int = -1) -> bytes:
         if self._handle is None:
+            if self.size:  # closed at its end: nothing more to read
+                return b""
             self._handle = self.path.open("rb")
         data = self._handle.read(amount)
         self.sha256.update(data)
         self.size += len(data)
+        if amount is None or amount < 0 or len(data) < amount:  # end of file: thousands queued hold no descriptor
+            self.close()
         return data
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+            self._handle = None
 
 
 class Bucket:
@@ -114,9 +119,12 @@ class Bucket:
         candidates = [u for u in uploads if sizes.get(u.key) == u.file.size]
         if not candidates:
             return set()
-        with ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
+        try:
             same = pool.map(lambda u: self.holds(u.key, size=u.file.size, sha256=u.file.sha256), candidates)
             return {u.key for u, kept in zip(candidates, list(same), strict=True) if kept}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C does not wait for thousands of HEADs
 
     @contextmanager
     def uploader(self, *, connections: int, largest: int) -> Iterator[Any]:
@@ -126,7 +134,12 @@ class Bucket:
 
         chunk = part_size(largest)
         config = TransferConfig(
-            multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=connections, use_threads=True
+            multipart_threshold=chunk,
+            multipart_chunksize=chunk,
+            max_concurrency=connections,
+            use_threads=True,
+            # the classic manager: the CRT one (picked on some EC2 types) has another non-seekable/checksum path
+            preferred_transfer_client="classic",
         )
         # s3transfer keeps at most this many parts of non-seekable streams in memory at once.
         config.max_in_memory_upload_chunks = max(2, connections)

@@ -71,7 +71,8 @@ def publish_models(
     _send(bucket, uploads, settings=settings, progress=progress, outcomes=outcomes)
     manifests: list[str] = []
     for model in models:
-        manifests.extend(_manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
+        if model.ready:  # a model with nothing here says nothing about what the bucket holds
+            manifests.extend(_manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
     ordered = [outcomes[k] for k in _order(models) if k in outcomes]
     return PublishReport(tuple(ordered), target=target.uri(), manifests=tuple(manifests))
 
@@ -90,17 +91,20 @@ def _send(
         return
     try:
         with bucket.uploader(connections=settings.connections, largest=max(u.file.size for u in uploads)) as manager:
-            pending: list[tuple[Upload, Any, HashingReader]] = []
-            for upload in uploads:
-                meter = _Meter(progress, upload.file)
-                pending.append((upload, *bucket.start(manager, upload, on_bytes=meter.advance)))
-            while pending:  # each file is closed as soon as it is done, not in submission order
-                done = [p for p in pending if p[1].done()]
-                for item in done:
-                    pending.remove(item)
-                    _close(bucket, *item, progress=progress, outcomes=outcomes)
-                if not done:
-                    time.sleep(POLL_SECONDS)
+            pending: dict[int, tuple[Upload, Any, HashingReader]] = {}
+            try:
+                for index, upload in enumerate(uploads):
+                    meter = _Meter(progress, upload.file)
+                    pending[index] = (upload, *bucket.start(manager, upload, on_bytes=meter.advance))
+                while pending:  # each file is closed as soon as it is done, not in submission order
+                    done = [index for index, item in pending.items() if item[1].done()]
+                    for index in done:
+                        _close(bucket, *pending.pop(index), progress=progress, outcomes=outcomes)
+                    if not done:
+                        time.sleep(POLL_SECONDS)
+            finally:
+                for _, _, reader in pending.values():  # interrupted: no descriptor is left open
+                    reader.close()
     except KeyboardInterrupt:
         # The transfer manager cancelled on its way out, aborting unfinished multipart uploads: what is complete
         # in the bucket stays, and the next run skips it.
@@ -177,17 +181,24 @@ def _manifest(
     )
     complete = bool(model.ready) and not any(f.failing for (m, _), f in outcomes.items() if m == name)
     try:
-        current = bucket.read_small(key)
         if not complete:
-            if current is not None and current != body:
+            # Objects of the model changed in this run but not all are there: an older manifest no longer tells the
+            # truth. When nothing was sent (a local file is missing or wrong), the bucket and its manifest stand.
+            sent = any(
+                f.action in ("uploaded", "failed") and f.path is not None
+                for (m, _), f in outcomes.items()
+                if m == name and f.dest is not None and f.dest.startswith("s3://")
+            )
+            if sent and bucket.read_small(key) is not None:
                 log.warning("%s: not all files are in the bucket; removing its out-of-date manifest %s", name, uri)
                 bucket.delete(key)
             return []
+        current = bucket.read_small(key)
         if current != body:
             bucket.put_small(key, body, content_type="application/json")
             log.info("%s: manifest written to %s", name, uri)
     except MdlError as exc:  # the files are up; the model is not published until its manifest is
-        outcomes[(name, None)] = replace(failed(name, None, exc), dest=uri)
+        outcomes.setdefault((name, None), replace(failed(name, None, exc), dest=uri))
         return []
     return [uri]
 

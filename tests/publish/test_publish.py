@@ -267,7 +267,18 @@ def test_a_missing_bucket_is_exit_4_and_denied_is_exit_3(seeded: Path, s3: S3, m
     assert "Contents" not in s3.client().list_objects_v2(Bucket=BUCKET)
 
 
-@pytest.mark.parametrize("to", ["", "https://example.com/x", "s3://", "s3://a/../b", "s3://bad_bucket!/x", "s3://b//x"])
+@pytest.mark.parametrize(
+    "to",
+    [
+        "",
+        "https://example.com/x",
+        "s3://",
+        "s3://a/../b",
+        "s3://bad_bucket!/x",
+        "s3://b//x",
+        "s3://bkt-1/hub/{model}/{path}",
+    ],
+)
 def test_a_bad_target_is_exit_2_naming_it(to: str, seeded: Path) -> None:
     args = ["publish", "tiny", "--dest", str(seeded)] + (["--to", to] if to else [])
     result = mdl(*args)
@@ -346,3 +357,19 @@ def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
     assert pulled.stderr.count("is not usable") == 1, pulled.stderr
     assert all("mirror" not in f for f in files_of(pulled).values())
     assert (tmp_path / "b" / "tiny" / "nested" / "big.safetensors").read_bytes() == BIG
+
+
+def test_an_unusable_endpoint_is_exit_2_for_publish_and_the_origin_for_pull(
+    seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--endpoint-url", "http://")
+    assert flag.exit_code == ExitCode.USAGE, flag.output
+    assert "--endpoint-url" in flag.stderr
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://")
+    env = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded))
+    assert env.exit_code == ExitCode.USAGE, env.output
+    assert "Traceback" not in env.output and "internal error" not in env.stderr
+    pulled = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", MIRROR)
+    assert pulled.exit_code == 0, pulled.stderr
+    assert pulled.stderr.count("is not usable") == 1, pulled.stderr
+    assert (tmp_path / "b" / "tiny" / "config.json").read_bytes() == CONFIG
