@@ -14,13 +14,14 @@ from mdl.download.outcomes import dry_run_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, check_space
 from mdl.download.record_queue import Commit, RecordQueue
-from mdl.download.session import PullSession
+from mdl.download.session import MANY_JOBS, PullSession
 from mdl.errors import InterruptedByUserError, MdlError
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import Hub, RemoteFile, ResolvedModel
 from mdl.store import Layout, Store
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 
 class Puller:
@@ -40,7 +41,7 @@ class Puller:
         self.session = PullSession(settings, progress=progress, cancel=cancel, lock=lock)
         self.cancel = self.session.cancel
         self.planner = Planner(self.session)
-        self.records = RecordQueue(self.session.store, keep=keep_records)
+        self.records = RecordQueue(self.session.store, keep=keep_records, dirs=self.session.dirs)
         self.fetcher = FileFetcher(self.session, self.planner, self.records)
 
     @property
@@ -121,11 +122,18 @@ class Puller:
     def _execute(
         self, plans: Sequence[PlannedFile], *, commits: dict[str, Commit], results: dict[int, FileOutcome]
     ) -> list[FileOutcome]:
-        with ThreadPoolExecutor(max_workers=self.settings.jobs, thread_name_prefix="file") as pool:
+        todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
+        small_jobs, big_jobs = job_counts(self.settings, list(todo.values()))
+        with (
+            ThreadPoolExecutor(max_workers=small_jobs, thread_name_prefix="file") as small_pool,
+            ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
+        ):
+            pools = (small_pool, big_pool)
             futures: dict[int, Future[FileOutcome]] = {
-                index: pool.submit(self.fetcher.pull_one, plan, commits.get(plan.remote.model, (None, None)))
-                for index, plan in enumerate(plans)
-                if plan.decision.action is not Action.SKIP
+                index: pools[is_big(plan) and not self.settings.jobs_set].submit(
+                    self.fetcher.pull_one, plan, commits.get(plan.remote.model, (None, None))
+                )
+                for index, plan in todo.items()
             }
             try:
                 for index, future in futures.items():
@@ -134,11 +142,31 @@ class Puller:
                 self.session.abort()
                 for future in futures.values():
                     future.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
+                for pool in pools:
+                    pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError("interrupted; partial downloads were kept, run again to resume") from None
         if self.cancel.is_set():
             raise InterruptedByUserError("interrupted; partial downloads were kept, run again to resume")
         return [results[i] for i in sorted(results)]
+
+
+def is_big(plan: PlannedFile) -> bool:
+    """A file fetched as parallel ranges (its streams, not more files, keep the link busy)."""
+    size = plan.remote.size
+    return size is not None and size >= SPLIT_THRESHOLD
+
+
+def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
+    """Files in flight at once: (small files, big files).
+
+    ``--jobs`` (or MDL_JOBS, or the catalog) fixes one number for every file. Left alone, it follows the work:
+    small files are latency-bound (a round trip or two each, a few ms of bytes), so up to ``MANY_JOBS`` of
+    them go at once on the one pooled client; big files keep ``jobs`` in flight, each with its own ranges.
+    """
+    if settings.jobs_set:
+        return settings.jobs, 1
+    small = sum(1 for plan in todo if not is_big(plan))
+    return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
 
 
 def _wait(future: Future[FileOutcome]) -> FileOutcome:

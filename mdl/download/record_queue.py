@@ -6,7 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from mdl.store import FileRecord, Store
+from mdl.store import DirSyncs, FileRecord, Store
 
 if TYPE_CHECKING:
     from mdl.store import HeldLocks
@@ -19,9 +19,10 @@ Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is
 class RecordQueue:
     """The file records of a run not yet written, and the file locks that wait for them (engine rule 11)."""
 
-    def __init__(self, store: Store, *, keep: bool = True) -> None:
+    def __init__(self, store: Store, *, keep: bool = True, dirs: DirSyncs | None = None) -> None:
         self.store = store
         self.keep = keep  # False for a one-off get: it keeps no record at all, only the files
+        self.dirs = dirs or DirSyncs()  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
         self._pending_commit: dict[str, Commit] = {}
@@ -51,6 +52,7 @@ class RecordQueue:
 
     def flush(self, model: str | None = None) -> None:
         """Write the queued file records (of one model, or all) to the store."""
+        self.dirs.flush()  # the files' folder entries are on disk before any record (or the run's end) names them
         with self._lock:
             models = [model] if model is not None else list(self._pending)
             batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}

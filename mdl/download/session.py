@@ -10,7 +10,7 @@ from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
 from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token
-from mdl.store import Layout, Store
+from mdl.store import DirSyncs, Layout, Store
 from mdl.transfer import (
     Credentials,
     Engine,
@@ -22,6 +22,7 @@ from mdl.transfer import (
     origin,
 )
 
+MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see puller.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
 
@@ -48,10 +49,14 @@ class PullSession:
         self._token: str | None = None
         self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
+        self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
         self.client = make_client(
             timeout=settings.timeout,
             environ=self.environ,
-            pool_size=max(4, settings.jobs * settings.connections + settings.jobs),
+            # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
+            pool_size=max(
+                4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
+            ),
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
@@ -62,6 +67,7 @@ class PullSession:
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
             relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
+            dirs=self.dirs,
         )
         self.mirror_engine = Engine(
             self.client,
@@ -74,6 +80,7 @@ class PullSession:
             progress=progress,
             cancel=self.cancel,
             limiter=self.engine.limiter,
+            dirs=self.dirs,
         )
 
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)

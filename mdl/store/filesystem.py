@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat as st
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,31 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirSyncs:
+    """Folders whose new entries are to be made durable: each fsynced once per flush, not once per file.
+
+    A run that renames 300 files into one folder pays one directory fsync per record write instead of 300;
+    the record that names a file is written only after its folder's entry is durable (``flush`` first).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: set[Path] = set()
+
+    def add(self, folder: Path) -> None:
+        """Note a folder that got a new entry."""
+        with self._lock:
+            self._folders.add(folder)
+
+    def flush(self) -> None:
+        """fsync every noted folder (one that has gone since needs nothing)."""
+        with self._lock:
+            folders, self._folders = self._folders, set()
+        for folder in sorted(folders):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                fsync_dir(folder)
 
 
 def write_text_atomic(target: Path, text: str) -> None:

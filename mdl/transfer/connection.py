@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.transfer.proxy import Proxy, proxy_for
-from mdl.transfer.tls import ssl_context
+from mdl.transfer.tls import ca_locations, ssl_context
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -40,26 +40,40 @@ class NetTransport(httpx2.BaseTransport):
     def __init__(self, network: Network, *, pool_size: int = 10) -> None:
         self.network = network
         self._environ = dict(network.environ or {})
-        self._ssl: ssl.SSLContext = ssl_context(self._environ)
+        # CAs the environment names are loaded now: a wrong one is exit 2 before any request. The system's trust
+        # store (~50 ms to load) waits for the first TLS connection: `mdl get http://...` never pays for it.
+        self._ssl: ssl.SSLContext | None = ssl_context(self._environ) if any(ca_locations(self._environ)) else None
         self._limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-        self._direct = self._transport(None)
+        self._direct: dict[bool, httpx2.HTTPTransport] = {}  # by "is https"
         self._proxied: dict[str, httpx2.HTTPTransport] = {}
         self._lock = threading.Lock()
 
-    def _transport(self, proxy: Proxy | None) -> httpx2.HTTPTransport:
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl_context(self._environ)
+        return self._ssl
+
+    def _transport(self, proxy: Proxy | None, *, tls: bool = True) -> httpx2.HTTPTransport:
+        # Only plain http:// requests, sent directly, reach a transport made with tls=False: its pool never opens a
+        # TLS connection, and its context trusts no CA at all, so that one would fail closed if it ever did.
+        context = self._context() if tls or proxy is not None else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         return httpx2.HTTPTransport(
-            verify=self._ssl,
+            verify=context,
             limits=self._limits,
             trust_env=False,
-            proxy=_proxy(proxy, self._ssl) if proxy is not None else None,
+            proxy=_proxy(proxy, context) if proxy is not None else None,
         )
 
     def route(self, url: str) -> tuple[httpx2.HTTPTransport, Proxy | None]:
         """The transport for ``url`` and the proxy it goes through (None: direct)."""
         proxy = proxy_for(url, self._environ)
-        if proxy is None:
-            return self._direct, None
         with self._lock:
+            if proxy is None:
+                tls = not url[:7].lower().startswith("http://")
+                transport = self._direct.get(tls)
+                if transport is None:
+                    transport = self._direct[tls] = self._transport(None, tls=tls)
+                return transport, None
             transport = self._proxied.get(proxy.url)
             if transport is None:
                 transport = self._proxied[proxy.url] = self._transport(proxy)
@@ -77,10 +91,10 @@ class NetTransport(httpx2.BaseTransport):
             raise
 
     def close(self) -> None:
-        self._direct.close()
         with self._lock:
-            for transport in self._proxied.values():
+            for transport in (*self._direct.values(), *self._proxied.values()):
                 transport.close()
+            self._direct.clear()
             self._proxied.clear()
 
 

@@ -20,13 +20,15 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.progress import Progress
+from mdl.store import DirSyncs
 from mdl.transfer.hashing import Hasher, hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, TransferJob, TransferResult
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import DownloadState, discard_partial, finish_part, load_state
-from mdl.transfer.scheduling import Piece, plan_pieces, run_pieces
+from mdl.transfer.scheduling import MIN_PIECE, Piece, plan_pieces, run_pieces, spread
 from mdl.transfer.stream import Streamer
+from mdl.transfer.writeback import keeping
 
 log = logging.getLogger("mdl.transfer")
 
@@ -45,8 +47,10 @@ class Engine:
         cancel: threading.Event,
         limiter: RateLimiter | None = None,
         relocate: Callable[[TransferJob], str] | None = None,
+        dirs: DirSyncs | None = None,
     ) -> None:
         self.client = client
+        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
         self.config = config
         self.progress = progress
         self.cancel = cancel
@@ -116,7 +120,7 @@ class Engine:
             hasher.catch_up(state.contiguous())
             size = os.fstat(fd).st_size
             verify(job, size=size, hasher=hasher)
-            os.fsync(fd)
+            os.fdatasync(fd)  # the bytes (and the size that reads them back); the rename is made durable apart
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 os.close(fd)
@@ -142,7 +146,7 @@ class Engine:
         if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
             resumed_from = 0
         try:
-            finish_part(job)
+            finish_part(job, self.dirs)
         except OSError as exc:
             raise LocalFSError(
                 f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror or exc}"
@@ -160,6 +164,7 @@ class Engine:
         """Run the streams; start over cleanly when the server ignores ranges or the file changed under us."""
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
+            state.hasher = hasher
             try:
                 self._run_streams(job, state, fd, hasher)
                 return hasher
@@ -183,13 +188,18 @@ class Engine:
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
     def _run_streams(self, job: TransferJob, state: DownloadState, fd: int, hasher: Hasher) -> None:
-        todo = [p for p in state.pieces if not p.complete]
+        connections = self.config.connections
         multi = len(state.pieces) > 1
         state.url = job.url
+        todo = [p for p in state.pieces if not p.complete]
         if multi and todo:
             state.url = self.streams.locate_retrying(job, state)
+            with state.lock:  # a resume down to a few big pieces still uses every connection
+                spread(state.pieces, connections=connections, least=MIN_PIECE)
+            todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
-            for piece in todo:  # small file: stream inline, hash after (the bytes are in the page cache)
+            hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
+            for piece in todo:  # small file: one stream, hashed as it arrives
                 self.streams.run_piece(job, state, fd, piece, multi=multi)
             hasher.catch_up(state.contiguous())
             return
@@ -198,14 +208,19 @@ class Engine:
             state.stop.set()
             self.streams.close(state.responses)  # only this file's streams: other files go on
 
-        with hashing_alongside(hasher, state.lock, state.contiguous, name=f"hash:{job.label}"):
+        workers = max(1, min(connections, len(todo)))
+        with (
+            keeping(state, fd, checkpoint=self.config.checkpoint_interval, on_failure=on_failure),
+            hashing_alongside(hasher, state.lock, state.contiguous, name=f"hash:{job.label}"),
+        ):
             run_pieces(
                 todo,
                 lambda piece: self.streams.run_piece(job, state, fd, piece, multi=multi),
-                connections=self.config.connections,
+                connections=connections,
                 name=f"get:{job.label}",
                 stopped=lambda: self.cancel.is_set() or state.stop.is_set(),
                 on_failure=on_failure,
+                steal=(lambda: state.steal(workers)) if multi else None,
             )
         if self.cancel.is_set():
             raise InterruptedByUserError(f"{job.label}: interrupted")

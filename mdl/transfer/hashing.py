@@ -1,4 +1,4 @@
-"""sha256 (and the git blob id) of a file read back from disk as it fills, and the check against the job."""
+"""sha256 (and the git blob id) of a file as it fills: from memory at the frontier, else read back; the check."""
 
 from __future__ import annotations
 
@@ -13,34 +13,62 @@ from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch
 from mdl.transfer.scheduling import MiB
 
-HASH_BLOCK = 8 * MiB
+HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
+READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
 
 
 class Hasher:
-    """sha256 (and the git blob sha1) of the contiguous prefix, read back while streams write."""
+    """sha256 (and the git blob sha1) of the contiguous prefix of the file, as it fills.
+
+    The stream writing at the frontier hands its bytes over from memory (``offer``); bytes that arrived
+    ahead of the frontier are read back from the file (page cache) once the gap before them closes
+    (``catch_up``). Both advance one position under one lock, so no byte is hashed twice or skipped.
+    """
 
     def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
         self.fd = fd
-        self.sha256 = hashlib.sha256()
-        self.sha1 = hashlib.sha1() if git and size is not None else None
+        self.size = size
+        self.git = git
+        self.lock = threading.Lock()
+        self._buffer: bytearray | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything hashed (the bytes on disk were replaced from offset 0)."""
+        with self.lock:
+            self.sha256 = hashlib.sha256()
+            self.sha1 = hashlib.sha1() if self.git and self.size is not None else None
+            if self.sha1 is not None:
+                self.sha1.update(b"blob %d\0" % (self.size or 0))
+            self.position = 0
+
+    def _update(self, data: memoryview) -> None:
+        self.sha256.update(data)
         if self.sha1 is not None:
-            self.sha1.update(b"blob %d\0" % (size or 0))
-        self.position = 0
-        self._buffer = bytearray(max(1, min(HASH_BLOCK, size if size is not None else HASH_BLOCK)))
+            self.sha1.update(data)
+        self.position += len(data)
+
+    def offer(self, offset: int, data: bytes | memoryview) -> None:
+        """Hash bytes just written at ``offset`` if they continue the hashed prefix (else they are read back)."""
+        end = offset + len(data)
+        with self.lock:
+            if offset <= self.position < end:
+                self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int) -> None:
-        """Hash bytes [position, limit) from the file."""
-        view = memoryview(self._buffer)
-        while self.position < limit:
-            want = min(len(self._buffer), limit - self.position)
-            got = os.preadv(self.fd, [view[:want]], self.position)
-            if got <= 0:
-                raise LocalFSError(f"could not read back {self.position} bytes while hashing")
-            chunk = view[:got]
-            self.sha256.update(chunk)
-            if self.sha1 is not None:
-                self.sha1.update(chunk)
-            self.position += got
+        """Hash bytes [position, limit) from the file (those no stream offered at the frontier)."""
+        while True:
+            with self.lock:
+                if self.position >= limit:
+                    return
+                if self._buffer is None:
+                    self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
+                view = memoryview(self._buffer)
+                want = min(len(view), limit - self.position)
+                got = os.preadv(self.fd, [view[:want]], self.position)
+                if got <= 0:
+                    raise LocalFSError(f"could not read back {self.position} bytes while hashing")
+                self._update(view[:got])
 
 
 @contextmanager

@@ -11,7 +11,6 @@ from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.scheduling import Piece
 
 
 def from_hub(job: TransferJob, response: httpx2.Response) -> bool:
@@ -44,9 +43,12 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
 
 
 def check_content_range(
-    job: TransferJob, resp: httpx2.Response, offset: int, piece: Piece, state: DownloadState
+    job: TransferJob, resp: httpx2.Response, offset: int, asked_end: int | None, state: DownloadState
 ) -> None:
-    """A 206 must start where we asked, stay inside the piece, and be of a file of the expected size."""
+    """A 206 must start where we asked, stay inside the range asked for, and be of a file of the expected size.
+
+    ``asked_end`` is the piece's end when the request went out: a split may have shortened the piece since.
+    """
     try:
         start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
@@ -55,8 +57,8 @@ def check_content_range(
         raise NetworkError(f"{job.label}: asked for bytes from {offset}, server sent from {start}")
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(job, state, total)
-    if piece.end is not None and end >= piece.end:
-        raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {piece.end})")
+    if asked_end is not None and end >= asked_end:
+        raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
 
 
 def check_length(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 import httpx2
 
 from mdl.errors import LocalFSError
-from mdl.store import fsync_dir
+from mdl.store import DirSyncs, fsync_dir
+from mdl.transfer.hashing import Hasher
 from mdl.transfer.job import Identity, TransferJob
-from mdl.transfer.scheduling import Piece
+from mdl.transfer.scheduling import MIN_STEAL, Piece, split_largest
 
 log = logging.getLogger("mdl.transfer")
 
@@ -40,6 +41,28 @@ class DownloadState:
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
         self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
+        self.began = time.monotonic()
+        self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
+        self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
+        self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
+        self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
+
+    def steal(self, streams: int) -> Piece | None:
+        """The tail of the running piece with most left, for an idle stream, if it is worth a request.
+
+        A new request idles its stream for a time to first byte while the victim keeps going, so the tail must
+        be worth more than twice what one stream moves in that time (and never less than ``MIN_STEAL``).
+        """
+        with self.lock:
+            elapsed = max(1e-3, time.monotonic() - self.began)
+            per_stream = self.fetched / elapsed / max(1, streams)
+            least = max(MIN_STEAL, int(2 * per_stream * self.ttfb))
+            return split_largest(self.pieces, least=least)
+
+    def saw_first_byte(self, seconds: float) -> None:
+        """Note how long a request waited for its answer (a running mean: the price of the next split)."""
+        with self.lock:
+            self.ttfb = seconds if self.ttfb == 0 else 0.7 * self.ttfb + 0.3 * seconds
 
     @property
     def size(self) -> int | None:
@@ -198,12 +221,18 @@ def discard_partial(job: TransferJob) -> None:
             path.unlink()
 
 
-def finish_part(job: TransferJob) -> None:
-    """Atomic finish (engine rule 7): the final path only ever holds verified bytes."""
+def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
+    """Atomic finish (engine rule 7): the final path only ever holds verified bytes.
+
+    The folder's new entry is made durable now, or, with ``dirs``, before the record that names it is written.
+    """
     job.final_path.parent.mkdir(parents=True, exist_ok=True)
     if job.final_path.is_dir() and not job.final_path.is_symlink():
         raise LocalFSError(f"{job.label}: {job.final_path} is a folder, cannot replace it with a file")
     job.part_path.replace(job.final_path)
-    fsync_dir(job.final_path.parent)
+    if dirs is None:
+        fsync_dir(job.final_path.parent)
+    else:
+        dirs.add(job.final_path.parent)
     with contextlib.suppress(FileNotFoundError):
         job.state_path.unlink()

@@ -1,18 +1,23 @@
-"""Which byte ranges a file is split into, and how a pool of streams works through them."""
+"""Which byte ranges a file is split into, and how a pool of streams works through them (with work stealing)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mdl.transfer.outcomes import StreamStopped
 
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
-MIN_PIECE = 4 * MiB
-PIECES_PER_CONNECTION = 4  # more pieces than streams, so a slow stream cannot hold the tail for long
+MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs more than its bytes
+MIN_STEAL = 2 * MiB  # a stolen tail is at least this big (and at least what a request's round trip costs)
+STEAL_ALIGN = 64 * 1024  # split points fall on page-friendly offsets
+FIRST_WINDOW = 32 * MiB  # a stream's first request asks for at most this much of its piece
+WINDOW_SECONDS = 2.0  # later requests ask for about this many seconds of the stream's own rate
+WINDOW_ROUND_TRIPS = 20  # ... and at least this many times the time to first byte (a request costs <5%)
+ASSUMED_RATE = 10 * MiB  # bytes/s a stream is assumed to move before its first request has told
 
 
 @dataclass
@@ -22,22 +27,82 @@ class Piece:
     start: int
     end: int | None  # None: unknown size, read to EOF
     done: int = 0
+    asked: int = field(default=0, compare=False)  # end of the range requested so far: never stolen
+    rate: float = field(default=0.0, compare=False)  # bytes/s of this piece's last request (0: none yet)
 
     @property
     def complete(self) -> bool:
         return self.end is not None and self.start + self.done >= self.end
 
+    @property
+    def left(self) -> int:
+        """Bytes of the piece not yet on disk (0 for an unknown end: such a piece cannot be split)."""
+        return 0 if self.end is None else max(0, self.end - self.start - self.done)
+
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """Split a file into ranges: one piece for small or unknown sizes, else ~4 pieces per connection."""
+    """One piece per connection, no more than the file needs (each at least ``MIN_PIECE``).
+
+    Fewer, longer requests: a stream that finishes early steals half of the largest piece still running
+    (``split_largest``) instead of the file being cut into many small ranges up front, each costing a round trip.
+    """
     if size is None:
         return [Piece(0, None)]
     if connections <= 1 or size < split_threshold:
         return [Piece(0, size)]
-    count = connections * PIECES_PER_CONNECTION
-    piece = max(MIN_PIECE, -(-size // count))
-    piece = -(-piece // MiB) * MiB
+    count = max(1, min(connections, size // MIN_PIECE))
+    piece = -(-size // count)
+    piece = -(-piece // STEAL_ALIGN) * STEAL_ALIGN
     return [Piece(start, min(start + piece, size)) for start in range(0, size, piece)]
+
+
+def window(piece: Piece, offset: int, ttfb: float) -> int:
+    """Where the next request of ``piece`` (from ``offset``) should end: bounded, so a steal never has to cut a
+    request short (bytes already on the wire would be fetched twice), yet long enough that its round trip is
+    a small part of its time."""
+    assert piece.end is not None
+    rate = piece.rate if piece.rate > 0 else ASSUMED_RATE  # before the first answer: a modest guess
+    span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
+    span = max(span, MIN_PIECE)
+    if piece.end - (offset + span) < span // 2:  # no short request for a remainder: take it along
+        return piece.end
+    return offset + span
+
+
+def stealable(piece: Piece) -> int:
+    """Bytes of ``piece`` past what its stream has asked for (or received): what a steal may take."""
+    if piece.end is None or piece.complete:
+        return 0
+    return max(0, piece.end - max(piece.asked, piece.start + piece.done))
+
+
+def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
+    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None.
+
+    The piece's stream keeps its bytes up to the cut; the tail goes to an idle stream. Only bytes nobody has
+    asked for yet move, and only when each side keeps at least ``least``. The caller holds the pieces' lock.
+    """
+    candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
+    if not candidates:
+        return None
+    victim = max(candidates, key=lambda p: p.left)
+    assert victim.end is not None
+    frontier = victim.start + victim.done
+    cut = max(victim.asked, frontier + victim.left // 2)
+    cut = max(victim.asked, frontier + least, cut - cut % STEAL_ALIGN)
+    if victim.end - cut < least:
+        return None
+    tail = Piece(cut, victim.end)
+    victim.end = cut
+    pieces.insert(pieces.index(victim) + 1, tail)
+    return tail
+
+
+def spread(pieces: list[Piece], *, connections: int, least: int) -> None:
+    """Split the largest unfinished pieces until every connection has one (a resume of a few big pieces)."""
+    while sum(1 for p in pieces if not p.complete) < connections:
+        if split_largest(pieces, least=least) is None:
+            return
 
 
 def run_pieces(
@@ -48,11 +113,14 @@ def run_pieces(
     name: str,
     stopped: Callable[[], bool],
     on_failure: Callable[[], None],
+    steal: Callable[[], Piece | None] | None = None,
 ) -> None:
     """Work through ``todo`` with up to ``connections`` streams, each taking the next piece when it is free.
 
-    The first stream to fail for good calls ``on_failure`` (which must make the others end, by raising
-    ``StreamStopped`` or returning) and its error is raised once every stream has ended.
+    When the queue is empty, an idle stream asks ``steal`` for the tail of a piece still running; it ends when
+    there is nothing worth stealing. The first stream to fail for good calls ``on_failure`` (which must make
+    the others end, by raising ``StreamStopped`` or returning) and its error is raised once every stream has
+    ended.
     """
     queue = list(todo)
     queue_lock = threading.Lock()
@@ -61,9 +129,11 @@ def run_pieces(
     def worker() -> None:
         while not stopped():
             with queue_lock:
-                if not queue:
+                piece = queue.pop(0) if queue else None
+            if piece is None:
+                piece = steal() if steal is not None else None
+                if piece is None:
                     return
-                piece = queue.pop(0)
             try:
                 run_piece(piece)
             except StreamStopped:

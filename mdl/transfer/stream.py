@@ -31,7 +31,7 @@ from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.replies import check_content_range, check_length, check_total, from_hub, locate, size_differs
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.scheduling import Piece
+from mdl.transfer.scheduling import MiB, Piece, window
 
 log = logging.getLogger("mdl.transfer")
 
@@ -115,10 +115,11 @@ class Streamer:
             self.check_stop(job, state)
             url = state.url
             try:
-                self._stream_piece(job, state, fd, piece, url, multi=multi)
+                asked_end = self._stream_piece(job, state, fd, piece, url, multi=multi)
                 if piece.end is None:
                     return
-                if not piece.complete:
+                # A request ends where it asked (a window of the piece) or where the piece now ends.
+                if piece.start + piece.done < min(piece.end, asked_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
                 if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
@@ -159,7 +160,8 @@ class Streamer:
 
     def _stream_piece(
         self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool
-    ) -> None:
+    ) -> int | None:
+        """One request for (part of) ``piece``; returns where the range asked for ends."""
         offset = piece.start + piece.done
         if state.whole_only and (multi or offset > 0):
             # This server content-codes its bodies: only one decoded whole-file stream can be trusted, and the
@@ -167,13 +169,18 @@ class Streamer:
             raise RangesIgnoredError
         headers: dict[str, str] = {}
         ranged = multi or offset > 0
+        with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
+            asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
+            piece.asked = asked_end or 0
         if ranged:
-            end = "" if piece.end is None else str(piece.end - 1)
+            end = "" if asked_end is None else str(asked_end - 1)
             headers["Range"] = f"bytes={offset}-{end}"
             if state.validator:
                 headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else job.credentials.without_extra()
+        asked = time.monotonic()
         with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
+            state.saw_first_byte(time.monotonic() - asked)
             if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
                 set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
@@ -188,7 +195,7 @@ class Streamer:
                     if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
                         log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
                         raise RangesIgnoredError
-                    check_content_range(job, resp, offset, piece, state)
+                    check_content_range(job, resp, offset, asked_end, state)
                 elif resp.status_code == 200:
                     if multi:
                         raise RangesIgnoredError
@@ -203,6 +210,8 @@ class Streamer:
                         with state.lock:
                             piece.done = 0
                             state.restarted = True
+                        if state.hasher is not None:
+                            state.hasher.reset()
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_total(job, state, resp)
@@ -215,11 +224,12 @@ class Streamer:
                 if etag and not etag.startswith("W/") and state.validator is None:
                     with state.lock:
                         state.validator = etag
-                self._copy_body(job, state, fd, piece, resp, offset, encoded=encoded)
+                self._copy_body(job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
                     state.responses.discard(resp)
+        return asked_end
 
     def _copy_body(
         self,
@@ -229,29 +239,43 @@ class Streamer:
         piece: Piece,
         resp: httpx2.Response,
         offset: int,
+        asked_end: int | None,
         *,
         encoded: bool,
     ) -> None:
-        limit = None if piece.end is None else piece.end
+        hasher = state.hasher
+        began, start = time.monotonic(), offset
         for chunk in body_chunks(resp, encoded=encoded, what=job.label):
             self.check_stop(job, state)
+            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
             if limit is not None and offset + len(chunk) > limit:
                 if resp.status_code == 200:  # a full body longer than the file we expect
                     raise size_differs(job, state, offset + len(chunk))
-                chunk = chunk[: limit - offset]  # never write past our piece, whatever the server sends
-            written = os.pwrite(fd, chunk, offset)
-            offset += written
+                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset) if chunk else 0
+            if hasher is not None and written:
+                hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
             with state.lock:
-                piece.done += written
+                # Only what is still inside the piece counts: its end may have moved in during the write.
+                counted = written if piece.end is None else min(written, piece.left)
+                piece.done += counted
+                state.fetched += counted
+                complete = piece.complete
                 # Wake the hasher only when there may be a new block for it (a piece ended or a block filled):
-                # a notify per chunk costs a thread switch per 64 KiB.
-                if piece.complete or (piece.done % HASH_BLOCK) < written:
+                # a notify per chunk costs a thread switch per chunk.
+                if complete or (piece.done % HASH_BLOCK) < counted:
                     state.lock.notify_all()
-            self.progress.advance(job.label, written)
+            offset += written
+            self.progress.advance(job.label, counted)
             if self.limiter is not None:
                 self.limiter.consume(written, self.cancel)
-            if time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+            if complete and piece.end != asked_end:
+                break  # the rest of this answer belongs to another stream: drop the connection
+            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
                 state.save(fd)
+        elapsed = time.monotonic() - began
+        if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
+            piece.rate = (offset - start) / elapsed
 
 
 def _relocate(streams: Streamer, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:

@@ -6,9 +6,23 @@ import itertools
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mdl.transfer.outcomes import StreamStopped
-from mdl.transfer.scheduling import MiB, Piece, plan_pieces, run_pieces
+from mdl.transfer.scheduling import (
+    FIRST_WINDOW,
+    MIN_PIECE,
+    MIN_STEAL,
+    MiB,
+    Piece,
+    plan_pieces,
+    run_pieces,
+    split_largest,
+    spread,
+    stealable,
+    window,
+)
 
 SMALL = 64 * 1024
 
@@ -27,59 +41,89 @@ def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None
     if connections == 1 or size < SMALL:
         assert len(pieces) == 1
     else:
-        # Never more than 4 pieces per stream; every piece but the last a whole number of MiB.
-        assert len(pieces) <= 4 * connections
-        assert all((p.end - p.start) % MiB == 0 for p in pieces[:-1])  # type: ignore[operator]
+        # One piece per stream, never one under MIN_PIECE; every piece but the last on a 64 KiB boundary.
+        assert len(pieces) == max(1, min(connections, size // MIN_PIECE))
+        assert all((p.end - p.start) % (64 * 1024) == 0 for p in pieces[:-1])  # type: ignore[operator]
 
 
 def test_plan_pieces_unknown_size_and_threshold() -> None:
     assert plan_pieces(None, connections=8, split_threshold=SMALL) == [Piece(0, None)]
     assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
-    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 32
+    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 8
+    assert len(plan_pieces(33 * MiB, connections=16, split_threshold=32 * MiB)) == 8  # 4 MiB each at least
 
 
-def test_piece_complete() -> None:
-    assert Piece(0, 0).complete
-    assert not Piece(0, 10, 9).complete
-    assert Piece(5, 10, 5).complete
-    assert not Piece(0, None, 100).complete
+def tiles(pieces: list[Piece], size: int) -> bool:
+    return (
+        pieces[0].start == 0 and pieces[-1].end == size and all(a.end == b.start for a, b in itertools.pairwise(pieces))
+    )
 
 
-def test_run_pieces_runs_every_piece_once_over_the_streams() -> None:
-    pieces = [Piece(i, i + 1) for i in range(10)]
-    ran: list[int] = []
-    lock = threading.Lock()
-
-    def run(piece: Piece) -> None:
-        with lock:
-            ran.append(piece.start)
-
-    run_pieces(pieces, run, connections=3, name="t", stopped=lambda: False, on_failure=lambda: None)
-    assert sorted(ran) == list(range(10))
+def test_a_steal_takes_the_unasked_half_of_the_piece_with_most_left() -> None:
+    pieces = [Piece(0, 100 * MiB, done=90 * MiB), Piece(100 * MiB, 200 * MiB, done=10 * MiB)]
+    pieces[1].asked = 30 * MiB + 100 * MiB  # its stream has asked up to 130 MiB: those bytes stay its own
+    tail = split_largest(pieces, least=MIN_STEAL)
+    assert tail is not None
+    assert tiles(pieces, 200 * MiB)
+    assert pieces[1].end == tail.start == 155 * MiB  # from 110 MiB, half of the 90 MiB left (past the asked 130)
+    assert (tail.end, tail.done) == (200 * MiB, 0)
 
 
-def test_run_pieces_stops_the_others_and_raises_the_first_failure() -> None:
-    stop = threading.Event()
-    failures: list[str] = []
+def test_a_steal_never_takes_bytes_already_asked_for() -> None:
+    piece = Piece(0, 40 * MiB, done=MiB)
+    piece.asked = 39 * MiB  # one request covers nearly all of it
+    assert stealable(piece) == MiB
+    assert split_largest([piece], least=MIN_STEAL) is None
+    assert piece.end == 40 * MiB
 
-    def on_failure() -> None:
-        failures.append("stop")
-        stop.set()
 
-    def run(piece: Piece) -> None:
-        if piece.start == 0:
-            raise OSError("disk on fire")
-        if not stop.wait(5):  # a sibling keeps streaming until told to stop
-            raise AssertionError("never stopped")
-        raise StreamStopped
+def test_no_steal_below_what_a_request_costs() -> None:
+    piece = Piece(0, 100 * MiB, done=0)
+    piece.asked = MiB
+    assert split_largest([piece], least=60 * MiB) is None  # a round trip is worth more than half of it
+    assert split_largest([piece], least=10 * MiB) is not None
 
-    with pytest.raises(OSError, match="disk on fire"):
-        run_pieces(
-            [Piece(0, 1), Piece(1, 2)],
-            run,
-            connections=2,
-            name="t",
-            stopped=stop.is_set,
-            on_failure=on_failure,
-        )
-    assert failures == ["stop"]
+
+@given(
+    st.lists(st.tuples(st.integers(1, 64 * MiB), st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=8),
+    st.integers(0, 16 * MiB),
+)
+def test_steals_keep_the_pieces_tiling_the_file(shape: list[tuple[int, float, float]], least: int) -> None:
+    pieces: list[Piece] = []
+    offset = 0
+    for length, done, asked in shape:
+        piece = Piece(offset, offset + length, done=int(length * done))
+        piece.asked = piece.start + piece.done + int((length - piece.done) * asked)
+        pieces.append(piece)
+        offset += length
+    before = [(p.start + p.done, p.asked) for p in pieces]
+    while (tail := split_largest(pieces, least=least)) is not None:
+        assert tail.end is not None and tail.end - tail.start >= max(least, MIN_STEAL)
+    assert tiles(pieces, offset)
+    kept = [(p.start + p.done, p.asked) for p in pieces if p.done or p.asked]
+    assert all(pair in kept for pair in before if pair[0] or pair[1])  # no stream lost bytes it had or asked for
+    assert all(p.end is not None and p.asked <= p.end for p in pieces if p.asked)
+
+
+def test_spread_gives_every_connection_a_piece_when_resuming() -> None:
+    pieces = [Piece(0, 64 * MiB, done=64 * MiB), Piece(64 * MiB, 256 * MiB, done=MiB)]
+    spread(pieces, connections=8, least=MIN_PIECE)
+    assert sum(not p.complete for p in pieces) == 8
+    assert tiles(pieces, 256 * MiB)
+
+
+def test_windows_start_small_then_follow_the_stream_rate() -> None:
+    piece = Piece(0, 1024 * MiB)
+    assert window(piece, 0, ttfb=0.05) == FIRST_WINDOW
+    assert window(piece, 0, ttfb=0.3) == 60 * MiB  # slow round trips: a longer first request
+    piece.rate = 100 * MiB  # bytes/s: about two seconds' worth next
+    assert window(piece, 0, ttfb=0.05) == 200 * MiB
+    assert window(piece, 0, ttfb=0.3) == 600 * MiB  # slow round trips: longer requests
+    assert window(piece, 1000 * MiB, ttfb=0.05) == 1024 * MiB  # never past the piece
+
+
+def test_no_short_request_for_what_is_left_of_a_piece() -> None:
+    piece = Piece(0, FIRST_WINDOW + FIRST_WINDOW // 2 - 1)
+    assert window(piece, 0, ttfb=0.01) == piece.end  # the remainder would be under half a window
+    piece = Piece(0, 2 * FIRST_WINDOW)
+    assert window(piece, 0, ttfb=0.01) == FIRST_WINDOW

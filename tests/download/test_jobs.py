@@ -1,0 +1,75 @@
+"""How many files a pull keeps in flight: small files follow the work unless --jobs (or MDL_JOBS) says."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import Fault, HubServer, make_data
+
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.settings import build_settings
+from mdl.download.puller import MANY_JOBS, Puller, job_counts, pull_models
+from mdl.progress import NullProgress
+
+FILES = {f"part/f{i:02d}.json": make_data(2_000 + i, seed=i) for i in range(40)}
+
+
+def most_at_once(records: list[Any], hold: float) -> int:
+    """The most requests whose answers overlapped, each held for `hold` seconds after it began."""
+    starts = sorted(r.time for r in records)
+    return max(sum(1 for t in starts if begin <= t < begin + hold) for begin in starts)
+
+
+@pytest.fixture
+def slow_repo(hub: HubServer) -> HubServer:
+    hub.add_repo("org/many", FILES)
+    # Every file's body waits 0.4 s after its headers: a round trip far from the Hub, not bandwidth.
+    hub.faults.add(Fault.stall(seconds=0.4, resume=True, times=None, path_prefix="/org/many/resolve/"))
+    return hub
+
+
+def run(hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any) -> None:
+    models = parse_catalog('[models.many]\nrepo = "org/many"\n').models
+    settings = build_settings(environ={"HF_ENDPOINT": hub.url, **(env or {})}, dest=dest, **flags)
+    report = pull_models(models, settings, progress=NullProgress())
+    assert {f.action for f in report.files} == {"downloaded"}
+    for path, data in FILES.items():
+        assert (dest / "many" / path).read_bytes() == data
+
+
+def resolves(hub: HubServer) -> list[Any]:
+    return [r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path]
+
+
+def test_small_files_get_many_in_flight_by_default(slow_repo: HubServer, tmp_path: Path) -> None:
+    run(slow_repo, tmp_path / "d")
+    overlap = most_at_once(resolves(slow_repo), hold=0.35)
+    assert overlap >= 12, overlap  # up to 16 files at once, not the 4 a fixed --jobs default gave
+    assert overlap <= MANY_JOBS
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_an_explicit_jobs_count_is_obeyed(slow_repo: HubServer, tmp_path: Path, how: str) -> None:
+    if how == "flag":
+        run(slow_repo, tmp_path / "d", jobs=3)
+    else:
+        run(slow_repo, tmp_path / "d", env={"MDL_JOBS": "3"})
+    assert most_at_once(resolves(slow_repo), hold=0.35) <= 3
+
+
+def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_path: Path) -> None:
+    hub.add_repo("org/mixed", {"a.json": b"{}", "w.safetensors": make_data(100, seed=1)})
+    settings = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path)
+    puller = Puller(settings, progress=NullProgress(), cancel=threading.Event())
+    try:
+        (model,) = parse_catalog('[models.m]\nrepo = "org/mixed"\n').models
+        resolved, _ = puller.resolve([model])
+        plans, _ = puller.planner.plan_models(resolved)
+        assert job_counts(settings, plans) == (2, 4)  # two small files: no more threads than files
+        fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, jobs=7)
+        assert job_counts(fixed, plans) == (7, 1)
+    finally:
+        puller.close()

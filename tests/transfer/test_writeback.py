@@ -1,0 +1,107 @@
+"""The keeper thread of a big download: records saved off the streams, and its failures not lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from servers import CdnServer, make_data
+
+from mdl.errors import LocalFSError
+from mdl.progress import NullProgress
+from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer.writeback import start_writeback
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with make_client(pool_size=8, timeout=10) as c:
+        yield c
+
+
+def make_job(tmp_path: Path, url: str, data: bytes) -> TransferJob:
+    partial = tmp_path / "dest" / ".mdl" / "partial"
+    return TransferJob(
+        label="m/f.bin",
+        url=url,
+        identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
+        credentials=Credentials(),
+        final_path=tmp_path / "dest" / "m" / "f.bin",
+        part_path=partial / "f.part",
+        state_path=partial / "f.part.json",
+        source=url,
+    )
+
+
+def engine(client: httpx2.Client, connections: int) -> Engine:
+    config = EngineConfig(
+        connections=connections, retry=RetryPolicy(retries=0), split_threshold=64 * 1024, checkpoint_interval=0.3
+    )
+    return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
+
+
+def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data(12_000_000, seed=81)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 3_000_000  # per stream: the download outlasts a checkpoint
+    job = make_job(tmp_path, url, data)
+
+    def block_the_record() -> None:  # once the first record is saved, its temp name is taken by a folder
+        while not job.state_path.exists():
+            pass
+        job.state_path.with_name(job.state_path.name + ".tmp").mkdir()
+
+    blocker = threading.Thread(target=block_the_record, daemon=True)
+    blocker.start()
+    with pytest.raises(LocalFSError, match="Is a directory"):
+        engine(client, connections=2).fetch(job)
+    blocker.join(5)
+    assert not job.final_path.exists()
+    assert cdn.log.body_bytes(method="GET") < len(data)  # the streams stopped: the file was not finished
+
+
+def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(12_000_000, seed=82)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 2_000_000
+    job = make_job(tmp_path, url, data)
+    saved: list[int] = []
+
+    def watch() -> None:  # the record appears while the streams run, each claim backed by bytes on disk
+        while not job.final_path.exists():
+            try:
+                record = json.loads(job.state_path.read_text())
+            except (OSError, ValueError):
+                continue
+            part = job.part_path.read_bytes()
+            for start, _end, done in record["pieces"]:
+                assert part[start : start + done] == data[start : start + done]
+            saved.append(sum(d for _, _, d in record["pieces"]))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    engine(client, connections=2).fetch(job)
+    watcher.join(5)
+    assert job.final_path.read_bytes() == data
+    assert saved and max(saved) > 0
+
+
+def test_writeback_of_a_file_is_harmless(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        start_writeback(fd)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 100_000
