@@ -127,3 +127,61 @@ def test_no_short_request_for_what_is_left_of_a_piece() -> None:
     assert window(piece, 0, ttfb=0.01) == piece.end  # the remainder would be under half a window
     piece = Piece(0, 2 * FIRST_WINDOW)
     assert window(piece, 0, ttfb=0.01) == FIRST_WINDOW
+
+
+def test_run_pieces_runs_every_piece_once_over_the_streams() -> None:
+    pieces = [Piece(i, i + 1) for i in range(10)]
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def run(piece: Piece) -> None:
+        with lock:
+            ran.append(piece.start)
+
+    run_pieces(pieces, run, connections=3, name="t", stopped=lambda: False, on_failure=lambda: None)
+    assert sorted(ran) == list(range(10))
+
+
+def test_run_pieces_stops_the_others_and_raises_the_first_failure() -> None:
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def on_failure() -> None:
+        failures.append("stop")
+        stop.set()
+
+    def run(piece: Piece) -> None:
+        if piece.start == 0:
+            raise OSError("disk on fire")
+        if not stop.wait(5):  # a sibling keeps streaming until told to stop
+            raise AssertionError("never stopped")
+        raise StreamStopped
+
+    with pytest.raises(OSError, match="disk on fire"):
+        run_pieces(
+            [Piece(0, 1), Piece(1, 2)],
+            run,
+            connections=2,
+            name="t",
+            stopped=stop.is_set,
+            on_failure=on_failure,
+        )
+    assert failures == ["stop"]
+
+
+def test_run_pieces_idle_streams_steal_until_nothing_is_worth_it() -> None:
+    queue = [Piece(0, 10)]
+    extra = [Piece(10, 20), Piece(20, 30)]
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def steal() -> Piece | None:
+        with lock:
+            return extra.pop() if extra else None
+
+    def run(piece: Piece) -> None:
+        with lock:
+            ran.append(piece.start)
+
+    run_pieces(queue, run, connections=1, name="t", stopped=lambda: False, on_failure=lambda: None, steal=steal)
+    assert sorted(ran) == [0, 10, 20]
