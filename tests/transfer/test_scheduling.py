@@ -185,3 +185,12 @@ def test_run_pieces_idle_streams_steal_until_nothing_is_worth_it() -> None:
 
     run_pieces(queue, run, connections=1, name="t", stopped=lambda: False, on_failure=lambda: None, steal=steal)
     assert sorted(ran) == [0, 10, 20]
+
+
+def test_piece_complete() -> None:
+    assert Piece(0, 0).complete
+    assert not Piece(0, 10, 9).complete
+    assert Piece(5, 10, 5).complete
+    assert not Piece(0, None, 100).complete
+    assert Piece(0, 10, 4).left == 6
+    assert Piece(0, None, 4).left == 0  # an unknown end cannot be split
