@@ -21,7 +21,7 @@ from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import Hub, RemoteFile, ResolvedModel
 from mdl.store import Layout, Store
-from mdl.transfer.scheduling import SPLIT_THRESHOLD
+from mdl.transfer import SPLIT_THRESHOLD
 
 
 class Puller:

@@ -23,9 +23,11 @@ from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, Tran
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.resume import discard_partial, saved_progress
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 __all__ = [
     "RETRYABLE_STATUSES",
+    "SPLIT_THRESHOLD",
     "ContentRangeError",
     "Credentials",
     "Engine",
