@@ -1,15 +1,18 @@
-"""Pull benchmark: mdl against aria2c, curl and huggingface_hub, side by side on a loopback nginx + Hub stand-in.
+"""Pull benchmark: mdl against aria2c, curl, openssl and huggingface_hub, on a loopback nginx + Hub, at set latencies.
 
-    python bench/bench_pull.py [--reps N] [--quick] [--workdir DIR] [--only capped,hub,fast,many]
+    python bench/bench_pull.py [--reps N] [--quick] [--workdir DIR] [--only KEY,...] [--delays 0,50,150]
                                [--variant DIR]... [--write-results] [--json FILE] [--clean] [--serve]
 
 What it does (details in bench/README.md):
 - generates incompressible files once into ``<workdir>/data`` (cached between runs with their sha256);
 - starts a private nginx on 127.0.0.1 (``/capped/`` = ``limit_rate 40m``, ``/fast/`` uncapped) and the Hub
-  stand-in from tests/servers.py, whose LFS resolves redirect to nginx;
+  stand-in from tests/servers.py, whose LFS resolves redirect to nginx; for a scenario ``KEY@MS`` with MS > 0,
+  bench/latency.py sits in front of both and holds every request MS milliseconds before its first byte (the
+  Hub's redirects point at the delayed nginx, so every hop pays); ``@0`` talks to the servers directly;
 - runs each pair of tools as subprocesses under GNU time, rotating which goes first, ``--reps`` times, each
   with a fresh destination, after an untimed ``sync`` and a wait for a quiet CPU; records wall time, the
-  ``sync`` right after (what the tool left unwritten), CPU and peak RSS of that one process;
+  ``sync`` right after (what the tool left unwritten), CPU and peak RSS of that one process (with its
+  children, for a shell pipeline), and the HTTP requests and connections the servers saw from it;
 - prints a table of medians and ratios against the targets; ``--write-results`` rewrites the generated
   block of bench/RESULTS.md.
 
@@ -25,12 +28,14 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +46,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bench_startup import write_catalog as write_startup_catalog  # noqa: E402
 from hubstub import NginxCdn, file_content, start_hub  # noqa: E402
+from latency import DelayProxy  # noqa: E402
 from nginx import Nginx, ensure_tools  # noqa: E402
 
 MiB = 1 << 20
@@ -71,12 +78,14 @@ class Sizes:
 
     capped: int  # the file behind the capped CDN (direct URL and Hub)
     fast: int  # the file on the uncapped CDN
+    presigned: int  # the object behind a slow-to-answer server, fetched with `mdl get` of a presigned-style URL
     small_files: int  # small json/txt files in the many-files repo (1-50 kB, served by the Hub)
     medium_files: int  # medium LFS files in the many-files repo (1-8 MB, served by nginx)
+    tiny: int = 42  # the one-off file of `mdl get` (tiny-get)
 
 
-FULL = Sizes(capped=512 * MiB, fast=2 * GiB, small_files=250, medium_files=50)
-QUICK = Sizes(capped=64 * MiB, fast=256 * MiB, small_files=40, medium_files=8)
+FULL = Sizes(capped=512 * MiB, fast=2 * GiB, presigned=300 * MiB, small_files=250, medium_files=50)
+QUICK = Sizes(capped=64 * MiB, fast=256 * MiB, presigned=48 * MiB, small_files=40, medium_files=8)
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,8 @@ class Measure:
     cpu: float  # user + system CPU seconds of that process
     busy: float  # share of the machine's CPU busy with other work just before the run (0-1)
     ok: bool
+    requests: int = 0  # HTTP requests nginx and the Hub answered during the run
+    connections: int = 0  # distinct TCP connections they came on (keep-alive reuse makes this smaller)
 
 
 def cpu_busy(interval: float = 0.5) -> float:
@@ -247,15 +258,18 @@ def run_measured(
             stderr=err,
             start_new_session=True,
         )
+        # A blocking wait, with a timer for the timeout: Popen.wait(timeout=…) polls with sleeps that grow
+        # to 50 ms, which would round a 60 ms run up to 110 ms.
+        watchdog = threading.Timer(timeout, _kill_group, args=(proc.pid,))
+        watchdog.start()
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
             proc.wait()
         except BaseException:  # Ctrl-C / SIGTERM: do not leave the tool running (it has its own session)
             _kill_group(proc.pid)
             proc.wait()
             raise
+        finally:
+            watchdog.cancel()
         wall = time.perf_counter() - started
     started = time.perf_counter()
     os.sync()
@@ -292,27 +306,109 @@ class Tool:
     name: str
     argv: Callable[[Path], list[str]]
     outputs: Callable[[Path], list[tuple[Path, DataFile]]]
-    env: dict[str, str] = field(default_factory=dict)  # extra environment (a variant's PYTHONPATH)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (HF_ENDPOINT, a variant's PYTHONPATH)
 
 
 @dataclass(frozen=True)
 class Target:
-    """``mdl_time / other_time <= value`` (kind "within") or ``other_time / mdl_time >= value`` ("faster")."""
+    """What mdl must achieve against the other tool, on medians.
+
+    kind "within": ``mdl_time / other_time <= value``; "faster": ``other_time / mdl_time >= value``;
+    "absolute": ``mdl_time <= value`` seconds (the ratio mdl / other is still shown). ``cpu_within`` also
+    requires ``mdl_cpu / other_cpu <= cpu_within``, ``rss_mb`` a peak RSS of at most that many MB.
+    """
 
     kind: str
     value: float
+    cpu_within: float | None = None
+    rss_mb: float | None = None
 
     def ratio(self, mdl: float, other: float) -> float:
-        return mdl / other if self.kind == "within" else other / mdl
+        return other / mdl if self.kind == "faster" else mdl / other
 
-    def met(self, ratio: float) -> bool:
+    def met(self, ratio: float, mdl: float) -> bool:
+        if self.kind == "absolute":
+            return mdl <= self.value
         return ratio <= self.value if self.kind == "within" else ratio >= self.value
 
     def describe(self) -> str:
-        return f"mdl ≤ {self.value}× other" if self.kind == "within" else f"mdl ≥ {self.value}× faster"
+        text = {
+            "within": f"mdl ≤ {self.value:g}× other",
+            "faster": f"mdl ≥ {self.value:g}× faster",
+            "absolute": f"mdl ≤ {self.value:g} s",
+        }[self.kind]
+        if self.cpu_within is not None:
+            text += f"; CPU ≤ {self.cpu_within:g}× other"
+        if self.rss_mb is not None:
+            text += f"; RSS ≤ {self.rss_mb:g} MB"
+        return text
+
+    def to_json(self) -> list[Any]:
+        return [self.kind, self.value, self.cpu_within, self.rss_mb]
 
 
-TARGETS = {"capped": ("within", 1.2), "hub": ("faster", 5.0), "fast": ("within", 1.3), "many": ("faster", 1.25)}
+# The targets of issue 15 ("Fast where users are"), per scenario family; a family's target holds at every delay.
+TARGETS: dict[str, Target] = {
+    "capped": Target("within", 1.0),  # 512 MiB, CDN capped 40 MB/s per connection, 16 connections: vs aria2c -x16
+    "hub": Target("faster", 6.0),  # 512 MiB via the Hub, defaults: vs hf_hub_download
+    "many": Target("faster", 1.5),  # 300 files via the Hub, defaults: vs snapshot_download(max_workers=8)
+    "presigned": Target("within", 1.2),  # 300 MiB presigned object, 0.3 s per request: vs aria2c -x8
+    "fast": Target("within", 0.8, cpu_within=1.0, rss_mb=250.0),  # 2 GiB to a verified file on disk
+    "tiny-get": Target("absolute", 0.3),  # mdl get of a 42-byte file
+    "help": Target("within", 0.5),  # mdl --help vs hf --help
+    "list": Target("within", 0.5),  # mdl list (40 models) vs hf --help
+    "fast-curl": Target("within", 1.3, rss_mb=250.0),  # the "Fast pulls" pair: 2 GiB, mdl vs plain curl -o
+}
+FAMILIES = list(TARGETS)
+OFFLINE = {"help", "list"}  # no server involved: no delay
+DEFAULT_DELAY = {"presigned": 300}  # a bare family name means this delay (0 for the others)
+ALWAYS_SUFFIXED = {"capped", "hub", "many", "presigned"}  # shown as key@MS even at 0 ms
+GROUPS = {
+    # the issue's table, row by row: the default
+    "default": ["capped@0", "capped@50", "hub@50", "many@0", "many@50", "presigned@300", "fast", "tiny-get",
+                "help", "list"],
+    # the four pairs of the earlier "Fast pulls" issue, on loopback
+    "legacy": ["capped@0", "hub@0", "fast-curl", "many@0"],
+}  # fmt: skip
+
+
+def scenario_key(family: str, delay_ms: int) -> str:
+    """``capped@50``; ``fast`` / ``tiny-get`` / ``help`` without a suffix at 0 ms."""
+    return f"{family}@{delay_ms}" if family in ALWAYS_SUFFIXED or delay_ms else family
+
+
+def parse_only(text: str, delays: Sequence[int]) -> list[tuple[str, int]]:
+    """``--only`` items -> [(family, delay_ms)] in order, without repeats; ValueError for an unknown item.
+
+    An item is a group (``default``, ``legacy``), ``FAMILY@MS``, or a bare ``FAMILY``, which means every
+    ``--delays`` value when given, else its usual delay (300 ms for presigned, 0 for the rest).
+    """
+    out: list[tuple[str, int]] = []
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    while items:
+        item = items.pop(0)
+        if item in GROUPS:
+            items[:0] = GROUPS[item]
+            continue
+        family, at, ms = item.partition("@")
+        if family not in TARGETS:
+            raise ValueError(
+                f"unknown scenario {item!r} (families: {', '.join(FAMILIES)}; groups: {', '.join(GROUPS)})"
+            )
+        if at:
+            if not ms.isdigit():
+                raise ValueError(f"{item!r}: the delay after @ is whole milliseconds")
+            chosen = [int(ms)]
+        else:
+            chosen = list(delays) if delays else [DEFAULT_DELAY.get(family, 0)]
+        if family in OFFLINE:
+            if any(chosen) and at:
+                raise ValueError(f"{item!r}: {family} talks to no server, so it takes no delay")
+            chosen = [0]
+        for d in chosen:
+            if (family, d) not in out:
+                out.append((family, d))
+    return out
 
 
 @dataclass
@@ -326,8 +422,9 @@ class Scenario:
     target: Target
     nbytes: int
     sources: list[Path] = field(default_factory=list)  # files nginx serves for it (kept warm in the page cache)
-    rss_limit_mb: float | None = None
     variants: list[Tool] = field(default_factory=list)  # other builds of mdl, timed alongside (--variant)
+    rep_factor: int = 1  # cheap scenarios (start-up, tiny files) run this many times more often
+    warmup: bool = False  # one untimed run of each tool first (start-up times: Python's files in the page cache)
     runs: dict[str, list[Measure]] = field(default_factory=dict)
 
     @property
@@ -335,16 +432,25 @@ class Scenario:
         return [self.mdl, self.other, *self.variants]
 
     def verdict(self, tool: Tool) -> tuple[float, bool, str]:
-        """(ratio, target met, RSS note) of an mdl build against the other tool, on median wall times."""
-        ratio = self.target.ratio(medium(self.runs[tool.name]), medium(self.runs[self.other.name]))
-        met = self.target.met(ratio)
-        note = ""
-        if self.rss_limit_mb is not None:
-            rss = medium(self.runs[tool.name], "rss_mb")
-            ok = rss < self.rss_limit_mb
+        """(ratio, every target met, notes on CPU and RSS) of an mdl build against the other tool, on medians."""
+        mdl, other = medium(self.runs[tool.name]), medium(self.runs[self.other.name])
+        ratio = self.target.ratio(mdl, other)
+        met = self.target.met(ratio, mdl)
+        notes = []
+        if self.target.cpu_within is not None:
+            cpu, other_cpu = medium(self.runs[tool.name], "cpu"), medium(self.runs[self.other.name], "cpu")
+            ok = cpu / other_cpu <= self.target.cpu_within
             met = met and ok
-            note = f"peak RSS {rss:.0f} MB (< {self.rss_limit_mb:.0f} MB: {'met' if ok else 'MISSED'})"
-        return ratio, met, note
+            notes.append(
+                f"CPU {cpu:.2f} s vs {other_cpu:.2f} s = {cpu / other_cpu:.2f}× "
+                f"(≤ {self.target.cpu_within:g}×: {'met' if ok else 'MISSED'})"
+            )
+        if self.target.rss_mb is not None:
+            rss = medium(self.runs[tool.name], "rss_mb")
+            ok = rss <= self.target.rss_mb
+            met = met and ok
+            notes.append(f"peak RSS {rss:.0f} MB (≤ {self.target.rss_mb:g} MB: {'met' if ok else 'MISSED'})")
+        return ratio, met, "; ".join(notes)
 
 
 def medium(ms: list[Measure], attr: str = "wall") -> float:
@@ -376,6 +482,41 @@ def check_outputs(tool: Tool, dest: Path, *, hash_them: bool) -> str | None:
     return None
 
 
+class RequestCounter:
+    """Counts what nginx (its access log) and the Hub stand-ins (their request logs) answered during one run."""
+
+    def __init__(self, access_log: Path, hubs: Sequence[Any]) -> None:
+        self.access_log = access_log
+        self.hubs = list(hubs)
+
+    def mark(self) -> tuple[int, list[int]]:
+        """Where the logs stand now."""
+        size = self.access_log.stat().st_size if self.access_log.exists() else 0
+        return size, [len(hub.log) for hub in self.hubs]
+
+    def since(self, mark: tuple[int, list[int]]) -> tuple[int, int, list[str]]:
+        """(requests, distinct connections, one line per request) since ``mark``."""
+        offset, counts = mark
+        lines: list[str] = []
+        conns: set[str] = set()
+        if self.access_log.exists():
+            with self.access_log.open("rb") as f:
+                f.seek(offset)
+                for raw in f.read().decode(errors="replace").splitlines():
+                    parts = raw.split(" ", 2)
+                    if len(parts) == 3:
+                        conns.add("cdn " + parts[1])
+                        lines.append("cdn " + raw)
+        for i, (hub, start) in enumerate(zip(self.hubs, counts, strict=True)):
+            for r in hub.log.records()[start:]:
+                conns.add(f"hub{i} {r.connection}")
+                lines.append(
+                    f'hub {r.time:.3f} c{r.connection} {r.status} {r.bytes_sent} "{r.method} {r.path}" '
+                    f'"{r.header("range") or "-"}"'
+                )
+        return len(lines), len(conns), lines
+
+
 # -- the benchmark ----------------------------------------------------------------------------------------------
 
 
@@ -388,58 +529,100 @@ HF_SNAPSHOT = (
     "import sys; from huggingface_hub import snapshot_download; "
     "snapshot_download(sys.argv[1], local_dir=sys.argv[2], max_workers=8)"
 )
+# `curl -o f && openssl dgst -sha256 f && sync`: a file fetched, checked and on disk, as a careful script does it.
+CURL_VERIFIED = 'curl -sSf -o "$1" "$2" && openssl dgst -sha256 "$1" && sync'
+# What a presigned S3 GET URL carries (nginx ignores the query; mdl and aria2c must keep it on every request).
+PRESIGNED_QUERY = (
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=BENCHKEY%2F20261122%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20261122T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=" + "5e" * 32
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The generated files."""
+
+    capped: DataFile
+    fast: DataFile
+    presigned: DataFile
+    tiny: DataFile
+    many: list[DataFile]
+    many_root: Path
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the tools connect for one delay: nginx and the Hub, directly (0 ms) or through the latency proxy."""
+
+    delay_ms: int
+    cdn: str  # base URL of nginx's /capped/ and /fast/
+    hub: str  # HF_ENDPOINT
 
 
 def build_scenarios(
+    selected: Sequence[tuple[str, int]],
     *,
     workdir: Path,
     tools: dict[str, str],
-    nginx_url: str,
-    capped: DataFile,
-    fast: DataFile,
-    many: list[DataFile],
-    many_root: Path,
+    endpoints: dict[int, Endpoints],
+    data: Dataset,
     mdl_many_args: list[str],
+    hf_cli: str | None,
     variants: Sequence[Path] = (),
-) -> tuple[list[Scenario], str]:
-    """The four comparisons of the issue, and the catalog text mdl uses."""
+) -> list[Scenario]:
+    """The comparisons asked for, in order; writes the catalogs mdl uses (one for pulls, one for `mdl list`)."""
     catalog = workdir / "catalog.toml"
+    startup = workdir / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    list_catalog = write_startup_catalog(startup)  # 40 models, as bench/bench_startup.py measures
+    capped, fast = data.capped, data.fast
 
-    def url_file(data: DataFile, where: str) -> str:
-        url = f"{nginx_url}/{where}/{data.path.name}"
-        return f'files = [{{ url = "{url}", sha256 = "{data.sha256}", size = {data.size} }}]\n\n'
+    def suffix(delay_ms: int) -> str:
+        return f"-{delay_ms}ms" if delay_ms else ""
 
-    catalog_text = "".join(
-        [
-            "# generated by bench/bench_pull.py\n",
-            "[models.capped]\n",
-            url_file(capped, "capped"),
-            "[models.hub-capped]\n",
-            'files = [{ repo = "bench/big-capped", path = "model.safetensors" }]\n\n',
-            "[models.fast]\n",
-            url_file(fast, "fast"),
-            "[models.many]\n",
-            'repo = "bench/many-files"\n',
-        ]
-    )
-    catalog.write_text(catalog_text)
+    def url_file(name: str, file: DataFile, url: str) -> str:
+        return f'[models.{name}]\nfiles = [{{ url = "{url}", sha256 = "{file.sha256}", size = {file.size} }}]\n\n'
 
-    def mdl(name: str, *extra: str) -> Callable[[Path], list[str]]:
+    entries = ["# generated by bench/bench_pull.py\n"]
+    for d in sorted(endpoints):
+        base = endpoints[d].cdn
+        entries.append(url_file("capped" + suffix(d), capped, f"{base}/capped/{capped.path.name}"))
+        entries.append(url_file("fast" + suffix(d), fast, f"{base}/fast/{fast.path.name}"))
+    entries.append('[models.hub-capped]\nfiles = [{ repo = "bench/big-capped", path = "model.safetensors" }]\n\n')
+    entries.append('[models.many]\nrepo = "bench/many-files"\n')
+    catalog.write_text("".join(entries))
+
+    def mdl(*args: str) -> Callable[[Path], list[str]]:
+        return lambda d: [PY, "-m", "mdl", *args]
+
+    def pull(name: str, *extra: str) -> Callable[[Path], list[str]]:
         return lambda d: [PY, "-m", "mdl", "pull", name, "-q", "--catalog", str(catalog), "--dest", str(d), *extra]
 
-    def one(model: str, data: DataFile, rel: str) -> Callable[[Path], list[tuple[Path, DataFile]]]:
-        return lambda d: [(d / model / rel, data)]
+    def get(url: str, file: DataFile) -> Callable[[Path], list[str]]:
+        return lambda d: [PY, "-m", "mdl", "get", url, "-o", str(d / file.path.name), "-q"]
+
+    def one(model: str, file: DataFile, rel: str) -> Callable[[Path], list[tuple[Path, DataFile]]]:
+        return lambda d: [(d / model / rel, file)]
+
+    def flat(file: DataFile) -> Callable[[Path], list[tuple[Path, DataFile]]]:
+        return lambda d: [(d / file.path.name, file)]
+
+    def none(d: Path) -> list[tuple[Path, DataFile]]:
+        return []
 
     def many_out(sub: str) -> Callable[[Path], list[tuple[Path, DataFile]]]:
-        return lambda d: [(d / sub / f.path.relative_to(many_root), f) for f in many]
+        return lambda d: [(d / sub / f.path.relative_to(data.many_root), f) for f in data.many]
 
-    def aria(d: Path) -> list[str]:
-        url = f"{nginx_url}/capped/{capped.path.name}"
-        flags = ["-x16", "-s16", "-q", "--allow-overwrite=true", "--auto-file-renaming=false"]
-        return [tools["aria2c"], *flags, "-d", str(d), "-o", capped.path.name, url]
+    def aria(url: str, file: DataFile, n: int) -> Callable[[Path], list[str]]:
+        flags = [f"-x{n}", f"-s{n}", "-q", "--allow-overwrite=true", "--auto-file-renaming=false"]
+        return lambda d: [tools["aria2c"], *flags, "-d", str(d), "-o", file.path.name, url]
 
-    def curl(d: Path) -> list[str]:
-        return [tools["curl"], "-sSf", "-o", str(d / fast.path.name), f"{nginx_url}/fast/{fast.path.name}"]
+    def curl(url: str, file: DataFile) -> Callable[[Path], list[str]]:
+        return lambda d: [tools["curl"], "-sSf", "-o", str(d / file.path.name), url]
+
+    def curl_verified(url: str, file: DataFile) -> Callable[[Path], list[str]]:
+        # Under GNU time, sh's rusage includes curl's, openssl's and sync's: sh waits for each of them.
+        return lambda d: ["/bin/sh", "-c", CURL_VERIFIED, "sh", str(d / file.path.name), url]
 
     def hf_file(d: Path) -> list[str]:
         return [PY, "-c", HF_FILE, "bench/big-capped", "model.safetensors", str(d)]
@@ -447,50 +630,106 @@ def build_scenarios(
     def hf_snap(d: Path) -> list[str]:
         return [PY, "-c", HF_SNAPSHOT, "bench/many-files", str(d)]
 
-    scenarios = [
-        Scenario(
-            "capped",
-            f"{capped.size // MiB} MiB, CDN capped 40 MiB/s per connection, 16 connections",
-            Tool("mdl --connections 16", mdl("capped", "--connections", "16"), one("capped", capped, capped.path.name)),
-            Tool("aria2c -x16 -s16", aria, lambda d: [(d / capped.path.name, capped)]),
-            Target(*TARGETS["capped"]),
-            capped.size,
-            [capped.path],
-        ),
-        Scenario(
-            "hub",
-            f"{capped.size // MiB} MiB via the Hub, CDN capped 40 MiB/s per connection, defaults",
-            Tool("mdl (defaults)", mdl("hub-capped"), one("hub-capped", capped, "model.safetensors")),
-            Tool("hf_hub_download", hf_file, lambda d: [(d / "model.safetensors", capped)]),
-            Target(*TARGETS["hub"]),
-            capped.size,
-            [capped.path],
-        ),
-        Scenario(
-            "fast",
-            f"{fast.size // MiB} MiB, uncapped CDN, defaults",
-            Tool("mdl (defaults)", mdl("fast"), one("fast", fast, fast.path.name)),
-            Tool("curl -o", curl, lambda d: [(d / fast.path.name, fast)]),
-            Target(*TARGETS["fast"]),
-            fast.size,
-            [fast.path],
-            rss_limit_mb=250.0,
-        ),
-        Scenario(
-            "many",
-            f"{len(many)} files ({sum(f.size for f in many) // MiB} MiB) via the Hub, uncapped CDN",
-            Tool("mdl " + (" ".join(mdl_many_args) or "(defaults)"), mdl("many", *mdl_many_args), many_out("many")),
-            Tool("snapshot_download(max_workers=8)", hf_snap, many_out(".")),
-            Target(*TARGETS["many"]),
-            sum(f.size for f in many),
-            [f.path for f in many],
-        ),
-    ]
+    def hf_help(d: Path) -> list[str]:
+        if hf_cli is None:
+            raise RuntimeError("no `hf` command (huggingface_hub's CLI) beside this Python or on PATH")
+        return [hf_cli, "--help"]
+
+    many_size = sum(f.size for f in data.many)
+    many_title = f"{len(data.many)} files ({many_size // MiB} MiB) via the Hub, defaults"
+    offline = {"HF_HUB_OFFLINE": "1"}
+
+    def make(family: str, d: int) -> Scenario:
+        ep = endpoints.get(d)
+        at = f", {d} ms per request" if d else ", loopback"
+        hub_env = {"HF_ENDPOINT": ep.hub} if ep else {}
+        key, target = scenario_key(family, d), TARGETS[family]
+        if family == "capped":
+            assert ep is not None
+            return Scenario(
+                key,
+                f"{capped.size // MiB} MiB, CDN capped 40 MiB/s per connection, 16 connections{at}",
+                Tool("mdl --connections 16", pull("capped" + suffix(d), "--connections", "16"),
+                     one("capped" + suffix(d), capped, capped.path.name)),
+                Tool("aria2c -x16 -s16", aria(f"{ep.cdn}/capped/{capped.path.name}", capped, 16), flat(capped)),
+                target, capped.size, [capped.path],
+            )  # fmt: skip
+        if family == "hub":
+            return Scenario(
+                key,
+                f"{capped.size // MiB} MiB via the Hub, CDN capped 40 MiB/s per connection, defaults{at}",
+                Tool("mdl (defaults)", pull("hub-capped"), one("hub-capped", capped, "model.safetensors"), hub_env),
+                Tool("hf_hub_download", hf_file, lambda dest: [(dest / "model.safetensors", capped)], hub_env),
+                target, capped.size, [capped.path],
+            )  # fmt: skip
+        if family == "many":
+            return Scenario(
+                key,
+                many_title + at,
+                Tool("mdl " + (" ".join(mdl_many_args) or "(defaults)"), pull("many", *mdl_many_args),
+                     many_out("many"), hub_env),
+                Tool("snapshot_download(max_workers=8)", hf_snap, many_out("."), hub_env),
+                target, many_size, [f.path for f in data.many],
+            )  # fmt: skip
+        if family == "presigned":
+            assert ep is not None
+            url = f"{ep.cdn}/fast/{data.presigned.path.name}?{PRESIGNED_QUERY}"
+            return Scenario(
+                key,
+                f"{data.presigned.size // MiB} MiB presigned-style URL (query string), uncapped{at}",
+                Tool("mdl get -o", get(url, data.presigned), flat(data.presigned)),
+                Tool("aria2c -x8 -s8", aria(url, data.presigned, 8), flat(data.presigned)),
+                target, data.presigned.size, [data.presigned.path],
+            )  # fmt: skip
+        if family in ("fast", "fast-curl"):
+            assert ep is not None
+            url = f"{ep.cdn}/fast/{fast.path.name}"
+            other = (
+                Tool("curl -o && openssl dgst -sha256 && sync", curl_verified(url, fast), flat(fast))
+                if family == "fast"
+                else Tool("curl -o", curl(url, fast), flat(fast))
+            )
+            what = "time to a verified file on disk" if family == "fast" else "time to exit"
+            return Scenario(
+                key,
+                f"{fast.size // MiB} MiB, uncapped CDN, defaults, {what}{at}",
+                Tool("mdl (defaults)", pull("fast" + suffix(d)), one("fast" + suffix(d), fast, fast.path.name)),
+                other, target, fast.size, [fast.path],
+            )  # fmt: skip
+        if family == "tiny-get":
+            assert ep is not None
+            url = f"{ep.cdn}/fast/{data.tiny.path.name}"
+            return Scenario(
+                key,
+                f"`mdl get` of a {data.tiny.size}-byte file{at}",
+                Tool("mdl get -o", get(url, data.tiny), flat(data.tiny)),
+                Tool("curl -o", curl(url, data.tiny), flat(data.tiny)),
+                target, data.tiny.size, [data.tiny.path], rep_factor=5, warmup=True,
+            )  # fmt: skip
+        if family == "help":
+            return Scenario(
+                key, "start-up: `mdl --help` against `hf --help`",
+                Tool("mdl --help", mdl("--help"), none, offline),
+                Tool("hf --help", hf_help, none, offline),
+                target, 0, rep_factor=5, warmup=True,
+            )  # fmt: skip
+        if family == "list":
+            return Scenario(
+                key, "start-up: `mdl list` of a 40-model catalog against `hf --help`",
+                Tool("mdl list (40 models)", mdl("list", "--catalog", str(list_catalog)), none, offline),
+                Tool("hf --help", hf_help, none, offline),
+                target, 0, rep_factor=5, warmup=True,
+            )  # fmt: skip
+        raise ValueError(family)
+
+    scenarios = [make(family, d) for family, d in selected]
     for folder in variants:
         env = {"PYTHONPATH": str(folder.resolve())}
         for sc in scenarios:
-            sc.variants.append(Tool(f"{sc.mdl.name} [{folder.resolve().name}]", sc.mdl.argv, sc.mdl.outputs, env))
-    return scenarios, catalog_text
+            sc.variants.append(
+                Tool(f"{sc.mdl.name} [{folder.resolve().name}]", sc.mdl.argv, sc.mdl.outputs, {**sc.mdl.env, **env})
+            )
+    return scenarios
 
 
 def child_env(workdir: Path, hub_url: str) -> dict[str, str]:
@@ -509,7 +748,8 @@ def child_env(workdir: Path, hub_url: str) -> dict[str, str]:
         NO_COLOR="1",
         PYTHONDONTWRITEBYTECODE="1",
     )
-    env.pop("HF_HUB_ENABLE_HF_TRANSFER", None)
+    for name in ("HF_HUB_ENABLE_HF_TRANSFER", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(name, None)  # nothing may leave this machine, and no outside proxy may sit in the way
     return env
 
 
@@ -522,46 +762,84 @@ def run_scenarios(
     verify_first: bool,
     gnu_time: str,
     quiet: tuple[float, float],
+    counter: RequestCounter,
 ) -> None:
-    """Each scenario: ``reps`` rounds, the two tools alternating which goes first; fresh destination each run."""
+    """Each scenario: ``reps`` rounds, the tools alternating which goes first; fresh destination each run."""
     out = workdir / "out"
     log = workdir / "logs" / "runs.log"
+    requests_dir = workdir / "logs" / "requests"
+    shutil.rmtree(requests_dir, ignore_errors=True)
+    requests_dir.mkdir(parents=True)
     for sc in scenarios:
         sys.stderr.write(f"\n== {sc.key}: {sc.title}\n")
         tools = sc.tools
         sc.runs = {tool.name: [] for tool in tools}
-        for rep in range(reps):
+        if sc.warmup:
+            for tool in tools:
+                _run_tool(sc, tool, out=out, log=log, env=env, gnu_time=gnu_time, quiet=(1.0, 0.0))
+        total = reps * sc.rep_factor
+        for rep in range(total):
             shift = rep % len(tools)  # rotate which tool goes first, so drift and caches favour nobody
             for tool in tools[shift:] + tools[:shift]:
-                dest = out / "dest"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir(parents=True)
-                warm(sc.sources)  # the page cache may have dropped cold source pages; nginx must not hit the disk
-                measure = run_measured(
-                    tool.argv(dest), env={**env, **tool.env}, log=log, gnu_time=gnu_time, quiet=quiet
+                mark = counter.mark()
+                measure = _run_tool(
+                    sc,
+                    tool,
+                    out=out,
+                    log=log,
+                    env=env,
+                    gnu_time=gnu_time,
+                    quiet=quiet,
+                    verify=verify_first and rep == 0,
                 )
-                problem = check_outputs(tool, dest, hash_them=verify_first and rep == 0) if measure.ok else "failed"
-                if problem is not None:
-                    measure.ok = False
-                    sys.stderr.write(f"bench: {problem}\n")
+                measure.requests, measure.connections, lines = counter.since(mark)
+                if lines and rep < len(tools):  # each tool once in each position: enough to read its requests
+                    slug = "__".join(re.sub(r"[^A-Za-z0-9@]+", "-", part).strip("-") for part in (sc.key, tool.name))
+                    (requests_dir / f"{slug}__rep{rep + 1}.log").write_text("\n".join(lines) + "\n")
                 sc.runs[tool.name].append(measure)
+                rate = f"{sc.nbytes / MiB / measure.wall:7.1f} MiB/s" if sc.nbytes > MiB else " " * 12
                 sys.stderr.write(
-                    f"  rep {rep + 1}/{reps}  {tool.name:34} {measure.wall:7.2f} s  +sync {measure.sync:5.2f} s"
-                    f"  {sc.nbytes / MiB / measure.wall:7.1f} MiB/s  cpu {measure.cpu:6.2f} s"
-                    f"  rss {measure.rss_mb:5.0f} MB  (others busy {measure.busy:.0%} before)"
+                    f"  rep {rep + 1}/{total}  {tool.name:40} {measure.wall:7.2f} s  +sync {measure.sync:5.2f} s"
+                    f"  {rate}  cpu {measure.cpu:6.2f} s  rss {measure.rss_mb:5.0f} MB"
+                    f"  {measure.requests:4} req / {measure.connections:3} conn  (others busy {measure.busy:.0%})"
                     f"{'' if measure.ok else '  FAILED'}\n"
                 )
-                shutil.rmtree(dest, ignore_errors=True)
         _print_partial(sc)
+
+
+def _run_tool(
+    sc: Scenario,
+    tool: Tool,
+    *,
+    out: Path,
+    log: Path,
+    env: dict[str, str],
+    gnu_time: str,
+    quiet: tuple[float, float],
+    verify: bool = False,
+) -> Measure:
+    """One run of one tool into a fresh destination, its outputs checked (hashed when ``verify``)."""
+    dest = out / "dest"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    warm(sc.sources)  # the page cache may have dropped cold source pages; nginx must not hit the disk
+    measure = run_measured(tool.argv(dest), env={**env, **tool.env}, log=log, gnu_time=gnu_time, quiet=quiet)
+    problem = check_outputs(tool, dest, hash_them=verify) if measure.ok else "failed"
+    if problem is not None:
+        measure.ok = False
+        if problem != "failed":
+            sys.stderr.write(f"bench: {problem}\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    return measure
 
 
 def _print_partial(sc: Scenario) -> None:
     for tool in (sc.mdl, *sc.variants):
-        ratio, met, _ = sc.verdict(tool)
+        ratio, met, notes = sc.verdict(tool)
         sys.stderr.write(
             f"  -> median {tool.name} {medium(sc.runs[tool.name]):.2f} s, {sc.other.name} "
             f"{medium(sc.runs[sc.other.name]):.2f} s: ratio {ratio:.2f} ({sc.target.describe()}: "
-            f"{'met' if met else 'missed'})\n"
+            f"{'met' if met else 'missed'}){'; ' + notes if notes else ''}\n"
         )
 
 
@@ -577,22 +855,24 @@ def table_rows(scenarios: list[Scenario]) -> list[dict[str, str]]:
         for tool in (sc.mdl, sc.other, *sc.variants):
             runs = sc.runs[tool.name]
             is_mdl = tool is not sc.other
-            ratio, met, note = sc.verdict(tool) if is_mdl else (0.0, False, "")
+            ratio, met, _ = sc.verdict(tool) if is_mdl else (0.0, False, "")
             walls = [m.wall for m in runs if m.ok]
-            target = sc.target.describe() + ("; RSS < 250 MB" if note else "")
+            wall = medium(runs)
+            requests = medium(runs, "requests")
             rows.append(
                 {
                     "scenario": sc.key,
                     "tool": tool.name,
-                    "median": f"{medium(runs):.2f}",
+                    "median": f"{wall:.2f}",
                     "range": f"{min(walls):.2f}–{max(walls):.2f}" if walls else "-",
                     "durable": f"{durable(runs):.2f}",
-                    "rate": f"{sc.nbytes / MiB / medium(runs):.0f}",
+                    "rate": f"{sc.nbytes / MiB / wall:.0f}" if sc.nbytes > MiB else "-",
                     "rss": f"{medium(runs, 'rss_mb'):.0f}",
                     "cpu": f"{medium(runs, 'cpu'):.2f}",
+                    "requests": f"{requests:.0f} / {medium(runs, 'connections'):.0f}" if requests > 0 else "-",
                     "busy": f"{medium(runs, 'busy'):.0%}",
                     "ratio": f"{ratio:.2f}" if is_mdl else "",
-                    "target": target if is_mdl else "",
+                    "target": sc.target.describe() if is_mdl else "",
                     "met": ("yes" if met else "NO") if is_mdl else "",
                     "failures": str(sum(not m.ok for m in runs)),
                 }
@@ -609,6 +889,7 @@ COLUMNS = [
     ("rate", "MiB/s"),
     ("cpu", "CPU s"),
     ("rss", "peak RSS MB"),
+    ("requests", "requests / conns"),
     ("busy", "others busy"),
     ("ratio", "ratio"),
     ("target", "target"),
@@ -683,6 +964,7 @@ def versions(tools: dict[str, str]) -> dict[str, str]:
         "nginx": _cmd_version([tools["nginx"], "-v"]).removeprefix("nginx version: "),
         "aria2c": _cmd_version([tools["aria2c"], "--version"]),
         "curl": " ".join(_cmd_version([tools["curl"], "--version"]).split()[:2]),
+        "openssl": " ".join(_cmd_version([tools.get("openssl", "openssl"), "version"]).split()[:2]),
         "huggingface_hub": huggingface_hub.__version__,
         "httpx2": _module_version("httpx2"),
     }
@@ -734,8 +1016,8 @@ def results_markdown(
     return "\n".join(
         [
             begin,
-            f"Measured {report['measured_at']} with `{report['command']}` ({report['reps']} repetitions, tools "
-            f"rotating; medians; {source}).",
+            f"Measured {report['measured_at']} with `{report['command']}` ({report['reps']} repetitions, 5 × as "
+            f"many for tiny-get, help and list after a warm-up run; tools rotating; medians; {source}).",
             "",
             "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
             "",
@@ -745,9 +1027,15 @@ def results_markdown(
             "",
             *met,
             "",
+            "`KEY@MS`: bench/latency.py holds every request MS ms before its first byte, in front of nginx and the "
+            "Hub (whose redirects point at the delayed nginx); `@0` and keys without `@` talk to the servers "
+            "directly on loopback. "
             "`+sync s` = wall time plus a system-wide `sync` right after the tool exits, i.e. until its bytes are on "
             "disk (mdl fsyncs before its atomic rename; aria2c, curl and huggingface_hub leave dirty pages). "
-            "Peak RSS and CPU (user + system) are the measured process's own, from GNU time. "
+            "Peak RSS and CPU (user + system) are the measured process's own, from GNU time; for the "
+            "`curl && openssl && sync` pipeline they include the shell's children. "
+            "`requests / conns` are the HTTP requests nginx and the Hub answered during a run and the TCP "
+            "connections they came on. "
             "`others busy` is the share of the CPUs used by other work just before each run (the machine may be "
             "shared; runs wait up to `--quiet-wait` s for it to drop under `--quiet-cpu`).",
             end,
@@ -777,8 +1065,7 @@ def make_report(
                 "key": sc.key,
                 "title": sc.title,
                 "bytes": sc.nbytes,
-                "target": [sc.target.kind, sc.target.value],
-                "rss_limit_mb": sc.rss_limit_mb,
+                "target": sc.target.to_json(),
                 "tools": [t.name for t in sc.tools],  # mdl, the other tool, then the variants
                 "runs": {name: [vars(m) for m in ms] for name, ms in sc.runs.items()},
             }
@@ -796,15 +1083,19 @@ def scenarios_from_report(report: dict[str, Any]) -> list[Scenario]:
     scenarios = []
     for item in report["scenarios"]:
         names = item.get("tools") or list(item["runs"])
-        kind, value = item.get("target") or TARGETS[item["key"]]
+        if item.get("target"):
+            target = Target(*item["target"])
+            if "rss_limit_mb" in item and target.rss_mb is None:  # reports written before Target had rss_mb
+                target = Target(target.kind, target.value, target.cpu_within, item["rss_limit_mb"])
+        else:
+            target = TARGETS[item["key"].partition("@")[0]]
         sc = Scenario(
             item["key"],
             item["title"],
             shown(names[0]),
             shown(names[1]),
-            Target(kind, value),
+            target,
             item["bytes"],
-            rss_limit_mb=item.get("rss_limit_mb", 250.0 if item["key"] == "fast" else None),
             variants=[shown(n) for n in names[2:]],
         )
         sc.runs = {name: [Measure(**m) for m in ms] for name, ms in item["runs"].items()}
@@ -861,12 +1152,84 @@ def write_results(block: str, label: str) -> None:
 # -- main -------------------------------------------------------------------------------------------------
 
 
+def start_servers(
+    *,
+    tools: dict[str, str],
+    workdir: Path,
+    data_dir: Path,
+    data: Dataset,
+    delays: Sequence[int],
+    limit_rate: str,
+) -> tuple[Nginx, list[Any], DelayProxy | None, dict[int, Endpoints]]:
+    """nginx, one Hub stand-in per delay, and (for delays > 0) the latency proxy in front of both."""
+    access_log = workdir / "nginx" / "access.log"
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    access_log.unlink(missing_ok=True)
+    nginx = Nginx(tools["nginx"], data=data_dir, prefix=workdir / "nginx", limit_rate=limit_rate, access_log=access_log)
+    hubs: dict[int, Any] = {}
+    proxy = None
+    try:
+        nginx.start()
+        cdns: dict[int, NginxCdn] = {}
+        for d in delays:
+            cdns[d] = NginxCdn(nginx.url, data_dir, capped={data.capped.path})
+            hubs[d] = start_hub(
+                cdns[d],
+                {
+                    "bench/big-capped": {
+                        "model.safetensors": file_content(data.capped.path, sha256=data.capped.sha256)
+                    },
+                    "bench/many-files": {
+                        f.path.relative_to(data.many_root).as_posix(): file_content(f.path, sha256=f.sha256)
+                        for f in data.many
+                    },
+                },
+            )
+        delayed = [d for d in delays if d > 0]
+        (workdir / "logs" / "proxy.log").unlink(missing_ok=True)
+        endpoints = {d: Endpoints(d, nginx.url, hubs[d].url) for d in delays if d == 0}
+        if delayed:
+            routes = [(float(d), url) for d in delayed for url in (nginx.url, hubs[d].url)]
+            proxy = DelayProxy(routes, log=workdir / "logs" / "proxy.log").start()
+            for i, d in enumerate(delayed):
+                endpoints[d] = Endpoints(d, proxy.url(2 * i), proxy.url(2 * i + 1))
+                # The Hub's LFS redirects must point at the delayed nginx, so that hop pays the delay too.
+                cdns[d].base_url = endpoints[d].cdn
+    except BaseException:
+        stop_servers(nginx, list(hubs.values()), proxy)
+        raise
+    return nginx, list(hubs.values()), proxy, endpoints
+
+
+def stop_servers(nginx: Nginx, hubs: Sequence[Any], proxy: DelayProxy | None) -> None:
+    """Stop what start_servers started (each step even when an earlier one failed)."""
+    try:
+        if proxy is not None:
+            proxy.stop()
+    finally:
+        try:
+            for hub in hubs:
+                hub.stop()
+        finally:
+            nginx.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=None, help="repetitions per pair (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repetition: a smoke run")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mdl-bench"), help="data, nginx, outputs")
-    parser.add_argument("--only", default="capped,hub,fast,many", help="comma-separated: capped,hub,fast,many")
+    parser.add_argument(
+        "--only",
+        default="default",
+        help="comma-separated scenarios: FAMILY@MS (e.g. capped@50), a bare FAMILY, or a group: 'default' (the "
+        "issue's table), 'legacy' (the four loopback pairs before it). Families: " + ", ".join(FAMILIES),
+    )
+    parser.add_argument(
+        "--delays",
+        default="",
+        help="comma-separated milliseconds: each bare FAMILY in --only runs at each of them (e.g. 0,50,150)",
+    )
     parser.add_argument("--many-args", default="", help="extra mdl pull flags for the many-files pair, e.g. '--jobs 8'")
     parser.add_argument("--limit-rate", default="40m", help="nginx limit_rate of /capped/ (default 40m = 40 MiB/s)")
     parser.add_argument(
@@ -896,73 +1259,79 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
-    wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - {"capped", "hub", "fast", "many"}
-    if unknown:
-        parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
+    try:
+        delays = [int(s) for s in args.delays.split(",") if s.strip()]
+        if any(d < 0 for d in delays):
+            raise ValueError("negative delay")
+        selected = parse_only(args.only, delays)
+    except ValueError as exc:
+        parser.error(f"--only/--delays: {exc}")
+    hf_cli = shutil.which("hf", path=str(Path(PY).parent)) or shutil.which("hf")
+    if hf_cli is None and any(family in OFFLINE for family, _ in selected):
+        parser.error("help/list compare against `hf --help`: install huggingface_hub's CLI (`hf`)")
 
-    # SIGTERM (and SIGINT, which a background job may have ignored) must still stop nginx and the Hub.
+    # SIGTERM (and SIGINT, which a background job may have ignored) must still stop nginx, the Hub and the proxy.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    tools = ensure_tools()
+    tools = ensure_tools(("nginx", "aria2c", "curl", "time", "openssl"))
     workdir = args.workdir.resolve()
     if args.from_json is not None:
         report = json.loads(args.from_json.read_text())
         return render(report, quick=False, write=args.write_results, label=args.label, workdir=workdir, tools=tools)
-    data = workdir / ("data-quick" if args.quick else "data")
+    data_dir = workdir / ("data-quick" if args.quick else "data")
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    need = (sizes.capped + sizes.fast) * 2 + 600 * MiB
+    need = (sizes.capped + sizes.fast + sizes.presigned) * 2 + 600 * MiB
     free = shutil.disk_usage(workdir).free
     if free < need:
         sys.exit(f"bench: {workdir} has {free / GiB:.1f} GiB free, needs about {need / GiB:.1f} GiB")
+    for folder in args.variant:
+        if not (folder / "mdl" / "__init__.py").is_file():
+            parser.error(f"--variant: {folder} has no mdl/__init__.py")
 
-    sys.stderr.write(f"bench: generating data in {data} (cached between runs)\n")
+    sys.stderr.write(f"bench: generating data in {data_dir} (cached between runs)\n")
     gen = Generator()
-    capped = write_file(data / "big-capped.bin", sizes.capped, gen)
-    fast = write_file(data / "big-fast.bin", sizes.fast, gen)
-    many_root = data / "many"
-    many = write_many(many_root, sizes, gen)
+    many_root = data_dir / "many"
+    data = Dataset(
+        capped=write_file(data_dir / "big-capped.bin", sizes.capped, gen),
+        fast=write_file(data_dir / "big-fast.bin", sizes.fast, gen),
+        presigned=write_file(data_dir / "presigned.bin", sizes.presigned, gen),
+        tiny=write_file(data_dir / "tiny.txt", sizes.tiny, gen),
+        many=write_many(many_root, sizes, gen),
+        many_root=many_root,
+    )
     del gen
-    warm([capped.path, fast.path, *(f.path for f in many)])
 
-    nginx = Nginx(tools["nginx"], data=data, prefix=workdir / "nginx", limit_rate=args.limit_rate)
-    hub = None
+    # Every delay the chosen scenarios need, and 0 (the default HF_ENDPOINT, and what --serve shows first).
+    server_delays = sorted({0, *(d for family, d in selected if family not in OFFLINE)})
+    nginx, hubs, proxy, endpoints = start_servers(
+        tools=tools, workdir=workdir, data_dir=data_dir, data=data, delays=server_delays, limit_rate=args.limit_rate
+    )
     try:
-        nginx.start()
-        cdn = NginxCdn(nginx.url, data, capped={capped.path})
-        hub = start_hub(
-            cdn,
-            {
-                "bench/big-capped": {"model.safetensors": file_content(capped.path, sha256=capped.sha256)},
-                "bench/many-files": {
-                    f.path.relative_to(many_root).as_posix(): file_content(f.path, sha256=f.sha256) for f in many
-                },
-            },
-        )
-        sys.stderr.write(f"bench: nginx {nginx.url} (/capped/ limit_rate {args.limit_rate}, /fast/), hub {hub.url}\n")
-        env = child_env(workdir, hub.url)
-        for folder in args.variant:
-            if not (folder / "mdl" / "__init__.py").is_file():
-                parser.error(f"--variant: {folder} has no mdl/__init__.py")
-        scenarios, _ = build_scenarios(
+        for d, ep in endpoints.items():
+            how = "direct" if d == 0 else f"through bench/latency.py, +{d} ms per request"
+            sys.stderr.write(f"bench: @{d} ms ({how}): cdn {ep.cdn} (/capped/ limit_rate {args.limit_rate}, "
+                             f"/fast/), hub {ep.hub}\n")  # fmt: skip
+        env = child_env(workdir, endpoints[0].hub)
+        scenarios = build_scenarios(
+            selected,
             workdir=workdir,
             tools=tools,
-            nginx_url=nginx.url,
-            capped=capped,
-            fast=fast,
-            many=many,
-            many_root=many_root,
+            endpoints=endpoints,
+            data=data,
             mdl_many_args=shlex.split(args.many_args),
+            hf_cli=hf_cli,
             variants=args.variant,
         )
         if args.serve:
-            sys.stderr.write(f"catalog: {workdir / 'catalog.toml'}\nenv: HF_ENDPOINT={hub.url}\nCtrl-C to stop\n")
+            sys.stderr.write(
+                f"catalog: {workdir / 'catalog.toml'} (models NAME-<MS>ms use the delayed nginx)\n"
+                f"env: HF_ENDPOINT={endpoints[0].hub} (or a delayed hub above)\nCtrl-C to stop\n"
+            )
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return 0
-        scenarios = [s for s in scenarios if s.key in wanted]
         run_scenarios(
             scenarios,
             reps=reps,
@@ -971,14 +1340,13 @@ def main(argv: list[str] | None = None) -> int:
             verify_first=not args.no_verify_outputs,
             gnu_time=tools["time"],
             quiet=(args.quiet_cpu, args.quiet_wait),
+            counter=RequestCounter(nginx.access_log or workdir / "nginx" / "access.log", hubs),
         )
     finally:
-        if hub is not None:
-            hub.stop()
-        nginx.stop()
+        stop_servers(nginx, hubs, proxy)
         shutil.rmtree(workdir / "out", ignore_errors=True)
         if args.clean:
-            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
     command = "python bench/bench_pull.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     report = make_report(

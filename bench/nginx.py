@@ -6,6 +6,10 @@ listens on 127.0.0.1 only, and runs in the foreground (``daemon off``) as our ch
 Locations (both serve the same data folder, with ranges, sendfile and keep-alive):
 - ``/capped/``: ``limit_rate`` per connection (40 MiB/s by default), like a CDN edge that caps each stream;
 - ``/fast/``: uncapped.
+
+With ``access_log`` set, nginx writes one line per request there: time, ``pid.connection`` (equal values mean a
+reused keep-alive connection), the request's number on its connection, status, body bytes, request time,
+the request line and its Range header. The benchmark counts each tool's requests and connections from it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 # Debian package per tool.
-PACKAGES = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "time": "time"}
+PACKAGES = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "time": "time", "openssl": "openssl"}
 
 
 def which(tool: str) -> str | None:
@@ -69,7 +73,9 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format bench '$msec $pid.$connection $connection_requests $status $body_bytes_sent $request_time '
+                     '"$request" "$http_range"';
+    access_log {access_log};
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -99,11 +105,14 @@ http {{
 class Nginx:
     """A private nginx serving ``data`` on 127.0.0.1 (``/capped/`` and ``/fast/``); use as a context manager."""
 
-    def __init__(self, binary: str, *, data: Path, prefix: Path, limit_rate: str = "40m") -> None:
+    def __init__(
+        self, binary: str, *, data: Path, prefix: Path, limit_rate: str = "40m", access_log: Path | None = None
+    ) -> None:
         self.binary = binary
         self.data = data.resolve()
         self.prefix = prefix.resolve()
         self.limit_rate = limit_rate
+        self.access_log = access_log.resolve() if access_log is not None else None  # one line per request, or none
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -128,6 +137,7 @@ class Nginx:
                     port=self.port,
                     data=self.data,
                     limit_rate=self.limit_rate,
+                    access_log=f"{self.access_log} bench" if self.access_log is not None else "off",
                 ),
                 encoding="utf-8",
             )
