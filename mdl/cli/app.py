@@ -1,7 +1,8 @@
 """The Typer app: the ``mdl`` object, its global options, and the commands registered from their modules."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in the modules that define commands: Typer reads every command's
+# signature four times at each start, and string annotations would be evaluated each time (~20 ms of every
+# `mdl` run, Tab included). tests/cli/test_startup.py keeps it so.
 import sys
 from typing import Annotated
 

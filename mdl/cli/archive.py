@@ -1,7 +1,6 @@
 """``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto disk."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import sys
 from pathlib import Path
 from typing import Annotated

@@ -1,9 +1,8 @@
 """``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,7 +26,9 @@ from mdl.cli.options import (
     command_flags,
 )
 from mdl.cli.run import guarded, isatty, render_report
-from mdl.report import FileOutcome
+
+if TYPE_CHECKING:
+    from mdl.report import FileOutcome
 
 
 def pull_cmd(
@@ -132,7 +133,7 @@ def verify_cmd(
         # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
         streaming = not run.json and not run.quiet and not isatty(run.stdout)
 
-        def row(outcome: FileOutcome) -> None:
+        def row(outcome: "FileOutcome") -> None:
             if streaming and not outcome.failing:
                 run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
                 run.stdout.flush()

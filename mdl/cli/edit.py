@@ -1,7 +1,6 @@
 """``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -109,7 +108,7 @@ def remove_cmd(
         _render(run, api.remove(name, catalog=flags.catalog, environ=run.environ))
 
 
-def _render(run: Run, change: CatalogChange) -> None:
+def _render(run: Run, change: "CatalogChange") -> None:
     """The JSON document, or one line on stderr (stdout is for data; an edit has none to print)."""
     if run.json:
         run.emit(change.to_json())

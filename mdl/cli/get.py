@@ -1,7 +1,6 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import time
 from pathlib import Path
 from typing import Annotated

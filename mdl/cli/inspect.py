@@ -1,7 +1,6 @@
 """``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what is upstream."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import Annotated
 
 import typer

@@ -1,7 +1,6 @@
 """``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on, ``--check`` is for CI)."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -85,7 +84,7 @@ def lock_cmd(
             raise typer.Exit(report.exit_code)
 
 
-def _render_check(run: Run, report: LockReport) -> None:
+def _render_check(run: Run, report: "LockReport") -> None:
     """One line: fresh (stderr, exit 0), or which models are missing or stale (an error, exit 2)."""
     name = report.path.name
     if report.missing:
@@ -96,7 +95,7 @@ def _render_check(run: Run, report: LockReport) -> None:
         run.console.info(f"{name} is up to date")
 
 
-def _render_lock(run: Run, report: LockReport, *, upgrade: bool) -> None:
+def _render_lock(run: Run, report: "LockReport", *, upgrade: bool) -> None:
     """A line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr."""
     for change in report.changes if not run.quiet else ():
         if upgrade or change.status != "unchanged":
@@ -111,13 +110,13 @@ def _render_lock(run: Run, report: LockReport, *, upgrade: bool) -> None:
         run.console.info(f"{report.path} is up to date ({_models(report)})")
 
 
-def _models(report: LockReport) -> str:
+def _models(report: "LockReport") -> str:
     locked = sum(1 for c in report.changes if c.status != "removed")
     resolved = len(report.resolved)
     return f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
 
 
-def change_line(change: ModelChange) -> str:
+def change_line(change: "ModelChange") -> str:
     """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)``, or ``tiny: unchanged``."""
     from mdl.units import human_size
 
@@ -144,7 +143,7 @@ def change_line(change: ModelChange) -> str:
     return f"{change.name}: {moved}{counts}" + (f" ({', '.join(shown)})" if shown else "")
 
 
-def _commit(f: LockedFile) -> str:
+def _commit(f: "LockedFile") -> str:
     """The short commit a Hub file is pinned to (its source for a direct URL)."""
     ref = f.hub
     return ref.commit[:7] if ref is not None and ref.commit else f.source

@@ -1,7 +1,6 @@
 """``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
 
-from __future__ import annotations
-
+# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import time
 from typing import Annotated
 

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin
 
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import printable, redact_text, redact_url, safe_text
-from mdl.sources.hubreplies import (
-    FileMetadata,
-    TreeEntry,
-    next_page_url,
-    parse_file_metadata,
-    parse_revision,
-    parse_tree_page,
-)
 from mdl.transfer import (
     RETRYABLE_STATUSES,
     RetryableError,
@@ -36,6 +29,9 @@ from mdl.transfer import (
     transport_error,
 )
 from mdl.transfer import retry_after_seconds as _retry_after
+
+if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
+    from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
 MAX_REDIRECTS = 10
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
@@ -79,12 +75,16 @@ class Hub:
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """Pin a branch/tag/commit to its commit sha (40 lowercase hex digits, or HubReplyError)."""
+        from mdl.sources.hubreplies import parse_revision
+
         url = f"{self.endpoint}/api/{repo_type}s/{repo}/revision/{quote(revision, safe='')}"
         _, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         return parse_revision(body, what=what, url=url).sha
 
     def list_files(self, repo: str, *, repo_type: str, commit: str, what: str) -> list[TreeEntry]:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no HEADs)."""
+        from mdl.sources.hubreplies import next_page_url, parse_tree_page
+
         url: str | None = (
             f"{self.endpoint}/api/{repo_type}s/{repo}/tree/{quote(commit, safe='')}?recursive=true&expand=false"
         )
@@ -106,6 +106,8 @@ class Hub:
 
     def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> FileMetadata:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
+        from mdl.sources.hubreplies import parse_file_metadata
+
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
         return parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)

@@ -1,35 +1,47 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.cleaning import CleanedFile, clean
-from mdl.store.filesystem import creatable_problem, fsync_dir, hash_file, stat_file, write_text_atomic
-from mdl.store.inventory import (
-    LocalFile,
-    ModelStatus,
-    PinnedFile,
-    file_state,
-    list_models,
-    model_status,
-    unplaced_path,
-    verify_file,
-    verify_models,
-)
-from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
-from mdl.store.locks import HeldLocks
-from mdl.store.records import FileRecord, ModelRecord, now_iso
-from mdl.store.states import (
-    FILE_STATES,
-    INSTALLED,
-    MISSING,
-    MODIFIED,
-    MODIFIED_MAYBE,
-    PARTIAL,
-    RECHECK_REASON,
-    UNRECORDED,
-    judge,
-)
-from mdl.store.store import Store
-from mdl.store.views import CleanReport, ModelInfo, ModelList
+from typing import TYPE_CHECKING
+
+from mdl.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mdl.store.cleaning import CleanedFile, clean
+    from mdl.store.filesystem import (
+        DirSyncs,
+        creatable_problem,
+        fsync_dir,
+        hash_file,
+        stat_file,
+        write_text_atomic,
+    )
+    from mdl.store.inventory import (
+        LocalFile,
+        ModelStatus,
+        PinnedFile,
+        file_state,
+        list_models,
+        model_status,
+        unplaced_path,
+        verify_file,
+        verify_models,
+    )
+    from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
+    from mdl.store.locks import HeldLocks
+    from mdl.store.records import FileRecord, ModelRecord, now_iso
+    from mdl.store.states import (
+        FILE_STATES,
+        INSTALLED,
+        MISSING,
+        MODIFIED,
+        MODIFIED_MAYBE,
+        PARTIAL,
+        RECHECK_REASON,
+        UNRECORDED,
+        judge,
+    )
+    from mdl.store.store import Store
+    from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
     "FILE_STATES",
@@ -42,6 +54,7 @@ __all__ = [
     "UNRECORDED",
     "CleanReport",
     "CleanedFile",
+    "DirSyncs",
     "FileRecord",
     "HeldLocks",
     "HubFileRef",
@@ -72,3 +85,40 @@ __all__ = [
     "verify_models",
     "write_text_atomic",
 ]
+
+if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name for Any
+    # Imported when first used (mdl/lazy.py): a command loads only the modules it touches.
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "cleaning": ("CleanedFile", "clean"),
+            "filesystem": ("DirSyncs", "creatable_problem", "fsync_dir", "hash_file", "stat_file", "write_text_atomic"),
+            "inventory": (
+                "LocalFile",
+                "ModelStatus",
+                "PinnedFile",
+                "file_state",
+                "list_models",
+                "model_status",
+                "unplaced_path",
+                "verify_file",
+                "verify_models",
+            ),
+            "layout": ("HubFileRef", "Layout", "Placement", "adopt_cached", "hub_source", "parse_hub_source"),
+            "locks": ("HeldLocks",),
+            "records": ("FileRecord", "ModelRecord", "now_iso"),
+            "states": (
+                "FILE_STATES",
+                "INSTALLED",
+                "MISSING",
+                "MODIFIED",
+                "MODIFIED_MAYBE",
+                "PARTIAL",
+                "RECHECK_REASON",
+                "UNRECORDED",
+                "judge",
+            ),
+            "store": ("Store",),
+            "views": ("CleanReport", "ModelInfo", "ModelList"),
+        },
+    )

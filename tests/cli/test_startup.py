@@ -1,0 +1,142 @@
+"""Start-up (issue 15): each command loads only what it uses. `mdl --help` and `mdl list` never load the HTTP stack,
+the Hub client or boto3; `mdl get` of a plain URL never loads the Hub client. Checked on real `python -m mdl`
+processes by the modules they end with (behaviour, not timing), plus the rules that keep the parts' exports lazy."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from servers import CdnServer
+
+ROOT = Path(__file__).resolve().parents[2]
+LAZY_PARTS = ("catalog", "download", "sources", "store")
+NET = ("httpx2", "httpcore2", "huggingface_hub", "boto3", "botocore")
+# Help is written and the process ends before any work: nothing below the CLI is needed for it.
+NOT_FOR_HELP = (*NET, "rich.progress", "mdl.catalog", "mdl.store", "mdl.download", "mdl.transfer")
+NOT_FOR_LIST = (*NET, "rich.progress", "mdl.transfer", "mdl.download", "mdl.sources", "mdl.catalog.edit")
+# A URL is not the Hub: neither the Hub client, nor its pydantic reply models, nor (without a catalog) the catalog's.
+NOT_FOR_GET = ("huggingface_hub", "boto3", "botocore", "mdl.sources.hubreplies", "mdl.catalog.schema")
+CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.direct]\nfiles = [{ url = "https://example.com/x.bin" }]\n'
+
+# Runs mdl as the console script does, then writes which of the modules named in argv[1] (JSON) were loaded.
+PROBE = """\
+import atexit, json, sys
+watch, out = json.loads(sys.argv[1]), sys.argv[2]
+atexit.register(lambda: open(out, "w").write(json.dumps([m for m in watch if m in sys.modules])))
+sys.argv = ["mdl", *sys.argv[3:]]
+from mdl.__main__ import main
+main()
+"""
+
+
+def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
+    """Which of ``watch`` a `mdl ARGS` process had imported when it exited (successfully)."""
+    out = tmp_path / "loaded.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(watch), str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found: list[str] = json.loads(out.read_text())
+    return found
+
+
+def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
+    # Not even pydantic: Typer converts option values through pydantic, and `mdl --help` converts none. (`mdl pull
+    # --help` does convert the global options first, and Typer 0.29's public API offers no way around that.)
+    assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), "--help") == []
+    assert loaded(tmp_path, NOT_FOR_HELP, "pull", "--help") == []
+
+
+def test_list_is_offline_and_light(tmp_path: Path) -> None:
+    (tmp_path / "catalog.toml").write_text(CATALOG)
+    assert loaded(tmp_path, NOT_FOR_LIST, "list") == []
+    assert loaded(tmp_path, NOT_FOR_LIST, "list", "--json") == []
+
+
+def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
+    url = cdn.add_file("/x.bin", b"forty-two bytes of a very small model file")
+    assert loaded(tmp_path, NOT_FOR_GET, "get", url, "-o", "x.bin") == []
+    assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
+
+
+def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
+    url = cdn.add_file("/w.bin", b"weights")
+    catalog = f'[settings]\ndest = "models"\n\n[models.one]\nfiles = [{{ url = "{url}" }}]\n'
+    (tmp_path / "catalog.toml").write_text(catalog)
+    assert loaded(tmp_path, ("huggingface_hub", "boto3", "mdl.sources.hubreplies"), "pull", "one") == []
+    assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
+
+
+def test_get_still_reads_a_catalog_beside_it(tmp_path: Path, cdn: CdnServer) -> None:
+    """The lazy catalog is still the catalog: with one in the folder, get loads it (and its schema) as before."""
+    (tmp_path / "catalog.toml").write_text(CATALOG)
+    url = cdn.add_file("/x.bin", b"42")
+    assert loaded(tmp_path, ("mdl.catalog.schema", "huggingface_hub"), "get", url, "-o", "x.bin") == [
+        "mdl.catalog.schema"
+    ]
+
+
+# -- the rules behind it -----------------------------------------------------------------------------------
+
+
+def _init(part: str) -> ast.Module:
+    return ast.parse((ROOT / "mdl" / part / "__init__.py").read_text(encoding="utf-8"))
+
+
+def _type_checking_imports(tree: ast.Module) -> dict[str, str]:
+    """name → module, from the ``if TYPE_CHECKING:`` imports of a part's ``__init__``."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom) and stmt.module is not None
+                found.update({alias.name: stmt.module for alias in stmt.names})
+    return found
+
+
+@pytest.mark.parametrize("part", LAZY_PARTS)
+def test_a_lazy_part_exports_what_it_declares(part: str) -> None:
+    """The three lists of a lazy part agree: TYPE_CHECKING imports, ``__all__``, and what it loads on first use."""
+    import importlib
+
+    declared = _type_checking_imports(_init(part))
+    package = importlib.import_module(f"mdl.{part}")
+    assert sorted(declared) == sorted(package.__all__)
+    for name, module in declared.items():
+        assert getattr(package, name) is getattr(importlib.import_module(module), name), name
+    assert set(declared) <= set(dir(package))
+    with pytest.raises(AttributeError):
+        package.no_such_name
+
+
+@pytest.mark.parametrize("part", LAZY_PARTS)
+def test_importing_a_lazy_part_loads_none_of_its_modules(part: str) -> None:
+    code = f"import sys, mdl.{part}; print([m for m in sys.modules if m.startswith('mdl.{part}.')])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "[]"
+
+
+def test_command_modules_keep_real_annotations() -> None:
+    """Typer reads each command's signature at every start; string annotations would be evaluated each time."""
+    postponed = []
+    for path in sorted((ROOT / "mdl" / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defines_command = any(
+            isinstance(node, ast.FunctionDef) and (node.name.endswith("_cmd") or node.name == "_root")
+            for node in tree.body
+        )
+        future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
+        if defines_command and future:
+            postponed.append(path.name)
+    assert postponed == []
