@@ -46,6 +46,7 @@ class Settings:
     offline: bool = False
     connections: int = DEFAULT_CONNECTIONS
     jobs: int = DEFAULT_JOBS
+    jobs_set: bool = False  # --jobs, MDL_JOBS or the catalog chose it; else small files get more in flight
     limit_rate: int | None = None
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     timeout: float = DEFAULT_TIMEOUT  # every request: connect, and wait for the answer to begin
@@ -311,6 +312,7 @@ def build_settings(
             catalog_connections,
         ),
         jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
+        jobs_set=_first(jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs) is not None,
         limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
         stall_timeout=_pick(
             DEFAULT_STALL_TIMEOUT,

@@ -40,7 +40,9 @@ def pull_cmd(
     connections: Annotated[
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", help="Files in flight at once (default 4).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", help="Files in flight at once (default: up to 16 small and 4 big).")
+    ] = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not fail on a hash mismatch (sizes are still checked).")

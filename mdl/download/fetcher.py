@@ -158,6 +158,7 @@ class FileFetcher:
             retries=retries,
             model=remote.model or None,  # get's one-off files belong to no model
             path=remote.path,
+            located=remote.located,
         )
         mirrored = fetch_from_mirrors(session, job, remote, retries=retries)
         if mirrored is not None:

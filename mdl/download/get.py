@@ -379,7 +379,7 @@ def _probe(puller: Puller, remote: RemoteFile, item: UrlFile) -> RemoteFile:
         return probed
     if probed.size is not None and probed.size != item.size:
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
-    return with_probe(remote, size=probed.size, etag=probed.etag)
+    return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located)
 
 
 def _one_off_settings(settings: Settings, folder: Path) -> Settings:

@@ -141,19 +141,19 @@ class Planner:
 
     def probe(self, remote: RemoteFile) -> RemoteFile:
         """For a direct URL the catalog gives no sha256 for: learn its size and ETag (one request)."""
-        _, size, etag = self._probe(remote)
-        return with_probe(remote, size=size, etag=etag)
+        url, size, etag, ranged = self._probe(remote)
+        return with_probe(remote, size=size, etag=etag, located=url if ranged else None)
 
     def final_url(self, remote: RemoteFile) -> str:
         """Where the file's URL redirects to in the end (the CDN URL for Hub files)."""
         return self._probe(remote)[0]
 
-    def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
-        """Ask for the first byte, following redirects: (final URL, total size, strong ETag)."""
+    def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None, bool]:
+        """Ask for the first byte, following redirects: (final URL, total size, strong ETag, answered a range)."""
         what = label_of(remote)
         return self.session.retry.run(lambda: self._probe_once(remote), what=what, wait=self.session.cancel.wait)
 
-    def _probe_once(self, remote: RemoteFile) -> tuple[str, int | None, str | None]:
+    def _probe_once(self, remote: RemoteFile) -> tuple[str, int | None, str | None, bool]:
         with open_stream(
             self.session.client,
             remote.url,
@@ -164,6 +164,7 @@ class Planner:
             from mdl.transfer import (
                 ContentRangeError,
                 content_range_total,
+                drain,
                 error_for_status,
                 is_encoded,
                 parse_content_range,
@@ -173,7 +174,7 @@ class Planner:
             if response.status_code in (200, 206) and is_encoded(response, what=label_of(remote)):
                 # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
                 # until it is decoded, and its ETag names the encoded representation.
-                return str(response.url), None, None
+                return str(response.url), None, None, False
             if response.status_code == 206:
                 try:
                     _, _, total = parse_content_range(response.headers.get("Content-Range", ""))
@@ -187,7 +188,11 @@ class Planner:
                 hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
                 raise error_for_status(response, what=label_of(remote), hub=hub)
             etag = response.headers.get("ETag")
-            return str(response.url), total, etag if etag and not etag.startswith("W/") else None
+            located = str(response.url)
+            if response.status_code == 206:
+                drain(response)  # one byte: read it, and the connection carries the download next
+            strong = etag if etag and not etag.startswith("W/") else None
+            return located, total, strong, response.status_code == 206
 
     def place(self, remote: RemoteFile) -> Placement:
         """Where the file goes in this run's layout."""

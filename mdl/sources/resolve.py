@@ -34,6 +34,7 @@ class RemoteFile:
     size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
     revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
     repo: str | None = None  # owner/name (Hub files), for mirror URL templates
+    located: str | None = None  # where a probe found it answering ranges (the download need not ask again)
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,9 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     )
 
 
-def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None) -> RemoteFile:
-    """The file with what a probe learned (size, ETag) filled in where the catalog was silent."""
+def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None, located: str | None = None) -> RemoteFile:
+    """The file with what a probe learned (size, ETag, the final URL if it answered a range) filled in where
+    the catalog was silent."""
     if remote.size is not None:
-        return replace(remote, etag=remote.etag or etag)
-    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False)
+        return replace(remote, etag=remote.etag or etag, located=located)
+    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located)

@@ -193,7 +193,11 @@ class Engine:
         state.url = job.url
         todo = [p for p in state.pieces if not p.complete]
         if multi and todo:
-            state.url = self.streams.locate_retrying(job, state)
+            if job.located and state.on_disk() == 0:  # a fresh download this run already probed: start at once
+                state.url = job.located
+                state.validator = state.validator or job.identity.etag  # If-Range on every range
+            else:
+                state.url = self.streams.locate_retrying(job, state)
             with state.lock:  # a resume down to a few big pieces still uses every connection
                 spread(state.pieces, connections=connections, least=MIN_PIECE)
             todo = [p for p in state.pieces if not p.complete]

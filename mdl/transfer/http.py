@@ -297,7 +297,7 @@ def open_stream(
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
         if response.is_redirect and "Location" in response.headers:
-            response.close()
+            drain(response)
             try:
                 location = urljoin(current, response.headers["Location"])
             except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
@@ -316,6 +316,24 @@ def open_stream(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request
+
+
+def drain(response: httpx2.Response) -> None:
+    """Close a response whose body we do not need, reading it first when it is small and sized (a redirect's
+    note, a probe's one byte): a response closed mid-body takes its keep-alive connection down with it, and the
+    next request pays a new handshake (a round trip or three far from the server)."""
+    try:
+        length = parse_decimal(response.headers.get("Content-Length"))
+        if length is not None and length <= DRAIN_LIMIT:
+            for _ in response.iter_raw():
+                pass
+    except httpx2.HTTPError:
+        pass  # the connection is not reusable: closing it is all there is to do
+    finally:
+        response.close()
 
 
 def seconds(value: float) -> str:

@@ -80,6 +80,7 @@ class TransferJob:
     retries: RetryLog = field(default_factory=RetryLog, compare=False)  # filled as the transfer goes
     model: str | None = None  # what the file belongs to and its path in it, for programs (--progress json)
     path: str | None = None
+    located: str | None = None  # the final URL a probe of this run saw answer a range: no second probe
 
 
 @dataclass(frozen=True)

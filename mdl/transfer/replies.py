@@ -6,7 +6,7 @@ import httpx2
 
 from mdl.errors import NetworkError
 from mdl.transfer.codings import is_encoded
-from mdl.transfer.http import error_for_status, open_stream, origin
+from mdl.transfer.http import drain, error_for_status, open_stream, origin
 from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
@@ -39,7 +39,9 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
                 state.validator = etag
             if changed:  # the bytes we have are of another version: never splice them
                 raise SourceChanged
-        return str(response.url)
+        located = str(response.url)
+        drain(response)  # its one byte read, the connection serves one of the ranges next
+        return located
 
 
 def check_content_range(

@@ -504,3 +504,19 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     assert whole_peak > limit
     assert peak < limit, f"peak {peak / MiB:.1f} MiB while writing a {decoded / MiB:.0f} MiB inline file"
     assert (tmp_path / "out" / "big.safetensors").stat().st_size == decoded
+
+
+def test_a_probed_url_is_not_probed_again_and_its_connection_carries_a_range(env: HubServer, tmp_path: Path) -> None:
+    big = make_data(40 * MiB, seed=14)
+    url = env.cdn.add_file("/results/probe-once.bin", big, signed=True)
+    result = mdl("get", url, "-o", str(tmp_path / "f.bin"), "--connections", "4", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "f.bin").read_bytes() == big
+    gets = env.cdn.log.records(method="GET", path_prefix="/results/")
+    probes = [r for r in gets if r.range == "bytes=0-0"]
+    assert len(probes) == 1  # get's probe found the size, ETag and that ranges work: the engine did not ask again
+    ranges = [r for r in gets if r.range != "bytes=0-0"]
+    assert ranges and all(r.if_range for r in ranges)  # the probe's ETag guards every range
+    assert sum(r.bytes_sent for r in ranges) == len(big)
+    # The probe's one byte was read, so its keep-alive connection went back to the pool and served a range.
+    assert probes[0].connection in {r.connection for r in ranges}
