@@ -746,8 +746,11 @@ def child_env(workdir: Path, hub_url: str) -> dict[str, str]:
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
         NO_COLOR="1",
-        PYTHONDONTWRITEBYTECODE="1",
+        # Bytecode cached as after `pip install` (which compiles): every tool alike, in a folder of our own,
+        # so nobody's start-up is measured recompiling its sources (this sandbox sets PYTHONDONTWRITEBYTECODE).
+        PYTHONPYCACHEPREFIX=str(workdir / "pycache"),
     )
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for name in ("HF_HUB_ENABLE_HF_TRANSFER", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         env.pop(name, None)  # nothing may leave this machine, and no outside proxy may sit in the way
     return env

@@ -79,6 +79,9 @@ def main() -> None:
             trees[f"baseline {args.baseline}"] = checkout(args.baseline, work / "baseline")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MDL_", "HF_"))}
         base_env.update({"HOME": str(work), "MDL_LOG_FILE": str(work / "mdl.log"), "HF_HUB_OFFLINE": "1"})
+        # Bytecode cached as an installed package has it (pip compiles), for mdl and hf alike.
+        base_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        base_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         results: dict[str, dict[str, float]] = {}
         for label, tree in trees.items():
             env = {**base_env, "PYTHONPATH": str(tree)}
