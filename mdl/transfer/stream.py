@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -13,9 +12,9 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
-from mdl.transfer.codings import body_chunks, is_encoded
+from mdl.transfer.body import copy_body
+from mdl.transfer.codings import is_encoded
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -29,9 +28,9 @@ from mdl.transfer.http import (
 from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
 from mdl.transfer.ratelimit import RateLimiter
-from mdl.transfer.replies import check_content_range, check_length, check_total, from_hub, locate, size_differs
+from mdl.transfer.replies import check_content_range, check_length, check_total, from_hub, locate
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.scheduling import MiB, Piece, window
+from mdl.transfer.scheduling import Piece, window
 
 log = logging.getLogger("mdl.transfer")
 
@@ -224,7 +223,7 @@ class Streamer:
                 if etag and not etag.startswith("W/") and state.validator is None:
                     with state.lock:
                         state.validator = etag
-                _copy_body(self, job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
+                copy_body(self, job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
@@ -242,50 +241,3 @@ def _relocate(streams: Streamer, job: TransferJob, state: DownloadState, *, expi
         job.retries.add("signed URL refused (HTTP 403), resolved it again")
         url = streams.relocate(job)
         state.url = streams.locate_retrying(job, state) if multi else url
-
-
-def _copy_body(
-    streams: Streamer,
-    job: TransferJob,
-    state: DownloadState,
-    fd: int,
-    piece: Piece,
-    resp: httpx2.Response,
-    offset: int,
-    asked_end: int | None,
-    *,
-    encoded: bool,
-) -> None:
-    hasher = state.hasher
-    began, start = time.monotonic(), offset
-    for chunk in body_chunks(resp, encoded=encoded, what=job.label):
-        streams.check_stop(job, state)
-        limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
-        if limit is not None and offset + len(chunk) > limit:
-            if resp.status_code == 200:  # a full body longer than the file we expect
-                raise size_differs(job, state, offset + len(chunk))
-            chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
-        written = os.pwrite(fd, chunk, offset) if chunk else 0
-        if hasher is not None and written:
-            hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
-        with state.lock:
-            # Only what is still inside the piece counts: its end may have moved in during the write.
-            counted = written if piece.end is None else min(written, piece.left)
-            piece.done += counted
-            state.fetched += counted
-            complete = piece.complete
-            # Wake the hasher only when there may be a new block for it (a piece ended or a block filled):
-            # a notify per chunk costs a thread switch per chunk.
-            if complete or (piece.done % HASH_BLOCK) < counted:
-                state.lock.notify_all()
-        offset += written
-        streams.progress.advance(job.label, counted)
-        if streams.limiter is not None:
-            streams.limiter.consume(written, streams.cancel)
-        if complete and piece.end != asked_end:
-            break  # the rest of this answer belongs to another stream: drop the connection
-        if not state.background and time.monotonic() - state.last_save >= streams.config.checkpoint_interval:
-            state.save(fd)
-    elapsed = time.monotonic() - began
-    if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
-        piece.rate = (offset - start) / elapsed
