@@ -53,6 +53,7 @@ _AUTHORIZATION_RE = re.compile(
 )
 
 _secrets: set[str] = set()
+_ordered: tuple[str, ...] = ()  # _secrets longest first, rebuilt when they change (every log line reads it)
 _secrets_lock = threading.Lock()
 
 
@@ -67,18 +68,24 @@ def remember_secret(value: str | None) -> None:
             _secrets.add(value)
             # Also its printable form: sinks make text printable before redacting it.
             _secrets.add(printable(value))
+            _reorder()
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
     with _secrets_lock:
         _secrets.clear()
+        _reorder()
+
+
+def _reorder() -> None:
+    global _ordered  # the one cache of the registry, rebuilt under _secrets_lock
+    _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def known_secrets() -> tuple[str, ...]:
     """The registered secrets, longest first (so a secret that contains another is removed whole)."""
-    with _secrets_lock:
-        return tuple(sorted(_secrets, key=len, reverse=True))
+    return _ordered  # a tuple, replaced whole under the lock: reading it needs no lock
 
 
 def is_secret_param(name: str) -> bool:
