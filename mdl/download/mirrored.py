@@ -32,7 +32,13 @@ def fetch_from_mirrors(
             where = session.s3.presign(url, template=template) if s3 else url
             result = session.mirror_engine.fetch(
                 replace(
-                    job, url=where, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False
+                    job,
+                    url=where,
+                    credentials=Credentials(),
+                    verify=True,
+                    retry_on_mismatch=False,
+                    renewable=False,
+                    located=None,  # the origin's probe says nothing about a mirror
                 )
             )
         except InterruptedByUserError:

@@ -52,12 +52,14 @@ class RecordQueue:
 
     def flush(self, model: str | None = None) -> None:
         """Write the queued file records (of one model, or all) to the store."""
-        self.dirs.flush()  # the files' folder entries are on disk before any record (or the run's end) names them
         with self._lock:
             models = [model] if model is not None else list(self._pending)
             batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
             for m in models:
                 self._last_flush[m] = time.monotonic()
+        # After taking the batch: every file in it was renamed (and its folder noted) before it was queued, so
+        # its folder entry is on disk before the record that names it.
+        self.dirs.flush()
         for m, (queued, commit) in batches.items():
             try:
                 if queued:

@@ -21,7 +21,7 @@ from mdl.progress import Progress
 from mdl.transfer.codings import body_chunks
 from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.job import EngineConfig, TransferJob
-from mdl.transfer.ranges import parse_decimal
+from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.replies import size_differs
 from mdl.transfer.resume import DownloadState
@@ -57,8 +57,15 @@ def raw_socket(resp: httpx2.Response) -> socket.socket | None:
     Only httpcore2's plain sync stream qualifies (a TCP socket, or an ``ssl.SSLSocket`` that decrypts itself);
     a TLS tunnel inside a proxy's TLS wraps its socket in Python and must be read through its stream.
     """
-    if resp.status_code != 206 or parse_decimal(resp.headers.get("Content-Length")) is None:
+    if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
+        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    try:
+        first, last, _ = parse_content_range(resp.headers.get("Content-Range", ""))
+    except ContentRangeError:
         return None
+    if length is None or length != last - first + 1:
+        return None  # a length that is not the range's: let the usual path find out what the server means
     stream = resp.extensions.get("network_stream")
     try:
         from httpcore2._backends.sync import SyncStream

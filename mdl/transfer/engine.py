@@ -193,7 +193,7 @@ class Engine:
         state.url = job.url
         todo = [p for p in state.pieces if not p.complete]
         if multi and todo:
-            if job.located and state.on_disk() == 0:  # a fresh download this run already probed: start at once
+            if job.located and state.on_disk() == 0 and not state.restarted:  # fresh, and probed this run: go
                 state.url = job.located
                 state.validator = state.validator or job.identity.etag  # If-Range on every range
             else:

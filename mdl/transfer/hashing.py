@@ -31,11 +31,13 @@ class Hasher:
         self.git = git
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
+        self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
         self.reset()
 
     def reset(self) -> None:
         """Forget everything hashed (the bytes on disk were replaced from offset 0)."""
         with self.lock:
+            self.epoch += 1
             self.sha256 = hashlib.sha256()
             self.sha1 = hashlib.sha1() if self.git and self.size is not None else None
             if self.sha1 is not None:
@@ -55,11 +57,18 @@ class Hasher:
             if offset <= self.position < end:
                 self._update(memoryview(data)[self.position - offset :])
 
-    def catch_up(self, limit: int) -> None:
-        """Hash bytes [position, limit) from the file (those no stream offered at the frontier)."""
+    def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
+        """Hash bytes [position, limit) from the file (those no stream offered at the frontier).
+
+        ``epoch`` is ``self.epoch`` as it was when ``limit`` was read: after a reset since, ``limit`` may name
+        bytes of the old version, so the catch-up stops (the next one reads the new frontier).
+        """
+        if epoch is None:
+            with self.lock:
+                epoch = self.epoch
         while True:
             with self.lock:
-                if self.position >= limit:
+                if self.position >= limit or self.epoch != epoch:
                     return
                 if self._buffer is None:
                     self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
@@ -90,8 +99,9 @@ def hashing_alongside(
                     while contiguous() <= hasher.position and not done.is_set():
                         lock.wait(0.5)
                     target = contiguous()
+                    epoch = hasher.epoch  # read with the frontier: a reset is made under the same lock
                 if target > hasher.position:
-                    hasher.catch_up(target)
+                    hasher.catch_up(target, epoch=epoch)
                 elif done.is_set():
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below

@@ -57,6 +57,11 @@ def check_content_range(
         raise NetworkError(f"{job.label}: bad Content-Range from server: {exc}") from exc
     if start != offset:
         raise NetworkError(f"{job.label}: asked for bytes from {offset}, server sent from {start}")
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    if length is not None and "Transfer-Encoding" not in resp.headers and length != end - start + 1:
+        raise NetworkError(
+            f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
+        )
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(job, state, total)
     if asked_end is not None and end >= asked_end:

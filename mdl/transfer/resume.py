@@ -37,6 +37,7 @@ class DownloadState:
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
+        self.relocated_probe = False  # the probe's final URL (job.located) expired once and was located afresh
         self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted

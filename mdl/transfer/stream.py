@@ -121,6 +121,13 @@ class Streamer:
                 if piece.start + piece.done < min(piece.end, asked_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
+                if job.located and url == job.located and not state.relocated_probe:
+                    # The probe's signed target expired while the file waited its turn: follow the URL afresh.
+                    with state.relocate_lock:
+                        if state.url == url:
+                            state.relocated_probe = True
+                            state.url = self.locate_retrying(job, state)
+                    continue
                 if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
                     raise
                 failures += 1
@@ -201,16 +208,19 @@ class Streamer:
                     if not encoded:  # an encoded body's Content-Length counts compressed bytes, not the file's
                         check_length(job, state, resp)
                     etag = resp.headers.get("ETag")
-                    with state.lock:  # a full body is the current version: it is what we validate against now
+                    dropped = 0
+                    # A full body is the current version: it is what we validate against now. The new validator
+                    # and the dropped bytes change together, so no record ever claims old bytes under the new one.
+                    with state.lock:
                         state.validator = etag if etag and not etag.startswith("W/") else None
-                    if offset > 0:  # the server ignored our Range: the body starts at byte 0
-                        log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        self.progress.advance(job.label, -piece.done)
-                        with state.lock:
-                            piece.done = 0
+                        if offset > 0:  # the server ignored our Range: the body starts at byte 0
+                            dropped, piece.done = piece.done, 0
                             state.restarted = True
-                        if state.hasher is not None:
-                            state.hasher.reset()
+                            if state.hasher is not None:  # with the frontier: the hashing thread sees both or none
+                                state.hasher.reset()
+                    if offset > 0:
+                        log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.progress.advance(job.label, -dropped)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_total(job, state, resp)

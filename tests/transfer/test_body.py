@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import socket
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
 from servers import CdnServer, make_data
 
+from mdl.progress import NullProgress
+from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.body import _buffer, _received, raw_socket
-from mdl.transfer.http import Credentials, make_client, open_stream
+from mdl.transfer.hashing import Hasher
+from mdl.transfer.http import Credentials, RetryPolicy, make_client, open_stream
 
 
 @pytest.fixture
@@ -44,3 +52,96 @@ def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, cl
         sock.close()  # as Ctrl-C's close of every response does
         with pytest.raises(httpx2.ReadError):
             list(_received(sock, _buffer(), len(data), resp.request))
+
+
+class ChunkedWithLength:
+    """A server that frames every answer as chunked *and* gives a Content-Length (RFC 9112 §6.3: chunked wins).
+
+    Some proxy/origin pairs send both; the bytes of the file are only what the chunked framing carries.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/f.bin"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while True:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        got = conn.recv(65536)
+                        if not got:
+                            return
+                        head += got
+                    match = re.search(rb"(?i)range: bytes=(\d+)-(\d*)", head)
+                    first = int(match.group(1)) if match else 0
+                    last = int(match.group(2)) if match and match.group(2) else len(self.data) - 1
+                    body = self.data[first : last + 1]
+                    status = "206 Partial Content" if match else "200 OK"
+                    extra = f"Content-Range: bytes {first}-{last}/{len(self.data)}\r\n" if match else ""
+                    conn.sendall(
+                        f'HTTP/1.1 {status}\r\n{extra}ETag: "v1"\r\nContent-Length: {len(body)}\r\n'
+                        "Transfer-Encoding: chunked\r\n\r\n".encode()
+                    )
+                    for at in range(0, len(body), 10_000):
+                        part = body[at : at + 10_000]
+                        conn.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+                    conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_chunked_206_with_a_content_length_is_never_read_raw(client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(12_000_000, seed=93)
+    server = ChunkedWithLength(data)
+    try:
+        partial = tmp_path / ".mdl"
+        job = TransferJob(
+            label="f.bin",
+            url=server.url,
+            identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
+            credentials=Credentials(),
+            final_path=tmp_path / "f.bin",
+            part_path=partial / "f.part",
+            state_path=partial / "f.part.json",
+            source=server.url,
+        )
+        config = EngineConfig(connections=4, retry=RetryPolicy(retries=0), split_threshold=64 * 1024)
+        Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
+        assert (tmp_path / "f.bin").read_bytes() == data  # no chunk-size lines spliced into the file
+    finally:
+        server.close()
+
+
+def test_a_catch_up_of_a_frontier_read_before_a_reset_hashes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    old = make_data(3 * 1024 * 1024, seed=94)
+    path.write_bytes(old)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = Hasher(fd, len(old), git=False)
+        limit, epoch = len(old), hasher.epoch  # the hashing thread reads the frontier...
+        hasher.reset()  # ...the stream gets a whole new body and restarts from zero...
+        hasher.catch_up(limit, epoch=epoch)  # ...and the catch-up of the old frontier must not hash old bytes
+        assert hasher.position == 0
+        assert hasher.sha256.hexdigest() == hashlib.sha256(b"").hexdigest()
+        hasher.catch_up(1000)  # a frontier read after the reset is caught up as usual
+        assert hasher.sha256.hexdigest() == hashlib.sha256(old[:1000]).hexdigest()
+    finally:
+        os.close(fd)
