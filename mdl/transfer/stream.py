@@ -121,10 +121,13 @@ class Streamer:
                 if piece.start + piece.done < min(piece.end, asked_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
             except ExpiredURLError:
-                if job.located and url == job.located and not state.relocated_probe:
-                    # The probe's signed target expired while the file waited its turn: follow the URL afresh.
+                if job.located and url == job.located:
+                    # The probe's signed target expired while the file waited its turn: follow the URL afresh,
+                    # once for all streams (those that met the 403 too take the new target).
                     with state.relocate_lock:
                         if state.url == url:
+                            if state.relocated_probe:
+                                raise
                             state.relocated_probe = True
                             state.url = self.locate_retrying(job, state)
                     continue

@@ -520,3 +520,22 @@ def test_a_probed_url_is_not_probed_again_and_its_connection_carries_a_range(env
     assert sum(r.bytes_sent for r in ranges) == len(big)
     # The probe's one byte was read, so its keep-alive connection went back to the pool and served a range.
     assert probes[0].connection in {r.connection for r in ranges}
+
+
+def test_a_probed_target_that_expired_before_the_ranges_is_located_afresh(env: HubServer, tmp_path: Path) -> None:
+    big = make_data(40 * MiB, seed=15)
+    env.cdn.add_file("/blobs/late.bin", big, signed=True)
+
+    def point() -> None:  # a stable download link that redirects to a freshly signed one, as a job API's does
+        env.cdn.add_redirect("/dl/late.bin", env.cdn.signed_url("/blobs/late.bin"))
+
+    point()
+    # After the probe's request, the signed URLs expire (the file waited its turn) and the link is re-signed.
+    env.cdn.faults.add(Fault.call(lambda: (env.cdn.expire_signed_urls(), point()), skip=1, path_prefix="/blobs/"))
+    url = env.cdn.url + "/dl/late.bin"
+    result = mdl("get", url, "-o", str(tmp_path / "late.bin"), "--connections", "4")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "late.bin").read_bytes() == big
+    blobs = env.cdn.log.records(method="GET", path_prefix="/blobs/")
+    assert any(r.status == 403 for r in blobs)  # the probe's target had expired
+    assert len(env.cdn.log.records(method="GET", path_prefix="/dl/")) == 2  # the probe, then one fresh locate
