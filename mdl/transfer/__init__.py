@@ -2,6 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.codings import is_encoded
+from mdl.transfer.connection import drain
 from mdl.transfer.engine import Engine
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.guard import TokenGuard, shown_origin
@@ -11,7 +12,6 @@ from mdl.transfer.http import (
     RetryableError,
     RetryPolicy,
     UnreachableError,
-    drain,
     error_for_status,
     hub_auth_hint,
     make_client,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx2
 
 from mdl.transfer.proxy import Proxy, proxy_for
+from mdl.transfer.ranges import parse_decimal
 from mdl.transfer.tls import ca_locations, ssl_context
 
 DEFAULT_TIMEOUT = 10.0
@@ -114,3 +116,25 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
     timeouts = dict(response.request.extensions.get("timeout") or {})
     timeouts["read"] = seconds
     response.request.extensions["timeout"] = timeouts
+
+
+DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request
+DRAIN_SECONDS = 1.0  # ... if it comes within this long
+
+
+def drain(response: httpx2.Response) -> None:
+    """Close a response whose body we do not need, reading it first when it is small and sized (a redirect's
+    note, a probe's one byte): a response closed mid-body takes its keep-alive connection down with it, and the
+    next request pays a new handshake (a round trip or three far from the server)."""
+    try:
+        length = parse_decimal(response.headers.get("Content-Length"))
+        if length is not None and length <= DRAIN_LIMIT:
+            set_read_timeout(response, DRAIN_SECONDS)
+            deadline = time.monotonic() + DRAIN_SECONDS
+            for _ in response.iter_raw():
+                if time.monotonic() > deadline:  # a trickle is not worth its connection
+                    break
+    except httpx2.HTTPError:
+        pass  # the connection is not reusable: closing it is all there is to do
+    finally:
+        response.close()

@@ -16,7 +16,7 @@ import httpx2
 
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
-from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, set_read_timeout
+from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.proxy import Proxy
 from mdl.transfer.ranges import parse_decimal
@@ -316,28 +316,6 @@ def open_stream(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
-
-
-DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request
-DRAIN_SECONDS = 1.0  # ... if it comes within this long
-
-
-def drain(response: httpx2.Response) -> None:
-    """Close a response whose body we do not need, reading it first when it is small and sized (a redirect's
-    note, a probe's one byte): a response closed mid-body takes its keep-alive connection down with it, and the
-    next request pays a new handshake (a round trip or three far from the server)."""
-    try:
-        length = parse_decimal(response.headers.get("Content-Length"))
-        if length is not None and length <= DRAIN_LIMIT:
-            set_read_timeout(response, DRAIN_SECONDS)
-            deadline = time.monotonic() + DRAIN_SECONDS
-            for _ in response.iter_raw():
-                if time.monotonic() > deadline:  # a trickle is not worth its connection
-                    break
-    except httpx2.HTTPError:
-        pass  # the connection is not reusable: closing it is all there is to do
-    finally:
-        response.close()
 
 
 def seconds(value: float) -> str:

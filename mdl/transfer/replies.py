@@ -6,7 +6,8 @@ import httpx2
 
 from mdl.errors import NetworkError
 from mdl.transfer.codings import is_encoded
-from mdl.transfer.http import drain, error_for_status, open_stream, origin
+from mdl.transfer.connection import drain
+from mdl.transfer.http import error_for_status, open_stream, origin
 from mdl.transfer.job import TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
