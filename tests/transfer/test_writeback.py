@@ -75,22 +75,27 @@ def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.
     cdn.throttle_bps = 2_000_000
     job = make_job(tmp_path, url, data)
     saved: list[int] = []
+    problems: list[BaseException] = []
 
-    def watch() -> None:  # the record appears while the streams run, each claim backed by bytes on disk
-        while not job.final_path.exists():
-            try:
-                record = json.loads(job.state_path.read_text())
-            except (OSError, ValueError):
-                continue
-            part = job.part_path.read_bytes()
-            for start, _end, done in record["pieces"]:
-                assert part[start : start + done] == data[start : start + done]
-            saved.append(sum(d for _, _, d in record["pieces"]))
+    def watch() -> None:  # the record appears while the streams run, each claim backed by bytes in the .part
+        try:
+            while not job.final_path.exists():
+                try:
+                    record = json.loads(job.state_path.read_text())
+                    part = job.part_path.read_bytes()
+                except (OSError, ValueError):  # not written yet, or the file was just moved into place
+                    continue
+                for start, _end, done in record["pieces"]:
+                    assert part[start : start + done] == data[start : start + done], f"claim at {start} not backed"
+                saved.append(sum(d for _, _, d in record["pieces"]))
+        except BaseException as exc:  # raised again in the test's own thread below
+            problems.append(exc)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     engine(client, connections=2).fetch(job)
     watcher.join(5)
+    assert not problems, problems
     assert job.final_path.read_bytes() == data
     assert saved and max(saved) > 0
 
