@@ -11,6 +11,9 @@ Beside `servers.py` (whose `Fault.http_error` already answers any status, body a
   `gzip_static always`), for whole-file and ranged requests.
 - `UnsizedCdn` is a `CdnServer` that never says a size: no `Content-Length`, no ranges, the body ends when the
   connection closes (a streaming endpoint, a dynamic page).
+- `ScriptedServer` is a raw-socket HTTP/1.1 server whose files live through scripted `Phase`s (versions, validators,
+  If-Range honoured or not, short 206s, 200 to ranges, dripping headers or bodies), or answer whatever a policy
+  callable returns; it records every request (method, path, Range, If-Range, connection).
 
 Everything binds 127.0.0.1 on a free port.
 """
@@ -19,16 +22,35 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
+import itertools
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Self
 
-from servers import CdnServer, Exchange, HubServer
+from servers import CdnServer, Exchange, HubServer, _if_range_matches, _parse_range, _Unsatisfiable
 
-__all__ = ["ForwardProxy", "GzipCdn", "HostileHub", "ScratchCA", "SilentServer", "TlsCdn", "UnsizedCdn"]
+__all__ = [
+    "Answer",
+    "ForwardProxy",
+    "GzipCdn",
+    "HostileHub",
+    "Phase",
+    "ScratchCA",
+    "ScriptedServer",
+    "Seen",
+    "SilentServer",
+    "TlsCdn",
+    "UnsizedCdn",
+]
 
 
 class SilentServer:
@@ -338,3 +360,309 @@ class ForwardProxy:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# --- a scripted raw HTTP/1.1 server (issue 23): one file, several versions, every answer scripted -------------------
+
+
+@dataclass
+class Phase:
+    """One stretch of a scripted file's life: its bytes and validators, how long it lasts, how the server answers.
+
+    A file is a list of phases; the server answers from the current one and moves to the next when this one is
+    used up: after ``requests`` answers, or once ``sent`` body bytes went out (checked when a request arrives, so
+    an answer never mixes two phases). The last phase lasts for ever.
+    """
+
+    data: bytes = field(repr=False)
+    etag: str | None = None  # the ETag header as sent: '"v1"' (strong), 'W/"v1"' (weak); None: no ETag
+    last_modified: str | None = None  # an HTTP-date (see `http_date`); None: no Last-Modified
+    requests: int | None = None  # answer this many requests for the file, then move on
+    sent: int | None = None  # move on at the first request after this many body bytes were sent
+    ranges: bool = True  # False: 200 and the whole body to every request, Range or not
+    if_range: bool = True  # False: ignore If-Range (serve the range from this phase whatever the validator)
+    cap: int | None = None  # at most this many bytes per 206 (a legal short answer: Content-Range says so)
+    drip_headers: float | None = None  # send the header block one byte every this many seconds
+    drip_body: float | None = None  # send the body one byte every this many seconds
+
+    def __repr__(self) -> str:
+        knobs = {k: v for k, v in vars(self).items() if k != "data" and v is not None}
+        return f"Phase(<{len(self.data)} bytes sha256:{hashlib.sha256(self.data).hexdigest()[:12]}>, {knobs})"
+
+    @property
+    def validator(self) -> str | None:
+        """What a client should send as If-Range for this phase: the strong ETag, else Last-Modified, else None."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+@dataclass
+class Seen:
+    """One request as the scripted server read it, and what it answered."""
+
+    index: int  # 0, 1, 2... in arrival order, over the whole server
+    method: str
+    target: str  # the request target as sent (path and query)
+    headers: dict[str, str]  # names lower-cased
+    connection: int  # 1, 2, 3... per accepted TCP connection: equal numbers mean keep-alive reuse
+    status: int = 0
+    phase: int | None = None  # which phase of the file answered
+    sent: int = 0  # body bytes handed to the socket
+
+    @property
+    def path(self) -> str:
+        """The target without its query."""
+        return self.target.split("?", 1)[0]
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("range")
+
+    @property
+    def if_range(self) -> str | None:
+        return self.headers.get("if-range")
+
+    @property
+    def range_start(self) -> int | None:
+        """The first byte asked for by a plain ``bytes=N-[M]`` Range, else None."""
+        spec = (self.range or "").partition("=")[2].split("-", 1)[0].strip()
+        return int(spec) if spec.isdigit() else None
+
+
+@dataclass
+class Answer:
+    """What to send back: status, headers (Content-Length and Date are added), body, and how slowly."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | memoryview = b""
+    drip_headers: float | None = None
+    drip_body: float | None = None
+    close: bool = False  # close the connection after this answer
+    phase: int | None = None
+
+
+Policy = Callable[[int, Seen, "ScriptedServer"], Answer | None]
+
+
+def http_date(ts: float) -> str:
+    """An RFC 9110 HTTP-date (IMF-fixdate)."""
+    return formatdate(ts, usegmt=True)
+
+
+class ScriptedServer:
+    """A raw-socket HTTP/1.1 server on 127.0.0.1 (a thread per connection, keep-alive) serving scripted files.
+
+    ``files`` maps a path (as requested, e.g. "/f.bin") to its `Phase`s. Every request is recorded in
+    ``requests`` (`Seen`: method, target, headers, connection id, status, phase, bytes sent) before it is answered.
+    ``policy(index, seen, server)`` may answer any request itself (return an `Answer`) or return None for the
+    scripted answer, which `reply(seen)` builds: RFC 9110 ranges and If-Range (§13.1.5: a matching validator gets
+    the 206, anything else the whole current phase with 200), shaped by the phase's knobs. ``errors`` keeps any
+    exception inside the server (a test should assert it stays empty).
+    """
+
+    def __init__(self, files: Mapping[str, Sequence[Phase]] | None = None, *, policy: Policy | None = None) -> None:
+        self.files: dict[str, list[Phase]] = {path: list(phases) for path, phases in (files or {}).items()}
+        self.policy = policy
+        self.requests: list[Seen] = []
+        self.errors: list[str] = []
+        self._current: dict[str, int] = {}  # path -> index of the phase answering now
+        self._used: dict[str, list[int]] = {}  # path -> [requests, body bytes] answered by the current phase
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._conn_ids = itertools.count(1)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self._thread = threading.Thread(target=self._accept, name="scripted-server", daemon=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, no trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, wake dripping answers and close every connection."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(timeout=5)
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the script ----------------------------------------------------------------------------------------------
+
+    def phase(self, path: str) -> int:
+        """The index of the phase of ``path`` answering now."""
+        with self._lock:
+            return self._current.get(path, 0)
+
+    def seen(self, path: str | None = None) -> list[Seen]:
+        """A snapshot of the requests (for ``path`` only, if given)."""
+        with self._lock:
+            return [s for s in self.requests if path is None or s.path == path]
+
+    def _take_phase(self, path: str) -> tuple[int, Phase]:
+        """The phase that answers this request: move on from used-up phases, then count the request."""
+        phases = self.files[path]
+        with self._lock:
+            index = self._current.setdefault(path, 0)
+            used = self._used.setdefault(path, [0, 0])
+            while index + 1 < len(phases):
+                phase = phases[index]
+                done = (phase.requests is not None and used[0] >= phase.requests) or (
+                    phase.sent is not None and used[1] >= phase.sent
+                )
+                if not done:
+                    break
+                index += 1
+                used[:] = [0, 0]
+            self._current[path] = index
+            used[0] += 1
+            return index, phases[index]
+
+    def reply(self, seen: Seen) -> Answer:
+        """The scripted answer to ``seen`` from the file's current phase."""
+        if seen.path not in self.files:
+            return Answer(404, body=b"not found\n")
+        if seen.method not in ("GET", "HEAD"):
+            return Answer(405, {"Allow": "GET, HEAD"})
+        index, phase = self._take_phase(seen.path)
+        size = len(phase.data)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if phase.etag:
+            headers["ETag"] = phase.etag
+        if phase.last_modified:
+            headers["Last-Modified"] = phase.last_modified
+        status, start, end = 200, 0, size
+        honour = (
+            seen.range is not None
+            and phase.ranges
+            and (
+                seen.if_range is None
+                or not phase.if_range
+                or _if_range_matches(seen.if_range, phase.etag, phase.last_modified)
+            )
+        )
+        if honour:
+            assert seen.range is not None
+            try:
+                selected = _parse_range(seen.range, size)
+            except _Unsatisfiable:
+                return Answer(416, {**headers, "Content-Range": f"bytes */{size}"}, phase=index)
+            if selected is not None:
+                start, end = selected
+                if phase.cap is not None:
+                    end = min(end, start + phase.cap)
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        body = memoryview(phase.data)[start:end]
+        return Answer(status, headers, body, phase.drip_headers, phase.drip_body, phase=index)
+
+    # -- the wire ------------------------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns.add(conn)
+            conn_id = next(self._conn_ids)
+            threading.Thread(target=self._connection, args=(conn, conn_id), daemon=True).start()
+
+    def _connection(self, conn: socket.socket, conn_id: int) -> None:
+        buffer = b""
+        try:
+            while not self._stopping.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _version = request_line.split(" ", 2)
+                headers = {}
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length") or 0)
+                while len(buffer) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                buffer = buffer[length:]  # a request body is read and dropped
+                with self._lock:
+                    seen = Seen(len(self.requests), method, target, headers, conn_id)
+                    self.requests.append(seen)
+                answer = (self.policy(seen.index, seen, self) if self.policy else None) or self.reply(seen)
+                self._send(conn, seen, answer)
+                if answer.close or headers.get("connection", "").lower() == "close":
+                    return
+        except OSError:
+            pass  # the client went away (mdl drops answers it does not want): normal
+        except Exception:
+            self.errors.append(traceback.format_exc())
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _send(self, conn: socket.socket, seen: Seen, answer: Answer) -> None:
+        seen.status, seen.phase = answer.status, answer.phase
+        try:
+            reason = HTTPStatus(answer.status).phrase
+        except ValueError:
+            reason = "Whatever"
+        headers = {"Date": http_date(time.time()), **answer.headers}
+        headers.setdefault("Content-Length", str(len(answer.body)))
+        if answer.close:
+            headers["Connection"] = "close"
+        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._write(conn, (head + "\r\n").encode("latin-1"), answer.drip_headers, None, None)
+        if seen.method != "HEAD":
+            self._write(conn, answer.body, answer.drip_body, seen, answer.phase)
+
+    def _write(
+        self, conn: socket.socket, data: bytes | memoryview, drip: float | None, seen: Seen | None, phase: int | None
+    ) -> None:
+        view = memoryview(data)
+        step = 1 if drip else 1 << 20
+        for pos in range(0, len(view), step):
+            if drip and self._stopping.wait(drip):
+                raise ConnectionAbortedError("server stopping")
+            piece = view[pos : pos + step]
+            conn.sendall(piece)
+            if seen is not None:
+                with self._lock:
+                    seen.sent += len(piece)
+                    if phase is not None and self._current.get(seen.path) == phase:
+                        self._used[seen.path][1] += len(piece)

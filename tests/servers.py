@@ -902,11 +902,13 @@ class CdnServer(LoopbackServer):
         headers: Mapping[str, str] | None = None,
         signed: bool = False,
         required_headers: Mapping[str, str] | None = None,
+        dated: bool = True,
     ) -> str:
         """Serve `data` at `path` (given unquoted, e.g. "/files/a b.bin"); returns the URL.
 
         Re-adding a path replaces the file (new default ETag), as a re-uploaded object would. `etag` defaults
-        to the quoted md5 like S3; pass "" for no ETag at all. `signed` requires a valid signed query (see
+        to the quoted md5 like S3; pass "" for no ETag at all (and `dated=False` for no Last-Modified). `signed`
+        requires a valid signed query (see
         `signed_url`). `required_headers` (e.g. an Authorization) must be sent exactly: 401 when absent,
         403 when wrong.
         """
@@ -915,7 +917,7 @@ class CdnServer(LoopbackServer):
         self._entries[quoted] = _Entry(
             content=content,
             etag=f'"{content.md5}"' if etag is None else (etag or None),
-            last_modified=_http_date(_FIXED_EPOCH if last_modified is None else last_modified),
+            last_modified=_http_date(_FIXED_EPOCH if last_modified is None else last_modified) if dated else "",
             content_type=content_type,
             headers=dict(headers or {}),
             signed=signed,

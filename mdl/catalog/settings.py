@@ -46,6 +46,7 @@ class Settings:
     offline: bool = False
     connections: int = DEFAULT_CONNECTIONS
     jobs: int = DEFAULT_JOBS
+    connections_set: bool = False  # --connections, MDL_CONNECTIONS or the catalog chose it; else big files get more
     jobs_set: bool = False  # --jobs, MDL_JOBS or the catalog chose it; else small files get more in flight
     limit_rate: int | None = None
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
@@ -300,17 +301,16 @@ def build_settings(
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
+    chosen_connections = _first(
+        connections, _env_int(environ, "MDL_CONNECTIONS", 1, MAX_CONNECTIONS), catalog_connections
+    )
     return Settings(
         dest=dest,
         endpoint=endpoint,
         # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops every tool.
         offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
-        connections=_pick(
-            DEFAULT_CONNECTIONS,
-            connections,
-            _env_int(environ, "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
-            catalog_connections,
-        ),
+        connections=DEFAULT_CONNECTIONS if chosen_connections is None else chosen_connections,
+        connections_set=chosen_connections is not None,
         jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
         jobs_set=_first(jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs) is not None,
         limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,

@@ -159,6 +159,7 @@ class FileFetcher:
             model=remote.model or None,  # get's one-off files belong to no model
             path=remote.path,
             located=remote.located,
+            opening=remote.opening,
         )
         mirrored = fetch_from_mirrors(session, job, remote, retries=retries)
         if mirrored is not None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mdl.download.planner import PlannedFile
     from mdl.download.puller import Puller
     from mdl.sources import RemoteFile
+    from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
 
@@ -311,6 +312,7 @@ def _fetch_remote(
         before = look_before(puller.store)
         try:
             planned: list[tuple[int, PlannedFile]] = []
+            openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
             for index, item, target in group:
                 name = target.name
                 try:
@@ -345,8 +347,12 @@ def _fetch_remote(
                             sha256=expected or item.sha256,
                             source=item.where if item.where.startswith("s3://") else redact_url(item.url),
                         )
-                        if not remote.sha256:
-                            remote = _probe(puller, remote, item)
+                        if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
+                            # One file, not resumed: its probe carries its first bytes (a small file is fetched whole).
+                            part, _ = puller.store.part_paths("", name)
+                            carry = len(items) == 1 and not part.exists()
+                            remote = _probe(puller, remote, item, carry=carry)
+                            openings.append(remote.opening)
                     planned.append((index, puller.plan(remote)))
                 except MdlError as exc:
                     outcomes[index] = failed("", name, exc, dest=target, source=item.where)
@@ -362,24 +368,29 @@ def _fetch_remote(
                         dataclasses.replace(outcome, word="replaced") if outcome.reason == FORCED else outcome
                     )
         finally:
+            for opening in openings:
+                if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
+                    opening.close()
             puller.close()
             # A finished get leaves nothing behind; a partial download (something to resume) stays.
             tidy_after(puller.store, before, names=[target.name for _, _, target in group])
     return outcomes
 
 
-def _probe(puller: Puller, remote: RemoteFile, item: UrlFile) -> RemoteFile:
+def _probe(puller: Puller, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
     """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
     byte is fetched."""
     from mdl.errors import IntegrityError
     from mdl.sources import with_probe
 
-    probed = puller.probe(dataclasses.replace(remote, size=None))
+    probed = puller.probe(dataclasses.replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
+        if probed.opening is not None:
+            probed.opening.close()
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
-    return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located)
+    return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located, opening=probed.opening)
 
 
 def _one_off_settings(settings: Settings, folder: Path) -> Settings:

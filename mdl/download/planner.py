@@ -20,7 +20,7 @@ from mdl.paths import path_clash
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel, resolve_model, with_probe
 from mdl.store import Placement, Store, adopt_cached, stat_file
-from mdl.transfer import Identity, open_stream, origin, saved_progress
+from mdl.transfer import Identity, Probed, probe, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
@@ -124,8 +124,9 @@ class Planner:
             for remote in model.files:
                 try:
                     if not self.settings.offline and not remote.hub and not remote.sha256:
-                        remote = self.probe(remote)
-                    planned.append(self.plan(remote))
+                        remote = self.probe(remote)  # its size and validator say whether it changed upstream
+                    plan = self.plan(remote)
+                    planned.append(plan)
                 except MdlError as exc:
                     failures.append(failed(remote.model, remote.path, exc))
             try:
@@ -139,60 +140,26 @@ class Planner:
             plans.extend(planned)
         return plans, failures
 
-    def probe(self, remote: RemoteFile) -> RemoteFile:
-        """For a direct URL the catalog gives no sha256 for: learn its size and ETag (one request)."""
-        url, size, etag, ranged = self._probe(remote)
-        return with_probe(remote, size=size, etag=etag, located=url if ranged else None)
+    def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
+        """For a direct URL: learn its size and validator (one request; ``carry``: with its first bytes, left
+        for the download to read, ``mdl.transfer.probe``). Only for a few files at a time: each holds a
+        connection until its download takes it."""
+        found = self._probe(remote, carry=carry)
+        located = found.url if found.ranged else None
+        return with_probe(remote, size=found.size, etag=found.validator, located=located, opening=found.opening)
 
     def final_url(self, remote: RemoteFile) -> str:
         """Where the file's URL redirects to in the end (the CDN URL for Hub files)."""
-        return self._probe(remote)[0]
+        return self._probe(remote, carry=False).url
 
-    def _probe(self, remote: RemoteFile) -> tuple[str, int | None, str | None, bool]:
-        """Ask for the first byte, following redirects: (final URL, total size, strong ETag, answered a range)."""
+    def _probe(self, remote: RemoteFile, *, carry: bool) -> Probed:
         what = label_of(remote)
-        return self.session.retry.run(lambda: self._probe_once(remote), what=what, wait=self.session.cancel.wait)
-
-    def _probe_once(self, remote: RemoteFile) -> tuple[str, int | None, str | None, bool]:
-        with open_stream(
-            self.session.client,
-            remote.url,
-            credentials=self.session.credentials(remote),
-            headers={"Range": "bytes=0-0"},
-            what=label_of(remote),
-        ) as response:
-            from mdl.transfer import (
-                ContentRangeError,
-                content_range_total,
-                drain,
-                error_for_status,
-                is_encoded,
-                parse_content_range,
-                parse_decimal,
-            )
-
-            if response.status_code in (200, 206) and is_encoded(response, what=label_of(remote)):
-                # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
-                # until it is decoded, and its ETag names the encoded representation.
-                return str(response.url), None, None, False
-            if response.status_code == 206:
-                try:
-                    _, _, total = parse_content_range(response.headers.get("Content-Range", ""))
-                except ContentRangeError:
-                    total = None
-            elif response.status_code == 200:
-                total = parse_decimal(response.headers.get("Content-Length"))
-            elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
-                total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
-            else:
-                hub = remote.hub and origin(str(response.url)) == origin(self.settings.endpoint)
-                raise error_for_status(response, what=label_of(remote), hub=hub)
-            etag = response.headers.get("ETag")
-            located = str(response.url)
-            if response.status_code == 206:
-                drain(response)  # one byte: read it, and the connection carries the download next
-            strong = etag if etag and not etag.startswith("W/") else None
-            return located, total, strong, response.status_code == 206
+        credentials = self.session.credentials(remote)
+        return self.session.retry.run(
+            lambda: probe(self.session.client, remote.url, credentials=credentials, what=what, carry=carry),
+            what=what,
+            wait=self.session.cancel.wait,
+        )
 
     def place(self, remote: RemoteFile) -> Placement:
         """Where the file goes in this run's layout."""

@@ -66,9 +66,9 @@ class Puller:
         """Resolve every model; a model that fails is reported and the others go on."""
         return self.planner.resolve(models)
 
-    def probe(self, remote: RemoteFile) -> RemoteFile:
-        """For a direct URL the catalog gives no sha256 for: learn its size and ETag (one request)."""
-        return self.planner.probe(remote)
+    def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
+        """For a direct URL: learn its size and validator (one request; ``carry``: with its first bytes)."""
+        return self.planner.probe(remote, carry=carry)
 
     def plan(self, remote: RemoteFile) -> PlannedFile:
         """Look at the disk (no hashing) and decide."""

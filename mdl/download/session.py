@@ -62,7 +62,12 @@ class PullSession:
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         self.engine = Engine(
             self.client,
-            EngineConfig(connections=settings.connections, retry=self.retry, stall_timeout=settings.stall_timeout),
+            EngineConfig(
+                connections=settings.connections,
+                scale_connections=not settings.connections_set,
+                retry=self.retry,
+                stall_timeout=settings.stall_timeout,
+            ),
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 import httpx2
 
@@ -19,13 +19,16 @@ from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoun
 from mdl.redact import printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
     RETRYABLE_STATUSES,
+    Credentials,
     RetryableError,
     RetryPolicy,
     TokenGuard,
     body_excerpt,
+    follow,
     hub_auth_hint,
     make_client,
     origin,
+    set_body_deadline,
     transport_error,
 )
 from mdl.transfer import retry_after_seconds as _retry_after
@@ -33,7 +36,8 @@ from mdl.transfer import retry_after_seconds as _retry_after
 if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
-MAX_REDIRECTS = 10
+HUB_REPLY_FACTOR = 3  # a Hub API reply's body must be whole within this many timeouts after its headers
+HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 MAX_PAGES = 10_000  # 10 million files at the Hub's 1000 a page: a listing that never ends is hostile
 OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (tests, one-off callers)
@@ -128,8 +132,7 @@ class Hub:
         """One Hub request with our error translation, retried on 5xx, 429 and dropped connections."""
 
         def attempt() -> tuple[httpx2.Response, bytes]:
-            with self._errors(what):
-                response, body = self._follow(method, url, what=what)
+            response, body = self._send(method, url, what=what)
             if response.is_error:
                 error = _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
                 # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
@@ -140,67 +143,57 @@ class Hub:
 
         return self.retry.run(attempt, what=what)
 
-    def _follow(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """Send, following redirects within the Hub's origin (a renamed repo); returns the last answer and body.
+    def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
+        """Send through the one redirect follower; returns the last answer and its whole body.
 
-        A HEAD stops at a redirect to another origin: the file's metadata is on that answer (as in
-        huggingface_hub), and the token must not follow. An API call redirected off the Hub is hostile.
+        Redirects are followed within the Hub's origin only (a renamed repo), with the token. A HEAD stops at a
+        redirect to another origin: the file's metadata is on that answer (as in huggingface_hub), and the token
+        must not follow. An API call redirected off the Hub is hostile. The body must arrive whole within
+        ``HUB_REPLY_FACTOR`` times the client's timeout after its headers (a Hub that drips its JSON is not waited
+        for indefinitely).
         """
-        current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            headers = {"Accept-Encoding": "identity"}
-            if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
-            response = self.client.send(self.client.build_request(method, current, headers=headers), stream=True)
-            try:
-                body = _read_capped(response, what=what, url=current)
-            finally:
-                response.close()
-            if not (response.has_redirect_location and "Location" in response.headers):
-                return response, body
-            target = _join(current, response.headers["Location"])
-            if _same_origin(target, self.origin):
-                current = target
-                continue
+
+        def rule(current: str, target: str) -> bool:
+            if origin(target) == self.origin:
+                return True
             if method == "HEAD":
-                return response, body
+                return False
             raise HubReplyError(
                 f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
             )
-        raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+        with (
+            self._errors(what),
+            follow(
+                self.client,
+                url,
+                credentials=Credentials(hub_origin=self.origin, token=self.token),
+                headers={"Accept-Encoding": "identity"},
+                method=method,
+                what=what,
+                rule=rule,
+                server=f"the Hub at {self.endpoint}",
+                hint=HUB_HINT,
+            ) as response,
+        ):
+            timeout = self.client.timeout.read
+            if timeout is not None:
+                set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
+            return response, _read_capped(response, what=what, url=str(response.url))
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Translate httpx2 failures into MdlErrors naming the Hub endpoint."""
+        """Translate httpx2 failures (reading a reply) into MdlErrors naming the Hub endpoint."""
         try:
             yield
         except httpx2.TransportError as exc:
             raise transport_error(
-                exc,
-                what=what,
-                url=self.endpoint,
-                server=f"the Hub at {self.endpoint}",
-                hint="check the network, or set HF_ENDPOINT to a reachable mirror",
+                exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
             ) from exc
         except httpx2.DecodingError as exc:
             raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid Hub URL: {printable(redact_text(str(exc)), limit=200)}") from exc
-
-
-def _join(base: str, location: str) -> str:
-    """``Location`` resolved against the request URL; a malformed one ('http://[') resolves to nowhere."""
-    try:
-        return urljoin(base, location)
-    except ValueError:
-        return "invalid:"
-
-
-def _same_origin(url: str, hub_origin: tuple[str, str, int]) -> bool:
-    try:
-        return origin(url) == hub_origin
-    except ValueError:  # a port that is not a number
-        return False
 
 
 def _read_capped(response: httpx2.Response, *, what: str, url: str) -> bytes:

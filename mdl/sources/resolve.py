@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from mdl.catalog import FileSpec, ModelSpec, expand_headers
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
@@ -12,6 +13,9 @@ from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source
+
+if TYPE_CHECKING:
+    from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.resolve")
 
@@ -35,6 +39,7 @@ class RemoteFile:
     revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
     repo: str | None = None  # owner/name (Hub files), for mirror URL templates
     located: str | None = None  # where a probe found it answering ranges (the download need not ask again)
+    opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its first bytes unread
 
 
 @dataclass(frozen=True)
@@ -216,9 +221,16 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     )
 
 
-def with_probe(remote: RemoteFile, *, size: int | None, etag: str | None, located: str | None = None) -> RemoteFile:
-    """The file with what a probe learned (size, ETag, the final URL if it answered a range) filled in where
-    the catalog was silent."""
+def with_probe(
+    remote: RemoteFile,
+    *,
+    size: int | None,
+    etag: str | None,
+    located: str | None = None,
+    opening: Opening | None = None,
+) -> RemoteFile:
+    """The file with what a probe learned (size, validator, the final URL if it answered a range, its unread
+    answer) filled in where the catalog was silent."""
     if remote.size is not None:
-        return replace(remote, etag=remote.etag or etag, located=located)
-    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located)
+        return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
+    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)

@@ -2,7 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.codings import is_encoded
-from mdl.transfer.connection import drain
+from mdl.transfer.connection import drain, set_body_deadline
 from mdl.transfer.engine import Engine
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.guard import TokenGuard, shown_origin
@@ -10,9 +10,9 @@ from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
     RetryableError,
-    RetryPolicy,
     UnreachableError,
     error_for_status,
+    follow,
     hub_auth_hint,
     make_client,
     open_stream,
@@ -20,13 +20,16 @@ from mdl.transfer.http import (
     retry_after_seconds,
     transport_error,
 )
-from mdl.transfer.job import EngineConfig, Identity, RetryLog, TransferJob, TransferResult
+from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.replies import CARRIED, Probed, probe, validators
 from mdl.transfer.resume import discard_partial, saved_progress
+from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 __all__ = [
+    "CARRIED",
     "RETRYABLE_STATUSES",
     "SPLIT_THRESHOLD",
     "ContentRangeError",
@@ -34,6 +37,8 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Identity",
+    "Opening",
+    "Probed",
     "RateLimiter",
     "RetryLog",
     "RetryPolicy",
@@ -47,6 +52,7 @@ __all__ = [
     "discard_partial",
     "drain",
     "error_for_status",
+    "follow",
     "hub_auth_hint",
     "is_encoded",
     "make_client",
@@ -54,8 +60,11 @@ __all__ = [
     "origin",
     "parse_content_range",
     "parse_decimal",
+    "probe",
     "retry_after_seconds",
     "saved_progress",
+    "set_body_deadline",
     "shown_origin",
     "transport_error",
+    "validators",
 ]

@@ -1,15 +1,15 @@
 """One answer's body into the file at its offset: hashed from memory at the frontier, counted, checkpointed.
 
 A plain 206 of known length is read straight from its connection's socket into a buffer each thread reuses
-(``recv_into``): no per-read bytes objects, and none of h11's three copies of every byte, which made the bulk
-path CPU-bound (bench/RESULTS.md). Anything else (content codings, a 200, an unknown length, TLS inside a proxy's
-TLS) goes through httpx2 as before. Either way the connection is the response's alone until it is closed.
+(``WireStream.read_into``, mdl's own stream): no per-read bytes objects, and none of h11's copies of every byte,
+which made the bulk path CPU-bound (bench/RESULTS.md); the price is that connection, closed after its answer.
+Anything else (content codings, a 200, an unknown length, TLS inside a proxy's TLS) goes through httpx2 as before.
+Either way the connection is the response's alone until it is closed.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ import httpx2
 
 from mdl.progress import Progress
 from mdl.transfer.codings import body_chunks
+from mdl.transfer.connection import httpx2_errors
 from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.ranges import ContentRangeError, parse_content_range, parse_decimal
@@ -26,6 +27,7 @@ from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.replies import size_differs
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import MiB, Piece
+from mdl.transfer.wire import WireStream
 
 
 class Streamer(Protocol):
@@ -51,11 +53,19 @@ def _buffer() -> memoryview:
     return view
 
 
-def raw_socket(resp: httpx2.Response) -> socket.socket | None:
-    """The socket a plain ``206`` can be read from directly, or None to read it through httpx2.
+# Bytes an answer must have to be read raw. A raw read saves ~0.45 s of CPU per GiB (bench/RESULTS.md) but costs
+# its connection (the parser never saw the body, so the connection cannot go back to the pool): a new handshake for
+# the next request, a round trip or three. At 16 MiB the CPU saved (~7 ms) is worth less than a round trip only on
+# links far away, where answers are big windows anyway; short 206s and small files keep their connections.
+RAW_LEAST = 16 * MiB
 
-    Only httpcore2's plain sync stream qualifies (a TCP socket, or an ``ssl.SSLSocket`` that decrypts itself);
-    a TLS tunnel inside a proxy's TLS wraps its socket in Python and must be read through its stream.
+
+def raw_socket(resp: httpx2.Response) -> WireStream | None:
+    """The connection a plain ``206`` can be read from directly (``WireStream.read_into``), or None to read it
+    through httpx2.
+
+    Only mdl's own streams qualify, and only when the socket carries the plaintext (TCP, or an ``ssl.SSLSocket``
+    that decrypts itself); a TLS tunnel inside a proxy's TLS is decrypted above its socket and read through httpx2.
     """
     if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
         return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
@@ -66,15 +76,10 @@ def raw_socket(resp: httpx2.Response) -> socket.socket | None:
         return None
     if length is None or length != last - first + 1:
         return None  # a length that is not the range's: let the usual path find out what the server means
+    if length < RAW_LEAST:
+        return None  # a short answer is read by the parser, so its keep-alive connection serves the next request
     stream = resp.extensions.get("network_stream")
-    try:
-        from httpcore2._backends.sync import SyncStream
-    except ImportError:  # a private detail of httpcore2: without it we only copy more, never read wrong bytes
-        return None
-    if type(stream) is not SyncStream:
-        return None
-    sock = stream.get_extra_info("socket")
-    return sock if isinstance(sock, socket.socket) else None
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
 
 
 def copy_body(
@@ -110,28 +115,24 @@ def copy_body(
         piece.rate = (taker.offset - start) / elapsed
 
 
-def _read_raw(taker: _Taker, sock: socket.socket, resp: httpx2.Response, left: int) -> None:
-    timeouts = resp.request.extensions.get("timeout") or {}
-    sock.settimeout(timeouts.get("read"))  # the stall timeout, as httpcore2 would have set it
+def _read_raw(taker: _Taker, stream: WireStream, resp: httpx2.Response, left: int) -> None:
+    # The stream's pace is the body's (the stall timeout set on the response): the same stalls as the usual reader.
     view = _buffer()
-    for data in _received(sock, view, left, resp.request):
+    for data in _received(stream, view, left, resp.request):
         if taker.take(data):
             return
 
 
-def _received(sock: socket.socket, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
-    """Up to ``left`` bytes from ``sock``, a buffer's worth at a time (the same buffer: use each before the next).
+def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+    """Up to ``left`` bytes from ``stream``, a buffer's worth at a time (the same buffer: use each before the next).
 
     Errors become httpx2's, so stalls, resets and closes take the same paths as on the usual reader; an early end
-    simply stops (the caller sees the piece unfinished and resumes it).
+    simply stops (the caller sees the piece unfinished and resumes it). The parser never saw these bytes, so the
+    response's close drops its connection (WireStream.read_into).
     """
     while left > 0:
-        try:
-            got = sock.recv_into(view, min(len(view), left))
-        except TimeoutError as exc:
-            raise httpx2.ReadTimeout(str(exc) or "timed out", request=request) from exc
-        except OSError as exc:
-            raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        with httpx2_errors(request):
+            got = stream.read_into(view[: min(len(view), left)])
         if got == 0:
             return
         left -= got

@@ -17,12 +17,16 @@ from mdl.redact import redact_url
 
 
 def _decodable() -> frozenset[str]:
-    """The codings httpx2 can decode here (brotli and zstd only when their packages are installed)."""
-    try:
-        from httpx2._decoders import SUPPORTED_DECODERS
-    except ImportError:  # a private detail of httpx2: without it, assume what it has always decoded
-        return frozenset({"gzip", "deflate"})
-    return frozenset(SUPPORTED_DECODERS) - {"identity"}
+    """The codings httpx2 decodes here: gzip and deflate always, br and zstd when their optional packages (httpx2's
+    documented ``brotli``/``zstd`` extras) are installed. Looked up without importing them."""
+    from importlib.util import find_spec
+
+    codings = {"gzip", "deflate"}
+    if find_spec("brotli") is not None or find_spec("brotlicffi") is not None:
+        codings.add("br")
+    if find_spec("zstandard") is not None:
+        codings.add("zstd")
+    return frozenset(codings)
 
 
 DECODABLE = _decodable()

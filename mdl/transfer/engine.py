@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -25,14 +26,30 @@ from mdl.transfer.hashing import Hasher, hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, TransferJob, TransferResult
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.replies import kept_changing, probe
 from mdl.transfer.resume import DownloadState, discard_partial, finish_part, load_state
-from mdl.transfer.scheduling import MIN_PIECE, Piece, plan_pieces, run_pieces, spread
+from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
 from mdl.transfer.stream import Streamer
 from mdl.transfer.writeback import keeping
 
 log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
+BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
+MAX_AUTO_CONNECTIONS = 16  # ... up to this many
+
+
+def streams_for(config: EngineConfig, size: int | None) -> int:
+    """Streams for one file: ``--connections`` when given; else the default, growing with the file's size by one
+    per ``BYTES_PER_CONNECTION`` up to ``MAX_AUTO_CONNECTIONS`` (aria2c's ceiling per server)."""
+    if not config.scale_connections or size is None:
+        return config.connections
+    return max(config.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
+
+
+def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
+    """The first layout of a file of ``size`` bytes."""
+    return plan_pieces(size, connections=streams_for(config, size), split_threshold=config.split_threshold)
 
 
 class Engine:
@@ -89,12 +106,17 @@ class Engine:
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot create {job.part_path.parent}: {exc.strerror or exc}") from exc
         loaded = load_state(job)
+        if loaded is None and job.identity.size is None and job.opening is None:
+            job = _probed(self, job)
+        try:
+            return self._fetch_known(job, loaded)
+        finally:
+            if job.opening is not None:  # a probe's answer this download did not take: free its connection
+                job.opening.close()
+
+    def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
         if loaded is None:
-            pieces = plan_pieces(
-                job.identity.size,
-                connections=self.config.connections,
-                split_threshold=self.config.split_threshold,
-            )
+            pieces = plan_for(self.config, job.identity.size)
             validator = None
         else:
             pieces, validator = loaded
@@ -161,7 +183,11 @@ class Engine:
         )
 
     def _run_until_done(self, job: TransferJob, state: DownloadState, fd: int) -> Hasher:
-        """Run the streams; start over cleanly when the server ignores ranges or the file changed under us."""
+        """Run the streams; start over cleanly when the server ignores ranges or the file changed under us.
+
+        A file that changes upstream is fetched again once, whole, from the new version; a second change during
+        the same download is a failure (exit 5): no run ends with the bytes of two versions.
+        """
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
             state.hasher = hasher
@@ -173,12 +199,14 @@ class Engine:
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
+                state.changes += 1
+                if state.changes > 1:
+                    raise kept_changing(job, state.changes) from None
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
+                self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
                 size = changed.new_size if changed.new_size is not None else state.size
-                layout = plan_pieces(
-                    size, connections=self.config.connections, split_threshold=self.config.split_threshold
-                )
+                layout = plan_for(self.config, size)
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
@@ -188,18 +216,12 @@ class Engine:
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
     def _run_streams(self, job: TransferJob, state: DownloadState, fd: int, hasher: Hasher) -> None:
-        connections = self.config.connections
+        connections = streams_for(self.config, state.size)
         multi = len(state.pieces) > 1
         state.url = job.url
         todo = [p for p in state.pieces if not p.complete]
         if multi and todo:
-            if job.located and state.on_disk() == 0 and not state.restarted:  # fresh, and probed this run: go
-                state.url = job.located
-                state.validator = state.validator or job.identity.etag  # If-Range on every range
-            else:
-                state.url = self.streams.locate_retrying(job, state)
-            with state.lock:  # a resume down to a few big pieces still uses every connection
-                spread(state.pieces, connections=connections, least=MIN_PIECE)
+            multi = _aim_ranges(self.streams, job, state, connections)
             todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
@@ -228,3 +250,43 @@ class Engine:
             )
         if self.cancel.is_set():
             raise InterruptedByUserError(f"{job.label}: interrupted")
+
+
+def _probed(engine: Engine, job: TransferJob) -> TransferJob:
+    """A file of unknown size (a URL with only a sha256): its first request learns the size and carries the
+    first bytes, so a known hash never turns parallel ranges off."""
+    found = engine.config.retry.run(
+        lambda: probe(engine.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+        what=job.label,
+        wait=engine.cancel.wait,
+        on_retry=job.retries.add,
+    )
+    if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
+        if found.opening is not None:
+            found.opening.close()
+        return job
+    identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
+    return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
+
+
+def _aim_ranges(streams: Streamer, job: TransferJob, state: DownloadState, connections: int) -> bool:
+    """Where the ranges of a split file go and whether they may run in parallel (False: one stream).
+
+    A file probed this run goes straight to the probe's final URL under the probe's validator; any other is
+    located first (its answer checked like every other). A server that names no version of the file, for a file
+    no hash will check, gets one stream from byte 0: ranges of two versions could not be told apart.
+    """
+    if job.located and state.on_disk() == 0 and not state.restarted:
+        state.url = job.located
+        if state.validator is None:
+            state.adopt(job.identity.etag)  # If-Range on every range
+    else:
+        state.url = streams.locate_retrying(job, state)
+    if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
+        log.info("%s: the server names no version of the file, fetching it as one stream", job.label)
+        with state.lock:
+            state.pieces = [Piece(0, state.size)]
+        return False
+    with state.lock:  # a resume down to a few big pieces still uses every connection
+        spread(state.pieces, connections=connections, least=MIN_PIECE)
+    return True

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
 from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
 from mdl.transfer.excerpt import body_excerpt
@@ -24,7 +22,6 @@ from mdl.transfer.tls import CA_HINT, certificate_problem
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
-T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
@@ -42,11 +39,11 @@ def make_client(
 ) -> httpx2.Client:
     """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop).
 
-    Every phase of every request (connect, wait for the answer, write, wait for a pooled connection) is bounded
-    by ``timeout`` (``read_timeout`` is its older name); proxies and CAs come from ``environ`` (see
-    mdl.transfer.proxy and mdl.transfer.tls), never from ``os.environ`` behind the caller's back.
+    ``timeout`` (``read_timeout`` is its older name) bounds each request from its first byte sent until its whole
+    header block has arrived, and every single wait (for a pooled connection too); bodies keep a minimum pace
+    (mdl.transfer.wire). Proxies and CAs come from ``environ`` (see mdl.transfer.proxy and mdl.transfer.tls),
+    never from ``os.environ`` behind the caller's back.
     """
-    _raise_read_size()
     seconds = timeout if timeout is not None else read_timeout if read_timeout is not None else DEFAULT_TIMEOUT
     network = Network(timeout=seconds, environ=environ)
     return httpx2.Client(
@@ -57,24 +54,6 @@ def make_client(
         transport=transport if transport is not None else NetTransport(network, pool_size=pool_size),
         trust_env=False,
     )
-
-
-READ_SIZE = 1 << 20
-
-
-def _raise_read_size() -> None:
-    """Let httpcore2 read up to 1 MiB per recv() instead of 64 KiB.
-
-    Every read goes through h11 and our copy loop; on a fast link 64 KiB reads cost ~3x the CPU per byte
-    (bench/RESULTS.md). A recv() returns what is buffered, so this changes nothing on slow links.
-    """
-    try:
-        from httpcore2._sync import http11
-    except ImportError:  # a private detail of httpcore2: without it we are only slower, never wrong
-        return
-    connection = getattr(http11, "HTTP11Connection", None)
-    if connection is not None and getattr(connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        connection.READ_NUM_BYTES = READ_SIZE
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -285,6 +264,34 @@ def open_stream(
     Per hop: the Hub token only to the Hub's origin (so a CDN never sees it, even on the same host name
     with another port or scheme), direct-URL headers only to the first URL, and https→http refused.
     """
+    with follow(client, url, credentials=credentials, headers=headers, method=method, what=what) as response:
+        yield response
+
+
+RedirectRule = Callable[[str, str], bool]
+"""``rule(current, target)``: True to follow a redirect, False to stop and yield the redirect answer itself; it may
+raise to refuse it."""
+
+
+@contextmanager
+def follow(
+    client: httpx2.Client,
+    url: str,
+    *,
+    credentials: Credentials,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    what: str,
+    rule: RedirectRule | None = None,
+    server: str | None = None,
+    hint: str | None = None,
+) -> Iterator[httpx2.Response]:
+    """The one redirect follower (downloads and Hub API calls): send, follow redirects by hand, yield the final
+    (unread) response, and close it after.
+
+    ``credentials`` decide each hop's headers; ``rule`` which redirects are followed (default: all); an https→http
+    redirect is never followed. Transport errors become NetworkErrors naming ``server`` (see transport_error).
+    """
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         request_headers = dict(headers or {})
@@ -293,90 +300,34 @@ def open_stream(
             request = client.build_request(method, current, headers=request_headers)
             response = client.send(request, stream=True)
         except httpx2.TransportError as exc:
-            raise transport_error(exc, what=what, url=current) from exc
+            raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
-        if response.is_redirect and "Location" in response.headers:
-            drain(response)
+        if response.has_redirect_location:
             try:
                 location = urljoin(current, response.headers["Location"])
+                origin(location)  # a port that is not a number fails here, not halfway through the next hop
             except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
+                response.close()
                 raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
-            if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
-                raise NetworkError(
-                    f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
-                    f"({redact_url(location)})"
-                )
-            log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
-            current = location
-            continue
+            try:
+                followed = rule is None or rule(current, location)
+            except BaseException:
+                response.close()
+                raise
+            if followed:
+                drain(response)
+                if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
+                    raise NetworkError(
+                        f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
+                        f"({redact_url(location)})"
+                    )
+                log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+                current = location
+                continue
         try:
             yield response
         finally:
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
-
-
-def seconds(value: float) -> str:
-    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
-    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
-
-
-def retry_cause(message: str, label: str) -> str:
-    """A retry's cause as the log keeps it: the error message without the file label it starts with."""
-    return message.removeprefix(f"{label}: ")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, honouring Retry-After (capped)."""
-
-    retries: int = 5
-    base: float = 0.5
-    cap: float = 30.0
-    retry_after_cap: float = 120.0
-    sleep: Callable[[float], None] = time.sleep
-    rng: Callable[[], float] = random.random
-
-    def delay(self, attempt: int, *, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_cap)
-        return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
-
-    def run(
-        self,
-        call: Callable[[], T],
-        *,
-        what: str,
-        wait: Callable[[float], bool] | None = None,
-        on_retry: Callable[[str], None] | None = None,
-        announce: Callable[[str], None] | None = None,
-    ) -> T:
-        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry.
-
-        ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
-        ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog); ``announce(line)`` gets
-        ``"<cause>, retrying in 2 s (1/5)"`` for the user.
-        """
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except RetryableError as exc:
-                attempt += 1
-                limit = min(self.retries, UNREACHABLE_RETRIES) if isinstance(exc, UnreachableError) else self.retries
-                if attempt > limit:
-                    raise NetworkError(f"{exc.message} (gave up after {attempt} tries)", hint=exc.hint) from exc
-                delay = self.delay(attempt, retry_after=exc.retry_after)
-                log.info("%s: %s; retry %d in %.1fs", what, exc.message.removeprefix(f"{what}: "), attempt, delay)
-                if on_retry is not None:
-                    on_retry(retry_cause(exc.message, what))
-                if announce is not None:
-                    announce(f"{retry_cause(exc.message, what)}, retrying in {seconds(delay)} ({attempt}/{limit})")
-                if wait is not None:
-                    if wait(delay):
-                        raise InterruptedByUserError(f"{what}: interrupted") from exc
-                else:
-                    self.sleep(delay)

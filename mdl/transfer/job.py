@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdl.transfer.http import Credentials, RetryPolicy
+import httpx2
+
+from mdl.transfer.http import Credentials
+from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
@@ -32,6 +37,11 @@ class Identity:
         if self.etag and other.etag:
             return self.etag == other.etag
         return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
+
+    @property
+    def has_hash(self) -> bool:
+        """Whether the bytes will be checked against a hash (so even a blind transfer cannot end spliced)."""
+        return bool(self.sha256 or self.git_oid)
 
     @property
     def has_validator(self) -> bool:
@@ -61,6 +71,38 @@ class RetryLog:
             return tuple(self._causes)
 
 
+class Opening:
+    """A probe's answer still unread: the file's first bytes (``[0, end)``), for the download to take over, so
+    the request that learned the size also carries data (as aria2c's first request does).
+
+    Taken at most once; closed by whoever holds it last (the stream that read it, or the run when it was not
+    needed), so its connection is never left hanging.
+    """
+
+    def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
+        self.response = response
+        self.end = end
+        self._close = close
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def take(self) -> httpx2.Response | None:
+        """The answer, the first time (None after that, or once closed)."""
+        with self._lock:
+            if self._taken:
+                return None
+            self._taken = True
+            return self.response
+
+    def close(self) -> None:
+        """Release the answer and its connection (idempotent)."""
+        with self._lock:
+            self._taken = True
+            close, self._close = self._close, lambda: None
+        with contextlib.suppress(httpx2.HTTPError, OSError):
+            close()
+
+
 @dataclass(frozen=True)
 class TransferJob:
     """One file to fetch: where from, what it should be, and where its bytes go."""
@@ -81,6 +123,7 @@ class TransferJob:
     model: str | None = None  # what the file belongs to and its path in it, for programs (--progress json)
     path: str | None = None
     located: str | None = None  # the final URL a probe of this run saw answer a range: no second probe
+    opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its body still unread
 
 
 @dataclass(frozen=True)
@@ -101,6 +144,7 @@ class EngineConfig:
     """Knobs of the engine, from settings."""
 
     connections: int = 8
+    scale_connections: bool = False  # True: big files get more streams than ``connections`` (the default only)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split_threshold: int = SPLIT_THRESHOLD
     checkpoint_interval: float = CHECKPOINT_INTERVAL

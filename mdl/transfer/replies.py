@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import math
+from dataclasses import dataclass
+
 import httpx2
 
 from mdl.errors import NetworkError
 from mdl.transfer.codings import is_encoded
 from mdl.transfer.connection import drain
-from mdl.transfer.http import error_for_status, open_stream, origin
-from mdl.transfer.job import TransferJob
+from mdl.transfer.http import Credentials, error_for_status, open_stream, origin
+from mdl.transfer.job import Opening, TransferJob
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
 from mdl.transfer.resume import DownloadState
@@ -20,35 +25,167 @@ def from_hub(job: TransferJob, response: httpx2.Response) -> bool:
 
 
 def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str:
-    """Follow redirects once (Hub → CDN) so every range goes straight to the final URL."""
-    with open_stream(
-        client, job.url, credentials=job.credentials, headers={"Range": "bytes=0-0"}, what=job.label
-    ) as response:
+    """Follow redirects once (Hub → CDN) so every range goes straight to the final URL.
+
+    Its answer is checked like any other: a resume whose bytes are of another version is started over.
+    """
+    headers = {"Range": "bytes=0-0"}
+    if state.validator:
+        headers["If-Range"] = state.validator
+    with open_stream(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
         if response.status_code in (200, 206) and is_encoded(response, what=job.label):
             with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
                 state.whole_only = True
             raise RangesIgnoredError
+        if response.status_code not in (200, 206):
+            raise error_for_status(response, what=job.label, hub=from_hub(job, response))
+        check_version(job, state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        if response.status_code != 206:
-            raise error_for_status(response, what=job.label, hub=from_hub(job, response))
         check_total(job, state, response)
-        etag = response.headers.get("ETag")
-        if etag and not etag.startswith("W/"):
-            with state.lock:
-                changed = state.validator not in (None, etag) and state.on_disk() > 0
-                state.validator = etag
-            if changed:  # the bytes we have are of another version: never splice them
-                raise SourceChanged
         located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return located
 
 
+CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole, a big one's first window
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What the first request for a URL learned: where it ends up, its size and validator, and whether it
+    answers ranges (with ``carry``, its unread answer: the file's first bytes, for the download to take)."""
+
+    url: str
+    size: int | None
+    validator: str | None
+    ranged: bool
+    opening: Opening | None = None
+
+
+def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
+    """Ask for the first byte — or, with ``carry``, the first ``CARRIED`` bytes — following redirects.
+
+    With ``carry`` a ranged answer is left unread for the download (``Probed.opening``), so the request that
+    learned the size also carries data, as aria2c's first request does: a small file costs one request.
+    """
+    asked = CARRIED if carry else 1
+    stack = contextlib.ExitStack()
+    response = stack.enter_context(
+        open_stream(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
+    )
+    try:
+        if response.status_code in (200, 206) and is_encoded(response, what=what):
+            # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
+            # until it is decoded, and its ETag names the encoded representation.
+            stack.close()
+            return Probed(str(response.url), None, None, ranged=False)
+        end = None
+        if response.status_code == 206:
+            try:
+                first, last, total = parse_content_range(response.headers.get("Content-Range", ""))
+                end = last + 1 if first == 0 else None
+            except ContentRangeError:
+                total = None
+        elif response.status_code == 200:
+            total = parse_decimal(response.headers.get("Content-Length"))
+        elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
+            total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
+        else:
+            hub = credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
+            raise error_for_status(response, what=what, hub=hub)
+        etag, modified = validators(response)
+        ranged = response.status_code == 206
+        opening = None
+        if ranged and carry and end is not None and total is not None:
+            opening = Opening(response, stack.close, end=end)  # the download reads on from here
+        else:
+            if ranged:
+                drain(response)  # one byte: read it, and the connection carries the download next
+            stack.close()
+        # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
+        return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
+    except BaseException:
+        stack.close()
+        raise
+
+
+def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
+    """The answer's strong ETag and its Last-Modified, when each can tell one version from another.
+
+    A weak ETag (``W/...``) says "equivalent", not "the same bytes", and may not be used in If-Range (RFC 9110
+    §13.1.5). A Last-Modified date is strong only when the answer's Date is at least a second later (§8.8.2.2):
+    a file changed twice within its second would otherwise carry one date for two versions.
+    """
+    etag = response.headers.get("ETag")
+    modified = response.headers.get("Last-Modified")
+    strong = etag if etag and not etag.startswith("W/") else None
+    if not modified or _seconds(response.headers.get("Date")) < _seconds(modified) + 1:
+        modified = None
+    return strong, modified
+
+
+def _seconds(date: str | None) -> float:
+    """An HTTP-date as a timestamp (−inf when missing or unreadable, so no comparison trusts it)."""
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else -math.inf
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return -math.inf
+
+
+def check_version(job: TransferJob, state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
+    """The one validator check (engine rule 4): the first answer fixes the file's identity, every later one must
+    be of it.
+
+    The identity is a strong ETag, else Last-Modified, plus the complete length (``check_total``). An answer
+    with another ETag or another Last-Modified than the first is of another version: ``SourceChanged``, and the
+    engine drops every byte of the old one. ``whole``: the answer is a 200 carrying the whole file on the only
+    stream, so the new version is taken from it at once (the caller drops the old bytes). A validator the answer
+    leaves out is not a contradiction (a proxy may strip it); If-Range already asked for the whole new version.
+    """
+    etag, modified = validators(response)
+    with state.lock:
+        known_etag, known_modified = state.etag, state.last_modified
+        changed = state.validator is not None and (
+            bool(etag and known_etag and etag != known_etag)
+            or bool(modified and known_modified and modified != known_modified)
+        )
+        if changed and not whole:
+            raise SourceChanged(new_size=_total(response))
+        if changed:
+            state.changes += 1
+            if state.changes > 1:
+                raise kept_changing(job, state.changes)
+            job.retries.add("the file changed on the server, took the new version")
+        if state.validator is None or changed:
+            # Nothing fixed yet (a new download, or one restarted), or the new version taken whole: this answer's
+            # version is the one we fetch.
+            state.etag, state.last_modified = etag, modified
+            state.validator = etag or modified
+        else:
+            state.etag, state.last_modified = known_etag or etag, known_modified or modified
+
+
+def kept_changing(job: TransferJob, versions: int) -> NetworkError:
+    """A file that changed again while its new version was being fetched: no end in sight, nothing kept."""
+    return NetworkError(
+        f"{job.label}: the file kept changing upstream while it was downloaded ({versions + 1} versions seen); "
+        "nothing was kept",
+        hint="try again once the source has stopped changing",
+    )
+
+
+def _total(response: httpx2.Response) -> int | None:
+    if response.status_code == 200:
+        return parse_decimal(response.headers.get("Content-Length"))
+    return content_range_total(response.headers.get("Content-Range"))
+
+
 def check_content_range(
     job: TransferJob, resp: httpx2.Response, offset: int, asked_end: int | None, state: DownloadState
-) -> None:
-    """A 206 must start where we asked, stay inside the range asked for, and be of a file of the expected size.
+) -> int:
+    """A 206 must start where we asked, stay inside the range asked for, and be of a file of the expected size;
+    returns where its bytes end. It may end sooner than asked (RFC 9110 §14.2: the server says what it sent).
 
     ``asked_end`` is the piece's end when the request went out: a split may have shortened the piece since.
     """
@@ -67,6 +204,7 @@ def check_content_range(
         raise size_differs(job, state, total)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
+    return end + 1
 
 
 def check_length(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:

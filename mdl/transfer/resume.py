@@ -30,7 +30,11 @@ class DownloadState:
     def __init__(self, job: TransferJob, pieces: list[Piece], validator: str | None) -> None:
         self.job = job
         self.pieces = pieces
-        self.validator = validator
+        self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
+        self.etag: str | None = None  # what the first answer said (mdl.transfer.replies.check_version)
+        self.last_modified: str | None = None
+        self.adopt(validator)
+        self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
@@ -47,6 +51,16 @@ class DownloadState:
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
+
+    def adopt(self, validator: str | None) -> None:
+        """Take a validator fixed earlier (a resume record, the planner's probe): an ETag is quoted, a date not."""
+        if not validator or validator.startswith("W/"):  # a weak ETag cannot guard a range (RFC 9110 §13.1.5)
+            return
+        self.validator = validator
+        if validator.startswith('"'):
+            self.etag = validator
+        else:
+            self.last_modified = validator
 
     def steal(self, streams: int) -> Piece | None:
         """The tail of the running piece with most left, for an idle stream, if it is worth a request.
@@ -116,7 +130,7 @@ class DownloadState:
         """Start over with a new layout (nothing on disk counts any more)."""
         with self.lock:
             self.pieces = pieces
-            self.validator = None
+            self.validator = self.etag = self.last_modified = None  # the next answer fixes the new version
             self.restarted = True
         self.stop.clear()
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -21,15 +21,21 @@ from mdl.transfer.http import (
     UnreachableError,
     error_for_status,
     open_stream,
-    retry_cause,
-    seconds,
     transport_error,
 )
-from mdl.transfer.job import EngineConfig, TransferJob
+from mdl.transfer.job import EngineConfig, Opening, TransferJob
 from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
 from mdl.transfer.ratelimit import RateLimiter
-from mdl.transfer.replies import check_content_range, check_length, check_total, from_hub, locate
+from mdl.transfer.replies import (
+    check_content_range,
+    check_length,
+    check_total,
+    check_version,
+    from_hub,
+    locate,
+)
 from mdl.transfer.resume import DownloadState
+from mdl.transfer.retry import retry_cause, seconds
 from mdl.transfer.scheduling import Piece, window
 
 log = logging.getLogger("mdl.transfer")
@@ -103,23 +109,37 @@ class Streamer:
             what=job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
-            announce=lambda line: self.progress.note(f"{job.label}: {line}"),
+            announce=lambda _, line: self.progress.note(f"{job.label}: {line}"),
         )
 
     def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
-        """Fetch one piece to completion, retrying transient failures and resuming from its last byte."""
-        failures = 0
+        """Fetch one piece to completion, retrying transient failures and resuming from its last byte.
+
+        A whole answer shorter than asked (a legal short 206) is progress: the next request asks for the rest.
+        The retry budget counts only tries that moved nothing new onto the disk, and starts again after progress.
+        """
+        tries = self.config.retry.tries(
+            what=job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
+            announce=lambda count, line: announce(self.progress, job, state, "retry", count, line),
+            quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
+        )
         stalls = 0
+        high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
         while not piece.complete:
             self.check_stop(job, state)
             url = state.url
             try:
-                asked_end = self._stream_piece(job, state, fd, piece, url, multi=multi)
+                answered_end = self._stream_piece(job, state, fd, piece, url, multi=multi)
                 if piece.end is None:
                     return
-                # A request ends where it asked (a window of the piece) or where the piece now ends.
-                if piece.start + piece.done < min(piece.end, asked_end or piece.end):
+                # An answer ends where its Content-Range said (a window of the piece, or less); short of that, the
+                # connection was lost mid-answer.
+                if piece.start + piece.done < min(piece.end, answered_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
+                high = max(high, piece.start + piece.done)
+                tries.progressed()
             except ExpiredURLError:
                 if job.located and url == job.located:
                     # The probe's signed target expired while the file waited its turn: follow the URL afresh,
@@ -131,9 +151,9 @@ class Streamer:
                             state.relocated_probe = True
                             state.url = self.locate_retrying(job, state)
                     continue
-                if self.relocate is None or not job.renewable or failures >= self.config.retry.retries:
+                if self.relocate is None or not job.renewable or tries.failures >= self.config.retry.retries:
                     raise
-                failures += 1
+                tries.failures += 1  # a re-resolve spends a try: a CDN that refuses every signed URL gives up
                 _relocate(self, job, state, expired=url, multi=multi)
             except httpx2.ReadTimeout as exc:
                 self.check_stop(job, state)
@@ -154,42 +174,52 @@ class Streamer:
                 )
                 if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
                     raise err from exc
-                failures += 1
-                if failures > self.config.retry.retries:
-                    raise NetworkError(f"{err.message} (gave up after {failures} tries)") from exc
-                delay = self.config.retry.delay(failures, retry_after=err.retry_after)
-                log.info(
-                    "%s: %s; retry %d in %.1fs", job.label, err.message.removeprefix(f"{job.label}: "), failures, delay
-                )
-                job.retries.add(retry_cause(err.message, job.label))
-                again = f"retrying in {seconds(delay)} ({failures}/{self.config.retry.retries})"
-                announce(self.progress, job, state, "retry", failures, f"{_why(exc, err, job.label)}, {again}")
-                if self.cancel.wait(delay):
-                    raise InterruptedByUserError(f"{job.label}: interrupted") from exc
+                reached = piece.start + piece.done
+                if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
+                    tries.progressed()
+                high = max(high, reached)
+                tries.failed(err, cause=_why(exc, err, job.label))
 
     def _stream_piece(
         self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool
     ) -> int | None:
-        """One request for (part of) ``piece``; returns where the range asked for ends."""
-        offset = piece.start + piece.done
-        if state.whole_only and (multi or offset > 0):
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
+        if state.whole_only and (multi or piece.done > 0):
             # This server content-codes its bodies: only one decoded whole-file stream can be trusted, and the
             # restart gives it a fresh hasher (the bytes on disk are dropped, never spliced).
             raise RangesIgnoredError
+        if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
+            # Nothing tells this version from the next (no ETag, no Last-Modified, no hash to check the result):
+            # resuming could splice two versions, so a broken stream starts again from byte 0.
+            _drop(self, job, state, piece)
+        offset = piece.start + piece.done
+        opening = job.opening if offset == 0 and url == job.located else None
+        if opening is not None and opening.take() is None:  # another stream has it, or it was closed
+            opening = None
         headers: dict[str, str] = {}
-        ranged = multi or offset > 0
+        ranged = multi or offset > 0 or opening is not None
         with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
-            asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
+            if opening is not None:  # the probe asked for the first bytes: its answer is this piece's first window
+                asked_end: int | None = opening.end
+            else:
+                asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
             piece.asked = asked_end or 0
+            validator = state.validator
         if ranged:
             end = "" if asked_end is None else str(asked_end - 1)
             headers["Range"] = f"bytes={offset}-{end}"
-            if state.validator:
-                headers["If-Range"] = state.validator  # RFC 9110 §13.1.5: a changed file comes back whole
+            if validator:
+                headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else job.credentials.without_extra()
         asked = time.monotonic()
-        with open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label) as resp:
-            state.saw_first_byte(time.monotonic() - asked)
+        answer = (
+            _taken(opening)
+            if opening is not None
+            else open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label)
+        )
+        with answer as resp:
+            if opening is None:
+                state.saw_first_byte(time.monotonic() - asked)
             if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
                 set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
@@ -200,30 +230,23 @@ class Streamer:
                 if encoded:
                     with state.lock:
                         state.whole_only = True
+                answered_end = asked_end
                 if resp.status_code == 206 and ranged:
                     if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
                         log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
                         raise RangesIgnoredError
-                    check_content_range(job, resp, offset, asked_end, state)
+                    answered_end = check_content_range(job, resp, offset, asked_end, state)
+                    check_version(job, state, resp)
                 elif resp.status_code == 200:
-                    if multi:
+                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
+                        check_version(job, state, resp)
                         raise RangesIgnoredError
                     if not encoded:  # an encoded body's Content-Length counts compressed bytes, not the file's
-                        check_length(job, state, resp)
-                    etag = resp.headers.get("ETag")
-                    dropped = 0
-                    # A full body is the current version: it is what we validate against now. The new validator
-                    # and the dropped bytes change together, so no record ever claims old bytes under the new one.
-                    with state.lock:
-                        state.validator = etag if etag and not etag.startswith("W/") else None
-                        if offset > 0:  # the server ignored our Range: the body starts at byte 0
-                            dropped, piece.done = piece.done, 0
-                            state.restarted = True
-                            if state.hasher is not None:  # with the frontier: the hashing thread sees both or none
-                                state.hasher.reset()
-                    if offset > 0:
+                        check_length(job, state, resp)  # another size: a new version, the file starts over
+                    check_version(job, state, resp, whole=True)  # another version: taken from this answer
+                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        self.progress.advance(job.label, -dropped)
+                        _drop(self, job, state, piece)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_total(job, state, resp)
@@ -232,16 +255,35 @@ class Streamer:
                     )
                 else:
                     raise error_for_status(resp, what=job.label, hub=from_hub(job, resp))
-                etag = resp.headers.get("ETag")
-                if etag and not etag.startswith("W/") and state.validator is None:
-                    with state.lock:
-                        state.validator = etag
                 copy_body(self, job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
                     state.responses.discard(resp)
-        return asked_end
+        return answered_end
+
+
+@contextlib.contextmanager
+def _taken(opening: Opening) -> Iterator[httpx2.Response]:
+    """A probe's open answer as if it were a request just sent (closed when read, like any other)."""
+    try:
+        yield opening.response
+    finally:
+        opening.close()
+
+
+PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+
+
+def _drop(streams: Streamer, job: TransferJob, state: DownloadState, piece: Piece) -> None:
+    """Forget the bytes of a one-stream download: the next body starts at byte 0 (same file, new stream)."""
+    with state.lock:
+        # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+        dropped, piece.done = piece.done, 0
+        state.restarted = True
+        if state.hasher is not None:
+            state.hasher.reset()
+    streams.progress.advance(job.label, -dropped)
 
 
 def _relocate(streams: Streamer, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:

@@ -35,13 +35,10 @@ def ca_locations(environ: Mapping[str, str]) -> tuple[tuple[str, Path] | None, P
     return bundle, Path(folder_value).expanduser() if folder_value else None
 
 
-def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """A verifying client context trusting the CAs the environment names, else the system's."""
+def check_ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The (cafile, capath) the environment names, checked to exist: a wrong variable is exit 2 at start, while
+    loading the certificates (tens of ms) waits for the first TLS connection."""
     bundle, folder = ca_locations(environ)
-    if bundle is None and folder is None:
-        import httpcore2
-
-        return httpcore2.default_ssl_context(_trust_env=False)
     cafile: str | None = None
     capath: str | None = None
     if bundle is not None:
@@ -56,6 +53,17 @@ def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
         if not folder.is_dir():
             raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {str(folder)!r}", hint=CA_HINT)
         capath = capath or str(folder)
+    return cafile, capath
+
+
+def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """A verifying client context trusting the CAs the environment names, else the system's."""
+    bundle, folder = ca_locations(environ)
+    if bundle is None and folder is None:
+        import httpcore2
+
+        return httpcore2.default_ssl_context(_trust_env=False)
+    cafile, capath = check_ca_locations(environ)
     try:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     except (ssl.SSLError, OSError, ValueError) as exc:

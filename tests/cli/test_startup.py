@@ -22,6 +22,8 @@ NOT_FOR_HELP = (*NET, "rich.progress", "mdl.catalog", "mdl.store", "mdl.download
 NOT_FOR_LIST = (*NET, "rich.progress", "mdl.transfer", "mdl.download", "mdl.sources", "mdl.catalog.edit")
 # A URL is not the Hub: neither the Hub client, nor its pydantic reply models, nor (without a catalog) the catalog's.
 NOT_FOR_GET = ("huggingface_hub", "boto3", "botocore", "mdl.sources.hubreplies", "mdl.catalog.schema")
+# A run builds only the command it runs (mdl.cli.app.COMMANDS): the other command modules are not even imported.
+COMMAND_MODULES = tuple(f"mdl.cli.{m}" for m in ("archive", "download", "edit", "get", "inspect", "lock", "publish"))
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.direct]\nfiles = [{ url = "https://example.com/x.bin" }]\n'
 
 # Runs mdl as the console script does, then writes which of the modules named in argv[1] (JSON) were loaded.
@@ -61,13 +63,32 @@ def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
 def test_list_is_offline_and_light(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text(CATALOG)
     assert loaded(tmp_path, NOT_FOR_LIST, "list") == []
-    assert loaded(tmp_path, NOT_FOR_LIST, "list", "--json") == []
+    assert loaded(tmp_path, (*NOT_FOR_LIST, *COMMAND_MODULES), "list", "--json") == ["mdl.cli.inspect"]
 
 
 def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/x.bin", b"forty-two bytes of a very small model file")
-    assert loaded(tmp_path, NOT_FOR_GET, "get", url, "-o", "x.bin") == []
+    assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == ["mdl.cli.get"]
     assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
+
+
+def test_every_command_is_built_as_registered() -> None:
+    """The lazy table builds each command from its own function, under its own name; help lists them in order."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from mdl.cli.app import COMMANDS, app, build_command
+
+    for name, (module, function) in COMMANDS.items():
+        command = build_command(name)
+        assert command.name == name
+        assert command.callback is not None
+        assert (command.callback.__module__, command.callback.__name__) == (f"mdl.cli.{module}", function)
+    group = typer.main.get_command(app)
+    assert list(group.commands) == list(COMMANDS)  # type: ignore[attr-defined]
+    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1]
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
+    assert listed == list(COMMANDS)
 
 
 def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:

@@ -22,6 +22,7 @@ from mdl.cli.app import app
 from mdl.download.get import fetch_sources, parse_sources
 from mdl.progress import NullProgress
 from mdl.sources.joboutput import InlineFile
+from mdl.transfer import CARRIED
 
 DATA = make_data(2_500_000, seed=11)
 LORA = make_data(300_000, seed=12)
@@ -506,20 +507,51 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     assert (tmp_path / "out" / "big.safetensors").stat().st_size == decoded
 
 
-def test_a_probed_url_is_not_probed_again_and_its_connection_carries_a_range(env: HubServer, tmp_path: Path) -> None:
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_probed_url_is_not_probed_again_and_its_answer_carries_the_first_bytes(
+    env: HubServer, tmp_path: Path
+) -> None:
     big = make_data(40 * MiB, seed=14)
     url = env.cdn.add_file("/results/probe-once.bin", big, signed=True)
     result = mdl("get", url, "-o", str(tmp_path / "f.bin"), "--connections", "4", "--json")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "f.bin").read_bytes() == big
     gets = env.cdn.log.records(method="GET", path_prefix="/results/")
-    probes = [r for r in gets if r.range == "bytes=0-0"]
-    assert len(probes) == 1  # get's probe found the size, ETag and that ranges work: the engine did not ask again
-    ranges = [r for r in gets if r.range != "bytes=0-0"]
+    probe, ranges = gets[0], gets[1:]
+    # get's probe asked for the first window and found the size, the ETag and that ranges work; its answer is the
+    # file's first bytes, read by the download: no second probe, no byte twice.
+    assert probe.range == f"bytes=0-{CARRIED - 1}"
+    assert all(r.range != "bytes=0-0" for r in gets)
     assert ranges and all(r.if_range for r in ranges)  # the probe's ETag guards every range
-    assert sum(r.bytes_sent for r in ranges) == len(big)
-    # The probe's one byte was read, so its keep-alive connection went back to the pool and served a range.
-    assert probes[0].connection in {r.connection for r in ranges}
+    assert sum(r.bytes_sent for r in gets) == len(big)
+
+
+def test_a_small_file_is_fetched_by_its_probe_alone(env: HubServer, tmp_path: Path) -> None:
+    small = make_data(300_000, seed=13)
+    url = env.cdn.add_file("/results/small.bin", small)
+    for extra in ((), ("--sha256", sha256(small))):
+        env.cdn.log.clear()
+        target = tmp_path / f"small{len(extra)}.bin"
+        result = mdl("get", url, "-o", str(target), *extra)
+        assert result.exit_code == 0, result.stderr
+        assert target.read_bytes() == small
+        (only,) = env.cdn.log.records(method="GET", path_prefix="/results/")
+        assert only.range == f"bytes=0-{CARRIED - 1}" and only.bytes_sent == len(small)
+
+
+def test_a_known_sha256_keeps_parallel_ranges(env: HubServer, tmp_path: Path) -> None:
+    big = make_data(40 * MiB, seed=12)
+    url = env.cdn.add_file("/results/hashed.bin", big)
+    result = mdl("get", url, "-o", str(tmp_path / "f.bin"), "--connections", "4", "--sha256", sha256(big))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "f.bin").read_bytes() == big
+    gets = env.cdn.log.records(method="GET", path_prefix="/results/")
+    assert len(gets) >= 4 and all(r.status == 206 for r in gets)
+    assert len({r.connection for r in gets}) >= 4
+    assert sum(r.bytes_sent for r in gets) == len(big)
 
 
 def test_a_probed_target_that_expired_before_the_ranges_is_located_afresh(env: HubServer, tmp_path: Path) -> None:

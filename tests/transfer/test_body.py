@@ -15,10 +15,12 @@ import pytest
 from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
+from mdl.transfer import Engine, EngineConfig, Identity, TransferJob, body
 from mdl.transfer.body import _buffer, _received, raw_socket
 from mdl.transfer.hashing import Hasher
-from mdl.transfer.http import Credentials, RetryPolicy, make_client, open_stream
+from mdl.transfer.http import Credentials, make_client, open_stream
+from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.wire import WireStream
 
 
 @pytest.fixture
@@ -27,31 +29,53 @@ def client() -> Iterator[httpx2.Client]:
         yield c
 
 
+@pytest.fixture
+def raw_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read even small test bodies raw (the real threshold keeps small answers on keep-alive connections)."""
+    monkeypatch.setattr(body, "RAW_LEAST", 0)
+
+
+def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, client: httpx2.Client) -> None:
+    data = make_data(3_000_000, seed=90)
+    url = cdn.add_file("/f.bin", data)
+    assert len(data) < body.RAW_LEAST
+    for start in (0, 1_500_000):
+        headers = {"Range": f"bytes={start}-{start + 1_499_999}"}
+        with open_stream(client, url, credentials=Credentials(), headers=headers, what="f") as resp:
+            assert resp.status_code == 206
+            assert raw_socket(resp) is None  # read by the parser: its connection goes back to the pool
+            assert resp.read() == data[start : start + 1_500_000]
+    first, second = cdn.log.records(method="GET")
+    assert first.connection == second.connection
+
+
+@pytest.mark.usefixtures("raw_from_any_size")
 def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client: httpx2.Client) -> None:
     data = make_data(3_000_000, seed=91)
     url = cdn.add_file("/f.bin", data)
     with open_stream(client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f") as resp:
         assert resp.status_code == 206
-        sock = raw_socket(resp)
-        assert isinstance(sock, socket.socket)
+        stream = raw_socket(resp)
+        assert isinstance(stream, WireStream)
         body = resp.iter_raw()  # kept: a dropped iterator closes its connection
         first = next(body, b"")  # what the parser holds past the headers
-        rest = b"".join(bytes(v) for v in _received(sock, _buffer(), len(data) - 10 - len(first), resp.request))
+        rest = b"".join(bytes(v) for v in _received(stream, _buffer(), len(data) - 10 - len(first), resp.request))
         assert first + rest == data[10:]
     with open_stream(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
         assert raw_socket(resp) is None  # a whole body goes through httpx2 (its length is checked there)
 
 
+@pytest.mark.usefixtures("raw_from_any_size")
 def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, client: httpx2.Client) -> None:
     data = make_data(3_000_000, seed=92)
     url = cdn.add_file("/f.bin", data)
     with open_stream(client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f") as resp:
-        sock = raw_socket(resp)
-        assert sock is not None
-        sock.close()  # as Ctrl-C's close of every response does
+        stream = raw_socket(resp)
+        assert stream is not None
+        stream.close()  # as Ctrl-C's close of every response does
         with pytest.raises(httpx2.ReadError):
-            list(_received(sock, _buffer(), len(data), resp.request))
+            list(_received(stream, _buffer(), len(data), resp.request))
 
 
 class ChunkedWithLength:

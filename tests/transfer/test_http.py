@@ -20,7 +20,6 @@ from mdl.transfer.http import (
     Credentials,
     ExpiredURLError,
     RetryableError,
-    RetryPolicy,
     UnreachableError,
     error_for_status,
     make_client,
@@ -28,6 +27,7 @@ from mdl.transfer.http import (
     origin,
     retry_after_seconds,
 )
+from mdl.transfer.retry import RetryPolicy
 
 DATA = make_data(5000, seed=3)
 
@@ -35,6 +35,13 @@ DATA = make_data(5000, seed=3)
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
     with make_client(read_timeout=5, pool_size=4) as c:
+        yield c
+
+
+@pytest.fixture
+def mocked() -> Iterator[httpx2.Client]:
+    """A client on httpx2's own transport, which httpx2_mock answers (mdl's transport opens real sockets)."""
+    with make_client(read_timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as c:
         yield c
 
 
@@ -171,27 +178,27 @@ def test_redirect_chain_within_the_limit(cdn: CdnServer, client: httpx2.Client) 
     assert (status, body) == (200, b"done")
 
 
-def test_https_to_http_redirect_is_refused(httpx2_mock: HTTPXMock, client: httpx2.Client) -> None:
+def test_https_to_http_redirect_is_refused(httpx2_mock: HTTPXMock, mocked: httpx2.Client) -> None:
     httpx2_mock.add_response(
         url="https://secure.example/model.bin",
         status_code=302,
         headers={"Location": "http://plain.example/model.bin?X-Amz-Signature=s3cr3t"},
     )
     with pytest.raises(NetworkError) as info:
-        fetch(client, "https://secure.example/model.bin", Credentials(extra={"X-Key": "k"}))
+        fetch(mocked, "https://secure.example/model.bin", Credentials(extra={"X-Key": "k"}))
     assert "refused redirect from https to http" in info.value.message
     assert "s3cr3t" not in info.value.message
     assert info.value.exit_code == ExitCode.NETWORK
     assert [str(r.url) for r in httpx2_mock.get_requests()] == ["https://secure.example/model.bin"]
 
 
-def test_https_to_https_redirect_is_followed(httpx2_mock: HTTPXMock, client: httpx2.Client) -> None:
+def test_https_to_https_redirect_is_followed(httpx2_mock: HTTPXMock, mocked: httpx2.Client) -> None:
     httpx2_mock.add_response(
         url="https://hub.example/m/resolve/main/x", status_code=302, headers={"Location": "https://cdn.example/x"}
     )
     httpx2_mock.add_response(url="https://cdn.example/x", content=b"payload")
     creds = Credentials(hub_origin=origin("https://hub.example"), token="hf_secret0123")
-    status, body, final = fetch(client, "https://hub.example/m/resolve/main/x", creds)
+    status, body, final = fetch(mocked, "https://hub.example/m/resolve/main/x", creds)
     assert (status, body, final) == (200, b"payload", "https://cdn.example/x")
     first, second = httpx2_mock.get_requests()
     assert first.headers["Authorization"] == "Bearer hf_secret0123"

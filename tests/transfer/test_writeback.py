@@ -16,7 +16,8 @@ from servers import CdnServer, make_data
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer.http import Credentials, make_client
+from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.writeback import start_writeback
 
 

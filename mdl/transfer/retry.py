@@ -1,0 +1,124 @@
+"""The one retry loop: exponential backoff with full jitter, Retry-After honoured, a budget per operation."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from mdl.errors import InterruptedByUserError, NetworkError
+from mdl.transfer.http import UNREACHABLE_RETRIES, RetryableError, UnreachableError
+
+log = logging.getLogger("mdl.http")
+T = TypeVar("T")
+
+
+def seconds(value: float) -> str:
+    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
+def retry_cause(message: str, label: str) -> str:
+    """A retry's cause as the log keeps it: the error message without the file label it starts with."""
+    return message.removeprefix(f"{label}: ")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring Retry-After (capped)."""
+
+    retries: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, *, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
+
+    def tries(
+        self,
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+        quick_unreachable: bool = True,
+    ) -> Tries:
+        """The retry budget of one operation (see ``Tries``)."""
+        return Tries(self, what, wait, on_retry, announce, quick_unreachable)
+
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+    ) -> T:
+        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
+        tries = self.tries(what=what, wait=wait, on_retry=on_retry, announce=announce)
+        while True:
+            try:
+                return call()
+            except RetryableError as exc:
+                tries.failed(exc)
+
+
+class Tries:
+    """The one retry loop's state: how many tries of one operation failed, and what to do about the next.
+
+    Hub API calls (``RetryPolicy.run``) and download streams (mdl.transfer.stream) both count, wait and give up
+    here. ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
+    ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog); ``announce(n, line)`` gets
+    ``"<cause>, retrying in 2 s (1/5)"`` for the user. A host that does not answer at all gets one quick retry
+    (``quick_unreachable``): it is offline, not flaky.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        wait: Callable[[float], bool] | None,
+        on_retry: Callable[[str], None] | None,
+        announce: Callable[[int, str], None] | None,
+        quick_unreachable: bool,
+    ) -> None:
+        self.policy, self.what, self.wait = policy, what, wait
+        self.on_retry, self.announce, self.quick_unreachable = on_retry, announce, quick_unreachable
+        self.failures = 0
+
+    def progressed(self) -> None:
+        """The operation moved on since its last failure: the budget is for tries that did not."""
+        self.failures = 0
+
+    def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
+        """Count a failed try: wait before the next, or raise NetworkError when the budget is spent (and
+        InterruptedByUserError when the wait was cut short by Ctrl-C). ``cause``: the words for people."""
+        self.failures += 1
+        limit = self.policy.retries
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            limit = min(limit, UNREACHABLE_RETRIES)
+        if self.failures > limit:
+            raise NetworkError(f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint) from exc
+        delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
+        said = retry_cause(exc.message, self.what)
+        log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
+        if self.on_retry is not None:
+            self.on_retry(said)
+        if self.announce is not None:
+            line = f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})"
+            self.announce(self.failures, line)
+        if self.wait is not None:
+            if self.wait(delay):
+                raise InterruptedByUserError(f"{self.what}: interrupted") from exc
+        else:
+            self.policy.sleep(delay)
