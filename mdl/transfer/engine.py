@@ -273,10 +273,13 @@ def _aim_ranges(streams: Streamer, job: TransferJob, state: DownloadState, conne
     """Where the ranges of a split file go and whether they may run in parallel (False: one stream).
 
     A file probed this run goes straight to the probe's final URL under the probe's validator; any other is
-    located first (its answer checked like every other). A server that names no version of the file, for a file
-    no hash will check, gets one stream from byte 0: ranges of two versions could not be told apart.
+    located first (its answer checked like every other: a coded body or a version the resume is not of is found
+    before any range goes out).
+    A server that names no version of the file, for a file no hash will check, gets one stream from byte 0:
+    ranges of two versions could not be told apart.
     """
-    if job.located and state.on_disk() == 0 and not state.restarted:
+    fresh = state.on_disk() == 0 and not state.restarted
+    if job.located and fresh:
         state.url = job.located
         if state.validator is None:
             state.adopt(job.identity.etag)  # If-Range on every range

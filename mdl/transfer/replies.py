@@ -134,22 +134,23 @@ def _seconds(date: str | None) -> float:
 
 
 def check_version(job: TransferJob, state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
-    """The one validator check (engine rule 4): the first answer fixes the file's identity, every later one must
-    be of it.
+    """The one validator check: the first answer fixes the file's identity, every later one must be of it.
 
     The identity is a strong ETag, else Last-Modified, plus the complete length (``check_total``). An answer
-    with another ETag or another Last-Modified than the first is of another version: ``SourceChanged``, and the
-    engine drops every byte of the old one. ``whole``: the answer is a 200 carrying the whole file on the only
-    stream, so the new version is taken from it at once (the caller drops the old bytes). A validator the answer
-    leaves out is not a contradiction (a proxy may strip it); If-Range already asked for the whole new version.
+    with another ETag, or (where either side has no strong ETag) another Last-Modified than the first is of
+    another version: ``SourceChanged``, and the engine drops every byte of the old one. ``whole``: the answer
+    is a 200 carrying the whole file on the only stream, so the new version is taken from it at once (the caller
+    drops the old bytes). A validator the answer leaves out is not a contradiction (a proxy may strip it);
+    If-Range already asked the server for the whole new version.
     """
     etag, modified = validators(response)
     with state.lock:
         known_etag, known_modified = state.etag, state.last_modified
-        changed = state.validator is not None and (
-            bool(etag and known_etag and etag != known_etag)
-            or bool(modified and known_modified and modified != known_modified)
-        )
+        if etag and known_etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+            changed = etag != known_etag
+        else:
+            changed = bool(modified and known_modified and modified != known_modified)
+        changed = changed and state.validator is not None
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
         if changed:

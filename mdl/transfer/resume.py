@@ -37,6 +37,7 @@ class DownloadState:
         self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
+        self.saved_bytes = 0  # bytes on disk that the last saved record claims
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
@@ -116,6 +117,7 @@ class DownloadState:
             with self.lock:
                 snapshot = self.to_json()
                 self.last_save = time.monotonic()
+                self.saved_bytes = self.on_disk()
             os.fdatasync(fd)
             tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
             try:

@@ -20,7 +20,8 @@ from mdl.transfer.resume import DownloadState
 
 log = logging.getLogger("mdl.transfer")
 
-WRITEBACK_EVERY = 0.25  # seconds between nudges to the kernel to start writing what arrived
+WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
+SAVE_BYTES = 32 * 1024 * 1024  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
 
 
@@ -51,7 +52,8 @@ def start_writeback(fd: int) -> None:
 
 @contextmanager
 def keeping(state: DownloadState, fd: int, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """While the body runs: start writeback every quarter second and save the resume record every ``checkpoint``.
+    """While the body runs: start writeback every tenth of a second, and save the resume record every ``checkpoint``
+    or as soon as ``SAVE_BYTES`` more are on disk (a fast download loses at most that much to a kill -9).
 
     A failed save (the disk is full, the folder went away) stops the file's streams through ``on_failure`` and
     is raised here, in the caller's thread, once they have ended.
@@ -63,7 +65,9 @@ def keeping(state: DownloadState, fd: int, *, checkpoint: float, on_failure: Cal
         try:
             while not done.wait(WRITEBACK_EVERY):
                 start_writeback(fd)
-                if time.monotonic() - state.last_save >= checkpoint and state.on_disk() > 0:
+                on_disk = state.on_disk()
+                due = time.monotonic() - state.last_save >= checkpoint or on_disk - state.saved_bytes >= SAVE_BYTES
+                if due and on_disk > state.saved_bytes:
                     state.save(fd)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
             failure.append(exc)
