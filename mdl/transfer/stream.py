@@ -131,14 +131,11 @@ class Streamer:
             self.check_stop(job, state)
             url = state.url
             try:
+                began = piece.start + piece.done
                 answered_end = self._stream_piece(job, state, fd, piece, url, multi=multi)
                 if piece.end is None:
                     return
-                # An answer ends where its Content-Range said (a window of the piece, or less); short of that, the
-                # connection was lost mid-answer.
-                if piece.start + piece.done < min(piece.end, answered_end or piece.end):
-                    raise _ClosedEarly(f"{job.label}: connection closed early at byte {piece.start + piece.done}")
-                high = max(high, piece.start + piece.done)
+                high = max(high, _answered(job, piece, began, answered_end))
                 tries.progressed()
             except ExpiredURLError:
                 if job.located and url == job.located:
@@ -270,6 +267,19 @@ def _taken(opening: Opening) -> Iterator[httpx2.Response]:
         yield opening.response
     finally:
         opening.close()
+
+
+def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
+    """Where a whole answer left the piece. It ends where its Content-Range said (a window of the piece, or less);
+    short of that, the connection was lost mid-answer. A legal but tiny short answer is progress, yet a server
+    that sends a few bytes per request must not cost a request per few bytes for ever: it spends a try."""
+    assert piece.end is not None
+    reached = piece.start + piece.done
+    if reached < min(piece.end, answered_end or piece.end):
+        raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
+    if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
+        raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
+    return reached
 
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
