@@ -239,10 +239,9 @@ def drain(response: httpx2.Response) -> None:
         length = parse_decimal(response.headers.get("Content-Length"))
         if length is not None and length <= DRAIN_LIMIT:
             set_read_timeout(response, DRAIN_SECONDS)
-            deadline = time.monotonic() + DRAIN_SECONDS
+            set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
             for _ in response.iter_raw():
-                if time.monotonic() > deadline:  # a trickle is not worth its connection
-                    break
+                pass
     except httpx2.HTTPError:
         pass  # the connection is not reusable: closing it is all there is to do
     finally:

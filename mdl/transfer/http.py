@@ -249,25 +249,6 @@ def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
     return f"{seconds:g} s" if isinstance(seconds, int | float) else None
 
 
-@contextmanager
-def open_stream(
-    client: httpx2.Client,
-    url: str,
-    *,
-    credentials: Credentials,
-    headers: Mapping[str, str] | None = None,
-    method: str = "GET",
-    what: str,
-) -> Iterator[httpx2.Response]:
-    """Send a request and follow redirects by hand; yields the final (unread) response.
-
-    Per hop: the Hub token only to the Hub's origin (so a CDN never sees it, even on the same host name
-    with another port or scheme), direct-URL headers only to the first URL, and https→http refused.
-    """
-    with follow(client, url, credentials=credentials, headers=headers, method=method, what=what) as response:
-        yield response
-
-
 RedirectRule = Callable[[str, str], bool]
 """``rule(current, target)``: True to follow a redirect, False to stop and yield the redirect answer itself; it may
 raise to refuse it."""
@@ -289,8 +270,10 @@ def follow(
     """The one redirect follower (downloads and Hub API calls): send, follow redirects by hand, yield the final
     (unread) response, and close it after.
 
-    ``credentials`` decide each hop's headers; ``rule`` which redirects are followed (default: all); an https→http
-    redirect is never followed. Transport errors become NetworkErrors naming ``server`` (see transport_error).
+    ``credentials`` decide each hop's headers: the Hub token only to the Hub's exact origin (so a CDN never sees
+    it, even on the same host name with another port or scheme), direct-URL headers only to the first URL.
+    ``rule`` decides which redirects are followed (default: all); an https→http redirect is never followed.
+    Transport errors become NetworkErrors naming ``server`` (see transport_error).
     """
     current = url
     for hop in range(MAX_REDIRECTS + 1):
@@ -331,3 +314,6 @@ def follow(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+open_stream = follow  # the name downloads use: the same follower, every redirect allowed (no ``rule``)
