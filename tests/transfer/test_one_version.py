@@ -359,6 +359,22 @@ def test_short_206s_continue_on_the_same_connections(serve: list[ScriptedServer]
     assert len(connections) <= 2 * 4 + 1, f"{len(requests)} requests on {len(connections)} connections: no keep-alive"
 
 
+def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
+    serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short answer is progress, but one of a few KiB per request spends a try: the work stays bounded."""
+    monkeypatch.setenv("MDL_RETRIES", "1")
+    a = version("A")
+    server = serve_file(serve, Phase(a, etag='"a"', cap=16 * KiB))
+    result = get(tmp_path, server)
+    assert result.returncode == 5, result.stderr
+    assert "the server sent only 16384 bytes of the range" in result.stderr
+    assert "gave up after 2 tries" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "f.bin").exists()
+    assert len(server.seen()) < 40, "a request per 16 KiB of a 40 MiB file would be thousands"
+
+
 # -- a file that keeps changing ---------------------------------------------------------------------------------------
 
 
