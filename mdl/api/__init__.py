@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mdl.catalog import Catalog, CatalogChange
     from mdl.download import LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
-    from mdl.store import CleanReport, ModelInfo, ModelList
+    from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
 
 # Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
@@ -55,18 +55,26 @@ def list_models(
     layout: str | None = None,
     status: str | None = None,
     tag: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
-    """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
+    """Every catalog model with its local status (offline), as catalog.lock pins it where fresh, filtered by
+    ``status`` and ``tag``."""
     from mdl.store import Layout, ModelList
     from mdl.store import list_models as list_local
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout)
-    return ModelList(tuple(list_local(cat, Layout(settings), status=status, tag=tag)), settings.dest)
+    settings, specs, lock = _models(catalog, env, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    chosen = [spec for spec in specs if tag is None or tag in spec.tags]
+    pins: Mapping[str, Sequence[PinnedFile]] = {}
+    if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
+        from mdl.download import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
+
+        pins = LockUse(settings, lock=lock).view(chosen)[0]
+    return ModelList(tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest)
 
 
 def show(

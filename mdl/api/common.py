@@ -66,10 +66,11 @@ def _models(
     """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
     come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
     from mdl.catalog import choose_lock_mode
-    from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
     from mdl.lockfile import lock_path_for
 
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+        from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
+
         cat, path = frozen_catalog(given, env, cwd=Path.cwd())
         lock = read_frozen_lock(path)
         settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)

@@ -42,8 +42,9 @@ def publish(
     progress: Progress | None = None,
 ) -> PublishReport:
     """Upload the verified local files of each model to ``<to>/<model>/<path>`` and a manifest per complete model
-    to ``<to>/.mdl/<model>.json`` (``to``: ``s3://bucket[/prefix]``). Files the bucket already holds with the
-    same size and sha256 are skipped. Credentials and endpoint come from the AWS chain; ``endpoint`` overrides.
+    to ``<to>/.mdl/<model>.json`` (``to``: ``s3://bucket[/prefix]``). Objects whose store-computed SHA-256
+    checksum matches the local file are skipped (metadata alone never decides). Credentials and endpoint come
+    from the AWS chain; ``endpoint`` overrides.
 
     Per-file failures are in the report; a missing bucket (NotFoundError), denied access (AuthError) or bad input
     (UsageError) raise.

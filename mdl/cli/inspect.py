@@ -37,6 +37,8 @@ def list_cmd(
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
+    locked: LockedOpt = False,
+    frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -51,7 +53,14 @@ def list_cmd(
         if status is not None and status not in api.STATUSES:
             raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         listing = api.list_models(
-            catalog=flags.catalog, dest=flags.dest, layout=layout, status=status, tag=tag, environ=run.environ
+            catalog=flags.catalog,
+            dest=flags.dest,
+            layout=layout,
+            status=status,
+            tag=tag,
+            locked=locked,
+            frozen=frozen,
+            environ=run.environ,
         )
         if run.json:
             run.emit(listing.to_json())
@@ -132,6 +141,11 @@ def show_cmd(
         if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
             columns.insert(1, ("dest", "DEST"))
         run.table(rows, columns)
+        if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
+            run.line("")
+            run.line("no longer part of the model (removed upstream), not counted:")
+            for path in info.status.extra:
+                run.line(f"  {path}")
 
 
 def _status_text(status: str, unverified: int) -> str:

@@ -62,7 +62,7 @@ def publish_cmd(
 ) -> None:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
 
-    What the bucket already holds with the same size and sha256 is skipped, so a re-run sends only what is
+    An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only what is
     missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
     flags = command_flags(ctx)
     run = flags.run()

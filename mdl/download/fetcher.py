@@ -37,12 +37,11 @@ class FileFetcher:
         self._held.lock = None
 
     def skip(self, plan: PlannedFile) -> FileOutcome:
-        """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot."""
+        """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot. Its log
+        line is the caller's to write: each file gets one per run (``pull_one``, or the batch's skip)."""
         self.session.layout.link(plan.placement)
         size = plan.remote.size if plan.remote.size is not None else self._recorded_size(plan)
-        outcome = done_outcome(plan, Action.SKIP, size=size, sha256=self._recorded_sha(plan))
-        log_outcome(outcome)
-        return outcome
+        return done_outcome(plan, Action.SKIP, size=size, sha256=self._recorded_sha(plan))
 
     def pull_one(self, plan: PlannedFile, commit: Commit) -> FileOutcome:
         """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
@@ -68,10 +67,11 @@ class FileFetcher:
         session = self.session
         waited = threading.Event()
 
-        def on_wait() -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
+        def on_wait(holder: str) -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
             waited.set()
-            log.info("%s: another mdl run is fetching it; waiting for its lock", label)
-            session.progress.waiting(label, "another mdl run is fetching it")
+            by = f" (held by {holder})" if holder else ""
+            log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
+            session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
         try:
             self._held.lock = plan.placement.store.acquire_file_lock(
@@ -149,6 +149,7 @@ class FileFetcher:
             credentials=session.credentials(remote),
             final_path=plan.final_path,
             part_path=part,
+            root=plan.placement.store.dest,
             state_path=state,
             source=remote.source,
             # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
-from mdl.download.oneoff import look_before, tidy_after
+from mdl.download.oneoff import tidy_after
 from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
@@ -309,7 +309,6 @@ def _fetch_remote(
         # A one-off get keeps no record: `list`, `verify` and re-runs are about catalog models, and a pull
         # may be using this folder's .mdl/ at the same time (its records must survive whatever get does).
         puller = Puller(_one_off_settings(settings, folder), progress=progress, keep_records=False)
-        before = look_before(puller.store)
         try:
             planned: list[tuple[int, PlannedFile]] = []
             openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
@@ -373,7 +372,7 @@ def _fetch_remote(
                     opening.close()
             puller.close()
             # A finished get leaves nothing behind; a partial download (something to resume) stays.
-            tidy_after(puller.store, before, names=[target.name for _, _, target in group])
+            tidy_after(puller.store)
     return outcomes
 
 

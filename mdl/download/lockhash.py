@@ -14,6 +14,7 @@ from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, MdlError
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
+from mdl.store import unlink
 from mdl.transfer import TransferJob
 
 log = logging.getLogger("mdl.lock")
@@ -119,8 +120,9 @@ class LockHasher:
         # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
         target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
 
-        def on_wait() -> None:
-            session.progress.waiting(label, "another mdl run is fetching it; waiting")
+        def on_wait(holder: str) -> None:
+            by = f" (held by {holder})" if holder else ""
+            session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
 
         held = store.acquire_file_lock(
             remote.model, remote.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
@@ -133,6 +135,7 @@ class LockHasher:
                 credentials=session.credentials(remote),
                 final_path=target,
                 part_path=part,
+                root=store.dest,
                 state_path=state,
                 source=remote.source,
                 verify=True,
@@ -150,7 +153,7 @@ class LockHasher:
             session.progress.finish(label, ok=True, message="hashed")
         finally:
             with contextlib.suppress(OSError):
-                target.unlink()
+                unlink(store.dest, target)
             held.release()
         return replace(remote, size=result.size, sha256=result.sha256)
 

@@ -20,7 +20,7 @@ from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import Hub, RemoteFile, ResolvedModel
-from mdl.store import Layout, Store
+from mdl.store import ExpectedFile, Layout, Store
 from mdl.transfer import SPLIT_THRESHOLD
 
 
@@ -91,8 +91,20 @@ class Puller:
         if any(p.decision.action is not Action.SKIP for p in plans):
             self.store.ensure_dirs()
             check_space(plans)
+        self.expect(resolved, plans)
         outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
         return warned(RunReport(tuple(outcomes)), self.session.locks.warnings)
+
+    def expect(self, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:
+        """Write what each model should be into its record before the first byte moves (atomically): a pull
+        that stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
+        planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
+        for model in resolved:
+            files = (planned.get((model.name, f.path), f) for f in model.files)
+            expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
+            record = self.store.read_record(model.name)
+            if record is None or record.expected != expected or record.commit != model.commit:
+                self.store.update_record(model.name, revision=model.revision, commit=model.commit, expected=expected)
 
     def execute(self, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
         """Run every plan on ``jobs`` threads; Ctrl-C stops the streams and keeps their partial data."""
@@ -113,7 +125,7 @@ class Puller:
                     results[index] = failed(
                         plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown, source=plan.remote.source
                     )
-                    log_outcome(results[index])
+                log_outcome(results[index])
         try:
             return self._execute(plans, commits=commits, results=results)
         finally:

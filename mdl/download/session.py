@@ -19,6 +19,7 @@ from mdl.transfer import (
     RetryPolicy,
     TokenGuard,
     make_client,
+    make_transport,
     origin,
 )
 
@@ -50,13 +51,13 @@ class PullSession:
         self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
         self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
+        # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
+        pool_size = max(
+            4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
+        )
+        self.transport = make_transport(pool_size=pool_size, timeout=settings.timeout, environ=self.environ)
         self.client = make_client(
-            timeout=settings.timeout,
-            environ=self.environ,
-            # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
-            pool_size=max(
-                4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
-            ),
+            timeout=settings.timeout, environ=self.environ, pool_size=pool_size, transport=self.transport
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
@@ -115,6 +116,7 @@ class PullSession:
         self.cancel.set()
         self.engine.abort()
         self.mirror_engine.abort()
+        self.transport.abort()
 
     @property
     def token(self) -> str | None:

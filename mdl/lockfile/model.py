@@ -7,13 +7,15 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.catalog import ModelSpec, expand_headers
 from mdl.errors import UsageError
 from mdl.redact import redact_url
-from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import HubFileRef, hub_source, parse_hub_source
+
+if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
+    from mdl.sources import RemoteFile, ResolvedModel
 
 LOCK_VERSION = 1
 
@@ -133,6 +135,8 @@ def resolved_from_locked(
     never holds; with ``spec`` None (``--frozen``) the lock's URL is used as written.
     """
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
+    from mdl.sources import RemoteFile, ResolvedModel
+
     files: list[RemoteFile] = []
     for f in locked.files:
         ref = f.hub

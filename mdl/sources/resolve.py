@@ -201,9 +201,25 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             source=rec.source,
         )
         for rec in recorded.values()
+        if record is None or record.expected is None or rec.path in record.expected
     ]
+    # What the last pull expected but did not finish: still the model's files (they fail offline, by name).
+    for want in record.expected.values() if record is not None and record.expected is not None else ():
+        if want.path not in recorded:
+            files.append(
+                RemoteFile(
+                    model=spec.name,
+                    path=want.path,
+                    url="",
+                    size=want.size,
+                    sha256=want.sha256,
+                    git_oid=want.git_oid,
+                    source=want.source,
+                )
+            )
+    names = {f.path for f in files}
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
-        if file.save_path not in recorded:
+        if file.save_path not in names:
             source = (
                 redact_url(file.url)
                 if file.url

@@ -7,6 +7,7 @@ from mdl.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mdl.store.cleaning import CleanedFile, clean
+    from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
     from mdl.store.filesystem import (
         DirSyncs,
         creatable_problem,
@@ -23,12 +24,10 @@ if TYPE_CHECKING:
         list_models,
         model_status,
         unplaced_path,
-        verify_file,
-        verify_models,
     )
     from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
     from mdl.store.locks import HeldLocks
-    from mdl.store.records import FileRecord, ModelRecord, now_iso
+    from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
     from mdl.store.states import (
         FILE_STATES,
         INSTALLED,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
         judge,
     )
     from mdl.store.store import Store
+    from mdl.store.verifying import verify_file, verify_models
     from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "CleanReport",
     "CleanedFile",
     "DirSyncs",
+    "ExpectedFile",
     "FileRecord",
     "HeldLocks",
     "HubFileRef",
@@ -78,11 +79,17 @@ __all__ = [
     "list_models",
     "model_status",
     "now_iso",
+    "open_file",
     "parse_hub_source",
+    "read_bytes",
+    "rename",
+    "rmdir_empty",
     "stat_file",
+    "unlink",
     "unplaced_path",
     "verify_file",
     "verify_models",
+    "write_atomic",
     "write_text_atomic",
 ]
 
@@ -92,6 +99,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
         __name__,
         {
             "cleaning": ("CleanedFile", "clean"),
+            "confined": ("open_file", "read_bytes", "rename", "rmdir_empty", "unlink", "write_atomic"),
             "filesystem": ("DirSyncs", "creatable_problem", "fsync_dir", "hash_file", "stat_file", "write_text_atomic"),
             "inventory": (
                 "LocalFile",
@@ -101,12 +109,10 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
                 "list_models",
                 "model_status",
                 "unplaced_path",
-                "verify_file",
-                "verify_models",
             ),
             "layout": ("HubFileRef", "Layout", "Placement", "adopt_cached", "hub_source", "parse_hub_source"),
             "locks": ("HeldLocks",),
-            "records": ("FileRecord", "ModelRecord", "now_iso"),
+            "records": ("ExpectedFile", "FileRecord", "ModelRecord", "now_iso"),
             "states": (
                 "FILE_STATES",
                 "INSTALLED",
@@ -119,6 +125,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
                 "judge",
             ),
             "store": ("Store",),
+            "verifying": ("verify_file", "verify_models"),
             "views": ("CleanReport", "ModelInfo", "ModelList"),
         },
     )

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import stat as st
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.catalog import Catalog, ModelSpec, Settings
-from mdl.errors import IntegrityError, MdlError, NotFoundError
-from mdl.progress import Progress
+from mdl.catalog import ModelSpec
+from mdl.errors import MdlError
 from mdl.redact import redact_url
-from mdl.report import FileOutcome, RunReport, failed
-from mdl.store.filesystem import hash_file, stat_file
+from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, repo_folder
-from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
 from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, PARTIAL, judge, model_state
 from mdl.store.store import Store, key_prefix
 
@@ -60,6 +57,7 @@ class ModelStatus:
     files: tuple[LocalFile, ...]
     status: str  # installed | partial | missing
     folder: Path | None = None  # the one folder holding the model's files; None when they are in several
+    extra: tuple[str, ...] = ()  # recorded files the model no longer names (removed upstream): never counted
 
     @property
     def unverified(self) -> int:
@@ -83,6 +81,7 @@ class ModelStatus:
             "files": len(self.files),
             "size": self.size,
             "kind": "snapshot" if self.spec.is_snapshot else "files",
+            "extra": list(self.extra),
         }
 
     def show_json(self) -> dict[str, Any]:
@@ -109,6 +108,7 @@ class ModelStatus:
                 }
                 for f in self.files
             ],
+            "extra": list(self.extra),
         }
 
 
@@ -155,40 +155,70 @@ def file_state(
 
 
 def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None = None) -> ModelStatus:
-    """The local state of one model, from its record and ``lstat`` only (no network, no hashing); ``pinned``: the
-    files a lock pins (they are the model's files, and a recorded file of another sha256 is ``outdated``)."""
+    """The local state of one model, from its record and ``lstat`` only (no network, no hashing).
+
+    The model's files are what it should be: those a lock pins (``pinned``), else the expected set its record
+    keeps (written before a pull's first byte), else, for records from before that, the recorded or catalog
+    files. ``installed`` only when every one is on disk at its verified size and version; a recorded file of
+    another version is ``outdated``; a recorded file the model no longer names is ``extra``, never counted.
+    """
     store = layout.records
     record = store.read_record(spec.name)
     recorded = record.files if record is not None else {}
-    expected: list[tuple[str, int | None, str | None, str]] = []
-    if pinned is not None:
-        expected = [(p.path, p.size, p.sha256, p.source) for p in pinned]
-    elif spec.is_snapshot:
-        for path, rec in sorted(recorded.items()):
-            expected.append((path, rec.size, rec.sha256, rec.source))
-    else:
-        for file in spec.files:
-            entry = recorded.get(file.save_path)
-            source = entry.source if entry else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
-            size = entry.size if entry else file.size
-            expected.append((file.save_path, size, entry.sha256 if entry else file.sha256, source))
+    expected = _expected_files(spec, record, pinned)
     files: list[LocalFile] = []
     folders: set[Path | None] = set()
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
-    for path, size, sha256, source in expected:
-        state, placement = file_state(layout, spec.name, path, source, recorded.get(path))
-        entry = recorded.get(path)
-        if pinned is not None and entry is not None and state != MISSING and entry.sha256 != sha256:
+    for want in expected:
+        entry = recorded.get(want.path)
+        state, placement = file_state(layout, spec.name, want.path, want.source, entry)
+        if entry is not None and state not in (MISSING, PARTIAL) and not _same_version(entry, want):
             state = OUTDATED
         shown = placement.shown if placement else unplaced
         final = placement.final if placement else shown
-        files.append(LocalFile(path, shown, final, size, sha256, source, state))
+        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state))
         if placement is not None:
-            folders.add(_folder_of(layout, placement, path))
+            folders.add(_folder_of(layout, placement, want.path))
+    names = {want.path for want in expected}
+    extra = tuple(sorted(path for path in recorded if path not in names)) if _authoritative(record, pinned) else ()
     partials = any(_has_partials(s, spec.name) for s in layout.stores())
     status = model_state((f.state for f in files), partials=partials)
     folder = (folders.pop() if len(folders) == 1 else None) if folders else unplaced
-    return ModelStatus(spec, record, tuple(files), status, folder)
+    return ModelStatus(spec, record, tuple(files), status, folder, extra)
+
+
+def _authoritative(record: ModelRecord | None, pinned: Sequence[PinnedFile] | None) -> bool:
+    """Whether the model's file list is known whole (a lock or an expected set), so a recorded file outside
+    it is one upstream removed."""
+    return pinned is not None or (record is not None and record.expected is not None)
+
+
+def _expected_files(
+    spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[PinnedFile] | None
+) -> list[ExpectedFile]:
+    recorded = record.files if record is not None else {}
+    if pinned is not None:
+        return [ExpectedFile(p.path, p.size, p.sha256, None, p.source) for p in pinned]
+    if record is not None and record.expected is not None:
+        return [record.expected[path] for path in sorted(record.expected)]
+    if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
+        return [ExpectedFile(p, r.size, r.sha256, r.git_oid, r.source) for p, r in sorted(recorded.items())]
+    found: list[ExpectedFile] = []
+    for file in spec.files:
+        entry = recorded.get(file.save_path)
+        source = entry.source if entry else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
+        size = entry.size if entry else file.size
+        found.append(ExpectedFile(file.save_path, size, entry.sha256 if entry else file.sha256, None, source))
+    return found
+
+
+def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
+    """Whether the recorded file is the version the model expects (by sha256, git blob id, then size)."""
+    if want.sha256 is not None:
+        return entry.sha256 == want.sha256
+    if want.git_oid is not None and entry.git_oid is not None:
+        return entry.git_oid == want.git_oid
+    return want.size is None or entry.size == want.size
 
 
 def unplaced_path(layout: Layout, model: str) -> Path:
@@ -231,134 +261,13 @@ def _has_partials(store: Store, model: str) -> bool:
     return any(pattern.match(p.name) for p in folder.iterdir())
 
 
-def list_models(catalog: Catalog, layout: Layout, *, status: str | None, tag: str | None) -> list[ModelStatus]:
-    """Every catalog model with its local status, filtered by status and tag."""
-    found = [model_status(spec, layout) for spec in catalog.models if tag is None or tag in spec.tags]
-    return [m for m in found if status is None or m.status == status]
-
-
-def verify_models(
-    models: Sequence[ModelSpec],
-    settings: Settings,
-    *,
-    progress: Progress,
-    on_file: Callable[[FileOutcome], None] | None = None,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
-) -> RunReport:
-    """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
-    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed).
-    ``pinned``: per model, the files a lock pins; they are compared to the lock's sha256 instead of the catalog's."""
-    layout = Layout(settings)
-    store = layout.records
-    outcomes: list[FileOutcome] = []
-    pins = pinned or {}
-    begin_hashing(models, layout, progress, pinned=pins)
-
-    def add(outcome: FileOutcome) -> None:
-        outcomes.append(outcome)
-        if on_file is not None:
-            on_file(outcome)
-
-    for spec in models:
-        status = model_status(spec, layout, pinned=pins.get(spec.name))
-        if status.record is None:
-            record_path = store.record_path(spec.name)
-            if record_path.exists():
-                why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
-                damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
-                add(failed(spec.name, None, damaged, dest=status.folder))
-            else:
-                error = NotFoundError(
-                    f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
-                    hint=f"run `mdl pull {spec.name}`",
-                )
-                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
-            continue
-        locked = pins.get(spec.name)
-        catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
-        expected = {p.path: p.sha256 for p in locked} if locked is not None else catalog_sha
-        source = "catalog.lock" if locked is not None else "catalog"
-        for file in status.files:
-            add(verify_file(store, spec.name, file, status.record, (expected.get(file.path), source), progress))
-    return RunReport(tuple(outcomes))
-
-
-def begin_hashing(
-    models: Sequence[ModelSpec],
+def list_models(
+    specs: Sequence[ModelSpec],
     layout: Layout,
-    progress: Progress,
     *,
+    status: str | None,
     pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
-) -> None:
-    """Tell the display how much verify will hash: the recorded files on disk (a total bar, an ETA)."""
-    total = files = 0
-    for spec in models:
-        status = model_status(spec, layout, pinned=(pinned or {}).get(spec.name))
-        recorded = status.record.files if status.record is not None else {}
-        for file in status.files:
-            entry = recorded.get(file.path)
-            if entry is not None and file.state not in (MISSING, PARTIAL):
-                total += entry.size
-                files += 1
-    progress.begin(total_bytes=total, files=files)
-
-
-def verify_file(
-    store: Store,
-    model: str,
-    file: LocalFile,
-    record: ModelRecord,
-    expected: tuple[str | None, str],
-    progress: Progress,
-) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); ``verified``, or
-    a failed / ``missing`` outcome saying why. A file that passes gets its new mtime recorded."""
-    label = f"{model}/{file.path}"
-    entry = record.files.get(file.path)
-    expected_sha, pinned_by = expected
-    if file.state in (MISSING, PARTIAL):
-        what = "missing"
-        if file.state == PARTIAL:
-            unlinked = file.final != file.dest and file.final.is_file()
-            what = "missing (its blob is there, the snapshot entry is not)" if unlinked else "not finished"
-        absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
-        return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
-    try:
-        if entry is None:
-            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
-        progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        blob_name = file.final.name if file.final != file.dest and _BLOB_NAME.match(file.final.name) else None
-        git = blob_name is not None and len(blob_name) == 40
-        size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
-        if blob_name is not None and blob_name not in (sha256, git_oid):
-            # A Hugging Face cache blob is named by its content: other bytes under that name are corruption,
-            # whatever the record says (hf_hub_download would serve them as this file).
-            actual = f"sha256 {sha256}" if len(blob_name) == 64 else f"git blob id {git_oid}"
-            raise IntegrityError(f"{label}: corrupt: its blob {file.final} holds bytes with {actual}")
-        if size != entry.size:
-            raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
-        want = expected_sha or entry.sha256
-        if sha256 == entry.sha256 and sha256 != want:  # intact as pulled, but another version than pinned
-            raise IntegrityError(
-                f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with {sha256}",
-                hint=f"run `mdl pull {model}`",
-            )
-        if sha256 != want:
-            raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
-        if expected_sha and entry.sha256 != expected_sha:
-            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
-        if file.state != "installed" and file.final != file.dest:
-            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
-    except MdlError as exc:
-        progress.finish(label, ok=False, message=exc.message)
-        return failed(model, file.path, exc, dest=file.dest)
-    except OSError as exc:
-        error = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
-        progress.finish(label, ok=False, message=error.message)
-        return failed(model, file.path, error, dest=file.dest)
-    progress.finish(label, ok=True)
-    mtime_ns = file.final.stat().st_mtime_ns
-    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
-        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
-        store.update_record(model, revision=None, commit=None, put=fresh)
-    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")
+) -> list[ModelStatus]:
+    """The models with their local status (as ``pinned`` says, per model, where a lock pins them), by status."""
+    found = [model_status(spec, layout, pinned=(pinned or {}).get(spec.name)) for spec in specs]
+    return [m for m in found if status is None or m.status == status]

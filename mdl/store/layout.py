@@ -19,7 +19,8 @@ from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, UsageError
-from mdl.paths import safe_relative_path, temp_name
+from mdl.paths import safe_relative_path
+from mdl.store import confined
 from mdl.store.filesystem import creatable_problem
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
@@ -142,25 +143,22 @@ class Layout:
         )
 
     def link(self, placement: Placement) -> None:
-        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain)."""
+        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain).
+
+        Nothing in the cache is followed on the way (``confined``): a planted link is refused, never written through.
+        """
+        root = placement.store.dest
         try:
             if placement.link is not None and not placement.linked():
-                target = os.path.relpath(placement.final, placement.link.parent)
-                placement.link.parent.mkdir(parents=True, exist_ok=True)
-                tmp = placement.link.with_name(temp_name(placement.link.name))
-                tmp.symlink_to(target)
-                try:
-                    tmp.replace(placement.link)
-                except OSError:
-                    tmp.unlink()
-                    raise
+                confined.symlink(root, os.path.relpath(placement.final, placement.link.parent), placement.link)
             if placement.ref is not None:
                 ref_path, commit = placement.ref
-                if not ref_path.is_file() or ref_path.read_text(encoding="utf-8").strip() != commit:
-                    ref_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = ref_path.with_name(temp_name(ref_path.name))
-                    tmp.write_text(commit, encoding="utf-8")  # no newline: huggingface_hub reads it verbatim
-                    tmp.replace(ref_path)
+                try:
+                    current = confined.read_bytes(root, ref_path, limit=256).decode("utf-8", "replace").strip()
+                except OSError:
+                    current = None
+                if current != commit:  # no newline: huggingface_hub reads it verbatim
+                    confined.write_atomic(root, ref_path, commit.encode())
         except OSError as exc:
             where = placement.link or placement.final
             raise LocalFSError(f"cannot link {where} in the Hugging Face cache: {exc.strerror or exc}") from exc

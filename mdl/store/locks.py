@@ -1,26 +1,59 @@
-"""Cross-process file locks (filelock): per-file locks polled so Ctrl-C is noticed, and per-record locks."""
+"""Cross-process file locks (filelock) inside a root mdl owns: per-file locks that say who holds them, and
+per-record locks. Needs filelock 4 (no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, and a lock on a
+removed file is noticed and taken again).
+
+A lock file is reached through its folder's descriptor (``confined``), so a link planted at ``.mdl/locks`` is
+never followed. It holds one line naming its holder (pid, command, since when), as apt's lock does, so a run
+that waits can say for whom. Its holder removes it just before releasing it (a waiter that then locks the
+removed file notices and opens the new one), so no idle lock file stays behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError
+from mdl.redact import printable
+from mdl.store import confined
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
+POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
+_HOLDER_MAX = 512
+
+
+@dataclass
+class _Held:
+    lock: BaseFileLock
+    dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
+    name: str
+    remove: bool  # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+
+    def release(self) -> None:
+        try:
+            if self.remove:  # while still held: a run waiting on this file finds it unlinked and opens anew
+                with contextlib.suppress(OSError):
+                    os.unlink(self.name, dir_fd=self.dir_fd)
+            self.lock.release()
+        finally:
+            os.close(self.dir_fd)
 
 
 class HeldLocks:
     """File locks held together, released together (in reverse order)."""
 
-    def __init__(self, locks: list[BaseFileLock]) -> None:
+    def __init__(self, locks: list[_Held]) -> None:
         self.locks = locks
 
     def release_shared(self) -> None:
@@ -34,15 +67,40 @@ class HeldLocks:
             self.locks.pop().release()
 
 
+def holder_line() -> str:
+    """What this process writes into a lock it holds: ``pid <n>, mdl <command>, since <time>`` (no arguments:
+    they may hold URLs with secrets)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    return f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}"
+
+
+def _write_holder(fd: int) -> None:
+    with contextlib.suppress(OSError):  # a lock works without its note
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder_line().encode() + b"\n", 0)
+
+
+def holder_of(root: Path, where: Path) -> str:
+    """Who holds the lock at ``where``, as its file says (empty when it does not say)."""
+    try:
+        text = confined.read_bytes(root, where, limit=_HOLDER_MAX).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return printable(text.strip().splitlines()[0]) if text.strip() else ""
+
+
 def acquire_locks(
+    root: Path,
     paths: Sequence[Path],
     *,
     label: str,
     timeout: float,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take the locks at ``paths`` in order within one ``timeout``; call ``on_wait()`` once if any is held.
+    """Take the locks at ``paths`` (inside ``root``) in order within one ``timeout``; call ``on_wait(holder)``
+    once if any is held by another run (``holder``: who, as its lock file says).
 
     On any failure (timeout, Ctrl-C) the locks already taken are released before the error goes up.
     """
@@ -50,63 +108,96 @@ def acquire_locks(
     deadline = time.monotonic() + timeout
     waited = False
 
-    def wait_note() -> None:  # once, however many of the locks we wait for
+    def wait_note(holder: str) -> None:  # once, however many of the locks we wait for
         nonlocal waited
         if not waited and on_wait is not None:
-            on_wait()
+            on_wait(holder)
         waited = True
 
     try:
-        for where in paths:
-            held.locks.append(_acquire(where, label, deadline, timeout, wait_note, cancel))
+        for index, where in enumerate(paths):
+            own = index == 0  # the second is huggingface_hub's blob lock
+            held.locks.append(_acquire(root, where, label, deadline, timeout, wait_note, cancel, own=own))
     except BaseException:
         held.release()
         raise
     return held
 
 
-@contextlib.contextmanager
-def record_lock(where: Path, *, model: str) -> Iterator[None]:
-    """Hold the lock guarding one model's record while it is read, changed and rewritten."""
-    from filelock import FileLock, Timeout
+def try_lock(root: Path, where: Path) -> HeldLocks | None:
+    """The lock at ``where`` if nobody holds it right now, else None (for clean-up: never wait)."""
+    from filelock import Timeout
 
     try:
-        with FileLock(where, timeout=RECORD_LOCK_TIMEOUT):
-            yield
-    except Timeout:
-        raise LockTimeoutError(
-            f"{model}: could not lock its record within {RECORD_LOCK_TIMEOUT}s (another mdl run?)"
-        ) from None
+        lock, dir_fd = _open_lock(root, where)
+    except FileNotFoundError:
+        return None
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        os.close(dir_fd)
+        return None
+    return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
+
+
+@contextlib.contextmanager
+def record_lock(root: Path, where: Path, *, model: str) -> Iterator[None]:
+    """Hold the lock guarding one model's record while it is read, changed and rewritten."""
+    held = acquire_locks(root, [where], label=f"{model}: its record", timeout=RECORD_LOCK_TIMEOUT)
+    try:
+        yield
+    finally:
+        held.release()
+
+
+def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:
+    from filelock import FileLock
+
+    dir_fd = confined.open_dir(root, where.parent)
+    path = confined.proc_path(dir_fd, where.name) or where
+    return FileLock(path, thread_local=False, on_acquired=_write_holder), dir_fd
 
 
 def _acquire(
+    root: Path,
     where: Path,
     label: str,
     deadline: float,
     timeout: float,
-    on_wait: Callable[[], None],
+    on_wait: Callable[[str], None],
     cancel: threading.Event | None,
-) -> BaseFileLock:
-    from filelock import FileLock, Timeout
+    *,
+    own: bool,
+) -> _Held:
+    from filelock import Timeout
 
-    try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
-    lock = FileLock(where, thread_local=False)
     waited = False
     while True:
         try:
-            lock.acquire(timeout=0 if not waited else min(0.5, max(0.0, deadline - time.monotonic())))
-            return lock
-        except Timeout:
-            if cancel is not None and cancel.is_set():
-                raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock") from None
-            if waited and time.monotonic() >= deadline:
-                raise LockTimeoutError(
-                    f"{label}: another mdl run holds the lock {where} (waited {timeout:g}s)",
-                    hint="raise --lock-timeout, or check for a stuck mdl process",
-                ) from None
-            if not waited:
-                on_wait()
-            waited = True
+            lock, dir_fd = _open_lock(root, where)
+        except OSError as exc:
+            raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
+        try:
+            while os.fstat(dir_fd).st_nlink:  # a folder removed under us (empty, by a get's tidy-up): open it anew
+                try:
+                    lock.acquire(timeout=0 if not waited else min(POLL, max(0.0, deadline - time.monotonic())))
+                    return _Held(lock, dir_fd, where.name, remove=own)
+                except FileNotFoundError:
+                    break  # its folder went (emptied and removed by a get): walk to it anew
+                except Timeout:
+                    if cancel is not None and cancel.is_set():
+                        raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock") from None
+                    holder = holder_of(root, where)
+                    if waited and time.monotonic() >= deadline:
+                        held_by = f"{holder}; " if holder else ""
+                        raise LockTimeoutError(
+                            f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
+                            hint="raise --lock-timeout, or check that process",
+                        ) from None
+                    if not waited:
+                        on_wait(holder)
+                    waited = True
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        os.close(dir_fd)

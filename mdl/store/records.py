@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,14 +36,28 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
+class ExpectedFile:
+    """One file the model should have, as its last resolution said (the Hub listing, the lock or the catalog):
+    written before the first byte of a pull moves, so a pull that stops halfway never looks installed."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None
+    git_oid: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ModelRecord:
-    """The per-model record that lets ``list``, ``verify`` and re-runs work offline."""
+    """The per-model record that lets ``list``, ``verify`` and re-runs work offline: what the model should be
+    (``expected``; None in records written before mdl kept it) and what mdl fetched and verified (``files``)."""
 
     name: str
     revision: str | None = None
     commit: str | None = None
     files: dict[str, FileRecord] = field(default_factory=dict)
     updated_at: str = ""
+    expected: dict[str, ExpectedFile] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
@@ -53,7 +68,20 @@ class ModelRecord:
             "commit": record_text(self.commit),
             "updated_at": self.updated_at,
             "files": {path: _file_json(rec) for path, rec in sorted(self.files.items())},
+            **({} if self.expected is None else {"expected": _expected_json(self.expected)}),
         }
+
+
+def _expected_json(expected: dict[str, ExpectedFile]) -> dict[str, Any]:
+    return {
+        path: {
+            "size": one.size,
+            "sha256": record_text(one.sha256),
+            "git_oid": record_text(one.git_oid),
+            "source": record_text(one.source),
+        }
+        for path, one in sorted(expected.items())
+    }
 
 
 def _file_json(rec: FileRecord) -> dict[str, Any]:
@@ -69,7 +97,7 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_record(model: str, path: Path) -> ModelRecord | None:
+def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
     """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
 
     A record is mdl's own file, but anything may have edited or damaged it: every field is checked here
@@ -77,7 +105,7 @@ def parse_record(model: str, path: Path) -> ModelRecord | None:
     whole record unreadable rather than half-trusted.
     """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read(path).decode("utf-8"))
         return record_from_json(model, raw)
     except FileNotFoundError:
         return None
@@ -104,7 +132,12 @@ def record_from_json(model: str, raw: object) -> ModelRecord:
     if not isinstance(files_raw, dict):
         raise RecordFieldError(f"files: expected an object, got {type(files_raw).__name__}")
     files = {p: _file_record(p, rec) for p, rec in files_raw.items()}
+    expected_raw = raw.get("expected")
+    if expected_raw is not None and not isinstance(expected_raw, dict):
+        raise RecordFieldError(f"expected: expected an object, got {type(expected_raw).__name__}")
+    expected = None if expected_raw is None else {p: _expected_file(p, one) for p, one in expected_raw.items()}
     return ModelRecord(
+        expected=expected,
         name=model,
         revision=_optional_text(raw, "revision", "revision"),
         commit=_optional_text(raw, "commit", "commit"),
@@ -139,6 +172,26 @@ def _file_record(path: str, rec: object) -> FileRecord:
     )
 
 
+def _expected_file(path: str, one: object) -> ExpectedFile:
+    where = f"expected.{path}"
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
+    if not isinstance(one, dict):
+        raise RecordFieldError(f"{where}: expected an object, got {type(one).__name__}")
+    sha256 = _optional_text(one, "sha256", f"{where}.sha256")
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
+    return ExpectedFile(
+        path=path,
+        size=None if one.get("size") is None else _count(one, "size", where),
+        sha256=sha256,
+        git_oid=_optional_text(one, "git_oid", f"{where}.git_oid"),
+        source=_optional_text(one, "source", f"{where}.source") or "",
+    )
+
+
 def _count(rec: dict[str, Any], key: str, where: str) -> int:
     value = rec.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
@@ -164,8 +217,10 @@ def merge_record(
     commit: str | None,
     puts: tuple[FileRecord, ...],
     remove: tuple[str, ...],
+    expected: dict[str, ExpectedFile] | None = None,
 ) -> ModelRecord:
-    """``current`` with files removed, then added or replaced; a revision or commit of None keeps the old one."""
+    """``current`` with files removed, then added or replaced; a revision, commit or expected set of None keeps
+    the old one."""
     files = dict(current.files)
     for path in remove:
         files.pop(path, None)
@@ -177,4 +232,5 @@ def merge_record(
         commit=commit if commit is not None else current.commit,
         files=files,
         updated_at=now_iso(),
+        expected=expected if expected is not None else current.expected,
     )

@@ -7,17 +7,23 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError
-from mdl.store import filesystem
-from mdl.store.locks import HeldLocks, acquire_locks, record_lock
-from mdl.store.records import FileRecord, ModelRecord, merge_record, parse_record
+from mdl.store import confined, filesystem
+from mdl.store.locks import HeldLocks, acquire_locks, record_lock, try_lock
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, merge_record, parse_record
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+# mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
+_OWN_PARTIAL = re.compile(
+    r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
+)
+RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
 _KEY_MODEL_CHARS = 100
 
 
@@ -79,11 +85,12 @@ class Store:
         """``.mdl/records/<model>.json``."""
         return self.state_dir / "records" / f"{model}.json"
 
-    def ensure_dirs(self) -> None:
-        """Create the destination and its state folders."""
+    def ensure_dirs(self, *subs: str) -> None:
+        """Create the destination and its state folders (those named, else all); a link on the way is refused
+        (exit 2), never followed."""
         try:
-            for sub in ("partial", "locks", "records"):
-                (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+            for sub in subs or ("partial", "locks", "records"):
+                os.close(confined.open_dir(self.dest, self.state_dir / sub))
         except OSError as exc:
             raise LocalFSError(f"cannot create {self.state_dir}: {exc.strerror or exc}") from exc
 
@@ -95,11 +102,11 @@ class Store:
         path: str,
         *,
         timeout: float,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
-        """Take the per-file lock (engine rule 11); call ``on_wait()`` once if another process holds it.
+        """Take the per-file lock (engine rule 11); call ``on_wait(holder)`` once if another process holds it.
 
         Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
         The lock is not tied to a thread: pull hands it over to be released once the file's record is written.
@@ -107,7 +114,8 @@ class Store:
         that mdl and ``hf_hub_download`` never write the same blob at once.
         """
         paths = (self.lock_path(model, path), *((shared_lock,) if shared_lock else ()))
-        return acquire_locks(paths, label=f"{model}/{path}", timeout=timeout, on_wait=on_wait, cancel=cancel)
+        label = f"{model}/{path}" if model else path
+        return acquire_locks(self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel)
 
     @contextlib.contextmanager
     def file_lock(
@@ -116,7 +124,7 @@ class Store:
         path: str,
         *,
         timeout: float,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[None]:
         """Hold the per-file lock for a block (see ``acquire_file_lock``)."""
@@ -145,7 +153,7 @@ class Store:
         cached = self._record_cache.get(model)
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
-        record = parse_record(model, path)
+        record = parse_record(model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX))
         if key is not None and record is not None:
             self._record_cache[model] = (key, record)
         return record
@@ -159,10 +167,10 @@ class Store:
         put: FileRecord | None = None,
         puts: tuple[FileRecord, ...] = (),
         remove: tuple[str, ...] = (),
+        expected: dict[str, ExpectedFile] | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
-        self.ensure_dirs()
-        with record_lock(self.state_dir / "locks" / f"{model}.record.lock", model=model):
+        with record_lock(self.dest, self.state_dir / "locks" / f"{model}.record.lock", model=model):
             current = self.read_record(model) or ModelRecord(name=model)
             record = merge_record(
                 current,
@@ -170,10 +178,11 @@ class Store:
                 commit=commit,
                 puts=(*puts, *((put,) if put is not None else ())),
                 remove=remove,
+                expected=expected,
             )
             target = self.record_path(model)
             try:
-                filesystem.write_text_atomic(target, json.dumps(record.to_json(), indent=1) + "\n")
+                confined.write_atomic(self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode())
             except OSError as exc:
                 raise LocalFSError(f"{model}: cannot write record {target}: {exc.strerror or exc}") from exc
             return record
@@ -185,34 +194,35 @@ class Store:
         return filesystem.free_bytes(self.dest)
 
     def partials(self) -> list[PartialFile]:
-        """Every partial download and stray temp file under ``.mdl/partial``."""
+        """Every partial download, orphan resume record and stray temp file mdl made under ``.mdl/partial``:
+        regular files with mdl's names only (a link or anything else there is never mdl's)."""
         folder = self.state_dir / "partial"
-        if not folder.is_dir():
-            return []
+        listed = confined.entries(self.dest, folder)
+        names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
         found: list[PartialFile] = []
-        for entry in sorted(folder.iterdir()):
-            if entry.name.endswith(".part.json") or entry.name.endswith(".tmp"):
-                part = entry.with_name(entry.name.removesuffix(".tmp").removesuffix(".json"))
-                if entry.name.endswith(".tmp") or not part.exists():
-                    stat = entry.stat()
-                    found.append(PartialFile(entry, entry, stat.st_size, _label_of(entry), stat.st_mtime))
+        for name, info in listed:
+            if name not in names or not _OWN_PARTIAL.fullmatch(name):
                 continue
-            if entry.name.endswith(".part"):
-                state = entry.with_name(entry.name + ".json")
-                stat = entry.stat()
-                found.append(PartialFile(entry, state, stat.st_blocks * 512, _label_of(state), stat.st_mtime))
+            entry = folder / name
+            if name.endswith(".part"):
+                state = entry.with_name(name + ".json")
+                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), info.st_mtime))
+            elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), info.st_mtime))
         return found
 
     def remove_partial(self, partial: PartialFile) -> None:
-        """Delete a partial file and its resume record, unless another run holds its lock."""
+        """Delete a partial file and its resume record (the entries themselves: never a link's target)."""
         for path in {partial.part_path, partial.state_path}:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            confined.unlink(self.dest, path)
 
+    def try_file_lock(self, key: str) -> HeldLocks | None:
+        """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""
+        return try_lock(self.dest, self.state_dir / "locks" / f"{key}.lock")
 
-def _label_of(state_path: Path) -> str:
-    try:
-        source = json.loads(state_path.read_text(encoding="utf-8")).get("source", "")
-    except (OSError, ValueError, AttributeError):
-        source = ""
-    return str(source) or state_path.name
+    def _label_of(self, state_path: Path) -> str:
+        try:
+            source = json.loads(confined.read_bytes(self.dest, state_path, limit=1 << 20)).get("source", "")
+        except (OSError, ValueError, AttributeError):
+            source = ""
+        return str(source) or state_path.name

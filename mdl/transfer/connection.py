@@ -147,6 +147,10 @@ class NetTransport(httpx2.BaseTransport):
             extensions=answer.extensions,
         )
 
+    def abort(self) -> None:
+        """Ctrl-C or SIGTERM: wake every request blocked on the network now (its connection is shut down)."""
+        self._backend.abort()
+
     def close(self) -> None:
         with self._lock:
             for pool in (*self._direct.values(), *self._proxied.values()):

@@ -21,13 +21,13 @@ from mdl.errors import (
     NoSpaceError,
 )
 from mdl.progress import Progress
-from mdl.store import DirSyncs
+from mdl.store import DirSyncs, open_file
 from mdl.transfer.hashing import Hasher, hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, TransferJob, TransferResult
 from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
 from mdl.transfer.ratelimit import RateLimiter
 from mdl.transfer.replies import kept_changing, probe
-from mdl.transfer.resume import DownloadState, discard_partial, finish_part, load_state
+from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, load_state
 from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
 from mdl.transfer.stream import Streamer
 from mdl.transfer.writeback import keeping
@@ -101,10 +101,6 @@ class Engine:
     # -- one attempt -------------------------------------------------------------------------------
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
-        try:
-            job.part_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalFSError(f"{job.label}: cannot create {job.part_path.parent}: {exc.strerror or exc}") from exc
         loaded = load_state(job)
         if loaded is None and job.identity.size is None and job.opening is None:
             job = _probed(self, job)
@@ -122,9 +118,8 @@ class Engine:
             pieces, validator = loaded
         state = DownloadState(job, pieces, validator)
         resumed_from = state.on_disk()
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(job.part_path, flags, 0o644)
+            fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
         try:

@@ -45,15 +45,19 @@ def make_client(
     never from ``os.environ`` behind the caller's back.
     """
     seconds = timeout if timeout is not None else read_timeout if read_timeout is not None else DEFAULT_TIMEOUT
-    network = Network(timeout=seconds, environ=environ)
     return httpx2.Client(
         timeout=httpx2.Timeout(seconds),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport if transport is not None else NetTransport(network, pool_size=pool_size),
+        transport=transport or make_transport(pool_size=pool_size, timeout=seconds, environ=environ),
         trust_env=False,
     )
+
+
+def make_transport(*, pool_size: int, timeout: float, environ: Mapping[str, str] | None = None) -> NetTransport:
+    """The transport of ``make_client``, for a caller that must reach it again (``NetTransport.abort``)."""
+    return NetTransport(Network(timeout=timeout, environ=environ), pool_size=pool_size)
 
 
 def origin(url: str) -> tuple[str, str, int]:

@@ -124,6 +124,7 @@ class TransferJob:
     path: str | None = None
     located: str | None = None  # the final URL a probe of this run saw answer a range: no second probe
     opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its body still unread
+    root: Path | None = None  # the destination root: no link below it is followed (default: see resume.job_root)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx2
 
-from mdl.errors import LocalFSError
-from mdl.store import DirSyncs, fsync_dir
+from mdl.errors import LocalFSError, MdlError
+from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.hashing import Hasher
 from mdl.transfer.job import Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, Piece, split_largest
@@ -119,14 +119,7 @@ class DownloadState:
                 self.last_save = time.monotonic()
                 self.saved_bytes = self.on_disk()
             os.fdatasync(fd)
-            tmp = self.job.state_path.with_name(self.job.state_path.name + ".tmp")
-            try:
-                tmp.write_text(json.dumps(snapshot), encoding="utf-8")
-                tmp.replace(self.job.state_path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+            write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def reset(self, pieces: list[Piece]) -> None:
         """Start over with a new layout (nothing on disk counts any more)."""
@@ -184,9 +177,18 @@ def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
-def _read_state(path: Path) -> tuple[Identity, list[Piece], str | None]:
+STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
+
+
+def job_root(job: TransferJob) -> Path:
+    """The folder below which nothing of this job is reached through a link: the destination root, or else
+    the deepest folder the partial and the final path share."""
+    return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
+
+
+def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | None]:
     try:
-        return parse_state(json.loads(path.read_text(encoding="utf-8")))
+        return parse_state(json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8")))
     except RecursionError as exc:  # a deeply nested document: as unreadable as any other
         raise ValueError("nested too deeply") from exc
 
@@ -194,7 +196,7 @@ def _read_state(path: Path) -> tuple[Identity, list[Piece], str | None]:
 def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
-        saved, pieces, validator = _read_state(job.state_path)
+        saved, pieces, validator = _read_state(job.state_path, job_root(job))
     except FileNotFoundError:
         discard_partial(job)
         return None
@@ -207,24 +209,25 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
         return None
-    if not saved.matches(job.identity) or not job.part_path.exists():
+    found = stat_file(job.part_path)
+    if not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
         log.info("%s: partial download is of another version, starting over", job.label)
         discard_partial(job)
         return None
-    part_size = job.part_path.stat().st_size
+    part_size = found.st_size
     for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
         piece.done = max(0, min(piece.done, part_size - piece.start))
     return pieces, validator
 
 
-def saved_progress(state_path: Path, identity: Identity) -> int:
+def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = None) -> int:
     """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version).
 
     Read-only, for planning: the ``.part`` is preallocated, so its size says nothing about progress.
     """
     try:
-        saved, pieces, _ = _read_state(state_path)
-    except (OSError, ValueError):
+        saved, pieces, _ = _read_state(state_path, root or state_path.parent)
+    except (OSError, ValueError, MdlError):
         return 0
     if not saved.matches(identity):
         return 0
@@ -234,8 +237,7 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
 def discard_partial(job: TransferJob) -> None:
     """Remove the .part and its resume record."""
     for path in (job.part_path, job.state_path):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        unlink(job_root(job), path)
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
@@ -243,13 +245,12 @@ def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
 
     The folder's new entry is made durable now, or, with ``dirs``, before the record that names it is written.
     """
-    job.final_path.parent.mkdir(parents=True, exist_ok=True)
-    if job.final_path.is_dir() and not job.final_path.is_symlink():
-        raise LocalFSError(f"{job.label}: {job.final_path} is a folder, cannot replace it with a file")
-    job.part_path.replace(job.final_path)
+    try:
+        rename(job_root(job), job.part_path, job.final_path)
+    except LocalFSError as exc:
+        raise LocalFSError(f"{job.label}: {exc.message}") from None
     if dirs is None:
         fsync_dir(job.final_path.parent)
     else:
         dirs.add(job.final_path.parent)
-    with contextlib.suppress(FileNotFoundError):
-        job.state_path.unlink()
+    unlink(job_root(job), job.state_path)

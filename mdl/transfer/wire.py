@@ -18,11 +18,13 @@ for ever. Here (public httpcore2 API only: ``NetworkBackend``, ``NetworkStream``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +180,21 @@ class WireBackend(httpcore2.NetworkBackend):
 
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
+        self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
+
+    def _opened(self, stream: httpcore2.NetworkStream) -> WireStream:
+        wrapped = WireStream(stream, layers=0)
+        self._live.add(wrapped)
+        return wrapped
+
+    def abort(self) -> None:
+        """Ctrl-C or SIGTERM: shut every open connection down, so a thread blocked in connect's aftermath, a
+        header wait or a body read wakes at once (closing a response does not wake a read already waiting)."""
+        for stream in list(self._live):
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def connect_tcp(
         self,
@@ -191,7 +208,7 @@ class WireBackend(httpcore2.NetworkBackend):
         stream = self._backend.connect_tcp(
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
-        return WireStream(stream, layers=0)
+        return self._opened(stream)
 
     def connect_unix_socket(
         self,
@@ -201,7 +218,7 @@ class WireBackend(httpcore2.NetworkBackend):
     ) -> httpcore2.NetworkStream:
         limit = _cut(timeout, _header_left(), httpcore2.ConnectTimeout)
         stream = self._backend.connect_unix_socket(path, timeout=limit, socket_options=socket_options)
-        return WireStream(stream, layers=0)
+        return self._opened(stream)
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)

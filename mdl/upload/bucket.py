@@ -3,11 +3,13 @@
 Uploads go through boto3's transfer manager (s3transfer): parallel multipart uploads of big files, every part
 sent with ``x-amz-checksum-sha256`` so that the store refuses a part damaged on the way. Each file is read once,
 in order, from one open file (a file replaced on disk by a concurrent pull cannot splice into the upload), and
-hashed as it is read: an object whose bytes were not the verified ones is deleted again.
+hashed as it is read: an object whose bytes were not the verified ones is deleted again. An object already there
+is skipped only when a SHA-256 the store computed over its bytes says it is the file (``Bucket.holds``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -27,9 +29,11 @@ log = logging.getLogger("mdl.publish")
 
 MiB = 1024 * 1024
 MIN_PART = 16 * MiB  # S3 wants ≥ 5 MiB parts; 16 MiB keeps the request count low at real round-trip times
-MAX_PARTS = 9_000  # S3 allows 10,000 parts per upload: leave room
+S3_MAX_PARTS = 10_000  # parts a multipart object can have
+MAX_PARTS = 9_000  # parts per upload of ours: leave room
 HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at once
-SHA256_META = "sha256"  # x-amz-meta-sha256: the object's full SHA-256 (a multipart checksum is of its parts)
+SHA256_META = "sha256"  # x-amz-meta-sha256: the full SHA-256, for readers; never trusted to skip an upload
+READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
 
 
 def part_size(largest: int) -> int:
@@ -97,31 +101,59 @@ class Bucket:
             raise self._error(exc, what=self.target.uri(model)) from None
         return found
 
-    def holds(self, key: str, *, size: int, sha256: str) -> bool:
-        """Whether the object at ``key`` is already this file: same size and SHA-256 (ours in its metadata, and
-        the store's own full-object checksum where it keeps one)."""
+    def holds(self, key: str, file: ReadyFile) -> bool:
+        """Whether the object at ``key`` is this file, by a SHA-256 the store itself computed over its bytes: the
+        full-object checksum, or a multipart object's composite one (the SHA-256 of its parts' SHA-256s),
+        recomputed from the local file cut as the object's parts are. Metadata (our ``x-amz-meta-sha256``) never
+        decides: whoever can write the object can set it. No store checksum, or parts that cannot be learned: no."""
+        head = self._head(key)
+        if head is None or head.get("ContentLength") != file.size:
+            return False
+        value = head.get("ChecksumSHA256")
+        if not isinstance(value, str):
+            return False
+        full = sha256_of_head(head)
+        if full is not None or head.get("ChecksumType") == "FULL_OBJECT":  # FULL_OBJECT: even of a multipart one
+            return (full or sha256_of_head({"ChecksumSHA256": value})) == file.sha256
+        # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed wrong costs an
+        # upload, never a wrong skip: equal composites mean equal part digests, so equal bytes.
+        digest, _, count = value.partition("-")
+        sizes = self._part_sizes(key, size=file.size)
+        if sizes is None or count not in ("", str(len(sizes))):
+            return False
+        return _composite_b64(file, sizes) == digest
+
+    def _head(self, key: str, **extra: Any) -> dict[str, Any] | None:
+        """The object's HEAD with the store's checksums, or None when there is no such object."""
         import botocore.exceptions
 
         try:
-            head = self.client.head_object(Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED")
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED", **extra
+            )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             error = self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}")
-            if isinstance(error, NotFoundError):
-                return False
+            if isinstance(error, NotFoundError) or (extra and isinstance(exc, botocore.exceptions.ClientError)):
+                return None  # a store that refuses part HEADs: the layout is unknown, the file goes up again
             raise error from None
-        stored = sha256_of_head(head)
-        meta = (head.get("Metadata") or {}).get(SHA256_META)
-        return head.get("ContentLength") == size and meta == sha256 and stored in (None, sha256)
+        return head
+
+    def _part_sizes(self, key: str, *, size: int) -> list[int] | None:
+        """A multipart object's part sizes, from its first part's HEAD (that part's size, and the count)."""
+        first = self._head(key, PartNumber=1)
+        if first is None:
+            return None
+        return part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
 
     def already_there(self, uploads: Sequence[Upload], sizes: dict[str, int]) -> set[str]:
-        """The keys of ``uploads`` the bucket already holds with the same bytes (HEADs in parallel, and only for
+        """The keys of ``uploads`` the bucket already holds with the same bytes (checked in parallel, and only for
         keys listed with the right size)."""
         candidates = [u for u in uploads if sizes.get(u.key) == u.file.size]
         if not candidates:
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
         try:
-            same = pool.map(lambda u: self.holds(u.key, size=u.file.size, sha256=u.file.sha256), candidates)
+            same = pool.map(lambda u: self.holds(u.key, u.file), candidates)
             return {u.key for u, kept in zip(candidates, list(same), strict=True) if kept}
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C does not wait for thousands of HEADs
@@ -228,3 +260,39 @@ class Bucket:
         if isinstance(error, AuthError) and not error.hint:
             error.hint = "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
         return error
+
+
+def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
+    """The part sizes of a ``size``-byte multipart object whose first part is ``first`` bytes, of ``count`` parts
+    (both as the store said): s3transfer, like S3's other clients, cuts every part but the last at one size.
+    None when the reply cannot be such a layout."""
+    if not isinstance(first, int) or not isinstance(count, int) or not 0 < count <= S3_MAX_PARTS or first < 1:
+        return None
+    last = size - first * (count - 1)
+    return [first] * (count - 1) + [last] if 0 < last <= first else None
+
+
+def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
+    """S3's composite SHA-256 of the local file cut into parts of ``sizes`` (base64, without ``-N``); None when
+    the file cannot be read or is no longer its verified bytes (its full SHA-256 is checked on the same read)."""
+    whole = hashlib.sha256()
+    digests: list[bytes] = []
+    try:
+        with file.local.open("rb") as handle:
+            for size in sizes:
+                part = hashlib.sha256()
+                left = size
+                while left:
+                    chunk = handle.read(min(left, READ_CHUNK))
+                    if not chunk:
+                        return None  # shorter than the object: not these bytes
+                    part.update(chunk)
+                    whole.update(chunk)
+                    left -= len(chunk)
+                digests.append(part.digest())
+    except OSError as exc:  # the upload that follows reports it, for this file only
+        log.info("%s/%s: cannot read %s to compare: %s", file.model, file.path, file.local, exc)
+        return None
+    if whole.hexdigest() != file.sha256:
+        return None
+    return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")

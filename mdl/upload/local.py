@@ -10,7 +10,18 @@ from mdl.catalog import ModelSpec
 from mdl.errors import IntegrityError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
-from mdl.store import INSTALLED, Layout, ModelRecord, PinnedFile, model_status, verify_file
+from mdl.store import (
+    INSTALLED,
+    MODIFIED_MAYBE,
+    Layout,
+    ModelRecord,
+    ModelStatus,
+    PinnedFile,
+    model_status,
+    verify_file,
+)
+
+SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,9 @@ def local_model(
     """The model's files as mdl recorded them. A file whose size and mtime still match its record is trusted
     without reading it (as ``pull`` does); any other is re-hashed, and only the same bytes are published.
 
-    A model never pulled, a missing or unfinished file is ``missing`` (exit 4, as ``verify``); other bytes than
-    recorded or pinned are an integrity failure (exit 6): nothing of the model is published then.
+    A model never pulled or not fully installed (a file missing, unfinished, of another size or version) is
+    ``missing`` (exit 4), and none of its files is offered; a file of other bytes than recorded or pinned is an
+    integrity failure (exit 6). A model with any failure gets no manifest.
     """
     status = model_status(spec, layout, pinned=pinned)
     record = status.record
@@ -58,6 +70,10 @@ def local_model(
             )
         outcome = failed(spec.name, None, error, dest=status.folder)
         return LocalModel(spec, None, (), (outcome if isinstance(error, IntegrityError) else _missing(outcome),))
+    if status.status != INSTALLED:
+        return LocalModel(
+            spec, record, (), (_missing(failed(spec.name, None, _unfinished(status), dest=status.folder)),)
+        )
     expected = {p.path: p.sha256 for p in pinned} if pinned is not None else {f.save_path: f.sha256 for f in spec.files}
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
     ready: list[ReadyFile] = []
@@ -73,10 +89,18 @@ def local_model(
             failures.append(checked)
             continue
         ready.append(ReadyFile(spec.name, file.path, file.final, checked.size, checked.sha256, file.source))
-    if not status.files:
-        error = NotFoundError(f"{spec.name}: no files recorded", hint=f"run `mdl pull {spec.name}` first")
-        failures.append(_missing(failed(spec.name, None, error, dest=status.folder)))
     return LocalModel(spec, record, tuple(ready), tuple(failures))
+
+
+def _unfinished(status: ModelStatus) -> NotFoundError:
+    """Why a model is not fully installed, naming its files that are not (the first few)."""
+    name = status.spec.name
+    files = [f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)]
+    listed = ", ".join(files[:SHOWN]) + (f" and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
+    return NotFoundError(
+        f"{name}: not fully installed ({status.status}): {listed or 'no files, or a download is unfinished'}",
+        hint=f"run `mdl pull {name}` to finish it, then publish again",
+    )
 
 
 def _missing(outcome: FileOutcome) -> FileOutcome:

@@ -1,6 +1,6 @@
 """``mdl publish``: verified local files of catalog models → ``<prefix>/<model>/<path>`` in a bucket, then a
-manifest per complete model. What the bucket already holds (same size and sha256) is skipped, so a re-run after
-an interruption sends only what is missing."""
+manifest per complete model. What the bucket already holds (a SHA-256 the store computed over the object's bytes
+matches the file) is skipped, so a re-run after an interruption sends only what is missing."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def _done(target: S3Prefix, upload: Upload, action: str) -> FileOutcome:
         size=f.size,
         sha256=f.sha256,
         action=action,
-        reason="already in the bucket (same size and sha256)" if action == "skipped" else "",
+        reason="already in the bucket (the store's SHA-256 checksum matches)" if action == "skipped" else "",
         fetched=f.size if action == "uploaded" else 0,
     )
 

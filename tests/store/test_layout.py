@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from mdl.catalog.settings import build_settings, hf_hub_cache
 from mdl.cli.app import app
 from mdl.errors import ExitCode, UsageError
+from mdl.store import Store
 from mdl.store.layout import Layout, parse_hub_source
 
 WEIGHTS = make_data(3_000_000, seed=21)
@@ -173,7 +174,7 @@ def test_list_verify_clean_understand_the_cache(env: HubServer, cache: Path) -> 
     assert corrupt.exit_code == 6
     assert "model.safetensors" in json.dumps(json.loads(corrupt.stdout))
 
-    partial = cache / ".locks" / "mdl" / "partial" / "leftover.part"
+    partial, _ = Store(cache, state_dir=cache / ".locks" / "mdl").part_paths("tiny", "leftover.bin")  # mdl's name
     partial.write_bytes(b"x" * 10)
     cleaned = mdl("clean", "--layout", "hf-cache", "--json")
     assert cleaned.exit_code == 0 and not partial.exists()

@@ -180,8 +180,10 @@ def test_partials_lists_parts_orphans_and_temp_files(tmp_path: Path) -> None:
     state.write_text(json.dumps({"source": "hf://org/x@c/big.bin"}))
     orphan_part, orphan_state = store.part_paths("m", "gone.bin")
     orphan_state.write_text(json.dumps({"source": "https://cdn.example/gone.bin"}))
-    tmp = tmp_path / ".mdl" / "partial" / "x.part.json.tmp"
+    tmp = state.with_name(state.name + ".tmp")  # a resume record being written when the run was killed
     tmp.write_text("{")
+    foreign = tmp_path / ".mdl" / "partial" / "notes.tmp"  # not a name mdl gives: never mdl's to remove
+    foreign.write_text("mine")
 
     found = {p.part_path: p for p in store.partials()}
     assert set(found) == {part, orphan_state, tmp}
@@ -193,7 +195,7 @@ def test_partials_lists_parts_orphans_and_temp_files(tmp_path: Path) -> None:
 
     for partial in store.partials():
         store.remove_partial(partial)
-    assert list((tmp_path / ".mdl" / "partial").iterdir()) == []
+    assert list((tmp_path / ".mdl" / "partial").iterdir()) == [foreign]
     assert not orphan_part.exists()
 
 
@@ -239,7 +241,7 @@ def test_file_lock_uncontended_does_not_call_on_wait(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.ensure_dirs()
     waited: list[bool] = []
-    with store.file_lock("m", "a.bin", timeout=1, on_wait=lambda: waited.append(True)):
+    with store.file_lock("m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)):
         assert store.lock_path("m", "a.bin").exists()
     assert waited == []
 
@@ -262,7 +264,7 @@ def test_file_lock_waits_for_a_holder_in_another_thread(tmp_path: Path) -> None:
     thread.start()
     try:
         assert held.wait(5)
-        with store.file_lock("m", "a.bin", timeout=10, on_wait=lambda: waited.append(True)):
+        with store.file_lock("m", "a.bin", timeout=10, on_wait=lambda holder: waited.append(True)):
             assert released.is_set()
     finally:
         thread.join()
@@ -285,7 +287,7 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         started = time.monotonic()
         with (
             pytest.raises(LockTimeoutError) as info,
-            store.file_lock("m", "a.bin", timeout=0.3, on_wait=lambda: waited.append(True)),
+            store.file_lock("m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)),
         ):
             pytest.fail("the lock must not be obtained")
         assert 0.25 <= time.monotonic() - started < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,10 +57,12 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
     cdn.throttle_bps = 3_000_000  # per stream: the download outlasts a checkpoint
     job = make_job(tmp_path, url, data)
 
-    def block_the_record() -> None:  # once the first record is saved, its temp name is taken by a folder
-        while not job.state_path.exists():
-            pass
-        job.state_path.with_name(job.state_path.name + ".tmp").mkdir()
+    def block_the_record() -> None:  # once the first record is saved, a folder takes its name
+        while True:
+            with contextlib.suppress(FileNotFoundError, FileExistsError, IsADirectoryError):
+                job.state_path.unlink()
+                job.state_path.mkdir()
+                return
 
     blocker = threading.Thread(target=block_the_record, daemon=True)
     blocker.start()

@@ -1,0 +1,199 @@
+"""Files under a root that mdl owns, reached without following links: directory descriptors and ``O_NOFOLLOW``.
+
+A destination (``<dest>``, or the Hugging Face cache) is the user's choice and may itself be a link; below it,
+nothing is followed. Every folder on the way is opened relative to the one above with ``O_NOFOLLOW``, and every
+open, rename and unlink names its entry relative to its folder's descriptor (``dir_fd``), so a link planted
+anywhere below the root, even while mdl runs, is refused (exit 2, naming it) and never written through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat as st
+from collections.abc import Iterator
+from pathlib import Path
+
+from mdl.errors import LocalFSError, UnsafePathError
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | CLOEXEC
+_FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and our create: walk again
+
+
+def _parts(root: Path, folder: Path) -> tuple[str, ...]:
+    try:
+        rel = folder.relative_to(root)
+    except ValueError:
+        raise UnsafePathError(f"{folder} is not inside {root}") from None
+    if any(part in ("..", "") for part in rel.parts):
+        raise UnsafePathError(f"{folder} is not inside {root}")
+    return rel.parts
+
+
+def _refusal(where: Path, root: Path, found: os.stat_result | None) -> Exception:
+    if found is not None and st.S_ISLNK(found.st_mode):
+        return UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}")
+    return LocalFSError(f"{where} is not a folder")
+
+
+def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
+    """A descriptor of ``folder`` (inside ``root``), reached without following any link below ``root``.
+
+    ``create``: make the missing folders on the way (the root too). Raises UnsafePathError (exit 2) naming a
+    link on the way, LocalFSError (exit 7) for a file where a folder must be, FileNotFoundError when a folder
+    is missing and ``create`` is False.
+    """
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
+    where = root
+    try:
+        for name in _parts(root, folder):
+            where = where / name
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=fd)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                found = None
+                with contextlib.suppress(OSError):
+                    found = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                raise _refusal(where, root, found) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
+    """``open_dir`` for a block: the descriptor is closed after it."""
+    fd = open_dir(root, path, create=create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
+    """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name included."""
+    for attempt in range(_FRESH_TRIES):
+        with folder(root, path.parent, create=bool(flags & os.O_CREAT)) as dir_fd:
+            try:
+                return os.open(path.name, flags | NOFOLLOW | CLOEXEC, mode, dir_fd=dir_fd)
+            except FileNotFoundError:
+                if not flags & os.O_CREAT or os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
+                    raise
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise UnsafePathError(f"{path} is a symbolic link; mdl never follows links inside {root}") from None
+                raise
+    raise AssertionError("unreachable")
+
+
+def read_bytes(root: Path, path: Path, *, limit: int) -> bytes:
+    """The bytes of a regular file inside ``root`` (at most ``limit``), never through a link; OSError if not one."""
+    fd = open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(root: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it over, never through a link: readers see old or new, never half."""
+    tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # threads of one run may write one file
+    for attempt in range(_FRESH_TRIES):
+        with folder(root, path.parent) as dir_fd:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o644, dir_fd=dir_fd)
+            except FileNotFoundError:
+                if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
+                    raise
+                continue
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            return
+
+
+def unlink(root: Path, path: Path) -> bool:
+    """Remove the entry ``path`` (a link itself, never its target); False when it was not there."""
+    try:
+        with folder(root, path.parent, create=False) as dir_fd:
+            os.unlink(path.name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def rename(root: Path, source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` (both inside ``root``), creating the target's folders; no link followed."""
+    with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
+        found = None
+        with contextlib.suppress(FileNotFoundError):
+            found = os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False)
+        if found is not None and st.S_ISDIR(found.st_mode):
+            raise LocalFSError(f"{target} is a folder, cannot replace it with a file")
+        os.rename(source.name, target.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def rmdir_empty(root: Path, path: Path) -> None:
+    """Remove the folder ``path`` inside ``root`` if it is empty (a link there is left alone)."""
+    with contextlib.suppress(OSError, UnsafePathError, LocalFSError), folder(root, path.parent, create=False) as dir_fd:
+        found = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if st.S_ISDIR(found.st_mode):
+            os.rmdir(path.name, dir_fd=dir_fd)
+
+
+def entries(root: Path, path: Path) -> list[tuple[str, os.stat_result]]:
+    """The entries of the folder ``path`` inside ``root`` with their ``lstat``, sorted; none when it is missing."""
+    try:
+        with folder(root, path, create=False) as dir_fd:
+            found: list[tuple[str, os.stat_result]] = []
+            for name in sorted(os.listdir(dir_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((name, os.stat(name, dir_fd=dir_fd, follow_symlinks=False)))
+            return found
+    except FileNotFoundError:
+        return []
+
+
+def symlink(root: Path, target: str, path: Path) -> None:
+    """Make ``path`` a symlink to ``target``, atomically replacing what is there (never following it)."""
+    tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.mdl-tmp"
+    with folder(root, path.parent) as dir_fd:
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        try:
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+
+
+def proc_path(dir_fd: int, name: str) -> Path | None:
+    """``name`` in the folder ``dir_fd`` as a path for libraries that take paths (Linux ``/proc/self/fd``), the
+    folder reached through its descriptor, not by its name; None where there is no such path."""
+    base = Path(f"/proc/self/fd/{dir_fd}")
+    return base / name if base.is_dir() else None

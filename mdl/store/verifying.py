@@ -1,0 +1,150 @@
+"""``mdl verify``: re-hash what is on disk against the record and what the model should be (offline)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import IntegrityError, MdlError, NotFoundError
+from mdl.progress import Progress
+from mdl.report import FileOutcome, RunReport, failed
+from mdl.store.filesystem import hash_file
+from mdl.store.inventory import LocalFile, PinnedFile, model_status
+from mdl.store.layout import Layout
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.states import MISSING, PARTIAL
+from mdl.store.store import Store
+
+_BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
+
+
+def verify_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    on_file: Callable[[FileOutcome], None] | None = None,
+    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
+    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed).
+    ``pinned``: per model, the files a lock pins; they are compared to the lock's sha256 instead of the catalog's."""
+    layout = Layout(settings)
+    store = layout.records
+    outcomes: list[FileOutcome] = []
+    pins = pinned or {}
+    begin_hashing(models, layout, progress, pinned=pins)
+
+    def add(outcome: FileOutcome) -> None:
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    for spec in models:
+        status = model_status(spec, layout, pinned=pins.get(spec.name))
+        if status.record is None:
+            record_path = store.record_path(spec.name)
+            if record_path.exists():
+                why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
+                damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+                add(failed(spec.name, None, damaged, dest=status.folder))
+            else:
+                error = NotFoundError(
+                    f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+                    hint=f"run `mdl pull {spec.name}`",
+                )
+                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
+            continue
+        locked = pins.get(spec.name) is not None
+        catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+        for file in status.files:
+            if not locked and file.path in catalog_sha:
+                want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
+            else:
+                want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
+            add(verify_file(store, spec.name, file, status.record, want, progress))
+    return RunReport(tuple(outcomes))
+
+
+def begin_hashing(
+    models: Sequence[ModelSpec],
+    layout: Layout,
+    progress: Progress,
+    *,
+    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+) -> None:
+    """Tell the display how much verify will hash: the recorded files on disk (a total bar, an ETA)."""
+    total = files = 0
+    for spec in models:
+        status = model_status(spec, layout, pinned=(pinned or {}).get(spec.name))
+        recorded = status.record.files if status.record is not None else {}
+        for file in status.files:
+            entry = recorded.get(file.path)
+            if entry is not None and file.state not in (MISSING, PARTIAL):
+                total += entry.size
+                files += 1
+    progress.begin(total_bytes=total, files=files)
+
+
+def verify_file(
+    store: Store,
+    model: str,
+    file: LocalFile,
+    record: ModelRecord,
+    expected: tuple[str | None, str],
+    progress: Progress,
+) -> FileOutcome:
+    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); ``verified``, or
+    a failed / ``missing`` outcome saying why. A file that passes gets its new mtime recorded."""
+    label = f"{model}/{file.path}"
+    entry = record.files.get(file.path)
+    expected_sha, pinned_by = expected
+    if file.state in (MISSING, PARTIAL):
+        what = "missing"
+        if file.state == PARTIAL:
+            unlinked = file.final != file.dest and file.final.is_file()
+            what = "missing (its blob is there, the snapshot entry is not)" if unlinked else "not finished"
+        absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
+        return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
+    try:
+        if entry is None:
+            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
+        progress.start(label, label=label, total=entry.size, model=model, path=file.path)
+        blob_name = file.final.name if file.final != file.dest and _BLOB_NAME.match(file.final.name) else None
+        git = blob_name is not None and len(blob_name) == 40
+        size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
+        if blob_name is not None and blob_name not in (sha256, git_oid):
+            # A Hugging Face cache blob is named by its content: other bytes under that name are corruption,
+            # whatever the record says (hf_hub_download would serve them as this file).
+            actual = f"sha256 {sha256}" if len(blob_name) == 64 else f"git blob id {git_oid}"
+            raise IntegrityError(f"{label}: corrupt: its blob {file.final} holds bytes with {actual}")
+        if size != entry.size:
+            raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
+        want = expected_sha or entry.sha256
+        if sha256 == entry.sha256 and sha256 != want:  # intact as pulled, but another version than pinned
+            raise IntegrityError(
+                f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with {sha256}",
+                hint=f"run `mdl pull {model}`",
+            )
+        if sha256 != want:
+            raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
+        if expected_sha and entry.sha256 != expected_sha:
+            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
+        if file.state != "installed" and file.final != file.dest:
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
+    except MdlError as exc:
+        progress.finish(label, ok=False, message=exc.message)
+        return failed(model, file.path, exc, dest=file.dest)
+    except OSError as exc:
+        error = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
+        progress.finish(label, ok=False, message=error.message)
+        return failed(model, file.path, error, dest=file.dest)
+    progress.finish(label, ok=True)
+    mtime_ns = file.final.stat().st_mtime_ns
+    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
+        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
+        store.update_record(model, revision=None, commit=None, put=fresh)
+    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")

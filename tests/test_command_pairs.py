@@ -1,0 +1,393 @@
+"""Issue 24: every command is safe beside every other on one destination (real processes, loopback servers only).
+
+The matrix runs every pair of `pull get verify clean lock add unpack publish` (each with itself too) on one
+destination at once and checks that both end with a documented exit code — never 1, never a traceback — and that
+every byte each one was asked for is right. A run that moves bytes (pull, get) or asks the Hub (lock, add) goes
+first and is held at its server until the other has started (or finished); two offline commands start together.
+Pairs run side by side, each with its own Hub, CDN, catalog and destination. The other tests here: two `get`s of
+one file into one folder, a resumed `get`, a waiting run naming the holder's pid, and per-file locks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run
+from s3server import S3, aws_environ, s3_server  # noqa: F401
+from servers import Fault, HubServer, make_data
+
+BASE = {"config.json": b'{"base": true}', "weights.safetensors": make_data(300_000, seed=401)}
+FRESH = {"config.json": b'{"fresh": true}', "model.safetensors": make_data(400_000, seed=402)}
+TINY = {"config.json": b'{"tiny": 1}', "model.safetensors": make_data(2_000_000, seed=403)}
+CATALOG = '[models.base]\nrepo = "org/base"\n\n[models.fresh]\nrepo = "org/fresh"\n'
+TINY_URI = "hf://org/tiny-model/model.safetensors"
+BUCKET = "mdl-pairs"
+COMMANDS = ("pull", "get", "verify", "clean", "lock", "add", "unpack", "publish")
+FIRST = {"pull": 0, "get": 0, "lock": 1, "add": 1}  # who goes first and is held: transfers, then Hub askers
+PAIRS = list(itertools.combinations_with_replacement(COMMANDS, 2))
+DROP = ("MDL_", "HF_", "XDG_", "HUGGINGFACE_", "AWS_")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not reached within {timeout}s")
+
+
+def clean_environ(home: Path) -> dict[str, str]:
+    """os.environ without the developer's MDL_/HF_/AWS_/proxy setup, with HOME and XDG dirs under `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(DROP) and not k.lower().endswith("_proxy")}
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_COLOR"):
+        env.pop(name, None)
+    env.update(HOME=str(home), TERM="dumb", HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(home / ".cache" / "hf"))
+    for var, sub in (("CONFIG", ".config"), ("DATA", ".local/share"), ("CACHE", ".cache"), ("STATE", ".local/state")):
+        env[f"XDG_{var}_HOME"] = str(home / sub)
+    return env
+
+
+def make_hub() -> HubServer:
+    hub = HubServer().start()
+    hub.add_repo("org/base", BASE)  # the same order on every Hub: the same commit ids
+    hub.add_repo("org/fresh", FRESH)
+    hub.add_repo("org/tiny-model", TINY)
+    return hub
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+@dataclass
+class Kit:
+    """What every pair shares: a pulled `base` to copy, an archive to unpack, the S3 endpoint."""
+
+    template: Path
+    archive: Path
+    archive_files: dict[str, bytes]
+    s3: S3
+
+
+@dataclass
+class Pair:
+    """One pair's folder (catalog, destination, log) and servers, and what went wrong."""
+
+    name: str
+    root: Path
+    hub: HubServer
+    env: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def dest(self) -> Path:
+        return self.root / "models"
+
+    def argv(self, cmd: str, kit: Kit) -> list[str]:
+        return {
+            "pull": ["pull", "fresh"],
+            "get": ["get", TINY_URI, "-d", str(self.dest)],
+            "verify": ["verify", "base"],
+            "clean": ["clean"],
+            "lock": ["lock"],
+            "add": ["add", "extra", "hf://org/tiny-model/config.json"],
+            "unpack": ["unpack", str(kit.archive), "-d", str(self.dest), "--force"],
+            "publish": ["publish", "base", "--to", f"s3://{BUCKET}/{self.name}"],
+        }[cmd]
+
+    def spawn(self, index: int, cmd: str, kit: Kit) -> subprocess.Popen[bytes]:
+        out = (self.root / f"{index}-{cmd}.out").open("wb")
+        err = (self.root / f"{index}-{cmd}.err").open("wb")
+        with out, err:
+            argv = [sys.executable, "-m", "mdl", *self.argv(cmd, kit)]
+            return subprocess.Popen(argv, env=self.env, cwd=self.root, stdout=out, stderr=err)
+
+    def stderr(self, index: int, cmd: str) -> str:
+        return (self.root / f"{index}-{cmd}.err").read_text(errors="replace")
+
+    def waiting_in_log(self, pid: int) -> bool:
+        log = self.root / "mdl.log"
+        return log.exists() and any(f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines())
+
+
+def make_pair(name: str, base_root: Path, kit: Kit) -> Pair:
+    root = base_root / name
+    root.mkdir(parents=True)
+    (root / "catalog.toml").write_text(CATALOG)
+    shutil.copytree(kit.template, root / "models")  # `base` pulled and recorded (copy2 keeps the mtimes)
+    hub = make_hub()
+    env = clean_environ(root / "home")
+    env.update(aws_environ(kit.s3.endpoint))
+    env.update(
+        HF_ENDPOINT=hub.url,
+        MDL_CATALOG=str(root / "catalog.toml"),
+        MDL_DEST=str(root / "models"),
+        MDL_LOG_FILE=str(root / "mdl.log"),
+        MDL_TIMEOUT="30",  # the hold below keeps requests waiting for seconds, on purpose
+    )
+    return Pair(name, root, hub, env)
+
+
+def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
+    """Start `first`, hold it at its server, run `second` beside it, release, and check both and the bytes."""
+    gate = threading.Event()
+    held: Fault | None = None
+    if first in ("pull", "get"):
+        held = pair.hub.cdn.faults.add(Fault.call(lambda: gate.wait(20), path_prefix="/blobs/", times=None))
+    elif first in ("lock", "add"):
+        held = pair.hub.faults.add(Fault.call(lambda: gate.wait(20), times=None))
+    try:
+        p1 = pair.spawn(1, first, kit)
+        if held is not None:
+            wait_for(lambda: held.seen > 0 or p1.poll() is not None, what=f"{first} at its server")
+            if p1.poll() is not None:
+                pair.problems.append(f"{first} ended before it was held (exit {p1.returncode})")
+        p2 = pair.spawn(2, second, kit)
+        if held is not None:
+            seen = held.seen
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and p2.poll() is None:
+                if held.seen > seen or pair.waiting_in_log(p2.pid):
+                    time.sleep(0.3)
+                    break
+                time.sleep(0.05)
+            if p1.poll() is not None:
+                pair.problems.append(f"{first} did not stay held while {second} ran")
+    finally:
+        gate.set()
+    for index, cmd, proc in ((1, first, p1), (2, second, p2)):
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        err = pair.stderr(index, cmd)
+        if code != 0 or "Traceback" in err:
+            pair.problems.append(f"{cmd} (#{index}) exit {code}: {err.strip()[-600:]}")
+    check_effects(pair, {first, second}, kit)
+    pair.hub.stop()
+    pair.problems.extend(f"server error: {e[-300:]}" for e in pair.hub.errors + pair.hub.cdn.errors)
+
+
+def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
+    """Every byte each command was asked for is right, and nothing it was not asked for was touched."""
+    expect: dict[str, bytes] = {f"base/{p}": d for p, d in BASE.items()}
+    if "pull" in cmds:
+        expect.update({f"fresh/{p}": d for p, d in FRESH.items()})
+    if "get" in cmds:
+        expect["model.safetensors"] = TINY["model.safetensors"]
+    if "unpack" in cmds:
+        expect.update(kit.archive_files)
+    for path, data in expect.items():
+        target = pair.dest / path
+        if not target.is_file() or target.read_bytes() != data:
+            pair.problems.append(f"{path}: {'wrong bytes' if target.is_file() else 'missing'}")
+    if not (pair.dest / ".mdl" / "records" / "base.json").is_file():
+        pair.problems.append("the record of the pulled model `base` is gone")
+    for model, files in (("base", BASE), ("fresh", FRESH if "pull" in cmds else {})):
+        extra = set(tree(pair.dest / model)) - set(files)
+        if extra:
+            pair.problems.append(f"{model}/ holds more than its files: {sorted(extra)}")
+    catalog = tomllib.loads((pair.root / "catalog.toml").read_text())["models"]
+    wanted = {"base", "fresh"} | ({"extra"} if "add" in cmds else set())
+    if set(catalog) != wanted:
+        pair.problems.append(f"catalog models {sorted(catalog)}, expected {sorted(wanted)}")
+    if "lock" in cmds:
+        lock = pair.root / "catalog.lock"
+        names = {m["name"] for m in tomllib.loads(lock.read_text())["model"]} if lock.exists() else set()
+        if not {"base", "fresh"} <= names:
+            pair.problems.append(f"catalog.lock pins {sorted(names)}")
+    if "publish" in cmds:
+        try:
+            kit.s3.client().head_object(Bucket=BUCKET, Key=f"{pair.name}/.mdl/base.json")
+        except Exception as exc:
+            pair.problems.append(f"publish: no manifest in the bucket ({exc})")
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory, s3_server: S3) -> dict[str, list[str]]:  # noqa: F811
+    """Run every pair once, side by side; each pair's problems (empty: it passed)."""
+    root = tmp_path_factory.mktemp("pairs")
+    s3_server.client().create_bucket(Bucket=BUCKET)
+    hub = make_hub()
+    try:
+        env = {**clean_environ(root / "home"), "HF_ENDPOINT": hub.url, "MDL_LOG_FILE": str(root / "setup.log")}
+        (root / "catalog.toml").write_text(CATALOG)
+        template = root / "template"
+        pulled = subprocess.run(
+            [sys.executable, "-m", "mdl", "pull", "base", "--catalog", "catalog.toml", "--dest", str(template)],
+            env=env,
+            cwd=root,
+            capture_output=True,
+        )
+        assert pulled.returncode == 0, pulled.stderr.decode()
+    finally:
+        hub.stop()
+    make_hf_run(root / "run", steps=(10, 20))
+    archive = root / "ckpt.zip"
+    packed = subprocess.run(
+        [sys.executable, "-m", "mdl", "pack", str(root / "run"), "-o", str(archive), "--checkpoint", "latest"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+    )
+    assert packed.returncode == 0, packed.stderr.decode()
+    with zipfile.ZipFile(archive) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    kit = Kit(template, archive, files, s3_server)
+    pairs = {f"{a}-{b}": make_pair(f"{a}-{b}", root, kit) for a, b in PAIRS}
+
+    def one(names: tuple[str, str]) -> None:
+        first, second = sorted(names, key=lambda c: FIRST.get(c, 2))
+        pair = pairs[f"{names[0]}-{names[1]}"]
+        try:
+            run_pair(pair, first, second, kit)
+        except Exception as exc:
+            pair.problems.append(f"the pair could not run: {exc!r}")
+            pair.hub.stop()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(one, PAIRS))
+    return {name: pair.problems for name, pair in pairs.items()}
+
+
+@pytest.mark.parametrize("pair", [f"{a}-{b}" for a, b in PAIRS])
+def test_two_commands_at_once_on_one_destination(matrix: dict[str, list[str]], pair: str) -> None:
+    assert matrix[pair] == [], "\n".join(matrix[pair])
+
+
+# -- get beside get, a resumed get, who holds the lock, per-file locks ------------------------------------------
+
+
+@pytest.fixture
+def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
+    hub.add_repo("org/tiny-model", TINY)
+    small = {"small.json": b'{"s": 1}', "small.safetensors": make_data(100_000, seed=404)}
+    hub.add_repo("org/mixed", {**small, "big.safetensors": make_data(2_000_000, seed=405)})
+    (tmp_path / "catalog.toml").write_text(
+        '[models.tiny]\nrepo = "org/tiny-model"\n\n[models.mixed]\nrepo = "org/mixed"\n'
+    )
+    return {
+        **clean_environ(Path(os.environ["HOME"])),
+        "HF_ENDPOINT": hub.url,
+        "MDL_CATALOG": str(tmp_path / "catalog.toml"),
+        "MDL_DEST": str(tmp_path / "models"),
+        "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
+    }
+
+
+def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    cwd = Path(env["MDL_CATALOG"]).parent
+    cmd = [sys.executable, "-m", "mdl", *args]
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def log_says_waiting(env: dict[str, str], pid: int) -> bool:
+    log = Path(env["MDL_LOG_FILE"])
+    return log.exists() and any(f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines())
+
+
+def hold_blobs(hub: HubServer, prefix: str = "/blobs/") -> tuple[threading.Event, Fault]:
+    gate = threading.Event()
+    return gate, hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix=prefix, times=None))
+
+
+def test_two_gets_of_one_file_into_one_folder(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
+    same = tmp_path / "SAMEDIR"
+    gate, held = hold_blobs(hub)
+    first = spawn(env, "get", TINY_URI, "-d", str(same))
+    try:
+        wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first get at the CDN")
+        second = spawn(env, "get", TINY_URI, "-d", str(same))
+        wait_for(lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None, 10)
+    finally:
+        gate.set()
+    (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
+    assert (code1, code2) == (0, 0), (err1, err2)
+    assert "Traceback" not in err1 + err2
+    assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
+    assert tree(same) == ["model.safetensors"], "a one-off get keeps no state once done"
+    if log_says_waiting(env, second.pid):
+        assert str(first.pid) in err2, f"the waiting get does not name the holder (pid {first.pid}): {err2}"
+
+
+def test_a_resumed_get_leaves_no_empty_state_folders(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
+    same = tmp_path / "SAMEDIR"
+    hub.cdn.throttle_bps = 300_000
+    first = spawn(env, "get", TINY_URI, "-d", str(same), "--connections", "2")
+    wait_for(lambda: any(p.stat().st_size for p in (same / ".mdl" / "partial").glob("*.part")), what="a partial")
+    time.sleep(0.8)
+    first.send_signal(signal.SIGTERM)
+    code, _, err = finish(first)
+    assert code == 130, err
+    assert any(p.endswith(".part") for p in tree(same)), f"nothing kept to resume: {tree(same)}"
+    hub.cdn.throttle_bps = None
+    code, out, err = finish(spawn(env, "get", TINY_URI, "-d", str(same), "--json"))
+    assert code == 0, err
+    assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
+    assert tree(same) == ["model.safetensors"], "no empty .mdl/{locks,partial,records} after a resumed get"
+    assert json.loads(out)["files"][0]["action"] == "resumed", out
+
+
+def test_a_waiting_pull_names_the_pid_that_holds_the_lock(hub: HubServer, env: dict[str, str]) -> None:
+    gate, held = hold_blobs(hub)
+    first = spawn(env, "pull", "tiny")
+    try:
+        wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first pull at the CDN")
+        second = spawn(env, "pull", "tiny")
+        wait_for(lambda: log_says_waiting(env, second.pid) or second.poll() is not None, what="the second waiting")
+        time.sleep(0.5)  # its stderr line is written when it starts to wait
+    finally:
+        gate.set()
+    (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
+    assert (code1, code2) == (0, 0), (err1, err2)
+    named = [line for line in err2.splitlines() if str(first.pid) in line]
+    assert named, f"the waiting run does not name the holder (pid {first.pid}): {err2}"
+    assert any("pull" in line for line in named), f"the waiting run does not name the holder's command: {named}"
+
+
+def test_a_file_another_run_finished_is_not_held_by_its_big_file(hub: HubServer, env: dict[str, str]) -> None:
+    big = f"/blobs/{hub.repo('org/mixed').files['big.safetensors'].sha256}"
+    gate, held = hold_blobs(hub, big)
+    dest = Path(env["MDL_DEST"]) / "mixed"
+    first = spawn(env, "pull", "mixed")
+    try:
+        wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first pull's big file at the CDN")
+        wait_for(lambda: (dest / "small.json").is_file() and (dest / "small.safetensors").is_file(), 20)
+        assert first.poll() is None, finish(first)
+        started = time.monotonic()
+        code, out, err = finish(spawn(env, "pull", "mixed", "--lock-timeout", "2", "--json"))
+        took = time.monotonic() - started
+    finally:
+        gate.set()
+    code1, _, err1 = finish(first)
+    assert code1 == 0, err1
+    assert code in (0, 7), (code, err)
+    assert "Traceback" not in err
+    actions = {f["path"]: f for f in json.loads(out)["files"]}
+    for small in ("small.json", "small.safetensors"):
+        assert actions[small]["action"] != "failed", f"{small} waited for the other run's big file: {actions[small]}"
+    if code == 7:
+        assert actions["big.safetensors"]["action"] == "failed" and "lock" in actions["big.safetensors"]["error"]
+    assert took < 15, f"the second run took {took:.1f}s"
