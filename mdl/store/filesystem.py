@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -91,8 +92,14 @@ def hash_file(
 ) -> tuple[int, str, str | None]:
     """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
     sha = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
+    # O_NONBLOCK: a FIFO or device planted where a file was expected must not hang the run (and is refused).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    found = os.fstat(fd)
+    if not st.S_ISREG(found.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        size = found.st_size
         sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
         buffer = bytearray(block)
         view = memoryview(buffer)
