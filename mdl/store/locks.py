@@ -11,6 +11,7 @@ removed file notices and opens the new one), so no idle lock file stays behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError
+from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
 from mdl.redact import printable
 from mdl.store import confined
 
@@ -197,6 +198,12 @@ def _acquire(
                     if not waited:
                         on_wait(holder)
                     waited = True
+                except OSError as exc:  # not a lock mdl can take: never followed, never replaced
+                    if exc.errno == errno.ELOOP:
+                        raise UnsafePathError(
+                            f"{where} is a symbolic link; mdl never follows links inside {root}"
+                        ) from None
+                    raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
         except BaseException:
             os.close(dir_fd)
             raise
