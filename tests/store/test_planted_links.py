@@ -273,6 +273,29 @@ def test_a_fifo_where_mdl_keeps_its_state_never_hangs_a_command(
     assert snapshot(world.outside) == before
 
 
+@pytest.mark.parametrize(
+    ("rel", "command", "pulled_first"),
+    [
+        ("config.json", ("get", "hf://org/tiny/config.json"), False),
+        ("config.json", ("get", "hf://org/tiny/config.json"), True),
+        ("tiny/config.json", ("pull", "tiny"), True),
+        ("tiny/config.json", ("verify", "tiny"), True),
+        ("tiny/model.safetensors", ("pull", "tiny"), False),
+    ],
+)
+def test_a_fifo_where_a_file_goes_never_hangs_a_command(
+    world: World, rel: str, command: tuple[str, ...], pulled_first: bool
+) -> None:
+    if pulled_first:
+        assert world.mdl("pull", "tiny").exit_code == 0
+        (world.dest / rel).unlink(missing_ok=True)
+    (world.dest / rel).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(world.dest / rel)
+    result = world.mdl(*command)  # the watchdog fails the test if it hangs
+    shown = text_of(result)
+    assert result.exit_code in (0, 2, 4, 6, 7) and "Traceback" not in shown, f"exit {result.exit_code}\n{shown}"
+
+
 # -- model folders -------------------------------------------------------------------------------------------
 
 

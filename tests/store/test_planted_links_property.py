@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from servers import HubServer, make_data
 from typer.testing import CliRunner, Result
@@ -216,6 +216,11 @@ def check_result(command: str, result: Result) -> None:
     ),
     commands=st.lists(st.tuples(st.sampled_from(COMMANDS), st.booleans()), min_size=1, max_size=6),
 )
+# Falsifying examples found earlier, kept so every run tries them: a link where a lock file goes (exit 1 then),
+# a FIFO where `get` finds an existing file (a hang then).
+@example(pulled_first=False, plants=[(".mdl/locks/tiny.record.lock", "link-dir", 0)], commands=[("pull", False)])
+@example(pulled_first=False, plants=[(f".mdl/locks/{LOCK_NAMES[-1]}", "link-dir", 0)], commands=[("get", False)])
+@example(pulled_first=True, plants=[("config.json", "fifo", 0)], commands=[("get", False)])
 def test_nothing_outside_dest_is_ever_touched(
     hub_env: HubServer, pulled_first: bool, plants: list[tuple[str, str, int]], commands: list[tuple[str, bool]]
 ) -> None:
