@@ -30,7 +30,7 @@ from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.lockfile import exclusive, lock_path_for, read_lock, write_lock
 from mdl.paths import url_basename
 from mdl.progress import NullProgress, Progress
-from mdl.store import write_text_atomic
+from mdl.store import write_atomic
 
 
 class AddOptions(TypedDict, total=False):
@@ -183,12 +183,12 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
     try:
         if created:
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(target, text)
+            write_atomic(target.parent, target, text.encode())
             return
         mode = target.stat().st_mode & 0o7777
         if target.read_bytes().startswith(b"\xef\xbb\xbf"):
             text = "\ufeff" + text
-        write_text_atomic(target, text)
+        write_atomic(target.parent, target, text.encode())
         target.chmod(mode)
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc

@@ -14,7 +14,7 @@ from typing import Any
 from mdl.catalog import lock_beside
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
-from mdl.store import write_text_atomic
+from mdl.store import write_atomic
 
 _HEADER = (
     "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
@@ -74,7 +74,7 @@ def write_lock(path: Path, lock: Lock) -> bool:
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
     try:
-        write_text_atomic(path, text)
+        write_atomic(path.parent, path, text.encode())
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
     return True

@@ -188,35 +188,26 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     if spec.is_snapshot and (record is None or not record.files):
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
     recorded = record.files if record is not None else {}
-    files = [
-        RemoteFile(
-            model=spec.name,
-            path=rec.path,
-            url="",
-            size=rec.size,
-            sha256=rec.sha256,
-            git_oid=rec.git_oid,
-            etag=rec.etag,
-            commit=rec.commit,
-            source=rec.source,
-        )
-        for rec in recorded.values()
-        if record is None or record.expected is None or rec.path in record.expected
-    ]
-    # What the last pull expected but did not finish: still the model's files (they fail offline, by name).
-    for want in record.expected.values() if record is not None and record.expected is not None else ():
-        if want.path not in recorded:
-            files.append(
-                RemoteFile(
-                    model=spec.name,
-                    path=want.path,
-                    url="",
-                    size=want.size,
-                    sha256=want.sha256,
-                    git_oid=want.git_oid,
-                    source=want.source,
-                )
+    # The model's files: what the last pull expected (an unfinished one fails offline, by name), as recorded where
+    # it was; records from before expected sets know only what they recorded.
+    expected = record.expected if record is not None and record.expected is not None else recorded
+    files: list[RemoteFile] = []
+    for path, want in expected.items():
+        rec = recorded.get(path)
+        one = rec or want
+        files.append(
+            RemoteFile(
+                model=spec.name,
+                path=path,
+                url="",
+                size=one.size,
+                sha256=one.sha256,
+                git_oid=one.git_oid,
+                etag=rec.etag if rec is not None else None,
+                commit=rec.commit if rec is not None else None,
+                source=one.source,
             )
+        )
     names = {f.path for f in files}
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:

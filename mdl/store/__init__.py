@@ -14,7 +14,6 @@ if TYPE_CHECKING:
         fsync_dir,
         hash_file,
         stat_file,
-        write_text_atomic,
     )
     from mdl.store.inventory import (
         LocalFile,
@@ -90,7 +89,6 @@ __all__ = [
     "verify_file",
     "verify_models",
     "write_atomic",
-    "write_text_atomic",
 ]
 
 if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name for Any
@@ -100,7 +98,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
         {
             "cleaning": ("CleanedFile", "clean"),
             "confined": ("open_file", "read_bytes", "rename", "rmdir_empty", "unlink", "write_atomic"),
-            "filesystem": ("DirSyncs", "creatable_problem", "fsync_dir", "hash_file", "stat_file", "write_text_atomic"),
+            "filesystem": ("DirSyncs", "creatable_problem", "fsync_dir", "hash_file", "stat_file"),
             "inventory": (
                 "LocalFile",
                 "ModelStatus",

@@ -105,14 +105,10 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
 
 def read_bytes(root: Path, path: Path, *, limit: int) -> bytes:
     """The bytes of a regular file inside ``root`` (at most ``limit``), never through a link; OSError if not one."""
-    fd = open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not st.S_ISREG(os.fstat(fd).st_mode):
+    with os.fdopen(open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not st.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, f"{path} is not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(limit)
-    finally:
-        os.close(fd)
+        return handle.read(limit)
 
 
 def write_atomic(root: Path, path: Path, data: bytes) -> None:
@@ -121,7 +117,7 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o644, dir_fd=dir_fd)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o666, dir_fd=dir_fd)
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise

@@ -1,4 +1,4 @@
-"""Filesystem helpers of the store: lstat, hashing, durable renames, atomic writes and free space."""
+"""Filesystem helpers of the store: lstat, hashing, durable renames and free space (atomic writes: confined)."""
 
 from __future__ import annotations
 
@@ -57,22 +57,6 @@ class DirSyncs:
         for folder in sorted(folders):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 fsync_dir(folder)
-
-
-def write_text_atomic(target: Path, text: str) -> None:
-    """Write ``text`` beside ``target`` and rename it over: readers see the old file or the new, never half.
-
-    The temp name carries our pid, so two processes writing the same target never share a temp file.
-    Raises OSError after removing the temp file.
-    """
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def free_bytes(path: Path) -> int:

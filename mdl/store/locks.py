@@ -188,15 +188,15 @@ def _acquire(
                 except Timeout:
                     if cancel is not None and cancel.is_set():
                         raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock") from None
-                    holder = holder_of(root, where)
                     if waited and time.monotonic() >= deadline:
+                        holder = holder_of(root, where)
                         held_by = f"{holder}; " if holder else ""
                         raise LockTimeoutError(
                             f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
                             hint="raise --lock-timeout, or check that process",
                         ) from None
                     if not waited:
-                        on_wait(holder)
+                        on_wait(holder_of(root, where))
                     waited = True
                 except OSError as exc:  # not a lock mdl can take: never followed, never replaced
                     if exc.errno == errno.ELOOP:

@@ -146,14 +146,20 @@ def record_from_json(model: str, raw: object) -> ModelRecord:
     )
 
 
-def _file_record(path: str, rec: object) -> FileRecord:
-    where = f"files.{path}"
+def _entry(section: str, path: str, value: object) -> tuple[str, dict[str, Any]]:
+    """One entry of ``files`` or ``expected``: its key a safe relative path, its value an object."""
+    where = f"{section}.{path}"
     try:
         safe_relative_path(path, where=where)
     except UnsafePathError as exc:
         raise RecordFieldError(exc.message) from None
-    if not isinstance(rec, dict):
-        raise RecordFieldError(f"{where}: expected an object, got {type(rec).__name__}")
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
+    return where, value
+
+
+def _file_record(path: str, value: object) -> FileRecord:
+    where, rec = _entry("files", path, value)
     if rec.get("path", path) != path:
         raise RecordFieldError(f"{where}.path: {_shown(rec.get('path'))} differs from its key")
     sha256 = rec.get("sha256")
@@ -172,14 +178,8 @@ def _file_record(path: str, rec: object) -> FileRecord:
     )
 
 
-def _expected_file(path: str, one: object) -> ExpectedFile:
-    where = f"expected.{path}"
-    try:
-        safe_relative_path(path, where=where)
-    except UnsafePathError as exc:
-        raise RecordFieldError(exc.message) from None
-    if not isinstance(one, dict):
-        raise RecordFieldError(f"{where}: expected an object, got {type(one).__name__}")
+def _expected_file(path: str, value: object) -> ExpectedFile:
+    where, one = _entry("expected", path, value)
     sha256 = _optional_text(one, "sha256", f"{where}.sha256")
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")

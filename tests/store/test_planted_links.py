@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import signal
-import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from planted import release_fifos, snapshot
 from servers import HubServer, git_blob_sha1, make_data
 from typer.testing import CliRunner, Result
 
@@ -31,8 +31,6 @@ VOCAB = b"[PAD]\n[UNK]\n"
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB}
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
 HANG_SECONDS = 15.0
-
-Entry = tuple[str, int, int, bytes | str | None]
 
 
 def mdl_names() -> list[str]:
@@ -55,38 +53,6 @@ def make_outside(root: Path) -> Path:
         for name in top:
             (outside / sub / name).write_bytes(b"canary " + f"{sub}/{name}".encode())
     return outside
-
-
-def snapshot(root: Path) -> dict[str, Entry]:
-    """Every entry below `root`, links not followed: kind, size, mtime and content (a link's target)."""
-    found: dict[str, Entry] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            info = path.lstat()
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                found[rel] = ("link", 0, 0, os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                found[rel] = ("dir", 0, info.st_mtime_ns, None)
-            elif stat.S_ISREG(info.st_mode):
-                found[rel] = ("file", info.st_size, info.st_mtime_ns, path.read_bytes())
-            else:
-                found[rel] = ("other", info.st_size, info.st_mtime_ns, None)
-    return found
-
-
-def release_fifos(root: Path) -> None:
-    """Open the other end of every FIFO below `root` (non-blocking), so a command stuck opening one goes on."""
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            if path.is_fifo():
-                for flags in (os.O_WRONLY, os.O_RDONLY):
-                    try:
-                        os.close(os.open(path, flags | os.O_NONBLOCK))
-                    except OSError:
-                        pass
 
 
 class World:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import stat
 import tempfile
 import threading
 import zipfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from planted import release_fifos, snapshot
 from servers import HubServer, make_data
 from typer.testing import CliRunner, Result
 
@@ -36,8 +36,6 @@ FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt"
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
 HANG_SECONDS = 10.0
 DOCUMENTED = {0, 2, 3, 4, 5, 6, 7}  # exit codes other than 1 (a bug) and 130 (our watchdog's Ctrl-C)
-
-Entry = tuple[str, int, int, bytes | str | None]
 
 
 def _own_names() -> tuple[list[str], list[str]]:
@@ -75,38 +73,6 @@ KINDS = ["link-dir", "link-file", "dangling", "fifo", "foreign"]
 OUTSIDE_DIRS = ["", "partial", "locks", "records", "model", "model/nested"]
 CANARIES = [*PARTIAL_NAMES, *LOCK_NAMES, "tiny.json", "config.json", "model.safetensors", "disk.part", "db.lock"]
 COMMANDS = ["pull", "get", "clean", "clean-dry", "verify", "unpack"]
-
-
-def snapshot(root: Path) -> dict[str, Entry]:
-    """Every entry below `root`, links not followed: kind, size, mtime and content (a link's target)."""
-    found: dict[str, Entry] = {"": ("dir", 0, root.lstat().st_mtime_ns, None)}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            info = path.lstat()
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                found[rel] = ("link", 0, 0, os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                found[rel] = ("dir", 0, info.st_mtime_ns, None)
-            elif stat.S_ISREG(info.st_mode):
-                found[rel] = ("file", info.st_size, info.st_mtime_ns, path.read_bytes())
-            else:
-                found[rel] = ("other", info.st_size, info.st_mtime_ns, None)
-    return found
-
-
-def release_fifos(root: Path) -> None:
-    """Open the other end of every FIFO below `root` (non-blocking), so a command stuck opening one goes on."""
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            if path.is_fifo():
-                for flags in (os.O_WRONLY, os.O_RDONLY):
-                    try:
-                        os.close(os.open(path, flags | os.O_NONBLOCK))
-                    except OSError:
-                        pass
 
 
 class Place:

@@ -47,6 +47,10 @@ VALID_RECORD: dict[str, Any] = {
             "fetched_at": "2026-01-01T00:00:00Z",
         }
     },
+    # What the model should be (written before a pull's first byte): fuzzed like the rest.
+    "expected": {
+        "a.bin": {"size": len(DATA), "sha256": SHA, "git_oid": None, "source": "https://example.invalid/a.bin"}
+    },
 }
 VALID_STATE: dict[str, Any] = {
     "version": 1,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from mdl.errors import ExitCode, InterruptedByUserError, LockTimeoutError, UnsafePathError
+from mdl.errors import ExitCode, InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
 from mdl.store.filesystem import hash_file, stat_file
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
@@ -337,3 +337,11 @@ def test_free_bytes_probes_the_nearest_existing_parent(tmp_path: Path) -> None:
     store = Store(tmp_path / "not" / "yet" / "there")
     assert store.free_bytes() > 0
     assert not (tmp_path / "not").exists()
+
+
+def test_a_folder_where_a_lock_file_goes_is_exit_7_naming_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.lock_path("m", "a.bin").mkdir(parents=True)
+    with pytest.raises(LocalFSError, match=r"cannot lock .*\.lock: Is a directory") as caught:
+        store.acquire_file_lock("m", "a.bin", timeout=1)
+    assert caught.value.exit_code == 7
