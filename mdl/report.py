@@ -12,6 +12,15 @@ from mdl.redact import safe_text
 # Outcomes that are failures: ``failed``, and ``missing`` (verify: not on this disk, exit 4 "not found").
 FAILING_ACTIONS = frozenset({"failed", "missing"})
 
+# A retry cause (``retries``) that starts with this is also a warning for the user: the part that chose another
+# source (a mirror that failed for the file) has no other way into the outcome the run builds around it.
+WARNING_CAUSE = "warning: "
+
+
+def warning_cause(message: str) -> str:
+    """``message`` as a retry cause that :attr:`FileOutcome.warnings` says to the user."""
+    return WARNING_CAUSE + message
+
 
 @dataclass(frozen=True)
 class FileOutcome:
@@ -53,26 +62,33 @@ class FileOutcome:
         return self.word or self.action
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning about this file, in order: ``warning`` and the causes marked by :func:`warning_cause`."""
+        marked = tuple(c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE))
+        return (self.warning, *marked) if self.warning else marked
+
+    @property
     def failing(self) -> bool:
         """Whether this outcome is a failure (``failed`` or ``missing``), with an error and an exit code."""
         return self.action in FAILING_ACTIONS
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's per-file shape (plus ``reason``, and ``mirror`` when one served the file)."""
+        """The contract's per-file shape (plus ``reason`` and ``warning``, and ``mirror`` when one served the
+        file); an absent value is null (a one-off ``get`` file has no model)."""
+        warnings = self.warnings
         doc: dict[str, Any] = {
-            "model": self.model,
+            "model": self.model or None,
             "path": self.path,
             "dest": self.dest,
             "size": self.size,
             "sha256": self.sha256,
             "action": self.action,
             "error": self.error,
-            "reason": self.reason,
+            "reason": self.reason or None,
+            "warning": "; ".join(warnings) if warnings else None,
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
-        if self.warning is not None:
-            doc["warning"] = self.warning
         return doc
 
 
@@ -149,12 +165,8 @@ class Resolution:
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
-        """``{"models": [...]}`` plus ``ok`` and ``errors`` when something failed, as ``mdl resolve --json``."""
-        doc: dict[str, Any] = {"models": list(self.models)}
-        if self.failures:
-            doc["ok"] = False
-            doc["errors"] = [f.to_json() for f in self.failures]
-        return doc
+        """``{"ok", "models": [...], "errors": [...]}``, as ``mdl resolve --json``."""
+        return {"ok": self.ok, "models": list(self.models), "errors": [f.to_json() for f in self.failures]}
 
 
 def failed(

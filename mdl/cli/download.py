@@ -133,7 +133,7 @@ def verify_cmd(
         started = time.monotonic()
         # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
         # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
-        streaming = not run.json and not run.quiet and not isatty(run.stdout)
+        streaming = not run.json and not isatty(run.stdout)
 
         def row(outcome: "FileOutcome") -> None:
             if streaming and not outcome.failing:
@@ -178,7 +178,7 @@ def clean_cmd(
         if run.json:
             run.emit(report.to_json())
             return
-        for c in report.files if not run.quiet else ():
+        for c in report.files:
             run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
         run.console.info(
             f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"

@@ -120,8 +120,6 @@ def show_cmd(
         if run.json:
             run.emit(info.to_json())
             return
-        if run.quiet:
-            return
         for key in ("name", "description", "repo", "revision", "commit"):
             if doc.get(key):
                 run.line(f"{key + ':':13}{doc[key]}")
@@ -201,11 +199,11 @@ def resolve_cmd(
             else:
                 from mdl.units import human_size
 
-                for model in resolution.models if not run.quiet else ():
+                for model in resolution.models:
                     run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
                     rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
                     run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
         for failure in resolution.failures:
-            run.console.error(failure.error or "failed")
+            run.file_error(failure)
         if resolution.exit_code:
             raise typer.Exit(resolution.exit_code)

@@ -36,11 +36,17 @@ class Run:
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
-        from mdl.cli.render.progress import Console, setup_logging
+        from mdl.cli.render.progress import Console, EventStream, setup_logging
 
         self.stdout = sys.stdout
         self.stderr = sys.stderr
-        self.console = Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets())
+        # --progress json: stderr is one event stream, shared by the progress display and the console
+        json_events = (self.progress or "").lower() == "json"
+        self.events = EventStream(self.stderr, secrets=self._secrets()) if json_events else None
+        self.console = Console(
+            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets(), events=self.events
+        )
+        self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         target = chosen or default_log_file()
         if setup_logging(log_file=target, verbose=self.verbose, secrets=self._secrets()) is None and chosen:
@@ -66,17 +72,20 @@ class Run:
             environ=self.environ,
             requested=self.progress,
         )
-        reporter = make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self._secrets())
+        reporter = make_reporter(
+            mode, stream=self.stderr, environ=self.environ, secrets=self._secrets(), events=self.events
+        )
         try:
             yield reporter
         finally:
             reporter.close()
 
-    def emit(self, doc: Mapping[str, Any]) -> None:
-        """The one JSON document on stdout."""
+    def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
+        """The one JSON document on stdout: every document has ``ok`` (``ok`` unless it says its own), and an
+        absent value is ``null``, never ``""``."""
         from mdl.cli.render.progress import emit_json
 
-        emit_json(doc, stream=self.stdout, secrets=self._secrets())
+        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self._secrets())
 
     def line(self, text: str) -> None:
         """One line of data on stdout, made safe like every sink (a commit or a name may come from a server)."""
@@ -85,11 +94,9 @@ class Run:
         self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-        """Data as an aligned table on stdout (nothing with -q: it prints nothing but errors)."""
+        """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
         from mdl.cli.render.progress import color_enabled, render_table
 
-        if self.quiet:
-            return
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         render_table(rows, columns, stream=self.stdout, color=color)
 
@@ -103,14 +110,45 @@ class Run:
             from mdl.cli import pipes
 
             try:
-                self.emit({"ok": False, "error": {"code": int(exc.exit_code), "kind": exc.kind, "message": message}})
+                error = {"code": int(exc.exit_code), "kind": exc.kind, "message": message, "hint": exc.hint}
+                self.emit({"error": error}, ok=False)
                 pipes.flush_stdout(self.stdout)
             except OSError as closed:
                 if not pipes.is_closed_stdout_error(closed):
                     raise
                 pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
-        self.console.error(exc.message, exc.hint)
+        self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
         raise typer.Exit(int(exc.exit_code))
+
+    def file_error(self, outcome: Any) -> None:
+        """A failed file or model, said once: ``mdl: error: …`` and its hint, or an ``error`` event unless the
+        progress display already emitted one for it."""
+        if self.events is None:
+            self.console.error(outcome.error or f"{outcome.label}: failed", hint=outcome.hint)
+        elif (outcome.model or None, outcome.path) not in self.events.errors:
+            message = outcome.error or f"{outcome.label}: failed"
+            model = outcome.model or None
+            self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
+
+    def finish(self, exit_code: int, *, seconds: float) -> None:
+        """The run ended with ``exit_code``: with ``--progress json``, the last event (``end``) says so."""
+        if self.events is None:
+            return
+        from mdl.cli.render.stream import run_summary
+
+        summary = self.summary or run_summary((), seconds=seconds, text=None)
+        self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
+
+
+def _nulled(doc: Any) -> Any:
+    """``doc`` with every empty string made ``null`` (the JSON contract: an absent value is null)."""
+    if isinstance(doc, str):
+        return doc or None
+    if isinstance(doc, Mapping):
+        return {key: _nulled(value) for key, value in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_nulled(value) for value in doc]
+    return doc
 
 
 def isatty(stream: Any) -> bool:
@@ -127,9 +165,25 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     ``output_only`` commands (they change nothing on disk) also stop their work as soon as stdout's reader
     goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
     """
+    started = time.monotonic()
+    code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
+    try:
+        with _translated(run, output_only=output_only):
+            yield
+        code = 0
+    except typer.Exit as exc:
+        code = int(exc.exit_code or 0)
+        raise
+    finally:
+        run.finish(code, seconds=time.monotonic() - started)
+        log.info("done in %.1fs", time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _translated(run: Run, *, output_only: bool) -> Iterator[None]:
+    """:func:`guarded` without its ending: every way a command ends becomes ``typer.Exit`` with its code."""
     from mdl.cli import pipes
 
-    started = time.monotonic()
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     try:
         try:
@@ -153,8 +207,6 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     except Exception as exc:  # the translator: a bug must still end in one line and exit 1
         log.exception("internal error")
         _translate(run, exc)
-    finally:
-        log.info("done in %.1fs", time.monotonic() - started)
 
 
 def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
@@ -170,11 +222,13 @@ def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
 
 
 def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_shown: bool = False) -> None:
-    """A pull, verify or get report: JSON, or a table (unless ``rows_shown`` already streamed it); then on stderr
-    where each pulled model is, each failure once (``mdl: error: model/path: why`` and its hint) and one summary
-    line; then exit with its code."""
+    """A pull, verify or get report: JSON, or the data on stdout (a table for verify and --dry-run, unless
+    ``rows_shown`` already streamed it; each pulled model's folder or each fetched file's path, one a line, for
+    pull and get); then on stderr each warning once, each failure once (``mdl: error: model/path: why`` and its
+    hint) and one summary line; then exit with its code."""
     from mdl.cli.pipes import unread_if_failing
-    from mdl.cli.render.summary import says_it_all, summary_line, where_lines
+    from mdl.cli.render.stream import run_summary
+    from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
     from mdl.units import human_size
 
     with unread_if_failing(failing=bool(report.exit_code)):
@@ -190,18 +244,20 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_show
             rows = [f.to_json() for f in report.files if not f.failing]
             if rows:
                 run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
-    for warning in dict.fromkeys(f.warning for f in report.files if f.warning):  # once per model, not per file
+        elif verb in ("pulled", "fetched"):  # `DIR=$(mdl pull tiny)`, `P=$(mdl get URL)`: the data is where
+            for where in model_folders(report.files) if verb == "pulled" else fetched_paths(report.files):
+                run.line(where)
+    # once per model (a kept model's files share its warning), in the order they happened
+    for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
         run.console.warn(warning)
-    if not report.dry_run and verb == "pulled":
-        for line in where_lines(report.files):
-            run.console.info(line)
     for f in report.files:
         if f.failing:  # the one place a failure is shown: progress displays stay silent
-            run.console.error(f.error or f"{f.label}: failed", hint=f.hint)
-    if not report.dry_run:
-        summary = summary_line(report.files, verb=verb, seconds=seconds)
+            run.file_error(f)
+    summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
+    run.summary = run_summary(report.files, seconds=seconds, text=summary)
+    if summary is not None:
         log.info("%s", summary)
-        if not says_it_all(report.files):
+        if not says_it_all(report.files) and run.events is None:  # the ``end`` event carries it as its text
             run.console.info(summary)
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -15,7 +15,7 @@ from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
-from mdl.cli.render.summary import summary_line, where_lines
+from mdl.cli.render.summary import fetched_paths, model_folders, summary_line
 from mdl.report import FileOutcome
 
 WEIGHTS = make_data(300_000, seed=1)
@@ -59,28 +59,23 @@ def messages(result: Result) -> list[str]:
 # -- 1. where each model is ----------------------------------------------------------------------------
 
 
-def test_pull_says_where_each_model_is_then_one_summary_line(world: dict[str, Path]) -> None:
+def test_pull_prints_where_each_model_is_then_says_one_summary_line(world: dict[str, Path]) -> None:
     result = mdl("pull", "tiny", "other")
     assert result.exit_code == 0, result.stderr
     dest = world["dest"]
-    size = len(CONFIG) + len(WEIGHTS)
-    from mdl.units import human_size
-
-    assert messages(result)[:2] == [
-        f"tiny → {dest / 'tiny'} (2 files, {human_size(size)})",
-        f"other → {dest / 'other'} (1 file, {human_size(1000)})",
-    ]
-    assert len(messages(result)) == 3
-    assert messages(result)[2].startswith("pulled 2 models (3 files: 3 downloaded); ")
+    assert result.stdout.splitlines() == [str(dest / "tiny"), str(dest / "other")]
+    assert len(messages(result)) == 1
+    assert messages(result)[0].startswith("pulled 2 models (3 files: 3 downloaded); ")
     assert "file(s)" not in result.stderr
 
 
-def test_quiet_says_nothing_and_json_is_unchanged(world: dict[str, Path]) -> None:
+def test_quiet_says_nothing_on_stderr_and_json_is_unchanged(world: dict[str, Path]) -> None:
     quiet = mdl("pull", "tiny", "-q")
-    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.stdout == f"{world['dest'] / 'tiny'}\n", "-q silences stderr, never the data"
     doc = json.loads(mdl("pull", "tiny", "--json").stdout)
     assert [sorted(f) for f in doc["files"]] == [
-        ["action", "dest", "error", "model", "path", "reason", "sha256", "size"]
+        ["action", "dest", "error", "model", "path", "reason", "sha256", "size", "warning"]
     ] * 2
     assert {f["dest"] for f in doc["files"]} == {
         str(world["dest"] / "tiny" / p) for p in ("config.json", "model.safetensors")
@@ -92,9 +87,8 @@ def test_hf_cache_layout_names_the_snapshot_folder(world: dict[str, Path], hub: 
     assert result.exit_code == 0, result.stderr
     commit = hub.repo("org/tiny").head.sha
     snapshot = Path(world["tmp"]).parent  # the HF cache is under HOME (conftest)
-    where = next(line for line in messages(result) if line.startswith("tiny → "))
-    folder = where.removeprefix("tiny → ").rsplit(" (", 1)[0]
-    assert folder.endswith(f"/hub/models--org--tiny/snapshots/{commit}"), where
+    [folder] = result.stdout.splitlines()
+    assert folder.endswith(f"/hub/models--org--tiny/snapshots/{commit}"), folder
     assert Path(folder, "config.json").read_bytes() == CONFIG
     assert snapshot.exists()
 
@@ -108,7 +102,7 @@ def test_a_model_that_failed_at_resolution_is_a_failed_model(world: dict[str, Pa
     summary = messages(result)[-1]
     assert summary.startswith("pulled 1 model (2 files: 2 downloaded); 1 model failed: badname (not found)"), summary
     assert "file(s)" not in result.stderr
-    assert not any(line.startswith("badname → ") for line in messages(result))
+    assert result.stdout.splitlines() == [str(world["dest"] / "tiny")], "a failed model has no folder to print"
 
 
 def test_a_model_whose_file_failed_is_named_with_its_files(world: dict[str, Path]) -> None:
@@ -315,7 +309,8 @@ def test_a_get_counts_files_and_names_the_failed_one() -> None:
     assert summary_line(files, verb="fetched", seconds=1.0) == (
         "fetched 2 files: 1 downloaded, 1 skipped; 1 file failed: c.bin (not found)"
     )
-    assert where_lines(files) == []
+    assert model_folders(files) == []
+    assert fetched_paths(files) == ["/d//a.bin", "/d//b.bin"]
 
 
 def test_many_failed_models_are_named_up_to_five() -> None:
@@ -333,8 +328,4 @@ def test_a_model_in_several_folders_names_each() -> None:
         FileOutcome("m", "w.bin", "/cache/models--o--b/snapshots/c2/w.bin", 1024, None, "skipped"),
         FileOutcome("m", "cfg/x.json", "/cache/models--o--a/snapshots/c1/x.json", 1, None, "downloaded"),
     ]
-    from mdl.units import human_size
-
-    assert where_lines(files) == [
-        f"m → /cache/models--o--a/snapshots/c1, /cache/models--o--b/snapshots/c2 (3 files, {human_size(1032)})"
-    ]
+    assert model_folders(files) == ["/cache/models--o--a/snapshots/c1", "/cache/models--o--b/snapshots/c2"]

@@ -10,6 +10,8 @@ from pathlib import PurePath
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
+from mdl.cli.render.stream import EventStream
+
 # The one sanitiser for every sink (mdl/redact.py): no console-only variant, so stderr, stdout, the log and
 # records show a server's text the same way.
 from mdl.redact import printable, safe_doc, safe_text
@@ -37,7 +39,10 @@ _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0
 
 
 class Console:
-    """Messages for people on stderr: errors, warnings and info, redacted and free of control characters."""
+    """Messages for people on stderr: errors, warnings and info, redacted and free of control characters.
+
+    With ``--progress json`` (``events`` given) stderr is a program's stream: each message is an event instead
+    (``error``, ``warning``, ``note``), and -q does not thin it out (a program asked for every event)."""
 
     def __init__(
         self,
@@ -47,12 +52,14 @@ class Console:
         quiet: bool = False,
         secrets: tuple[str, ...] = (),
         color: bool | None = None,
+        events: EventStream | None = None,
     ) -> None:
         self._stream = stream
         self._quiet = quiet
         self._secrets = secrets
         self._color = color_enabled(isatty=_isatty(stream), environ=environ) if color is None else color
         self._lock = threading.Lock()
+        self.events = events
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
         """Write ``prefix`` (coloured on a terminal) and the cleaned message, then flush."""
@@ -63,20 +70,29 @@ class Console:
             self._stream.write(f"{prefix}{text}\n")
             self._stream.flush()
 
-    def error(self, message: str, hint: str | None = None) -> None:
-        """``mdl: error: <message>`` and, when given, ``  hint: <hint>``; shown even under -q."""
+    def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
+        """``mdl: error: <message>`` and, when given, ``  hint: <hint>``; shown even under -q.
+
+        ``fields`` (the exit ``code``, the error's ``kind``) go into the ``error`` event only."""
+        if self.events is not None:
+            self.events.error(message, hint=hint, **fields)
+            return
         self._write("mdl: error: ", _BOLD_RED, message)
         if hint:
             self._write("  hint: ", _BOLD, hint)
 
     def warn(self, message: str) -> None:
-        """``mdl: warning: <message>``; -q prints nothing but errors, so quiet hides it."""
-        if not self._quiet:
+        """``mdl: warning: <message>``; -q prints nothing on stderr but errors, so quiet hides it."""
+        if self.events is not None:
+            self.events.warning(message)
+        elif not self._quiet:
             self._write("mdl: warning: ", _YELLOW, message)
 
     def info(self, message: str) -> None:
         """``message`` as is, unless quiet."""
-        if not self._quiet:
+        if self.events is not None:
+            self.events.note(message)
+        elif not self._quiet:
             self._write("", "", message)
 
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 from mdl.cli.render.base import Reporter
 from mdl.cli.render.rates import RateMeter
+from mdl.cli.render.stream import EventStream
 from mdl.cli.render.tally import Item, Tally
-from mdl.redact import safe_doc
 from mdl.report import FileOutcome
 
 PROGRESS_EVERY = 1.0  # seconds: at most one progress event per file this often
 
 
 class JsonReporter(Reporter):
-    """Events ``begin``, ``start``, ``progress``, ``waiting``, ``note``, ``finish``, ``error``; each a line."""
+    """Events ``start``, ``progress``, ``waiting``, ``note``, ``finish``, ``error``, each a line, written through
+    the run's one :class:`EventStream` (which says ``begin`` first and ``end`` last)."""
 
     def __init__(
         self,
@@ -27,37 +27,25 @@ class JsonReporter(Reporter):
         wallclock: Callable[[], datetime],
         secrets: tuple[str, ...],
         interval: float = PROGRESS_EVERY,
+        events: EventStream | None = None,
     ) -> None:
         super().__init__()
-        self._stream = stream
+        self._events = events or EventStream(stream, secrets=secrets, wallclock=wallclock)
         self._clock = clock
-        self._wallclock = wallclock
-        self._secrets = secrets
         self._interval = interval
         self._tally = Tally()
-        self._errors: set[tuple[str | None, str | None]] = set()  # (model, path) said in an ``error`` event
 
     def _emit(self, event: str, item: Item | None = None, /, **fields: Any) -> None:
-        """Write one event (callers hold the lock); every string passes safe_doc."""
-        moment = self._wallclock()
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        doc: dict[str, Any] = {
-            "event": event,
-            "time": moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
+        """Write one event naming ``item`` (callers hold the lock); the stream makes every string safe."""
         if item is not None:
-            doc.update(model=item.model, path=item.path, label=item.label)
-        doc.update(fields)
-        clean = safe_doc(doc, secrets=self._secrets)
-        self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")
-        self._stream.flush()
+            fields = {"model": item.model, "path": item.path, "label": item.label, **fields}
+        self._events.emit(event, **fields)
 
     def begin(self, *, total_bytes: int | None, files: int) -> None:
-        """``begin``: how many files and bytes the batch holds."""
+        """``begin`` with how many files and bytes the run holds (a later batch: ``plan``)."""
         with self._lock:
             self._tally.begin(total_bytes=total_bytes, files=files)
-            self._emit("begin", files=files, total=total_bytes)
+            self._events.begin(files=files, total=total_bytes)
 
     def start(
         self,
@@ -105,21 +93,20 @@ class JsonReporter(Reporter):
             if ok:
                 self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
             else:
-                self._errors.add((item.model or None, item.path))
-                self._emit("error", item, message=message or "failed")
+                model = item.model or None
+                self._events.error(message or "failed", model=model, path=item.path, label=item.label)
 
     def unreached(self, outcomes: Sequence[FileOutcome]) -> None:
         """An ``error`` event for each failed file or model no ``error`` event named yet (it failed before a byte)."""
         with self._lock:
             for outcome in outcomes:
                 key = (outcome.model or None, outcome.path)
-                if outcome.action != "failed" or key in self._errors:
+                if outcome.action != "failed" or key in self._events.errors:
                     continue
-                self._errors.add(key)
                 label = "/".join(part for part in key if part)
-                self._emit("error", model=key[0], path=key[1], label=label, message=outcome.error or "failed")
+                self._events.error(outcome.error or "failed", hint=outcome.hint, model=key[0], path=key[1], label=label)
 
     def note(self, message: str) -> None:
         """``note``: an informational message (a stall being recovered, a mirror skipped)."""
         with self._lock:
-            self._emit("note", message=message)
+            self._events.note(message)

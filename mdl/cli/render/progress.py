@@ -16,11 +16,13 @@ from mdl.cli.render.console import (
     render_table,
 )
 from mdl.cli.render.log import setup_logging
+from mdl.cli.render.stream import EventStream
 from mdl.units import human_duration, human_rate, human_size
 
 __all__ = [
     "PROGRESS_CHOICES",
     "Console",
+    "EventStream",
     "ProgressMode",
     "Reporter",
     "choose_progress_mode",
@@ -79,8 +81,12 @@ def make_reporter(
     wallclock: Callable[[], datetime] | None = None,
     interval: float = 5.0,
     secrets: tuple[str, ...] = (),
+    events: EventStream | None = None,
 ) -> Reporter:
-    """The reporter for ``mode``, writing to ``stream`` (stderr); use it as a context manager or close it."""
+    """The reporter for ``mode``, writing to ``stream`` (stderr); use it as a context manager or close it.
+
+    ``events`` is the run's one JSON event stream (``json`` mode), shared with its console so that ``begin`` is
+    said once and ``end`` last."""
     stamp = wallclock or (lambda: datetime.now(UTC))
     if mode == "rich":
         from mdl.cli.render.bars import make_rich
@@ -93,5 +99,5 @@ def make_reporter(
     if mode == "json":
         from mdl.cli.render.events import JsonReporter
 
-        return JsonReporter(stream=stream, clock=clock, wallclock=stamp, secrets=secrets)
+        return JsonReporter(stream=stream, clock=clock, wallclock=stamp, secrets=secrets, events=events)
     return Reporter()

@@ -1,4 +1,5 @@
-"""What a pull, verify or get did, in words: where each pulled model is, each failure once, one summary line.
+"""What a pull, verify or get did: where each pulled model (or fetched file) is, for stdout; in words, one summary
+line.
 
 Models and files are counted apart: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed:
 badname (not found); 1.6 MiB in 3.2s``. A model is counted as done when every outcome of it is (exit 0);
@@ -147,20 +148,23 @@ def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> s
     return text
 
 
-def where_lines(outcomes: Sequence[Outcome]) -> list[str]:
-    """``tiny-bert → /root/.local/share/mdl/models/tiny-bert (6 files, 1.6 MiB)`` for each model that is all
-    here: its folder (the snapshot folder in the Hugging Face cache), or its folders when its files are in
-    several (a model made of several Hub repos there)."""
-    lines: list[str] = []
+def model_folders(outcomes: Sequence[Outcome]) -> list[str]:
+    """Each model that is all here, as its folder (the snapshot folder in the Hugging Face cache), in the
+    report's order: what ``pull`` prints on stdout, one a line. A model whose files are in several folders (a
+    model made of several Hub repos there) gives each of them; a model with a failure gives none."""
+    folders: list[str] = []
     for unit in _units(outcomes).values():
         files = [f for f in unit if f.path is not None and f.dest is not None]
         if not unit[0].model or not files or not _ok(unit):
             continue
-        folders = list(dict.fromkeys(str(_folder(f)) for f in files))
-        size = sum(f.size or 0 for f in files)
-        shown = ", ".join(folders)
-        lines.append(f"{_name(unit)} → {shown} ({_plural(len(files), 'file')}, {human_size(size)})")
-    return lines
+        folders.extend(str(_folder(f)) for f in files)
+    return list(dict.fromkeys(folders))
+
+
+def fetched_paths(outcomes: Sequence[Outcome]) -> list[str]:
+    """Each file ``get`` has (fetched, or skipped as the same file), in the order given: what it prints on
+    stdout, one a line."""
+    return [f.dest for f in outcomes if f.dest is not None and f.exit_code == 0 and f.action != "failed"]
 
 
 def _folder(outcome: Outcome) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def test_event_shapes(clock: FakeClock) -> None:
         {"event": "progress", **file_a, "bytes": 1300, "total": 2000, "rate": 400},
         {"event": "note", "message": "no bytes for 30 s, reconnecting (1/20)"},
         {"event": "finish", **file_a, "bytes": 1300, "seconds": 2.0},
-        {"event": "error", **file_b, "message": "sha256 mismatch"},
+        {"event": "error", **file_b, "message": "sha256 mismatch", "hint": None},
     ]
 
 
@@ -66,10 +67,11 @@ def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
     reporter.finish("x", ok=False, message=f"403 for {SIGNED}\nbody: s3cr3t-value\r\x1b[31m")
     reporter.note("hf_abcdefghijklmnop is your token")
     text = stream.getvalue()
-    assert len(text.splitlines()) == 3
+    assert len(text.splitlines()) == 4  # begin (said first, totals unknown) and the three
     for secret in ("deadbeefcafe", "s3cr3t-value", "hf_abcdefghijklmnop", "\x1b", "\\u001b"):
         assert secret not in text
-    assert events(stream)[1]["message"].startswith("403 for https://cdn.example.com/m.bin?REDACTED")
+    assert events(stream)[0] == {"event": "begin", "time": events(stream)[0]["time"], "files": None, "total": None}
+    assert events(stream)[2]["message"].startswith("403 for https://cdn.example.com/m.bin?REDACTED")
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", events(stream)[0]["time"])
 
 
@@ -96,13 +98,14 @@ def check_pull_events(lines: list[str]) -> None:
     assert finished == {"tiny/config.json": 18, "tiny/model.safetensors": len(WEIGHTS)}
 
 
-def test_json_events_from_a_real_pull(tiny: Path) -> None:
+def test_json_events_from_a_real_pull(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)  # the run's one event stream writes to the stderr it starts with
     run = Run(progress="json", quiet=True)  # -q silences people's output, not the events asked for
-    run.stderr = io.StringIO()
     with run.reporter() as progress:
         report = api.pull("tiny", progress=progress)
     assert report.ok
-    check_pull_events(run.stderr.getvalue().splitlines())
+    check_pull_events(stderr.getvalue().splitlines())
 
 
 def test_cli_progress_json(tiny: Path) -> None:
@@ -113,7 +116,7 @@ def test_cli_progress_json(tiny: Path) -> None:
     result = CliRunner().invoke(app, ["pull", "tiny", "-q", "--progress", "json"])
     assert result.exit_code == 0, result.output
     check_pull_events(result.stderr.splitlines())
-    # Without -q the people's lines (the summary, warnings) stay too, and never start with "{".
+    # Without -q too: people's lines (the summary, warnings) become events, so every line still parses.
     again = CliRunner().invoke(app, ["pull", "tiny", "--force", "--progress", "json"])
     assert again.exit_code == 0, again.output
-    check_pull_events([line for line in again.stderr.splitlines() if line.startswith("{")])
+    check_pull_events(again.stderr.splitlines())

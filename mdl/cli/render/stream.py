@@ -1,0 +1,148 @@
+"""``--progress json``'s one stderr: every line a JSON document, one ``begin`` first, one ``end`` last.
+
+The progress display (events.py), the console (errors, warnings, info) and the run's ending all write through
+one :class:`EventStream`, so a program reading stderr line by line never meets a human line, a second ``begin``
+or an event after ``end``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from mdl.redact import safe_doc
+
+
+class EventStream:
+    """Writes events, one a line: ``begin`` is always the first (said with null totals when something else comes
+    first), a later batch's totals are a ``plan`` event, and ``end`` is the last line (later events are dropped)."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        secrets: tuple[str, ...] = (),
+        wallclock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._secrets = secrets
+        self._wallclock = wallclock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._begun = False
+        self._ended = False
+        self._empty: dict[str, int | None] | None = None  # an empty batch's totals, said only if nothing follows
+        self.errors: set[tuple[str | None, str | None]] = set()  # (model, path) an ``error`` event named
+
+    def _stamp(self) -> str:
+        moment = self._wallclock()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def _write(self, event: str, fields: Mapping[str, Any]) -> None:
+        doc: dict[str, Any] = {"event": event, "time": self._stamp(), **fields}
+        clean = safe_doc(doc, secrets=self._secrets)
+        try:
+            self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr's reader left: the run's outcome is its exit code
+            self._ended = True
+
+    def emit(self, event: str, /, **fields: Any) -> None:
+        """One event (after a ``begin`` with unknown totals if none was said yet; nothing once ended)."""
+        with self._lock:
+            if self._ended:
+                return
+            if not self._begun:
+                self._begun = True
+                self._write("begin", self._empty or {"files": None, "total": None})
+            self._write(event, fields)
+
+    def begin(self, *, files: int, total: int | None) -> None:
+        """The run's totals: ``begin`` the first time, a ``plan`` event for any batch planned later. An empty batch
+        (a phase with nothing to do) waits: a later batch's totals make a truer ``begin``, and a ``plan`` of
+        nothing says nothing."""
+        with self._lock:
+            if self._ended:
+                return
+            if files <= 0:
+                if not self._begun:
+                    self._empty = {"files": files, "total": total}
+                return
+            if self._begun:
+                self._write("plan", {"files": files, "total": total})
+                return
+            self._begun = True
+            self._write("begin", {"files": files, "total": total})
+
+    def error(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        model: str | None = None,
+        path: str | None = None,
+        label: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """An ``error`` event: for a file or model (named), or for the whole run (model and path null)."""
+        with self._lock:
+            if model is not None or path is not None:
+                self.errors.add((model, path))
+            fields = {"model": model, "path": path, "label": label, "message": message, "hint": hint}
+            self.emit("error", **fields, **extra)
+
+    def warning(self, message: str) -> None:
+        """A ``warning`` event (what people read as ``mdl: warning: …``)."""
+        self.emit("warning", message=message)
+
+    def note(self, message: str) -> None:
+        """A ``note`` event (an informational line: a stall recovered, the summary in words)."""
+        self.emit("note", message=message)
+
+    def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
+        """The last line: ``end`` with ``ok``, the exit code and the run's summary; said once."""
+        with self._lock:
+            if self._ended:
+                return
+            self.emit("end", ok=exit_code == 0, exit_code=exit_code, summary=dict(summary))
+            self._ended = True
+
+
+def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
+    """The ``end`` event's ``summary``: models and files counted, each action's count, bytes fetched, seconds, and
+    the summary line people read (null when none was made)."""
+    actions: dict[str, int] = {}
+    for outcome in outcomes:
+        actions[outcome.action] = actions.get(outcome.action, 0) + 1
+    return {
+        "models": len({o.model for o in outcomes if o.model}),
+        "files": sum(1 for o in outcomes if o.path is not None),
+        "actions": actions,
+        "failed": sum(1 for o in outcomes if o.failing),
+        "bytes": sum(o.fetched for o in outcomes),
+        "seconds": round(seconds, 3),
+        "text": text,
+    }
+
+
+def failed_to_start(stream: TextIO, *, message: str, exit_code: int, secrets: tuple[str, ...] = ()) -> None:
+    """The whole stream of a run that never started (its command line did not parse): ``begin``, the ``error``
+    (a usage error) and ``end``, so a program reading ``--progress json`` still gets its ending."""
+    events = EventStream(stream, secrets=secrets)
+    events.error(message, code=exit_code, kind="usage")
+    events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
+
+
+def wants_events(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--progress json`` (read before it parses, for :func:`failed_to_start`)."""
+    args = list(argv)
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--progress=json" or (arg == "--progress" and args[index + 1 : index + 2] == ["json"]):
+            return True
+    return False

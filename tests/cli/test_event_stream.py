@@ -1,0 +1,218 @@
+"""`--progress json` is a pure stream: every stderr line is one JSON document, one `begin` first, warnings and errors
+as events, one `end` last with the exit code and the summary — with or without -q, on success, failure, a usage
+error or a bug.
+
+Against the loopback Hub and CDN (tests/servers.py), through the real CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from servers import CdnServer, HubServer, make_data
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
+from mdl.cli.run import Run, guarded
+
+WEIGHTS = make_data(300_000, seed=31)
+CONFIG = b'{"hidden_size": 8}'
+
+
+def mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def stream(text: str) -> list[dict[str, Any]]:
+    """Every line of ``text`` as a JSON object (a line that is not one fails the test), checked as a stream: one
+    ``begin``, first; one ``end``, last; every event stamped."""
+    events = [json.loads(line) for line in text.splitlines()]
+    assert events, "no events"
+    assert all(isinstance(e, dict) and {"event", "time"} <= set(e) for e in events)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "begin" and kinds.count("begin") == 1, kinds
+    assert kinds[-1] == "end" and kinds.count("end") == 1, kinds
+    return events
+
+
+def end_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    end = events[-1]
+    assert set(end) == {"event", "time", "ok", "exit_code", "summary"}
+    assert set(end["summary"]) == {"models", "files", "actions", "failed", "bytes", "seconds", "text"}
+    return end
+
+
+@pytest.fixture
+def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.badname]\nrepo = "org/nope"\n')
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.chdir(tmp_path)
+    return {"tmp": tmp_path, "dest": tmp_path / "models"}
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_a_pull_is_one_stream_from_begin_to_end(world: dict[str, Path], quiet: list[str]) -> None:
+    result = mdl("pull", "tiny", "--progress", "json", *quiet)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{world['dest'] / 'tiny'}\n"  # the data stays on stdout
+    events = stream(result.stderr)
+    assert events[0]["files"] == 2 and events[0]["total"] == len(CONFIG) + len(WEIGHTS)
+    assert [e["event"] for e in events].count("finish") == 2
+    end = end_of(events)
+    assert end["ok"] is True and end["exit_code"] == 0
+    summary = end["summary"]
+    assert summary["models"] == 1 and summary["files"] == 2 and summary["failed"] == 0
+    assert summary["actions"] == {"downloaded": 2} and summary["bytes"] == len(CONFIG) + len(WEIGHTS)
+    assert summary["text"].startswith("pulled 1 model (2 files: 2 downloaded)")
+
+
+def test_a_failing_pull_says_each_error_once_and_ends_with_its_code(world: dict[str, Path]) -> None:
+    result = mdl("pull", "badname", "tiny", "--progress", "json")
+    assert result.exit_code == 4
+    events = stream(result.stderr)
+    errors = [e for e in events if e["event"] == "error"]
+    assert [(e["model"], e["path"]) for e in errors] == [("badname", None)]
+    assert "badname" in errors[0]["message"] and "hint" in errors[0]
+    end = end_of(events)
+    assert end["ok"] is False and end["exit_code"] == 4
+    assert end["summary"]["failed"] == 1 and end["summary"]["actions"] == {"failed": 1, "downloaded": 2}
+
+
+def test_a_run_that_fails_before_any_file_still_begins_and_ends(world: dict[str, Path]) -> None:
+    result = mdl("pull", "tiny", "--progress", "json", "--catalog", str(world["tmp"] / "missing.toml"))
+    assert result.exit_code == 2
+    events = stream(result.stderr)
+    assert events[0] == {"event": "begin", "time": events[0]["time"], "files": None, "total": None}
+    [error] = [e for e in events if e["event"] == "error"]
+    assert error["code"] == 2 and error["kind"] and error["model"] is None and "missing.toml" in error["message"]
+    assert end_of(events)["exit_code"] == 2
+
+
+def test_a_usage_error_inside_the_command_is_an_event_and_an_end(world: dict[str, Path]) -> None:
+    result = mdl("get", "-o", "x", "-d", "y", "http://127.0.0.1:9/x", "--progress", "json")
+    assert result.exit_code == 2
+    events = stream(result.stderr)
+    assert [e["event"] for e in events] == ["begin", "error", "end"]
+    assert events[1]["kind"] == "usage" and events[1]["code"] == 2
+    assert end_of(events)["ok"] is False
+
+
+def test_an_internal_error_still_ends_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.delenv("MDL_DEBUG", raising=False)
+    run = Run(progress="json")
+    with pytest.raises(typer.Exit) as ended, guarded(run):
+        raise RuntimeError("a bug")
+    assert ended.value.exit_code == 1
+    events = stream(stderr.getvalue())
+    assert [e["event"] for e in events] == ["begin", "error", "end"]
+    assert events[1]["message"] == "internal error: RuntimeError: a bug" and events[1]["hint"]
+    assert end_of(events)["exit_code"] == 1
+
+
+def test_verify_is_one_stream(world: dict[str, Path]) -> None:
+    assert mdl("pull", "tiny", "-q").exit_code == 0
+    result = mdl("verify", "tiny", "--progress", "json")
+    assert result.exit_code == 0, result.stderr
+    end = end_of(stream(result.stderr))
+    assert end["ok"] is True and end["summary"]["actions"] == {"verified": 2}
+
+
+def _inline(name: str, data: bytes) -> dict[str, Any]:
+    return {"type": "file_data", "filename": name, "data": base64.b64encode(data).decode(), "size": len(data)}
+
+
+def test_a_job_output_with_three_outputs_is_one_stream(world: dict[str, Path], cdn: CdnServer) -> None:
+    big = make_data(100_000, seed=32)
+    url = cdn.add_file("/results/job-9/model.safetensors", big, signed=True)
+    job = {
+        "id": "job-9",
+        "status": "COMPLETED",
+        "output": {
+            "files": [
+                _inline("a.bin", b"alpha"),
+                _inline("b.bin", b"beta"),
+                {"type": "redirect", "url": url, "filename": "model.safetensors", "size": len(big)},
+            ]
+        },
+    }
+    (world["tmp"] / "job.json").write_text(json.dumps(job))
+    result = mdl("get", "job.json", "-d", "out", "--progress", "json")
+    assert result.exit_code == 0, result.stderr
+    events = stream(result.stderr)  # one begin, even when the sources are planned in batches (``plan`` events)
+    assert {e["path"] for e in events if e["event"] == "finish"} == {"a.bin", "b.bin", "model.safetensors"}
+    assert all(e["files"] is not None for e in events if e["event"] in ("begin", "plan"))
+    end = end_of(events)
+    assert end["ok"] is True and end["summary"]["files"] == 3 and end["summary"]["models"] == 0
+    out = world["tmp"] / "out"
+    assert result.stdout.splitlines() == [str(out / "a.bin"), str(out / "b.bin"), str(out / "model.safetensors")]
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert "X-Amz-Signature=" not in result.stderr
+
+
+def test_a_list_asked_for_json_progress_is_a_stream_too(world: dict[str, Path]) -> None:
+    """A command without a progress display still keeps the promise: begin, its warnings/notes, end."""
+    result = mdl("--progress", "json", "list")
+    assert result.exit_code == 0, result.stderr
+    assert "tiny" in result.stdout
+    assert [e["event"] for e in stream(result.stderr)] == ["begin", "end"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["pull", "--progress", "json", "--bogus"], True),
+        (["--progress=json", "pull"], True),
+        (["pull", "--progress", "plain"], False),
+        (["get", "--", "--progress", "json"], False),
+        (["pull", "--progress"], False),
+    ],
+)
+def test_a_command_line_that_asks_for_events_is_seen_before_it_parses(argv: list[str], wanted: bool) -> None:
+    assert wants_events(argv) is wanted
+
+
+def test_a_run_that_never_started_is_still_a_whole_stream() -> None:
+    """What the entry point writes for a command line that did not parse (mdl/__main__.py)."""
+    out = io.StringIO()
+    failed_to_start(out, message="No such option: --bogus", exit_code=2)
+    events = stream(out.getvalue())
+    assert [e["event"] for e in events] == ["begin", "error", "end"]
+    assert events[1]["kind"] == "usage" and events[1]["code"] == 2 and events[1]["hint"] is None
+    assert end_of(events)["exit_code"] == 2 and events[-1]["ok"] is False
+
+
+def test_one_begin_however_many_batches_and_nothing_after_end() -> None:
+    out = io.StringIO()
+    events = EventStream(out)
+    events.begin(files=0, total=0)  # an empty phase waits for a truer begin
+    events.begin(files=2, total=30)
+    events.begin(files=0, total=0)  # a later empty batch says nothing
+    events.begin(files=1, total=5)  # a later batch: its totals as a ``plan``
+    events.warning("mirror m is not usable")
+    events.end(exit_code=0, summary=run_summary((), seconds=0.0, text=None))
+    events.note("too late")
+    events.end(exit_code=3, summary={})
+    got = stream(out.getvalue())
+    assert [(e["event"], e.get("files"), e.get("total")) for e in got] == [
+        ("begin", 2, 30),
+        ("plan", 1, 5),
+        ("warning", None, None),
+        ("end", None, None),
+    ]
+    assert got[2]["message"] == "mirror m is not usable" and got[-1]["exit_code"] == 0
