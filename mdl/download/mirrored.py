@@ -9,7 +9,6 @@ from dataclasses import replace
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
-from mdl.report import warning_cause
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
 from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
@@ -56,25 +55,18 @@ def fetch_from_mirrors(
             if _mirror_is_down(exc, s3=s3):
                 mirror = safe_text(template)
                 if session.mark_mirror_down(template, why):  # said once, with the first file it failed
-                    _warn(retries, f"mirror {mirror} is not usable ({why}); using the next source")
+                    retries.warn(f"mirror {mirror} is not usable ({why}); using the next source")
                 else:
                     retries.add(f"mirror {shown} failed ({why})")
                 continue
             # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning
             # (stderr in every progress mode, the file's ``warning`` in --json, the log), not only a note.
-            _warn(retries, f"{label}: mirror {shown} failed ({why}); trying the next source")
+            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
             continue
         log.info("%s: fetched from mirror %s", label, shown)
         session.progress.finish(label, ok=True)
         return replace(result, mirror=shown)
     return None
-
-
-def _warn(retries: RetryLog, warning: str) -> None:
-    """Log ``warning`` now and keep it on the file's outcome: the command says it once with its report (stderr in
-    every progress mode but -q, ``warning`` in --json), not a second time as a progress note."""
-    log.warning("%s", warning)
-    retries.add(warning_cause(warning))
 
 
 # What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as opposed to

@@ -281,7 +281,11 @@ def _aim_ranges(streams: Streamer, job: TransferJob, state: DownloadState, conne
     else:
         state.url = streams.locate_retrying(job, state)
     if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
-        log.info("%s: the server names no version of the file, fetching it as one stream", job.label)
+        # The user hears of it: no resume and no parallel ranges for a big file, for want of a validator.
+        job.retries.warn(
+            f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "
+            "sha256 checks it: fetched as one stream, and an interruption starts it over"
+        )
         with state.lock:
             state.pieces = [Piece(0, state.size)]
         return False

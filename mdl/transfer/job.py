@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import httpx2
 
+from mdl.report import warning_cause
 from mdl.transfer.http import Credentials
 from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
+
+log = logging.getLogger("mdl.transfer")
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
 MAX_STALLS = 20
@@ -63,6 +67,12 @@ class RetryLog:
         """Note one more retry and its cause."""
         with self._lock:
             self._causes.append(cause)
+
+    def warn(self, message: str) -> None:
+        """A cause the user must hear of (a mirror bypassed, a version nothing can tell apart): logged now as a
+        warning, and said with the file's outcome in every output mode (``FileOutcome.warnings``)."""
+        log.warning("%s", message)
+        self.add(warning_cause(message))
 
     @property
     def causes(self) -> tuple[str, ...]:

@@ -167,3 +167,34 @@ def test_a_model_kept_on_a_hub_outage_is_a_warning_in_every_mode(
     assert result.stdout == f"{world['dest'] / 'tiny'}\n"
     quiet = mdl("pull", "tiny", "--timeout", "2", "-q", *flags)
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+# -- a server that names no version of a big file: no resume, no parallel ranges, and the user hears of it ----
+
+
+@pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
+def test_a_big_file_with_no_validator_is_a_warning_in_every_mode(
+    cdn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
+) -> None:
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    data = make_data(33 * 1024 * 1024, seed=7)  # above the split threshold: ranges would be used if they were safe
+    url = cdn.add_file("/big.bin", data, etag="", dated=False)
+    result = mdl("get", url, "-d", str(tmp_path / "out"), *flags)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    said = warnings(result.stderr)
+    assert len(said) == 1 and "names no version of the file" in said[0], result.stderr
+    assert "names no version of the file" in (tmp_path / "mdl.log").read_text()
+
+
+def test_a_big_file_with_no_validator_is_a_warning_in_json(cdn: Any, tmp_path: Path) -> None:
+    data = make_data(33 * 1024 * 1024, seed=8)
+    url = cdn.add_file("/big.bin", data, etag='W/"weak"', dated=False)  # a weak ETag names no version either
+    result = mdl("get", url, "-d", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = json.loads(result.stdout)["files"]
+    assert "names no version of the file" in row["warning"]
+    quiet = mdl("get", url, "-d", str(tmp_path / "again"), "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    with_sha = mdl("get", url, "-d", str(tmp_path / "sha"), "--sha256", __import__("hashlib").sha256(data).hexdigest())
+    assert with_sha.exit_code == 0 and warnings(with_sha.stderr) == []  # a hash checks the result: ranges are safe
