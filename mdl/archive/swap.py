@@ -56,6 +56,18 @@ def deferred_signals() -> Iterator[None]:
             signal.raise_signal(caught[0])  # now handled as it would have been: KeyboardInterrupt, exit 130
 
 
+@contextlib.contextmanager
+def _swapping_in(dest: Path) -> Iterator[None]:
+    """Hold DEST's own flock while a swap looks and moves: two unpacks into one folder take turns, so neither
+    renames its tree onto a folder the other has just put there (flock on the folder: no lock file in DEST)."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -96,7 +108,7 @@ class Staging:
 
     def swap(self, tops: list[str]) -> None:
         """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""
-        with deferred_signals():
+        with deferred_signals(), _swapping_in(self.dest):
             plan = _Plan(tuple(tops), frozenset(t for t in tops if os.path.lexists(self.dest / t)))
             try:
                 _write_journal(self.path, plan, _SWAPPING)
