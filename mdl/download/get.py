@@ -323,7 +323,7 @@ def _fetch_remote(
                             sha256=expected,
                             save_as=name,
                         )
-                        remote = resolve_file("", spec, hub=hub, environ={})
+                        remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                         if not settings.force and _present(target):
                             if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                                 raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))

@@ -104,6 +104,7 @@ def expand_repos(
                     sha256=file.sha256,
                     where=item.of(file.path),
                     hub=(item.repo_type, item.repo, file.commit or spec.revision, file.path),
+                    listed=dataclasses.replace(file, model=""),  # a get's files belong to no model
                 )
                 try:
                     save_parts(one)

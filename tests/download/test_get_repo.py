@@ -64,6 +64,7 @@ def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_lists_each_path(e
     for path, data in TINY.items():
         assert (out / path).read_bytes() == data
     assert result.stdout.splitlines() == [str(out / path) for path in sorted(TINY)]
+    assert env.log.records(method="HEAD") == [], "the listing named every file: no HEAD per file"
 
 
 def test_a_second_run_skips_everything_and_fetches_no_body(env: HubServer, tmp_path: Path) -> None:
@@ -264,7 +265,7 @@ def test_any_hf_text_parses_or_is_a_usage_error(tail: str) -> None:
     except UsageError as exc:
         assert exc.exit_code == 2
         return
-    assert uri.path is None or not uri.path.startswith("/") and ".." not in uri.path.split("/")
+    assert uri.path is None or (not uri.path.startswith("/") and ".." not in uri.path.split("/"))
 
 
 def test_the_forms_have_nothing_the_redaction_eats() -> None:
@@ -277,3 +278,13 @@ def test_listing_order_and_sha256_match_the_hub(env: HubServer, tmp_path: Path) 
     report = mdl.get("hf://org/tiny", directory=tmp_path / "o", include=["*.safetensors"])
     (only,) = report.files
     assert only.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def test_a_link_planted_where_a_repo_folder_goes_is_never_written_through(env: HubServer, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "data").symlink_to(tmp_path / "elsewhere")
+    result = run("get", "hf://datasets/org/ds", "-d", "out")
+    assert result.exit_code == 2, result.stderr
+    assert "symbolic link" in result.stderr
+    assert files_in(tmp_path / "elsewhere") == []
