@@ -39,15 +39,11 @@ def get_cmd(
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
     include: Annotated[
         list[str] | None,
-        typer.Option(
-            "--include", help="Whole hf:// repo: only paths matching this glob (repeatable).", show_default=False
-        ),
+        typer.Option("--include", help="Whole hf:// repo: only paths matching this glob (repeatable)."),
     ] = None,
     exclude: Annotated[
         list[str] | None,
-        typer.Option(
-            "--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable).", show_default=False
-        ),
+        typer.Option("--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."),
     ] = None,
     connections: Annotated[
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
@@ -65,7 +61,7 @@ def get_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """Fetch one-off sources: URLs, hf:// and s3:// files, serverless job outputs (base64 or presigned URLs)."""
+    """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run):
