@@ -304,9 +304,14 @@ def get(
     progress: Progress | None = None,
     read_text: Callable[[str], str] | None = None,
     force: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources (``https://`` URLs, ``hf://`` files, job-output JSON files, ``-`` = stdin) into
-    ``directory`` (default: the current folder), or ``output`` for a single file; verified and atomic.
+    """Fetch one-off sources (``https://`` and ``s3://`` URLs, ``hf://`` files and whole repos, job-output JSON
+    files, ``-`` = stdin) into ``directory`` (default: the current folder), or ``output`` for a single file;
+    verified and atomic. A whole repo (``hf://owner/name[@rev]``) is filtered by ``include``/``exclude`` (glob
+    patterns as ``hf download`` takes them; a str is one pattern; UsageError with any other source), and every
+    Hub file keeps its folder inside the repo under ``directory``.
 
     A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
     compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
@@ -333,4 +338,6 @@ def get(
         progress=progress or NullProgress(),
         read_text=read_text or read_source,
         force=force,
+        include=include,
+        exclude=exclude,
     )

@@ -8,15 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdl.errors import UsageError
+from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
 from mdl.paths import safe_relative_path, url_basename
 from mdl.redact import redact_url
 
-# hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may hold slashes.
-_HF_URI = re.compile(
-    r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
-    r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
-)
-_REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -41,23 +36,14 @@ def parse_source(text: str) -> AddSource:
     """``hf://[datasets/|spaces/]owner/name[@rev][/path]`` or an ``http(s)://`` URL; UsageError otherwise."""
     if text.lower().startswith(("https://", "http://")):
         return AddSource(redact_url(text), url=text)
-    match = _HF_URI.match(text.rstrip("/")) if text.startswith("hf://") else None
-    if match is None:
+    if not text.startswith("hf://"):
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
-        # Not "hf://[datasets/|spaces/]…": the redaction at every sink would take that for a URL with a password.
         raise UsageError(
-            f"{text}: expected hf://owner/name[@revision][/path] (hf://datasets/… or hf://spaces/… for those) "
-            "or an https:// URL",
+            f"{text}: expected {HF_URI_FORMS}, or an https:// URL",
             hint=f"write it as {example}" if example else None,
         )
-    path = match.group("path")
-    return AddSource(
-        text,
-        repo=match.group("repo"),
-        repo_type=_REPO_TYPES[match.group("type")],
-        revision=match.group("rev"),
-        path=safe_relative_path(path, where=text) if path is not None else None,
-    )
+    uri = parse_hf_uri(text)
+    return AddSource(text, repo=uri.repo, repo_type=uri.repo_type, revision=uri.revision, path=uri.path)
 
 
 def snapshot_table(source: AddSource, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ def get_cmd(
     sources: Annotated[
         list[str],
         typer.Argument(
-            help="https:// URLs, hf://[datasets/|spaces/]owner/name[@rev]/path, or job-output JSON ('-' = stdin)."
+            help="https:// or s3:// URLs, hf://owner/name[@rev][/path] (a whole repo, or one file; "
+            "hf://datasets/... and hf://spaces/... too), or job-output JSON ('-' = stdin)."
         ),
     ],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the (single) file here.")] = None,
@@ -36,6 +37,14 @@ def get_cmd(
         Path | None, typer.Option("-d", "--dir", help="Save files into this folder (default: current).")
     ] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Whole hf:// repo: only paths matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."),
+    ] = None,
     connections: Annotated[
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
@@ -52,7 +61,7 @@ def get_cmd(
     progress_mode: ProgressOpt = None,
     log_file: LogFileOpt = None,
 ) -> None:
-    """Fetch one-off sources: URLs, hf:// and s3:// files, serverless job outputs (base64 or presigned URLs)."""
+    """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run):
@@ -67,6 +76,8 @@ def get_cmd(
                 output=output,
                 directory=directory,
                 sha256=sha256,
+                include=include or (),
+                exclude=exclude or (),
                 catalog=flags.catalog,
                 connections=connections,
                 limit_rate=limit_rate,

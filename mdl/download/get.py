@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,10 +11,12 @@ from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
+from mdl.download.getrepo import SaveNames, check_repo_flags, expand_repos, hub_file, patterns, save_parts
 from mdl.download.oneoff import tidy_after
 from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
+from mdl.hfuri import HfUri, parse_hf_uri
+from mdl.paths import path_problem, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -27,7 +28,6 @@ from mdl.sources import (
     check_inline,
     check_url,
     decoded_size,
-    name_key,
     parse_job_output,
     s3_source,
     write_inline,
@@ -44,32 +44,13 @@ log = logging.getLogger("mdl.get")
 
 Source = InlineFile | UrlFile
 
-_HF_URI = re.compile(
-    r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
-    r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?/(?P<path>.+)$"
-)
 
-
-def parse_hf_uri(uri: str) -> UrlFile:
-    """``hf://[datasets/|spaces/]owner/name[@rev]/path`` → a Hub file."""
-    match = _HF_URI.match(uri)
-    if not match:
-        raise UsageError(f"{uri}: expected hf://[datasets/|spaces/]owner/name[@revision]/path")
-    repo_type = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}[match.group("type")]
-    path = safe_relative_path(match.group("path"), where=uri)
-    return UrlFile(
-        filename=path.rsplit("/", 1)[-1],
-        url=None,
-        size=None,
-        sha256=None,
-        where=uri,
-        hub=(repo_type, match.group("repo"), match.group("rev") or "main", path),
-    )
-
-
-def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False) -> list[Source]:
-    """Every SOURCE argument → the files it stands for (``named``: -o gives the file its name)."""
-    found: list[Source] = []
+def parse_sources(
+    sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False
+) -> list[Source | HfUri]:
+    """Every SOURCE argument → the files it stands for, or a whole Hub repo (listed by ``expand_repos``);
+    ``named``: -o gives the file its name."""
+    found: list[Source | HfUri] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
             shown = redact_url(source)
@@ -77,7 +58,8 @@ def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], na
             name = "" if named else url_basename(source, where=shown)
             found.append(UrlFile(name, source, None, None, where=shown))
         elif source.startswith("hf://"):
-            found.append(parse_hf_uri(source))
+            uri = parse_hf_uri(source)
+            found.append(uri if uri.is_repo else hub_file(uri))
         elif source.startswith("s3://"):
             found.append(s3_source(source, named=named))
         else:
@@ -110,14 +92,20 @@ def get_sources(
     progress: Progress,
     read_text: Callable[[str], str],
     force: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic.
+    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic; a whole
+    Hub repo is listed first (``include``/``exclude`` filter it) and its files keep their folders.
 
     A file already there is kept when it has the expected bytes, and refused (exit 2) when it differs or cannot
     be compared; ``force`` replaces it.
     """
     expected = check_expected_sha256(sha256)
-    items = parse_sources(sources, read_text=read_text, named=output is not None)
+    include, exclude = patterns(include, flag="--include"), patterns(exclude, flag="--exclude")
+    given = parse_sources(sources, read_text=read_text, named=output is not None)
+    check_repo_flags(given, settings, include=include, exclude=exclude, output=output, sha256=expected)
+    items = expand_repos(given, settings, include=include, exclude=exclude, progress=progress)
     return fetch_sources(
         items, settings, output=output, directory=directory, sha256=expected, progress=progress, force=force
     )
@@ -173,14 +161,15 @@ def fetch_sources(
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
-        outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress))
+        root = directory if output is None else None
+        outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress, root=root))
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
 def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -> list[Path]:
-    """Where each file goes; refuses unsafe names, two files with one name, and folders in the way."""
+    """Where each file goes; refuses unsafe names, two files at one place, and folders in the way."""
     targets: list[Path] = []
-    seen: dict[str, str] = {}
+    names = SaveNames()
     for item in items:
         if output is not None:
             target = output
@@ -189,19 +178,17 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -
             problem = path_problem(target.name)  # the same rule as for names from servers
             if problem is not None:
                 raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
+            parts = [target.name]
         else:
-            # Names from URLs and the Hub are as untrusted as a job's: the same rules for all.
-            name = safe_file_name(item.filename, where=f"{item.where}: its file name")
-            target = directory / name
+            # Names from URLs and the Hub are as untrusted as a job's: the same rules for all, folders included.
+            parts = save_parts(item)
+            target = directory.joinpath(*parts)
             if target.is_dir() and not target.is_symlink():
                 raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
         problem = creatable_problem(target)  # before any byte is fetched or written
         if problem is not None:
             raise LocalFSError(f"{item.where}: cannot be saved at {target}: {problem}")
-        key = name_key(target.name)
-        if key in seen:
-            raise UsageError(f"{item.where} and {seen[key]} would both be saved as {target}")
-        seen[key] = item.where
+        names.add(parts, where=item.where, target=target)
         targets.append(target)
     return targets
 
@@ -295,8 +282,15 @@ def _already_there(
 
 
 def _fetch_remote(
-    items: list[tuple[int, UrlFile, Path]], settings: Settings, *, expected: str | None, progress: Progress
+    items: list[tuple[int, UrlFile, Path]],
+    settings: Settings,
+    *,
+    expected: str | None,
+    progress: Progress,
+    root: Path | None = None,
 ) -> dict[int, FileOutcome]:
+    """Download the remote files into ``root`` (``-d``; Hub files keep their folders under it), or each into its
+    target's folder (``-o``)."""
     from mdl.catalog import FileSpec
     from mdl.download.puller import Puller
     from mdl.sources import RemoteFile, resolve_file
@@ -304,7 +298,7 @@ def _fetch_remote(
     outcomes: dict[int, FileOutcome] = {}
     by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
     for entry in items:
-        by_folder.setdefault(entry[2].parent, []).append(entry)
+        by_folder.setdefault(root or entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
         # A one-off get keeps no record: `list`, `verify` and re-runs are about catalog models, and a pull
         # may be using this folder's .mdl/ at the same time (its records must survive whatever get does).
@@ -313,7 +307,7 @@ def _fetch_remote(
             planned: list[tuple[int, PlannedFile]] = []
             openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
             for index, item, target in group:
-                name = target.name
+                name = target.relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
                 try:
                     if item.hub is not None:
                         repo_type, repo, revision, path = item.hub
@@ -329,7 +323,7 @@ def _fetch_remote(
                             sha256=expected,
                             save_as=name,
                         )
-                        remote = resolve_file("", spec, hub=hub, environ={})
+                        remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                         if not settings.force and _present(target):
                             if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                                 raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
@@ -22,6 +22,9 @@ from mdl.paths import safe_file_name, temp_name
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.store import fsync_dir
+
+if TYPE_CHECKING:
+    from mdl.sources.resolve import RemoteFile
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z, not $: "$" also matches before a final newline
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
@@ -66,6 +69,7 @@ class UrlFile:
     sha256: str | None
     where: str  # what to call it in errors (descriptor key path, the redacted URL, or the hf:// URI)
     hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
+    listed: RemoteFile | None = None  # a whole repo's file, as its listing named it (no HEAD needed)
 
 
 @dataclass(frozen=True)

@@ -424,7 +424,7 @@ def test_hf_uri_and_output_file(env: HubServer, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["files"][0]["sha256"] == sha(DATA)
     ds = mdl("get", "hf://datasets/org/ds@main/data/train.jsonl")
     assert ds.exit_code == 0, ds.stderr
-    assert (tmp_path / "train.jsonl").read_bytes() == b'{"x": 1}\n'
+    assert (tmp_path / "data" / "train.jsonl").read_bytes() == b'{"x": 1}\n', "its folder in the repo is kept"
     assert mdl("get", "hf://org/tiny/missing.bin").exit_code == 4
 
 

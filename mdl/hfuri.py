@@ -1,0 +1,62 @@
+"""The one ``hf://`` parser: a whole Hub repo or one file in it, for ``mdl get`` and ``mdl add`` alike."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mdl.errors import UsageError
+from mdl.paths import safe_relative_path
+
+# hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may hold slashes.
+_HF_URI = re.compile(
+    r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+    r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
+)
+_REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
+_PREFIXES = {"dataset": "datasets/", "space": "spaces/", "model": ""}
+
+# The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes a bracket
+# after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED instead of the help.
+HF_URI_FORMS = (
+    "hf://owner/name, hf://owner/name@revision or hf://owner/name/path "
+    "(hf://datasets/owner/name/... and hf://spaces/owner/name/... for those)"
+)
+
+
+@dataclass(frozen=True)
+class HfUri:
+    """``hf://`` parsed: the repo, its type, the revision asked for (None: the default branch) and the path in it
+    (None: the whole repo)."""
+
+    given: str
+    repo_type: str
+    repo: str
+    revision: str | None
+    path: str | None
+
+    @property
+    def is_repo(self) -> bool:
+        """A whole repo (no path)."""
+        return self.path is None
+
+    def of(self, path: str) -> str:
+        """The ``hf://`` URI of one file of this repo at the revision asked for (for messages)."""
+        at = f"@{self.revision}" if self.revision is not None else ""
+        return f"hf://{_PREFIXES[self.repo_type]}{self.repo}{at}/{path}"
+
+
+def parse_hf_uri(text: str) -> HfUri:
+    """``hf://[datasets/|spaces/|models/]owner/name[@revision][/path]`` → HfUri; UsageError (exit 2) naming the
+    accepted forms otherwise, or UnsafePathError for a path that climbs out or is absolute."""
+    match = _HF_URI.match(text.rstrip("/"))
+    if match is None:
+        raise UsageError(f"{text}: expected {HF_URI_FORMS}")
+    path = match.group("path")
+    return HfUri(
+        given=text,
+        repo_type=_REPO_TYPES[match.group("type")],
+        repo=match.group("repo"),
+        revision=match.group("rev"),
+        path=safe_relative_path(path, where=text) if path is not None else None,
+    )
