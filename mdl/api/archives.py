@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from mdl.api.inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 StrPath = str | os.PathLike[str]
 
 
+@checked
 def pack(
     run_dir: StrPath,
     *,
@@ -64,6 +66,7 @@ def pack(
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
+@checked
 def unpack(
     archive: StrPath | BinaryIO,
     *,
