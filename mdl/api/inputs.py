@@ -6,7 +6,7 @@ The rules, one per annotation (the CLI passes the same values and never meets th
 - a ``str`` where a sequence of strings is expected (``include="*.json"``) is ONE item, as huggingface_hub's
   ``allow_patterns`` takes it; ``bytes`` and items that are not ``str`` are refused;
 - a path is a ``str`` or an ``os.PathLike`` giving one, never empty, never with a NUL character;
-- a ``bool`` is ``True`` or ``False`` (not ``0``/``1``), a number is never a ``bool``, and NaN is no number;
+- a ``bool`` is ``True`` or ``False`` (not ``0``/``1``), and a number is never a ``bool``;
 - text never holds a NUL character (no file name, URL or header can).
 
 A parameter whose annotation has no rule fails the first call (tests/test_api_inputs.py calls them all).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -86,10 +85,9 @@ def as_int(value: object, *, param: str) -> int:
 
 
 def as_number(value: object, *, param: str) -> float:
-    """A number (``int`` or ``float``, not a ``bool``, not NaN); infinity is left to the parameter's own check."""
+    """A number (``int`` or ``float``, not a ``bool``); its range (NaN, infinity) is the parameter's own check,
+    which names the flag too."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _refuse(param, "a number", value)
-    if isinstance(value, float) and math.isnan(value):
         raise _refuse(param, "a number", value)
     return float(value)
 

@@ -36,6 +36,7 @@ class PackOptions:
     dry_run: bool = False
     source_date_epoch: int | None = None
     cwd: Path = Path()
+    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,14 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
             )
 
 
+def _refuse_existing(target: Path, *, force: bool) -> None:
+    """An archive already at ``target`` is replaced only with ``force`` (atomically: the new one is renamed over)."""
+    if target.is_dir():
+        raise UsageError(f"output {target} is a folder")
+    if not force and (target.exists() or target.is_symlink()):
+        raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
+
+
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
     if options.profile not in PROFILES:
@@ -158,6 +167,8 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         raise UsageError(f"the folders in {options.run_dir} are nested too deeply to pack") from None
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
+    if target is not None:
+        _refuse_existing(target, force=options.force)
 
     meta: dict[str, Any] = {
         "format": "mdl-pack",
@@ -199,8 +210,6 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_fs_error(exc, str(target.parent)) from exc
-        if target.is_dir():
-            raise UsageError(f"output {target} is a folder")
         overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
         check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))

@@ -54,6 +54,7 @@ def pack_cmd(
         ),
     ] = "auto",
     dry_run: DryRunOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -84,6 +85,7 @@ def pack_cmd(
                 exclude=exclude or (),
                 compress=compress,
                 dry_run=dry_run,
+                force=force,
                 environ=run.environ,
                 progress=progress,
             )
