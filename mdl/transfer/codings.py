@@ -15,7 +15,6 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
 
-
 # The package that lets httpx2 decode a coding (its documented ``brotli``/``zstd`` extras). ``brotli`` is one of mdl's
 # own dependencies (Google's bindings, a 1.4 MB wheel with no dependencies); it can still be missing from an
 # install made with --no-deps, and then a ``br`` body is refused naming it.
