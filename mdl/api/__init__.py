@@ -1,4 +1,8 @@
-"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError."""
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
+
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`): a wrong type, a NUL in a path or a bool
+where a number goes is a UsageError (exit 2) naming the parameter; a ``str`` where a list goes is one item
+(``include="*.json"`` is ``["*.json"]``, as huggingface_hub's ``allow_patterns`` takes it)."""
 
 from __future__ import annotations
 
