@@ -89,7 +89,9 @@ def _run(app: Callable[..., Any]) -> int:
         if "--json" in sys.argv[1:]:
             formatter = getattr(exc, "format_message", None)
             message = formatter() if callable(formatter) else str(exc)
-            doc = {"ok": False, "error": {"code": code, "kind": "usage", "message": message}}
+            context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
+            hint = f"see {context} --help"
+            doc = {"ok": False, "error": {"code": code, "kind": "usage", "message": message, "hint": hint}}
             try:
                 sys.stdout.write(json.dumps(doc) + "\n")
                 sys.stdout.flush()

@@ -1,4 +1,8 @@
-"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError."""
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
+
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`): a wrong type, a NUL in a path or a bool
+where a number goes is a UsageError (exit 2) naming the parameter; a ``str`` where a list goes is one item
+(``include="*.json"`` is ``["*.json"]``, as huggingface_hub's ``allow_patterns`` takes it)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mdl.api.archives import pack as pack
 from mdl.api.archives import unpack as unpack
 from mdl.api.common import _catalog, _environ, _models, _settings
+from mdl.api.inputs import checked
 from mdl.api.publishing import publish as publish
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
@@ -33,6 +38,7 @@ logging.getLogger("mdl").addHandler(logging.NullHandler())
 # -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
 
 
+@checked
 def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
     """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one.
 
@@ -48,6 +54,7 @@ def _rate(limit_rate: str | int | None) -> str | None:
 # -- the catalog's models: list, show, resolve, pull, verify, clean --------------------------------------------
 
 
+@checked
 def list_models(
     *,
     catalog: Catalog | StrPath | None = None,
@@ -77,6 +84,7 @@ def list_models(
     return ModelList(tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest)
 
 
+@checked
 def show(
     name: str,
     *,
@@ -100,6 +108,7 @@ def show(
     return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
 
 
+@checked
 def resolve(
     *names: str,
     catalog: Catalog | StrPath | None = None,
@@ -125,6 +134,7 @@ def resolve(
     return Resolution(tuple(docs), tuple(failures))
 
 
+@checked
 def pull(
     *names: str,
     catalog: Catalog | StrPath | None = None,
@@ -167,6 +177,7 @@ def pull(
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
+@checked
 def verify(
     *names: str,
     catalog: Catalog | StrPath | None = None,
@@ -192,6 +203,7 @@ def verify(
     return warned(report, warnings)
 
 
+@checked
 def clean(
     *,
     catalog: Catalog | StrPath | None = None,
@@ -210,6 +222,7 @@ def clean(
     return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
 
 
+@checked
 def lock(
     *names: str,
     all: bool = False,
@@ -235,6 +248,7 @@ def lock(
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
+@checked
 def add(
     name: str,
     *sources: str,
@@ -280,6 +294,7 @@ def add(
     )
 
 
+@checked
 def remove(name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None) -> CatalogChange:
     """Take model ``name`` out of the catalog (every other byte kept) and out of catalog.lock; downloaded files
     stay. UsageError (2) with a did-you-mean for a name the catalog does not have."""
@@ -291,6 +306,7 @@ def remove(name: str, *, catalog: StrPath | None = None, environ: Mapping[str, s
 # -- one-off sources and archives ------------------------------------------------------------------------------
 
 
+@checked
 def get(
     *sources: str,
     output: StrPath | None = None,
@@ -317,6 +333,8 @@ def get(
     compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
     from mdl.download import get_sources, read_source
 
+    if not sources:
+        raise UsageError("get: no source given", hint="name a URL, an hf:// file or repo, or a job-output JSON file")
     if output is not None and directory is not None:
         raise UsageError("get: give output or directory, not both")
     if output is not None and str(output) == "-":

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from mdl.api.inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 StrPath = str | os.PathLike[str]
 
 
+@checked
 def pack(
     run_dir: StrPath,
     *,
@@ -29,12 +31,14 @@ def pack(
     exclude: Sequence[str] = (),
     compress: str = "auto",
     dry_run: bool = False,
+    force: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
     """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically.
 
-    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``.
+    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``; a file
+    already there is a UsageError unless ``force`` replaces it (atomically: the new archive is renamed over it).
     ``$SOURCE_DATE_EPOCH`` in ``environ`` fixes the timestamps.
     """
     from mdl.archive import PackOptions, pack_run
@@ -60,10 +64,12 @@ def pack(
         dry_run=dry_run,
         source_date_epoch=source_date_epoch,
         cwd=Path.cwd(),
+        force=force,
     )
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
+@checked
 def unpack(
     archive: StrPath | BinaryIO,
     *,

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from mdl.api.inputs import checked
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
 
 
+@checked
 def publish(
     *names: str,
     to: str,

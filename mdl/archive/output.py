@@ -28,6 +28,7 @@ from mdl.archive.zipwriter import (
     HashingWriter,
     SourceFile,
     entry_info,
+    folder_info,
     hash_sources,
     open_unchanged,
     rewrite_stored_entry,
@@ -65,14 +66,22 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
 
 
 def _write_seekable(
-    fh: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], stamp: Stamp, progress: Progress
+    fh: IO[bytes],
+    stem: str,
+    meta: dict[str, Any],
+    files: list[SourceFile],
+    folders: list[str],
+    stamp: Stamp,
+    progress: Progress,
 ) -> dict[str, str]:
-    """The whole archive at ``fh``'s position, one read of each source; sha256 per file."""
+    """The whole archive at ``fh``'s position, one read of each source, then the empty folders; sha256 per file."""
     placeholder = manifest_bytes(meta, files, {})
     with HashingCopier() as copier, zipfile.ZipFile(fh, "w") as archive:
         manifest = entry_info(f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=stamp, deflate=False)
         archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
         hashes = write_entries(archive, top=stem, sources=files, date_time=stamp, copier=copier, progress=progress)
+        for name in folders:
+            archive.mkdir(folder_info(f"{stem}/{name}", date_time=stamp))
         rewrite_stored_entry(fh, manifest, manifest_bytes(meta, files, hashes))
     return hashes
 
@@ -91,7 +100,13 @@ def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[st
 
 
 def write_file_archive(
-    target: Path, stem: str, meta: dict[str, Any], files: list[SourceFile], epoch: int | None, progress: Progress
+    target: Path,
+    stem: str,
+    meta: dict[str, Any],
+    files: list[SourceFile],
+    folders: list[str],
+    epoch: int | None,
+    progress: Progress,
 ) -> tuple[int, str, dict[str, str]]:
     """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
     partial_path = target.with_name(target.name + ".partial")
@@ -101,7 +116,7 @@ def write_file_archive(
         raise local_fs_error(exc, str(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
-            hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
+            hashes = _write_seekable(fh, stem, meta, files, folders, zip_date_time(epoch), progress)
             fh.flush()
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
             digest, size = _digest_from(fh.fileno(), 0, progress, target.name)
@@ -145,7 +160,13 @@ def _reopen_for_update(fileno: int) -> int | None:
 
 
 def write_stdout_archive(
-    out: BinaryIO, stem: str, meta: dict[str, Any], files: list[SourceFile], epoch: int | None, progress: Progress
+    out: BinaryIO,
+    stem: str,
+    meta: dict[str, Any],
+    files: list[SourceFile],
+    folders: list[str],
+    epoch: int | None,
+    progress: Progress,
 ) -> tuple[int, str, dict[str, str]]:
     """Write to stdout: in one pass when it is a regular file we can update, else hashing first.
 
@@ -156,12 +177,12 @@ def write_stdout_archive(
     fd = _reopen_for_update(found[0]) if found is not None else None
     total = sum(f.size for f in files)
     if found is None or fd is None:
-        return _write_pipe(out, stem, meta, files, zip_date_time(epoch), progress)
+        return _write_pipe(out, stem, meta, files, folders, zip_date_time(epoch), progress)
     progress.begin(total_bytes=total, files=len(files))
     start = os.lseek(found[0], 0, os.SEEK_CUR)
     with os.fdopen(fd, "w+b") as fh:
         fh.seek(start)
-        hashes = _write_seekable(fh, stem, meta, files, zip_date_time(epoch), progress)
+        hashes = _write_seekable(fh, stem, meta, files, folders, zip_date_time(epoch), progress)
         fh.flush()
         end = fh.tell()
         digest, size = _digest_from(fh.fileno(), start, progress, Path(found[1]).name if found[1] else "stdout")
@@ -195,7 +216,13 @@ def _stream_source(
 
 
 def _write_pipe(
-    out: IO[bytes], stem: str, meta: dict[str, Any], files: list[SourceFile], stamp: Stamp, progress: Progress
+    out: IO[bytes],
+    stem: str,
+    meta: dict[str, Any],
+    files: list[SourceFile],
+    folders: list[str],
+    stamp: Stamp,
+    progress: Progress,
 ) -> tuple[int, str, dict[str, str]]:
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
     sink = HashingWriter(out)
@@ -221,6 +248,8 @@ def _write_pipe(
             if digest != hashes[src.arcname]:
                 raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
             progress.finish(src.arcname, ok=True)
+        for folder in folders:
+            writer.add_folder(f"{stem}/{folder}", date_time=stamp)
         writer.close()
     sink.flush()
     return sink.size, sink.digest.hexdigest(), hashes

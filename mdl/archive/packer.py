@@ -11,7 +11,7 @@ from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.archive.progress import ArchiveProgress
-from mdl.archive.selection import FileChoice, collect_files
+from mdl.archive.selection import FileChoice, LeftOut, collect_files
 from mdl.archive.zipwriter import ENTRY_OVERHEAD
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
@@ -36,6 +36,7 @@ class PackOptions:
     dry_run: bool = False
     source_date_epoch: int | None = None
     cwd: Path = Path()
+    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,15 @@ class PackResult:
     skipped: tuple[Skipped, ...] = ()
     metric: float | None = None
     notes: tuple[str, ...] = field(default=())
+    left_out: tuple[LeftOut, ...] = ()  # what the profile (or a whole-run pack) left out, and why
+    folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document: product.md's keys first, then extras."""
+        """The ``--json`` document: product.md's keys first, then extras. ``skipped`` lists what is not in the
+        archive, each ``{"path", "checkpoint", "reason"}``: the checkpoints ``latest`` passed over, then what the
+        profile (or a whole-run pack) left out (``checkpoint`` null for a file)."""
+        passed_over = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
+        left_out = [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
         return {
             "archive": self.archive,
             "size": self.size,
@@ -81,7 +88,8 @@ class PackResult:
             "dry_run": self.dry_run,
             "top_folder": self.top_folder,
             "profile": self.profile,
-            "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped],
+            "skipped": passed_over + left_out,
+            "folders": list(self.folders),
             "metric": self.metric,
             "notes": list(self.notes),
         }
@@ -129,6 +137,14 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
             )
 
 
+def _refuse_existing(target: Path, *, force: bool) -> None:
+    """An archive already at ``target`` is replaced only with ``force`` (atomically: the new one is renamed over)."""
+    if target.is_dir():
+        raise UsageError(f"output {target} is a folder")
+    if not force and (target.exists() or target.is_symlink()):
+        raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
+
+
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
     if options.profile not in PROFILES:
@@ -151,13 +167,16 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
         choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-        files = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
+        chosen = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
         raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
     except RecursionError:
         raise UsageError(f"the folders in {options.run_dir} are nested too deeply to pack") from None
+    files, folders = chosen.files, chosen.folders
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
+    if target is not None:
+        _refuse_existing(target, force=options.force)
 
     meta: dict[str, Any] = {
         "format": "mdl-pack",
@@ -182,6 +201,8 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "profile": options.profile,
         "skipped": selection.skipped,
         "metric": selection.metric,
+        "left_out": tuple(chosen.left_out),
+        "folders": tuple(folders),
     }
     if options.dry_run:
         listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
@@ -191,7 +212,9 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     if target is None:
         assert stdout is not None
         try:
-            size, digest, hashes = write_stdout_archive(stdout, stem, meta, files, options.source_date_epoch, progress)
+            size, digest, hashes = write_stdout_archive(
+                stdout, stem, meta, files, folders, options.source_date_epoch, progress
+            )
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
@@ -199,11 +222,11 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_fs_error(exc, str(target.parent)) from exc
-        if target.is_dir():
-            raise UsageError(f"output {target} is a folder")
         overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
         check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        size, digest, hashes = write_file_archive(target, stem, meta, files, options.source_date_epoch, progress)
+        size, digest, hashes = write_file_archive(
+            target, stem, meta, files, folders, options.source_date_epoch, progress
+        )
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)

@@ -29,6 +29,8 @@ DEPLOY_DENY = (
 )
 # Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
 _RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
+DENY_REASON = "training state, not needed to deploy (profile deploy; --profile full keeps it)"
+RUN_LEVEL_REASON = "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
 LOG_PATTERNS = ("*.log", "progress.json", "all_results.json", "*_results.json", "metrics.csv")
 # Tensors and pickles are stored: deflate saves ~7-8 % on weights at 40-120x the time (packaging.md).
 STORED_SUFFIXES = frozenset(
@@ -111,6 +113,24 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """What the profile (or a whole-run pack) left out, said rather than silently dropped."""
+
+    path: str  # relative to the run, as users know it; a folder ends with "/"
+    reason: str
+    checkpoint: str | None = None  # the checkpoint it is, when a whole checkpoint was left out
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """What goes into the archive: files, empty folders (kept as ``zip -r`` keeps them), and what was left out."""
+
+    files: list[SourceFile]
+    folders: list[str]  # archive names of empty folders, each ending with "/"
+    left_out: list[LeftOut]
+
+
 @dataclass
 class _Collector:
     """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
@@ -121,6 +141,8 @@ class _Collector:
     skip_real: frozenset[Path]
     found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
     special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
+    folders: set[str] = field(default_factory=set)  # arcnames ("a/b/") of folders empty on disk
+    left_out: list[LeftOut] = field(default_factory=list)
 
     def _excluded_link(self, arcname: str) -> bool:
         from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
@@ -163,9 +185,16 @@ class _Collector:
     ) -> None:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
+        if not entries and arc_prefix:  # an empty folder is packed as zip -r packs it: an entry of its own
+            self.folders.add(arc_prefix)
+            self.found.append((None, arc_prefix))
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
-            if _matches(entry.name, self.deny) or _matches(entry.name, top_skip):
+            denied, whole_run = _matches(entry.name, self.deny), _matches(entry.name, top_skip)
+            if denied or whole_run:
+                slash = "/" if entry.is_dir(follow_symlinks=False) else ""
+                reason = DENY_REASON if denied else RUN_LEVEL_REASON
+                self.left_out.append(LeftOut(shown + slash, reason, None if denied else entry.name))
                 continue
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
@@ -187,7 +216,7 @@ class _Collector:
 
 def _select_files(
     collector: _Collector, includes: tuple[str, ...], excludes: tuple[str, ...], progress: Progress
-) -> list[SourceFile]:
+) -> tuple[list[SourceFile], list[str]]:
     """Apply --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error."""
     # Heavy (and not explicitly re-exported for mypy): imported only when packing.
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
@@ -205,27 +234,31 @@ def _select_files(
         )
     )
     files: list[SourceFile] = []
+    folders: list[str] = []
     for src, arcname in chosen:
-        if src is None:
+        if arcname in collector.folders:
+            folders.append(arcname)
+        elif src is None:
             progress.note(collector.special[arcname])  # opening a FIFO would hang
         else:
             files.append(src)
-    return sorted(files, key=lambda f: f.arcname)
+    return sorted(files, key=lambda f: f.arcname), sorted(folders)
 
 
-def _check_names(files: list[SourceFile]) -> None:
+def _check_names(files: list[SourceFile], folders: list[str]) -> None:
     """Refuse names that ``mdl unpack`` (or Windows/macOS) would reject or fold together."""
     seen: dict[str, str] = {}
-    for src in files:
-        problem = name_problem(src.arcname)
+    named = [(src.arcname, src.shown) for src in files] + [(name.rstrip("/"), name) for name in folders]
+    for arcname, shown in named:
+        problem = name_problem(arcname)
         if problem:
-            raise UnsafePathError(f"cannot pack '{src.shown}': {problem}")
-        if src.arcname == MANIFEST_NAME:
-            raise UsageError(f"cannot pack '{src.shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
-        key = collision_key(src.arcname)
+            raise UnsafePathError(f"cannot pack '{shown}': {problem}")
+        if arcname == MANIFEST_NAME:
+            raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+        key = collision_key(arcname)
         if key in seen:
-            raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{src.shown}': their names collide")
-        seen[key] = src.shown
+            raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{shown}': their names collide")
+        seen[key] = shown
 
 
 def collect_files(
@@ -235,8 +268,9 @@ def collect_files(
     options: FileChoice,
     skip: frozenset[Path],
     progress: Progress,
-) -> list[SourceFile]:
-    """The files to pack, sorted by archive name, after checkpoint choice, profile, logs and patterns."""
+) -> Chosen:
+    """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
+    patterns, and what the profile or a whole-run pack left out."""
     run_real = Path(os.path.realpath(run_dir))
     deny = DEPLOY_DENY if options.profile == "deploy" else ()
     collector = _Collector(run_real, deny, options.excludes, skip)
@@ -262,11 +296,11 @@ def collect_files(
                 progress.note("--with-logs: no logs found in the run")
             collector.found.extend(logs.found)
             collector.special.update(logs.special)
-    files = _select_files(collector, options.includes, options.excludes, progress)
+    files, folders = _select_files(collector, options.includes, options.excludes, progress)
     if selection.checkpoint is None and not options.includes:
         _refuse_run_without_final_model(run_dir, files)
-    _check_names(files)
-    return files
+    _check_names(files, folders)
+    return Chosen(files, folders, collector.left_out)
 
 
 def _refuse_run_without_final_model(run_dir: Path, files: list[SourceFile]) -> None:

@@ -61,12 +61,14 @@ class UnpackResult:
     checkpoint: str | None = None
     top_level: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
 
     def to_json(self) -> dict[str, Any]:
-        """``{"dest", "files": [...]}`` plus manifest, checkpoint, top_level and replaced."""
+        """``{"dest", "files": [...]}`` plus folders, manifest, checkpoint, top_level and replaced."""
         return {
             "dest": self.dest,
             "files": [f.to_json() for f in self.files],
+            "folders": list(self.folders),
             "manifest": self.manifest,
             "checkpoint": self.checkpoint,
             "top_level": list(self.top_level),
@@ -314,4 +316,5 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         checkpoint=manifest[1] if manifest else None,
         top_level=tuple(tops),
         replaced=tuple(occupied),
+        folders=tuple(e.name + "/" for e in entries if e.is_dir),
     )

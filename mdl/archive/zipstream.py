@@ -20,6 +20,7 @@ from mdl.errors import IntegrityError, MdlError
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
 ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
 _UNIX_FILE_ATTR = 0o100644 << 16
+_UNIX_FOLDER_ATTR = 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r writes it
 _FLAG_DESCRIPTOR, _FLAG_UTF8 = 0x08, 0x800
 
 
@@ -85,6 +86,7 @@ class StreamZipWriter:
         deflate: bool,
         date_time: tuple[int, int, int, int, int, int],
         body: Callable[[EntrySink], None],
+        attr: int = _UNIX_FILE_ATTR,
     ) -> None:
         """One file entry whose ``body`` writes exactly ``size`` bytes; stored entries need their ``crc`` now."""
         encoded = name.encode("utf-8")
@@ -137,11 +139,24 @@ class StreamZipWriter:
                 raise MdlError(f"internal: '{name}' deflated to more than 4 GiB without ZIP64")
             else:
                 self.raw(struct.pack("<4sLLL", b"PK\x07\x08", sink.crc, sink.compressed, size))
-        self._central.append(self._central_record(encoded, flags, method, dostime, dosdate, sink, offset, version))
+        record = self._central_record(encoded, flags, method, dostime, dosdate, sink, offset, version, attr)
+        self._central.append(record)
+
+    def add_folder(self, name: str, *, date_time: tuple[int, int, int, int, int, int]) -> None:
+        """An empty folder's entry (``name`` ends with "/"): stored, no data."""
+        self.add(name, size=0, crc=0, deflate=False, date_time=date_time, body=lambda _: None, attr=_UNIX_FOLDER_ATTR)
 
     @staticmethod
     def _central_record(
-        encoded: bytes, flags: int, method: int, dostime: int, dosdate: int, sink: EntrySink, offset: int, version: int
+        encoded: bytes,
+        flags: int,
+        method: int,
+        dostime: int,
+        dosdate: int,
+        sink: EntrySink,
+        offset: int,
+        version: int,
+        attr: int,
     ) -> bytes:
         values = [sink.size, sink.compressed, offset]
         big = [v >= ZIP64_FROM for v in values]
@@ -169,7 +184,7 @@ class StreamZipWriter:
                 0,
                 0,
                 0,
-                _UNIX_FILE_ATTR,
+                attr,
                 shown[2],
             )
             + encoded

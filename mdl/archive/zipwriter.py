@@ -71,6 +71,16 @@ def entry_info(
     return info
 
 
+def folder_info(name: str, *, date_time: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+    """An empty folder's entry (``name`` ends with "/"), as ``zip -r`` writes one: stored, no data, 0755."""
+    info = zipfile.ZipInfo(name, date_time)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10  # and the MS-DOS directory bit
+    info.compress_type = zipfile.ZIP_STORED
+    info.file_size = info.compress_size = info.CRC = 0
+    return info
+
+
 def open_unchanged(src: SourceFile) -> int:
     """Open ``src`` without following links or blocking on a FIFO, and check it is the file that was chosen."""
     try:

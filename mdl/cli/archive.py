@@ -19,7 +19,7 @@ from mdl.cli.options import (
     VerboseOpt,
     command_flags,
 )
-from mdl.cli.run import guarded
+from mdl.cli.run import Run, guarded
 from mdl.errors import UsageError
 
 
@@ -54,6 +54,7 @@ def pack_cmd(
         ),
     ] = "auto",
     dry_run: DryRunOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -84,6 +85,7 @@ def pack_cmd(
                 exclude=exclude or (),
                 compress=compress,
                 dry_run=dry_run,
+                force=force,
                 environ=run.environ,
                 progress=progress,
             )
@@ -96,13 +98,27 @@ def pack_cmd(
         if not to_stdout:
             rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
             run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-        for skipped in doc.get("skipped") or ():
-            run.console.info(f"skipped {skipped.get('checkpoint')}: {skipped.get('reason')}")
+        _say_left_out(run, doc["skipped"])
         chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
         verb = "would write" if dry_run else "wrote"
         run.console.info(
             f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}"
         )
+
+
+SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
+
+
+def _say_left_out(run: Run, skipped: list[dict[str, str | None]]) -> None:
+    """What is not in the archive, on stderr, one line per reason: the checkpoints ``latest`` passed over, then
+    what the profile (or a whole-run pack) left out."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
+    for reason, paths in by_reason.items():
+        more = len(paths) - SHOWN_LEFT_OUT
+        shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
+        run.console.info(f"left out {', '.join(shown)}: {reason}")
 
 
 def unpack_cmd(

@@ -62,8 +62,10 @@ class LockReport:
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        """``{"lock", "changed", "models": [...]}``; with check also ``fresh`` and ``stale``; ``errors`` on failure."""
+        """``{"ok", "lock", "changed", "models": [...]}``; with check also ``fresh`` and ``stale`` (``ok`` false when
+        the lock is missing or stale); ``errors`` on failure."""
         doc: dict[str, Any] = {
+            "ok": self.ok,
             "lock": str(self.path),
             "changed": self.changed,
             "models": [c.to_json() for c in self.changes],
@@ -72,7 +74,6 @@ class LockReport:
             doc["fresh"] = not (self.stale or self.missing)
             doc["stale"] = list(self.stale)
         if self.failures:
-            doc["ok"] = False
             doc["errors"] = [f.to_json() for f in self.failures]
         return doc
 

@@ -15,10 +15,15 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
 
+# The package that lets httpx2 decode a coding (its documented ``brotli``/``zstd`` extras). ``brotli`` is one of mdl's
+# own dependencies (Google's bindings, a 1.4 MB wheel with no dependencies); it can still be missing from an
+# install made with --no-deps, and then a ``br`` body is refused naming it.
+PACKAGES = {"br": "brotli", "zstd": "zstandard"}
+
 
 def _decodable() -> frozenset[str]:
-    """The codings httpx2 decodes here: gzip and deflate always, br and zstd when their optional packages (httpx2's
-    documented ``brotli``/``zstd`` extras) are installed. Looked up without importing them."""
+    """The codings httpx2 decodes here: gzip and deflate always, br and zstd when their packages are installed.
+    Looked up without importing them."""
     from importlib.util import find_spec
 
     codings = {"gzip", "deflate"}
@@ -42,6 +47,13 @@ def is_encoded(response: httpx2.Response, *, what: str) -> bool:
     """Whether the body is content-coded; a coding we cannot decode is a network error naming the URL (exit 5)."""
     codings = content_codings(response)
     unknown = [c for c in codings if c not in DECODABLE]
+    missing = [PACKAGES[c] for c in unknown if c in PACKAGES]
+    if missing:
+        raise NetworkError(
+            f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding "
+            f"{', '.join(unknown)}; pip install {' '.join(missing)} to accept it",
+            hint="or have the server send the file as it is (identity); mdl never saves encoded bytes as the file",
+        )
     if unknown:
         raise NetworkError(
             f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding "

@@ -1,0 +1,85 @@
+"""`mdl pack -o` onto an existing file needs --force, like `get` and `unpack`; the replacement is atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run
+from typer.testing import CliRunner, Result
+
+import mdl
+from mdl import UsageError
+from mdl.cli.app import app
+
+
+def run_mdl(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    make_hf_run(tmp_path / "run", steps=(100,))
+    return tmp_path / "run"
+
+
+def test_pack_onto_an_existing_file_is_refused_with_the_force_hint(run_dir: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "existing.zip"
+    existing.write_bytes(b"precious")
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(existing), "--json")
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and "already exists" in doc["error"]["message"]
+    assert doc["error"]["hint"] == "use --force to replace it"
+    assert "--force" in result.stderr
+    assert existing.read_bytes() == b"precious"
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_dry_run_says_so_too_and_the_default_name_is_no_exception(run_dir: Path, tmp_path: Path) -> None:
+    first = run_mdl("pack", str(run_dir), "--checkpoint", "latest")
+    assert first.exit_code == 0, first.stderr
+    archive = tmp_path / "run-checkpoint-100.zip"
+    before = archive.read_bytes()
+    for extra in ((), ("--dry-run",)):
+        again = run_mdl("pack", str(run_dir), "--checkpoint", "latest", *extra)
+        assert again.exit_code == 2 and "use --force to replace it" in again.stderr
+    assert archive.read_bytes() == before
+
+
+def test_force_replaces_it_atomically(run_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.zip"
+    target.write_bytes(b"old archive")
+    old_inode = target.stat().st_ino
+    watcher = target.open("rb")  # a reader of the old file keeps its bytes: the new one is renamed over it
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target), "--force", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    assert watcher.read() == b"old archive"
+    watcher.close()
+    assert target.stat().st_ino != old_inode
+    with zipfile.ZipFile(target) as zf:
+        assert zf.testzip() is None and "out/config.json" in zf.namelist()
+    assert sorted(os.listdir(tmp_path)) == ["mdl.log", "out.zip", "run"]
+
+
+def test_a_symlink_at_the_output_is_replaced_not_followed(run_dir: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "link.zip").symlink_to(victim)
+    with pytest.raises(UsageError, match="already exists"):
+        mdl.pack(run_dir, checkpoint="latest", output="link.zip")
+    mdl.pack(run_dir, checkpoint="latest", output="link.zip", force=True)
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "link.zip").is_symlink() and zipfile.is_zipfile(tmp_path / "link.zip")
+
+
+def test_a_folder_at_the_output_is_refused_even_with_force(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "dir.zip").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        mdl.pack(run_dir, checkpoint="latest", output="dir.zip", force=True)
