@@ -86,7 +86,7 @@ def test_every_command_is_built_as_registered() -> None:
         assert (command.callback.__module__, command.callback.__name__) == (f"mdl.cli.{module}", function)
     group = typer.main.get_command(app)
     assert list(group.commands) == list(COMMANDS)  # type: ignore[attr-defined]
-    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1]
+    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1].split("\n\n")[0]  # then Examples
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
     assert listed == list(COMMANDS)
 
