@@ -198,7 +198,9 @@ class MdlGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands = _Commands()
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[str | None, Any, list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        """``mdl help [CMD]``, an unknown command's suggestions, else Typer's own (``ctx``: Typer's Click
+        context, whose class is private to Typer)."""
         name = args[0] if args else ""
         if ctx.resilient_parsing or name.startswith("-") or name in self.commands:
             return super().resolve_command(ctx, args)  # (Tab completion included: `mdl help <Tab>` offers commands)
