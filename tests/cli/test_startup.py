@@ -58,6 +58,7 @@ def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
     # --help` does convert the global options first, and Typer 0.29's public API offers no way around that.)
     assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), "--help") == []
     assert loaded(tmp_path, NOT_FOR_HELP, "pull", "--help") == []
+    assert loaded(tmp_path, NOT_FOR_HELP, "help", "pull") == []
 
 
 def test_list_is_offline_and_light(tmp_path: Path) -> None:
