@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` in the modules that define commands: Typer reads every command's
 # signature four times at each start, and string annotations would be evaluated each time (~20 ms of every
 # `mdl` run, Tab included). tests/cli/test_startup.py keeps it so.
+import difflib
 import importlib
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -44,12 +45,124 @@ COMMANDS = {
     "publish": ("publish", "publish_cmd"),
 }
 
+# Each command's examples, shown at the end of its --help (and the root's at the end of `mdl --help`): real
+# command lines from the README, each with what it does. tests/cli/test_help.py parses every one of them.
+EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "mdl": (
+        ("mdl pull tiny-bert", "download a catalog model, verified"),
+        ("mdl list", "what the catalog holds, and what is on disk"),
+        ("mdl get https://example.com/lora.safetensors", "one file into ."),
+        ("mdl help pull", "a command's options and examples"),
+    ),
+    "list": (
+        ("mdl list", "every model and its local status"),
+        ("mdl list --status missing", "only the models not pulled yet"),
+        ("mdl list --tag test --json", "as JSON, for programs"),
+    ),
+    "show": (
+        ("mdl show tiny-bert", "files, sources, sizes, hashes, state"),
+        ("mdl show tiny-bert --layout hf-cache", "as kept in the Hugging Face cache"),
+        ("mdl show tiny-bert --json", "as JSON, for programs"),
+    ),
+    "resolve": (
+        ("mdl resolve tiny-bert", "the files and URLs upstream"),
+        ("mdl resolve --all --follow", "every model, with the CDN URLs"),
+        ("mdl resolve tiny-bert --json", "as JSON, for programs"),
+    ),
+    "pull": (
+        ("mdl pull tiny-bert", "download, resume, verify"),
+        ("mdl pull tiny-bert --dry-run", "what would be fetched, and why"),
+        ("mdl pull --all --no-progress --limit-rate 50M", "every model, for cron"),
+        ("mdl pull --all --locked", "as catalog.lock pins them"),
+    ),
+    "verify": (
+        ("mdl verify tiny-bert", "re-hash a model's files"),
+        ("mdl verify --all --json", "every model, as JSON"),
+    ),
+    "clean": (
+        ("mdl clean --dry-run", "what would be removed"),
+        ("mdl clean", "remove stale partial downloads"),
+    ),
+    "lock": (
+        ("mdl lock", "pin every model in catalog.lock"),
+        ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
+        ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
+    ),
+    "get": (
+        ("mdl get https://example.com/lora.safetensors --sha256 HEX", "one file, checked"),
+        ("mdl get hf://org/tiny/config.json -d cfg", "one Hub file into cfg/"),
+        ("mdl get s3://bucket/models/w.bin -o w.bin", "one S3 object"),
+        ("mdl get job.json -d lora --json", "a serverless job's outputs"),
+    ),
+    "pack": (
+        ("mdl pack runs/exp1 --checkpoint latest", "the newest complete checkpoint"),
+        ("mdl pack runs/exp1 --checkpoint best --profile full", "with its training state"),
+        ("mdl pack runs/exp1 --dry-run", "what would go in, and why"),
+        ("mdl pack runs/exp1 -o - | ssh gpu mdl unpack - -d /models", "straight onto another machine"),
+    ),
+    "unpack": (
+        ("mdl unpack exp1.zip -d /models", "extract and verify"),
+        ("mdl unpack exp1.zip -d /models --force", "replace what is there"),
+        ("mdl unpack - -d /models", "the zip from stdin (a pipe)"),
+    ),
+    "add": (
+        ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
+        ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
+        ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
+    ),
+    "remove": (
+        ("mdl remove lora", "downloaded files stay"),
+        ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
+    ),
+    "publish": (
+        ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
+        ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
+    ),
+}
+
+# Names people type from other tools' habits, and the commands that do that here (before difflib's guesses).
+HABITS: dict[str, tuple[str, ...]] = {
+    "download": ("pull", "get"),
+    "fetch": ("get", "pull"),
+    "install": ("pull",),
+    "ls": ("list",),
+    "rm": ("remove",),
+    "delete": ("remove",),
+    "info": ("show",),
+    "check": ("verify",),
+    "zip": ("pack",),
+    "unzip": ("unpack",),
+    "extract": ("unpack",),
+    "upload": ("publish",),
+    "push": ("publish",),
+}
+
+
+def epilog(name: str) -> str:
+    """The examples of ``name`` (``"mdl"``: the root) as a help epilog: each a ``# what`` line and its command,
+    kept as written (Click re-wraps no paragraph that starts with ``\\b``)."""
+    return "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
+
+
+def suggestions(name: str) -> list[str]:
+    """The commands meant by ``name``: habits from other tools first, then the nearest spellings."""
+    near = difflib.get_close_matches(name.lower(), COMMANDS, n=3, cutoff=0.6)
+    return list(dict.fromkeys((*HABITS.get(name.lower(), ()), *near)))[:3]
+
+
+def unknown_command(name: str) -> str:
+    """``no such command 'download'; did you mean pull or get?``"""
+    found = suggestions(name)
+    if not found:
+        return f"no such command {name!r} (mdl help lists them)"
+    return f"no such command {name!r}; did you mean {', '.join(found[:-1]) + ' or ' if found[1:] else ''}{found[-1]}?"
+
 
 def build_command(name: str) -> Any:
     """The Click command Typer makes of ``name``'s function, exactly as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-    one.command(name)(getattr(importlib.import_module(f"mdl.cli.{module}"), function))
+    one.command(name, epilog=epilog(name))(getattr(importlib.import_module(f"mdl.cli.{module}"), function))
     return typer.main.get_command(one)
 
 
@@ -78,17 +191,37 @@ class _Commands(MutableMapping[str, Any]):
 
 
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: the commands of :data:`COMMANDS`, each built when it is run, listed or completed."""
+    """The ``mdl`` group: the commands of :data:`COMMANDS`, each built when it is run, listed or completed;
+    ``mdl help [CMD]`` is ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self.commands = _Commands()
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        """``mdl help [CMD]``, an unknown command's suggestions, else Typer's own (``ctx``: Typer's Click
+        context, whose class is private to Typer)."""
+        name = args[0] if args else ""
+        if ctx.resilient_parsing or name.startswith("-") or name in self.commands:
+            return super().resolve_command(ctx, args)  # (Tab completion included: `mdl help <Tab>` offers commands)
+        if name != "help":
+            ctx.fail(unknown_command(name))
+        wanted = args[1:]
+        if len(wanted) > 1:
+            ctx.fail(f"mdl help takes one command, got {len(wanted)}: {' '.join(wanted)}")
+        if not wanted or wanted[0] == "help":
+            typer.echo(ctx.get_help())
+            ctx.exit(0)
+        if wanted[0] not in self.commands:
+            ctx.fail(unknown_command(wanted[0]))
+        return wanted[0], self.commands[wanted[0]], ["--help"]
 
 
 app = typer.Typer(
     name="mdl",
     cls=MdlGroup,
     help="Get model files onto the machines that need them — fast, resumable, verified — and pack checkpoints.",
+    epilog=epilog("mdl"),
     no_args_is_help=True,
     add_completion=True,  # Typer's own --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.completion import complete_checkpoints, complete_compressions, complete_profiles
+from mdl.cli.completion import complete_checkpoints
 from mdl.cli.options import (
+    CompressChoice,
     DryRunOpt,
     JsonOpt,
     LogFileOpt,
     NoProgressOpt,
+    ProfileChoice,
     ProgressOpt,
     QuietOpt,
     VerboseOpt,
@@ -35,9 +37,7 @@ def pack_cmd(
             autocompletion=complete_checkpoints,
         ),
     ] = None,
-    profile: Annotated[
-        str, typer.Option("--profile", help="deploy (no training state) or full.", autocompletion=complete_profiles)
-    ] = "deploy",
+    profile: Annotated[ProfileChoice, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
     with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching GLOB (repeatable).")
@@ -46,12 +46,7 @@ def pack_cmd(
         list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")
     ] = None,
     compress: Annotated[
-        str,
-        typer.Option(
-            "--compress",
-            help="auto (store weights, deflate text), none or deflate.",
-            autocompletion=complete_compressions,
-        ),
+        CompressChoice, typer.Option("--compress", help="auto (store weights, deflate text), none or deflate.")
     ] = "auto",
     dry_run: DryRunOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
@@ -66,10 +61,6 @@ def pack_cmd(
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run, output_only=output is not None and str(output) == "-"):
-        if profile not in ("deploy", "full"):
-            raise UsageError(f"--profile: expected deploy or full, got {profile!r}")
-        if compress not in ("auto", "none", "deflate"):
-            raise UsageError(f"--compress: expected auto, none or deflate, got {compress!r}")
         to_stdout = output is not None and str(output) == "-"
         if to_stdout and run.json:
             raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")

@@ -33,8 +33,6 @@ def choices(*values: str) -> Callable[[str], list[str]]:
     return complete
 
 
-complete_layouts = choices("plain", "hf-cache")  # mdl.catalog's LAYOUTS (a test keeps the two equal)
+# --checkpoint also takes a checkpoint's name: its keywords are offered, not enforced. Options whose values are
+# fixed (--layout, --status, --profile, --compress, --progress) are Literal types: Typer completes those itself.
 complete_checkpoints = choices("latest", "best", "step:")
-complete_statuses = choices("installed", "partial", "missing")
-complete_profiles = choices("deploy", "full")
-complete_compressions = choices("auto", "none", "deflate")

@@ -6,7 +6,6 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.completion import complete_statuses
 from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
@@ -21,18 +20,18 @@ from mdl.cli.options import (
     NoProgressOpt,
     ProgressOpt,
     QuietOpt,
+    StatusChoice,
     TimeoutOpt,
     VerboseOpt,
     command_flags,
 )
 from mdl.cli.run import guarded
-from mdl.errors import UsageError
 
 
 def list_cmd(
     ctx: typer.Context,
     status: Annotated[
-        str | None, typer.Option("--status", help="installed | partial | missing", autocompletion=complete_statuses)
+        StatusChoice | None, typer.Option("--status", help="Only models in this state.", show_default=False)
     ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     dest: DestOpt = None,
@@ -50,8 +49,6 @@ def list_cmd(
     flags = command_flags(ctx)
     run = flags.run()
     with guarded(run, output_only=True):
-        if status is not None and status not in api.STATUSES:
-            raise UsageError(f"--status: expected installed, partial or missing, got {status!r}")
         listing = api.list_models(
             catalog=flags.catalog,
             dest=flags.dest,

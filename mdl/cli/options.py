@@ -9,10 +9,16 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mdl.cli.completion import complete_layouts, complete_model_names
+from mdl.cli.completion import complete_model_names
 from mdl.cli.run import Run
 
+# Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
+# refuses anything else with exit 2 naming the option, and hands the command the plain string.
 ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]
+LayoutChoice = Literal["plain", "hf-cache"]  # mdl.catalog.settings.LAYOUTS (a test keeps the two equal)
+StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
+ProfileChoice = Literal["deploy", "full"]
+CompressChoice = Literal["auto", "none", "deflate"]
 
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log DEBUG detail to the log file.")]
@@ -43,12 +49,12 @@ NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=compl
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 LayoutOpt = Annotated[
-    str | None,
+    LayoutChoice | None,
     typer.Option(
         "--layout",
         help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
         "Default: $MDL_LAYOUT, catalog, plain.",
-        autocompletion=complete_layouts,
+        show_default=False,
     ),
 ]
 TimeoutOpt = Annotated[

@@ -94,11 +94,13 @@ class Run:
         self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-        """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        from mdl.cli.render.progress import color_enabled, render_table
+        """Data as an aligned table on stdout (-q too: it silences stderr, never the data), as wide as the terminal
+        (values cut with … or folded at spaces); off a terminal every value whole."""
+        from mdl.cli.render.console import color_enabled, render_table, table_width
 
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
-        render_table(rows, columns, stream=self.stdout, color=color)
+        width = table_width(self.stdout, self.environ)
+        render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
     def fail(self, exc: MdlError) -> NoReturn:
         """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""

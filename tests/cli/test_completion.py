@@ -178,11 +178,15 @@ def test_option_choices_complete(folder: Path) -> None:
     assert bash_complete("mdl list --status ") == ["installed", "partial", "missing"]
 
 
-def test_layout_choices_match_the_catalog_rules() -> None:
-    from mdl.catalog.settings import LAYOUTS
-    from mdl.cli.completion import complete_layouts
+def test_fixed_choices_match_the_rules_below_the_cli() -> None:
+    from typing import get_args
 
-    assert complete_layouts("") == list(LAYOUTS)
+    from mdl.api import STATUSES
+    from mdl.catalog.settings import LAYOUTS
+    from mdl.cli.options import LayoutChoice, StatusChoice
+
+    assert get_args(LayoutChoice) == LAYOUTS
+    assert get_args(StatusChoice) == STATUSES
 
 
 def test_commands_and_flags_complete(folder: Path) -> None:

@@ -58,6 +58,7 @@ def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
     # --help` does convert the global options first, and Typer 0.29's public API offers no way around that.)
     assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), "--help") == []
     assert loaded(tmp_path, NOT_FOR_HELP, "pull", "--help") == []
+    assert loaded(tmp_path, NOT_FOR_HELP, "help", "pull") == []
 
 
 def test_list_is_offline_and_light(tmp_path: Path) -> None:
@@ -86,7 +87,7 @@ def test_every_command_is_built_as_registered() -> None:
         assert (command.callback.__module__, command.callback.__name__) == (f"mdl.cli.{module}", function)
     group = typer.main.get_command(app)
     assert list(group.commands) == list(COMMANDS)  # type: ignore[attr-defined]
-    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1]
+    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1].split("\n\n")[0]  # then Examples
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
     assert listed == list(COMMANDS)
 

@@ -163,7 +163,7 @@ def _json_cases(w: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
     run = make_hf_run(tmp / "run", steps=(100,))
     archive = tmp / "run.zip"
     return {
-        "list": (["list"], ["list", "--status", "nosuch"]),
+        "list": (["list"], ["list", "--catalog", str(tmp / "missing.toml")]),
         "show": (["show", "tiny"], ["show", "nosuch"]),
         "resolve": (["resolve", "tiny"], ["resolve", "badname"]),
         "pull": (["pull", "tiny"], ["pull", "badname"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -126,15 +127,99 @@ def _cell(value: Any) -> str:
     return "-" if value is None else safe_text(str(value))
 
 
+ELLIPSIS = "…"
+GAP = 2  # spaces between columns
+
+
+def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
+    """How wide a table on ``stream`` may be: on a terminal, ``$COLUMNS`` or the terminal's width; off one (a pipe,
+    a file) ``None``, no limit, so a script reads every value whole."""
+    if not _isatty(stream):
+        return None
+    columns = environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: whole when it fits, else its start and ``…``."""
+    if _display_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += _display_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + ELLIPSIS
+
+
+def fit_cell(text: str, width: int) -> list[str]:
+    """A cell's lines in ``width`` columns, never a word broken mid-way: text folds at its spaces; a word (a
+    path, a URL, a hash) too long for the column is cut with ``…``."""
+    if _display_width(text) <= width:
+        return [text]
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        joined = f"{line} {word}" if line else word
+        if _display_width(joined) <= width:
+            line = joined
+            continue
+        if line:
+            lines.append(line)
+        line = _cut(word, width)
+    lines.append(line)
+    return lines
+
+
+def _column_widths(natural: list[int], least: list[int], width: int | None) -> list[int]:
+    """Each column's width: its widest cell when the table fits in ``width`` (or there is no limit); else the
+    widest columns give way first (all capped at one level), never below their header (headers are never split),
+    and the first column (what the row is about: a name, a path) keeps a third of the room if it needs it."""
+    room = None if width is None else width - GAP * (len(natural) - 1)
+    if room is None or sum(natural) <= room:
+        return list(natural)
+    first = [max(least[0], min(natural[0], room // 3)), *least[1:]]
+    least = first if sum(first) <= room else least
+
+    def capped(level: int) -> list[int]:
+        return [max(low, min(w, level)) for w, low in zip(natural, least, strict=True)]
+
+    low, high = 0, max(natural)  # the highest level at which the table fits: capped(low) fits, capped(high) not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if sum(capped(middle)) <= room else (low, middle)
+    widths = capped(low)
+    spare = room - sum(widths)
+    for i, w in enumerate(widths):  # what the level leaves over goes to the first capped columns, one each
+        if spare > 0 and w == low and natural[i] > low:
+            widths[i] += 1
+            spare -= 1
+    return widths
+
+
 def render_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, stream: TextIO, color: bool
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    stream: TextIO,
+    color: bool,
+    width: int | None = None,
 ) -> None:
-    """An aligned text table of ``columns`` (key, header); numbers align right, headers bold with colour."""
+    """An aligned text table of ``columns`` (key, header); numbers align right, headers bold with colour.
+
+    With ``width`` (a terminal's), the table fits in it: the widest columns narrow first, text folds at its
+    spaces, and a value without spaces (a path, a URL, a hash) is cut with ``…``; headers are never split."""
     cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
-    widths = [
-        max([_display_width(headers[i]), *(_display_width(line[i]) for line in cells)]) for i in range(len(columns))
-    ]
+    least = [_display_width(header) for header in headers]
+    natural = [max([least[i], *(_display_width(line[i]) for line in cells)]) for i in range(len(columns))]
+    widths = _column_widths(natural, least, width)
     numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
 
     def line(values: list[str]) -> str:
@@ -142,10 +227,12 @@ def render_table(
         for i, value in enumerate(values):
             pad = " " * (widths[i] - _display_width(value))
             padded.append(pad + value if numeric[i] else value + pad)
-        return "  ".join(padded).rstrip()
+        return (" " * GAP).join(padded).rstrip()
 
     head = line(headers)
     stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
     for values in cells:
-        stream.write(line(values) + "\n")
+        folded = [fit_cell(value, widths[i]) for i, value in enumerate(values)]
+        for n in range(max(len(lines) for lines in folded)):
+            stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
     stream.flush()
