@@ -20,7 +20,7 @@ StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
 CompressChoice = Literal["auto", "none", "deflate"]
 
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Silence stderr but errors (stdout's data stays).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log DEBUG detail to the log file.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress display (same as --progress none).")]
 ProgressOpt = Annotated[
