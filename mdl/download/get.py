@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
-from mdl.download.oneoff import ONE_OFF, UNCHANGED, tidy_after, written_by_get
+from mdl.download.oneoff import ONE_OFF, in_gets_words, tidy_after, written_by_get
 from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import path_problem, safe_file_name, safe_relative_path, url_basename
@@ -113,9 +113,8 @@ def get_sources(
 ) -> RunReport:
     """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic.
 
-    A file already there is kept when it has the expected bytes, or when an earlier get wrote it and the server
-    still names the version it recorded (``wget -N``; a new version replaces it); any other is refused (exit 2)
-    when it differs or cannot be compared; ``force`` replaces it.
+    A file already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
+    (``wget -N``: a new version replaces it); any other is refused (exit 2); ``force`` replaces it.
     """
     expected = check_expected_sha256(sha256)
     items = parse_sources(sources, read_text=read_text, named=output is not None)
@@ -270,8 +269,7 @@ def _already_there(
     """Files already at their targets (checked locally, before anything is written): the ones with the expected
     bytes are kept (``skipped``); any other refuses the whole get, as ``unpack`` and aria2c refuse to overwrite.
 
-    Hub files are compared once the Hub has named their hashes, and files an earlier get wrote (its record
-    vouches for them) once the server has named its version (``_fetch_remote``).
+    Hub files are compared once the Hub has named their hashes, files a get wrote once the server named its version.
     """
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
@@ -310,17 +308,14 @@ def _fetch_remote(
     for entry in items:
         by_folder.setdefault(entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        # A one-off get's record is the folder's .mdl/get.json (model ""): a pull using this folder's .mdl/ at
-        # the same time keeps its own records, which nothing here touches.
+        # get's record is the folder's .mdl/get.json (model ""): a pull's records there are never touched.
         puller = Puller(_one_off_settings(settings, folder), progress=progress)
         try:
             planned: list[tuple[int, PlannedFile]] = []
-            present: set[int] = set()  # files there before: ours (``_already_there``), or --force replaces them
+            present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
             openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
             for index, item, target in group:
                 name = target.name
-                if _present(target):
-                    present.add(index)
                 try:
                     if item.hub is not None:
                         repo_type, repo, revision, path = item.hub
@@ -354,8 +349,7 @@ def _fetch_remote(
                             source=item.where if item.where.startswith("s3://") else redact_url(item.url),
                         )
                         if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
-                            # One file, not resumed and not there: its probe carries its first bytes (a small file
-                            # is fetched whole); a file there may be unchanged, so its probe asks for one byte.
+                            # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                             part, _ = puller.store.part_paths(ONE_OFF, name)
                             carry = len(items) == 1 and not part.exists() and index not in present
                             remote = _probe(puller, remote, item, carry=carry)
@@ -370,7 +364,7 @@ def _fetch_remote(
                 puller.check_space(plans)
                 done = puller.execute(plans, commits={})
                 for (index, _), outcome in zip(planned, done, strict=True):
-                    outcomes[index] = _in_gets_words(outcome, present=index in present)
+                    outcomes[index] = in_gets_words(outcome, present=index in present)
         finally:
             for opening in openings:
                 if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
@@ -379,16 +373,6 @@ def _fetch_remote(
             # A finished get leaves nothing behind; a partial download (something to resume) stays.
             tidy_after(puller.store)
     return outcomes
-
-
-def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
-    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"; one kept
-    was unchanged upstream."""
-    if present and outcome.action == "downloaded":
-        return dataclasses.replace(outcome, word="replaced")
-    if present and outcome.action == "skipped":
-        return dataclasses.replace(outcome, reason=UNCHANGED)
-    return outcome
 
 
 def _probe(puller: Puller, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:

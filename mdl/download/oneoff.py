@@ -13,10 +13,12 @@ write under ``.mdl`` walks its folders afresh (``mdl.store.confined``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as st
 from pathlib import Path
 
+from mdl.report import FileOutcome
 from mdl.store import FileRecord, Store, hash_file, rmdir_empty
 
 ONE_OFF = ""  # the model name of get's files: their record is the folder's .mdl/get.json
@@ -54,3 +56,13 @@ def written_by_get(target: Path) -> FileRecord | None:
 def _entry(target: Path) -> FileRecord | None:
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record.files.get(target.name) if record is not None else None
+
+
+def in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
+    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"; one kept
+    was unchanged upstream."""
+    if present and outcome.action == "downloaded":
+        return dataclasses.replace(outcome, word="replaced")
+    if present and outcome.action == "skipped":
+        return dataclasses.replace(outcome, reason=UNCHANGED)
+    return outcome
