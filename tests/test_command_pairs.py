@@ -327,7 +327,7 @@ def test_two_gets_of_one_file_into_one_folder(hub: HubServer, env: dict[str, str
     assert (code1, code2) == (0, 0), (err1, err2)
     assert "Traceback" not in err1 + err2
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
-    assert tree(same) == ["model.safetensors"], "a one-off get keeps no state once done"
+    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], "a finished get keeps only its record"
     if log_says_waiting(env, second.pid):
         assert str(first.pid) in err2, f"the waiting get does not name the holder (pid {first.pid}): {err2}"
 
@@ -346,7 +346,7 @@ def test_a_resumed_get_leaves_no_empty_state_folders(hub: HubServer, env: dict[s
     code, out, err = finish(spawn(env, "get", TINY_URI, "-d", str(same), "--json"))
     assert code == 0, err
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
-    assert tree(same) == ["model.safetensors"], "no empty .mdl/{locks,partial,records} after a resumed get"
+    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], "no empty .mdl/{locks,partial,records}"
     assert json.loads(out)["files"][0]["action"] == "resumed", out
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
 from mdl.download.getrepo import SaveNames, check_repo_flags, expand_repos, hub_file, patterns, save_parts
-from mdl.download.oneoff import tidy_after
+from mdl.download.oneoff import ONE_OFF, in_gets_words, tidy_after, written_by_get
 from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.hfuri import HfUri, parse_hf_uri
@@ -98,8 +98,8 @@ def get_sources(
     """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic; a whole
     Hub repo is listed first (``include``/``exclude`` filter it) and its files keep their folders.
 
-    A file already there is kept when it has the expected bytes, and refused (exit 2) when it differs or cannot
-    be compared; ``force`` replaces it.
+    A file already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
+    (``wget -N``: a new version replaces it); any other is refused (exit 2); ``force`` replaces it.
     """
     expected = check_expected_sha256(sha256)
     include, exclude = patterns(include, flag="--include"), patterns(exclude, flag="--exclude")
@@ -256,7 +256,7 @@ def _already_there(
     """Files already at their targets (checked locally, before anything is written): the ones with the expected
     bytes are kept (``skipped``); any other refuses the whole get, as ``unpack`` and aria2c refuse to overwrite.
 
-    Hub files are compared once the Hub has named their hashes (``_fetch_remote``).
+    Hub files are compared once the Hub has named their hashes, files a get wrote once the server named its version.
     """
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
@@ -268,6 +268,8 @@ def _already_there(
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
             log_outcome(kept[index])
+        elif isinstance(item, UrlFile) and written_by_get(target) is not None:
+            continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
             refused.append(_in_the_way(target, where=item.where, known=bool(want)))
     if refused:
@@ -300,11 +302,11 @@ def _fetch_remote(
     for entry in items:
         by_folder.setdefault(root or entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        # A one-off get keeps no record: `list`, `verify` and re-runs are about catalog models, and a pull
-        # may be using this folder's .mdl/ at the same time (its records must survive whatever get does).
-        puller = Puller(_one_off_settings(settings, folder), progress=progress, keep_records=False)
+        # get's record is the folder's .mdl/get.json (model ""): a pull's records there are never touched.
+        puller = Puller(_one_off_settings(settings, folder), progress=progress)
         try:
             planned: list[tuple[int, PlannedFile]] = []
+            present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
             openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
             for index, item, target in group:
                 name = target.relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
@@ -341,9 +343,9 @@ def _fetch_remote(
                             source=item.where if item.where.startswith("s3://") else redact_url(item.url),
                         )
                         if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
-                            # One file, not resumed: its probe carries its first bytes (a small file is fetched whole).
-                            part, _ = puller.store.part_paths("", name)
-                            carry = len(items) == 1 and not part.exists()
+                            # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
+                            part, _ = puller.store.part_paths(ONE_OFF, name)
+                            carry = len(items) == 1 and not part.exists() and index not in present
                             remote = _probe(puller, remote, item, carry=carry)
                             openings.append(remote.opening)
                     planned.append((index, puller.plan(remote)))
@@ -356,10 +358,7 @@ def _fetch_remote(
                 puller.check_space(plans)
                 done = puller.execute(plans, commits={})
                 for (index, _), outcome in zip(planned, done, strict=True):
-                    # --force over a file that was there: for get it is the user's file, "replaced".
-                    outcomes[index] = (
-                        dataclasses.replace(outcome, word="replaced") if outcome.reason == FORCED else outcome
-                    )
+                    outcomes[index] = in_gets_words(outcome, present=index in present)
         finally:
             for opening in openings:
                 if opening is not None:  # skipped, failed or never reached: its probe's answer is closed

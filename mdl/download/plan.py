@@ -45,8 +45,12 @@ class Decision:
     reason: str
 
 
-def same_content(record: FileRecord, remote: RemoteFile) -> bool:
-    """Whether a recorded file is the version upstream has now, by the strongest key both know."""
+def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True) -> bool:
+    """Whether a recorded file is the version upstream has now, by the strongest key both know.
+
+    ``unnamed``: what a file no key tells apart (no hash, no validator on both sides, one size) counts as. Pull
+    keeps it; a one-off get fetches it again, as ``wget -N`` does when the server sends no Last-Modified.
+    """
     if remote.size is not None and record.size != remote.size:
         return False
     if remote.sha256:
@@ -55,15 +59,21 @@ def same_content(record: FileRecord, remote: RemoteFile) -> bool:
         return record.git_oid == remote.git_oid
     if remote.etag and record.etag:
         return record.etag == remote.etag
-    return True
+    return unnamed
 
 
+UNNAMED = "the server names no version to compare with the one fetched before"
 # The reason of a present file fetched again because of --force: people read "re-downloaded", JSON "downloaded".
 FORCED = "--force"
 
 
-def decide(remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool) -> Decision:
-    """The pure decision function of engine rule 1, on the file's state as ``show`` names it (mdl.store.states)."""
+def decide(
+    remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
+) -> Decision:
+    """The pure decision function of engine rule 1, on the file's state as ``show`` names it (mdl.store.states).
+
+    ``unnamed``: see ``same_content`` (False for one-off gets).
+    """
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
         if local.partial_bytes > 0:
@@ -76,8 +86,8 @@ def decide(remote: RemoteFile, record: FileRecord | None, local: LocalState, *, 
             return Decision(Action.CHECK, RECHECK_REASON[UNRECORDED])
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
-    if not same_content(record, remote):
-        return Decision(Action.DOWNLOAD, "changed upstream")
+    if not same_content(record, remote, unnamed=unnamed):
+        return Decision(Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream")
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
     return Decision(Action.CHECK, RECHECK_REASON[state])

@@ -188,7 +188,9 @@ class Planner:
         if stat is not None and not _is_regular(stat):
             stat = None
         local = LocalState.of(stat, partial_bytes=partial)
-        return PlannedFile(remote, decide(remote, entry, local, force=self.settings.force), partial, placement)
+        # A one-off get's file (no model) is kept only for the version the server names (wget -N), never a size alone.
+        decision = decide(remote, entry, local, force=self.settings.force, unnamed=bool(remote.model))
+        return PlannedFile(remote, decision, partial, placement)
 
 
 def check_space(plans: Sequence[PlannedFile]) -> None:

@@ -25,6 +25,7 @@ _OWN_PARTIAL = re.compile(
 )
 RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
 _KEY_MODEL_CHARS = 100
+GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
 
 
 def key_prefix(model: str) -> str:
@@ -82,8 +83,8 @@ class Store:
         return self.state_dir / "locks" / f"{self._key(model, path)}.lock"
 
     def record_path(self, model: str) -> Path:
-        """``.mdl/records/<model>.json``."""
-        return self.state_dir / "records" / f"{model}.json"
+        """``.mdl/records/<model>.json``; for one-off gets (model ``""``) ``.mdl/get.json``, keyed by file name."""
+        return self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
 
     def ensure_dirs(self, *subs: str) -> None:
         """Create the destination and its state folders (those named, else all); a link on the way is refused
@@ -170,7 +171,9 @@ class Store:
         expected: dict[str, ExpectedFile] | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
-        with record_lock(self.dest, self.state_dir / "locks" / f"{model}.record.lock", model=model):
+        # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
+        lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
+        with record_lock(self.dest, lock, model=model or "get"):
             current = self.read_record(model) or ModelRecord(name=model)
             record = merge_record(
                 current,
@@ -184,7 +187,7 @@ class Store:
             try:
                 confined.write_atomic(self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode())
             except OSError as exc:
-                raise LocalFSError(f"{model}: cannot write record {target}: {exc.strerror or exc}") from exc
+                raise LocalFSError(f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}") from exc
             return record
 
     # -- space and clean-up ------------------------------------------------------------------------

@@ -81,14 +81,15 @@ class Engine:
         self.streams.close_all()
 
     def fetch(self, job: TransferJob) -> TransferResult:
-        """Download (or resume) one file and move it into place verified; retries once on a bad hash."""
+        """Download (or resume) one file and move it into place verified; a bad hash fails the file, after one
+        more try from zero only when the transfer itself was suspect (``HashMismatch.suspect``)."""
         for attempt in (1, 2) if job.retry_on_mismatch else (2,):
             try:
                 return self._fetch_once(job)
             except HashMismatch as exc:
                 self.progress.advance(job.label, -exc.counted)  # those bytes are thrown away: not progress
                 discard_partial(job)
-                if attempt == 2:
+                if attempt == 2 or not exc.suspect:
                     raise IntegrityError(
                         f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
                         hint="the source changed or is corrupt; the partial file was removed",
@@ -147,6 +148,8 @@ class Engine:
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except HashMismatch as exc:
             exc.counted = state.on_disk() - resumed_from
+            spliced = len(state.pieces) > 1 and state.validator is None  # ranges no version tied together
+            exc.suspect = (resumed_from > 0 and not state.restarted) or spliced
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):

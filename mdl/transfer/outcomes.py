@@ -28,3 +28,7 @@ class HashMismatch(Exception):
         self.expected = expected
         self.actual = actual
         self.counted = 0  # bytes this attempt reported as progress
+        # Whether the transfer itself may be to blame (bytes kept from an earlier run, or ranges no validator tied
+        # to one version): only then is the file fetched once more from zero. A clean transfer that hashes wrong
+        # is a wrong file or a wrong hash, and a second download would only say so again.
+        self.suspect = False

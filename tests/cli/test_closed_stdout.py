@@ -148,7 +148,8 @@ def test_get_finishes_the_file_then_ends_quietly(world: dict[str, Path], hub: Hu
     code = run_closed([*args, *(["--json"] if json_out else [])], _env(hub, world), world["tmp"] / "err", read_lines=0)
     assert code == EXIT_CLOSED  # as for pull: its path (or its --json document) met the closed pipe
     assert_quiet(world["tmp"] / "err")
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # no temp or state left behind
+    assert sorted(p.name for p in out.iterdir()) == [".mdl", "model.safetensors"]  # no temp files left behind
+    assert [p.name for p in (out / ".mdl").iterdir()] == ["get.json"]  # only the get's record
     assert (out / "model.safetensors").read_bytes() == WEIGHTS
 
 

@@ -55,7 +55,8 @@ def test_get_a_multi_mib_object_with_parallel_ranges(s3: S3, here: Path) -> None
     ranged = [r for r in s3.cutter.ranges if r not in (None, "bytes=0-0")]
     assert len(ranged) >= 4, f"--connections 4: parallel ranges, got {s3.cutter.ranges}"
     assert "source=s3://team-bucket/runs/7/model.safetensors" in (here / "mdl.log").read_text()
-    assert sorted(p.name for p in (here / "out").iterdir()) == ["model.safetensors"], "no state left behind"
+    assert sorted(p.name for p in (here / "out").iterdir()) == [".mdl", "model.safetensors"], "no temp files left"
+    assert [p.name for p in (here / "out" / ".mdl").iterdir()] == ["get.json"], "only the get's record"
 
 
 def test_output_file_and_sha256(s3: S3, here: Path) -> None:  # noqa: F811

@@ -57,6 +57,9 @@ def files_in(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
+RECORD = [".mdl", ".mdl/get.json"]  # what a get keeps beside the files it downloaded: their record, nothing else
+
+
 def signature_of(url: str) -> str:
     return parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
 
@@ -106,7 +109,7 @@ def test_saved_job_with_inline_lora_and_presigned_large_file(env: HubServer, tmp
     ]
     assert (tmp_path / "out" / "style_lora.safetensors").read_bytes() == LORA
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == big
-    assert files_in(tmp_path / "out") == ["model.safetensors", "style_lora.safetensors"], "no state, no temp files"
+    assert files_in(tmp_path / "out") == [*RECORD, "model.safetensors", "style_lora.safetensors"], "no temp files"
     ranged = [
         r for r in env.cdn.log.records(method="GET", path_prefix="/results/") if r.range not in (None, "bytes=0-0")
     ]
@@ -307,7 +310,7 @@ def test_redirect_descriptor_with_sha256_is_verified(env: HubServer, tmp_path: P
     result = mdl("get", "-", stdin=json.dumps(bad))
     assert result.exit_code == 6
     assert "sha256 mismatch" in result.stderr
-    assert files_in(tmp_path) == ["a.bin", "mdl.log"], "no file at the final path, no partial left"
+    assert files_in(tmp_path) == [*RECORD, "a.bin", "mdl.log"], "no file at the final path, no partial left"
 
 
 @pytest.mark.parametrize("with_sha256", [False, True], ids=["probed", "streamed"])
@@ -433,7 +436,7 @@ def test_get_ignores_the_hf_cache_layout(env: HubServer, tmp_path: Path, monkeyp
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     result = mdl("get", "hf://org/tiny/model.safetensors", "-d", "out")
     assert result.exit_code == 0, result.stderr
-    assert files_in(tmp_path / "out") == ["model.safetensors"], "-d means -d"
+    assert files_in(tmp_path / "out") == [*RECORD, "model.safetensors"], "-d means -d"
     assert not (tmp_path / "cache").exists()
 
 

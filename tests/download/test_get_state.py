@@ -1,8 +1,9 @@
-"""``mdl get -d D`` leaves no state of its own and never touches anyone else's in ``D/.mdl/``.
+"""``mdl get -d D`` keeps only its record in ``D/.mdl/`` and never touches anyone else's state there.
 
 A ``mdl pull --dest D`` may use the same folder: its records, locks and partial downloads survive any get. A
-finished get keeps no record (no ``D/.mdl/records/.json``), removes its lock files and the empty folders it
-created; only a partial download (something to resume) stays until a later get finishes it.
+finished get keeps the record of what it wrote (``D/.mdl/get.json``, so that running it again is a no-op),
+removes its lock files and the empty folders it created; a partial download (something to resume) stays until
+a later get finishes it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
+RECORD = [".mdl", ".mdl/get.json"]
+
+
 @pytest.fixture
 def url(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     hub.add_repo("org/tiny", {"config.json": b'{"a": 1}', "model.safetensors": WEIGHTS})
@@ -44,16 +48,18 @@ def url(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return hub.cdn.add_file("/files/data.bin", DATA, etag='"d1"')
 
 
-def test_a_finished_get_leaves_only_the_file(url: str, tmp_path: Path) -> None:
+def test_a_finished_get_leaves_only_the_file_and_its_record(url: str, tmp_path: Path) -> None:
     result = mdl("get", url, "-d", "D")
     assert result.exit_code == 0, result.output
-    assert tree(tmp_path / "D") == ["data.bin"]
+    assert tree(tmp_path / "D") == [*RECORD, "data.bin"]
+    entry = json.loads((tmp_path / "D" / ".mdl" / "get.json").read_text())["files"]["data.bin"]
+    assert (entry["size"], entry["sha256"], entry["etag"]) == (len(DATA), sha(DATA), '"d1"')
 
 
 def test_get_with_o_leaves_only_the_file(url: str, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     assert mdl("get", url, "-o", "out/x.bin").exit_code == 0
-    assert tree(tmp_path / "out") == ["x.bin"]
+    assert tree(tmp_path / "out") == [*RECORD, "x.bin"]
 
 
 def test_a_failed_get_without_bytes_leaves_nothing(url: str, hub: HubServer, tmp_path: Path) -> None:
@@ -71,12 +77,12 @@ def test_a_resumed_get_leaves_nothing_behind(
     hub.cdn.faults.clear()
     kept = tree(tmp_path / "D")
     assert any(p.endswith(".part") for p in kept), kept
-    assert not any(p.startswith(".mdl/records") for p in kept), "get keeps no record, even of a failure"
+    assert ".mdl/get.json" not in kept, "a failure is not recorded"
     monkeypatch.delenv("MDL_RETRIES")
     result = mdl("get", url, "-d", "D", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["files"][0]["action"] == "resumed"
-    assert tree(tmp_path / "D") == ["data.bin"], "no .mdl/records/.json, no lock, no empty folder"
+    assert tree(tmp_path / "D") == [*RECORD, "data.bin"], "no partial, no lock, no empty folder"
 
 
 def test_a_pulls_state_in_the_same_folder_survives_a_get(url: str, hub: HubServer, tmp_path: Path) -> None:
@@ -94,8 +100,9 @@ def test_a_pulls_state_in_the_same_folder_survives_a_get(url: str, hub: HubServe
     assert result.exit_code == 0, result.output
     assert (dest / "data.bin").read_bytes() == DATA
     after = {p: p.read_bytes() for p in (dest / ".mdl").rglob("*") if p.is_file()}
-    assert after == before, "every file the pull keeps is there, unchanged, and get added none"
-    assert not (dest / ".mdl" / "records" / ".json").exists()
+    record = after.pop(dest / ".mdl" / "get.json")
+    assert after == before, "every file the pull keeps is there, unchanged, and get added only its record"
+    assert list(json.loads(record)["files"]) == ["data.bin"]
     # ... and the pull's record still serves list/verify.
     assert mdl("verify", "tiny", "--dest", str(dest)).exit_code == 0
 
@@ -111,4 +118,4 @@ def test_a_pull_that_starts_during_a_get_keeps_its_folder(url: str, hub: HubServ
     assert result.exit_code == 0, result.output
     assert (dest / ".mdl" / "records" / "tiny.json").is_file(), "the pull's record survived the get's clean-up"
     assert mdl("verify", "tiny", "--dest", str(dest)).exit_code == 0
-    assert not (dest / ".mdl" / "records" / ".json").exists()
+    assert list(json.loads((dest / ".mdl" / "get.json").read_text())["files"]) == ["data.bin"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.plan import Action, LocalState, decide, same_content
+from mdl.download.plan import UNNAMED, Action, LocalState, decide, same_content
 from mdl.sources.resolve import RemoteFile
 from mdl.store.records import FileRecord
 
@@ -111,6 +111,16 @@ def test_decide(
 )
 def test_same_content(rem: RemoteFile, rec: FileRecord, same: bool) -> None:
     assert same_content(rec, rem) is same
+
+
+def test_a_one_off_get_trusts_no_size_alone() -> None:
+    """``unnamed=False`` (get, as wget -N): without a hash or a validator on both sides, fetch again."""
+    for rem, rec in ((remote(sha256=None), record()), (remote(sha256=None, etag='"e1"'), record(etag=None))):
+        assert same_content(rec, rem, unnamed=False) is False
+        decision = decide(rem, rec, PRESENT, force=False, unnamed=False)
+        assert (decision.action, decision.reason) == (Action.DOWNLOAD, UNNAMED)
+    kept = decide(remote(sha256=None, etag='"e1"'), record(etag='"e1"'), PRESENT, force=False, unnamed=False)
+    assert kept.action is Action.SKIP
 
 
 def test_changed_upstream_by_etag_means_download() -> None:

@@ -63,7 +63,7 @@ def test_get_decodes_a_gzip_body(gzip_cdn: GzipCdn, tmp_path: Path) -> None:
     file = only_file(mdl("get", url, "-d", "out", "--json"))
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == TOKENIZER
     assert (file["size"], file["sha256"], file["action"]) == (len(TOKENIZER), sha(TOKENIZER), "downloaded")
-    assert files_in(tmp_path / "out") == ["tokenizer.json"]
+    assert files_in(tmp_path / "out") == [".mdl", ".mdl/get.json", "tokenizer.json"]
 
 
 def test_get_checks_sha256_of_the_decoded_bytes(gzip_cdn: GzipCdn, tmp_path: Path) -> None:
