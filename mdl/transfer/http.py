@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
-from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
+from mdl.redact import is_signed_url, printable, redact_text, redact_url, remember_url_secrets, safe_text
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.proxy import Proxy
@@ -277,8 +277,10 @@ def follow(
     ``credentials`` decide each hop's headers: the Hub token only to the Hub's exact origin (so a CDN never sees
     it, even on the same host name with another port or scheme), direct-URL headers only to the first URL.
     ``rule`` decides which redirects are followed (default: all); an https→http redirect is never followed.
-    Transport errors become NetworkErrors naming ``server`` (see transport_error).
+    Transport errors become NetworkErrors naming ``server`` (see transport_error). Every URL asked for and every
+    redirect target (a Hub's signed CDN URL) has its secrets registered before any answer can echo them.
     """
+    remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         request_headers = dict(headers or {})
@@ -293,6 +295,7 @@ def follow(
         if response.has_redirect_location:
             try:
                 location = urljoin(current, response.headers["Location"])
+                remember_url_secrets(location)
                 origin(location)  # a port that is not a number fails here, not halfway through the next hop
             except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
                 response.close()
