@@ -61,8 +61,8 @@ _AUTHORIZATION_RE = re.compile(
 # thousands of values; looking up each window of a text in the index costs the same whatever their number,
 # where testing every secret against every log line would not.
 _secrets: set[str] = set()
-_index: dict[str, tuple[str, ...]] = {}  # first characters -> the forms starting with them, longest first
-_keys: frozenset[str] = frozenset()  # _index's keys, replaced whole (readers take no lock)
+# first characters -> the forms starting with them; lists only grow (append is atomic: readers take no lock)
+_index: dict[str, list[str]] = {}
 _few: tuple[str, ...] | None = ()  # all forms while they are few (a plain search is faster then), else None
 _FEW = 256
 _secrets_lock = threading.Lock()
@@ -83,25 +83,24 @@ def remember_secret(value: str | None) -> None:
     if credentials and scheme.isalpha() and " " not in credentials.strip():
         forms.update(encoded_forms(credentials.strip()))
     with _secrets_lock:
-        global _keys, _few  # the registry's caches, replaced under _secrets_lock
+        global _few  # the registry's cache, replaced under _secrets_lock
         new = forms - _secrets
         if not new:
             return
         _secrets.update(new)
         for form in new:
             key = form[:MIN_SECRET_LENGTH]
-            _index[key] = tuple(sorted({*_index.get(key, ()), form}, key=len, reverse=True))
-        _keys = frozenset(_index)
+            _index.setdefault(key, []).append(form)
         _few = tuple(_secrets) if len(_secrets) <= _FEW else None
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _keys, _few
+    global _few
     with _secrets_lock:
         _secrets.clear()
         _index.clear()
-        _keys, _few = frozenset(), ()
+        _few = ()
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -115,6 +114,8 @@ def encoded_forms(value: str) -> frozenset[str]:
     or without '/', upper- and lower-case hex), JSON-string-escaped (ASCII or not, with ``\\/``) and
     HTML-escaped. Forms that cannot be listed (a numeric entity for some characters, mixed-case hex) are found
     by decoding the text instead (``redact_text``)."""
+    if _UNRESERVED.fullmatch(value):  # a hex signature, a base64url token: every encoding leaves it as it is
+        return frozenset((value,))
     forms = {value, printable(value)}
     for safe in ("", "/"):
         for encoded in (quote(value, safe=safe), quote_plus(value, safe=safe)):
@@ -127,6 +128,7 @@ def encoded_forms(value: str) -> frozenset[str]:
 
 
 _LOWER_HEX = re.compile("%[0-9A-F]{2}")
+_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding above changes them
 # Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
 # which headers. Registering "host" or "3600" would redact those words everywhere.
 _PUBLIC_PARAM_SUFFIXES = (
@@ -198,12 +200,11 @@ def redact_url(url: str) -> str:
 def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
     """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
     found: list[tuple[int, int]] = []
-    few, keys = _few, _keys
+    few = _few
     if few is not None:
         found.extend(_occurrences(text, few))
-    elif len(text) >= MIN_SECRET_LENGTH:
-        windows = {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}
-        for key in windows & keys:
+    else:
+        for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
             found.extend(_occurrences(text, _index.get(key, ())))
     found.extend(_occurrences(text, extra))
     merged: list[tuple[int, int]] = []
