@@ -65,6 +65,7 @@ _secrets: set[str] = set()
 _index: dict[str, list[str]] = {}
 _few: tuple[str, ...] | None = ()  # all forms while they are few (a plain search is faster then), else None
 _FEW = 256
+_longest = 0  # the longest registered form: how far back a cut can have split one
 _secrets_lock = threading.Lock()
 
 
@@ -83,7 +84,7 @@ def remember_secret(value: str | None) -> None:
     if credentials and scheme.isalpha() and " " not in credentials.strip():
         forms.update(encoded_forms(credentials.strip()))
     with _secrets_lock:
-        global _few  # the registry's cache, replaced under _secrets_lock
+        global _few, _longest  # the registry's caches, replaced under _secrets_lock
         new = forms - _secrets
         if not new:
             return
@@ -91,16 +92,17 @@ def remember_secret(value: str | None) -> None:
         for form in new:
             key = form[:MIN_SECRET_LENGTH]
             _index.setdefault(key, []).append(form)
+            _longest = max(_longest, len(form))
         _few = tuple(_secrets) if len(_secrets) <= _FEW else None
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _few
+    global _few, _longest
     with _secrets_lock:
         _secrets.clear()
         _index.clear()
-        _few = ()
+        _few, _longest = (), 0
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -288,6 +290,16 @@ def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text, _ = _remove_secrets(text, extra)  # a URL rewrite may have joined pieces into a secret again
+    return text
+
+
+def hide_cut_secret(text: str) -> str:
+    """``text`` that was cut short (a body read up to a limit), with the start of a registered secret the cut split
+    replaced too: no whole secret is in it for ``redact_text`` to find, yet its first characters would show."""
+    for at in range(max(0, len(text) - _longest), len(text) - MIN_SECRET_LENGTH + 1):
+        tail = text[at:]
+        if any(form.startswith(tail) for form in _index.get(tail[:MIN_SECRET_LENGTH], ())):
+            return text[:at] + REDACTED
     return text
 
 

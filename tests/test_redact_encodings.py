@@ -251,3 +251,13 @@ def test_safe_text_of_a_redacted_answer_changes_nothing_more(secret: str) -> Non
         assert safe_text(once) == once
     finally:
         forget_secrets()
+
+
+def test_a_secret_split_by_a_cut_is_hidden_from_its_first_characters() -> None:
+    from mdl.redact import hide_cut_secret
+
+    remember_secret("0123456789abcdef0123")
+    assert hide_cut_secret("said: 0123456789ab") == f"said: {REDACTED}"
+    assert hide_cut_secret("said: 0123") == f"said: {REDACTED}"
+    assert hide_cut_secret("said: 012") == "said: 012"  # shorter than any secret: cannot be told from words
+    assert hide_cut_secret("said: nothing") == "said: nothing"

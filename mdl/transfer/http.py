@@ -13,7 +13,15 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
-from mdl.redact import is_signed_url, printable, redact_text, redact_url, remember_url_secrets, safe_text
+from mdl.redact import (
+    hide_cut_secret,
+    is_signed_url,
+    printable,
+    redact_text,
+    redact_url,
+    remember_url_secrets,
+    safe_text,
+)
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.proxy import Proxy
@@ -133,6 +141,8 @@ def server_text(response: httpx2.Response) -> str:
         except (httpx2.HTTPError, httpx2.StreamError):
             pass
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
+        if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
+            text = hide_cut_secret(text)
     # An HTML error page (nginx's 404, a proxy's 502) is said by its title or first text, never quoted whole.
     return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT)
 
