@@ -2,19 +2,23 @@
 
 One rule for all sinks: ``safe_text`` (free text) and ``safe_doc`` (a JSON document) make text printable
 (``printable``) and then remove every secret (``redact_text``): the values registered with
-``remember_secret`` (the Hub token, every expanded catalog header value), Hub tokens, bearer and
-``Authorization`` values, URL userinfo, and the whole query of any URL whose parameter names look like
-credentials.
+``remember_secret`` (the Hub token, every expanded catalog header value) and ``remember_url_secrets`` (the
+signature, token and password values of every URL mdl reads), in whatever encoding a server quotes them
+(percent-encoded, JSON- or HTML-escaped), Hub tokens, bearer and ``Authorization`` values, URL userinfo, and the
+whole query of any URL whose parameter names look like credentials.
 """
 
 from __future__ import annotations
 
+import functools
+import html
+import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
 
@@ -52,40 +56,121 @@ _AUTHORIZATION_RE = re.compile(
     r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
 )
 
+# The registry: every registered secret and its encoded forms (percent, JSON, HTML), indexed by their first
+# MIN_SECRET_LENGTH characters. A run that fetches thousands of files from signed CDN URLs registers tens of
+# thousands of values; looking up each window of a text in the index costs the same whatever their number,
+# where testing every secret against every log line would not.
 _secrets: set[str] = set()
-_ordered: tuple[str, ...] = ()  # _secrets longest first, rebuilt when they change (every log line reads it)
+# first characters -> the forms starting with them; lists only grow (append is atomic: readers take no lock)
+_index: dict[str, list[str]] = {}
+_few: tuple[str, ...] | None = ()  # all forms while they are few (a plain search is faster then), else None
+_FEW = 256
+_longest = 0  # the longest registered form: how far back a cut can have split one
 _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Register ``value`` (a token, an expanded header value) so that no sink ever shows it.
+    """Register ``value`` (a token, an expanded header value, a signature) so that no sink ever shows it, in any
+    encoding a server may quote it in (percent-encoded, JSON- or HTML-escaped).
 
     Values shorter than ``MIN_SECRET_LENGTH``, or that are part of the word REDACTED itself, cannot be told
-    apart from ordinary text and are not registered.
+    apart from ordinary text and are not registered. A header value ``<scheme> <credentials>`` ("Bearer abc…")
+    also registers its credentials alone: a server may echo them without the scheme.
     """
-    if value and len(value) >= MIN_SECRET_LENGTH and value not in REDACTED:
-        with _secrets_lock:
-            _secrets.add(value)
-            # Also its printable form: sinks make text printable before redacting it.
-            _secrets.add(printable(value))
-            _reorder()
+    if not value or len(value) < MIN_SECRET_LENGTH or value in REDACTED:
+        return
+    scheme, _, credentials = value.partition(" ")
+    forms = set(encoded_forms(value))
+    if credentials and scheme.isalpha() and " " not in credentials.strip():
+        forms.update(encoded_forms(credentials.strip()))
+    with _secrets_lock:
+        global _few, _longest  # the registry's caches, replaced under _secrets_lock
+        new = forms - _secrets
+        if not new:
+            return
+        _secrets.update(new)
+        for form in new:
+            key = form[:MIN_SECRET_LENGTH]
+            _index.setdefault(key, []).append(form)
+            _longest = max(_longest, len(form))
+        _few = tuple(_secrets) if len(_secrets) <= _FEW else None
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
+    global _few, _longest
     with _secrets_lock:
         _secrets.clear()
-        _reorder()
-
-
-def _reorder() -> None:
-    global _ordered  # the one cache of the registry, rebuilt under _secrets_lock
-    _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+        _index.clear()
+        _few, _longest = (), 0
 
 
 def known_secrets() -> tuple[str, ...]:
-    """The registered secrets, longest first (so a secret that contains another is removed whole)."""
-    return _ordered  # a tuple, replaced whole under the lock: reading it needs no lock
+    """The registered secrets and their encoded forms, longest first."""
+    return tuple(sorted(_secrets, key=len, reverse=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def encoded_forms(value: str) -> frozenset[str]:
+    """``value`` as a server may quote it: raw, printable, percent-encoded (``quote`` and ``quote_plus``, with
+    or without '/', upper- and lower-case hex), JSON-string-escaped (ASCII or not, with ``\\/``) and
+    HTML-escaped. Forms that cannot be listed (a numeric entity for some characters, mixed-case hex) are found
+    by decoding the text instead (``redact_text``)."""
+    if _UNRESERVED.fullmatch(value):  # a hex signature, a base64url token: every encoding leaves it as it is
+        return frozenset((value,))
+    forms = {value, printable(value)}
+    for safe in ("", "/"):
+        for encoded in (quote(value, safe=safe), quote_plus(value, safe=safe)):
+            forms.update((encoded, _LOWER_HEX.sub(lambda m: m.group(0).lower(), encoded)))
+    for ascii_only in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        forms.update((escaped, escaped.replace("/", "\\/")))
+    forms.update((html.escape(value), html.escape(value, quote=False)))
+    return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH and f not in REDACTED)
+
+
+_LOWER_HEX = re.compile("%[0-9A-F]{2}")
+_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding above changes them
+# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
+# which headers. Registering "host" or "3600" would redact those words everywhere.
+_PUBLIC_PARAM_SUFFIXES = (
+    "algorithm",
+    "date",
+    "expires",
+    "signedheaders",
+    "signature-version",
+    "sign-time",
+    "key-time",
+    "header-list",
+    "url-param-list",
+    "additional-headers",
+)
+
+
+def remember_url_secrets(url: str) -> None:
+    """Register every secret a URL carries, the moment mdl reads it (command line, catalog, lock, mirrors, job
+    outputs, redirects): the password of its userinfo (or the whole userinfo when it is a bare token), and the
+    value of every query parameter that makes its query secret (``is_secret_param``), as written and decoded.
+    A server that echoes the request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        for value in (userinfo, password if colon else user):
+            remember_secret(value)
+            remember_secret(unquote(value))
+    for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
+        raw_name, equals, raw_value = piece.partition("=")
+        name = unquote_plus(raw_name).lower()
+        if not equals or not is_secret_param(name) or name.endswith(_PUBLIC_PARAM_SUFFIXES):
+            continue
+        for value in {raw_value, unquote(raw_value), unquote_plus(raw_value)}:
+            remember_secret(value)
+            if name.endswith("credential"):  # AWS/GCS "<access key id>/<date>/<region>/…": the key id alone too
+                remember_secret(value.partition("/")[0])
 
 
 def is_secret_param(name: str) -> bool:
@@ -114,30 +199,117 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _remove(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced, also those the replacement itself makes up."""
-    for _ in range(16):  # "TEDx1x1" with secret "TEDx1" becomes "REDACTEDx1": look again
-        if secret not in text:
+def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
+    found: list[tuple[int, int]] = []
+    few = _few
+    if few is not None:
+        found.extend(_occurrences(text, few))
+    else:
+        for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
+            found.extend(_occurrences(text, _index.get(key, ())))
+    found.extend(_occurrences(text, extra))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(found):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _occurrences(text: str, forms: Iterable[str]) -> Iterator[tuple[int, int]]:
+    for form in forms:
+        at = text.find(form)
+        while at >= 0:
+            yield at, at + len(form)
+            at = text.find(form, at + 1)
+
+
+def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` with every occurrence of every secret replaced (also those a replacement itself makes up:
+    "TEDx1x1" with secret "TEDx1" becomes "REDACTEDx1"), and whether there was any."""
+    removed = False
+    for _ in range(16):
+        spans = _spans(text, extra)
+        if not spans:
             break
-        text = text.replace(secret, REDACTED)
+        removed = True
+        pieces: list[str] = []
+        last = 0
+        for start, end in spans:
+            pieces += (text[last:start], REDACTED)
+            last = end
+        text = "".join((*pieces, text[last:]))
+    return text, removed
+
+
+# A text a secret may hide in behind escapes: percent-encoding, HTML/XML entities, JSON string escapes.
+_MAY_BE_ENCODED = re.compile(r"[%&\\]")
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _json_unescape(text: str) -> str:
+    """JSON string escapes (``\\uXXXX``, surrogate pairs, ``\\/``, ``\\n``…) decoded, the rest left as it is."""
+    decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _JSON_SIMPLE[m.group(2)], text)
+    if _SURROGATES.search(decoded):  # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
+        decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    return decoded
+
+
+_DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _json_unescape, unquote) * 2
+
+
+def _extra_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in REDACTED:
+            forms.update(encoded_forms(secret))
+    return tuple(forms)
+
+
+def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
+    text, _ = _remove_secrets(text, extra)
+    if _MAY_BE_ENCODED.search(text) and (_secrets or extra):
+        # A form no list can hold (a numeric entity for some characters, mixed-case hex, a JSON escape inside
+        # an HTML page): decode the text, and if a secret shows only then, keep the decoded text, redacted.
+        # Decoding goes on past a find: a second secret may hide one layer deeper (an entity of a %-escape).
+        probe, shown = text, None
+        for decode in _DECODERS:
+            step = decode(probe)
+            if step == probe:
+                continue
+            probe, removed = _remove_secrets(step, extra)
+            if removed:
+                shown = probe
+        if shown is not None:
+            text = printable(shown, multiline=multiline)  # decoding may have made control characters ("%1b")
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
+    text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    text, _ = _remove_secrets(text, extra)  # a URL rewrite may have joined pieces into a secret again
+    return text
+
+
+def hide_cut_secret(text: str) -> str:
+    """``text`` that was cut short (a body read up to a limit), with the start of a registered secret the cut split
+    replaced too: no whole secret is in it for ``redact_text`` to find, yet its first characters would show."""
+    for at in range(max(0, len(text) - _longest), len(text) - MIN_SECRET_LENGTH + 1):
+        tail = text[at:]
+        if any(form.startswith(tail) for form in _index.get(tail[:MIN_SECRET_LENGTH], ())):
+            return text[:at] + REDACTED
     return text
 
 
 def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
     """Free text with known secrets removed, URLs redacted, and Hub tokens and bearer credentials masked.
 
-    The registered secrets (``remember_secret``) are always removed; ``secrets`` adds more.
+    The registered secrets (``remember_secret``) are always removed, in any of their encodings; ``secrets``
+    adds more.
     """
-    extra = sorted((s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
-    for secret in (*extra, *known_secrets()):
-        text = _remove(text, secret)
-    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
-    text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
-    text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
-    for secret in (*extra, *known_secrets()):  # a URL rewrite may have joined pieces into a secret again
-        text = _remove(text, secret)
-    return text
+    return _redact(text, _extra_forms(secrets), multiline=True)
 
 
 # C0/C1 controls (escape sequences, bells, carriage returns), bidi overrides and isolates, line/paragraph
@@ -172,7 +344,7 @@ def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, s
     Redacting after ``printable`` means an escape sequence cannot hide a secret from it; cutting last means
     a secret is never half-shown at the cut.
     """
-    return _cut(redact_text(printable(text, multiline=multiline), secrets=secrets), limit)
+    return _cut(_redact(printable(text, multiline=multiline), _extra_forms(secrets), multiline=multiline), limit)
 
 
 def safe_doc(doc: Any, *, secrets: Iterable[str] = ()) -> Any:

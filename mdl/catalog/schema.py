@@ -23,6 +23,7 @@ from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirro
 from mdl.catalog.specs import REPO_TYPES, SCHEMA_VERSION, VAR_RE, CatalogSettings, FileSpec
 from mdl.errors import UnsafePathError, UsageError
 from mdl.paths import safe_relative_path, url_basename
+from mdl.redact import remember_url_secrets
 
 SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
 
@@ -114,6 +115,7 @@ def _is_http_url(value: str) -> bool:
 
 
 def _file_url(url: str) -> str:
+    remember_url_secrets(url)  # a catalog's presigned URL: no sink may show its signature, however quoted
     if not _is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
         got = f"scheme {scheme!r}" if scheme else "no scheme"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from mdl.errors import UsageError
+from mdl.redact import remember_url_secrets
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -90,8 +91,10 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 def check_mirror(template: str, *, where: str) -> str:
     """A mirror URL template: http(s) or ``s3://bucket/…`` (a literal bucket name), with only the known
-    ``{placeholders}``."""
+    ``{placeholders}``; its secrets are registered first."""
     import string
+
+    remember_url_secrets(template)
 
     if template.startswith("s3://"):
         bucket = template[len("s3://") :].partition("/")[0]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.catalog import ModelSpec, expand_headers
 from mdl.errors import UsageError
-from mdl.redact import redact_url
+from mdl.redact import redact_url, remember_url_secrets
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
@@ -159,6 +159,7 @@ def resolved_from_locked(
             continue
         entry = catalog_files.get(f.path)
         url = entry.url if entry is not None and entry.url else f.source
+        remember_url_secrets(url)  # a lock written by hand may hold a signed URL
         headers = expand_headers(entry, environ) if entry is not None else ()
         files.append(
             RemoteFile(

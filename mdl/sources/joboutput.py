@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
 from mdl.paths import safe_file_name, temp_name
 from mdl.progress import Progress
-from mdl.redact import redact_url
+from mdl.redact import redact_url, remember_url_secrets
 from mdl.store import fsync_dir
 
 if TYPE_CHECKING:
@@ -215,7 +215,9 @@ def is_local_host(host: str) -> bool:
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An https URL, or plain http to a loopback/private host; UsageError otherwise."""
+    """An https URL, or plain http to a loopback/private host; UsageError otherwise. Its secrets are registered
+    first (``remember_url_secrets``): every URL from the command line or a job output passes here."""
+    remember_url_secrets(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""

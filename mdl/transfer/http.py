@@ -13,7 +13,15 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
-from mdl.redact import is_signed_url, printable, redact_text, redact_url, safe_text
+from mdl.redact import (
+    hide_cut_secret,
+    is_signed_url,
+    printable,
+    redact_text,
+    redact_url,
+    remember_url_secrets,
+    safe_text,
+)
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
 from mdl.transfer.excerpt import body_excerpt
 from mdl.transfer.proxy import Proxy
@@ -133,6 +141,8 @@ def server_text(response: httpx2.Response) -> str:
         except (httpx2.HTTPError, httpx2.StreamError):
             pass
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
+        if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
+            text = hide_cut_secret(text)
     # An HTML error page (nginx's 404, a proxy's 502) is said by its title or first text, never quoted whole.
     return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT)
 
@@ -277,8 +287,10 @@ def follow(
     ``credentials`` decide each hop's headers: the Hub token only to the Hub's exact origin (so a CDN never sees
     it, even on the same host name with another port or scheme), direct-URL headers only to the first URL.
     ``rule`` decides which redirects are followed (default: all); an https→http redirect is never followed.
-    Transport errors become NetworkErrors naming ``server`` (see transport_error).
+    Transport errors become NetworkErrors naming ``server`` (see transport_error). Every URL asked for and every
+    redirect target (a Hub's signed CDN URL) has its secrets registered before any answer can echo them.
     """
+    remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         request_headers = dict(headers or {})
@@ -293,6 +305,7 @@ def follow(
         if response.has_redirect_location:
             try:
                 location = urljoin(current, response.headers["Location"])
+                remember_url_secrets(location)
                 origin(location)  # a port that is not a number fails here, not halfway through the next hop
             except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
                 response.close()

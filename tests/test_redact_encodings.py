@@ -1,0 +1,263 @@
+"""Issue 25: a secret mdl read in a URL never comes back through a server's words, in any encoding.
+
+The secret is registered only by the function that reads the URL (a command-line or job-output URL, a catalog
+file, a mirror template, a redirect); the server's answer quotes it raw, percent-encoded, JSON-escaped or as
+HTML/XML entities, inside an S3 ``SignatureDoesNotMatch`` document, a JSON error, an HTML page or an echo of the
+request line. No sink function (``safe_text``, ``safe_doc``, ``redact_text``) may show it in any of those forms.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus, unquote
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from mdl.redact import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    forget_secrets,
+    known_secrets,
+    redact_text,
+    remember_secret,
+    remember_url_secrets,
+    safe_doc,
+    safe_text,
+)
+
+# Realistic secret alphabets: hex signatures (AWS, GCS), base64 and base64url (CloudFront, OSS, Azure SAS), JWTs.
+HEX = "0123456789abcdef"
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+B64 = B64URL[:-2] + "+/="
+SECRETS = st.one_of(
+    st.text(HEX, min_size=16, max_size=64),
+    st.text(B64URL, min_size=12, max_size=64),
+    st.text(B64, min_size=12, max_size=64),
+    st.builds(lambda a, b, c: f"{a}.{b}.{c}", *(st.text(B64URL, min_size=4, max_size=20),) * 3),
+).filter(lambda s: s not in REDACTED and not s.isdigit())
+PARAMS = st.sampled_from(
+    ["X-Amz-Signature", "Signature", "sig", "x-oss-signature", "q-signature", "token", "jwt", "X-Amz-Security-Token"]
+)
+
+
+def _entities(secret: str, pick: list[bool], *, hex_form: bool) -> str:
+    return (
+        "".join(
+            (f"&#x{ord(c):x};" if hex_form else f"&#{ord(c)};") if chosen else c
+            for c, chosen in zip(secret, pick, strict=False)
+        )
+        + secret[len(pick) :]
+    )
+
+
+def _mixed_hex(secret: str, pick: list[bool]) -> str:
+    encoded = quote(secret, safe="")
+    return re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower() if pick[m.start() % len(pick)] else m.group(0), encoded)
+
+
+def _json_u(secret: str, pick: list[bool]) -> str:
+    return (
+        "".join(f"\\u{ord(c):04x}" if chosen else c for c, chosen in zip(secret, pick, strict=False))
+        + secret[len(pick) :]
+    )
+
+
+# Every way the issue names a server may quote the secret; ``pick`` chooses the characters that are escaped.
+ENCODINGS: dict[str, Callable[[str, list[bool]], str]] = {
+    "raw": lambda s, p: s,
+    "quote": lambda s, p: quote(s, safe=""),
+    "quote-slash": lambda s, p: quote(s),
+    "quote_plus": lambda s, p: quote_plus(s, safe=""),
+    "quote_plus-slash": lambda s, p: quote_plus(s, safe="/"),
+    "lower-hex": lambda s, p: re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(s, safe="")),
+    "mixed-hex": _mixed_hex,
+    "json": lambda s, p: json.dumps(s)[1:-1],
+    "json-slash": lambda s, p: json.dumps(s)[1:-1].replace("/", "\\/"),
+    "json-unicode": _json_u,
+    "html": lambda s, p: html.escape(s),
+    "entities-dec": lambda s, p: _entities(s, p, hex_form=False),
+    "entities-hex": lambda s, p: _entities(s, p, hex_form=True),
+    "entities-all": lambda s, p: _entities(s, [True] * len(s), hex_form=False),
+    "html-of-quote": lambda s, p: html.escape(quote(s, safe="")),
+    "json-of-entities": lambda s, p: json.dumps(_entities(s, p, hex_form=True))[1:-1],
+}
+
+
+def s3_error(quoted: str, filler: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request '
+        "signature we calculated does not match the signature you provided.</Message>"
+        f"<AWSAccessKeyId>AKIAEXAMPLE</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256\n{filler}</StringToSign>"
+        f"<SignatureProvided>{quoted}</SignatureProvided><CanonicalRequest>GET\n/b/m.bin\n"
+        f"X-Amz-Signature={quoted}\nhost:b.s3.example</CanonicalRequest></Error>"
+    )
+
+
+BODIES: dict[str, Callable[[str, str], str]] = {
+    "s3-xml": s3_error,
+    "json": lambda q, f: (
+        '{"error": {"code": "Forbidden", "detail": "' + f + '", "request": "GET /m.bin?sig=' + q + '"}}'
+    ),
+    "html": lambda q, f: f"<html><head><title>403 {q}</title></head><body><h1>Forbidden</h1><p>{f} {q}</p></html>",
+    "request-line": lambda q, f: f"{f} refused: GET /m.bin?token={q} HTTP/1.1",
+}
+
+ENTRY_POINTS = ("command-line", "job-output", "catalog", "mirror", "redirect")
+
+
+def register(entry: str, param: str, encoded_value: str) -> None:
+    """Read a URL carrying the secret through one of mdl's real entry points (nothing else registers it)."""
+    url = f"https://b.s3.example/m.bin?X-Amz-Expires=3600&{param}={encoded_value}&X-Amz-SignedHeaders=host"
+    if entry == "command-line":
+        from mdl.download.get import parse_sources
+
+        parse_sources([url], read_text=lambda _: "")
+    elif entry == "job-output":
+        from mdl.sources import parse_job_output
+
+        job = {"files": [{"type": "redirect", "filename": "m.bin", "url": url}]}
+        parse_job_output(json.dumps(job), where="job.json")
+    elif entry == "catalog":
+        from mdl.catalog.load import parse_catalog
+
+        parse_catalog(f"[models.m]\nfiles = [{{ url = {json.dumps(url)} }}]\n")
+    elif entry == "mirror":
+        from mdl.catalog.settings import check_mirror
+
+        check_mirror(url.replace("/m.bin", "/{model}/{path}"), where="--mirror")
+    else:
+        remember_url_secrets(url)  # what the redirect follower calls on each Location (tested end to end too)
+
+
+def forms_of(secret: str) -> set[str]:
+    """The deterministic forms a sink must never show."""
+    return {encode(secret, [chosen] * len(secret)) for encode in ENCODINGS.values() for chosen in (False, True)}
+
+
+def _json_unescape(text: str) -> str:
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text).replace("\\/", "/")
+
+
+def assert_hidden(secret: str, shown: str) -> None:
+    for form in forms_of(secret):
+        assert form not in shown, (form, shown)
+    for decoded in (html.unescape(shown), unquote(shown), _json_unescape(shown)):
+        assert secret not in decoded, shown
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    secret=SECRETS,
+    param=PARAMS,
+    entry=st.sampled_from(ENTRY_POINTS),
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    body=st.sampled_from(sorted(BODIES)),
+    pick=st.lists(st.booleans(), min_size=1, max_size=64),
+    filler=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=400),
+    cut=st.sampled_from([None, 200, 500]),
+)
+def test_a_secret_read_in_a_url_never_shows_in_a_server_answer(
+    secret: str, param: str, entry: str, encoding: str, body: str, pick: list[bool], filler: str, cut: int | None
+) -> None:
+    forget_secrets()
+    try:
+        register(entry, param, quote(secret, safe=""))  # the URL carries it as a client sends it
+        answer = BODIES[body](ENCODINGS[encoding](secret, pick), filler)
+        for shown in (
+            safe_text(answer, limit=cut),
+            safe_text(answer, multiline=True),
+            redact_text(answer),
+            json.dumps(safe_doc({"error": answer, "events": [answer]}), ensure_ascii=False),
+        ):
+            assert_hidden(secret, shown)
+    finally:
+        forget_secrets()
+
+
+def test_the_public_parts_of_a_presigned_url_stay_readable() -> None:
+    """Expiry, date, algorithm and signed headers are not secrets: registering "host" or "3600" would redact
+    those words everywhere."""
+    remember_url_secrets(
+        "https://b.s3.example/m.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2F"
+        "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=0123456789abcdef&response-content-disposition=attachment"
+    )
+    assert redact_text("host 3600 AWS4-HMAC-SHA256 20240101T000000Z attachment") == (
+        "host 3600 AWS4-HMAC-SHA256 20240101T000000Z attachment"
+    )
+    assert redact_text("sig 0123456789abcdef key AKIAEXAMPLE") == f"sig {REDACTED} key {REDACTED}"
+    assert redact_text("AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request") == REDACTED
+
+
+def test_userinfo_is_registered_password_and_bare_token() -> None:
+    remember_url_secrets("https://alice:pa%24%24word-123@h.example/x")
+    remember_url_secrets("https://ghp_0123456789abcdef@h.example/x")
+    shown = redact_text("user alice: alice:pa$$word-123 and pa%24%24word-123 and ghp_0123456789abcdef")
+    assert "pa$$word-123" not in shown and "pa%24%24word-123" not in shown
+    assert "ghp_0123456789abcdef" not in shown
+    assert shown.startswith("user alice: ")  # a user name alone is not a secret
+
+
+def test_a_header_credential_is_hidden_without_its_scheme() -> None:
+    remember_secret("Bearer tok-0123456789abcdef")
+    assert redact_text("server saw tok-0123456789abcdef") == f"server saw {REDACTED}"
+
+
+def test_short_values_stay_unregistered() -> None:
+    remember_url_secrets("https://h.example/x?sig=abc&token=" + "t" * MIN_SECRET_LENGTH)
+    assert "abc" not in known_secrets()
+    assert redact_text("abc") == "abc"
+    assert redact_text("t" * MIN_SECRET_LENGTH) == REDACTED
+
+
+def test_decoding_is_kept_only_when_a_secret_hides_in_it() -> None:
+    remember_secret("s3cr3t/value+0123==")
+    plain = "path a%20b &amp; C:\\new"
+    assert safe_text(plain) == plain  # nothing hidden: the text stays as the server wrote it
+    # Decoded only as far as the secret needs: the entity layer, not the %-escapes.
+    assert safe_text("x %1b echo &#115;3cr3t/value+0123== %2F") == f"x %1b echo {REDACTED} %2F"
+    # A decoded text is made printable again: "%1b" must not become an escape character.
+    assert safe_text("x %1b echo %733cr3t/value+0123== %2F") == f"x \\x1b echo {REDACTED} /"
+
+
+@pytest.mark.parametrize("count", [20_000])
+def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
+    """A snapshot of thousands of files, each behind its own signed CDN URL, must not make every log line slow."""
+    import time
+
+    for i in range(count):
+        remember_url_secrets(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
+    line = "file path=model-00001-of-00002.safetensors action=downloaded size=123456 " * 3
+    start = time.perf_counter()
+    for _ in range(200):
+        assert safe_text(line) == line.rstrip() or safe_text(line) == line
+    assert (time.perf_counter() - start) / 200 < 0.005  # a few hundred microseconds, not milliseconds
+    assert safe_text("server: sig00019999abcdef") == f"server: {REDACTED}"
+
+
+@given(secret=SECRETS)
+@settings(max_examples=50, deadline=None)
+def test_safe_text_of_a_redacted_answer_changes_nothing_more(secret: str) -> None:
+    assume(len(secret) >= MIN_SECRET_LENGTH)
+    forget_secrets()
+    try:
+        remember_secret(secret)
+        once = safe_text(s3_error(_entities(secret, [True, False] * 8, hex_form=True), "x"))
+        assert safe_text(once) == once
+    finally:
+        forget_secrets()
+
+
+def test_a_secret_split_by_a_cut_is_hidden_from_its_first_characters() -> None:
+    from mdl.redact import hide_cut_secret
+
+    remember_secret("0123456789abcdef0123")
+    assert hide_cut_secret("said: 0123456789ab") == f"said: {REDACTED}"
+    assert hide_cut_secret("said: 0123") == f"said: {REDACTED}"
+    assert hide_cut_secret("said: 012") == "said: 012"  # shorter than any secret: cannot be told from words
+    assert hide_cut_secret("said: nothing") == "said: nothing"
