@@ -10,7 +10,7 @@ from typing import Any
 from mdl.errors import UsageError
 from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
 from mdl.paths import safe_relative_path, url_basename
-from mdl.redact import redact_url
+from mdl.redact import redact_url, remember_url_secrets
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -35,6 +35,7 @@ class AddSource:
 def parse_source(text: str) -> AddSource:
     """``hf://[datasets/|spaces/]owner/name[@rev][/path]`` or an ``http(s)://`` URL; UsageError otherwise."""
     if text.lower().startswith(("https://", "http://")):
+        remember_url_secrets(text)  # a presigned URL given to add: no sink may show its signature
         return AddSource(redact_url(text), url=text)
     if not text.startswith("hf://"):
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
