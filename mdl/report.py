@@ -84,6 +84,7 @@ class FileOutcome:
             "sha256": self.sha256,
             "action": self.action,
             "error": self.error,
+            "hint": self.hint or None,
             "reason": self.reason or None,
             "warning": "; ".join(warnings) if warnings else None,
         }

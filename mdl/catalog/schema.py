@@ -118,16 +118,14 @@ def _file_url(url: str) -> str:
     remember_url_secrets(url)  # a catalog's presigned URL: no sink may show its signature, however quoted
     if not _is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
-        got = f"scheme {scheme!r}" if scheme else "no scheme"
-        raise problem(f"must be an http:// or https:// URL, got {got}")
+        raise problem(f"must be an http:// or https:// URL, got {f'scheme {scheme!r}' if scheme else 'no scheme'}")
     return url
 
 
 def _endpoint(url: str) -> str:
     if not _is_http_url(url):
         raise problem(f"must be an http(s) URL, got {url!r}")
-    # Stored without a trailing slash so callers can append "/api/..." directly.
-    return url.rstrip("/")
+    return url.rstrip("/")  # without a trailing slash: callers append "/api/..."
 
 
 def _sha256(value: str) -> str:
