@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
-from mdl.paths import safe_relative_path
+from mdl.paths import safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import creatable_problem
 from mdl.store.records import FileRecord, ModelRecord
@@ -76,7 +76,7 @@ class Placement:
         for target in dict.fromkeys((self.final, self.shown, partial)):
             problem = creatable_problem(target)
             if problem is not None:
-                raise LocalFSError(f"{label}: cannot be saved at {target}: {problem}")
+                raise LocalFSError(f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}")
 
     def linked(self) -> bool:
         """Whether the snapshot entry (if any) reaches ``final``."""
