@@ -201,11 +201,9 @@ def clean(
     environ: Mapping[str, str] | None = None,
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
-    from mdl.store import CleanReport
-    from mdl.store import clean as clean_partials
-
     from mdl.archive import recover_unpacks
-    from mdl.store import CleanedFile
+    from mdl.store import CleanedFile, CleanReport
+    from mdl.store import clean as clean_partials
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)

@@ -225,7 +225,7 @@ def _bytes_in(folder: Path) -> int:
     for root, _, files in os.walk(folder):
         for name in files:
             with contextlib.suppress(OSError):
-                found = os.lstat(os.path.join(root, name))
+                found = (Path(root) / name).lstat()
                 total += found.st_size if stat.S_ISREG(found.st_mode) else 0
     return total
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
+from mdl.catalog import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 
 if TYPE_CHECKING:
     from mdl.sources.resolve import RemoteFile

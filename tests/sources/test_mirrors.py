@@ -26,7 +26,8 @@ from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, Loopb
 from typer.testing import CliRunner, Result
 
 from mdl.catalog.load import ModelSpec, parse_catalog
-from mdl.catalog.settings import MIRROR_FIELDS, build_settings, check_mirror, fill_template, parse_template
+from mdl.catalog.settings import MIRROR_FIELDS, build_settings, check_mirror
+from mdl.catalog.templates import fill_template, parse_template
 from mdl.cli.app import app
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
