@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import unicodedata
@@ -186,3 +187,16 @@ def url_basename(url: str, *, where: str) -> str:
         # '%2F' would turn one segment into nested folders; a file name is asked for, so refuse.
         raise _unsafe(name, where=where, reason="the URL's last segment decodes to a path with '/'")
     return safe_relative_path(name, where=where)
+
+
+SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as an error names it: whole when short, else its start and its end around ``…`` (a 4 KiB listing
+    path would bury the message)."""
+    text = os.fspath(path)
+    if len(text) <= SHOWN_PATH_CHARS:
+        return text
+    half = SHOWN_PATH_CHARS // 2
+    return f"{text[:half]}…{text[-half:]}"

@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
+from mdl.paths import shown_path
 from mdl.redact import safe_text
 
 # Outcomes that are failures: ``failed``, and ``missing`` (verify: not on this disk, exit 4 "not found").
@@ -182,7 +183,7 @@ def failed(
 ) -> FileOutcome:
     """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
     status, server_text = server_details(exc)
-    label = f"{model}/{path}" if model and path else model or path or ""
+    label = shown_path(f"{model}/{path}" if model and path else model or path or "")  # a 4 KiB path: cut
     return FileOutcome(
         model=model,
         path=path,

@@ -213,13 +213,19 @@ def clean(
     environ: Mapping[str, str] | None = None,
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
-    from mdl.store import CleanReport
+    from mdl.archive import recover_unpacks
+    from mdl.store import CleanedFile, CleanReport
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
     settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
-    return CleanReport(tuple(clean_partials(settings)), dry_run=dry_run)
+    # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
+    stagings = [
+        CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
+        for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
+    ]
+    return CleanReport((*clean_partials(settings), *stagings), dry_run=dry_run)
 
 
 @checked

@@ -4,6 +4,7 @@ unpacking archives safely (hostile names refused before a byte is written), from
 from mdl.archive.entries import DEFAULT_MAX_RATIO
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.spool import unpack_stream
+from mdl.archive.swap import recover as recover_unpacks
 from mdl.archive.unpack import UnpackResult, unpack_archive
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "PackResult",
     "UnpackResult",
     "pack_run",
+    "recover_unpacks",
     "unpack_archive",
     "unpack_stream",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from mdl.errors import UnsafePathError
 from mdl.paths import path_problem, safe_file_name
@@ -62,3 +63,18 @@ def name_problem(name: str) -> str | None:
 def collision_key(name: str) -> str:
     """The key under which two names land on the same file on a case-insensitive, normalising filesystem."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first two paths that differ but name the same file or folder on a case-insensitive, normalising
+    filesystem, at any depth: ``top/Dir/a`` and ``top/dir/b`` (their folders), ``Top/x`` and ``top/y``, or NFC and
+    NFD spellings of one name. Each path component is compared, folders as well as files; None when all differ."""
+    spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
+    for name in names:
+        parts = name.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            first = spelled.setdefault(collision_key(prefix), prefix)
+            if first != prefix:
+                return first, prefix
+    return None

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -190,13 +191,15 @@ def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
     (staging / _JOURNAL).unlink(missing_ok=True)
 
 
-def recover(dest: Path, progress: Progress) -> None:
+def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tuple[Path, int]]:
     """Finish what killed unpacks left in ``dest``: roll back an interrupted swap (or complete a committed one),
-    then remove their staging folders. Folders still locked by a running unpack are left alone."""
+    then remove their staging folders (``dry_run``: only name them). Folders still locked by a running unpack are
+    left alone. Returns each staging folder handled with the bytes it held (``mdl clean`` lists them)."""
     try:
         names = [p.name for p in dest.iterdir() if p.name.startswith(PREFIX)]
     except OSError:
-        return
+        return []
+    handled: list[tuple[Path, int]] = []
     for name in sorted(names):
         staging = dest / name
         try:
@@ -208,9 +211,23 @@ def recover(dest: Path, progress: Progress) -> None:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a running unpack owns it
-            _recover_one(staging, dest, progress)
+            handled.append((staging, _bytes_in(staging)))
+            if not dry_run:
+                _recover_one(staging, dest, progress)
         finally:
             os.close(lock)
+    return handled
+
+
+def _bytes_in(folder: Path) -> int:
+    """The bytes of the regular files below ``folder``, never following a link."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                found = (Path(root) / name).lstat()
+                total += found.st_size if stat.S_ISREG(found.st_mode) else 0
+    return total
 
 
 def _recover_one(staging: Path, dest: Path, progress: Progress) -> None:

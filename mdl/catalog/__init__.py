@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     )
     from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
     from mdl.catalog.settings import (
+        MIRROR_FIELDS,
         Settings,
         build_settings,
         choose_lock_mode,
@@ -29,14 +30,17 @@ if TYPE_CHECKING:
         user_config_dir,
     )
     from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
+    from mdl.catalog.templates import Placeholder, fill_template, parse_template
 
 __all__ = [
+    "MIRROR_FIELDS",
     "NEW_CATALOG",
     "Catalog",
     "CatalogChange",
     "Edit",
     "FileSpec",
     "ModelSpec",
+    "Placeholder",
     "Settings",
     "add_entry",
     "build_settings",
@@ -45,12 +49,14 @@ __all__ = [
     "choose_lock_mode",
     "default_log_file",
     "expand_headers",
+    "fill_template",
     "find_catalog",
     "find_lock",
     "load_catalog",
     "lock_beside",
     "parse_catalog",
     "parse_source",
+    "parse_template",
     "remove_entry",
     "resolve_dest",
     "settings_for",
@@ -74,6 +80,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
             ),
             "load": ("expand_headers", "find_catalog", "load_catalog", "parse_catalog"),
             "settings": (
+                "MIRROR_FIELDS",
                 "Settings",
                 "build_settings",
                 "choose_lock_mode",
@@ -85,5 +92,6 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
                 "user_config_dir",
             ),
             "specs": ("Catalog", "FileSpec", "ModelSpec"),
+            "templates": ("Placeholder", "fill_template", "parse_template"),
         },
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
 
@@ -92,10 +93,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 def check_mirror(template: str, *, where: str) -> str:
     """A mirror URL template: http(s) or ``s3://bucket/…`` (a literal bucket name), with only the known
     ``{placeholders}``; its secrets are registered first."""
-    import string
-
     remember_url_secrets(template)
-
     if template.startswith("s3://"):
         bucket = template[len("s3://") :].partition("/")[0]
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
@@ -104,14 +102,7 @@ def check_mirror(template: str, *, where: str) -> str:
             )
     elif not template.startswith(("http://", "https://")):
         raise UsageError(f"{where}: a mirror must be an http(s) or s3:// URL template, got {template!r}")
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise UsageError(f"{where}: {exc} in {template!r}") from None
-    for name in fields:
-        if name not in MIRROR_FIELDS:
-            known = ", ".join("{" + f + "}" for f in MIRROR_FIELDS)
-            raise UsageError(f"{where}: unknown placeholder {{{name}}} in {template!r} (known: {known})")
+    parse_template(template, fields=MIRROR_FIELDS, where=where)
     return template
 
 

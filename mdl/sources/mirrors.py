@@ -7,10 +7,11 @@ as they are: the key is quoted when the request is signed).
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from mdl.catalog import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 
 if TYPE_CHECKING:
     from mdl.sources.resolve import RemoteFile
@@ -50,10 +51,11 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     urls: list[tuple[str, str]] = []
     for template in templates:
         values = raw if template.startswith("s3://") else quoted
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-        missing = sorted(name for name in fields if not values.get(name))
+        # checked when the settings were read: parsing again only splits it (a template is never str.format-ed)
+        parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
+        missing = sorted({p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)})
         if missing:
             log.debug("%s/%s: mirror %s needs %s, which this file lacks", remote.model, remote.path, template, missing)
             continue
-        urls.append((template, template.format_map(values)))
+        urls.append((template, fill_template(parts, values)))
     return urls

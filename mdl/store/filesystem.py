@@ -12,17 +12,37 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from mdl.errors import LocalFSError
+from mdl.paths import shown_path
+
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
 
 
+# What the filesystem says about a *name* (too long, not encodable, a folder or file or link in the way): a
+# problem of that one path, for that file or model to fail with exit 7 while the rest of the run goes on.
+NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
+
+
+def name_error(exc: OSError, path: Path, *, doing: str) -> LocalFSError | None:
+    """The LocalFSError (exit 7) for an OSError about ``path``'s name, naming the path cut to a readable length;
+    None for any other OSError (no space, no permission, I/O: the caller's own rule)."""
+    if exc.errno not in NAME_ERRNOS:
+        return None
+    return LocalFSError(f"cannot {doing} {shown_path(path)}: {exc.strerror or exc}")
+
+
 def stat_file(path: Path) -> os.stat_result | None:
-    """``lstat`` of a destination file, or None if absent; a symlink or folder there is not ours."""
+    """``lstat`` of a destination file, or None if absent; a symlink or folder there is not ours. A name the
+    filesystem refuses (too long, not encodable) is LocalFSError naming it."""
     try:
         return path.lstat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except NotADirectoryError:
-        return None
+    except OSError as exc:
+        refused = name_error(exc, path, doing="look at")
+        if refused is None:
+            raise
+        raise refused from None
 
 
 def fsync_dir(folder: Path) -> None:
@@ -108,7 +128,7 @@ def creatable_problem(path: Path) -> str | None:
         return f"the path is longer than {PATH_MAX - 1} bytes"
     existing = stat_file(path)
     if existing is not None and st.S_ISDIR(existing.st_mode):
-        return f"{path} is a folder"
+        return f"{shown_path(path)} is a folder"
     folder = path.parent
     while True:
         try:
@@ -116,12 +136,12 @@ def creatable_problem(path: Path) -> str | None:
             break
         except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
             if folder == folder.parent:
-                return f"none of the folders above {path} exists"
+                return f"none of the folders above {shown_path(path)} exists"
             folder = folder.parent
         except OSError as exc:
-            return f"cannot look at {folder}: {exc.strerror or exc}"
+            return f"cannot look at {shown_path(folder)}: {exc.strerror or exc}"
     if not st.S_ISDIR(found.st_mode):
-        return f"{folder} is a file, not a folder"
+        return f"{shown_path(folder)} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{folder} is not writable"
+        return f"{shown_path(folder)} is not writable"
     return None

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat as st
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import LocalFSError, UsageError
-from mdl.paths import safe_relative_path
+from mdl.errors import LocalFSError, MdlError, UsageError
+from mdl.paths import safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import creatable_problem
 from mdl.store.records import FileRecord, ModelRecord
@@ -75,7 +76,7 @@ class Placement:
         for target in dict.fromkeys((self.final, self.shown, partial)):
             problem = creatable_problem(target)
             if problem is not None:
-                raise LocalFSError(f"{label}: cannot be saved at {target}: {problem}")
+                raise LocalFSError(f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}")
 
     def linked(self) -> bool:
         """Whether the snapshot entry (if any) reaches ``final``."""
@@ -129,18 +130,25 @@ class Layout:
         repo_dir = self.cache_root / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
-        ref = None
-        if revision and revision != hub.commit:
-            ref_name = safe_relative_path(revision, where=f"{label}: revision")
-            ref = (repo_dir.joinpath("refs", *ref_name.split("/")), hub.commit)
         return Placement(
             final=repo_dir / "blobs" / etag,
             shown=link,
             store=self.cache,
             lock=self.cache_root / ".locks" / repo_dir.name / f"{etag}.lock",
             link=link,
-            ref=ref,
+            ref=self.ref_for(source, revision, label=label),
         )
+
+    def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
+        """``refs/<revision>`` in the Hugging Face cache and the commit it must name, for a Hub file's source asked
+        at ``revision`` (None: plain layout, not a Hub file, no revision, or the revision is the commit itself)."""
+        hub = parse_hub_source(source) if self.cache_root is not None else None
+        if self.cache_root is None or hub is None or hub.commit is None or not _COMMIT.match(hub.commit):
+            return None
+        if not revision or revision == hub.commit:
+            return None
+        ref_name = safe_relative_path(revision, where=f"{label}: revision")
+        return self.cache_root.joinpath(repo_folder(hub.repo, hub.repo_type), "refs", *ref_name.split("/")), hub.commit
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain).
@@ -148,20 +156,54 @@ class Layout:
         Nothing in the cache is followed on the way (``confined``): a planted link is refused, never written through.
         """
         root = placement.store.dest
-        try:
-            if placement.link is not None and not placement.linked():
+        if placement.link is not None and not placement.linked():
+            try:
                 confined.symlink(root, os.path.relpath(placement.final, placement.link.parent), placement.link)
-            if placement.ref is not None:
-                ref_path, commit = placement.ref
-                try:
-                    current = confined.read_bytes(root, ref_path, limit=256).decode("utf-8", "replace").strip()
-                except OSError:
-                    current = None
-                if current != commit:  # no newline: huggingface_hub reads it verbatim
-                    confined.write_atomic(root, ref_path, commit.encode())
-        except OSError as exc:
-            where = placement.link or placement.final
-            raise LocalFSError(f"cannot link {where} in the Hugging Face cache: {exc.strerror or exc}") from exc
+            except OSError as exc:
+                raise LocalFSError(
+                    f"cannot link {placement.link} in the Hugging Face cache: {exc.strerror or exc}"
+                ) from exc
+        if placement.ref is not None:
+            write_ref(root, *placement.ref)
+
+
+def write_ref(root: Path, ref: Path, commit: str) -> None:
+    """Make ``refs/<revision>`` name ``commit`` (rewritten atomically when it says anything else: garbage, another
+    commit, nothing), so huggingface_hub's offline reads find the snapshot. A ref that is not a regular file (a
+    folder, a FIFO) or cannot be read is exit 7 naming the ref, never replaced blindly."""
+    try:
+        found = os.lstat(ref)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
+    if found is not None and st.S_ISLNK(found.st_mode):
+        found = None  # a link where a ref goes is replaced as the entry it is, never written through
+    elif found is not None and not st.S_ISREG(found.st_mode):
+        raise LocalFSError(
+            f"the ref {ref} in the Hugging Face cache is not a file ({_kind(found)}); remove it and pull again"
+        )
+    try:
+        current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace").strip() if found else None
+    except OSError as exc:
+        raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
+    if current == commit:
+        return
+    try:
+        confined.write_atomic(root, ref, commit.encode())  # no newline: huggingface_hub reads it verbatim
+    except OSError as exc:
+        raise LocalFSError(f"cannot write the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
+
+
+def _kind(found: os.stat_result) -> str:
+    mode = found.st_mode
+    if st.S_ISDIR(mode):
+        return "a folder"
+    if st.S_ISFIFO(mode):
+        return "a FIFO"
+    if st.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if st.S_ISCHR(mode) or st.S_ISBLK(mode) else "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -181,8 +223,10 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
     if not _COMMIT.match(revision):
         try:
             ref_name = safe_relative_path(revision, where="revision")
-            commit = repo_dir.joinpath("refs", *ref_name.split("/")).read_text(encoding="utf-8").strip()
-        except (OSError, UsageError):
+            # never blocks (a FIFO) nor follows a link; undecodable bytes are no commit
+            raw = confined.read_bytes(cache_root, repo_dir.joinpath("refs", *ref_name.split("/")), limit=256)
+            commit = raw.decode("utf-8", "replace").strip()
+        except (OSError, MdlError):
             return []
     if not _COMMIT.match(commit):
         return []

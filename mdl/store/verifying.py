@@ -12,8 +12,8 @@ from mdl.errors import IntegrityError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file
-from mdl.store.inventory import LocalFile, PinnedFile, model_status
-from mdl.store.layout import Layout
+from mdl.store.inventory import LocalFile, ModelStatus, PinnedFile, model_status
+from mdl.store.layout import Layout, write_ref
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.states import MISSING, PARTIAL
 from mdl.store.store import Store
@@ -66,7 +66,27 @@ def verify_models(
             else:
                 want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
             add(verify_file(store, spec.name, file, status.record, want, progress))
+        if status.files and not any(o.failing for o in outcomes if o.model == spec.name):
+            keep_refs(layout, spec, status)
     return RunReport(tuple(outcomes))
+
+
+def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
+    """A model found whole and verified in the Hugging Face cache keeps ``refs/<revision>`` naming its commit, so
+    the programs the cache exists for (``snapshot_download(local_files_only=True)``) find it; no-op when plain."""
+    if layout.cache_root is None:
+        return
+    revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
+    pulled_at = status.record.revision if status.record is not None else None
+    for file in status.files:
+        # a snapshot's ref only while the catalog still asks for the revision it was pulled at
+        if spec.is_snapshot:
+            revision = spec.revision if pulled_at == spec.revision else None
+        else:
+            revision = revisions.get(file.path)
+        ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+        if ref is not None:
+            write_ref(layout.cache_root, *ref)
 
 
 def begin_hashing(

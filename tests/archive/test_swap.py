@@ -224,3 +224,49 @@ def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path
     swap.recover(dest, NullProgress())
     assert (tmp_path / "x").read_text() == "outside"
     assert staging_folders(dest) == [planted.name]
+
+
+def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_clean(tmp_path: Path) -> None:
+    """The hidden staging folder a kill -9 leaves in DIR (up to 32 MB) does not wait for the next unpack there:
+    `mdl clean --dest DIR --dry-run` names it with its size, `mdl clean --dest DIR` restores what it moved aside
+    and removes it (issue 27)."""
+    from typer.testing import CliRunner
+
+    from mdl.cli.app import app
+
+    archive, dest, old, _ = make_old_and_new(tmp_path)
+    body = """
+        def hooked(src, dst, *args, **kwargs):
+            real_rename(src, dst, *args, **kwargs)
+            calls[0] += 1
+            if calls[0] == 25:
+                os.kill(os.getpid(), signal.SIGKILL)
+        """
+    proc = run_child(child_script(archive, dest, body), tmp_path)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    [leftover] = staging_folders(dest)
+
+    dry = CliRunner().invoke(app, ["clean", "--dest", str(dest), "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.stderr
+    [named] = [f for f in json.loads(dry.stdout)["files"] if f["path"] == str(dest / leftover)]
+    assert named["removed"] is False and named["size"] > 0 and "unpack" in named["source"]
+    assert staging_folders(dest) == [leftover]  # a dry run changes nothing
+
+    done = CliRunner().invoke(app, ["clean", "--dest", str(dest)])
+    assert done.exit_code == 0, done.stderr
+    assert str(dest / leftover) in done.stdout
+    assert staging_folders(dest) == []
+    assert snapshot(dest) == old  # the originals it had moved aside are back, not deleted
+
+
+def test_clean_leaves_a_running_unpacks_staging_folder_alone(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    staging = swap.Staging(dest)  # held by this process, as a running unpack holds it
+    try:
+        assert swap.recover(dest, NullProgress()) == []
+        assert staging_folders(dest) == [staging.path.name]
+    finally:
+        staging.close()
+    assert staging_folders(dest) == []

@@ -20,15 +20,18 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
 from typer.testing import CliRunner, Result
 
 from mdl.catalog.load import ModelSpec, parse_catalog
-from mdl.catalog.settings import build_settings
+from mdl.catalog.settings import MIRROR_FIELDS, build_settings, check_mirror
+from mdl.catalog.templates import fill_template, parse_template
 from mdl.cli.app import app
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
-from mdl.errors import ExitCode
+from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress
 from mdl.report import RunReport
 from mdl.sources.mirrors import mirror_urls
@@ -589,6 +592,14 @@ def test_mirror_urls_need_a_hash_to_check_against() -> None:
         ("http://m/{model/{path}", ["http://m/{model/{path}"]),
         ("http://m/{}/{path}", ["unknown placeholder"]),
         ("http://m/{path.upper}", ["unknown placeholder"]),
+        # format specs and conversions are refused at load time, never run at pull time (issue 27)
+        ("http://m/{model}/{path:d}", ["{path} takes no format spec"]),
+        ("http://m/{model}/{path:{sha256}}", ["lone '{'"]),
+        ("http://m/{path:>99999999999999999999}", ["{path} takes no format spec"]),
+        ("http://m/{path:>20000000}", ["{path} takes no format spec"]),
+        ("http://m/{path!r}", ["{path} takes no format spec"]),
+        ("http://m/{{model}}/{path}", ["lone '{'"]),
+        ("http://m/{model}}/{path}", ["lone '{'"]),
     ],
 )
 def test_bad_mirror_template_in_the_catalog_is_a_usage_error(
@@ -881,3 +892,51 @@ def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(hub: HubSer
     assert report.ok, report.files
     assert (tmp_path / "d" / "m" / "w.safetensors").read_bytes() == good
     assert report.files[0].action == "downloaded", "fetched from zero, not resumed on the mirror's bytes"
+
+
+@pytest.mark.parametrize("where", ["--mirror", "MDL_MIRRORS"])
+@pytest.mark.parametrize("template", ["http://m/{model}/{path:d}", "http://m/{path:>20000000}", "http://m/{path!s}"])
+def test_a_format_spec_from_the_flag_or_environment_is_refused_before_any_request(
+    tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, template: str
+) -> None:
+    catalog = write_catalog(tmp_path / "c.toml", [])
+    args = ["pull", "tiny", "--catalog", str(catalog), "--dest", str(tmp_path / "d")]
+    if where == "--mirror":
+        args += ["--mirror", template]
+    else:
+        monkeypatch.setenv("MDL_MIRRORS", template)
+    result = mdl(*args)
+    assert result.exit_code == ExitCode.USAGE, result.stderr
+    assert ("--mirror" if where == "--mirror" else "$MDL_MIRRORS") in result.stderr
+    assert "takes no format spec" in result.stderr and "Traceback" not in result.stderr
+    assert len(tiny.log) == 0
+    assert not (tmp_path / "d" / "tiny").exists()
+
+
+_FIELD = st.sampled_from(["model", "repo", "revision", "commit", "path", "sha256"])
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(pieces=st.lists(st.one_of(_TEXT, _FIELD.map(lambda f: "{" + f + "}")), max_size=8))
+def test_any_accepted_template_is_filled_by_plain_replacement(pieces: list[str]) -> None:
+    """Whatever the text, a template is either refused (UsageError) or filled by replacing each {field} with its
+    value and nothing else: the result never depends on str.format's mini-language."""
+    template = "http://m/" + "".join(pieces)
+    try:
+        parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
+    except UsageError:
+        assert "{" in template[9:] or "}" in template[9:]
+        return
+    values = {f: f"<{f.upper()}>" for f in MIRROR_FIELDS}
+    expected = template
+    for field in MIRROR_FIELDS:
+        expected = expected.replace("{" + field + "}", values[field])
+    assert fill_template(parts, values) == expected
+
+
+@given(template=st.text(max_size=60))
+def test_no_template_text_ends_in_anything_but_a_usage_error(template: str) -> None:
+    try:
+        check_mirror("http://m/" + template, where="--mirror")
+    except UsageError as exc:
+        assert len(exc.message) < 700  # a huge template is not echoed whole

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -391,3 +392,97 @@ def test_a_snapshot_link_that_cannot_be_made_is_exit_7(env: HubServer, cache: Pa
     assert "cannot be saved at" in result.stderr and "is a file, not a folder" in result.stderr
     assert not env.cdn.log.records(method="GET"), "nothing was fetched"
     assert "Traceback" not in result.stderr
+
+
+# -- the cache stays usable (issue 27): whenever `pull` (online or offline) or `verify` finds a model whole and
+# verified there, refs/<revision> names its commit afterwards (a garbage, missing or stale ref is rewritten
+# atomically) and huggingface_hub's own offline read finds the snapshot; a ref that is a folder or a FIFO is exit
+# 7 naming the ref.
+
+
+def ref_of(cache: Path) -> Path:
+    return cache / "models--org--tiny" / "refs" / "main"
+
+
+def damage(ref: Path, how: str) -> None:
+    if how == "garbage":
+        ref.write_bytes(b"\x00not a commit\xff\n")
+    elif how == "missing":
+        ref.unlink()
+    elif how == "stale":
+        ref.write_text("0" * 40)
+    else:  # pragma: no cover
+        raise AssertionError(how)
+
+
+def huggingface_hub_reads_it_offline(commit: str) -> None:
+    out = run_hf(
+        """
+        from huggingface_hub import snapshot_download
+        print(snapshot_download("org/tiny", local_files_only=True))
+        """
+    )
+    assert out.stdout.strip().endswith(commit)
+
+
+@pytest.fixture
+def pulled(env: HubServer, cache: Path) -> str:
+    result = mdl("pull", "tiny", "--layout", "hf-cache")
+    assert result.exit_code == 0, result.stderr
+    commit = env.repo("org/tiny").sha
+    assert ref_of(cache).read_text() == commit
+    return commit
+
+
+@pytest.mark.parametrize("how", ["garbage", "missing", "stale"])
+@pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
+def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
+    pulled: str, cache: Path, monkeypatch: pytest.MonkeyPatch, how: str, command: str
+) -> None:
+    damage(ref_of(cache), how)
+    if command == "offline-pull":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["verify", "tiny"] if command == "verify" else ["pull", "tiny"]
+    result = mdl(*args, "--layout", "hf-cache")
+    assert result.exit_code == 0, result.stderr
+    assert ref_of(cache).read_text() == pulled  # no newline: huggingface_hub reads it verbatim
+    assert not [p for p in ref_of(cache).parent.iterdir() if p.name != "main"], "no temp file left beside the ref"
+    huggingface_hub_reads_it_offline(pulled)
+
+
+@pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_ref_that_is_not_a_file_is_exit_7_naming_the_ref(
+    pulled: str, cache: Path, monkeypatch: pytest.MonkeyPatch, command: str, kind: str
+) -> None:
+    ref = ref_of(cache)
+    ref.unlink()
+    if kind == "folder":
+        ref.mkdir()
+        (ref / "inside").write_text("x")
+    else:
+        os.mkfifo(ref)
+    if command == "offline-pull":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["verify", "tiny"] if command == "verify" else ["pull", "tiny"]
+    result = mdl(*args, "--layout", "hf-cache")
+    assert result.exit_code == 7, result.stderr
+    assert f"ref {ref}" in result.stderr and "Traceback" not in result.stderr
+    assert (ref / "inside").exists() if kind == "folder" else ref.is_fifo()  # left as it was
+
+
+def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(pulled: str, cache: Path) -> None:
+    """After the repair, a second offline pull changes nothing and huggingface_hub still reads the snapshot."""
+    damage(ref_of(cache), "garbage")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+        before = ref_of(cache).stat().st_mtime_ns
+        assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+        assert ref_of(cache).stat().st_mtime_ns == before  # a right ref is not rewritten
+    finally:
+        del os.environ["HF_HUB_OFFLINE"]
+    huggingface_hub_reads_it_offline(pulled)
+    shutil.rmtree(cache / "models--org--tiny" / "refs")
+    assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
+    huggingface_hub_reads_it_offline(pulled)
