@@ -10,7 +10,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
-from mdl.archive.names import collision_key, name_problem
+from mdl.archive.names import collision_key, first_twin, name_problem
 from mdl.archive.zipread import ZipEntry, ZipIndex, check_flags, check_local, read_local, shown
 from mdl.errors import ArchiveError, UsageError
 
@@ -70,6 +70,9 @@ def check_names(entries: list[Entry]) -> None:
         if not entry.is_dir and collision_key(entry.name) in folders:
             clash = folders[collision_key(entry.name)]
             raise ArchiveError(f"entry {shown(entry.name)} is a file but {shown(clash)} needs it to be a folder")
+    twins = first_twin(entry.name for entry in entries)
+    if twins is not None:  # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
+        raise ArchiveError(f"{shown(twins[0])} and {shown(twins[1])} differ only in case or Unicode form")
 
 
 def check_layout(fh: BinaryIO, entries: list[Entry], index: ZipIndex) -> list[Entry]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mdl.archive.checkpoints import Selection, find_candidates, real_inside
-from mdl.archive.names import MANIFEST_NAME, collision_key, name_problem
+from mdl.archive.names import MANIFEST_NAME, collision_key, first_twin, name_problem
 from mdl.archive.zipwriter import SourceFile
 from mdl.errors import UnsafePathError, UsageError
 from mdl.progress import Progress
@@ -259,6 +259,11 @@ def _check_names(files: list[SourceFile], folders: list[str]) -> None:
         if key in seen:
             raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{shown}': their names collide")
         seen[key] = shown
+    twins = first_twin(arcname for arcname, _ in named)
+    if twins is not None:  # unpack refuses such an archive: a case-insensitive filesystem merges the two
+        raise UnsafePathError(
+            f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode form"
+        )
 
 
 def collect_files(

@@ -175,3 +175,24 @@ def test_other_unreadable_files_are_a_documented_code(tmp_path: Path, monkeypatc
         pack(tmp_path, "checkpoint-100")
     assert err.value.exit_code in (ExitCode.USAGE, ExitCode.LOCAL) and "checkpoint-100" in err.value.message
     assert not isinstance(err.value, UsageError) or err.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["extra/Dir/a.txt", "extra/dir/b.txt"],
+        ["extra/x/y/Dir/a.txt", "extra/x/y/dir/b.txt"],
+        [
+            "extra/" + __import__("unicodedata").normalize("NFC", "café") + "/a.txt",
+            "extra/" + __import__("unicodedata").normalize("NFD", "café") + "/b.txt",
+        ],
+    ],
+    ids=repr,
+)
+def test_folders_that_differ_only_in_case_or_form_are_not_packed(tmp_path: Path, names: list[str]) -> None:
+    """What unpack would refuse (a case-insensitive filesystem merges the two folders), pack refuses first,
+    at any depth, before the archive is written (issue 27)."""
+    run = make_hf_run(tmp_path / "run")
+    for name in names:
+        write(run.root / name, b"x")
+    refused(tmp_path, None, "differ only in case or Unicode form")

@@ -180,6 +180,33 @@ def test_duplicates_collisions_and_file_folder_clashes(tmp_path: Path, names: li
     assert listing(tmp_path / "dest") == []
 
 
+NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        # folders that differ only in case or Unicode form, at depth 1 and 3, whatever the files in them
+        ["top/Dir/a.txt", "top/dir/b.txt"],
+        ["Top/a.txt", "top/b.txt"],
+        [f"{NFC}/a.txt", f"{NFD}/b.txt"],
+        ["r/s/t/Dir/a.txt", "r/s/t/dir/b.txt"],
+        [f"r/s/t/{NFC}/a.txt", f"r/s/t/{NFD}/b.txt"],
+        ["r/S/t/a.txt", "r/s/t/b.txt"],
+        ["top/Dir/", "top/dir/x.txt"],  # an empty folder entry and a file's folder
+    ],
+    ids=repr,
+)
+def test_folders_that_differ_only_in_case_or_form_are_refused_at_any_depth(tmp_path: Path, names: list[str]) -> None:
+    """On a case-insensitive (or normalising) filesystem the two folders are one: refused before a byte is
+    written, whatever the files inside them (issue 27)."""
+    archive = build_zip(tmp_path / "twins.zip", [(n, b"" if n.endswith("/") else b"x") for n in names])
+    with pytest.raises(ArchiveError, match="differ only in case or Unicode form") as err:
+        unpack(archive, tmp_path / "dest")
+    assert err.value.exit_code == ExitCode.USAGE
+    assert listing(tmp_path / "dest") == []
+
+
 @pytest.mark.parametrize(
     ("mode", "words"),
     [
