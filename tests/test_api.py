@@ -276,3 +276,25 @@ def test_import_mdl_is_light_and_the_api_loads_on_first_use() -> None:
     assert out.stdout.strip() == "[] [] True []"
     with pytest.raises(AttributeError):
         _ = mdl.no_such_thing
+
+
+def test_a_call_leaves_loggers_as_it_found_them(world: dict[str, Path | str], tmp_path: Path) -> None:
+    """huggingface_hub installs a stderr handler on its logger when it is first imported, which a call of mdl's
+    may be (a pull builds Hub URLs with it): mdl takes it off again, and its own logger has only a NullHandler
+    (issue 27)."""
+    code = f"""
+import logging, sys
+import mdl
+names = ("", "huggingface_hub")
+before = {{n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) for n in names}}
+assert "huggingface_hub" not in sys.modules
+report = mdl.pull("tiny", catalog={str(world["catalog"])!r}, dest={str(world["dest"])!r},
+                  environ={{"HF_ENDPOINT": {str(world["endpoint"])!r}}})
+assert report.ok, report.to_json()
+assert "huggingface_hub.utils.logging" in sys.modules, "the call set up huggingface_hub's logging (the case here)"
+after = {{n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) for n in names}}
+assert after == before, (before, after)
+assert [type(h).__name__ for h in logging.getLogger("mdl").handlers] == ["NullHandler"]
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr

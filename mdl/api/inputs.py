@@ -14,10 +14,12 @@ A parameter whose annotation has no rule fails the first call (tests/test_api_in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -192,6 +194,26 @@ def checked(func: Callable[P, R]) -> Callable[P, R]:
                 bound.arguments[name] = tuple(rule(v, param=f"{name}[{i}]") for i, v in enumerate(value))
             elif value is not None or not optional:
                 bound.arguments[name] = rule(value, param=name)
-        return func(*bound.args, **bound.kwargs)
+        with loggers_kept():
+            return func(*bound.args, **bound.kwargs)
 
     return call
+
+
+# huggingface_hub puts a stderr handler (and a level) on its logger the first time it is imported, which a call of
+# mdl's may be: a library leaves the program's loggers as it found them.
+_BORROWED_LOGGERS = ("huggingface_hub",)
+
+
+@contextlib.contextmanager
+def loggers_kept() -> Iterator[None]:
+    """Take off again the handlers a call's imports put on :data:`_BORROWED_LOGGERS`, and restore their levels."""
+    loggers = [logging.getLogger(name) for name in _BORROWED_LOGGERS]
+    before = [(list(logger.handlers), logger.level) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, level) in zip(loggers, before, strict=True):
+            for handler in [h for h in logger.handlers if h not in handlers]:
+                logger.removeHandler(handler)
+            logger.setLevel(level)
