@@ -11,7 +11,9 @@ and nothing but the target is changed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +48,15 @@ class World:
         self.catalog = root / "catalog.toml"
         self.catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
         self.url = hub.cdn.add_file("/files/abc.bin", ABC)
+
+    def source(self, which: str) -> str:
+        """abc.bin from the CDN (url) or inline in a job's output (job); config.json from the Hub (hf)."""
+        if which == "job":
+            data = base64.b64encode(ABC).decode()
+            job = {"type": "file_data", "filename": "abc.bin", "data": data, "size": len(ABC)}
+            (self.root / "job.json").write_text(json.dumps(job))
+            return "job.json"
+        return self.url if which == "url" else "hf://org/tiny/config.json"
 
     def mdl(self, *args: str) -> Result:
         with no_hang(self.root, HANG_SECONDS, f"mdl {' '.join(args)}"):
@@ -90,7 +101,7 @@ def succeeded(result: Result) -> str:
 
 def visible(root: Path) -> dict[str, object]:
     """What is below `root` but mdl's own state folder (`.mdl/`) and its log."""
-    own = ("", ".mdl", "mdl.log")  # "": the root itself, whose mtime the log changes
+    own = ("", ".mdl", "mdl.log", "job.json")  # "": the root itself, whose mtime the log changes
     return {k: v for k, v in snapshot(root).items() if k not in own and not k.startswith(".mdl/")}
 
 
@@ -103,13 +114,13 @@ def logged(world: World) -> str:
 
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("sha", [False, True])
-@pytest.mark.parametrize("source", ["url", "hf"])
+@pytest.mark.parametrize("source", ["url", "hf", "job"])
 def test_get_refuses_an_entry_that_is_not_a_file(world: World, kind: str, sha: bool, source: str) -> None:
-    data, name = (ABC, "abc.bin") if source == "url" else (CONFIG, "config.json")
+    data, name = (CONFIG, "config.json") if source == "hf" else (ABC, "abc.bin")
     target = world.out / name
     plant(target, kind)
     before = visible(world.root)
-    args = [world.url if source == "url" else "hf://org/tiny/config.json", "-d", str(world.out)]
+    args = [world.source(source), "-d", str(world.out)]
     if sha:
         args += ["--sha256", hashlib.sha256(data).hexdigest()]
     text = refused(world.mdl("get", *args), target, kind)
@@ -118,10 +129,11 @@ def test_get_refuses_an_entry_that_is_not_a_file(world: World, kind: str, sha: b
 
 
 @pytest.mark.parametrize("kind", ALL)
-def test_get_force_replaces_a_fifo_or_socket_never_a_folder_or_device(world: World, kind: str) -> None:
+@pytest.mark.parametrize("source", ["url", "job"])
+def test_get_force_replaces_a_fifo_or_socket_never_a_folder_or_device(world: World, kind: str, source: str) -> None:
     target = world.out / "abc.bin"
     plant(target, kind)
-    result = world.mdl("get", world.url, "-d", str(world.out), "--force", "--json")
+    result = world.mdl("get", world.source(source), "-d", str(world.out), "--force", "--json")
     if kind in ("fifo", "socket"):
         succeeded(result)
         assert kind_at(target) == "file" and target.read_bytes() == ABC
