@@ -176,7 +176,7 @@ def creatable_problem(path: Path) -> str | None:
         except OSError as exc:
             return f"cannot look at {shown_path(folder)}: {exc.strerror or exc}"
     if not st.S_ISDIR(found.st_mode):
-        return f"{shown_path(folder)} is a file, not a folder"
+        return f"{shown_path(folder)} is {kind_of(found) or 'a file'}, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{shown_path(folder)} is not writable"
     return None

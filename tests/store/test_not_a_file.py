@@ -280,6 +280,16 @@ def test_pack_output_that_is_not_a_file(world: World, run_dir: Path, kind: str) 
 
 
 @pytest.mark.parametrize("kind", ALL)
+def test_pack_partial_output_that_is_not_a_file(world: World, run_dir: Path, kind: str) -> None:
+    """`OUT.zip.partial`, where the archive is written before its rename: a FIFO there would swallow it."""
+    partial = world.root / "out.zip.partial"
+    plant(partial, kind)
+    pack = ("pack", str(run_dir), "--checkpoint", "latest", "-o", str(world.root / "out.zip"), "--force")
+    refused(world.mdl(*pack), partial, kind)
+    assert kind_at(partial) == kind and kind_at(world.root / "out.zip") is None
+
+
+@pytest.mark.parametrize("kind", ALL)
 def test_unpack_onto_an_entry_that_is_not_a_file(world: World, run_dir: Path, kind: str) -> None:
     archive = world.root / "model.zip"
     succeeded(world.mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(archive)))
