@@ -44,7 +44,7 @@ class FileOutcome:
     retries: tuple[str, ...] = ()
     status: int | None = None  # the HTTP status of a server's refusal
     server_text: str | None = None  # the server's own error text, sanitised
-    warning: str | None = None  # kept despite a problem (the Hub could not be asked): said once on stderr
+    warning: str | None = None  # done despite a problem (the Hub could not be asked, a FIFO replaced): said once
     hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
     kind: str | None = None  # the error's kind ("not_found", "integrity", ...): the summary's short reason
     word: str | None = None  # what people read instead of ``action`` ("re-downloaded", "replaced")

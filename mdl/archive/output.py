@@ -37,6 +37,7 @@ from mdl.archive.zipwriter import (
 )
 from mdl.errors import IntegrityError, LocalFSError, NoSpaceError
 from mdl.progress import Progress
+from mdl.store import not_a_file, not_a_file_error
 
 Stamp = tuple[int, int, int, int, int, int]
 
@@ -110,8 +111,12 @@ def write_file_archive(
 ) -> tuple[int, str, dict[str, str]]:
     """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
     partial_path = target.with_name(target.name + ".partial")
+    kind = not_a_file(partial_path)  # lstat: a FIFO there would take the archive and never give it back
+    if kind is not None:
+        raise not_a_file_error(partial_path, kind, hint="remove it: the archive is written there, then renamed")
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(partial_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
         raise local_fs_error(exc, str(partial_path)) from exc
     try:

@@ -15,6 +15,7 @@ from mdl.archive.selection import FileChoice, LeftOut, collect_files
 from mdl.archive.zipwriter import ENTRY_OVERHEAD
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
+from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
 
 PROFILES = ("deploy", "full")
@@ -140,7 +141,11 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
 def _refuse_existing(target: Path, *, force: bool) -> None:
     """An archive already at ``target`` is replaced only with ``force`` (atomically: the new one is renamed over)."""
     if target.is_dir():
-        raise UsageError(f"output {target} is a folder")
+        raise UsageError(f"output {target} is a folder, not a file")  # -o names a file, as get's -o does
+    kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
+    if kind is not None and not (force and kind in REPLACEABLE):
+        hint = "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
+        raise not_a_file_error(target, kind, where="output ", hint=hint)
     if not force and (target.exists() or target.is_symlink()):
         raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
 

@@ -31,6 +31,7 @@ from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
 from mdl.progress import Progress
+from mdl.store import kind_of, not_a_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
@@ -226,6 +227,9 @@ def _refuse_occupied(dest: Path, tops: list[str], force: bool) -> list[str]:
             continue
         if stat.S_ISDIR(st.st_mode) and not any(target.iterdir()):
             continue
+        kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
+        if kind not in (None, "a folder") and not force:
+            raise LocalFSError(f"{target} is {kind}, not a file or folder", hint="use --force to replace it")
         if not force:
             what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not empty" if stat.S_ISDIR(st.st_mode) else "a file"
             raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
@@ -272,6 +276,9 @@ def unpack_archive(
 
 
 def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, max_ratio: float) -> UnpackResult:
+    kind = not_a_file(dest_dir)
+    if kind not in (None, "a folder"):
+        raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
     index = read_index(fh, max_entries=MAX_ENTRIES)

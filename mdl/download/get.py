@@ -32,7 +32,7 @@ from mdl.sources import (
     s3_source,
     write_inline,
 )
-from mdl.store import creatable_problem, hash_file
+from mdl.store import REPLACEABLE, creatable_problem, hash_file, not_a_file, not_a_file_error
 
 if TYPE_CHECKING:
     from mdl.download.planner import PlannedFile
@@ -130,7 +130,7 @@ def fetch_sources(
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
-    targets = _targets(items, output=output, directory=directory)
+    targets = _targets(items, output=output, directory=directory, force=force)
     checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
     writes = [check for index, check in checks.items() if index not in outcomes]
@@ -166,8 +166,9 @@ def fetch_sources(
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
-def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -> list[Path]:
-    """Where each file goes; refuses unsafe names, two files at one place, and folders in the way."""
+def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, force: bool) -> list[Path]:
+    """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in the way: a
+    folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never opened)."""
     targets: list[Path] = []
     names = SaveNames()
     for item in items:
@@ -183,8 +184,10 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path) -
             # Names from URLs and the Hub are as untrusted as a job's: the same rules for all, folders included.
             parts = save_parts(item)
             target = directory.joinpath(*parts)
-            if target.is_dir() and not target.is_symlink():
-                raise LocalFSError(f"{item.where}: {target} is a folder; cannot replace it with a file")
+        kind = not_a_file(target)
+        if kind is not None and not (force and kind in REPLACEABLE):
+            hint = "--force to replace it" if kind in REPLACEABLE else f"mdl never replaces {kind} with a file"
+            raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
         problem = creatable_problem(target)  # before any byte is fetched or written
         if problem is not None:
             raise LocalFSError(f"{item.where}: cannot be saved at {target}: {problem}")

@@ -44,6 +44,7 @@ def done_outcome(
         source=mirror or plan.remote.source,
         seconds=seconds,
         retries=retries,
+        warning=plan.warning,
     )
 
 
@@ -57,4 +58,5 @@ def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
         sha256=plan.remote.sha256,
         action=plan.decision.action.value,
         reason=plan.decision.reason,
+        warning=plan.warning,
     )

@@ -12,14 +12,14 @@ from typing import Any
 from mdl.catalog import ModelSpec
 from mdl.download.kept import is_unreachable, relabel
 from mdl.download.kept import keep_installed as kept_files
-from mdl.download.plan import Action, Decision, LocalState, decide
+from mdl.download.plan import FORCED, Action, Decision, LocalState, decide
 from mdl.download.session import PullSession
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError, NoSpaceError, UnsafePathError, UsageError
 from mdl.lockfile import resolved_from_locked
-from mdl.paths import path_clash
+from mdl.paths import path_clash, shown_path
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel, resolve_model, with_probe
-from mdl.store import Placement, Store, adopt_cached, stat_file
+from mdl.store import Placement, Store, adopt_cached, not_a_file, stat_file
 from mdl.transfer import Identity, Probed, probe, saved_progress
 from mdl.units import human_size
 
@@ -34,6 +34,7 @@ class PlannedFile:
     decision: Decision
     partial_bytes: int
     placement: Placement
+    warning: str | None = None  # a FIFO, socket or device where the file goes: replaced, and said so
 
     @property
     def final_path(self) -> Path:
@@ -190,7 +191,10 @@ class Planner:
         local = LocalState.of(stat, partial_bytes=partial)
         # A one-off get's file (no model) is kept only for the version the server names (wget -N), never a size alone.
         decision = decide(remote, entry, local, force=self.settings.force, unnamed=bool(remote.model))
-        return PlannedFile(remote, decision, partial, placement)
+        warning = _in_the_way(placement)
+        if warning is not None and self.settings.force and decision.action is Action.DOWNLOAD:
+            decision = Decision(Action.DOWNLOAD, FORCED)  # get --force: what was there is replaced, as a file is
+        return PlannedFile(remote, decision, partial, placement, warning)
 
 
 def check_space(plans: Sequence[PlannedFile]) -> None:
@@ -231,6 +235,17 @@ def offline_error(remote: RemoteFile) -> MdlError:
 
 def _needs_hub(spec: ModelSpec) -> bool:
     return spec.is_snapshot or any(f.url is None for f in spec.files)
+
+
+def _in_the_way(placement: Placement) -> str | None:
+    """The warning for a FIFO, socket or device where the file (or its snapshot entry) goes: never opened, it is
+    replaced by the atomic rename, as a damaged file is. A folder is refused before any byte is fetched
+    (``Placement.check_writable``)."""
+    for path in dict.fromkeys((placement.final, placement.shown)):
+        kind = not_a_file(path)
+        if kind is not None and kind != "a folder":
+            return f"{shown_path(path)} is {kind}, not a file; it is replaced"
+    return None
 
 
 def _is_regular(stat: Any) -> bool:

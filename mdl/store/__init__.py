@@ -9,10 +9,14 @@ if TYPE_CHECKING:
     from mdl.store.cleaning import CleanedFile, clean
     from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
     from mdl.store.filesystem import (
+        REPLACEABLE,
         DirSyncs,
         creatable_problem,
         fsync_dir,
         hash_file,
+        kind_of,
+        not_a_file,
+        not_a_file_error,
         stat_file,
     )
     from mdl.store.inventory import (
@@ -50,6 +54,7 @@ __all__ = [
     "MODIFIED_MAYBE",
     "PARTIAL",
     "RECHECK_REASON",
+    "REPLACEABLE",
     "UNRECORDED",
     "CleanReport",
     "CleanedFile",
@@ -75,8 +80,11 @@ __all__ = [
     "hash_file",
     "hub_source",
     "judge",
+    "kind_of",
     "list_models",
     "model_status",
+    "not_a_file",
+    "not_a_file_error",
     "now_iso",
     "open_file",
     "parse_hub_source",
@@ -98,7 +106,17 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
         {
             "cleaning": ("CleanedFile", "clean"),
             "confined": ("open_file", "read_bytes", "rename", "rmdir_empty", "unlink", "write_atomic"),
-            "filesystem": ("DirSyncs", "creatable_problem", "fsync_dir", "hash_file", "stat_file"),
+            "filesystem": (
+                "REPLACEABLE",
+                "DirSyncs",
+                "creatable_problem",
+                "fsync_dir",
+                "hash_file",
+                "kind_of",
+                "not_a_file",
+                "not_a_file_error",
+                "stat_file",
+            ),
             "inventory": (
                 "LocalFile",
                 "ModelStatus",

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError
+from mdl.store.filesystem import kind_of, not_a_file_error
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -104,7 +105,13 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
 
 
 def read_bytes(root: Path, path: Path, *, limit: int) -> bytes:
-    """The bytes of a regular file inside ``root`` (at most ``limit``), never through a link; OSError if not one."""
+    """The bytes of a regular file inside ``root`` (at most ``limit``), never through a link; OSError naming what
+    is there if not one (a FIFO, socket or device is never opened: ``lstat`` first, then O_NONBLOCK and fstat)."""
+    kind = None
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # then the open says so
+        kind = kind_of(path.lstat())
+    if kind is not None:
+        raise OSError(errno.EINVAL, f"{path} is {kind}, not a file")
     with os.fdopen(open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
         if not st.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, f"{path} is not a regular file")
@@ -126,20 +133,25 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError:
+            except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
+                if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):  # a folder where the file goes
+                    raise OSError(exc.errno, f"{path} is a folder, not a file") from None
                 raise
             return
 
 
 def unlink(root: Path, path: Path) -> bool:
-    """Remove the entry ``path`` (a link itself, never its target); False when it was not there."""
+    """Remove the entry ``path`` (a link itself, never its target); False when it was not there. A folder there is
+    never removed: LocalFSError naming it."""
     try:
         with folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
+    except IsADirectoryError:
+        raise not_a_file_error(path, "a folder") from None
     return True
 
 
@@ -150,7 +162,7 @@ def rename(root: Path, source: Path, target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             found = os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False)
         if found is not None and st.S_ISDIR(found.st_mode):
-            raise LocalFSError(f"{target} is a folder, cannot replace it with a file")
+            raise not_a_file_error(target, "a folder")
         os.rename(source.name, target.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 

@@ -45,6 +45,38 @@ def stat_file(path: Path) -> os.stat_result | None:
         raise refused from None
 
 
+# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
+# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
+REPLACEABLE = frozenset({"a FIFO", "a socket"})
+
+
+def kind_of(found: os.stat_result) -> str | None:
+    """What an ``lstat`` shows where a file should be: "a folder", "a FIFO", "a socket" or "a device"; None for a
+    regular file or a link (a link is an entry of its own, replaced where a file goes, never followed)."""
+    mode = found.st_mode
+    if st.S_ISREG(mode) or st.S_ISLNK(mode):
+        return None
+    if st.S_ISDIR(mode):
+        return "a folder"
+    if st.S_ISFIFO(mode):
+        return "a FIFO"
+    if st.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if st.S_ISCHR(mode) or st.S_ISBLK(mode) else "not a regular file"
+
+
+def not_a_file(path: Path) -> str | None:
+    """What is at ``path`` instead of a file (``kind_of``), from its ``lstat``: nothing is opened or followed, so
+    a FIFO or device never blocks. None when a regular file, a link or nothing is there."""
+    found = stat_file(path)
+    return None if found is None else kind_of(found)
+
+
+def not_a_file_error(path: Path, kind: str, *, where: str = "", hint: str | None = None) -> LocalFSError:
+    """The refusal (exit 7) of ``path``, which is ``kind`` where a file should be."""
+    return LocalFSError(f"{where}{shown_path(path)} is {kind}, not a file", hint=hint)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX: the directory entry is data too)."""
     fd = os.open(folder, os.O_RDONLY)
@@ -96,12 +128,16 @@ def hash_file(
 ) -> tuple[int, str, str | None]:
     """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
     sha = hashlib.sha256()
-    # O_NONBLOCK: a FIFO or device planted where a file was expected must not hang the run (and is refused).
+    # A FIFO, socket or device where a file was expected is refused before it is opened (it could block or act);
+    # O_NONBLOCK and fstat: one put there since must not hang the run either.
+    kind = kind_of(path.stat())
+    if kind is not None:
+        raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     found = os.fstat(fd)
     if not st.S_ISREG(found.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+        raise OSError(errno.EINVAL, "it is not a regular file", str(path))
     with os.fdopen(fd, "rb", buffering=0) as handle:
         size = found.st_size
         sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
@@ -126,9 +162,8 @@ def creatable_problem(path: Path) -> str | None:
     be, a folder we may not write, a path too long), or None. Looks only; creates nothing."""
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than {PATH_MAX - 1} bytes"
-    existing = stat_file(path)
-    if existing is not None and st.S_ISDIR(existing.st_mode):
-        return f"{shown_path(path)} is a folder"
+    if not_a_file(path) == "a folder":
+        return f"{shown_path(path)} is a folder, not a file"
     folder = path.parent
     while True:
         try:
@@ -141,7 +176,7 @@ def creatable_problem(path: Path) -> str | None:
         except OSError as exc:
             return f"cannot look at {shown_path(folder)}: {exc.strerror or exc}"
     if not st.S_ISDIR(found.st_mode):
-        return f"{shown_path(folder)} is a file, not a folder"
+        return f"{shown_path(folder)} is {kind_of(found) or 'a file'}, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{shown_path(folder)} is not writable"
     return None

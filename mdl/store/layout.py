@@ -22,7 +22,7 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import safe_relative_path, shown_path
 from mdl.store import confined
-from mdl.store.filesystem import creatable_problem
+from mdl.store.filesystem import creatable_problem, kind_of, not_a_file, not_a_file_error
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
@@ -160,6 +160,8 @@ class Layout:
             try:
                 confined.symlink(root, os.path.relpath(placement.final, placement.link.parent), placement.link)
             except OSError as exc:
+                if (kind := not_a_file(placement.link)) is not None:  # a folder where the snapshot entry goes
+                    raise not_a_file_error(placement.link, kind, hint="remove it and pull again") from exc
                 raise LocalFSError(
                     f"cannot link {placement.link} in the Hugging Face cache: {exc.strerror or exc}"
                 ) from exc
@@ -179,9 +181,9 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
         raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
     if found is not None and st.S_ISLNK(found.st_mode):
         found = None  # a link where a ref goes is replaced as the entry it is, never written through
-    elif found is not None and not st.S_ISREG(found.st_mode):
-        raise LocalFSError(
-            f"the ref {ref} in the Hugging Face cache is not a file ({_kind(found)}); remove it and pull again"
+    elif found is not None and (kind := kind_of(found)) is not None:
+        raise not_a_file_error(
+            ref, kind, where="the ref ", hint="remove it and pull again: huggingface_hub reads refs as files"
         )
     try:
         current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace").strip() if found else None
@@ -193,17 +195,6 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
         confined.write_atomic(root, ref, commit.encode())  # no newline: huggingface_hub reads it verbatim
     except OSError as exc:
         raise LocalFSError(f"cannot write the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
-
-
-def _kind(found: os.stat_result) -> str:
-    mode = found.st_mode
-    if st.S_ISDIR(mode):
-        return "a folder"
-    if st.S_ISFIFO(mode):
-        return "a FIFO"
-    if st.S_ISSOCK(mode):
-        return "a socket"
-    return "a device" if st.S_ISCHR(mode) or st.S_ISBLK(mode) else "not a regular file"
 
 
 @dataclass(frozen=True)

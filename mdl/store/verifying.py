@@ -6,12 +6,13 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, MdlError, NotFoundError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.store.filesystem import hash_file
+from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import LocalFile, ModelStatus, PinnedFile, model_status
 from mdl.store.layout import Layout, write_ref
 from mdl.store.records import FileRecord, ModelRecord
@@ -47,7 +48,14 @@ def verify_models(
         status = model_status(spec, layout, pinned=pins.get(spec.name))
         if status.record is None:
             record_path = store.record_path(spec.name)
-            if record_path.exists():
+            kind = not_a_file(record_path)
+            if kind is not None:  # never opened: pull replaces it (a folder excepted)
+                add(
+                    failed(
+                        spec.name, None, _not_a_file(record_path, kind, spec.name, "its record "), dest=status.folder
+                    )
+                )
+            elif record_path.exists():
                 why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
                 damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
                 add(failed(spec.name, None, damaged, dest=status.folder))
@@ -89,6 +97,12 @@ def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
             write_ref(layout.cache_root, *ref)
 
 
+def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
+    """A FIFO, socket, device or folder where a model's file (or record) should be: exit 7 naming it."""
+    fix = f"remove it, then run `mdl pull {model}`" if kind == "a folder" else f"`mdl pull {model}` replaces it"
+    return not_a_file_error(path, kind, where=where, hint=fix)
+
+
 def begin_hashing(
     models: Sequence[ModelSpec],
     layout: Layout,
@@ -123,6 +137,10 @@ def verify_file(
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected
     if file.state in (MISSING, PARTIAL):
+        for path in dict.fromkeys((file.dest, file.final)):  # lstat: a FIFO or device there is never opened
+            kind = not_a_file(path)
+            if kind is not None:
+                return failed(model, file.path, _not_a_file(path, kind, model, f"{label}: "), dest=file.dest)
         what = "missing"
         if file.state == PARTIAL:
             unlinked = file.final != file.dest and file.final.is_file()

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from planted import KINDS, kind_at, plant
 from servers import HubServer, git_blob_sha1, make_data
 from typer.testing import CliRunner, Result
 
@@ -451,24 +452,20 @@ def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
 
 
 @pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
-@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("kind", ["folder", "fifo", "socket"])
 def test_a_ref_that_is_not_a_file_is_exit_7_naming_the_ref(
     pulled: str, cache: Path, monkeypatch: pytest.MonkeyPatch, command: str, kind: str
 ) -> None:
     ref = ref_of(cache)
     ref.unlink()
-    if kind == "folder":
-        ref.mkdir()
-        (ref / "inside").write_text("x")
-    else:
-        os.mkfifo(ref)
+    plant(ref, kind)  # a folder gets keep.txt inside
     if command == "offline-pull":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ["verify", "tiny"] if command == "verify" else ["pull", "tiny"]
     result = mdl(*args, "--layout", "hf-cache")
     assert result.exit_code == 7, result.stderr
-    assert f"ref {ref}" in result.stderr and "Traceback" not in result.stderr
-    assert (ref / "inside").exists() if kind == "folder" else ref.is_fifo()  # left as it was
+    assert f"ref {ref} is {KINDS[kind]}" in result.stderr and "Traceback" not in result.stderr
+    assert kind_at(ref) == kind  # left as it was
 
 
 def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(pulled: str, cache: Path) -> None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from planted import release_fifos, snapshot
+from planted import no_hang, snapshot
 from servers import HubServer, git_blob_sha1, make_data
 from typer.testing import CliRunner, Result
 
@@ -81,29 +79,8 @@ class World:
             common = ["-d", str(self.dest), "--no-progress"]
         else:
             common = ["--catalog", str(self.catalog), "--dest", str(self.dest), "--no-progress"]
-        done = threading.Event()
-        hung: list[bool] = []
-        main = threading.get_ident()
-
-        def watch() -> None:
-            if done.wait(HANG_SECONDS):
-                return
-            hung.append(True)
-            for _ in range(50):
-                release_fifos(self.dest)
-                if done.wait(0.2):
-                    return
-            signal.pthread_kill(main, signal.SIGINT)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            result = CliRunner().invoke(app, [*args, *common])
-        finally:
-            done.set()
-            watcher.join()
-        assert not hung, f"mdl {' '.join(args)} hung for {HANG_SECONDS}s"
-        return result
+        with no_hang(self.dest, HANG_SECONDS, f"mdl {' '.join(args)}"):
+            return CliRunner().invoke(app, [*args, *common])
 
 
 def text_of(result: Result) -> str:

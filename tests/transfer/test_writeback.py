@@ -66,7 +66,7 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
 
     blocker = threading.Thread(target=block_the_record, daemon=True)
     blocker.start()
-    with pytest.raises(LocalFSError, match="Is a directory"):
+    with pytest.raises(LocalFSError, match="is a folder, not a file"):
         engine(client, connections=2).fetch(job)
     blocker.join(5)
     assert not job.final_path.exists()
