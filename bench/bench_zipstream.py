@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -322,6 +323,8 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the determinism and reader checks")
     parser.add_argument("--past-4gib", action="store_true", help="only the > 4 GiB stream into Java (needs java)")
     args = parser.parse_args()
+    if importlib.util.find_spec("stream_zip") is None:
+        raise SystemExit("stream-zip is not installed: pip install stream-zip==0.0.84 (not a dependency of mdl)")
     if args.past_4gib:
         past_4gib(args.folder)
         return

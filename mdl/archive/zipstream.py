@@ -5,7 +5,9 @@ readers (Java's ZipInputStream: "only DEFLATED entries can have EXT descriptor",
 read a *stored* entry whose size is not in its local header. The streamed pack hashes every file first,
 so it knows each size and CRC-32: stored entries get them in the local header and no descriptor.
 Deflated entries (whose compressed size is only known afterwards) keep the descriptor, which every
-streaming reader handles. Sizes of 4 GiB and more get ZIP64 fields.
+streaming reader handles. Sizes of 4 GiB and more get ZIP64 fields; an entry that only *starts* past 4 GiB
+stays ZIP32 (its offset goes in the central directory), since Java reads an 8-byte descriptor only for big
+entries. That is why this is not the stream-zip package: it makes such entries ZIP64 (bench/README-pack.md).
 """
 
 from __future__ import annotations
