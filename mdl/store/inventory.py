@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.catalog import ModelSpec
-from mdl.errors import MdlError
+from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, repo_folder
@@ -137,7 +137,10 @@ def file_state(
     placement = _placement(layout, model, path, source, entry)
     if placement is None:
         return MISSING, None
-    stat = stat_file(placement.final)
+    try:
+        stat = stat_file(placement.final)
+    except LocalFSError:  # a name the filesystem refuses (too long, ...): no file can be there
+        stat = None
     if stat is None and placement.link is not None and placement.link.is_symlink():
         # The record names a blob that is not there, yet the snapshot entry leads to one (an older mdl stored
         # unverified bytes under the expected name): judge the blob programs actually open, never call it missing.
