@@ -99,7 +99,13 @@ def _run(app: Callable[..., Any]) -> int:
                 if not pipes.is_closed_stdout_error(closed):
                     raise
                 pipes.silence_stdout()  # no one reads the JSON; the usage error still goes to stderr
-        show()
+        from mdl.cli.render.stream import failed_to_start, wants_events
+
+        if wants_events(sys.argv[1:]):  # --progress json: stderr stays a pure stream, begin to end
+            formatter = getattr(exc, "format_message", None)
+            failed_to_start(sys.stderr, message=formatter() if callable(formatter) else str(exc), exit_code=code)
+        else:
+            show()
         return code
     return result if isinstance(result, int) else 0
 

@@ -4,6 +4,7 @@ never a TypeError, AttributeError or ValueError; a str where a list goes is one 
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import os
 import tomllib
@@ -71,6 +72,8 @@ def test_get_without_a_source_is_a_usage_error(place: Path) -> None:
         (lambda c: mdl.pull("tiny", catalog=c, dest="a\x00b"), "dest: a NUL character"),
         (lambda c: mdl.unpack(Path("a\x00b")), "archive: a NUL character"),
         (lambda c: mdl.unpack(42), "archive: expected a path or a binary stream, got 42"),
+        (lambda c: mdl.unpack(io.StringIO("PK")), "archive: expected a path or a binary stream, got StringIO"),
+        (lambda c: mdl.pack("run", stream=io.StringIO()), "stream: expected a binary stream to write to"),
         (lambda c: mdl.get("x", output=b"out"), "output: expected a path"),
         (lambda c: mdl.get("x", sha256=["abc"]), "sha256: expected a string, got list"),
         (lambda c: mdl.verify("tiny", catalog=c, environ={"A": 1}), "environ: expected strings"),

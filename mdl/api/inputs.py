@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import io
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -113,6 +114,11 @@ _READABLE = _has("read")
 _WRITABLE = _has("write")
 
 
+def _binary(test: Callable[[object], bool]) -> Callable[[object], bool]:
+    """``test``, and not a text stream (io.StringIO, open(..., "r"), sys.stdout): archives are bytes."""
+    return lambda value: test(value) and not isinstance(value, io.TextIOBase)
+
+
 def _catalog(value: object, *, param: str) -> object:
     from mdl.catalog import Catalog
 
@@ -122,7 +128,7 @@ def _catalog(value: object, *, param: str) -> object:
 def _archive(value: object, *, param: str) -> object:
     if isinstance(value, str | os.PathLike):
         return as_path(value, param=param)
-    if not _READABLE(value):
+    if not _binary(_READABLE)(value):
         raise _refuse(param, "a path or a binary stream", value)
     return value
 
@@ -152,7 +158,7 @@ _RULES: dict[str, _Rule] = {
     "Catalog | StrPath": _catalog,
     "Mapping[str, str]": as_environ,
     "Progress": _duck(_PROGRESS, "a Progress (begin, start, waiting, advance, finish, note)"),
-    "BinaryIO": _duck(_WRITABLE, "a binary stream to write to"),
+    "BinaryIO": _duck(_binary(_WRITABLE), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,
     "Callable[[str], str]": _duck(callable, "a function"),
     "Callable[[FileOutcome], None]": _duck(callable, "a function"),

@@ -16,7 +16,7 @@ from mdl.download.oneoff import ONE_OFF, in_gets_words, tidy_after, written_by_g
 from mdl.download.plan import FORCED
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.hfuri import HfUri, parse_hf_uri
-from mdl.paths import path_problem, url_basename
+from mdl.paths import path_problem, shown_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -174,7 +174,7 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     for item in items:
         if output is not None:
             target = output
-            if target.is_dir():
+            if _is_folder(target):
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
             problem = path_problem(target.name)  # the same rule as for names from servers
             if problem is not None:
@@ -190,10 +190,19 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
             raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
         problem = creatable_problem(target)  # before any byte is fetched or written
         if problem is not None:
-            raise LocalFSError(f"{item.where}: cannot be saved at {target}: {problem}")
+            raise LocalFSError(f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}")
         names.add(parts, where=item.where, target=target)
         targets.append(target)
     return targets
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; a name the filesystem refuses (too long, ...) is not one: creatable_problem
+    then names it (exit 7), not a traceback."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _check_inline_payloads(

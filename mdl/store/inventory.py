@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.catalog import ModelSpec
-from mdl.errors import MdlError
+from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, repo_folder
@@ -33,6 +33,7 @@ class LocalFile:
     sha256: str | None
     source: str
     state: str  # one of mdl.store.states.FILE_STATES
+    placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,10 @@ def file_state(
     placement = _placement(layout, model, path, source, entry)
     if placement is None:
         return MISSING, None
-    stat = stat_file(placement.final)
+    try:
+        stat = stat_file(placement.final)
+    except LocalFSError:  # a name the filesystem refuses (too long, ...): no file can be there
+        stat = None
     if stat is None and placement.link is not None and placement.link.is_symlink():
         # The record names a blob that is not there, yet the snapshot entry leads to one (an older mdl stored
         # unverified bytes under the expected name): judge the blob programs actually open, never call it missing.
@@ -176,7 +180,9 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile
             state = OUTDATED
         shown = placement.shown if placement else unplaced
         final = placement.final if placement else shown
-        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state))
+        files.append(
+            LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placement is not None)
+        )
         if placement is not None:
             folders.add(_folder_of(layout, placement, want.path))
     names = {want.path for want in expected}

@@ -186,7 +186,8 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
             ref, kind, where="the ref ", hint="remove it and pull again: huggingface_hub reads refs as files"
         )
     try:
-        current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace").strip() if found else None
+        # compared verbatim: huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it
+        current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace") if found else None
     except OSError as exc:
         raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
     if current == commit:

@@ -137,8 +137,11 @@ def verify_file(
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected
     if file.state in (MISSING, PARTIAL):
-        for path in dict.fromkeys((file.dest, file.final)):  # lstat: a FIFO or device there is never opened
-            kind = not_a_file(path)
+        for path in dict.fromkeys((file.dest, file.final)) if file.placed else ():
+            try:  # lstat: a FIFO or device there is never opened
+                kind = not_a_file(path)
+            except LocalFSError:  # a name the filesystem cannot hold: no file can be there, it is missing
+                kind = None
             if kind is not None:
                 return failed(model, file.path, _not_a_file(path, kind, model, f"{label}: "), dest=file.dest)
         what = "missing"

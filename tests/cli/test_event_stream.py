@@ -216,3 +216,23 @@ def test_one_begin_however_many_batches_and_nothing_after_end() -> None:
         ("end", None, None),
     ]
     assert got[2]["message"] == "mirror m is not usable" and got[-1]["exit_code"] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--progress", "json", "frob"],
+        ["--progress", "json", "pull", "--bogus"],
+        ["pull", "--progress=json", "--jobs", "many"],
+        ["--json", "--progress", "json", "get"],
+    ],
+)
+def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entry_point(argv: list[str]) -> None:
+    """The console script itself (mdl/__main__.py), not only its parts: Click's usage text never reaches stderr."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    events = stream(done.stderr)
+    assert [e["event"] for e in events] == ["begin", "error", "end"]
+    assert events[1]["kind"] == "usage" and end_of(events)["exit_code"] == 2

@@ -87,3 +87,34 @@ def test_any_listing_path_the_validator_accepts_ends_in_success_or_a_documented_
     result = mdl("pull", "m", "--catalog", str(catalog), "--layout", layout)
     assert result.exit_code in (0, 5, 7), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("layout", ["plain", "hf-cache"])
+def test_offline_views_after_a_pull_that_met_a_long_path_show_the_model_partial(
+    world: HubServer, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """list, show and verify read the record, which names the long path: it cannot be on disk, so the model is
+    partial (verify: the file missing), never a whole-command exit 7 that hides every other model."""
+    world.add_repo("org/long", {LONG: b"weights", "small.json": b"{}"})
+    monkeypatch.setenv("MDL_LAYOUT", layout)
+    assert mdl("pull", "--all").exit_code == 7
+    listed = mdl("list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    states = {m["name"]: m["status"] for m in json.loads(listed.stdout)["models"]}
+    assert states["ok"] == "installed" and states["long"] in ("partial", "missing")  # hf-cache: refused whole
+    shown = mdl("show", "long", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    verified = mdl("verify", "--all", "--json")
+    assert verified.exit_code == 4, verified.stderr
+    rows = {(f["model"], f["path"]): f["action"] for f in json.loads(verified.stdout)["files"]}
+    assert rows[("ok", "config.json")] == "verified"
+
+
+def test_get_of_a_whole_repo_with_a_path_too_long_is_exit_7_not_a_traceback(world: HubServer, tmp_path: Path) -> None:
+    world.add_repo("org/long", {LONG: b"weights", "small.json": b"{}"})
+    result = mdl("get", "hf://org/long", "-d", str(tmp_path / "got"))
+    assert result.exit_code == 7, result.stderr
+    assert "longer than" in result.stderr or "too long" in result.stderr
+    assert len(result.stderr) < 800  # the path cut to a readable length
+    deep = mdl("get", "http://127.0.0.1:1/w.bin", "-o", str(tmp_path / LONG))  # -o: the same check, no stat crash
+    assert deep.exit_code == 7, deep.stderr

@@ -412,6 +412,8 @@ def damage(ref: Path, how: str) -> None:
         ref.unlink()
     elif how == "stale":
         ref.write_text("0" * 40)
+    elif how == "newline":  # the commit and a newline: huggingface_hub reads "<commit>\n" verbatim, finds no snapshot
+        ref.write_text(ref.read_text() + "\n")
     else:  # pragma: no cover
         raise AssertionError(how)
 
@@ -435,7 +437,7 @@ def pulled(env: HubServer, cache: Path) -> str:
     return commit
 
 
-@pytest.mark.parametrize("how", ["garbage", "missing", "stale"])
+@pytest.mark.parametrize("how", ["garbage", "missing", "stale", "newline"])
 @pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
 def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
     pulled: str, cache: Path, monkeypatch: pytest.MonkeyPatch, how: str, command: str
