@@ -2,5 +2,6 @@
 Parses flags and renders results; the work itself is done by ``mdl.api`` and the parts."""
 
 from mdl.cli.app import app
+from mdl.cli.run import invoke
 
-__all__ = ["app"]
+__all__ = ["app", "invoke"]

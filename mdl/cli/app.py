@@ -13,17 +13,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from mdl.cli.options import (
-    CatalogOpt,
-    CommonFlags,
-    DestOpt,
-    JsonOpt,
-    LogFileOpt,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
-    VerboseOpt,
-)
+from mdl.cli.options import CatalogOpt, CommonFlags, DestOpt, common_flags, with_common_flags
 from mdl.version import __version__
 
 # Each command: its name, and the module and function that define it. A run builds only the command it runs
@@ -236,21 +226,15 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
     ] = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
     catalog: CatalogOpt = None,
     dest: DestOpt = None,
+    **flags: Any,
 ) -> None:
     """mdl: pull, verify and pack model files.
 
@@ -258,13 +242,8 @@ def _root(
     or after the command: `mdl -q list` is `mdl list -q`.
     """
     # Kept for the command, which merges them with its own (mdl.cli.options.command_flags).
-    ctx.obj = CommonFlags(
-        json=json_out,
-        quiet=quiet,
-        verbose=verbose,
-        no_progress=no_progress,
-        log_file=log_file,
-        progress=progress_mode,
-        catalog=catalog,
-        dest=dest,
-    )
+    ctx.obj = CommonFlags(catalog=catalog, dest=dest, **common_flags(flags))
+
+
+# The root takes the common flags (mdl.cli.options.COMMON) after --version, as every command takes them.
+app.callback()(with_common_flags(_root, after="version"))

@@ -12,21 +12,16 @@ from mdl.cli.completion import complete_checkpoints
 from mdl.cli.options import (
     CompressChoice,
     DryRunOpt,
-    JsonOpt,
-    LogFileOpt,
-    NoProgressOpt,
     ProfileChoice,
-    ProgressOpt,
-    QuietOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import Run
 from mdl.errors import UsageError
 
 
+@command(output_only=lambda options: str(options["output"]) == "-")
 def pack_cmd(
-    ctx: typer.Context,
+    run: Run,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")] = None,
     checkpoint: Annotated[
@@ -50,51 +45,40 @@ def pack_cmd(
     ] = "auto",
     dry_run: DryRunOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run, output_only=output is not None and str(output) == "-"):
-        to_stdout = output is not None and str(output) == "-"
-        if to_stdout and run.json:
-            raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-        with run.reporter() as progress:
-            result = api.pack(
-                run_dir,
-                output=output,
-                stream=sys.stdout.buffer if to_stdout else None,
-                checkpoint=checkpoint,
-                profile=profile,
-                with_logs=with_logs,
-                include=include or (),
-                exclude=exclude or (),
-                compress=compress,
-                dry_run=dry_run,
-                force=force,
-                environ=run.environ,
-                progress=progress,
-            )
-        doc = result.to_json()
-        if run.json:
-            run.emit(doc)
-            return
-        from mdl.units import human_size
-
-        if not to_stdout:
-            rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
-            run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-        _say_left_out(run, doc["skipped"])
-        chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-        verb = "would write" if dry_run else "wrote"
-        run.console.info(
-            f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}"
+    to_stdout = output is not None and str(output) == "-"
+    if to_stdout and run.json:
+        raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
+    with run.reporter() as progress:
+        result = api.pack(
+            run_dir,
+            output=output,
+            stream=sys.stdout.buffer if to_stdout else None,
+            checkpoint=checkpoint,
+            profile=profile,
+            with_logs=with_logs,
+            include=include or (),
+            exclude=exclude or (),
+            compress=compress,
+            dry_run=dry_run,
+            force=force,
+            environ=run.environ,
+            progress=progress,
         )
+    doc = result.to_json()
+    if run.json:
+        run.emit(doc)
+        return
+    from mdl.units import human_size
+
+    if not to_stdout:
+        rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
+        run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
+    _say_left_out(run, doc["skipped"])
+    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
+    verb = "would write" if dry_run else "wrote"
+    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
 
 
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
@@ -112,8 +96,9 @@ def _say_left_out(run: Run, skipped: list[dict[str, str | None]]) -> None:
         run.console.info(f"left out {', '.join(shown)}: {reason}")
 
 
+@command()
 def unpack_cmd(
-    ctx: typer.Context,
+    run: Run,
     archive: Annotated[Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")],
     directory: Annotated[
         Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
@@ -127,24 +112,15 @@ def unpack_cmd(
             help="Refuse entries, or the whole archive, expanding more than N:1 (default 200; 'inf' turns it off).",
         ),
     ] = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
 ) -> None:
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        with run.reporter() as progress:
-            source = sys.stdin.buffer if str(archive) == "-" else archive
-            result = api.unpack(source, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
-        doc = result.to_json()
-        if run.json:
-            run.emit(doc)
-            return
-        for f in doc["files"] if not run.quiet else ():
-            run.line(f["path"])
-        run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")
+    with run.reporter() as progress:
+        source = sys.stdin.buffer if str(archive) == "-" else archive
+        result = api.unpack(source, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
+    doc = result.to_json()
+    if run.json:
+        run.emit(doc)
+        return
+    for f in doc["files"] if not run.quiet else ():
+        run.line(f["path"])
+    run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")

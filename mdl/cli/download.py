@@ -1,7 +1,6 @@
 """``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,26 +12,21 @@ from mdl.cli.options import (
     DestOpt,
     DryRunOpt,
     FrozenOpt,
-    JsonOpt,
     LayoutOpt,
     LockedOpt,
-    LogFileOpt,
     NamesArg,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
     TimeoutOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import guarded, isatty, render_report
+from mdl.cli.run import Run, isatty, render_report
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
 
 
+@command()
 def pull_cmd(
-    ctx: typer.Context,
+    run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
@@ -69,49 +63,40 @@ def pull_cmd(
         ),
     ] = None,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right.
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
     its locked sha256, without asking the Hub to list anything."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        started = time.monotonic()
-        with run.reporter() as progress:
-            report = api.pull(
-                *(names or ()),
-                all=all_models,
-                catalog=flags.catalog,
-                dest=flags.dest,
-                layout=layout,
-                connections=connections,
-                jobs=jobs,
-                limit_rate=limit_rate,
-                verify=not no_verify,
-                force=force,
-                dry_run=dry_run,
-                stall_timeout=stall_timeout,
-                timeout=timeout,
-                lock_timeout=lock_timeout,
-                locked=locked,
-                frozen=frozen,
-                mirrors=mirror or (),
-                environ=run.environ,
-                progress=progress,
-            )
-            progress.unreached(report.files)
-        render_report(run, report, verb="pulled", seconds=time.monotonic() - started)
+    with run.reporter() as progress:
+        report = api.pull(
+            *(names or ()),
+            all=all_models,
+            catalog=catalog,
+            dest=dest,
+            layout=layout,
+            connections=connections,
+            jobs=jobs,
+            limit_rate=limit_rate,
+            verify=not no_verify,
+            force=force,
+            dry_run=dry_run,
+            stall_timeout=stall_timeout,
+            timeout=timeout,
+            lock_timeout=lock_timeout,
+            locked=locked,
+            frozen=frozen,
+            mirrors=mirror or (),
+            environ=run.environ,
+            progress=progress,
+        )
+        progress.unreached(report.files)
+    return render_report(run, report, verb="pulled")
 
 
+@command(output_only=True)
 def verify_cmd(
-    ctx: typer.Context,
+    run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     dest: DestOpt = None,
@@ -119,67 +104,50 @@ def verify_cmd(
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them (offline)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run, output_only=True):
-        started = time.monotonic()
-        # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
-        # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
-        streaming = not run.json and not isatty(run.stdout)
+    # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
+    # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
+    streaming = not run.json and not isatty(run.stdout)
 
-        def row(outcome: "FileOutcome") -> None:
-            if streaming and not outcome.failing:
-                run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
-                run.stdout.flush()
+    def row(outcome: "FileOutcome") -> None:
+        if streaming and not outcome.failing:
+            run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
+            run.stdout.flush()
 
-        with run.reporter() as progress:
-            report = api.verify(
-                *(names or ()),
-                all=all_models,
-                catalog=flags.catalog,
-                dest=flags.dest,
-                layout=layout,
-                locked=locked,
-                frozen=frozen,
-                environ=run.environ,
-                progress=progress,
-                on_file=row,
-            )
-        render_report(run, report, verb="verified", seconds=time.monotonic() - started, rows_shown=streaming)
+    with run.reporter() as progress:
+        report = api.verify(
+            *(names or ()),
+            all=all_models,
+            catalog=catalog,
+            dest=dest,
+            layout=layout,
+            locked=locked,
+            frozen=frozen,
+            environ=run.environ,
+            progress=progress,
+            on_file=row,
+        )
+    return render_report(run, report, verb="verified", rows_shown=streaming)
 
 
+@command(progress=False)
 def clean_cmd(
-    ctx: typer.Context,
+    run: Run,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     dry_run: DryRunOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    log_file: LogFileOpt = None,
 ) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        from mdl.units import human_size
+    from mdl.units import human_size
 
-        report = api.clean(catalog=flags.catalog, dest=flags.dest, layout=layout, dry_run=dry_run, environ=run.environ)
-        if run.json:
-            run.emit(report.to_json())
-            return
-        for c in report.files:
-            run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
-        run.console.info(
-            f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
-        )
+    report = api.clean(catalog=catalog, dest=dest, layout=layout, dry_run=dry_run, environ=run.environ)
+    if run.json:
+        run.emit(report.to_json())
+        return
+    for c in report.files:
+        run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
+    run.console.info(
+        f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
+    )

@@ -9,17 +9,11 @@ from mdl import api
 from mdl.cli.completion import complete_model_names
 from mdl.cli.options import (
     CatalogOpt,
-    JsonOpt,
-    LogFileOpt,
     NameArg,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
     TimeoutOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import Run
 
 if TYPE_CHECKING:
     from mdl.catalog import CatalogChange
@@ -33,8 +27,9 @@ _SAID = {
 }
 
 
+@command()
 def add_cmd(
-    ctx: typer.Context,
+    run: Run,
     name: Annotated[
         str, typer.Argument(help="Model name (new, or one to add files to).", autocompletion=complete_model_names)
     ],
@@ -62,54 +57,38 @@ def add_cmd(
     ] = False,
     timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        with run.reporter() as progress:
-            change = api.add(
-                name,
-                *sources,
-                include=include or (),
-                exclude=exclude or (),
-                save_as=save_as,
-                sha256=sha256,
-                force=force,
-                check=not no_check,
-                catalog=flags.catalog,
-                timeout=timeout,
-                environ=run.environ,
-                progress=progress,
-            )
-        _render(run, change)
+    with run.reporter() as progress:
+        change = api.add(
+            name,
+            *sources,
+            include=include or (),
+            exclude=exclude or (),
+            save_as=save_as,
+            sha256=sha256,
+            force=force,
+            check=not no_check,
+            catalog=catalog,
+            timeout=timeout,
+            environ=run.environ,
+            progress=progress,
+        )
+    return _render(run, change)
 
 
+@command(progress=False)
 def remove_cmd(
-    ctx: typer.Context,
+    run: Run,
     name: NameArg,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        _render(run, api.remove(name, catalog=flags.catalog, environ=run.environ))
+    return _render(run, api.remove(name, catalog=catalog, environ=run.environ))
 
 
-def _render(run: Run, change: "CatalogChange") -> None:
-    """The JSON document, or one line on stderr (stdout is for data; an edit has none to print)."""
+def _render(run: Run, change: "CatalogChange") -> int:
+    """The JSON document, or one line on stderr (stdout is for data; an edit has none to print); the exit code."""
     if run.json:
         run.emit(change.to_json())
     if change.created:
@@ -121,6 +100,7 @@ def _render(run: Run, change: "CatalogChange") -> None:
             run.console.info(f"updated {change.lock}")
     if change.lock_error and change.exit_code:
         run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
-        raise typer.Exit(change.exit_code)
+        return change.exit_code
     if change.lock_error:
         run.console.warn(change.lock_error)
+    return 0

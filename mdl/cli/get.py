@@ -1,7 +1,6 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,21 +9,16 @@ import typer
 from mdl import api
 from mdl.cli.options import (
     CatalogOpt,
-    JsonOpt,
-    LogFileOpt,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
     TimeoutOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import guarded, render_report
+from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 
 
+@command()
 def get_cmd(
-    ctx: typer.Context,
+    run: Run,
     sources: Annotated[
         list[str],
         typer.Argument(
@@ -54,37 +48,27 @@ def get_cmd(
     ] = False,
     timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        if output is not None and directory is not None:
-            raise UsageError("use -o FILE or -d DIR, not both")
-        if output is not None and str(output) == "-":
-            raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
-        started = time.monotonic()
-        with run.reporter() as progress:
-            report = api.get(
-                *sources,
-                output=output,
-                directory=directory,
-                sha256=sha256,
-                include=include or (),
-                exclude=exclude or (),
-                catalog=flags.catalog,
-                connections=connections,
-                limit_rate=limit_rate,
-                timeout=timeout,
-                environ=run.environ,
-                progress=progress,
-                force=force,
-            )
-            progress.unreached(report.files)
-        render_report(run, report, verb="fetched", seconds=time.monotonic() - started)
+    if output is not None and directory is not None:
+        raise UsageError("use -o FILE or -d DIR, not both")
+    if output is not None and str(output) == "-":
+        raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
+    with run.reporter() as progress:
+        report = api.get(
+            *sources,
+            output=output,
+            directory=directory,
+            sha256=sha256,
+            include=include or (),
+            exclude=exclude or (),
+            catalog=catalog,
+            connections=connections,
+            limit_rate=limit_rate,
+            timeout=timeout,
+            environ=run.environ,
+            progress=progress,
+            force=force,
+        )
+        progress.unreached(report.files)
+    return render_report(run, report, verb="fetched")

@@ -11,25 +11,20 @@ from mdl.cli.options import (
     CatalogOpt,
     DestOpt,
     FrozenOpt,
-    JsonOpt,
     LayoutOpt,
     LockedOpt,
-    LogFileOpt,
     NameArg,
     NamesArg,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
     StatusChoice,
     TimeoutOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import guarded
+from mdl.cli.run import Run
 
 
+@command(progress=False, output_only=True)
 def list_cmd(
-    ctx: typer.Context,
+    run: Run,
     status: Annotated[
         StatusChoice | None, typer.Option("--status", help="Only models in this state.", show_default=False)
     ] = None,
@@ -39,108 +34,93 @@ def list_cmd(
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    log_file: LogFileOpt = None,
 ) -> None:
     """The catalog with each model's local status (offline)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run, output_only=True):
-        listing = api.list_models(
-            catalog=flags.catalog,
-            dest=flags.dest,
-            layout=layout,
-            status=status,
-            tag=tag,
-            locked=locked,
-            frozen=frozen,
-            environ=run.environ,
-        )
-        if run.json:
-            run.emit(listing.to_json())
-            return
-        from mdl.units import human_size
+    listing = api.list_models(
+        catalog=catalog,
+        dest=dest,
+        layout=layout,
+        status=status,
+        tag=tag,
+        locked=locked,
+        frozen=frozen,
+        environ=run.environ,
+    )
+    if run.json:
+        run.emit(listing.to_json())
+        return
+    from mdl.units import human_size
 
-        rows = [
-            {
-                **m.list_json(),
-                "status": _status_text(m.status, m.unverified),
-                "size": human_size(m.size) if m.size is not None else "-",
-            }
-            for m in listing.models
-        ]
-        run.table(
-            rows,
-            [
-                ("name", "NAME"),
-                ("status", "STATUS"),
-                ("files", "FILES"),
-                ("size", "SIZE"),
-                ("description", "DESCRIPTION"),
-            ],
-        )
+    rows = [
+        {
+            **m.list_json(),
+            "status": _status_text(m.status, m.unverified),
+            "size": human_size(m.size) if m.size is not None else "-",
+        }
+        for m in listing.models
+    ]
+    run.table(
+        rows,
+        [
+            ("name", "NAME"),
+            ("status", "STATUS"),
+            ("files", "FILES"),
+            ("size", "SIZE"),
+            ("description", "DESCRIPTION"),
+        ],
+    )
 
 
+@command(progress=False, output_only=True)
 def show_cmd(
-    ctx: typer.Context,
+    run: Run,
     name: NameArg,
     dest: DestOpt = None,
     layout: LayoutOpt = None,
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    log_file: LogFileOpt = None,
 ) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run, output_only=True):
-        info = api.show(
-            name,
-            catalog=flags.catalog,
-            dest=flags.dest,
-            layout=layout,
-            locked=locked,
-            frozen=frozen,
-            environ=run.environ,
-        )
-        doc = info.to_json()["models"][0]
-        if info.warning is not None:
-            run.console.warn(info.warning)
-        if run.json:
-            run.emit(info.to_json())
-            return
-        for key in ("name", "description", "repo", "revision", "commit"):
-            if doc.get(key):
-                run.line(f"{key + ':':13}{doc[key]}")
-        status = _status_text(info.status.status, info.status.unverified)
-        if info.status.unverified:
-            status += f"; `mdl verify {name}` re-hashes them"
-        run.line(f"{'status:':13}{status}")
-        run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
-        if not doc["files"]:
-            run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
-            return
-        run.line("")
-        from mdl.units import human_size
+    info = api.show(
+        name,
+        catalog=catalog,
+        dest=dest,
+        layout=layout,
+        locked=locked,
+        frozen=frozen,
+        environ=run.environ,
+    )
+    doc = info.to_json()["models"][0]
+    if info.warning is not None:
+        run.console.warn(info.warning)
+    if run.json:
+        run.emit(info.to_json())
+        return
+    for key in ("name", "description", "repo", "revision", "commit"):
+        if doc.get(key):
+            run.line(f"{key + ':':13}{doc[key]}")
+    status = _status_text(info.status.status, info.status.unverified)
+    if info.status.unverified:
+        status += f"; `mdl verify {name}` re-hashes them"
+    run.line(f"{'status:':13}{status}")
+    run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
+    if not doc["files"]:
+        run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
+        return
+    run.line("")
+    from mdl.units import human_size
 
-        rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
-        columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
-        if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
-            columns.insert(1, ("dest", "DEST"))
-        run.table(rows, columns)
-        if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
-            run.line("")
-            run.line("no longer part of the model (removed upstream), not counted:")
-            for path in info.status.extra:
-                run.line(f"  {path}")
+    rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
+    columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
+    if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
+        columns.insert(1, ("dest", "DEST"))
+    run.table(rows, columns)
+    if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
+        run.line("")
+        run.line("no longer part of the model (removed upstream), not counted:")
+        for path in info.status.extra:
+            run.line(f"  {path}")
 
 
 def _status_text(status: str, unverified: int) -> str:
@@ -148,8 +128,9 @@ def _status_text(status: str, unverified: int) -> str:
     return f"{status} ({unverified} modified?)" if unverified else status
 
 
+@command(output_only=True)
 def resolve_cmd(
-    ctx: typer.Context,
+    run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
@@ -159,48 +140,38 @@ def resolve_cmd(
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run, output_only=True):
-        with run.reporter() as progress:
-            resolution = api.resolve(
-                *(names or ()),
-                all=all_models,
-                follow=follow,
-                catalog=flags.catalog,
-                dest=flags.dest,
-                layout=layout,
-                timeout=timeout,
-                locked=locked,
-                frozen=frozen,
-                environ=run.environ,
-                progress=progress,
-            )
-        for model in resolution.models:
-            if model.get("warning"):
-                run.console.warn(model["warning"])
-        from mdl.cli.pipes import unread_if_failing
+    with run.reporter() as progress:
+        resolution = api.resolve(
+            *(names or ()),
+            all=all_models,
+            follow=follow,
+            catalog=catalog,
+            dest=dest,
+            layout=layout,
+            timeout=timeout,
+            locked=locked,
+            frozen=frozen,
+            environ=run.environ,
+            progress=progress,
+        )
+    for model in resolution.models:
+        if model.get("warning"):
+            run.console.warn(model["warning"])
+    from mdl.cli.pipes import unread_if_failing
 
-        with unread_if_failing(failing=bool(resolution.exit_code)):
-            if run.json:
-                run.emit(resolution.to_json())
-            else:
-                from mdl.units import human_size
+    with unread_if_failing(failing=bool(resolution.exit_code)):
+        if run.json:
+            run.emit(resolution.to_json())
+        else:
+            from mdl.units import human_size
 
-                for model in resolution.models:
-                    run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
-                    rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
-                    run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
-        for failure in resolution.failures:
-            run.file_error(failure)
-        if resolution.exit_code:
-            raise typer.Exit(resolution.exit_code)
+            for model in resolution.models:
+                run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
+                rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
+                run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
+    for failure in resolution.failures:
+        run.file_error(failure)
+    return resolution.exit_code

@@ -10,18 +10,12 @@ from mdl.cli.options import (
     AllOpt,
     CatalogOpt,
     DestOpt,
-    JsonOpt,
     LayoutOpt,
-    LogFileOpt,
     NamesArg,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
     TimeoutOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import Run
 from mdl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,8 +25,9 @@ if TYPE_CHECKING:
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
 
+@command()
 def lock_cmd(
-    ctx: typer.Context,
+    run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     upgrade: Annotated[
@@ -46,42 +41,32 @@ def lock_cmd(
     layout: LayoutOpt = None,
     timeout: TimeoutOpt = None,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        if upgrade and check:
-            raise UsageError("--check changes nothing; it cannot go with --upgrade")
-        with run.reporter() as progress:
-            report = api.lock(
-                *(names or ()),
-                all=all_models,
-                catalog=flags.catalog,
-                upgrade=upgrade,
-                check=check,
-                dest=flags.dest,
-                layout=layout,
-                timeout=timeout,
-                environ=run.environ,
-                progress=progress,
-            )
-        for warning in report.warnings:
-            run.console.warn(warning)
-        if run.json:
-            run.emit(report.to_json())
-        elif check:
-            _render_check(run, report)
-        else:
-            _render_lock(run, report, upgrade=upgrade)
-        if report.exit_code:
-            raise typer.Exit(report.exit_code)
+    if upgrade and check:
+        raise UsageError("--check changes nothing; it cannot go with --upgrade")
+    with run.reporter() as progress:
+        report = api.lock(
+            *(names or ()),
+            all=all_models,
+            catalog=catalog,
+            upgrade=upgrade,
+            check=check,
+            dest=dest,
+            layout=layout,
+            timeout=timeout,
+            environ=run.environ,
+            progress=progress,
+        )
+    for warning in report.warnings:
+        run.console.warn(warning)
+    if run.json:
+        run.emit(report.to_json())
+    elif check:
+        _render_check(run, report)
+    else:
+        _render_lock(run, report, upgrade=upgrade)
+    return report.exit_code
 
 
 def _render_check(run: Run, report: "LockReport") -> None:

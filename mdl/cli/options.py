@@ -1,8 +1,12 @@
-"""The options every command spells the same way, as ``Annotated`` aliases (one place for flag names and help),
-and the one merge of the common flags given before the command (``mdl -q pull x``) with those given after it."""
+"""The options every command spells the same way, as ``Annotated`` aliases (one place for flag names and help);
+the six common flags added to every command by :func:`command`, which also runs each command's skeleton; and the
+one merge of the common flags given before the command (``mdl -q pull x``) with those given after it."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,7 +14,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from mdl.cli.completion import complete_model_names
-from mdl.cli.run import Run
+from mdl.cli.run import Run, guarded
 
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
 # refuses anything else with exit 2 naming the option, and hands the command the plain string.
@@ -108,9 +112,22 @@ class CommonFlags:
         )
 
 
-# The command parameter that carries each common flag (the root callback uses the same names).
-_SWITCHES = {"json": "json_out", "quiet": "quiet", "verbose": "verbose", "no_progress": "no_progress"}
-_VALUES = {"log_file": "log_file", "progress": "progress_mode", "catalog": "catalog", "dest": "dest"}
+# The six flags every command takes, before or after its name, declared once: each one's parameter (in the root
+# callback and in every command), the CommonFlags field it sets, its option and its default.
+COMMON: tuple[tuple[str, str, Any, Any], ...] = (
+    ("json_out", "json", JsonOpt, False),
+    ("quiet", "quiet", QuietOpt, False),
+    ("verbose", "verbose", VerboseOpt, False),
+    ("no_progress", "no_progress", NoProgressOpt, False),
+    ("progress_mode", "progress", ProgressOpt, None),
+    ("log_file", "log_file", LogFileOpt, None),
+)
+_SWITCHES = {field: param for param, field, _, default in COMMON if default is False}
+_VALUES = {
+    **{field: param for param, field, _, default in COMMON if default is None},
+    "catalog": "catalog",
+    "dest": "dest",
+}
 _FLAG_NAMES = {"log_file": "--log-file", "progress": "--progress", "catalog": "--catalog", "dest": "--dest"}
 
 
@@ -135,3 +152,67 @@ def command_flags(ctx: typer.Context) -> CommonFlags:
                 raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
         merged[key] = Path(value) if value is not None and key != "progress" else value
     return replace(before, **merged)
+
+
+def common_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`CommonFlags` fields of the common parameters in ``flags`` (a command's or the root's)."""
+    return {field: flags[param] for param, field, _, _ in COMMON if param in flags}
+
+
+def with_common_flags(
+    function: Callable[..., Any],
+    own: list[inspect.Parameter] | None = None,
+    *,
+    progress: bool = True,
+    after: str | None = None,
+) -> Callable[..., Any]:
+    """``function`` as Typer reads it (its signature and annotations): its ``own`` parameters (default: its
+    named ones; its ``**flags`` gets the common ones) and the common flags, after the one named ``after``, else
+    at the end; without --progress for commands that show no progress. Typer passes every one by name."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    if own is None:
+        own = [p for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
+    common = [
+        inspect.Parameter(param, keyword, default=default, annotation=option)
+        for param, _, option, default in COMMON
+        if progress or param != "progress_mode"
+    ]
+    params = [p if p.name == "ctx" else p.replace(kind=keyword) for p in own]
+    at = [p.name for p in params].index(after) + 1 if after else len(params)
+    params[at:at] = common
+    function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in params}
+    return function
+
+
+_CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+
+def command(
+    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
+) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
+    """A command's skeleton, written once: its function takes the :class:`Run` first and its own options
+    (``--catalog`` and ``--dest`` merged with those given before the command), does the work and renders it,
+    and returns its exit code (None: 0). The command Typer sees takes the common flags too; it builds the run
+    from them and calls the function under :func:`mdl.cli.run.guarded`, the one translator.
+
+    ``output_only`` commands (or, given a function, those whose options say so) change nothing on disk: they
+    stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
+
+    def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
+        @functools.wraps(body)
+        def run_command(ctx: typer.Context, **options: Any) -> None:
+            flags = command_flags(ctx)
+            for param, *_ in COMMON:
+                options.pop(param, None)
+            options.update({key: getattr(flags, key) for key in ("catalog", "dest") if key in options})
+            run = flags.run()
+            with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
+                code = body(run, **options)
+                if code:
+                    raise typer.Exit(code)
+
+        own = list(inspect.signature(body).parameters.values())[1:]  # after the Run
+        return with_common_flags(run_command, [_CONTEXT, *own], progress=progress)
+
+    return wrap

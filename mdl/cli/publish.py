@@ -1,7 +1,6 @@
 """``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-import time
 from typing import Annotated
 
 import typer
@@ -12,22 +11,17 @@ from mdl.cli.options import (
     CatalogOpt,
     DestOpt,
     FrozenOpt,
-    JsonOpt,
     LayoutOpt,
     LockedOpt,
-    LogFileOpt,
     NamesArg,
-    NoProgressOpt,
-    ProgressOpt,
-    QuietOpt,
-    VerboseOpt,
-    command_flags,
+    command,
 )
-from mdl.cli.run import guarded, render_report
+from mdl.cli.run import Run, render_report
 
 
+@command()
 def publish_cmd(
-    ctx: typer.Context,
+    run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     to: Annotated[
@@ -53,48 +47,36 @@ def publish_cmd(
     locked: LockedOpt = False,
     frozen: FrozenOpt = False,
     catalog: CatalogOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    no_progress: NoProgressOpt = False,
-    progress_mode: ProgressOpt = None,
-    log_file: LogFileOpt = None,
-) -> None:
+) -> int:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
 
     An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only what is
     missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
-    flags = command_flags(ctx)
-    run = flags.run()
-    with guarded(run):
-        from mdl.errors import UsageError
-        from mdl.units import human_size
+    from mdl.errors import UsageError
+    from mdl.units import human_size
 
-        if not to:
-            raise UsageError(
-                "mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models"
-            )
-        started = time.monotonic()
-        with run.reporter() as progress:
-            report = api.publish(
-                *(names or ()),
-                to=to,
-                all=all_models,
-                catalog=flags.catalog,
-                dest=flags.dest,
-                layout=layout,
-                connections=connections,
-                endpoint=endpoint_url,
-                locked=locked,
-                frozen=frozen,
-                environ=run.environ,
-                progress=progress,
-            )
-        if not run.json:
-            for manifest in report.manifests:
-                model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
-                files = [f for f in report.files if f.model == model and f.path is not None]
-                size = sum(f.size or 0 for f in files)
-                where = report.target.rstrip("/") + f"/{model}/"
-                run.console.info(f"{model} → {where} ({len(files)} files, {human_size(size)}; manifest {manifest})")
-        render_report(run, report, verb="published", seconds=time.monotonic() - started)
+    if not to:
+        raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
+    with run.reporter() as progress:
+        report = api.publish(
+            *(names or ()),
+            to=to,
+            all=all_models,
+            catalog=catalog,
+            dest=dest,
+            layout=layout,
+            connections=connections,
+            endpoint=endpoint_url,
+            locked=locked,
+            frozen=frozen,
+            environ=run.environ,
+            progress=progress,
+        )
+    if not run.json:
+        for manifest in report.manifests:
+            model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
+            files = [f for f in report.files if f.model == model and f.path is not None]
+            size = sum(f.size or 0 for f in files)
+            where = report.target.rstrip("/") + f"/{model}/"
+            run.console.info(f"{model} → {where} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+    return render_report(run, report, verb="published")

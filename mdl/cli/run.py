@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
-from mdl.errors import InterruptedByUserError, MdlError
+from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.cli")
@@ -38,6 +38,7 @@ class Run:
         from mdl.catalog import default_log_file
         from mdl.cli.render.progress import Console, EventStream, setup_logging
 
+        self.started = time.monotonic()
         self.stdout = sys.stdout
         self.stderr = sys.stderr
         # --progress json: stderr is one event stream, shared by the progress display and the console
@@ -102,25 +103,16 @@ class Run:
         width = table_width(self.stdout, self.environ)
         render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
-    def fail(self, exc: MdlError) -> NoReturn:
-        """Report an error (stderr, and JSON on stdout when asked) and exit with its code."""
+    def fail(self, exc: MdlError) -> int:
+        """Report an error (stderr, and JSON on stdout when asked); its exit code."""
         from mdl.redact import safe_text
 
         message = safe_text(exc.message, secrets=self._secrets())
         log.error("%s", message)
         if self.json:
-            from mdl.cli import pipes
-
-            try:
-                error = {"code": int(exc.exit_code), "kind": exc.kind, "message": message, "hint": exc.hint}
-                self.emit({"error": error}, ok=False)
-                pipes.flush_stdout(self.stdout)
-            except OSError as closed:
-                if not pipes.is_closed_stdout_error(closed):
-                    raise
-                pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
+            error_document(exc, self.stdout, secrets=self._secrets())
         self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
-        raise typer.Exit(int(exc.exit_code))
+        return int(exc.exit_code)
 
     def file_error(self, outcome: Any) -> None:
         """A failed file or model, said once: ``mdl: error: …`` and its hint, or an ``error`` event unless the
@@ -159,75 +151,129 @@ def isatty(stream: Any) -> bool:
     return bool(isatty()) if callable(isatty) else False
 
 
+def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
+    """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
+    from mdl.cli import pipes
+    from mdl.cli.render.console import emit_json
+
+    error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
+    try:
+        emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
+    except OSError as closed:
+        if not pipes.is_closed_stdout_error(closed):
+            raise
+        pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
+
+
+def translate(exc: BaseException, run: Run | None = None) -> int:
+    """The one translator: an exception that ended mdl, as its exit code and what is said of it. MdlError → its
+    code, Ctrl-C → 130, a closed stdout → 141 quietly, a command line that did not parse → Click's usage text
+    and 2, anything else → 1 (re-raised with MDL_DEBUG, for its traceback). Said on stderr, in the ``--json``
+    document and as ``--progress json`` events: by ``run``'s console, or, for a command that never started
+    (``run`` None: its line did not parse, Ctrl-C while starting), as its command line asks."""
+    from mdl.cli import pipes
+
+    if pipes.is_closed_stdout_error(exc):
+        log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
+        pipes.silence_stdout()
+        return pipes.EXIT_STDOUT_CLOSED
+    show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    error: MdlError
+    if isinstance(exc, MdlError):
+        error = exc
+    elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Abort":  # Click's word for Ctrl-C
+        kept = "; partial downloads were kept, run again to resume" if run is not None else ""
+        error = InterruptedByUserError(f"interrupted{kept}")
+    elif callable(show) and isinstance(code, int):  # Click's parse errors: its usage text, and its exit code
+        formatter = getattr(exc, "format_message", None)
+        context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
+        error = UsageError(formatter() if callable(formatter) else str(exc), hint=f"see {context} --help")
+    else:
+        log.error("internal error", exc_info=exc)
+        if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
+            raise exc
+        error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+    if run is not None:
+        return run.fail(error)
+    from mdl.cli.render.stream import failed_to_start, wants_events
+
+    argv, code = sys.argv[1:], int(error.exit_code)
+    if "--json" in argv:
+        error_document(error, sys.stdout)
+    if wants_events(argv):
+        failed_to_start(sys.stderr, message=error.message, exit_code=code, kind=error.kind)
+    elif callable(show):
+        show()
+    else:
+        sys.stderr.write(f"mdl: error: {error.message}\n")
+    return code
+
+
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """The one translator: MdlError → its exit code, Ctrl-C → 130, a closed stdout → 141 quietly, anything
-    else → 1 (traceback with MDL_DEBUG).
-
-    ``output_only`` commands (they change nothing on disk) also stop their work as soon as stdout's reader
-    goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), and ``--progress json``'s
+    last event says it. ``output_only`` commands (they change nothing on disk) also stop their work as soon as
+    stdout's reader goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
     """
-    started = time.monotonic()
-    code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
-    try:
-        with _translated(run, output_only=output_only):
-            yield
-        code = 0
-    except typer.Exit as exc:
-        code = int(exc.exit_code or 0)
-        raise
-    finally:
-        run.finish(code, seconds=time.monotonic() - started)
-        log.info("done in %.1fs", time.monotonic() - started)
-
-
-@contextlib.contextmanager
-def _translated(run: Run, *, output_only: bool) -> Iterator[None]:
-    """:func:`guarded` without its ending: every way a command ends becomes ``typer.Exit`` with its code."""
     from mdl.cli import pipes
 
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
+    code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
             with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
+            pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
+            code = 0
         except typer.Exit as exc:
-            if exc.exit_code:  # a failure's own code says more than 141 ("no one read the output")
+            code = int(exc.exit_code or 0)
+            if code:  # a failure's own code says more than 141 ("no one read the output")
                 pipes.flush_quietly(run.stdout)
             raise
-        pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
-    except typer.Exit:
-        raise
-    except (MdlError, KeyboardInterrupt, OSError) as exc:  # a closed stdout surfaces as one of these
-        if pipes.is_closed_stdout_error(exc):
-            log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
-            pipes.silence_stdout()
-            raise typer.Exit(pipes.EXIT_STDOUT_CLOSED) from None
-        if isinstance(exc, OSError):  # one no part turned into an MdlError: a bug
-            log.exception("internal error")
-        _translate(run, exc)
-    except Exception as exc:  # the translator: a bug must still end in one line and exit 1
-        log.exception("internal error")
-        _translate(run, exc)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
+            code = translate(exc, run)
+            raise typer.Exit(code) from None
+    finally:
+        seconds = time.monotonic() - run.started
+        run.finish(code, seconds=seconds)
+        log.info("done in %.1fs", seconds)
 
 
-def _translate(run: Run, exc: Exception | KeyboardInterrupt) -> NoReturn:
-    """An exception that ended a command, as its exit code and one line on stderr."""
-    if isinstance(exc, MdlError):
-        run.fail(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        run.fail(InterruptedByUserError("interrupted; partial downloads were kept, run again to resume"))
-    if run.environ.get("MDL_DEBUG", "") not in ("", "0"):
-        raise exc
-    error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
-    run.fail(error)
+def invoke(app: Any) -> int:
+    """Run the Typer app without its own exit handling, so that what ends it before (or outside) a command goes
+    through :func:`translate` too; then flush stdout: a reader that left makes it exit 141, quietly."""
+    from mdl.cli import pipes
+
+    try:
+        result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
+        if exc.code != 1 or not pipes.stdout_closed():
+            raise
+        code = pipes.EXIT_STDOUT_CLOSED
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
+        code = translate(exc)
+    if code == 130 and pipes.interrupted_by_closed_stdout():
+        code = pipes.EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
+    if code == pipes.EXIT_STDOUT_CLOSED:
+        pipes.silence_stdout()
+        return code
+    try:
+        pipes.flush_stdout()
+    except OSError as exc:
+        if not pipes.is_closed_stdout_error(exc):
+            raise
+        pipes.silence_stdout()
+        return code or pipes.EXIT_STDOUT_CLOSED
+    return code
 
 
-def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_shown: bool = False) -> None:
+def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
     """A pull, verify or get report: JSON, or the data on stdout (a table for verify and --dry-run, unless
     ``rows_shown`` already streamed it; each pulled model's folder or each fetched file's path, one a line, for
     pull and get); then on stderr each warning once, each failure once (``mdl: error: model/path: why`` and its
-    hint) and one summary line; then exit with its code."""
+    hint) and one summary line; its exit code."""
     from mdl.cli.pipes import unread_if_failing
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
@@ -255,11 +301,11 @@ def render_report(run: Run, report: Any, *, verb: str, seconds: float, rows_show
     for f in report.files:
         if f.failing:  # the one place a failure is shown: progress displays stay silent
             run.file_error(f)
+    seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
     if summary is not None:
         log.info("%s", summary)
         if not says_it_all(report.files) and run.events is None:  # the ``end`` event carries it as its text
             run.console.info(summary)
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    return int(report.exit_code)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,22 @@ def test_a_run_that_never_started_is_still_a_whole_stream() -> None:
     assert [e["event"] for e in events] == ["begin", "error", "end"]
     assert events[1]["kind"] == "usage" and events[1]["code"] == 2 and events[1]["hint"] is None
     assert end_of(events)["exit_code"] == 2 and events[-1]["ok"] is False
+
+
+@pytest.mark.parametrize("argv", [["pull", "--progress", "json", "--bogus"], ["--progress=json", "--json", "nosuch"]])
+def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(argv: list[str]) -> None:
+    """The entry point's translator (mdl.cli.run.invoke): no usage text on a stderr that a program reads."""
+    done = subprocess.run([sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    events = stream(done.stderr)
+    assert [e["event"] for e in events] == ["begin", "error", "end"]
+    assert events[1]["kind"] == "usage" and events[1]["code"] == 2 and argv[-1] in events[1]["message"]
+    assert end_of(events)["exit_code"] == 2
+    if "--json" in argv:
+        doc = json.loads(done.stdout)
+        assert doc["ok"] is False and doc["error"]["code"] == 2 and doc["error"]["hint"] == "see mdl --help"
+    else:
+        assert done.stdout == ""
 
 
 def test_one_begin_however_many_batches_and_nothing_after_end() -> None:

@@ -129,11 +129,13 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
     }
 
 
-def failed_to_start(stream: TextIO, *, message: str, exit_code: int, secrets: tuple[str, ...] = ()) -> None:
+def failed_to_start(
+    stream: TextIO, *, message: str, exit_code: int, kind: str = "usage", secrets: tuple[str, ...] = ()
+) -> None:
     """The whole stream of a run that never started (its command line did not parse): ``begin``, the ``error``
     (a usage error) and ``end``, so a program reading ``--progress json`` still gets its ending."""
     events = EventStream(stream, secrets=secrets)
-    events.error(message, code=exit_code, kind="usage")
+    events.error(message, code=exit_code, kind=kind)
     events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
 
 
