@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.lockfile import Lock, LockedFile, LockedModel, lock_path_for, read_lock, write_lock
 
 WEIGHTS = make_data(300_000, seed=3)
@@ -55,10 +54,6 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return catalog
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def block_added(before: str, after: str) -> str:

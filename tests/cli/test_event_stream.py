@@ -17,19 +17,14 @@ from typing import Any
 
 import pytest
 import typer
+from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
 from mdl.cli.run import Run, guarded
 
 WEIGHTS = make_data(300_000, seed=31)
 CONFIG = b'{"hidden_size": 8}'
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def stream(text: str) -> list[dict[str, Any]]:

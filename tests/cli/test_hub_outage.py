@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
+from runfixtures import mdl
 from servers import TOKEN, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 CATALOG = """
 [models.tiny]
@@ -55,10 +53,6 @@ def hub_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
         yield server, dest
     finally:
         server.stop()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def warnings_in(stderr: str) -> list[str]:

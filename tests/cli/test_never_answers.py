@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
-from typer.testing import CliRunner
-
-from mdl.cli.app import app
+from runfixtures import mdl
 
 BOUND = 60.0  # seconds; a hang would be forever, two 1 s timeouts and a backoff are a few seconds
 
@@ -62,7 +60,7 @@ def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, a
     host = f"127.0.0.1:{silent.port}"
     argv = [a.format(url=silent.url, host=host) for a in args]
     started = time.monotonic()
-    result = CliRunner().invoke(app, [*argv, "--timeout", "1"])
+    result = mdl(*argv, "--timeout", "1")
     elapsed = time.monotonic() - started
     assert result.exit_code == 5, (result.stdout, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("mdl: error:")]
@@ -76,14 +74,14 @@ def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, a
 def test_the_default_timeout_is_named_in_the_message(silent: SilentServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """MDL_TIMEOUT is the same setting as --timeout (flags > environment > catalog > 10 s)."""
     monkeypatch.setenv("MDL_TIMEOUT", "0.5")
-    result = CliRunner().invoke(app, ["resolve", "snapshot"])
+    result = mdl("resolve", "snapshot")
     assert result.exit_code == 5
     assert f"the Hub at {silent.url} did not answer within 0.5 s" in result.stderr
 
 
 def test_one_silent_hub_is_asked_once_per_run_not_once_per_model(silent: SilentServer) -> None:
     """`pull --all` against a dead Hub does not wait the timeout again for every model."""
-    result = CliRunner().invoke(app, ["pull", "snapshot", "hub-file", "--timeout", "1"])
+    result = mdl("pull", "snapshot", "hub-file", "--timeout", "1")
     assert result.exit_code == 5
     assert result.stderr.count(f"the Hub at {silent.url} did not answer") == 2  # both models fail, naming the Hub
     assert silent.accepted <= 3  # the first model's tries (and at most one more), not two tries per model

@@ -14,19 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 WEIGHTS = make_data(200_000, seed=21)
 CONFIG = b'{"hidden_size": 8}'
 OTHER = make_data(1000, seed=22)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

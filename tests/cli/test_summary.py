@@ -11,19 +11,15 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.cli.render.summary import fetched_paths, model_folders, summary_line
 from mdl.report import FileOutcome
 
 WEIGHTS = make_data(300_000, seed=1)
 CONFIG = b'{"hidden_size": 8}'
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from runfixtures import mdl
 from servers import Content, Exchange, Fault, HubServer, LoopbackServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
+from typer.testing import Result
 
 WEIGHTS = make_data(200_001, seed=41)
 CONFIG = b'{"model_type": "bert"}\n'
@@ -70,10 +69,6 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def warnings(stderr: str) -> list[str]:

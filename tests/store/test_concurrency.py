@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.store.store import Store
@@ -76,15 +76,6 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(), err.decode()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def partial_bytes(dest: Path) -> int:

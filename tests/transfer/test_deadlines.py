@@ -16,8 +16,8 @@ from pathlib import Path
 import httpcore2
 import httpx2
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, make_data
-from typer.testing import CliRunner
 
 from mdl.errors import NetworkError
 from mdl.sources.hub import Hub
@@ -162,7 +162,6 @@ def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolic
 def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, chunk: int
 ) -> None:
-    from mdl.cli.app import app
 
     with DrippingServer(mode, interval=0.5, chunk=chunk) as server:
         catalog = tmp_path / "catalog.toml"
@@ -172,7 +171,7 @@ def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
         monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
         monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
         started = time.monotonic()
-        result = CliRunner().invoke(app, ["pull", "snapshot", "--timeout", "1"])
+        result = mdl("pull", "snapshot", "--timeout", "1")
         elapsed = time.monotonic() - started
     assert result.exit_code == 5, (result.stdout, result.stderr)
     assert f"the Hub at {server.url}" in result.stderr

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from clocks import FakeClock, wallclock
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner
 
 from mdl import api
-from mdl.cli.app import app
 from mdl.cli.render.progress import make_reporter
 from mdl.cli.run import Run
 
@@ -109,14 +108,14 @@ def test_json_events_from_a_real_pull(tiny: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_cli_progress_json(tiny: Path) -> None:
-    helptext = CliRunner().invoke(app, ["pull", "--help"], env={"COLUMNS": "200"}).output
+    helptext = mdl("pull", "--help", env={"COLUMNS": "200"}).output
     if not re.search(r"(?<![\w-])--progress\b", helptext):
         pytest.skip("`mdl pull --progress` lands from another helper's branch; unskips itself once it is there")
     # With -q the events are all there is on stderr (errors aside): every line parses.
-    result = CliRunner().invoke(app, ["pull", "tiny", "-q", "--progress", "json"])
+    result = mdl("pull", "tiny", "-q", "--progress", "json")
     assert result.exit_code == 0, result.output
     check_pull_events(result.stderr.splitlines())
     # Without -q too: people's lines (the summary, warnings) become events, so every line still parses.
-    again = CliRunner().invoke(app, ["pull", "tiny", "--force", "--progress", "json"])
+    again = mdl("pull", "tiny", "--force", "--progress", "json")
     assert again.exit_code == 0, again.output
     check_pull_events(again.stderr.splitlines())
