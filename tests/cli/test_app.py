@@ -49,7 +49,7 @@ files = [{ repo = "org/tiny", path = "nope.bin" }]
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, object]:
     """A Hub with three repos, a catalog naming them, and MDL_* pointing at a fresh destination."""
     hub.add_repo(
         "org/tiny",
@@ -63,13 +63,8 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     )
     hub.add_repo("org/other", {"weights.bin": WEIGHTS})
     hub.add_repo("org/gated", {"w.bin": make_data(100_000, seed=5)}, gated="auto")
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"hub": hub, "dest": dest, "catalog": catalog, "log": tmp_path / "mdl.log"}
 
 

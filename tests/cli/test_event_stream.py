@@ -47,14 +47,9 @@ def end_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.badname]\nrepo = "org/nope"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
     return {"tmp": tmp_path, "dest": tmp_path / "models"}
 

@@ -52,14 +52,9 @@ def mirror() -> Iterator[Mirror]:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, Path]:
     hub.add_repo("org/tiny", FILES)
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"dest": tmp_path / "models", "log": tmp_path / "mdl.log"}
 
 

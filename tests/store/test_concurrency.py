@@ -51,15 +51,10 @@ SLACK = 2 * 1024 * 1024
 
 
 @pytest.fixture
-def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(hub: HubServer, catalog: Path) -> dict[str, str]:
     hub.add_repo("org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG})
     hub.add_repo("org/extra", {"adapter.safetensors": EXTRA})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return dict(os.environ)
 
 

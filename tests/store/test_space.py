@@ -40,15 +40,10 @@ FILES = {"small": ("w.bin", SMALL), "medium": ("model.safetensors", MEDIUM), "bi
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+def world(hub: HubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     for name, (path, data) in FILES.items():
         hub.add_repo(f"org/{name}", {path: data})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return hub
 

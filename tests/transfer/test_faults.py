@@ -70,16 +70,11 @@ class World:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     hub.add_repo("org/one", {"config.json": CONFIG, "model.safetensors": SMALL})
     hub.add_repo("org/big", {"weights.bin": BIG})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return World(hub, dest, catalog, tmp_path)
 

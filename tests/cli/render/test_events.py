@@ -75,15 +75,10 @@ def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
 
 
 @pytest.fixture
-def tiny(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tiny(hub: HubServer, catalog: Path, tmp_path: Path) -> Path:
     """A Hub with one small repo and a catalog naming it; returns the destination."""
     hub.add_repo("org/tiny", {"config.json": b'{"hidden_size": 8}', "model.safetensors": WEIGHTS})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return tmp_path / "models"
 
 
