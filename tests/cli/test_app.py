@@ -389,6 +389,7 @@ def _partial_bytes(dest: Path) -> int:
     return total
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig: signal.Signals) -> None:
     hub = world["hub"]
@@ -416,6 +417,7 @@ def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig:
     assert sent <= len(WEIGHTS) - kept + 4 * 1024 * 1024, "the resume re-fetched data it already had"
 
 
+@pytest.mark.realtime
 def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]

@@ -142,6 +142,7 @@ def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dic
     assert set(file_lines_by_run(log)) == {first.pid, second.pid}
 
 
+@pytest.mark.realtime
 def test_a_file_stalled_mid_body_is_still_logged_once_per_run(
     hub: HubServer, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -194,6 +194,7 @@ def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ())
         assert "Traceback" not in err
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("with_lock", [False, True], ids=["no-lock", "catalog.lock"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_an_interrupted_pull_is_partial_everywhere_until_it_is_finished(

@@ -152,6 +152,7 @@ def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> 
 # -- retryable statuses: 503 / 429 with Retry-After, other 5xx and 408 -----------------------------------
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("status", [503, 429])
 def test_retry_after_is_honoured_and_received_bytes_are_kept(world: World, status: int) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/blobs/"))
