@@ -53,6 +53,18 @@ def hub() -> Iterator[HubServer]:
 
 
 @pytest.fixture
+def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the test writes its catalog (tmp_path/catalog.toml), with the CLI pointed at it, at the loopback Hub,
+    at tmp_path/models (MDL_DEST) and at tmp_path/mdl.log (MDL_LOG_FILE)."""
+    catalog = tmp_path / "catalog.toml"
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return catalog
+
+
+@pytest.fixture
 def cdn() -> Iterator[CdnServer]:
     """A started standalone CDN / direct-URL server; stopped after the test."""
     server = CdnServer().start()

@@ -1,4 +1,5 @@
-"""Helpers that build realistic training-run folders (HF Trainer, PEFT, Lightning, kohya) on disk."""
+"""Shared test helpers: the one way to run a command (`mdl`), the one bounded wait (`wait_for`), and builders of
+realistic training-run folders (HF Trainer, PEFT, Lightning, kohya) on disk."""
 
 from __future__ import annotations
 
@@ -6,12 +7,32 @@ import hashlib
 import json
 import os
 import struct
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner, Result
+
+from mdl.cli.app import app
+
 # The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
+
+
+def mdl(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> Result:
+    """``mdl ARGS`` in this process (stdout and stderr kept apart), ``stdin`` as its input, ``env`` on top of ours."""
+    return CliRunner().invoke(app, list(args), input=stdin, env=env)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout}s")
+        time.sleep(0.02)
 
 
 def safetensors_bytes(tensors: dict[str, int], *, seed: str = "x", metadata: dict[str, str] | None = None) -> bytes:

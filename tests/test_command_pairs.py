@@ -21,13 +21,12 @@ import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
@@ -41,15 +40,6 @@ COMMANDS = ("pull", "get", "verify", "clean", "lock", "add", "unpack", "publish"
 FIRST = {"pull": 0, "get": 0, "lock": 1, "add": 1}  # who goes first and is held: transfers, then Hub askers
 PAIRS = list(itertools.combinations_with_replacement(COMMANDS, 2))
 DROP = ("MDL_", "HF_", "XDG_", "HUGGINGFACE_", "AWS_")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 def clean_environ(home: Path) -> dict[str, str]:

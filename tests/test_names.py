@@ -16,18 +16,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode, UnsafePathError
 from mdl.paths import MAX_COMPONENT_BYTES, NAME_MAX, path_clash, path_problem, safe_relative_path, temp_name
 
 WEIGHTS = make_data(200_000, seed=51)
-
-
-def mdl(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), input=stdin)
 
 
 def tree(folder: Path) -> list[str]:

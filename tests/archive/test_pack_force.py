@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 from runfixtures import make_hf_run
-from typer.testing import CliRunner, Result
+from runfixtures import mdl as run_mdl
 
 import mdl
 from mdl import UsageError
-from mdl.cli.app import app
-
-
-def run_mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 from runfixtures import TRAINING_STATE, make_hf_run, make_kohya_run, pseudo_random, write
-from typer.testing import CliRunner, Result
+from runfixtures import mdl as run_mdl
 
 import mdl
 from mdl.archive.selection import DENY_REASON, RUN_LEVEL_REASON
-from mdl.cli.app import app
-
-
-def run_mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import mdl
 
 from mdl.archive import swap
 from mdl.archive.unpack import unpack_archive
@@ -230,9 +231,6 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
     """The hidden staging folder a kill -9 leaves in DIR (up to 32 MB) does not wait for the next unpack there:
     `mdl clean --dest DIR --dry-run` names it with its size, `mdl clean --dest DIR` restores what it moved aside
     and removes it (issue 27)."""
-    from typer.testing import CliRunner
-
-    from mdl.cli.app import app
 
     archive, dest, old, _ = make_old_and_new(tmp_path)
     body = """
@@ -247,13 +245,13 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
     assert proc.returncode == -signal.SIGKILL
     [leftover] = staging_folders(dest)
 
-    dry = CliRunner().invoke(app, ["clean", "--dest", str(dest), "--dry-run", "--json"])
+    dry = mdl("clean", "--dest", str(dest), "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
     [named] = [f for f in json.loads(dry.stdout)["files"] if f["path"] == str(dest / leftover)]
     assert named["removed"] is False and named["size"] > 0 and "unpack" in named["source"]
     assert staging_folders(dest) == [leftover]  # a dry run changes nothing
 
-    done = CliRunner().invoke(app, ["clean", "--dest", str(dest)])
+    done = mdl("clean", "--dest", str(dest))
     assert done.exit_code == 0, done.stderr
     assert str(dest / leftover) in done.stdout
     assert staging_folders(dest) == []

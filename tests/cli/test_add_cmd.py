@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.lockfile import Lock, LockedFile, LockedModel, lock_path_for, read_lock, write_lock
 
 WEIGHTS = make_data(300_000, seed=3)
@@ -42,23 +41,14 @@ files = [
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def world(hub: HubServer, catalog: Path) -> Path:
     hub.add_repo("org/tiny", {"config.json": b"{}", "model.safetensors": WEIGHTS})
     hub.add_repo("org/diffusion", {"z.gguf": WEIGHTS, "vae/ae.safetensors": b"vae" * 100})
     hub.add_repo("org/encoder", {"qwen.gguf": b"encoder" * 100})
     hub.add_repo("org/gated", {"w.bin": b"secret"}, gated=True)
     hub.add_repo("org/data", {"train.parquet": b"rows"}, repo_type="dataset")
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(HAND)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return catalog
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def block_added(before: str, after: str) -> str:

@@ -10,14 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl, wait_for
 from servers import TOKEN, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 BIG = make_data(3_000_000, seed=7)
 WEIGHTS = make_data(40_000_000, seed=3)
@@ -52,7 +49,7 @@ files = [{ repo = "org/tiny", path = "nope.bin" }]
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, object]:
     """A Hub with three repos, a catalog naming them, and MDL_* pointing at a fresh destination."""
     hub.add_repo(
         "org/tiny",
@@ -66,18 +63,9 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     )
     hub.add_repo("org/other", {"weights.bin": WEIGHTS})
     hub.add_repo("org/gated", {"w.bin": make_data(100_000, seed=5)}, gated="auto")
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"hub": hub, "dest": dest, "catalog": catalog, "log": tmp_path / "mdl.log"}
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def body_bytes(hub: HubServer) -> int:
@@ -390,15 +378,6 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def _partial_bytes(dest: Path) -> int:
     parts = list((dest / ".mdl" / "partial").glob("*.part")) if (dest / ".mdl" / "partial").exists() else []
     total = 0
@@ -410,6 +389,7 @@ def _partial_bytes(dest: Path) -> int:
     return total
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig: signal.Signals) -> None:
     hub = world["hub"]
@@ -418,7 +398,7 @@ def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig:
     hub.cdn.throttle_bps = 4_000_000
     env = dict(os.environ)
     proc = _spawn(["pull", "multi", "--connections", "4"], env)
-    _wait_for(lambda: _partial_bytes(dest) > 2_000_000)
+    wait_for(lambda: _partial_bytes(dest) > 2_000_000)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
@@ -437,13 +417,14 @@ def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig:
     assert sent <= len(WEIGHTS) - kept + 4 * 1024 * 1024, "the resume re-fetched data it already had"
 
 
+@pytest.mark.realtime
 def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
     hub.cdn.throttle_bps = 3_000_000
     proc = _spawn(["pull", "multi", "--connections", "2"], dict(os.environ))
-    _wait_for(lambda: _partial_bytes(dest) > 3_000_000)
+    wait_for(lambda: _partial_bytes(dest) > 3_000_000)
     time.sleep(1.5)
     proc.kill()
     proc.wait(timeout=10)
@@ -464,7 +445,7 @@ def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
     hub.cdn.throttle_bps = 4_000_000
     proc = _spawn(["pull", "multi"], dict(os.environ))
-    _wait_for(lambda: _partial_bytes(dest) > 1_000_000)
+    wait_for(lambda: _partial_bytes(dest) > 1_000_000)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=20)
     assert list((dest / ".mdl" / "partial").glob("*.part"))

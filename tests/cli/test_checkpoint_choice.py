@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runfixtures import make_hf_run
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
+from runfixtures import make_hf_run, mdl
 
 
 def checkpoint_only_run(root: Path) -> Path:

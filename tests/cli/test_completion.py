@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from mdl.cli.app import app
+from runfixtures import mdl
 
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny-two]\nrepo = "org/two"\n\n[models.other]\nrepo = "org/o"\n'
 ELSEWHERE = '[models.far-away]\nrepo = "org/far"\n'
@@ -48,7 +46,7 @@ def bash_complete(line: str) -> list[str]:
 
 
 def test_help_offers_install_and_show_completion() -> None:
-    result = CliRunner().invoke(app, ["--help"])
+    result = mdl("--help")
     assert result.exit_code == 0
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
 

@@ -18,19 +18,14 @@ from typing import Any
 
 import pytest
 import typer
+from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
 from mdl.cli.run import Run, guarded
 
 WEIGHTS = make_data(300_000, seed=31)
 CONFIG = b'{"hidden_size": 8}'
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def stream(text: str) -> list[dict[str, Any]]:
@@ -53,14 +48,9 @@ def end_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.badname]\nrepo = "org/nope"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
     return {"tmp": tmp_path, "dest": tmp_path / "models"}
 

@@ -11,19 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.cli.render.progress import choose_progress_mode
 
 WEIGHTS = make_data(300_000, seed=11)
 CATALOG = '[models.tiny]\ndescription = "tiny test model"\nrepo = "org/tiny"\n'
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @dataclass

@@ -13,19 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from s3server import ACCESS_KEY, S3, SECRET_KEY, s3, s3_server  # noqa: F401
 from servers import make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 MiB = 1024 * 1024
 BIG = make_data(34 * MiB, seed=41)  # above the 32 MiB split threshold: parallel ranges
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

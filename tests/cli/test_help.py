@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from runfixtures import mdl as invoke
 
-from mdl.cli.app import COMMANDS, EXAMPLES, HABITS, app, build_command, suggestions
+from mdl.cli.app import COMMANDS, EXAMPLES, HABITS, build_command, suggestions
 
 
 def mdl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -24,7 +24,7 @@ def mdl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def help_of(*args: str) -> str:
-    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"})
+    result = invoke(*args, "--help", env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     return result.stdout
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
+from runfixtures import mdl
 from servers import TOKEN, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 CATALOG = """
 [models.tiny]
@@ -55,10 +53,6 @@ def hub_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
         yield server, dest
     finally:
         server.stop()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def warnings_in(stderr: str) -> list[str]:
@@ -153,6 +147,7 @@ def test_a_wrong_token_is_reported_not_hidden(
     assert result.exit_code == 3
 
 
+@pytest.mark.realtime
 def test_a_silent_hub_keeps_installed_models_within_the_timeout(
     hub_world: tuple[HubServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,10 +155,10 @@ def test_a_silent_hub_keeps_installed_models_within_the_timeout(
     assert mdl("pull", "tiny", "big").exit_code == 0
     with SilentServer() as silent:
         monkeypatch.setenv("HF_ENDPOINT", silent.url)
-        result = mdl("pull", "tiny", "big", "--timeout", "1")
+        result = mdl("pull", "tiny", "big", "--timeout", "0.3")
         accepted, url = silent.accepted, silent.url
     assert result.exit_code == 0, result.stderr
     warnings = warnings_in(result.stderr)
     assert len(warnings) == 2
-    assert f"the Hub at {url} did not answer within 1 s" in warnings[0]
+    assert f"the Hub at {url} did not answer within 0.3 s" in warnings[0]
     assert accepted <= 3  # big was not asked again after tiny's tries went unanswered

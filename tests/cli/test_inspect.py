@@ -9,10 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 WEIGHTS = make_data(1_200_000, seed=11)
 CONFIG = b'{"hidden_size": 8}'
@@ -34,21 +32,12 @@ repo = "org/never"
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/never", {"w.bin": b"never pulled"})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"dest": tmp_path / "models", "cache": tmp_path / "hf-cache"}
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def field(text: str, key: str) -> str:

@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner
-
-from mdl.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = """
@@ -64,7 +61,7 @@ def check_shape(args: list[str], code: int, stdout: str) -> dict[str, Any]:
 
 
 def run(*args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(app, [*args, "--json"])
+    result = mdl(*args, "--json")
     return result.exit_code, check_shape(list(args), result.exit_code, result.stdout)
 
 

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 WEIGHTS = make_data(1_200_000, seed=21)
 WEIGHTS_2 = make_data(1_300_000, seed=22)
@@ -37,10 +35,6 @@ def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return path
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def test_lock_writes_the_lock_and_a_second_run_asks_nothing(catalog: Path, hub: HubServer) -> None:

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 from locks import lock_catalog, sha256_tree
+from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 WEIGHTS = make_data(150_000, seed=3)
 
@@ -36,10 +34,6 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return catalog
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def api_requests(hub: HubServer) -> list[str]:
@@ -73,7 +67,7 @@ def test_locked_refuses_with_exit_2_naming_the_models(world: Path, hub: HubServe
     assert json.loads(stale.stdout)["error"]["message"] == (
         "--locked: catalog.lock is out of date for pair (the catalog changed since it was locked)"
     )
-    env_stale = CliRunner().invoke(app, ["verify", "pair"], env={"MDL_LOCKED": "1"})
+    env_stale = mdl("verify", "pair", env={"MDL_LOCKED": "1"})
     assert env_stale.exit_code == 2 and "out of date for pair" in env_stale.stderr
     both = mdl("pull", "tiny", "--locked", "--frozen")
     assert both.exit_code == 2 and "--locked and --frozen" in both.stderr

@@ -12,19 +12,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, Fault, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.download.filelog import file_line, parse_file_line
 from mdl.report import FileOutcome
 
 DATA = make_data(200_000, seed=21)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def file_lines(log: Path) -> list[dict[str, str]]:

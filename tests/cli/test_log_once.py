@@ -14,12 +14,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.download.filelog import parse_file_line
@@ -36,15 +35,6 @@ LFS = sorted(p for p in FILES if p.endswith(".safetensors"))
 SMALL = sorted(set(FILES) - set(LFS))
 PID = re.compile(r" pid=(\d+) ")
 WAITING = "waiting"  # the log line of a run that waits for another run's lock says so
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 @pytest.fixture
@@ -152,6 +142,7 @@ def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dic
     assert set(file_lines_by_run(log)) == {first.pid, second.pid}
 
 
+@pytest.mark.realtime
 def test_a_file_stalled_mid_body_is_still_logged_once_per_run(
     hub: HubServer, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 """Every command that talks to a server, against one that accepts connections and never answers (issue 11, item 14).
 
 Each must end with exit 5 and one line naming the endpoint that did not answer, well within a minute with
-``--timeout 1`` (the bound is generous: it tells "bounded" from "hangs", not fast from slow).
+``--timeout 0.3`` (the bound is generous: it tells "bounded" from "hangs", not fast from slow).
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
-from typer.testing import CliRunner
+from runfixtures import mdl
 
-from mdl.cli.app import app
-
-BOUND = 60.0  # seconds; a hang would be forever, two 1 s timeouts and a backoff are a few seconds
+BOUND = 60.0  # seconds; a hang would be forever, two 0.3 s timeouts and a backoff are about a second
 
 
 @pytest.fixture
@@ -57,33 +55,36 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(("args", "names"), COMMANDS)
 def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, args: list[str], names: str) -> None:
     host = f"127.0.0.1:{silent.port}"
     argv = [a.format(url=silent.url, host=host) for a in args]
     started = time.monotonic()
-    result = CliRunner().invoke(app, [*argv, "--timeout", "1"])
+    result = mdl(*argv, "--timeout", "0.3")
     elapsed = time.monotonic() - started
     assert result.exit_code == 5, (result.stdout, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("mdl: error:")]
     assert len(errors) == 1, result.stderr
     assert names.format(url=silent.url, host=host) in errors[0]
-    assert "did not answer within 1 s" in errors[0]
+    assert "did not answer within 0.3 s" in errors[0]
     assert elapsed < BOUND
     assert silent.accepted >= 1  # it really was asked
 
 
+@pytest.mark.realtime
 def test_the_default_timeout_is_named_in_the_message(silent: SilentServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """MDL_TIMEOUT is the same setting as --timeout (flags > environment > catalog > 10 s)."""
     monkeypatch.setenv("MDL_TIMEOUT", "0.5")
-    result = CliRunner().invoke(app, ["resolve", "snapshot"])
+    result = mdl("resolve", "snapshot")
     assert result.exit_code == 5
     assert f"the Hub at {silent.url} did not answer within 0.5 s" in result.stderr
 
 
+@pytest.mark.realtime
 def test_one_silent_hub_is_asked_once_per_run_not_once_per_model(silent: SilentServer) -> None:
     """`pull --all` against a dead Hub does not wait the timeout again for every model."""
-    result = CliRunner().invoke(app, ["pull", "snapshot", "hub-file", "--timeout", "1"])
+    result = mdl("pull", "snapshot", "hub-file", "--timeout", "0.3")
     assert result.exit_code == 5
     assert result.stderr.count(f"the Hub at {silent.url} did not answer") == 2  # both models fail, naming the Hub
     assert silent.accepted <= 3  # the first model's tries (and at most one more), not two tries per model

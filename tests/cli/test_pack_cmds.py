@@ -8,14 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
+from runfixtures import make_hf_run, mdl
 
 
 @pytest.fixture

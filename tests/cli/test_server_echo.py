@@ -20,10 +20,9 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runfixtures import mdl
 from servers import Exchange, HubServer, LoopbackServer
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.redact import forget_secrets
 
 STYLES = ("s3-xml", "json", "html", "request-line")
@@ -116,10 +115,6 @@ def assert_hidden(secret: str, sinks: dict[str, str]) -> None:
                 assert form not in shown, f"{form!r} of the secret reached {name}: {text[:2000]}"
 
 
-def run(args: list[str], env: dict[str, str]) -> Result:
-    return CliRunner().invoke(app, args, env=env)
-
-
 def get_everywhere(store: EchoingStore, style: str, param: str, secret: str, folder: Path) -> dict[str, str]:
     """``mdl get`` of a presigned URL three ways (--json with --progress json and -v, plain, -v plain); every
     sink's text, after checking that the server's refusal reached them."""
@@ -131,9 +126,9 @@ def get_everywhere(store: EchoingStore, style: str, param: str, secret: str, fol
     )
     log = folder / "mdl.log"
     env = {"MDL_LOG_FILE": str(log), "MDL_RETRIES": "0"}
-    machine = run(["get", url, "-d", str(folder / "a"), "--json", "--progress", "json", "-v"], env)
-    human = run(["get", url, "-d", str(folder / "b")], env)
-    verbose = run(["get", url, "-d", str(folder / "c"), "-v", "--no-progress"], env)
+    machine = mdl("get", url, "-d", str(folder / "a"), "--json", "--progress", "json", "-v", env=env)
+    human = mdl("get", url, "-d", str(folder / "b"), env=env)
+    verbose = mdl("get", url, "-d", str(folder / "c"), "-v", "--no-progress", env=env)
     for result in (machine, human, verbose):
         assert result.exit_code == 3, (result.exit_code, result.stderr)
     doc = json.loads(machine.stdout)
@@ -211,8 +206,8 @@ def test_a_hub_cdn_echoing_its_signed_redirect_never_shows_it(
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
         "MDL_RETRIES": "0",
     }
-    machine = run(["pull", "tiny", "--json", "--progress", "json", "-v"], env)
-    human = run(["pull", "tiny", "-v", "--no-progress"], env)
+    machine = mdl("pull", "tiny", "--json", "--progress", "json", "-v", env=env)
+    human = mdl("pull", "tiny", "-v", "--no-progress", env=env)
     assert machine.exit_code != 0 and human.exit_code != 0
     assert [s for s in signatures if s], "the CDN was never asked with a signed URL"
     sinks = {
@@ -242,7 +237,7 @@ def test_a_body_cut_inside_the_secret_shows_none_of_it(tmp_path: Path) -> None:
     with Padded() as server:
         url = f"{server.url}/b/m.bin?X-Amz-Signature={secret}"
         log = tmp_path / "mdl.log"
-        result = run(["get", url, "-d", str(tmp_path / "out"), "--json", "-v"], {"MDL_LOG_FILE": str(log)})
+        result = mdl("get", url, "-d", str(tmp_path / "out"), "--json", "-v", env={"MDL_LOG_FILE": str(log)})
     assert result.exit_code == 3, result.stderr
     sinks = {"stdout": result.stdout, "stderr": result.stderr, "log": log.read_text(encoding="utf-8")}
     assert "<SignatureProvided> REDACTED" in sinks["log"]

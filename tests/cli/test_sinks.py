@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, Fault, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.download.filelog import parse_file_line
 
 CIVITAI = "civ-7f3a9b2c4d5e6f708192"  # the value of ${CIVITAI_KEY}
@@ -24,10 +24,6 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtZGwifQ.c2lnbmF0dXJl"
 AUTH = "authQUERY5566778899aabbccdd"
 SECRETS = (CIVITAI, OSS_SIG, COS_SIG, JWT, AUTH)
 DATA = make_data(50_000, seed=11)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def everything_written(result: Result, tmp_path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import CdnServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,6 @@ def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer)
 def test_every_command_is_built_as_registered() -> None:
     """The lazy table builds each command from its own function, under its own name; help lists them in order."""
     import typer.main
-    from typer.testing import CliRunner
 
     from mdl.cli.app import COMMANDS, app, build_command
 
@@ -87,7 +87,7 @@ def test_every_command_is_built_as_registered() -> None:
         assert (command.callback.__module__, command.callback.__name__) == (f"mdl.cli.{module}", function)
     group = typer.main.get_command(app)
     assert list(group.commands) == list(COMMANDS)  # type: ignore[attr-defined]
-    section = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1].split("\n\n")[0]  # then Examples
+    section = mdl("--help").stdout.split("Commands:")[1].split("\n\n")[0]  # then Examples
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
     assert listed == list(COMMANDS)
 

@@ -14,36 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
 
 WEIGHTS = make_data(200_000, seed=21)
 CONFIG = b'{"hidden_size": 8}'
 OTHER = make_data(1000, seed=22)
 
 
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
 @pytest.fixture
-def world(hub: HubServer, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def world(
+    hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     """Two models on the loopback Hub, one the Hub does not know, a CDN file; MDL_* set; cwd in tmp_path."""
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/other", {"weights.bin": OTHER})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(
         '[models.tiny]\ndescription = "a tiny one"\nrepo = "org/tiny"\n\n'
         '[models.other]\nrepo = "org/other"\n\n'
         '[models.badname]\nrepo = "org/nope"\n'
     )
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
     return {
         "dest": tmp_path / "models",

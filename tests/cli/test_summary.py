@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.cli.render.summary import fetched_paths, model_folders, summary_line
 from mdl.report import FileOutcome
 
@@ -22,19 +22,14 @@ WEIGHTS = make_data(300_000, seed=1)
 CONFIG = b'{"hidden_size": 8}'
 
 
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
 @pytest.fixture
-def world(hub: HubServer, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path) -> dict[str, Path]:
     """Two good models, one the Hub does not know, one whose catalog sha256 is wrong; MDL_* set."""
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/other", {"weights.bin": make_data(1000, seed=2)})
     hub.add_repo("org/gated", {"w.bin": make_data(1000, seed=5)}, gated="auto", gate_api=True)
     hub.add_repo("org/gatedfiles", {"w.bin": make_data(1000, seed=6)}, gated="manual", granted_tokens=set())
     url = cdn.add_file("/files/ok.bin", b"hello")
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(
         '[models.tiny]\nrepo = "org/tiny"\n\n'
         '[models.other]\nrepo = "org/other"\n\n'
@@ -44,10 +39,6 @@ def world(hub: HubServer, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.Mo
         '[models.gated]\nrepo = "org/gated"\n\n'
         '[models.gatedfiles]\nrepo = "org/gatedfiles"\n'
     )
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"dest": tmp_path / "models", "tmp": tmp_path, "log": tmp_path / "mdl.log"}
 
 

@@ -20,11 +20,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner
 
-from mdl.cli.app import app
 from mdl.cli.render.console import ELLIPSIS, fit_cell, render_table
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -165,7 +163,7 @@ def test_list_folds_the_description_at_its_spaces(world: dict[str, object]) -> N
 
 
 def test_off_a_terminal_a_table_is_whole_whatever_columns_says(world: dict[str, object]) -> None:
-    result = CliRunner().invoke(app, ["list"], env={**world["env"], "COLUMNS": "40"})  # type: ignore[dict-item]
+    result = mdl("list", env={**world["env"], "COLUMNS": "40"})  # type: ignore[dict-item]
     assert result.exit_code == 0, result.stderr
     assert "never-pulled-model-with-a-long-name" in result.stdout
     assert ELLIPSIS not in result.stdout

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from hostile import ScratchCA, TlsCdn
+from runfixtures import mdl
 from servers import make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
+from typer.testing import Result
 
 DATA = make_data(300_000, seed=11)
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -36,7 +35,7 @@ def tls_cdn(ca: ScratchCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def get(url: str, *args: str) -> Result:
-    return CliRunner().invoke(app, ["get", url, "-d", "out", *args])
+    return mdl("get", url, "-d", "out", *args)
 
 
 def test_an_untrusted_certificate_is_exit_5_once_with_a_hint(tls_cdn: TlsCdn) -> None:

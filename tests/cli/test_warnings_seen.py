@@ -16,10 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from runfixtures import mdl
 from servers import Content, Exchange, Fault, HubServer, LoopbackServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
+from typer.testing import Result
 
 WEIGHTS = make_data(200_001, seed=41)
 CONFIG = b'{"model_type": "bert"}\n'
@@ -53,14 +52,9 @@ def mirror() -> Iterator[Mirror]:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, Path]:
     hub.add_repo("org/tiny", FILES)
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return {"dest": tmp_path / "models", "log": tmp_path / "mdl.log"}
 
 
@@ -70,10 +64,6 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def warnings(stderr: str) -> list[str]:

@@ -14,11 +14,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from runfixtures import mdl
 from servers import Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
 from mdl.catalog.settings import build_settings
-from mdl.cli.app import app
 from mdl.download.get import fetch_sources, parse_sources
 from mdl.progress import NullProgress
 from mdl.sources.joboutput import InlineFile
@@ -27,10 +26,6 @@ from mdl.transfer import CARRIED
 DATA = make_data(2_500_000, seed=11)
 LORA = make_data(300_000, seed=12)
 MiB = 1024 * 1024
-
-
-def mdl(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), input=stdin)
 
 
 def sha(data: bytes) -> str:

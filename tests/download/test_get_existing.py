@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.units import human_size
 
 CONFIG = b'{"a": 1}'
 LORA = make_data(3_000_000, seed=12)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

@@ -17,20 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 DATA = make_data(2_000_003, seed=71)
 NEW = make_data(2_000_003, seed=72)  # another version of the same length
 LONGER = make_data(2_100_000, seed=73)
 UNCHANGED = "already there, unchanged upstream"
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runfixtures import mdl as run_mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
 
 import mdl
 from mdl.catalog import parse_source
@@ -25,12 +25,6 @@ TINY = {
     "tokenizer/merges.txt": b"ab\n",
     "README.md": b"# tiny\n",
 }
-
-
-def run(*args: str) -> Result:
-    from mdl.cli.app import app
-
-    return CliRunner().invoke(app, list(args))
 
 
 def files_in(folder: Path) -> list[str]:
@@ -61,7 +55,7 @@ def body_gets(hub: HubServer) -> int:
 
 
 def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_lists_each_path(env: HubServer, tmp_path: Path) -> None:
-    result = run("get", "hf://org/tiny", "-d", "out")
+    result = run_mdl("get", "hf://org/tiny", "-d", "out")
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "out"
     assert files_in(out) == sorted(TINY), "every file, in its folder"
@@ -72,9 +66,9 @@ def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_lists_each_path(e
 
 
 def test_a_second_run_skips_everything_and_fetches_no_body(env: HubServer, tmp_path: Path) -> None:
-    assert run("get", "hf://org/tiny", "-d", "out").exit_code == 0
+    assert run_mdl("get", "hf://org/tiny", "-d", "out").exit_code == 0
     fetched = body_gets(env)
-    again = run("get", "hf://org/tiny", "-d", "out", "--json")
+    again = run_mdl("get", "hf://org/tiny", "-d", "out", "--json")
     assert again.exit_code == 0, again.stderr
     doc = json.loads(again.stdout)
     assert {f["action"] for f in doc["files"]} == {"skipped"}
@@ -83,13 +77,13 @@ def test_a_second_run_skips_everything_and_fetches_no_body(env: HubServer, tmp_p
 
 
 def test_the_default_folder_is_the_current_one(env: HubServer, tmp_path: Path) -> None:
-    result = run("get", "hf://org/tiny", "--include", "tokenizer/*")
+    result = run_mdl("get", "hf://org/tiny", "--include", "tokenizer/*")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "tokenizer" / "vocab.txt").read_bytes() == b"a\nb\n"
 
 
 def test_include_and_exclude_follow_hf_download_patterns(env: HubServer, tmp_path: Path) -> None:
-    result = run(
+    result = run_mdl(
         "get", "hf://org/tiny", "-d", "out", "--include", "*.json", "--include", "tokenizer/*", "--exclude", "*merges*"
     )
     assert result.exit_code == 0, result.stderr
@@ -98,7 +92,7 @@ def test_include_and_exclude_follow_hf_download_patterns(env: HubServer, tmp_pat
 
 
 def test_filters_that_leave_nothing_are_exit_4(env: HubServer, tmp_path: Path) -> None:
-    result = run("get", "hf://org/tiny", "-d", "out", "--include", "*.gguf")
+    result = run_mdl("get", "hf://org/tiny", "-d", "out", "--include", "*.gguf")
     assert result.exit_code == 4
     assert "*.gguf" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -109,18 +103,18 @@ def test_a_revision_gets_that_commit(env: HubServer, tmp_path: Path) -> None:
     env.create_tag("org/tiny", "v1")
     env.commit("org/tiny", {"config.json": b'{"a": 2}', "added.txt": b"new"})
     for rev, folder in (("v1", "tag"), (old, "sha")):
-        result = run("get", f"hf://org/tiny@{rev}", "-d", folder, "--include", "*.json", "--include", "*.txt")
+        result = run_mdl("get", f"hf://org/tiny@{rev}", "-d", folder, "--include", "*.json", "--include", "*.txt")
         assert result.exit_code == 0, result.stderr
         assert (tmp_path / folder / "config.json").read_bytes() == b'{"a": 1}'
         assert not (tmp_path / folder / "added.txt").exists()
-    head = run("get", "hf://org/tiny", "-d", "head", "--include", "*.json", "--include", "*.txt")
+    head = run_mdl("get", "hf://org/tiny", "-d", "head", "--include", "*.json", "--include", "*.txt")
     assert head.exit_code == 0, head.stderr
     assert (tmp_path / "head" / "config.json").read_bytes() == b'{"a": 2}'
     assert (tmp_path / "head" / "added.txt").read_bytes() == b"new"
 
 
 def test_a_dataset_repo(env: HubServer, tmp_path: Path) -> None:
-    result = run("get", "hf://datasets/org/ds", "-d", "ds", "--exclude", "*test*")
+    result = run_mdl("get", "hf://datasets/org/ds", "-d", "ds", "--exclude", "*test*")
     assert result.exit_code == 0, result.stderr
     assert files_in(tmp_path / "ds") == ["data/train.parquet"]
     assert result.stdout.splitlines() == [str(tmp_path / "ds" / "data" / "train.parquet")]
@@ -137,11 +131,11 @@ def test_the_python_api_takes_the_same_filters(env: HubServer, tmp_path: Path) -
 
 
 def test_a_single_file_keeps_its_folder_and_o_names_it(env: HubServer, tmp_path: Path) -> None:
-    result = run("get", "hf://datasets/org/ds/data/train.parquet", "-d", "ds")
+    result = run_mdl("get", "hf://datasets/org/ds/data/train.parquet", "-d", "ds")
     assert result.exit_code == 0, result.stderr
     assert files_in(tmp_path / "ds") == ["data/train.parquet"]
     assert result.stdout.splitlines() == [str(tmp_path / "ds" / "data" / "train.parquet")]
-    named = run("get", "hf://datasets/org/ds/data/train.parquet", "-o", "train.bin")
+    named = run_mdl("get", "hf://datasets/org/ds/data/train.parquet", "-o", "train.bin")
     assert named.exit_code == 0, named.stderr
     assert (tmp_path / "train.bin").read_bytes() == b"PAR1train"
 
@@ -149,7 +143,7 @@ def test_a_single_file_keeps_its_folder_and_o_names_it(env: HubServer, tmp_path:
 def test_a_file_where_a_folder_must_be_is_refused_before_anything_is_fetched(env: HubServer, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "tokenizer").write_bytes(b"mine")
-    result = run("get", "hf://org/tiny", "-d", "out")
+    result = run_mdl("get", "hf://org/tiny", "-d", "out")
     assert result.exit_code == 7, result.stderr
     assert "tokenizer" in result.stderr
     assert files_in(tmp_path / "out") == ["tokenizer"]
@@ -165,7 +159,7 @@ def test_a_listing_path_that_climbs_out_is_exit_5_and_nothing_is_written(
 ) -> None:
     env.add_repo("org/evil", {"ok.txt": b"ok", evil: b"pwned"}, allow_unsafe_paths=True)
     (tmp_path / "out").mkdir()
-    result = run("get", "hf://org/evil", "-d", "out")
+    result = run_mdl("get", "hf://org/evil", "-d", "out")
     assert result.exit_code == 5, result.stderr
     assert "the listing of org/evil" in result.stderr
     assert files_in(tmp_path) == ["mdl.log"]
@@ -175,18 +169,18 @@ def test_a_listing_path_that_climbs_out_is_exit_5_and_nothing_is_written(
 @pytest.mark.parametrize("odd", [".mdl/records/x.json", "src/aux.py", "a/b:c"])
 def test_a_listed_name_get_cannot_save_is_exit_2_with_an_exclude_hint(env: HubServer, tmp_path: Path, odd: str) -> None:
     env.add_repo("org/odd", {"ok.txt": b"ok", odd: b"odd"})
-    result = run("get", "hf://org/odd", "-d", "out")
+    result = run_mdl("get", "hf://org/odd", "-d", "out")
     assert result.exit_code == 2, result.stderr
     assert f"--exclude '{odd}'" in result.stderr
     assert not (tmp_path / "out").exists()
-    kept = run("get", "hf://org/odd", "-d", "out", "--exclude", odd)
+    kept = run_mdl("get", "hf://org/odd", "-d", "out", "--exclude", odd)
     assert kept.exit_code == 0, kept.stderr
     assert files_in(tmp_path / "out") == ["ok.txt"]
 
 
 def test_two_names_that_differ_only_in_case_are_refused(env: HubServer, tmp_path: Path) -> None:
     env.add_repo("org/cases", {"README.md": b"a", "readme.md": b"b"})
-    result = run("get", "hf://org/cases", "-d", "out")
+    result = run_mdl("get", "hf://org/cases", "-d", "out")
     assert result.exit_code == 2
     assert "would both be saved as" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -197,7 +191,7 @@ def test_two_names_that_differ_only_in_case_are_refused(env: HubServer, tmp_path
 
 @pytest.mark.parametrize("bad", ["hf://just-a-name", "hf://", "hf://org/tiny@", "hf://-org/x"])
 def test_a_bad_uri_names_the_accepted_forms_and_survives_redaction(env: HubServer, bad: str) -> None:
-    result = run("get", bad)
+    result = run_mdl("get", bad)
     assert result.exit_code == 2
     assert "REDACTED" not in result.stderr
     for form in ("hf://owner/name,", "hf://owner/name@revision", "hf://owner/name/path", "hf://datasets/owner/name/"):
@@ -205,7 +199,7 @@ def test_a_bad_uri_names_the_accepted_forms_and_survives_redaction(env: HubServe
 
 
 def test_add_says_the_same_forms(env: HubServer) -> None:
-    result = run("add", "x", "hf://just-a-name")
+    result = run_mdl("add", "x", "hf://just-a-name")
     assert result.exit_code == 2
     assert "hf://owner/name@revision" in result.stderr and "REDACTED" not in result.stderr
 
@@ -214,7 +208,7 @@ def test_add_says_the_same_forms(env: HubServer) -> None:
 def test_filters_without_a_whole_repo_are_refused_naming_the_flag(env: HubServer, tmp_path: Path, flag: str) -> None:
     url = env.cdn.add_file("/files/x.bin", b"x")
     for source in (url, "hf://org/tiny/config.json"):
-        result = run("get", source, flag, "*.json")
+        result = run_mdl("get", source, flag, "*.json")
         assert result.exit_code == 2
         assert flag in result.stderr
     assert files_in(tmp_path) == ["mdl.log"]
@@ -223,9 +217,9 @@ def test_filters_without_a_whole_repo_are_refused_naming_the_flag(env: HubServer
 
 
 def test_o_and_sha256_do_not_fit_a_whole_repo(env: HubServer, tmp_path: Path) -> None:
-    o = run("get", "hf://org/tiny", "-o", "x")
+    o = run_mdl("get", "hf://org/tiny", "-o", "x")
     assert o.exit_code == 2 and "-d DIR" in o.stderr
-    sha = run("get", "hf://org/tiny", "--sha256", "ab" * 32)
+    sha = run_mdl("get", "hf://org/tiny", "--sha256", "ab" * 32)
     assert sha.exit_code == 2 and "whole repo" in sha.stderr
     assert env.log.records() == [], "refused before the Hub was asked"
 
@@ -234,7 +228,7 @@ def test_offline_a_whole_repo_is_a_usage_error_naming_it(
     env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = run("get", "hf://org/tiny", "-d", "out")
+    result = run_mdl("get", "hf://org/tiny", "-d", "out")
     assert result.exit_code == 2
     assert "HF_HUB_OFFLINE" in result.stderr and "hf://org/tiny" in result.stderr
     assert env.log.records() == []
@@ -288,7 +282,7 @@ def test_a_link_planted_where_a_repo_folder_goes_is_never_written_through(env: H
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "out" / "data").symlink_to(tmp_path / "elsewhere")
-    result = run("get", "hf://datasets/org/ds", "-d", "out")
+    result = run_mdl("get", "hf://datasets/org/ds", "-d", "out")
     assert result.exit_code == 2, result.stderr
     assert "symbolic link" in result.stderr
     assert files_in(tmp_path / "elsewhere") == []

@@ -13,18 +13,13 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 DATA = make_data(2_000_000, seed=41)
 WEIGHTS = make_data(1_500_000, seed=42)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

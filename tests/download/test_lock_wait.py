@@ -7,12 +7,12 @@ for the first exactly as a second process would. The CDN holds the first pull's 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from filelock import FileLock
+from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import ModelSpec, parse_catalog
@@ -61,15 +61,6 @@ class Events(NullProgress):
     def kinds(self, key: str) -> list[str]:
         with self.lock:
             return [c[0] for c in self.calls if len(c) > 1 and c[1] == key]
-
-
-def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

@@ -14,17 +14,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from runfixtures import mdl
 from servers import HubServer
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.paths import path_problem
 
 LONG = "/".join(["d" * 200] * 21) + "/w.bin"  # 21 components of 200 bytes: over PATH_MAX (4096)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

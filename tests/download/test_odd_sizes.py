@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 from hostile import UnsizedCdn
+from runfixtures import mdl
 from servers import CdnServer, make_data
-from typer.testing import CliRunner, Result
-
-from mdl.cli.app import app
+from typer.testing import Result
 
 DATA = make_data(200_000, seed=7)
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

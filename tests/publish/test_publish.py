@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import mdl
 from s3server import ACCESS_KEY, S3, SECRET_KEY
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 MiB = 1024 * 1024
@@ -33,10 +33,6 @@ MIRROR = f"s3://{BUCKET}/hub/{{model}}/{{path}}"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def files_of(result: Result) -> dict[str, dict[str, Any]]:

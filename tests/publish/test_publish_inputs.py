@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runfixtures import mdl
 from s3server import S3
 from servers import HubServer
-from typer.testing import CliRunner, Result
 
 from mdl.catalog.load import parse_catalog
-from mdl.cli.app import app
 from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.sources import parse_s3_prefix, sha256_of_head
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @given(st.text(max_size=80))

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runfixtures import mdl
 from s3server import ACCESS_KEY, REGION, S3, SECRET_KEY
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 from mdl.upload.bucket import S3_MAX_PARTS, part_layout
 
@@ -34,10 +34,6 @@ TO = f"s3://{BUCKET}/hub"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def files_of(result: Result) -> dict[str, dict[str, Any]]:

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 from hostile import HostileHub
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Exchange, Fault
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode, HubReplyError, TokenLeakError
 from mdl.sources.hub import Hub
 from mdl.transfer import RetryPolicy, TokenGuard, make_client
@@ -68,10 +67,6 @@ def env(hostile: HostileHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MDL_RETRIES", "0")
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return dest
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def only_bad(rewrite: Callable[[Any], Any]) -> Callable[[Exchange, Any], Any]:

@@ -22,13 +22,13 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runfixtures import mdl
 from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import MIRROR_FIELDS, build_settings, check_mirror
 from mdl.catalog.templates import fill_template, parse_template
-from mdl.cli.app import app
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
@@ -155,10 +155,6 @@ def pull(hub: HubServer, dest: Path, specs: list[ModelSpec], env: dict[str, str]
     catalog_mirrors = flags.pop("mirrors", ())
     settings = build_settings(environ=environ, dest=dest, catalog_mirrors=tuple(catalog_mirrors), **flags)
     return pull_models(specs, settings, progress=NullProgress())
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
@@ -717,10 +713,7 @@ def test_offline_never_asks_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_
     (dest / "tiny" / "model.safetensors").unlink()
     clear_logs(tiny, mirror)
 
-    runner = CliRunner()
-    result = runner.invoke(
-        app, ["pull", "tiny", "--catalog", str(catalog), "--dest", str(dest), "--json"], env={"HF_HUB_OFFLINE": "1"}
-    )
+    result = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(dest), "--json", env={"HF_HUB_OFFLINE": "1"})
     assert result.exit_code == ExitCode.NETWORK, result.stderr
     failed = [f for f in outcomes(result).values() if f["action"] == "failed"]
     assert [f["path"] for f in failed] == ["model.safetensors"]
@@ -728,9 +721,7 @@ def test_offline_never_asks_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_
     assert mirror.log.records() == []
     assert len(tiny.log) == len(tiny.cdn.log) == 0
 
-    never = runner.invoke(
-        app, ["pull", "combo", "--catalog", str(catalog), "--dest", str(dest), "--json"], env={"HF_HUB_OFFLINE": "1"}
-    )
+    never = mdl("pull", "combo", "--catalog", str(catalog), "--dest", str(dest), "--json", env={"HF_HUB_OFFLINE": "1"})
     assert never.exit_code == 5
     assert mirror.log.records() == [] and len(tiny.log) == 0
 

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 WEIGHTS = make_data(2_000_000, seed=31)
@@ -24,10 +23,6 @@ CONFIG = b'{"model_type": "bert"}\n'
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def corrupted(data: bytes) -> bytes:

@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.store.store import Store
@@ -51,15 +51,10 @@ SLACK = 2 * 1024 * 1024
 
 
 @pytest.fixture
-def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(hub: HubServer, catalog: Path) -> dict[str, str]:
     hub.add_repo("org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG})
     hub.add_repo("org/extra", {"adapter.safetensors": EXTRA})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return dict(os.environ)
 
 
@@ -76,15 +71,6 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(), err.decode()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def partial_bytes(dest: Path) -> int:

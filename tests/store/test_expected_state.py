@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
 MODEL = "half"
@@ -33,15 +34,6 @@ FILES: dict[str, bytes] = {
 BIG = "weights.safetensors"
 SMALL = sorted(set(FILES) - {BIG})
 CATALOG = f'[models.{MODEL}]\ndescription = "half pulled, then finished"\nrepo = "org/half"\n'
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 class Setup:
@@ -202,6 +194,7 @@ def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ())
         assert "Traceback" not in err
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("with_lock", [False, True], ids=["no-lock", "catalog.lock"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_an_interrupted_pull_is_partial_everywhere_until_it_is_finished(

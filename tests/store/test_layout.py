@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 from planted import KINDS, kind_at, plant
+from runfixtures import mdl
 from servers import HubServer, git_blob_sha1, make_data
-from typer.testing import CliRunner, Result
 
 from mdl.catalog.settings import build_settings, hf_hub_cache
-from mdl.cli.app import app
 from mdl.errors import ExitCode, UsageError
 from mdl.store import Store
 from mdl.store.layout import Layout, parse_hub_source
@@ -30,10 +29,6 @@ LORA = make_data(50_000, seed=22)
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 from planted import KINDS, kind_at, no_hang, plant, snapshot
-from runfixtures import make_hf_run
+from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.paths import shown_path
 from mdl.store import Store
 
@@ -60,7 +59,7 @@ class World:
 
     def mdl(self, *args: str) -> Result:
         with no_hang(self.root, HANG_SECONDS, f"mdl {' '.join(args)}"):
-            return CliRunner().invoke(app, [*args, "--no-progress"])
+            return mdl(*args, "--no-progress")
 
     def pull(self, *args: str) -> Result:
         return self.mdl("pull", "tiny", "--catalog", str(self.catalog), "--dest", str(self.dest), *args)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from planted import no_hang, snapshot
+from runfixtures import mdl
 from servers import HubServer, git_blob_sha1, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.store import Store
 
 CONFIG = b'{"model_type": "bert"}\n'
@@ -80,7 +80,7 @@ class World:
         else:
             common = ["--catalog", str(self.catalog), "--dest", str(self.dest), "--no-progress"]
         with no_hang(self.dest, HANG_SECONDS, f"mdl {' '.join(args)}"):
-            return CliRunner().invoke(app, [*args, *common])
+            return mdl(*args, *common)
 
 
 def text_of(result: Result) -> str:

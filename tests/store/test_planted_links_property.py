@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from planted import release_fifos, snapshot
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.store import Store
 
 CONFIG = b'{"model_type": "bert"}\n'
@@ -148,7 +148,7 @@ class Place:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = CliRunner().invoke(app, [*self.args(command), "--no-progress", *(["--json"] if as_json else [])])
+            result = mdl(*self.args(command), "--no-progress", *(["--json"] if as_json else []))
         finally:
             done.set()
             watcher.join()

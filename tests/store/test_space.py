@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl as run_mdl
 from servers import Fault, HubServer, make_data
-from typer.testing import CliRunner, Result
 
 import mdl.transfer.body
-from mdl.cli.app import app
 from mdl.store.store import Store
 
 MB = 1_000_000
@@ -40,20 +39,11 @@ repo = "org/big"
 FILES = {"small": ("w.bin", SMALL), "medium": ("model.safetensors", MEDIUM), "big": ("weights.bin", BIG)}
 
 
-def pull(*args: str) -> Result:
-    return CliRunner().invoke(app, ["pull", *args])
-
-
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+def world(hub: HubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     for name, (path, data) in FILES.items():
         hub.add_repo(f"org/{name}", {path: data})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return hub
 
@@ -120,7 +110,7 @@ def fill(path: Path, nbytes: int | None = None) -> None:
 
 def test_refuses_before_transferring_naming_both_sizes(world: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_free_space(monkeypatch, 5 * MB)
-    result = pull("medium", "big", "--json")
+    result = run_mdl("pull", "medium", "big", "--json")
     assert result.exit_code == 7, result.stderr
     assert "49.6 MiB" in result.stderr and "4.77 MiB" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -136,7 +126,7 @@ def test_refuses_before_transferring_naming_both_sizes(world: HubServer, monkeyp
 
 def test_what_fits_is_not_refused(world: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_free_space(monkeypatch, 13 * MB)
-    result = pull("medium")
+    result = run_mdl("pull", "medium")
     assert result.exit_code == 0, result.stderr
     assert (Path(os.environ["MDL_DEST"]) / "medium" / "model.safetensors").read_bytes() == MEDIUM
 
@@ -145,14 +135,14 @@ def test_refuses_on_a_small_real_filesystem(
     world: HubServer, monkeypatch: pytest.MonkeyPatch, small_fs: Callable[[str], Path]
 ) -> None:
     dest = use_dest(monkeypatch, small_fs("8m") / "models")
-    result = pull("medium")
+    result = run_mdl("pull", "medium")
     assert result.exit_code == 7, result.stderr
     assert "11.4 MiB still to download" in result.stderr
     assert "free" in result.stderr
     assert world.cdn.log.records(method="GET") == []
     assert partial_files(dest) == []
     # What fits on it goes through.
-    assert pull("small").exit_code == 0
+    assert run_mdl("pull", "small").exit_code == 0
     assert (dest / "small" / "w.bin").read_bytes() == SMALL
 
 
@@ -160,11 +150,11 @@ def test_resume_checks_space_for_the_bytes_still_to_come(world: HubServer, monke
     # An interrupted run leaves a partial download with a few MB of the 40 MB done.
     monkeypatch.setenv("MDL_RETRIES", "0")
     world.cdn.faults.add(Fault.reset(after_bytes=2 * MB, path_prefix="/blobs/", skip=2, times=None))
-    assert pull("big", "--connections", "4").exit_code == 5
+    assert run_mdl("pull", "big", "--connections", "4").exit_code == 5
     world.cdn.faults.clear()
     world.cdn.log.clear()
     fake_free_space(monkeypatch, 10 * MB)  # far less than the ~35 MB still to come
-    result = pull("big", "--connections", "4")
+    result = run_mdl("pull", "big", "--connections", "4")
     assert result.exit_code == 7, result.stderr
     assert world.cdn.log.records(method="GET") == []
 
@@ -190,7 +180,7 @@ def test_enospc_mid_download_removes_the_part_and_exits_7(
     dest = use_dest(monkeypatch, root / "models")
     # The space check passes; then something else fills the disk as the download starts.
     fault = world.cdn.faults.add(Fault.call(lambda: fill(root / "filler", filler), path_prefix="/blobs/"))
-    result = pull(model, *args)
+    result = run_mdl("pull", model, *args)
     assert fault.hits == 1
     assert result.exit_code == 7, result.stderr
     assert "no space left" in result.stderr.lower() and "Traceback" not in result.stderr
@@ -201,7 +191,7 @@ def test_enospc_mid_download_removes_the_part_and_exits_7(
         assert len(world.cdn.log.records(method="GET")) == 1, "a full disk must not be retried"
     # Once there is room again, the next run gets the file.
     (root / "filler").unlink()
-    again = pull(model, *args)
+    again = run_mdl("pull", model, *args)
     assert again.exit_code == 0, again.stderr
     assert (dest / model / path).read_bytes() == data
 
@@ -214,7 +204,7 @@ def test_enospc_on_the_resume_record_leaves_nothing(
     Store(dest).ensure_dirs()
     fill(root / "filler")  # the disk fills up between the space check (faked: it said yes) and the first write
     fake_free_space(monkeypatch, 100 * MB)
-    result = pull("small")
+    result = run_mdl("pull", "small")
     assert result.exit_code == 7, result.stderr
     assert partial_files(dest) == []
 
@@ -233,7 +223,7 @@ def test_injected_enospc_mid_download_removes_the_part_and_exits_7(
         return n
 
     monkeypatch.setattr(mdl.transfer.body.os, "pwrite", pwrite)
-    result = pull("medium", "--json")
+    result = run_mdl("pull", "medium", "--json")
     monkeypatch.setattr(mdl.transfer.body.os, "pwrite", real_pwrite)
     assert result.exit_code == 7, result.stderr
     entry = json.loads(result.stdout)["files"][0]

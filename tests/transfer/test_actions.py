@@ -11,18 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, Fault, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 DATA = make_data(3_000_000, seed=21)
 CUT = 1_000_000
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

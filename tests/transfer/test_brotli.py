@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, Fault
-from typer.testing import CliRunner
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 TOKENIZER = json.dumps({"vocab": {f"tok{i}": i for i in range(20_000)}}).encode()
@@ -35,7 +34,7 @@ def test_a_br_body_is_decoded(cdn: CdnServer, tmp_path: Path, monkeypatch: pytes
     assert len(encoded) < len(TOKENIZER) // 4, "the wire carries the encoded bytes, not the file"
     url = _serve_br(cdn, encoded)
     sha = hashlib.sha256(TOKENIZER).hexdigest()
-    result = CliRunner().invoke(app, ["get", url, "-d", "out", "--sha256", sha, "--json"])
+    result = mdl("get", url, "-d", "out", "--sha256", sha, "--json")
     assert result.exit_code == 0, result.output
     [file] = json.loads(result.stdout)["files"]
     assert (file["size"], file["sha256"]) == (len(TOKENIZER), sha)

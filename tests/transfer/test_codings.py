@@ -16,19 +16,15 @@ from pathlib import Path
 
 import pytest
 from hostile import GzipCdn
+from runfixtures import mdl
 from servers import CdnServer, Fault, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.errors import ExitCode
 
 MiB = 1024 * 1024
 TOKENIZER = json.dumps({"vocab": {f"tok{i}": i for i in range(20_000)}}).encode()
 BIG = make_data(40 * MiB, seed=20)  # above the split threshold: pulled as parallel ranges unless refused
-
-
-def mdl(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def sha(data: bytes) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpcore2
 import httpx2
 import pytest
+from runfixtures import mdl
 from servers import CdnServer, make_data
-from typer.testing import CliRunner
 
 from mdl.errors import NetworkError
 from mdl.sources.hub import Hub
@@ -91,6 +91,7 @@ def no_sleep() -> RetryPolicy:
     return RetryPolicy(retries=1, sleep=lambda _: None)
 
 
+@pytest.mark.realtime
 def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
     with DrippingServer("headers") as server, make_client(pool_size=1, timeout=1) as client:
         started = time.monotonic()
@@ -102,6 +103,7 @@ def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
         assert time.monotonic() - started < 5  # one 1 s budget for the whole header block, not 1 s per byte
 
 
+@pytest.mark.realtime
 def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
     with (
         DrippingServer("body", interval=0.25, chunk=1) as server,
@@ -116,6 +118,7 @@ def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
         assert time.monotonic() - started < 5  # bytes kept coming every 0.25 s: a per-read timeout never fires
 
 
+@pytest.mark.realtime
 def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
     # 2 KiB every 0.3 s is ~7 KiB/s, above the 1 KiB/s floor: 2.4 s of it goes on untroubled at a 1 s stall timeout.
     with (
@@ -127,6 +130,7 @@ def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
         assert len(response.read()) == 8 * 2048
 
 
+@pytest.mark.realtime
 def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None:
     """The pace counts time spent waiting on the network, so a slow consumer (--limit-rate) never stalls."""
     data = make_data(3_000_000, seed=5)
@@ -144,6 +148,7 @@ def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None
         assert got == data
 
 
+@pytest.mark.realtime
 def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolicy) -> None:
     # 2 kB/s passes the pace, but the reply must be whole within 3 timeouts: 100 kB at that speed is not
     with (
@@ -158,13 +163,13 @@ def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolic
         assert server.accepted == 2  # one retry, as for any Hub that does not answer
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(("mode", "chunk"), [("headers", 1), ("body", 1)])
 def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, chunk: int
 ) -> None:
-    from mdl.cli.app import app
 
-    with DrippingServer(mode, interval=0.5, chunk=chunk) as server:
+    with DrippingServer(mode, interval=0.1, chunk=chunk) as server:  # a byte well within each 0.3 s read
         catalog = tmp_path / "catalog.toml"
         catalog.write_text('[models.snapshot]\nrepo = "org/tiny"\n')
         monkeypatch.setenv("HF_ENDPOINT", server.url)
@@ -172,7 +177,7 @@ def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
         monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
         monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
         started = time.monotonic()
-        result = CliRunner().invoke(app, ["pull", "snapshot", "--timeout", "1"])
+        result = mdl("pull", "snapshot", "--timeout", "0.3")
         elapsed = time.monotonic() - started
     assert result.exit_code == 5, (result.stdout, result.stderr)
     assert f"the Hub at {server.url}" in result.stderr

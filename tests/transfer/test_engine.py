@@ -849,6 +849,7 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: htt
 # -- rate limit and interruption -------------------------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(2_000_000, seed=35)
     url = cdn.add_file("/f.bin", data)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import Fault, HubServer, RequestRecord, make_data
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from mdl.cli.app import app
 from mdl.units import human_size
 
 MB = 1_000_000
@@ -70,22 +70,13 @@ class World:
 
 
 @pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     hub.add_repo("org/one", {"config.json": CONFIG, "model.safetensors": SMALL})
     hub.add_repo("org/big", {"weights.bin": BIG})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return World(hub, dest, catalog, tmp_path)
-
-
-def pull(*args: str) -> Result:
-    return CliRunner().invoke(app, ["pull", *args])
 
 
 def range_start(record: RequestRecord) -> int:
@@ -115,7 +106,7 @@ def assert_big_ok(world: World, result: Result) -> None:
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool) -> None:
     fault = world.hub.cdn.faults.add(Fault.reset(after_bytes=5 * MB, rst=rst, path_prefix="/blobs/"))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     assert fault.hits == 1
     gets = world.blob_gets()
@@ -135,7 +126,7 @@ def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool)
 def test_reset_in_one_of_the_parallel_ranges_resumes_that_range(world: World) -> None:
     # skip=3: the locate probe and two ranges pass, the third range is cut after 1.5 MB.
     fault = world.hub.cdn.faults.add(Fault.reset(after_bytes=1_500_000, path_prefix="/blobs/", skip=3))
-    result = pull("big", "--connections", "4")
+    result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert fault.hits == 1
     gets = world.blob_gets()
@@ -152,7 +143,7 @@ def test_reset_in_one_of_the_parallel_ranges_resumes_that_range(world: World) ->
 def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> None:
     # The first four range requests (after the locate probe) are each cut after 1 MB: every stream resumes.
     world.hub.cdn.faults.add(Fault.reset(after_bytes=1 * MB, path_prefix="/blobs/", skip=1, times=4))
-    result = pull("big", "--connections", "4")
+    result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert sum(1 for g in world.blob_gets() if g.fault == "reset") == 4
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + 4 * SLACK
@@ -161,12 +152,13 @@ def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> 
 # -- retryable statuses: 503 / 429 with Retry-After, other 5xx and 408 -----------------------------------
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("status", [503, 429])
 def test_retry_after_is_honoured_and_received_bytes_are_kept(world: World, status: int) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.http_error(status, retry_after=1, path_prefix="/blobs/"))
     started = time.monotonic()
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     assert time.monotonic() - started >= 1.0
     gets = world.blob_gets()
@@ -181,14 +173,14 @@ def test_retry_after_is_honoured_and_received_bytes_are_kept(world: World, statu
 @pytest.mark.parametrize("status", [500, 502, 504, 408])
 def test_other_transient_statuses_are_retried(world: World, status: int) -> None:
     world.hub.cdn.faults.add(Fault.http_error(status, path_prefix="/blobs/"))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     assert [g.status for g in world.blob_gets()] == [status, 200]
 
 
 def test_503_on_parallel_ranges_is_retried_per_range(world: World) -> None:
     world.hub.cdn.faults.add(Fault.http_error(503, retry_after=0, path_prefix="/blobs/", skip=2, times=3))
-    result = pull("big", "--connections", "4")
+    result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert sum(1 for g in world.blob_gets() if g.status == 503) == 3
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + SLACK
@@ -196,7 +188,7 @@ def test_503_on_parallel_ranges_is_retried_per_range(world: World) -> None:
 
 def test_hub_api_503_is_retried(world: World) -> None:
     world.hub.faults.add(Fault.http_error(503, path_prefix="/api/models/"))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     api = world.hub.log.records(path_prefix="/api/models/org/one")
     assert [r.status for r in api[:2]] == [503, 200]
@@ -206,7 +198,7 @@ def test_hub_api_503_is_retried(world: World) -> None:
 
 def test_hub_resolve_429_is_retried(world: World) -> None:
     world.hub.faults.add(Fault.http_error(429, retry_after=0, path_prefix="/org/one/resolve/", times=2))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     statuses = [r.status for r in world.resolves("org/one", "model.safetensors")]
     assert statuses.count(429) + [r.status for r in world.resolves("org/one", "config.json")].count(429) == 2
@@ -219,7 +211,7 @@ def test_stall_is_dropped_and_resumed_without_spending_a_retry(world: World, mon
     monkeypatch.setenv("MDL_RETRIES", "0")  # a stall must not need a retry at all
     world.hub.cdn.faults.add(Fault.stall(after_bytes=4 * MB, seconds=20, path_prefix="/blobs/"))
     started = time.monotonic()
-    result = pull("one", "--stall-timeout", "1")
+    result = mdl("pull", "one", "--stall-timeout", "1")
     elapsed = time.monotonic() - started
     assert_one_ok(world, result)
     assert 1.0 <= elapsed < 15, elapsed
@@ -232,7 +224,7 @@ def test_stall_is_dropped_and_resumed_without_spending_a_retry(world: World, mon
 def test_stall_in_one_parallel_range_is_resumed(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDL_RETRIES", "0")
     world.hub.cdn.faults.add(Fault.stall(after_bytes=1 * MB, seconds=20, path_prefix="/blobs/", skip=2, times=2))
-    result = pull("big", "--connections", "4", "--stall-timeout", "1")
+    result = mdl("pull", "big", "--connections", "4", "--stall-timeout", "1")
     assert_big_ok(world, result)
     gets = world.blob_gets()
     stalled = [g for g in gets if g.fault == "stall"]
@@ -248,7 +240,7 @@ def test_stall_in_one_parallel_range_is_resumed(world: World, monkeypatch: pytes
 def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.full_body(path_prefix="/blobs/"))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     gets = world.blob_gets()
     assert [(g.status, g.fault) for g in gets] == [(200, "reset"), (200, "full_body")]
@@ -258,7 +250,7 @@ def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
 @pytest.mark.parametrize("skip", [0, 3], ids=["on-the-probe", "on-a-range"])
 def test_full_200_to_parallel_ranges_restarts_as_one_stream(world: World, skip: int) -> None:
     world.hub.cdn.faults.add(Fault.full_body(path_prefix="/blobs/", skip=skip))
-    result = pull("big", "--connections", "4")
+    result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     gets = world.blob_gets()
     ignored = next(i for i, g in enumerate(gets) if g.fault == "full_body")
@@ -275,7 +267,7 @@ def test_full_200_to_parallel_ranges_restarts_as_one_stream(world: World, skip: 
 def test_expired_signed_urls_are_resolved_again_and_ranges_continue(world: World) -> None:
     # The locate probe and three ranges go through; then every signed URL issued so far expires.
     fault = world.hub.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/", skip=4))
-    result = pull("big", "--connections", "4")
+    result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert fault.hits == 1
     gets = world.blob_gets()
@@ -291,7 +283,7 @@ def test_one_expiry_costs_one_resolve_per_stream_not_per_piece(world: World) -> 
     # 40 MB over 2 connections: a piece each. After the locate probe the signed URLs expire, so both streams
     # meet a 403 with their first range: one resolve each at most, however many requests follow.
     world.hub.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/", skip=1))
-    result = pull("big", "--connections", "2")
+    result = mdl("pull", "big", "--connections", "2")
     assert_big_ok(world, result)
     refused = [g for g in world.blob_gets() if g.status == 403]
     assert 1 <= len(refused) <= 2, f"{len(refused)} requests went to the expired URL"
@@ -301,7 +293,7 @@ def test_one_expiry_costs_one_resolve_per_stream_not_per_piece(world: World) -> 
 def test_expired_url_after_a_reset_on_one_stream(world: World) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/", skip=1))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert_one_ok(world, result)
     gets = world.blob_gets()
     assert [g.status for g in gets] == [200, 403, 206]
@@ -317,7 +309,7 @@ def _interrupt(world: World, monkeypatch: pytest.MonkeyPatch, *args: str, skip: 
     """Run a pull that is cut off for good (no retries) and keeps a partial download; returns its bytes."""
     monkeypatch.setenv("MDL_RETRIES", "0")
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/", skip=skip, times=None))
-    first = pull(*args)
+    first = mdl("pull", *args)
     assert first.exit_code == 5, first.stderr
     world.hub.cdn.faults.clear()
     monkeypatch.setenv("MDL_RETRIES", "3")
@@ -349,7 +341,7 @@ def test_file_replaced_upstream_between_runs_starts_over(
     new = make_data(len(old), seed=99)  # same size: only the hash tells the versions apart
     world.hub.replace_file(f"org/{model}", path, new)
     world.hub.cdn.log.clear()
-    result = pull(*args, "--json")
+    result = mdl("pull", *args, "--json")
     assert result.exit_code == 0, result.stderr
     final = (world.dest / model / path).read_bytes()
     assert sha(final) == sha(new), "spliced or stale bytes"
@@ -369,7 +361,7 @@ def test_direct_url_replaced_mid_download_gives_the_new_file_whole(world: World)
     # probe (1), first stream cut after 4 MB (2); the object is replaced before the resume (3).
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
     cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
-    result = pull("lora")
+    result = mdl("pull", "lora")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "lora" / "lora.safetensors").read_bytes()) == sha(new)
     resume = cdn.log.records(method="GET", path_prefix="/files/")[2]
@@ -385,7 +377,7 @@ def test_direct_url_replaced_mid_download_by_another_size_starts_over(world: Wor
     world.catalog.write_text(f'[models.lora]\nfiles = [{{ url = "{url}" }}]\n')
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
     cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
-    result = pull("lora")
+    result = mdl("pull", "lora")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "lora" / "lora.safetensors").read_bytes()) == sha(new)
     assert world.leftovers() == []
@@ -398,9 +390,9 @@ def test_direct_url_replaced_mid_download_then_rerun_transfers_nothing(world: Wo
     world.catalog.write_text(f'[models.lora]\nfiles = [{{ url = "{url}" }}]\n')
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
     cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
-    assert pull("lora").exit_code == 0
+    assert mdl("pull", "lora").exit_code == 0
     cdn.log.clear()
-    again = pull("lora", "--json")
+    again = mdl("pull", "lora", "--json")
     assert again.exit_code == 0
     assert [f["action"] for f in json.loads(again.stdout)["files"]] == ["skipped"]
     assert cdn.log.body_bytes(method="GET") <= 1  # at most the probe's one byte
@@ -413,7 +405,7 @@ def test_direct_url_replaced_between_parallel_ranges_restarts_whole(world: World
     world.catalog.write_text(f'[models.direct]\nfiles = [{{ url = "{url}" }}]\n')
     # probe, locate, two ranges; then the object changes: the next range's If-Range no longer matches.
     cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/big.bin", new), path_prefix="/files/", skip=4))
-    result = pull("direct", "--connections", "4")
+    result = mdl("pull", "direct", "--connections", "4")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "direct" / "big.bin").read_bytes()) == sha(new)
     assert world.leftovers() == []
@@ -421,12 +413,12 @@ def test_direct_url_replaced_between_parallel_ranges_restarts_whole(world: World
 
 def test_restart_after_upstream_change_is_reported_as_downloaded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     done = _interrupt(world, monkeypatch, "big", "--connections", "4", skip=2)
-    dry = json.loads(pull("big", "--dry-run", "--json").stdout)["files"][0]
+    dry = json.loads(mdl("pull", "big", "--dry-run", "--json").stdout)["files"][0]
     assert dry["action"] == "resume"
     # the bytes really on disk, not the preallocated size (in human units, as every size shown)
     assert dry["reason"] == f"{human_size(done)} already downloaded", dry["reason"]
     world.hub.replace_file("org/big", "weights.bin", make_data(len(BIG), seed=99))
-    result = pull("big", "--connections", "4", "--json")
+    result = mdl("pull", "big", "--connections", "4", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded"
 
@@ -455,7 +447,7 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
     cdn.faults.add(Fault.call(while_b_is_busy, path_prefix=a_blob, skip=2, times=None))
     cdn.faults.add(Fault.http_error(404, path_prefix=a_blob, skip=2, times=None))
     # A short stall timeout bounds the other way this goes wrong: a read that hangs on a socket closed under it.
-    result = pull("two", "--connections", "4", "--jobs", "2", "--stall-timeout", "3", "--json")
+    result = mdl("pull", "two", "--connections", "4", "--jobs", "2", "--stall-timeout", "3", "--json")
     assert result.exit_code == 4, result.stderr
     files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
     assert files["a.bin"]["action"] == "failed"
@@ -472,7 +464,7 @@ def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) 
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.http_error(404, path_prefix="/blobs/", times=None))
     started = time.monotonic()
-    result = pull("one")
+    result = mdl("pull", "one")
     assert result.exit_code == 4, result.stderr
     assert time.monotonic() - started < 10
     assert [g.status for g in world.blob_gets()] == [200, 404]
@@ -484,7 +476,7 @@ def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) 
 
 def test_401_from_the_cdn_is_exit_3_and_not_retried(world: World) -> None:
     world.hub.cdn.faults.add(Fault.http_error(401, path_prefix="/blobs/", times=None))
-    result = pull("one")
+    result = mdl("pull", "one")
     assert result.exit_code == 3, result.stderr
     assert [g.status for g in world.blob_gets()] == [401]
     assert "401" in result.stderr
@@ -496,7 +488,7 @@ def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(world: World, mo
     monkeypatch.setenv("MDL_RETRIES", "1")
     world.hub.cdn.stop()  # the Hub still redirects there: connection refused
     started = time.monotonic()
-    result = pull("one")
+    result = mdl("pull", "one")
     assert result.exit_code == 5, result.stderr
     assert time.monotonic() - started < 10
     assert "cannot connect" in result.stderr and f"127.0.0.1:{world.hub.cdn.port}" in result.stderr
@@ -514,7 +506,7 @@ def test_retries_exhausted_is_exit_5_quickly_with_the_server_message(
         Fault.http_error(503, "backend on fire (shard 7)", retry_after=0, path_prefix="/blobs/", times=None)
     )
     started = time.monotonic()
-    result = pull(*args, "--json")
+    result = mdl("pull", *args, "--json")
     assert result.exit_code == 5, result.stderr
     assert time.monotonic() - started < 10
     assert "backend on fire (shard 7)" in result.stderr

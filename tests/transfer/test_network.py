@@ -12,10 +12,9 @@ import time
 import httpx2
 import pytest
 from hostile import ForwardProxy, SilentServer
+from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
-from typer.testing import CliRunner
 
-from mdl.cli.app import app
 from mdl.errors import NetworkError
 from mdl.transfer import Credentials, RetryPolicy, make_client, open_stream
 from mdl.transfer.proxy import Proxy, bypasses, proxy_for
@@ -90,12 +89,12 @@ def test_the_hub_client_names_a_dead_proxy(hub: HubServer, tmp_path: object, mon
     monkeypatch.setenv("MDL_CATALOG", catalog)
     monkeypatch.setenv("MDL_LOG_FILE", f"{tmp_path}/mdl.log")
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
-    result = CliRunner().invoke(app, ["resolve", "tiny"])
+    result = mdl("resolve", "tiny")
     assert result.exit_code == 5
     assert f"cannot reach proxy http://127.0.0.1:{port} (from http_proxy)" in result.stderr
     assert not hub.log.records()
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    assert CliRunner().invoke(app, ["resolve", "tiny"]).exit_code == 0
+    assert mdl("resolve", "tiny").exit_code == 0
 
 
 @pytest.mark.parametrize(

@@ -403,6 +403,7 @@ def test_file_changing_twice_is_exit_5_and_no_file(serve: list[ScriptedServer], 
 # -- a header block that drips: --timeout bounds the whole header block ------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_dripping_header_block_is_exit_5_within_30_s(
     serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

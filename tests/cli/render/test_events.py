@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from clocks import FakeClock, wallclock
+from runfixtures import mdl
 from servers import HubServer, make_data
-from typer.testing import CliRunner
 
 from mdl import api
-from mdl.cli.app import app
 from mdl.cli.render.progress import make_reporter
 from mdl.cli.run import Run
 
@@ -76,15 +75,10 @@ def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
 
 
 @pytest.fixture
-def tiny(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tiny(hub: HubServer, catalog: Path, tmp_path: Path) -> Path:
     """A Hub with one small repo and a catalog naming it; returns the destination."""
     hub.add_repo("org/tiny", {"config.json": b'{"hidden_size": 8}', "model.safetensors": WEIGHTS})
-    catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return tmp_path / "models"
 
 
@@ -109,14 +103,14 @@ def test_json_events_from_a_real_pull(tiny: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_cli_progress_json(tiny: Path) -> None:
-    helptext = CliRunner().invoke(app, ["pull", "--help"], env={"COLUMNS": "200"}).output
+    helptext = mdl("pull", "--help", env={"COLUMNS": "200"}).output
     if not re.search(r"(?<![\w-])--progress\b", helptext):
         pytest.skip("`mdl pull --progress` lands from another helper's branch; unskips itself once it is there")
     # With -q the events are all there is on stderr (errors aside): every line parses.
-    result = CliRunner().invoke(app, ["pull", "tiny", "-q", "--progress", "json"])
+    result = mdl("pull", "tiny", "-q", "--progress", "json")
     assert result.exit_code == 0, result.output
     check_pull_events(result.stderr.splitlines())
     # Without -q too: people's lines (the summary, warnings) become events, so every line still parses.
-    again = CliRunner().invoke(app, ["pull", "tiny", "--force", "--progress", "json"])
+    again = mdl("pull", "tiny", "--force", "--progress", "json")
     assert again.exit_code == 0, again.output
     check_pull_events(again.stderr.splitlines())
