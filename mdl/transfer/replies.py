@@ -144,12 +144,16 @@ def check_version(job: TransferJob, state: DownloadState, response: httpx2.Respo
     If-Range already asked the server for the whole new version.
     """
     etag, modified = validators(response)
+    sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
         known_etag, known_modified = state.etag, state.last_modified
         if etag and known_etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
             changed = etag != known_etag
         else:
-            changed = bool(modified and known_modified and modified != known_modified)
+            # A date too close to its answer's Date cannot prove two answers are one version, but a date that
+            # differs proves they are not: a server ignoring If-Range with a fresh date is another version.
+            changed = bool(sent and state.modified_seen and sent != state.modified_seen)
+            changed = changed or bool(modified and known_modified and modified != known_modified)
         changed = changed and state.validator is not None
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
@@ -162,9 +166,11 @@ def check_version(job: TransferJob, state: DownloadState, response: httpx2.Respo
             # Nothing fixed yet (a new download, or one restarted), or the new version taken whole: this answer's
             # version is the one we fetch.
             state.etag, state.last_modified = etag, modified
+            state.modified_seen = sent
             state.validator = etag or modified
         else:
             state.etag, state.last_modified = known_etag or etag, known_modified or modified
+            state.modified_seen = state.modified_seen or sent
 
 
 def kept_changing(job: TransferJob, versions: int) -> NetworkError:

@@ -33,6 +33,9 @@ class DownloadState:
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
         self.etag: str | None = None  # what the first answer said (mdl.transfer.replies.check_version)
         self.last_modified: str | None = None
+        # The first Last-Modified seen, as sent: too close to its Date it cannot show two answers are one version,
+        # but one that differs from it shows they are not (replies.check_version).
+        self.modified_seen: str | None = None
         self.adopt(validator)
         self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
@@ -61,7 +64,7 @@ class DownloadState:
         if validator.startswith('"'):
             self.etag = validator
         else:
-            self.last_modified = validator
+            self.last_modified = self.modified_seen = validator
 
     def steal(self, streams: int) -> Piece | None:
         """The tail of the running piece with most left, for an idle stream, if it is worth a request.
@@ -125,7 +128,7 @@ class DownloadState:
         """Start over with a new layout (nothing on disk counts any more)."""
         with self.lock:
             self.pieces = pieces
-            self.validator = self.etag = self.last_modified = None  # the next answer fixes the new version
+            self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
             self.restarted = True
         self.stop.clear()
 
