@@ -25,7 +25,7 @@ from mdl.catalog import (
     user_config_dir,
 )
 from mdl.download.check import check_entry
-from mdl.download.locking import lock_catalog
+from mdl.download.lock_command import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.lockfile import exclusive, lock_path_for, read_lock, write_lock
 from mdl.paths import url_basename

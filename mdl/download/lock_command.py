@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings
-from mdl.download.lockhash import LockHasher
+from mdl.download.hash_for_lock import LockHasher
 from mdl.download.planner import Planner
 from mdl.download.session import PullSession
 from mdl.errors import CatalogError, ExitCode, MdlError, NetworkError, UsageError, worst_exit_code
