@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from mdl.catalog import lock_beside
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
@@ -23,11 +22,6 @@ _HEADER = (
     "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
     "# Every machine that runs `mdl pull --locked` gets exactly these commits and bytes.\n"
 )
-
-
-def lock_path_for(catalog_path: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock`` in the same folder (as ``pyproject.toml`` has ``uv.lock``)."""
-    return lock_beside(catalog_path)
 
 
 def read_lock(path: Path) -> Lock | None:
