@@ -59,8 +59,8 @@ def serve(small: int, large: int, large_size: int) -> None:
 def write_catalog(folder: Path, hello: dict[str, Any], *, locked: bool) -> Path:
     """``catalog.toml`` for the repo (and, when ``locked``, its catalog.lock), written with mdl.lockfile."""
     sys.path.insert(0, str(ROOT))
-    from mdl.catalog import load_catalog
-    from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, lock_path_for, write_lock
+    from mdl.catalog import load_catalog, lock_beside
+    from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
     from mdl.store import hub_source
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def write_catalog(folder: Path, hello: dict[str, Any], *, locked: bool) -> Path:
             for f in hello["files"]
         )
         model = LockedModel("big", fingerprint(spec), "main", commit, files)
-        write_lock(lock_path_for(catalog), Lock(models={"big": model}))
+        write_lock(lock_beside(catalog), Lock(models={"big": model}))
     return catalog
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from servers import HubServer
 
-from mdl.catalog import load_catalog
-from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, lock_path_for, write_lock
+from mdl.catalog import load_catalog, lock_beside
+from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
 from mdl.redact import redact_url
 from mdl.store import hub_source
 
@@ -56,7 +56,7 @@ def lock_catalog(
             files.append(LockedFile(file.save_path, f.size, f.sha256, source, None if f.lfs else f.oid, revision))
         commit = commits.pop() if len(commits) == 1 else None
         models[spec.name] = LockedModel(spec.name, fingerprint(spec), None, commit, tuple(files))
-    path = lock_path_for(catalog)
+    path = lock_beside(catalog)
     write_lock(path, Lock(models=dict(sorted(models.items()))))
     return path
 

@@ -65,8 +65,7 @@ def _models(
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
     """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
     come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
-    from mdl.catalog import choose_lock_mode
-    from mdl.lockfile import lock_path_for
+    from mdl.catalog import choose_lock_mode, lock_beside
 
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
         from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
@@ -76,6 +75,6 @@ def _models(
         settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
         return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
     cat = _catalog(given, env, required=True)
-    path = lock_path_for(cat.path) if cat.path is not None else None
+    path = lock_beside(cat.path) if cat.path is not None else None
     settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
     return settings, _select(cat, names, all_models), None

@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from mdl.download.catalogedit import AddOptions, add_model, remove_model
     from mdl.download.check import check_entry
     from mdl.download.get import get_sources, read_source
-    from mdl.download.locked import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
-    from mdl.download.locking import LockReport, lock_catalog
+    from mdl.download.lock_command import LockReport, lock_catalog
+    from mdl.download.lockfile_use import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
     from mdl.download.puller import pull_models
     from mdl.download.resolved import resolve_models
 
@@ -40,8 +40,8 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
             "catalogedit": ("AddOptions", "add_model", "remove_model"),
             "check": ("check_entry",),
             "get": ("get_sources", "read_source"),
-            "locked": ("LockUse", "frozen_catalog", "frozen_specs", "read_frozen_lock", "warned"),
-            "locking": ("LockReport", "lock_catalog"),
+            "lockfile_use": ("LockUse", "frozen_catalog", "frozen_specs", "read_frozen_lock", "warned"),
+            "lock_command": ("LockReport", "lock_catalog"),
             "puller": ("pull_models",),
             "resolved": ("resolve_models",),
         },

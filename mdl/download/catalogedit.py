@@ -19,15 +19,16 @@ from mdl.catalog import (
     catalog_to_edit,
     check_model_name,
     find_catalog,
+    lock_beside,
     parse_catalog,
     parse_source,
     remove_entry,
     user_config_dir,
 )
 from mdl.download.check import check_entry
-from mdl.download.locking import lock_catalog
+from mdl.download.lock_command import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
-from mdl.lockfile import exclusive, lock_path_for, read_lock, write_lock
+from mdl.lockfile import exclusive, read_lock, write_lock
 from mdl.paths import url_basename
 from mdl.progress import NullProgress, Progress
 from mdl.store import write_atomic
@@ -94,7 +95,7 @@ def add_model(
         if edit.action != "unchanged":
             _write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online)
-    lock_file = lock_path_for(path)
+    lock_file = lock_beside(path)
     if not lock_file.exists():
         return change
     if not online:
@@ -120,7 +121,7 @@ def _path(given: str | os.PathLike[str] | None) -> Path | None:
 def remove_model(name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
     path, _, _ = _catalog_text(_path(catalog), environ, create=False)
-    lock_file = lock_path_for(path)
+    lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
         text, _ = _read(path, create=False)
         old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean

@@ -188,7 +188,7 @@ class FileFetcher:
             commit=remote.commit,
             fetched_at=now_iso(),
         )
-        # The file lock goes with the record: released once the record is on disk (engine rule 11).
+        # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
         lock, self._held.lock = getattr(self._held, "lock", None), None
         self.records.add(remote.model, commit, record, lock)
 

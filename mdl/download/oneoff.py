@@ -5,7 +5,7 @@ The record (``.mdl/get.json``, the store's record of model ``""``, keyed by file
 Last-Modified), its source redacted. With it a second ``get`` of an unchanged file is a no-op, as with
 ``wget -N``: the file on disk is still the one mdl wrote, and the server names the same version.
 
-Lock files go with their release (``mdl.store.locks``). What is left are the state folders: get removes those
+Lock files go with their release (``mdl.store.filelocks``). What is left are the state folders: get removes those
 that are empty, never a tree (``rmdir`` fails on a folder that is not empty, so nothing another run keeps
 there is lost). A run that needs a folder again (a ``pull --dest D`` beside the get) creates it anew: every
 write under ``.mdl`` walks its folders afresh (``mdl.store.confined``).

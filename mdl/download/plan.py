@@ -70,7 +70,8 @@ FORCED = "--force"
 def decide(
     remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
 ) -> Decision:
-    """The pure decision function of engine rule 1, on the file's state as ``show`` names it (mdl.store.states).
+    """Skip, download, resume or repair: decided before any I/O, from the file's state as ``show`` names it
+    (mdl.store.states).
 
     ``unnamed``: see ``same_content`` (False for one-off gets).
     """

@@ -62,14 +62,14 @@ class Planner:
         """
         session = self.session
         if self.use_lock:
-            session.locks.require(models)  # --locked: refused before anything is asked or fetched
+            session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
         resolved: list[ResolvedModel] = []
         failures: list[FileOutcome] = []
         outage: MdlError | None = None
         for spec in models:
             if session.cancel.is_set():
                 raise InterruptedByUserError("interrupted while resolving")
-            locked = session.locks.pinned(spec) if self.use_lock else None
+            locked = session.lockfile.pinned(spec) if self.use_lock else None
             try:
                 if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
                     resolved.append(

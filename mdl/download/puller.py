@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetcher import FileFetcher
 from mdl.download.filelog import log_outcome
-from mdl.download.locked import warned
+from mdl.download.lockfile_use import warned
 from mdl.download.outcomes import dry_run_outcome
 from mdl.download.plan import Action
 from mdl.download.planner import PlannedFile, Planner, check_space
@@ -87,13 +87,13 @@ class Puller:
             log_outcome(outcome)
         if self.settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            return warned(RunReport(planned, dry_run=True), self.session.locks.warnings)
+            return warned(RunReport(planned, dry_run=True), self.session.lockfile.warnings)
         if any(p.decision.action is not Action.SKIP for p in plans):
             self.store.ensure_dirs()
             check_space(plans)
         self.expect(resolved, plans)
         outcomes.extend(self.execute(plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
-        return warned(RunReport(tuple(outcomes)), self.session.locks.warnings)
+        return warned(RunReport(tuple(outcomes)), self.session.lockfile.warnings)
 
     def expect(self, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:
         """Write what each model should be into its record before the first byte moves (atomically): a pull

@@ -20,7 +20,7 @@ Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is
 
 
 class RecordQueue:
-    """The file records of a run not yet written, and the file locks that wait for them (engine rule 11)."""
+    """The file records of a run not yet written, and the file locks released only once they are."""
 
     def __init__(self, store: Store, *, keep: bool = True, dirs: DirSyncs | None = None) -> None:
         self.store = store

@@ -53,8 +53,8 @@ def resolve_models(
                     }
                 )
             doc: dict[str, Any] = {"name": model.name, "revision": model.revision, "commit": model.commit}
-            warning = session.locks.warnings.get(model.name)
-            doc.update({"files": files, "locked": model.name not in session.locks.warnings and _locked(session)})
+            warning = session.lockfile.warnings.get(model.name)
+            doc.update({"files": files, "locked": model.name not in session.lockfile.warnings and _locked(session)})
             if warning is not None:
                 doc["warning"] = warning
             docs.append(doc)
@@ -65,4 +65,4 @@ def resolve_models(
 
 def _locked(session: PullSession) -> bool:
     """Whether the run's models came from a lock (one exists and the model was not resolved fresh)."""
-    return session.locks.lock is not None
+    return session.lockfile.lock is not None

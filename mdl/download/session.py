@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from mdl.catalog import Settings
-from mdl.download.locked import LockUse
+from mdl.download.lockfile_use import LockUse
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
@@ -40,7 +40,7 @@ class PullSession:
     ) -> None:
         self.settings = settings
         # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
-        self.locks = LockUse(settings, lock=lock)
+        self.lockfile = LockUse(settings, lock=lock)
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.layout = Layout(settings)

@@ -2,7 +2,7 @@
 machine pulls the same bytes without asking the Hub to list anything."""
 
 from mdl.lockfile.diff import ModelChange, diff_locks
-from mdl.lockfile.io import dump_lock, exclusive, lock_path_for, parse_lock, read_lock, write_lock
+from mdl.lockfile.io import dump_lock, exclusive, parse_lock, read_lock, write_lock
 from mdl.lockfile.model import (
     LOCK_VERSION,
     Lock,
@@ -23,7 +23,6 @@ __all__ = [
     "dump_lock",
     "exclusive",
     "fingerprint",
-    "lock_path_for",
     "locked_from_resolved",
     "parse_lock",
     "read_lock",

@@ -11,20 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import lock_beside
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
 from mdl.errors import CatalogError, LocalFSError
-from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
 
 _HEADER = (
     "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
     "# Every machine that runs `mdl pull --locked` gets exactly these commits and bytes.\n"
 )
-
-
-def lock_path_for(catalog_path: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock`` in the same folder (as ``pyproject.toml`` has ``uv.lock``)."""
-    return lock_beside(catalog_path)
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -44,15 +41,42 @@ def read_lock(path: Path) -> Lock | None:
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
     """Validate lock TOML; every problem names the file and the key (``model[2].files[3].sha256``)."""
+    again = "run 'mdl lock' to write it again"
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: invalid TOML: {exc}", hint="run 'mdl lock' to write it again") from exc
+        raise CatalogError(f"{source}: invalid TOML: {exc}", hint=again) from exc
     except RecursionError as exc:
         raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
-    from mdl.lockfile.schema import validate_lock  # pydantic: only commands that read a lock pay for it
+    version = document.get("version", LOCK_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+        raise CatalogError(
+            f"{source}: lock version {version} is newer than this mdl understands ({LOCK_VERSION})",
+            hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
+        )
+    if version != LOCK_VERSION or type(version) is not int:
+        raise CatalogError(f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=again)
+    try:
+        models = _DOCUMENT.validate_python(document).model
+    except ValidationError as exc:
+        raise CatalogError(f"{source}: {validation_message(exc)}", hint=again) from None
+    by_name: dict[str, LockedModel] = {}
+    for index, model in enumerate(models):
+        if model.name in by_name:
+            raise CatalogError(f"{source}: model[{index}].name: {model.name!r} appears twice")
+        by_name[model.name] = model
+    return Lock(models=dict(sorted(by_name.items())))
 
-    return validate_lock(document, source=source)
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class _Document:
+    """The file's top level: its version, then ``[[model]]`` tables."""
+
+    version: int  # checked above
+    model: tuple[LockedModel, ...] = ()
+
+
+_DOCUMENT = TypeAdapter(_Document)
 
 
 def dump_lock(lock: Lock) -> str:

@@ -1,17 +1,23 @@
-"""What a lock holds (models, files, pins), how a catalog entry is fingerprinted, and the conversions between a
+"""What a lock holds (models, files, pins), validated as it is built: strict types, hex digests, safe save paths
+and names, Hub sources pinned to a commit. Also how a catalog entry is fingerprinted, and the conversions between a
 locked model and the ``ResolvedModel`` the download part fetches."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 from mdl.catalog import ModelSpec, expand_headers
 from mdl.errors import UsageError
-from mdl.redact import redact_url, remember_url_secrets
+from mdl.paths import path_clash, path_problem
+from mdl.redact import printable, redact_url, remember_url_secrets
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
@@ -22,17 +28,59 @@ LOCK_VERSION = 1
 # (repo, path in repo, repo_type, revision) → the Hub resolve URL (the Hub client's file_url).
 FileUrl = Callable[[str, str, str, str], str]
 
+# Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be lists or tuples.
+_STRICT = ConfigDict(extra="forbid")
+_Text = Annotated[str, Strict()]
+_Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
+_Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
+_Size = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
+_Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
+# A model name is a folder under dest and part of mdl's file names under .mdl/, as in the catalog: with --frozen
+# the names come from the lock alone, so "../x" here would write outside dest.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_STRICT)
 class LockedFile:
     """One file pinned: where it goes in the model folder, where it comes from, and exactly what it is."""
 
-    path: str  # save path inside the model folder
-    size: int
-    sha256: str
-    source: str  # hf://[datasets/|spaces/]owner/name@commit/path, or a direct URL without secrets
-    git_oid: str | None = None  # git blob id of small (non-LFS) Hub files
-    revision: str | None = None  # the branch or tag a Hub file of a multi-file model was asked at
+    path: _Text  # save path inside the model folder
+    size: _Size
+    sha256: _Hex64
+    source: Annotated[str, Strict(), Field(min_length=1, max_length=8192)]  # hf://…@commit/path, or a URL sans secrets
+    git_oid: _Hex40 | None = None  # git blob id of small (non-LFS) Hub files
+    revision: _Revision | None = None  # the branch or tag a Hub file of a multi-file model was asked at
+
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, value: str) -> str:
+        problem = path_problem(value)
+        if problem is not None:
+            raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _pinned_source(cls, value: str) -> str:
+        if value.startswith("hf://"):
+            ref = parse_hub_source(value)
+            if ref is None or ref.commit is None or len(ref.commit) != 40:
+                raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
+            if any(c not in "0123456789abcdef" for c in ref.commit):
+                raise ValueError("a Hub source must be pinned to a 40-hex commit")
+            from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
+            from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+            try:
+                validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
+            except HFValidationError:
+                raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
+            problem = path_problem(ref.path)
+            if problem is not None:
+                raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
+        elif not value.startswith(("http://", "https://")):
+            raise ValueError("a source is hf://… or an http(s) URL")
+        return value
 
     @property
     def hub(self) -> HubFileRef | None:
@@ -40,23 +88,41 @@ class LockedFile:
         return parse_hub_source(self.source)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class LockedModel:
     """One model pinned: the fingerprint of its catalog entry (a changed entry makes it stale) and its files."""
 
-    name: str
-    fingerprint: str
-    revision: str | None
-    commit: str | None
-    files: tuple[LockedFile, ...]
+    name: _Text
+    fingerprint: Annotated[str, Strict(), Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    revision: _Revision | None = None
+    commit: _Hex40 | None = None
+    # Required (Field() sets no default) after two optional fields: a lock omits a None revision and commit.
+    files: tuple[LockedFile, ...] = Field(min_length=1)  # type: ignore[misc]
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
+                f"200 characters, got {printable(value, limit=120)!r}"
+            )
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _distinct_paths(cls, files: tuple[LockedFile, ...]) -> tuple[LockedFile, ...]:
+        paths = [f.path for f in files]
+        if path_clash(paths) is not None or len(set(paths)) != len(paths):
+            raise ValueError("two files share a save path")
+        return files
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Lock:
     """A whole lock file: models by name."""
 
-    models: Mapping[str, LockedModel] = field(default_factory=dict)
-    version: int = LOCK_VERSION
+    models: Mapping[str, LockedModel] = dataclasses.field(default_factory=dict)
 
     def fresh(self, spec: ModelSpec) -> LockedModel | None:
         """The model's locked entry when it exists and matches the catalog entry as it is now; else None."""
@@ -107,23 +173,39 @@ def fingerprint(spec: ModelSpec) -> str:
 def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]) -> LockedModel:
     """The lock entry for a freshly resolved model; ``sha256`` gives the hash of files the Hub did not (by path).
 
-    Raises UsageError naming the file when a size or sha256 is still unknown (the caller hashes first).
+    Raises UsageError naming the file when a size or sha256 is still unknown (the caller hashes first), or the
+    model when what upstream said cannot be written in a lock (the reader would refuse it).
     """
     files: list[LockedFile] = []
-    for remote in sorted(resolved.files, key=lambda r: r.path):
-        digest = remote.sha256 or sha256.get(remote.path)
-        if digest is None or remote.size is None:
-            raise UsageError(f"{spec.name}/{remote.path}: size and sha256 must be known to lock it")
-        if remote.hub:
-            ref = parse_hub_source(remote.source)
-            if ref is None or ref.commit is None:
-                raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
-            revision = remote.revision if resolved.revision is None else None
-            source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
-            files.append(LockedFile(remote.path, remote.size, digest, source, remote.git_oid, revision))
-        else:
-            files.append(LockedFile(remote.path, remote.size, digest, redact_url(remote.url)))
-    return LockedModel(spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files))
+    try:
+        for remote in sorted(resolved.files, key=lambda r: r.path):
+            digest = remote.sha256 or sha256.get(remote.path)
+            if digest is None or remote.size is None:
+                raise UsageError(f"{spec.name}/{remote.path}: size and sha256 must be known to lock it")
+            if remote.hub:
+                ref = parse_hub_source(remote.source)
+                if ref is None or ref.commit is None:
+                    raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
+                revision = remote.revision if resolved.revision is None else None
+                source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
+                files.append(LockedFile(remote.path, remote.size, digest, source, remote.git_oid, revision))
+            else:
+                files.append(LockedFile(remote.path, remote.size, digest, redact_url(remote.url)))
+        return LockedModel(spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files))
+    except ValidationError as exc:
+        raise UsageError(f"{spec.name}: cannot be locked: {validation_message(exc)}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Pydantic's first error as the lock's key path and message: ``model[2].files[3].sha256: …``."""
+    first = exc.errors()[0]
+    where = ""
+    for part in first["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for an unknown key
+        message = "Extra inputs are not permitted"
+    return f"{where}: {message}" if where else message
 
 
 def resolved_from_locked(

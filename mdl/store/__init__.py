@@ -8,6 +8,7 @@ from mdl.lazy import lazy_exports
 if TYPE_CHECKING:
     from mdl.store.cleaning import CleanedFile, clean
     from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+    from mdl.store.filelocks import HeldLocks
     from mdl.store.filesystem import (
         REPLACEABLE,
         DirSyncs,
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
         unplaced_path,
     )
     from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
-    from mdl.store.locks import HeldLocks
     from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
     from mdl.store.states import (
         FILE_STATES,
@@ -127,7 +127,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name f
                 "unplaced_path",
             ),
             "layout": ("HubFileRef", "Layout", "Placement", "adopt_cached", "hub_source", "parse_hub_source"),
-            "locks": ("HeldLocks",),
+            "filelocks": ("HeldLocks",),
             "records": ("ExpectedFile", "FileRecord", "ModelRecord", "now_iso"),
             "states": (
                 "FILE_STATES",

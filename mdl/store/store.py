@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError
 from mdl.store import confined, filesystem
-from mdl.store.locks import HeldLocks, acquire_locks, record_lock, try_lock
+from mdl.store.filelocks import HeldLocks, acquire_locks, record_lock, try_lock
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, merge_record, parse_record
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -107,7 +107,8 @@ class Store:
         cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
-        """Take the per-file lock (engine rule 11); call ``on_wait(holder)`` once if another process holds it.
+        """Take the per-file lock (two runs on one file: the second waits, then finds it done); call
+        ``on_wait(holder)`` once if another process holds it.
 
         Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
         The lock is not tied to a thread: pull hands it over to be released once the file's record is written.

@@ -115,7 +115,7 @@ class DownloadState:
         }
 
     def save(self, fd: int) -> None:
-        """Persist the record, but only after the bytes it claims are flushed (engine rule 3)."""
+        """Persist the record, but only after the bytes it claims are flushed (a record never claims unwritten data)."""
         with self.save_lock:
             with self.lock:
                 snapshot = self.to_json()
@@ -244,7 +244,7 @@ def discard_partial(job: TransferJob) -> None:
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
-    """Atomic finish (engine rule 7): the final path only ever holds verified bytes.
+    """Atomic finish (fsync, then rename into place): the final path only ever holds verified bytes.
 
     The folder's new entry is made durable now, or, with ``dirs``, before the record that names it is written.
     """

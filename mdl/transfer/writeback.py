@@ -1,7 +1,8 @@
 """Keep a big download's bytes moving to the disk while it runs, and its resume record current, off the streams.
 
 Without this the kernel writes dirty pages late and the final ``fsync`` waits for most of the file; and a
-stream that saved the record itself stalled for the ``fdatasync`` that must come first (engine rule 3).
+stream that saved the record itself stalled for the ``fdatasync`` that must come first (a record never claims
+unwritten data).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Choosing checkpoints: NAME, latest, best, step:N, completeness, and the trainer quirks packaging.md lists."""
+"""Choosing checkpoints: NAME, latest, best, step:N, completeness, and the quirks of the trainers' output folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``mdl unpack``: every hostile case in packaging.md is refused before a byte is written; good archives round-trip."""
+"""``mdl unpack``: every hostile archive (links, devices, bombs, lying sizes, bad CRCs, names that climb) is refused
+before a byte is written; good archives round-trip."""
 
 from __future__ import annotations
 

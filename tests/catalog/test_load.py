@@ -665,7 +665,7 @@ files = [
   {{ repo = "unsloth/Qwen3-4B-Instruct-2507-GGUF", path = "Qwen3-4B-Instruct-2507-Q8_0.gguf" }},
 ]
 
-# product.md writes this entry as one inline table over three lines, which TOML 1.0 (tomllib) refuses.
+# The design notes wrote this entry as one inline table over three lines, which TOML 1.0 (tomllib) refuses.
 [[models.style-lora.files]]
 url = "https://cdn.example.com/loras/style.safetensors"
 sha256 = "{HEX}"

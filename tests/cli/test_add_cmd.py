@@ -14,7 +14,8 @@ import pytest
 from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
-from mdl.lockfile import Lock, LockedFile, LockedModel, lock_path_for, read_lock, write_lock
+from mdl.catalog import lock_beside
+from mdl.lockfile import Lock, LockedFile, LockedModel, read_lock, write_lock
 
 WEIGHTS = make_data(300_000, seed=3)
 
@@ -228,7 +229,7 @@ def _lock_with(*names: str) -> Lock:
 
 
 def test_remove_drops_the_model_from_the_lock(world: Path) -> None:
-    lock_file = lock_path_for(world)
+    lock_file = lock_beside(world)
     write_lock(lock_file, _lock_with("tiny", "z"))
     result = mdl("remove", "tiny", "--json")
     assert result.exit_code == 0, result.stderr
@@ -238,7 +239,7 @@ def test_remove_drops_the_model_from_the_lock(world: Path) -> None:
 
 
 def test_offline_add_with_a_lock_says_to_lock_later(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lock_file = lock_path_for(world)
+    lock_file = lock_beside(world)
     write_lock(lock_file, _lock_with("tiny"))
     before = lock_file.read_bytes()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -257,7 +258,7 @@ def test_a_sha256_the_hub_contradicts_is_an_integrity_error(world: Path, hub: Hu
 
 
 def test_remove_refuses_a_broken_lock_before_touching_the_catalog(world: Path) -> None:
-    lock_path_for(world).write_text("version = [\n")
+    lock_beside(world).write_text("version = [\n")
     result = mdl("remove", "tiny")
     assert result.exit_code == 2
     assert world.read_text() == HAND
@@ -265,7 +266,7 @@ def test_remove_refuses_a_broken_lock_before_touching_the_catalog(world: Path) -
 
 def test_add_locks_the_new_model_when_there_is_a_lock(world: Path) -> None:
     assert mdl("lock").exit_code == 0
-    lock_file = lock_path_for(world)
+    lock_file = lock_beside(world)
     before = read_lock(lock_file)
     assert before is not None and sorted(before.models) == ["tiny", "z"]
     result = mdl("add", "enc", "hf://org/encoder", "--json")
@@ -335,6 +336,6 @@ def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, h
         assert run.returncode == 0, err
     added = block_added(HAND, world.read_text())  # every line of HAND kept; the two entries side by side
     assert "[models.enc]" in added and "[models.data]" in added
-    lock = read_lock(lock_path_for(world))
+    lock = read_lock(lock_beside(world))
     assert lock is not None and sorted(lock.models) == ["data", "enc", "tiny", "z"]
     assert mdl("lock", "--check").exit_code == 0

@@ -86,6 +86,14 @@ def test_any_name_and_size_survive_the_round_trip(name: str, size: int, revision
         (lambda t: t.replace(f"{COMMIT}/config.json", f"{COMMIT}/../../api/whoami"), "unsafe path in the repo"),
         (lambda t: t.replace("version = 1", "version = true"), "version: must be 1, got True"),
         (lambda t: t.replace("version = 1", "version = 0"), "version: must be 1, got 0"),
+        (lambda t: t.replace("version = 1", "version = 1.0"), "version: must be 1, got 1.0"),
+        (lambda t: t.replace("version = 1", "version = 1\nsurprise = 1"), "surprise: Extra inputs are not permitted"),
+        (
+            lambda t: t.replace(
+                "  {", f'  {{ path = "config.json", size = 1, sha256 = "{SHA}", source = "https://h/x" }},\n  {{'
+            ),
+            "model[0].files: two files share a save path",
+        ),
     ],
 )
 def test_a_bad_lock_names_the_file_and_the_key(edit: object, names: str) -> None:
@@ -104,3 +112,11 @@ def test_any_text_is_a_lock_or_a_catalog_error(text: str) -> None:
         parse_lock(text)
     except CatalogError:
         pass
+
+
+def test_a_lock_entry_is_checked_as_it_is_built() -> None:
+    """One model: what the reader refuses cannot be built in code either (so it is never written)."""
+    with pytest.raises(ValueError, match="unsafe save path"):
+        LockedFile("../x", 1, SHA, "https://h/x")
+    with pytest.raises(ValueError, match="two files share a save path"):
+        _model("tiny", LockedFile("a", 1, SHA, "https://h/a"), LockedFile("a", 2, SHA, "https://h/b"))

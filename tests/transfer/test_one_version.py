@@ -1,5 +1,6 @@
-"""One file, one version (issue 23, engine.md rule 4): whatever a server does between ranges, the final file holds
-exactly one version's bytes, or the run fails with a documented exit (5 network, 6 integrity) and leaves no file.
+"""One file, one version (issue 23: every range is checked against the first answer's validator): whatever a
+server does between ranges, the final file holds exactly one version's bytes, or the run fails with a documented
+exit (5 network, 6 integrity) and leaves no file.
 
 Each test runs the real CLI (`python -m mdl get`, a subprocess with a time limit) against `ScriptedServer`
 (tests/hostile.py) on 127.0.0.1, serving a 40 MiB file (above the 32 MiB split threshold, so `--connections 4`

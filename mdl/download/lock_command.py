@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import Catalog, ModelSpec, Settings
-from mdl.download.lockhash import LockHasher
+from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
+from mdl.download.hash_for_lock import LockHasher
 from mdl.download.planner import Planner
 from mdl.download.session import PullSession
 from mdl.errors import CatalogError, ExitCode, MdlError, NetworkError, UsageError, worst_exit_code
@@ -24,7 +24,6 @@ from mdl.lockfile import (
     ModelChange,
     diff_locks,
     exclusive,
-    lock_path_for,
     locked_from_resolved,
     read_lock,
 )
@@ -92,7 +91,7 @@ def lock_catalog(
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
     if catalog.path is None:
         raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
-    path = lock_path_for(catalog.path)
+    path = lock_beside(catalog.path)
     everything = not names
     specs = catalog.select(list(names), all_models=everything)
     warnings: tuple[str, ...] = ()

@@ -11,9 +11,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, find_catalog, find_lock, load_catalog, user_config_dir
+from mdl.catalog import (
+    Catalog,
+    FileSpec,
+    ModelSpec,
+    Settings,
+    find_catalog,
+    find_lock,
+    load_catalog,
+    lock_beside,
+    user_config_dir,
+)
 from mdl.errors import CatalogError, UsageError
-from mdl.lockfile import Lock, LockedModel, lock_path_for, read_lock
+from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.redact import REDACTED, redact_url
 from mdl.report import RunReport
 from mdl.store import PinnedFile
@@ -185,14 +195,14 @@ def frozen_catalog(
     catalog named by ``--catalog`` / ``$MDL_CATALOG`` is absent (a machine given only the lock), where its lock
     would be (``catalog.toml`` → ``catalog.lock``, else ./catalog.lock)."""
     if isinstance(given, Catalog):
-        return given, lock_path_for(given.path) if given.path is not None else None
+        return given, lock_beside(given.path) if given.path is not None else None
     flag = Path(given) if given is not None else None
     try:
         found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
     except CatalogError:  # named but not there: only its lock came to this machine
         found = None
     if found is not None:
-        return load_catalog(found), lock_path_for(found)
+        return load_catalog(found), lock_beside(found)
     return Catalog(), find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
 
 

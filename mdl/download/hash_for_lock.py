@@ -1,6 +1,6 @@
-"""The size and sha256 of every file a lock pins, where upstream did not say them: from a verified local record of
-the same bytes, else a probe (size only), else one download to a temp file under ``<dest>/.mdl`` that is hashed
-and removed — as ``pip-compile --generate-hashes`` does."""
+"""For ``mdl lock``: the size and sha256 of every file a lock pins, where upstream did not say them: from a verified
+local record of the same bytes, else a probe (size only), else one download to a temp file under ``<dest>/.mdl``
+that is hashed and removed — as ``pip-compile --generate-hashes`` does."""
 
 from __future__ import annotations
 
