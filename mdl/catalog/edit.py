@@ -372,18 +372,17 @@ def _removed(text: str, name: str) -> str | None:
     for table in _models_tables(document):
         if name in table:
             table.remove(name)
-    moved: dict[int, str] = {}  # what stays of the entry's tail, before the next header (or at the end: -1)
+    kept: list[Any] = []  # what stays of the entry's tail goes before the next header, or at the end
     for i, line in enumerate(lines):
         if inside[i] and i not in gone:
-            after = next((j for j in range(i, len(lines)) if not inside[j]), -1)
-            if after < 0:
-                document.add(line.item)
-            elif lines[after].kind != "header" or after in gone:
+            kept.append(line.item)
+        elif kept and not inside[i]:
+            if line.kind != "header" or i in gone:
                 return None
-            else:
-                moved[after] = moved.get(after, "") + line.item.as_string()
-    for j, comments in moved.items():
-        lines[j].item.trivia.indent = comments + lines[j].item.trivia.indent
+            line.item.trivia.indent = "".join(item.as_string() for item in kept) + line.item.trivia.indent
+            kept = []
+    for item in kept:
+        document.add(item)
     return tomlkit.dumps(document)
 
 
@@ -440,9 +439,8 @@ def _table(entry: dict[str, Any], nl: str) -> Any:
     table = tomlkit.table()
     table.trivia.trail = nl
     for key, value in entry.items():
-        item = tomlkit.item(_inline(value))
+        item = tomlkit.item(_inline(value)) if key != "files" else tomlkit.array()
         if key == "files":
-            item = tomlkit.array()
             for f in value:
                 item.add_line(_inline(f), indent=nl + "  ", newline=False)
             item.add_line(indent=nl, newline=False)
@@ -463,7 +461,7 @@ def _inline(value: Any) -> Any:
         for key, item in zip(value, items, strict=True):
             table.append(key, item)
         return table
-    if isinstance(value, list) and not hasattr(value, "as_string"):
+    if isinstance(value, list):
         array = tomlkit.array()
         array.extend(_inline(item) for item in value)
         return array
