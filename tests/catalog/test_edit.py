@@ -210,6 +210,14 @@ def test_remove_handles_inline_and_out_of_order_entries() -> None:
         remove_entry(split, "aa")
 
 
+def test_models_written_as_root_keys_or_split_by_other_tables_keep_every_comment() -> None:
+    dotted = 'models.d.repo = "o/d"\nmodels.c.repo = "o/c"  # c\n# about c\n'
+    assert add(dotted, "n", "hf://o/n") == dotted + '\n[models.n]\nrepo = "o/n"\n'
+    split = '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models]\nc = { repo = "o/c" }  # c\n\n# free\n'
+    assert remove_entry(split, "c") == split.replace('c = { repo = "o/c" }  # c\n', "")
+    assert remove_entry(split, "a") == split.replace('[models.a]\nrepo = "o/a"\n\n', "")
+
+
 def test_crlf_files_stay_crlf() -> None:
     text = HAND.replace("\n", "\r\n")
     out = add(text, "new", "hf://o/new")
