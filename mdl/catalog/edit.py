@@ -1,11 +1,11 @@
 """Style-preserving edits of catalog.toml for ``mdl add`` and ``mdl remove``: only the entry asked about changes;
 every other byte — comments, blank lines, order, quoting, line endings — stays as the user wrote it.
 
-The text is edited in place, statement by statement (:mod:`mdl.catalog.tomltext`): a new model goes after the
-last one, a file is appended inside the entry's ``files = [ … ]`` (or as one more ``[[models.NAME.files]]``
-table), a removed entry takes its own comments with it but not the comment above the next entry. Layouts that
-cannot be spliced that way (``models = { … }`` in one inline table) are edited with tomlkit, which keeps comments
-and formatting where tomllib and tomli-w drop them.
+Every edit goes through tomlkit, which keeps comments and formatting where tomllib and tomli-w drop them, and is
+placed line by line as tomlkit read them: a new model goes after the last one, a file is appended inside the
+entry's ``files = [ … ]`` in the array's own style (or as one more ``[[models.NAME.files]]`` table), a removed
+entry takes its own comments with it but not the comment above the next entry. ``models = { … }`` in one inline
+table is edited as tomlkit sees fit.
 Every result is read back and must mean exactly the intended document, or nothing is written.
 """
 
@@ -29,8 +29,6 @@ from mdl.catalog.addsource import (
 )
 from mdl.catalog.keys import did_you_mean, format_path
 from mdl.catalog.load import expand_home, find_catalog
-from mdl.catalog.splice import append_file_tables, append_files, cut, entry_text, insert_entry, owns
-from mdl.catalog.tomltext import Statement, scan
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
@@ -139,8 +137,7 @@ def add_entry(
         return Edit(text, action, entry)
     expected = copy.deepcopy(document)
     expected.setdefault("models", {})[name] = entry
-    statements = scan(text)
-    edited = _spliced(text, statements, name, entry, old, action)
+    edited = _placed(text, name, entry, old, action)
     if edited is None or _reads(edited) != expected:
         edited = _with_tomlkit(text, name, entry)
     if _reads(edited) != expected:
@@ -161,8 +158,8 @@ def remove_entry(text: str, name: str) -> str:
     del expected["models"][name]
     if not expected["models"] and "models" not in _root_keys(text):
         del expected["models"]  # [models.x] headers made the table; with the last one gone, so is it
-    edited = cut(text, scan(text), name)
-    if _reads(edited) != expected:
+    edited = _removed(text, name)
+    if edited is None or _reads(edited) != expected:
         edited = _without_tomlkit(text, name)
     if _reads(edited) not in (expected, {**expected, "models": {}}):
         raise MdlError(f"could not edit the catalog safely to remove {name!r}; nothing was written")
@@ -242,45 +239,243 @@ def _plan(
     return {**old, "files": files}, action, added
 
 
-# -- text splicing ---------------------------------------------------------------------------------------------
+# -- edits in place, with tomlkit ------------------------------------------------------------------------------
 
 
-def _spliced(
-    text: str, statements: list[Statement], name: str, entry: dict[str, Any], old: Any, action: Action
-) -> str | None:
-    """The edit made in the text itself, or None when this layout needs tomlkit."""
-    newline = "\r\n" if "\r\n" in text else "\n"
-    if _inline_models(statements):
+@dataclass(frozen=True)
+class _Line:
+    """One header, value, comment or run of blank lines of the document tomlkit read, in written order."""
+
+    kind: Literal["header", "value", "comment", "blank"]
+    path: tuple[str, ...]  # the key path a header opens or a value sets; a comment's or blank's table
+    body: list[tuple[Any, Any]]  # the tomlkit container body that holds it (its item for a header)
+    index: int
+    item: Any
+
+
+def _lines(body: list[tuple[Any, Any]], path: tuple[str, ...] = ()) -> list[_Line]:
+    from tomlkit.items import AoT, Comment, Null, Table, Whitespace
+
+    out: list[_Line] = []
+    for index, (key, item) in enumerate(body):
+        here = path if key is None else (*path, key.key)
+        if isinstance(item, Table | AoT):
+            for table in item.body if isinstance(item, AoT) else [item]:
+                if isinstance(item, AoT) or not table.is_super_table():
+                    out.append(_Line("header", here, body, index, table))
+                out.extend(_lines(table.value.body, here))
+        elif isinstance(item, Comment):
+            out.append(_Line("comment", path, body, index, item))
+        elif isinstance(item, Whitespace):
+            if "\n" in item.s:
+                out.append(_Line("blank", path, body, index, item))
+        elif not isinstance(item, Null):
+            out.append(_Line("value", here, body, index, item))
+    return out
+
+
+def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Action) -> str | None:
+    """The edit made where the entry is (a new one after the last model), or None when this layout has no such
+    place (``models = { … }`` in one inline table, an entry split around other tables)."""
+    import tomlkit
+    from tomlkit.items import AoT
+
+    document = tomlkit.parse(text)
+    lines = _lines(document.body)
+    nl = "\r\n" if "\r\n" in text else "\n"
+    if any(line.kind == "value" and line.path == ("models",) for line in lines):
         return None
+    tables = _models_tables(document)
     if action == "added":
-        return insert_entry(text, statements, entry_text(name, entry, newline), newline)
-    owned = [s for s in statements if owns(s, name)]
-    headed = any(s.kind == "header" and s.path == ("models", name) for s in owned)
-    files = [s for s in owned if s.kind == "value" and s.path == ("models", name, "files")]
-    if action == "extended" and headed and files:
-        return append_files(text, files[0], entry["files"][len(old["files"]) :], newline)
-    if action == "extended":  # [[models.NAME.files]] tables: one more table each, every comment kept
-        tables = append_file_tables(text, statements, name, entry["files"][len(old["files"]) :], newline)
-        if tables is not None:
-            return tables
-    if owned[0].kind == "value":  # an inline or dotted entry: the new table goes after the last model
-        rest = cut(text, statements, name)
-        return insert_entry(rest, scan(rest), entry_text(name, entry, newline), newline)
-    rest = cut(text, statements, name, tidy=False)  # its comments above stay; the table is written anew
-    at = owned[0].start
-    return text[:at] + entry_text(name, entry, newline) + rest[at:]
+        table = _table(entry, nl)
+        _make_room(lines, ("models",), [table], text, nl)
+        if not tables:
+            document.append("models", tomlkit.table(is_super_table=True))
+            tables = [document["models"]]
+            tables[0].trivia.indent = ""  # it has no header to set apart
+        tables[-1].append(name, table)
+        return tomlkit.dumps(document)
+    models = next(t for t in tables if name in t)
+    files = models[name].get("files")
+    new = entry["files"][len(old["files"]) :] if action == "extended" else []
+    if new and isinstance(files, AoT):  # [[models.NAME.files]] tables: one more table each, every comment kept
+        added = [_table(f, nl) for f in new]
+        _make_room(lines, ("models", name, "files"), added, text, nl)
+        for table in added:
+            files.append(table)
+        return tomlkit.dumps(document)
+    if new and any(line.kind == "header" and line.path == ("models", name) for line in lines):
+        for f in new:  # files = [ … ] under [models.NAME]: the array keeps its own style
+            files.append(_inline(f))
+        return tomlkit.dumps(document)
+    runs = _runs(lines, name)
+    if lines[runs[0][0]].kind == "value":  # an inline or dotted entry: the new table goes after the last model
+        rest = _removed(text, name)
+        return None if rest is None else _placed(rest, name, entry, None, "added")
+    if len(runs) > 1:
+        return None
+    kept = _region(lines, *runs[0], tidy=False).stop  # its comments above stay; the table is written anew
+    table = _table(entry, nl)
+    models[name] = table  # in its place, under the old header's indent
+    del table.value.body[len(entry) :]  # no blank line of tomlkit's own
+    table.trivia.comment_ws = table.trivia.comment = ""
+    for line in lines[kept:]:
+        if line.path[:2] != ("models", name):
+            break
+        table.add(line.item)
+    return tomlkit.dumps(document)
 
 
-def _inline_models(statements: list[Statement]) -> bool:
-    """``models = { … }`` (or ``[x]`` … no: a root value naming the whole models table)."""
-    return any(s.kind == "value" and s.path == ("models",) for s in statements)
+def _make_room(lines: list[_Line], prefix: tuple[str, ...], tables: list[Any], text: str, nl: str) -> None:
+    """Make ``tables`` follow the last lines under ``prefix`` (and the comments right under them, up to a blank
+    line): the comments and blank lines after those move under the last table; one blank line on each side."""
+    from tomlkit.items import Null, Whitespace
+
+    keyed = [
+        i for i, line in enumerate(lines) if line.kind in ("header", "value") and line.path[: len(prefix)] == prefix
+    ]
+    at = _attached(lines, keyed[-1]) + 1 if keyed else len(lines)
+    if at == len(lines) and at and not text.endswith("\n"):
+        lines[-1].item.trivia.trail += nl  # the last line gets its line break
+    # comments under root-level ``models.x.y = …`` keys are outside the models table: they go above the new ones
+    above = [line for line in lines[keyed[-1] + 1 if keyed else at : at] if line.path[: len(prefix)] != prefix]
+    for line in above:
+        line.body[line.index] = (None, Null())
+    blank = nl if at and lines[at - 1].kind != "blank" else ""
+    tables[0].trivia.indent = "".join(line.item.as_string() for line in above) + blank
+    for table in tables[1:]:
+        table.trivia.indent = nl
+    if at < len(lines) and lines[at].kind != "blank":
+        tables[-1].add(Whitespace(nl))
+    for line in lines[at:]:
+        if line.path[: len(prefix)] != prefix:
+            break
+        line.body[line.index] = (None, Null())
+        tables[-1].add(line.item)
+
+
+def _removed(text: str, name: str) -> str | None:
+    """``text`` without model ``name``, the comments written on it and one blank line around it; None when a
+    comment that stays has no place to go."""
+    import tomlkit
+    from tomlkit.items import Null
+
+    document = tomlkit.parse(text)
+    lines = _lines(document.body)
+    gone: set[int] = set()
+    for first, last in _runs(lines, name):
+        gone.update(_region(lines, first, last, tidy=True))
+    inside = [line.path[:2] == ("models", name) for line in lines]
+    for i in gone:
+        if not inside[i]:
+            lines[i].body[lines[i].index] = (None, Null())
+    for table in _models_tables(document):
+        if name in table:
+            table.remove(name)
+    kept: list[Any] = []  # what stays of the entry's tail goes before the next header, or at the end
+    for i, line in enumerate(lines):
+        if inside[i] and i not in gone:
+            kept.append(line.item)
+        elif kept and not inside[i]:
+            if line.kind != "header" or i in gone:
+                return None
+            line.item.trivia.indent = "".join(item.as_string() for item in kept) + line.item.trivia.indent
+            kept = []
+    for item in kept:
+        document.add(item)
+    return tomlkit.dumps(document)
+
+
+def _models_tables(document: Any) -> list[Any]:
+    """Each top-level ``models`` table in written order (one, unless other tables split them): edited one by one
+    rather than through tomlkit's merged view of them."""
+    return [item for key, item in document.body if key is not None and key.key == "models"]
+
+
+def _runs(lines: list[_Line], name: str) -> list[tuple[int, int]]:
+    """Index ranges of the model's headers and values, with the comments and blank lines between them."""
+    runs: list[tuple[int, int]] = []
+    for i, line in enumerate(lines):
+        if line.kind in ("header", "value") and line.path[:2] == ("models", name):
+            if runs and all(lines[j].kind in ("comment", "blank") for j in range(runs[-1][1] + 1, i)):
+                runs[-1] = (runs[-1][0], i)
+            else:
+                runs.append((i, i))
+    return runs
+
+
+def _attached(lines: list[_Line], last: int) -> int:
+    """The last comment line right under line ``last`` when a blank line (or the end) follows them, else ``last``."""
+    end = last
+    while end + 1 < len(lines) and lines[end + 1].kind == "comment":
+        end += 1
+    return end if end + 1 == len(lines) or lines[end + 1].kind == "blank" else last
+
+
+def _region(lines: list[_Line], first: int, last: int, *, tidy: bool) -> range:
+    """The lines a run of the entry covers, with the comments under it up to a blank line (a comment right above
+    the next header is the next entry's); ``tidy`` also takes the comments right above it and one blank line."""
+    start = first
+    while tidy and start > 0 and lines[start - 1].kind == "comment":
+        start -= 1
+    after = _attached(lines, last) + 1
+    if not tidy:
+        return range(start, after)
+    blanks = after
+    while blanks < len(lines) and lines[blanks].kind == "blank":
+        blanks += 1
+    before_blank = start == 0 or lines[start - 1].kind == "blank"
+    if blanks > after and (before_blank or blanks == len(lines)):
+        return range(start, blanks)  # one blank line, not two, where the entry was
+    while blanks == len(lines) and before_blank and start > 0 and lines[start - 1].kind == "blank":
+        start -= 1  # the file ends with the line before it
+    return range(start, after)
+
+
+def _table(entry: dict[str, Any], nl: str) -> Any:
+    """A new ``[models.NAME]`` table: values on one line each, files one per line in ``files = [ … ]``."""
+    import tomlkit
+
+    table = tomlkit.table()
+    table.trivia.trail = nl
+    for key, value in entry.items():
+        item = tomlkit.item(_inline(value)) if key != "files" else tomlkit.array()
+        if key == "files":
+            for f in value:
+                item.add_line(_inline(f), indent=nl + "  ", newline=False)
+            item.add_line(indent=nl, newline=False)
+        item.trivia.trail = nl
+        table.add(key, item)
+    return table
+
+
+def _inline(value: Any) -> Any:
+    """``value`` with its tables inline, spaced as in the docs (``{ repo = "…", path = "…" }``)."""
+    import tomlkit
+
+    if isinstance(value, dict):
+        items = [tomlkit.item(_inline(item)) for item in value.values()]
+        if items:
+            items[0].trivia.indent = items[-1].trivia.trail = " "
+        table = tomlkit.inline_table()
+        for key, item in zip(value, items, strict=True):
+            table.append(key, item)
+        return table
+    if isinstance(value, list):
+        array = tomlkit.array()
+        array.extend(_inline(item) for item in value)
+        return array
+    return value
 
 
 def _root_keys(text: str) -> set[str]:
-    return {s.path[0] for s in scan(text) if s.kind in ("header", "array", "value") and len(s.path) == 1}
+    import tomlkit
 
-
-# -- tomlkit, for the layouts the splicer leaves alone ---------------------------------------------------------
+    return {
+        line.path[0]
+        for line in _lines(tomlkit.parse(text).body)
+        if line.kind in ("header", "value") and len(line.path) == 1
+    }
 
 
 def _with_tomlkit(text: str, name: str, entry: dict[str, Any]) -> str:

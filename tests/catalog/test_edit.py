@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mdl.catalog import add_entry, parse_catalog, parse_source, remove_entry
-from mdl.catalog.tomltext import scan
 from mdl.errors import UsageError
 
 HEX = "ab" * 32
@@ -59,13 +58,6 @@ def lines_without(text: str, removed: str) -> list[str]:
     """The text's lines with the block ``removed`` (whole lines) taken out once."""
     assert removed in text, removed
     return text.replace(removed, "", 1).splitlines()
-
-
-def test_statements_cover_the_text_exactly() -> None:
-    statements = scan(HAND)
-    assert "".join(HAND[s.start : s.end] for s in statements) == HAND
-    headers = [s.path for s in statements if s.kind == "header"]
-    assert headers == [("settings",), ("models", "tiny"), ("models", "z-image-turbo"), ("models", "style.lora")]
 
 
 def test_a_new_model_goes_after_the_last_one_and_every_other_byte_stays() -> None:
@@ -218,6 +210,14 @@ def test_remove_handles_inline_and_out_of_order_entries() -> None:
         remove_entry(split, "aa")
 
 
+def test_models_written_as_root_keys_or_split_by_other_tables_keep_every_comment() -> None:
+    dotted = 'models.d.repo = "o/d"\nmodels.c.repo = "o/c"  # c\n# about c\n'
+    assert add(dotted, "n", "hf://o/n") == dotted + '\n[models.n]\nrepo = "o/n"\n'
+    split = '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models]\nc = { repo = "o/c" }  # c\n\n# free\n'
+    assert remove_entry(split, "c") == split.replace('c = { repo = "o/c" }  # c\n', "")
+    assert remove_entry(split, "a") == split.replace('[models.a]\nrepo = "o/a"\n\n', "")
+
+
 def test_crlf_files_stay_crlf() -> None:
     text = HAND.replace("\n", "\r\n")
     out = add(text, "new", "hf://o/new")
@@ -232,7 +232,9 @@ PATH_PART = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9 ._'\"#=\[\]{}é-]{0,12}", ful
     lambda p: p.strip() == p and p not in (".", "..") and not p.endswith(".")
 )
 PATHS = st.lists(PATH_PART, min_size=1, max_size=3).map("/".join)
-GLOBS = st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10), max_size=3)
+GLOBS = st.lists(  # the schema refuses a blank pattern (" ")
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10).filter(str.strip), max_size=3
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -297,7 +299,6 @@ def test_strings_and_comments_of_other_entries_never_confuse_the_edit(
     )
     if not missing_newline:
         catalog += "\n"
-    assert "".join(catalog[s.start : s.end] for s in scan(catalog)) == catalog
     document = tomllib.loads(catalog)
     out = add(catalog, "c", "hf://o/c")
     assert out.startswith(catalog.rstrip("\n")) and tomllib.loads(out)["models"]["c"] == {"repo": "o/c"}
