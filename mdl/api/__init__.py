@@ -21,7 +21,8 @@ from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog, CatalogChange
+    from mdl.catalog import Catalog
+    from mdl.catalog import edit as catalog_edit
     from mdl.download import LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
@@ -268,7 +269,7 @@ def add(
     timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
-) -> CatalogChange:
+) -> catalog_edit.CatalogChange:
     """Add model ``name`` to the catalog (created when there is none), keeping its comments and layout:
     ``hf://owner/name[@rev]`` is a whole repo (filtered by ``include``/``exclude``); ``hf://owner/name[@rev]/path``
     files and URLs (``save_as``, ``sha256`` for one of them) start a files entry or are appended to one.
@@ -301,7 +302,9 @@ def add(
 
 
 @checked
-def remove(name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None) -> CatalogChange:
+def remove(
+    name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None
+) -> catalog_edit.CatalogChange:
     """Take model ``name`` out of the catalog (every other byte kept) and out of catalog.lock; downloaded files
     stay. UsageError (2) with a did-you-mean for a name the catalog does not have."""
     from mdl.download import remove_model

@@ -16,7 +16,7 @@ from mdl.cli.options import (
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
-    from mdl.catalog import CatalogChange
+    from mdl.catalog import edit as catalog_edit
 
 _SAID = {
     "added": "added {name} to {catalog}",
@@ -87,7 +87,7 @@ def remove_cmd(
     return _render(run, api.remove(name, catalog=catalog, environ=run.environ))
 
 
-def _render(run: Run, change: "CatalogChange") -> int:
+def _render(run: Run, change: "catalog_edit.CatalogChange") -> int:
     """The JSON document, or one line on stderr (stdout is for data; an edit has none to print); the exit code."""
     if run.json:
         run.emit(change.to_json())

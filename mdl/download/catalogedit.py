@@ -10,21 +10,15 @@ from pathlib import Path
 from typing import TypedDict
 
 from mdl.catalog import (
-    NEW_CATALOG,
     Catalog,
-    CatalogChange,
-    Edit,
     Settings,
-    add_entry,
-    catalog_to_edit,
-    check_model_name,
     find_catalog,
     lock_beside,
     parse_catalog,
     parse_source,
-    remove_entry,
     user_config_dir,
 )
+from mdl.catalog import edit as catalog_edit
 from mdl.download.check import check_entry
 from mdl.download.lock_command import lock_catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
@@ -50,16 +44,16 @@ class AddOptions(TypedDict, total=False):
 
 def add_model(
     name: str, sources: Sequence[str], options: AddOptions, *, settings_for: Callable[[Catalog], Settings]
-) -> CatalogChange:
+) -> catalog_edit.CatalogChange:
     """Add (extend, or with ``force`` replace) a model entry; see :func:`mdl.api.add`."""
     environ = options.get("environ") or {}
     progress = options.get("progress") or NullProgress()
-    name = check_model_name(name)
+    name = catalog_edit.check_model_name(name)
     parsed = [parse_source(source) for source in sources]
     path, text, created = _catalog_text(_path(options.get("catalog")), environ, create=True)
 
-    def edit_of(text: str) -> Edit:
-        return add_entry(
+    def edit_of(text: str) -> catalog_edit.Edit:
+        return catalog_edit.add_entry(
             text,
             name,
             parsed,
@@ -72,7 +66,7 @@ def add_model(
 
     edit = edit_of(text)
     added = tuple(_save_path(table, name) for table in edit.added_files)
-    change = CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
+    change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
     edited = _valid(edit.text, path)
@@ -104,7 +98,9 @@ def add_model(
     return _relock(change, edited, settings, progress)
 
 
-def _relock(change: CatalogChange, catalog: Catalog, settings: Settings, progress: Progress) -> CatalogChange:
+def _relock(
+    change: catalog_edit.CatalogChange, catalog: Catalog, settings: Settings, progress: Progress
+) -> catalog_edit.CatalogChange:
     """The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
     catalog stays edited: it is what the user asked for, and `mdl lock` can be run again)."""
     report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
@@ -118,18 +114,20 @@ def _path(given: str | os.PathLike[str] | None) -> Path | None:
     return Path(given) if given is not None else None
 
 
-def remove_model(name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> CatalogChange:
+def remove_model(
+    name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
     path, _, _ = _catalog_text(_path(catalog), environ, create=False)
     lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
         text, _ = _read(path, create=False)
         old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
-        edited = remove_entry(text, name)
+        edited = catalog_edit.remove_entry(text, name)
         _valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
         _write_catalog(path, edited, created=False)
-        change = CatalogChange(path, old.name, "removed")
+        change = catalog_edit.CatalogChange(path, old.name, "removed")
         if lock is None or name not in lock.models:
             return change
         write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
@@ -146,7 +144,7 @@ def _save_path(table: dict[str, object], name: str) -> str:
 def _catalog_text(given: Path | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
     if create:
-        path = catalog_to_edit(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+        path = catalog_edit.catalog_to_edit(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     else:
         found = find_catalog(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
         if found is None:
@@ -162,7 +160,7 @@ def _read(path: Path, *, create: bool) -> tuple[str, bool]:
         data = path.read_bytes()
     except FileNotFoundError:
         if create:
-            return NEW_CATALOG, True
+            return catalog_edit.NEW_CATALOG, True
         raise CatalogError(f"{path}: catalog not found") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc

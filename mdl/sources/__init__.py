@@ -1,39 +1,34 @@
 """Where files come from: the Hub, direct URLs, ``hf://`` and ``s3://`` URIs, serverless job outputs and mirrors.
 Turns a catalog entry or a one-off source into ``RemoteFile``s with what is known about them."""
 
-from typing import TYPE_CHECKING
-
-from mdl.lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from mdl.sources.hub import Hub, resolve_token
-    from mdl.sources.joboutput import (
-        InlineCheck,
-        InlineFile,
-        UrlFile,
-        check_expected_sha256,
-        check_inline,
-        check_url,
-        decoded_size,
-        name_key,
-        parse_job_output,
-        write_inline,
-    )
-    from mdl.sources.mirrors import mirror_targets, mirror_urls
-    from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
-    from mdl.sources.s3 import (
-        S3Object,
-        S3Prefix,
-        S3Signer,
-        head_s3,
-        parse_s3_prefix,
-        parse_s3_uri,
-        s3_client,
-        s3_error,
-        s3_reason,
-        s3_source,
-        sha256_of_head,
-    )
+from mdl.sources.hub import Hub, resolve_token
+from mdl.sources.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    check_inline,
+    check_url,
+    decoded_size,
+    name_key,
+    parse_job_output,
+    write_inline,
+)
+from mdl.sources.mirrors import mirror_targets, mirror_urls
+from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
+from mdl.sources.s3 import (
+    S3Object,
+    S3Prefix,
+    S3Signer,
+    head_s3,
+    parse_s3_prefix,
+    parse_s3_uri,
+    s3_client,
+    s3_error,
+    s3_reason,
+    s3_source,
+    sha256_of_head,
+)
 
 __all__ = [
     "Hub",
@@ -67,39 +62,3 @@ __all__ = [
     "with_probe",
     "write_inline",
 ]
-
-if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name for Any
-    # Imported when first used (mdl/lazy.py): a command loads only the modules it touches.
-    __getattr__, __dir__ = lazy_exports(
-        __name__,
-        {
-            "hub": ("Hub", "resolve_token"),
-            "joboutput": (
-                "InlineCheck",
-                "InlineFile",
-                "UrlFile",
-                "check_expected_sha256",
-                "check_inline",
-                "check_url",
-                "decoded_size",
-                "name_key",
-                "parse_job_output",
-                "write_inline",
-            ),
-            "mirrors": ("mirror_targets", "mirror_urls"),
-            "resolve": ("RemoteFile", "ResolvedModel", "resolve_file", "resolve_model", "with_probe"),
-            "s3": (
-                "S3Object",
-                "S3Prefix",
-                "S3Signer",
-                "head_s3",
-                "parse_s3_prefix",
-                "parse_s3_uri",
-                "s3_client",
-                "s3_error",
-                "s3_reason",
-                "s3_source",
-                "sha256_of_head",
-            ),
-        },
-    )

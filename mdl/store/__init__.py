@@ -1,50 +1,45 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from typing import TYPE_CHECKING
-
-from mdl.lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from mdl.store.cleaning import CleanedFile, clean
-    from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
-    from mdl.store.filelocks import HeldLocks
-    from mdl.store.filesystem import (
-        REPLACEABLE,
-        DirSyncs,
-        creatable_problem,
-        fsync_dir,
-        hash_file,
-        kind_of,
-        not_a_file,
-        not_a_file_error,
-        stat_file,
-    )
-    from mdl.store.inventory import (
-        LocalFile,
-        ModelStatus,
-        PinnedFile,
-        file_state,
-        list_models,
-        model_status,
-        unplaced_path,
-    )
-    from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
-    from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
-    from mdl.store.states import (
-        FILE_STATES,
-        INSTALLED,
-        MISSING,
-        MODIFIED,
-        MODIFIED_MAYBE,
-        PARTIAL,
-        RECHECK_REASON,
-        UNRECORDED,
-        judge,
-    )
-    from mdl.store.store import Store
-    from mdl.store.verifying import verify_file, verify_models
-    from mdl.store.views import CleanReport, ModelInfo, ModelList
+from mdl.store.cleaning import CleanedFile, clean
+from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+from mdl.store.filelocks import HeldLocks
+from mdl.store.filesystem import (
+    REPLACEABLE,
+    DirSyncs,
+    creatable_problem,
+    fsync_dir,
+    hash_file,
+    kind_of,
+    not_a_file,
+    not_a_file_error,
+    stat_file,
+)
+from mdl.store.inventory import (
+    LocalFile,
+    ModelStatus,
+    PinnedFile,
+    file_state,
+    list_models,
+    model_status,
+    unplaced_path,
+)
+from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
+from mdl.store.states import (
+    FILE_STATES,
+    INSTALLED,
+    MISSING,
+    MODIFIED,
+    MODIFIED_MAYBE,
+    PARTIAL,
+    RECHECK_REASON,
+    UNRECORDED,
+    judge,
+)
+from mdl.store.store import Store
+from mdl.store.verifying import verify_file, verify_models
+from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
     "FILE_STATES",
@@ -98,50 +93,3 @@ __all__ = [
     "verify_models",
     "write_atomic",
 ]
-
-if not TYPE_CHECKING:  # hidden from mypy, which would take every unknown name for Any
-    # Imported when first used (mdl/lazy.py): a command loads only the modules it touches.
-    __getattr__, __dir__ = lazy_exports(
-        __name__,
-        {
-            "cleaning": ("CleanedFile", "clean"),
-            "confined": ("open_file", "read_bytes", "rename", "rmdir_empty", "unlink", "write_atomic"),
-            "filesystem": (
-                "REPLACEABLE",
-                "DirSyncs",
-                "creatable_problem",
-                "fsync_dir",
-                "hash_file",
-                "kind_of",
-                "not_a_file",
-                "not_a_file_error",
-                "stat_file",
-            ),
-            "inventory": (
-                "LocalFile",
-                "ModelStatus",
-                "PinnedFile",
-                "file_state",
-                "list_models",
-                "model_status",
-                "unplaced_path",
-            ),
-            "layout": ("HubFileRef", "Layout", "Placement", "adopt_cached", "hub_source", "parse_hub_source"),
-            "filelocks": ("HeldLocks",),
-            "records": ("ExpectedFile", "FileRecord", "ModelRecord", "now_iso"),
-            "states": (
-                "FILE_STATES",
-                "INSTALLED",
-                "MISSING",
-                "MODIFIED",
-                "MODIFIED_MAYBE",
-                "PARTIAL",
-                "RECHECK_REASON",
-                "UNRECORDED",
-                "judge",
-            ),
-            "store": ("Store",),
-            "verifying": ("verify_file", "verify_models"),
-            "views": ("CleanReport", "ModelInfo", "ModelList"),
-        },
-    )

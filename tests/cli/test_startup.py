@@ -1,6 +1,6 @@
 """Start-up (issue 15): each command loads only what it uses. `mdl --help` and `mdl list` never load the HTTP stack,
 the Hub client or boto3; `mdl get` of a plain URL never loads the Hub client. Checked on real `python -m mdl`
-processes by the modules they end with (behaviour, not timing), plus the rules that keep the parts' exports lazy."""
+processes by the modules they end with (behaviour, not timing)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from runfixtures import mdl
 from servers import CdnServer
 
 ROOT = Path(__file__).resolve().parents[2]
-LAZY_PARTS = ("catalog", "download", "sources", "store")
 NET = ("httpx2", "httpcore2", "huggingface_hub", "boto3", "botocore")
 # Help is written and the process ends before any work: nothing below the CLI is needed for it.
 NOT_FOR_HELP = (*NET, "rich.progress", "mdl.catalog", "mdl.store", "mdl.download", "mdl.transfer")
@@ -110,43 +108,6 @@ def test_get_still_reads_a_catalog_beside_it(tmp_path: Path, cdn: CdnServer) -> 
 
 
 # -- the rules behind it -----------------------------------------------------------------------------------
-
-
-def _init(part: str) -> ast.Module:
-    return ast.parse((ROOT / "mdl" / part / "__init__.py").read_text(encoding="utf-8"))
-
-
-def _type_checking_imports(tree: ast.Module) -> dict[str, str]:
-    """name → module, from the ``if TYPE_CHECKING:`` imports of a part's ``__init__``."""
-    found: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            for stmt in node.body:
-                assert isinstance(stmt, ast.ImportFrom) and stmt.module is not None
-                found.update({alias.name: stmt.module for alias in stmt.names})
-    return found
-
-
-@pytest.mark.parametrize("part", LAZY_PARTS)
-def test_a_lazy_part_exports_what_it_declares(part: str) -> None:
-    """The three lists of a lazy part agree: TYPE_CHECKING imports, ``__all__``, and what it loads on first use."""
-    import importlib
-
-    declared = _type_checking_imports(_init(part))
-    package = importlib.import_module(f"mdl.{part}")
-    assert sorted(declared) == sorted(package.__all__)
-    for name, module in declared.items():
-        assert getattr(package, name) is getattr(importlib.import_module(module), name), name
-    assert set(declared) <= set(dir(package))
-    with pytest.raises(AttributeError):
-        package.no_such_name
-
-
-@pytest.mark.parametrize("part", LAZY_PARTS)
-def test_importing_a_lazy_part_loads_none_of_its_modules(part: str) -> None:
-    code = f"import sys, mdl.{part}; print([m for m in sys.modules if m.startswith('mdl.{part}.')])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert done.stdout.strip() == "[]"
 
 
 def test_command_modules_keep_real_annotations() -> None:
