@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from mdl.catalog.specs import CatalogSettings
 from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
@@ -134,30 +135,29 @@ def parse_bool(value: str) -> bool:
     return value.strip().lower() in _TRUE
 
 
-def _env_int(environ: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+def _env_int(environ: Mapping[str, str], name: str, hi: int, *, lo: int = 1) -> int | None:
     raw = environ.get(name)
-    if raw is None or raw == "":
+    if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
         raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise UsageError(f"${name}: must be between {lo} and {hi}, got {value}")
-    return value
+    return check_range(value, flag=f"${name}", lo=lo, hi=hi)
 
 
-def _env_float(environ: Mapping[str, str], name: str, *, positive: bool = False) -> float | None:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
-    return value
+def _seconds(flag: float | None, environ: Mapping[str, str], name: str, catalog: float | None, default: float) -> float:
+    """The flag, else ``$name`` (LOCK_TIMEOUT may be 0, the others must be positive), else the catalog's."""
+    raw, positive = environ.get(name), name != "MDL_LOCK_TIMEOUT"
+    env: float | None = None
+    if raw:
+        try:
+            env = float(raw)
+        except ValueError:
+            raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
+        if not math.isfinite(env) or env < 0 or (positive and env == 0):
+            raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
+    return _pick(default, flag, env, catalog)
 
 
 def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None:
@@ -168,14 +168,10 @@ def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None
 
 
 def _first(*values: T | None) -> T | None:
-    for value in values:
-        if value is not None:
-            return value
-    return None
+    return next((value for value in values if value is not None), None)
 
 
 def _pick(default: T, *values: T | None) -> T:
-    """The first value that is set, else the default."""
     chosen = _first(*values)
     return default if chosen is None else chosen
 
@@ -220,42 +216,16 @@ def resolve_dest(
 
 def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
-    s = catalog.settings
     where = catalog.path.parent if catalog.path is not None else None
-    root = resolve_dest(flag=dest, environ=environ, catalog_dest=s.dest, catalog_dir=where)
-    return build_settings(
-        environ=environ,
-        dest=root,
-        catalog_endpoint=s.endpoint,
-        catalog_connections=s.connections,
-        catalog_jobs=s.jobs,
-        catalog_limit_rate=s.limit_rate,
-        catalog_stall_timeout=s.stall_timeout,
-        catalog_timeout=s.timeout,
-        catalog_lock_timeout=s.lock_timeout,
-        catalog_retries=s.retries,
-        catalog_layout=s.layout,
-        catalog_mirrors=s.mirrors,
-        catalog_mirror_endpoints=s.mirror_endpoints,
-        **flags,
-    )
+    root = resolve_dest(flag=dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
+    return build_settings(environ=environ, dest=root, catalog=catalog.settings, **flags)
 
 
 def build_settings(
     *,
     environ: Mapping[str, str],
     dest: Path,
-    catalog_endpoint: str | None = None,
-    catalog_connections: int | None = None,
-    catalog_jobs: int | None = None,
-    catalog_limit_rate: str | None = None,
-    catalog_stall_timeout: float | None = None,
-    catalog_timeout: float | None = None,
-    catalog_lock_timeout: float | None = None,
-    catalog_retries: int | None = None,
-    catalog_layout: str | None = None,
-    catalog_mirrors: tuple[str, ...] = (),
-    catalog_mirror_endpoints: tuple[tuple[str, str], ...] = (),
+    catalog: CatalogSettings | None = None,
     mirrors: tuple[str, ...] | None = None,
     layout: str | None = None,
     connections: int | None = None,
@@ -272,32 +242,33 @@ def build_settings(
     frozen: bool = False,
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
+    catalog = catalog or CatalogSettings()
     check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
     check_range(jobs, flag="--jobs", lo=1, hi=MAX_JOBS)
     env_rate = environ.get("MDL_LIMIT_RATE") or None
     if env_rate is not None:
         parse_rate(env_rate, where="$MDL_LIMIT_RATE")  # a broken variable is reported even when a flag wins
-    rate_text = _first(limit_rate, env_rate, catalog_limit_rate)
+    rate_text = _first(limit_rate, env_rate, catalog.limit_rate)
     rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
-    endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+    endpoint = (environ.get("HF_ENDPOINT") or catalog.endpoint or DEFAULT_ENDPOINT).rstrip("/")
     if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
         # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
-    if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
-        raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
-    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
-        raise UsageError(f"--timeout: must be positive, got {timeout}")
-    if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
-        raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
-    chosen_layout = _pick("plain", layout, environ.get("MDL_LAYOUT") or None, catalog_layout)
+    for flag, value, zero_ok in (
+        ("--stall-timeout", stall_timeout, False),
+        ("--timeout", timeout, False),
+        ("--lock-timeout", lock_timeout, True),
+    ):
+        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
+            raise UsageError(f"{flag}: must {'not be negative' if zero_ok else 'be positive'}, got {value}")
+    chosen_layout = _first(layout, environ.get("MDL_LAYOUT") or None, catalog.layout) or "plain"
     if chosen_layout not in LAYOUTS:
         where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
-    chosen_connections = _first(
-        connections, _env_int(environ, "MDL_CONNECTIONS", 1, MAX_CONNECTIONS), catalog_connections
-    )
+    chosen_connections = _first(connections, _env_int(environ, "MDL_CONNECTIONS", MAX_CONNECTIONS), catalog.connections)
+    chosen_jobs = _first(jobs, _env_int(environ, "MDL_JOBS", MAX_JOBS), catalog.jobs)
     return Settings(
         dest=dest,
         endpoint=endpoint,
@@ -305,20 +276,15 @@ def build_settings(
         offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
         connections=DEFAULT_CONNECTIONS if chosen_connections is None else chosen_connections,
         connections_set=chosen_connections is not None,
-        jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
-        jobs_set=_first(jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs) is not None,
+        jobs=DEFAULT_JOBS if chosen_jobs is None else chosen_jobs,
+        jobs_set=chosen_jobs is not None,
         limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
-        stall_timeout=_pick(
-            DEFAULT_STALL_TIMEOUT,
-            stall_timeout,
-            _env_float(environ, "MDL_STALL_TIMEOUT", positive=True),
-            catalog_stall_timeout,
+        stall_timeout=_seconds(
+            stall_timeout, environ, "MDL_STALL_TIMEOUT", catalog.stall_timeout, DEFAULT_STALL_TIMEOUT
         ),
-        timeout=_pick(DEFAULT_TIMEOUT, timeout, _env_float(environ, "MDL_TIMEOUT", positive=True), catalog_timeout),
-        lock_timeout=_pick(
-            DEFAULT_LOCK_TIMEOUT, lock_timeout, _env_float(environ, "MDL_LOCK_TIMEOUT"), catalog_lock_timeout
-        ),
-        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 0, 100), catalog_retries),
+        timeout=_seconds(timeout, environ, "MDL_TIMEOUT", catalog.timeout, DEFAULT_TIMEOUT),
+        lock_timeout=_seconds(lock_timeout, environ, "MDL_LOCK_TIMEOUT", catalog.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 100, lo=0), catalog.retries),
         verify=verify,
         force=force,
         dry_run=dry_run,
@@ -326,8 +292,8 @@ def build_settings(
         environ=environ,
         layout=chosen_layout,
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
-        mirrors=flag_mirrors or env_mirrors or catalog_mirrors,
-        mirror_endpoints=catalog_mirror_endpoints,
+        mirrors=flag_mirrors or env_mirrors or catalog.mirrors,
+        mirror_endpoints=catalog.mirror_endpoints,
         lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
         lock_path=lock_path,
     )

@@ -15,6 +15,7 @@ from mdl.catalog.settings import (
     DEFAULT_RETRIES,
     DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
+    CatalogSettings,
     Settings,
     build_settings,
     check_range,
@@ -112,14 +113,16 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 CATALOG = {
-    "catalog_endpoint": "http://catalog.example",
-    "catalog_connections": 3,
-    "catalog_jobs": 5,
-    "catalog_limit_rate": "1M",
-    "catalog_stall_timeout": 11.0,
-    "catalog_timeout": 13.0,
-    "catalog_lock_timeout": 12.0,
-    "catalog_retries": 2,
+    "catalog": CatalogSettings(
+        endpoint="http://catalog.example",
+        connections=3,
+        jobs=5,
+        limit_rate="1M",
+        stall_timeout=11.0,
+        timeout=13.0,
+        lock_timeout=12.0,
+        retries=2,
+    )
 }
 ENV = {
     "HF_ENDPOINT": "http://env.example/",
