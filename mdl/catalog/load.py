@@ -56,7 +56,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
         # tomllib recurses per nesting level; a hostile "a = [[[[…" must not become a traceback.
         raise CatalogError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
     # Imported here so that `import mdl.catalog` (and `mdl --help`) never loads pydantic.
-    from mdl.catalog.validate import validate_catalog
+    from mdl.catalog.schema import validate_catalog
 
     return validate_catalog(document, source=source, text=text, path=path)
 
