@@ -28,7 +28,7 @@ from mdl.catalog.addsource import (
     snapshot_table,
 )
 from mdl.catalog.keys import did_you_mean, format_path
-from mdl.catalog.load import expand_home, find_catalog
+from mdl.catalog.load import find_catalog, named_catalog
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
@@ -89,11 +89,9 @@ class CatalogChange:
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
     """The catalog ``mdl add`` edits: the one mdl would read (--catalog, $MDL_CATALOG, ./catalog.toml, the user
     config one), or, when there is none yet, the one to create: --catalog, else $MDL_CATALOG, else ./catalog.toml."""
-    env_value = environ.get("MDL_CATALOG", "")
-    for given in (flag, Path(env_value) if env_value else None):
-        if given is not None:
-            candidate = expand_home(given, environ)
-            return candidate if candidate.is_absolute() else cwd / candidate
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        return named[0]
     return find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir) or cwd / "catalog.toml"
 
 

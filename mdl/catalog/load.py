@@ -12,19 +12,7 @@ from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, 
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
 
-# Re-exported: callers and tests import these from here.
-__all__ = [
-    "SCHEMA_VERSION",
-    "Catalog",
-    "CatalogError",
-    "CatalogSettings",
-    "FileSpec",
-    "ModelSpec",
-    "expand_headers",
-    "find_catalog",
-    "load_catalog",
-    "parse_catalog",
-]
+__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "CatalogSettings", "FileSpec", "ModelSpec"]  # for tests
 
 
 def load_catalog(path: Path) -> Catalog:
@@ -62,17 +50,12 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else <config_dir>/mdl/catalog.toml.
-
-    ``config_dir`` is the user config base (for example ``~/.config``). A flag or variable that names a
-    missing file is an error (the user asked for it); None means no catalog was found anywhere.
+    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``
+    (``config_dir``: the user config base, ``~/.config``). A named file that is missing is an error; None: none found.
     """
-    for given, origin in ((flag, "--catalog"), (_env_path(environ), "$MDL_CATALOG")):
-        if given is None:
-            continue
-        candidate = expand_home(given, environ)
-        if not candidate.is_absolute():
-            candidate = cwd / candidate
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        candidate, given, origin = named
         if not candidate.exists():
             raise CatalogError(f"catalog not found: {given} (from {origin})")
         if not candidate.is_file():
@@ -81,6 +64,16 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
     for candidate in (cwd / "catalog.toml", config_dir / "mdl" / "catalog.toml"):
         if candidate.is_file():
             return candidate
+    return None
+
+
+def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
+    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
+    env = environ.get("MDL_CATALOG", "")
+    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
+        if given is not None:
+            path = expand_home(given, environ)
+            return (path if path.is_absolute() else cwd / path), given, origin
     return None
 
 
@@ -124,14 +117,8 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
     return tuple(expanded)
 
 
-def _env_path(environ: Mapping[str, str]) -> Path | None:
-    """$MDL_CATALOG as a path; an empty value counts as unset, as shells usually mean it."""
-    value = environ.get("MDL_CATALOG", "")
-    return Path(value) if value else None
-
-
 def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
-    """Expand ``~`` and ``~/x`` from the passed-in HOME; the shell leaves a quoted ``"~/x"`` alone."""
+    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
     home = environ.get("HOME", "")
     text = str(path)
     if home and (text == "~" or text.startswith("~/")):
@@ -140,7 +127,6 @@ def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
 
 
 def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: str) -> str:
-    """One line for a TOML syntax error, with tomllib's line and column up front."""
     text = str(exc)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
     if match:
@@ -155,11 +141,8 @@ def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: s
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
-    """A hint when the error sits at the end of a line inside ``{ … ,`` — a multi-line inline table.
-
-    TOML 1.0 (what tomllib reads) wants inline tables on one line; the error tomllib gives for a
-    line break there ("Invalid initial character for a key part") does not say so.
-    """
+    """A hint when the error ends a line inside ``{ … ,``: TOML 1.0 (tomllib) wants inline tables on one line, and
+    its error for a line break there ("Invalid initial character for a key part") does not say so."""
     lines = document.splitlines()
     if not 1 <= line <= len(lines):
         return ""

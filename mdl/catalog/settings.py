@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from mdl.catalog.load import named_catalog
 from mdl.catalog.specs import CatalogSettings
 from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
@@ -325,22 +326,11 @@ def lock_beside(catalog: Path) -> Path:
 
 
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """Where catalog.lock is for ``--frozen`` when there may be no catalog beside it: ``--catalog``'s ``.lock``,
-    else ``$MDL_CATALOG``'s, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``; None when none exists.
-
-    The same order as the catalog's own lookup, so a machine that gets only the lock finds it where the
-    catalog would have been.
-    """
-    env = environ.get("MDL_CATALOG") or None
-    for given in (flag, Path(env) if env else None):
-        if given is None:
-            continue
-        home = environ.get("HOME", "")
-        text = str(given)
-        if home and (text == "~" or text.startswith("~/")):
-            given = Path(home) / text[2:]
-        candidate = given if given.is_absolute() else cwd / given
-        return lock_beside(candidate)  # named: its lock is the one meant, there or not
+    """catalog.lock for ``--frozen`` where there may be no catalog: where the catalog would be looked for (the named
+    one's ``.lock``, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``); None when none exists."""
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        return lock_beside(named[0])  # named: its lock is the one meant, there or not
     for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
         if candidate.is_file():
             return candidate

@@ -25,7 +25,7 @@ _HEADER = (
 
 
 def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, or None when there is none; CatalogError (exit 2) naming the file when it is bad."""
+    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -70,8 +70,6 @@ def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class _Document:
-    """The file's top level: its version, then ``[[model]]`` tables."""
-
     version: int  # checked above
     model: tuple[LockedModel, ...] = ()
 
@@ -106,8 +104,8 @@ def write_lock(path: Path, lock: Lock) -> bool:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Hold the lock file's folder exclusively (``flock`` on the folder: no extra file beside the catalog) while a
-    lock is read, merged and written, so that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
+    """``flock`` the lock's folder (no extra file beside the catalog) while a lock is read, merged and written, so
+    that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
