@@ -93,8 +93,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template: http(s) or ``s3://bucket/…`` (a literal bucket name), with only the known
-    ``{placeholders}``; its secrets are registered first."""
+    """A mirror URL template (http(s) or ``s3://bucket/…``, known ``{placeholders}`` only); secrets registered."""
     remember_url_secrets(template)
     if template.startswith("s3://"):
         bucket = template[len("s3://") :].partition("/")[0]
@@ -109,12 +108,8 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache, found the way huggingface_hub finds it.
-
-    huggingface_hub freezes these paths at import time (``huggingface_hub.constants``), so they are read
-    here from the run's environment, in its order: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
-    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
-    """
+    """The Hugging Face hub cache, found as huggingface_hub does (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
+    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub) but from the run's environment: it reads them once."""
     import os
 
     def expand(value: str) -> Path:
@@ -131,8 +126,7 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     return (base / "huggingface" / "hub").absolute()
 
 
-def parse_bool(value: str) -> bool:
-    """Environment-style truth (``1``, ``true``, ``yes``, ``on``)."""
+def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
     return value.strip().lower() in _TRUE
 
 
@@ -185,14 +179,12 @@ def default_dest() -> Path:
 
 
 def default_log_file() -> Path:
-    """``<user log dir>/mdl/mdl.log``."""
     import platformdirs
 
     return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
 
 
-def user_config_dir() -> Path:
-    """The user config dir (the catalog fallback is ``<this>/mdl/catalog.toml``)."""
+def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
     import platformdirs
 
     return Path(platformdirs.user_config_dir())
@@ -301,10 +293,7 @@ def build_settings(
 
 
 def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) -> str:
-    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's UV_LOCKED / UV_FROZEN), else auto.
-
-    Both at once contradict each other (one refuses what the other accepts): a usage error, not a guess.
-    """
+    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto; both is an error."""
     if locked and frozen:
         raise UsageError(
             "--locked and --frozen: give one, not both (--locked checks the lock against the catalog, "
@@ -320,8 +309,7 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
 
 
 def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; a catalog whose own name ends in ``.lock`` gets ``NAME.lock.lock``, never
-    itself (``mdl lock`` would write the lock over the catalog)."""
+    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
     return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
 
 
@@ -337,8 +325,7 @@ def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, confi
     return None
 
 
-def _has_origin(url: str) -> bool:
-    """True when ``url`` names a host and, if any, a valid port ('http://h:abc' and 'http://[::1' do not)."""
+def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://h:abc' and 'http://[::1' have not)
     try:
         parts = urlsplit(url)
         _ = parts.port
