@@ -23,7 +23,8 @@ from mdl.catalog.addsource import (
     snapshot_table,
 )
 from mdl.catalog.keys import did_you_mean, format_path
-from mdl.catalog.load import find_catalog, named_catalog
+from mdl.catalog.load import find_catalog
+from mdl.catalog.settings import named_catalog
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mdl.catalog.keys import format_key
+from mdl.catalog.settings import named_catalog
 from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
@@ -67,16 +68,6 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
     return None
 
 
-def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
-    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
-    env = environ.get("MDL_CATALOG", "")
-    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:
-            path = expand_home(given, environ)
-            return (path if path.is_absolute() else cwd / path), given, origin
-    return None
-
-
 def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The file's headers with ``${VAR}`` replaced from ``environ``; CatalogError names a missing variable."""
     expanded: list[tuple[str, str]] = []
@@ -115,15 +106,6 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 remember_secret(environ.get(match.group(1)))
         expanded.append((name, value))
     return tuple(expanded)
-
-
-def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
-    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
-    home = environ.get("HOME", "")
-    text = str(path)
-    if home and (text == "~" or text.startswith("~/")):
-        return Path(home) / text[2:]
-    return path
 
 
 def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: str) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from mdl.catalog.load import named_catalog
 from mdl.catalog.specs import CatalogSettings
 from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
@@ -311,6 +310,25 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
 def lock_beside(catalog: Path) -> Path:
     """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
     return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
+
+
+def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
+    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
+    env = environ.get("MDL_CATALOG", "")
+    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
+        if given is not None:
+            path = expand_home(given, environ)
+            return (path if path.is_absolute() else cwd / path), given, origin
+    return None
+
+
+def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
+    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
+    home = environ.get("HOME", "")
+    text = str(path)
+    if home and (text == "~" or text.startswith("~/")):
+        return Path(home) / text[2:]
+    return path
 
 
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:

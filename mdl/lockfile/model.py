@@ -14,7 +14,6 @@ from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from mdl.catalog import ModelSpec, expand_headers
-from mdl.catalog.keys import format_path
 from mdl.errors import UsageError
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url, remember_url_secrets
@@ -191,7 +190,9 @@ def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mappi
 def validation_message(exc: ValidationError) -> str:
     """Pydantic's first error as the lock's key path and message: ``model[2].files[3].sha256: …``."""
     first = exc.errors()[0]
-    where = format_path(tuple(first["loc"]))
+    where = ""
+    for part in first["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for an unknown key
         message = "Extra inputs are not permitted"

@@ -112,18 +112,8 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.state_dir == Path("/tmp/dest/.mdl")
 
 
-CATALOG = {
-    "catalog": CatalogSettings(
-        endpoint="http://catalog.example",
-        connections=3,
-        jobs=5,
-        limit_rate="1M",
-        stall_timeout=11.0,
-        timeout=13.0,
-        lock_timeout=12.0,
-        retries=2,
-    )
-}
+# [settings]: dest, connections, jobs, endpoint, limit_rate, stall_timeout, timeout, lock_timeout, retries
+CATALOG = {"catalog": CatalogSettings(None, 3, 5, "http://catalog.example", "1M", 11.0, 13.0, 12.0, 2)}
 ENV = {
     "HF_ENDPOINT": "http://env.example/",
     "MDL_CONNECTIONS": "6",
