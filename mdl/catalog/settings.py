@@ -194,16 +194,23 @@ def resolve_dest(
 ) -> Path:
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
     if flag is not None:
-        return flag.expanduser().absolute()
+        return _home(flag).absolute()
     env = environ.get("MDL_DEST")
     if env:
-        return Path(env).expanduser().absolute()
+        return _home(Path(env)).absolute()
     if catalog_dest:
-        path = Path(catalog_dest).expanduser()
+        path = _home(Path(catalog_dest))
         if not path.is_absolute() and catalog_dir is not None:
             path = catalog_dir / path
         return path.absolute()
     return default_dest()
+
+
+def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, as a shell leaves it
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
 
 
 def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
