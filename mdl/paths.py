@@ -189,6 +189,18 @@ def url_basename(url: str, *, where: str) -> str:
     return safe_relative_path(name, where=where)
 
 
+def is_http_url(value: str) -> bool:
+    """True for an absolute http(s) URL with a host and no whitespace or control characters."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
 
 

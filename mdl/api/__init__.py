@@ -1,8 +1,7 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
 
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`): a wrong type, a NUL in a path or a bool
-where a number goes is a UsageError (exit 2) naming the parameter; a ``str`` where a list goes is one item
-(``include="*.json"`` is ``["*.json"]``, as huggingface_hub's ``allow_patterns`` takes it)."""
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2,
+huggingface_hub) are imported inside the functions, so `import mdl` stays light."""
 
 from __future__ import annotations
 
@@ -10,24 +9,21 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mdl.api.archives import pack as pack
-from mdl.api.archives import unpack as unpack
-from mdl.api.common import _catalog, _environ, _models, _settings
 from mdl.api.inputs import checked
-from mdl.api.publishing import publish as publish
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.archive import PackResult, UnpackResult
+    from mdl.catalog import Catalog, ModelSpec, Settings
     from mdl.catalog import edit as catalog_edit
     from mdl.download import LockReport
+    from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
-
-# Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
+    from mdl.upload import PublishReport
 
 StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
@@ -39,6 +35,65 @@ logging.getLogger("mdl").addHandler(logging.NullHandler())
 # -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
 
 
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
+    return dict(os.environ) if environ is None else environ
+
+
+def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
+    from mdl.catalog import Catalog, find_catalog, user_config_dir
+    from mdl.catalog import load_catalog as load_file
+
+    if isinstance(given, Catalog):
+        return given
+    flag = Path(given) if given is not None else None
+    path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        if required:
+            raise UsageError(
+                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
+                f"or in {user_config_dir() / 'mdl'}"
+            )
+        return Catalog()
+    return load_file(path)
+
+
+def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
+    from mdl.catalog import settings_for
+
+    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
+
+
+def _models(
+    given: Catalog | StrPath | None,
+    env: Mapping[str, str],
+    names: Sequence[str],
+    all_models: bool,
+    *,
+    locked: bool,
+    frozen: bool,
+    dest: StrPath | None,
+    **flags: Any,
+) -> tuple[Settings, list[ModelSpec], Lock | None]:
+    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
+    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
+    from mdl.catalog import choose_lock_mode, lock_beside
+
+    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+        from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
+
+        cat, path = frozen_catalog(given, env, cwd=Path.cwd())
+        lock = read_frozen_lock(path)
+        settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
+        return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
+    cat = _catalog(given, env, required=True)
+    path = lock_beside(cat.path) if cat.path is not None else None
+    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    return settings, cat.select(list(names), all_models=all_models), None
+
+
 @checked
 def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
     """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one.
@@ -46,10 +101,6 @@ def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | No
     Raises CatalogError (exit code 2) for a missing or invalid file, UsageError (2) when none is found.
     """
     return _catalog(path, _environ(environ), required=True)
-
-
-def _rate(limit_rate: str | int | None) -> str | None:
-    return str(limit_rate) if isinstance(limit_rate, int) else limit_rate
 
 
 # -- the catalog's models: list, show, resolve, pull, verify, clean --------------------------------------------
@@ -172,7 +223,7 @@ def pull(
 
     env = _environ(environ)
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
-    flags |= {"limit_rate": _rate(limit_rate), "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
+    flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
     settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
@@ -354,7 +405,7 @@ def get(
     cat = _catalog(catalog, env, required=False)
     folder = Path(directory or Path.cwd()).absolute()
     settings = _settings(
-        cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate), timeout=timeout, force=force
+        cat, env, dest=folder, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force
     )
     return get_sources(
         sources,
@@ -368,3 +419,132 @@ def get(
         include=include,
         exclude=exclude,
     )
+
+
+@checked
+def pack(
+    run_dir: StrPath,
+    *,
+    output: StrPath | None = None,
+    stream: BinaryIO | None = None,
+    checkpoint: str | None = None,
+    profile: str = "deploy",
+    with_logs: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    compress: str = "auto",
+    dry_run: bool = False,
+    force: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> PackResult:
+    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically.
+
+    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``; a file
+    already there is a UsageError unless ``force`` replaces it (atomically: the new archive is renamed over it).
+    ``$SOURCE_DATE_EPOCH`` in ``environ`` fixes the timestamps.
+    """
+    from mdl.archive import PackOptions, pack_run
+
+    if stream is not None and output is not None and str(output) != "-":
+        raise UsageError("pack: give output or stream, not both")
+    if stream is None and output is not None and str(output) == "-":
+        raise UsageError("pack: output '-' needs a stream to write the archive to")
+    epoch = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
+    try:
+        source_date_epoch = int(epoch) if epoch else None
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
+    options = PackOptions(
+        run_dir=Path(run_dir),
+        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
+        checkpoint=checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        includes=tuple(include),
+        excludes=tuple(exclude),
+        compress=compress,
+        dry_run=dry_run,
+        source_date_epoch=source_date_epoch,
+        cwd=Path.cwd(),
+        force=force,
+    )
+    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
+
+
+@checked
+def unpack(
+    archive: StrPath | BinaryIO,
+    *,
+    dest: StrPath | None = None,
+    force: bool = False,
+    max_ratio: float | None = None,
+    progress: Progress | None = None,
+) -> UnpackResult:
+    """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
+    ``force`` replaces what its top-level entries name; ``max_ratio`` (default 200, ``math.inf`` turns the
+    check off) caps how far entries and the whole archive may expand.
+
+    ``archive`` may be a binary stream (``sys.stdin.buffer``): it is spooled to a hidden temp file on the
+    destination's filesystem first (a zip is read from its end), and that file is removed whatever happens."""
+    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
+
+    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
+    kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
+    kw |= {"progress": progress or NullProgress(), "max_ratio": ratio}
+    if isinstance(archive, str | os.PathLike):
+        return unpack_archive(Path(archive), **kw)
+    return unpack_stream(archive, **kw)
+
+
+# -- the fleet ------------------------------------------------------------------------------------------------
+
+
+@checked
+def publish(
+    *names: str,
+    to: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    connections: int | None = None,
+    endpoint: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> PublishReport:
+    """Upload the verified local files of each model to ``<to>/<model>/<path>`` and a manifest per complete model
+    to ``<to>/.mdl/<model>.json`` (``to``: ``s3://bucket[/prefix]``). Objects whose store-computed SHA-256
+    checksum matches the local file are skipped (metadata alone never decides). Credentials and endpoint come
+    from the AWS chain; ``endpoint`` overrides.
+
+    Per-file failures are in the report; a missing bucket (NotFoundError), denied access (AuthError) or bad input
+    (UsageError) raise.
+    """
+    from mdl.download import LockUse, warned
+    from mdl.paths import is_http_url
+    from mdl.sources import parse_s3_prefix
+    from mdl.upload import publish_models
+
+    target = parse_s3_prefix(to)
+    if endpoint is not None and not is_http_url(endpoint):
+        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    env = _environ(environ)
+    flags = {"layout": layout, "connections": connections}
+    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    use = LockUse(settings, lock=lock)
+    pins, warnings, _ = use.view(models)
+    held = use.lock
+    pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
+    report = publish_models(
+        models,
+        settings,
+        target,
+        progress=progress or NullProgress(),
+        pins=pins,
+        locked=pinned,
+        endpoint=endpoint,
+    )
+    return warned(report, warnings)

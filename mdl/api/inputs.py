@@ -142,8 +142,8 @@ def _duck(test: Callable[[object], bool], expected: str) -> Callable[..., object
     return check
 
 
-def _rate(value: object, *, param: str) -> object:
-    return as_int(value, param=param) if isinstance(value, int) else as_text(value, param=param)
+def _rate(value: object, *, param: str) -> str:
+    return str(as_int(value, param=param)) if isinstance(value, int) else as_text(value, param=param)
 
 
 _Rule = Callable[..., object]
