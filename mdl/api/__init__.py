@@ -32,9 +32,6 @@ STATUSES = ("installed", "partial", "missing")
 logging.getLogger("mdl").addHandler(logging.NullHandler())
 
 
-# -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
-
-
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
     return dict(os.environ) if environ is None else environ
@@ -66,7 +63,7 @@ def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | N
 
 def _models(
     given: Catalog | StrPath | None,
-    env: Mapping[str, str],
+    environ: Mapping[str, str] | None,
     names: Sequence[str],
     all_models: bool,
     *,
@@ -79,6 +76,7 @@ def _models(
     come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
     from mdl.catalog import choose_lock_mode, lock_beside
 
+    env = _environ(environ)
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
         from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
 
@@ -96,14 +94,8 @@ def _models(
 
 @checked
 def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
-    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one.
-
-    Raises CatalogError (exit code 2) for a missing or invalid file, UsageError (2) when none is found.
-    """
+    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one."""
     return _catalog(path, _environ(environ), required=True)
-
-
-# -- the catalog's models: list, show, resolve, pull, verify, clean --------------------------------------------
 
 
 @checked
@@ -118,15 +110,13 @@ def list_models(
     frozen: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
-    """Every catalog model with its local status (offline), as catalog.lock pins it where fresh, filtered by
-    ``status`` and ``tag``."""
+    """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
     from mdl.store import Layout, ModelList
     from mdl.store import list_models as list_local
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    env = _environ(environ)
-    settings, specs, lock = _models(catalog, env, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, specs, lock = _models(catalog, environ, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[PinnedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
@@ -151,9 +141,8 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    env = _environ(environ)
     settings, (spec,), lock = _models(
-        catalog, env, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
+        catalog, environ, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
     )
     pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
@@ -174,14 +163,12 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Resolution:
-    """The concrete files and URLs of models upstream (network, none for what catalog.lock pins); ``follow``
-    shows where the Hub redirects."""
+    """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    env = _environ(environ)
     flags = {"layout": layout, "timeout": timeout}
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -210,22 +197,15 @@ def pull(
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
 
-    ``mirrors``: URL templates (``http(s)://…/{model}/{path}``, ``s3://bucket/prefix/{model}/{path}``) tried in
-    order before the origin, instead of ``$MDL_MIRRORS`` and ``[settings].mirrors``; every byte is verified.
-
-    catalog.lock beside the catalog pins each model it holds fresh (no Hub API call); ``locked`` refuses a missing
-    or stale lock (UsageError, before anything is fetched), ``frozen`` uses the lock as written (no catalog needed).
-
-    Per-file failures are in the report (``report.ok``, ``report.exit_code``); ``report.path(name)`` is a
-    model's folder and raises the model's error if it failed. Bad input raises an MdlError subclass.
+    ``mirrors`` (URL templates with ``{model}`` and ``{path}``) are tried in order before the origin. Per-file
+    failures are in the report; ``report.path(name)`` is a model's folder and raises the model's error if it failed.
     """
     from mdl.download import pull_models
 
-    env = _environ(environ)
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
     flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -242,14 +222,14 @@ def verify(
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
-    """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes, files
-    and models not on this disk are ``missing`` (exit 4), against catalog.lock's sha256 where it is fresh.
-    ``on_file`` sees each outcome as soon as it is known."""
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline); ``on_file`` sees
+    each outcome as soon as it is known."""
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    env = _environ(environ)
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, models, lock = _models(
+        catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout
+    )
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -293,9 +273,8 @@ def lock(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> LockReport:
-    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; fresh entries are kept unasked,
-    ``upgrade`` resolves them again. ``check`` writes nothing and makes no request: ``report.stale`` names what
-    is missing or stale (exit code 2). When a model fails, nothing is written (``report.failures``)."""
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; ``upgrade`` resolves fresh ones
+    again, ``check`` writes nothing and names what is missing or stale (``report.stale``)."""
     from mdl.download import lock_catalog
 
     env = _environ(environ)
@@ -321,16 +300,9 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` to the catalog (created when there is none), keeping its comments and layout:
-    ``hf://owner/name[@rev]`` is a whole repo (filtered by ``include``/``exclude``); ``hf://owner/name[@rev]/path``
-    files and URLs (``save_as``, ``sha256`` for one of them) start a files entry or are appended to one.
-
-    The result is validated, then the sources are asked about (unless ``check`` is False or HF_HUB_OFFLINE is
-    set: NotFoundError 4, AuthError 3, NetworkError 5, IntegrityError 6, and nothing is written), then the file
-    is replaced atomically and the model locked when there is a catalog.lock (``change.lock_error`` says why
-    not). A request the entry contradicts (another repo, a file in a whole-repo entry, another file at the same
-    save path) is UsageError (2) unless ``force`` replaces it; the same request twice changes nothing.
-    """
+    """Add model ``name`` (a whole ``hf://owner/name[@rev]`` repo, or files and URLs) to the catalog, keeping its
+    comments; the sources are asked about first unless ``check`` is False. A request the entry contradicts is a
+    UsageError unless ``force`` replaces it; the same request twice changes nothing."""
     from mdl.download import add_model
 
     env = _environ(environ)
@@ -356,14 +328,10 @@ def add(
 def remove(
     name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None
 ) -> catalog_edit.CatalogChange:
-    """Take model ``name`` out of the catalog (every other byte kept) and out of catalog.lock; downloaded files
-    stay. UsageError (2) with a did-you-mean for a name the catalog does not have."""
+    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock; downloaded files stay."""
     from mdl.download import remove_model
 
     return remove_model(name, catalog=catalog, environ=_environ(environ))
-
-
-# -- one-off sources and archives ------------------------------------------------------------------------------
 
 
 @checked
@@ -383,14 +351,9 @@ def get(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources (``https://`` and ``s3://`` URLs, ``hf://`` files and whole repos, job-output JSON
-    files, ``-`` = stdin) into ``directory`` (default: the current folder), or ``output`` for a single file;
-    verified and atomic. A whole repo (``hf://owner/name[@rev]``) is filtered by ``include``/``exclude`` (glob
-    patterns as ``hf download`` takes them; a str is one pattern; UsageError with any other source), and every
-    Hub file keeps its folder inside the repo under ``directory``.
-
-    A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
-    compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``
+    (default: here) or ``output``; a file already there that differs or cannot be compared is a UsageError unless
+    ``force``."""
     from mdl.download import get_sources, read_source
 
     if not sources:
@@ -438,12 +401,8 @@ def pack(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
-    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically.
-
-    The archive goes to ``output`` (default ``<run>[-<checkpoint>].zip`` here), or into ``stream``; a file
-    already there is a UsageError unless ``force`` replaces it (atomically: the new archive is renamed over it).
-    ``$SOURCE_DATE_EPOCH`` in ``environ`` fixes the timestamps.
-    """
+    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically into
+    ``output`` (default ``<run>[-<checkpoint>].zip`` here) or ``stream``; ``$SOURCE_DATE_EPOCH`` fixes the times."""
     from mdl.archive import PackOptions, pack_run
 
     if stream is not None and output is not None and str(output) != "-":
@@ -481,12 +440,8 @@ def unpack(
     max_ratio: float | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Extract an archive into ``dest`` (default: here) safely and verify it against its manifest;
-    ``force`` replaces what its top-level entries name; ``max_ratio`` (default 200, ``math.inf`` turns the
-    check off) caps how far entries and the whole archive may expand.
-
-    ``archive`` may be a binary stream (``sys.stdin.buffer``): it is spooled to a hidden temp file on the
-    destination's filesystem first (a zip is read from its end), and that file is removed whatever happens."""
+    """Extract an archive (a path or a binary stream) into ``dest`` (default: here) safely and verify it against
+    its manifest; ``max_ratio`` (default 200, ``math.inf``: off) caps how far entries may expand."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
     ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
@@ -495,9 +450,6 @@ def unpack(
     if isinstance(archive, str | os.PathLike):
         return unpack_archive(Path(archive), **kw)
     return unpack_stream(archive, **kw)
-
-
-# -- the fleet ------------------------------------------------------------------------------------------------
 
 
 @checked
@@ -515,14 +467,8 @@ def publish(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PublishReport:
-    """Upload the verified local files of each model to ``<to>/<model>/<path>`` and a manifest per complete model
-    to ``<to>/.mdl/<model>.json`` (``to``: ``s3://bucket[/prefix]``). Objects whose store-computed SHA-256
-    checksum matches the local file are skipped (metadata alone never decides). Credentials and endpoint come
-    from the AWS chain; ``endpoint`` overrides.
-
-    Per-file failures are in the report; a missing bucket (NotFoundError), denied access (AuthError) or bad input
-    (UsageError) raise.
-    """
+    """Upload each model's verified local files to ``<to>/<model>/<path>`` (``to``: ``s3://bucket[/prefix]``) and
+    a manifest per complete model to ``<to>/.mdl/<model>.json``; objects whose SHA-256 checksum matches are kept."""
     from mdl.download import LockUse, warned
     from mdl.paths import is_http_url
     from mdl.sources import parse_s3_prefix
@@ -531,9 +477,8 @@ def publish(
     target = parse_s3_prefix(to)
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
-    env = _environ(environ)
     flags = {"layout": layout, "connections": connections}
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     use = LockUse(settings, lock=lock)
     pins, warnings, _ = use.view(models)
     held = use.lock
