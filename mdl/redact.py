@@ -47,8 +47,6 @@ _AUTHORIZATION_RE = re.compile(
 _secrets: set[str] = set()
 # first characters -> the forms starting with them; lists only grow (append is atomic: readers take no lock)
 _index: dict[str, list[str]] = {}
-_few: tuple[str, ...] | None = ()  # all forms while they are few (a plain search is faster then), else None
-_FEW = 256
 _longest = 0  # the longest registered form: how far back a cut can have split one
 _secrets_lock = threading.Lock()
 
@@ -66,7 +64,7 @@ def remember_secret(value: str | None) -> None:
     if credentials and scheme.isalpha() and " " not in credentials.strip():
         forms.update(encoded_forms(credentials.strip()))
     with _secrets_lock:
-        global _few, _longest  # the registry's caches, replaced under _secrets_lock
+        global _longest
         new = forms - _secrets
         if not new:
             return
@@ -75,16 +73,15 @@ def remember_secret(value: str | None) -> None:
             key = form[:MIN_SECRET_LENGTH]
             _index.setdefault(key, []).append(form)
             _longest = max(_longest, len(form))
-        _few = tuple(_secrets) if len(_secrets) <= _FEW else None
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _few, _longest
+    global _longest
     with _secrets_lock:
         _secrets.clear()
         _index.clear()
-        _few, _longest = (), 0
+        _longest = 0
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -172,14 +169,10 @@ def redact_url(url: str) -> str:
 
 def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
     """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
-    found: list[tuple[int, int]] = []
-    few = _few
-    if few is not None:
-        found.extend(_occurrences(text, few))
-    else:
+    found = list(_occurrences(text, extra))
+    if _index:
         for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
             found.extend(_occurrences(text, _index.get(key, ())))
-    found.extend(_occurrences(text, extra))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
         if merged and start <= merged[-1][1]:
@@ -206,12 +199,8 @@ def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:
         if not spans:
             break
         removed = True
-        pieces: list[str] = []
-        last = 0
-        for start, end in spans:
-            pieces += (text[last:start], REDACTED)
-            last = end
-        text = "".join((*pieces, text[last:]))
+        for start, end in reversed(spans):
+            text = text[:start] + REDACTED + text[end:]
     return text, removed
 
 
@@ -233,11 +222,9 @@ _DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _json_unescape, un
 
 
 def _extra_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in REDACTED:
-            forms.update(encoded_forms(secret))
-    return tuple(forms)
+    return tuple(
+        {form for s in secrets if len(s) >= MIN_SECRET_LENGTH and s not in REDACTED for form in encoded_forms(s)}
+    )
 
 
 def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
