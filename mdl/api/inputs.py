@@ -1,11 +1,7 @@
-"""The Python API's one input check: every public function's arguments are checked against its annotations
-before any work, and a wrong one is a UsageError (exit 2) naming the parameter, never a TypeError.
-
-The rules, one per annotation (the CLI passes the same values and never meets them): a ``str`` where a sequence
-of strings goes is ONE item (``include="*.json"``, as huggingface_hub's ``allow_patterns`` takes it); a path is a
-``str`` or ``os.PathLike``, never empty; a ``bool`` is never a number, nor a number a ``bool``; text never holds a
-NUL character. An annotation no rule knows fails the first call (tests/test_api_inputs.py calls them all).
-"""
+"""The Python API's one input check: each argument is checked against its annotation before any work, and a wrong
+one is a UsageError (exit 2) naming the parameter. A ``str`` where a sequence of strings goes is ONE item (as
+huggingface_hub's ``allow_patterns`` takes it); a ``bool`` is never a number; text never holds a NUL. An annotation
+no rule knows fails the first call (tests/test_api_inputs.py calls them all)."""
 
 from __future__ import annotations
 
@@ -81,13 +77,11 @@ def _is(test: Callable[[object], bool], expected: str, then: Callable[[Any], obj
     return check
 
 
-def _has(*methods: str) -> Callable[[object], bool]:
-    return lambda value: all(callable(getattr(value, m, None)) for m in methods)
-
-
-def _binary(*methods: str) -> Callable[[object], bool]:
-    """Has ``methods`` and is not a text stream (io.StringIO, open(..., "r"), sys.stdout): archives are bytes."""
-    return lambda value: _has(*methods)(value) and not isinstance(value, io.TextIOBase)
+def _has(*methods: str, binary: bool = False) -> Callable[[object], bool]:
+    """Has ``methods``; ``binary``: and is not a text stream (io.StringIO, sys.stdout), as archives are bytes."""
+    return lambda v: (
+        all(callable(getattr(v, m, None)) for m in methods) and not (binary and isinstance(v, io.TextIOBase))
+    )
 
 
 def _number(value: object) -> bool:  # its range (NaN, infinity) is the parameter's own check, naming the flag
@@ -103,7 +97,7 @@ def _catalog(value: object, *, param: str) -> object:
 def _archive(value: object, *, param: str) -> object:
     if isinstance(value, str | os.PathLike):
         return _path(value, param=param)
-    return _is(_binary("read"), "a path or a binary stream")(value, param=param)
+    return _is(_has("read", binary=True), "a path or a binary stream")(value, param=param)
 
 
 _int = _is(lambda v: _number(v) and isinstance(v, int), "a whole number")
@@ -121,7 +115,7 @@ _RULES: dict[str, _Rule] = {
         _has("begin", "start", "waiting", "advance", "finish", "note"),
         "a Progress (begin, start, waiting, advance, finish, note)",
     ),
-    "BinaryIO": _is(_binary("write"), "a binary stream to write to"),
+    "BinaryIO": _is(_has("write", binary=True), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,
     "Callable[[str], str]": _is(callable, "a function"),
     "Callable[[FileOutcome], None]": _is(callable, "a function"),
