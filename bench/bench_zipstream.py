@@ -91,12 +91,12 @@ def _stream_zip_pipe(
 
     from mdl.archive.names import MANIFEST_NAME
     from mdl.archive.output import manifest_bytes
-    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, HashingWriter, hash_sources, open_unchanged
+    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, hash_sources, open_unchanged
 
-    sink = HashingWriter(out)
+    size, archive_digest = 0, hashlib.sha256()
     with HashingCopier() as copier:
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        sums = hash_sources(files, copier, progress, "hash:")
+        sums = hash_sources(files, copier, progress)
     hashes = {name: sha for name, (sha, _) in sums.items()}
     manifest = manifest_bytes(meta, files, hashes)
     when = datetime(*stamp)
@@ -149,13 +149,15 @@ def _stream_zip_pipe(
 
     try:
         for block in stream_zip(members(), chunk_size=CHUNK_SIZE, extended_timestamps=False):
-            sink.write(block)
+            out.write(block)
+            archive_digest.update(block)
+            size += len(block)
     finally:
         pool.shutdown()
     if seen != hashes:
         raise SystemExit("a file changed between hashing and packing")
-    sink.flush()
-    return sink.size, sink.digest.hexdigest(), hashes
+    out.flush()
+    return size, archive_digest.hexdigest(), hashes
 
 
 def child(writer: str, run: Path) -> None:

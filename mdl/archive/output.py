@@ -22,20 +22,18 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from mdl.archive.names import MANIFEST_NAME
-from mdl.archive.zipstream import EntrySink, StreamZipWriter
+from mdl.archive.zipstream import StreamZipWriter
 from mdl.archive.zipwriter import (
     HashingCopier,
-    HashingWriter,
     SourceFile,
     entry_info,
     folder_info,
     hash_sources,
-    open_unchanged,
     rewrite_stored_entry,
     write_entries,
     zip_date_time,
 )
-from mdl.errors import IntegrityError, LocalFSError, NoSpaceError
+from mdl.errors import LocalFSError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import not_a_file, not_a_file_error
 
@@ -195,31 +193,6 @@ def write_stdout_archive(
     return size, digest, hashes
 
 
-def _stream_source(
-    writer: StreamZipWriter,
-    name: str,
-    src: SourceFile,
-    crc: int,
-    stamp: Stamp,
-    copier: HashingCopier,
-    progress: Progress,
-) -> str:
-    """One source into the stream; its sha256."""
-    fd = open_unchanged(src)
-    digests: list[str] = []
-
-    def body(entry: EntrySink) -> None:
-        digests.append(copier.copy(src, fd, entry, partial(progress.advance, src.arcname)))
-
-    try:
-        writer.add(
-            name, size=src.size, crc=None if src.deflate else crc, deflate=src.deflate, date_time=stamp, body=body
-        )
-    finally:
-        os.close(fd)
-    return digests[0]
-
-
 def _write_pipe(
     out: IO[bytes],
     stem: str,
@@ -230,31 +203,26 @@ def _write_pipe(
     progress: Progress,
 ) -> tuple[int, str, dict[str, str]]:
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
-    sink = HashingWriter(out)
+    writer = StreamZipWriter(out, stamp)
     total = sum(f.size for f in files)
     with HashingCopier() as copier:
         progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
-        sums = hash_sources(files, copier, progress, "hash:")
+        sums = hash_sources(files, copier, progress)
         hashes = {name: sha for name, (sha, _) in sums.items()}
         manifest = manifest_bytes(meta, files, hashes)
-
-        def write_manifest(entry: EntrySink) -> None:
-            entry.write(manifest)
-
-        writer = StreamZipWriter(sink)
-        name = f"{stem}/{MANIFEST_NAME}"
-        writer.add(
-            name, size=len(manifest), crc=zlib.crc32(manifest), deflate=False, date_time=stamp, body=write_manifest
-        )
+        writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
+        writer.write(manifest)
+        writer.end()
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-            digest = _stream_source(writer, f"{stem}/{src.arcname}", src, sums[src.arcname][1], stamp, copier, progress)
-            if digest != hashes[src.arcname]:
-                raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
+            crc = None if src.deflate else sums[src.arcname][1]
+            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crc, deflate=src.deflate)
+            copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
+            writer.end()
             progress.finish(src.arcname, ok=True)
         for folder in folders:
-            writer.add_folder(f"{stem}/{folder}", date_time=stamp)
+            writer.add_folder(f"{stem}/{folder}")
         writer.close()
-    sink.flush()
-    return sink.size, sink.digest.hexdigest(), hashes
+    out.flush()
+    return writer.size, writer.digest.hexdigest(), hashes

@@ -9,12 +9,11 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Protocol
 
 from mdl.errors import IntegrityError, LocalFSError, MdlError
@@ -102,9 +101,8 @@ def open_unchanged(src: SourceFile) -> int:
 class HashingCopier:
     """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk.
 
-    hashlib and zlib.crc32 release the GIL on large buffers, so the hash (one core) overlaps the
-    crc32 + write that zipfile does (the other core); two buffers alternate so the next read can
-    start while the previous chunk is still being hashed.
+    hashlib and zlib.crc32 release the GIL on large buffers, so the hash (one core) overlaps the crc32 + write
+    (the other core); two buffers alternate so the next read can start while the previous chunk is hashed.
     """
 
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
@@ -114,64 +112,50 @@ class HashingCopier:
     def __enter__(self) -> HashingCopier:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self._pool.shutdown(wait=True)
 
-    def copy(self, src: SourceFile, fd: int, sink: _Sink, advance: Callable[[int], None]) -> str:
-        """Stream ``fd`` (opened by :func:`open_unchanged`) into ``sink``; return its sha256 hex."""
+    def digest_fd(
+        self, fd: int, advance: Callable[[int], None], sink: _Sink | None = None, src: SourceFile | None = None
+    ) -> tuple[str, int]:
+        """sha256 and length of everything from ``fd``'s offset on, written to ``sink`` too; ``advance(n)`` hears
+        each block read. Reading past ``src``'s size fails: the file grew."""
         digest = hashlib.sha256()
         pending: Future[None] | None = None
-        total = 0
-        turn = 0
+        total = turn = 0
         try:
-            while True:
-                buf = self._buffers[turn]
-                turn ^= 1
-                count = os.readv(fd, [buf])
-                if count == 0:
-                    break
+            while count := os.readv(fd, [self._buffers[turn]]):
                 total += count
-                if total > src.size:
+                if src is not None and total > src.size:
                     raise IntegrityError(f"'{src.shown}' grew while being packed; is the run still writing?")
-                view = memoryview(buf)[:count]
+                view = memoryview(self._buffers[turn])[:count]
                 job = self._pool.submit(digest.update, view)
-                sink.write(view)
+                if sink is not None:
+                    sink.write(view)
                 if pending is not None:
                     pending.result()
                 pending = job
+                turn ^= 1
                 advance(count)
         finally:
             # Never hand a buffer back (or return) while the hash thread may still read it.
             if pending is not None:
                 pending.result()
-        st = os.fstat(fd)
+        return digest.hexdigest(), total
+
+    def copy(self, src: SourceFile, sink: _Sink, progress: Progress, key: str, *, expected: str | None = None) -> str:
+        """Stream ``src`` into ``sink`` as progress item ``key``; its sha256, which must be ``expected`` if given."""
+        fd = open_unchanged(src)
+        try:
+            digest, total = self.digest_fd(fd, partial(progress.advance, key), sink, src)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
-        return digest.hexdigest()
-
-    def digest_fd(self, fd: int, advance: Callable[[int], None] | None = None) -> tuple[str, int]:
-        """sha256 and length of everything from ``fd``'s offset on, the next read overlapping the hashing;
-        ``advance(n)`` hears each block read."""
-        digest = hashlib.sha256()
-        pending: Future[None] | None = None
-        total = 0
-        turn = 0
-        try:
-            while count := os.readv(fd, [self._buffers[turn]]):
-                job = self._pool.submit(digest.update, memoryview(self._buffers[turn])[:count])
-                total += count
-                if advance is not None:
-                    advance(count)
-                turn ^= 1
-                if pending is not None:
-                    pending.result()
-                pending = job
-        finally:
-            if pending is not None:
-                pending.result()
-        return digest.hexdigest(), total
+        if expected is not None and digest != expected:
+            raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
+        return digest
 
 
 class _CrcSink:
@@ -186,19 +170,15 @@ class _CrcSink:
 
 
 def hash_sources(
-    sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress, key_prefix: str
+    sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress
 ) -> dict[str, tuple[str, int]]:
     """(sha256, CRC-32) of each source, read once, without writing anything (for output that cannot be rewound)."""
     sums: dict[str, tuple[str, int]] = {}
     for src in sources:
-        key = key_prefix + src.arcname
+        key = "hash:" + src.arcname
         progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
-        fd = open_unchanged(src)
         sink = _CrcSink()
-        try:
-            sums[src.arcname] = (copier.copy(src, fd, sink, partial(progress.advance, key)), sink.crc)
-        finally:
-            os.close(fd)
+        sums[src.arcname] = (copier.copy(src, sink, progress, key), sink.crc)
         progress.finish(key, ok=True)
     return sums
 
@@ -211,27 +191,16 @@ def write_entries(
     date_time: tuple[int, int, int, int, int, int],
     copier: HashingCopier,
     progress: Progress,
-    expected: Mapping[str, str] | None = None,
     force_zip64: bool = False,
 ) -> dict[str, str]:
-    """Write every source as ``top/arcname``; return sha256 per arcname (checked against ``expected``).
-
-    ZIP64 headers are written when an entry's size needs them; ``force_zip64`` writes them always.
-    """
+    """Write every source as ``top/arcname``; return sha256 per arcname. ``force_zip64``: ZIP64 headers always."""
     hashes: dict[str, str] = {}
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", size=src.size, date_time=date_time, deflate=src.deflate)
         progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-        fd = open_unchanged(src)
-        try:
-            # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
-            with archive.open(info, "w", force_zip64=force_zip64) as entry:
-                digest = copier.copy(src, fd, entry, partial(progress.advance, src.arcname))
-        finally:
-            os.close(fd)
-        if expected is not None and expected.get(src.arcname) != digest:
-            raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
-        hashes[src.arcname] = digest
+        # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
+        with archive.open(info, "w", force_zip64=force_zip64) as entry:
+            hashes[src.arcname] = copier.copy(src, entry, progress, src.arcname)
         progress.finish(src.arcname, ok=True)
     return hashes
 
@@ -256,24 +225,3 @@ def rewrite_stored_entry(fh: IO[bytes], info: zipfile.ZipInfo, data: bytes) -> N
     fh.write(data)
     info.CRC = crc  # the central directory is written from this at close
     fh.seek(end)
-
-
-class HashingWriter:
-    """A write-only, non-seekable sink for zipfile that hashes and counts what passes to ``out``."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self._out = out
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        """Hash, count and forward ``data``."""
-        self.digest.update(data)
-        self._out.write(data)
-        count = memoryview(data).nbytes
-        self.size += count
-        return count
-
-    def flush(self) -> None:
-        """Flush the underlying stream."""
-        self._out.flush()
