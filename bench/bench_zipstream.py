@@ -72,15 +72,7 @@ def build_run(folder: Path, size_mib: int) -> Path:
     return folder / "run"
 
 
-def _stream_zip_pipe(
-    out: BinaryIO,
-    stem: str,
-    meta: dict[str, Any],
-    files: list[Any],
-    folders: list[str],
-    stamp: tuple[int, int, int, int, int, int],
-    progress: Any,
-) -> tuple[int, str, dict[str, str]]:
+def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, str, dict[str, str]]:
     """``output._write_pipe`` with stream-zip as the writer: the hashing pass is mdl's, unchanged."""
     import stat
     import zlib
@@ -90,15 +82,16 @@ def _stream_zip_pipe(
     from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
     from mdl.archive.names import MANIFEST_NAME
-    from mdl.archive.output import manifest_bytes
-    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, hash_sources, open_unchanged
+    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, hash_sources, open_unchanged, zip_date_time
+
+    stem, files, folders, stamp = contents.stem, contents.files, contents.folders, zip_date_time(contents.epoch)
 
     size, archive_digest = 0, hashlib.sha256()
     with HashingCopier() as copier:
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
         sums = hash_sources(files, copier, progress)
     hashes = {name: sha for name, (sha, _) in sums.items()}
-    manifest = manifest_bytes(meta, files, hashes)
+    manifest = contents.manifest(hashes)
     when = datetime(*stamp)
     pool = ThreadPoolExecutor(max_workers=1)
     seen: dict[str, str] = {}

@@ -17,6 +17,7 @@ import os
 import stat
 import zipfile
 import zlib
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -37,16 +38,25 @@ from mdl.errors import LocalFSError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import not_a_file, not_a_file_error
 
-Stamp = tuple[int, int, int, int, int, int]
 
+@dataclass(frozen=True)
+class Contents:
+    """What one archive holds: its top-level folder, the manifest's fields, the files, the empty folders."""
 
-def manifest_bytes(meta: dict[str, Any], files: list[SourceFile], hashes: dict[str, str]) -> bytes:
-    """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
-    doc = dict(meta)
-    doc["files"] = [
-        {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role} for f in files
-    ]
-    return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    stem: str
+    meta: dict[str, Any]
+    files: list[SourceFile]
+    folders: list[str]
+    epoch: int | None  # SOURCE_DATE_EPOCH
+
+    def manifest(self, hashes: dict[str, str]) -> bytes:
+        """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
+        listed = [
+            {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role}
+            for f in self.files
+        ]
+        doc = {**self.meta, "files": listed}
+        return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def check_space(folder: Path, needed: int) -> None:
@@ -64,24 +74,18 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     return LocalFSError(f"cannot write {what}: {exc.strerror}")
 
 
-def _write_seekable(
-    fh: IO[bytes],
-    stem: str,
-    meta: dict[str, Any],
-    files: list[SourceFile],
-    folders: list[str],
-    stamp: Stamp,
-    progress: Progress,
-) -> dict[str, str]:
+def _write_seekable(fh: IO[bytes], contents: Contents, progress: Progress) -> dict[str, str]:
     """The whole archive at ``fh``'s position, one read of each source, then the empty folders; sha256 per file."""
-    placeholder = manifest_bytes(meta, files, {})
+    placeholder, stem, stamp = contents.manifest({}), contents.stem, zip_date_time(contents.epoch)
     with HashingCopier() as copier, zipfile.ZipFile(fh, "w") as archive:
         manifest = entry_info(f"{stem}/{MANIFEST_NAME}", size=len(placeholder), date_time=stamp, deflate=False)
         archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
-        hashes = write_entries(archive, top=stem, sources=files, date_time=stamp, copier=copier, progress=progress)
-        for name in folders:
+        hashes = write_entries(
+            archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
+        )
+        for name in contents.folders:
             archive.mkdir(folder_info(f"{stem}/{name}", date_time=stamp))
-        rewrite_stored_entry(fh, manifest, manifest_bytes(meta, files, hashes))
+        rewrite_stored_entry(fh, manifest, contents.manifest(hashes))
     return hashes
 
 
@@ -98,15 +102,7 @@ def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[st
     return found
 
 
-def write_file_archive(
-    target: Path,
-    stem: str,
-    meta: dict[str, Any],
-    files: list[SourceFile],
-    folders: list[str],
-    epoch: int | None,
-    progress: Progress,
-) -> tuple[int, str, dict[str, str]]:
+def write_file_archive(target: Path, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
     partial_path = target.with_name(target.name + ".partial")
     kind = not_a_file(partial_path)  # lstat: a FIFO there would take the archive and never give it back
@@ -119,7 +115,7 @@ def write_file_archive(
         raise local_fs_error(exc, str(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
-            hashes = _write_seekable(fh, stem, meta, files, folders, zip_date_time(epoch), progress)
+            hashes = _write_seekable(fh, contents, progress)
             fh.flush()
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
             digest, size = _digest_from(fh.fileno(), 0, progress, target.name)
@@ -162,30 +158,19 @@ def _reopen_for_update(fileno: int) -> int | None:
     return fd
 
 
-def write_stdout_archive(
-    out: BinaryIO,
-    stem: str,
-    meta: dict[str, Any],
-    files: list[SourceFile],
-    folders: list[str],
-    epoch: int | None,
-    progress: Progress,
-) -> tuple[int, str, dict[str, str]]:
-    """Write to stdout: in one pass when it is a regular file we can update, else hashing first.
-
-    Returns the archive's size and sha256, and the files' sha256.
-    """
+def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
+    """Write to stdout: in one pass when it is a regular file we can update, else hashing first; the archive's size
+    and sha256, and the files' sha256."""
     out.flush()
     found = stdout_file(out)
     fd = _reopen_for_update(found[0]) if found is not None else None
-    total = sum(f.size for f in files)
     if found is None or fd is None:
-        return _write_pipe(out, stem, meta, files, folders, zip_date_time(epoch), progress)
-    progress.begin(total_bytes=total, files=len(files))
+        return _write_pipe(out, contents, progress)
+    progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
     start = os.lseek(found[0], 0, os.SEEK_CUR)
     with os.fdopen(fd, "w+b") as fh:
         fh.seek(start)
-        hashes = _write_seekable(fh, stem, meta, files, folders, zip_date_time(epoch), progress)
+        hashes = _write_seekable(fh, contents, progress)
         fh.flush()
         end = fh.tell()
         digest, size = _digest_from(fh.fileno(), start, progress, Path(found[1]).name if found[1] else "stdout")
@@ -193,23 +178,15 @@ def write_stdout_archive(
     return size, digest, hashes
 
 
-def _write_pipe(
-    out: IO[bytes],
-    stem: str,
-    meta: dict[str, Any],
-    files: list[SourceFile],
-    folders: list[str],
-    stamp: Stamp,
-    progress: Progress,
-) -> tuple[int, str, dict[str, str]]:
+def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
-    writer = StreamZipWriter(out, stamp)
+    writer, stem, files = StreamZipWriter(out, zip_date_time(contents.epoch)), contents.stem, contents.files
     total = sum(f.size for f in files)
     with HashingCopier() as copier:
         progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
         sums = hash_sources(files, copier, progress)
         hashes = {name: sha for name, (sha, _) in sums.items()}
-        manifest = manifest_bytes(meta, files, hashes)
+        manifest = contents.manifest(hashes)
         writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
         writer.write(manifest)
         writer.end()
@@ -221,7 +198,7 @@ def _write_pipe(
             copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
             writer.end()
             progress.finish(src.arcname, ok=True)
-        for folder in folders:
+        for folder in contents.folders:
             writer.add_folder(f"{stem}/{folder}")
         writer.close()
     out.flush()

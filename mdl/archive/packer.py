@@ -9,7 +9,14 @@ from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
-from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
+from mdl.archive.output import (
+    Contents,
+    check_space,
+    local_fs_error,
+    stdout_file,
+    write_file_archive,
+    write_stdout_archive,
+)
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.selection import FileChoice, LeftOut, collect_files
 from mdl.archive.zipwriter import ENTRY_OVERHEAD
@@ -215,12 +222,11 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
 
     progress = ArchiveProgress(progress, target.name if target is not None else None)
+    contents = Contents(stem, meta, files, folders, options.source_date_epoch)
     if target is None:
         assert stdout is not None
         try:
-            size, digest, hashes = write_stdout_archive(
-                stdout, stem, meta, files, folders, options.source_date_epoch, progress
-            )
+            size, digest, hashes = write_stdout_archive(stdout, contents, progress)
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
@@ -231,8 +237,6 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
         check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        size, digest, hashes = write_file_archive(
-            target, stem, meta, files, folders, options.source_date_epoch, progress
-        )
+        size, digest, hashes = write_file_archive(target, contents, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)
