@@ -180,7 +180,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
         choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-        chosen = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
+        chosen = collect_files(selection, run_dir=run_dir, options=choice, progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
         raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
     except RecursionError:
