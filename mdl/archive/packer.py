@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,8 +57,7 @@ class PackedFile:
     role: str
 
     def to_json(self) -> dict[str, Any]:
-        """One file of ``--json``'s ``files``: path, size, sha256, role."""
-        return {"path": self.path, "size": self.size, "sha256": self.sha256, "role": self.role}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -106,32 +105,21 @@ class PackResult:
 
 def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
     """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
+    label = run_real.name
+    if selection.checkpoint:
+        base, dot, suffix = selection.checkpoint.rpartition(".")
+        label += "-" + (
+            base if selection.single_file and dot and suffix in ("safetensors", "ckpt") else selection.checkpoint
+        )
     if options.output is not None and str(options.output) == "-":
-        target = None
-        label = run_real.name
-        if selection.checkpoint:
-            label += "-" + _checkpoint_label(selection)
-        stem = label
+        target, stem = None, label
     else:
-        if options.output is None:
-            label = run_real.name + ("-" + _checkpoint_label(selection) if selection.checkpoint else "")
-            target = options.cwd / f"{label}.zip"
-        else:
-            target = options.cwd / options.output
-        name = target.name
-        stem = name[:-4] if name.lower().endswith(".zip") else name
+        target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
+        stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
     problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
     if problem:
         raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
     return target, stem
-
-
-def _checkpoint_label(selection: Selection) -> str:
-    name = selection.checkpoint or ""
-    for suffix in (".safetensors", ".ckpt"):
-        if selection.single_file and name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:

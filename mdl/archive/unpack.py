@@ -11,7 +11,8 @@ import resource
 import stat
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,8 +49,7 @@ class UnpackedFile:
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON shape of one file."""
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -77,20 +77,20 @@ class UnpackResult:
         }
 
 
-def _read_entry(fh: BinaryIO, entry: Entry, limit: int) -> bytes:
-    """A small entry's bytes, CRC-checked (the manifest, read before anything is extracted)."""
-    data = b""
-    crc = 0
+def _verified(fh: BinaryIO, entry: Entry) -> Iterator[bytes]:
+    """An entry's bytes, stopping before one more than it declares; its size and CRC-32 checked at the end."""
+    size = entry.zip.file_size
+    crc = written = 0
     for chunk in iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
-        data += chunk
+        if written + len(chunk) > size:
+            raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
+        written += len(chunk)
         crc = zlib.crc32(chunk, crc)
-        if len(data) > limit:
-            raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {entry.zip.file_size} bytes")
-    if len(data) != entry.zip.file_size:
-        raise ArchiveError(f"entry {shown(entry.name)} holds {len(data)} bytes but declares {entry.zip.file_size}")
+        yield chunk
+    if written != size:
+        raise ArchiveError(f"entry {shown(entry.name)} holds {written} bytes but declares {size}")
     if crc != entry.zip.crc:
         raise IntegrityError(f"entry {shown(entry.name)} is corrupt: its CRC-32 does not match")
-    return data
 
 
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
@@ -105,7 +105,7 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     if entry.zip.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
     try:
-        doc = json.loads(_read_entry(fh, entry, entry.zip.file_size))
+        doc = json.loads(b"".join(_verified(fh, entry)))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArchiveError(f"{shown(entry.name)} is not valid JSON: {str(exc)[:200]}") from None
     listed: dict[str, tuple[int, str]] = {}
@@ -176,28 +176,17 @@ class _Tree:
 
 
 def _extract_one(fh: BinaryIO, entry: Entry, tree: _Tree, progress: Progress) -> UnpackedFile:
-    """Write one file, counting real output bytes against its declared size; check CRC-32."""
-    size = entry.zip.file_size
-    progress.start(entry.name, label=entry.name, total=size, path=entry.name)
+    progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
     digest = hashlib.sha256()
-    crc = written = 0
     with os.fdopen(tree.create(entry.name), "wb") as dst:
-        for chunk in iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
-            if written + len(chunk) > size:  # stop before writing a byte more than declared
-                raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
-            written += len(chunk)
-            crc = zlib.crc32(chunk, crc)
+        for chunk in _verified(fh, entry):
             digest.update(chunk)
             dst.write(chunk)
             progress.advance(entry.name, len(chunk))
         dst.flush()
         os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
-    if written != size:
-        raise ArchiveError(f"entry {shown(entry.name)} holds {written} bytes but declares {size}")
-    if crc != entry.zip.crc:
-        raise IntegrityError(f"entry {shown(entry.name)} is corrupt: its CRC-32 does not match")
     progress.finish(entry.name, ok=True)
-    return UnpackedFile(entry.name, size, digest.hexdigest())
+    return UnpackedFile(entry.name, entry.zip.file_size, digest.hexdigest())
 
 
 def _extract(
