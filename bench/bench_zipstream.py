@@ -73,7 +73,7 @@ def build_run(folder: Path, size_mib: int) -> Path:
 
 
 def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, str, dict[str, str]]:
-    """``output._write_pipe`` with stream-zip as the writer: the hashing pass is mdl's, unchanged."""
+    """``zipwriter._write_pipe`` with stream-zip as the writer: the hashing pass is mdl's, unchanged."""
     import stat
     import zlib
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,12 +155,12 @@ def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, 
 
 def child(writer: str, run: Path) -> None:
     """Pack ``run``'s checkpoint to stdout (a pipe) with ``writer``."""
-    from mdl.archive import output
+    from mdl.archive import zipwriter
     from mdl.archive.packer import PackOptions, pack_run
     from mdl.progress import NullProgress
 
     if writer == "stream-zip":
-        output._write_pipe = _stream_zip_pipe  # type: ignore[assignment]  # the only difference
+        zipwriter._write_pipe = _stream_zip_pipe  # type: ignore[assignment]  # the only difference
     options = PackOptions(run_dir=run, output=Path("-"), checkpoint=CHECKPOINT, source_date_epoch=1_700_000_000)
     pack_run(options, progress=NullProgress(), stdout=sys.stdout.buffer)
 

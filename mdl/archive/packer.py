@@ -9,7 +9,10 @@ from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
-from mdl.archive.output import (
+from mdl.archive.progress import ArchiveProgress
+from mdl.archive.selection import FileChoice, LeftOut, collect_files
+from mdl.archive.zipwriter import (
+    ENTRY_OVERHEAD,
     Contents,
     check_space,
     local_fs_error,
@@ -17,9 +20,6 @@ from mdl.archive.output import (
     write_file_archive,
     write_stdout_archive,
 )
-from mdl.archive.progress import ArchiveProgress
-from mdl.archive.selection import FileChoice, LeftOut, collect_files
-from mdl.archive.zipwriter import ENTRY_OVERHEAD
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
