@@ -3,9 +3,8 @@ unpacking archives safely (hostile names refused before a byte is written), from
 
 from mdl.archive.entries import DEFAULT_MAX_RATIO
 from mdl.archive.packer import PackOptions, PackResult, pack_run
-from mdl.archive.spool import unpack_stream
 from mdl.archive.swap import recover as recover_unpacks
-from mdl.archive.unpack import UnpackResult, unpack_archive
+from mdl.archive.unpack import UnpackResult, unpack_archive, unpack_stream
 
 __all__ = [
     "DEFAULT_MAX_RATIO",

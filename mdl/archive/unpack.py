@@ -25,12 +25,14 @@ from mdl.archive.entries import (
     check_lengths,
     check_limits,
     check_names,
+    nearest_folder,
 )
 from mdl.archive.names import MANIFEST_NAME
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
+from mdl.paths import temp_name
 from mdl.progress import Progress
 from mdl.store import kind_of, not_a_file
 
@@ -38,6 +40,7 @@ MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
 MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
 
 
 @dataclass(frozen=True)
@@ -314,3 +317,66 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         replaced=tuple(occupied),
         folders=tuple(e.name + "/" for e in entries if e.is_dir),
     )
+
+
+def unpack_stream(
+    stream: BinaryIO,
+    *,
+    dest: Path | None,
+    force: bool,
+    progress: Progress,
+    cwd: Path,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+) -> UnpackResult:
+    """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on the destination's
+    filesystem (in DIR, else its nearest existing folder: none is created before the archive is known to be good),
+    unpacked as :func:`unpack_archive` does a file, and removed whatever happens. A terminal is refused (exit 2)."""
+    if _isatty(stream):
+        raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
+    dest_dir = cwd / dest if dest is not None else cwd
+    spool = nearest_folder(dest_dir) / temp_name("stdin.zip")
+    named = ArchiveProgress(progress, None)
+    try:
+        size = _copy(stream, spool, named)
+        if size == 0:
+            raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
+        try:
+            return unpack_archive(spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio)
+        except ArchiveError as exc:
+            exc.message = f"{STDIN}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+def _isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream: reading it will say what is wrong
+        return False
+
+
+def _copy(stream: BinaryIO, spool: Path, progress: Progress) -> int:
+    """Copy the stream into a new file at ``spool`` (0600, never through a link); its size."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(spool, flags, 0o600)
+    except OSError as exc:
+        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
+    progress.begin(total_bytes=None, files=1)
+    progress.start(STDIN, label="reading stdin", total=None)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK_SIZE):
+                out.write(chunk)
+                size += len(chunk)
+                progress.advance(STDIN, len(chunk))
+    except OSError as exc:
+        progress.finish(STDIN, ok=False, message=str(exc.strerror or exc))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"no space left in {spool.parent} while reading the archive from stdin") from exc
+        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}") from exc
+    progress.finish(STDIN, ok=True)
+    return size
