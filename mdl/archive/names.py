@@ -21,11 +21,8 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` (a file path inside an archive, ``/``-separated) is unsafe or unportable, or None.
-
-    Each component must also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names:
-    no invisible or direction-reversing characters (U+202E), no line separators, no lone surrogates.
-    """
+    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None; each component must
+    also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names."""
     if not name:
         return "empty name"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):

@@ -68,7 +68,6 @@ class UnpackResult:
     folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
 
     def to_json(self) -> dict[str, Any]:
-        """``{"dest", "files": [...]}`` plus folders, manifest, checkpoint, top_level and replaced."""
         return {
             "dest": self.dest,
             "files": [f.to_json() for f in self.files],
@@ -171,7 +170,6 @@ class _Tree:
         return os.open(base, flags, 0o644, dir_fd=self.folder(parent))
 
     def close(self) -> None:
-        """Close every folder descriptor."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -251,12 +249,8 @@ def unpack_archive(
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``.
-
-    ``max_ratio`` caps how far the archive may expand, per entry and in total (declared sizes against the
-    bytes that really hold them); each entry's real output is counted while writing and stops at its
-    declared size.
-    """
+    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``. ``max_ratio`` caps
+    how far the archive may expand, per entry and in total (declared sizes against the bytes that hold them)."""
     dest_dir = cwd / dest if dest is not None else cwd
     if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
         progress = ArchiveProgress(progress, archive.name)

@@ -52,7 +52,6 @@ class StreamZipWriter:
     def _record(
         self, prefix: bytes, version: int, crc: int, sizes: tuple[int, int], extra: bytes, tail: bytes
     ) -> bytes:
-        """A local header (``tail`` empty) or a central directory record."""
         common = _COMMON.pack(
             version, self._flags, self._method, *self._stamp, crc, *sizes, len(self._name), len(extra)
         )
@@ -80,7 +79,6 @@ class StreamZipWriter:
         self._raw(self._record(b"PK\x03\x04", self._version, crc or 0, sizes, extra, b""))
 
     def write(self, data: bytes | memoryview, /) -> int:
-        """Take uncompressed bytes of the current entry."""
         self._crc = zlib.crc32(data, self._crc)
         self._count += len(data)
         self._emit(self._squeezer.compress(data) if self._squeezer is not None else data)

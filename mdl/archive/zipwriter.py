@@ -78,8 +78,6 @@ class Contents:
 
 
 class _Sink(Protocol):
-    """Where chunk bytes go (a zip entry, or nowhere when only hashing)."""
-
     def write(self, data: memoryview, /) -> int: ...
 
 
@@ -124,11 +122,8 @@ def open_unchanged(src: SourceFile) -> int:
 
 
 class HashingCopier:
-    """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk.
-
-    hashlib and zlib.crc32 release the GIL on large buffers, so the hash (one core) overlaps the crc32 + write
-    (the other core); two buffers alternate so the next read can start while the previous chunk is hashed.
-    """
+    """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk: hashlib and zlib.crc32
+    release the GIL on large buffers, and two buffers alternate so the next read overlaps the hashing."""
 
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdl-sha256")
@@ -231,11 +226,8 @@ def write_entries(
 
 
 def rewrite_stored_entry(fh: IO[bytes], info: zipfile.ZipInfo, data: bytes) -> None:
-    """Overwrite a stored entry's bytes in place (same length) and fix its CRC in both headers.
-
-    This is how the manifest can come first yet carry hashes computed while the files after it were
-    written: it is written with placeholder hashes of the same length, then filled in.
-    """
+    """Overwrite a stored entry's bytes in place (same length) and fix its CRC in both headers: how the manifest
+    comes first yet carries the hashes of the files after it."""
     if info.compress_type != zipfile.ZIP_STORED or len(data) != info.file_size:
         raise MdlError(f"internal: cannot rewrite '{info.filename}' in place")
     end = fh.tell()
