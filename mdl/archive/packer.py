@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.progress import ArchiveProgress
-from mdl.archive.selection import FileChoice, LeftOut, collect_files
+from mdl.archive.selection import LeftOut, PackOptions, collect_files
 from mdl.archive.zipwriter import (
     ENTRY_OVERHEAD,
     Contents,
@@ -27,24 +27,6 @@ from mdl.version import __version__
 
 PROFILES = ("deploy", "full")
 COMPRESSIONS = ("auto", "none", "deflate")
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    """Everything ``mdl pack`` was asked to do."""
-
-    run_dir: Path
-    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
-    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
-    profile: str = "deploy"
-    with_logs: bool = False
-    includes: tuple[str, ...] = ()
-    excludes: tuple[str, ...] = ()
-    compress: str = "auto"
-    dry_run: bool = False
-    source_date_epoch: int | None = None
-    cwd: Path = Path()
-    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 @dataclass(frozen=True)
@@ -165,8 +147,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
-        choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-        chosen = collect_files(selection, run_dir=run_dir, options=choice, progress=progress)
+        chosen = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
         raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
     except RecursionError:

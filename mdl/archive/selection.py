@@ -36,14 +36,21 @@ _TOKENIZER_NAMES = frozenset(
 
 
 @dataclass(frozen=True)
-class FileChoice:
-    """The options that decide which files of the chosen checkpoint (or run) are packed."""
+class PackOptions:
+    """Everything ``mdl pack`` was asked to do."""
 
-    profile: str
-    with_logs: bool
-    includes: tuple[str, ...]
-    excludes: tuple[str, ...]
-    compress: str  # "auto" | "none" | "deflate"
+    run_dir: Path
+    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
+    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
+    profile: str = "deploy"
+    with_logs: bool = False
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    compress: str = "auto"
+    dry_run: bool = False
+    source_date_epoch: int | None = None
+    cwd: Path = Path()
+    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 def role_of(arcname: str) -> str:
@@ -219,7 +226,7 @@ def collect_files(
     selection: Selection,
     *,
     run_dir: Path,
-    options: FileChoice,
+    options: PackOptions,
     progress: Progress,
 ) -> Chosen:
     """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
