@@ -63,9 +63,8 @@ def collision_key(name: str) -> str:
 
 
 def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
-    """The first two paths that differ but name the same file or folder on a case-insensitive, normalising
-    filesystem, at any depth: ``top/Dir/a`` and ``top/dir/b`` (their folders), ``Top/x`` and ``top/y``, or NFC and
-    NFD spellings of one name. Each path component is compared, folders as well as files; None when all differ."""
+    """The first two paths that differ but name the same file or folder (any component, at any depth: ``top/Dir/a``
+    and ``top/dir/b``, NFC and NFD spellings) on a case-insensitive, normalising filesystem; None when all differ."""
     spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
     for name in names:
         parts = name.strip("/").split("/")

@@ -222,13 +222,7 @@ def _check_names(files: list[SourceFile], folders: list[str]) -> None:
         )
 
 
-def collect_files(
-    selection: Selection,
-    *,
-    run_dir: Path,
-    options: PackOptions,
-    progress: Progress,
-) -> Chosen:
+def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress) -> Chosen:
     """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
     patterns, and what the profile or a whole-run pack left out."""
     run_real = Path(os.path.realpath(run_dir))
@@ -246,16 +240,14 @@ def collect_files(
         else:
             collector.walk(root, "", shown + "/", (), options.compress)
         if options.with_logs:
-            logs = _Collector(run_real, (), options.excludes)
+            before = len(collector.found)
             with os.scandir(run_real) as it:
                 for entry in sorted(it, key=lambda e: e.name):
                     if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
                         real = real_inside(Path(entry.path), run_real, entry.name)
-                        logs.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
-            if not logs.found:
+                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
+            if len(collector.found) == before:
                 progress.note("--with-logs: no logs found in the run")
-            collector.found.extend(logs.found)
-            collector.special.update(logs.special)
     files, folders = _select_files(collector, options.includes, options.excludes, progress)
     if selection.checkpoint is None and not options.includes:
         _refuse_run_without_final_model(run_dir, files)
