@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat as st
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mdl.catalog import Settings
+from mdl.catalog import FileSpec, Settings
+from mdl.download.fetch import fetch
 from mdl.download.filelog import log_outcome
 from mdl.download.getrepo import SaveNames, check_repo_flags, expand_repos, hub_file, patterns, save_parts
-from mdl.download.oneoff import ONE_OFF, in_gets_words, tidy_after, written_by_get
-from mdl.download.plan import FORCED
-from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.download.plan import FORCED, PlannedFile, check_space, plan_file
+from mdl.download.session import PullSession
+from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.hfuri import HfUri, parse_hf_uri
 from mdl.paths import path_problem, shown_path, url_basename
 from mdl.progress import Progress
@@ -23,26 +25,36 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import (
     InlineCheck,
     InlineFile,
+    RemoteFile,
     UrlFile,
     check_expected_sha256,
     check_inline,
     check_url,
     decoded_size,
     parse_job_output,
+    resolve_file,
     s3_source,
+    with_probe,
     write_inline,
 )
-from mdl.store import REPLACEABLE, creatable_problem, hash_file, not_a_file, not_a_file_error
-
-if TYPE_CHECKING:
-    from mdl.download.planner import PlannedFile
-    from mdl.download.puller import Puller
-    from mdl.sources import RemoteFile
-    from mdl.transfer import Opening
+from mdl.store import (
+    REPLACEABLE,
+    FileRecord,
+    Store,
+    creatable_problem,
+    hash_file,
+    not_a_file,
+    not_a_file_error,
+    rmdir_empty,
+)
+from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
 
 Source = InlineFile | UrlFile
+# A get keeps, in the folder's .mdl/get.json (the store's record of model "", keyed by file name), what it wrote
+# and what the server said of it (length, validator): a second get of an unchanged file is a no-op (wget -N).
+ONE_OFF = ""
 
 
 def parse_sources(
@@ -280,7 +292,7 @@ def _already_there(
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
             log_outcome(kept[index])
-        elif isinstance(item, UrlFile) and written_by_get(target) is not None:
+        elif isinstance(item, UrlFile) and _written_by_get(target) is not None:
             continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
             refused.append(_in_the_way(target, where=item.where, known=bool(want)))
@@ -305,17 +317,13 @@ def _fetch_remote(
 ) -> dict[int, FileOutcome]:
     """Download the remote files into ``root`` (``-d``; Hub files keep their folders under it), or each into its
     target's folder (``-o``)."""
-    from mdl.catalog import FileSpec
-    from mdl.download.puller import Puller
-    from mdl.sources import RemoteFile, resolve_file
-
     outcomes: dict[int, FileOutcome] = {}
     by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
     for entry in items:
         by_folder.setdefault(root or entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
         # get's record is the folder's .mdl/get.json (model ""): a pull's records there are never touched.
-        puller = Puller(_one_off_settings(settings, folder), progress=progress)
+        session = PullSession(_one_off_settings(settings, folder), progress=progress)
         try:
             planned: list[tuple[int, PlannedFile]] = []
             present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
@@ -324,20 +332,7 @@ def _fetch_remote(
                 name = target.relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
                 try:
                     if item.hub is not None:
-                        repo_type, repo, revision, path = item.hub
-                        hub = puller.hub()
-                        if hub is None:
-                            raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
-                        spec = FileSpec(
-                            key_path=item.where,
-                            repo=repo,
-                            path=path,
-                            revision=revision,
-                            repo_type=repo_type,
-                            sha256=expected,
-                            save_as=name,
-                        )
-                        remote = item.listed or resolve_file("", spec, hub=hub, environ={})
+                        remote = _hub_remote(session, item, name, expected)
                         if not settings.force and _present(target):
                             if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                                 raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
@@ -356,38 +351,46 @@ def _fetch_remote(
                         )
                         if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                             # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
-                            part, _ = puller.store.part_paths(ONE_OFF, name)
+                            part, _ = session.store.part_paths(ONE_OFF, name)
                             carry = len(items) == 1 and not part.exists() and index not in present
-                            remote = _probe(puller, remote, item, carry=carry)
+                            remote = _probe(session, remote, item, carry=carry)
                             openings.append(remote.opening)
-                    planned.append((index, puller.plan(remote)))
+                    planned.append((index, plan_file(session, remote)))
                 except MdlError as exc:
                     outcomes[index] = failed("", name, exc, dest=target, source=item.where)
                     log_outcome(outcomes[index])
             if planned:
                 plans = [plan for _, plan in planned]
-                puller.store.ensure_dirs()
-                puller.check_space(plans)
-                done = puller.execute(plans, commits={})
+                session.store.ensure_dirs()
+                check_space(plans)
+                done = fetch(session, plans, commits={})
                 for (index, _), outcome in zip(planned, done, strict=True):
-                    outcomes[index] = in_gets_words(outcome, present=index in present)
+                    outcomes[index] = _in_gets_words(outcome, present=index in present)
         finally:
             for opening in openings:
                 if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
                     opening.close()
-            puller.close()
-            # A finished get leaves nothing behind; a partial download (something to resume) stays.
-            tidy_after(puller.store)
+            session.close()
+            _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
     return outcomes
 
 
-def _probe(puller: Puller, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
+def _hub_remote(session: PullSession, item: UrlFile, name: str, expected: str | None) -> RemoteFile:
+    assert item.hub is not None
+    repo_type, repo, revision, path = item.hub
+    hub = session.hub()
+    if hub is None:
+        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+    spec = FileSpec(
+        key_path=item.where, repo=repo, path=path, revision=revision, repo_type=repo_type, sha256=expected, save_as=name
+    )
+    return item.listed or resolve_file("", spec, hub=hub, environ={})
+
+
+def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
     """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
     byte is fetched."""
-    from mdl.errors import IntegrityError
-    from mdl.sources import with_probe
-
-    probed = puller.probe(dataclasses.replace(remote, size=None), carry=carry)
+    probed = session.probe(dataclasses.replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
@@ -401,3 +404,42 @@ def _one_off_settings(settings: Settings, folder: Path) -> Settings:
     """The run's settings aimed at ``folder``: get writes exactly where -o/-d say, never into the Hugging
     Face cache (whatever ``--layout``/``MDL_LAYOUT`` would choose for pull)."""
     return dataclasses.replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+
+
+def _tidy_after(store: Store) -> None:
+    """Remove the empty state folders under ``<dest>/.mdl`` (deepest first), and ``.mdl`` itself if empty: never a
+    tree, so nothing another run keeps there is lost (a run that needs one again creates it anew)."""
+    for sub in ("partial", "locks", "records"):
+        rmdir_empty(store.dest, store.state_dir / sub)
+    rmdir_empty(store.dest, store.state_dir)
+
+
+def _written_by_get(target: Path) -> FileRecord | None:
+    """The record of the file at ``target`` when it is the one a get wrote there (its recorded size and mtime,
+    or else its recorded sha256), else None: a file mdl did not write, or one changed since, is the user's."""
+    record = Store(target.parent.absolute()).read_record(ONE_OFF)
+    entry = record.files.get(target.name) if record is not None else None
+    if entry is None:
+        return None
+    try:
+        found = os.lstat(target)
+    except OSError:
+        return None
+    if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
+        return None
+    if found.st_mtime_ns == entry.mtime_ns:
+        return entry
+    try:
+        return entry if hash_file(target)[1] == entry.sha256 else None
+    except OSError:
+        return None
+
+
+def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
+    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"; one kept
+    was unchanged upstream."""
+    if present and outcome.action == "downloaded":
+        return dataclasses.replace(outcome, word="replaced")
+    if present and outcome.action == "skipped":
+        return dataclasses.replace(outcome, reason="already there, unchanged upstream")
+    return outcome

@@ -1,4 +1,4 @@
-"""One pull run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+"""One run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
 
 from __future__ import annotations
 
@@ -9,26 +9,28 @@ from mdl.download.lockfile_use import LockUse
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
-from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token
+from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token, with_probe
 from mdl.store import DirSyncs, Layout, Store
 from mdl.transfer import (
     Credentials,
     Engine,
     EngineConfig,
+    Probed,
     RateLimiter,
     RetryPolicy,
     TokenGuard,
     make_client,
     make_transport,
     origin,
+    probe,
 )
 
-MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see puller.job_counts)
+MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
 
 class PullSession:
-    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's parts share."""
+    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's stages share."""
 
     def __init__(
         self,
@@ -95,11 +97,6 @@ class PullSession:
         self.dead_mirrors: dict[str, str] = {}
         self.mirror_lock = threading.Lock()
 
-    def mirror_down(self, template: str) -> bool:
-        """Whether ``template``'s mirror already failed as a whole in this run."""
-        with self.mirror_lock:
-            return template in self.dead_mirrors
-
     def mark_mirror_down(self, template: str, why: str) -> bool:
         """Leave ``template``'s mirror for the rest of the run; True the first time (say it once)."""
         with self.mirror_lock:
@@ -108,7 +105,6 @@ class PullSession:
             return first
 
     def close(self) -> None:
-        """Release the connection pool."""
         self.client.close()
 
     def abort(self) -> None:
@@ -141,3 +137,25 @@ class PullSession:
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
         return Credentials(extra=dict(remote.headers))
+
+    def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
+        """A direct URL with its size and validator (one request; ``carry``: with its first bytes, left for the
+        download to read). Only for a few files at a time: each holds a connection until its download takes it."""
+        found = self.probed(remote, carry=carry)
+        located = found.url if found.ranged else None
+        return with_probe(remote, size=found.size, etag=found.validator, located=located, opening=found.opening)
+
+    def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
+        """What the first request for the file learned (``.url``: where it redirects to in the end)."""
+        what = label_of(remote)
+        credentials = self.credentials(remote)
+        return self.retry.run(
+            lambda: probe(self.client, remote.url, credentials=credentials, what=what, carry=carry),
+            what=what,
+            wait=self.cancel.wait,
+        )
+
+
+def label_of(remote: RemoteFile) -> str:
+    """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
+    return f"{remote.model}/{remote.path}" if remote.model else remote.path
