@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
@@ -20,14 +22,7 @@ from mdl.redact import redact_url, safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
 from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
-from mdl.transfer import (
-    SPLIT_THRESHOLD,
-    Credentials,
-    RetryLog,
-    TransferJob,
-    TransferResult,
-    discard_partial,
-)
+from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
@@ -271,31 +266,35 @@ def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, e
 
 def _transfer(session: PullSession, plan: PlannedFile, retries: RetryLog) -> TransferResult:
     remote = plan.remote
-    label = label_of(remote)
-    part, state = plan.placement.store.part_paths(remote.model, remote.path)
-    job = TransferJob(
-        label=label,
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
+    verify = session.settings.verify or plan.placement.link is not None
+    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
+    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
+    session.progress.finish(job.label, ok=True)
+    return result
+
+
+def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:
+    """The engine's job for the file: into ``final``, resumed from (and verified against) what it is known by."""
+    part, state = store.part_paths(remote.model, remote.path)
+    return TransferJob(
+        label=label_of(remote),
         url=remote.url,
         identity=identity_of(remote),
         credentials=session.credentials(remote),
-        final_path=plan.placement.final,
+        final_path=final,
         part_path=part,
-        root=plan.placement.store.dest,
+        root=store.dest,
         state_path=state,
         source=remote.source,
-        # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
-        verify=session.settings.verify or plan.placement.link is not None,
         size_pinned=remote.size_pinned,
         renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
-        retries=retries,
         model=remote.model or None,  # get's one-off files belong to no model
         path=remote.path,
         located=remote.located,
         opening=remote.opening,
+        **more,
     )
-    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
-    session.progress.finish(label, ok=True)
-    return result
 
 
 # -- mirrors first: each in turn (http(s) or presigned s3://), every byte verified against the origin's hashes --

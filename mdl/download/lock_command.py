@@ -1,9 +1,7 @@
 """``mdl lock``: pin the selected models' commits, files, sizes and sha256 in ``catalog.lock`` beside the catalog.
 
-Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept as written (nothing is asked
-for it); missing and stale entries are resolved; ``upgrade`` resolves every selected model again (branches and tags
-move to their current commits). Nothing is written when any model fails: a lock is all or nothing, as uv's is.
-"""
+Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept (nothing is asked for it);
+missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
-from mdl.download.plan import identity_of
+from mdl.download.fetch import transfer_job
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
 from mdl.errors import (
@@ -27,21 +25,12 @@ from mdl.errors import (
     UsageError,
     worst_exit_code,
 )
-from mdl.lockfile import (
-    Lock,
-    LockedModel,
-    ModelChange,
-    diff_locks,
-    exclusive,
-    locked_from_resolved,
-    read_lock,
-)
+from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import unlink
-from mdl.transfer import TransferJob
 
 log = logging.getLogger("mdl.lock")
 
@@ -73,8 +62,6 @@ class LockReport:
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "lock", "changed", "models": [...]}``; with check also ``fresh`` and ``stale`` (``ok`` false when
-        the lock is missing or stale); ``errors`` on failure."""
         doc: dict[str, Any] = {
             "ok": self.ok,
             "lock": str(self.path),
@@ -162,10 +149,7 @@ def _check(path: Path, old: Lock | None, specs: list[ModelSpec], *, dropped: lis
 def _lock_models(
     specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
 ) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
-    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries.
-
-    A small Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes.
-    """
+    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
     if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
         failures = [
             failed(s.name, None, NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"))
@@ -244,7 +228,8 @@ def _complete(
 
 
 def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
-    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell."""
+    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell (a small
+    Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes)."""
     if remote.sha256 and remote.size is not None:
         return remote
     if remote.git_oid and remote.git_oid in blobs:
@@ -285,7 +270,7 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
     store = session.store
     label = label_of(remote)
     store.ensure_dirs()
-    part, state = store.part_paths(remote.model, remote.path)
+    part, _ = store.part_paths(remote.model, remote.path)
     # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
     target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
 
@@ -297,22 +282,7 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
         remote.model, remote.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
     )
     try:
-        job = TransferJob(
-            label=label,
-            url=remote.url,
-            identity=identity_of(remote),
-            credentials=session.credentials(remote),
-            final_path=target,
-            part_path=part,
-            root=store.dest,
-            state_path=state,
-            source=remote.source,
-            verify=True,
-            size_pinned=remote.size_pinned,
-            renewable=remote.hub,
-            model=remote.model,
-            path=remote.path,
-        )
+        job = transfer_job(session, remote, store, target, verify=True)
         log.info("%s: downloading it once to learn its sha256", label)
         try:
             result = session.engine.fetch(job)

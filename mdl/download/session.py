@@ -33,12 +33,7 @@ class PullSession:
     """The store, the Hub client (lazy), the HTTP pool and the engines that one run's stages share."""
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        progress: Progress,
-        cancel: threading.Event | None = None,
-        lock: Lock | None = None,
+        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None, lock: Lock | None = None
     ) -> None:
         self.settings = settings
         # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
