@@ -1,5 +1,5 @@
-"""``mdl add`` and ``mdl remove``: edit the catalog file in place (validated, atomic), check new sources upstream
-first, and keep ``catalog.lock`` in step."""
+"""``mdl add`` and ``mdl remove``: edit the catalog in place (validated, atomic), new sources checked upstream first,
+``catalog.lock`` kept in step."""
 
 from __future__ import annotations
 
@@ -197,19 +197,15 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
 
 
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
-    """Raise the error a pull would meet (NotFoundError 4, AuthError 3, NetworkError 5, IntegrityError 6).
-
-    A whole repo is resolved as a pull resolves it (its commit, then one listing, so that an ``include`` that
-    matches nothing is found now); each of ``files`` is asked about once: a HEAD of a Hub file (which also pins
-    its sha256 against ``--sha256``), a one-byte GET of a direct URL.
-    """
+    """Raise the error a pull would meet: a whole repo is resolved as a pull resolves it (an ``include`` that matches
+    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
     session = PullSession(settings, progress=progress)
     try:
         if spec.is_snapshot:
-            resolve_model(spec, hub=session.hub(), environ=session.environ)
+            resolve_model(spec, hub=session.hub, environ=session.environ)
             return
         for file in files:
-            hub = session.hub() if file.url is None else None
+            hub = session.hub if file.url is None else None
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:
                 session.probe(remote)

@@ -89,12 +89,8 @@ def is_big(plan: PlannedFile) -> bool:
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
-    """Files in flight at once: (small files, big files).
-
-    ``--jobs`` (or MDL_JOBS, or the catalog) fixes one number for every file. Left alone, it follows the work:
-    small files are latency-bound, so up to ``MANY_JOBS`` of them go at once on the one pooled client; big
-    files keep ``jobs`` in flight, each with its own ranges.
-    """
+    """Files in flight at once: (small files, big files). ``--jobs`` fixes one number for every file; left alone,
+    up to ``MANY_JOBS`` latency-bound small files go at once, and ``jobs`` big ones, each with its own ranges."""
     if settings.jobs_set:
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
@@ -111,8 +107,7 @@ def _wait(future: Future[FileOutcome]) -> FileOutcome:
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
-    """An up-to-date file: only (re)link it, the blob may be there for another commit's snapshot. Its log line
-    is the caller's to write: each file gets one per run."""
+    """An up-to-date file: only (re)link it (the blob may be there for another commit's snapshot)."""
     session.layout.link(plan.placement)
     entry = _entry(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
@@ -343,8 +338,7 @@ def _from_mirrors(
                 else:
                     retries.add(f"mirror {shown} failed ({why})")
                 continue
-            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning
-            # (stderr in every progress mode, the file's ``warning`` in --json, the log), not only a note.
+            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
             retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
             continue
         log.info("%s: fetched from mirror %s", label, shown)
@@ -358,8 +352,8 @@ _S3_DOWN = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expi
 
 
 def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra), not only for
-    one file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra), not only for one
+    file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
     said = f"{exc.message} {exc.server_text or ''}"
     if isinstance(exc, UsageError):  # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
         return "mdl[s3]" in said or "endpoint" in said.lower()
@@ -386,15 +380,11 @@ class RecordQueue:
         self._timers: dict[str, threading.Timer] = {}
 
     def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
-        """Add a file to the model's record, writing it at most once a second (and at the end of the run).
-
-        Rewriting the whole record per file is O(files²) and serialises the jobs on the record lock; a file
-        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly.
-        """
+        """Add a file to the model's record, written at most once a second (per file it would be O(files²)); a file
+        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
         if lock is not None:
-            # The blob is in place and linked: free its shared lock now. Held until the batched record flush,
-            # it would block this very run's other jobs on the same blob (identical files, two models on one
-            # repo) and any hf_hub_download, with nothing left to flush it.
+            # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
+            # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
             lock.release_shared()
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))

@@ -362,7 +362,7 @@ def _expand_repos(
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
     session = PullSession(dataclasses.replace(settings, layout="plain", hf_cache=None), progress=progress)
     try:
-        hub = session.hub()
+        hub = session.hub
         assert hub is not None, "offline was refused by _check_repo_flags"
         found: list[Source] = []
         for item in items:
@@ -436,7 +436,7 @@ def _fetch_remote(
                 try:
                     if item.hub is not None:
                         repo_type, repo, revision, path = item.hub
-                        hub = session.hub()
+                        hub = session.hub
                         if hub is None:
                             raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
                         spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)

@@ -68,11 +68,8 @@ class Decision:
 
 
 def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True) -> bool:
-    """Whether a recorded file is the version upstream has now, by the strongest key both know.
-
-    ``unnamed``: what a file no key tells apart (no hash, no validator on both sides, one size) counts as. Pull
-    keeps it; a one-off get fetches it again, as ``wget -N`` does when the server sends no Last-Modified.
-    """
+    """Whether a recorded file is the version upstream has now, by the strongest key both know; ``unnamed``: what a
+    file no key tells apart counts as (pull keeps it; a get fetches it again, as ``wget -N`` without Last-Modified)."""
     if remote.size is not None and record.size != remote.size:
         return False
     if remote.sha256:
@@ -92,11 +89,7 @@ FORCED = "--force"
 def decide(
     remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
 ) -> Decision:
-    """Skip, download, resume or repair: decided before any I/O, from the file's state as ``show`` names it
-    (mdl.store.states).
-
-    ``unnamed``: see ``same_content`` (False for one-off gets).
-    """
+    """Skip, download, resume or repair, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
         if local.partial_bytes > 0:
@@ -128,7 +121,7 @@ class PlannedFile:
 
 
 def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
-    """Plan every file of the resolved models (probing direct URLs the catalog gives no sha256 for)."""
+    """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails whole."""
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
     for model in resolved:
@@ -195,8 +188,7 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
 
 
 def _in_the_way(placement: Placement) -> str | None:
-    """The warning for a FIFO, socket or device where the file (or its snapshot entry) goes: never opened, it is
-    replaced by the atomic rename. A folder is refused before any byte is fetched (``check_writable``)."""
+    """The warning for a FIFO, socket or device where the file goes: never opened, the atomic rename replaces it."""
     for path in dict.fromkeys((placement.final, placement.shown)):
         kind = not_a_file(path)
         if kind is not None and kind != "a folder":

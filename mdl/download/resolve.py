@@ -36,12 +36,8 @@ log = logging.getLogger("mdl.pull")
 def resolve(
     session: PullSession, models: Sequence[ModelSpec], *, use_lock: bool = True, keep_installed: bool = False
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """Resolve every model; a model that fails is reported and the others go on.
-
-    ``use_lock`` False (``mdl lock``): resolve upstream even where catalog.lock pins a model. ``keep_installed``
-    (pull): a model the Hub cannot be asked about, installed and verified, is kept (see ``_kept``). A Hub that
-    did not answer at all is not asked again in this run: the other models that need it get the same error.
-    """
+    """Resolve every model; one that fails is reported and the others go on (a Hub that did not answer at all is
+    not asked again). ``use_lock`` False: ignore catalog.lock's pins; ``keep_installed``: see ``_kept``."""
     if use_lock:
         session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
     offline = session.settings.offline
@@ -60,7 +56,7 @@ def resolve(
                 continue
             if outage is not None and needs_hub:
                 raise _relabel(outage, spec)
-            hub = session.hub() if needs_hub else None
+            hub = session.hub if needs_hub else None
             record = session.store.read_record(spec.name)
             if offline and session.layout.cache_root is not None:
                 record = adopt_cached(spec, record, session.layout.cache_root)

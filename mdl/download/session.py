@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 
 from mdl.catalog import Settings
 from mdl.download.lockfile_use import LockUse
@@ -43,9 +44,6 @@ class PullSession:
         self.layout = Layout(settings)
         self.store: Store = self.layout.records  # model records (and, in the plain layout, everything else)
         self.environ = dict(settings.environ or {})
-        self._hub: Hub | None = None
-        self._token: str | None = None
-        self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
         self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
         # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
@@ -85,7 +83,6 @@ class PullSession:
             limiter=self.engine.limiter,
             dirs=self.dirs,
         )
-
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
@@ -109,23 +106,20 @@ class PullSession:
         self.mirror_engine.abort()
         self.transport.abort()
 
-    @property
+    @cached_property
     def token(self) -> str | None:
         """The Hub token, read once when first needed."""
-        if not self._token_read:
-            self._token = self.settings.token or resolve_token(self.environ)
-            self._token_read = True
-            self.guard.protect(self._token)
-            remember_secret(self._token)  # whatever sink a server's echo of it would reach
-        return self._token
+        token = self.settings.token or resolve_token(self.environ)
+        self.guard.protect(token)
+        remember_secret(token)  # whatever sink a server's echo of it would reach
+        return token
 
+    @cached_property
     def hub(self) -> Hub | None:
         """The Hub client, or None when HF_HUB_OFFLINE is set."""
         if self.settings.offline:
             return None
-        if self._hub is None:
-            self._hub = Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
-        return self._hub
+        return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
 
     def credentials(self, remote: RemoteFile) -> Credentials:
         """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise."""
