@@ -174,57 +174,44 @@ def _lock_models(
         session.close()
 
 
-@dataclass(frozen=True)
-class _Missing:
-    """A file whose sha256 (or size) only its bytes can tell."""
-
-    model: int
-    index: int
-    remote: RemoteFile
-
-
 def _complete(
     session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """The models with every size and sha256 known, where upstream did not say them: from the old lock's git blob
-    ids (``blobs``: id → size, sha256) or a verified local record of the same bytes, else a probe (size only),
-    else one download to a temp file that is hashed and removed (as ``pip-compile --generate-hashes`` does).
-    A model with a file that cannot be hashed fails whole."""
-    files = [list(m.files) for m in models]
+    """The models with every size and sha256 known: from what upstream said, the old lock's git blob ids (``blobs``:
+    id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
+    hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
-    todo: list[_Missing] = []
+    known: list[list[RemoteFile | None]] = []
     for m, model in enumerate(models):
-        for i, remote in enumerate(model.files):
+        known.append([])
+        for remote in model.files:
             try:
-                known = _known(session, remote, blobs)
+                known[m].append(_known(session, remote, blobs))
             except MdlError as exc:
                 failures.setdefault(m, failed(model.name, remote.path, exc))
-                continue
-            if known is not None:
-                files[m][i] = known
-            else:
-                todo.append(_Missing(m, i, remote))
-    todo = [t for t in todo if t.model not in failures]
-    unique = {_same_bytes(t.remote): t.remote.size for t in todo}  # the same bytes twice in a run: fetched once
+    todo = [(m, i) for m, row in enumerate(known) if m not in failures for i, file in enumerate(row) if file is None]
+    unique = {_same_bytes(models[m].files[i]): models[m].files[i].size for m, i in todo}  # the same bytes: once
     if unique:
         sizes = list(unique.values())
-        total = None if None in sizes else sum(s or 0 for s in sizes)
-        session.progress.begin(total_bytes=total, files=len(unique))
+        session.progress.begin(total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique))
     hashed: dict[tuple[str, str], RemoteFile] = {}
-    for item in todo:
-        if item.model in failures:
+    for m, i in todo:
+        remote = models[m].files[i]
+        same = _same_bytes(remote)
+        if m in failures:
             continue
-        same = _same_bytes(item.remote)
         try:
             if same not in hashed:
-                hashed[same] = _download(session, item.remote)
-            files[item.model][item.index] = replace(item.remote, size=hashed[same].size, sha256=hashed[same].sha256)
+                hashed[same] = _download(session, remote)
+            known[m][i] = replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
         except InterruptedByUserError:
             raise
         except MdlError as exc:
-            failures[item.model] = failed(models[item.model].name, item.remote.path, exc)
-    done = [replace(m, files=tuple(files[i])) for i, m in enumerate(models) if i not in failures]
-    return done, [failures[i] for i in sorted(failures)]
+            failures[m] = failed(models[m].name, remote.path, exc)
+    done = [
+        replace(model, files=tuple(f for f in known[m] if f)) for m, model in enumerate(models) if m not in failures
+    ]
+    return done, [failures[m] for m in sorted(failures)]
 
 
 def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
