@@ -11,11 +11,8 @@ from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
-from mdl.download.fetch import job_counts
-from mdl.download.plan import plan_models
-from mdl.download.puller import pull_models
-from mdl.download.resolve import resolve
-from mdl.download.session import MANY_JOBS, PullSession
+from mdl.download.fetch import MANY_JOBS, job_counts
+from mdl.download.puller import PullSession, plan_models, pull_models, resolve
 from mdl.progress import NullProgress
 
 FILES = {f"part/f{i:02d}.json": make_data(2_000 + i, seed=i) for i in range(40)}

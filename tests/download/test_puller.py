@@ -15,9 +15,7 @@ from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import Settings, build_settings
 from mdl.download.plan import check_space, plan_file
-from mdl.download.puller import RunReport, pull_models
-from mdl.download.resolve import resolve
-from mdl.download.session import PullSession
+from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
 from mdl.store.store import Store
@@ -417,8 +415,7 @@ def test_partial_bytes_come_from_the_resume_record(
     session = PullSession(make_settings(tiny, dest), progress=NullProgress())
     try:
         (model,), _ = resolve(session, [spec])
-        weights = next(f for f in model.files if f.path == "model.safetensors")
-        planned = plan_file(session, weights)
+        planned = plan_file(session, next(f for f in model.files if f.path == "model.safetensors"))
         assert planned.decision.action.value == "resume"
         assert planned.partial_bytes == 1000
         # and so the space check asks for the bytes still to come
