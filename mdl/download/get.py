@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import stat as st
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mdl.catalog import FileSpec, ModelSpec, Settings
 from mdl.download.fetch import fetch
 from mdl.download.filelog import log_outcome
 from mdl.download.plan import FORCED, PlannedFile, check_space, plan_file
+from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.hfuri import HfUri, parse_hf_uri
@@ -41,7 +40,6 @@ from mdl.sources import (
 )
 from mdl.store import (
     REPLACEABLE,
-    FileRecord,
     Store,
     creatable_problem,
     hash_file,
@@ -120,8 +118,9 @@ def get_sources(
     expected = check_expected_sha256(sha256)
     include, exclude = _patterns(include, flag="--include"), _patterns(exclude, flag="--exclude")
     given = parse_sources(sources, read_text=read_text, named=output is not None)
-    _check_repo_flags(given, settings, include=include, exclude=exclude, output=output, sha256=expected)
-    items = _expand_repos(given, settings, include=include, exclude=exclude, progress=progress)
+    items = _expand_repos(
+        given, settings, include=include, exclude=exclude, output=output, sha256=expected, progress=progress
+    )
     return fetch_sources(
         items, settings, output=output, directory=directory, sha256=expected, progress=progress, force=force
     )
@@ -296,7 +295,7 @@ def _already_there(
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
             log_outcome(kept[index])
-        elif isinstance(item, UrlFile) and _written_by_get(target) is not None:
+        elif isinstance(item, UrlFile) and _written_by_get(target):
             continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
             refused.append(_in_the_way(target, where=item.where, known=bool(want)))
@@ -322,7 +321,7 @@ def _patterns(value: Sequence[str] | None, *, flag: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _check_repo_flags(
+def _expand_repos(
     items: Sequence[Source | HfUri],
     settings: Settings,
     *,
@@ -330,14 +329,17 @@ def _check_repo_flags(
     exclude: Sequence[str],
     output: Path | None,
     sha256: str | None,
-) -> None:
-    """Usage errors of whole-repo gets, before the Hub is asked anything."""
+    progress: Progress,
+) -> list[Source]:
+    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given.
+    Usage errors come before the Hub is asked anything; a name ``get`` cannot save (a Windows device name, ``.mdl``,
+    ``:``) is exit 2 with a hint."""
     repos = [item for item in items if isinstance(item, HfUri)]
     if not repos:
         for flag, given in (("--include", include), ("--exclude", exclude)):
             if given:
                 raise UsageError(f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one")
-        return
+        return [item for item in items if not isinstance(item, HfUri)]
     first = repos[0].given
     if output is not None:
         raise UsageError(f"-o names one file, but {first} is a whole repo", hint="use -d DIR to save its files there")
@@ -345,25 +347,11 @@ def _check_repo_flags(
         raise UsageError(f"--sha256 applies to a single file, but {first} is a whole repo")
     if settings.offline:
         raise UsageError(f"{first}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
-
-
-def _expand_repos(
-    items: Sequence[Source | HfUri],
-    settings: Settings,
-    *,
-    include: Sequence[str],
-    exclude: Sequence[str],
-    progress: Progress,
-) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given.
-    A name ``get`` cannot save (a Windows device name, ``.mdl``, ``:``) is exit 2 with a hint."""
-    if not any(isinstance(item, HfUri) for item in items):
-        return [item for item in items if not isinstance(item, HfUri)]
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
-    session = PullSession(dataclasses.replace(settings, layout="plain", hf_cache=None), progress=progress)
+    session = PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)
     try:
         hub = session.hub
-        assert hub is not None, "offline was refused by _check_repo_flags"
+        assert hub is not None, "offline was refused above"
         found: list[Source] = []
         for item in items:
             if not isinstance(item, HfUri):
@@ -386,7 +374,7 @@ def _expand_repos(
                     sha256=file.sha256,
                     where=item.of(file.path),
                     hub=(item.repo_type, item.repo, file.commit or spec.revision, file.path),
-                    listed=dataclasses.replace(file, model=""),  # a get's files belong to no model
+                    listed=replace(file, model=""),  # a get's files belong to no model
                 )
                 try:
                     _save_parts(one)
@@ -425,8 +413,10 @@ def _fetch_remote(
     for entry in items:
         by_folder.setdefault(root or entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        # get's record is the folder's .mdl/get.json (model ""): a pull's records there are never touched.
-        session = PullSession(_one_off_settings(settings, folder), progress=progress)
+        # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
+        session = PullSession(
+            replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress
+        )
         try:
             planned: list[tuple[int, PlannedFile]] = []
             present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
@@ -440,7 +430,7 @@ def _fetch_remote(
                         if hub is None:
                             raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
                         spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-                        spec = dataclasses.replace(spec, sha256=expected, save_as=name)
+                        spec = replace(spec, sha256=expected, save_as=name)
                         remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                         if not settings.force and _present(target):
                             if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
@@ -486,7 +476,7 @@ def _fetch_remote(
 
 def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
     """A direct URL's size and ETag; a size that contradicts the descriptor is refused before any byte moves."""
-    probed = session.probe(dataclasses.replace(remote, size=None), carry=carry)
+    probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
@@ -496,11 +486,6 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located, opening=probed.opening)
 
 
-def _one_off_settings(settings: Settings, folder: Path) -> Settings:
-    """Get writes exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull)."""
-    return dataclasses.replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
-
-
 def _tidy_after(store: Store) -> None:
     """Remove the empty state folders under ``<dest>/.mdl``, deepest first (never a tree: another run's are kept)."""
     for sub in ("partial", "locks", "records"):
@@ -508,31 +493,16 @@ def _tidy_after(store: Store) -> None:
     rmdir_empty(store.dest, store.state_dir)
 
 
-def _written_by_get(target: Path) -> FileRecord | None:
-    """The record of the file at ``target`` when it is the one a get wrote there (same size and mtime, or else the
-    same sha256), else None: a file mdl did not write, or one changed since, is the user's."""
+def _written_by_get(target: Path) -> bool:
+    """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
-    entry = record.files.get(target.name) if record is not None else None
-    if entry is None:
-        return None
-    try:
-        found = os.lstat(target)
-    except OSError:
-        return None
-    if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
-        return None
-    if found.st_mtime_ns == entry.mtime_ns:
-        return entry
-    try:
-        return entry if hash_file(target)[1] == entry.sha256 else None
-    except OSError:
-        return None
+    return record is not None and still_verified(target, record.files.get(target.name))
 
 
 def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
     """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"."""
     if present and outcome.action == "downloaded":
-        return dataclasses.replace(outcome, word="replaced")
+        return replace(outcome, word="replaced")
     if present and outcome.action == "skipped":
-        return dataclasses.replace(outcome, reason="already there, unchanged upstream")
+        return replace(outcome, reason="already there, unchanged upstream")
     return outcome

@@ -7,6 +7,7 @@ import logging
 import stat as st
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
@@ -20,12 +21,10 @@ from mdl.sources import ResolvedModel, resolve_model
 from mdl.store import (
     FileRecord,
     Layout,
-    LocalFile,
     adopt_cached,
     file_state,
     hash_file,
     model_status,
-    stat_file,
     unplaced_path,
 )
 from mdl.transfer import UnreachableError
@@ -107,7 +106,7 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
     record = status.record
     if status.status != "installed" or record is None or not status.files:
         return None
-    if not all(_still_verified(f, record.files.get(f.path)) for f in status.files):
+    if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
         return None
     commits = {entry.commit for entry in record.files.values() if entry.commit} | (
         {record.commit} if record.commit else set()
@@ -130,17 +129,15 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
     ]
 
 
-def _still_verified(file: LocalFile, entry: FileRecord | None) -> bool:
-    """The file is what its record says it verified: same size and mtime, or (touched since) the same sha256."""
+def still_verified(path: Path, entry: FileRecord | None) -> bool:
+    """The file at ``path`` is the one its record verified: same size and mtime, or (touched since) same sha256."""
     if entry is None:
         return False
-    found = stat_file(file.final)
-    if found is None or not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
-        return False
-    if found.st_mtime_ns == entry.mtime_ns:
-        return True
     try:
-        return hash_file(file.final)[1] == entry.sha256
+        found = path.lstat()
+        if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
+            return False
+        return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
     except OSError:
         return False
 
