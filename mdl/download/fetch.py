@@ -15,7 +15,7 @@ from typing import Any
 
 from mdl.catalog import Settings
 from mdl.download.filelog import log_outcome
-from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, look, offline_error
+from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, look, offline_error, recorded
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
@@ -109,14 +109,9 @@ def _wait(future: Future[FileOutcome]) -> FileOutcome:
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     """An up-to-date file: only (re)link it (the blob may be there for another commit's snapshot)."""
     session.layout.link(plan.placement)
-    entry = _entry(session.store, plan.remote)
+    entry = recorded(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
     return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
-
-
-def _entry(store: Store, remote: RemoteFile) -> FileRecord | None:
-    record = store.read_record(remote.model)
-    return record.files.get(remote.path) if record is not None else None
 
 
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit) -> FileOutcome:
@@ -162,8 +157,7 @@ def _locked(
         )
         try:
             # Another run may have finished (or changed) it while we waited: look again under the lock.
-            force = session.settings.force
-            fresh = plan if force else look(remote, plan.placement, session.store, force=force)
+            fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
             if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
                 outcome = _skip(session, fresh)
                 done = "fetched by another mdl run" if waited.is_set() else "up to date"
@@ -193,7 +187,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     action = plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = _entry(session.store, remote)
+        entry = recorded(session.store, remote)
         if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=entry.sha256 if entry else None):
             session.layout.link(plan.placement)
             record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag)

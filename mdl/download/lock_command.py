@@ -14,6 +14,7 @@ from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
 from mdl.download.fetch import transfer_job
+from mdl.download.plan import recorded
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
 from mdl.errors import (
@@ -236,8 +237,7 @@ def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[i
 def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     """What a verified local record says about the same bytes: same sha256, same git blob id, or (a URL
     without either) the same source."""
-    record = session.store.read_record(remote.model)
-    entry = record.files.get(remote.path) if record is not None else None
+    entry = recorded(session.store, remote)
     if entry is None or (remote.size is not None and entry.size != remote.size):
         return None
     if remote.sha256:

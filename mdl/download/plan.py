@@ -174,8 +174,7 @@ def plan_file(session: PullSession, remote: RemoteFile) -> PlannedFile:
 
 def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
     """Decide from the disk as it is now (the fetch stage looks again once it holds the file's lock)."""
-    record = records.read_record(remote.model)
-    entry = record.files.get(remote.path) if record is not None else None
+    entry = recorded(records, remote)
     part, state = placement.store.part_paths(remote.model, remote.path)
     partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
     local = LocalState.of(stat_file(placement.final), partial_bytes=partial)
@@ -215,6 +214,12 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
             raise NoSpaceError(
                 f"not enough space in {store.dest}: {human_size(total)} still to download, {human_size(free)} free"
             )
+
+
+def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
+    """The file's entry in its model's record, if any."""
+    record = store.read_record(remote.model)
+    return record.files.get(remote.path) if record is not None else None
 
 
 def identity_of(remote: RemoteFile) -> Identity:

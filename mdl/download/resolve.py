@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
+from mdl.download.plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
 from mdl.lockfile import Lock, resolved_from_locked
@@ -174,8 +175,7 @@ def resolve_models(
                         url = session.probed(remote).url
                     except MdlError as exc:
                         failures.append(failed(remote.model, remote.path, exc))
-                record = session.store.read_record(remote.model)
-                entry = record.files.get(remote.path) if record is not None else None
+                entry = recorded(session.store, remote)
                 state, placement = file_state(session.layout, remote.model, remote.path, remote.source, entry)
                 dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
                 if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
