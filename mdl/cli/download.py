@@ -18,7 +18,8 @@ from mdl.cli.options import (
     TimeoutOpt,
     command,
 )
-from mdl.cli.run import Run, isatty, render_report
+from mdl.cli.render.console import isatty
+from mdl.cli.run import Run, render_report
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome

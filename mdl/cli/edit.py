@@ -7,12 +7,7 @@ import typer
 
 from mdl import api
 from mdl.cli.completion import complete_model_names
-from mdl.cli.options import (
-    CatalogOpt,
-    NameArg,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import CatalogOpt, NameArg, TimeoutOpt, command
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:

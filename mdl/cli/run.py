@@ -36,7 +36,9 @@ class Run:
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
-        from mdl.cli.render.progress import Console, EventStream, setup_logging
+        from mdl.cli.render.console import Console
+        from mdl.cli.render.log import setup_logging
+        from mdl.cli.render.stream import EventStream
 
         self.started = time.monotonic()
         self.stdout = sys.stdout
@@ -54,15 +56,15 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def _secrets(self) -> tuple[str, ...]:
-        """Values never to print: the Hub token and anything that looks like a credential in the environment
-        (catalog headers expand ``${VAR}`` from there)."""
+        """Values never to print: the Hub token and anything like a credential in the environment (catalog headers
+        expand ``${VAR}`` from there)."""
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
         found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
         return (*found, *self.secrets)
 
     @contextlib.contextmanager
     def reporter(self) -> Iterator[Any]:
-        """The progress display for this run (rich on a terminal, plain lines otherwise, none with -q)."""
+        from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
         mode = choose_progress_mode(
@@ -82,29 +84,26 @@ class Run:
             reporter.close()
 
     def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
-        """The one JSON document on stdout: every document has ``ok`` (``ok`` unless it says its own), and an
-        absent value is ``null``, never ``""``."""
-        from mdl.cli.render.progress import emit_json
+        """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
+        from mdl.cli.render.console import emit_json
 
         emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self._secrets())
 
     def line(self, text: str) -> None:
-        """One line of data on stdout, made safe like every sink (a commit or a name may come from a server)."""
+        """One line of data on stdout, made safe (a commit or a name may come from a server)."""
         from mdl.redact import safe_text
 
         self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-        """Data as an aligned table on stdout (-q too: it silences stderr, never the data), as wide as the terminal
-        (values cut with … or folded at spaces); off a terminal every value whole."""
-        from mdl.cli.render.console import color_enabled, render_table, table_width
+        """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
+        from mdl.cli.render.console import color_enabled, isatty, render_table, table_width
 
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         width = table_width(self.stdout, self.environ)
         render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
     def fail(self, exc: MdlError) -> int:
-        """Report an error (stderr, and JSON on stdout when asked); its exit code."""
         from mdl.redact import safe_text
 
         message = safe_text(exc.message, secrets=self._secrets())
@@ -115,8 +114,7 @@ class Run:
         return int(exc.exit_code)
 
     def file_error(self, outcome: Any) -> None:
-        """A failed file or model, said once: ``mdl: error: …`` and its hint, or an ``error`` event unless the
-        progress display already emitted one for it."""
+        """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
         if self.events is None:
             self.console.error(outcome.error or f"{outcome.label}: failed", hint=outcome.hint)
         elif (outcome.model or None, outcome.path) not in self.events.errors:
@@ -125,7 +123,6 @@ class Run:
             self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
     def finish(self, exit_code: int, *, seconds: float) -> None:
-        """The run ended with ``exit_code``: with ``--progress json``, the last event (``end``) says so."""
         if self.events is None:
             return
         from mdl.cli.render.stream import run_summary
@@ -135,7 +132,6 @@ class Run:
 
 
 def _nulled(doc: Any) -> Any:
-    """``doc`` with every empty string made ``null`` (the JSON contract: an absent value is null)."""
     if isinstance(doc, str):
         return doc or None
     if isinstance(doc, Mapping):
@@ -143,12 +139,6 @@ def _nulled(doc: Any) -> Any:
     if isinstance(doc, list | tuple):
         return [_nulled(value) for value in doc]
     return doc
-
-
-def isatty(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal (False for streams without ``isatty``, as in tests)."""
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
 
 
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
@@ -166,11 +156,10 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
-    """The one translator: an exception that ended mdl, as its exit code and what is said of it. MdlError → its
-    code, Ctrl-C → 130, a closed stdout → 141 quietly, a command line that did not parse → Click's usage text
-    and 2, anything else → 1 (re-raised with MDL_DEBUG, for its traceback). Said on stderr, in the ``--json``
-    document and as ``--progress json`` events: by ``run``'s console, or, for a command that never started
-    (``run`` None: its line did not parse, Ctrl-C while starting), as its command line asks."""
+    """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
+    ``--progress json`` events (by ``run``, or as the command line asks when no run started): MdlError → its code,
+    Ctrl-C → 130, a closed stdout → 141 quietly, a line that did not parse → Click's usage text and 2, anything
+    else → 1 (re-raised with MDL_DEBUG)."""
     from mdl.cli import pipes
 
     if pipes.is_closed_stdout_error(exc):
@@ -211,10 +200,8 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), and ``--progress json``'s
-    last event says it. ``output_only`` commands (they change nothing on disk) also stop their work as soon as
-    stdout's reader goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
-    """
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
+    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
     from mdl.cli import pipes
 
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
@@ -240,8 +227,8 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
 
 
 def invoke(app: Any) -> int:
-    """Run the Typer app without its own exit handling, so that what ends it before (or outside) a command goes
-    through :func:`translate` too; then flush stdout: a reader that left makes it exit 141, quietly."""
+    """Run the Typer app so that what ends it outside a command goes through :func:`translate` too; then flush
+    stdout: a reader that left makes it exit 141, quietly."""
     from mdl.cli import pipes
 
     try:
@@ -270,10 +257,9 @@ def invoke(app: Any) -> int:
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify or get report: JSON, or the data on stdout (a table for verify and --dry-run, unless
-    ``rows_shown`` already streamed it; each pulled model's folder or each fetched file's path, one a line, for
-    pull and get); then on stderr each warning once, each failure once (``mdl: error: model/path: why`` and its
-    hint) and one summary line; its exit code."""
+    """A pull, verify, get or publish report: JSON, or the data on stdout (a table for verify and --dry-run unless
+    ``rows_shown`` streamed it; pulled folders or fetched paths, one a line); then on stderr each warning and
+    each failure once, and one summary line; its exit code."""
     from mdl.cli.pipes import unread_if_failing
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
