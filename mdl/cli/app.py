@@ -1,8 +1,7 @@
 """The Typer app: the ``mdl`` object, its global options, and its commands, each built from its module when used."""
 
-# No `from __future__ import annotations` in the modules that define commands: Typer reads every command's
-# signature four times at each start, and string annotations would be evaluated each time (~20 ms of every
-# `mdl` run, Tab included). tests/cli/test_startup.py keeps it so.
+# No `from __future__ import annotations` in the modules that define commands: Typer reads each signature four
+# times, and string annotations would be evaluated each time (~20 ms of every run, Tab included).
 import difflib
 import importlib
 import sys
@@ -16,9 +15,8 @@ from typer.core import TyperGroup
 from mdl.cli.options import CatalogOpt, CommonFlags, DestOpt, common_flags, with_common_flags
 from mdl.version import __version__
 
-# Each command: its name, and the module and function that define it. A run builds only the command it runs
-# (`mdl --help` and Tab build them all): Typer reads a command's signature four times to build it, and building
-# all thirteen at each start cost ~15 ms of `mdl get` (measured: 18 ms for all, 2.5 ms for the root and `get`).
+# Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
+# all): building all thirteen at each start cost ~15 ms of `mdl get`.
 COMMANDS = {
     "list": ("inspect", "list_cmd"),
     "show": ("inspect", "show_cmd"),
@@ -35,8 +33,7 @@ COMMANDS = {
     "publish": ("publish", "publish_cmd"),
 }
 
-# Each command's examples, shown at the end of its --help (and the root's at the end of `mdl --help`): real
-# command lines from the README, each with what it does. tests/cli/test_help.py parses every one of them.
+# Each command's examples at the end of its --help (the root's: `mdl --help`); tests/cli/test_help.py parses them.
 EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "mdl": (
         ("mdl pull tiny-bert", "download a catalog model, verified"),
@@ -69,10 +66,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("mdl verify tiny-bert", "re-hash a model's files"),
         ("mdl verify --all --json", "every model, as JSON"),
     ),
-    "clean": (
-        ("mdl clean --dry-run", "what would be removed"),
-        ("mdl clean", "remove stale partial downloads"),
-    ),
+    "clean": (("mdl clean --dry-run", "what would be removed"), ("mdl clean", "remove stale partial downloads")),
     "lock": (
         ("mdl lock", "pin every model in catalog.lock"),
         ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
@@ -129,19 +123,16 @@ HABITS: dict[str, tuple[str, ...]] = {
 
 
 def epilog(name: str) -> str:
-    """The examples of ``name`` (``"mdl"``: the root) as a help epilog: each a ``# what`` line and its command,
-    kept as written (Click re-wraps no paragraph that starts with ``\\b``)."""
+    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with ``\\b``)."""
     return "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
 
 
 def suggestions(name: str) -> list[str]:
-    """The commands meant by ``name``: habits from other tools first, then the nearest spellings."""
     near = difflib.get_close_matches(name.lower(), COMMANDS, n=3, cutoff=0.6)
     return list(dict.fromkeys((*HABITS.get(name.lower(), ()), *near)))[:3]
 
 
 def unknown_command(name: str) -> str:
-    """``no such command 'download'; did you mean pull or get?``"""
     found = suggestions(name)
     if not found:
         return f"no such command {name!r} (mdl help lists them)"
@@ -149,7 +140,7 @@ def unknown_command(name: str) -> str:
 
 
 def build_command(name: str) -> Any:
-    """The Click command Typer makes of ``name``'s function, exactly as ``app.command(name)`` would."""
+    """The Click command Typer makes of ``name``'s function, as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
     one.command(name, epilog=epilog(name))(getattr(importlib.import_module(f"mdl.cli.{module}"), function))
@@ -181,16 +172,14 @@ class _Commands(MutableMapping[str, Any]):
 
 
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: the commands of :data:`COMMANDS`, each built when it is run, listed or completed;
-    ``mdl help [CMD]`` is ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
+    """The ``mdl`` group: :data:`COMMANDS` built on use; ``mdl help [CMD]`` is ``mdl [CMD] --help``; an unknown
+    command gets the nearest ones suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self.commands = _Commands()
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
-        """``mdl help [CMD]``, an unknown command's suggestions, else Typer's own (``ctx``: Typer's Click
-        context, whose class is private to Typer)."""
         name = args[0] if args else ""
         if ctx.resilient_parsing or name.startswith("-") or name in self.commands:
             return super().resolve_command(ctx, args)  # (Tab completion included: `mdl help <Tab>` offers commands)
@@ -229,8 +218,7 @@ def _version_callback(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[
-        bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
     ] = False,
     catalog: CatalogOpt = None,
     dest: DestOpt = None,

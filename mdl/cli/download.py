@@ -49,8 +49,7 @@ def pull_cmd(
     ] = None,
     timeout: TimeoutOpt = None,
     lock_timeout: Annotated[
-        float | None,
-        typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600)."),
+        float | None, typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600).")
     ] = None,
     dry_run: DryRunOpt = False,
     locked: LockedOpt = False,
@@ -134,11 +133,7 @@ def verify_cmd(
 
 @command(progress=False)
 def clean_cmd(
-    run: Run,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    dry_run: DryRunOpt = False,
-    catalog: CatalogOpt = None,
+    run: Run, dest: DestOpt = None, layout: LayoutOpt = None, dry_run: DryRunOpt = False, catalog: CatalogOpt = None
 ) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
     from mdl.units import human_size

@@ -73,11 +73,7 @@ def add_cmd(
 
 
 @command(progress=False)
-def remove_cmd(
-    run: Run,
-    name: NameArg,
-    catalog: CatalogOpt = None,
-) -> int:
+def remove_cmd(run: Run, name: NameArg, catalog: CatalogOpt = None) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
     return _render(run, api.remove(name, catalog=catalog, environ=run.environ))
 

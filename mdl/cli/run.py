@@ -10,12 +10,17 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mdl.cli import pipes
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.version import __version__
+
+if TYPE_CHECKING:
+    from mdl.cli.render.tally import Reporter
+    from mdl.report import FileOutcome
 
 log = logging.getLogger("mdl.cli")
 
@@ -41,29 +46,26 @@ class Run:
         from mdl.cli.render.stream import EventStream
 
         self.started = time.monotonic()
-        self.stdout = sys.stdout
-        self.stderr = sys.stderr
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+        # Never printed: the Hub token and anything like a credential in the environment (catalog headers expand
+        # ``${VAR}`` from there).
+        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
+        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
+        self.secrets = (*found, *self.secrets)
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
-        self.events = EventStream(self.stderr, secrets=self._secrets()) if json_events else None
+        self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = Console(
-            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets(), events=self.events
+            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets, events=self.events
         )
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         target = chosen or default_log_file()
-        if setup_logging(log_file=target, verbose=self.verbose, secrets=self._secrets()) is None and chosen:
+        if setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None and chosen:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
-    def _secrets(self) -> tuple[str, ...]:
-        """Values never to print: the Hub token and anything like a credential in the environment (catalog headers
-        expand ``${VAR}`` from there)."""
-        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
-        return (*found, *self.secrets)
-
-    @contextlib.contextmanager
-    def reporter(self) -> Iterator[Any]:
+    def reporter(self) -> Reporter:
+        """The progress display for this run (a context manager that closes it)."""
         from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
@@ -75,25 +77,19 @@ class Run:
             environ=self.environ,
             requested=self.progress,
         )
-        reporter = make_reporter(
-            mode, stream=self.stderr, environ=self.environ, secrets=self._secrets(), events=self.events
-        )
-        try:
-            yield reporter
-        finally:
-            reporter.close()
+        return make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events)
 
     def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
         """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
         from mdl.cli.render.console import emit_json
 
-        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self._secrets())
+        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
         """One line of data on stdout, made safe (a commit or a name may come from a server)."""
         from mdl.redact import safe_text
 
-        self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
+        self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
@@ -106,20 +102,19 @@ class Run:
     def fail(self, exc: MdlError) -> int:
         from mdl.redact import safe_text
 
-        message = safe_text(exc.message, secrets=self._secrets())
+        message = safe_text(exc.message, secrets=self.secrets)
         log.error("%s", message)
         if self.json:
-            error_document(exc, self.stdout, secrets=self._secrets())
+            error_document(exc, self.stdout, secrets=self.secrets)
         self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
         return int(exc.exit_code)
 
-    def file_error(self, outcome: Any) -> None:
+    def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
+        message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
         if self.events is None:
-            self.console.error(outcome.error or f"{outcome.label}: failed", hint=outcome.hint)
-        elif (outcome.model or None, outcome.path) not in self.events.errors:
-            message = outcome.error or f"{outcome.label}: failed"
-            model = outcome.model or None
+            self.console.error(message, hint=outcome.hint)
+        elif (model, outcome.path) not in self.events.errors:
             self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
     def finish(self, exit_code: int, *, seconds: float) -> None:
@@ -143,7 +138,6 @@ def _nulled(doc: Any) -> Any:
 
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
-    from mdl.cli import pipes
     from mdl.cli.render.console import emit_json
 
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
@@ -160,8 +154,6 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     ``--progress json`` events (by ``run``, or as the command line asks when no run started): MdlError → its code,
     Ctrl-C → 130, a closed stdout → 141 quietly, a line that did not parse → Click's usage text and 2, anything
     else → 1 (re-raised with MDL_DEBUG)."""
-    from mdl.cli import pipes
-
     if pipes.is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
         pipes.silence_stdout()
@@ -202,8 +194,6 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
     json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
-    from mdl.cli import pipes
-
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
@@ -229,8 +219,6 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
 def invoke(app: Any) -> int:
     """Run the Typer app so that what ends it outside a command goes through :func:`translate` too; then flush
     stdout: a reader that left makes it exit 141, quietly."""
-    from mdl.cli import pipes
-
     try:
         result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
         code = result if isinstance(result, int) else 0
@@ -260,20 +248,17 @@ def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False)
     """A pull, verify, get or publish report: JSON, or the data on stdout (a table for verify and --dry-run unless
     ``rows_shown`` streamed it; pulled folders or fetched paths, one a line); then on stderr each warning and
     each failure once, and one summary line; its exit code."""
-    from mdl.cli.pipes import unread_if_failing
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
     from mdl.units import human_size
 
-    with unread_if_failing(failing=bool(report.exit_code)):
+    with pipes.unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
             rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-            run.table(
-                rows,
-                [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
-            )
+            columns = [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")]
+            run.table(rows, columns)
         elif verb == "verified" and not rows_shown:
             rows = [f.to_json() for f in report.files if not f.failing]
             if rows:

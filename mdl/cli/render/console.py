@@ -122,10 +122,6 @@ def head(text: str, width: int) -> str:
     return text
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else safe_text(str(value))
-
-
 ELLIPSIS = "…"
 GAP = 2  # spaces between columns
 
@@ -195,7 +191,7 @@ def render_table(
     width: int | None = None,
 ) -> None:
     """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right, headers bold in colour."""
-    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    cells = [["-" if row.get(key) is None else safe_text(str(row.get(key))) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
     least = [display_width(header) for header in headers]
     natural = [max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))]

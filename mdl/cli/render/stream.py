@@ -17,11 +17,7 @@ class EventStream:
     batch's totals as ``plan``, ``end`` last (later events are dropped)."""
 
     def __init__(
-        self,
-        stream: TextIO,
-        *,
-        secrets: tuple[str, ...] = (),
-        wallclock: Callable[[], datetime] | None = None,
+        self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
     ) -> None:
         self._stream = stream
         self._secrets = secrets

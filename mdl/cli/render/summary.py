@@ -44,25 +44,17 @@ def _units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
     return units
 
 
-def _name(unit: Sequence[FileOutcome]) -> str:
-    return unit[0].model or unit[0].path or "?"
-
-
 def _ok(unit: Sequence[FileOutcome]) -> bool:
     return all(f.exit_code == 0 and f.action != "failed" for f in unit)
 
 
-def _breakdown(files: Sequence[FileOutcome]) -> str:
-    """``16 downloaded, 1 skipped``: how many files got each action, in people's words, most first."""
+def _files_part(files: Sequence[FileOutcome]) -> str:
+    """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
     counts: dict[str, int] = {}
     for f in files:
         counts[f.shown_action] = counts.get(f.shown_action, 0) + 1
-    return ", ".join(f"{n} {word}" for word, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _files_part(files: Sequence[FileOutcome]) -> str:
-    """``17 files: 16 downloaded, 1 skipped``."""
-    return f"{_plural(len(files), 'file')}: {_breakdown(files)}"
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
 def _problem_word(unit: Sequence[FileOutcome]) -> str:
@@ -75,7 +67,7 @@ def _problem_word(unit: Sequence[FileOutcome]) -> str:
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     """``badname (not found)`` for a model that failed as a whole (or a ``get`` file); ``badsha (6 files:
     5 downloaded, 1 failed)`` for a model whose files did."""
-    name = _name(unit)
+    name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
@@ -85,8 +77,7 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
 
 
 def says_it_all(outcomes: Sequence[FileOutcome]) -> bool:
-    """Whether the report is one failure and nothing else: its error line says it all, and the summary line is
-    left out (the README's offline quick start promises one message, as curl and hf download print)."""
+    """Whether the report is one failure alone: its error line says it all (one message, as curl prints)."""
     return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
 
 
@@ -121,9 +112,7 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
 
 
 def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
-    """Each model that is all here, as its folder (the snapshot folder in the Hugging Face cache), in the
-    report's order: what ``pull`` prints on stdout, one a line. A model whose files are in several folders (a
-    model made of several Hub repos there) gives each of them; a model with a failure gives none."""
+    """The folder of each model that is all here (each of its folders if several), in order: ``pull``'s stdout."""
     folders: list[str] = []
     for unit in _units(outcomes).values():
         files = [f for f in unit if f.path is not None and f.dest is not None]
@@ -134,6 +123,5 @@ def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
 
 
 def fetched_paths(outcomes: Sequence[FileOutcome]) -> list[str]:
-    """Each file ``get`` has (fetched, or skipped as the same file), in the order given: what it prints on
-    stdout, one a line."""
+    """Each file ``get`` has (fetched, or skipped as the same file), in order: its stdout."""
     return [f.dest for f in outcomes if f.dest is not None and f.exit_code == 0 and f.action != "failed"]
