@@ -5,7 +5,6 @@
 import difflib
 import importlib
 import sys
-from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
@@ -147,37 +146,18 @@ def build_command(name: str) -> Any:
     return typer.main.get_command(one)
 
 
-class _Commands(MutableMapping[str, Any]):
-    """The group's commands by name, in :data:`COMMANDS` order, each built on first use."""
-
-    def __init__(self) -> None:
-        self._built: dict[str, Any] = dict.fromkeys(COMMANDS)
-
-    def __getitem__(self, name: str) -> Any:
-        if self._built[name] is None:
-            self._built[name] = build_command(name)
-        return self._built[name]
-
-    def __setitem__(self, name: str, command: Any) -> None:
-        self._built[name] = command
-
-    def __delitem__(self, name: str) -> None:
-        del self._built[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._built)
-
-    def __len__(self) -> int:
-        return len(self._built)
-
-
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: :data:`COMMANDS` built on use; ``mdl help [CMD]`` is ``mdl [CMD] --help``; an unknown
-    command gets the nearest ones suggested."""
+    """The ``mdl`` group: :data:`COMMANDS`, each built when it is run, listed or completed; ``mdl help [CMD]`` is
+    ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _Commands()
+        self.commands: dict[str, Any] = dict.fromkeys(COMMANDS)  # in order; None until built
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands and self.commands[cmd_name] is None:
+            self.commands[cmd_name] = build_command(cmd_name)
+        return self.commands.get(cmd_name)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name = args[0] if args else ""
@@ -193,7 +173,7 @@ class MdlGroup(TyperGroup):
             ctx.exit(0)
         if wanted[0] not in self.commands:
             ctx.fail(unknown_command(wanted[0]))
-        return wanted[0], self.commands[wanted[0]], ["--help"]
+        return wanted[0], self.get_command(ctx, wanted[0]), ["--help"]
 
 
 app = typer.Typer(
