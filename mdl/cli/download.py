@@ -90,7 +90,6 @@ def pull_cmd(
             environ=run.environ,
             progress=progress,
         )
-        progress.unreached(report.files)
     return render_report(run, report, verb="pulled")
 
 

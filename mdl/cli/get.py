@@ -66,5 +66,4 @@ def get_cmd(
             progress=progress,
             force=force,
         )
-        progress.unreached(report.files)
     return render_report(run, report, verb="fetched")

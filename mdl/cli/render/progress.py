@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -12,7 +12,6 @@ from mdl.cli.render.stream import EventStream
 from mdl.cli.render.tally import Item, Reporter, Tally
 from mdl.progress import Event
 from mdl.redact import safe_text
-from mdl.report import FileOutcome
 from mdl.units import human_duration, human_rate, human_size
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
@@ -194,12 +193,3 @@ class JsonReporter(Reporter):
                 )
         else:
             self._events.note(event.message)
-
-    def unreached(self, outcomes: Sequence[FileOutcome]) -> None:
-        with self._lock:
-            for outcome in outcomes:
-                key = (outcome.model or None, outcome.path)
-                if outcome.action != "failed" or key in self._events.errors:
-                    continue
-                label = "/".join(part for part in key if part)
-                self._events.error(outcome.error or "failed", hint=outcome.hint, model=key[0], path=key[1], label=label)

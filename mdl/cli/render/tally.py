@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 from mdl.progress import Event, Progress
-from mdl.report import FileOutcome
 
 WINDOW = 5.0  # seconds: the rate follows what the link does now, not the average since the start
 _NEVER = 100 * 3600.0  # seconds: a time left beyond 100 hours is a stall, not an estimate
@@ -193,10 +192,6 @@ class Reporter(Progress):
 
     def show(self, event: Event) -> None:
         """Format one event (under the lock)."""
-
-    def unreached(self, outcomes: Sequence[FileOutcome]) -> None:
-        """The run's outcomes once it ended: ``--progress json`` names each failure no ``error`` event named yet
-        (not found, refused: it never reached the display)."""
 
     def close(self) -> None:
         """Stop the display; safe to call more than once."""
