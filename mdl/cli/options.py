@@ -115,7 +115,6 @@ _VALUES = {
     "catalog": "catalog",
     "dest": "dest",
 }
-_FLAG_NAMES = {"log_file": "--log-file", "progress": "--progress", "catalog": "--catalog", "dest": "--dest"}
 
 
 def command_flags(ctx: typer.Context) -> CommonFlags:
@@ -130,7 +129,7 @@ def command_flags(ctx: typer.Context) -> CommonFlags:
         if value is None:
             value = getattr(before, key)
             if value is not None and param not in own and key != "progress":
-                flag = _FLAG_NAMES[key]
+                flag = "--" + key.replace("_", "-")
                 raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
         merged[key] = Path(value) if value is not None and key != "progress" else value
     return replace(before, **merged)
