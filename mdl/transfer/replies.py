@@ -10,12 +10,10 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import NetworkError
-from mdl.transfer.codings import is_encoded
 from mdl.transfer.connection import drain
-from mdl.transfer.http import Credentials, error_for_status, open_stream, origin
-from mdl.transfer.job import Opening, TransferJob
-from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
-from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
+from mdl.transfer.headers import ContentRangeError, content_range_total, is_encoded, parse_content_range, parse_decimal
+from mdl.transfer.http import Credentials, error_for_status, follow, origin
+from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, TransferJob
 from mdl.transfer.resume import DownloadState
 
 
@@ -32,7 +30,7 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
     headers = {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
-    with open_stream(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
+    with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
         if response.status_code in (200, 206) and is_encoded(response, what=job.label):
             with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
                 state.whole_only = True
@@ -72,7 +70,7 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
     asked = CARRIED if carry else 1
     stack = contextlib.ExitStack()
     response = stack.enter_context(
-        open_stream(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
+        follow(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
     )
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):

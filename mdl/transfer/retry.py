@@ -52,7 +52,6 @@ class RetryPolicy:
         announce: Callable[[int, str], None] | None = None,
         quick_unreachable: bool = True,
     ) -> Tries:
-        """The retry budget of one operation (see ``Tries``)."""
         return Tries(self, what, wait, on_retry, announce, quick_unreachable)
 
     def run(
@@ -74,13 +73,11 @@ class RetryPolicy:
 
 
 class Tries:
-    """The one retry loop's state: how many tries of one operation failed, and what to do about the next.
+    """The retry budget of one operation (a Hub API call through ``RetryPolicy.run``, or a download stream).
 
-    Hub API calls (``RetryPolicy.run``) and download streams (mdl.transfer.stream) both count, wait and give up
-    here. ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
-    ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog); ``announce(n, line)`` gets
-    ``"<cause>, retrying in 2 s (1/5)"`` for the user. A host that does not answer at all gets one quick retry
-    (``quick_unreachable``): it is offline, not flaky.
+    ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C); ``on_retry(cause)``
+    hears each retry's cause (a transfer's RetryLog); ``announce(n, line)`` gets ``"<cause>, retrying in 2 s (1/5)"``
+    for the user. With ``quick_unreachable`` a host that does not answer at all gets one retry: it is offline.
     """
 
     def __init__(
@@ -101,8 +98,8 @@ class Tries:
         self.failures = 0
 
     def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
-        """Count a failed try: wait before the next, or raise NetworkError when the budget is spent (and
-        InterruptedByUserError when the wait was cut short by Ctrl-C). ``cause``: the words for people."""
+        """Count a failed try and wait before the next; NetworkError when the budget is spent, InterruptedByUserError
+        when Ctrl-C cut the wait short. ``cause``: the words for people."""
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):
@@ -115,10 +112,8 @@ class Tries:
         if self.on_retry is not None:
             self.on_retry(said)
         if self.announce is not None:
-            line = f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})"
-            self.announce(self.failures, line)
-        if self.wait is not None:
-            if self.wait(delay):
-                raise InterruptedByUserError(f"{self.what}: interrupted") from exc
-        else:
+            self.announce(self.failures, f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+        if self.wait is None:
             self.policy.sleep(delay)
+        elif self.wait(delay):
+            raise InterruptedByUserError(f"{self.what}: interrupted") from exc
