@@ -38,7 +38,7 @@ class NetTransport(httpx2.BaseTransport):
         self._environ = dict(environ or {})
         # A CA variable naming nothing is exit 2 before any request; loading the certificates (like the system's
         # trust store, ~30-50 ms) waits for the first TLS connection: `mdl get http://...` never pays.
-        check_ca_locations(self._environ)
+        ca_locations(self._environ)
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
@@ -132,33 +132,15 @@ class NetTransport(httpx2.BaseTransport):
             self._proxied.clear()
 
 
-# httpcore2's exceptions and httpx2's, most specific first (httpx2's own transport maps them the same way).
-_ERRORS: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
-    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
-    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
-    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
-    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
-    (httpcore2.TimeoutException, httpx2.TimeoutException),
-    (httpcore2.ConnectError, httpx2.ConnectError),
-    (httpcore2.ReadError, httpx2.ReadError),
-    (httpcore2.WriteError, httpx2.WriteError),
-    (httpcore2.NetworkError, httpx2.NetworkError),
-    (httpcore2.ProxyError, httpx2.ProxyError),
-    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
-    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
-    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
-    (httpcore2.ProtocolError, httpx2.ProtocolError),
-)
-
-
 @contextmanager
 def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
-    """Raise httpcore2's transport errors as the matching httpx2 ones (bound to ``request`` when given)."""
+    """Raise httpcore2's transport errors as httpx2's of the same name, as httpx2's own transport maps them."""
     try:
         yield
     except Exception as exc:
-        for core, mapped in _ERRORS:
-            if isinstance(exc, core):
+        for cls in type(exc).__mro__:  # the most specific httpcore2 class httpx2 has a twin of
+            mapped = getattr(httpx2, cls.__name__, None) if cls.__module__.startswith("httpcore2") else None
+            if isinstance(mapped, type) and issubclass(mapped, httpx2.TransportError):
                 raise mapped(str(exc), request=request) from exc
         raise
 
@@ -230,45 +212,33 @@ CA_HINT = (
 )
 
 
-def ca_locations(environ: Mapping[str, str]) -> tuple[tuple[str, Path] | None, Path | None]:
-    """The CA bundle (variable, file) and the CA folder mdl was told to use, if any."""
-    bundle = next(
-        ((name, Path(v).expanduser()) for name in CA_FILE_VARIABLES if (v := environ.get(name, "").strip())), None
-    )
-    folder = environ.get(CA_DIR_VARIABLE, "").strip()
-    return bundle, Path(folder).expanduser() if folder else None
-
-
-def check_ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """The (cafile, capath) the environment names, checked to exist (a wrong variable is exit 2)."""
-    bundle, folder = ca_locations(environ)
-    cafile: str | None = None
-    capath: str | None = None
-    if bundle is not None:
-        name, path = bundle
+def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(cafile, capath, the variable that named them) from the environment, checked to exist (else exit 2)."""
+    cafile = capath = None
+    name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
+    if name is not None:
+        path = Path(environ[name].strip()).expanduser()
         if path.is_dir():  # requests accepts a folder in REQUESTS_CA_BUNDLE
             capath = str(path)
         elif path.is_file():
             cafile = str(path)
         else:
             raise UsageError(f"${name}: no such CA bundle {str(path)!r}", hint=CA_HINT)
-    if folder is not None:
-        if not folder.is_dir():
-            raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {str(folder)!r}", hint=CA_HINT)
-        capath = capath or str(folder)
-    return cafile, capath
+    if folder := environ.get(CA_DIR_VARIABLE, "").strip():
+        if not Path(folder).expanduser().is_dir():
+            raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}", hint=CA_HINT)
+        capath = capath or str(Path(folder).expanduser())
+    return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
 
 
 def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     """A verifying client context trusting the CAs the environment names, else the system's."""
-    bundle, folder = ca_locations(environ)
-    if bundle is None and folder is None:
+    cafile, capath, where = ca_locations(environ)
+    if where is None:
         return httpx2.create_ssl_context(trust_env=False)
-    cafile, capath = check_ca_locations(environ)
     try:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        where = bundle[0] if bundle is not None else CA_DIR_VARIABLE
         raise UsageError(f"${where}: cannot load the CA certificates: {exc}", hint=CA_HINT) from None
 
 

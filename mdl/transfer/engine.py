@@ -7,7 +7,6 @@ import dataclasses
 import errno
 import logging
 import os
-import threading
 
 import httpx2
 
@@ -19,13 +18,12 @@ from mdl.errors import (
     NetworkError,
     NoSpaceError,
 )
-from mdl.progress import Progress
-from mdl.store import DirSyncs, open_file
+from mdl.store import open_file
 from mdl.transfer.hashing import Hasher, hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import kept_changing, probe
 from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
-from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, plan_pieces, run_pieces, spread
+from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
 from mdl.transfer.stream import Streamer
 
 log = logging.getLogger("mdl.transfer")
@@ -49,26 +47,7 @@ def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
 
 
 class Engine(Streamer):
-    """Fetches files: parallel ranges for big ones, one stream for small ones, always verified (the streams'
-    work is ``Streamer``'s)."""
-
-    def __init__(
-        self,
-        client: httpx2.Client,
-        config: EngineConfig,
-        *,
-        progress: Progress,
-        cancel: threading.Event,
-        limiter: RateLimiter | None = None,
-        dirs: DirSyncs | None = None,
-    ) -> None:
-        super().__init__(client, config, progress=progress, cancel=cancel, limiter=limiter)
-        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
-
-    def abort(self) -> None:
-        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
-        self.cancel.set()
-        self.close()
+    """Fetches files: parallel ranges for big ones, one stream for small ones, always verified."""
 
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file and move it into place verified; a bad hash fails the file, after one
@@ -88,8 +67,6 @@ class Engine(Streamer):
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         raise AssertionError("unreachable")
-
-    # -- one attempt -------------------------------------------------------------------------------
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
@@ -171,11 +148,8 @@ class Engine(Streamer):
         )
 
     def _run_until_done(self, job: TransferJob, state: DownloadState, fd: int) -> Hasher:
-        """Run the streams; start over cleanly when the server ignores ranges or the file changed under us.
-
-        A file that changes upstream is fetched again once, whole, from the new version; a second change during
-        the same download is a failure (exit 5): no run ends with the bytes of two versions.
-        """
+        """Run the streams; start over when the server ignores ranges, or once, whole, when the file changed
+        under us (a second change is exit 5): no run ends with the bytes of two versions."""
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
             state.hasher = hasher
@@ -258,14 +232,9 @@ def _probed(engine: Engine, job: TransferJob) -> TransferJob:
 
 
 def _aim_ranges(engine: Engine, job: TransferJob, state: DownloadState, connections: int) -> bool:
-    """Where the ranges of a split file go and whether they may run in parallel (False: one stream).
-
-    A file probed this run goes straight to the probe's final URL under the probe's validator; any other is
-    located first (its answer checked like every other: a coded body or a version the resume is not of is found
-    before any range goes out).
-    A server that names no version of the file, for a file no hash will check, gets one stream from byte 0:
-    ranges of two versions could not be told apart.
-    """
+    """Where the ranges of a split file go (a file probed this run: the probe's final URL, under its validator;
+    else located first, its answer checked like any other) and whether they may run in parallel: not when the
+    server names no version and no hash will check the file, for ranges of two versions could not be told apart."""
     fresh = state.on_disk() == 0 and not state.restarted
     if job.located and fresh:
         state.url = job.located
@@ -274,7 +243,6 @@ def _aim_ranges(engine: Engine, job: TransferJob, state: DownloadState, connecti
     else:
         state.url = engine.locate_retrying(job, state)
     if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
-        # The user hears of it: no resume and no parallel ranges for a big file, for want of a validator.
         job.retries.warn(
             f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "
             "sha256 checks it: fetched as one stream, and an interruption starts it over"

@@ -43,17 +43,6 @@ class RetryPolicy:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
 
-    def tries(
-        self,
-        *,
-        what: str,
-        wait: Callable[[float], bool] | None = None,
-        on_retry: Callable[[str], None] | None = None,
-        announce: Callable[[int, str], None] | None = None,
-        quick_unreachable: bool = True,
-    ) -> Tries:
-        return Tries(self, what, wait, on_retry, announce, quick_unreachable)
-
     def run(
         self,
         call: Callable[[], T],
@@ -64,7 +53,7 @@ class RetryPolicy:
         announce: Callable[[int, str], None] | None = None,
     ) -> T:
         """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
-        tries = self.tries(what=what, wait=wait, on_retry=on_retry, announce=announce)
+        tries = Tries(self, what, wait=wait, on_retry=on_retry, announce=announce)
         while True:
             try:
                 return call()
@@ -72,6 +61,7 @@ class RetryPolicy:
                 tries.failed(exc)
 
 
+@dataclass
 class Tries:
     """The retry budget of one operation (a Hub API call through ``RetryPolicy.run``, or a download stream).
 
@@ -80,18 +70,13 @@ class Tries:
     for the user. With ``quick_unreachable`` a host that does not answer at all gets one retry: it is offline.
     """
 
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        what: str,
-        wait: Callable[[float], bool] | None,
-        on_retry: Callable[[str], None] | None,
-        announce: Callable[[int, str], None] | None,
-        quick_unreachable: bool,
-    ) -> None:
-        self.policy, self.what, self.wait = policy, what, wait
-        self.on_retry, self.announce, self.quick_unreachable = on_retry, announce, quick_unreachable
-        self.failures = 0
+    policy: RetryPolicy
+    what: str
+    wait: Callable[[float], bool] | None = None
+    on_retry: Callable[[str], None] | None = None
+    announce: Callable[[int, str], None] | None = None
+    quick_unreachable: bool = True
+    failures: int = 0
 
     def progressed(self) -> None:
         """The operation moved on since its last failure: the budget is for tries that did not."""

@@ -20,9 +20,17 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
+from mdl.store import DirSyncs
 from mdl.transfer.connection import httpx2_errors, set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
-from mdl.transfer.headers import ContentRangeError, body_chunks, is_encoded, parse_content_range, parse_decimal
+from mdl.transfer.headers import (
+    ContentRangeError,
+    body_chunks,
+    content_range_total,
+    is_encoded,
+    parse_content_range,
+    parse_decimal,
+)
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -34,15 +42,14 @@ from mdl.transfer.http import (
 from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError, TransferJob
 from mdl.transfer.replies import (
     check_content_range,
-    check_length,
-    check_total,
+    check_size,
     check_version,
     from_hub,
     locate,
     size_differs,
 )
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.retry import retry_cause, seconds
+from mdl.transfer.retry import Tries, retry_cause, seconds
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
 from mdl.transfer.wire import WireStream
 
@@ -71,8 +78,10 @@ class Streamer:
         progress: Progress,
         cancel: threading.Event,
         limiter: RateLimiter | None = None,
+        dirs: DirSyncs | None = None,
     ) -> None:
         self.client = client
+        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
         self.config = config
         self.progress = progress
         self.cancel = cancel
@@ -80,10 +89,15 @@ class Streamer:
         self._open: set[httpx2.Response] = set()
         self._open_lock = threading.Lock()
 
-    def close(self, responses: set[httpx2.Response] | None = None) -> None:
-        """Close responses (default: every open one, Ctrl-C) so threads blocked reading them wake up."""
+    def abort(self) -> None:
+        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
+        self.cancel.set()
+        self.close(self._open)
+
+    def close(self, responses: set[httpx2.Response]) -> None:
+        """Close responses so threads blocked reading them wake up."""
         with self._open_lock:
-            doomed = list(self._open if responses is None else responses)
+            doomed = list(responses)
         for response in doomed:
             with contextlib.suppress(Exception):
                 response.close()
@@ -118,8 +132,9 @@ class Streamer:
         A whole answer shorter than asked (a legal short 206) is progress: the next request asks for the rest.
         The retry budget counts only tries that moved nothing new onto the disk, and starts again after progress.
         """
-        tries = self.config.retry.tries(
-            what=job.label,
+        tries = Tries(
+            self.config.retry,
+            job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
             announce=lambda count, line: self.announce(job, state, "retry", count, line),
@@ -242,20 +257,20 @@ class Streamer:
                     if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
                         check_version(job, state, resp)
                         raise RangesIgnoredError
-                    if not encoded:  # an encoded body's Content-Length counts compressed bytes, not the file's
-                        check_length(job, state, resp)  # another size: a new version, the file starts over
+                    if not encoded:  # a coded body's length counts coded bytes; another size is another version
+                        check_size(job, state, parse_decimal(resp.headers.get("Content-Length")))
                     check_version(job, state, resp, whole=True)  # another version: taken from this answer
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.drop(job, state, piece)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
-                    check_total(job, state, resp)
+                    check_size(job, state, content_range_total(resp.headers.get("Content-Range")))
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
                 else:
-                    raise error_for_status(resp, what=job.label, hub=from_hub(job, resp))
+                    raise error_for_status(resp, what=job.label, hub=from_hub(job.credentials, resp))
                 self.copy_body(job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
@@ -285,27 +300,56 @@ class Streamer:
         *,
         encoded: bool,
     ) -> None:
-        """Write the body at ``offset`` until it ends, the piece is done, or the stream must stop."""
+        """Write the body at ``offset`` until it ends, the piece is done, or the stream must stop: each run of bytes
+        written, hashed, counted and checkpointed."""
         began, start = time.monotonic(), offset
-        taker = _Taker(self, job, state, fd, piece, resp, offset, asked_end)
+
+        def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
+            nonlocal offset
+            self.check_stop(job, state)
+            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
+            if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise size_differs(job, state, offset + len(chunk))
+                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+            if state.hasher is not None and written:
+                state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
+            with state.lock:
+                counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                piece.done += counted
+                state.fetched += counted
+                complete = piece.complete
+                if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher: not a switch per chunk
+                    state.lock.notify_all()
+            offset += written
+            self.progress.advance(job.label, counted)
+            if self.limiter is not None:
+                self.limiter.consume(written, self.cancel)
+            if complete and piece.end != asked_end:
+                return True
+            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+                state.save(fd)
+            return False
+
         chunks = body_chunks(resp, encoded=encoded, what=job.label)
         sock = None if encoded else raw_socket(resp)
         if sock is None:
             for chunk in chunks:
-                if taker.take(chunk):
+                if take(chunk):
                     break
         else:
             # httpx2 hands over what its parser already holds past the headers; after that the socket has the rest
             # (``chunks`` stays referenced until we are done: a generator dropped early closes the connection).
             first = next(chunks, b"")
-            if not taker.take(first):
+            if not take(first):
                 left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
                 for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
-                    if taker.take(data):
+                    if take(data):
                         break
         elapsed = time.monotonic() - began
-        if taker.offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
-            piece.rate = (taker.offset - start) / elapsed
+        if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
+            piece.rate = (offset - start) / elapsed
 
 
 def _why(exc: Exception, err: RetryableError, label: str) -> str:
@@ -371,54 +415,3 @@ def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.R
             return
         left -= got
         yield view[:got]
-
-
-class _Taker:
-    """What happens to each run of bytes of one answer: written at its offset, hashed, counted, checkpointed."""
-
-    def __init__(
-        self,
-        streams: Streamer,
-        job: TransferJob,
-        state: DownloadState,
-        fd: int,
-        piece: Piece,
-        resp: httpx2.Response,
-        offset: int,
-        asked_end: int | None,
-    ) -> None:
-        self.streams, self.job, self.state, self.fd, self.piece = streams, job, state, fd, piece
-        self.resp, self.offset, self.asked_end = resp, offset, asked_end
-
-    def take(self, chunk: bytes | memoryview) -> bool:
-        """Take one chunk; True when this answer must not be read further (its piece is done by another's hand)."""
-        streams, state, piece = self.streams, self.state, self.piece
-        streams.check_stop(self.job, state)
-        offset = self.offset
-        limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
-        if limit is not None and offset + len(chunk) > limit:
-            if self.resp.status_code == 200:  # a full body longer than the file we expect
-                raise size_differs(self.job, state, offset + len(chunk))
-            chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
-        written = os.pwrite(self.fd, chunk, offset) if len(chunk) else 0
-        if state.hasher is not None and written:
-            state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
-        with state.lock:
-            # Only what is still inside the piece counts: its end may have moved in during the write.
-            counted = written if piece.end is None else min(written, piece.left)
-            piece.done += counted
-            state.fetched += counted
-            complete = piece.complete
-            # Wake the hasher only when there may be a new block (a piece ended or a block filled): a notify per
-            # chunk costs a thread switch per chunk.
-            if complete or (piece.done % HASH_BLOCK) < counted:
-                state.lock.notify_all()
-        self.offset = offset + written
-        streams.progress.advance(self.job.label, counted)
-        if streams.limiter is not None:
-            streams.limiter.consume(written, streams.cancel)
-        if complete and piece.end != self.asked_end:
-            return True  # the rest of this answer belongs to another stream: drop the connection
-        if not state.background and time.monotonic() - state.last_save >= streams.config.checkpoint_interval:
-            state.save(self.fd)
-        return False
