@@ -25,13 +25,9 @@ KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this 
 
 
 class NetTransport(httpx2.BaseTransport):
-    """Route each request directly or through its proxy, bounded by the run's deadlines.
-
-    Not httpx2 ``mounts=``: NO_PROXY entries may be CIDR blocks or carry ports, which mount patterns cannot
-    express, and httpx2's HTTPTransport takes no network backend, which the deadlines need. So each route is an
-    httpcore2 pool over ``WireBackend``, its errors mapped as httpx2's own transport maps them. A transport error
-    raised through a proxy carries it as ``exc.mdl_proxy`` so messages can name it.
-    """
+    """Route each request directly or through its proxy, bounded by the run's deadlines: an httpcore2 pool over
+    ``WireBackend`` per route, since httpx2's HTTPTransport takes no network backend and its ``mounts=`` cannot say
+    NO_PROXY's CIDR blocks and ports. An error raised through a proxy names it (``exc.mdl_proxy``)."""
 
     def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
         self.timeout = timeout
@@ -77,7 +73,6 @@ class NetTransport(httpx2.BaseTransport):
         )
 
     def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
-        """The pool for ``url`` and the proxy it goes through (None: direct)."""
         proxy = proxy_for(url, self._environ)
         with self._lock:
             if proxy is None:
@@ -146,8 +141,6 @@ def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
 
 
 class _Body(httpx2.SyncByteStream):
-    """An httpcore2 body as httpx2 streams it, with its errors mapped."""
-
     def __init__(self, stream: Iterable[bytes]) -> None:
         self._stream = stream
 
@@ -232,7 +225,6 @@ def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, st
 
 
 def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """A verifying client context trusting the CAs the environment names, else the system's."""
     cafile, capath, where = ca_locations(environ)
     if where is None:
         return httpx2.create_ssl_context(trust_env=False)

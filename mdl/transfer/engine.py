@@ -10,14 +10,7 @@ import os
 
 import httpx2
 
-from mdl.errors import (
-    IntegrityError,
-    InterruptedByUserError,
-    LocalFSError,
-    MdlError,
-    NetworkError,
-    NoSpaceError,
-)
+from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
 from mdl.store import open_file
 from mdl.transfer.hashing import Hasher, hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
@@ -42,7 +35,6 @@ def streams_for(config: EngineConfig, size: int | None) -> int:
 
 
 def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
-    """The first layout of a file of ``size`` bytes."""
     return plan_pieces(size, connections=streams_for(config, size), split_threshold=config.split_threshold)
 
 

@@ -17,12 +17,8 @@ READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier nev
 
 
 class Hasher:
-    """sha256 (and the git blob sha1) of the contiguous prefix of the file, as it fills.
-
-    The stream writing at the frontier hands its bytes over from memory (``offer``); bytes that arrived ahead of
-    it are read back from the file once the gap before them closes (``catch_up``). Both advance one position
-    under one lock, so no byte is hashed twice or skipped.
-    """
+    """sha256 (and the git blob sha1) of the file's contiguous prefix: offered from memory by the stream at the
+    frontier, else read back once the gap closes (``catch_up``); one position under one lock, no byte twice."""
 
     def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
         self.fd = fd

@@ -1,10 +1,6 @@
-"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6), and its content codings (§8.4).
-
-Numbers are ASCII digits only, at most 19 of them: ``int()`` takes any Unicode digit ('²' arrives as Latin-1) and
-fails on thousands of digits. A body coded despite ``Accept-Encoding: identity`` (nginx ``gzip_static always``) is
-decoded as it streams and checked by its decoded size and hashes; its lengths count coded bytes, and a range of it
-is not a range of the file.
-"""
+"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6: ASCII digits, at most 19, where
+``int()`` takes '²' and fails on thousands of digits), and content codings (§8.4): a body coded despite
+``Accept-Encoding: identity`` is decoded as it streams; its lengths count coded bytes, a range of it is no range."""
 
 from __future__ import annotations
 
@@ -63,7 +59,6 @@ DECODABLE = frozenset(
 
 
 def content_codings(response: httpx2.Response) -> tuple[str, ...]:
-    """The codings applied to the body, in the order they were applied (``identity`` left out)."""
     values = ",".join(response.headers.get_list("Content-Encoding"))
     return tuple(c for c in (v.strip().lower() for v in values.split(",")) if c and c != "identity")
 

@@ -46,11 +46,8 @@ def make_client(
     environ: Mapping[str, str] | None = None,
     transport: httpx2.BaseTransport | None = None,
 ) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (``follow`` applies auth and downgrade rules per hop).
-
-    ``timeout`` bounds each request until its whole header block has arrived, and every single wait; bodies keep
-    a minimum pace (mdl.transfer.wire). Proxies and CAs come from ``environ``, never from ``os.environ``.
-    """
+    """A pooled client that never follows redirects itself (``follow`` does, with auth and downgrade rules per hop);
+    ``timeout`` bounds every wait and each whole header block; proxies and CAs come from ``environ`` alone."""
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
@@ -62,12 +59,10 @@ def make_client(
 
 
 def make_transport(*, pool_size: int, timeout: float, environ: Mapping[str, str] | None = None) -> NetTransport:
-    """The transport of ``make_client``, for a caller that must reach it again (``NetTransport.abort``)."""
     return NetTransport(timeout=timeout, environ=environ, pool_size=pool_size)
 
 
 def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, with the scheme's default port filled in."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
@@ -89,7 +84,6 @@ class Credentials:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def headers_for(self, url: str, *, first_hop: bool) -> dict[str, str]:
-        """Headers for a request to ``url``; ``extra`` (direct-URL headers) only on the first hop."""
         headers: dict[str, str] = dict(self.extra) if first_hop else {}
         if self.token and self.hub_origin is not None and origin(url) == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -101,7 +95,6 @@ class Credentials:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be printed."""
         return tuple(v for v in (self.token, *self.extra.values()) if v)
 
 
@@ -118,7 +111,6 @@ class TokenGuard:
 
     @classmethod
     def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
-        """The guard of ``client`` for ``endpoint``, installed as a request hook on first use."""
         hooks = client.event_hooks["request"]
         for hook in hooks:
             if isinstance(hook, TokenGuard) and hook.origin == origin(endpoint):
@@ -128,7 +120,6 @@ class TokenGuard:
         return guard
 
     def protect(self, token: str | None) -> None:
-        """Add a token that must never leave for another origin (no-op for None or an empty token)."""
         if token:
             with self._lock:
                 self._tokens = self._tokens | {token}
@@ -192,8 +183,6 @@ _SCAN_CHARS = 64 * 1024  # a title past this is not worth looking for
 
 
 class _PageText(HTMLParser):
-    """A page's title and its visible text (not scripts, styles or the rest of <head>)."""
-
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.title: list[str] = []
@@ -226,7 +215,6 @@ class _PageText(HTMLParser):
 
 
 def looks_like_html(text: str) -> bool:
-    """Whether a body is an HTML page (it starts with markup that only HTML documents start with)."""
     head = text.lstrip()[:2048]
     return head.startswith("<") and _HTML_START.search(head) is not None
 
@@ -268,7 +256,6 @@ def hub_auth_hint(code: str | None) -> str:
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    """Turn a non-success response into the matching MdlError, keeping the server's message."""
     status = response.status_code
     text = server_text(response)
     error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
@@ -341,7 +328,6 @@ _TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "wr
 
 
 def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
-    """The limit that ran out ("10 s"), from the request's timeout extension."""
     try:
         timeouts = exc.request.extensions.get("timeout") or {}
     except RuntimeError:  # an exception raised without its request
@@ -365,12 +351,8 @@ def follow(
     hint: str | None = None,
 ) -> Iterator[httpx2.Response]:
     """The one redirect follower (downloads and Hub API calls): yield the final, unread response; close it after.
-
-    ``credentials`` decide each hop's headers (the Hub token only to the Hub's exact origin, direct-URL headers
-    only to the first URL). ``rule(current, target)`` says whether to follow a redirect (False: yield the redirect
-    itself; it may raise); an https→http redirect is never followed. Every URL asked for and every redirect target
-    has its secrets registered before any answer can echo them.
-    """
+    ``credentials`` decide each hop's headers; ``rule(current, target)`` whether to follow (False: yield the redirect;
+    it may raise); https→http never. Each URL's secrets are registered before any answer can echo them."""
     remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):

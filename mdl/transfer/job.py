@@ -80,7 +80,6 @@ class Opening:
         self._taken = False
 
     def take(self) -> httpx2.Response | None:
-        """The answer, the first time (None after that, or once closed)."""
         with self._lock:
             if self._taken:
                 return None
@@ -88,7 +87,6 @@ class Opening:
             return self.response
 
     def close(self) -> None:
-        """Release the answer and its connection (idempotent)."""
         with self._lock:
             self._taken = True
             close, self._close = self._close, lambda: None
@@ -122,8 +120,6 @@ class TransferJob:
 
 @dataclass(frozen=True)
 class TransferResult:
-    """What ended up at ``final_path``."""
-
     size: int
     sha256: str
     git_oid: str | None
@@ -135,8 +131,6 @@ class TransferResult:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Knobs of the engine, from settings."""
-
     connections: int = 8
     scale_connections: bool = False  # True: big files get more streams than ``connections`` (the default only)
     retry: RetryPolicy = field(default_factory=RetryPolicy)

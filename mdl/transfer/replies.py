@@ -49,8 +49,6 @@ CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole
 
 @dataclass(frozen=True)
 class Probed:
-    """What the first request for a URL learned (with ``carry``, its unread answer: the file's first bytes)."""
-
     url: str
     size: int | None
     validator: str | None
@@ -68,8 +66,7 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
     )
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):
-            # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
-            # until it is decoded, and its ETag names the encoded representation.
+            # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
             stack.close()
             return Probed(str(response.url), None, None, ranged=False)
         end = None
@@ -114,7 +111,6 @@ def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
 
 
 def _seconds(date: str | None) -> float:
-    """An HTTP-date as a timestamp (−inf when missing or unreadable, so no comparison trusts it)."""
     try:
         return email.utils.parsedate_to_datetime(date).timestamp() if date else -math.inf
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -93,7 +93,6 @@ class DownloadState:
         return self.pieces[-1].end
 
     def contiguous(self) -> int:
-        """Bytes from offset 0 that are on disk without a gap (what the hasher may read)."""
         total = 0
         for piece in self.pieces:
             total = piece.start + piece.done
@@ -122,7 +121,6 @@ class DownloadState:
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def reset(self, pieces: list[Piece]) -> None:
-        """Start over with a new layout (nothing on disk counts any more)."""
         with self.lock:
             self.pieces = pieces
             self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
@@ -131,11 +129,8 @@ class DownloadState:
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
-    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes.
-
-    The pieces decide where bytes are written and which ranges are asked for, so they must tile [0, size) in order:
-    overlaps, gaps, negative or huge offsets, or floats are refused (the download starts over), never trusted.
-    """
+    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes: the
+    pieces decide where bytes are written, so they must tile [0, size) in order (the download starts over)."""
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
@@ -230,7 +225,6 @@ def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = 
 
 
 def discard_partial(job: TransferJob) -> None:
-    """Remove the .part and its resume record."""
     for path in (job.part_path, job.state_path):
         unlink(job_root(job), path)
 
@@ -251,7 +245,6 @@ def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
 
 @cache
 def _sync_file_range() -> Callable[..., Any] | None:
-    """libc's sync_file_range (Linux only; Python's os module does not wrap it), or None."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes  # only big downloads get here: kept off start-up

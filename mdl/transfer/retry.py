@@ -28,8 +28,6 @@ def retry_cause(message: str, label: str) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, honouring Retry-After (capped)."""
-
     retries: int = 5
     base: float = 0.5
     cap: float = 30.0
@@ -38,7 +36,6 @@ class RetryPolicy:
     rng: Callable[[], float] = random.random
 
     def delay(self, attempt: int, *, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
         if retry_after is not None:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
@@ -63,12 +60,9 @@ class RetryPolicy:
 
 @dataclass
 class Tries:
-    """The retry budget of one operation (a Hub API call through ``RetryPolicy.run``, or a download stream).
-
-    ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C); ``on_retry(cause)``
-    hears each retry's cause (a transfer's RetryLog); ``announce(n, line)`` gets ``"<cause>, retrying in 2 s (1/5)"``
-    for the user. With ``quick_unreachable`` a host that does not answer at all gets one retry: it is offline.
-    """
+    """The retry budget of one operation. ``wait(seconds)`` returns True when Ctrl-C came meanwhile; ``on_retry``
+    hears each cause, ``announce`` a line for people; with ``quick_unreachable`` a host that never answers (offline,
+    not flaky) gets one retry."""
 
     policy: RetryPolicy
     what: str

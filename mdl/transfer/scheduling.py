@@ -40,7 +40,6 @@ class Piece:
 
     @property
     def left(self) -> int:
-        """Bytes of the piece not yet on disk (0 for an unknown end: such a piece cannot be split)."""
         return 0 if self.end is None else max(0, self.end - self.start - self.done)
 
 
@@ -70,18 +69,14 @@ def window(piece: Piece, offset: int, ttfb: float) -> int:
 
 
 def stealable(piece: Piece) -> int:
-    """Bytes of ``piece`` past what its stream has asked for (or received): what a steal may take."""
     if piece.end is None or piece.complete:
         return 0
     return max(0, piece.end - max(piece.asked, piece.start + piece.done))
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None.
-
-    Only bytes nobody has asked for yet move, and only when each side keeps at least ``least``. The caller holds
-    the pieces' lock.
-    """
+    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None: only
+    bytes nobody asked for yet move, and each side keeps ``least``. The caller holds the pieces' lock."""
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
@@ -157,7 +152,6 @@ class RateLimiter:
         self._next_free = clock()
 
     def consume(self, nbytes: int, cancel: threading.Event) -> None:
-        """Account for ``nbytes`` and wait until the bucket allows them."""
         with self._lock:
             now = self._clock()
             start = max(now - 0.25, self._next_free)  # a burst of at most 0.25 s: idling banks no more credit

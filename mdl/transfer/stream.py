@@ -1,11 +1,6 @@
-"""One stream's work: fetch a piece with retries and stall resumes, and copy each answer's body into the file at
-its offset, hashed from memory at the frontier, counted and checkpointed.
-
-A plain 206 of known length is read straight from its socket into a buffer each thread reuses
-(``WireStream.read_into``): none of h11's copies of every byte, which made the bulk path CPU-bound; the price is
-that connection, closed after its answer. Anything else (content codings, a 200, an unknown length, TLS inside a
-proxy's TLS) goes through httpx2.
-"""
+"""One stream's work: fetch a piece with retries and stall resumes, and copy each answer's body into the file.
+A big plain 206 is read from its socket into a reused buffer, past h11's copies of every byte (CPU-bound), at the
+price of its connection; anything else goes through httpx2."""
 
 from __future__ import annotations
 
@@ -40,14 +35,7 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError, TransferJob
-from mdl.transfer.replies import (
-    check_content_range,
-    check_size,
-    check_version,
-    from_hub,
-    locate,
-    size_differs,
-)
+from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.retry import Tries, retry_cause, seconds
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
@@ -95,7 +83,6 @@ class Streamer:
         self.close(self._open)
 
     def close(self, responses: set[httpx2.Response]) -> None:
-        """Close responses so threads blocked reading them wake up."""
         with self._open_lock:
             doomed = list(responses)
         for response in doomed:
@@ -127,11 +114,8 @@ class Streamer:
         )
 
     def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
-        """Fetch one piece to completion, retrying transient failures and resuming from its last byte.
-
-        A whole answer shorter than asked (a legal short 206) is progress: the next request asks for the rest.
-        The retry budget counts only tries that moved nothing new onto the disk, and starts again after progress.
-        """
+        """Fetch one piece to completion, retrying transient failures and resuming from its last byte; the retry
+        budget counts only tries that moved nothing new onto the disk (a legal short 206 is progress)."""
         tries = Tries(
             self.config.retry,
             job.label,
@@ -339,8 +323,7 @@ class Streamer:
                 if take(chunk):
                     break
         else:
-            # httpx2 hands over what its parser already holds past the headers; after that the socket has the rest
-            # (``chunks`` stays referenced until we are done: a generator dropped early closes the connection).
+            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
             first = next(chunks, b"")
             if not take(first):
                 left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
@@ -362,7 +345,6 @@ def _why(exc: Exception, err: RetryableError, label: str) -> str:
 
 @contextlib.contextmanager
 def _taken(opening: Opening) -> Iterator[httpx2.Response]:
-    """A probe's open answer as if it were a request just sent (closed when read, like any other)."""
     try:
         yield opening.response
     finally:
@@ -370,9 +352,8 @@ def _taken(opening: Opening) -> Iterator[httpx2.Response]:
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
-    """Where a whole answer left the piece: where its Content-Range said (short of that, the connection was lost
-    mid-answer). A legal but tiny short answer is progress, yet a server sending a few bytes per request must not
-    cost a request per few bytes for ever: it spends a try."""
+    """Where a whole answer left the piece (short of its Content-Range: the connection was lost). A tiny short
+    answer spends a try: a server sending a few bytes per request must not cost a request per few bytes for ever."""
     assert piece.end is not None
     reached = piece.start + piece.done
     if reached < min(piece.end, answered_end or piece.end):
@@ -390,8 +371,7 @@ def _buffer() -> memoryview:
 
 
 def raw_socket(resp: httpx2.Response) -> WireStream | None:
-    """The connection a plain, big ``206`` can be read from directly, or None to read it through httpx2: only
-    mdl's own streams whose socket carries the plaintext (TCP, or an ``ssl.SSLSocket`` that decrypts itself)."""
+    """The connection a plain, big ``206`` can be read from directly (``WireStream.read_into``), or None."""
     if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
         return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
     length = parse_decimal(resp.headers.get("Content-Length"))
@@ -406,8 +386,7 @@ def raw_socket(resp: httpx2.Response) -> WireStream | None:
 
 
 def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
-    """Up to ``left`` bytes from ``stream``, a buffer's worth at a time (the same buffer: use each before the next).
-    Errors become httpx2's, so stalls, resets and closes take the usual paths; an early end simply stops."""
+    """Up to ``left`` bytes from ``stream`` into ``view`` (use each before the next), with httpx2's errors."""
     while left > 0:
         with httpx2_errors(request):
             got = stream.read_into(view[: min(len(view), left)])

@@ -43,7 +43,6 @@ def header_deadline(seconds: float | None) -> Iterator[None]:
 
 
 def _header_left() -> float | None:
-    """Seconds left of this thread's header budget (None: no budget), starting its clock on first use."""
     budget: float | None = getattr(_request, "budget", None)
     if budget is None:
         return None
@@ -65,14 +64,12 @@ class Pace:
     got: int = 0
 
     def left(self, now: float) -> float | None:
-        """Seconds the next read may wait (None: no bound)."""
         left = self.window - self.waited if self.window != math.inf else None
         if self.deadline is None:
             return left
         return self.deadline - now if left is None else min(left, self.deadline - now)
 
     def count(self, waited: float, got: int) -> None:
-        """A read waited ``waited`` seconds for ``got`` bytes; enough bytes start a new window."""
         self.waited += waited
         self.got += got
         if self.got >= self.window * self.min_rate:
@@ -80,7 +77,6 @@ class Pace:
 
 
 def _cut(timeout: float | None, left: float | None, kind: type[Exception]) -> float | None:
-    """``timeout`` shortened to ``left``; raise ``kind`` when nothing is left (a 0 timeout would mean non-blocking)."""
     if left is None:
         return timeout
     if left <= 0:
@@ -165,8 +161,6 @@ class WireStream(httpcore2.NetworkStream):
 
 
 class WireBackend(httpcore2.NetworkBackend):
-    """httpcore2's own sync backend, with every stream it opens wrapped in a :class:`WireStream`."""
-
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
         self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
