@@ -165,11 +165,6 @@ class WireBackend(httpcore2.NetworkBackend):
         self._backend = httpcore2.SyncBackend()
         self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
 
-    def _opened(self, stream: httpcore2.NetworkStream) -> WireStream:
-        wrapped = WireStream(stream, layers=0)
-        self._live.add(wrapped)
-        return wrapped
-
     def abort(self) -> None:
         """Ctrl-C or SIGTERM: shut every open connection down, so a thread blocked in connect's aftermath, a
         header wait or a body read wakes at once (closing a response does not wake a read already waiting)."""
@@ -188,7 +183,9 @@ class WireBackend(httpcore2.NetworkBackend):
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
         limit = _cut(timeout, _header_left(), httpcore2.ConnectTimeout)
-        stream = self._backend.connect_tcp(
+        inner = self._backend.connect_tcp(
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
-        return self._opened(stream)
+        stream = WireStream(inner, layers=0)
+        self._live.add(stream)
+        return stream

@@ -804,7 +804,7 @@ def test_not_found_is_not_retried(
     assert not job.final_path.exists()
 
 
-def test_cdn_403_without_relocate_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_cdn_403_on_a_fixed_link_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100, signed=True)
     cdn.expire_signed_urls()
     job = make_job(tmp_path, url, size=100)
