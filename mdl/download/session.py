@@ -67,7 +67,6 @@ class PullSession:
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
-            relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
             dirs=self.dirs,
         )
         self.mirror_engine = Engine(

@@ -69,7 +69,7 @@ class Hub:
         self.token = token or None
         self.retry = retry or RetryPolicy()
         self._owns_client = client is None
-        self.client = client if client is not None else make_client(read_timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
+        self.client = client if client is not None else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
 
     def close(self) -> None:
