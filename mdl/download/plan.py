@@ -71,7 +71,7 @@ def decide(
     remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
 ) -> Decision:
     """Skip, download, resume or repair: decided before any I/O, from the file's state as ``show`` names it
-    (mdl.store.states).
+    (mdl.store.inventory).
 
     ``unnamed``: see ``same_content`` (False for one-off gets).
     """

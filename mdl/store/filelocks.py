@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,10 +52,16 @@ class _Held:
 
 
 class HeldLocks:
-    """File locks held together, released together (in reverse order)."""
+    """File locks held together, released together (in reverse order); ``with`` releases them after the block."""
 
     def __init__(self, locks: list[_Held]) -> None:
         self.locks = locks
+
+    def __enter__(self) -> HeldLocks:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
     def release_shared(self) -> None:
         """Release all but our own per-file lock (the blob lock shared with huggingface_hub)."""
@@ -139,16 +145,6 @@ def try_lock(root: Path, where: Path) -> HeldLocks | None:
         os.close(dir_fd)
         return None
     return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
-
-
-@contextlib.contextmanager
-def record_lock(root: Path, where: Path, *, model: str) -> Iterator[None]:
-    """Hold the lock guarding one model's record while it is read, changed and rewritten."""
-    held = acquire_locks(root, [where], label=f"{model}: its record", timeout=RECORD_LOCK_TIMEOUT)
-    try:
-        yield
-    finally:
-        held.release()
 
 
 def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:

@@ -1,11 +1,12 @@
-"""What is on disk (list, show, verify, clean; all offline), and resolve for what is upstream."""
+"""What is on disk, judged from records and ``lstat`` alone (no hashing): the one state vocabulary that ``show``,
+``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 import stat as st
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,10 +17,46 @@ from mdl.redact import redact_url
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, repo_folder
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
-from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, PARTIAL, judge, model_state
 from mdl.store.store import Store, key_prefix
 
-_BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
+INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
+MODIFIED_MAYBE = "modified?"  # recorded, same size, but touched since it was verified: only a re-hash can tell
+MODIFIED = "modified"  # recorded, but its size is not the size mdl verified
+UNRECORDED = "unrecorded"  # present, but mdl never verified it (no record)
+PARTIAL = "partial"  # a partial download is waiting to be resumed (or the snapshot entry is not linked)
+MISSING = "missing"  # not on disk
+OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
+
+# Why a present file must be hashed again before it is trusted (``pull --dry-run``'s reason for ``check``).
+RECHECK_REASON = {
+    MODIFIED_MAYBE: "modified? (same size, but changed since it was verified): re-hash it",
+    MODIFIED: "modified (its size changed since it was verified): re-hash it",
+    UNRECORDED: "unrecorded (present, never verified by mdl): hash it",
+}
+
+
+def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> str:
+    """A present-or-absent file's state against its record."""
+    if size is None:
+        return MISSING
+    if entry is None:
+        return UNRECORDED
+    if size != entry.size:
+        return MODIFIED
+    if mtime_ns != entry.mtime_ns:
+        return MODIFIED_MAYBE
+    return INSTALLED
+
+
+def model_state(states: Iterable[str], *, partials: bool) -> str:
+    """``installed`` when every file is there at its verified size (``modified?`` counts, reported as
+    ``unverified``); ``missing`` when no file and no partial download is; else ``partial``."""
+    found = set(states)
+    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
+        return INSTALLED
+    if found - {MISSING} or partials:
+        return PARTIAL
+    return MISSING
 
 
 @dataclass(frozen=True)
@@ -32,7 +69,7 @@ class LocalFile:
     size: int | None
     sha256: str | None
     source: str
-    state: str  # one of mdl.store.states.FILE_STATES
+    state: str  # INSTALLED, MODIFIED_MAYBE, ... above
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
 
 
@@ -44,9 +81,6 @@ class PinnedFile:
     size: int
     sha256: str
     source: str
-
-
-OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
 
 
 @dataclass(frozen=True)
@@ -134,7 +168,7 @@ def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRe
 def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
-    """The file's state (mdl.store.states) and where it is, from its record and ``lstat`` only."""
+    """The file's state and where it is, from its record and ``lstat`` only."""
     placement = _placement(layout, model, path, source, entry)
     if placement is None:
         return MISSING, None
@@ -277,3 +311,33 @@ def list_models(
     """The models with their local status (as ``pinned`` says, per model, where a lock pins them), by status."""
     found = [model_status(spec, layout, pinned=(pinned or {}).get(spec.name)) for spec in specs]
     return [m for m in found if status is None or m.status == status]
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """The catalog's models with their local status, and the download root they were looked for in."""
+
+    models: tuple[ModelStatus, ...]
+    dest: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model's files and state, and the folder its files go into (None: several; in the Hugging Face cache
+    layout the snapshot folder)."""
+
+    status: ModelStatus
+    folder: Path | None
+    warning: str | None = None  # why the model is not shown as a lock pins it (the lock is out of date for it)
+    commit: str | None = None  # the commit a lock pins, shown when nothing is recorded yet
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.status.show_json()
+        if doc.get("commit") is None and self.commit is not None:
+            doc["commit"] = self.commit
+        if self.warning is not None:
+            doc["warning"] = self.warning
+        return {"models": [doc]}

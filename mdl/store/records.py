@@ -1,4 +1,4 @@
-"""The per-model record of verified files: its data, its JSON form on disk, reading it back and merging changes."""
+"""The per-model record of verified files: its data, its JSON form on disk, and reading it back."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """The per-model record that lets ``list``, ``verify`` and re-runs work offline: what the model should be
-    (``expected``; None in records written before mdl kept it) and what mdl fetched and verified (``files``)."""
+    """What the model should be (``expected``; None in records from before mdl kept it) and what mdl fetched and
+    verified (``files``): what lets ``list``, ``verify`` and re-runs work offline."""
 
     name: str
     revision: str | None = None
@@ -73,37 +73,26 @@ class ModelRecord:
 
 
 def _expected_json(expected: dict[str, ExpectedFile]) -> dict[str, Any]:
-    return {
-        path: {
-            "size": one.size,
-            "sha256": record_text(one.sha256),
-            "git_oid": record_text(one.git_oid),
-            "source": record_text(one.source),
-        }
-        for path, one in sorted(expected.items())
-    }
+    return {path: _file_json(one, drop="path") for path, one in sorted(expected.items())}
 
 
-def _file_json(rec: FileRecord) -> dict[str, Any]:
+def _file_json(rec: FileRecord | ExpectedFile, *, drop: str = "") -> dict[str, Any]:
     """One file's entry: its source URL, ETag and commit came from servers or the catalog."""
-    doc = asdict(rec)
-    for key in ("source", "etag", "commit", "git_oid"):
-        doc[key] = record_text(doc[key])
+    doc = {key: value for key, value in asdict(rec).items() if key != drop}
+    for key in ("source", "etag", "commit", "git_oid", "sha256"):
+        if key in doc:  # a sha256 mdl computed passes unchanged
+            doc[key] = record_text(doc[key])
     return doc
 
 
 def now_iso() -> str:
-    """UTC time for records."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
     """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
-
-    A record is mdl's own file, but anything may have edited or damaged it: every field is checked here
-    (a ``"size": "2"`` must not reach the arithmetic of ``list`` or ``verify``), and one bad field makes the
-    whole record unreadable rather than half-trusted.
-    """
+    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
+    and one bad field makes the whole record unreadable rather than half-trusted."""
     try:
         raw = json.loads(read(path).decode("utf-8"))
         return record_from_json(model, raw)
@@ -208,29 +197,3 @@ def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
 
 def _shown(value: object) -> str:
     return printable(repr(value)[:80])
-
-
-def merge_record(
-    current: ModelRecord,
-    *,
-    revision: str | None,
-    commit: str | None,
-    puts: tuple[FileRecord, ...],
-    remove: tuple[str, ...],
-    expected: dict[str, ExpectedFile] | None = None,
-) -> ModelRecord:
-    """``current`` with files removed, then added or replaced; a revision, commit or expected set of None keeps
-    the old one."""
-    files = dict(current.files)
-    for path in remove:
-        files.pop(path, None)
-    for one in puts:
-        files[one.path] = one
-    return ModelRecord(
-        name=current.name,
-        revision=revision if revision is not None else current.revision,
-        commit=commit if commit is not None else current.commit,
-        files=files,
-        updated_at=now_iso(),
-        expected=expected if expected is not None else current.expected,
-    )
