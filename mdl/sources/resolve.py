@@ -1,13 +1,15 @@
-"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline."""
+"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline;
+and each file's URLs on the ``[settings].mirrors`` templates (tried in order before the origin)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
-from mdl.catalog import FileSpec, ModelSpec, expand_headers
+from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url
@@ -17,7 +19,7 @@ from mdl.store import ModelRecord, hub_source
 if TYPE_CHECKING:
     from mdl.transfer import Opening
 
-log = logging.getLogger("mdl.resolve")
+log = logging.getLogger("mdl.mirrors")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
         path = _listing_path(what, spec.repo, item.path)
         lfs = item.lfs
-        sha256 = lfs.sha256 if lfs is not None else None
+        sha256 = lfs.oid if lfs is not None else None
         files.append(
             RemoteFile(
                 model=spec.name,
@@ -248,3 +250,42 @@ def with_probe(
     if remote.size is not None:
         return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
     return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)
+
+
+def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
+    """The file's URL on each mirror whose template it can fill, in order."""
+    return [url for _, url in mirror_targets(templates, remote)]
+
+
+def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
+    """(template, URL) of the file on each mirror whose template it can fill (``http(s)://…/{model}/{path}``,
+    values URL-quoted, or ``s3://bucket/prefix/{model}/{path}``, values as they are: the key is quoted when
+    signed). A file with no sha256 and no git blob id gets none: a mirror's bytes must be checkable."""
+    if not templates or not (remote.sha256 or remote.git_oid):
+        return []
+    raw = {
+        "model": remote.model,
+        "path": remote.path,
+        "repo": remote.repo or "",
+        "revision": remote.revision or "",
+        "commit": remote.commit or "",
+        "sha256": remote.sha256 or "",
+    }
+    quoted = {
+        **raw,
+        "model": quote(remote.model, safe=""),
+        "path": quote(remote.path, safe="/"),
+        "repo": quote(remote.repo, safe="/") if remote.repo else "",
+        "revision": quote(remote.revision, safe="") if remote.revision else "",
+    }
+    urls: list[tuple[str, str]] = []
+    for template in templates:
+        values = raw if template.startswith("s3://") else quoted
+        # checked when the settings were read: parsing again only splits it (a template is never str.format-ed)
+        parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
+        missing = sorted({p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)})
+        if missing:
+            log.debug("%s/%s: mirror %s needs %s, which this file lacks", remote.model, remote.path, template, missing)
+            continue
+        urls.append((template, fill_template(parts, values)))
+    return urls
