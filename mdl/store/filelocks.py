@@ -1,11 +1,9 @@
-"""Cross-process file locks (filelock) inside a root mdl owns: per-file locks that say who holds them, and
-per-record locks. Needs filelock 4 (no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, and a lock on a
-removed file is noticed and taken again).
+"""Cross-process file locks (filelock 4: no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, a lock on a
+removed file taken again) inside a root mdl owns, reached through their folder's descriptor (``confined``).
 
-A lock file is reached through its folder's descriptor (``confined``), so a link planted at ``.mdl/locks`` is
-never followed. It holds one line naming its holder (pid, command, since when), as apt's lock does, so a run
-that waits can say for whom. Its holder removes it just before releasing it (a waiter that then locks the
-removed file notices and opens the new one), so no idle lock file stays behind.
+A lock file holds one line naming its holder (pid, command, since when), as apt's does, so a waiting run can say
+for whom. Its holder removes it just before releasing it (a waiter that then locks the removed file notices and
+opens the new one), so no idle lock file stays behind.
 """
 
 from __future__ import annotations
@@ -63,20 +61,17 @@ class HeldLocks:
     def __exit__(self, *_: object) -> None:
         self.release()
 
-    def release_shared(self) -> None:
-        """Release all but our own per-file lock (the blob lock shared with huggingface_hub)."""
+    def release_shared(self) -> None:  # all but our own per-file lock: the blob lock huggingface_hub shares
         while len(self.locks) > 1:
             self.locks.pop().release()
 
     def release(self) -> None:
-        """Release every lock held."""
         while self.locks:
             self.locks.pop().release()
 
 
 def holder_line() -> str:
-    """What this process writes into a lock it holds: ``pid <n>, mdl <command>, since <time>`` (no arguments:
-    they may hold URLs with secrets)."""
+    """``pid <n>, mdl <command>, since <time>`` (no arguments: they may hold URLs with secrets)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
     return f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}"
@@ -89,7 +84,6 @@ def _write_holder(fd: int) -> None:
 
 
 def holder_of(root: Path, where: Path) -> str:
-    """Who holds the lock at ``where``, as its file says (empty when it does not say)."""
     try:
         text = confined.read_bytes(root, where, limit=_HOLDER_MAX).decode("utf-8", "replace")
     except OSError:
@@ -106,11 +100,8 @@ def acquire_locks(
     on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take the locks at ``paths`` (inside ``root``) in order within one ``timeout``; call ``on_wait(holder)``
-    once if any is held by another run (``holder``: who, as its lock file says).
-
-    On any failure (timeout, Ctrl-C) the locks already taken are released before the error goes up.
-    """
+    """Take the locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds
+    any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
     waited = False
@@ -132,7 +123,7 @@ def acquire_locks(
 
 
 def try_lock(root: Path, where: Path) -> HeldLocks | None:
-    """The lock at ``where`` if nobody holds it right now, else None (for clean-up: never wait)."""
+    """The lock at ``where`` if nobody holds it now, else None (clean-up never waits)."""
     from filelock import Timeout
 
     try:

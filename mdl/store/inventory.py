@@ -60,9 +60,7 @@ def model_state(states: Iterable[str], *, partials: bool) -> str:
 
 
 @dataclass(frozen=True)
-class LocalFile:
-    """One expected file of a model and its state on disk."""
-
+class LocalFile:  # one expected file of a model and its state on disk
     path: str
     dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
     final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
@@ -75,7 +73,7 @@ class LocalFile:
 
 @dataclass(frozen=True)
 class PinnedFile:
-    """A file a lock pins for a model: its save path, size, sha256 and source (what verify and show compare to)."""
+    """A file a lock pins for a model (what verify and show compare to)."""
 
     path: str
     size: int
@@ -85,8 +83,6 @@ class PinnedFile:
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """A catalog model and its local state."""
-
     spec: ModelSpec
     record: ModelRecord | None
     files: tuple[LocalFile, ...]
@@ -96,17 +92,15 @@ class ModelStatus:
 
     @property
     def unverified(self) -> int:
-        """Files of an installed model touched since they were verified (``modified?``): a re-hash must tell."""
+        """Files touched since they were verified (``modified?``): a re-hash must tell."""
         return sum(1 for f in self.files if f.state == MODIFIED_MAYBE)
 
     @property
-    def size(self) -> int | None:
-        """Total size when every file's size is known."""
+    def size(self) -> int | None:  # when every file's size is known
         sizes = [f.size for f in self.files]
         return sum(s for s in sizes if s is not None) if sizes and None not in sizes else None
 
     def list_json(self) -> dict[str, Any]:
-        """The ``list`` entry."""
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -120,7 +114,6 @@ class ModelStatus:
         }
 
     def show_json(self) -> dict[str, Any]:
-        """The ``show`` entry."""
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -152,7 +145,7 @@ def _revision(spec: ModelSpec) -> str | None:
 
 
 def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRecord | None) -> Placement | None:
-    """Where the file is in this layout; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
+    """Where the file is; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
     try:
         return layout.place(
             model,
@@ -193,13 +186,9 @@ def file_state(
 
 
 def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None = None) -> ModelStatus:
-    """The local state of one model, from its record and ``lstat`` only (no network, no hashing).
-
-    The model's files are what it should be: those a lock pins (``pinned``), else the expected set its record
-    keeps (written before a pull's first byte), else, for records from before that, the recorded or catalog
-    files. ``installed`` only when every one is on disk at its verified size and version; a recorded file of
-    another version is ``outdated``; a recorded file the model no longer names is ``extra``, never counted.
-    """
+    """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
+    set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
+    of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
     store = layout.records
     record = store.read_record(spec.name)
     recorded = record.files if record is not None else {}
@@ -228,8 +217,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile
 
 
 def _authoritative(record: ModelRecord | None, pinned: Sequence[PinnedFile] | None) -> bool:
-    """Whether the model's file list is known whole (a lock or an expected set), so a recorded file outside
-    it is one upstream removed."""
+    """Whether the model's file list is known whole (a lock or an expected set)."""
     return pinned is not None or (record is not None and record.expected is not None)
 
 
@@ -253,7 +241,7 @@ def _expected_files(
 
 
 def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
-    """Whether the recorded file is the version the model expects (by sha256, git blob id, then size)."""
+    """By sha256, git blob id, then size."""
     if want.sha256 is not None:
         return entry.sha256 == want.sha256
     if want.git_oid is not None and entry.git_oid is not None:
@@ -262,12 +250,10 @@ def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
 
 
 def unplaced_path(layout: Layout, model: str) -> Path:
-    """What to show as the destination of a file whose place is not known yet."""
     return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
 
 
 def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
-    """A model's folder before its commit is known: the repo's folder in the Hugging Face cache, else plain."""
     if layout.cache_root is not None and spec.repo is not None:
         return layout.cache_root / repo_folder(spec.repo, spec.repo_type)
     if layout.cache_root is not None and spec.files and all(f.url is None for f in spec.files):
@@ -278,8 +264,8 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
 
 
 def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The folder a file's shown path sits in: the snapshot folder ``…/models--o--r/snapshots/<commit>`` (Hugging
-    Face cache), else the model's folder once the file's path is taken off (None when they do not match)."""
+    """The snapshot folder (Hugging Face cache), else the model's folder once the file's path is taken off (None
+    when they do not match)."""
     shown = placement.shown
     if placement.link is not None and layout.cache_root is not None:
         with contextlib.suppress(ValueError):
@@ -308,7 +294,6 @@ def list_models(
     status: str | None,
     pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
 ) -> list[ModelStatus]:
-    """The models with their local status (as ``pinned`` says, per model, where a lock pins them), by status."""
     found = [model_status(spec, layout, pinned=(pinned or {}).get(spec.name)) for spec in specs]
     return [m for m in found if status is None or m.status == status]
 

@@ -85,8 +85,8 @@ def verify_models(
 
 
 def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
-    """A model found whole and verified in the Hugging Face cache keeps ``refs/<revision>`` naming its commit, so
-    the programs the cache exists for (``snapshot_download(local_files_only=True)``) find it; no-op when plain."""
+    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit (so
+    ``snapshot_download(local_files_only=True)`` finds it); no-op when plain."""
     if layout.cache_root is None:
         return
     revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
@@ -103,7 +103,6 @@ def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
 
 
 def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
-    """A FIFO, socket, device or folder where a model's file (or record) should be: exit 7 naming it."""
     fix = f"remove it, then run `mdl pull {model}`" if kind == "a folder" else f"`mdl pull {model}` replaces it"
     return not_a_file_error(path, kind, where=where, hint=fix)
 
@@ -116,8 +115,8 @@ def verify_file(
     expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); ``verified``, or
-    a failed / ``missing`` outcome saying why. A file that passes gets its new mtime recorded."""
+    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); a file that passes
+    gets its new mtime recorded."""
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected
