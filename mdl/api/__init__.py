@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mdl.catalog import edit as catalog_edit
     from mdl.download import LockReport
     from mdl.report import FileOutcome, Resolution, RunReport
-    from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
+    from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
 
 # Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
@@ -77,7 +77,7 @@ def list_models(
     env = _environ(environ)
     settings, specs, lock = _models(catalog, env, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
-    pins: Mapping[str, Sequence[PinnedFile]] = {}
+    pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
         from mdl.download import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
 

@@ -4,6 +4,7 @@ and each file's URLs on the ``[settings].mirrors`` templates (tried in order bef
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -54,10 +55,6 @@ class ResolvedModel:
     files: tuple[RemoteFile, ...]
 
 
-def _is_hex(value: str | None, length: int) -> bool:
-    return bool(value) and len(value or "") == length and all(c in "0123456789abcdef" for c in value or "")
-
-
 def resolve_model(
     spec: ModelSpec,
     *,
@@ -100,13 +97,17 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     for item in sorted(chosen, key=lambda item: item.path):
         # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
-        path = _listing_path(what, spec.repo, item.path)
+        if (problem := path_problem(item.path)) is not None:
+            raise HubReplyError(
+                f"{what}: the listing of {spec.repo} names a file mdl cannot save, "
+                f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
+            )
         lfs = item.lfs
         sha256 = lfs.oid if lfs is not None else None
         files.append(
             RemoteFile(
                 model=spec.name,
-                path=path,
+                path=item.path,
                 url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
                 size=item.size,
                 sha256=sha256,
@@ -130,17 +131,6 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
-def _listing_path(what: str, repo: str, path: str) -> str:
-    """A listing path that passes :func:`mdl.paths.path_problem`, or HubReplyError naming it (exit 5)."""
-    problem = path_problem(path)
-    if problem is not None:
-        raise HubReplyError(
-            f"{what}: the listing of {repo} names a file mdl cannot save, '{printable(path, limit=120)}': {problem}; "
-            "the model was refused before anything was fetched"
-        )
-    return path
-
-
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
     """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
@@ -160,8 +150,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     revision = file.revision or "main"
     meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
     etag = meta.etag
-    sha256 = etag if _is_hex(etag, 64) else None
-    git_oid = etag if _is_hex(etag, 40) else None
+    sha256 = etag if etag and re.fullmatch("[0-9a-f]{64}", etag) else None
+    git_oid = etag if etag and re.fullmatch("[0-9a-f]{40}", etag) else None
     commit = meta.commit
     if file.sha256 and sha256 and file.sha256 != sha256:
         raise IntegrityError(
@@ -245,15 +235,13 @@ def with_probe(
     located: str | None = None,
     opening: Opening | None = None,
 ) -> RemoteFile:
-    """The file with what a probe learned (size, validator, the final URL if it answered a range, its unread
-    answer) filled in where the catalog was silent."""
+    """The file with what a probe learned (size, validator, where it answered a range, its unread answer)."""
     if remote.size is not None:
         return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
     return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)
 
 
 def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
-    """The file's URL on each mirror whose template it can fill, in order."""
     return [url for _, url in mirror_targets(templates, remote)]
 
 

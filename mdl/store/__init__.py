@@ -1,50 +1,86 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.cleaning import CleanedFile as CleanedFile
-from mdl.store.cleaning import CleanReport as CleanReport
-from mdl.store.cleaning import clean as clean
-from mdl.store.confined import open_file as open_file
-from mdl.store.confined import read_bytes as read_bytes
-from mdl.store.confined import rename as rename
-from mdl.store.confined import rmdir_empty as rmdir_empty
-from mdl.store.confined import unlink as unlink
-from mdl.store.confined import write_atomic as write_atomic
-from mdl.store.filelocks import HeldLocks as HeldLocks
-from mdl.store.filesystem import REPLACEABLE as REPLACEABLE
-from mdl.store.filesystem import DirSyncs as DirSyncs
-from mdl.store.filesystem import creatable_problem as creatable_problem
-from mdl.store.filesystem import fsync_dir as fsync_dir
-from mdl.store.filesystem import hash_file as hash_file
-from mdl.store.filesystem import kind_of as kind_of
-from mdl.store.filesystem import not_a_file as not_a_file
-from mdl.store.filesystem import not_a_file_error as not_a_file_error
-from mdl.store.filesystem import stat_file as stat_file
-from mdl.store.inventory import INSTALLED as INSTALLED
-from mdl.store.inventory import MISSING as MISSING
-from mdl.store.inventory import MODIFIED_MAYBE as MODIFIED_MAYBE
-from mdl.store.inventory import RECHECK_REASON as RECHECK_REASON
-from mdl.store.inventory import UNRECORDED as UNRECORDED
-from mdl.store.inventory import LocalFile as LocalFile
-from mdl.store.inventory import ModelInfo as ModelInfo
-from mdl.store.inventory import ModelList as ModelList
-from mdl.store.inventory import ModelStatus as ModelStatus
-from mdl.store.inventory import PinnedFile as PinnedFile
-from mdl.store.inventory import file_state as file_state
-from mdl.store.inventory import judge as judge
-from mdl.store.inventory import list_models as list_models
-from mdl.store.inventory import model_status as model_status
-from mdl.store.inventory import unplaced_path as unplaced_path
-from mdl.store.layout import HubFileRef as HubFileRef
-from mdl.store.layout import Layout as Layout
-from mdl.store.layout import Placement as Placement
-from mdl.store.layout import adopt_cached as adopt_cached
-from mdl.store.layout import hub_source as hub_source
-from mdl.store.layout import parse_hub_source as parse_hub_source
-from mdl.store.records import ExpectedFile as ExpectedFile
-from mdl.store.records import FileRecord as FileRecord
-from mdl.store.records import ModelRecord as ModelRecord
-from mdl.store.records import now_iso as now_iso
-from mdl.store.store import Store as Store
-from mdl.store.verifying import verify_file as verify_file
-from mdl.store.verifying import verify_models as verify_models
+from mdl.store.cleaning import CleanedFile, CleanReport, clean
+from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+from mdl.store.filelocks import HeldLocks
+from mdl.store.filesystem import (
+    REPLACEABLE,
+    DirSyncs,
+    creatable_problem,
+    fsync_dir,
+    hash_file,
+    kind_of,
+    not_a_file,
+    not_a_file_error,
+    stat_file,
+)
+from mdl.store.inventory import (
+    INSTALLED,
+    MISSING,
+    MODIFIED_MAYBE,
+    RECHECK_REASON,
+    UNRECORDED,
+    LocalFile,
+    ModelInfo,
+    ModelList,
+    ModelStatus,
+    file_state,
+    judge,
+    list_models,
+    model_status,
+    unplaced_path,
+)
+from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
+from mdl.store.store import Store
+from mdl.store.verifying import verify_file, verify_models
+
+__all__ = [
+    "INSTALLED",
+    "MISSING",
+    "MODIFIED_MAYBE",
+    "RECHECK_REASON",
+    "REPLACEABLE",
+    "UNRECORDED",
+    "CleanReport",
+    "CleanedFile",
+    "DirSyncs",
+    "ExpectedFile",
+    "FileRecord",
+    "HeldLocks",
+    "HubFileRef",
+    "Layout",
+    "LocalFile",
+    "ModelInfo",
+    "ModelList",
+    "ModelRecord",
+    "ModelStatus",
+    "Placement",
+    "Store",
+    "adopt_cached",
+    "clean",
+    "creatable_problem",
+    "file_state",
+    "fsync_dir",
+    "hash_file",
+    "hub_source",
+    "judge",
+    "kind_of",
+    "list_models",
+    "model_status",
+    "not_a_file",
+    "not_a_file_error",
+    "now_iso",
+    "open_file",
+    "parse_hub_source",
+    "read_bytes",
+    "rename",
+    "rmdir_empty",
+    "stat_file",
+    "unlink",
+    "unplaced_path",
+    "verify_file",
+    "verify_models",
+    "write_atomic",
+]

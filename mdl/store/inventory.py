@@ -72,16 +72,6 @@ class LocalFile:  # one expected file of a model and its state on disk
 
 
 @dataclass(frozen=True)
-class PinnedFile:
-    """A file a lock pins for a model (what verify and show compare to)."""
-
-    path: str
-    size: int
-    sha256: str
-    source: str
-
-
-@dataclass(frozen=True)
 class ModelStatus:
     spec: ModelSpec
     record: ModelRecord | None
@@ -185,7 +175,7 @@ def file_state(
     return judged, placement
 
 
-def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None = None) -> ModelStatus:
+def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None = None) -> ModelStatus:
     """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
     set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
     of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
@@ -216,17 +206,17 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile
     return ModelStatus(spec, record, tuple(files), status, folder, extra)
 
 
-def _authoritative(record: ModelRecord | None, pinned: Sequence[PinnedFile] | None) -> bool:
+def _authoritative(record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None) -> bool:
     """Whether the model's file list is known whole (a lock or an expected set)."""
     return pinned is not None or (record is not None and record.expected is not None)
 
 
 def _expected_files(
-    spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[PinnedFile] | None
+    spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
     recorded = record.files if record is not None else {}
     if pinned is not None:
-        return [ExpectedFile(p.path, p.size, p.sha256, None, p.source) for p in pinned]
+        return list(pinned)
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
@@ -292,7 +282,7 @@ def list_models(
     layout: Layout,
     *,
     status: str | None,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
 ) -> list[ModelStatus]:
     found = [model_status(spec, layout, pinned=(pinned or {}).get(spec.name)) for spec in specs]
     return [m for m in found if status is None or m.status == status]

@@ -13,9 +13,9 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
-from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, PinnedFile, model_status
+from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout, write_ref
-from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
 from mdl.store.store import Store
 
 _BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
@@ -27,7 +27,7 @@ def verify_models(
     *,
     progress: Progress,
     on_file: Callable[[FileOutcome], None] | None = None,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
 ) -> RunReport:
     """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models, the lock);
     ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1`` shows its first row at once)."""

@@ -24,7 +24,16 @@ from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import S3Prefix
-from mdl.store import INSTALLED, MODIFIED_MAYBE, Layout, ModelRecord, ModelStatus, PinnedFile, model_status, verify_file
+from mdl.store import (
+    INSTALLED,
+    MODIFIED_MAYBE,
+    ExpectedFile,
+    Layout,
+    ModelRecord,
+    ModelStatus,
+    model_status,
+    verify_file,
+)
 from mdl.upload.bucket import Bucket, HashingReader, ReadyFile, Upload
 from mdl.version import __version__
 
@@ -53,7 +62,7 @@ def publish_models(
     target: S3Prefix,
     *,
     progress: Progress,
-    pins: Mapping[str, Sequence[PinnedFile]],
+    pins: Mapping[str, Sequence[ExpectedFile]],
     locked: Mapping[str, LockedModel],
     endpoint: str | None = None,
 ) -> PublishReport:
@@ -112,8 +121,7 @@ def _send(
                 for _, _, reader in pending.values():  # interrupted: no descriptor is left open
                     reader.close()
     except KeyboardInterrupt:
-        # The transfer manager cancelled on its way out, aborting unfinished multipart uploads: what is complete
-        # in the bucket stays, and the next run skips it.
+        # The transfer manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
         raise InterruptedByUserError(
             "interrupted; files already uploaded are kept, run again to send the rest"
         ) from None
@@ -166,19 +174,12 @@ def _manifest(
     *,
     locked: LockedModel | None,
 ) -> list[str]:
-    """Write the model's manifest when all its files are in the bucket; remove one that no longer tells the
-    truth when they are not. The manifest's URI when it is there and current."""
+    """Write the model's manifest when all its files are in the bucket, remove one that no longer tells the truth
+    when they are not; its URI when it is there and current."""
     name = model.spec.name
     key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
     uri = f"s3://{bucket.target.bucket}/{key}"
-    record = model.record
-    body = manifest_bytes(
-        name,
-        model.ready,
-        revision=record.revision if record is not None else None,
-        commit=record.commit if record is not None else None,
-        locked=locked,
-    )
+    body = manifest_bytes(model, locked)
     complete = bool(model.ready) and not any(f.failing for (m, _), f in outcomes.items() if m == name)
     try:
         if not complete:
@@ -242,7 +243,7 @@ class LocalModel:
 
 
 def local_model(
-    spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None, progress: Progress
+    spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None, progress: Progress
 ) -> LocalModel:
     """The model's publishable files: those whose size and mtime match their record are trusted unread (as
     ``pull`` does), any other is re-hashed. A model never pulled or not fully installed is ``missing`` (exit 4),
@@ -297,22 +298,16 @@ def _missing(outcome: FileOutcome) -> FileOutcome:
     return replace(outcome, action="missing")
 
 
-def manifest_bytes(
-    model: str,
-    files: Sequence[ReadyFile],
-    *,
-    revision: str | None,
-    commit: str | None,
-    locked: LockedModel | None,
-) -> bytes:
+def manifest_bytes(model: LocalModel, locked: LockedModel | None) -> bytes:
+    pinned = locked or model.record  # the lock's revision and commit, else the record's
     doc: dict[str, Any] = {
         "version": MANIFEST_VERSION,
-        "model": model,
-        "revision": record_text(locked.revision if locked is not None else revision),
-        "commit": record_text(locked.commit if locked is not None else commit),
+        "model": model.spec.name,
+        "revision": record_text(pinned.revision if pinned is not None else None),
+        "commit": record_text(pinned.commit if pinned is not None else None),
         "files": [
             {"path": f.path, "size": f.size, "sha256": f.sha256, "source": record_text(f.source)}
-            for f in sorted(files, key=lambda f: f.path)
+            for f in sorted(model.ready, key=lambda f: f.path)
         ],
         "published_by": f"mdl {__version__}",
     }
