@@ -15,7 +15,7 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout, write_ref
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
+from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
 
 _BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
@@ -170,6 +170,5 @@ def verify_file(
     progress.finish(label, ok=True)
     mtime_ns = file.final.stat().st_mtime_ns
     if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
-        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
-        store.update_record(model, revision=None, commit=None, put=fresh)
+        store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns))
     return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")

@@ -93,20 +93,22 @@ class Bucket:
         self.target = target
         self.client = s3_client(endpoint=endpoint)
 
-    def listed(self, model: str) -> dict[str, int]:
-        """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """botocore's failures as ours, naming ``what``."""
         import botocore.exceptions
 
-        found: dict[str, int] = {}
-        prefix = self.target.key(model) + "/"
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
-            for page in pages:
-                for item in page.get("Contents", []):
-                    found[str(item["Key"])] = int(item["Size"])
+            yield
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=self.target.uri(model)) from None
-        return found
+            raise self._error(exc, what=what) from None
+
+    def listed(self, model: str) -> dict[str, int]:
+        """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
+        prefix = self.target.key(model) + "/"
+        with self._failures(self.target.uri(model)):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
+            return {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
 
     def holds(self, key: str, file: ReadyFile) -> bool:
         """Whether the object at ``key`` is this file, by a SHA-256 the store computed over its bytes: the
@@ -224,22 +226,14 @@ class Bucket:
             )
 
     def read_small(self, key: str) -> bytes | None:
-        import botocore.exceptions
-
         try:
-            reply = self.client.get_object(Bucket=self.target.bucket, Key=key)
-            data: bytes = reply["Body"].read()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            error = self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}")
-            if isinstance(error, NotFoundError):
-                return None
-            raise error from None
-        return data
+            with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
+                return bytes(self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read())
+        except NotFoundError:
+            return None
 
     def put_small(self, key: str, data: bytes, *, content_type: str) -> None:
-        import botocore.exceptions
-
-        try:
+        with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
             self.client.put_object(
                 Bucket=self.target.bucket,
                 Key=key,
@@ -248,8 +242,6 @@ class Bucket:
                 ChecksumAlgorithm="SHA256",
                 Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}") from None
 
     def _error(self, exc: BaseException, *, what: str) -> MdlError:
         error = s3_error(exc, what=safe_text(what))
