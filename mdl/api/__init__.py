@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from mdl.download import LockReport
     from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
-    from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
+    from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
     from mdl.upload import PublishReport
+
+# Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
 StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
@@ -118,7 +120,7 @@ def list_models(
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
     settings, specs, lock = _models(catalog, environ, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
-    pins: Mapping[str, Sequence[PinnedFile]] = {}
+    pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
         from mdl.download import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
 

@@ -27,7 +27,7 @@ from mdl.errors import CatalogError, UsageError
 from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.redact import REDACTED, redact_url
 from mdl.report import RunReport
-from mdl.store import PinnedFile
+from mdl.store import ExpectedFile
 
 log = logging.getLogger("mdl.lock")
 ReportT = TypeVar("ReportT", bound=RunReport)
@@ -68,15 +68,15 @@ class LockUse:
 
     def view(
         self, specs: Sequence[ModelSpec]
-    ) -> tuple[dict[str, tuple[PinnedFile, ...]], dict[str, str], dict[str, str | None]]:
+    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, str | None]]:
         """For the offline views (show, verify): per model the pinned files, the warnings, the pinned commits."""
         self.require(specs)
-        pins: dict[str, tuple[PinnedFile, ...]] = {}
+        pins: dict[str, tuple[ExpectedFile, ...]] = {}
         commits: dict[str, str | None] = {}
         for spec in specs:
             locked = self.pinned(spec, doing="using the catalog entry and the record")
             if locked is not None:
-                pins[spec.name] = tuple(PinnedFile(f.path, f.size, f.sha256, f.source) for f in locked.files)
+                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
                 commits[spec.name] = locked.commit
         return pins, dict(self.warnings), commits
 
