@@ -72,16 +72,8 @@ def build_run(folder: Path, size_mib: int) -> Path:
     return folder / "run"
 
 
-def _stream_zip_pipe(
-    out: BinaryIO,
-    stem: str,
-    meta: dict[str, Any],
-    files: list[Any],
-    folders: list[str],
-    stamp: tuple[int, int, int, int, int, int],
-    progress: Any,
-) -> tuple[int, str, dict[str, str]]:
-    """``output._write_pipe`` with stream-zip as the writer: the hashing pass is mdl's, unchanged."""
+def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, str, dict[str, str]]:
+    """``zipwriter._write_pipe`` with stream-zip as the writer: the hashing pass is mdl's, unchanged."""
     import stat
     import zlib
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,15 +82,16 @@ def _stream_zip_pipe(
     from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
     from mdl.archive.names import MANIFEST_NAME
-    from mdl.archive.output import manifest_bytes
-    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, HashingWriter, hash_sources, open_unchanged
+    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, hash_sources, open_unchanged, zip_date_time
 
-    sink = HashingWriter(out)
+    stem, files, folders, stamp = contents.stem, contents.files, contents.folders, zip_date_time(contents.epoch)
+
+    size, archive_digest = 0, hashlib.sha256()
     with HashingCopier() as copier:
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        sums = hash_sources(files, copier, progress, "hash:")
+        sums = hash_sources(files, copier, progress)
     hashes = {name: sha for name, (sha, _) in sums.items()}
-    manifest = manifest_bytes(meta, files, hashes)
+    manifest = contents.manifest(hashes)
     when = datetime(*stamp)
     pool = ThreadPoolExecutor(max_workers=1)
     seen: dict[str, str] = {}
@@ -149,23 +142,25 @@ def _stream_zip_pipe(
 
     try:
         for block in stream_zip(members(), chunk_size=CHUNK_SIZE, extended_timestamps=False):
-            sink.write(block)
+            out.write(block)
+            archive_digest.update(block)
+            size += len(block)
     finally:
         pool.shutdown()
     if seen != hashes:
         raise SystemExit("a file changed between hashing and packing")
-    sink.flush()
-    return sink.size, sink.digest.hexdigest(), hashes
+    out.flush()
+    return size, archive_digest.hexdigest(), hashes
 
 
 def child(writer: str, run: Path) -> None:
     """Pack ``run``'s checkpoint to stdout (a pipe) with ``writer``."""
-    from mdl.archive import output
+    from mdl.archive import zipwriter
     from mdl.archive.packer import PackOptions, pack_run
     from mdl.progress import NullProgress
 
     if writer == "stream-zip":
-        output._write_pipe = _stream_zip_pipe  # type: ignore[assignment]  # the only difference
+        zipwriter._write_pipe = _stream_zip_pipe  # type: ignore[assignment]  # the only difference
     options = PackOptions(run_dir=run, output=Path("-"), checkpoint=CHECKPOINT, source_date_epoch=1_700_000_000)
     pack_run(options, progress=NullProgress(), stdout=sys.stdout.buffer)
 

@@ -139,20 +139,16 @@ def server_details(exc: BaseException) -> tuple[int | None, str | None]:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        status = getattr(current, "status", None)
-        if isinstance(current, MdlError) and status is not None:
-            return status, current.server_text
+        if isinstance(current, MdlError) and current.status is not None:
+            return current.status, current.server_text
         current = current.__cause__ or current.__context__
     return None, None
 
 
 def worst_exit_code(codes: list[int]) -> int:
     """The exit code for several failures: the lowest non-zero code above 1 wins (product contract)."""
-    failing = [c for c in codes if c not in (ExitCode.OK,)]
-    if not failing:
-        return ExitCode.OK
-    above_one = [c for c in failing if c > ExitCode.INTERNAL]
-    return min(above_one) if above_one else ExitCode.INTERNAL
+    failing = [c for c in codes if c != ExitCode.OK]
+    return min((c for c in failing if c > ExitCode.INTERNAL), default=ExitCode.INTERNAL if failing else ExitCode.OK)
 
 
 def error_for_exit_code(code: int) -> type[MdlError]:

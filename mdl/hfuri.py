@@ -26,8 +26,7 @@ HF_URI_FORMS = (
 
 @dataclass(frozen=True)
 class HfUri:
-    """``hf://`` parsed: the repo, its type, the revision asked for (None: the default branch) and the path in it
-    (None: the whole repo)."""
+    """``hf://`` parsed; ``revision`` None is the default branch, ``path`` None the whole repo."""
 
     given: str
     repo_type: str
@@ -37,7 +36,6 @@ class HfUri:
 
     @property
     def is_repo(self) -> bool:
-        """A whole repo (no path)."""
         return self.path is None
 
     def of(self, path: str) -> str:
@@ -47,8 +45,7 @@ class HfUri:
 
 
 def parse_hf_uri(text: str) -> HfUri:
-    """``hf://[datasets/|spaces/|models/]owner/name[@revision][/path]`` → HfUri; UsageError (exit 2) naming the
-    accepted forms otherwise, or UnsafePathError for a path that climbs out or is absolute."""
+    """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe path."""
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
         raise UsageError(f"{text}: expected {HF_URI_FORMS}")

@@ -16,15 +16,11 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
 
 
-def _shown(value: str) -> str:
-    """``repr`` of a value, shortened, so an error stays one readable line (repr escapes control chars)."""
-    if len(value) > _MAX_SHOWN:
-        value = value[:_MAX_SHOWN] + "…"
-    return repr(value)
+def _shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
+    return repr(value[:_MAX_SHOWN] + "…" if len(value) > _MAX_SHOWN else value)
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
-    """The one error shape for every rejected path."""
     return UnsafePathError(f"{where}: must be a relative path inside the folder, got {_shown(value)} ({reason})")
 
 
@@ -40,22 +36,13 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def temp_name(name: str) -> str:
-    """The name mdl writes ``name`` under, in the same folder, before renaming it into place.
-
-    Dot-prefixed (hidden from scanners) and unique per call; at most ``TEMP_OVERHEAD`` bytes longer than ``name``,
-    which :func:`path_problem` keeps room for, so a name it accepts always has a temp name that fits NAME_MAX.
-    """
+    """The hidden, unique name mdl writes ``name`` under before renaming it into place (``TEMP_OVERHEAD`` longer)."""
     return f".{name}.{secrets.token_hex(_TEMP_TAG_HEX // 2)}{TEMP_SUFFIX}"
 
 
 def path_problem(name: str) -> str | None:
-    """Why ``name`` (a relative ``/``-separated path from any source) cannot be written safely, or None.
-
-    The one rule for every command that writes names it did not choose (pull, get, pack, unpack), checked before
-    any byte is fetched or written: no empty, ``.`` or ``..`` component, not absolute, no backslash or drive
-    letter, no control character (NUL included), no line or paragraph separator, no bidi override or isolate,
-    valid Unicode, and every component short enough for NAME_MAX together with its temp name.
-    """
+    """Why ``name`` (a relative ``/``-separated path from any source) cannot be written safely, or None: the one
+    rule for every command that writes names it did not choose, checked before any byte is fetched or written."""
     if not name:
         return "it is empty"
     for ch in name:
@@ -90,10 +77,7 @@ def path_problem(name: str) -> str | None:
 
 
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
-    """Two names that cannot both be files: one would be a folder of the other ('a' and 'a/b'), else None.
-
-    Case is not folded: the Hub and Linux tell 'README.md' and 'readme.md' apart, and so do users pulling there.
-    """
+    """Two names that cannot both be files ('a' and 'a/b'), else None; case is not folded, as the Hub does not."""
     files = set(names)
     for name in sorted(files):
         parts = name.split("/")
@@ -130,16 +114,12 @@ _STATE_DIR = ".mdl"
 
 
 def _not_plain(value: str, *, where: str, reason: str) -> UnsafePathError:
-    """The one error shape for a rejected file name."""
     return UnsafePathError(f"{where}: must be a plain file name, got {_shown(value)} ({reason})")
 
 
 def safe_file_name(value: str, *, where: str) -> str:
-    """Return ``value`` if it is one plain file name, safe to create in any folder, else raise UnsafePathError.
-
-    Stricter than :func:`safe_relative_path`: no separators at all, nothing Windows would read as a device
-    or a drive, and never mdl's own state folder.
-    """
+    """``value`` if it is one plain file name, safe to create in any folder (no separator, nothing Windows reads
+    as a device or a drive, never mdl's state folder), else UnsafePathError."""
     if not value:
         raise _not_plain(value, where=where, reason="it is empty")
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
@@ -176,8 +156,7 @@ def safe_file_name(value: str, *, where: str) -> str:
 def url_basename(url: str, *, where: str) -> str:
     """The URL's last path segment, percent-decoded and validated as a file name, or UnsafePathError."""
     parts = urlsplit(url)
-    # Never echo the query: it may carry a signature or token.
-    # The host and its port (``127.0.0.1:8123``), never the userinfo before them.
+    # Never echo the query (a signature, a token) nor the userinfo.
     shown = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}" if parts.scheme else parts.path
     segment = parts.path.rsplit("/", 1)[-1]
     if not segment:
@@ -189,12 +168,23 @@ def url_basename(url: str, *, where: str) -> str:
     return safe_relative_path(name, where=where)
 
 
+def is_http_url(value: str) -> bool:
+    """True for an absolute http(s) URL with a host and no whitespace or control characters."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as an error names it: whole when short, else its start and its end around ``…`` (a 4 KiB listing
-    path would bury the message)."""
+    """``path`` as an error names it: whole when short, else its start and end around ``…``."""
     text = os.fspath(path)
     if len(text) <= SHOWN_PATH_CHARS:
         return text

@@ -1,21 +1,57 @@
-"""The progress protocol the core reports through; the CLI's displays (mdl/cli/render/) implement it."""
+"""Progress: the core reports through a Progress's methods, each one :class:`Event` handed to ``emit``."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal
 
 
-class Progress(Protocol):
-    """Receives progress from the core. Implementations must be thread-safe: streams report concurrently.
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One report from a long operation; which fields it fills depends on ``kind``."""
 
-    The CLI's displays: rich bars on a terminal, stamped plain lines off it, JSON events (``--progress json``).
+    kind: Literal["begin", "start", "waiting", "advance", "finish", "note"]
+    key: str = ""  # the item (a file): start, waiting, advance, finish
+    label: str = ""  # start: what people read
+    total: int | None = None  # begin: the batch's bytes still to move; start: the item's size (None: unknown)
+    files: int = 0  # begin
+    completed: int = 0  # start: bytes already present (a resume)
+    nbytes: int = 0  # advance: more bytes (negative: bytes thrown away)
+    ok: bool = True  # finish
+    message: str = ""  # waiting: what it waits for; finish: why it failed; note: the line
+    model: str | None = None  # start: names the item for programs (--progress json)
+    path: str | None = None
+
+    def send(self, to: Progress) -> None:
+        """Call the method of ``to`` (any object with Progress's methods) that this event stands for."""
+        if self.kind == "begin":
+            to.begin(total_bytes=self.total, files=self.files)
+        elif self.kind == "start":
+            to.start(
+                self.key, label=self.label, total=self.total, completed=self.completed, model=self.model, path=self.path
+            )
+        elif self.kind == "waiting":
+            to.waiting(self.key, self.message)
+        elif self.kind == "advance":
+            to.advance(self.key, self.nbytes)
+        elif self.kind == "finish":
+            to.finish(self.key, ok=self.ok, message=self.message)
+        else:
+            to.note(self.message)
+
+
+class Progress:
+    """Receives progress from the core; this base discards it (``NullProgress``: -q, library callers).
+
+    A display overrides :meth:`emit` only, and must be thread-safe there: streams report concurrently.
     """
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        """A batch starts: the bytes still to transfer (None if unknown) over ``files`` files.
+    def emit(self, event: Event) -> None:
+        """Show (or pass on) one event."""
 
-        The total's time left is these bytes minus those advanced, over the smoothed rate of all items.
-        """
+    def begin(self, *, total_bytes: int | None, files: int) -> None:
+        """A batch of ``files`` items starts, ``total_bytes`` still to move (None: unknown)."""
+        self.emit(Event("begin", total=total_bytes, files=files))
 
     def start(
         self,
@@ -27,58 +63,24 @@ class Progress(Protocol):
         model: str | None = None,
         path: str | None = None,
     ) -> None:
-        """One item (a file) starts; ``completed`` bytes are already present (a resume, said as
-        ``resuming <label> at 600 MiB of 1.60 GiB``). Starting a key again (a retry) replaces its row.
-
-        ``model`` and ``path`` name it for programs (``--progress json``); ``label`` is what people read.
-        """
+        """Item ``key`` starts with ``completed`` bytes present (a resume); starting it again (a retry) replaces it."""
+        self.emit(Event("start", key, label, total, completed=completed, model=model, path=path))
 
     def waiting(self, key: str, message: str) -> None:
-        """Item ``key`` (already started) waits for something other than bytes (another run's lock).
-
-        Rich shows ``waiting (m:ss): <message>`` on its row until bytes arrive; plain lines write it once.
-        """
+        """Item ``key`` waits for something other than bytes (another run's lock)."""
+        self.emit(Event("waiting", key, message=message))
 
     def advance(self, key: str, nbytes: int) -> None:
-        """``nbytes`` more bytes of item ``key`` arrived (or were processed); negative for bytes thrown away."""
+        """``nbytes`` more bytes of item ``key`` arrived (or were processed)."""
+        self.emit(Event("advance", key, nbytes=nbytes))
 
     def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        """Item ``key`` is done (or failed with ``message``).
-
-        A failure draws nothing for people (the command's final report names each failed file once);
-        ``--progress json`` emits an ``error`` event.
-        """
+        """Item ``key`` is done, or failed with ``message`` (the final report names failures, not the display)."""
+        self.emit(Event("finish", key, ok=ok, message=message))
 
     def note(self, message: str) -> None:
-        """An informational line for the user (for example: "no bytes for 30 s, reconnecting (1/20)")."""
+        """An informational line for the user ("no bytes for 30 s, reconnecting (1/20)")."""
+        self.emit(Event("note", message=message))
 
 
-class NullProgress:
-    """A progress sink that discards everything (for ``-q`` and for library callers)."""
-
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        """Ignore."""
-
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        """Ignore."""
-
-    def waiting(self, key: str, message: str) -> None:
-        """Ignore."""
-
-    def advance(self, key: str, nbytes: int) -> None:
-        """Ignore."""
-
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        """Ignore."""
-
-    def note(self, message: str) -> None:
-        """Ignore."""
+NullProgress = Progress

@@ -1,11 +1,9 @@
 """Keep secrets and control characters out of every sink: stderr, stdout JSON, the log file and records.
 
-One rule for all sinks: ``safe_text`` (free text) and ``safe_doc`` (a JSON document) make text printable
-(``printable``) and then remove every secret (``redact_text``): the values registered with
-``remember_secret`` (the Hub token, every expanded catalog header value) and ``remember_url_secrets`` (the
-signature, token and password values of every URL mdl reads), in whatever encoding a server quotes them
-(percent-encoded, JSON- or HTML-escaped), Hub tokens, bearer and ``Authorization`` values, URL userinfo, and the
-whole query of any URL whose parameter names look like credentials.
+One rule for all sinks: ``safe_text`` (free text) and ``safe_doc`` (a JSON document) make text ``printable``, then
+remove every secret: the values registered (``remember_secret``, ``remember_url_secrets``) in whatever encoding a
+server quotes them, Hub tokens, bearer and ``Authorization`` values, URL userinfo, and the whole query of any URL
+whose parameter names look like credentials.
 """
 
 from __future__ import annotations
@@ -26,20 +24,7 @@ REDACTED = "REDACTED"
 # presigned object-store URLs of every cloud (AWS, GCS, Azure SAS, Alibaba OSS, Tencent COS, Huawei OBS,
 # CloudFront, Akamai), JWTs and API keys in the query. Redacting the whole query of such a URL is safer than
 # knowing every provider's parameter names: a new cloud's ``X-Foo-Signature`` is caught by "sig".
-_SECRET_PARAM_PARTS = (
-    "sig",
-    "token",
-    "credential",
-    "auth",
-    "key",
-    "jwt",
-    "secret",
-    "policy",
-    "session",
-    "pass",
-    "hdnts",
-    "hmac",
-)
+_SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|pass|hdnts|hmac")
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
 # Shorter values are not treated as secrets: replacing them would garble ordinary words.
 MIN_SECRET_LENGTH = 4
@@ -56,26 +41,21 @@ _AUTHORIZATION_RE = re.compile(
     r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
 )
 
-# The registry: every registered secret and its encoded forms (percent, JSON, HTML), indexed by their first
-# MIN_SECRET_LENGTH characters. A run that fetches thousands of files from signed CDN URLs registers tens of
-# thousands of values; looking up each window of a text in the index costs the same whatever their number,
-# where testing every secret against every log line would not.
+# Every registered secret and its encoded forms, indexed by their first MIN_SECRET_LENGTH characters: thousands of
+# signed CDN URLs register tens of thousands of values, and a lookup per window of a text costs the same whatever
+# their number.
 _secrets: set[str] = set()
 # first characters -> the forms starting with them; lists only grow (append is atomic: readers take no lock)
 _index: dict[str, list[str]] = {}
-_few: tuple[str, ...] | None = ()  # all forms while they are few (a plain search is faster then), else None
-_FEW = 256
 _longest = 0  # the longest registered form: how far back a cut can have split one
 _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Register ``value`` (a token, an expanded header value, a signature) so that no sink ever shows it, in any
-    encoding a server may quote it in (percent-encoded, JSON- or HTML-escaped).
+    """Register ``value`` (a token, a header value, a signature) so that no sink ever shows it, in any encoding.
 
-    Values shorter than ``MIN_SECRET_LENGTH``, or that are part of the word REDACTED itself, cannot be told
-    apart from ordinary text and are not registered. A header value ``<scheme> <credentials>`` ("Bearer abc…")
-    also registers its credentials alone: a server may echo them without the scheme.
+    Values shorter than ``MIN_SECRET_LENGTH`` or inside the word REDACTED cannot be told from ordinary text. A
+    header value ``<scheme> <credentials>`` also registers its credentials alone: a server may echo them so.
     """
     if not value or len(value) < MIN_SECRET_LENGTH or value in REDACTED:
         return
@@ -84,7 +64,7 @@ def remember_secret(value: str | None) -> None:
     if credentials and scheme.isalpha() and " " not in credentials.strip():
         forms.update(encoded_forms(credentials.strip()))
     with _secrets_lock:
-        global _few, _longest  # the registry's caches, replaced under _secrets_lock
+        global _longest
         new = forms - _secrets
         if not new:
             return
@@ -93,16 +73,15 @@ def remember_secret(value: str | None) -> None:
             key = form[:MIN_SECRET_LENGTH]
             _index.setdefault(key, []).append(form)
             _longest = max(_longest, len(form))
-        _few = tuple(_secrets) if len(_secrets) <= _FEW else None
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _few, _longest
+    global _longest
     with _secrets_lock:
         _secrets.clear()
         _index.clear()
-        _few, _longest = (), 0
+        _longest = 0
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -112,10 +91,8 @@ def known_secrets() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def encoded_forms(value: str) -> frozenset[str]:
-    """``value`` as a server may quote it: raw, printable, percent-encoded (``quote`` and ``quote_plus``, with
-    or without '/', upper- and lower-case hex), JSON-string-escaped (ASCII or not, with ``\\/``) and
-    HTML-escaped. Forms that cannot be listed (a numeric entity for some characters, mixed-case hex) are found
-    by decoding the text instead (``redact_text``)."""
+    """``value`` as a server may quote it: raw, printable, percent-encoded, JSON- and HTML-escaped. Forms that
+    cannot be listed (numeric entities, mixed-case hex) are found by decoding the text instead (``_redact``)."""
     if _UNRESERVED.fullmatch(value):  # a hex signature, a base64url token: every encoding leaves it as it is
         return frozenset((value,))
     forms = {value, printable(value)}
@@ -133,25 +110,16 @@ _LOWER_HEX = re.compile("%[0-9A-F]{2}")
 _UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding above changes them
 # Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
 # which headers. Registering "host" or "3600" would redact those words everywhere.
-_PUBLIC_PARAM_SUFFIXES = (
-    "algorithm",
-    "date",
-    "expires",
-    "signedheaders",
-    "signature-version",
-    "sign-time",
-    "key-time",
-    "header-list",
-    "url-param-list",
-    "additional-headers",
+_PUBLIC_PARAM = re.compile(
+    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
+    r"|additional-headers)\Z"
 )
 
 
 def remember_url_secrets(url: str) -> None:
-    """Register every secret a URL carries, the moment mdl reads it (command line, catalog, lock, mirrors, job
-    outputs, redirects): the password of its userinfo (or the whole userinfo when it is a bare token), and the
-    value of every query parameter that makes its query secret (``is_secret_param``), as written and decoded.
-    A server that echoes the request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
+    """Register every secret a URL carries the moment mdl reads it: its userinfo's password (or the whole userinfo,
+    a bare token) and each secret query parameter's value, as written and decoded. A server that echoes the
+    request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -165,7 +133,7 @@ def remember_url_secrets(url: str) -> None:
     for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
         raw_name, equals, raw_value = piece.partition("=")
         name = unquote_plus(raw_name).lower()
-        if not equals or not is_secret_param(name) or name.endswith(_PUBLIC_PARAM_SUFFIXES):
+        if not equals or not is_secret_param(name) or _PUBLIC_PARAM.search(name):
             continue
         for value in {raw_value, unquote(raw_value), unquote_plus(raw_value)}:
             remember_secret(value)
@@ -176,7 +144,7 @@ def remember_url_secrets(url: str) -> None:
 def is_secret_param(name: str) -> bool:
     """Whether a query parameter's name looks like it carries a credential."""
     lowered = name.lower()
-    return lowered.startswith(_SECRET_PARAM_PREFIXES) or any(part in lowered for part in _SECRET_PARAM_PARTS)
+    return lowered.startswith(_SECRET_PARAM_PREFIXES) or bool(_SECRET_PARAM_PART.search(lowered))
 
 
 def is_signed_url(url: str) -> bool:
@@ -201,14 +169,10 @@ def redact_url(url: str) -> str:
 
 def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
     """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
-    found: list[tuple[int, int]] = []
-    few = _few
-    if few is not None:
-        found.extend(_occurrences(text, few))
-    else:
+    found = list(_occurrences(text, extra))
+    if _index:
         for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
             found.extend(_occurrences(text, _index.get(key, ())))
-    found.extend(_occurrences(text, extra))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
         if merged and start <= merged[-1][1]:
@@ -227,20 +191,16 @@ def _occurrences(text: str, forms: Iterable[str]) -> Iterator[tuple[int, int]]:
 
 
 def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:
-    """``text`` with every occurrence of every secret replaced (also those a replacement itself makes up:
-    "TEDx1x1" with secret "TEDx1" becomes "REDACTEDx1"), and whether there was any."""
+    """``text`` with every secret replaced, also those a replacement makes up ("TEDx1x1" with secret "TEDx1"
+    becomes "REDACTEDx1"), and whether there was any."""
     removed = False
     for _ in range(16):
         spans = _spans(text, extra)
         if not spans:
             break
         removed = True
-        pieces: list[str] = []
-        last = 0
-        for start, end in spans:
-            pieces += (text[last:start], REDACTED)
-            last = end
-        text = "".join((*pieces, text[last:]))
+        for start, end in reversed(spans):
+            text = text[:start] + REDACTED + text[end:]
     return text, removed
 
 
@@ -262,11 +222,9 @@ _DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _json_unescape, un
 
 
 def _extra_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in REDACTED:
-            forms.update(encoded_forms(secret))
-    return tuple(forms)
+    return tuple(
+        {form for s in secrets if len(s) >= MIN_SECRET_LENGTH and s not in REDACTED for form in encoded_forms(s)}
+    )
 
 
 def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
@@ -294,8 +252,7 @@ def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
 
 
 def hide_cut_secret(text: str) -> str:
-    """``text`` that was cut short (a body read up to a limit), with the start of a registered secret the cut split
-    replaced too: no whole secret is in it for ``redact_text`` to find, yet its first characters would show."""
+    """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too."""
     for at in range(max(0, len(text) - _longest), len(text) - MIN_SECRET_LENGTH + 1):
         tail = text[at:]
         if any(form.startswith(tail) for form in _index.get(tail[:MIN_SECRET_LENGTH], ())):
@@ -304,11 +261,8 @@ def hide_cut_secret(text: str) -> str:
 
 
 def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
-    """Free text with known secrets removed, URLs redacted, and Hub tokens and bearer credentials masked.
-
-    The registered secrets (``remember_secret``) are always removed, in any of their encodings; ``secrets``
-    adds more.
-    """
+    """Free text with the registered secrets (and ``secrets``) removed, URLs redacted, tokens and credentials
+    masked."""
     return _redact(text, _extra_forms(secrets), multiline=True)
 
 
@@ -322,11 +276,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
-    """Server- or user-provided text made safe for a terminal, a log line or a record.
-
-    Control and invisible characters become ``\\xNN``/``\\uNNNN`` escapes (visible, never interpreted); tabs and
-    newlines become spaces unless ``multiline``; ``limit`` keeps the first characters and marks the cut with ``…``.
-    """
+    """Text made safe for a terminal, a log line or a record: control and invisible characters escaped (visible,
+    never interpreted), tabs and newlines spaces unless ``multiline``, cut to ``limit`` with ``…``."""
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:
@@ -339,11 +290,8 @@ def _cut(text: str, limit: int | None) -> str:
 
 
 def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Iterable[str] = ()) -> str:
-    """The one function every sink applies to text: printable, then every secret removed, then cut to ``limit``.
-
-    Redacting after ``printable`` means an escape sequence cannot hide a secret from it; cutting last means
-    a secret is never half-shown at the cut.
-    """
+    """The one function every sink applies to text: printable (an escape cannot hide a secret), then redacted, then
+    cut to ``limit`` (a secret is never half-shown at the cut)."""
     return _cut(_redact(printable(text, multiline=multiline), _extra_forms(secrets), multiline=multiline), limit)
 
 

@@ -13,13 +13,12 @@ from mdl.redact import safe_text
 # Outcomes that are failures: ``failed``, and ``missing`` (verify: not on this disk, exit 4 "not found").
 FAILING_ACTIONS = frozenset({"failed", "missing"})
 
-# A retry cause (``retries``) that starts with this is also a warning for the user: the part that chose another
-# source (a mirror that failed for the file) has no other way into the outcome the run builds around it.
+# A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that failed for the
+# file: the part that chose another source has no other way into the outcome).
 WARNING_CAUSE = "warning: "
 
 
 def warning_cause(message: str) -> str:
-    """``message`` as a retry cause that :attr:`FileOutcome.warnings` says to the user."""
     return WARNING_CAUSE + message
 
 
@@ -51,8 +50,7 @@ class FileOutcome:
 
     @property
     def label(self) -> str:
-        """``model/path`` as messages name the file (the model alone for a model-wide failure, the path alone
-        for a one-off ``get`` file)."""
+        """``model/path`` (the model alone for a model-wide failure, the path alone for a one-off ``get`` file)."""
         if not self.model:
             return self.path or ""
         return f"{self.model}/{self.path}" if self.path else self.model
@@ -64,18 +62,16 @@ class FileOutcome:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """Every warning about this file, in order: ``warning`` and the causes marked by :func:`warning_cause`."""
+        """``warning`` and the causes marked by :func:`warning_cause`, in order."""
         marked = tuple(c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE))
         return (self.warning, *marked) if self.warning else marked
 
     @property
     def failing(self) -> bool:
-        """Whether this outcome is a failure (``failed`` or ``missing``), with an error and an exit code."""
         return self.action in FAILING_ACTIONS
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's per-file shape (plus ``reason`` and ``warning``, and ``mirror`` when one served the
-        file); an absent value is null (a one-off ``get`` file has no model)."""
+        """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
         warnings = self.warnings
         doc: dict[str, Any] = {
             "model": self.model or None,
@@ -103,27 +99,21 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """The lowest non-zero code above 1 among the failures (product contract)."""
         return worst_exit_code([f.exit_code for f in self.files])
 
     @property
     def ok(self) -> bool:
-        """Everything asked for is present and verified."""
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "files": [...]}`` (plus ``dry_run``)."""
         doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
         if self.dry_run:
             doc["dry_run"] = True
         return doc
 
     def path(self, model: str) -> Path:
-        """The folder holding ``model``'s files (what ``from_pretrained`` wants).
-
-        Raises the model's own error (an MdlError subclass with its exit code) when any of its files failed,
-        and UsageError when the model is not in this report or its files are not in one folder.
-        """
+        """The folder holding ``model``'s files (for ``from_pretrained``); raises the model's own error when a file
+        failed, UsageError when the model is not here or its files are not in one folder."""
         outcomes = [f for f in self.files if f.model == model]
         if not outcomes:
             known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
@@ -131,15 +121,14 @@ class RunReport:
         for f in outcomes:
             if f.failing:
                 raise error_for_exit_code(f.exit_code)(f.error or f"{model}/{f.path}: failed")
-        folders = {_folder(f) for f in outcomes}
-        if len(folders) != 1 or None in folders:
+        folders = {folder(f) for f in outcomes}
+        found = folders.pop() if len(folders) == 1 else None
+        if found is None:
             raise UsageError(f"{model}: its files are not in one folder; use each file's dest")
-        folder = folders.pop()
-        assert folder is not None
-        return folder
+        return found
 
 
-def _folder(outcome: FileOutcome) -> Path | None:
+def folder(outcome: FileOutcome) -> Path | None:
     """The folder ``outcome.dest`` sits in once its save path is taken off (None when they do not match)."""
     if outcome.dest is None or outcome.path is None:
         return None
@@ -158,16 +147,13 @@ class Resolution:
 
     @property
     def exit_code(self) -> int:
-        """The lowest non-zero code above 1 among the failures (product contract)."""
         return worst_exit_code([f.exit_code for f in self.failures])
 
     @property
     def ok(self) -> bool:
-        """Every model was resolved."""
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "models": [...], "errors": [...]}``, as ``mdl resolve --json``."""
         return {"ok": self.ok, "models": list(self.models), "errors": [f.to_json() for f in self.failures]}
 
 
@@ -204,12 +190,8 @@ def failed(
 
 
 def labelled(message: str, label: str, *, model: str) -> str:
-    """``message`` naming its file (or model) exactly once: ``tiny/config.json: <why>``.
-
-    Most messages already start with the label; one that names it twice (a wrapped error) loses the copy, and
-    one that names no file of the model gets the label in front. A one-off ``get`` file (no model) is named by
-    its source, which the message carries already.
-    """
+    """``message`` naming its file (or model) exactly once: ``tiny/config.json: <why>`` (a wrapped error's
+    doubled label goes; a one-off ``get`` file's message names its source already)."""
     doubled = f"{label}: {label}: "
     while label and message.startswith(doubled):
         message = message[len(label) + 2 :]

@@ -8,10 +8,8 @@ _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def human_size(n: int | float | None) -> str:
-    """A byte count in binary units with 3 significant digits ("512 B", "52.4 MiB", "1.60 GiB"); "?" if unknown.
-
-    Three digits move visibly: the first 50 MiB of 1.60 GiB read "52.4 MiB", not "0.0 GB".
-    """
+    """A byte count in binary units with 3 significant digits, which move visibly ("512 B", "52.4 MiB", "1.60 GiB");
+    "?" if unknown."""
     if n is None:
         return "?"
     if abs(n) < 1024:
@@ -26,8 +24,7 @@ def human_size(n: int | float | None) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _three_digits(value: float) -> str:
-    """``value`` with 3 significant digits (at least the whole part): 1.60, 52.4, 600, 1023."""
+def _three_digits(value: float) -> str:  # at least the whole part: 1.60, 52.4, 600, 1023
     for decimals, limit in ((2, 10), (1, 100)):
         if abs(round(value, decimals)) < limit:
             return f"{value:.{decimals}f}"

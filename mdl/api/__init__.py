@@ -1,8 +1,7 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
 
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`): a wrong type, a NUL in a path or a bool
-where a number goes is a UsageError (exit 2) naming the parameter; a ``str`` where a list goes is one item
-(``include="*.json"`` is ``["*.json"]``, as huggingface_hub's ``allow_patterns`` takes it)."""
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2,
+huggingface_hub) are imported inside the functions, so `import mdl` stays light."""
 
 from __future__ import annotations
 
@@ -10,22 +9,21 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mdl.api.archives import pack as pack
-from mdl.api.archives import unpack as unpack
-from mdl.api.common import _catalog, _environ, _models, _settings
 from mdl.api.inputs import checked
-from mdl.api.publishing import publish as publish
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.archive import PackResult, UnpackResult
+    from mdl.catalog import Catalog, ModelSpec, Settings
     from mdl.catalog import edit as catalog_edit
     from mdl.download import LockReport
+    from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
-    from mdl.store import CleanReport, ModelInfo, ModelList, PinnedFile
+    from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
+    from mdl.upload import PublishReport
 
 # Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
@@ -36,23 +34,70 @@ STATUSES = ("installed", "partial", "missing")
 logging.getLogger("mdl").addHandler(logging.NullHandler())
 
 
-# -- catalog and settings: resolved once per call, flags > environment > catalog ------------------------------
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
+    return dict(os.environ) if environ is None else environ
+
+
+def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
+    from mdl.catalog import Catalog, find_catalog, user_config_dir
+    from mdl.catalog import load_catalog as load_file
+
+    if isinstance(given, Catalog):
+        return given
+    flag = Path(given) if given is not None else None
+    path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        if required:
+            raise UsageError(
+                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
+                f"or in {user_config_dir() / 'mdl'}"
+            )
+        return Catalog()
+    return load_file(path)
+
+
+def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
+    from mdl.catalog import settings_for
+
+    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
+
+
+def _models(
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str] | None,
+    names: Sequence[str],
+    all_models: bool,
+    *,
+    locked: bool,
+    frozen: bool,
+    dest: StrPath | None,
+    **flags: Any,
+) -> tuple[Settings, list[ModelSpec], Lock | None]:
+    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
+    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
+    from mdl.catalog import choose_lock_mode, lock_beside
+
+    env = _environ(environ)
+    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+        from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
+
+        cat, path = frozen_catalog(given, env, cwd=Path.cwd())
+        lock = read_frozen_lock(path)
+        settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
+        return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
+    cat = _catalog(given, env, required=True)
+    path = lock_beside(cat.path) if cat.path is not None else None
+    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    return settings, cat.select(list(names), all_models=all_models), None
 
 
 @checked
 def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
-    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one.
-
-    Raises CatalogError (exit code 2) for a missing or invalid file, UsageError (2) when none is found.
-    """
+    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one."""
     return _catalog(path, _environ(environ), required=True)
-
-
-def _rate(limit_rate: str | int | None) -> str | None:
-    return str(limit_rate) if isinstance(limit_rate, int) else limit_rate
-
-
-# -- the catalog's models: list, show, resolve, pull, verify, clean --------------------------------------------
 
 
 @checked
@@ -67,17 +112,15 @@ def list_models(
     frozen: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
-    """Every catalog model with its local status (offline), as catalog.lock pins it where fresh, filtered by
-    ``status`` and ``tag``."""
+    """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
     from mdl.store import Layout, ModelList
     from mdl.store import list_models as list_local
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    env = _environ(environ)
-    settings, specs, lock = _models(catalog, env, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, specs, lock = _models(catalog, environ, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
-    pins: Mapping[str, Sequence[PinnedFile]] = {}
+    pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
         from mdl.download import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
 
@@ -100,9 +143,8 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    env = _environ(environ)
     settings, (spec,), lock = _models(
-        catalog, env, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
+        catalog, environ, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
     )
     pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
@@ -123,14 +165,12 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Resolution:
-    """The concrete files and URLs of models upstream (network, none for what catalog.lock pins); ``follow``
-    shows where the Hub redirects."""
+    """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    env = _environ(environ)
     flags = {"layout": layout, "timeout": timeout}
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -159,22 +199,15 @@ def pull(
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
 
-    ``mirrors``: URL templates (``http(s)://…/{model}/{path}``, ``s3://bucket/prefix/{model}/{path}``) tried in
-    order before the origin, instead of ``$MDL_MIRRORS`` and ``[settings].mirrors``; every byte is verified.
-
-    catalog.lock beside the catalog pins each model it holds fresh (no Hub API call); ``locked`` refuses a missing
-    or stale lock (UsageError, before anything is fetched), ``frozen`` uses the lock as written (no catalog needed).
-
-    Per-file failures are in the report (``report.ok``, ``report.exit_code``); ``report.path(name)`` is a
-    model's folder and raises the model's error if it failed. Bad input raises an MdlError subclass.
+    ``mirrors`` (URL templates with ``{model}`` and ``{path}``) are tried in order before the origin. Per-file
+    failures are in the report; ``report.path(name)`` is a model's folder and raises the model's error if it failed.
     """
     from mdl.download import pull_models
 
-    env = _environ(environ)
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
-    flags |= {"limit_rate": _rate(limit_rate), "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
+    flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -191,14 +224,14 @@ def verify(
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
-    """Re-hash local files against their records and the catalog (offline); mismatches are failed outcomes, files
-    and models not on this disk are ``missing`` (exit 4), against catalog.lock's sha256 where it is fresh.
-    ``on_file`` sees each outcome as soon as it is known."""
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline); ``on_file`` sees
+    each outcome as soon as it is known."""
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    env = _environ(environ)
-    settings, models, lock = _models(catalog, env, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, models, lock = _models(
+        catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout
+    )
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -242,9 +275,8 @@ def lock(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> LockReport:
-    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; fresh entries are kept unasked,
-    ``upgrade`` resolves them again. ``check`` writes nothing and makes no request: ``report.stale`` names what
-    is missing or stale (exit code 2). When a model fails, nothing is written (``report.failures``)."""
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; ``upgrade`` resolves fresh ones
+    again, ``check`` writes nothing and names what is missing or stale (``report.stale``)."""
     from mdl.download import lock_catalog
 
     env = _environ(environ)
@@ -270,16 +302,9 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` to the catalog (created when there is none), keeping its comments and layout:
-    ``hf://owner/name[@rev]`` is a whole repo (filtered by ``include``/``exclude``); ``hf://owner/name[@rev]/path``
-    files and URLs (``save_as``, ``sha256`` for one of them) start a files entry or are appended to one.
-
-    The result is validated, then the sources are asked about (unless ``check`` is False or HF_HUB_OFFLINE is
-    set: NotFoundError 4, AuthError 3, NetworkError 5, IntegrityError 6, and nothing is written), then the file
-    is replaced atomically and the model locked when there is a catalog.lock (``change.lock_error`` says why
-    not). A request the entry contradicts (another repo, a file in a whole-repo entry, another file at the same
-    save path) is UsageError (2) unless ``force`` replaces it; the same request twice changes nothing.
-    """
+    """Add model ``name`` (a whole ``hf://owner/name[@rev]`` repo, or files and URLs) to the catalog, keeping its
+    comments; the sources are asked about first unless ``check`` is False. A request the entry contradicts is a
+    UsageError unless ``force`` replaces it; the same request twice changes nothing."""
     from mdl.download import add_model
 
     env = _environ(environ)
@@ -305,14 +330,10 @@ def add(
 def remove(
     name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None
 ) -> catalog_edit.CatalogChange:
-    """Take model ``name`` out of the catalog (every other byte kept) and out of catalog.lock; downloaded files
-    stay. UsageError (2) with a did-you-mean for a name the catalog does not have."""
+    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock; downloaded files stay."""
     from mdl.download import remove_model
 
     return remove_model(name, catalog=catalog, environ=_environ(environ))
-
-
-# -- one-off sources and archives ------------------------------------------------------------------------------
 
 
 @checked
@@ -332,14 +353,9 @@ def get(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources (``https://`` and ``s3://`` URLs, ``hf://`` files and whole repos, job-output JSON
-    files, ``-`` = stdin) into ``directory`` (default: the current folder), or ``output`` for a single file;
-    verified and atomic. A whole repo (``hf://owner/name[@rev]``) is filtered by ``include``/``exclude`` (glob
-    patterns as ``hf download`` takes them; a str is one pattern; UsageError with any other source), and every
-    Hub file keeps its folder inside the repo under ``directory``.
-
-    A file already there with the expected bytes is kept (``skipped``); one that differs, or that cannot be
-    compared (no sha256 known), is refused with UsageError (exit 2) unless ``force`` replaces it."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``
+    (default: here) or ``output``; a file already there that differs or cannot be compared is a UsageError unless
+    ``force``."""
     from mdl.download import get_sources, read_source
 
     if not sources:
@@ -354,7 +370,7 @@ def get(
     cat = _catalog(catalog, env, required=False)
     folder = Path(directory or Path.cwd()).absolute()
     settings = _settings(
-        cat, env, dest=folder, connections=connections, limit_rate=_rate(limit_rate), timeout=timeout, force=force
+        cat, env, dest=folder, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force
     )
     return get_sources(
         sources,
@@ -368,3 +384,114 @@ def get(
         include=include,
         exclude=exclude,
     )
+
+
+@checked
+def pack(
+    run_dir: StrPath,
+    *,
+    output: StrPath | None = None,
+    stream: BinaryIO | None = None,
+    checkpoint: str | None = None,
+    profile: str = "deploy",
+    with_logs: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    compress: str = "auto",
+    dry_run: bool = False,
+    force: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> PackResult:
+    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically into
+    ``output`` (default ``<run>[-<checkpoint>].zip`` here) or ``stream``; ``$SOURCE_DATE_EPOCH`` fixes the times."""
+    from mdl.archive import PackOptions, pack_run
+
+    if stream is not None and output is not None and str(output) != "-":
+        raise UsageError("pack: give output or stream, not both")
+    if stream is None and output is not None and str(output) == "-":
+        raise UsageError("pack: output '-' needs a stream to write the archive to")
+    epoch = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
+    try:
+        source_date_epoch = int(epoch) if epoch else None
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
+    options = PackOptions(
+        run_dir=Path(run_dir),
+        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
+        checkpoint=checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        includes=tuple(include),
+        excludes=tuple(exclude),
+        compress=compress,
+        dry_run=dry_run,
+        source_date_epoch=source_date_epoch,
+        cwd=Path.cwd(),
+        force=force,
+    )
+    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
+
+
+@checked
+def unpack(
+    archive: StrPath | BinaryIO,
+    *,
+    dest: StrPath | None = None,
+    force: bool = False,
+    max_ratio: float | None = None,
+    progress: Progress | None = None,
+) -> UnpackResult:
+    """Extract an archive (a path or a binary stream) into ``dest`` (default: here) safely and verify it against
+    its manifest; ``max_ratio`` (default 200, ``math.inf``: off) caps how far entries may expand."""
+    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
+
+    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
+    kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
+    kw |= {"progress": progress or NullProgress(), "max_ratio": ratio}
+    if isinstance(archive, str | os.PathLike):
+        return unpack_archive(Path(archive), **kw)
+    return unpack_stream(archive, **kw)
+
+
+@checked
+def publish(
+    *names: str,
+    to: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    connections: int | None = None,
+    endpoint: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> PublishReport:
+    """Upload each model's verified local files to ``<to>/<model>/<path>`` (``to``: ``s3://bucket[/prefix]``) and
+    a manifest per complete model to ``<to>/.mdl/<model>.json``; objects whose SHA-256 checksum matches are kept."""
+    from mdl.download import LockUse, warned
+    from mdl.paths import is_http_url
+    from mdl.sources import parse_s3_prefix
+    from mdl.upload import publish_models
+
+    target = parse_s3_prefix(to)
+    if endpoint is not None and not is_http_url(endpoint):
+        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    flags = {"layout": layout, "connections": connections}
+    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    use = LockUse(settings, lock=lock)
+    pins, warnings, _ = use.view(models)
+    held = use.lock
+    pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
+    report = publish_models(
+        models,
+        settings,
+        target,
+        progress=progress or NullProgress(),
+        pins=pins,
+        locked=pinned,
+        endpoint=endpoint,
+    )
+    return warned(report, warnings)

@@ -2,10 +2,10 @@
 unpacking archives safely (hostile names refused before a byte is written), from a file or a pipe."""
 
 from mdl.archive.entries import DEFAULT_MAX_RATIO
-from mdl.archive.packer import PackOptions, PackResult, pack_run
-from mdl.archive.spool import unpack_stream
+from mdl.archive.packer import PackResult, pack_run
+from mdl.archive.selection import PackOptions
 from mdl.archive.swap import recover as recover_unpacks
-from mdl.archive.unpack import UnpackResult, unpack_archive
+from mdl.archive.unpack import UnpackResult, unpack_archive, unpack_stream
 
 __all__ = [
     "DEFAULT_MAX_RATIO",

@@ -125,15 +125,16 @@ def check_limits(entries: list[Entry], max_ratio: float) -> int:
     return total
 
 
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+def nearest_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else its nearest ancestor that is."""
+    while not path.is_dir() and path != path.parent:
         path = path.parent
     return path
 
 
 def check_lengths(entries: list[Entry], dest: Path) -> None:
     """Refuse names whose components exceed the destination file system's NAME_MAX, or whose path gets too long."""
-    where = _existing_ancestor(dest)
+    where = nearest_folder(dest)
     try:
         name_max = os.pathconf(where, "PC_NAME_MAX")
         path_max = os.pathconf(where, "PC_PATH_MAX")

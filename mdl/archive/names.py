@@ -21,11 +21,8 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` (a file path inside an archive, ``/``-separated) is unsafe or unportable, or None.
-
-    Each component must also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names:
-    no invisible or direction-reversing characters (U+202E), no line separators, no lone surrogates.
-    """
+    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None; each component must
+    also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names."""
     if not name:
         return "empty name"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
@@ -66,9 +63,8 @@ def collision_key(name: str) -> str:
 
 
 def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
-    """The first two paths that differ but name the same file or folder on a case-insensitive, normalising
-    filesystem, at any depth: ``top/Dir/a`` and ``top/dir/b`` (their folders), ``Top/x`` and ``top/y``, or NFC and
-    NFD spellings of one name. Each path component is compared, folders as well as files; None when all differ."""
+    """The first two paths that differ but name the same file or folder (any component, at any depth: ``top/Dir/a``
+    and ``top/dir/b``, NFC and NFD spellings) on a case-insensitive, normalising filesystem; None when all differ."""
     spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
     for name in names:
         parts = name.strip("/").split("/")

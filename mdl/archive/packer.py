@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
-from mdl.archive.output import check_space, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.archive.progress import ArchiveProgress
-from mdl.archive.selection import FileChoice, LeftOut, collect_files
-from mdl.archive.zipwriter import ENTRY_OVERHEAD
+from mdl.archive.selection import LeftOut, PackOptions, collect_files
+from mdl.archive.zipwriter import (
+    ENTRY_OVERHEAD,
+    Contents,
+    check_space,
+    local_fs_error,
+    stdout_file,
+    write_file_archive,
+    write_stdout_archive,
+)
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
@@ -20,24 +27,6 @@ from mdl.version import __version__
 
 PROFILES = ("deploy", "full")
 COMPRESSIONS = ("auto", "none", "deflate")
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    """Everything ``mdl pack`` was asked to do."""
-
-    run_dir: Path
-    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
-    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
-    profile: str = "deploy"
-    with_logs: bool = False
-    includes: tuple[str, ...] = ()
-    excludes: tuple[str, ...] = ()
-    compress: str = "auto"
-    dry_run: bool = False
-    source_date_epoch: int | None = None
-    cwd: Path = Path()
-    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 @dataclass(frozen=True)
@@ -50,8 +39,7 @@ class PackedFile:
     role: str
 
     def to_json(self) -> dict[str, Any]:
-        """One file of ``--json``'s ``files``: path, size, sha256, role."""
-        return {"path": self.path, "size": self.size, "sha256": self.sha256, "role": self.role}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -74,10 +62,8 @@ class PackResult:
     folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document: archive, size, sha256, checkpoint, reason and files first, then extras.
-        ``skipped`` lists what is not in the archive, each ``{"path", "checkpoint", "reason"}``: the checkpoints
-        ``latest`` passed over, then what the profile (or a whole-run pack) left out (``checkpoint`` null for a
-        file)."""
+        """The ``--json`` document; ``skipped``: the checkpoints ``latest`` passed over, then what the profile (or a
+        whole-run pack) left out (``checkpoint`` null for a file)."""
         passed_over = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
         left_out = [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
         return {
@@ -99,32 +85,21 @@ class PackResult:
 
 def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
     """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
+    label = run_real.name
+    if selection.checkpoint:
+        base, dot, suffix = selection.checkpoint.rpartition(".")
+        label += "-" + (
+            base if selection.single_file and dot and suffix in ("safetensors", "ckpt") else selection.checkpoint
+        )
     if options.output is not None and str(options.output) == "-":
-        target = None
-        label = run_real.name
-        if selection.checkpoint:
-            label += "-" + _checkpoint_label(selection)
-        stem = label
+        target, stem = None, label
     else:
-        if options.output is None:
-            label = run_real.name + ("-" + _checkpoint_label(selection) if selection.checkpoint else "")
-            target = options.cwd / f"{label}.zip"
-        else:
-            target = options.cwd / options.output
-        name = target.name
-        stem = name[:-4] if name.lower().endswith(".zip") else name
+        target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
+        stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
     problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
     if problem:
         raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
     return target, stem
-
-
-def _checkpoint_label(selection: Selection) -> str:
-    name = selection.checkpoint or ""
-    for suffix in (".safetensors", ".ckpt"):
-        if selection.single_file and name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
@@ -172,8 +147,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
-        choice = FileChoice(options.profile, options.with_logs, options.includes, options.excludes, options.compress)
-        chosen = collect_files(selection, run_dir=run_dir, options=choice, skip=frozenset(), progress=progress)
+        chosen = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
         raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
     except RecursionError:
@@ -215,12 +189,11 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
 
     progress = ArchiveProgress(progress, target.name if target is not None else None)
+    contents = Contents(stem, meta, files, folders, options.source_date_epoch)
     if target is None:
         assert stdout is not None
         try:
-            size, digest, hashes = write_stdout_archive(
-                stdout, stem, meta, files, folders, options.source_date_epoch, progress
-            )
+            size, digest, hashes = write_stdout_archive(stdout, contents, progress)
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
@@ -231,8 +204,6 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
         check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        size, digest, hashes = write_file_archive(
-            target, stem, meta, files, folders, options.source_date_epoch, progress
-        )
+        size, digest, hashes = write_file_archive(target, contents, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)

@@ -16,78 +16,41 @@ from mdl.errors import UnsafePathError, UsageError
 from mdl.progress import Progress
 
 # Training state that a deployment never needs (left out by --profile deploy); matched on names.
-DEPLOY_DENY = (
-    "optimizer.*",
-    "scheduler.*",
-    "scaler.pt",
-    "rng_state*.pth",
-    "random_states_*.pkl",
-    "sampler.bin",
-    "training_args.bin",
-    "global_step*",
-    "*-state",
-)
+DEPLOY_DENY: tuple[str, ...] = ("optimizer.*", "scheduler.*", "scaler.pt", "rng_state*.pth", "random_states_*.pkl")
+DEPLOY_DENY += ("sampler.bin", "training_args.bin", "global_step*", "*-state")
 # Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
 _RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
 DENY_REASON = "training state, not needed to deploy (profile deploy; --profile full keeps it)"
 RUN_LEVEL_REASON = "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
 LOG_PATTERNS = ("*.log", "progress.json", "all_results.json", "*_results.json", "metrics.csv")
-# Tensors and pickles are stored: deflate saves ~7-8 % on fp16/fp32 weights at 40-120x the time (measured).
-STORED_SUFFIXES = frozenset(
-    [
-        ".safetensors",
-        ".bin",
-        ".pt",
-        ".pth",
-        ".ckpt",
-        ".gguf",
-        ".npy",
-        ".pkl",
-        ".pickle",
-        ".npz",
-        ".onnx",
-        ".h5",
-        ".msgpack",
-        ".pb",
-        ".tflite",
-        ".zip",
-        ".gz",
-        ".bz2",
-        ".xz",
-        ".zst",
-        ".7z",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".webp",
-    ]
-)
-_PICKLE_SUFFIXES = frozenset([".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"])
-_WEIGHT_SUFFIXES = frozenset([".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"])
+_PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"})
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"})
+# Tensors, pickles and what is compressed already are stored: deflate saves ~7-8 % on fp16/fp32 weights at
+# 40-120x the time (measured).
+_COMPRESSED = frozenset({".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".webp"})
+STORED_SUFFIXES = _PICKLE_SUFFIXES | _WEIGHT_SUFFIXES | _COMPRESSED
 _TOKENIZER_NAMES = frozenset(
-    [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "merges.txt",
-        "spiece.model",
-        "tokenizer.model",
-        "sentencepiece.bpe.model",
-        "chat_template.jinja",
-    ]
+    {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "merges.txt"}
+    | {"spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "chat_template.jinja"}
 )
 
 
 @dataclass(frozen=True)
-class FileChoice:
-    """The options that decide which files of the chosen checkpoint (or run) are packed."""
+class PackOptions:
+    """Everything ``mdl pack`` was asked to do."""
 
-    profile: str
-    with_logs: bool
-    includes: tuple[str, ...]
-    excludes: tuple[str, ...]
-    compress: str  # "auto" | "none" | "deflate"
+    run_dir: Path
+    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
+    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
+    profile: str = "deploy"
+    with_logs: bool = False
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    compress: str = "auto"
+    dry_run: bool = False
+    source_date_epoch: int | None = None
+    cwd: Path = Path()
+    force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
 
 
 def role_of(arcname: str) -> str:
@@ -138,7 +101,6 @@ class _Collector:
     run_real: Path
     deny: tuple[str, ...]
     excludes: tuple[str, ...]
-    skip_real: frozenset[Path]
     found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
     special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
     folders: set[str] = field(default_factory=set)  # arcnames ("a/b/") of folders empty on disk
@@ -154,8 +116,6 @@ class _Collector:
 
     def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str, deflate: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
-        if real in self.skip_real:
-            return
         if not stat.S_ISREG(st.st_mode):
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
             self.special[arcname] = f"skipping {kind} '{shown}': not a regular file"
@@ -169,20 +129,16 @@ class _Collector:
         self.found.append((src, arcname))
 
     def walk(
-        self, folder: Path, arc_prefix: str, shown_prefix: str, *, top_skip: tuple[str, ...], deflate: str
-    ) -> None:
-        """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
-        self._walk(folder, arc_prefix, shown_prefix, top_skip, deflate, frozenset({folder}))
-
-    def _walk(
         self,
         folder: Path,
         arc_prefix: str,
         shown_prefix: str,
         top_skip: tuple[str, ...],
         deflate: str,
-        ancestors: frozenset[Path],
+        above: frozenset[Path] = frozenset(),
     ) -> None:
+        """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
+        ancestors = above | {folder}
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
         if not entries and arc_prefix:  # an empty folder is packed as zip -r packs it: an entry of its own
@@ -209,7 +165,7 @@ class _Collector:
             if stat.S_ISDIR(st.st_mode):
                 if path in ancestors or folder.is_relative_to(path):
                     raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
-                self._walk(path, arcname + "/", shown + "/", (), deflate, ancestors | {path})
+                self.walk(path, arcname + "/", shown + "/", (), deflate, ancestors)
             else:
                 self.add_file(path, st, arcname, shown, deflate)
 
@@ -266,21 +222,14 @@ def _check_names(files: list[SourceFile], folders: list[str]) -> None:
         )
 
 
-def collect_files(
-    selection: Selection,
-    *,
-    run_dir: Path,
-    options: FileChoice,
-    skip: frozenset[Path],
-    progress: Progress,
-) -> Chosen:
+def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress) -> Chosen:
     """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
     patterns, and what the profile or a whole-run pack left out."""
     run_real = Path(os.path.realpath(run_dir))
     deny = DEPLOY_DENY if options.profile == "deploy" else ()
-    collector = _Collector(run_real, deny, options.excludes, skip)
+    collector = _Collector(run_real, deny, options.excludes)
     if selection.checkpoint is None:
-        collector.walk(run_real, "", "", top_skip=_RUN_LEVEL_SKIP, deflate=options.compress)
+        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP, options.compress)
         if options.with_logs:
             progress.note("--with-logs: the run's logs are already part of a whole-run archive")
     else:
@@ -289,18 +238,16 @@ def collect_files(
         if selection.single_file:
             collector.add_file(root, root.stat(), selection.root.name, shown, options.compress)
         else:
-            collector.walk(root, "", shown + "/", top_skip=(), deflate=options.compress)
+            collector.walk(root, "", shown + "/", (), options.compress)
         if options.with_logs:
-            logs = _Collector(run_real, (), options.excludes, skip)
+            before = len(collector.found)
             with os.scandir(run_real) as it:
                 for entry in sorted(it, key=lambda e: e.name):
                     if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
                         real = real_inside(Path(entry.path), run_real, entry.name)
-                        logs.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
-            if not logs.found:
+                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
+            if len(collector.found) == before:
                 progress.note("--with-logs: no logs found in the run")
-            collector.found.extend(logs.found)
-            collector.special.update(logs.special)
     files, folders = _select_files(collector, options.includes, options.excludes, progress)
     if selection.checkpoint is None and not options.includes:
         _refuse_run_without_final_model(run_dir, files)

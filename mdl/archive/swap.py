@@ -89,23 +89,18 @@ class Staging:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=dest))
+        self.tree = self.path / _TREE  # where the archive is extracted
+        self._lock = -1
         try:
             self._lock = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except BaseException:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise
-        try:
             fcntl.flock(self._lock, fcntl.LOCK_EX)
-            (self.path / _TREE).mkdir()
+            self.tree.mkdir()
             (self.path / _OLD).mkdir()
         except BaseException:
-            self.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            if self._lock >= 0:
+                os.close(self._lock)
             raise
-
-    @property
-    def tree(self) -> Path:
-        """Where the archive is extracted."""
-        return self.path / _TREE
 
     def swap(self, tops: list[str]) -> None:
         """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""

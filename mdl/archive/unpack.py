@@ -11,7 +11,8 @@ import resource
 import stat
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,12 +25,14 @@ from mdl.archive.entries import (
     check_lengths,
     check_limits,
     check_names,
+    nearest_folder,
 )
 from mdl.archive.names import MANIFEST_NAME
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
+from mdl.paths import temp_name
 from mdl.progress import Progress
 from mdl.store import kind_of, not_a_file
 
@@ -37,6 +40,7 @@ MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
 MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,7 @@ class UnpackedFile:
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON shape of one file."""
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,6 @@ class UnpackResult:
     folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
 
     def to_json(self) -> dict[str, Any]:
-        """``{"dest", "files": [...]}`` plus folders, manifest, checkpoint, top_level and replaced."""
         return {
             "dest": self.dest,
             "files": [f.to_json() for f in self.files],
@@ -77,20 +79,20 @@ class UnpackResult:
         }
 
 
-def _read_entry(fh: BinaryIO, entry: Entry, limit: int) -> bytes:
-    """A small entry's bytes, CRC-checked (the manifest, read before anything is extracted)."""
-    data = b""
-    crc = 0
+def _verified(fh: BinaryIO, entry: Entry) -> Iterator[bytes]:
+    """An entry's bytes, stopping before one more than it declares; its size and CRC-32 checked at the end."""
+    size = entry.zip.file_size
+    crc = written = 0
     for chunk in iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
-        data += chunk
+        if written + len(chunk) > size:
+            raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
+        written += len(chunk)
         crc = zlib.crc32(chunk, crc)
-        if len(data) > limit:
-            raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {entry.zip.file_size} bytes")
-    if len(data) != entry.zip.file_size:
-        raise ArchiveError(f"entry {shown(entry.name)} holds {len(data)} bytes but declares {entry.zip.file_size}")
+        yield chunk
+    if written != size:
+        raise ArchiveError(f"entry {shown(entry.name)} holds {written} bytes but declares {size}")
     if crc != entry.zip.crc:
         raise IntegrityError(f"entry {shown(entry.name)} is corrupt: its CRC-32 does not match")
-    return data
 
 
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
@@ -105,7 +107,7 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     if entry.zip.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
     try:
-        doc = json.loads(_read_entry(fh, entry, entry.zip.file_size))
+        doc = json.loads(b"".join(_verified(fh, entry)))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArchiveError(f"{shown(entry.name)} is not valid JSON: {str(exc)[:200]}") from None
     listed: dict[str, tuple[int, str]] = {}
@@ -168,7 +170,6 @@ class _Tree:
         return os.open(base, flags, 0o644, dir_fd=self.folder(parent))
 
     def close(self) -> None:
-        """Close every folder descriptor."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -176,28 +177,17 @@ class _Tree:
 
 
 def _extract_one(fh: BinaryIO, entry: Entry, tree: _Tree, progress: Progress) -> UnpackedFile:
-    """Write one file, counting real output bytes against its declared size; check CRC-32."""
-    size = entry.zip.file_size
-    progress.start(entry.name, label=entry.name, total=size, path=entry.name)
+    progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
     digest = hashlib.sha256()
-    crc = written = 0
     with os.fdopen(tree.create(entry.name), "wb") as dst:
-        for chunk in iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
-            if written + len(chunk) > size:  # stop before writing a byte more than declared
-                raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
-            written += len(chunk)
-            crc = zlib.crc32(chunk, crc)
+        for chunk in _verified(fh, entry):
             digest.update(chunk)
             dst.write(chunk)
             progress.advance(entry.name, len(chunk))
         dst.flush()
         os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
-    if written != size:
-        raise ArchiveError(f"entry {shown(entry.name)} holds {written} bytes but declares {size}")
-    if crc != entry.zip.crc:
-        raise IntegrityError(f"entry {shown(entry.name)} is corrupt: its CRC-32 does not match")
     progress.finish(entry.name, ok=True)
-    return UnpackedFile(entry.name, size, digest.hexdigest())
+    return UnpackedFile(entry.name, entry.zip.file_size, digest.hexdigest())
 
 
 def _extract(
@@ -259,12 +249,8 @@ def unpack_archive(
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``.
-
-    ``max_ratio`` caps how far the archive may expand, per entry and in total (declared sizes against the
-    bytes that really hold them); each entry's real output is counted while writing and stops at its
-    declared size.
-    """
+    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``. ``max_ratio`` caps
+    how far the archive may expand, per entry and in total (declared sizes against the bytes that hold them)."""
     dest_dir = cwd / dest if dest is not None else cwd
     if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
         progress = ArchiveProgress(progress, archive.name)
@@ -325,3 +311,66 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         replaced=tuple(occupied),
         folders=tuple(e.name + "/" for e in entries if e.is_dir),
     )
+
+
+def unpack_stream(
+    stream: BinaryIO,
+    *,
+    dest: Path | None,
+    force: bool,
+    progress: Progress,
+    cwd: Path,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+) -> UnpackResult:
+    """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on the destination's
+    filesystem (in DIR, else its nearest existing folder: none is created before the archive is known to be good),
+    unpacked as :func:`unpack_archive` does a file, and removed whatever happens. A terminal is refused (exit 2)."""
+    if _isatty(stream):
+        raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
+    dest_dir = cwd / dest if dest is not None else cwd
+    spool = nearest_folder(dest_dir) / temp_name("stdin.zip")
+    named = ArchiveProgress(progress, None)
+    try:
+        size = _copy(stream, spool, named)
+        if size == 0:
+            raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
+        try:
+            return unpack_archive(spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio)
+        except ArchiveError as exc:
+            exc.message = f"{STDIN}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+def _isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream: reading it will say what is wrong
+        return False
+
+
+def _copy(stream: BinaryIO, spool: Path, progress: Progress) -> int:
+    """Copy the stream into a new file at ``spool`` (0600, never through a link); its size."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(spool, flags, 0o600)
+    except OSError as exc:
+        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
+    progress.begin(total_bytes=None, files=1)
+    progress.start(STDIN, label="reading stdin", total=None)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK_SIZE):
+                out.write(chunk)
+                size += len(chunk)
+                progress.advance(STDIN, len(chunk))
+    except OSError as exc:
+        progress.finish(STDIN, ok=False, message=str(exc.strerror or exc))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"no space left in {spool.parent} while reading the archive from stdin") from exc
+        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}") from exc
+    progress.finish(STDIN, ok=True)
+    return size

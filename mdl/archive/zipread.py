@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -24,6 +25,11 @@ _EOCD = struct.Struct("<4sHHHHLLH")
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQHHLLQQQQ")
 _CENTRAL = struct.Struct("<4sBBHHHHHLLLHHHHHLL")
+_Central = namedtuple(
+    "_Central",
+    "signature made_by system version flags method time date crc csize usize name_len extra_len comment_len disk"
+    " internal attr offset",
+)
 _LOCAL = struct.Struct("<4sHHHHHLLLHH")
 _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
 _MAX_SHOWN = 120
@@ -178,45 +184,28 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> ZipIndex:
 def _central_record(data: bytes, pos: int, base: int) -> tuple[ZipEntry, int]:
     if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
         raise _broken(f"bad central directory record at offset {pos}")
-    (
-        _,
-        _,
-        create_system,
-        version,
-        flags,
-        method,
-        _,
-        _,
-        crc,
-        csize,
-        usize,
-        name_len,
-        extra_len,
-        comment_len,
-        disk,
-        _,
-        external_attr,
-        offset,
-    ) = _CENTRAL.unpack_from(data, pos)
-    end = pos + _CENTRAL.size + name_len + extra_len + comment_len
+    rec = _Central._make(_CENTRAL.unpack_from(data, pos))
+    start = pos + _CENTRAL.size
+    end = start + rec.name_len + rec.extra_len + rec.comment_len
     if end > len(data):
         raise _broken(f"central directory record at offset {pos} runs past its end")
-    raw = data[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len]
-    extras = _extras(data[pos + _CENTRAL.size + name_len : pos + _CENTRAL.size + name_len + extra_len], shown_raw(raw))
-    name = decode_name(raw, flags, extras.get(_EXTRA_UNICODE_PATH))
-    usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), usize, csize, offset, disk, name)
+    raw = data[start : start + rec.name_len]
+    extras = _extras(data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw))
+    name = decode_name(raw, rec.flags, extras.get(_EXTRA_UNICODE_PATH))
+    usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
     if disk != 0:
         raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
+    version = rec.version & 0xFF
     entry = ZipEntry(
-        raw, name, flags, method, version & 0xFF, crc, csize, usize, base + offset, create_system, external_attr
+        raw, name, rec.flags, rec.method, version, rec.crc, csize, usize, base + offset, rec.system, rec.attr
     )
     return entry, end
 
 
-def _zip64_values(field: bytes | None, usize: int, csize: int, offset: int, disk: int, name: str) -> list[int]:
-    """Replace the 32-bit values marked 0xFFFFFFFF (0xFFFF for the disk) by their ZIP64 extra values."""
-    values = [usize, csize, offset, disk]
-    wanted = [v == 0xFFFFFFFF for v in values[:3]] + [disk == 0xFFFF]
+def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
+    """Sizes, offset and disk, those marked 0xFFFFFFFF (0xFFFF for the disk) replaced by their ZIP64 extra values."""
+    values = [rec.usize, rec.csize, rec.offset, rec.disk]
+    wanted = [v == 0xFFFFFFFF for v in values[:3]] + [rec.disk == 0xFFFF]
     pos = 0
     for i, needed in enumerate(wanted):
         if not needed:

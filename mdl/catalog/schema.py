@@ -21,7 +21,7 @@ from mdl.catalog.lines import LineIndex
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
 from mdl.catalog.specs import REPO_TYPES, SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.paths import safe_relative_path, url_basename
+from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
@@ -86,28 +86,16 @@ def _relative_path(value: str) -> str:
         raise problem(_where_less(exc)) from None
 
 
-def _is_http_url(value: str) -> bool:
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(hostname)
-
-
 def _file_url(url: str) -> str:
     remember_url_secrets(url)  # a catalog's presigned URL: no sink may show its signature, however quoted
-    if not _is_http_url(url):
+    if not is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
         raise problem(f"must be an http:// or https:// URL, got {f'scheme {scheme!r}' if scheme else 'no scheme'}")
     return url
 
 
 def _endpoint(url: str) -> str:
-    if not _is_http_url(url):
+    if not is_http_url(url):
         raise problem(f"must be an http(s) URL, got {url!r}")
     return url.rstrip("/")  # without a trailing slash: callers append "/api/..."
 

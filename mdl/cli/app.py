@@ -1,12 +1,10 @@
 """The Typer app: the ``mdl`` object, its global options, and its commands, each built from its module when used."""
 
-# No `from __future__ import annotations` in the modules that define commands: Typer reads every command's
-# signature four times at each start, and string annotations would be evaluated each time (~20 ms of every
-# `mdl` run, Tab included). tests/cli/test_startup.py keeps it so.
+# No `from __future__ import annotations` in the modules that define commands: Typer reads each signature four
+# times, and string annotations would be evaluated each time (~20 ms of every run, Tab included).
 import difflib
 import importlib
 import sys
-from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +14,8 @@ from typer.core import TyperGroup
 from mdl.cli.options import CatalogOpt, CommonFlags, DestOpt, common_flags, with_common_flags
 from mdl.version import __version__
 
-# Each command: its name, and the module and function that define it. A run builds only the command it runs
-# (`mdl --help` and Tab build them all): Typer reads a command's signature four times to build it, and building
-# all thirteen at each start cost ~15 ms of `mdl get` (measured: 18 ms for all, 2.5 ms for the root and `get`).
+# Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
+# all): building all thirteen at each start cost ~15 ms of `mdl get`.
 COMMANDS = {
     "list": ("inspect", "list_cmd"),
     "show": ("inspect", "show_cmd"),
@@ -35,8 +32,7 @@ COMMANDS = {
     "publish": ("publish", "publish_cmd"),
 }
 
-# Each command's examples, shown at the end of its --help (and the root's at the end of `mdl --help`): real
-# command lines from the README, each with what it does. tests/cli/test_help.py parses every one of them.
+# Each command's examples at the end of its --help (the root's: `mdl --help`); tests/cli/test_help.py parses them.
 EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "mdl": (
         ("mdl pull tiny-bert", "download a catalog model, verified"),
@@ -69,10 +65,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("mdl verify tiny-bert", "re-hash a model's files"),
         ("mdl verify --all --json", "every model, as JSON"),
     ),
-    "clean": (
-        ("mdl clean --dry-run", "what would be removed"),
-        ("mdl clean", "remove stale partial downloads"),
-    ),
+    "clean": (("mdl clean --dry-run", "what would be removed"), ("mdl clean", "remove stale partial downloads")),
     "lock": (
         ("mdl lock", "pin every model in catalog.lock"),
         ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
@@ -129,19 +122,16 @@ HABITS: dict[str, tuple[str, ...]] = {
 
 
 def epilog(name: str) -> str:
-    """The examples of ``name`` (``"mdl"``: the root) as a help epilog: each a ``# what`` line and its command,
-    kept as written (Click re-wraps no paragraph that starts with ``\\b``)."""
+    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with ``\\b``)."""
     return "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
 
 
 def suggestions(name: str) -> list[str]:
-    """The commands meant by ``name``: habits from other tools first, then the nearest spellings."""
     near = difflib.get_close_matches(name.lower(), COMMANDS, n=3, cutoff=0.6)
     return list(dict.fromkeys((*HABITS.get(name.lower(), ()), *near)))[:3]
 
 
 def unknown_command(name: str) -> str:
-    """``no such command 'download'; did you mean pull or get?``"""
     found = suggestions(name)
     if not found:
         return f"no such command {name!r} (mdl help lists them)"
@@ -149,48 +139,27 @@ def unknown_command(name: str) -> str:
 
 
 def build_command(name: str) -> Any:
-    """The Click command Typer makes of ``name``'s function, exactly as ``app.command(name)`` would."""
+    """The Click command Typer makes of ``name``'s function, as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
     one.command(name, epilog=epilog(name))(getattr(importlib.import_module(f"mdl.cli.{module}"), function))
     return typer.main.get_command(one)
 
 
-class _Commands(MutableMapping[str, Any]):
-    """The group's commands by name, in :data:`COMMANDS` order, each built on first use."""
-
-    def __init__(self) -> None:
-        self._built: dict[str, Any] = dict.fromkeys(COMMANDS)
-
-    def __getitem__(self, name: str) -> Any:
-        if self._built[name] is None:
-            self._built[name] = build_command(name)
-        return self._built[name]
-
-    def __setitem__(self, name: str, command: Any) -> None:
-        self._built[name] = command
-
-    def __delitem__(self, name: str) -> None:
-        del self._built[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._built)
-
-    def __len__(self) -> int:
-        return len(self._built)
-
-
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: the commands of :data:`COMMANDS`, each built when it is run, listed or completed;
-    ``mdl help [CMD]`` is ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
+    """The ``mdl`` group: :data:`COMMANDS`, each built when it is run, listed or completed; ``mdl help [CMD]`` is
+    ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _Commands()
+        self.commands: dict[str, Any] = dict.fromkeys(COMMANDS)  # in order; None until built
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands and self.commands[cmd_name] is None:
+            self.commands[cmd_name] = build_command(cmd_name)
+        return self.commands.get(cmd_name)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
-        """``mdl help [CMD]``, an unknown command's suggestions, else Typer's own (``ctx``: Typer's Click
-        context, whose class is private to Typer)."""
         name = args[0] if args else ""
         if ctx.resilient_parsing or name.startswith("-") or name in self.commands:
             return super().resolve_command(ctx, args)  # (Tab completion included: `mdl help <Tab>` offers commands)
@@ -204,7 +173,7 @@ class MdlGroup(TyperGroup):
             ctx.exit(0)
         if wanted[0] not in self.commands:
             ctx.fail(unknown_command(wanted[0]))
-        return wanted[0], self.commands[wanted[0]], ["--help"]
+        return wanted[0], self.get_command(ctx, wanted[0]), ["--help"]
 
 
 app = typer.Typer(
@@ -229,8 +198,7 @@ def _version_callback(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[
-        bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
     ] = False,
     catalog: CatalogOpt = None,
     dest: DestOpt = None,

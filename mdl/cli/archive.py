@@ -9,12 +9,7 @@ import typer
 
 from mdl import api
 from mdl.cli.completion import complete_checkpoints
-from mdl.cli.options import (
-    CompressChoice,
-    DryRunOpt,
-    ProfileChoice,
-    command,
-)
+from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 

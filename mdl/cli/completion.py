@@ -1,10 +1,8 @@
-"""Shell completion values (Typer's own completion calls these on Tab): model names from the catalog, and the
-fixed choices of a few options. Each returns quickly and never prints: a broken catalog means no suggestions."""
+"""Values for Typer's shell completion (Tab): quick, and never printing (a broken catalog: no suggestions)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -24,15 +22,7 @@ def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
     return [m.name for m in catalog.models if m.name.startswith(incomplete) and m.name not in typed]
 
 
-def choices(*values: str) -> Callable[[str], list[str]]:
-    """A completion function for an option with fixed ``values``."""
-
-    def complete(incomplete: str) -> list[str]:
-        return [value for value in values if value.startswith(incomplete)]
-
-    return complete
-
-
-# --checkpoint also takes a checkpoint's name: its keywords are offered, not enforced. Options whose values are
-# fixed (--layout, --status, --profile, --compress, --progress) are Literal types: Typer completes those itself.
-complete_checkpoints = choices("latest", "best", "step:")
+def complete_checkpoints(incomplete: str) -> list[str]:
+    """--checkpoint's keywords (a checkpoint's own name is taken too); fixed choices are Literal types, which
+    Typer completes itself."""
+    return [value for value in ("latest", "best", "step:") if value.startswith(incomplete)]

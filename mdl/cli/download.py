@@ -18,7 +18,8 @@ from mdl.cli.options import (
     TimeoutOpt,
     command,
 )
-from mdl.cli.run import Run, isatty, render_report
+from mdl.cli.render.console import isatty
+from mdl.cli.run import Run, render_report
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
@@ -48,8 +49,7 @@ def pull_cmd(
     ] = None,
     timeout: TimeoutOpt = None,
     lock_timeout: Annotated[
-        float | None,
-        typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600)."),
+        float | None, typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600).")
     ] = None,
     dry_run: DryRunOpt = False,
     locked: LockedOpt = False,
@@ -90,7 +90,6 @@ def pull_cmd(
             environ=run.environ,
             progress=progress,
         )
-        progress.unreached(report.files)
     return render_report(run, report, verb="pulled")
 
 
@@ -133,11 +132,7 @@ def verify_cmd(
 
 @command(progress=False)
 def clean_cmd(
-    run: Run,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    dry_run: DryRunOpt = False,
-    catalog: CatalogOpt = None,
+    run: Run, dest: DestOpt = None, layout: LayoutOpt = None, dry_run: DryRunOpt = False, catalog: CatalogOpt = None
 ) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
     from mdl.units import human_size

@@ -7,12 +7,7 @@ import typer
 
 from mdl import api
 from mdl.cli.completion import complete_model_names
-from mdl.cli.options import (
-    CatalogOpt,
-    NameArg,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import CatalogOpt, NameArg, TimeoutOpt, command
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
@@ -78,11 +73,7 @@ def add_cmd(
 
 
 @command(progress=False)
-def remove_cmd(
-    run: Run,
-    name: NameArg,
-    catalog: CatalogOpt = None,
-) -> int:
+def remove_cmd(run: Run, name: NameArg, catalog: CatalogOpt = None) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
     return _render(run, api.remove(name, catalog=catalog, environ=run.environ))
 

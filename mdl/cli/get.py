@@ -7,11 +7,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.options import (
-    CatalogOpt,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import CatalogOpt, TimeoutOpt, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 
@@ -70,5 +66,4 @@ def get_cmd(
             progress=progress,
             force=force,
         )
-        progress.unreached(report.files)
     return render_report(run, report, verb="fetched")

@@ -61,13 +61,7 @@ def list_cmd(
     ]
     run.table(
         rows,
-        [
-            ("name", "NAME"),
-            ("status", "STATUS"),
-            ("files", "FILES"),
-            ("size", "SIZE"),
-            ("description", "DESCRIPTION"),
-        ],
+        [("name", "NAME"), ("status", "STATUS"), ("files", "FILES"), ("size", "SIZE"), ("description", "DESCRIPTION")],
     )
 
 
@@ -82,15 +76,7 @@ def show_cmd(
     catalog: CatalogOpt = None,
 ) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    info = api.show(
-        name,
-        catalog=catalog,
-        dest=dest,
-        layout=layout,
-        locked=locked,
-        frozen=frozen,
-        environ=run.environ,
-    )
+    info = api.show(name, catalog=catalog, dest=dest, layout=layout, locked=locked, frozen=frozen, environ=run.environ)
     doc = info.to_json()["models"][0]
     if info.warning is not None:
         run.console.warn(info.warning)

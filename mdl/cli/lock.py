@@ -6,15 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mdl import api
-from mdl.cli.options import (
-    AllOpt,
-    CatalogOpt,
-    DestOpt,
-    LayoutOpt,
-    NamesArg,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import AllOpt, CatalogOpt, DestOpt, LayoutOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 

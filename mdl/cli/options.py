@@ -1,6 +1,5 @@
-"""The options every command spells the same way, as ``Annotated`` aliases (one place for flag names and help);
-the six common flags added to every command by :func:`command`, which also runs each command's skeleton; and the
-one merge of the common flags given before the command (``mdl -q pull x``) with those given after it."""
+"""Options spelled the same in every command (``Annotated`` aliases), the six common flags declared once, and
+:func:`command`, the skeleton every command runs in."""
 
 from __future__ import annotations
 
@@ -38,8 +37,7 @@ ProgressOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 CatalogOpt = Annotated[
-    Path | None,
-    typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config)."),
+    Path | None, typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config).")
 ]
 DestOpt = Annotated[Path | None, typer.Option("--dest", help="Download root (default: $MDL_DEST, catalog, user data).")]
 LogFileOpt = Annotated[
@@ -100,20 +98,9 @@ class CommonFlags:
     catalog: Path | None = None
     dest: Path | None = None
 
-    def run(self) -> Run:
-        """The command's :class:`Run` (streams, logging, console) for these flags."""
-        return Run(
-            json=self.json,
-            quiet=self.quiet,
-            verbose=self.verbose,
-            no_progress=self.no_progress,
-            log_file=self.log_file,
-            progress=self.progress,
-        )
 
-
-# The six flags every command takes, before or after its name, declared once: each one's parameter (in the root
-# callback and in every command), the CommonFlags field it sets, its option and its default.
+# The six flags every command takes, before or after its name: each one's parameter (in the root callback and in
+# every command), the CommonFlags (and Run) field it sets, its option and its default.
 COMMON: tuple[tuple[str, str, Any, Any], ...] = (
     ("json_out", "json", JsonOpt, False),
     ("quiet", "quiet", QuietOpt, False),
@@ -128,18 +115,12 @@ _VALUES = {
     "catalog": "catalog",
     "dest": "dest",
 }
-_FLAG_NAMES = {"log_file": "--log-file", "progress": "--progress", "catalog": "--catalog", "dest": "--dest"}
 
 
 def command_flags(ctx: typer.Context) -> CommonFlags:
-    """The common flags of the running command: its own merged with those given before its name.
-
-    A switch (-q, -v, --json, --no-progress) counts wherever it was given; for a value (--log-file,
-    --progress, --catalog, --dest) the one after the command wins, as a later flag wins in curl and git.
-    A value given before a command that has no such option is a usage error, not silently ignored
-    (``mdl --dest D get URL`` would otherwise save into the current folder) — except --progress, which
-    commands without a progress display simply have no use for.
-    """
+    """The running command's common flags merged with those given before its name: a switch counts wherever it
+    was given; for a value the one after the command wins (as in curl and git). A value given before a command
+    without that option is a usage error (``mdl --dest D get URL`` would save into .), except --progress."""
     before = ctx.obj if isinstance(ctx.obj, CommonFlags) else CommonFlags()
     own = ctx.params
     merged: dict[str, Any] = {key: getattr(before, key) or bool(own.get(param)) for key, param in _SWITCHES.items()}
@@ -148,14 +129,13 @@ def command_flags(ctx: typer.Context) -> CommonFlags:
         if value is None:
             value = getattr(before, key)
             if value is not None and param not in own and key != "progress":
-                flag = _FLAG_NAMES[key]
+                flag = "--" + key.replace("_", "-")
                 raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
         merged[key] = Path(value) if value is not None and key != "progress" else value
     return replace(before, **merged)
 
 
 def common_flags(flags: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`CommonFlags` fields of the common parameters in ``flags`` (a command's or the root's)."""
     return {field: flags[param] for param, field, _, _ in COMMON if param in flags}
 
 
@@ -166,9 +146,8 @@ def with_common_flags(
     progress: bool = True,
     after: str | None = None,
 ) -> Callable[..., Any]:
-    """``function`` as Typer reads it (its signature and annotations): its ``own`` parameters (default: its
-    named ones; its ``**flags`` gets the common ones) and the common flags, after the one named ``after``, else
-    at the end; without --progress for commands that show no progress. Typer passes every one by name."""
+    """``function``'s signature as Typer reads it: its ``own`` parameters (default: its named ones) and the common
+    flags after the one named ``after`` (else at the end), without --progress if ``progress`` is False."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     if own is None:
         own = [p for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
@@ -191,13 +170,10 @@ _CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, ann
 def command(
     *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton, written once: its function takes the :class:`Run` first and its own options
-    (``--catalog`` and ``--dest`` merged with those given before the command), does the work and renders it,
-    and returns its exit code (None: 0). The command Typer sees takes the common flags too; it builds the run
-    from them and calls the function under :func:`mdl.cli.run.guarded`, the one translator.
-
-    ``output_only`` commands (or, given a function, those whose options say so) change nothing on disk: they
-    stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
+    """A command's skeleton: its function takes the :class:`Run` and its own options (``--catalog`` and ``--dest``
+    merged with those given before the command), does the work, renders it and returns its exit code (None: 0),
+    under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a function of the options that says so)
+    change nothing on disk: they stop as soon as stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -206,7 +182,7 @@ def command(
             for param, *_ in COMMON:
                 options.pop(param, None)
             options.update({key: getattr(flags, key) for key in ("catalog", "dest") if key in options})
-            run = flags.run()
+            run = Run(**{field: getattr(flags, field) for _, field, _, _ in COMMON})
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:

@@ -1,21 +1,10 @@
-"""A closed stdout (``mdl list | head -1``) ends the command quietly, as it ends ``cat``.
+"""A closed stdout (``mdl list | head -1``) ends the command quietly with exit 141 (128 + SIGPIPE), as ``cat``.
 
-Python ignores SIGPIPE, so a write to a pipe whose reader has gone raises ``BrokenPipeError`` instead of
-killing the process; unhandled, that was "internal error: BrokenPipeError" and, at interpreter shutdown,
-"Exception ignored ... BrokenPipeError". Here a closed stdout becomes exit 141 (128 + SIGPIPE, what a shell
-reports for ``cat`` killed by SIGPIPE) with nothing on stderr.
-
-Commands that only print (list, show, resolve, verify, ``pack -o -``) also stop their work as soon as the
-reader goes: a watcher thread waits for POLLERR on fd 1 (Linux reports it on the write end of a pipe whose
-read end is closed) and signals the main thread, whose handler raises :class:`StdoutClosed` there. It is a
-``KeyboardInterrupt``, so every cleanup written for Ctrl-C runs. The signal is SIGURG, not SIGPIPE: the
-kernel also sends SIGPIPE for every failed write (to sockets too), and a handler raising on those could fire
-anywhere, even after the command's error handling; SIGURG (ignored by default, meant for socket out-of-band
-data, which mdl never uses) arrives only from the watcher, and only while the handler is armed.
-
-Commands that change the disk do not watch: they finish their work (a half-done download or unpack is worse
-than a lost table) and only their final write finds the pipe closed. A command that fails keeps its own exit
-code: its error goes to stderr as always, and "no one read the output" is the lesser news.
+Python ignores SIGPIPE, so a write to a pipe whose reader left raises ``BrokenPipeError``. Commands that only
+print (list, show, resolve, verify, ``pack -o -``) also stop at once: a watcher thread waits for POLLERR on fd 1
+and signals the main thread, whose handler raises :class:`StdoutClosed` (a ``KeyboardInterrupt``: every Ctrl-C
+cleanup runs). The signal is SIGURG, not SIGPIPE, which the kernel sends for every failed write (sockets too).
+Commands that change the disk finish their work; a failing command keeps its own exit code.
 """
 
 from __future__ import annotations
@@ -56,7 +45,7 @@ def stdout_closed(fd: int = STDOUT_FD) -> bool:
 
 
 def is_closed_stdout_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a write that failed because stdout's reader has gone."""
+    """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -70,8 +59,7 @@ def is_closed_stdout_error(exc: BaseException) -> bool:
 
 
 def interrupted_by_closed_stdout() -> bool:
-    """Whether :class:`StdoutClosed` was raised in this process (it can land just past the code that handles
-    it, at the edge of a ``with`` block, and then reach the CLI framework as a plain Ctrl-C)."""
+    """Whether :class:`StdoutClosed` was raised (it can land past its handler and reach Click as a Ctrl-C)."""
     return _Watch.fired
 
 
@@ -95,15 +83,14 @@ def flush_stdout(stream: object | None = None) -> None:
 
 
 def flush_quietly(stream: object | None = None) -> None:
-    """Flush ``stream`` for a command that is failing anyway: a closed stdout must not hide its exit code."""
+    """Flush for a command that is failing anyway: a closed stdout must not hide its exit code."""
     with unread_if_failing(failing=True):
         flush_stdout(stream)
 
 
 @contextlib.contextmanager
 def unread_if_failing(*, failing: bool) -> Iterator[None]:
-    """Output of a command that is failing anyway: if no one reads it, drop it and go on to say what failed
-    on stderr and exit with the failure's own code (it says more than 141)."""
+    """Output of a failing command that no one reads is dropped: its own exit code says more than 141."""
     try:
         yield
     except OSError as exc:
@@ -121,8 +108,7 @@ def _is_pipe(fd: int) -> bool:
 
 
 class _Watch:
-    """Whether a closed stdout may still interrupt the main thread (only inside the guarded body, and once),
-    and whether it did."""
+    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did."""
 
     armed = False
     fired = False
@@ -140,10 +126,8 @@ def _on_wake(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
-    """While the body runs, a reader leaving stdout raises :class:`StdoutClosed` in the main thread at once.
-
-    Does nothing unless stdout is a pipe and this is the main thread (signals are delivered there only).
-    """
+    """While the body runs, a reader leaving stdout raises :class:`StdoutClosed` in the main thread (only when
+    stdout is a pipe and this is the main thread: signals are delivered there only)."""
     if (
         threading.current_thread() is not threading.main_thread()
         or not hasattr(select, "poll")

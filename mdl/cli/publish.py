@@ -6,16 +6,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.options import (
-    AllOpt,
-    CatalogOpt,
-    DestOpt,
-    FrozenOpt,
-    LayoutOpt,
-    LockedOpt,
-    NamesArg,
-    command,
-)
+from mdl.cli.options import AllOpt, CatalogOpt, DestOpt, FrozenOpt, LayoutOpt, LockedOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
 
 

@@ -10,12 +10,17 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mdl.cli import pipes
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.version import __version__
+
+if TYPE_CHECKING:
+    from mdl.cli.render.tally import Reporter
+    from mdl.report import FileOutcome
 
 log = logging.getLogger("mdl.cli")
 
@@ -36,33 +41,32 @@ class Run:
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
-        from mdl.cli.render.progress import Console, EventStream, setup_logging
+        from mdl.cli.render.console import Console
+        from mdl.cli.render.log import setup_logging
+        from mdl.cli.render.stream import EventStream
 
         self.started = time.monotonic()
-        self.stdout = sys.stdout
-        self.stderr = sys.stderr
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+        # Never printed: the Hub token and anything like a credential in the environment (catalog headers expand
+        # ``${VAR}`` from there).
+        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
+        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
+        self.secrets = (*found, *self.secrets)
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
-        self.events = EventStream(self.stderr, secrets=self._secrets()) if json_events else None
+        self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = Console(
-            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self._secrets(), events=self.events
+            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets, events=self.events
         )
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         target = chosen or default_log_file()
-        if setup_logging(log_file=target, verbose=self.verbose, secrets=self._secrets()) is None and chosen:
+        if setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None and chosen:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
-    def _secrets(self) -> tuple[str, ...]:
-        """Values never to print: the Hub token and anything that looks like a credential in the environment
-        (catalog headers expand ``${VAR}`` from there)."""
-        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
-        return (*found, *self.secrets)
-
-    @contextlib.contextmanager
-    def reporter(self) -> Iterator[Any]:
-        """The progress display for this run (rich on a terminal, plain lines otherwise, none with -q)."""
+    def reporter(self) -> Reporter:
+        """The progress display for this run (a context manager that closes it)."""
+        from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
         mode = choose_progress_mode(
@@ -73,59 +77,47 @@ class Run:
             environ=self.environ,
             requested=self.progress,
         )
-        reporter = make_reporter(
-            mode, stream=self.stderr, environ=self.environ, secrets=self._secrets(), events=self.events
-        )
-        try:
-            yield reporter
-        finally:
-            reporter.close()
+        return make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events)
 
     def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
-        """The one JSON document on stdout: every document has ``ok`` (``ok`` unless it says its own), and an
-        absent value is ``null``, never ``""``."""
-        from mdl.cli.render.progress import emit_json
+        """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
+        from mdl.cli.render.console import emit_json
 
-        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self._secrets())
+        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
-        """One line of data on stdout, made safe like every sink (a commit or a name may come from a server)."""
+        """One line of data on stdout, made safe (a commit or a name may come from a server)."""
         from mdl.redact import safe_text
 
-        self.stdout.write(safe_text(text, secrets=self._secrets()) + "\n")
+        self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-        """Data as an aligned table on stdout (-q too: it silences stderr, never the data), as wide as the terminal
-        (values cut with … or folded at spaces); off a terminal every value whole."""
-        from mdl.cli.render.console import color_enabled, render_table, table_width
+        """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
+        from mdl.cli.render.console import color_enabled, isatty, render_table, table_width
 
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         width = table_width(self.stdout, self.environ)
         render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
     def fail(self, exc: MdlError) -> int:
-        """Report an error (stderr, and JSON on stdout when asked); its exit code."""
         from mdl.redact import safe_text
 
-        message = safe_text(exc.message, secrets=self._secrets())
+        message = safe_text(exc.message, secrets=self.secrets)
         log.error("%s", message)
         if self.json:
-            error_document(exc, self.stdout, secrets=self._secrets())
+            error_document(exc, self.stdout, secrets=self.secrets)
         self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
         return int(exc.exit_code)
 
-    def file_error(self, outcome: Any) -> None:
-        """A failed file or model, said once: ``mdl: error: …`` and its hint, or an ``error`` event unless the
-        progress display already emitted one for it."""
+    def file_error(self, outcome: FileOutcome) -> None:
+        """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
+        message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
         if self.events is None:
-            self.console.error(outcome.error or f"{outcome.label}: failed", hint=outcome.hint)
-        elif (outcome.model or None, outcome.path) not in self.events.errors:
-            message = outcome.error or f"{outcome.label}: failed"
-            model = outcome.model or None
+            self.console.error(message, hint=outcome.hint)
+        elif (model, outcome.path) not in self.events.errors:
             self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
     def finish(self, exit_code: int, *, seconds: float) -> None:
-        """The run ended with ``exit_code``: with ``--progress json``, the last event (``end``) says so."""
         if self.events is None:
             return
         from mdl.cli.render.stream import run_summary
@@ -135,7 +127,6 @@ class Run:
 
 
 def _nulled(doc: Any) -> Any:
-    """``doc`` with every empty string made ``null`` (the JSON contract: an absent value is null)."""
     if isinstance(doc, str):
         return doc or None
     if isinstance(doc, Mapping):
@@ -145,15 +136,8 @@ def _nulled(doc: Any) -> Any:
     return doc
 
 
-def isatty(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal (False for streams without ``isatty``, as in tests)."""
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
-
-
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
-    from mdl.cli import pipes
     from mdl.cli.render.console import emit_json
 
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
@@ -166,13 +150,10 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
-    """The one translator: an exception that ended mdl, as its exit code and what is said of it. MdlError → its
-    code, Ctrl-C → 130, a closed stdout → 141 quietly, a command line that did not parse → Click's usage text
-    and 2, anything else → 1 (re-raised with MDL_DEBUG, for its traceback). Said on stderr, in the ``--json``
-    document and as ``--progress json`` events: by ``run``'s console, or, for a command that never started
-    (``run`` None: its line did not parse, Ctrl-C while starting), as its command line asks."""
-    from mdl.cli import pipes
-
+    """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
+    ``--progress json`` events (by ``run``, or as the command line asks when no run started): MdlError → its code,
+    Ctrl-C → 130, a closed stdout → 141 quietly, a line that did not parse → Click's usage text and 2, anything
+    else → 1 (re-raised with MDL_DEBUG)."""
     if pipes.is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
         pipes.silence_stdout()
@@ -211,12 +192,8 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), and ``--progress json``'s
-    last event says it. ``output_only`` commands (they change nothing on disk) also stop their work as soon as
-    stdout's reader goes; the others finish and only their last write finds the pipe closed (mdl/cli/pipes.py).
-    """
-    from mdl.cli import pipes
-
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
+    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
@@ -240,10 +217,8 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
 
 
 def invoke(app: Any) -> int:
-    """Run the Typer app without its own exit handling, so that what ends it before (or outside) a command goes
-    through :func:`translate` too; then flush stdout: a reader that left makes it exit 141, quietly."""
-    from mdl.cli import pipes
-
+    """Run the Typer app so that what ends it outside a command goes through :func:`translate` too; then flush
+    stdout: a reader that left makes it exit 141, quietly."""
     try:
         result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
         code = result if isinstance(result, int) else 0
@@ -270,24 +245,20 @@ def invoke(app: Any) -> int:
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify or get report: JSON, or the data on stdout (a table for verify and --dry-run, unless
-    ``rows_shown`` already streamed it; each pulled model's folder or each fetched file's path, one a line, for
-    pull and get); then on stderr each warning once, each failure once (``mdl: error: model/path: why`` and its
-    hint) and one summary line; its exit code."""
-    from mdl.cli.pipes import unread_if_failing
+    """A pull, verify, get or publish report: JSON, or the data on stdout (a table for verify and --dry-run unless
+    ``rows_shown`` streamed it; pulled folders or fetched paths, one a line); then on stderr each warning and
+    each failure once, and one summary line; its exit code."""
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
     from mdl.units import human_size
 
-    with unread_if_failing(failing=bool(report.exit_code)):
+    with pipes.unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
             rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-            run.table(
-                rows,
-                [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")],
-            )
+            columns = [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")]
+            run.table(rows, columns)
         elif verb == "verified" and not rows_shown:
             rows = [f.to_json() for f in report.files if not f.failing]
             if rows:

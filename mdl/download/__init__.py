@@ -1,20 +1,18 @@
-"""The download pipeline: resolve models, decide per file before any I/O, check space, fetch under locks, record;
-``get`` for one-off sources, and ``lock`` to pin models in catalog.lock."""
+"""The download pipeline: resolve models, plan each file before any I/O, check space, fetch under file locks,
+record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``add``/``remove`` to edit the catalog."""
 
 from mdl.download.catalogedit import AddOptions, add_model, remove_model
-from mdl.download.check import check_entry
 from mdl.download.get import get_sources, read_source
 from mdl.download.lock_command import LockReport, lock_catalog
 from mdl.download.lockfile_use import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
 from mdl.download.puller import pull_models
-from mdl.download.resolved import resolve_models
+from mdl.download.resolve import resolve_models
 
 __all__ = [
     "AddOptions",
     "LockReport",
     "LockUse",
     "add_model",
-    "check_entry",
     "frozen_catalog",
     "frozen_specs",
     "get_sources",

@@ -1,5 +1,5 @@
-"""``mdl add`` and ``mdl remove``: edit the catalog file in place (validated, atomic), check new sources upstream
-first, and keep ``catalog.lock`` in step."""
+"""``mdl add`` and ``mdl remove``: edit the catalog in place (validated, atomic), new sources checked upstream first,
+``catalog.lock`` kept in step."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import TypedDict
 
 from mdl.catalog import (
     Catalog,
+    FileSpec,
+    ModelSpec,
     Settings,
     find_catalog,
     lock_beside,
@@ -19,12 +21,13 @@ from mdl.catalog import (
     user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
-from mdl.download.check import check_entry
 from mdl.download.lock_command import lock_catalog
+from mdl.download.session import PullSession
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.lockfile import exclusive, read_lock, write_lock
 from mdl.paths import url_basename
 from mdl.progress import NullProgress, Progress
+from mdl.sources import resolve_file, resolve_model
 from mdl.store import write_atomic
 
 
@@ -74,7 +77,7 @@ def add_model(
     online = options.get("check", True) and not settings.offline
     if online:
         spec = edited.get(name)
-        check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
+        _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
     if created:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,3 +194,20 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
         target.chmod(mode)
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc
+
+
+def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
+    """Raise the error a pull would meet: a whole repo is resolved as a pull resolves it (an ``include`` that matches
+    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
+    session = PullSession(settings, progress=progress)
+    try:
+        if spec.is_snapshot:
+            resolve_model(spec, hub=session.hub, environ=session.environ)
+            return
+        for file in files:
+            hub = session.hub if file.url is None else None
+            remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
+            if file.url is not None:
+                session.probe(remote)
+    finally:
+        session.close()

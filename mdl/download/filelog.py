@@ -44,7 +44,7 @@ def file_line(outcome: FileOutcome) -> str:
     ]
     fields.extend((key, value) for key, value in optional if value is not None)
     fields.append(("retries", len(outcome.retries)))
-    if outcome.warning:  # kept although the Hub could not be asked (kept.py)
+    if outcome.warning:  # e.g. kept although the Hub could not be asked
         fields.append(("warning", outcome.warning))
     if outcome.retries:
         fields.append(("causes", " | ".join(outcome.retries)))

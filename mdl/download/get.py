@@ -1,55 +1,66 @@
-"""``mdl get``: one-off sources — https URLs, ``hf://`` and ``s3://`` URIs and serverless job-output JSON."""
+"""``mdl get``: one-off sources — https URLs, ``hf://`` and ``s3://`` URIs (a whole Hub repo, as ``hf download
+--local-dir`` fetches it) and serverless job-output JSON — into a folder, through the pull's plan and fetch stages."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mdl.catalog import Settings
+from mdl.catalog import FileSpec, ModelSpec, Settings
+from mdl.download.fetch import fetch
 from mdl.download.filelog import log_outcome
-from mdl.download.getrepo import SaveNames, check_repo_flags, expand_repos, hub_file, patterns, save_parts
-from mdl.download.oneoff import ONE_OFF, in_gets_words, tidy_after, written_by_get
-from mdl.download.plan import FORCED
-from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.download.plan import FORCED, PlannedFile, check_space, plan_file
+from mdl.download.resolve import still_verified
+from mdl.download.session import PullSession
+from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.hfuri import HfUri, parse_hf_uri
-from mdl.paths import path_problem, shown_path, url_basename
+from mdl.paths import path_problem, safe_file_name, shown_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import (
     InlineCheck,
     InlineFile,
+    RemoteFile,
     UrlFile,
     check_expected_sha256,
     check_inline,
     check_url,
     decoded_size,
+    name_key,
     parse_job_output,
+    resolve_file,
+    resolve_model,
     s3_source,
+    with_probe,
     write_inline,
 )
-from mdl.store import REPLACEABLE, creatable_problem, hash_file, not_a_file, not_a_file_error
-
-if TYPE_CHECKING:
-    from mdl.download.planner import PlannedFile
-    from mdl.download.puller import Puller
-    from mdl.sources import RemoteFile
-    from mdl.transfer import Opening
+from mdl.store import (
+    REPLACEABLE,
+    Store,
+    creatable_problem,
+    hash_file,
+    not_a_file,
+    not_a_file_error,
+    rmdir_empty,
+)
+from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
 
 Source = InlineFile | UrlFile
+# A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name): what it wrote
+# and what the server said of it (length, validator), so a second get of an unchanged file is a no-op (wget -N).
+ONE_OFF = ""
 
 
 def parse_sources(
     sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False
 ) -> list[Source | HfUri]:
-    """Every SOURCE argument → the files it stands for, or a whole Hub repo (listed by ``expand_repos``);
-    ``named``: -o gives the file its name."""
+    """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name."""
     found: list[Source | HfUri] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
@@ -59,7 +70,11 @@ def parse_sources(
             found.append(UrlFile(name, source, None, None, where=shown))
         elif source.startswith("hf://"):
             uri = parse_hf_uri(source)
-            found.append(uri if uri.is_repo else hub_file(uri))
+            if uri.path is None:
+                found.append(uri)
+            else:  # one Hub file, saved under -d with the folders of its path (as hf download does)
+                hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
+                found.append(UrlFile(uri.path, None, None, None, where=uri.given, hub=hub))
         elif source.startswith("s3://"):
             found.append(s3_source(source, named=named))
         else:
@@ -95,17 +110,17 @@ def get_sources(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic; a whole
-    Hub repo is listed first (``include``/``exclude`` filter it) and its files keep their folders.
+    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic.
 
     A file already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
     (``wget -N``: a new version replaces it); any other is refused (exit 2); ``force`` replaces it.
     """
     expected = check_expected_sha256(sha256)
-    include, exclude = patterns(include, flag="--include"), patterns(exclude, flag="--exclude")
+    include, exclude = _patterns(include, flag="--include"), _patterns(exclude, flag="--exclude")
     given = parse_sources(sources, read_text=read_text, named=output is not None)
-    check_repo_flags(given, settings, include=include, exclude=exclude, output=output, sha256=expected)
-    items = expand_repos(given, settings, include=include, exclude=exclude, progress=progress)
+    items = _expand_repos(
+        given, settings, include=include, exclude=exclude, output=output, sha256=expected, progress=progress
+    )
     return fetch_sources(
         items, settings, output=output, directory=directory, sha256=expected, progress=progress, force=force
     )
@@ -121,11 +136,8 @@ def fetch_sources(
     progress: Progress,
     force: bool = False,
 ) -> RunReport:
-    """Check everything that can be checked locally, then write inline files and download the rest.
-
-    Nothing is written unless every name, URL and inline payload (base64, size, sha256) is right, and no file
-    already there would be replaced without ``force`` (one with the expected bytes is kept: ``skipped``).
-    """
+    """Check everything that can be checked locally (names, URLs, inline payloads, files in the way), then write
+    inline files and download the rest."""
     if output is not None and len(items) != 1:
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:
@@ -170,7 +182,8 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in the way: a
     folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never opened)."""
     targets: list[Path] = []
-    names = SaveNames()
+    files: dict[str, str] = {}  # name key → source: two sources at one place (case and Unicode form ignored, as
+    folders: dict[str, str] = {}  # on macOS and Windows), or a file where another's folder must be, are refused
     for item in items:
         if output is not None:
             target = output
@@ -181,8 +194,7 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
                 raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
             parts = [target.name]
         else:
-            # Names from URLs and the Hub are as untrusted as a job's: the same rules for all, folders included.
-            parts = save_parts(item)
+            parts = _save_parts(item)
             target = directory.joinpath(*parts)
         kind = not_a_file(target)
         if kind is not None and not (force and kind in REPLACEABLE):
@@ -191,14 +203,23 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
         problem = creatable_problem(target)  # before any byte is fetched or written
         if problem is not None:
             raise LocalFSError(f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}")
-        names.add(parts, where=item.where, target=target)
+        key, where = name_key("/".join(parts)), item.where
+        if key in files:
+            raise UsageError(f"{where} and {files[key]} would both be saved as {target}")
+        if key in folders:
+            raise UsageError(f"{where} would be saved as {target}, where {folders[key]} needs a folder")
+        for depth in range(1, len(parts)):
+            folder = name_key("/".join(parts[:depth]))
+            if folder in files:
+                raise UsageError(f"{where} needs a folder where {files[folder]} would be saved")
+            folders.setdefault(folder, where)
+        files[key] = where
         targets.append(target)
     return targets
 
 
 def _is_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder; a name the filesystem refuses (too long, ...) is not one: creatable_problem
-    then names it (exit 7), not a traceback."""
+    """A name the filesystem refuses (too long, ...) is no folder: creatable_problem names it (exit 7)."""
     try:
         return path.is_dir()
     except OSError:
@@ -208,10 +229,8 @@ def _is_folder(path: Path) -> bool:
 def _check_inline_payloads(
     items: Sequence[Source], *, expected_sha256: str | None, progress: Progress
 ) -> dict[int, InlineCheck]:
-    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong.
-
-    Bad base64 (exit 2) wins over a size or sha256 mismatch (exit 6), as the lowest code does (contract).
-    """
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (the lowest exit
+    code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
     inline = [item for item in items if isinstance(item, InlineFile)]
@@ -247,7 +266,6 @@ def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None)
 
 
 def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
-    """A file already at its target with the expected bytes: left as it is."""
     size = target.stat().st_size
     return FileOutcome("", path, str(target), size, sha256, "skipped", reason="already there, same bytes", source=where)
 
@@ -265,11 +283,8 @@ def _in_the_way(target: Path, *, where: str, known: bool) -> UsageError:
 def _already_there(
     items: Sequence[Source], targets: Sequence[Path], checks: dict[int, InlineCheck], *, expected: str | None
 ) -> dict[int, FileOutcome]:
-    """Files already at their targets (checked locally, before anything is written): the ones with the expected
-    bytes are kept (``skipped``); any other refuses the whole get, as ``unpack`` and aria2c refuse to overwrite.
-
-    Hub files are compared once the Hub has named their hashes, files a get wrote once the server named its version.
-    """
+    """Files already at their targets with the expected bytes are kept (``skipped``); any other refuses the whole get,
+    as ``unpack`` and aria2c refuse to overwrite (Hub files and those a get wrote: once the server has answered)."""
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
@@ -280,7 +295,7 @@ def _already_there(
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
             log_outcome(kept[index])
-        elif isinstance(item, UrlFile) and written_by_get(target) is not None:
+        elif isinstance(item, UrlFile) and _written_by_get(target):
             continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
             refused.append(_in_the_way(target, where=item.where, known=bool(want)))
@@ -290,6 +305,94 @@ def _already_there(
         first.hint = f"{first.hint}{more}; nothing was written"
         raise first
     return kept
+
+
+# -- whole Hub repos: listed once at one commit (a catalog snapshot's rules); each file keeps its folders --
+
+
+def _patterns(value: Sequence[str] | None, *, flag: str) -> tuple[str, ...]:
+    """``--include``/``--exclude`` values as a tuple; one string is one pattern (never its characters)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not all(isinstance(item, str) for item in value):
+        raise UsageError(f"{flag}: expected glob patterns (strings)")
+    return tuple(value)
+
+
+def _expand_repos(
+    items: Sequence[Source | HfUri],
+    settings: Settings,
+    *,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    output: Path | None,
+    sha256: str | None,
+    progress: Progress,
+) -> list[Source]:
+    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given.
+    Usage errors come before the Hub is asked anything; a name ``get`` cannot save (a Windows device name, ``.mdl``,
+    ``:``) is exit 2 with a hint."""
+    repos = [item for item in items if isinstance(item, HfUri)]
+    if not repos:
+        for flag, given in (("--include", include), ("--exclude", exclude)):
+            if given:
+                raise UsageError(f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one")
+        return [item for item in items if not isinstance(item, HfUri)]
+    first = repos[0].given
+    if output is not None:
+        raise UsageError(f"-o names one file, but {first} is a whole repo", hint="use -d DIR to save its files there")
+    if sha256 is not None:
+        raise UsageError(f"--sha256 applies to a single file, but {first} is a whole repo")
+    if settings.offline:
+        raise UsageError(f"{first}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
+    # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
+    session = PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)
+    try:
+        hub = session.hub
+        assert hub is not None, "offline was refused above"
+        found: list[Source] = []
+        for item in items:
+            if not isinstance(item, HfUri):
+                found.append(item)
+                continue
+            spec = ModelSpec(
+                name=item.given,
+                repo=item.repo,
+                repo_type=item.repo_type,
+                revision=item.revision or "main",
+                include=tuple(include),
+                exclude=tuple(exclude),
+            )
+            resolved = resolve_model(spec, hub=hub, environ={})
+            for file in resolved.files:
+                one = UrlFile(
+                    filename=file.path,
+                    url=None,
+                    size=file.size,
+                    sha256=file.sha256,
+                    where=item.of(file.path),
+                    hub=(item.repo_type, item.repo, file.commit or spec.revision, file.path),
+                    listed=replace(file, model=""),  # a get's files belong to no model
+                )
+                try:
+                    _save_parts(one)
+                except UnsafePathError as exc:
+                    exc.hint = f"--exclude '{file.path}' leaves it out"
+                    raise
+                found.append(one)
+        return found
+    finally:
+        session.close()
+
+
+def _save_parts(item: Source) -> list[str]:
+    """Where a file goes under ``-d``, as path components (a Hub file keeps its folders), each held to the rule for
+    one file name: names from URLs and the Hub are as untrusted as a job's."""
+    keeps_folders = isinstance(item, UrlFile) and item.hub is not None
+    names = item.filename.split("/") if keeps_folders else [item.filename]
+    return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
 
 
 # -- remote files: the pull engine, one destination folder at a time -------------------------------------
@@ -305,17 +408,15 @@ def _fetch_remote(
 ) -> dict[int, FileOutcome]:
     """Download the remote files into ``root`` (``-d``; Hub files keep their folders under it), or each into its
     target's folder (``-o``)."""
-    from mdl.catalog import FileSpec
-    from mdl.download.puller import Puller
-    from mdl.sources import RemoteFile, resolve_file
-
     outcomes: dict[int, FileOutcome] = {}
     by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
     for entry in items:
         by_folder.setdefault(root or entry[2].parent, []).append(entry)
     for folder, group in by_folder.items():
-        # get's record is the folder's .mdl/get.json (model ""): a pull's records there are never touched.
-        puller = Puller(_one_off_settings(settings, folder), progress=progress)
+        # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
+        session = PullSession(
+            replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress
+        )
         try:
             planned: list[tuple[int, PlannedFile]] = []
             present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
@@ -325,18 +426,11 @@ def _fetch_remote(
                 try:
                     if item.hub is not None:
                         repo_type, repo, revision, path = item.hub
-                        hub = puller.hub()
+                        hub = session.hub
                         if hub is None:
                             raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
-                        spec = FileSpec(
-                            key_path=item.where,
-                            repo=repo,
-                            path=path,
-                            revision=revision,
-                            repo_type=repo_type,
-                            sha256=expected,
-                            save_as=name,
-                        )
+                        spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
+                        spec = replace(spec, sha256=expected, save_as=name)
                         remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                         if not settings.force and _present(target):
                             if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
@@ -356,38 +450,33 @@ def _fetch_remote(
                         )
                         if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                             # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
-                            part, _ = puller.store.part_paths(ONE_OFF, name)
+                            part, _ = session.store.part_paths(ONE_OFF, name)
                             carry = len(items) == 1 and not part.exists() and index not in present
-                            remote = _probe(puller, remote, item, carry=carry)
+                            remote = _probe(session, remote, item, carry=carry)
                             openings.append(remote.opening)
-                    planned.append((index, puller.plan(remote)))
+                    planned.append((index, plan_file(session, remote)))
                 except MdlError as exc:
                     outcomes[index] = failed("", name, exc, dest=target, source=item.where)
                     log_outcome(outcomes[index])
             if planned:
                 plans = [plan for _, plan in planned]
-                puller.store.ensure_dirs()
-                puller.check_space(plans)
-                done = puller.execute(plans, commits={})
+                session.store.ensure_dirs()
+                check_space(plans)
+                done = fetch(session, plans, commits={})
                 for (index, _), outcome in zip(planned, done, strict=True):
-                    outcomes[index] = in_gets_words(outcome, present=index in present)
+                    outcomes[index] = _in_gets_words(outcome, present=index in present)
         finally:
             for opening in openings:
                 if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
                     opening.close()
-            puller.close()
-            # A finished get leaves nothing behind; a partial download (something to resume) stays.
-            tidy_after(puller.store)
+            session.close()
+            _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
     return outcomes
 
 
-def _probe(puller: Puller, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
-    """Learn a direct URL's size and ETag; a size that contradicts the descriptor is refused before any
-    byte is fetched."""
-    from mdl.errors import IntegrityError
-    from mdl.sources import with_probe
-
-    probed = puller.probe(dataclasses.replace(remote, size=None), carry=carry)
+def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
+    """A direct URL's size and ETag; a size that contradicts the descriptor is refused before any byte moves."""
+    probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
@@ -397,7 +486,23 @@ def _probe(puller: Puller, remote: RemoteFile, item: UrlFile, *, carry: bool) ->
     return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located, opening=probed.opening)
 
 
-def _one_off_settings(settings: Settings, folder: Path) -> Settings:
-    """The run's settings aimed at ``folder``: get writes exactly where -o/-d say, never into the Hugging
-    Face cache (whatever ``--layout``/``MDL_LAYOUT`` would choose for pull)."""
-    return dataclasses.replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+def _tidy_after(store: Store) -> None:
+    """Remove the empty state folders under ``<dest>/.mdl``, deepest first (never a tree: another run's are kept)."""
+    for sub in ("partial", "locks", "records"):
+        rmdir_empty(store.dest, store.state_dir / sub)
+    rmdir_empty(store.dest, store.state_dir)
+
+
+def _written_by_get(target: Path) -> bool:
+    """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
+    record = Store(target.parent.absolute()).read_record(ONE_OFF)
+    return record is not None and still_verified(target, record.files.get(target.name))
+
+
+def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
+    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"."""
+    if present and outcome.action == "downloaded":
+        return replace(outcome, word="replaced")
+    if present and outcome.action == "skipped":
+        return replace(outcome, reason="already there, unchanged upstream")
+    return outcome

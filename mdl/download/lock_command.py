@@ -1,35 +1,37 @@
 """``mdl lock``: pin the selected models' commits, files, sizes and sha256 in ``catalog.lock`` beside the catalog.
 
-Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept as written (nothing is asked
-for it); missing and stale entries are resolved; ``upgrade`` resolves every selected model again (branches and tags
-move to their current commits). Nothing is written when any model fails: a lock is all or nothing, as uv's is.
-"""
+Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept (nothing is asked for it);
+missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
-from mdl.download.hash_for_lock import LockHasher
-from mdl.download.planner import Planner
-from mdl.download.session import PullSession
-from mdl.errors import CatalogError, ExitCode, MdlError, NetworkError, UsageError, worst_exit_code
-from mdl.lockfile import (
-    Lock,
-    LockedModel,
-    ModelChange,
-    diff_locks,
-    exclusive,
-    locked_from_resolved,
-    read_lock,
+from mdl.download.fetch import transfer_job
+from mdl.download.plan import recorded
+from mdl.download.resolve import resolve
+from mdl.download.session import PullSession, label_of
+from mdl.errors import (
+    CatalogError,
+    ExitCode,
+    InterruptedByUserError,
+    MdlError,
+    NetworkError,
+    UsageError,
+    worst_exit_code,
 )
+from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, ResolvedModel
+from mdl.store import unlink
 
 log = logging.getLogger("mdl.lock")
 
@@ -61,8 +63,6 @@ class LockReport:
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "lock", "changed", "models": [...]}``; with check also ``fresh`` and ``stale`` (``ok`` false when
-        the lock is missing or stale); ``errors`` on failure."""
         doc: dict[str, Any] = {
             "ok": self.ok,
             "lock": str(self.path),
@@ -150,10 +150,7 @@ def _check(path: Path, old: Lock | None, specs: list[ModelSpec], *, dropped: lis
 def _lock_models(
     specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
 ) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
-    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries.
-
-    A small Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes.
-    """
+    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
     if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
         failures = [
             failed(s.name, None, NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"))
@@ -161,11 +158,10 @@ def _lock_models(
         ]
         return {}, failures
     session = PullSession(settings, progress=progress)
-    planner = Planner(session, use_lock=False)
     try:
-        resolved, failures = planner.resolve(specs)
+        resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
         blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
-        complete, unhashed = LockHasher(session, planner, blobs=blobs).complete(resolved)
+        complete, unhashed = _complete(session, resolved, blobs=blobs)
         failures.extend(unhashed)
         by_name = {spec.name: spec for spec in specs}
         models: dict[str, LockedModel] = {}
@@ -177,3 +173,117 @@ def _lock_models(
         return models, failures
     finally:
         session.close()
+
+
+def _complete(
+    session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """The models with every size and sha256 known: from what upstream said, the old lock's git blob ids (``blobs``:
+    id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
+    hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
+    failures: dict[int, FileOutcome] = {}
+    known: list[list[RemoteFile | None]] = []
+    for m, model in enumerate(models):
+        known.append([])
+        for remote in model.files:
+            try:
+                known[m].append(_known(session, remote, blobs))
+            except MdlError as exc:
+                failures.setdefault(m, failed(model.name, remote.path, exc))
+    todo = [(m, i) for m, row in enumerate(known) if m not in failures for i, file in enumerate(row) if file is None]
+    unique = {_same_bytes(models[m].files[i]): models[m].files[i].size for m, i in todo}  # the same bytes: once
+    if unique:
+        sizes = list(unique.values())
+        session.progress.begin(total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique))
+    hashed: dict[tuple[str, str], RemoteFile] = {}
+    for m, i in todo:
+        remote = models[m].files[i]
+        same = _same_bytes(remote)
+        if m in failures:
+            continue
+        try:
+            if same not in hashed:
+                hashed[same] = _download(session, remote)
+            known[m][i] = replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            failures[m] = failed(models[m].name, remote.path, exc)
+    done = [
+        replace(model, files=tuple(f for f in known[m] if f)) for m, model in enumerate(models) if m not in failures
+    ]
+    return done, [failures[m] for m in sorted(failures)]
+
+
+def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
+    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell (a small
+    Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes)."""
+    if remote.sha256 and remote.size is not None:
+        return remote
+    if remote.git_oid and remote.git_oid in blobs:
+        size, sha256 = blobs[remote.git_oid]
+        if remote.size is None or remote.size == size:
+            return replace(remote, size=size, sha256=sha256)
+    recorded = _from_record(session, remote)
+    if recorded is not None:
+        return recorded
+    if remote.sha256 and not remote.hub:  # a URL the catalog gives a sha256 but no size for: one request
+        probed = session.probe(remote)
+        if probed.size is not None:
+            return replace(remote, size=probed.size)
+    return None
+
+
+def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
+    """What a verified local record says about the same bytes: same sha256, same git blob id, or (a URL
+    without either) the same source."""
+    entry = recorded(session.store, remote)
+    if entry is None or (remote.size is not None and entry.size != remote.size):
+        return None
+    if remote.sha256:
+        same = entry.sha256 == remote.sha256
+    elif remote.git_oid:  # a git blob id names the bytes: the record's sha256 is of those very bytes
+        same = entry.git_oid == remote.git_oid
+    else:
+        same = not remote.hub and entry.source == remote.source
+    if not same:
+        return None
+    log.info("%s: sha256 from the verified local record", label_of(remote))
+    return replace(remote, size=entry.size, sha256=entry.sha256)
+
+
+def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
+    """Fetch the file once into a temp file beside the partial downloads, under the file's lock; hash it."""
+    store = session.store
+    label = label_of(remote)
+    store.ensure_dirs()
+    part, _ = store.part_paths(remote.model, remote.path)
+    # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
+    target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
+
+    def on_wait(holder: str) -> None:
+        by = f" (held by {holder})" if holder else ""
+        session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
+
+    held = store.acquire_file_lock(
+        remote.model, remote.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
+    )
+    try:
+        job = transfer_job(session, remote, store, target, verify=True)
+        log.info("%s: downloading it once to learn its sha256", label)
+        try:
+            result = session.engine.fetch(job)
+        except MdlError as exc:
+            session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+            raise
+        session.progress.finish(label, ok=True, message="hashed")
+    finally:
+        with contextlib.suppress(OSError):
+            unlink(store.dest, target)
+        held.release()
+    return replace(remote, size=result.size, sha256=result.sha256)
+
+
+def _same_bytes(remote: RemoteFile) -> tuple[str, str]:
+    """What names a file's bytes before they are fetched: its git blob id, else its URL."""
+    return (remote.git_oid, "") if remote.git_oid else ("", remote.url)

@@ -1,5 +1,5 @@
-"""A run's use of ``catalog.lock``: read once, asked per model (fresh entry, stale, or not locked), the one warning
-per model that is resolved fresh, ``--locked``'s refusal, and ``--frozen``'s models taken from the lock alone."""
+"""A run's use of ``catalog.lock`` (read once, asked per model, one warning per model resolved fresh, ``--locked``'s
+refusal) and ``--frozen``'s models, taken from the lock alone."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ from mdl.errors import CatalogError, UsageError
 from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.redact import REDACTED, redact_url
 from mdl.report import RunReport
-from mdl.store import PinnedFile
+from mdl.store import ExpectedFile
 
 log = logging.getLogger("mdl.lock")
 ReportT = TypeVar("ReportT", bound=RunReport)
@@ -38,26 +39,18 @@ class LockUse:
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
         self.path = settings.lock_path
-        self._lock = lock
-        self._read = lock is not None
+        self.name = self.path.name if self.path is not None else "catalog.lock"  # as messages say it
+        if lock is not None:
+            self.lock = lock
         self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
 
-    @property
-    def name(self) -> str:
-        """The lock file's name as messages say it (``catalog.lock``)."""
-        return self.path.name if self.path is not None else "catalog.lock"
-
-    @property
+    @cached_property
     def lock(self) -> Lock | None:
         """The lock, or None when there is none (CatalogError, exit 2, when it is unreadable or invalid)."""
-        if not self._read:
-            self._lock = read_lock(self.path) if self.path is not None else None
-            self._read = True
-        return self._lock
+        return read_lock(self.path) if self.path is not None else None
 
     def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
-        """The model's locked entry to use, or None: resolve it fresh (said once, when a lock exists but is out of
-        date for it or does not hold it)."""
+        """The model's locked entry to use, or None: resolve it fresh (said once when a lock exists)."""
         lock = self.lock
         if lock is None:
             return None
@@ -75,16 +68,15 @@ class LockUse:
 
     def view(
         self, specs: Sequence[ModelSpec]
-    ) -> tuple[dict[str, tuple[PinnedFile, ...]], dict[str, str], dict[str, str | None]]:
-        """For the offline views (show, verify): per model the files the lock pins, the warnings for models it
-        does not pin, and the pinned commits."""
+    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, str | None]]:
+        """For the offline views (show, verify): per model the pinned files, the warnings, the pinned commits."""
         self.require(specs)
-        pins: dict[str, tuple[PinnedFile, ...]] = {}
+        pins: dict[str, tuple[ExpectedFile, ...]] = {}
         commits: dict[str, str | None] = {}
         for spec in specs:
             locked = self.pinned(spec, doing="using the catalog entry and the record")
             if locked is not None:
-                pins[spec.name] = tuple(PinnedFile(f.path, f.size, f.sha256, f.source) for f in locked.files)
+                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
                 commits[spec.name] = locked.commit
         return pins, dict(self.warnings), commits
 
@@ -125,12 +117,9 @@ def read_frozen_lock(path: Path | None) -> Lock:
 def frozen_specs(
     lock: Lock, names: Sequence[str], *, all_models: bool, catalog_models: Sequence[ModelSpec]
 ) -> list[ModelSpec]:
-    """``--frozen``'s models: named ones (or all) from the lock, as specs built from it alone.
-
-    A catalog entry of the same name, when there is one, lends only its description and the headers (and signed
-    query) of direct URLs whose address is the one the lock holds: a lock never stores secrets, so a signed URL
-    needs the catalog; nothing that decides which bytes are fetched is read from it.
-    """
+    """``--frozen``'s models: named ones (or all), as specs built from the lock alone. A catalog entry of the same
+    name lends only its description and the headers (and signed query) of direct URLs whose address the lock holds:
+    a lock never stores secrets; nothing that decides which bytes are fetched is read from the catalog."""
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
@@ -147,30 +136,18 @@ def frozen_specs(
                 f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
                 hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
             )
-        specs.append(spec_from_locked(locked, catalog.get(name)))
+        specs.append(_spec_from_locked(locked, catalog.get(name)))
     return specs
 
 
-def spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
-    """A files spec for a locked model: each file pinned to its commit (Hub) or its URL as locked."""
+def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
     by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
     files = []
     for index, f in enumerate(locked.files):
         key = f"catalog.lock: {locked.name}.files[{index}]"
-        ref = f.hub
-        if ref is not None:
-            files.append(
-                FileSpec(
-                    key_path=key,
-                    repo=ref.repo,
-                    path=ref.path,
-                    revision=ref.commit,
-                    repo_type=ref.repo_type,
-                    sha256=f.sha256,
-                    size=f.size,
-                    save_as=f.path,
-                )
-            )
+        if (ref := f.hub) is not None:  # pinned to its commit
+            spec = FileSpec(key, ref.repo, ref.path, revision=ref.commit, repo_type=ref.repo_type, save_as=f.path)
+            files.append(replace(spec, sha256=f.sha256, size=f.size))
             continue
         entry = by_path.get(f.path)
         url, headers = f.source, tuple[tuple[str, str], ...]()
@@ -191,9 +168,8 @@ def spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpe
 def frozen_catalog(
     given: Catalog | str | os.PathLike[str] | None, environ: Mapping[str, str], *, cwd: Path
 ) -> tuple[Catalog, Path | None]:
-    """``--frozen``: the catalog if there is one (for its settings only) and where its lock is, or, when the
-    catalog named by ``--catalog`` / ``$MDL_CATALOG`` is absent (a machine given only the lock), where its lock
-    would be (``catalog.toml`` → ``catalog.lock``, else ./catalog.lock)."""
+    """``--frozen``: the catalog if there is one (for its settings only) and where its lock is, or, on a machine
+    given only the lock, where it would be beside the named catalog (else ./catalog.lock)."""
     if isinstance(given, Catalog):
         return given, lock_beside(given.path) if given.path is not None else None
     flag = Path(given) if given is not None else None

@@ -1,14 +1,36 @@
-"""Decide, before any I/O, what to do with each file: skip, download, resume, repair, or re-check."""
+"""Stage two of a pull: each resolved file → where it goes and what to do with it (skip, download, resume, repair or
+re-check), decided from the disk before any byte moves (no hashing); the space check; what a run reports per file."""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat as st
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mdl.sources import RemoteFile
-from mdl.store import INSTALLED, MISSING, RECHECK_REASON, UNRECORDED, FileRecord, judge
+from mdl.download.session import PullSession, label_of
+from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
+from mdl.paths import path_clash, shown_path
+from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, ResolvedModel
+from mdl.store import (
+    INSTALLED,
+    MISSING,
+    RECHECK_REASON,
+    UNRECORDED,
+    FileRecord,
+    Placement,
+    Store,
+    judge,
+    not_a_file,
+    stat_file,
+)
+from mdl.transfer import Identity, saved_progress
 from mdl.units import human_size
+
+log = logging.getLogger("mdl.pull")
 
 
 class Action(StrEnum):
@@ -32,7 +54,7 @@ class LocalState:
     @classmethod
     def of(cls, stat: os.stat_result | None, *, partial_bytes: int) -> LocalState:
         """From an ``lstat`` result (None when absent); a symlink or folder counts as absent-and-wrong."""
-        if stat is None:
+        if stat is None or not st.S_ISREG(stat.st_mode):
             return cls(None, None, partial_bytes)
         return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
 
@@ -46,11 +68,8 @@ class Decision:
 
 
 def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True) -> bool:
-    """Whether a recorded file is the version upstream has now, by the strongest key both know.
-
-    ``unnamed``: what a file no key tells apart (no hash, no validator on both sides, one size) counts as. Pull
-    keeps it; a one-off get fetches it again, as ``wget -N`` does when the server sends no Last-Modified.
-    """
+    """Whether a recorded file is the version upstream has now, by the strongest key both know; ``unnamed``: what a
+    file no key tells apart counts as (pull keeps it; a get fetches it again, as ``wget -N`` without Last-Modified)."""
     if remote.size is not None and record.size != remote.size:
         return False
     if remote.sha256:
@@ -70,11 +89,7 @@ FORCED = "--force"
 def decide(
     remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
 ) -> Decision:
-    """Skip, download, resume or repair: decided before any I/O, from the file's state as ``show`` names it
-    (mdl.store.states).
-
-    ``unnamed``: see ``same_content`` (False for one-off gets).
-    """
+    """Skip, download, resume or repair, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
         if local.partial_bytes > 0:
@@ -92,3 +107,177 @@ def decide(
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
     return Decision(Action.CHECK, RECHECK_REASON[state])
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file, where it goes, and what pull decided to do with it."""
+
+    remote: RemoteFile
+    decision: Decision
+    partial_bytes: int
+    placement: Placement
+    warning: str | None = None  # a FIFO, socket or device where the file goes: replaced, and said so
+
+
+def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
+    """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails whole."""
+    plans: list[PlannedFile] = []
+    failures: list[FileOutcome] = []
+    for model in resolved:
+        dest = session.store.model_dir(model.name)
+        clash = path_clash(remote.path for remote in model.files)
+        if clash is not None:  # refused whole, before any byte: half a model is no use
+            exc = UnsafePathError(
+                f"{model.name}: {clash[0]!r} is a file and also the folder of {clash[1]!r}; both cannot be saved"
+            )
+            log.error("%s", exc.message)
+            failures.append(failed(model.name, None, exc, dest=dest))
+            continue
+        planned: list[PlannedFile] = []
+        for remote in model.files:
+            try:
+                if not session.settings.offline and not remote.hub and not remote.sha256:
+                    remote = session.probe(remote)  # its size and validator say whether it changed upstream
+                planned.append(plan_file(session, remote))
+            except MdlError as exc:
+                failures.append(failed(remote.model, remote.path, exc))
+        try:
+            for plan in planned:
+                if plan.decision.action is not Action.SKIP:
+                    plan.placement.check_writable(label=label_of(plan.remote))
+        except MdlError as exc:
+            log.error("%s", exc.message)
+            failures.append(failed(model.name, None, exc, dest=dest))
+            continue
+        plans.extend(planned)
+    return plans, failures
+
+
+def plan_file(session: PullSession, remote: RemoteFile) -> PlannedFile:
+    """Place the file in the run's layout, look at the disk and decide."""
+    try:
+        placement = session.layout.place(
+            remote.model,
+            remote.path,
+            source=remote.source,
+            sha256=remote.sha256,
+            git_oid=remote.git_oid,
+            revision=remote.revision,
+        )
+    except MdlError:
+        if session.settings.offline:  # never pulled: where it would go is only known upstream
+            raise offline_error(remote) from None
+        raise
+    return look(remote, placement, session.store, force=session.settings.force)
+
+
+def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
+    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's lock)."""
+    entry = recorded(records, remote)
+    part, state = placement.store.part_paths(remote.model, remote.path)
+    partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
+    local = LocalState.of(stat_file(placement.final), partial_bytes=partial)
+    # A one-off get's file (no model) is kept only for the version the server names (wget -N), never a size alone.
+    decision = decide(remote, entry, local, force=force, unnamed=bool(remote.model))
+    warning = _in_the_way(placement)
+    if warning is not None and force and decision.action is Action.DOWNLOAD:
+        decision = Decision(Action.DOWNLOAD, FORCED)  # get --force: what was there is replaced, as a file is
+    return PlannedFile(remote, decision, partial, placement, warning)
+
+
+def _in_the_way(placement: Placement) -> str | None:
+    """The warning for a FIFO, socket or device where the file goes: never opened, the atomic rename replaces it."""
+    for path in dict.fromkeys((placement.final, placement.shown)):
+        kind = not_a_file(path)
+        if kind is not None and kind != "a folder":
+            return f"{shown_path(path)} is {kind}, not a file; it is replaced"
+    return None
+
+
+def check_space(plans: Sequence[PlannedFile]) -> None:
+    """Refuse before transferring when the known sizes do not fit (per destination)."""
+    needed: dict[Store, int] = {}
+    for plan in plans:
+        size = plan.remote.size or 0
+        if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
+            more = size
+        elif plan.decision.action is Action.RESUME:
+            more = max(0, size - plan.partial_bytes)
+        else:
+            continue
+        needed[plan.placement.store] = needed.get(plan.placement.store, 0) + more
+    for store, total in needed.items():
+        store.ensure_dirs()
+        free = store.free_bytes()
+        if total > free:
+            raise NoSpaceError(
+                f"not enough space in {store.dest}: {human_size(total)} still to download, {human_size(free)} free"
+            )
+
+
+def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
+    """The file's entry in its model's record, if any."""
+    record = store.read_record(remote.model)
+    return record.files.get(remote.path) if record is not None else None
+
+
+def identity_of(remote: RemoteFile) -> Identity:
+    """What a partial download must match to be resumed (a Hub file is known by its hashes, not a CDN ETag)."""
+    return Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None)
+
+
+def offline_error(remote: RemoteFile) -> MdlError:
+    return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
+
+
+# What each action is called once done (the JSON contract's words). A present file replaced because of --force is
+# "downloaded" with reason "--force" there, and "re-downloaded" for people; "repaired" is only ever a present file
+# that was hashed and found wrong.
+DONE_WORD = {
+    Action.SKIP: "skipped",
+    Action.DOWNLOAD: "downloaded",
+    Action.RESUME: "resumed",
+    Action.REPAIR: "repaired",
+    Action.CHECK: "skipped",
+}
+
+
+def done_outcome(
+    plan: PlannedFile,
+    action: Action,
+    *,
+    size: int | None,
+    sha256: str | None,
+    fetched: int = 0,
+    mirror: str | None = None,
+) -> FileOutcome:
+    """A file's outcome once ``action`` was carried out (it may differ from the planned one)."""
+    return FileOutcome(
+        model=plan.remote.model,
+        path=plan.remote.path,
+        dest=str(plan.placement.shown),
+        size=size,
+        sha256=sha256,
+        action=DONE_WORD[action],
+        reason=plan.decision.reason,
+        word="re-downloaded" if action is Action.DOWNLOAD and plan.decision.reason == FORCED else None,
+        fetched=fetched,
+        mirror=mirror,
+        source=mirror or plan.remote.source,
+        warning=plan.warning,
+    )
+
+
+def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
+    """``--dry-run``: what would be done to the file, and why."""
+    return FileOutcome(
+        model=plan.remote.model,
+        path=plan.remote.path,
+        dest=str(plan.placement.shown),
+        size=plan.remote.size,
+        sha256=plan.remote.sha256,
+        action=plan.decision.action.value,
+        reason=plan.decision.reason,
+        warning=plan.warning,
+    )

@@ -1,42 +1,40 @@
-"""One pull run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+"""One run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
 
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 
 from mdl.catalog import Settings
 from mdl.download.lockfile_use import LockUse
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
-from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token
+from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token, with_probe
 from mdl.store import DirSyncs, Layout, Store
 from mdl.transfer import (
     Credentials,
     Engine,
     EngineConfig,
+    Probed,
     RateLimiter,
     RetryPolicy,
     TokenGuard,
     make_client,
     make_transport,
     origin,
+    probe,
 )
 
-MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see puller.job_counts)
+MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 
 
 class PullSession:
-    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's parts share."""
+    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's stages share."""
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        progress: Progress,
-        cancel: threading.Event | None = None,
-        lock: Lock | None = None,
+        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None, lock: Lock | None = None
     ) -> None:
         self.settings = settings
         # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
@@ -46,9 +44,6 @@ class PullSession:
         self.layout = Layout(settings)
         self.store: Store = self.layout.records  # model records (and, in the plain layout, everything else)
         self.environ = dict(settings.environ or {})
-        self._hub: Hub | None = None
-        self._token: str | None = None
-        self._token_read = False
         self.retry = RetryPolicy(retries=settings.retries)
         self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
         # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
@@ -72,7 +67,6 @@ class PullSession:
             progress=progress,
             cancel=self.cancel,
             limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
-            relocate=lambda job: job.url,  # a Hub resolve URL redirects to a freshly signed CDN URL
             dirs=self.dirs,
         )
         self.mirror_engine = Engine(
@@ -88,17 +82,11 @@ class PullSession:
             limiter=self.engine.limiter,
             dirs=self.dirs,
         )
-
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
         self.dead_mirrors: dict[str, str] = {}
         self.mirror_lock = threading.Lock()
-
-    def mirror_down(self, template: str) -> bool:
-        """Whether ``template``'s mirror already failed as a whole in this run."""
-        with self.mirror_lock:
-            return template in self.dead_mirrors
 
     def mark_mirror_down(self, template: str, why: str) -> bool:
         """Leave ``template``'s mirror for the rest of the run; True the first time (say it once)."""
@@ -108,7 +96,6 @@ class PullSession:
             return first
 
     def close(self) -> None:
-        """Release the connection pool."""
         self.client.close()
 
     def abort(self) -> None:
@@ -118,26 +105,45 @@ class PullSession:
         self.mirror_engine.abort()
         self.transport.abort()
 
-    @property
+    @cached_property
     def token(self) -> str | None:
         """The Hub token, read once when first needed."""
-        if not self._token_read:
-            self._token = self.settings.token or resolve_token(self.environ)
-            self._token_read = True
-            self.guard.protect(self._token)
-            remember_secret(self._token)  # whatever sink a server's echo of it would reach
-        return self._token
+        token = self.settings.token or resolve_token(self.environ)
+        self.guard.protect(token)
+        remember_secret(token)  # whatever sink a server's echo of it would reach
+        return token
 
+    @cached_property
     def hub(self) -> Hub | None:
         """The Hub client, or None when HF_HUB_OFFLINE is set."""
         if self.settings.offline:
             return None
-        if self._hub is None:
-            self._hub = Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
-        return self._hub
+        return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
 
     def credentials(self, remote: RemoteFile) -> Credentials:
         """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
         return Credentials(extra=dict(remote.headers))
+
+    def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
+        """A direct URL with its size and validator (one request; ``carry``: with its first bytes, left for the
+        download to read). Only for a few files at a time: each holds a connection until its download takes it."""
+        found = self.probed(remote, carry=carry)
+        located = found.url if found.ranged else None
+        return with_probe(remote, size=found.size, etag=found.validator, located=located, opening=found.opening)
+
+    def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
+        """What the first request for the file learned (``.url``: where it redirects to in the end)."""
+        what = label_of(remote)
+        credentials = self.credentials(remote)
+        return self.retry.run(
+            lambda: probe(self.client, remote.url, credentials=credentials, what=what, carry=carry),
+            what=what,
+            wait=self.cancel.wait,
+        )
+
+
+def label_of(remote: RemoteFile) -> str:
+    """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
+    return f"{remote.model}/{remote.path}" if remote.model else remote.path

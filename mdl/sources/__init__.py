@@ -14,15 +14,11 @@ from mdl.sources.joboutput import (
     parse_job_output,
     write_inline,
 )
-from mdl.sources.mirrors import mirror_targets, mirror_urls
-from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_file, resolve_model, with_probe
+from mdl.sources.resolve import RemoteFile, ResolvedModel, mirror_targets, resolve_file, resolve_model, with_probe
 from mdl.sources.s3 import (
-    S3Object,
     S3Prefix,
     S3Signer,
-    head_s3,
     parse_s3_prefix,
-    parse_s3_uri,
     s3_client,
     s3_error,
     s3_reason,
@@ -36,7 +32,6 @@ __all__ = [
     "InlineFile",
     "RemoteFile",
     "ResolvedModel",
-    "S3Object",
     "S3Prefix",
     "S3Signer",
     "UrlFile",
@@ -44,13 +39,10 @@ __all__ = [
     "check_inline",
     "check_url",
     "decoded_size",
-    "head_s3",
     "mirror_targets",
-    "mirror_urls",
     "name_key",
     "parse_job_output",
     "parse_s3_prefix",
-    "parse_s3_uri",
     "resolve_file",
     "resolve_model",
     "resolve_token",

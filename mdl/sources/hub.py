@@ -1,9 +1,9 @@
 """The Hugging Face Hub API through mdl's own HTTP client: commits, tree listings, file metadata, our errors.
 
-huggingface_hub is kept for what it knows without the network (``hf_hub_url``, the stored token); every request
-goes through the one client of the run, so its timeouts, its proxy and CA settings and its TokenGuard apply to
-the Hub API as to downloads. Replies are parsed by :mod:`mdl.sources.hubreplies`, the one validating layer.
-The requests mirror huggingface_hub 2.4's (``HfApi.repo_info``, ``list_repo_tree``, ``get_hf_file_metadata``).
+huggingface_hub is kept for what it knows without the network (``hf_hub_url``, ``get_token``,
+``filter_repo_objects``); every request goes through the run's one client, so its timeouts, proxy, CA settings
+and TokenGuard apply to the Hub API as to downloads, and every reply passes :mod:`mdl.sources.hubreplies`. The
+requests are those of huggingface_hub 2.4's ``HfApi.repo_info``, ``list_repo_tree`` and ``get_hf_file_metadata``.
 """
 
 from __future__ import annotations
@@ -69,16 +69,15 @@ class Hub:
         self.token = token or None
         self.retry = retry or RetryPolicy()
         self._owns_client = client is None
-        self.client = client if client is not None else make_client(read_timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
+        self.client = client if client is not None else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
 
-    def close(self) -> None:
-        """Release the client if this Hub made it (the run's client is the run's to close)."""
+    def close(self) -> None:  # the run's client is the run's to close
         if self._owns_client:
             self.client.close()
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
-        """Pin a branch/tag/commit to its commit sha (40 lowercase hex digits, or HubReplyError)."""
+        """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         from mdl.sources.hubreplies import parse_revision
 
         url = f"{self.endpoint}/api/{repo_type}s/{repo}/revision/{quote(revision, safe='')}"
@@ -117,7 +116,6 @@ class Hub:
         return parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
-        """``{endpoint}/{datasets/|spaces/}{repo}/resolve/{revision}/{path}``."""
         from huggingface_hub import hf_hub_url
         from huggingface_hub.errors import HFValidationError
 
@@ -144,14 +142,10 @@ class Hub:
         return self.retry.run(attempt, what=what)
 
     def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """Send through the one redirect follower; returns the last answer and its whole body.
-
-        Redirects are followed within the Hub's origin only (a renamed repo), with the token. A HEAD stops at a
-        redirect to another origin: the file's metadata is on that answer (as in huggingface_hub), and the token
-        must not follow. An API call redirected off the Hub is hostile. The body must arrive whole within
-        ``HUB_REPLY_FACTOR`` times the client's timeout after its headers (a Hub that drips its JSON is not waited
-        for indefinitely).
-        """
+        """The last answer and its whole body. Redirects are followed within the Hub's origin only (a renamed
+        repo), with the token; a HEAD stops at one to another origin (the file's metadata is on that answer, as in
+        huggingface_hub); an API call redirected off the Hub is hostile. The body must be whole within
+        ``HUB_REPLY_FACTOR`` timeouts after its headers (a Hub that drips its JSON is not waited for forever)."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
@@ -183,7 +177,6 @@ class Hub:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Translate httpx2 failures (reading a reply) into MdlErrors naming the Hub endpoint."""
         try:
             yield
         except httpx2.TransportError as exc:

@@ -1,10 +1,9 @@
 """The one validating layer for Hub replies: revision info, tree listings and the headers of a file's HEAD.
 
-Every byte from the Hub (or a mirror, or whatever answers at ``HF_ENDPOINT``: a captive portal, a proxy's
-error page) is parsed here with strict pydantic models. Anything unexpected — HTML with a 200, an empty body,
-a JSON error object, an entry without ``oid``, a size as a string, a commit id that is not 40 hex digits,
-a path with control characters — becomes a HubReplyError (exit 5) naming the model, the (redacted) URL and
-the start of the body, made printable. Nothing else escapes.
+Every byte from the Hub (or whatever answers at ``HF_ENDPOINT``: a mirror, a captive portal, a proxy's error
+page) is parsed here with strict pydantic models. Anything unexpected (HTML with a 200, an entry without ``oid``,
+a size as a string, a path with control characters...) is a HubReplyError (exit 5) naming the model, the
+redacted URL and the start of the body, made printable.
 """
 
 from __future__ import annotations
@@ -48,27 +47,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
-class RevisionInfo(_Strict):
-    """``GET /api/{type}s/{repo}/revision/{rev}``: only the commit id matters to mdl."""
-
+class RevisionInfo(_Strict):  # GET /api/{type}s/{repo}/revision/{rev}: only the commit id matters
     sha: Commit
 
 
-class LfsInfo(_Strict):
-    """The LFS pointer of a tree entry: the file's sha256 and real size."""
-
+class LfsInfo(_Strict):  # a tree entry's LFS pointer: the file's sha256 and real size
     oid: Annotated[StrictStr, Field(pattern=_SHA256)]
     size: Annotated[StrictInt, Field(ge=0)]
 
-    @property
-    def sha256(self) -> str:
-        """The sha256 of the file's bytes (what the pointer's oid is)."""
-        return self.oid
 
-
-class TreeEntry(_Strict):
-    """One entry of ``GET /api/{type}s/{repo}/tree/{commit}?recursive=true``."""
-
+class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=true
     type: Literal["file", "directory"]
     path: StrictStr
     size: Annotated[StrictInt, Field(ge=0)]
@@ -108,7 +96,6 @@ def reply_error(what: str, url: str, body: bytes | str, problem: str) -> HubRepl
 
 
 def _problem(exc: ValidationError) -> str:
-    """The first validation error as one short line: where in the document, and what is wrong."""
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
@@ -116,7 +103,6 @@ def _problem(exc: ValidationError) -> str:
 
 
 def parse_revision(body: bytes, *, what: str, url: str) -> RevisionInfo:
-    """The revision-info reply, or HubReplyError (the commit must be 40 lowercase hex digits)."""
     try:
         return RevisionInfo.model_validate_json(body)
     except ValidationError as exc:
@@ -124,7 +110,6 @@ def parse_revision(body: bytes, *, what: str, url: str) -> RevisionInfo:
 
 
 def parse_tree_page(body: bytes, *, what: str, url: str) -> list[TreeEntry]:
-    """One page of a tree listing (a JSON list of entries), or HubReplyError."""
     try:
         return _TREE_PAGE.validate_json(body)
     except ValidationError as exc:
@@ -148,11 +133,8 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
 
 
 def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
-    """X-Repo-Commit, X-Linked-Etag (else ETag) and X-Linked-Size (else Content-Length) of a HEAD, validated.
-
-    A commit that is not 40 lowercase hex digits, or a size that is not a number, is a HubReplyError; a missing
-    header is None (a plain CDN or mirror may not say).
-    """
+    """X-Repo-Commit, X-Linked-Etag (else ETag) and X-Linked-Size (else Content-Length) of a HEAD, validated;
+    a missing header is None (a plain CDN or mirror may not say)."""
     commit = headers.get("X-Repo-Commit")
     if commit is not None and not COMMIT_RE.fullmatch(commit):
         raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
@@ -166,11 +148,8 @@ def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: s
 
 
 def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str, int], what: str) -> str | None:
-    """The ``Link: rel="next"`` target of a listing page, or None on the last page.
-
-    The link is the server's to choose, so it is checked like any reply: it must stay on the Hub's origin
-    (scheme, host and port). A link elsewhere is a hostile listing, refused before anything is sent there.
-    """
+    """The ``Link: rel="next"`` target of a listing page (None on the last): the server's to choose, so it must
+    stay on the Hub's origin (scheme, host and port), or it is a hostile listing, refused before anything is sent."""
     if not link:
         return None
     target = ""

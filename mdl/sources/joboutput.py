@@ -73,19 +73,14 @@ class UrlFile:
 
 
 @dataclass(frozen=True)
-class InlineCheck:
-    """What an inline payload decodes to: its size and sha256 (nothing of it is kept)."""
-
+class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
     size: int
     sha256: str
 
 
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
-    """Job output JSON → its files.
-
-    Accepted shapes: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``, or a
-    platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed.
-    """
+    """Job output JSON → its files: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``,
+    or a platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed."""
     if text.startswith("\ufeff"):  # a byte-order mark, as Windows tools write: not part of the JSON
         text = text[1:]
     try:
@@ -133,7 +128,6 @@ def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
 
 
 def _error_text(error: Any) -> str:
-    """A platform's error field (text or an object) as one short line."""
     if isinstance(error, dict):
         for key in ("message", "error", "detail"):
             if isinstance(error.get(key), str):
@@ -142,14 +136,14 @@ def _error_text(error: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    """Text from the job as one short line: control characters dropped, whitespace squeezed, shortened."""
+    """Control characters dropped, whitespace squeezed, shortened."""
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE)
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
 
 
 def _descriptor_list(doc: Any, *, where: str) -> tuple[list[Any], str, bool]:
-    """The descriptors in ``doc``, their key path, and whether they came as a list (a lone one is a list of one)."""
+    """The descriptors in ``doc``, their key path, and whether they came as a list."""
     if isinstance(doc, list):
         return doc, where, True
     if isinstance(doc, dict) and "type" not in doc:
@@ -167,7 +161,7 @@ def _descriptor_list(doc: Any, *, where: str) -> tuple[list[Any], str, bool]:
 
 
 def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
-    """One ``file_data`` or ``redirect`` descriptor, checked field by field (base64 is checked later)."""
+    """One ``file_data`` or ``redirect`` descriptor, checked field by field (base64 later)."""
     if not isinstance(item, dict):
         raise JobOutputError(f"{where}: expected an object with a 'type', got {type(item).__name__}")
     kind = item.get("type")
@@ -283,17 +277,15 @@ def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
 
 
 def decoded_size(item: InlineFile) -> int:
-    """What ``item`` decodes to: the descriptor's size, else about 3/4 of its base64 (for a progress total)."""
+    """The descriptor's size, else about 3/4 of its base64 (for a progress total)."""
     return item.size if item.size is not None else len(item.data) * 3 // 4
 
 
 def check_inline(
     item: InlineFile, *, expected_sha256: str | None = None, progress: Progress | None = None
 ) -> InlineCheck:
-    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor.
-
-    JobOutputError (exit 2) for bad base64, IntegrityError (exit 6) for a size or sha256 that differs.
-    """
+    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor (bad base64 is
+    exit 2, a size or sha256 that differs exit 6)."""
     digest = hashlib.sha256()
     size = 0
     key = f"check:{item.filename}"
@@ -316,8 +308,7 @@ def check_inline(
     return InlineCheck(size, actual)
 
 
-def _umask() -> int:
-    """The process umask (reading it means setting it; put it straight back)."""
+def _umask() -> int:  # reading it means setting it: put it straight back
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -371,7 +362,6 @@ def _discard(path: Path) -> None:
 
 
 def check_expected_sha256(value: str | None) -> str | None:
-    """``--sha256`` lower-cased, or UsageError when it is not 64 hex digits."""
     if value is None:
         return None
     if not SHA256_RE.match(value.lower()):

@@ -1,13 +1,16 @@
-"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline."""
+"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline;
+and each file's URLs on the ``[settings].mirrors`` templates (tried in order before the origin)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
-from mdl.catalog import FileSpec, ModelSpec, expand_headers
+from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url
@@ -17,7 +20,7 @@ from mdl.store import ModelRecord, hub_source
 if TYPE_CHECKING:
     from mdl.transfer import Opening
 
-log = logging.getLogger("mdl.resolve")
+log = logging.getLogger("mdl.mirrors")
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,6 @@ class ResolvedModel:
     revision: str | None
     commit: str | None
     files: tuple[RemoteFile, ...]
-
-
-def _is_hex(value: str | None, length: int) -> bool:
-    return bool(value) and len(value or "") == length and all(c in "0123456789abcdef" for c in value or "")
 
 
 def resolve_model(
@@ -98,13 +97,17 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     for item in sorted(chosen, key=lambda item: item.path):
         # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
-        path = _listing_path(what, spec.repo, item.path)
+        if (problem := path_problem(item.path)) is not None:
+            raise HubReplyError(
+                f"{what}: the listing of {spec.repo} names a file mdl cannot save, "
+                f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
+            )
         lfs = item.lfs
-        sha256 = lfs.sha256 if lfs is not None else None
+        sha256 = lfs.oid if lfs is not None else None
         files.append(
             RemoteFile(
                 model=spec.name,
-                path=path,
+                path=item.path,
                 url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
                 size=item.size,
                 sha256=sha256,
@@ -128,17 +131,6 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
-def _listing_path(what: str, repo: str, path: str) -> str:
-    """A listing path that passes :func:`mdl.paths.path_problem`, or HubReplyError naming it (exit 5)."""
-    problem = path_problem(path)
-    if problem is not None:
-        raise HubReplyError(
-            f"{what}: the listing of {repo} names a file mdl cannot save, '{printable(path, limit=120)}': {problem}; "
-            "the model was refused before anything was fetched"
-        )
-    return path
-
-
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
     """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
@@ -158,8 +150,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     revision = file.revision or "main"
     meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
     etag = meta.etag
-    sha256 = etag if _is_hex(etag, 64) else None
-    git_oid = etag if _is_hex(etag, 40) else None
+    sha256 = etag if etag and re.fullmatch("[0-9a-f]{64}", etag) else None
+    git_oid = etag if etag and re.fullmatch("[0-9a-f]{40}", etag) else None
     commit = meta.commit
     if file.sha256 and sha256 and file.sha256 != sha256:
         raise IntegrityError(
@@ -243,8 +235,45 @@ def with_probe(
     located: str | None = None,
     opening: Opening | None = None,
 ) -> RemoteFile:
-    """The file with what a probe learned (size, validator, the final URL if it answered a range, its unread
-    answer) filled in where the catalog was silent."""
+    """The file with what a probe learned (size, validator, where it answered a range, its unread answer)."""
     if remote.size is not None:
         return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
     return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)
+
+
+def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
+    return [url for _, url in mirror_targets(templates, remote)]
+
+
+def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
+    """(template, URL) of the file on each mirror whose template it can fill (``http(s)://…/{model}/{path}``,
+    values URL-quoted, or ``s3://bucket/prefix/{model}/{path}``, values as they are: the key is quoted when
+    signed). A file with no sha256 and no git blob id gets none: a mirror's bytes must be checkable."""
+    if not templates or not (remote.sha256 or remote.git_oid):
+        return []
+    raw = {
+        "model": remote.model,
+        "path": remote.path,
+        "repo": remote.repo or "",
+        "revision": remote.revision or "",
+        "commit": remote.commit or "",
+        "sha256": remote.sha256 or "",
+    }
+    quoted = {
+        **raw,
+        "model": quote(remote.model, safe=""),
+        "path": quote(remote.path, safe="/"),
+        "repo": quote(remote.repo, safe="/") if remote.repo else "",
+        "revision": quote(remote.revision, safe="") if remote.revision else "",
+    }
+    urls: list[tuple[str, str]] = []
+    for template in templates:
+        values = raw if template.startswith("s3://") else quoted
+        # checked when the settings were read: parsing again only splits it (a template is never str.format-ed)
+        parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
+        missing = sorted({p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)})
+        if missing:
+            log.debug("%s/%s: mirror %s needs %s, which this file lacks", remote.model, remote.path, template, missing)
+            continue
+        urls.append((template, fill_template(parts, values)))
+    return urls

@@ -1,12 +1,9 @@
 """``s3://bucket/key``: S3 and its compatibles (MinIO, Ceph RGW, R2, GCS interoperability) through boto3.
 
-boto3 is the optional extra ``mdl[s3]`` and is imported only when an ``s3://`` source is used. An object is
-asked about once (``head_object``: size, ETag, SHA-256 checksum when the bucket keeps one) and then fetched by
-the transfer engine from a presigned (SigV4) GET URL: parallel ranges, resume, retries and stall detection are
-those of every other URL. Credentials and the endpoint come from the standard AWS chain (``AWS_PROFILE``,
-``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws/config``, ``AWS_ENDPOINT_URL[_S3]``); the secret key
-and session token are registered with ``remember_secret`` and presigned queries are redacted, so neither
-ever reaches output, logs, records or JSON.
+boto3 is the optional extra ``mdl[s3]``, imported only when an ``s3://`` source is used. An object is asked
+about once (``head_object``) and then fetched by the transfer engine from a presigned (SigV4) GET URL, like any
+other URL. Credentials and the endpoint come from the standard AWS chain; the secret key and session token are
+registered with ``remember_secret`` and presigned queries are redacted, so neither ever reaches any output.
 """
 
 from __future__ import annotations
@@ -37,25 +34,14 @@ RETRY_ATTEMPTS = 5
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
-_DENIED = {
-    "AccessDenied",
-    "Forbidden",
-    "403",
-    "401",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AllAccessDisabled",
-    "AccountProblem",
-}
+_DENIED = re.compile(
+    r"AccessDenied|Forbidden|401|403|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken"
+    r"|TokenRefreshRequired|AllAccessDisabled|AccountProblem"
+)
 
 
 @dataclass(frozen=True)
 class S3Object:
-    """One object: its bucket and key."""
-
     bucket: str
     key: str
 
@@ -89,7 +75,6 @@ class S3Prefix:
     prefix: str
 
     def key(self, *parts: str) -> str:
-        """The key of ``parts`` under the prefix, joined with ``/``."""
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     def uri(self, *parts: str) -> str:
@@ -122,8 +107,7 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
 
 
 def s3_client(*, endpoint: str | None = None) -> Any:
-    """A boto3 S3 client from the standard credential chain (unsigned when there are no credentials: public
-    buckets); ``endpoint`` overrides ``AWS_ENDPOINT_URL[_S3]`` and ``~/.aws/config``."""
+    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public buckets)."""
     try:
         import boto3
         import botocore.exceptions
@@ -141,11 +125,7 @@ def s3_client(*, endpoint: str | None = None) -> Any:
     retries: dict[str, Any] = {"mode": "standard"}
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["max_attempts"] = RETRY_ATTEMPTS
-    options: dict[str, Any] = {
-        "retries": retries,
-        "connect_timeout": 10,
-        "read_timeout": 60,
-    }
+    options: dict[str, Any] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60}
     if credentials is None:
         log.info("S3: no AWS credentials found; asking unsigned (public buckets only)")
         options["signature_version"] = UNSIGNED
@@ -162,8 +142,7 @@ def s3_client(*, endpoint: str | None = None) -> Any:
 
 
 def s3_error(exc: BaseException, *, what: str) -> MdlError:
-    """A botocore failure as the matching MdlError: missing bucket/key 4, denied 3, anything else (throttling
-    after the retries, unreachable endpoint) 5."""
+    """A botocore failure as our error: missing bucket/key 4, denied 3, anything else 5."""
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         text = safe_text(str(exc), limit=300)
@@ -177,7 +156,7 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     made: MdlError
     if code in _NOT_FOUND or status in (404, 410):
         made = NotFoundError(f"{what}: not found ({detail})")
-    elif code in _DENIED or status in (401, 403):
+    elif _DENIED.fullmatch(code) or status in (401, 403):
         made = AuthError(
             f"{what}: access denied ({detail})",
             hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
@@ -209,7 +188,7 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
 
 
 def _missing(client: Any, obj: S3Object) -> str:
-    """What is missing behind a 404 (HEAD replies have no body to say it): the bucket, or the key in it."""
+    """The bucket, or the key in it, behind a 404 (HEAD replies have no body to say which)."""
     import botocore.exceptions
 
     try:
@@ -222,11 +201,8 @@ def _missing(client: Any, obj: S3Object) -> str:
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
-    """The object's SHA-256 as hex when the store keeps a full-object one (not a composite of parts).
-
-    A multipart object's SHA-256 is a checksum of its parts' checksums (S3 marks it ``-N`` and ``COMPOSITE``);
-    some compatibles leave both marks out, so an ETag of the multipart form (``"<md5>-N"``) also says composite.
-    """
+    """The object's SHA-256 as hex when the store keeps a full-object one. A multipart object's is of its parts'
+    checksums (``-N``, ``COMPOSITE``); some compatibles leave both marks out, but a ``"<md5>-N"`` ETag says it."""
     value = head.get("ChecksumSHA256")
     if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
         return None
@@ -240,7 +216,6 @@ def sha256_of_head(head: dict[str, Any]) -> str | None:
 
 
 def presign_get(client: Any, obj: S3Object) -> str:
-    """A presigned GET URL for the object (a bearer credential: never shown unredacted)."""
     import botocore.exceptions
 
     try:
@@ -253,8 +228,8 @@ def presign_get(client: Any, obj: S3Object) -> str:
 
 
 def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get`` → a file the engine fetches from a presigned URL, with the size and
-    (when the store keeps one) the SHA-256 the HEAD gave; ``named``: -o gives the file its name."""
+    """An ``s3://`` argument of ``mdl get`` as a presigned URL with the HEAD's size and SHA-256 (``named``: -o
+    gives the file its name)."""
     obj = parse_s3_uri(uri)
     client = s3_client(endpoint=endpoint)
     head = head_s3(client, obj)
@@ -269,8 +244,8 @@ def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> 
 
 
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs, one boto3 client per endpoint for the whole run (a client is
-    thread-safe once made; making one costs tens of milliseconds, so never once per file)."""
+    """Presigned GETs for ``s3://`` mirror URLs: one (thread-safe) client per endpoint for the run, never one per
+    file (making one costs tens of milliseconds)."""
 
     def __init__(self, endpoints: dict[str, str] | None = None) -> None:
         self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
@@ -278,14 +253,12 @@ class S3Signer:
         self._lock = threading.Lock()
 
     def client(self, endpoint: str | None) -> Any:
-        """The run's client for ``endpoint`` (None: the AWS chain's own), made on first use."""
         with self._lock:
             if endpoint not in self._clients:
                 self._clients[endpoint] = s3_client(endpoint=endpoint)
             return self._clients[endpoint]
 
     def presign(self, uri: str, *, template: str | None = None) -> str:
-        """A presigned GET URL for ``uri`` (an object key checked as ``mdl get`` checks it)."""
         obj = parse_s3_uri(uri)
         endpoint = self._endpoints.get(template) if template is not None else None
         return presign_get(self.client(endpoint), obj)

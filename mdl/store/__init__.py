@@ -1,7 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.cleaning import CleanedFile, clean
+from mdl.store.cleaning import CleanedFile, CleanReport, clean
 from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
@@ -16,38 +16,30 @@ from mdl.store.filesystem import (
     stat_file,
 )
 from mdl.store.inventory import (
+    INSTALLED,
+    MISSING,
+    MODIFIED_MAYBE,
+    RECHECK_REASON,
+    UNRECORDED,
     LocalFile,
+    ModelInfo,
+    ModelList,
     ModelStatus,
-    PinnedFile,
     file_state,
+    judge,
     list_models,
     model_status,
     unplaced_path,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
-from mdl.store.states import (
-    FILE_STATES,
-    INSTALLED,
-    MISSING,
-    MODIFIED,
-    MODIFIED_MAYBE,
-    PARTIAL,
-    RECHECK_REASON,
-    UNRECORDED,
-    judge,
-)
 from mdl.store.store import Store
 from mdl.store.verifying import verify_file, verify_models
-from mdl.store.views import CleanReport, ModelInfo, ModelList
 
 __all__ = [
-    "FILE_STATES",
     "INSTALLED",
     "MISSING",
-    "MODIFIED",
     "MODIFIED_MAYBE",
-    "PARTIAL",
     "RECHECK_REASON",
     "REPLACEABLE",
     "UNRECORDED",
@@ -64,7 +56,6 @@ __all__ = [
     "ModelList",
     "ModelRecord",
     "ModelStatus",
-    "PinnedFile",
     "Placement",
     "Store",
     "adopt_cached",

@@ -1,9 +1,8 @@
 """Files under a root that mdl owns, reached without following links: directory descriptors and ``O_NOFOLLOW``.
 
-A destination (``<dest>``, or the Hugging Face cache) is the user's choice and may itself be a link; below it,
-nothing is followed. Every folder on the way is opened relative to the one above with ``O_NOFOLLOW``, and every
-open, rename and unlink names its entry relative to its folder's descriptor (``dir_fd``), so a link planted
-anywhere below the root, even while mdl runs, is refused (exit 2, naming it) and never written through.
+The root (``<dest>``, or the Hugging Face cache) is the user's choice and may be a link; below it, every folder
+is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename and unlink is relative to its
+folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2), never followed.
 """
 
 from __future__ import annotations
@@ -42,12 +41,8 @@ def _refusal(where: Path, root: Path, found: os.stat_result | None) -> Exception
 
 
 def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
-    """A descriptor of ``folder`` (inside ``root``), reached without following any link below ``root``.
-
-    ``create``: make the missing folders on the way (the root too). Raises UnsafePathError (exit 2) naming a
-    link on the way, LocalFSError (exit 7) for a file where a folder must be, FileNotFoundError when a folder
-    is missing and ``create`` is False.
-    """
+    """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes the missing
+    folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a file where a folder must be."""
     if create:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +75,6 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
 
 @contextlib.contextmanager
 def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
-    """``open_dir`` for a block: the descriptor is closed after it."""
     fd = open_dir(root, path, create=create)
     try:
         yield fd
@@ -105,8 +99,8 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
 
 
 def read_bytes(root: Path, path: Path, *, limit: int) -> bytes:
-    """The bytes of a regular file inside ``root`` (at most ``limit``), never through a link; OSError naming what
-    is there if not one (a FIFO, socket or device is never opened: ``lstat`` first, then O_NONBLOCK and fstat)."""
+    """At most ``limit`` bytes of a regular file inside ``root``, never through a link; OSError naming what is
+    there if not one (a FIFO or device is never opened: ``lstat`` first, then O_NONBLOCK and fstat)."""
     kind = None
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # then the open says so
         kind = kind_of(path.lstat())
@@ -143,8 +137,7 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
 
 
 def unlink(root: Path, path: Path) -> bool:
-    """Remove the entry ``path`` (a link itself, never its target); False when it was not there. A folder there is
-    never removed: LocalFSError naming it."""
+    """Remove the entry ``path`` (a link itself, never its target; a folder never); False when it was not there."""
     try:
         with folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
@@ -156,7 +149,7 @@ def unlink(root: Path, path: Path) -> bool:
 
 
 def rename(root: Path, source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target`` (both inside ``root``), creating the target's folders; no link followed."""
+    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link followed."""
     with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
         found = None
         with contextlib.suppress(FileNotFoundError):
@@ -201,7 +194,7 @@ def symlink(root: Path, target: str, path: Path) -> None:
 
 
 def proc_path(dir_fd: int, name: str) -> Path | None:
-    """``name`` in the folder ``dir_fd`` as a path for libraries that take paths (Linux ``/proc/self/fd``), the
-    folder reached through its descriptor, not by its name; None where there is no such path."""
+    """``name`` in the folder ``dir_fd`` as a path through its descriptor (Linux ``/proc/self/fd``), for libraries
+    that take paths; None where there is none."""
     base = Path(f"/proc/self/fd/{dir_fd}")
     return base / name if base.is_dir() else None

@@ -1,11 +1,9 @@
-"""Cross-process file locks (filelock) inside a root mdl owns: per-file locks that say who holds them, and
-per-record locks. Needs filelock 4 (no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, and a lock on a
-removed file is noticed and taken again).
+"""Cross-process file locks (filelock 4: no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, a lock on a
+removed file taken again) inside a root mdl owns, reached through their folder's descriptor (``confined``).
 
-A lock file is reached through its folder's descriptor (``confined``), so a link planted at ``.mdl/locks`` is
-never followed. It holds one line naming its holder (pid, command, since when), as apt's lock does, so a run
-that waits can say for whom. Its holder removes it just before releasing it (a waiter that then locks the
-removed file notices and opens the new one), so no idle lock file stays behind.
+A lock file holds one line naming its holder (pid, command, since when), as apt's does, so a waiting run can say
+for whom. Its holder removes it just before releasing it (a waiter that then locks the removed file notices and
+opens the new one), so no idle lock file stays behind.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,25 +50,28 @@ class _Held:
 
 
 class HeldLocks:
-    """File locks held together, released together (in reverse order)."""
+    """File locks held together, released together (in reverse order); ``with`` releases them after the block."""
 
     def __init__(self, locks: list[_Held]) -> None:
         self.locks = locks
 
-    def release_shared(self) -> None:
-        """Release all but our own per-file lock (the blob lock shared with huggingface_hub)."""
+    def __enter__(self) -> HeldLocks:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release_shared(self) -> None:  # all but our own per-file lock: the blob lock huggingface_hub shares
         while len(self.locks) > 1:
             self.locks.pop().release()
 
     def release(self) -> None:
-        """Release every lock held."""
         while self.locks:
             self.locks.pop().release()
 
 
 def holder_line() -> str:
-    """What this process writes into a lock it holds: ``pid <n>, mdl <command>, since <time>`` (no arguments:
-    they may hold URLs with secrets)."""
+    """``pid <n>, mdl <command>, since <time>`` (no arguments: they may hold URLs with secrets)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
     return f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}"
@@ -83,7 +84,6 @@ def _write_holder(fd: int) -> None:
 
 
 def holder_of(root: Path, where: Path) -> str:
-    """Who holds the lock at ``where``, as its file says (empty when it does not say)."""
     try:
         text = confined.read_bytes(root, where, limit=_HOLDER_MAX).decode("utf-8", "replace")
     except OSError:
@@ -100,11 +100,8 @@ def acquire_locks(
     on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take the locks at ``paths`` (inside ``root``) in order within one ``timeout``; call ``on_wait(holder)``
-    once if any is held by another run (``holder``: who, as its lock file says).
-
-    On any failure (timeout, Ctrl-C) the locks already taken are released before the error goes up.
-    """
+    """Take the locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds
+    any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
     waited = False
@@ -126,7 +123,7 @@ def acquire_locks(
 
 
 def try_lock(root: Path, where: Path) -> HeldLocks | None:
-    """The lock at ``where`` if nobody holds it right now, else None (for clean-up: never wait)."""
+    """The lock at ``where`` if nobody holds it now, else None (clean-up never waits)."""
     from filelock import Timeout
 
     try:
@@ -139,16 +136,6 @@ def try_lock(root: Path, where: Path) -> HeldLocks | None:
         os.close(dir_fd)
         return None
     return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
-
-
-@contextlib.contextmanager
-def record_lock(root: Path, where: Path, *, model: str) -> Iterator[None]:
-    """Hold the lock guarding one model's record while it is read, changed and rewritten."""
-    held = acquire_locks(root, [where], label=f"{model}: its record", timeout=RECORD_LOCK_TIMEOUT)
-    try:
-        yield
-    finally:
-        held.release()
 
 
 def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:

@@ -18,31 +18,21 @@ from mdl.paths import shown_path
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
 
 
-# What the filesystem says about a *name* (too long, not encodable, a folder or file or link in the way): a
-# problem of that one path, for that file or model to fail with exit 7 while the rest of the run goes on.
+# What the filesystem says about a *name* (too long, not encodable, something in the way): a problem of that one
+# path, for that file or model to fail with exit 7 while the rest of the run goes on.
 NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
 
 
-def name_error(exc: OSError, path: Path, *, doing: str) -> LocalFSError | None:
-    """The LocalFSError (exit 7) for an OSError about ``path``'s name, naming the path cut to a readable length;
-    None for any other OSError (no space, no permission, I/O: the caller's own rule)."""
-    if exc.errno not in NAME_ERRNOS:
-        return None
-    return LocalFSError(f"cannot {doing} {shown_path(path)}: {exc.strerror or exc}")
-
-
 def stat_file(path: Path) -> os.stat_result | None:
-    """``lstat`` of a destination file, or None if absent; a symlink or folder there is not ours. A name the
-    filesystem refuses (too long, not encodable) is LocalFSError naming it."""
+    """``lstat`` of a destination file, or None if absent; a name the filesystem refuses is LocalFSError."""
     try:
         return path.lstat()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        refused = name_error(exc, path, doing="look at")
-        if refused is None:
+        if exc.errno not in NAME_ERRNOS:
             raise
-        raise refused from None
+        raise LocalFSError(f"cannot look at {shown_path(path)}: {exc.strerror or exc}") from None
 
 
 # What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
@@ -51,8 +41,8 @@ REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def kind_of(found: os.stat_result) -> str | None:
-    """What an ``lstat`` shows where a file should be: "a folder", "a FIFO", "a socket" or "a device"; None for a
-    regular file or a link (a link is an entry of its own, replaced where a file goes, never followed)."""
+    """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a regular file or a
+    link (an entry of its own, replaced where a file goes, never followed)."""
     mode = found.st_mode
     if st.S_ISREG(mode) or st.S_ISLNK(mode):
         return None
@@ -66,14 +56,12 @@ def kind_of(found: os.stat_result) -> str | None:
 
 
 def not_a_file(path: Path) -> str | None:
-    """What is at ``path`` instead of a file (``kind_of``), from its ``lstat``: nothing is opened or followed, so
-    a FIFO or device never blocks. None when a regular file, a link or nothing is there."""
+    """What is at ``path`` instead of a file (``kind_of`` of its ``lstat``: a FIFO is never opened)."""
     found = stat_file(path)
     return None if found is None else kind_of(found)
 
 
 def not_a_file_error(path: Path, kind: str, *, where: str = "", hint: str | None = None) -> LocalFSError:
-    """The refusal (exit 7) of ``path``, which is ``kind`` where a file should be."""
     return LocalFSError(f"{where}{shown_path(path)} is {kind}, not a file", hint=hint)
 
 
@@ -87,23 +75,18 @@ def fsync_dir(folder: Path) -> None:
 
 
 class DirSyncs:
-    """Folders whose new entries are to be made durable: each fsynced once per flush, not once per file.
-
-    A run that renames 300 files into one folder pays one directory fsync per record write instead of 300;
-    the record that names a file is written only after its folder's entry is durable (``flush`` first).
-    """
+    """Folders whose new entries are to be made durable, each fsynced once per flush (before the record that
+    names their files is written), not once per file."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._folders: set[Path] = set()
 
     def add(self, folder: Path) -> None:
-        """Note a folder that got a new entry."""
         with self._lock:
             self._folders.add(folder)
 
     def flush(self) -> None:
-        """fsync every noted folder (one that has gone since needs nothing)."""
         with self._lock:
             folders, self._folders = self._folders, set()
         for folder in sorted(folders):
@@ -112,7 +95,7 @@ class DirSyncs:
 
 
 def free_bytes(path: Path) -> int:
-    """Free space on the filesystem ``path`` is (or would be) on: the nearest existing parent's."""
+    """Free space where ``path`` is (or would be): the nearest existing parent's filesystem."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -158,8 +141,8 @@ def hash_file(
 
 
 def creatable_problem(path: Path) -> str | None:
-    """Why a file cannot be created at ``path`` (a file where a folder must be, a folder where the file must
-    be, a folder we may not write, a path too long), or None. Looks only; creates nothing."""
+    """Why a file cannot be created at ``path`` (something in the way, a folder we may not write, a path too
+    long), or None. Looks only; creates nothing."""
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than {PATH_MAX - 1} bytes"
     if not_a_file(path) == "a folder":

@@ -1,11 +1,12 @@
-"""What is on disk (list, show, verify, clean; all offline), and resolve for what is upstream."""
+"""What is on disk, judged from records and ``lstat`` alone (no hashing): the one state vocabulary that ``show``,
+``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 import stat as st
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,43 +17,62 @@ from mdl.redact import redact_url
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, repo_folder
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
-from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, PARTIAL, judge, model_state
 from mdl.store.store import Store, key_prefix
 
-_BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
+INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
+MODIFIED_MAYBE = "modified?"  # recorded, same size, but touched since it was verified: only a re-hash can tell
+MODIFIED = "modified"  # recorded, but its size is not the size mdl verified
+UNRECORDED = "unrecorded"  # present, but mdl never verified it (no record)
+PARTIAL = "partial"  # a partial download is waiting to be resumed (or the snapshot entry is not linked)
+MISSING = "missing"  # not on disk
+OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
+
+# Why a present file must be hashed again before it is trusted (``pull --dry-run``'s reason for ``check``).
+RECHECK_REASON = {
+    MODIFIED_MAYBE: "modified? (same size, but changed since it was verified): re-hash it",
+    MODIFIED: "modified (its size changed since it was verified): re-hash it",
+    UNRECORDED: "unrecorded (present, never verified by mdl): hash it",
+}
+
+
+def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> str:
+    """A present-or-absent file's state against its record."""
+    if size is None:
+        return MISSING
+    if entry is None:
+        return UNRECORDED
+    if size != entry.size:
+        return MODIFIED
+    if mtime_ns != entry.mtime_ns:
+        return MODIFIED_MAYBE
+    return INSTALLED
+
+
+def model_state(states: Iterable[str], *, partials: bool) -> str:
+    """``installed`` when every file is there at its verified size (``modified?`` counts, reported as
+    ``unverified``); ``missing`` when no file and no partial download is; else ``partial``."""
+    found = set(states)
+    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
+        return INSTALLED
+    if found - {MISSING} or partials:
+        return PARTIAL
+    return MISSING
 
 
 @dataclass(frozen=True)
-class LocalFile:
-    """One expected file of a model and its state on disk."""
-
+class LocalFile:  # one expected file of a model and its state on disk
     path: str
     dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
     final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
     size: int | None
     sha256: str | None
     source: str
-    state: str  # one of mdl.store.states.FILE_STATES
+    state: str  # INSTALLED, MODIFIED_MAYBE, ... above
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
 
 
 @dataclass(frozen=True)
-class PinnedFile:
-    """A file a lock pins for a model: its save path, size, sha256 and source (what verify and show compare to)."""
-
-    path: str
-    size: int
-    sha256: str
-    source: str
-
-
-OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
-
-
-@dataclass(frozen=True)
 class ModelStatus:
-    """A catalog model and its local state."""
-
     spec: ModelSpec
     record: ModelRecord | None
     files: tuple[LocalFile, ...]
@@ -62,17 +82,15 @@ class ModelStatus:
 
     @property
     def unverified(self) -> int:
-        """Files of an installed model touched since they were verified (``modified?``): a re-hash must tell."""
+        """Files touched since they were verified (``modified?``): a re-hash must tell."""
         return sum(1 for f in self.files if f.state == MODIFIED_MAYBE)
 
     @property
-    def size(self) -> int | None:
-        """Total size when every file's size is known."""
+    def size(self) -> int | None:  # when every file's size is known
         sizes = [f.size for f in self.files]
         return sum(s for s in sizes if s is not None) if sizes and None not in sizes else None
 
     def list_json(self) -> dict[str, Any]:
-        """The ``list`` entry."""
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -86,7 +104,6 @@ class ModelStatus:
         }
 
     def show_json(self) -> dict[str, Any]:
-        """The ``show`` entry."""
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -118,7 +135,7 @@ def _revision(spec: ModelSpec) -> str | None:
 
 
 def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRecord | None) -> Placement | None:
-    """Where the file is in this layout; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
+    """Where the file is; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
     try:
         return layout.place(
             model,
@@ -134,7 +151,7 @@ def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRe
 def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
-    """The file's state (mdl.store.states) and where it is, from its record and ``lstat`` only."""
+    """The file's state and where it is, from its record and ``lstat`` only."""
     placement = _placement(layout, model, path, source, entry)
     if placement is None:
         return MISSING, None
@@ -158,14 +175,10 @@ def file_state(
     return judged, placement
 
 
-def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile] | None = None) -> ModelStatus:
-    """The local state of one model, from its record and ``lstat`` only (no network, no hashing).
-
-    The model's files are what it should be: those a lock pins (``pinned``), else the expected set its record
-    keeps (written before a pull's first byte), else, for records from before that, the recorded or catalog
-    files. ``installed`` only when every one is on disk at its verified size and version; a recorded file of
-    another version is ``outdated``; a recorded file the model no longer names is ``extra``, never counted.
-    """
+def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None = None) -> ModelStatus:
+    """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
+    set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
+    of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
     store = layout.records
     record = store.read_record(spec.name)
     recorded = record.files if record is not None else {}
@@ -193,18 +206,17 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[PinnedFile
     return ModelStatus(spec, record, tuple(files), status, folder, extra)
 
 
-def _authoritative(record: ModelRecord | None, pinned: Sequence[PinnedFile] | None) -> bool:
-    """Whether the model's file list is known whole (a lock or an expected set), so a recorded file outside
-    it is one upstream removed."""
+def _authoritative(record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None) -> bool:
+    """Whether the model's file list is known whole (a lock or an expected set)."""
     return pinned is not None or (record is not None and record.expected is not None)
 
 
 def _expected_files(
-    spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[PinnedFile] | None
+    spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
     recorded = record.files if record is not None else {}
     if pinned is not None:
-        return [ExpectedFile(p.path, p.size, p.sha256, None, p.source) for p in pinned]
+        return list(pinned)
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
@@ -219,7 +231,7 @@ def _expected_files(
 
 
 def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
-    """Whether the recorded file is the version the model expects (by sha256, git blob id, then size)."""
+    """By sha256, git blob id, then size."""
     if want.sha256 is not None:
         return entry.sha256 == want.sha256
     if want.git_oid is not None and entry.git_oid is not None:
@@ -228,12 +240,10 @@ def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
 
 
 def unplaced_path(layout: Layout, model: str) -> Path:
-    """What to show as the destination of a file whose place is not known yet."""
     return layout.cache_root if layout.cache_root is not None else layout.plain.model_dir(model)
 
 
 def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
-    """A model's folder before its commit is known: the repo's folder in the Hugging Face cache, else plain."""
     if layout.cache_root is not None and spec.repo is not None:
         return layout.cache_root / repo_folder(spec.repo, spec.repo_type)
     if layout.cache_root is not None and spec.files and all(f.url is None for f in spec.files):
@@ -244,8 +254,8 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
 
 
 def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The folder a file's shown path sits in: the snapshot folder ``…/models--o--r/snapshots/<commit>`` (Hugging
-    Face cache), else the model's folder once the file's path is taken off (None when they do not match)."""
+    """The snapshot folder (Hugging Face cache), else the model's folder once the file's path is taken off (None
+    when they do not match)."""
     shown = placement.shown
     if placement.link is not None and layout.cache_root is not None:
         with contextlib.suppress(ValueError):
@@ -272,8 +282,37 @@ def list_models(
     layout: Layout,
     *,
     status: str | None,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
 ) -> list[ModelStatus]:
-    """The models with their local status (as ``pinned`` says, per model, where a lock pins them), by status."""
     found = [model_status(spec, layout, pinned=(pinned or {}).get(spec.name)) for spec in specs]
     return [m for m in found if status is None or m.status == status]
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """The catalog's models with their local status, and the download root they were looked for in."""
+
+    models: tuple[ModelStatus, ...]
+    dest: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model's files and state, and the folder its files go into (None: several; in the Hugging Face cache
+    layout the snapshot folder)."""
+
+    status: ModelStatus
+    folder: Path | None
+    warning: str | None = None  # why the model is not shown as a lock pins it (the lock is out of date for it)
+    commit: str | None = None  # the commit a lock pins, shown when nothing is recorded yet
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.status.show_json()
+        if doc.get("commit") is None and self.commit is not None:
+            doc["commit"] = self.commit
+        if self.warning is not None:
+            doc["warning"] = self.warning
+        return {"models": [doc]}

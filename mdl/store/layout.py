@@ -1,13 +1,11 @@
 """Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout hf-cache``).
 
-In the Hugging Face cache a Hub file is a blob named by its ETag (the sha256 of LFS files, the git blob id of
-the others) under ``<cache>/<repo folder>/blobs/``, reached through a relative symlink
-``snapshots/<commit>/<path in repo>``, with ``refs/<revision>`` naming the commit. That is what
-``hf_hub_download``, ``snapshot_download(local_files_only=True)`` and ``scan_cache_dir`` read. mdl keeps its
-own records, partials and locks under ``<cache>/.locks/mdl/``: ``scan_cache_dir`` skips ``.locks``, and a
-partial there is on the blobs' filesystem, so finishing is an atomic rename. A blob's lock is
-huggingface_hub's own (``.locks/<repo folder>/<etag>.lock``), so mdl and ``hf_hub_download`` never write the
-same blob at once. Files that are not from the Hub (direct URLs) keep the plain layout under dest.
+In the Hugging Face cache a Hub file is a blob named by its ETag (sha256 of LFS files, git blob id of others)
+under ``<cache>/<repo folder>/blobs/``, reached through a relative symlink ``snapshots/<commit>/<path>``, with
+``refs/<revision>`` naming the commit: what ``hf_hub_download`` and ``scan_cache_dir`` read. mdl's records,
+partials and locks are under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, and on the blobs'
+filesystem: finishing is an atomic rename). A blob's lock is huggingface_hub's own, so mdl and
+``hf_hub_download`` never write one blob at once. Direct URLs keep the plain layout under dest.
 """
 
 from __future__ import annotations
@@ -36,9 +34,7 @@ _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
 @dataclass(frozen=True)
-class HubFileRef:
-    """A Hub file as named by its record/source: ``hf://[datasets/|spaces/]repo@commit/path``."""
-
+class HubFileRef:  # a Hub file as its record's source names it
     repo_type: str
     repo: str
     commit: str | None
@@ -46,13 +42,12 @@ class HubFileRef:
 
 
 def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
-    """``hf://[datasets/|spaces/]owner/name@commit/path`` (the mdl get syntax)."""
     at = f"@{commit}" if commit else ""
     return f"hf://{_REPO_PREFIX.get(repo_type, '')}{repo}{at}/{path}"
 
 
 def parse_hub_source(source: str) -> HubFileRef | None:
-    """The repo, commit and path of a Hub source string; None for anything else (direct URLs)."""
+    """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct URLs)."""
     match = _HUB_SOURCE.match(source)
     if match is None:
         return None
@@ -71,7 +66,7 @@ class Placement:
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
 
     def check_writable(self, *, label: str) -> None:
-        """Refuse (exit 7), before any byte is fetched, a file that could not be created where it goes."""
+        """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it goes."""
         partial, _ = self.store.part_paths("", label)
         for target in dict.fromkeys((self.final, self.shown, partial)):
             problem = creatable_problem(target)
@@ -98,12 +93,10 @@ class Layout:
         self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
 
     @property
-    def records(self) -> Store:
-        """The store whose records describe the models (the cache's in hf-cache layout)."""
+    def records(self) -> Store:  # the store whose records describe the models
         return self.cache or self.plain
 
-    def stores(self) -> list[Store]:
-        """Every store this layout may write partials into."""
+    def stores(self) -> list[Store]:  # every store this layout may write partials into
         return [self.plain] if self.cache is None else [self.cache, self.plain]
 
     def place(
@@ -116,7 +109,6 @@ class Layout:
         git_oid: str | None,
         revision: str | None = None,
     ) -> Placement:
-        """The placement of one file, from what its record or resolution says about it."""
         hub = parse_hub_source(source) if self.cache is not None else None
         if hub is None or self.cache is None or self.cache_root is None:
             final = self.plain.final_path(model, path)
@@ -140,8 +132,8 @@ class Layout:
         )
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
-        """``refs/<revision>`` in the Hugging Face cache and the commit it must name, for a Hub file's source asked
-        at ``revision`` (None: plain layout, not a Hub file, no revision, or the revision is the commit itself)."""
+        """``refs/<revision>`` in the Hugging Face cache and the commit it must name (None: plain layout, not a Hub
+        file, no revision, or the revision is the commit itself)."""
         hub = parse_hub_source(source) if self.cache_root is not None else None
         if self.cache_root is None or hub is None or hub.commit is None or not _COMMIT.match(hub.commit):
             return None
@@ -151,10 +143,8 @@ class Layout:
         return self.cache_root.joinpath(repo_folder(hub.repo, hub.repo_type), "refs", *ref_name.split("/")), hub.commit
 
     def link(self, placement: Placement) -> None:
-        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain).
-
-        Nothing in the cache is followed on the way (``confined``): a planted link is refused, never written through.
-        """
+        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain); a link
+        planted in the cache is refused, never written through."""
         root = placement.store.dest
         if placement.link is not None and not placement.linked():
             try:
@@ -170,9 +160,8 @@ class Layout:
 
 
 def write_ref(root: Path, ref: Path, commit: str) -> None:
-    """Make ``refs/<revision>`` name ``commit`` (rewritten atomically when it says anything else: garbage, another
-    commit, nothing), so huggingface_hub's offline reads find the snapshot. A ref that is not a regular file (a
-    folder, a FIFO) or cannot be read is exit 7 naming the ref, never replaced blindly."""
+    """Make ``refs/<revision>`` name ``commit`` (rewritten atomically when it says anything else), so
+    huggingface_hub's offline reads find the snapshot. A ref that is not a regular file is exit 7, never replaced."""
     try:
         found = os.lstat(ref)
     except FileNotFoundError:
@@ -199,9 +188,7 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
 
 
 @dataclass(frozen=True)
-class CachedFile:
-    """A file huggingface_hub (or mdl) left in the cache: its snapshot path and the blob it leads to."""
-
+class CachedFile:  # a file huggingface_hub (or mdl) left in the cache
     path: str  # path in the repo
     commit: str
     etag: str  # the blob's name: sha256 (LFS) or git blob id
@@ -233,10 +220,8 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
 
 
 def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
-    """Offline, in the hf-cache layout: add the files huggingface_hub already cached to what the record knows.
-
-    They carry no sha256 of ours yet, so the plan re-hashes them against their blob names before trusting them.
-    """
+    """Offline, in the hf-cache layout: the files huggingface_hub already cached added to what the record knows
+    (with no sha256 of ours: the plan re-hashes them against their blob names before trusting them)."""
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     known = dict(record.files) if record is not None else {}
@@ -277,7 +262,6 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
 
 
 def repo_folder(repo: str, repo_type: str) -> str:
-    """``models--owner--name``, as huggingface_hub names it."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.file_download import repo_folder_name
 

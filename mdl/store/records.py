@@ -1,4 +1,4 @@
-"""The per-model record of verified files: its data, its JSON form on disk, reading it back and merging changes."""
+"""The per-model record of verified files: its data, its JSON form on disk, and reading it back."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mdl.errors import UnsafePathError
 from mdl.paths import safe_relative_path
@@ -49,8 +49,8 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """The per-model record that lets ``list``, ``verify`` and re-runs work offline: what the model should be
-    (``expected``; None in records written before mdl kept it) and what mdl fetched and verified (``files``)."""
+    """What the model should be (``expected``; None in records from before mdl kept it) and what mdl fetched and
+    verified (``files``): what lets ``list``, ``verify`` and re-runs work offline."""
 
     name: str
     revision: str | None = None
@@ -73,37 +73,26 @@ class ModelRecord:
 
 
 def _expected_json(expected: dict[str, ExpectedFile]) -> dict[str, Any]:
-    return {
-        path: {
-            "size": one.size,
-            "sha256": record_text(one.sha256),
-            "git_oid": record_text(one.git_oid),
-            "source": record_text(one.source),
-        }
-        for path, one in sorted(expected.items())
-    }
+    return {path: _file_json(one, drop="path") for path, one in sorted(expected.items())}
 
 
-def _file_json(rec: FileRecord) -> dict[str, Any]:
+def _file_json(rec: FileRecord | ExpectedFile, *, drop: str = "") -> dict[str, Any]:
     """One file's entry: its source URL, ETag and commit came from servers or the catalog."""
-    doc = asdict(rec)
-    for key in ("source", "etag", "commit", "git_oid"):
-        doc[key] = record_text(doc[key])
+    doc = {key: value for key, value in asdict(rec).items() if key != drop}
+    for key in ("source", "etag", "commit", "git_oid", "sha256"):
+        if key in doc:  # a sha256 mdl computed passes unchanged
+            doc[key] = record_text(doc[key])
     return doc
 
 
 def now_iso() -> str:
-    """UTC time for records."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
     """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
-
-    A record is mdl's own file, but anything may have edited or damaged it: every field is checked here
-    (a ``"size": "2"`` must not reach the arithmetic of ``list`` or ``verify``), and one bad field makes the
-    whole record unreadable rather than half-trusted.
-    """
+    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
+    and one bad field makes the whole record unreadable rather than half-trusted."""
     try:
         raw = json.loads(read(path).decode("utf-8"))
         return record_from_json(model, raw)
@@ -112,6 +101,9 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
         log.warning("ignoring unreadable record %s: %s", path, exc)
         return None
+
+
+_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 
 
 class RecordFieldError(ValueError):
@@ -128,26 +120,27 @@ def record_from_json(model: str, raw: object) -> ModelRecord:
         raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
     if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
         raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
-    files_raw = raw.get("files", {})
-    if not isinstance(files_raw, dict):
-        raise RecordFieldError(f"files: expected an object, got {type(files_raw).__name__}")
-    files = {p: _file_record(p, rec) for p, rec in files_raw.items()}
-    expected_raw = raw.get("expected")
-    if expected_raw is not None and not isinstance(expected_raw, dict):
-        raise RecordFieldError(f"expected: expected an object, got {type(expected_raw).__name__}")
-    expected = None if expected_raw is None else {p: _expected_file(p, one) for p, one in expected_raw.items()}
     return ModelRecord(
-        expected=expected,
+        files=_section(raw, "files", FileRecord) or {},
+        expected=_section(raw, "expected", ExpectedFile, optional=True),
         name=model,
         revision=_optional_text(raw, "revision", "revision"),
         commit=_optional_text(raw, "commit", "commit"),
-        files=files,
         updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
     )
 
 
-def _entry(section: str, path: str, value: object) -> tuple[str, dict[str, Any]]:
-    """One entry of ``files`` or ``expected``: its key a safe relative path, its value an object."""
+def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
+    value = raw.get(name, None if optional else {})
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
+    return {path: _entry(cls, name, path, one) for path, one in value.items()}
+
+
+def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
+    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the type it declares."""
     where = f"{section}.{path}"
     try:
         safe_relative_path(path, where=where)
@@ -155,41 +148,23 @@ def _entry(section: str, path: str, value: object) -> tuple[str, dict[str, Any]]
         raise RecordFieldError(exc.message) from None
     if not isinstance(value, dict):
         raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
-    return where, value
-
-
-def _file_record(path: str, value: object) -> FileRecord:
-    where, rec = _entry("files", path, value)
-    if rec.get("path", path) != path:
-        raise RecordFieldError(f"{where}.path: {_shown(rec.get('path'))} differs from its key")
-    sha256 = rec.get("sha256")
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-        raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
-    return FileRecord(
-        path=path,
-        size=_count(rec, "size", where),
-        sha256=sha256,
-        mtime_ns=_count(rec, "mtime_ns", where),
-        source=_optional_text(rec, "source", f"{where}.source") or "",
-        git_oid=_optional_text(rec, "git_oid", f"{where}.git_oid"),
-        etag=_optional_text(rec, "etag", f"{where}.etag"),
-        commit=_optional_text(rec, "commit", f"{where}.commit"),
-        fetched_at=_optional_text(rec, "fetched_at", f"{where}.fetched_at") or "",
-    )
-
-
-def _expected_file(path: str, value: object) -> ExpectedFile:
-    where, one = _entry("expected", path, value)
-    sha256 = _optional_text(one, "sha256", f"{where}.sha256")
-    if sha256 is not None and not _SHA256.fullmatch(sha256):
-        raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
-    return ExpectedFile(
-        path=path,
-        size=None if one.get("size") is None else _count(one, "size", where),
-        sha256=sha256,
-        git_oid=_optional_text(one, "git_oid", f"{where}.git_oid"),
-        source=_optional_text(one, "source", f"{where}.source") or "",
-    )
+    if cls is FileRecord and value.get("path", path) != path:
+        raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
+    found: dict[str, Any] = {"path": path}
+    for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
+        key, kind = one.name, str(one.type)
+        if value.get(key) is None and "None" in kind:
+            found[key] = None
+        elif kind.startswith("int"):
+            found[key] = _count(value, key, where)
+        elif key == "sha256":
+            if not isinstance(sha256 := value.get(key), str) or not _SHA256.fullmatch(sha256):
+                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
+            found[key] = sha256
+        else:
+            text = _optional_text(value, key, f"{where}.{key}")
+            found[key] = "" if text is None else text
+    return cls(**found)
 
 
 def _count(rec: dict[str, Any], key: str, where: str) -> int:
@@ -208,29 +183,3 @@ def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
 
 def _shown(value: object) -> str:
     return printable(repr(value)[:80])
-
-
-def merge_record(
-    current: ModelRecord,
-    *,
-    revision: str | None,
-    commit: str | None,
-    puts: tuple[FileRecord, ...],
-    remove: tuple[str, ...],
-    expected: dict[str, ExpectedFile] | None = None,
-) -> ModelRecord:
-    """``current`` with files removed, then added or replaced; a revision, commit or expected set of None keeps
-    the old one."""
-    files = dict(current.files)
-    for path in remove:
-        files.pop(path, None)
-    for one in puts:
-        files[one.path] = one
-    return ModelRecord(
-        name=current.name,
-        revision=revision if revision is not None else current.revision,
-        commit=commit if commit is not None else current.commit,
-        files=files,
-        updated_at=now_iso(),
-        expected=expected if expected is not None else current.expected,
-    )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError
 from mdl.store import confined, filesystem
-from mdl.store.filelocks import HeldLocks, acquire_locks, record_lock, try_lock
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, merge_record, parse_record
+from mdl.store.filelocks import RECORD_LOCK_TIMEOUT, HeldLocks, acquire_locks, try_lock
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
@@ -52,10 +51,7 @@ class Store:
         self.state_dir = state_dir or dest / ".mdl"
         self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
 
-    # -- paths -------------------------------------------------------------------------------------
-
     def model_dir(self, model: str) -> Path:
-        """``<dest>/<model>``."""
         return self.dest / model
 
     def final_path(self, model: str, path: str) -> Path:
@@ -87,15 +83,12 @@ class Store:
         return self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
 
     def ensure_dirs(self, *subs: str) -> None:
-        """Create the destination and its state folders (those named, else all); a link on the way is refused
-        (exit 2), never followed."""
+        """Create the destination and its state folders (those named, else all); a link on the way is refused."""
         try:
             for sub in subs or ("partial", "locks", "records"):
                 os.close(confined.open_dir(self.dest, self.state_dir / sub))
         except OSError as exc:
             raise LocalFSError(f"cannot create {self.state_dir}: {exc.strerror or exc}") from exc
-
-    # -- locks -------------------------------------------------------------------------------------
 
     def acquire_file_lock(
         self,
@@ -107,43 +100,17 @@ class Store:
         cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
-        """Take the per-file lock (two runs on one file: the second waits, then finds it done); call
-        ``on_wait(holder)`` once if another process holds it.
-
-        Waiting polls in short steps so that Ctrl-C (``cancel``) is noticed while another run holds the lock.
-        The lock is not tied to a thread: pull hands it over to be released once the file's record is written.
-        ``shared_lock`` is a second lock taken after ours: the one huggingface_hub takes for a cache blob, so
-        that mdl and ``hf_hub_download`` never write the same blob at once.
-        """
+        """Take the per-file lock (a second run on one file waits, then finds it done); ``on_wait(holder)`` is
+        called once if another process holds it. Not tied to a thread: pull releases it once the record is written.
+        ``shared_lock``: huggingface_hub's lock of a cache blob, taken after ours (``hf_hub_download`` never writes
+        the blob at once with mdl)."""
         paths = (self.lock_path(model, path), *((shared_lock,) if shared_lock else ()))
         label = f"{model}/{path}" if model else path
         return acquire_locks(self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel)
 
-    @contextlib.contextmanager
-    def file_lock(
-        self,
-        model: str,
-        path: str,
-        *,
-        timeout: float,
-        on_wait: Callable[[str], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[None]:
-        """Hold the per-file lock for a block (see ``acquire_file_lock``)."""
-        lock = self.acquire_file_lock(model, path, timeout=timeout, on_wait=on_wait, cancel=cancel)
-        try:
-            yield
-        finally:
-            lock.release()
-
-    # -- records -----------------------------------------------------------------------------------
-
     def read_record(self, model: str) -> ModelRecord | None:
         """The model's record, or None if absent or unreadable (then files are re-checked, never trusted).
-
-        Parsed records are cached by the file's (mtime, size, inode): planning many files of one model reads
-        the record once, yet a record another run rewrote (atomically, so a new inode) is read again.
-        """
+        Cached by (mtime, size, inode): a record another run rewrote (atomically: a new inode) is read again."""
         path = self.record_path(model)
         try:
             stat = path.stat()
@@ -174,15 +141,18 @@ class Store:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
         # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
         lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
-        with record_lock(self.dest, lock, model=model or "get"):
+        label = f"{model or 'get'}: its record"
+        with acquire_locks(self.dest, [lock], label=label, timeout=RECORD_LOCK_TIMEOUT):
             current = self.read_record(model) or ModelRecord(name=model)
-            record = merge_record(
-                current,
-                revision=revision,
-                commit=commit,
-                puts=(*puts, *((put,) if put is not None else ())),
-                remove=remove,
-                expected=expected,
+            files = {path: one for path, one in current.files.items() if path not in remove}
+            files.update((one.path, one) for one in (*puts, *((put,) if put is not None else ())))
+            record = ModelRecord(  # a revision, commit or expected set of None keeps the old one
+                name=model,
+                revision=revision if revision is not None else current.revision,
+                commit=commit if commit is not None else current.commit,
+                files=files,
+                updated_at=now_iso(),
+                expected=expected if expected is not None else current.expected,
             )
             target = self.record_path(model)
             try:
@@ -191,15 +161,12 @@ class Store:
                 raise LocalFSError(f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}") from exc
             return record
 
-    # -- space and clean-up ------------------------------------------------------------------------
-
     def free_bytes(self) -> int:
-        """Free space on the destination's filesystem (the nearest existing parent)."""
         return filesystem.free_bytes(self.dest)
 
     def partials(self) -> list[PartialFile]:
-        """Every partial download, orphan resume record and stray temp file mdl made under ``.mdl/partial``:
-        regular files with mdl's names only (a link or anything else there is never mdl's)."""
+        """Every partial download, orphan resume record and stray temp file under ``.mdl/partial``: regular files
+        with mdl's names only (a link or anything else there is never mdl's)."""
         folder = self.state_dir / "partial"
         listed = confined.entries(self.dest, folder)
         names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
@@ -216,7 +183,7 @@ class Store:
         return found
 
     def remove_partial(self, partial: PartialFile) -> None:
-        """Delete a partial file and its resume record (the entries themselves: never a link's target)."""
+        """Delete a partial file and its resume record (the entries, never a link's target)."""
         for path in {partial.part_path, partial.state_path}:
             confined.unlink(self.dest, path)
 

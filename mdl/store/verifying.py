@@ -13,10 +13,9 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
-from mdl.store.inventory import LocalFile, ModelStatus, PinnedFile, model_status
+from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout, write_ref
-from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.states import MISSING, PARTIAL
+from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
 
 _BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
@@ -28,24 +27,30 @@ def verify_models(
     *,
     progress: Progress,
     on_file: Callable[[FileOutcome], None] | None = None,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
 ) -> RunReport:
-    """Re-hash every recorded file against its record and the catalog (offline); ``on_file`` sees each outcome
-    as soon as it is known (``verify --all | head -1`` prints its first row before the rest is hashed).
-    ``pinned``: per model, the files a lock pins; they are compared to the lock's sha256 instead of the catalog's."""
+    """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models, the lock);
+    ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1`` shows its first row at once)."""
     layout = Layout(settings)
     store = layout.records
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
-    begin_hashing(models, layout, progress, pinned=pins)
+    statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
+    hashed = [
+        status.record.files[f.path].size
+        for status in statuses
+        if status.record is not None
+        for f in status.files
+        if f.path in status.record.files and f.state not in (MISSING, PARTIAL)
+    ]
+    progress.begin(total_bytes=sum(hashed), files=len(hashed))  # a total bar and an ETA
 
     def add(outcome: FileOutcome) -> None:
         outcomes.append(outcome)
         if on_file is not None:
             on_file(outcome)
 
-    for spec in models:
-        status = model_status(spec, layout, pinned=pins.get(spec.name))
+    for spec, status in zip(models, statuses, strict=True):
         if status.record is None:
             record_path = store.record_path(spec.name)
             kind = not_a_file(record_path)
@@ -80,8 +85,8 @@ def verify_models(
 
 
 def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
-    """A model found whole and verified in the Hugging Face cache keeps ``refs/<revision>`` naming its commit, so
-    the programs the cache exists for (``snapshot_download(local_files_only=True)``) find it; no-op when plain."""
+    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit (so
+    ``snapshot_download(local_files_only=True)`` finds it); no-op when plain."""
     if layout.cache_root is None:
         return
     revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
@@ -98,29 +103,8 @@ def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
 
 
 def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
-    """A FIFO, socket, device or folder where a model's file (or record) should be: exit 7 naming it."""
     fix = f"remove it, then run `mdl pull {model}`" if kind == "a folder" else f"`mdl pull {model}` replaces it"
     return not_a_file_error(path, kind, where=where, hint=fix)
-
-
-def begin_hashing(
-    models: Sequence[ModelSpec],
-    layout: Layout,
-    progress: Progress,
-    *,
-    pinned: Mapping[str, Sequence[PinnedFile]] | None = None,
-) -> None:
-    """Tell the display how much verify will hash: the recorded files on disk (a total bar, an ETA)."""
-    total = files = 0
-    for spec in models:
-        status = model_status(spec, layout, pinned=(pinned or {}).get(spec.name))
-        recorded = status.record.files if status.record is not None else {}
-        for file in status.files:
-            entry = recorded.get(file.path)
-            if entry is not None and file.state not in (MISSING, PARTIAL):
-                total += entry.size
-                files += 1
-    progress.begin(total_bytes=total, files=files)
 
 
 def verify_file(
@@ -131,8 +115,8 @@ def verify_file(
     expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); ``verified``, or
-    a failed / ``missing`` outcome saying why. A file that passes gets its new mtime recorded."""
+    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); a file that passes
+    gets its new mtime recorded."""
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected
@@ -186,6 +170,5 @@ def verify_file(
     progress.finish(label, ok=True)
     mtime_ns = file.final.stat().st_mtime_ns
     if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
-        fresh = FileRecord(**{**entry.__dict__, "mtime_ns": mtime_ns})
-        store.update_record(model, revision=None, commit=None, put=fresh)
+        store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns))
     return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")

@@ -1,59 +1,40 @@
-"""How every request leaves this machine: bounded in time, through the proxy the environment names, trusting its CAs.
-
-One transport under the run's one client (Hub API calls and downloads alike), so that no request can hang on a
-server that accepts connections and never answers (or drips its answer), or bypass the proxy and CA settings.
-The deadlines themselves live in mdl.transfer.wire: ``--timeout`` bounds each request until its whole header
-block has arrived; every body must keep a minimum pace; a Hub API reply must be whole within a deadline.
-"""
+"""How every request leaves this machine: bounded in time (mdl.transfer.wire), through the proxy the environment
+names (mdl.transfer.proxy), trusting the CAs it names. One transport under the run's one client, Hub API calls and
+downloads alike, so no request can hang on a server that never answers, or bypass the proxy and CA settings."""
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 
 import httpcore2
 import httpx2
 
+from mdl.errors import UsageError
+from mdl.transfer.headers import parse_decimal
 from mdl.transfer.proxy import Proxy, proxy_for
-from mdl.transfer.ranges import parse_decimal
-from mdl.transfer.tls import check_ca_locations, ssl_context
 from mdl.transfer.wire import WireBackend, WireStream, header_deadline
 
 DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Network:
-    """What a run's connections obey: the timeout and the environment (proxies, CA variables) it was given."""
-
-    timeout: float = DEFAULT_TIMEOUT
-    environ: Mapping[str, str] | None = None  # None: no proxy, the system's CAs
-
-    def timeouts(self) -> dict[str, float]:
-        """The per-request timeout extension httpcore2 reads: every phase bounded by ``timeout``."""
-        return {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}
+KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
 
 
 class NetTransport(httpx2.BaseTransport):
-    """Route each request directly or through its proxy, bounded by the run's deadlines (mdl.transfer.wire).
+    """Route each request directly or through its proxy, bounded by the run's deadlines: an httpcore2 pool over
+    ``WireBackend`` per route, since httpx2's HTTPTransport takes no network backend and its ``mounts=`` cannot say
+    NO_PROXY's CIDR blocks and ports. An error raised through a proxy names it (``exc.mdl_proxy``)."""
 
-    Routing is ours, not httpx2 ``mounts=``: NO_PROXY entries may be CIDR blocks or carry ports (mdl.transfer.proxy),
-    which mount patterns cannot express, and httpx2's HTTPTransport takes no network backend, which the deadlines
-    need. So each route is an httpcore2 pool (public API) over :class:`~mdl.transfer.wire.WireBackend`, and
-    httpcore2's errors become httpx2's exactly as httpx2's own transport maps them.
-    A transport error raised on the way through a proxy carries it as ``exc.mdl_proxy`` so messages can name it.
-    """
-
-    def __init__(self, network: Network, *, pool_size: int = 10) -> None:
-        self.network = network
-        self._environ = dict(network.environ or {})
-        # A CA variable naming nothing is exit 2 before any request; loading the certificates it names, like the
-        # system's trust store (~30-50 ms), waits for the first TLS connection: `mdl get http://...` never pays.
-        check_ca_locations(self._environ)
+    def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
+        self.timeout = timeout
+        self._environ = dict(environ or {})
+        # A CA variable naming nothing is exit 2 before any request; loading the certificates (like the system's
+        # trust store, ~30-50 ms) waits for the first TLS connection: `mdl get http://...` never pays.
+        ca_locations(self._environ)
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
@@ -61,26 +42,22 @@ class NetTransport(httpx2.BaseTransport):
         self._proxied: dict[str, httpcore2.ConnectionPool] = {}
         self._lock = threading.Lock()
 
-    def _context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl_context(self._environ)
-        return self._ssl
-
     def _pool(self, proxy: Proxy | None, *, tls: bool = True) -> httpcore2.ConnectionPool:
-        # Only plain http:// requests, sent directly, reach a pool made with tls=False: it never opens a TLS
-        # connection, and its context trusts no CA at all, so that one would fail closed if it ever did.
-        context = self._context() if tls or proxy is not None else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        size = self._pool_size
+        # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if it ever did.
+        if tls or proxy is not None:
+            self._ssl = context = self._ssl or ssl_context(self._environ)
+        else:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        size, backend = self._pool_size, self._backend
         if proxy is None:
             return httpcore2.ConnectionPool(
                 ssl_context=context,
                 max_connections=size,
                 max_keepalive_connections=size,
                 keepalive_expiry=KEEPALIVE_SECONDS,
-                network_backend=self._backend,
+                network_backend=backend,
             )
-        # httpx2.Proxy parses the URL's credentials into Proxy-Authorization the way httpx2 itself would.
-        parsed = httpx2.Proxy(proxy.url)
+        parsed = httpx2.Proxy(proxy.url)  # credentials in the URL become Proxy-Authorization as httpx2 does it
         return httpcore2.HTTPProxy(
             proxy_url=httpcore2.URL(
                 scheme=parsed.url.raw_scheme, host=parsed.url.raw_host, port=parsed.url.port, target=parsed.url.raw_path
@@ -88,16 +65,14 @@ class NetTransport(httpx2.BaseTransport):
             proxy_auth=parsed.raw_auth,
             proxy_headers=parsed.headers.raw,
             ssl_context=context,
-            # an https:// proxy is verified against the same CAs as the servers
-            proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,
+            proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
             max_connections=size,
             max_keepalive_connections=size,
             keepalive_expiry=KEEPALIVE_SECONDS,
-            network_backend=self._backend,
+            network_backend=backend,
         )
 
     def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
-        """The pool for ``url`` and the proxy it goes through (None: direct)."""
         proxy = proxy_for(url, self._environ)
         with self._lock:
             if proxy is None:
@@ -113,24 +88,20 @@ class NetTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # Whatever the caller asked (even timeout=None), no phase waits longer than the run's timeout ...
-        request.extensions["timeout"] = self.network.timeouts()
+        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         assert isinstance(request.stream, httpx2.SyncByteStream)
         pool, proxy = self.route(str(request.url))
+        url = request.url
         core = httpcore2.Request(
             method=request.method,
-            url=httpcore2.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
+            url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
             headers=request.headers.raw,
             content=request.stream,
             extensions=request.extensions,
         )
         try:
             # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total.
-            with httpx2_errors(), header_deadline(self.network.timeout):
+            with httpx2_errors(), header_deadline(self.timeout):
                 answer = pool.handle_request(core)
         except httpx2.TransportError as exc:
             if proxy is not None:
@@ -138,13 +109,10 @@ class NetTransport(httpx2.BaseTransport):
             raise
         stream = answer.extensions.get("network_stream")
         if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
-            stream.begin_body(self.network.timeout)
+            stream.begin_body(self.timeout)
         assert isinstance(answer.stream, Iterable)
         return httpx2.Response(
-            status_code=answer.status,
-            headers=answer.headers,
-            stream=_Body(answer.stream),
-            extensions=answer.extensions,
+            status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream), extensions=answer.extensions
         )
 
     def abort(self) -> None:
@@ -159,42 +127,20 @@ class NetTransport(httpx2.BaseTransport):
             self._proxied.clear()
 
 
-KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
-
-# httpcore2's exceptions and httpx2's, most specific first (httpx2's own transport maps them the same way).
-_ERRORS: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
-    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
-    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
-    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
-    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
-    (httpcore2.TimeoutException, httpx2.TimeoutException),
-    (httpcore2.ConnectError, httpx2.ConnectError),
-    (httpcore2.ReadError, httpx2.ReadError),
-    (httpcore2.WriteError, httpx2.WriteError),
-    (httpcore2.NetworkError, httpx2.NetworkError),
-    (httpcore2.ProxyError, httpx2.ProxyError),
-    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
-    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
-    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
-    (httpcore2.ProtocolError, httpx2.ProtocolError),
-)
-
-
 @contextmanager
 def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
-    """Raise httpcore2's transport errors as the matching httpx2 ones (bound to ``request`` when given)."""
+    """Raise httpcore2's transport errors as httpx2's of the same name, as httpx2's own transport maps them."""
     try:
         yield
     except Exception as exc:
-        for core, mapped in _ERRORS:
-            if isinstance(exc, core):
+        for cls in type(exc).__mro__:  # the most specific httpcore2 class httpx2 has a twin of
+            mapped = getattr(httpx2, cls.__name__, None) if cls.__module__.startswith("httpcore2") else None
+            if isinstance(mapped, type) and issubclass(mapped, httpx2.TransportError):
                 raise mapped(str(exc), request=request) from exc
         raise
 
 
 class _Body(httpx2.SyncByteStream):
-    """An httpcore2 body as httpx2 streams it, with its errors mapped."""
-
     def __init__(self, stream: Iterable[bytes]) -> None:
         self._stream = stream
 
@@ -211,10 +157,7 @@ class _Body(httpx2.SyncByteStream):
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
     """Bound the rest of ``response``'s body by ``seconds`` (the stall timeout): no read waits longer, and
     ``seconds`` of waiting that bring fewer than ``seconds × MIN_BODY_RATE`` bytes are a stall (``ReadTimeout``).
-
-    httpcore2 reads the request's timeout extension when the body starts streaming, so changing it after the
-    headers arrived bounds the body differently from the wait for the answer to begin; the pace is the stream's.
-    """
+    httpcore2 reads the timeout extension when the body starts streaming, so this bounds the body alone."""
     timeouts = dict(response.request.extensions.get("timeout") or {})
     timeouts["read"] = seconds
     response.request.extensions["timeout"] = timeouts
@@ -224,8 +167,8 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
 
 
 def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
-    """The whole rest of ``response``'s body must arrive within ``seconds`` from now, or reading it raises
-    ``httpx2.ReadTimeout`` (on top of the pace every body keeps). A response not from mdl's transport is left as is."""
+    """The rest of ``response``'s body must arrive within ``seconds`` from now, or reading it raises
+    ``httpx2.ReadTimeout``. A response not from mdl's transport is left as is."""
     stream = response.extensions.get("network_stream")
     if isinstance(stream, WireStream):
         stream.pace.deadline = time.monotonic() + seconds
@@ -236,9 +179,8 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 
 def drain(response: httpx2.Response) -> None:
-    """Close a response whose body we do not need, reading it first when it is small and sized (a redirect's
-    note, a probe's one byte): a response closed mid-body takes its keep-alive connection down with it, and the
-    next request pays a new handshake (a round trip or three far from the server)."""
+    """Close a response whose body we do not need, reading it first when small and sized (a redirect's note, a
+    probe's byte): one closed mid-body takes its keep-alive connection along, and the next request pays a handshake."""
     try:
         length = parse_decimal(response.headers.get("Content-Length"))
         if length is not None and length <= DRAIN_LIMIT:
@@ -250,3 +192,61 @@ def drain(response: httpx2.Response) -> None:
         pass  # the connection is not reusable: closing it is all there is to do
     finally:
         response.close()
+
+
+# Which CAs to trust, read from the run's environment in this order: a bundle file in REQUESTS_CA_BUNDLE (requests),
+# CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder of hashed certificates in SSL_CERT_DIR; else the system's.
+CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+CA_DIR_VARIABLE = "SSL_CERT_DIR"
+_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+CA_HINT = (
+    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE "
+    "at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl reads them in that order"
+)
+
+
+def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(cafile, capath, the variable that named them) from the environment, checked to exist (else exit 2)."""
+    cafile = capath = None
+    name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
+    if name is not None:
+        path = Path(environ[name].strip()).expanduser()
+        if path.is_dir():  # requests accepts a folder in REQUESTS_CA_BUNDLE
+            capath = str(path)
+        elif path.is_file():
+            cafile = str(path)
+        else:
+            raise UsageError(f"${name}: no such CA bundle {str(path)!r}", hint=CA_HINT)
+    if folder := environ.get(CA_DIR_VARIABLE, "").strip():
+        if not Path(folder).expanduser().is_dir():
+            raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}", hint=CA_HINT)
+        capath = capath or str(Path(folder).expanduser())
+    return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
+
+
+def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    cafile, capath, where = ca_locations(environ)
+    if where is None:
+        return httpx2.create_ssl_context(trust_env=False)
+    try:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise UsageError(f"${where}: cannot load the CA certificates: {exc}", hint=CA_HINT) from None
+
+
+def certificate_problem(exc: BaseException) -> str | None:
+    """The verification failure behind a transport error (``certificate has expired``, ...), if it is one."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for link in chain:
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return str(link.verify_message or link.reason or "certificate verify failed")
+    for link in chain:  # wrapped without its cause: only the text is left
+        text = str(link)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = text.split("certificate verify failed:", 1)[-1]
+            return _OPENSSL_SOURCE.sub("", detail).strip(" ()_") or "certificate verify failed"
+    return None

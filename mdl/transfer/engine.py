@@ -7,30 +7,17 @@ import dataclasses
 import errno
 import logging
 import os
-import threading
-from collections.abc import Callable
 
 import httpx2
 
-from mdl.errors import (
-    IntegrityError,
-    InterruptedByUserError,
-    LocalFSError,
-    MdlError,
-    NetworkError,
-    NoSpaceError,
-)
-from mdl.progress import Progress
-from mdl.store import DirSyncs, open_file
+from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
+from mdl.store import open_file
 from mdl.transfer.hashing import Hasher, hashing_alongside, verify
-from mdl.transfer.job import EngineConfig, TransferJob, TransferResult
-from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
-from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import kept_changing, probe
-from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, load_state
+from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
 from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
 from mdl.transfer.stream import Streamer
-from mdl.transfer.writeback import keeping
 
 log = logging.getLogger("mdl.transfer")
 
@@ -48,37 +35,11 @@ def streams_for(config: EngineConfig, size: int | None) -> int:
 
 
 def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
-    """The first layout of a file of ``size`` bytes."""
     return plan_pieces(size, connections=streams_for(config, size), split_threshold=config.split_threshold)
 
 
-class Engine:
+class Engine(Streamer):
     """Fetches files: parallel ranges for big ones, one stream for small ones, always verified."""
-
-    def __init__(
-        self,
-        client: httpx2.Client,
-        config: EngineConfig,
-        *,
-        progress: Progress,
-        cancel: threading.Event,
-        limiter: RateLimiter | None = None,
-        relocate: Callable[[TransferJob], str] | None = None,
-        dirs: DirSyncs | None = None,
-    ) -> None:
-        self.client = client
-        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
-        self.config = config
-        self.progress = progress
-        self.cancel = cancel
-        self.limiter = limiter
-        self.relocate = relocate
-        self.streams = Streamer(client, config, progress=progress, cancel=cancel, limiter=limiter, relocate=relocate)
-
-    def abort(self) -> None:
-        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
-        self.cancel.set()
-        self.streams.close_all()
 
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file and move it into place verified; a bad hash fails the file, after one
@@ -98,8 +59,6 @@ class Engine:
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         raise AssertionError("unreachable")
-
-    # -- one attempt -------------------------------------------------------------------------------
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
@@ -181,11 +140,8 @@ class Engine:
         )
 
     def _run_until_done(self, job: TransferJob, state: DownloadState, fd: int) -> Hasher:
-        """Run the streams; start over cleanly when the server ignores ranges or the file changed under us.
-
-        A file that changes upstream is fetched again once, whole, from the new version; a second change during
-        the same download is a failure (exit 5): no run ends with the bytes of two versions.
-        """
+        """Run the streams; start over when the server ignores ranges, or once, whole, when the file changed
+        under us (a second change is exit 5): no run ends with the bytes of two versions."""
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
             state.hasher = hasher
@@ -219,18 +175,18 @@ class Engine:
         state.url = job.url
         todo = [p for p in state.pieces if not p.complete]
         if multi and todo:
-            multi = _aim_ranges(self.streams, job, state, connections)
+            multi = _aim_ranges(self, job, state, connections)
             todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
-                self.streams.run_piece(job, state, fd, piece, multi=multi)
+                self.run_piece(job, state, fd, piece, multi=multi)
             hasher.catch_up(state.contiguous())
             return
 
         def on_failure() -> None:
             state.stop.set()
-            self.streams.close(state.responses)  # only this file's streams: other files go on
+            self.close(state.responses)  # only this file's streams: other files go on
 
         workers = max(1, min(connections, len(todo)))
         with (
@@ -239,7 +195,7 @@ class Engine:
         ):
             run_pieces(
                 todo,
-                lambda piece: self.streams.run_piece(job, state, fd, piece, multi=multi),
+                lambda piece: self.run_piece(job, state, fd, piece, multi=multi),
                 connections=connections,
                 name=f"get:{job.label}",
                 stopped=lambda: self.cancel.is_set() or state.stop.is_set(),
@@ -267,24 +223,18 @@ def _probed(engine: Engine, job: TransferJob) -> TransferJob:
     return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
 
 
-def _aim_ranges(streams: Streamer, job: TransferJob, state: DownloadState, connections: int) -> bool:
-    """Where the ranges of a split file go and whether they may run in parallel (False: one stream).
-
-    A file probed this run goes straight to the probe's final URL under the probe's validator; any other is
-    located first (its answer checked like every other: a coded body or a version the resume is not of is found
-    before any range goes out).
-    A server that names no version of the file, for a file no hash will check, gets one stream from byte 0:
-    ranges of two versions could not be told apart.
-    """
+def _aim_ranges(engine: Engine, job: TransferJob, state: DownloadState, connections: int) -> bool:
+    """Where the ranges of a split file go (a file probed this run: the probe's final URL, under its validator;
+    else located first, its answer checked like any other) and whether they may run in parallel: not when the
+    server names no version and no hash will check the file, for ranges of two versions could not be told apart."""
     fresh = state.on_disk() == 0 and not state.restarted
     if job.located and fresh:
         state.url = job.located
         if state.validator is None:
             state.adopt(job.identity.etag)  # If-Range on every range
     else:
-        state.url = streams.locate_retrying(job, state)
+        state.url = engine.locate_retrying(job, state)
     if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
-        # The user hears of it: no resume and no parallel ranges for a big file, for want of a validator.
         job.retries.warn(
             f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "
             "sha256 checks it: fetched as one stream, and an interruption starts it over"

@@ -6,11 +6,10 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from mdl.errors import LocalFSError
-from mdl.transfer.job import TransferJob
-from mdl.transfer.outcomes import HashMismatch
+from mdl.transfer.job import HashMismatch, TransferJob
 from mdl.transfer.scheduling import MiB
 
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
@@ -18,12 +17,8 @@ READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier nev
 
 
 class Hasher:
-    """sha256 (and the git blob sha1) of the contiguous prefix of the file, as it fills.
-
-    The stream writing at the frontier hands its bytes over from memory (``offer``); bytes that arrived
-    ahead of the frontier are read back from the file (page cache) once the gap before them closes
-    (``catch_up``). Both advance one position under one lock, so no byte is hashed twice or skipped.
-    """
+    """sha256 (and the git blob sha1) of the file's contiguous prefix: offered from memory by the stream at the
+    frontier, else read back once the gap closes (``catch_up``); one position under one lock, no byte twice."""
 
     def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
         self.fd = fd
@@ -58,11 +53,8 @@ class Hasher:
                 self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
-        """Hash bytes [position, limit) from the file (those no stream offered at the frontier).
-
-        ``epoch`` is ``self.epoch`` as it was when ``limit`` was read: after a reset since, ``limit`` may name
-        bytes of the old version, so the catch-up stops (the next one reads the new frontier).
-        """
+        """Hash bytes [position, limit) from the file. ``epoch``: ``self.epoch`` when ``limit`` was read; after a
+        reset since, ``limit`` may name bytes of the old version, so the catch-up stops."""
         if epoch is None:
             with self.lock:
                 epoch = self.epoch
@@ -81,43 +73,53 @@ class Hasher:
 
 
 @contextmanager
-def hashing_alongside(
-    hasher: Hasher, lock: threading.Condition, contiguous: Callable[[], int], *, name: str
-) -> Iterator[None]:
-    """Hash in a thread of its own while the body runs, so a big file is verified by the time it is on disk.
-
-    The writers notify ``lock`` when ``contiguous()`` (bytes on disk from offset 0 without a gap) may have
-    grown. On leaving, the thread catches up and ends; an error it met is raised here, in the caller's thread.
-    """
+def alongside(loop: Callable[[threading.Event], None], *, name: str, wake: Callable[[], None]) -> Iterator[None]:
+    """Run ``loop(done)`` in a thread of its own while the block runs; on leaving, set ``done``, ``wake`` it, wait
+    for it, and raise here, in the caller's thread, what it raised."""
     done = threading.Event()
-    hash_error: list[BaseException] = []
+    failure: list[BaseException] = []
 
-    def hash_loop() -> None:
+    def run() -> None:
         try:
-            while True:
-                with lock:
-                    while contiguous() <= hasher.position and not done.is_set():
-                        lock.wait(0.5)
-                    target = contiguous()
-                    epoch = hasher.epoch  # read with the frontier: a reset is made under the same lock
-                if target > hasher.position:
-                    hasher.catch_up(target, epoch=epoch)
-                elif done.is_set():
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            hash_error.append(exc)
+            loop(done)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            failure.append(exc)
 
-    hash_thread = threading.Thread(target=hash_loop, name=name, daemon=True)
-    hash_thread.start()
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
     try:
         yield
     finally:
         done.set()
+        wake()
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def hashing_alongside(
+    hasher: Hasher, lock: threading.Condition, contiguous: Callable[[], int], *, name: str
+) -> AbstractContextManager[None]:
+    """Hash while the body runs, so a big file is verified by the time it is on disk. The writers notify ``lock``
+    when ``contiguous()`` (bytes on disk from offset 0 without a gap) may have grown."""
+
+    def hash_loop(done: threading.Event) -> None:
+        while True:
+            with lock:
+                while contiguous() <= hasher.position and not done.is_set():
+                    lock.wait(0.5)
+                target = contiguous()
+                epoch = hasher.epoch  # read with the frontier: a reset is made under the same lock
+            if target > hasher.position:
+                hasher.catch_up(target, epoch=epoch)
+            elif done.is_set():
+                return
+
+    def wake() -> None:
         with lock:
             lock.notify_all()
-        hash_thread.join()
-    if hash_error:
-        raise hash_error[0]
+
+    return alongside(hash_loop, name=name, wake=wake)
 
 
 def verify(job: TransferJob, *, size: int, hasher: Hasher) -> None:

@@ -1,18 +1,22 @@
-"""The one HTTP client factory (httpx2): timeouts, redirects with auth rules, status mapping, retry policy."""
+"""The one HTTP client (httpx2) and the one redirect follower: per-hop credentials, the token guard, status and
+transport errors in words."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError
+from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, TokenLeakError
 from mdl.redact import (
     hide_cut_secret,
     is_signed_url,
@@ -22,11 +26,9 @@ from mdl.redact import (
     remember_url_secrets,
     safe_text,
 )
-from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Network, drain
-from mdl.transfer.excerpt import body_excerpt
+from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, certificate_problem, drain
+from mdl.transfer.headers import parse_decimal
 from mdl.transfer.proxy import Proxy
-from mdl.transfer.ranges import parse_decimal
-from mdl.transfer.tls import CA_HINT, certificate_problem
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -40,40 +42,37 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523
 def make_client(
     *,
     pool_size: int,
-    timeout: float | None = None,
-    read_timeout: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
     environ: Mapping[str, str] | None = None,
     transport: httpx2.BaseTransport | None = None,
 ) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (we apply auth and downgrade rules per hop).
-
-    ``timeout`` (``read_timeout`` is its older name) bounds each request from its first byte sent until its whole
-    header block has arrived, and every single wait (for a pooled connection too); bodies keep a minimum pace
-    (mdl.transfer.wire). Proxies and CAs come from ``environ`` (see mdl.transfer.proxy and mdl.transfer.tls),
-    never from ``os.environ`` behind the caller's back.
-    """
-    seconds = timeout if timeout is not None else read_timeout if read_timeout is not None else DEFAULT_TIMEOUT
+    """A pooled client that never follows redirects itself (``follow`` does, with auth and downgrade rules per hop);
+    ``timeout`` bounds every wait and each whole header block; proxies and CAs come from ``environ`` alone."""
     return httpx2.Client(
-        timeout=httpx2.Timeout(seconds),
+        timeout=httpx2.Timeout(timeout),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport or make_transport(pool_size=pool_size, timeout=seconds, environ=environ),
+        transport=transport or make_transport(pool_size=pool_size, timeout=timeout, environ=environ),
         trust_env=False,
     )
 
 
 def make_transport(*, pool_size: int, timeout: float, environ: Mapping[str, str] | None = None) -> NetTransport:
-    """The transport of ``make_client``, for a caller that must reach it again (``NetTransport.abort``)."""
-    return NetTransport(Network(timeout=timeout, environ=environ), pool_size=pool_size)
+    return NetTransport(timeout=timeout, environ=environ, pool_size=pool_size)
 
 
 def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, with the scheme's default port filled in."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
+
+
+def shown_origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, the way errors name an origin (never a path, query or userinfo)."""
+    scheme, host, port = origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,7 @@ class Credentials:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def headers_for(self, url: str, *, first_hop: bool) -> dict[str, str]:
-        """Headers for a request to ``url``; ``extra`` (direct-URL headers) only on the first hop."""
-        headers: dict[str, str] = {}
-        if first_hop:
-            headers.update(self.extra)
+        headers: dict[str, str] = dict(self.extra) if first_hop else {}
         if self.token and self.hub_origin is not None and origin(url) == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
@@ -99,8 +95,46 @@ class Credentials:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be printed."""
         return tuple(v for v in (self.token, *self.extra.values()) if v)
+
+
+class TokenGuard:
+    """The token's last line of defence, a request hook on the one client: a request carrying a protected token
+    (in any header) to an origin other than the Hub endpoint's exact one is refused before a byte is sent, whatever
+    decided its headers (a pagination link, a redirect, a new call site)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.origin = origin(endpoint)
+        self._tokens: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
+        hooks = client.event_hooks["request"]
+        for hook in hooks:
+            if isinstance(hook, TokenGuard) and hook.origin == origin(endpoint):
+                return hook
+        guard = cls(endpoint)
+        hooks.append(guard)
+        return guard
+
+    def protect(self, token: str | None) -> None:
+        if token:
+            with self._lock:
+                self._tokens = self._tokens | {token}
+
+    def __call__(self, request: httpx2.Request) -> None:
+        tokens = self._tokens
+        if not tokens or origin(str(request.url)) == self.origin:
+            return
+        for name, value in request.headers.items():
+            if any(token in value for token in tokens):
+                raise TokenLeakError(
+                    f"refused to send the Hub token ({name} header) to {shown_origin(str(request.url))}: "
+                    f"it goes to the Hub at {shown_origin(self.endpoint)} only",
+                    hint="a server sent mdl to another origin; nothing was sent there",
+                )
 
 
 class RetryableError(NetworkError):
@@ -125,11 +159,7 @@ MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 
 def server_text(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of the body, or an HTML page's title or first
-    text), safe: printable, no secrets.
-
-    Reads at most ``ERROR_BODY_LIMIT`` bytes of the body and keeps ``SERVER_TEXT_LIMIT`` characters.
-    """
+    """The server's own error text (X-Error-Message, else the start of the body), printable and redacted."""
     text = response.headers.get("X-Error-Message", "")
     if not text:
         body = bytearray()
@@ -143,13 +173,64 @@ def server_text(response: httpx2.Response) -> str:
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
             text = hide_cut_secret(text)
-    # An HTML error page (nginx's 404, a proxy's 502) is said by its title or first text, never quoted whole.
     return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT)
 
 
-def server_message(response: httpx2.Response) -> str:
-    """The server's error text as shown in a one-line message (printable, redacted, 200 characters)."""
-    return safe_text(server_text(response), limit=MESSAGE_TEXT_LIMIT)
+# Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).
+_HTML_START = re.compile(r"<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b", re.IGNORECASE)
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
+_SCAN_CHARS = 64 * 1024  # a title past this is not worth looking for
+
+
+class _PageText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title: list[str] = []
+        self.text: list[str] = []
+        self._hidden: list[str] = []
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _HIDDEN:
+            self._hidden.append(tag)
+        elif tag == "body" and "head" in self._hidden:  # <body> ends a <head> left open
+            del self._hidden[self._hidden.index("head") :]
+        elif tag in ("br", "p", "div", "h1", "h2", "h3", "li", "tr", "hr"):
+            self.text.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._hidden:
+            while self._hidden and self._hidden.pop() != tag:
+                pass
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._hidden:
+            self.text.append(data)
+
+
+def looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:2048]
+    return head.startswith("<") and _HTML_START.search(head) is not None
+
+
+def body_excerpt(text: str) -> str:
+    """An error body on one line: an HTML page (nginx's 404, a CDN's error page) by its title, else its first
+    visible text, never the whole page; any other body with its whitespace collapsed."""
+    if not looks_like_html(text):
+        return " ".join(text.split())
+    page = _PageText()
+    try:
+        page.feed(text[:_SCAN_CHARS])
+        page.close()
+    except (AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
+        pass
+    return " ".join("".join(page.title).split()) or " ".join("".join(page.text).split())
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -167,21 +248,19 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def hub_auth_hint(code: str | None) -> str:
+    """What to do about a 401/403 from the Hub (a gated repo also needs its terms accepted, as GatedRepoError says)."""
+    if code == "GatedRepo":
+        return "accept the repo's terms on its Hub page, then set HF_TOKEN or run `hf auth login`"
+    return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
+
+
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    """Turn a non-success response into the matching MdlError, keeping the server's message."""
     status = response.status_code
     text = server_text(response)
     error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
     error.status, error.server_text = status, text
     return error
-
-
-def hub_auth_hint(code: str | None) -> str:
-    """What to do about a 401/403 from the Hub: a token (HF_TOKEN or `hf auth login`), and for a gated repo its
-    terms accepted on the Hub first (huggingface_hub's GatedRepoError says the same)."""
-    if code == "GatedRepo":
-        return "accept the repo's terms on its Hub page, then set HF_TOKEN or run `hf auth login`"
-    return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
 
 
 def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
@@ -194,8 +273,7 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
             hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
         )
     if status == 403:
-        if not hub and is_signed_url(str(response.url)):
-            # A presigned URL that is refused has expired or been revoked; only its issuer can sign a new one.
+        if not hub and is_signed_url(str(response.url)):  # only its issuer can sign a new one
             return ExpiredURLError(
                 f"{what}: the link has expired or was revoked; ask for a fresh one (HTTP 403 from {where}){suffix}"
             )
@@ -218,12 +296,9 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
 def transport_error(
     exc: httpx2.TransportError, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
-    """A connection or read failure as one line naming who failed: the proxy, the server, or its certificate.
-
-    ``server`` names the other end in words ("the Hub at https://huggingface.co"; default: the URL's origin).
-    A refused certificate is not retryable (trying again changes nothing); a server that never answered or
-    could not be reached gets one quick retry (UnreachableError); a reset mid-answer is retryable.
-    """
+    """A connection or read failure as one line naming who failed: the proxy, the server (``server``, default the
+    URL's origin), or its certificate. A refused certificate is not retryable; a server that never answered or
+    could not be reached gets one quick retry (UnreachableError); a reset mid-answer is retryable."""
     parts = urlsplit(url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
@@ -253,7 +328,6 @@ _TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "wr
 
 
 def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
-    """The limit that ran out ("10 s"), from the request's timeout extension."""
     try:
         timeouts = exc.request.extensions.get("timeout") or {}
     except RuntimeError:  # an exception raised without its request
@@ -261,11 +335,6 @@ def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
     phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
     seconds = timeouts.get(phase)
     return f"{seconds:g} s" if isinstance(seconds, int | float) else None
-
-
-RedirectRule = Callable[[str, str], bool]
-"""``rule(current, target)``: True to follow a redirect, False to stop and yield the redirect answer itself; it may
-raise to refuse it."""
 
 
 @contextmanager
@@ -277,19 +346,13 @@ def follow(
     headers: Mapping[str, str] | None = None,
     method: str = "GET",
     what: str,
-    rule: RedirectRule | None = None,
+    rule: Callable[[str, str], bool] | None = None,
     server: str | None = None,
     hint: str | None = None,
 ) -> Iterator[httpx2.Response]:
-    """The one redirect follower (downloads and Hub API calls): send, follow redirects by hand, yield the final
-    (unread) response, and close it after.
-
-    ``credentials`` decide each hop's headers: the Hub token only to the Hub's exact origin (so a CDN never sees
-    it, even on the same host name with another port or scheme), direct-URL headers only to the first URL.
-    ``rule`` decides which redirects are followed (default: all); an https→http redirect is never followed.
-    Transport errors become NetworkErrors naming ``server`` (see transport_error). Every URL asked for and every
-    redirect target (a Hub's signed CDN URL) has its secrets registered before any answer can echo them.
-    """
+    """The one redirect follower (downloads and Hub API calls): yield the final, unread response; close it after.
+    ``credentials`` decide each hop's headers; ``rule(current, target)`` whether to follow (False: yield the redirect;
+    it may raise); https→http never. Each URL's secrets are registered before any answer can echo them."""
     remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):
@@ -331,6 +394,3 @@ def follow(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
-
-
-open_stream = follow  # the name downloads use: the same follower, every redirect allowed (no ``rule``)

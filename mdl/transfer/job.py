@@ -1,4 +1,5 @@
-"""What one transfer is: the file's identity, the job, its result, and the engine's knobs."""
+"""What one transfer is (the file's identity, the job, its result, the engine's knobs), and the signals by which
+the parts of one attempt tell the engine to restart it or reject the file."""
 
 from __future__ import annotations
 
@@ -17,9 +18,6 @@ from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 log = logging.getLogger("mdl.transfer")
-
-CHECKPOINT_INTERVAL = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
-MAX_STALLS = 20
 
 
 @dataclass(frozen=True)
@@ -47,47 +45,32 @@ class Identity:
         """Whether the bytes will be checked against a hash (so even a blind transfer cannot end spliced)."""
         return bool(self.sha256 or self.git_oid)
 
-    @property
-    def has_validator(self) -> bool:
-        """Whether two versions of the same size could be told apart (a hash or an ETag)."""
-        return bool(self.sha256 or self.git_oid or self.etag)
-
 
 class RetryLog:
-    """Why a transfer had to try again (one cause per retry, stall, restart or re-resolve), for the log.
-
-    Shared by the streams of one file (threads), so adding is locked; the causes are kept in order.
-    """
+    """Why a transfer had to try again (one cause per retry, stall, restart or re-resolve), in order; thread-safe."""
 
     def __init__(self) -> None:
         self._causes: list[str] = []
         self._lock = threading.Lock()
 
     def add(self, cause: str) -> None:
-        """Note one more retry and its cause."""
         with self._lock:
             self._causes.append(cause)
 
     def warn(self, message: str) -> None:
-        """A cause the user must hear of (a mirror bypassed, a version nothing can tell apart): logged now as a
-        warning, and said with the file's outcome in every output mode (``FileOutcome.warnings``)."""
+        """A cause the user must hear of: logged now, and said with the file's outcome (``FileOutcome.warnings``)."""
         log.warning("%s", message)
         self.add(warning_cause(message))
 
     @property
     def causes(self) -> tuple[str, ...]:
-        """Every cause so far, oldest first."""
         with self._lock:
             return tuple(self._causes)
 
 
 class Opening:
-    """A probe's answer still unread: the file's first bytes (``[0, end)``), for the download to take over, so
-    the request that learned the size also carries data (as aria2c's first request does).
-
-    Taken at most once; closed by whoever holds it last (the stream that read it, or the run when it was not
-    needed), so its connection is never left hanging.
-    """
+    """A probe's answer still unread: the file's first bytes ``[0, end)``, for the download to take over (as
+    aria2c's first request carries data). Taken at most once; closed by whoever holds it last."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
         self.response = response
@@ -97,7 +80,6 @@ class Opening:
         self._taken = False
 
     def take(self) -> httpx2.Response | None:
-        """The answer, the first time (None after that, or once closed)."""
         with self._lock:
             if self._taken:
                 return None
@@ -105,7 +87,6 @@ class Opening:
             return self.response
 
     def close(self) -> None:
-        """Release the answer and its connection (idempotent)."""
         with self._lock:
             self._taken = True
             close, self._close = self._close, lambda: None
@@ -128,7 +109,7 @@ class TransferJob:
     verify: bool = True
     size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
     retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
-    renewable: bool = True  # a 403 may be cured by resolving again (Hub files); a presigned link cannot
+    renewable: bool = False  # True: a 403 is cured by asking the URL again (the Hub signs a fresh CDN link)
     retries: RetryLog = field(default_factory=RetryLog, compare=False)  # filled as the transfer goes
     model: str | None = None  # what the file belongs to and its path in it, for programs (--progress json)
     path: str | None = None
@@ -139,8 +120,6 @@ class TransferJob:
 
 @dataclass(frozen=True)
 class TransferResult:
-    """What ended up at ``final_path``."""
-
     size: int
     sha256: str
     git_oid: str | None
@@ -152,12 +131,34 @@ class TransferResult:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Knobs of the engine, from settings."""
-
     connections: int = 8
     scale_connections: bool = False  # True: big files get more streams than ``connections`` (the default only)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split_threshold: int = SPLIT_THRESHOLD
-    checkpoint_interval: float = CHECKPOINT_INTERVAL
-    max_stalls: int = MAX_STALLS  # stalls resumed per piece before giving up (they spend no retry)
+    checkpoint_interval: float = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
+    max_stalls: int = 20  # stalls resumed per piece before giving up (they spend no retry)
     stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)
+
+
+class RangesIgnoredError(Exception):
+    """The server answered a range with the whole file (or a coded body): restart as one stream."""
+
+
+class SourceChanged(Exception):
+    """The file's version (ETag, date, or an unpinned size) changed under us: start over."""
+
+    def __init__(self, new_size: int | None = None) -> None:
+        super().__init__("source changed")
+        self.new_size = new_size
+
+
+class HashMismatch(Exception):
+    """The bytes on disk are not the expected file (size, sha256 or git blob id)."""
+
+    def __init__(self, kind: str, expected: str, actual: str) -> None:
+        super().__init__(kind)
+        self.kind, self.expected, self.actual = kind, expected, actual
+        self.counted = 0  # bytes this attempt reported as progress
+        # Only a transfer that may be to blame (bytes kept from an earlier run, ranges no validator tied to one
+        # version) is fetched once more from zero: a clean transfer that hashes wrong would only say so again.
+        self.suspect = False

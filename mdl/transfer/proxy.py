@@ -1,10 +1,6 @@
-"""Which proxy a URL goes through, read from the run's environment the way curl reads it.
-
-``https_proxy``/``HTTPS_PROXY`` for https URLs, ``http_proxy``/``HTTP_PROXY`` for http URLs, then
-``all_proxy``/``ALL_PROXY``; the lowercase spelling wins over the uppercase one (curl, requests and urllib agree).
-``no_proxy``/``NO_PROXY`` lists hosts reached directly: ``*``, a host name (which also covers its subdomains),
-``.domain``, an IP address or CIDR block, each optionally with ``:port``.
-"""
+"""Which proxy a URL goes through, read from the run's environment as curl reads it: ``<scheme>_proxy`` then
+``all_proxy``, lowercase before uppercase; ``no_proxy`` lists ``*``, host names (with their subdomains), ``.domain``,
+IP addresses or CIDR blocks, each optionally with ``:port``."""
 
 from __future__ import annotations
 
@@ -19,8 +15,6 @@ from mdl.redact import REDACTED
 
 @dataclass(frozen=True)
 class Proxy:
-    """A proxy URL and the variable it came from (for messages)."""
-
     url: str
     source: str  # e.g. "HTTPS_PROXY"
 
@@ -35,7 +29,6 @@ class Proxy:
         return urlunsplit((parts.scheme, f"{user}:{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
 
     def describe(self) -> str:
-        """``proxy http://host:port (from HTTPS_PROXY)``."""
         return f"proxy {self.shown} (from {self.source})"
 
 
@@ -48,7 +41,6 @@ def _lookup(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
 
 
 def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through, or None for a direct connection."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -72,7 +64,6 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
 
 
 def bypasses(host: str, port: int, no_proxy: str) -> bool:
-    """True when ``host:port`` matches an entry of a NO_PROXY list."""
     host = host.lower().strip("[]")
     for raw in no_proxy.split(","):
         entry = raw.strip().lower()

@@ -10,39 +10,35 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import NetworkError
-from mdl.transfer.codings import is_encoded
 from mdl.transfer.connection import drain
-from mdl.transfer.http import Credentials, error_for_status, open_stream, origin
-from mdl.transfer.job import Opening, TransferJob
-from mdl.transfer.outcomes import HashMismatch, RangesIgnoredError, SourceChanged
-from mdl.transfer.ranges import ContentRangeError, content_range_total, parse_content_range, parse_decimal
+from mdl.transfer.headers import ContentRangeError, content_range_total, is_encoded, parse_content_range, parse_decimal
+from mdl.transfer.http import Credentials, error_for_status, follow, origin
+from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, TransferJob
 from mdl.transfer.resume import DownloadState
 
 
-def from_hub(job: TransferJob, response: httpx2.Response) -> bool:
+def from_hub(credentials: Credentials, response: httpx2.Response) -> bool:
     """Whether a response came from the Hub itself (a 403 there is auth; from a CDN, an expired URL)."""
-    return job.credentials.hub_origin is not None and origin(str(response.url)) == job.credentials.hub_origin
+    return credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
 
 
 def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str:
-    """Follow redirects once (Hub → CDN) so every range goes straight to the final URL.
-
-    Its answer is checked like any other: a resume whose bytes are of another version is started over.
-    """
+    """Follow redirects once (Hub → CDN) so every range goes straight to the final URL; its answer is checked like
+    any other (a resume whose bytes are of another version is started over)."""
     headers = {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
-    with open_stream(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
+    with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
         if response.status_code in (200, 206) and is_encoded(response, what=job.label):
             with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
                 state.whole_only = True
             raise RangesIgnoredError
         if response.status_code not in (200, 206):
-            raise error_for_status(response, what=job.label, hub=from_hub(job, response))
+            raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
         check_version(job, state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        check_total(job, state, response)
+        check_size(job, state, content_range_total(response.headers.get("Content-Range")))
         located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return located
@@ -53,9 +49,6 @@ CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole
 
 @dataclass(frozen=True)
 class Probed:
-    """What the first request for a URL learned: where it ends up, its size and validator, and whether it
-    answers ranges (with ``carry``, its unread answer: the file's first bytes, for the download to take)."""
-
     url: str
     size: int | None
     validator: str | None
@@ -64,20 +57,16 @@ class Probed:
 
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
-    """Ask for the first byte — or, with ``carry``, the first ``CARRIED`` bytes — following redirects.
-
-    With ``carry`` a ranged answer is left unread for the download (``Probed.opening``), so the request that
-    learned the size also carries data, as aria2c's first request does: a small file costs one request.
-    """
+    """Ask for the first byte, following redirects; with ``carry``, the first ``CARRIED`` bytes, left unread for the
+    download (``Probed.opening``): the request that learns the size also carries data, as aria2c's does."""
     asked = CARRIED if carry else 1
     stack = contextlib.ExitStack()
     response = stack.enter_context(
-        open_stream(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
+        follow(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
     )
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):
-            # Content-Length and Content-Range count compressed bytes: the file's size and version are unknown
-            # until it is decoded, and its ETag names the encoded representation.
+            # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
             stack.close()
             return Probed(str(response.url), None, None, ranged=False)
         end = None
@@ -92,8 +81,7 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
         elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
             total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
         else:
-            hub = credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
-            raise error_for_status(response, what=what, hub=hub)
+            raise error_for_status(response, what=what, hub=from_hub(credentials, response))
         etag, modified = validators(response)
         ranged = response.status_code == 206
         opening = None
@@ -111,12 +99,9 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
-    """The answer's strong ETag and its Last-Modified, when each can tell one version from another.
-
-    A weak ETag (``W/...``) says "equivalent", not "the same bytes", and may not be used in If-Range (RFC 9110
-    §13.1.5). A Last-Modified date is strong only when the answer's Date is at least a second later (§8.8.2.2):
-    a file changed twice within its second would otherwise carry one date for two versions.
-    """
+    """The answer's strong ETag and its Last-Modified, when each can tell one version from another: a weak ETag
+    may not be used in If-Range (RFC 9110 §13.1.5); a date is strong only when the answer's Date is at least a second
+    later (§8.8.2.2), or a file changed twice within its second would carry one date for two versions."""
     etag = response.headers.get("ETag")
     modified = response.headers.get("Last-Modified")
     strong = etag if etag and not etag.startswith("W/") else None
@@ -126,7 +111,6 @@ def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
 
 
 def _seconds(date: str | None) -> float:
-    """An HTTP-date as a timestamp (−inf when missing or unreadable, so no comparison trusts it)."""
     try:
         return email.utils.parsedate_to_datetime(date).timestamp() if date else -math.inf
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -134,15 +118,10 @@ def _seconds(date: str | None) -> float:
 
 
 def check_version(job: TransferJob, state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
-    """The one validator check: the first answer fixes the file's identity, every later one must be of it.
-
-    The identity is a strong ETag, else Last-Modified, plus the complete length (``check_total``). An answer
-    with another ETag, or (where either side has no strong ETag) another Last-Modified than the first is of
-    another version: ``SourceChanged``, and the engine drops every byte of the old one. ``whole``: the answer
-    is a 200 carrying the whole file on the only stream, so the new version is taken from it at once (the caller
-    drops the old bytes). A validator the answer leaves out is not a contradiction (a proxy may strip it);
-    If-Range already asked the server for the whole new version.
-    """
+    """The one validator check: the first answer fixes the file's version (a strong ETag, else Last-Modified), every
+    later one must be of it, or ``SourceChanged`` (the engine drops every byte of the old one). ``whole``: a 200 on
+    the only stream, whose new version is taken at once. A validator left out is no contradiction (proxies strip
+    them), and If-Range already asked for the whole new version."""
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
@@ -191,11 +170,8 @@ def _total(response: httpx2.Response) -> int | None:
 def check_content_range(
     job: TransferJob, resp: httpx2.Response, offset: int, asked_end: int | None, state: DownloadState
 ) -> int:
-    """A 206 must start where we asked, stay inside the range asked for, and be of a file of the expected size;
-    returns where its bytes end. It may end sooner than asked (RFC 9110 §14.2: the server says what it sent).
-
-    ``asked_end`` is the piece's end when the request went out: a split may have shortened the piece since.
-    """
+    """A 206 must start where we asked, stay inside the range asked for (``asked_end``: the piece's end when the
+    request went out) and be of a file of the expected size; returns where its bytes end (maybe sooner: §14.2)."""
     try:
         start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
@@ -207,23 +183,14 @@ def check_content_range(
         raise NetworkError(
             f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
         )
-    if total is not None and state.size is not None and total != state.size:
-        raise size_differs(job, state, total)
+    check_size(job, state, total)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
     return end + 1
 
 
-def check_length(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:
-    """A full 200 body must be exactly the expected size (an integrity failure, not a network one)."""
-    length = parse_decimal(resp.headers.get("Content-Length"))
-    if length is not None and state.size is not None and length != state.size:
-        raise size_differs(job, state, length)
-
-
-def check_total(job: TransferJob, state: DownloadState, resp: httpx2.Response) -> None:
-    """The total in a Content-Range (``bytes a-b/N`` or ``bytes */N``) must be the expected size."""
-    total = content_range_total(resp.headers.get("Content-Range"))
+def check_size(job: TransferJob, state: DownloadState, total: int | None) -> None:
+    """A total the answer states (a 200's Content-Length, a Content-Range's ``/N``) must be the expected size."""
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(job, state, total)
 

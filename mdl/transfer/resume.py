@@ -1,13 +1,19 @@
-"""The partial file on disk: the shared progress of one download, its resume record, and the atomic finish."""
+"""The partial file on disk: the shared progress of one download, its resume record kept current (off the
+streams, with the kernel nudged to write as it goes), and the atomic finish."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import stat
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +21,17 @@ import httpx2
 
 from mdl.errors import LocalFSError, MdlError
 from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
-from mdl.transfer.hashing import Hasher
+from mdl.transfer.hashing import Hasher, alongside
 from mdl.transfer.job import Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, Piece, split_largest
 
 log = logging.getLogger("mdl.transfer")
 
 STATE_VERSION = 1
+STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
+WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
+SAVE_BYTES = 32 * 1024 * 1024  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
 
 
 class DownloadState:
@@ -31,11 +41,9 @@ class DownloadState:
         self.job = job
         self.pieces = pieces
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
-        self.etag: str | None = None  # what the first answer said (mdl.transfer.replies.check_version)
+        self.etag: str | None = None  # what the first answer said (replies.check_version)
         self.last_modified: str | None = None
-        # The first Last-Modified seen, as sent: too close to its Date it cannot show two answers are one version,
-        # but one that differs from it shows they are not (replies.check_version).
-        self.modified_seen: str | None = None
+        self.modified_seen: str | None = None  # the first Last-Modified seen, as sent (replies.check_version)
         self.adopt(validator)
         self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
@@ -67,11 +75,8 @@ class DownloadState:
             self.last_modified = self.modified_seen = validator
 
     def steal(self, streams: int) -> Piece | None:
-        """The tail of the running piece with most left, for an idle stream, if it is worth a request.
-
-        A new request idles its stream for a time to first byte while the victim keeps going, so the tail must
-        be worth more than twice what one stream moves in that time (and never less than ``MIN_STEAL``).
-        """
+        """The tail of the running piece with most left, for an idle stream: worth more than twice what one stream
+        moves in a time to first byte (the new request idles its stream that long), and at least ``MIN_STEAL``."""
         with self.lock:
             elapsed = max(1e-3, time.monotonic() - self.began)
             per_stream = self.fetched / elapsed / max(1, streams)
@@ -79,7 +84,7 @@ class DownloadState:
             return split_largest(self.pieces, least=least)
 
     def saw_first_byte(self, seconds: float) -> None:
-        """Note how long a request waited for its answer (a running mean: the price of the next split)."""
+        """A request waited ``seconds`` for its answer (a running mean: the price of the next split)."""
         with self.lock:
             self.ttfb = seconds if self.ttfb == 0 else 0.7 * self.ttfb + 0.3 * seconds
 
@@ -88,7 +93,6 @@ class DownloadState:
         return self.pieces[-1].end
 
     def contiguous(self) -> int:
-        """Bytes from offset 0 that are on disk without a gap (what the hasher may read)."""
         total = 0
         for piece in self.pieces:
             total = piece.start + piece.done
@@ -99,33 +103,24 @@ class DownloadState:
     def on_disk(self) -> int:
         return sum(p.done for p in self.pieces)
 
-    def to_json(self) -> dict[str, Any]:
-        identity = self.job.identity
-        return {
-            "version": STATE_VERSION,
-            "source": self.job.source,
-            "identity": {
-                "size": identity.size,
-                "sha256": identity.sha256,
-                "git_oid": identity.git_oid,
-                "etag": identity.etag,
-            },
-            "validator": self.validator,
-            "pieces": [[p.start, p.end, p.done] for p in self.pieces],
-        }
-
     def save(self, fd: int) -> None:
         """Persist the record, but only after the bytes it claims are flushed (a record never claims unwritten data)."""
+        ident = self.job.identity
         with self.save_lock:
             with self.lock:
-                snapshot = self.to_json()
+                snapshot: dict[str, Any] = {
+                    "version": STATE_VERSION,
+                    "source": self.job.source,
+                    "identity": dataclasses.asdict(ident),
+                    "validator": self.validator,
+                    "pieces": [[p.start, p.end, p.done] for p in self.pieces],
+                }
                 self.last_save = time.monotonic()
                 self.saved_bytes = self.on_disk()
             os.fdatasync(fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def reset(self, pieces: list[Piece]) -> None:
-        """Start over with a new layout (nothing on disk counts any more)."""
         with self.lock:
             self.pieces = pieces
             self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
@@ -134,12 +129,8 @@ class DownloadState:
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
-    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes.
-
-    The pieces decide where bytes are written in the ``.part`` and which ranges are asked for, so they must
-    tile [0, size) in order: a record edited or damaged into overlaps, gaps, negative or huge offsets, or
-    floats is refused (and the download starts over) rather than trusted.
-    """
+    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes: the
+    pieces decide where bytes are written, so they must tile [0, size) in order (the download starts over)."""
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
@@ -180,9 +171,6 @@ def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
-STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
-
-
 def job_root(job: TransferJob) -> Path:
     """The folder below which nothing of this job is reached through a link: the destination root, or else
     the deepest folder the partial and the final path share."""
@@ -207,7 +195,8 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    blind = not (saved.has_validator or job.identity.has_validator or isinstance(validator, str))
+    known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))
+    blind = not any(known)
     if blind:  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
@@ -224,10 +213,8 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
 
 
 def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = None) -> int:
-    """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version).
-
-    Read-only, for planning: the ``.part`` is preallocated, so its size says nothing about progress.
-    """
+    """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version); for
+    planning, read-only (the ``.part`` is preallocated: its size says nothing)."""
     try:
         saved, pieces, _ = _read_state(state_path, root or state_path.parent)
     except (OSError, ValueError, MdlError):
@@ -238,16 +225,13 @@ def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = 
 
 
 def discard_partial(job: TransferJob) -> None:
-    """Remove the .part and its resume record."""
     for path in (job.part_path, job.state_path):
         unlink(job_root(job), path)
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
-    """Atomic finish (fsync, then rename into place): the final path only ever holds verified bytes.
-
-    The folder's new entry is made durable now, or, with ``dirs``, before the record that names it is written.
-    """
+    """Rename into place (the final path only ever holds verified bytes); the folder's new entry is made durable
+    now, or, with ``dirs``, before the record that names it is written."""
     try:
         rename(job_root(job), job.part_path, job.final_path)
     except LocalFSError as exc:
@@ -257,3 +241,55 @@ def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
     else:
         dirs.add(job.final_path.parent)
     unlink(job_root(job), job.state_path)
+
+
+@cache
+def _sync_file_range() -> Callable[..., Any] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only big downloads get here: kept off start-up
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages now (asynchronously); a no-op where unsupported.
+    Else it writes late, and the final fsync waits for most of the file."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # a failure only means the final fsync has more to do
+
+
+@contextlib.contextmanager
+def keeping(state: DownloadState, fd: int, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
+    """While the body runs, in a thread of its own (a stream would stall for the fdatasync a save needs): start
+    writeback every tenth of a second, and save the record every ``checkpoint`` or once ``SAVE_BYTES`` more are on
+    disk. A failed save stops the file's streams through ``on_failure`` and is raised here once they have ended."""
+
+    def keep(done: threading.Event) -> None:
+        try:
+            while not done.wait(WRITEBACK_EVERY):
+                start_writeback(fd)
+                on_disk = state.on_disk()
+                due = time.monotonic() - state.last_save >= checkpoint or on_disk - state.saved_bytes >= SAVE_BYTES
+                if due and on_disk > state.saved_bytes:
+                    state.save(fd)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                on_failure()
+            raise
+
+    state.background = True
+    try:
+        with alongside(keep, name="keep", wake=lambda: None):
+            yield
+    finally:
+        state.background = False

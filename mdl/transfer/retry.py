@@ -28,8 +28,6 @@ def retry_cause(message: str, label: str) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, honouring Retry-After (capped)."""
-
     retries: int = 5
     base: float = 0.5
     cap: float = 30.0
@@ -38,22 +36,9 @@ class RetryPolicy:
     rng: Callable[[], float] = random.random
 
     def delay(self, attempt: int, *, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
         if retry_after is not None:
             return min(retry_after, self.retry_after_cap)
         return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
-
-    def tries(
-        self,
-        *,
-        what: str,
-        wait: Callable[[float], bool] | None = None,
-        on_retry: Callable[[str], None] | None = None,
-        announce: Callable[[int, str], None] | None = None,
-        quick_unreachable: bool = True,
-    ) -> Tries:
-        """The retry budget of one operation (see ``Tries``)."""
-        return Tries(self, what, wait, on_retry, announce, quick_unreachable)
 
     def run(
         self,
@@ -65,7 +50,7 @@ class RetryPolicy:
         announce: Callable[[int, str], None] | None = None,
     ) -> T:
         """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
-        tries = self.tries(what=what, wait=wait, on_retry=on_retry, announce=announce)
+        tries = Tries(self, what, wait=wait, on_retry=on_retry, announce=announce)
         while True:
             try:
                 return call()
@@ -73,36 +58,27 @@ class RetryPolicy:
                 tries.failed(exc)
 
 
+@dataclass
 class Tries:
-    """The one retry loop's state: how many tries of one operation failed, and what to do about the next.
+    """The retry budget of one operation. ``wait(seconds)`` returns True when Ctrl-C came meanwhile; ``on_retry``
+    hears each cause, ``announce`` a line for people; with ``quick_unreachable`` a host that never answers (offline,
+    not flaky) gets one retry."""
 
-    Hub API calls (``RetryPolicy.run``) and download streams (mdl.transfer.stream) both count, wait and give up
-    here. ``wait(seconds)`` sleeps and returns True when the run was cancelled meanwhile (Ctrl-C);
-    ``on_retry(cause)`` hears the cause of each retry (a transfer's RetryLog); ``announce(n, line)`` gets
-    ``"<cause>, retrying in 2 s (1/5)"`` for the user. A host that does not answer at all gets one quick retry
-    (``quick_unreachable``): it is offline, not flaky.
-    """
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        what: str,
-        wait: Callable[[float], bool] | None,
-        on_retry: Callable[[str], None] | None,
-        announce: Callable[[int, str], None] | None,
-        quick_unreachable: bool,
-    ) -> None:
-        self.policy, self.what, self.wait = policy, what, wait
-        self.on_retry, self.announce, self.quick_unreachable = on_retry, announce, quick_unreachable
-        self.failures = 0
+    policy: RetryPolicy
+    what: str
+    wait: Callable[[float], bool] | None = None
+    on_retry: Callable[[str], None] | None = None
+    announce: Callable[[int, str], None] | None = None
+    quick_unreachable: bool = True
+    failures: int = 0
 
     def progressed(self) -> None:
         """The operation moved on since its last failure: the budget is for tries that did not."""
         self.failures = 0
 
     def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
-        """Count a failed try: wait before the next, or raise NetworkError when the budget is spent (and
-        InterruptedByUserError when the wait was cut short by Ctrl-C). ``cause``: the words for people."""
+        """Count a failed try and wait before the next; NetworkError when the budget is spent, InterruptedByUserError
+        when Ctrl-C cut the wait short. ``cause``: the words for people."""
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):
@@ -115,10 +91,8 @@ class Tries:
         if self.on_retry is not None:
             self.on_retry(said)
         if self.announce is not None:
-            line = f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})"
-            self.announce(self.failures, line)
-        if self.wait is not None:
-            if self.wait(delay):
-                raise InterruptedByUserError(f"{self.what}: interrupted") from exc
-        else:
+            self.announce(self.failures, f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+        if self.wait is None:
             self.policy.sleep(delay)
+        elif self.wait(delay):
+            raise InterruptedByUserError(f"{self.what}: interrupted") from exc

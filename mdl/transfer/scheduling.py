@@ -1,13 +1,13 @@
-"""Which byte ranges a file is split into, and how a pool of streams works through them (with work stealing)."""
+"""Which byte ranges a file is split into, how a pool of streams works through them (stealing tails), and the
+rate cap they share."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-
-from mdl.transfer.outcomes import StreamStopped
 
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
@@ -18,6 +18,10 @@ FIRST_WINDOW = 32 * MiB  # a stream's first request asks for at most this much o
 WINDOW_SECONDS = 2.0  # later requests ask for about this many seconds of the stream's own rate
 WINDOW_ROUND_TRIPS = 20  # ... and at least this many times the time to first byte (a request costs <5%)
 ASSUMED_RATE = 10 * MiB  # bytes/s a stream is assumed to move before its first request has told
+
+
+class StreamStopped(Exception):
+    """A sibling stream failed; this one ends without an error of its own."""
 
 
 @dataclass
@@ -36,16 +40,12 @@ class Piece:
 
     @property
     def left(self) -> int:
-        """Bytes of the piece not yet on disk (0 for an unknown end: such a piece cannot be split)."""
         return 0 if self.end is None else max(0, self.end - self.start - self.done)
 
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """One piece per connection, no more than the file needs (each at least ``MIN_PIECE``).
-
-    Fewer, longer requests: a stream that finishes early steals half of the largest piece still running
-    (``split_largest``) instead of the file being cut into many small ranges up front, each costing a round trip.
-    """
+    """One piece per connection, each at least ``MIN_PIECE``: fewer, longer requests, since a stream that
+    finishes early steals half of the largest piece still running (``split_largest``)."""
     if size is None:
         return [Piece(0, None)]
     if connections <= 1 or size < split_threshold:
@@ -57,11 +57,10 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 
 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
-    """Where the next request of ``piece`` (from ``offset``) should end: bounded, so a steal never has to cut a
-    request short (bytes already on the wire would be fetched twice), yet long enough that its round trip is
-    a small part of its time."""
+    """Where the next request of ``piece`` should end: bounded, so a steal never cuts a request short (bytes on
+    the wire would be fetched twice), yet long enough that its round trip is a small part of its time."""
     assert piece.end is not None
-    rate = piece.rate if piece.rate > 0 else ASSUMED_RATE  # before the first answer: a modest guess
+    rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
     span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
     span = max(span, MIN_PIECE)
     if piece.end - (offset + span) < span // 2:  # no short request for a remainder: take it along
@@ -70,18 +69,14 @@ def window(piece: Piece, offset: int, ttfb: float) -> int:
 
 
 def stealable(piece: Piece) -> int:
-    """Bytes of ``piece`` past what its stream has asked for (or received): what a steal may take."""
     if piece.end is None or piece.complete:
         return 0
     return max(0, piece.end - max(piece.asked, piece.start + piece.done))
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None.
-
-    The piece's stream keeps its bytes up to the cut; the tail goes to an idle stream. Only bytes nobody has
-    asked for yet move, and only when each side keeps at least ``least``. The caller holds the pieces' lock.
-    """
+    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None: only
+    bytes nobody asked for yet move, and each side keeps ``least``. The caller holds the pieces' lock."""
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
@@ -115,13 +110,9 @@ def run_pieces(
     on_failure: Callable[[], None],
     steal: Callable[[], Piece | None] | None = None,
 ) -> None:
-    """Work through ``todo`` with up to ``connections`` streams, each taking the next piece when it is free.
-
-    When the queue is empty, an idle stream asks ``steal`` for the tail of a piece still running; it ends when
-    there is nothing worth stealing. The first stream to fail for good calls ``on_failure`` (which must make
-    the others end, by raising ``StreamStopped`` or returning) and its error is raised once every stream has
-    ended.
-    """
+    """Work through ``todo`` with up to ``connections`` streams; an idle one asks ``steal`` for a running piece's
+    tail, and ends when there is none. The first stream to fail for good calls ``on_failure`` (which must make the
+    others end) and its error is raised once every stream has ended."""
     queue = list(todo)
     queue_lock = threading.Lock()
     workers = max(1, min(connections, len(todo)))
@@ -149,3 +140,22 @@ def run_pieces(
             exc = failed[0].exception()
             assert exc is not None
             raise exc
+
+
+class RateLimiter:
+    """A token bucket capping the total throughput of every stream (``--limit-rate``)."""
+
+    def __init__(self, rate: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_free = clock()
+
+    def consume(self, nbytes: int, cancel: threading.Event) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now - 0.25, self._next_free)  # a burst of at most 0.25 s: idling banks no more credit
+            self._next_free = start + nbytes / self.rate
+            delay = self._next_free - now
+        if delay > 0:
+            cancel.wait(delay)

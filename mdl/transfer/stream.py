@@ -1,65 +1,58 @@
-"""One stream's work: fetch a piece with retries and stall resumes, and copy its body to the file at its offset."""
+"""One stream's work: fetch a piece with retries and stall resumes, and copy each answer's body into the file.
+A big plain 206 is read from its socket into a reused buffer, past h11's copies of every byte (CPU-bound), at the
+price of its connection; anything else goes through httpx2."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx2
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
-from mdl.transfer.body import copy_body
-from mdl.transfer.codings import is_encoded
-from mdl.transfer.connection import set_read_timeout
+from mdl.store import DirSyncs
+from mdl.transfer.connection import httpx2_errors, set_read_timeout
+from mdl.transfer.hashing import HASH_BLOCK
+from mdl.transfer.headers import (
+    ContentRangeError,
+    body_chunks,
+    content_range_total,
+    is_encoded,
+    parse_content_range,
+    parse_decimal,
+)
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
     UnreachableError,
     error_for_status,
-    open_stream,
+    follow,
     transport_error,
 )
-from mdl.transfer.job import EngineConfig, Opening, TransferJob
-from mdl.transfer.outcomes import RangesIgnoredError, StreamStopped
-from mdl.transfer.ratelimit import RateLimiter
-from mdl.transfer.replies import (
-    check_content_range,
-    check_length,
-    check_total,
-    check_version,
-    from_hub,
-    locate,
-)
+from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError, TransferJob
+from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.retry import retry_cause, seconds
-from mdl.transfer.scheduling import Piece, window
+from mdl.transfer.retry import Tries, retry_cause, seconds
+from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
+from mdl.transfer.wire import WireStream
 
 log = logging.getLogger("mdl.transfer")
+
+PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
+# Bytes an answer must have to be read raw: that saves ~0.45 s of CPU per GiB but costs the connection (the parser
+# never saw the body), so the next request pays a handshake; short 206s and small files keep their connections.
+RAW_LEAST = 16 * MiB
+_buffers = threading.local()
 
 
 class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
-
-
-def _why(exc: Exception, err: RetryableError, label: str) -> str:
-    """A retry's cause for people: a connection that went away mid-answer is "lost"; a 503 says itself."""
-    cause = retry_cause(err.message, label)
-    raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
-    lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
-    return f"connection lost ({cause})" if lost else cause
-
-
-def announce(progress: Progress, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
-    """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
-    with state.lock:
-        if state.announced.get(kind, 0) >= count:
-            return
-        state.announced[kind] = count
-    progress.note(f"{job.label}: {text}")
 
 
 class Streamer:
@@ -72,24 +65,24 @@ class Streamer:
         *,
         progress: Progress,
         cancel: threading.Event,
-        limiter: RateLimiter | None,
-        relocate: Callable[[TransferJob], str] | None,
+        limiter: RateLimiter | None = None,
+        dirs: DirSyncs | None = None,
     ) -> None:
         self.client = client
+        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
         self.config = config
         self.progress = progress
         self.cancel = cancel
         self.limiter = limiter
-        self.relocate = relocate
         self._open: set[httpx2.Response] = set()
         self._open_lock = threading.Lock()
 
-    def close_all(self) -> None:
-        """Close every open response of every file (Ctrl-C)."""
+    def abort(self) -> None:
+        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
+        self.cancel.set()
         self.close(self._open)
 
     def close(self, responses: set[httpx2.Response]) -> None:
-        """Close responses so threads blocked reading them wake up."""
         with self._open_lock:
             doomed = list(responses)
         for response in doomed:
@@ -103,6 +96,14 @@ class Streamer:
         if state.stop.is_set():
             raise StreamStopped
 
+    def announce(self, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
+        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+        with state.lock:
+            if state.announced.get(kind, 0) >= count:
+                return
+            state.announced[kind] = count
+        self.progress.note(f"{job.label}: {text}")
+
     def locate_retrying(self, job: TransferJob, state: DownloadState) -> str:
         return self.config.retry.run(
             lambda: locate(self.client, job, state),
@@ -113,16 +114,14 @@ class Streamer:
         )
 
     def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
-        """Fetch one piece to completion, retrying transient failures and resuming from its last byte.
-
-        A whole answer shorter than asked (a legal short 206) is progress: the next request asks for the rest.
-        The retry budget counts only tries that moved nothing new onto the disk, and starts again after progress.
-        """
-        tries = self.config.retry.tries(
-            what=job.label,
+        """Fetch one piece to completion, retrying transient failures and resuming from its last byte; the retry
+        budget counts only tries that moved nothing new onto the disk (a legal short 206 is progress)."""
+        tries = Tries(
+            self.config.retry,
+            job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
-            announce=lambda count, line: announce(self.progress, job, state, "retry", count, line),
+            announce=lambda count, line: self.announce(job, state, "retry", count, line),
             quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
         )
         stalls = 0
@@ -148,10 +147,14 @@ class Streamer:
                             state.relocated_probe = True
                             state.url = self.locate_retrying(job, state)
                     continue
-                if self.relocate is None or not job.renewable or tries.failures >= self.config.retry.retries:
+                if not job.renewable or tries.failures >= self.config.retry.retries:
                     raise
                 tries.failures += 1  # a re-resolve spends a try: a CDN that refuses every signed URL gives up
-                _relocate(self, job, state, expired=url, multi=multi)
+                with state.relocate_lock:  # once for all streams of this file
+                    if state.url == url:
+                        log.info("%s: signed URL refused (403), resolving it again", job.label)
+                        job.retries.add("signed URL refused (HTTP 403), resolved it again")
+                        state.url = self.locate_retrying(job, state) if multi else job.url  # the Hub signs anew
             except httpx2.ReadTimeout as exc:
                 self.check_stop(job, state)
                 stalls += 1
@@ -161,7 +164,7 @@ class Streamer:
                 job.retries.add(f"stalled at byte {piece.start + piece.done}")
                 silence = self.config.stall_timeout or self.client.timeout.read
                 again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
-                announce(self.progress, job, state, "stall", stalls, again)
+                self.announce(job, state, "stall", stalls, again)
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
                 self.check_stop(job, state)
                 if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
@@ -188,7 +191,7 @@ class Streamer:
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
             # Nothing tells this version from the next (no ETag, no Last-Modified, no hash to check the result):
             # resuming could splice two versions, so a broken stream starts again from byte 0.
-            _drop(self, job, state, piece)
+            self.drop(job, state, piece)
         offset = piece.start + piece.done
         opening = job.opening if offset == 0 and url == job.located else None
         if opening is not None and opening.take() is None:  # another stream has it, or it was closed
@@ -212,7 +215,7 @@ class Streamer:
         answer = (
             _taken(opening)
             if opening is not None
-            else open_stream(self.client, url, credentials=credentials, headers=headers, what=job.label)
+            else follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
         )
         with answer as resp:
             if opening is None:
@@ -238,31 +241,110 @@ class Streamer:
                     if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
                         check_version(job, state, resp)
                         raise RangesIgnoredError
-                    if not encoded:  # an encoded body's Content-Length counts compressed bytes, not the file's
-                        check_length(job, state, resp)  # another size: a new version, the file starts over
+                    if not encoded:  # a coded body's length counts coded bytes; another size is another version
+                        check_size(job, state, parse_decimal(resp.headers.get("Content-Length")))
                     check_version(job, state, resp, whole=True)  # another version: taken from this answer
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        _drop(self, job, state, piece)
+                        self.drop(job, state, piece)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
-                    check_total(job, state, resp)
+                    check_size(job, state, content_range_total(resp.headers.get("Content-Range")))
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
                 else:
-                    raise error_for_status(resp, what=job.label, hub=from_hub(job, resp))
-                copy_body(self, job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
+                    raise error_for_status(resp, what=job.label, hub=from_hub(job.credentials, resp))
+                self.copy_body(job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
                     state.responses.discard(resp)
         return answered_end
 
+    def drop(self, job: TransferJob, state: DownloadState, piece: Piece) -> None:
+        """Forget the bytes of a one-stream download: the next body starts at byte 0 (same file, new stream)."""
+        with state.lock:
+            # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+            dropped, piece.done = piece.done, 0
+            state.restarted = True
+            if state.hasher is not None:
+                state.hasher.reset()
+        self.progress.advance(job.label, -dropped)
+
+    def copy_body(
+        self,
+        job: TransferJob,
+        state: DownloadState,
+        fd: int,
+        piece: Piece,
+        resp: httpx2.Response,
+        offset: int,
+        asked_end: int | None,
+        *,
+        encoded: bool,
+    ) -> None:
+        """Write the body at ``offset`` until it ends, the piece is done, or the stream must stop: each run of bytes
+        written, hashed, counted and checkpointed."""
+        began, start = time.monotonic(), offset
+
+        def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
+            nonlocal offset
+            self.check_stop(job, state)
+            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
+            if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise size_differs(job, state, offset + len(chunk))
+                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+            if state.hasher is not None and written:
+                state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
+            with state.lock:
+                counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                piece.done += counted
+                state.fetched += counted
+                complete = piece.complete
+                if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher: not a switch per chunk
+                    state.lock.notify_all()
+            offset += written
+            self.progress.advance(job.label, counted)
+            if self.limiter is not None:
+                self.limiter.consume(written, self.cancel)
+            if complete and piece.end != asked_end:
+                return True
+            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+                state.save(fd)
+            return False
+
+        chunks = body_chunks(resp, encoded=encoded, what=job.label)
+        sock = None if encoded else raw_socket(resp)
+        if sock is None:
+            for chunk in chunks:
+                if take(chunk):
+                    break
+        else:
+            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
+            first = next(chunks, b"")
+            if not take(first):
+                left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
+                for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
+                    if take(data):
+                        break
+        elapsed = time.monotonic() - began
+        if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
+            piece.rate = (offset - start) / elapsed
+
+
+def _why(exc: Exception, err: RetryableError, label: str) -> str:
+    """A retry's cause for people: a connection that went away mid-answer is "lost"; a 503 says itself."""
+    cause = retry_cause(err.message, label)
+    raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
+    lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
+    return f"connection lost ({cause})" if lost else cause
+
 
 @contextlib.contextmanager
 def _taken(opening: Opening) -> Iterator[httpx2.Response]:
-    """A probe's open answer as if it were a request just sent (closed when read, like any other)."""
     try:
         yield opening.response
     finally:
@@ -270,9 +352,8 @@ def _taken(opening: Opening) -> Iterator[httpx2.Response]:
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
-    """Where a whole answer left the piece. It ends where its Content-Range said (a window of the piece, or less);
-    short of that, the connection was lost mid-answer. A legal but tiny short answer is progress, yet a server
-    that sends a few bytes per request must not cost a request per few bytes for ever: it spends a try."""
+    """Where a whole answer left the piece (short of its Content-Range: the connection was lost). A tiny short
+    answer spends a try: a server sending a few bytes per request must not cost a request per few bytes for ever."""
     assert piece.end is not None
     reached = piece.start + piece.done
     if reached < min(piece.end, answered_end or piece.end):
@@ -282,27 +363,34 @@ def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | No
     return reached
 
 
-PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
+    return view
 
 
-def _drop(streams: Streamer, job: TransferJob, state: DownloadState, piece: Piece) -> None:
-    """Forget the bytes of a one-stream download: the next body starts at byte 0 (same file, new stream)."""
-    with state.lock:
-        # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
-        dropped, piece.done = piece.done, 0
-        state.restarted = True
-        if state.hasher is not None:
-            state.hasher.reset()
-    streams.progress.advance(job.label, -dropped)
+def raw_socket(resp: httpx2.Response) -> WireStream | None:
+    """The connection a plain, big ``206`` can be read from directly (``WireStream.read_into``), or None."""
+    if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
+        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    try:
+        first, last, _ = parse_content_range(resp.headers.get("Content-Range", ""))
+    except ContentRangeError:
+        return None
+    if length is None or length != last - first + 1 or length < RAW_LEAST:
+        return None  # a length that is not the range's: let the usual path find out what the server means
+    stream = resp.extensions.get("network_stream")
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
 
 
-def _relocate(streams: Streamer, job: TransferJob, state: DownloadState, *, expired: str, multi: bool) -> None:
-    """Re-resolve an expired signed URL once for all streams of this file."""
-    assert streams.relocate is not None
-    with state.relocate_lock:
-        if state.url != expired:
-            return  # another stream already re-resolved it
-        log.info("%s: signed URL refused (403), resolving it again", job.label)
-        job.retries.add("signed URL refused (HTTP 403), resolved it again")
-        url = streams.relocate(job)
-        state.url = streams.locate_retrying(job, state) if multi else url
+def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+    """Up to ``left`` bytes from ``stream`` into ``view`` (use each before the next), with httpx2's errors."""
+    while left > 0:
+        with httpx2_errors(request):
+            got = stream.read_into(view[: min(len(view), left)])
+        if got == 0:
+            return
+        left -= got
+        yield view[:got]

@@ -1,19 +1,13 @@
-"""mdl's network backend for httpcore2: every read bounded by a deadline, not only by a per-read timeout.
+"""mdl's network backend for httpcore2 (its public ``NetworkBackend``/``NetworkStream`` API): every read bounded by
+a deadline, since httpcore2's timeouts restart at every read and a server dripping a byte each second lives for ever.
 
-httpcore2's timeouts restart at every read, so a server that drips one byte every half second keeps a request alive
-for ever. Here (public httpcore2 API only: ``NetworkBackend``, ``NetworkStream``, ``SyncBackend``):
-
-- **Headers.** While :func:`header_deadline` is active on a thread, every connect, TLS handshake, write and read of
-  that thread shares one budget, counted from the first of them (not from the wait for a pooled connection): the
-  transport sets it around each request, so the whole header block must arrive within the run's ``--timeout``.
-- **Bodies.** Each answer's stream carries a :class:`Pace`: a body is too slow when the time spent *waiting on the
-  network* for it reaches ``window`` seconds while fewer than ``window × MIN_BODY_RATE`` bytes arrived (the count
-  starts again whenever that many have); an optional absolute deadline bounds the whole body (Hub API replies).
-  Time the reader spends elsewhere (writing, the rate limiter) is not waiting, so ``--limit-rate`` is never a stall.
-- **Read size.** A read asks the socket for up to 1 MiB whatever httpcore2 asked for (64 KiB): on a fast link 64 KiB
-  reads cost ~3x the CPU per byte, and recv() returns what is there, so slow links see no change. Only mdl's own
-  client is affected (huggingface_hub's, in the same process, keeps httpcore2's defaults).
-- **Bulk reads.** :meth:`WireStream.read_into` reads a body the caller frames itself straight into its buffer.
+- Headers: inside :func:`header_deadline`, every connect, handshake, write and read of the thread shares one budget
+  from the first of them, so the whole header block arrives within ``--timeout``.
+- Bodies: a :class:`Pace` per answer: ``window`` seconds spent *waiting on the network* must bring
+  ``window × MIN_BODY_RATE`` bytes (time spent writing or rate-limited is not waiting); an optional deadline bounds
+  the whole body (Hub API replies).
+- Reads ask the socket for up to 1 MiB (httpcore2 asks 64 KiB, ~3x the CPU per byte on a fast link); only mdl's own
+  client is affected. :meth:`WireStream.read_into` reads a body the caller frames itself into its buffer.
 """
 
 from __future__ import annotations
@@ -49,7 +43,6 @@ def header_deadline(seconds: float | None) -> Iterator[None]:
 
 
 def _header_left() -> float | None:
-    """Seconds left of this thread's header budget (None: no budget), starting its clock on first use."""
     budget: float | None = getattr(_request, "budget", None)
     if budget is None:
         return None
@@ -71,14 +64,12 @@ class Pace:
     got: int = 0
 
     def left(self, now: float) -> float | None:
-        """Seconds the next read may wait (None: no bound)."""
         left = self.window - self.waited if self.window != math.inf else None
         if self.deadline is None:
             return left
         return self.deadline - now if left is None else min(left, self.deadline - now)
 
     def count(self, waited: float, got: int) -> None:
-        """A read waited ``waited`` seconds for ``got`` bytes; enough bytes start a new window."""
         self.waited += waited
         self.got += got
         if self.got >= self.window * self.min_rate:
@@ -86,7 +77,6 @@ class Pace:
 
 
 def _cut(timeout: float | None, left: float | None, kind: type[Exception]) -> float | None:
-    """``timeout`` shortened to ``left``; raise ``kind`` when nothing is left (a 0 timeout would mean non-blocking)."""
     if left is None:
         return timeout
     if left <= 0:
@@ -103,7 +93,7 @@ class WireStream(httpcore2.NetworkStream):
         self.pace = Pace(window=math.inf)
 
     def begin_body(self, window: float | None) -> None:
-        """A new answer starts on this connection: its body gets a fresh pace over ``window`` (None: unbounded)."""
+        """A new answer's body starts on this connection: a fresh pace over ``window`` (None: unbounded)."""
         self.pace = Pace(window=math.inf if window is None else window)
 
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
@@ -145,21 +135,16 @@ class WireStream(httpcore2.NetworkStream):
 
     @property
     def can_read_into(self) -> bool:
-        """True when :meth:`read_into` may be used: the socket itself yields the answer's bytes (plain TCP, or
-        an ``ssl.SSLSocket`` that decrypts itself); TLS inside a proxy's TLS is decrypted in Python, above it."""
+        """The socket itself yields the plaintext (TCP, or an ``ssl.SSLSocket``; not TLS inside a proxy's TLS)."""
         sock = self._inner.get_extra_info("socket")
         if self._layers == 0:
             return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
         return self._layers == 1 and isinstance(sock, ssl.SSLSocket)
 
     def read_into(self, view: memoryview) -> int:
-        """Read up to ``len(view)`` bytes of the current body into ``view``, past the HTTP parser, under the
-        body's pace; 0 at the end of the connection. Raises httpcore2's ReadTimeout / ReadError.
-
-        The parser never sees these bytes, so it still expects them: the caller frames the body itself (a known
-        ``Content-Length``) and must close the response afterwards, which closes this connection rather than
-        reuse it in an unknown state. Only when :attr:`can_read_into` holds.
-        """
+        """Read up to ``len(view)`` bytes of the body into ``view`` past the HTTP parser, under the body's pace; 0 at
+        the end. The parser still expects these bytes: the caller frames the body and closes the response after,
+        which closes this connection rather than reuse it in an unknown state."""
         sock = self._inner.get_extra_info("socket")
         limit = self._limit(None, httpcore2.ReadTimeout)
         began = time.monotonic()
@@ -176,16 +161,9 @@ class WireStream(httpcore2.NetworkStream):
 
 
 class WireBackend(httpcore2.NetworkBackend):
-    """httpcore2's own sync backend, with every stream it opens wrapped in a :class:`WireStream`."""
-
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
         self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
-
-    def _opened(self, stream: httpcore2.NetworkStream) -> WireStream:
-        wrapped = WireStream(stream, layers=0)
-        self._live.add(wrapped)
-        return wrapped
 
     def abort(self) -> None:
         """Ctrl-C or SIGTERM: shut every open connection down, so a thread blocked in connect's aftermath, a
@@ -205,20 +183,9 @@ class WireBackend(httpcore2.NetworkBackend):
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
         limit = _cut(timeout, _header_left(), httpcore2.ConnectTimeout)
-        stream = self._backend.connect_tcp(
+        inner = self._backend.connect_tcp(
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
-        return self._opened(stream)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.NetworkStream:
-        limit = _cut(timeout, _header_left(), httpcore2.ConnectTimeout)
-        stream = self._backend.connect_unix_socket(path, timeout=limit, socket_options=socket_options)
-        return self._opened(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+        stream = WireStream(inner, layers=0)
+        self._live.add(stream)
+        return stream

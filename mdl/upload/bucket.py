@@ -1,10 +1,9 @@
 """The bucket side of ``mdl publish``: what is already there, uploads with S3's SHA-256 checksums, manifests.
 
-Uploads go through boto3's transfer manager (s3transfer): parallel multipart uploads of big files, every part
-sent with ``x-amz-checksum-sha256`` so that the store refuses a part damaged on the way. Each file is read once,
-in order, from one open file (a file replaced on disk by a concurrent pull cannot splice into the upload), and
-hashed as it is read: an object whose bytes were not the verified ones is deleted again. An object already there
-is skipped only when a SHA-256 the store computed over its bytes says it is the file (``Bucket.holds``).
+Uploads go through boto3's transfer manager: parallel multipart uploads, every part sent with
+``x-amz-checksum-sha256`` (the store refuses a part damaged on the way). Each file is read once, in order, from
+one open file (a concurrent pull replacing it cannot splice into the upload), and hashed as it is read: an object
+whose bytes were not the verified ones is deleted again.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from typing import Any, BinaryIO
 from mdl.errors import AuthError, IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.redact import printable, safe_text
 from mdl.sources import S3Prefix, s3_client, s3_error, sha256_of_head
-from mdl.upload.local import ReadyFile
 
 log = logging.getLogger("mdl.publish")
 
@@ -37,23 +35,32 @@ READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is 
 
 
 def part_size(largest: int) -> int:
-    """The multipart part size for a batch whose largest file is ``largest`` bytes: at least MIN_PART, in whole
-    MiB, and few enough parts for S3's limit."""
+    """At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's limit."""
     return max(MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
 
 
 @dataclass(frozen=True)
-class Upload:
-    """One file to send: the verified local file and its key."""
+class ReadyFile:
+    """A verified local file of a model: where its bytes are, and what they are."""
 
+    model: str
+    path: str  # save path in the model folder (the object key under <prefix>/<model>/)
+    local: Path  # where the bytes are (a blob in the Hugging Face cache layout)
+    size: int
+    sha256: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Upload:
     file: ReadyFile
     key: str
 
 
 class HashingReader:
-    """A file read front to back, hashed as it goes. It has no ``seek``: s3transfer then reads it strictly in
-    order (its non-seekable path), so the hash is of exactly the bytes sent. Opened at the first read (a batch
-    of thousands of files holds only the ones in flight open), and kept open: one inode from start to end."""
+    """A file read front to back, hashed as it goes. No ``seek``: s3transfer then reads it strictly in order, so
+    the hash is of exactly the bytes sent. Opened at the first read (a batch of thousands holds only the ones in
+    flight open), and kept open: one inode from start to end."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -86,26 +93,27 @@ class Bucket:
         self.target = target
         self.client = s3_client(endpoint=endpoint)
 
-    def listed(self, model: str) -> dict[str, int]:
-        """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """botocore's failures as ours, naming ``what``."""
         import botocore.exceptions
 
-        found: dict[str, int] = {}
-        prefix = self.target.key(model) + "/"
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
-            for page in pages:
-                for item in page.get("Contents", []):
-                    found[str(item["Key"])] = int(item["Size"])
+            yield
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=self.target.uri(model)) from None
-        return found
+            raise self._error(exc, what=what) from None
+
+    def listed(self, model: str) -> dict[str, int]:
+        """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
+        prefix = self.target.key(model) + "/"
+        with self._failures(self.target.uri(model)):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
+            return {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
 
     def holds(self, key: str, file: ReadyFile) -> bool:
-        """Whether the object at ``key`` is this file, by a SHA-256 the store itself computed over its bytes: the
-        full-object checksum, or a multipart object's composite one (the SHA-256 of its parts' SHA-256s),
-        recomputed from the local file cut as the object's parts are. Metadata (our ``x-amz-meta-sha256``) never
-        decides: whoever can write the object can set it. No store checksum, or parts that cannot be learned: no."""
+        """Whether the object at ``key`` is this file, by a SHA-256 the store computed over its bytes: the
+        full-object checksum, or the composite one (of the parts' SHA-256s) recomputed from the local file cut as
+        the object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the object can set it."""
         head = self._head(key)
         if head is None or head.get("ContentLength") != file.size:
             return False
@@ -124,7 +132,6 @@ class Bucket:
         return _composite_b64(file, sizes) == digest
 
     def _head(self, key: str, **extra: Any) -> dict[str, Any] | None:
-        """The object's HEAD with the store's checksums, or None when there is no such object."""
         import botocore.exceptions
 
         try:
@@ -139,15 +146,13 @@ class Bucket:
         return head
 
     def _part_sizes(self, key: str, *, size: int) -> list[int] | None:
-        """A multipart object's part sizes, from its first part's HEAD (that part's size, and the count)."""
         first = self._head(key, PartNumber=1)
         if first is None:
             return None
         return part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
 
     def already_there(self, uploads: Sequence[Upload], sizes: dict[str, int]) -> set[str]:
-        """The keys of ``uploads`` the bucket already holds with the same bytes (checked in parallel, and only for
-        keys listed with the right size)."""
+        """The keys of ``uploads`` the bucket already holds with the same bytes (only those listed at their size)."""
         candidates = [u for u in uploads if sizes.get(u.key) == u.file.size]
         if not candidates:
             return set()
@@ -160,8 +165,7 @@ class Bucket:
 
     @contextmanager
     def uploader(self, *, connections: int, largest: int) -> Iterator[Any]:
-        """A transfer manager for one batch: ``connections`` requests at once, parts sized for ``largest``; on
-        an exception (Ctrl-C included) it cancels, and unfinished multipart uploads are aborted."""
+        """A transfer manager for one batch; on an exception (Ctrl-C too) it cancels and aborts unfinished uploads."""
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
         chunk = part_size(largest)
@@ -179,7 +183,6 @@ class Bucket:
             yield manager
 
     def start(self, manager: Any, upload: Upload, *, on_bytes: Callable[[int], None]) -> tuple[Any, HashingReader]:
-        """Begin sending one file; its future and the reader that hashes what is sent."""
         from boto3.s3.transfer import ProgressCallbackInvoker
 
         reader = HashingReader(upload.file.local)
@@ -190,7 +193,7 @@ class Bucket:
         return future, reader
 
     def finish(self, upload: Upload, future: Any, reader: HashingReader) -> None:
-        """Wait for one file; the bytes sent must be the verified ones, else the object is deleted (exit 6)."""
+        """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
         import botocore.exceptions
 
         label = f"{upload.file.model}/{upload.file.path}"
@@ -212,7 +215,7 @@ class Bucket:
             )
 
     def delete(self, key: str) -> None:
-        """Remove an object (best effort: a failure is logged, the caller's error says what went wrong)."""
+        """Best effort: a failure is logged, the caller's error says what went wrong."""
         import botocore.exceptions
 
         try:
@@ -223,24 +226,14 @@ class Bucket:
             )
 
     def read_small(self, key: str) -> bytes | None:
-        """A small object's bytes (a manifest), or None when there is none."""
-        import botocore.exceptions
-
         try:
-            reply = self.client.get_object(Bucket=self.target.bucket, Key=key)
-            data: bytes = reply["Body"].read()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            error = self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}")
-            if isinstance(error, NotFoundError):
-                return None
-            raise error from None
-        return data
+            with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
+                return bytes(self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read())
+        except NotFoundError:
+            return None
 
     def put_small(self, key: str, data: bytes, *, content_type: str) -> None:
-        """Write a small object (a manifest) in one request, checked by the store against its SHA-256."""
-        import botocore.exceptions
-
-        try:
+        with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
             self.client.put_object(
                 Bucket=self.target.bucket,
                 Key=key,
@@ -249,8 +242,6 @@ class Bucket:
                 ChecksumAlgorithm="SHA256",
                 Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}") from None
 
     def _error(self, exc: BaseException, *, what: str) -> MdlError:
         error = s3_error(exc, what=safe_text(what))
@@ -263,9 +254,8 @@ class Bucket:
 
 
 def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
-    """The part sizes of a ``size``-byte multipart object whose first part is ``first`` bytes, of ``count`` parts
-    (both as the store said): s3transfer, like S3's other clients, cuts every part but the last at one size.
-    None when the reply cannot be such a layout."""
+    """The part sizes of a ``size``-byte object of ``count`` parts, the first ``first`` bytes (as the store said):
+    S3's clients cut every part but the last at one size. None when the reply cannot be such a layout."""
     if not isinstance(first, int) or not isinstance(count, int) or not 0 < count <= S3_MAX_PARTS or first < 1:
         return None
     last = size - first * (count - 1)
@@ -273,8 +263,8 @@ def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
 
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
-    """S3's composite SHA-256 of the local file cut into parts of ``sizes`` (base64, without ``-N``); None when
-    the file cannot be read or is no longer its verified bytes (its full SHA-256 is checked on the same read)."""
+    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64, no ``-N``); None when it cannot be
+    read or is no longer its verified bytes."""
     whole = hashlib.sha256()
     digests: list[bytes] = []
     try:

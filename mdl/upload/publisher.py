@@ -1,29 +1,47 @@
 """``mdl publish``: verified local files of catalog models → ``<prefix>/<model>/<path>`` in a bucket, then a
 manifest per complete model. What the bucket already holds (a SHA-256 the store computed over the object's bytes
-matches the file) is skipped, so a re-run after an interruption sends only what is missing."""
+matches the file) is skipped, so a re-run after an interruption sends only what is missing.
+
+The manifest, ``<prefix>/.mdl/<model>.json``, is deterministic (sorted, no timestamps: the object's Last-Modified
+says when), so a re-run that changes nothing writes nothing. It names the commit and each file's size and sha256
+(the catalog.lock entry when the model is locked): the bucket can be checked without asking the Hub.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import InterruptedByUserError, MdlError
+from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.lockfile import LockedModel
 from mdl.progress import Progress
+from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import S3Prefix
-from mdl.store import Layout, PinnedFile
-from mdl.upload.bucket import Bucket, HashingReader, Upload
-from mdl.upload.local import LocalModel, ReadyFile, local_model
-from mdl.upload.manifest import manifest_bytes, manifest_key
+from mdl.store import (
+    INSTALLED,
+    MODIFIED_MAYBE,
+    ExpectedFile,
+    Layout,
+    ModelRecord,
+    ModelStatus,
+    model_status,
+    verify_file,
+)
+from mdl.upload.bucket import Bucket, HashingReader, ReadyFile, Upload
+from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
 POLL_SECONDS = 0.05  # how often finished uploads are looked for (s3transfer futures have no completion callback)
+MANIFEST_VERSION = 1
+MANIFEST_FOLDER = ".mdl"  # beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
+SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 
 
 @dataclass(frozen=True)
@@ -35,7 +53,6 @@ class PublishReport(RunReport):
     manifests: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "to", "files": [...], "manifests": [...]}``."""
         return {**super().to_json(), "to": self.target, "manifests": list(self.manifests)}
 
 
@@ -45,7 +62,7 @@ def publish_models(
     target: S3Prefix,
     *,
     progress: Progress,
-    pins: Mapping[str, Sequence[PinnedFile]],
+    pins: Mapping[str, Sequence[ExpectedFile]],
     locked: Mapping[str, LockedModel],
     endpoint: str | None = None,
 ) -> PublishReport:
@@ -85,7 +102,6 @@ def _send(
     progress: Progress,
     outcomes: dict[tuple[str, str | None], FileOutcome],
 ) -> None:
-    """Upload every file of the batch through one transfer manager (parallel parts and files)."""
     progress.begin(total_bytes=sum(u.file.size for u in uploads), files=len(uploads))
     if not uploads:
         return
@@ -94,8 +110,7 @@ def _send(
             pending: dict[int, tuple[Upload, Any, HashingReader]] = {}
             try:
                 for index, upload in enumerate(uploads):
-                    meter = _Meter(progress, upload.file)
-                    pending[index] = (upload, *bucket.start(manager, upload, on_bytes=meter.advance))
+                    pending[index] = (upload, *bucket.start(manager, upload, on_bytes=_meter(progress, upload.file)))
                 while pending:  # each file is closed as soon as it is done, not in submission order
                     done = [index for index, item in pending.items() if item[1].done()]
                     for index in done:
@@ -106,8 +121,7 @@ def _send(
                 for _, _, reader in pending.values():  # interrupted: no descriptor is left open
                     reader.close()
     except KeyboardInterrupt:
-        # The transfer manager cancelled on its way out, aborting unfinished multipart uploads: what is complete
-        # in the bucket stays, and the next run skips it.
+        # The transfer manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
         raise InterruptedByUserError(
             "interrupted; files already uploaded are kept, run again to send the rest"
         ) from None
@@ -122,7 +136,6 @@ def _close(
     progress: Progress,
     outcomes: dict[tuple[str, str | None], FileOutcome],
 ) -> None:
-    """One file's upload is over: check what was sent, say so, and keep its outcome."""
     f = upload.file
     label = _label(f)
     key = (f.model, f.path)
@@ -139,24 +152,19 @@ def _close(
     outcomes[key] = _done(bucket.target, upload, "uploaded")
 
 
-class _Meter:
-    """A file's progress: its row starts with its first bytes on the wire (a batch of thousands of files shows
-    the ones in flight, not all of them at once); called from the transfer threads."""
+def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
+    """A file's progress, called from the transfer threads: its row starts with its first bytes on the wire (a
+    batch of thousands of files shows the ones in flight, not all at once)."""
+    label, lock, started = _label(f), threading.Lock(), threading.Event()
 
-    def __init__(self, progress: Progress, file: ReadyFile) -> None:
-        self.progress = progress
-        self.file = file
-        self.label = _label(file)
-        self._started = False
-        self._lock = threading.Lock()
+    def advance(nbytes: int) -> None:
+        with lock:
+            if not started.is_set():
+                started.set()
+                progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
+        progress.advance(label, nbytes)
 
-    def advance(self, nbytes: int) -> None:
-        with self._lock:
-            if not self._started:
-                self._started = True
-                f = self.file
-                self.progress.start(self.label, label=self.label, total=f.size, model=f.model, path=f.path)
-        self.progress.advance(self.label, nbytes)
+    return advance
 
 
 def _manifest(
@@ -166,19 +174,12 @@ def _manifest(
     *,
     locked: LockedModel | None,
 ) -> list[str]:
-    """Write the model's manifest when all its files are in the bucket; remove one that no longer tells the
-    truth when they are not. The manifest's URI when it is there and current."""
+    """Write the model's manifest when all its files are in the bucket, remove one that no longer tells the truth
+    when they are not; its URI when it is there and current."""
     name = model.spec.name
-    key = bucket.target.key(*manifest_key(name))
+    key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
     uri = f"s3://{bucket.target.bucket}/{key}"
-    record = model.record
-    body = manifest_bytes(
-        name,
-        model.ready,
-        revision=record.revision if record is not None else None,
-        commit=record.commit if record is not None else None,
-        locked=locked,
-    )
+    body = manifest_bytes(model, locked)
     complete = bool(model.ready) and not any(f.failing for (m, _), f in outcomes.items() if m == name)
     try:
         if not complete:
@@ -229,3 +230,93 @@ def _order(models: Sequence[LocalModel]) -> list[tuple[str, str | None]]:
         paths = sorted({f.path for f in model.ready} | {f.path for f in model.failures if f.path is not None})
         keys.extend((model.spec.name, p) for p in paths)
     return keys
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model's publishable files, its record (commit, revision), and the failures that keep it back."""
+
+    spec: ModelSpec
+    record: ModelRecord | None
+    ready: tuple[ReadyFile, ...]
+    failures: tuple[FileOutcome, ...]
+
+
+def local_model(
+    spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None, progress: Progress
+) -> LocalModel:
+    """The model's publishable files: those whose size and mtime match their record are trusted unread (as
+    ``pull`` does), any other is re-hashed. A model never pulled or not fully installed is ``missing`` (exit 4),
+    none of its files offered; other bytes than recorded or pinned are an integrity failure (exit 6)."""
+    status = model_status(spec, layout, pinned=pinned)
+    record = status.record
+    if record is None:
+        error: MdlError = NotFoundError(
+            f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+            hint=f"run `mdl pull {spec.name}` first",
+        )
+        if layout.records.record_path(spec.name).exists():
+            error = IntegrityError(
+                f"{spec.name}: its record is damaged (the log says how), so no file is trusted",
+                hint=f"run `mdl pull {spec.name}`",
+            )
+        outcome = failed(spec.name, None, error, dest=status.folder)
+        return LocalModel(spec, None, (), (outcome if isinstance(error, IntegrityError) else _missing(outcome),))
+    if status.status != INSTALLED:
+        return LocalModel(
+            spec, record, (), (_missing(failed(spec.name, None, _unfinished(status), dest=status.folder)),)
+        )
+    expected = {p.path: p.sha256 for p in pinned} if pinned is not None else {f.save_path: f.sha256 for f in spec.files}
+    pinned_by = "catalog.lock" if pinned is not None else "catalog"
+    ready: list[ReadyFile] = []
+    failures: list[FileOutcome] = []
+    for file in status.files:
+        entry = record.files.get(file.path)
+        want = expected.get(file.path)
+        if file.state == INSTALLED and entry is not None and (want is None or want == entry.sha256):
+            ready.append(ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source))
+            continue
+        checked = verify_file(layout.records, spec.name, file, record, (want, pinned_by), progress)
+        if checked.failing or checked.sha256 is None or checked.size is None:
+            failures.append(checked)
+            continue
+        ready.append(ReadyFile(spec.name, file.path, file.final, checked.size, checked.sha256, file.source))
+    return LocalModel(spec, record, tuple(ready), tuple(failures))
+
+
+def _unfinished(status: ModelStatus) -> NotFoundError:
+    name = status.spec.name
+    files = [f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)]
+    listed = ", ".join(files[:SHOWN]) + (f" and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
+    return NotFoundError(
+        f"{name}: not fully installed ({status.status}): {listed or 'no files, or a download is unfinished'}",
+        hint=f"run `mdl pull {name}` to finish it, then publish again",
+    )
+
+
+def _missing(outcome: FileOutcome) -> FileOutcome:
+    return replace(outcome, action="missing")
+
+
+def manifest_bytes(model: LocalModel, locked: LockedModel | None) -> bytes:
+    pinned = locked or model.record  # the lock's revision and commit, else the record's
+    doc: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "model": model.spec.name,
+        "revision": record_text(pinned.revision if pinned is not None else None),
+        "commit": record_text(pinned.commit if pinned is not None else None),
+        "files": [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "source": record_text(f.source)}
+            for f in sorted(model.ready, key=lambda f: f.path)
+        ],
+        "published_by": f"mdl {__version__}",
+    }
+    if locked is not None:
+        doc["lock"] = {
+            "fingerprint": locked.fingerprint,
+            "files": [
+                {key: value for key, value in asdict(f).items() if value is not None}
+                for f in sorted(locked.files, key=lambda f: f.path)
+            ],
+        }
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

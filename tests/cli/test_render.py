@@ -13,13 +13,8 @@ from typing import Any
 
 import pytest
 
-from mdl.cli.render.progress import (
-    Console,
-    color_enabled,
-    emit_json,
-    render_table,
-    setup_logging,
-)
+from mdl.cli.render.console import Console, color_enabled, emit_json, render_table
+from mdl.cli.render.log import setup_logging
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")

@@ -11,7 +11,8 @@ from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
-from mdl.download.puller import MANY_JOBS, Puller, job_counts, pull_models
+from mdl.download.fetch import MANY_JOBS, job_counts
+from mdl.download.puller import PullSession, plan_models, pull_models, resolve
 from mdl.progress import NullProgress
 
 FILES = {f"part/f{i:02d}.json": make_data(2_000 + i, seed=i) for i in range(40)}
@@ -63,13 +64,12 @@ def test_an_explicit_jobs_count_is_obeyed(slow_repo: HubServer, tmp_path: Path, 
 def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_path: Path) -> None:
     hub.add_repo("org/mixed", {"a.json": b"{}", "w.safetensors": make_data(100, seed=1)})
     settings = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path)
-    puller = Puller(settings, progress=NullProgress(), cancel=threading.Event())
+    session = PullSession(settings, progress=NullProgress(), cancel=threading.Event())
     try:
         (model,) = parse_catalog('[models.m]\nrepo = "org/mixed"\n').models
-        resolved, _ = puller.resolve([model])
-        plans, _ = puller.planner.plan_models(resolved)
+        plans, _ = plan_models(session, resolve(session, [model])[0])
         assert job_counts(settings, plans) == (2, 4)  # two small files: no more threads than files
         fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, jobs=7)
         assert job_counts(fixed, plans) == (7, 1)
     finally:
-        puller.close()
+        session.close()

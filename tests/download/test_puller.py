@@ -14,7 +14,8 @@ from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.catalog.load import ModelSpec, parse_catalog
 from mdl.catalog.settings import Settings, build_settings
-from mdl.download.puller import Puller, RunReport, pull_models
+from mdl.download.plan import check_space, plan_file
+from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
 from mdl.store.store import Store
@@ -411,19 +412,18 @@ def test_partial_bytes_come_from_the_resume_record(
     spec = catalog_models(tiny)["tiny"]
     tiny.cdn.faults.add(Fault.reset(after_bytes=1000))
     assert pull(tiny, dest, [spec], env={"MDL_RETRIES": "0"}).exit_code == ExitCode.NETWORK
-    puller = Puller(make_settings(tiny, dest), progress=NullProgress())
+    session = PullSession(make_settings(tiny, dest), progress=NullProgress())
     try:
-        (model,), _ = puller.resolve([spec])
-        weights = next(f for f in model.files if f.path == "model.safetensors")
-        planned = puller.plan(weights)
+        (model,), _ = resolve(session, [spec])
+        planned = plan_file(session, next(f for f in model.files if f.path == "model.safetensors"))
         assert planned.decision.action.value == "resume"
         assert planned.partial_bytes == 1000
         # and so the space check asks for the bytes still to come
         monkeypatch.setattr(Store, "free_bytes", lambda self: 1000)
         with pytest.raises(NoSpaceError):
-            puller.check_space([planned])
+            check_space([planned])
     finally:
-        puller.close()
+        session.close()
 
 
 def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_next_page_on_the_same_origin_is_followed_with_the_token(hostile: Hostil
 
 def test_guard_refuses_the_token_to_another_origin_before_sending(hostile: HostileHub, other: CdnServer) -> None:
     """The hook on the one client catches a leak whatever code path builds the request."""
-    client = make_client(read_timeout=5, pool_size=2)
+    client = make_client(timeout=5, pool_size=2)
     try:
         guard = TokenGuard.on(client, hostile.url)
         assert TokenGuard.on(client, hostile.url) is guard  # installed once
@@ -353,7 +353,7 @@ def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, othe
     from mdl.catalog.settings import build_settings
     from mdl.download.session import PullSession
     from mdl.progress import NullProgress
-    from mdl.transfer import Credentials, open_stream
+    from mdl.transfer import Credentials, follow
 
     settings = build_settings(environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d")
     session = PullSession(settings, progress=NullProgress())
@@ -362,7 +362,7 @@ def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, othe
         wrong = Credentials(extra={"Authorization": f"Bearer {TOKEN}"})
         with (
             pytest.raises(TokenLeakError),
-            open_stream(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
+            follow(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
         ):
             pass
         assert other.log.records() == []
@@ -383,14 +383,14 @@ def test_an_endpoint_without_an_origin_is_exit_2(env: Path, monkeypatch: pytest.
 
 def test_a_malformed_redirect_location_is_a_network_error(other: CdnServer) -> None:
     from mdl.errors import NetworkError
-    from mdl.transfer import Credentials, open_stream
+    from mdl.transfer import Credentials, follow
 
     url = other.add_redirect("/f.bin", "http://[")
-    client = make_client(read_timeout=5, pool_size=2)
+    client = make_client(timeout=5, pool_size=2)
     try:
         with (
             pytest.raises(NetworkError, match="redirected to a malformed URL") as info,
-            open_stream(client, url, credentials=Credentials(), what="m/f.bin"),
+            follow(client, url, credentials=Credentials(), what="m/f.bin"),
         ):
             pass
     finally:

@@ -99,7 +99,7 @@ def test_any_tree_page_is_parsed_or_refused(body: bytes) -> None:
         assert isinstance(entry.path, str) and name_problem(entry.path) is None
         assert isinstance(entry.size, int) and entry.size >= 0
         assert re.fullmatch("[0-9a-f]{40}", entry.oid)
-        assert entry.lfs is None or re.fullmatch("[0-9a-f]{64}", entry.lfs.sha256)
+        assert entry.lfs is None or re.fullmatch("[0-9a-f]{64}", entry.lfs.oid)
 
 
 @given(_bodies(revision_documents))

@@ -34,8 +34,7 @@ from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress
 from mdl.report import RunReport
-from mdl.sources.mirrors import mirror_urls
-from mdl.sources.resolve import RemoteFile
+from mdl.sources.resolve import RemoteFile, mirror_urls
 from mdl.store.store import Store
 
 WEIGHTS = make_data(300_003, seed=11)  # LFS on the Hub: known by sha256

@@ -241,7 +241,7 @@ def test_file_lock_uncontended_does_not_call_on_wait(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.ensure_dirs()
     waited: list[bool] = []
-    with store.file_lock("m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)):
+    with store.acquire_file_lock("m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)):
         assert store.lock_path("m", "a.bin").exists()
     assert waited == []
 
@@ -264,7 +264,7 @@ def test_file_lock_waits_for_a_holder_in_another_thread(tmp_path: Path) -> None:
     thread.start()
     try:
         assert held.wait(5)
-        with store.file_lock("m", "a.bin", timeout=10, on_wait=lambda holder: waited.append(True)):
+        with store.acquire_file_lock("m", "a.bin", timeout=10, on_wait=lambda holder: waited.append(True)):
             assert released.is_set()
     finally:
         thread.join()
@@ -287,7 +287,7 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         started = time.monotonic()
         with (
             pytest.raises(LockTimeoutError) as info,
-            store.file_lock("m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)),
+            store.acquire_file_lock("m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)),
         ):
             pytest.fail("the lock must not be obtained")
         assert 0.25 <= time.monotonic() - started < 5
@@ -299,7 +299,7 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         proc.kill()
         proc.wait()
     # Once the holder is gone the lock is free again.
-    with store.file_lock("m", "a.bin", timeout=1):
+    with store.acquire_file_lock("m", "a.bin", timeout=1):
         pass
 
 
@@ -323,7 +323,7 @@ def test_file_lock_wait_is_cancellable(tmp_path: Path) -> None:
         started = time.monotonic()
         with (
             pytest.raises(InterruptedByUserError, match="interrupted while waiting for a lock") as info,
-            store.file_lock("m", "a.bin", timeout=60, cancel=cancel),
+            store.acquire_file_lock("m", "a.bin", timeout=60, cancel=cancel),
         ):
             pytest.fail("the lock must not be obtained")
         assert time.monotonic() - started < 2

@@ -15,11 +15,11 @@ import pytest
 from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob, body
-from mdl.transfer.body import _buffer, _received, raw_socket
+from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.hashing import Hasher
-from mdl.transfer.http import Credentials, make_client, open_stream
+from mdl.transfer.http import Credentials, follow, make_client
 from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.stream import RAW_LEAST, _buffer, _received, raw_socket
 from mdl.transfer.wire import WireStream
 
 
@@ -32,16 +32,16 @@ def client() -> Iterator[httpx2.Client]:
 @pytest.fixture
 def raw_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read even small test bodies raw (the real threshold keeps small answers on keep-alive connections)."""
-    monkeypatch.setattr(body, "RAW_LEAST", 0)
+    monkeypatch.setattr("mdl.transfer.stream.RAW_LEAST", 0)
 
 
 def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, client: httpx2.Client) -> None:
     data = make_data(3_000_000, seed=90)
     url = cdn.add_file("/f.bin", data)
-    assert len(data) < body.RAW_LEAST
+    assert len(data) < RAW_LEAST
     for start in (0, 1_500_000):
         headers = {"Range": f"bytes={start}-{start + 1_499_999}"}
-        with open_stream(client, url, credentials=Credentials(), headers=headers, what="f") as resp:
+        with follow(client, url, credentials=Credentials(), headers=headers, what="f") as resp:
             assert resp.status_code == 206
             assert raw_socket(resp) is None  # read by the parser: its connection goes back to the pool
             assert resp.read() == data[start : start + 1_500_000]
@@ -53,7 +53,7 @@ def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, c
 def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client: httpx2.Client) -> None:
     data = make_data(3_000_000, seed=91)
     url = cdn.add_file("/f.bin", data)
-    with open_stream(client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f") as resp:
+    with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f") as resp:
         assert resp.status_code == 206
         stream = raw_socket(resp)
         assert isinstance(stream, WireStream)
@@ -61,7 +61,7 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
         first = next(body, b"")  # what the parser holds past the headers
         rest = b"".join(bytes(v) for v in _received(stream, _buffer(), len(data) - 10 - len(first), resp.request))
         assert first + rest == data[10:]
-    with open_stream(client, url, credentials=Credentials(), headers={}, what="f") as resp:
+    with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
         assert raw_socket(resp) is None  # a whole body goes through httpx2 (its length is checked there)
 
@@ -70,7 +70,7 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
 def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, client: httpx2.Client) -> None:
     data = make_data(3_000_000, seed=92)
     url = cdn.add_file("/f.bin", data)
-    with open_stream(client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f") as resp:
+    with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f") as resp:
         stream = raw_socket(resp)
         assert stream is not None
         stream.close()  # as Ctrl-C's close of every response does

@@ -21,7 +21,7 @@ from servers import CdnServer, make_data
 
 from mdl.errors import NetworkError
 from mdl.sources.hub import Hub
-from mdl.transfer import Credentials, RetryPolicy, make_client, open_stream
+from mdl.transfer import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.connection import set_read_timeout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
         started = time.monotonic()
         with (
             pytest.raises(NetworkError, match="did not answer within 1 s"),
-            open_stream(client, f"{server.url}/f", credentials=Credentials(), what="m/f"),
+            follow(client, f"{server.url}/f", credentials=Credentials(), what="m/f"),
         ):
             pass
         assert time.monotonic() - started < 5  # one 1 s budget for the whole header block, not 1 s per byte
@@ -108,7 +108,7 @@ def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
     with (
         DrippingServer("body", interval=0.25, chunk=1) as server,
         make_client(pool_size=1, timeout=30) as client,
-        open_stream(client, f"{server.url}/f", credentials=Credentials(), what="m/f") as response,
+        follow(client, f"{server.url}/f", credentials=Credentials(), what="m/f") as response,
     ):
         set_read_timeout(response, 1.0)
         started = time.monotonic()
@@ -124,7 +124,7 @@ def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
     with (
         DrippingServer("body", interval=0.3, chunk=2048, length=8 * 2048) as server,
         make_client(pool_size=1, timeout=30) as client,
-        open_stream(client, f"{server.url}/f", credentials=Credentials(), what="m/f") as response,
+        follow(client, f"{server.url}/f", credentials=Credentials(), what="m/f") as response,
     ):
         set_read_timeout(response, 1.0)
         assert len(response.read()) == 8 * 2048
@@ -137,7 +137,7 @@ def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None
     url = cdn.add_file("/f.bin", data)
     with (
         make_client(pool_size=1, timeout=30) as client,
-        open_stream(client, url, credentials=Credentials(), what="m/f") as response,
+        follow(client, url, credentials=Credentials(), what="m/f") as response,
     ):
         set_read_timeout(response, 0.3)
         got = b""
@@ -192,7 +192,7 @@ def test_mdl_leaves_httpcore2_defaults_alone(cdn: CdnServer) -> None:
     url = cdn.add_file("/big.bin", data)
     with (
         make_client(pool_size=1, timeout=10) as client,
-        open_stream(client, url, credentials=Credentials(), what="m/f") as response,
+        follow(client, url, credentials=Credentials(), what="m/f") as response,
     ):
         sizes = [len(chunk) for chunk in response.iter_raw()]
     assert sum(sizes) == len(data)
@@ -223,7 +223,7 @@ def test_a_kept_alive_connection_is_reused_after_an_ordinary_read(cdn: CdnServer
     with make_client(pool_size=1, timeout=10) as client:
         streams = []
         for _ in range(3):
-            with open_stream(client, url, credentials=Credentials(), what="m/f") as response:
+            with follow(client, url, credentials=Credentials(), what="m/f") as response:
                 response.read()
                 streams.append(response.extensions["network_stream"])
     assert streams[0] is streams[1] is streams[2]

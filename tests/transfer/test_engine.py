@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class Recorder:
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(read_timeout=5, pool_size=32) as c:
+    with make_client(timeout=5, pool_size=32) as c:
         yield c
 
 
@@ -579,7 +580,7 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
     )
     with (
         # httpx2_mock answers for httpx2's own transport (mdl's own carries the deadlines, not needed here).
-        make_client(read_timeout=5, pool_size=2, transport=httpx2.HTTPTransport()) as client,
+        make_client(timeout=5, pool_size=2, transport=httpx2.HTTPTransport()) as client,
         pytest.raises(NetworkError, match="asked for bytes from 500, server sent from 0"),
     ):
         make_engine(client, retries=3).fetch(job)
@@ -778,7 +779,7 @@ def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Pat
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
     job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
-    with make_client(read_timeout=0.3, pool_size=4) as client:
+    with make_client(timeout=0.3, pool_size=4) as client:
         started = time.monotonic()
         make_engine(client, retries=0).fetch(job)
     assert time.monotonic() - started < 5
@@ -803,7 +804,7 @@ def test_not_found_is_not_retried(
     assert not job.final_path.exists()
 
 
-def test_cdn_403_without_relocate_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_cdn_403_on_a_fixed_link_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100, signed=True)
     cdn.expire_signed_urls()
     job = make_job(tmp_path, url, size=100)
@@ -823,7 +824,7 @@ def test_expired_signed_urls_are_resolved_again_at_the_hub(
     hub.cdn.faults.add(Fault.expire_urls(skip=1))  # after the locate, the URLs expire: every range gets a 403
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
     job = make_job(tmp_path, url, size=len(data), sha=sha256(data), credentials=creds)
-    make_engine(client, retries=3, relocate=lambda j: j.url).fetch(job)
+    make_engine(client, retries=3).fetch(replace(job, renewable=True))
     assert_finished(job, data)
     assert any(r.status == 403 for r in hub.cdn.log.records())
     assert len(hub.log.records()) >= 2  # resolved again

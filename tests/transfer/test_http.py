@@ -22,8 +22,8 @@ from mdl.transfer.http import (
     RetryableError,
     UnreachableError,
     error_for_status,
+    follow,
     make_client,
-    open_stream,
     origin,
     retry_after_seconds,
 )
@@ -34,19 +34,19 @@ DATA = make_data(5000, seed=3)
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(read_timeout=5, pool_size=4) as c:
+    with make_client(timeout=5, pool_size=4) as c:
         yield c
 
 
 @pytest.fixture
 def mocked() -> Iterator[httpx2.Client]:
     """A client on httpx2's own transport, which httpx2_mock answers (mdl's transport opens real sockets)."""
-    with make_client(read_timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as c:
+    with make_client(timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as c:
         yield c
 
 
 def fetch(client: httpx2.Client, url: str, credentials: Credentials, **kwargs: object) -> tuple[int, bytes, str]:
-    with open_stream(client, url, credentials=credentials, what="m/f", **kwargs) as resp:  # type: ignore[arg-type]
+    with follow(client, url, credentials=credentials, what="m/f", **kwargs) as resp:  # type: ignore[arg-type]
         return resp.status_code, resp.read(), str(resp.url)
 
 
@@ -103,7 +103,7 @@ def test_credentials_extra_headers_first_hop_only_and_secrets() -> None:
     assert Credentials(token="hf_t").headers_for("https://hub.example/", first_hop=True) == {}
 
 
-# -- open_stream against the loopback servers ----------------------------------------------------------------
+# -- follow against the loopback servers ----------------------------------------------------------------
 
 
 def test_client_sends_identity_encoding_and_user_agent(cdn: CdnServer, client: httpx2.Client) -> None:
@@ -219,7 +219,7 @@ def test_unreachable_host_is_a_retryable_network_error(client: httpx2.Client) ->
 def error_from(cdn: CdnServer, client: httpx2.Client, fault: Fault, *, hub: bool) -> MdlError:
     url = cdn.add_file("/f.bin", DATA)
     cdn.faults.add(fault)
-    with open_stream(client, url, credentials=Credentials(), what="m/f.bin") as resp:
+    with follow(client, url, credentials=Credentials(), what="m/f.bin") as resp:
         return error_for_status(resp, what="m/f.bin", hub=hub)
 
 
@@ -290,7 +290,7 @@ def test_server_error_text_is_kept(cdn: CdnServer, client: httpx2.Client) -> Non
 def test_error_text_and_url_are_redacted(cdn: CdnServer, client: httpx2.Client) -> None:
     url = cdn.add_file("/s.bin", DATA, signed=True)
     cdn.faults.add(Fault.http_error(403, body=f"denied for token {TOKEN}"))
-    with open_stream(client, url, credentials=Credentials(), what="m/s.bin") as resp:
+    with follow(client, url, credentials=Credentials(), what="m/s.bin") as resp:
         err = error_for_status(resp, what="m/s.bin", hub=False)
     assert isinstance(err, ExpiredURLError)
     assert "X-Amz-Signature" not in err.message

@@ -16,7 +16,7 @@ from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
 
 from mdl.errors import NetworkError
-from mdl.transfer import Credentials, RetryPolicy, make_client, open_stream
+from mdl.transfer import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.proxy import Proxy, bypasses, proxy_for
 
 DATA = make_data(100_000, seed=21)
@@ -32,7 +32,7 @@ def fetch(url: str, environ: dict[str, str], *, timeout: float = 5.0) -> bytes:
     with make_client(pool_size=2, timeout=timeout, environ=environ) as client:
 
         def once() -> bytes:
-            with open_stream(client, url, credentials=Credentials(), what="m/f") as response:
+            with follow(client, url, credentials=Credentials(), what="m/f") as response:
                 return response.read()
 
         return RetryPolicy(retries=1, sleep=lambda _: None).run(once, what="m/f")
@@ -130,7 +130,7 @@ def test_the_stall_timeout_bounds_the_body_and_the_timeout_its_start() -> None:
     with (
         SilentServer(send_headers=True) as server,
         make_client(pool_size=1, timeout=30) as client,
-        open_stream(client, f"{server.url}/x", credentials=Credentials(), what="m/f") as response,
+        follow(client, f"{server.url}/x", credentials=Credentials(), what="m/f") as response,
     ):
         set_read_timeout(response, 0.5)
         started = time.monotonic()

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mdl.transfer.ratelimit import RateLimiter
+from mdl.transfer.scheduling import RateLimiter
 
 
 class FakeClock:

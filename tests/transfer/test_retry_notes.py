@@ -19,7 +19,6 @@ from servers import CdnServer, Fault, make_data
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.http import Credentials, make_client
-from mdl.transfer.job import MAX_STALLS
 from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import MiB
 
@@ -52,7 +51,7 @@ class Notes(NullProgress):
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(read_timeout=5, pool_size=16) as c:
+    with make_client(timeout=5, pool_size=16) as c:
         yield c
 
 
@@ -87,10 +86,10 @@ def test_a_stall_says_how_long_it_waited_and_how_many_tries_are_left(cdn: CdnSer
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
     progress = Notes()
-    with make_client(read_timeout=5, pool_size=4) as client:
+    with make_client(timeout=5, pool_size=4) as client:
         engine(client, progress, retries=0, stall=0.5).fetch(job_for(tmp_path, url, data))
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
-    assert progress.notes == [f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{MAX_STALLS})"]
+    assert progress.notes == [f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{EngineConfig.max_stalls})"]
     assert progress.starts == [("m/f.bin", "m", "f.bin")]  # model and path for programs
 
 
@@ -99,9 +98,9 @@ def test_a_stall_without_its_own_timeout_names_the_clients(cdn: CdnServer, tmp_p
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))
     progress = Notes()
-    with make_client(read_timeout=0.4, pool_size=4) as client:
+    with make_client(timeout=0.4, pool_size=4) as client:
         engine(client, progress, retries=0).fetch(job_for(tmp_path, url, data))
-    assert progress.notes == [f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{MAX_STALLS})"]
+    assert progress.notes == [f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{EngineConfig.max_stalls})"]
 
 
 def test_a_dropped_connection_says_lost_why_when_and_which_try(

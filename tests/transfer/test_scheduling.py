@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdl.transfer.outcomes import StreamStopped
 from mdl.transfer.scheduling import (
     FIRST_WINDOW,
     MIN_PIECE,
     MIN_STEAL,
     MiB,
     Piece,
+    StreamStopped,
     plan_pieces,
     run_pieces,
     split_largest,

@@ -18,8 +18,8 @@ from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.http import Credentials, make_client
+from mdl.transfer.resume import start_writeback
 from mdl.transfer.retry import RetryPolicy
-from mdl.transfer.writeback import start_writeback
 
 
 @pytest.fixture

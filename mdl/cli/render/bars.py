@@ -1,22 +1,41 @@
-"""Live bars on a terminal (rich): one row per active file and a total, with our own rate and time-left columns."""
+"""Live bars on a terminal (rich): a row per file in flight and the total, laid out for the terminal's width."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
 
-from mdl.cli.render.base import Reporter
-from mdl.cli.render.frame import Row, render_rows
-from mdl.cli.render.rates import RateMeter
-from mdl.cli.render.tally import Item, Tally
+from mdl.cli.render.console import ELLIPSIS, display_width, head
+from mdl.cli.render.tally import Item, Reporter, Tally
+from mdl.progress import Event
 from mdl.redact import safe_text
-from mdl.units import human_clock, human_size
+from mdl.units import human_clock, human_rate, human_size
 
 if TYPE_CHECKING:
     from rich.console import Console as RichConsole
     from rich.console import ConsoleOptions, RenderResult
+    from rich.text import Text
 
 FLUSH = 0.1  # seconds between folding arrived bytes into the counts: rich redraws 10 times a second anyway
+SIZE_WIDTH = 17  # "1023 MiB/1023 MiB"
+RATE_WIDTH = 10  # "1023 MiB/s"
+ETA_WIDTH = 7  # "1:02:03"
+PERCENT_WIDTH = 4  # "100%"
+MOVED_WIDTH = 8  # "1023 MiB": what the percentage column shows for a file of unknown size
+BAR_MIN, BAR_MAX = 10, 40
+LABEL_MIN = 16
+# As the terminal narrows: the bar goes first, then the rate, then the size (a percentage stands in for it
+# while it fits); the time left stays.
+LAYOUTS: tuple[tuple[str, ...], ...] = (
+    ("bar", "size", "rate", "eta"),
+    ("size", "rate", "eta"),
+    ("size", "eta"),
+    ("percent", "eta"),
+    ("eta",),
+)
+_WIDTHS = {"size": SIZE_WIDTH, "rate": RATE_WIDTH, "eta": ETA_WIDTH, "percent": PERCENT_WIDTH}
+_SEPARATORS = "/-_."
 
 
 class RichReporter(Reporter):
@@ -32,141 +51,96 @@ class RichReporter(Reporter):
         console: RichConsole | None = None,
     ) -> None:
         super().__init__()
-        # Imported here, not at module level: rich costs tens of ms, which `mdl --help` should not pay.
+        # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
         from rich.console import Console as RichConsole
         from rich.live import Live
 
         # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one place.
         self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
-        self._color = not no_color
+        self.color = not no_color
         self._clock = clock
         self._secrets = secrets
         self._tally = Tally()
         self._pending: dict[str, int] = {}
         self._flushed = clock()
         self._rows: list[Row] = []
+        # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
         self._live = Live(
-            self.frame(),
-            console=self.console,
-            refresh_per_second=10,
-            # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
-            redirect_stdout=False,
-            redirect_stderr=False,
+            self, console=self.console, refresh_per_second=10, redirect_stdout=False, redirect_stderr=False
         )
-        self._started = False
-        self._closed = False
+        self._started = self._closed = False
 
-    def _ensure_live(self) -> None:
-        """Start the live display on first use, so a run with nothing to show draws nothing."""
-        if not self._started and not self._closed:
+    def show(self, event: Event) -> None:
+        now, key = self._clock(), event.key
+        if event.kind == "advance":  # folded into the rows at most every FLUSH seconds (perf: 64 KiB chunks)
+            self._pending[key] = self._pending.get(key, 0) + event.nbytes
+            if now - self._flushed >= FLUSH:
+                self._flush(now)
+            return
+        if event.kind == "note":
+            self._print(event.message)
+            return
+        if event.kind == "begin" and event.files <= 0:  # an empty batch draws nothing
+            return
+        if event.kind != "waiting":
+            self._flush(now)
+        if event.kind == "begin":
+            self._tally.begin(total_bytes=event.total, files=event.files)
+        elif event.kind == "start":
+            label = safe_text(event.label, secrets=self._secrets)
+            self._pending.pop(key, None)
+            self._tally.start(key, Item(label, event.total, now, event.completed, event.model, event.path))
+            if event.completed:
+                self._print(f"resuming {label} at {human_size(event.completed)} of {human_size(event.total)}")
+        elif event.kind == "waiting":  # "waiting (m:ss): message" on its row until its bytes flow
+            message, label = (safe_text(text, secrets=self._secrets) for text in (event.message, key))
+            self._tally.wait(key, message, now, label=label)
+        else:  # a failure prints nothing here: the final report names each failed file once
+            self._tally.finish(key)
+            return
+        if not self._started and not self._closed:  # started on first use: a run with nothing to show draws nothing
             self._live.start()
             self._started = True
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        """Show (or reset) the total row for a new batch; an empty batch draws nothing."""
-        if files <= 0:
-            return
-        with self._lock:
-            self._flush(self._clock())
-            self._tally.begin(total_bytes=total_bytes, files=files)
-            self._ensure_live()
-
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        """Add a row for the item (a retry of the same key replaces it); a resume says so above the bars."""
-        now = self._clock()
-        label = safe_text(label, secrets=self._secrets)
-        with self._lock:
-            self._flush(now)
-            self._pending.pop(key, None)
-            self._tally.start(key, Item(label, total, completed, completed, now, RateMeter(now), model, path))
-            if completed:
-                self._print(f"resuming {label} at {human_size(completed)} of {human_size(total)}")
-            self._ensure_live()
-
-    def waiting(self, key: str, message: str) -> None:
-        """Show ``waiting (m:ss): message`` on the item's row until its bytes flow (the clock survives a cut)."""
-        message, label = (safe_text(text, secrets=self._secrets) for text in (message, key))
-        with self._lock:
-            self._tally.wait(key, message, self._clock(), label=label)
-            self._ensure_live()
-
-    def advance(self, key: str, nbytes: int) -> None:
-        """Count the bytes; fold them into the rows at most every ``FLUSH`` seconds (perf: 64 KiB chunks)."""
-        with self._lock:
-            self._transferred += nbytes
-            self._pending[key] = self._pending.get(key, 0) + nbytes
-            now = self._clock()
-            if now - self._flushed >= FLUSH:
-                self._flush(now)
-
     def _flush(self, now: float) -> None:
-        """Fold what arrived since the last flush into the counts (callers hold the lock)."""
         self._flushed = now
         for key, nbytes in self._pending.items():
             self._tally.advance(key, nbytes, now)
         self._pending.clear()
 
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        """Drop the item's row; a failure prints nothing here (the final report names each failed file once)."""
-        with self._lock:
-            self._flush(self._clock())
-            self._tally.finish(key)
-
-    def note(self, message: str) -> None:
-        """Print ``message`` above the bars."""
-        with self._lock:
-            self._print(message)
-
     def _print(self, text: str) -> None:
         """A redacted, control-free line above the live display (markup off: file names may hold "[")."""
-        text = safe_text(text, multiline=True, secrets=self._secrets)
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False)
 
-    def snapshot(self) -> list[Row]:
-        """The rows as they stand now: the total first, then the items in the order they started."""
-        with self._lock:
-            now = self._clock()
-            self._flush(now)
-            tally = self._tally
-            rows = []
-            if tally.files:
-                left = tally.seconds_left(now)
-                rows.append(Row(tally.total_label(), tally.moved, tally.total, tally.rate(now), left, whole=True))
-            for item in tally.items.values():
-                waiting = None
-                if item.waiting is not None:
-                    waiting = f"waiting ({human_clock(now - item.waiting_since)}): {item.waiting}"
-                left = item.seconds_left(now)
-                rows.append(Row(item.label, item.completed, item.total, item.rate(now), left, waiting))
-            self._rows = rows
-            return rows
+    def frame(self) -> RichReporter:
+        """The renderable the live display redraws (tests print it to a recording console of a chosen width)."""
+        return self
 
-    def frame_rows(self) -> list[Row]:
-        """A fresh snapshot when the counts are free, else the last one (never wait on a worker's lock)."""
+    def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
+        """The rows for the width rich offers at each redraw (a resized terminal); the last snapshot while a
+        worker holds the lock (a redraw never waits on it)."""
         if self._lock.acquire(blocking=False):
             try:
-                return self.snapshot()
+                self._rows = self._snapshot()
             finally:
                 self._lock.release()
-        return self._rows
+        yield from render_rows(self._rows, options.max_width, color=self.color)
 
-    def frame(self) -> _Frame:
-        """The renderable the live display redraws (tests print it to a recording console of a chosen width)."""
-        return _Frame(self)
-
-    @property
-    def color(self) -> bool:
-        """Whether the bars may use colour."""
-        return self._color
+    def _snapshot(self) -> list[Row]:
+        """The total first, then the items in the order they started."""
+        now = self._clock()
+        self._flush(now)
+        tally, rows = self._tally, []
+        if tally.files:
+            rows.append(
+                Row(tally.total_label(), tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True)
+            )
+        for item in tally.items.values():
+            waiting = None
+            if item.waiting is not None:
+                waiting = f"waiting ({human_clock(now - item.waiting_since)}): {item.waiting}"
+            rows.append(Row(item.label, item.completed, item.total, item.rate(now), item.seconds_left(now), waiting))
+        return rows
 
     def close(self) -> None:
         """Stop the live display, leaving its last frame on screen."""
@@ -177,25 +151,153 @@ class RichReporter(Reporter):
             self._started, self._closed = False, True
 
 
-class _Frame:
-    """The live renderable: lays the rows out for the width rich offers at each redraw (a resized terminal)."""
+@dataclass(frozen=True)
+class Row:
+    """What one line shows: an item, or the total (``whole``: its label is never cut)."""
 
-    def __init__(self, reporter: RichReporter) -> None:
-        self._reporter = reporter
-
-    def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
-        yield from _lines(self._reporter, options.max_width)
-
-
-def _lines(reporter: RichReporter, width: int) -> Iterator[Any]:
-    rows = reporter.frame_rows()
-    yield from render_rows(rows, width, color=reporter.color)
+    label: str
+    completed: int
+    total: int | None
+    rate: float | None
+    left: float | None
+    waiting: str | None = None
+    whole: bool = False
 
 
-def make_rich(
-    *, stream: TextIO, environ: Mapping[str, str], clock: Callable[[], float], secrets: tuple[str, ...]
-) -> RichReporter:
-    """The rich reporter for ``stream``, colourless under NO_COLOR."""
-    from mdl.cli.render.console import no_color
+@dataclass(frozen=True)
+class Layout:
+    """The columns a width allows and how wide the label and the bar are."""
 
-    return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
+    columns: tuple[str, ...]
+    label: int
+    bar: int
+
+
+def choose_layout(rows: Sequence[Row], width: int) -> Layout:
+    """The richest column set that leaves the label its minimum (the total's label whole)."""
+    need = max((display_width(r.label) for r in rows), default=LABEL_MIN)
+    whole = max((display_width(r.label) for r in rows if r.whole), default=0)
+    minimum = min(need, max(LABEL_MIN, whole))
+    need = min(need, max(minimum, width * 3 // 5))  # a narrow terminal keeps room for the numbers
+    widths = {**_WIDTHS, "percent": _percent_width(rows)}
+    for columns in LAYOUTS:
+        room = width - sum(widths.get(c, 0) + 1 for c in columns if c != "bar")
+        if "bar" in columns:
+            if room - BAR_MIN - 1 < minimum:
+                continue
+            label = min(need, room - BAR_MIN - 1)
+            return Layout(columns, label, min(BAR_MAX, room - label - 1))
+        if room >= minimum:
+            return Layout(columns, min(need, room), 0)
+    return Layout(("eta",), max(width - ETA_WIDTH - 1, 1), 0)
+
+
+def _percent_width(rows: Sequence[Row]) -> int:
+    """The share done ("42%"), or the bytes so far where no size is known (a server that never says it)."""
+    return MOVED_WIDTH if any(row.total is None and row.waiting is None for row in rows) else PERCENT_WIDTH
+
+
+def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
+    """Each row as one line of at most ``width`` columns."""
+    from rich.text import Text
+
+    layout = choose_layout(rows, width)
+    percent_width = _percent_width(rows)
+    labels = fit_labels([r.label for r in rows], layout.label)
+    lines = []
+    for row, label in zip(rows, labels, strict=True):
+        padded = label + " " * max(layout.label - display_width(label), 0)
+        line = Text(padded, style="bold" if row.whole else "", no_wrap=True)
+        if row.waiting is not None:
+            message = Text(f" {row.waiting}", style="yellow", no_wrap=True)
+            message.truncate(max(width - layout.label - 1, 0) + 1, overflow="ellipsis")
+            lines.append(line + message)
+            continue
+        for column in layout.columns:
+            line.append(" ")
+            if column == "bar":
+                line.append_text(_bar(row, layout.bar, color=color))
+            elif column == "size":
+                line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
+            elif column == "percent":
+                if row.total is None:
+                    percent = human_size(row.completed)  # no share without a size: the bytes show it moves
+                else:
+                    percent = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
+                line.append(percent.rjust(percent_width), "green")
+            elif column == "rate":
+                line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
+            else:
+                eta = "-:--" if row.left is None else human_clock(row.left)
+                line.append(eta.rjust(ETA_WIDTH), "cyan")
+        lines.append(line)
+    return lines
+
+
+def _bar(row: Row, width: int, *, color: bool) -> Text:
+    """``━━━━━━    `` filled by the share done (empty while the size is unknown)."""
+    from rich.text import Text
+
+    share = 0.0 if not row.total else min(max(row.completed / row.total, 0.0), 1.0)
+    filled = round(width * share)
+    bar = Text("━" * filled, style="magenta" if row.whole else "green")
+    # Without colour the background would look like done work: leave it blank, as rich does.
+    bar.append(("━" if color else " ") * (width - filled), style="grey23")
+    return bar
+
+
+def _tail(text: str, width: int) -> str:
+    return head(text[::-1], width)[::-1]
+
+
+def shorten(text: str, width: int, *, keep: int | None = None) -> str:
+    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``).
+
+    ``keep`` is the index of a character that must stay visible (where this label differs from another);
+    the cut moves so the tail starts at the word holding it, or, if that tail is too long, the head reaches it.
+    """
+    if display_width(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    room = width - 1
+    head_room = room * 2 // 5  # the tail holds the file name and its shard number: give it more
+    first, tail = head(text, head_room), _tail(text, room - head_room)
+    if keep is None or len(first) > keep >= 0 or keep >= len(text) - len(tail):
+        return first + ELLIPSIS + tail
+    start = keep
+    while start > 0 and keep - start < 6 and text[start - 1] not in _SEPARATORS:
+        start -= 1  # show the word the difference is in ("00001"), not half of it
+    if display_width(text[start:]) <= room - min(4, room // 3):
+        tail = text[start:]
+        return head(text, room - display_width(tail)) + ELLIPSIS + tail
+    first = text[: keep + 1]
+    if display_width(first) < room:
+        return first + ELLIPSIS + _tail(text, room - display_width(first))
+    # Neither end reaches the difference: a window around it between two ellipses.
+    window = _tail(text[: keep + 1], max(room - 1, 1) // 2 + 1)
+    window += head(text[keep + 1 :], max(room - 1 - display_width(window), 0))
+    return ELLIPSIS + window + ELLIPSIS
+
+
+def _first_difference(text: str, other: str) -> int:
+    """The first index where ``text`` and ``other`` differ (the last character if one starts the other)."""
+    for i, (a, b) in enumerate(zip(text, other, strict=False)):
+        if a != b:
+            return i
+    return min(len(text), len(other)) if len(text) > len(other) else len(text) - 1
+
+
+def fit_labels(labels: Sequence[str], width: int) -> list[str]:
+    """Each label in ``width`` columns, cut so that distinct labels stay distinct on screen where possible."""
+    shown: list[str] = []
+    for i, text in enumerate(labels):
+        others = [o for j, o in enumerate(labels) if j != i and o != text]
+        keep = max((_first_difference(text, o) for o in others), default=None)
+        shown.append(shorten(text, width, keep=keep))
+    seen: dict[str, int] = {}
+    for i, text in enumerate(shown):
+        if text in seen and labels[seen[text]] != labels[i]:
+            shown[i] = ELLIPSIS + _tail(labels[i], width - 1)  # still alike: the plain tail, where shards differ
+        seen.setdefault(shown[i], i)
+    return shown

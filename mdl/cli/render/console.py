@@ -1,4 +1,4 @@
-"""Text for people and programs: sizes and durations, stderr messages, JSON on stdout, plain tables."""
+"""Text for people and programs: stderr messages, JSON on stdout, tables that fit the terminal."""
 
 from __future__ import annotations
 
@@ -12,12 +12,7 @@ from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
 from mdl.cli.render.stream import EventStream
-
-# The one sanitiser for every sink (mdl/redact.py): no console-only variant, so stderr, stdout, the log and
-# records show a server's text the same way.
-from mdl.redact import printable, safe_doc, safe_text
-
-__all__ = ["printable", "safe_text"]
+from mdl.redact import safe_doc, safe_text
 
 
 def no_color(environ: Mapping[str, str]) -> bool:
@@ -30,20 +25,18 @@ def color_enabled(*, isatty: bool, environ: Mapping[str, str]) -> bool:
     return isatty and not no_color(environ) and environ.get("TERM") != "dumb"
 
 
-def _isatty(stream: TextIO) -> bool:
-    """Whether ``stream`` is a terminal; streams without a usable ``isatty`` count as not."""
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
+def isatty(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal; streams without a usable ``isatty`` (tests) count as not."""
+    method = getattr(stream, "isatty", None)
+    return bool(method()) if callable(method) else False
 
 
 _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
 
 
 class Console:
-    """Messages for people on stderr: errors, warnings and info, redacted and free of control characters.
-
-    With ``--progress json`` (``events`` given) stderr is a program's stream: each message is an event instead
-    (``error``, ``warning``, ``note``), and -q does not thin it out (a program asked for every event)."""
+    """Errors, warnings and info for people on stderr, redacted; with ``--progress json`` (``events``) each is an
+    event instead, and -q does not thin them out (a program asked for every event)."""
 
     def __init__(
         self,
@@ -58,12 +51,11 @@ class Console:
         self._stream = stream
         self._quiet = quiet
         self._secrets = secrets
-        self._color = color_enabled(isatty=_isatty(stream), environ=environ) if color is None else color
+        self._color = color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
         self._lock = threading.Lock()
         self.events = events
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
-        """Write ``prefix`` (coloured on a terminal) and the cleaned message, then flush."""
         text = safe_text(message, multiline=True, secrets=self._secrets)
         if prefix and self._color:
             prefix = f"{paint}{prefix}{_RESET}"
@@ -72,9 +64,7 @@ class Console:
             self._stream.flush()
 
     def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
-        """``mdl: error: <message>`` and, when given, ``  hint: <hint>``; shown even under -q.
-
-        ``fields`` (the exit ``code``, the error's ``kind``) go into the ``error`` event only."""
+        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` go in the event only."""
         if self.events is not None:
             self.events.error(message, hint=hint, **fields)
             return
@@ -83,7 +73,7 @@ class Console:
             self._write("  hint: ", _BOLD, hint)
 
     def warn(self, message: str) -> None:
-        """``mdl: warning: <message>``; -q prints nothing on stderr but errors, so quiet hides it."""
+        """``mdl: warning: <message>``, unless quiet."""
         if self.events is not None:
             self.events.warning(message)
         elif not self._quiet:
@@ -98,7 +88,6 @@ class Console:
 
 
 def _json_default(value: object) -> object:
-    """Serialise the few non-JSON types a result may carry (paths, times); anything else is a bug."""
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, datetime):
@@ -107,24 +96,30 @@ def _json_default(value: object) -> object:
 
 
 def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
-    """Write exactly one JSON document and a newline: indented on a terminal, one line otherwise.
-
-    Every string in it passes ``safe_text`` (per-file errors echo servers; URLs may be signed).
-    """
-    indent = 2 if _isatty(stream) else None
+    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers)."""
+    indent = 2 if isatty(stream) else None
     clean = safe_doc(doc, secrets=secrets)
     stream.write(json.dumps(clean, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
     stream.flush()
 
 
-def _display_width(text: str) -> int:
+def display_width(text: str) -> int:
     """Terminal columns ``text`` takes: wide East Asian characters count 2, combining marks 0."""
-    return sum(0 if combining(c) else 2 if east_asian_width(c) in "WF" else 1 for c in text)
+    return sum(_char_width(c) for c in text)
 
 
-def _cell(value: Any) -> str:
-    """A table cell as text; None shows as "-"."""
-    return "-" if value is None else safe_text(str(value))
+def _char_width(char: str) -> int:
+    return 0 if combining(char) else 2 if east_asian_width(char) in "WF" else 1
+
+
+def head(text: str, width: int) -> str:
+    """The longest start of ``text`` that fits ``width`` columns."""
+    used = 0
+    for i, char in enumerate(text):
+        used += _char_width(char)
+        if used > width:
+            return text[:i]
+    return text
 
 
 ELLIPSIS = "…"
@@ -132,9 +127,8 @@ GAP = 2  # spaces between columns
 
 
 def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
-    """How wide a table on ``stream`` may be: on a terminal, ``$COLUMNS`` or the terminal's width; off one (a pipe,
-    a file) ``None``, no limit, so a script reads every value whole."""
-    if not _isatty(stream):
+    """A table's width on ``stream``: ``$COLUMNS`` or the terminal's; off a terminal None, every value whole."""
+    if not isatty(stream):
         return None
     columns = environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
@@ -145,42 +139,27 @@ def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
         return 80
 
 
-def _cut(text: str, width: int) -> str:
-    """``text`` in at most ``width`` columns: whole when it fits, else its start and ``…``."""
-    if _display_width(text) <= width:
-        return text
-    kept, used = [], 0
-    for char in text:
-        used += _display_width(char)
-        if used > width - 1:
-            break
-        kept.append(char)
-    return "".join(kept) + ELLIPSIS
-
-
 def fit_cell(text: str, width: int) -> list[str]:
-    """A cell's lines in ``width`` columns, never a word broken mid-way: text folds at its spaces; a word (a
-    path, a URL, a hash) too long for the column is cut with ``…``."""
-    if _display_width(text) <= width:
+    """A cell's lines in ``width`` columns: text folds at its spaces; a word too long (a path, a URL) is cut."""
+    if display_width(text) <= width:
         return [text]
     lines: list[str] = []
     line = ""
     for word in text.split():
         joined = f"{line} {word}" if line else word
-        if _display_width(joined) <= width:
+        if display_width(joined) <= width:
             line = joined
             continue
         if line:
             lines.append(line)
-        line = _cut(word, width)
+        line = word if display_width(word) <= width else head(word, width - 1) + ELLIPSIS
     lines.append(line)
     return lines
 
 
 def _column_widths(natural: list[int], least: list[int], width: int | None) -> list[int]:
-    """Each column's width: its widest cell when the table fits in ``width`` (or there is no limit); else the
-    widest columns give way first (all capped at one level), never below their header (headers are never split),
-    and the first column (what the row is about: a name, a path) keeps a third of the room if it needs it."""
+    """Each column's width: its widest cell if the table fits; else the widest give way first (capped at one
+    level), never below their header, and the first column (a name, a path) keeps a third of the room."""
     room = None if width is None else width - GAP * (len(natural) - 1)
     if room is None or sum(natural) <= room:
         return list(natural)
@@ -211,21 +190,18 @@ def render_table(
     color: bool,
     width: int | None = None,
 ) -> None:
-    """An aligned text table of ``columns`` (key, header); numbers align right, headers bold with colour.
-
-    With ``width`` (a terminal's), the table fits in it: the widest columns narrow first, text folds at its
-    spaces, and a value without spaces (a path, a URL, a hash) is cut with ``…``; headers are never split."""
-    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right, headers bold in colour."""
+    cells = [["-" if row.get(key) is None else safe_text(str(row.get(key))) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
-    least = [_display_width(header) for header in headers]
-    natural = [max([least[i], *(_display_width(line[i]) for line in cells)]) for i in range(len(columns))]
+    least = [display_width(header) for header in headers]
+    natural = [max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))]
     widths = _column_widths(natural, least, width)
     numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
 
     def line(values: list[str]) -> str:
         padded = []
         for i, value in enumerate(values):
-            pad = " " * (widths[i] - _display_width(value))
+            pad = " " * (widths[i] - display_width(value))
             padded.append(pad + value if numeric[i] else value + pad)
         return (" " * GAP).join(padded).rstrip()
 

@@ -19,12 +19,11 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name
 
 
 class _UTCFormatter(logging.Formatter):
-    """Timestamps in UTC ISO-8601 with milliseconds, so runs on different machines line up."""
+    """Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up."""
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """``2026-11-22T08:03:39.123Z``."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z"
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
 
 
 class _RedactFilter(logging.Filter):
@@ -35,7 +34,6 @@ class _RedactFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Replace the record's text by its safe form (one line, printable, no secrets); never drop a record."""
         try:
             message = record.getMessage()
         except (TypeError, ValueError):
@@ -56,12 +54,9 @@ class _RedactFilter(logging.Filter):
 class SharedRotatingFileHandler(logging.Handler):
     """A size-rotated log file that several processes (two cron runs) may write and rotate at once.
 
-    ``logging.handlers.RotatingFileHandler`` assumes one writer: a second process keeps writing into the file
-    the first one renamed away, and both rotate, so lines end up in deleted backups. Here every line is
-    written under an exclusive ``flock`` of the current log file; after taking it, a writer checks that its
-    descriptor still is the file at ``path`` (another process may have rotated meanwhile) and re-opens the
-    path if not. The size check and the rename chain happen under the same lock, so exactly one process
-    rotates and no line is written to a file that is already renamed.
+    ``RotatingFileHandler`` assumes one writer: a second process writes into the file the first renamed away.
+    Here each line is written under an exclusive ``flock`` of the file now at ``path`` (re-opened if another
+    process rotated meanwhile), and the size check and renames happen under that lock: one process rotates.
     """
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
@@ -83,7 +78,6 @@ class SharedRotatingFileHandler(logging.Handler):
             self._fd = -1
 
     def _is_current(self) -> bool:
-        """Whether our descriptor is the file now at ``path`` (not one another process renamed away)."""
         try:
             here, there = os.fstat(self._fd), self.path.stat()
         except OSError:
@@ -91,7 +85,6 @@ class SharedRotatingFileHandler(logging.Handler):
         return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def _lock_current(self) -> None:
-        """Hold an exclusive lock on the file that is at ``path`` right now."""
         for _ in range(100):
             if self._fd < 0:
                 self._open()
@@ -117,7 +110,6 @@ class SharedRotatingFileHandler(logging.Handler):
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write one formatted line under the shared lock, rotating first when it would pass ``max_bytes``."""
         try:
             data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             self._lock_current()
@@ -143,7 +135,6 @@ class SharedRotatingFileHandler(logging.Handler):
         """Drop the record: stderr is for progress and messages; a broken log must not stop a run."""
 
     def close(self) -> None:
-        """Release the file."""
         self.acquire()
         try:
             self._close_fd()

@@ -1,9 +1,5 @@
-"""``--progress json``'s one stderr: every line a JSON document, one ``begin`` first, one ``end`` last.
-
-The progress display (events.py), the console (errors, warnings, info) and the run's ending all write through
-one :class:`EventStream`, so a program reading stderr line by line never meets a human line, a second ``begin``
-or an event after ``end``.
-"""
+"""``--progress json``'s stderr: the progress display, the console and the run's ending all write through one
+:class:`EventStream`, so a program never meets a human line, a second ``begin`` or an event after ``end``."""
 
 from __future__ import annotations
 
@@ -17,15 +13,11 @@ from mdl.redact import safe_doc
 
 
 class EventStream:
-    """Writes events, one a line: ``begin`` is always the first (said with null totals when something else comes
-    first), a later batch's totals are a ``plan`` event, and ``end`` is the last line (later events are dropped)."""
+    """Events, one JSON document a line: ``begin`` first (null totals when something else comes first), a later
+    batch's totals as ``plan``, ``end`` last (later events are dropped)."""
 
     def __init__(
-        self,
-        stream: TextIO,
-        *,
-        secrets: tuple[str, ...] = (),
-        wallclock: Callable[[], datetime] | None = None,
+        self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
     ) -> None:
         self._stream = stream
         self._secrets = secrets
@@ -52,7 +44,6 @@ class EventStream:
             self._ended = True
 
     def emit(self, event: str, /, **fields: Any) -> None:
-        """One event (after a ``begin`` with unknown totals if none was said yet; nothing once ended)."""
         with self._lock:
             if self._ended:
                 return
@@ -62,9 +53,8 @@ class EventStream:
             self._write(event, fields)
 
     def begin(self, *, files: int, total: int | None) -> None:
-        """The run's totals: ``begin`` the first time, a ``plan`` event for any batch planned later. An empty batch
-        (a phase with nothing to do) waits: a later batch's totals make a truer ``begin``, and a ``plan`` of
-        nothing says nothing."""
+        """The run's totals: ``begin`` the first time, ``plan`` later. An empty batch waits: a later batch's totals
+        make a truer ``begin``, and a ``plan`` of nothing says nothing."""
         with self._lock:
             if self._ended:
                 return
@@ -88,7 +78,6 @@ class EventStream:
         label: str | None = None,
         **extra: Any,
     ) -> None:
-        """An ``error`` event: for a file or model (named), or for the whole run (model and path null)."""
         with self._lock:
             if model is not None or path is not None:
                 self.errors.add((model, path))
@@ -96,15 +85,12 @@ class EventStream:
             self.emit("error", **fields, **extra)
 
     def warning(self, message: str) -> None:
-        """A ``warning`` event (what people read as ``mdl: warning: …``)."""
         self.emit("warning", message=message)
 
     def note(self, message: str) -> None:
-        """A ``note`` event (an informational line: a stall recovered, the summary in words)."""
         self.emit("note", message=message)
 
     def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
-        """The last line: ``end`` with ``ok``, the exit code and the run's summary; said once."""
         with self._lock:
             if self._ended:
                 return
@@ -113,8 +99,7 @@ class EventStream:
 
 
 def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
-    """The ``end`` event's ``summary``: models and files counted, each action's count, bytes fetched, seconds, and
-    the summary line people read (null when none was made)."""
+    """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line people read."""
     actions: dict[str, int] = {}
     for outcome in outcomes:
         actions[outcome.action] = actions.get(outcome.action, 0) + 1
@@ -132,15 +117,14 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
 def failed_to_start(
     stream: TextIO, *, message: str, exit_code: int, kind: str = "usage", secrets: tuple[str, ...] = ()
 ) -> None:
-    """The whole stream of a run that never started (its command line did not parse): ``begin``, the ``error``
-    (a usage error) and ``end``, so a program reading ``--progress json`` still gets its ending."""
+    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and ``end``."""
     events = EventStream(stream, secrets=secrets)
     events.error(message, code=exit_code, kind=kind)
     events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
 
 
 def wants_events(argv: Sequence[str]) -> bool:
-    """Whether a command line asks for ``--progress json`` (read before it parses, for :func:`failed_to_start`)."""
+    """Whether a command line (not parsed) asks for ``--progress json``."""
     args = list(argv)
     for index, arg in enumerate(args):
         if arg == "--":

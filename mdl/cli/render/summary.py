@@ -1,18 +1,13 @@
-"""What a pull, verify or get did: where each pulled model (or fetched file) is, for stdout; in words, one summary
-line.
-
-Models and files are counted apart: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed:
-badname (not found); 1.6 MiB in 3.2s``. A model is counted as done when every outcome of it is (exit 0);
-any other model is listed by name with what went wrong. A one-off ``get`` has no models: its files are the
-units. Pure functions of the report's outcomes: the CLI writes what they return.
-"""
+"""What a pull, verify or get did: each pulled model's folder (or fetched file) for stdout, and one summary line:
+``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``.
+A model is done when all its outcomes are (exit 0); a one-off ``get`` has no models: its files are the units."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path, PurePosixPath
-from typing import Protocol
+from pathlib import Path
 
+from mdl.report import FileOutcome, folder
 from mdl.units import human_duration, human_size
 
 # Short reasons for the summary line, by error kind (mdl/errors.py); the error line above says it in full.
@@ -36,74 +31,43 @@ _KIND_WORDS = {
 _MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
 
 
-class Outcome(Protocol):
-    """The part of a report's per-file outcome (mdl/report.py FileOutcome) a summary reads."""
-
-    @property
-    def model(self) -> str: ...
-    @property
-    def path(self) -> str | None: ...
-    @property
-    def dest(self) -> str | None: ...
-    @property
-    def size(self) -> int | None: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def exit_code(self) -> int: ...
-    @property
-    def fetched(self) -> int: ...
-    @property
-    def kind(self) -> str | None: ...
-    @property
-    def shown_action(self) -> str: ...
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _units(outcomes: Iterable[Outcome]) -> dict[str, list[Outcome]]:
+def _units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
     """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
-    units: dict[str, list[Outcome]] = {}
+    units: dict[str, list[FileOutcome]] = {}
     for index, f in enumerate(outcomes):
         key = f.model if f.model else f"\0{index}"
         units.setdefault(key, []).append(f)
     return units
 
 
-def _name(unit: Sequence[Outcome]) -> str:
-    return unit[0].model or unit[0].path or "?"
-
-
-def _ok(unit: Sequence[Outcome]) -> bool:
+def _ok(unit: Sequence[FileOutcome]) -> bool:
     return all(f.exit_code == 0 and f.action != "failed" for f in unit)
 
 
-def _breakdown(files: Sequence[Outcome]) -> str:
-    """``16 downloaded, 1 skipped``: how many files got each action, in people's words, most first."""
+def _files_part(files: Sequence[FileOutcome]) -> str:
+    """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
     counts: dict[str, int] = {}
     for f in files:
         counts[f.shown_action] = counts.get(f.shown_action, 0) + 1
-    return ", ".join(f"{n} {word}" for word, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
-def _files_part(files: Sequence[Outcome]) -> str:
-    """``17 files: 16 downloaded, 1 skipped``."""
-    return f"{_plural(len(files), 'file')}: {_breakdown(files)}"
-
-
-def _problem_word(unit: Sequence[Outcome]) -> str:
+def _problem_word(unit: Sequence[FileOutcome]) -> str:
     """What went wrong with a unit, in one word: failed, or another action with a non-zero code (missing)."""
     if any(f.action == "failed" for f in unit):
         return "failed"
     return next(f.shown_action for f in unit if f.exit_code != 0)
 
 
-def _problem_detail(unit: Sequence[Outcome]) -> str:
+def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     """``badname (not found)`` for a model that failed as a whole (or a ``get`` file); ``badsha (6 files:
     5 downloaded, 1 failed)`` for a model whose files did."""
-    name = _name(unit)
+    name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
@@ -112,13 +76,12 @@ def _problem_detail(unit: Sequence[Outcome]) -> str:
     return f"{name} ({said})" if said else name
 
 
-def says_it_all(outcomes: Sequence[Outcome]) -> bool:
-    """Whether the report is one failure and nothing else: its error line says it all, and the summary line is
-    left out (the README's offline quick start promises one message, as curl and hf download print)."""
+def says_it_all(outcomes: Sequence[FileOutcome]) -> bool:
+    """Whether the report is one failure alone: its error line says it all (one message, as curl prints)."""
     return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
 
 
-def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> str:
+def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
     """The one summary line of a pull, verify or get."""
     units = list(_units(outcomes).values())
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
@@ -134,7 +97,7 @@ def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> s
         text = f"{verb} {_plural(len(done), noun)}"
         if files:
             text += f" ({_files_part(files)})"
-    problems: dict[str, list[Sequence[Outcome]]] = {}
+    problems: dict[str, list[Sequence[FileOutcome]]] = {}
     for unit in units:
         if not _ok(unit):
             problems.setdefault(_problem_word(unit), []).append(unit)
@@ -148,30 +111,17 @@ def summary_line(outcomes: Sequence[Outcome], *, verb: str, seconds: float) -> s
     return text
 
 
-def model_folders(outcomes: Sequence[Outcome]) -> list[str]:
-    """Each model that is all here, as its folder (the snapshot folder in the Hugging Face cache), in the
-    report's order: what ``pull`` prints on stdout, one a line. A model whose files are in several folders (a
-    model made of several Hub repos there) gives each of them; a model with a failure gives none."""
+def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
+    """The folder of each model that is all here (each of its folders if several), in order: ``pull``'s stdout."""
     folders: list[str] = []
     for unit in _units(outcomes).values():
         files = [f for f in unit if f.path is not None and f.dest is not None]
         if not unit[0].model or not files or not _ok(unit):
             continue
-        folders.extend(str(_folder(f)) for f in files)
+        folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
     return list(dict.fromkeys(folders))
 
 
-def fetched_paths(outcomes: Sequence[Outcome]) -> list[str]:
-    """Each file ``get`` has (fetched, or skipped as the same file), in the order given: what it prints on
-    stdout, one a line."""
+def fetched_paths(outcomes: Sequence[FileOutcome]) -> list[str]:
+    """Each file ``get`` has (fetched, or skipped as the same file), in order: its stdout."""
     return [f.dest for f in outcomes if f.dest is not None and f.exit_code == 0 and f.action != "failed"]
-
-
-def _folder(outcome: Outcome) -> Path:
-    """The folder ``outcome.dest`` sits in once its save path is taken off (its parent when they differ: a
-    file saved under another name in the Hugging Face cache)."""
-    assert outcome.dest is not None and outcome.path is not None
-    dest, rel = Path(outcome.dest), PurePosixPath(outcome.path).parts
-    if len(dest.parts) > len(rel) and dest.parts[-len(rel) :] == rel:
-        return dest.parents[len(rel) - 1]
-    return dest.parent

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.cli.render.rates import RateMeter, seconds_left, total_seconds_left
-from mdl.cli.render.tally import Item, Tally
+from mdl.cli.render.tally import Item, RateMeter, Tally, seconds_left, total_seconds_left
 
 MiB = 1024**2
 
@@ -69,7 +68,7 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
     keys = ["big", *(f"s{i}" for i in range(5))]
     for key in keys:
         size = big if key == "big" else small
-        tally.start(key, Item(key, size, 0, 0, now, RateMeter(now)))
+        tally.start(key, Item(key, size, now))
     for _ in range(10):  # the first second: small files at 40 MiB/s each, the big one throttled to 1 MiB/s
         now += 0.1
         for key in keys[1:]:
@@ -96,8 +95,8 @@ def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
     tally = Tally()
     now = 0.0
     tally.begin(total_bytes=None, files=2)
-    tally.start("unsized", Item("unsized", None, 0, 0, now, RateMeter(now)))
-    tally.start("known", Item("known", 8 * MiB, 0, 0, now, RateMeter(now)))
+    tally.start("unsized", Item("unsized", None, now))
+    tally.start("known", Item("known", 8 * MiB, now))
     for _ in range(10):
         now += 0.1
         tally.advance("unsized", MiB // 10, now)

@@ -1,0 +1,428 @@
+"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every
+byte verified), and the records of the verified files, written in batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import Settings
+from mdl.download.filelog import log_outcome
+from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, look, offline_error, recorded
+from mdl.download.session import MANY_JOBS, PullSession, label_of
+from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
+from mdl.redact import redact_url, safe_text
+from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, mirror_targets, s3_reason
+from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
+from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+
+log = logging.getLogger("mdl.pull")
+RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
+INTERRUPTED = "interrupted; partial downloads were kept, run again to resume"
+
+Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is written with
+
+
+def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
+    """Carry out every plan; Ctrl-C stops the streams and keeps their partial data. One outcome per plan."""
+    todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
+    # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back); unknown while
+    # any file's size is (a server that never says it): never a made-up "0 B".
+    total: int | None = None
+    if all(p.remote.size is not None for p in todo.values()):
+        kept = sum(p.partial_bytes for p in todo.values() if p.decision.action is Action.RESUME)
+        total = sum(p.remote.size or 0 for p in todo.values()) - kept
+    session.progress.begin(total_bytes=total, files=len(todo))
+    results: dict[int, FileOutcome] = {}
+    for index, plan in enumerate(plans):
+        if index not in todo:
+            try:
+                results[index] = _skip(session, plan)
+            except MdlError as exc:
+                results[index] = failed(
+                    plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown, source=plan.remote.source
+                )
+            log_outcome(results[index])
+    records = RecordQueue(session.store, dirs=session.dirs)
+    small_jobs, big_jobs = job_counts(session.settings, list(todo.values()))
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=small_jobs, thread_name_prefix="file") as small_pool,
+            ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
+        ):
+            pools = (small_pool, big_pool)
+            futures: dict[int, Future[FileOutcome]] = {
+                index: pools[is_big(plan) and not session.settings.jobs_set].submit(
+                    _fetch_one, session, records, plan, commits.get(plan.remote.model, (None, None))
+                )
+                for index, plan in todo.items()
+            }
+            try:
+                for index, future in futures.items():
+                    results[index] = _wait(future)
+            except KeyboardInterrupt:
+                session.abort()
+                for future in futures.values():
+                    future.cancel()
+                for pool in pools:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise InterruptedByUserError(INTERRUPTED) from None
+    finally:
+        records.flush()
+    if session.cancel.is_set():
+        raise InterruptedByUserError(INTERRUPTED)
+    return [results[i] for i in sorted(results)]
+
+
+def is_big(plan: PlannedFile) -> bool:
+    """A file fetched as parallel ranges (its streams, not more files, keep the link busy)."""
+    size = plan.remote.size
+    return size is not None and size >= SPLIT_THRESHOLD
+
+
+def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
+    """Files in flight at once: (small files, big files). ``--jobs`` fixes one number for every file; left alone,
+    up to ``MANY_JOBS`` latency-bound small files go at once, and ``jobs`` big ones, each with its own ranges."""
+    if settings.jobs_set:
+        return settings.jobs, 1
+    small = sum(1 for plan in todo if not is_big(plan))
+    return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
+
+
+def _wait(future: Future[FileOutcome]) -> FileOutcome:
+    # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except TimeoutError:
+            continue
+
+
+def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
+    """An up-to-date file: only (re)link it (the blob may be there for another commit's snapshot)."""
+    session.layout.link(plan.placement)
+    entry = recorded(session.store, plan.remote)
+    size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
+    return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
+
+
+def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit) -> FileOutcome:
+    """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
+    started = time.monotonic()
+    retries = RetryLog()
+    try:
+        outcome = _locked(session, records, plan, commit, retries)
+    except MdlError as exc:  # interrupted: the file's line still tells where it stood
+        outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
+        log_outcome(
+            replace(outcome, source=plan.remote.source, seconds=time.monotonic() - started, retries=retries.causes)
+        )
+        raise
+    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
+    if outcome.source is None:
+        outcome = replace(outcome, source=plan.remote.source)
+    log_outcome(outcome)
+    return outcome
+
+
+def _locked(
+    session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit, retries: RetryLog
+) -> FileOutcome:
+    remote = plan.remote
+    label = label_of(remote)
+    waited = threading.Event()
+
+    def on_wait(holder: str) -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
+        waited.set()
+        by = f" (held by {holder})" if holder else ""
+        log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
+        session.progress.waiting(label, f"another mdl run is fetching it{by}")
+
+    try:
+        held: HeldLocks | None = plan.placement.store.acquire_file_lock(
+            remote.model,
+            remote.path,
+            timeout=session.settings.lock_timeout,
+            on_wait=on_wait,
+            cancel=session.cancel,
+            shared_lock=plan.placement.lock,
+        )
+        try:
+            # Another run may have finished (or changed) it while we waited: look again under the lock.
+            fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
+            if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
+                outcome = _skip(session, fresh)
+                done = "fetched by another mdl run" if waited.is_set() else "up to date"
+                session.progress.finish(label, ok=True, message=done)
+                return outcome
+            outcome, record = _act(session, fresh, retries)
+            # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
+            records.add(remote.model, commit, record, held)
+            held = None
+            if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
+                session.progress.finish(label, ok=True, message="up to date")
+            return outcome
+        finally:
+            if held is not None:  # not handed over to a queued record: release it now
+                held.release()
+    except InterruptedByUserError:
+        raise
+    except MdlError as exc:
+        # The reporter names the file itself: the message without its own "label: " in front.
+        session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+        return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
+
+
+def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
+    """Re-check, download, resume or repair the file; its outcome and the record of its verified bytes."""
+    remote = plan.remote
+    action = plan.decision.action
+    if action is Action.CHECK:
+        size, sha256, git_oid = _hash_present(session, plan)
+        entry = recorded(session.store, remote)
+        if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=entry.sha256 if entry else None):
+            session.layout.link(plan.placement)
+            record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag)
+            return done_outcome(plan, Action.CHECK, size=size, sha256=sha256), record
+        log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
+        session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
+        action = Action.REPAIR
+    if session.settings.offline:  # no network at all, mirrors included
+        raise offline_error(remote)
+    result = _transfer(session, plan, retries)
+    session.layout.link(plan.placement)
+    # etag: the validator of the bytes we actually got
+    record = _record(
+        plan, size=result.size, sha256=result.sha256, git_oid=result.git_oid, etag=result.etag or remote.etag
+    )
+    if action is Action.DOWNLOAD and result.resumed_from > 0:
+        action = Action.RESUME
+    elif action is Action.RESUME and result.resumed_from == 0:
+        action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
+    outcome = done_outcome(
+        plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
+    )
+    return outcome, record
+
+
+def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
+    if remote.size is not None and size != remote.size:
+        return False
+    if remote.sha256:
+        return sha256 == remote.sha256
+    if remote.git_oid:
+        return git_oid == remote.git_oid
+    return record_sha is not None and sha256 == record_sha
+
+
+def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, str | None]:
+    """Hash the file already there (with a bar: it may be gigabytes); (size, sha256, git blob id)."""
+    remote, progress = plan.remote, session.progress
+    label = label_of(remote)
+    progress.start(label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path)
+    try:
+        return hash_file(plan.placement.final, git=bool(remote.git_oid), on_bytes=partial(progress.advance, label))
+    except OSError as exc:
+        raise LocalFSError(f"{label}: cannot read {plan.placement.final}: {exc.strerror or exc}") from exc
+
+
+def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None) -> FileRecord:
+    remote = plan.remote
+    try:
+        stat = plan.placement.final.stat()
+    except OSError as exc:
+        raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
+    return FileRecord(
+        path=remote.path,
+        size=size,
+        sha256=sha256,
+        mtime_ns=stat.st_mtime_ns,
+        source=remote.source,
+        git_oid=git_oid,
+        etag=etag,
+        commit=remote.commit,
+        fetched_at=now_iso(),
+    )
+
+
+def _transfer(session: PullSession, plan: PlannedFile, retries: RetryLog) -> TransferResult:
+    remote = plan.remote
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
+    verify = session.settings.verify or plan.placement.link is not None
+    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
+    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
+    session.progress.finish(job.label, ok=True)
+    return result
+
+
+def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:
+    """The engine's job for the file: into ``final``, resumed from (and verified against) what it is known by."""
+    part, state = store.part_paths(remote.model, remote.path)
+    return TransferJob(
+        label=label_of(remote),
+        url=remote.url,
+        identity=identity_of(remote),
+        credentials=session.credentials(remote),
+        final_path=final,
+        part_path=part,
+        root=store.dest,
+        state_path=state,
+        source=remote.source,
+        size_pinned=remote.size_pinned,
+        renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
+        model=remote.model or None,  # get's one-off files belong to no model
+        path=remote.path,
+        located=remote.located,
+        opening=remote.opening,
+        **more,
+    )
+
+
+# -- mirrors first: each in turn (http(s) or presigned s3://), every byte verified against the origin's hashes --
+
+
+def _from_mirrors(
+    session: PullSession, job: TransferJob, remote: RemoteFile, *, retries: RetryLog
+) -> TransferResult | None:
+    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
+    label = job.label
+    for template, url in mirror_targets(session.settings.mirrors, remote):
+        if template in session.dead_mirrors:
+            continue
+        s3 = url.startswith("s3://")
+        shown = safe_text(url) if s3 else redact_url(url)
+        try:
+            # A mirror gets no credentials of ours (an s3:// one: a presigned GET, signed with the AWS chain's
+            # keys), and its bytes must match the origin's hashes: always verified, and a mismatch is not
+            # retried there (the next source is).
+            where = session.s3.presign(url, template=template) if s3 else url
+            result = session.mirror_engine.fetch(
+                replace(
+                    job,
+                    url=where,
+                    credentials=Credentials(),
+                    verify=True,
+                    retry_on_mismatch=False,
+                    renewable=False,
+                    located=None,  # the origin's probe says nothing about a mirror
+                )
+            )
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            if session.cancel.is_set():
+                raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
+            # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
+            # with --no-verify nothing would catch a splice.
+            discard_partial(job)
+            why = exc.message.removeprefix(f"{label}: ")
+            if s3:  # the store's XML error code says it better than the reply to a signed URL does
+                why = s3_reason(exc.server_text or exc.message, exc.status) or why
+            if _mirror_is_down(exc, s3=s3):
+                if session.mark_mirror_down(template, why):  # said once, with the first file it failed
+                    retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
+                else:
+                    retries.add(f"mirror {shown} failed ({why})")
+                continue
+            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
+            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
+            continue
+        log.info("%s: fetched from mirror %s", label, shown)
+        return replace(result, mirror=shown)
+    return None
+
+
+# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as opposed to
+# AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers for one missing object.
+_S3_DOWN = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled")
+
+
+def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra), not only for one
+    file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
+    said = f"{exc.message} {exc.server_text or ''}"
+    if isinstance(exc, UsageError):  # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+        return "mdl[s3]" in said or "endpoint" in said.lower()
+    if isinstance(exc, NetworkError) and exc.status is None:
+        return any(words in said for words in ("cannot connect", "cannot reach", "did not accept a connection"))
+    if s3:
+        return any(code in said for code in _S3_DOWN)
+    return isinstance(exc, AuthError)
+
+
+# -- records: queued per model and written in batches; each file's lock is released once its record is on disk --
+
+
+class RecordQueue:
+    """The file records of a run not yet written, and the file locks released only once they are."""
+
+    def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
+        self.store = store
+        self.dirs = dirs  # folders of renamed files: made durable before a record names them
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
+        self._pending_commit: dict[str, Commit] = {}
+        self._last_flush: dict[str, float] = {}
+        self._timers: dict[str, threading.Timer] = {}
+
+    def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
+        """Add a file to the model's record, written at most once a second (per file it would be O(files²)); a file
+        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
+        if lock is not None:
+            # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
+            # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
+            lock.release_shared()
+        with self._lock:
+            self._pending.setdefault(model, []).append((record, lock))
+            self._pending_commit[model] = commit
+            due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
+            if not due and model not in self._timers:
+                # Written within the interval even if no other file of the model completes: the file's lock
+                # (which another run may be waiting on) goes with its record, not with the end of this run.
+                timer = threading.Timer(RECORD_FLUSH_INTERVAL, self._flush_later, args=(model,))
+                timer.daemon = True
+                self._timers[model] = timer
+                timer.start()
+        if due:
+            self.flush(model)
+
+    def _flush_later(self, model: str) -> None:
+        with self._lock:
+            self._timers.pop(model, None)
+        try:
+            self.flush(model)
+        except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
+            log.warning("%s: %s", model, exc.message)
+
+    def flush(self, model: str | None = None) -> None:
+        """Write the queued file records (of one model, or all) to the store."""
+        with self._lock:
+            if model is None:  # the run's last flush: nothing is left for a timer to write
+                for timer in self._timers.values():
+                    timer.cancel()
+                self._timers.clear()
+            models = [model] if model is not None else list(self._pending)
+            batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
+            for m in models:
+                self._last_flush[m] = time.monotonic()
+        # After taking the batch: every file in it was renamed (and its folder noted) before it was queued, so
+        # its folder entry is on disk before the record that names it.
+        self.dirs.flush()
+        for m, (queued, commit) in batches.items():
+            try:
+                if queued:
+                    records = tuple(record for record, _ in queued)
+                    self.store.update_record(m, revision=commit[0], commit=commit[1], puts=records)
+            finally:
+                # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
+                for _, lock in queued:
+                    if lock is not None:
+                        lock.release()

@@ -1,0 +1,205 @@
+"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins them), and
+``mdl resolve``, which shows that beside the local state."""
+
+from __future__ import annotations
+
+import logging
+import stat as st
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import ModelSpec, Settings
+from mdl.download.plan import recorded
+from mdl.download.session import PullSession
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
+from mdl.lockfile import Lock, resolved_from_locked
+from mdl.progress import Progress
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, failed
+from mdl.sources import ResolvedModel, resolve_model
+from mdl.store import (
+    FileRecord,
+    Layout,
+    adopt_cached,
+    file_state,
+    hash_file,
+    model_status,
+    unplaced_path,
+)
+from mdl.transfer import UnreachableError
+
+log = logging.getLogger("mdl.pull")
+
+
+def resolve(
+    session: PullSession, models: Sequence[ModelSpec], *, use_lock: bool = True, keep_installed: bool = False
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """Resolve every model; one that fails is reported and the others go on (a Hub that did not answer at all is
+    not asked again). ``use_lock`` False: ignore catalog.lock's pins; ``keep_installed``: see ``_kept``."""
+    if use_lock:
+        session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
+    offline = session.settings.offline
+    resolved: list[ResolvedModel] = []
+    failures: list[FileOutcome] = []
+    outage: MdlError | None = None
+    for spec in models:
+        if session.cancel.is_set():
+            raise InterruptedByUserError("interrupted while resolving")
+        needs_hub = spec.is_snapshot or any(f.url is None for f in spec.files)
+        locked = session.lockfile.pinned(spec) if use_lock else None
+        try:
+            if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
+                file_url = partial(_hub_url, session.settings.endpoint)
+                resolved.append(resolved_from_locked(locked, file_url=file_url, spec=spec, environ=session.environ))
+                continue
+            if outage is not None and needs_hub:
+                raise _relabel(outage, spec)
+            hub = session.hub if needs_hub else None
+            record = session.store.read_record(spec.name)
+            if offline and session.layout.cache_root is not None:
+                record = adopt_cached(spec, record, session.layout.cache_root)
+            resolved.append(resolve_model(spec, hub=hub, offline=offline, environ=session.environ, record=record))
+        except MdlError as exc:
+            if needs_hub and _is_unreachable(exc):
+                outage = exc
+            kept = _kept(spec, exc, session.layout, token=session.token) if keep_installed else None
+            if kept is not None:
+                failures.extend(kept)
+                continue
+            outcome = failed(spec.name, None, exc, dest=session.store.model_dir(spec.name))
+            log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
+            failures.append(outcome)
+    return resolved, failures
+
+
+def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
+    """The Hub resolve URL of a file at a commit (built locally, as ``hf_hub_url`` does: no request)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
+    except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
+        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+
+
+# -- when the Hub cannot be asked, keep what is installed and verified (as hf_hub_download serves its cache) --
+
+
+def _is_unreachable(exc: MdlError) -> bool:
+    """The Hub did not answer at all (no connection, or no answer in time): asking again in this run is futile."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, UnreachableError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) -> list[FileOutcome] | None:
+    """The model's files as ``skipped`` with one warning when the Hub is down (or refuses a check made without a
+    token) and the model is installed at a verified commit; None when it must fail as before."""
+    if not (isinstance(exc, NetworkError) or (isinstance(exc, AuthError) and token is None)):
+        return None  # with a token, a refusal is news to report
+    status = model_status(spec, layout)
+    record = status.record
+    if status.status != "installed" or record is None or not status.files:
+        return None
+    if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
+        return None
+    commits = {entry.commit for entry in record.files.values() if entry.commit} | (
+        {record.commit} if record.commit else set()
+    )
+    kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
+    warning = f"could not check {spec.name} for updates: {_reason(exc, spec.name)}; keeping {kept}"
+    log.warning("%s", warning)
+    return [
+        FileOutcome(
+            model=spec.name,
+            path=f.path,
+            dest=str(f.dest),
+            size=f.size,
+            sha256=f.sha256,
+            action="skipped",
+            reason="Hub unreachable: kept the verified copy",
+            warning=warning,
+        )
+        for f in status.files
+    ]
+
+
+def still_verified(path: Path, entry: FileRecord | None) -> bool:
+    """The file at ``path`` is the one its record verified: same size and mtime, or (touched since) same sha256."""
+    if entry is None:
+        return False
+    try:
+        found = path.lstat()
+        if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
+            return False
+        return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
+    except OSError:
+        return False
+
+
+def _reason(exc: MdlError, name: str) -> str:
+    """The error's message without its leading ``<model>[/path]:`` (the warning names the model already)."""
+    head, sep, rest = exc.message.partition(": ")
+    return rest if sep and (head == name or head.startswith(f"{name}/")) else exc.message
+
+
+def _relabel(exc: MdlError, spec: ModelSpec) -> MdlError:
+    """The same outage, told for another model that needed the Hub in this run (it was not asked again)."""
+    model = exc.message.partition(": ")[0].split("/", 1)[0]
+    return type(exc)(f"{spec.name}: {_reason(exc, model)}", hint=exc.hint)
+
+
+# -- mdl resolve ---------------------------------------------------------------------------------------------
+
+
+def resolve_models(
+    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
+) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
+    """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
+    session = PullSession(settings, progress=progress, lock=lock)
+    try:
+        resolved, failures = resolve(session, models)
+        docs: list[dict[str, Any]] = []
+        for model in resolved:
+            files = []
+            for remote in model.files:
+                url = remote.url
+                if follow and not settings.offline:
+                    try:
+                        url = session.probed(remote).url
+                    except MdlError as exc:
+                        failures.append(failed(remote.model, remote.path, exc))
+                entry = recorded(session.store, remote)
+                state, placement = file_state(session.layout, remote.model, remote.path, remote.source, entry)
+                dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
+                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
+                    state = "outdated"
+                files.append(
+                    {
+                        "path": remote.path,
+                        "dest": str(dest),
+                        "url": redact_url(url) if url else remote.source,
+                        "size": remote.size,
+                        "sha256": remote.sha256,
+                        "git_oid": remote.git_oid,
+                        "source": remote.source,
+                        "state": state,
+                    }
+                )
+            warning = session.lockfile.warnings.get(model.name)
+            # locked: a lock exists and the model was not resolved fresh
+            locked = model.name not in session.lockfile.warnings and session.lockfile.lock is not None
+            doc: dict[str, Any] = {"name": model.name, "revision": model.revision, "commit": model.commit}
+            doc.update({"files": files, "locked": locked})
+            if warning is not None:
+                doc["warning"] = warning
+            docs.append(doc)
+        return docs, failures
+    finally:
+        session.close()

@@ -1,0 +1,92 @@
+"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6: ASCII digits, at most 19, where
+``int()`` takes '²' and fails on thousands of digits), and content codings (§8.4): a body coded despite
+``Accept-Encoding: identity`` is decoded as it streams; its lengths count coded bytes, a range of it is no range."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from importlib.util import find_spec
+
+import httpx2
+
+from mdl.errors import NetworkError
+from mdl.redact import redact_url
+
+MAX_DIGITS = 19
+_NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
+_TOTAL = re.compile(rf"[ \t]*bytes[ \t]+(?:{_NUMBER}-{_NUMBER}|\*)/({_NUMBER})[ \t]*", re.ASCII | re.IGNORECASE)
+_DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
+_CONTENT_RANGE = re.compile(rf"[ \t]*bytes[ \t]+({_NUMBER})-({_NUMBER})/({_NUMBER}|\*)[ \t]*", re.ASCII | re.IGNORECASE)
+
+
+class ContentRangeError(ValueError):
+    """A Content-Range header we cannot trust."""
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None]:
+    """``bytes a-b/total`` → (a, b, total or None for ``*``); anything else is an error."""
+    match = _CONTENT_RANGE.fullmatch(value or "")
+    if not match:
+        raise ContentRangeError(f"unparseable Content-Range {value[:100]!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    total = None if match.group(3) == "*" else int(match.group(3))
+    if end < start or (total is not None and end >= total):
+        raise ContentRangeError(f"inconsistent Content-Range {value[:100]!r}")
+    return start, end, total
+
+
+def parse_decimal(value: str | None) -> int | None:
+    """A header holding one non-negative number (``Content-Length``, ``Retry-After`` seconds), else None."""
+    match = _DECIMAL.fullmatch(value or "")
+    return int(match.group(1)) if match else None
+
+
+def content_range_total(value: str | None) -> int | None:
+    """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or None."""
+    match = _TOTAL.fullmatch(value or "")
+    return int(match.group(1)) if match else None
+
+
+# The package that lets httpx2 decode a coding (its ``brotli``/``zstd`` extras); an install made with --no-deps may
+# lack brotli, and then a ``br`` body is refused naming it. Looked up without importing them.
+PACKAGES = {"br": "brotli", "zstd": "zstandard"}
+DECODABLE = frozenset(
+    {"gzip", "deflate"}
+    | ({"br"} if find_spec("brotli") is not None or find_spec("brotlicffi") is not None else set())
+    | ({"zstd"} if find_spec("zstandard") is not None else set())
+)
+
+
+def content_codings(response: httpx2.Response) -> tuple[str, ...]:
+    values = ",".join(response.headers.get_list("Content-Encoding"))
+    return tuple(c for c in (v.strip().lower() for v in values.split(",")) if c and c != "identity")
+
+
+def is_encoded(response: httpx2.Response, *, what: str) -> bool:
+    """Whether the body is content-coded; a coding we cannot decode is a network error naming the URL (exit 5)."""
+    codings = content_codings(response)
+    unknown = [c for c in codings if c not in DECODABLE]
+    if unknown:
+        missing = [PACKAGES[c] for c in unknown if c in PACKAGES]
+        sent = f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding {', '.join(unknown)}"
+        raise NetworkError(
+            f"{sent}; pip install {' '.join(missing)} to accept it" if missing else f"{sent}, which mdl cannot decode",
+            hint=("or have the server" if missing else "the server should")
+            + " send the file as it is (identity); mdl never saves encoded bytes as the file",
+        )
+    return bool(codings)
+
+
+def body_chunks(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[bytes]:
+    """The file's bytes from the body: decoded as they stream when the body is content-coded, raw otherwise."""
+    if not encoded:
+        yield from response.iter_raw()
+        return
+    try:
+        yield from response.iter_bytes()
+    except httpx2.DecodingError as exc:
+        raise NetworkError(
+            f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
+            f"is corrupt: {exc}"
+        ) from exc
