@@ -1,6 +1,5 @@
-"""How every request leaves this machine: bounded in time (mdl.transfer.wire), through the proxy the environment
-names (mdl.transfer.proxy), trusting the CAs it names. One transport under the run's one client, Hub API calls and
-downloads alike, so no request can hang on a server that never answers, or bypass the proxy and CA settings."""
+"""The one transport under the run's one client: every request bounded in time (wire), through the environment's
+proxy (proxy), trusting its CAs."""
 
 from __future__ import annotations
 
@@ -25,15 +24,13 @@ KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this 
 
 
 class NetTransport(httpx2.BaseTransport):
-    """Route each request directly or through its proxy, bounded by the run's deadlines: an httpcore2 pool over
-    ``WireBackend`` per route, since httpx2's HTTPTransport takes no network backend and its ``mounts=`` cannot say
-    NO_PROXY's CIDR blocks and ports. An error raised through a proxy names it (``exc.mdl_proxy``)."""
+    """An httpcore2 pool over ``WireBackend`` per route (httpx2's transport takes no backend, its ``mounts=`` no CIDR
+    NO_PROXY); an error raised through a proxy names it (``exc.mdl_proxy``)."""
 
     def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
         self.timeout = timeout
         self._environ = dict(environ or {})
-        # A CA variable naming nothing is exit 2 before any request; loading the certificates (like the system's
-        # trust store, ~30-50 ms) waits for the first TLS connection: `mdl get http://...` never pays.
+        # A CA variable naming nothing is exit 2 now; loading the CAs (~30-50 ms) waits for the first TLS connection.
         ca_locations(self._environ)
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
@@ -116,7 +113,6 @@ class NetTransport(httpx2.BaseTransport):
         )
 
     def abort(self) -> None:
-        """Ctrl-C or SIGTERM: wake every request blocked on the network now (its connection is shut down)."""
         self._backend.abort()
 
     def close(self) -> None:
@@ -155,9 +151,8 @@ class _Body(httpx2.SyncByteStream):
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
-    """Bound the rest of ``response``'s body by ``seconds`` (the stall timeout): no read waits longer, and
-    ``seconds`` of waiting that bring fewer than ``seconds × MIN_BODY_RATE`` bytes are a stall (``ReadTimeout``).
-    httpcore2 reads the timeout extension when the body starts streaming, so this bounds the body alone."""
+    """The stall timeout for the rest of the body: no read waits longer, and no ``seconds`` of waiting may bring fewer
+    than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension when the body starts)."""
     timeouts = dict(response.request.extensions.get("timeout") or {})
     timeouts["read"] = seconds
     response.request.extensions["timeout"] = timeouts
@@ -167,8 +162,7 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
 
 
 def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
-    """The rest of ``response``'s body must arrive within ``seconds`` from now, or reading it raises
-    ``httpx2.ReadTimeout``. A response not from mdl's transport is left as is."""
+    """The rest of the body must arrive within ``seconds`` from now, else ``httpx2.ReadTimeout``."""
     stream = response.extensions.get("network_stream")
     if isinstance(stream, WireStream):
         stream.pace.deadline = time.monotonic() + seconds
@@ -179,8 +173,7 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 
 def drain(response: httpx2.Response) -> None:
-    """Close a response whose body we do not need, reading it first when small and sized (a redirect's note, a
-    probe's byte): one closed mid-body takes its keep-alive connection along, and the next request pays a handshake."""
+    """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
     try:
         length = parse_decimal(response.headers.get("Content-Length"))
         if length is not None and length <= DRAIN_LIMIT:

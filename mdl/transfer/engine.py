@@ -27,8 +27,7 @@ MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
 def streams_for(config: EngineConfig, size: int | None) -> int:
-    """Streams for one file: ``--connections`` when given; else the default, growing with the file's size by one
-    per ``BYTES_PER_CONNECTION`` up to ``MAX_AUTO_CONNECTIONS`` (aria2c's ceiling per server)."""
+    """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
     if not config.scale_connections or size is None:
         return config.connections
     return max(config.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
@@ -39,11 +38,8 @@ def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
 
 
 class Engine(Streamer):
-    """Fetches files: parallel ranges for big ones, one stream for small ones, always verified."""
-
     def fetch(self, job: TransferJob) -> TransferResult:
-        """Download (or resume) one file and move it into place verified; a bad hash fails the file, after one
-        more try from zero only when the transfer itself was suspect (``HashMismatch.suspect``)."""
+        """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
         for attempt in (1, 2) if job.retry_on_mismatch else (2,):
             try:
                 return self._fetch_once(job)
@@ -140,8 +136,7 @@ class Engine(Streamer):
         )
 
     def _run_until_done(self, job: TransferJob, state: DownloadState, fd: int) -> Hasher:
-        """Run the streams; start over when the server ignores ranges, or once, whole, when the file changed
-        under us (a second change is exit 5): no run ends with the bytes of two versions."""
+        """Run the streams; start over when ranges are ignored or, once, when the file changed: never two versions."""
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
             state.hasher = hasher
@@ -207,8 +202,7 @@ class Engine(Streamer):
 
 
 def _probed(engine: Engine, job: TransferJob) -> TransferJob:
-    """A file of unknown size (a URL with only a sha256): its first request learns the size and carries the
-    first bytes, so a known hash never turns parallel ranges off."""
+    """A file of unknown size: its first request learns the size and carries the first bytes."""
     found = engine.config.retry.run(
         lambda: probe(engine.client, job.url, credentials=job.credentials, what=job.label, carry=True),
         what=job.label,
@@ -224,9 +218,8 @@ def _probed(engine: Engine, job: TransferJob) -> TransferJob:
 
 
 def _aim_ranges(engine: Engine, job: TransferJob, state: DownloadState, connections: int) -> bool:
-    """Where the ranges of a split file go (a file probed this run: the probe's final URL, under its validator;
-    else located first, its answer checked like any other) and whether they may run in parallel: not when the
-    server names no version and no hash will check the file, for ranges of two versions could not be told apart."""
+    """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
+    not when no validator and no hash could tell ranges of two versions apart."""
     fresh = state.on_disk() == 0 and not state.restarted
     if job.located and fresh:
         state.url = job.located

@@ -1,6 +1,5 @@
-"""One stream's work: fetch a piece with retries and stall resumes, and copy each answer's body into the file.
-A big plain 206 is read from its socket into a reused buffer, past h11's copies of every byte (CPU-bound), at the
-price of its connection; anything else goes through httpx2."""
+"""One stream's work: a piece fetched with retries and stall resumes, each body copied into the file (a big plain
+206 read from its socket past h11's copies, at the price of its connection)."""
 
 from __future__ import annotations
 
@@ -45,9 +44,7 @@ log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-# Bytes an answer must have to be read raw: that saves ~0.45 s of CPU per GiB but costs the connection (the parser
-# never saw the body), so the next request pays a handshake; short 206s and small files keep their connections.
-RAW_LEAST = 16 * MiB
+RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
 _buffers = threading.local()
 
 
@@ -56,8 +53,6 @@ class _ClosedEarly(RetryableError):
 
 
 class Streamer:
-    """Runs the streams of one engine's files, and keeps their open responses so an abort can close them."""
-
     def __init__(
         self,
         client: httpx2.Client,
@@ -78,7 +73,6 @@ class Streamer:
         self._open_lock = threading.Lock()
 
     def abort(self) -> None:
-        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
         self.cancel.set()
         self.close(self._open)
 
@@ -90,7 +84,6 @@ class Streamer:
                 response.close()
 
     def check_stop(self, job: TransferJob, state: DownloadState) -> None:
-        """Raise if the user interrupted, or end this stream quietly if a sibling stream failed."""
         if self.cancel.is_set():
             raise InterruptedByUserError(f"{job.label}: interrupted")
         if state.stop.is_set():
@@ -114,8 +107,7 @@ class Streamer:
         )
 
     def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
-        """Fetch one piece to completion, retrying transient failures and resuming from its last byte; the retry
-        budget counts only tries that moved nothing new onto the disk (a legal short 206 is progress)."""
+        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the disk spend retries."""
         tries = Tries(
             self.config.retry,
             job.label,
@@ -138,8 +130,7 @@ class Streamer:
                 tries.progressed()
             except ExpiredURLError:
                 if job.located and url == job.located:
-                    # The probe's signed target expired while the file waited its turn: follow the URL afresh,
-                    # once for all streams (those that met the 403 too take the new target).
+                    # The probe's signed target expired while the file waited: located afresh, once for all streams.
                     with state.relocate_lock:
                         if state.url == url:
                             if state.relocated_probe:
@@ -185,12 +176,10 @@ class Streamer:
     ) -> int | None:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
         if state.whole_only and (multi or piece.done > 0):
-            # This server content-codes its bodies: only one decoded whole-file stream can be trusted, and the
-            # restart gives it a fresh hasher (the bytes on disk are dropped, never spliced).
+            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
             raise RangesIgnoredError
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
-            # Nothing tells this version from the next (no ETag, no Last-Modified, no hash to check the result):
-            # resuming could splice two versions, so a broken stream starts again from byte 0.
+            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
             self.drop(job, state, piece)
         offset = piece.start + piece.done
         opening = job.opening if offset == 0 and url == job.located else None
@@ -263,7 +252,6 @@ class Streamer:
         return answered_end
 
     def drop(self, job: TransferJob, state: DownloadState, piece: Piece) -> None:
-        """Forget the bytes of a one-stream download: the next body starts at byte 0 (same file, new stream)."""
         with state.lock:
             # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
             dropped, piece.done = piece.done, 0
@@ -284,8 +272,7 @@ class Streamer:
         *,
         encoded: bool,
     ) -> None:
-        """Write the body at ``offset`` until it ends, the piece is done, or the stream must stop: each run of bytes
-        written, hashed, counted and checkpointed."""
+        """Write the body at ``offset`` until it ends or the piece is done: written, hashed, counted, checkpointed."""
         began, start = time.monotonic(), offset
 
         def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
@@ -352,8 +339,8 @@ def _taken(opening: Opening) -> Iterator[httpx2.Response]:
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
-    """Where a whole answer left the piece (short of its Content-Range: the connection was lost). A tiny short
-    answer spends a try: a server sending a few bytes per request must not cost a request per few bytes for ever."""
+    """Where a whole answer left the piece; short of its range, the connection was lost; a tiny legal one spends a
+    try (a few bytes per request must not go on for ever)."""
     assert piece.end is not None
     reached = piece.start + piece.done
     if reached < min(piece.end, answered_end or piece.end):
@@ -386,7 +373,6 @@ def raw_socket(resp: httpx2.Response) -> WireStream | None:
 
 
 def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
-    """Up to ``left`` bytes from ``stream`` into ``view`` (use each before the next), with httpx2's errors."""
     while left > 0:
         with httpx2_errors(request):
             got = stream.read_into(view[: min(len(view), left)])
