@@ -52,13 +52,9 @@ def make_client(
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport or make_transport(pool_size=pool_size, timeout=timeout, environ=environ),
+        transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
         trust_env=False,
     )
-
-
-def make_transport(*, pool_size: int, timeout: float, environ: Mapping[str, str] | None = None) -> NetTransport:
-    return NetTransport(timeout=timeout, environ=environ, pool_size=pool_size)
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -84,9 +80,6 @@ class Credentials:
         if self.token and self.hub_origin is not None and origin(url) == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
-
-    def without_extra(self) -> Credentials:
-        return Credentials(hub_origin=self.hub_origin, token=self.token)
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -21,9 +21,9 @@ def from_hub(credentials: Credentials, response: httpx2.Response) -> bool:
     return credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
 
 
-def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str:
+def locate(client: httpx2.Client, state: DownloadState) -> str:
     """Follow redirects once (Hub → CDN) so every range goes to the final URL; its answer is checked like any other."""
-    headers = {"Range": "bytes=0-0"}
+    job, headers = state.job, {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
     with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
@@ -33,10 +33,10 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
             raise RangesIgnoredError
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
-        check_version(job, state, response)
+        check_version(state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        check_size(job, state, content_range_total(response.headers.get("Content-Range")))
+        check_size(state, content_range_total(response.headers.get("Content-Range")))
         located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return located
@@ -113,7 +113,7 @@ def _seconds(date: str | None) -> float:
         return -math.inf
 
 
-def check_version(job: TransferJob, state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
+def check_version(state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
     """The first answer fixes the file's version, later ones must be of it or ``SourceChanged``; ``whole``: a 200 on
     the only stream, whose new version is taken at once. A validator left out is no contradiction (proxies strip)."""
     etag, modified = validators(response)
@@ -133,8 +133,8 @@ def check_version(job: TransferJob, state: DownloadState, response: httpx2.Respo
         if changed:
             state.changes += 1
             if state.changes > 1:
-                raise kept_changing(job, state.changes)
-            job.retries.add("the file changed on the server, took the new version")
+                raise kept_changing(state.job, state.changes)
+            state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
             state.etag, state.last_modified = etag, modified
             state.modified_seen = sent
@@ -158,10 +158,9 @@ def _total(response: httpx2.Response) -> int | None:
     return content_range_total(response.headers.get("Content-Range"))
 
 
-def check_content_range(
-    job: TransferJob, resp: httpx2.Response, offset: int, asked_end: int | None, state: DownloadState
-) -> int:
+def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int, asked_end: int | None) -> int:
     """A 206 must start at ``offset``, end before ``asked_end`` and be of the expected size; returns where it ends."""
+    job = state.job
     try:
         start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
@@ -173,19 +172,19 @@ def check_content_range(
         raise NetworkError(
             f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
         )
-    check_size(job, state, total)
+    check_size(state, total)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
     return end + 1
 
 
-def check_size(job: TransferJob, state: DownloadState, total: int | None) -> None:
+def check_size(state: DownloadState, total: int | None) -> None:
     if total is not None and state.size is not None and total != state.size:
-        raise size_differs(job, state, total)
+        raise size_differs(state, total)
 
 
-def size_differs(job: TransferJob, state: DownloadState, actual: int) -> Exception:
+def size_differs(state: DownloadState, actual: int) -> Exception:
     """A pinned size that the server contradicts is an integrity failure; a probed one means a new version."""
-    if not job.size_pinned:
+    if not state.job.size_pinned:
         return SourceChanged(new_size=actual)
     return HashMismatch("size", f"{state.size} bytes", f"{actual} bytes (server)")

@@ -34,8 +34,8 @@ SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do no
 
 
 class DownloadState:
-    def __init__(self, job: TransferJob, pieces: list[Piece], validator: str | None) -> None:
-        self.job = job
+    def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
+        self.job, self.fd = job, fd  # the .part, open for the download
         self.pieces = pieces
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
         self.etag: str | None = None  # what the first answer said (replies.check_version)
@@ -60,6 +60,7 @@ class DownloadState:
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
+        self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
         """Take a validator fixed earlier (a resume record, a probe): an ETag is quoted, a date not; a weak ETag cannot
@@ -99,7 +100,7 @@ class DownloadState:
     def on_disk(self) -> int:
         return sum(p.done for p in self.pieces)
 
-    def save(self, fd: int) -> None:
+    def save(self) -> None:
         """Persist the record after the bytes it claims are flushed."""
         ident = self.job.identity
         with self.save_lock:
@@ -113,7 +114,7 @@ class DownloadState:
                 }
                 self.last_save = time.monotonic()
                 self.saved_bytes = self.on_disk()
-            os.fdatasync(fd)
+            os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def reset(self, pieces: list[Piece]) -> None:
@@ -260,18 +261,18 @@ def start_writeback(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def keeping(state: DownloadState, fd: int, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
+def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
     """Off the streams (a save's fdatasync would stall one): writeback every tenth of a second, a save every
     ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
 
     def keep(done: threading.Event) -> None:
         try:
             while not done.wait(WRITEBACK_EVERY):
-                start_writeback(fd)
+                start_writeback(state.fd)
                 on_disk = state.on_disk()
                 due = time.monotonic() - state.last_save >= checkpoint or on_disk - state.saved_bytes >= SAVE_BYTES
                 if due and on_disk > state.saved_bytes:
-                    state.save(fd)
+                    state.save()
         except BaseException:
             with contextlib.suppress(Exception):
                 on_failure()
