@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -45,15 +46,11 @@ class NetTransport(httpx2.BaseTransport):
             self._ssl = context = self._ssl or ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        size, backend = self._pool_size, self._backend
+        size = self._pool_size
+        common: dict[str, Any] = {"max_connections": size, "max_keepalive_connections": size}
+        common.update(ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend)
         if proxy is None:
-            return httpcore2.ConnectionPool(
-                ssl_context=context,
-                max_connections=size,
-                max_keepalive_connections=size,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-                network_backend=backend,
-            )
+            return httpcore2.ConnectionPool(**common)
         parsed = httpx2.Proxy(proxy.url)  # credentials in the URL become Proxy-Authorization as httpx2 does it
         return httpcore2.HTTPProxy(
             proxy_url=httpcore2.URL(
@@ -61,12 +58,8 @@ class NetTransport(httpx2.BaseTransport):
             ),
             proxy_auth=parsed.raw_auth,
             proxy_headers=parsed.headers.raw,
-            ssl_context=context,
             proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
-            max_connections=size,
-            max_keepalive_connections=size,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-            network_backend=backend,
+            **common,
         )
 
     def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
