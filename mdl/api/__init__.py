@@ -376,11 +376,9 @@ def get(
         sources,
         settings,
         output=Path(output).absolute() if output is not None else None,
-        directory=folder,
         sha256=sha256,
         progress=progress or NullProgress(),
         read_text=read_text or read_source,
-        force=force,
         include=include,
         exclude=exclude,
     )
