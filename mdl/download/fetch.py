@@ -76,7 +76,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[s
                     pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError(INTERRUPTED) from None
     finally:
-        records.flush()
+        records.close()
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
@@ -358,69 +358,53 @@ def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
     return isinstance(exc, AuthError)
 
 
-# -- records: queued per model and written in batches; each file's lock is released once its record is on disk --
+# -- records: written in batches; each file's lock is released once its record is on disk ---------------------
 
 
 class RecordQueue:
-    """The file records of a run not yet written, and the file locks released only once they are."""
+    """The verified files' records not yet written, with their file locks: written at most once a second (per file
+    it would be O(files²)) and the locks released only then, so a waiting run finds those files done. A file whose
+    entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
 
     def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
         self.store = store
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
-        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
-        self._pending_commit: dict[str, Commit] = {}
-        self._last_flush: dict[str, float] = {}
-        self._timers: dict[str, threading.Timer] = {}
+        self._pending: dict[str, tuple[Commit, list[tuple[FileRecord, HeldLocks | None]]]] = {}
+        self._closed = threading.Event()
+        self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
+        self._writer.start()
 
     def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
-        """Add a file to the model's record, written at most once a second (per file it would be O(files²)); a file
-        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
         if lock is not None:
             # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
             # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
             lock.release_shared()
         with self._lock:
-            self._pending.setdefault(model, []).append((record, lock))
-            self._pending_commit[model] = commit
-            due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
-            if not due and model not in self._timers:
-                # Written within the interval even if no other file of the model completes: the file's lock
-                # (which another run may be waiting on) goes with its record, not with the end of this run.
-                timer = threading.Timer(RECORD_FLUSH_INTERVAL, self._flush_later, args=(model,))
-                timer.daemon = True
-                self._timers[model] = timer
-                timer.start()
-        if due:
-            self.flush(model)
+            self._pending.setdefault(model, (commit, []))[1].append((record, lock))
 
-    def _flush_later(self, model: str) -> None:
-        with self._lock:
-            self._timers.pop(model, None)
-        try:
-            self.flush(model)
-        except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
-            log.warning("%s: %s", model, exc.message)
-
-    def flush(self, model: str | None = None) -> None:
-        """Write the queued file records (of one model, or all) to the store."""
-        with self._lock:
-            if model is None:  # the run's last flush: nothing is left for a timer to write
-                for timer in self._timers.values():
-                    timer.cancel()
-                self._timers.clear()
-            models = [model] if model is not None else list(self._pending)
-            batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
-            for m in models:
-                self._last_flush[m] = time.monotonic()
-        # After taking the batch: every file in it was renamed (and its folder noted) before it was queued, so
-        # its folder entry is on disk before the record that names it.
-        self.dirs.flush()
-        for m, (queued, commit) in batches.items():
+    def _write_every_interval(self) -> None:
+        while not self._closed.wait(RECORD_FLUSH_INTERVAL):
             try:
-                if queued:
-                    records = tuple(record for record, _ in queued)
-                    self.store.update_record(m, revision=commit[0], commit=commit[1], puts=records)
+                self.flush()
+            except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
+                log.warning("%s", exc.message)
+
+    def close(self) -> None:
+        """The run's last write (nothing is left for the writer thread)."""
+        self._closed.set()
+        self._writer.join()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batches, self._pending = self._pending, {}
+        # Every file in the batch was renamed (and its folder noted) before it was queued: its folder entry goes to
+        # disk before the record that names it.
+        self.dirs.flush()
+        for model, ((revision, commit), queued) in batches.items():
+            try:
+                self.store.update_record(model, revision=revision, commit=commit, puts=tuple(r for r, _ in queued))
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
                 for _, lock in queued:
