@@ -25,13 +25,11 @@ from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
-RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
+RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files complete
 INTERRUPTED = "interrupted; partial downloads were kept, run again to resume"
 
-Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is written with
 
-
-def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
+def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcome]:
     """Carry out every plan; Ctrl-C stops the streams and keeps their partial data. One outcome per plan."""
     todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
     # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back); unknown while
@@ -60,9 +58,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[s
         ):
             pools = (small_pool, big_pool)
             futures: dict[int, Future[FileOutcome]] = {
-                index: pools[is_big(plan) and not session.settings.jobs_set].submit(
-                    _fetch_one, session, records, plan, commits.get(plan.remote.model, (None, None))
-                )
+                index: pools[is_big(plan) and not session.settings.jobs_set].submit(_fetch_one, session, records, plan)
                 for index, plan in todo.items()
             }
             try:
@@ -114,28 +110,23 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
 
 
-def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit) -> FileOutcome:
+def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
-    started = time.monotonic()
-    retries = RetryLog()
+    started, retries = time.monotonic(), RetryLog()
+    error: MdlError | None = None
     try:
-        outcome = _locked(session, records, plan, commit, retries)
+        outcome = _locked(session, records, plan, retries)
     except MdlError as exc:  # interrupted: the file's line still tells where it stood
-        outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
-        log_outcome(
-            replace(outcome, source=plan.remote.source, seconds=time.monotonic() - started, retries=retries.causes)
-        )
-        raise
-    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
-    if outcome.source is None:
-        outcome = replace(outcome, source=plan.remote.source)
+        outcome, error = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown), exc
+    source = outcome.source if outcome.source is not None else plan.remote.source
+    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes, source=source)
     log_outcome(outcome)
+    if error is not None:
+        raise error
     return outcome
 
 
-def _locked(
-    session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit, retries: RetryLog
-) -> FileOutcome:
+def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
     remote = plan.remote
     label = label_of(remote)
     waited = threading.Event()
@@ -165,7 +156,7 @@ def _locked(
                 return outcome
             outcome, record = _act(session, fresh, retries)
             # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
-            records.add(remote.model, commit, record, held)
+            records.add(remote.model, record, held)
             held = None
             if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
                 session.progress.finish(label, ok=True, message="up to date")
@@ -370,18 +361,18 @@ class RecordQueue:
         self.store = store
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[Commit, list[tuple[FileRecord, HeldLocks | None]]]] = {}
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
         self._closed = threading.Event()
         self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
         self._writer.start()
 
-    def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
+    def add(self, model: str, record: FileRecord, lock: HeldLocks | None) -> None:
         if lock is not None:
             # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
             # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
             lock.release_shared()
         with self._lock:
-            self._pending.setdefault(model, (commit, []))[1].append((record, lock))
+            self._pending.setdefault(model, []).append((record, lock))
 
     def _write_every_interval(self) -> None:
         while not self._closed.wait(RECORD_FLUSH_INTERVAL):
@@ -402,9 +393,9 @@ class RecordQueue:
         # Every file in the batch was renamed (and its folder noted) before it was queued: its folder entry goes to
         # disk before the record that names it.
         self.dirs.flush()
-        for model, ((revision, commit), queued) in batches.items():
-            try:
-                self.store.update_record(model, revision=revision, commit=commit, puts=tuple(r for r, _ in queued))
+        for model, queued in batches.items():
+            try:  # its revision and commit: written before the first byte moved (puller._expect)
+                self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
                 for _, lock in queued:

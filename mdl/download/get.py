@@ -430,7 +430,7 @@ def _fetch_remote(
             plans = [plan for _, plan in planned]
             session.store.ensure_dirs()
             check_space(plans)
-            for (index, _), outcome in zip(planned, fetch(session, plans, commits={}), strict=True):
+            for (index, _), outcome in zip(planned, fetch(session, plans), strict=True):
                 outcomes[index] = _in_gets_words(outcome, present=index in present)
     finally:
         for opening in openings:
