@@ -145,18 +145,10 @@ def fetch_sources(
         except MdlError as exc:
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
-            outcomes[index] = FileOutcome(
-                "",
-                item.filename,
-                str(target),
-                check.size,
-                check.sha256,
-                "downloaded",
-                reason=FORCED if replaced else "",
-                fetched=check.size,  # counted in the total like downloaded bytes: written from the job's output
-                source=item.where,
-                word="replaced" if replaced else None,
-            )
+            # fetched: counted in the total like downloaded bytes (written from the job's output)
+            word, reason = ("replaced", FORCED) if replaced else (None, "")
+            done = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason)
+            outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word)
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
@@ -252,8 +244,9 @@ def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None)
 
 
 def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
-    size = target.stat().st_size
-    return FileOutcome("", path, str(target), size, sha256, "skipped", reason="already there, same bytes", source=where)
+    size, reason = target.stat().st_size, "already there, same bytes"
+    log_outcome(kept := FileOutcome("", path, str(target), size, sha256, "skipped", reason=reason, source=where))
+    return kept
 
 
 def _in_the_way(target: Path, *, where: str, known: bool) -> UsageError:
@@ -280,7 +273,6 @@ def _already_there(
         if want and _same_bytes(target, sha256=want):
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
-            log_outcome(kept[index])
         elif isinstance(item, UrlFile) and _written_by_get(target):
             continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
@@ -332,25 +324,13 @@ def _expand_repos(
             if not isinstance(item, HfUri):
                 found.append(item)
                 continue
-            spec = ModelSpec(
-                name=item.given,
-                repo=item.repo,
-                repo_type=item.repo_type,
-                revision=item.revision or "main",
-                include=tuple(include),
-                exclude=tuple(exclude),
-            )
+            revision = item.revision or "main"
+            spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type, revision=revision)
+            spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
             resolved = resolve_model(spec, hub=hub, environ={})
             for file in resolved.files:
-                one = UrlFile(
-                    filename=file.path,
-                    url=None,
-                    size=file.size,
-                    sha256=file.sha256,
-                    where=item.of(file.path),
-                    hub=(item.repo_type, item.repo, file.commit or spec.revision, file.path),
-                    listed=replace(file, model=""),  # a get's files belong to no model
-                )
+                ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
+                one = UrlFile(file.path, None, file.size, file.sha256, item.of(file.path), ref, replace(file, model=""))
                 try:
                     _save_parts(one)
                 except UnsafePathError as exc:
@@ -404,18 +384,11 @@ def _fetch_remote(
                         if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                             raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
                         outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
-                        log_outcome(outcomes[index])
                         continue
                 else:
                     assert item.url is not None
-                    remote = RemoteFile(
-                        model="",
-                        path=name,
-                        url=item.url,
-                        size=item.size,
-                        sha256=expected or item.sha256,
-                        source=item.where if item.where.startswith("s3://") else redact_url(item.url),
-                    )
+                    source = item.where if item.where.startswith("s3://") else redact_url(item.url)
+                    remote = RemoteFile("", name, item.url, item.size, expected or item.sha256, source=source)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)

@@ -1,5 +1,5 @@
-"""A run's use of ``catalog.lock`` (read once, asked per model, one warning per model resolved fresh, ``--locked``'s
-refusal) and ``--frozen``'s models, taken from the lock alone."""
+"""A run's use of ``catalog.lock`` (read once, one warning per model resolved fresh, ``--locked``'s refusal) and
+``--frozen``'s models, taken from the lock alone."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ ReportT = TypeVar("ReportT", bound=RunReport)
 
 
 class LockUse:
-    """The lock of one run (``settings.lock_path``), read at most once, and what it says about each model."""
+    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
 
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
@@ -45,8 +45,7 @@ class LockUse:
         self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
 
     @cached_property
-    def lock(self) -> Lock | None:
-        """The lock, or None when there is none (CatalogError, exit 2, when it is unreadable or invalid)."""
+    def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
         return read_lock(self.path) if self.path is not None else None
 
     def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
@@ -182,7 +181,7 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSp
 
 
 def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
-    """The report, each outcome of a model the lock did not pin carrying why (said once on stderr, in the JSON)."""
+    """The report, each outcome of a model the lock did not pin carrying why."""
     files = tuple(
         replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
     )
