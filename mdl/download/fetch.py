@@ -1,5 +1,5 @@
-"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every
-byte verified), and the records of the verified files, written in batches."""
+"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every byte
+verified); their records written in batches."""
 
 from __future__ import annotations
 
@@ -78,8 +78,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     return [results[i] for i in sorted(results)]
 
 
-def is_big(plan: PlannedFile) -> bool:
-    """A file fetched as parallel ranges (its streams, not more files, keep the link busy)."""
+def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy
     size = plan.remote.size
     return size is not None and size >= SPLIT_THRESHOLD
 
@@ -103,8 +102,7 @@ def _wait(future: Future[FileOutcome]) -> FileOutcome:
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
-    """An up-to-date file: only (re)link it (the blob may be there for another commit's snapshot)."""
-    session.layout.link(plan.placement)
+    session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
     entry = recorded(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
     return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
@@ -215,7 +213,7 @@ def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None,
 
 
 def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, str | None]:
-    """Hash the file already there (with a bar: it may be gigabytes); (size, sha256, git blob id)."""
+    """(size, sha256, git blob id) of the file already there (with a bar: it may be gigabytes)."""
     remote, progress = plan.remote, session.progress
     label = label_of(remote)
     progress.start(label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path)
@@ -291,9 +289,8 @@ def _from_mirrors(
         s3 = url.startswith("s3://")
         shown = safe_text(url) if s3 else redact_url(url)
         try:
-            # A mirror gets no credentials of ours (an s3:// one: a presigned GET, signed with the AWS chain's
-            # keys), and its bytes must match the origin's hashes: always verified, and a mismatch is not
-            # retried there (the next source is).
+            # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes
+            # must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
             where = session.s3.presign(url, template=template) if s3 else url
             result = session.mirror_engine.fetch(
                 replace(
@@ -311,8 +308,7 @@ def _from_mirrors(
         except MdlError as exc:
             if session.cancel.is_set():
                 raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
-            # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
-            # with --no-verify nothing would catch a splice.
+            # The next source never resumes on a mirror's bytes: with --no-verify nothing would catch a splice.
             discard_partial(job)
             why = exc.message.removeprefix(f"{label}: ")
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
