@@ -80,12 +80,10 @@ def _models(
 
     env = _environ(environ)
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
-        from mdl.download import frozen_catalog, frozen_specs, read_frozen_lock
+        from mdl.download import frozen_models
 
-        cat, path = frozen_catalog(given, env, cwd=Path.cwd())
-        lock = read_frozen_lock(path)
-        settings = _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags)
-        return settings, frozen_specs(lock, names, all_models=all_models, catalog_models=cat.models), lock
+        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models, cwd=Path.cwd())
+        return _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags), specs, lock
     cat = _catalog(given, env, required=True)
     path = lock_beside(cat.path) if cat.path is not None else None
     settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
@@ -376,11 +374,9 @@ def get(
         sources,
         settings,
         output=Path(output).absolute() if output is not None else None,
-        directory=folder,
         sha256=sha256,
         progress=progress or NullProgress(),
         read_text=read_text or read_source,
-        force=force,
         include=include,
         exclude=exclude,
     )

@@ -4,7 +4,7 @@ record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``a
 from mdl.download.catalogedit import AddOptions, add_model, remove_model
 from mdl.download.get import get_sources, read_source
 from mdl.download.lock_command import LockReport, lock_catalog
-from mdl.download.lockfile_use import LockUse, frozen_catalog, frozen_specs, read_frozen_lock, warned
+from mdl.download.lockfile_use import LockUse, frozen_models, warned
 from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
 
@@ -13,12 +13,10 @@ __all__ = [
     "LockReport",
     "LockUse",
     "add_model",
-    "frozen_catalog",
-    "frozen_specs",
+    "frozen_models",
     "get_sources",
     "lock_catalog",
     "pull_models",
-    "read_frozen_lock",
     "read_source",
     "remove_model",
     "resolve_models",

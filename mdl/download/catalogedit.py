@@ -53,7 +53,7 @@ def add_model(
     progress = options.get("progress") or NullProgress()
     name = catalog_edit.check_model_name(name)
     parsed = [parse_source(source) for source in sources]
-    path, text, created = _catalog_text(_path(options.get("catalog")), environ, create=True)
+    path, text, created = _catalog_text(options.get("catalog"), environ, create=True)
 
     def edit_of(text: str) -> catalog_edit.Edit:
         return catalog_edit.add_entry(
@@ -113,15 +113,11 @@ def _relock(
     return replace(change, lock=report.path)
 
 
-def _path(given: str | os.PathLike[str] | None) -> Path | None:
-    return Path(given) if given is not None else None
-
-
 def remove_model(
     name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]
 ) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
-    path, _, _ = _catalog_text(_path(catalog), environ, create=False)
+    path, _, _ = _catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
         text, _ = _read(path, create=False)
@@ -138,14 +134,15 @@ def remove_model(
 
 
 def _save_path(table: dict[str, object], name: str) -> str:
-    for key in ("as", "path"):
-        if isinstance(table.get(key), str):
-            return str(table[key])
-    return url_basename(str(table.get("url", "")), where=name)
+    path = next((table[key] for key in ("as", "path") if isinstance(table.get(key), str)), None)
+    return str(path) if path is not None else url_basename(str(table.get("url", "")), where=name)
 
 
-def _catalog_text(given: Path | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
+def _catalog_text(
+    catalog: str | os.PathLike[str] | None, environ: Mapping[str, str], *, create: bool
+) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
+    given = Path(catalog) if catalog is not None else None
     if create:
         path = catalog_edit.catalog_to_edit(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     else:
@@ -197,8 +194,8 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
 
 
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
-    """Raise the error a pull would meet: a whole repo is resolved as a pull resolves it (an ``include`` that matches
-    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
+    """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches nothing is found now);
+    each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
     session = PullSession(settings, progress=progress)
     try:
         if spec.is_snapshot:

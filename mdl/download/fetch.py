@@ -1,5 +1,5 @@
-"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every
-byte verified), and the records of the verified files, written in batches."""
+"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every byte
+verified); their records written in batches."""
 
 from __future__ import annotations
 
@@ -25,13 +25,11 @@ from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
-RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of a model's record while its files complete
+RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files complete
 INTERRUPTED = "interrupted; partial downloads were kept, run again to resume"
 
-Commit = tuple[str | None, str | None]  # (revision, commit) a model's record is written with
 
-
-def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[str, Commit]) -> list[FileOutcome]:
+def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcome]:
     """Carry out every plan; Ctrl-C stops the streams and keeps their partial data. One outcome per plan."""
     todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
     # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back); unknown while
@@ -60,9 +58,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[s
         ):
             pools = (small_pool, big_pool)
             futures: dict[int, Future[FileOutcome]] = {
-                index: pools[is_big(plan) and not session.settings.jobs_set].submit(
-                    _fetch_one, session, records, plan, commits.get(plan.remote.model, (None, None))
-                )
+                index: pools[is_big(plan) and not session.settings.jobs_set].submit(_fetch_one, session, records, plan)
                 for index, plan in todo.items()
             }
             try:
@@ -76,14 +72,13 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile], *, commits: dict[s
                     pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError(INTERRUPTED) from None
     finally:
-        records.flush()
+        records.close()
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
 
 
-def is_big(plan: PlannedFile) -> bool:
-    """A file fetched as parallel ranges (its streams, not more files, keep the link busy)."""
+def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy
     size = plan.remote.size
     return size is not None and size >= SPLIT_THRESHOLD
 
@@ -107,35 +102,29 @@ def _wait(future: Future[FileOutcome]) -> FileOutcome:
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
-    """An up-to-date file: only (re)link it (the blob may be there for another commit's snapshot)."""
-    session.layout.link(plan.placement)
+    session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
     entry = recorded(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
     return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
 
 
-def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit) -> FileOutcome:
+def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
-    started = time.monotonic()
-    retries = RetryLog()
+    started, retries = time.monotonic(), RetryLog()
+    error: MdlError | None = None
     try:
-        outcome = _locked(session, records, plan, commit, retries)
+        outcome = _locked(session, records, plan, retries)
     except MdlError as exc:  # interrupted: the file's line still tells where it stood
-        outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
-        log_outcome(
-            replace(outcome, source=plan.remote.source, seconds=time.monotonic() - started, retries=retries.causes)
-        )
-        raise
-    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
-    if outcome.source is None:
-        outcome = replace(outcome, source=plan.remote.source)
+        outcome, error = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown), exc
+    source = outcome.source if outcome.source is not None else plan.remote.source
+    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes, source=source)
     log_outcome(outcome)
+    if error is not None:
+        raise error
     return outcome
 
 
-def _locked(
-    session: PullSession, records: RecordQueue, plan: PlannedFile, commit: Commit, retries: RetryLog
-) -> FileOutcome:
+def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
     remote = plan.remote
     label = label_of(remote)
     waited = threading.Event()
@@ -165,7 +154,7 @@ def _locked(
                 return outcome
             outcome, record = _act(session, fresh, retries)
             # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
-            records.add(remote.model, commit, record, held)
+            records.add(remote.model, record, held)
             held = None
             if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
                 session.progress.finish(label, ok=True, message="up to date")
@@ -224,7 +213,7 @@ def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None,
 
 
 def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, str | None]:
-    """Hash the file already there (with a bar: it may be gigabytes); (size, sha256, git blob id)."""
+    """(size, sha256, git blob id) of the file already there (with a bar: it may be gigabytes)."""
     remote, progress = plan.remote, session.progress
     label = label_of(remote)
     progress.start(label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path)
@@ -300,9 +289,8 @@ def _from_mirrors(
         s3 = url.startswith("s3://")
         shown = safe_text(url) if s3 else redact_url(url)
         try:
-            # A mirror gets no credentials of ours (an s3:// one: a presigned GET, signed with the AWS chain's
-            # keys), and its bytes must match the origin's hashes: always verified, and a mismatch is not
-            # retried there (the next source is).
+            # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes
+            # must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
             where = session.s3.presign(url, template=template) if s3 else url
             result = session.mirror_engine.fetch(
                 replace(
@@ -320,8 +308,7 @@ def _from_mirrors(
         except MdlError as exc:
             if session.cancel.is_set():
                 raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
-            # Never let the next source resume on a mirror's bytes: only verified bytes may be trusted, and
-            # with --no-verify nothing would catch a splice.
+            # The next source never resumes on a mirror's bytes: with --no-verify nothing would catch a splice.
             discard_partial(job)
             why = exc.message.removeprefix(f"{label}: ")
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
@@ -358,69 +345,53 @@ def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
     return isinstance(exc, AuthError)
 
 
-# -- records: queued per model and written in batches; each file's lock is released once its record is on disk --
+# -- records: written in batches; each file's lock is released once its record is on disk ---------------------
 
 
 class RecordQueue:
-    """The file records of a run not yet written, and the file locks released only once they are."""
+    """The verified files' records not yet written, with their file locks: written at most once a second (per file
+    it would be O(files²)) and the locks released only then, so a waiting run finds those files done. A file whose
+    entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
 
     def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
         self.store = store
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
-        self._pending_commit: dict[str, Commit] = {}
-        self._last_flush: dict[str, float] = {}
-        self._timers: dict[str, threading.Timer] = {}
+        self._closed = threading.Event()
+        self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
+        self._writer.start()
 
-    def add(self, model: str, commit: Commit, record: FileRecord, lock: HeldLocks | None) -> None:
-        """Add a file to the model's record, written at most once a second (per file it would be O(files²)); a file
-        whose entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
+    def add(self, model: str, record: FileRecord, lock: HeldLocks | None) -> None:
         if lock is not None:
             # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
             # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
             lock.release_shared()
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
-            self._pending_commit[model] = commit
-            due = time.monotonic() - self._last_flush.get(model, 0.0) >= RECORD_FLUSH_INTERVAL
-            if not due and model not in self._timers:
-                # Written within the interval even if no other file of the model completes: the file's lock
-                # (which another run may be waiting on) goes with its record, not with the end of this run.
-                timer = threading.Timer(RECORD_FLUSH_INTERVAL, self._flush_later, args=(model,))
-                timer.daemon = True
-                self._timers[model] = timer
-                timer.start()
-        if due:
-            self.flush(model)
 
-    def _flush_later(self, model: str) -> None:
-        with self._lock:
-            self._timers.pop(model, None)
-        try:
-            self.flush(model)
-        except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
-            log.warning("%s: %s", model, exc.message)
-
-    def flush(self, model: str | None = None) -> None:
-        """Write the queued file records (of one model, or all) to the store."""
-        with self._lock:
-            if model is None:  # the run's last flush: nothing is left for a timer to write
-                for timer in self._timers.values():
-                    timer.cancel()
-                self._timers.clear()
-            models = [model] if model is not None else list(self._pending)
-            batches = {m: (self._pending.pop(m, []), self._pending_commit.get(m, (None, None))) for m in models}
-            for m in models:
-                self._last_flush[m] = time.monotonic()
-        # After taking the batch: every file in it was renamed (and its folder noted) before it was queued, so
-        # its folder entry is on disk before the record that names it.
-        self.dirs.flush()
-        for m, (queued, commit) in batches.items():
+    def _write_every_interval(self) -> None:
+        while not self._closed.wait(RECORD_FLUSH_INTERVAL):
             try:
-                if queued:
-                    records = tuple(record for record, _ in queued)
-                    self.store.update_record(m, revision=commit[0], commit=commit[1], puts=records)
+                self.flush()
+            except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
+                log.warning("%s", exc.message)
+
+    def close(self) -> None:
+        """The run's last write (nothing is left for the writer thread)."""
+        self._closed.set()
+        self._writer.join()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batches, self._pending = self._pending, {}
+        # Every file in the batch was renamed (and its folder noted) before it was queued: its folder entry goes to
+        # disk before the record that names it.
+        self.dirs.flush()
+        for model, queued in batches.items():
+            try:  # its revision and commit: written before the first byte moved (puller._expect)
+                self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
                 for _, lock in queued:

@@ -102,39 +102,25 @@ def get_sources(
     settings: Settings,
     *,
     output: Path | None,
-    directory: Path,
     sha256: str | None,
     progress: Progress,
     read_text: Callable[[str], str],
-    force: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources into ``directory`` (or ``output`` for a single file), verified and atomic.
-
-    A file already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
-    (``wget -N``: a new version replaces it); any other is refused (exit 2); ``force`` replaces it.
-    """
+    """Fetch one-off sources into ``settings.dest`` (or ``output`` for a single file), verified and atomic. A file
+    already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
+    (``wget -N``); any other is refused (exit 2); ``settings.force`` replaces it."""
     expected = check_expected_sha256(sha256)
-    include, exclude = _patterns(include, flag="--include"), _patterns(exclude, flag="--exclude")
     given = parse_sources(sources, read_text=read_text, named=output is not None)
     items = _expand_repos(
         given, settings, include=include, exclude=exclude, output=output, sha256=expected, progress=progress
     )
-    return fetch_sources(
-        items, settings, output=output, directory=directory, sha256=expected, progress=progress, force=force
-    )
+    return fetch_sources(items, settings, output=output, sha256=expected, progress=progress)
 
 
 def fetch_sources(
-    items: Sequence[Source],
-    settings: Settings,
-    *,
-    output: Path | None,
-    directory: Path,
-    sha256: str | None,
-    progress: Progress,
-    force: bool = False,
+    items: Sequence[Source], settings: Settings, *, output: Path | None, sha256: str | None, progress: Progress
 ) -> RunReport:
     """Check everything that can be checked locally (names, URLs, inline payloads, files in the way), then write
     inline files and download the rest."""
@@ -142,7 +128,8 @@ def fetch_sources(
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
-    targets = _targets(items, output=output, directory=directory, force=force)
+    force, folder = settings.force, settings.dest if output is None else output.parent  # -o names one file
+    targets = _targets(items, output=output, directory=settings.dest, force=force)
     checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
     writes = [check for index, check in checks.items() if index not in outcomes]
@@ -158,23 +145,14 @@ def fetch_sources(
         except MdlError as exc:
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
-            outcomes[index] = FileOutcome(
-                "",
-                item.filename,
-                str(target),
-                check.size,
-                check.sha256,
-                "downloaded",
-                reason=FORCED if replaced else "",
-                fetched=check.size,  # counted in the total like downloaded bytes: written from the job's output
-                source=item.where,
-                word="replaced" if replaced else None,
-            )
+            # fetched: counted in the total like downloaded bytes (written from the job's output)
+            word, reason = ("replaced", FORCED) if replaced else (None, "")
+            done = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason)
+            outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word)
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
-        root = directory if output is None else None
-        outcomes.update(_fetch_remote(remote, settings, expected=sha256, progress=progress, root=root))
+        outcomes.update(_fetch_remote(remote, settings, folder, expected=sha256, progress=progress))
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
@@ -266,8 +244,9 @@ def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None)
 
 
 def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
-    size = target.stat().st_size
-    return FileOutcome("", path, str(target), size, sha256, "skipped", reason="already there, same bytes", source=where)
+    size, reason = target.stat().st_size, "already there, same bytes"
+    log_outcome(kept := FileOutcome("", path, str(target), size, sha256, "skipped", reason=reason, source=where))
+    return kept
 
 
 def _in_the_way(target: Path, *, where: str, known: bool) -> UsageError:
@@ -294,7 +273,6 @@ def _already_there(
         if want and _same_bytes(target, sha256=want):
             path = item.filename if isinstance(item, InlineFile) else target.name
             kept[index] = _kept(path, target, sha256=want, where=item.where)
-            log_outcome(kept[index])
         elif isinstance(item, UrlFile) and _written_by_get(target):
             continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
         else:
@@ -308,17 +286,6 @@ def _already_there(
 
 
 # -- whole Hub repos: listed once at one commit (a catalog snapshot's rules); each file keeps its folders --
-
-
-def _patterns(value: Sequence[str] | None, *, flag: str) -> tuple[str, ...]:
-    """``--include``/``--exclude`` values as a tuple; one string is one pattern (never its characters)."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not all(isinstance(item, str) for item in value):
-        raise UsageError(f"{flag}: expected glob patterns (strings)")
-    return tuple(value)
 
 
 def _expand_repos(
@@ -357,25 +324,13 @@ def _expand_repos(
             if not isinstance(item, HfUri):
                 found.append(item)
                 continue
-            spec = ModelSpec(
-                name=item.given,
-                repo=item.repo,
-                repo_type=item.repo_type,
-                revision=item.revision or "main",
-                include=tuple(include),
-                exclude=tuple(exclude),
-            )
+            revision = item.revision or "main"
+            spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type, revision=revision)
+            spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
             resolved = resolve_model(spec, hub=hub, environ={})
             for file in resolved.files:
-                one = UrlFile(
-                    filename=file.path,
-                    url=None,
-                    size=file.size,
-                    sha256=file.sha256,
-                    where=item.of(file.path),
-                    hub=(item.repo_type, item.repo, file.commit or spec.revision, file.path),
-                    listed=replace(file, model=""),  # a get's files belong to no model
-                )
+                ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
+                one = UrlFile(file.path, None, file.size, file.sha256, item.of(file.path), ref, replace(file, model=""))
                 try:
                     _save_parts(one)
                 except UnsafePathError as exc:
@@ -401,76 +356,61 @@ def _save_parts(item: Source) -> list[str]:
 def _fetch_remote(
     items: list[tuple[int, UrlFile, Path]],
     settings: Settings,
+    folder: Path,
     *,
     expected: str | None,
     progress: Progress,
-    root: Path | None = None,
 ) -> dict[int, FileOutcome]:
-    """Download the remote files into ``root`` (``-d``; Hub files keep their folders under it), or each into its
-    target's folder (``-o``)."""
+    """Download the remote files into ``folder`` (``-d``: Hub files keep their folders under it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
-    by_folder: dict[Path, list[tuple[int, UrlFile, Path]]] = {}
-    for entry in items:
-        by_folder.setdefault(root or entry[2].parent, []).append(entry)
-    for folder, group in by_folder.items():
-        # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
-        session = PullSession(
-            replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress
-        )
-        try:
-            planned: list[tuple[int, PlannedFile]] = []
-            present = {i for i, _, target in group if _present(target)}  # ours (_already_there), or --force
-            openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
-            for index, item, target in group:
-                name = target.relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
-                try:
-                    if item.hub is not None:
-                        repo_type, repo, revision, path = item.hub
-                        hub = session.hub
-                        if hub is None:
-                            raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
-                        spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-                        spec = replace(spec, sha256=expected, save_as=name)
-                        remote = item.listed or resolve_file("", spec, hub=hub, environ={})
-                        if not settings.force and _present(target):
-                            if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
-                                raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
-                            outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
-                            log_outcome(outcomes[index])
-                            continue
-                    else:
-                        assert item.url is not None
-                        remote = RemoteFile(
-                            model="",
-                            path=name,
-                            url=item.url,
-                            size=item.size,
-                            sha256=expected or item.sha256,
-                            source=item.where if item.where.startswith("s3://") else redact_url(item.url),
-                        )
-                        if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
-                            # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
-                            part, _ = session.store.part_paths(ONE_OFF, name)
-                            carry = len(items) == 1 and not part.exists() and index not in present
-                            remote = _probe(session, remote, item, carry=carry)
-                            openings.append(remote.opening)
-                    planned.append((index, plan_file(session, remote)))
-                except MdlError as exc:
-                    outcomes[index] = failed("", name, exc, dest=target, source=item.where)
-                    log_outcome(outcomes[index])
-            if planned:
-                plans = [plan for _, plan in planned]
-                session.store.ensure_dirs()
-                check_space(plans)
-                done = fetch(session, plans, commits={})
-                for (index, _), outcome in zip(planned, done, strict=True):
-                    outcomes[index] = _in_gets_words(outcome, present=index in present)
-        finally:
-            for opening in openings:
-                if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
-                    opening.close()
-            session.close()
-            _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
+    # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
+    session = PullSession(replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress)
+    planned: list[tuple[int, PlannedFile]] = []
+    present = {i for i, _, target in items if _present(target)}  # ours (_already_there), or --force
+    openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
+    try:
+        for index, item, target in items:
+            name = target.relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
+            try:
+                if item.hub is not None:
+                    repo_type, repo, revision, path = item.hub
+                    hub = session.hub
+                    if hub is None:
+                        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+                    spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
+                    spec = replace(spec, sha256=expected, save_as=name)
+                    remote = item.listed or resolve_file("", spec, hub=hub, environ={})
+                    if not settings.force and _present(target):
+                        if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
+                            raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
+                        outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
+                        continue
+                else:
+                    assert item.url is not None
+                    source = item.where if item.where.startswith("s3://") else redact_url(item.url)
+                    remote = RemoteFile("", name, item.url, item.size, expected or item.sha256, source=source)
+                    if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
+                        # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
+                        part, _ = session.store.part_paths(ONE_OFF, name)
+                        carry = len(items) == 1 and not part.exists() and index not in present
+                        remote = _probe(session, remote, item, carry=carry)
+                        openings.append(remote.opening)
+                planned.append((index, plan_file(session, remote)))
+            except MdlError as exc:
+                outcomes[index] = failed("", name, exc, dest=target, source=item.where)
+                log_outcome(outcomes[index])
+        if planned:
+            plans = [plan for _, plan in planned]
+            session.store.ensure_dirs()
+            check_space(plans)
+            for (index, _), outcome in zip(planned, fetch(session, plans), strict=True):
+                outcomes[index] = _in_gets_words(outcome, present=index in present)
+    finally:
+        for opening in openings:
+            if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
+                opening.close()
+        session.close()
+        _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
     return outcomes
 
 

@@ -37,9 +37,7 @@ log = logging.getLogger("mdl.lock")
 
 
 @dataclass(frozen=True)
-class LockReport:
-    """What ``mdl lock`` did (or, with ``check``, found) for the selected models."""
-
+class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the selected models
     path: Path  # the lock file
     changed: bool  # the file was written (its text changed); never with check or failures
     changes: tuple[ModelChange, ...] = ()  # per model in scope, sorted, ``unchanged`` ones included
@@ -58,17 +56,12 @@ class LockReport:
         return worst_exit_code([f.exit_code for f in self.failures])
 
     @property
-    def ok(self) -> bool:
-        """The lock is written and fresh (or, checked, found fresh)."""
+    def ok(self) -> bool:  # written and fresh (or, checked, found fresh)
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "ok": self.ok,
-            "lock": str(self.path),
-            "changed": self.changed,
-            "models": [c.to_json() for c in self.changes],
-        }
+        doc: dict[str, Any] = {"ok": self.ok, "lock": str(self.path), "changed": self.changed}
+        doc["models"] = [c.to_json() for c in self.changes]
         if self.checked:
             doc["fresh"] = not (self.stale or self.missing)
             doc["stale"] = list(self.stale)
@@ -94,16 +87,10 @@ def lock_catalog(
     path = lock_beside(catalog.path)
     everything = not names
     specs = catalog.select(list(names), all_models=everything)
-    warnings: tuple[str, ...] = ()
-    try:
-        old = read_lock(path)
-    except CatalogError as exc:
-        if check or not everything:
-            raise
-        # Locking everything rewrites it whole: a broken lock (a bad merge) is simply written again.
-        warnings = (f"{exc.message}; writing it again from the catalog",)
-        log.warning("%s", warnings[0])
-        old = None
+    old, broken = _read(path, anew=everything and not check)
+    warnings = (broken,) if broken else ()
+    if broken:
+        log.warning("%s", broken)
     in_catalog = {m.name for m in catalog.models}
     if check:
         return _check(path, old, specs, dropped=_dropped(old, in_catalog) if everything else [])
@@ -114,7 +101,7 @@ def lock_catalog(
     if failures:
         return LockReport(path, False, resolved=resolved, failures=tuple(failures), warnings=warnings)
     with exclusive(path):  # another mdl lock or add may have written it since: merge into what is there now
-        base = _current(path, everything=everything)
+        base = _read(path, anew=everything)[0] or Lock()
         new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
         changed = write_lock_file(path, new)
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
@@ -125,14 +112,15 @@ def lock_catalog(
     return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
 
 
-def _current(path: Path, *, everything: bool) -> Lock:
-    """The lock as it is on disk now; a broken one is written anew when everything is being locked."""
+def _read(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
+    """The lock on disk; ``anew`` (everything is locked, so it is written whole): a broken one (a bad merge) is None,
+    and why."""
     try:
-        return read_lock(path) or Lock()
-    except CatalogError:
-        if not everything:
+        return read_lock(path), None
+    except CatalogError as exc:
+        if not anew:
             raise
-        return Lock()
+        return None, f"{exc.message}; writing it again from the catalog"
 
 
 def _dropped(old: Lock | None, in_catalog: set[str]) -> list[str]:

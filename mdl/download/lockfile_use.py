@@ -1,5 +1,5 @@
-"""A run's use of ``catalog.lock`` (read once, asked per model, one warning per model resolved fresh, ``--locked``'s
-refusal) and ``--frozen``'s models, taken from the lock alone."""
+"""A run's use of ``catalog.lock`` (read once, one warning per model resolved fresh, ``--locked``'s refusal) and
+``--frozen``'s models, taken from the lock alone."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ ReportT = TypeVar("ReportT", bound=RunReport)
 
 
 class LockUse:
-    """The lock of one run (``settings.lock_path``), read at most once, and what it says about each model."""
+    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
 
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
@@ -45,8 +45,7 @@ class LockUse:
         self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
 
     @cached_property
-    def lock(self) -> Lock | None:
-        """The lock, or None when there is none (CatalogError, exit 2, when it is unreadable or invalid)."""
+    def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
         return read_lock(self.path) if self.path is not None else None
 
     def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
@@ -102,8 +101,33 @@ class LockUse:
             raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint="run `mdl lock` and commit the lock")
 
 
-def read_frozen_lock(path: Path | None) -> Lock:
-    """``--frozen``'s lock: it must exist (UsageError naming where it was looked for)."""
+def frozen_models(
+    given: Catalog | str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    names: Sequence[str],
+    *,
+    all_models: bool,
+    cwd: Path,
+) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
+    """``--frozen``: the catalog if there is one (for its settings only), its lock (which must exist: on a machine
+    given only the lock, beside the named catalog, else ./catalog.lock), and the named models (or all) built from
+    the lock alone. A catalog entry of the same name lends only its description and the headers (and signed query)
+    of direct URLs whose address the lock holds: a lock never stores secrets; nothing that decides which bytes are
+    fetched is read from the catalog."""
+    if isinstance(given, Catalog):
+        catalog, path = given, lock_beside(given.path) if given.path is not None else None
+    else:
+        flag = Path(given) if given is not None else None
+        try:
+            found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
+        except CatalogError:  # named but not there: only its lock came to this machine
+            found = None
+        catalog = load_catalog(found) if found is not None else Catalog()
+        path = (
+            lock_beside(found)
+            if found
+            else find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
+        )
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"
@@ -111,21 +135,12 @@ def read_frozen_lock(path: Path | None) -> Lock:
             f"--frozen: no catalog.lock found ({where})",
             hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
         )
-    return lock
-
-
-def frozen_specs(
-    lock: Lock, names: Sequence[str], *, all_models: bool, catalog_models: Sequence[ModelSpec]
-) -> list[ModelSpec]:
-    """``--frozen``'s models: named ones (or all), as specs built from the lock alone. A catalog entry of the same
-    name lends only its description and the headers (and signed query) of direct URLs whose address the lock holds:
-    a lock never stores secrets; nothing that decides which bytes are fetched is read from the catalog."""
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
     if not chosen:
         raise UsageError("name at least one model, or pass --all")
-    catalog = {spec.name: spec for spec in catalog_models}
+    by_name = {spec.name: spec for spec in catalog.models}
     specs = []
     for name in chosen:
         locked = lock.models.get(name)
@@ -136,8 +151,8 @@ def frozen_specs(
                 f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
                 hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
             )
-        specs.append(_spec_from_locked(locked, catalog.get(name)))
-    return specs
+        specs.append(_spec_from_locked(locked, by_name.get(name)))
+    return catalog, path, lock, specs
 
 
 def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
@@ -165,25 +180,8 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSp
     return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))
 
 
-def frozen_catalog(
-    given: Catalog | str | os.PathLike[str] | None, environ: Mapping[str, str], *, cwd: Path
-) -> tuple[Catalog, Path | None]:
-    """``--frozen``: the catalog if there is one (for its settings only) and where its lock is, or, on a machine
-    given only the lock, where it would be beside the named catalog (else ./catalog.lock)."""
-    if isinstance(given, Catalog):
-        return given, lock_beside(given.path) if given.path is not None else None
-    flag = Path(given) if given is not None else None
-    try:
-        found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
-    except CatalogError:  # named but not there: only its lock came to this machine
-        found = None
-    if found is not None:
-        return load_catalog(found), lock_beside(found)
-    return Catalog(), find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
-
-
 def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
-    """The report, each outcome of a model the lock did not pin carrying why (said once on stderr, in the JSON)."""
+    """The report, each outcome of a model the lock did not pin carrying why."""
     files = tuple(
         replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
     )

@@ -1,5 +1,5 @@
-"""Stage two of a pull: each resolved file → where it goes and what to do with it (skip, download, resume, repair or
-re-check), decided from the disk before any byte moves (no hashing); the space check; what a run reports per file."""
+"""Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the disk (no hashing)
+before any byte moves; the space check; what a run reports per file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 import stat as st
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from mdl.download.session import PullSession, label_of
@@ -45,7 +45,7 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class LocalState:
-    """What is on disk for one file, read with ``lstat`` (no hashing)."""
+    """What is on disk for one file, read with ``lstat``."""
 
     size: int | None  # None: the final file is absent
     mtime_ns: int | None
@@ -53,7 +53,7 @@ class LocalState:
 
     @classmethod
     def of(cls, stat: os.stat_result | None, *, partial_bytes: int) -> LocalState:
-        """From an ``lstat`` result (None when absent); a symlink or folder counts as absent-and-wrong."""
+        # a symlink or folder counts as absent-and-wrong
         if stat is None or not st.S_ISREG(stat.st_mode):
             return cls(None, None, partial_bytes)
         return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
@@ -61,8 +61,6 @@ class LocalState:
 
 @dataclass(frozen=True)
 class Decision:
-    """An action and the reason for it, for ``--dry-run`` and the log."""
-
     action: Action
     reason: str
 
@@ -89,7 +87,7 @@ FORCED = "--force"
 def decide(
     remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
 ) -> Decision:
-    """Skip, download, resume or repair, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
+    """What to do, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
         if local.partial_bytes > 0:
@@ -111,8 +109,6 @@ def decide(
 
 @dataclass(frozen=True)
 class PlannedFile:
-    """A file, where it goes, and what pull decided to do with it."""
-
     remote: RemoteFile
     decision: Decision
     partial_bytes: int
@@ -155,7 +151,6 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
 
 
 def plan_file(session: PullSession, remote: RemoteFile) -> PlannedFile:
-    """Place the file in the run's layout, look at the disk and decide."""
     try:
         placement = session.layout.place(
             remote.model,
@@ -187,7 +182,7 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
 
 
 def _in_the_way(placement: Placement) -> str | None:
-    """The warning for a FIFO, socket or device where the file goes: never opened, the atomic rename replaces it."""
+    """A FIFO, socket or device where the file goes is never opened: the atomic rename replaces it, and says so."""
     for path in dict.fromkeys((placement.final, placement.shown)):
         kind = not_a_file(path)
         if kind is not None and kind != "a folder":
@@ -217,7 +212,6 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
 
 
 def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
-    """The file's entry in its model's record, if any."""
     record = store.read_record(remote.model)
     return record.files.get(remote.path) if record is not None else None
 
@@ -231,9 +225,8 @@ def offline_error(remote: RemoteFile) -> MdlError:
     return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
 
 
-# What each action is called once done (the JSON contract's words). A present file replaced because of --force is
-# "downloaded" with reason "--force" there, and "re-downloaded" for people; "repaired" is only ever a present file
-# that was hashed and found wrong.
+# What each action is called once done (the JSON's words): a file replaced because of --force is "downloaded" with
+# reason "--force" ("re-downloaded" for people); "repaired" is only a present file that was hashed and found wrong.
 DONE_WORD = {
     Action.SKIP: "skipped",
     Action.DOWNLOAD: "downloaded",
@@ -252,7 +245,7 @@ def done_outcome(
     fetched: int = 0,
     mirror: str | None = None,
 ) -> FileOutcome:
-    """A file's outcome once ``action`` was carried out (it may differ from the planned one)."""
+    """The file's outcome once ``action`` (which may differ from the planned one) was carried out."""
     return FileOutcome(
         model=plan.remote.model,
         path=plan.remote.path,
@@ -270,14 +263,5 @@ def done_outcome(
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
-    """``--dry-run``: what would be done to the file, and why."""
-    return FileOutcome(
-        model=plan.remote.model,
-        path=plan.remote.path,
-        dest=str(plan.placement.shown),
-        size=plan.remote.size,
-        sha256=plan.remote.sha256,
-        action=plan.decision.action.value,
-        reason=plan.decision.reason,
-        warning=plan.warning,
-    )
+    done = done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256)
+    return replace(done, action=plan.decision.action.value, word=None, source=None)

@@ -36,7 +36,7 @@ def pull_models(
             session.store.ensure_dirs()
             check_space(plans)
         _expect(session.store, resolved, plans)
-        outcomes.extend(fetch(session, plans, commits={m.name: (m.revision, m.commit) for m in resolved}))
+        outcomes.extend(fetch(session, plans))
         return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
     finally:
         session.close()
@@ -50,5 +50,6 @@ def _expect(store: Store, resolved: Sequence[ResolvedModel], plans: Sequence[Pla
         files = (planned.get((model.name, f.path), f) for f in model.files)
         expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
         record = store.read_record(model.name)
-        if record is None or record.expected != expected or record.commit != model.commit:
+        now = (expected, model.commit, model.revision or (record.revision if record is not None else None))
+        if record is None or (record.expected, record.commit, record.revision) != now:
             store.update_record(model.name, revision=model.revision, commit=model.commit, expected=expected)

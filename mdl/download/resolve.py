@@ -1,5 +1,4 @@
-"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins them), and
-``mdl resolve``, which shows that beside the local state."""
+"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins it); ``mdl resolve``."""
 
 from __future__ import annotations
 
@@ -75,7 +74,6 @@ def resolve(
 
 
 def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
-    """The Hub resolve URL of a file at a commit (built locally, as ``hf_hub_url`` does: no request)."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.errors import HFValidationError
 
@@ -91,11 +89,9 @@ def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str)
 def _is_unreachable(exc: MdlError) -> bool:
     """The Hub did not answer at all (no connection, or no answer in time): asking again in this run is futile."""
     cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, UnreachableError):
-            return True
+    while cause is not None and not isinstance(cause, UnreachableError):
         cause = cause.__cause__
-    return False
+    return cause is not None
 
 
 def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) -> list[FileOutcome] | None:
@@ -115,17 +111,9 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
     kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
     warning = f"could not check {spec.name} for updates: {_reason(exc, spec.name)}; keeping {kept}"
     log.warning("%s", warning)
+    reason = "Hub unreachable: kept the verified copy"
     return [
-        FileOutcome(
-            model=spec.name,
-            path=f.path,
-            dest=str(f.dest),
-            size=f.size,
-            sha256=f.sha256,
-            action="skipped",
-            reason="Hub unreachable: kept the verified copy",
-            warning=warning,
-        )
+        FileOutcome(spec.name, f.path, str(f.dest), f.size, f.sha256, "skipped", reason=reason, warning=warning)
         for f in status.files
     ]
 
@@ -144,7 +132,7 @@ def still_verified(path: Path, entry: FileRecord | None) -> bool:
 
 
 def _reason(exc: MdlError, name: str) -> str:
-    """The error's message without its leading ``<model>[/path]:`` (the warning names the model already)."""
+    """The message without its leading ``<model>[/path]:``."""
     head, sep, rest = exc.message.partition(": ")
     return rest if sep and (head == name or head.startswith(f"{name}/")) else exc.message
 
@@ -192,14 +180,11 @@ def resolve_models(
                         "state": state,
                     }
                 )
-            warning = session.lockfile.warnings.get(model.name)
-            # locked: a lock exists and the model was not resolved fresh
-            locked = model.name not in session.lockfile.warnings and session.lockfile.lock is not None
-            doc: dict[str, Any] = {"name": model.name, "revision": model.revision, "commit": model.commit}
-            doc.update({"files": files, "locked": locked})
+            warning = session.lockfile.warnings.get(model.name)  # resolved fresh: not locked
+            doc = {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
+            docs.append({**doc, "locked": warning is None and session.lockfile.lock is not None})
             if warning is not None:
-                doc["warning"] = warning
-            docs.append(doc)
+                docs[-1]["warning"] = warning
         return docs, failures
     finally:
         session.close()

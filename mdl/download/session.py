@@ -1,4 +1,4 @@
-"""One run's shared machinery: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+"""What one run's stages share: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
 
 from __future__ import annotations
 
@@ -31,8 +31,6 @@ MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the ori
 
 
 class PullSession:
-    """The store, the Hub client (lazy), the HTTP pool and the engines that one run's stages share."""
-
     def __init__(
         self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None, lock: Lock | None = None
     ) -> None:
@@ -89,7 +87,7 @@ class PullSession:
         self.mirror_lock = threading.Lock()
 
     def mark_mirror_down(self, template: str, why: str) -> bool:
-        """Leave ``template``'s mirror for the rest of the run; True the first time (say it once)."""
+        """Leave the mirror for the rest of the run; True the first time (say it once)."""
         with self.mirror_lock:
             first = template not in self.dead_mirrors
             self.dead_mirrors.setdefault(template, why)
@@ -107,15 +105,13 @@ class PullSession:
 
     @cached_property
     def token(self) -> str | None:
-        """The Hub token, read once when first needed."""
         token = self.settings.token or resolve_token(self.environ)
         self.guard.protect(token)
         remember_secret(token)  # whatever sink a server's echo of it would reach
         return token
 
     @cached_property
-    def hub(self) -> Hub | None:
-        """The Hub client, or None when HF_HUB_OFFLINE is set."""
+    def hub(self) -> Hub | None:  # None when HF_HUB_OFFLINE is set
         if self.settings.offline:
             return None
         return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
@@ -127,8 +123,8 @@ class PullSession:
         return Credentials(extra=dict(remote.headers))
 
     def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
-        """A direct URL with its size and validator (one request; ``carry``: with its first bytes, left for the
-        download to read). Only for a few files at a time: each holds a connection until its download takes it."""
+        """A direct URL with its size and validator (``carry``: and its first bytes, left for the download to read,
+        holding a connection until then: only for a few files at a time)."""
         found = self.probed(remote, carry=carry)
         located = found.url if found.ranged else None
         return with_probe(remote, size=found.size, etag=found.validator, located=located, opening=found.opening)

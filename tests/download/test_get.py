@@ -482,14 +482,12 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     items = parse_sources(["job.json"], read_text=lambda _: text)  # the JSON is in memory, parsed, once
     item = items[0]
     assert isinstance(item, InlineFile)
-    settings = build_settings(environ={}, dest=tmp_path)
+    settings = build_settings(environ={}, dest=tmp_path / "out")
     limit = decoded // 4
 
     tracemalloc.start()
     try:
-        report = fetch_sources(
-            items, settings, output=None, directory=tmp_path / "out", sha256=None, progress=NullProgress()
-        )
+        report = fetch_sources(items, settings, output=None, sha256=None, progress=NullProgress())
         _, peak = tracemalloc.get_traced_memory()
         # The yardstick is sound: decoding the whole string at once would blow through it.
         tracemalloc.reset_peak()
