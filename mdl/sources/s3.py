@@ -1,10 +1,6 @@
-"""``s3://bucket/key``: S3 and its compatibles (MinIO, Ceph RGW, R2, GCS interoperability) through boto3.
-
-boto3 is the optional extra ``mdl[s3]``, imported only when an ``s3://`` source is used. An object is asked
-about once (``head_object``) and then fetched by the transfer engine from a presigned (SigV4) GET URL, like any
-other URL. Credentials and the endpoint come from the standard AWS chain; the secret key and session token are
-registered with ``remember_secret`` and presigned queries are redacted, so neither ever reaches any output.
-"""
+"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer
+engine fetches a presigned GET URL. Credentials come from the AWS chain; the secret key and token are
+registered with ``remember_secret`` and presigned queries are redacted."""
 
 from __future__ import annotations
 
@@ -14,6 +10,8 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,20 +168,32 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     return made
 
 
-def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
-    """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
+@contextmanager
+def s3_errors(what: str, adjust: Callable[[BaseException, MdlError], MdlError] | None = None) -> Iterator[None]:
+    """botocore's failures as ours (``s3_error``), each passed through ``adjust``."""
     import botocore.exceptions
 
     try:
-        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
+        yield
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        error = s3_error(exc, what=safe_text(obj.uri))
+        error = s3_error(exc, what=what)
+        raise (adjust(exc, error) if adjust else error) from None
+
+
+def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
+    """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
+    import botocore
+
+    def adjust(_: BaseException, error: MdlError) -> MdlError:
         if isinstance(error, NotFoundError):
             error.message = f"{safe_text(obj.uri)}: {_missing(client, obj)}"
             error.args = (error.message,)
         if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
             error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        raise error from None
+        return error
+
+    with s3_errors(safe_text(obj.uri), adjust):
+        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
     return head
 
 
@@ -216,14 +226,10 @@ def sha256_of_head(head: dict[str, Any]) -> str | None:
 
 
 def presign_get(client: Any, obj: S3Object) -> str:
-    import botocore.exceptions
-
-    try:
+    with s3_errors(safe_text(obj.uri)):
         url: str = client.generate_presigned_url(
             "get_object", Params={"Bucket": obj.bucket, "Key": obj.key}, ExpiresIn=PRESIGN_SECONDS
         )
-    except botocore.exceptions.BotoCoreError as exc:
-        raise s3_error(exc, what=safe_text(obj.uri)) from None
     return url
 
 

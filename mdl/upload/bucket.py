@@ -1,10 +1,6 @@
-"""The bucket side of ``mdl publish``: what is already there, uploads with S3's SHA-256 checksums, manifests.
-
-Uploads go through boto3's transfer manager: parallel multipart uploads, every part sent with
-``x-amz-checksum-sha256`` (the store refuses a part damaged on the way). Each file is read once, in order, from
-one open file (a concurrent pull replacing it cannot splice into the upload), and hashed as it is read: an object
-whose bytes were not the verified ones is deleted again.
-"""
+"""The bucket side of ``mdl publish``: boto3's transfer manager, every part sent with ``x-amz-checksum-sha256``.
+Each file is read once, in order, from one open file and hashed as it is read: an object whose bytes were not
+the verified ones is deleted again."""
 
 from __future__ import annotations
 
@@ -14,14 +10,14 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.errors import AuthError, IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.redact import printable, safe_text
-from mdl.sources import S3Prefix, s3_client, s3_error, sha256_of_head
+from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
 
@@ -93,15 +89,8 @@ class Bucket:
         self.target = target
         self.client = s3_client(endpoint=endpoint)
 
-    @contextmanager
-    def _failures(self, what: str) -> Iterator[None]:
-        """botocore's failures as ours, naming ``what``."""
-        import botocore.exceptions
-
-        try:
-            yield
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=what) from None
+    def _failures(self, what: str) -> AbstractContextManager[None]:
+        return s3_errors(what, lambda exc, _: self._error(exc, what=what))
 
     def listed(self, model: str) -> dict[str, int]:
         """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
@@ -194,13 +183,10 @@ class Bucket:
 
     def finish(self, upload: Upload, future: Any, reader: HashingReader) -> None:
         """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
-        import botocore.exceptions
-
         label = f"{upload.file.model}/{upload.file.path}"
         try:
-            future.result()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=label) from None
+            with self._failures(label):
+                future.result()
         except OSError as exc:
             raise LocalFSError(f"{label}: cannot read {upload.file.local}: {exc.strerror or exc}") from exc
         finally:
