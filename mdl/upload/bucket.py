@@ -100,9 +100,9 @@ class Bucket:
             return {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
 
     def holds(self, key: str, file: ReadyFile) -> bool:
-        """Whether the object at ``key`` is this file, by a SHA-256 the store computed over its bytes: the
-        full-object checksum, or the composite one (of the parts' SHA-256s) recomputed from the local file cut as
-        the object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the object can set it."""
+        """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
+        the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
+        never decides: whoever can write the object can set it."""
         head = self._head(key)
         if head is None or head.get("ContentLength") != file.size:
             return False
@@ -115,7 +115,8 @@ class Bucket:
         # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed wrong costs an
         # upload, never a wrong skip: equal composites mean equal part digests, so equal bytes.
         digest, _, count = value.partition("-")
-        sizes = self._part_sizes(key, size=file.size)
+        first = self._head(key, PartNumber=1) or {}  # a part HEAD refused: no layout
+        sizes = part_layout(file.size, first=first.get("ContentLength"), count=first.get("PartsCount"))
         if sizes is None or count not in ("", str(len(sizes))):
             return False
         return _composite_b64(file, sizes) == digest
@@ -133,12 +134,6 @@ class Bucket:
                 return None  # a store that refuses part HEADs: the layout is unknown, the file goes up again
             raise error from None
         return head
-
-    def _part_sizes(self, key: str, *, size: int) -> list[int] | None:
-        first = self._head(key, PartNumber=1)
-        if first is None:
-            return None
-        return part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
 
     def already_there(self, uploads: Sequence[Upload], sizes: dict[str, int]) -> set[str]:
         """The keys of ``uploads`` the bucket already holds with the same bytes (only those listed at their size)."""
