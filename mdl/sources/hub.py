@@ -136,10 +136,8 @@ class Hub:
         return self.retry.run(attempt, what=what)
 
     def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """The last answer and its whole body. Redirects are followed within the Hub's origin only (a renamed
-        repo), with the token; a HEAD stops at one to another origin (the file's metadata is on that answer, as in
-        huggingface_hub); an API call redirected off the Hub is hostile. The body must be whole within
-        ``HUB_REPLY_FACTOR`` timeouts after its headers (a Hub that drips its JSON is not waited for forever)."""
+        """The last answer and its whole body. Redirects stay on the Hub's origin; a HEAD stops at one that leaves
+        it (the metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is hostile."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:

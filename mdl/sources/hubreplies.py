@@ -117,8 +117,7 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
 
 
 def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
-    """X-Repo-Commit, X-Linked-Etag (else ETag) and X-Linked-Size (else Content-Length) of a HEAD, validated;
-    a missing header is None (a plain CDN or mirror may not say)."""
+    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD; missing: None."""
     commit = headers.get("X-Repo-Commit")
     if commit is not None and not COMMIT_RE.fullmatch(commit):
         raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
@@ -133,8 +132,7 @@ def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: s
 
 
 def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str, int], what: str) -> str | None:
-    """The ``Link: rel="next"`` target of a listing page (None on the last): the server's to choose, so it must
-    stay on the Hub's origin (scheme, host and port), or it is a hostile listing, refused before anything is sent."""
+    """The ``Link: rel="next"`` target of a listing page (None on the last); off the Hub's origin it is hostile."""
     if not link:
         return None
     target = ""

@@ -279,8 +279,7 @@ def decoded_size(item: InlineFile) -> int:
 def check_inline(
     item: InlineFile, *, expected_sha256: str | None = None, progress: Progress | None = None
 ) -> InlineCheck:
-    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor (bad base64 is
-    exit 2, a size or sha256 that differs exit 6)."""
+    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor."""
     digest = hashlib.sha256()
     size = 0
     key = f"check:{item.filename}"

@@ -234,8 +234,7 @@ def presign_get(client: Any, obj: S3Object) -> str:
 
 
 def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get`` as a presigned URL with the HEAD's size and SHA-256 (``named``: -o
-    gives the file its name)."""
+    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256 (``named``: by -o)."""
     obj = parse_s3_uri(uri)
     client = s3_client(endpoint=endpoint)
     head = head_s3(client, obj)
@@ -250,8 +249,7 @@ def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> 
 
 
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs: one (thread-safe) client per endpoint for the run, never one per
-    file (making one costs tens of milliseconds)."""
+    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs tens of ms)."""
 
     def __init__(self, endpoints: dict[str, str] | None = None) -> None:
         self._endpoints = endpoints or {}  # mirror template → its catalog endpoint

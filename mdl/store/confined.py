@@ -185,7 +185,6 @@ def symlink(root: Path, target: str, path: Path) -> None:
 
 
 def proc_path(dir_fd: int, name: str) -> Path | None:
-    """``name`` in the folder ``dir_fd`` as a path through its descriptor (Linux ``/proc/self/fd``), for libraries
-    that take paths; None where there is none."""
+    """``name`` in the folder ``dir_fd`` as a path through ``/proc/self/fd`` (for libraries that take paths)."""
     base = Path(f"/proc/self/fd/{dir_fd}")
     return base / name if base.is_dir() else None

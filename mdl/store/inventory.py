@@ -238,8 +238,7 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
 
 
 def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The snapshot folder (Hugging Face cache), else the model's folder once the file's path is taken off (None
-    when they do not match)."""
+    """The snapshot folder (Hugging Face cache), else the model's folder: the shown path less the file's path."""
     shown = placement.shown
     if placement.link is not None and layout.cache_root is not None:
         with contextlib.suppress(ValueError):
@@ -285,8 +284,7 @@ class ModelList:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model's files and state, and the folder its files go into (None: several; in the Hugging Face cache
-    layout the snapshot folder)."""
+    """One model's files and state, and the folder its files go into (None: several)."""
 
     status: ModelStatus
     folder: Path | None

@@ -49,8 +49,7 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """What the model should be (``expected``; None in records from before mdl kept it) and what mdl fetched and
-    verified (``files``): what lets ``list``, ``verify`` and re-runs work offline."""
+    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
 
     name: str
     revision: str | None = None

@@ -85,8 +85,7 @@ def verify_models(
 
 
 def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
-    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit (so
-    ``snapshot_download(local_files_only=True)`` finds it); no-op when plain."""
+    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit."""
     if layout.cache_root is None:
         return
     revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
@@ -115,8 +114,7 @@ def verify_file(
     expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); a file that passes
-    gets its new mtime recorded."""
+    """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record a new mtime."""
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected

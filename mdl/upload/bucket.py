@@ -244,8 +244,7 @@ def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
 
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
-    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64, no ``-N``); None when it cannot be
-    read or is no longer its verified bytes."""
+    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its verified bytes."""
     whole = hashlib.sha256()
     digests: list[bytes] = []
     try:

@@ -41,8 +41,7 @@ SHOWN = 5  # unfinished files named in the error; a model of thousands says how 
 
 @dataclass(frozen=True)
 class PublishReport(RunReport):
-    """What a publish did per file (``uploaded``, ``skipped``, ``failed``, ``missing``), where to, and the
-    manifests written or found up to date."""
+    """What a publish did per file, where to, and the manifests written or found up to date."""
 
     target: str = ""
     manifests: tuple[str, ...] = ()
@@ -148,8 +147,7 @@ def _close(
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
-    """A file's progress, called from the transfer threads: its row starts with its first bytes on the wire (a
-    batch of thousands of files shows the ones in flight, not all at once)."""
+    """A file's progress from the transfer threads: its row starts with its first bytes on the wire."""
     label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
 
     def advance(nbytes: int) -> None:
@@ -169,8 +167,7 @@ def _manifest(
     *,
     locked: LockedModel | None,
 ) -> list[str]:
-    """Write the model's manifest when all its files are in the bucket, remove one that no longer tells the truth
-    when they are not; its URI when it is there and current."""
+    """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
     key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
     uri = f"s3://{bucket.target.bucket}/{key}"
