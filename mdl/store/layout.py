@@ -152,6 +152,14 @@ class Layout:
             write_ref(root, *placement.ref)
 
 
+def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str | None:
+    """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks for the revision
+    it was pulled at, else the one the file's catalog entry asks for."""
+    if spec.is_snapshot:
+        return spec.revision if record is not None and record.revision == spec.revision else None
+    return next((f.revision or "main" for f in spec.files if f.repo is not None and f.save_path == path), None)
+
+
 def write_ref(root: Path, ref: Path, commit: str) -> None:
     """Make ``refs/<revision>`` name ``commit`` (huggingface_hub's offline reads go through it); a ref that is not
     a regular file is exit 7, never replaced."""

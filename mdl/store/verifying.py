@@ -14,7 +14,7 @@ from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
-from mdl.store.layout import Layout, write_ref
+from mdl.store.layout import Layout, ref_revision, write_ref
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
 
@@ -88,14 +88,8 @@ def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
     """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit."""
     if layout.cache_root is None:
         return
-    revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
-    pulled_at = status.record.revision if status.record is not None else None
     for file in status.files:
-        # a snapshot's ref only while the catalog still asks for the revision it was pulled at
-        if spec.is_snapshot:
-            revision = spec.revision if pulled_at == spec.revision else None
-        else:
-            revision = revisions.get(file.path)
+        revision = ref_revision(spec, status.record, file.path)
         ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
         if ref is not None:
             write_ref(layout.cache_root, *ref)
