@@ -38,14 +38,9 @@ _MAX_ERROR_TEXT = 300
 # Plain http is for hosts that cannot be on the public internet: a presigned link over http to anywhere
 # else would hand its signature (and the bytes) to every hop on the way. Decided by name only: no DNS.
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
-_LOCAL_NETWORKS = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        *("127.0.0.0/8", "::1/128"),  # loopback
-        *("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),  # private (RFC 1918, RFC 4193)
-        *("169.254.0.0/16", "fe80::/10"),  # link-local
-    )
-)
+# Loopback, private (RFC 1918, RFC 4193) and link-local networks.
+_LOCAL_NETS = "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 169.254.0.0/16 fe80::/10"
+_LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.mirrors")
+SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}  # fields quoted in http(s) mirror URLs
 
 
 @dataclass(frozen=True)
@@ -253,13 +254,7 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
         "commit": remote.commit or "",
         "sha256": remote.sha256 or "",
     }
-    quoted = {
-        **raw,
-        "model": quote(remote.model, safe=""),
-        "path": quote(remote.path, safe="/"),
-        "repo": quote(remote.repo, safe="/") if remote.repo else "",
-        "revision": quote(remote.revision, safe="") if remote.revision else "",
-    }
+    quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:
         values = raw if template.startswith("s3://") else quoted

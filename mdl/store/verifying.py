@@ -54,22 +54,17 @@ def verify_models(
         if status.record is None:
             record_path = store.record_path(spec.name)
             kind = not_a_file(record_path)
+            error: MdlError = NotFoundError(
+                f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+                hint=f"run `mdl pull {spec.name}`",
+            )
             if kind is not None:  # never opened: pull replaces it (a folder excepted)
-                add(
-                    failed(
-                        spec.name, None, _not_a_file(record_path, kind, spec.name, "its record "), dest=status.folder
-                    )
-                )
+                error = _not_a_file(record_path, kind, spec.name, "its record ")
             elif record_path.exists():
                 why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
-                damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
-                add(failed(spec.name, None, damaged, dest=status.folder))
-            else:
-                error = NotFoundError(
-                    f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
-                    hint=f"run `mdl pull {spec.name}`",
-                )
-                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
+                error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+            outcome = failed(spec.name, None, error, dest=status.folder)
+            add(replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome)
             continue
         locked = pins.get(spec.name) is not None
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
