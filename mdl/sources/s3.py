@@ -182,11 +182,18 @@ def s3_errors(what: str, adjust: Callable[[BaseException, MdlError], MdlError] |
 
 def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
     """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
-    import botocore
+    import botocore.exceptions
 
     def adjust(_: BaseException, error: MdlError) -> MdlError:
-        if isinstance(error, NotFoundError):
-            error.message = f"{safe_text(obj.uri)}: {_missing(client, obj)}"
+        if isinstance(error, NotFoundError):  # a HEAD reply has no body to say whether the bucket or the key is missing
+            try:
+                client.head_bucket(Bucket=obj.bucket)
+                missing = f"no such key in bucket {printable(obj.bucket)!r}"
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                missing = "not found (no such key, or the bucket cannot be seen)"
+                if isinstance(s3_error(exc, what=""), NotFoundError):
+                    missing = f"no such bucket {printable(obj.bucket)!r}"
+            error.message = f"{safe_text(obj.uri)}: {missing}"
             error.args = (error.message,)
         if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
             error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -195,19 +202,6 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
     with s3_errors(safe_text(obj.uri), adjust):
         head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
     return head
-
-
-def _missing(client: Any, obj: S3Object) -> str:
-    """The bucket, or the key in it, behind a 404 (HEAD replies have no body to say which)."""
-    import botocore.exceptions
-
-    try:
-        client.head_bucket(Bucket=obj.bucket)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        if isinstance(s3_error(exc, what=""), NotFoundError):
-            return f"no such bucket {printable(obj.bucket)!r}"
-        return "not found (no such key, or the bucket cannot be seen)"
-    return f"no such key in bucket {printable(obj.bucket)!r}"
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
