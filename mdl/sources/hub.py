@@ -1,15 +1,9 @@
-"""The Hugging Face Hub API through mdl's own HTTP client: commits, tree listings, file metadata, our errors.
-
-huggingface_hub is kept for what it knows without the network (``hf_hub_url``, ``get_token``,
-``filter_repo_objects``); every request goes through the run's one client, so its timeouts, proxy, CA settings
-and TokenGuard apply to the Hub API as to downloads, and every reply passes :mod:`mdl.sources.hubreplies`. The
-requests are those of huggingface_hub 2.4's ``HfApi.repo_info``, ``list_repo_tree`` and ``get_hf_file_metadata``.
-"""
+"""The Hub API (the requests of huggingface_hub 2.4's ``repo_info``, ``list_repo_tree``, ``get_hf_file_metadata``)
+on the run's one client, so its timeouts, proxy, CAs and TokenGuard apply; every reply passes ``hubreplies``."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -142,10 +136,8 @@ class Hub:
         return self.retry.run(attempt, what=what)
 
     def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """The last answer and its whole body. Redirects are followed within the Hub's origin only (a renamed
-        repo), with the token; a HEAD stops at one to another origin (the file's metadata is on that answer, as in
-        huggingface_hub); an API call redirected off the Hub is hostile. The body must be whole within
-        ``HUB_REPLY_FACTOR`` timeouts after its headers (a Hub that drips its JSON is not waited for forever)."""
+        """The last answer and its whole body. Redirects stay on the Hub's origin; a HEAD stops at one that leaves
+        it (the metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is hostile."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
@@ -156,9 +148,8 @@ class Hub:
                 f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
             )
 
-        with (
-            self._errors(what),
-            follow(
+        try:
+            with follow(
                 self.client,
                 url,
                 credentials=Credentials(hub_origin=self.origin, token=self.token),
@@ -168,17 +159,21 @@ class Hub:
                 rule=rule,
                 server=f"the Hub at {self.endpoint}",
                 hint=HUB_HINT,
-            ) as response,
-        ):
-            timeout = self.client.timeout.read
-            if timeout is not None:
-                set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
-            return response, _read_capped(response, what=what, url=str(response.url))
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
+            ) as response:
+                timeout = self.client.timeout.read
+                if timeout is not None:
+                    set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
+                chunks: list[bytes] = []  # the whole body, within MAX_REPLY_BYTES whatever is sent
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_REPLY_BYTES:
+                        raise HubReplyError(
+                            f"{what}: the reply from {redact_url(str(response.url))} is larger than "
+                            f"{MAX_REPLY_BYTES} bytes"
+                        )
+                    chunks.append(chunk)
+                return response, b"".join(chunks)
         except httpx2.TransportError as exc:
             raise transport_error(
                 exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
@@ -187,18 +182,6 @@ class Hub:
             raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid Hub URL: {printable(redact_text(str(exc)), limit=200)}") from exc
-
-
-def _read_capped(response: httpx2.Response, *, what: str, url: str) -> bytes:
-    """The whole body, refusing one larger than MAX_REPLY_BYTES (memory stays bounded whatever is sent)."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_REPLY_BYTES:
-            raise HubReplyError(f"{what}: the reply from {redact_url(url)} is larger than {MAX_REPLY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _status_error(

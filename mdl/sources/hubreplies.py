@@ -1,10 +1,6 @@
-"""The one validating layer for Hub replies: revision info, tree listings and the headers of a file's HEAD.
-
-Every byte from the Hub (or whatever answers at ``HF_ENDPOINT``: a mirror, a captive portal, a proxy's error
-page) is parsed here with strict pydantic models. Anything unexpected (HTML with a 200, an entry without ``oid``,
-a size as a string, a path with control characters...) is a HubReplyError (exit 5) naming the model, the
-redacted URL and the start of the body, made printable.
-"""
+"""The one validating layer for Hub replies (revision info, tree listings, a file's HEAD), strict pydantic models:
+anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5) naming the model, the
+redacted URL and the start of the body, made printable."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
@@ -23,15 +19,12 @@ from mdl.transfer import origin
 
 EXCERPT_CHARS = 200
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")  # use fullmatch: Python's '$' would let a trailing newline through
-_COMMIT_PATTERN = r"^[0-9a-f]{40}$"  # pydantic's Rust regex: '$' is the end of the text
-_GIT_OID = r"^[0-9a-f]{40}$"
+_GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
 _SHA256 = r"^[0-9a-f]{64}$"
 # Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
 # lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
-
-Commit = Annotated[StrictStr, Field(pattern=_COMMIT_PATTERN)]
 
 
 def name_problem(path: str) -> str | None:
@@ -48,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class RevisionInfo(_Strict):  # GET /api/{type}s/{repo}/revision/{rev}: only the commit id matters
-    sha: Commit
+    sha: Annotated[StrictStr, Field(pattern=_GIT_OID)]
 
 
 class LfsInfo(_Strict):  # a tree entry's LFS pointer: the file's sha256 and real size
@@ -73,6 +66,7 @@ class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=tru
 
 
 _TREE_PAGE: TypeAdapter[list[TreeEntry]] = TypeAdapter(list[TreeEntry])
+_Reply = TypeVar("_Reply")
 
 
 @dataclass(frozen=True)
@@ -95,32 +89,22 @@ def reply_error(what: str, url: str, body: bytes | str, problem: str) -> HubRepl
     )
 
 
-def _problem(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 def parse_revision(body: bytes, *, what: str, url: str) -> RevisionInfo:
-    try:
-        return RevisionInfo.model_validate_json(body)
-    except ValidationError as exc:
-        raise reply_error(what, url, body, _problem(exc)) from None
+    return _parse(TypeAdapter(RevisionInfo), body, what=what, url=url)
 
 
 def parse_tree_page(body: bytes, *, what: str, url: str) -> list[TreeEntry]:
+    return _parse(_TREE_PAGE, body, what=what, url=url)
+
+
+def _parse(adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str) -> _Reply:
     try:
-        return _TREE_PAGE.validate_json(body)
+        return adapter.validate_json(body)
     except ValidationError as exc:
-        raise reply_error(what, url, body, _problem(exc)) from None
-
-
-def _normalize_etag(value: str | None) -> str | None:
-    # As huggingface_hub's _normalize_etag: 'W/"x"' and '"x"' both mean x.
-    if value is None:
-        return None
-    return value.removeprefix("W/").strip('"') or None
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise reply_error(what, url, body, f"{where}: {message}" if where else message) from None
 
 
 def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
@@ -133,12 +117,12 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
 
 
 def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
-    """X-Repo-Commit, X-Linked-Etag (else ETag) and X-Linked-Size (else Content-Length) of a HEAD, validated;
-    a missing header is None (a plain CDN or mirror may not say)."""
+    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD; missing: None."""
     commit = headers.get("X-Repo-Commit")
     if commit is not None and not COMMIT_RE.fullmatch(commit):
         raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
-    etag = _normalize_etag(headers.get("X-Linked-Etag") or headers.get("ETag"))
+    etag = headers.get("X-Linked-Etag") or headers.get("ETag")
+    etag = (etag.removeprefix("W/").strip('"') or None) if etag else None  # 'W/"x"' and '"x"' both mean x
     if etag is not None and name_problem(etag) is not None:
         raise reply_error(what, url, "", f"the ETag holds control characters: {printable(etag, limit=80)!r}")
     size = _size(headers.get("X-Linked-Size"), header="X-Linked-Size", what=what, url=url)
@@ -148,8 +132,7 @@ def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: s
 
 
 def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str, int], what: str) -> str | None:
-    """The ``Link: rel="next"`` target of a listing page (None on the last): the server's to choose, so it must
-    stay on the Hub's origin (scheme, host and port), or it is a hostile listing, refused before anything is sent."""
+    """The ``Link: rel="next"`` target of a listing page (None on the last); off the Hub's origin it is hostile."""
     if not link:
         return None
     target = ""

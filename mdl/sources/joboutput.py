@@ -38,14 +38,9 @@ _MAX_ERROR_TEXT = 300
 # Plain http is for hosts that cannot be on the public internet: a presigned link over http to anywhere
 # else would hand its signature (and the bytes) to every hop on the way. Decided by name only: no DNS.
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
-_LOCAL_NETWORKS = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        *("127.0.0.0/8", "::1/128"),  # loopback
-        *("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),  # private (RFC 1918, RFC 4193)
-        *("169.254.0.0/16", "fe80::/10"),  # link-local
-    )
-)
+# Loopback, private (RFC 1918, RFC 4193) and link-local networks.
+_LOCAL_NETS = "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 169.254.0.0/16 fe80::/10"
+_LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
         raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
     except (ValueError, RecursionError) as exc:  # a 5000-digit number, or nesting deeper than Python recurses
         raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
-    if _is_envelope(doc):
+    if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):  # a platform's job record
         doc, where = _unwrap_envelope(doc, where=where)
     items, where, listed = _descriptor_list(doc, where=where)
     if not items:
@@ -97,11 +92,6 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
     found = [_descriptor(item, where=f"{where}[{i}]" if listed else where) for i, item in enumerate(items)]
     _refuse_duplicates(found)
     return found
-
-
-def _is_envelope(doc: Any) -> bool:
-    """A platform's job record (RunPod and the like): ``output`` and/or ``status``, and no ``type``."""
-    return isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc)
 
 
 def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
@@ -284,8 +274,7 @@ def decoded_size(item: InlineFile) -> int:
 def check_inline(
     item: InlineFile, *, expected_sha256: str | None = None, progress: Progress | None = None
 ) -> InlineCheck:
-    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor (bad base64 is
-    exit 2, a size or sha256 that differs exit 6)."""
+    """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor."""
     digest = hashlib.sha256()
     size = 0
     key = f"check:{item.filename}"
@@ -308,12 +297,6 @@ def check_inline(
     return InlineCheck(size, actual)
 
 
-def _umask() -> int:  # reading it means setting it: put it straight back
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
     label = item.filename
@@ -333,7 +316,9 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         size = 0
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # created 0600; now what open() gives
+            mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+            os.umask(mask)
+            os.fchmod(handle.fileno(), 0o666 & ~mask)  # created 0600; now what open() gives
             for chunk in iter_base64(item.data, where=item.where):
                 handle.write(chunk)
                 digest.update(chunk)
@@ -345,20 +330,15 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
         fsync_dir(target.parent)
-    except OSError as exc:
-        _discard(tmp)
+    except BaseException as exc:  # Ctrl-C included: never leave a half-written temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not isinstance(exc, OSError):
+            progress.finish(label, ok=False, message="interrupted")
+            raise
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write {target}: {exc.strerror or exc}") from exc
-    except BaseException:  # Ctrl-C included: never leave a half-written temp file behind
-        _discard(tmp)
-        progress.finish(label, ok=False, message="interrupted")
-        raise
     progress.finish(label, ok=True)
-
-
-def _discard(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 def check_expected_sha256(value: str | None) -> str | None:

@@ -15,12 +15,13 @@ from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundErro
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
-from mdl.store import ModelRecord, hub_source
+from mdl.store import ModelRecord, hub_source, ref_revision
 
 if TYPE_CHECKING:
     from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.mirrors")
+SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}  # fields quoted in http(s) mirror URLs
 
 
 @dataclass(frozen=True)
@@ -183,9 +184,6 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     # The model's files: what the last pull expected (an unfinished one fails offline, by name), as recorded where
     # it was; records from before expected sets know only what they recorded.
     expected = record.expected if record is not None and record.expected is not None else recorded
-    # The revision each Hub file was asked at: a verified file then keeps refs/<revision> naming its commit in
-    # the Hugging Face cache, offline too (huggingface_hub's offline reads go through the ref).
-    revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
     files: list[RemoteFile] = []
     for path, want in expected.items():
         rec = recorded.get(path)
@@ -201,10 +199,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
                 etag=rec.etag if rec is not None else None,
                 commit=rec.commit if rec is not None else None,
                 source=one.source,
-                # a snapshot's ref only while the catalog still asks for the revision these files were pulled at
-                revision=(record.revision if record.revision == spec.revision else None)
-                if spec.is_snapshot and record is not None
-                else revisions.get(path),
+                revision=ref_revision(spec, record, path),  # a verified file keeps its ref offline too
             )
         )
     names = {f.path for f in files}
@@ -259,13 +254,7 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
         "commit": remote.commit or "",
         "sha256": remote.sha256 or "",
     }
-    quoted = {
-        **raw,
-        "model": quote(remote.model, safe=""),
-        "path": quote(remote.path, safe="/"),
-        "repo": quote(remote.repo, safe="/") if remote.repo else "",
-        "revision": quote(remote.revision, safe="") if remote.revision else "",
-    }
+    quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:
         values = raw if template.startswith("s3://") else quoted

@@ -1,10 +1,6 @@
-"""``s3://bucket/key``: S3 and its compatibles (MinIO, Ceph RGW, R2, GCS interoperability) through boto3.
-
-boto3 is the optional extra ``mdl[s3]``, imported only when an ``s3://`` source is used. An object is asked
-about once (``head_object``) and then fetched by the transfer engine from a presigned (SigV4) GET URL, like any
-other URL. Credentials and the endpoint come from the standard AWS chain; the secret key and session token are
-registered with ``remember_secret`` and presigned queries are redacted, so neither ever reaches any output.
-"""
+"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer
+engine fetches a presigned GET URL. Credentials come from the AWS chain; the secret key and token are
+registered with ``remember_secret`` and presigned queries are redacted."""
 
 from __future__ import annotations
 
@@ -14,6 +10,8 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,34 +168,40 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     return made
 
 
+@contextmanager
+def s3_errors(what: str, adjust: Callable[[BaseException, MdlError], MdlError] | None = None) -> Iterator[None]:
+    """botocore's failures as ours (``s3_error``), each passed through ``adjust``."""
+    import botocore.exceptions
+
+    try:
+        yield
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        error = s3_error(exc, what=what)
+        raise (adjust(exc, error) if adjust else error) from None
+
+
 def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
     """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
     import botocore.exceptions
 
-    try:
-        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        error = s3_error(exc, what=safe_text(obj.uri))
-        if isinstance(error, NotFoundError):
-            error.message = f"{safe_text(obj.uri)}: {_missing(client, obj)}"
+    def adjust(_: BaseException, error: MdlError) -> MdlError:
+        if isinstance(error, NotFoundError):  # a HEAD reply has no body to say whether the bucket or the key is missing
+            try:
+                client.head_bucket(Bucket=obj.bucket)
+                missing = f"no such key in bucket {printable(obj.bucket)!r}"
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                missing = "not found (no such key, or the bucket cannot be seen)"
+                if isinstance(s3_error(exc, what=""), NotFoundError):
+                    missing = f"no such bucket {printable(obj.bucket)!r}"
+            error.message = f"{safe_text(obj.uri)}: {missing}"
             error.args = (error.message,)
         if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
             error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        raise error from None
+        return error
+
+    with s3_errors(safe_text(obj.uri), adjust):
+        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
     return head
-
-
-def _missing(client: Any, obj: S3Object) -> str:
-    """The bucket, or the key in it, behind a 404 (HEAD replies have no body to say which)."""
-    import botocore.exceptions
-
-    try:
-        client.head_bucket(Bucket=obj.bucket)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        if isinstance(s3_error(exc, what=""), NotFoundError):
-            return f"no such bucket {printable(obj.bucket)!r}"
-        return "not found (no such key, or the bucket cannot be seen)"
-    return f"no such key in bucket {printable(obj.bucket)!r}"
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
@@ -216,20 +220,15 @@ def sha256_of_head(head: dict[str, Any]) -> str | None:
 
 
 def presign_get(client: Any, obj: S3Object) -> str:
-    import botocore.exceptions
-
-    try:
+    with s3_errors(safe_text(obj.uri)):
         url: str = client.generate_presigned_url(
             "get_object", Params={"Bucket": obj.bucket, "Key": obj.key}, ExpiresIn=PRESIGN_SECONDS
         )
-    except botocore.exceptions.BotoCoreError as exc:
-        raise s3_error(exc, what=safe_text(obj.uri)) from None
     return url
 
 
 def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get`` as a presigned URL with the HEAD's size and SHA-256 (``named``: -o
-    gives the file its name)."""
+    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256 (``named``: by -o)."""
     obj = parse_s3_uri(uri)
     client = s3_client(endpoint=endpoint)
     head = head_s3(client, obj)
@@ -244,8 +243,7 @@ def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> 
 
 
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs: one (thread-safe) client per endpoint for the run, never one per
-    file (making one costs tens of milliseconds)."""
+    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs tens of ms)."""
 
     def __init__(self, endpoints: dict[str, str] | None = None) -> None:
         self._endpoints = endpoints or {}  # mirror template → its catalog endpoint

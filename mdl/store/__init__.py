@@ -21,7 +21,6 @@ from mdl.store.inventory import (
     MODIFIED_MAYBE,
     RECHECK_REASON,
     UNRECORDED,
-    LocalFile,
     ModelInfo,
     ModelList,
     ModelStatus,
@@ -31,7 +30,7 @@ from mdl.store.inventory import (
     model_status,
     unplaced_path,
 )
-from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source
+from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
 from mdl.store.store import Store
 from mdl.store.verifying import verify_file, verify_models
@@ -51,7 +50,6 @@ __all__ = [
     "HeldLocks",
     "HubFileRef",
     "Layout",
-    "LocalFile",
     "ModelInfo",
     "ModelList",
     "ModelRecord",
@@ -75,6 +73,7 @@ __all__ = [
     "open_file",
     "parse_hub_source",
     "read_bytes",
+    "ref_revision",
     "rename",
     "rmdir_empty",
     "stat_file",

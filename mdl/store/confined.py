@@ -1,9 +1,6 @@
-"""Files under a root that mdl owns, reached without following links: directory descriptors and ``O_NOFOLLOW``.
-
-The root (``<dest>``, or the Hugging Face cache) is the user's choice and may be a link; below it, every folder
-is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename and unlink is relative to its
-folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2), never followed.
-"""
+"""Files under a root mdl owns, never through a link: the root (the user's choice) may be a link; below it every
+folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename and unlink is relative to
+its folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2)."""
 
 from __future__ import annotations
 
@@ -24,22 +21,6 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | CLOEXEC
 _FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and our create: walk again
 
 
-def _parts(root: Path, folder: Path) -> tuple[str, ...]:
-    try:
-        rel = folder.relative_to(root)
-    except ValueError:
-        raise UnsafePathError(f"{folder} is not inside {root}") from None
-    if any(part in ("..", "") for part in rel.parts):
-        raise UnsafePathError(f"{folder} is not inside {root}")
-    return rel.parts
-
-
-def _refusal(where: Path, root: Path, found: os.stat_result | None) -> Exception:
-    if found is not None and st.S_ISLNK(found.st_mode):
-        return UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}")
-    return LocalFSError(f"{where} is not a folder")
-
-
 def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes the missing
     folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a file where a folder must be."""
@@ -51,7 +32,13 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
     where = root
     try:
-        for name in _parts(root, folder):
+        try:
+            parts = folder.relative_to(root).parts
+        except ValueError:
+            parts = ("..",)
+        if any(part in ("..", "") for part in parts):
+            raise UnsafePathError(f"{folder} is not inside {root}")
+        for name in parts:
             where = where / name
             if create:
                 with contextlib.suppress(FileExistsError):
@@ -64,7 +51,11 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
                 found = None
                 with contextlib.suppress(OSError):
                     found = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                raise _refusal(where, root, found) from None
+                if found is not None and st.S_ISLNK(found.st_mode):
+                    raise UnsafePathError(
+                        f"{where} is a symbolic link; mdl never follows links inside {root}"
+                    ) from None
+                raise LocalFSError(f"{where} is not a folder") from None
             os.close(fd)
             fd = child
     except BaseException:
@@ -194,7 +185,6 @@ def symlink(root: Path, target: str, path: Path) -> None:
 
 
 def proc_path(dir_fd: int, name: str) -> Path | None:
-    """``name`` in the folder ``dir_fd`` as a path through its descriptor (Linux ``/proc/self/fd``), for libraries
-    that take paths; None where there is none."""
+    """``name`` in the folder ``dir_fd`` as a path through ``/proc/self/fd`` (for libraries that take paths)."""
     base = Path(f"/proc/self/fd/{dir_fd}")
     return base / name if base.is_dir() else None

@@ -1,10 +1,6 @@
-"""Cross-process file locks (filelock 4: no truncation on open, ``O_NOFOLLOW``, ``on_acquired``, a lock on a
-removed file taken again) inside a root mdl owns, reached through their folder's descriptor (``confined``).
-
-A lock file holds one line naming its holder (pid, command, since when), as apt's does, so a waiting run can say
-for whom. Its holder removes it just before releasing it (a waiter that then locks the removed file notices and
-opens the new one), so no idle lock file stays behind.
-"""
+"""Cross-process file locks (filelock 4) reached through their folder's descriptor (``confined``). A lock file
+holds one line naming its holder, as apt's does, so a waiting run can say for whom; its holder removes it just
+before releasing it (a waiter that then locks the removed file opens the new one): no idle lock file stays."""
 
 from __future__ import annotations
 
@@ -70,17 +66,14 @@ class HeldLocks:
             self.locks.pop().release()
 
 
-def holder_line() -> str:
+def _write_holder(fd: int) -> None:
     """``pid <n>, mdl <command>, since <time>`` (no arguments: they may hold URLs with secrets)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
-    return f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}"
-
-
-def _write_holder(fd: int) -> None:
+    line = f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}\n"
     with contextlib.suppress(OSError):  # a lock works without its note
         os.ftruncate(fd, 0)
-        os.pwrite(fd, holder_line().encode() + b"\n", 0)
+        os.pwrite(fd, line.encode(), 0)
 
 
 def holder_of(root: Path, where: Path) -> str:

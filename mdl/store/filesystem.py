@@ -75,8 +75,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 class DirSyncs:
-    """Folders whose new entries are to be made durable, each fsynced once per flush (before the record that
-    names their files is written), not once per file."""
+    """Folders with new entries, each fsynced once per flush (before the record naming them), not once per file."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -141,8 +140,7 @@ def hash_file(
 
 
 def creatable_problem(path: Path) -> str | None:
-    """Why a file cannot be created at ``path`` (something in the way, a folder we may not write, a path too
-    long), or None. Looks only; creates nothing."""
+    """Why a file cannot be created at ``path``, or None; looks only, creates nothing."""
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than {PATH_MAX - 1} bytes"
     if not_a_file(path) == "a folder":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import stat as st
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -46,17 +46,6 @@ def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> s
     if mtime_ns != entry.mtime_ns:
         return MODIFIED_MAYBE
     return INSTALLED
-
-
-def model_state(states: Iterable[str], *, partials: bool) -> str:
-    """``installed`` when every file is there at its verified size (``modified?`` counts, reported as
-    ``unverified``); ``missing`` when no file and no partial download is; else ``partial``."""
-    found = set(states)
-    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
-        return INSTALLED
-    if found - {MISSING} or partials:
-        return PARTIAL
-    return MISSING
 
 
 @dataclass(frozen=True)
@@ -110,7 +99,9 @@ class ModelStatus:
             "tags": list(self.spec.tags),
             "repo": self.spec.repo,
             "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
-            "revision": self.record.revision if self.record and self.record.revision else _revision(self.spec),
+            "revision": self.record.revision
+            if self.record and self.record.revision
+            else (self.spec.revision if self.spec.is_snapshot else None),
             "commit": self.record.commit if self.record else None,
             "status": self.status,
             "unverified": self.unverified,
@@ -130,30 +121,19 @@ class ModelStatus:
         }
 
 
-def _revision(spec: ModelSpec) -> str | None:
-    return spec.revision if spec.is_snapshot else None
-
-
-def _placement(layout: Layout, model: str, path: str, source: str, entry: FileRecord | None) -> Placement | None:
-    """Where the file is; None when that cannot be known yet (a Hub file never pulled, hf-cache)."""
+def file_state(
+    layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
+) -> tuple[str, Placement | None]:
+    """The file's state and where it is, from its record and ``lstat`` only."""
     try:
-        return layout.place(
+        placement = layout.place(
             model,
             path,
             source=entry.source if entry else source,
             sha256=entry.sha256 if entry else None,
             git_oid=entry.git_oid if entry else None,
         )
-    except MdlError:
-        return None
-
-
-def file_state(
-    layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
-) -> tuple[str, Placement | None]:
-    """The file's state and where it is, from its record and ``lstat`` only."""
-    placement = _placement(layout, model, path, source, entry)
-    if placement is None:
+    except MdlError:  # where it goes cannot be known yet (a Hub file never pulled, hf-cache)
         return MISSING, None
     try:
         stat = stat_file(placement.final)
@@ -199,16 +179,20 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         if placement is not None:
             folders.add(_folder_of(layout, placement, want.path))
     names = {want.path for want in expected}
-    extra = tuple(sorted(path for path in recorded if path not in names)) if _authoritative(record, pinned) else ()
-    partials = any(_has_partials(s, spec.name) for s in layout.stores())
-    status = model_state((f.state for f in files), partials=partials)
+    # Extra files only when the model's file list is known whole (a lock or an expected set).
+    whole = pinned is not None or (record is not None and record.expected is not None)
+    extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
+    # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
+    # and no partial download; else partial.
+    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores())
+    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
+        status = INSTALLED
+    elif found - {MISSING} or partials:
+        status = PARTIAL
+    else:
+        status = MISSING
     folder = (folders.pop() if len(folders) == 1 else None) if folders else unplaced
     return ModelStatus(spec, record, tuple(files), status, folder, extra)
-
-
-def _authoritative(record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None) -> bool:
-    """Whether the model's file list is known whole (a lock or an expected set)."""
-    return pinned is not None or (record is not None and record.expected is not None)
 
 
 def _expected_files(
@@ -254,8 +238,7 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
 
 
 def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The snapshot folder (Hugging Face cache), else the model's folder once the file's path is taken off (None
-    when they do not match)."""
+    """The snapshot folder (Hugging Face cache), else the model's folder: the shown path less the file's path."""
     shown = placement.shown
     if placement.link is not None and layout.cache_root is not None:
         with contextlib.suppress(ValueError):
@@ -301,8 +284,7 @@ class ModelList:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model's files and state, and the folder its files go into (None: several; in the Hugging Face cache
-    layout the snapshot folder)."""
+    """One model's files and state, and the folder its files go into (None: several)."""
 
     status: ModelStatus
     folder: Path | None

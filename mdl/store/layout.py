@@ -1,12 +1,7 @@
-"""Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout hf-cache``).
-
-In the Hugging Face cache a Hub file is a blob named by its ETag (sha256 of LFS files, git blob id of others)
-under ``<cache>/<repo folder>/blobs/``, reached through a relative symlink ``snapshots/<commit>/<path>``, with
-``refs/<revision>`` naming the commit: what ``hf_hub_download`` and ``scan_cache_dir`` read. mdl's records,
-partials and locks are under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, and on the blobs'
-filesystem: finishing is an atomic rename). A blob's lock is huggingface_hub's own, so mdl and
-``hf_hub_download`` never write one blob at once. Direct URLs keep the plain layout under dest.
-"""
+"""Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout hf-cache``): a
+blob named by its ETag in ``blobs/``, a relative symlink ``snapshots/<commit>/<path>``, ``refs/<revision>``, as
+``hf_hub_download`` writes them; mdl's state under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, on the
+blobs' filesystem); a blob's lock is huggingface_hub's own. Direct URLs keep the plain layout."""
 
 from __future__ import annotations
 
@@ -132,8 +127,7 @@ class Layout:
         )
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
-        """``refs/<revision>`` in the Hugging Face cache and the commit it must name (None: plain layout, not a Hub
-        file, no revision, or the revision is the commit itself)."""
+        """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
         hub = parse_hub_source(source) if self.cache_root is not None else None
         if self.cache_root is None or hub is None or hub.commit is None or not _COMMIT.match(hub.commit):
             return None
@@ -143,8 +137,7 @@ class Layout:
         return self.cache_root.joinpath(repo_folder(hub.repo, hub.repo_type), "refs", *ref_name.split("/")), hub.commit
 
     def link(self, placement: Placement) -> None:
-        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain); a link
-        planted in the cache is refused, never written through."""
+        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain)."""
         root = placement.store.dest
         if placement.link is not None and not placement.linked():
             try:
@@ -159,9 +152,17 @@ class Layout:
             write_ref(root, *placement.ref)
 
 
+def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str | None:
+    """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks for the revision
+    it was pulled at, else the one the file's catalog entry asks for."""
+    if spec.is_snapshot:
+        return spec.revision if record is not None and record.revision == spec.revision else None
+    return next((f.revision or "main" for f in spec.files if f.repo is not None and f.save_path == path), None)
+
+
 def write_ref(root: Path, ref: Path, commit: str) -> None:
-    """Make ``refs/<revision>`` name ``commit`` (rewritten atomically when it says anything else), so
-    huggingface_hub's offline reads find the snapshot. A ref that is not a regular file is exit 7, never replaced."""
+    """Make ``refs/<revision>`` name ``commit`` (huggingface_hub's offline reads go through it); a ref that is not
+    a regular file is exit 7, never replaced."""
     try:
         found = os.lstat(ref)
     except FileNotFoundError:
@@ -220,8 +221,8 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
 
 
 def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
-    """Offline, in the hf-cache layout: the files huggingface_hub already cached added to what the record knows
-    (with no sha256 of ours: the plan re-hashes them against their blob names before trusting them)."""
+    """Offline, in the hf-cache layout: the files already cached added to what the record knows (re-hashed against
+    their blob names before they are trusted)."""
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     known = dict(record.files) if record is not None else {}

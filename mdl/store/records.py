@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +49,7 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """What the model should be (``expected``; None in records from before mdl kept it) and what mdl fetched and
-    verified (``files``): what lets ``list``, ``verify`` and re-runs work offline."""
+    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
 
     name: str
     revision: str | None = None
@@ -67,22 +66,19 @@ class ModelRecord:
             "revision": record_text(self.revision),
             "commit": record_text(self.commit),
             "updated_at": self.updated_at,
-            "files": {path: _file_json(rec) for path, rec in sorted(self.files.items())},
-            **({} if self.expected is None else {"expected": _expected_json(self.expected)}),
+            "files": _files_json(self.files),
+            **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
         }
 
 
-def _expected_json(expected: dict[str, ExpectedFile]) -> dict[str, Any]:
-    return {path: _file_json(one, drop="path") for path, one in sorted(expected.items())}
-
-
-def _file_json(rec: FileRecord | ExpectedFile, *, drop: str = "") -> dict[str, Any]:
-    """One file's entry: its source URL, ETag and commit came from servers or the catalog."""
-    doc = {key: value for key, value in asdict(rec).items() if key != drop}
-    for key in ("source", "etag", "commit", "git_oid", "sha256"):
-        if key in doc:  # a sha256 mdl computed passes unchanged
-            doc[key] = record_text(doc[key])
-    return doc
+def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
+    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
+    docs = {path: {k: v for k, v in asdict(one).items() if k != drop} for path, one in sorted(entries.items())}
+    for doc in docs.values():
+        for key in ("source", "etag", "commit", "git_oid", "sha256"):
+            if key in doc:  # a sha256 mdl computed passes unchanged
+                doc[key] = record_text(doc[key])
+    return docs
 
 
 def now_iso() -> str:
@@ -95,7 +91,18 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
     and one bad field makes the whole record unreadable rather than half-trusted."""
     try:
         raw = json.loads(read(path).decode("utf-8"))
-        return record_from_json(model, raw)
+        if not isinstance(raw, dict):
+            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+            raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
+        return ModelRecord(
+            files=_section(raw, "files", FileRecord) or {},
+            expected=_section(raw, "expected", ExpectedFile, optional=True),
+            name=model,
+            revision=_optional_text(raw, "revision", "revision"),
+            commit=_optional_text(raw, "commit", "commit"),
+            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
@@ -112,22 +119,6 @@ class RecordFieldError(ValueError):
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _MAX_INT = 2**63 - 1
-
-
-def record_from_json(model: str, raw: object) -> ModelRecord:
-    """A parsed record document as a ModelRecord; RecordFieldError naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
-    if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
-        raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
-    return ModelRecord(
-        files=_section(raw, "files", FileRecord) or {},
-        expected=_section(raw, "expected", ExpectedFile, optional=True),
-        name=model,
-        revision=_optional_text(raw, "revision", "revision"),
-        commit=_optional_text(raw, "commit", "commit"),
-        updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
-    )
 
 
 def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
@@ -156,7 +147,10 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         if value.get(key) is None and "None" in kind:
             found[key] = None
         elif kind.startswith("int"):
-            found[key] = _count(value, key, where)
+            count = value.get(key)
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_INT:
+                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(count)}")
+            found[key] = count
         elif key == "sha256":
             if not isinstance(sha256 := value.get(key), str) or not _SHA256.fullmatch(sha256):
                 raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
@@ -165,13 +159,6 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
             text = _optional_text(value, key, f"{where}.{key}")
             found[key] = "" if text is None else text
     return cls(**found)
-
-
-def _count(rec: dict[str, Any], key: str, where: str) -> int:
-    value = rec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
-        raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(value)}")
-    return value
 
 
 def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:

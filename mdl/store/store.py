@@ -100,10 +100,8 @@ class Store:
         cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
-        """Take the per-file lock (a second run on one file waits, then finds it done); ``on_wait(holder)`` is
-        called once if another process holds it. Not tied to a thread: pull releases it once the record is written.
-        ``shared_lock``: huggingface_hub's lock of a cache blob, taken after ours (``hf_hub_download`` never writes
-        the blob at once with mdl)."""
+        """Take the per-file lock (not tied to a thread: pull releases it once the record is written), then
+        ``shared_lock``, huggingface_hub's lock of a cache blob; ``on_wait(holder)`` once if another run holds one."""
         paths = (self.lock_path(model, path), *((shared_lock,) if shared_lock else ()))
         label = f"{model}/{path}" if model else path
         return acquire_locks(self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel)
@@ -165,8 +163,7 @@ class Store:
         return filesystem.free_bytes(self.dest)
 
     def partials(self) -> list[PartialFile]:
-        """Every partial download, orphan resume record and stray temp file under ``.mdl/partial``: regular files
-        with mdl's names only (a link or anything else there is never mdl's)."""
+        """Partial downloads, orphan resume records and stray temp files: regular files with mdl's names only."""
         folder = self.state_dir / "partial"
         listed = confined.entries(self.dest, folder)
         names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}

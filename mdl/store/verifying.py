@@ -14,7 +14,7 @@ from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
-from mdl.store.layout import Layout, write_ref
+from mdl.store.layout import Layout, ref_revision, write_ref
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
 
@@ -54,22 +54,17 @@ def verify_models(
         if status.record is None:
             record_path = store.record_path(spec.name)
             kind = not_a_file(record_path)
+            error: MdlError = NotFoundError(
+                f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+                hint=f"run `mdl pull {spec.name}`",
+            )
             if kind is not None:  # never opened: pull replaces it (a folder excepted)
-                add(
-                    failed(
-                        spec.name, None, _not_a_file(record_path, kind, spec.name, "its record "), dest=status.folder
-                    )
-                )
+                error = _not_a_file(record_path, kind, spec.name, "its record ")
             elif record_path.exists():
                 why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
-                damaged = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
-                add(failed(spec.name, None, damaged, dest=status.folder))
-            else:
-                error = NotFoundError(
-                    f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
-                    hint=f"run `mdl pull {spec.name}`",
-                )
-                add(replace(failed(spec.name, None, error, dest=status.folder), action="missing"))
+                error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+            outcome = failed(spec.name, None, error, dest=status.folder)
+            add(replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome)
             continue
         locked = pins.get(spec.name) is not None
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
@@ -85,18 +80,11 @@ def verify_models(
 
 
 def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
-    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit (so
-    ``snapshot_download(local_files_only=True)`` finds it); no-op when plain."""
+    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit."""
     if layout.cache_root is None:
         return
-    revisions = {f.save_path: f.revision or "main" for f in spec.files if f.repo is not None}
-    pulled_at = status.record.revision if status.record is not None else None
     for file in status.files:
-        # a snapshot's ref only while the catalog still asks for the revision it was pulled at
-        if spec.is_snapshot:
-            revision = spec.revision if pulled_at == spec.revision else None
-        else:
-            revision = revisions.get(file.path)
+        revision = ref_revision(spec, status.record, file.path)
         ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
         if ref is not None:
             write_ref(layout.cache_root, *ref)
@@ -115,8 +103,7 @@ def verify_file(
     expected: tuple[str | None, str],
     progress: Progress,
 ) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, and who pins it); a file that passes
-    gets its new mtime recorded."""
+    """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record a new mtime."""
     label = f"{model}/{file.path}"
     entry = record.files.get(file.path)
     expected_sha, pinned_by = expected

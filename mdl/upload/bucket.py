@@ -1,10 +1,6 @@
-"""The bucket side of ``mdl publish``: what is already there, uploads with S3's SHA-256 checksums, manifests.
-
-Uploads go through boto3's transfer manager: parallel multipart uploads, every part sent with
-``x-amz-checksum-sha256`` (the store refuses a part damaged on the way). Each file is read once, in order, from
-one open file (a concurrent pull replacing it cannot splice into the upload), and hashed as it is read: an object
-whose bytes were not the verified ones is deleted again.
-"""
+"""The bucket side of ``mdl publish``: boto3's transfer manager, every part sent with ``x-amz-checksum-sha256``.
+Each file is read once, in order, from one open file and hashed as it is read: an object whose bytes were not
+the verified ones is deleted again."""
 
 from __future__ import annotations
 
@@ -14,14 +10,14 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.errors import AuthError, IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.redact import printable, safe_text
-from mdl.sources import S3Prefix, s3_client, s3_error, sha256_of_head
+from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
 
@@ -93,15 +89,8 @@ class Bucket:
         self.target = target
         self.client = s3_client(endpoint=endpoint)
 
-    @contextmanager
-    def _failures(self, what: str) -> Iterator[None]:
-        """botocore's failures as ours, naming ``what``."""
-        import botocore.exceptions
-
-        try:
-            yield
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=what) from None
+    def _failures(self, what: str) -> AbstractContextManager[None]:
+        return s3_errors(what, lambda exc, _: self._error(exc, what=what))
 
     def listed(self, model: str) -> dict[str, int]:
         """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
@@ -111,9 +100,9 @@ class Bucket:
             return {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
 
     def holds(self, key: str, file: ReadyFile) -> bool:
-        """Whether the object at ``key`` is this file, by a SHA-256 the store computed over its bytes: the
-        full-object checksum, or the composite one (of the parts' SHA-256s) recomputed from the local file cut as
-        the object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the object can set it."""
+        """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
+        the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
+        never decides: whoever can write the object can set it."""
         head = self._head(key)
         if head is None or head.get("ContentLength") != file.size:
             return False
@@ -126,7 +115,8 @@ class Bucket:
         # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed wrong costs an
         # upload, never a wrong skip: equal composites mean equal part digests, so equal bytes.
         digest, _, count = value.partition("-")
-        sizes = self._part_sizes(key, size=file.size)
+        first = self._head(key, PartNumber=1) or {}  # a part HEAD refused: no layout
+        sizes = part_layout(file.size, first=first.get("ContentLength"), count=first.get("PartsCount"))
         if sizes is None or count not in ("", str(len(sizes))):
             return False
         return _composite_b64(file, sizes) == digest
@@ -144,12 +134,6 @@ class Bucket:
                 return None  # a store that refuses part HEADs: the layout is unknown, the file goes up again
             raise error from None
         return head
-
-    def _part_sizes(self, key: str, *, size: int) -> list[int] | None:
-        first = self._head(key, PartNumber=1)
-        if first is None:
-            return None
-        return part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
 
     def already_there(self, uploads: Sequence[Upload], sizes: dict[str, int]) -> set[str]:
         """The keys of ``uploads`` the bucket already holds with the same bytes (only those listed at their size)."""
@@ -194,13 +178,10 @@ class Bucket:
 
     def finish(self, upload: Upload, future: Any, reader: HashingReader) -> None:
         """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
-        import botocore.exceptions
-
         label = f"{upload.file.model}/{upload.file.path}"
         try:
-            future.result()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, what=label) from None
+            with self._failures(label):
+                future.result()
         except OSError as exc:
             raise LocalFSError(f"{label}: cannot read {upload.file.local}: {exc.strerror or exc}") from exc
         finally:
@@ -263,8 +244,7 @@ def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
 
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
-    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64, no ``-N``); None when it cannot be
-    read or is no longer its verified bytes."""
+    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its verified bytes."""
     whole = hashlib.sha256()
     digests: list[bytes] = []
     try:

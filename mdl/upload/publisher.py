@@ -1,11 +1,6 @@
-"""``mdl publish``: verified local files of catalog models → ``<prefix>/<model>/<path>`` in a bucket, then a
-manifest per complete model. What the bucket already holds (a SHA-256 the store computed over the object's bytes
-matches the file) is skipped, so a re-run after an interruption sends only what is missing.
-
-The manifest, ``<prefix>/.mdl/<model>.json``, is deterministic (sorted, no timestamps: the object's Last-Modified
-says when), so a re-run that changes nothing writes nothing. It names the commit and each file's size and sha256
-(the catalog.lock entry when the model is locked): the bucket can be checked without asking the Hub.
-"""
+"""``mdl publish``: verified local files → ``<prefix>/<model>/<path>``, skipping objects whose store-computed
+SHA-256 matches, then per complete model a deterministic manifest ``<prefix>/.mdl/<model>.json`` (sorted, no
+timestamps: a re-run that changes nothing writes nothing) naming the commit and each file's size and sha256."""
 
 from __future__ import annotations
 
@@ -46,8 +41,7 @@ SHOWN = 5  # unfinished files named in the error; a model of thousands says how 
 
 @dataclass(frozen=True)
 class PublishReport(RunReport):
-    """What a publish did per file (``uploaded``, ``skipped``, ``failed``, ``missing``), where to, and the
-    manifests written or found up to date."""
+    """What a publish did per file, where to, and the manifests written or found up to date."""
 
     target: str = ""
     manifests: tuple[str, ...] = ()
@@ -137,7 +131,7 @@ def _close(
     outcomes: dict[tuple[str, str | None], FileOutcome],
 ) -> None:
     f = upload.file
-    label = _label(f)
+    label = f"{f.model}/{f.path}"
     key = (f.model, f.path)
     try:
         bucket.finish(upload, future, reader)
@@ -153,9 +147,8 @@ def _close(
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
-    """A file's progress, called from the transfer threads: its row starts with its first bytes on the wire (a
-    batch of thousands of files shows the ones in flight, not all at once)."""
-    label, lock, started = _label(f), threading.Lock(), threading.Event()
+    """A file's progress from the transfer threads: its row starts with its first bytes on the wire."""
+    label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
 
     def advance(nbytes: int) -> None:
         with lock:
@@ -174,8 +167,7 @@ def _manifest(
     *,
     locked: LockedModel | None,
 ) -> list[str]:
-    """Write the model's manifest when all its files are in the bucket, remove one that no longer tells the truth
-    when they are not; its URI when it is there and current."""
+    """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
     key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
     uri = f"s3://{bucket.target.bucket}/{key}"
@@ -218,10 +210,6 @@ def _done(target: S3Prefix, upload: Upload, action: str) -> FileOutcome:
     )
 
 
-def _label(f: ReadyFile) -> str:
-    return f"{f.model}/{f.path}"
-
-
 def _order(models: Sequence[LocalModel]) -> list[tuple[str, str | None]]:
     """Report order: model by model as asked, a model-wide failure first, then files by path."""
     keys: list[tuple[str, str | None]] = []
@@ -261,10 +249,15 @@ def local_model(
                 hint=f"run `mdl pull {spec.name}`",
             )
         outcome = failed(spec.name, None, error, dest=status.folder)
-        return LocalModel(spec, None, (), (outcome if isinstance(error, IntegrityError) else _missing(outcome),))
+        return LocalModel(
+            spec, None, (), (outcome if isinstance(error, IntegrityError) else replace(outcome, action="missing"),)
+        )
     if status.status != INSTALLED:
         return LocalModel(
-            spec, record, (), (_missing(failed(spec.name, None, _unfinished(status), dest=status.folder)),)
+            spec,
+            record,
+            (),
+            (replace(failed(spec.name, None, _unfinished(status), dest=status.folder), action="missing"),),
         )
     expected = {p.path: p.sha256 for p in pinned} if pinned is not None else {f.save_path: f.sha256 for f in spec.files}
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
@@ -292,10 +285,6 @@ def _unfinished(status: ModelStatus) -> NotFoundError:
         f"{name}: not fully installed ({status.status}): {listed or 'no files, or a download is unfinished'}",
         hint=f"run `mdl pull {name}` to finish it, then publish again",
     )
-
-
-def _missing(outcome: FileOutcome) -> FileOutcome:
-    return replace(outcome, action="missing")
 
 
 def manifest_bytes(model: LocalModel, locked: LockedModel | None) -> bytes:
