@@ -167,13 +167,27 @@ def with_common_flags(
 _CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
 
+# The catalog's options, declared here once: after a command's own options, in this order; each command names
+# those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
+WHERE: dict[str, tuple[Any, Any]] = {
+    "dest": (DestOpt, None),
+    "layout": (LayoutOpt, None),
+    "locked": (LockedOpt, False),
+    "frozen": (FrozenOpt, False),
+    "catalog": (CatalogOpt, None),
+}
+
+
 def command(
-    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
+    *,
+    where: tuple[str, ...] = tuple(WHERE),
+    progress: bool = True,
+    output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run` and its own options (``--catalog`` and ``--dest``
-    merged with those given before the command), does the work, renders it and returns its exit code (None: 0),
-    under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a function of the options that says so)
-    change nothing on disk: they stop as soon as stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its own options and the catalog options in
+    ``where`` (``--catalog`` and ``--dest`` merged with those given before the command), does the work, renders it
+    and returns its exit code (None: 0), under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a
+    function of the options that says so) change nothing on disk: they stop as soon as stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -188,7 +202,12 @@ def command(
                 if code:
                     raise typer.Exit(code)
 
-        own = list(inspect.signature(body).parameters.values())[1:]  # after the Run
-        return with_common_flags(run_command, [_CONTEXT, *own], progress=progress)
+        own = [p for p in list(inspect.signature(body).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
+        group = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=WHERE[name][1], annotation=WHERE[name][0])
+            for name in WHERE
+            if name in where
+        ]
+        return with_common_flags(run_command, [_CONTEXT, *own, *group], progress=progress)
 
     return wrap
