@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import stat
-import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -58,11 +57,6 @@ def is_closed_stdout_error(exc: BaseException) -> bool:
     return False
 
 
-def interrupted_by_closed_stdout() -> bool:
-    """Whether :class:`StdoutClosed` was raised (it can land past its handler and reach Click as a Ctrl-C)."""
-    return _Watch.fired
-
-
 def silence_stdout() -> None:
     """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
     try:
@@ -73,19 +67,6 @@ def silence_stdout() -> None:
         os.dup2(devnull, STDOUT_FD)
     finally:
         os.close(devnull)
-
-
-def flush_stdout(stream: object | None = None) -> None:
-    """Flush ``stream`` (default ``sys.stdout``) now, so a closed pipe is found here and not at shutdown."""
-    flush = getattr(stream if stream is not None else sys.stdout, "flush", None)
-    if callable(flush):
-        flush()
-
-
-def flush_quietly(stream: object | None = None) -> None:
-    """Flush for a command that is failing anyway: a closed stdout must not hide its exit code."""
-    with unread_if_failing(failing=True):
-        flush_stdout(stream)
 
 
 @contextlib.contextmanager
@@ -107,8 +88,9 @@ def _is_pipe(fd: int) -> bool:
     return stat.S_ISFIFO(mode)
 
 
-class _Watch:
-    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did."""
+class Watch:
+    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did (then
+    :class:`StdoutClosed` can land past its handler and reach Click as a Ctrl-C)."""
 
     armed = False
     fired = False
@@ -118,9 +100,9 @@ WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhe
 
 
 def _on_wake(signum: int, frame: FrameType | None) -> None:
-    if _Watch.armed and stdout_closed():
-        _Watch.armed = False
-        _Watch.fired = True
+    if Watch.armed and stdout_closed():
+        Watch.armed = False
+        Watch.fired = True
         raise StdoutClosed
 
 
@@ -162,12 +144,12 @@ def stop_when_stdout_closes() -> Iterator[None]:
                 return  # not a reader that left: nothing to stop for
 
     watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
-    _Watch.armed = True
+    Watch.armed = True
     watcher.start()
     try:
         yield
     finally:
-        _Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+        Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
         try:
             os.write(wake_write, b"x")
             watcher.join()

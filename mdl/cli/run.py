@@ -141,12 +141,8 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
     from mdl.cli.render.console import emit_json
 
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
-    try:
+    with pipes.unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
-    except OSError as closed:
-        if not pipes.is_closed_stdout_error(closed):
-            raise
-        pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
@@ -200,12 +196,13 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
         try:
             with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
-            pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
+            run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
             if code:  # a failure's own code says more than 141 ("no one read the output")
-                pipes.flush_quietly(run.stdout)
+                with pipes.unread_if_failing(failing=True):
+                    run.stdout.flush()
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
             code = translate(exc, run)
@@ -229,13 +226,13 @@ def invoke(app: Any) -> int:
         code = pipes.EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
-    if code == 130 and pipes.interrupted_by_closed_stdout():
+    if code == 130 and pipes.Watch.fired:
         code = pipes.EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
     if code == pipes.EXIT_STDOUT_CLOSED:
         pipes.silence_stdout()
         return code
     try:
-        pipes.flush_stdout()
+        sys.stdout.flush()
     except OSError as exc:
         if not pipes.is_closed_stdout_error(exc):
             raise
