@@ -31,7 +31,7 @@ class StdoutClosed(KeyboardInterrupt):
 
 
 def stdout_closed(fd: int = STDOUT_FD) -> bool:
-    """Whether ``fd`` is a pipe (or socket) that no one reads any more (POLLERR without waiting)."""
+    """Whether ``fd`` is a pipe (or socket) no one reads any more."""
     if not hasattr(select, "poll"):
         return False
     poller = select.poll()
@@ -108,8 +108,7 @@ def _on_wake(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
-    """While the body runs, a reader leaving stdout raises :class:`StdoutClosed` in the main thread (only when
-    stdout is a pipe and this is the main thread: signals are delivered there only)."""
+    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` in the main thread."""
     if (
         threading.current_thread() is not threading.main_thread()
         or not hasattr(select, "poll")

@@ -65,7 +65,6 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
-        """The progress display for this run (a context manager that closes it)."""
         from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
@@ -86,7 +85,7 @@ class Run:
         emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
-        """One line of data on stdout, made safe (a commit or a name may come from a server)."""
+        """One line of data on stdout, made safe (a name may come from a server)."""
         from mdl.redact import safe_text
 
         self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
@@ -147,9 +146,7 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
     """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
-    ``--progress json`` events (by ``run``, or as the command line asks when no run started): MdlError → its code,
-    Ctrl-C → 130, a closed stdout → 141 quietly, a line that did not parse → Click's usage text and 2, anything
-    else → 1 (re-raised with MDL_DEBUG)."""
+    ``--progress json`` events (by ``run``, or as the command line asks when no run started)."""
     if pipes.is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
         pipes.silence_stdout()
@@ -189,7 +186,7 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
-    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
+    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
@@ -214,8 +211,7 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
 
 
 def invoke(app: Any) -> int:
-    """Run the Typer app so that what ends it outside a command goes through :func:`translate` too; then flush
-    stdout: a reader that left makes it exit 141, quietly."""
+    """Run the Typer app, what ends it outside a command translated too; a reader of stdout that left: 141."""
     try:
         result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
         code = result if isinstance(result, int) else 0
@@ -242,9 +238,8 @@ def invoke(app: Any) -> int:
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify, get or publish report: JSON, or the data on stdout (a table for verify and --dry-run unless
-    ``rows_shown`` streamed it; pulled folders or fetched paths, one a line); then on stderr each warning and
-    each failure once, and one summary line; its exit code."""
+    """A pull, verify, get or publish report: JSON or the data on stdout; each warning and failure once and one
+    summary line on stderr; its exit code."""
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
     from mdl.units import human_size
