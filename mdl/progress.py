@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 
@@ -84,3 +84,17 @@ class Progress:
 
 
 NullProgress = Progress
+
+
+class ArchiveProgress(Progress):
+    """Pack's and unpack's progress: passes every event on to ``inner``, ``model`` naming the archive (None: stdin
+    or stdout)."""
+
+    def __init__(self, inner: Progress, archive: str | None) -> None:
+        self.inner = inner
+        self.archive = archive
+
+    def emit(self, event: Event) -> None:
+        if event.kind == "start" and event.model is None:
+            event = replace(event, model=self.archive)
+        event.send(self.inner)

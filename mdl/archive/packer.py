@@ -9,7 +9,6 @@ from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
-from mdl.archive.progress import ArchiveProgress
 from mdl.archive.selection import LeftOut, PackOptions, collect_files
 from mdl.archive.zipwriter import (
     ENTRY_OVERHEAD,
@@ -21,7 +20,7 @@ from mdl.archive.zipwriter import (
     write_stdout_archive,
 )
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.progress import Progress
+from mdl.progress import ArchiveProgress, Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
 

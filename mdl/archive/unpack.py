@@ -28,12 +28,11 @@ from mdl.archive.entries import (
     nearest_folder,
 )
 from mdl.archive.names import MANIFEST_NAME
-from mdl.archive.progress import ArchiveProgress
 from mdl.archive.swap import Staging, recover
 from mdl.archive.zipread import iter_data, read_index, shown
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
 from mdl.paths import temp_name
-from mdl.progress import Progress
+from mdl.progress import ArchiveProgress, Progress
 from mdl.store import kind_of, not_a_file
 
 MAX_MANIFEST_BYTES = 64 << 20

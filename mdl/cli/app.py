@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from mdl.cli.options import CatalogOpt, CommonFlags, DestOpt, common_flags, with_common_flags
+from mdl.cli.options import COMMON, CatalogOpt, DestOpt, with_common_flags
 from mdl.version import __version__
 
 # Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
@@ -210,7 +210,7 @@ def _root(
     or after the command: `mdl -q list` is `mdl list -q`.
     """
     # Kept for the command, which merges them with its own (mdl.cli.options.command_flags).
-    ctx.obj = CommonFlags(catalog=catalog, dest=dest, **common_flags(flags))
+    ctx.obj = {"catalog": catalog, "dest": dest, **{field: flags[param] for param, field, _, _ in COMMON}}
 
 
 # The root takes the common flags (mdl.cli.options.COMMON) after --version, as every command takes them.

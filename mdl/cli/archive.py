@@ -14,7 +14,7 @@ from mdl.cli.run import Run
 from mdl.errors import UsageError
 
 
-@command(output_only=lambda options: str(options["output"]) == "-")
+@command(where=(), output_only=lambda options: str(options["output"]) == "-")
 def pack_cmd(
     run: Run,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
@@ -91,7 +91,7 @@ def _say_left_out(run: Run, skipped: list[dict[str, str | None]]) -> None:
         run.console.info(f"left out {', '.join(shown)}: {reason}")
 
 
-@command()
+@command(where=())
 def unpack_cmd(
     run: Run,
     archive: Annotated[Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")],

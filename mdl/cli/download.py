@@ -1,23 +1,12 @@
 """``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import (
-    AllOpt,
-    CatalogOpt,
-    DestOpt,
-    DryRunOpt,
-    FrozenOpt,
-    LayoutOpt,
-    LockedOpt,
-    NamesArg,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
 
@@ -30,8 +19,6 @@ def pull_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
     connections: Annotated[
         int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
     ] = None,
@@ -52,8 +39,6 @@ def pull_cmd(
         float | None, typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600).")
     ] = None,
     dry_run: DryRunOpt = False,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
     mirror: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,7 +47,7 @@ def pull_cmd(
             "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified.",
         ),
     ] = None,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right.
 
@@ -72,9 +57,6 @@ def pull_cmd(
         report = api.pull(
             *(names or ()),
             all=all_models,
-            catalog=catalog,
-            dest=dest,
-            layout=layout,
             connections=connections,
             jobs=jobs,
             limit_rate=limit_rate,
@@ -84,9 +66,8 @@ def pull_cmd(
             stall_timeout=stall_timeout,
             timeout=timeout,
             lock_timeout=lock_timeout,
-            locked=locked,
-            frozen=frozen,
             mirrors=mirror or (),
+            **where,
             environ=run.environ,
             progress=progress,
         )
@@ -94,16 +75,7 @@ def pull_cmd(
 
 
 @command(output_only=True)
-def verify_cmd(
-    run: Run,
-    names: NamesArg = None,
-    all_models: AllOpt = False,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
-    catalog: CatalogOpt = None,
-) -> int:
+def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Any) -> int:
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them (offline)."""
     # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
     # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
@@ -118,11 +90,7 @@ def verify_cmd(
         report = api.verify(
             *(names or ()),
             all=all_models,
-            catalog=catalog,
-            dest=dest,
-            layout=layout,
-            locked=locked,
-            frozen=frozen,
+            **where,
             environ=run.environ,
             progress=progress,
             on_file=row,
@@ -130,14 +98,12 @@ def verify_cmd(
     return render_report(run, report, verb="verified", rows_shown=streaming)
 
 
-@command(progress=False)
-def clean_cmd(
-    run: Run, dest: DestOpt = None, layout: LayoutOpt = None, dry_run: DryRunOpt = False, catalog: CatalogOpt = None
-) -> None:
+@command(where=("dest", "layout", "catalog"), progress=False)
+def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
     from mdl.units import human_size
 
-    report = api.clean(catalog=catalog, dest=dest, layout=layout, dry_run=dry_run, environ=run.environ)
+    report = api.clean(dry_run=dry_run, **where, environ=run.environ)
     if run.json:
         run.emit(report.to_json())
         return

@@ -1,13 +1,13 @@
 """``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mdl import api
 from mdl.cli.completion import complete_model_names
-from mdl.cli.options import CatalogOpt, NameArg, TimeoutOpt, command
+from mdl.cli.options import NameArg, TimeoutOpt, command
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ _SAID = {
 }
 
 
-@command()
+@command(where=("catalog",))
 def add_cmd(
     run: Run,
     name: Annotated[
@@ -51,7 +51,7 @@ def add_cmd(
         bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
     ] = False,
     timeout: TimeoutOpt = None,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
     with run.reporter() as progress:
@@ -64,7 +64,7 @@ def add_cmd(
             sha256=sha256,
             force=force,
             check=not no_check,
-            catalog=catalog,
+            **where,
             timeout=timeout,
             environ=run.environ,
             progress=progress,
@@ -72,10 +72,10 @@ def add_cmd(
     return _render(run, change)
 
 
-@command(progress=False)
-def remove_cmd(run: Run, name: NameArg, catalog: CatalogOpt = None) -> int:
+@command(where=("catalog",), progress=False)
+def remove_cmd(run: Run, name: NameArg, **where: Any) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
-    return _render(run, api.remove(name, catalog=catalog, environ=run.environ))
+    return _render(run, api.remove(name, **where, environ=run.environ))
 
 
 def _render(run: Run, change: "catalog_edit.CatalogChange") -> int:

@@ -2,17 +2,17 @@
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import CatalogOpt, TimeoutOpt, command
+from mdl.cli.options import TimeoutOpt, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 
 
-@command()
+@command(where=("catalog",))
 def get_cmd(
     run: Run,
     sources: Annotated[
@@ -43,7 +43,7 @@ def get_cmd(
         bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")
     ] = False,
     timeout: TimeoutOpt = None,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
     if output is not None and directory is not None:
@@ -58,7 +58,7 @@ def get_cmd(
             sha256=sha256,
             include=include or (),
             exclude=exclude or (),
-            catalog=catalog,
+            **where,
             connections=connections,
             limit_rate=limit_rate,
             timeout=timeout,

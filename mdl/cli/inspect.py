@@ -1,24 +1,12 @@
 """``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what is upstream."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import (
-    AllOpt,
-    CatalogOpt,
-    DestOpt,
-    FrozenOpt,
-    LayoutOpt,
-    LockedOpt,
-    NameArg,
-    NamesArg,
-    StatusChoice,
-    TimeoutOpt,
-    command,
-)
+from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
 from mdl.cli.run import Run
 
 
@@ -29,23 +17,10 @@ def list_cmd(
         StatusChoice | None, typer.Option("--status", help="Only models in this state.", show_default=False)
     ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> None:
     """The catalog with each model's local status (offline)."""
-    listing = api.list_models(
-        catalog=catalog,
-        dest=dest,
-        layout=layout,
-        status=status,
-        tag=tag,
-        locked=locked,
-        frozen=frozen,
-        environ=run.environ,
-    )
+    listing = api.list_models(status=status, tag=tag, **where, environ=run.environ)
     if run.json:
         run.emit(listing.to_json())
         return
@@ -66,17 +41,9 @@ def list_cmd(
 
 
 @command(progress=False, output_only=True)
-def show_cmd(
-    run: Run,
-    name: NameArg,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
-    catalog: CatalogOpt = None,
-) -> None:
+def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
-    info = api.show(name, catalog=catalog, dest=dest, layout=layout, locked=locked, frozen=frozen, environ=run.environ)
+    info = api.show(name, **where, environ=run.environ)
     doc = info.to_json()["models"][0]
     if info.warning is not None:
         run.console.warn(info.warning)
@@ -120,12 +87,8 @@ def resolve_cmd(
     names: NamesArg = None,
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
     timeout: TimeoutOpt = None,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
@@ -134,12 +97,8 @@ def resolve_cmd(
             *(names or ()),
             all=all_models,
             follow=follow,
-            catalog=catalog,
-            dest=dest,
-            layout=layout,
             timeout=timeout,
-            locked=locked,
-            frozen=frozen,
+            **where,
             environ=run.environ,
             progress=progress,
         )

@@ -1,12 +1,12 @@
 """``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on, ``--check`` is for CI)."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, CatalogOpt, DestOpt, LayoutOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.options import AllOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
 
-@command()
+@command(where=("dest", "layout", "catalog"))
 def lock_cmd(
     run: Run,
     names: NamesArg = None,
@@ -29,10 +29,8 @@ def lock_cmd(
         bool,
         typer.Option("--check", help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI)."),
     ] = False,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
     timeout: TimeoutOpt = None,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
@@ -41,12 +39,10 @@ def lock_cmd(
         report = api.lock(
             *(names or ()),
             all=all_models,
-            catalog=catalog,
             upgrade=upgrade,
             check=check,
-            dest=dest,
-            layout=layout,
             timeout=timeout,
+            **where,
             environ=run.environ,
             progress=progress,
         )

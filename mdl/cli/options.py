@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,22 +84,8 @@ FrozenOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class CommonFlags:
-    """The flags every command takes, before or after its name: ``mdl -q list`` = ``mdl list -q``."""
-
-    json: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    no_progress: bool = False
-    log_file: Path | None = None
-    progress: str | None = None
-    catalog: Path | None = None
-    dest: Path | None = None
-
-
-# The six flags every command takes, before or after its name: each one's parameter (in the root callback and in
-# every command), the CommonFlags (and Run) field it sets, its option and its default.
+# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
+# parameter (in the root callback and in every command), the Run field it sets, its option and its default.
 COMMON: tuple[tuple[str, str, Any, Any], ...] = (
     ("json_out", "json", JsonOpt, False),
     ("quiet", "quiet", QuietOpt, False),
@@ -109,34 +94,27 @@ COMMON: tuple[tuple[str, str, Any, Any], ...] = (
     ("progress_mode", "progress", ProgressOpt, None),
     ("log_file", "log_file", LogFileOpt, None),
 )
-_SWITCHES = {field: param for param, field, _, default in COMMON if default is False}
-_VALUES = {
-    **{field: param for param, field, _, default in COMMON if default is None},
-    "catalog": "catalog",
-    "dest": "dest",
-}
 
 
-def command_flags(ctx: typer.Context) -> CommonFlags:
-    """The running command's common flags merged with those given before its name: a switch counts wherever it
-    was given; for a value the one after the command wins (as in curl and git). A value given before a command
-    without that option is a usage error (``mdl --dest D get URL`` would save into .), except --progress."""
-    before = ctx.obj if isinstance(ctx.obj, CommonFlags) else CommonFlags()
-    own = ctx.params
-    merged: dict[str, Any] = {key: getattr(before, key) or bool(own.get(param)) for key, param in _SWITCHES.items()}
-    for key, param in _VALUES.items():
+def command_flags(ctx: typer.Context) -> dict[str, Any]:
+    """The running command's common flags (and --catalog, --dest) merged with those given before its name (the
+    root's ``ctx.obj``): a switch counts wherever it was given; for a value the one after the command wins (as in
+    curl and git). A value given before a command without that option is a usage error (``mdl --dest D get URL``
+    would save into .), except --progress."""
+    before, own = ctx.obj or {}, ctx.params
+    merged: dict[str, Any] = {}
+    for param, key, _, default in (*COMMON, ("catalog", "catalog", None, None), ("dest", "dest", None, None)):
         value = own.get(param)
+        if default is False:
+            merged[key] = bool(before.get(key) or value)
+            continue
         if value is None:
-            value = getattr(before, key)
+            value = before.get(key)
             if value is not None and param not in own and key != "progress":
                 flag = "--" + key.replace("_", "-")
                 raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
         merged[key] = Path(value) if value is not None and key != "progress" else value
-    return replace(before, **merged)
-
-
-def common_flags(flags: dict[str, Any]) -> dict[str, Any]:
-    return {field: flags[param] for param, field, _, _ in COMMON if param in flags}
+    return merged
 
 
 def with_common_flags(
@@ -167,13 +145,27 @@ def with_common_flags(
 _CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
 
+# The catalog's options, declared here once: after a command's own options, in this order; each command names
+# those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
+WHERE: dict[str, tuple[Any, Any]] = {
+    "dest": (DestOpt, None),
+    "layout": (LayoutOpt, None),
+    "locked": (LockedOpt, False),
+    "frozen": (FrozenOpt, False),
+    "catalog": (CatalogOpt, None),
+}
+
+
 def command(
-    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
+    *,
+    where: tuple[str, ...] = tuple(WHERE),
+    progress: bool = True,
+    output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run` and its own options (``--catalog`` and ``--dest``
-    merged with those given before the command), does the work, renders it and returns its exit code (None: 0),
-    under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a function of the options that says so)
-    change nothing on disk: they stop as soon as stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its own options and the catalog options in
+    ``where`` (``--catalog`` and ``--dest`` merged with those given before the command), does the work, renders it
+    and returns its exit code (None: 0), under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a
+    function of the options that says so) change nothing on disk: they stop as soon as stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -181,14 +173,19 @@ def command(
             flags = command_flags(ctx)
             for param, *_ in COMMON:
                 options.pop(param, None)
-            options.update({key: getattr(flags, key) for key in ("catalog", "dest") if key in options})
-            run = Run(**{field: getattr(flags, field) for _, field, _, _ in COMMON})
+            options.update({key: flags[key] for key in ("catalog", "dest") if key in options})
+            run = Run(**{field: flags[field] for _, field, _, _ in COMMON})
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:
                     raise typer.Exit(code)
 
-        own = list(inspect.signature(body).parameters.values())[1:]  # after the Run
-        return with_common_flags(run_command, [_CONTEXT, *own], progress=progress)
+        own = [p for p in list(inspect.signature(body).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
+        group = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=WHERE[name][1], annotation=WHERE[name][0])
+            for name in WHERE
+            if name in where
+        ]
+        return with_common_flags(run_command, [_CONTEXT, *own, *group], progress=progress)
 
     return wrap

@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import stat
-import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -32,7 +31,7 @@ class StdoutClosed(KeyboardInterrupt):
 
 
 def stdout_closed(fd: int = STDOUT_FD) -> bool:
-    """Whether ``fd`` is a pipe (or socket) that no one reads any more (POLLERR without waiting)."""
+    """Whether ``fd`` is a pipe (or socket) no one reads any more."""
     if not hasattr(select, "poll"):
         return False
     poller = select.poll()
@@ -58,11 +57,6 @@ def is_closed_stdout_error(exc: BaseException) -> bool:
     return False
 
 
-def interrupted_by_closed_stdout() -> bool:
-    """Whether :class:`StdoutClosed` was raised (it can land past its handler and reach Click as a Ctrl-C)."""
-    return _Watch.fired
-
-
 def silence_stdout() -> None:
     """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
     try:
@@ -73,19 +67,6 @@ def silence_stdout() -> None:
         os.dup2(devnull, STDOUT_FD)
     finally:
         os.close(devnull)
-
-
-def flush_stdout(stream: object | None = None) -> None:
-    """Flush ``stream`` (default ``sys.stdout``) now, so a closed pipe is found here and not at shutdown."""
-    flush = getattr(stream if stream is not None else sys.stdout, "flush", None)
-    if callable(flush):
-        flush()
-
-
-def flush_quietly(stream: object | None = None) -> None:
-    """Flush for a command that is failing anyway: a closed stdout must not hide its exit code."""
-    with unread_if_failing(failing=True):
-        flush_stdout(stream)
 
 
 @contextlib.contextmanager
@@ -107,8 +88,9 @@ def _is_pipe(fd: int) -> bool:
     return stat.S_ISFIFO(mode)
 
 
-class _Watch:
-    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did."""
+class Watch:
+    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did (then
+    :class:`StdoutClosed` can land past its handler and reach Click as a Ctrl-C)."""
 
     armed = False
     fired = False
@@ -118,16 +100,15 @@ WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhe
 
 
 def _on_wake(signum: int, frame: FrameType | None) -> None:
-    if _Watch.armed and stdout_closed():
-        _Watch.armed = False
-        _Watch.fired = True
+    if Watch.armed and stdout_closed():
+        Watch.armed = False
+        Watch.fired = True
         raise StdoutClosed
 
 
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
-    """While the body runs, a reader leaving stdout raises :class:`StdoutClosed` in the main thread (only when
-    stdout is a pipe and this is the main thread: signals are delivered there only)."""
+    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` in the main thread."""
     if (
         threading.current_thread() is not threading.main_thread()
         or not hasattr(select, "poll")
@@ -162,12 +143,12 @@ def stop_when_stdout_closes() -> Iterator[None]:
                 return  # not a reader that left: nothing to stop for
 
     watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
-    _Watch.armed = True
+    Watch.armed = True
     watcher.start()
     try:
         yield
     finally:
-        _Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+        Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
         try:
             os.write(wake_write, b"x")
             watcher.join()

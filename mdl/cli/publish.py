@@ -1,12 +1,12 @@
 """``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
 
 # Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, CatalogOpt, DestOpt, FrozenOpt, LayoutOpt, LockedOpt, NamesArg, command
+from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
 
 
@@ -33,11 +33,7 @@ def publish_cmd(
             "--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)."
         ),
     ] = None,
-    dest: DestOpt = None,
-    layout: LayoutOpt = None,
-    locked: LockedOpt = False,
-    frozen: FrozenOpt = False,
-    catalog: CatalogOpt = None,
+    **where: Any,
 ) -> int:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
 
@@ -53,13 +49,9 @@ def publish_cmd(
             *(names or ()),
             to=to,
             all=all_models,
-            catalog=catalog,
-            dest=dest,
-            layout=layout,
             connections=connections,
             endpoint=endpoint_url,
-            locked=locked,
-            frozen=frozen,
+            **where,
             environ=run.environ,
             progress=progress,
         )
@@ -68,6 +60,6 @@ def publish_cmd(
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
             files = [f for f in report.files if f.model == model and f.path is not None]
             size = sum(f.size or 0 for f in files)
-            where = report.target.rstrip("/") + f"/{model}/"
-            run.console.info(f"{model} → {where} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+            to = report.target.rstrip("/") + f"/{model}/"
+            run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
     return render_report(run, report, verb="published")

@@ -65,7 +65,6 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
-        """The progress display for this run (a context manager that closes it)."""
         from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
@@ -86,7 +85,7 @@ class Run:
         emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
-        """One line of data on stdout, made safe (a commit or a name may come from a server)."""
+        """One line of data on stdout, made safe (a name may come from a server)."""
         from mdl.redact import safe_text
 
         self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
@@ -141,19 +140,13 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
     from mdl.cli.render.console import emit_json
 
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
-    try:
+    with pipes.unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
-    except OSError as closed:
-        if not pipes.is_closed_stdout_error(closed):
-            raise
-        pipes.silence_stdout()  # no one reads the JSON: the error still goes to stderr with its code
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
     """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
-    ``--progress json`` events (by ``run``, or as the command line asks when no run started): MdlError → its code,
-    Ctrl-C → 130, a closed stdout → 141 quietly, a line that did not parse → Click's usage text and 2, anything
-    else → 1 (re-raised with MDL_DEBUG)."""
+    ``--progress json`` events (by ``run``, or as the command line asks when no run started)."""
     if pipes.is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
         pipes.silence_stdout()
@@ -193,19 +186,20 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
-    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes (mdl/cli/pipes.py)."""
+    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
             with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
-            pipes.flush_stdout(run.stdout)  # a closed pipe is found here, not at interpreter shutdown
+            run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
             if code:  # a failure's own code says more than 141 ("no one read the output")
-                pipes.flush_quietly(run.stdout)
+                with pipes.unread_if_failing(failing=True):
+                    run.stdout.flush()
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
             code = translate(exc, run)
@@ -217,8 +211,7 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
 
 
 def invoke(app: Any) -> int:
-    """Run the Typer app so that what ends it outside a command goes through :func:`translate` too; then flush
-    stdout: a reader that left makes it exit 141, quietly."""
+    """Run the Typer app, what ends it outside a command translated too; a reader of stdout that left: 141."""
     try:
         result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
         code = result if isinstance(result, int) else 0
@@ -229,13 +222,13 @@ def invoke(app: Any) -> int:
         code = pipes.EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
-    if code == 130 and pipes.interrupted_by_closed_stdout():
+    if code == 130 and pipes.Watch.fired:
         code = pipes.EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
     if code == pipes.EXIT_STDOUT_CLOSED:
         pipes.silence_stdout()
         return code
     try:
-        pipes.flush_stdout()
+        sys.stdout.flush()
     except OSError as exc:
         if not pipes.is_closed_stdout_error(exc):
             raise
@@ -245,9 +238,8 @@ def invoke(app: Any) -> int:
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify, get or publish report: JSON, or the data on stdout (a table for verify and --dry-run unless
-    ``rows_shown`` streamed it; pulled folders or fetched paths, one a line); then on stderr each warning and
-    each failure once, and one summary line; its exit code."""
+    """A pull, verify, get or publish report: JSON or the data on stdout; each warning and failure once and one
+    summary line on stderr; its exit code."""
     from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
     from mdl.units import human_size

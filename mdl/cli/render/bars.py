@@ -132,14 +132,15 @@ class RichReporter(Reporter):
         self._flush(now)
         tally, rows = self._tally, []
         if tally.files:
-            rows.append(
-                Row(tally.total_label(), tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True)
-            )
+            label = f"total {tally.done}/{tally.files} file{'s' if tally.files != 1 else ''}"  # never cut on screen
+            rows.append(Row(label, tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True))
         for item in tally.items.values():
             waiting = None
             if item.waiting is not None:
                 waiting = f"waiting ({human_clock(now - item.waiting_since)}): {item.waiting}"
-            rows.append(Row(item.label, item.completed, item.total, item.rate(now), item.seconds_left(now), waiting))
+            rows.append(
+                Row(item.label, item.completed, item.total, item.meter.rate(now), item.seconds_left(now), waiting)
+            )
         return rows
 
     def close(self) -> None:

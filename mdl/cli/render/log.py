@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import time
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from mdl.redact import safe_text
@@ -51,96 +52,54 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-class SharedRotatingFileHandler(logging.Handler):
+class SharedRotatingFileHandler(RotatingFileHandler):
     """A size-rotated log file that several processes (two cron runs) may write and rotate at once.
 
     ``RotatingFileHandler`` assumes one writer: a second process writes into the file the first renamed away.
-    Here each line is written under an exclusive ``flock`` of the file now at ``path`` (re-opened if another
-    process rotated meanwhile), and the size check and renames happen under that lock: one process rotates.
+    Here each record is written under an exclusive ``flock`` of the file now at the path (re-opened if another
+    process rotated meanwhile), and the old file stays locked until the renames are done: one process rotates.
     """
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
-        super().__init__()
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self._fd = -1
-        self._open()  # fail now (unwritable location) rather than on the first line
-
-    def _open(self) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o644)
-
-    def _close_fd(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
-
-    def _is_current(self) -> bool:
-        try:
-            here, there = os.fstat(self._fd), self.path.stat()
-        except OSError:
-            return False
-        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace")
 
     def _lock_current(self) -> None:
         for _ in range(100):
-            if self._fd < 0:
-                self._open()
-            if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            if self._is_current():
+            self.stream = self.stream or self._open()
+            if fcntl is None:
                 return
-            self._unlock()
-            self._close_fd()
-        raise OSError(f"{self.path} keeps being replaced")
-
-    def _unlock(self) -> None:
-        if fcntl is not None and self._fd >= 0:
+            fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX)
             with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def _rotate(self) -> None:
-        """``mdl.log`` → ``mdl.log.1`` → … → ``mdl.log.N`` (the oldest dropped); callers hold the lock."""
-        for index in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+                here, there = os.fstat(self.stream.fileno()), Path(self.baseFilename).stat()
+                if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                    return
+            self.stream.close()  # rotated by another process: its lock goes with it
+            self.stream = None
+        raise OSError(f"{self.baseFilename} keeps being replaced")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             self._lock_current()
             try:
-                size = os.fstat(self._fd).st_size
-                if self.max_bytes > 0 and self.backups > 0 and size > 0 and size + len(data) > self.max_bytes:
-                    old = self._fd
-                    self._rotate()
-                    self._fd = -1
-                    self._lock_current()  # the new file, locked before the old one's waiters move to it
-                    if fcntl is not None:
-                        with contextlib.suppress(OSError):
-                            fcntl.flock(old, fcntl.LOCK_UN)
-                    with contextlib.suppress(OSError):
-                        os.close(old)
-                os.write(self._fd, data)
+                super().emit(record)
             finally:
-                self._unlock()
+                if fcntl is not None and self.stream:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(self.stream.fileno(), fcntl.LOCK_UN)
         except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
             self.handleError(record)
 
+    def doRollover(self) -> None:
+        assert self.stream is not None  # locked by emit
+        held = os.dup(self.stream.fileno())  # shares the old file's lock: its waiters wait until the new one is ours
+        try:
+            super().doRollover()
+            self._lock_current()
+        finally:
+            os.close(held)
+
     def handleError(self, record: logging.LogRecord) -> None:
         """Drop the record: stderr is for progress and messages; a broken log must not stop a run."""
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            self._close_fd()
-        finally:
-            self.release()
-        super().close()
 
 
 def setup_logging(

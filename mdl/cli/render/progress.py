@@ -119,7 +119,7 @@ class PlainReporter(Reporter):
             # A complete item gets its done line next; a "100%" line just before it would be noise.
             if found and now - found.shown >= self._interval and (found.total is None or found.completed < found.total):
                 found.shown = now
-                self._write(_progress_text(found, found.rate(now)))
+                self._write(_progress_text(found, found.meter.rate(now)))
         elif event.kind == "finish":
             done = self._tally.finish(key)
             if not event.ok:  # left to the final report
@@ -180,7 +180,7 @@ class JsonReporter(Reporter):
             if found is None or now - found.shown < self._interval:
                 return
             found.shown = now
-            rate = found.rate(now)
+            rate = found.meter.rate(now)
             shown = None if rate is None else round(rate)
             self._emit("progress", found, bytes=found.completed, total=found.total, rate=shown)
         elif event.kind == "finish":

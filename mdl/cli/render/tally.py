@@ -103,13 +103,10 @@ class Item:
     def __post_init__(self) -> None:
         self.initial, self.meter, self.shown = self.completed, RateMeter(self.started), self.started
 
-    def rate(self, now: float) -> float | None:
-        return self.meter.rate(now)
-
     def seconds_left(self, now: float) -> float | None:
         if self.total is None or self.waiting is not None:
             return None
-        return seconds_left(self.total - self.completed, self.rate(now))
+        return seconds_left(self.total - self.completed, self.meter.rate(now))
 
 
 class Tally:
@@ -170,10 +167,6 @@ class Tally:
         if remaining is None and any(item.total is None for item in self.items.values()):
             return None  # a file of unknown size still streams: the slowest known file only bounds the end
         return total_seconds_left(remaining, self.rate(now), [i.seconds_left(now) for i in self.items.values()])
-
-    def total_label(self) -> str:
-        """``total 4/6 files``: never cut on screen."""
-        return f"total {self.done}/{self.files} file{'s' if self.files != 1 else ''}"
 
 
 class Reporter(Progress):
