@@ -11,15 +11,7 @@ from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.selection import LeftOut, PackOptions, collect_files
-from mdl.archive.zipwriter import (
-    ENTRY_OVERHEAD,
-    Contents,
-    check_space,
-    local_fs_error,
-    stdout_file,
-    write_file_archive,
-    write_stdout_archive,
-)
+from mdl.archive.zipwriter import Contents, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
@@ -197,13 +189,6 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise local_fs_error(exc, str(target.parent)) from exc
-        overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
-        check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
-        progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
         size, digest, hashes = write_file_archive(target, contents, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)
