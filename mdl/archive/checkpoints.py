@@ -117,14 +117,10 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         if key == "__metadata__":
             continue
         offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
+        first, last = offsets if isinstance(offsets, list) and len(offsets) == 2 else (None, None)
+        if not (type(first) is int and type(last) is int and 0 <= first <= last):
             return f"tensor {key!r} has bad data_offsets"
-        end = max(end, offsets[1])
+        end = max(end, last)
     expected = 8 + header_len + end
     if expected != st.st_size:
         return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
@@ -259,23 +255,15 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
                 if match and entry.is_dir():
                     found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
-    _refuse_duplicate_numbers(found)
-    return found, sorted(temporary)
-
-
-def _refuse_duplicate_numbers(candidates: list[Candidate]) -> None:
-    """Two names for one step (checkpoint-7 and checkpoint-007) make "latest" and "step:N" ambiguous."""
-    seen: dict[tuple[str, int], str] = {}
-    for cand in candidates:
-        if cand.number is None:
-            continue
-        key = (cand.unit, cand.number)
-        if key in seen:
+    seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+    for cand in found:
+        first = seen.setdefault((cand.unit, cand.number), cand.name)
+        if cand.number is not None and first != cand.name:
             raise UsageError(
-                f"checkpoints '{seen[key]}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
                 hint="rename or remove one of them",
             )
-        seen[key] = cand.name
+    return found, sorted(temporary)
 
 
 def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
@@ -309,8 +297,9 @@ def _select_latest(
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
 
-def _newest_trainer_state(run_dir: Path, candidates: list[Candidate], run_real: Path) -> tuple[str, Any]:
-    """The trainer_state.json with the highest global_step (ordered by step, never by mtime)."""
+def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
+    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
+    # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
     places = [("trainer_state.json", run_dir / "trainer_state.json")] + [
         (f"{c.name}/trainer_state.json", c.path / "trainer_state.json")
         for c in candidates
@@ -327,12 +316,7 @@ def _newest_trainer_state(run_dir: Path, candidates: list[Candidate], run_real: 
             best = (key[0], key[1], shown, state)
     if best is None:
         raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
-    return best[2], best[3]
-
-
-def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
-    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
-    shown, state = _newest_trainer_state(run_dir, candidates, run_real)
+    shown, state = best[2], best[3]
     recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
     best_step = state.get("best_global_step") if isinstance(state, dict) else None
     if isinstance(recorded, str) and recorded.strip("/\\"):
@@ -348,20 +332,14 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
     if chosen is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     _require_complete(chosen, run_real, "best")
-    metric_value = finite_metric(state.get("best_metric"))
+    metric = state.get("best_metric")
+    try:  # NaN and infinities (trainers write them) count as no metric
+        metric_value = float(metric) if isinstance(metric, int | float) and not isinstance(metric, bool) else None
+    except OverflowError:
+        metric_value = None
+    metric_value = metric_value if metric_value is not None and math.isfinite(metric_value) else None
     reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
     return Selection(chosen.name, chosen.path, False, reason, (), metric_value)
-
-
-def finite_metric(value: Any) -> float | None:
-    """A metric as a finite float, or None: NaN and infinities (trainers write them) count as no metric."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
