@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
+from mdl.archive.checkpoints import Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.selection import LeftOut, PackOptions, collect_files
@@ -75,25 +75,6 @@ class PackResult:
         }
 
 
-def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
-    """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
-    label = run_real.name
-    if selection.checkpoint:
-        base, dot, suffix = selection.checkpoint.rpartition(".")
-        label += "-" + (
-            base if selection.single_file and dot and suffix in ("safetensors", "ckpt") else selection.checkpoint
-        )
-    if options.output is not None and str(options.output) == "-":
-        target, stem = None, label
-    else:
-        target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
-        stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-    problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
-    if problem:
-        raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
-    return target, stem
-
-
 def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
     """The archive must not be written inside the run it packs: it could replace the very files it reads."""
     if path is None:
@@ -104,18 +85,6 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
             raise UnsafePathError(
                 f"output {shown} is inside the run folder {run_real}", hint="write the archive outside the run"
             )
-
-
-def _refuse_existing(target: Path, *, force: bool) -> None:
-    """An archive already at ``target`` is replaced only with ``force`` (atomically: the new one is renamed over)."""
-    if target.is_dir():
-        raise UsageError(f"output {target} is a folder, not a file")  # -o names a file, as get's -o does
-    kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
-    if kind is not None and not (force and kind in REPLACEABLE):
-        hint = "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
-        raise not_a_file_error(target, kind, where="output ", hint=hint)
-    if not force and (target.exists() or target.is_symlink()):
-        raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
 
 
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
@@ -134,7 +103,19 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
 
     try:
         selection = select_checkpoint(run_dir, options.checkpoint)
-        target, stem = _archive_target(options, run_real, selection)
+        label = run_real.name
+        if selection.checkpoint:
+            base, dot, suffix = selection.checkpoint.rpartition(".")
+            single = selection.single_file and dot and suffix in ("safetensors", "ckpt")
+            label += "-" + (base if single else selection.checkpoint)
+        if to_stdout:
+            target, stem = None, label
+        else:
+            target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
+            stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
+        problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
+        if problem:  # the archive's stem is its top-level folder
+            raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
         if target is not None:
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
@@ -147,8 +128,15 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     files, folders = chosen.files, chosen.folders
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
-    if target is not None:
-        _refuse_existing(target, force=options.force)
+    if target is not None:  # an archive already there is replaced only with --force (renamed over, atomically)
+        if target.is_dir():
+            raise UsageError(f"output {target} is a folder, not a file")  # -o names a file, as get's -o does
+        kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
+        if kind is not None and not (options.force and kind in REPLACEABLE):
+            hint = "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
+            raise not_a_file_error(target, kind, where="output ", hint=hint)
+        if not options.force and (target.exists() or target.is_symlink()):
+            raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
 
     meta: dict[str, Any] = {
         "format": "mdl-pack",

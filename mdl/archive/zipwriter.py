@@ -230,25 +230,6 @@ def write_entries(
     return hashes
 
 
-def rewrite_stored_entry(fh: IO[bytes], info: zipfile.ZipInfo, data: bytes) -> None:
-    """Overwrite a stored entry's bytes in place (same length) and fix its CRC in both headers: how the manifest
-    comes first yet carries the hashes of the files after it."""
-    if info.compress_type != zipfile.ZIP_STORED or len(data) != info.file_size:
-        raise MdlError(f"internal: cannot rewrite '{info.filename}' in place")
-    end = fh.tell()
-    fh.seek(info.header_offset)
-    signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise MdlError(f"internal: no local header for '{info.filename}'")
-    crc = zlib.crc32(data)
-    fh.seek(info.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
-    fh.write(struct.pack("<L", crc))
-    fh.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-    fh.write(data)
-    info.CRC = crc  # the central directory is written from this at close
-    fh.seek(end)
-
-
 def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     """An OSError while writing ``what`` as exit 7 (no space gets its own kind)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -267,7 +248,20 @@ def _write_seekable(fh: IO[bytes], contents: Contents, progress: Progress) -> di
         )
         for name in contents.folders:
             archive.mkdir(entry_info(f"{stem}/{name}", stamp))
-        rewrite_stored_entry(fh, manifest, contents.manifest(hashes))
+        # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in place.
+        data, end = contents.manifest(hashes), fh.tell()
+        if len(data) != manifest.file_size:
+            raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
+        fh.seek(manifest.header_offset)
+        signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+        if signature != b"PK\x03\x04":
+            raise MdlError(f"internal: no local header for '{manifest.filename}'")
+        manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
+        fh.seek(manifest.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
+        fh.write(struct.pack("<L", manifest.CRC))
+        fh.seek(manifest.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+        fh.write(data)
+        fh.seek(end)
     return hashes
 
 
