@@ -1,7 +1,7 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
 
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2,
-huggingface_hub) are imported inside the functions, so `import mdl` stays light."""
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2, huggingface_hub)
+are imported inside the functions, so `import mdl` stays light."""
 
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
     from mdl.upload import PublishReport
-
-# Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
 StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
@@ -74,8 +72,8 @@ def _models(
     dest: StrPath | None,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
-    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
+    """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
+    lends only its settings and direct URLs' headers)."""
     from mdl.catalog import choose_lock_mode, lock_beside
 
     env = _environ(environ)
@@ -197,11 +195,7 @@ def pull(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
-    """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
-
-    ``mirrors`` (URL templates with ``{model}`` and ``{path}``) are tried in order before the origin. Per-file
-    failures are in the report; ``report.path(name)`` is a model's folder and raises the model's error if it failed.
-    """
+    """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
 
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
@@ -224,8 +218,7 @@ def verify(
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
-    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline); ``on_file`` sees
-    each outcome as soon as it is known."""
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline)."""
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
@@ -275,8 +268,7 @@ def lock(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> LockReport:
-    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; ``upgrade`` resolves fresh ones
-    again, ``check`` writes nothing and names what is missing or stale (``report.stale``)."""
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
     from mdl.download import lock_catalog
 
     env = _environ(environ)
@@ -302,28 +294,13 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` (a whole ``hf://owner/name[@rev]`` repo, or files and URLs) to the catalog, keeping its
-    comments; the sources are asked about first unless ``check`` is False. A request the entry contradicts is a
-    UsageError unless ``force`` replaces it; the same request twice changes nothing."""
-    from mdl.download import add_model
+    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
+    from mdl.download import AddOptions, add_model
 
     env = _environ(environ)
-    return add_model(
-        name,
-        sources,
-        {
-            "include": include,
-            "exclude": exclude,
-            "save_as": save_as,
-            "sha256": sha256,
-            "force": force,
-            "check": check,
-            "catalog": catalog,
-            "environ": env,
-            "progress": progress,
-        },
-        settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout),
-    )
+    options: AddOptions = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
+    options |= {"force": force, "check": check, "catalog": catalog, "environ": env, "progress": progress}
+    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
 
 
 @checked
@@ -353,9 +330,7 @@ def get(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``
-    (default: here) or ``output``; a file already there that differs or cannot be compared is a UsageError unless
-    ``force``."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``."""
     from mdl.download import get_sources, read_source
 
     if not sources:
@@ -372,18 +347,9 @@ def get(
     settings = _settings(
         cat, env, dest=folder, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force
     )
-    return get_sources(
-        sources,
-        settings,
-        output=Path(output).absolute() if output is not None else None,
-        directory=folder,
-        sha256=sha256,
-        progress=progress or NullProgress(),
-        read_text=read_text or read_source,
-        force=force,
-        include=include,
-        exclude=exclude,
-    )
+    kw: dict[str, Any] = {"sha256": sha256, "force": force, "include": include, "exclude": exclude}
+    kw |= {"output": Path(output).absolute() if output is not None else None, "directory": folder}
+    return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
 
 @checked
@@ -403,8 +369,7 @@ def pack(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
-    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically into
-    ``output`` (default ``<run>[-<checkpoint>].zip`` here) or ``stream``; ``$SOURCE_DATE_EPOCH`` fixes the times."""
+    """Zip a trained model or one of its checkpoints deterministically into ``output`` or ``stream``."""
     from mdl.archive import PackOptions, pack_run
 
     if stream is not None and output is not None and str(output) != "-":
@@ -442,8 +407,7 @@ def unpack(
     max_ratio: float | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Extract an archive (a path or a binary stream) into ``dest`` (default: here) safely and verify it against
-    its manifest; ``max_ratio`` (default 200, ``math.inf``: off) caps how far entries may expand."""
+    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
     ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
@@ -469,8 +433,7 @@ def publish(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PublishReport:
-    """Upload each model's verified local files to ``<to>/<model>/<path>`` (``to``: ``s3://bucket[/prefix]``) and
-    a manifest per complete model to ``<to>/.mdl/<model>.json``; objects whose SHA-256 checksum matches are kept."""
+    """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``)."""
     from mdl.download import LockUse, warned
     from mdl.paths import is_http_url
     from mdl.sources import parse_s3_prefix

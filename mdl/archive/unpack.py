@@ -21,9 +21,9 @@ from mdl.archive import zipread
 from mdl.archive.names import MANIFEST_NAME
 from mdl.archive.progress import ArchiveProgress
 from mdl.archive.swap import Staging, recover
-from mdl.archive.zipread import DEFAULT_MAX_RATIO, Entry, shown
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, Entry
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
-from mdl.paths import temp_name
+from mdl.paths import shown, temp_name
 from mdl.progress import Progress
 from mdl.store import kind_of, not_a_file
 

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from mdl.archive.names import collision_key, first_twin, name_problem
 from mdl.errors import ArchiveError, UsageError
+from mdl.paths import shown
 
 STORED, DEFLATED = 0, 8
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3; anything newer needs features we do not have
@@ -42,10 +43,6 @@ _Central = namedtuple(
 _LOCAL = struct.Struct("<4sHHHHHLLLHH")
 _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
 _MAX_SHOWN = 120
-
-
-def shown(name: str) -> str:  # repr, shortened so a message stays one readable line
-    return repr(name if len(name) <= _MAX_SHOWN else name[:_MAX_SHOWN] + "…")
 
 
 def shown_raw(raw: bytes) -> str:
