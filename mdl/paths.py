@@ -30,6 +30,7 @@ _TEMP_TAG_HEX = 16
 # temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
 TEMP_OVERHEAD = 1 + 1 + _TEMP_TAG_HEX + len(TEMP_SUFFIX)
 MAX_COMPONENT_BYTES = NAME_MAX - TEMP_OVERHEAD
+_ROOM = f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
 # Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -55,25 +56,17 @@ def path_problem(name: str) -> str | None:
             return "it contains a line or paragraph separator"
         if ch in _BIDI_CONTROLS:
             return f"it contains a direction-changing character (U+{ord(ch):04X})"
-    if "\\" in name:  # a separator on Windows, so 'a\\..\\..\\x' would climb out there
-        return "it contains a backslash; use '/'"
-    if name.startswith("/"):
-        return "it is absolute"
-    if DRIVE_RE.match(name):
-        return "it starts with a drive letter"
     parts = name.split("/")
-    if ".." in parts:
-        return "it climbs out with '..'"
-    if any(part in ("", ".") for part in parts):
-        return "it has an empty or '.' component"
-    for part in parts:
-        size = len(part.encode("utf-8"))
-        if size > MAX_COMPONENT_BYTES:
-            return (
-                f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes "
-                f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
-            )
-    return None
+    size = next((n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0)
+    refused = (
+        ("\\" in name, "it contains a backslash; use '/'"),  # a separator on Windows: 'a\\..\\..\\x' climbs out there
+        (name.startswith("/"), "it is absolute"),
+        (DRIVE_RE.match(name) is not None, "it starts with a drive letter"),
+        (".." in parts, "it climbs out with '..'"),
+        (any(part in ("", ".") for part in parts), "it has an empty or '.' component"),
+        (size > 0, f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes {_ROOM}"),
+    )
+    return next((why for bad, why in refused if bad), None)
 
 
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
@@ -92,10 +85,7 @@ def safe_relative_path(value: str, *, where: str) -> str:
     """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
     if not value:
         raise _unsafe(value, where=where, reason="it is empty")
-    normalised = value
-    # A leading "./" is a common, harmless spelling; anything else odd is rejected rather than guessed at.
-    while normalised.startswith("./"):
-        normalised = normalised[2:]
+    normalised = re.sub(r"\A(?:\./)+", "", value)  # a leading "./" is harmless; nothing else odd is guessed at
     if not normalised:
         raise _unsafe(value, where=where, reason="it names no file")
     problem = path_problem(normalised)
