@@ -66,9 +66,9 @@ def _models(
     environ: Mapping[str, str] | None,
     names: Sequence[str],
     all_models: bool,
-    *,
     locked: bool,
     frozen: bool,
+    *,
     dest: StrPath | None,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
@@ -116,7 +116,7 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    settings, specs, lock = _models(catalog, environ, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, specs, lock = _models(catalog, environ, [], True, locked, frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
@@ -141,9 +141,7 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    settings, (spec,), lock = _models(
-        catalog, environ, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
-    )
+    settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
     pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
     return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
@@ -168,7 +166,7 @@ def resolve(
     from mdl.report import Resolution
 
     flags = {"layout": layout, "timeout": timeout}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -201,7 +199,7 @@ def pull(
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
     flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -222,9 +220,7 @@ def verify(
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    settings, models, lock = _models(
-        catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout
-    )
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, layout=layout)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -443,18 +439,11 @@ def publish(
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     flags = {"layout": layout, "connections": connections}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     use = LockUse(settings, lock=lock)
     pins, warnings, _ = use.view(models)
     held = use.lock
     pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
-    report = publish_models(
-        models,
-        settings,
-        target,
-        progress=progress or NullProgress(),
-        pins=pins,
-        locked=pinned,
-        endpoint=endpoint,
-    )
+    progress = progress or NullProgress()
+    report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, endpoint=endpoint)
     return warned(report, warnings)
