@@ -173,8 +173,14 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
     return real
 
 
-def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
-    """Why a checkpoint folder is incomplete (missing or inconsistent weights), or None when complete."""
+def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
+    """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a link leaving the
+    run raises."""
+    folder, shown = real_inside(candidate.path, run_real, candidate.name), candidate.name
+    if not candidate.is_dir and candidate.name.endswith(".safetensors"):
+        return safetensors_problem(folder, shown)
+    if not candidate.is_dir:  # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
+        return None if folder.stat().st_size > 0 else "empty file"
     # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
     subfolders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
     found_weights = False
@@ -206,20 +212,7 @@ def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
                 label = f"{shown}/{weights.relative_to(folder)}"
                 found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
         found_weights = found_weights or bool(indexed)
-    if not found_weights:
-        return "no weights (model.safetensors, shards with their index, or adapter weights)"
-    return None
-
-
-def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
-    """Why ``candidate`` is not a complete checkpoint, or None; a link leaving the run raises."""
-    real = real_inside(candidate.path, run_real, candidate.name)
-    if candidate.is_dir:
-        return _weights_problem(real, run_real, candidate.name)
-    if candidate.name.endswith(".safetensors"):
-        return safetensors_problem(real, candidate.name)
-    # A Lightning .ckpt is a pickle: never opened beyond its size while choosing.
-    return None if real.stat().st_size > 0 else "empty file"
+    return None if found_weights else "no weights (model.safetensors, shards with their index, or adapter weights)"
 
 
 def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
@@ -273,9 +266,7 @@ def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
 
 
-def _select_latest(
-    candidates: list[Candidate], temporary: list[str], run_real: Path
-) -> tuple[Candidate, list[Skipped]]:
+def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
     """The highest-numbered complete checkpoint, and those passed over on the way."""
     numbered = [c for c in candidates if c.number is not None]
     units = {c.unit for c in numbered}
@@ -291,7 +282,8 @@ def _select_latest(
         except UnsafePathError as exc:
             problem = exc.message  # not packed, so not fatal: just not a candidate
         if problem is None:
-            return cand, skipped
+            reason = f"latest: highest complete {cand.unit} ({cand.number})"
+            return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
         skipped.append(Skipped(cand.name, problem))
     detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
@@ -349,9 +341,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
     candidates, temporary = find_candidates(run_dir)
     if spec == "latest":
-        chosen, skipped = _select_latest(candidates, temporary, run_real)
-        reason = f"latest: highest complete {chosen.unit} ({chosen.number})"
-        return Selection(chosen.name, chosen.path, not chosen.is_dir, reason, tuple(skipped))
+        return _select_latest(candidates, temporary, run_real)
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):
