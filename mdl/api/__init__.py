@@ -377,20 +377,10 @@ def pack(
         source_date_epoch = int(epoch) if epoch else None
     except ValueError:
         raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
-    options = PackOptions(
-        run_dir=Path(run_dir),
-        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
-        checkpoint=checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        includes=tuple(include),
-        excludes=tuple(exclude),
-        compress=compress,
-        dry_run=dry_run,
-        source_date_epoch=source_date_epoch,
-        cwd=Path.cwd(),
-        force=force,
-    )
+    out = Path("-") if stream is not None else (Path(output) if output is not None else None)
+    kw: dict[str, Any] = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress}
+    kw |= {"includes": tuple(include), "excludes": tuple(exclude), "dry_run": dry_run, "force": force}
+    options = PackOptions(Path(run_dir), out, source_date_epoch=source_date_epoch, cwd=Path.cwd(), **kw)
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
