@@ -216,7 +216,6 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
 
 
 def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
-    """The (number, unit) a direct child of RUN_DIR carries as a checkpoint, or None."""
     if is_dir:
         match = _HF_DIR.fullmatch(name)
         return (int(match.group(1)), "step") if match else None
@@ -260,7 +259,6 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
 
 
 def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
-    """Refuse to pack an incomplete checkpoint that the user (or trainer_state.json) named."""
     problem = candidate_problem(candidate, run_real)
     if problem:
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")

@@ -54,8 +54,7 @@ class PackResult:
     folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document; ``skipped``: the checkpoints ``latest`` passed over, then what the profile (or a
-        whole-run pack) left out (``checkpoint`` null for a file)."""
+        """``skipped``: the checkpoints ``latest`` passed over, then what the profile (or a whole-run pack) left out."""
         passed_over = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
         left_out = [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
         return {

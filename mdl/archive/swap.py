@@ -23,6 +23,7 @@ from pathlib import Path
 from mdl.archive.names import name_problem
 from mdl.errors import LocalFSError
 from mdl.progress import Progress
+from mdl.store import fsync_dir
 
 PREFIX = ".mdl-unpack-"
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
@@ -55,14 +56,6 @@ def _swapping_in(dest: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -107,7 +100,7 @@ class Staging:
                     if top in plan.present:
                         (self.dest / top).rename(self.path / _OLD / top)  # a link moves itself, never its target
                     (self.path / _TREE / top).rename(self.dest / top)
-                _fsync_dir(self.dest)
+                fsync_dir(self.dest)
                 _write_journal(self.path, plan, _COMMITTED)
             except BaseException as exc:
                 try:
@@ -139,7 +132,7 @@ def _write_journal(staging: Path, plan: _Plan, state: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     temp.replace(staging / _JOURNAL)
-    _fsync_dir(staging)
+    fsync_dir(staging)
 
 
 def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
@@ -165,7 +158,7 @@ def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
             (dest / top).rename(staging / _TREE / top)
         if top in plan.present and os.path.lexists(staging / _OLD / top):
             (staging / _OLD / top).rename(dest / top)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     (staging / _JOURNAL).unlink(missing_ok=True)
 
 
