@@ -101,12 +101,13 @@ class _Collector:
     run_real: Path
     deny: tuple[str, ...]
     excludes: tuple[str, ...]
+    compress: str  # auto, none or deflate
     found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
     special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
     folders: set[str] = field(default_factory=set)  # arcnames ("a/b/") of folders empty on disk
     left_out: list[LeftOut] = field(default_factory=list)
 
-    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str, deflate: str) -> None:
+    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
         if not stat.S_ISREG(st.st_mode):
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
@@ -114,7 +115,7 @@ class _Collector:
             self.found.append((None, arcname))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
-        squeeze = deflate == "deflate" or (deflate == "auto" and suffix not in STORED_SUFFIXES)
+        squeeze = self.compress == "deflate" or (self.compress == "auto" and suffix not in STORED_SUFFIXES)
         src = SourceFile(
             arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
         )
@@ -126,7 +127,6 @@ class _Collector:
         arc_prefix: str,
         shown_prefix: str,
         top_skip: tuple[str, ...],
-        deflate: str,
         above: frozenset[Path] = frozenset(),
     ) -> None:
         """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
@@ -160,9 +160,9 @@ class _Collector:
             if stat.S_ISDIR(st.st_mode):
                 if path in ancestors or folder.is_relative_to(path):
                     raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
-                self.walk(path, arcname + "/", shown + "/", (), deflate, ancestors)
+                self.walk(path, arcname + "/", shown + "/", (), ancestors)
             else:
-                self.add_file(path, st, arcname, shown, deflate)
+                self.add_file(path, st, arcname, shown)
 
 
 def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress) -> Chosen:
@@ -172,25 +172,25 @@ def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, 
 
     run_real = Path(os.path.realpath(run_dir))
     deny = DEPLOY_DENY if options.profile == "deploy" else ()
-    collector = _Collector(run_real, deny, options.excludes)
+    collector = _Collector(run_real, deny, options.excludes, options.compress)
     if selection.checkpoint is None:
-        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP, options.compress)
+        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP)
         if options.with_logs:
             progress.note("--with-logs: the run's logs are already part of a whole-run archive")
     else:
         shown = selection.root.relative_to(run_dir).as_posix()
         root = real_inside(selection.root, run_real, shown)
         if selection.single_file:
-            collector.add_file(root, root.stat(), selection.root.name, shown, options.compress)
+            collector.add_file(root, root.stat(), selection.root.name, shown)
         else:
-            collector.walk(root, "", shown + "/", (), options.compress)
+            collector.walk(root, "", shown + "/", ())
         if options.with_logs:
             before = len(collector.found)
             with os.scandir(run_real) as it:
                 for entry in sorted(it, key=lambda e: e.name):
                     if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
                         real = real_inside(Path(entry.path), run_real, entry.name)
-                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
+                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name)
             if len(collector.found) == before:
                 progress.note("--with-logs: no logs found in the run")
     # --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error.

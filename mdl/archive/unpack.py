@@ -155,10 +155,6 @@ class _Tree:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
 
-    def create(self, name: str) -> int:
-        parent, _, base = name.rpartition("/")
-        return os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent))
-
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -177,7 +173,8 @@ def _extract(
             continue
         progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
         digest = hashlib.sha256()
-        with os.fdopen(tree.create(entry.name), "wb") as dst:
+        parent, _, base = entry.name.rpartition("/")
+        with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=tree.folder(parent)), "wb") as dst:
             for chunk in _verified(fh, entry):
                 digest.update(chunk)
                 dst.write(chunk)
@@ -227,10 +224,10 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
-    index = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
-    entries = [zipread.check_entry(e) for e in index.entries]
+    found, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    entries = [zipread.check_entry(e) for e in found]
     zipread.check_names(entries)
-    entries = zipread.check_layout(fh, entries, index)
+    entries = zipread.check_layout(fh, entries, central_start)
     total = zipread.check_limits(entries, max_ratio)
     zipread.check_lengths(entries, dest_dir)
     manifest = _read_manifest(fh, entries)

@@ -67,14 +67,6 @@ class ZipEntry:
 
 
 @dataclass(frozen=True)
-class ZipIndex:
-    """Every entry, and where the central directory starts (no entry's data may reach past it)."""
-
-    entries: tuple[ZipEntry, ...]
-    central_start: int
-
-
-@dataclass(frozen=True)
 class Entry:
     """An entry that passed every check: its name without a folder's trailing slash, and where its data starts."""
 
@@ -132,8 +124,9 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
         return raw.decode("cp437")
 
 
-def read_index(fh: BinaryIO, *, max_entries: int) -> ZipIndex:
-    """Parse the central directory; refuse what is corrupt, split, or has more than ``max_entries`` entries."""
+def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
+    """Every entry of the central directory, and where it starts (no entry's data may reach past it); refuse what is
+    corrupt, split, or has more than ``max_entries`` entries."""
     size = fh.seek(0, 2)
     if size < _EOCD.size:
         raise _broken(f"{size} bytes is too short for a zip")
@@ -194,7 +187,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> ZipIndex:
         pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
-    return ZipIndex(tuple(entries), cd_start)
+    return entries, cd_start
 
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
@@ -264,7 +257,7 @@ def check_names(entries: list[Entry]) -> None:
         raise ArchiveError(f"{shown(twins[0])} and {shown(twins[1])} differ only in case or Unicode form")
 
 
-def check_layout(fh: BinaryIO, entries: list[Entry], index: ZipIndex) -> list[Entry]:
+def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list[Entry]:
     """Each entry with its data offset; refuse overlapping data (quoted-overlap bombs), data past its end, and a
     local header (what streaming readers believe) that tells another story than the central directory."""
     heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
@@ -280,7 +273,7 @@ def check_layout(fh: BinaryIO, entries: list[Entry], index: ZipIndex) -> list[En
     spans: list[tuple[int, int, str]] = []
     for entry, head in zip(entries, heads, strict=True):
         end = head[3] + entry.zip.compress_size
-        if end > index.central_start:
+        if end > central_start:
             raise ArchiveError(f"entry {shown(entry.zip.name)} runs past the end of its data: truncated or corrupt")
         spans.append((entry.zip.header_offset, end, entry.zip.name))
     spans.sort()
