@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,28 +48,19 @@ class PackResult:
     top_folder: str = ""
     profile: str = "deploy"
     skipped: tuple[Skipped, ...] = ()
+    folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
     metric: float | None = None
     notes: tuple[str, ...] = field(default=())
     left_out: tuple[LeftOut, ...] = ()  # what the profile (or a whole-run pack) left out, and why
-    folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
 
     def to_json(self) -> dict[str, Any]:
-        """``skipped``: the checkpoints ``latest`` passed over, then what the profile (or a whole-run pack) left out."""
-        passed_over = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
-        left_out = [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
-        return {
-            "archive": self.archive,
-            "size": self.size,
-            "sha256": self.sha256,
-            "checkpoint": self.checkpoint,
-            "reason": self.reason,
+        """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
+        doc["skipped"] = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
+        doc["skipped"] += [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
+        return doc | {
             "files": [f.to_json() for f in self.files],
-            "dry_run": self.dry_run,
-            "top_folder": self.top_folder,
-            "profile": self.profile,
-            "skipped": passed_over + left_out,
             "folders": list(self.folders),
-            "metric": self.metric,
             "notes": list(self.notes),
         }
 

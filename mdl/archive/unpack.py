@@ -53,22 +53,15 @@ class UnpackResult:
 
     dest: str
     files: tuple[UnpackedFile, ...]
+    folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
     manifest: bool = False
     checkpoint: str | None = None
     top_level: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
-    folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dest": self.dest,
-            "files": [f.to_json() for f in self.files],
-            "folders": list(self.folders),
-            "manifest": self.manifest,
-            "checkpoint": self.checkpoint,
-            "top_level": list(self.top_level),
-            "replaced": list(self.replaced),
-        }
+    def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
+        doc = asdict(self)
+        return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
 
 
 def _verified(fh: BinaryIO, entry: Entry) -> Iterator[bytes]:
