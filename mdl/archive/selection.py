@@ -57,9 +57,8 @@ def role_of(arcname: str) -> str:
     """The manifest role of a file: weights, config, tokenizer, logs, pickle or other."""
     name = arcname.rsplit("/", 1)[-1]
     suffix = PurePosixPath(name).suffix.lower()
-    if arcname.startswith("logs/") or any(fnmatch.fnmatchcase(name, p) for p in LOG_PATTERNS):
-        return "logs"
-    if name == "trainer_state.json" or name.startswith("events.out.tfevents."):
+    logs = arcname.startswith("logs/") or name == "trainer_state.json" or name.startswith("events.out.tfevents.")
+    if logs or _matches(name, LOG_PATTERNS):
         return "logs"
     if suffix in _PICKLE_SUFFIXES:
         return "pickle"
