@@ -1,5 +1,5 @@
-"""The catalog file: its schema, loading and lookup, and the settings resolved from flags, environment and catalog.
-Other parts get frozen specs (``ModelSpec``, ``FileSpec``) and one ``Settings`` from here."""
+"""The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
+from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
 from mdl.catalog.addsource import parse_source
 from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog

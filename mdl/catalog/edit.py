@@ -1,12 +1,7 @@
-"""Style-preserving edits of catalog.toml for ``mdl add`` and ``mdl remove``: only the entry asked about changes;
-every other byte — comments, blank lines, order, quoting, line endings — stays as the user wrote it.
-
-Every edit goes through tomlkit, which keeps comments and formatting where tomllib and tomli-w drop them, and is
-placed line by line as tomlkit read them: a new model goes after the last one, a file is appended inside the
-entry's ``files = [ … ]`` in the array's own style (or as one more ``[[models.NAME.files]]`` table), a removed
-entry takes its own comments with it but not the comment above the next entry. ``models = { … }`` in one inline
-table is edited as tomlkit sees fit.
-Every result is read back and must mean exactly the intended document, or nothing is written.
+"""``mdl add`` and ``mdl remove`` edit catalog.toml with tomlkit: only the entry asked about changes, every other
+byte (comments, blank lines, order, quoting, line endings) stays. A new model goes after the last one, a file joins
+``files = [ … ]`` in its style (or is one more ``[[models.NAME.files]]``), a removed entry takes its own comments but
+not the next one's. Every result is read back and must mean exactly the intended document, or nothing is written.
 """
 
 from __future__ import annotations
@@ -28,7 +23,8 @@ from mdl.catalog.addsource import (
     snapshot_table,
 )
 from mdl.catalog.keys import did_you_mean, format_path
-from mdl.catalog.load import expand_home, find_catalog
+from mdl.catalog.load import find_catalog
+from mdl.catalog.settings import named_catalog
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
@@ -57,8 +53,7 @@ class CatalogChange:
     lock_exit_code: int = 0  # that failure's exit code (0: a warning, as when offline)
 
     @property
-    def exit_code(self) -> int:
-        """0, or the code of the lock update that failed after the catalog was written."""
+    def exit_code(self) -> int:  # 0, or that of the lock update that failed after the catalog was written
         return self.lock_exit_code
 
     def to_json(self) -> dict[str, Any]:
@@ -89,11 +84,9 @@ class CatalogChange:
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
     """The catalog ``mdl add`` edits: the one mdl would read (--catalog, $MDL_CATALOG, ./catalog.toml, the user
     config one), or, when there is none yet, the one to create: --catalog, else $MDL_CATALOG, else ./catalog.toml."""
-    env_value = environ.get("MDL_CATALOG", "")
-    for given in (flag, Path(env_value) if env_value else None):
-        if given is not None:
-            candidate = expand_home(given, environ)
-            return candidate if candidate.is_absolute() else cwd / candidate
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        return named[0]
     return find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir) or cwd / "catalog.toml"
 
 
@@ -139,7 +132,7 @@ def add_entry(
     expected.setdefault("models", {})[name] = entry
     edited = _placed(text, name, entry, old, action)
     if edited is None or _reads(edited) != expected:
-        edited = _with_tomlkit(text, name, entry)
+        edited = _by_tomlkit(text, name, entry)
     if _reads(edited) != expected:
         raise MdlError(f"could not edit the catalog safely for {name!r}; nothing was written")
     return Edit(edited, action, entry, tuple(added))
@@ -160,7 +153,7 @@ def remove_entry(text: str, name: str) -> str:
         del expected["models"]  # [models.x] headers made the table; with the last one gone, so is it
     edited = _removed(text, name)
     if edited is None or _reads(edited) != expected:
-        edited = _without_tomlkit(text, name)
+        edited = _by_tomlkit(text, name, None)
     if _reads(edited) not in (expected, {**expected, "models": {}}):
         raise MdlError(f"could not edit the catalog safely to remove {name!r}; nothing was written")
     return edited
@@ -478,23 +471,16 @@ def _root_keys(text: str) -> set[str]:
     }
 
 
-def _with_tomlkit(text: str, name: str, entry: dict[str, Any]) -> str:
+def _by_tomlkit(text: str, name: str, entry: dict[str, Any] | None) -> str:
+    """The edit placed as tomlkit sees fit (for layouts with no place of our own); ``entry`` None removes it."""
     import tomlkit
 
     document = tomlkit.parse(text)
-    models = document.get("models")
-    if models is None:
-        document["models"] = tomlkit.table(is_super_table=True)
-        models = document["models"]
-    models[name] = entry
-    return tomlkit.dumps(document)
-
-
-def _without_tomlkit(text: str, name: str) -> str:
-    import tomlkit
-
-    document = tomlkit.parse(text)
-    del document["models"][name]
+    models = document.setdefault("models", tomlkit.table(is_super_table=True))
+    if entry is None:
+        del models[name]
+    else:
+        models[name] = entry
     return tomlkit.dumps(document)
 
 

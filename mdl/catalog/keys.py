@@ -33,7 +33,7 @@ ALIASES = {
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
     alias = ALIASES.get(word)
     if alias is not None and alias in choices:
         return f" (did you mean {alias!r}?)"
@@ -42,7 +42,7 @@ def did_you_mean(word: str, choices: Collection[str]) -> str:
 
 
 def format_key(key: str) -> str:
-    """A key as TOML would write it: bare when possible, else quoted."""
+    """A key as TOML writes it: bare when it can be, else quoted."""
     return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
 
 
@@ -59,23 +59,21 @@ def format_path(path: KeyPath) -> str:
 
 def toml_type(value: object) -> str:
     """The TOML name of a parsed value's type, for "must be X, got Y" messages."""
-    # bool first: it is a subclass of int in Python.
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, datetime):
-        return "datetime"
-    if isinstance(value, date):
-        return "date"
-    if isinstance(value, time):
-        return "time"
+    # bool before int (its subclass in Python), datetime before date (likewise)
+    for kind, name in _TOML_TYPES:
+        if isinstance(value, kind):
+            return name
     return type(value).__name__
+
+
+_TOML_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "table"),
+    (datetime, "datetime"),
+    (date, "date"),
+    (time, "time"),
+)

@@ -1,9 +1,6 @@
-"""Key path → TOML line, by letting tomllib read the document one statement at a time (it reports no positions).
-
-Each header or ``key = value`` is parsed alone, so strings, comments, escapes and quoted keys are understood
-by tomllib itself rather than by a scanner of ours. Line numbers are a courtesy: when anything is unexpected
-the lookup stops, and errors still name the file and the key path.
-"""
+"""Key path → TOML line, by letting tomllib (which reports no positions) read one header or ``key = value`` at a time,
+so that it, not a scanner of ours, reads strings, comments and quoted keys. Lines are a courtesy: when anything is
+unexpected the lookup stops, and errors still name the file and the key path."""
 
 from __future__ import annotations
 

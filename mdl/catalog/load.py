@@ -8,23 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mdl.catalog.keys import format_key
+from mdl.catalog.settings import named_catalog
 from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
 
-# Re-exported: callers and tests import these from here.
-__all__ = [
-    "SCHEMA_VERSION",
-    "Catalog",
-    "CatalogError",
-    "CatalogSettings",
-    "FileSpec",
-    "ModelSpec",
-    "expand_headers",
-    "find_catalog",
-    "load_catalog",
-    "parse_catalog",
-]
+__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "CatalogSettings", "FileSpec", "ModelSpec"]  # for tests
 
 
 def load_catalog(path: Path) -> Catalog:
@@ -56,23 +45,18 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
         # tomllib recurses per nesting level; a hostile "a = [[[[…" must not become a traceback.
         raise CatalogError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
     # Imported here so that `import mdl.catalog` (and `mdl --help`) never loads pydantic.
-    from mdl.catalog.validate import validate_catalog
+    from mdl.catalog.schema import validate_catalog
 
     return validate_catalog(document, source=source, text=text, path=path)
 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else <config_dir>/mdl/catalog.toml.
-
-    ``config_dir`` is the user config base (for example ``~/.config``). A flag or variable that names a
-    missing file is an error (the user asked for it); None means no catalog was found anywhere.
+    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``
+    (``config_dir``: the user config base, ``~/.config``). A named file that is missing is an error; None: none found.
     """
-    for given, origin in ((flag, "--catalog"), (_env_path(environ), "$MDL_CATALOG")):
-        if given is None:
-            continue
-        candidate = expand_home(given, environ)
-        if not candidate.is_absolute():
-            candidate = cwd / candidate
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        candidate, given, origin = named
         if not candidate.exists():
             raise CatalogError(f"catalog not found: {given} (from {origin})")
         if not candidate.is_file():
@@ -124,23 +108,7 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
     return tuple(expanded)
 
 
-def _env_path(environ: Mapping[str, str]) -> Path | None:
-    """$MDL_CATALOG as a path; an empty value counts as unset, as shells usually mean it."""
-    value = environ.get("MDL_CATALOG", "")
-    return Path(value) if value else None
-
-
-def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
-    """Expand ``~`` and ``~/x`` from the passed-in HOME; the shell leaves a quoted ``"~/x"`` alone."""
-    home = environ.get("HOME", "")
-    text = str(path)
-    if home and (text == "~" or text.startswith("~/")):
-        return Path(home) / text[2:]
-    return path
-
-
 def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: str) -> str:
-    """One line for a TOML syntax error, with tomllib's line and column up front."""
     text = str(exc)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
     if match:
@@ -155,11 +123,8 @@ def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: s
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
-    """A hint when the error sits at the end of a line inside ``{ … ,`` — a multi-line inline table.
-
-    TOML 1.0 (what tomllib reads) wants inline tables on one line; the error tomllib gives for a
-    line break there ("Invalid initial character for a key part") does not say so.
-    """
+    """A hint when the error ends a line inside ``{ … ,``: TOML 1.0 (tomllib) wants inline tables on one line, and
+    its error for a line break there ("Invalid initial character for a key part") does not say so."""
     lines = document.splitlines()
     if not 1 <= line <= len(lines):
         return ""

@@ -1,27 +1,26 @@
-"""The catalog schema in pydantic: strict, frozen tables that forbid unknown keys, and validators for our rules.
+"""The catalog's validating reader: pydantic tables (strict types, no unknown keys), our rules in the words users
+see, and pydantic's errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``).
 
-Pydantic checks types (strictly: a TOML integer is never a boolean or a string), unknown keys and nesting;
-the validators here say what is ours (repo ids, relative paths, hex digests, exactly one source) with the
-words users see. ``mdl.catalog.validate`` turns pydantic's errors into one-line messages; this module is
-imported only when a catalog is parsed, so ``mdl --help`` never pays for pydantic.
+Imported only when a catalog is parsed, so that ``import mdl.catalog`` (and ``mdl get URL``) never pays for pydantic.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Self
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mdl.catalog.keys import did_you_mean
+from mdl.catalog.keys import KeyPath, did_you_mean, format_key, format_path, toml_type
+from mdl.catalog.lines import LineIndex
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import REPO_TYPES, SCHEMA_VERSION, VAR_RE, CatalogSettings, FileSpec
-from mdl.errors import UnsafePathError, UsageError
+from mdl.catalog.specs import REPO_TYPES, SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
@@ -34,27 +33,13 @@ _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-@dataclass(frozen=True)
-class Expect:
-    """Annotation metadata: what a value must be, in "must be …, got <TOML type>" ("an array of strings").
-
-    ``{name}`` stands for the value's own key (a model's name).
-    """
-
-    phrase: str
-
-
 def problem(message: str, *at: str | int) -> PydanticCustomError:
-    """One of our rules broken; ``at`` continues the key path below the value being validated.
-
-    The message travels in the context, not the template, so that braces in user values are never
-    taken for pydantic placeholders.
-    """
+    """One of our rules broken; ``at`` continues the key path below the value (the message travels in the
+    context, so that braces in user values are never taken for pydantic placeholders)."""
     return PydanticCustomError("mdl_catalog", "{message}", {"message": message, "at": at})
 
 
-def _where_less(exc: UsageError) -> str:
-    """An error from mdl.paths or mdl.catalog.settings without its ``where: `` prefix (ours adds the key path)."""
+def _where_less(exc: UsageError) -> str:  # without its "where: " prefix: ours adds the key path
     return exc.message.split(": ", 1)[-1]
 
 
@@ -116,7 +101,7 @@ def _endpoint(url: str) -> str:
 
 
 def _sha256(value: str) -> str:
-    """64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case."""
+    # 64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case.
     digest = value.strip().lower().removeprefix("sha256:")
     if not _HEX64_RE.fullmatch(digest):
         bad = next((ch for ch in digest if ch not in "0123456789abcdef"), None)
@@ -148,7 +133,7 @@ def _seconds(*, zero_ok: bool) -> BeforeValidator:
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
             bound = ">= 0" if zero_ok else "> 0"
             raise problem(f"must be a finite number of seconds {bound}, got {value}")
-        return value
+        return float(value)
 
     return BeforeValidator(check)
 
@@ -203,14 +188,11 @@ def _some_files(files: list[FileEntry]) -> list[FileEntry]:
 
 
 Text = Annotated[str, AfterValidator(_not_blank)]
-Strings = Annotated[list[Text], Expect("an array of strings")]
 RepoId = Annotated[Text, AfterValidator(_repo_id)]
 RepoType = Annotated[Text, AfterValidator(_one_of(REPO_TYPES, hint=True))]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
-Seconds = Annotated[float, Expect("a number of seconds")]
 Headers = Annotated[
     dict[Annotated[str, AfterValidator(_header_name)], Annotated[str, AfterValidator(_header_value)]],
-    Expect("a table of header names to strings"),
     AfterValidator(_distinct_headers),
 ]
 
@@ -225,7 +207,7 @@ class Table(BaseModel):
 
     @classmethod
     def keys(cls) -> list[str]:
-        """The keys the table takes, as written in TOML, in schema order (for "allowed: …" and did-you-mean)."""
+        """The keys as written in TOML, in schema order (for "allowed: …" and did-you-mean)."""
         return [field.alias or name for name, field in cls.model_fields.items()]
 
 
@@ -238,8 +220,8 @@ class FileEntry(Table):
     revision: Text | None = None
     repo_type: RepoType | None = None
     sha256: Annotated[Text, AfterValidator(_sha256)] | None = None
-    size: Annotated[int, Expect("an integer number of bytes"), AfterValidator(_bytes)] | None = None
-    as_: RelativePath | None = Field(default=None, alias="as")
+    size: Annotated[int, AfterValidator(_bytes)] | None = None
+    save_as: RelativePath | None = Field(default=None, alias="as")
     headers: Headers | None = None
 
     @model_validator(mode="after")
@@ -260,7 +242,7 @@ class FileEntry(Table):
         for key in ("revision", "repo_type"):
             if key in given:
                 raise problem(f"only Hub files ('repo' + 'path') take {key!r}", key)
-        if self.as_ is None:
+        if self.save_as is None:
             try:
                 url_basename(self.url, where="")
             except UnsafePathError as exc:
@@ -268,19 +250,16 @@ class FileEntry(Table):
         return self
 
     def to_spec(self, key_path: str) -> FileSpec:
-        """The frozen spec other parts use; a Hub file's revision and repo type get their defaults."""
+        """The spec other parts use; a Hub file's revision and repo type get their defaults."""
         hub = self.url is None
         return FileSpec(
             key_path=key_path,
-            repo=self.repo,
-            path=self.path,
-            url=self.url,
-            revision=self.revision or ("main" if hub else None),
-            repo_type=self.repo_type or ("model" if hub else None),
-            sha256=self.sha256,
-            size=self.size,
-            save_as=self.as_,
-            headers=tuple((self.headers or {}).items()),
+            **{
+                **dict(iter(self)),  # not dict(self): Table.keys is a classmethod
+                "revision": self.revision or ("main" if hub else None),
+                "repo_type": self.repo_type or ("model" if hub else None),
+                "headers": tuple((self.headers or {}).items()),
+            },
         )
 
 
@@ -288,20 +267,13 @@ class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
     description: str = ""
-    tags: Strings = Field(default_factory=list)
+    tags: list[Text] = Field(default_factory=list)
     repo: RepoId | None = None
     repo_type: RepoType = "model"
     revision: Text = "main"
-    include: Strings = Field(default_factory=list)
-    exclude: Strings = Field(default_factory=list)
-    files: (
-        Annotated[
-            list[Annotated[FileEntry, Expect("a table like { repo = ..., path = ... }")]],
-            Expect("an array of file tables"),
-            AfterValidator(_some_files),
-        ]
-        | None
-    ) = None
+    include: list[Text] = Field(default_factory=list)
+    exclude: list[Text] = Field(default_factory=list)
+    files: Annotated[list[FileEntry], AfterValidator(_some_files)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -341,30 +313,19 @@ class SettingsTable(Table):
     jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
     limit_rate: Annotated[Text, AfterValidator(_rate)] | None = None
-    stall_timeout: Annotated[Seconds, _seconds(zero_ok=False)] | None = None
-    timeout: Annotated[Seconds, _seconds(zero_ok=False)] | None = None
-    lock_timeout: Annotated[Seconds, _seconds(zero_ok=True)] | None = None
+    stall_timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
+    timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
+    lock_timeout: Annotated[float, _seconds(zero_ok=True)] | None = None
     retries: Annotated[int, _between(0, 100)] | None = None
     layout: Annotated[Text, AfterValidator(_one_of(LAYOUTS, hint=False))] | None = None
-    mirrors: Annotated[
-        # a mirror given as a plain string is a table with only its url
-        list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]],
-        Expect("an array of URL templates (strings, or { url, endpoint } tables)"),
-    ] = Field(default_factory=list)
+    # a mirror given as a plain string is a table with only its url
+    mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
+        default_factory=list
+    )
 
     def to_spec(self) -> CatalogSettings:
-        """The frozen settings other parts use (seconds always as floats)."""
         return CatalogSettings(
-            dest=self.dest,
-            connections=self.connections,
-            jobs=self.jobs,
-            endpoint=self.endpoint,
-            limit_rate=self.limit_rate,
-            stall_timeout=None if self.stall_timeout is None else float(self.stall_timeout),
-            timeout=None if self.timeout is None else float(self.timeout),
-            lock_timeout=None if self.lock_timeout is None else float(self.lock_timeout),
-            retries=self.retries,
-            layout=self.layout,
+            **{key: value for key, value in self if key != "mirrors"},
             mirrors=tuple(m.url for m in self.mirrors),
             mirror_endpoints=tuple((m.url, m.endpoint) for m in self.mirrors if m.endpoint is not None),
         )
@@ -383,5 +344,144 @@ class CatalogDocument(Table):
     settings: SettingsTable = Field(default_factory=SettingsTable)
     models: dict[
         Annotated[str, AfterValidator(_model_name)],
-        Annotated[ModelEntry, Expect("a table like [models.{name}]")],
+        ModelEntry,
     ] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+# "must be …" for pydantic's strict type errors, by the key of the table the value sits in, else by type.
+_TYPE_PHRASES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+_KEY_PHRASES = {
+    "tags": "an array of strings",
+    "include": "an array of strings",
+    "exclude": "an array of strings",
+    "files": "an array of file tables",
+    "size": "an integer number of bytes",
+    "headers": "a table of header names to strings",
+    "stall_timeout": "a number of seconds",
+    "timeout": "a number of seconds",
+    "lock_timeout": "a number of seconds",
+    "mirrors": "an array of URL templates (strings, or { url, endpoint } tables)",
+}
+
+
+def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
+    """The catalog that tomllib's ``document`` describes; CatalogError for the first problem in ``text``."""
+    where = _Where(source, text)
+    try:
+        valid = CatalogDocument.model_validate(document)
+    except ValidationError as exc:
+        raise CatalogError(where.first_problem(exc.errors())) from exc
+    models = []
+    for name, entry in valid.models.items():
+        files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
+        _check_save_paths(files, ("models", name), where)
+        values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in entry if key != "files"}
+        models.append(ModelSpec(name=name, **values, files=files))
+    return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
+
+
+class _Where:
+    """Turns key paths into ``file:line: key.path`` and pydantic's errors into our one-line messages."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines = LineIndex(text)
+
+    def __call__(self, path: KeyPath) -> str:
+        line = self.lines.line_of(path)
+        head = f"{self.source}:{line}" if line is not None else self.source
+        return f"{head}: {format_path(path)}" if path else head
+
+    def first_problem(self, errors: Sequence[ErrorDetails]) -> str:
+        """The message for the error written first in the file (pydantic's order breaks ties)."""
+
+        def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:
+            line = self.lines.line_of(_key_path(item[1]))
+            return line is None, line or 0, item[0]
+
+        _, error = min(enumerate(errors), key=rank)
+        path = _key_path(error)
+        return f"{self(path)}: {_message(error, path)}"
+
+
+def _key_path(error: ErrorDetails) -> KeyPath:
+    """pydantic's ``loc`` as our key path: a bad dict key is the key itself; our errors may point deeper."""
+    loc = tuple(error["loc"])
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+    if error["type"] == "mdl_catalog":
+        loc = (*loc, *error.get("ctx", {}).get("at", ()))
+    return loc
+
+
+def _table_at(path: KeyPath) -> type[Table] | None:
+    match path:
+        case ():
+            return CatalogDocument
+        case ("settings",):
+            return SettingsTable
+        case ("settings", "mirrors", int()):
+            return MirrorTable
+        case ("models", str()):
+            return ModelEntry
+        case ("models", str(), "files", int()):
+            return FileEntry
+    return None
+
+
+def _message(error: ErrorDetails, path: KeyPath) -> str:
+    """What is wrong at ``path``, in the words users have always seen."""
+    kind = error["type"]
+    if kind == "mdl_catalog":
+        return str(error.get("ctx", {}).get("message", error["msg"]))
+    if kind == "extra_forbidden":
+        owner = _table_at(path[:-1])
+        allowed = owner.keys() if owner is not None else []
+        hint = did_you_mean(str(path[-1]), allowed) or (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return f"unknown key{hint}"
+    if kind in _TYPE_PHRASES:
+        phrase = _TYPE_PHRASES[kind]
+        match path:
+            case ("models", str() as name):
+                phrase = f"a table like [models.{format_key(name)}]"
+            case ("models", str(), "files", int()):
+                phrase = "a table like { repo = ..., path = ... }"
+            case (*table, str() as key) if key in _KEY_PHRASES and _table_at(tuple(table)) is not None:
+                phrase = _KEY_PHRASES[key]
+        return f"must be {phrase}, got {toml_type(error['input'])}"
+    # Not expected from TOML input; still one line, never a traceback.
+    return f"is not valid: {error['msg']}"
+
+
+def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: _Where) -> None:
+    """Two files must not save to the same path, nor one to a folder that another needs as a file (here rather
+    than in the tables because the message names the other entry's key path)."""
+    owners: dict[str, int] = {}
+    folders: dict[str, int] = {}
+    for index, spec in enumerate(files):
+        target = spec.save_path
+        clash: str | None = None
+        if target in owners:
+            clash = f"saves to {target!r}, as {files[owners[target]].key_path} does; set 'as' on one of them"
+        elif target in folders:
+            clash = f"saves to {target!r}, which {files[folders[target]].key_path} needs as a folder"
+        parents = target.split("/")[:-1]
+        for depth in range(1, len(parents) + 1):
+            folder = "/".join(parents[:depth])
+            if clash is None and folder in owners:
+                other = files[owners[folder]].key_path
+                clash = f"saves to {target!r}, inside {folder!r}, which {other} saves as a file"
+            folders.setdefault(folder, index)
+        if clash is not None:
+            raise CatalogError(f"{where((*model_path, 'files', index))}: {clash}")
+        owners[target] = index

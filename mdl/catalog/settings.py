@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from mdl.catalog.specs import CatalogSettings
 from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
@@ -91,8 +92,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template: http(s) or ``s3://bucket/…`` (a literal bucket name), with only the known
-    ``{placeholders}``; its secrets are registered first."""
+    """A mirror URL template (http(s) or ``s3://bucket/…``, known ``{placeholders}`` only); secrets registered."""
     remember_url_secrets(template)
     if template.startswith("s3://"):
         bucket = template[len("s3://") :].partition("/")[0]
@@ -107,12 +107,8 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache, found the way huggingface_hub finds it.
-
-    huggingface_hub freezes these paths at import time (``huggingface_hub.constants``), so they are read
-    here from the run's environment, in its order: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
-    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
-    """
+    """The Hugging Face hub cache, found as huggingface_hub does (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
+    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub) but from the run's environment: it reads them once."""
     import os
 
     def expand(value: str) -> Path:
@@ -129,35 +125,33 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     return (base / "huggingface" / "hub").absolute()
 
 
-def parse_bool(value: str) -> bool:
-    """Environment-style truth (``1``, ``true``, ``yes``, ``on``)."""
+def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
     return value.strip().lower() in _TRUE
 
 
-def _env_int(environ: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+def _env_int(environ: Mapping[str, str], name: str, hi: int, *, lo: int = 1) -> int | None:
     raw = environ.get(name)
-    if raw is None or raw == "":
+    if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
         raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise UsageError(f"${name}: must be between {lo} and {hi}, got {value}")
-    return value
+    return check_range(value, flag=f"${name}", lo=lo, hi=hi)
 
 
-def _env_float(environ: Mapping[str, str], name: str, *, positive: bool = False) -> float | None:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
-    return value
+def _seconds(flag: float | None, environ: Mapping[str, str], name: str, catalog: float | None, default: float) -> float:
+    """The flag, else ``$name`` (LOCK_TIMEOUT may be 0, the others must be positive), else the catalog's."""
+    raw, positive = environ.get(name), name != "MDL_LOCK_TIMEOUT"
+    env: float | None = None
+    if raw:
+        try:
+            env = float(raw)
+        except ValueError:
+            raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
+        if not math.isfinite(env) or env < 0 or (positive and env == 0):
+            raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
+    return _pick(default, flag, env, catalog)
 
 
 def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None:
@@ -168,14 +162,10 @@ def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None
 
 
 def _first(*values: T | None) -> T | None:
-    for value in values:
-        if value is not None:
-            return value
-    return None
+    return next((value for value in values if value is not None), None)
 
 
 def _pick(default: T, *values: T | None) -> T:
-    """The first value that is set, else the default."""
     chosen = _first(*values)
     return default if chosen is None else chosen
 
@@ -188,14 +178,12 @@ def default_dest() -> Path:
 
 
 def default_log_file() -> Path:
-    """``<user log dir>/mdl/mdl.log``."""
     import platformdirs
 
     return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
 
 
-def user_config_dir() -> Path:
-    """The user config dir (the catalog fallback is ``<this>/mdl/catalog.toml``)."""
+def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
     import platformdirs
 
     return Path(platformdirs.user_config_dir())
@@ -206,56 +194,37 @@ def resolve_dest(
 ) -> Path:
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
     if flag is not None:
-        return flag.expanduser().absolute()
+        return _home(flag).absolute()
     env = environ.get("MDL_DEST")
     if env:
-        return Path(env).expanduser().absolute()
+        return _home(Path(env)).absolute()
     if catalog_dest:
-        path = Path(catalog_dest).expanduser()
+        path = _home(Path(catalog_dest))
         if not path.is_absolute() and catalog_dir is not None:
             path = catalog_dir / path
         return path.absolute()
     return default_dest()
 
 
+def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, as a shell leaves it
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
 def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
-    s = catalog.settings
     where = catalog.path.parent if catalog.path is not None else None
-    root = resolve_dest(flag=dest, environ=environ, catalog_dest=s.dest, catalog_dir=where)
-    return build_settings(
-        environ=environ,
-        dest=root,
-        catalog_endpoint=s.endpoint,
-        catalog_connections=s.connections,
-        catalog_jobs=s.jobs,
-        catalog_limit_rate=s.limit_rate,
-        catalog_stall_timeout=s.stall_timeout,
-        catalog_timeout=s.timeout,
-        catalog_lock_timeout=s.lock_timeout,
-        catalog_retries=s.retries,
-        catalog_layout=s.layout,
-        catalog_mirrors=s.mirrors,
-        catalog_mirror_endpoints=s.mirror_endpoints,
-        **flags,
-    )
+    root = resolve_dest(flag=dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
+    return build_settings(environ=environ, dest=root, catalog=catalog.settings, **flags)
 
 
 def build_settings(
     *,
     environ: Mapping[str, str],
     dest: Path,
-    catalog_endpoint: str | None = None,
-    catalog_connections: int | None = None,
-    catalog_jobs: int | None = None,
-    catalog_limit_rate: str | None = None,
-    catalog_stall_timeout: float | None = None,
-    catalog_timeout: float | None = None,
-    catalog_lock_timeout: float | None = None,
-    catalog_retries: int | None = None,
-    catalog_layout: str | None = None,
-    catalog_mirrors: tuple[str, ...] = (),
-    catalog_mirror_endpoints: tuple[tuple[str, str], ...] = (),
+    catalog: CatalogSettings | None = None,
     mirrors: tuple[str, ...] | None = None,
     layout: str | None = None,
     connections: int | None = None,
@@ -272,32 +241,33 @@ def build_settings(
     frozen: bool = False,
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
+    catalog = catalog or CatalogSettings()
     check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
     check_range(jobs, flag="--jobs", lo=1, hi=MAX_JOBS)
     env_rate = environ.get("MDL_LIMIT_RATE") or None
     if env_rate is not None:
         parse_rate(env_rate, where="$MDL_LIMIT_RATE")  # a broken variable is reported even when a flag wins
-    rate_text = _first(limit_rate, env_rate, catalog_limit_rate)
+    rate_text = _first(limit_rate, env_rate, catalog.limit_rate)
     rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
-    endpoint = (environ.get("HF_ENDPOINT") or catalog_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+    endpoint = (environ.get("HF_ENDPOINT") or catalog.endpoint or DEFAULT_ENDPOINT).rstrip("/")
     if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
         # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
-    if stall_timeout is not None and (not math.isfinite(stall_timeout) or stall_timeout <= 0):
-        raise UsageError(f"--stall-timeout: must be positive, got {stall_timeout}")
-    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
-        raise UsageError(f"--timeout: must be positive, got {timeout}")
-    if lock_timeout is not None and (not math.isfinite(lock_timeout) or lock_timeout < 0):
-        raise UsageError(f"--lock-timeout: must not be negative, got {lock_timeout}")
-    chosen_layout = _pick("plain", layout, environ.get("MDL_LAYOUT") or None, catalog_layout)
+    for flag, value, zero_ok in (
+        ("--stall-timeout", stall_timeout, False),
+        ("--timeout", timeout, False),
+        ("--lock-timeout", lock_timeout, True),
+    ):
+        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
+            raise UsageError(f"{flag}: must {'not be negative' if zero_ok else 'be positive'}, got {value}")
+    chosen_layout = _first(layout, environ.get("MDL_LAYOUT") or None, catalog.layout) or "plain"
     if chosen_layout not in LAYOUTS:
         where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
-    chosen_connections = _first(
-        connections, _env_int(environ, "MDL_CONNECTIONS", 1, MAX_CONNECTIONS), catalog_connections
-    )
+    chosen_connections = _first(connections, _env_int(environ, "MDL_CONNECTIONS", MAX_CONNECTIONS), catalog.connections)
+    chosen_jobs = _first(jobs, _env_int(environ, "MDL_JOBS", MAX_JOBS), catalog.jobs)
     return Settings(
         dest=dest,
         endpoint=endpoint,
@@ -305,20 +275,15 @@ def build_settings(
         offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
         connections=DEFAULT_CONNECTIONS if chosen_connections is None else chosen_connections,
         connections_set=chosen_connections is not None,
-        jobs=_pick(DEFAULT_JOBS, jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs),
-        jobs_set=_first(jobs, _env_int(environ, "MDL_JOBS", 1, MAX_JOBS), catalog_jobs) is not None,
+        jobs=DEFAULT_JOBS if chosen_jobs is None else chosen_jobs,
+        jobs_set=chosen_jobs is not None,
         limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
-        stall_timeout=_pick(
-            DEFAULT_STALL_TIMEOUT,
-            stall_timeout,
-            _env_float(environ, "MDL_STALL_TIMEOUT", positive=True),
-            catalog_stall_timeout,
+        stall_timeout=_seconds(
+            stall_timeout, environ, "MDL_STALL_TIMEOUT", catalog.stall_timeout, DEFAULT_STALL_TIMEOUT
         ),
-        timeout=_pick(DEFAULT_TIMEOUT, timeout, _env_float(environ, "MDL_TIMEOUT", positive=True), catalog_timeout),
-        lock_timeout=_pick(
-            DEFAULT_LOCK_TIMEOUT, lock_timeout, _env_float(environ, "MDL_LOCK_TIMEOUT"), catalog_lock_timeout
-        ),
-        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 0, 100), catalog_retries),
+        timeout=_seconds(timeout, environ, "MDL_TIMEOUT", catalog.timeout, DEFAULT_TIMEOUT),
+        lock_timeout=_seconds(lock_timeout, environ, "MDL_LOCK_TIMEOUT", catalog.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 100, lo=0), catalog.retries),
         verify=verify,
         force=force,
         dry_run=dry_run,
@@ -326,18 +291,15 @@ def build_settings(
         environ=environ,
         layout=chosen_layout,
         hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
-        mirrors=flag_mirrors or env_mirrors or catalog_mirrors,
-        mirror_endpoints=catalog_mirror_endpoints,
+        mirrors=flag_mirrors or env_mirrors or catalog.mirrors,
+        mirror_endpoints=catalog.mirror_endpoints,
         lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
         lock_path=lock_path,
     )
 
 
 def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) -> str:
-    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's UV_LOCKED / UV_FROZEN), else auto.
-
-    Both at once contradict each other (one refuses what the other accepts): a usage error, not a guess.
-    """
+    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto; both is an error."""
     if locked and frozen:
         raise UsageError(
             "--locked and --frozen: give one, not both (--locked checks the lock against the catalog, "
@@ -353,36 +315,42 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
 
 
 def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; a catalog whose own name ends in ``.lock`` gets ``NAME.lock.lock``, never
-    itself (``mdl lock`` would write the lock over the catalog)."""
+    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
     return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
 
 
-def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """Where catalog.lock is for ``--frozen`` when there may be no catalog beside it: ``--catalog``'s ``.lock``,
-    else ``$MDL_CATALOG``'s, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``; None when none exists.
+def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
+    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
+    env = environ.get("MDL_CATALOG", "")
+    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
+        if given is not None:
+            path = expand_home(given, environ)
+            return (path if path.is_absolute() else cwd / path), given, origin
+    return None
 
-    The same order as the catalog's own lookup, so a machine that gets only the lock finds it where the
-    catalog would have been.
-    """
-    env = environ.get("MDL_CATALOG") or None
-    for given in (flag, Path(env) if env else None):
-        if given is None:
-            continue
-        home = environ.get("HOME", "")
-        text = str(given)
-        if home and (text == "~" or text.startswith("~/")):
-            given = Path(home) / text[2:]
-        candidate = given if given.is_absolute() else cwd / given
-        return lock_beside(candidate)  # named: its lock is the one meant, there or not
+
+def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
+    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
+    home = environ.get("HOME", "")
+    text = str(path)
+    if home and (text == "~" or text.startswith("~/")):
+        return Path(home) / text[2:]
+    return path
+
+
+def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
+    """catalog.lock for ``--frozen`` where there may be no catalog: where the catalog would be looked for (the named
+    one's ``.lock``, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``); None when none exists."""
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        return lock_beside(named[0])  # named: its lock is the one meant, there or not
     for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _has_origin(url: str) -> bool:
-    """True when ``url`` names a host and, if any, a valid port ('http://h:abc' and 'http://[::1' do not)."""
+def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://h:abc' and 'http://[::1' have not)
     try:
         parts = urlsplit(url)
         _ = parts.port

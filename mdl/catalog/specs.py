@@ -1,4 +1,5 @@
-"""The frozen specs other parts get from a validated catalog: FileSpec, ModelSpec, CatalogSettings, Catalog."""
+"""The catalog as the rest of mdl uses it: frozen FileSpec, ModelSpec, CatalogSettings and Catalog, built by the
+validating reader (mdl.catalog.schema), which other parts never import: ``mdl get URL`` stays free of pydantic."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class FileSpec:
 
     @property
     def save_path(self) -> str:
-        """Where the file goes inside the model folder: ``as``, else ``path``, else the URL's basename."""
+        """Its path in the model folder: ``as``, else ``path``, else the URL's basename."""
         if self.save_as is not None:
             return self.save_as
         if self.path is not None:
@@ -60,7 +61,6 @@ class ModelSpec:
 
     @property
     def is_snapshot(self) -> bool:
-        """True when the model is a (filtered) snapshot of one repo rather than explicit files."""
         return self.repo is not None
 
 
@@ -91,7 +91,7 @@ class Catalog:
     models: tuple[ModelSpec, ...] = ()
 
     def get(self, name: str) -> ModelSpec:
-        """The model called ``name``, or UsageError with a did-you-mean hint."""
+        """The model called ``name``; UsageError with a did-you-mean hint."""
         for model in self.models:
             if model.name == name:
                 return model

@@ -17,9 +17,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def parse_template(template: str, *, fields: Sequence[str], where: str) -> tuple[str | Placeholder, ...]:
-    """A user's template as literal text and placeholders: ``{name}`` for each name of ``fields`` and nothing
-    else — no format spec (``{path:>99}``), no conversion (``{path!r}``), no nesting, no stray brace. Templates
-    are filled by plain replacement (:func:`fill_template`), never by ``str.format``: a spec would be run."""
+    """A user's template as literal text and ``{name}`` placeholders for names of ``fields``, and nothing else: no
+    format spec (``{path:>99}``), no conversion (``{path!r}``), no nesting, no stray brace."""
     parts: list[str | Placeholder] = []
     at = 0
     for match in _PLACEHOLDER.finditer(template):
@@ -46,9 +45,7 @@ def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str])
 
 
 @dataclass(frozen=True)
-class Placeholder:
-    """``{name}`` in a template."""
-
+class Placeholder:  # {name} in a template
     name: str
 
 

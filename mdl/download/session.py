@@ -16,12 +16,12 @@ from mdl.transfer import (
     Credentials,
     Engine,
     EngineConfig,
+    NetTransport,
     Probed,
     RateLimiter,
     RetryPolicy,
     TokenGuard,
     make_client,
-    make_transport,
     origin,
     probe,
 )
@@ -50,7 +50,7 @@ class PullSession:
         pool_size = max(
             4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
         )
-        self.transport = make_transport(pool_size=pool_size, timeout=settings.timeout, environ=self.environ)
+        self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
         self.client = make_client(
             timeout=settings.timeout, environ=self.environ, pool_size=pool_size, transport=self.transport
         )

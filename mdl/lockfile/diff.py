@@ -25,7 +25,6 @@ class ModelChange:
     repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The change for ``--json``."""
         return {
             "name": self.name,
             "status": self.status,
@@ -65,16 +64,9 @@ def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -
         now = {f.path: f for f in after.files}
         added = tuple(now[p] for p in sorted(set(now) - set(was)))
         removed = tuple(was[p] for p in sorted(set(was) - set(now)))
-        changed = tuple(
-            (was[p], now[p])
-            for p in sorted(set(was) & set(now))
-            if (was[p].sha256, was[p].size) != (now[p].sha256, now[p].size)
-        )
-        repinned = tuple(
-            (was[p], now[p])
-            for p in sorted(set(was) & set(now))
-            if was[p].source != now[p].source and (was[p].sha256, was[p].size) == (now[p].sha256, now[p].size)
-        )
+        both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
+        changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
+        repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
         if before.commit is not None and before.commit != after.commit:
             repinned = ()  # the model's commit moved, and the line says so: its files followed it
         moved = before.commit != after.commit or added or removed or changed or repinned

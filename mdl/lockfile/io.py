@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from mdl.errors import CatalogError, LocalFSError
-from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedModel, validation_message
 from mdl.store import write_atomic
 
 _HEADER = (
@@ -25,7 +25,7 @@ _HEADER = (
 
 
 def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, or None when there is none; CatalogError (exit 2) naming the file when it is bad."""
+    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -70,8 +70,6 @@ def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class _Document:
-    """The file's top level: its version, then ``[[model]]`` tables."""
-
     version: int  # checked above
     model: tuple[LockedModel, ...] = ()
 
@@ -106,8 +104,8 @@ def write_lock(path: Path, lock: Lock) -> bool:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Hold the lock file's folder exclusively (``flock`` on the folder: no extra file beside the catalog) while a
-    lock is read, merged and written, so that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
+    """``flock`` the lock's folder (no extra file beside the catalog) while a lock is read, merged and written, so
+    that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
@@ -120,40 +118,20 @@ def exclusive(path: Path) -> Iterator[None]:
 
 
 def _model_text(model: LockedModel) -> str:
-    out = ["\n[[model]]\n", f"name = {_string(model.name)}\n", f"fingerprint = {_string(model.fingerprint)}\n"]
+    out = ["\n[[model]]\n", f"name = {_toml(model.name)}\n", f"fingerprint = {_toml(model.fingerprint)}\n"]
     if model.revision is not None:
-        out.append(f"revision = {_string(model.revision)}\n")
+        out.append(f"revision = {_toml(model.revision)}\n")
     if model.commit is not None:
-        out.append(f"commit = {_string(model.commit)}\n")
+        out.append(f"commit = {_toml(model.commit)}\n")
     out.append("files = [\n")
     for f in sorted(model.files, key=lambda f: f.path):
-        out.append(f"  {_file_text(f)},\n")
+        keys = ("path", "size", "sha256", "source", "git_oid", "revision")
+        values = ", ".join(f"{key} = {_toml(getattr(f, key))}" for key in keys if getattr(f, key) is not None)
+        out.append(f"  {{ {values} }},\n")
     out.append("]\n")
     return "".join(out)
 
 
-def _file_text(f: LockedFile) -> str:
-    fields: list[tuple[str, Any]] = [("path", f.path), ("size", f.size), ("sha256", f.sha256), ("source", f.source)]
-    if f.git_oid is not None:
-        fields.append(("git_oid", f.git_oid))
-    if f.revision is not None:
-        fields.append(("revision", f.revision))
-    return "{ " + ", ".join(f"{key} = {_value(value)}" for key, value in fields) + " }"
-
-
-def _value(value: Any) -> str:
-    return str(value) if isinstance(value, int) else _string(str(value))
-
-
-def _string(value: str) -> str:
-    """A TOML basic string: quotes, backslashes and every control character (DEL too) escaped."""
-    out = ['"']
-    for char in value:
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+def _toml(value: str | int) -> str:
+    """A TOML integer or basic string: JSON's escapes are TOML's, and TOML wants DEL escaped too."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")

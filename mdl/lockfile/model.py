@@ -1,6 +1,5 @@
-"""What a lock holds (models, files, pins), validated as it is built: strict types, hex digests, safe save paths
-and names, Hub sources pinned to a commit. Also how a catalog entry is fingerprinted, and the conversions between a
-locked model and the ``ResolvedModel`` the download part fetches."""
+"""What a lock holds, validated as it is built (strict types, hex digests, safe paths and names, Hub sources pinned
+to a commit); a catalog entry's fingerprint; a locked model to and from the ``ResolvedModel`` the download fetches."""
 
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 @dataclass(frozen=True, config=_STRICT)
 class LockedFile:
-    """One file pinned: where it goes in the model folder, where it comes from, and exactly what it is."""
+    """One file pinned: its save path in the model folder, its source, and exactly what it is."""
 
     path: _Text  # save path inside the model folder
     size: _Size
@@ -83,14 +82,13 @@ class LockedFile:
         return value
 
     @property
-    def hub(self) -> HubFileRef | None:
-        """Repo, type, commit and path in the repo of a Hub file; None for a direct URL."""
+    def hub(self) -> HubFileRef | None:  # None for a direct URL
         return parse_hub_source(self.source)
 
 
 @dataclass(frozen=True, config=_STRICT)
 class LockedModel:
-    """One model pinned: the fingerprint of its catalog entry (a changed entry makes it stale) and its files."""
+    """One model pinned: its catalog entry's fingerprint (a changed entry makes it stale) and its files."""
 
     name: _Text
     fingerprint: Annotated[str, Strict(), Field(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -130,7 +128,6 @@ class Lock:
         return locked if locked is not None and locked.fingerprint == fingerprint(spec) else None
 
     def stale_or_missing(self, specs: list[ModelSpec]) -> list[str]:
-        """Names of the models the lock does not pin as the catalog says now."""
         return [spec.name for spec in specs if self.fresh(spec) is None]
 
     def with_models(self, models: Mapping[str, LockedModel], *, keep: Callable[[str], bool]) -> Lock:
@@ -141,11 +138,8 @@ class Lock:
 
 
 def fingerprint(spec: ModelSpec) -> str:
-    """A hash of everything in a catalog entry that decides which bytes it means (not its description or tags).
-
-    Headers are left out: they say how to ask, not what to get. A presigned URL that changes its signature
-    does change the fingerprint (its query is part of the URL): such an entry is re-resolved.
-    """
+    """A hash of what in a catalog entry decides which bytes it means: not its description, tags or headers (how
+    to ask, not what to get); a presigned URL's new signature does change it (the entry is re-resolved)."""
     doc: dict[str, Any] = {
         "repo": spec.repo,
         "repo_type": spec.repo_type,
@@ -171,11 +165,8 @@ def fingerprint(spec: ModelSpec) -> str:
 
 
 def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]) -> LockedModel:
-    """The lock entry for a freshly resolved model; ``sha256`` gives the hash of files the Hub did not (by path).
-
-    Raises UsageError naming the file when a size or sha256 is still unknown (the caller hashes first), or the
-    model when what upstream said cannot be written in a lock (the reader would refuse it).
-    """
+    """The lock entry for a freshly resolved model; ``sha256`` has the hashes the Hub did not give (by path).
+    UsageError when a size or sha256 is unknown, or when upstream's answer could not be read back from a lock."""
     files: list[LockedFile] = []
     try:
         for remote in sorted(resolved.files, key=lambda r: r.path):
@@ -211,11 +202,8 @@ def validation_message(exc: ValidationError) -> str:
 def resolved_from_locked(
     locked: LockedModel, *, file_url: FileUrl, spec: ModelSpec | None, environ: Mapping[str, str]
 ) -> ResolvedModel:
-    """The files to fetch for a locked model: pinned commits, sizes and sha256, no Hub listing.
-
-    Direct URLs come from the catalog entry (``spec``), which may carry a signed query and headers the lock
-    never holds; with ``spec`` None (``--frozen``) the lock's URL is used as written.
-    """
+    """The files to fetch for a locked model, with no Hub listing. Direct URLs come from the catalog entry
+    (``spec``: a signed query and headers the lock never holds), else (``--frozen``) from the lock as written."""
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
     from mdl.sources import RemoteFile, ResolvedModel
 

@@ -1,6 +1,5 @@
-"""How every request leaves this machine: bounded in time (mdl.transfer.wire), through the proxy the environment
-names (mdl.transfer.proxy), trusting the CAs it names. One transport under the run's one client, Hub API calls and
-downloads alike, so no request can hang on a server that never answers, or bypass the proxy and CA settings."""
+"""The one transport under the run's one client: every request bounded in time (wire), through the environment's
+proxy (proxy), trusting its CAs."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -25,15 +25,13 @@ KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this 
 
 
 class NetTransport(httpx2.BaseTransport):
-    """Route each request directly or through its proxy, bounded by the run's deadlines: an httpcore2 pool over
-    ``WireBackend`` per route, since httpx2's HTTPTransport takes no network backend and its ``mounts=`` cannot say
-    NO_PROXY's CIDR blocks and ports. An error raised through a proxy names it (``exc.mdl_proxy``)."""
+    """An httpcore2 pool over ``WireBackend`` per route (httpx2's transport takes no backend, its ``mounts=`` no CIDR
+    NO_PROXY); an error raised through a proxy names it (``exc.mdl_proxy``)."""
 
     def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
         self.timeout = timeout
         self._environ = dict(environ or {})
-        # A CA variable naming nothing is exit 2 before any request; loading the certificates (like the system's
-        # trust store, ~30-50 ms) waits for the first TLS connection: `mdl get http://...` never pays.
+        # A CA variable naming nothing is exit 2 now; loading the CAs (~30-50 ms) waits for the first TLS connection.
         ca_locations(self._environ)
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
@@ -48,15 +46,11 @@ class NetTransport(httpx2.BaseTransport):
             self._ssl = context = self._ssl or ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        size, backend = self._pool_size, self._backend
+        size = self._pool_size
+        common: dict[str, Any] = {"max_connections": size, "max_keepalive_connections": size}
+        common.update(ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend)
         if proxy is None:
-            return httpcore2.ConnectionPool(
-                ssl_context=context,
-                max_connections=size,
-                max_keepalive_connections=size,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-                network_backend=backend,
-            )
+            return httpcore2.ConnectionPool(**common)
         parsed = httpx2.Proxy(proxy.url)  # credentials in the URL become Proxy-Authorization as httpx2 does it
         return httpcore2.HTTPProxy(
             proxy_url=httpcore2.URL(
@@ -64,12 +58,8 @@ class NetTransport(httpx2.BaseTransport):
             ),
             proxy_auth=parsed.raw_auth,
             proxy_headers=parsed.headers.raw,
-            ssl_context=context,
             proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
-            max_connections=size,
-            max_keepalive_connections=size,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-            network_backend=backend,
+            **common,
         )
 
     def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
@@ -116,7 +106,6 @@ class NetTransport(httpx2.BaseTransport):
         )
 
     def abort(self) -> None:
-        """Ctrl-C or SIGTERM: wake every request blocked on the network now (its connection is shut down)."""
         self._backend.abort()
 
     def close(self) -> None:
@@ -155,9 +144,8 @@ class _Body(httpx2.SyncByteStream):
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
-    """Bound the rest of ``response``'s body by ``seconds`` (the stall timeout): no read waits longer, and
-    ``seconds`` of waiting that bring fewer than ``seconds × MIN_BODY_RATE`` bytes are a stall (``ReadTimeout``).
-    httpcore2 reads the timeout extension when the body starts streaming, so this bounds the body alone."""
+    """The stall timeout for the rest of the body: no read waits longer, and no ``seconds`` of waiting may bring fewer
+    than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension when the body starts)."""
     timeouts = dict(response.request.extensions.get("timeout") or {})
     timeouts["read"] = seconds
     response.request.extensions["timeout"] = timeouts
@@ -167,8 +155,7 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
 
 
 def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
-    """The rest of ``response``'s body must arrive within ``seconds`` from now, or reading it raises
-    ``httpx2.ReadTimeout``. A response not from mdl's transport is left as is."""
+    """The rest of the body must arrive within ``seconds`` from now, else ``httpx2.ReadTimeout``."""
     stream = response.extensions.get("network_stream")
     if isinstance(stream, WireStream):
         stream.pace.deadline = time.monotonic() + seconds
@@ -179,8 +166,7 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 
 def drain(response: httpx2.Response) -> None:
-    """Close a response whose body we do not need, reading it first when small and sized (a redirect's note, a
-    probe's byte): one closed mid-body takes its keep-alive connection along, and the next request pays a handshake."""
+    """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
     try:
         length = parse_decimal(response.headers.get("Content-Length"))
         if length is not None and length <= DRAIN_LIMIT:

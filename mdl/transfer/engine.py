@@ -27,8 +27,7 @@ MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
 def streams_for(config: EngineConfig, size: int | None) -> int:
-    """Streams for one file: ``--connections`` when given; else the default, growing with the file's size by one
-    per ``BYTES_PER_CONNECTION`` up to ``MAX_AUTO_CONNECTIONS`` (aria2c's ceiling per server)."""
+    """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
     if not config.scale_connections or size is None:
         return config.connections
     return max(config.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
@@ -39,11 +38,8 @@ def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
 
 
 class Engine(Streamer):
-    """Fetches files: parallel ranges for big ones, one stream for small ones, always verified."""
-
     def fetch(self, job: TransferJob) -> TransferResult:
-        """Download (or resume) one file and move it into place verified; a bad hash fails the file, after one
-        more try from zero only when the transfer itself was suspect (``HashMismatch.suspect``)."""
+        """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
         for attempt in (1, 2) if job.retry_on_mismatch else (2,):
             try:
                 return self._fetch_once(job)
@@ -71,26 +67,22 @@ class Engine(Streamer):
                 job.opening.close()
 
     def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
-        if loaded is None:
-            pieces = plan_for(self.config, job.identity.size)
-            validator = None
-        else:
-            pieces, validator = loaded
-        state = DownloadState(job, pieces, validator)
-        resumed_from = state.on_disk()
+        pieces, validator = loaded or (plan_for(self.config, job.identity.size), None)
         try:
             fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
+        state = DownloadState(job, fd, pieces, validator)
+        resumed_from = state.on_disk()
         try:
             if loaded is None and state.size is not None:
                 os.ftruncate(fd, state.size)
             if len(state.pieces) > 1:  # a one-stream file saves its record at the first checkpoint, if it lasts
-                state.save(fd)
+                state.save()
             self.progress.start(
                 job.label, label=job.label, total=state.size, completed=resumed_from, model=job.model, path=job.path
             )
-            hasher = self._run_until_done(job, state, fd)
+            hasher = self._run_until_done(state)
             if state.size is None:  # unknown size: the stream ended, its length is the size
                 state.pieces[0].end = state.pieces[0].done
                 os.ftruncate(fd, state.pieces[0].done)
@@ -113,7 +105,7 @@ class Engine(Streamer):
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):
                 if state.on_disk() > 0:
-                    state.save(fd)  # keep what we have for the next run
+                    state.save()  # keep what we have for the next run
                 else:
                     os.close(fd)
                     fd = -1
@@ -139,14 +131,14 @@ class Engine(Streamer):
             fetched=size - resumed_from,
         )
 
-    def _run_until_done(self, job: TransferJob, state: DownloadState, fd: int) -> Hasher:
-        """Run the streams; start over when the server ignores ranges, or once, whole, when the file changed
-        under us (a second change is exit 5): no run ends with the bytes of two versions."""
+    def _run_until_done(self, state: DownloadState) -> Hasher:
+        """Run the streams; start over when ranges are ignored or, once, when the file changed: never two versions."""
+        job, fd = state.job, state.fd
         for _ in range(MAX_RESTARTS):
             hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
             state.hasher = hasher
             try:
-                self._run_streams(job, state, fd, hasher)
+                self._run_streams(state, hasher)
                 return hasher
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
@@ -166,21 +158,20 @@ class Engine(Streamer):
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
             if state.size is not None:
                 os.ftruncate(fd, state.size)
-            state.save(fd)
+            state.save()
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
-    def _run_streams(self, job: TransferJob, state: DownloadState, fd: int, hasher: Hasher) -> None:
-        connections = streams_for(self.config, state.size)
-        multi = len(state.pieces) > 1
-        state.url = job.url
+    def _run_streams(self, state: DownloadState, hasher: Hasher) -> None:
+        job, connections = state.job, streams_for(self.config, state.size)
+        state.multi, state.url = len(state.pieces) > 1, job.url
         todo = [p for p in state.pieces if not p.complete]
-        if multi and todo:
-            multi = _aim_ranges(self, job, state, connections)
+        if state.multi and todo:
+            state.multi = _aim_ranges(self, state, connections)
             todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
-                self.run_piece(job, state, fd, piece, multi=multi)
+                self.run_piece(state, piece)
             hasher.catch_up(state.contiguous())
             return
 
@@ -190,25 +181,24 @@ class Engine(Streamer):
 
         workers = max(1, min(connections, len(todo)))
         with (
-            keeping(state, fd, checkpoint=self.config.checkpoint_interval, on_failure=on_failure),
+            keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure),
             hashing_alongside(hasher, state.lock, state.contiguous, name=f"hash:{job.label}"),
         ):
             run_pieces(
                 todo,
-                lambda piece: self.run_piece(job, state, fd, piece, multi=multi),
+                lambda piece: self.run_piece(state, piece),
                 connections=connections,
                 name=f"get:{job.label}",
                 stopped=lambda: self.cancel.is_set() or state.stop.is_set(),
                 on_failure=on_failure,
-                steal=(lambda: state.steal(workers)) if multi else None,
+                steal=(lambda: state.steal(workers)) if state.multi else None,
             )
         if self.cancel.is_set():
             raise InterruptedByUserError(f"{job.label}: interrupted")
 
 
 def _probed(engine: Engine, job: TransferJob) -> TransferJob:
-    """A file of unknown size (a URL with only a sha256): its first request learns the size and carries the
-    first bytes, so a known hash never turns parallel ranges off."""
+    """A file of unknown size: its first request learns the size and carries the first bytes."""
     found = engine.config.retry.run(
         lambda: probe(engine.client, job.url, credentials=job.credentials, what=job.label, carry=True),
         what=job.label,
@@ -223,17 +213,16 @@ def _probed(engine: Engine, job: TransferJob) -> TransferJob:
     return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
 
 
-def _aim_ranges(engine: Engine, job: TransferJob, state: DownloadState, connections: int) -> bool:
-    """Where the ranges of a split file go (a file probed this run: the probe's final URL, under its validator;
-    else located first, its answer checked like any other) and whether they may run in parallel: not when the
-    server names no version and no hash will check the file, for ranges of two versions could not be told apart."""
-    fresh = state.on_disk() == 0 and not state.restarted
+def _aim_ranges(engine: Engine, state: DownloadState, connections: int) -> bool:
+    """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
+    not when no validator and no hash could tell ranges of two versions apart."""
+    job, fresh = state.job, state.on_disk() == 0 and not state.restarted
     if job.located and fresh:
         state.url = job.located
         if state.validator is None:
             state.adopt(job.identity.etag)  # If-Range on every range
     else:
-        state.url = engine.locate_retrying(job, state)
+        state.url = engine.locate_retrying(state)
     if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
         job.retries.warn(
             f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "

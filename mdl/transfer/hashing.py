@@ -17,8 +17,7 @@ READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier nev
 
 
 class Hasher:
-    """sha256 (and the git blob sha1) of the file's contiguous prefix: offered from memory by the stream at the
-    frontier, else read back once the gap closes (``catch_up``); one position under one lock, no byte twice."""
+    """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
 
     def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
         self.fd = fd
@@ -30,7 +29,6 @@ class Hasher:
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything hashed (the bytes on disk were replaced from offset 0)."""
         with self.lock:
             self.epoch += 1
             self.sha256 = hashlib.sha256()
@@ -46,15 +44,13 @@ class Hasher:
         self.position += len(data)
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
-        """Hash bytes just written at ``offset`` if they continue the hashed prefix (else they are read back)."""
         end = offset + len(data)
         with self.lock:
             if offset <= self.position < end:
                 self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
-        """Hash bytes [position, limit) from the file. ``epoch``: ``self.epoch`` when ``limit`` was read; after a
-        reset since, ``limit`` may name bytes of the old version, so the catch-up stops."""
+        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit`` may be stale)."""
         if epoch is None:
             with self.lock:
                 epoch = self.epoch
@@ -74,8 +70,7 @@ class Hasher:
 
 @contextmanager
 def alongside(loop: Callable[[threading.Event], None], *, name: str, wake: Callable[[], None]) -> Iterator[None]:
-    """Run ``loop(done)`` in a thread of its own while the block runs; on leaving, set ``done``, ``wake`` it, wait
-    for it, and raise here, in the caller's thread, what it raised."""
+    """Run ``loop(done)`` in a thread while the block runs; then set ``done``, ``wake``, join, raise what it raised."""
     done = threading.Event()
     failure: list[BaseException] = []
 
@@ -100,8 +95,7 @@ def alongside(loop: Callable[[threading.Event], None], *, name: str, wake: Calla
 def hashing_alongside(
     hasher: Hasher, lock: threading.Condition, contiguous: Callable[[], int], *, name: str
 ) -> AbstractContextManager[None]:
-    """Hash while the body runs, so a big file is verified by the time it is on disk. The writers notify ``lock``
-    when ``contiguous()`` (bytes on disk from offset 0 without a gap) may have grown."""
+    """Hash while the body runs; writers notify ``lock`` when ``contiguous()`` may have grown."""
 
     def hash_loop(done: threading.Event) -> None:
         while True:
@@ -123,7 +117,6 @@ def hashing_alongside(
 
 
 def verify(job: TransferJob, *, size: int, hasher: Hasher) -> None:
-    """Raise ``HashMismatch`` unless the finished file is the one the job pins (size always, hashes if verifying)."""
     ident = job.identity
     if ident.size is not None and job.size_pinned and size != ident.size:
         raise HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")

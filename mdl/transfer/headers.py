@@ -15,9 +15,10 @@ from mdl.redact import redact_url
 
 MAX_DIGITS = 19
 _NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
-_TOTAL = re.compile(rf"[ \t]*bytes[ \t]+(?:{_NUMBER}-{_NUMBER}|\*)/({_NUMBER})[ \t]*", re.ASCII | re.IGNORECASE)
 _DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
-_CONTENT_RANGE = re.compile(rf"[ \t]*bytes[ \t]+({_NUMBER})-({_NUMBER})/({_NUMBER}|\*)[ \t]*", re.ASCII | re.IGNORECASE)
+_CONTENT_RANGE = re.compile(
+    rf"[ \t]*bytes[ \t]+(?:({_NUMBER})-({_NUMBER})|\*)/({_NUMBER}|\*)[ \t]*", re.ASCII | re.IGNORECASE
+)
 
 
 class ContentRangeError(ValueError):
@@ -27,7 +28,7 @@ class ContentRangeError(ValueError):
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
     """``bytes a-b/total`` → (a, b, total or None for ``*``); anything else is an error."""
     match = _CONTENT_RANGE.fullmatch(value or "")
-    if not match:
+    if not match or match.group(1) is None:
         raise ContentRangeError(f"unparseable Content-Range {value[:100]!r}")
     start, end = int(match.group(1)), int(match.group(2))
     total = None if match.group(3) == "*" else int(match.group(3))
@@ -44,8 +45,8 @@ def parse_decimal(value: str | None) -> int | None:
 
 def content_range_total(value: str | None) -> int | None:
     """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or None."""
-    match = _TOTAL.fullmatch(value or "")
-    return int(match.group(1)) if match else None
+    match = _CONTENT_RANGE.fullmatch(value or "")
+    return int(match.group(3)) if match and match.group(3) != "*" else None
 
 
 # The package that lets httpx2 decode a coding (its ``brotli``/``zstd`` extras); an install made with --no-deps may

@@ -46,20 +46,15 @@ def make_client(
     environ: Mapping[str, str] | None = None,
     transport: httpx2.BaseTransport | None = None,
 ) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (``follow`` does, with auth and downgrade rules per hop);
-    ``timeout`` bounds every wait and each whole header block; proxies and CAs come from ``environ`` alone."""
+    """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone."""
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
         limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport or make_transport(pool_size=pool_size, timeout=timeout, environ=environ),
+        transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
         trust_env=False,
     )
-
-
-def make_transport(*, pool_size: int, timeout: float, environ: Mapping[str, str] | None = None) -> NetTransport:
-    return NetTransport(timeout=timeout, environ=environ, pool_size=pool_size)
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -70,15 +65,12 @@ def origin(url: str) -> tuple[str, str, int]:
 
 
 def shown_origin(url: str) -> str:
-    """``scheme://host:port`` of a URL, the way errors name an origin (never a path, query or userinfo)."""
     scheme, host, port = origin(url)
     return f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """Which headers go to which origin: the Hub token only to the Hub endpoint's exact origin."""
-
     hub_origin: tuple[str, str, int] | None = None
     token: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -89,19 +81,14 @@ class Credentials:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def without_extra(self) -> Credentials:
-        """The same rules for a URL we were redirected to: a direct URL's own headers stay with it."""
-        return Credentials(hub_origin=self.hub_origin, token=self.token)
-
     @property
     def secrets(self) -> tuple[str, ...]:
         return tuple(v for v in (self.token, *self.extra.values()) if v)
 
 
 class TokenGuard:
-    """The token's last line of defence, a request hook on the one client: a request carrying a protected token
-    (in any header) to an origin other than the Hub endpoint's exact one is refused before a byte is sent, whatever
-    decided its headers (a pagination link, a redirect, a new call site)."""
+    """A request hook on the one client: a protected token in any header to an origin other than the Hub endpoint's
+    is refused before a byte is sent, whatever decided its headers."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -220,8 +207,7 @@ def looks_like_html(text: str) -> bool:
 
 
 def body_excerpt(text: str) -> str:
-    """An error body on one line: an HTML page (nginx's 404, a CDN's error page) by its title, else its first
-    visible text, never the whole page; any other body with its whitespace collapsed."""
+    """An error body on one line: an HTML page by its title, else its first visible text; any other body as it is."""
     if not looks_like_html(text):
         return " ".join(text.split())
     page = _PageText()
@@ -234,7 +220,6 @@ def body_excerpt(text: str) -> str:
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (RFC 9110 §10.2.3): delta-seconds or an HTTP-date."""
     if not value:
         return None
     value = value.strip()
@@ -296,9 +281,8 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
 def transport_error(
     exc: httpx2.TransportError, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
-    """A connection or read failure as one line naming who failed: the proxy, the server (``server``, default the
-    URL's origin), or its certificate. A refused certificate is not retryable; a server that never answered or
-    could not be reached gets one quick retry (UnreachableError); a reset mid-answer is retryable."""
+    """A transport failure in one line naming the proxy, the server or its certificate; a refused certificate is
+    final, an unreachable server gets one quick retry, a reset mid-answer is retryable."""
     parts = urlsplit(url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
@@ -350,9 +334,8 @@ def follow(
     server: str | None = None,
     hint: str | None = None,
 ) -> Iterator[httpx2.Response]:
-    """The one redirect follower (downloads and Hub API calls): yield the final, unread response; close it after.
-    ``credentials`` decide each hop's headers; ``rule(current, target)`` whether to follow (False: yield the redirect;
-    it may raise); https→http never. Each URL's secrets are registered before any answer can echo them."""
+    """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers, ``rule(current,
+    target)`` whether to follow (False: yield the redirect); https→http never."""
     remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):

@@ -1,5 +1,4 @@
-"""What one transfer is (the file's identity, the job, its result, the engine's knobs), and the signals by which
-the parts of one attempt tell the engine to restart it or reject the file."""
+"""What one transfer is (identity, job, result, the engine's knobs) and the signals that restart or reject it."""
 
 from __future__ import annotations
 
@@ -30,7 +29,6 @@ class Identity:
     etag: str | None
 
     def matches(self, other: Identity) -> bool:
-        """Same content, judged by the strongest key both sides know."""
         if self.size is not None and other.size is not None and self.size != other.size:
             return False
         for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid)):
@@ -42,12 +40,11 @@ class Identity:
 
     @property
     def has_hash(self) -> bool:
-        """Whether the bytes will be checked against a hash (so even a blind transfer cannot end spliced)."""
         return bool(self.sha256 or self.git_oid)
 
 
 class RetryLog:
-    """Why a transfer had to try again (one cause per retry, stall, restart or re-resolve), in order; thread-safe."""
+    """Why a transfer had to try again, one cause per retry, in order; thread-safe."""
 
     def __init__(self) -> None:
         self._causes: list[str] = []
@@ -58,7 +55,7 @@ class RetryLog:
             self._causes.append(cause)
 
     def warn(self, message: str) -> None:
-        """A cause the user must hear of: logged now, and said with the file's outcome (``FileOutcome.warnings``)."""
+        """A cause logged now and said with the file's outcome."""
         log.warning("%s", message)
         self.add(warning_cause(message))
 
@@ -69,8 +66,7 @@ class RetryLog:
 
 
 class Opening:
-    """A probe's answer still unread: the file's first bytes ``[0, end)``, for the download to take over (as
-    aria2c's first request carries data). Taken at most once; closed by whoever holds it last."""
+    """A probe's unread answer, the file's bytes ``[0, end)``: taken at most once, closed by its last holder."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
         self.response = response
@@ -96,8 +92,6 @@ class Opening:
 
 @dataclass(frozen=True)
 class TransferJob:
-    """One file to fetch: where from, what it should be, and where its bytes go."""
-
     label: str
     url: str
     identity: Identity
@@ -159,6 +153,5 @@ class HashMismatch(Exception):
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
         self.counted = 0  # bytes this attempt reported as progress
-        # Only a transfer that may be to blame (bytes kept from an earlier run, ranges no validator tied to one
-        # version) is fetched once more from zero: a clean transfer that hashes wrong would only say so again.
+        # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
         self.suspect = False

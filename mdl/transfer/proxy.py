@@ -20,7 +20,6 @@ class Proxy:
 
     @property
     def shown(self) -> str:
-        """The proxy URL with its password (if any) redacted: ``http://user:REDACTED@host:port``."""
         parts = urlsplit(self.url)
         if "@" not in parts.netloc:
             return self.url
@@ -93,8 +92,7 @@ def _split_port(entry: str) -> tuple[str, int | None]:
 
 
 def _is_port(text: str) -> bool:
-    """ASCII digits, at most 5: int() would also take '²' or '٣', and fail on thousands of digits."""
-    return text.isascii() and text.isdigit() and len(text) <= 5
+    return text.isascii() and text.isdigit() and len(text) <= 5  # int() takes '²' and chokes on 5000 digits
 
 
 def _matches(host: str, entry: str) -> bool:

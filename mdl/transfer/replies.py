@@ -18,14 +18,12 @@ from mdl.transfer.resume import DownloadState
 
 
 def from_hub(credentials: Credentials, response: httpx2.Response) -> bool:
-    """Whether a response came from the Hub itself (a 403 there is auth; from a CDN, an expired URL)."""
     return credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
 
 
-def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str:
-    """Follow redirects once (Hub → CDN) so every range goes straight to the final URL; its answer is checked like
-    any other (a resume whose bytes are of another version is started over)."""
-    headers = {"Range": "bytes=0-0"}
+def locate(client: httpx2.Client, state: DownloadState) -> str:
+    """Follow redirects once (Hub → CDN) so every range goes to the final URL; its answer is checked like any other."""
+    job, headers = state.job, {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
     with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
@@ -35,10 +33,10 @@ def locate(client: httpx2.Client, job: TransferJob, state: DownloadState) -> str
             raise RangesIgnoredError
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
-        check_version(job, state, response)
+        check_version(state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        check_size(job, state, content_range_total(response.headers.get("Content-Range")))
+        check_size(state, content_range_total(response.headers.get("Content-Range")))
         located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return located
@@ -57,8 +55,7 @@ class Probed:
 
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
-    """Ask for the first byte, following redirects; with ``carry``, the first ``CARRIED`` bytes, left unread for the
-    download (``Probed.opening``): the request that learns the size also carries data, as aria2c's does."""
+    """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
     asked = CARRIED if carry else 1
     stack = contextlib.ExitStack()
     response = stack.enter_context(
@@ -99,9 +96,8 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
-    """The answer's strong ETag and its Last-Modified, when each can tell one version from another: a weak ETag
-    may not be used in If-Range (RFC 9110 §13.1.5); a date is strong only when the answer's Date is at least a second
-    later (§8.8.2.2), or a file changed twice within its second would carry one date for two versions."""
+    """The strong ETag (§13.1.5) and the Last-Modified a second or more before the answer's Date (§8.8.2.2: else a
+    file changed twice within its second has one date for two versions)."""
     etag = response.headers.get("ETag")
     modified = response.headers.get("Last-Modified")
     strong = etag if etag and not etag.startswith("W/") else None
@@ -117,11 +113,9 @@ def _seconds(date: str | None) -> float:
         return -math.inf
 
 
-def check_version(job: TransferJob, state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
-    """The one validator check: the first answer fixes the file's version (a strong ETag, else Last-Modified), every
-    later one must be of it, or ``SourceChanged`` (the engine drops every byte of the old one). ``whole``: a 200 on
-    the only stream, whose new version is taken at once. A validator left out is no contradiction (proxies strip
-    them), and If-Range already asked for the whole new version."""
+def check_version(state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
+    """The first answer fixes the file's version, later ones must be of it or ``SourceChanged``; ``whole``: a 200 on
+    the only stream, whose new version is taken at once. A validator left out is no contradiction (proxies strip)."""
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
@@ -139,11 +133,9 @@ def check_version(job: TransferJob, state: DownloadState, response: httpx2.Respo
         if changed:
             state.changes += 1
             if state.changes > 1:
-                raise kept_changing(job, state.changes)
-            job.retries.add("the file changed on the server, took the new version")
+                raise kept_changing(state.job, state.changes)
+            state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
-            # Nothing fixed yet (a new download, or one restarted), or the new version taken whole: this answer's
-            # version is the one we fetch.
             state.etag, state.last_modified = etag, modified
             state.modified_seen = sent
             state.validator = etag or modified
@@ -153,7 +145,6 @@ def check_version(job: TransferJob, state: DownloadState, response: httpx2.Respo
 
 
 def kept_changing(job: TransferJob, versions: int) -> NetworkError:
-    """A file that changed again while its new version was being fetched: no end in sight, nothing kept."""
     return NetworkError(
         f"{job.label}: the file kept changing upstream while it was downloaded ({versions + 1} versions seen); "
         "nothing was kept",
@@ -167,11 +158,9 @@ def _total(response: httpx2.Response) -> int | None:
     return content_range_total(response.headers.get("Content-Range"))
 
 
-def check_content_range(
-    job: TransferJob, resp: httpx2.Response, offset: int, asked_end: int | None, state: DownloadState
-) -> int:
-    """A 206 must start where we asked, stay inside the range asked for (``asked_end``: the piece's end when the
-    request went out) and be of a file of the expected size; returns where its bytes end (maybe sooner: §14.2)."""
+def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int, asked_end: int | None) -> int:
+    """A 206 must start at ``offset``, end before ``asked_end`` and be of the expected size; returns where it ends."""
+    job = state.job
     try:
         start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
@@ -183,20 +172,19 @@ def check_content_range(
         raise NetworkError(
             f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
         )
-    check_size(job, state, total)
+    check_size(state, total)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
     return end + 1
 
 
-def check_size(job: TransferJob, state: DownloadState, total: int | None) -> None:
-    """A total the answer states (a 200's Content-Length, a Content-Range's ``/N``) must be the expected size."""
+def check_size(state: DownloadState, total: int | None) -> None:
     if total is not None and state.size is not None and total != state.size:
-        raise size_differs(job, state, total)
+        raise size_differs(state, total)
 
 
-def size_differs(job: TransferJob, state: DownloadState, actual: int) -> Exception:
+def size_differs(state: DownloadState, actual: int) -> Exception:
     """A pinned size that the server contradicts is an integrity failure; a probed one means a new version."""
-    if not job.size_pinned:
+    if not state.job.size_pinned:
         return SourceChanged(new_size=actual)
     return HashMismatch("size", f"{state.size} bytes", f"{actual} bytes (server)")

@@ -1,5 +1,4 @@
-"""The partial file on disk: the shared progress of one download, its resume record kept current (off the
-streams, with the kernel nudged to write as it goes), and the atomic finish."""
+"""The partial file on disk: one download's shared progress, its resume record, writeback, the atomic finish."""
 
 from __future__ import annotations
 
@@ -35,10 +34,8 @@ SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do no
 
 
 class DownloadState:
-    """The mutable progress of one download, shared by its streams, and its resume record on disk."""
-
-    def __init__(self, job: TransferJob, pieces: list[Piece], validator: str | None) -> None:
-        self.job = job
+    def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
+        self.job, self.fd = job, fd  # the .part, open for the download
         self.pieces = pieces
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
         self.etag: str | None = None  # what the first answer said (replies.check_version)
@@ -63,10 +60,12 @@ class DownloadState:
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
+        self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """Take a validator fixed earlier (a resume record, the planner's probe): an ETag is quoted, a date not."""
-        if not validator or validator.startswith("W/"):  # a weak ETag cannot guard a range (RFC 9110 §13.1.5)
+        """Take a validator fixed earlier (a resume record, a probe): an ETag is quoted, a date not; a weak ETag cannot
+        guard a range (RFC 9110 §13.1.5)."""
+        if not validator or validator.startswith("W/"):
             return
         self.validator = validator
         if validator.startswith('"'):
@@ -75,8 +74,7 @@ class DownloadState:
             self.last_modified = self.modified_seen = validator
 
     def steal(self, streams: int) -> Piece | None:
-        """The tail of the running piece with most left, for an idle stream: worth more than twice what one stream
-        moves in a time to first byte (the new request idles its stream that long), and at least ``MIN_STEAL``."""
+        """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""
         with self.lock:
             elapsed = max(1e-3, time.monotonic() - self.began)
             per_stream = self.fetched / elapsed / max(1, streams)
@@ -84,7 +82,6 @@ class DownloadState:
             return split_largest(self.pieces, least=least)
 
     def saw_first_byte(self, seconds: float) -> None:
-        """A request waited ``seconds`` for its answer (a running mean: the price of the next split)."""
         with self.lock:
             self.ttfb = seconds if self.ttfb == 0 else 0.7 * self.ttfb + 0.3 * seconds
 
@@ -103,8 +100,8 @@ class DownloadState:
     def on_disk(self) -> int:
         return sum(p.done for p in self.pieces)
 
-    def save(self, fd: int) -> None:
-        """Persist the record, but only after the bytes it claims are flushed (a record never claims unwritten data)."""
+    def save(self) -> None:
+        """Persist the record after the bytes it claims are flushed."""
         ident = self.job.identity
         with self.save_lock:
             with self.lock:
@@ -117,7 +114,7 @@ class DownloadState:
                 }
                 self.last_save = time.monotonic()
                 self.saved_bytes = self.on_disk()
-            os.fdatasync(fd)
+            os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def reset(self, pieces: list[Piece]) -> None:
@@ -129,8 +126,7 @@ class DownloadState:
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
-    """A resume record's identity, pieces and validator; ValueError for anything but what ``save`` writes: the
-    pieces decide where bytes are written, so they must tile [0, size) in order (the download starts over)."""
+    """A resume record's identity, pieces and validator; ValueError unless the pieces tile [0, size) in order."""
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
@@ -172,8 +168,7 @@ def _is_offset(value: object) -> bool:
 
 
 def job_root(job: TransferJob) -> Path:
-    """The folder below which nothing of this job is reached through a link: the destination root, or else
-    the deepest folder the partial and the final path share."""
+    """No link below this folder is followed: the destination root, else the deepest folder both paths share."""
     return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
 
 
@@ -213,8 +208,7 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
 
 
 def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = None) -> int:
-    """Bytes a resume record says are on disk for this identity (0 if none, unreadable or another version); for
-    planning, read-only (the ``.part`` is preallocated: its size says nothing)."""
+    """Bytes a resume record of this identity says are on disk, for planning (the preallocated ``.part`` cannot)."""
     try:
         saved, pieces, _ = _read_state(state_path, root or state_path.parent)
     except (OSError, ValueError, MdlError):
@@ -230,8 +224,7 @@ def discard_partial(job: TransferJob) -> None:
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
-    """Rename into place (the final path only ever holds verified bytes); the folder's new entry is made durable
-    now, or, with ``dirs``, before the record that names it is written."""
+    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record names it."""
     try:
         rename(job_root(job), job.part_path, job.final_path)
     except LocalFSError as exc:
@@ -261,27 +254,25 @@ def _sync_file_range() -> Callable[..., Any] | None:
 
 
 def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing the file's dirty pages now (asynchronously); a no-op where unsupported.
-    Else it writes late, and the final fsync waits for most of the file."""
+    """Ask the kernel to start writing dirty pages now, or the final fsync waits for most of the file."""
     call = _sync_file_range()
     if call is not None:
         call(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # a failure only means the final fsync has more to do
 
 
 @contextlib.contextmanager
-def keeping(state: DownloadState, fd: int, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """While the body runs, in a thread of its own (a stream would stall for the fdatasync a save needs): start
-    writeback every tenth of a second, and save the record every ``checkpoint`` or once ``SAVE_BYTES`` more are on
-    disk. A failed save stops the file's streams through ``on_failure`` and is raised here once they have ended."""
+def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
+    """Off the streams (a save's fdatasync would stall one): writeback every tenth of a second, a save every
+    ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
 
     def keep(done: threading.Event) -> None:
         try:
             while not done.wait(WRITEBACK_EVERY):
-                start_writeback(fd)
+                start_writeback(state.fd)
                 on_disk = state.on_disk()
                 due = time.monotonic() - state.last_save >= checkpoint or on_disk - state.saved_bytes >= SAVE_BYTES
                 if due and on_disk > state.saved_bytes:
-                    state.save(fd)
+                    state.save()
         except BaseException:
             with contextlib.suppress(Exception):
                 on_failure()

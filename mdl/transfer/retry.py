@@ -17,12 +17,10 @@ T = TypeVar("T")
 
 
 def seconds(value: float) -> str:
-    """``30 s``, ``2 s``, ``0.4 s``: a wait as people read it (tenths only below ten seconds)."""
     return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
 
 
 def retry_cause(message: str, label: str) -> str:
-    """A retry's cause as the log keeps it: the error message without the file label it starts with."""
     return message.removeprefix(f"{label}: ")
 
 
@@ -60,9 +58,8 @@ class RetryPolicy:
 
 @dataclass
 class Tries:
-    """The retry budget of one operation. ``wait(seconds)`` returns True when Ctrl-C came meanwhile; ``on_retry``
-    hears each cause, ``announce`` a line for people; with ``quick_unreachable`` a host that never answers (offline,
-    not flaky) gets one retry."""
+    """One operation's retry budget; ``wait(seconds)`` is True on Ctrl-C; with ``quick_unreachable`` a host that
+    never answers gets one retry."""
 
     policy: RetryPolicy
     what: str
@@ -73,12 +70,10 @@ class Tries:
     failures: int = 0
 
     def progressed(self) -> None:
-        """The operation moved on since its last failure: the budget is for tries that did not."""
         self.failures = 0
 
     def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
-        """Count a failed try and wait before the next; NetworkError when the budget is spent, InterruptedByUserError
-        when Ctrl-C cut the wait short. ``cause``: the words for people."""
+        """Count a failed try and wait; NetworkError once the budget is spent. ``cause``: the words for people."""
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):

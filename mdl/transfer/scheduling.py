@@ -1,5 +1,4 @@
-"""Which byte ranges a file is split into, how a pool of streams works through them (stealing tails), and the
-rate cap they share."""
+"""A file's byte ranges, the pool of streams that works through them (stealing tails), and their rate cap."""
 
 from __future__ import annotations
 
@@ -26,8 +25,6 @@ class StreamStopped(Exception):
 
 @dataclass
 class Piece:
-    """A byte range [start, end) of the file and how much of it is on disk."""
-
     start: int
     end: int | None  # None: unknown size, read to EOF
     done: int = 0
@@ -44,8 +41,7 @@ class Piece:
 
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """One piece per connection, each at least ``MIN_PIECE``: fewer, longer requests, since a stream that
-    finishes early steals half of the largest piece still running (``split_largest``)."""
+    """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals a tail)."""
     if size is None:
         return [Piece(0, None)]
     if connections <= 1 or size < split_threshold:
@@ -57,8 +53,8 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 
 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
-    """Where the next request of ``piece`` should end: bounded, so a steal never cuts a request short (bytes on
-    the wire would be fetched twice), yet long enough that its round trip is a small part of its time."""
+    """Where the next request should end: bounded, so a steal never cuts one short, yet long enough to dwarf its
+    round trip."""
     assert piece.end is not None
     rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
     span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
@@ -75,8 +71,8 @@ def stealable(piece: Piece) -> int:
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """Cut the piece with the most bytes left in two and return the new tail (inserted in order), or None: only
-    bytes nobody asked for yet move, and each side keeps ``least``. The caller holds the pieces' lock."""
+    """Cut the piece with most left in two and return the tail (inserted), or None: only bytes nobody asked for
+    move, each side keeps ``least``. Under the pieces' lock."""
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
@@ -94,7 +90,6 @@ def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
 
 
 def spread(pieces: list[Piece], *, connections: int, least: int) -> None:
-    """Split the largest unfinished pieces until every connection has one (a resume of a few big pieces)."""
     while sum(1 for p in pieces if not p.complete) < connections:
         if split_largest(pieces, least=least) is None:
             return
@@ -110,9 +105,8 @@ def run_pieces(
     on_failure: Callable[[], None],
     steal: Callable[[], Piece | None] | None = None,
 ) -> None:
-    """Work through ``todo`` with up to ``connections`` streams; an idle one asks ``steal`` for a running piece's
-    tail, and ends when there is none. The first stream to fail for good calls ``on_failure`` (which must make the
-    others end) and its error is raised once every stream has ended."""
+    """Work through ``todo`` with up to ``connections`` streams (an idle one asks ``steal``); the first failure
+    calls ``on_failure`` (which must end the others) and is raised once all have ended."""
     queue = list(todo)
     queue_lock = threading.Lock()
     workers = max(1, min(connections, len(todo)))

@@ -1,10 +1,10 @@
-"""One stream's work: fetch a piece with retries and stall resumes, and copy each answer's body into the file.
-A big plain 206 is read from its socket into a reused buffer, past h11's copies of every byte (CPU-bound), at the
-price of its connection; anything else goes through httpx2."""
+"""One stream's work: a piece fetched with retries and stall resumes, each body copied into the file (a big plain
+206 read from its socket past h11's copies, at the price of its connection)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -45,9 +45,7 @@ log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-# Bytes an answer must have to be read raw: that saves ~0.45 s of CPU per GiB but costs the connection (the parser
-# never saw the body), so the next request pays a handshake; short 206s and small files keep their connections.
-RAW_LEAST = 16 * MiB
+RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
 _buffers = threading.local()
 
 
@@ -56,8 +54,6 @@ class _ClosedEarly(RetryableError):
 
 
 class Streamer:
-    """Runs the streams of one engine's files, and keeps their open responses so an abort can close them."""
-
     def __init__(
         self,
         client: httpx2.Client,
@@ -78,7 +74,6 @@ class Streamer:
         self._open_lock = threading.Lock()
 
     def abort(self) -> None:
-        """Stop every stream now (Ctrl-C): closing the responses wakes threads blocked in reads."""
         self.cancel.set()
         self.close(self._open)
 
@@ -89,74 +84,70 @@ class Streamer:
             with contextlib.suppress(Exception):
                 response.close()
 
-    def check_stop(self, job: TransferJob, state: DownloadState) -> None:
-        """Raise if the user interrupted, or end this stream quietly if a sibling stream failed."""
+    def check_stop(self, state: DownloadState) -> None:
         if self.cancel.is_set():
-            raise InterruptedByUserError(f"{job.label}: interrupted")
+            raise InterruptedByUserError(f"{state.job.label}: interrupted")
         if state.stop.is_set():
             raise StreamStopped
 
-    def announce(self, job: TransferJob, state: DownloadState, kind: str, count: int, text: str) -> None:
+    def announce(self, state: DownloadState, kind: str, count: int, text: str) -> None:
         """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
         with state.lock:
             if state.announced.get(kind, 0) >= count:
                 return
             state.announced[kind] = count
-        self.progress.note(f"{job.label}: {text}")
+        self.progress.note(f"{state.job.label}: {text}")
 
-    def locate_retrying(self, job: TransferJob, state: DownloadState) -> str:
+    def locate_retrying(self, state: DownloadState) -> str:
+        job = state.job
         return self.config.retry.run(
-            lambda: locate(self.client, job, state),
+            lambda: locate(self.client, state),
             what=job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
             announce=lambda _, line: self.progress.note(f"{job.label}: {line}"),
         )
 
-    def run_piece(self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, *, multi: bool) -> None:
-        """Fetch one piece to completion, retrying transient failures and resuming from its last byte; the retry
-        budget counts only tries that moved nothing new onto the disk (a legal short 206 is progress)."""
+    def run_piece(self, state: DownloadState, piece: Piece) -> None:
+        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the disk spend retries."""
+        job = state.job
         tries = Tries(
             self.config.retry,
             job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
-            announce=lambda count, line: self.announce(job, state, "retry", count, line),
+            announce=lambda count, line: self.announce(state, "retry", count, line),
             quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
         )
         stalls = 0
         high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
         while not piece.complete:
-            self.check_stop(job, state)
+            self.check_stop(state)
             url = state.url
             try:
                 began = piece.start + piece.done
-                answered_end = self._stream_piece(job, state, fd, piece, url, multi=multi)
+                answered_end = self._stream_piece(state, piece, url)
                 if piece.end is None:
                     return
                 high = max(high, _answered(job, piece, began, answered_end))
                 tries.progressed()
             except ExpiredURLError:
-                if job.located and url == job.located:
-                    # The probe's signed target expired while the file waited its turn: follow the URL afresh,
-                    # once for all streams (those that met the 403 too take the new target).
-                    with state.relocate_lock:
-                        if state.url == url:
-                            if state.relocated_probe:
-                                raise
-                            state.relocated_probe = True
-                            state.url = self.locate_retrying(job, state)
-                    continue
-                if not job.renewable or tries.failures >= self.config.retry.retries:
+                probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
+                if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
                     raise
-                tries.failures += 1  # a re-resolve spends a try: a CDN that refuses every signed URL gives up
+                tries.failures += not probed  # a re-resolve spends a try: a CDN refusing every signed URL gives up
                 with state.relocate_lock:  # once for all streams of this file
-                    if state.url == url:
+                    if state.url == url and probed:
+                        if state.relocated_probe:
+                            raise
+                        state.relocated_probe = True
+                        state.url = self.locate_retrying(state)
+                    elif state.url == url:
                         log.info("%s: signed URL refused (403), resolving it again", job.label)
                         job.retries.add("signed URL refused (HTTP 403), resolved it again")
-                        state.url = self.locate_retrying(job, state) if multi else job.url  # the Hub signs anew
+                        state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
             except httpx2.ReadTimeout as exc:
-                self.check_stop(job, state)
+                self.check_stop(state)
                 stalls += 1
                 if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
@@ -164,9 +155,9 @@ class Streamer:
                 job.retries.add(f"stalled at byte {piece.start + piece.done}")
                 silence = self.config.stall_timeout or self.client.timeout.read
                 again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
-                self.announce(job, state, "stall", stalls, again)
+                self.announce(state, "stall", stalls, again)
             except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
-                self.check_stop(job, state)
+                self.check_stop(state)
                 if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
                     raise
                 err = (
@@ -180,18 +171,15 @@ class Streamer:
                 high = max(high, reached)
                 tries.failed(err, cause=_why(exc, err, job.label))
 
-    def _stream_piece(
-        self, job: TransferJob, state: DownloadState, fd: int, piece: Piece, url: str, *, multi: bool
-    ) -> int | None:
+    def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
+        job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
-            # This server content-codes its bodies: only one decoded whole-file stream can be trusted, and the
-            # restart gives it a fresh hasher (the bytes on disk are dropped, never spliced).
+            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
             raise RangesIgnoredError
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
-            # Nothing tells this version from the next (no ETag, no Last-Modified, no hash to check the result):
-            # resuming could splice two versions, so a broken stream starts again from byte 0.
-            self.drop(job, state, piece)
+            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
+            self.drop(state, piece)
         offset = piece.start + piece.done
         opening = job.opening if offset == 0 and url == job.located else None
         if opening is not None and opening.take() is None:  # another stream has it, or it was closed
@@ -210,7 +198,7 @@ class Streamer:
             headers["Range"] = f"bytes={offset}-{end}"
             if validator:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
-        credentials = job.credentials if url == job.url else job.credentials.without_extra()
+        credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
         asked = time.monotonic()
         answer = (
             _taken(opening)
@@ -235,48 +223,45 @@ class Streamer:
                     if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
                         log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
                         raise RangesIgnoredError
-                    answered_end = check_content_range(job, resp, offset, asked_end, state)
-                    check_version(job, state, resp)
+                    answered_end = check_content_range(state, resp, offset, asked_end)
+                    check_version(state, resp)
                 elif resp.status_code == 200:
                     if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
-                        check_version(job, state, resp)
+                        check_version(state, resp)
                         raise RangesIgnoredError
                     if not encoded:  # a coded body's length counts coded bytes; another size is another version
-                        check_size(job, state, parse_decimal(resp.headers.get("Content-Length")))
-                    check_version(job, state, resp, whole=True)  # another version: taken from this answer
+                        check_size(state, parse_decimal(resp.headers.get("Content-Length")))
+                    check_version(state, resp, whole=True)  # another version: taken from this answer
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        self.drop(job, state, piece)
+                        self.drop(state, piece)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
-                    check_size(job, state, content_range_total(resp.headers.get("Content-Range")))
+                    check_size(state, content_range_total(resp.headers.get("Content-Range")))
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
                 else:
                     raise error_for_status(resp, what=job.label, hub=from_hub(job.credentials, resp))
-                self.copy_body(job, state, fd, piece, resp, offset, asked_end, encoded=encoded)
+                self.copy_body(state, piece, resp, offset, asked_end, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
                     state.responses.discard(resp)
         return answered_end
 
-    def drop(self, job: TransferJob, state: DownloadState, piece: Piece) -> None:
-        """Forget the bytes of a one-stream download: the next body starts at byte 0 (same file, new stream)."""
+    def drop(self, state: DownloadState, piece: Piece) -> None:
         with state.lock:
             # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
             dropped, piece.done = piece.done, 0
             state.restarted = True
             if state.hasher is not None:
                 state.hasher.reset()
-        self.progress.advance(job.label, -dropped)
+        self.progress.advance(state.job.label, -dropped)
 
     def copy_body(
         self,
-        job: TransferJob,
         state: DownloadState,
-        fd: int,
         piece: Piece,
         resp: httpx2.Response,
         offset: int,
@@ -284,17 +269,16 @@ class Streamer:
         *,
         encoded: bool,
     ) -> None:
-        """Write the body at ``offset`` until it ends, the piece is done, or the stream must stop: each run of bytes
-        written, hashed, counted and checkpointed."""
-        began, start = time.monotonic(), offset
+        """Write the body at ``offset`` until it ends or the piece is done: written, hashed, counted, checkpointed."""
+        job, fd, began, start = state.job, state.fd, time.monotonic(), offset
 
         def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
             nonlocal offset
-            self.check_stop(job, state)
+            self.check_stop(state)
             limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
             if limit is not None and offset + len(chunk) > limit:
                 if resp.status_code == 200:  # a full body longer than the file we expect
-                    raise size_differs(job, state, offset + len(chunk))
+                    raise size_differs(state, offset + len(chunk))
                 chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
             written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
             if state.hasher is not None and written:
@@ -313,7 +297,7 @@ class Streamer:
             if complete and piece.end != asked_end:
                 return True
             if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
-                state.save(fd)
+                state.save()
             return False
 
         chunks = body_chunks(resp, encoded=encoded, what=job.label)
@@ -352,8 +336,8 @@ def _taken(opening: Opening) -> Iterator[httpx2.Response]:
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
-    """Where a whole answer left the piece (short of its Content-Range: the connection was lost). A tiny short
-    answer spends a try: a server sending a few bytes per request must not cost a request per few bytes for ever."""
+    """Where a whole answer left the piece; short of its range, the connection was lost; a tiny legal one spends a
+    try (a few bytes per request must not go on for ever)."""
     assert piece.end is not None
     reached = piece.start + piece.done
     if reached < min(piece.end, answered_end or piece.end):
@@ -386,7 +370,6 @@ def raw_socket(resp: httpx2.Response) -> WireStream | None:
 
 
 def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
-    """Up to ``left`` bytes from ``stream`` into ``view`` (use each before the next), with httpx2's errors."""
     while left > 0:
         with httpx2_errors(request):
             got = stream.read_into(view[: min(len(view), left)])

@@ -1,14 +1,6 @@
-"""mdl's network backend for httpcore2 (its public ``NetworkBackend``/``NetworkStream`` API): every read bounded by
-a deadline, since httpcore2's timeouts restart at every read and a server dripping a byte each second lives for ever.
-
-- Headers: inside :func:`header_deadline`, every connect, handshake, write and read of the thread shares one budget
-  from the first of them, so the whole header block arrives within ``--timeout``.
-- Bodies: a :class:`Pace` per answer: ``window`` seconds spent *waiting on the network* must bring
-  ``window × MIN_BODY_RATE`` bytes (time spent writing or rate-limited is not waiting); an optional deadline bounds
-  the whole body (Hub API replies).
-- Reads ask the socket for up to 1 MiB (httpcore2 asks 64 KiB, ~3x the CPU per byte on a fast link); only mdl's own
-  client is affected. :meth:`WireStream.read_into` reads a body the caller frames itself into its buffer.
-"""
+"""mdl's httpcore2 network backend: every read bounded by a deadline (httpcore2's timeouts restart at every
+read: a byte a second lives for ever). Headers share one budget per thread (``header_deadline``); a body keeps a
+:class:`Pace`; reads ask the socket for 1 MiB (httpcore2's 64 KiB costs ~3x the CPU per byte)."""
 
 from __future__ import annotations
 
@@ -55,7 +47,8 @@ def _header_left() -> float | None:
 
 @dataclass
 class Pace:
-    """How slow one answer's body may be: ``window`` seconds of waiting must bring ``window × min_rate`` bytes."""
+    """``window`` seconds spent waiting on the network must bring ``window × min_rate`` bytes (time spent writing
+    or rate-limited is not waiting); ``deadline`` bounds the whole body."""
 
     window: float
     min_rate: float = MIN_BODY_RATE
@@ -93,7 +86,6 @@ class WireStream(httpcore2.NetworkStream):
         self.pace = Pace(window=math.inf)
 
     def begin_body(self, window: float | None) -> None:
-        """A new answer's body starts on this connection: a fresh pace over ``window`` (None: unbounded)."""
         self.pace = Pace(window=math.inf if window is None else window)
 
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
@@ -135,16 +127,15 @@ class WireStream(httpcore2.NetworkStream):
 
     @property
     def can_read_into(self) -> bool:
-        """The socket itself yields the plaintext (TCP, or an ``ssl.SSLSocket``; not TLS inside a proxy's TLS)."""
+        # The socket itself yields the plaintext: TCP, or an ``ssl.SSLSocket`` (not TLS inside a proxy's TLS).
         sock = self._inner.get_extra_info("socket")
         if self._layers == 0:
             return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
         return self._layers == 1 and isinstance(sock, ssl.SSLSocket)
 
     def read_into(self, view: memoryview) -> int:
-        """Read up to ``len(view)`` bytes of the body into ``view`` past the HTTP parser, under the body's pace; 0 at
-        the end. The parser still expects these bytes: the caller frames the body and closes the response after,
-        which closes this connection rather than reuse it in an unknown state."""
+        """Read body bytes into ``view`` past the HTTP parser, under the body's pace (0 at the end); the caller frames
+        the body and closes the response after, so the connection is never reused in an unknown state."""
         sock = self._inner.get_extra_info("socket")
         limit = self._limit(None, httpcore2.ReadTimeout)
         began = time.monotonic()
@@ -166,8 +157,7 @@ class WireBackend(httpcore2.NetworkBackend):
         self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
 
     def abort(self) -> None:
-        """Ctrl-C or SIGTERM: shut every open connection down, so a thread blocked in connect's aftermath, a
-        header wait or a body read wakes at once (closing a response does not wake a read already waiting)."""
+        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
         for stream in list(self._live):
             sock = stream.get_extra_info("socket")
             if isinstance(sock, socket.socket):

@@ -15,6 +15,7 @@ from mdl.catalog.settings import (
     DEFAULT_RETRIES,
     DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
+    CatalogSettings,
     Settings,
     build_settings,
     check_range,
@@ -111,16 +112,8 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.state_dir == Path("/tmp/dest/.mdl")
 
 
-CATALOG = {
-    "catalog_endpoint": "http://catalog.example",
-    "catalog_connections": 3,
-    "catalog_jobs": 5,
-    "catalog_limit_rate": "1M",
-    "catalog_stall_timeout": 11.0,
-    "catalog_timeout": 13.0,
-    "catalog_lock_timeout": 12.0,
-    "catalog_retries": 2,
-}
+# [settings]: dest, connections, jobs, endpoint, limit_rate, stall_timeout, timeout, lock_timeout, retries
+CATALOG = {"catalog": CatalogSettings(None, 3, 5, "http://catalog.example", "1M", 11.0, 13.0, 12.0, 2)}
 ENV = {
     "HF_ENDPOINT": "http://env.example/",
     "MDL_CONNECTIONS": "6",

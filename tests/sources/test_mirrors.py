@@ -27,7 +27,7 @@ from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, Loopb
 from typer.testing import Result
 
 from mdl.catalog.load import ModelSpec, parse_catalog
-from mdl.catalog.settings import MIRROR_FIELDS, build_settings, check_mirror
+from mdl.catalog.settings import MIRROR_FIELDS, CatalogSettings, build_settings, check_mirror
 from mdl.catalog.templates import fill_template, parse_template
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
@@ -151,8 +151,8 @@ def models(mirrors: list[str] | None = None, *, extra: str = "") -> dict[str, Mo
 
 def pull(hub: HubServer, dest: Path, specs: list[ModelSpec], env: dict[str, str] | None = None, **flags: Any) -> Any:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
-    catalog_mirrors = flags.pop("mirrors", ())
-    settings = build_settings(environ=environ, dest=dest, catalog_mirrors=tuple(catalog_mirrors), **flags)
+    catalog = CatalogSettings(mirrors=tuple(flags.pop("mirrors", ())))
+    settings = build_settings(environ=environ, dest=dest, catalog=catalog, **flags)
     return pull_models(specs, settings, progress=NullProgress())
 
 
@@ -857,9 +857,8 @@ def test_discarded_mirror_bytes_are_taken_back_from_the_progress_total(
     bad[3] ^= 1
     fill_folder(mirror.root, {**TINY_FILES, "model.safetensors": bytes(bad)})
     counter = ByteCounter()
-    settings = build_settings(
-        environ={"HF_ENDPOINT": tiny.url}, dest=tmp_path / "d", catalog_mirrors=(mirror.url + "/{model}/{path}",)
-    )
+    mirrors = CatalogSettings(mirrors=(mirror.url + "/{model}/{path}",))
+    settings = build_settings(environ={"HF_ENDPOINT": tiny.url}, dest=tmp_path / "d", catalog=mirrors)
     report = pull_models([models()["tiny"]], settings, progress=counter)
     assert report.ok, report.files
     assert counter.total == sum(len(data) for data in TINY_FILES.values())
