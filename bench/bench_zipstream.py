@@ -4,7 +4,7 @@ Usage: python bench/bench_zipstream.py [FOLDER] [--size-mib 384] [--reps 3] [--n
 FOLDER defaults to /tmp/mdl-bench-zipstream; the run is built once and reused while its sizes match.
 
 Both writers go through ``pack_run`` (same selection, same manifest, same hashing pass); only the writer after
-the hashing pass differs: ``StreamZipWriter`` (mdl/archive/zipstream.py) or ``stream_zip.stream_zip`` (the
+the hashing pass differs: ``StreamZipWriter`` (mdl/archive/zipwriter.py) or ``stream_zip.stream_zip`` (the
 adapter below, what adopting it would look like). Each child writes into a real pipe read by ``cat >
 /dev/null``; the writers alternate, rotating who goes first. Wall time from the parent, CPU (user + system,
 all threads) from ``os.wait4``, peak RSS from GNU ``time -f %M``. Afterwards (unless ``--no-check``) one

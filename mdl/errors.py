@@ -34,103 +34,70 @@ class MdlError(Exception):
         self.status: int | None = None
         self.server_text: str | None = None
 
+    def __init_subclass__(cls, *, kind: str | None = None, code: ExitCode | None = None) -> None:
+        super().__init_subclass__()
+        cls.kind = kind or cls.kind
+        cls.exit_code = cls.exit_code if code is None else code
 
-class UsageError(MdlError):
+
+class UsageError(MdlError, kind="usage", code=ExitCode.USAGE):
     """Bad flags or arguments, unknown model or checkpoint."""
 
-    exit_code = ExitCode.USAGE
-    kind = "usage"
 
-
-class CatalogError(UsageError):
+class CatalogError(UsageError, kind="catalog"):
     """The catalog file is missing, unreadable or invalid."""
 
-    kind = "catalog"
 
-
-class UnsafePathError(UsageError):
+class UnsafePathError(UsageError, kind="unsafe_path"):
     """A path that is absolute, climbs out of its folder, or is otherwise unsafe."""
 
-    kind = "unsafe_path"
 
-
-class ArchiveError(UsageError):
+class ArchiveError(UsageError, kind="archive"):
     """A hostile or broken archive."""
 
-    kind = "archive"
 
-
-class JobOutputError(UsageError):
+class JobOutputError(UsageError, kind="job_output"):
     """Serverless job-output JSON that cannot be understood."""
 
-    kind = "job_output"
 
-
-class AuthError(MdlError):
+class AuthError(MdlError, kind="auth", code=ExitCode.AUTH):
     """401/403, a gated repo, or a missing token."""
 
-    exit_code = ExitCode.AUTH
-    kind = "auth"
 
-
-class NotFoundError(MdlError):
+class NotFoundError(MdlError, kind="not_found", code=ExitCode.NOT_FOUND):
     """Repo, revision or file not found upstream."""
 
-    exit_code = ExitCode.NOT_FOUND
-    kind = "not_found"
 
-
-class NetworkError(MdlError):
+class NetworkError(MdlError, kind="network", code=ExitCode.NETWORK):
     """A network failure that outlasted the retries."""
 
-    exit_code = ExitCode.NETWORK
-    kind = "network"
 
-
-class HubReplyError(NetworkError):
+class HubReplyError(NetworkError, kind="hub_reply"):
     """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a bad commit id."""
 
-    kind = "hub_reply"
 
-
-class TokenLeakError(MdlError):
+class TokenLeakError(MdlError, kind="token_leak", code=ExitCode.NETWORK):
     """A request would have carried the Hub token to another origin; refused before anything was sent."""
 
-    exit_code = ExitCode.NETWORK
-    kind = "token_leak"
 
-
-class IntegrityError(MdlError):
+class IntegrityError(MdlError, kind="integrity", code=ExitCode.INTEGRITY):
     """Size or sha256 mismatch."""
 
-    exit_code = ExitCode.INTEGRITY
-    kind = "integrity"
 
-
-class LocalFSError(MdlError):
+class LocalFSError(MdlError, kind="filesystem", code=ExitCode.LOCAL):
     """Local filesystem trouble: no space, no permission, lock not obtained."""
 
-    exit_code = ExitCode.LOCAL
-    kind = "filesystem"
 
-
-class NoSpaceError(LocalFSError):
+class NoSpaceError(LocalFSError, kind="no_space"):
     """Not enough free space for the bytes still to come."""
 
-    kind = "no_space"
 
-
-class LockTimeoutError(LocalFSError):
+class LockTimeoutError(LocalFSError, kind="lock_timeout"):
     """Another process holds a lock we could not obtain in time."""
 
-    kind = "lock_timeout"
 
-
-class InterruptedByUserError(MdlError):
+class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRUPTED):
     """Ctrl-C or SIGTERM; partial data was kept for resume."""
-
-    exit_code = ExitCode.INTERRUPTED
-    kind = "interrupted"
 
 
 def server_details(exc: BaseException) -> tuple[int | None, str | None]:

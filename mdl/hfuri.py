@@ -34,10 +34,6 @@ class HfUri:
     revision: str | None
     path: str | None
 
-    @property
-    def is_repo(self) -> bool:
-        return self.path is None
-
     def of(self, path: str) -> str:
         """The ``hf://`` URI of one file of this repo at the revision asked for (for messages)."""
         at = f"@{self.revision}" if self.revision is not None else ""

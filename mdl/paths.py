@@ -12,16 +12,16 @@ from urllib.parse import unquote, urlsplit
 from mdl.errors import UnsafePathError
 
 # "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes the folder.
-_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
 
 
-def _shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
+def shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
     return repr(value[:_MAX_SHOWN] + "…" if len(value) > _MAX_SHOWN else value)
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
-    return UnsafePathError(f"{where}: must be a relative path inside the folder, got {_shown(value)} ({reason})")
+    return UnsafePathError(f"{where}: must be a relative path inside the folder, got {shown(value)} ({reason})")
 
 
 NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
@@ -30,6 +30,7 @@ _TEMP_TAG_HEX = 16
 # temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
 TEMP_OVERHEAD = 1 + 1 + _TEMP_TAG_HEX + len(TEMP_SUFFIX)
 MAX_COMPONENT_BYTES = NAME_MAX - TEMP_OVERHEAD
+_ROOM = f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
 # Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -55,25 +56,17 @@ def path_problem(name: str) -> str | None:
             return "it contains a line or paragraph separator"
         if ch in _BIDI_CONTROLS:
             return f"it contains a direction-changing character (U+{ord(ch):04X})"
-    if "\\" in name:  # a separator on Windows, so 'a\\..\\..\\x' would climb out there
-        return "it contains a backslash; use '/'"
-    if name.startswith("/"):
-        return "it is absolute"
-    if _DRIVE_RE.match(name):
-        return "it starts with a drive letter"
     parts = name.split("/")
-    if ".." in parts:
-        return "it climbs out with '..'"
-    if any(part in ("", ".") for part in parts):
-        return "it has an empty or '.' component"
-    for part in parts:
-        size = len(part.encode("utf-8"))
-        if size > MAX_COMPONENT_BYTES:
-            return (
-                f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes "
-                f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
-            )
-    return None
+    size = next((n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0)
+    refused = (
+        ("\\" in name, "it contains a backslash; use '/'"),  # a separator on Windows: 'a\\..\\..\\x' climbs out there
+        (name.startswith("/"), "it is absolute"),
+        (DRIVE_RE.match(name) is not None, "it starts with a drive letter"),
+        (".." in parts, "it climbs out with '..'"),
+        (any(part in ("", ".") for part in parts), "it has an empty or '.' component"),
+        (size > 0, f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes {_ROOM}"),
+    )
+    return next((why for bad, why in refused if bad), None)
 
 
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
@@ -92,10 +85,7 @@ def safe_relative_path(value: str, *, where: str) -> str:
     """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
     if not value:
         raise _unsafe(value, where=where, reason="it is empty")
-    normalised = value
-    # A leading "./" is a common, harmless spelling; anything else odd is rejected rather than guessed at.
-    while normalised.startswith("./"):
-        normalised = normalised[2:]
+    normalised = re.sub(r"\A(?:\./)+", "", value)  # a leading "./" is harmless; nothing else odd is guessed at
     if not normalised:
         raise _unsafe(value, where=where, reason="it names no file")
     problem = path_problem(normalised)
@@ -106,50 +96,34 @@ def safe_relative_path(value: str, *, where: str) -> str:
 
 # Device names Windows opens instead of a file, in any case and with any extension ("nul.txt" is NUL too);
 # the superscript digits count as well (learn.microsoft.com: "Naming Files, Paths, and Namespaces").
-_RESERVED_NAMES = frozenset(
+RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
 _STATE_DIR = ".mdl"
 
 
-def _not_plain(value: str, *, where: str, reason: str) -> UnsafePathError:
-    return UnsafePathError(f"{where}: must be a plain file name, got {_shown(value)} ({reason})")
-
-
 def safe_file_name(value: str, *, where: str) -> str:
     """``value`` if it is one plain file name, safe to create in any folder (no separator, nothing Windows reads
     as a device or a drive, never mdl's state folder), else UnsafePathError."""
-    if not value:
-        raise _not_plain(value, where=where, reason="it is empty")
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
-        raise _not_plain(value, where=where, reason="it contains a control character")
-    if any(unicodedata.category(ch) == "Cf" for ch in value):
-        # Invisible or direction-reversing characters: "x\u202etxt.exe" shows as "xexe.txt".
-        raise _not_plain(value, where=where, reason="it contains an invisible formatting character")
-    if any(unicodedata.category(ch) == "Cs" for ch in value):
-        # JSON can carry a lone surrogate ("\\ud800"); no file system can store it.
-        raise _not_plain(value, where=where, reason="it is not valid Unicode")
-    if "/" in value or "\\" in value:
-        raise _not_plain(value, where=where, reason="it contains a path separator")
-    if value == ".":
-        raise _not_plain(value, where=where, reason="it names no file")
-    if ".." in value:
-        # '..' climbs out; names merely containing it ('a..b') are refused too rather than reasoned about.
-        raise _not_plain(value, where=where, reason="it contains '..'")
-    if ":" in value:
-        # 'C:x' is relative to drive C on Windows, and 'a:b' writes an NTFS alternate data stream.
-        raise _not_plain(value, where=where, reason="it contains ':' (a drive letter or a stream name)")
-    if value[-1] in ". ":
-        # Windows drops trailing dots and spaces, so 'a.bin.' would silently become 'a.bin'.
-        raise _not_plain(value, where=where, reason="it ends with a dot or a space")
-    if value.split(".", 1)[0].rstrip(" ").upper() in _RESERVED_NAMES:
-        raise _not_plain(value, where=where, reason="it is a reserved device name on Windows")
-    if value.casefold() == _STATE_DIR:
-        raise _not_plain(value, where=where, reason="it is mdl's own state folder")
-    problem = path_problem(value)  # the rule every command shares (length with room for the temp name, ...)
-    if problem is not None:
-        raise _not_plain(value, where=where, reason=problem)
+    categories = {unicodedata.category(ch) for ch in value}
+    refused = (
+        (not value, "it is empty"),
+        (bool(categories & {"Cc", "Zl", "Zp"}), "it contains a control character"),
+        ("Cf" in categories, "it contains an invisible formatting character"),  # "x\u202etxt.exe" shows as "xexe.txt"
+        ("Cs" in categories, "it is not valid Unicode"),  # JSON can carry a lone surrogate; no file system stores it
+        ("/" in value or "\\" in value, "it contains a path separator"),
+        (value == ".", "it names no file"),
+        (".." in value, "it contains '..'"),  # 'a..b' too, rather than reasoned about
+        (":" in value, "it contains ':' (a drive letter or a stream name)"),  # 'C:x', or an NTFS stream 'a:b'
+        (value.endswith((".", " ")), "it ends with a dot or a space"),  # Windows drops them: 'a.bin.' is 'a.bin'
+        (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
+        (value.casefold() == _STATE_DIR, "it is mdl's own state folder"),
+    )
+    # Then the rule every command shares (length with room for the temp name, ...).
+    reason = next((why for bad, why in refused if bad), None) or path_problem(value)
+    if reason is not None:
+        raise UnsafePathError(f"{where}: must be a plain file name, got {shown(value)} ({reason})")
     return value
 
 
@@ -157,10 +131,10 @@ def url_basename(url: str, *, where: str) -> str:
     """The URL's last path segment, percent-decoded and validated as a file name, or UnsafePathError."""
     parts = urlsplit(url)
     # Never echo the query (a signature, a token) nor the userinfo.
-    shown = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}" if parts.scheme else parts.path
+    visible = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}" if parts.scheme else parts.path
     segment = parts.path.rsplit("/", 1)[-1]
     if not segment:
-        raise UnsafePathError(f"{where}: cannot take a file name from {_shown(shown)}: the URL path ends without one")
+        raise UnsafePathError(f"{where}: cannot take a file name from {shown(visible)}: the URL path ends without one")
     name = unquote(segment)
     if "/" in name:
         # '%2F' would turn one segment into nested folders; a file name is asked for, so refuse.

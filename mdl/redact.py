@@ -1,10 +1,7 @@
 """Keep secrets and control characters out of every sink: stderr, stdout JSON, the log file and records.
 
-One rule for all sinks: ``safe_text`` (free text) and ``safe_doc`` (a JSON document) make text ``printable``, then
-remove every secret: the values registered (``remember_secret``, ``remember_url_secrets``) in whatever encoding a
-server quotes them, Hub tokens, bearer and ``Authorization`` values, URL userinfo, and the whole query of any URL
-whose parameter names look like credentials.
-"""
+``safe_text`` and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a
+server quotes them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
 
 from __future__ import annotations
 
@@ -20,10 +17,8 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, ur
 
 REDACTED = "REDACTED"
 
-# A query parameter whose name contains one of these (case-insensitive) makes the URL a bearer credential:
-# presigned object-store URLs of every cloud (AWS, GCS, Azure SAS, Alibaba OSS, Tencent COS, Huawei OBS,
-# CloudFront, Akamai), JWTs and API keys in the query. Redacting the whole query of such a URL is safer than
-# knowing every provider's parameter names: a new cloud's ``X-Foo-Signature`` is caught by "sig".
+# A query parameter whose name holds one of these (any case) makes the URL a bearer credential: presigned URLs of
+# every cloud, JWTs, API keys. Matching parts of names catches a new cloud's ``X-Foo-Signature`` too.
 _SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|pass|hdnts|hmac")
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
 # Shorter values are not treated as secrets: replacing them would garble ordinary words.
@@ -41,22 +36,17 @@ _AUTHORIZATION_RE = re.compile(
     r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
 )
 
-# Every registered secret and its encoded forms, indexed by their first MIN_SECRET_LENGTH characters: thousands of
-# signed CDN URLs register tens of thousands of values, and a lookup per window of a text costs the same whatever
-# their number.
+# Every registered secret and its encoded forms, indexed by their first MIN_SECRET_LENGTH characters, so a lookup
+# per window of a text costs the same for tens of thousands of them. Lists only grow (readers take no lock).
 _secrets: set[str] = set()
-# first characters -> the forms starting with them; lists only grow (append is atomic: readers take no lock)
 _index: dict[str, list[str]] = {}
 _longest = 0  # the longest registered form: how far back a cut can have split one
 _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Register ``value`` (a token, a header value, a signature) so that no sink ever shows it, in any encoding.
-
-    Values shorter than ``MIN_SECRET_LENGTH`` or inside the word REDACTED cannot be told from ordinary text. A
-    header value ``<scheme> <credentials>`` also registers its credentials alone: a server may echo them so.
-    """
+    """Register ``value`` (a token, a header value, a signature) so that no sink ever shows it, in any encoding; a
+    header value ``<scheme> <credentials>`` registers its credentials alone too (a server may echo them so)."""
     if not value or len(value) < MIN_SECRET_LENGTH or value in REDACTED:
         return
     scheme, _, credentials = value.partition(" ")
@@ -91,8 +81,7 @@ def known_secrets() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def encoded_forms(value: str) -> frozenset[str]:
-    """``value`` as a server may quote it: raw, printable, percent-encoded, JSON- and HTML-escaped. Forms that
-    cannot be listed (numeric entities, mixed-case hex) are found by decoding the text instead (``_redact``)."""
+    """``value`` as a server may quote it: raw, printable, percent-encoded, JSON- and HTML-escaped."""
     if _UNRESERVED.fullmatch(value):  # a hex signature, a base64url token: every encoding leaves it as it is
         return frozenset((value,))
     forms = {value, printable(value)}
@@ -117,9 +106,8 @@ _PUBLIC_PARAM = re.compile(
 
 
 def remember_url_secrets(url: str) -> None:
-    """Register every secret a URL carries the moment mdl reads it: its userinfo's password (or the whole userinfo,
-    a bare token) and each secret query parameter's value, as written and decoded. A server that echoes the
-    request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
+    """Register a URL's secrets the moment mdl reads it (its userinfo, each secret query value, written and decoded):
+    a server that echoes the request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -191,8 +179,7 @@ def _occurrences(text: str, forms: Iterable[str]) -> Iterator[tuple[int, int]]:
 
 
 def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:
-    """``text`` with every secret replaced, also those a replacement makes up ("TEDx1x1" with secret "TEDx1"
-    becomes "REDACTEDx1"), and whether there was any."""
+    """``text`` with every secret replaced, also those a replacement makes up, and whether there was any."""
     removed = False
     for _ in range(16):
         spans = _spans(text, extra)
@@ -211,7 +198,6 @@ _JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
 
 
 def _json_unescape(text: str) -> str:
-    """JSON string escapes (``\\uXXXX``, surrogate pairs, ``\\/``, ``\\n``…) decoded, the rest left as it is."""
     decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _JSON_SIMPLE[m.group(2)], text)
     if _SURROGATES.search(decoded):  # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
         decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
@@ -230,9 +216,8 @@ def _extra_forms(secrets: Iterable[str]) -> tuple[str, ...]:
 def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
     text, _ = _remove_secrets(text, extra)
     if _MAY_BE_ENCODED.search(text) and (_secrets or extra):
-        # A form no list can hold (a numeric entity for some characters, mixed-case hex, a JSON escape inside
-        # an HTML page): decode the text, and if a secret shows only then, keep the decoded text, redacted.
-        # Decoding goes on past a find: a second secret may hide one layer deeper (an entity of a %-escape).
+        # A form no list holds (a numeric entity, mixed-case hex, a JSON escape in HTML): if a secret shows only in
+        # the decoded text, keep that, redacted; decode on past a find, as a second may hide one layer deeper.
         probe, shown = text, None
         for decode in _DECODERS:
             step = decode(probe)
@@ -261,14 +246,12 @@ def hide_cut_secret(text: str) -> str:
 
 
 def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
-    """Free text with the registered secrets (and ``secrets``) removed, URLs redacted, tokens and credentials
-    masked."""
+    """Free text with the registered secrets (and ``secrets``) removed, URLs redacted, credentials masked."""
     return _redact(text, _extra_forms(secrets), multiline=True)
 
 
-# C0/C1 controls (escape sequences, bells, carriage returns), bidi overrides and isolates, line/paragraph
-# separators and zero-width characters: anything that could move the cursor, rewrite a terminal title, forge a
-# log line or hide text. Tab and newline are kept only where the caller allows multi-line text.
+# C0/C1 controls, bidi overrides and isolates, line separators, zero-width characters: anything that could move the
+# cursor, retitle a terminal, forge a log line or hide text. Tab and newline only in multi-line text.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]")
 _NEWLINES = re.compile("[\t\n]")
 # Lone surrogates (from bytes decoded with "surrogateescape") cannot be encoded as UTF-8 by any sink.
@@ -276,8 +259,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
-    """Text made safe for a terminal, a log line or a record: control and invisible characters escaped (visible,
-    never interpreted), tabs and newlines spaces unless ``multiline``, cut to ``limit`` with ``…``."""
+    """Control and invisible characters escaped (visible, never interpreted), tabs and newlines spaces unless
+    ``multiline``, cut to ``limit`` with ``…``."""
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:
@@ -290,8 +273,7 @@ def _cut(text: str, limit: int | None) -> str:
 
 
 def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Iterable[str] = ()) -> str:
-    """The one function every sink applies to text: printable (an escape cannot hide a secret), then redacted, then
-    cut to ``limit`` (a secret is never half-shown at the cut)."""
+    """What every sink applies to text: printable, then redacted, then cut (a secret is never half-shown)."""
     return _cut(_redact(printable(text, multiline=multiline), _extra_forms(secrets), multiline=multiline), limit)
 
 

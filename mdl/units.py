@@ -17,18 +17,12 @@ def human_size(n: int | float | None) -> str:
     value = float(n)
     for unit in _SIZE_UNITS:
         value /= 1024
-        text = _three_digits(value)
+        decimals = 2 if abs(round(value, 2)) < 10 else 1 if abs(round(value, 1)) < 100 else 0  # 1.60, 52.4, 600, 1023
+        text = f"{value:.{decimals}f}"
         # Pick the unit by the rounded value, so 1_048_575 reads "1.00 MiB" rather than "1024 KiB".
         if abs(float(text)) < 1024 or unit == _SIZE_UNITS[-1]:
             return f"{text} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _three_digits(value: float) -> str:  # at least the whole part: 1.60, 52.4, 600, 1023
-    for decimals, limit in ((2, 10), (1, 100)):
-        if abs(round(value, decimals)) < limit:
-            return f"{value:.{decimals}f}"
-    return f"{value:.0f}"
 
 
 def human_rate(bytes_per_second: float | None) -> str:

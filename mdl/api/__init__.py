@@ -1,7 +1,7 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
 
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2,
-huggingface_hub) are imported inside the functions, so `import mdl` stays light."""
+Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2, huggingface_hub)
+are imported inside the functions, so `import mdl` stays light."""
 
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
     from mdl.upload import PublishReport
-
-# Heavy parts (pydantic, httpx2, huggingface_hub) are imported inside the functions, so `import mdl` stays light.
 
 StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
@@ -68,14 +66,14 @@ def _models(
     environ: Mapping[str, str] | None,
     names: Sequence[str],
     all_models: bool,
-    *,
     locked: bool,
     frozen: bool,
+    *,
     dest: StrPath | None,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock; ``frozen``: the models and the lock (read once)
-    come from the lock alone, and a catalog beside it lends only its settings and direct URLs' headers."""
+    """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
+    lends only its settings and direct URLs' headers)."""
     from mdl.catalog import choose_lock_mode, lock_beside
 
     env = _environ(environ)
@@ -116,7 +114,7 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    settings, specs, lock = _models(catalog, environ, [], True, locked=locked, frozen=frozen, dest=dest, layout=layout)
+    settings, specs, lock = _models(catalog, environ, [], True, locked, frozen, dest=dest, layout=layout)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
@@ -141,9 +139,7 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    settings, (spec,), lock = _models(
-        catalog, environ, [name], False, locked=locked, frozen=frozen, dest=dest, layout=layout
-    )
+    settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
     pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
     return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
@@ -168,7 +164,7 @@ def resolve(
     from mdl.report import Resolution
 
     flags = {"layout": layout, "timeout": timeout}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -195,17 +191,13 @@ def pull(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
-    """Download what is missing or changed, resume what was cut off, verify, skip what is already right.
-
-    ``mirrors`` (URL templates with ``{model}`` and ``{path}``) are tried in order before the origin. Per-file
-    failures are in the report; ``report.path(name)`` is a model's folder and raises the model's error if it failed.
-    """
+    """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
 
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
     flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -222,14 +214,11 @@ def verify(
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
-    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline); ``on_file`` sees
-    each outcome as soon as it is known."""
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline)."""
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    settings, models, lock = _models(
-        catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, layout=layout
-    )
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, layout=layout)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -273,8 +262,7 @@ def lock(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> LockReport:
-    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog; ``upgrade`` resolves fresh ones
-    again, ``check`` writes nothing and names what is missing or stale (``report.stale``)."""
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
     from mdl.download import lock_catalog
 
     env = _environ(environ)
@@ -300,28 +288,13 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` (a whole ``hf://owner/name[@rev]`` repo, or files and URLs) to the catalog, keeping its
-    comments; the sources are asked about first unless ``check`` is False. A request the entry contradicts is a
-    UsageError unless ``force`` replaces it; the same request twice changes nothing."""
-    from mdl.download import add_model
+    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
+    from mdl.download import AddOptions, add_model
 
     env = _environ(environ)
-    return add_model(
-        name,
-        sources,
-        {
-            "include": include,
-            "exclude": exclude,
-            "save_as": save_as,
-            "sha256": sha256,
-            "force": force,
-            "check": check,
-            "catalog": catalog,
-            "environ": env,
-            "progress": progress,
-        },
-        settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout),
-    )
+    options: AddOptions = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
+    options |= {"force": force, "check": check, "catalog": catalog, "environ": env, "progress": progress}
+    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
 
 
 @checked
@@ -351,9 +324,7 @@ def get(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``
-    (default: here) or ``output``; a file already there that differs or cannot be compared is a UsageError unless
-    ``force``."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``."""
     from mdl.download import get_sources, read_source
 
     if not sources:
@@ -399,8 +370,7 @@ def pack(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
-    """Zip a trained model or one checkpoint (``NAME``, ``latest``, ``best``, ``step:N``) deterministically into
-    ``output`` (default ``<run>[-<checkpoint>].zip`` here) or ``stream``; ``$SOURCE_DATE_EPOCH`` fixes the times."""
+    """Zip a trained model or one of its checkpoints deterministically into ``output`` or ``stream``."""
     from mdl.archive import PackOptions, pack_run
 
     if stream is not None and output is not None and str(output) != "-":
@@ -412,20 +382,10 @@ def pack(
         source_date_epoch = int(epoch) if epoch else None
     except ValueError:
         raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
-    options = PackOptions(
-        run_dir=Path(run_dir),
-        output=Path("-") if stream is not None else (Path(output) if output is not None else None),
-        checkpoint=checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        includes=tuple(include),
-        excludes=tuple(exclude),
-        compress=compress,
-        dry_run=dry_run,
-        source_date_epoch=source_date_epoch,
-        cwd=Path.cwd(),
-        force=force,
-    )
+    out = Path("-") if stream is not None else (Path(output) if output is not None else None)
+    kw: dict[str, Any] = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress}
+    kw |= {"includes": tuple(include), "excludes": tuple(exclude), "dry_run": dry_run, "force": force}
+    options = PackOptions(Path(run_dir), out, source_date_epoch=source_date_epoch, cwd=Path.cwd(), **kw)
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
@@ -438,8 +398,7 @@ def unpack(
     max_ratio: float | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Extract an archive (a path or a binary stream) into ``dest`` (default: here) safely and verify it against
-    its manifest; ``max_ratio`` (default 200, ``math.inf``: off) caps how far entries may expand."""
+    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
     ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
@@ -465,8 +424,7 @@ def publish(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PublishReport:
-    """Upload each model's verified local files to ``<to>/<model>/<path>`` (``to``: ``s3://bucket[/prefix]``) and
-    a manifest per complete model to ``<to>/.mdl/<model>.json``; objects whose SHA-256 checksum matches are kept."""
+    """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``)."""
     from mdl.download import LockUse, warned
     from mdl.paths import is_http_url
     from mdl.sources import parse_s3_prefix
@@ -476,18 +434,11 @@ def publish(
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     flags = {"layout": layout, "connections": connections}
-    settings, models, lock = _models(catalog, environ, names, all, locked=locked, frozen=frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     use = LockUse(settings, lock=lock)
     pins, warnings, _ = use.view(models)
     held = use.lock
     pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
-    report = publish_models(
-        models,
-        settings,
-        target,
-        progress=progress or NullProgress(),
-        pins=pins,
-        locked=pinned,
-        endpoint=endpoint,
-    )
+    progress = progress or NullProgress()
+    report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, endpoint=endpoint)
     return warned(report, warnings)

@@ -84,10 +84,6 @@ def _has(*methods: str, binary: bool = False) -> Callable[[object], bool]:
     )
 
 
-def _number(value: object) -> bool:  # its range (NaN, infinity) is the parameter's own check, naming the flag
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _catalog(value: object, *, param: str) -> object:
     from mdl.catalog import Catalog
 
@@ -100,13 +96,13 @@ def _archive(value: object, *, param: str) -> object:
     return _is(_has("read", binary=True), "a path or a binary stream")(value, param=param)
 
 
-_int = _is(lambda v: _number(v) and isinstance(v, int), "a whole number")
+_int = _is(lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
 # Each annotation the public API uses (as written: the modules use ``from __future__ import annotations``).
 _RULES: dict[str, _Rule] = {
     "str": _text,
     "bool": _is(lambda v: isinstance(v, bool), "True or False"),
     "int": _int,
-    "float": _is(_number, "a number", float),
+    "float": _is(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float),  # NaN: own check
     "StrPath": _path,
     "Sequence[str]": _strings,
     "Catalog | StrPath": _catalog,

@@ -117,14 +117,10 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         if key == "__metadata__":
             continue
         offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
+        first, last = offsets if isinstance(offsets, list) and len(offsets) == 2 else (None, None)
+        if not (type(first) is int and type(last) is int and 0 <= first <= last):
             return f"tensor {key!r} has bad data_offsets"
-        end = max(end, offsets[1])
+        end = max(end, last)
     expected = 8 + header_len + end
     if expected != st.st_size:
         return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
@@ -177,8 +173,14 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
     return real
 
 
-def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
-    """Why a checkpoint folder is incomplete (missing or inconsistent weights), or None when complete."""
+def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
+    """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a link leaving the
+    run raises."""
+    folder, shown = real_inside(candidate.path, run_real, candidate.name), candidate.name
+    if not candidate.is_dir and candidate.name.endswith(".safetensors"):
+        return safetensors_problem(folder, shown)
+    if not candidate.is_dir:  # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
+        return None if folder.stat().st_size > 0 else "empty file"
     # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
     subfolders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
     found_weights = False
@@ -210,24 +212,10 @@ def _weights_problem(folder: Path, run_real: Path, shown: str) -> str | None:
                 label = f"{shown}/{weights.relative_to(folder)}"
                 found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
         found_weights = found_weights or bool(indexed)
-    if not found_weights:
-        return "no weights (model.safetensors, shards with their index, or adapter weights)"
-    return None
-
-
-def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
-    """Why ``candidate`` is not a complete checkpoint, or None; a link leaving the run raises."""
-    real = real_inside(candidate.path, run_real, candidate.name)
-    if candidate.is_dir:
-        return _weights_problem(real, run_real, candidate.name)
-    if candidate.name.endswith(".safetensors"):
-        return safetensors_problem(real, candidate.name)
-    # A Lightning .ckpt is a pickle: never opened beyond its size while choosing.
-    return None if real.stat().st_size > 0 else "empty file"
+    return None if found_weights else "no weights (model.safetensors, shards with their index, or adapter weights)"
 
 
 def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
-    """The (number, unit) a direct child of RUN_DIR carries as a checkpoint, or None."""
     if is_dir:
         match = _HF_DIR.fullmatch(name)
         return (int(match.group(1)), "step") if match else None
@@ -259,35 +247,24 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
                 if match and entry.is_dir():
                     found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
-    _refuse_duplicate_numbers(found)
+    seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+    for cand in found:
+        first = seen.setdefault((cand.unit, cand.number), cand.name)
+        if cand.number is not None and first != cand.name:
+            raise UsageError(
+                f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                hint="rename or remove one of them",
+            )
     return found, sorted(temporary)
 
 
-def _refuse_duplicate_numbers(candidates: list[Candidate]) -> None:
-    """Two names for one step (checkpoint-7 and checkpoint-007) make "latest" and "step:N" ambiguous."""
-    seen: dict[tuple[str, int], str] = {}
-    for cand in candidates:
-        if cand.number is None:
-            continue
-        key = (cand.unit, cand.number)
-        if key in seen:
-            raise UsageError(
-                f"checkpoints '{seen[key]}' and '{cand.name}' are both {cand.unit} {cand.number}",
-                hint="rename or remove one of them",
-            )
-        seen[key] = cand.name
-
-
 def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
-    """Refuse to pack an incomplete checkpoint that the user (or trainer_state.json) named."""
     problem = candidate_problem(candidate, run_real)
     if problem:
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
 
 
-def _select_latest(
-    candidates: list[Candidate], temporary: list[str], run_real: Path
-) -> tuple[Candidate, list[Skipped]]:
+def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
     """The highest-numbered complete checkpoint, and those passed over on the way."""
     numbered = [c for c in candidates if c.number is not None]
     units = {c.unit for c in numbered}
@@ -303,14 +280,16 @@ def _select_latest(
         except UnsafePathError as exc:
             problem = exc.message  # not packed, so not fatal: just not a candidate
         if problem is None:
-            return cand, skipped
+            reason = f"latest: highest complete {cand.unit} ({cand.number})"
+            return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
         skipped.append(Skipped(cand.name, problem))
     detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
 
-def _newest_trainer_state(run_dir: Path, candidates: list[Candidate], run_real: Path) -> tuple[str, Any]:
-    """The trainer_state.json with the highest global_step (ordered by step, never by mtime)."""
+def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
+    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
+    # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
     places = [("trainer_state.json", run_dir / "trainer_state.json")] + [
         (f"{c.name}/trainer_state.json", c.path / "trainer_state.json")
         for c in candidates
@@ -327,12 +306,7 @@ def _newest_trainer_state(run_dir: Path, candidates: list[Candidate], run_real: 
             best = (key[0], key[1], shown, state)
     if best is None:
         raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
-    return best[2], best[3]
-
-
-def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
-    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
-    shown, state = _newest_trainer_state(run_dir, candidates, run_real)
+    shown, state = best[2], best[3]
     recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
     best_step = state.get("best_global_step") if isinstance(state, dict) else None
     if isinstance(recorded, str) and recorded.strip("/\\"):
@@ -348,20 +322,14 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
     if chosen is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     _require_complete(chosen, run_real, "best")
-    metric_value = finite_metric(state.get("best_metric"))
+    metric = state.get("best_metric")
+    try:  # NaN and infinities (trainers write them) count as no metric
+        metric_value = float(metric) if isinstance(metric, int | float) and not isinstance(metric, bool) else None
+    except OverflowError:
+        metric_value = None
+    metric_value = metric_value if metric_value is not None and math.isfinite(metric_value) else None
     reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
     return Selection(chosen.name, chosen.path, False, reason, (), metric_value)
-
-
-def finite_metric(value: Any) -> float | None:
-    """A metric as a finite float, or None: NaN and infinities (trainers write them) count as no metric."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
@@ -371,9 +339,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
     candidates, temporary = find_candidates(run_dir)
     if spec == "latest":
-        chosen, skipped = _select_latest(candidates, temporary, run_real)
-        reason = f"latest: highest complete {chosen.unit} ({chosen.number})"
-        return Selection(chosen.name, chosen.path, not chosen.is_dir, reason, tuple(skipped))
+        return _select_latest(candidates, temporary, run_real)
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):

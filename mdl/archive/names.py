@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable
 
 from mdl.errors import UnsafePathError
-from mdl.paths import path_problem, safe_file_name
+from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
-
-# Windows maps these to devices whatever the extension ("nul.txt" is NUL): never let one through.
-_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
-    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
-)
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def name_problem(name: str) -> str | None:
@@ -31,7 +23,7 @@ def name_problem(name: str) -> str | None:
         return "backslash in name"
     if name.startswith("/"):
         return "absolute path"
-    if _DRIVE.match(name):
+    if DRIVE_RE.match(name):
         return "drive letter"
     shared = path_problem(name)  # the rule pull and get apply too (bidi, separators, length with temp name)
     if shared is not None:
@@ -44,7 +36,7 @@ def name_problem(name: str) -> str | None:
             return f"path component {part!r}" if part else "empty path component"
         if part[-1] in ". ":
             return "component ending in a dot or space"
-        if part.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
+        if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
             return "reserved device name"
         if any(unicodedata.category(c) == "Cs" for c in part):
             return "not valid Unicode (a lone surrogate)"

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.archive.checkpoints import Selection, Skipped, select_checkpoint
+from mdl.archive.checkpoints import Skipped, select_checkpoint
 from mdl.archive.names import name_problem
 from mdl.archive.selection import LeftOut, PackOptions, collect_files
-from mdl.archive.zipwriter import (
-    ENTRY_OVERHEAD,
-    Contents,
-    check_space,
-    local_fs_error,
-    stdout_file,
-    write_file_archive,
-    write_stdout_archive,
-)
+from mdl.archive.zipwriter import Contents, local_fs_error, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
@@ -55,50 +47,21 @@ class PackResult:
     top_folder: str = ""
     profile: str = "deploy"
     skipped: tuple[Skipped, ...] = ()
+    folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
     metric: float | None = None
     notes: tuple[str, ...] = field(default=())
     left_out: tuple[LeftOut, ...] = ()  # what the profile (or a whole-run pack) left out, and why
-    folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document; ``skipped``: the checkpoints ``latest`` passed over, then what the profile (or a
-        whole-run pack) left out (``checkpoint`` null for a file)."""
-        passed_over = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
-        left_out = [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
-        return {
-            "archive": self.archive,
-            "size": self.size,
-            "sha256": self.sha256,
-            "checkpoint": self.checkpoint,
-            "reason": self.reason,
+        """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
+        doc["skipped"] = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
+        doc["skipped"] += [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
+        return doc | {
             "files": [f.to_json() for f in self.files],
-            "dry_run": self.dry_run,
-            "top_folder": self.top_folder,
-            "profile": self.profile,
-            "skipped": passed_over + left_out,
             "folders": list(self.folders),
-            "metric": self.metric,
             "notes": list(self.notes),
         }
-
-
-def _archive_target(options: PackOptions, run_real: Path, selection: Selection) -> tuple[Path | None, str]:
-    """Where the archive goes (None for stdout) and its top-level folder name (the archive's stem)."""
-    label = run_real.name
-    if selection.checkpoint:
-        base, dot, suffix = selection.checkpoint.rpartition(".")
-        label += "-" + (
-            base if selection.single_file and dot and suffix in ("safetensors", "ckpt") else selection.checkpoint
-        )
-    if options.output is not None and str(options.output) == "-":
-        target, stem = None, label
-    else:
-        target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
-        stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-    problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
-    if problem:
-        raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
-    return target, stem
 
 
 def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
@@ -111,18 +74,6 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
             raise UnsafePathError(
                 f"output {shown} is inside the run folder {run_real}", hint="write the archive outside the run"
             )
-
-
-def _refuse_existing(target: Path, *, force: bool) -> None:
-    """An archive already at ``target`` is replaced only with ``force`` (atomically: the new one is renamed over)."""
-    if target.is_dir():
-        raise UsageError(f"output {target} is a folder, not a file")  # -o names a file, as get's -o does
-    kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
-    if kind is not None and not (force and kind in REPLACEABLE):
-        hint = "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
-        raise not_a_file_error(target, kind, where="output ", hint=hint)
-    if not force and (target.exists() or target.is_symlink()):
-        raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
 
 
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
@@ -141,7 +92,19 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
 
     try:
         selection = select_checkpoint(run_dir, options.checkpoint)
-        target, stem = _archive_target(options, run_real, selection)
+        label = run_real.name
+        if selection.checkpoint:
+            base, dot, suffix = selection.checkpoint.rpartition(".")
+            single = selection.single_file and dot and suffix in ("safetensors", "ckpt")
+            label += "-" + (base if single else selection.checkpoint)
+        if to_stdout:
+            target, stem = None, label
+        else:
+            target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
+            stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
+        problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
+        if problem:  # the archive's stem is its top-level folder
+            raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
         if target is not None:
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
         elif stdout is not None and (found := stdout_file(stdout)) is not None:
@@ -154,8 +117,15 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     files, folders = chosen.files, chosen.folders
     if not files:
         raise UsageError("nothing to pack: no file is left after the checkpoint, profile and patterns")
-    if target is not None:
-        _refuse_existing(target, force=options.force)
+    if target is not None:  # an archive already there is replaced only with --force (renamed over, atomically)
+        if target.is_dir():
+            raise UsageError(f"output {target} is a folder, not a file")  # -o names a file, as get's -o does
+        kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
+        if kind is not None and not (options.force and kind in REPLACEABLE):
+            hint = "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
+            raise not_a_file_error(target, kind, where="output ", hint=hint)
+        if not options.force and (target.exists() or target.is_symlink()):
+            raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
 
     meta: dict[str, Any] = {
         "format": "mdl-pack",
@@ -196,13 +166,6 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         except OSError as exc:  # the files are opened by open_unchanged, which raises our own errors
             raise local_fs_error(exc, "to stdout") from exc
     else:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise local_fs_error(exc, str(target.parent)) from exc
-        overhead = sum(ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(stem) for f in files)
-        check_space(target.parent, sum(f.size for f in files) + overhead + (1 << 20))
-        progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
         size, digest, hashes = write_file_archive(target, contents, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)

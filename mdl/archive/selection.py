@@ -57,9 +57,8 @@ def role_of(arcname: str) -> str:
     """The manifest role of a file: weights, config, tokenizer, logs, pickle or other."""
     name = arcname.rsplit("/", 1)[-1]
     suffix = PurePosixPath(name).suffix.lower()
-    if arcname.startswith("logs/") or any(fnmatch.fnmatchcase(name, p) for p in LOG_PATTERNS):
-        return "logs"
-    if name == "trainer_state.json" or name.startswith("events.out.tfevents."):
+    logs = arcname.startswith("logs/") or name == "trainer_state.json" or name.startswith("events.out.tfevents.")
+    if logs or _matches(name, LOG_PATTERNS):
         return "logs"
     if suffix in _PICKLE_SUFFIXES:
         return "pickle"
@@ -101,20 +100,13 @@ class _Collector:
     run_real: Path
     deny: tuple[str, ...]
     excludes: tuple[str, ...]
+    compress: str  # auto, none or deflate
     found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
     special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
     folders: set[str] = field(default_factory=set)  # arcnames ("a/b/") of folders empty on disk
     left_out: list[LeftOut] = field(default_factory=list)
 
-    def _excluded_link(self, arcname: str) -> bool:
-        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
-        patterns = list(self.excludes)
-        return bool(patterns) and any(
-            True for _ in filter_repo_objects([arcname, arcname + "/"], allow_patterns=patterns)
-        )
-
-    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str, deflate: str) -> None:
+    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
         if not stat.S_ISREG(st.st_mode):
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
@@ -122,7 +114,7 @@ class _Collector:
             self.found.append((None, arcname))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
-        squeeze = deflate == "deflate" or (deflate == "auto" and suffix not in STORED_SUFFIXES)
+        squeeze = self.compress == "deflate" or (self.compress == "auto" and suffix not in STORED_SUFFIXES)
         src = SourceFile(
             arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
         )
@@ -134,10 +126,11 @@ class _Collector:
         arc_prefix: str,
         shown_prefix: str,
         top_skip: tuple[str, ...],
-        deflate: str,
         above: frozenset[Path] = frozenset(),
     ) -> None:
         """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
+        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
         ancestors = above | {folder}
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -155,7 +148,8 @@ class _Collector:
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                if self._excluded_link(arcname):
+                patterns = list(self.excludes)
+                if patterns and any(filter_repo_objects([arcname, arcname + "/"], allow_patterns=patterns)):
                     # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
                     self.found.append((None, arcname))
                     self.special[arcname] = f"skipping symlink '{shown}': excluded"
@@ -165,44 +159,74 @@ class _Collector:
             if stat.S_ISDIR(st.st_mode):
                 if path in ancestors or folder.is_relative_to(path):
                     raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
-                self.walk(path, arcname + "/", shown + "/", (), deflate, ancestors)
+                self.walk(path, arcname + "/", shown + "/", (), ancestors)
             else:
-                self.add_file(path, st, arcname, shown, deflate)
+                self.add_file(path, st, arcname, shown)
 
 
-def _select_files(
-    collector: _Collector, includes: tuple[str, ...], excludes: tuple[str, ...], progress: Progress
-) -> tuple[list[SourceFile], list[str]]:
-    """Apply --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error."""
-    # Heavy (and not explicitly re-exported for mypy): imported only when packing.
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress) -> Chosen:
+    """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
+    patterns, and what the profile or a whole-run pack left out."""
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]  # heavy: only when packing
 
+    run_real = Path(os.path.realpath(run_dir))
+    deny = DEPLOY_DENY if options.profile == "deploy" else ()
+    collector = _Collector(run_real, deny, options.excludes, options.compress)
+    if selection.checkpoint is None:
+        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP)
+        if options.with_logs:
+            progress.note("--with-logs: the run's logs are already part of a whole-run archive")
+    else:
+        shown = selection.root.relative_to(run_dir).as_posix()
+        root = real_inside(selection.root, run_real, shown)
+        if selection.single_file:
+            collector.add_file(root, root.stat(), selection.root.name, shown)
+        else:
+            collector.walk(root, "", shown + "/", ())
+        if options.with_logs:
+            before = len(collector.found)
+            with os.scandir(run_real) as it:
+                for entry in sorted(it, key=lambda e: e.name):
+                    if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
+                        real = real_inside(Path(entry.path), run_real, entry.name)
+                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name)
+            if len(collector.found) == before:
+                progress.note("--with-logs: no logs found in the run")
+    # --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error.
     names = [arcname for _, arcname in collector.found]
+    includes, excludes = options.includes, options.excludes
     for flag, pattern in [("--include", p) for p in includes] + [("--exclude", p) for p in excludes]:
-        if not any(True for _ in filter_repo_objects(names, allow_patterns=[pattern])):
+        if not any(filter_repo_objects(names, allow_patterns=[pattern])):
             raise UsageError(f"{flag} {pattern!r} matches no file")
-    chosen = list(
-        filter_repo_objects(
-            collector.found,
-            allow_patterns=list(includes) or None,
-            ignore_patterns=list(excludes) or None,
-            key=lambda item: item[1],
-        )
-    )
     files: list[SourceFile] = []
     folders: list[str] = []
-    for src, arcname in chosen:
+    for src, arcname in filter_repo_objects(
+        collector.found,
+        allow_patterns=list(includes) or None,
+        ignore_patterns=list(excludes) or None,
+        key=lambda item: item[1],
+    ):
         if arcname in collector.folders:
             folders.append(arcname)
         elif src is None:
             progress.note(collector.special[arcname])  # opening a FIFO would hang
         else:
             files.append(src)
-    return sorted(files, key=lambda f: f.arcname), sorted(folders)
-
-
-def _check_names(files: list[SourceFile], folders: list[str]) -> None:
-    """Refuse names that ``mdl unpack`` (or Windows/macOS) would reject or fold together."""
+    files.sort(key=lambda f: f.arcname)
+    folders.sort()
+    model = any(  # training_args.bin and optimizer state are no model
+        f.role == "weights" or (f.role == "pickle" and not _matches(f.arcname.rsplit("/", 1)[-1], DEPLOY_DENY))
+        for f in files
+    )
+    if selection.checkpoint is None and not options.includes and not model and (found := find_candidates(run_dir)[0]):
+        # A whole-run pack with no weights of its own, only checkpoints: packing it would leave the model out.
+        names = [c.name for c in found]
+        listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
+        raise UsageError(
+            f"{run_dir.name} has no final model, only checkpoints ({listed}): the whole run would pack none of them",
+            hint="choose one: --checkpoint latest (or best, step:N, a name)",
+        )
+    # Refuse names that mdl unpack (or Windows/macOS) would reject or fold together.
     seen: dict[str, str] = {}
     named = [(src.arcname, src.shown) for src in files] + [(name.rstrip("/"), name) for name in folders]
     for arcname, shown in named:
@@ -220,54 +244,4 @@ def _check_names(files: list[SourceFile], folders: list[str]) -> None:
         raise UnsafePathError(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode form"
         )
-
-
-def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress) -> Chosen:
-    """The files (and empty folders) to pack, sorted by archive name, after checkpoint choice, profile, logs and
-    patterns, and what the profile or a whole-run pack left out."""
-    run_real = Path(os.path.realpath(run_dir))
-    deny = DEPLOY_DENY if options.profile == "deploy" else ()
-    collector = _Collector(run_real, deny, options.excludes)
-    if selection.checkpoint is None:
-        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP, options.compress)
-        if options.with_logs:
-            progress.note("--with-logs: the run's logs are already part of a whole-run archive")
-    else:
-        shown = selection.root.relative_to(run_dir).as_posix()
-        root = real_inside(selection.root, run_real, shown)
-        if selection.single_file:
-            collector.add_file(root, root.stat(), selection.root.name, shown, options.compress)
-        else:
-            collector.walk(root, "", shown + "/", (), options.compress)
-        if options.with_logs:
-            before = len(collector.found)
-            with os.scandir(run_real) as it:
-                for entry in sorted(it, key=lambda e: e.name):
-                    if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
-                        real = real_inside(Path(entry.path), run_real, entry.name)
-                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name, options.compress)
-            if len(collector.found) == before:
-                progress.note("--with-logs: no logs found in the run")
-    files, folders = _select_files(collector, options.includes, options.excludes, progress)
-    if selection.checkpoint is None and not options.includes:
-        _refuse_run_without_final_model(run_dir, files)
-    _check_names(files, folders)
     return Chosen(files, folders, collector.left_out)
-
-
-def _refuse_run_without_final_model(run_dir: Path, files: list[SourceFile]) -> None:
-    """A whole-run pack with no weights of its own, only checkpoints: packing it would leave the model out."""
-    if any(
-        f.role == "weights" or (f.role == "pickle" and not _matches(f.arcname.rsplit("/", 1)[-1], DEPLOY_DENY))
-        for f in files
-    ):
-        return  # training_args.bin and optimizer state are no model
-    candidates, _ = find_candidates(run_dir)
-    if not candidates:
-        return
-    names = [c.name for c in candidates]
-    listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
-    raise UsageError(
-        f"{run_dir.name} has no final model, only checkpoints ({listed}): the whole run would pack none of them",
-        hint="choose one: --checkpoint latest (or best, step:N, a name)",
-    )

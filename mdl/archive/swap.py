@@ -1,12 +1,9 @@
 """Moving an extracted tree into place so the target is entirely old or entirely new, whatever happens.
 
-The private staging folder ``DEST/.mdl-unpack-XXXX/`` holds ``tree/`` (the verified extraction), ``old/``
-(what the swap moved aside) and, while the swap runs, ``journal.json``: the top-level names and which of
-them existed. Renames are atomic, so the journal plus what is on disk says exactly how far a swap got.
-SIGINT/SIGTERM are deferred until the swap is done or undone; after a kill -9 the next unpack into the
-same folder finds the journal (its owner's lock is gone with the process) and rolls the swap back, or
-finishes it if it had committed. Originals are never deleted before the new tree is in place.
-"""
+``DEST/.mdl-unpack-XXXX/`` holds ``tree/`` (the extraction), ``old/`` (what the swap moved aside) and, during the
+swap, ``journal.json`` (the top-level names, and which existed): with atomic renames it says how far a swap got.
+SIGINT/SIGTERM wait until the swap is done or undone; after a kill -9 the next unpack into DEST rolls it back (or
+finishes a committed one). Originals are never deleted before the new tree is in place."""
 
 from __future__ import annotations
 
@@ -22,12 +19,11 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from mdl.archive.names import name_problem
 from mdl.errors import LocalFSError
 from mdl.progress import Progress
+from mdl.store import fsync_dir
 
 PREFIX = ".mdl-unpack-"
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
@@ -41,13 +37,9 @@ def deferred_signals() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, record)
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -59,20 +51,11 @@ def deferred_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _swapping_in(dest: Path) -> Iterator[None]:
-    """Hold DEST's own flock while a swap looks and moves: two unpacks into one folder take turns, so neither
-    renames its tree onto a folder the other has just put there (flock on the folder: no lock file in DEST)."""
+    """DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns, never onto each other."""
     fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -117,7 +100,7 @@ class Staging:
                     if top in plan.present:
                         (self.dest / top).rename(self.path / _OLD / top)  # a link moves itself, never its target
                     (self.path / _TREE / top).rename(self.dest / top)
-                _fsync_dir(self.dest)
+                fsync_dir(self.dest)
                 _write_journal(self.path, plan, _COMMITTED)
             except BaseException as exc:
                 try:
@@ -134,8 +117,9 @@ class Staging:
     def close(self) -> None:
         """Remove the staging folder unless it still holds originals a swap could not put back; unlock."""
         try:
-            if _journal_state(self.path) in (None, _COMMITTED):
-                shutil.rmtree(self.path, ignore_errors=True)
+            with contextlib.suppress(OSError, ValueError):  # an unreadable journal: keep what it may guard
+                if (found := _read_journal(self.path)) is None or found[1] == _COMMITTED:
+                    shutil.rmtree(self.path, ignore_errors=True)
         finally:
             os.close(self._lock)
 
@@ -148,7 +132,7 @@ def _write_journal(staging: Path, plan: _Plan, state: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     temp.replace(staging / _JOURNAL)
-    _fsync_dir(staging)
+    fsync_dir(staging)
 
 
 def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
@@ -166,14 +150,6 @@ def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
     return _Plan(tuple(tops), frozenset(present)), state
 
 
-def _journal_state(staging: Path) -> str | None:
-    try:
-        found = _read_journal(staging)
-    except (OSError, ValueError):
-        return "unknown"
-    return None if found is None else found[1]
-
-
 def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
     """Put DEST back as it was, from whatever point the swap reached; safe to run again after a crash."""
     for top in reversed(plan.tops):
@@ -182,14 +158,13 @@ def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
             (dest / top).rename(staging / _TREE / top)
         if top in plan.present and os.path.lexists(staging / _OLD / top):
             (staging / _OLD / top).rename(dest / top)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     (staging / _JOURNAL).unlink(missing_ok=True)
 
 
 def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tuple[Path, int]]:
-    """Finish what killed unpacks left in ``dest``: roll back an interrupted swap (or complete a committed one),
-    then remove their staging folders (``dry_run``: only name them). Folders still locked by a running unpack are
-    left alone. Returns each staging folder handled with the bytes it held (``mdl clean`` lists them)."""
+    """Roll back (or finish) the swaps killed unpacks left in ``dest`` and remove their staging folders (``dry_run``:
+    only name them), never one a running unpack holds; each folder handled, with the bytes it held."""
     try:
         names = [p.name for p in dest.iterdir() if p.name.startswith(PREFIX)]
     except OSError:
@@ -206,23 +181,18 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a running unpack owns it
-            handled.append((staging, _bytes_in(staging)))
+            size = 0
+            for root, _, files in os.walk(staging):  # the regular files' bytes, never following a link
+                for file in files:
+                    with contextlib.suppress(OSError):
+                        found = (Path(root) / file).lstat()
+                        size += found.st_size if stat.S_ISREG(found.st_mode) else 0
+            handled.append((staging, size))
             if not dry_run:
                 _recover_one(staging, dest, progress)
         finally:
             os.close(lock)
     return handled
-
-
-def _bytes_in(folder: Path) -> int:
-    """The bytes of the regular files below ``folder``, never following a link."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with contextlib.suppress(OSError):
-                found = (Path(root) / name).lstat()
-                total += found.st_size if stat.S_ISREG(found.st_mode) else 0
-    return total
 
 
 def _recover_one(staging: Path, dest: Path, progress: Progress) -> None:

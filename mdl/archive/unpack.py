@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -16,22 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.archive.entries import (
-    DEFAULT_MAX_RATIO,
-    MAX_ENTRIES,
-    Entry,
-    check_entry,
-    check_layout,
-    check_lengths,
-    check_limits,
-    check_names,
-    nearest_folder,
-)
+from mdl.archive import zipread
 from mdl.archive.names import MANIFEST_NAME
 from mdl.archive.swap import Staging, recover
-from mdl.archive.zipread import iter_data, read_index, shown
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, Entry
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
-from mdl.paths import temp_name
+from mdl.paths import shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import kind_of, not_a_file
 
@@ -40,6 +31,7 @@ CHUNK_SIZE = 1 << 20
 MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -60,29 +52,22 @@ class UnpackResult:
 
     dest: str
     files: tuple[UnpackedFile, ...]
+    folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
     manifest: bool = False
     checkpoint: str | None = None
     top_level: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
-    folders: tuple[str, ...] = ()  # the archive's folder entries ("a/b/"), made even when empty
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dest": self.dest,
-            "files": [f.to_json() for f in self.files],
-            "folders": list(self.folders),
-            "manifest": self.manifest,
-            "checkpoint": self.checkpoint,
-            "top_level": list(self.top_level),
-            "replaced": list(self.replaced),
-        }
+    def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
+        doc = asdict(self)
+        return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
 
 
 def _verified(fh: BinaryIO, entry: Entry) -> Iterator[bytes]:
     """An entry's bytes, stopping before one more than it declares; its size and CRC-32 checked at the end."""
     size = entry.zip.file_size
     crc = written = 0
-    for chunk in iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
+    for chunk in zipread.iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
         if written + len(chunk) > size:
             raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
         written += len(chunk)
@@ -136,12 +121,12 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
 class _Tree:
     """Creates folders and files inside the private temp folder, never through a link, with few descriptors."""
 
-    def __init__(self, root: Path, max_open: int = MAX_OPEN_FOLDERS) -> None:
+    def __init__(self, root: Path) -> None:
         self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._fds: OrderedDict[str, int] = OrderedDict()  # least recently used first
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         # A small share of what the process may open (`ulimit -n`), never fewer than the two in use at once.
-        self._max_open = max(2, min(max_open, soft // 8 if soft > 0 else max_open))
+        self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
 
     def folder(self, name: str) -> int:
         """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the next call."""
@@ -162,31 +147,11 @@ class _Tree:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
 
-    def create(self, name: str) -> int:
-        """A new file ``name`` (0644), failing if anything already exists there."""
-        parent, _, base = name.rpartition("/")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        return os.open(base, flags, 0o644, dir_fd=self.folder(parent))
-
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
         os.close(self._root)
-
-
-def _extract_one(fh: BinaryIO, entry: Entry, tree: _Tree, progress: Progress) -> UnpackedFile:
-    progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
-    digest = hashlib.sha256()
-    with os.fdopen(tree.create(entry.name), "wb") as dst:
-        for chunk in _verified(fh, entry):
-            digest.update(chunk)
-            dst.write(chunk)
-            progress.advance(entry.name, len(chunk))
-        dst.flush()
-        os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
-    progress.finish(entry.name, ok=True)
-    return UnpackedFile(entry.name, entry.zip.file_size, digest.hexdigest())
 
 
 def _extract(
@@ -198,45 +163,21 @@ def _extract(
         if entry.is_dir:
             tree.folder(entry.name)
             continue
-        item = _extract_one(fh, entry, tree, progress)
-        if hashes is not None and hashes.get(entry.name) not in (None, item.sha256):
+        progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
+        digest = hashlib.sha256()
+        parent, _, base = entry.name.rpartition("/")
+        with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=tree.folder(parent)), "wb") as dst:
+            for chunk in _verified(fh, entry):
+                digest.update(chunk)
+                dst.write(chunk)
+                progress.advance(entry.name, len(chunk))
+            dst.flush()
+            os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
+        progress.finish(entry.name, ok=True)
+        if hashes is not None and hashes.get(entry.name) not in (None, digest.hexdigest()):
             raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
-        done.append(item)
+        done.append(UnpackedFile(entry.name, entry.zip.file_size, digest.hexdigest()))
     return done
-
-
-def _refuse_occupied(dest: Path, tops: list[str], force: bool) -> list[str]:
-    """Top-level names already present in ``dest``; refused unless ``force`` (an empty folder is fine)."""
-    occupied: list[str] = []
-    for top in tops:
-        target = dest / top
-        try:
-            st = target.lstat()
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and not any(target.iterdir()):
-            continue
-        kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
-        if kind not in (None, "a folder") and not force:
-            raise LocalFSError(f"{target} is {kind}, not a file or folder", hint="use --force to replace it")
-        if not force:
-            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not empty" if stat.S_ISDIR(st.st_mode) else "a file"
-            raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
-        occupied.append(top)
-    return occupied
-
-
-def _open_archive(source: Path, shown_as: Path) -> BinaryIO:
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang us
-    except FileNotFoundError as exc:
-        raise UsageError(f"archive not found: {shown_as}") from exc
-    except OSError as exc:
-        raise LocalFSError(f"cannot read {shown_as}: {exc.strerror}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{shown_as} is not a regular file")
-    return os.fdopen(fd, "rb")
 
 
 def unpack_archive(
@@ -253,7 +194,16 @@ def unpack_archive(
     dest_dir = cwd / dest if dest is not None else cwd
     if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
         progress = ArchiveProgress(progress, archive.name)
-    with _open_archive(cwd / archive, archive) as fh:
+    try:
+        fd = os.open(cwd / archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang us
+    except FileNotFoundError as exc:
+        raise UsageError(f"archive not found: {archive}") from exc
+    except OSError as exc:
+        raise LocalFSError(f"cannot read {archive}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{archive} is not a regular file")
+    with os.fdopen(fd, "rb") as fh:
         try:
             return _unpack(fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio)
         except OSError as exc:  # reading the archive, or looking at the destination
@@ -266,19 +216,34 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
-    index = read_index(fh, max_entries=MAX_ENTRIES)
-    entries = [check_entry(e) for e in index.entries]
-    check_names(entries)
-    entries = check_layout(fh, entries, index)
-    total = check_limits(entries, max_ratio)
-    check_lengths(entries, dest_dir)
+    found, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    entries = [zipread.check_entry(e) for e in found]
+    zipread.check_names(entries)
+    entries = zipread.check_layout(fh, entries, central_start)
+    total = zipread.check_limits(entries, max_ratio)
+    zipread.check_lengths(entries, dest_dir)
     manifest = _read_manifest(fh, entries)
     tops = list(dict.fromkeys(e.name.split("/", 1)[0] for e in entries))
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalFSError(f"cannot create {dest_dir}: {exc.strerror}") from exc
-    occupied = _refuse_occupied(dest_dir, tops, force)
+    occupied: list[str] = []  # top-level names already there: refused unless --force (an empty folder is fine)
+    for top in tops:
+        target = dest_dir / top
+        try:
+            st = target.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and not any(target.iterdir()):
+            continue
+        kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
+        if kind not in (None, "a folder") and not force:
+            raise LocalFSError(f"{target} is {kind}, not a file or folder", hint="use --force to replace it")
+        if not force:
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not empty" if stat.S_ISDIR(st.st_mode) else "a file"
+            raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
+        occupied.append(top)
     usage = os.statvfs(dest_dir)
     if usage.f_bavail * usage.f_frsize < total + (1 << 20):
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
@@ -324,13 +289,32 @@ def unpack_stream(
     """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on the destination's
     filesystem (in DIR, else its nearest existing folder: none is created before the archive is known to be good),
     unpacked as :func:`unpack_archive` does a file, and removed whatever happens. A terminal is refused (exit 2)."""
-    if _isatty(stream):
-        raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
+    with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream: reading it says what is wrong
+        if stream.isatty():
+            raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
     dest_dir = cwd / dest if dest is not None else cwd
-    spool = nearest_folder(dest_dir) / temp_name("stdin.zip")
+    spool = zipread.nearest_folder(dest_dir) / temp_name("stdin.zip")
     named = ArchiveProgress(progress, None)
     try:
-        size = _copy(stream, spool, named)
+        fd = os.open(spool, _NEW_FILE, 0o600)
+    except OSError as exc:
+        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
+    try:
+        named.begin(total_bytes=None, files=1)
+        named.start(STDIN, label="reading stdin", total=None)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK_SIZE):
+                    out.write(chunk)
+                    size += len(chunk)
+                    named.advance(STDIN, len(chunk))
+        except OSError as exc:
+            named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpaceError(f"no space left in {spool.parent} while reading the archive from stdin") from exc
+            raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}") from exc
+        named.finish(STDIN, ok=True)
         if size == 0:
             raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
         try:
@@ -341,35 +325,3 @@ def unpack_stream(
             raise
     finally:
         spool.unlink(missing_ok=True)
-
-
-def _isatty(stream: BinaryIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # a closed or unusual stream: reading it will say what is wrong
-        return False
-
-
-def _copy(stream: BinaryIO, spool: Path, progress: Progress) -> int:
-    """Copy the stream into a new file at ``spool`` (0600, never through a link); its size."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(spool, flags, 0o600)
-    except OSError as exc:
-        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
-    progress.begin(total_bytes=None, files=1)
-    progress.start(STDIN, label="reading stdin", total=None)
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(CHUNK_SIZE):
-                out.write(chunk)
-                size += len(chunk)
-                progress.advance(STDIN, len(chunk))
-    except OSError as exc:
-        progress.finish(STDIN, ok=False, message=str(exc.strerror or exc))
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpaceError(f"no space left in {spool.parent} while reading the archive from stdin") from exc
-        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}") from exc
-    progress.finish(STDIN, ok=True)
-    return size

@@ -1,26 +1,36 @@
-"""Reading a zip without trusting it: end record, ZIP64, central directory, local headers, names and data.
-
-Everything an entry claims is checked here and refused as an ArchiveError naming it (exit 2); nothing is
-written. Python's zipfile is not used for reading: it raises NotImplementedError, UnicodeDecodeError and
-friends on hostile input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes.
-"""
+"""Reading and judging a zip without trusting it: end records, ZIP64, central directory, local headers, names,
+types, collisions, layout, bombs and path lengths, each refused as an ArchiveError naming the entry (exit 2)
+before a byte is written. Not zipfile: it raises NotImplementedError, UnicodeDecodeError and friends on hostile
+input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes."""
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 import struct
 import zlib
 from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
 from typing import BinaryIO
 
-from mdl.errors import ArchiveError
+from mdl.archive.names import collision_key, first_twin, name_problem
+from mdl.errors import ArchiveError, UsageError
+from mdl.paths import shown
 
 STORED, DEFLATED = 0, 8
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3; anything newer needs features we do not have
 MAX_CENTRAL_BYTES = 256 << 20
-_FLAG_ENCRYPTED, _FLAG_DESCRIPTOR, _FLAG_PATCHED, _FLAG_STRONG = 0x1, 0x8, 0x20, 0x40
-_FLAG_UTF8, _FLAG_MASKED = 0x800, 0x2000
+MAX_ENTRIES = 100_000
+MAX_TOTAL_BYTES = 1 << 42  # 4 TiB: far above any checkpoint, far below "fill the disk"
+DEFAULT_MAX_RATIO = 200.0  # real weights compress <= 1.5x, text ~10x; 1000:1 is a bomb
+RATIO_FLOOR = 1 << 20  # below 1 MiB (an entry, or a whole archive) nothing can hurt, whatever the ratio
+_DOS_DIRECTORY, _DOS_REPARSE_POINT = 0x10, 0x400  # low 16 bits of external_attr (MS-DOS attributes)
+_STAGING_MARGIN = 64  # DEST/.mdl-unpack-XXXXXXXX/tree/ is longer than DEST/ by less than this
+_FLAG_ENCRYPTED, _FLAG_PATCHED, _FLAG_STRONG, _FLAG_UTF8, _FLAG_MASKED = 0x1, 0x20, 0x40, 0x800, 0x2000
 _EOCD = struct.Struct("<4sHHHHLLH")
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQHHLLQQQQ")
@@ -35,13 +45,7 @@ _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
 _MAX_SHOWN = 120
 
 
-def shown(name: str) -> str:
-    """``repr`` of an entry name, shortened so a message stays one readable line."""
-    return repr(name if len(name) <= _MAX_SHOWN else name[:_MAX_SHOWN] + "…")
-
-
 def shown_raw(raw: bytes) -> str:
-    """``repr`` of an undecodable name's bytes, shortened like :func:`shown`."""
     return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
 
 
@@ -63,11 +67,13 @@ class ZipEntry:
 
 
 @dataclass(frozen=True)
-class ZipIndex:
-    """Every entry, and where the central directory starts (no entry's data may reach past it)."""
+class Entry:
+    """An entry that passed every check: its name without a folder's trailing slash, and where its data starts."""
 
-    entries: tuple[ZipEntry, ...]
-    central_start: int
+    zip: ZipEntry
+    name: str
+    is_dir: bool
+    start: int = 0
 
 
 def _broken(why: str) -> ArchiveError:
@@ -85,25 +91,21 @@ def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
 
 
 def _extras(data: bytes, what: str) -> dict[int, bytes]:
-    """The extra fields of a header by id (the first of each id wins, as in unzip)."""
     fields: dict[int, bytes] = {}
     pos = 0
     while pos + 4 <= len(data):
         kind, size = struct.unpack_from("<HH", data, pos)
         if pos + 4 + size > len(data):
             raise ArchiveError(f"entry {what} has a corrupt extra field")
-        fields.setdefault(kind, data[pos + 4 : pos + 4 + size])
+        fields.setdefault(kind, data[pos + 4 : pos + 4 + size])  # the first of each id wins, as in unzip
         pos += 4 + size
     return fields
 
 
 def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
-    """An entry's name as unzip, 7-Zip and bsdtar read it; ArchiveError if it declares UTF-8 but is not.
-
-    Flag bit 11 means UTF-8. Otherwise Info-ZIP's Unicode Path field (0x7075) wins when its CRC-32 matches
-    the header's name; otherwise a name that decodes as UTF-8 is UTF-8 (zip 3.0 writes raw UTF-8 without
-    the flag), and anything else is CP437, the zip default.
-    """
+    """An entry's name as unzip, 7-Zip and bsdtar read it: UTF-8 when flag bit 11 says so (ArchiveError if it is
+    not), else Info-ZIP's Unicode Path field (0x7075) when its CRC-32 matches the name, else UTF-8 when it decodes
+    (zip 3.0 writes raw UTF-8 without the flag), else CP437, the zip default."""
     if flags & _FLAG_UTF8:
         try:
             return raw.decode("utf-8")
@@ -122,8 +124,9 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
         return raw.decode("cp437")
 
 
-def _end_records(fh: BinaryIO) -> tuple[int, int, int, int]:
-    """(entry count, central directory size, its offset as recorded, where it ends in the file)."""
+def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
+    """Every entry of the central directory, and where it starts (no entry's data may reach past it); refuse what is
+    corrupt, split, or has more than ``max_entries`` entries."""
     size = fh.seek(0, 2)
     if size < _EOCD.size:
         raise _broken(f"{size} bytes is too short for a zip")
@@ -135,31 +138,19 @@ def _end_records(fh: BinaryIO) -> tuple[int, int, int, int]:
     if pos < 0:
         raise _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
-    eocd_at = tail_start + pos
-    if eocd_at >= _EOCD64_LOCATOR.size:
-        locator = _read_at(fh, eocd_at - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
+    cd_end = tail_start + pos  # where the central directory ends: the first end record after it
+    if cd_end >= _EOCD64_LOCATOR.size:
+        locator = _read_at(fh, cd_end - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
         if locator.startswith(b"PK\x06\x07"):
-            _, _, _, disks = _EOCD64_LOCATOR.unpack(locator)
-            if disks > 1:
+            if _EOCD64_LOCATOR.unpack(locator)[3] > 1:
                 raise ArchiveError("split or spanned archives are not supported")
-            record_at = eocd_at - _EOCD64_LOCATOR.size - _EOCD64.size
-            record = _read_at(fh, record_at, _EOCD64.size)
+            cd_end -= _EOCD64_LOCATOR.size + _EOCD64.size
+            record = _read_at(fh, cd_end, _EOCD64.size)
             if not record.startswith(b"PK\x06\x06"):
                 raise _broken("the ZIP64 end record is missing")
             _, _, _, _, disk, cd_disk, count_here, count, cd_size, cd_offset = _EOCD64.unpack(record)
-            return _check_counts(disk, cd_disk, count_here, count), cd_size, cd_offset, record_at
-    return _check_counts(disk, cd_disk, count_here, count), cd_size, cd_offset, eocd_at
-
-
-def _check_counts(disk: int, cd_disk: int, count_here: int, count: int) -> int:
     if disk != 0 or cd_disk != 0 or count_here != count:
         raise ArchiveError("split or spanned archives are not supported")
-    return count
-
-
-def read_index(fh: BinaryIO, *, max_entries: int) -> ZipIndex:
-    """Parse the central directory; refuse what is corrupt, split, or has more than ``max_entries`` entries."""
-    count, cd_size, cd_offset, cd_end = _end_records(fh)
     if count > max_entries:
         raise ArchiveError(f"the archive has {count} entries (limit {max_entries})")
     cd_start = cd_end - cd_size
@@ -174,32 +165,29 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> ZipIndex:
     while pos < len(data):
         if len(entries) >= count:
             raise _broken("the central directory holds more records than the end record counts")
-        entry, pos = _central_record(data, pos, base)
-        entries.append(entry)
+        if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
+            raise _broken(f"bad central directory record at offset {pos}")
+        rec = _Central._make(_CENTRAL.unpack_from(data, pos))
+        start = pos + _CENTRAL.size
+        end = start + rec.name_len + rec.extra_len + rec.comment_len
+        if end > len(data):
+            raise _broken(f"central directory record at offset {pos} runs past its end")
+        raw = data[start : start + rec.name_len]
+        extras = _extras(data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw))
+        name = decode_name(raw, rec.flags, extras.get(_EXTRA_UNICODE_PATH))
+        usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
+        if disk != 0:
+            raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
+        version = rec.version & 0xFF
+        entries.append(
+            ZipEntry(
+                raw, name, rec.flags, rec.method, version, rec.crc, csize, usize, base + offset, rec.system, rec.attr
+            )
+        )
+        pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
-    return ZipIndex(tuple(entries), cd_start)
-
-
-def _central_record(data: bytes, pos: int, base: int) -> tuple[ZipEntry, int]:
-    if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
-        raise _broken(f"bad central directory record at offset {pos}")
-    rec = _Central._make(_CENTRAL.unpack_from(data, pos))
-    start = pos + _CENTRAL.size
-    end = start + rec.name_len + rec.extra_len + rec.comment_len
-    if end > len(data):
-        raise _broken(f"central directory record at offset {pos} runs past its end")
-    raw = data[start : start + rec.name_len]
-    extras = _extras(data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw))
-    name = decode_name(raw, rec.flags, extras.get(_EXTRA_UNICODE_PATH))
-    usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
-    if disk != 0:
-        raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
-    version = rec.version & 0xFF
-    entry = ZipEntry(
-        raw, name, rec.flags, rec.method, version, rec.crc, csize, usize, base + offset, rec.system, rec.attr
-    )
-    return entry, end
+    return entries, cd_start
 
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
@@ -218,50 +206,136 @@ def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
     return values
 
 
-def check_flags(entry: ZipEntry) -> None:
-    """Refuse what this reader cannot do safely: encryption, patched data, new versions, other methods."""
-    what = shown(entry.name)
-    if entry.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED):
-        raise ArchiveError(f"entry {what} is encrypted")
-    if entry.flags & _FLAG_PATCHED:
-        raise ArchiveError(f"entry {what} holds patched data (flag bit 5), which is not supported")
-    if entry.version_needed > MAX_EXTRACT_VERSION:
-        version = f"{entry.version_needed // 10}.{entry.version_needed % 10}"
-        raise ArchiveError(f"entry {what} needs zip version {version} to extract (supported: up to 6.3)")
-    if entry.method not in (STORED, DEFLATED):
-        raise ArchiveError(f"entry {what} uses compression method {entry.method}; only stored and deflate")
-    if entry.method == STORED and entry.compress_size != entry.file_size:
-        raise ArchiveError(f"entry {what} is stored but declares {entry.file_size} bytes in {entry.compress_size}")
+def check_entry(zentry: ZipEntry) -> Entry:
+    """Refuse one entry's unsafe name or type, and what this reader cannot do safely (encryption, patched data,
+    newer versions, other methods)."""
+    raw, attr, flags, v = zentry.name, zentry.external_attr, zentry.flags, zentry.version_needed
+    is_dir = raw.endswith("/")
+    name = raw[:-1] if is_dir else raw
+    problem = name_problem(name)
+    if problem:
+        raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
+    kind = stat.S_IFMT(attr >> 16) if zentry.create_system == 3 else 0
+    marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY
+    method, size, csize = zentry.method, zentry.file_size, zentry.compress_size
+    refused = (
+        (kind == stat.S_IFLNK or attr & _DOS_REPARSE_POINT, "is a symlink; archives with links are refused"),
+        (kind not in (0, stat.S_IFREG, stat.S_IFDIR), "is a device, FIFO or socket"),
+        (not is_dir and marked_dir, "is marked as a folder but has no trailing slash"),
+        (flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED), "is encrypted"),
+        (flags & _FLAG_PATCHED, "holds patched data (flag bit 5), which is not supported"),
+        (v > MAX_EXTRACT_VERSION, f"needs zip version {v // 10}.{v % 10} to extract (supported: up to 6.3)"),
+        (method not in (STORED, DEFLATED), f"uses compression method {method}; only stored and deflate"),
+        (method == STORED and csize != size, f"is stored but declares {size} bytes in {csize}"),
+    )
+    why = next((why for bad, why in refused if bad), None)
+    if why is not None:
+        raise ArchiveError(f"entry {shown(raw)} {why}")
+    if is_dir and size:
+        raise ArchiveError(f"folder entry {shown(raw)} has {size} bytes of data")
+    return Entry(zentry, name, is_dir)
 
 
-@dataclass(frozen=True)
-class LocalHeader:
-    """What an entry's local header says: readers that stream a zip believe this, not the central directory."""
+def check_names(entries: list[Entry]) -> None:
+    """Refuse duplicates, names that collide once case-folded and NFC-normalised, and file/folder clashes."""
+    seen: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    for entry in entries:
+        key = collision_key(entry.name)
+        if key in seen:
+            raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.zip.name)} name the same file")
+        seen[key] = entry.zip.name
+        parts = entry.name.split("/")
+        for depth in range(1, len(parts) + (1 if entry.is_dir else 0)):
+            folders.setdefault(collision_key("/".join(parts[:depth])), entry.zip.name)
+    for entry in entries:
+        if not entry.is_dir and collision_key(entry.name) in folders:
+            clash = folders[collision_key(entry.name)]
+            raise ArchiveError(f"entry {shown(entry.name)} is a file but {shown(clash)} needs it to be a folder")
+    twins = first_twin(entry.name for entry in entries)
+    if twins is not None:  # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
+        raise ArchiveError(f"{shown(twins[0])} and {shown(twins[1])} differ only in case or Unicode form")
 
-    raw_name: bytes
-    flags: int
-    method: int
-    data_start: int
+
+def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list[Entry]:
+    """Each entry with its data offset; refuse overlapping data (quoted-overlap bombs), data past its end, and a
+    local header (what streaming readers believe) that tells another story than the central directory."""
+    heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
+    for entry in entries:
+        at = entry.zip.header_offset
+        fh.seek(at)
+        header = fh.read(_LOCAL.size)
+        if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
+            raise ArchiveError(f"entry {shown(entry.zip.name)} has no local header: truncated or corrupt")
+        _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
+        raw = _read_at(fh, at + _LOCAL.size, name_len)
+        heads.append((raw, flags, method, at + _LOCAL.size + name_len + extra_len))
+    spans: list[tuple[int, int, str]] = []
+    for entry, head in zip(entries, heads, strict=True):
+        end = head[3] + entry.zip.compress_size
+        if end > central_start:
+            raise ArchiveError(f"entry {shown(entry.zip.name)} runs past the end of its data: truncated or corrupt")
+        spans.append((entry.zip.header_offset, end, entry.zip.name))
+    spans.sort()
+    for (_, end, name), (start, _, following) in pairwise(spans):
+        if end > start:
+            raise ArchiveError(f"entries {shown(name)} and {shown(following)} overlap: refused as a zip bomb")
+    for entry, (raw, flags, method, _) in zip(entries, heads, strict=True):
+        what = shown(entry.zip.name)
+        if raw != entry.zip.raw_name:
+            raise ArchiveError(f"entry {what} is named {shown_raw(raw)} in its local header: refused as spoofed")
+        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.zip.method:
+            raise ArchiveError(f"entry {what}: its local header disagrees with the central directory")
+    return [Entry(e.zip, e.name, e.is_dir, head[3]) for e, head in zip(entries, heads, strict=True)]
 
 
-def read_local(fh: BinaryIO, entry: ZipEntry) -> LocalHeader:
-    """An entry's local header, and so where its data begins."""
-    fh.seek(entry.header_offset)
-    header = fh.read(_LOCAL.size)
-    if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
-        raise ArchiveError(f"entry {shown(entry.name)} has no local header: truncated or corrupt")
-    _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-    raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
-    return LocalHeader(raw, flags, method, entry.header_offset + _LOCAL.size + name_len + extra_len)
+def check_limits(entries: list[Entry], max_ratio: float) -> int:
+    """The declared total; refuse a per-entry or whole-archive expansion beyond ``max_ratio``:1 and huge totals."""
+    if not max_ratio > 0:
+        raise UsageError(f"--max-ratio (max_ratio=) must be a positive number or inf, got {max_ratio!r}")
+    sizes = [(e.zip.file_size, e.zip.compress_size, f"entry {shown(e.zip.name)}", "") for e in entries]
+    total, packed = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
+    for size, csize, what, of in [*sizes, (total, packed, f"the archive's {len(entries)} entries", " in total")]:
+        if size >= RATIO_FLOOR and size > max_ratio * max(csize, 1):
+            ratio = size / max(csize, 1)
+            raise ArchiveError(
+                f"{what} would expand {csize} bytes to {size} ({ratio:.0f}:1{of}, limit {max_ratio:g}:1): "
+                "refused as a zip bomb",
+                hint=f"if you trust this archive, allow it with --max-ratio {math.ceil(ratio) + 1} "
+                "(max_ratio= in Python)",
+            )
+    if total > MAX_TOTAL_BYTES:
+        raise ArchiveError(f"the archive would expand to {total} bytes (limit {MAX_TOTAL_BYTES})")
+    return total
 
 
-def check_local(entry: ZipEntry, local: LocalHeader) -> None:
-    """Refuse a local header that tells another story than the central directory (a spoofing trick)."""
-    what = shown(entry.name)
-    if local.raw_name != entry.raw_name:
-        raise ArchiveError(f"entry {what} is named {shown_raw(local.raw_name)} in its local header: refused as spoofed")
-    if local.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or local.method != entry.method:
-        raise ArchiveError(f"entry {what}: its local header disagrees with the central directory")
+def nearest_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else its nearest ancestor that is."""
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_lengths(entries: list[Entry], dest: Path) -> None:
+    """Refuse names whose components exceed the destination file system's NAME_MAX, or whose path gets too long."""
+    where = nearest_folder(dest)
+    try:
+        name_max = os.pathconf(where, "PC_NAME_MAX")
+        path_max = os.pathconf(where, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    prefix = len(os.fsencode(dest.absolute())) + 1
+    limit = path_max - 1 - _STAGING_MARGIN  # PATH_MAX counts the final NUL
+    for entry in entries:
+        encoded = entry.name.encode("utf-8")
+        longest = max(len(part) for part in encoded.split(b"/"))
+        if longest > name_max:
+            raise ArchiveError(f"entry {shown(entry.zip.name)} has a component of {longest} bytes (limit {name_max})")
+        if prefix + len(encoded) > limit:
+            raise ArchiveError(
+                f"entry {shown(entry.zip.name)} would make a path of {prefix + len(encoded)} bytes in {dest} "
+                f"(limit {limit})"
+            )
 
 
 def iter_data(fh: BinaryIO, entry: ZipEntry, start: int, chunk: int) -> Iterator[bytes]:

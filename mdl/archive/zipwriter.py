@@ -1,15 +1,15 @@
 """Writing the deterministic zip: to a file (via ``.partial``), to stdout that is a regular file, or to a pipe.
 
-Seekable output takes one read of each source: zipfile writes each local header, streams the data while sha256
-and CRC-32 are computed (in two threads), then seeks back to fill in the header; the manifest at the front is
-written with placeholder hashes and filled in last, so the archive's own sha256 needs a second read (of the
-archive, not the sources). A pipe cannot be rewound: every source is hashed first (sha256 and CRC-32), then
-written with :class:`~mdl.archive.zipstream.StreamZipWriter`, stored entries with sizes and CRC in their local
-headers.
-"""
+Seekable output: zipfile writes each entry while sha256 and CRC-32 are computed (two threads), one read of each
+source; the manifest at the front is filled in last. A pipe cannot be rewound: every source is hashed first, then
+:class:`StreamZipWriter` writes stored entries with size and CRC-32 in their local headers (Java's ZipInputStream
+reads no *stored* entry with a data descriptor), deflated ones with a descriptor. An entry that only *starts* past
+4 GiB stays ZIP32, since Java reads an 8-byte descriptor only for big entries: stream-zip makes such entries ZIP64,
+which is why it is not used (bench/README-pack.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.names import MANIFEST_NAME
-from mdl.archive.zipstream import StreamZipWriter
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import not_a_file, not_a_file_error
@@ -40,6 +39,13 @@ ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
 _LOCAL_HEADER = struct.Struct("<4s22sHH")  # signature, fixed fields, name length, extra length
 Stamp = tuple[int, int, int, int, int, int]
+_MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
+ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
+_FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r
+_DESCRIPTOR, _UTF8 = 0x08, 0x800
+# What a local header and a central record share: version needed, flags, method, time, date, CRC-32, sizes, name
+# and extra lengths.
+_COMMON = struct.Struct("<HHHHHLLLHH")
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,7 @@ def entry_info(name: str, date_time: Stamp, size: int = 0, deflate: bool = False
     """A ZipInfo that depends on nothing but its arguments; a folder (``name`` ends with "/") as ``zip -r`` has it."""
     info = zipfile.ZipInfo(name, date_time)
     info.create_system = 3  # Unix, so external_attr carries the mode
-    folder = (stat.S_IFDIR | 0o755) << 16 | 0x10  # and the MS-DOS directory bit
-    info.external_attr = folder if name.endswith("/") else (stat.S_IFREG | 0o644) << 16
+    info.external_attr = _FOLDER_ATTR if name.endswith("/") else _FILE_ATTR
     info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     # Known up front so zipfile picks ZIP64 when the entry *starts*: it switches at 2 GiB, and a
     # too-small guess breaks the archive after 2 GiB have been written.
@@ -225,33 +230,6 @@ def write_entries(
     return hashes
 
 
-def rewrite_stored_entry(fh: IO[bytes], info: zipfile.ZipInfo, data: bytes) -> None:
-    """Overwrite a stored entry's bytes in place (same length) and fix its CRC in both headers: how the manifest
-    comes first yet carries the hashes of the files after it."""
-    if info.compress_type != zipfile.ZIP_STORED or len(data) != info.file_size:
-        raise MdlError(f"internal: cannot rewrite '{info.filename}' in place")
-    end = fh.tell()
-    fh.seek(info.header_offset)
-    signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise MdlError(f"internal: no local header for '{info.filename}'")
-    crc = zlib.crc32(data)
-    fh.seek(info.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
-    fh.write(struct.pack("<L", crc))
-    fh.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-    fh.write(data)
-    info.CRC = crc  # the central directory is written from this at close
-    fh.seek(end)
-
-
-def check_space(folder: Path, needed: int) -> None:
-    """Fail before writing when the archive cannot fit (exit 7)."""
-    usage = os.statvfs(folder)
-    free = usage.f_bavail * usage.f_frsize
-    if free < needed:
-        raise NoSpaceError(f"not enough space in {folder}: the archive needs {needed} bytes, {free} are free")
-
-
 def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     """An OSError while writing ``what`` as exit 7 (no space gets its own kind)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -270,7 +248,20 @@ def _write_seekable(fh: IO[bytes], contents: Contents, progress: Progress) -> di
         )
         for name in contents.folders:
             archive.mkdir(entry_info(f"{stem}/{name}", stamp))
-        rewrite_stored_entry(fh, manifest, contents.manifest(hashes))
+        # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in place.
+        data, end = contents.manifest(hashes), fh.tell()
+        if len(data) != manifest.file_size:
+            raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
+        fh.seek(manifest.header_offset)
+        signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+        if signature != b"PK\x03\x04":
+            raise MdlError(f"internal: no local header for '{manifest.filename}'")
+        manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
+        fh.seek(manifest.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
+        fh.write(struct.pack("<L", manifest.CRC))
+        fh.seek(manifest.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+        fh.write(data)
+        fh.seek(end)
     return hashes
 
 
@@ -289,6 +280,16 @@ def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[st
 
 def write_file_archive(target: Path, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise local_fs_error(exc, str(target.parent)) from exc
+    files = contents.files
+    needed = sum(f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files) + (1 << 20)
+    usage = os.statvfs(target.parent)
+    if (free := usage.f_bavail * usage.f_frsize) < needed:  # fail before writing (exit 7)
+        raise NoSpaceError(f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are free")
+    progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
     kind = not_a_file(partial_path)  # lstat: a FIFO there would take the archive and never give it back
     if kind is not None:
@@ -328,27 +329,19 @@ def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
         return fileno, None
 
 
-def _reopen_for_update(fileno: int) -> int | None:
-    """A read-write descriptor on the same regular file as ``fileno`` (not in append mode), or None."""
-    if fcntl.fcntl(fileno, fcntl.F_GETFL) & os.O_APPEND:
-        return None  # every write would land at the end: patching headers in place is impossible
-    try:
-        fd = os.open(f"/proc/self/fd/{fileno}", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return None
-    mine, theirs = os.fstat(fd), os.fstat(fileno)
-    if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
-        os.close(fd)
-        return None
-    return fd
-
-
 def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Write to stdout: in one pass when it is a regular file we can update, else hashing first; the archive's size
     and sha256, and the files' sha256."""
     out.flush()
-    found = stdout_file(out)
-    fd = _reopen_for_update(found[0]) if found is not None else None
+    found, fd = stdout_file(out), None
+    # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write would
+    # land at the end).
+    if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
+        with contextlib.suppress(OSError):
+            fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
+        if fd is not None and not os.path.samestat(os.fstat(fd), os.fstat(found[0])):
+            os.close(fd)
+            fd = None
     if found is None or fd is None:
         return _write_pipe(out, contents, progress)
     progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
@@ -384,7 +377,104 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             writer.end()
             progress.finish(src.arcname, ok=True)
         for folder in contents.folders:
-            writer.add_folder(f"{stem}/{folder}")
+            writer.start(f"{stem}/{folder}", size=0, crc=0, deflate=False, attr=_FOLDER_ATTR)
+            writer.end()
         writer.close()
     out.flush()
     return writer.size, writer.digest.hexdigest(), hashes
+
+
+def _mark(value: int) -> int:
+    return _MARK if value >= ZIP64_FROM else value
+
+
+class StreamZipWriter:
+    """Writes entries strictly in order (:meth:`start`, :meth:`write`, :meth:`end`), never seeking, keeping the
+    size and sha256 of everything written; :meth:`close` writes the central directory."""
+
+    def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
+        year, month, day, hour, minute, second = date_time
+        self._stamp = (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
+        self._out = out
+        self._central: list[bytes] = []
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def _raw(self, data: bytes | memoryview) -> None:
+        if data:
+            self._out.write(data)
+            self.digest.update(data)
+            self.size += len(data)
+
+    def _record(
+        self, prefix: bytes, version: int, crc: int, sizes: tuple[int, int], extra: bytes, tail: bytes
+    ) -> bytes:
+        common = _COMMON.pack(
+            version, self._flags, self._method, *self._stamp, crc, *sizes, len(self._name), len(extra)
+        )
+        return prefix + common + tail + self._name + extra
+
+    def start(self, name: str, *, size: int, crc: int | None, deflate: bool, attr: int = _FILE_ATTR) -> None:
+        """Begin an entry of ``size`` bytes; a stored one needs its ``crc`` now, for its local header."""
+        self._shown, self._name, self._size, self._expected = name, name.encode("utf-8"), size, crc
+        self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
+        self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
+        self._crc = self._count = self._compressed = 0
+        self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
+        if deflate:
+            # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java
+            # reads an 8-byte descriptor only when the real sizes need it, whatever the local header says.
+            self._zip64 = size + (size >> 12) + (size >> 14) + (size >> 25) + 13 >= ZIP64_FROM
+        elif crc is None:
+            raise MdlError(f"internal: stored entry '{name}' needs its CRC-32 before it is written")
+        else:
+            self._zip64 = size >= ZIP64_FROM
+        known = (0, 0) if deflate else (size, size)
+        extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
+        self._version = 45 if self._zip64 else 20
+        sizes = (_MARK, _MARK) if self._zip64 else known
+        self._raw(self._record(b"PK\x03\x04", self._version, crc or 0, sizes, extra, b""))
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self._crc = zlib.crc32(data, self._crc)
+        self._count += len(data)
+        self._emit(self._squeezer.compress(data) if self._squeezer is not None else data)
+        return len(data)
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._compressed += len(data)
+        self._raw(data)
+
+    def end(self) -> None:
+        """Finish the current entry: check it against what was announced, write its descriptor if deflated."""
+        if self._count != self._size or self._expected not in (None, self._crc):
+            raise IntegrityError(f"'{self._shown}' changed between hashing and packing; is the run still writing?")
+        if self._squeezer is not None:
+            self._emit(self._squeezer.flush())
+            if not self._zip64 and self._compressed >= _MARK:
+                raise MdlError(f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64")
+            layout = "<4sLQQ" if self._zip64 else "<4sLLL"
+            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, self._compressed, self._count))
+        values = (self._count, self._compressed, self._offset)
+        extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
+        version = self._version
+        if extra:
+            extra, version = struct.pack("<HH", 1, len(extra)) + extra, 45
+        usize, csize, offset = map(_mark, values)
+        tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)  # comment length, disk, internal attributes
+        self._central.append(
+            self._record(b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail)
+        )
+
+    def close(self) -> None:
+        """The central directory and end records (ZIP64 ones when counts or offsets need them)."""
+        start = self.size
+        for record in self._central:
+            self._raw(record)
+        size, count = self.size - start, len(self._central)
+        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:
+            where = self.size
+            self._raw(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, start))
+            self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, where, 1))
+        count16 = min(count, 0xFFFF)
+        self._raw(struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, count16, count16, _mark(size), _mark(start), 0))
