@@ -7,7 +7,6 @@ not the next one's. Every result is read back and must mean exactly the intended
 from __future__ import annotations
 
 import copy
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +24,11 @@ from mdl.catalog.addsource import (
 from mdl.catalog.keys import did_you_mean, format_path
 from mdl.catalog.load import find_catalog
 from mdl.catalog.settings import named_catalog
+from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-MAX_MODEL_NAME = 200  # as the schema says (mdl.catalog.schema); checked here before pydantic is loaded
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -92,7 +90,7 @@ def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path,
 
 def check_model_name(name: str) -> str:
     """A model name as the catalog allows it (it becomes a folder name); UsageError otherwise."""
-    if not _NAME_RE.fullmatch(name) or name.startswith(".") or len(name) > MAX_MODEL_NAME:
+    if not is_model_name(name):
         raise UsageError(
             f"{name!r}: model names use letters, digits, '.', '_' and '-', do not start with '.', "
             f"and are at most {MAX_MODEL_NAME} characters"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from mdl.catalog import ModelSpec, expand_headers
+from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url, remember_url_secrets
@@ -34,9 +33,6 @@ _Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 _Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
 _Size = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
-# A model name is a folder under dest and part of mdl's file names under .mdl/, as in the catalog: with --frozen
-# the names come from the lock alone, so "../x" here would write outside dest.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -100,10 +96,11 @@ class LockedModel:
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _MODEL_NAME.fullmatch(value):
+        # with --frozen the names come from the lock alone: "../x" here would write outside dest
+        if not is_model_name(value):
             raise ValueError(
                 "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
-                f"200 characters, got {printable(value, limit=120)!r}"
+                f"{MAX_MODEL_NAME} characters, got {printable(value, limit=120)!r}"
             )
         return value
 
