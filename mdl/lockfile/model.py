@@ -137,26 +137,9 @@ class Lock:
 def fingerprint(spec: ModelSpec) -> str:
     """A hash of what in a catalog entry decides which bytes it means: not its description, tags or headers (how
     to ask, not what to get); a presigned URL's new signature does change it (the entry is re-resolved)."""
-    doc: dict[str, Any] = {
-        "repo": spec.repo,
-        "repo_type": spec.repo_type,
-        "revision": spec.revision,
-        "include": list(spec.include),
-        "exclude": list(spec.exclude),
-        "files": [
-            {
-                "repo": f.repo,
-                "path": f.path,
-                "url": f.url,
-                "revision": f.revision,
-                "repo_type": f.repo_type,
-                "sha256": f.sha256,
-                "size": f.size,
-                "as": f.save_as,
-            }
-            for f in spec.files
-        ],
-    }
+    doc: dict[str, Any] = {k: getattr(spec, k) for k in ("repo", "repo_type", "revision", "include", "exclude")}
+    file_keys = ("repo", "path", "url", "revision", "repo_type", "sha256", "size")
+    doc["files"] = [{"as": f.save_as, **{k: getattr(f, k) for k in file_keys}} for f in spec.files]
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -207,36 +190,15 @@ def resolved_from_locked(
     files: list[RemoteFile] = []
     for f in locked.files:
         ref = f.hub
+        extra: dict[str, Any]
         if ref is not None and ref.commit is not None:
-            files.append(
-                RemoteFile(
-                    model=locked.name,
-                    path=f.path,
-                    url=file_url(ref.repo, ref.path, ref.repo_type, ref.commit),
-                    size=f.size,
-                    sha256=f.sha256,
-                    git_oid=f.git_oid,
-                    commit=ref.commit,
-                    source=f.source,
-                    hub=True,
-                    revision=f.revision or locked.revision,
-                    repo=ref.repo,
-                )
-            )
-            continue
-        entry = catalog_files.get(f.path)
-        url = entry.url if entry is not None and entry.url else f.source
-        remember_url_secrets(url)  # a lock written by hand may hold a signed URL
-        headers = expand_headers(entry, environ) if entry is not None else ()
-        files.append(
-            RemoteFile(
-                model=locked.name,
-                path=f.path,
-                url=url,
-                size=f.size,
-                sha256=f.sha256,
-                source=redact_url(url),
-                headers=headers,
-            )
-        )
+            url = file_url(ref.repo, ref.path, ref.repo_type, ref.commit)
+            extra = {"git_oid": f.git_oid, "commit": ref.commit, "source": f.source, "hub": True, "repo": ref.repo}
+            extra["revision"] = f.revision or locked.revision
+        else:
+            entry = catalog_files.get(f.path)
+            url = entry.url if entry is not None and entry.url else f.source
+            remember_url_secrets(url)  # a lock written by hand may hold a signed URL
+            extra = {"source": redact_url(url), "headers": expand_headers(entry, environ) if entry is not None else ()}
+        files.append(RemoteFile(model=locked.name, path=f.path, url=url, size=f.size, sha256=f.sha256, **extra))
     return ResolvedModel(locked.name, locked.revision, locked.commit, tuple(files))
