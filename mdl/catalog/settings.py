@@ -116,8 +116,7 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache, found as huggingface_hub does (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
-    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub) but from the run's environment: it reads them once."""
+    """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
     import os
 
     def expand(value: str) -> Path:
@@ -318,24 +317,15 @@ def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -
     """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
     env = environ.get("MDL_CATALOG", "")
     for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:
-            path = expand_home(given, environ)
+        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
+            home, text = environ.get("HOME", ""), str(given)
+            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
             return (path if path.is_absolute() else cwd / path), given, origin
     return None
 
 
-def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
-    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
-    home = environ.get("HOME", "")
-    text = str(path)
-    if home and (text == "~" or text.startswith("~/")):
-        return Path(home) / text[2:]
-    return path
-
-
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """catalog.lock for ``--frozen`` where there may be no catalog: where the catalog would be looked for (the named
-    one's ``.lock``, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``); None when none exists."""
+    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     if named is not None:
         return lock_beside(named[0])  # named: its lock is the one meant, there or not
