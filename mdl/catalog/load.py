@@ -51,9 +51,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``
-    (``config_dir``: the user config base, ``~/.config``). A named file that is missing is an error; None: none found.
-    """
+    """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``."""
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     if named is not None:
         candidate, given, origin = named
@@ -123,8 +121,7 @@ def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: s
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
-    """A hint when the error ends a line inside ``{ … ,``: TOML 1.0 (tomllib) wants inline tables on one line, and
-    its error for a line break there ("Invalid initial character for a key part") does not say so."""
+    """A hint for a line break inside ``{ … ,``: TOML 1.0 wants inline tables on one line; tomllib does not say so."""
     lines = document.splitlines()
     if not 1 <= line <= len(lines):
         return ""

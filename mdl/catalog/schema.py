@@ -1,8 +1,5 @@
-"""The catalog's validating reader: pydantic tables (strict types, no unknown keys), our rules in the words users
-see, and pydantic's errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``).
-
-Imported only when a catalog is parsed, so that ``import mdl.catalog`` (and ``mdl get URL``) never pays for pydantic.
-"""
+"""The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict and closed, and
+their errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``)."""
 
 from __future__ import annotations
 
@@ -42,8 +39,7 @@ _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def problem(message: str, *at: str | int) -> PydanticCustomError:
-    """One of our rules broken; ``at`` continues the key path below the value (the message travels in the
-    context, so that braces in user values are never taken for pydantic placeholders)."""
+    """One of our rules broken; ``at`` continues the key path (the message travels in the context: no placeholders)."""
     return PydanticCustomError("mdl_catalog", "{message}", {"message": message, "at": at})
 
 
@@ -470,8 +466,7 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
 
 
 def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: _Where) -> None:
-    """Two files must not save to the same path, nor one to a folder that another needs as a file (here rather
-    than in the tables because the message names the other entry's key path)."""
+    """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
     owners: dict[str, int] = {}
     folders: dict[str, int] = {}
     for index, spec in enumerate(files):

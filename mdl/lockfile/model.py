@@ -145,8 +145,7 @@ def fingerprint(spec: ModelSpec) -> str:
 
 
 def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]) -> LockedModel:
-    """The lock entry for a freshly resolved model; ``sha256`` has the hashes the Hub did not give (by path).
-    UsageError when a size or sha256 is unknown, or when upstream's answer could not be read back from a lock."""
+    """The lock entry for a resolved model (``sha256``: digests the Hub did not give); UsageError if unlockable."""
     files: list[LockedFile] = []
     try:
         for remote in sorted(resolved.files, key=lambda r: r.path):
