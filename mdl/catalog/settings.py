@@ -44,7 +44,7 @@ _NUMBERS: dict[str, tuple[str, str, int, int | None]] = {
     "stall_timeout": ("--stall-timeout", "MDL_STALL_TIMEOUT", 1, None),
     "timeout": ("--timeout", "MDL_TIMEOUT", 1, None),
     "lock_timeout": ("--lock-timeout", "MDL_LOCK_TIMEOUT", 0, None),
-    "retries": ("--retries", "MDL_RETRIES", 0, 100),
+    "retries": ("", "MDL_RETRIES", 0, 100),  # no flag
 }
 T = TypeVar("T")
 
@@ -247,8 +247,8 @@ def build_settings(
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
     catalog = catalog or CatalogSettings()
-    flags: dict[str, Any] = {"connections": connections, "jobs": jobs, "retries": None}
-    flags.update(stall_timeout=stall_timeout, timeout=timeout, lock_timeout=lock_timeout)
+    flags: dict[str, Any] = {"connections": connections, "jobs": jobs, "stall_timeout": stall_timeout}
+    flags.update(timeout=timeout, lock_timeout=lock_timeout)
     for key in ("connections", "jobs"):
         _check_flag(key, flags[key])
     env_rate = environ.get("MDL_LIMIT_RATE") or None
@@ -268,7 +268,7 @@ def build_settings(
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
-    numbers = {key: _first(flags[key], _env_number(environ, key), getattr(catalog, key)) for key in _NUMBERS}
+    numbers = {key: _first(flags.get(key), _env_number(environ, key), getattr(catalog, key)) for key in _NUMBERS}
     return Settings(
         dest=dest,
         endpoint=endpoint,
