@@ -74,24 +74,15 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
         def substitute(match: re.Match[str], header: str = name) -> str:
             variable = match.group(1)
             value = environ.get(variable, "")
+            where = f"{spec.key_path}.headers.{format_key(header)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
             if not value:
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} is not set or empty",
-                    hint=f"export {variable}=… before running mdl",
-                )
+                raise CatalogError(f"{where} is not set or empty", hint=f"export {variable}=… before running mdl")
             # Never echo the value: it is usually a secret.
             if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} contains a line break or control character"
-                )
+                raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} has non-ASCII characters (HTTP header values are ASCII)"
-                )
+                raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
             return value
 
         value = VAR_RE.sub(substitute, raw)
