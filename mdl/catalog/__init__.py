@@ -15,11 +15,12 @@ from mdl.catalog.settings import (
     settings_for,
     user_config_dir,
 )
-from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
+from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
 from mdl.catalog.templates import Placeholder, fill_template, parse_template
 
 # Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the catalog load.
 __all__ = [
+    "MAX_MODEL_NAME",
     "MIRROR_FIELDS",
     "Catalog",
     "FileSpec",
@@ -33,6 +34,7 @@ __all__ = [
     "fill_template",
     "find_catalog",
     "find_lock",
+    "is_model_name",
     "load_catalog",
     "lock_beside",
     "parse_catalog",

@@ -73,18 +73,12 @@ def file_table(source: AddSource, *, save_as: str | None, sha256: str | None) ->
         if source.repo_type != "model":
             table["repo_type"] = source.repo_type
     if sha256 is not None:
-        table["sha256"] = normal_sha256(sha256)
+        table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
+        if not _SHA256.fullmatch(table["sha256"]):
+            raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {sha256!r}")
     if save_as is not None:
         table["as"] = safe_relative_path(save_as, where="--as")
     return table
-
-
-def normal_sha256(value: str) -> str:
-    """64 hex digits, lower case, without a ``sha256:`` prefix; UsageError otherwise."""
-    digest = value.strip().lower().removeprefix("sha256:")
-    if not _SHA256.fullmatch(digest):
-        raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {value!r}")
-    return digest
 
 
 def save_path(table: dict[str, Any], *, where: str) -> str:

@@ -7,7 +7,6 @@ not the next one's. Every result is read back and must mean exactly the intended
 from __future__ import annotations
 
 import copy
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +24,11 @@ from mdl.catalog.addsource import (
 from mdl.catalog.keys import did_you_mean, format_path
 from mdl.catalog.load import find_catalog
 from mdl.catalog.settings import named_catalog
+from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
 from mdl.errors import MdlError, UsageError
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-MAX_MODEL_NAME = 200  # as the schema says (mdl.catalog.schema); checked here before pydantic is loaded
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -82,8 +80,7 @@ class CatalogChange:
 
 
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
-    """The catalog ``mdl add`` edits: the one mdl would read (--catalog, $MDL_CATALOG, ./catalog.toml, the user
-    config one), or, when there is none yet, the one to create: --catalog, else $MDL_CATALOG, else ./catalog.toml."""
+    """The catalog ``mdl add`` edits: the one mdl would read, else the one to create (named, else ./catalog.toml)."""
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     if named is not None:
         return named[0]
@@ -92,7 +89,7 @@ def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path,
 
 def check_model_name(name: str) -> str:
     """A model name as the catalog allows it (it becomes a folder name); UsageError otherwise."""
-    if not _NAME_RE.fullmatch(name) or name.startswith(".") or len(name) > MAX_MODEL_NAME:
+    if not is_model_name(name):
         raise UsageError(
             f"{name!r}: model names use letters, digits, '.', '_' and '-', do not start with '.', "
             f"and are at most {MAX_MODEL_NAME} characters"
@@ -121,8 +118,7 @@ def add_entry(
     sha256: str | None = None,
     force: bool = False,
 ) -> Edit:
-    """Add model ``name`` (or extend or, with ``force``, replace it) in valid catalog ``text``; UsageError for a
-    request that contradicts the entry already there."""
+    """Add model ``name`` to catalog ``text`` (or extend it, or with ``force`` replace it); UsageError on conflict."""
     document = tomllib.loads(text)
     old = document.get("models", {}).get(name)
     entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
@@ -139,8 +135,9 @@ def add_entry(
 
 
 def remove_entry(text: str, name: str) -> str:
-    """``text`` without model ``name`` (and the comments written on it); UsageError with a did-you-mean when the
-    catalog has no such model."""
+    """``text`` without model ``name`` (and the comments written on it); UsageError when there is none."""
+    import tomlkit
+
     document = tomllib.loads(text)
     models = document.get("models", {})
     if name not in models:
@@ -149,7 +146,8 @@ def remove_entry(text: str, name: str) -> str:
         )
     expected = copy.deepcopy(document)
     del expected["models"][name]
-    if not expected["models"] and "models" not in _root_keys(text):
+    lines = _lines(tomlkit.parse(text).body)
+    if not expected["models"] and not any(x.kind in ("header", "value") and x.path == ("models",) for x in lines):
         del expected["models"]  # [models.x] headers made the table; with the last one gone, so is it
     edited = _removed(text, name)
     if edited is None or _reads(edited) != expected:
@@ -380,8 +378,7 @@ def _removed(text: str, name: str) -> str | None:
 
 
 def _models_tables(document: Any) -> list[Any]:
-    """Each top-level ``models`` table in written order (one, unless other tables split them): edited one by one
-    rather than through tomlkit's merged view of them."""
+    """Each top-level ``models`` table in written order (other tables may split them), not tomlkit's merged view."""
     return [item for key, item in document.body if key is not None and key.key == "models"]
 
 
@@ -459,16 +456,6 @@ def _inline(value: Any) -> Any:
         array.extend(_inline(item) for item in value)
         return array
     return value
-
-
-def _root_keys(text: str) -> set[str]:
-    import tomlkit
-
-    return {
-        line.path[0]
-        for line in _lines(tomlkit.parse(text).body)
-        if line.kind in ("header", "value") and len(line.path) == 1
-    }
 
 
 def _by_tomlkit(text: str, name: str, entry: dict[str, Any] | None) -> str:

@@ -51,9 +51,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """The catalog: --catalog, else $MDL_CATALOG, else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``
-    (``config_dir``: the user config base, ``~/.config``). A named file that is missing is an error; None: none found.
-    """
+    """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``."""
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     if named is not None:
         candidate, given, origin = named
@@ -76,24 +74,15 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
         def substitute(match: re.Match[str], header: str = name) -> str:
             variable = match.group(1)
             value = environ.get(variable, "")
+            where = f"{spec.key_path}.headers.{format_key(header)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
             if not value:
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} is not set or empty",
-                    hint=f"export {variable}=… before running mdl",
-                )
+                raise CatalogError(f"{where} is not set or empty", hint=f"export {variable}=… before running mdl")
             # Never echo the value: it is usually a secret.
             if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} contains a line break or control character"
-                )
+                raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
-                raise CatalogError(
-                    f"{spec.key_path}.headers.{format_key(header)}: "
-                    f"environment variable {variable} has non-ASCII characters (HTTP header values are ASCII)"
-                )
+                raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
             return value
 
         value = VAR_RE.sub(substitute, raw)
@@ -123,8 +112,7 @@ def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: s
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
-    """A hint when the error ends a line inside ``{ … ,``: TOML 1.0 (tomllib) wants inline tables on one line, and
-    its error for a line break there ("Invalid initial character for a key part") does not say so."""
+    """A hint for a line break inside ``{ … ,``: TOML 1.0 wants inline tables on one line; tomllib does not say so."""
     lines = document.splitlines()
     if not 1 <= line <= len(lines):
         return ""

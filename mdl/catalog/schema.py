@@ -1,8 +1,5 @@
-"""The catalog's validating reader: pydantic tables (strict types, no unknown keys), our rules in the words users
-see, and pydantic's errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``).
-
-Imported only when a catalog is parsed, so that ``import mdl.catalog`` (and ``mdl get URL``) never pays for pydantic.
-"""
+"""The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict and closed, and
+their errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``)."""
 
 from __future__ import annotations
 
@@ -19,23 +16,30 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from mdl.catalog.keys import KeyPath, did_you_mean, format_key, format_path, toml_type
 from mdl.catalog.lines import LineIndex
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import REPO_TYPES, SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import (
+    MAX_MODEL_NAME,
+    NAME_RE,
+    REPO_TYPES,
+    SCHEMA_VERSION,
+    VAR_RE,
+    Catalog,
+    CatalogSettings,
+    FileSpec,
+    ModelSpec,
+)
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-MAX_MODEL_NAME = 200
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def problem(message: str, *at: str | int) -> PydanticCustomError:
-    """One of our rules broken; ``at`` continues the key path below the value (the message travels in the
-    context, so that braces in user values are never taken for pydantic placeholders)."""
+    """One of our rules broken; ``at`` continues the key path (the message travels in the context: no placeholders)."""
     return PydanticCustomError("mdl_catalog", "{message}", {"message": message, "at": at})
 
 
@@ -53,18 +57,16 @@ def _not_blank(value: str) -> str:
 
 
 def _model_name(name: str) -> str:
-    # A model name becomes a folder under dest; a leading dot would also collide with <dest>/.mdl/.
-    if not _NAME_RE.fullmatch(name) or name.startswith("."):
+    if not NAME_RE.fullmatch(name) or name.startswith("."):
         raise problem(f"model names use letters, digits, '.', '_' and '-' and do not start with '.', got {name!r}")
     if len(name) > MAX_MODEL_NAME:
-        # It is a folder name, and part of mdl's own file names under .mdl/ (records, partials, locks).
         raise problem(f"model names are at most {MAX_MODEL_NAME} characters, got {len(name)}")
     return name
 
 
 def _repo_id(repo: str) -> str:
     parts = repo.split("/")
-    if len(parts) > 2 or not all(_NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts):
+    if len(parts) > 2 or not all(NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts):
         raise problem(f"must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {repo!r}")
     return repo
 
@@ -464,8 +466,7 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
 
 
 def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: _Where) -> None:
-    """Two files must not save to the same path, nor one to a folder that another needs as a file (here rather
-    than in the tables because the message names the other entry's key path)."""
+    """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
     owners: dict[str, int] = {}
     folders: dict[str, int] = {}
     for index, spec in enumerate(files):

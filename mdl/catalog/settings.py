@@ -37,6 +37,15 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
 _TRUE = {"1", "true", "yes", "on"}
+# The numbers: setting → (its flag, its variable, lowest, highest); highest None: seconds, > 0 (lowest 1) or >= 0.
+_NUMBERS: dict[str, tuple[str, str, int, int | None]] = {
+    "connections": ("--connections", "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
+    "jobs": ("--jobs", "MDL_JOBS", 1, MAX_JOBS),
+    "stall_timeout": ("--stall-timeout", "MDL_STALL_TIMEOUT", 1, None),
+    "timeout": ("--timeout", "MDL_TIMEOUT", 1, None),
+    "lock_timeout": ("--lock-timeout", "MDL_LOCK_TIMEOUT", 0, None),
+    "retries": ("", "MDL_RETRIES", 0, 100),  # no flag
+}
 T = TypeVar("T")
 
 
@@ -107,8 +116,7 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache, found as huggingface_hub does (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
-    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub) but from the run's environment: it reads them once."""
+    """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
     import os
 
     def expand(value: str) -> Path:
@@ -129,29 +137,31 @@ def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
     return value.strip().lower() in _TRUE
 
 
-def _env_int(environ: Mapping[str, str], name: str, hi: int, *, lo: int = 1) -> int | None:
+def _env_number(environ: Mapping[str, str], key: str) -> float | None:
+    _, name, lo, hi = _NUMBERS[key]
     raw = environ.get(name)
     if not raw:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
-    return check_range(value, flag=f"${name}", lo=lo, hi=hi)
-
-
-def _seconds(flag: float | None, environ: Mapping[str, str], name: str, catalog: float | None, default: float) -> float:
-    """The flag, else ``$name`` (LOCK_TIMEOUT may be 0, the others must be positive), else the catalog's."""
-    raw, positive = environ.get(name), name != "MDL_LOCK_TIMEOUT"
-    env: float | None = None
-    if raw:
+    if hi is not None:
         try:
-            env = float(raw)
+            return check_range(int(raw), flag=f"${name}", lo=lo, hi=hi)
         except ValueError:
-            raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
-        if not math.isfinite(env) or env < 0 or (positive and env == 0):
-            raise UsageError(f"${name}: must be a {'positive' if positive else 'non-negative'} number, got {raw!r}")
-    return _pick(default, flag, env, catalog)
+            raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(seconds) or seconds < 0 or (lo and seconds == 0):
+        raise UsageError(f"${name}: must be a {'positive' if lo else 'non-negative'} number, got {raw!r}")
+    return seconds
+
+
+def _check_flag(key: str, value: Any) -> None:
+    flag, _, lo, hi = _NUMBERS[key]
+    if hi is not None:
+        check_range(value, flag=flag, lo=lo, hi=hi)
+    elif value is not None and (not math.isfinite(value) or value < 0 or (lo and value == 0)):
+        raise UsageError(f"{flag}: must {'be positive' if lo else 'not be negative'}, got {value}")
 
 
 def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None:
@@ -163,11 +173,6 @@ def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None
 
 def _first(*values: T | None) -> T | None:
     return next((value for value in values if value is not None), None)
-
-
-def _pick(default: T, *values: T | None) -> T:
-    chosen = _first(*values)
-    return default if chosen is None else chosen
 
 
 def default_dest() -> Path:
@@ -242,8 +247,10 @@ def build_settings(
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
     catalog = catalog or CatalogSettings()
-    check_range(connections, flag="--connections", lo=1, hi=MAX_CONNECTIONS)
-    check_range(jobs, flag="--jobs", lo=1, hi=MAX_JOBS)
+    flags: dict[str, Any] = {"connections": connections, "jobs": jobs, "stall_timeout": stall_timeout}
+    flags.update(timeout=timeout, lock_timeout=lock_timeout)
+    for key in ("connections", "jobs"):
+        _check_flag(key, flags[key])
     env_rate = environ.get("MDL_LIMIT_RATE") or None
     if env_rate is not None:
         parse_rate(env_rate, where="$MDL_LIMIT_RATE")  # a broken variable is reported even when a flag wins
@@ -253,37 +260,24 @@ def build_settings(
     if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
         # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
-    for flag, value, zero_ok in (
-        ("--stall-timeout", stall_timeout, False),
-        ("--timeout", timeout, False),
-        ("--lock-timeout", lock_timeout, True),
-    ):
-        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
-            raise UsageError(f"{flag}: must {'not be negative' if zero_ok else 'be positive'}, got {value}")
+    for key in ("stall_timeout", "timeout", "lock_timeout"):
+        _check_flag(key, flags[key])
     chosen_layout = _first(layout, environ.get("MDL_LAYOUT") or None, catalog.layout) or "plain"
     if chosen_layout not in LAYOUTS:
         where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
-    chosen_connections = _first(connections, _env_int(environ, "MDL_CONNECTIONS", MAX_CONNECTIONS), catalog.connections)
-    chosen_jobs = _first(jobs, _env_int(environ, "MDL_JOBS", MAX_JOBS), catalog.jobs)
+    numbers = {key: _first(flags.get(key), _env_number(environ, key), getattr(catalog, key)) for key in _NUMBERS}
     return Settings(
         dest=dest,
         endpoint=endpoint,
         # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops every tool.
         offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
-        connections=DEFAULT_CONNECTIONS if chosen_connections is None else chosen_connections,
-        connections_set=chosen_connections is not None,
-        jobs=DEFAULT_JOBS if chosen_jobs is None else chosen_jobs,
-        jobs_set=chosen_jobs is not None,
+        **{key: value for key, value in numbers.items() if value is not None},
+        connections_set=numbers["connections"] is not None,
+        jobs_set=numbers["jobs"] is not None,
         limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
-        stall_timeout=_seconds(
-            stall_timeout, environ, "MDL_STALL_TIMEOUT", catalog.stall_timeout, DEFAULT_STALL_TIMEOUT
-        ),
-        timeout=_seconds(timeout, environ, "MDL_TIMEOUT", catalog.timeout, DEFAULT_TIMEOUT),
-        lock_timeout=_seconds(lock_timeout, environ, "MDL_LOCK_TIMEOUT", catalog.lock_timeout, DEFAULT_LOCK_TIMEOUT),
-        retries=_pick(DEFAULT_RETRIES, _env_int(environ, "MDL_RETRIES", 100, lo=0), catalog.retries),
         verify=verify,
         force=force,
         dry_run=dry_run,
@@ -323,24 +317,15 @@ def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -
     """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
     env = environ.get("MDL_CATALOG", "")
     for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:
-            path = expand_home(given, environ)
+        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
+            home, text = environ.get("HOME", ""), str(given)
+            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
             return (path if path.is_absolute() else cwd / path), given, origin
     return None
 
 
-def expand_home(path: Path, environ: Mapping[str, str]) -> Path:
-    """``~`` and ``~/x`` from the run's HOME (the shell leaves a quoted ``"~/x"`` alone)."""
-    home = environ.get("HOME", "")
-    text = str(path)
-    if home and (text == "~" or text.startswith("~/")):
-        return Path(home) / text[2:]
-    return path
-
-
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """catalog.lock for ``--frozen`` where there may be no catalog: where the catalog would be looked for (the named
-    one's ``.lock``, else ./catalog.lock, else ``<config_dir>/mdl/catalog.lock``); None when none exists."""
+    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     if named is not None:
         return lock_beside(named[0])  # named: its lock is the one meant, there or not

@@ -16,6 +16,13 @@ SCHEMA_VERSION = 1
 REPO_TYPES = ("model", "dataset", "space")
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
+# A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading '.', bounded.
+MAX_MODEL_NAME = 200
+
+
+def is_model_name(name: str) -> bool:
+    return bool(NAME_RE.fullmatch(name)) and not name.startswith(".") and len(name) <= MAX_MODEL_NAME
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,5 @@
-"""User templates (mirror URLs): literal text and ``{name}`` placeholders, parsed and filled by plain replacement.
-
-A template is never given to ``str.format``: its mini-language would run a user's format spec
-(``{path:>99999999}`` builds a 100 MB string) or fail at pull time. The grammar is exactly ``{name}`` for a known
-name; anything else with a brace is refused when the template is read.
-"""
+"""User templates (mirror URLs): literal text and ``{known_name}`` placeholders, filled by plain replacement; never
+``str.format``, whose format specs a user could abuse (``{path:>99999999}`` builds a 100 MB string)."""
 
 from __future__ import annotations
 
@@ -17,8 +13,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def parse_template(template: str, *, fields: Sequence[str], where: str) -> tuple[str | Placeholder, ...]:
-    """A user's template as literal text and ``{name}`` placeholders for names of ``fields``, and nothing else: no
-    format spec (``{path:>99}``), no conversion (``{path!r}``), no nesting, no stray brace."""
+    """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray brace is refused."""
     parts: list[str | Placeholder] = []
     at = 0
     for match in _PLACEHOLDER.finditer(template):

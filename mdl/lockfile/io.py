@@ -104,8 +104,7 @@ def write_lock(path: Path, lock: Lock) -> bool:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """``flock`` the lock's folder (no extra file beside the catalog) while a lock is read, merged and written, so
-    that two ``mdl lock`` / ``mdl add`` runs at once never lose an entry."""
+    """``flock`` the lock's folder while a lock is read, merged and written: two runs at once never lose an entry."""
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from mdl.catalog import ModelSpec, expand_headers
+from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import path_clash, path_problem
 from mdl.redact import printable, redact_url, remember_url_secrets
@@ -34,9 +33,6 @@ _Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 _Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
 _Size = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
-# A model name is a folder under dest and part of mdl's file names under .mdl/, as in the catalog: with --frozen
-# the names come from the lock alone, so "../x" here would write outside dest.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -100,10 +96,11 @@ class LockedModel:
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _MODEL_NAME.fullmatch(value):
+        # with --frozen the names come from the lock alone: "../x" here would write outside dest
+        if not is_model_name(value):
             raise ValueError(
                 "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
-                f"200 characters, got {printable(value, limit=120)!r}"
+                f"{MAX_MODEL_NAME} characters, got {printable(value, limit=120)!r}"
             )
         return value
 
@@ -140,33 +137,15 @@ class Lock:
 def fingerprint(spec: ModelSpec) -> str:
     """A hash of what in a catalog entry decides which bytes it means: not its description, tags or headers (how
     to ask, not what to get); a presigned URL's new signature does change it (the entry is re-resolved)."""
-    doc: dict[str, Any] = {
-        "repo": spec.repo,
-        "repo_type": spec.repo_type,
-        "revision": spec.revision,
-        "include": list(spec.include),
-        "exclude": list(spec.exclude),
-        "files": [
-            {
-                "repo": f.repo,
-                "path": f.path,
-                "url": f.url,
-                "revision": f.revision,
-                "repo_type": f.repo_type,
-                "sha256": f.sha256,
-                "size": f.size,
-                "as": f.save_as,
-            }
-            for f in spec.files
-        ],
-    }
+    doc: dict[str, Any] = {k: getattr(spec, k) for k in ("repo", "repo_type", "revision", "include", "exclude")}
+    file_keys = ("repo", "path", "url", "revision", "repo_type", "sha256", "size")
+    doc["files"] = [{"as": f.save_as, **{k: getattr(f, k) for k in file_keys}} for f in spec.files]
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]) -> LockedModel:
-    """The lock entry for a freshly resolved model; ``sha256`` has the hashes the Hub did not give (by path).
-    UsageError when a size or sha256 is unknown, or when upstream's answer could not be read back from a lock."""
+    """The lock entry for a resolved model (``sha256``: digests the Hub did not give); UsageError if unlockable."""
     files: list[LockedFile] = []
     try:
         for remote in sorted(resolved.files, key=lambda r: r.path):
@@ -210,36 +189,15 @@ def resolved_from_locked(
     files: list[RemoteFile] = []
     for f in locked.files:
         ref = f.hub
+        extra: dict[str, Any]
         if ref is not None and ref.commit is not None:
-            files.append(
-                RemoteFile(
-                    model=locked.name,
-                    path=f.path,
-                    url=file_url(ref.repo, ref.path, ref.repo_type, ref.commit),
-                    size=f.size,
-                    sha256=f.sha256,
-                    git_oid=f.git_oid,
-                    commit=ref.commit,
-                    source=f.source,
-                    hub=True,
-                    revision=f.revision or locked.revision,
-                    repo=ref.repo,
-                )
-            )
-            continue
-        entry = catalog_files.get(f.path)
-        url = entry.url if entry is not None and entry.url else f.source
-        remember_url_secrets(url)  # a lock written by hand may hold a signed URL
-        headers = expand_headers(entry, environ) if entry is not None else ()
-        files.append(
-            RemoteFile(
-                model=locked.name,
-                path=f.path,
-                url=url,
-                size=f.size,
-                sha256=f.sha256,
-                source=redact_url(url),
-                headers=headers,
-            )
-        )
+            url = file_url(ref.repo, ref.path, ref.repo_type, ref.commit)
+            extra = {"git_oid": f.git_oid, "commit": ref.commit, "source": f.source, "hub": True, "repo": ref.repo}
+            extra["revision"] = f.revision or locked.revision
+        else:
+            entry = catalog_files.get(f.path)
+            url = entry.url if entry is not None and entry.url else f.source
+            remember_url_secrets(url)  # a lock written by hand may hold a signed URL
+            extra = {"source": redact_url(url), "headers": expand_headers(entry, environ) if entry is not None else ()}
+        files.append(RemoteFile(model=locked.name, path=f.path, url=url, size=f.size, sha256=f.sha256, **extra))
     return ResolvedModel(locked.name, locked.revision, locked.commit, tuple(files))
