@@ -90,7 +90,8 @@ class ChunkedWithLength:
         self.server.bind(("127.0.0.1", 0))
         self.server.listen()
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/f.bin"
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -128,6 +129,10 @@ class ChunkedWithLength:
                 return
 
     def close(self) -> None:
+        # Wake the accept first: a listener closed under a blocked accept() leaves a thread that may accept on
+        # the fd number a later test's server gets, and answer its requests.
+        self.server.shutdown(socket.SHUT_RDWR)
+        self.thread.join(5)
         self.server.close()
 
 

@@ -42,11 +42,14 @@ class DrippingServer:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> DrippingServer:
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
+        self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept: no thread outlives this server (test_body.py)
+        self._thread.join(5)
         self._server.close()
 
     def _serve(self) -> None:
