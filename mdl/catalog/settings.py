@@ -28,9 +28,6 @@ DEFAULT_TIMEOUT = 10.0  # connect, and wait for an answer (what huggingface_hub 
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_RETRIES = 5
 LAYOUTS = ("plain", "hf-cache")
-# How a run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
-# "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
-LOCK_MODES = ("auto", "locked", "frozen")
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
 # S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
@@ -75,7 +72,9 @@ class Settings:
     mirrors: tuple[str, ...] = ()  # URL templates tried in order before the origin
     # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over AWS_ENDPOINT_URL[_S3]
     mirror_endpoints: tuple[tuple[str, str], ...] = ()
-    lock_mode: str = "auto"  # one of LOCK_MODES
+    # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
+    # "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
+    lock_mode: str = "auto"
     lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
 
     @property

@@ -112,10 +112,6 @@ class RichReporter(Reporter):
         """A redacted, control-free line above the live display (markup off: file names may hold "[")."""
         self.console.print(safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False)
 
-    def frame(self) -> RichReporter:
-        """The renderable the live display redraws (tests print it to a recording console of a chosen width)."""
-        return self
-
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
         """The rows for the width rich offers at each redraw (a resized terminal); the last snapshot while a
         worker holds the lock (a redraw never waits on it)."""

@@ -25,7 +25,7 @@ def recording(width: int) -> Console:
 
 def frame_lines(reporter: RichReporter, width: int) -> list[str]:
     console = recording(width)
-    console.print(reporter.frame())
+    console.print(reporter)  # the reporter is the renderable the live display redraws
     return console.export_text().splitlines()
 
 
