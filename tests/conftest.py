@@ -12,6 +12,12 @@ from servers import CdnServer, HubServer
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` runs one worker more than there are cores: many tests wait on a subprocess, a server or the clock,
+    and the extra worker keeps the cores busy meanwhile (measured on 2 cores: tests/store + tests/cli 111 s -> 93 s)."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_*, proxies and CA variables so no test sees the
