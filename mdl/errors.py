@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import ClassVar
 
+from mdl.redact import printable
+
 
 class ExitCode(IntEnum):
     """Process exit codes, exactly as in the product contract."""
@@ -27,6 +29,8 @@ class MdlError(Exception):
     kind: ClassVar[str] = "internal"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # Messages quote servers, archives and file names: a control character never reaches a caller unescaped.
+        message = printable(message, multiline=True)
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -48,11 +48,7 @@ class CatalogChange:
     checked: bool = False  # its sources were asked about upstream
     lock: Path | None = None  # catalog.lock, when one was updated
     lock_error: str | None = None  # why catalog.lock could not be updated (the catalog was)
-    lock_exit_code: int = 0  # that failure's exit code (0: a warning, as when offline)
-
-    @property
-    def exit_code(self) -> int:  # 0, or that of the lock update that failed after the catalog was written
-        return self.lock_exit_code
+    exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
 
     def to_json(self) -> dict[str, Any]:
         """``{"ok", "catalog", "model", "action", "entry", "created", "checked", "lock"}`` (signed URLs redacted)."""

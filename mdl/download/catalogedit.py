@@ -109,7 +109,7 @@ def _relock(
     report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
-        return replace(change, lock_error=f"{report.path} was not updated: {error}", lock_exit_code=report.exit_code)
+        return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)
     return replace(change, lock=report.path)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from hostile import HostileHub
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from servers import Exchange
 
@@ -164,6 +164,7 @@ def wire_hub() -> Iterator[HostileHub]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_bodies(tree_documents), link=st.none() | links)
+@example(body=b"[]", link="0\x1f")  # found by this property: a control character in a next-page link's error text
 def test_any_listing_over_the_wire_ends_in_files_or_an_mdl_error(
     wire_hub: HostileHub, body: bytes, link: str | None
 ) -> None:
