@@ -12,7 +12,7 @@ import httpx2
 
 from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
 from mdl.store import open_file
-from mdl.transfer.hashing import Hasher, hashing_alongside, verify
+from mdl.transfer.hashing import hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import kept_changing, probe
 from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
@@ -82,19 +82,17 @@ class Engine(Streamer):
             self.progress.start(
                 job.label, label=job.label, total=state.size, completed=resumed_from, model=job.model, path=job.path
             )
-            hasher = self._run_until_done(state)
+            self._run_until_done(state)
             if state.size is None:  # unknown size: the stream ended, its length is the size
                 state.pieces[0].end = state.pieces[0].done
                 os.ftruncate(fd, state.pieces[0].done)
-            hasher.catch_up(state.contiguous())
+            state.hasher.catch_up(state.contiguous())
             size = os.fstat(fd).st_size
-            verify(job, size=size, hasher=hasher)
+            verify(job, size=size, hasher=state.hasher)
             os.fdatasync(fd)  # the bytes (and the size that reads them back); the rename is made durable apart
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                os.close(fd)
-                fd = -1
-                discard_partial(job)
+                discard_partial(job)  # the space comes back when ``finally`` closes the file
                 raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except HashMismatch as exc:
@@ -107,13 +105,10 @@ class Engine(Streamer):
                 if state.on_disk() > 0:
                     state.save()  # keep what we have for the next run
                 else:
-                    os.close(fd)
-                    fd = -1
                     discard_partial(job)  # nothing worth resuming: leave no debris
             raise
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
             resumed_from = 0
         try:
@@ -124,22 +119,20 @@ class Engine(Streamer):
             ) from exc
         return TransferResult(
             size=size,
-            sha256=hasher.sha256.hexdigest(),
-            git_oid=hasher.sha1.hexdigest() if hasher.sha1 is not None else None,
+            sha256=state.hasher.sha256.hexdigest(),
+            git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
             etag=state.validator,
             resumed_from=resumed_from,
             fetched=size - resumed_from,
         )
 
-    def _run_until_done(self, state: DownloadState) -> Hasher:
+    def _run_until_done(self, state: DownloadState) -> None:
         """Run the streams; start over when ranges are ignored or, once, when the file changed: never two versions."""
         job, fd = state.job, state.fd
         for _ in range(MAX_RESTARTS):
-            hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
-            state.hasher = hasher
             try:
-                self._run_streams(state, hasher)
-                return hasher
+                self._run_streams(state)
+                return
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
                 job.retries.add("server ignores ranges, restarted as one stream")
@@ -161,8 +154,8 @@ class Engine(Streamer):
             state.save()
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
-    def _run_streams(self, state: DownloadState, hasher: Hasher) -> None:
-        job, connections = state.job, streams_for(self.config, state.size)
+    def _run_streams(self, state: DownloadState) -> None:
+        job, connections, hasher = state.job, streams_for(self.config, state.size), state.hasher
         state.multi, state.url = len(state.pieces) > 1, job.url
         todo = [p for p in state.pieces if not p.complete]
         if state.multi and todo:
@@ -172,7 +165,6 @@ class Engine(Streamer):
             hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
                 self.run_piece(state, piece)
-            hasher.catch_up(state.contiguous())
             return
 
         def on_failure() -> None:
@@ -206,8 +198,6 @@ def _probed(engine: Engine, job: TransferJob) -> TransferJob:
         on_retry=job.retries.add,
     )
     if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
-        if found.opening is not None:
-            found.opening.close()
         return job
     identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
     return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)

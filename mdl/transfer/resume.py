@@ -58,7 +58,7 @@ class DownloadState:
         self.began = time.monotonic()
         self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
-        self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
+        self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
@@ -122,6 +122,7 @@ class DownloadState:
             self.pieces = pieces
             self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
             self.restarted = True
+            self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
 
 

@@ -255,8 +255,7 @@ class Streamer:
             # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
             dropped, piece.done = piece.done, 0
             state.restarted = True
-            if state.hasher is not None:
-                state.hasher.reset()
+            state.hasher.reset()
         self.progress.advance(state.job.label, -dropped)
 
     def copy_body(
@@ -281,7 +280,7 @@ class Streamer:
                     raise size_differs(state, offset + len(chunk))
                 chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
             written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
-            if state.hasher is not None and written:
+            if written:
                 state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
             with state.lock:
                 counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
