@@ -7,6 +7,7 @@ from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
     RetryableError,
+    RetryPolicy,
     TokenGuard,
     UnreachableError,
     body_excerpt,
@@ -20,7 +21,6 @@ from mdl.transfer.http import (
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.replies import CARRIED, Probed, probe
 from mdl.transfer.resume import discard_partial, saved_progress
-from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [

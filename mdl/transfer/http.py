@@ -1,10 +1,11 @@
-"""The one HTTP client (httpx2) and the one redirect follower: per-hop credentials, the token guard, status and
-transport errors in words."""
+"""The one HTTP client (httpx2), the one redirect follower (per-hop credentials, the token guard), status and
+transport errors in words, and the one retry loop (backoff with full jitter, Retry-After honoured, a budget each)."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import re
 import threading
 import time
@@ -12,11 +13,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, TokenLeakError
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError, TokenLeakError
 from mdl.redact import (
     hide_cut_secret,
     is_signed_url,
@@ -26,12 +28,12 @@ from mdl.redact import (
     remember_url_secrets,
     safe_text,
 )
-from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, certificate_problem, drain
+from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain
 from mdl.transfer.headers import parse_decimal
-from mdl.transfer.proxy import Proxy
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
+T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
@@ -223,9 +225,9 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    seconds = parse_decimal(value)
-    if seconds is not None:
-        return float(seconds)
+    delay = parse_decimal(value)
+    if delay is not None:
+        return float(delay)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -317,8 +319,8 @@ def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
     except RuntimeError:  # an exception raised without its request
         return None
     phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
-    seconds = timeouts.get(phase)
-    return f"{seconds:g} s" if isinstance(seconds, int | float) else None
+    limit = timeouts.get(phase)
+    return f"{limit:g} s" if isinstance(limit, int | float) else None
 
 
 @contextmanager
@@ -377,3 +379,80 @@ def follow(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
+def retry_cause(message: str, label: str) -> str:
+    return message.removeprefix(f"{label}: ")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, *, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
+
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+    ) -> T:
+        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
+        tries = Tries(self, what, wait=wait, on_retry=on_retry, announce=announce)
+        while True:
+            try:
+                return call()
+            except RetryableError as exc:
+                tries.failed(exc)
+
+
+@dataclass
+class Tries:
+    """One operation's retry budget; ``wait(seconds)`` is True on Ctrl-C; with ``quick_unreachable`` a host that
+    never answers gets one retry."""
+
+    policy: RetryPolicy
+    what: str
+    wait: Callable[[float], bool] | None = None
+    on_retry: Callable[[str], None] | None = None
+    announce: Callable[[int, str], None] | None = None
+    quick_unreachable: bool = True
+    failures: int = 0
+
+    def progressed(self) -> None:
+        self.failures = 0
+
+    def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
+        """Count a failed try and wait; NetworkError once the budget is spent. ``cause``: the words for people."""
+        self.failures += 1
+        limit = self.policy.retries
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            limit = min(limit, UNREACHABLE_RETRIES)
+        if self.failures > limit:
+            raise NetworkError(f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint) from exc
+        delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
+        said = retry_cause(exc.message, self.what)
+        log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
+        if self.on_retry is not None:
+            self.on_retry(said)
+        if self.announce is not None:
+            self.announce(self.failures, f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+        if self.wait is None:
+            self.policy.sleep(delay)
+        elif self.wait(delay):
+            raise InterruptedByUserError(f"{self.what}: interrupted") from exc

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx2
 
 from mdl.report import warning_cause
-from mdl.transfer.http import Credentials
-from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 log = logging.getLogger("mdl.transfer")

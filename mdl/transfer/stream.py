@@ -29,15 +29,17 @@ from mdl.transfer.headers import (
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
+    Tries,
     UnreachableError,
     error_for_status,
     follow,
+    retry_cause,
+    seconds,
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError, TransferJob
 from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
 from mdl.transfer.resume import DownloadState
-from mdl.transfer.retry import Tries, retry_cause, seconds
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
 from mdl.transfer.wire import WireStream
 

@@ -17,8 +17,7 @@ from servers import CdnServer, make_data
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.hashing import Hasher
-from mdl.transfer.http import Credentials, follow, make_client
-from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.stream import RAW_LEAST, _buffer, _received, raw_socket
 from mdl.transfer.wire import WireStream
 
