@@ -138,11 +138,10 @@ class NetTransport(httpx2.BaseTransport):
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
-        self._direct: dict[bool, httpcore2.ConnectionPool] = {}  # by "is https"
-        self._proxied: dict[str, httpcore2.ConnectionPool] = {}
+        self._pools: dict[str | bool, httpcore2.ConnectionPool] = {}  # by proxy URL, or direct by "is https"
         self._lock = threading.Lock()
 
-    def _pool(self, proxy: Proxy | None, *, tls: bool = True) -> httpcore2.ConnectionPool:
+    def _pool(self, proxy: Proxy | None, *, tls: bool) -> httpcore2.ConnectionPool:
         # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if it ever did.
         if tls or proxy is not None:
             self._ssl = context = self._ssl or ssl_context(self._environ)
@@ -166,16 +165,12 @@ class NetTransport(httpx2.BaseTransport):
 
     def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
         proxy = proxy_for(url, self._environ)
+        tls = not url[:7].lower().startswith("http://")
+        key = proxy.url if proxy is not None else tls
         with self._lock:
-            if proxy is None:
-                tls = not url[:7].lower().startswith("http://")
-                pool = self._direct.get(tls)
-                if pool is None:
-                    pool = self._direct[tls] = self._pool(None, tls=tls)
-                return pool, None
-            pool = self._proxied.get(proxy.url)
+            pool = self._pools.get(key)
             if pool is None:
-                pool = self._proxied[proxy.url] = self._pool(proxy)
+                pool = self._pools[key] = self._pool(proxy, tls=tls)
         return pool, proxy
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -212,10 +207,9 @@ class NetTransport(httpx2.BaseTransport):
 
     def close(self) -> None:
         with self._lock:
-            for pool in (*self._direct.values(), *self._proxied.values()):
+            for pool in self._pools.values():
                 pool.close()
-            self._direct.clear()
-            self._proxied.clear()
+            self._pools.clear()
 
 
 @contextmanager

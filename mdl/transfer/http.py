@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import TypeVar
@@ -152,13 +152,11 @@ def server_text(response: httpx2.Response) -> str:
     text = response.headers.get("X-Error-Message", "")
     if not text:
         body = bytearray()
-        try:
+        with suppress(httpx2.HTTPError, httpx2.StreamError):
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
-        except (httpx2.HTTPError, httpx2.StreamError):
-            pass
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
             text = hide_cut_secret(text)
@@ -213,11 +211,9 @@ def body_excerpt(text: str) -> str:
     if not looks_like_html(text):
         return " ".join(text.split())
     page = _PageText()
-    try:
+    with suppress(AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
         page.feed(text[:_SCAN_CHARS])
         page.close()
-    except (AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
-        pass
     return " ".join("".join(page.title).split()) or " ".join("".join(page.text).split())
 
 
@@ -260,16 +256,12 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
             hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
         )
     if status == 403:
-        if not hub and is_signed_url(str(response.url)):  # only its issuer can sign a new one
-            return ExpiredURLError(
-                f"{what}: the link has expired or was revoked; ask for a fresh one (HTTP 403 from {where}){suffix}"
-            )
-        if not hub:
-            return ExpiredURLError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
-        return AuthError(
-            f"{what}: access denied (HTTP 403 from {where}){suffix}",
-            hint=hub_auth_hint(response.headers.get("X-Error-Code")),
-        )
+        signed = not hub and is_signed_url(str(response.url))  # only its issuer can sign a new one
+        denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
+        message = f"{what}: {denied} (HTTP 403 from {where}){suffix}"
+        if hub:
+            return AuthError(message, hint=hub_auth_hint(response.headers.get("X-Error-Code")))
+        return ExpiredURLError(message)
     if status in (404, 410):
         return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
     if status in RETRYABLE_STATUSES:
@@ -433,9 +425,6 @@ class Tries:
     announce: Callable[[int, str], None] | None = None
     quick_unreachable: bool = True
     failures: int = 0
-
-    def progressed(self) -> None:
-        self.failures = 0
 
     def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent. ``cause``: the words for people."""

@@ -61,10 +61,10 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
     response = stack.enter_context(
         follow(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
     )
+    opening = None
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):
             # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
-            stack.close()
             return Probed(str(response.url), None, None, ranged=False)
         end = None
         if response.status_code == 206:
@@ -81,18 +81,15 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
             raise error_for_status(response, what=what, hub=from_hub(credentials, response))
         etag, modified = validators(response)
         ranged = response.status_code == 206
-        opening = None
         if ranged and carry and end is not None and total is not None:
             opening = Opening(response, stack.close, end=end)  # the download reads on from here
-        else:
-            if ranged:
-                drain(response)  # one byte: read it, and the connection carries the download next
-            stack.close()
+        elif ranged:
+            drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
         return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
-    except BaseException:
-        stack.close()
-        raise
+    finally:
+        if opening is None:  # else the download closes it
+            stack.close()
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:

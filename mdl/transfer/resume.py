@@ -142,7 +142,7 @@ def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
     validator = raw.get("validator")
     if not all(value is None or isinstance(value, str) for value in (*texts, validator)):
         raise ValueError("identity or validator is not text")
-    saved = Identity(size, texts[0], texts[1], texts[2])
+    saved = Identity(size, *texts)
     entries = raw.get("pieces")
     if not isinstance(entries, list) or not entries:
         raise ValueError("pieces")
@@ -192,8 +192,7 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         discard_partial(job)
         return None
     known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))
-    blind = not any(known)
-    if blind:  # nothing tells two versions of this size apart, and no If-Range protects the resume
+    if not any(known):  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
         return None

@@ -132,7 +132,7 @@ class Streamer:
                 if piece.end is None:
                     return
                 high = max(high, _answered(job, piece, began, answered_end))
-                tries.progressed()
+                tries.failures = 0
             except ExpiredURLError:
                 probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
                 if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
@@ -169,7 +169,7 @@ class Streamer:
                     raise err from exc
                 reached = piece.start + piece.done
                 if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
-                    tries.progressed()
+                    tries.failures = 0
                 high = max(high, reached)
                 tries.failed(err, cause=_why(exc, err, job.label))
 
