@@ -273,7 +273,7 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
 
 
 def transport_error(
-    exc: httpx2.TransportError, *, what: str, url: str, server: str | None = None, hint: str | None = None
+    exc: Exception, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
     """A transport failure in one line naming the proxy, the server or its certificate; a refused certificate is
     final, an unreachable server gets one quick retry, a reset mid-answer is retryable."""

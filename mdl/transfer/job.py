@@ -65,7 +65,8 @@ class RetryLog:
 
 
 class Opening:
-    """A probe's unread answer, the file's bytes ``[0, end)``: taken at most once, closed by its last holder."""
+    """A probe's unread answer, the file's bytes ``[0, end)``: taken by one stream at most (``with`` it: the response,
+    closed after), closed by its last holder."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
         self.response = response
@@ -74,12 +75,18 @@ class Opening:
         self._lock = threading.Lock()
         self._taken = False
 
-    def take(self) -> httpx2.Response | None:
+    def take(self) -> Opening | None:
         with self._lock:
             if self._taken:
                 return None
             self._taken = True
-            return self.response
+            return self
+
+    def __enter__(self) -> httpx2.Response:
+        return self.response
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._lock:

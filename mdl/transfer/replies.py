@@ -36,7 +36,7 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         check_version(state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        check_size(state, content_range_total(response.headers.get("Content-Range")))
+        check_size(state, response)
         located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return located
@@ -159,7 +159,7 @@ def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int
     """A 206 must start at ``offset``, end before ``asked_end`` and be of the expected size; returns where it ends."""
     job = state.job
     try:
-        start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
+        start, end, _ = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
         raise NetworkError(f"{job.label}: bad Content-Range from server: {exc}") from exc
     if start != offset:
@@ -169,13 +169,15 @@ def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int
         raise NetworkError(
             f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
         )
-    check_size(state, total)
+    check_size(state, resp)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
     return end + 1
 
 
-def check_size(state: DownloadState, total: int | None) -> None:
+def check_size(state: DownloadState, response: httpx2.Response) -> None:
+    """The file's size an answer states (a 200's Content-Length, else the Content-Range total) is the known one."""
+    total = _total(response)
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(state, total)
 

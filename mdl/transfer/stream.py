@@ -18,14 +18,7 @@ from mdl.progress import Progress
 from mdl.store import DirSyncs
 from mdl.transfer.connection import httpx2_errors, set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
-from mdl.transfer.headers import (
-    ContentRangeError,
-    body_chunks,
-    content_range_total,
-    is_encoded,
-    parse_content_range,
-    parse_decimal,
-)
+from mdl.transfer.headers import ContentRangeError, body_chunks, is_encoded, parse_content_range, parse_decimal
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -37,7 +30,7 @@ from mdl.transfer.http import (
     seconds,
     transport_error,
 )
-from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError, TransferJob
+from mdl.transfer.job import EngineConfig, RangesIgnoredError, TransferJob
 from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
@@ -55,25 +48,17 @@ class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
 
 
+@dataclasses.dataclass(eq=False)
 class Streamer:
-    def __init__(
-        self,
-        client: httpx2.Client,
-        config: EngineConfig,
-        *,
-        progress: Progress,
-        cancel: threading.Event,
-        limiter: RateLimiter | None = None,
-        dirs: DirSyncs | None = None,
-    ) -> None:
-        self.client = client
-        self.dirs = dirs  # folders to fsync before a record names their files (None: fsync at each finish)
-        self.config = config
-        self.progress = progress
-        self.cancel = cancel
-        self.limiter = limiter
-        self._open: set[httpx2.Response] = set()
-        self._open_lock = threading.Lock()
+    client: httpx2.Client
+    config: EngineConfig
+    _: dataclasses.KW_ONLY
+    progress: Progress
+    cancel: threading.Event
+    limiter: RateLimiter | None = None
+    dirs: DirSyncs | None = None  # folders to fsync before a record names their files (None: fsync at each finish)
+    _open: set[httpx2.Response] = dataclasses.field(default_factory=set, init=False)
+    _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
     def abort(self) -> None:
         self.cancel.set()
@@ -158,13 +143,9 @@ class Streamer:
                 silence = self.config.stall_timeout or self.client.timeout.read
                 again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
                 self.announce(state, "stall", stalls, again)
-            except (RetryableError, httpx2.TransportError, httpx2.StreamError) as exc:
+            except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
                 self.check_stop(state)
-                if isinstance(exc, httpx2.StreamError) and not isinstance(exc, httpx2.StreamClosed):
-                    raise
-                err = (
-                    exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)  # type: ignore[arg-type]
-                )
+                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)
                 if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
                     raise err from exc
                 reached = piece.start + piece.done
@@ -183,9 +164,8 @@ class Streamer:
             # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
             self.drop(state, piece)
         offset = piece.start + piece.done
-        opening = job.opening if offset == 0 and url == job.located else None
-        if opening is not None and opening.take() is None:  # another stream has it, or it was closed
-            opening = None
+        # The probe's answer, unless another stream has it or it was closed.
+        opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
         with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -202,11 +182,7 @@ class Streamer:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
         asked = time.monotonic()
-        answer = (
-            _taken(opening)
-            if opening is not None
-            else follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
-        )
+        answer = opening or follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
         with answer as resp:
             if opening is None:
                 state.saw_first_byte(time.monotonic() - asked)
@@ -232,14 +208,14 @@ class Streamer:
                         check_version(state, resp)
                         raise RangesIgnoredError
                     if not encoded:  # a coded body's length counts coded bytes; another size is another version
-                        check_size(state, parse_decimal(resp.headers.get("Content-Length")))
+                        check_size(state, resp)
                     check_version(state, resp, whole=True)  # another version: taken from this answer
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.drop(state, piece)
                         offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
-                    check_size(state, content_range_total(resp.headers.get("Content-Range")))
+                    check_size(state, resp)
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
@@ -326,14 +302,6 @@ def _why(exc: Exception, err: RetryableError, label: str) -> str:
     raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
     lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
     return f"connection lost ({cause})" if lost else cause
-
-
-@contextlib.contextmanager
-def _taken(opening: Opening) -> Iterator[httpx2.Response]:
-    try:
-        yield opening.response
-    finally:
-        opening.close()
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
