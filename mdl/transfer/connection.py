@@ -81,14 +81,10 @@ def bypasses(host: str, port: int, no_proxy: str) -> bool:
     host = host.lower().strip("[]")
     for raw in no_proxy.split(","):
         entry = raw.strip().lower()
-        if not entry:
-            continue
         if entry == "*":
             return True
         entry_host, entry_port = _split_port(entry)
-        if entry_port is not None and entry_port != port:
-            continue
-        if _matches(host, entry_host):
+        if entry and entry_port in (None, port) and _matches(host, entry_host):
             return True
     return False
 
@@ -113,17 +109,13 @@ def _is_port(text: str) -> bool:
 def _matches(host: str, entry: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
+    except ValueError:  # a host name: the entry's name or a subdomain of it
+        entry = entry.lstrip(".").removeprefix("*.")
+        return host == entry or host.endswith("." + entry)
+    try:
+        return address in ipaddress.ip_network(entry, strict=False)
     except ValueError:
-        address = None
-    if address is not None:
-        try:
-            return address in ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            return False
-    entry = entry.lstrip(".")
-    if entry.startswith("*."):
-        entry = entry[2:]
-    return host == entry or host.endswith("." + entry)
+        return False
 
 
 class NetTransport(httpx2.BaseTransport):

@@ -127,13 +127,10 @@ def run_pieces(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         futures = [pool.submit(worker) for _ in range(workers)]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in finished if f.exception() is not None]
-        if failed:
+        failure = next((f.exception() for f in finished if f.exception() is not None), None)
+        if failure is not None:
             on_failure()
-            wait(futures)
-            exc = failed[0].exception()
-            assert exc is not None
-            raise exc
+            raise failure  # once the others have ended: leaving the pool waits for them
 
 
 class RateLimiter:

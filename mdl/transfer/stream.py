@@ -18,7 +18,7 @@ from mdl.progress import Progress
 from mdl.store import DirSyncs
 from mdl.transfer.connection import httpx2_errors, set_read_timeout
 from mdl.transfer.hashing import HASH_BLOCK
-from mdl.transfer.headers import ContentRangeError, body_chunks, is_encoded, parse_content_range, parse_decimal
+from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -324,16 +324,13 @@ def _buffer() -> memoryview:
 
 
 def raw_socket(resp: httpx2.Response) -> WireStream | None:
-    """The connection a plain, big ``206`` can be read from directly (``WireStream.read_into``), or None."""
+    """The connection a plain, big ``206`` can be read from directly (``WireStream.read_into``), or None; its length
+    is the range's (``check_content_range`` saw to it)."""
     if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
         return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
     length = parse_decimal(resp.headers.get("Content-Length"))
-    try:
-        first, last, _ = parse_content_range(resp.headers.get("Content-Range", ""))
-    except ContentRangeError:
+    if length is None or length < RAW_LEAST:
         return None
-    if length is None or length != last - first + 1 or length < RAW_LEAST:
-        return None  # a length that is not the range's: let the usual path find out what the server means
     stream = resp.extensions.get("network_stream")
     return stream if isinstance(stream, WireStream) and stream.can_read_into else None
 

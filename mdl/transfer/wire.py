@@ -47,25 +47,22 @@ def _header_left() -> float | None:
 
 @dataclass
 class Pace:
-    """``window`` seconds spent waiting on the network must bring ``window × min_rate`` bytes (time spent writing
-    or rate-limited is not waiting); ``deadline`` bounds the whole body."""
+    """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes (time spent
+    writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
 
     window: float
-    min_rate: float = MIN_BODY_RATE
     deadline: float | None = None  # time.monotonic() by which the whole body must have arrived
     waited: float = 0.0
     got: int = 0
 
     def left(self, now: float) -> float | None:
-        left = self.window - self.waited if self.window != math.inf else None
-        if self.deadline is None:
-            return left
-        return self.deadline - now if left is None else min(left, self.deadline - now)
+        left = min(self.window - self.waited, math.inf if self.deadline is None else self.deadline - now)
+        return None if left == math.inf else left
 
     def count(self, waited: float, got: int) -> None:
         self.waited += waited
         self.got += got
-        if self.got >= self.window * self.min_rate:
+        if self.got >= self.window * MIN_BODY_RATE:
             self.waited, self.got = 0.0, 0
 
 
@@ -85,8 +82,8 @@ class WireStream(httpcore2.NetworkStream):
         self._layers = layers  # 0: TCP, 1: TLS on the socket, 2: TLS inside TLS (a wrapped socket)
         self.pace = Pace(window=math.inf)
 
-    def begin_body(self, window: float | None) -> None:
-        self.pace = Pace(window=math.inf if window is None else window)
+    def begin_body(self, window: float) -> None:
+        self.pace = Pace(window=window)
 
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
         header = _header_left()
