@@ -398,9 +398,8 @@ class _Body(httpx2.SyncByteStream):
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
     """The stall timeout for the rest of the body: no read waits longer, and no ``seconds`` of waiting may bring fewer
     than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension when the body starts)."""
-    timeouts = dict(response.request.extensions.get("timeout") or {})
-    timeouts["read"] = seconds
-    response.request.extensions["timeout"] = timeouts
+    extensions = response.request.extensions
+    extensions["timeout"] = {**(extensions.get("timeout") or {}), "read": seconds}
     stream = response.extensions.get("network_stream")
     if isinstance(stream, WireStream):
         stream.begin_body(seconds)

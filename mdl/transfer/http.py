@@ -333,8 +333,7 @@ def follow(
     remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):
-        request_headers = dict(headers or {})
-        request_headers.update(credentials.headers_for(current, first_hop=hop == 0))
+        request_headers = {**(headers or {}), **credentials.headers_for(current, first_hop=hop == 0)}
         try:
             request = client.build_request(method, current, headers=request_headers)
             response = client.send(request, stream=True)
@@ -415,8 +414,7 @@ class RetryPolicy:
 
 @dataclass
 class Tries:
-    """One operation's retry budget; ``wait(seconds)`` is True on Ctrl-C; with ``quick_unreachable`` a host that
-    never answers gets one retry."""
+    """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent host, one retry)."""
 
     policy: RetryPolicy
     what: str

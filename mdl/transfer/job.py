@@ -43,15 +43,13 @@ class Identity:
 
 
 class RetryLog:
-    """Why a transfer had to try again, one cause per retry, in order; thread-safe."""
+    """Why a transfer had to try again, one cause per retry, in order; streams add theirs from their own threads."""
 
     def __init__(self) -> None:
-        self._causes: list[str] = []
-        self._lock = threading.Lock()
+        self._causes: list[str] = []  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations)
 
     def add(self, cause: str) -> None:
-        with self._lock:
-            self._causes.append(cause)
+        self._causes.append(cause)
 
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""
@@ -60,13 +58,11 @@ class RetryLog:
 
     @property
     def causes(self) -> tuple[str, ...]:
-        with self._lock:
-            return tuple(self._causes)
+        return tuple(self._causes)
 
 
 class Opening:
-    """A probe's unread answer, the file's bytes ``[0, end)``: taken by one stream at most (``with`` it: the response,
-    closed after), closed by its last holder."""
+    """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by the last holder."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
         self.response = response

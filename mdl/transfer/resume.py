@@ -102,13 +102,12 @@ class DownloadState:
 
     def save(self) -> None:
         """Persist the record after the bytes it claims are flushed."""
-        ident = self.job.identity
         with self.save_lock:
             with self.lock:
                 snapshot: dict[str, Any] = {
                     "version": STATE_VERSION,
                     "source": self.job.source,
-                    "identity": dataclasses.asdict(ident),
+                    "identity": dataclasses.asdict(self.job.identity),
                     "validator": self.validator,
                     "pieces": [[p.start, p.end, p.done] for p in self.pieces],
                 }

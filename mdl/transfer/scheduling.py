@@ -53,8 +53,7 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 
 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
-    """Where the next request should end: bounded, so a steal never cuts one short, yet long enough to dwarf its
-    round trip."""
+    """Where the next request ends: short enough that no steal cuts one short, long enough to dwarf its round trip."""
     assert piece.end is not None
     rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
     span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))

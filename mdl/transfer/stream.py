@@ -323,8 +323,7 @@ def _buffer() -> memoryview:
 
 
 def raw_socket(resp: httpx2.Response) -> WireStream | None:
-    """The connection a plain, big ``206`` can be read from directly (``WireStream.read_into``), or None; its length
-    is the range's (``check_content_range`` saw to it)."""
+    """The connection a plain, big ``206`` (its length the range's: ``check_content_range``) is read from, or None."""
     if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
         return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
     length = parse_decimal(resp.headers.get("Content-Length"))
