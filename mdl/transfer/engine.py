@@ -12,7 +12,6 @@ import httpx2
 
 from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
 from mdl.store import open_file
-from mdl.transfer.hashing import hashing_alongside, verify
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import kept_changing, probe
 from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
@@ -88,7 +87,7 @@ class Engine(Streamer):
                 os.ftruncate(fd, state.pieces[0].done)
             state.hasher.catch_up(state.contiguous())
             size = os.fstat(fd).st_size
-            verify(job, size=size, hasher=state.hasher)
+            state.verify(size)
             os.fdatasync(fd)  # the bytes (and the size that reads them back); the rename is made durable apart
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -155,14 +154,14 @@ class Engine(Streamer):
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
     def _run_streams(self, state: DownloadState) -> None:
-        job, connections, hasher = state.job, streams_for(self.config, state.size), state.hasher
+        job, connections = state.job, streams_for(self.config, state.size)
         state.multi, state.url = len(state.pieces) > 1, job.url
         todo = [p for p in state.pieces if not p.complete]
         if state.multi and todo:
             state.multi = _aim_ranges(self, state, connections)
             todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
-            hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
+            state.hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
                 self.run_piece(state, piece)
             return
@@ -172,10 +171,7 @@ class Engine(Streamer):
             self.close(state.responses)  # only this file's streams: other files go on
 
         workers = max(1, min(connections, len(todo)))
-        with (
-            keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure),
-            hashing_alongside(hasher, state.lock, state.contiguous, name=f"hash:{job.label}"),
-        ):
+        with keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure):
             run_pieces(
                 todo,
                 lambda piece: self.run_piece(state, piece),

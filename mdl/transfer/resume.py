@@ -1,9 +1,11 @@
-"""The partial file on disk: one download's shared progress, its resume record, writeback, the atomic finish."""
+"""The partial file on disk: one download's shared progress, its hashes as it fills (from memory at the frontier, else
+read back), its resume record, writeback, the atomic finish."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -20,17 +22,70 @@ import httpx2
 
 from mdl.errors import LocalFSError, MdlError
 from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
-from mdl.transfer.hashing import Hasher, alongside
-from mdl.transfer.job import Identity, TransferJob
-from mdl.transfer.scheduling import MIN_STEAL, Piece, split_largest
+from mdl.transfer.job import HashMismatch, Identity, TransferJob
+from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
 log = logging.getLogger("mdl.transfer")
 
 STATE_VERSION = 1
 STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
-SAVE_BYTES = 32 * 1024 * 1024  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
+SAVE_BYTES = 32 * MiB  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
+HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
+READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
+
+
+class Hasher:
+    """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
+
+    def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
+        self.fd = fd
+        self.size = size
+        self.git = git
+        self.lock = threading.Lock()
+        self._buffer: bytearray | None = None
+        self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            self.sha256 = hashlib.sha256()
+            self.sha1 = hashlib.sha1() if self.git and self.size is not None else None
+            if self.sha1 is not None:
+                self.sha1.update(b"blob %d\0" % (self.size or 0))
+            self.position = 0
+
+    def _update(self, data: memoryview) -> None:
+        self.sha256.update(data)
+        if self.sha1 is not None:
+            self.sha1.update(data)
+        self.position += len(data)
+
+    def offer(self, offset: int, data: bytes | memoryview) -> None:
+        end = offset + len(data)
+        with self.lock:
+            if offset <= self.position < end:
+                self._update(memoryview(data)[self.position - offset :])
+
+    def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
+        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit`` may be stale)."""
+        if epoch is None:
+            with self.lock:
+                epoch = self.epoch
+        while True:
+            with self.lock:
+                if self.position >= limit or self.epoch != epoch:
+                    return
+                if self._buffer is None:
+                    self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
+                view = memoryview(self._buffer)
+                want = min(len(view), limit - self.position)
+                got = os.preadv(self.fd, [view[:want]], self.position)
+                if got <= 0:
+                    raise LocalFSError(f"could not read back {self.position} bytes while hashing")
+                self._update(view[:got])
 
 
 class DownloadState:
@@ -123,6 +178,18 @@ class DownloadState:
             self.restarted = True
             self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
+
+    def verify(self, size: int) -> None:
+        """The bytes on disk are the expected file (size, sha256, git blob id), or ``HashMismatch``."""
+        ident, hasher = self.job.identity, self.hasher
+        if ident.size is not None and self.job.size_pinned and size != ident.size:
+            raise HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
+        if not self.job.verify:
+            return
+        if ident.sha256 and hasher.sha256.hexdigest() != ident.sha256:
+            raise HashMismatch("sha256", ident.sha256, hasher.sha256.hexdigest())
+        if ident.git_oid and hasher.sha1 is not None and hasher.sha1.hexdigest() != ident.git_oid:
+            raise HashMismatch("git blob id", ident.git_oid, hasher.sha1.hexdigest())
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
@@ -260,9 +327,35 @@ def start_writeback(fd: int) -> None:
 
 
 @contextlib.contextmanager
+def alongside(loop: Callable[[threading.Event], None], *, name: str, wake: Callable[[], None]) -> Iterator[None]:
+    """Run ``loop(done)`` in a thread while the block runs; then set ``done``, ``wake``, join, raise what it raised."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop(done)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        wake()
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+@contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (a save's fdatasync would stall one): writeback every tenth of a second, a save every
-    ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
+    """Off the streams (a save's fdatasync would stall one): the hash read back as the prefix grows, writeback every
+    tenth of a second, a save every ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``)
+    and is raised here."""
+    hasher, lock = state.hasher, state.lock
 
     def keep(done: threading.Event) -> None:
         try:
@@ -277,9 +370,28 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 on_failure()
             raise
 
+    def hash_loop(done: threading.Event) -> None:  # writers notify ``lock`` when the prefix may have grown
+        while True:
+            with lock:
+                while state.contiguous() <= hasher.position and not done.is_set():
+                    lock.wait(0.5)
+                target = state.contiguous()
+                epoch = hasher.epoch  # read with the frontier: a reset is made under the same lock
+            if target > hasher.position:
+                hasher.catch_up(target, epoch=epoch)
+            elif done.is_set():
+                return
+
+    def wake() -> None:
+        with lock:
+            lock.notify_all()
+
     state.background = True
     try:
-        with alongside(keep, name="keep", wake=lambda: None):
+        with (
+            alongside(keep, name="keep", wake=lambda: None),
+            alongside(hash_loop, name=f"hash:{state.job.label}", wake=wake),
+        ):
             yield
     finally:
         state.background = False

@@ -17,7 +17,6 @@ from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.progress import Progress
 from mdl.store import DirSyncs
 from mdl.transfer.connection import WireStream, httpx2_errors, set_read_timeout
-from mdl.transfer.hashing import HASH_BLOCK
 from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
 from mdl.transfer.http import (
     ExpiredURLError,
@@ -32,7 +31,7 @@ from mdl.transfer.http import (
 )
 from mdl.transfer.job import EngineConfig, RangesIgnoredError, TransferJob
 from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
-from mdl.transfer.resume import DownloadState
+from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
 
 log = logging.getLogger("mdl.transfer")

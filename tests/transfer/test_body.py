@@ -17,8 +17,8 @@ from servers import CdnServer, make_data
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.connection import WireStream
-from mdl.transfer.hashing import Hasher
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
+from mdl.transfer.resume import Hasher
 from mdl.transfer.stream import RAW_LEAST, _buffer, _received, raw_socket
 
 
