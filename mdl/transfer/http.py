@@ -39,6 +39,7 @@ USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
 UNREACHABLE_RETRIES = 1  # a host that does not answer at all is offline, not flaky: fail within seconds
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
 
 
 def make_client(
@@ -292,27 +293,18 @@ def transport_error(
         )
     through = f" through {proxy.describe()}" if proxy is not None else ""
     if isinstance(exc, httpx2.TimeoutException):
-        limit = _timeout_of(exc)
-        within = f" within {limit}" if limit else ""
+        phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
+        try:
+            limit = (exc.request.extensions.get("timeout") or {}).get(phase)
+        except RuntimeError:  # an exception raised without its request
+            limit = None
+        within = f" within {limit:g} s" if isinstance(limit, int | float) else ""
         verb = "did not accept a connection" if isinstance(exc, httpx2.ConnectTimeout) else "did not answer"
         return UnreachableError(f"{what}: {who} {verb}{within}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
         verb = "cannot reach" if server else "cannot connect to"  # "cannot reach the Hub at …", "… to host:port"
         return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
-
-
-_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
-
-
-def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
-    try:
-        timeouts = exc.request.extensions.get("timeout") or {}
-    except RuntimeError:  # an exception raised without its request
-        return None
-    phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
-    limit = timeouts.get(phase)
-    return f"{limit:g} s" if isinstance(limit, int | float) else None
 
 
 @contextmanager

@@ -150,7 +150,10 @@ class Streamer:
                 if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
                     tries.failures = 0
                 high = max(high, reached)
-                tries.failed(err, cause=_why(exc, err, job.label))
+                # For people: a connection that went away mid-answer (httpx2's own error, or short) is "lost".
+                cause = retry_cause(err.message, job.label)
+                lost = isinstance(exc, _ClosedEarly) or (exc is not err and not isinstance(err, UnreachableError))
+                tries.failed(err, cause=f"connection lost ({cause})" if lost else cause)
 
     def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
@@ -292,14 +295,6 @@ class Streamer:
         elapsed = time.monotonic() - began
         if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
             piece.rate = (offset - start) / elapsed
-
-
-def _why(exc: Exception, err: RetryableError, label: str) -> str:
-    """A retry's cause for people: a connection that went away mid-answer is "lost"; a 503 says itself."""
-    cause = retry_cause(err.message, label)
-    raw = not isinstance(exc, RetryableError)  # httpx2's own error from reading the body
-    lost = isinstance(exc, _ClosedEarly) or (raw and not isinstance(err, UnreachableError))
-    return f"connection lost ({cause})" if lost else cause
 
 
 def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
