@@ -29,7 +29,7 @@ from mdl.transfer.http import (
     seconds,
     transport_error,
 )
-from mdl.transfer.job import EngineConfig, RangesIgnoredError, TransferJob
+from mdl.transfer.job import EngineConfig, RangesIgnoredError
 from mdl.transfer.replies import check_content_range, check_size, check_version, from_hub, locate, size_differs
 from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, RateLimiter, StreamStopped, window
@@ -114,7 +114,14 @@ class Streamer:
                 answered_end = self._stream_piece(state, piece, url)
                 if piece.end is None:
                     return
-                high = max(high, _answered(job, piece, began, answered_end))
+                # Short of its range, the connection was lost; a tiny legal answer spends a try (a few bytes per
+                # request must not go on for ever).
+                reached = piece.start + piece.done
+                if reached < min(piece.end, answered_end or piece.end):
+                    raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
+                if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
+                    raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
+                high = max(high, reached)
                 tries.failures = 0
             except ExpiredURLError:
                 probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
@@ -295,18 +302,6 @@ class Streamer:
         elapsed = time.monotonic() - began
         if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
             piece.rate = (offset - start) / elapsed
-
-
-def _answered(job: TransferJob, piece: Piece, began: int, answered_end: int | None) -> int:
-    """Where a whole answer left the piece; short of its range, the connection was lost; a tiny legal one spends a
-    try (a few bytes per request must not go on for ever)."""
-    assert piece.end is not None
-    reached = piece.start + piece.done
-    if reached < min(piece.end, answered_end or piece.end):
-        raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
-    if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
-        raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
-    return reached
 
 
 def _buffer() -> memoryview:
