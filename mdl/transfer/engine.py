@@ -39,21 +39,14 @@ def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
 class Engine(Streamer):
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
-        for attempt in (1, 2) if job.retry_on_mismatch else (2,):
+        if job.retry_on_mismatch:
             try:
                 return self._fetch_once(job)
-            except HashMismatch as exc:
-                self.progress.advance(job.label, -exc.counted)  # those bytes are thrown away: not progress
-                discard_partial(job)
-                if attempt == 2 or not exc.suspect:
-                    raise IntegrityError(
-                        f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
-                        hint="the source changed or is corrupt; the partial file was removed",
-                    ) from None
+            except HashMismatch as exc:  # suspect: the transfer may be to blame
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
-        raise AssertionError("unreachable")
+        return self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))  # the last try
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
@@ -95,9 +88,15 @@ class Engine(Streamer):
                 raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except HashMismatch as exc:
-            exc.counted = state.on_disk() - resumed_from
+            self.progress.advance(job.label, resumed_from - state.on_disk())  # thrown away: not progress
+            discard_partial(job)
             spliced = len(state.pieces) > 1 and state.validator is None  # ranges no version tied together
-            exc.suspect = (resumed_from > 0 and not state.restarted) or spliced
+            # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
+            if not job.retry_on_mismatch or not ((resumed_from > 0 and not state.restarted) or spliced):
+                raise IntegrityError(
+                    f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
+                    hint="the source changed or is corrupt; the partial file was removed",
+                ) from None
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):

@@ -30,11 +30,9 @@ class Identity:
     def matches(self, other: Identity) -> bool:
         if self.size is not None and other.size is not None and self.size != other.size:
             return False
-        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid)):
-            if mine and theirs:
+        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid), (self.etag, other.etag)):
+            if mine and theirs:  # the first name both sides know decides
                 return mine == theirs
-        if self.etag and other.etag:
-            return self.etag == other.etag
         return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
 
     @property
@@ -154,6 +152,3 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
-        self.counted = 0  # bytes this attempt reported as progress
-        # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
-        self.suspect = False

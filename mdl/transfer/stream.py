@@ -229,7 +229,7 @@ class Streamer:
                     )
                 else:
                     raise error_for_status(resp, what=job.label, hub=from_hub(job.credentials, resp))
-                self.copy_body(state, piece, resp, offset, asked_end, encoded=encoded)
+                self.copy_body(state, piece, resp, offset, encoded=encoded)
             finally:
                 with self._open_lock:
                     self._open.discard(resp)
@@ -245,14 +245,7 @@ class Streamer:
         self.progress.advance(state.job.label, -dropped)
 
     def copy_body(
-        self,
-        state: DownloadState,
-        piece: Piece,
-        resp: httpx2.Response,
-        offset: int,
-        asked_end: int | None,
-        *,
-        encoded: bool,
+        self, state: DownloadState, piece: Piece, resp: httpx2.Response, offset: int, *, encoded: bool
     ) -> None:
         """Write the body at ``offset`` until it ends or the piece is done: written, hashed, counted, checkpointed."""
         job, fd, began, start = state.job, state.fd, time.monotonic(), offset
@@ -279,7 +272,7 @@ class Streamer:
             self.progress.advance(job.label, counted)
             if self.limiter is not None:
                 self.limiter.consume(written, self.cancel)
-            if complete and piece.end != asked_end:
+            if complete and piece.end != piece.asked:  # a steal moved its end in: the rest is another stream's
                 return True
             if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
                 state.save()
