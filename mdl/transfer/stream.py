@@ -114,8 +114,7 @@ class Streamer:
                 answered_end = self._stream_piece(state, piece, url)
                 if piece.end is None:
                     return
-                # Short of its range, the connection was lost; a tiny legal answer spends a try (a few bytes per
-                # request must not go on for ever).
+                # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
                 reached = piece.start + piece.done
                 if reached < min(piece.end, answered_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
@@ -172,7 +171,6 @@ class Streamer:
             # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
             self.drop(state, piece)
         offset = piece.start + piece.done
-        # The probe's answer, unless another stream has it or it was closed.
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
