@@ -27,19 +27,17 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
     if state.validator:
         headers["If-Range"] = state.validator
     with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
-        if response.status_code in (200, 206) and is_encoded(response, what=job.label):
-            with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
-                state.whole_only = True
-            raise RangesIgnoredError
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
+        if is_encoded(response, what=job.label):
+            state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
+            raise RangesIgnoredError
         check_version(state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
         check_size(state, response)
-        located = str(response.url)
         drain(response)  # its one byte read, the connection serves one of the ranges next
-        return located
+        return str(response.url)
 
 
 CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole, a big one's first window

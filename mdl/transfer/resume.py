@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -327,37 +328,13 @@ def start_writeback(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def alongside(loop: Callable[[threading.Event], None], *, name: str, wake: Callable[[], None]) -> Iterator[None]:
-    """Run ``loop(done)`` in a thread while the block runs; then set ``done``, ``wake``, join, raise what it raised."""
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop(done)
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        wake()
-        thread.join()
-    if failure:
-        raise failure[0]
-
-
-@contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
     """Off the streams (a save's fdatasync would stall one): the hash read back as the prefix grows, writeback every
-    tenth of a second, a save every ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``)
-    and is raised here."""
-    hasher, lock = state.hasher, state.lock
+    tenth of a second, a save every ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``).
+    What a thread raised is raised here once the block is through."""
+    hasher, lock, done = state.hasher, state.lock, threading.Event()
 
-    def keep(done: threading.Event) -> None:
+    def keep() -> None:
         try:
             while not done.wait(WRITEBACK_EVERY):
                 start_writeback(state.fd)
@@ -370,7 +347,7 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 on_failure()
             raise
 
-    def hash_loop(done: threading.Event) -> None:  # writers notify ``lock`` when the prefix may have grown
+    def hash_loop() -> None:  # writers notify ``lock`` when the prefix may have grown
         while True:
             with lock:
                 while state.contiguous() <= hasher.position and not done.is_set():
@@ -382,16 +359,17 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
             elif done.is_set():
                 return
 
-    def wake() -> None:
-        with lock:
-            lock.notify_all()
-
     state.background = True
     try:
-        with (
-            alongside(keep, name="keep", wake=lambda: None),
-            alongside(hash_loop, name=f"hash:{state.job.label}", wake=wake),
-        ):
-            yield
+        with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:
+            running = [pool.submit(keep), pool.submit(hash_loop)]
+            try:
+                yield
+            finally:
+                done.set()
+                with lock:
+                    lock.notify_all()  # the hashing thread may be waiting for more
+            for future in running:
+                future.result()
     finally:
         state.background = False

@@ -200,8 +200,7 @@ class Streamer:
             try:
                 encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
                 if encoded:
-                    with state.lock:
-                        state.whole_only = True
+                    state.whole_only = True
                 answered_end = asked_end
                 if resp.status_code == 206 and ranged:
                     if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
