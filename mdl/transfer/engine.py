@@ -1,4 +1,6 @@
-"""One file over HTTP: .part + resume record, ranges over parallel streams, verification, atomic finish."""
+"""One file over HTTP: a ``.part`` and its resume record, ranges over parallel streams (each piece fetched with
+retries and stall resumes; a big plain 206 read from its socket past h11's copies, at the price of its connection),
+verification, the atomic finish."""
 
 from __future__ import annotations
 
@@ -7,36 +9,293 @@ import dataclasses
 import errno
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx2
 
 from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
-from mdl.store import open_file
+from mdl.progress import Progress
+from mdl.store import DirSyncs, open_file
+from mdl.transfer.connection import WireStream, httpx2_errors, set_read_timeout
+from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
+from mdl.transfer.http import (
+    ExpiredURLError,
+    RetryableError,
+    Tries,
+    UnreachableError,
+    error_for_status,
+    follow,
+    retry_cause,
+    seconds,
+    transport_error,
+)
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
-from mdl.transfer.replies import kept_changing, probe
-from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
-from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
-from mdl.transfer.stream import Streamer
+from mdl.transfer.replies import check_content_range, check_size, check_version, locate, probe, size_differs
+from mdl.transfer.resume import HASH_BLOCK, DownloadState, discard_partial, finish_part, job_root, keeping, load_state
+from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
 
 log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
-BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
-MAX_AUTO_CONNECTIONS = 16  # ... up to this many
+PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
+RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
+_buffers = threading.local()
 
 
-def streams_for(config: EngineConfig, size: int | None) -> int:
-    """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
-    if not config.scale_connections or size is None:
-        return config.connections
-    return max(config.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
+class _ClosedEarly(RetryableError):
+    """The body ended before the piece did: the connection was lost mid-answer."""
 
 
-def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
-    return plan_pieces(size, connections=streams_for(config, size), split_threshold=config.split_threshold)
+@dataclasses.dataclass(eq=False)
+class Engine:
+    client: httpx2.Client
+    config: EngineConfig
+    _: dataclasses.KW_ONLY
+    progress: Progress
+    cancel: threading.Event
+    limiter: RateLimiter | None = None
+    dirs: DirSyncs | None = None  # folders to fsync before a record names their files (None: fsync at each finish)
+    _open: set[httpx2.Response] = dataclasses.field(default_factory=set, init=False)
+    _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
+    def abort(self) -> None:
+        self.cancel.set()
+        self.close(self._open)
 
-class Engine(Streamer):
+    def close(self, responses: set[httpx2.Response]) -> None:
+        with self._open_lock:
+            doomed = list(responses)
+        for response in doomed:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def check_stop(self, state: DownloadState) -> None:
+        if self.cancel.is_set():
+            raise InterruptedByUserError(f"{state.job.label}: interrupted")
+        if state.stop.is_set():
+            raise StreamStopped
+
+    def announce(self, state: DownloadState, kind: str, count: int, text: str) -> None:
+        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+        with state.lock:
+            if state.announced.get(kind, 0) >= count:
+                return
+            state.announced[kind] = count
+        self.progress.note(f"{state.job.label}: {text}")
+
+    def locate_retrying(self, state: DownloadState) -> str:
+        job = state.job
+        return self.config.retry.run(
+            lambda: locate(self.client, state),
+            what=job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
+            announce=lambda _, line: self.progress.note(f"{job.label}: {line}"),
+        )
+
+    def run_piece(self, state: DownloadState, piece: Piece) -> None:
+        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the disk spend retries."""
+        job = state.job
+        tries = Tries(
+            self.config.retry,
+            job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
+            announce=lambda count, line: self.announce(state, "retry", count, line),
+            quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
+        )
+        stalls = 0
+        high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
+        while not piece.complete:
+            self.check_stop(state)
+            url = state.url
+            try:
+                began = piece.start + piece.done
+                answered_end = self._stream_piece(state, piece, url)
+                if piece.end is None:
+                    return
+                # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
+                reached = piece.start + piece.done
+                if reached < min(piece.end, answered_end or piece.end):
+                    raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
+                if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
+                    raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
+                high = max(high, reached)
+                tries.failures = 0
+            except ExpiredURLError:
+                probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
+                if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
+                    raise
+                tries.failures += not probed  # a re-resolve spends a try: a CDN refusing every signed URL gives up
+                with state.relocate_lock:  # once for all streams of this file
+                    if state.url == url and probed:
+                        if state.relocated_probe:
+                            raise
+                        state.relocated_probe = True
+                        state.url = self.locate_retrying(state)
+                    elif state.url == url:
+                        log.info("%s: signed URL refused (403), resolving it again", job.label)
+                        job.retries.add("signed URL refused (HTTP 403), resolved it again")
+                        state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
+            except httpx2.ReadTimeout as exc:
+                self.check_stop(state)
+                stalls += 1
+                if stalls > self.config.max_stalls:
+                    raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
+                log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
+                job.retries.add(f"stalled at byte {piece.start + piece.done}")
+                silence = self.config.stall_timeout or self.client.timeout.read
+                again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
+                self.announce(state, "stall", stalls, again)
+            except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
+                self.check_stop(state)
+                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)
+                if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
+                    raise err from exc
+                reached = piece.start + piece.done
+                if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
+                    tries.failures = 0
+                high = max(high, reached)
+                # For people: a connection that went away mid-answer (httpx2's own error, or short) is "lost".
+                cause = retry_cause(err.message, job.label)
+                lost = isinstance(exc, _ClosedEarly) or (exc is not err and not isinstance(err, UnreachableError))
+                tries.failed(err, cause=f"connection lost ({cause})" if lost else cause)
+
+    def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
+        job, multi = state.job, state.multi
+        if state.whole_only and (multi or piece.done > 0):
+            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
+            raise RangesIgnoredError
+        if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
+            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
+            self.drop(state, piece)
+        offset = piece.start + piece.done
+        opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
+        headers: dict[str, str] = {}
+        ranged = multi or offset > 0 or opening is not None
+        with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
+            if opening is not None:  # the probe asked for the first bytes: its answer is this piece's first window
+                asked_end: int | None = opening.end
+            else:
+                asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
+            piece.asked = asked_end or 0
+            validator = state.validator
+        if ranged:
+            end = "" if asked_end is None else str(asked_end - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+            if validator:
+                headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
+        credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
+        asked = time.monotonic()
+        answer = opening or follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
+        with answer as resp:
+            if opening is None:
+                state.saw_first_byte(time.monotonic() - asked)
+            if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                set_read_timeout(resp, self.config.stall_timeout)
+            with self._open_lock:
+                self._open.add(resp)
+                state.responses.add(resp)
+            try:
+                encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
+                if encoded:
+                    state.whole_only = True
+                answered_end = asked_end
+                if resp.status_code == 206 and ranged:
+                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
+                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
+                        raise RangesIgnoredError
+                    answered_end = check_content_range(state, resp, offset, asked_end)
+                    check_version(state, resp)
+                elif resp.status_code == 200:
+                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
+                        check_version(state, resp)
+                        raise RangesIgnoredError
+                    if not encoded:  # a coded body's length counts coded bytes; another size is another version
+                        check_size(state, resp)
+                    check_version(state, resp, whole=True)  # another version: taken from this answer
+                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
+                        log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.drop(state, piece)
+                        offset = 0
+                elif resp.status_code == 416 and piece.end is not None:
+                    check_size(state, resp)
+                    raise NetworkError(
+                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
+                    )
+                else:
+                    raise error_for_status(resp, what=job.label, hub=job.credentials.from_hub(resp))
+                self.copy_body(state, piece, resp, offset, encoded=encoded)
+            finally:
+                with self._open_lock:
+                    self._open.discard(resp)
+                    state.responses.discard(resp)
+        return answered_end
+
+    def drop(self, state: DownloadState, piece: Piece) -> None:
+        with state.lock:
+            # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+            dropped, piece.done = piece.done, 0
+            state.restarted = True
+            state.hasher.reset()
+        self.progress.advance(state.job.label, -dropped)
+
+    def copy_body(
+        self, state: DownloadState, piece: Piece, resp: httpx2.Response, offset: int, *, encoded: bool
+    ) -> None:
+        """Write the body at ``offset`` until it ends or the piece is done: written, hashed, counted, checkpointed."""
+        job, fd, began, start = state.job, state.fd, time.monotonic(), offset
+
+        def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
+            nonlocal offset
+            self.check_stop(state)
+            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
+            if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise size_differs(state, offset + len(chunk))
+                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+            if written:
+                state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
+            with state.lock:
+                counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                piece.done += counted
+                state.fetched += counted
+                complete = piece.complete
+                if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher: not a switch per chunk
+                    state.lock.notify_all()
+            offset += written
+            self.progress.advance(job.label, counted)
+            if self.limiter is not None:
+                self.limiter.consume(written, self.cancel)
+            if complete and piece.end != piece.asked:  # a steal moved its end in: the rest is another stream's
+                return True
+            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+                state.save()
+            return False
+
+        chunks = body_chunks(resp, encoded=encoded, what=job.label)
+        sock = None if encoded else raw_socket(resp)
+        if sock is None:
+            for chunk in chunks:
+                if take(chunk):
+                    break
+        else:
+            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
+            first = next(chunks, b"")
+            if not take(first):
+                left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
+                for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
+                    if take(data):
+                        break
+        elapsed = time.monotonic() - began
+        if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
+            piece.rate = (offset - start) / elapsed
+
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
         if job.retry_on_mismatch:
@@ -59,7 +318,7 @@ class Engine(Streamer):
                 job.opening.close()
 
     def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
-        pieces, validator = loaded or (plan_for(self.config, job.identity.size), None)
+        pieces, validator = loaded or (self.config.plan(job.identity.size), None)
         try:
             fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
@@ -138,12 +397,12 @@ class Engine(Streamer):
             except SourceChanged as changed:
                 state.changes += 1
                 if state.changes > 1:
-                    raise kept_changing(job, state.changes) from None
+                    raise state.kept_changing() from None
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
                 self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
                 size = changed.new_size if changed.new_size is not None else state.size
-                layout = plan_for(self.config, size)
+                layout = self.config.plan(size)
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
@@ -153,7 +412,7 @@ class Engine(Streamer):
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
     def _run_streams(self, state: DownloadState) -> None:
-        job, connections = state.job, streams_for(self.config, state.size)
+        job, connections = state.job, self.config.streams(state.size)
         state.multi, state.url = len(state.pieces) > 1, job.url
         todo = [p for p in state.pieces if not p.complete]
         if state.multi and todo:
@@ -219,3 +478,31 @@ def _aim_ranges(engine: Engine, state: DownloadState, connections: int) -> bool:
     with state.lock:  # a resume down to a few big pieces still uses every connection
         spread(state.pieces, connections=connections, least=MIN_PIECE)
     return True
+
+
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
+    return view
+
+
+def raw_socket(resp: httpx2.Response) -> WireStream | None:
+    """The connection a plain, big ``206`` (its length the range's: ``check_content_range``) is read from, or None."""
+    if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
+        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    if length is None or length < RAW_LEAST:
+        return None
+    stream = resp.extensions.get("network_stream")
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
+
+
+def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+    while left > 0:
+        with httpx2_errors(request):
+            got = stream.read_into(view[: min(len(view), left)])
+        if got == 0:
+            return
+        left -= got
+        yield view[:got]

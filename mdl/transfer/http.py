@@ -84,6 +84,9 @@ class Credentials:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    def from_hub(self, response: httpx2.Response) -> bool:
+        return self.hub_origin is not None and origin(str(response.url)) == self.hub_origin
+
     @property
     def secrets(self) -> tuple[str, ...]:
         return tuple(v for v in (self.token, *self.extra.values()) if v)

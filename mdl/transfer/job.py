@@ -13,9 +13,12 @@ import httpx2
 
 from mdl.report import warning_cause
 from mdl.transfer.http import Credentials, RetryPolicy
-from mdl.transfer.scheduling import SPLIT_THRESHOLD
+from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
 log = logging.getLogger("mdl.transfer")
+
+BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
+MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,15 @@ class EngineConfig:
     checkpoint_interval: float = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
     max_stalls: int = 20  # stalls resumed per piece before giving up (they spend no retry)
     stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)
+
+    def streams(self, size: int | None) -> int:
+        """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
+        if not self.scale_connections or size is None:
+            return self.connections
+        return max(self.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
+
+    def plan(self, size: int | None) -> list[Piece]:
+        return plan_pieces(size, connections=self.streams(size), split_threshold=self.split_threshold)
 
 
 class RangesIgnoredError(Exception):

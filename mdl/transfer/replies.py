@@ -12,13 +12,9 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.transfer.connection import drain
 from mdl.transfer.headers import ContentRangeError, content_range_total, is_encoded, parse_content_range, parse_decimal
-from mdl.transfer.http import Credentials, error_for_status, follow, origin
-from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, TransferJob
+from mdl.transfer.http import Credentials, error_for_status, follow
+from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.resume import DownloadState
-
-
-def from_hub(credentials: Credentials, response: httpx2.Response) -> bool:
-    return credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
 
 
 def locate(client: httpx2.Client, state: DownloadState) -> str:
@@ -28,7 +24,7 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         headers["If-Range"] = state.validator
     with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
         if response.status_code not in (200, 206):
-            raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
+            raise error_for_status(response, what=job.label, hub=job.credentials.from_hub(response))
         if is_encoded(response, what=job.label):
             state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
             raise RangesIgnoredError
@@ -76,7 +72,7 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
         elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
             total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
         else:
-            raise error_for_status(response, what=what, hub=from_hub(credentials, response))
+            raise error_for_status(response, what=what, hub=credentials.from_hub(response))
         etag, modified = validators(response)
         ranged = response.status_code == 206
         if ranged and carry and end is not None and total is not None:
@@ -128,7 +124,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
         if changed:
             state.changes += 1
             if state.changes > 1:
-                raise kept_changing(state.job, state.changes)
+                raise state.kept_changing()
             state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
             state.etag, state.last_modified = etag, modified
@@ -137,14 +133,6 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
         else:
             state.etag, state.last_modified = known_etag or etag, known_modified or modified
             state.modified_seen = state.modified_seen or sent
-
-
-def kept_changing(job: TransferJob, versions: int) -> NetworkError:
-    return NetworkError(
-        f"{job.label}: the file kept changing upstream while it was downloaded ({versions + 1} versions seen); "
-        "nothing was kept",
-        hint="try again once the source has stopped changing",
-    )
 
 
 def _total(response: httpx2.Response) -> int | None:

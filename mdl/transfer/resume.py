@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from mdl.errors import LocalFSError, MdlError
+from mdl.errors import LocalFSError, MdlError, NetworkError
 from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
@@ -171,6 +171,14 @@ class DownloadState:
                 self.saved_bytes = self.on_disk()
             os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
+
+    def kept_changing(self) -> NetworkError:
+        """What a second change of the file upstream during the download is (nothing of it is kept)."""
+        return NetworkError(
+            f"{self.job.label}: the file kept changing upstream while it was downloaded ({self.changes + 1} versions "
+            "seen); nothing was kept",
+            hint="try again once the source has stopped changing",
+        )
 
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
