@@ -310,7 +310,7 @@ class Engine:
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
         if loaded is None and job.identity.size is None and job.opening is None:
-            job = _probed(self, job)
+            job = self._probed(job)
         try:
             return self._fetch_known(job, loaded)
         finally:
@@ -414,10 +414,9 @@ class Engine:
     def _run_streams(self, state: DownloadState) -> None:
         job, connections = state.job, self.config.streams(state.size)
         state.multi, state.url = len(state.pieces) > 1, job.url
+        if state.multi and not all(p.complete for p in state.pieces):
+            state.multi = self._aim_ranges(state, connections)
         todo = [p for p in state.pieces if not p.complete]
-        if state.multi and todo:
-            state.multi = _aim_ranges(self, state, connections)
-            todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
             state.hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
@@ -439,45 +438,42 @@ class Engine:
                 on_failure=on_failure,
                 steal=(lambda: state.steal(workers)) if state.multi else None,
             )
-        if self.cancel.is_set():
-            raise InterruptedByUserError(f"{job.label}: interrupted")
+        self.check_stop(state)  # Ctrl-C: the streams ended early
 
-
-def _probed(engine: Engine, job: TransferJob) -> TransferJob:
-    """A file of unknown size: its first request learns the size and carries the first bytes."""
-    found = engine.config.retry.run(
-        lambda: probe(engine.client, job.url, credentials=job.credentials, what=job.label, carry=True),
-        what=job.label,
-        wait=engine.cancel.wait,
-        on_retry=job.retries.add,
-    )
-    if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
-        return job
-    identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
-    return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
-
-
-def _aim_ranges(engine: Engine, state: DownloadState, connections: int) -> bool:
-    """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
-    not when no validator and no hash could tell ranges of two versions apart."""
-    job, fresh = state.job, state.on_disk() == 0 and not state.restarted
-    if job.located and fresh:
-        state.url = job.located
-        if state.validator is None:
-            state.adopt(job.identity.etag)  # If-Range on every range
-    else:
-        state.url = engine.locate_retrying(state)
-    if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
-        job.retries.warn(
-            f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "
-            "sha256 checks it: fetched as one stream, and an interruption starts it over"
+    def _probed(self, job: TransferJob) -> TransferJob:
+        """A file of unknown size: its first request learns the size and carries the first bytes."""
+        found = self.config.retry.run(
+            lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+            what=job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
         )
-        with state.lock:
-            state.pieces = [Piece(0, state.size)]
-        return False
-    with state.lock:  # a resume down to a few big pieces still uses every connection
-        spread(state.pieces, connections=connections, least=MIN_PIECE)
-    return True
+        if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
+            return job
+        identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
+        return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
+
+    def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
+        """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
+        not when no validator and no hash could tell ranges of two versions apart."""
+        job, fresh = state.job, state.on_disk() == 0 and not state.restarted
+        if job.located and fresh:
+            state.url = job.located
+            if state.validator is None:
+                state.adopt(job.identity.etag)  # If-Range on every range
+        else:
+            state.url = self.locate_retrying(state)
+        if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
+            job.retries.warn(
+                f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and "
+                "no sha256 checks it: fetched as one stream, and an interruption starts it over"
+            )
+            with state.lock:
+                state.pieces = [Piece(0, state.size)]
+            return False
+        with state.lock:  # a resume down to a few big pieces still uses every connection
+            spread(state.pieces, connections=connections, least=MIN_PIECE)
+        return True
 
 
 def _buffer() -> memoryview:

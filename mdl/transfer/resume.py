@@ -65,9 +65,8 @@ class Hasher:
         self.position += len(data)
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
-        end = offset + len(data)
         with self.lock:
-            if offset <= self.position < end:
+            if offset <= self.position < offset + len(data):
                 self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
