@@ -186,9 +186,6 @@ class WireStream(httpcore2.NetworkStream):
         self._layers = layers  # 0: TCP, 1: TLS on the socket, 2: TLS inside TLS (a wrapped socket)
         self.pace = Pace(window=math.inf)
 
-    def begin_body(self, window: float) -> None:
-        self.pace = Pace(window=window)
-
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
         header = _header_left()
         if header is not None:
@@ -352,7 +349,7 @@ class NetTransport(httpx2.BaseTransport):
             raise
         stream = answer.extensions.get("network_stream")
         if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
-            stream.begin_body(self.timeout)
+            stream.pace = Pace(window=self.timeout)
         assert isinstance(answer.stream, Iterable)
         return httpx2.Response(
             status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream), extensions=answer.extensions
@@ -402,7 +399,7 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
     extensions["timeout"] = {**(extensions.get("timeout") or {}), "read": seconds}
     stream = response.extensions.get("network_stream")
     if isinstance(stream, WireStream):
-        stream.begin_body(seconds)
+        stream.pace = Pace(window=seconds)
 
 
 def set_body_deadline(response: httpx2.Response, seconds: float) -> None:

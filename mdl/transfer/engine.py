@@ -20,17 +20,7 @@ from mdl.progress import Progress
 from mdl.store import DirSyncs, open_file
 from mdl.transfer.connection import WireStream, httpx2_errors, set_read_timeout
 from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
-from mdl.transfer.http import (
-    ExpiredURLError,
-    RetryableError,
-    Tries,
-    UnreachableError,
-    error_for_status,
-    follow,
-    retry_cause,
-    seconds,
-    transport_error,
-)
+from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow, seconds, transport_error
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import check_content_range, check_size, check_version, locate, probe, size_differs
 from mdl.transfer.resume import HASH_BLOCK, DownloadState, discard_partial, finish_part, job_root, keeping, load_state
@@ -159,10 +149,8 @@ class Engine:
                 if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
                     tries.failures = 0
                 high = max(high, reached)
-                # For people: a connection that went away mid-answer (httpx2's own error, or short) is "lost".
-                cause = retry_cause(err.message, job.label)
-                lost = isinstance(exc, _ClosedEarly) or (exc is not err and not isinstance(err, UnreachableError))
-                tries.failed(err, cause=f"connection lost ({cause})" if lost else cause)
+                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost".
+                tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
 
     def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""

@@ -371,10 +371,6 @@ def seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
 
 
-def retry_cause(message: str, label: str) -> str:
-    return message.removeprefix(f"{label}: ")
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     retries: int = 5
@@ -419,8 +415,8 @@ class Tries:
     quick_unreachable: bool = True
     failures: int = 0
 
-    def failed(self, exc: RetryableError, *, cause: str | None = None) -> None:
-        """Count a failed try and wait; NetworkError once the budget is spent. ``cause``: the words for people."""
+    def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
+        """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as a lost connection."""
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):
@@ -428,12 +424,13 @@ class Tries:
         if self.failures > limit:
             raise NetworkError(f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint) from exc
         delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
-        said = retry_cause(exc.message, self.what)
+        said = exc.message.removeprefix(f"{self.what}: ")
         log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
         if self.on_retry is not None:
             self.on_retry(said)
         if self.announce is not None:
-            self.announce(self.failures, f"{cause or said}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+            told = f"connection lost ({said})" if lost and not isinstance(exc, UnreachableError) else said
+            self.announce(self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})")
         if self.wait is None:
             self.policy.sleep(delay)
         elif self.wait(delay):
