@@ -188,9 +188,7 @@ class WireStream(httpcore2.NetworkStream):
 
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
         header = _header_left()
-        if header is not None:
-            return _cut(timeout, header, kind)
-        return _cut(timeout, self.pace.left(time.monotonic()), kind)
+        return _cut(timeout, self.pace.left(time.monotonic()) if header is None else header, kind)
 
     def _counted(self, began: float, got: int) -> None:
         if getattr(_request, "budget", None) is None:  # header-phase reads are the budget's, not the body's
@@ -300,8 +298,7 @@ class NetTransport(httpx2.BaseTransport):
             self._ssl = context = self._ssl or ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        size = self._pool_size
-        common: dict[str, Any] = {"max_connections": size, "max_keepalive_connections": size}
+        common: dict[str, Any] = {"max_connections": self._pool_size, "max_keepalive_connections": self._pool_size}
         common.update(ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend)
         if proxy is None:
             return httpcore2.ConnectionPool(**common)

@@ -383,9 +383,7 @@ class Engine:
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
-                state.changes += 1
-                if state.changes > 1:
-                    raise state.kept_changing() from None
+                state.count_change()
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
                 self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")

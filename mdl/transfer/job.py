@@ -74,10 +74,8 @@ class Opening:
 
     def take(self) -> Opening | None:
         with self._lock:
-            if self._taken:
-                return None
-            self._taken = True
-            return self
+            taken, self._taken = self._taken, True
+        return None if taken else self
 
     def __enter__(self) -> httpx2.Response:
         return self.response

@@ -122,9 +122,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
         if changed:
-            state.changes += 1
-            if state.changes > 1:
-                raise state.kept_changing()
+            state.count_change()
             state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
             state.etag, state.last_modified = etag, modified

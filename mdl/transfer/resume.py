@@ -71,9 +71,7 @@ class Hasher:
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
         """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit`` may be stale)."""
-        if epoch is None:
-            with self.lock:
-                epoch = self.epoch
+        epoch = self.epoch if epoch is None else epoch
         while True:
             with self.lock:
                 if self.position >= limit or self.epoch != epoch:
@@ -171,13 +169,15 @@ class DownloadState:
             os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
-    def kept_changing(self) -> NetworkError:
-        """What a second change of the file upstream during the download is (nothing of it is kept)."""
-        return NetworkError(
-            f"{self.job.label}: the file kept changing upstream while it was downloaded ({self.changes + 1} versions "
-            "seen); nothing was kept",
-            hint="try again once the source has stopped changing",
-        )
+    def count_change(self) -> None:
+        """One more version of the file seen upstream during the download: the second change gives up."""
+        self.changes += 1
+        if self.changes > 1:
+            raise NetworkError(
+                f"{self.job.label}: the file kept changing upstream while it was downloaded ({self.changes + 1} "
+                "versions seen); nothing was kept",
+                hint="try again once the source has stopped changing",
+            ) from None
 
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
@@ -275,9 +275,8 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         log.info("%s: partial download is of another version, starting over", job.label)
         discard_partial(job)
         return None
-    part_size = found.st_size
     for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
-        piece.done = max(0, min(piece.done, part_size - piece.start))
+        piece.done = max(0, min(piece.done, found.st_size - piece.start))
     return pieces, validator
 
 
