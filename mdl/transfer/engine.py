@@ -440,8 +440,7 @@ class Engine:
         return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
 
     def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
-        """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
-        not when no validator and no hash could tell ranges of two versions apart."""
+        """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""
         job, fresh = state.job, state.on_disk() == 0 and not state.restarted
         if job.located and fresh:
             state.url = job.located

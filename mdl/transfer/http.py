@@ -93,8 +93,7 @@ class Credentials:
 
 
 class TokenGuard:
-    """A request hook on the one client: a protected token in any header to an origin other than the Hub endpoint's
-    is refused before a byte is sent, whatever decided its headers."""
+    """A request hook: a protected token in any header to an origin not the Hub endpoint's is refused before sending."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -279,8 +278,7 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
 def transport_error(
     exc: Exception, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
-    """A transport failure in one line naming the proxy, the server or its certificate; a refused certificate is
-    final, an unreachable server gets one quick retry, a reset mid-answer is retryable."""
+    """A transport failure in one line naming the proxy, server or certificate (refused: final, else retryable)."""
     parts = urlsplit(url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]

@@ -116,8 +116,7 @@ class DownloadState:
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """Take a validator fixed earlier (a resume record, a probe): an ETag is quoted, a date not; a weak ETag cannot
-        guard a range (RFC 9110 §13.1.5)."""
+        """A validator fixed earlier (record, probe): an ETag is quoted, a date not; a weak ETag guards no range."""
         if not validator or validator.startswith("W/"):
             return
         self.validator = validator
@@ -280,10 +279,10 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     return pieces, validator
 
 
-def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = None) -> int:
+def saved_progress(state_path: Path, identity: Identity) -> int:
     """Bytes a resume record of this identity says are on disk, for planning (the preallocated ``.part`` cannot)."""
     try:
-        saved, pieces, _ = _read_state(state_path, root or state_path.parent)
+        saved, pieces, _ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
         return 0
     if not saved.matches(identity):
@@ -335,9 +334,8 @@ def start_writeback(fd: int) -> None:
 
 @contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (a save's fdatasync would stall one): the hash read back as the prefix grows, writeback every
-    tenth of a second, a save every ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``).
-    What a thread raised is raised here once the block is through."""
+    """Off the streams (a save's fdatasync would stall one): the hash read back, writeback every 0.1 s, a save every
+    ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:
