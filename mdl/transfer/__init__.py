@@ -1,7 +1,7 @@
 """Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
-from mdl.transfer.connection import NetTransport, set_body_deadline
+from mdl.transfer.connection import NetTransport, origin, set_body_deadline
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -14,7 +14,6 @@ from mdl.transfer.http import (
     follow,
     hub_auth_hint,
     make_client,
-    origin,
     retry_after_seconds,
     transport_error,
 )

@@ -57,11 +57,17 @@ def _lookup(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
     return None
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
 def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
     """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first;
     ``no_proxy`` lists ``*``, host names (with subdomains), ``.domain``, IPs or CIDR blocks, each with ``:port``."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    scheme, host, port = origin(url)
     if scheme not in ("http", "https"):
         return None
     found = _lookup(environ, f"{scheme}_proxy") or _lookup(environ, "all_proxy")
@@ -69,8 +75,7 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
         return None
     value, source = found
     no_proxy = _lookup(environ, "no_proxy")
-    port = parts.port or (443 if scheme == "https" else 80)
-    if no_proxy is not None and bypasses(parts.hostname or "", port, no_proxy[0]):
+    if no_proxy is not None and bypasses(host, port, no_proxy[0]):
         return None
     if "://" not in value:
         value = f"http://{value}"  # curl's default proxy scheme

@@ -28,7 +28,7 @@ from mdl.redact import (
     remember_url_secrets,
     safe_text,
 )
-from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain
+from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain, origin
 from mdl.transfer.headers import parse_decimal
 from mdl.version import __version__
 
@@ -58,13 +58,6 @@ def make_client(
         transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
         trust_env=False,
     )
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
 
 
 def shown_origin(url: str) -> str:

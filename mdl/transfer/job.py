@@ -47,10 +47,8 @@ class RetryLog:
     """Why a transfer had to try again, one cause per retry, in order; streams add theirs from their own threads."""
 
     def __init__(self) -> None:
-        self._causes: list[str] = []  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations)
-
-    def add(self, cause: str) -> None:
-        self._causes.append(cause)
+        self._causes: list[str] = []
+        self.add = self._causes.append  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations)
 
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""
