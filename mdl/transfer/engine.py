@@ -48,16 +48,17 @@ class Engine:
     cancel: threading.Event
     limiter: RateLimiter | None = None
     dirs: DirSyncs | None = None  # folders to fsync before a record names their files (None: fsync at each finish)
-    _open: set[httpx2.Response] = dataclasses.field(default_factory=set, init=False)
+    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(default_factory=dict, init=False)  # by file
     _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
     def abort(self) -> None:
         self.cancel.set()
-        self.close(self._open)
+        self.close()
 
-    def close(self, responses: set[httpx2.Response]) -> None:
+    def close(self, state: DownloadState | None = None) -> None:
+        """Close the answers being read for ``state`` (None: for every file): their streams wake and end."""
         with self._open_lock:
-            doomed = list(responses)
+            doomed = [response for response, owner in self._open.items() if state is None or owner is state]
         for response in doomed:
             with contextlib.suppress(Exception):
                 response.close()
@@ -186,8 +187,7 @@ class Engine:
             if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
                 set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
-                self._open.add(resp)
-                state.responses.add(resp)
+                self._open[resp] = state
             try:
                 encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
                 if encoded:
@@ -220,8 +220,7 @@ class Engine:
                 self.copy_body(state, piece, resp, offset, encoded=encoded)
             finally:
                 with self._open_lock:
-                    self._open.discard(resp)
-                    state.responses.discard(resp)
+                    del self._open[resp]
         return answered_end
 
     def drop(self, state: DownloadState, piece: Piece) -> None:
@@ -411,7 +410,7 @@ class Engine:
 
         def on_failure() -> None:
             state.stop.set()
-            self.close(state.responses)  # only this file's streams: other files go on
+            self.close(state)  # only this file's streams: other files go on
 
         workers = max(1, min(connections, len(todo)))
         with keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure):

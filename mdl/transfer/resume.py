@@ -19,8 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 from mdl.errors import LocalFSError, MdlError, NetworkError
 from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
@@ -78,9 +76,8 @@ class Hasher:
                     return
                 if self._buffer is None:
                     self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
-                view = memoryview(self._buffer)
-                want = min(len(view), limit - self.position)
-                got = os.preadv(self.fd, [view[:want]], self.position)
+                view = memoryview(self._buffer)[: limit - self.position]
+                got = os.preadv(self.fd, [view], self.position)
                 if got <= 0:
                     raise LocalFSError(f"could not read back {self.position} bytes while hashing")
                 self._update(view[:got])
@@ -104,7 +101,6 @@ class DownloadState:
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
         self.relocated_probe = False  # the probe's final URL (job.located) expired once and was located afresh
-        self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
         self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
