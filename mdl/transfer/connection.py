@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpcore2
 import httpx2
@@ -42,8 +42,7 @@ class Proxy:
         if "@" not in parts.netloc:
             return self.url
         userinfo, host = parts.netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        return urlunsplit((parts.scheme, f"{user}:{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
+        return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}").geturl()
 
     def describe(self) -> str:
         return f"proxy {self.shown} (from {self.source})"
@@ -131,16 +130,6 @@ READ_SIZE = 1 << 20  # bytes asked of the socket per read
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
 _request = threading.local()  # this thread's header budget (seconds) and, once its first I/O began, its deadline
-
-
-@contextmanager
-def header_deadline(seconds: float | None) -> Iterator[None]:
-    """Bound this thread's network I/O until the block ends to ``seconds`` in total, from its first operation."""
-    _request.budget, _request.deadline = seconds, None
-    try:
-        yield
-    finally:
-        _request.budget, _request.deadline = None, None
 
 
 def _header_left() -> float | None:
@@ -342,13 +331,17 @@ class NetTransport(httpx2.BaseTransport):
             extensions=request.extensions,
         )
         try:
-            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total.
-            with httpx2_errors(), header_deadline(self.timeout):
+            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total,
+            # counted from this thread's first network operation.
+            _request.budget, _request.deadline = self.timeout, None
+            with httpx2_errors():
                 answer = pool.handle_request(core)
         except httpx2.TransportError as exc:
             if proxy is not None:
                 exc.mdl_proxy = proxy  # type: ignore[attr-defined]
             raise
+        finally:
+            _request.budget, _request.deadline = None, None
         stream = answer.extensions.get("network_stream")
         if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
             stream.pace = Pace(window=self.timeout)

@@ -217,7 +217,7 @@ class Engine:
                     )
                 else:
                     raise error_for_status(resp, what=job.label, hub=job.credentials.from_hub(resp))
-                self.copy_body(state, piece, resp, offset, encoded=encoded)
+                self.copy_body(state, piece, resp, encoded=encoded)
             finally:
                 with self._open_lock:
                     del self._open[resp]
@@ -231,11 +231,10 @@ class Engine:
             state.hasher.reset()
         self.progress.advance(state.job.label, -dropped)
 
-    def copy_body(
-        self, state: DownloadState, piece: Piece, resp: httpx2.Response, offset: int, *, encoded: bool
-    ) -> None:
-        """Write the body at ``offset`` until it ends or the piece is done: written, hashed, counted, checkpointed."""
-        job, fd, began, start = state.job, state.fd, time.monotonic(), offset
+    def copy_body(self, state: DownloadState, piece: Piece, resp: httpx2.Response, *, encoded: bool) -> None:
+        """Write the body at the piece's frontier till it ends or the piece is done: written, hashed, counted, saved."""
+        job, fd, began = state.job, state.fd, time.monotonic()
+        offset = start = piece.start + piece.done  # this stream alone moves its piece's frontier
 
         def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
             nonlocal offset
