@@ -1,7 +1,6 @@
-"""The one transport under the run's one client: through the environment's proxy as curl picks it, trusting its
-CAs, over mdl's httpcore2 network backend, where every read has a deadline (httpcore2's restart at every read: a byte
-a second lives for ever): headers share one budget per thread, a body keeps a :class:`Pace`; reads ask the socket for
-1 MiB (httpcore2's 64 KiB costs ~3x the CPU per byte)."""
+"""The one transport: through the environment's proxy as curl picks it, trusting its CAs, over a network backend
+where every read has a deadline (httpcore2's restart at every read: a byte a second lives for ever), the headers one
+budget per thread, a body a :class:`Pace`; reads ask for 1 MiB (httpcore2's 64 KiB costs ~3x the CPU per byte)."""
 
 from __future__ import annotations
 

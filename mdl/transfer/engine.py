@@ -1,6 +1,5 @@
-"""One file over HTTP: a ``.part`` and its resume record, ranges over parallel streams (each piece fetched with
-retries and stall resumes; a big plain 206 read from its socket past h11's copies, at the price of its connection),
-verification, the atomic finish."""
+"""One file over HTTP into a ``.part`` with a resume record: ranges over parallel streams, with retries and stall
+resumes (a big plain 206 read from its socket past h11's copies, at the price of its connection), verified, moved."""
 
 from __future__ import annotations
 
@@ -385,8 +384,7 @@ class Engine:
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
                 self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
-                size = changed.new_size if changed.new_size is not None else state.size
-                layout = self.config.plan(size)
+                layout = self.config.plan(state.size if changed.new_size is None else changed.new_size)
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one

@@ -50,11 +50,9 @@ class Probed:
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
     """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
-    asked = CARRIED if carry else 1
     stack = contextlib.ExitStack()
-    response = stack.enter_context(
-        follow(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
-    )
+    asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
+    response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
     opening = None
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):

@@ -360,16 +360,14 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 return
 
     state.background = True
-    try:
-        with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:
-            running = [pool.submit(keep), pool.submit(hash_loop)]
-            try:
-                yield
-            finally:
-                done.set()
-                with lock:
-                    lock.notify_all()  # the hashing thread may be waiting for more
-            for future in running:
-                future.result()
-    finally:
-        state.background = False
+    with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:
+        running = [pool.submit(keep), pool.submit(hash_loop)]
+        try:
+            yield
+        finally:
+            done.set()
+            state.background = False  # the streams have ended
+            with lock:
+                lock.notify_all()  # the hashing thread may be waiting for more
+        for future in running:
+            future.result()
