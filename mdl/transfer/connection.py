@@ -306,22 +306,17 @@ class NetTransport(httpx2.BaseTransport):
             **common,
         )
 
-    def route(self, url: str) -> tuple[httpcore2.ConnectionPool, Proxy | None]:
-        proxy = proxy_for(url, self._environ)
-        tls = not url[:7].lower().startswith("http://")
-        key = proxy.url if proxy is not None else tls
-        with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = self._pool(proxy, tls=tls)
-        return pool, proxy
-
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # Whatever the caller asked (even timeout=None), no phase waits longer than the run's timeout ...
         request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         assert isinstance(request.stream, httpx2.SyncByteStream)
-        pool, proxy = self.route(str(request.url))
-        url = request.url
+        url, tls = request.url, request.url.scheme != "http"
+        proxy = proxy_for(str(url), self._environ)
+        key = proxy.url if proxy is not None else tls  # the route's pool: by proxy, or direct by scheme
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = self._pool(proxy, tls=tls)
         core = httpcore2.Request(
             method=request.method,
             url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
