@@ -309,15 +309,12 @@ def _sync_file_range() -> Callable[..., Any] | None:
     if not sys.platform.startswith("linux"):
         return None
     import ctypes  # only big downloads get here: kept off start-up
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        call = libc.sync_file_range
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range  # the process's own libc; it returns an int
     except (OSError, AttributeError):
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
     return call
 
 
