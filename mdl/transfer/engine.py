@@ -77,13 +77,12 @@ class Engine:
         self.progress.note(f"{state.job.label}: {text}")
 
     def locate_retrying(self, state: DownloadState) -> str:
-        job = state.job
         return self.config.retry.run(
             lambda: locate(self.client, state),
-            what=job.label,
+            what=state.job.label,
             wait=self.cancel.wait,
-            on_retry=job.retries.add,
-            announce=lambda _, line: self.progress.note(f"{job.label}: {line}"),
+            on_retry=state.job.retries.add,
+            announce=lambda _, line: self.progress.note(f"{state.job.label}: {line}"),
         )
 
     def run_piece(self, state: DownloadState, piece: Piece) -> None:

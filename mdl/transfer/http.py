@@ -235,10 +235,9 @@ def hub_auth_hint(code: str | None) -> str:
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    status = response.status_code
     text = server_text(response)
     error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
-    error.status, error.server_text = status, text
+    error.status, error.server_text = response.status_code, text
     return error
 
 
@@ -321,8 +320,7 @@ def follow(
     for hop in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current, first_hop=hop == 0)}
         try:
-            request = client.build_request(method, current, headers=request_headers)
-            response = client.send(request, stream=True)
+            response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:

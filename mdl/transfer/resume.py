@@ -51,9 +51,7 @@ class Hasher:
         with self.lock:
             self.epoch += 1
             self.sha256 = hashlib.sha256()
-            self.sha1 = hashlib.sha1() if self.git and self.size is not None else None
-            if self.sha1 is not None:
-                self.sha1.update(b"blob %d\0" % (self.size or 0))
+            self.sha1 = hashlib.sha1(b"blob %d\0" % self.size) if self.git and self.size is not None else None
             self.position = 0
 
     def _update(self, data: memoryview) -> None:
@@ -253,11 +251,9 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
         saved, pieces, validator = _read_state(job.state_path, job_root(job))
-    except FileNotFoundError:
-        discard_partial(job)
-        return None
     except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
+        if not isinstance(exc, FileNotFoundError):  # no record: nothing to say
+            log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
     known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))

@@ -42,9 +42,7 @@ class Piece:
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
     """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals a tail)."""
-    if size is None:
-        return [Piece(0, None)]
-    if connections <= 1 or size < split_threshold:
+    if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
     count = max(1, min(connections, size // MIN_PIECE))
     piece = -(-size // count)
@@ -64,9 +62,7 @@ def window(piece: Piece, offset: int, ttfb: float) -> int:
 
 
 def stealable(piece: Piece) -> int:
-    if piece.end is None or piece.complete:
-        return 0
-    return max(0, piece.end - max(piece.asked, piece.start + piece.done))
+    return 0 if piece.end is None else max(0, piece.end - max(piece.asked, piece.start + piece.done))
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
