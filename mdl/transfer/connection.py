@@ -77,11 +77,10 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
         return None
     if "://" not in value:
         value = f"http://{value}"  # curl's default proxy scheme
-    proxy_parts = urlsplit(value)
-    if proxy_parts.scheme.lower() not in ("http", "https") or not proxy_parts.hostname:
-        shown = Proxy(value, source).shown
-        raise UsageError(f"${source}: expected an http:// or https:// proxy URL, got {shown!r}")
-    return Proxy(value, source)
+    proxy, parts = Proxy(value, source), urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"${source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}")
+    return proxy
 
 
 def bypasses(host: str, port: int, no_proxy: str) -> bool:

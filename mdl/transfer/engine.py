@@ -172,8 +172,7 @@ class Engine:
             piece.asked = asked_end or 0
             validator = state.validator
         if ranged:
-            end = "" if asked_end is None else str(asked_end - 1)
-            headers["Range"] = f"bytes={offset}-{end}"
+            headers["Range"] = f"bytes={offset}-{'' if asked_end is None else asked_end - 1}"
             if validator:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
