@@ -174,8 +174,7 @@ class WireStream(httpcore2.NetworkStream):
     """An httpcore2 stream (TCP, or TLS over it, or TLS inside a proxy's TLS) read under mdl's deadlines."""
 
     def __init__(self, inner: httpcore2.NetworkStream, *, layers: int) -> None:
-        self._inner = inner
-        self._layers = layers  # 0: TCP, 1: TLS on the socket, 2: TLS inside TLS (a wrapped socket)
+        self._inner, self._layers = inner, layers  # layers 0: TCP, 1: TLS on the socket, 2: TLS inside TLS
         self.pace = Pace(window=math.inf)
 
     def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:

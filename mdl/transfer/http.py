@@ -89,8 +89,7 @@ class TokenGuard:
     """A request hook: a protected token in any header to an origin not the Hub endpoint's is refused before sending."""
 
     def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.origin = origin(endpoint)
+        self.endpoint, self.origin = endpoint, origin(endpoint)
         self._tokens: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 

@@ -64,9 +64,7 @@ class Opening:
     """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by the last holder."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
-        self.response = response
-        self.end = end
-        self._close = close
+        self.response, self.end, self._close = response, end, close
         self._lock = threading.Lock()
         self._taken = False
 

@@ -39,9 +39,7 @@ class Hasher:
     """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
 
     def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
-        self.fd = fd
-        self.size = size
-        self.git = git
+        self.fd, self.size, self.git = fd, size, git
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
         self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
@@ -83,8 +81,7 @@ class Hasher:
 
 class DownloadState:
     def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
-        self.job, self.fd = job, fd  # the .part, open for the download
-        self.pieces = pieces
+        self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
         self.etag: str | None = None  # what the first answer said (replies.check_version)
         self.last_modified: str | None = None
