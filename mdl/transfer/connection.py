@@ -403,14 +403,13 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 def drain(response: httpx2.Response) -> None:
     """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
     try:
-        length = parse_decimal(response.headers.get("Content-Length"))
-        if length is not None and length <= DRAIN_LIMIT:
-            set_read_timeout(response, DRAIN_SECONDS)
-            set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
-            for _ in response.iter_raw():
-                pass
-    except httpx2.HTTPError:
-        pass  # the connection is not reusable: closing it is all there is to do
+        with suppress(httpx2.HTTPError):  # then the connection is not reusable: closing it is all there is to do
+            length = parse_decimal(response.headers.get("Content-Length"))
+            if length is not None and length <= DRAIN_LIMIT:
+                set_read_timeout(response, DRAIN_SECONDS)
+                set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
+                for _ in response.iter_raw():
+                    pass
     finally:
         response.close()
 

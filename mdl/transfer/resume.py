@@ -274,9 +274,7 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
         saved, pieces, _ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
         return 0
-    if not saved.matches(identity):
-        return 0
-    return sum(piece.done for piece in pieces)
+    return sum(piece.done for piece in pieces) if saved.matches(identity) else 0
 
 
 def discard_partial(job: TransferJob) -> None:
