@@ -123,8 +123,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
             state.count_change()
             state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
-            state.etag, state.last_modified = etag, modified
-            state.modified_seen = sent
+            state.etag, state.last_modified, state.modified_seen = etag, modified, sent
             state.validator = etag or modified
         else:
             state.etag, state.last_modified = known_etag or etag, known_modified or modified
