@@ -1,26 +1,25 @@
 """Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
-from mdl.transfer.connection import NetTransport, set_body_deadline
+from mdl.transfer.connection import NetTransport, origin, set_body_deadline
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
     Credentials,
     RetryableError,
+    RetryPolicy,
     TokenGuard,
     UnreachableError,
     body_excerpt,
     follow,
     hub_auth_hint,
     make_client,
-    origin,
     retry_after_seconds,
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.replies import CARRIED, Probed, probe
 from mdl.transfer.resume import discard_partial, saved_progress
-from mdl.transfer.retry import RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""One file over HTTP: .part + resume record, ranges over parallel streams, verification, atomic finish."""
+"""One file over HTTP into a ``.part`` with a resume record: ranges over parallel streams, with retries and stall
+resumes (a big plain 206 read from its socket past h11's copies, at the price of its connection), verified, moved."""
 
 from __future__ import annotations
 
@@ -7,59 +8,292 @@ import dataclasses
 import errno
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx2
 
 from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
-from mdl.store import open_file
-from mdl.transfer.hashing import Hasher, hashing_alongside, verify
+from mdl.progress import Progress
+from mdl.store import DirSyncs, open_file
+from mdl.transfer.connection import WireStream, httpx2_errors, set_read_timeout
+from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
+from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow, seconds, transport_error
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
-from mdl.transfer.replies import kept_changing, probe
-from mdl.transfer.resume import DownloadState, discard_partial, finish_part, job_root, keeping, load_state
-from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, plan_pieces, run_pieces, spread
-from mdl.transfer.stream import Streamer
+from mdl.transfer.replies import check_content_range, check_size, check_version, locate, probe, size_differs
+from mdl.transfer.resume import HASH_BLOCK, DownloadState, discard_partial, finish_part, job_root, keeping, load_state
+from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
 
 log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
-BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
-MAX_AUTO_CONNECTIONS = 16  # ... up to this many
+PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
+RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
+_buffers = threading.local()
 
 
-def streams_for(config: EngineConfig, size: int | None) -> int:
-    """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
-    if not config.scale_connections or size is None:
-        return config.connections
-    return max(config.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
+class _ClosedEarly(RetryableError):
+    """The body ended before the piece did: the connection was lost mid-answer."""
 
 
-def plan_for(config: EngineConfig, size: int | None) -> list[Piece]:
-    return plan_pieces(size, connections=streams_for(config, size), split_threshold=config.split_threshold)
+@dataclasses.dataclass(eq=False)
+class Engine:
+    client: httpx2.Client
+    config: EngineConfig
+    _: dataclasses.KW_ONLY
+    progress: Progress
+    cancel: threading.Event
+    limiter: RateLimiter | None = None
+    dirs: DirSyncs | None = None  # folders to fsync before a record names their files (None: fsync at each finish)
+    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(default_factory=dict, init=False)  # by file
+    _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
+    def abort(self) -> None:
+        self.cancel.set()
+        self.close()
 
-class Engine(Streamer):
+    def close(self, state: DownloadState | None = None) -> None:
+        """Close the answers being read for ``state`` (None: for every file): their streams wake and end."""
+        with self._open_lock:
+            doomed = [response for response, owner in self._open.items() if state is None or owner is state]
+        for response in doomed:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def check_stop(self, state: DownloadState) -> None:
+        if self.cancel.is_set():
+            raise InterruptedByUserError(f"{state.job.label}: interrupted")
+        if state.stop.is_set():
+            raise StreamStopped
+
+    def announce(self, state: DownloadState, kind: str, count: int, text: str) -> None:
+        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+        with state.lock:
+            if state.announced.get(kind, 0) >= count:
+                return
+            state.announced[kind] = count
+        self.progress.note(f"{state.job.label}: {text}")
+
+    def locate_retrying(self, state: DownloadState) -> str:
+        return self.config.retry.run(
+            lambda: locate(self.client, state),
+            what=state.job.label,
+            wait=self.cancel.wait,
+            on_retry=state.job.retries.add,
+            announce=lambda _, line: self.progress.note(f"{state.job.label}: {line}"),
+        )
+
+    def run_piece(self, state: DownloadState, piece: Piece) -> None:
+        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the disk spend retries."""
+        job = state.job
+        tries = Tries(
+            self.config.retry,
+            job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
+            announce=lambda count, line: self.announce(state, "retry", count, line),
+            quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
+        )
+        stalls = 0
+        high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
+        while not piece.complete:
+            self.check_stop(state)
+            url = state.url
+            try:
+                began = piece.start + piece.done
+                answered_end = self._stream_piece(state, piece, url)
+                if piece.end is None:
+                    return
+                # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
+                reached = piece.start + piece.done
+                if reached < min(piece.end, answered_end or piece.end):
+                    raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
+                if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
+                    raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
+                high = max(high, reached)
+                tries.failures = 0
+            except ExpiredURLError:
+                probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
+                if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
+                    raise
+                tries.failures += not probed  # a re-resolve spends a try: a CDN refusing every signed URL gives up
+                with state.relocate_lock:  # once for all streams of this file
+                    if state.url == url and probed:
+                        if state.relocated_probe:
+                            raise
+                        state.relocated_probe = True
+                        state.url = self.locate_retrying(state)
+                    elif state.url == url:
+                        log.info("%s: signed URL refused (403), resolving it again", job.label)
+                        job.retries.add("signed URL refused (HTTP 403), resolved it again")
+                        state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
+            except httpx2.ReadTimeout as exc:
+                self.check_stop(state)
+                stalls += 1
+                if stalls > self.config.max_stalls:
+                    raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
+                log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
+                job.retries.add(f"stalled at byte {piece.start + piece.done}")
+                silence = self.config.stall_timeout or self.client.timeout.read
+                again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
+                self.announce(state, "stall", stalls, again)
+            except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
+                self.check_stop(state)
+                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)
+                if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
+                    raise err from exc
+                reached = piece.start + piece.done
+                if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
+                    tries.failures = 0
+                high = max(high, reached)
+                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost".
+                tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
+
+    def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
+        job, multi = state.job, state.multi
+        if state.whole_only and (multi or piece.done > 0):
+            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
+            raise RangesIgnoredError
+        if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
+            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
+            self.drop(state, piece)
+        offset = piece.start + piece.done
+        opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
+        headers: dict[str, str] = {}
+        ranged = multi or offset > 0 or opening is not None
+        with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
+            if opening is not None:  # the probe asked for the first bytes: its answer is this piece's first window
+                asked_end: int | None = opening.end
+            else:
+                asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
+            piece.asked = asked_end or 0
+            validator = state.validator
+        if ranged:
+            headers["Range"] = f"bytes={offset}-{'' if asked_end is None else asked_end - 1}"
+            if validator:
+                headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
+        credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
+        asked = time.monotonic()
+        answer = opening or follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
+        with answer as resp:
+            if opening is None:
+                state.saw_first_byte(time.monotonic() - asked)
+            if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                set_read_timeout(resp, self.config.stall_timeout)
+            with self._open_lock:
+                self._open[resp] = state
+            try:
+                encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
+                if encoded:
+                    state.whole_only = True
+                answered_end = asked_end
+                if resp.status_code == 206 and ranged:
+                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
+                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
+                        raise RangesIgnoredError
+                    answered_end = check_content_range(state, resp, offset, asked_end)
+                    check_version(state, resp)
+                elif resp.status_code == 200:
+                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
+                        check_version(state, resp)
+                        raise RangesIgnoredError
+                    if not encoded:  # a coded body's length counts coded bytes; another size is another version
+                        check_size(state, resp)
+                    check_version(state, resp, whole=True)  # another version: taken from this answer
+                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
+                        log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.drop(state, piece)
+                        offset = 0
+                elif resp.status_code == 416 and piece.end is not None:
+                    check_size(state, resp)
+                    raise NetworkError(
+                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
+                    )
+                else:
+                    raise error_for_status(resp, what=job.label, hub=job.credentials.from_hub(resp))
+                self.copy_body(state, piece, resp, encoded=encoded)
+            finally:
+                with self._open_lock:
+                    del self._open[resp]
+        return answered_end
+
+    def drop(self, state: DownloadState, piece: Piece) -> None:
+        with state.lock:
+            # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+            dropped, piece.done = piece.done, 0
+            state.restarted = True
+            state.hasher.reset()
+        self.progress.advance(state.job.label, -dropped)
+
+    def copy_body(self, state: DownloadState, piece: Piece, resp: httpx2.Response, *, encoded: bool) -> None:
+        """Write the body at the piece's frontier till it ends or the piece is done: written, hashed, counted, saved."""
+        job, fd, began = state.job, state.fd, time.monotonic()
+        offset = start = piece.start + piece.done  # this stream alone moves its piece's frontier
+
+        def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
+            nonlocal offset
+            self.check_stop(state)
+            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
+            if limit is not None and offset + len(chunk) > limit:
+                if resp.status_code == 200:  # a full body longer than the file we expect
+                    raise size_differs(state, offset + len(chunk))
+                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+            written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+            if written:
+                state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
+            with state.lock:
+                counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                piece.done += counted
+                state.fetched += counted
+                complete = piece.complete
+                if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher: not a switch per chunk
+                    state.lock.notify_all()
+            offset += written
+            self.progress.advance(job.label, counted)
+            if self.limiter is not None:
+                self.limiter.consume(written, self.cancel)
+            if complete and piece.end != piece.asked:  # a steal moved its end in: the rest is another stream's
+                return True
+            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+                state.save()
+            return False
+
+        chunks = body_chunks(resp, encoded=encoded, what=job.label)
+        sock = None if encoded else raw_socket(resp)
+        if sock is None:
+            for chunk in chunks:
+                if take(chunk):
+                    break
+        else:
+            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
+            first = next(chunks, b"")
+            if not take(first):
+                left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
+                for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
+                    if take(data):
+                        break
+        elapsed = time.monotonic() - began
+        if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
+            piece.rate = (offset - start) / elapsed
+
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
-        for attempt in (1, 2) if job.retry_on_mismatch else (2,):
+        if job.retry_on_mismatch:
             try:
                 return self._fetch_once(job)
-            except HashMismatch as exc:
-                self.progress.advance(job.label, -exc.counted)  # those bytes are thrown away: not progress
-                discard_partial(job)
-                if attempt == 2 or not exc.suspect:
-                    raise IntegrityError(
-                        f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
-                        hint="the source changed or is corrupt; the partial file was removed",
-                    ) from None
+            except HashMismatch as exc:  # suspect: the transfer may be to blame
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
-        raise AssertionError("unreachable")
+        return self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))  # the last try
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
         if loaded is None and job.identity.size is None and job.opening is None:
-            job = _probed(self, job)
+            job = self._probed(job)
         try:
             return self._fetch_known(job, loaded)
         finally:
@@ -67,7 +301,7 @@ class Engine(Streamer):
                 job.opening.close()
 
     def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
-        pieces, validator = loaded or (plan_for(self.config, job.identity.size), None)
+        pieces, validator = loaded or (self.config.plan(job.identity.size), None)
         try:
             fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
@@ -82,38 +316,39 @@ class Engine(Streamer):
             self.progress.start(
                 job.label, label=job.label, total=state.size, completed=resumed_from, model=job.model, path=job.path
             )
-            hasher = self._run_until_done(state)
+            self._run_until_done(state)
             if state.size is None:  # unknown size: the stream ended, its length is the size
                 state.pieces[0].end = state.pieces[0].done
                 os.ftruncate(fd, state.pieces[0].done)
-            hasher.catch_up(state.contiguous())
+            state.hasher.catch_up(state.contiguous())
             size = os.fstat(fd).st_size
-            verify(job, size=size, hasher=hasher)
+            state.verify(size)
             os.fdatasync(fd)  # the bytes (and the size that reads them back); the rename is made durable apart
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                os.close(fd)
-                fd = -1
-                discard_partial(job)
+                discard_partial(job)  # the space comes back when ``finally`` closes the file
                 raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except HashMismatch as exc:
-            exc.counted = state.on_disk() - resumed_from
+            self.progress.advance(job.label, resumed_from - state.on_disk())  # thrown away: not progress
+            discard_partial(job)
             spliced = len(state.pieces) > 1 and state.validator is None  # ranges no version tied together
-            exc.suspect = (resumed_from > 0 and not state.restarted) or spliced
+            # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
+            if not job.retry_on_mismatch or not ((resumed_from > 0 and not state.restarted) or spliced):
+                raise IntegrityError(
+                    f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
+                    hint="the source changed or is corrupt; the partial file was removed",
+                ) from None
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):
                 if state.on_disk() > 0:
                     state.save()  # keep what we have for the next run
                 else:
-                    os.close(fd)
-                    fd = -1
                     discard_partial(job)  # nothing worth resuming: leave no debris
             raise
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
             resumed_from = 0
         try:
@@ -124,35 +359,30 @@ class Engine(Streamer):
             ) from exc
         return TransferResult(
             size=size,
-            sha256=hasher.sha256.hexdigest(),
-            git_oid=hasher.sha1.hexdigest() if hasher.sha1 is not None else None,
+            sha256=state.hasher.sha256.hexdigest(),
+            git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
             etag=state.validator,
             resumed_from=resumed_from,
             fetched=size - resumed_from,
         )
 
-    def _run_until_done(self, state: DownloadState) -> Hasher:
+    def _run_until_done(self, state: DownloadState) -> None:
         """Run the streams; start over when ranges are ignored or, once, when the file changed: never two versions."""
         job, fd = state.job, state.fd
         for _ in range(MAX_RESTARTS):
-            hasher = Hasher(fd, state.size, git=job.identity.git_oid is not None)
-            state.hasher = hasher
             try:
-                self._run_streams(state, hasher)
-                return hasher
+                self._run_streams(state)
+                return
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
-                state.changes += 1
-                if state.changes > 1:
-                    raise kept_changing(job, state.changes) from None
+                state.count_change()
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
                 self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
-                size = changed.new_size if changed.new_size is not None else state.size
-                layout = plan_for(self.config, size)
+                layout = self.config.plan(state.size if changed.new_size is None else changed.new_size)
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
@@ -161,29 +391,24 @@ class Engine(Streamer):
             state.save()
         raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
 
-    def _run_streams(self, state: DownloadState, hasher: Hasher) -> None:
-        job, connections = state.job, streams_for(self.config, state.size)
+    def _run_streams(self, state: DownloadState) -> None:
+        job, connections = state.job, self.config.streams(state.size)
         state.multi, state.url = len(state.pieces) > 1, job.url
+        if state.multi and not all(p.complete for p in state.pieces):
+            state.multi = self._aim_ranges(state, connections)
         todo = [p for p in state.pieces if not p.complete]
-        if state.multi and todo:
-            state.multi = _aim_ranges(self, state, connections)
-            todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
-            hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
+            state.hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
             for piece in todo:  # small file: one stream, hashed as it arrives
                 self.run_piece(state, piece)
-            hasher.catch_up(state.contiguous())
             return
 
         def on_failure() -> None:
             state.stop.set()
-            self.close(state.responses)  # only this file's streams: other files go on
+            self.close(state)  # only this file's streams: other files go on
 
         workers = max(1, min(connections, len(todo)))
-        with (
-            keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure),
-            hashing_alongside(hasher, state.lock, state.contiguous, name=f"hash:{job.label}"),
-        ):
+        with keeping(state, checkpoint=self.config.checkpoint_interval, on_failure=on_failure):
             run_pieces(
                 todo,
                 lambda piece: self.run_piece(state, piece),
@@ -193,44 +418,66 @@ class Engine(Streamer):
                 on_failure=on_failure,
                 steal=(lambda: state.steal(workers)) if state.multi else None,
             )
-        if self.cancel.is_set():
-            raise InterruptedByUserError(f"{job.label}: interrupted")
+        self.check_stop(state)  # Ctrl-C: the streams ended early
 
-
-def _probed(engine: Engine, job: TransferJob) -> TransferJob:
-    """A file of unknown size: its first request learns the size and carries the first bytes."""
-    found = engine.config.retry.run(
-        lambda: probe(engine.client, job.url, credentials=job.credentials, what=job.label, carry=True),
-        what=job.label,
-        wait=engine.cancel.wait,
-        on_retry=job.retries.add,
-    )
-    if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
-        if found.opening is not None:
-            found.opening.close()
-        return job
-    identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
-    return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
-
-
-def _aim_ranges(engine: Engine, state: DownloadState, connections: int) -> bool:
-    """Where a split file's ranges go (the probe's final URL, else located) and whether they may run in parallel:
-    not when no validator and no hash could tell ranges of two versions apart."""
-    job, fresh = state.job, state.on_disk() == 0 and not state.restarted
-    if job.located and fresh:
-        state.url = job.located
-        if state.validator is None:
-            state.adopt(job.identity.etag)  # If-Range on every range
-    else:
-        state.url = engine.locate_retrying(state)
-    if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
-        job.retries.warn(
-            f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and no "
-            "sha256 checks it: fetched as one stream, and an interruption starts it over"
+    def _probed(self, job: TransferJob) -> TransferJob:
+        """A file of unknown size: its first request learns the size and carries the first bytes."""
+        found = self.config.retry.run(
+            lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+            what=job.label,
+            wait=self.cancel.wait,
+            on_retry=job.retries.add,
         )
-        with state.lock:
-            state.pieces = [Piece(0, state.size)]
-        return False
-    with state.lock:  # a resume down to a few big pieces still uses every connection
-        spread(state.pieces, connections=connections, least=MIN_PIECE)
-    return True
+        if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
+            return job
+        identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
+        return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
+
+    def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
+        """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""
+        job, fresh = state.job, state.on_disk() == 0 and not state.restarted
+        if job.located and fresh:
+            state.url = job.located
+            if state.validator is None:
+                state.adopt(job.identity.etag)  # If-Range on every range
+        else:
+            state.url = self.locate_retrying(state)
+        if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
+            job.retries.warn(
+                f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and "
+                "no sha256 checks it: fetched as one stream, and an interruption starts it over"
+            )
+            with state.lock:
+                state.pieces = [Piece(0, state.size)]
+            return False
+        with state.lock:  # a resume down to a few big pieces still uses every connection
+            spread(state.pieces, connections=connections, least=MIN_PIECE)
+        return True
+
+
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
+    return view
+
+
+def raw_socket(resp: httpx2.Response) -> WireStream | None:
+    """The connection a plain, big ``206`` (its length the range's: ``check_content_range``) is read from, or None."""
+    if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
+        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    length = parse_decimal(resp.headers.get("Content-Length"))
+    if length is None or length < RAW_LEAST:
+        return None
+    stream = resp.extensions.get("network_stream")
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
+
+
+def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+    while left > 0:
+        with httpx2_errors(request):
+            got = stream.read_into(view[: min(len(view), left)])
+        if got == 0:
+            return
+        left -= got
+        yield view[:got]

@@ -1,6 +1,5 @@
-"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6: ASCII digits, at most 19, where
-``int()`` takes '²' and fails on thousands of digits), and content codings (§8.4): a body coded despite
-``Accept-Encoding: identity`` is decoded as it streams; its lengths count coded bytes, a range of it is no range."""
+"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6: at most 19 ASCII digits; ``int()``
+takes '²'), content codings (§8.4): a coded body is decoded as it streams, its lengths and ranges are not the file's."""
 
 from __future__ import annotations
 

@@ -1,22 +1,24 @@
-"""The one HTTP client (httpx2) and the one redirect follower: per-hop credentials, the token guard, status and
-transport errors in words."""
+"""The one HTTP client (httpx2), the one redirect follower (per-hop credentials, the token guard), status and
+transport errors in words, and the one retry loop (backoff with full jitter, Retry-After honoured, a budget each)."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, TokenLeakError
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError, TokenLeakError
 from mdl.redact import (
     hide_cut_secret,
     is_signed_url,
@@ -26,17 +28,18 @@ from mdl.redact import (
     remember_url_secrets,
     safe_text,
 )
-from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, certificate_problem, drain
+from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain, origin
 from mdl.transfer.headers import parse_decimal
-from mdl.transfer.proxy import Proxy
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
+T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
 UNREACHABLE_RETRIES = 1  # a host that does not answer at all is offline, not flaky: fail within seconds
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
 
 
 def make_client(
@@ -57,13 +60,6 @@ def make_client(
     )
 
 
-def origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
-
-
 def shown_origin(url: str) -> str:
     scheme, host, port = origin(url)
     return f"{scheme}://{host}:{port}"
@@ -81,18 +77,19 @@ class Credentials:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    def from_hub(self, response: httpx2.Response) -> bool:
+        return self.hub_origin is not None and origin(str(response.url)) == self.hub_origin
+
     @property
     def secrets(self) -> tuple[str, ...]:
         return tuple(v for v in (self.token, *self.extra.values()) if v)
 
 
 class TokenGuard:
-    """A request hook on the one client: a protected token in any header to an origin other than the Hub endpoint's
-    is refused before a byte is sent, whatever decided its headers."""
+    """A request hook: a protected token in any header to an origin not the Hub endpoint's is refused before sending."""
 
     def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.origin = origin(endpoint)
+        self.endpoint, self.origin = endpoint, origin(endpoint)
         self._tokens: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
@@ -150,13 +147,11 @@ def server_text(response: httpx2.Response) -> str:
     text = response.headers.get("X-Error-Message", "")
     if not text:
         body = bytearray()
-        try:
+        with suppress(httpx2.HTTPError, httpx2.StreamError):
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
-        except (httpx2.HTTPError, httpx2.StreamError):
-            pass
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
             text = hide_cut_secret(text)
@@ -211,11 +206,9 @@ def body_excerpt(text: str) -> str:
     if not looks_like_html(text):
         return " ".join(text.split())
     page = _PageText()
-    try:
+    with suppress(AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
         page.feed(text[:_SCAN_CHARS])
         page.close()
-    except (AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
-        pass
     return " ".join("".join(page.title).split()) or " ".join("".join(page.text).split())
 
 
@@ -223,9 +216,9 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    seconds = parse_decimal(value)
-    if seconds is not None:
-        return float(seconds)
+    delay = parse_decimal(value)
+    if delay is not None:
+        return float(delay)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -241,10 +234,9 @@ def hub_auth_hint(code: str | None) -> str:
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    status = response.status_code
     text = server_text(response)
     error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
-    error.status, error.server_text = status, text
+    error.status, error.server_text = response.status_code, text
     return error
 
 
@@ -258,16 +250,12 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
             hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
         )
     if status == 403:
-        if not hub and is_signed_url(str(response.url)):  # only its issuer can sign a new one
-            return ExpiredURLError(
-                f"{what}: the link has expired or was revoked; ask for a fresh one (HTTP 403 from {where}){suffix}"
-            )
-        if not hub:
-            return ExpiredURLError(f"{what}: access denied (HTTP 403 from {where}){suffix}")
-        return AuthError(
-            f"{what}: access denied (HTTP 403 from {where}){suffix}",
-            hint=hub_auth_hint(response.headers.get("X-Error-Code")),
-        )
+        signed = not hub and is_signed_url(str(response.url))  # only its issuer can sign a new one
+        denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
+        message = f"{what}: {denied} (HTTP 403 from {where}){suffix}"
+        if hub:
+            return AuthError(message, hint=hub_auth_hint(response.headers.get("X-Error-Code")))
+        return ExpiredURLError(message)
     if status in (404, 410):
         return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
     if status in RETRYABLE_STATUSES:
@@ -279,10 +267,9 @@ def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail
 
 
 def transport_error(
-    exc: httpx2.TransportError, *, what: str, url: str, server: str | None = None, hint: str | None = None
+    exc: Exception, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
-    """A transport failure in one line naming the proxy, the server or its certificate; a refused certificate is
-    final, an unreachable server gets one quick retry, a reset mid-answer is retryable."""
+    """A transport failure in one line naming the proxy, server or certificate (refused: final, else retryable)."""
     parts = urlsplit(url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
@@ -298,27 +285,18 @@ def transport_error(
         )
     through = f" through {proxy.describe()}" if proxy is not None else ""
     if isinstance(exc, httpx2.TimeoutException):
-        limit = _timeout_of(exc)
-        within = f" within {limit}" if limit else ""
+        phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
+        try:
+            limit = (exc.request.extensions.get("timeout") or {}).get(phase)
+        except RuntimeError:  # an exception raised without its request
+            limit = None
+        within = f" within {limit:g} s" if isinstance(limit, int | float) else ""
         verb = "did not accept a connection" if isinstance(exc, httpx2.ConnectTimeout) else "did not answer"
         return UnreachableError(f"{what}: {who} {verb}{within}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
         verb = "cannot reach" if server else "cannot connect to"  # "cannot reach the Hub at …", "… to host:port"
         return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
-
-
-_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
-
-
-def _timeout_of(exc: httpx2.TimeoutException) -> str | None:
-    try:
-        timeouts = exc.request.extensions.get("timeout") or {}
-    except RuntimeError:  # an exception raised without its request
-        return None
-    phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
-    seconds = timeouts.get(phase)
-    return f"{seconds:g} s" if isinstance(seconds, int | float) else None
 
 
 @contextmanager
@@ -339,11 +317,9 @@ def follow(
     remember_url_secrets(url)
     current = url
     for hop in range(MAX_REDIRECTS + 1):
-        request_headers = dict(headers or {})
-        request_headers.update(credentials.headers_for(current, first_hop=hop == 0))
+        request_headers = {**(headers or {}), **credentials.headers_for(current, first_hop=hop == 0)}
         try:
-            request = client.build_request(method, current, headers=request_headers)
-            response = client.send(request, stream=True)
+            response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:
@@ -377,3 +353,73 @@ def follow(
             response.close()
         return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, *, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return float(self.rng() * min(self.cap, self.base * (2.0 ** (attempt - 1))))
+
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+    ) -> T:
+        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
+        tries = Tries(self, what, wait=wait, on_retry=on_retry, announce=announce)
+        while True:
+            try:
+                return call()
+            except RetryableError as exc:
+                tries.failed(exc)
+
+
+@dataclass
+class Tries:
+    """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent host, one retry)."""
+
+    policy: RetryPolicy
+    what: str
+    wait: Callable[[float], bool] | None = None
+    on_retry: Callable[[str], None] | None = None
+    announce: Callable[[int, str], None] | None = None
+    quick_unreachable: bool = True
+    failures: int = 0
+
+    def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
+        """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as a lost connection."""
+        self.failures += 1
+        limit = self.policy.retries
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            limit = min(limit, UNREACHABLE_RETRIES)
+        if self.failures > limit:
+            raise NetworkError(f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint) from exc
+        delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
+        said = exc.message.removeprefix(f"{self.what}: ")
+        log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
+        if self.on_retry is not None:
+            self.on_retry(said)
+        if self.announce is not None:
+            told = f"connection lost ({said})" if lost and not isinstance(exc, UnreachableError) else said
+            self.announce(self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+        if self.wait is None:
+            self.policy.sleep(delay)
+        elif self.wait(delay):
+            raise InterruptedByUserError(f"{self.what}: interrupted") from exc

@@ -12,11 +12,13 @@ from pathlib import Path
 import httpx2
 
 from mdl.report import warning_cause
-from mdl.transfer.http import Credentials
-from mdl.transfer.retry import RetryPolicy
-from mdl.transfer.scheduling import SPLIT_THRESHOLD
+from mdl.transfer.http import Credentials, RetryPolicy
+from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
 log = logging.getLogger("mdl.transfer")
+
+BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
+MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,9 @@ class Identity:
     def matches(self, other: Identity) -> bool:
         if self.size is not None and other.size is not None and self.size != other.size:
             return False
-        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid)):
-            if mine and theirs:
+        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid), (self.etag, other.etag)):
+            if mine and theirs:  # the first name both sides know decides
                 return mine == theirs
-        if self.etag and other.etag:
-            return self.etag == other.etag
         return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
 
     @property
@@ -44,15 +44,11 @@ class Identity:
 
 
 class RetryLog:
-    """Why a transfer had to try again, one cause per retry, in order; thread-safe."""
+    """Why a transfer had to try again, one cause per retry, in order; streams add theirs from their own threads."""
 
     def __init__(self) -> None:
         self._causes: list[str] = []
-        self._lock = threading.Lock()
-
-    def add(self, cause: str) -> None:
-        with self._lock:
-            self._causes.append(cause)
+        self.add = self._causes.append  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations)
 
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""
@@ -61,26 +57,27 @@ class RetryLog:
 
     @property
     def causes(self) -> tuple[str, ...]:
-        with self._lock:
-            return tuple(self._causes)
+        return tuple(self._causes)
 
 
 class Opening:
-    """A probe's unread answer, the file's bytes ``[0, end)``: taken at most once, closed by its last holder."""
+    """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by the last holder."""
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
-        self.response = response
-        self.end = end
-        self._close = close
+        self.response, self.end, self._close = response, end, close
         self._lock = threading.Lock()
         self._taken = False
 
-    def take(self) -> httpx2.Response | None:
+    def take(self) -> Opening | None:
         with self._lock:
-            if self._taken:
-                return None
-            self._taken = True
-            return self.response
+            taken, self._taken = self._taken, True
+        return None if taken else self
+
+    def __enter__(self) -> httpx2.Response:
+        return self.response
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -133,6 +130,15 @@ class EngineConfig:
     max_stalls: int = 20  # stalls resumed per piece before giving up (they spend no retry)
     stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)
 
+    def streams(self, size: int | None) -> int:
+        """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
+        if not self.scale_connections or size is None:
+            return self.connections
+        return max(self.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
+
+    def plan(self, size: int | None) -> list[Piece]:
+        return plan_pieces(size, connections=self.streams(size), split_threshold=self.split_threshold)
+
 
 class RangesIgnoredError(Exception):
     """The server answered a range with the whole file (or a coded body): restart as one stream."""
@@ -152,6 +158,3 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
-        self.counted = 0  # bytes this attempt reported as progress
-        # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
-        self.suspect = False

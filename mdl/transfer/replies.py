@@ -12,13 +12,9 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.transfer.connection import drain
 from mdl.transfer.headers import ContentRangeError, content_range_total, is_encoded, parse_content_range, parse_decimal
-from mdl.transfer.http import Credentials, error_for_status, follow, origin
-from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, TransferJob
+from mdl.transfer.http import Credentials, error_for_status, follow
+from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.resume import DownloadState
-
-
-def from_hub(credentials: Credentials, response: httpx2.Response) -> bool:
-    return credentials.hub_origin is not None and origin(str(response.url)) == credentials.hub_origin
 
 
 def locate(client: httpx2.Client, state: DownloadState) -> str:
@@ -27,19 +23,17 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
     if state.validator:
         headers["If-Range"] = state.validator
     with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
-        if response.status_code in (200, 206) and is_encoded(response, what=job.label):
-            with state.lock:  # ranges of a content-coded body cannot be spliced: one decoded stream instead
-                state.whole_only = True
-            raise RangesIgnoredError
         if response.status_code not in (200, 206):
-            raise error_for_status(response, what=job.label, hub=from_hub(job.credentials, response))
+            raise error_for_status(response, what=job.label, hub=job.credentials.from_hub(response))
+        if is_encoded(response, what=job.label):
+            state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
+            raise RangesIgnoredError
         check_version(state, response)
         if response.status_code == 200:
             raise RangesIgnoredError
-        check_size(state, content_range_total(response.headers.get("Content-Range")))
-        located = str(response.url)
+        check_size(state, response)
         drain(response)  # its one byte read, the connection serves one of the ranges next
-        return located
+        return str(response.url)
 
 
 CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole, a big one's first window
@@ -56,15 +50,13 @@ class Probed:
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
     """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
-    asked = CARRIED if carry else 1
     stack = contextlib.ExitStack()
-    response = stack.enter_context(
-        follow(client, url, credentials=credentials, headers={"Range": f"bytes=0-{asked - 1}"}, what=what)
-    )
+    asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
+    response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
+    opening = None
     try:
         if response.status_code in (200, 206) and is_encoded(response, what=what):
             # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
-            stack.close()
             return Probed(str(response.url), None, None, ranged=False)
         end = None
         if response.status_code == 206:
@@ -78,21 +70,18 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
         elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
             total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
         else:
-            raise error_for_status(response, what=what, hub=from_hub(credentials, response))
+            raise error_for_status(response, what=what, hub=credentials.from_hub(response))
         etag, modified = validators(response)
         ranged = response.status_code == 206
-        opening = None
         if ranged and carry and end is not None and total is not None:
             opening = Opening(response, stack.close, end=end)  # the download reads on from here
-        else:
-            if ranged:
-                drain(response)  # one byte: read it, and the connection carries the download next
-            stack.close()
+        elif ranged:
+            drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
         return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
-    except BaseException:
-        stack.close()
-        raise
+    finally:
+        if opening is None:  # else the download closes it
+            stack.close()
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
@@ -131,25 +120,14 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
         if changed:
-            state.changes += 1
-            if state.changes > 1:
-                raise kept_changing(state.job, state.changes)
+            state.count_change()
             state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
-            state.etag, state.last_modified = etag, modified
-            state.modified_seen = sent
+            state.etag, state.last_modified, state.modified_seen = etag, modified, sent
             state.validator = etag or modified
         else:
             state.etag, state.last_modified = known_etag or etag, known_modified or modified
             state.modified_seen = state.modified_seen or sent
-
-
-def kept_changing(job: TransferJob, versions: int) -> NetworkError:
-    return NetworkError(
-        f"{job.label}: the file kept changing upstream while it was downloaded ({versions + 1} versions seen); "
-        "nothing was kept",
-        hint="try again once the source has stopped changing",
-    )
 
 
 def _total(response: httpx2.Response) -> int | None:
@@ -162,7 +140,7 @@ def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int
     """A 206 must start at ``offset``, end before ``asked_end`` and be of the expected size; returns where it ends."""
     job = state.job
     try:
-        start, end, total = parse_content_range(resp.headers.get("Content-Range", ""))
+        start, end, _ = parse_content_range(resp.headers.get("Content-Range", ""))
     except ContentRangeError as exc:
         raise NetworkError(f"{job.label}: bad Content-Range from server: {exc}") from exc
     if start != offset:
@@ -172,13 +150,15 @@ def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int
         raise NetworkError(
             f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
         )
-    check_size(state, total)
+    check_size(state, resp)
     if asked_end is not None and end >= asked_end:
         raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
     return end + 1
 
 
-def check_size(state: DownloadState, total: int | None) -> None:
+def check_size(state: DownloadState, response: httpx2.Response) -> None:
+    """The file's size an answer states (a 200's Content-Length, else the Content-Range total) is the known one."""
+    total = _total(response)
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(state, total)
 

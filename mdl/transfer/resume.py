@@ -1,9 +1,11 @@
-"""The partial file on disk: one download's shared progress, its resume record, writeback, the atomic finish."""
+"""The partial file on disk: one download's shared progress, its hashes as it fills (from memory at the frontier, else
+read back), its resume record, writeback, the atomic finish."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -12,31 +14,74 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
-from mdl.errors import LocalFSError, MdlError
+from mdl.errors import LocalFSError, MdlError, NetworkError
 from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
-from mdl.transfer.hashing import Hasher, alongside
-from mdl.transfer.job import Identity, TransferJob
-from mdl.transfer.scheduling import MIN_STEAL, Piece, split_largest
+from mdl.transfer.job import HashMismatch, Identity, TransferJob
+from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
 log = logging.getLogger("mdl.transfer")
 
 STATE_VERSION = 1
 STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
-SAVE_BYTES = 32 * 1024 * 1024  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
+SAVE_BYTES = 32 * MiB  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
+HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
+READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
+
+
+class Hasher:
+    """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
+
+    def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
+        self.fd, self.size, self.git = fd, size, git
+        self.lock = threading.Lock()
+        self._buffer: bytearray | None = None
+        self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            self.sha256 = hashlib.sha256()
+            self.sha1 = hashlib.sha1(b"blob %d\0" % self.size) if self.git and self.size is not None else None
+            self.position = 0
+
+    def _update(self, data: memoryview) -> None:
+        self.sha256.update(data)
+        if self.sha1 is not None:
+            self.sha1.update(data)
+        self.position += len(data)
+
+    def offer(self, offset: int, data: bytes | memoryview) -> None:
+        with self.lock:
+            if offset <= self.position < offset + len(data):
+                self._update(memoryview(data)[self.position - offset :])
+
+    def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
+        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit`` may be stale)."""
+        epoch = self.epoch if epoch is None else epoch
+        while True:
+            with self.lock:
+                if self.position >= limit or self.epoch != epoch:
+                    return
+                if self._buffer is None:
+                    self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
+                view = memoryview(self._buffer)[: limit - self.position]
+                got = os.preadv(self.fd, [view], self.position)
+                if got <= 0:
+                    raise LocalFSError(f"could not read back {self.position} bytes while hashing")
+                self._update(view[:got])
 
 
 class DownloadState:
     def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
-        self.job, self.fd = job, fd  # the .part, open for the download
-        self.pieces = pieces
+        self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
         self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
         self.etag: str | None = None  # what the first answer said (replies.check_version)
         self.last_modified: str | None = None
@@ -51,20 +96,18 @@ class DownloadState:
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
         self.relocated_probe = False  # the probe's final URL (job.located) expired once and was located afresh
-        self.responses: set[httpx2.Response] = set()  # this file's open responses (closed if it fails)
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
         self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
         self.began = time.monotonic()
         self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
-        self.hasher: Hasher | None = None  # this attempt's hasher, fed from memory by the stream at the frontier
+        self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """Take a validator fixed earlier (a resume record, a probe): an ETag is quoted, a date not; a weak ETag cannot
-        guard a range (RFC 9110 §13.1.5)."""
+        """A validator fixed earlier (record, probe): an ETag is quoted, a date not; a weak ETag guards no range."""
         if not validator or validator.startswith("W/"):
             return
         self.validator = validator
@@ -102,13 +145,12 @@ class DownloadState:
 
     def save(self) -> None:
         """Persist the record after the bytes it claims are flushed."""
-        ident = self.job.identity
         with self.save_lock:
             with self.lock:
                 snapshot: dict[str, Any] = {
                     "version": STATE_VERSION,
                     "source": self.job.source,
-                    "identity": dataclasses.asdict(ident),
+                    "identity": dataclasses.asdict(self.job.identity),
                     "validator": self.validator,
                     "pieces": [[p.start, p.end, p.done] for p in self.pieces],
                 }
@@ -117,12 +159,35 @@ class DownloadState:
             os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
+    def count_change(self) -> None:
+        """One more version of the file seen upstream during the download: the second change gives up."""
+        self.changes += 1
+        if self.changes > 1:
+            raise NetworkError(
+                f"{self.job.label}: the file kept changing upstream while it was downloaded ({self.changes + 1} "
+                "versions seen); nothing was kept",
+                hint="try again once the source has stopped changing",
+            ) from None
+
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
             self.pieces = pieces
             self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
             self.restarted = True
+            self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
+
+    def verify(self, size: int) -> None:
+        """The bytes on disk are the expected file (size, sha256, git blob id), or ``HashMismatch``."""
+        ident, hasher = self.job.identity, self.hasher
+        if ident.size is not None and self.job.size_pinned and size != ident.size:
+            raise HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
+        if not self.job.verify:
+            return
+        if ident.sha256 and hasher.sha256.hexdigest() != ident.sha256:
+            raise HashMismatch("sha256", ident.sha256, hasher.sha256.hexdigest())
+        if ident.git_oid and hasher.sha1 is not None and hasher.sha1.hexdigest() != ident.git_oid:
+            raise HashMismatch("git blob id", ident.git_oid, hasher.sha1.hexdigest())
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
@@ -141,7 +206,7 @@ def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
     validator = raw.get("validator")
     if not all(value is None or isinstance(value, str) for value in (*texts, validator)):
         raise ValueError("identity or validator is not text")
-    saved = Identity(size, texts[0], texts[1], texts[2])
+    saved = Identity(size, *texts)
     entries = raw.get("pieces")
     if not isinstance(entries, list) or not entries:
         raise ValueError("pieces")
@@ -183,16 +248,13 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
         saved, pieces, validator = _read_state(job.state_path, job_root(job))
-    except FileNotFoundError:
-        discard_partial(job)
-        return None
     except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
+        if not isinstance(exc, FileNotFoundError):  # no record: nothing to say
+            log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
     known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))
-    blind = not any(known)
-    if blind:  # nothing tells two versions of this size apart, and no If-Range protects the resume
+    if not any(known):  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
         discard_partial(job)
         return None
@@ -201,21 +263,18 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
         log.info("%s: partial download is of another version, starting over", job.label)
         discard_partial(job)
         return None
-    part_size = found.st_size
     for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
-        piece.done = max(0, min(piece.done, part_size - piece.start))
+        piece.done = max(0, min(piece.done, found.st_size - piece.start))
     return pieces, validator
 
 
-def saved_progress(state_path: Path, identity: Identity, *, root: Path | None = None) -> int:
+def saved_progress(state_path: Path, identity: Identity) -> int:
     """Bytes a resume record of this identity says are on disk, for planning (the preallocated ``.part`` cannot)."""
     try:
-        saved, pieces, _ = _read_state(state_path, root or state_path.parent)
+        saved, pieces, _ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
         return 0
-    if not saved.matches(identity):
-        return 0
-    return sum(piece.done for piece in pieces)
+    return sum(piece.done for piece in pieces) if saved.matches(identity) else 0
 
 
 def discard_partial(job: TransferJob) -> None:
@@ -241,15 +300,12 @@ def _sync_file_range() -> Callable[..., Any] | None:
     if not sys.platform.startswith("linux"):
         return None
     import ctypes  # only big downloads get here: kept off start-up
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        call = libc.sync_file_range
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range  # the process's own libc; it returns an int
     except (OSError, AttributeError):
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
     return call
 
 
@@ -262,10 +318,11 @@ def start_writeback(fd: int) -> None:
 
 @contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (a save's fdatasync would stall one): writeback every tenth of a second, a save every
+    """Off the streams (a save's fdatasync would stall one): the hash read back, writeback every 0.1 s, a save every
     ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
+    hasher, lock, done = state.hasher, state.lock, threading.Event()
 
-    def keep(done: threading.Event) -> None:
+    def keep() -> None:
         try:
             while not done.wait(WRITEBACK_EVERY):
                 start_writeback(state.fd)
@@ -278,9 +335,27 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 on_failure()
             raise
 
+    def hash_loop() -> None:  # writers notify ``lock`` when the prefix may have grown
+        while True:
+            with lock:
+                while state.contiguous() <= hasher.position and not done.is_set():
+                    lock.wait(0.5)
+                target = state.contiguous()
+                epoch = hasher.epoch  # read with the frontier: a reset is made under the same lock
+            if target > hasher.position:
+                hasher.catch_up(target, epoch=epoch)
+            elif done.is_set():
+                return
+
     state.background = True
-    try:
-        with alongside(keep, name="keep", wake=lambda: None):
+    with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:
+        running = [pool.submit(keep), pool.submit(hash_loop)]
+        try:
             yield
-    finally:
-        state.background = False
+        finally:
+            done.set()
+            state.background = False  # the streams have ended
+            with lock:
+                lock.notify_all()  # the hashing thread may be waiting for more
+        for future in running:
+            future.result()

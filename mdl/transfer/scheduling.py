@@ -42,9 +42,7 @@ class Piece:
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
     """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals a tail)."""
-    if size is None:
-        return [Piece(0, None)]
-    if connections <= 1 or size < split_threshold:
+    if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
     count = max(1, min(connections, size // MIN_PIECE))
     piece = -(-size // count)
@@ -53,8 +51,7 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 
 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
-    """Where the next request should end: bounded, so a steal never cuts one short, yet long enough to dwarf its
-    round trip."""
+    """Where the next request ends: short enough that no steal cuts one short, long enough to dwarf its round trip."""
     assert piece.end is not None
     rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
     span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
@@ -65,9 +62,7 @@ def window(piece: Piece, offset: int, ttfb: float) -> int:
 
 
 def stealable(piece: Piece) -> int:
-    if piece.end is None or piece.complete:
-        return 0
-    return max(0, piece.end - max(piece.asked, piece.start + piece.done))
+    return 0 if piece.end is None else max(0, piece.end - max(piece.asked, piece.start + piece.done))
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
@@ -127,13 +122,10 @@ def run_pieces(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         futures = [pool.submit(worker) for _ in range(workers)]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in finished if f.exception() is not None]
-        if failed:
+        failure = next((f.exception() for f in finished if f.exception() is not None), None)
+        if failure is not None:
             on_failure()
-            wait(futures)
-            exc = failed[0].exception()
-            assert exc is not None
-            raise exc
+            raise failure  # once the others have ended: leaving the pool waits for them
 
 
 class RateLimiter:

@@ -16,11 +16,10 @@ from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.hashing import Hasher
-from mdl.transfer.http import Credentials, follow, make_client
-from mdl.transfer.retry import RetryPolicy
-from mdl.transfer.stream import RAW_LEAST, _buffer, _received, raw_socket
-from mdl.transfer.wire import WireStream
+from mdl.transfer.connection import WireStream
+from mdl.transfer.engine import RAW_LEAST, _buffer, _received, raw_socket
+from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
+from mdl.transfer.resume import Hasher
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def client() -> Iterator[httpx2.Client]:
 @pytest.fixture
 def raw_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read even small test bodies raw (the real threshold keeps small answers on keep-alive connections)."""
-    monkeypatch.setattr("mdl.transfer.stream.RAW_LEAST", 0)
+    monkeypatch.setattr("mdl.transfer.engine.RAW_LEAST", 0)
 
 
 def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, client: httpx2.Client) -> None:

@@ -26,8 +26,7 @@ from mdl.errors import (
     NotFoundError,
 )
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob
-from mdl.transfer.http import Credentials, ExpiredURLError, make_client, origin
-from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
 from mdl.transfer.scheduling import MiB, plan_pieces
 
 SMALL = 64 * 1024

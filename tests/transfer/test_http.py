@@ -20,6 +20,7 @@ from mdl.transfer.http import (
     Credentials,
     ExpiredURLError,
     RetryableError,
+    RetryPolicy,
     UnreachableError,
     error_for_status,
     follow,
@@ -27,7 +28,6 @@ from mdl.transfer.http import (
     origin,
     retry_after_seconds,
 )
-from mdl.transfer.retry import RetryPolicy
 
 DATA = make_data(5000, seed=3)
 

@@ -17,7 +17,7 @@ from servers import CdnServer, HubServer, make_data
 
 from mdl.errors import NetworkError
 from mdl.transfer import Credentials, RetryPolicy, follow, make_client
-from mdl.transfer.proxy import Proxy, bypasses, proxy_for
+from mdl.transfer.connection import Proxy, bypasses, proxy_for
 
 DATA = make_data(100_000, seed=21)
 

@@ -34,8 +34,7 @@ from mdl.api import get
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, make_client
-from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
 
 KiB = 1 << 10
 MiB = 1 << 20

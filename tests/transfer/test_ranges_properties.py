@@ -9,6 +9,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdl.transfer.connection import bypasses
 from mdl.transfer.headers import (
     MAX_DIGITS,
     ContentRangeError,
@@ -17,7 +18,6 @@ from mdl.transfer.headers import (
     parse_decimal,
 )
 from mdl.transfer.http import retry_after_seconds
-from mdl.transfer.proxy import bypasses
 
 # Header values are Latin-1 text; add the digits Python's int() would take ('²' is Latin-1, so on the wire).
 ODD_DIGITS = ["²", "³", "¹", "٣", "０", "𝟗", "\u0e53", "1_0", "+1", "-0", " 1", "1\n", "\t7\t", "9" * 5000]

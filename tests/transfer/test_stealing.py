@@ -16,8 +16,7 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, make_client
-from mdl.transfer.retry import RetryPolicy
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
 from mdl.transfer.scheduling import FIRST_WINDOW, MiB, plan_pieces
 
 SMALL = 64 * 1024

@@ -17,9 +17,8 @@ from servers import CdnServer, make_data
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, make_client
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
 from mdl.transfer.resume import start_writeback
-from mdl.transfer.retry import RetryPolicy
 
 
 @pytest.fixture
