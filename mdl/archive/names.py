@@ -13,8 +13,7 @@ MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None; each component must
-    also pass :func:`mdl.paths.safe_file_name`, the rule ``get`` applies to file names."""
+    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
     if not name:
         return "empty name"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
@@ -32,14 +31,10 @@ def name_problem(name: str) -> str | None:
         # A colon is a drive or an NTFS alternate data stream on Windows.
         return "colon in name"
     for part in name.split("/"):
-        if part in ("", ".", ".."):
-            return f"path component {part!r}" if part else "empty path component"
         if part[-1] in ". ":
             return "component ending in a dot or space"
         if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
             return "reserved device name"
-        if any(unicodedata.category(c) == "Cs" for c in part):
-            return "not valid Unicode (a lone surrogate)"
         try:
             safe_file_name(part, where="path component")
         except UnsafePathError as exc:
@@ -55,8 +50,7 @@ def collision_key(name: str) -> str:
 
 
 def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
-    """The first two paths that differ but name the same file or folder (any component, at any depth: ``top/Dir/a``
-    and ``top/dir/b``, NFC and NFD spellings) on a case-insensitive, normalising filesystem; None when all differ."""
+    """The first two spellings (``top/Dir/a``, ``top/dir/b``) that a case-folding, normalising filesystem merges."""
     spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
     for name in names:
         parts = name.strip("/").split("/")
