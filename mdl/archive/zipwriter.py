@@ -37,7 +37,6 @@ from mdl.store import not_a_file, not_a_file_error
 CHUNK_SIZE = 1 << 20
 ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
-_LOCAL_HEADER = struct.Struct("<4s22sHH")  # signature, fixed fields, name length, extra length
 Stamp = tuple[int, int, int, int, int, int]
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
 ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
@@ -194,20 +193,6 @@ class _CrcSink:
         return len(data)
 
 
-def hash_sources(
-    sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress
-) -> dict[str, tuple[str, int]]:
-    """(sha256, CRC-32) of each source, read once, without writing anything (for output that cannot be rewound)."""
-    sums: dict[str, tuple[str, int]] = {}
-    for src in sources:
-        key = "hash:" + src.arcname
-        progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
-        sink = _CrcSink()
-        sums[src.arcname] = (copier.copy(src, sink, progress, key), sink.crc)
-        progress.finish(key, ok=True)
-    return sums
-
-
 def write_entries(
     archive: zipfile.ZipFile,
     *,
@@ -237,45 +222,44 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     return LocalFSError(f"cannot write {what}: {exc.strerror}")
 
 
-def _write_seekable(fh: IO[bytes], contents: Contents, progress: Progress) -> dict[str, str]:
-    """The whole archive at ``fh``'s position, one read of each source, then the empty folders; sha256 per file."""
-    placeholder, stem, stamp = contents.manifest({}), contents.stem, zip_date_time(contents.epoch)
-    with HashingCopier() as copier, zipfile.ZipFile(fh, "w") as archive:
-        manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
-        archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
-        hashes = write_entries(
-            archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
-        )
-        for name in contents.folders:
-            archive.mkdir(entry_info(f"{stem}/{name}", stamp))
-        # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in place.
-        data, end = contents.manifest(hashes), fh.tell()
-        if len(data) != manifest.file_size:
-            raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
-        fh.seek(manifest.header_offset)
-        signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
-        if signature != b"PK\x03\x04":
-            raise MdlError(f"internal: no local header for '{manifest.filename}'")
-        manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
-        fh.seek(manifest.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
-        fh.write(struct.pack("<L", manifest.CRC))
-        fh.seek(manifest.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-        fh.write(data)
-        fh.seek(end)
-    return hashes
-
-
-def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[str, int]:
-    """The archive's own sha256, read back once it is written: a batch of its own (gigabytes take a while)."""
-    end = os.lseek(fd, 0, os.SEEK_END)
-    os.lseek(fd, start, os.SEEK_SET)
-    key = f"sha256:{name}"
-    progress.begin(total_bytes=end - start, files=1)
-    progress.start(key, label=f"checksumming {name}", total=end - start)
+def _write_seekable(
+    fh: IO[bytes], contents: Contents, progress: Progress, name: str
+) -> tuple[int, str, dict[str, str]]:
+    """The whole archive from ``fh``'s position (one read of each source), then read back for its own sha256, a batch
+    of its own (gigabytes take a while); its size and sha256, the files' sha256, and ``fh`` at its end."""
+    placeholder, stem, stamp, start = contents.manifest({}), contents.stem, zip_date_time(contents.epoch), fh.tell()
     with HashingCopier() as copier:
-        found = copier.digest_fd(fd, partial(progress.advance, key))
-    progress.finish(key, ok=True)
-    return found
+        with zipfile.ZipFile(fh, "w") as archive:
+            manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
+            archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
+            hashes = write_entries(
+                archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
+            )
+            for folder in contents.folders:
+                archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
+            # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in
+            # place, at the offsets of APPNOTE 4.3.7.
+            data, written = contents.manifest(hashes), fh.tell()
+            if len(data) != manifest.file_size:
+                raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
+            manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
+            fh.seek(manifest.header_offset + 14)
+            fh.write(struct.pack("<L", manifest.CRC))
+            fh.seek(manifest.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", fh.read(4))
+            fh.seek(manifest.header_offset + 30 + name_len + extra_len)
+            fh.write(data)
+            fh.seek(written)
+        fh.flush()
+        end, fd, key = fh.tell(), fh.fileno(), f"sha256:{name}"
+        length = os.lseek(fd, 0, os.SEEK_END) - start
+        os.lseek(fd, start, os.SEEK_SET)
+        progress.begin(total_bytes=length, files=1)
+        progress.start(key, label=f"checksumming {name}", total=length)
+        digest, size = copier.digest_fd(fd, partial(progress.advance, key))
+        progress.finish(key, ok=True)
+    fh.seek(end)
+    return size, digest, hashes
 
 
 def write_file_archive(target: Path, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
@@ -301,10 +285,8 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
         raise local_fs_error(exc, str(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
-            hashes = _write_seekable(fh, contents, progress)
-            fh.flush()
+            size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
-            digest, size = _digest_from(fh.fileno(), 0, progress, target.name)
         partial_path.replace(target)
     except OSError as exc:
         partial_path.unlink(missing_ok=True)
@@ -345,14 +327,10 @@ def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) 
     if found is None or fd is None:
         return _write_pipe(out, contents, progress)
     progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
-    start = os.lseek(found[0], 0, os.SEEK_CUR)
     with os.fdopen(fd, "w+b") as fh:
-        fh.seek(start)
-        hashes = _write_seekable(fh, contents, progress)
-        fh.flush()
-        end = fh.tell()
-        digest, size = _digest_from(fh.fileno(), start, progress, Path(found[1]).name if found[1] else "stdout")
-    os.lseek(found[0], end, os.SEEK_SET)  # what the caller writes next goes after the archive
+        fh.seek(os.lseek(found[0], 0, os.SEEK_CUR))
+        size, digest, hashes = _write_seekable(fh, contents, progress, Path(found[1]).name if found[1] else "stdout")
+        os.lseek(found[0], fh.tell(), os.SEEK_SET)  # what the caller writes next goes after the archive
     return size, digest, hashes
 
 
@@ -360,10 +338,16 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
     writer, stem, files = StreamZipWriter(out, zip_date_time(contents.epoch)), contents.stem, contents.files
     total = sum(f.size for f in files)
+    hashes: dict[str, str] = {}
+    crcs: dict[str, int] = {}
     with HashingCopier() as copier:
         progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
-        sums = hash_sources(files, copier, progress)
-        hashes = {name: sha for name, (sha, _) in sums.items()}
+        for src in files:
+            key, sink = "hash:" + src.arcname, _CrcSink()
+            progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
+            hashes[src.arcname] = copier.copy(src, sink, progress, key)
+            crcs[src.arcname] = sink.crc
+            progress.finish(key, ok=True)
         manifest = contents.manifest(hashes)
         writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
         writer.write(manifest)
@@ -371,8 +355,7 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-            crc = None if src.deflate else sums[src.arcname][1]
-            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crc, deflate=src.deflate)
+            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crcs[src.arcname], deflate=src.deflate)
             copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
             writer.end()
             progress.finish(src.arcname, ok=True)
@@ -414,48 +397,42 @@ class StreamZipWriter:
         )
         return prefix + common + tail + self._name + extra
 
-    def start(self, name: str, *, size: int, crc: int | None, deflate: bool, attr: int = _FILE_ATTR) -> None:
-        """Begin an entry of ``size`` bytes; a stored one needs its ``crc`` now, for its local header."""
+    def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
+        """Begin an entry of ``size`` bytes and CRC-32 ``crc`` (a stored entry's local header carries both)."""
         self._shown, self._name, self._size, self._expected = name, name.encode("utf-8"), size, crc
         self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
-        self._crc = self._count = self._compressed = 0
+        self._crc = self._count = 0
         self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
-        if deflate:
-            # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java
-            # reads an 8-byte descriptor only when the real sizes need it, whatever the local header says.
-            self._zip64 = size + (size >> 12) + (size >> 14) + (size >> 25) + 13 >= ZIP64_FROM
-        elif crc is None:
-            raise MdlError(f"internal: stored entry '{name}' needs its CRC-32 before it is written")
-        else:
-            self._zip64 = size >= ZIP64_FROM
-        known = (0, 0) if deflate else (size, size)
+        # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
+        # 8-byte descriptor only when the real sizes need it, whatever the local header says.
+        bound = size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size
+        self._zip64 = bound >= ZIP64_FROM
+        known = (0, 0) if deflate else (size, size)  # a deflated entry's sizes and CRC-32 follow it, in its descriptor
         extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
         self._version = 45 if self._zip64 else 20
         sizes = (_MARK, _MARK) if self._zip64 else known
-        self._raw(self._record(b"PK\x03\x04", self._version, crc or 0, sizes, extra, b""))
+        self._raw(self._record(b"PK\x03\x04", self._version, 0 if deflate else crc, sizes, extra, b""))
+        self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
         self._crc = zlib.crc32(data, self._crc)
         self._count += len(data)
-        self._emit(self._squeezer.compress(data) if self._squeezer is not None else data)
+        self._raw(self._squeezer.compress(data) if self._squeezer is not None else data)
         return len(data)
-
-    def _emit(self, data: bytes | memoryview) -> None:
-        self._compressed += len(data)
-        self._raw(data)
 
     def end(self) -> None:
         """Finish the current entry: check it against what was announced, write its descriptor if deflated."""
-        if self._count != self._size or self._expected not in (None, self._crc):
+        if self._count != self._size or self._expected != self._crc:
             raise IntegrityError(f"'{self._shown}' changed between hashing and packing; is the run still writing?")
+        self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
+        compressed = self.size - self._data_start
         if self._squeezer is not None:
-            self._emit(self._squeezer.flush())
-            if not self._zip64 and self._compressed >= _MARK:
+            if not self._zip64 and compressed >= _MARK:
                 raise MdlError(f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64")
             layout = "<4sLQQ" if self._zip64 else "<4sLLL"
-            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, self._compressed, self._count))
-        values = (self._count, self._compressed, self._offset)
+            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._count))
+        values = (self._count, compressed, self._offset)
         extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
         version = self._version
         if extra:
