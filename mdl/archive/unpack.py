@@ -10,9 +10,7 @@ import os
 import re
 import resource
 import stat
-import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -63,22 +61,6 @@ class UnpackResult:
         return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
 
 
-def _verified(fh: BinaryIO, entry: Entry) -> Iterator[bytes]:
-    """An entry's bytes, stopping before one more than it declares; its size and CRC-32 checked at the end."""
-    size = entry.zip.file_size
-    crc = written = 0
-    for chunk in zipread.iter_data(fh, entry.zip, entry.start, CHUNK_SIZE):
-        if written + len(chunk) > size:
-            raise ArchiveError(f"entry {shown(entry.name)} is larger than its declared {size} bytes")
-        written += len(chunk)
-        crc = zlib.crc32(chunk, crc)
-        yield chunk
-    if written != size:
-        raise ArchiveError(f"entry {shown(entry.name)} holds {written} bytes but declares {size}")
-    if crc != entry.zip.crc:
-        raise IntegrityError(f"entry {shown(entry.name)} is corrupt: its CRC-32 does not match")
-
-
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
     """The mdl manifest of a single-folder archive, checked against the entries, or None when absent."""
     tops = {e.name.split("/", 1)[0] for e in entries}
@@ -88,10 +70,10 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     entry = next((e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None)
     if entry is None:
         return None
-    if entry.zip.file_size > MAX_MANIFEST_BYTES:
+    if entry.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
     try:
-        doc = json.loads(b"".join(_verified(fh, entry)))
+        doc = json.loads(b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArchiveError(f"{shown(entry.name)} is not valid JSON: {str(exc)[:200]}") from None
     listed: dict[str, tuple[int, str]] = {}
@@ -110,9 +92,9 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     for name, (size, _) in listed.items():
         if name not in present:
             raise IntegrityError(f"the manifest lists {shown(name)} but the archive has no such entry")
-        if present[name].zip.file_size != size:
+        if present[name].file_size != size:
             raise IntegrityError(
-                f"entry {shown(name)} declares {present[name].zip.file_size} bytes, the manifest says {size}"
+                f"entry {shown(name)} declares {present[name].file_size} bytes, the manifest says {size}"
             )
     checkpoint = doc.get("checkpoint")
     return {name: sha for name, (_, sha) in listed.items()}, checkpoint if isinstance(checkpoint, str) else None
@@ -163,11 +145,11 @@ def _extract(
         if entry.is_dir:
             tree.folder(entry.name)
             continue
-        progress.start(entry.name, label=entry.name, total=entry.zip.file_size, path=entry.name)
+        progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
         digest = hashlib.sha256()
         parent, _, base = entry.name.rpartition("/")
         with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=tree.folder(parent)), "wb") as dst:
-            for chunk in _verified(fh, entry):
+            for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
                 digest.update(chunk)
                 dst.write(chunk)
                 progress.advance(entry.name, len(chunk))
@@ -176,7 +158,7 @@ def _extract(
         progress.finish(entry.name, ok=True)
         if hashes is not None and hashes.get(entry.name) not in (None, digest.hexdigest()):
             raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
-        done.append(UnpackedFile(entry.name, entry.zip.file_size, digest.hexdigest()))
+        done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
     return done
 
 
@@ -216,8 +198,9 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
-    found, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
-    entries = [zipread.check_entry(e) for e in found]
+    entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    for entry in entries:
+        zipread.check_entry(entry)
     zipread.check_names(entries)
     entries = zipread.check_layout(fh, entries, central_start)
     total = zipread.check_limits(entries, max_ratio)

@@ -12,13 +12,13 @@ import struct
 import zlib
 from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
 from mdl.archive.names import collision_key, first_twin, name_problem
-from mdl.errors import ArchiveError, UsageError
+from mdl.errors import ArchiveError, IntegrityError, UsageError
 from mdl.paths import shown
 
 STORED, DEFLATED = 0, 8
@@ -50,11 +50,13 @@ def shown_raw(raw: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class ZipEntry:
-    """One central directory record, decoded and sanity-checked (offsets are absolute in the file)."""
+class Entry:
+    """One central directory record, decoded (offsets are absolute in the file), and where its data starts once its
+    local header is read."""
 
     raw_name: bytes
-    name: str  # as stored, a folder's trailing "/" included
+    stored: str  # the name as stored, a folder's trailing "/" included
+    name: str  # without it
     flags: int
     method: int
     version_needed: int
@@ -64,16 +66,11 @@ class ZipEntry:
     header_offset: int
     create_system: int
     external_attr: int
-
-
-@dataclass(frozen=True)
-class Entry:
-    """An entry that passed every check: its name without a folder's trailing slash, and where its data starts."""
-
-    zip: ZipEntry
-    name: str
-    is_dir: bool
     start: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return self.stored.endswith("/")
 
 
 def _broken(why: str) -> ArchiveError:
@@ -124,7 +121,7 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
         return raw.decode("cp437")
 
 
-def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
+def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
     """Every entry of the central directory, and where it starts (no entry's data may reach past it); refuse what is
     corrupt, split, or has more than ``max_entries`` entries."""
     size = fh.seek(0, 2)
@@ -160,7 +157,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
     if cd_size > MAX_CENTRAL_BYTES:
         raise ArchiveError(f"the central directory is {cd_size} bytes (limit {MAX_CENTRAL_BYTES})")
     data = _read_at(fh, cd_start, cd_size)
-    entries: list[ZipEntry] = []
+    entries: list[Entry] = []
     pos = 0
     while pos < len(data):
         if len(entries) >= count:
@@ -178,12 +175,8 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
         usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
         if disk != 0:
             raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
-        version = rec.version & 0xFF
-        entries.append(
-            ZipEntry(
-                raw, name, rec.flags, rec.method, version, rec.crc, csize, usize, base + offset, rec.system, rec.attr
-            )
-        )
+        found = (rec.flags, rec.method, rec.version & 0xFF, rec.crc, csize, usize, base + offset, rec.system, rec.attr)
+        entries.append(Entry(raw, name, name.removesuffix("/"), *found))
         pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
@@ -206,18 +199,16 @@ def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
     return values
 
 
-def check_entry(zentry: ZipEntry) -> Entry:
+def check_entry(entry: Entry) -> None:
     """Refuse one entry's unsafe name or type, and what this reader cannot do safely (encryption, patched data,
     newer versions, other methods)."""
-    raw, attr, flags, v = zentry.name, zentry.external_attr, zentry.flags, zentry.version_needed
-    is_dir = raw.endswith("/")
-    name = raw[:-1] if is_dir else raw
-    problem = name_problem(name)
+    raw, attr, flags, v, is_dir = entry.stored, entry.external_attr, entry.flags, entry.version_needed, entry.is_dir
+    problem = name_problem(entry.name)
     if problem:
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
-    kind = stat.S_IFMT(attr >> 16) if zentry.create_system == 3 else 0
+    kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
     marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY
-    method, size, csize = zentry.method, zentry.file_size, zentry.compress_size
+    method, size, csize = entry.method, entry.file_size, entry.compress_size
     refused = (
         (kind == stat.S_IFLNK or attr & _DOS_REPARSE_POINT, "is a symlink; archives with links are refused"),
         (kind not in (0, stat.S_IFREG, stat.S_IFDIR), "is a device, FIFO or socket"),
@@ -233,7 +224,6 @@ def check_entry(zentry: ZipEntry) -> Entry:
         raise ArchiveError(f"entry {shown(raw)} {why}")
     if is_dir and size:
         raise ArchiveError(f"folder entry {shown(raw)} has {size} bytes of data")
-    return Entry(zentry, name, is_dir)
 
 
 def check_names(entries: list[Entry]) -> None:
@@ -243,11 +233,11 @@ def check_names(entries: list[Entry]) -> None:
     for entry in entries:
         key = collision_key(entry.name)
         if key in seen:
-            raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.zip.name)} name the same file")
-        seen[key] = entry.zip.name
+            raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.stored)} name the same file")
+        seen[key] = entry.stored
         parts = entry.name.split("/")
         for depth in range(1, len(parts) + (1 if entry.is_dir else 0)):
-            folders.setdefault(collision_key("/".join(parts[:depth])), entry.zip.name)
+            folders.setdefault(collision_key("/".join(parts[:depth])), entry.stored)
     for entry in entries:
         if not entry.is_dir and collision_key(entry.name) in folders:
             clash = folders[collision_key(entry.name)]
@@ -262,38 +252,38 @@ def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list
     local header (what streaming readers believe) that tells another story than the central directory."""
     heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
     for entry in entries:
-        at = entry.zip.header_offset
+        at = entry.header_offset
         fh.seek(at)
         header = fh.read(_LOCAL.size)
         if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
-            raise ArchiveError(f"entry {shown(entry.zip.name)} has no local header: truncated or corrupt")
+            raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
         _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
         raw = _read_at(fh, at + _LOCAL.size, name_len)
         heads.append((raw, flags, method, at + _LOCAL.size + name_len + extra_len))
     spans: list[tuple[int, int, str]] = []
     for entry, head in zip(entries, heads, strict=True):
-        end = head[3] + entry.zip.compress_size
+        end = head[3] + entry.compress_size
         if end > central_start:
-            raise ArchiveError(f"entry {shown(entry.zip.name)} runs past the end of its data: truncated or corrupt")
-        spans.append((entry.zip.header_offset, end, entry.zip.name))
+            raise ArchiveError(f"entry {shown(entry.stored)} runs past the end of its data: truncated or corrupt")
+        spans.append((entry.header_offset, end, entry.stored))
     spans.sort()
     for (_, end, name), (start, _, following) in pairwise(spans):
         if end > start:
             raise ArchiveError(f"entries {shown(name)} and {shown(following)} overlap: refused as a zip bomb")
     for entry, (raw, flags, method, _) in zip(entries, heads, strict=True):
-        what = shown(entry.zip.name)
-        if raw != entry.zip.raw_name:
+        what = shown(entry.stored)
+        if raw != entry.raw_name:
             raise ArchiveError(f"entry {what} is named {shown_raw(raw)} in its local header: refused as spoofed")
-        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.zip.method:
+        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.method:
             raise ArchiveError(f"entry {what}: its local header disagrees with the central directory")
-    return [Entry(e.zip, e.name, e.is_dir, head[3]) for e, head in zip(entries, heads, strict=True)]
+    return [replace(e, start=head[3]) for e, head in zip(entries, heads, strict=True)]
 
 
 def check_limits(entries: list[Entry], max_ratio: float) -> int:
     """The declared total; refuse a per-entry or whole-archive expansion beyond ``max_ratio``:1 and huge totals."""
     if not max_ratio > 0:
         raise UsageError(f"--max-ratio (max_ratio=) must be a positive number or inf, got {max_ratio!r}")
-    sizes = [(e.zip.file_size, e.zip.compress_size, f"entry {shown(e.zip.name)}", "") for e in entries]
+    sizes = [(e.file_size, e.compress_size, f"entry {shown(e.stored)}", "") for e in entries]
     total, packed = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
     for size, csize, what, of in [*sizes, (total, packed, f"the archive's {len(entries)} entries", " in total")]:
         if size >= RATIO_FLOOR and size > max_ratio * max(csize, 1):
@@ -330,21 +320,22 @@ def check_lengths(entries: list[Entry], dest: Path) -> None:
         encoded = entry.name.encode("utf-8")
         longest = max(len(part) for part in encoded.split(b"/"))
         if longest > name_max:
-            raise ArchiveError(f"entry {shown(entry.zip.name)} has a component of {longest} bytes (limit {name_max})")
+            raise ArchiveError(f"entry {shown(entry.stored)} has a component of {longest} bytes (limit {name_max})")
         if prefix + len(encoded) > limit:
             raise ArchiveError(
-                f"entry {shown(entry.zip.name)} would make a path of {prefix + len(encoded)} bytes in {dest} "
+                f"entry {shown(entry.stored)} would make a path of {prefix + len(encoded)} bytes in {dest} "
                 f"(limit {limit})"
             )
 
 
-def iter_data(fh: BinaryIO, entry: ZipEntry, start: int, chunk: int) -> Iterator[bytes]:
-    """An entry's uncompressed bytes in pieces of at most ``chunk``, whatever its deflate stream claims."""
-    what = shown(entry.name)
-    remaining = entry.compress_size
-    fh.seek(start)
+def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
+    """A file entry's bytes in pieces of at most ``chunk`` whatever its deflate stream claims, stopping before one more
+    than it declares; its size and CRC-32 checked at the end."""
+    what, size = shown(entry.stored), entry.file_size
+    remaining, crc, written = entry.compress_size, 0, 0
+    fh.seek(entry.start)
     inflater = zlib.decompressobj(-15) if entry.method == DEFLATED else None
-    while True:
+    while inflater is None or not inflater.eof:  # bytes after the end of a deflate stream are never read as data
         if inflater is not None and inflater.unconsumed_tail:
             data = inflater.unconsumed_tail
         elif remaining:
@@ -352,20 +343,23 @@ def iter_data(fh: BinaryIO, entry: ZipEntry, start: int, chunk: int) -> Iterator
             if not data:
                 raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
             remaining -= len(data)
-        elif inflater is None or inflater.eof:
-            return
+        elif inflater is None:
+            break
         else:
             data = b""  # input used up: drain what the inflater still holds, then it must have ended
-        if inflater is None:
-            yield data
-            continue
         try:
-            out = inflater.decompress(data, chunk)
+            out = data if inflater is None else inflater.decompress(data, chunk)
         except zlib.error as exc:
             raise ArchiveError(f"entry {what} has a broken deflate stream: {exc}") from None
-        if out:
-            yield out
-        if inflater.eof:
-            return  # bytes after the end of the stream are never read as data
-        if not data and not out:
+        if inflater is not None and not data and not out and not inflater.eof:
             raise ArchiveError(f"entry {what} has a broken deflate stream: it ends early")
+        if written + len(out) > size:
+            raise ArchiveError(f"entry {what} is larger than its declared {size} bytes")
+        if out:
+            written += len(out)
+            crc = zlib.crc32(out, crc)
+            yield out
+    if written != size:
+        raise ArchiveError(f"entry {what} holds {written} bytes but declares {size}")
+    if crc != entry.crc:
+        raise IntegrityError(f"entry {what} is corrupt: its CRC-32 does not match")
