@@ -17,7 +17,6 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.archive.names import name_problem
@@ -49,23 +48,6 @@ def deferred_signals() -> Iterator[None]:
             signal.raise_signal(caught[0])  # now handled as it would have been: KeyboardInterrupt, exit 130
 
 
-@contextlib.contextmanager
-def _swapping_in(dest: Path) -> Iterator[None]:
-    """DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns, never onto each other."""
-    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    tops: tuple[str, ...]
-    present: frozenset[str]  # top-level names that existed in DEST (moved aside into old/)
-
-
 class Staging:
     """The private folder beside the destination, locked for as long as this process uses it."""
 
@@ -87,24 +69,28 @@ class Staging:
 
     def swap(self, tops: list[str]) -> None:
         """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""
-        with deferred_signals(), _swapping_in(self.dest):
-            plan = _Plan(tuple(tops), frozenset(t for t in tops if os.path.lexists(self.dest / t)))
+        with deferred_signals(), contextlib.ExitStack() as closing:
+            # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns, never onto each other.
+            held = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            closing.callback(os.close, held)
+            fcntl.flock(held, fcntl.LOCK_EX)
+            present = frozenset(t for t in tops if os.path.lexists(self.dest / t))  # moved aside into old/
             try:
-                _write_journal(self.path, plan, _SWAPPING)
+                _write_journal(self.path, tops, present, _SWAPPING)
             except OSError as exc:
                 raise LocalFSError(f"cannot write the swap journal in {self.path}: {exc.strerror}") from exc
             moving = ""
             try:
-                for top in plan.tops:
+                for top in tops:
                     moving = top
-                    if top in plan.present:
+                    if top in present:
                         (self.dest / top).rename(self.path / _OLD / top)  # a link moves itself, never its target
                     (self.path / _TREE / top).rename(self.dest / top)
                 fsync_dir(self.dest)
-                _write_journal(self.path, plan, _COMMITTED)
+                _write_journal(self.path, tops, present, _COMMITTED)
             except BaseException as exc:
                 try:
-                    _roll_back(self.path, self.dest, plan)
+                    _roll_back(self.path, self.dest, tops, present)
                 except OSError as undo:
                     raise LocalFSError(
                         f"cannot undo a partial move into {self.dest} ({undo.strerror}); the originals are kept in "
@@ -118,14 +104,14 @@ class Staging:
         """Remove the staging folder unless it still holds originals a swap could not put back; unlock."""
         try:
             with contextlib.suppress(OSError, ValueError):  # an unreadable journal: keep what it may guard
-                if (found := _read_journal(self.path)) is None or found[1] == _COMMITTED:
+                if (found := _read_journal(self.path)) is None or found[2] == _COMMITTED:
                     shutil.rmtree(self.path, ignore_errors=True)
         finally:
             os.close(self._lock)
 
 
-def _write_journal(staging: Path, plan: _Plan, state: str) -> None:
-    doc = {"version": 1, "state": state, "tops": list(plan.tops), "present": sorted(plan.present)}
+def _write_journal(staging: Path, tops: list[str], present: frozenset[str], state: str) -> None:
+    doc = {"version": 1, "state": state, "tops": tops, "present": sorted(present)}
     temp = staging / (_JOURNAL + ".tmp")
     with temp.open("w", encoding="utf-8") as fh:
         json.dump(doc, fh, allow_nan=False)
@@ -135,8 +121,9 @@ def _write_journal(staging: Path, plan: _Plan, state: str) -> None:
     fsync_dir(staging)
 
 
-def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
-    """The journal's plan and state; None when absent; ValueError when it cannot be trusted."""
+def _read_journal(staging: Path) -> tuple[list[str], frozenset[str], str] | None:
+    """The journal's top-level names, those that were present, and its state; None when absent; ValueError when it
+    cannot be trusted."""
     try:
         raw = (staging / _JOURNAL).read_bytes()
     except FileNotFoundError:
@@ -147,16 +134,16 @@ def _read_journal(staging: Path) -> tuple[_Plan, str] | None:
         raise ValueError("malformed journal")
     if any(not isinstance(t, str) or "/" in t or name_problem(t) for t in tops) or not set(present) <= set(tops):
         raise ValueError("journal names an unsafe or unknown entry")
-    return _Plan(tuple(tops), frozenset(present)), state
+    return tops, frozenset(present), state
 
 
-def _roll_back(staging: Path, dest: Path, plan: _Plan) -> None:
+def _roll_back(staging: Path, dest: Path, tops: list[str], present: frozenset[str]) -> None:
     """Put DEST back as it was, from whatever point the swap reached; safe to run again after a crash."""
-    for top in reversed(plan.tops):
+    for top in reversed(tops):
         new_in_place = not os.path.lexists(staging / _TREE / top)
         if new_in_place and os.path.lexists(dest / top):
             (dest / top).rename(staging / _TREE / top)
-        if top in plan.present and os.path.lexists(staging / _OLD / top):
+        if top in present and os.path.lexists(staging / _OLD / top):
             (staging / _OLD / top).rename(dest / top)
     fsync_dir(dest)
     (staging / _JOURNAL).unlink(missing_ok=True)
@@ -202,13 +189,13 @@ def _recover_one(staging: Path, dest: Path, progress: Progress) -> None:
         progress.note(f"leaving {staging} alone: its journal cannot be read ({exc})")
         return
     if found is not None:
-        plan, state = found
+        tops, present, state = found
         if state == _SWAPPING:
             try:
-                _roll_back(staging, dest, plan)
+                _roll_back(staging, dest, tops, present)
             except OSError as exc:
                 raise LocalFSError(
                     f"cannot restore what an interrupted unpack moved aside in {staging}: {exc.strerror}"
                 ) from exc
-            progress.note(f"restored {', '.join(plan.tops)} in {dest}: an earlier unpack was interrupted mid-swap")
+            progress.note(f"restored {', '.join(tops)} in {dest}: an earlier unpack was interrupted mid-swap")
     shutil.rmtree(staging, ignore_errors=True)
