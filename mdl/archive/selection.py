@@ -101,24 +101,22 @@ class _Collector:
     deny: tuple[str, ...]
     excludes: tuple[str, ...]
     compress: str  # auto, none or deflate
-    found: list[tuple[SourceFile | None, str]] = field(default_factory=list)  # (file, arcname)
-    special: dict[str, str] = field(default_factory=dict)  # arcname -> kind, for selected notes
-    folders: set[str] = field(default_factory=set)  # arcnames ("a/b/") of folders empty on disk
+    # (arcname, file): a special file's is the note said if it is selected, an empty folder's ("a/b/") is None
+    found: list[tuple[str, SourceFile | str | None]] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
 
     def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
         if not stat.S_ISREG(st.st_mode):
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
-            self.special[arcname] = f"skipping {kind} '{shown}': not a regular file"
-            self.found.append((None, arcname))
+            self.found.append((arcname, f"skipping {kind} '{shown}': not a regular file"))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
         squeeze = self.compress == "deflate" or (self.compress == "auto" and suffix not in STORED_SUFFIXES)
         src = SourceFile(
             arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
         )
-        self.found.append((src, arcname))
+        self.found.append((arcname, src))
 
     def walk(
         self,
@@ -135,8 +133,7 @@ class _Collector:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
         if not entries and arc_prefix:  # an empty folder is packed as zip -r packs it: an entry of its own
-            self.folders.add(arc_prefix)
-            self.found.append((None, arc_prefix))
+            self.found.append((arc_prefix, None))
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             denied, whole_run = _matches(entry.name, self.deny), _matches(entry.name, top_skip)
@@ -148,11 +145,9 @@ class _Collector:
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                patterns = list(self.excludes)
-                if patterns and any(filter_repo_objects([arcname, arcname + "/"], allow_patterns=patterns)):
+                if any(filter_repo_objects([arcname, arcname + "/"], allow_patterns=list(self.excludes))):
                     # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
-                    self.found.append((None, arcname))
-                    self.special[arcname] = f"skipping symlink '{shown}': excluded"
+                    self.found.append((arcname, f"skipping symlink '{shown}': excluded"))
                     continue
                 path = real_inside(path, self.run_real, shown)
                 st = path.stat()
@@ -193,23 +188,23 @@ def collect_files(selection: Selection, *, run_dir: Path, options: PackOptions, 
             if len(collector.found) == before:
                 progress.note("--with-logs: no logs found in the run")
     # --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error.
-    names = [arcname for _, arcname in collector.found]
+    names = [arcname for arcname, _ in collector.found]
     includes, excludes = options.includes, options.excludes
     for flag, pattern in [("--include", p) for p in includes] + [("--exclude", p) for p in excludes]:
         if not any(filter_repo_objects(names, allow_patterns=[pattern])):
             raise UsageError(f"{flag} {pattern!r} matches no file")
     files: list[SourceFile] = []
     folders: list[str] = []
-    for src, arcname in filter_repo_objects(
+    for arcname, src in filter_repo_objects(
         collector.found,
         allow_patterns=list(includes) or None,
         ignore_patterns=list(excludes) or None,
-        key=lambda item: item[1],
+        key=lambda item: item[0],
     ):
-        if arcname in collector.folders:
+        if src is None:
             folders.append(arcname)
-        elif src is None:
-            progress.note(collector.special[arcname])  # opening a FIFO would hang
+        elif isinstance(src, str):
+            progress.note(src)  # opening a FIFO would hang
         else:
             files.append(src)
     files.sort(key=lambda f: f.arcname)
