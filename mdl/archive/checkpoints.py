@@ -185,9 +185,8 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
     subfolders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
     found_weights = False
     for sub in subfolders:
-        indexes = sorted(sub.glob("*.index.json"))
         indexed: set[str] = set()
-        for index in indexes:
+        for index in sorted(sub.glob("*.index.json")):
             label = f"{shown}/{index.relative_to(folder)}"
             data = read_small_json(real_inside(index, run_real, label), label)
             weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -201,15 +200,14 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
                     return f"shard {shard} named in {index.name} is missing"
                 indexed.add(shard)
         for weights in sorted(sub.iterdir()):
-            name = weights.name
-            if name.endswith(".safetensors"):
-                label = f"{shown}/{weights.relative_to(folder)}"
+            inside = weights.relative_to(folder)
+            label = f"{shown}/{inside}"
+            if weights.name.endswith(".safetensors"):
                 problem = safetensors_problem(real_inside(weights, run_real, label), label)
                 if problem:
-                    return f"{weights.relative_to(folder)}: {problem}"
+                    return f"{inside}: {problem}"
                 found_weights = True
-            elif _PICKLED_WEIGHTS.fullmatch(name):
-                label = f"{shown}/{weights.relative_to(folder)}"
+            elif _PICKLED_WEIGHTS.fullmatch(weights.name):
                 found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
         found_weights = found_weights or bool(indexed)
     return None if found_weights else "no weights (model.safetensors, shards with their index, or adapter weights)"
@@ -258,10 +256,12 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     return found, sorted(temporary)
 
 
-def _require_complete(candidate: Candidate, run_real: Path, why: str) -> None:
+def _complete(candidate: Candidate, run_real: Path, why: str, reason: str, metric: float | None = None) -> Selection:
+    """``candidate`` chosen for ``reason``; refused if it is incomplete, saying ``why`` it was asked for."""
     problem = candidate_problem(candidate, run_real)
     if problem:
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
+    return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
 
 
 def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
@@ -321,15 +321,13 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
     chosen = next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)
     if chosen is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
-    _require_complete(chosen, run_real, "best")
     metric = state.get("best_metric")
-    try:  # NaN and infinities (trainers write them) count as no metric
-        metric_value = float(metric) if isinstance(metric, int | float) and not isinstance(metric, bool) else None
-    except OverflowError:
+    try:  # NaN, infinities (trainers write them), ints past float range and non-numbers count as no metric
+        metric_value = float(metric) if math.isfinite(metric) and not isinstance(metric, bool) else None
+    except (TypeError, OverflowError):
         metric_value = None
-    metric_value = metric_value if metric_value is not None and math.isfinite(metric_value) else None
     reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
-    return Selection(chosen.name, chosen.path, False, reason, (), metric_value)
+    return _complete(chosen, run_real, "best", reason, metric_value)
 
 
 def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
@@ -355,9 +353,8 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
                 f"no checkpoint for step {step} (steps present: {', '.join(map(str, steps)) or 'none'})",
                 hint=f"did you mean step:{near}?" if near is not None else None,
             )
-        _require_complete(chosen_step, run_real, spec)
-        return Selection(chosen_step.name, chosen_step.path, not chosen_step.is_dir, f"step {step} requested")
-    name = spec[:-1] if spec.endswith("/") else spec
+        return _complete(chosen_step, run_real, spec, f"step {step} requested")
+    name = spec.removesuffix("/")
     if "/" in name or "\\" in name or name in ("", ".", ".."):
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
     named = next((c for c in candidates if c.name == name), None)
@@ -369,5 +366,4 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         if (run_dir / name).exists() or (_classify(name, True) is None and _classify(name, False) is None):
             raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
         raise UsageError(f"no checkpoint '{name}' in the run", hint=hint)
-    _require_complete(named, run_real, "named")
-    return Selection(named.name, named.path, not named.is_dir, "named on the command line")
+    return _complete(named, run_real, "named", "named on the command line")
