@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,7 +49,7 @@ class PackResult:
     skipped: tuple[Skipped, ...] = ()
     folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
     metric: float | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
     left_out: tuple[LeftOut, ...] = ()  # what the profile (or a whole-run pack) left out, and why
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         else:
             target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
             stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-        problem = name_problem(stem) or ("contains '/'" if "/" in stem else None)
+        problem = name_problem(stem)
         if problem:  # the archive's stem is its top-level folder
             raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
         if target is not None:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import stat
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -227,8 +228,7 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
             what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not empty" if stat.S_ISDIR(st.st_mode) else "a file"
             raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
         occupied.append(top)
-    usage = os.statvfs(dest_dir)
-    if usage.f_bavail * usage.f_frsize < total + (1 << 20):
+    if shutil.disk_usage(dest_dir).free < total + (1 << 20):
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
 
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
@@ -285,13 +285,12 @@ def unpack_stream(
     try:
         named.begin(total_bytes=None, files=1)
         named.start(STDIN, label="reading stdin", total=None)
-        size = 0
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK_SIZE):
                     out.write(chunk)
-                    size += len(chunk)
                     named.advance(STDIN, len(chunk))
+                size = out.tell()
         except OSError as exc:
             named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

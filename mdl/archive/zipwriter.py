@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
 import struct
 import time
@@ -270,8 +271,7 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
         raise local_fs_error(exc, str(target.parent)) from exc
     files = contents.files
     needed = sum(f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files) + (1 << 20)
-    usage = os.statvfs(target.parent)
-    if (free := usage.f_bavail * usage.f_frsize) < needed:  # fail before writing (exit 7)
+    if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
         raise NoSpaceError(f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are free")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
@@ -399,7 +399,7 @@ class StreamZipWriter:
 
     def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
         """Begin an entry of ``size`` bytes and CRC-32 ``crc`` (a stored entry's local header carries both)."""
-        self._shown, self._name, self._size, self._expected = name, name.encode("utf-8"), size, crc
+        self._shown, self._name = name, name.encode("utf-8")
         self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
         self._crc = self._count = 0
@@ -422,9 +422,7 @@ class StreamZipWriter:
         return len(data)
 
     def end(self) -> None:
-        """Finish the current entry: check it against what was announced, write its descriptor if deflated."""
-        if self._count != self._size or self._expected != self._crc:
-            raise IntegrityError(f"'{self._shown}' changed between hashing and packing; is the run still writing?")
+        """Finish the current entry (the copy checked it against its hashing pass): its descriptor if deflated."""
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
         compressed = self.size - self._data_start
         if self._squeezer is not None:
