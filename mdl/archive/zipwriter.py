@@ -398,11 +398,11 @@ class StreamZipWriter:
         return prefix + common + tail + self._name + extra
 
     def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
-        """Begin an entry of ``size`` bytes and CRC-32 ``crc`` (a stored entry's local header carries both)."""
-        self._shown, self._name = name, name.encode("utf-8")
+        """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass (and the copy checks
+        the bytes against it): a stored entry's local header carries them, a deflated one's descriptor."""
+        self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
         self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
-        self._crc = self._count = 0
         self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
         # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
         # 8-byte descriptor only when the real sizes need it, whatever the local header says.
@@ -416,21 +416,19 @@ class StreamZipWriter:
         self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self._crc = zlib.crc32(data, self._crc)
-        self._count += len(data)
         self._raw(self._squeezer.compress(data) if self._squeezer is not None else data)
         return len(data)
 
     def end(self) -> None:
-        """Finish the current entry (the copy checked it against its hashing pass): its descriptor if deflated."""
+        """Finish the current entry: its descriptor if deflated, its central record."""
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
         compressed = self.size - self._data_start
         if self._squeezer is not None:
             if not self._zip64 and compressed >= _MARK:
                 raise MdlError(f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64")
             layout = "<4sLQQ" if self._zip64 else "<4sLLL"
-            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._count))
-        values = (self._count, compressed, self._offset)
+            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
+        values = (self._size, compressed, self._offset)
         extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
         version = self._version
         if extra:
