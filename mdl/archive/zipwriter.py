@@ -314,24 +314,28 @@ def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
 def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Write to stdout: in one pass when it is a regular file we can update, else hashing first; the archive's size
     and sha256, and the files' sha256."""
-    out.flush()
-    found, fd = stdout_file(out), None
-    # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write would
-    # land at the end).
-    if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
-        with contextlib.suppress(OSError):
-            fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
-        if fd is not None and not os.path.samestat(os.fstat(fd), os.fstat(found[0])):
-            os.close(fd)
-            fd = None
-    if found is None or fd is None:
-        return _write_pipe(out, contents, progress)
-    progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
-    with os.fdopen(fd, "w+b") as fh:
-        fh.seek(os.lseek(found[0], 0, os.SEEK_CUR))
-        size, digest, hashes = _write_seekable(fh, contents, progress, Path(found[1]).name if found[1] else "stdout")
-        os.lseek(found[0], fh.tell(), os.SEEK_SET)  # what the caller writes next goes after the archive
-    return size, digest, hashes
+    try:  # the files are opened by open_unchanged, which raises our own errors
+        out.flush()
+        found, fd = stdout_file(out), None
+        # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write
+        # would land at the end).
+        if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
+            with contextlib.suppress(OSError):
+                fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
+            if fd is not None and not os.path.samestat(os.fstat(fd), os.fstat(found[0])):
+                os.close(fd)
+                fd = None
+        if found is None or fd is None:
+            return _write_pipe(out, contents, progress)
+        progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
+        with os.fdopen(fd, "w+b") as fh:
+            fh.seek(os.lseek(found[0], 0, os.SEEK_CUR))
+            name = Path(found[1]).name if found[1] else "stdout"
+            size, digest, hashes = _write_seekable(fh, contents, progress, name)
+            os.lseek(found[0], fh.tell(), os.SEEK_SET)  # what the caller writes next goes after the archive
+        return size, digest, hashes
+    except OSError as exc:
+        raise local_fs_error(exc, "to stdout") from exc
 
 
 def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
