@@ -98,6 +98,7 @@ class _Collector:
     deny: tuple[str, ...]
     excludes: tuple[str, ...]
     compress: str  # auto, none or deflate
+    top_skip: tuple[str, ...]  # names left out at the top (checkpoint folders, for a whole-run pack)
     # (arcname, file): a special file's is the note said if it is selected, an empty folder's ("a/b/") is None
     found: list[tuple[str, SourceFile | str | None]] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
@@ -115,14 +116,7 @@ class _Collector:
         )
         self.found.append((arcname, src))
 
-    def walk(
-        self,
-        folder: Path,
-        arc_prefix: str,
-        shown_prefix: str,
-        top_skip: tuple[str, ...],
-        above: frozenset[Path] = frozenset(),
-    ) -> None:
+    def walk(self, folder: Path, arc_prefix: str, shown_prefix: str, above: frozenset[Path] = frozenset()) -> None:
         """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
         from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
@@ -133,7 +127,7 @@ class _Collector:
             self.found.append((arc_prefix, None))
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
-            denied, whole_run = _matches(entry.name, self.deny), _matches(entry.name, top_skip)
+            denied, whole_run = _matches(entry.name, self.deny), not arc_prefix and _matches(entry.name, self.top_skip)
             if denied or whole_run:
                 slash = "/" if entry.is_dir(follow_symlinks=False) else ""
                 reason = DENY_REASON if denied else RUN_LEVEL_REASON
@@ -151,7 +145,7 @@ class _Collector:
             if stat.S_ISDIR(st.st_mode):
                 if path in ancestors or folder.is_relative_to(path):
                     raise UnsafePathError(f"symlink cycle: '{shown}' leads back to a folder that contains it")
-                self.walk(path, arcname + "/", shown + "/", (), ancestors)
+                self.walk(path, arcname + "/", shown + "/", ancestors)
             else:
                 self.add_file(path, st, arcname, shown)
 
@@ -165,9 +159,10 @@ def collect_files(
 
     run_real = Path(os.path.realpath(run_dir))
     deny = DEPLOY_DENY if options.profile == "deploy" else ()
-    collector = _Collector(run_real, deny, options.excludes, options.compress)
+    top_skip = _RUN_LEVEL_SKIP if selection.checkpoint is None else ()
+    collector = _Collector(run_real, deny, options.excludes, options.compress, top_skip)
     if selection.checkpoint is None:
-        collector.walk(run_real, "", "", _RUN_LEVEL_SKIP)
+        collector.walk(run_real, "", "")
         if options.with_logs:
             progress.note("--with-logs: the run's logs are already part of a whole-run archive")
     else:
@@ -176,7 +171,7 @@ def collect_files(
         if selection.single_file:
             collector.add_file(root, root.stat(), selection.root.name, shown)
         else:
-            collector.walk(root, "", shown + "/", ())
+            collector.walk(root, "", shown + "/")
         if options.with_logs:
             before = len(collector.found)
             with os.scandir(run_real) as it:
@@ -285,10 +280,8 @@ class PackResult:
         }
 
 
-def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
+def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:
     """The archive must not be written inside the run it packs: it could replace the very files it reads."""
-    if path is None:
-        return
     candidate = Path(path)
     for real in (Path(os.path.realpath(candidate)), Path(os.path.realpath(candidate.parent)) / candidate.name):
         if real == run_real or real.is_relative_to(run_real):
@@ -299,10 +292,9 @@ def _refuse_output_in_run(path: str | None, run_real: Path, shown: str) -> None:
 
 def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
-    if options.profile not in PROFILES:
-        raise UsageError(f"unknown profile {options.profile!r} (choose {', '.join(PROFILES)})")
-    if options.compress not in COMPRESSIONS:
-        raise UsageError(f"unknown compression {options.compress!r} (choose {', '.join(COMPRESSIONS)})")
+    for what, value, known in (("profile", options.profile, PROFILES), ("compression", options.compress, COMPRESSIONS)):
+        if value not in known:
+            raise UsageError(f"unknown {what} {value!r} (choose {', '.join(known)})")
     run_dir = options.cwd / options.run_dir
     if not run_dir.is_dir():
         raise UsageError(f"run folder not found: {options.run_dir}")
@@ -328,7 +320,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
         if target is not None:
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
-        elif stdout is not None and (found := stdout_file(stdout)) is not None:
+        elif stdout is not None and (found := stdout_file(stdout)) is not None and found[1] is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
         files, folders, left_out = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
