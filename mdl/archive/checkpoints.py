@@ -139,10 +139,12 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """A checkpoint that ``latest`` passed over, and why."""
+class LeftOut:
+    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile (or a whole-run pack)
+    left out, said rather than silently dropped."""
 
-    checkpoint: str
+    path: str  # relative to the run, as users know it; a folder ends with "/"
+    checkpoint: str | None  # the checkpoint it is, when a whole checkpoint is left out
     reason: str
 
 
@@ -154,7 +156,7 @@ class Selection:
     root: Path
     single_file: bool
     reason: str
-    skipped: tuple[Skipped, ...] = ()
+    skipped: tuple[LeftOut, ...] = ()
     metric: float | None = None
 
 
@@ -273,7 +275,7 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
             f"the run mixes {' and '.join(sorted(units))} numbering; 'latest' is ambiguous",
             hint="name the checkpoint with --checkpoint NAME",
         )
-    skipped = [Skipped(name, "temporary folder left by an interrupted save") for name in temporary]
+    skipped = [LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary]
     for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
         try:
             problem = candidate_problem(cand, run_real)
@@ -282,7 +284,7 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
         if problem is None:
             reason = f"latest: highest complete {cand.unit} ({cand.number})"
             return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
-        skipped.append(Skipped(cand.name, problem))
+        skipped.append(LeftOut(cand.name, cand.name, problem))
     detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from mdl.archive.checkpoints import Selection, Skipped, find_candidates, real_inside, select_checkpoint
+from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_inside, select_checkpoint
 from mdl.archive.names import MANIFEST_NAME, collision_key, first_twin, name_problem
 from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
@@ -81,15 +81,6 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-@dataclass(frozen=True)
-class LeftOut:
-    """What the profile (or a whole-run pack) left out, said rather than silently dropped."""
-
-    path: str  # relative to the run, as users know it; a folder ends with "/"
-    reason: str
-    checkpoint: str | None = None  # the checkpoint it is, when a whole checkpoint was left out
-
-
 @dataclass
 class _Collector:
     """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
@@ -131,7 +122,7 @@ class _Collector:
             if denied or whole_run:
                 slash = "/" if entry.is_dir(follow_symlinks=False) else ""
                 reason = DENY_REASON if denied else RUN_LEVEL_REASON
-                self.left_out.append(LeftOut(shown + slash, reason, None if denied else entry.name))
+                self.left_out.append(LeftOut(shown + slash, None if denied else entry.name, reason))
                 continue
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
@@ -262,7 +253,7 @@ class PackResult:
     dry_run: bool = False
     top_folder: str = ""
     profile: str = "deploy"
-    skipped: tuple[Skipped, ...] = ()
+    skipped: tuple[LeftOut, ...] = ()
     folders: tuple[str, ...] = ()  # empty folders packed as entries of their own ("a/b/")
     metric: float | None = None
     notes: tuple[str, ...] = ()
@@ -271,8 +262,7 @@ class PackResult:
     def to_json(self) -> dict[str, Any]:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
-        doc["skipped"] = [{"path": s.checkpoint, "checkpoint": s.checkpoint, "reason": s.reason} for s in self.skipped]
-        doc["skipped"] += [{"path": f.path, "checkpoint": f.checkpoint, "reason": f.reason} for f in self.left_out]
+        doc["skipped"] = [asdict(left) for left in (*self.skipped, *self.left_out)]
         return doc | {
             "files": [f.to_json() for f in self.files],
             "folders": list(self.folders),
