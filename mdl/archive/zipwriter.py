@@ -43,9 +43,7 @@ _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
 ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
 _FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r
 _DESCRIPTOR, _UTF8 = 0x08, 0x800
-# What a local header and a central record share: version needed, flags, method, time, date, CRC-32, sizes, name
-# and extra lengths.
-_COMMON = struct.Struct("<HHHHHLLLHH")
+_COMMON = struct.Struct("<HHHHHLLLHH")  # what a local header and a central record share (APPNOTE 4.3.7, 4.3.12)
 
 
 @dataclass(frozen=True)
@@ -209,7 +207,6 @@ def write_entries(
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", date_time, src.size, src.deflate)
         progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-        # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
         with archive.open(info, "w", force_zip64=force_zip64) as entry:
             hashes[src.arcname] = copier.copy(src, entry, progress, src.arcname)
         progress.finish(src.arcname, ok=True)
@@ -238,11 +235,9 @@ def _write_seekable(
             )
             for folder in contents.folders:
                 archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
-            # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in
-            # place, at the offsets of APPNOTE 4.3.7.
+            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long) and
+            # CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
             data, written = contents.manifest(hashes), fh.tell()
-            if len(data) != manifest.file_size:
-                raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
             manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
             fh.seek(manifest.header_offset + 14)
             fh.write(struct.pack("<L", manifest.CRC))
