@@ -68,23 +68,47 @@ def deferred_signals() -> Iterator[None]:
 
 
 class Staging:
-    """The private folder beside the destination, locked for as long as this process uses it."""
+    """The private folder beside the destination, locked for as long as this process uses it; the archive is
+    extracted into its tree, never through a link, with few folder descriptors open."""
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=dest))
-        self.tree = self.path / _TREE  # where the archive is extracted
         self._lock = -1
+        self._fds: OrderedDict[str, int] = OrderedDict()  # the tree's folders, least recently used first
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # A small share of what the process may open (`ulimit -n`), never fewer than the two in use at once.
+        self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
         try:
             self._lock = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._lock, fcntl.LOCK_EX)
-            self.tree.mkdir()
+            (self.path / _TREE).mkdir()
             (self.path / _OLD).mkdir()
+            self._root = os.open(self.path / _TREE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except BaseException:
             shutil.rmtree(self.path, ignore_errors=True)
             if self._lock >= 0:
                 os.close(self._lock)
             raise
+
+    def folder(self, name: str) -> int:
+        """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the next call."""
+        if not name:
+            return self._root
+        if name in self._fds:
+            self._fds.move_to_end(name)
+            return self._fds[name]
+        parent, _, base = name.rpartition("/")
+        parent_fd = self.folder(parent)
+        try:
+            os.mkdir(base, 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass  # made earlier for a sibling; O_NOFOLLOW below still refuses anything but a folder
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        self._fds[name] = fd
+        while len(self._fds) > self._max_open:
+            os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
+        return fd
 
     def swap(self, tops: list[str]) -> None:
         """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""
@@ -121,6 +145,8 @@ class Staging:
 
     def close(self) -> None:
         """Remove the staging folder unless it still holds originals a swap could not put back; unlock."""
+        for fd in (*self._fds.values(), self._root):
+            os.close(fd)
         try:
             with contextlib.suppress(OSError, ValueError):  # an unreadable journal: keep what it may guard
                 if (found := _read_journal(self.path)) is None or found[2] == _COMMITTED:
@@ -288,55 +314,19 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     return {name: sha for name, (_, sha) in listed.items()}, checkpoint if isinstance(checkpoint, str) else None
 
 
-class _Tree:
-    """Creates folders and files inside the private temp folder, never through a link, with few descriptors."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        self._fds: OrderedDict[str, int] = OrderedDict()  # least recently used first
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # A small share of what the process may open (`ulimit -n`), never fewer than the two in use at once.
-        self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
-
-    def folder(self, name: str) -> int:
-        """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the next call."""
-        if not name:
-            return self._root
-        if name in self._fds:
-            self._fds.move_to_end(name)
-            return self._fds[name]
-        parent, _, base = name.rpartition("/")
-        parent_fd = self.folder(parent)
-        try:
-            os.mkdir(base, 0o755, dir_fd=parent_fd)
-        except FileExistsError:
-            pass  # made earlier for a sibling; O_NOFOLLOW below still refuses anything but a folder
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        self._fds[name] = fd
-        while len(self._fds) > self._max_open:
-            os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
-        return fd
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        os.close(self._root)
-
-
 def _extract(
-    fh: BinaryIO, entries: list[Entry], tree: _Tree, hashes: dict[str, str] | None, progress: Progress
+    fh: BinaryIO, entries: list[Entry], staging: Staging, hashes: dict[str, str] | None, progress: Progress
 ) -> list[UnpackedFile]:
-    """Write every entry into the temp tree, verifying size, CRC and the manifest's sha256."""
+    """Write every entry into the staging tree, verifying size, CRC and the manifest's sha256."""
     done: list[UnpackedFile] = []
     for entry in entries:
         if entry.is_dir:
-            tree.folder(entry.name)
+            staging.folder(entry.name)
             continue
         progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
         digest = hashlib.sha256()
         parent, _, base = entry.name.rpartition("/")
-        with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=tree.folder(parent)), "wb") as dst:
+        with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=staging.folder(parent)), "wb") as dst:
             for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
                 digest.update(chunk)
                 dst.write(chunk)
@@ -424,15 +414,12 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
     except OSError as exc:
         raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
     try:
-        tree = _Tree(staging.tree)
         try:
-            files = _extract(fh, entries, tree, manifest[0] if manifest else None, progress)
+            files = _extract(fh, entries, staging, manifest[0] if manifest else None, progress)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc
             raise LocalFSError(f"cannot extract into {dest_dir}: {exc.strerror}") from exc
-        finally:
-            tree.close()
         staging.swap(tops)
     finally:
         staging.close()
