@@ -140,8 +140,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class LeftOut:
-    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile (or a whole-run pack)
-    left out, said rather than silently dropped."""
+    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile or a whole run left out."""
 
     path: str  # relative to the run, as users know it; a folder ends with "/"
     checkpoint: str | None  # the checkpoint it is, when a whole checkpoint is left out

@@ -144,8 +144,7 @@ class _Collector:
 def collect_files(
     selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress
 ) -> tuple[list[SourceFile], list[str], list[LeftOut]]:
-    """The files and empty folders (archive names, "a/b/") to pack, sorted, after checkpoint choice, profile, logs
-    and patterns; and what the profile or a whole-run pack left out."""
+    """The files and empty folders ("a/b/") to pack, sorted, and what the profile or a whole-run pack left out."""
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]  # heavy: only when packing
 
     run_real = Path(os.path.realpath(run_dir))

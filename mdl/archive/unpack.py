@@ -41,8 +41,6 @@ MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archi
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 PREFIX = ".mdl-unpack-"
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
 _SWAPPING, _COMMITTED = "swapping", "committed"
@@ -68,8 +66,7 @@ def deferred_signals() -> Iterator[None]:
 
 
 class Staging:
-    """The private folder beside the destination, locked for as long as this process uses it; the archive is
-    extracted into its tree, never through a link, with few folder descriptors open."""
+    """The private folder beside the destination, locked while in use; its tree is made never through a link."""
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
@@ -167,8 +164,7 @@ def _write_journal(staging: Path, tops: list[str], present: frozenset[str], stat
 
 
 def _read_journal(staging: Path) -> tuple[list[str], frozenset[str], str] | None:
-    """The journal's top-level names, those that were present, and its state; None when absent; ValueError when it
-    cannot be trusted."""
+    """The journal's names, those present, and its state; None when absent; ValueError when it cannot be trusted."""
     try:
         raw = (staging / _JOURNAL).read_bytes()
     except FileNotFoundError:
@@ -349,8 +345,7 @@ def unpack_archive(
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``. ``max_ratio`` caps
-    how far the archive may expand, per entry and in total (declared sizes against the bytes that hold them)."""
+    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``."""
     dest_dir = cwd / dest if dest is not None else cwd
     if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
         progress = ArchiveProgress(progress, archive.name)

@@ -51,8 +51,7 @@ def shown_raw(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One central directory record, decoded (offsets are absolute in the file), and where its data starts once its
-    local header is read."""
+    """One central directory record, decoded; ``start``: where its data begins, once its local header is read."""
 
     raw_name: bytes
     stored: str  # the name as stored, a folder's trailing "/" included
@@ -122,8 +121,7 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
 
 
 def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
-    """Every entry of the central directory, and where it starts (no entry's data may reach past it); refuse what is
-    corrupt, split, or has more than ``max_entries`` entries."""
+    """Every entry of the central directory, and where it starts; refuse what is corrupt, split or too many."""
     size = fh.seek(0, 2)
     if size < _EOCD.size:
         raise _broken(f"{size} bytes is too short for a zip")
@@ -200,8 +198,7 @@ def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
 
 
 def check_entry(entry: Entry) -> None:
-    """Refuse one entry's unsafe name or type, and what this reader cannot do safely (encryption, patched data,
-    newer versions, other methods)."""
+    """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
     raw, attr, flags, v, is_dir = entry.stored, entry.external_attr, entry.flags, entry.version_needed, entry.is_dir
     problem = name_problem(entry.name)
     if problem:

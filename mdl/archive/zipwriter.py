@@ -223,8 +223,7 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
 def _write_seekable(
     fh: IO[bytes], contents: Contents, progress: Progress, name: str
 ) -> tuple[int, str, dict[str, str]]:
-    """The whole archive from ``fh``'s position (one read of each source), then read back for its own sha256, a batch
-    of its own (gigabytes take a while); its size and sha256, the files' sha256, and ``fh`` at its end."""
+    """The whole archive from ``fh``'s position, then read back for its own sha256: its size, sha256 and the files'."""
     placeholder, stem, stamp, start = contents.manifest({}), contents.stem, zip_date_time(contents.epoch), fh.tell()
     with HashingCopier() as copier:
         with zipfile.ZipFile(fh, "w") as archive:
@@ -307,8 +306,7 @@ def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
 
 
 def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
-    """Write to stdout: in one pass when it is a regular file we can update, else hashing first; the archive's size
-    and sha256, and the files' sha256."""
+    """Write to stdout: in one pass when it is a regular file we can update, else hashing first."""
     try:  # the files are opened by open_unchanged, which raises our own errors
         out.flush()
         found, fd = stdout_file(out), None
@@ -371,8 +369,7 @@ def _mark(value: int) -> int:
 
 
 class StreamZipWriter:
-    """Writes entries strictly in order (:meth:`start`, :meth:`write`, :meth:`end`), never seeking, keeping the
-    size and sha256 of everything written; :meth:`close` writes the central directory."""
+    """Writes entries in order (start, write, end; close), never seeking, keeping the size and sha256 of its output."""
 
     def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
         year, month, day, hour, minute, second = date_time
@@ -397,8 +394,7 @@ class StreamZipWriter:
         return prefix + common + tail + self._name + extra
 
     def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
-        """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass (and the copy checks
-        the bytes against it): a stored entry's local header carries them, a deflated one's descriptor."""
+        """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass."""
         self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
         self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
