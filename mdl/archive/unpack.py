@@ -33,7 +33,7 @@ from mdl.archive.zipread import DEFAULT_MAX_RATIO, Entry
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
 from mdl.paths import shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
-from mdl.store import fsync_dir, kind_of, not_a_file
+from mdl.store import fsync_dir, kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
@@ -387,11 +387,8 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
     occupied: list[str] = []  # top-level names already there: refused unless --force (an empty folder is fine)
     for top in tops:
         target = dest_dir / top
-        try:
-            st = target.lstat()
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and not any(target.iterdir()):
+        st = stat_file(target)
+        if st is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
             continue
         kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
         if kind not in (None, "a folder") and not force:
