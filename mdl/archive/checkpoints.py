@@ -296,18 +296,15 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
         for c in candidates
         if c.is_dir and c.unit == "step"
     ]
-    best: tuple[int, int, str, Any] | None = None
+    found: list[tuple[int, int, str, Any]] = []  # (step, -order: ties go to the run's own file, shown, state)
     for order, (shown, path) in enumerate(places):
-        if not path.is_file():
-            continue
-        state = read_small_json(real_inside(path, run_real, shown), shown)
-        step = state.get("global_step") if isinstance(state, dict) else None
-        key = (step if isinstance(step, int) else -1, -order)  # ties go to the run's own file
-        if best is None or key > best[:2]:
-            best = (key[0], key[1], shown, state)
-    if best is None:
+        if path.is_file():
+            state = read_small_json(real_inside(path, run_real, shown), shown)
+            step = state.get("global_step") if isinstance(state, dict) else None
+            found.append((step if isinstance(step, int) else -1, -order, shown, state))
+    if not found:
         raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
-    shown, state = best[2], best[3]
+    _, _, shown, state = max(found, key=lambda item: item[:2])
     recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
     best_step = state.get("best_global_step") if isinstance(state, dict) else None
     if isinstance(recorded, str) and recorded.strip("/\\"):
