@@ -262,11 +262,7 @@ class PackResult:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
         doc["skipped"] = [asdict(left) for left in (*self.skipped, *self.left_out)]
-        return doc | {
-            "files": [f.to_json() for f in self.files],
-            "folders": list(self.folders),
-            "notes": list(self.notes),
-        }
+        return doc | {"files": [asdict(f) for f in self.files], "folders": [*self.folders], "notes": [*self.notes]}
 
 
 def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:

@@ -124,19 +124,13 @@ def open_unchanged(src: SourceFile) -> int:
     return fd
 
 
-class HashingCopier:
-    """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk: hashlib and zlib.crc32
+class HashingCopier(ThreadPoolExecutor):
+    """Copies a file in chunks to a sink while its one thread sha256-hashes the same chunk: hashlib and zlib.crc32
     release the GIL on large buffers, and two buffers alternate so the next read overlaps the hashing."""
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdl-sha256")
-        self._buffers = (bytearray(chunk_size), bytearray(chunk_size))
-
-    def __enter__(self) -> HashingCopier:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._pool.shutdown(wait=True)
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="mdl-sha256")
+        self._buffers = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE))
 
     def digest_fd(
         self, fd: int, advance: Callable[[int], None], sink: _Sink | None = None, src: SourceFile | None = None
@@ -152,7 +146,7 @@ class HashingCopier:
                 if src is not None and total > src.size:
                     raise IntegrityError(f"'{src.shown}' grew while being packed; is the run still writing?")
                 view = memoryview(self._buffers[turn])[:count]
-                job = self._pool.submit(digest.update, view)
+                job = self.submit(digest.update, view)
                 if sink is not None:
                     sink.write(view)
                 if pending is not None:
