@@ -14,21 +14,18 @@ MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
-    if not name:
-        return "empty name"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
-        return "control character (NUL, newline, ...) in name"
-    if "\\" in name:
-        return "backslash in name"
-    if name.startswith("/"):
-        return "absolute path"
-    if DRIVE_RE.match(name):
-        return "drive letter"
-    shared = path_problem(name)  # the rule pull and get apply too (bidi, separators, length with temp name)
-    if shared is not None:
-        return shared
-    if ":" in name:
-        # A colon is a drive or an NTFS alternate data stream on Windows.
+    refused = (
+        (not name, "empty name"),
+        (any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name), "control character (NUL, newline, ...) in name"),
+        ("\\" in name, "backslash in name"),
+        (name.startswith("/"), "absolute path"),
+        (DRIVE_RE.match(name) is not None, "drive letter"),
+    )
+    # Then the rule pull and get apply too (bidi, separators, length with temp name).
+    problem = next((why for bad, why in refused if bad), None) or path_problem(name)
+    if problem is not None:
+        return problem
+    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
         return "colon in name"
     for part in name.split("/"):
         if part[-1] in ". ":
