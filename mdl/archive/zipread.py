@@ -107,13 +107,11 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ArchiveError(f"entry {shown_raw(raw)} is marked UTF-8 but its name is not valid UTF-8") from None
-    if unicode_path is not None and len(unicode_path) >= 5 and unicode_path[0] == 1:
-        (crc,) = struct.unpack_from("<L", unicode_path, 1)
-        if crc == zlib.crc32(raw):
-            try:
-                return unicode_path[5:].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ArchiveError(f"entry {shown_raw(raw)} has a Unicode Path field that is not valid UTF-8") from None
+    if unicode_path and unicode_path[:1] == b"\x01" and unicode_path[1:5] == struct.pack("<L", zlib.crc32(raw)):
+        try:
+            return unicode_path[5:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArchiveError(f"entry {shown_raw(raw)} has a Unicode Path field that is not valid UTF-8") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -127,9 +125,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
         raise _broken(f"{size} bytes is too short for a zip")
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
-    pos = tail.rfind(b"PK\x05\x06")
-    while pos >= 0 and pos + _EOCD.size > len(tail):
-        pos = tail.rfind(b"PK\x05\x06", 0, pos)
+    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)  # the last with room for a whole record
     if pos < 0:
         raise _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
