@@ -179,17 +179,13 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
     """Sizes, offset and disk, those marked 0xFFFFFFFF (0xFFFF for the disk) replaced by their ZIP64 extra values."""
-    values = [rec.usize, rec.csize, rec.offset, rec.disk]
-    wanted = [v == 0xFFFFFFFF for v in values[:3]] + [rec.disk == 0xFFFF]
-    pos = 0
-    for i, needed in enumerate(wanted):
-        if not needed:
-            continue
-        width = 4 if i == 3 else 8
-        if field is None or pos + width > len(field):
-            raise ArchiveError(f"entry {shown(name)} lacks the ZIP64 sizes its header promises")
-        values[i] = int.from_bytes(field[pos : pos + width], "little")
-        pos += width
+    values, pos = [rec.usize, rec.csize, rec.offset, rec.disk], 0
+    for i, (marker, width) in enumerate([(0xFFFFFFFF, 8)] * 3 + [(0xFFFF, 4)]):
+        if values[i] == marker:
+            if field is None or pos + width > len(field):
+                raise ArchiveError(f"entry {shown(name)} lacks the ZIP64 sizes its header promises")
+            values[i] = int.from_bytes(field[pos : pos + width], "little")
+            pos += width
     return values
 
 
