@@ -204,8 +204,7 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
             inside = weights.relative_to(folder)
             label = f"{shown}/{inside}"
             if weights.name.endswith(".safetensors"):
-                problem = safetensors_problem(real_inside(weights, run_real, label), label)
-                if problem:
+                if problem := safetensors_problem(real_inside(weights, run_real, label), label):
                     return f"{inside}: {problem}"
                 found_weights = True
             elif _PICKLED_WEIGHTS.fullmatch(weights.name):
@@ -219,8 +218,7 @@ def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
         match = _HF_DIR.fullmatch(name)
         return (int(match.group(1)), "step") if match else None
     for pattern, unit in ((_KOHYA_STEP, "step"), (_KOHYA_EPOCH, "epoch"), (_LIGHTNING_STEP, "step")):
-        match = pattern.fullmatch(name)
-        if match:
+        if match := pattern.fullmatch(name):
             return int(match.group(1)), unit
     return (None, "alias") if name == _LIGHTNING_LAST else None
 
@@ -242,8 +240,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     if nested.is_dir() and not nested.is_symlink():
         with os.scandir(nested) as entries:
             for entry in entries:
-                match = _ACCELERATE_DIR.fullmatch(entry.name)
-                if match and entry.is_dir():
+                if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
                     found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
     seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
@@ -259,8 +256,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
 
 def _complete(candidate: Candidate, run_real: Path, why: str, reason: str, metric: float | None = None) -> Selection:
     """``candidate`` chosen for ``reason``; refused if it is incomplete, saying ``why`` it was asked for."""
-    problem = candidate_problem(candidate, run_real)
-    if problem:
+    if problem := candidate_problem(candidate, run_real):
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
     return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
 
@@ -339,8 +335,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):
-        match = re.fullmatch(r"step:([0-9]+)", spec)
-        if not match:
+        if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
             raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
         step = int(match.group(1))
         chosen_step = next((c for c in candidates if c.unit == "step" and c.number == step), None)

@@ -22,8 +22,7 @@ def name_problem(name: str) -> str | None:
         (DRIVE_RE.match(name) is not None, "drive letter"),
     )
     # Then the rule pull and get apply too (bidi, separators, length with temp name).
-    problem = next((why for bad, why in refused if bad), None) or path_problem(name)
-    if problem is not None:
+    if problem := next((why for bad, why in refused if bad), None) or path_problem(name):
         return problem
     if ":" in name:  # a drive or an NTFS alternate data stream on Windows
         return "colon in name"

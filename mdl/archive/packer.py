@@ -64,17 +64,14 @@ def role_of(arcname: str) -> str:
     name = arcname.rsplit("/", 1)[-1]
     suffix = PurePosixPath(name).suffix.lower()
     logs = arcname.startswith("logs/") or name == "trainer_state.json" or name.startswith("events.out.tfevents.")
-    if logs or _matches(name, LOG_PATTERNS):
-        return "logs"
-    if suffix in _PICKLE_SUFFIXES:
-        return "pickle"
-    if suffix in _WEIGHT_SUFFIXES:
-        return "weights"
-    if name in _TOKENIZER_NAMES or name.startswith("vocab."):
-        return "tokenizer"
-    if suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md":
-        return "config"
-    return "other"
+    roles = (
+        (logs or _matches(name, LOG_PATTERNS), "logs"),
+        (suffix in _PICKLE_SUFFIXES, "pickle"),
+        (suffix in _WEIGHT_SUFFIXES, "weights"),
+        (name in _TOKENIZER_NAMES or name.startswith("vocab."), "tokenizer"),
+        (suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md", "config"),
+    )
+    return next((role for matched, role in roles if matched), "other")
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -173,18 +170,13 @@ def collect_files(
                 progress.note("--with-logs: no logs found in the run")
     # --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error.
     names = [arcname for arcname, _ in collector.found]
-    includes, excludes = options.includes, options.excludes
-    for flag, pattern in [("--include", p) for p in includes] + [("--exclude", p) for p in excludes]:
+    for flag, pattern in [("--include", p) for p in options.includes] + [("--exclude", p) for p in options.excludes]:
         if not any(filter_repo_objects(names, allow_patterns=[pattern])):
             raise UsageError(f"{flag} {pattern!r} matches no file")
     files: list[SourceFile] = []
     folders: list[str] = []
-    for arcname, src in filter_repo_objects(
-        collector.found,
-        allow_patterns=list(includes) or None,
-        ignore_patterns=list(excludes) or None,
-        key=lambda item: item[0],
-    ):
+    patterns = {"allow_patterns": list(options.includes) or None, "ignore_patterns": list(options.excludes) or None}
+    for arcname, src in filter_repo_objects(collector.found, key=lambda item: item[0], **patterns):
         if src is None:
             folders.append(arcname)
         elif isinstance(src, str):
@@ -209,8 +201,7 @@ def collect_files(
     seen: dict[str, str] = {}
     named = [(src.arcname, src.shown) for src in files] + [(name.rstrip("/"), name) for name in folders]
     for arcname, shown in named:
-        problem = name_problem(arcname)
-        if problem:
+        if problem := name_problem(arcname):
             raise UnsafePathError(f"cannot pack '{shown}': {problem}")
         if arcname == MANIFEST_NAME:
             raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
@@ -300,8 +291,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         else:
             target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
             stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-        problem = name_problem(stem)
-        if problem:  # the archive's stem is its top-level folder
+        if problem := name_problem(stem):  # the archive's stem is its top-level folder
             raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
         if target is not None:
             _refuse_output_in_run(str(target), run_real, f"'{target}'")

@@ -366,8 +366,7 @@ def unpack_archive(
 
 
 def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, max_ratio: float) -> UnpackResult:
-    kind = not_a_file(dest_dir)
-    if kind not in (None, "a folder"):
+    if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first

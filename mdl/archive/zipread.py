@@ -192,8 +192,7 @@ def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
 def check_entry(entry: Entry) -> None:
     """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
     raw, attr, flags, v, is_dir = entry.stored, entry.external_attr, entry.flags, entry.version_needed, entry.is_dir
-    problem = name_problem(entry.name)
-    if problem:
+    if problem := name_problem(entry.name):
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
     kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
     marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY

@@ -263,8 +263,7 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
         raise NoSpaceError(f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are free")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
-    kind = not_a_file(partial_path)  # lstat: a FIFO there would take the archive and never give it back
-    if kind is not None:
+    if (kind := not_a_file(partial_path)) is not None:  # lstat: a FIFO there would take the archive for good
         raise not_a_file_error(partial_path, kind, hint="remove it: the archive is written there, then renamed")
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
