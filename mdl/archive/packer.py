@@ -205,8 +205,7 @@ def collect_files(
             raise UnsafePathError(f"cannot pack '{shown}': {problem}")
         if arcname == MANIFEST_NAME:
             raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
-        key = collision_key(arcname)
-        if key in seen:
+        if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{shown}': their names collide")
         seen[key] = shown
     twins = first_twin(arcname for arcname, _ in named)

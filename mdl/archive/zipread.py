@@ -219,8 +219,7 @@ def check_names(entries: list[Entry]) -> None:
     seen: dict[str, str] = {}
     folders: dict[str, str] = {}
     for entry in entries:
-        key = collision_key(entry.name)
-        if key in seen:
+        if (key := collision_key(entry.name)) in seen:
             raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.stored)} name the same file")
         seen[key] = entry.stored
         parts = entry.name.split("/")
