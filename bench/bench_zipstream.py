@@ -81,7 +81,7 @@ def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, 
 
     from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
-    from mdl.archive.names import MANIFEST_NAME
+    from mdl.archive.zipread import MANIFEST_NAME
     from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, _CrcSink, open_unchanged, zip_date_time
 
     stem, files, folders, stamp = contents.stem, contents.files, contents.folders, zip_date_time(contents.epoch)

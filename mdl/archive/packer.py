@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_inside, select_checkpoint
-from mdl.archive.names import MANIFEST_NAME, collision_key, first_twin, name_problem
+from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
 from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import ArchiveProgress, Progress

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.archive import zipread
-from mdl.archive.names import MANIFEST_NAME, name_problem
-from mdl.archive.zipread import DEFAULT_MAX_RATIO, Entry
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, Entry, name_problem
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
 from mdl.paths import shown, temp_name
 from mdl.progress import ArchiveProgress, Progress

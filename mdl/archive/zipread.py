@@ -1,7 +1,7 @@
 """Reading and judging a zip without trusting it: end records, ZIP64, central directory, local headers, names,
 types, collisions, layout, bombs and path lengths, each refused as an ArchiveError naming the entry (exit 2)
 before a byte is written. Not zipfile: it raises NotImplementedError, UnicodeDecodeError and friends on hostile
-input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes."""
+input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes. Its naming rule is the one pack enforces too."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import math
 import os
 import stat
 import struct
+import unicodedata
 import zlib
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
-from mdl.archive.names import collision_key, first_twin, name_problem
-from mdl.errors import ArchiveError, IntegrityError, UsageError
-from mdl.paths import shown
+from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
+from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name, shown
 
+MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
+MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 STORED, DEFLATED = 0, 8
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3; anything newer needs features we do not have
 MAX_CENTRAL_BYTES = 256 << 20
@@ -47,6 +49,52 @@ _MAX_SHOWN = 120
 
 def shown_raw(raw: bytes) -> str:
     return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
+    refused = (
+        (not name, "empty name"),
+        (any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name), "control character (NUL, newline, ...) in name"),
+        ("\\" in name, "backslash in name"),
+        (name.startswith("/"), "absolute path"),
+        (DRIVE_RE.match(name) is not None, "drive letter"),
+    )
+    # Then the rule pull and get apply too (bidi, separators, length with temp name).
+    if problem := next((why for bad, why in refused if bad), None) or path_problem(name):
+        return problem
+    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
+        return "colon in name"
+    for part in name.split("/"):
+        if part[-1] in ". ":
+            return "component ending in a dot or space"
+        if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
+            return "reserved device name"
+        try:
+            safe_file_name(part, where="path component")
+        except UnsafePathError as exc:
+            return exc.message
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def collision_key(name: str) -> str:
+    """The key under which two names land on the same file on a case-insensitive, normalising filesystem."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first two spellings (``top/Dir/a``, ``top/dir/b``) that a case-folding, normalising filesystem merges."""
+    spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
+    for name in names:
+        parts = name.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            first = spelled.setdefault(collision_key(prefix), prefix)
+            if first != prefix:
+                return first, prefix
+    return None
 
 
 @dataclass(frozen=True)

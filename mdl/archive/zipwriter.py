@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
-from mdl.archive.names import MANIFEST_NAME
+from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import not_a_file, not_a_file_error
