@@ -24,15 +24,11 @@ _KOHYA_STEP = re.compile(r".+-step([0-9]+)\.safetensors")
 _KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
 _LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
 _LIGHTNING_LAST = "last.ckpt"
-
 _PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
-
 KNOWN_PATTERNS = (
     "checkpoint-N/, checkpoints/checkpoint_N/, NAME-stepN.safetensors, NAME-NNNNNN.safetensors, "
     "*step=N*.ckpt, last.ckpt"
 )
-
-
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
 _JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse to slurp anything huge
 
@@ -233,8 +229,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
             if is_dir and _TMP_DIR.fullmatch(entry.name):
                 temporary.append(entry.name)
                 continue
-            kind = _classify(entry.name, is_dir)
-            if kind is not None and (is_dir or entry.is_file()):
+            if (kind := _classify(entry.name, is_dir)) is not None and (is_dir or entry.is_file()):
                 found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
     nested = run_dir / "checkpoints"
     if nested.is_dir() and not nested.is_symlink():
@@ -264,8 +259,7 @@ def _complete(candidate: Candidate, run_real: Path, why: str, reason: str, metri
 def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
     """The highest-numbered complete checkpoint, and those passed over on the way."""
     numbered = [c for c in candidates if c.number is not None]
-    units = {c.unit for c in numbered}
-    if len(units) > 1:
+    if len(units := {c.unit for c in numbered}) > 1:
         raise UsageError(
             f"the run mixes {' and '.join(sorted(units))} numbering; 'latest' is ambiguous",
             hint="name the checkpoint with --checkpoint NAME",
@@ -312,8 +306,7 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
         source = f"best_global_step {best_step} in {shown}"
     else:
         raise UsageError(f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)")
-    chosen = next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)
-    if chosen is None:
+    if (chosen := next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)) is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     metric = state.get("best_metric")
     try:  # NaN, infinities (trainers write them), ints past float range and non-numbers count as no metric
@@ -338,8 +331,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
             raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
         step = int(match.group(1))
-        chosen_step = next((c for c in candidates if c.unit == "step" and c.number == step), None)
-        if chosen_step is None:
+        if (chosen_step := next((c for c in candidates if c.unit == "step" and c.number == step), None)) is None:
             steps = sorted(c.number for c in candidates if c.unit == "step" and c.number is not None)
             near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
             raise UsageError(
@@ -350,8 +342,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
     name = spec.removesuffix("/")
     if "/" in name or "\\" in name or name in ("", ".", ".."):
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
-    named = next((c for c in candidates if c.name == name), None)
-    if named is None:
+    if (named := next((c for c in candidates if c.name == name), None)) is None:
         if _TMP_DIR.fullmatch(name):
             raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
         close = difflib.get_close_matches(name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6)

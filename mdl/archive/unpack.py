@@ -193,12 +193,11 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
     """Roll back (or finish) the swaps killed unpacks left in ``dest`` and remove their staging folders (``dry_run``:
     only name them), never one a running unpack holds; each folder handled, with the bytes it held."""
     try:
-        names = [p.name for p in dest.iterdir() if p.name.startswith(PREFIX)]
+        stagings = sorted(p for p in dest.iterdir() if p.name.startswith(PREFIX))
     except OSError:
         return []
     handled: list[tuple[Path, int]] = []
-    for name in sorted(names):
-        staging = dest / name
+    for staging in stagings:
         try:
             lock = os.open(staging / _LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
