@@ -34,15 +34,13 @@ _JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse t
 
 
 def _parse_int(text: str) -> int:
-    value = int(text)
-    if abs(value) >= 1 << 1024:  # past float range: no step, size or metric is this large
+    if abs(value := int(text)) >= 1 << 1024:  # past float range: no step, size or metric is this large
         raise ValueError(f"number {text[:20]}... is out of range")
     return value
 
 
 def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: a number that overflows is not a value anyone wrote on purpose
+    if not math.isfinite(value := float(text)):  # 1e400: a number that overflows is not a value anyone wrote on purpose
         raise ValueError(f"number {text[:40]} is out of range")
     return value
 
@@ -91,8 +89,7 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file"
-        head = os.pread(fd, 8, 0)
-        if len(head) < 8:
+        if len(head := os.pread(fd, 8, 0)) < 8:
             return f"truncated: {st.st_size} bytes, no header"
         header_len = int.from_bytes(head, "little")
         if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
@@ -117,8 +114,7 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         if not (type(first) is int and type(last) is int and 0 <= first <= last):
             return f"tensor {key!r} has bad data_offsets"
         end = max(end, last)
-    expected = 8 + header_len + end
-    if expected != st.st_size:
+    if (expected := 8 + header_len + end) != st.st_size:
         return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
     return None
 
@@ -231,8 +227,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
                 continue
             if (kind := _classify(entry.name, is_dir)) is not None and (is_dir or entry.is_file()):
                 found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
-    nested = run_dir / "checkpoints"
-    if nested.is_dir() and not nested.is_symlink():
+    if (nested := run_dir / "checkpoints").is_dir() and not nested.is_symlink():
         with os.scandir(nested) as entries:
             for entry in entries:
                 if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
@@ -240,8 +235,7 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
     seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
     for cand in found:
-        first = seen.setdefault((cand.unit, cand.number), cand.name)
-        if cand.number is not None and first != cand.name:
+        if (first := seen.setdefault((cand.unit, cand.number), cand.name)) != cand.name and cand.number is not None:
             raise UsageError(
                 f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
                 hint="rename or remove one of them",

@@ -270,8 +270,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     for what, value, known in (("profile", options.profile, PROFILES), ("compression", options.compress, COMPRESSIONS)):
         if value not in known:
             raise UsageError(f"unknown {what} {value!r} (choose {', '.join(known)})")
-    run_dir = options.cwd / options.run_dir
-    if not run_dir.is_dir():
+    if not (run_dir := options.cwd / options.run_dir).is_dir():
         raise UsageError(f"run folder not found: {options.run_dir}")
     run_real = Path(os.path.realpath(run_dir))
     to_stdout = options.output is not None and str(options.output) == "-"

@@ -271,12 +271,10 @@ class UnpackResult:
 
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
     """The mdl manifest of a single-folder archive, checked against the entries, or None when absent."""
-    tops = {e.name.split("/", 1)[0] for e in entries}
-    if len(tops) != 1:
+    if len(tops := {e.name.split("/", 1)[0] for e in entries}) != 1:
         return None
     top = next(iter(tops))
-    entry = next((e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None)
-    if entry is None:
+    if (entry := next((e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None)) is None:
         return None
     if entry.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")

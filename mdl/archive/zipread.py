@@ -91,8 +91,7 @@ def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
         parts = name.strip("/").split("/")
         for depth in range(1, len(parts) + 1):
             prefix = "/".join(parts[:depth])
-            first = spelled.setdefault(collision_key(prefix), prefix)
-            if first != prefix:
+            if (first := spelled.setdefault(collision_key(prefix), prefix)) != prefix:
                 return first, prefix
     return None
 
@@ -128,8 +127,7 @@ def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
     if offset < 0:
         raise _broken(f"a record would start before the beginning of the file ({offset})")
     fh.seek(offset)
-    data = fh.read(size)
-    if len(data) != size:
+    if len(data := fh.read(size)) != size:
         raise _broken(f"{size} bytes at offset {offset} run past the end of the file")
     return data
 
@@ -168,8 +166,7 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
 
 def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
     """Every entry of the central directory, and where it starts; refuse what is corrupt, split or too many."""
-    size = fh.seek(0, 2)
-    if size < _EOCD.size:
+    if (size := fh.seek(0, 2)) < _EOCD.size:
         raise _broken(f"{size} bytes is too short for a zip")
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
@@ -184,8 +181,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
             if _EOCD64_LOCATOR.unpack(locator)[3] > 1:
                 raise ArchiveError("split or spanned archives are not supported")
             cd_end -= _EOCD64_LOCATOR.size + _EOCD64.size
-            record = _read_at(fh, cd_end, _EOCD64.size)
-            if not record.startswith(b"PK\x06\x06"):
+            if not (record := _read_at(fh, cd_end, _EOCD64.size)).startswith(b"PK\x06\x06"):
                 raise _broken("the ZIP64 end record is missing")
             _, _, _, _, disk, cd_disk, count_here, count, cd_size, cd_offset = _EOCD64.unpack(record)
     if disk != 0 or cd_disk != 0 or count_here != count:
@@ -208,8 +204,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
             raise _broken(f"bad central directory record at offset {pos}")
         rec = _Central._make(_CENTRAL.unpack_from(data, pos))
         start = pos + _CENTRAL.size
-        end = start + rec.name_len + rec.extra_len + rec.comment_len
-        if end > len(data):
+        if (end := start + rec.name_len + rec.extra_len + rec.comment_len) > len(data):
             raise _broken(f"central directory record at offset {pos} runs past its end")
         raw = data[start : start + rec.name_len]
         extras = _extras(data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw))
@@ -255,8 +250,7 @@ def check_entry(entry: Entry) -> None:
         (method not in (STORED, DEFLATED), f"uses compression method {method}; only stored and deflate"),
         (method == STORED and csize != size, f"is stored but declares {size} bytes in {csize}"),
     )
-    why = next((why for bad, why in refused if bad), None)
-    if why is not None:
+    if (why := next((reason for bad, reason in refused if bad), None)) is not None:
         raise ArchiveError(f"entry {shown(raw)} {why}")
     if is_dir and size:
         raise ArchiveError(f"folder entry {shown(raw)} has {size} bytes of data")
@@ -289,16 +283,14 @@ def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list
     for entry in entries:
         at = entry.header_offset
         fh.seek(at)
-        header = fh.read(_LOCAL.size)
-        if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
+        if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
             raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
         _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
         raw = _read_at(fh, at + _LOCAL.size, name_len)
         heads.append((raw, flags, method, at + _LOCAL.size + name_len + extra_len))
     spans: list[tuple[int, int, str]] = []
     for entry, head in zip(entries, heads, strict=True):
-        end = head[3] + entry.compress_size
-        if end > central_start:
+        if (end := head[3] + entry.compress_size) > central_start:
             raise ArchiveError(f"entry {shown(entry.stored)} runs past the end of its data: truncated or corrupt")
         spans.append((entry.header_offset, end, entry.stored))
     spans.sort()
@@ -353,8 +345,7 @@ def check_lengths(entries: list[Entry], dest: Path) -> None:
     limit = path_max - 1 - _STAGING_MARGIN  # PATH_MAX counts the final NUL
     for entry in entries:
         encoded = entry.name.encode("utf-8")
-        longest = max(len(part) for part in encoded.split(b"/"))
-        if longest > name_max:
+        if (longest := max(len(part) for part in encoded.split(b"/"))) > name_max:
             raise ArchiveError(f"entry {shown(entry.stored)} has a component of {longest} bytes (limit {name_max})")
         if prefix + len(encoded) > limit:
             raise ArchiveError(
@@ -374,8 +365,7 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
         if inflater is not None and inflater.unconsumed_tail:
             data = inflater.unconsumed_tail
         elif remaining:
-            data = fh.read(min(chunk, remaining))
-            if not data:
+            if not (data := fh.read(min(chunk, remaining))):
                 raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
             remaining -= len(data)
         elif inflater is None:
