@@ -106,6 +106,31 @@ class Staging:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
 
+    def extract(
+        self, fh: BinaryIO, entries: list[Entry], hashes: dict[str, str], progress: Progress
+    ) -> list[UnpackedFile]:
+        """Write every entry into the tree, verifying size, CRC and the manifest's sha256 (``hashes``)."""
+        done: list[UnpackedFile] = []
+        for entry in entries:
+            if entry.is_dir:
+                self.folder(entry.name)
+                continue
+            progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
+            digest = hashlib.sha256()
+            parent, _, base = entry.name.rpartition("/")
+            with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent)), "wb") as dst:
+                for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    progress.advance(entry.name, len(chunk))
+                dst.flush()
+                os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
+            progress.finish(entry.name, ok=True)
+            if hashes.get(entry.name) not in (None, digest.hexdigest()):
+                raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
+            done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
+        return done
+
     def swap(self, tops: list[str]) -> None:
         """Move each of ``tops`` from the tree into DEST, what was there into old/; all or nothing."""
         with deferred_signals(), contextlib.ExitStack() as closing:
@@ -306,32 +331,6 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     return {name: sha for name, (_, sha) in listed.items()}, checkpoint if isinstance(checkpoint, str) else None
 
 
-def _extract(
-    fh: BinaryIO, entries: list[Entry], staging: Staging, hashes: dict[str, str] | None, progress: Progress
-) -> list[UnpackedFile]:
-    """Write every entry into the staging tree, verifying size, CRC and the manifest's sha256."""
-    done: list[UnpackedFile] = []
-    for entry in entries:
-        if entry.is_dir:
-            staging.folder(entry.name)
-            continue
-        progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
-        digest = hashlib.sha256()
-        parent, _, base = entry.name.rpartition("/")
-        with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=staging.folder(parent)), "wb") as dst:
-            for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
-                digest.update(chunk)
-                dst.write(chunk)
-                progress.advance(entry.name, len(chunk))
-            dst.flush()
-            os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
-        progress.finish(entry.name, ok=True)
-        if hashes is not None and hashes.get(entry.name) not in (None, digest.hexdigest()):
-            raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
-        done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
-    return done
-
-
 def unpack_archive(
     archive: Path,
     *,
@@ -402,7 +401,7 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
     try:
         try:
-            files = _extract(fh, entries, staging, manifest[0] if manifest else None, progress)
+            files = staging.extract(fh, entries, manifest[0] if manifest else {}, progress)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc

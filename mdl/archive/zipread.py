@@ -103,6 +103,7 @@ class Entry:
     raw_name: bytes
     stored: str  # the name as stored, a folder's trailing "/" included
     name: str  # without it
+    is_dir: bool
     flags: int
     method: int
     version_needed: int
@@ -113,10 +114,6 @@ class Entry:
     create_system: int
     external_attr: int
     start: int = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return self.stored.endswith("/")
 
 
 def _broken(why: str) -> ArchiveError:
@@ -213,7 +210,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
         if disk != 0:
             raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
         found = (rec.flags, rec.method, rec.version & 0xFF, rec.crc, csize, usize, base + offset, rec.system, rec.attr)
-        entries.append(Entry(raw, name, name.removesuffix("/"), *found))
+        entries.append(Entry(raw, name, name.removesuffix("/"), name.endswith("/"), *found))
         pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
