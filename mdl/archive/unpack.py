@@ -43,6 +43,7 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 PREFIX = ".mdl-unpack-"
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
 _SWAPPING, _COMMITTED = "swapping", "committed"
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a swap runs, delivered after
 
 
 @contextlib.contextmanager
@@ -52,9 +53,7 @@ def deferred_signals() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in _DEFERRED_SIGNALS}
     try:
         yield
     finally:

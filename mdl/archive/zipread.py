@@ -278,13 +278,12 @@ def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list
     local header (what streaming readers believe) that tells another story than the central directory."""
     heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
     for entry in entries:
-        at = entry.header_offset
-        fh.seek(at)
+        fh.seek(entry.header_offset)
         if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
             raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
         _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-        raw = _read_at(fh, at + _LOCAL.size, name_len)
-        heads.append((raw, flags, method, at + _LOCAL.size + name_len + extra_len))
+        raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
+        heads.append((raw, flags, method, entry.header_offset + _LOCAL.size + name_len + extra_len))
     spans: list[tuple[int, int, str]] = []
     for entry, head in zip(entries, heads, strict=True):
         if (end := head[3] + entry.compress_size) > central_start:

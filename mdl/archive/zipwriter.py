@@ -394,8 +394,7 @@ class StreamZipWriter:
         self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
         # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
         # 8-byte descriptor only when the real sizes need it, whatever the local header says.
-        bound = size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size
-        self._zip64 = bound >= ZIP64_FROM
+        self._zip64 = (size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size) >= ZIP64_FROM
         known = (0, 0) if deflate else (size, size)  # a deflated entry's sizes and CRC-32 follow it, in its descriptor
         extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
         self._version = 45 if self._zip64 else 20
@@ -418,9 +417,7 @@ class StreamZipWriter:
             self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
         values = (self._size, compressed, self._offset)
         extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
-        version = self._version
-        if extra:
-            extra, version = struct.pack("<HH", 1, len(extra)) + extra, 45
+        extra, version = (struct.pack("<HH", 1, len(extra)) + extra, 45) if extra else (b"", self._version)
         usize, csize, offset = map(_mark, values)
         tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)  # comment length, disk, internal attributes
         self._central.append(
@@ -430,12 +427,10 @@ class StreamZipWriter:
     def close(self) -> None:
         """The central directory and end records (ZIP64 ones when counts or offsets need them)."""
         start = self.size
-        for record in self._central:
-            self._raw(record)
+        self._raw(b"".join(self._central))
         size, count = self.size - start, len(self._central)
-        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:
-            where = self.size
+        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:  # the ZIP64 end record, then its locator
             self._raw(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, start))
-            self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, where, 1))
+            self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, start + size, 1))
         count16 = min(count, 0xFFFF)
         self._raw(struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, count16, count16, _mark(size), _mark(start), 0))
