@@ -3,6 +3,7 @@ choose NAME, latest, best or step:N."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import json
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,26 +55,28 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def _open(path: Path, shown: str) -> int:
-    """``path`` opened without following a final link or blocking on a FIFO; failure is exit 2 naming ``shown``."""
+@contextlib.contextmanager
+def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
+    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2, naming it."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-
-
-def read_small_json(path: Path, shown: str) -> Any:
-    """Parse a small JSON file; every failure is exit 2 naming ``shown``."""
-    fd = _open(path, shown)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"'{shown}' is not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            raw = fh.read(_JSON_MAX + 1)
+        yield fd, os.fstat(fd)
     except OSError as exc:
         raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
     finally:
         os.close(fd)
+
+
+def read_small_json(path: Path, shown: str) -> Any:
+    """Parse a small JSON file; every failure is exit 2 naming ``shown``."""
+    with _opened(path, shown) as (fd, st):
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"'{shown}' is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(_JSON_MAX + 1)
     if len(raw) > _JSON_MAX:
         raise UsageError(f"'{shown}' is too large to be a JSON index")
     try:
@@ -84,9 +88,7 @@ def read_small_json(path: Path, shown: str) -> Any:
 def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
     """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
     shown = path.name if shown is None else shown
-    fd = _open(path, shown)
-    try:
-        st = os.fstat(fd)
+    with _opened(path, shown) as (fd, st):
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file"
         if len(head := os.pread(fd, 8, 0)) < 8:
@@ -95,10 +97,6 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
             return f"header length {header_len} does not fit in {st.st_size} bytes"
         raw = os.pread(fd, header_len, 8)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    finally:
-        os.close(fd)
     try:
         header = parse_json(raw)
     except ValueError:
