@@ -326,9 +326,8 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "include": list(options.includes),
         "exclude": list(options.excludes),
     }
-    archive_label = "-" if target is None else str(target)
     result_args: dict[str, Any] = {
-        "archive": archive_label,
+        "archive": "-" if target is None else str(target),
         "checkpoint": selection.checkpoint,
         "reason": selection.reason,
         "top_folder": stem,

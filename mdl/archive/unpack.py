@@ -95,10 +95,8 @@ class Staging:
             return self._fds[name]
         parent, _, base = name.rpartition("/")
         parent_fd = self.folder(parent)
-        try:
+        with contextlib.suppress(FileExistsError):  # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
             os.mkdir(base, 0o755, dir_fd=parent_fd)
-        except FileExistsError:
-            pass  # made earlier for a sibling; O_NOFOLLOW below still refuses anything but a folder
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
         self._fds[name] = fd
         while len(self._fds) > self._max_open:
@@ -176,10 +174,9 @@ class Staging:
 
 
 def _write_journal(staging: Path, tops: list[str], present: frozenset[str], state: str) -> None:
-    doc = {"version": 1, "state": state, "tops": tops, "present": sorted(present)}
     temp = staging / (_JOURNAL + ".tmp")
     with temp.open("w", encoding="utf-8") as fh:
-        json.dump(doc, fh, allow_nan=False)
+        json.dump({"version": 1, "state": state, "tops": tops, "present": sorted(present)}, fh, allow_nan=False)
         fh.flush()
         os.fsync(fh.fileno())
     temp.replace(staging / _JOURNAL)
@@ -189,10 +186,9 @@ def _write_journal(staging: Path, tops: list[str], present: frozenset[str], stat
 def _read_journal(staging: Path) -> tuple[list[str], frozenset[str], str] | None:
     """The journal's names, those present, and its state; None when absent; ValueError when it cannot be trusted."""
     try:
-        raw = (staging / _JOURNAL).read_bytes()
+        doc = json.loads((staging / _JOURNAL).read_bytes())
     except FileNotFoundError:
         return None
-    doc = json.loads(raw)
     tops, present, state = doc.get("tops"), doc.get("present"), doc.get("state")
     if not isinstance(tops, list) or not isinstance(present, list) or state not in (_SWAPPING, _COMMITTED):
         raise ValueError("malformed journal")
@@ -434,8 +430,7 @@ def unpack_stream(
     with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream: reading it says what is wrong
         if stream.isatty():
             raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
-    dest_dir = cwd / dest if dest is not None else cwd
-    spool = zipread.nearest_folder(dest_dir) / temp_name("stdin.zip")
+    spool = zipread.nearest_folder(cwd / dest if dest is not None else cwd) / temp_name("stdin.zip")
     named = ArchiveProgress(progress, None)
     try:
         fd = os.open(spool, _NEW_FILE, 0o600)

@@ -333,8 +333,7 @@ def check_lengths(entries: list[Entry], dest: Path) -> None:
     """Refuse names whose components exceed the destination file system's NAME_MAX, or whose path gets too long."""
     where = nearest_folder(dest)
     try:
-        name_max = os.pathconf(where, "PC_NAME_MAX")
-        path_max = os.pathconf(where, "PC_PATH_MAX")
+        name_max, path_max = os.pathconf(where, "PC_NAME_MAX"), os.pathconf(where, "PC_PATH_MAX")
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     prefix = len(os.fsencode(dest.absolute())) + 1
