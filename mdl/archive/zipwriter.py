@@ -135,8 +135,7 @@ class HashingCopier(ThreadPoolExecutor):
     def digest_fd(
         self, fd: int, advance: Callable[[int], None], sink: _Sink | None = None, src: SourceFile | None = None
     ) -> tuple[str, int]:
-        """sha256 and length of everything from ``fd``'s offset on, written to ``sink`` too; ``advance(n)`` hears
-        each block read. Reading past ``src``'s size fails: the file grew."""
+        """sha256 and length of ``fd`` from its offset, also written to ``sink``; reading past ``src``'s size fails."""
         digest = hashlib.sha256()
         pending: Future[None] | None = None
         total = turn = 0
