@@ -173,9 +173,8 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
     if not candidate.is_dir:  # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
         return None if folder.stat().st_size > 0 else "empty file"
     # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
-    subfolders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
     found_weights = False
-    for sub in subfolders:
+    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
         indexed: set[str] = set()
         for index in sorted(sub.glob("*.index.json")):
             label = f"{shown}/{index.relative_to(folder)}"
@@ -273,13 +272,10 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
 def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
     """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
     # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
-    places = [("trainer_state.json", run_dir / "trainer_state.json")] + [
-        (f"{c.name}/trainer_state.json", c.path / "trainer_state.json")
-        for c in candidates
-        if c.is_dir and c.unit == "step"
-    ]
+    places = [(run_dir, "")] + [(c.path, f"{c.name}/") for c in candidates if c.is_dir and c.unit == "step"]
     found: list[tuple[int, int, str, Any]] = []  # (step, -order: ties go to the run's own file, shown, state)
-    for order, (shown, path) in enumerate(places):
+    for order, (folder, prefix) in enumerate(places):
+        shown, path = f"{prefix}trainer_state.json", folder / "trainer_state.json"
         if path.is_file():
             state = read_small_json(real_inside(path, run_real, shown), shown)
             step = state.get("global_step") if isinstance(state, dict) else None

@@ -265,8 +265,7 @@ def check_names(entries: list[Entry]) -> None:
         for depth in range(1, len(parts) + (1 if entry.is_dir else 0)):
             folders.setdefault(collision_key("/".join(parts[:depth])), entry.stored)
     for entry in entries:
-        if not entry.is_dir and collision_key(entry.name) in folders:
-            clash = folders[collision_key(entry.name)]
+        if not entry.is_dir and (clash := folders.get(collision_key(entry.name))) is not None:
             raise ArchiveError(f"entry {shown(entry.name)} is a file but {shown(clash)} needs it to be a folder")
     twins = first_twin(entry.name for entry in entries)
     if twins is not None:  # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
