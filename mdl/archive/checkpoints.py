@@ -57,7 +57,7 @@ def parse_json(raw: bytes) -> Any:
 
 @contextlib.contextmanager
 def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
-    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2, naming it."""
+    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2 naming it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
