@@ -81,15 +81,18 @@ def _stream_zip_pipe(out: BinaryIO, contents: Any, progress: Any) -> tuple[int, 
 
     from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
-    from mdl.archive.names import MANIFEST_NAME
-    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, hash_sources, open_unchanged, zip_date_time
+    from mdl.archive.zipread import MANIFEST_NAME
+    from mdl.archive.zipwriter import CHUNK_SIZE, HashingCopier, _CrcSink, open_unchanged, zip_date_time
 
     stem, files, folders, stamp = contents.stem, contents.files, contents.folders, zip_date_time(contents.epoch)
 
     size, archive_digest = 0, hashlib.sha256()
+    sums: dict[str, tuple[str, int]] = {}
     with HashingCopier() as copier:
         progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
-        sums = hash_sources(files, copier, progress)
+        for src in files:  # the hashing pass of zipwriter._write_pipe
+            sink = _CrcSink()
+            sums[src.arcname] = (copier.copy(src, sink, progress, "hash:" + src.arcname), sink.crc)
     hashes = {name: sha for name, (sha, _) in sums.items()}
     manifest = contents.manifest(hashes)
     when = datetime(*stamp)

@@ -1,9 +1,8 @@
 """Packing a training run into a deterministic zip, and unpacking archives safely, from a file or a pipe."""
 
-from mdl.archive.packer import PackResult, pack_run
-from mdl.archive.selection import PackOptions
-from mdl.archive.swap import recover as recover_unpacks
+from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import UnpackResult, unpack_archive, unpack_stream
+from mdl.archive.unpack import recover as recover_unpacks
 from mdl.archive.zipread import DEFAULT_MAX_RATIO
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Reading and judging a zip without trusting it: end records, ZIP64, central directory, local headers, names,
 types, collisions, layout, bombs and path lengths, each refused as an ArchiveError naming the entry (exit 2)
 before a byte is written. Not zipfile: it raises NotImplementedError, UnicodeDecodeError and friends on hostile
-input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes."""
+input, and guesses CP437 for the raw UTF-8 names Info-ZIP writes. Its naming rule is the one pack enforces too."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import math
 import os
 import stat
 import struct
+import unicodedata
 import zlib
 from collections import namedtuple
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
-from mdl.archive.names import collision_key, first_twin, name_problem
-from mdl.errors import ArchiveError, UsageError
-from mdl.paths import shown
+from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
+from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name, shown
 
+MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
+MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 STORED, DEFLATED = 0, 8
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3; anything newer needs features we do not have
 MAX_CENTRAL_BYTES = 256 << 20
@@ -49,12 +51,59 @@ def shown_raw(raw: bytes) -> str:
     return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
+    refused = (
+        (not name, "empty name"),
+        (any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name), "control character (NUL, newline, ...) in name"),
+        ("\\" in name, "backslash in name"),
+        (name.startswith("/"), "absolute path"),
+        (DRIVE_RE.match(name) is not None, "drive letter"),
+    )
+    # Then the rule pull and get apply too (bidi, separators, length with temp name).
+    if problem := next((why for bad, why in refused if bad), None) or path_problem(name):
+        return problem
+    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
+        return "colon in name"
+    for part in name.split("/"):
+        if part[-1] in ". ":
+            return "component ending in a dot or space"
+        if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
+            return "reserved device name"
+        try:
+            safe_file_name(part, where="path component")
+        except UnsafePathError as exc:
+            return exc.message
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def collision_key(name: str) -> str:
+    """The key under which two names land on the same file on a case-insensitive, normalising filesystem."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def first_twin(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first two spellings (``top/Dir/a``, ``top/dir/b``) that a case-folding, normalising filesystem merges."""
+    spelled: dict[str, str] = {}  # collision key of a path prefix → its first spelling
+    for name in names:
+        parts = name.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            if (first := spelled.setdefault(collision_key(prefix), prefix)) != prefix:
+                return first, prefix
+    return None
+
+
 @dataclass(frozen=True)
-class ZipEntry:
-    """One central directory record, decoded and sanity-checked (offsets are absolute in the file)."""
+class Entry:
+    """One central directory record, decoded; ``start``: where its data begins, once its local header is read."""
 
     raw_name: bytes
-    name: str  # as stored, a folder's trailing "/" included
+    stored: str  # the name as stored, a folder's trailing "/" included
+    name: str  # without it
+    is_dir: bool
     flags: int
     method: int
     version_needed: int
@@ -64,15 +113,6 @@ class ZipEntry:
     header_offset: int
     create_system: int
     external_attr: int
-
-
-@dataclass(frozen=True)
-class Entry:
-    """An entry that passed every check: its name without a folder's trailing slash, and where its data starts."""
-
-    zip: ZipEntry
-    name: str
-    is_dir: bool
     start: int = 0
 
 
@@ -84,8 +124,7 @@ def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
     if offset < 0:
         raise _broken(f"a record would start before the beginning of the file ({offset})")
     fh.seek(offset)
-    data = fh.read(size)
-    if len(data) != size:
+    if len(data := fh.read(size)) != size:
         raise _broken(f"{size} bytes at offset {offset} run past the end of the file")
     return data
 
@@ -111,30 +150,24 @@ def decode_name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ArchiveError(f"entry {shown_raw(raw)} is marked UTF-8 but its name is not valid UTF-8") from None
-    if unicode_path is not None and len(unicode_path) >= 5 and unicode_path[0] == 1:
-        (crc,) = struct.unpack_from("<L", unicode_path, 1)
-        if crc == zlib.crc32(raw):
-            try:
-                return unicode_path[5:].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ArchiveError(f"entry {shown_raw(raw)} has a Unicode Path field that is not valid UTF-8") from None
+    if unicode_path and unicode_path[:1] == b"\x01" and unicode_path[1:5] == struct.pack("<L", zlib.crc32(raw)):
+        try:
+            return unicode_path[5:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArchiveError(f"entry {shown_raw(raw)} has a Unicode Path field that is not valid UTF-8") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("cp437")
 
 
-def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
-    """Every entry of the central directory, and where it starts (no entry's data may reach past it); refuse what is
-    corrupt, split, or has more than ``max_entries`` entries."""
-    size = fh.seek(0, 2)
-    if size < _EOCD.size:
+def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
+    """Every entry of the central directory, and where it starts; refuse what is corrupt, split or too many."""
+    if (size := fh.seek(0, 2)) < _EOCD.size:
         raise _broken(f"{size} bytes is too short for a zip")
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
-    pos = tail.rfind(b"PK\x05\x06")
-    while pos >= 0 and pos + _EOCD.size > len(tail):
-        pos = tail.rfind(b"PK\x05\x06", 0, pos)
+    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)  # the last with room for a whole record
     if pos < 0:
         raise _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
@@ -145,8 +178,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
             if _EOCD64_LOCATOR.unpack(locator)[3] > 1:
                 raise ArchiveError("split or spanned archives are not supported")
             cd_end -= _EOCD64_LOCATOR.size + _EOCD64.size
-            record = _read_at(fh, cd_end, _EOCD64.size)
-            if not record.startswith(b"PK\x06\x06"):
+            if not (record := _read_at(fh, cd_end, _EOCD64.size)).startswith(b"PK\x06\x06"):
                 raise _broken("the ZIP64 end record is missing")
             _, _, _, _, disk, cd_disk, count_here, count, cd_size, cd_offset = _EOCD64.unpack(record)
     if disk != 0 or cd_disk != 0 or count_here != count:
@@ -160,7 +192,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
     if cd_size > MAX_CENTRAL_BYTES:
         raise ArchiveError(f"the central directory is {cd_size} bytes (limit {MAX_CENTRAL_BYTES})")
     data = _read_at(fh, cd_start, cd_size)
-    entries: list[ZipEntry] = []
+    entries: list[Entry] = []
     pos = 0
     while pos < len(data):
         if len(entries) >= count:
@@ -169,8 +201,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
             raise _broken(f"bad central directory record at offset {pos}")
         rec = _Central._make(_CENTRAL.unpack_from(data, pos))
         start = pos + _CENTRAL.size
-        end = start + rec.name_len + rec.extra_len + rec.comment_len
-        if end > len(data):
+        if (end := start + rec.name_len + rec.extra_len + rec.comment_len) > len(data):
             raise _broken(f"central directory record at offset {pos} runs past its end")
         raw = data[start : start + rec.name_len]
         extras = _extras(data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw))
@@ -178,12 +209,8 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
         usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
         if disk != 0:
             raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
-        version = rec.version & 0xFF
-        entries.append(
-            ZipEntry(
-                raw, name, rec.flags, rec.method, version, rec.crc, csize, usize, base + offset, rec.system, rec.attr
-            )
-        )
+        found = (rec.flags, rec.method, rec.version & 0xFF, rec.crc, csize, usize, base + offset, rec.system, rec.attr)
+        entries.append(Entry(raw, name, name.removesuffix("/"), name.endswith("/"), *found))
         pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
@@ -192,32 +219,24 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[ZipEntry], int]:
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
     """Sizes, offset and disk, those marked 0xFFFFFFFF (0xFFFF for the disk) replaced by their ZIP64 extra values."""
-    values = [rec.usize, rec.csize, rec.offset, rec.disk]
-    wanted = [v == 0xFFFFFFFF for v in values[:3]] + [rec.disk == 0xFFFF]
-    pos = 0
-    for i, needed in enumerate(wanted):
-        if not needed:
-            continue
-        width = 4 if i == 3 else 8
-        if field is None or pos + width > len(field):
-            raise ArchiveError(f"entry {shown(name)} lacks the ZIP64 sizes its header promises")
-        values[i] = int.from_bytes(field[pos : pos + width], "little")
-        pos += width
+    values, pos = [rec.usize, rec.csize, rec.offset, rec.disk], 0
+    for i, (marker, width) in enumerate([(0xFFFFFFFF, 8)] * 3 + [(0xFFFF, 4)]):
+        if values[i] == marker:
+            if field is None or pos + width > len(field):
+                raise ArchiveError(f"entry {shown(name)} lacks the ZIP64 sizes its header promises")
+            values[i] = int.from_bytes(field[pos : pos + width], "little")
+            pos += width
     return values
 
 
-def check_entry(zentry: ZipEntry) -> Entry:
-    """Refuse one entry's unsafe name or type, and what this reader cannot do safely (encryption, patched data,
-    newer versions, other methods)."""
-    raw, attr, flags, v = zentry.name, zentry.external_attr, zentry.flags, zentry.version_needed
-    is_dir = raw.endswith("/")
-    name = raw[:-1] if is_dir else raw
-    problem = name_problem(name)
-    if problem:
+def check_entry(entry: Entry) -> None:
+    """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
+    raw, attr, flags, v, is_dir = entry.stored, entry.external_attr, entry.flags, entry.version_needed, entry.is_dir
+    if problem := name_problem(entry.name):
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
-    kind = stat.S_IFMT(attr >> 16) if zentry.create_system == 3 else 0
+    kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
     marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY
-    method, size, csize = zentry.method, zentry.file_size, zentry.compress_size
+    method, size, csize = entry.method, entry.file_size, entry.compress_size
     refused = (
         (kind == stat.S_IFLNK or attr & _DOS_REPARSE_POINT, "is a symlink; archives with links are refused"),
         (kind not in (0, stat.S_IFREG, stat.S_IFDIR), "is a device, FIFO or socket"),
@@ -228,12 +247,10 @@ def check_entry(zentry: ZipEntry) -> Entry:
         (method not in (STORED, DEFLATED), f"uses compression method {method}; only stored and deflate"),
         (method == STORED and csize != size, f"is stored but declares {size} bytes in {csize}"),
     )
-    why = next((why for bad, why in refused if bad), None)
-    if why is not None:
+    if (why := next((reason for bad, reason in refused if bad), None)) is not None:
         raise ArchiveError(f"entry {shown(raw)} {why}")
     if is_dir and size:
         raise ArchiveError(f"folder entry {shown(raw)} has {size} bytes of data")
-    return Entry(zentry, name, is_dir)
 
 
 def check_names(entries: list[Entry]) -> None:
@@ -241,16 +258,14 @@ def check_names(entries: list[Entry]) -> None:
     seen: dict[str, str] = {}
     folders: dict[str, str] = {}
     for entry in entries:
-        key = collision_key(entry.name)
-        if key in seen:
-            raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.zip.name)} name the same file")
-        seen[key] = entry.zip.name
+        if (key := collision_key(entry.name)) in seen:
+            raise ArchiveError(f"entries {shown(seen[key])} and {shown(entry.stored)} name the same file")
+        seen[key] = entry.stored
         parts = entry.name.split("/")
         for depth in range(1, len(parts) + (1 if entry.is_dir else 0)):
-            folders.setdefault(collision_key("/".join(parts[:depth])), entry.zip.name)
+            folders.setdefault(collision_key("/".join(parts[:depth])), entry.stored)
     for entry in entries:
-        if not entry.is_dir and collision_key(entry.name) in folders:
-            clash = folders[collision_key(entry.name)]
+        if not entry.is_dir and (clash := folders.get(collision_key(entry.name))) is not None:
             raise ArchiveError(f"entry {shown(entry.name)} is a file but {shown(clash)} needs it to be a folder")
     twins = first_twin(entry.name for entry in entries)
     if twins is not None:  # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
@@ -262,38 +277,35 @@ def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list
     local header (what streaming readers believe) that tells another story than the central directory."""
     heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
     for entry in entries:
-        at = entry.zip.header_offset
-        fh.seek(at)
-        header = fh.read(_LOCAL.size)
-        if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
-            raise ArchiveError(f"entry {shown(entry.zip.name)} has no local header: truncated or corrupt")
+        fh.seek(entry.header_offset)
+        if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
+            raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
         _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-        raw = _read_at(fh, at + _LOCAL.size, name_len)
-        heads.append((raw, flags, method, at + _LOCAL.size + name_len + extra_len))
+        raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
+        heads.append((raw, flags, method, entry.header_offset + _LOCAL.size + name_len + extra_len))
     spans: list[tuple[int, int, str]] = []
     for entry, head in zip(entries, heads, strict=True):
-        end = head[3] + entry.zip.compress_size
-        if end > central_start:
-            raise ArchiveError(f"entry {shown(entry.zip.name)} runs past the end of its data: truncated or corrupt")
-        spans.append((entry.zip.header_offset, end, entry.zip.name))
+        if (end := head[3] + entry.compress_size) > central_start:
+            raise ArchiveError(f"entry {shown(entry.stored)} runs past the end of its data: truncated or corrupt")
+        spans.append((entry.header_offset, end, entry.stored))
     spans.sort()
     for (_, end, name), (start, _, following) in pairwise(spans):
         if end > start:
             raise ArchiveError(f"entries {shown(name)} and {shown(following)} overlap: refused as a zip bomb")
     for entry, (raw, flags, method, _) in zip(entries, heads, strict=True):
-        what = shown(entry.zip.name)
-        if raw != entry.zip.raw_name:
+        what = shown(entry.stored)
+        if raw != entry.raw_name:
             raise ArchiveError(f"entry {what} is named {shown_raw(raw)} in its local header: refused as spoofed")
-        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.zip.method:
+        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.method:
             raise ArchiveError(f"entry {what}: its local header disagrees with the central directory")
-    return [Entry(e.zip, e.name, e.is_dir, head[3]) for e, head in zip(entries, heads, strict=True)]
+    return [replace(e, start=head[3]) for e, head in zip(entries, heads, strict=True)]
 
 
 def check_limits(entries: list[Entry], max_ratio: float) -> int:
     """The declared total; refuse a per-entry or whole-archive expansion beyond ``max_ratio``:1 and huge totals."""
     if not max_ratio > 0:
         raise UsageError(f"--max-ratio (max_ratio=) must be a positive number or inf, got {max_ratio!r}")
-    sizes = [(e.zip.file_size, e.zip.compress_size, f"entry {shown(e.zip.name)}", "") for e in entries]
+    sizes = [(e.file_size, e.compress_size, f"entry {shown(e.stored)}", "") for e in entries]
     total, packed = sum(s[0] for s in sizes), sum(s[1] for s in sizes)
     for size, csize, what, of in [*sizes, (total, packed, f"the archive's {len(entries)} entries", " in total")]:
         if size >= RATIO_FLOOR and size > max_ratio * max(csize, 1):
@@ -320,52 +332,53 @@ def check_lengths(entries: list[Entry], dest: Path) -> None:
     """Refuse names whose components exceed the destination file system's NAME_MAX, or whose path gets too long."""
     where = nearest_folder(dest)
     try:
-        name_max = os.pathconf(where, "PC_NAME_MAX")
-        path_max = os.pathconf(where, "PC_PATH_MAX")
+        name_max, path_max = os.pathconf(where, "PC_NAME_MAX"), os.pathconf(where, "PC_PATH_MAX")
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     prefix = len(os.fsencode(dest.absolute())) + 1
     limit = path_max - 1 - _STAGING_MARGIN  # PATH_MAX counts the final NUL
     for entry in entries:
         encoded = entry.name.encode("utf-8")
-        longest = max(len(part) for part in encoded.split(b"/"))
-        if longest > name_max:
-            raise ArchiveError(f"entry {shown(entry.zip.name)} has a component of {longest} bytes (limit {name_max})")
+        if (longest := max(len(part) for part in encoded.split(b"/"))) > name_max:
+            raise ArchiveError(f"entry {shown(entry.stored)} has a component of {longest} bytes (limit {name_max})")
         if prefix + len(encoded) > limit:
             raise ArchiveError(
-                f"entry {shown(entry.zip.name)} would make a path of {prefix + len(encoded)} bytes in {dest} "
+                f"entry {shown(entry.stored)} would make a path of {prefix + len(encoded)} bytes in {dest} "
                 f"(limit {limit})"
             )
 
 
-def iter_data(fh: BinaryIO, entry: ZipEntry, start: int, chunk: int) -> Iterator[bytes]:
-    """An entry's uncompressed bytes in pieces of at most ``chunk``, whatever its deflate stream claims."""
-    what = shown(entry.name)
-    remaining = entry.compress_size
-    fh.seek(start)
+def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
+    """A file entry's bytes in pieces of at most ``chunk`` whatever its deflate stream claims, stopping before one more
+    than it declares; its size and CRC-32 checked at the end."""
+    what, size = shown(entry.stored), entry.file_size
+    remaining, crc, written = entry.compress_size, 0, 0
+    fh.seek(entry.start)
     inflater = zlib.decompressobj(-15) if entry.method == DEFLATED else None
-    while True:
+    while inflater is None or not inflater.eof:  # bytes after the end of a deflate stream are never read as data
         if inflater is not None and inflater.unconsumed_tail:
             data = inflater.unconsumed_tail
         elif remaining:
-            data = fh.read(min(chunk, remaining))
-            if not data:
+            if not (data := fh.read(min(chunk, remaining))):
                 raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
             remaining -= len(data)
-        elif inflater is None or inflater.eof:
-            return
+        elif inflater is None:
+            break
         else:
             data = b""  # input used up: drain what the inflater still holds, then it must have ended
-        if inflater is None:
-            yield data
-            continue
         try:
-            out = inflater.decompress(data, chunk)
+            out = data if inflater is None else inflater.decompress(data, chunk)
         except zlib.error as exc:
             raise ArchiveError(f"entry {what} has a broken deflate stream: {exc}") from None
-        if out:
-            yield out
-        if inflater.eof:
-            return  # bytes after the end of the stream are never read as data
-        if not data and not out:
+        if inflater is not None and not data and not out and not inflater.eof:
             raise ArchiveError(f"entry {what} has a broken deflate stream: it ends early")
+        if written + len(out) > size:
+            raise ArchiveError(f"entry {what} is larger than its declared {size} bytes")
+        if out:
+            written += len(out)
+            crc = zlib.crc32(out, crc)
+            yield out
+    if written != size:
+        raise ArchiveError(f"entry {what} holds {written} bytes but declares {size}")
+    if crc != entry.crc:
+        raise IntegrityError(f"entry {what} is corrupt: its CRC-32 does not match")

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
 import struct
 import time
@@ -27,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
-from mdl.archive.names import MANIFEST_NAME
+from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import not_a_file, not_a_file_error
@@ -37,15 +38,12 @@ from mdl.store import not_a_file, not_a_file_error
 CHUNK_SIZE = 1 << 20
 ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
-_LOCAL_HEADER = struct.Struct("<4s22sHH")  # signature, fixed fields, name length, extra length
 Stamp = tuple[int, int, int, int, int, int]
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
 ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
 _FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r
 _DESCRIPTOR, _UTF8 = 0x08, 0x800
-# What a local header and a central record share: version needed, flags, method, time, date, CRC-32, sizes, name
-# and extra lengths.
-_COMMON = struct.Struct("<HHHHHLLLHH")
+_COMMON = struct.Struct("<HHHHHLLLHH")  # what a local header and a central record share (APPNOTE 4.3.7, 4.3.12)
 
 
 @dataclass(frozen=True)
@@ -126,25 +124,18 @@ def open_unchanged(src: SourceFile) -> int:
     return fd
 
 
-class HashingCopier:
-    """Copies a file in chunks to a sink while a second thread sha256-hashes the same chunk: hashlib and zlib.crc32
+class HashingCopier(ThreadPoolExecutor):
+    """Copies a file in chunks to a sink while its one thread sha256-hashes the same chunk: hashlib and zlib.crc32
     release the GIL on large buffers, and two buffers alternate so the next read overlaps the hashing."""
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdl-sha256")
-        self._buffers = (bytearray(chunk_size), bytearray(chunk_size))
-
-    def __enter__(self) -> HashingCopier:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._pool.shutdown(wait=True)
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="mdl-sha256")
+        self._buffers = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE))
 
     def digest_fd(
         self, fd: int, advance: Callable[[int], None], sink: _Sink | None = None, src: SourceFile | None = None
     ) -> tuple[str, int]:
-        """sha256 and length of everything from ``fd``'s offset on, written to ``sink`` too; ``advance(n)`` hears
-        each block read. Reading past ``src``'s size fails: the file grew."""
+        """sha256 and length of ``fd`` from its offset, also written to ``sink``; reading past ``src``'s size fails."""
         digest = hashlib.sha256()
         pending: Future[None] | None = None
         total = turn = 0
@@ -154,7 +145,7 @@ class HashingCopier:
                 if src is not None and total > src.size:
                     raise IntegrityError(f"'{src.shown}' grew while being packed; is the run still writing?")
                 view = memoryview(self._buffers[turn])[:count]
-                job = self._pool.submit(digest.update, view)
+                job = self.submit(digest.update, view)
                 if sink is not None:
                     sink.write(view)
                 if pending is not None:
@@ -194,20 +185,6 @@ class _CrcSink:
         return len(data)
 
 
-def hash_sources(
-    sources: Iterable[SourceFile], copier: HashingCopier, progress: Progress
-) -> dict[str, tuple[str, int]]:
-    """(sha256, CRC-32) of each source, read once, without writing anything (for output that cannot be rewound)."""
-    sums: dict[str, tuple[str, int]] = {}
-    for src in sources:
-        key = "hash:" + src.arcname
-        progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
-        sink = _CrcSink()
-        sums[src.arcname] = (copier.copy(src, sink, progress, key), sink.crc)
-        progress.finish(key, ok=True)
-    return sums
-
-
 def write_entries(
     archive: zipfile.ZipFile,
     *,
@@ -223,7 +200,6 @@ def write_entries(
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", date_time, src.size, src.deflate)
         progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-        # info.file_size is set, so zipfile writes ZIP64 headers exactly when the size needs them.
         with archive.open(info, "w", force_zip64=force_zip64) as entry:
             hashes[src.arcname] = copier.copy(src, entry, progress, src.arcname)
         progress.finish(src.arcname, ok=True)
@@ -237,45 +213,41 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     return LocalFSError(f"cannot write {what}: {exc.strerror}")
 
 
-def _write_seekable(fh: IO[bytes], contents: Contents, progress: Progress) -> dict[str, str]:
-    """The whole archive at ``fh``'s position, one read of each source, then the empty folders; sha256 per file."""
-    placeholder, stem, stamp = contents.manifest({}), contents.stem, zip_date_time(contents.epoch)
-    with HashingCopier() as copier, zipfile.ZipFile(fh, "w") as archive:
-        manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
-        archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
-        hashes = write_entries(
-            archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
-        )
-        for name in contents.folders:
-            archive.mkdir(entry_info(f"{stem}/{name}", stamp))
-        # The manifest comes first yet carries the files' hashes: its bytes (same length) and CRC-32 patched in place.
-        data, end = contents.manifest(hashes), fh.tell()
-        if len(data) != manifest.file_size:
-            raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
-        fh.seek(manifest.header_offset)
-        signature, _, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
-        if signature != b"PK\x03\x04":
-            raise MdlError(f"internal: no local header for '{manifest.filename}'")
-        manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
-        fh.seek(manifest.header_offset + 14)  # CRC-32 field of the local header (APPNOTE 4.3.7)
-        fh.write(struct.pack("<L", manifest.CRC))
-        fh.seek(manifest.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-        fh.write(data)
-        fh.seek(end)
-    return hashes
-
-
-def _digest_from(fd: int, start: int, progress: Progress, name: str) -> tuple[str, int]:
-    """The archive's own sha256, read back once it is written: a batch of its own (gigabytes take a while)."""
-    end = os.lseek(fd, 0, os.SEEK_END)
-    os.lseek(fd, start, os.SEEK_SET)
-    key = f"sha256:{name}"
-    progress.begin(total_bytes=end - start, files=1)
-    progress.start(key, label=f"checksumming {name}", total=end - start)
+def _write_seekable(
+    fh: IO[bytes], contents: Contents, progress: Progress, name: str
+) -> tuple[int, str, dict[str, str]]:
+    """The whole archive from ``fh``'s position, then read back for its own sha256: its size, sha256 and the files'."""
+    placeholder, stem, stamp, start = contents.manifest({}), contents.stem, zip_date_time(contents.epoch), fh.tell()
     with HashingCopier() as copier:
-        found = copier.digest_fd(fd, partial(progress.advance, key))
-    progress.finish(key, ok=True)
-    return found
+        with zipfile.ZipFile(fh, "w") as archive:
+            manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
+            archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
+            hashes = write_entries(
+                archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
+            )
+            for folder in contents.folders:
+                archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
+            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long) and
+            # CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
+            data, written = contents.manifest(hashes), fh.tell()
+            manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
+            fh.seek(manifest.header_offset + 14)
+            fh.write(struct.pack("<L", manifest.CRC))
+            fh.seek(manifest.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", fh.read(4))
+            fh.seek(manifest.header_offset + 30 + name_len + extra_len)
+            fh.write(data)
+            fh.seek(written)
+        fh.flush()
+        end, fd, key = fh.tell(), fh.fileno(), f"sha256:{name}"
+        length = os.lseek(fd, 0, os.SEEK_END) - start
+        os.lseek(fd, start, os.SEEK_SET)
+        progress.begin(total_bytes=length, files=1)
+        progress.start(key, label=f"checksumming {name}", total=length)
+        digest, size = copier.digest_fd(fd, partial(progress.advance, key))
+        progress.finish(key, ok=True)
+    fh.seek(end)
+    return size, digest, hashes
 
 
 def write_file_archive(target: Path, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
@@ -286,13 +258,11 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
         raise local_fs_error(exc, str(target.parent)) from exc
     files = contents.files
     needed = sum(f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files) + (1 << 20)
-    usage = os.statvfs(target.parent)
-    if (free := usage.f_bavail * usage.f_frsize) < needed:  # fail before writing (exit 7)
+    if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
         raise NoSpaceError(f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are free")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
-    kind = not_a_file(partial_path)  # lstat: a FIFO there would take the archive and never give it back
-    if kind is not None:
+    if (kind := not_a_file(partial_path)) is not None:  # lstat: a FIFO there would take the archive for good
         raise not_a_file_error(partial_path, kind, hint="remove it: the archive is written there, then renamed")
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -301,10 +271,8 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
         raise local_fs_error(exc, str(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
-            hashes = _write_seekable(fh, contents, progress)
-            fh.flush()
+            size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
-            digest, size = _digest_from(fh.fileno(), 0, progress, target.name)
         partial_path.replace(target)
     except OSError as exc:
         partial_path.unlink(missing_ok=True)
@@ -330,40 +298,45 @@ def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
 
 
 def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
-    """Write to stdout: in one pass when it is a regular file we can update, else hashing first; the archive's size
-    and sha256, and the files' sha256."""
-    out.flush()
-    found, fd = stdout_file(out), None
-    # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write would
-    # land at the end).
-    if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
-        with contextlib.suppress(OSError):
-            fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
-        if fd is not None and not os.path.samestat(os.fstat(fd), os.fstat(found[0])):
-            os.close(fd)
-            fd = None
-    if found is None or fd is None:
-        return _write_pipe(out, contents, progress)
-    progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
-    start = os.lseek(found[0], 0, os.SEEK_CUR)
-    with os.fdopen(fd, "w+b") as fh:
-        fh.seek(start)
-        hashes = _write_seekable(fh, contents, progress)
-        fh.flush()
-        end = fh.tell()
-        digest, size = _digest_from(fh.fileno(), start, progress, Path(found[1]).name if found[1] else "stdout")
-    os.lseek(found[0], end, os.SEEK_SET)  # what the caller writes next goes after the archive
-    return size, digest, hashes
+    """Write to stdout: in one pass when it is a regular file we can update, else hashing first."""
+    try:  # the files are opened by open_unchanged, which raises our own errors
+        out.flush()
+        found, fd = stdout_file(out), None
+        # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write
+        # would land at the end).
+        if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
+            with contextlib.suppress(OSError):
+                fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
+            if fd is not None and not os.path.samestat(os.fstat(fd), os.fstat(found[0])):
+                os.close(fd)
+                fd = None
+        if found is None or fd is None:
+            return _write_pipe(out, contents, progress)
+        progress.begin(total_bytes=sum(f.size for f in contents.files), files=len(contents.files))
+        with os.fdopen(fd, "w+b") as fh:
+            fh.seek(os.lseek(found[0], 0, os.SEEK_CUR))
+            name = Path(found[1]).name if found[1] else "stdout"
+            size, digest, hashes = _write_seekable(fh, contents, progress, name)
+            os.lseek(found[0], fh.tell(), os.SEEK_SET)  # what the caller writes next goes after the archive
+        return size, digest, hashes
+    except OSError as exc:
+        raise local_fs_error(exc, "to stdout") from exc
 
 
 def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
     writer, stem, files = StreamZipWriter(out, zip_date_time(contents.epoch)), contents.stem, contents.files
     total = sum(f.size for f in files)
+    hashes: dict[str, str] = {}
+    crcs: dict[str, int] = {}
     with HashingCopier() as copier:
         progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
-        sums = hash_sources(files, copier, progress)
-        hashes = {name: sha for name, (sha, _) in sums.items()}
+        for src in files:
+            key, sink = "hash:" + src.arcname, _CrcSink()
+            progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
+            hashes[src.arcname] = copier.copy(src, sink, progress, key)
+            crcs[src.arcname] = sink.crc
+            progress.finish(key, ok=True)
         manifest = contents.manifest(hashes)
         writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
         writer.write(manifest)
@@ -371,8 +344,7 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-            crc = None if src.deflate else sums[src.arcname][1]
-            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crc, deflate=src.deflate)
+            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crcs[src.arcname], deflate=src.deflate)
             copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
             writer.end()
             progress.finish(src.arcname, ok=True)
@@ -389,8 +361,7 @@ def _mark(value: int) -> int:
 
 
 class StreamZipWriter:
-    """Writes entries strictly in order (:meth:`start`, :meth:`write`, :meth:`end`), never seeking, keeping the
-    size and sha256 of everything written; :meth:`close` writes the central directory."""
+    """Writes entries in order (start, write, end; close), never seeking, keeping the size and sha256 of its output."""
 
     def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
         year, month, day, hour, minute, second = date_time
@@ -414,52 +385,38 @@ class StreamZipWriter:
         )
         return prefix + common + tail + self._name + extra
 
-    def start(self, name: str, *, size: int, crc: int | None, deflate: bool, attr: int = _FILE_ATTR) -> None:
-        """Begin an entry of ``size`` bytes; a stored one needs its ``crc`` now, for its local header."""
-        self._shown, self._name, self._size, self._expected = name, name.encode("utf-8"), size, crc
+    def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
+        """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass."""
+        self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
         self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
-        self._crc = self._count = self._compressed = 0
         self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
-        if deflate:
-            # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java
-            # reads an 8-byte descriptor only when the real sizes need it, whatever the local header says.
-            self._zip64 = size + (size >> 12) + (size >> 14) + (size >> 25) + 13 >= ZIP64_FROM
-        elif crc is None:
-            raise MdlError(f"internal: stored entry '{name}' needs its CRC-32 before it is written")
-        else:
-            self._zip64 = size >= ZIP64_FROM
-        known = (0, 0) if deflate else (size, size)
+        # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
+        # 8-byte descriptor only when the real sizes need it, whatever the local header says.
+        self._zip64 = (size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size) >= ZIP64_FROM
+        known = (0, 0) if deflate else (size, size)  # a deflated entry's sizes and CRC-32 follow it, in its descriptor
         extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
         self._version = 45 if self._zip64 else 20
         sizes = (_MARK, _MARK) if self._zip64 else known
-        self._raw(self._record(b"PK\x03\x04", self._version, crc or 0, sizes, extra, b""))
+        self._raw(self._record(b"PK\x03\x04", self._version, 0 if deflate else crc, sizes, extra, b""))
+        self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self._crc = zlib.crc32(data, self._crc)
-        self._count += len(data)
-        self._emit(self._squeezer.compress(data) if self._squeezer is not None else data)
+        self._raw(self._squeezer.compress(data) if self._squeezer is not None else data)
         return len(data)
 
-    def _emit(self, data: bytes | memoryview) -> None:
-        self._compressed += len(data)
-        self._raw(data)
-
     def end(self) -> None:
-        """Finish the current entry: check it against what was announced, write its descriptor if deflated."""
-        if self._count != self._size or self._expected not in (None, self._crc):
-            raise IntegrityError(f"'{self._shown}' changed between hashing and packing; is the run still writing?")
+        """Finish the current entry: its descriptor if deflated, its central record."""
+        self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
+        compressed = self.size - self._data_start
         if self._squeezer is not None:
-            self._emit(self._squeezer.flush())
-            if not self._zip64 and self._compressed >= _MARK:
+            if not self._zip64 and compressed >= _MARK:
                 raise MdlError(f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64")
             layout = "<4sLQQ" if self._zip64 else "<4sLLL"
-            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, self._compressed, self._count))
-        values = (self._count, self._compressed, self._offset)
+            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
+        values = (self._size, compressed, self._offset)
         extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
-        version = self._version
-        if extra:
-            extra, version = struct.pack("<HH", 1, len(extra)) + extra, 45
+        extra, version = (struct.pack("<HH", 1, len(extra)) + extra, 45) if extra else (b"", self._version)
         usize, csize, offset = map(_mark, values)
         tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)  # comment length, disk, internal attributes
         self._central.append(
@@ -469,12 +426,10 @@ class StreamZipWriter:
     def close(self) -> None:
         """The central directory and end records (ZIP64 ones when counts or offsets need them)."""
         start = self.size
-        for record in self._central:
-            self._raw(record)
+        self._raw(b"".join(self._central))
         size, count = self.size - start, len(self._central)
-        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:
-            where = self.size
+        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:  # the ZIP64 end record, then its locator
             self._raw(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, start))
-            self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, where, 1))
+            self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, start + size, 1))
         count16 = min(count, 0xFFFF)
         self._raw(struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, count16, count16, _mark(size), _mark(start), 0))

@@ -11,7 +11,7 @@ from runfixtures import TRAINING_STATE, make_hf_run, make_kohya_run, pseudo_rand
 from runfixtures import mdl as run_mdl
 
 import mdl
-from mdl.archive.selection import DENY_REASON, RUN_LEVEL_REASON
+from mdl.archive.packer import DENY_REASON, RUN_LEVEL_REASON
 
 
 @pytest.fixture

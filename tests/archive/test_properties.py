@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from runfixtures import make_hf_run, write
 
 from mdl.archive.checkpoints import select_checkpoint
-from mdl.archive.names import name_problem
 from mdl.archive.packer import PackOptions, pack_run
 from mdl.archive.unpack import unpack_archive
-from mdl.archive.zipread import decode_name
+from mdl.archive.zipread import decode_name, name_problem
 from mdl.errors import ArchiveError, ExitCode, MdlError
 from mdl.progress import NullProgress
 

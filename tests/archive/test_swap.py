@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl
 
-from mdl.archive import swap
+from mdl.archive import unpack
 from mdl.archive.unpack import unpack_archive
 from mdl.errors import ArchiveError, ExitCode, LocalFSError, UsageError
 from mdl.progress import NullProgress
@@ -32,13 +32,13 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if not rel.startswith(swap.PREFIX):
+        if not rel.startswith(unpack.PREFIX):
             found[rel] = None if path.is_dir() else path.read_bytes()
     return found
 
 
 def staging_folders(dest: Path) -> list[str]:
-    return sorted(p.name for p in dest.iterdir() if p.name.startswith(swap.PREFIX))
+    return sorted(p.name for p in dest.iterdir() if p.name.startswith(unpack.PREFIX))
 
 
 def make_old_and_new(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes | None], dict[str, bytes | None]]:
@@ -198,16 +198,16 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     dest = tmp_path / "dest"
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "new.txt").write_text("new")
-    done = dest / f"{swap.PREFIX}dead"
+    done = dest / f"{unpack.PREFIX}dead"
     (done / "old" / "model").mkdir(parents=True)
     (done / "old" / "model" / "old.txt").write_text("old")
     (done / "tree").mkdir()
     (done / "lock").touch()
     journal = {"version": 1, "state": "committed", "tops": ["model"], "present": ["model"]}
     (done / "journal.json").write_text(json.dumps(journal))
-    live = swap.Staging(dest)  # holds its lock, as a running unpack does
+    live = unpack.Staging(dest)  # holds its lock, as a running unpack does
     try:
-        swap.recover(dest, NullProgress())
+        unpack.recover(dest, NullProgress())
         assert staging_folders(dest) == [live.path.name]
         assert (dest / "model" / "new.txt").read_text() == "new"
     finally:
@@ -217,12 +217,12 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
 
 def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    planted = dest / f"{swap.PREFIX}planted"
+    planted = dest / f"{unpack.PREFIX}planted"
     (planted / "tree").mkdir(parents=True)
     (planted / "lock").touch()
     (planted / "journal.json").write_text(json.dumps({"state": "swapping", "tops": ["../x"], "present": []}))
     (tmp_path / "x").write_text("outside")
-    swap.recover(dest, NullProgress())
+    unpack.recover(dest, NullProgress())
     assert (tmp_path / "x").read_text() == "outside"
     assert staging_folders(dest) == [planted.name]
 
@@ -261,9 +261,9 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
 def test_clean_leaves_a_running_unpacks_staging_folder_alone(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
-    staging = swap.Staging(dest)  # held by this process, as a running unpack holds it
+    staging = unpack.Staging(dest)  # held by this process, as a running unpack holds it
     try:
-        assert swap.recover(dest, NullProgress()) == []
+        assert unpack.recover(dest, NullProgress()) == []
         assert staging_folders(dest) == [staging.path.name]
     finally:
         staging.close()

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runfixtures import make_hf_run
 
-from mdl.archive.names import MANIFEST_NAME
 from mdl.archive.packer import PackOptions, pack_run
+from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
 
