@@ -8,9 +8,9 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,11 +30,6 @@ SHA256_META = "sha256"  # x-amz-meta-sha256: the full SHA-256, for readers; neve
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
 
 
-def part_size(largest: int) -> int:
-    """At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's limit."""
-    return max(MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
-
-
 @dataclass(frozen=True)
 class ReadyFile:
     """A verified local file of a model: where its bytes are, and what they are."""
@@ -45,12 +40,6 @@ class ReadyFile:
     size: int
     sha256: str
     source: str
-
-
-@dataclass(frozen=True)
-class Upload:
-    file: ReadyFile
-    key: str
 
 
 class HashingReader:
@@ -135,24 +124,27 @@ class Bucket:
             raise error from None
         return head
 
-    def already_there(self, uploads: Sequence[Upload], sizes: dict[str, int]) -> set[str]:
-        """The keys of ``uploads`` the bucket already holds with the same bytes (only those listed at their size)."""
-        candidates = [u for u in uploads if sizes.get(u.key) == u.file.size]
+    def key(self, file: ReadyFile) -> str:
+        return self.target.key(file.model, file.path)
+
+    def already_there(self, files: Sequence[ReadyFile], sizes: dict[str, int]) -> set[str]:
+        """The paths of ``files`` the bucket already holds with the same bytes (only those listed at their size)."""
+        candidates = [f for f in files if sizes.get(self.key(f)) == f.size]
         if not candidates:
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
         try:
-            same = pool.map(lambda u: self.holds(u.key, u.file), candidates)
-            return {u.key for u, kept in zip(candidates, list(same), strict=True) if kept}
+            same = pool.map(lambda f: self.holds(self.key(f), f), candidates)
+            return {f.path for f, kept in zip(candidates, list(same), strict=True) if kept}
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C does not wait for thousands of HEADs
 
-    @contextmanager
-    def uploader(self, *, connections: int, largest: int) -> Iterator[Any]:
+    def uploader(self, *, connections: int, largest: int) -> Any:
         """A transfer manager for one batch; on an exception (Ctrl-C too) it cancels and aborts unfinished uploads."""
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
-        chunk = part_size(largest)
+        # At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's limit.
+        chunk = max(MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
         config = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -163,35 +155,38 @@ class Bucket:
         )
         # s3transfer keeps at most this many parts of non-seekable streams in memory at once.
         config.max_in_memory_upload_chunks = max(2, connections)
-        with create_transfer_manager(self.client, config) as manager:
-            yield manager
+        return create_transfer_manager(self.client, config)
 
-    def start(self, manager: Any, upload: Upload, *, on_bytes: Callable[[int], None]) -> tuple[Any, HashingReader]:
+    def start(self, manager: Any, file: ReadyFile, *, on_bytes: Callable[[int], None]) -> tuple[Any, HashingReader]:
         from boto3.s3.transfer import ProgressCallbackInvoker
 
-        reader = HashingReader(upload.file.local)
-        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: upload.file.sha256}}
+        reader = HashingReader(file.local)
+        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: file.sha256}}
         future = manager.upload(
-            reader, self.target.bucket, upload.key, extra_args=extra, subscribers=[ProgressCallbackInvoker(on_bytes)]
+            reader,
+            self.target.bucket,
+            self.key(file),
+            extra_args=extra,
+            subscribers=[ProgressCallbackInvoker(on_bytes)],
         )
         return future, reader
 
-    def finish(self, upload: Upload, future: Any, reader: HashingReader) -> None:
+    def finish(self, file: ReadyFile, future: Any, reader: HashingReader) -> None:
         """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
-        label = f"{upload.file.model}/{upload.file.path}"
+        label = f"{file.model}/{file.path}"
         try:
             with self._failures(label):
                 future.result()
         except OSError as exc:
-            raise LocalFSError(f"{label}: cannot read {upload.file.local}: {exc.strerror or exc}") from exc
+            raise LocalFSError(f"{label}: cannot read {file.local}: {exc.strerror or exc}") from exc
         finally:
             reader.close()
         sent = reader.sha256.hexdigest()
-        if reader.size != upload.file.size or sent != upload.file.sha256:
-            self.delete(upload.key)
+        if reader.size != file.size or sent != file.sha256:
+            self.delete(self.key(file))
             raise IntegrityError(
                 f"{label}: changed while it was uploaded ({reader.size} bytes with sha256 {sent}, verified "
-                f"{upload.file.size} bytes with {upload.file.sha256}); the object was removed again",
+                f"{file.size} bytes with {file.sha256}); the object was removed again",
                 hint="run `mdl verify` and publish again",
             )
 

@@ -29,7 +29,7 @@ from mdl.store import (
     model_status,
     verify_file,
 )
-from mdl.upload.bucket import Bucket, HashingReader, ReadyFile, Upload
+from mdl.upload.bucket import Bucket, HashingReader, ReadyFile
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
@@ -64,51 +64,45 @@ def publish_models(
     layout = Layout(settings)
     models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
     bucket = Bucket(target, endpoint=endpoint)
-    outcomes: dict[tuple[str, str | None], FileOutcome] = {}
-    uploads: list[Upload] = []
+    outcomes: list[FileOutcome] = []
+    uploads: list[ReadyFile] = []
     for model in models:
-        for failure in model.failures:
-            outcomes[(failure.model, failure.path)] = failure
+        outcomes.extend(model.failures)
         if not model.ready:
             continue
         listed = bucket.listed(model.spec.name)  # the bucket missing or denied ends the run here: exit 4 or 3
-        mine = [Upload(f, target.key(f.model, f.path)) for f in model.ready]
-        there = bucket.already_there(mine, listed)
-        for upload in mine:
-            if upload.key in there:
-                outcomes[(upload.file.model, upload.file.path)] = _done(target, upload, "skipped")
+        there = bucket.already_there(model.ready, listed)
+        for f in model.ready:
+            if f.path in there:
+                outcomes.append(_done(target, f, "skipped"))
             else:
-                uploads.append(upload)
-    _send(bucket, uploads, settings=settings, progress=progress, outcomes=outcomes)
+                uploads.append(f)
+    outcomes.extend(_send(bucket, uploads, settings=settings, progress=progress))
     manifests: list[str] = []
     for model in models:
         if model.ready:  # a model with nothing here says nothing about what the bucket holds
             manifests.extend(_manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
-    ordered = [outcomes[k] for k in _order(models) if k in outcomes]
+    # Report order: model by model as asked, a model-wide failure first, then files by path.
+    rank = {model.spec.name: index for index, model in enumerate(models)}
+    ordered = sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or ""))
     return PublishReport(tuple(ordered), target=target.uri(), manifests=tuple(manifests))
 
 
-def _send(
-    bucket: Bucket,
-    uploads: list[Upload],
-    *,
-    settings: Settings,
-    progress: Progress,
-    outcomes: dict[tuple[str, str | None], FileOutcome],
-) -> None:
-    progress.begin(total_bytes=sum(u.file.size for u in uploads), files=len(uploads))
+def _send(bucket: Bucket, uploads: list[ReadyFile], *, settings: Settings, progress: Progress) -> list[FileOutcome]:
+    progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
+    outcomes: list[FileOutcome] = []
     if not uploads:
-        return
+        return outcomes
     try:
-        with bucket.uploader(connections=settings.connections, largest=max(u.file.size for u in uploads)) as manager:
-            pending: dict[int, tuple[Upload, Any, HashingReader]] = {}
+        with bucket.uploader(connections=settings.connections, largest=max(f.size for f in uploads)) as manager:
+            pending: dict[int, tuple[ReadyFile, Any, HashingReader]] = {}
             try:
-                for index, upload in enumerate(uploads):
-                    pending[index] = (upload, *bucket.start(manager, upload, on_bytes=_meter(progress, upload.file)))
+                for index, f in enumerate(uploads):
+                    pending[index] = (f, *bucket.start(manager, f, on_bytes=_meter(progress, f)))
                 while pending:  # each file is closed as soon as it is done, not in submission order
                     done = [index for index, item in pending.items() if item[1].done()]
                     for index in done:
-                        _close(bucket, *pending.pop(index), progress=progress, outcomes=outcomes)
+                        outcomes.append(_close(bucket, *pending.pop(index), progress=progress))
                     if not done:
                         time.sleep(POLL_SECONDS)
             finally:
@@ -119,31 +113,21 @@ def _send(
         raise InterruptedByUserError(
             "interrupted; files already uploaded are kept, run again to send the rest"
         ) from None
+    return outcomes
 
 
-def _close(
-    bucket: Bucket,
-    upload: Upload,
-    future: Any,
-    reader: HashingReader,
-    *,
-    progress: Progress,
-    outcomes: dict[tuple[str, str | None], FileOutcome],
-) -> None:
-    f = upload.file
+def _close(bucket: Bucket, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress) -> FileOutcome:
     label = f"{f.model}/{f.path}"
-    key = (f.model, f.path)
     try:
-        bucket.finish(upload, future, reader)
+        bucket.finish(f, future, reader)
     except MdlError as exc:
         progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        outcomes[key] = replace(failed(f.model, f.path, exc), dest=bucket.target.uri(f.model, f.path))
-        return
+        return replace(failed(f.model, f.path, exc), dest=bucket.target.uri(f.model, f.path))
     if f.size == 0:  # no bytes, no progress callback: its row starts here
         progress.start(label, label=label, total=0, model=f.model, path=f.path)
     progress.finish(label, ok=True)
     log.info("%s: uploaded to %s", label, bucket.target.uri(f.model, f.path))
-    outcomes[key] = _done(bucket.target, upload, "uploaded")
+    return _done(bucket.target, f, "uploaded")
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
@@ -163,7 +147,7 @@ def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
 def _manifest(
     bucket: Bucket,
     model: LocalModel,
-    outcomes: dict[tuple[str, str | None], FileOutcome],
+    outcomes: list[FileOutcome],
     *,
     locked: LockedModel | None,
 ) -> list[str]:
@@ -172,15 +156,15 @@ def _manifest(
     key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
     uri = f"s3://{bucket.target.bucket}/{key}"
     body = manifest_bytes(model, locked)
-    complete = bool(model.ready) and not any(f.failing for (m, _), f in outcomes.items() if m == name)
+    complete = bool(model.ready) and not any(f.failing for f in outcomes if f.model == name)
     try:
         if not complete:
             # Objects of the model changed in this run but not all are there: an older manifest no longer tells the
             # truth. When nothing was sent (a local file is missing or wrong), the bucket and its manifest stand.
             sent = any(
                 f.action in ("uploaded", "failed") and f.path is not None
-                for (m, _), f in outcomes.items()
-                if m == name and f.dest is not None and f.dest.startswith("s3://")
+                for f in outcomes
+                if f.model == name and f.dest is not None and f.dest.startswith("s3://")
             )
             if sent and bucket.read_small(key) is not None:
                 log.warning("%s: not all files are in the bucket; removing its out-of-date manifest %s", name, uri)
@@ -191,13 +175,12 @@ def _manifest(
             bucket.put_small(key, body, content_type="application/json")
             log.info("%s: manifest written to %s", name, uri)
     except MdlError as exc:  # the files are up; the model is not published until its manifest is
-        outcomes.setdefault((name, None), replace(failed(name, None, exc), dest=uri))
+        outcomes.append(replace(failed(name, None, exc), dest=uri))
         return []
     return [uri]
 
 
-def _done(target: S3Prefix, upload: Upload, action: str) -> FileOutcome:
-    f = upload.file
+def _done(target: S3Prefix, f: ReadyFile, action: str) -> FileOutcome:
     return FileOutcome(
         model=f.model,
         path=f.path,
@@ -208,16 +191,6 @@ def _done(target: S3Prefix, upload: Upload, action: str) -> FileOutcome:
         reason="already in the bucket (the store's SHA-256 checksum matches)" if action == "skipped" else "",
         fetched=f.size if action == "uploaded" else 0,
     )
-
-
-def _order(models: Sequence[LocalModel]) -> list[tuple[str, str | None]]:
-    """Report order: model by model as asked, a model-wide failure first, then files by path."""
-    keys: list[tuple[str, str | None]] = []
-    for model in models:
-        keys.append((model.spec.name, None))
-        paths = sorted({f.path for f in model.ready} | {f.path for f in model.failures if f.path is not None})
-        keys.extend((model.spec.name, p) for p in paths)
-    return keys
 
 
 @dataclass(frozen=True)
@@ -238,27 +211,11 @@ def local_model(
     none of its files offered; other bytes than recorded or pinned are an integrity failure (exit 6)."""
     status = model_status(spec, layout, pinned=pinned)
     record = status.record
-    if record is None:
-        error: MdlError = NotFoundError(
-            f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
-            hint=f"run `mdl pull {spec.name}` first",
-        )
-        if layout.records.record_path(spec.name).exists():
-            error = IntegrityError(
-                f"{spec.name}: its record is damaged (the log says how), so no file is trusted",
-                hint=f"run `mdl pull {spec.name}`",
-            )
+    if record is None or status.status != INSTALLED:
+        error = _not_ready(status, layout)
         outcome = failed(spec.name, None, error, dest=status.folder)
-        return LocalModel(
-            spec, None, (), (outcome if isinstance(error, IntegrityError) else replace(outcome, action="missing"),)
-        )
-    if status.status != INSTALLED:
-        return LocalModel(
-            spec,
-            record,
-            (),
-            (replace(failed(spec.name, None, _unfinished(status), dest=status.folder), action="missing"),),
-        )
+        missing = replace(outcome, action="missing")
+        return LocalModel(spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,))
     expected = {p.path: p.sha256 for p in pinned} if pinned is not None else {f.save_path: f.sha256 for f in spec.files}
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
     ready: list[ReadyFile] = []
@@ -277,8 +234,18 @@ def local_model(
     return LocalModel(spec, record, tuple(ready), tuple(failures))
 
 
-def _unfinished(status: ModelStatus) -> NotFoundError:
+def _not_ready(status: ModelStatus, layout: Layout) -> MdlError:
+    """Why a model offers no file: never pulled (exit 4), its record damaged (6), or not fully installed (4)."""
     name = status.spec.name
+    if status.record is None and layout.records.record_path(name).exists():
+        return IntegrityError(
+            f"{name}: its record is damaged (the log says how), so no file is trusted", hint=f"run `mdl pull {name}`"
+        )
+    if status.record is None:
+        return NotFoundError(
+            f"{name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+            hint=f"run `mdl pull {name}` first",
+        )
     files = [f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)]
     listed = ", ".join(files[:SHOWN]) + (f" and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
     return NotFoundError(
