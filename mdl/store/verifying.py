@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,11 +13,9 @@ from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
-from mdl.store.layout import Layout, ref_revision, write_ref
+from mdl.store.layout import BLOB_NAME, Layout, ref_revision, write_ref
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
-
-_BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a cache blob's name: sha256 or git blob id
 
 
 def verify_models(
@@ -81,13 +78,11 @@ def verify_models(
 
 def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
     """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit."""
-    if layout.cache_root is None:
-        return
     for file in status.files:
         revision = ref_revision(spec, status.record, file.path)
         ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
         if ref is not None:
-            write_ref(layout.cache_root, *ref)
+            write_ref(layout.records.dest, *ref)
 
 
 def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
@@ -125,7 +120,7 @@ def verify_file(
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        blob_name = file.final.name if file.final != file.dest and _BLOB_NAME.match(file.final.name) else None
+        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.match(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
         size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
         if blob_name is not None and blob_name not in (sha256, git_oid):
