@@ -97,18 +97,25 @@ def acquire_locks(
     any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
-    waited = False
-
-    def wait_note(holder: str) -> None:  # once, however many of the locks we wait for
-        nonlocal waited
-        if not waited and on_wait is not None:
-            on_wait(holder)
-        waited = True
-
     try:
         for index, where in enumerate(paths):
-            own = index == 0  # the second is huggingface_hub's blob lock
-            held.locks.append(_acquire(root, where, label, deadline, timeout, wait_note, cancel, own=own))
+            waited = False
+            # the first is our own per-file lock, the second huggingface_hub's blob lock
+            while (taken := _take(root, where, waited=waited, deadline=deadline, own=index == 0)) is None:
+                if cancel is not None and cancel.is_set():
+                    raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock")
+                if waited and time.monotonic() >= deadline:
+                    holder = holder_of(root, where)
+                    held_by = f"{holder}; " if holder else ""
+                    raise LockTimeoutError(
+                        f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
+                        hint="raise --lock-timeout, or check that process",
+                    )
+                if on_wait is not None:  # once, however many of the locks we wait for
+                    on_wait(holder_of(root, where))
+                    on_wait = None
+                waited = True
+            held.locks.append(taken)
     except BaseException:
         held.release()
         raise
@@ -117,15 +124,13 @@ def acquire_locks(
 
 def try_lock(root: Path, where: Path) -> HeldLocks | None:
     """The lock at ``where`` if nobody holds it now, else None (clean-up never waits)."""
-    from filelock import Timeout
-
     try:
         lock, dir_fd = _open_lock(root, where)
     except FileNotFoundError:
         return None
     try:
         lock.acquire(timeout=0)
-    except (Timeout, OSError):
+    except OSError:  # filelock's Timeout is a TimeoutError
         os.close(dir_fd)
         return None
     return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
@@ -139,52 +144,28 @@ def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:
     return FileLock(path, thread_local=False, on_acquired=_write_holder), dir_fd
 
 
-def _acquire(
-    root: Path,
-    where: Path,
-    label: str,
-    deadline: float,
-    timeout: float,
-    on_wait: Callable[[str], None],
-    cancel: threading.Event | None,
-    *,
-    own: bool,
-) -> _Held:
+def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) -> _Held | None:
+    """The lock at ``where`` (at once, or after a poll once ``waited``), None while another run holds it."""
     from filelock import Timeout
 
-    waited = False
     while True:
         try:
             lock, dir_fd = _open_lock(root, where)
         except OSError as exc:
             raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
         try:
-            while os.fstat(dir_fd).st_nlink:  # a folder removed under us (empty, by a get's tidy-up): open it anew
-                try:
-                    lock.acquire(timeout=0 if not waited else min(POLL, max(0.0, deadline - time.monotonic())))
-                    return _Held(lock, dir_fd, where.name, remove=own)
-                except FileNotFoundError:
-                    break  # its folder went (emptied and removed by a get): walk to it anew
-                except Timeout:
-                    if cancel is not None and cancel.is_set():
-                        raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock") from None
-                    if waited and time.monotonic() >= deadline:
-                        holder = holder_of(root, where)
-                        held_by = f"{holder}; " if holder else ""
-                        raise LockTimeoutError(
-                            f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
-                            hint="raise --lock-timeout, or check that process",
-                        ) from None
-                    if not waited:
-                        on_wait(holder_of(root, where))
-                    waited = True
-                except OSError as exc:  # not a lock mdl can take: never followed, never replaced
-                    if exc.errno == errno.ELOOP:
-                        raise UnsafePathError(
-                            f"{where} is a symbolic link; mdl never follows links inside {root}"
-                        ) from None
-                    raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
+            lock.acquire(timeout=min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0)
+            return _Held(lock, dir_fd, where.name, remove=own)
+        except FileNotFoundError:
+            os.close(dir_fd)  # its folder went (emptied and removed by a get): walk to it anew
+        except Timeout:
+            os.close(dir_fd)
+            return None
+        except OSError as exc:  # not a lock mdl can take: never followed, never replaced
+            os.close(dir_fd)
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}") from None
+            raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
         except BaseException:
             os.close(dir_fd)
             raise
-        os.close(dir_fd)

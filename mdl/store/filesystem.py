@@ -6,7 +6,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import stat as st
 import threading
 from collections.abc import Callable
@@ -91,14 +90,6 @@ class DirSyncs:
         for folder in sorted(folders):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 fsync_dir(folder)
-
-
-def free_bytes(path: Path) -> int:
-    """Free space where ``path`` is (or would be): the nearest existing parent's filesystem."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
 
 
 def hash_file(

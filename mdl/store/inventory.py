@@ -8,7 +8,7 @@ import re
 import stat as st
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec
@@ -177,7 +177,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
             LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placement is not None)
         )
         if placement is not None:
-            folders.add(_folder_of(layout, placement, want.path))
+            folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
     # Extra files only when the model's file list is known whole (a lock or an expected set).
     whole = pinned is not None or (record is not None and record.expected is not None)
@@ -237,18 +237,14 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
     return layout.plain.model_dir(spec.name)
 
 
-def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The snapshot folder (Hugging Face cache), else the model's folder: the shown path less the file's path."""
-    shown = placement.shown
-    if placement.link is not None and layout.cache_root is not None:
-        with contextlib.suppress(ValueError):
-            repo_dir, snapshots, commit, *_ = shown.relative_to(layout.cache_root).parts
-            return layout.cache_root / repo_dir / snapshots / commit
-        return None
-    rel = PurePosixPath(path).parts
-    if len(shown.parts) <= len(rel) or shown.parts[-len(rel) :] != rel:
-        return None
-    return shown.parents[len(rel) - 1]
+def _folder_of(layout: Layout, placement: Placement, model: str) -> Path | None:
+    """The snapshot folder (Hugging Face cache), else the model's folder."""
+    if placement.link is None or layout.cache_root is None:
+        return layout.plain.model_dir(model)
+    with contextlib.suppress(ValueError):
+        repo_dir, snapshots, commit, *_ = placement.shown.relative_to(layout.cache_root).parts
+        return layout.cache_root / repo_dir / snapshots / commit
+    return None
 
 
 def _has_partials(store: Store, model: str) -> bool:

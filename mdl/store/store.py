@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError
-from mdl.store import confined, filesystem
+from mdl.store import confined
 from mdl.store.filelocks import RECORD_LOCK_TIMEOUT, HeldLocks, acquire_locks, try_lock
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
 
@@ -40,7 +41,6 @@ class PartialFile:
     state_path: Path
     size: int
     label: str
-    mtime: float
 
 
 class Store:
@@ -82,10 +82,10 @@ class Store:
         """``.mdl/records/<model>.json``; for one-off gets (model ``""``) ``.mdl/get.json``, keyed by file name."""
         return self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
 
-    def ensure_dirs(self, *subs: str) -> None:
-        """Create the destination and its state folders (those named, else all); a link on the way is refused."""
+    def ensure_dirs(self) -> None:
+        """Create the destination and its state folders; a link on the way is refused."""
         try:
-            for sub in subs or ("partial", "locks", "records"):
+            for sub in ("partial", "locks", "records"):
                 os.close(confined.open_dir(self.dest, self.state_dir / sub))
         except OSError as exc:
             raise LocalFSError(f"cannot create {self.state_dir}: {exc.strerror or exc}") from exc
@@ -160,7 +160,11 @@ class Store:
             return record
 
     def free_bytes(self) -> int:
-        return filesystem.free_bytes(self.dest)
+        """Free space where the destination is (or would be): the nearest existing parent's filesystem."""
+        probe = self.dest
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
 
     def partials(self) -> list[PartialFile]:
         """Partial downloads, orphan resume records and stray temp files: regular files with mdl's names only."""
@@ -174,9 +178,9 @@ class Store:
             entry = folder / name
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
-                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), info.st_mtime))
+                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state)))
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), info.st_mtime))
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry)))
         return found
 
     def remove_partial(self, partial: PartialFile) -> None:
