@@ -1,7 +1,6 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.cleaning import CleanedFile, CleanReport, clean
 from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
@@ -21,9 +20,12 @@ from mdl.store.inventory import (
     MODIFIED_MAYBE,
     RECHECK_REASON,
     UNRECORDED,
+    CleanedFile,
+    CleanReport,
     ModelInfo,
     ModelList,
     ModelStatus,
+    clean,
     file_state,
     judge,
     list_models,
