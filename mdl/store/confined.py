@@ -32,11 +32,8 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
     where = root
     try:
-        try:
-            parts = folder.relative_to(root).parts
-        except ValueError:
-            parts = ("..",)
-        if any(part in ("..", "") for part in parts):
+        parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
+        if ".." in parts:
             raise UnsafePathError(f"{folder} is not inside {root}")
         for name in parts:
             where = where / name
@@ -182,9 +179,3 @@ def symlink(root: Path, target: str, path: Path) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-
-
-def proc_path(dir_fd: int, name: str) -> Path | None:
-    """``name`` in the folder ``dir_fd`` as a path through ``/proc/self/fd`` (for libraries that take paths)."""
-    base = Path(f"/proc/self/fd/{dir_fd}")
-    return base / name if base.is_dir() else None

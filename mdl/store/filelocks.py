@@ -140,7 +140,8 @@ def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:
     from filelock import FileLock
 
     dir_fd = confined.open_dir(root, where.parent)
-    path = confined.proc_path(dir_fd, where.name) or where
+    through = Path(f"/proc/self/fd/{dir_fd}")  # the lock's path through its folder's descriptor (filelock takes paths)
+    path = through / where.name if through.is_dir() else where
     return FileLock(path, thread_local=False, on_acquired=_write_holder), dir_fd
 
 

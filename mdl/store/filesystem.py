@@ -117,10 +117,7 @@ def hash_file(
         buffer = bytearray(block)
         view = memoryview(buffer)
         total = 0
-        while True:
-            got = handle.readinto(buffer)
-            if not got:
-                break
+        while got := handle.readinto(buffer):
             sha.update(view[:got])
             if sha1 is not None:
                 sha1.update(view[:got])

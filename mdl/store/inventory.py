@@ -160,12 +160,11 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
     """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
     set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
     of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
-    store = layout.records
-    record = store.read_record(spec.name)
+    record = layout.records.read_record(spec.name)
     recorded = record.files if record is not None else {}
     expected = _expected_files(spec, record, pinned)
     files: list[LocalFile] = []
-    folders: set[Path | None] = set()
+    folders: set[Path] = set()
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for want in expected:
         entry = recorded.get(want.path)
@@ -185,7 +184,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
     extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
     # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
     # and no partial download; else partial.
-    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores())
+    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores)
     if found and found <= {INSTALLED, MODIFIED_MAYBE}:
         status = INSTALLED
     elif found - {MISSING} or partials:
@@ -238,14 +237,12 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
     return layout.plain.model_dir(spec.name)
 
 
-def _folder_of(layout: Layout, placement: Placement, model: str) -> Path | None:
+def _folder_of(layout: Layout, placement: Placement, model: str) -> Path:
     """The snapshot folder (Hugging Face cache), else the model's folder."""
     if placement.link is None or layout.cache_root is None:
         return layout.plain.model_dir(model)
-    with contextlib.suppress(ValueError):
-        repo_dir, snapshots, commit, *_ = placement.shown.relative_to(layout.cache_root).parts
-        return layout.cache_root / repo_dir / snapshots / commit
-    return None
+    repo_dir, snapshots, commit, *_ = placement.shown.relative_to(layout.cache_root).parts
+    return layout.cache_root / repo_dir / snapshots / commit
 
 
 def _has_partials(store: Store, model: str) -> bool:
@@ -328,7 +325,7 @@ def clean(settings: Settings) -> list[CleanedFile]:
     Only regular files with mdl's own names under ``.mdl/partial`` are candidates (``Store.partials``), removed as
     the entries they are, never through a link. A lock file a killed run left goes once clean takes and releases it."""
     cleaned: list[CleanedFile] = []
-    for store in Layout(settings).stores():
+    for store in Layout(settings).stores:
         for partial in store.partials():
             held = store.try_file_lock(partial.part_path.name.split(".part")[0])
             if held is None:

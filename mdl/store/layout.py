@@ -85,13 +85,8 @@ class Layout:
         self.plain = Store(settings.dest)
         self.cache_root = settings.hf_cache if settings.layout == "hf-cache" else None
         self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
-
-    @property
-    def records(self) -> Store:  # the store whose records describe the models
-        return self.cache or self.plain
-
-    def stores(self) -> list[Store]:  # every store this layout may write partials into
-        return [self.plain] if self.cache is None else [self.cache, self.plain]
+        self.records = self.cache or self.plain  # the store whose records describe the models
+        self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
 
     def place(
         self,

@@ -18,6 +18,7 @@ from mdl.redact import printable, record_text
 log = logging.getLogger("mdl.store")
 
 RECORD_VERSION = 1
+_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,10 @@ class ModelRecord:
 
 def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
     """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
-    docs = {path: {k: v for k, v in asdict(one).items() if k != drop} for path, one in sorted(entries.items())}
-    for doc in docs.values():
-        for key in ("source", "etag", "commit", "git_oid", "sha256"):
-            if key in doc:  # a sha256 mdl computed passes unchanged
-                doc[key] = record_text(doc[key])
-    return docs
+    return {
+        path: {k: record_text(v) if k in _SERVER_TEXT else v for k, v in asdict(one).items() if k != drop}
+        for path, one in sorted(entries.items())
+    }
 
 
 def now_iso() -> str:

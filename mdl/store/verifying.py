@@ -12,7 +12,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
-from mdl.store.inventory import MISSING, PARTIAL, LocalFile, ModelStatus, model_status
+from mdl.store.inventory import MISSING, PARTIAL, LocalFile, model_status
 from mdl.store.layout import BLOB_NAME, Layout, ref_revision, write_ref
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.store import Store
@@ -72,17 +72,12 @@ def verify_models(
                 want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
             add(verify_file(store, spec.name, file, status.record, want, progress))
         if status.files and not any(o.failing for o in outcomes if o.model == spec.name):
-            keep_refs(layout, spec, status)
+            for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
+                revision = ref_revision(spec, status.record, file.path)
+                ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+                if ref is not None:
+                    write_ref(layout.records.dest, *ref)
     return RunReport(tuple(outcomes))
-
-
-def keep_refs(layout: Layout, spec: ModelSpec, status: ModelStatus) -> None:
-    """A model verified whole in the Hugging Face cache keeps ``refs/<revision>`` naming its commit."""
-    for file in status.files:
-        revision = ref_revision(spec, status.record, file.path)
-        ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
-        if ref is not None:
-            write_ref(layout.records.dest, *ref)
 
 
 def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
