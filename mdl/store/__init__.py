@@ -31,11 +31,12 @@ from mdl.store.inventory import (
     list_models,
     model_status,
     unplaced_path,
+    verify_file,
+    verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
 from mdl.store.store import Store
-from mdl.store.verifying import verify_file, verify_models
 
 __all__ = [
     "INSTALLED",

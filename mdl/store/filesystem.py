@@ -107,11 +107,10 @@ def hash_file(
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    found = os.fstat(fd)
-    if not st.S_ISREG(found.st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "it is not a regular file", str(path))
     with os.fdopen(fd, "rb", buffering=0) as handle:
+        found = os.fstat(fd)
+        if not st.S_ISREG(found.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file", str(path))
         size = found.st_size
         sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
         buffer = bytearray(block)
