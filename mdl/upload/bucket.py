@@ -8,15 +8,19 @@ import base64
 import hashlib
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.errors import AuthError, IntegrityError, LocalFSError, MdlError, NotFoundError
+from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NotFoundError
+from mdl.progress import Progress
 from mdl.redact import printable, safe_text
+from mdl.report import FileOutcome, failed
 from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
@@ -28,6 +32,7 @@ MAX_PARTS = 9_000  # parts per upload of ours: leave room
 HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at once
 SHA256_META = "sha256"  # x-amz-meta-sha256: the full SHA-256, for readers; never trusted to skip an upload
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
+POLL_SECONDS = 0.05  # how often finished uploads are looked for (s3transfer futures have no completion callback)
 
 
 @dataclass(frozen=True)
@@ -139,12 +144,13 @@ class Bucket:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C does not wait for thousands of HEADs
 
-    def uploader(self, *, connections: int, largest: int) -> Any:
-        """A transfer manager for one batch; on an exception (Ctrl-C too) it cancels and aborts unfinished uploads."""
-        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+    def send(self, files: Sequence[ReadyFile], *, connections: int, progress: Progress) -> list[FileOutcome]:
+        """Upload ``files`` through one transfer manager, each closed as soon as it is done, not in submission order.
+        On an exception (Ctrl-C too) the manager cancels and aborts unfinished uploads."""
+        from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig, create_transfer_manager
 
         # At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's limit.
-        chunk = max(MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
+        chunk = max(MIN_PART, math.ceil(max(f.size for f in files) / MAX_PARTS / MiB) * MiB)
         config = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -155,40 +161,77 @@ class Bucket:
         )
         # s3transfer keeps at most this many parts of non-seekable streams in memory at once.
         config.max_in_memory_upload_chunks = max(2, connections)
-        return create_transfer_manager(self.client, config)
+        outcomes: list[FileOutcome] = []
+        try:
+            with create_transfer_manager(self.client, config) as manager:
+                pending: dict[int, tuple[ReadyFile, Any, HashingReader]] = {}
+                try:
+                    for index, f in enumerate(files):
+                        reader = HashingReader(f.local)
+                        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: f.sha256}}
+                        meter = [ProgressCallbackInvoker(_meter(progress, f))]
+                        future = manager.upload(
+                            reader, self.target.bucket, self.key(f), extra_args=extra, subscribers=meter
+                        )
+                        pending[index] = (f, future, reader)
+                    while pending:
+                        done = [index for index, item in pending.items() if item[1].done()]
+                        for index in done:
+                            outcomes.append(self._close(*pending.pop(index), progress=progress))
+                        if not done:
+                            time.sleep(POLL_SECONDS)
+                finally:
+                    for _, _, reader in pending.values():  # interrupted: no descriptor is left open
+                        reader.close()
+        except KeyboardInterrupt:
+            # The manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
+            raise InterruptedByUserError(
+                "interrupted; files already uploaded are kept, run again to send the rest"
+            ) from None
+        return outcomes
 
-    def start(self, manager: Any, file: ReadyFile, *, on_bytes: Callable[[int], None]) -> tuple[Any, HashingReader]:
-        from boto3.s3.transfer import ProgressCallbackInvoker
-
-        reader = HashingReader(file.local)
-        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: file.sha256}}
-        future = manager.upload(
-            reader,
-            self.target.bucket,
-            self.key(file),
-            extra_args=extra,
-            subscribers=[ProgressCallbackInvoker(on_bytes)],
-        )
-        return future, reader
-
-    def finish(self, file: ReadyFile, future: Any, reader: HashingReader) -> None:
+    def _close(self, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress) -> FileOutcome:
         """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
-        label = f"{file.model}/{file.path}"
+        label = f"{f.model}/{f.path}"
+        try:
+            self._finish(f, future, reader, label=label)
+        except MdlError as exc:
+            progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+            return replace(failed(f.model, f.path, exc), dest=self.target.uri(f.model, f.path))
+        if f.size == 0:  # no bytes, no progress callback: its row starts here
+            progress.start(label, label=label, total=0, model=f.model, path=f.path)
+        progress.finish(label, ok=True)
+        log.info("%s: uploaded to %s", label, self.target.uri(f.model, f.path))
+        return self.outcome(f, "uploaded")
+
+    def _finish(self, f: ReadyFile, future: Any, reader: HashingReader, *, label: str) -> None:
         try:
             with self._failures(label):
                 future.result()
         except OSError as exc:
-            raise LocalFSError(f"{label}: cannot read {file.local}: {exc.strerror or exc}") from exc
+            raise LocalFSError(f"{label}: cannot read {f.local}: {exc.strerror or exc}") from exc
         finally:
             reader.close()
         sent = reader.sha256.hexdigest()
-        if reader.size != file.size or sent != file.sha256:
-            self.delete(self.key(file))
+        if reader.size != f.size or sent != f.sha256:
+            self.delete(self.key(f))
             raise IntegrityError(
                 f"{label}: changed while it was uploaded ({reader.size} bytes with sha256 {sent}, verified "
-                f"{file.size} bytes with {file.sha256}); the object was removed again",
+                f"{f.size} bytes with {f.sha256}); the object was removed again",
                 hint="run `mdl verify` and publish again",
             )
+
+    def outcome(self, f: ReadyFile, action: str) -> FileOutcome:
+        return FileOutcome(
+            model=f.model,
+            path=f.path,
+            dest=self.target.uri(f.model, f.path),
+            size=f.size,
+            sha256=f.sha256,
+            action=action,
+            reason="already in the bucket (the store's SHA-256 checksum matches)" if action == "skipped" else "",
+            fetched=f.size if action == "uploaded" else 0,
+        )
 
     def delete(self, key: str) -> None:
         """Best effort: a failure is logged, the caller's error says what went wrong."""
@@ -261,3 +304,17 @@ def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     if whole.hexdigest() != file.sha256:
         return None
     return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+
+
+def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
+    """A file's progress from the transfer threads: its row starts with its first bytes on the wire."""
+    label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
+
+    def advance(nbytes: int) -> None:
+        with lock:
+            if not started.is_set():
+                started.set()
+                progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
+        progress.advance(label, nbytes)
+
+    return advance

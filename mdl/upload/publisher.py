@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
+from mdl.errors import IntegrityError, MdlError, NotFoundError
 from mdl.lockfile import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
@@ -29,11 +27,10 @@ from mdl.store import (
     model_status,
     verify_file,
 )
-from mdl.upload.bucket import Bucket, HashingReader, ReadyFile
+from mdl.upload.bucket import Bucket, ReadyFile
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
-POLL_SECONDS = 0.05  # how often finished uploads are looked for (s3transfer futures have no completion callback)
 MANIFEST_VERSION = 1
 MANIFEST_FOLDER = ".mdl"  # beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
@@ -74,10 +71,12 @@ def publish_models(
         there = bucket.already_there(model.ready, listed)
         for f in model.ready:
             if f.path in there:
-                outcomes.append(_done(target, f, "skipped"))
+                outcomes.append(bucket.outcome(f, "skipped"))
             else:
                 uploads.append(f)
-    outcomes.extend(_send(bucket, uploads, settings=settings, progress=progress))
+    progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
+    if uploads:
+        outcomes.extend(bucket.send(uploads, connections=settings.connections, progress=progress))
     manifests: list[str] = []
     for model in models:
         if model.ready:  # a model with nothing here says nothing about what the bucket holds
@@ -86,62 +85,6 @@ def publish_models(
     rank = {model.spec.name: index for index, model in enumerate(models)}
     ordered = sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or ""))
     return PublishReport(tuple(ordered), target=target.uri(), manifests=tuple(manifests))
-
-
-def _send(bucket: Bucket, uploads: list[ReadyFile], *, settings: Settings, progress: Progress) -> list[FileOutcome]:
-    progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
-    outcomes: list[FileOutcome] = []
-    if not uploads:
-        return outcomes
-    try:
-        with bucket.uploader(connections=settings.connections, largest=max(f.size for f in uploads)) as manager:
-            pending: dict[int, tuple[ReadyFile, Any, HashingReader]] = {}
-            try:
-                for index, f in enumerate(uploads):
-                    pending[index] = (f, *bucket.start(manager, f, on_bytes=_meter(progress, f)))
-                while pending:  # each file is closed as soon as it is done, not in submission order
-                    done = [index for index, item in pending.items() if item[1].done()]
-                    for index in done:
-                        outcomes.append(_close(bucket, *pending.pop(index), progress=progress))
-                    if not done:
-                        time.sleep(POLL_SECONDS)
-            finally:
-                for _, _, reader in pending.values():  # interrupted: no descriptor is left open
-                    reader.close()
-    except KeyboardInterrupt:
-        # The transfer manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
-        raise InterruptedByUserError(
-            "interrupted; files already uploaded are kept, run again to send the rest"
-        ) from None
-    return outcomes
-
-
-def _close(bucket: Bucket, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress) -> FileOutcome:
-    label = f"{f.model}/{f.path}"
-    try:
-        bucket.finish(f, future, reader)
-    except MdlError as exc:
-        progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        return replace(failed(f.model, f.path, exc), dest=bucket.target.uri(f.model, f.path))
-    if f.size == 0:  # no bytes, no progress callback: its row starts here
-        progress.start(label, label=label, total=0, model=f.model, path=f.path)
-    progress.finish(label, ok=True)
-    log.info("%s: uploaded to %s", label, bucket.target.uri(f.model, f.path))
-    return _done(bucket.target, f, "uploaded")
-
-
-def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
-    """A file's progress from the transfer threads: its row starts with its first bytes on the wire."""
-    label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
-
-    def advance(nbytes: int) -> None:
-        with lock:
-            if not started.is_set():
-                started.set()
-                progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
-        progress.advance(label, nbytes)
-
-    return advance
 
 
 def _manifest(
@@ -178,19 +121,6 @@ def _manifest(
         outcomes.append(replace(failed(name, None, exc), dest=uri))
         return []
     return [uri]
-
-
-def _done(target: S3Prefix, f: ReadyFile, action: str) -> FileOutcome:
-    return FileOutcome(
-        model=f.model,
-        path=f.path,
-        dest=target.uri(f.model, f.path),
-        size=f.size,
-        sha256=f.sha256,
-        action=action,
-        reason="already in the bucket (the store's SHA-256 checksum matches)" if action == "skipped" else "",
-        fetched=f.size if action == "uploaded" else 0,
-    )
 
 
 @dataclass(frozen=True)
