@@ -93,11 +93,7 @@ class DirSyncs:
 
 
 def hash_file(
-    path: Path,
-    *,
-    git: bool = False,
-    block: int = 8 * 1024 * 1024,
-    on_bytes: Callable[[int], None] | None = None,
+    path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024, on_bytes: Callable[[int], None] | None = None
 ) -> tuple[int, str, str | None]:
     """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
     sha = hashlib.sha256()

@@ -414,12 +414,7 @@ def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
 
 
 def verify_file(
-    store: Store,
-    model: str,
-    file: LocalFile,
-    record: ModelRecord,
-    expected: tuple[str | None, str],
-    progress: Progress,
+    store: Store, model: str, file: LocalFile, record: ModelRecord, expected: tuple[str | None, str], progress: Progress
 ) -> FileOutcome:
     """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record a new mtime."""
     label = f"{model}/{file.path}"

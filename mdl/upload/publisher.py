@@ -88,11 +88,7 @@ def publish_models(
 
 
 def _manifest(
-    bucket: Bucket,
-    model: LocalModel,
-    outcomes: list[FileOutcome],
-    *,
-    locked: LockedModel | None,
+    bucket: Bucket, model: LocalModel, outcomes: list[FileOutcome], *, locked: LockedModel | None
 ) -> list[str]:
     """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
