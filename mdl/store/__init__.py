@@ -2,7 +2,6 @@
 and the offline views of it (list, show, verify, clean)."""
 
 from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
-from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
     DirSyncs,
@@ -36,7 +35,7 @@ from mdl.store.inventory import (
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
-from mdl.store.store import Store
+from mdl.store.store import HeldLocks, Store
 
 __all__ = [
     "INSTALLED",
