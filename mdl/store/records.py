@@ -142,21 +142,19 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
     found: dict[str, Any] = {"path": path}
     for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
-        key, kind = one.name, str(one.type)
-        if value.get(key) is None and "None" in kind:
+        key, kind, got = one.name, str(one.type), value.get(one.name)
+        if got is None and "None" in kind:
             found[key] = None
         elif kind.startswith("int"):
-            count = value.get(key)
-            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_INT:
-                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(count)}")
-            found[key] = count
+            if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
+                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
+            found[key] = got
         elif key == "sha256":
-            if not isinstance(sha256 := value.get(key), str) or not _SHA256.fullmatch(sha256):
-                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(sha256)}")
-            found[key] = sha256
+            if not isinstance(got, str) or not _SHA256.fullmatch(got):
+                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
+            found[key] = got
         else:
-            text = _optional_text(value, key, f"{where}.{key}")
-            found[key] = "" if text is None else text
+            found[key] = _optional_text(value, key, f"{where}.{key}") or ""
     return cls(**found)
 
 

@@ -206,7 +206,17 @@ class Store:
 
     def try_file_lock(self, key: str) -> HeldLocks | None:
         """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""
-        return try_lock(self.dest, self.state_dir / "locks" / f"{key}.lock")
+        where = self.state_dir / "locks" / f"{key}.lock"
+        try:
+            lock, dir_fd = _open_lock(self.dest, where)
+        except FileNotFoundError:
+            return None
+        try:
+            lock.acquire(timeout=0)
+        except OSError:  # filelock's Timeout is a TimeoutError
+            os.close(dir_fd)
+            return None
+        return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
 
     def _label_of(self, state_path: Path) -> str:
         try:
@@ -233,14 +243,11 @@ class _Held:
             os.close(self.dir_fd)
 
 
-class HeldLocks:
+@dataclass
+class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
     """File locks held together, released together (in reverse order); ``with`` releases them after the block."""
 
-    def __init__(self, locks: list[_Held]) -> None:
-        self.locks = locks
-
-    def __enter__(self) -> HeldLocks:
-        return self
+    locks: list[_Held]
 
     def __exit__(self, *_: object) -> None:
         self.release()
@@ -308,20 +315,6 @@ def acquire_locks(
         held.release()
         raise
     return held
-
-
-def try_lock(root: Path, where: Path) -> HeldLocks | None:
-    """The lock at ``where`` if nobody holds it now, else None (clean-up never waits)."""
-    try:
-        lock, dir_fd = _open_lock(root, where)
-    except FileNotFoundError:
-        return None
-    try:
-        lock.acquire(timeout=0)
-    except OSError:  # filelock's Timeout is a TimeoutError
-        os.close(dir_fd)
-        return None
-    return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
 
 
 def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:

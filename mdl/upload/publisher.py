@@ -93,9 +93,9 @@ def _manifest(
     """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
     key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
-    uri = f"s3://{bucket.target.bucket}/{key}"
+    uri = bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
     body = manifest_bytes(model, locked)
-    complete = bool(model.ready) and not any(f.failing for f in outcomes if f.model == name)
+    complete = not any(f.failing for f in outcomes if f.model == name)
     try:
         if not complete:
             # Objects of the model changed in this run but not all are there: an older manifest no longer tells the
@@ -109,8 +109,7 @@ def _manifest(
                 log.warning("%s: not all files are in the bucket; removing its out-of-date manifest %s", name, uri)
                 bucket.delete(key)
             return []
-        current = bucket.read_small(key)
-        if current != body:
+        if bucket.read_small(key) != body:
             bucket.put_small(key, body, content_type="application/json")
             log.info("%s: manifest written to %s", name, uri)
     except MdlError as exc:  # the files are up; the model is not published until its manifest is
