@@ -34,8 +34,7 @@ from mdl.store.inventory import (
     verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
-from mdl.store.store import HeldLocks, Store
+from mdl.store.store import ExpectedFile, FileRecord, HeldLocks, ModelRecord, Store, now_iso
 
 __all__ = [
     "INSTALLED",
