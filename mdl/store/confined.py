@@ -124,16 +124,15 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
             return
 
 
-def unlink(root: Path, path: Path) -> bool:
-    """Remove the entry ``path`` (a link itself, never its target; a folder never); False when it was not there."""
+def unlink(root: Path, path: Path) -> None:
+    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder never)."""
     try:
         with folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return False
+        pass
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None
-    return True
 
 
 def rename(root: Path, source: Path, target: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import stat as st
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -186,7 +185,9 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
     extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
     # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
     # and no partial download; else partial.
-    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores)
+    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
+    pattern = f"partial/{key_prefix(spec.name)}-{'[0-9a-f]' * 16}-*.part"
+    found, partials = {f.state for f in files}, any(any(s.state_dir.glob(pattern)) for s in layout.stores)
     if found and found <= {INSTALLED, MODIFIED_MAYBE}:
         status = INSTALLED
     elif found - {MISSING} or partials:
@@ -245,15 +246,6 @@ def _folder_of(layout: Layout, placement: Placement, model: str) -> Path:
         return layout.plain.model_dir(model)
     repo_dir, snapshots, commit, *_ = placement.shown.relative_to(layout.cache_root).parts
     return layout.cache_root / repo_dir / snapshots / commit
-
-
-def _has_partials(store: Store, model: str) -> bool:
-    folder = store.state_dir / "partial"
-    if not folder.is_dir():
-        return False
-    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
-    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.part$")
-    return any(pattern.match(p.name) for p in folder.iterdir())
 
 
 def list_models(

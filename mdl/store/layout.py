@@ -194,22 +194,15 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
         return []
     snapshot = repo_dir / "snapshots" / commit
     found: list[FileRecord] = []
-    for entry in sorted(snapshot.rglob("*")) if snapshot.is_dir() else ():
+    for entry in sorted(snapshot.rglob("*")):
         etag = entry.readlink().name if entry.is_symlink() else ""  # the blob's name: sha256 (LFS) or git blob id
         if not BLOB_NAME.match(etag) or not entry.is_file():
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
         path = entry.relative_to(snapshot).as_posix()
-        found.append(
-            FileRecord(
-                path=path,
-                size=entry.stat().st_size,
-                sha256=etag if len(etag) == 64 else "",  # a git file's sha256 is unknown until hashed
-                mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
-                source=hub_source(repo, repo_type, commit, path),
-                git_oid=etag if len(etag) == 40 else None,
-                commit=commit,
-            )
-        )
+        # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed before it is trusted.
+        sha256, git_oid = (etag, None) if len(etag) == 64 else ("", etag)
+        source = hub_source(repo, repo_type, commit, path)
+        found.append(FileRecord(path, entry.stat().st_size, sha256, -1, source, git_oid, commit=commit))
     return found
 
 

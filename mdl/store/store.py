@@ -1,9 +1,6 @@
-"""The destination: per-model records (their data, JSON form and reading back), partial files, locks, free space
-and clean-up, all under ``<dest>/.mdl``.
-
-Locks are filelock's, reached through their folder's descriptor (``confined``). A lock file holds one line naming
-its holder, as apt's does, so a waiting run can say for whom; its holder removes it just before releasing it (a
-waiter that then locks the removed file opens the new one): no idle lock file stays."""
+"""The destination under ``<dest>/.mdl``: per-model records (their data, JSON form and reading back), partial
+files, free space, clean-up, and locks: filelock's, reached through their folder's descriptor (``confined``), each
+naming its holder, as apt's do, so a waiting run can say for whom, and removed by it: no idle lock file stays."""
 
 from __future__ import annotations
 
@@ -43,11 +40,9 @@ _OWN_PARTIAL = re.compile(
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
 RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
-_KEY_MODEL_CHARS = 100
 GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
 RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
 POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
-_HOLDER_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -200,7 +195,7 @@ def _shown(value: object) -> str:
 
 def key_prefix(model: str) -> str:
     """The start of every partial and lock file name of ``model`` under ``.mdl/``."""
-    return _SAFE_CHARS.sub("_", model)[:_KEY_MODEL_CHARS]
+    return _SAFE_CHARS.sub("_", model)[:100]
 
 
 @dataclass(frozen=True)
@@ -427,7 +422,7 @@ def _write_holder(fd: int) -> None:
 
 def holder_of(root: Path, where: Path) -> str:
     try:
-        text = confined.read_bytes(root, where, limit=_HOLDER_MAX).decode("utf-8", "replace")
+        text = confined.read_bytes(root, where, limit=512).decode("utf-8", "replace")
     except OSError:
         return ""
     return printable(text.strip().splitlines()[0]) if text.strip() else ""
