@@ -315,9 +315,7 @@ class CleanReport:
 
 
 def clean(settings: Settings) -> list[CleanedFile]:
-    """Remove partial downloads and resume records that no running mdl holds a lock on (or list them: dry_run).
-    Only regular files with mdl's own names under ``.mdl/partial`` are candidates (``Store.partials``), removed as
-    the entries they are, never through a link. A lock file a killed run left goes once clean takes and releases it."""
+    """Remove partial downloads and resume records that no running mdl holds a lock on (or list them: dry_run)."""
     cleaned: list[CleanedFile] = []
     for store in Layout(settings).stores:
         for partial in store.partials():
