@@ -15,11 +15,12 @@ from mdl.errors import LocalFSError
 from mdl.paths import shown_path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
-
-
 # What the filesystem says about a *name* (too long, not encodable, something in the way): a problem of that one
 # path, for that file or model to fail with exit 7 while the rest of the run goes on.
 NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
+# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
+# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
+REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def stat_file(path: Path) -> os.stat_result | None:
@@ -32,11 +33,6 @@ def stat_file(path: Path) -> os.stat_result | None:
         if exc.errno not in NAME_ERRNOS:
             raise
         raise LocalFSError(f"cannot look at {shown_path(path)}: {exc.strerror or exc}") from None
-
-
-# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
-# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
-REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def kind_of(found: os.stat_result) -> str | None:

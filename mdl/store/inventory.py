@@ -95,6 +95,10 @@ class ModelStatus:
         }
 
     def show_json(self) -> dict[str, Any]:
+        files = [
+            {"path": f.path, "dest": str(f.dest), "url": f.source, "size": f.size, "sha256": f.sha256, "state": f.state}
+            for f in self.files
+        ]
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -108,17 +112,7 @@ class ModelStatus:
             "status": self.status,
             "unverified": self.unverified,
             "dest": str(self.folder) if self.folder is not None else None,
-            "files": [
-                {
-                    "path": f.path,
-                    "dest": str(f.dest),
-                    "url": f.source,
-                    "size": f.size,
-                    "sha256": f.sha256,
-                    "state": f.state,
-                }
-                for f in self.files
-            ],
+            "files": files,
             "extra": list(self.extra),
         }
 
@@ -127,14 +121,9 @@ def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
     """The file's state and where it is, from its record and ``lstat`` only."""
+    sha256, git_oid = (entry.sha256, entry.git_oid) if entry else (None, None)
     try:
-        placement = layout.place(
-            model,
-            path,
-            source=entry.source if entry else source,
-            sha256=entry.sha256 if entry else None,
-            git_oid=entry.git_oid if entry else None,
-        )
+        placement = layout.place(model, path, source=entry.source if entry else source, sha256=sha256, git_oid=git_oid)
     except MdlError:  # where it goes cannot be known yet (a Hub file never pulled, hf-cache)
         return MISSING, None
     try:
@@ -172,11 +161,9 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         state, placement = file_state(layout, spec.name, want.path, want.source, entry)
         if entry is not None and state not in (MISSING, PARTIAL) and not _same_version(entry, want):
             state = OUTDATED
-        shown = placement.shown if placement else unplaced
-        final = placement.final if placement else shown
-        files.append(
-            LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placement is not None)
-        )
+        shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
+        placed = placement is not None
+        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placed))
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
@@ -346,7 +333,6 @@ def verify_models(
     """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models, the lock);
     ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1`` shows its first row at once)."""
     layout = Layout(settings)
-    store = layout.records
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
     statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
@@ -366,13 +352,12 @@ def verify_models(
 
     for spec, status in zip(models, statuses, strict=True):
         if status.record is None:
-            record_path = store.record_path(spec.name)
-            kind = not_a_file(record_path)
+            record_path = layout.records.record_path(spec.name)
             error: MdlError = NotFoundError(
                 f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
                 hint=f"run `mdl pull {spec.name}`",
             )
-            if kind is not None:  # never opened: pull replaces it (a folder excepted)
+            if (kind := not_a_file(record_path)) is not None:  # never opened: pull replaces it (a folder excepted)
                 error = _not_a_file(record_path, kind, spec.name, "its record ")
             elif record_path.exists():
                 why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
@@ -387,7 +372,7 @@ def verify_models(
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
                 want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
-            add(verify_file(store, spec.name, file, status.record, want, progress))
+            add(verify_file(layout.records, spec.name, file, status.record, want, progress))
         if status.files and not any(o.failing for o in outcomes if o.model == spec.name):
             for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
                 revision = ref_revision(spec, status.record, file.path)

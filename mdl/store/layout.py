@@ -110,14 +110,9 @@ class Layout:
         repo_dir = self.cache.dest / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
-        return Placement(
-            final=repo_dir / "blobs" / etag,
-            shown=link,
-            store=self.cache,
-            lock=self.cache.dest / ".locks" / repo_dir.name / f"{etag}.lock",
-            link=link,
-            ref=self.ref_for(source, revision, label=label),
-        )
+        lock = self.cache.dest / ".locks" / repo_dir.name / f"{etag}.lock"
+        ref = self.ref_for(source, revision, label=label)
+        return Placement(final=repo_dir / "blobs" / etag, shown=link, store=self.cache, lock=lock, link=link, ref=ref)
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
         """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""

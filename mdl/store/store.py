@@ -34,6 +34,9 @@ log = logging.getLogger("mdl.store")
 
 RECORD_VERSION = 1
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
+_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_MAX_INT = 2**63 - 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
@@ -133,15 +136,8 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
         return None
 
 
-_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
-
-
 class RecordFieldError(ValueError):
     """A record field of the wrong type or form (names the key path)."""
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_MAX_INT = 2**63 - 1
 
 
 def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:

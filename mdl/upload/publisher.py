@@ -1,10 +1,8 @@
-"""``mdl publish``: verified local files → ``<prefix>/<model>/<path>``, skipping objects whose store-computed
-SHA-256 matches, then per complete model a deterministic manifest ``<prefix>/.mdl/<model>.json`` (sorted, no
-timestamps: a re-run that changes nothing writes nothing) naming the commit and each file's size and sha256.
-
-The bucket side: boto3's transfer manager, every part sent with ``x-amz-checksum-sha256``. Each file is read once,
-in order, from one open file and hashed as it is read: an object whose bytes were not the verified ones is deleted
-again."""
+"""``mdl publish``: verified local files → ``<prefix>/<model>/<path>`` through boto3's transfer manager, every part
+sent with ``x-amz-checksum-sha256``, each file read once, in order, and hashed as it is read (an object whose bytes
+were not the verified ones is deleted again); objects whose store-computed SHA-256 matches are skipped; then per
+complete model a deterministic manifest ``<prefix>/.mdl/<model>.json`` (sorted, no timestamps: a re-run that changes
+nothing writes nothing) naming the commit and each file's size and sha256."""
 
 from __future__ import annotations
 
