@@ -97,7 +97,7 @@ class Layout:
         git_oid: str | None,
         revision: str | None = None,
     ) -> Placement:
-        hub = parse_hub_source(source)
+        hub = parse_hub_source(source) if self.cache is not None else None
         if hub is None or self.cache is None:
             final = self.plain.final_path(model, path)
             return Placement(final=final, shown=final, store=self.plain)
