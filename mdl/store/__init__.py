@@ -1,9 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.cleaning import CleanedFile, CleanReport, clean
 from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
-from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
     DirSyncs,
@@ -21,19 +19,22 @@ from mdl.store.inventory import (
     MODIFIED_MAYBE,
     RECHECK_REASON,
     UNRECORDED,
+    CleanedFile,
+    CleanReport,
     ModelInfo,
     ModelList,
     ModelStatus,
+    clean,
     file_state,
     judge,
     list_models,
     model_status,
     unplaced_path,
+    verify_file,
+    verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
-from mdl.store.store import Store
-from mdl.store.verifying import verify_file, verify_models
+from mdl.store.store import ExpectedFile, FileRecord, HeldLocks, ModelRecord, Store, now_iso
 
 __all__ = [
     "INSTALLED",

@@ -32,11 +32,8 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
     where = root
     try:
-        try:
-            parts = folder.relative_to(root).parts
-        except ValueError:
-            parts = ("..",)
-        if any(part in ("..", "") for part in parts):
+        parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
+        if ".." in parts:
             raise UnsafePathError(f"{folder} is not inside {root}")
         for name in parts:
             where = where / name
@@ -127,16 +124,15 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
             return
 
 
-def unlink(root: Path, path: Path) -> bool:
-    """Remove the entry ``path`` (a link itself, never its target; a folder never); False when it was not there."""
+def unlink(root: Path, path: Path) -> None:
+    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder never)."""
     try:
         with folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return False
+        pass
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None
-    return True
 
 
 def rename(root: Path, source: Path, target: Path) -> None:
@@ -182,9 +178,3 @@ def symlink(root: Path, target: str, path: Path) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-
-
-def proc_path(dir_fd: int, name: str) -> Path | None:
-    """``name`` in the folder ``dir_fd`` as a path through ``/proc/self/fd`` (for libraries that take paths)."""
-    base = Path(f"/proc/self/fd/{dir_fd}")
-    return base / name if base.is_dir() else None

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import stat as st
 import threading
 from collections.abc import Callable
@@ -16,11 +15,12 @@ from mdl.errors import LocalFSError
 from mdl.paths import shown_path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
-
-
 # What the filesystem says about a *name* (too long, not encodable, something in the way): a problem of that one
 # path, for that file or model to fail with exit 7 while the rest of the run goes on.
 NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
+# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
+# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
+REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def stat_file(path: Path) -> os.stat_result | None:
@@ -33,11 +33,6 @@ def stat_file(path: Path) -> os.stat_result | None:
         if exc.errno not in NAME_ERRNOS:
             raise
         raise LocalFSError(f"cannot look at {shown_path(path)}: {exc.strerror or exc}") from None
-
-
-# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
-# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
-REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def kind_of(found: os.stat_result) -> str | None:
@@ -93,20 +88,8 @@ class DirSyncs:
                 fsync_dir(folder)
 
 
-def free_bytes(path: Path) -> int:
-    """Free space where ``path`` is (or would be): the nearest existing parent's filesystem."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 def hash_file(
-    path: Path,
-    *,
-    git: bool = False,
-    block: int = 8 * 1024 * 1024,
-    on_bytes: Callable[[int], None] | None = None,
+    path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024, on_bytes: Callable[[int], None] | None = None
 ) -> tuple[int, str, str | None]:
     """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
     sha = hashlib.sha256()
@@ -116,20 +99,16 @@ def hash_file(
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    found = os.fstat(fd)
-    if not st.S_ISREG(found.st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "it is not a regular file", str(path))
     with os.fdopen(fd, "rb", buffering=0) as handle:
+        found = os.fstat(fd)
+        if not st.S_ISREG(found.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file", str(path))
         size = found.st_size
         sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
         buffer = bytearray(block)
         view = memoryview(buffer)
         total = 0
-        while True:
-            got = handle.readinto(buffer)
-            if not got:
-                break
+        while got := handle.readinto(buffer):
             sha.update(view[:got])
             if sha1 is not None:
                 sha1.update(view[:got])

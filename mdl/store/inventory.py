@@ -1,23 +1,25 @@
-"""What is on disk, judged from records and ``lstat`` alone (no hashing): the one state vocabulary that ``show``,
-``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree."""
+"""What is on disk, judged from records and ``lstat`` alone: the one state vocabulary that ``show``, ``list``,
+``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree; and the offline views built on it."""
 
 from __future__ import annotations
 
 import contextlib
-import re
+import functools
 import stat as st
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from mdl.catalog import ModelSpec
-from mdl.errors import LocalFSError, MdlError
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
+from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.store.filesystem import stat_file
-from mdl.store.layout import Layout, Placement, repo_folder
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
-from mdl.store.store import Store, key_prefix
+from mdl.report import FileOutcome, RunReport, failed
+from mdl.store import confined
+from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
+from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, write_ref
+from mdl.store.store import ExpectedFile, FileRecord, ModelRecord, Store, key_prefix
 
 INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
 MODIFIED_MAYBE = "modified?"  # recorded, same size, but touched since it was verified: only a re-hash can tell
@@ -93,6 +95,10 @@ class ModelStatus:
         }
 
     def show_json(self) -> dict[str, Any]:
+        files = [
+            {"path": f.path, "dest": str(f.dest), "url": f.source, "size": f.size, "sha256": f.sha256, "state": f.state}
+            for f in self.files
+        ]
         return {
             "name": self.spec.name,
             "description": self.spec.description,
@@ -106,17 +112,7 @@ class ModelStatus:
             "status": self.status,
             "unverified": self.unverified,
             "dest": str(self.folder) if self.folder is not None else None,
-            "files": [
-                {
-                    "path": f.path,
-                    "dest": str(f.dest),
-                    "url": f.source,
-                    "size": f.size,
-                    "sha256": f.sha256,
-                    "state": f.state,
-                }
-                for f in self.files
-            ],
+            "files": files,
             "extra": list(self.extra),
         }
 
@@ -125,14 +121,9 @@ def file_state(
     layout: Layout, model: str, path: str, source: str, entry: FileRecord | None
 ) -> tuple[str, Placement | None]:
     """The file's state and where it is, from its record and ``lstat`` only."""
+    sha256, git_oid = (entry.sha256, entry.git_oid) if entry else (None, None)
     try:
-        placement = layout.place(
-            model,
-            path,
-            source=entry.source if entry else source,
-            sha256=entry.sha256 if entry else None,
-            git_oid=entry.git_oid if entry else None,
-        )
+        placement = layout.place(model, path, source=entry.source if entry else source, sha256=sha256, git_oid=git_oid)
     except MdlError:  # where it goes cannot be known yet (a Hub file never pulled, hf-cache)
         return MISSING, None
     try:
@@ -159,32 +150,31 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
     """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
     set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
     of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
-    store = layout.records
-    record = store.read_record(spec.name)
+    record = layout.records.read_record(spec.name)
     recorded = record.files if record is not None else {}
     expected = _expected_files(spec, record, pinned)
     files: list[LocalFile] = []
-    folders: set[Path | None] = set()
+    folders: set[Path] = set()
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for want in expected:
         entry = recorded.get(want.path)
         state, placement = file_state(layout, spec.name, want.path, want.source, entry)
         if entry is not None and state not in (MISSING, PARTIAL) and not _same_version(entry, want):
             state = OUTDATED
-        shown = placement.shown if placement else unplaced
-        final = placement.final if placement else shown
-        files.append(
-            LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placement is not None)
-        )
+        shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
+        placed = placement is not None
+        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placed))
         if placement is not None:
-            folders.add(_folder_of(layout, placement, want.path))
+            folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
     # Extra files only when the model's file list is known whole (a lock or an expected set).
     whole = pinned is not None or (record is not None and record.expected is not None)
     extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
     # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
     # and no partial download; else partial.
-    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores())
+    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
+    pattern = f"partial/{key_prefix(spec.name)}-{'[0-9a-f]' * 16}-*.part"
+    found, partials = {f.state for f in files}, any(any(s.state_dir.glob(pattern)) for s in layout.stores)
     if found and found <= {INSTALLED, MODIFIED_MAYBE}:
         status = INSTALLED
     elif found - {MISSING} or partials:
@@ -237,27 +227,12 @@ def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
     return layout.plain.model_dir(spec.name)
 
 
-def _folder_of(layout: Layout, placement: Placement, path: str) -> Path | None:
-    """The snapshot folder (Hugging Face cache), else the model's folder: the shown path less the file's path."""
-    shown = placement.shown
-    if placement.link is not None and layout.cache_root is not None:
-        with contextlib.suppress(ValueError):
-            repo_dir, snapshots, commit, *_ = shown.relative_to(layout.cache_root).parts
-            return layout.cache_root / repo_dir / snapshots / commit
-        return None
-    rel = PurePosixPath(path).parts
-    if len(shown.parts) <= len(rel) or shown.parts[-len(rel) :] != rel:
-        return None
-    return shown.parents[len(rel) - 1]
-
-
-def _has_partials(store: Store, model: str) -> bool:
-    folder = store.state_dir / "partial"
-    if not folder.is_dir():
-        return False
-    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
-    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.part$")
-    return any(pattern.match(p.name) for p in folder.iterdir())
+def _folder_of(layout: Layout, placement: Placement, model: str) -> Path:
+    """The snapshot folder (Hugging Face cache), else the model's folder."""
+    if placement.link is None or layout.cache_root is None:
+        return layout.plain.model_dir(model)
+    repo_dir, snapshots, commit, *_ = placement.shown.relative_to(layout.cache_root).parts
+    return layout.cache_root / repo_dir / snapshots / commit
 
 
 def list_models(
@@ -298,3 +273,176 @@ class ModelInfo:
         if self.warning is not None:
             doc["warning"] = self.warning
         return {"models": [doc]}
+
+
+@dataclass(frozen=True)
+class CleanedFile:
+    """A partial download that clean removed (or would remove)."""
+
+    path: Path
+    size: int
+    label: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """The partial downloads clean removed (or, with dry_run, would remove)."""
+
+    files: tuple[CleanedFile, ...]
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(c.size for c in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        files = [{"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed} for c in self.files]
+        return {"ok": True, "dry_run": self.dry_run, "freed": self.freed, "files": files}
+
+
+def clean(settings: Settings) -> list[CleanedFile]:
+    """Remove partial downloads and resume records that no running mdl holds a lock on (or list them: dry_run)."""
+    cleaned: list[CleanedFile] = []
+    for store in Layout(settings).stores:
+        for partial in store.partials():
+            held = store.try_file_lock(partial.part_path.name.split(".part")[0])
+            if held is None:
+                continue  # a run is using it right now
+            with held:
+                if not settings.dry_run:
+                    store.remove_partial(partial)
+                cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
+        if not settings.dry_run:  # idle lock files (a killed run's) go by being taken and released
+            for name, found in confined.entries(store.dest, store.state_dir / "locks"):
+                if name.endswith(".lock") and st.S_ISREG(found.st_mode):
+                    held = store.try_file_lock(name.removesuffix(".lock"))
+                    if held is not None:
+                        held.release()
+    return cleaned
+
+
+def verify_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    on_file: Callable[[FileOutcome], None] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
+) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models, the lock);
+    ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1`` shows its first row at once)."""
+    layout = Layout(settings)
+    outcomes: list[FileOutcome] = []
+    pins = pinned or {}
+    statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
+    hashed = [
+        status.record.files[f.path].size
+        for status in statuses
+        if status.record is not None
+        for f in status.files
+        if f.path in status.record.files and f.state not in (MISSING, PARTIAL)
+    ]
+    progress.begin(total_bytes=sum(hashed), files=len(hashed))  # a total bar and an ETA
+
+    def add(outcome: FileOutcome) -> None:
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    for spec, status in zip(models, statuses, strict=True):
+        if status.record is None:
+            record_path = layout.records.record_path(spec.name)
+            error: MdlError = NotFoundError(
+                f"{spec.name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
+                hint=f"run `mdl pull {spec.name}`",
+            )
+            if (kind := not_a_file(record_path)) is not None:  # never opened: pull replaces it (a folder excepted)
+                error = _not_a_file(record_path, kind, spec.name, "its record ")
+            elif record_path.exists():
+                why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
+                error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+            outcome = failed(spec.name, None, error, dest=status.folder)
+            add(replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome)
+            continue
+        locked = pins.get(spec.name) is not None
+        catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+        for file in status.files:
+            if not locked and file.path in catalog_sha:
+                want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
+            else:
+                want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
+            add(verify_file(layout.records, spec.name, file, status.record, want, progress))
+        if status.files and not any(o.failing for o in outcomes if o.model == spec.name):
+            for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
+                revision = ref_revision(spec, status.record, file.path)
+                ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+                if ref is not None:
+                    write_ref(layout.records.dest, *ref)
+    return RunReport(tuple(outcomes))
+
+
+def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
+    fix = f"remove it, then run `mdl pull {model}`" if kind == "a folder" else f"`mdl pull {model}` replaces it"
+    return not_a_file_error(path, kind, where=where, hint=fix)
+
+
+def verify_file(
+    store: Store, model: str, file: LocalFile, record: ModelRecord, expected: tuple[str | None, str], progress: Progress
+) -> FileOutcome:
+    """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record a new mtime."""
+    label = f"{model}/{file.path}"
+    entry = record.files.get(file.path)
+    expected_sha, pinned_by = expected
+    if file.state in (MISSING, PARTIAL):
+        for path in dict.fromkeys((file.dest, file.final)) if file.placed else ():
+            try:  # lstat: a FIFO or device there is never opened
+                kind = not_a_file(path)
+            except LocalFSError:  # a name the filesystem cannot hold: no file can be there, it is missing
+                kind = None
+            if kind is not None:
+                return failed(model, file.path, _not_a_file(path, kind, model, f"{label}: "), dest=file.dest)
+        what = "missing"
+        if file.state == PARTIAL:
+            unlinked = file.final != file.dest and file.final.is_file()
+            what = "missing (its blob is there, the snapshot entry is not)" if unlinked else "not finished"
+        absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
+        return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
+    try:
+        if entry is None:
+            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
+        progress.start(label, label=label, total=entry.size, model=model, path=file.path)
+        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.match(file.final.name) else None
+        git = blob_name is not None and len(blob_name) == 40
+        size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
+        if blob_name is not None and blob_name not in (sha256, git_oid):
+            # A Hugging Face cache blob is named by its content: other bytes under that name are corruption,
+            # whatever the record says (hf_hub_download would serve them as this file).
+            actual = f"sha256 {sha256}" if len(blob_name) == 64 else f"git blob id {git_oid}"
+            raise IntegrityError(f"{label}: corrupt: its blob {file.final} holds bytes with {actual}")
+        if size != entry.size:
+            raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
+        want = expected_sha or entry.sha256
+        if sha256 == entry.sha256 and sha256 != want:  # intact as pulled, but another version than pinned
+            raise IntegrityError(
+                f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with {sha256}",
+                hint=f"run `mdl pull {model}`",
+            )
+        if sha256 != want:
+            raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
+        if expected_sha and entry.sha256 != expected_sha:
+            raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
+        if file.state != "installed" and file.final != file.dest:
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
+    except MdlError as exc:
+        progress.finish(label, ok=False, message=exc.message)
+        return failed(model, file.path, exc, dest=file.dest)
+    except OSError as exc:
+        error = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
+        progress.finish(label, ok=False, message=error.message)
+        return failed(model, file.path, error, dest=file.dest)
+    progress.finish(label, ok=True)
+    mtime_ns = file.final.stat().st_mtime_ns
+    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
+        store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns))
+    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")

@@ -16,14 +16,13 @@ from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import creatable_problem, kind_of, not_a_file, not_a_file_error
-from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.store import Store
+from mdl.store.store import FileRecord, ModelRecord, Store
 
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
 _COMMIT = re.compile(r"^[0-9a-f]{40}\Z")  # \Z, not $: "$" also matches before a final newline
-_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")  # a cache blob's name: sha256 or git blob id
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -82,17 +81,11 @@ class Layout:
     """The plain layout, or the Hugging Face cache for Hub files (plain for the rest)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.name = settings.layout
         self.plain = Store(settings.dest)
         self.cache_root = settings.hf_cache if settings.layout == "hf-cache" else None
         self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
-
-    @property
-    def records(self) -> Store:  # the store whose records describe the models
-        return self.cache or self.plain
-
-    def stores(self) -> list[Store]:  # every store this layout may write partials into
-        return [self.plain] if self.cache is None else [self.cache, self.plain]
+        self.records = self.cache or self.plain  # the store whose records describe the models
+        self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
 
     def place(
         self,
@@ -105,30 +98,25 @@ class Layout:
         revision: str | None = None,
     ) -> Placement:
         hub = parse_hub_source(source) if self.cache is not None else None
-        if hub is None or self.cache is None or self.cache_root is None:
+        if hub is None or self.cache is None:
             final = self.plain.final_path(model, path)
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"
         if hub.commit is None or not _COMMIT.match(hub.commit):
             raise UsageError(f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF cache")
         etag = git_oid or sha256
-        if etag is None or not _ETAG.match(etag):
+        if etag is None or not BLOB_NAME.match(etag):
             raise UsageError(f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache")
-        repo_dir = self.cache_root / repo_folder(hub.repo, hub.repo_type)
+        repo_dir = self.cache.dest / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
-        return Placement(
-            final=repo_dir / "blobs" / etag,
-            shown=link,
-            store=self.cache,
-            lock=self.cache_root / ".locks" / repo_dir.name / f"{etag}.lock",
-            link=link,
-            ref=self.ref_for(source, revision, label=label),
-        )
+        lock = self.cache.dest / ".locks" / repo_dir.name / f"{etag}.lock"
+        ref = self.ref_for(source, revision, label=label)
+        return Placement(final=repo_dir / "blobs" / etag, shown=link, store=self.cache, lock=lock, link=link, ref=ref)
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
         """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
-        hub = parse_hub_source(source) if self.cache_root is not None else None
+        hub = parse_hub_source(source)
         if self.cache_root is None or hub is None or hub.commit is None or not _COMMIT.match(hub.commit):
             return None
         if not revision or revision == hub.commit:
@@ -163,21 +151,18 @@ def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str 
 def write_ref(root: Path, ref: Path, commit: str) -> None:
     """Make ``refs/<revision>`` name ``commit`` (huggingface_hub's offline reads go through it); a ref that is not
     a regular file is exit 7, never replaced."""
+    current = None
     try:
         found = os.lstat(ref)
+        if (kind := kind_of(found)) is not None:
+            hint = "remove it and pull again: huggingface_hub reads refs as files"
+            raise not_a_file_error(ref, kind, where="the ref ", hint=hint)
+        # A link where a ref goes is replaced as the entry it is, never read through. Compared verbatim:
+        # huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it.
+        if not st.S_ISLNK(found.st_mode):
+            current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace")
     except FileNotFoundError:
-        found = None
-    except OSError as exc:
-        raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
-    if found is not None and st.S_ISLNK(found.st_mode):
-        found = None  # a link where a ref goes is replaced as the entry it is, never written through
-    elif found is not None and (kind := kind_of(found)) is not None:
-        raise not_a_file_error(
-            ref, kind, where="the ref ", hint="remove it and pull again: huggingface_hub reads refs as files"
-        )
-    try:
-        # compared verbatim: huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it
-        current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace") if found else None
+        pass
     except OSError as exc:
         raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
     if current == commit:
@@ -188,16 +173,8 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
         raise LocalFSError(f"cannot write the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
 
 
-@dataclass(frozen=True)
-class CachedFile:  # a file huggingface_hub (or mdl) left in the cache
-    path: str  # path in the repo
-    commit: str
-    etag: str  # the blob's name: sha256 (LFS) or git blob id
-    size: int
-
-
-def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) -> list[CachedFile]:
-    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit)."""
+def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) -> list[FileRecord]:
+    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit), by repo path."""
     repo_dir = cache_root / repo_folder(repo, repo_type)
     commit = revision
     if not _COMMIT.match(revision):
@@ -211,12 +188,16 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
     if not _COMMIT.match(commit):
         return []
     snapshot = repo_dir / "snapshots" / commit
-    found: list[CachedFile] = []
-    for entry in sorted(snapshot.rglob("*")) if snapshot.is_dir() else ():
-        etag = entry.readlink().name if entry.is_symlink() else ""
-        if not _ETAG.match(etag) or not entry.is_file():
+    found: list[FileRecord] = []
+    for entry in sorted(snapshot.rglob("*")):
+        etag = entry.readlink().name if entry.is_symlink() else ""  # the blob's name: sha256 (LFS) or git blob id
+        if not BLOB_NAME.match(etag) or not entry.is_file():
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
-        found.append(CachedFile(entry.relative_to(snapshot).as_posix(), commit, etag, entry.stat().st_size))
+        path = entry.relative_to(snapshot).as_posix()
+        # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed before it is trusted.
+        sha256, git_oid = (etag, None) if len(etag) == 64 else ("", etag)
+        source = hub_source(repo, repo_type, commit, path)
+        found.append(FileRecord(path, entry.stat().st_size, sha256, -1, source, git_oid, commit=commit))
     return found
 
 
@@ -226,40 +207,26 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     known = dict(record.files) if record is not None else {}
-    wanted: list[tuple[str, str, str, CachedFile]] = []  # (save path, repo, repo type, cached file)
+    cached: list[FileRecord] = []  # by save path
     if spec.is_snapshot and spec.repo is not None:
-        cached = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
-        chosen = filter_repo_objects(
-            cached,
-            allow_patterns=list(spec.include) or None,
-            ignore_patterns=list(spec.exclude) or None,
-            key=lambda item: item.path,
+        cached = list(
+            filter_repo_objects(
+                cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision),
+                allow_patterns=list(spec.include) or None,
+                ignore_patterns=list(spec.exclude) or None,
+                key=lambda item: item.path,
+            )
         )
-        wanted = [(c.path, spec.repo, spec.repo_type, c) for c in chosen]
     else:
         for file in spec.files:
-            if file.repo is None or file.path is None:
-                continue
-            repo_type = file.repo_type or "model"
-            for c in cached_snapshot(cache_root, file.repo, repo_type, file.revision or "main"):
-                if c.path == file.path:
-                    wanted.append((file.save_path, file.repo, repo_type, c))
-    for save_path, repo, repo_type, c in wanted:
-        if save_path in known:
-            continue
-        known[save_path] = FileRecord(
-            path=save_path,
-            size=c.size,
-            sha256=c.etag if len(c.etag) == 64 else "",  # a git file's sha256 is unknown until hashed
-            mtime_ns=-1,  # never matches: the file is re-hashed before it is trusted
-            source=hub_source(repo, repo_type, c.commit, c.path),
-            git_oid=c.etag if len(c.etag) == 40 else None,
-            commit=c.commit,
-        )
+            if file.repo is not None and file.path is not None:
+                found = cached_snapshot(cache_root, file.repo, file.repo_type or "model", file.revision or "main")
+                cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
+    for entry in cached:
+        known.setdefault(entry.path, entry)
     if not known:
         return record
-    base = record or ModelRecord(name=spec.name)
-    return replace(base, files=known)
+    return replace(record or ModelRecord(name=spec.name), files=known)
 
 
 def repo_folder(repo: str, repo_type: str) -> str:

@@ -1,35 +1,197 @@
-"""The destination: per-model records, partial files, locks, free space and clean-up, all under ``<dest>/.mdl``."""
+"""The destination under ``<dest>/.mdl``: per-model records (their data, JSON form and reading back), partial
+files, free space, clean-up, and locks: filelock's, reached through their folder's descriptor (``confined``), each
+naming its holder, as apt's do, so a waiting run can say for whom, and removed by it: no idle lock file stays."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import stat
+import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mdl.errors import LocalFSError, UnsafePathError
-from mdl.store import confined, filesystem
-from mdl.store.filelocks import RECORD_LOCK_TIMEOUT, HeldLocks, acquire_locks, try_lock
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
+from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
+from mdl.paths import safe_relative_path
+from mdl.redact import printable, record_text
+from mdl.store import confined
 
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+log = logging.getLogger("mdl.store")
+
+RECORD_VERSION = 1
+_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
+_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_MAX_INT = 2**63 - 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
 RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
-_KEY_MODEL_CHARS = 100
 GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
+RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
+POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int
+    source: str = ""
+    git_oid: str | None = None
+    etag: str | None = None
+    commit: str | None = None
+    fetched_at: str = ""
+
+
+@dataclass(frozen=True)
+class ExpectedFile:
+    """One file the model should have, as its last resolution said (the Hub listing, the lock or the catalog):
+    written before the first byte of a pull moves, so a pull that stops halfway never looks installed."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None
+    git_oid: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
+
+    name: str
+    revision: str | None = None
+    commit: str | None = None
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    updated_at: str = ""
+    expected: dict[str, ExpectedFile] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
+        return {
+            "version": RECORD_VERSION,
+            "name": self.name,
+            "revision": record_text(self.revision),
+            "commit": record_text(self.commit),
+            "updated_at": self.updated_at,
+            "files": _files_json(self.files),
+            **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
+        }
+
+
+def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
+    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
+    return {
+        path: {k: record_text(v) if k in _SERVER_TEXT else v for k, v in asdict(one).items() if k != drop}
+        for path, one in sorted(entries.items())
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
+    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
+    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
+    and one bad field makes the whole record unreadable rather than half-trusted."""
+    try:
+        raw = json.loads(read(path).decode("utf-8"))
+        if not isinstance(raw, dict):
+            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+            raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
+        return ModelRecord(
+            files=_section(raw, "files", FileRecord) or {},
+            expected=_section(raw, "expected", ExpectedFile, optional=True),
+            name=model,
+            revision=_optional_text(raw, "revision", "revision"),
+            commit=_optional_text(raw, "commit", "commit"),
+            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
+        log.warning("ignoring unreadable record %s: %s", path, exc)
+        return None
+
+
+class RecordFieldError(ValueError):
+    """A record field of the wrong type or form (names the key path)."""
+
+
+def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
+    value = raw.get(name, None if optional else {})
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
+    return {path: _entry(cls, name, path, one) for path, one in value.items()}
+
+
+def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
+    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the type it declares."""
+    where = f"{section}.{path}"
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
+    if cls is FileRecord and value.get("path", path) != path:
+        raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
+    found: dict[str, Any] = {"path": path}
+    for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
+        key, kind, got = one.name, str(one.type), value.get(one.name)
+        if got is None and "None" in kind:
+            found[key] = None
+        elif kind.startswith("int"):
+            if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
+                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
+            found[key] = got
+        elif key == "sha256":
+            if not isinstance(got, str) or not _SHA256.fullmatch(got):
+                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
+            found[key] = got
+        else:
+            found[key] = _optional_text(value, key, f"{where}.{key}") or ""
+    return cls(**found)
+
+
+def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
+    value = rec.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RecordFieldError(f"{where}: expected text, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    return printable(repr(value)[:80])
 
 
 def key_prefix(model: str) -> str:
     """The start of every partial and lock file name of ``model`` under ``.mdl/``."""
-    return _SAFE_CHARS.sub("_", model)[:_KEY_MODEL_CHARS]
+    return _SAFE_CHARS.sub("_", model)[:100]
 
 
 @dataclass(frozen=True)
@@ -40,7 +202,6 @@ class PartialFile:
     state_path: Path
     size: int
     label: str
-    mtime: float
 
 
 class Store:
@@ -82,10 +243,10 @@ class Store:
         """``.mdl/records/<model>.json``; for one-off gets (model ``""``) ``.mdl/get.json``, keyed by file name."""
         return self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
 
-    def ensure_dirs(self, *subs: str) -> None:
-        """Create the destination and its state folders (those named, else all); a link on the way is refused."""
+    def ensure_dirs(self) -> None:
+        """Create the destination and its state folders; a link on the way is refused."""
         try:
-            for sub in subs or ("partial", "locks", "records"):
+            for sub in ("partial", "locks", "records"):
                 os.close(confined.open_dir(self.dest, self.state_dir / sub))
         except OSError as exc:
             raise LocalFSError(f"cannot create {self.state_dir}: {exc.strerror or exc}") from exc
@@ -160,7 +321,11 @@ class Store:
             return record
 
     def free_bytes(self) -> int:
-        return filesystem.free_bytes(self.dest)
+        """Free space where the destination is (or would be): the nearest existing parent's filesystem."""
+        probe = self.dest
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
 
     def partials(self) -> list[PartialFile]:
         """Partial downloads, orphan resume records and stray temp files: regular files with mdl's names only."""
@@ -174,9 +339,9 @@ class Store:
             entry = folder / name
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
-                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), info.st_mtime))
+                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state)))
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), info.st_mtime))
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry)))
         return found
 
     def remove_partial(self, partial: PartialFile) -> None:
@@ -186,7 +351,17 @@ class Store:
 
     def try_file_lock(self, key: str) -> HeldLocks | None:
         """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""
-        return try_lock(self.dest, self.state_dir / "locks" / f"{key}.lock")
+        where = self.state_dir / "locks" / f"{key}.lock"
+        try:
+            lock, dir_fd = _open_lock(self.dest, where)
+        except FileNotFoundError:
+            return None
+        try:
+            lock.acquire(timeout=0)
+        except OSError:  # filelock's Timeout is a TimeoutError
+            os.close(dir_fd)
+            return None
+        return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
 
     def _label_of(self, state_path: Path) -> str:
         try:
@@ -194,3 +369,130 @@ class Store:
         except (OSError, ValueError, AttributeError):
             source = ""
         return str(source) or state_path.name
+
+
+@dataclass
+class _Held:
+    lock: BaseFileLock
+    dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
+    name: str
+    remove: bool  # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+
+    def release(self) -> None:
+        try:
+            if self.remove:  # while still held: a run waiting on this file finds it unlinked and opens anew
+                with contextlib.suppress(OSError):
+                    os.unlink(self.name, dir_fd=self.dir_fd)
+            self.lock.release()
+        finally:
+            os.close(self.dir_fd)
+
+
+@dataclass
+class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
+    """File locks held together, released together (in reverse order); ``with`` releases them after the block."""
+
+    locks: list[_Held]
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release_shared(self) -> None:  # all but our own per-file lock: the blob lock huggingface_hub shares
+        while len(self.locks) > 1:
+            self.locks.pop().release()
+
+    def release(self) -> None:
+        while self.locks:
+            self.locks.pop().release()
+
+
+def _write_holder(fd: int) -> None:
+    """``pid <n>, mdl <command>, since <time>`` (no arguments: they may hold URLs with secrets)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    line = f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}\n"
+    with contextlib.suppress(OSError):  # a lock works without its note
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, line.encode(), 0)
+
+
+def holder_of(root: Path, where: Path) -> str:
+    try:
+        text = confined.read_bytes(root, where, limit=512).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return printable(text.strip().splitlines()[0]) if text.strip() else ""
+
+
+def acquire_locks(
+    root: Path,
+    paths: Sequence[Path],
+    *,
+    label: str,
+    timeout: float,
+    on_wait: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> HeldLocks:
+    """Take the locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds
+    any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
+    held = HeldLocks([])
+    deadline = time.monotonic() + timeout
+    try:
+        for index, where in enumerate(paths):
+            waited = False
+            # the first is our own per-file lock, the second huggingface_hub's blob lock
+            while (taken := _take(root, where, waited=waited, deadline=deadline, own=index == 0)) is None:
+                if cancel is not None and cancel.is_set():
+                    raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock")
+                if waited and time.monotonic() >= deadline:
+                    holder = holder_of(root, where)
+                    held_by = f"{holder}; " if holder else ""
+                    raise LockTimeoutError(
+                        f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
+                        hint="raise --lock-timeout, or check that process",
+                    )
+                if on_wait is not None:  # once, however many of the locks we wait for
+                    on_wait(holder_of(root, where))
+                    on_wait = None
+                waited = True
+            held.locks.append(taken)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:
+    from filelock import FileLock
+
+    dir_fd = confined.open_dir(root, where.parent)
+    through = Path(f"/proc/self/fd/{dir_fd}")  # the lock's path through its folder's descriptor (filelock takes paths)
+    path = through / where.name if through.is_dir() else where
+    return FileLock(path, thread_local=False, on_acquired=_write_holder), dir_fd
+
+
+def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) -> _Held | None:
+    """The lock at ``where`` (at once, or after a poll once ``waited``), None while another run holds it."""
+    from filelock import Timeout
+
+    while True:
+        try:
+            lock, dir_fd = _open_lock(root, where)
+        except OSError as exc:
+            raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
+        try:
+            lock.acquire(timeout=min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0)
+            return _Held(lock, dir_fd, where.name, remove=own)
+        except FileNotFoundError:
+            os.close(dir_fd)  # its folder went (emptied and removed by a get): walk to it anew
+        except Timeout:
+            os.close(dir_fd)
+            return None
+        except OSError as exc:  # not a lock mdl can take: never followed, never replaced
+            os.close(dir_fd)
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}") from None
+            raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
+        except BaseException:
+            os.close(dir_fd)
+            raise

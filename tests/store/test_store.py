@@ -17,8 +17,7 @@ from filelock import FileLock
 
 from mdl.errors import ExitCode, InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
 from mdl.store.filesystem import hash_file, stat_file
-from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.store import Store
+from mdl.store.store import FileRecord, ModelRecord, Store
 
 
 def rec(path: str, n: int = 1) -> FileRecord:
