@@ -48,32 +48,23 @@ def format_key(key: str) -> str:
 
 def format_path(path: KeyPath) -> str:
     """``("models", "x", "files", 1, "as")`` → ``models.x.files[1].as``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + format_key(part)
-    return out
+    parts = (f"[{part}]" if isinstance(part, int) else f".{format_key(part)}" for part in path)
+    return "".join(parts).removeprefix(".")
 
 
 def toml_type(value: object) -> str:
-    """The TOML name of a parsed value's type, for "must be X, got Y" messages."""
-    # bool before int (its subclass in Python), datetime before date (likewise)
-    for kind, name in _TOML_TYPES:
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
+    """The TOML name of a value tomllib read, for "must be X, got Y" messages."""
+    return _TOML_TYPES.get(type(value), type(value).__name__)
 
 
-_TOML_TYPES = (
-    (bool, "boolean"),
-    (int, "integer"),
-    (float, "float"),
-    (str, "string"),
-    (list, "array"),
-    (dict, "table"),
-    (datetime, "datetime"),
-    (date, "date"),
-    (time, "time"),
-)
+_TOML_TYPES: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    list: "array",
+    dict: "table",
+    datetime: "datetime",
+    date: "date",
+    time: "time",
+}

@@ -1,9 +1,9 @@
-"""Key path → TOML line, by letting tomllib (which reports no positions) read one header or ``key = value`` at a time,
-so that it, not a scanner of ours, reads strings, comments and quoted keys. Lines are a courtesy: when anything is
-unexpected the lookup stops, and errors still name the file and the key path."""
+"""Key path → TOML line: tomllib (which reports no positions) reads one header or ``key = value`` at a time, so no
+scanner of ours reads strings, comments or quoted keys. Lines are a courtesy: anything unexpected stops the lookup."""
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -27,10 +27,8 @@ class LineIndex:
         """The line of ``path``, else of its closest written ancestor (a missing key → its table)."""
         if self._found is None:
             self._found = {}
-            try:
+            with contextlib.suppress(RecursionError):  # absurd nesting: keep what was found
                 _index(self.text, self._found)
-            except RecursionError:
-                pass  # absurd nesting: keep what was found
         while path:
             if path in self._found:
                 return self._found[path]
@@ -77,11 +75,7 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
 
 def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]) -> KeyPath:
     """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting array-of-tables entries."""
-    keys: list[str] = []
-    node: Any = parsed
-    while isinstance(node, dict) and len(node) == 1:
-        key, node = next(iter(node.items()))
-        keys.append(key)
+    keys, node = _leaf((), parsed)
     resolved: KeyPath = ()
     for depth, key in enumerate(keys):
         resolved = (*resolved, key)

@@ -50,10 +50,27 @@ def _where_less(exc: UsageError) -> str:  # without its "where: " prefix: ours a
 # ------------------------------------------------------------------------------------------- values
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise problem("must not be empty")
-    return value
+def _rule(ok: Callable[[Any], object], message: str) -> AfterValidator:
+    """A value ``ok`` accepts, else ``message`` (its ``{}`` shows the value)."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise problem(message.format(value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _reworded(check: Callable[[str], str]) -> AfterValidator:
+    """The rest of mdl's rule for a value, its UsageError said at our key path."""
+
+    def run(value: str) -> str:
+        try:
+            return check(value)
+        except UsageError as exc:
+            raise problem(_where_less(exc)) from None
+
+    return AfterValidator(run)
 
 
 def _model_name(name: str) -> str:
@@ -64,28 +81,19 @@ def _model_name(name: str) -> str:
     return name
 
 
-def _repo_id(repo: str) -> str:
+def _is_repo_id(repo: str) -> bool:
     parts = repo.split("/")
-    if len(parts) > 2 or not all(NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts):
-        raise problem(f"must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {repo!r}")
-    return repo
+    return len(parts) <= 2 and all(NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts)
 
 
-def _one_of(choices: tuple[str, ...], *, hint: bool) -> Callable[[str], str]:
+def _one_of(choices: tuple[str, ...], *, hint: bool) -> AfterValidator:
     def check(value: str) -> str:
         if value not in choices:
             suggestion = did_you_mean(value, choices) if hint else ""
             raise problem(f"must be one of {', '.join(choices)}, got {value!r}{suggestion}")
         return value
 
-    return check
-
-
-def _relative_path(value: str) -> str:
-    try:
-        return safe_relative_path(value, where="")
-    except UnsafePathError as exc:
-        raise problem(_where_less(exc)) from None
+    return AfterValidator(check)
 
 
 def _file_url(url: str) -> str:
@@ -112,19 +120,8 @@ def _sha256(value: str) -> str:
     return digest
 
 
-def _bytes(value: int) -> int:
-    if value < 0:
-        raise problem(f"must be >= 0 bytes, got {value}")
-    return value
-
-
 def _between(low: int, high: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise problem(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return AfterValidator(check)
+    return _rule(lambda value: low <= value <= high, f"must be between {low} and {high}, got {{}}")
 
 
 def _seconds(*, zero_ok: bool) -> BeforeValidator:
@@ -146,19 +143,6 @@ def _rate(text: str) -> str:
     except UsageError:
         raise problem(f"must be a rate in bytes per second like '500K', '50M' or '1.5G' (> 0), got {text!r}") from None
     return text
-
-
-def _mirror(template: str) -> str:
-    try:
-        return check_mirror(template, where="mirror")
-    except UsageError as exc:
-        raise problem(_where_less(exc)) from None
-
-
-def _header_name(name: str) -> str:
-    if not _HEADER_NAME_RE.fullmatch(name):
-        raise problem("is not a valid HTTP header name")
-    return name
 
 
 def _header_value(value: str) -> str:
@@ -183,18 +167,17 @@ def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _some_files(files: list[FileEntry]) -> list[FileEntry]:
-    if not files:
-        raise problem("must list at least one file")
-    return files
-
-
-Text = Annotated[str, AfterValidator(_not_blank)]
-RepoId = Annotated[Text, AfterValidator(_repo_id)]
-RepoType = Annotated[Text, AfterValidator(_one_of(REPO_TYPES, hint=True))]
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
+Text = Annotated[str, _rule(str.strip, "must not be empty")]
+RepoId = Annotated[
+    Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
+]
+RepoType = Annotated[Text, _one_of(REPO_TYPES, hint=True)]
+RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Headers = Annotated[
-    dict[Annotated[str, AfterValidator(_header_name)], Annotated[str, AfterValidator(_header_value)]],
+    dict[
+        Annotated[str, _rule(_HEADER_NAME_RE.fullmatch, "is not a valid HTTP header name")],
+        Annotated[str, AfterValidator(_header_value)],
+    ],
     AfterValidator(_distinct_headers),
 ]
 
@@ -222,7 +205,7 @@ class FileEntry(Table):
     revision: Text | None = None
     repo_type: RepoType | None = None
     sha256: Annotated[Text, AfterValidator(_sha256)] | None = None
-    size: Annotated[int, AfterValidator(_bytes)] | None = None
+    size: Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")] | None = None
     save_as: RelativePath | None = Field(default=None, alias="as")
     headers: Headers | None = None
 
@@ -275,7 +258,7 @@ class ModelEntry(Table):
     revision: Text = "main"
     include: list[Text] = Field(default_factory=list)
     exclude: list[Text] = Field(default_factory=list)
-    files: Annotated[list[FileEntry], AfterValidator(_some_files)] | None = None
+    files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -297,7 +280,7 @@ class ModelEntry(Table):
 class MirrorTable(Table):
     """A mirror with its own S3 endpoint: ``{ url = "s3://bucket/prefix/{model}/{path}", endpoint = "…" }``."""
 
-    url: Annotated[Text, AfterValidator(_mirror)]
+    url: Annotated[Text, _reworded(lambda template: check_mirror(template, where="mirror"))]
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
 
     @model_validator(mode="after")
@@ -319,7 +302,7 @@ class SettingsTable(Table):
     timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
     lock_timeout: Annotated[float, _seconds(zero_ok=True)] | None = None
     retries: Annotated[int, _between(0, 100)] | None = None
-    layout: Annotated[Text, AfterValidator(_one_of(LAYOUTS, hint=False))] | None = None
+    layout: Annotated[Text, _one_of(LAYOUTS, hint=False)] | None = None
     # a mirror given as a plain string is a table with only its url
     mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
         default_factory=list
@@ -333,21 +316,15 @@ class SettingsTable(Table):
         )
 
 
-def _version(version: int) -> int:
-    if version != SCHEMA_VERSION:
-        raise problem(f"unsupported catalog version {version}; this mdl reads version {SCHEMA_VERSION}")
-    return version
+_UNSUPPORTED = f"unsupported catalog version {{}}; this mdl reads version {SCHEMA_VERSION}"
 
 
 class CatalogDocument(Table):
     """The whole ``catalog.toml``."""
 
-    version: Annotated[int, AfterValidator(_version)] | None = None
+    version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = None
     settings: SettingsTable = Field(default_factory=SettingsTable)
-    models: dict[
-        Annotated[str, AfterValidator(_model_name)],
-        ModelEntry,
-    ] = Field(default_factory=dict)
+    models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------- reading
