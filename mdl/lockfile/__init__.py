@@ -4,7 +4,6 @@ machine pulls the same bytes without asking the Hub to list anything."""
 from mdl.lockfile.diff import ModelChange, diff_locks
 from mdl.lockfile.io import dump_lock, exclusive, parse_lock, read_lock, write_lock
 from mdl.lockfile.model import (
-    LOCK_VERSION,
     Lock,
     LockedFile,
     LockedModel,
@@ -14,7 +13,6 @@ from mdl.lockfile.model import (
 )
 
 __all__ = [
-    "LOCK_VERSION",
     "Lock",
     "LockedFile",
     "LockedModel",

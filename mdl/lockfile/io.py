@@ -49,7 +49,7 @@ def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
     except RecursionError as exc:
         raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
     version = document.get("version", LOCK_VERSION)
-    if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+    if type(version) is int and version > LOCK_VERSION:
         raise CatalogError(
             f"{source}: lock version {version} is newer than this mdl understands ({LOCK_VERSION})",
             hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
@@ -117,18 +117,17 @@ def exclusive(path: Path) -> Iterator[None]:
 
 
 def _model_text(model: LockedModel) -> str:
-    out = ["\n[[model]]\n", f"name = {_toml(model.name)}\n", f"fingerprint = {_toml(model.fingerprint)}\n"]
-    if model.revision is not None:
-        out.append(f"revision = {_toml(model.revision)}\n")
-    if model.commit is not None:
-        out.append(f"commit = {_toml(model.commit)}\n")
+    out = ["\n[[model]]\n", *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit")))]
     out.append("files = [\n")
     for f in sorted(model.files, key=lambda f: f.path):
-        keys = ("path", "size", "sha256", "source", "git_oid", "revision")
-        values = ", ".join(f"{key} = {_toml(getattr(f, key))}" for key in keys if getattr(f, key) is not None)
-        out.append(f"  {{ {values} }},\n")
+        out.append(f"  {{ {', '.join(_pairs(f, ('path', 'size', 'sha256', 'source', 'git_oid', 'revision')))} }},\n")
     out.append("]\n")
     return "".join(out)
+
+
+def _pairs(item: object, keys: tuple[str, ...]) -> list[str]:
+    """``key = value`` for each of ``keys`` that ``item`` has (not None), in that order."""
+    return [f"{key} = {_toml(getattr(item, key))}" for key in keys if getattr(item, key) is not None]
 
 
 def _toml(value: str | int) -> str:
