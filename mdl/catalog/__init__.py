@@ -1,7 +1,6 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
-from mdl.catalog.addsource import parse_source
 from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
@@ -38,7 +37,6 @@ __all__ = [
     "load_catalog",
     "lock_beside",
     "parse_catalog",
-    "parse_source",
     "parse_template",
     "resolve_dest",
     "settings_for",
