@@ -5,12 +5,10 @@ from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_c
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
     Settings,
-    build_settings,
     choose_lock_mode,
     default_log_file,
     find_lock,
     lock_beside,
-    resolve_dest,
     settings_for,
     user_config_dir,
 )
@@ -26,7 +24,6 @@ __all__ = [
     "ModelSpec",
     "Placeholder",
     "Settings",
-    "build_settings",
     "choose_lock_mode",
     "default_log_file",
     "expand_headers",
@@ -38,7 +35,6 @@ __all__ = [
     "lock_beside",
     "parse_catalog",
     "parse_template",
-    "resolve_dest",
     "settings_for",
     "user_config_dir",
 ]

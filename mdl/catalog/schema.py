@@ -173,6 +173,9 @@ RepoId = Annotated[
 ]
 RepoType = Annotated[Text, _one_of(REPO_TYPES, hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
+Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
+Seconds = Annotated[float, _seconds(zero_ok=False)]
+SecondsOrZero = Annotated[float, _seconds(zero_ok=True)]
 Headers = Annotated[
     dict[
         Annotated[str, _rule(_HEADER_NAME_RE.fullmatch, "is not a valid HTTP header name")],
@@ -205,9 +208,9 @@ class FileEntry(Table):
     revision: Text | None = None
     repo_type: RepoType | None = None
     sha256: Annotated[Text, AfterValidator(_sha256)] | None = None
-    size: Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")] | None = None
+    size: Size | None = Field(default=None, description="an integer number of bytes")
     save_as: RelativePath | None = Field(default=None, alias="as")
-    headers: Headers | None = None
+    headers: Headers | None = Field(default=None, description="a table of header names to strings")
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -252,13 +255,15 @@ class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
     description: str = ""
-    tags: list[Text] = Field(default_factory=list)
+    tags: list[Text] = Field(default_factory=list, description="an array of strings")
     repo: RepoId | None = None
     repo_type: RepoType = "model"
     revision: Text = "main"
-    include: list[Text] = Field(default_factory=list)
-    exclude: list[Text] = Field(default_factory=list)
-    files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = None
+    include: list[Text] = Field(default_factory=list, description="an array of strings")
+    exclude: list[Text] = Field(default_factory=list, description="an array of strings")
+    files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = Field(
+        default=None, description="an array of file tables"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -298,14 +303,14 @@ class SettingsTable(Table):
     jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
     limit_rate: Annotated[Text, AfterValidator(_rate)] | None = None
-    stall_timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
-    timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
-    lock_timeout: Annotated[float, _seconds(zero_ok=True)] | None = None
+    stall_timeout: Seconds | None = Field(default=None, description="a number of seconds")
+    timeout: Seconds | None = Field(default=None, description="a number of seconds")
+    lock_timeout: SecondsOrZero | None = Field(default=None, description="a number of seconds")
     retries: Annotated[int, _between(0, 100)] | None = None
     layout: Annotated[Text, _one_of(LAYOUTS, hint=False)] | None = None
     # a mirror given as a plain string is a table with only its url
     mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
-        default_factory=list
+        default_factory=list, description="an array of URL templates (strings, or { url, endpoint } tables)"
     )
 
     def to_spec(self) -> CatalogSettings:
@@ -329,7 +334,7 @@ class CatalogDocument(Table):
 
 # ------------------------------------------------------------------------------------------- reading
 
-# "must be …" for pydantic's strict type errors, by the key of the table the value sits in, else by type.
+# "must be …" for pydantic's strict type errors, by type; a field's description says it better.
 _TYPE_PHRASES = {
     "string_type": "a string",
     "int_type": "an integer",
@@ -339,27 +344,26 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
-_KEY_PHRASES = {
-    "tags": "an array of strings",
-    "include": "an array of strings",
-    "exclude": "an array of strings",
-    "files": "an array of file tables",
-    "size": "an integer number of bytes",
-    "headers": "a table of header names to strings",
-    "stall_timeout": "a number of seconds",
-    "timeout": "a number of seconds",
-    "lock_timeout": "a number of seconds",
-    "mirrors": "an array of URL templates (strings, or { url, endpoint } tables)",
-}
 
 
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
     """The catalog that tomllib's ``document`` describes; CatalogError for the first problem in ``text``."""
-    where = _Where(source, text)
+    lines = LineIndex(text)
+
+    def where(key_path: KeyPath) -> str:  # file:line: key.path
+        line = lines.line_of(key_path)
+        head = f"{source}:{line}" if line is not None else source
+        return f"{head}: {format_path(key_path)}" if key_path else head
+
+    def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:  # written first; pydantic's order breaks ties
+        line = lines.line_of(_key_path(item[1]))
+        return line is None, line or 0, item[0]
+
     try:
         valid = CatalogDocument.model_validate(document)
     except ValidationError as exc:
-        raise CatalogError(where.first_problem(exc.errors())) from exc
+        _, error = min(enumerate(exc.errors()), key=rank)
+        raise CatalogError(f"{where(_key_path(error))}: {_message(error, _key_path(error))}") from exc
     models = []
     for name, entry in valid.models.items():
         files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
@@ -367,30 +371,6 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
         values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in entry if key != "files"}
         models.append(ModelSpec(name=name, **values, files=files))
     return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
-
-
-class _Where:
-    """Turns key paths into ``file:line: key.path`` and pydantic's errors into our one-line messages."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source = source
-        self.lines = LineIndex(text)
-
-    def __call__(self, path: KeyPath) -> str:
-        line = self.lines.line_of(path)
-        head = f"{self.source}:{line}" if line is not None else self.source
-        return f"{head}: {format_path(path)}" if path else head
-
-    def first_problem(self, errors: Sequence[ErrorDetails]) -> str:
-        """The message for the error written first in the file (pydantic's order breaks ties)."""
-
-        def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:
-            line = self.lines.line_of(_key_path(item[1]))
-            return line is None, line or 0, item[0]
-
-        _, error = min(enumerate(errors), key=rank)
-        path = _key_path(error)
-        return f"{self(path)}: {_message(error, path)}"
 
 
 def _key_path(error: ErrorDetails) -> KeyPath:
@@ -435,14 +415,14 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
                 phrase = f"a table like [models.{format_key(name)}]"
             case ("models", str(), "files", int()):
                 phrase = "a table like { repo = ..., path = ... }"
-            case (*table, str() as key) if key in _KEY_PHRASES and _table_at(tuple(table)) is not None:
-                phrase = _KEY_PHRASES[key]
+            case (*table, str() as key) if (owner := _table_at(tuple(table))) and key in owner.model_fields:
+                phrase = owner.model_fields[key].description or phrase
         return f"must be {phrase}, got {toml_type(error['input'])}"
     # Not expected from TOML input; still one line, never a traceback.
     return f"is not valid: {error['msg']}"
 
 
-def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: _Where) -> None:
+def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Callable[[KeyPath], str]) -> None:
     """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
     owners: dict[str, int] = {}
     folders: dict[str, int] = {}
