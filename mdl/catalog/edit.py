@@ -6,6 +6,7 @@ not the next one's. Every result is read back and must mean exactly the intended
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,7 @@ class CatalogChange:
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "catalog", "model", "action", "entry", "created", "checked", "lock"}`` (signed URLs redacted)."""
-        from mdl.redact import redact_url
+        """Its fields but the exit code, after ``ok`` (signed URLs redacted)."""
 
         def shown(value: Any) -> Any:
             if isinstance(value, dict):
@@ -60,18 +60,10 @@ class CatalogChange:
                 return [shown(v) for v in value]
             return value
 
-        return {
-            "ok": self.exit_code == 0,
-            "catalog": str(self.catalog),
-            "model": self.model,
-            "action": self.action,
-            "entry": shown(self.entry),
-            "added": list(self.added),
-            "created": self.created,
-            "checked": self.checked,
-            "lock": str(self.lock) if self.lock is not None else None,
-            "lock_error": self.lock_error,
-        }
+        doc = {"ok": self.exit_code == 0, **dataclasses.asdict(self), "entry": shown(self.entry)}
+        del doc["exit_code"]
+        lock = str(self.lock) if self.lock is not None else None
+        return {**doc, "catalog": str(self.catalog), "added": list(self.added), "lock": lock}
 
 
 @dataclass(frozen=True)
