@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,20 +117,9 @@ def check_mirror(template: str, *, where: str) -> str:
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
-    import os
-
-    def expand(value: str) -> Path:
-        return Path(os.path.expandvars(value)).expanduser()
-
-    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE")
-    if cache:
-        return expand(cache).absolute()
-    home = environ.get("HF_HOME")
-    if home:
-        return (expand(home) / "hub").absolute()
-    xdg = environ.get("XDG_CACHE_HOME")
-    base = expand(xdg) if xdg else Path("~/.cache").expanduser()
-    return (base / "huggingface" / "hub").absolute()
+    home = environ.get("HF_HOME") or str(Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"))
+    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE") or str(Path(home, "hub"))
+    return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
 def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
@@ -202,11 +192,8 @@ def resolve_dest(
     env = environ.get("MDL_DEST")
     if env:
         return _home(Path(env)).absolute()
-    if catalog_dest:
-        path = _home(Path(catalog_dest))
-        if not path.is_absolute() and catalog_dir is not None:
-            path = catalog_dir / path
-        return path.absolute()
+    if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
+        return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()
     return default_dest()
 
 

@@ -111,10 +111,8 @@ class Catalog:
 
     def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:
         """The named models in the order given, without duplicates; every model when ``all_models``."""
-        chosen: dict[str, ModelSpec] = {}
-        for name in names:
-            # Validate even with --all so that a typo is reported rather than silently ignored.
-            chosen.setdefault(name, self.get(name))
+        # Validate even with --all so that a typo is reported rather than silently ignored.
+        chosen = {name: self.get(name) for name in names}
         if all_models:
             return list(self.models)
         if not chosen:

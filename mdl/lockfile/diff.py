@@ -32,20 +32,17 @@ class ModelChange:
             "new_commit": self.new_commit,
             "added": [{"path": f.path, "size": f.size} for f in self.added],
             "removed": [{"path": f.path, "size": f.size} for f in self.removed],
-            "changed": [
-                {
-                    "path": new.path,
-                    "old_size": old.size,
-                    "new_size": new.size,
-                    "old_sha256": old.sha256,
-                    "new_sha256": new.sha256,
-                }
-                for old, new in self.changed
-            ],
-            "repinned": [
-                {"path": new.path, "old_source": old.source, "new_source": new.source} for old, new in self.repinned
-            ],
+            "changed": [_moved(old, new, "size", "sha256") for old, new in self.changed],
+            "repinned": [_moved(old, new, "source") for old, new in self.repinned],
         }
+
+
+def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
+    """A file's path and, per key, its old and new value."""
+    doc: dict[str, Any] = {"path": new.path}
+    for key in keys:
+        doc.update({f"old_{key}": getattr(old, key), f"new_{key}": getattr(new, key)})
+    return doc
 
 
 def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
