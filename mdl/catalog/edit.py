@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mdl.catalog.keys import did_you_mean, format_path
+from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog
 from mdl.catalog.settings import named_catalog
 from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name

@@ -1,14 +1,60 @@
-"""Key path → TOML line: tomllib (which reports no positions) reads one header or ``key = value`` at a time, so no
+"""Key paths: as users read them (``models.x.files[1].as``, with "did you mean" hints), and the TOML line each is
+written on, found by letting tomllib (which reports no positions) read one header or ``key = value`` at a time: no
 scanner of ours reads strings, comments or quoted keys. Lines are a courtesy: anything unexpected stops the lookup."""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import json
+import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
-from mdl.catalog.keys import KeyPath
+# A key path as tomllib's nesting gives it: table keys and array indexes, outermost first.
+KeyPath = tuple[str | int, ...]
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+# Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
+ALIASES = {
+    "allow_patterns": "include",
+    "ignore_patterns": "exclude",
+    "repo_id": "repo",
+    "branch": "revision",
+    "rev": "revision",
+    "ref": "revision",
+    "type": "repo_type",
+    "hash": "sha256",
+    "checksum": "sha256",
+    "sha": "sha256",
+    "save_as": "as",
+    "filename": "path",
+    "file": "path",
+    "dest_path": "as",
+    "urls": "url",
+}
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    alias = ALIASES.get(word)
+    if alias is not None and alias in choices:
+        return f" (did you mean {alias!r}?)"
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
+
+
+def format_path(path: KeyPath) -> str:
+    """``("models", "x", "files", 1, "as")`` → ``models.x.files[1].as``."""
+    parts = (f"[{part}]" if isinstance(part, int) else f".{format_key(part)}" for part in path)
+    return "".join(parts).removeprefix(".")
+
 
 # A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one of these.
 _CLOSERS = ("]", '"""', "'''", "}")

@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from mdl.catalog.keys import format_key
+from mdl.catalog.lines import format_key
 from mdl.catalog.settings import named_catalog
 from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError

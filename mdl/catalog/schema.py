@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -13,8 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mdl.catalog.keys import KeyPath, did_you_mean, format_key, format_path, toml_type
-from mdl.catalog.lines import LineIndex
+from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
 from mdl.catalog.specs import (
     MAX_MODEL_NAME,
@@ -344,6 +344,18 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
+# "…, got X": the TOML name of the type tomllib read.
+_TOML_TYPES: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    list: "array",
+    dict: "table",
+    datetime: "datetime",
+    date: "date",
+    time: "time",
+}
 
 
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
@@ -417,7 +429,8 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
                 phrase = "a table like { repo = ..., path = ... }"
             case (*table, str() as key) if (owner := _table_at(tuple(table))) and key in owner.model_fields:
                 phrase = owner.model_fields[key].description or phrase
-        return f"must be {phrase}, got {toml_type(error['input'])}"
+        got = type(error["input"])
+        return f"must be {phrase}, got {_TOML_TYPES.get(got, got.__name__)}"
     # Not expected from TOML input; still one line, never a traceback.
     return f"is not valid: {error['msg']}"
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdl.catalog.keys import did_you_mean
+from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 
