@@ -4,16 +4,18 @@ from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``Fil
 from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
+    Placeholder,
     Settings,
     choose_lock_mode,
     default_log_file,
+    fill_template,
     find_lock,
     lock_beside,
+    parse_template,
     settings_for,
     user_config_dir,
 )
 from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
-from mdl.catalog.templates import Placeholder, fill_template, parse_template
 
 # Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the catalog load.
 __all__ = [
