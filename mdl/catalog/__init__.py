@@ -1,7 +1,7 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
-from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
+from mdl.catalog.load import expand_headers, find_catalog, find_lock, load_catalog, lock_beside, parse_catalog
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
     Placeholder,
@@ -9,8 +9,6 @@ from mdl.catalog.settings import (
     choose_lock_mode,
     default_log_file,
     fill_template,
-    find_lock,
-    lock_beside,
     parse_template,
     settings_for,
     user_config_dir,

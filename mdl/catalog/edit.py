@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mdl.catalog.lines import did_you_mean, format_path
-from mdl.catalog.load import find_catalog
-from mdl.catalog.settings import named_catalog
+from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
 from mdl.hfuri import HF_URI_FORMS, parse_hf_uri

@@ -295,33 +295,6 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")
 
 
-def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
-    return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
-
-
-def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
-    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
-    env = environ.get("MDL_CATALOG", "")
-    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
-            home, text = environ.get("HOME", ""), str(given)
-            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
-            return (path if path.is_absolute() else cwd / path), given, origin
-    return None
-
-
-def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
-        return lock_beside(named[0])  # named: its lock is the one meant, there or not
-    for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://h:abc' and 'http://[::1' have not)
     try:
         parts = urlsplit(url)
