@@ -90,8 +90,7 @@ def parse_source(text: str) -> AddSource:
     if not text.startswith("hf://"):
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
         raise UsageError(
-            f"{text}: expected {HF_URI_FORMS}, or an https:// URL",
-            hint=f"write it as {example}" if example else None,
+            f"{text}: expected {HF_URI_FORMS}, or an https:// URL", hint=f"write it as {example}" if example else None
         )
     uri = parse_hf_uri(text)
     return AddSource(text, repo=uri.repo, repo_type=uri.repo_type, revision=uri.revision, path=uri.path)

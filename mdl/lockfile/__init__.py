@@ -3,14 +3,7 @@ machine pulls the same bytes without asking the Hub to list anything."""
 
 from mdl.lockfile.diff import ModelChange, diff_locks
 from mdl.lockfile.io import dump_lock, exclusive, parse_lock, read_lock, write_lock
-from mdl.lockfile.model import (
-    Lock,
-    LockedFile,
-    LockedModel,
-    fingerprint,
-    locked_from_resolved,
-    resolved_from_locked,
-)
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint, locked_from_resolved, resolved_from_locked
 
 __all__ = [
     "Lock",
