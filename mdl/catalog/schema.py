@@ -16,21 +16,13 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import (
-    MAX_MODEL_NAME,
-    NAME_RE,
-    REPO_TYPES,
-    SCHEMA_VERSION,
-    VAR_RE,
-    Catalog,
-    CatalogSettings,
-    FileSpec,
-    ModelSpec,
-)
+from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
+SCHEMA_VERSION = 1
+REPO_TYPES = ("model", "dataset", "space")
 SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
 
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
@@ -45,9 +37,6 @@ def problem(message: str, *at: str | int) -> PydanticCustomError:
 
 def _where_less(exc: UsageError) -> str:  # without its "where: " prefix: ours adds the key path
     return exc.message.split(": ", 1)[-1]
-
-
-# ------------------------------------------------------------------------------------------- values
 
 
 def _rule(ok: Callable[[Any], object], message: str) -> AfterValidator:
@@ -183,9 +172,6 @@ Headers = Annotated[
     ],
     AfterValidator(_distinct_headers),
 ]
-
-
-# ------------------------------------------------------------------------------------------- tables
 
 
 class Table(BaseModel):
@@ -331,8 +317,6 @@ class CatalogDocument(Table):
     settings: SettingsTable = Field(default_factory=SettingsTable)
     models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)
 
-
-# ------------------------------------------------------------------------------------------- reading
 
 # "must be …" for pydantic's strict type errors, by type; a field's description says it better.
 _TYPE_PHRASES = {

@@ -12,8 +12,6 @@ from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 
-SCHEMA_VERSION = 1
-REPO_TYPES = ("model", "dataset", "space")
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from mdl.catalog.load import (
-    SCHEMA_VERSION,
     Catalog,
     CatalogSettings,
     FileSpec,
@@ -19,6 +18,7 @@ from mdl.catalog.load import (
     load_catalog,
     parse_catalog,
 )
+from mdl.catalog.schema import SCHEMA_VERSION
 from mdl.errors import CatalogError, ExitCode, UsageError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"
