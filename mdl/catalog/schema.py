@@ -225,16 +225,10 @@ class FileEntry(Table):
 
     def to_spec(self, key_path: str) -> FileSpec:
         """The spec other parts use; a Hub file's revision and repo type get their defaults."""
-        hub = self.url is None
-        return FileSpec(
-            key_path=key_path,
-            **{
-                **dict(iter(self)),  # not dict(self): Table.keys is a classmethod
-                "revision": self.revision or ("main" if hub else None),
-                "repo_type": self.repo_type or ("model" if hub else None),
-                "headers": tuple((self.headers or {}).items()),
-            },
-        )
+        fields = {**dict(iter(self)), "headers": tuple((self.headers or {}).items())}  # not dict(self): keys()
+        if self.url is None:
+            fields.update(revision=self.revision or "main", repo_type=self.repo_type or "model")
+        return FileSpec(key_path, **fields)
 
 
 class ModelEntry(Table):
