@@ -124,9 +124,6 @@ class Lock:
         locked = self.models.get(spec.name)
         return locked if locked is not None and locked.fingerprint == fingerprint(spec) else None
 
-    def stale_or_missing(self, specs: list[ModelSpec]) -> list[str]:
-        return [spec.name for spec in specs if self.fresh(spec) is None]
-
     def with_models(self, models: Mapping[str, LockedModel], *, keep: Callable[[str], bool]) -> Lock:
         """This lock with ``models`` put in, keeping only the old entries ``keep`` accepts."""
         merged = {name: m for name, m in self.models.items() if keep(name)}
