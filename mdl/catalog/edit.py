@@ -174,9 +174,6 @@ def remove_entry(text: str, name: str) -> str:
     return edited
 
 
-# -- what the entry becomes ------------------------------------------------------------------------------------
-
-
 def _plan(
     name: str,
     old: dict[str, Any] | None,
@@ -273,7 +270,6 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
 
 
 def _save_path(table: dict[str, Any], *, where: str) -> str:
-    """Where a ``files`` entry saves inside the model folder (as its FileSpec says)."""
     return FileSpec(where, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
 
 
@@ -286,11 +282,7 @@ def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
-    """The source keys of a whole-repo entry with defaults filled in."""
     return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in SNAPSHOT_DEFAULTS.items()}}
-
-
-# -- edits in place, with tomlkit ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -352,12 +344,10 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
     if new and isinstance(files, AoT):  # [[models.NAME.files]] tables: one more table each, every comment kept
         added = [_table(f, nl) for f in new]
         _make_room(lines, ("models", name, "files"), added, text, nl)
-        for table in added:
-            files.append(table)
+        files.extend(added)
         return tomlkit.dumps(document)
     if new and any(line.kind == "header" and line.path == ("models", name) for line in lines):
-        for f in new:  # files = [ … ] under [models.NAME]: the array keeps its own style
-            files.append(_inline(f))
+        files.extend(_inline(f) for f in new)  # files = [ … ] under [models.NAME]: the array keeps its own style
         return tomlkit.dumps(document)
     runs = _runs(lines, name)
     if lines[runs[0][0]].kind == "value":  # an inline or dotted entry: the new table goes after the last model

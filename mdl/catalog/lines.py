@@ -101,8 +101,7 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
     """(first line, last line, what tomllib reads there) for each header and key/value, 0-based."""
     first = 0
     while first < len(lines):
-        last = first
-        while True:
+        for last in range(first, len(lines)):
             if last == first or any(closer in lines[last] for closer in _CLOSERS):
                 chunk = "\n".join(lines[first : last + 1])
                 budget -= len(chunk)
@@ -111,9 +110,8 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
                 parsed = _parse(chunk)
                 if parsed is not None:
                     break
-            last += 1
-            if last == len(lines):
-                return
+        else:
+            return
         if parsed:  # blank lines and comments read as {}
             yield first, last, parsed
         first = last + 1
@@ -153,10 +151,9 @@ def _record_elements(
         _, on_line = _leaf((), parsed)
         if not isinstance(on_line, list):
             return
-        for _ in on_line:
-            if index < len(items):
-                _record(found, (*path, index), items[index], row + 1)
-            index += 1
+        for at, item in enumerate(items[index : index + len(on_line)], start=index):
+            _record(found, (*path, at), item, row + 1)
+        index += len(on_line)
 
 
 def _leaf(base: KeyPath, parsed: dict[str, Any]) -> tuple[KeyPath, Any]:

@@ -129,7 +129,6 @@ def _model_text(model: LockedModel) -> str:
 
 
 def _pairs(item: object, keys: tuple[str, ...]) -> list[str]:
-    """``key = value`` for each of ``keys`` that ``item`` has (not None), in that order."""
     return [f"{key} = {_toml(getattr(item, key))}" for key in keys if getattr(item, key) is not None]
 
 
@@ -167,7 +166,6 @@ class ModelChange:
 
 
 def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
-    """A file's path and, per key, its old and new value."""
     doc: dict[str, Any] = {"path": new.path}
     for key in keys:
         doc.update({f"old_{key}": getattr(old, key), f"new_{key}": getattr(new, key)})
