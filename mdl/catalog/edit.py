@@ -1,7 +1,6 @@
 """``mdl add`` and ``mdl remove`` edit catalog.toml with tomlkit: only the entry asked about changes, every other
-byte (comments, blank lines, order, quoting, line endings) stays. A new model goes after the last one, a file joins
-``files = [ … ]`` in its style (or is one more ``[[models.NAME.files]]``), a removed entry takes its own comments but
-not the next one's. Every result is read back and must mean exactly the intended document, or nothing is written."""
+byte (comments, blank lines, order, quoting, line endings) stays; every result is read back and must mean exactly the
+intended document, or nothing is written."""
 
 from __future__ import annotations
 
