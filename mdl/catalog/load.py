@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mdl.catalog.lines import format_key
-from mdl.catalog.specs import VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
-
-__all__ = ["Catalog", "CatalogError", "CatalogSettings", "FileSpec", "ModelSpec"]  # for tests
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -23,7 +23,6 @@ from mdl.redact import remember_url_secrets
 
 SCHEMA_VERSION = 1
 REPO_TYPES = ("model", "dataset", "space")
-SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
 
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 # RFC 9110 §5.6.2: a field name is a token.
@@ -252,7 +251,7 @@ class ModelEntry(Table):
             raise problem("has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list")
         if "repo" not in given and "files" not in given:
             raise problem("needs 'repo' (a whole repo) or 'files' (a list of files)")
-        for key in SNAPSHOT_ONLY_KEYS:
+        for key in ("repo_type", "revision", "include", "exclude"):
             if "files" in given and key in given:
                 raise problem(
                     f"only a whole-repo model (with 'repo') takes {key!r}; "

@@ -90,9 +90,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
     match = _RATE_RE.match(value)
     if not match:
         raise UsageError(f"{where}: expected a rate such as 50M or 500K, got {value!r}")
-    number = float(match.group(1))
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    scaled = number * factor
+    scaled = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
     if not math.isfinite(scaled):  # hundreds of digits overflow the float; int(inf) would be a traceback
         raise UsageError(f"{where}: the rate is too large, got {value!r}")
     rate = int(scaled)

@@ -10,15 +10,14 @@ import pytest
 
 from mdl.catalog.load import (
     Catalog,
-    CatalogSettings,
     FileSpec,
-    ModelSpec,
     expand_headers,
     find_catalog,
     load_catalog,
     parse_catalog,
 )
 from mdl.catalog.schema import SCHEMA_VERSION
+from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"

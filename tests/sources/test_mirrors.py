@@ -26,8 +26,7 @@ from runfixtures import mdl
 from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
 from typer.testing import Result
 
-from mdl.catalog import fill_template, parse_template
-from mdl.catalog.load import ModelSpec, parse_catalog
+from mdl.catalog import ModelSpec, fill_template, parse_catalog, parse_template
 from mdl.catalog.settings import MIRROR_FIELDS, CatalogSettings, build_settings, check_mirror
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
