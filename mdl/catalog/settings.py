@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import platformdirs
+
 from mdl.catalog.specs import CatalogSettings
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
@@ -165,20 +167,14 @@ def _first(*values: T | None) -> T | None:
 
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
-    import platformdirs
-
     return Path(platformdirs.user_data_dir()) / "mdl" / "models"
 
 
 def default_log_file() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
 
 
 def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
-    import platformdirs
-
     return Path(platformdirs.user_config_dir())
 
 
