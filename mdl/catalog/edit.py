@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
-from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
+from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
 from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
 from mdl.paths import safe_relative_path
@@ -26,7 +26,6 @@ SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 # What an entry says when it does not say: left out of what add writes, filled in to compare what is there.
 SNAPSHOT_DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
 HUB_FILE_DEFAULTS = {"revision": "main", "repo_type": "model"}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -261,7 +260,7 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
         table = {key: value for key, value in hub.items() if value != HUB_FILE_DEFAULTS.get(key)}
     if sha256 is not None:
         table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
-        if not _SHA256.fullmatch(table["sha256"]):
+        if not HEX64_RE.fullmatch(table["sha256"]):
             raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {sha256!r}")
     if save_as is not None:
         table["as"] = safe_relative_path(save_as, where="--as")

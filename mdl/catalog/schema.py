@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
@@ -24,7 +24,6 @@ from mdl.redact import remember_url_secrets
 SCHEMA_VERSION = 1
 REPO_TYPES = ("model", "dataset", "space")
 
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -101,7 +100,7 @@ def _endpoint(url: str) -> str:
 def _sha256(value: str) -> str:
     # 64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case.
     digest = value.strip().lower().removeprefix("sha256:")
-    if not _HEX64_RE.fullmatch(digest):
+    if not HEX64_RE.fullmatch(digest):
         bad = next((ch for ch in digest if ch not in "0123456789abcdef"), None)
         why = f"found {bad!r}" if bad is not None else f"got {len(digest)} characters"
         raise problem(f"must be 64 hex digits (optionally 'sha256:…'), {why}")

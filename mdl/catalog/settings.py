@@ -37,7 +37,6 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 # S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
-_TRUE = {"1", "true", "yes", "on"}
 # The numbers: setting → (its flag, its variable, lowest, highest); highest None: seconds, > 0 (lowest 1) or >= 0.
 _NUMBERS: dict[str, tuple[str, str, int, int | None]] = {
     "connections": ("--connections", "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
@@ -124,7 +123,7 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
 
 
 def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
-    return value.strip().lower() in _TRUE
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _env_number(environ: Mapping[str, str], key: str) -> float | None:
