@@ -17,11 +17,12 @@ from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
-from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
+from mdl.hfuri import HF_URI_FORMS, HfUri, parse_hf_uri
 from mdl.paths import safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
+AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 # What an entry says when it does not say: left out of what add writes, filled in to compare what is there.
 SNAPSHOT_DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
@@ -63,35 +64,17 @@ class CatalogChange:
         return {**doc, "catalog": str(self.catalog), "added": list(self.added), "lock": lock}
 
 
-@dataclass(frozen=True)
-class AddSource:
-    """One SOURCE argument of ``mdl add``: a whole Hub repo, one file in one, or a direct URL."""
-
-    given: str  # as typed (URLs redacted), for messages
-    repo: str | None = None
-    repo_type: str = "model"
-    revision: str | None = None  # None when the URI names none (the catalog's default, main)
-    path: str | None = None
-    url: str | None = None
-
-    @property
-    def is_snapshot(self) -> bool:
-        """A whole repo (``hf://owner/name[@rev]`` without a path)."""
-        return self.repo is not None and self.path is None
-
-
 def parse_source(text: str) -> AddSource:
     """``hf://[datasets/|spaces/]owner/name[@rev][/path]`` or an ``http(s)://`` URL; UsageError otherwise."""
     if text.lower().startswith(("https://", "http://")):
         remember_url_secrets(text)  # a presigned URL given to add: no sink may show its signature
-        return AddSource(redact_url(text), url=text)
+        return text
     if not text.startswith("hf://"):
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
         raise UsageError(
             f"{text}: expected {HF_URI_FORMS}, or an https:// URL", hint=f"write it as {example}" if example else None
         )
-    uri = parse_hf_uri(text)
-    return AddSource(text, repo=uri.repo, repo_type=uri.repo_type, revision=uri.revision, path=uri.path)
+    return parse_hf_uri(text)
 
 
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
@@ -184,7 +167,7 @@ def _plan(
     force: bool,
 ) -> tuple[dict[str, Any], Action, list[dict[str, Any]]]:
     key = format_path(("models", name))
-    snapshots = [s for s in sources if s.is_snapshot]
+    snapshots = [s for s in sources if isinstance(s, HfUri) and s.path is None]  # whole repos
     if not sources:
         raise UsageError("add: give at least one SOURCE (hf://owner/name[@rev][/path] or an https:// URL)")
     if snapshots and len(sources) > 1:
@@ -242,7 +225,7 @@ def _plan(
     return {**old, "files": files}, action, added
 
 
-def _snapshot_table(source: AddSource, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
+def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
     """The source keys of a whole-repo entry, defaults left out."""
     table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
     table.update(include=list(include), exclude=list(exclude))
@@ -252,8 +235,8 @@ def _snapshot_table(source: AddSource, *, include: Sequence[str], exclude: Seque
 def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
     """One ``files`` entry: ``repo`` + ``path`` (with ``revision``/``repo_type`` when not the defaults) or ``url``."""
     table: dict[str, Any]
-    if source.url is not None:
-        table = {"url": source.url}
+    if isinstance(source, str):
+        table = {"url": source}
     else:
         revision = source.revision or "main"
         hub = {"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type}
