@@ -1,22 +1,19 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
-from mdl.catalog.addsource import parse_source
-from mdl.catalog.load import expand_headers, find_catalog, load_catalog, parse_catalog
+from mdl.catalog.load import expand_headers, find_catalog, find_lock, load_catalog, lock_beside, parse_catalog
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
+    Placeholder,
     Settings,
-    build_settings,
     choose_lock_mode,
     default_log_file,
-    find_lock,
-    lock_beside,
-    resolve_dest,
+    fill_template,
+    parse_template,
     settings_for,
     user_config_dir,
 )
 from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
-from mdl.catalog.templates import Placeholder, fill_template, parse_template
 
 # Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the catalog load.
 __all__ = [
@@ -27,7 +24,6 @@ __all__ = [
     "ModelSpec",
     "Placeholder",
     "Settings",
-    "build_settings",
     "choose_lock_mode",
     "default_log_file",
     "expand_headers",
@@ -38,9 +34,7 @@ __all__ = [
     "load_catalog",
     "lock_beside",
     "parse_catalog",
-    "parse_source",
     "parse_template",
-    "resolve_dest",
     "settings_for",
     "user_config_dir",
 ]

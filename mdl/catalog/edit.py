@@ -1,34 +1,32 @@
 """``mdl add`` and ``mdl remove`` edit catalog.toml with tomlkit: only the entry asked about changes, every other
-byte (comments, blank lines, order, quoting, line endings) stays. A new model goes after the last one, a file joins
-``files = [ … ]`` in its style (or is one more ``[[models.NAME.files]]``), a removed entry takes its own comments but
-not the next one's. Every result is read back and must mean exactly the intended document, or nothing is written.
-"""
+byte (comments, blank lines, order, quoting, line endings) stays; every result is read back and must mean exactly the
+intended document, or nothing is written."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mdl.catalog.addsource import (
-    AddSource,
-    canonical_file,
-    canonical_snapshot,
-    file_table,
-    save_path,
-    snapshot_table,
-)
-from mdl.catalog.keys import did_you_mean, format_path
-from mdl.catalog.load import find_catalog
-from mdl.catalog.settings import named_catalog
-from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
+from mdl.catalog.lines import did_you_mean, format_path
+from mdl.catalog.load import find_catalog, named_catalog
+from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
+from mdl.hfuri import HF_URI_FORMS, HfUri, parse_hf_uri
+from mdl.paths import safe_relative_path
+from mdl.redact import redact_url, remember_url_secrets
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
+AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
+# What an entry says when it does not say: left out of what add writes, filled in to compare what is there.
+SNAPSHOT_DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
+HUB_FILE_DEFAULTS = {"revision": "main", "repo_type": "model"}
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -51,8 +49,7 @@ class CatalogChange:
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"ok", "catalog", "model", "action", "entry", "created", "checked", "lock"}`` (signed URLs redacted)."""
-        from mdl.redact import redact_url
+        """Its fields but the exit code, after ``ok`` (signed URLs redacted)."""
 
         def shown(value: Any) -> Any:
             if isinstance(value, dict):
@@ -61,18 +58,23 @@ class CatalogChange:
                 return [shown(v) for v in value]
             return value
 
-        return {
-            "ok": self.exit_code == 0,
-            "catalog": str(self.catalog),
-            "model": self.model,
-            "action": self.action,
-            "entry": shown(self.entry),
-            "added": list(self.added),
-            "created": self.created,
-            "checked": self.checked,
-            "lock": str(self.lock) if self.lock is not None else None,
-            "lock_error": self.lock_error,
-        }
+        doc = {"ok": self.exit_code == 0, **dataclasses.asdict(self), "entry": shown(self.entry)}
+        del doc["exit_code"]
+        lock = str(self.lock) if self.lock is not None else None
+        return {**doc, "catalog": str(self.catalog), "added": list(self.added), "lock": lock}
+
+
+def parse_source(text: str) -> AddSource:
+    """``hf://[datasets/|spaces/]owner/name[@rev][/path]`` or an ``http(s)://`` URL; UsageError otherwise."""
+    if text.lower().startswith(("https://", "http://")):
+        remember_url_secrets(text)  # a presigned URL given to add: no sink may show its signature
+        return text
+    if not text.startswith("hf://"):
+        example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None
+        raise UsageError(
+            f"{text}: expected {HF_URI_FORMS}, or an https:// URL", hint=f"write it as {example}" if example else None
+        )
+    return parse_hf_uri(text)
 
 
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
@@ -153,9 +155,6 @@ def remove_entry(text: str, name: str) -> str:
     return edited
 
 
-# -- what the entry becomes ------------------------------------------------------------------------------------
-
-
 def _plan(
     name: str,
     old: dict[str, Any] | None,
@@ -168,7 +167,7 @@ def _plan(
     force: bool,
 ) -> tuple[dict[str, Any], Action, list[dict[str, Any]]]:
     key = format_path(("models", name))
-    snapshots = [s for s in sources if s.is_snapshot]
+    snapshots = [s for s in sources if isinstance(s, HfUri) and s.path is None]  # whole repos
     if not sources:
         raise UsageError("add: give at least one SOURCE (hf://owner/name[@rev][/path] or an https:// URL)")
     if snapshots and len(sources) > 1:
@@ -181,10 +180,10 @@ def _plan(
         raise UsageError("--as and --sha256 apply to a single SOURCE; add the files one at a time")
     kept = {k: v for k, v in (old or {}).items() if k not in SOURCE_KEYS}
     if snapshots:
-        table = snapshot_table(snapshots[0], include=include, exclude=exclude)
+        table = _snapshot_table(snapshots[0], include=include, exclude=exclude)
         if old is None:
             return table, "added", []
-        if "repo" in old and canonical_snapshot(old) == canonical_snapshot(table):
+        if "repo" in old and _canonical_snapshot(old) == _canonical_snapshot(table):
             return old, "unchanged", []
         if not force:
             now = f"a whole-repo snapshot of {old['repo']}" if "repo" in old else f"{len(old.get('files', []))} files"
@@ -193,7 +192,7 @@ def _plan(
                 hint="its description and tags are kept",
             )
         return {**kept, **table}, "replaced", []
-    new = [file_table(s, save_as=save_as, sha256=sha256) for s in sources]
+    new = [_file_table(s, save_as=save_as, sha256=sha256) for s in sources]
     if old is None:
         return {"files": new}, "added", new
     if "files" not in old:
@@ -207,12 +206,12 @@ def _plan(
     added: list[dict[str, Any]] = []
     replaced = False
     for table in new:
-        target = save_path(table, where=key)
-        index = next((i for i, f in enumerate(files) if save_path(f, where=key) == target), None)
+        target = _save_path(table, where=key)
+        index = next((i for i, f in enumerate(files) if _save_path(f, where=key) == target), None)
         if index is None:
             files.append(table)
             added.append(table)
-        elif canonical_file(files[index]) != canonical_file(table):
+        elif _canonical_file(files[index]) != _canonical_file(table):
             if not force:
                 raise UsageError(
                     f"{key}.files[{index}] already saves to {target!r}",
@@ -226,7 +225,45 @@ def _plan(
     return {**old, "files": files}, action, added
 
 
-# -- edits in place, with tomlkit ------------------------------------------------------------------------------
+def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
+    """The source keys of a whole-repo entry, defaults left out."""
+    table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
+    table.update(include=list(include), exclude=list(exclude))
+    return {key: value for key, value in table.items() if value != SNAPSHOT_DEFAULTS.get(key)}
+
+
+def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
+    """One ``files`` entry: ``repo`` + ``path`` (with ``revision``/``repo_type`` when not the defaults) or ``url``."""
+    table: dict[str, Any]
+    if isinstance(source, str):
+        table = {"url": source}
+    else:
+        revision = source.revision or "main"
+        hub = {"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type}
+        table = {key: value for key, value in hub.items() if value != HUB_FILE_DEFAULTS.get(key)}
+    if sha256 is not None:
+        table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
+        if not HEX64_RE.fullmatch(table["sha256"]):
+            raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {sha256!r}")
+    if save_as is not None:
+        table["as"] = safe_relative_path(save_as, where="--as")
+    return table
+
+
+def _save_path(table: dict[str, Any], *, where: str) -> str:
+    return FileSpec(where, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
+
+
+def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
+    """A ``files`` entry with defaults filled in, to tell the same file asked twice from a different one."""
+    out = {**HUB_FILE_DEFAULTS, **table} if "repo" in table else dict(table)
+    if isinstance(out.get("sha256"), str):
+        out["sha256"] = out["sha256"].strip().lower().removeprefix("sha256:")
+    return out
+
+
+def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
+    return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in SNAPSHOT_DEFAULTS.items()}}
 
 
 @dataclass(frozen=True)
@@ -288,12 +325,10 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
     if new and isinstance(files, AoT):  # [[models.NAME.files]] tables: one more table each, every comment kept
         added = [_table(f, nl) for f in new]
         _make_room(lines, ("models", name, "files"), added, text, nl)
-        for table in added:
-            files.append(table)
+        files.extend(added)
         return tomlkit.dumps(document)
     if new and any(line.kind == "header" and line.path == ("models", name) for line in lines):
-        for f in new:  # files = [ … ] under [models.NAME]: the array keeps its own style
-            files.append(_inline(f))
+        files.extend(_inline(f) for f in new)  # files = [ … ] under [models.NAME]: the array keeps its own style
         return tomlkit.dumps(document)
     runs = _runs(lines, name)
     if lines[runs[0][0]].kind == "value":  # an inline or dotted entry: the new table goes after the last model

@@ -1,14 +1,60 @@
-"""Key path → TOML line, by letting tomllib (which reports no positions) read one header or ``key = value`` at a time,
-so that it, not a scanner of ours, reads strings, comments and quoted keys. Lines are a courtesy: when anything is
-unexpected the lookup stops, and errors still name the file and the key path."""
+"""Key paths: as users read them (``models.x.files[1].as``, with "did you mean" hints), and the TOML line each is
+written on, found by letting tomllib (which reports no positions) read one header or ``key = value`` at a time: no
+scanner of ours reads strings, comments or quoted keys. Lines are a courtesy: anything unexpected stops the lookup."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import json
+import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
-from mdl.catalog.keys import KeyPath
+# A key path as tomllib's nesting gives it: table keys and array indexes, outermost first.
+KeyPath = tuple[str | int, ...]
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+# Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
+ALIASES = {
+    "allow_patterns": "include",
+    "ignore_patterns": "exclude",
+    "repo_id": "repo",
+    "branch": "revision",
+    "rev": "revision",
+    "ref": "revision",
+    "type": "repo_type",
+    "hash": "sha256",
+    "checksum": "sha256",
+    "sha": "sha256",
+    "save_as": "as",
+    "filename": "path",
+    "file": "path",
+    "dest_path": "as",
+    "urls": "url",
+}
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    alias = ALIASES.get(word)
+    if alias is not None and alias in choices:
+        return f" (did you mean {alias!r}?)"
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
+
+
+def format_path(path: KeyPath) -> str:
+    """``("models", "x", "files", 1, "as")`` → ``models.x.files[1].as``."""
+    parts = (f"[{part}]" if isinstance(part, int) else f".{format_key(part)}" for part in path)
+    return "".join(parts).removeprefix(".")
+
 
 # A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one of these.
 _CLOSERS = ("]", '"""', "'''", "}")
@@ -27,10 +73,8 @@ class LineIndex:
         """The line of ``path``, else of its closest written ancestor (a missing key → its table)."""
         if self._found is None:
             self._found = {}
-            try:
+            with contextlib.suppress(RecursionError):  # absurd nesting: keep what was found
                 _index(self.text, self._found)
-            except RecursionError:
-                pass  # absurd nesting: keep what was found
         while path:
             if path in self._found:
                 return self._found[path]
@@ -57,8 +101,7 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
     """(first line, last line, what tomllib reads there) for each header and key/value, 0-based."""
     first = 0
     while first < len(lines):
-        last = first
-        while True:
+        for last in range(first, len(lines)):
             if last == first or any(closer in lines[last] for closer in _CLOSERS):
                 chunk = "\n".join(lines[first : last + 1])
                 budget -= len(chunk)
@@ -67,9 +110,8 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
                 parsed = _parse(chunk)
                 if parsed is not None:
                     break
-            last += 1
-            if last == len(lines):
-                return
+        else:
+            return
         if parsed:  # blank lines and comments read as {}
             yield first, last, parsed
         first = last + 1
@@ -77,11 +119,7 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
 
 def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]) -> KeyPath:
     """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting array-of-tables entries."""
-    keys: list[str] = []
-    node: Any = parsed
-    while isinstance(node, dict) and len(node) == 1:
-        key, node = next(iter(node.items()))
-        keys.append(key)
+    keys, node = _leaf((), parsed)
     resolved: KeyPath = ()
     for depth, key in enumerate(keys):
         resolved = (*resolved, key)
@@ -113,10 +151,9 @@ def _record_elements(
         _, on_line = _leaf((), parsed)
         if not isinstance(on_line, list):
             return
-        for _ in on_line:
-            if index < len(items):
-                _record(found, (*path, index), items[index], row + 1)
-            index += 1
+        for at, item in enumerate(items[index : index + len(on_line)], start=index):
+            _record(found, (*path, at), item, row + 1)
+        index += len(on_line)
 
 
 def _leaf(base: KeyPath, parsed: dict[str, Any]) -> tuple[KeyPath, Any]:

@@ -7,13 +7,10 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from mdl.catalog.keys import format_key
-from mdl.catalog.settings import named_catalog
-from mdl.catalog.specs import SCHEMA_VERSION, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.lines import format_key
+from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
-
-__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "CatalogSettings", "FileSpec", "ModelSpec"]  # for tests
 
 
 def load_catalog(path: Path) -> Catalog:
@@ -60,9 +57,34 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
         if not candidate.is_file():
             raise CatalogError(f"catalog {given} (from {origin}) is not a file")
         return candidate
-    for candidate in (cwd / "catalog.toml", config_dir / "mdl" / "catalog.toml"):
-        if candidate.is_file():
-            return candidate
+    return _first_file("catalog.toml", cwd=cwd, config_dir=config_dir)
+
+
+def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
+    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    if named is not None:
+        return lock_beside(named[0])  # named: its lock is the one meant, there or not
+    return _first_file("catalog.lock", cwd=cwd, config_dir=config_dir)
+
+
+def _first_file(name: str, *, cwd: Path, config_dir: Path) -> Path | None:
+    return next((path for path in (cwd / name, config_dir / "mdl" / name) if path.is_file()), None)
+
+
+def lock_beside(catalog: Path) -> Path:
+    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
+    return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
+
+
+def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
+    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
+    env = environ.get("MDL_CATALOG", "")
+    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
+        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
+            home, text = environ.get("HOME", ""), str(given)
+            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
+            return (path if path.is_absolute() else cwd / path), given, origin
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -13,27 +14,16 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mdl.catalog.keys import KeyPath, did_you_mean, format_key, format_path, toml_type
-from mdl.catalog.lines import LineIndex
+from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import (
-    MAX_MODEL_NAME,
-    NAME_RE,
-    REPO_TYPES,
-    SCHEMA_VERSION,
-    VAR_RE,
-    Catalog,
-    CatalogSettings,
-    FileSpec,
-    ModelSpec,
-)
+from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
-SNAPSHOT_ONLY_KEYS = ("repo_type", "revision", "include", "exclude")
+SCHEMA_VERSION = 1
+REPO_TYPES = ("model", "dataset", "space")
 
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -47,13 +37,27 @@ def _where_less(exc: UsageError) -> str:  # without its "where: " prefix: ours a
     return exc.message.split(": ", 1)[-1]
 
 
-# ------------------------------------------------------------------------------------------- values
+def _rule(ok: Callable[[Any], object], message: str) -> AfterValidator:
+    """A value ``ok`` accepts, else ``message`` (its ``{}`` shows the value)."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise problem(message.format(value))
+        return value
+
+    return AfterValidator(check)
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise problem("must not be empty")
-    return value
+def _reworded(check: Callable[[str], str]) -> AfterValidator:
+    """The rest of mdl's rule for a value, its UsageError said at our key path."""
+
+    def run(value: str) -> str:
+        try:
+            return check(value)
+        except UsageError as exc:
+            raise problem(_where_less(exc)) from None
+
+    return AfterValidator(run)
 
 
 def _model_name(name: str) -> str:
@@ -64,28 +68,19 @@ def _model_name(name: str) -> str:
     return name
 
 
-def _repo_id(repo: str) -> str:
+def _is_repo_id(repo: str) -> bool:
     parts = repo.split("/")
-    if len(parts) > 2 or not all(NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts):
-        raise problem(f"must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {repo!r}")
-    return repo
+    return len(parts) <= 2 and all(NAME_RE.fullmatch(p) and p not in (".", "..") for p in parts)
 
 
-def _one_of(choices: tuple[str, ...], *, hint: bool) -> Callable[[str], str]:
+def _one_of(choices: tuple[str, ...], *, hint: bool) -> AfterValidator:
     def check(value: str) -> str:
         if value not in choices:
             suggestion = did_you_mean(value, choices) if hint else ""
             raise problem(f"must be one of {', '.join(choices)}, got {value!r}{suggestion}")
         return value
 
-    return check
-
-
-def _relative_path(value: str) -> str:
-    try:
-        return safe_relative_path(value, where="")
-    except UnsafePathError as exc:
-        raise problem(_where_less(exc)) from None
+    return AfterValidator(check)
 
 
 def _file_url(url: str) -> str:
@@ -105,26 +100,15 @@ def _endpoint(url: str) -> str:
 def _sha256(value: str) -> str:
     # 64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case.
     digest = value.strip().lower().removeprefix("sha256:")
-    if not _HEX64_RE.fullmatch(digest):
+    if not HEX64_RE.fullmatch(digest):
         bad = next((ch for ch in digest if ch not in "0123456789abcdef"), None)
         why = f"found {bad!r}" if bad is not None else f"got {len(digest)} characters"
         raise problem(f"must be 64 hex digits (optionally 'sha256:…'), {why}")
     return digest
 
 
-def _bytes(value: int) -> int:
-    if value < 0:
-        raise problem(f"must be >= 0 bytes, got {value}")
-    return value
-
-
 def _between(low: int, high: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise problem(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return AfterValidator(check)
+    return _rule(lambda value: low <= value <= high, f"must be between {low} and {high}, got {{}}")
 
 
 def _seconds(*, zero_ok: bool) -> BeforeValidator:
@@ -146,19 +130,6 @@ def _rate(text: str) -> str:
     except UsageError:
         raise problem(f"must be a rate in bytes per second like '500K', '50M' or '1.5G' (> 0), got {text!r}") from None
     return text
-
-
-def _mirror(template: str) -> str:
-    try:
-        return check_mirror(template, where="mirror")
-    except UsageError as exc:
-        raise problem(_where_less(exc)) from None
-
-
-def _header_name(name: str) -> str:
-    if not _HEADER_NAME_RE.fullmatch(name):
-        raise problem("is not a valid HTTP header name")
-    return name
 
 
 def _header_value(value: str) -> str:
@@ -183,23 +154,22 @@ def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _some_files(files: list[FileEntry]) -> list[FileEntry]:
-    if not files:
-        raise problem("must list at least one file")
-    return files
-
-
-Text = Annotated[str, AfterValidator(_not_blank)]
-RepoId = Annotated[Text, AfterValidator(_repo_id)]
-RepoType = Annotated[Text, AfterValidator(_one_of(REPO_TYPES, hint=True))]
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
+Text = Annotated[str, _rule(str.strip, "must not be empty")]
+RepoId = Annotated[
+    Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
+]
+RepoType = Annotated[Text, _one_of(REPO_TYPES, hint=True)]
+RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
+Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
+Seconds = Annotated[float, _seconds(zero_ok=False)]
+SecondsOrZero = Annotated[float, _seconds(zero_ok=True)]
 Headers = Annotated[
-    dict[Annotated[str, AfterValidator(_header_name)], Annotated[str, AfterValidator(_header_value)]],
+    dict[
+        Annotated[str, _rule(_HEADER_NAME_RE.fullmatch, "is not a valid HTTP header name")],
+        Annotated[str, AfterValidator(_header_value)],
+    ],
     AfterValidator(_distinct_headers),
 ]
-
-
-# ------------------------------------------------------------------------------------------- tables
 
 
 class Table(BaseModel):
@@ -222,9 +192,9 @@ class FileEntry(Table):
     revision: Text | None = None
     repo_type: RepoType | None = None
     sha256: Annotated[Text, AfterValidator(_sha256)] | None = None
-    size: Annotated[int, AfterValidator(_bytes)] | None = None
+    size: Size | None = Field(default=None, description="an integer number of bytes")
     save_as: RelativePath | None = Field(default=None, alias="as")
-    headers: Headers | None = None
+    headers: Headers | None = Field(default=None, description="a table of header names to strings")
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -253,29 +223,25 @@ class FileEntry(Table):
 
     def to_spec(self, key_path: str) -> FileSpec:
         """The spec other parts use; a Hub file's revision and repo type get their defaults."""
-        hub = self.url is None
-        return FileSpec(
-            key_path=key_path,
-            **{
-                **dict(iter(self)),  # not dict(self): Table.keys is a classmethod
-                "revision": self.revision or ("main" if hub else None),
-                "repo_type": self.repo_type or ("model" if hub else None),
-                "headers": tuple((self.headers or {}).items()),
-            },
-        )
+        fields = {**dict(iter(self)), "headers": tuple((self.headers or {}).items())}  # not dict(self): keys()
+        if self.url is None:
+            fields.update(revision=self.revision or "main", repo_type=self.repo_type or "model")
+        return FileSpec(key_path, **fields)
 
 
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
     description: str = ""
-    tags: list[Text] = Field(default_factory=list)
+    tags: list[Text] = Field(default_factory=list, description="an array of strings")
     repo: RepoId | None = None
     repo_type: RepoType = "model"
     revision: Text = "main"
-    include: list[Text] = Field(default_factory=list)
-    exclude: list[Text] = Field(default_factory=list)
-    files: Annotated[list[FileEntry], AfterValidator(_some_files)] | None = None
+    include: list[Text] = Field(default_factory=list, description="an array of strings")
+    exclude: list[Text] = Field(default_factory=list, description="an array of strings")
+    files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = Field(
+        default=None, description="an array of file tables"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -284,7 +250,7 @@ class ModelEntry(Table):
             raise problem("has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list")
         if "repo" not in given and "files" not in given:
             raise problem("needs 'repo' (a whole repo) or 'files' (a list of files)")
-        for key in SNAPSHOT_ONLY_KEYS:
+        for key in ("repo_type", "revision", "include", "exclude"):
             if "files" in given and key in given:
                 raise problem(
                     f"only a whole-repo model (with 'repo') takes {key!r}; "
@@ -297,7 +263,7 @@ class ModelEntry(Table):
 class MirrorTable(Table):
     """A mirror with its own S3 endpoint: ``{ url = "s3://bucket/prefix/{model}/{path}", endpoint = "…" }``."""
 
-    url: Annotated[Text, AfterValidator(_mirror)]
+    url: Annotated[Text, _reworded(lambda template: check_mirror(template, where="mirror"))]
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
 
     @model_validator(mode="after")
@@ -315,14 +281,14 @@ class SettingsTable(Table):
     jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
     limit_rate: Annotated[Text, AfterValidator(_rate)] | None = None
-    stall_timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
-    timeout: Annotated[float, _seconds(zero_ok=False)] | None = None
-    lock_timeout: Annotated[float, _seconds(zero_ok=True)] | None = None
+    stall_timeout: Seconds | None = Field(default=None, description="a number of seconds")
+    timeout: Seconds | None = Field(default=None, description="a number of seconds")
+    lock_timeout: SecondsOrZero | None = Field(default=None, description="a number of seconds")
     retries: Annotated[int, _between(0, 100)] | None = None
-    layout: Annotated[Text, AfterValidator(_one_of(LAYOUTS, hint=False))] | None = None
+    layout: Annotated[Text, _one_of(LAYOUTS, hint=False)] | None = None
     # a mirror given as a plain string is a table with only its url
     mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
-        default_factory=list
+        default_factory=list, description="an array of URL templates (strings, or { url, endpoint } tables)"
     )
 
     def to_spec(self) -> CatalogSettings:
@@ -333,26 +299,18 @@ class SettingsTable(Table):
         )
 
 
-def _version(version: int) -> int:
-    if version != SCHEMA_VERSION:
-        raise problem(f"unsupported catalog version {version}; this mdl reads version {SCHEMA_VERSION}")
-    return version
+_UNSUPPORTED = f"unsupported catalog version {{}}; this mdl reads version {SCHEMA_VERSION}"
 
 
 class CatalogDocument(Table):
     """The whole ``catalog.toml``."""
 
-    version: Annotated[int, AfterValidator(_version)] | None = None
+    version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = None
     settings: SettingsTable = Field(default_factory=SettingsTable)
-    models: dict[
-        Annotated[str, AfterValidator(_model_name)],
-        ModelEntry,
-    ] = Field(default_factory=dict)
+    models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------------- reading
-
-# "must be …" for pydantic's strict type errors, by the key of the table the value sits in, else by type.
+# "must be …" for pydantic's strict type errors, by type; a field's description says it better.
 _TYPE_PHRASES = {
     "string_type": "a string",
     "int_type": "an integer",
@@ -362,27 +320,38 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
-_KEY_PHRASES = {
-    "tags": "an array of strings",
-    "include": "an array of strings",
-    "exclude": "an array of strings",
-    "files": "an array of file tables",
-    "size": "an integer number of bytes",
-    "headers": "a table of header names to strings",
-    "stall_timeout": "a number of seconds",
-    "timeout": "a number of seconds",
-    "lock_timeout": "a number of seconds",
-    "mirrors": "an array of URL templates (strings, or { url, endpoint } tables)",
+# "…, got X": the TOML name of the type tomllib read.
+_TOML_TYPES: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    list: "array",
+    dict: "table",
+    datetime: "datetime",
+    date: "date",
+    time: "time",
 }
 
 
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
     """The catalog that tomllib's ``document`` describes; CatalogError for the first problem in ``text``."""
-    where = _Where(source, text)
+    lines = LineIndex(text)
+
+    def where(key_path: KeyPath) -> str:  # file:line: key.path
+        line = lines.line_of(key_path)
+        head = f"{source}:{line}" if line is not None else source
+        return f"{head}: {format_path(key_path)}" if key_path else head
+
+    def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:  # written first; pydantic's order breaks ties
+        line = lines.line_of(_key_path(item[1]))
+        return line is None, line or 0, item[0]
+
     try:
         valid = CatalogDocument.model_validate(document)
     except ValidationError as exc:
-        raise CatalogError(where.first_problem(exc.errors())) from exc
+        _, error = min(enumerate(exc.errors()), key=rank)
+        raise CatalogError(f"{where(_key_path(error))}: {_message(error, _key_path(error))}") from exc
     models = []
     for name, entry in valid.models.items():
         files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
@@ -390,30 +359,6 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
         values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in entry if key != "files"}
         models.append(ModelSpec(name=name, **values, files=files))
     return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
-
-
-class _Where:
-    """Turns key paths into ``file:line: key.path`` and pydantic's errors into our one-line messages."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source = source
-        self.lines = LineIndex(text)
-
-    def __call__(self, path: KeyPath) -> str:
-        line = self.lines.line_of(path)
-        head = f"{self.source}:{line}" if line is not None else self.source
-        return f"{head}: {format_path(path)}" if path else head
-
-    def first_problem(self, errors: Sequence[ErrorDetails]) -> str:
-        """The message for the error written first in the file (pydantic's order breaks ties)."""
-
-        def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:
-            line = self.lines.line_of(_key_path(item[1]))
-            return line is None, line or 0, item[0]
-
-        _, error = min(enumerate(errors), key=rank)
-        path = _key_path(error)
-        return f"{self(path)}: {_message(error, path)}"
 
 
 def _key_path(error: ErrorDetails) -> KeyPath:
@@ -458,14 +403,15 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
                 phrase = f"a table like [models.{format_key(name)}]"
             case ("models", str(), "files", int()):
                 phrase = "a table like { repo = ..., path = ... }"
-            case (*table, str() as key) if key in _KEY_PHRASES and _table_at(tuple(table)) is not None:
-                phrase = _KEY_PHRASES[key]
-        return f"must be {phrase}, got {toml_type(error['input'])}"
+            case (*table, str() as key) if (owner := _table_at(tuple(table))) and key in owner.model_fields:
+                phrase = owner.model_fields[key].description or phrase
+        got = type(error["input"])
+        return f"must be {phrase}, got {_TOML_TYPES.get(got, got.__name__)}"
     # Not expected from TOML input; still one line, never a traceback.
     return f"is not valid: {error['msg']}"
 
 
-def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: _Where) -> None:
+def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Callable[[KeyPath], str]) -> None:
     """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
     owners: dict[str, int] = {}
     folders: dict[str, int] = {}

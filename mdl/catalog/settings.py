@@ -1,17 +1,21 @@
-"""Settings resolved once: flags > MDL_* environment > catalog [settings] > defaults."""
+"""Settings resolved once: flags > MDL_* environment > catalog [settings] > defaults. Mirror URL templates: literal
+text and ``{known_name}`` placeholders, filled by plain replacement; never ``str.format``, whose format specs a user
+could abuse (``{path:>99999999}`` builds a 100 MB string)."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import platformdirs
+
 from mdl.catalog.specs import CatalogSettings
-from mdl.catalog.templates import parse_template
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
 
@@ -33,7 +37,6 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 # S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
-_TRUE = {"1", "true", "yes", "on"}
 # The numbers: setting → (its flag, its variable, lowest, highest); highest None: seconds, > 0 (lowest 1) or >= 0.
 _NUMBERS: dict[str, tuple[str, str, int, int | None]] = {
     "connections": ("--connections", "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
@@ -88,9 +91,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
     match = _RATE_RE.match(value)
     if not match:
         raise UsageError(f"{where}: expected a rate such as 50M or 500K, got {value!r}")
-    number = float(match.group(1))
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    scaled = number * factor
+    scaled = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
     if not math.isfinite(scaled):  # hundreds of digits overflow the float; int(inf) would be a traceback
         raise UsageError(f"{where}: the rate is too large, got {value!r}")
     rate = int(scaled)
@@ -116,24 +117,13 @@ def check_mirror(template: str, *, where: str) -> str:
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
-    import os
-
-    def expand(value: str) -> Path:
-        return Path(os.path.expandvars(value)).expanduser()
-
-    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE")
-    if cache:
-        return expand(cache).absolute()
-    home = environ.get("HF_HOME")
-    if home:
-        return (expand(home) / "hub").absolute()
-    xdg = environ.get("XDG_CACHE_HOME")
-    base = expand(xdg) if xdg else Path("~/.cache").expanduser()
-    return (base / "huggingface" / "hub").absolute()
+    home = environ.get("HF_HOME") or str(Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"))
+    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE") or str(Path(home, "hub"))
+    return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
 def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
-    return value.strip().lower() in _TRUE
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _env_number(environ: Mapping[str, str], key: str) -> float | None:
@@ -176,20 +166,14 @@ def _first(*values: T | None) -> T | None:
 
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
-    import platformdirs
-
     return Path(platformdirs.user_data_dir()) / "mdl" / "models"
 
 
 def default_log_file() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
 
 
 def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
-    import platformdirs
-
     return Path(platformdirs.user_config_dir())
 
 
@@ -202,11 +186,8 @@ def resolve_dest(
     env = environ.get("MDL_DEST")
     if env:
         return _home(Path(env)).absolute()
-    if catalog_dest:
-        path = _home(Path(catalog_dest))
-        if not path.is_absolute() and catalog_dir is not None:
-            path = catalog_dir / path
-        return path.absolute()
+    if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
+        return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()
     return default_dest()
 
 
@@ -307,33 +288,6 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")
 
 
-def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
-    return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
-
-
-def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
-    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
-    env = environ.get("MDL_CATALOG", "")
-    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
-            home, text = environ.get("HOME", ""), str(given)
-            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
-            return (path if path.is_absolute() else cwd / path), given, origin
-    return None
-
-
-def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
-        return lock_beside(named[0])  # named: its lock is the one meant, there or not
-    for candidate in (cwd / "catalog.lock", config_dir / "mdl" / "catalog.lock"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://h:abc' and 'http://[::1' have not)
     try:
         parts = urlsplit(url)
@@ -341,3 +295,49 @@ def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://
     except ValueError:
         return False
     return bool(parts.hostname)
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def parse_template(template: str, *, fields: Sequence[str], where: str) -> tuple[str | Placeholder, ...]:
+    """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray brace is refused."""
+    parts: list[str | Placeholder] = []
+    at = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(_literal(template[at : match.start()], template, where=where))
+        name = match.group(1)
+        bare = re.split(r"[:!]", name, maxsplit=1)[0]
+        if name != bare and bare in fields:
+            raise UsageError(
+                f"{where}: {{{bare}}} takes no format spec or conversion in {_cut(template)}; write {{{bare}}}"
+            )
+        if name not in fields:
+            known = ", ".join("{" + f + "}" for f in fields)
+            shown = name if len(name) <= 40 else name[:40] + "…"
+            raise UsageError(f"{where}: unknown placeholder {{{shown}}} in {_cut(template)} (known: {known})")
+        parts.append(Placeholder(name))
+        at = match.end()
+    parts.append(_literal(template[at:], template, where=where))
+    return tuple(part for part in parts if part != "")
+
+
+def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str]) -> str:
+    """A parsed template with each placeholder replaced by its value, as plain text."""
+    return "".join(values[part.name] if isinstance(part, Placeholder) else part for part in parts)
+
+
+@dataclass(frozen=True)
+class Placeholder:  # {name} in a template
+    name: str
+
+
+def _literal(text: str, template: str, *, where: str) -> str:
+    if "{" in text or "}" in text:
+        raise UsageError(f"{where}: a lone '{{' or '}}' in {_cut(template)}; placeholders are {{name}} alone")
+    return text
+
+
+def _cut(template: str) -> str:
+    """A template as an error names it: quoted, and cut when it is long (a 20 MB template is not echoed)."""
+    return repr(template if len(template) <= 200 else template[:200] + "…")

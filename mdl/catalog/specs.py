@@ -8,15 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdl.catalog.keys import did_you_mean
+from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 
-SCHEMA_VERSION = 1
-REPO_TYPES = ("model", "dataset", "space")
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
+HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256, as the catalog keeps it
 # A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading '.', bounded.
 MAX_MODEL_NAME = 200
 
@@ -111,10 +110,8 @@ class Catalog:
 
     def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:
         """The named models in the order given, without duplicates; every model when ``all_models``."""
-        chosen: dict[str, ModelSpec] = {}
-        for name in names:
-            # Validate even with --all so that a typo is reported rather than silently ignored.
-            chosen.setdefault(name, self.get(name))
+        # Validate even with --all so that a typo is reported rather than silently ignored.
+        chosen = {name: self.get(name) for name in names}
         if all_models:
             return list(self.models)
         if not chosen:

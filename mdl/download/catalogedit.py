@@ -17,7 +17,6 @@ from mdl.catalog import (
     find_catalog,
     lock_beside,
     parse_catalog,
-    parse_source,
     user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
@@ -52,7 +51,7 @@ def add_model(
     environ = options.get("environ") or {}
     progress = options.get("progress") or NullProgress()
     name = catalog_edit.check_model_name(name)
-    parsed = [parse_source(source) for source in sources]
+    parsed = [catalog_edit.parse_source(source) for source in sources]
     path, text, created = _catalog_text(options.get("catalog"), environ, create=True)
 
     def edit_of(text: str) -> catalog_edit.Edit:

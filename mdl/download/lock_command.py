@@ -131,7 +131,7 @@ def _check(path: Path, old: Lock | None, specs: list[ModelSpec], *, dropped: lis
     """No network, nothing written: which selected models the lock does not pin as the catalog says now."""
     if old is None:
         return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
-    stale = sorted({*old.stale_or_missing(specs), *dropped})
+    stale = sorted({*(s.name for s in specs if old.fresh(s) is None), *dropped})
     return LockReport(path, False, stale=tuple(stale), checked=True)
 
 

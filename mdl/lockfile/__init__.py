@@ -1,20 +1,10 @@
 """``catalog.lock``: the resolved commit, files, sizes and sha256 of every catalog model, pinned so that every
 machine pulls the same bytes without asking the Hub to list anything."""
 
-from mdl.lockfile.diff import ModelChange, diff_locks
-from mdl.lockfile.io import dump_lock, exclusive, parse_lock, read_lock, write_lock
-from mdl.lockfile.model import (
-    LOCK_VERSION,
-    Lock,
-    LockedFile,
-    LockedModel,
-    fingerprint,
-    locked_from_resolved,
-    resolved_from_locked,
-)
+from mdl.lockfile.io import ModelChange, diff_locks, dump_lock, exclusive, parse_lock, read_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint, locked_from_resolved, resolved_from_locked
 
 __all__ = [
-    "LOCK_VERSION",
     "Lock",
     "LockedFile",
     "LockedModel",

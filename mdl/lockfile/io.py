@@ -1,21 +1,24 @@
 """Reading and writing ``catalog.lock``: strict on the way in (it may come from anyone's pull request),
-deterministic on the way out (sorted, no timestamps, one line per file, so a diff shows what moved)."""
+deterministic on the way out (sorted, no timestamps, one line per file, so a diff shows what moved); and what
+``mdl lock --upgrade`` moved, per model: the commit, and files added, removed and changed."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from mdl.errors import CatalogError, LocalFSError
-from mdl.lockfile.model import LOCK_VERSION, Lock, LockedModel, validation_message
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
 
 _HEADER = (
@@ -49,7 +52,7 @@ def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
     except RecursionError as exc:
         raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
     version = document.get("version", LOCK_VERSION)
-    if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+    if type(version) is int and version > LOCK_VERSION:
         raise CatalogError(
             f"{source}: lock version {version} is newer than this mdl understands ({LOCK_VERSION})",
             hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
@@ -117,20 +120,80 @@ def exclusive(path: Path) -> Iterator[None]:
 
 
 def _model_text(model: LockedModel) -> str:
-    out = ["\n[[model]]\n", f"name = {_toml(model.name)}\n", f"fingerprint = {_toml(model.fingerprint)}\n"]
-    if model.revision is not None:
-        out.append(f"revision = {_toml(model.revision)}\n")
-    if model.commit is not None:
-        out.append(f"commit = {_toml(model.commit)}\n")
+    out = ["\n[[model]]\n", *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit")))]
     out.append("files = [\n")
     for f in sorted(model.files, key=lambda f: f.path):
-        keys = ("path", "size", "sha256", "source", "git_oid", "revision")
-        values = ", ".join(f"{key} = {_toml(getattr(f, key))}" for key in keys if getattr(f, key) is not None)
-        out.append(f"  {{ {values} }},\n")
+        out.append(f"  {{ {', '.join(_pairs(f, ('path', 'size', 'sha256', 'source', 'git_oid', 'revision')))} }},\n")
     out.append("]\n")
     return "".join(out)
+
+
+def _pairs(item: object, keys: tuple[str, ...]) -> list[str]:
+    return [f"{key} = {_toml(getattr(item, key))}" for key in keys if getattr(item, key) is not None]
 
 
 def _toml(value: str | int) -> str:
     """A TOML integer or basic string: JSON's escapes are TOML's, and TOML wants DEL escaped too."""
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChange:
+    """One model's difference between two locks (``old`` None: newly locked; ``new`` None: dropped)."""
+
+    name: str
+    old_commit: str | None
+    new_commit: str | None
+    added: tuple[LockedFile, ...] = ()
+    removed: tuple[LockedFile, ...] = ()
+    changed: tuple[tuple[LockedFile, LockedFile], ...] = ()
+    status: str = "changed"  # added | removed | changed | unchanged
+    # Same bytes pinned to another commit, when the model has no one commit that says so (files from several
+    # repos): the lock moved them, so the model is not "unchanged".
+    repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "old_commit": self.old_commit,
+            "new_commit": self.new_commit,
+            "added": [{"path": f.path, "size": f.size} for f in self.added],
+            "removed": [{"path": f.path, "size": f.size} for f in self.removed],
+            "changed": [_moved(old, new, "size", "sha256") for old, new in self.changed],
+            "repinned": [_moved(old, new, "source") for old, new in self.repinned],
+        }
+
+
+def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"path": new.path}
+    for key in keys:
+        doc.update({f"old_{key}": getattr(old, key), f"new_{key}": getattr(new, key)})
+    return doc
+
+
+def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
+    """Per model in either lock, sorted by name, what changed (``unchanged`` ones included)."""
+    changes: list[ModelChange] = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before is None:
+            assert after is not None
+            changes.append(ModelChange(name, None, after.commit, added=after.files, status="added"))
+            continue
+        if after is None:
+            changes.append(ModelChange(name, before.commit, None, removed=before.files, status="removed"))
+            continue
+        was = {f.path: f for f in before.files}
+        now = {f.path: f for f in after.files}
+        added = tuple(now[p] for p in sorted(set(now) - set(was)))
+        removed = tuple(was[p] for p in sorted(set(was) - set(now)))
+        both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
+        changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
+        repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
+        if before.commit is not None and before.commit != after.commit:
+            repinned = ()  # the model's commit moved, and the line says so: its files followed it
+        moved = before.commit != after.commit or added or removed or changed or repinned
+        status = "changed" if moved else "unchanged"
+        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned))
+    return changes

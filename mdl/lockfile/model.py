@@ -124,9 +124,6 @@ class Lock:
         locked = self.models.get(spec.name)
         return locked if locked is not None and locked.fingerprint == fingerprint(spec) else None
 
-    def stale_or_missing(self, specs: list[ModelSpec]) -> list[str]:
-        return [spec.name for spec in specs if self.fresh(spec) is None]
-
     def with_models(self, models: Mapping[str, LockedModel], *, keep: Callable[[str], bool]) -> Lock:
         """This lock with ``models`` put in, keeping only the old entries ``keep`` accepts."""
         merged = {name: m for name, m in self.models.items() if keep(name)}
@@ -169,9 +166,7 @@ def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mappi
 def validation_message(exc: ValidationError) -> str:
     """Pydantic's first error as the lock's key path and message: ``model[2].files[3].sha256: …``."""
     first = exc.errors()[0]
-    where = ""
-    for part in first["loc"]:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).removeprefix(".")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for an unknown key
         message = "Extra inputs are not permitted"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdl.catalog import parse_catalog, parse_source
-from mdl.catalog.edit import add_entry, remove_entry
+from mdl.catalog import parse_catalog
+from mdl.catalog.edit import add_entry, parse_source, remove_entry
 from mdl.errors import UsageError
 
 HEX = "ab" * 32

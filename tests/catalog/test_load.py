@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 
 from mdl.catalog.load import (
-    SCHEMA_VERSION,
     Catalog,
-    CatalogSettings,
     FileSpec,
-    ModelSpec,
     expand_headers,
     find_catalog,
     load_catalog,
     parse_catalog,
 )
+from mdl.catalog.schema import SCHEMA_VERSION
+from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"

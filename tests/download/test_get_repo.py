@@ -13,7 +13,7 @@ from runfixtures import mdl as run_mdl
 from servers import HubServer, make_data
 
 import mdl
-from mdl.catalog import parse_source
+from mdl.catalog.edit import parse_source
 from mdl.errors import UsageError
 from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
 

@@ -15,7 +15,7 @@ from filelock import FileLock
 from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
-from mdl.catalog.load import ModelSpec, parse_catalog
+from mdl.catalog import ModelSpec, parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.download.puller import pull_models
 from mdl.progress import NullProgress

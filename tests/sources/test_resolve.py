@@ -10,9 +10,10 @@ from urllib.parse import quote
 import pytest
 from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
-from mdl.catalog.load import CatalogError, FileSpec, ModelSpec, parse_catalog
+from mdl.catalog import FileSpec, ModelSpec, parse_catalog
 from mdl.errors import (
     AuthError,
+    CatalogError,
     ExitCode,
     HubReplyError,
     IntegrityError,
