@@ -4,7 +4,6 @@ and each file's URLs on the ``[settings].mirrors`` templates (tried in order bef
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from urllib.parse import quote
 
 from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
-from mdl.paths import path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source, ref_revision
@@ -151,8 +150,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     revision = file.revision or "main"
     meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
     etag = meta.etag
-    sha256 = etag if etag and re.fullmatch("[0-9a-f]{64}", etag) else None
-    git_oid = etag if etag and re.fullmatch("[0-9a-f]{40}", etag) else None
+    sha256 = etag if etag and SHA256_HEX.fullmatch(etag) else None
+    git_oid = etag if etag and GIT_OID_HEX.fullmatch(etag) else None
     commit = meta.commit
     if file.sha256 and sha256 and file.sha256 != sha256:
         raise IntegrityError(
