@@ -102,8 +102,7 @@ _STATE_DIR = ".mdl"
 
 
 def safe_file_name(value: str, *, where: str) -> str:
-    """``value`` if it is one plain file name, safe to create in any folder (no separator, nothing Windows reads
-    as a device or a drive, never mdl's state folder), else UnsafePathError."""
+    """``value`` if it is one plain file name, safe to create in any folder, else UnsafePathError."""
     categories = {unicodedata.category(ch) for ch in value}
     refused = (
         (not value, "it is empty"),

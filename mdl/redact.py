@@ -1,7 +1,6 @@
-"""Keep secrets and control characters out of every sink: stderr, stdout JSON, the log file and records.
-
-``safe_text`` and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a
-server quotes them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
+"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): ``safe_text``
+and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a server quotes
+them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
 
 from __future__ import annotations
 

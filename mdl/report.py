@@ -48,9 +48,7 @@ class FileOutcome:
     @property
     def label(self) -> str:
         """``model/path`` (the model alone for a model-wide failure, the path alone for a one-off ``get`` file)."""
-        if not self.model:
-            return self.path or ""
-        return f"{self.model}/{self.path}" if self.path else self.model
+        return "/".join(part for part in (self.model, self.path) if part)
 
     @property
     def shown_action(self) -> str:

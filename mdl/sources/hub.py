@@ -159,17 +159,15 @@ class Hub:
                 timeout = self.client.timeout.read
                 if timeout is not None:
                     set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
-                chunks: list[bytes] = []  # the whole body, within MAX_REPLY_BYTES whatever is sent
-                size = 0
+                body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
                 for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_REPLY_BYTES:
+                    body += chunk
+                    if len(body) > MAX_REPLY_BYTES:
                         raise HubReplyError(
                             f"{what}: the reply from {redact_url(str(response.url))} is larger than "
                             f"{MAX_REPLY_BYTES} bytes"
                         )
-                    chunks.append(chunk)
-                return response, b"".join(chunks)
+                return response, bytes(body)
         except httpx2.TransportError as exc:
             raise transport_error(
                 exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT

@@ -1,6 +1,5 @@
 """The one validating layer for Hub replies (revision info, tree listings, a file's HEAD), strict pydantic models:
-anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5) naming the model, the
-redacted URL and the start of the body, made printable."""
+anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5)."""
 
 from __future__ import annotations
 

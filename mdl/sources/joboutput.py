@@ -121,8 +121,7 @@ def _error_text(error: Any) -> str:
     return _one_line(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
 
 
-def _one_line(text: str) -> str:
-    """Control characters dropped, whitespace squeezed, shortened."""
+def _one_line(text: str) -> str:  # for error messages: control characters dropped, whitespace squeezed, shortened
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE)
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"

@@ -1,6 +1,5 @@
-"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer
-engine fetches a presigned GET URL. Credentials come from the AWS chain; the secret key and token are
-registered with ``remember_secret`` and presigned queries are redacted."""
+"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer engine
+fetches a presigned GET URL; credentials come from the AWS chain, their secrets registered for redaction."""
 
 from __future__ import annotations
 
