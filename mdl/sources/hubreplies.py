@@ -133,7 +133,6 @@ def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str,
     """The ``Link: rel="next"`` target of a listing page (None on the last); off the Hub's origin it is hostile."""
     if not link:
         return None
-    target = ""
     try:
         target = urljoin(current, link)
         target_origin: tuple[str, str, int] | None = origin(target)
