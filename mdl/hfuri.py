@@ -14,7 +14,6 @@ _HF_URI = re.compile(
     r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
 )
 _REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
-_PREFIXES = {"dataset": "datasets/", "space": "spaces/", "model": ""}
 
 # The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes a bracket
 # after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED instead of the help.
@@ -33,11 +32,6 @@ class HfUri:
     repo: str
     revision: str | None
     path: str | None
-
-    def of(self, path: str) -> str:
-        """The ``hf://`` URI of one file of this repo at the revision asked for (for messages)."""
-        at = f"@{self.revision}" if self.revision is not None else ""
-        return f"hf://{_PREFIXES[self.repo_type]}{self.repo}{at}/{path}"
 
 
 def parse_hf_uri(text: str) -> HfUri:

@@ -1,4 +1,4 @@
-"""Validate untrusted relative paths (catalog entries, Hub listings, URLs) before they touch the disk."""
+"""Validate untrusted names (relative paths from catalogs, Hub listings and URLs; digests) before they are used."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UnsafePathError
 
+# A digest as mdl writes it, lowercase hex; use fullmatch (Python's '$' also matches before a final newline).
+SHA256_HEX = re.compile("[0-9a-f]{64}")
+GIT_OID_HEX = re.compile("[0-9a-f]{40}")  # a commit, or a git blob's id
 # "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes the folder.
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
@@ -25,11 +28,6 @@ def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
 
 
 NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
-TEMP_SUFFIX = ".mdl-tmp"
-_TEMP_TAG_HEX = 16
-# temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
-TEMP_OVERHEAD = 1 + 1 + _TEMP_TAG_HEX + len(TEMP_SUFFIX)
-MAX_COMPONENT_BYTES = NAME_MAX - TEMP_OVERHEAD
 _ROOM = f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
 # Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
@@ -37,8 +35,12 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def temp_name(name: str) -> str:
-    """The hidden, unique name mdl writes ``name`` under before renaming it into place (``TEMP_OVERHEAD`` longer)."""
-    return f".{name}.{secrets.token_hex(_TEMP_TAG_HEX // 2)}{TEMP_SUFFIX}"
+    """The hidden, unique name mdl writes ``name`` under before renaming it into place."""
+    return f".{name}.{secrets.token_hex(8)}.mdl-tmp"
+
+
+# temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
+MAX_COMPONENT_BYTES = NAME_MAX - len(temp_name(""))
 
 
 def path_problem(name: str) -> str | None:
@@ -83,12 +85,8 @@ def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
 
 def safe_relative_path(value: str, *, where: str) -> str:
     """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
-    if not value:
-        raise _unsafe(value, where=where, reason="it is empty")
     normalised = re.sub(r"\A(?:\./)+", "", value)  # a leading "./" is harmless; nothing else odd is guessed at
-    if not normalised:
-        raise _unsafe(value, where=where, reason="it names no file")
-    problem = path_problem(normalised)
+    problem = path_problem(normalised) if normalised or not value else "it names no file"
     if problem is not None:
         raise _unsafe(value, where=where, reason=problem)
     return normalised
@@ -104,8 +102,7 @@ _STATE_DIR = ".mdl"
 
 
 def safe_file_name(value: str, *, where: str) -> str:
-    """``value`` if it is one plain file name, safe to create in any folder (no separator, nothing Windows reads
-    as a device or a drive, never mdl's state folder), else UnsafePathError."""
+    """``value`` if it is one plain file name, safe to create in any folder, else UnsafePathError."""
     categories = {unicodedata.category(ch) for ch in value}
     refused = (
         (not value, "it is empty"),
@@ -160,7 +157,5 @@ SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and
 def shown_path(path: str | os.PathLike[str]) -> str:
     """``path`` as an error names it: whole when short, else its start and end around ``…``."""
     text = os.fspath(path)
-    if len(text) <= SHOWN_PATH_CHARS:
-        return text
     half = SHOWN_PATH_CHARS // 2
-    return f"{text[:half]}…{text[-half:]}"
+    return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"

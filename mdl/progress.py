@@ -87,8 +87,7 @@ NullProgress = Progress
 
 
 class ArchiveProgress(Progress):
-    """Pack's and unpack's progress: passes every event on to ``inner``, ``model`` naming the archive (None: stdin
-    or stdout)."""
+    """Pack's and unpack's progress: every event passed on to ``inner``, a start naming the archive (None: a pipe)."""
 
     def __init__(self, inner: Progress, archive: str | None) -> None:
         self.inner = inner

@@ -1,7 +1,6 @@
-"""Keep secrets and control characters out of every sink: stderr, stdout JSON, the log file and records.
-
-``safe_text`` and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a
-server quotes them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
+"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): ``safe_text``
+and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a server quotes
+them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import html
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
@@ -157,10 +156,16 @@ def redact_url(url: str) -> str:
 
 def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
     """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
-    found = list(_occurrences(text, extra))
+    forms = list(extra)
     if _index:
         for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
-            found.extend(_occurrences(text, _index.get(key, ())))
+            forms.extend(_index.get(key, ()))
+    found: list[tuple[int, int]] = []
+    for form in forms:
+        at = text.find(form)
+        while at >= 0:
+            found.append((at, at + len(form)))
+            at = text.find(form, at + 1)
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
         if merged and start <= merged[-1][1]:
@@ -168,14 +173,6 @@ def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
-
-
-def _occurrences(text: str, forms: Iterable[str]) -> Iterator[tuple[int, int]]:
-    for form in forms:
-        at = text.find(form)
-        while at >= 0:
-            yield at, at + len(form)
-            at = text.find(form, at + 1)
 
 
 def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:

@@ -10,9 +10,6 @@ from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, serv
 from mdl.paths import shown_path
 from mdl.redact import safe_text
 
-# Outcomes that are failures: ``failed``, and ``missing`` (verify: not on this disk, exit 4 "not found").
-FAILING_ACTIONS = frozenset({"failed", "missing"})
-
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that failed for the
 # file: the part that chose another source has no other way into the outcome).
 WARNING_CAUSE = "warning: "
@@ -51,9 +48,7 @@ class FileOutcome:
     @property
     def label(self) -> str:
         """``model/path`` (the model alone for a model-wide failure, the path alone for a one-off ``get`` file)."""
-        if not self.model:
-            return self.path or ""
-        return f"{self.model}/{self.path}" if self.path else self.model
+        return "/".join(part for part in (self.model, self.path) if part)
 
     @property
     def shown_action(self) -> str:
@@ -67,8 +62,8 @@ class FileOutcome:
         return (self.warning, *marked) if self.warning else marked
 
     @property
-    def failing(self) -> bool:
-        return self.action in FAILING_ACTIONS
+    def failing(self) -> bool:  # ``missing``: verify found it not on this disk (exit 4, "not found")
+        return self.action in ("failed", "missing")
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""

@@ -8,8 +8,7 @@ _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def human_size(n: int | float | None) -> str:
-    """A byte count in binary units with 3 significant digits, which move visibly ("512 B", "52.4 MiB", "1.60 GiB");
-    "?" if unknown."""
+    """A byte count in binary units with 3 significant digits ("512 B", "52.4 MiB", "1.60 GiB"); "?" if unknown."""
     if n is None:
         return "?"
     if abs(n) < 1024:

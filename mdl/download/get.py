@@ -43,6 +43,7 @@ from mdl.store import (
     Store,
     creatable_problem,
     hash_file,
+    hub_source,
     not_a_file,
     not_a_file_error,
     rmdir_empty,
@@ -330,7 +331,8 @@ def _expand_repos(
             resolved = resolve_model(spec, hub=hub, environ={})
             for file in resolved.files:
                 ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
-                one = UrlFile(file.path, None, file.size, file.sha256, item.of(file.path), ref, replace(file, model=""))
+                where = hub_source(item.repo, item.repo_type, item.revision, file.path)
+                one = UrlFile(file.path, None, file.size, file.sha256, where, ref, replace(file, model=""))
                 try:
                     _save_parts(one)
                 except UnsafePathError as exc:

@@ -126,11 +126,7 @@ class Hub:
         def attempt() -> tuple[httpx2.Response, bytes]:
             response, body = self._send(method, url, what=what)
             if response.is_error:
-                error = _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
-                # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
-                said = response.headers.get("X-Error-Message") or body_excerpt(body[:8192].decode(errors="replace"))
-                error.status, error.server_text = response.status_code, safe_text(said, limit=500)
-                raise error
+                raise _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
             return response, body
 
         return self.retry.run(attempt, what=what)
@@ -163,25 +159,21 @@ class Hub:
                 timeout = self.client.timeout.read
                 if timeout is not None:
                     set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
-                chunks: list[bytes] = []  # the whole body, within MAX_REPLY_BYTES whatever is sent
-                size = 0
+                body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
                 for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_REPLY_BYTES:
+                    body += chunk
+                    if len(body) > MAX_REPLY_BYTES:
                         raise HubReplyError(
                             f"{what}: the reply from {redact_url(str(response.url))} is larger than "
                             f"{MAX_REPLY_BYTES} bytes"
                         )
-                    chunks.append(chunk)
-                return response, b"".join(chunks)
+                return response, bytes(body)
         except httpx2.TransportError as exc:
             raise transport_error(
                 exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
             ) from exc
         except httpx2.DecodingError as exc:
             raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
-        except httpx2.InvalidURL as exc:
-            raise NetworkError(f"{what}: invalid Hub URL: {printable(redact_text(str(exc)), limit=200)}") from exc
 
 
 def _status_error(
@@ -190,27 +182,29 @@ def _status_error(
     """A 4xx/5xx from the Hub as our error, read the way huggingface_hub's ``hf_raise_for_status`` reads it."""
     status = response.status_code
     code = response.headers.get("X-Error-Code")
-    message = response.headers.get("X-Error-Message")
-    # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (first 200 characters).
-    text = message or body_excerpt(body[:8192].decode("utf-8", errors="replace"))  # an HTML page: its title
+    # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page: its title).
+    text = response.headers.get("X-Error-Message") or body_excerpt(body[:8192].decode("utf-8", errors="replace"))
     detail = f": {printable(redact_text(text), limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
-    if code == "RevisionNotFound":
-        return NotFoundError(f"{what}: revision {printable(revision)!r} not found in {repo}")
-    if code == "EntryNotFound":
-        return NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}")
-    if code == "GatedRepo":
-        return AuthError(
-            f"{what}: {repo} is gated and this request is not authorised{detail}",
-            hint=hub_auth_hint(code),
-        )
-    if code == "RepoNotFound":
-        return NotFoundError(
-            f"{what}: repository {repo} not found", hint=None if hub.token else "if it is private, set HF_TOKEN"
-        )
-    if status in (401, 403):
-        return AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code))
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
-    if status in RETRYABLE_STATUSES:
-        return RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
-    return NetworkError(shown)
+    error: MdlError
+    if code == "RevisionNotFound":
+        error = NotFoundError(f"{what}: revision {printable(revision)!r} not found in {repo}")
+    elif code == "EntryNotFound":
+        error = NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}")
+    elif code == "GatedRepo":
+        error = AuthError(
+            f"{what}: {repo} is gated and this request is not authorised{detail}", hint=hub_auth_hint(code)
+        )
+    elif code == "RepoNotFound":
+        hint = None if hub.token else "if it is private, set HF_TOKEN"
+        error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
+    elif status in (401, 403):
+        error = AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code))
+    elif status in RETRYABLE_STATUSES:
+        error = RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
+    else:
+        error = NetworkError(shown)
+    # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
+    error.status, error.server_text = status, safe_text(text, limit=500)
+    return error

@@ -1,10 +1,8 @@
 """The one validating layer for Hub replies (revision info, tree listings, a file's HEAD), strict pydantic models:
-anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5) naming the model, the
-redacted URL and the start of the body, made printable."""
+anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5)."""
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,11 +12,11 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from mdl.errors import HubReplyError
+from mdl.paths import GIT_OID_HEX
 from mdl.redact import printable, redact_text, redact_url
 from mdl.transfer import origin
 
 EXCERPT_CHARS = 200
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")  # use fullmatch: Python's '$' would let a trailing newline through
 _GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
 _SHA256 = r"^[0-9a-f]{64}$"
 # Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
@@ -119,7 +117,7 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
 def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
     """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD; missing: None."""
     commit = headers.get("X-Repo-Commit")
-    if commit is not None and not COMMIT_RE.fullmatch(commit):
+    if commit is not None and not GIT_OID_HEX.fullmatch(commit):
         raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
     etag = headers.get("X-Linked-Etag") or headers.get("ETag")
     etag = (etag.removeprefix("W/").strip('"') or None) if etag else None  # 'W/"x"' and '"x"' both mean x
@@ -135,7 +133,6 @@ def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str,
     """The ``Link: rel="next"`` target of a listing page (None on the last); off the Hub's origin it is hostile."""
     if not link:
         return None
-    target = ""
     try:
         target = urljoin(current, link)
         target_origin: tuple[str, str, int] | None = origin(target)

@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
-from mdl.paths import safe_file_name, temp_name
-from mdl.progress import Progress
+from mdl.paths import SHA256_HEX, safe_file_name, temp_name
+from mdl.progress import NullProgress, Progress
 from mdl.redact import redact_url, remember_url_secrets
 from mdl.store import fsync_dir
 
 if TYPE_CHECKING:
     from mdl.sources.resolve import RemoteFile
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z, not $: "$" also matches before a final newline
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
 # a few MiB of memory (the JSON text itself is already in memory once; never hold a second full copy).
 B64_CHUNK = 1 << 20
@@ -76,10 +74,8 @@ class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
     """Job output JSON → its files: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``,
     or a platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed."""
-    if text.startswith("\ufeff"):  # a byte-order mark, as Windows tools write: not part of the JSON
-        text = text[1:]
     try:
-        doc = json.loads(text)
+        doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows tools write, is not JSON
     except json.JSONDecodeError as exc:
         raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
     except (ValueError, RecursionError) as exc:  # a 5000-digit number, or nesting deeper than Python recurses
@@ -125,8 +121,7 @@ def _error_text(error: Any) -> str:
     return _one_line(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
 
 
-def _one_line(text: str) -> str:
-    """Control characters dropped, whitespace squeezed, shortened."""
+def _one_line(text: str) -> str:  # for error messages: control characters dropped, whitespace squeezed, shortened
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE)
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
@@ -166,7 +161,7 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise JobOutputError(f"{where}.size: expected a whole number of bytes, got {_one_line(repr(size))}")
     sha256 = item.get("sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not SHA256_RE.match(sha256.lower())):
+    if sha256 is not None and (not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256.lower())):
         raise JobOutputError(f"{where}.sha256: expected 64 hex digits")
     sha256 = sha256.lower() if sha256 else None
     if kind == "file_data":
@@ -278,15 +273,13 @@ def check_inline(
     digest = hashlib.sha256()
     size = 0
     key = f"check:{item.filename}"
-    if progress is not None:  # a big payload takes seconds to decode: its bar moves meanwhile
-        progress.start(key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename)
+    progress = progress or NullProgress()  # a big payload takes seconds to decode: its bar moves meanwhile
+    progress.start(key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename)
     for chunk in iter_base64(item.data, where=item.where):
         digest.update(chunk)
         size += len(chunk)
-        if progress is not None:
-            progress.advance(key, len(chunk))
-    if progress is not None:
-        progress.finish(key, ok=True)
+        progress.advance(key, len(chunk))
+    progress.finish(key, ok=True)
     actual = digest.hexdigest()
     if item.size is not None and item.size != size:
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, its data decodes to {size}")
@@ -307,27 +300,19 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         # is what path_problem keeps room for, so a name that passed the check always fits here too.
         tmp_name = str(target.with_name(temp_name(target.name)))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(tmp_name, flags, 0o600)
+        fd = os.open(tmp_name, flags, 0o666)  # the umask applies, as for any file open() creates
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
-        size = 0
-        digest = hashlib.sha256()
+        # The data is an immutable str that check_inline decoded and verified: this pass writes the same bytes.
         with os.fdopen(fd, "wb") as handle:
-            mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-            os.umask(mask)
-            os.fchmod(handle.fileno(), 0o666 & ~mask)  # created 0600; now what open() gives
             for chunk in iter_base64(item.data, where=item.where):
                 handle.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
                 progress.advance(label, len(chunk))
             handle.flush()
             os.fsync(handle.fileno())
-        if (size, digest.hexdigest()) != (check.size, check.sha256):  # the data is immutable: a bug if so
-            raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
         fsync_dir(target.parent)
     except BaseException as exc:  # Ctrl-C included: never leave a half-written temp file behind
@@ -342,8 +327,6 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
 
 
 def check_expected_sha256(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not SHA256_RE.match(value.lower()):
+    if value is not None and not SHA256_HEX.fullmatch(value.lower()):
         raise UsageError(f"--sha256: expected 64 hex digits, got {_one_line(repr(value))}")
-    return value.lower()
+    return value and value.lower()

@@ -4,7 +4,6 @@ and each file's URLs on the ``[settings].mirrors`` templates (tried in order bef
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from urllib.parse import quote
 
 from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
-from mdl.paths import path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source, ref_revision
@@ -70,15 +69,9 @@ def resolve_model(
     if spec.is_snapshot:
         assert hub is not None, "a snapshot needs the Hub"
         return _resolve_snapshot(spec, hub)
-    files: list[RemoteFile] = []
-    commits: set[str] = set()
-    for file in spec.files:
-        remote = resolve_file(spec.name, file, hub=hub, environ=environ)
-        if remote.commit:
-            commits.add(remote.commit)
-        files.append(remote)
-    commit = commits.pop() if len(commits) == 1 else None
-    return ResolvedModel(spec.name, None, commit, tuple(files))
+    files = tuple(resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files)
+    commits = {remote.commit for remote in files if remote.commit}
+    return ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, files)
 
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
@@ -103,16 +96,14 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 f"{what}: the listing of {spec.repo} names a file mdl cannot save, "
                 f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
             )
-        lfs = item.lfs
-        sha256 = lfs.oid if lfs is not None else None
         files.append(
             RemoteFile(
                 model=spec.name,
                 path=item.path,
                 url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
                 size=item.size,
-                sha256=sha256,
-                git_oid=None if lfs is not None else item.oid,
+                sha256=item.lfs.oid if item.lfs is not None else None,
+                git_oid=item.oid if item.lfs is None else None,
                 commit=commit,
                 source=hub_source(spec.repo, spec.repo_type, commit, item.path),
                 hub=True,
@@ -150,10 +141,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
     meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
-    etag = meta.etag
-    sha256 = etag if etag and re.fullmatch("[0-9a-f]{64}", etag) else None
-    git_oid = etag if etag and re.fullmatch("[0-9a-f]{40}", etag) else None
-    commit = meta.commit
+    sha256 = meta.etag if meta.etag and SHA256_HEX.fullmatch(meta.etag) else None
+    git_oid = meta.etag if meta.etag and GIT_OID_HEX.fullmatch(meta.etag) else None
     if file.sha256 and sha256 and file.sha256 != sha256:
         raise IntegrityError(
             f"{what}: the catalog expects sha256 {file.sha256} but {file.repo} has {sha256}",
@@ -164,12 +153,12 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     return RemoteFile(
         model=model,
         path=file.save_path,
-        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=commit or revision),
+        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision),
         size=meta.size if meta.size is not None else file.size,
         sha256=file.sha256 or sha256,
         git_oid=git_oid,
-        commit=commit,
-        source=hub_source(file.repo, repo_type, commit, file.path),
+        commit=meta.commit,
+        source=hub_source(file.repo, repo_type, meta.commit, file.path),
         hub=True,
         revision=revision,
         repo=file.repo,
@@ -205,15 +194,10 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     names = {f.path for f in files}
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:
-            source = (
-                redact_url(file.url)
-                if file.url
-                else hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
-            )
+            in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+            source = redact_url(file.url) if file.url else in_hub
             files.append(
-                RemoteFile(
-                    model=spec.name, path=file.save_path, url="", size=file.size, sha256=file.sha256, source=source
-                )
+                RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
             )
     if not files:
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")

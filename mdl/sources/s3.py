@@ -1,6 +1,5 @@
-"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer
-engine fetches a presigned GET URL. Credentials come from the AWS chain; the secret key and token are
-registered with ``remember_secret`` and presigned queries are redacted."""
+"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer engine
+fetches a presigned GET URL; credentials come from the AWS chain, their secrets registered for redaction."""
 
 from __future__ import annotations
 
@@ -227,10 +226,10 @@ def presign_get(client: Any, obj: S3Object) -> str:
     return url
 
 
-def s3_source(uri: str, *, named: bool = False, endpoint: str | None = None) -> UrlFile:
+def s3_source(uri: str, *, named: bool = False) -> UrlFile:
     """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256 (``named``: by -o)."""
     obj = parse_s3_uri(uri)
-    client = s3_client(endpoint=endpoint)
+    client = s3_client()
     head = head_s3(client, obj)
     size = head.get("ContentLength")
     return UrlFile(
@@ -250,16 +249,14 @@ class S3Signer:
         self._clients: dict[str | None, Any] = {}
         self._lock = threading.Lock()
 
-    def client(self, endpoint: str | None) -> Any:
-        with self._lock:
-            if endpoint not in self._clients:
-                self._clients[endpoint] = s3_client(endpoint=endpoint)
-            return self._clients[endpoint]
-
     def presign(self, uri: str, *, template: str | None = None) -> str:
         obj = parse_s3_uri(uri)
         endpoint = self._endpoints.get(template) if template is not None else None
-        return presign_get(self.client(endpoint), obj)
+        with self._lock:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = s3_client(endpoint=endpoint)
+            client = self._clients[endpoint]
+        return presign_get(client, obj)
 
 
 _ERROR_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
