@@ -289,12 +289,11 @@ def add(
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
-    from mdl.download import AddOptions, add_model
+    from mdl.download import add_model
 
-    env = _environ(environ)
-    options: AddOptions = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
-    options |= {"force": force, "check": check, "catalog": catalog, "environ": env, "progress": progress}
-    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
+    entry = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256, "force": force}
+    flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
+    return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
 
 
 @checked

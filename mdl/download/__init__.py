@@ -1,7 +1,7 @@
 """The download pipeline: resolve models, plan each file before any I/O, check space, fetch under file locks,
 record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``add``/``remove`` to edit the catalog."""
 
-from mdl.download.catalogedit import AddOptions, add_model, remove_model
+from mdl.download.catalogedit import add_model, remove_model
 from mdl.download.get import get_sources, read_source
 from mdl.download.lock_command import LockReport, lock_catalog
 from mdl.download.lockfile_use import LockUse, frozen_models, warned
@@ -9,7 +9,6 @@ from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
 
 __all__ = [
-    "AddOptions",
     "LockReport",
     "LockUse",
     "add_model",

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypedDict
+from typing import Any
 
 from mdl.catalog import (
     Catalog,
@@ -18,6 +18,7 @@ from mdl.catalog import (
     lock_beside,
     parse_catalog,
     parse_source,
+    settings_for,
     user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
@@ -26,55 +27,34 @@ from mdl.download.session import PullSession
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.lockfile import exclusive, read_lock, write_lock
 from mdl.paths import url_basename
-from mdl.progress import NullProgress, Progress
+from mdl.progress import Progress
 from mdl.sources import resolve_file, resolve_model
 from mdl.store import write_atomic
 
 
-class AddOptions(TypedDict, total=False):
-    """What :func:`mdl.api.add` was asked besides the name and sources."""
-
-    include: Sequence[str]  # globs a whole repo is filtered by (huggingface_hub pattern rules)
-    exclude: Sequence[str]
-    save_as: str | None  # --as: the file's path inside the model folder
-    sha256: str | None  # --sha256: the file's expected sha256
-    force: bool  # replace what the entry says instead of refusing
-    check: bool  # ask upstream first (default True; HF_HUB_OFFLINE skips it)
-    catalog: str | os.PathLike[str] | None
-    environ: Mapping[str, str] | None
-    progress: Progress | None
-
-
 def add_model(
-    name: str, sources: Sequence[str], options: AddOptions, *, settings_for: Callable[[Catalog], Settings]
+    name: str,
+    sources: Sequence[str],
+    entry: Mapping[str, Any],
+    *,
+    check: bool,
+    catalog: str | os.PathLike[str] | None,
+    timeout: float | None,
+    environ: Mapping[str, str],
+    progress: Progress,
 ) -> catalog_edit.CatalogChange:
-    """Add (extend, or with ``force`` replace) a model entry; see :func:`mdl.api.add`."""
-    environ = options.get("environ") or {}
-    progress = options.get("progress") or NullProgress()
+    """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
     name = catalog_edit.check_model_name(name)
     parsed = [parse_source(source) for source in sources]
-    path, text, created = _catalog_text(options.get("catalog"), environ, create=True)
-
-    def edit_of(text: str) -> catalog_edit.Edit:
-        return catalog_edit.add_entry(
-            text,
-            name,
-            parsed,
-            include=tuple(options.get("include", ())),
-            exclude=tuple(options.get("exclude", ())),
-            save_as=options.get("save_as"),
-            sha256=options.get("sha256"),
-            force=options.get("force", False),
-        )
-
-    edit = edit_of(text)
+    path, text, created = _catalog_text(catalog, environ, create=True)
+    edit = catalog_edit.add_entry(text, name, parsed, **entry)
     added = tuple(_save_path(table, name) for table in edit.added_files)
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
     edited = _valid(edit.text, path)
-    settings = settings_for(edited)
-    online = options.get("check", True) and not settings.offline
+    settings = settings_for(edited, environ, dest=None, timeout=timeout)
+    online = check and not settings.offline
     if online:
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
@@ -86,7 +66,7 @@ def add_model(
     with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
         now, created = _read(path, create=True)
         if now != text:  # the same request, made on the catalog as it is now
-            edit = edit_of(now)
+            edit = catalog_edit.add_entry(now, name, parsed, **entry)
             edited = _valid(edit.text, path)
             change = replace(change, action=edit.action, entry=edit.entry, created=created)
         if edit.action != "unchanged":
@@ -98,15 +78,9 @@ def add_model(
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
         return replace(change, lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'")
-    return _relock(change, edited, settings, progress)
-
-
-def _relock(
-    change: catalog_edit.CatalogChange, catalog: Catalog, settings: Settings, progress: Progress
-) -> catalog_edit.CatalogChange:
-    """The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
-    catalog stays edited: it is what the user asked for, and `mdl lock` can be run again)."""
-    report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
+    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
+    # catalog stays edited: it is what the user asked for, and `mdl lock` can be run again).
+    report = lock_catalog(edited, (name,), settings, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
         return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)

@@ -111,11 +111,16 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
     started, retries = time.monotonic(), RetryLog()
+    label = label_of(plan.remote)
     error: MdlError | None = None
     try:
         outcome = _locked(session, records, plan, retries)
-    except MdlError as exc:  # interrupted: the file's line still tells where it stood
+    except InterruptedByUserError as exc:  # the file's line still tells where it stood
         outcome, error = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown), exc
+    except MdlError as exc:
+        # The reporter names the file itself: the message without its own "label: " in front.
+        session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+        outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
     source = outcome.source if outcome.source is not None else plan.remote.source
     outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes, source=source)
     log_outcome(outcome)
@@ -135,39 +140,32 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
         log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
         session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
+    held: HeldLocks | None = plan.placement.store.acquire_file_lock(
+        remote.model,
+        remote.path,
+        timeout=session.settings.lock_timeout,
+        on_wait=on_wait,
+        cancel=session.cancel,
+        shared_lock=plan.placement.lock,
+    )
     try:
-        held: HeldLocks | None = plan.placement.store.acquire_file_lock(
-            remote.model,
-            remote.path,
-            timeout=session.settings.lock_timeout,
-            on_wait=on_wait,
-            cancel=session.cancel,
-            shared_lock=plan.placement.lock,
-        )
-        try:
-            # Another run may have finished (or changed) it while we waited: look again under the lock.
-            fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
-            if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
-                outcome = _skip(session, fresh)
-                done = "fetched by another mdl run" if waited.is_set() else "up to date"
-                session.progress.finish(label, ok=True, message=done)
-                return outcome
-            outcome, record = _act(session, fresh, retries)
-            # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
-            records.add(remote.model, record, held)
-            held = None
-            if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
-                session.progress.finish(label, ok=True, message="up to date")
+        # Another run may have finished (or changed) it while we waited: look again under the lock.
+        fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
+        if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
+            outcome = _skip(session, fresh)
+            done = "fetched by another mdl run" if waited.is_set() else "up to date"
+            session.progress.finish(label, ok=True, message=done)
             return outcome
-        finally:
-            if held is not None:  # not handed over to a queued record: release it now
-                held.release()
-    except InterruptedByUserError:
-        raise
-    except MdlError as exc:
-        # The reporter names the file itself: the message without its own "label: " in front.
-        session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
+        outcome, record = _act(session, fresh, retries)
+        # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
+        records.add(remote.model, record, held)
+        held = None
+        if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
+            session.progress.finish(label, ok=True, message="up to date")
+        return outcome
+    finally:
+        if held is not None:  # not handed over to a queued record: release it now
+            held.release()
 
 
 def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
@@ -186,20 +184,22 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
         action = Action.REPAIR
     if session.settings.offline:  # no network at all, mirrors included
         raise offline_error(remote)
-    result = _transfer(session, plan, retries)
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
+    verify = session.settings.verify or plan.placement.link is not None
+    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
+    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
+    session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
     record = _record(
         plan, size=result.size, sha256=result.sha256, git_oid=result.git_oid, etag=result.etag or remote.etag
     )
-    if action is Action.DOWNLOAD and result.resumed_from > 0:
-        action = Action.RESUME
-    elif action is Action.RESUME and result.resumed_from == 0:
-        action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
-    outcome = done_outcome(
+    if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
+        action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
+    done = done_outcome(
         plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
     )
-    return outcome, record
+    return done, record
 
 
 def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
@@ -240,16 +240,6 @@ def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, e
         commit=remote.commit,
         fetched_at=now_iso(),
     )
-
-
-def _transfer(session: PullSession, plan: PlannedFile, retries: RetryLog) -> TransferResult:
-    remote = plan.remote
-    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
-    verify = session.settings.verify or plan.placement.link is not None
-    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
-    session.progress.finish(job.label, ok=True)
-    return result
 
 
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:

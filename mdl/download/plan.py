@@ -194,14 +194,10 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
     """Refuse before transferring when the known sizes do not fit (per destination)."""
     needed: dict[Store, int] = {}
     for plan in plans:
-        size = plan.remote.size or 0
-        if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
-            more = size
-        elif plan.decision.action is Action.RESUME:
-            more = max(0, size - plan.partial_bytes)
-        else:
-            continue
-        needed[plan.placement.store] = needed.get(plan.placement.store, 0) + more
+        action = plan.decision.action
+        if action in (Action.DOWNLOAD, Action.REPAIR, Action.RESUME):
+            kept = plan.partial_bytes if action is Action.RESUME else 0
+            needed[plan.placement.store] = needed.get(plan.placement.store, 0) + max(0, (plan.remote.size or 0) - kept)
     for store, total in needed.items():
         store.ensure_dirs()
         free = store.free_bytes()
