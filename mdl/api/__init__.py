@@ -336,20 +336,16 @@ def get(
         raise UsageError("'-' (stdin) can be given only once")
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
-    folder = Path(directory or Path.cwd()).absolute()
-    settings = _settings(
-        cat, env, dest=folder, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force
-    )
-    return get_sources(
-        sources,
-        settings,
-        output=Path(output).absolute() if output is not None else None,
-        sha256=sha256,
-        progress=progress or NullProgress(),
-        read_text=read_text or read_source,
-        include=include,
-        exclude=exclude,
-    )
+    flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
+    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
+    kw: dict[str, Any] = {
+        "sha256": sha256,
+        "include": include,
+        "exclude": exclude,
+        "progress": progress or NullProgress(),
+    }
+    out = Path(output).absolute() if output is not None else None
+    return get_sources(sources, settings, output=out, read_text=read_text or read_source, **kw)
 
 
 @checked

@@ -29,33 +29,25 @@ def _value(value: object) -> str:
 
 def file_line(outcome: FileOutcome) -> str:
     """``file model=… path=… action=… source=… size=… sha256=… fetched=… seconds=… retries=N …``."""
-    fields: list[tuple[str, object]] = [
+    fields: list[tuple[str, object | None]] = [
         ("model", outcome.model),
         ("path", outcome.path or ""),
         ("action", outcome.action),
-    ]
-    optional: list[tuple[str, object | None]] = [
         ("dest", outcome.dest),
         ("source", outcome.source),
         ("size", outcome.size),
         ("sha256", outcome.sha256),
         ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
         ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        ("retries", len(outcome.retries)),
+        ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
+        ("causes", " | ".join(outcome.retries) or None),
     ]
-    fields.extend((key, value) for key, value in optional if value is not None)
-    fields.append(("retries", len(outcome.retries)))
-    if outcome.warning:  # e.g. kept although the Hub could not be asked
-        fields.append(("warning", outcome.warning))
-    if outcome.retries:
-        fields.append(("causes", " | ".join(outcome.retries)))
     if outcome.action == "failed":
-        fields.append(("exit", outcome.exit_code))
-        if outcome.status is not None:
-            fields.append(("status", outcome.status))
-        if outcome.server_text:
-            fields.append(("server_text", safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT)))
+        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
+        fields += [("exit", outcome.exit_code), ("status", outcome.status), ("server_text", server_text)]
         fields.append(("error", outcome.error or "failed"))
-    return "file " + " ".join(f"{key}={_value(safe_text(str(value)))}" for key, value in fields)
+    return "file " + " ".join(f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
 
 
 def log_outcome(outcome: FileOutcome) -> None:

@@ -92,8 +92,11 @@ def lock_catalog(
     if broken:
         log.warning("%s", broken)
     in_catalog = {m.name for m in catalog.models}
-    if check:
-        return _check(path, old, specs, dropped=_dropped(old, in_catalog) if everything else [])
+    if check:  # no network, nothing written: which selected models the lock does not pin as the catalog says now
+        if old is None:
+            return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
+        dropped = {name for name in old.models if name not in in_catalog} if everything else set()
+        return LockReport(path, False, stale=tuple(sorted({*old.stale_or_missing(specs), *dropped})), checked=True)
     base = old or Lock()
     todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
     fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
@@ -121,18 +124,6 @@ def _read(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
         if not anew:
             raise
         return None, f"{exc.message}; writing it again from the catalog"
-
-
-def _dropped(old: Lock | None, in_catalog: set[str]) -> list[str]:
-    return sorted(name for name in (old.models if old is not None else {}) if name not in in_catalog)
-
-
-def _check(path: Path, old: Lock | None, specs: list[ModelSpec], *, dropped: list[str]) -> LockReport:
-    """No network, nothing written: which selected models the lock does not pin as the catalog says now."""
-    if old is None:
-        return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
-    stale = sorted({*old.stale_or_missing(specs), *dropped})
-    return LockReport(path, False, stale=tuple(stale), checked=True)
 
 
 def _lock_models(

@@ -117,17 +117,13 @@ def frozen_models(
     if isinstance(given, Catalog):
         catalog, path = given, lock_beside(given.path) if given.path is not None else None
     else:
-        flag = Path(given) if given is not None else None
+        flag, config = Path(given) if given is not None else None, user_config_dir()
         try:
-            found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
+            found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=config)
         except CatalogError:  # named but not there: only its lock came to this machine
             found = None
         catalog = load_catalog(found) if found is not None else Catalog()
-        path = (
-            lock_beside(found)
-            if found
-            else find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=user_config_dir())
-        )
+        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=config)
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from functools import cached_property
 
 from mdl.catalog import Settings
@@ -54,31 +55,21 @@ class PullSession:
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
+        config = EngineConfig(
+            connections=settings.connections,
+            scale_connections=not settings.connections_set,
+            retry=self.retry,
+            stall_timeout=settings.stall_timeout,
+        )
+        mirror = replace(
+            config, scale_connections=False, retry=RetryPolicy(retries=MIRROR_RETRIES), max_stalls=MIRROR_RETRIES
+        )
+        limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
         self.engine = Engine(
-            self.client,
-            EngineConfig(
-                connections=settings.connections,
-                scale_connections=not settings.connections_set,
-                retry=self.retry,
-                stall_timeout=settings.stall_timeout,
-            ),
-            progress=progress,
-            cancel=self.cancel,
-            limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
-            dirs=self.dirs,
+            self.client, config, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs
         )
         self.mirror_engine = Engine(
-            self.client,
-            EngineConfig(
-                connections=settings.connections,
-                retry=RetryPolicy(retries=MIRROR_RETRIES),
-                max_stalls=MIRROR_RETRIES,
-                stall_timeout=settings.stall_timeout,
-            ),
-            progress=progress,
-            cancel=self.cancel,
-            limiter=self.engine.limiter,
-            dirs=self.dirs,
+            self.client, mirror, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs
         )
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
@@ -97,8 +88,7 @@ class PullSession:
         self.client.close()
 
     def abort(self) -> None:
-        """Ctrl-C: stop every stream of both engines now (their partial data is kept)."""
-        self.cancel.set()
+        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``)."""
         self.engine.abort()
         self.mirror_engine.abort()
         self.transport.abort()
