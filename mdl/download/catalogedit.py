@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,7 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
     """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches nothing is found now);
     each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
-    session = PullSession(settings, progress=progress)
-    try:
+    with closing(PullSession(settings, progress=progress)) as session:
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
@@ -180,5 +180,3 @@ def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpe
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:
                 session.probe(remote)
-    finally:
-        session.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,6 @@ from mdl.sources import (
     resolve_file,
     resolve_model,
     s3_source,
-    with_probe,
     write_inline,
 )
 from mdl.store import (
@@ -132,13 +132,11 @@ def fetch_sources(
     targets = _targets(items, output=output, directory=settings.dest, force=force)
     checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
-    writes = [check for index, check in checks.items() if index not in outcomes]
-    progress.begin(total_bytes=sum(check.size for check in writes), files=len(writes))
-    for index, check in checks.items():
+    writes = {index: check for index, check in checks.items() if index not in outcomes}
+    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
+    for index, check in writes.items():
         item, target = items[index], targets[index]
         assert isinstance(item, InlineFile)
-        if index in outcomes:
-            continue
         replaced = force and _present(target)
         try:
             write_inline(item, target, check=check, progress=progress)
@@ -315,8 +313,7 @@ def _expand_repos(
     if settings.offline:
         raise UsageError(f"{first}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
-    session = PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)
-    try:
+    with closing(PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)) as session:
         hub = session.hub
         assert hub is not None, "offline was refused above"
         found: list[Source] = []
@@ -338,8 +335,6 @@ def _expand_repos(
                     raise
                 found.append(one)
         return found
-    finally:
-        session.close()
 
 
 def _save_parts(item: Source) -> list[str]:
@@ -423,7 +418,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
         if probed.opening is not None:
             probed.opening.close()
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
-    return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located, opening=probed.opening)
+    return replace(probed, size=item.size, size_pinned=True)
 
 
 def _tidy_after(store: Store) -> None:

@@ -136,8 +136,7 @@ def _lock_models(
             for s in specs
         ]
         return {}, failures
-    session = PullSession(settings, progress=progress)
-    try:
+    with contextlib.closing(PullSession(settings, progress=progress)) as session:
         resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
         blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
         complete, unhashed = _complete(session, resolved, blobs=blobs)
@@ -150,8 +149,6 @@ def _lock_models(
             except MdlError as exc:
                 failures.append(failed(model.name, None, exc))
         return models, failures
-    finally:
-        session.close()
 
 
 def _complete(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
@@ -22,8 +23,7 @@ def pull_models(
     models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
 ) -> RunReport:
     """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
-    session = PullSession(settings, progress=progress, lock=lock)
-    try:
+    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
         resolved, outcomes = resolve(session, models, keep_installed=True)
         plans, failures = plan_models(session, resolved)
         outcomes.extend(failures)
@@ -38,8 +38,6 @@ def pull_models(
         _expect(session.store, resolved, plans)
         outcomes.extend(fetch(session, plans))
         return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
-    finally:
-        session.close()
 
 
 def _expect(store: Store, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:

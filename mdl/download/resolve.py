@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import stat as st
 from collections.abc import Sequence
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,7 @@ def resolve_models(
     models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
     """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
-    session = PullSession(settings, progress=progress, lock=lock)
-    try:
+    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
         resolved, failures = resolve(session, models)
         docs: list[dict[str, Any]] = []
         for model in resolved:
@@ -186,5 +186,3 @@ def resolve_models(
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures
-    finally:
-        session.close()
