@@ -273,26 +273,20 @@ def _from_mirrors(
 ) -> TransferResult | None:
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
     label = job.label
+    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes must match
+    # the origin's hashes: always verified, a mismatch not retried there (the next source is). The origin's probe
+    # says nothing about a mirror.
+    mirrored = replace(
+        job, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False, located=None
+    )
     for template, url in mirror_targets(session.settings.mirrors, remote):
         if template in session.dead_mirrors:
             continue
         s3 = url.startswith("s3://")
         shown = safe_text(url) if s3 else redact_url(url)
         try:
-            # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes
-            # must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
             where = session.s3.presign(url, template=template) if s3 else url
-            result = session.mirror_engine.fetch(
-                replace(
-                    job,
-                    url=where,
-                    credentials=Credentials(),
-                    verify=True,
-                    retry_on_mismatch=False,
-                    renewable=False,
-                    located=None,  # the origin's probe says nothing about a mirror
-                )
-            )
+            result = session.mirror_engine.fetch(replace(mirrored, url=where))
         except InterruptedByUserError:
             raise
         except MdlError as exc:

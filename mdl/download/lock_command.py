@@ -14,7 +14,7 @@ from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
 from mdl.download.fetch import transfer_job
-from mdl.download.plan import recorded
+from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
 from mdl.errors import (
@@ -200,32 +200,16 @@ def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[i
         size, sha256 = blobs[remote.git_oid]
         if remote.size is None or remote.size == size:
             return replace(remote, size=size, sha256=sha256)
-    recorded = _from_record(session, remote)
-    if recorded is not None:
-        return recorded
+    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without either) same source.
+    entry = recorded(session.store, remote)
+    if entry is not None and same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
+        log.info("%s: sha256 from the verified local record", label_of(remote))
+        return replace(remote, size=entry.size, sha256=entry.sha256)
     if remote.sha256 and not remote.hub:  # a URL the catalog gives a sha256 but no size for: one request
         probed = session.probe(remote)
         if probed.size is not None:
             return replace(remote, size=probed.size)
     return None
-
-
-def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
-    """What a verified local record says about the same bytes: same sha256, same git blob id, or (a URL
-    without either) the same source."""
-    entry = recorded(session.store, remote)
-    if entry is None or (remote.size is not None and entry.size != remote.size):
-        return None
-    if remote.sha256:
-        same = entry.sha256 == remote.sha256
-    elif remote.git_oid:  # a git blob id names the bytes: the record's sha256 is of those very bytes
-        same = entry.git_oid == remote.git_oid
-    else:
-        same = not remote.hub and entry.source == remote.source
-    if not same:
-        return None
-    log.info("%s: sha256 from the verified local record", label_of(remote))
-    return replace(remote, size=entry.size, sha256=entry.sha256)
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:

@@ -106,9 +106,7 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
         return None
     if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
         return None
-    commits = {entry.commit for entry in record.files.values() if entry.commit} | (
-        {record.commit} if record.commit else set()
-    )
+    commits = {commit for commit in (record.commit, *(entry.commit for entry in record.files.values())) if commit}
     kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
     warning = f"could not check {spec.name} for updates: {_reason(exc, spec.name)}; keeping {kept}"
     log.warning("%s", warning)
