@@ -338,14 +338,9 @@ def get(
     cat = _catalog(catalog, env, required=False)
     flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
     settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
-    kw: dict[str, Any] = {
-        "sha256": sha256,
-        "include": include,
-        "exclude": exclude,
-        "progress": progress or NullProgress(),
-    }
     out = Path(output).absolute() if output is not None else None
-    return get_sources(sources, settings, output=out, read_text=read_text or read_source, **kw)
+    kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
+    return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
 
 @checked

@@ -230,15 +230,7 @@ def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, e
     except OSError as exc:
         raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
     return FileRecord(
-        path=remote.path,
-        size=size,
-        sha256=sha256,
-        mtime_ns=stat.st_mtime_ns,
-        source=remote.source,
-        git_oid=git_oid,
-        etag=etag,
-        commit=remote.commit,
-        fetched_at=now_iso(),
+        remote.path, size, sha256, stat.st_mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso()
     )
 
 

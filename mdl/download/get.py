@@ -38,15 +38,7 @@ from mdl.sources import (
     s3_source,
     write_inline,
 )
-from mdl.store import (
-    REPLACEABLE,
-    Store,
-    creatable_problem,
-    hash_file,
-    not_a_file,
-    not_a_file_error,
-    rmdir_empty,
-)
+from mdl.store import REPLACEABLE, Store, creatable_problem, hash_file, not_a_file, not_a_file_error, rmdir_empty
 from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")

@@ -242,20 +242,11 @@ def done_outcome(
     mirror: str | None = None,
 ) -> FileOutcome:
     """The file's outcome once ``action`` (which may differ from the planned one) was carried out."""
-    return FileOutcome(
-        model=plan.remote.model,
-        path=plan.remote.path,
-        dest=str(plan.placement.shown),
-        size=size,
-        sha256=sha256,
-        action=DONE_WORD[action],
-        reason=plan.decision.reason,
-        word="re-downloaded" if action is Action.DOWNLOAD and plan.decision.reason == FORCED else None,
-        fetched=fetched,
-        mirror=mirror,
-        source=mirror or plan.remote.source,
-        warning=plan.warning,
-    )
+    remote, reason = plan.remote, plan.decision.reason
+    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
+    done = FileOutcome(remote.model, remote.path, str(plan.placement.shown), size, sha256, DONE_WORD[action])
+    source = mirror or remote.source
+    return replace(done, reason=reason, word=word, fetched=fetched, mirror=mirror, source=source, warning=plan.warning)
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:

@@ -19,15 +19,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import ResolvedModel, resolve_model
-from mdl.store import (
-    FileRecord,
-    Layout,
-    adopt_cached,
-    file_state,
-    hash_file,
-    model_status,
-    unplaced_path,
-)
+from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
 log = logging.getLogger("mdl.pull")
