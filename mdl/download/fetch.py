@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -63,7 +63,9 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             }
             try:
                 for index, future in futures.items():
-                    results[index] = _wait(future)
+                    while not future.done():  # a short timeout keeps Ctrl-C working (a blocking wait would swallow it)
+                        wait([future], timeout=0.2)
+                    results[index] = future.result()
             except KeyboardInterrupt:
                 session.abort()
                 for future in futures.values():
@@ -90,15 +92,6 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
     return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
-
-
-def _wait(future: Future[FileOutcome]) -> FileOutcome:
-    # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
-    while True:
-        try:
-            return future.result(timeout=0.2)
-        except TimeoutError:
-            continue
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
@@ -140,7 +133,7 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
         log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
         session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
-    held: HeldLocks | None = plan.placement.store.acquire_file_lock(
+    held = plan.placement.store.acquire_file_lock(
         remote.model,
         remote.path,
         timeout=session.settings.lock_timeout,
@@ -148,6 +141,7 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
         cancel=session.cancel,
         shared_lock=plan.placement.lock,
     )
+    handed = False  # to a queued record: released once the record is on disk, so a waiting run finds it done
     try:
         # Another run may have finished (or changed) it while we waited: look again under the lock.
         fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
@@ -157,14 +151,13 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
             session.progress.finish(label, ok=True, message=done)
             return outcome
         outcome, record = _act(session, fresh, retries)
-        # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
         records.add(remote.model, record, held)
-        held = None
+        handed = True
         if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
             session.progress.finish(label, ok=True, message="up to date")
         return outcome
     finally:
-        if held is not None:  # not handed over to a queued record: release it now
+        if not handed:
             held.release()
 
 
@@ -333,16 +326,15 @@ class RecordQueue:
         self.store = store
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
-        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
         self._closed = threading.Event()
         self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
         self._writer.start()
 
-    def add(self, model: str, record: FileRecord, lock: HeldLocks | None) -> None:
-        if lock is not None:
-            # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
-            # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
-            lock.release_shared()
+    def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
+        # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on the
+        # same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
+        lock.release_shared()
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
 
@@ -371,5 +363,4 @@ class RecordQueue:
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
                 for _, lock in queued:
-                    if lock is not None:
-                        lock.release()
+                    lock.release()
