@@ -57,10 +57,8 @@ class LockUse:
             return lock.models.get(spec.name)
         fresh = lock.fresh(spec)
         if fresh is None and spec.name not in self.warnings:
-            if spec.name in lock.models:
-                warning = f"{spec.name}: {self.name} is out of date for this model; {doing} (run mdl lock)"
-            else:
-                warning = f"{spec.name}: not in {self.name}; {doing} (run mdl lock)"
+            why = f"{self.name} is out of date for this model" if spec.name in lock.models else f"not in {self.name}"
+            warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
             log.warning("%s", warning)
             self.warnings[spec.name] = warning
         return fresh

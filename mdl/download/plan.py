@@ -121,30 +121,27 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
     for model in resolved:
-        dest = session.store.model_dir(model.name)
-        clash = path_clash(remote.path for remote in model.files)
-        if clash is not None:  # refused whole, before any byte: half a model is no use
-            exc = UnsafePathError(
-                f"{model.name}: {clash[0]!r} is a file and also the folder of {clash[1]!r}; both cannot be saved"
-            )
-            log.error("%s", exc.message)
-            failures.append(failed(model.name, None, exc, dest=dest))
-            continue
         planned: list[PlannedFile] = []
-        for remote in model.files:
-            try:
-                if not session.settings.offline and not remote.hub and not remote.sha256:
-                    remote = session.probe(remote)  # its size and validator say whether it changed upstream
-                planned.append(plan_file(session, remote))
-            except MdlError as exc:
-                failures.append(failed(remote.model, remote.path, exc))
-        try:
+        try:  # a model refused whole, before any byte: half a model is no use
+            clash = path_clash(remote.path for remote in model.files)
+            if clash is not None:
+                file, child = clash
+                raise UnsafePathError(
+                    f"{model.name}: {file!r} is a file and also the folder of {child!r}; both cannot be saved"
+                )
+            for remote in model.files:
+                try:
+                    if not session.settings.offline and not remote.hub and not remote.sha256:
+                        remote = session.probe(remote)  # its size and validator say whether it changed upstream
+                    planned.append(plan_file(session, remote))
+                except MdlError as exc:
+                    failures.append(failed(remote.model, remote.path, exc))
             for plan in planned:
                 if plan.decision.action is not Action.SKIP:
                     plan.placement.check_writable(label=label_of(plan.remote))
         except MdlError as exc:
             log.error("%s", exc.message)
-            failures.append(failed(model.name, None, exc, dest=dest))
+            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
             continue
         plans.extend(planned)
     return plans, failures
