@@ -140,9 +140,10 @@ def show(
     from mdl.store import Layout, ModelInfo, model_status
 
     settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
-    pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
+    pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
-    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
+    commit = entries[name].commit if name in entries else None
+    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commit)
 
 
 @checked
@@ -425,10 +426,7 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     flags = {"layout": layout, "connections": connections}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
-    use = LockUse(settings, lock=lock)
-    pins, warnings, _ = use.view(models)
-    held = use.lock
-    pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
+    pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
     report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, endpoint=endpoint)
     return warned(report, warnings)

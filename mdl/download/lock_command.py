@@ -225,22 +225,20 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
         by = f" (held by {holder})" if holder else ""
         session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
 
-    held = store.acquire_file_lock(
-        remote.model, remote.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
-    )
-    try:
-        job = transfer_job(session, remote, store, target, verify=True)
-        log.info("%s: downloading it once to learn its sha256", label)
+    timeout = session.settings.lock_timeout
+    with store.acquire_file_lock(remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel):
         try:
-            result = session.engine.fetch(job)
-        except MdlError as exc:
-            session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-            raise
-        session.progress.finish(label, ok=True, message="hashed")
-    finally:
-        with contextlib.suppress(OSError):
-            unlink(store.dest, target)
-        held.release()
+            job = transfer_job(session, remote, store, target, verify=True)
+            log.info("%s: downloading it once to learn its sha256", label)
+            try:
+                result = session.engine.fetch(job)
+            except MdlError as exc:
+                session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+                raise
+            session.progress.finish(label, ok=True, message="hashed")
+        finally:
+            with contextlib.suppress(OSError):
+                unlink(store.dest, target)
     return replace(remote, size=result.size, sha256=result.sha256)
 
 

@@ -65,17 +65,17 @@ class LockUse:
 
     def view(
         self, specs: Sequence[ModelSpec]
-    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, str | None]]:
-        """For the offline views (show, verify): per model the pinned files, the warnings, the pinned commits."""
+    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, LockedModel]]:
+        """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
         self.require(specs)
         pins: dict[str, tuple[ExpectedFile, ...]] = {}
-        commits: dict[str, str | None] = {}
+        entries: dict[str, LockedModel] = {}
         for spec in specs:
             locked = self.pinned(spec, doing="using the catalog entry and the record")
             if locked is not None:
                 pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
-                commits[spec.name] = locked.commit
-        return pins, dict(self.warnings), commits
+                entries[spec.name] = locked
+        return pins, dict(self.warnings), entries
 
     def require(self, specs: Sequence[ModelSpec]) -> None:
         """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
