@@ -219,12 +219,10 @@ def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, st
 def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None) -> FileRecord:
     remote = plan.remote
     try:
-        stat = plan.placement.final.stat()
+        mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
         raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
-    return FileRecord(
-        remote.path, size, sha256, stat.st_mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso()
-    )
+    return FileRecord(remote.path, size, sha256, mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso())
 
 
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:

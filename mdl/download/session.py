@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from functools import cached_property
+from functools import cached_property, partial
 
 from mdl.catalog import Settings
 from mdl.download.lockfile_use import LockUse
@@ -50,9 +50,7 @@ class PullSession:
             4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
         )
         self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
-        self.client = make_client(
-            timeout=settings.timeout, environ=self.environ, pool_size=pool_size, transport=self.transport
-        )
+        self.client = make_client(timeout=settings.timeout, pool_size=pool_size, transport=self.transport)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         config = EngineConfig(
@@ -122,12 +120,8 @@ class PullSession:
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
         """What the first request for the file learned (``.url``: where it redirects to in the end)."""
         what = label_of(remote)
-        credentials = self.credentials(remote)
-        return self.retry.run(
-            lambda: probe(self.client, remote.url, credentials=credentials, what=what, carry=carry),
-            what=what,
-            wait=self.cancel.wait,
-        )
+        ask = partial(probe, self.client, remote.url, credentials=self.credentials(remote), what=what, carry=carry)
+        return self.retry.run(ask, what=what, wait=self.cancel.wait)
 
 
 def label_of(remote: RemoteFile) -> str:
