@@ -1,7 +1,5 @@
-"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
-
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2, huggingface_hub)
-are imported inside the functions, so `import mdl` stays light."""
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError; every
+argument checked at this boundary (:mod:`mdl.api.inputs`), heavy parts imported inside the functions."""
 
 from __future__ import annotations
 

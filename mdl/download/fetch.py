@@ -248,9 +248,6 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
     )
 
 
-# -- mirrors first: each in turn (http(s) or presigned s3://), every byte verified against the origin's hashes --
-
-
 def _from_mirrors(
     session: PullSession, job: TransferJob, remote: RemoteFile, *, retries: RetryLog
 ) -> TransferResult | None:
@@ -310,9 +307,6 @@ def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
     if s3:
         return any(code in said for code in _S3_DOWN)
     return isinstance(exc, AuthError)
-
-
-# -- records: written in batches; each file's lock is released once its record is on disk ---------------------
 
 
 class RecordQueue:

@@ -1,9 +1,6 @@
-"""One log line per file: what was done to it, from where, how long it took, why it retried, what a server said.
-
-The line is ``file key=value key=value …``: a value with spaces, quotes, ``=`` or nothing in it is written as a
-JSON string, so ``parse_file_line`` (and any ``key=("…"|\\S+)`` reader) gets every field back. Everything in it
-is made safe again by the log handler (printable, no secrets); server text is cut to 500 characters.
-"""
+"""One log line per file, ``file key=value …``: what was done to it, from where, how long, why it retried, what a
+server said. A value with spaces, quotes, ``=`` or nothing in it is a JSON string, so ``parse_file_line`` (and any
+``key=("…"|\\S+)`` reader) gets every field back; the log handler makes it safe (printable, no secrets)."""
 
 from __future__ import annotations
 

@@ -275,9 +275,6 @@ def _already_there(
     return kept
 
 
-# -- whole Hub repos: listed once at one commit (a catalog snapshot's rules); each file keeps its folders --
-
-
 def _expand_repos(
     items: Sequence[Source | HfUri],
     settings: Settings,
@@ -335,9 +332,6 @@ def _save_parts(item: Source) -> list[str]:
     keeps_folders = isinstance(item, UrlFile) and item.hub is not None
     names = item.filename.split("/") if keeps_folders else [item.filename]
     return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
-
-
-# -- remote files: the pull engine, one destination folder at a time -------------------------------------
 
 
 def _fetch_remote(

@@ -1,5 +1,4 @@
 """``mdl lock``: pin the selected models' commits, files, sizes and sha256 in ``catalog.lock`` beside the catalog.
-
 Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept (nothing is asked for it);
 missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails."""
 

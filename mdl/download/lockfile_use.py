@@ -107,11 +107,9 @@ def frozen_models(
     all_models: bool,
     cwd: Path,
 ) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
-    """``--frozen``: the catalog if there is one (for its settings only), its lock (which must exist: on a machine
-    given only the lock, beside the named catalog, else ./catalog.lock), and the named models (or all) built from
-    the lock alone. A catalog entry of the same name lends only its description and the headers (and signed query)
-    of direct URLs whose address the lock holds: a lock never stores secrets; nothing that decides which bytes are
-    fetched is read from the catalog."""
+    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
+    ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
+    the headers (and signed query) of URLs the lock holds: a lock stores no secrets, and alone decides the bytes."""
     if isinstance(given, Catalog):
         catalog, path = given, lock_beside(given.path) if given.path is not None else None
     else:

@@ -76,9 +76,6 @@ def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str)
         raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
 
-# -- when the Hub cannot be asked, keep what is installed and verified (as hf_hub_download serves its cache) --
-
-
 def _is_unreachable(exc: MdlError) -> bool:
     """The Hub did not answer at all (no connection, or no answer in time): asking again in this run is futile."""
     cause: BaseException | None = exc
@@ -89,7 +86,7 @@ def _is_unreachable(exc: MdlError) -> bool:
 
 def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) -> list[FileOutcome] | None:
     """The model's files as ``skipped`` with one warning when the Hub is down (or refuses a check made without a
-    token) and the model is installed at a verified commit; None when it must fail as before."""
+    token) and the model is installed at a verified commit, as hf_hub_download serves its cache; else None."""
     if not (isinstance(exc, NetworkError) or (isinstance(exc, AuthError) and token is None)):
         return None  # with a token, a refusal is news to report
     status = model_status(spec, layout)
@@ -132,9 +129,6 @@ def _relabel(exc: MdlError, spec: ModelSpec) -> MdlError:
     """The same outage, told for another model that needed the Hub in this run (it was not asked again)."""
     model = exc.message.partition(": ")[0].split("/", 1)[0]
     return type(exc)(f"{spec.name}: {_reason(exc, model)}", hint=exc.hint)
-
-
-# -- mdl resolve ---------------------------------------------------------------------------------------------
 
 
 def resolve_models(
