@@ -201,15 +201,14 @@ def _check_inline_payloads(
     code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
-    inline = [item for item in items if isinstance(item, InlineFile)]
-    progress.begin(total_bytes=sum(decoded_size(item) for item in inline), files=len(inline))
-    for index, item in enumerate(items):
-        if isinstance(item, InlineFile):
-            try:
-                checks[index] = check_inline(item, expected_sha256=expected_sha256, progress=progress)
-            except MdlError as exc:
-                log.error("%s", exc.message)
-                errors.append(exc)
+    inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
+    progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
+    for index, item in inline.items():
+        try:
+            checks[index] = check_inline(item, expected_sha256=expected_sha256, progress=progress)
+        except MdlError as exc:
+            log.error("%s", exc.message)
+            errors.append(exc)
     if errors:
         worst = min(errors, key=lambda e: int(e.exit_code))
         more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""

@@ -130,11 +130,8 @@ def _lock_models(
 ) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
     """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
     if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
-        failures = [
-            failed(s.name, None, NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"))
-            for s in specs
-        ]
-        return {}, failures
+        why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
+        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
         blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
@@ -157,9 +154,8 @@ def _complete(
     id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
     hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
-    known: list[list[RemoteFile | None]] = []
+    known: list[list[RemoteFile | None]] = [[] for _ in models]
     for m, model in enumerate(models):
-        known.append([])
         for remote in model.files:
             try:
                 known[m].append(_known(session, remote, blobs))
