@@ -1,5 +1,4 @@
-"""``mdl add`` and ``mdl remove``: edit the catalog in place (validated, atomic), new sources checked upstream first,
-``catalog.lock`` kept in step."""
+"""``mdl add``/``remove``: the catalog edited in place (validated, atomic), sources checked upstream, lock in step."""
 
 from __future__ import annotations
 

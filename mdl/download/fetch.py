@@ -86,8 +86,7 @@ def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its stream
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
-    """Files in flight at once: (small files, big files). ``--jobs`` fixes one number for every file; left alone,
-    up to ``MANY_JOBS`` latency-bound small files go at once, and ``jobs`` big ones, each with its own ranges."""
+    """Files in flight, (small, big): ``--jobs`` for all, else up to MANY_JOBS latency-bound small ones, jobs big."""
     if settings.jobs_set:
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
@@ -104,18 +103,17 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
     started, retries = time.monotonic(), RetryLog()
-    label = label_of(plan.remote)
+    remote, label = plan.remote, label_of(plan.remote)
     error: MdlError | None = None
     try:
         outcome = _locked(session, records, plan, retries)
-    except InterruptedByUserError as exc:  # the file's line still tells where it stood
-        outcome, error = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown), exc
     except MdlError as exc:
-        # The reporter names the file itself: the message without its own "label: " in front.
-        session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        outcome = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown)
-    source = outcome.source if outcome.source is not None else plan.remote.source
-    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes, source=source)
+        if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
+            error = exc
+        else:  # the reporter names the file itself: the message without its own "label: " in front
+            session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+        outcome = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
     log_outcome(outcome)
     if error is not None:
         raise error

@@ -114,8 +114,7 @@ def get_sources(
 def fetch_sources(
     items: Sequence[Source], settings: Settings, *, output: Path | None, sha256: str | None, progress: Progress
 ) -> RunReport:
-    """Check everything that can be checked locally (names, URLs, inline payloads, files in the way), then write
-    inline files and download the rest."""
+    """What can be checked locally first (names, inline payloads, files in the way); then inline writes, downloads."""
     if output is not None and len(items) != 1:
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:

@@ -115,8 +115,7 @@ def lock_catalog(
 
 
 def _read(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
-    """The lock on disk; ``anew`` (everything is locked, so it is written whole): a broken one (a bad merge) is None,
-    and why."""
+    """The lock on disk; with ``anew`` (it is written whole) a broken one (a bad merge) is None, and why."""
     try:
         return read_lock(path), None
     except CatalogError as exc:
