@@ -3,10 +3,10 @@ record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``a
 
 from mdl.download.catalogedit import add_model, remove_model
 from mdl.download.get import get_sources, read_source
-from mdl.download.lock_command import LockReport, lock_catalog
-from mdl.download.lockfile_use import LockUse, frozen_models, warned
+from mdl.download.lock_command import LockReport, frozen_models, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
+from mdl.download.session import LockUse, warned
 
 __all__ = [
     "LockReport",

@@ -1,17 +1,30 @@
 """``mdl lock``: pin the selected models' commits, files, sizes and sha256 in ``catalog.lock`` beside the catalog.
 Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept (nothing is asked for it);
-missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails."""
+missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails. And
+``--frozen``'s models, taken from the lock alone."""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
+from mdl.catalog import (
+    Catalog,
+    FileSpec,
+    ModelSpec,
+    Settings,
+    find_catalog,
+    find_lock,
+    load_catalog,
+    lock_beside,
+    user_config_dir,
+)
 from mdl.download.fetch import transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
@@ -28,6 +41,7 @@ from mdl.errors import (
 from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.progress import Progress
+from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import unlink
@@ -239,3 +253,76 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
 def _same_bytes(remote: RemoteFile) -> tuple[str, str]:
     """What names a file's bytes before they are fetched: its git blob id, else its URL."""
     return (remote.git_oid, "") if remote.git_oid else ("", remote.url)
+
+
+def frozen_models(
+    given: Catalog | str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    names: Sequence[str],
+    *,
+    all_models: bool,
+    cwd: Path,
+) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
+    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
+    ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
+    the headers (and signed query) of URLs the lock holds: a lock stores no secrets, and alone decides the bytes."""
+    if isinstance(given, Catalog):
+        catalog, path = given, lock_beside(given.path) if given.path is not None else None
+    else:
+        flag, config = Path(given) if given is not None else None, user_config_dir()
+        try:
+            found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=config)
+        except CatalogError:  # named but not there: only its lock came to this machine
+            found = None
+        catalog = load_catalog(found) if found is not None else Catalog()
+        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=config)
+    lock = read_lock(path) if path is not None else None
+    if lock is None:
+        where = str(path) if path is not None else "beside the catalog or in this folder"
+        raise UsageError(
+            f"--frozen: no catalog.lock found ({where})",
+            hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
+        )
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
+    if not chosen:
+        raise UsageError("name at least one model, or pass --all")
+    by_name = {spec.name: spec for spec in catalog.models}
+    specs = []
+    for name in chosen:
+        locked = lock.models.get(name)
+        if locked is None:
+            close = difflib.get_close_matches(name, list(lock.models), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(
+                f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
+                hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
+            )
+        specs.append(_spec_from_locked(locked, by_name.get(name)))
+    return catalog, path, lock, specs
+
+
+def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
+    by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
+    files = []
+    for index, f in enumerate(locked.files):
+        key = f"catalog.lock: {locked.name}.files[{index}]"
+        if (ref := f.hub) is not None:  # pinned to its commit
+            spec = FileSpec(key, ref.repo, ref.path, revision=ref.commit, repo_type=ref.repo_type, save_as=f.path)
+            files.append(replace(spec, sha256=f.sha256, size=f.size))
+            continue
+        entry = by_path.get(f.path)
+        url, headers = f.source, tuple[tuple[str, str], ...]()
+        if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
+            url, headers = entry.url, entry.headers
+        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
+            raise UsageError(
+                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
+                "cannot fetch it alone",
+                hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
+            )
+        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
+    description = catalog.description if catalog is not None else ""
+    tags = catalog.tags if catalog is not None else ()
+    return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))

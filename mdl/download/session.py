@@ -1,18 +1,23 @@
-"""What one run's stages share: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+"""What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one warning per model
+resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP pool, engines."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property, partial
+from typing import TypeVar
 
-from mdl.catalog import Settings
-from mdl.download.lockfile_use import LockUse
-from mdl.lockfile import Lock
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import UsageError
+from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
+from mdl.report import RunReport
 from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token, with_probe
-from mdl.store import DirSyncs, Layout, Store
+from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
     Engine,
@@ -29,6 +34,74 @@ from mdl.transfer import (
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
+log = logging.getLogger("mdl.lock")
+ReportT = TypeVar("ReportT", bound=RunReport)
+
+
+class LockUse:
+    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
+
+    def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
+        self.mode = settings.lock_mode
+        self.path = settings.lock_path
+        self.name = self.path.name if self.path is not None else "catalog.lock"  # as messages say it
+        if lock is not None:
+            self.lock = lock
+        self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
+
+    @cached_property
+    def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
+        return read_lock(self.path) if self.path is not None else None
+
+    def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
+        """The model's locked entry to use, or None: resolve it fresh (said once when a lock exists)."""
+        lock = self.lock
+        if lock is None:
+            return None
+        if self.mode == "frozen":
+            return lock.models.get(spec.name)
+        fresh = lock.fresh(spec)
+        if fresh is None and spec.name not in self.warnings:
+            why = f"{self.name} is out of date for this model" if spec.name in lock.models else f"not in {self.name}"
+            warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
+            log.warning("%s", warning)
+            self.warnings[spec.name] = warning
+        return fresh
+
+    def view(
+        self, specs: Sequence[ModelSpec]
+    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, LockedModel]]:
+        """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
+        self.require(specs)
+        pins: dict[str, tuple[ExpectedFile, ...]] = {}
+        entries: dict[str, LockedModel] = {}
+        for spec in specs:
+            locked = self.pinned(spec, doing="using the catalog entry and the record")
+            if locked is not None:
+                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
+                entries[spec.name] = locked
+        return pins, dict(self.warnings), entries
+
+    def require(self, specs: Sequence[ModelSpec]) -> None:
+        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
+        if self.mode != "locked":
+            return
+        lock = self.lock
+        names = ", ".join(spec.name for spec in specs)
+        if lock is None:
+            where = f" ({self.path})" if self.path is not None else ""
+            raise UsageError(
+                f"--locked: there is no {self.name}{where} to pin {names}", hint="run `mdl lock` and commit the lock"
+            )
+        stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+        absent = [spec.name for spec in specs if spec.name not in lock.models]
+        parts = []
+        if stale:
+            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
+        if absent:
+            parts.append(f"does not hold {', '.join(absent)}")
+        if parts:
+            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint="run `mdl lock` and commit the lock")
 
 
 class PullSession:
@@ -127,3 +200,11 @@ class PullSession:
 def label_of(remote: RemoteFile) -> str:
     """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
+
+
+def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
+    """The report, each outcome of a model the lock did not pin carrying why."""
+    files = tuple(
+        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
+    )
+    return replace(report, files=files)
