@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -128,7 +129,7 @@ def fetch_sources(
     for index, check in writes.items():
         item, target = items[index], targets[index]
         assert isinstance(item, InlineFile)
-        replaced = force and _present(target)
+        replaced = force and os.path.lexists(target)
         try:
             write_inline(item, target, check=check, progress=progress)
         except MdlError as exc:
@@ -154,7 +155,8 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     for item in items:
         if output is not None:
             target = output
-            if _is_folder(target):
+            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder; creatable_problem names it
+            if os.path.isdir(target):  # noqa: PTH112
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
             problem = path_problem(target.name)  # the same rule as for names from servers
             if problem is not None:
@@ -185,14 +187,6 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     return targets
 
 
-def _is_folder(path: Path) -> bool:
-    """A name the filesystem refuses (too long, ...) is no folder: creatable_problem names it (exit 7)."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
 def _check_inline_payloads(
     items: Sequence[Source], *, expected_sha256: str | None, progress: Progress
 ) -> dict[int, InlineCheck]:
@@ -214,10 +208,6 @@ def _check_inline_payloads(
         worst.hint = f"{more}nothing was written"
         raise worst
     return checks
-
-
-def _present(target: Path) -> bool:
-    return target.is_symlink() or target.exists()
 
 
 def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None) -> bool:
@@ -255,7 +245,7 @@ def _already_there(
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
-        if not _present(target) or (isinstance(item, UrlFile) and item.hub is not None):
+        if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         if want and _same_bytes(target, sha256=want):
@@ -345,7 +335,7 @@ def _fetch_remote(
     # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
     session = PullSession(replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress)
     planned: list[tuple[int, PlannedFile]] = []
-    present = {i for i, _, target in items if _present(target)}  # ours (_already_there), or --force
+    present = {i for i, _, target in items if os.path.lexists(target)}  # ours (_already_there), or --force
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
@@ -359,7 +349,7 @@ def _fetch_remote(
                     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
                     spec = replace(spec, sha256=expected, save_as=name)
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
-                    if not settings.force and _present(target):
+                    if not settings.force and os.path.lexists(target):
                         if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                             raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
                         outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
