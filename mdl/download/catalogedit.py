@@ -116,16 +116,12 @@ def _catalog_text(
     catalog: str | os.PathLike[str] | None, environ: Mapping[str, str], *, create: bool
 ) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
+    find = catalog_edit.catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     given = Path(catalog) if catalog is not None else None
-    if create:
-        path = catalog_edit.catalog_to_edit(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-    else:
-        found = find_catalog(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-        if found is None:
-            raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
-        path = found
-    text, created = _read(path, create=create)
-    return path, text, created
+    path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
+    return (path, *_read(path, create=create))
 
 
 def _read(path: Path, *, create: bool) -> tuple[str, bool]:

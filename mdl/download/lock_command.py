@@ -175,14 +175,15 @@ def _complete(
             except MdlError as exc:
                 failures.setdefault(m, failed(model.name, remote.path, exc))
     todo = [(m, i) for m, row in enumerate(known) if m not in failures for i, file in enumerate(row) if file is None]
-    unique = {_same_bytes(models[m].files[i]): models[m].files[i].size for m, i in todo}  # the same bytes: once
+    # The same bytes are fetched once: what names them before they are fetched is the git blob id, else the URL.
+    unique = {models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size for m, i in todo}
     if unique:
         sizes = list(unique.values())
         session.progress.begin(total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique))
-    hashed: dict[tuple[str, str], RemoteFile] = {}
+    hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
         remote = models[m].files[i]
-        same = _same_bytes(remote)
+        same = remote.git_oid or remote.url
         if m in failures:
             continue
         try:
@@ -248,11 +249,6 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
             with contextlib.suppress(OSError):
                 unlink(store.dest, target)
     return replace(remote, size=result.size, sha256=result.sha256)
-
-
-def _same_bytes(remote: RemoteFile) -> tuple[str, str]:
-    """What names a file's bytes before they are fetched: its git blob id, else its URL."""
-    return (remote.git_oid, "") if remote.git_oid else ("", remote.url)
 
 
 def frozen_models(
