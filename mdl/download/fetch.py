@@ -42,12 +42,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     results: dict[int, FileOutcome] = {}
     for index, plan in enumerate(plans):
         if index not in todo:
+            remote = plan.remote
             try:
                 results[index] = _skip(session, plan)
             except MdlError as exc:
-                results[index] = failed(
-                    plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown, source=plan.remote.source
-                )
+                results[index] = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
             log_outcome(results[index])
     records = RecordQueue(session.store, dirs=session.dirs)
     small_jobs, big_jobs = job_counts(session.settings, list(todo.values()))
@@ -131,18 +130,14 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
         log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
         session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
-    held = plan.placement.store.acquire_file_lock(
-        remote.model,
-        remote.path,
-        timeout=session.settings.lock_timeout,
-        on_wait=on_wait,
-        cancel=session.cancel,
-        shared_lock=plan.placement.lock,
+    placement, timeout = plan.placement, session.settings.lock_timeout
+    held = placement.store.acquire_file_lock(
+        remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel, shared_lock=placement.lock
     )
     handed = False  # to a queued record: released once the record is on disk, so a waiting run finds it done
     try:
         # Another run may have finished (or changed) it while we waited: look again under the lock.
-        fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
+        fresh = plan if session.settings.force else look(remote, placement, session.store, force=False)
         if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
             outcome = _skip(session, fresh)
             done = "fetched by another mdl run" if waited.is_set() else "up to date"
@@ -182,15 +177,11 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
-    record = _record(
-        plan, size=result.size, sha256=result.sha256, git_oid=result.git_oid, etag=result.etag or remote.etag
-    )
+    size, sha256 = result.size, result.sha256
+    record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=result.etag or remote.etag)
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
-    done = done_outcome(
-        plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
-    )
-    return done, record
+    return done_outcome(plan, action, size=size, sha256=sha256, fetched=result.fetched, mirror=result.mirror), record
 
 
 def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:

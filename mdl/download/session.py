@@ -136,12 +136,8 @@ class PullSession:
             config, scale_connections=False, retry=RetryPolicy(retries=MIRROR_RETRIES), max_stalls=MIRROR_RETRIES
         )
         limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
-        self.engine = Engine(
-            self.client, config, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs
-        )
-        self.mirror_engine = Engine(
-            self.client, mirror, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs
-        )
+        engine = partial(Engine, self.client, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs)
+        self.engine, self.mirror_engine = engine(config), engine(mirror)
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
