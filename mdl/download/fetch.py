@@ -173,7 +173,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
     verify = session.settings.verify or plan.placement.link is not None
     job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
+    result = _from_mirrors(session, job, remote) or session.engine.fetch(job)
     session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
@@ -237,11 +237,9 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
     )
 
 
-def _from_mirrors(
-    session: PullSession, job: TransferJob, remote: RemoteFile, *, retries: RetryLog
-) -> TransferResult | None:
+def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
-    label = job.label
+    label, retries = job.label, job.retries
     # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes must match
     # the origin's hashes: always verified, a mismatch not retried there (the next source is). The origin's probe
     # says nothing about a mirror.
@@ -266,17 +264,16 @@ def _from_mirrors(
             why = exc.message.removeprefix(f"{label}: ")
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
                 why = s3_reason(exc.server_text or exc.message, exc.status) or why
-            if _mirror_is_down(exc, s3=s3):
-                if session.mark_mirror_down(template, why):  # said once, with the first file it failed
-                    retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
-                else:
-                    retries.add(f"mirror {shown} failed ({why})")
-                continue
-            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
-            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            continue
-        log.info("%s: fetched from mirror %s", label, shown)
-        return replace(result, mirror=shown)
+            if not _mirror_is_down(exc, s3=s3):
+                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
+                retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
+            elif session.mark_mirror_down(template, why):  # said once, with the first file it failed
+                retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
+            else:
+                retries.add(f"mirror {shown} failed ({why})")
+        else:
+            log.info("%s: fetched from mirror %s", label, shown)
+            return replace(result, mirror=shown)
     return None
 
 

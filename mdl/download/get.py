@@ -373,13 +373,21 @@ def _fetch_remote(
             session.store.ensure_dirs()
             check_space(plans)
             for (index, _), outcome in zip(planned, fetch(session, plans), strict=True):
-                outcomes[index] = _in_gets_words(outcome, present=index in present)
+                # A file that was there and is fetched anew (--force, or a new version upstream) was "replaced".
+                if index in present and outcome.action == "downloaded":
+                    outcome = replace(outcome, word="replaced")
+                elif index in present and outcome.action == "skipped":
+                    outcome = replace(outcome, reason="already there, unchanged upstream")
+                outcomes[index] = outcome
     finally:
         for opening in openings:
             if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
                 opening.close()
         session.close()
-        _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
+        # A finished get leaves nothing behind (a partial download stays): the empty state folders under .mdl go,
+        # deepest first, each only if empty (another run's are kept).
+        for sub in ("partial", "locks", "records", ""):
+            rmdir_empty(session.store.dest, session.store.state_dir / sub)
     return outcomes
 
 
@@ -395,23 +403,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     return replace(probed, size=item.size, size_pinned=True)
 
 
-def _tidy_after(store: Store) -> None:
-    """Remove the empty state folders under ``<dest>/.mdl``, deepest first (never a tree: another run's are kept)."""
-    for sub in ("partial", "locks", "records"):
-        rmdir_empty(store.dest, store.state_dir / sub)
-    rmdir_empty(store.dest, store.state_dir)
-
-
 def _written_by_get(target: Path) -> bool:
     """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record is not None and still_verified(target, record.files.get(target.name))
-
-
-def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
-    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"."""
-    if present and outcome.action == "downloaded":
-        return replace(outcome, word="replaced")
-    if present and outcome.action == "skipped":
-        return replace(outcome, reason="already there, unchanged upstream")
-    return outcome

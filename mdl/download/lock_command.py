@@ -194,9 +194,7 @@ def _complete(
             raise
         except MdlError as exc:
             failures[m] = failed(models[m].name, remote.path, exc)
-    done = [
-        replace(model, files=tuple(f for f in known[m] if f)) for m, model in enumerate(models) if m not in failures
-    ]
+    done = [replace(model, files=tuple(filter(None, known[m]))) for m, model in enumerate(models) if m not in failures]
     return done, [failures[m] for m in sorted(failures)]
 
 
