@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -62,9 +62,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             }
             try:
                 for index, future in futures.items():
-                    while not future.done():  # a short timeout keeps Ctrl-C working (a blocking wait would swallow it)
-                        wait([future], timeout=0.2)
-                    results[index] = future.result()
+                    results[index] = _wait(future)
             except KeyboardInterrupt:
                 session.abort()
                 for future in futures.values():
@@ -90,6 +88,15 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
     return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
+
+
+def _wait(future: Future[FileOutcome]) -> FileOutcome:
+    # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except TimeoutError:
+            continue
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:

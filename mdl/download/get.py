@@ -273,9 +273,8 @@ def _expand_repos(
     sha256: str | None,
     progress: Progress,
 ) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given.
-    Usage errors come before the Hub is asked anything; a name ``get`` cannot save (a Windows device name, ``.mdl``,
-    ``:``) is exit 2 with a hint."""
+    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given. Usage
+    errors come before the Hub is asked; a name ``get`` cannot save (``CON``, ``.mdl``, ``:``) is exit 2 with a hint."""
     repos = [item for item in items if isinstance(item, HfUri)]
     if not repos:
         for flag, given in (("--include", include), ("--exclude", exclude)):

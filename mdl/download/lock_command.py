@@ -1,7 +1,6 @@
-"""``mdl lock``: pin the selected models' commits, files, sizes and sha256 in ``catalog.lock`` beside the catalog.
-Like ``uv lock``: an entry whose fingerprint still matches its catalog entry is kept (nothing is asked for it);
-missing and stale ones are resolved, every one with ``upgrade``; nothing is written when any model fails. And
-``--frozen``'s models, taken from the lock alone."""
+"""``mdl lock``: pin models' commits, files, sizes and sha256 in ``catalog.lock`` as ``uv lock`` does (an entry whose
+fingerprint still matches is kept, missing and stale ones are resolved, all with ``upgrade``; nothing is written when
+any model fails); and ``--frozen``'s models, taken from the lock alone."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ log = logging.getLogger("mdl.pull")
 def resolve(
     session: PullSession, models: Sequence[ModelSpec], *, use_lock: bool = True, keep_installed: bool = False
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """Resolve every model; one that fails is reported and the others go on (a Hub that did not answer at all is
-    not asked again). ``use_lock`` False: ignore catalog.lock's pins; ``keep_installed``: see ``_kept``."""
+    """Resolve every model (``use_lock``: catalog.lock's pins); one that fails is reported and the others go on (a Hub
+    that did not answer at all is not asked again; ``keep_installed``: see ``_kept``)."""
     if use_lock:
         session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
     offline = session.settings.offline
