@@ -66,8 +66,6 @@ def _models(
     all_models: bool,
     locked: bool,
     frozen: bool,
-    *,
-    dest: StrPath | None,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
     """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
@@ -79,10 +77,10 @@ def _models(
         from mdl.download import frozen_models
 
         cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models, cwd=Path.cwd())
-        return _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags), specs, lock
+        return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
     cat = _catalog(given, env, required=True)
     path = lock_beside(cat.path) if cat.path is not None else None
-    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
+    settings = _settings(cat, env, lock_path=path, locked=locked, **flags)
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None

@@ -83,9 +83,8 @@ def read_source(source: str) -> str:
     try:
         return Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(
-            f"{source}: no such file (expected a URL, an hf:// or s3:// URI or a job-output JSON)"
-        ) from None
+        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
+        raise UsageError(f"{source}: no such file (expected {expected})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{source}: cannot read it: {exc}") from None
 
