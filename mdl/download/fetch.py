@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Settings
-from mdl.download.filelog import log_outcome
-from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, look, offline_error, recorded
+from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, log_outcome, look, offline_error, recorded
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text

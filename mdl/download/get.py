@@ -13,8 +13,7 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.filelog import log_outcome
-from mdl.download.plan import FORCED, PlannedFile, check_space, plan_file
+from mdl.download.plan import FORCED, PlannedFile, check_space, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError

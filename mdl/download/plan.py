@@ -1,10 +1,12 @@
 """Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the disk (no hashing)
-before any byte moves; the space check; what a run reports per file."""
+before any byte moves; the space check; what a run reports per file, and its log line (what was done, from where)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import stat as st
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -13,6 +15,7 @@ from enum import StrEnum
 from mdl.download.session import PullSession, label_of
 from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
 from mdl.paths import path_clash, shown_path
+from mdl.redact import safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import (
@@ -31,6 +34,7 @@ from mdl.transfer import Identity, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
+file_log = logging.getLogger("mdl.files")  # the line per file; the log handler makes it safe (no secrets)
 
 
 class Action(StrEnum):
@@ -249,3 +253,52 @@ def done_outcome(
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
     done = done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256)
     return replace(done, action=plan.decision.action.value, word=None, source=None)
+
+
+SERVER_TEXT_LIMIT = 500
+_BARE = re.compile(r"[^\s\"=\\]+")
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _value(value: object) -> str:
+    """A value as the line holds it: bare when unambiguous, else a JSON string."""
+    text = value if isinstance(value, str) else str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def file_line(outcome: FileOutcome) -> str:
+    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is a JSON string."""
+    fields: list[tuple[str, object | None]] = [
+        ("model", outcome.model),
+        ("path", outcome.path or ""),
+        ("action", outcome.action),
+        ("dest", outcome.dest),
+        ("source", outcome.source),
+        ("size", outcome.size),
+        ("sha256", outcome.sha256),
+        ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
+        ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        ("retries", len(outcome.retries)),
+        ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
+        ("causes", " | ".join(outcome.retries) or None),
+    ]
+    if outcome.action == "failed":
+        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
+        fields += [("exit", outcome.exit_code), ("status", outcome.status), ("server_text", server_text)]
+        fields.append(("error", outcome.error or "failed"))
+    return "file " + " ".join(f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+
+
+def log_outcome(outcome: FileOutcome) -> None:
+    """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
+    level = logging.ERROR if outcome.action == "failed" else logging.INFO
+    file_log.log(level, "%s", file_line(outcome))
+
+
+def parse_file_line(line: str) -> dict[str, str]:
+    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
+    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
+    fields: dict[str, str] = {}
+    for key, raw in _FIELD.findall(line[start:]):
+        fields[key] = json.loads(raw) if raw.startswith('"') else raw
+    return fields

@@ -7,8 +7,7 @@ from contextlib import closing
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.filelog import log_outcome
-from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, plan_models
+from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.lockfile import Lock
