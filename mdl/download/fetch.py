@@ -166,8 +166,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     action = plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = recorded(session.store, remote)
-        if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=entry.sha256 if entry else None):
+        if _matches(remote, recorded(session.store, remote), size=size, sha256=sha256, git_oid=git_oid):
             session.layout.link(plan.placement)
             record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag)
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256), record
@@ -190,14 +189,14 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     return done_outcome(plan, action, size=size, sha256=sha256, fetched=result.fetched, mirror=result.mirror), record
 
 
-def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
+def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
     if remote.size is not None and size != remote.size:
         return False
     if remote.sha256:
         return sha256 == remote.sha256
     if remote.git_oid:
         return git_oid == remote.git_oid
-    return record_sha is not None and sha256 == record_sha
+    return entry is not None and sha256 == entry.sha256
 
 
 def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, str | None]:
@@ -246,9 +245,8 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
 def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
     label, retries = job.label, job.retries
-    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes must match
-    # the origin's hashes: always verified, a mismatch not retried there (the next source is). The origin's probe
-    # says nothing about a mirror.
+    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no origin's probe;
+    # its bytes must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
     mirrored = replace(
         job, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False, located=None
     )

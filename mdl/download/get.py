@@ -99,9 +99,8 @@ def get_sources(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources into ``settings.dest`` (or ``output`` for a single file), verified and atomic. A file
-    already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
-    (``wget -N``); any other is refused (exit 2); ``settings.force`` replaces it."""
+    """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file already there is kept
+    with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused (exit 2) or forced."""
     expected = check_expected_sha256(sha256)
     given = parse_sources(sources, read_text=read_text, named=output is not None)
     items = _expand_repos(
@@ -381,8 +380,7 @@ def _fetch_remote(
             if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
                 opening.close()
         session.close()
-        # A finished get leaves nothing behind (a partial download stays): the empty state folders under .mdl go,
-        # deepest first, each only if empty (another run's are kept).
+        # A finished get leaves no empty state folder under .mdl (deepest first; a partial or another run's stays).
         for sub in ("partial", "locks", "records", ""):
             rmdir_empty(session.store.dest, session.store.state_dir / sub)
     return outcomes

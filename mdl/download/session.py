@@ -86,13 +86,11 @@ class LockUse:
         """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
         if self.mode != "locked":
             return
-        lock = self.lock
-        names = ", ".join(spec.name for spec in specs)
+        lock, hint = self.lock, "run `mdl lock` and commit the lock"
         if lock is None:
             where = f" ({self.path})" if self.path is not None else ""
-            raise UsageError(
-                f"--locked: there is no {self.name}{where} to pin {names}", hint="run `mdl lock` and commit the lock"
-            )
+            names = ", ".join(spec.name for spec in specs)
+            raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
         stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
         absent = [spec.name for spec in specs if spec.name not in lock.models]
         parts = []
@@ -101,7 +99,7 @@ class LockUse:
         if absent:
             parts.append(f"does not hold {', '.join(absent)}")
         if parts:
-            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint="run `mdl lock` and commit the lock")
+            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
 
 class PullSession:
@@ -119,9 +117,8 @@ class PullSession:
         self.retry = RetryPolicy(retries=settings.retries)
         self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
         # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
-        pool_size = max(
-            4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
-        )
+        small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
+        pool_size = max(4, settings.jobs * settings.connections + small)
         self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
         self.client = make_client(timeout=settings.timeout, pool_size=pool_size, transport=self.transport)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
