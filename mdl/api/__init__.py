@@ -76,7 +76,7 @@ def _models(
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
         from mdl.download import frozen_models
 
-        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models, cwd=Path.cwd())
+        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
         return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
     cat = _catalog(given, env, required=True)
     path = lock_beside(cat.path) if cat.path is not None else None

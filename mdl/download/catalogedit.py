@@ -53,6 +53,7 @@ from mdl.sources import RemoteFile, ResolvedModel, resolve_file, resolve_model
 from mdl.store import unlink, write_atomic
 
 log = logging.getLogger("mdl.lock")
+StrPath = str | os.PathLike[str]
 
 
 def add_model(
@@ -61,7 +62,7 @@ def add_model(
     entry: Mapping[str, Any],
     *,
     check: bool,
-    catalog: str | os.PathLike[str] | None,
+    catalog: StrPath | None,
     timeout: float | None,
     environ: Mapping[str, str],
     progress: Progress,
@@ -103,16 +104,14 @@ def add_model(
         return replace(change, lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'")
     # The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
     # catalog stays edited: it is what the user asked for, and `mdl lock` can be run again).
-    report = lock_catalog(edited, (name,), settings, progress=progress)
+    report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
         return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)
     return replace(change, lock=report.path)
 
 
-def remove_model(
-    name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]
-) -> catalog_edit.CatalogChange:
+def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
     path, _, _ = _catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
@@ -135,9 +134,7 @@ def _save_path(table: dict[str, object], name: str) -> str:
     return str(path) if path is not None else url_basename(str(table.get("url", "")), where=name)
 
 
-def _catalog_text(
-    catalog: str | os.PathLike[str] | None, environ: Mapping[str, str], *, create: bool
-) -> tuple[Path, str, bool]:
+def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
     find = catalog_edit.catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     given = Path(catalog) if catalog is not None else None
@@ -235,13 +232,7 @@ class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the s
 
 
 def lock_catalog(
-    catalog: Catalog,
-    names: Sequence[str],
-    settings: Settings,
-    *,
-    upgrade: bool = False,
-    check: bool = False,
-    progress: Progress,
+    catalog: Catalog, names: Sequence[str], settings: Settings, *, upgrade: bool, check: bool, progress: Progress
 ) -> LockReport:
     """Lock the named models (every model, and drop entries the catalog no longer has, when ``names`` is empty)."""
     if upgrade and check:
@@ -401,12 +392,7 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
 
 
 def frozen_models(
-    given: Catalog | str | os.PathLike[str] | None,
-    environ: Mapping[str, str],
-    names: Sequence[str],
-    *,
-    all_models: bool,
-    cwd: Path,
+    given: Catalog | StrPath | None, environ: Mapping[str, str], names: Sequence[str], *, all_models: bool
 ) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
     """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
     ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
@@ -416,11 +402,11 @@ def frozen_models(
     else:
         flag, config = Path(given) if given is not None else None, user_config_dir()
         try:
-            found = find_catalog(flag=flag, environ=environ, cwd=cwd, config_dir=config)
+            found = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
         except CatalogError:  # named but not there: only its lock came to this machine
             found = None
         catalog = load_catalog(found) if found is not None else Catalog()
-        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=cwd, config_dir=config)
+        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"

@@ -119,7 +119,7 @@ def fetch_sources(
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
     force, folder = settings.force, settings.dest if output is None else output.parent  # -o names one file
     targets = _targets(items, output=output, directory=settings.dest, force=force)
-    checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
+    checks = _check_inline_payloads(items, sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
     writes = {index: check for index, check in checks.items() if index not in outcomes}
     progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
@@ -139,7 +139,7 @@ def fetch_sources(
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
-        outcomes.update(_fetch_remote(remote, settings, folder, expected=sha256, progress=progress))
+        outcomes.update(_fetch_remote(remote, settings, folder, sha256=sha256, progress=progress))
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
@@ -185,7 +185,7 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
 
 
 def _check_inline_payloads(
-    items: Sequence[Source], *, expected_sha256: str | None, progress: Progress
+    items: Sequence[Source], *, sha256: str | None, progress: Progress
 ) -> dict[int, InlineCheck]:
     """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (the lowest exit
     code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
@@ -195,7 +195,7 @@ def _check_inline_payloads(
     progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
     for index, item in inline.items():
         try:
-            checks[index] = check_inline(item, expected_sha256=expected_sha256, progress=progress)
+            checks[index] = check_inline(item, expected_sha256=sha256, progress=progress)
         except MdlError as exc:
             log.error("%s", exc.message)
             errors.append(exc)
@@ -319,12 +319,7 @@ def _save_parts(item: Source) -> list[str]:
 
 
 def _fetch_remote(
-    items: list[tuple[int, UrlFile, Path]],
-    settings: Settings,
-    folder: Path,
-    *,
-    expected: str | None,
-    progress: Progress,
+    items: list[tuple[int, UrlFile, Path]], settings: Settings, folder: Path, *, sha256: str | None, progress: Progress
 ) -> dict[int, FileOutcome]:
     """Download the remote files into ``folder`` (``-d``: Hub files keep their folders under it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
@@ -343,7 +338,7 @@ def _fetch_remote(
                     if hub is None:
                         raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
                     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-                    spec = replace(spec, sha256=expected, save_as=name)
+                    spec = replace(spec, sha256=sha256, save_as=name)
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                     if not settings.force and os.path.lexists(target):
                         if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
@@ -353,7 +348,7 @@ def _fetch_remote(
                 else:
                     assert item.url is not None
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
-                    remote = RemoteFile("", name, item.url, item.size, expected or item.sha256, source=source)
+                    remote = RemoteFile("", name, item.url, item.size, sha256 or item.sha256, source=source)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
