@@ -36,6 +36,7 @@ MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fe
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
 log = logging.getLogger("mdl.lock")
 ReportT = TypeVar("ReportT", bound=RunReport)
+Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
 
 
 class LockUse:
@@ -68,12 +69,10 @@ class LockUse:
             self.warnings[spec.name] = warning
         return fresh
 
-    def view(
-        self, specs: Sequence[ModelSpec]
-    ) -> tuple[dict[str, tuple[ExpectedFile, ...]], dict[str, str], dict[str, LockedModel]]:
+    def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
         """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
         self.require(specs)
-        pins: dict[str, tuple[ExpectedFile, ...]] = {}
+        pins: Pins = {}
         entries: dict[str, LockedModel] = {}
         for spec in specs:
             locked = self.pinned(spec, doing="using the catalog entry and the record")
