@@ -100,7 +100,7 @@ def get_sources(
     exclude: Sequence[str] = (),
 ) -> RunReport:
     """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file already there is kept
-    with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused (exit 2) or forced."""
+    with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused unless forced."""
     expected = check_expected_sha256(sha256)
     given = parse_sources(sources, read_text=read_text, named=output is not None)
     items = _expand_repos(
