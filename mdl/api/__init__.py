@@ -1,7 +1,5 @@
-"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError.
-
-Every argument is checked at this boundary (:mod:`mdl.api.inputs`). Heavy parts (pydantic, httpx2, huggingface_hub)
-are imported inside the functions, so `import mdl` stays light."""
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError; every
+argument checked at this boundary (:mod:`mdl.api.inputs`), heavy parts imported inside the functions."""
 
 from __future__ import annotations
 
@@ -68,8 +66,6 @@ def _models(
     all_models: bool,
     locked: bool,
     frozen: bool,
-    *,
-    dest: StrPath | None,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
     """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
@@ -80,11 +76,11 @@ def _models(
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
         from mdl.download import frozen_models
 
-        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models, cwd=Path.cwd())
-        return _settings(cat, env, dest=dest, lock_path=path, frozen=True, **flags), specs, lock
+        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
+        return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
     cat = _catalog(given, env, required=True)
     path = lock_beside(cat.path) if cat.path is not None else None
-    settings = _settings(cat, env, dest=dest, lock_path=path, locked=locked, **flags)
+    settings = _settings(cat, env, lock_path=path, locked=locked, **flags)
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None
@@ -140,9 +136,10 @@ def show(
     from mdl.store import Layout, ModelInfo, model_status
 
     settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
-    pins, warnings, commits = LockUse(settings, lock=lock).view([spec])
+    pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
-    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commits.get(name))
+    commit = entries[name].commit if name in entries else None
+    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commit)
 
 
 @checked
@@ -289,12 +286,11 @@ def add(
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
-    from mdl.download import AddOptions, add_model
+    from mdl.download import add_model
 
-    env = _environ(environ)
-    options: AddOptions = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
-    options |= {"force": force, "check": check, "catalog": catalog, "environ": env, "progress": progress}
-    return add_model(name, sources, options, settings_for=lambda cat: _settings(cat, env, dest=None, timeout=timeout))
+    entry = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256, "force": force}
+    flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
+    return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
 
 
 @checked
@@ -337,20 +333,11 @@ def get(
         raise UsageError("'-' (stdin) can be given only once")
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
-    folder = Path(directory or Path.cwd()).absolute()
-    settings = _settings(
-        cat, env, dest=folder, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force
-    )
-    return get_sources(
-        sources,
-        settings,
-        output=Path(output).absolute() if output is not None else None,
-        sha256=sha256,
-        progress=progress or NullProgress(),
-        read_text=read_text or read_source,
-        include=include,
-        exclude=exclude,
-    )
+    flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
+    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
+    out = Path(output).absolute() if output is not None else None
+    kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
+    return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
 
 @checked
@@ -435,10 +422,7 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     flags = {"layout": layout, "connections": connections}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
-    use = LockUse(settings, lock=lock)
-    pins, warnings, _ = use.view(models)
-    held = use.lock
-    pinned = {name: held.models[name] for name in pins if held is not None and name in held.models}
+    pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
     report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, endpoint=endpoint)
     return warned(report, warnings)

@@ -1,15 +1,13 @@
 """The download pipeline: resolve models, plan each file before any I/O, check space, fetch under file locks,
 record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``add``/``remove`` to edit the catalog."""
 
-from mdl.download.catalogedit import AddOptions, add_model, remove_model
+from mdl.download.catalogedit import LockReport, add_model, frozen_models, lock_catalog, remove_model
 from mdl.download.get import get_sources, read_source
-from mdl.download.lock_command import LockReport, lock_catalog
-from mdl.download.lockfile_use import LockUse, frozen_models, warned
 from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
+from mdl.download.session import LockUse, warned
 
 __all__ = [
-    "AddOptions",
     "LockReport",
     "LockUse",
     "add_model",

@@ -1,13 +1,18 @@
-"""``mdl add`` and ``mdl remove``: edit the catalog in place (validated, atomic), new sources checked upstream first,
-``catalog.lock`` kept in step."""
+"""The commands that write the catalog and its lock: ``mdl add``/``remove`` edit catalog.toml in place (validated,
+atomic, sources checked upstream, the lock in step); ``mdl lock`` pins models' commits, files, sizes and sha256 in
+catalog.lock as ``uv lock`` does (an entry whose fingerprint still matches is kept, missing and stale ones are
+resolved, all with ``upgrade``; nothing is written when any model fails); ``--frozen``'s models come from the lock."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypedDict
+from typing import Any
 
 from mdl.catalog import (
     Catalog,
@@ -15,65 +20,64 @@ from mdl.catalog import (
     ModelSpec,
     Settings,
     find_catalog,
+    find_lock,
+    load_catalog,
     lock_beside,
     parse_catalog,
+    settings_for,
     user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
-from mdl.download.lock_command import lock_catalog
-from mdl.download.session import PullSession
-from mdl.errors import CatalogError, LocalFSError, UsageError
-from mdl.lockfile import exclusive, read_lock, write_lock
+from mdl.download.fetch import transfer_job
+from mdl.download.plan import recorded, same_content
+from mdl.download.resolve import resolve
+from mdl.download.session import PullSession, label_of
+from mdl.errors import (
+    CatalogError,
+    ExitCode,
+    InterruptedByUserError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    UsageError,
+    worst_exit_code,
+)
+from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
+from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import url_basename
-from mdl.progress import NullProgress, Progress
-from mdl.sources import resolve_file, resolve_model
-from mdl.store import write_atomic
+from mdl.progress import Progress
+from mdl.redact import REDACTED, redact_url
+from mdl.report import FileOutcome, failed
+from mdl.sources import RemoteFile, ResolvedModel, resolve_file, resolve_model
+from mdl.store import unlink, write_atomic
 
-
-class AddOptions(TypedDict, total=False):
-    """What :func:`mdl.api.add` was asked besides the name and sources."""
-
-    include: Sequence[str]  # globs a whole repo is filtered by (huggingface_hub pattern rules)
-    exclude: Sequence[str]
-    save_as: str | None  # --as: the file's path inside the model folder
-    sha256: str | None  # --sha256: the file's expected sha256
-    force: bool  # replace what the entry says instead of refusing
-    check: bool  # ask upstream first (default True; HF_HUB_OFFLINE skips it)
-    catalog: str | os.PathLike[str] | None
-    environ: Mapping[str, str] | None
-    progress: Progress | None
+log = logging.getLogger("mdl.lock")
+StrPath = str | os.PathLike[str]
 
 
 def add_model(
-    name: str, sources: Sequence[str], options: AddOptions, *, settings_for: Callable[[Catalog], Settings]
+    name: str,
+    sources: Sequence[str],
+    entry: Mapping[str, Any],
+    *,
+    check: bool,
+    catalog: StrPath | None,
+    timeout: float | None,
+    environ: Mapping[str, str],
+    progress: Progress,
 ) -> catalog_edit.CatalogChange:
-    """Add (extend, or with ``force`` replace) a model entry; see :func:`mdl.api.add`."""
-    environ = options.get("environ") or {}
-    progress = options.get("progress") or NullProgress()
+    """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
     name = catalog_edit.check_model_name(name)
     parsed = [catalog_edit.parse_source(source) for source in sources]
-    path, text, created = _catalog_text(options.get("catalog"), environ, create=True)
-
-    def edit_of(text: str) -> catalog_edit.Edit:
-        return catalog_edit.add_entry(
-            text,
-            name,
-            parsed,
-            include=tuple(options.get("include", ())),
-            exclude=tuple(options.get("exclude", ())),
-            save_as=options.get("save_as"),
-            sha256=options.get("sha256"),
-            force=options.get("force", False),
-        )
-
-    edit = edit_of(text)
+    path, text, created = _catalog_text(catalog, environ, create=True)
+    edit = catalog_edit.add_entry(text, name, parsed, **entry)
     added = tuple(_save_path(table, name) for table in edit.added_files)
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
     edited = _valid(edit.text, path)
-    settings = settings_for(edited)
-    online = options.get("check", True) and not settings.offline
+    settings = settings_for(edited, environ, dest=None, timeout=timeout)
+    online = check and not settings.offline
     if online:
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
@@ -83,9 +87,9 @@ def add_model(
         except OSError as exc:
             raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
     with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
-        now, created = _read(path, create=True)
+        now, created = _read_catalog(path, create=True)
         if now != text:  # the same request, made on the catalog as it is now
-            edit = edit_of(now)
+            edit = catalog_edit.add_entry(now, name, parsed, **entry)
             edited = _valid(edit.text, path)
             change = replace(change, action=edit.action, entry=edit.entry, created=created)
         if edit.action != "unchanged":
@@ -97,29 +101,21 @@ def add_model(
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
         return replace(change, lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'")
-    return _relock(change, edited, settings, progress)
-
-
-def _relock(
-    change: catalog_edit.CatalogChange, catalog: Catalog, settings: Settings, progress: Progress
-) -> catalog_edit.CatalogChange:
-    """The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
-    catalog stays edited: it is what the user asked for, and `mdl lock` can be run again)."""
-    report = lock_catalog(catalog, (change.model,), settings, upgrade=False, check=False, progress=progress)
+    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
+    # catalog stays edited: it is what the user asked for, and `mdl lock` can be run again).
+    report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
         return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)
     return replace(change, lock=report.path)
 
 
-def remove_model(
-    name: str, *, catalog: str | os.PathLike[str] | None, environ: Mapping[str, str]
-) -> catalog_edit.CatalogChange:
+def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
     path, _, _ = _catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
-        text, _ = _read(path, create=False)
+        text, _ = _read_catalog(path, create=False)
         old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
         edited = catalog_edit.remove_entry(text, name)
         _valid(edited, path)
@@ -128,7 +124,7 @@ def remove_model(
         change = catalog_edit.CatalogChange(path, old.name, "removed")
         if lock is None or name not in lock.models:
             return change
-        write_lock(lock_file, lock.with_models({}, keep=lambda other: other != name))
+        write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return replace(change, lock=lock_file)
 
 
@@ -137,23 +133,17 @@ def _save_path(table: dict[str, object], name: str) -> str:
     return str(path) if path is not None else url_basename(str(table.get("url", "")), where=name)
 
 
-def _catalog_text(
-    catalog: str | os.PathLike[str] | None, environ: Mapping[str, str], *, create: bool
-) -> tuple[Path, str, bool]:
+def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
+    find = catalog_edit.catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     given = Path(catalog) if catalog is not None else None
-    if create:
-        path = catalog_edit.catalog_to_edit(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-    else:
-        found = find_catalog(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-        if found is None:
-            raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
-        path = found
-    text, created = _read(path, create=create)
-    return path, text, created
+    path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
+    return (path, *_read_catalog(path, create=create))
 
 
-def _read(path: Path, *, create: bool) -> tuple[str, bool]:
+def _read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
     try:
         data = path.read_bytes()
@@ -195,8 +185,7 @@ def _write_catalog(path: Path, text: str, *, created: bool) -> None:
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
     """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches nothing is found now);
     each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
-    session = PullSession(settings, progress=progress)
-    try:
+    with contextlib.closing(PullSession(settings, progress=progress)) as session:
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
@@ -205,5 +194,266 @@ def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpe
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:
                 session.probe(remote)
-    finally:
-        session.close()
+
+
+@dataclass(frozen=True)
+class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the selected models
+    path: Path  # the lock file
+    changed: bool  # the file was written (its text changed); never with check or failures
+    changes: tuple[ModelChange, ...] = ()  # per model in scope, sorted, ``unchanged`` ones included
+    stale: tuple[str, ...] = ()  # check: the models the lock does not pin as the catalog says now
+    missing: bool = False  # check: there is no lock file at all
+    checked: bool = False
+    resolved: tuple[str, ...] = ()  # the models asked upstream in this run (the others were kept as locked)
+    failures: tuple[FileOutcome, ...] = ()  # models that could not be locked (then nothing was written)
+    warnings: tuple[str, ...] = ()  # for the user: the old lock could not be read and was written anew
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a check finds the lock missing or stale; else the lowest code above 1 among the failures."""
+        if self.checked and (self.stale or self.missing):
+            return int(ExitCode.USAGE)
+        return worst_exit_code([f.exit_code for f in self.failures])
+
+    @property
+    def ok(self) -> bool:  # written and fresh (or, checked, found fresh)
+        return self.exit_code == ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ok": self.ok, "lock": str(self.path), "changed": self.changed}
+        doc["models"] = [c.to_json() for c in self.changes]
+        if self.checked:
+            doc["fresh"] = not (self.stale or self.missing)
+            doc["stale"] = list(self.stale)
+        if self.failures:
+            doc["errors"] = [f.to_json() for f in self.failures]
+        return doc
+
+
+def lock_catalog(
+    catalog: Catalog, names: Sequence[str], settings: Settings, *, upgrade: bool, check: bool, progress: Progress
+) -> LockReport:
+    """Lock the named models (every model, and drop entries the catalog no longer has, when ``names`` is empty)."""
+    if upgrade and check:
+        raise UsageError("--check changes nothing; it cannot go with --upgrade")
+    if catalog.path is None:
+        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
+    path = lock_beside(catalog.path)
+    everything = not names
+    specs = catalog.select(list(names), all_models=everything)
+    old, broken = _read_lock(path, anew=everything and not check)
+    warnings = (broken,) if broken else ()
+    if broken:
+        log.warning("%s", broken)
+    in_catalog = {m.name for m in catalog.models}
+    if check:  # no network, nothing written: which selected models the lock does not pin as the catalog says now
+        if old is None:
+            return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
+        dropped = {name for name in old.models if name not in in_catalog} if everything else set()
+        stale = {s.name for s in specs if old.fresh(s) is None} | dropped
+        return LockReport(path, False, stale=tuple(sorted(stale)), checked=True)
+    base = old or Lock()
+    todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
+    fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
+    resolved = tuple(spec.name for spec in todo)
+    if failures:
+        return LockReport(path, False, resolved=resolved, failures=tuple(failures), warnings=warnings)
+    with exclusive(path):  # another mdl lock or add may have written it since: merge into what is there now
+        base = _read_lock(path, anew=everything)[0] or Lock()
+        new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
+        changed = write_lock_file(path, new)
+    scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
+    changes = diff_locks(
+        {n: m for n, m in base.models.items() if n in scope}, {n: m for n, m in new.models.items() if n in scope}
+    )
+    log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
+    return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
+
+
+def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
+    """The lock on disk; with ``anew`` (it is written whole) a broken one (a bad merge) is None, and why."""
+    try:
+        return read_lock(path), None
+    except CatalogError as exc:
+        if not anew:
+            raise
+        return None, f"{exc.message}; writing it again from the catalog"
+
+
+def _lock_models(
+    specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
+) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
+    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
+    if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
+        why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
+        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
+    with contextlib.closing(PullSession(settings, progress=progress)) as session:
+        resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
+        blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
+        complete, unhashed = _complete(session, resolved, blobs=blobs)
+        failures.extend(unhashed)
+        by_name = {spec.name: spec for spec in specs}
+        models: dict[str, LockedModel] = {}
+        for model in complete:
+            try:
+                models[model.name] = locked_from_resolved(by_name[model.name], model, {})
+            except MdlError as exc:
+                failures.append(failed(model.name, None, exc))
+        return models, failures
+
+
+def _complete(
+    session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """The models with every size and sha256 known: from what upstream said, the old lock's git blob ids (``blobs``:
+    id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
+    hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
+    failures: dict[int, FileOutcome] = {}
+    known: list[list[RemoteFile | None]] = [[] for _ in models]
+    for m, model in enumerate(models):
+        for remote in model.files:
+            try:
+                known[m].append(_known(session, remote, blobs))
+            except MdlError as exc:
+                failures.setdefault(m, failed(model.name, remote.path, exc))
+    todo = [(m, i) for m, row in enumerate(known) if m not in failures for i, file in enumerate(row) if file is None]
+    # The same bytes are fetched once: what names them before they are fetched is the git blob id, else the URL.
+    unique = {models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size for m, i in todo}
+    if unique:
+        sizes = list(unique.values())
+        session.progress.begin(total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique))
+    hashed: dict[str, RemoteFile] = {}
+    for m, i in todo:
+        remote = models[m].files[i]
+        same = remote.git_oid or remote.url
+        if m in failures:
+            continue
+        try:
+            if same not in hashed:
+                hashed[same] = _download(session, remote)
+            known[m][i] = replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            failures[m] = failed(models[m].name, remote.path, exc)
+    done = [replace(model, files=tuple(filter(None, known[m]))) for m, model in enumerate(models) if m not in failures]
+    return done, [failures[m] for m in sorted(failures)]
+
+
+def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
+    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell (a small
+    Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes)."""
+    if remote.sha256 and remote.size is not None:
+        return remote
+    if remote.git_oid and remote.git_oid in blobs:
+        size, sha256 = blobs[remote.git_oid]
+        if remote.size is None or remote.size == size:
+            return replace(remote, size=size, sha256=sha256)
+    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without either) same source.
+    entry = recorded(session.store, remote)
+    if entry is not None and same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
+        log.info("%s: sha256 from the verified local record", label_of(remote))
+        return replace(remote, size=entry.size, sha256=entry.sha256)
+    if remote.sha256 and not remote.hub:  # a URL the catalog gives a sha256 but no size for: one request
+        probed = session.probe(remote)
+        if probed.size is not None:
+            return replace(remote, size=probed.size)
+    return None
+
+
+def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
+    """Fetch the file once into a temp file beside the partial downloads, under the file's lock; hash it."""
+    store = session.store
+    label = label_of(remote)
+    store.ensure_dirs()
+    part, _ = store.part_paths(remote.model, remote.path)
+    # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
+    target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
+
+    def on_wait(holder: str) -> None:
+        by = f" (held by {holder})" if holder else ""
+        session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
+
+    timeout = session.settings.lock_timeout
+    with store.acquire_file_lock(remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel):
+        try:
+            job = transfer_job(session, remote, store, target, verify=True)
+            log.info("%s: downloading it once to learn its sha256", label)
+            try:
+                result = session.engine.fetch(job)
+            except MdlError as exc:
+                session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+                raise
+            session.progress.finish(label, ok=True, message="hashed")
+        finally:
+            with contextlib.suppress(OSError):
+                unlink(store.dest, target)
+    return replace(remote, size=result.size, sha256=result.sha256)
+
+
+def frozen_models(
+    given: Catalog | StrPath | None, environ: Mapping[str, str], names: Sequence[str], *, all_models: bool
+) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
+    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
+    ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
+    the headers (and signed query) of URLs the lock holds: a lock stores no secrets, and alone decides the bytes."""
+    if isinstance(given, Catalog):
+        catalog, path = given, lock_beside(given.path) if given.path is not None else None
+    else:
+        flag, config = Path(given) if given is not None else None, user_config_dir()
+        try:
+            found = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+        except CatalogError:  # named but not there: only its lock came to this machine
+            found = None
+        catalog = load_catalog(found) if found is not None else Catalog()
+        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+    lock = read_lock(path) if path is not None else None
+    if lock is None:
+        where = str(path) if path is not None else "beside the catalog or in this folder"
+        raise UsageError(
+            f"--frozen: no catalog.lock found ({where})",
+            hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
+        )
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
+    if not chosen:
+        raise UsageError("name at least one model, or pass --all")
+    by_name = {spec.name: spec for spec in catalog.models}
+    specs = []
+    for name in chosen:
+        locked = lock.models.get(name)
+        if locked is None:
+            close = difflib.get_close_matches(name, list(lock.models), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(
+                f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
+                hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
+            )
+        specs.append(_spec_from_locked(locked, by_name.get(name)))
+    return catalog, path, lock, specs
+
+
+def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
+    by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
+    files = []
+    for index, f in enumerate(locked.files):
+        key = f"catalog.lock: {locked.name}.files[{index}]"
+        if (ref := f.hub) is not None:  # pinned to its commit
+            spec = FileSpec(key, ref.repo, ref.path, revision=ref.commit, repo_type=ref.repo_type, save_as=f.path)
+            files.append(replace(spec, sha256=f.sha256, size=f.size))
+            continue
+        entry = by_path.get(f.path)
+        url, headers = f.source, tuple[tuple[str, str], ...]()
+        if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
+            url, headers = entry.url, entry.headers
+        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
+            raise UsageError(
+                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
+                "cannot fetch it alone",
+                hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
+            )
+        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
+    description = catalog.description if catalog is not None else ""
+    tags = catalog.tags if catalog is not None else ()
+    return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Settings
-from mdl.download.filelog import log_outcome
-from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, look, offline_error, recorded
+from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, log_outcome, look, offline_error, recorded
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
@@ -42,12 +41,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     results: dict[int, FileOutcome] = {}
     for index, plan in enumerate(plans):
         if index not in todo:
+            remote = plan.remote
             try:
                 results[index] = _skip(session, plan)
             except MdlError as exc:
-                results[index] = failed(
-                    plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown, source=plan.remote.source
-                )
+                results[index] = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
             log_outcome(results[index])
     records = RecordQueue(session.store, dirs=session.dirs)
     small_jobs, big_jobs = job_counts(session.settings, list(todo.values()))
@@ -84,8 +82,7 @@ def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its stream
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
-    """Files in flight at once: (small files, big files). ``--jobs`` fixes one number for every file; left alone,
-    up to ``MANY_JOBS`` latency-bound small files go at once, and ``jobs`` big ones, each with its own ranges."""
+    """Files in flight, (small, big): ``--jobs`` for all, else up to MANY_JOBS latency-bound small ones, jobs big."""
     if settings.jobs_set:
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
@@ -111,13 +108,17 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
     started, retries = time.monotonic(), RetryLog()
+    remote, label = plan.remote, label_of(plan.remote)
     error: MdlError | None = None
     try:
         outcome = _locked(session, records, plan, retries)
-    except MdlError as exc:  # interrupted: the file's line still tells where it stood
-        outcome, error = failed(plan.remote.model, plan.remote.path, exc, dest=plan.placement.shown), exc
-    source = outcome.source if outcome.source is not None else plan.remote.source
-    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes, source=source)
+    except MdlError as exc:
+        if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
+            error = exc
+        else:  # the reporter names the file itself: the message without its own "label: " in front
+            session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+        outcome = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
     log_outcome(outcome)
     if error is not None:
         raise error
@@ -135,39 +136,28 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
         log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
         session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
+    placement, timeout = plan.placement, session.settings.lock_timeout
+    held = placement.store.acquire_file_lock(
+        remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel, shared_lock=placement.lock
+    )
+    handed = False  # to a queued record: released once the record is on disk, so a waiting run finds it done
     try:
-        held: HeldLocks | None = plan.placement.store.acquire_file_lock(
-            remote.model,
-            remote.path,
-            timeout=session.settings.lock_timeout,
-            on_wait=on_wait,
-            cancel=session.cancel,
-            shared_lock=plan.placement.lock,
-        )
-        try:
-            # Another run may have finished (or changed) it while we waited: look again under the lock.
-            fresh = plan if session.settings.force else look(remote, plan.placement, session.store, force=False)
-            if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
-                outcome = _skip(session, fresh)
-                done = "fetched by another mdl run" if waited.is_set() else "up to date"
-                session.progress.finish(label, ok=True, message=done)
-                return outcome
-            outcome, record = _act(session, fresh, retries)
-            # The file lock goes with the record: released once the record is on disk, so a waiting run finds it done.
-            records.add(remote.model, record, held)
-            held = None
-            if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
-                session.progress.finish(label, ok=True, message="up to date")
+        # Another run may have finished (or changed) it while we waited: look again under the lock.
+        fresh = plan if session.settings.force else look(remote, placement, session.store, force=False)
+        if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
+            outcome = _skip(session, fresh)
+            done = "fetched by another mdl run" if waited.is_set() else "up to date"
+            session.progress.finish(label, ok=True, message=done)
             return outcome
-        finally:
-            if held is not None:  # not handed over to a queued record: release it now
-                held.release()
-    except InterruptedByUserError:
-        raise
-    except MdlError as exc:
-        # The reporter names the file itself: the message without its own "label: " in front.
-        session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        return failed(remote.model, remote.path, exc, dest=plan.placement.shown)
+        outcome, record = _act(session, fresh, retries)
+        records.add(remote.model, record, held)
+        handed = True
+        if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
+            session.progress.finish(label, ok=True, message="up to date")
+        return outcome
+    finally:
+        if not handed:
+            held.release()
 
 
 def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
@@ -176,8 +166,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     action = plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = recorded(session.store, remote)
-        if _matches(remote, size=size, sha256=sha256, git_oid=git_oid, record_sha=entry.sha256 if entry else None):
+        if _matches(remote, recorded(session.store, remote), size=size, sha256=sha256, git_oid=git_oid):
             session.layout.link(plan.placement)
             record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag)
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256), record
@@ -186,30 +175,28 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
         action = Action.REPAIR
     if session.settings.offline:  # no network at all, mirrors included
         raise offline_error(remote)
-    result = _transfer(session, plan, retries)
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
+    verify = session.settings.verify or plan.placement.link is not None
+    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
+    result = _from_mirrors(session, job, remote) or session.engine.fetch(job)
+    session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
-    record = _record(
-        plan, size=result.size, sha256=result.sha256, git_oid=result.git_oid, etag=result.etag or remote.etag
-    )
-    if action is Action.DOWNLOAD and result.resumed_from > 0:
-        action = Action.RESUME
-    elif action is Action.RESUME and result.resumed_from == 0:
-        action = Action.DOWNLOAD  # the partial could not be used: it was fetched from zero
-    outcome = done_outcome(
-        plan, action, size=result.size, sha256=result.sha256, fetched=result.fetched, mirror=result.mirror
-    )
-    return outcome, record
+    size, sha256 = result.size, result.sha256
+    record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=result.etag or remote.etag)
+    if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
+        action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
+    return done_outcome(plan, action, size=size, sha256=sha256, fetched=result.fetched, mirror=result.mirror), record
 
 
-def _matches(remote: RemoteFile, *, size: int, sha256: str, git_oid: str | None, record_sha: str | None) -> bool:
+def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
     if remote.size is not None and size != remote.size:
         return False
     if remote.sha256:
         return sha256 == remote.sha256
     if remote.git_oid:
         return git_oid == remote.git_oid
-    return record_sha is not None and sha256 == record_sha
+    return entry is not None and sha256 == entry.sha256
 
 
 def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, str | None]:
@@ -226,30 +213,10 @@ def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, st
 def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None) -> FileRecord:
     remote = plan.remote
     try:
-        stat = plan.placement.final.stat()
+        mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
         raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
-    return FileRecord(
-        path=remote.path,
-        size=size,
-        sha256=sha256,
-        mtime_ns=stat.st_mtime_ns,
-        source=remote.source,
-        git_oid=git_oid,
-        etag=etag,
-        commit=remote.commit,
-        fetched_at=now_iso(),
-    )
-
-
-def _transfer(session: PullSession, plan: PlannedFile, retries: RetryLog) -> TransferResult:
-    remote = plan.remote
-    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
-    verify = session.settings.verify or plan.placement.link is not None
-    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_mirrors(session, job, remote, retries=retries) or session.engine.fetch(job)
-    session.progress.finish(job.label, ok=True)
-    return result
+    return FileRecord(remote.path, size, sha256, mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso())
 
 
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:
@@ -275,34 +242,22 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
     )
 
 
-# -- mirrors first: each in turn (http(s) or presigned s3://), every byte verified against the origin's hashes --
-
-
-def _from_mirrors(
-    session: PullSession, job: TransferJob, remote: RemoteFile, *, retries: RetryLog
-) -> TransferResult | None:
+def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
-    label = job.label
+    label, retries = job.label, job.retries
+    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no origin's probe;
+    # its bytes must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
+    mirrored = replace(
+        job, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False, located=None
+    )
     for template, url in mirror_targets(session.settings.mirrors, remote):
         if template in session.dead_mirrors:
             continue
         s3 = url.startswith("s3://")
         shown = safe_text(url) if s3 else redact_url(url)
         try:
-            # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys); its bytes
-            # must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
             where = session.s3.presign(url, template=template) if s3 else url
-            result = session.mirror_engine.fetch(
-                replace(
-                    job,
-                    url=where,
-                    credentials=Credentials(),
-                    verify=True,
-                    retry_on_mismatch=False,
-                    renewable=False,
-                    located=None,  # the origin's probe says nothing about a mirror
-                )
-            )
+            result = session.mirror_engine.fetch(replace(mirrored, url=where))
         except InterruptedByUserError:
             raise
         except MdlError as exc:
@@ -313,17 +268,16 @@ def _from_mirrors(
             why = exc.message.removeprefix(f"{label}: ")
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
                 why = s3_reason(exc.server_text or exc.message, exc.status) or why
-            if _mirror_is_down(exc, s3=s3):
-                if session.mark_mirror_down(template, why):  # said once, with the first file it failed
-                    retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
-                else:
-                    retries.add(f"mirror {shown} failed ({why})")
-                continue
-            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
-            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            continue
-        log.info("%s: fetched from mirror %s", label, shown)
-        return replace(result, mirror=shown)
+            if not _mirror_is_down(exc, s3=s3):
+                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
+                retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
+            elif session.mark_mirror_down(template, why):  # said once, with the first file it failed
+                retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
+            else:
+                retries.add(f"mirror {shown} failed ({why})")
+        else:
+            log.info("%s: fetched from mirror %s", label, shown)
+            return replace(result, mirror=shown)
     return None
 
 
@@ -345,9 +299,6 @@ def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
     return isinstance(exc, AuthError)
 
 
-# -- records: written in batches; each file's lock is released once its record is on disk ---------------------
-
-
 class RecordQueue:
     """The verified files' records not yet written, with their file locks: written at most once a second (per file
     it would be O(files²)) and the locks released only then, so a waiting run finds those files done. A file whose
@@ -357,16 +308,15 @@ class RecordQueue:
         self.store = store
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
-        self._pending: dict[str, list[tuple[FileRecord, HeldLocks | None]]] = {}
+        self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
         self._closed = threading.Event()
         self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
         self._writer.start()
 
-    def add(self, model: str, record: FileRecord, lock: HeldLocks | None) -> None:
-        if lock is not None:
-            # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on
-            # the same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
-            lock.release_shared()
+    def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
+        # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on the
+        # same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
+        lock.release_shared()
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
 
@@ -395,5 +345,4 @@ class RecordQueue:
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
                 for _, lock in queued:
-                    if lock is not None:
-                        lock.release()
+                    lock.release()

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 from mdl.catalog import FileSpec, ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.filelog import log_outcome
-from mdl.download.plan import FORCED, PlannedFile, check_space, plan_file
+from mdl.download.plan import FORCED, PlannedFile, check_space, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
@@ -35,7 +36,6 @@ from mdl.sources import (
     resolve_file,
     resolve_model,
     s3_source,
-    with_probe,
     write_inline,
 )
 from mdl.store import (
@@ -91,9 +91,8 @@ def read_source(source: str) -> str:
     try:
         return Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(
-            f"{source}: no such file (expected a URL, an hf:// or s3:// URI or a job-output JSON)"
-        ) from None
+        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
+        raise UsageError(f"{source}: no such file (expected {expected})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{source}: cannot read it: {exc}") from None
 
@@ -109,9 +108,8 @@ def get_sources(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> RunReport:
-    """Fetch one-off sources into ``settings.dest`` (or ``output`` for a single file), verified and atomic. A file
-    already there is kept when it has the expected bytes or is one a get wrote and upstream has not changed
-    (``wget -N``); any other is refused (exit 2); ``settings.force`` replaces it."""
+    """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file already there is kept
+    with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused unless forced."""
     expected = check_expected_sha256(sha256)
     given = parse_sources(sources, read_text=read_text, named=output is not None)
     items = _expand_repos(
@@ -123,24 +121,21 @@ def get_sources(
 def fetch_sources(
     items: Sequence[Source], settings: Settings, *, output: Path | None, sha256: str | None, progress: Progress
 ) -> RunReport:
-    """Check everything that can be checked locally (names, URLs, inline payloads, files in the way), then write
-    inline files and download the rest."""
+    """What can be checked locally first (names, inline payloads, files in the way); then inline writes, downloads."""
     if output is not None and len(items) != 1:
         raise UsageError(f"-o names one file, but the sources stand for {len(items)} files; use -d DIR")
     if sha256 is not None and len(items) != 1:
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
     force, folder = settings.force, settings.dest if output is None else output.parent  # -o names one file
     targets = _targets(items, output=output, directory=settings.dest, force=force)
-    checks = _check_inline_payloads(items, expected_sha256=sha256, progress=progress)
+    checks = _check_inline_payloads(items, sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
-    writes = [check for index, check in checks.items() if index not in outcomes]
-    progress.begin(total_bytes=sum(check.size for check in writes), files=len(writes))
-    for index, check in checks.items():
+    writes = {index: check for index, check in checks.items() if index not in outcomes}
+    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
+    for index, check in writes.items():
         item, target = items[index], targets[index]
         assert isinstance(item, InlineFile)
-        if index in outcomes:
-            continue
-        replaced = force and _present(target)
+        replaced = force and os.path.lexists(target)
         try:
             write_inline(item, target, check=check, progress=progress)
         except MdlError as exc:
@@ -153,7 +148,7 @@ def fetch_sources(
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(items) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
-        outcomes.update(_fetch_remote(remote, settings, folder, expected=sha256, progress=progress))
+        outcomes.update(_fetch_remote(remote, settings, folder, sha256=sha256, progress=progress))
     return RunReport(tuple(outcomes[i] for i in sorted(outcomes)))
 
 
@@ -166,7 +161,8 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     for item in items:
         if output is not None:
             target = output
-            if _is_folder(target):
+            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder; creatable_problem names it
+            if os.path.isdir(target):  # noqa: PTH112
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
             problem = path_problem(target.name)  # the same rule as for names from servers
             if problem is not None:
@@ -197,40 +193,27 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     return targets
 
 
-def _is_folder(path: Path) -> bool:
-    """A name the filesystem refuses (too long, ...) is no folder: creatable_problem names it (exit 7)."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
 def _check_inline_payloads(
-    items: Sequence[Source], *, expected_sha256: str | None, progress: Progress
+    items: Sequence[Source], *, sha256: str | None, progress: Progress
 ) -> dict[int, InlineCheck]:
     """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (the lowest exit
     code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
-    inline = [item for item in items if isinstance(item, InlineFile)]
-    progress.begin(total_bytes=sum(decoded_size(item) for item in inline), files=len(inline))
-    for index, item in enumerate(items):
-        if isinstance(item, InlineFile):
-            try:
-                checks[index] = check_inline(item, expected_sha256=expected_sha256, progress=progress)
-            except MdlError as exc:
-                log.error("%s", exc.message)
-                errors.append(exc)
+    inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
+    progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
+    for index, item in inline.items():
+        try:
+            checks[index] = check_inline(item, expected_sha256=sha256, progress=progress)
+        except MdlError as exc:
+            log.error("%s", exc.message)
+            errors.append(exc)
     if errors:
         worst = min(errors, key=lambda e: int(e.exit_code))
         more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""
         worst.hint = f"{more}nothing was written"
         raise worst
     return checks
-
-
-def _present(target: Path) -> bool:
-    return target.is_symlink() or target.exists()
 
 
 def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None) -> bool:
@@ -268,7 +251,7 @@ def _already_there(
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
-        if not _present(target) or (isinstance(item, UrlFile) and item.hub is not None):
+        if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         if want and _same_bytes(target, sha256=want):
@@ -286,9 +269,6 @@ def _already_there(
     return kept
 
 
-# -- whole Hub repos: listed once at one commit (a catalog snapshot's rules); each file keeps its folders --
-
-
 def _expand_repos(
     items: Sequence[Source | HfUri],
     settings: Settings,
@@ -299,9 +279,8 @@ def _expand_repos(
     sha256: str | None,
     progress: Progress,
 ) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given.
-    Usage errors come before the Hub is asked anything; a name ``get`` cannot save (a Windows device name, ``.mdl``,
-    ``:``) is exit 2 with a hint."""
+    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given. Usage
+    errors come before the Hub is asked; a name ``get`` cannot save (``CON``, ``.mdl``, ``:``) is exit 2 with a hint."""
     repos = [item for item in items if isinstance(item, HfUri)]
     if not repos:
         for flag, given in (("--include", include), ("--exclude", exclude)):
@@ -316,8 +295,7 @@ def _expand_repos(
     if settings.offline:
         raise UsageError(f"{first}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
-    session = PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)
-    try:
+    with closing(PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)) as session:
         hub = session.hub
         assert hub is not None, "offline was refused above"
         found: list[Source] = []
@@ -340,8 +318,6 @@ def _expand_repos(
                     raise
                 found.append(one)
         return found
-    finally:
-        session.close()
 
 
 def _save_parts(item: Source) -> list[str]:
@@ -352,23 +328,15 @@ def _save_parts(item: Source) -> list[str]:
     return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
 
 
-# -- remote files: the pull engine, one destination folder at a time -------------------------------------
-
-
 def _fetch_remote(
-    items: list[tuple[int, UrlFile, Path]],
-    settings: Settings,
-    folder: Path,
-    *,
-    expected: str | None,
-    progress: Progress,
+    items: list[tuple[int, UrlFile, Path]], settings: Settings, folder: Path, *, sha256: str | None, progress: Progress
 ) -> dict[int, FileOutcome]:
     """Download the remote files into ``folder`` (``-d``: Hub files keep their folders under it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     # Exactly where -o/-d say, never into the Hugging Face cache (whatever --layout says for pull).
     session = PullSession(replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress)
     planned: list[tuple[int, PlannedFile]] = []
-    present = {i for i, _, target in items if _present(target)}  # ours (_already_there), or --force
+    present = {i for i, _, target in items if os.path.lexists(target)}  # ours (_already_there), or --force
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
@@ -380,9 +348,9 @@ def _fetch_remote(
                     if hub is None:
                         raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
                     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-                    spec = replace(spec, sha256=expected, save_as=name)
+                    spec = replace(spec, sha256=sha256, save_as=name)
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
-                    if not settings.force and _present(target):
+                    if not settings.force and os.path.lexists(target):
                         if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
                             raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
                         outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
@@ -390,7 +358,7 @@ def _fetch_remote(
                 else:
                     assert item.url is not None
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
-                    remote = RemoteFile("", name, item.url, item.size, expected or item.sha256, source=source)
+                    remote = RemoteFile("", name, item.url, item.size, sha256 or item.sha256, source=source)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
@@ -406,13 +374,20 @@ def _fetch_remote(
             session.store.ensure_dirs()
             check_space(plans)
             for (index, _), outcome in zip(planned, fetch(session, plans), strict=True):
-                outcomes[index] = _in_gets_words(outcome, present=index in present)
+                # A file that was there and is fetched anew (--force, or a new version upstream) was "replaced".
+                if index in present and outcome.action == "downloaded":
+                    outcome = replace(outcome, word="replaced")
+                elif index in present and outcome.action == "skipped":
+                    outcome = replace(outcome, reason="already there, unchanged upstream")
+                outcomes[index] = outcome
     finally:
         for opening in openings:
             if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
                 opening.close()
         session.close()
-        _tidy_after(session.store)  # a finished get leaves nothing behind; a partial download stays
+        # A finished get leaves no empty state folder under .mdl (deepest first; a partial or another run's stays).
+        for sub in ("partial", "locks", "records", ""):
+            rmdir_empty(session.store.dest, session.store.state_dir / sub)
     return outcomes
 
 
@@ -425,26 +400,10 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
         if probed.opening is not None:
             probed.opening.close()
         raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
-    return with_probe(remote, size=probed.size, etag=probed.etag, located=probed.located, opening=probed.opening)
-
-
-def _tidy_after(store: Store) -> None:
-    """Remove the empty state folders under ``<dest>/.mdl``, deepest first (never a tree: another run's are kept)."""
-    for sub in ("partial", "locks", "records"):
-        rmdir_empty(store.dest, store.state_dir / sub)
-    rmdir_empty(store.dest, store.state_dir)
+    return replace(probed, size=item.size, size_pinned=True)
 
 
 def _written_by_get(target: Path) -> bool:
     """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record is not None and still_verified(target, record.files.get(target.name))
-
-
-def _in_gets_words(outcome: FileOutcome, *, present: bool) -> FileOutcome:
-    """A file that was there and is fetched anew (--force, or a new version upstream) was "replaced"."""
-    if present and outcome.action == "downloaded":
-        return replace(outcome, word="replaced")
-    if present and outcome.action == "skipped":
-        return replace(outcome, reason="already there, unchanged upstream")
-    return outcome

@@ -1,10 +1,12 @@
 """Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the disk (no hashing)
-before any byte moves; the space check; what a run reports per file."""
+before any byte moves; the space check; what a run reports per file, and its log line (what was done, from where)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import stat as st
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -13,6 +15,7 @@ from enum import StrEnum
 from mdl.download.session import PullSession, label_of
 from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
 from mdl.paths import path_clash, shown_path
+from mdl.redact import safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import (
@@ -31,6 +34,7 @@ from mdl.transfer import Identity, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
+file_log = logging.getLogger("mdl.files")  # the line per file; the log handler makes it safe (no secrets)
 
 
 class Action(StrEnum):
@@ -121,30 +125,27 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
     for model in resolved:
-        dest = session.store.model_dir(model.name)
-        clash = path_clash(remote.path for remote in model.files)
-        if clash is not None:  # refused whole, before any byte: half a model is no use
-            exc = UnsafePathError(
-                f"{model.name}: {clash[0]!r} is a file and also the folder of {clash[1]!r}; both cannot be saved"
-            )
-            log.error("%s", exc.message)
-            failures.append(failed(model.name, None, exc, dest=dest))
-            continue
         planned: list[PlannedFile] = []
-        for remote in model.files:
-            try:
-                if not session.settings.offline and not remote.hub and not remote.sha256:
-                    remote = session.probe(remote)  # its size and validator say whether it changed upstream
-                planned.append(plan_file(session, remote))
-            except MdlError as exc:
-                failures.append(failed(remote.model, remote.path, exc))
-        try:
+        try:  # a model refused whole, before any byte: half a model is no use
+            clash = path_clash(remote.path for remote in model.files)
+            if clash is not None:
+                file, child = clash
+                raise UnsafePathError(
+                    f"{model.name}: {file!r} is a file and also the folder of {child!r}; both cannot be saved"
+                )
+            for remote in model.files:
+                try:
+                    if not session.settings.offline and not remote.hub and not remote.sha256:
+                        remote = session.probe(remote)  # its size and validator say whether it changed upstream
+                    planned.append(plan_file(session, remote))
+                except MdlError as exc:
+                    failures.append(failed(remote.model, remote.path, exc))
             for plan in planned:
                 if plan.decision.action is not Action.SKIP:
                     plan.placement.check_writable(label=label_of(plan.remote))
         except MdlError as exc:
             log.error("%s", exc.message)
-            failures.append(failed(model.name, None, exc, dest=dest))
+            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
             continue
         plans.extend(planned)
     return plans, failures
@@ -194,14 +195,10 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
     """Refuse before transferring when the known sizes do not fit (per destination)."""
     needed: dict[Store, int] = {}
     for plan in plans:
-        size = plan.remote.size or 0
-        if plan.decision.action in (Action.DOWNLOAD, Action.REPAIR):
-            more = size
-        elif plan.decision.action is Action.RESUME:
-            more = max(0, size - plan.partial_bytes)
-        else:
-            continue
-        needed[plan.placement.store] = needed.get(plan.placement.store, 0) + more
+        action = plan.decision.action
+        if action in (Action.DOWNLOAD, Action.REPAIR, Action.RESUME):
+            kept = plan.partial_bytes if action is Action.RESUME else 0
+            needed[plan.placement.store] = needed.get(plan.placement.store, 0) + max(0, (plan.remote.size or 0) - kept)
     for store, total in needed.items():
         store.ensure_dirs()
         free = store.free_bytes()
@@ -246,22 +243,62 @@ def done_outcome(
     mirror: str | None = None,
 ) -> FileOutcome:
     """The file's outcome once ``action`` (which may differ from the planned one) was carried out."""
-    return FileOutcome(
-        model=plan.remote.model,
-        path=plan.remote.path,
-        dest=str(plan.placement.shown),
-        size=size,
-        sha256=sha256,
-        action=DONE_WORD[action],
-        reason=plan.decision.reason,
-        word="re-downloaded" if action is Action.DOWNLOAD and plan.decision.reason == FORCED else None,
-        fetched=fetched,
-        mirror=mirror,
-        source=mirror or plan.remote.source,
-        warning=plan.warning,
-    )
+    remote, reason = plan.remote, plan.decision.reason
+    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
+    done = FileOutcome(remote.model, remote.path, str(plan.placement.shown), size, sha256, DONE_WORD[action])
+    source = mirror or remote.source
+    return replace(done, reason=reason, word=word, fetched=fetched, mirror=mirror, source=source, warning=plan.warning)
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
     done = done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256)
     return replace(done, action=plan.decision.action.value, word=None, source=None)
+
+
+SERVER_TEXT_LIMIT = 500
+_BARE = re.compile(r"[^\s\"=\\]+")
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _value(value: object) -> str:
+    """A value as the line holds it: bare when unambiguous, else a JSON string."""
+    text = value if isinstance(value, str) else str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def file_line(outcome: FileOutcome) -> str:
+    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is a JSON string."""
+    fields: list[tuple[str, object | None]] = [
+        ("model", outcome.model),
+        ("path", outcome.path or ""),
+        ("action", outcome.action),
+        ("dest", outcome.dest),
+        ("source", outcome.source),
+        ("size", outcome.size),
+        ("sha256", outcome.sha256),
+        ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
+        ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        ("retries", len(outcome.retries)),
+        ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
+        ("causes", " | ".join(outcome.retries) or None),
+    ]
+    if outcome.action == "failed":
+        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
+        fields += [("exit", outcome.exit_code), ("status", outcome.status), ("server_text", server_text)]
+        fields.append(("error", outcome.error or "failed"))
+    return "file " + " ".join(f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+
+
+def log_outcome(outcome: FileOutcome) -> None:
+    """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
+    level = logging.ERROR if outcome.action == "failed" else logging.INFO
+    file_log.log(level, "%s", file_line(outcome))
+
+
+def parse_file_line(line: str) -> dict[str, str]:
+    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
+    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
+    fields: dict[str, str] = {}
+    for key, raw in _FIELD.findall(line[start:]):
+        fields[key] = json.loads(raw) if raw.startswith('"') else raw
+    return fields

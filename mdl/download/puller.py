@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.filelog import log_outcome
-from mdl.download.lockfile_use import warned
-from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, plan_models
+from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models
 from mdl.download.resolve import resolve
-from mdl.download.session import PullSession
+from mdl.download.session import PullSession, warned
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.report import RunReport
@@ -22,8 +21,7 @@ def pull_models(
     models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
 ) -> RunReport:
     """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
-    session = PullSession(settings, progress=progress, lock=lock)
-    try:
+    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
         resolved, outcomes = resolve(session, models, keep_installed=True)
         plans, failures = plan_models(session, resolved)
         outcomes.extend(failures)
@@ -38,8 +36,6 @@ def pull_models(
         _expect(session.store, resolved, plans)
         outcomes.extend(fetch(session, plans))
         return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
-    finally:
-        session.close()
 
 
 def _expect(store: Store, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:

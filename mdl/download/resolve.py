@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import stat as st
 from collections.abc import Sequence
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import ResolvedModel, resolve_model
-from mdl.store import (
-    FileRecord,
-    Layout,
-    adopt_cached,
-    file_state,
-    hash_file,
-    model_status,
-    unplaced_path,
-)
+from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
 log = logging.getLogger("mdl.pull")
@@ -35,8 +28,8 @@ log = logging.getLogger("mdl.pull")
 def resolve(
     session: PullSession, models: Sequence[ModelSpec], *, use_lock: bool = True, keep_installed: bool = False
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """Resolve every model; one that fails is reported and the others go on (a Hub that did not answer at all is
-    not asked again). ``use_lock`` False: ignore catalog.lock's pins; ``keep_installed``: see ``_kept``."""
+    """Resolve every model (``use_lock``: catalog.lock's pins); one that fails is reported and the others go on (a Hub
+    that did not answer at all is not asked again; ``keep_installed``: see ``_kept``)."""
     if use_lock:
         session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
     offline = session.settings.offline
@@ -83,9 +76,6 @@ def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str)
         raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
 
-# -- when the Hub cannot be asked, keep what is installed and verified (as hf_hub_download serves its cache) --
-
-
 def _is_unreachable(exc: MdlError) -> bool:
     """The Hub did not answer at all (no connection, or no answer in time): asking again in this run is futile."""
     cause: BaseException | None = exc
@@ -96,7 +86,7 @@ def _is_unreachable(exc: MdlError) -> bool:
 
 def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) -> list[FileOutcome] | None:
     """The model's files as ``skipped`` with one warning when the Hub is down (or refuses a check made without a
-    token) and the model is installed at a verified commit; None when it must fail as before."""
+    token) and the model is installed at a verified commit, as hf_hub_download serves its cache; else None."""
     if not (isinstance(exc, NetworkError) or (isinstance(exc, AuthError) and token is None)):
         return None  # with a token, a refusal is news to report
     status = model_status(spec, layout)
@@ -105,9 +95,7 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
         return None
     if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
         return None
-    commits = {entry.commit for entry in record.files.values() if entry.commit} | (
-        {record.commit} if record.commit else set()
-    )
+    commits = {commit for commit in (record.commit, *(entry.commit for entry in record.files.values())) if commit}
     kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
     warning = f"could not check {spec.name} for updates: {_reason(exc, spec.name)}; keeping {kept}"
     log.warning("%s", warning)
@@ -143,15 +131,11 @@ def _relabel(exc: MdlError, spec: ModelSpec) -> MdlError:
     return type(exc)(f"{spec.name}: {_reason(exc, model)}", hint=exc.hint)
 
 
-# -- mdl resolve ---------------------------------------------------------------------------------------------
-
-
 def resolve_models(
     models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
     """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
-    session = PullSession(settings, progress=progress, lock=lock)
-    try:
+    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
         resolved, failures = resolve(session, models)
         docs: list[dict[str, Any]] = []
         for model in resolved:
@@ -168,23 +152,12 @@ def resolve_models(
                 dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
                 if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
                     state = "outdated"
-                files.append(
-                    {
-                        "path": remote.path,
-                        "dest": str(dest),
-                        "url": redact_url(url) if url else remote.source,
-                        "size": remote.size,
-                        "sha256": remote.sha256,
-                        "git_oid": remote.git_oid,
-                        "source": remote.source,
-                        "state": state,
-                    }
-                )
+                file: dict[str, Any] = {"path": remote.path, "dest": str(dest)}
+                file |= {"url": redact_url(url) if url else remote.source, "size": remote.size, "sha256": remote.sha256}
+                files.append({**file, "git_oid": remote.git_oid, "source": remote.source, "state": state})
             warning = session.lockfile.warnings.get(model.name)  # resolved fresh: not locked
             doc = {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
             docs.append({**doc, "locked": warning is None and session.lockfile.lock is not None})
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures
-    finally:
-        session.close()

@@ -1,17 +1,23 @@
-"""What one run's stages share: settings, layout and store, the Hub client and token (lazy), HTTP pool, engines."""
+"""What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one warning per model
+resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP pool, engines."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from functools import cached_property
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import cached_property, partial
+from typing import TypeVar
 
-from mdl.catalog import Settings
-from mdl.download.lockfile_use import LockUse
-from mdl.lockfile import Lock
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import UsageError
+from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
+from mdl.report import RunReport
 from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token, with_probe
-from mdl.store import DirSyncs, Layout, Store
+from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
     Engine,
@@ -28,6 +34,71 @@ from mdl.transfer import (
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
+log = logging.getLogger("mdl.lock")
+ReportT = TypeVar("ReportT", bound=RunReport)
+Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
+
+
+class LockUse:
+    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
+
+    def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
+        self.mode = settings.lock_mode
+        self.path = settings.lock_path
+        self.name = self.path.name if self.path is not None else "catalog.lock"  # as messages say it
+        if lock is not None:
+            self.lock = lock
+        self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
+
+    @cached_property
+    def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
+        return read_lock(self.path) if self.path is not None else None
+
+    def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
+        """The model's locked entry to use, or None: resolve it fresh (said once when a lock exists)."""
+        lock = self.lock
+        if lock is None:
+            return None
+        if self.mode == "frozen":
+            return lock.models.get(spec.name)
+        fresh = lock.fresh(spec)
+        if fresh is None and spec.name not in self.warnings:
+            why = f"{self.name} is out of date for this model" if spec.name in lock.models else f"not in {self.name}"
+            warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
+            log.warning("%s", warning)
+            self.warnings[spec.name] = warning
+        return fresh
+
+    def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
+        """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
+        self.require(specs)
+        pins: Pins = {}
+        entries: dict[str, LockedModel] = {}
+        for spec in specs:
+            locked = self.pinned(spec, doing="using the catalog entry and the record")
+            if locked is not None:
+                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
+                entries[spec.name] = locked
+        return pins, dict(self.warnings), entries
+
+    def require(self, specs: Sequence[ModelSpec]) -> None:
+        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
+        if self.mode != "locked":
+            return
+        lock, hint = self.lock, "run `mdl lock` and commit the lock"
+        if lock is None:
+            where = f" ({self.path})" if self.path is not None else ""
+            names = ", ".join(spec.name for spec in specs)
+            raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
+        stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+        absent = [spec.name for spec in specs if spec.name not in lock.models]
+        parts = []
+        if stale:
+            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
+        if absent:
+            parts.append(f"does not hold {', '.join(absent)}")
+        if parts:
+            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
 
 class PullSession:
@@ -45,41 +116,24 @@ class PullSession:
         self.retry = RetryPolicy(retries=settings.retries)
         self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
         # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
-        pool_size = max(
-            4, settings.jobs * settings.connections + max(settings.jobs, 0 if settings.jobs_set else MANY_JOBS)
-        )
+        small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
+        pool_size = max(4, settings.jobs * settings.connections + small)
         self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
-        self.client = make_client(
-            timeout=settings.timeout, environ=self.environ, pool_size=pool_size, transport=self.transport
-        )
+        self.client = make_client(timeout=settings.timeout, pool_size=pool_size, transport=self.transport)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
-        self.engine = Engine(
-            self.client,
-            EngineConfig(
-                connections=settings.connections,
-                scale_connections=not settings.connections_set,
-                retry=self.retry,
-                stall_timeout=settings.stall_timeout,
-            ),
-            progress=progress,
-            cancel=self.cancel,
-            limiter=RateLimiter(settings.limit_rate) if settings.limit_rate else None,
-            dirs=self.dirs,
+        config = EngineConfig(
+            connections=settings.connections,
+            scale_connections=not settings.connections_set,
+            retry=self.retry,
+            stall_timeout=settings.stall_timeout,
         )
-        self.mirror_engine = Engine(
-            self.client,
-            EngineConfig(
-                connections=settings.connections,
-                retry=RetryPolicy(retries=MIRROR_RETRIES),
-                max_stalls=MIRROR_RETRIES,
-                stall_timeout=settings.stall_timeout,
-            ),
-            progress=progress,
-            cancel=self.cancel,
-            limiter=self.engine.limiter,
-            dirs=self.dirs,
+        mirror = replace(
+            config, scale_connections=False, retry=RetryPolicy(retries=MIRROR_RETRIES), max_stalls=MIRROR_RETRIES
         )
+        limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
+        engine = partial(Engine, self.client, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs)
+        self.engine, self.mirror_engine = engine(config), engine(mirror)
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
@@ -97,8 +151,7 @@ class PullSession:
         self.client.close()
 
     def abort(self) -> None:
-        """Ctrl-C: stop every stream of both engines now (their partial data is kept)."""
-        self.cancel.set()
+        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``)."""
         self.engine.abort()
         self.mirror_engine.abort()
         self.transport.abort()
@@ -132,14 +185,18 @@ class PullSession:
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
         """What the first request for the file learned (``.url``: where it redirects to in the end)."""
         what = label_of(remote)
-        credentials = self.credentials(remote)
-        return self.retry.run(
-            lambda: probe(self.client, remote.url, credentials=credentials, what=what, carry=carry),
-            what=what,
-            wait=self.cancel.wait,
-        )
+        ask = partial(probe, self.client, remote.url, credentials=self.credentials(remote), what=what, carry=carry)
+        return self.retry.run(ask, what=what, wait=self.cancel.wait)
 
 
 def label_of(remote: RemoteFile) -> str:
     """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
+
+
+def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
+    """The report, each outcome of a model the lock did not pin carrying why."""
+    files = tuple(
+        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
+    )
+    return replace(report, files=files)

@@ -15,7 +15,7 @@ import pytest
 from runfixtures import mdl
 from servers import CdnServer, Fault, make_data
 
-from mdl.download.filelog import file_line, parse_file_line
+from mdl.download.plan import file_line, parse_file_line
 from mdl.report import FileOutcome
 
 DATA = make_data(200_000, seed=21)

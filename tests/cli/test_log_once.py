@@ -21,7 +21,7 @@ import pytest
 from runfixtures import wait_for
 from servers import Fault, HubServer, make_data
 
-from mdl.download.filelog import parse_file_line
+from mdl.download.plan import parse_file_line
 
 MODEL = "ten"
 FILES: dict[str, bytes] = {
