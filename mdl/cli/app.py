@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from mdl.cli.options import COMMON, CatalogOpt, DestOpt, with_common_flags
+from mdl.cli.options import CatalogOpt, DestOpt, with_common_flags
 from mdl.version import __version__
 
 # Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
@@ -204,13 +204,8 @@ def _root(
     dest: DestOpt = None,
     **flags: Any,
 ) -> None:
-    """mdl: pull, verify and pack model files.
-
-    The common flags (-q, -v, --json, --no-progress, --progress, --log-file, --catalog, --dest) go before
-    or after the command: `mdl -q list` is `mdl list -q`.
-    """
-    # Kept for the command, which merges them with its own (mdl.cli.options.command_flags).
-    ctx.obj = {"catalog": catalog, "dest": dest, **{field: flags[param] for param, field, _, _ in COMMON}}
+    """The common flags given before the command, kept for it to merge with its own (options.command_flags)."""
+    ctx.obj = {"catalog": catalog, "dest": dest, **flags}
 
 
 # The root takes the common flags (mdl.cli.options.COMMON) after --version, as every command takes them.

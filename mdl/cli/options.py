@@ -85,14 +85,14 @@ FrozenOpt = Annotated[
 
 
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
-# parameter (in the root callback and in every command), the Run field it sets, its option and its default.
-COMMON: tuple[tuple[str, str, Any, Any], ...] = (
-    ("json_out", "json", JsonOpt, False),
-    ("quiet", "quiet", QuietOpt, False),
-    ("verbose", "verbose", VerboseOpt, False),
-    ("no_progress", "no_progress", NoProgressOpt, False),
-    ("progress_mode", "progress", ProgressOpt, None),
-    ("log_file", "log_file", LogFileOpt, None),
+# name (its parameter in the root callback and in every command, and the Run field it sets), option and default.
+COMMON: tuple[tuple[str, Any, Any], ...] = (
+    ("json", JsonOpt, False),
+    ("quiet", QuietOpt, False),
+    ("verbose", VerboseOpt, False),
+    ("no_progress", NoProgressOpt, False),
+    ("progress", ProgressOpt, None),
+    ("log_file", LogFileOpt, None),
 )
 
 
@@ -103,17 +103,17 @@ def command_flags(ctx: typer.Context) -> dict[str, Any]:
     would save into .), except --progress."""
     before, own = ctx.obj or {}, ctx.params
     merged: dict[str, Any] = {}
-    for param, key, _, default in (*COMMON, ("catalog", "catalog", None, None), ("dest", "dest", None, None)):
-        value = own.get(param)
+    for name, _, default in (*COMMON, ("catalog", None, None), ("dest", None, None)):
+        value = own.get(name)
         if default is False:
-            merged[key] = bool(before.get(key) or value)
+            merged[name] = bool(before.get(name) or value)
             continue
         if value is None:
-            value = before.get(key)
-            if value is not None and param not in own and key != "progress":
-                flag = "--" + key.replace("_", "-")
+            value = before.get(name)
+            if value is not None and name not in own and name != "progress":
+                flag = "--" + name.replace("_", "-")
                 raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
-        merged[key] = Path(value) if value is not None and key != "progress" else value
+        merged[name] = Path(value) if value is not None and name != "progress" else value
     return merged
 
 
@@ -130,9 +130,9 @@ def with_common_flags(
     if own is None:
         own = [p for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
     common = [
-        inspect.Parameter(param, keyword, default=default, annotation=option)
-        for param, _, option, default in COMMON
-        if progress or param != "progress_mode"
+        inspect.Parameter(name, keyword, default=default, annotation=option)
+        for name, option, default in COMMON
+        if progress or name != "progress"
     ]
     params = [p if p.name == "ctx" else p.replace(kind=keyword) for p in own]
     at = [p.name for p in params].index(after) + 1 if after else len(params)
@@ -171,10 +171,9 @@ def command(
         @functools.wraps(body)
         def run_command(ctx: typer.Context, **options: Any) -> None:
             flags = command_flags(ctx)
-            for param, *_ in COMMON:
-                options.pop(param, None)
-            options.update({key: flags[key] for key in ("catalog", "dest") if key in options})
-            run = Run(**{field: flags[field] for _, field, _, _ in COMMON})
+            where = {key: flags.pop(key) for key in ("catalog", "dest")}
+            options = {key: where.get(key, value) for key, value in options.items() if key not in flags}
+            run = Run(**flags)
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.tally import Item, Reporter, Tally
+from mdl.cli.render.tally import Item, Reporter
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size
@@ -50,7 +50,7 @@ class RichReporter(Reporter):
         secrets: tuple[str, ...],
         console: RichConsole | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(clock=clock, secrets=secrets)
         # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
         from rich.console import Console as RichConsole
         from rich.live import Live
@@ -58,9 +58,6 @@ class RichReporter(Reporter):
         # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one place.
         self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
         self.color = not no_color
-        self._clock = clock
-        self._secrets = secrets
-        self._tally = Tally()
         self._pending: dict[str, int] = {}
         self._flushed = clock()
         self._rows: list[Row] = []
@@ -87,14 +84,13 @@ class RichReporter(Reporter):
         if event.kind == "begin":
             self._tally.begin(total_bytes=event.total, files=event.files)
         elif event.kind == "start":
-            label = safe_text(event.label, secrets=self._secrets)
+            label = self._safe(event.label)
             self._pending.pop(key, None)
             self._tally.start(key, Item(label, event.total, now, event.completed, event.model, event.path))
             if event.completed:
                 self._print(f"resuming {label} at {human_size(event.completed)} of {human_size(event.total)}")
         elif event.kind == "waiting":  # "waiting (m:ss): message" on its row until its bytes flow
-            message, label = (safe_text(text, secrets=self._secrets) for text in (event.message, key))
-            self._tally.wait(key, message, now, label=label)
+            self._tally.wait(key, self._safe(event.message), now, label=self._safe(key))
         else:  # a failure prints nothing here: the final report names each failed file once
             self._tally.finish(key)
             return

@@ -6,12 +6,11 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
-from mdl.cli.render.stream import EventStream
-from mdl.cli.render.tally import Item, Reporter, Tally
+from mdl.cli.render.stream import EventStream, utc
+from mdl.cli.render.tally import Item, Reporter
 from mdl.progress import Event
-from mdl.redact import safe_text
 from mdl.units import human_duration, human_rate, human_size
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
@@ -35,13 +34,11 @@ def choose_progress_mode(
     choice = (requested or "auto").lower()
     if choice not in PROGRESS_CHOICES:
         raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
-    if choice == "json":
-        return "json"
-    if quiet or no_progress or choice == "none":
+    if (quiet or no_progress) and choice != "json":
         return "none"
-    if choice in ("rich", "plain"):
-        return "rich" if choice == "rich" else "plain"
-    return "plain" if not stderr_isatty or environ.get("TERM") == "dumb" else "rich"
+    if choice == "auto":
+        return "plain" if not stderr_isatty or environ.get("TERM") == "dumb" else "rich"
+    return cast(ProgressMode, choice)
 
 
 def make_reporter(
@@ -57,17 +54,16 @@ def make_reporter(
 ) -> Reporter:
     """The display for ``mode`` on ``stream`` (stderr); close it, or use it as a context manager. ``events`` is
     the run's one JSON event stream (``json``), shared with its console so ``begin`` is said once, ``end`` last."""
-    stamp = wallclock or (lambda: datetime.now(UTC))
     if mode == "rich":
         from mdl.cli.render.bars import RichReporter
         from mdl.cli.render.console import no_color
 
         return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
     if mode == "plain":
-        return PlainReporter(stream=stream, clock=clock, wallclock=stamp, interval=interval, secrets=secrets)
+        stamp = wallclock or (lambda: datetime.now(UTC))
+        return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
     if mode == "json":
-        events = events or EventStream(stream, secrets=secrets, wallclock=stamp)
-        return JsonReporter(events, clock=clock)
+        return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
     return Reporter()
 
 
@@ -75,26 +71,13 @@ class PlainReporter(Reporter):
     """Lines stamped in UTC for cron, CI and pipes: start (or resuming), at most one progress line per interval
     per file, done; never a control character."""
 
-    def __init__(
-        self,
-        *,
-        stream: TextIO,
-        clock: Callable[[], float],
-        wallclock: Callable[[], datetime],
-        interval: float,
-        secrets: tuple[str, ...],
-    ) -> None:
-        super().__init__()
-        self._stream, self._clock, self._wallclock = stream, clock, wallclock
-        self._interval, self._secrets = interval, secrets
-        self._tally = Tally()
+    def __init__(self, *, stream: TextIO, wallclock: Callable[[], datetime], interval: float, **common: Any) -> None:
+        super().__init__(**common)
+        self._stream, self._wallclock, self._interval = stream, wallclock, interval
 
     def _write(self, text: str) -> None:
-        moment = self._wallclock()
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._stream.write(f"{stamp} {safe_text(text, secrets=self._secrets)}\n")
+        stamp = utc(self._wallclock()).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._stream.write(f"{stamp} {self._safe(text)}\n")
         self._stream.flush()
 
     def show(self, event: Event) -> None:
@@ -104,14 +87,14 @@ class PlainReporter(Reporter):
             size = "" if total is None else f", {human_size(total)}"
             self._write(f"begin {event.files} file{'s' if event.files != 1 else ''}{size}")
         elif event.kind == "start":
-            label = safe_text(event.label, secrets=self._secrets)
+            label = self._safe(event.label)
             self._tally.start(key, Item(label, total, now, event.completed, event.model, event.path))
             if event.completed:
                 self._write(f"resuming {label} at {human_size(event.completed)} of {human_size(total)}")
             else:
                 self._write(f"start {label} ({'size unknown' if total is None else human_size(total)})")
         elif event.kind == "waiting":
-            item, news = self._tally.wait(key, event.message, now, label=safe_text(key, secrets=self._secrets))
+            item, news = self._tally.wait(key, event.message, now, label=self._safe(key))
             if news:
                 self._write(f"{item.label} waiting: {event.message}")
         elif event.kind == "advance":
@@ -124,13 +107,13 @@ class PlainReporter(Reporter):
             done = self._tally.finish(key)
             if not event.ok:  # left to the final report
                 return
-            text = f"done {done.label if done is not None else safe_text(key, secrets=self._secrets)}"
+            text = f"done {done.label if done is not None else self._safe(key)}"
             if done is not None:
                 elapsed = now - done.started
                 text += f" {human_size(done.completed)} in {human_duration(elapsed)}"
                 if elapsed > 0 and done.completed > done.initial:
                     text += f" ({human_rate((done.completed - done.initial) / elapsed)})"
-            self._write(f"{text}: {safe_text(event.message, secrets=self._secrets)}" if event.message else text)
+            self._write(f"{text}: {self._safe(event.message)}" if event.message else text)
         elif event.kind == "note":
             self._write(event.message)
 
@@ -154,10 +137,9 @@ class JsonReporter(Reporter):
     smoothed rate), ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error``, each a line, through the
     run's one :class:`EventStream` (which says ``begin`` first and ``end`` last, and makes every string safe)."""
 
-    def __init__(self, events: EventStream, *, clock: Callable[[], float], interval: float = PROGRESS_EVERY) -> None:
-        super().__init__()
-        self._events, self._clock, self._interval = events, clock, interval
-        self._tally = Tally()
+    def __init__(self, events: EventStream, *, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self._events = events
 
     def _emit(self, kind: str, item: Item, /, **fields: Any) -> None:
         self._events.emit(kind, model=item.model, path=item.path, label=item.label, **fields)
@@ -177,7 +159,7 @@ class JsonReporter(Reporter):
                 self._emit("waiting", item, message=event.message)
         elif event.kind == "advance":
             found = self._tally.advance(key, event.nbytes, now)
-            if found is None or now - found.shown < self._interval:
+            if found is None or now - found.shown < PROGRESS_EVERY:
                 return
             found.shown = now
             rate = found.meter.rate(now)

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mdl.redact import safe_doc
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one (an injected clock) is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class EventStream:
@@ -28,14 +34,9 @@ class EventStream:
         self._empty: dict[str, int | None] | None = None  # an empty batch's totals, said only if nothing follows
         self.errors: set[tuple[str | None, str | None]] = set()  # (model, path) an ``error`` event named
 
-    def _stamp(self) -> str:
-        moment = self._wallclock()
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
     def _write(self, event: str, fields: Mapping[str, Any]) -> None:
-        doc: dict[str, Any] = {"event": event, "time": self._stamp(), **fields}
+        stamp = utc(self._wallclock()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        doc: dict[str, Any] = {"event": event, "time": stamp, **fields}
         clean = safe_doc(doc, secrets=self._secrets)
         try:
             self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")
@@ -68,21 +69,13 @@ class EventStream:
             self._begun = True
             self._write("begin", {"files": files, "total": total})
 
-    def error(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        model: str | None = None,
-        path: str | None = None,
-        label: str | None = None,
-        **extra: Any,
-    ) -> None:
+    def error(self, message: str, *, model: str | None = None, path: str | None = None, **fields: Any) -> None:
+        """An ``error`` event: model, path, label, message, hint, then any other ``fields`` (code, kind)."""
         with self._lock:
             if model is not None or path is not None:
                 self.errors.add((model, path))
-            fields = {"model": model, "path": path, "label": label, "message": message, "hint": hint}
-            self.emit("error", **fields, **extra)
+            label, hint = fields.pop("label", None), fields.pop("hint", None)
+            self.emit("error", model=model, path=path, label=label, message=message, hint=hint, **fields)
 
     def warning(self, message: str) -> None:
         self.emit("warning", message=message)
@@ -100,13 +93,10 @@ class EventStream:
 
 def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
     """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line people read."""
-    actions: dict[str, int] = {}
-    for outcome in outcomes:
-        actions[outcome.action] = actions.get(outcome.action, 0) + 1
     return {
         "models": len({o.model for o in outcomes if o.model}),
         "files": sum(1 for o in outcomes if o.path is not None),
-        "actions": actions,
+        "actions": dict(Counter(o.action for o in outcomes)),
         "failed": sum(1 for o in outcomes if o.failing),
         "bytes": sum(o.fetched for o in outcomes),
         "seconds": round(seconds, 3),
@@ -114,11 +104,9 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
     }
 
 
-def failed_to_start(
-    stream: TextIO, *, message: str, exit_code: int, kind: str = "usage", secrets: tuple[str, ...] = ()
-) -> None:
+def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str = "usage") -> None:
     """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and ``end``."""
-    events = EventStream(stream, secrets=secrets)
+    events = EventStream(stream)
     events.error(message, code=exit_code, kind=kind)
     events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 from mdl.progress import Event, Progress
+from mdl.redact import safe_text
 
 WINDOW = 5.0  # seconds: the rate follows what the link does now, not the average since the start
 _NEVER = 100 * 3600.0  # seconds: a time left beyond 100 hours is a stall, not an estimate
@@ -24,8 +26,7 @@ class RateMeter:
     redirect, connect) is latency, not speed.
     """
 
-    def __init__(self, now: float, *, window: float = WINDOW) -> None:
-        self._window = window
+    def __init__(self, now: float) -> None:
         self._last = now
         self._bytes = 0.0  # weighted bytes
         self._time = 0.0  # weighted seconds
@@ -49,8 +50,8 @@ class RateMeter:
             self._bytes += self._pending
             self._pending = 0
             return
-        decay = math.exp(-elapsed / self._window)
-        weight = self._window * (1 - decay)  # the weighted length of the interval the bytes arrived over
+        decay = math.exp(-elapsed / WINDOW)
+        weight = WINDOW * (1 - decay)  # the weighted length of the interval the bytes arrived over
         # The bytes are spread over that interval, as the time is: a steady rate reads exactly as itself.
         self._bytes = self._bytes * decay + self._pending * weight / elapsed
         self._time = self._time * decay + weight
@@ -172,10 +173,14 @@ class Tally:
 class Reporter(Progress):
     """A display of the run's progress: thread-safe, closed when the run ends; this base shows nothing (-q)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: tuple[str, ...] = ()) -> None:
         # Re-entrant: the rich display redraws from inside console.print, which runs under this lock.
         self._lock = threading.RLock()
         self.transferred = 0  # bytes advanced so far, over all items
+        self._clock, self._secrets, self._tally = clock, secrets, Tally()
+
+    def _safe(self, text: str) -> str:
+        return safe_text(text, secrets=self._secrets)
 
     def emit(self, event: Event) -> None:
         with self._lock:
