@@ -88,12 +88,7 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
 
     with run.reporter() as progress:
         report = api.verify(
-            *(names or ()),
-            all=all_models,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            on_file=row,
+            *(names or ()), all=all_models, **where, environ=run.environ, progress=progress, on_file=row
         )
     return render_report(run, report, verb="verified", rows_shown=streaming)
 
