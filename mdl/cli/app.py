@@ -4,6 +4,7 @@
 # times, and string annotations would be evaluated each time (~20 ms of every run, Tab included).
 import difflib
 import importlib
+import inspect
 import sys
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from mdl.cli.options import CatalogOpt, DestOpt, with_common_flags
+from mdl.cli.options import COMMON, WHERE, declare, keywords
 from mdl.version import __version__
 
 # Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
@@ -195,18 +196,16 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def _root(
-    ctx: typer.Context,
-    version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
-    ] = False,
-    catalog: CatalogOpt = None,
-    dest: DestOpt = None,
-    **flags: Any,
-) -> None:
-    """The common flags given before the command, kept for it to merge with its own (options.command_flags)."""
-    ctx.obj = {"catalog": catalog, "dest": dest, **flags}
+VersionOpt = Annotated[
+    bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
+]
 
 
-# The root takes the common flags (mdl.cli.options.COMMON) after --version, as every command takes them.
-app.callback()(with_common_flags(_root, after="version"))
+def _root(ctx: typer.Context, version: VersionOpt = False, **flags: Any) -> None:
+    """The common flags, --catalog and --dest given before the command, kept for it to merge with its own."""
+    ctx.obj = flags
+
+
+# --version, the common flags, --catalog and --dest: the root takes the common flags as every command takes them.
+root_params = [*inspect.signature(_root).parameters.values()][:2]
+app.callback()(declare(_root, [*root_params, *keywords(COMMON, COMMON), *keywords(WHERE, ("catalog", "dest"))]))

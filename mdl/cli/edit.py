@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.completion import complete_model_names
-from mdl.cli.options import NameArg, TimeoutOpt, command
+from mdl.cli.options import NameArg, TimeoutOpt, command, complete_model_names
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:

@@ -1,18 +1,39 @@
-"""Options spelled the same in every command (``Annotated`` aliases), the six common flags declared once, and
-:func:`command`, the skeleton every command runs in."""
+"""Options spelled the same in every command (``Annotated`` aliases) and their Tab completion, the six common flags
+declared once, and :func:`command`, the skeleton every command runs in."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from mdl.cli.completion import complete_model_names
 from mdl.cli.run import Run, guarded
+
+
+def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Catalog model names starting with ``incomplete`` (not those already on the line), found the way the
+    command will find the catalog: --catalog (after or before the command), $MDL_CATALOG, ./catalog.toml."""
+    given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
+    typed = ctx.params.get("names") or ()
+    try:
+        from mdl import api
+
+        catalog = api.load_catalog(Path(given) if given else None, environ=dict(os.environ))
+    except Exception:  # noqa: BLE001 - a Tab press must never print a traceback into the user's prompt
+        return []
+    return [m.name for m in catalog.models if m.name.startswith(incomplete) and m.name not in typed]
+
+
+def complete_checkpoints(incomplete: str) -> list[str]:
+    """--checkpoint's keywords (a checkpoint's own name is taken too); fixed choices are Literal types, which
+    Typer completes itself."""
+    return [value for value in ("latest", "best", "step:") if value.startswith(incomplete)]
+
 
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
 # refuses anything else with exit 2 naming the option, and hands the command the plain string.
@@ -86,14 +107,24 @@ FrozenOpt = Annotated[
 
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
 # name (its parameter in the root callback and in every command, and the Run field it sets), option and default.
-COMMON: tuple[tuple[str, Any, Any], ...] = (
-    ("json", JsonOpt, False),
-    ("quiet", QuietOpt, False),
-    ("verbose", VerboseOpt, False),
-    ("no_progress", NoProgressOpt, False),
-    ("progress", ProgressOpt, None),
-    ("log_file", LogFileOpt, None),
-)
+COMMON: dict[str, tuple[Any, Any]] = {
+    "json": (JsonOpt, False),
+    "quiet": (QuietOpt, False),
+    "verbose": (VerboseOpt, False),
+    "no_progress": (NoProgressOpt, False),
+    "progress": (ProgressOpt, None),
+    "log_file": (LogFileOpt, None),
+}
+# The catalog's options, declared here once: after a command's own options, in this order; each command names
+# those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
+WHERE: dict[str, tuple[Any, Any]] = {
+    "dest": (DestOpt, None),
+    "layout": (LayoutOpt, None),
+    "locked": (LockedOpt, False),
+    "frozen": (FrozenOpt, False),
+    "catalog": (CatalogOpt, None),
+}
+CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
 
 def command_flags(ctx: typer.Context) -> dict[str, Any]:
@@ -103,7 +134,7 @@ def command_flags(ctx: typer.Context) -> dict[str, Any]:
     would save into .), except --progress."""
     before, own = ctx.obj or {}, ctx.params
     merged: dict[str, Any] = {}
-    for name, _, default in (*COMMON, ("catalog", None, None), ("dest", None, None)):
+    for name, (_, default) in (*COMMON.items(), ("catalog", WHERE["catalog"]), ("dest", WHERE["dest"])):
         value = own.get(name)
         if default is False:
             merged[name] = bool(before.get(name) or value)
@@ -117,43 +148,17 @@ def command_flags(ctx: typer.Context) -> dict[str, Any]:
     return merged
 
 
-def with_common_flags(
-    function: Callable[..., Any],
-    own: list[inspect.Parameter] | None = None,
-    *,
-    progress: bool = True,
-    after: str | None = None,
-) -> Callable[..., Any]:
-    """``function``'s signature as Typer reads it: its ``own`` parameters (default: its named ones) and the common
-    flags after the one named ``after`` (else at the end), without --progress if ``progress`` is False."""
+def keywords(table: dict[str, tuple[Any, Any]], names: Iterable[str]) -> list[inspect.Parameter]:
+    """Keyword parameters as Typer reads them: each name's option (an ``Annotated`` type) and default in ``table``."""
     keyword = inspect.Parameter.KEYWORD_ONLY
-    if own is None:
-        own = [p for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
-    common = [
-        inspect.Parameter(name, keyword, default=default, annotation=option)
-        for name, option, default in COMMON
-        if progress or name != "progress"
-    ]
-    params = [p if p.name == "ctx" else p.replace(kind=keyword) for p in own]
-    at = [p.name for p in params].index(after) + 1 if after else len(params)
-    params[at:at] = common
+    return [inspect.Parameter(name, keyword, default=table[name][1], annotation=table[name][0]) for name in names]
+
+
+def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> Callable[..., None]:
+    """``function`` as Typer reads it: taking ``params`` (it takes them as keywords)."""
     function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     function.__annotations__ = {p.name: p.annotation for p in params}
     return function
-
-
-_CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-
-
-# The catalog's options, declared here once: after a command's own options, in this order; each command names
-# those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
-WHERE: dict[str, tuple[Any, Any]] = {
-    "dest": (DestOpt, None),
-    "layout": (LayoutOpt, None),
-    "locked": (LockedOpt, False),
-    "frozen": (FrozenOpt, False),
-    "catalog": (CatalogOpt, None),
-}
 
 
 def command(
@@ -179,12 +184,10 @@ def command(
                 if code:
                     raise typer.Exit(code)
 
-        own = [p for p in list(inspect.signature(body).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
-        group = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=WHERE[name][1], annotation=WHERE[name][0])
-            for name in WHERE
-            if name in where
-        ]
-        return with_common_flags(run_command, [_CONTEXT, *own, *group], progress=progress)
+        keyword, params = inspect.Parameter.KEYWORD_ONLY, list(inspect.signature(body).parameters.values())[1:]
+        own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
+        group = keywords(WHERE, [name for name in WHERE if name in where])
+        common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])
+        return declare(run_command, [CONTEXT, *own, *group, *common])
 
     return wrap
