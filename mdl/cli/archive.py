@@ -44,22 +44,20 @@ def pack_cmd(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    with run.reporter() as progress:
-        result = api.pack(
-            run_dir,
-            output=output,
-            stream=sys.stdout.buffer if to_stdout else None,
-            checkpoint=checkpoint,
-            profile=profile,
-            with_logs=with_logs,
-            include=include or (),
-            exclude=exclude or (),
-            compress=compress,
-            dry_run=dry_run,
-            force=force,
-            environ=run.environ,
-            progress=progress,
-        )
+    result = run.call(
+        api.pack,
+        run_dir,
+        output=output,
+        stream=sys.stdout.buffer if to_stdout else None,
+        checkpoint=checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        include=include or (),
+        exclude=exclude or (),
+        compress=compress,
+        dry_run=dry_run,
+        force=force,
+    )
     doc = result.to_json()
     if run.json:
         run.emit(doc)

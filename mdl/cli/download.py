@@ -53,24 +53,22 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
     its locked sha256, without asking the Hub to list anything."""
-    with run.reporter() as progress:
-        report = api.pull(
-            *(names or ()),
-            all=all_models,
-            connections=connections,
-            jobs=jobs,
-            limit_rate=limit_rate,
-            verify=not no_verify,
-            force=force,
-            dry_run=dry_run,
-            stall_timeout=stall_timeout,
-            timeout=timeout,
-            lock_timeout=lock_timeout,
-            mirrors=mirror or (),
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    report = run.call(
+        api.pull,
+        *(names or ()),
+        all=all_models,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=limit_rate,
+        verify=not no_verify,
+        force=force,
+        dry_run=dry_run,
+        stall_timeout=stall_timeout,
+        timeout=timeout,
+        lock_timeout=lock_timeout,
+        mirrors=mirror or (),
+        **where,
+    )
     return render_report(run, report, verb="pulled")
 
 
@@ -86,10 +84,7 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
             run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
             run.stdout.flush()
 
-    with run.reporter() as progress:
-        report = api.verify(
-            *(names or ()), all=all_models, **where, environ=run.environ, progress=progress, on_file=row
-        )
+    report = run.call(api.verify, *(names or ()), all=all_models, **where, on_file=row)
     return render_report(run, report, verb="verified", rows_shown=streaming)
 
 

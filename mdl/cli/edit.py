@@ -53,21 +53,19 @@ def add_cmd(
     **where: Any,
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
-    with run.reporter() as progress:
-        change = api.add(
-            name,
-            *sources,
-            include=include or (),
-            exclude=exclude or (),
-            save_as=save_as,
-            sha256=sha256,
-            force=force,
-            check=not no_check,
-            **where,
-            timeout=timeout,
-            environ=run.environ,
-            progress=progress,
-        )
+    change = run.call(
+        api.add,
+        name,
+        *sources,
+        include=include or (),
+        exclude=exclude or (),
+        save_as=save_as,
+        sha256=sha256,
+        force=force,
+        check=not no_check,
+        **where,
+        timeout=timeout,
+    )
     return _render(run, change)
 
 

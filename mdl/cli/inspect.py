@@ -92,16 +92,7 @@ def resolve_cmd(
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
-    with run.reporter() as progress:
-        resolution = api.resolve(
-            *(names or ()),
-            all=all_models,
-            follow=follow,
-            timeout=timeout,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    resolution = run.call(api.resolve, *(names or ()), all=all_models, follow=follow, timeout=timeout, **where)
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])

@@ -35,17 +35,7 @@ def lock_cmd(
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    with run.reporter() as progress:
-        report = api.lock(
-            *(names or ()),
-            all=all_models,
-            upgrade=upgrade,
-            check=check,
-            timeout=timeout,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    report = run.call(api.lock, *(names or ()), all=all_models, upgrade=upgrade, check=check, timeout=timeout, **where)
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:

@@ -44,17 +44,9 @@ def publish_cmd(
 
     if not to:
         raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
-    with run.reporter() as progress:
-        report = api.publish(
-            *(names or ()),
-            to=to,
-            all=all_models,
-            connections=connections,
-            endpoint=endpoint_url,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    report = run.call(
+        api.publish, *(names or ()), to=to, all=all_models, connections=connections, endpoint=endpoint_url, **where
+    )
     if not run.json:
         for manifest in report.manifests:
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")

@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mdl.report import FileOutcome
 
 log = logging.getLogger("mdl.cli")
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,6 +78,11 @@ class Run:
             requested=self.progress,
         )
         return make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events)
+
+    def call(self, action: Callable[..., T], /, *args: Any, **options: Any) -> T:
+        """``action`` (an api function) with this run's environment and its progress display open."""
+        with self.reporter() as progress:
+            return action(*args, **options, environ=self.environ, progress=progress)
 
     def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
         """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
