@@ -11,6 +11,7 @@ from mdl import api
 from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.units import human_size
 
 
 @command(where=(), output_only=lambda options: str(options["output"]) == "-")
@@ -62,7 +63,6 @@ def pack_cmd(
     if run.json:
         run.emit(doc)
         return
-    from mdl.units import human_size
 
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]

@@ -9,6 +9,7 @@ from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
+from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
@@ -91,8 +92,6 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
 @command(where=("dest", "layout", "catalog"), progress=False)
 def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
-    from mdl.units import human_size
-
     report = api.clean(dry_run=dry_run, **where, environ=run.environ)
     if run.json:
         run.emit(report.to_json())

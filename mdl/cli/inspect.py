@@ -7,7 +7,9 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
+from mdl.cli.pipes import unread_if_failing
 from mdl.cli.run import Run
+from mdl.units import human_size
 
 
 @command(progress=False, output_only=True)
@@ -24,7 +26,6 @@ def list_cmd(
     if run.json:
         run.emit(listing.to_json())
         return
-    from mdl.units import human_size
 
     rows = [
         {
@@ -62,7 +63,6 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
         return
     run.line("")
-    from mdl.units import human_size
 
     rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
     columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
@@ -96,14 +96,11 @@ def resolve_cmd(
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])
-    from mdl.cli.pipes import unread_if_failing
 
     with unread_if_failing(failing=bool(resolution.exit_code)):
         if run.json:
             run.emit(resolution.to_json())
         else:
-            from mdl.units import human_size
-
             for model in resolution.models:
                 run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
                 rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]

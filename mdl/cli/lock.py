@@ -9,6 +9,7 @@ from mdl import api
 from mdl.cli.options import AllOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.download import LockReport
@@ -81,8 +82,6 @@ def _models(report: "LockReport") -> str:
 
 def change_line(change: "ModelChange") -> str:
     """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)``, or ``tiny: unchanged``."""
-    from mdl.units import human_size
-
     if change.status == "unchanged":
         return f"{change.name}: unchanged"
     if change.status == "removed":

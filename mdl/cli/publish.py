@@ -8,6 +8,8 @@ import typer
 from mdl import api
 from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
+from mdl.errors import UsageError
+from mdl.units import human_size
 
 
 @command()
@@ -39,9 +41,6 @@ def publish_cmd(
 
     An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only what is
     missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
-    from mdl.errors import UsageError
-    from mdl.units import human_size
-
     if not to:
         raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
     report = run.call(

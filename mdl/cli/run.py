@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from mdl.cli import pipes
+from mdl.cli.render.console import Console, color_enabled, emit_json, isatty, render_table, table_width
+from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
+from mdl.redact import safe_text
+from mdl.units import human_size
 from mdl.version import __version__
 
 if TYPE_CHECKING:
@@ -42,9 +46,7 @@ class Run:
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
-        from mdl.cli.render.console import Console
         from mdl.cli.render.log import setup_logging
-        from mdl.cli.render.stream import EventStream
 
         self.started = time.monotonic()
         self.stdout, self.stderr = sys.stdout, sys.stderr
@@ -66,7 +68,6 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
-        from mdl.cli.render.console import isatty
         from mdl.cli.render.progress import choose_progress_mode, make_reporter
 
         mode = choose_progress_mode(
@@ -86,27 +87,19 @@ class Run:
 
     def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
         """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
-        from mdl.cli.render.console import emit_json
-
         emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
         """One line of data on stdout, made safe (a name may come from a server)."""
-        from mdl.redact import safe_text
-
         self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        from mdl.cli.render.console import color_enabled, isatty, render_table, table_width
-
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         width = table_width(self.stdout, self.environ)
         render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
     def fail(self, exc: MdlError) -> int:
-        from mdl.redact import safe_text
-
         message = safe_text(exc.message, secrets=self.secrets)
         log.error("%s", message)
         if self.json:
@@ -125,8 +118,6 @@ class Run:
     def finish(self, exit_code: int, *, seconds: float) -> None:
         if self.events is None:
             return
-        from mdl.cli.render.stream import run_summary
-
         summary = self.summary or run_summary((), seconds=seconds, text=None)
         self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
 
@@ -143,8 +134,6 @@ def _nulled(doc: Any) -> Any:
 
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
-    from mdl.cli.render.console import emit_json
-
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
     with pipes.unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
@@ -175,8 +164,6 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
         error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
     if run is not None:
         return run.fail(error)
-    from mdl.cli.render.stream import failed_to_start, wants_events
-
     argv, code = sys.argv[1:], int(error.exit_code)
     if "--json" in argv:
         error_document(error, sys.stdout)
@@ -246,9 +233,7 @@ def invoke(app: Any) -> int:
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
     """A pull, verify, get or publish report: JSON or the data on stdout; each warning and failure once and one
     summary line on stderr; its exit code."""
-    from mdl.cli.render.stream import run_summary
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
-    from mdl.units import human_size
 
     with pipes.unread_if_failing(failing=bool(report.exit_code)):
         if run.json:

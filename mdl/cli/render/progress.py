@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO, cast
 
+from mdl.cli.render.console import no_color
 from mdl.cli.render.stream import EventStream, utc
 from mdl.cli.render.tally import Item, Reporter
 from mdl.progress import Event
@@ -56,7 +57,6 @@ def make_reporter(
     the run's one JSON event stream (``json``), shared with its console so ``begin`` is said once, ``end`` last."""
     if mode == "rich":
         from mdl.cli.render.bars import RichReporter
-        from mdl.cli.render.console import no_color
 
         return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
     if mode == "plain":
