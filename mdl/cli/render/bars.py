@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
 from mdl.cli.render.tally import Item, Reporter
@@ -41,16 +41,8 @@ _SEPARATORS = "/-_."
 class RichReporter(Reporter):
     """Rows for the items in flight and the batch's total, redrawn by rich's Live from a snapshot of the counts."""
 
-    def __init__(
-        self,
-        *,
-        stream: TextIO,
-        no_color: bool,
-        clock: Callable[[], float],
-        secrets: tuple[str, ...],
-        console: RichConsole | None = None,
-    ) -> None:
-        super().__init__(clock=clock, secrets=secrets)
+    def __init__(self, *, stream: TextIO, no_color: bool, console: RichConsole | None = None, **common: Any) -> None:
+        super().__init__(**common)
         # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
         from rich.console import Console as RichConsole
         from rich.live import Live
@@ -59,13 +51,13 @@ class RichReporter(Reporter):
         self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
         self.color = not no_color
         self._pending: dict[str, int] = {}
-        self._flushed = clock()
+        self._flushed = self._clock()
         self._rows: list[Row] = []
         # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
         self._live = Live(
             self, console=self.console, refresh_per_second=10, redirect_stdout=False, redirect_stderr=False
         )
-        self._started = self._closed = False
+        self._closed = False
 
     def show(self, event: Event) -> None:
         now, key = self._clock(), event.key
@@ -94,9 +86,8 @@ class RichReporter(Reporter):
         else:  # a failure prints nothing here: the final report names each failed file once
             self._tally.finish(key)
             return
-        if not self._started and not self._closed:  # started on first use: a run with nothing to show draws nothing
+        if not self._live.is_started and not self._closed:  # on first use: a run with nothing to show draws nothing
             self._live.start()
-            self._started = True
 
     def _flush(self, now: float) -> None:
         self._flushed = now
@@ -139,9 +130,8 @@ class RichReporter(Reporter):
         """Stop the live display, leaving its last frame on screen."""
         with self._lock:
             self._flush(self._clock())
-            if self._started:
-                self._live.stop()
-            self._started, self._closed = False, True
+            self._live.stop()  # (a display never started stays undrawn)
+            self._closed = True
 
 
 @dataclass(frozen=True)
