@@ -7,7 +7,6 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import PurePath
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
@@ -87,9 +86,7 @@ class Console:
             self._write("", "", message)
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, PurePath):
-        return str(value)
+def _json_default(value: object) -> object:  # (paths are strings already: safe_doc)
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
@@ -169,10 +166,9 @@ def _column_widths(natural: list[int], least: list[int], width: int | None) -> l
     def capped(level: int) -> list[int]:
         return [max(low, min(w, level)) for w, low in zip(natural, least, strict=True)]
 
-    low, high = 0, max(natural)  # the highest level at which the table fits: capped(low) fits, capped(high) not
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if sum(capped(middle)) <= room else (low, middle)
+    low = max(natural) - 1  # the highest level at which the table fits (0: none does, every column at its least)
+    while low > 0 and sum(capped(low)) > room:
+        low -= 1
     widths = capped(low)
     spare = room - sum(widths)
     for i, w in enumerate(widths):  # what the level leaves over goes to the first capped columns, one each
