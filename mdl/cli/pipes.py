@@ -109,18 +109,11 @@ def _on_wake(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
     """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` in the main thread."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or not hasattr(select, "poll")
-        or not hasattr(signal, "pthread_kill")
-        or WAKE_SIGNAL is None
-        or not _is_pipe(STDOUT_FD)
-    ):
+    wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
+    main = threading.current_thread() is threading.main_thread()
+    if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
         yield
         return
-    main_ident = threading.main_thread().ident
-    wake_signal = WAKE_SIGNAL
-    assert main_ident is not None and wake_signal is not None
     wake_read, wake_write = os.pipe()
     previous = signal.signal(wake_signal, _on_wake)
 
@@ -129,10 +122,7 @@ def stop_when_stdout_closes() -> Iterator[None]:
         poller.register(STDOUT_FD, 0)
         poller.register(wake_read, select.POLLIN)
         while True:
-            try:
-                events = dict(poller.poll())
-            except InterruptedError:
-                continue
+            events = dict(poller.poll())  # (a signal's EINTR is retried by Python: PEP 475)
             if events.get(wake_read):
                 return
             if events.get(STDOUT_FD, 0) & select.POLLERR:
