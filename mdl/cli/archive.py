@@ -63,7 +63,6 @@ def pack_cmd(
     if run.json:
         run.emit(doc)
         return
-
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])

@@ -26,7 +26,6 @@ def list_cmd(
     if run.json:
         run.emit(listing.to_json())
         return
-
     rows = [
         {
             **m.list_json(),
@@ -63,7 +62,6 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
         return
     run.line("")
-
     rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
     columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
     if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
@@ -96,7 +94,6 @@ def resolve_cmd(
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])
-
     with unread_if_failing(failing=bool(resolution.exit_code)):
         if run.json:
             run.emit(resolution.to_json())
