@@ -13,6 +13,8 @@ from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size
 
+SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
+
 
 @command(where=(), output_only=lambda options: str(options["output"]) == "-")
 def pack_cmd(
@@ -66,25 +68,18 @@ def pack_cmd(
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-    _say_left_out(run, doc["skipped"])
-    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-    verb = "would write" if dry_run else "wrote"
-    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
-
-
-SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
-
-
-def _say_left_out(run: Run, skipped: list[dict[str, str | None]]) -> None:
-    """What is not in the archive, on stderr, one line per reason: the checkpoints ``latest`` passed over, then
-    what the profile (or a whole-run pack) left out."""
+    # What is not in the archive, a line per reason: the checkpoints `latest` passed over, then what the profile (or
+    # a whole-run pack) left out.
     by_reason: dict[str, list[str]] = {}
-    for item in skipped:
+    for item in doc["skipped"]:
         by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
     for reason, paths in by_reason.items():
         more = len(paths) - SHOWN_LEFT_OUT
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
+    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
+    verb = "would write" if dry_run else "wrote"
+    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
 
 
 @command(where=())

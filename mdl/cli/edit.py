@@ -88,7 +88,6 @@ def _render(run: Run, change: "catalog_edit.CatalogChange") -> int:
             run.console.info(f"updated {change.lock}")
     if change.lock_error and change.exit_code:
         run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
-        return change.exit_code
-    if change.lock_error:
+    elif change.lock_error:
         run.console.warn(change.lock_error)
-    return 0
+    return change.exit_code

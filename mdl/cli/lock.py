@@ -41,22 +41,15 @@ def lock_cmd(
         run.console.warn(warning)
     if run.json:
         run.emit(report.to_json())
+    elif check and report.missing:  # --check says one line: missing or stale (exit 2), or fresh
+        run.console.error(f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes")
+    elif check and report.stale:
+        run.console.error(f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)")
     elif check:
-        _render_check(run, report)
+        run.console.info(f"{report.path.name} is up to date")
     else:
         _render_lock(run, report, upgrade=upgrade)
     return report.exit_code
-
-
-def _render_check(run: Run, report: "LockReport") -> None:
-    """One line: fresh (stderr, exit 0), or which models are missing or stale (an error, exit 2)."""
-    name = report.path.name
-    if report.missing:
-        run.console.error(f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes")
-    elif report.stale:
-        run.console.error(f"{name} is stale for: {', '.join(report.stale)} (run mdl lock)")
-    else:
-        run.console.info(f"{name} is up to date")
 
 
 def _render_lock(run: Run, report: "LockReport", *, upgrade: bool) -> None:
