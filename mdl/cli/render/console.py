@@ -47,12 +47,9 @@ class Console:
         color: bool | None = None,
         events: EventStream | None = None,
     ) -> None:
-        self._stream = stream
-        self._quiet = quiet
-        self._secrets = secrets
+        self._stream, self._quiet, self._secrets, self.events = stream, quiet, secrets, events
         self._color = color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
         self._lock = threading.Lock()
-        self.events = events
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
         text = safe_text(message, multiline=True, secrets=self._secrets)

@@ -25,12 +25,9 @@ class EventStream:
     def __init__(
         self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
     ) -> None:
-        self._stream = stream
-        self._secrets = secrets
-        self._wallclock = wallclock or (lambda: datetime.now(UTC))
+        self._stream, self._secrets, self._wallclock = stream, secrets, wallclock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
-        self._begun = False
-        self._ended = False
+        self._begun = self._ended = False
         self._empty: dict[str, int | None] | None = None  # an empty batch's totals, said only if nothing follows
         self.errors: set[tuple[str | None, str | None]] = set()  # (model, path) an ``error`` event named
 
@@ -57,17 +54,11 @@ class EventStream:
         """The run's totals: ``begin`` the first time, ``plan`` later. An empty batch waits: a later batch's totals
         make a truer ``begin``, and a ``plan`` of nothing says nothing."""
         with self._lock:
-            if self._ended:
-                return
-            if files <= 0:
-                if not self._begun:
-                    self._empty = {"files": files, "total": total}
-                return
-            if self._begun:
-                self._write("plan", {"files": files, "total": total})
-                return
-            self._begun = True
-            self._write("begin", {"files": files, "total": total})
+            if files <= 0 and not self._begun:
+                self._empty = {"files": files, "total": total}
+            elif files > 0 and not self._ended:
+                self._write("plan" if self._begun else "begin", {"files": files, "total": total})
+                self._begun = True
 
     def error(self, message: str, *, model: str | None = None, path: str | None = None, **fields: Any) -> None:
         """An ``error`` event: model, path, label, message, hint, then any other ``fields`` (code, kind)."""
@@ -84,9 +75,7 @@ class EventStream:
         self.emit("note", message=message)
 
     def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
-        with self._lock:
-            if self._ended:
-                return
+        with self._lock:  # (emit drops what comes after the first end)
             self.emit("end", ok=exit_code == 0, exit_code=exit_code, summary=dict(summary))
             self._ended = True
 
