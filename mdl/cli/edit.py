@@ -31,8 +31,7 @@ def add_cmd(
         list[str],
         typer.Argument(
             help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs.",
-            show_default=False,
+            "several build a multi-file model) or https:// URLs."
         ),
     ],
     include: Annotated[

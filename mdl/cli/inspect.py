@@ -15,9 +15,7 @@ from mdl.units import human_size
 @command(progress=False, output_only=True)
 def list_cmd(
     run: Run,
-    status: Annotated[
-        StatusChoice | None, typer.Option("--status", help="Only models in this state.", show_default=False)
-    ] = None,
+    status: Annotated[StatusChoice | None, typer.Option("--status", help="Only models in this state.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     **where: Any,
 ) -> None:

@@ -52,7 +52,6 @@ ProgressOpt = Annotated[
         "--progress",
         help="auto (rich bars on a terminal, plain lines off it), rich, plain, json (one event per line on "
         "stderr, for programs) or none.",
-        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
@@ -64,8 +63,7 @@ LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir).")
 ]
 NamesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Model names from the catalog.", show_default=False, autocompletion=complete_model_names),
+    list[str] | None, typer.Argument(help="Model names from the catalog.", autocompletion=complete_model_names)
 ]
 NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
@@ -76,7 +74,6 @@ LayoutOpt = Annotated[
         "--layout",
         help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
         "Default: $MDL_LAYOUT, catalog, plain.",
-        show_default=False,
     ),
 ]
 TimeoutOpt = Annotated[
