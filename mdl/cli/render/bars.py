@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
 from mdl.cli.render.tally import Item, Reporter
@@ -134,8 +133,7 @@ class RichReporter(Reporter):
             self._closed = True
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """What one line shows: an item, or the total (``whole``: its label is never cut)."""
 
     label: str
@@ -147,8 +145,7 @@ class Row:
     whole: bool = False
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """The columns a width allows and how wide the label and the bar are."""
 
     columns: tuple[str, ...]
