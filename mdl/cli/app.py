@@ -148,8 +148,7 @@ def build_command(name: str) -> Any:
 
 
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: :data:`COMMANDS`, each built when it is run, listed or completed; ``mdl help [CMD]`` is
-    ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
+    """``mdl``: :data:`COMMANDS` built when used, ``mdl help [CMD]`` as ``mdl [CMD] --help``, the nearest suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)

@@ -30,8 +30,7 @@ def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def complete_checkpoints(incomplete: str) -> list[str]:
-    """--checkpoint's keywords (a checkpoint's own name is taken too); fixed choices are Literal types, which
-    Typer completes itself."""
+    """--checkpoint's keywords (a checkpoint's own name is taken too; Typer completes the Literal choices itself)."""
     return [value for value in ("latest", "best", "step:") if value.startswith(incomplete)]
 
 

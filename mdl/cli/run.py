@@ -110,10 +110,8 @@ class Run:
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
-        if self.events is None:
-            self.console.error(message, hint=outcome.hint)
-        elif (model, outcome.path) not in self.events.errors:
-            self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
+        if self.events is None or (model, outcome.path) not in self.events.errors:
+            self.console.error(message, outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
     def finish(self, exit_code: int, *, seconds: float) -> None:
         if self.events is None:
@@ -140,8 +138,7 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
-    """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
-    ``--progress json`` events (by ``run``, or as the command line asks when no run started)."""
+    """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
     if pipes.is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
         pipes.silence_stdout()
@@ -220,19 +217,14 @@ def invoke(app: Any) -> int:
     if code == pipes.EXIT_STDOUT_CLOSED:
         pipes.silence_stdout()
         return code
-    try:
+    with pipes.unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
         sys.stdout.flush()
-    except OSError as exc:
-        if not pipes.is_closed_stdout_error(exc):
-            raise
-        pipes.silence_stdout()
-        return code or pipes.EXIT_STDOUT_CLOSED
-    return code
+        return code
+    return code or pipes.EXIT_STDOUT_CLOSED
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify, get or publish report: JSON or the data on stdout; each warning and failure once and one
-    summary line on stderr; its exit code."""
+    """A report: JSON or the data on stdout; each warning and failure once and a summary line on stderr; its code."""
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
 
     with pipes.unread_if_failing(failing=bool(report.exit_code)):

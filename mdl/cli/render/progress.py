@@ -53,8 +53,7 @@ def make_reporter(
     secrets: tuple[str, ...] = (),
     events: EventStream | None = None,
 ) -> Reporter:
-    """The display for ``mode`` on ``stream`` (stderr); close it, or use it as a context manager. ``events`` is
-    the run's one JSON event stream (``json``), shared with its console so ``begin`` is said once, ``end`` last."""
+    """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
     if mode == "rich":
         from mdl.cli.render.bars import RichReporter
 
@@ -68,8 +67,7 @@ def make_reporter(
 
 
 class PlainReporter(Reporter):
-    """Lines stamped in UTC for cron, CI and pipes: start (or resuming), at most one progress line per interval
-    per file, done; never a control character."""
+    """Lines stamped in UTC for cron, CI and pipes: start (or resuming), a progress line per interval, done."""
 
     def __init__(self, *, stream: TextIO, wallclock: Callable[[], datetime], interval: float, **common: Any) -> None:
         super().__init__(**common)

@@ -132,8 +132,7 @@ class Tally:
         self.items[key] = item
 
     def wait(self, key: str, message: str, now: float, *, label: str) -> tuple[Item, bool]:
-        """Mark ``key`` as waiting for ``message``; True if that is news. A key not started yet gets a row
-        (labelled ``label``): a lock is taken before the first byte."""
+        """Mark ``key`` as waiting for ``message`` (True if news); a lock taken before its start gets it a row."""
         item = self.items.get(key)
         if item is None:
             item = self.items[key] = Item(label, None, now)
