@@ -1,20 +1,31 @@
-"""One command's run: streams, environment, logging and console; the one error translator; report rendering."""
+"""One command's run: streams, environment, logging and console; the one error translator; report rendering.
+
+A closed stdout (``mdl list | head -1``) ends a command quietly with exit 141 (128 + SIGPIPE), as ``cat``: Python
+ignores SIGPIPE, so a write to a pipe whose reader left raises ``BrokenPipeError``, and commands that only print
+(list, show, resolve, verify, ``pack -o -``) stop at once (:func:`stop_when_stdout_closes`). Commands that change the
+disk finish their work; a failing command keeps its own exit code.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import select
+import signal
+import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from mdl.cli import pipes
 from mdl.cli.render.console import Console, color_enabled, emit_json, isatty, render_table, table_width
 from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
@@ -120,6 +131,134 @@ class Run:
         self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
 
 
+STDOUT_FD = 1
+EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
+
+
+class StdoutClosed(KeyboardInterrupt):
+    """stdout's reader has gone; raised in the main thread to stop the work (handled like Ctrl-C, then exit 141)."""
+
+
+def stdout_closed(fd: int = STDOUT_FD) -> bool:
+    """Whether ``fd`` is a pipe (or socket) no one reads any more."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL are reported
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return False
+    return any(mask & select.POLLERR for _, mask in events)
+
+
+def is_closed_stdout_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StdoutClosed):
+            return True
+        if isinstance(current, OSError) and current.errno == errno.EPIPE:
+            return stdout_closed()
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, STDOUT_FD)
+    finally:
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def unread_if_failing(*, failing: bool) -> Iterator[None]:
+    """Output of a failing command that no one reads is dropped: its own exit code says more than 141."""
+    try:
+        yield
+    except OSError as exc:
+        if not failing or not is_closed_stdout_error(exc):
+            raise
+        silence_stdout()
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode)
+
+
+class Watch:
+    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did (then
+    :class:`StdoutClosed` can land past its handler and reach Click as a Ctrl-C)."""
+
+    armed = False
+    fired = False
+
+
+WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
+
+
+def _on_wake(signum: int, frame: FrameType | None) -> None:
+    if Watch.armed and stdout_closed():
+        Watch.armed = False
+        Watch.fired = True
+        raise StdoutClosed
+
+
+@contextlib.contextmanager
+def stop_when_stdout_closes() -> Iterator[None]:
+    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` in the main thread: a watcher
+    thread waits for POLLERR on fd 1 and signals the main thread (SIGURG, not SIGPIPE, which the kernel sends for every
+    failed write), whose handler raises it (a ``KeyboardInterrupt``: every Ctrl-C cleanup runs)."""
+    wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
+    main = threading.current_thread() is threading.main_thread()
+    if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
+        yield
+        return
+    wake_read, wake_write = os.pipe()
+    previous = signal.signal(wake_signal, _on_wake)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(STDOUT_FD, 0)
+        poller.register(wake_read, select.POLLIN)
+        while True:
+            events = dict(poller.poll())  # (a signal's EINTR is retried by Python: PEP 475)
+            if events.get(wake_read):
+                return
+            if events.get(STDOUT_FD, 0) & select.POLLERR:
+                log.info("stdout was closed by its reader; stopping")
+                signal.pthread_kill(main_ident, wake_signal)
+                return
+            if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
+                return  # not a reader that left: nothing to stop for
+
+    watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
+    Watch.armed = True
+    watcher.start()
+    try:
+        yield
+    finally:
+        Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+        try:
+            os.write(wake_write, b"x")
+            watcher.join()
+        finally:
+            signal.signal(wake_signal, previous)
+            os.close(wake_read)
+            os.close(wake_write)
+
+
 def _nulled(doc: Any) -> Any:
     if isinstance(doc, str):
         return doc or None
@@ -133,16 +272,16 @@ def _nulled(doc: Any) -> Any:
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
-    with pipes.unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
+    with unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
     """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
-    if pipes.is_closed_stdout_error(exc):
-        log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
-        pipes.silence_stdout()
-        return pipes.EXIT_STDOUT_CLOSED
+    if is_closed_stdout_error(exc):
+        log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED
     show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
     error: MdlError
     if isinstance(exc, MdlError):
@@ -181,14 +320,14 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
-            with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
+            with stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
             if code:  # a failure's own code says more than 141 ("no one read the output")
-                with pipes.unread_if_failing(failing=True):
+                with unread_if_failing(failing=True):
                     run.stdout.flush()
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
@@ -207,27 +346,27 @@ def invoke(app: Any) -> int:
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
         # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
-        if exc.code != 1 or not pipes.stdout_closed():
+        if exc.code != 1 or not stdout_closed():
             raise
-        code = pipes.EXIT_STDOUT_CLOSED
+        code = EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
-    if code == 130 and pipes.Watch.fired:
-        code = pipes.EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
-    if code == pipes.EXIT_STDOUT_CLOSED:
-        pipes.silence_stdout()
+    if code == 130 and Watch.fired:
+        code = EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
+    if code == EXIT_STDOUT_CLOSED:
+        silence_stdout()
         return code
-    with pipes.unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
+    with unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
         sys.stdout.flush()
         return code
-    return code or pipes.EXIT_STDOUT_CLOSED
+    return code or EXIT_STDOUT_CLOSED
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
     """A report: JSON or the data on stdout; each warning and failure once and a summary line on stderr; its code."""
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
 
-    with pipes.unread_if_failing(failing=bool(report.exit_code)):
+    with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
