@@ -109,17 +109,14 @@ def setup_logging(
 
     # Without a file, a NullHandler still keeps logging's "last resort" handler from writing to stderr.
     handler: logging.Handler = logging.NullHandler()
-    opened: Path | None = None
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             handler = SharedRotatingFileHandler(
                 log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
             )
-            opened = log_file
-        except OSError:
-            # Unwritable log location: the run goes on without a log; the caller sees None and warns.
-            opened = None
+        except OSError:  # an unwritable log location: the run goes on without a log; the caller sees None and warns
+            log_file = None
     # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
     formatter = logging.Formatter(_LOG_FORMAT)
     formatter.converter = time.gmtime
@@ -128,4 +125,4 @@ def setup_logging(
     handler.addFilter(_redactor(secrets))
     handler.name = _HANDLER
     logger.addHandler(handler)
-    return opened
+    return log_file

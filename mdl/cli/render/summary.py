@@ -4,6 +4,7 @@ A model is done when all its outcomes are (exit 0); a one-off ``get`` has no mod
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -50,10 +51,7 @@ def _ok(unit: Sequence[FileOutcome]) -> bool:
 
 def _files_part(files: Sequence[FileOutcome]) -> str:
     """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
-    counts: dict[str, int] = {}
-    for f in files:
-        counts[f.shown_action] = counts.get(f.shown_action, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
     return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
