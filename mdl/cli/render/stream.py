@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from itertools import pairwise
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -103,9 +104,6 @@ def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str =
 def wants_events(argv: Sequence[str]) -> bool:
     """Whether a command line (not parsed) asks for ``--progress json``."""
     args = list(argv)
-    for index, arg in enumerate(args):
-        if arg == "--":
-            break
-        if arg == "--progress=json" or (arg == "--progress" and args[index + 1 : index + 2] == ["json"]):
-            return True
-    return False
+    if "--" in args:
+        del args[args.index("--") :]  # what follows are arguments, not options
+    return "--progress=json" in args or ("--progress", "json") in pairwise(args)
