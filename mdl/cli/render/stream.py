@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from itertools import pairwise
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, TextIO
 
 from mdl.redact import safe_doc
