@@ -57,9 +57,7 @@ def _files_part(files: Sequence[FileOutcome]) -> str:
 
 def _problem_word(unit: Sequence[FileOutcome]) -> str:
     """What went wrong with a unit, in one word: failed, or another action with a non-zero code (missing)."""
-    if any(f.action == "failed" for f in unit):
-        return "failed"
-    return next(f.shown_action for f in unit if f.exit_code != 0)
+    return "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:

@@ -78,11 +78,7 @@ def total_seconds_left(remaining: int | None, rate: float | None, files: Iterabl
     """The batch's time left: its remaining bytes over the aggregate rate, never less than the slowest file's
     (finished files still weigh in the smoothed aggregate: the total must not promise less than the throttled
     file it waits for). Files whose own time is unknown do not move the floor."""
-    total = seconds_left(remaining, rate)
-    slowest = max((s for s in files if s is not None), default=None)
-    if total is None:
-        return slowest
-    return total if slowest is None else max(total, slowest)
+    return max((s for s in (seconds_left(remaining, rate), *files) if s is not None), default=None)
 
 
 @dataclass
