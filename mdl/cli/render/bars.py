@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
@@ -199,12 +200,11 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
                 line.append_text(_bar(row, layout.bar, color=color))
             elif column == "size":
                 line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
+            elif column == "percent" and row.total is None:  # no share without a size: the bytes show it moves
+                line.append(human_size(row.completed).rjust(percent_width), "green")
             elif column == "percent":
-                if row.total is None:
-                    percent = human_size(row.completed)  # no share without a size: the bytes show it moves
-                else:
-                    percent = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(percent.rjust(percent_width), "green")
+                share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
+                line.append(share.rjust(percent_width), "green")
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
@@ -262,10 +262,8 @@ def shorten(text: str, width: int, *, keep: int | None = None) -> str:
 
 def _first_difference(text: str, other: str) -> int:
     """The first index where ``text`` and ``other`` differ (the last character if one starts the other)."""
-    for i, (a, b) in enumerate(zip(text, other, strict=False)):
-        if a != b:
-            return i
-    return min(len(text), len(other)) if len(text) > len(other) else len(text) - 1
+    common = len(os.path.commonprefix([text, other]))  # noqa: RUF071 - characters, not path parts, are meant
+    return common if common < len(text) else len(text) - 1
 
 
 def fit_labels(labels: Sequence[str], width: int) -> list[str]:
