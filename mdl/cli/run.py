@@ -53,7 +53,6 @@ class Run:
     # --progress: auto (rich on a terminal, plain lines off it), rich, plain, json (events for programs), none
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
@@ -65,7 +64,7 @@ class Run:
         # ``${VAR}`` from there).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
         found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
-        self.secrets = (*found, *self.secrets)
+        self.secrets = tuple(found)
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
@@ -96,9 +95,9 @@ class Run:
         with self.reporter() as progress:
             return action(*args, **options, environ=self.environ, progress=progress)
 
-    def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
-        """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
-        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
+    def emit(self, doc: Mapping[str, Any]) -> None:
+        """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never ``""``."""
+        emit_json(_nulled({"ok": True, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
         """One line of data on stdout, made safe (a name may come from a server)."""
@@ -111,8 +110,7 @@ class Run:
         render_table(rows, columns, stream=self.stdout, color=color, width=width)
 
     def fail(self, exc: MdlError) -> int:
-        message = safe_text(exc.message, secrets=self.secrets)
-        log.error("%s", message)
+        log.error("%s", safe_text(exc.message, secrets=self.secrets))
         if self.json:
             error_document(exc, self.stdout, secrets=self.secrets)
         self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
