@@ -6,9 +6,9 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
 
 from mdl.progress import Event, Progress
 from mdl.redact import safe_text
@@ -165,7 +165,7 @@ class Tally:
         return total_seconds_left(remaining, self.rate(now), [i.seconds_left(now) for i in self.items.values()])
 
 
-class Reporter(Progress):
+class Reporter(Progress, AbstractContextManager["Reporter"]):
     """A display of the run's progress: thread-safe, closed when the run ends; this base shows nothing (-q)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: tuple[str, ...] = ()) -> None:
@@ -188,9 +188,6 @@ class Reporter(Progress):
 
     def close(self) -> None:
         """Stop the display; safe to call more than once."""
-
-    def __enter__(self) -> Self:
-        return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
