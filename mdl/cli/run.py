@@ -20,13 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast
 
 import typer
 
-from mdl.cli.render.console import Console, color_enabled, emit_json, isatty, render_table, table_width
+from mdl.cli.render.console import Console, color_enabled, emit_json, isatty, no_color, render_table, table_width
 from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.redact import safe_text
@@ -34,7 +35,7 @@ from mdl.units import human_size
 from mdl.version import __version__
 
 if TYPE_CHECKING:
-    from mdl.cli.render.tally import Reporter
+    from mdl.cli.render.progress import Reporter
     from mdl.report import FileOutcome
 
 log = logging.getLogger("mdl.cli")
@@ -78,8 +79,6 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
-        from mdl.cli.render.progress import choose_progress_mode, make_reporter
-
         mode = choose_progress_mode(
             quiet=self.quiet,
             no_progress=self.no_progress,
@@ -127,6 +126,58 @@ class Run:
             return
         summary = self.summary or run_summary((), seconds=seconds, text=None)
         self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
+
+
+ProgressMode = Literal["rich", "plain", "json", "none"]
+PROGRESS_CHOICES = ("auto", "rich", "plain", "json", "none")
+
+
+def choose_progress_mode(
+    *,
+    quiet: bool,
+    no_progress: bool,
+    json_output: bool,
+    stderr_isatty: bool,
+    environ: Mapping[str, str],
+    requested: str | None = None,
+) -> ProgressMode:
+    """The display for ``--progress``: json wins even over -q and --no-progress (they silence what people read,
+    not a program's channel); else they mean none; auto is rich on a terminal, plain lines off it or with
+    TERM=dumb. ``json_output`` does not matter: progress goes to stderr."""
+    del json_output
+    choice = (requested or "auto").lower()
+    if choice not in PROGRESS_CHOICES:
+        raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
+    if (quiet or no_progress) and choice != "json":
+        return "none"
+    if choice == "auto":
+        return "plain" if not stderr_isatty or environ.get("TERM") == "dumb" else "rich"
+    return cast(ProgressMode, choice)
+
+
+def make_reporter(
+    mode: ProgressMode,
+    *,
+    stream: TextIO,
+    environ: Mapping[str, str],
+    clock: Callable[[], float] = time.monotonic,
+    wallclock: Callable[[], datetime] | None = None,
+    interval: float = 5.0,
+    secrets: tuple[str, ...] = (),
+    events: EventStream | None = None,
+) -> Reporter:
+    """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
+    from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
+
+    if mode == "rich":
+        return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
+    if mode == "plain":
+        stamp = wallclock or (lambda: datetime.now(UTC))
+        return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
+    if mode == "json":
+        return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
+    return Reporter()
 
 
 STDOUT_FD = 1

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.tally import Item, Reporter
+from mdl.cli.render.progress import Item, Reporter
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size
