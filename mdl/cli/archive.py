@@ -1,6 +1,5 @@
 """``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto disk."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import sys
 from pathlib import Path
 from typing import Annotated

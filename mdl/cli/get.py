@@ -1,6 +1,5 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -51,7 +51,6 @@ class Run:
     verbose: bool = False
     no_progress: bool = False
     log_file: Path | None = None
-    # --progress: auto (rich on a terminal, plain lines off it), rich, plain, json (events for programs), none
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
