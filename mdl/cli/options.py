@@ -131,16 +131,14 @@ def command_flags(ctx: typer.Context) -> dict[str, Any]:
     before, own = ctx.obj or {}, ctx.params
     merged: dict[str, Any] = {}
     for name, (_, default) in (*COMMON.items(), ("catalog", WHERE["catalog"]), ("dest", WHERE["dest"])):
-        value = own.get(name)
+        value, earlier = own.get(name), before.get(name)
         if default is False:
-            merged[name] = bool(before.get(name) or value)
-            continue
-        if value is None:
-            value = before.get(name)
-            if value is not None and name not in own and name != "progress":
-                flag = "--" + name.replace("_", "-")
-                raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
-        merged[name] = Path(value) if value is not None and name != "progress" else value
+            merged[name] = bool(earlier or value)
+        elif value is None and earlier is not None and name not in own and name != "progress":
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
+        else:
+            merged[name] = earlier if value is None else value
     return merged
 
 
