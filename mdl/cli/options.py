@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from mdl import api
 from mdl.cli.run import Run, guarded
 
 
@@ -21,8 +22,6 @@ def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
     given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
     typed = ctx.params.get("names") or ()
     try:
-        from mdl import api
-
         catalog = api.load_catalog(Path(given) if given else None, environ=dict(os.environ))
     except Exception:  # noqa: BLE001 - a Tab press must never print a traceback into the user's prompt
         return []
