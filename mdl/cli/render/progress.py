@@ -135,9 +135,7 @@ class Tally:
 
     def wait(self, key: str, message: str, now: float, *, label: str) -> tuple[Item, bool]:
         """Mark ``key`` as waiting for ``message`` (True if news); a lock taken before its start gets it a row."""
-        item = self.items.get(key)
-        if item is None:
-            item = self.items[key] = Item(label, None, now)
+        item = self.items.setdefault(key, Item(label, None, now))
         if item.waiting == message:
             return item, False
         item.waiting, item.waiting_since = message, now
@@ -253,8 +251,7 @@ def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
     parts = [item.label]
     if item.total:
-        parts.append(f"{100 * item.completed // item.total}%")
-        parts.append(f"{human_size(item.completed)}/{human_size(item.total)}")
+        parts += [f"{100 * item.completed // item.total}%", f"{human_size(item.completed)}/{human_size(item.total)}"]
     else:
         parts.append(human_size(item.completed))
     parts.append(human_rate(rate))
