@@ -274,8 +274,7 @@ class JsonReporter(Reporter):
 
     def show(self, event: Event) -> None:
         now, key = self._clock(), event.key
-        if event.kind == "begin":
-            self._tally.begin(total_bytes=event.total, files=event.files)
+        if event.kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
             self._events.begin(files=event.files, total=event.total)
         elif event.kind == "start":
             item = Item(event.label, event.total, now, event.completed, event.model, event.path)
