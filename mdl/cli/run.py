@@ -18,17 +18,17 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast
 
 import typer
 
-from mdl.cli.render.console import Console, color_enabled, emit_json, isatty, no_color, render_table, table_width
-from mdl.cli.render.stream import EventStream, failed_to_start, run_summary, wants_events
+from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.redact import safe_text
 from mdl.units import human_size
@@ -103,9 +103,7 @@ class Run:
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
-        width = table_width(self.stdout, self.environ)
-        render_table(rows, columns, stream=self.stdout, color=color, width=width)
+        print_table(rows, columns, stream=self.stdout, environ=self.environ)
 
     def fail(self, exc: MdlError) -> int:
         log.error("%s", safe_text(exc.message, secrets=self.secrets))
@@ -305,6 +303,21 @@ def stop_when_stdout_closes() -> Iterator[None]:
             signal.signal(wake_signal, previous)
             os.close(wake_read)
             os.close(wake_write)
+
+
+def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str = "usage") -> None:
+    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and ``end``."""
+    events = EventStream(stream)
+    events.error(message, code=exit_code, kind=kind)
+    events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
+
+
+def wants_events(argv: Sequence[str]) -> bool:
+    """Whether a command line (not parsed) asks for ``--progress json``."""
+    args = list(argv)
+    if "--" in args:
+        del args[args.index("--") :]  # what follows are arguments, not options
+    return "--progress=json" in args or ("--progress", "json") in pairwise(args)
 
 
 def _nulled(doc: Any) -> Any:

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TextIO
 
-from mdl.cli.render.stream import EventStream, utc
+from mdl.cli.render.console import EventStream, utc
 from mdl.progress import Event, Progress
 from mdl.redact import safe_text
 from mdl.units import human_duration, human_rate, human_size
