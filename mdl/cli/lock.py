@@ -60,16 +60,10 @@ def _render_lock(run: Run, report: "LockReport", *, upgrade: bool) -> None:
         run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
     if report.failures:
         run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
-    elif report.changed:
-        run.console.info(f"wrote {report.path} ({_models(report)})")
-    else:
-        run.console.info(f"{report.path} is up to date ({_models(report)})")
-
-
-def _models(report: "LockReport") -> str:
-    locked = sum(1 for c in report.changes if c.status != "removed")
-    resolved = len(report.resolved)
-    return f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+        return
+    locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
+    models = f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+    run.console.info(f"wrote {report.path} ({models})" if report.changed else f"{report.path} is up to date ({models})")
 
 
 def change_line(change: "ModelChange") -> str:
