@@ -68,9 +68,7 @@ class Run:
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
-        self.console = Console(
-            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets, events=self.events
-        )
+        self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         target = chosen or default_log_file()
@@ -109,14 +107,14 @@ class Run:
         log.error("%s", safe_text(exc.message, secrets=self.secrets))
         if self.json:
             error_document(exc, self.stdout, secrets=self.secrets)
-        self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
+        self.console.error(exc.message, hint=exc.hint, code=int(exc.exit_code), kind=exc.kind)
         return int(exc.exit_code)
 
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
         if self.events is None or (model, outcome.path) not in self.events.errors:
-            self.console.error(message, outcome.hint, model=model, path=outcome.path, label=outcome.label)
+            self.console.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
     def finish(self, exit_code: int, *, seconds: float) -> None:
         if self.events is None:

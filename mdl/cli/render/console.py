@@ -93,6 +93,8 @@ class EventStream:
     def note(self, message: str) -> None:
         self.emit("note", message=message)
 
+    warn, info = warning, note  # as a Console says them: a run's console is its event stream with --progress json
+
     def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
         with self._lock:  # (emit drops what comes after the first end)
             self.emit("end", ok=exit_code == 0, exit_code=exit_code, summary=dict(summary))
@@ -116,8 +118,8 @@ _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0
 
 
 class Console:
-    """Errors, warnings and info for people on stderr, redacted; with ``--progress json`` (``events``) each is an
-    event instead, and -q does not thin them out (a program asked for every event)."""
+    """Errors, warnings and info for people on stderr, redacted (with ``--progress json`` the run's
+    :class:`EventStream` says them instead, -q or not: a program asked for every event)."""
 
     def __init__(
         self,
@@ -127,9 +129,8 @@ class Console:
         quiet: bool = False,
         secrets: tuple[str, ...] = (),
         color: bool | None = None,
-        events: EventStream | None = None,
     ) -> None:
-        self._stream, self._quiet, self._secrets, self.events = stream, quiet, secrets, events
+        self._stream, self._quiet, self._secrets = stream, quiet, secrets
         self._color = color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
         self._lock = threading.Lock()
 
@@ -142,26 +143,19 @@ class Console:
             self._stream.flush()
 
     def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
-        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` go in the event only."""
-        if self.events is not None:
-            self.events.error(message, hint=hint, **fields)
-            return
+        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for events only."""
         self._write("mdl: error: ", _BOLD_RED, message)
         if hint:
             self._write("  hint: ", _BOLD, hint)
 
     def warn(self, message: str) -> None:
         """``mdl: warning: <message>``, unless quiet."""
-        if self.events is not None:
-            self.events.warning(message)
-        elif not self._quiet:
+        if not self._quiet:
             self._write("mdl: warning: ", _YELLOW, message)
 
     def info(self, message: str) -> None:
         """``message`` as is, unless quiet."""
-        if self.events is not None:
-            self.events.note(message)
-        elif not self._quiet:
+        if not self._quiet:
             self._write("", "", message)
 
 
