@@ -52,8 +52,7 @@ class EventStream:
 
     def _write(self, event: str, fields: Mapping[str, Any]) -> None:
         stamp = utc(self._wallclock()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        doc: dict[str, Any] = {"event": event, "time": stamp, **fields}
-        clean = safe_doc(doc, secrets=self._secrets)
+        clean = safe_doc({"event": event, "time": stamp, **fields}, secrets=self._secrets)
         try:
             self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")
             self._stream.flush()

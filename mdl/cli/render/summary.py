@@ -74,7 +74,7 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
 
 def says_it_all(outcomes: Sequence[FileOutcome]) -> bool:
     """Whether the report is one failure alone: its error line says it all (one message, as curl prints)."""
-    return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
+    return len(outcomes) == 1 and not _ok(outcomes)
 
 
 def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
@@ -112,9 +112,8 @@ def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
     folders: list[str] = []
     for unit in _units(outcomes).values():
         files = [f for f in unit if f.path is not None and f.dest is not None]
-        if not unit[0].model or not files or not _ok(unit):
-            continue
-        folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
+        if unit[0].model and files and _ok(unit):
+            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
     return list(dict.fromkeys(folders))
 
 
