@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -19,29 +18,6 @@ except ImportError:  # pragma: no cover - Windows: one writer at a time is all t
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
 _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
-
-
-def _redactor(secrets: tuple[str, ...]) -> Callable[[logging.LogRecord], bool]:
-    """A filter making every record safe (message with its args, traceback, stack) before it is formatted."""
-
-    def redact(record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            # A log call with a bad format string must not crash a download: keep the raw pieces.
-            message = f"{record.msg!r} {record.args!r}"
-        # One record, one line: a newline from a server's text could otherwise forge a log line.
-        record.msg, record.args = safe_text(message, secrets=secrets), None
-        if record.exc_info and not record.exc_text:
-            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
-        if record.stack_info:
-            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=secrets)
-        return True
-
-    return redact
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
@@ -117,12 +93,31 @@ def setup_logging(
             )
         except OSError:  # an unwritable log location: the run goes on without a log; the caller sees None and warns
             log_file = None
+
+    def redact(record: logging.LogRecord) -> bool:
+        """Make the record safe (message with its args, traceback, stack) before it is formatted."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A log call with a bad format string must not crash a download: keep the raw pieces.
+            message = f"{record.msg!r} {record.args!r}"
+        # One record, one line: a newline from a server's text could otherwise forge a log line.
+        record.msg, record.args = safe_text(message, secrets=secrets), None
+        if record.exc_info and not record.exc_text:
+            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
+        if record.stack_info:
+            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=secrets)
+        return True
+
     # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
     formatter = logging.Formatter(_LOG_FORMAT)
     formatter.converter = time.gmtime
     formatter.default_time_format, formatter.default_msec_format = "%Y-%m-%dT%H:%M:%S", "%s.%03dZ"
     handler.setFormatter(formatter)
-    handler.addFilter(_redactor(secrets))
+    handler.addFilter(redact)
     handler.name = _HANDLER
     logger.addHandler(handler)
     return log_file
