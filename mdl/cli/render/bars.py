@@ -163,12 +163,10 @@ def choose_layout(rows: Sequence[Row], width: int) -> Layout:
     widths = {**_WIDTHS, "percent": _percent_width(rows)}
     for columns in LAYOUTS:
         room = width - sum(widths.get(c, 0) + 1 for c in columns if c != "bar")
-        if "bar" in columns:
-            if room - BAR_MIN - 1 < minimum:
-                continue
+        if "bar" in columns and room - BAR_MIN - 1 >= minimum:
             label = min(need, room - BAR_MIN - 1)
             return Layout(columns, label, min(BAR_MAX, room - label - 1))
-        if room >= minimum:
+        if "bar" not in columns and room >= minimum:
             return Layout(columns, min(need, room), 0)
     return Layout(("eta",), max(width - ETA_WIDTH - 1, 1), 0)
 
