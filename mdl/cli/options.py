@@ -17,8 +17,7 @@ from mdl.cli.run import Run, guarded
 
 
 def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Catalog model names starting with ``incomplete`` (not those already on the line), found the way the
-    command will find the catalog: --catalog (after or before the command), $MDL_CATALOG, ./catalog.toml."""
+    """Model names starting with ``incomplete``, not yet on the line, from the catalog the command will read."""
     given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
     typed = ctx.params.get("names") or ()
     try:
@@ -160,10 +159,8 @@ def command(
     progress: bool = True,
     output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run`, its own options and the catalog options in
-    ``where`` (``--catalog`` and ``--dest`` merged with those given before the command), does the work, renders it
-    and returns its exit code (None: 0), under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a
-    function of the options that says so) change nothing on disk: they stop as soon as stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in ``where``, and
+    returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop when stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)

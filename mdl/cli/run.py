@@ -373,8 +373,7 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
-    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes."""
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:

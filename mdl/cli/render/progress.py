@@ -261,9 +261,8 @@ def _progress_text(item: Item, rate: float | None) -> str:
 
 
 class JsonReporter(Reporter):
-    """``--progress json``: events ``start``, ``progress`` (at most once a second per file: bytes so far, size,
-    smoothed rate), ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error``, each a line, through the
-    run's one :class:`EventStream` (which says ``begin`` first and ``end`` last, and makes every string safe)."""
+    """``--progress json``: ``start``, ``progress`` (once a second per file at most: bytes, size, smoothed rate),
+    ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error`` events, through the run's :class:`EventStream`."""
 
     def __init__(self, events: EventStream, *, clock: Callable[[], float]) -> None:
         super().__init__(clock=clock)
