@@ -190,10 +190,9 @@ def stdout_closed(fd: int = STDOUT_FD) -> bool:
     poller = select.poll()
     poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL are reported
     try:
-        events = poller.poll(0)
+        return any(mask & select.POLLERR for _, mask in poller.poll(0))
     except OSError:
         return False
-    return any(mask & select.POLLERR for _, mask in events)
 
 
 def is_closed_stdout_error(exc: BaseException) -> bool:
@@ -235,10 +234,9 @@ def unread_if_failing(*, failing: bool) -> Iterator[None]:
 
 def _is_pipe(fd: int) -> bool:
     try:
-        mode = os.fstat(fd).st_mode
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
     except OSError:
         return False
-    return stat.S_ISFIFO(mode)
 
 
 class Watch:
@@ -254,8 +252,7 @@ WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhe
 
 def _on_wake(signum: int, frame: FrameType | None) -> None:
     if Watch.armed and stdout_closed():
-        Watch.armed = False
-        Watch.fired = True
+        Watch.armed, Watch.fired = False, True
         raise StdoutClosed
 
 
