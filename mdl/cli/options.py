@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from mdl import api
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import ProgressChoice, Run, guarded
 
 
 def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -34,7 +34,6 @@ def complete_checkpoints(incomplete: str) -> list[str]:
 
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
 # refuses anything else with exit 2 naming the option, and hands the command the plain string.
-ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]
 LayoutChoice = Literal["plain", "hf-cache"]  # mdl.catalog.settings.LAYOUTS (a test keeps the two equal)
 StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
 
@@ -124,7 +124,7 @@ class Run:
 
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
-PROGRESS_CHOICES = ("auto", "rich", "plain", "json", "none")
+ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
 
 
 def choose_progress_mode(
@@ -141,7 +141,7 @@ def choose_progress_mode(
     TERM=dumb. ``json_output`` does not matter: progress goes to stderr."""
     del json_output
     choice = (requested or "auto").lower()
-    if choice not in PROGRESS_CHOICES:
+    if choice not in get_args(ProgressChoice):
         raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
     if (quiet or no_progress) and choice != "json":
         return "none"
