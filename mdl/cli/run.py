@@ -116,12 +116,6 @@ class Run:
         if self.events is None or (model, outcome.path) not in self.events.errors:
             self.console.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
-    def finish(self, exit_code: int, *, seconds: float) -> None:
-        if self.events is None:
-            return
-        summary = self.summary or run_summary((), seconds=seconds, text=None)
-        self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
-
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
 ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
@@ -390,7 +384,9 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             raise typer.Exit(code) from None
     finally:
         seconds = time.monotonic() - run.started
-        run.finish(code, seconds=seconds)
+        if run.events is not None:  # the last event: the run's counts (render_report's, else none) and its seconds
+            summary = run.summary or run_summary((), seconds=seconds, text=None)
+            run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
         log.info("done in %.1fs", seconds)
 
 
