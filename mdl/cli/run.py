@@ -103,13 +103,6 @@ class Run:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
         print_table(rows, columns, stream=self.stdout, environ=self.environ)
 
-    def fail(self, exc: MdlError) -> int:
-        log.error("%s", safe_text(exc.message, secrets=self.secrets))
-        if self.json:
-            error_document(exc, self.stdout, secrets=self.secrets)
-        self.console.error(exc.message, hint=exc.hint, code=int(exc.exit_code), kind=exc.kind)
-        return int(exc.exit_code)
-
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
@@ -348,9 +341,14 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
         if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
             raise exc
         error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+    code = int(error.exit_code)
     if run is not None:
-        return run.fail(error)
-    argv, code = sys.argv[1:], int(error.exit_code)
+        log.error("%s", safe_text(error.message, secrets=run.secrets))
+        if run.json:
+            error_document(error, run.stdout, secrets=run.secrets)
+        run.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
+        return code
+    argv = sys.argv[1:]
     if "--json" in argv:
         error_document(error, sys.stdout)
     if wants_events(argv):
