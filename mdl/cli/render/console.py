@@ -158,17 +158,11 @@ class Console:
             self._write("", "", message)
 
 
-def _json_default(value: object) -> object:  # (paths are strings already: safe_doc)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
-    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers)."""
-    indent = 2 if isatty(stream) else None
+    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers), every
+    path a string."""
     clean = safe_doc(doc, secrets=secrets)
-    stream.write(json.dumps(clean, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
+    stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()
 
 
