@@ -11,7 +11,6 @@ from mdl.errors import UsageError
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.download import LockReport
     from mdl.lockfile import LockedFile, ModelChange
 
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
@@ -46,24 +45,21 @@ def lock_cmd(
         run.console.error(f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)")
     elif check:
         run.console.info(f"{report.path.name} is up to date")
-    else:
-        _render_lock(run, report, upgrade=upgrade)
+    else:  # a line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr
+        for change in report.changes if not run.quiet else ():
+            if upgrade or change.status != "unchanged":
+                run.line(change_line(change))
+        for failure in report.failures:
+            run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
+        locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
+        models = f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+        if report.failures:
+            run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
+        elif report.changed:
+            run.console.info(f"wrote {report.path} ({models})")
+        else:
+            run.console.info(f"{report.path} is up to date ({models})")
     return report.exit_code
-
-
-def _render_lock(run: Run, report: "LockReport", *, upgrade: bool) -> None:
-    """A line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr."""
-    for change in report.changes if not run.quiet else ():
-        if upgrade or change.status != "unchanged":
-            run.line(change_line(change))
-    for failure in report.failures:
-        run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
-    if report.failures:
-        run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
-        return
-    locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
-    models = f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
-    run.console.info(f"wrote {report.path} ({models})" if report.changed else f"{report.path} is up to date ({models})")
 
 
 def change_line(change: "ModelChange") -> str:
