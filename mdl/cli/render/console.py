@@ -261,11 +261,9 @@ def render_table(
     numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
 
     def line(values: list[str]) -> str:
-        padded = []
-        for i, value in enumerate(values):
-            pad = " " * (widths[i] - display_width(value))
-            padded.append(pad + value if numeric[i] else value + pad)
-        return (" " * GAP).join(padded).rstrip()
+        pads = [" " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)]
+        shown = (pad + value if right else value + pad for value, pad, right in zip(values, pads, numeric, strict=True))
+        return (" " * GAP).join(shown).rstrip()
 
     head = line(headers)
     stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
