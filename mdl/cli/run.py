@@ -1,10 +1,5 @@
 """One command's run: streams, environment, logging and console; the one error translator; report rendering.
-
-A closed stdout (``mdl list | head -1``) ends a command quietly with exit 141 (128 + SIGPIPE), as ``cat``: Python
-ignores SIGPIPE, so a write to a pipe whose reader left raises ``BrokenPipeError``, and commands that only print
-(list, show, resolve, verify, ``pack -o -``) stop at once (:func:`stop_when_stdout_closes`). Commands that change the
-disk finish their work; a failing command keeps its own exit code.
-"""
+A closed stdout (``mdl list | head -1``) ends a command quietly with exit 141, as ``cat``, but a failing one's code."""
 
 from __future__ import annotations
 

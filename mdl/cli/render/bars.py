@@ -229,11 +229,8 @@ def _tail(text: str, width: int) -> str:
 
 
 def shorten(text: str, width: int, *, keep: int | None = None) -> str:
-    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``).
-
-    ``keep`` is the index of a character that must stay visible (where this label differs from another);
-    the cut moves so the tail starts at the word holding it, or, if that tail is too long, the head reaches it.
-    """
+    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``); the character at
+    ``keep`` (where it differs from another label) stays seen: the tail starts at its word, or the head reaches it."""
     if display_width(text) <= width:
         return text
     if width <= 1:

@@ -21,12 +21,9 @@ _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and 
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
-    """A size-rotated log file that several processes (two cron runs) may write and rotate at once.
-
-    ``RotatingFileHandler`` assumes one writer: a second process writes into the file the first renamed away.
-    Here each record is written under an exclusive ``flock`` of the file now at the path (re-opened if another
-    process rotated meanwhile), and the old file stays locked until the renames are done: one process rotates.
-    """
+    """A size-rotated log file that several processes (two cron runs) may write and rotate at once: each record is
+    written under a ``flock`` of the file now at the path (re-opened if another process rotated meanwhile), and the
+    old file stays locked until the renames are done (``RotatingFileHandler`` alone assumes one writer)."""
 
     def _lock_current(self) -> None:
         for _ in range(100):
