@@ -222,8 +222,7 @@ def _is_pipe(fd: int) -> bool:
 
 
 class Watch:
-    """Whether a closed stdout may still interrupt the main thread (inside the guarded body, once), and did (then
-    :class:`StdoutClosed` can land past its handler and reach Click as a Ctrl-C)."""
+    """Whether a closed stdout may still interrupt the main thread (once, in the body), and did (reaching Click)."""
 
     armed = False
     fired = False

@@ -100,8 +100,7 @@ class RichReporter(Reporter):
         self.console.print(safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False)
 
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
-        """The rows for the width rich offers at each redraw (a resized terminal); the last snapshot while a
-        worker holds the lock (a redraw never waits on it)."""
+        """The rows in the width of each redraw; the last snapshot while a worker holds the lock (never waited on)."""
         if self._lock.acquire(blocking=False):
             try:
                 self._rows = self._snapshot()

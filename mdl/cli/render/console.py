@@ -1,6 +1,5 @@
-"""Text for people and programs: stderr messages, or with ``--progress json`` one :class:`EventStream` through which
-the progress display, the console and the run's ending all write (a program never meets a human line, a second
-``begin`` or an event after ``end``); JSON on stdout; tables that fit the terminal."""
+"""Text for people and programs: stderr messages, or with ``--progress json`` one :class:`EventStream` (a program never
+meets a human line, a second ``begin`` or an event after ``end``); JSON on stdout; tables that fit the terminal."""
 
 from __future__ import annotations
 
@@ -38,8 +37,7 @@ def utc(moment: datetime) -> datetime:
 
 
 class EventStream:
-    """Events, one JSON document a line: ``begin`` first (null totals when something else comes first), a later
-    batch's totals as ``plan``, ``end`` last (later events are dropped)."""
+    """Events, a JSON document a line: ``begin`` first (null totals if something else is), ``plan``, ``end`` last."""
 
     def __init__(
         self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
@@ -117,8 +115,7 @@ _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0
 
 
 class Console:
-    """Errors, warnings and info for people on stderr, redacted (with ``--progress json`` the run's
-    :class:`EventStream` says them instead, -q or not: a program asked for every event)."""
+    """Errors, warnings and info for people on stderr, redacted (with ``--progress json``, the run's events)."""
 
     def __init__(
         self,

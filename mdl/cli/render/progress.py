@@ -25,12 +25,9 @@ _FOLD = 0.05  # seconds: bytes are folded in at most this often, so a 64 KiB chu
 
 
 class RateMeter:
-    """An exponentially weighted rate over ~``WINDOW`` seconds (not thread-safe: displays hold their lock).
-
-    Bytes and time are weighted alike, so the first seconds read as the plain average rather than a value
-    climbing from zero, and a stall decays to 0. Time counts from the first bytes: the wait for them (Hub call,
-    redirect, connect) is latency, not speed.
-    """
+    """An exponentially weighted rate over ~``WINDOW`` seconds (not thread-safe: displays hold their lock). Bytes
+    and time are weighted alike, so the first seconds read as the plain average, not a value climbing from zero, and
+    a stall decays to 0; time counts from the first bytes (the wait for them is latency, not speed)."""
 
     def __init__(self, now: float) -> None:
         self._last = now
@@ -81,9 +78,8 @@ def seconds_left(remaining: int | None, rate: float | None) -> float | None:
 
 
 def total_seconds_left(remaining: int | None, rate: float | None, files: Iterable[float | None]) -> float | None:
-    """The batch's time left: its remaining bytes over the aggregate rate, never less than the slowest file's
-    (finished files still weigh in the smoothed aggregate: the total must not promise less than the throttled
-    file it waits for). Files whose own time is unknown do not move the floor."""
+    """The batch's time left: its bytes over the aggregate rate, never less than a file's own (finished files still
+    weigh in the smoothed aggregate: the total must not promise less than the throttled file it waits for)."""
     return max((s for s in (seconds_left(remaining, rate), *files) if s is not None), default=None)
 
 

@@ -1,6 +1,5 @@
 """What a pull, verify or get did: each pulled model's folder (or fetched file) for stdout, and one summary line:
-``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``.
-A model is done when all its outcomes are (exit 0); a one-off ``get`` has no models: its files are the units."""
+``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``."""
 
 from __future__ import annotations
 
@@ -61,8 +60,7 @@ def _problem_word(unit: Sequence[FileOutcome]) -> str:
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
-    """``badname (not found)`` for a model that failed as a whole (or a ``get`` file); ``badsha (6 files:
-    5 downloaded, 1 failed)`` for a model whose files did."""
+    """``badname (not found)``, failed as a whole (a model or a file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
     name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
