@@ -60,7 +60,7 @@ def _problem_word(unit: Sequence[FileOutcome]) -> str:
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
-    """``badname (not found)``, failed as a whole (a model or a file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
+    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
     name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
