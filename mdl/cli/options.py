@@ -121,10 +121,9 @@ CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, anno
 
 
 def command_flags(ctx: typer.Context) -> dict[str, Any]:
-    """The running command's common flags (and --catalog, --dest) merged with those given before its name (the
-    root's ``ctx.obj``): a switch counts wherever it was given; for a value the one after the command wins (as in
-    curl and git). A value given before a command without that option is a usage error (``mdl --dest D get URL``
-    would save into .), except --progress."""
+    """The command's common flags, --catalog and --dest merged with those before its name (``ctx.obj``): a switch
+    counts wherever it is, a value after the command wins (as in curl and git); a value before a command without that
+    option is a usage error (``mdl --dest D get URL`` would save into .), but --progress's."""
     before, own = ctx.obj or {}, ctx.params
     merged: dict[str, Any] = {}
     for name, (_, default) in (*COMMON.items(), ("catalog", WHERE["catalog"]), ("dest", WHERE["dest"])):

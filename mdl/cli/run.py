@@ -118,9 +118,8 @@ def choose_progress_mode(
     environ: Mapping[str, str],
     requested: str | None = None,
 ) -> ProgressMode:
-    """The display for ``--progress``: json wins even over -q and --no-progress (they silence what people read,
-    not a program's channel); else they mean none; auto is rich on a terminal, plain lines off it or with
-    TERM=dumb. ``json_output`` does not matter: progress goes to stderr."""
+    """The display for ``--progress``: json even with -q or --no-progress (they silence people's output, not a
+    program's), else they mean none; auto is rich on a terminal, plain lines off it or with TERM=dumb."""
     del json_output
     choice = (requested or "auto").lower()
     if choice not in get_args(ProgressChoice):

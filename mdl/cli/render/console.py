@@ -67,8 +67,7 @@ class EventStream:
             self._write(event, fields)
 
     def begin(self, *, files: int, total: int | None) -> None:
-        """The run's totals: ``begin`` the first time, ``plan`` later. An empty batch waits: a later batch's totals
-        make a truer ``begin``, and a ``plan`` of nothing says nothing."""
+        """The run's totals: ``begin`` the first time, ``plan`` later; an empty batch's wait for a truer ``begin``."""
         with self._lock:
             if files <= 0 and not self._begun:
                 self._empty = {"files": files, "total": total}

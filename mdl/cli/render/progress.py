@@ -281,12 +281,10 @@ class JsonReporter(Reporter):
                 self._emit("waiting", item, message=event.message)
         elif event.kind == "advance":
             found = self._tally.advance(key, event.nbytes, now)
-            if found is None or now - found.shown < PROGRESS_EVERY:
-                return
-            found.shown = now
-            rate = found.meter.rate(now)
-            shown = None if rate is None else round(rate)
-            self._emit("progress", found, bytes=found.completed, total=found.total, rate=shown)
+            if found is not None and now - found.shown >= PROGRESS_EVERY:
+                found.shown, rate = now, found.meter.rate(now)
+                shown = None if rate is None else round(rate)
+                self._emit("progress", found, bytes=found.completed, total=found.total, rate=shown)
         elif event.kind == "finish":
             item = self._tally.finish(key) or Item(key, None, now)
             if event.ok:
