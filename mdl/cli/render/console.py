@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
@@ -173,9 +174,7 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    used = 0
-    for i, char in enumerate(text):
-        used += _char_width(char)
+    for i, used in enumerate(accumulate(map(_char_width, text))):
         if used > width:
             return text[:i]
     return text

@@ -39,8 +39,7 @@ def _units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
     """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
     units: dict[str, list[FileOutcome]] = {}
     for index, f in enumerate(outcomes):
-        key = f.model if f.model else f"\0{index}"
-        units.setdefault(key, []).append(f)
+        units.setdefault(f.model or f"\0{index}", []).append(f)
     return units
 
 
