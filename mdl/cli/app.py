@@ -41,8 +41,7 @@ def _by_command(*examples: tuple[str, str]) -> dict[str, list[tuple[str, str]]]:
     return grouped
 
 
-# The examples at the end of `mdl --help`, then each command's (those that run it) at the end of its --help;
-# tests/cli/test_help.py parses them.
+# The examples at the end of `mdl --help`, then each command's (those that run it); tests/cli/test_help.py parses them.
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
         ("mdl pull tiny-bert", "download a catalog model, verified"),

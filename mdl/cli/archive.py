@@ -67,8 +67,7 @@ def pack_cmd(
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-    # What is not in the archive, a line per reason: the checkpoints `latest` passed over, then what the profile (or
-    # a whole-run pack) left out.
+    # What is not in the archive, a line per reason: checkpoints `latest` passed over, then what the profile left out.
     by_reason: dict[str, list[str]] = {}
     for item in doc["skipped"]:
         by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))

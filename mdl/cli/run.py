@@ -55,8 +55,7 @@ class Run:
 
         self.started = time.monotonic()
         self.stdout, self.stderr = sys.stdout, sys.stderr
-        # Never printed: the Hub token and anything like a credential in the environment (catalog headers expand
-        # ``${VAR}`` from there).
+        # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
         found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
         self.secrets = tuple(found)
@@ -238,9 +237,8 @@ def _on_wake(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
-    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` in the main thread: a watcher
-    thread waits for POLLERR on fd 1 and signals the main thread (SIGURG, not SIGPIPE, which the kernel sends for every
-    failed write), whose handler raises it (a ``KeyboardInterrupt``: every Ctrl-C cleanup runs)."""
+    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` (a Ctrl-C: every cleanup runs)
+    in the main thread: a watcher thread polls fd 1 and signals it (SIGURG; every failed write sends SIGPIPE)."""
     wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
     main = threading.current_thread() is threading.main_thread()
     if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
