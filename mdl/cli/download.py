@@ -95,8 +95,7 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     if run.json:
         run.emit(report.to_json())
         return
+    removed, freed = ("would remove", "would free") if dry_run else ("removed", "freed")
     for c in report.files:
-        run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
-    run.console.info(
-        f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
-    )
+        run.line(f"{removed}  {c.path}  ({human_size(c.size)})  {c.label}")
+    run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")

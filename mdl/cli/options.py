@@ -1,5 +1,4 @@
-"""Options spelled the same in every command (``Annotated`` aliases) and their Tab completion, the six common flags
-declared once, and :func:`command`, the skeleton every command runs in."""
+"""Options spelled alike in every command, their Tab completion, the common flags, and the :func:`command` skeleton."""
 
 from __future__ import annotations
 

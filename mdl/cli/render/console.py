@@ -216,13 +216,12 @@ def fit_cell(text: str, width: int) -> list[str]:
 
 
 def _column_widths(natural: list[int], least: list[int], width: int | None) -> list[int]:
-    """Each column's width: its widest cell if the table fits; else the widest give way first (capped at one
-    level), never below their header, and the first column (a name, a path) keeps a third of the room."""
+    """Widest cells if the table fits; else the widest give way first (to one level), never below their header."""
     room = None if width is None else width - GAP * (len(natural) - 1)
     if room is None or sum(natural) <= room:
         return list(natural)
     first = [max(least[0], min(natural[0], room // 3)), *least[1:]]
-    least = first if sum(first) <= room else least
+    least = first if sum(first) <= room else least  # the first column (a name, a path) keeps a third of the room
 
     def capped(level: int) -> list[int]:
         return [max(low, min(w, level)) for w, low in zip(natural, least, strict=True)]

@@ -1,5 +1,4 @@
-"""The progress displays but the rich one (bars.py): what every display counts (items in flight, their smoothed
-rates and times left), their base class, plain lines and JSON events."""
+"""Displays but the rich one (bars.py): what they count (rates, times left), their base, plain lines, JSON events."""
 
 from __future__ import annotations
 
