@@ -264,8 +264,7 @@ def fit_labels(labels: Sequence[str], width: int) -> list[str]:
     """Each label in ``width`` columns, cut so that distinct labels stay distinct on screen where possible."""
     shown: list[str] = []
     for i, text in enumerate(labels):
-        others = [o for j, o in enumerate(labels) if j != i and o != text]
-        keep = max((_first_difference(text, o) for o in others), default=None)
+        keep = max((_first_difference(text, o) for j, o in enumerate(labels) if j != i and o != text), default=None)
         shown.append(shorten(text, width, keep=keep))
     seen: dict[str, int] = {}
     for i, text in enumerate(shown):

@@ -91,9 +91,8 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         if files:
             text += f" ({_files_part(files)})"
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    for unit in units:
-        if not _ok(unit):
-            problems.setdefault(_problem_word(unit), []).append(unit)
+    for unit in [u for u in units if not _ok(u)]:
+        problems.setdefault(_problem_word(unit), []).append(unit)
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
