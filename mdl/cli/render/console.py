@@ -156,8 +156,7 @@ class Console:
 
 
 def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
-    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers), every
-    path a string."""
+    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers)."""
     clean = safe_doc(doc, secrets=secrets)
     stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()

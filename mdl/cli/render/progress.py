@@ -123,8 +123,7 @@ class Tally:
 
     def start(self, key: str, item: Item) -> None:
         """Track ``item``, replacing a retry of the same key."""
-        if self.meter is None:
-            self.meter = RateMeter(item.started)
+        self.meter = self.meter or RateMeter(item.started)
         self.items.pop(key, None)
         self.items[key] = item
 
