@@ -222,8 +222,7 @@ def _is_pipe(fd: int) -> bool:
 class Watch:
     """Whether a closed stdout may still interrupt the main thread (once, in the body), and did (reaching Click)."""
 
-    armed = False
-    fired = False
+    armed = fired = False
 
 
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
