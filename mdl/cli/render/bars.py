@@ -156,8 +156,7 @@ class Layout(NamedTuple):
 def choose_layout(rows: Sequence[Row], width: int) -> Layout:
     """The richest column set that leaves the label its minimum (the total's label whole)."""
     need = max((display_width(r.label) for r in rows), default=LABEL_MIN)
-    whole = max((display_width(r.label) for r in rows if r.whole), default=0)
-    minimum = min(need, max(LABEL_MIN, whole))
+    minimum = min(need, max([LABEL_MIN, *(display_width(r.label) for r in rows if r.whole)]))  # the total's whole
     need = min(need, max(minimum, width * 3 // 5))  # a narrow terminal keeps room for the numbers
     widths = {**_WIDTHS, "percent": _percent_width(rows)}
     for columns in LAYOUTS:
@@ -215,8 +214,7 @@ def _bar(row: Row, width: int, *, color: bool) -> Text:
     """``━━━━━━    `` filled by the share done (empty while the size is unknown)."""
     from rich.text import Text
 
-    share = 0.0 if not row.total else min(max(row.completed / row.total, 0.0), 1.0)
-    filled = round(width * share)
+    filled = round(width * (min(max(row.completed / row.total, 0.0), 1.0) if row.total else 0.0))
     bar = Text("━" * filled, style="magenta" if row.whole else "green")
     # Without colour the background would look like done work: leave it blank, as rich does.
     bar.append(("━" if color else " ") * (width - filled), style="grey23")
