@@ -87,9 +87,7 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
     else:
         files = [f for u in done for f in u if f.path is not None]
-        text = f"{verb} {_plural(len(done), noun)}"
-        if files:
-            text += f" ({_files_part(files)})"
+        text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
     for unit in [u for u in units if not _ok(u)]:
         problems.setdefault(_problem_word(unit), []).append(unit)
