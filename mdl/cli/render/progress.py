@@ -32,8 +32,7 @@ class RateMeter:
         self._last = now
         self._bytes = 0.0  # weighted bytes
         self._time = 0.0  # weighted seconds
-        self._pending = 0
-        self._flowing = False
+        self._pending, self._flowing = 0, False
 
     def add(self, nbytes: int, now: float) -> None:
         """Count ``nbytes`` arriving at ``now``; bytes thrown away (negative counts) did cross the link."""
@@ -57,8 +56,7 @@ class RateMeter:
         # The bytes are spread over that interval, as the time is: a steady rate reads exactly as itself.
         self._bytes = self._bytes * decay + self._pending * weight / elapsed
         self._time = self._time * decay + weight
-        self._pending = 0
-        self._last = now
+        self._pending, self._last = 0, now
 
     def rate(self, now: float) -> float | None:
         """Bytes per second around ``now``; None before a fifth of a second has been seen (too noisy to show)."""
