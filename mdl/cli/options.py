@@ -163,8 +163,8 @@ def command(
         @functools.wraps(body)
         def run_command(ctx: typer.Context, **options: Any) -> None:
             flags = command_flags(ctx)
-            where = {key: flags.pop(key) for key in ("catalog", "dest")}
-            options = {key: where.get(key, value) for key, value in options.items() if key not in flags}
+            paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
+            options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
             run = Run(**flags)
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
