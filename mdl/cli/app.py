@@ -4,100 +4,88 @@
 # times, and string annotations would be evaluated each time (~20 ms of every run, Tab included).
 import difflib
 import importlib
+import inspect
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 import typer.main
 from typer.core import TyperGroup
 
-from mdl.cli.options import COMMON, CatalogOpt, DestOpt, with_common_flags
+from mdl.cli.options import COMMON, WHERE, declare, keywords
 from mdl.version import __version__
 
-# Each command's module and function. A run builds only the command it runs (`mdl --help` and Tab build them
-# all): building all thirteen at each start cost ~15 ms of `mdl get`.
+# Each command's module and function (``<name>_cmd``), in help's order. A run builds only the command it runs
+# (`mdl --help` and Tab build them all): building all thirteen at each start cost ~15 ms of `mdl get`.
 COMMANDS = {
-    "list": ("inspect", "list_cmd"),
-    "show": ("inspect", "show_cmd"),
-    "resolve": ("inspect", "resolve_cmd"),
-    "pull": ("download", "pull_cmd"),
-    "verify": ("download", "verify_cmd"),
-    "clean": ("download", "clean_cmd"),
-    "lock": ("lock", "lock_cmd"),
-    "get": ("get", "get_cmd"),
-    "pack": ("archive", "pack_cmd"),
-    "unpack": ("archive", "unpack_cmd"),
-    "add": ("edit", "add_cmd"),
-    "remove": ("edit", "remove_cmd"),
-    "publish": ("publish", "publish_cmd"),
+    name: (module, f"{name}_cmd")
+    for module, names in (
+        ("inspect", ("list", "show", "resolve")),
+        ("download", ("pull", "verify", "clean")),
+        ("lock", ("lock",)),
+        ("get", ("get",)),
+        ("archive", ("pack", "unpack")),
+        ("edit", ("add", "remove")),
+        ("publish", ("publish",)),
+    )
+    for name in names
 }
 
-# Each command's examples at the end of its --help (the root's: `mdl --help`); tests/cli/test_help.py parses them.
-EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+
+def _by_command(*examples: tuple[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """The examples under the command each runs (``mdl pack …`` is pack's), in order."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for line, what in examples:
+        grouped.setdefault(line.split()[1], []).append((line, what))
+    return grouped
+
+
+# The examples at the end of `mdl --help`, then each command's (those that run it); tests/cli/test_help.py parses them.
+EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
         ("mdl pull tiny-bert", "download a catalog model, verified"),
         ("mdl list", "what the catalog holds, and what is on disk"),
         ("mdl get https://example.com/lora.safetensors", "one file into ."),
         ("mdl help pull", "a command's options and examples"),
     ),
-    "list": (
+    **_by_command(
         ("mdl list", "every model and its local status"),
         ("mdl list --status missing", "only the models not pulled yet"),
         ("mdl list --tag test --json", "as JSON, for programs"),
-    ),
-    "show": (
         ("mdl show tiny-bert", "files, sources, sizes, hashes, state"),
         ("mdl show tiny-bert --layout hf-cache", "as kept in the Hugging Face cache"),
         ("mdl show tiny-bert --json", "as JSON, for programs"),
-    ),
-    "resolve": (
         ("mdl resolve tiny-bert", "the files and URLs upstream"),
         ("mdl resolve --all --follow", "every model, with the CDN URLs"),
         ("mdl resolve tiny-bert --json", "as JSON, for programs"),
-    ),
-    "pull": (
         ("mdl pull tiny-bert", "download, resume, verify"),
         ("mdl pull tiny-bert --dry-run", "what would be fetched, and why"),
         ("mdl pull --all --no-progress --limit-rate 50M", "every model, for cron"),
         ("mdl pull --all --locked", "as catalog.lock pins them"),
-    ),
-    "verify": (
         ("mdl verify tiny-bert", "re-hash a model's files"),
         ("mdl verify --all --json", "every model, as JSON"),
-    ),
-    "clean": (("mdl clean --dry-run", "what would be removed"), ("mdl clean", "remove stale partial downloads")),
-    "lock": (
+        ("mdl clean --dry-run", "what would be removed"),
+        ("mdl clean", "remove stale partial downloads"),
         ("mdl lock", "pin every model in catalog.lock"),
         ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
         ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
-    ),
-    "get": (
         ("mdl get https://example.com/lora.safetensors --sha256 HEX", "one file, checked"),
         ("mdl get hf://org/tiny/config.json -d cfg", "one Hub file into cfg/"),
         ("mdl get s3://bucket/models/w.bin -o w.bin", "one S3 object"),
         ("mdl get job.json -d lora --json", "a serverless job's outputs"),
-    ),
-    "pack": (
         ("mdl pack runs/exp1 --checkpoint latest", "the newest complete checkpoint"),
         ("mdl pack runs/exp1 --checkpoint best --profile full", "with its training state"),
         ("mdl pack runs/exp1 --dry-run", "what would go in, and why"),
         ("mdl pack runs/exp1 -o - | ssh gpu mdl unpack - -d /models", "straight onto another machine"),
-    ),
-    "unpack": (
         ("mdl unpack exp1.zip -d /models", "extract and verify"),
         ("mdl unpack exp1.zip -d /models --force", "replace what is there"),
         ("mdl unpack - -d /models", "the zip from stdin (a pipe)"),
-    ),
-    "add": (
         ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
         ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
         ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
-    ),
-    "remove": (
         ("mdl remove lora", "downloaded files stay"),
         ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
-    ),
-    "publish": (
         ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
         ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
     ),
@@ -147,8 +135,7 @@ def build_command(name: str) -> Any:
 
 
 class MdlGroup(TyperGroup):
-    """The ``mdl`` group: :data:`COMMANDS`, each built when it is run, listed or completed; ``mdl help [CMD]`` is
-    ``mdl [CMD] --help``; an unknown command gets the nearest ones suggested."""
+    """``mdl``: :data:`COMMANDS` built when used, ``mdl help [CMD]`` as ``mdl [CMD] --help``, the nearest suggested."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -195,23 +182,16 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def _root(
-    ctx: typer.Context,
-    version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
-    ] = False,
-    catalog: CatalogOpt = None,
-    dest: DestOpt = None,
-    **flags: Any,
-) -> None:
-    """mdl: pull, verify and pack model files.
-
-    The common flags (-q, -v, --json, --no-progress, --progress, --log-file, --catalog, --dest) go before
-    or after the command: `mdl -q list` is `mdl list -q`.
-    """
-    # Kept for the command, which merges them with its own (mdl.cli.options.command_flags).
-    ctx.obj = {"catalog": catalog, "dest": dest, **{field: flags[param] for param, field, _, _ in COMMON}}
+VersionOpt = Annotated[
+    bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
+]
 
 
-# The root takes the common flags (mdl.cli.options.COMMON) after --version, as every command takes them.
-app.callback()(with_common_flags(_root, after="version"))
+def _root(ctx: typer.Context, version: VersionOpt = False, **flags: Any) -> None:
+    """The common flags, --catalog and --dest given before the command, kept for it to merge with its own."""
+    ctx.obj = flags
+
+
+# --version, the common flags, --catalog and --dest: the root takes the common flags as every command takes them.
+root_params = [*inspect.signature(_root).parameters.values()][:2]
+app.callback()(declare(_root, [*root_params, *keywords(COMMON, COMMON), *keywords(WHERE, ("catalog", "dest"))]))

@@ -1,6 +1,5 @@
 """``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto disk."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -8,10 +7,12 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.completion import complete_checkpoints
-from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command
+from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.units import human_size
+
+SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 
 
 @command(where=(), output_only=lambda options: str(options["output"]) == "-")
@@ -45,50 +46,38 @@ def pack_cmd(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    with run.reporter() as progress:
-        result = api.pack(
-            run_dir,
-            output=output,
-            stream=sys.stdout.buffer if to_stdout else None,
-            checkpoint=checkpoint,
-            profile=profile,
-            with_logs=with_logs,
-            include=include or (),
-            exclude=exclude or (),
-            compress=compress,
-            dry_run=dry_run,
-            force=force,
-            environ=run.environ,
-            progress=progress,
-        )
+    result = run.call(
+        api.pack,
+        run_dir,
+        output=output,
+        stream=sys.stdout.buffer if to_stdout else None,
+        checkpoint=checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        include=include or (),
+        exclude=exclude or (),
+        compress=compress,
+        dry_run=dry_run,
+        force=force,
+    )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
         return
-    from mdl.units import human_size
-
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-    _say_left_out(run, doc["skipped"])
-    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-    verb = "would write" if dry_run else "wrote"
-    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
-
-
-SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
-
-
-def _say_left_out(run: Run, skipped: list[dict[str, str | None]]) -> None:
-    """What is not in the archive, on stderr, one line per reason: the checkpoints ``latest`` passed over, then
-    what the profile (or a whole-run pack) left out."""
+    # What is not in the archive, a line per reason: checkpoints `latest` passed over, then what the profile left out.
     by_reason: dict[str, list[str]] = {}
-    for item in skipped:
+    for item in doc["skipped"]:
         by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
     for reason, paths in by_reason.items():
         more = len(paths) - SHOWN_LEFT_OUT
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
+    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
+    verb = "would write" if dry_run else "wrote"
+    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
 
 
 @command(where=())

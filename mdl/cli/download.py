@@ -1,6 +1,5 @@
 """``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,6 +8,7 @@ from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
+from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
@@ -53,24 +53,22 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
     its locked sha256, without asking the Hub to list anything."""
-    with run.reporter() as progress:
-        report = api.pull(
-            *(names or ()),
-            all=all_models,
-            connections=connections,
-            jobs=jobs,
-            limit_rate=limit_rate,
-            verify=not no_verify,
-            force=force,
-            dry_run=dry_run,
-            stall_timeout=stall_timeout,
-            timeout=timeout,
-            lock_timeout=lock_timeout,
-            mirrors=mirror or (),
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    report = run.call(
+        api.pull,
+        *(names or ()),
+        all=all_models,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=limit_rate,
+        verify=not no_verify,
+        force=force,
+        dry_run=dry_run,
+        stall_timeout=stall_timeout,
+        timeout=timeout,
+        lock_timeout=lock_timeout,
+        mirrors=mirror or (),
+        **where,
+    )
     return render_report(run, report, verb="pulled")
 
 
@@ -86,29 +84,18 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
             run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
             run.stdout.flush()
 
-    with run.reporter() as progress:
-        report = api.verify(
-            *(names or ()),
-            all=all_models,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            on_file=row,
-        )
+    report = run.call(api.verify, *(names or ()), all=all_models, **where, on_file=row)
     return render_report(run, report, verb="verified", rows_shown=streaming)
 
 
 @command(where=("dest", "layout", "catalog"), progress=False)
 def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
-    from mdl.units import human_size
-
     report = api.clean(dry_run=dry_run, **where, environ=run.environ)
     if run.json:
         run.emit(report.to_json())
         return
+    removed, freed = ("would remove", "would free") if dry_run else ("removed", "freed")
     for c in report.files:
-        run.line(f"{'would remove' if dry_run else 'removed'}  {c.path}  ({human_size(c.size)})  {c.label}")
-    run.console.info(
-        f"{'would free' if dry_run else 'freed'} {human_size(report.freed)} in {len(report.files)} partial file(s)"
-    )
+        run.line(f"{removed}  {c.path}  ({human_size(c.size)})  {c.label}")
+    run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")

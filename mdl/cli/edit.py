@@ -1,13 +1,11 @@
 """``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.completion import complete_model_names
-from mdl.cli.options import NameArg, TimeoutOpt, command
+from mdl.cli.options import NameArg, TimeoutOpt, command, complete_model_names
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
@@ -32,8 +30,7 @@ def add_cmd(
         list[str],
         typer.Argument(
             help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs.",
-            show_default=False,
+            "several build a multi-file model) or https:// URLs."
         ),
     ],
     include: Annotated[
@@ -54,21 +51,19 @@ def add_cmd(
     **where: Any,
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
-    with run.reporter() as progress:
-        change = api.add(
-            name,
-            *sources,
-            include=include or (),
-            exclude=exclude or (),
-            save_as=save_as,
-            sha256=sha256,
-            force=force,
-            check=not no_check,
-            **where,
-            timeout=timeout,
-            environ=run.environ,
-            progress=progress,
-        )
+    change = run.call(
+        api.add,
+        name,
+        *sources,
+        include=include or (),
+        exclude=exclude or (),
+        save_as=save_as,
+        sha256=sha256,
+        force=force,
+        check=not no_check,
+        **where,
+        timeout=timeout,
+    )
     return _render(run, change)
 
 
@@ -91,7 +86,6 @@ def _render(run: Run, change: "catalog_edit.CatalogChange") -> int:
             run.console.info(f"updated {change.lock}")
     if change.lock_error and change.exit_code:
         run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
-        return change.exit_code
-    if change.lock_error:
+    elif change.lock_error:
         run.console.warn(change.lock_error)
-    return 0
+    return change.exit_code

@@ -1,6 +1,5 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,20 +49,18 @@ def get_cmd(
         raise UsageError("use -o FILE or -d DIR, not both")
     if output is not None and str(output) == "-":
         raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
-    with run.reporter() as progress:
-        report = api.get(
-            *sources,
-            output=output,
-            directory=directory,
-            sha256=sha256,
-            include=include or (),
-            exclude=exclude or (),
-            **where,
-            connections=connections,
-            limit_rate=limit_rate,
-            timeout=timeout,
-            environ=run.environ,
-            progress=progress,
-            force=force,
-        )
+    report = run.call(
+        api.get,
+        *sources,
+        output=output,
+        directory=directory,
+        sha256=sha256,
+        include=include or (),
+        exclude=exclude or (),
+        **where,
+        connections=connections,
+        limit_rate=limit_rate,
+        timeout=timeout,
+        force=force,
+    )
     return render_report(run, report, verb="fetched")

@@ -1,21 +1,19 @@
 """``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what is upstream."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import Annotated, Any
 
 import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
-from mdl.cli.run import Run
+from mdl.cli.run import Run, unread_if_failing
+from mdl.units import human_size
 
 
 @command(progress=False, output_only=True)
 def list_cmd(
     run: Run,
-    status: Annotated[
-        StatusChoice | None, typer.Option("--status", help="Only models in this state.", show_default=False)
-    ] = None,
+    status: Annotated[StatusChoice | None, typer.Option("--status", help="Only models in this state.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     **where: Any,
 ) -> None:
@@ -24,8 +22,6 @@ def list_cmd(
     if run.json:
         run.emit(listing.to_json())
         return
-    from mdl.units import human_size
-
     rows = [
         {
             **m.list_json(),
@@ -62,8 +58,6 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
         return
     run.line("")
-    from mdl.units import human_size
-
     rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
     columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
     if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
@@ -92,27 +86,14 @@ def resolve_cmd(
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
-    with run.reporter() as progress:
-        resolution = api.resolve(
-            *(names or ()),
-            all=all_models,
-            follow=follow,
-            timeout=timeout,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    resolution = run.call(api.resolve, *(names or ()), all=all_models, follow=follow, timeout=timeout, **where)
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])
-    from mdl.cli.pipes import unread_if_failing
-
     with unread_if_failing(failing=bool(resolution.exit_code)):
         if run.json:
             run.emit(resolution.to_json())
         else:
-            from mdl.units import human_size
-
             for model in resolution.models:
                 run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
                 rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]

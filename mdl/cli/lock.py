@@ -1,6 +1,5 @@
 """``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on, ``--check`` is for CI)."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,9 +8,9 @@ from mdl import api
 from mdl.cli.options import AllOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.download import LockReport
     from mdl.lockfile import LockedFile, ModelChange
 
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
@@ -35,64 +34,36 @@ def lock_cmd(
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    with run.reporter() as progress:
-        report = api.lock(
-            *(names or ()),
-            all=all_models,
-            upgrade=upgrade,
-            check=check,
-            timeout=timeout,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
+    report = run.call(api.lock, *(names or ()), all=all_models, upgrade=upgrade, check=check, timeout=timeout, **where)
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:
         run.emit(report.to_json())
-    elif check:
-        _render_check(run, report)
-    else:
-        _render_lock(run, report, upgrade=upgrade)
-    return report.exit_code
-
-
-def _render_check(run: Run, report: "LockReport") -> None:
-    """One line: fresh (stderr, exit 0), or which models are missing or stale (an error, exit 2)."""
-    name = report.path.name
-    if report.missing:
+    elif check and report.missing:  # --check says one line: missing or stale (exit 2), or fresh
         run.console.error(f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes")
-    elif report.stale:
-        run.console.error(f"{name} is stale for: {', '.join(report.stale)} (run mdl lock)")
-    else:
-        run.console.info(f"{name} is up to date")
-
-
-def _render_lock(run: Run, report: "LockReport", *, upgrade: bool) -> None:
-    """A line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr."""
-    for change in report.changes if not run.quiet else ():
-        if upgrade or change.status != "unchanged":
-            run.line(change_line(change))
-    for failure in report.failures:
-        run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
-    if report.failures:
-        run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
-    elif report.changed:
-        run.console.info(f"wrote {report.path} ({_models(report)})")
-    else:
-        run.console.info(f"{report.path} is up to date ({_models(report)})")
-
-
-def _models(report: "LockReport") -> str:
-    locked = sum(1 for c in report.changes if c.status != "removed")
-    resolved = len(report.resolved)
-    return f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+    elif check and report.stale:
+        run.console.error(f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)")
+    elif check:
+        run.console.info(f"{report.path.name} is up to date")
+    else:  # a line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr
+        for change in report.changes if not run.quiet else ():
+            if upgrade or change.status != "unchanged":
+                run.line(change_line(change))
+        for failure in report.failures:
+            run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
+        locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
+        models = f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+        if report.failures:
+            run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
+        elif report.changed:
+            run.console.info(f"wrote {report.path} ({models})")
+        else:
+            run.console.info(f"{report.path} is up to date ({models})")
+    return report.exit_code
 
 
 def change_line(change: "ModelChange") -> str:
     """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)``, or ``tiny: unchanged``."""
-    from mdl.units import human_size
-
     if change.status == "unchanged":
         return f"{change.name}: unchanged"
     if change.status == "removed":

@@ -1,22 +1,38 @@
-"""Options spelled the same in every command (``Annotated`` aliases), the six common flags declared once, and
-:func:`command`, the skeleton every command runs in."""
+"""Options spelled alike in every command, their Tab completion, the common flags, and the :func:`command` skeleton."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from mdl.cli.completion import complete_model_names
-from mdl.cli.run import Run, guarded
+from mdl import api
+from mdl.cli.run import ProgressChoice, Run, guarded
+
+
+def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Model names starting with ``incomplete``, not yet on the line, from the catalog the command will read."""
+    given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
+    typed = ctx.params.get("names") or ()
+    try:
+        catalog = api.load_catalog(Path(given) if given else None, environ=dict(os.environ))
+    except Exception:  # noqa: BLE001 - a Tab press must never print a traceback into the user's prompt
+        return []
+    return [m.name for m in catalog.models if m.name.startswith(incomplete) and m.name not in typed]
+
+
+def complete_checkpoints(incomplete: str) -> list[str]:
+    """--checkpoint's keywords (a checkpoint's own name is taken too; Typer completes the Literal choices itself)."""
+    return [value for value in ("latest", "best", "step:") if value.startswith(incomplete)]
+
 
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
 # refuses anything else with exit 2 naming the option, and hands the command the plain string.
-ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]
 LayoutChoice = Literal["plain", "hf-cache"]  # mdl.catalog.settings.LAYOUTS (a test keeps the two equal)
 StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
@@ -31,7 +47,6 @@ ProgressOpt = Annotated[
         "--progress",
         help="auto (rich bars on a terminal, plain lines off it), rich, plain, json (one event per line on "
         "stderr, for programs) or none.",
-        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
@@ -43,8 +58,7 @@ LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir).")
 ]
 NamesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Model names from the catalog.", show_default=False, autocompletion=complete_model_names),
+    list[str] | None, typer.Argument(help="Model names from the catalog.", autocompletion=complete_model_names)
 ]
 NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
@@ -55,7 +69,6 @@ LayoutOpt = Annotated[
         "--layout",
         help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
         "Default: $MDL_LAYOUT, catalog, plain.",
-        show_default=False,
     ),
 ]
 TimeoutOpt = Annotated[
@@ -85,66 +98,15 @@ FrozenOpt = Annotated[
 
 
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
-# parameter (in the root callback and in every command), the Run field it sets, its option and its default.
-COMMON: tuple[tuple[str, str, Any, Any], ...] = (
-    ("json_out", "json", JsonOpt, False),
-    ("quiet", "quiet", QuietOpt, False),
-    ("verbose", "verbose", VerboseOpt, False),
-    ("no_progress", "no_progress", NoProgressOpt, False),
-    ("progress_mode", "progress", ProgressOpt, None),
-    ("log_file", "log_file", LogFileOpt, None),
-)
-
-
-def command_flags(ctx: typer.Context) -> dict[str, Any]:
-    """The running command's common flags (and --catalog, --dest) merged with those given before its name (the
-    root's ``ctx.obj``): a switch counts wherever it was given; for a value the one after the command wins (as in
-    curl and git). A value given before a command without that option is a usage error (``mdl --dest D get URL``
-    would save into .), except --progress."""
-    before, own = ctx.obj or {}, ctx.params
-    merged: dict[str, Any] = {}
-    for param, key, _, default in (*COMMON, ("catalog", "catalog", None, None), ("dest", "dest", None, None)):
-        value = own.get(param)
-        if default is False:
-            merged[key] = bool(before.get(key) or value)
-            continue
-        if value is None:
-            value = before.get(key)
-            if value is not None and param not in own and key != "progress":
-                flag = "--" + key.replace("_", "-")
-                raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
-        merged[key] = Path(value) if value is not None and key != "progress" else value
-    return merged
-
-
-def with_common_flags(
-    function: Callable[..., Any],
-    own: list[inspect.Parameter] | None = None,
-    *,
-    progress: bool = True,
-    after: str | None = None,
-) -> Callable[..., Any]:
-    """``function``'s signature as Typer reads it: its ``own`` parameters (default: its named ones) and the common
-    flags after the one named ``after`` (else at the end), without --progress if ``progress`` is False."""
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    if own is None:
-        own = [p for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
-    common = [
-        inspect.Parameter(param, keyword, default=default, annotation=option)
-        for param, _, option, default in COMMON
-        if progress or param != "progress_mode"
-    ]
-    params = [p if p.name == "ctx" else p.replace(kind=keyword) for p in own]
-    at = [p.name for p in params].index(after) + 1 if after else len(params)
-    params[at:at] = common
-    function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    function.__annotations__ = {p.name: p.annotation for p in params}
-    return function
-
-
-_CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-
-
+# name (its parameter in the root callback and in every command, and the Run field it sets), option and default.
+COMMON: dict[str, tuple[Any, Any]] = {
+    "json": (JsonOpt, False),
+    "quiet": (QuietOpt, False),
+    "verbose": (VerboseOpt, False),
+    "no_progress": (NoProgressOpt, False),
+    "progress": (ProgressOpt, None),
+    "log_file": (LogFileOpt, None),
+}
 # The catalog's options, declared here once: after a command's own options, in this order; each command names
 # those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
 WHERE: dict[str, tuple[Any, Any]] = {
@@ -154,6 +116,38 @@ WHERE: dict[str, tuple[Any, Any]] = {
     "frozen": (FrozenOpt, False),
     "catalog": (CatalogOpt, None),
 }
+CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+
+def command_flags(ctx: typer.Context) -> dict[str, Any]:
+    """The command's common flags, --catalog and --dest merged with those before its name (``ctx.obj``): a switch
+    counts wherever it is, a value after the command wins (as in curl and git); a value before a command without that
+    option is a usage error (``mdl --dest D get URL`` would save into .), but --progress's."""
+    before, own = ctx.obj or {}, ctx.params
+    merged: dict[str, Any] = {}
+    for name, (_, default) in (*COMMON.items(), ("catalog", WHERE["catalog"]), ("dest", WHERE["dest"])):
+        value, earlier = own.get(name), before.get(name)
+        if default is False:
+            merged[name] = bool(earlier or value)
+        elif value is None and earlier is not None and name not in own and name != "progress":
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
+        else:
+            merged[name] = earlier if value is None else value
+    return merged
+
+
+def keywords(table: dict[str, tuple[Any, Any]], names: Iterable[str]) -> list[inspect.Parameter]:
+    """Keyword parameters as Typer reads them: each name's option (an ``Annotated`` type) and default in ``table``."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return [inspect.Parameter(name, keyword, default=table[name][1], annotation=table[name][0]) for name in names]
+
+
+def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> Callable[..., None]:
+    """``function`` as Typer reads it: taking ``params`` (it takes them as keywords)."""
+    function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in params}
+    return function
 
 
 def command(
@@ -162,30 +156,25 @@ def command(
     progress: bool = True,
     output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run`, its own options and the catalog options in
-    ``where`` (``--catalog`` and ``--dest`` merged with those given before the command), does the work, renders it
-    and returns its exit code (None: 0), under :func:`mdl.cli.run.guarded`. ``output_only`` commands (or a
-    function of the options that says so) change nothing on disk: they stop as soon as stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in ``where``, and
+    returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop when stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
         def run_command(ctx: typer.Context, **options: Any) -> None:
             flags = command_flags(ctx)
-            for param, *_ in COMMON:
-                options.pop(param, None)
-            options.update({key: flags[key] for key in ("catalog", "dest") if key in options})
-            run = Run(**{field: flags[field] for _, field, _, _ in COMMON})
+            paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
+            options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
+            run = Run(**flags)
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:
                     raise typer.Exit(code)
 
-        own = [p for p in list(inspect.signature(body).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
-        group = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=WHERE[name][1], annotation=WHERE[name][0])
-            for name in WHERE
-            if name in where
-        ]
-        return with_common_flags(run_command, [_CONTEXT, *own, *group], progress=progress)
+        keyword, params = inspect.Parameter.KEYWORD_ONLY, list(inspect.signature(body).parameters.values())[1:]
+        own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
+        group = keywords(WHERE, [name for name in WHERE if name in where])
+        common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])
+        return declare(run_command, [CONTEXT, *own, *group, *common])
 
     return wrap

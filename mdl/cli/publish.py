@@ -1,6 +1,5 @@
 """``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
 
-# Annotations evaluated once, at import: Typer reads them at every start (see mdl/cli/app.py).
 from typing import Annotated, Any
 
 import typer
@@ -8,6 +7,8 @@ import typer
 from mdl import api
 from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
+from mdl.errors import UsageError
+from mdl.units import human_size
 
 
 @command()
@@ -39,27 +40,15 @@ def publish_cmd(
 
     An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only what is
     missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
-    from mdl.errors import UsageError
-    from mdl.units import human_size
-
     if not to:
         raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
-    with run.reporter() as progress:
-        report = api.publish(
-            *(names or ()),
-            to=to,
-            all=all_models,
-            connections=connections,
-            endpoint=endpoint_url,
-            **where,
-            environ=run.environ,
-            progress=progress,
-        )
-    if not run.json:
-        for manifest in report.manifests:
-            model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
-            files = [f for f in report.files if f.model == model and f.path is not None]
-            size = sum(f.size or 0 for f in files)
-            to = report.target.rstrip("/") + f"/{model}/"
-            run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+    report = run.call(
+        api.publish, *(names or ()), to=to, all=all_models, connections=connections, endpoint=endpoint_url, **where
+    )
+    for manifest in report.manifests if not run.json else ():
+        model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
+        files = [f for f in report.files if f.model == model and f.path is not None]
+        size = sum(f.size or 0 for f in files)
+        to = report.target.rstrip("/") + f"/{model}/"
+        run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
     return render_report(run, report, verb="published")

@@ -1,28 +1,40 @@
-"""One command's run: streams, environment, logging and console; the one error translator; report rendering."""
+"""One command's run: streams, environment, logging and console; the one error translator; report rendering.
+A closed stdout (``mdl list | head -1``) ends a command quietly with exit 141, as ``cat``, but a failing one's code."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import select
+import signal
+import stat
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
 
-from mdl.cli import pipes
+from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
+from mdl.redact import safe_text
+from mdl.units import human_size
 from mdl.version import __version__
 
 if TYPE_CHECKING:
-    from mdl.cli.render.tally import Reporter
+    from mdl.cli.render.progress import Reporter
     from mdl.report import FileOutcome
 
 log = logging.getLogger("mdl.cli")
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,30 +46,23 @@ class Run:
     verbose: bool = False
     no_progress: bool = False
     log_file: Path | None = None
-    # --progress: auto (rich on a terminal, plain lines off it), rich, plain, json (events for programs), none
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
-        from mdl.cli.render.console import Console
         from mdl.cli.render.log import setup_logging
-        from mdl.cli.render.stream import EventStream
 
         self.started = time.monotonic()
         self.stdout, self.stderr = sys.stdout, sys.stderr
-        # Never printed: the Hub token and anything like a credential in the environment (catalog headers expand
-        # ``${VAR}`` from there).
+        # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
         found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
-        self.secrets = (*found, *self.secrets)
+        self.secrets = tuple(found)
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
-        self.console = Console(
-            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets, events=self.events
-        )
+        self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
         chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
         target = chosen or default_log_file()
@@ -65,9 +70,6 @@ class Run:
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
-        from mdl.cli.render.console import isatty
-        from mdl.cli.render.progress import choose_progress_mode, make_reporter
-
         mode = choose_progress_mode(
             quiet=self.quiet,
             no_progress=self.no_progress,
@@ -78,51 +80,216 @@ class Run:
         )
         return make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events)
 
-    def emit(self, doc: Mapping[str, Any], *, ok: bool = True) -> None:
-        """The one JSON document on stdout, with ``ok``; an absent value is ``null``, never ``""``."""
-        from mdl.cli.render.console import emit_json
+    def call(self, action: Callable[..., T], /, *args: Any, **options: Any) -> T:
+        """``action`` (an api function) with this run's environment and its progress display open."""
+        with self.reporter() as progress:
+            return action(*args, **options, environ=self.environ, progress=progress)
 
-        emit_json(_nulled({"ok": ok, **doc}), stream=self.stdout, secrets=self.secrets)
+    def emit(self, doc: Mapping[str, Any]) -> None:
+        """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never ``""``."""
+        emit_json(_nulled({"ok": True, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
         """One line of data on stdout, made safe (a name may come from a server)."""
-        from mdl.redact import safe_text
-
         self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        from mdl.cli.render.console import color_enabled, isatty, render_table, table_width
-
-        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
-        width = table_width(self.stdout, self.environ)
-        render_table(rows, columns, stream=self.stdout, color=color, width=width)
-
-    def fail(self, exc: MdlError) -> int:
-        from mdl.redact import safe_text
-
-        message = safe_text(exc.message, secrets=self.secrets)
-        log.error("%s", message)
-        if self.json:
-            error_document(exc, self.stdout, secrets=self.secrets)
-        self.console.error(exc.message, exc.hint, code=int(exc.exit_code), kind=exc.kind)
-        return int(exc.exit_code)
+        print_table(rows, columns, stream=self.stdout, environ=self.environ)
 
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
-        if self.events is None:
-            self.console.error(message, hint=outcome.hint)
-        elif (model, outcome.path) not in self.events.errors:
-            self.events.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
+        if self.events is None or (model, outcome.path) not in self.events.errors:
+            self.console.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
 
-    def finish(self, exit_code: int, *, seconds: float) -> None:
-        if self.events is None:
-            return
-        from mdl.cli.render.stream import run_summary
 
-        summary = self.summary or run_summary((), seconds=seconds, text=None)
-        self.events.end(exit_code=exit_code, summary={**summary, "seconds": round(seconds, 3)})
+ProgressMode = Literal["rich", "plain", "json", "none"]
+ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
+
+
+def choose_progress_mode(
+    *,
+    quiet: bool,
+    no_progress: bool,
+    json_output: bool,
+    stderr_isatty: bool,
+    environ: Mapping[str, str],
+    requested: str | None = None,
+) -> ProgressMode:
+    """The display for ``--progress``: json even with -q or --no-progress (they silence people's output, not a
+    program's), else they mean none; auto is rich on a terminal, plain lines off it or with TERM=dumb."""
+    del json_output
+    choice = (requested or "auto").lower()
+    if choice not in get_args(ProgressChoice):
+        raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
+    if (quiet or no_progress) and choice != "json":
+        return "none"
+    if choice == "auto":
+        return "plain" if not stderr_isatty or environ.get("TERM") == "dumb" else "rich"
+    return cast(ProgressMode, choice)
+
+
+def make_reporter(
+    mode: ProgressMode,
+    *,
+    stream: TextIO,
+    environ: Mapping[str, str],
+    clock: Callable[[], float] = time.monotonic,
+    wallclock: Callable[[], datetime] | None = None,
+    interval: float = 5.0,
+    secrets: tuple[str, ...] = (),
+    events: EventStream | None = None,
+) -> Reporter:
+    """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
+    from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
+
+    if mode == "rich":
+        return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
+    if mode == "plain":
+        stamp = wallclock or (lambda: datetime.now(UTC))
+        return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
+    if mode == "json":
+        return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
+    return Reporter()
+
+
+STDOUT_FD = 1
+EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
+
+
+class StdoutClosed(KeyboardInterrupt):
+    """stdout's reader has gone; raised in the main thread to stop the work (handled like Ctrl-C, then exit 141)."""
+
+
+def stdout_closed(fd: int = STDOUT_FD) -> bool:
+    """Whether ``fd`` is a pipe (or socket) no one reads any more."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL are reported
+    try:
+        return any(mask & select.POLLERR for _, mask in poller.poll(0))
+    except OSError:
+        return False
+
+
+def is_closed_stdout_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StdoutClosed):
+            return True
+        if isinstance(current, OSError) and current.errno == errno.EPIPE:
+            return stdout_closed()
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, STDOUT_FD)
+    finally:
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def unread_if_failing(*, failing: bool) -> Iterator[None]:
+    """Output of a failing command that no one reads is dropped: its own exit code says more than 141."""
+    try:
+        yield
+    except OSError as exc:
+        if not failing or not is_closed_stdout_error(exc):
+            raise
+        silence_stdout()
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class Watch:
+    """Whether a closed stdout may still interrupt the main thread (once, in the body), and did (reaching Click)."""
+
+    armed = fired = False
+
+
+WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
+
+
+def _on_wake(signum: int, frame: FrameType | None) -> None:
+    if Watch.armed and stdout_closed():
+        Watch.armed, Watch.fired = False, True
+        raise StdoutClosed
+
+
+@contextlib.contextmanager
+def stop_when_stdout_closes() -> Iterator[None]:
+    """While the body runs, a reader leaving stdout (a pipe) raises :class:`StdoutClosed` (a Ctrl-C: every cleanup runs)
+    in the main thread: a watcher thread polls fd 1 and signals it (SIGURG; every failed write sends SIGPIPE)."""
+    wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
+    main = threading.current_thread() is threading.main_thread()
+    if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
+        yield
+        return
+    wake_read, wake_write = os.pipe()
+    previous = signal.signal(wake_signal, _on_wake)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(STDOUT_FD, 0)
+        poller.register(wake_read, select.POLLIN)
+        while True:
+            events = dict(poller.poll())  # (a signal's EINTR is retried by Python: PEP 475)
+            if events.get(wake_read):
+                return
+            if events.get(STDOUT_FD, 0) & select.POLLERR:
+                log.info("stdout was closed by its reader; stopping")
+                signal.pthread_kill(main_ident, wake_signal)
+                return
+            if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
+                return  # not a reader that left: nothing to stop for
+
+    watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
+    Watch.armed = True
+    watcher.start()
+    try:
+        yield
+    finally:
+        Watch.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+        try:
+            os.write(wake_write, b"x")
+            watcher.join()
+        finally:
+            signal.signal(wake_signal, previous)
+            os.close(wake_read)
+            os.close(wake_write)
+
+
+def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str = "usage") -> None:
+    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and ``end``."""
+    events = EventStream(stream)
+    events.error(message, code=exit_code, kind=kind)
+    events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
+
+
+def wants_events(argv: Sequence[str]) -> bool:
+    """Whether a command line (not parsed) asks for ``--progress json``."""
+    args = list(argv)
+    if "--" in args:
+        del args[args.index("--") :]  # what follows are arguments, not options
+    return "--progress=json" in args or ("--progress", "json") in pairwise(args)
 
 
 def _nulled(doc: Any) -> Any:
@@ -137,20 +304,17 @@ def _nulled(doc: Any) -> Any:
 
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
-    from mdl.cli.render.console import emit_json
-
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
-    with pipes.unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
+    with unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
 
 
 def translate(exc: BaseException, run: Run | None = None) -> int:
-    """The one translator of an exception that ended mdl to its exit code, said on stderr, in ``--json`` and as
-    ``--progress json`` events (by ``run``, or as the command line asks when no run started)."""
-    if pipes.is_closed_stdout_error(exc):
-        log.info("stdout was closed by its reader; exit %d", pipes.EXIT_STDOUT_CLOSED)
-        pipes.silence_stdout()
-        return pipes.EXIT_STDOUT_CLOSED
+    """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
+    if is_closed_stdout_error(exc):
+        log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED
     show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
     error: MdlError
     if isinstance(exc, MdlError):
@@ -167,11 +331,14 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
         if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
             raise exc
         error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+    code = int(error.exit_code)
     if run is not None:
-        return run.fail(error)
-    from mdl.cli.render.stream import failed_to_start, wants_events
-
-    argv, code = sys.argv[1:], int(error.exit_code)
+        log.error("%s", safe_text(error.message, secrets=run.secrets))
+        if run.json:
+            error_document(error, run.stdout, secrets=run.secrets)
+        run.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
+        return code
+    argv = sys.argv[1:]
     if "--json" in argv:
         error_document(error, sys.stdout)
     if wants_events(argv):
@@ -185,20 +352,19 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), said by ``--progress
-    json``'s last event; ``output_only`` commands stop as soon as stdout's reader goes."""
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
-            with pipes.stop_when_stdout_closes() if output_only else contextlib.nullcontext():
+            with stop_when_stdout_closes() if output_only else contextlib.nullcontext():
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
             if code:  # a failure's own code says more than 141 ("no one read the output")
-                with pipes.unread_if_failing(failing=True):
+                with unread_if_failing(failing=True):
                     run.stdout.flush()
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
@@ -206,7 +372,9 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             raise typer.Exit(code) from None
     finally:
         seconds = time.monotonic() - run.started
-        run.finish(code, seconds=seconds)
+        if run.events is not None:  # the last event: the run's counts (render_report's, else none) and its seconds
+            summary = run.summary or run_summary((), seconds=seconds, text=None)
+            run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
         log.info("done in %.1fs", seconds)
 
 
@@ -217,34 +385,27 @@ def invoke(app: Any) -> int:
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
         # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
-        if exc.code != 1 or not pipes.stdout_closed():
+        if exc.code != 1 or not stdout_closed():
             raise
-        code = pipes.EXIT_STDOUT_CLOSED
+        code = EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
-    if code == 130 and pipes.Watch.fired:
-        code = pipes.EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
-    if code == pipes.EXIT_STDOUT_CLOSED:
-        pipes.silence_stdout()
+    if code == 130 and Watch.fired:
+        code = EXIT_STDOUT_CLOSED  # the closed stdout's interruption got past the command: same ending
+    if code == EXIT_STDOUT_CLOSED:
+        silence_stdout()
         return code
-    try:
+    with unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
         sys.stdout.flush()
-    except OSError as exc:
-        if not pipes.is_closed_stdout_error(exc):
-            raise
-        pipes.silence_stdout()
-        return code or pipes.EXIT_STDOUT_CLOSED
-    return code
+        return code
+    return code or EXIT_STDOUT_CLOSED
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
-    """A pull, verify, get or publish report: JSON or the data on stdout; each warning and failure once and one
-    summary line on stderr; its exit code."""
-    from mdl.cli.render.stream import run_summary
+    """A report: JSON or the data on stdout; each warning and failure once and a summary line on stderr; its code."""
     from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
-    from mdl.units import human_size
 
-    with pipes.unread_if_failing(failing=bool(report.exit_code)):
+    with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:

@@ -14,7 +14,7 @@ import pytest
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
 
-from mdl.cli.render.progress import choose_progress_mode
+from mdl.cli.run import choose_progress_mode
 
 WEIGHTS = make_data(300_000, seed=11)
 CATALOG = '[models.tiny]\ndescription = "tiny test model"\nrepo = "org/tiny"\n'

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.tally import Item, Reporter, Tally
+from mdl.cli.render.progress import Item, Reporter
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size
@@ -41,16 +41,8 @@ _SEPARATORS = "/-_."
 class RichReporter(Reporter):
     """Rows for the items in flight and the batch's total, redrawn by rich's Live from a snapshot of the counts."""
 
-    def __init__(
-        self,
-        *,
-        stream: TextIO,
-        no_color: bool,
-        clock: Callable[[], float],
-        secrets: tuple[str, ...],
-        console: RichConsole | None = None,
-    ) -> None:
-        super().__init__()
+    def __init__(self, *, stream: TextIO, no_color: bool, console: RichConsole | None = None, **common: Any) -> None:
+        super().__init__(**common)
         # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
         from rich.console import Console as RichConsole
         from rich.live import Live
@@ -58,17 +50,14 @@ class RichReporter(Reporter):
         # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one place.
         self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
         self.color = not no_color
-        self._clock = clock
-        self._secrets = secrets
-        self._tally = Tally()
         self._pending: dict[str, int] = {}
-        self._flushed = clock()
+        self._flushed = self._clock()
         self._rows: list[Row] = []
         # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
         self._live = Live(
             self, console=self.console, refresh_per_second=10, redirect_stdout=False, redirect_stderr=False
         )
-        self._started = self._closed = False
+        self._closed = False
 
     def show(self, event: Event) -> None:
         now, key = self._clock(), event.key
@@ -87,20 +76,18 @@ class RichReporter(Reporter):
         if event.kind == "begin":
             self._tally.begin(total_bytes=event.total, files=event.files)
         elif event.kind == "start":
-            label = safe_text(event.label, secrets=self._secrets)
+            label = self._safe(event.label)
             self._pending.pop(key, None)
             self._tally.start(key, Item(label, event.total, now, event.completed, event.model, event.path))
             if event.completed:
                 self._print(f"resuming {label} at {human_size(event.completed)} of {human_size(event.total)}")
         elif event.kind == "waiting":  # "waiting (m:ss): message" on its row until its bytes flow
-            message, label = (safe_text(text, secrets=self._secrets) for text in (event.message, key))
-            self._tally.wait(key, message, now, label=label)
+            self._tally.wait(key, self._safe(event.message), now, label=self._safe(key))
         else:  # a failure prints nothing here: the final report names each failed file once
             self._tally.finish(key)
             return
-        if not self._started and not self._closed:  # started on first use: a run with nothing to show draws nothing
+        if not self._live.is_started and not self._closed:  # on first use: a run with nothing to show draws nothing
             self._live.start()
-            self._started = True
 
     def _flush(self, now: float) -> None:
         self._flushed = now
@@ -113,8 +100,7 @@ class RichReporter(Reporter):
         self.console.print(safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False)
 
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
-        """The rows for the width rich offers at each redraw (a resized terminal); the last snapshot while a
-        worker holds the lock (a redraw never waits on it)."""
+        """The rows in the width of each redraw; the last snapshot while a worker holds the lock (never waited on)."""
         if self._lock.acquire(blocking=False):
             try:
                 self._rows = self._snapshot()
@@ -143,13 +129,11 @@ class RichReporter(Reporter):
         """Stop the live display, leaving its last frame on screen."""
         with self._lock:
             self._flush(self._clock())
-            if self._started:
-                self._live.stop()
-            self._started, self._closed = False, True
+            self._live.stop()  # (a display never started stays undrawn)
+            self._closed = True
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """What one line shows: an item, or the total (``whole``: its label is never cut)."""
 
     label: str
@@ -161,8 +145,7 @@ class Row:
     whole: bool = False
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """The columns a width allows and how wide the label and the bar are."""
 
     columns: tuple[str, ...]
@@ -173,18 +156,15 @@ class Layout:
 def choose_layout(rows: Sequence[Row], width: int) -> Layout:
     """The richest column set that leaves the label its minimum (the total's label whole)."""
     need = max((display_width(r.label) for r in rows), default=LABEL_MIN)
-    whole = max((display_width(r.label) for r in rows if r.whole), default=0)
-    minimum = min(need, max(LABEL_MIN, whole))
+    minimum = min(need, max([LABEL_MIN, *(display_width(r.label) for r in rows if r.whole)]))  # the total's whole
     need = min(need, max(minimum, width * 3 // 5))  # a narrow terminal keeps room for the numbers
     widths = {**_WIDTHS, "percent": _percent_width(rows)}
     for columns in LAYOUTS:
         room = width - sum(widths.get(c, 0) + 1 for c in columns if c != "bar")
-        if "bar" in columns:
-            if room - BAR_MIN - 1 < minimum:
-                continue
+        if "bar" in columns and room - BAR_MIN - 1 >= minimum:
             label = min(need, room - BAR_MIN - 1)
             return Layout(columns, label, min(BAR_MAX, room - label - 1))
-        if room >= minimum:
+        if "bar" not in columns and room >= minimum:
             return Layout(columns, min(need, room), 0)
     return Layout(("eta",), max(width - ETA_WIDTH - 1, 1), 0)
 
@@ -216,12 +196,11 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
                 line.append_text(_bar(row, layout.bar, color=color))
             elif column == "size":
                 line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
+            elif column == "percent" and row.total is None:  # no share without a size: the bytes show it moves
+                line.append(human_size(row.completed).rjust(percent_width), "green")
             elif column == "percent":
-                if row.total is None:
-                    percent = human_size(row.completed)  # no share without a size: the bytes show it moves
-                else:
-                    percent = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(percent.rjust(percent_width), "green")
+                share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
+                line.append(share.rjust(percent_width), "green")
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
@@ -235,8 +214,7 @@ def _bar(row: Row, width: int, *, color: bool) -> Text:
     """``━━━━━━    `` filled by the share done (empty while the size is unknown)."""
     from rich.text import Text
 
-    share = 0.0 if not row.total else min(max(row.completed / row.total, 0.0), 1.0)
-    filled = round(width * share)
+    filled = round(width * (min(max(row.completed / row.total, 0.0), 1.0) if row.total else 0.0))
     bar = Text("━" * filled, style="magenta" if row.whole else "green")
     # Without colour the background would look like done work: leave it blank, as rich does.
     bar.append(("━" if color else " ") * (width - filled), style="grey23")
@@ -248,11 +226,8 @@ def _tail(text: str, width: int) -> str:
 
 
 def shorten(text: str, width: int, *, keep: int | None = None) -> str:
-    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``).
-
-    ``keep`` is the index of a character that must stay visible (where this label differs from another);
-    the cut moves so the tail starts at the word holding it, or, if that tail is too long, the head reaches it.
-    """
+    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``); the character at
+    ``keep`` (where it differs from another label) stays seen: the tail starts at its word, or the head reaches it."""
     if display_width(text) <= width:
         return text
     if width <= 1:
@@ -279,18 +254,15 @@ def shorten(text: str, width: int, *, keep: int | None = None) -> str:
 
 def _first_difference(text: str, other: str) -> int:
     """The first index where ``text`` and ``other`` differ (the last character if one starts the other)."""
-    for i, (a, b) in enumerate(zip(text, other, strict=False)):
-        if a != b:
-            return i
-    return min(len(text), len(other)) if len(text) > len(other) else len(text) - 1
+    common = len(os.path.commonprefix([text, other]))  # noqa: RUF071 - characters, not path parts, are meant
+    return common if common < len(text) else len(text) - 1
 
 
 def fit_labels(labels: Sequence[str], width: int) -> list[str]:
     """Each label in ``width`` columns, cut so that distinct labels stay distinct on screen where possible."""
     shown: list[str] = []
     for i, text in enumerate(labels):
-        others = [o for j, o in enumerate(labels) if j != i and o != text]
-        keep = max((_first_difference(text, o) for o in others), default=None)
+        keep = max((_first_difference(text, o) for j, o in enumerate(labels) if j != i and o != text), default=None)
         shown.append(shorten(text, width, keep=keep))
     seen: dict[str, int] = {}
     for i, text in enumerate(shown):

@@ -1,17 +1,18 @@
-"""Text for people and programs: stderr messages, JSON on stdout, tables that fit the terminal."""
+"""Text for people and programs: stderr messages, or with ``--progress json`` one :class:`EventStream` (a program never
+meets a human line, a second ``begin`` or an event after ``end``); JSON on stdout; tables that fit the terminal."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from pathlib import PurePath
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
-from mdl.cli.render.stream import EventStream
 from mdl.redact import safe_doc, safe_text
 
 
@@ -31,12 +32,90 @@ def isatty(stream: Any) -> bool:
     return bool(method()) if callable(method) else False
 
 
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one (an injected clock) is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class EventStream:
+    """Events, a JSON document a line: ``begin`` first (null totals if something else is), ``plan``, ``end`` last."""
+
+    def __init__(
+        self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
+    ) -> None:
+        self._stream, self._secrets, self._wallclock = stream, secrets, wallclock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._begun = self._ended = False
+        self._empty: dict[str, int | None] | None = None  # an empty batch's totals, said only if nothing follows
+        self.errors: set[tuple[str | None, str | None]] = set()  # (model, path) an ``error`` event named
+
+    def _write(self, event: str, fields: Mapping[str, Any]) -> None:
+        stamp = utc(self._wallclock()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        clean = safe_doc({"event": event, "time": stamp, **fields}, secrets=self._secrets)
+        try:
+            self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr's reader left: the run's outcome is its exit code
+            self._ended = True
+
+    def emit(self, event: str, /, **fields: Any) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            if not self._begun:
+                self._begun = True
+                self._write("begin", self._empty or {"files": None, "total": None})
+            self._write(event, fields)
+
+    def begin(self, *, files: int, total: int | None) -> None:
+        """The run's totals: ``begin`` the first time, ``plan`` later; an empty batch's wait for a truer ``begin``."""
+        with self._lock:
+            if files <= 0 and not self._begun:
+                self._empty = {"files": files, "total": total}
+            elif files > 0 and not self._ended:
+                self._write("plan" if self._begun else "begin", {"files": files, "total": total})
+                self._begun = True
+
+    def error(self, message: str, *, model: str | None = None, path: str | None = None, **fields: Any) -> None:
+        """An ``error`` event: model, path, label, message, hint, then any other ``fields`` (code, kind)."""
+        with self._lock:
+            if model is not None or path is not None:
+                self.errors.add((model, path))
+            label, hint = fields.pop("label", None), fields.pop("hint", None)
+            self.emit("error", model=model, path=path, label=label, message=message, hint=hint, **fields)
+
+    def warning(self, message: str) -> None:
+        self.emit("warning", message=message)
+
+    def note(self, message: str) -> None:
+        self.emit("note", message=message)
+
+    warn, info = warning, note  # as a Console says them: a run's console is its event stream with --progress json
+
+    def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
+        with self._lock:  # (emit drops what comes after the first end)
+            self.emit("end", ok=exit_code == 0, exit_code=exit_code, summary=dict(summary))
+            self._ended = True
+
+
+def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
+    """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line people read."""
+    return {
+        "models": len({o.model for o in outcomes if o.model}),
+        "files": sum(1 for o in outcomes if o.path is not None),
+        "actions": dict(Counter(o.action for o in outcomes)),
+        "failed": sum(1 for o in outcomes if o.failing),
+        "bytes": sum(o.fetched for o in outcomes),
+        "seconds": round(seconds, 3),
+        "text": text,
+    }
+
+
 _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
 
 
 class Console:
-    """Errors, warnings and info for people on stderr, redacted; with ``--progress json`` (``events``) each is an
-    event instead, and -q does not thin them out (a program asked for every event)."""
+    """Errors, warnings and info for people on stderr, redacted (with ``--progress json``, the run's events)."""
 
     def __init__(
         self,
@@ -46,14 +125,10 @@ class Console:
         quiet: bool = False,
         secrets: tuple[str, ...] = (),
         color: bool | None = None,
-        events: EventStream | None = None,
     ) -> None:
-        self._stream = stream
-        self._quiet = quiet
-        self._secrets = secrets
+        self._stream, self._quiet, self._secrets = stream, quiet, secrets
         self._color = color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
         self._lock = threading.Lock()
-        self.events = events
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
         text = safe_text(message, multiline=True, secrets=self._secrets)
@@ -64,42 +139,26 @@ class Console:
             self._stream.flush()
 
     def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
-        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` go in the event only."""
-        if self.events is not None:
-            self.events.error(message, hint=hint, **fields)
-            return
+        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for events only."""
         self._write("mdl: error: ", _BOLD_RED, message)
         if hint:
             self._write("  hint: ", _BOLD, hint)
 
     def warn(self, message: str) -> None:
         """``mdl: warning: <message>``, unless quiet."""
-        if self.events is not None:
-            self.events.warning(message)
-        elif not self._quiet:
+        if not self._quiet:
             self._write("mdl: warning: ", _YELLOW, message)
 
     def info(self, message: str) -> None:
         """``message`` as is, unless quiet."""
-        if self.events is not None:
-            self.events.note(message)
-        elif not self._quiet:
+        if not self._quiet:
             self._write("", "", message)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
     """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers)."""
-    indent = 2 if isatty(stream) else None
     clean = safe_doc(doc, secrets=secrets)
-    stream.write(json.dumps(clean, ensure_ascii=False, indent=indent, default=_json_default) + "\n")
+    stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()
 
 
@@ -114,9 +173,7 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    used = 0
-    for i, char in enumerate(text):
-        used += _char_width(char)
+    for i, used in enumerate(accumulate(map(_char_width, text))):
         if used > width:
             return text[:i]
     return text
@@ -158,21 +215,19 @@ def fit_cell(text: str, width: int) -> list[str]:
 
 
 def _column_widths(natural: list[int], least: list[int], width: int | None) -> list[int]:
-    """Each column's width: its widest cell if the table fits; else the widest give way first (capped at one
-    level), never below their header, and the first column (a name, a path) keeps a third of the room."""
+    """Widest cells if the table fits; else the widest give way first (to one level), never below their header."""
     room = None if width is None else width - GAP * (len(natural) - 1)
     if room is None or sum(natural) <= room:
         return list(natural)
     first = [max(least[0], min(natural[0], room // 3)), *least[1:]]
-    least = first if sum(first) <= room else least
+    least = first if sum(first) <= room else least  # the first column (a name, a path) keeps a third of the room
 
     def capped(level: int) -> list[int]:
         return [max(low, min(w, level)) for w, low in zip(natural, least, strict=True)]
 
-    low, high = 0, max(natural)  # the highest level at which the table fits: capped(low) fits, capped(high) not
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if sum(capped(middle)) <= room else (low, middle)
+    low = max(natural) - 1  # the highest level at which the table fits (0: none does, every column at its least)
+    while low > 0 and sum(capped(low)) > room:
+        low -= 1
     widths = capped(low)
     spare = room - sum(widths)
     for i, w in enumerate(widths):  # what the level leaves over goes to the first capped columns, one each
@@ -199,11 +254,9 @@ def render_table(
     numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
 
     def line(values: list[str]) -> str:
-        padded = []
-        for i, value in enumerate(values):
-            pad = " " * (widths[i] - display_width(value))
-            padded.append(pad + value if numeric[i] else value + pad)
-        return (" " * GAP).join(padded).rstrip()
+        pads = [" " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)]
+        shown = (pad + value if right else value + pad for value, pad, right in zip(values, pads, numeric, strict=True))
+        return (" " * GAP).join(shown).rstrip()
 
     head = line(headers)
     stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
@@ -212,3 +265,11 @@ def render_table(
         for n in range(max(len(lines) for lines in folded)):
             stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
     stream.flush()
+
+
+def print_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, stream: TextIO, environ: Mapping[str, str]
+) -> None:
+    """:func:`render_table` as ``stream`` wants it: in colour on a terminal (as ``environ`` allows), in its width."""
+    color = color_enabled(isatty=isatty(stream), environ=environ)
+    render_table(rows, columns, stream=stream, color=color, width=table_width(stream, environ))

@@ -17,51 +17,13 @@ except ImportError:  # pragma: no cover - Windows: one writer at a time is all t
     fcntl = None  # type: ignore[assignment]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
-
-
-class _UTCFormatter(logging.Formatter):
-    """Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up."""
-
-    converter = staticmethod(time.gmtime)
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
-
-
-class _RedactFilter(logging.Filter):
-    """Make every record safe (message with its args, traceback, stack) before the handler formats it."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            # A log call with a bad format string must not crash a download: keep the raw pieces.
-            message = f"{record.msg!r} {record.args!r}"
-        # One record, one line: a newline from a server's text could otherwise forge a log line.
-        record.msg, record.args = safe_text(message, secrets=self.secrets), None
-        if record.exc_info and not record.exc_text:
-            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=self.secrets)
-        if record.stack_info:
-            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=self.secrets)
-        return True
+_HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
-    """A size-rotated log file that several processes (two cron runs) may write and rotate at once.
-
-    ``RotatingFileHandler`` assumes one writer: a second process writes into the file the first renamed away.
-    Here each record is written under an exclusive ``flock`` of the file now at the path (re-opened if another
-    process rotated meanwhile), and the old file stays locked until the renames are done: one process rotates.
-    """
-
-    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
-        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace")
+    """A size-rotated log file that several processes (two cron runs) may write and rotate at once: each record is
+    written under a ``flock`` of the file now at the path (re-opened if another process rotated meanwhile), and the
+    old file stays locked until the renames are done (``RotatingFileHandler`` alone assumes one writer)."""
 
     def _lock_current(self) -> None:
         for _ in range(100):
@@ -113,23 +75,46 @@ def setup_logging(
     """Send the ``mdl`` logger to a rotated, redacted file; returns the file, or None when there is none."""
     logger = logging.getLogger("mdl")
     # Idempotent: replace what an earlier call installed (CliRunner runs many commands in one process).
-    for old in [h for h in logger.handlers if any(isinstance(f, _RedactFilter) for f in h.filters)]:
+    for old in [h for h in logger.handlers if h.name == _HANDLER]:
         logger.removeHandler(old)
         old.close()
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
     # Without a file, a NullHandler still keeps logging's "last resort" handler from writing to stderr.
     handler: logging.Handler = logging.NullHandler()
-    opened: Path | None = None
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = SharedRotatingFileHandler(log_file, max_bytes=max_bytes, backups=backups)
-            opened = log_file
-        except OSError:
-            # Unwritable log location: the run goes on without a log; the caller sees None and warns.
-            opened = None
-    handler.setFormatter(_UTCFormatter(_LOG_FORMAT))
-    handler.addFilter(_RedactFilter(secrets))
+            handler = SharedRotatingFileHandler(
+                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
+            )
+        except OSError:  # an unwritable log location: the run goes on without a log; the caller sees None and warns
+            log_file = None
+
+    def redact(record: logging.LogRecord) -> bool:
+        """Make the record safe (message with its args, traceback, stack) before it is formatted."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A log call with a bad format string must not crash a download: keep the raw pieces.
+            message = f"{record.msg!r} {record.args!r}"
+        # One record, one line: a newline from a server's text could otherwise forge a log line.
+        record.msg, record.args = safe_text(message, secrets=secrets), None
+        if record.exc_info and not record.exc_text:
+            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
+        if record.stack_info:
+            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=secrets)
+        return True
+
+    # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
+    formatter = logging.Formatter(_LOG_FORMAT)
+    formatter.converter = time.gmtime
+    formatter.default_time_format, formatter.default_msec_format = "%Y-%m-%dT%H:%M:%S", "%s.%03dZ"
+    handler.setFormatter(formatter)
+    handler.addFilter(redact)
+    handler.name = _HANDLER
     logger.addHandler(handler)
-    return opened
+    return log_file

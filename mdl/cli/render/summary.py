@@ -1,9 +1,9 @@
 """What a pull, verify or get did: each pulled model's folder (or fetched file) for stdout, and one summary line:
-``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``.
-A model is done when all its outcomes are (exit 0); a one-off ``get`` has no models: its files are the units."""
+``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,8 +39,7 @@ def _units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
     """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
     units: dict[str, list[FileOutcome]] = {}
     for index, f in enumerate(outcomes):
-        key = f.model if f.model else f"\0{index}"
-        units.setdefault(key, []).append(f)
+        units.setdefault(f.model or f"\0{index}", []).append(f)
     return units
 
 
@@ -50,23 +49,17 @@ def _ok(unit: Sequence[FileOutcome]) -> bool:
 
 def _files_part(files: Sequence[FileOutcome]) -> str:
     """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
-    counts: dict[str, int] = {}
-    for f in files:
-        counts[f.shown_action] = counts.get(f.shown_action, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
     return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
 def _problem_word(unit: Sequence[FileOutcome]) -> str:
     """What went wrong with a unit, in one word: failed, or another action with a non-zero code (missing)."""
-    if any(f.action == "failed" for f in unit):
-        return "failed"
-    return next(f.shown_action for f in unit if f.exit_code != 0)
+    return "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
-    """``badname (not found)`` for a model that failed as a whole (or a ``get`` file); ``badsha (6 files:
-    5 downloaded, 1 failed)`` for a model whose files did."""
+    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
     name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
@@ -78,7 +71,7 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
 
 def says_it_all(outcomes: Sequence[FileOutcome]) -> bool:
     """Whether the report is one failure alone: its error line says it all (one message, as curl prints)."""
-    return len(outcomes) == 1 and (outcomes[0].action == "failed" or outcomes[0].exit_code != 0)
+    return len(outcomes) == 1 and not _ok(outcomes)
 
 
 def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
@@ -94,13 +87,10 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
     else:
         files = [f for u in done for f in u if f.path is not None]
-        text = f"{verb} {_plural(len(done), noun)}"
-        if files:
-            text += f" ({_files_part(files)})"
+        text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    for unit in units:
-        if not _ok(unit):
-            problems.setdefault(_problem_word(unit), []).append(unit)
+    for unit in [u for u in units if not _ok(u)]:
+        problems.setdefault(_problem_word(unit), []).append(unit)
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
@@ -116,9 +106,8 @@ def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
     folders: list[str] = []
     for unit in _units(outcomes).values():
         files = [f for f in unit if f.path is not None and f.dest is not None]
-        if not unit[0].model or not files or not _ok(unit):
-            continue
-        folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
+        if unit[0].model and files and _ok(unit):
+            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
     return list(dict.fromkeys(folders))
 
 

@@ -10,7 +10,7 @@ from clocks import FakeClock
 from rich.console import Console
 
 from mdl.cli.render.bars import RichReporter
-from mdl.cli.render.progress import make_reporter
+from mdl.cli.run import make_reporter
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 MiB, GiB = 1024**2, 1024**3

@@ -15,8 +15,7 @@ from runfixtures import mdl
 from servers import HubServer, make_data
 
 from mdl import api
-from mdl.cli.render.progress import make_reporter
-from mdl.cli.run import Run
+from mdl.cli.run import Run, make_reporter
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 WEIGHTS = make_data(3_000_000, seed=11)

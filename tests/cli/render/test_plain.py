@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from clocks import FakeClock, wallclock
 
-from mdl.cli.render.progress import Reporter, make_reporter
+from mdl.cli.render.progress import Reporter
+from mdl.cli.run import make_reporter
 from mdl.progress import Progress
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"

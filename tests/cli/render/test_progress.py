@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from mdl.cli.render.progress import choose_progress_mode, make_reporter
+from mdl.cli.run import choose_progress_mode, make_reporter
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.cli.render.tally import Item, RateMeter, Tally, seconds_left, total_seconds_left
+from mdl.cli.render.progress import Item, RateMeter, Tally, seconds_left, total_seconds_left
 
 MiB = 1024**2
 
