@@ -44,8 +44,7 @@ MAX_COMPONENT_BYTES = NAME_MAX - len(temp_name(""))
 
 
 def path_problem(name: str) -> str | None:
-    """Why ``name`` (a relative ``/``-separated path from any source) cannot be written safely, or None: the one
-    rule for every command that writes names it did not choose, checked before any byte is fetched or written."""
+    """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe to write, or None."""
     if not name:
         return "it is empty"
     for ch in name:
@@ -98,7 +97,6 @@ RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
-_STATE_DIR = ".mdl"
 
 
 def safe_file_name(value: str, *, where: str) -> str:
@@ -115,7 +113,7 @@ def safe_file_name(value: str, *, where: str) -> str:
         (":" in value, "it contains ':' (a drive letter or a stream name)"),  # 'C:x', or an NTFS stream 'a:b'
         (value.endswith((".", " ")), "it ends with a dot or a space"),  # Windows drops them: 'a.bin.' is 'a.bin'
         (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
-        (value.casefold() == _STATE_DIR, "it is mdl's own state folder"),
+        (value.casefold() == ".mdl", "it is mdl's own state folder"),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
     reason = next((why for bad, why in refused if bad), None) or path_problem(value)

@@ -1,6 +1,5 @@
-"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): ``safe_text``
-and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a server quotes
-them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
+"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): registered
+secrets in any encoding, Hub tokens, bearer and ``Authorization`` values, URL userinfo, signed URLs' queries."""
 
 from __future__ import annotations
 
@@ -105,8 +104,7 @@ _PUBLIC_PARAM = re.compile(
 
 
 def remember_url_secrets(url: str) -> None:
-    """Register a URL's secrets the moment mdl reads it (its userinfo, each secret query value, written and decoded):
-    a server that echoes the request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
+    """Register a URL's userinfo and secret query values when read (S3's ``SignatureDoesNotMatch`` echoes them)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -256,8 +254,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
-    """Control and invisible characters escaped (visible, never interpreted), tabs and newlines spaces unless
-    ``multiline``, cut to ``limit`` with ``…``."""
+    """Control and invisible characters escaped, tabs and newlines spaces unless ``multiline``, cut to ``limit``."""
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:
