@@ -1,5 +1,4 @@
-"""The Hub API (the requests of huggingface_hub 2.4's ``repo_info``, ``list_repo_tree``, ``get_hf_file_metadata``)
-on the run's one client, so its timeouts, proxy, CAs and TokenGuard apply; every reply passes ``hubreplies``."""
+"""The Hub API (huggingface_hub's requests) on the run's one client and TokenGuard; every reply passes hubreplies."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The one validating layer for Hub replies (revision info, tree listings, a file's HEAD), strict pydantic models:
-anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5)."""
+"""The one validating layer for Hub replies (strict pydantic models): anything unexpected is a HubReplyError."""
 
 from __future__ import annotations
 

@@ -72,8 +72,7 @@ class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
 
 
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
-    """Job output JSON → its files: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``,
-    or a platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed."""
+    """Job output JSON → its files: a descriptor, a list, ``{"files": [...]}``, or a completed job's ``output``."""
     try:
         doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows tools write, is not JSON
     except json.JSONDecodeError as exc:
@@ -82,10 +81,7 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
         raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
     if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):  # a platform's job record
         doc, where = _unwrap_envelope(doc, where=where)
-    items, where, listed = _descriptor_list(doc, where=where)
-    if not items:
-        raise JobOutputError(f"{where}: the job output lists no files")
-    found = [_descriptor(item, where=f"{where}[{i}]" if listed else where) for i, item in enumerate(items)]
+    found = [_descriptor(item, where=at) for item, at in _descriptors(doc, where=where)]
     _refuse_duplicates(found)
     return found
 
@@ -127,22 +123,24 @@ def _one_line(text: str) -> str:  # for error messages: control characters dropp
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
 
 
-def _descriptor_list(doc: Any, *, where: str) -> tuple[list[Any], str, bool]:
-    """The descriptors in ``doc``, their key path, and whether they came as a list."""
-    if isinstance(doc, list):
-        return doc, where, True
-    if isinstance(doc, dict) and "type" not in doc:
-        for key in _WRAPPER_KEYS:
-            if isinstance(doc.get(key), list):
-                return doc[key], f"{where}.{key}", True
-        keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
-        raise JobOutputError(
-            f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
-            f"(keys found: {_one_line(keys)})"
-        )
+def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
+    """The descriptors in ``doc``, each with its key path."""
+    if isinstance(doc, dict) and "type" in doc:
+        return [(doc, where)]
     if isinstance(doc, dict):
-        return [doc], where, False
-    raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
+        key = next((key for key in _WRAPPER_KEYS if isinstance(doc.get(key), list)), None)
+        if key is None:
+            keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+            raise JobOutputError(
+                f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
+                f"(keys found: {_one_line(keys)})"
+            )
+        doc, where = doc[key], f"{where}.{key}"
+    if not isinstance(doc, list):
+        raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
+    if not doc:
+        raise JobOutputError(f"{where}: the job output lists no files")
+    return [(item, f"{where}[{i}]") for i, item in enumerate(doc)]
 
 
 def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
@@ -194,8 +192,7 @@ def is_local_host(host: str) -> bool:
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An https URL, or plain http to a loopback/private host; UsageError otherwise. Its secrets are registered
-    first (``remember_url_secrets``): every URL from the command line or a job output passes here."""
+    """An https URL, or plain http to a loopback/private host, else UsageError; its secrets registered first."""
     remember_url_secrets(url)
     try:
         parts = urlsplit(url)
@@ -293,18 +290,17 @@ def check_inline(
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
     label = item.filename
-    progress.start(label, label=label, total=check.size, path=item.filename)  # belongs to no model
+    progress.start(label, label=label, total=check.size, path=label)  # belongs to no model
+    # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
+    # is what path_problem keeps room for, so a name that passed the check always fits here too.
+    tmp = target.with_name(temp_name(target.name))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
-        # is what path_problem keeps room for, so a name that passed the check always fits here too.
-        tmp_name = str(target.with_name(temp_name(target.name)))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(tmp_name, flags, 0o666)  # the umask applies, as for any file open() creates
+        fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file open() creates
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
     try:
         # The data is an immutable str that check_inline decoded and verified: this pass writes the same bytes.
         with os.fdopen(fd, "wb") as handle:

@@ -1,5 +1,4 @@
-"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline;
-and each file's URLs on the ``[settings].mirrors`` templates (tried in order before the origin)."""
+"""Catalog entries to concrete remote files (Hub, direct URLs, the record offline), and their mirror URLs."""
 
 from __future__ import annotations
 
@@ -225,9 +224,8 @@ def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
 
 
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
-    """(template, URL) of the file on each mirror whose template it can fill (``http(s)://…/{model}/{path}``,
-    values URL-quoted, or ``s3://bucket/prefix/{model}/{path}``, values as they are: the key is quoted when
-    signed). A file with no sha256 and no git blob id gets none: a mirror's bytes must be checkable."""
+    """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but not in s3://
+    keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid):
         return []
     raw = {

@@ -1,5 +1,4 @@
-"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer engine
-fetches a presigned GET URL; credentials come from the AWS chain, their secrets registered for redaction."""
+"""``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a presigned GET URL."""
 
 from __future__ import annotations
 
