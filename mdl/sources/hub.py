@@ -120,19 +120,9 @@ class Hub:
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
     ) -> tuple[httpx2.Response, bytes]:
-        """One Hub request with our error translation, retried on 5xx, 429 and dropped connections."""
-
-        def attempt() -> tuple[httpx2.Response, bytes]:
-            response, body = self._send(method, url, what=what)
-            if response.is_error:
-                raise _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
-            return response, body
-
-        return self.retry.run(attempt, what=what)
-
-    def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """The last answer and its whole body. Redirects stay on the Hub's origin; a HEAD stops at one that leaves
-        it (the metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is hostile."""
+        """The last answer and its whole body, errors translated, retried on 5xx, 429 and dropped connections.
+        Redirects stay on the Hub's origin; a HEAD stops at one that leaves it (the metadata is on that answer, as
+        in huggingface_hub); an API call redirected off the Hub is hostile."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
@@ -143,36 +133,41 @@ class Hub:
                 f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
             )
 
-        try:
-            with follow(
-                self.client,
-                url,
-                credentials=Credentials(hub_origin=self.origin, token=self.token),
-                headers={"Accept-Encoding": "identity"},
-                method=method,
-                what=what,
-                rule=rule,
-                server=f"the Hub at {self.endpoint}",
-                hint=HUB_HINT,
-            ) as response:
-                timeout = self.client.timeout.read
-                if timeout is not None:
-                    set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
-                body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_REPLY_BYTES:
-                        raise HubReplyError(
-                            f"{what}: the reply from {redact_url(str(response.url))} is larger than "
-                            f"{MAX_REPLY_BYTES} bytes"
-                        )
-                return response, bytes(body)
-        except httpx2.TransportError as exc:
-            raise transport_error(
-                exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
-            ) from exc
-        except httpx2.DecodingError as exc:
-            raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+        def attempt() -> tuple[httpx2.Response, bytes]:
+            try:
+                with follow(
+                    self.client,
+                    url,
+                    credentials=Credentials(hub_origin=self.origin, token=self.token),
+                    headers={"Accept-Encoding": "identity"},
+                    method=method,
+                    what=what,
+                    rule=rule,
+                    server=f"the Hub at {self.endpoint}",
+                    hint=HUB_HINT,
+                ) as response:
+                    timeout = self.client.timeout.read
+                    if timeout is not None:
+                        set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
+                    body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_REPLY_BYTES:
+                            raise HubReplyError(
+                                f"{what}: the reply from {redact_url(str(response.url))} is larger than "
+                                f"{MAX_REPLY_BYTES} bytes"
+                            )
+            except httpx2.TransportError as exc:
+                raise transport_error(
+                    exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
+                ) from exc
+            except httpx2.DecodingError as exc:
+                raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+            if response.is_error:
+                raise _status_error(response, bytes(body), what=what, repo=repo, revision=revision, path=path, hub=self)
+            return response, bytes(body)
+
+        return self.retry.run(attempt, what=what)
 
 
 def _status_error(

@@ -199,10 +199,9 @@ def check_url(url: str, *, where: str) -> None:
         host = parts.hostname or ""
     except ValueError as exc:
         raise UsageError(f"{where}: not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not host:
+    if parts.scheme not in ("http", "https") or not host:  # urlsplit lowercases the scheme
         raise UsageError(f"{where}: expected an https:// URL with a host, got {redact_url(url)}")
-    if scheme == "http" and not is_local_host(host):
+    if parts.scheme == "http" and not is_local_host(host):
         raise UsageError(
             f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use https://"
         )

@@ -77,9 +77,8 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     assert spec.repo is not None
-    what = spec.name
-    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=what)
-    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=what)
+    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name)
+    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
     chosen = filter_repo_objects(
         listing,
         allow_patterns=list(spec.include) or None,
@@ -92,7 +91,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
         if (problem := path_problem(item.path)) is not None:
             raise HubReplyError(
-                f"{what}: the listing of {spec.repo} names a file mdl cannot save, "
+                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save, "
                 f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
             )
         files.append(
@@ -113,12 +112,12 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     clash = path_clash(f.path for f in files)
     if clash is not None:  # git cannot hold both; a listing that claims so is broken or hostile
         raise HubReplyError(
-            f"{what}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
+            f"{spec.name}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
             "the model was refused before anything was fetched"
         )
     if not files:
         patterns = ", ".join(spec.include) or "*"
-        raise NotFoundError(f"{what}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
+        raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
@@ -228,14 +227,7 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid):
         return []
-    raw = {
-        "model": remote.model,
-        "path": remote.path,
-        "repo": remote.repo or "",
-        "revision": remote.revision or "",
-        "commit": remote.commit or "",
-        "sha256": remote.sha256 or "",
-    }
+    raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}  # each a RemoteFile attribute of that name
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:

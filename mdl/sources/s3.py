@@ -141,10 +141,9 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     """A botocore failure as our error: missing bucket/key 4, denied 3, anything else 5."""
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
-        text = safe_text(str(exc), limit=300)
         if type(exc).__name__ == "NoCredentialsError":
             return AuthError(f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID")
-        return NetworkError(f"{what}: {text}")
+        return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
     error = response.get("Error") or {}
     code = str(error.get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
@@ -203,12 +202,11 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
-    """The object's SHA-256 as hex when the store keeps a full-object one. A multipart object's is of its parts'
-    checksums (``-N``, ``COMPOSITE``); some compatibles leave both marks out, but a ``"<md5>-N"`` ETag says it."""
+    """The object's SHA-256 as hex when the store keeps a full-object one (a multipart object's is of its parts')."""
     value = head.get("ChecksumSHA256")
     if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
         return None
-    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):
+    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):  # compatibles may leave both marks out: "<md5>-N" says it
         return None
     try:
         digest = base64.b64decode(value, validate=True)
