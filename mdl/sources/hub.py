@@ -50,12 +50,7 @@ class Hub:
     """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
 
     def __init__(
-        self,
-        endpoint: str,
-        token: str | None,
-        *,
-        client: httpx2.Client | None = None,
-        retry: RetryPolicy | None = None,
+        self, endpoint: str, token: str | None, *, client: httpx2.Client | None = None, retry: RetryPolicy | None = None
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.origin = origin(self.endpoint)

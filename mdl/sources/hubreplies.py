@@ -17,7 +17,6 @@ from mdl.transfer import origin
 
 EXCERPT_CHARS = 200
 _GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
-_SHA256 = r"^[0-9a-f]{64}$"
 # Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
 # lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
@@ -42,7 +41,7 @@ class RevisionInfo(_Strict):  # GET /api/{type}s/{repo}/revision/{rev}: only the
 
 
 class LfsInfo(_Strict):  # a tree entry's LFS pointer: the file's sha256 and real size
-    oid: Annotated[StrictStr, Field(pattern=_SHA256)]
+    oid: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[StrictInt, Field(ge=0)]
 
 

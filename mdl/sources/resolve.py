@@ -165,8 +165,6 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
 
 def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
     """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will fail offline)."""
-    if spec.is_snapshot and (record is None or not record.files):
-        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
     recorded = record.files if record is not None else {}
     # The model's files: what the last pull expected (an unfinished one fails offline, by name), as recorded where
     # it was; records from before expected sets know only what they recorded.
@@ -197,7 +195,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             files.append(
                 RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
             )
-    if not files:
+    if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
     return ResolvedModel(
         spec.name, record.revision if record else None, record.commit if record else None, tuple(files)

@@ -90,12 +90,10 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if any(seg in ("", ".", "..") for seg in segments) or printable(prefix) != prefix:
         raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
     if any(ch in prefix for ch in "{}?#"):
-        plain = prefix.split("{", 1)[0].rstrip("/")
+        place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
         raise UsageError(
             f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
-            hint=f"publish to s3://{bucket}/{plain}; nodes pull with s3://{bucket}/{plain}/{{model}}/{{path}}".replace(
-                "//{model}", "/{model}"
-            ),
+            hint=f"publish to {place}; nodes pull with {place.rstrip('/')}/{{model}}/{{path}}",
         )
     if len(prefix.encode("utf-8", "surrogatepass")) > 512:  # room left for <model>/<path> in a 1024-byte key
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
