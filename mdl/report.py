@@ -15,10 +15,6 @@ from mdl.redact import safe_text
 WARNING_CAUSE = "warning: "
 
 
-def warning_cause(message: str) -> str:
-    return WARNING_CAUSE + message
-
-
 @dataclass(frozen=True)
 class FileOutcome:
     """What happened to one file (or to a whole model that failed before its files were known)."""
@@ -57,7 +53,7 @@ class FileOutcome:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """``warning`` and the causes marked by :func:`warning_cause`, in order."""
+        """``warning`` and the causes marked with ``WARNING_CAUSE``, in order."""
         marked = tuple(c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE))
         return (self.warning, *marked) if self.warning else marked
 
