@@ -38,8 +38,7 @@ OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (
 
 def resolve_token(environ: Mapping[str, str]) -> str | None:
     """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is needed)."""
-    token = environ.get("HF_TOKEN")
-    if token:
+    if token := environ.get("HF_TOKEN"):
         return token
     from huggingface_hub import get_token
 

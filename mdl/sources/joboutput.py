@@ -225,9 +225,6 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-# -- inline payloads: decoded a chunk at a time, checked before anything is written ----------------------
-
-
 def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
     """Decode base64 text a chunk at a time: strict alphabet and padding, ASCII whitespace ignored."""
     carry = ""
