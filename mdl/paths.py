@@ -18,10 +18,18 @@ GIT_OID_HEX = re.compile("[0-9a-f]{40}")  # a commit, or a git blob's id
 # "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes the folder.
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
+SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
 
 
 def shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
     return repr(value[:_MAX_SHOWN] + "…" if len(value) > _MAX_SHOWN else value)
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as an error names it: whole when short, else its start and end around ``…``."""
+    text = os.fspath(path)
+    half = SHOWN_PATH_CHARS // 2
+    return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
@@ -148,16 +156,6 @@ def is_http_url(value: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
-
-
-def shown_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as an error names it: whole when short, else its start and end around ``…``."""
-    text = os.fspath(path)
-    half = SHOWN_PATH_CHARS // 2
-    return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"
 
 
 # hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may hold slashes.

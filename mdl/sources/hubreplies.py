@@ -55,8 +55,7 @@ class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=tru
     @field_validator("path")
     @classmethod
     def _plain_path(cls, value: str) -> str:
-        problem = name_problem(value)
-        if problem is not None:
+        if (problem := name_problem(value)) is not None:
             raise ValueError(f"hostile listing: path {printable(value, limit=120)!r}: {problem}")
         return value
 

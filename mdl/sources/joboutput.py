@@ -211,13 +211,12 @@ def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
     """Two descriptors with one file name would overwrite each other (also on case-insensitive disks)."""
     seen: dict[str, str] = {}
     for item in items:
-        key = name_key(item.filename)
-        if key in seen:
+        first = seen.setdefault(name_key(item.filename), item.where)
+        if first != item.where:  # key paths are unique: another descriptor had the name first
             raise JobOutputError(
-                f"{item.where}.filename: {item.filename!r} is also the file name of {seen[key]}; "
+                f"{item.where}.filename: {item.filename!r} is also the file name of {first}; "
                 "the job output names the same file twice"
             )
-        seen[key] = item.where
 
 
 def name_key(name: str) -> str:
