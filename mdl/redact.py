@@ -19,6 +19,14 @@ REDACTED = "REDACTED"
 # every cloud, JWTs, API keys. Matching parts of names catches a new cloud's ``X-Foo-Signature`` too.
 _SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|pass|hdnts|hmac")
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
+_LOWER_HEX = re.compile("%[0-9A-F]{2}")
+_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding changes them
+# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
+# which headers. Registering "host" or "3600" would redact those words everywhere.
+_PUBLIC_PARAM = re.compile(
+    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
+    r"|additional-headers)\Z"
+)
 # Shorter values are not treated as secrets: replacing them would garble ordinary words.
 MIN_SECRET_LENGTH = 4
 
@@ -91,16 +99,6 @@ def encoded_forms(value: str) -> frozenset[str]:
         forms.update((escaped, escaped.replace("/", "\\/")))
     forms.update((html.escape(value), html.escape(value, quote=False)))
     return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH and f not in REDACTED)
-
-
-_LOWER_HEX = re.compile("%[0-9A-F]{2}")
-_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding above changes them
-# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
-# which headers. Registering "host" or "3600" would redact those words everywhere.
-_PUBLIC_PARAM = re.compile(
-    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
-    r"|additional-headers)\Z"
-)
 
 
 def remember_url_secrets(url: str) -> None:

@@ -86,8 +86,7 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
     prefix = prefix.strip("/")
-    segments = prefix.split("/") if prefix else []
-    if any(seg in ("", ".", "..") for seg in segments) or printable(prefix) != prefix:
+    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(prefix) != prefix:
         raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
     if any(ch in prefix for ch in "{}?#"):
         place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
