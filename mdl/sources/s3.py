@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import os
 import re
@@ -207,7 +206,7 @@ def sha256_of_head(head: dict[str, Any]) -> str | None:
         return None
     try:
         digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one
         return None
     return digest.hex() if len(digest) == 32 else None
 
