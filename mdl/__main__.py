@@ -7,17 +7,13 @@ import gc
 import os
 import signal
 import sys
-from types import FrameType
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM behaves like Ctrl-C: stop streams, keep partial data, exit 130
 
 
 def main() -> None:
     """Install SIGTERM handling before the (slower) imports, run the CLI, and exit with its code."""
     try:
-        signal.signal(signal.SIGTERM, _on_term)
+        # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit 130.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         from mdl.cli import app, invoke
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")

@@ -1,4 +1,4 @@
-"""Validate untrusted names (relative paths from catalogs, Hub listings and URLs; digests) before they are used."""
+"""Validate untrusted names (relative paths from catalogs, Hub listings and URLs; hf:// URIs; digests) before use."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from mdl.errors import UnsafePathError
+from mdl.errors import UnsafePathError, UsageError
 
 # A digest as mdl writes it, lowercase hex; use fullmatch (Python's '$' also matches before a final newline).
 SHA256_HEX = re.compile("[0-9a-f]{64}")
@@ -17,10 +18,18 @@ GIT_OID_HEX = re.compile("[0-9a-f]{40}")  # a commit, or a git blob's id
 # "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes the folder.
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
+SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
 
 
 def shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
     return repr(value[:_MAX_SHOWN] + "…" if len(value) > _MAX_SHOWN else value)
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as an error names it: whole when short, else its start and end around ``…``."""
+    text = os.fspath(path)
+    half = SHOWN_PATH_CHARS // 2
+    return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
@@ -44,8 +53,7 @@ MAX_COMPONENT_BYTES = NAME_MAX - len(temp_name(""))
 
 
 def path_problem(name: str) -> str | None:
-    """Why ``name`` (a relative ``/``-separated path from any source) cannot be written safely, or None: the one
-    rule for every command that writes names it did not choose, checked before any byte is fetched or written."""
+    """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe to write, or None."""
     if not name:
         return "it is empty"
     for ch in name:
@@ -98,7 +106,6 @@ RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
-_STATE_DIR = ".mdl"
 
 
 def safe_file_name(value: str, *, where: str) -> str:
@@ -115,7 +122,7 @@ def safe_file_name(value: str, *, where: str) -> str:
         (":" in value, "it contains ':' (a drive letter or a stream name)"),  # 'C:x', or an NTFS stream 'a:b'
         (value.endswith((".", " ")), "it ends with a dot or a space"),  # Windows drops them: 'a.bin.' is 'a.bin'
         (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
-        (value.casefold() == _STATE_DIR, "it is mdl's own state folder"),
+        (value.casefold() == ".mdl", "it is mdl's own state folder"),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
     reason = next((why for bad, why in refused if bad), None) or path_problem(value)
@@ -151,11 +158,42 @@ def is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
+# hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may hold slashes.
+_HF_URI = re.compile(
+    r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+    r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
+)
+_REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
+
+# The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes a bracket
+# after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED instead of the help.
+HF_URI_FORMS = (
+    "hf://owner/name, hf://owner/name@revision or hf://owner/name/path "
+    "(hf://datasets/owner/name/... and hf://spaces/owner/name/... for those)"
+)
 
 
-def shown_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as an error names it: whole when short, else its start and end around ``…``."""
-    text = os.fspath(path)
-    half = SHOWN_PATH_CHARS // 2
-    return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"
+@dataclass(frozen=True)
+class HfUri:
+    """``hf://`` parsed; ``revision`` None is the default branch, ``path`` None the whole repo."""
+
+    given: str
+    repo_type: str
+    repo: str
+    revision: str | None
+    path: str | None
+
+
+def parse_hf_uri(text: str) -> HfUri:
+    """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe path."""
+    match = _HF_URI.match(text.rstrip("/"))
+    if match is None:
+        raise UsageError(f"{text}: expected {HF_URI_FORMS}")
+    path = match.group("path")
+    return HfUri(
+        given=text,
+        repo_type=_REPO_TYPES[match.group("type")],
+        repo=match.group("repo"),
+        revision=match.group("rev"),
+        path=safe_relative_path(path, where=text) if path is not None else None,
+    )

@@ -41,10 +41,7 @@ class Event:
 
 
 class Progress:
-    """Receives progress from the core; this base discards it (``NullProgress``: -q, library callers).
-
-    A display overrides :meth:`emit` only, and must be thread-safe there: streams report concurrently.
-    """
+    """Progress from the core, discarded here (NullProgress); a display overrides ``emit``, thread-safe (streams)."""
 
     def emit(self, event: Event) -> None:
         """Show (or pass on) one event."""

@@ -1,6 +1,5 @@
-"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): ``safe_text``
-and ``safe_doc`` make text ``printable``, then remove the registered secrets in whatever encoding a server quotes
-them, Hub tokens, bearer and ``Authorization`` values, URL userinfo and the query of signed URLs."""
+"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): registered
+secrets in any encoding, Hub tokens, bearer and ``Authorization`` values, URL userinfo, signed URLs' queries."""
 
 from __future__ import annotations
 
@@ -20,6 +19,14 @@ REDACTED = "REDACTED"
 # every cloud, JWTs, API keys. Matching parts of names catches a new cloud's ``X-Foo-Signature`` too.
 _SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|pass|hdnts|hmac")
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
+_LOWER_HEX = re.compile("%[0-9A-F]{2}")
+_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding changes them
+# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
+# which headers. Registering "host" or "3600" would redact those words everywhere.
+_PUBLIC_PARAM = re.compile(
+    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
+    r"|additional-headers)\Z"
+)
 # Shorter values are not treated as secrets: replacing them would garble ordinary words.
 MIN_SECRET_LENGTH = 4
 
@@ -94,19 +101,8 @@ def encoded_forms(value: str) -> frozenset[str]:
     return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH and f not in REDACTED)
 
 
-_LOWER_HEX = re.compile("%[0-9A-F]{2}")
-_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding above changes them
-# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
-# which headers. Registering "host" or "3600" would redact those words everywhere.
-_PUBLIC_PARAM = re.compile(
-    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
-    r"|additional-headers)\Z"
-)
-
-
 def remember_url_secrets(url: str) -> None:
-    """Register a URL's secrets the moment mdl reads it (its userinfo, each secret query value, written and decoded):
-    a server that echoes the request (S3's ``SignatureDoesNotMatch``) then cannot show them at any sink."""
+    """Register a URL's userinfo and secret query values when read (S3's ``SignatureDoesNotMatch`` echoes them)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -256,8 +252,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
-    """Control and invisible characters escaped (visible, never interpreted), tabs and newlines spaces unless
-    ``multiline``, cut to ``limit`` with ``…``."""
+    """Control and invisible characters escaped, tabs and newlines spaces unless ``multiline``, cut to ``limit``."""
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:

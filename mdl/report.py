@@ -15,10 +15,6 @@ from mdl.redact import safe_text
 WARNING_CAUSE = "warning: "
 
 
-def warning_cause(message: str) -> str:
-    return WARNING_CAUSE + message
-
-
 @dataclass(frozen=True)
 class FileOutcome:
     """What happened to one file (or to a whole model that failed before its files were known)."""
@@ -57,7 +53,7 @@ class FileOutcome:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """``warning`` and the causes marked by :func:`warning_cause`, in order."""
+        """``warning`` and the causes marked with ``WARNING_CAUSE``, in order."""
         marked = tuple(c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE))
         return (self.warning, *marked) if self.warning else marked
 
@@ -67,7 +63,6 @@ class FileOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
-        warnings = self.warnings
         doc: dict[str, Any] = {
             "model": self.model or None,
             "path": self.path,
@@ -78,7 +73,7 @@ class FileOutcome:
             "error": self.error,
             "hint": self.hint or None,
             "reason": self.reason or None,
-            "warning": "; ".join(warnings) if warnings else None,
+            "warning": "; ".join(self.warnings) or None,
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror
@@ -107,8 +102,7 @@ class RunReport:
         return doc
 
     def path(self, model: str) -> Path:
-        """The folder holding ``model``'s files (for ``from_pretrained``); raises the model's own error when a file
-        failed, UsageError when the model is not here or its files are not in one folder."""
+        """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's error or UsageError."""
         outcomes = [f for f in self.files if f.model == model]
         if not outcomes:
             known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
@@ -153,14 +147,7 @@ class Resolution:
 
 
 def failed(
-    model: str,
-    path: str | None,
-    exc: MdlError,
-    *,
-    dest: Path | None = None,
-    source: str | None = None,
-    seconds: float | None = None,
-    retries: tuple[str, ...] = (),
+    model: str, path: str | None, exc: MdlError, *, dest: Path | None = None, source: str | None = None
 ) -> FileOutcome:
     """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
     status, server_text = server_details(exc)
@@ -175,8 +162,6 @@ def failed(
         error=labelled(safe_text(exc.message), label, model=model),  # API callers print it too: made safe
         exit_code=int(exc.exit_code),
         source=source,
-        seconds=seconds,
-        retries=retries,
         status=status,
         server_text=server_text,
         hint=exc.hint,
@@ -185,8 +170,7 @@ def failed(
 
 
 def labelled(message: str, label: str, *, model: str) -> str:
-    """``message`` naming its file (or model) exactly once: ``tiny/config.json: <why>`` (a wrapped error's
-    doubled label goes; a one-off ``get`` file's message names its source already)."""
+    """``message`` naming its file once, ``tiny/config.json: <why>`` (a one-off get's names its source already)."""
     doubled = f"{label}: {label}: "
     while label and message.startswith(doubled):
         message = message[len(label) + 2 :]

@@ -17,8 +17,7 @@ from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
-from mdl.hfuri import HF_URI_FORMS, HfUri, parse_hf_uri
-from mdl.paths import safe_relative_path
+from mdl.paths import HF_URI_FORMS, HfUri, parse_hf_uri, safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
 Action = Literal["added", "extended", "replaced", "unchanged"]

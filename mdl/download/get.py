@@ -17,8 +17,7 @@ from mdl.download.plan import FORCED, PlannedFile, check_space, log_outcome, pla
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.hfuri import HfUri, parse_hf_uri
-from mdl.paths import path_problem, safe_file_name, shown_path, url_basename
+from mdl.paths import HfUri, parse_hf_uri, path_problem, safe_file_name, shown_path, url_basename
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed

@@ -1,5 +1,4 @@
-"""Where files come from: the Hub, direct URLs, ``hf://`` and ``s3://`` URIs, serverless job outputs and mirrors.
-Turns a catalog entry or a one-off source into ``RemoteFile``s with what is known about them."""
+"""Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
 from mdl.sources.hub import Hub, resolve_token
 from mdl.sources.joboutput import (

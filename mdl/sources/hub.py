@@ -1,5 +1,4 @@
-"""The Hub API (the requests of huggingface_hub 2.4's ``repo_info``, ``list_repo_tree``, ``get_hf_file_metadata``)
-on the run's one client, so its timeouts, proxy, CAs and TokenGuard apply; every reply passes ``hubreplies``."""
+"""The Hub API (huggingface_hub's requests) on the run's one client and TokenGuard; every reply passes hubreplies."""
 
 from __future__ import annotations
 
@@ -39,8 +38,7 @@ OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (
 
 def resolve_token(environ: Mapping[str, str]) -> str | None:
     """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is needed)."""
-    token = environ.get("HF_TOKEN")
-    if token:
+    if token := environ.get("HF_TOKEN"):
         return token
     from huggingface_hub import get_token
 
@@ -51,12 +49,7 @@ class Hub:
     """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
 
     def __init__(
-        self,
-        endpoint: str,
-        token: str | None,
-        *,
-        client: httpx2.Client | None = None,
-        retry: RetryPolicy | None = None,
+        self, endpoint: str, token: str | None, *, client: httpx2.Client | None = None, retry: RetryPolicy | None = None
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.origin = origin(self.endpoint)
@@ -121,19 +114,9 @@ class Hub:
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
     ) -> tuple[httpx2.Response, bytes]:
-        """One Hub request with our error translation, retried on 5xx, 429 and dropped connections."""
-
-        def attempt() -> tuple[httpx2.Response, bytes]:
-            response, body = self._send(method, url, what=what)
-            if response.is_error:
-                raise _status_error(response, body, what=what, repo=repo, revision=revision, path=path, hub=self)
-            return response, body
-
-        return self.retry.run(attempt, what=what)
-
-    def _send(self, method: str, url: str, *, what: str) -> tuple[httpx2.Response, bytes]:
-        """The last answer and its whole body. Redirects stay on the Hub's origin; a HEAD stops at one that leaves
-        it (the metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is hostile."""
+        """The last answer and its whole body, errors translated, retried on 5xx, 429 and dropped connections.
+        Redirects stay on the Hub's origin; a HEAD stops at one that leaves it (the metadata is on that answer, as
+        in huggingface_hub); an API call redirected off the Hub is hostile."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
@@ -144,36 +127,41 @@ class Hub:
                 f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
             )
 
-        try:
-            with follow(
-                self.client,
-                url,
-                credentials=Credentials(hub_origin=self.origin, token=self.token),
-                headers={"Accept-Encoding": "identity"},
-                method=method,
-                what=what,
-                rule=rule,
-                server=f"the Hub at {self.endpoint}",
-                hint=HUB_HINT,
-            ) as response:
-                timeout = self.client.timeout.read
-                if timeout is not None:
-                    set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
-                body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_REPLY_BYTES:
-                        raise HubReplyError(
-                            f"{what}: the reply from {redact_url(str(response.url))} is larger than "
-                            f"{MAX_REPLY_BYTES} bytes"
-                        )
-                return response, bytes(body)
-        except httpx2.TransportError as exc:
-            raise transport_error(
-                exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
-            ) from exc
-        except httpx2.DecodingError as exc:
-            raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+        def attempt() -> tuple[httpx2.Response, bytes]:
+            try:
+                with follow(
+                    self.client,
+                    url,
+                    credentials=Credentials(hub_origin=self.origin, token=self.token),
+                    headers={"Accept-Encoding": "identity"},
+                    method=method,
+                    what=what,
+                    rule=rule,
+                    server=f"the Hub at {self.endpoint}",
+                    hint=HUB_HINT,
+                ) as response:
+                    timeout = self.client.timeout.read
+                    if timeout is not None:
+                        set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
+                    body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_REPLY_BYTES:
+                            raise HubReplyError(
+                                f"{what}: the reply from {redact_url(str(response.url))} is larger than "
+                                f"{MAX_REPLY_BYTES} bytes"
+                            )
+            except httpx2.TransportError as exc:
+                raise transport_error(
+                    exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
+                ) from exc
+            except httpx2.DecodingError as exc:
+                raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+            if response.is_error:
+                raise _status_error(response, bytes(body), what=what, repo=repo, revision=revision, path=path, hub=self)
+            return response, bytes(body)
+
+        return self.retry.run(attempt, what=what)
 
 
 def _status_error(

@@ -1,5 +1,4 @@
-"""The one validating layer for Hub replies (revision info, tree listings, a file's HEAD), strict pydantic models:
-anything unexpected from whatever answers at ``HF_ENDPOINT`` is a HubReplyError (exit 5)."""
+"""The one validating layer for Hub replies (strict pydantic models): anything unexpected is a HubReplyError."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from mdl.transfer import origin
 
 EXCERPT_CHARS = 200
 _GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
-_SHA256 = r"^[0-9a-f]{64}$"
 # Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
 # lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
@@ -43,7 +41,7 @@ class RevisionInfo(_Strict):  # GET /api/{type}s/{repo}/revision/{rev}: only the
 
 
 class LfsInfo(_Strict):  # a tree entry's LFS pointer: the file's sha256 and real size
-    oid: Annotated[StrictStr, Field(pattern=_SHA256)]
+    oid: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[StrictInt, Field(ge=0)]
 
 
@@ -57,8 +55,7 @@ class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=tru
     @field_validator("path")
     @classmethod
     def _plain_path(cls, value: str) -> str:
-        problem = name_problem(value)
-        if problem is not None:
+        if (problem := name_problem(value)) is not None:
             raise ValueError(f"hostile listing: path {printable(value, limit=120)!r}: {problem}")
         return value
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import ipaddress
@@ -72,8 +71,7 @@ class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
 
 
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
-    """Job output JSON → its files: one descriptor, a list of them, ``{"files"|"outputs"|"results"|"data": [...]}``,
-    or a platform envelope ``{"id", "status", "output": <any of those>}`` whose status must be completed."""
+    """Job output JSON → its files: a descriptor, a list, ``{"files": [...]}``, or a completed job's ``output``."""
     try:
         doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows tools write, is not JSON
     except json.JSONDecodeError as exc:
@@ -82,10 +80,7 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
         raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
     if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):  # a platform's job record
         doc, where = _unwrap_envelope(doc, where=where)
-    items, where, listed = _descriptor_list(doc, where=where)
-    if not items:
-        raise JobOutputError(f"{where}: the job output lists no files")
-    found = [_descriptor(item, where=f"{where}[{i}]" if listed else where) for i, item in enumerate(items)]
+    found = [_descriptor(item, where=at) for item, at in _descriptors(doc, where=where)]
     _refuse_duplicates(found)
     return found
 
@@ -127,22 +122,24 @@ def _one_line(text: str) -> str:  # for error messages: control characters dropp
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
 
 
-def _descriptor_list(doc: Any, *, where: str) -> tuple[list[Any], str, bool]:
-    """The descriptors in ``doc``, their key path, and whether they came as a list."""
-    if isinstance(doc, list):
-        return doc, where, True
-    if isinstance(doc, dict) and "type" not in doc:
-        for key in _WRAPPER_KEYS:
-            if isinstance(doc.get(key), list):
-                return doc[key], f"{where}.{key}", True
-        keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
-        raise JobOutputError(
-            f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
-            f"(keys found: {_one_line(keys)})"
-        )
+def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
+    """The descriptors in ``doc``, each with its key path."""
+    if isinstance(doc, dict) and "type" in doc:
+        return [(doc, where)]
     if isinstance(doc, dict):
-        return [doc], where, False
-    raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
+        key = next((key for key in _WRAPPER_KEYS if isinstance(doc.get(key), list)), None)
+        if key is None:
+            keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+            raise JobOutputError(
+                f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
+                f"(keys found: {_one_line(keys)})"
+            )
+        doc, where = doc[key], f"{where}.{key}"
+    if not isinstance(doc, list):
+        raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
+    if not doc:
+        raise JobOutputError(f"{where}: the job output lists no files")
+    return [(item, f"{where}[{i}]") for i, item in enumerate(doc)]
 
 
 def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
@@ -194,18 +191,16 @@ def is_local_host(host: str) -> bool:
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An https URL, or plain http to a loopback/private host; UsageError otherwise. Its secrets are registered
-    first (``remember_url_secrets``): every URL from the command line or a job output passes here."""
+    """An https URL, or plain http to a loopback/private host, else UsageError; its secrets registered first."""
     remember_url_secrets(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError as exc:
         raise UsageError(f"{where}: not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not host:
+    if parts.scheme not in ("http", "https") or not host:  # urlsplit lowercases the scheme
         raise UsageError(f"{where}: expected an https:// URL with a host, got {redact_url(url)}")
-    if scheme == "http" and not is_local_host(host):
+    if parts.scheme == "http" and not is_local_host(host):
         raise UsageError(
             f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use https://"
         )
@@ -215,21 +210,17 @@ def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
     """Two descriptors with one file name would overwrite each other (also on case-insensitive disks)."""
     seen: dict[str, str] = {}
     for item in items:
-        key = name_key(item.filename)
-        if key in seen:
+        first = seen.setdefault(name_key(item.filename), item.where)
+        if first != item.where:  # key paths are unique: another descriptor had the name first
             raise JobOutputError(
-                f"{item.where}.filename: {item.filename!r} is also the file name of {seen[key]}; "
+                f"{item.where}.filename: {item.filename!r} is also the file name of {first}; "
                 "the job output names the same file twice"
             )
-        seen[key] = item.where
 
 
 def name_key(name: str) -> str:
     """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
     return unicodedata.normalize("NFC", name).casefold()
-
-
-# -- inline payloads: decoded a chunk at a time, checked before anything is written ----------------------
 
 
 def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
@@ -252,7 +243,7 @@ def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
         block = piece[:usable]
         try:
             decoded = base64.b64decode(block, validate=True)
-        except (binascii.Error, ValueError) as exc:
+        except ValueError as exc:  # binascii.Error is one
             raise JobOutputError(f"{where}.data: not valid base64 ({exc})") from None
         # validate=True accepts '=' only at the end of what it is given; across chunks we check it ourselves.
         ended = block.endswith("=")
@@ -293,18 +284,17 @@ def check_inline(
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
     label = item.filename
-    progress.start(label, label=label, total=check.size, path=item.filename)  # belongs to no model
+    progress.start(label, label=label, total=check.size, path=label)  # belongs to no model
+    # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
+    # is what path_problem keeps room for, so a name that passed the check always fits here too.
+    tmp = target.with_name(temp_name(target.name))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
-        # is what path_problem keeps room for, so a name that passed the check always fits here too.
-        tmp_name = str(target.with_name(temp_name(target.name)))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(tmp_name, flags, 0o666)  # the umask applies, as for any file open() creates
+        fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file open() creates
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
     try:
         # The data is an immutable str that check_inline decoded and verified: this pass writes the same bytes.
         with os.fdopen(fd, "wb") as handle:

@@ -1,5 +1,4 @@
-"""Catalog entries to concrete remote files: Hub snapshots and files, direct URLs, or the record when offline;
-and each file's URLs on the ``[settings].mirrors`` templates (tried in order before the origin)."""
+"""Catalog entries to concrete remote files (Hub, direct URLs, the record offline), and their mirror URLs."""
 
 from __future__ import annotations
 
@@ -78,9 +77,8 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     assert spec.repo is not None
-    what = spec.name
-    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=what)
-    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=what)
+    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name)
+    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
     chosen = filter_repo_objects(
         listing,
         allow_patterns=list(spec.include) or None,
@@ -93,7 +91,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
         if (problem := path_problem(item.path)) is not None:
             raise HubReplyError(
-                f"{what}: the listing of {spec.repo} names a file mdl cannot save, "
+                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save, "
                 f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
             )
         files.append(
@@ -114,12 +112,12 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     clash = path_clash(f.path for f in files)
     if clash is not None:  # git cannot hold both; a listing that claims so is broken or hostile
         raise HubReplyError(
-            f"{what}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
+            f"{spec.name}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
             "the model was refused before anything was fetched"
         )
     if not files:
         patterns = ", ".join(spec.include) or "*"
-        raise NotFoundError(f"{what}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
+        raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
@@ -167,8 +165,6 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
 
 def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
     """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will fail offline)."""
-    if spec.is_snapshot and (record is None or not record.files):
-        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
     recorded = record.files if record is not None else {}
     # The model's files: what the last pull expected (an unfinished one fails offline, by name), as recorded where
     # it was; records from before expected sets know only what they recorded.
@@ -199,7 +195,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             files.append(
                 RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
             )
-    if not files:
+    if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
     return ResolvedModel(
         spec.name, record.revision if record else None, record.commit if record else None, tuple(files)
@@ -225,19 +221,11 @@ def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
 
 
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
-    """(template, URL) of the file on each mirror whose template it can fill (``http(s)://…/{model}/{path}``,
-    values URL-quoted, or ``s3://bucket/prefix/{model}/{path}``, values as they are: the key is quoted when
-    signed). A file with no sha256 and no git blob id gets none: a mirror's bytes must be checkable."""
+    """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but not in s3://
+    keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid):
         return []
-    raw = {
-        "model": remote.model,
-        "path": remote.path,
-        "repo": remote.repo or "",
-        "revision": remote.revision or "",
-        "commit": remote.commit or "",
-        "sha256": remote.sha256 or "",
-    }
+    raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}  # each a RemoteFile attribute of that name
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:

@@ -1,10 +1,8 @@
-"""``s3://bucket/key`` through boto3 (the extra ``mdl[s3]``, imported on use): one HEAD, then the transfer engine
-fetches a presigned GET URL; credentials come from the AWS chain, their secrets registered for redaction."""
+"""``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a presigned GET URL."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import os
 import re
@@ -87,16 +85,13 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
     prefix = prefix.strip("/")
-    segments = prefix.split("/") if prefix else []
-    if any(seg in ("", ".", "..") for seg in segments) or printable(prefix) != prefix:
+    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(prefix) != prefix:
         raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
     if any(ch in prefix for ch in "{}?#"):
-        plain = prefix.split("{", 1)[0].rstrip("/")
+        place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
         raise UsageError(
             f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
-            hint=f"publish to s3://{bucket}/{plain}; nodes pull with s3://{bucket}/{plain}/{{model}}/{{path}}".replace(
-                "//{model}", "/{model}"
-            ),
+            hint=f"publish to {place}; nodes pull with {place.rstrip('/')}/{{model}}/{{path}}",
         )
     if len(prefix.encode("utf-8", "surrogatepass")) > 512:  # room left for <model>/<path> in a 1024-byte key
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
@@ -142,10 +137,9 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     """A botocore failure as our error: missing bucket/key 4, denied 3, anything else 5."""
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
-        text = safe_text(str(exc), limit=300)
         if type(exc).__name__ == "NoCredentialsError":
             return AuthError(f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID")
-        return NetworkError(f"{what}: {text}")
+        return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
     error = response.get("Error") or {}
     code = str(error.get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
@@ -204,16 +198,15 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
-    """The object's SHA-256 as hex when the store keeps a full-object one. A multipart object's is of its parts'
-    checksums (``-N``, ``COMPOSITE``); some compatibles leave both marks out, but a ``"<md5>-N"`` ETag says it."""
+    """The object's SHA-256 as hex when the store keeps a full-object one (a multipart object's is of its parts')."""
     value = head.get("ChecksumSHA256")
     if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
         return None
-    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):
+    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):  # compatibles may leave both marks out: "<md5>-N" says it
         return None
     try:
         digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one
         return None
     return digest.hex() if len(digest) == 32 else None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx2
 
-from mdl.report import warning_cause
+from mdl.report import WARNING_CAUSE
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
@@ -53,7 +53,7 @@ class RetryLog:
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""
         log.warning("%s", message)
-        self.add(warning_cause(message))
+        self.add(WARNING_CAUSE + message)
 
     @property
     def causes(self) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from servers import HubServer, make_data
 import mdl
 from mdl.catalog.edit import parse_source
 from mdl.errors import UsageError
-from mdl.hfuri import HF_URI_FORMS, parse_hf_uri
+from mdl.paths import HF_URI_FORMS, parse_hf_uri
 
 WEIGHTS = make_data(200_000, seed=3)  # LFS (".safetensors"): the Hub names its sha256
 TINY = {
