@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
-from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
+from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
 from mdl.hfuri import HF_URI_FORMS, HfUri, parse_hf_uri
-from mdl.paths import safe_relative_path
+from mdl.paths import SHA256_HEX, safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
@@ -243,7 +243,7 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
         table = {key: value for key, value in hub.items() if value != HUB_FILE_DEFAULTS.get(key)}
     if sha256 is not None:
         table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
-        if not HEX64_RE.fullmatch(table["sha256"]):
+        if not SHA256_HEX.fullmatch(table["sha256"]):
             raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {sha256!r}")
     if save_as is not None:
         table["as"] = safe_relative_path(save_as, where="--as")

@@ -3,10 +3,10 @@ their errors as one line naming file, line and key path (``catalog.toml:4: model
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -16,9 +16,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.paths import is_http_url, safe_relative_path, url_basename
+from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SCHEMA_VERSION = 1
@@ -100,7 +100,7 @@ def _endpoint(url: str) -> str:
 def _sha256(value: str) -> str:
     # 64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case.
     digest = value.strip().lower().removeprefix("sha256:")
-    if not HEX64_RE.fullmatch(digest):
+    if not SHA256_HEX.fullmatch(digest):
         bad = next((ch for ch in digest if ch not in "0123456789abcdef"), None)
         why = f"found {bad!r}" if bad is not None else f"got {len(digest)} characters"
         raise problem(f"must be 64 hex digits (optionally 'sha256:…'), {why}")
@@ -320,18 +320,8 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
-# "…, got X": the TOML name of the type tomllib read.
-_TOML_TYPES: dict[type, str] = {
-    bool: "boolean",
-    int: "integer",
-    float: "float",
-    str: "string",
-    list: "array",
-    dict: "table",
-    datetime: "datetime",
-    date: "date",
-    time: "time",
-}
+# "…, got X": the TOML name of the type tomllib read (float, datetime, date and time go by their Python names).
+_TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
 
 
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
@@ -413,22 +403,21 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
 
 def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Callable[[KeyPath], str]) -> None:
     """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
-    owners: dict[str, int] = {}
-    folders: dict[str, int] = {}
+    owners: dict[str, int] = {}  # save path → the first entry saving there
+    folders: dict[str, int] = {}  # folder → the first entry saving inside it
     for index, spec in enumerate(files):
         target = spec.save_path
-        clash: str | None = None
+        parents = list(itertools.accumulate(target.split("/")[:-1], lambda above, part: f"{above}/{part}"))
+        inside = next((folder for folder in parents if folder in owners), None)
+        clash = None
         if target in owners:
             clash = f"saves to {target!r}, as {files[owners[target]].key_path} does; set 'as' on one of them"
         elif target in folders:
             clash = f"saves to {target!r}, which {files[folders[target]].key_path} needs as a folder"
-        parents = target.split("/")[:-1]
-        for depth in range(1, len(parents) + 1):
-            folder = "/".join(parents[:depth])
-            if clash is None and folder in owners:
-                other = files[owners[folder]].key_path
-                clash = f"saves to {target!r}, inside {folder!r}, which {other} saves as a file"
-            folders.setdefault(folder, index)
+        elif inside is not None:
+            clash = f"saves to {target!r}, inside {inside!r}, which {files[owners[inside]].key_path} saves as a file"
         if clash is not None:
             raise CatalogError(f"{where((*model_path, 'files', index))}: {clash}")
         owners[target] = index
+        for folder in parents:
+            folders.setdefault(folder, index)

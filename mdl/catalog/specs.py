@@ -15,7 +15,6 @@ from mdl.paths import url_basename
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
-HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256, as the catalog keeps it
 # A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading '.', bounded.
 MAX_MODEL_NAME = 200
 
