@@ -18,20 +18,14 @@ KeyPath = tuple[str | int, ...]
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
 ALIASES = {
+    **dict.fromkeys(("branch", "rev", "ref"), "revision"),
+    **dict.fromkeys(("hash", "checksum", "sha"), "sha256"),
+    **dict.fromkeys(("filename", "file"), "path"),
+    **dict.fromkeys(("save_as", "dest_path"), "as"),
     "allow_patterns": "include",
     "ignore_patterns": "exclude",
     "repo_id": "repo",
-    "branch": "revision",
-    "rev": "revision",
-    "ref": "revision",
     "type": "repo_type",
-    "hash": "sha256",
-    "checksum": "sha256",
-    "sha": "sha256",
-    "save_as": "as",
-    "filename": "path",
-    "file": "path",
-    "dest_path": "as",
     "urls": "url",
 }
 

@@ -14,7 +14,7 @@ from pydantic.dataclasses import dataclass
 
 from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
-from mdl.paths import path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url, remember_url_secrets
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
@@ -61,7 +61,7 @@ class LockedFile:
             ref = parse_hub_source(value)
             if ref is None or ref.commit is None or len(ref.commit) != 40:
                 raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
-            if any(c not in "0123456789abcdef" for c in ref.commit):
+            if not GIT_OID_HEX.fullmatch(ref.commit):
                 raise ValueError("a Hub source must be pinned to a 40-hex commit")
             from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
             from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
