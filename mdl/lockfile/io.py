@@ -82,10 +82,8 @@ _DOCUMENT = TypeAdapter(_Document)
 
 def dump_lock(lock: Lock) -> str:
     """The lock as TOML text: byte-identical for the same content."""
-    lines = [_HEADER, f"version = {LOCK_VERSION}\n"]
-    for name in sorted(lock.models):
-        lines.append(_model_text(lock.models[name]))
-    return "".join(lines)
+    models = (_model_text(lock.models[name]) for name in sorted(lock.models))
+    return "".join([_HEADER, f"version = {LOCK_VERSION}\n", *models])
 
 
 def write_lock(path: Path, lock: Lock) -> bool:
