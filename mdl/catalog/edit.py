@@ -49,19 +49,18 @@ class CatalogChange:
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
 
     def to_json(self) -> dict[str, Any]:
-        """Its fields but the exit code, after ``ok`` (signed URLs redacted)."""
+        """Its fields but the exit code, after ``ok`` (paths as text, signed URLs redacted)."""
 
         def shown(value: Any) -> Any:
             if isinstance(value, dict):
                 return {k: redact_url(v) if k == "url" else shown(v) for k, v in value.items()}
-            if isinstance(value, list):
+            if isinstance(value, list | tuple):
                 return [shown(v) for v in value]
-            return value
+            return str(value) if isinstance(value, Path) else value
 
-        doc = {"ok": self.exit_code == 0, **dataclasses.asdict(self), "entry": shown(self.entry)}
+        doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **dataclasses.asdict(self)})
         del doc["exit_code"]
-        lock = str(self.lock) if self.lock is not None else None
-        return {**doc, "catalog": str(self.catalog), "added": list(self.added), "lock": lock}
+        return doc
 
 
 def parse_source(text: str) -> AddSource:

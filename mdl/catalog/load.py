@@ -92,11 +92,9 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
     """The file's headers with ``${VAR}`` replaced from ``environ``; CatalogError names a missing variable."""
     expanded: list[tuple[str, str]] = []
     for name, raw in spec.headers:
-
-        def substitute(match: re.Match[str], header: str = name) -> str:
-            variable = match.group(1)
+        for variable in VAR_RE.findall(raw):
             value = environ.get(variable, "")
-            where = f"{spec.key_path}.headers.{format_key(header)}: environment variable {variable}"
+            where = f"{spec.key_path}.headers.{format_key(name)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
             if not value:
                 raise CatalogError(f"{where} is not set or empty", hint=f"export {variable}=… before running mdl")
@@ -105,32 +103,29 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
                 raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
-            return value
-
-        value = VAR_RE.sub(substitute, raw)
+        value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)
         # Every value that came from the environment is a secret, whatever its variable is called
         # (${CIVITAI_KEY}, ${MY_HEADER}); so is any value of a credential-like header (Authorization, X-Api-Key,
         # Cookie). Registered here, so no sink (stderr, JSON, log, records) ever shows them.
         if value != raw or is_secret_param(name) or name.lower() in ("cookie", "proxy-authorization"):
             remember_secret(value)
-            for match in VAR_RE.finditer(raw):
-                remember_secret(environ.get(match.group(1)))
+            for variable in VAR_RE.findall(raw):
+                remember_secret(environ[variable])
         expanded.append((name, value))
     return tuple(expanded)
 
 
 def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: str) -> str:
     text = str(exc)
-    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
-    if match:
-        line, column = int(match.group(1)), int(match.group(2))
-        message = f"{source}:{line}:{column}: invalid TOML: {text[: match.start()]}"
-        return message + _inline_table_hint(document, line, column)
-    match = re.search(r"\s*\(at end of document\)$", text)
-    if match:
+    match = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", text)
+    if match is None:
+        return f"{source}: invalid TOML: {text}"
+    problem = text[: match.start()]
+    if match.group(1) is None:
         last_line = document.rstrip("\n").count("\n") + 1
-        return f"{source}:{last_line}: invalid TOML at the end of the file: {text[: match.start()]}"
-    return f"{source}: invalid TOML: {text}"
+        return f"{source}:{last_line}: invalid TOML at the end of the file: {problem}"
+    line, column = int(match.group(1)), int(match.group(2))
+    return f"{source}:{line}:{column}: invalid TOML: {problem}{_inline_table_hint(document, line, column)}"
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
