@@ -24,9 +24,8 @@ from mdl.redact import redact_url, remember_url_secrets
 Action = Literal["added", "extended", "replaced", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
-# What an entry says when it does not say: left out of what add writes, filled in to compare what is there.
-SNAPSHOT_DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
-HUB_FILE_DEFAULTS = {"revision": "main", "repo_type": "model"}
+# What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
+DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -228,7 +227,7 @@ def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[
     """The source keys of a whole-repo entry, defaults left out."""
     table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
     table.update(include=list(include), exclude=list(exclude))
-    return {key: value for key, value in table.items() if value != SNAPSHOT_DEFAULTS.get(key)}
+    return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}
 
 
 def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
@@ -239,7 +238,7 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     else:
         revision = source.revision or "main"
         hub = {"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type}
-        table = {key: value for key, value in hub.items() if value != HUB_FILE_DEFAULTS.get(key)}
+        table = {key: value for key, value in hub.items() if value != DEFAULTS.get(key)}
     if sha256 is not None:
         table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
         if not SHA256_HEX.fullmatch(table["sha256"]):
@@ -255,14 +254,14 @@ def _save_path(table: dict[str, Any], *, where: str) -> str:
 
 def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
     """A ``files`` entry with defaults filled in, to tell the same file asked twice from a different one."""
-    out = {**HUB_FILE_DEFAULTS, **table} if "repo" in table else dict(table)
+    out = {**DEFAULTS, **table} if "repo" in table else dict(table)
     if isinstance(out.get("sha256"), str):
         out["sha256"] = out["sha256"].strip().lower().removeprefix("sha256:")
     return out
 
 
 def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
-    return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in SNAPSHOT_DEFAULTS.items()}}
+    return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in DEFAULTS.items()}}
 
 
 @dataclass(frozen=True)

@@ -163,12 +163,9 @@ def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> 
     """``path`` and everything inside ``value`` were written on ``line``, unless written earlier."""
     if path:
         found.setdefault(path, line)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _record(found, (*path, key), item, line)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _record(found, (*path, index), item, line)
+    inside = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in inside:
+        _record(found, (*path, key), item, line)
 
 
 def _parse(chunk: str) -> dict[str, Any] | None:

@@ -101,10 +101,9 @@ class Catalog:
             if model.name == name:
                 return model
         where = f"in {self.path}" if self.path is not None else "(no catalog found)"
-        names = [m.name for m in self.models]
+        suggestion = did_you_mean(name, [m.name for m in self.models])
         raise UsageError(
-            f"unknown model {name!r} {where}{did_you_mean(name, names)}",
-            hint="run 'mdl list' to see the catalog's models",
+            f"unknown model {name!r} {where}{suggestion}", hint="run 'mdl list' to see the catalog's models"
         )
 
     def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:
