@@ -132,8 +132,6 @@ def add_entry(
 
 def remove_entry(text: str, name: str) -> str:
     """``text`` without model ``name`` (and the comments written on it); UsageError when there is none."""
-    import tomlkit
-
     document = tomllib.loads(text)
     models = document.get("models", {})
     if name not in models:
@@ -142,13 +140,12 @@ def remove_entry(text: str, name: str) -> str:
         )
     expected = copy.deepcopy(document)
     del expected["models"][name]
-    lines = _lines(tomlkit.parse(text).body)
-    if not expected["models"] and not any(x.kind in ("header", "value") and x.path == ("models",) for x in lines):
-        del expected["models"]  # [models.x] headers made the table; with the last one gone, so is it
+    # [models.x] headers alone made the table: with the last one gone, so is it
+    meant = (expected, {key: value for key, value in expected.items() if key != "models" or value})
     edited = _removed(text, name)
-    if edited is None or _reads(edited) != expected:
+    if edited is None or _reads(edited) not in meant:
         edited = _by_tomlkit(text, name, None)
-    if _reads(edited) not in (expected, {**expected, "models": {}}):
+    if _reads(edited) not in meant:
         raise MdlError(f"could not edit the catalog safely to remove {name!r}; nothing was written")
     return edited
 
