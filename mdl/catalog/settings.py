@@ -10,17 +10,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import platformdirs
 
-from mdl.catalog.specs import CatalogSettings
+from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
-
-if TYPE_CHECKING:
-    from mdl.catalog.specs import Catalog
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_CONNECTIONS = 8
