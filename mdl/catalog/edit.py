@@ -331,7 +331,7 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
         return None if rest is None else _placed(rest, name, entry, None, "added")
     if len(runs) > 1:
         return None
-    kept = _region(lines, *runs[0], tidy=False).stop  # its comments above stay; the table is written anew
+    kept = _attached(lines, runs[0][1]) + 1  # past the entry and its comments (those above it stay): written anew
     table = _table(entry, nl)
     models[name] = table  # in its place, under the old header's indent
     del table.value.body[len(entry) :]  # no blank line of tomlkit's own
@@ -381,7 +381,7 @@ def _removed(text: str, name: str) -> str | None:
     lines = _lines(document.body)
     gone: set[int] = set()
     for first, last in _runs(lines, name):
-        gone.update(_region(lines, first, last, tidy=True))
+        gone.update(_region(lines, first, last))
     inside = [line.path[:2] == ("models", name) for line in lines]
     for i in gone:
         if not inside[i]:
@@ -428,15 +428,13 @@ def _attached(lines: list[_Line], last: int) -> int:
     return end if end + 1 == len(lines) or lines[end + 1].kind == "blank" else last
 
 
-def _region(lines: list[_Line], first: int, last: int, *, tidy: bool) -> range:
-    """The lines a run of the entry covers, with the comments under it up to a blank line (a comment right above
-    the next header is the next entry's); ``tidy`` also takes the comments right above it and one blank line."""
+def _region(lines: list[_Line], first: int, last: int) -> range:
+    """The lines a run of the entry covers, with the comments right above it, those under it up to a blank line (a
+    comment right above the next header is the next entry's) and one blank line."""
     start = first
-    while tidy and start > 0 and lines[start - 1].kind == "comment":
+    while start > 0 and lines[start - 1].kind == "comment":
         start -= 1
     after = _attached(lines, last) + 1
-    if not tidy:
-        return range(start, after)
     blanks = after
     while blanks < len(lines) and lines[blanks].kind == "blank":
         blanks += 1
