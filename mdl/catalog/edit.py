@@ -475,11 +475,7 @@ def _inline(value: Any) -> Any:
         for key, item in zip(value, items, strict=True):
             table.append(key, item)
         return table
-    if isinstance(value, list):
-        array = tomlkit.array()
-        array.extend(_inline(item) for item in value)
-        return array
-    return value
+    return value  # a scalar, or an array of them (tags, include, exclude): tomlkit writes those as the docs do
 
 
 def _by_tomlkit(text: str, name: str, entry: dict[str, Any] | None) -> str:
