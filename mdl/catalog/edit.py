@@ -221,7 +221,6 @@ def _plan(
 
 
 def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
-    """The source keys of a whole-repo entry, defaults left out."""
     table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
     table.update(include=list(include), exclude=list(exclude))
     return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}

@@ -274,8 +274,6 @@ class MirrorTable(Table):
 
 
 class SettingsTable(Table):
-    """The optional ``[settings]`` table."""
-
     dest: Text | None = None
     connections: Annotated[int, _between(1, MAX_CONNECTIONS)] | None = None
     jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
@@ -303,8 +301,6 @@ _UNSUPPORTED = f"unsupported catalog version {{}}; this mdl reads version {SCHEM
 
 
 class CatalogDocument(Table):
-    """The whole ``catalog.toml``."""
-
     version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = None
     settings: SettingsTable = Field(default_factory=SettingsTable)
     models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)

@@ -111,8 +111,6 @@ class LockedModel:
 
 @dataclasses.dataclass(frozen=True)
 class Lock:
-    """A whole lock file: models by name."""
-
     models: Mapping[str, LockedModel] = dataclasses.field(default_factory=dict)
 
     def fresh(self, spec: ModelSpec) -> LockedModel | None:
