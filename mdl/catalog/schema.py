@@ -329,14 +329,11 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
         head = f"{source}:{line}" if line is not None else source
         return f"{head}: {format_path(key_path)}" if key_path else head
 
-    def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:  # written first; pydantic's order breaks ties
-        line = lines.line_of(_key_path(item[1]))
-        return line is None, line or 0, item[0]
-
     try:
         valid = CatalogDocument.model_validate(document)
     except ValidationError as exc:
-        _, error = min(enumerate(exc.errors()), key=rank)
+        # the problem written first (min keeps the first of equals: pydantic's order breaks ties)
+        error = min(exc.errors(), key=lambda error: lines.line_of(_key_path(error)) or math.inf)
         raise CatalogError(f"{where(_key_path(error))}: {_message(error, _key_path(error))}") from exc
     models = []
     for name, entry in valid.models.items():
