@@ -172,26 +172,24 @@ def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
 
 def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
     """Per model in either lock, sorted by name, what changed (``unchanged`` ones included)."""
-    changes: list[ModelChange] = []
-    for name in sorted(set(old) | set(new)):
-        before, after = old.get(name), new.get(name)
-        if before is None:
-            assert after is not None
-            changes.append(ModelChange(name, None, after.commit, added=after.files, status="added"))
-            continue
-        if after is None:
-            changes.append(ModelChange(name, before.commit, None, removed=before.files, status="removed"))
-            continue
-        was = {f.path: f for f in before.files}
-        now = {f.path: f for f in after.files}
-        added = tuple(now[p] for p in sorted(set(now) - set(was)))
-        removed = tuple(was[p] for p in sorted(set(was) - set(now)))
-        both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
-        changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
-        repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
-        if before.commit is not None and before.commit != after.commit:
-            repinned = ()  # the model's commit moved, and the line says so: its files followed it
-        moved = before.commit != after.commit or added or removed or changed or repinned
-        status = "changed" if moved else "unchanged"
-        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned))
-    return changes
+    return [_model_change(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))]
+
+
+def _model_change(name: str, before: LockedModel | None, after: LockedModel | None) -> ModelChange:
+    if before is None:
+        assert after is not None
+        return ModelChange(name, None, after.commit, added=after.files, status="added")
+    if after is None:
+        return ModelChange(name, before.commit, None, removed=before.files, status="removed")
+    was = {f.path: f for f in before.files}
+    now = {f.path: f for f in after.files}
+    added = tuple(now[p] for p in sorted(set(now) - set(was)))
+    removed = tuple(was[p] for p in sorted(set(was) - set(now)))
+    both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
+    changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
+    repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
+    if before.commit is not None and before.commit != after.commit:
+        repinned = ()  # the model's commit moved, and the line says so: its files followed it
+    moved = before.commit != after.commit or added or removed or changed or repinned
+    status = "changed" if moved else "unchanged"
+    return ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned)
