@@ -33,9 +33,7 @@ ALIASES = {
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
     alias = ALIASES.get(word)
-    if alias is not None and alias in choices:
-        return f" (did you mean {alias!r}?)"
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = [alias] if alias in choices else difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
