@@ -28,9 +28,7 @@ FileUrl = Callable[[str, str, str, str], str]
 
 # Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be lists or tuples.
 _STRICT = ConfigDict(extra="forbid")
-_Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 _Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
-_Size = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
 
 
@@ -85,8 +83,8 @@ class LockedFile:
     """One file pinned: its save path in the model folder, its source, and exactly what it is."""
 
     path: Annotated[str, Strict(), AfterValidator(_safe_path)]  # save path inside the model folder
-    size: _Size
-    sha256: _Hex64
+    size: Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
+    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
     # hf://…@commit/path, or a URL sans secrets
     source: Annotated[str, Strict(), Field(min_length=1, max_length=8192), AfterValidator(_pinned_source)]
     git_oid: _Hex40 | None = None  # git blob id of small (non-LFS) Hub files
