@@ -378,9 +378,7 @@ def _removed(text: str, name: str) -> str | None:
 
     document = tomlkit.parse(text)
     lines = _lines(document.body)
-    gone: set[int] = set()
-    for first, last in _runs(lines, name):
-        gone.update(_region(lines, first, last))
+    gone = {i for first, last in _runs(lines, name) for i in _region(lines, first, last)}
     inside = [line.path[:2] == ("models", name) for line in lines]
     for i in gone:
         if not inside[i]:
