@@ -120,10 +120,9 @@ def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], a
         # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]] example).
         if depth < len(keys) - 1 and resolved in arrays:
             resolved = (*resolved, arrays[resolved] - 1)
-    if isinstance(node, list):
-        count = arrays.get(resolved, 0)
-        arrays[resolved] = count + 1
-        resolved = (*resolved, count)
+    if isinstance(node, list):  # one more [[x]] element: the header opens it
+        arrays[resolved] = arrays.get(resolved, 0) + 1
+        resolved = (*resolved, arrays[resolved] - 1)
     found.setdefault(resolved, line)
     return resolved
 
