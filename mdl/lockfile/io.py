@@ -1,6 +1,5 @@
-"""Reading and writing ``catalog.lock``: strict on the way in (it may come from anyone's pull request),
-deterministic on the way out (sorted, no timestamps, one line per file, so a diff shows what moved); and what
-``mdl lock --upgrade`` moved, per model: the commit, and files added, removed and changed."""
+"""``catalog.lock`` read strictly (it may come from anyone's pull request), written deterministically (sorted, no
+timestamps, one line per file, so a diff shows what moved), and compared per model for ``mdl lock --upgrade``."""
 
 from __future__ import annotations
 

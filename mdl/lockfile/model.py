@@ -118,8 +118,7 @@ class Lock:
 
     def with_models(self, models: Mapping[str, LockedModel], *, keep: Callable[[str], bool]) -> Lock:
         """This lock with ``models`` put in, keeping only the old entries ``keep`` accepts."""
-        merged = {name: m for name, m in self.models.items() if keep(name)}
-        merged.update(models)
+        merged = {**{name: m for name, m in self.models.items() if keep(name)}, **models}
         return Lock(models=dict(sorted(merged.items())))
 
 
