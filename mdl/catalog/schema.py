@@ -22,7 +22,6 @@ from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SCHEMA_VERSION = 1
-REPO_TYPES = ("model", "dataset", "space")
 
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -158,7 +157,7 @@ Text = Annotated[str, _rule(str.strip, "must not be empty")]
 RepoId = Annotated[
     Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
 ]
-RepoType = Annotated[Text, _one_of(REPO_TYPES, hint=True)]
+RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
 Seconds = Annotated[float, _seconds(zero_ok=False)]
