@@ -103,14 +103,12 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
                 raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
+            remember_secret(value)  # from the environment: a secret, whatever its variable is called (${MY_HEADER})
         value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)
-        # Every value that came from the environment is a secret, whatever its variable is called
-        # (${CIVITAI_KEY}, ${MY_HEADER}); so is any value of a credential-like header (Authorization, X-Api-Key,
-        # Cookie). Registered here, so no sink (stderr, JSON, log, records) ever shows them.
+        # So is the whole value, and any credential-like header's (Authorization, X-Api-Key, Cookie): no sink
+        # (stderr, JSON, log, records) ever shows them.
         if value != raw or is_secret_param(name) or name.lower() in ("cookie", "proxy-authorization"):
             remember_secret(value)
-            for variable in VAR_RE.findall(raw):
-                remember_secret(environ[variable])
         expanded.append((name, value))
     return tuple(expanded)
 
