@@ -77,8 +77,7 @@ def parse_source(text: str) -> AddSource:
 
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
     """The catalog ``mdl add`` edits: the one mdl would read, else the one to create (named, else ./catalog.toml)."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         return named[0]
     return find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir) or cwd / "catalog.toml"
 

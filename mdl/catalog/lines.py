@@ -136,8 +136,7 @@ def _record_elements(
         text = lines[row]
         # The first line holds "key = [", the last one the closing "]"; a comment may end any line.
         snippet = f"{text}\n]" if row == first else f"x = [\n{text}" if row == last else f"x = [\n{text}\n]"
-        parsed = _parse(snippet)
-        if parsed is None:
+        if (parsed := _parse(snippet)) is None:
             return  # an element spans lines (a nested array or a multi-line string): the rest keep the key's line
         _, on_line = _leaf((), parsed)
         if not isinstance(on_line, list):

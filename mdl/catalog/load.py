@@ -49,8 +49,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         candidate, given, origin = named
         if not candidate.exists():
             raise CatalogError(f"catalog not found: {given} (from {origin})")
@@ -62,8 +61,7 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
 
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         return lock_beside(named[0])  # named: its lock is the one meant, there or not
     return _first_file("catalog.lock", cwd=cwd, config_dir=config_dir)
 

@@ -178,8 +178,7 @@ def resolve_dest(
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
     if flag is not None:
         return _home(flag).absolute()
-    env = environ.get("MDL_DEST")
-    if env:
+    if env := environ.get("MDL_DEST"):
         return _home(Path(env)).absolute()
     if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
         return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()

@@ -33,8 +33,7 @@ _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
 
 
 def _safe_path(value: str) -> str:
-    problem = path_problem(value)
-    if problem is not None:
+    if (problem := path_problem(value)) is not None:
         raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
     return value
 
@@ -53,8 +52,7 @@ def _pinned_source(value: str) -> str:
             validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
         except HFValidationError:
             raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
-        problem = path_problem(ref.path)
-        if problem is not None:
+        if (problem := path_problem(ref.path)) is not None:
             raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
     elif not value.startswith(("http://", "https://")):
         raise ValueError("a source is hf://… or an http(s) URL")
