@@ -15,17 +15,16 @@ from typing import Any, Literal
 
 from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
-from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, FileSpec, is_model_name
+from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import MdlError, UsageError
-from mdl.paths import HF_URI_FORMS, HfUri, parse_hf_uri, safe_relative_path
+from mdl.paths import HF_URI_FORMS, SHA256_HEX, HfUri, parse_hf_uri, safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
 Action = Literal["added", "extended", "replaced", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
-# What an entry says when it does not say: left out of what add writes, filled in to compare what is there.
-SNAPSHOT_DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
-HUB_FILE_DEFAULTS = {"revision": "main", "repo_type": "model"}
+# What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
+DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
     "# see `mdl add --help`.\n"
@@ -48,19 +47,18 @@ class CatalogChange:
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
 
     def to_json(self) -> dict[str, Any]:
-        """Its fields but the exit code, after ``ok`` (signed URLs redacted)."""
+        """Its fields but the exit code, after ``ok`` (paths as text, signed URLs redacted)."""
 
         def shown(value: Any) -> Any:
             if isinstance(value, dict):
                 return {k: redact_url(v) if k == "url" else shown(v) for k, v in value.items()}
-            if isinstance(value, list):
+            if isinstance(value, list | tuple):
                 return [shown(v) for v in value]
-            return value
+            return str(value) if isinstance(value, Path) else value
 
-        doc = {"ok": self.exit_code == 0, **dataclasses.asdict(self), "entry": shown(self.entry)}
+        doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **dataclasses.asdict(self)})
         del doc["exit_code"]
-        lock = str(self.lock) if self.lock is not None else None
-        return {**doc, "catalog": str(self.catalog), "added": list(self.added), "lock": lock}
+        return doc
 
 
 def parse_source(text: str) -> AddSource:
@@ -78,8 +76,7 @@ def parse_source(text: str) -> AddSource:
 
 def catalog_to_edit(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
     """The catalog ``mdl add`` edits: the one mdl would read, else the one to create (named, else ./catalog.toml)."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         return named[0]
     return find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir) or cwd / "catalog.toml"
 
@@ -133,8 +130,6 @@ def add_entry(
 
 def remove_entry(text: str, name: str) -> str:
     """``text`` without model ``name`` (and the comments written on it); UsageError when there is none."""
-    import tomlkit
-
     document = tomllib.loads(text)
     models = document.get("models", {})
     if name not in models:
@@ -143,13 +138,12 @@ def remove_entry(text: str, name: str) -> str:
         )
     expected = copy.deepcopy(document)
     del expected["models"][name]
-    lines = _lines(tomlkit.parse(text).body)
-    if not expected["models"] and not any(x.kind in ("header", "value") and x.path == ("models",) for x in lines):
-        del expected["models"]  # [models.x] headers made the table; with the last one gone, so is it
+    # [models.x] headers alone made the table: with the last one gone, so is it
+    meant = (expected, {key: value for key, value in expected.items() if key != "models" or value})
     edited = _removed(text, name)
-    if edited is None or _reads(edited) != expected:
+    if edited is None or _reads(edited) not in meant:
         edited = _by_tomlkit(text, name, None)
-    if _reads(edited) not in (expected, {**expected, "models": {}}):
+    if _reads(edited) not in meant:
         raise MdlError(f"could not edit the catalog safely to remove {name!r}; nothing was written")
     return edited
 
@@ -225,10 +219,9 @@ def _plan(
 
 
 def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
-    """The source keys of a whole-repo entry, defaults left out."""
     table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
     table.update(include=list(include), exclude=list(exclude))
-    return {key: value for key, value in table.items() if value != SNAPSHOT_DEFAULTS.get(key)}
+    return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}
 
 
 def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
@@ -239,10 +232,10 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     else:
         revision = source.revision or "main"
         hub = {"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type}
-        table = {key: value for key, value in hub.items() if value != HUB_FILE_DEFAULTS.get(key)}
+        table = {key: value for key, value in hub.items() if value != DEFAULTS.get(key)}
     if sha256 is not None:
         table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
-        if not HEX64_RE.fullmatch(table["sha256"]):
+        if not SHA256_HEX.fullmatch(table["sha256"]):
             raise UsageError(f"--sha256: expected 64 hex digits (optionally 'sha256:…'), got {sha256!r}")
     if save_as is not None:
         table["as"] = safe_relative_path(save_as, where="--as")
@@ -255,14 +248,14 @@ def _save_path(table: dict[str, Any], *, where: str) -> str:
 
 def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
     """A ``files`` entry with defaults filled in, to tell the same file asked twice from a different one."""
-    out = {**HUB_FILE_DEFAULTS, **table} if "repo" in table else dict(table)
+    out = {**DEFAULTS, **table} if "repo" in table else dict(table)
     if isinstance(out.get("sha256"), str):
         out["sha256"] = out["sha256"].strip().lower().removeprefix("sha256:")
     return out
 
 
 def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
-    return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in SNAPSHOT_DEFAULTS.items()}}
+    return {"repo": table.get("repo"), **{key: table.get(key, value) for key, value in DEFAULTS.items()}}
 
 
 @dataclass(frozen=True)
@@ -335,7 +328,7 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
         return None if rest is None else _placed(rest, name, entry, None, "added")
     if len(runs) > 1:
         return None
-    kept = _region(lines, *runs[0], tidy=False).stop  # its comments above stay; the table is written anew
+    kept = _attached(lines, runs[0][1]) + 1  # past the entry and its comments (those above it stay): written anew
     table = _table(entry, nl)
     models[name] = table  # in its place, under the old header's indent
     del table.value.body[len(entry) :]  # no blank line of tomlkit's own
@@ -383,9 +376,7 @@ def _removed(text: str, name: str) -> str | None:
 
     document = tomlkit.parse(text)
     lines = _lines(document.body)
-    gone: set[int] = set()
-    for first, last in _runs(lines, name):
-        gone.update(_region(lines, first, last, tidy=True))
+    gone = {i for first, last in _runs(lines, name) for i in _region(lines, first, last)}
     inside = [line.path[:2] == ("models", name) for line in lines]
     for i in gone:
         if not inside[i]:
@@ -432,15 +423,13 @@ def _attached(lines: list[_Line], last: int) -> int:
     return end if end + 1 == len(lines) or lines[end + 1].kind == "blank" else last
 
 
-def _region(lines: list[_Line], first: int, last: int, *, tidy: bool) -> range:
-    """The lines a run of the entry covers, with the comments under it up to a blank line (a comment right above
-    the next header is the next entry's); ``tidy`` also takes the comments right above it and one blank line."""
+def _region(lines: list[_Line], first: int, last: int) -> range:
+    """The lines a run of the entry covers, with the comments right above it, those under it up to a blank line (a
+    comment right above the next header is the next entry's) and one blank line."""
     start = first
-    while tidy and start > 0 and lines[start - 1].kind == "comment":
+    while start > 0 and lines[start - 1].kind == "comment":
         start -= 1
     after = _attached(lines, last) + 1
-    if not tidy:
-        return range(start, after)
     blanks = after
     while blanks < len(lines) and lines[blanks].kind == "blank":
         blanks += 1
@@ -481,11 +470,7 @@ def _inline(value: Any) -> Any:
         for key, item in zip(value, items, strict=True):
             table.append(key, item)
         return table
-    if isinstance(value, list):
-        array = tomlkit.array()
-        array.extend(_inline(item) for item in value)
-        return array
-    return value
+    return value  # a scalar, or an array of them (tags, include, exclude): tomlkit writes those as the docs do
 
 
 def _by_tomlkit(text: str, name: str, entry: dict[str, Any] | None) -> str:

@@ -18,20 +18,14 @@ KeyPath = tuple[str | int, ...]
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
 ALIASES = {
+    **dict.fromkeys(("branch", "rev", "ref"), "revision"),
+    **dict.fromkeys(("hash", "checksum", "sha"), "sha256"),
+    **dict.fromkeys(("filename", "file"), "path"),
+    **dict.fromkeys(("save_as", "dest_path"), "as"),
     "allow_patterns": "include",
     "ignore_patterns": "exclude",
     "repo_id": "repo",
-    "branch": "revision",
-    "rev": "revision",
-    "ref": "revision",
     "type": "repo_type",
-    "hash": "sha256",
-    "checksum": "sha256",
-    "sha": "sha256",
-    "save_as": "as",
-    "filename": "path",
-    "file": "path",
-    "dest_path": "as",
     "urls": "url",
 }
 
@@ -39,9 +33,7 @@ ALIASES = {
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
     alias = ALIASES.get(word)
-    if alias is not None and alias in choices:
-        return f" (did you mean {alias!r}?)"
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = [alias] if alias in choices else difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -128,10 +120,9 @@ def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], a
         # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]] example).
         if depth < len(keys) - 1 and resolved in arrays:
             resolved = (*resolved, arrays[resolved] - 1)
-    if isinstance(node, list):
-        count = arrays.get(resolved, 0)
-        arrays[resolved] = count + 1
-        resolved = (*resolved, count)
+    if isinstance(node, list):  # one more [[x]] element: the header opens it
+        arrays[resolved] = arrays.get(resolved, 0) + 1
+        resolved = (*resolved, arrays[resolved] - 1)
     found.setdefault(resolved, line)
     return resolved
 
@@ -145,8 +136,7 @@ def _record_elements(
         text = lines[row]
         # The first line holds "key = [", the last one the closing "]"; a comment may end any line.
         snippet = f"{text}\n]" if row == first else f"x = [\n{text}" if row == last else f"x = [\n{text}\n]"
-        parsed = _parse(snippet)
-        if parsed is None:
+        if (parsed := _parse(snippet)) is None:
             return  # an element spans lines (a nested array or a multi-line string): the rest keep the key's line
         _, on_line = _leaf((), parsed)
         if not isinstance(on_line, list):
@@ -169,12 +159,9 @@ def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> 
     """``path`` and everything inside ``value`` were written on ``line``, unless written earlier."""
     if path:
         found.setdefault(path, line)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _record(found, (*path, key), item, line)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _record(found, (*path, index), item, line)
+    inside = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in inside:
+        _record(found, (*path, key), item, line)
 
 
 def _parse(chunk: str) -> dict[str, Any] | None:

@@ -49,8 +49,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
 
 def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         candidate, given, origin = named
         if not candidate.exists():
             raise CatalogError(f"catalog not found: {given} (from {origin})")
@@ -62,8 +61,7 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
 
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
     """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
-    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
-    if named is not None:
+    if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         return lock_beside(named[0])  # named: its lock is the one meant, there or not
     return _first_file("catalog.lock", cwd=cwd, config_dir=config_dir)
 
@@ -92,11 +90,9 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
     """The file's headers with ``${VAR}`` replaced from ``environ``; CatalogError names a missing variable."""
     expanded: list[tuple[str, str]] = []
     for name, raw in spec.headers:
-
-        def substitute(match: re.Match[str], header: str = name) -> str:
-            variable = match.group(1)
+        for variable in VAR_RE.findall(raw):
             value = environ.get(variable, "")
-            where = f"{spec.key_path}.headers.{format_key(header)}: environment variable {variable}"
+            where = f"{spec.key_path}.headers.{format_key(name)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
             if not value:
                 raise CatalogError(f"{where} is not set or empty", hint=f"export {variable}=… before running mdl")
@@ -105,32 +101,27 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
                 raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
-            return value
-
-        value = VAR_RE.sub(substitute, raw)
-        # Every value that came from the environment is a secret, whatever its variable is called
-        # (${CIVITAI_KEY}, ${MY_HEADER}); so is any value of a credential-like header (Authorization, X-Api-Key,
-        # Cookie). Registered here, so no sink (stderr, JSON, log, records) ever shows them.
+            remember_secret(value)  # from the environment: a secret, whatever its variable is called (${MY_HEADER})
+        value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)
+        # So is the whole value, and any credential-like header's (Authorization, X-Api-Key, Cookie): no sink
+        # (stderr, JSON, log, records) ever shows them.
         if value != raw or is_secret_param(name) or name.lower() in ("cookie", "proxy-authorization"):
             remember_secret(value)
-            for match in VAR_RE.finditer(raw):
-                remember_secret(environ.get(match.group(1)))
         expanded.append((name, value))
     return tuple(expanded)
 
 
 def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: str) -> str:
     text = str(exc)
-    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
-    if match:
-        line, column = int(match.group(1)), int(match.group(2))
-        message = f"{source}:{line}:{column}: invalid TOML: {text[: match.start()]}"
-        return message + _inline_table_hint(document, line, column)
-    match = re.search(r"\s*\(at end of document\)$", text)
-    if match:
+    match = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", text)
+    if match is None:
+        return f"{source}: invalid TOML: {text}"
+    problem = text[: match.start()]
+    if match.group(1) is None:
         last_line = document.rstrip("\n").count("\n") + 1
-        return f"{source}:{last_line}: invalid TOML at the end of the file: {text[: match.start()]}"
-    return f"{source}: invalid TOML: {text}"
+        return f"{source}:{last_line}: invalid TOML at the end of the file: {problem}"
+    line, column = int(match.group(1)), int(match.group(2))
+    return f"{source}:{line}:{column}: invalid TOML: {problem}{_inline_table_hint(document, line, column)}"
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:

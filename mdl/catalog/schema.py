@@ -3,10 +3,10 @@ their errors as one line naming file, line and key path (``catalog.toml:4: model
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -16,13 +16,12 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
-from mdl.catalog.specs import HEX64_RE, MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.paths import is_http_url, safe_relative_path, url_basename
+from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SCHEMA_VERSION = 1
-REPO_TYPES = ("model", "dataset", "space")
 
 # RFC 9110 §5.6.2: a field name is a token.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -100,7 +99,7 @@ def _endpoint(url: str) -> str:
 def _sha256(value: str) -> str:
     # 64 hex digits, any case, optionally prefixed ``sha256:`` (pooch style); kept in lower case.
     digest = value.strip().lower().removeprefix("sha256:")
-    if not HEX64_RE.fullmatch(digest):
+    if not SHA256_HEX.fullmatch(digest):
         bad = next((ch for ch in digest if ch not in "0123456789abcdef"), None)
         why = f"found {bad!r}" if bad is not None else f"got {len(digest)} characters"
         raise problem(f"must be 64 hex digits (optionally 'sha256:…'), {why}")
@@ -158,7 +157,7 @@ Text = Annotated[str, _rule(str.strip, "must not be empty")]
 RepoId = Annotated[
     Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
 ]
-RepoType = Annotated[Text, _one_of(REPO_TYPES, hint=True)]
+RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
 Seconds = Annotated[float, _seconds(zero_ok=False)]
@@ -274,8 +273,6 @@ class MirrorTable(Table):
 
 
 class SettingsTable(Table):
-    """The optional ``[settings]`` table."""
-
     dest: Text | None = None
     connections: Annotated[int, _between(1, MAX_CONNECTIONS)] | None = None
     jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
@@ -303,8 +300,6 @@ _UNSUPPORTED = f"unsupported catalog version {{}}; this mdl reads version {SCHEM
 
 
 class CatalogDocument(Table):
-    """The whole ``catalog.toml``."""
-
     version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = None
     settings: SettingsTable = Field(default_factory=SettingsTable)
     models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)
@@ -320,18 +315,8 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
-# "…, got X": the TOML name of the type tomllib read.
-_TOML_TYPES: dict[type, str] = {
-    bool: "boolean",
-    int: "integer",
-    float: "float",
-    str: "string",
-    list: "array",
-    dict: "table",
-    datetime: "datetime",
-    date: "date",
-    time: "time",
-}
+# "…, got X": the TOML name of the type tomllib read (float, datetime, date and time go by their Python names).
+_TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
 
 
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
@@ -343,14 +328,11 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
         head = f"{source}:{line}" if line is not None else source
         return f"{head}: {format_path(key_path)}" if key_path else head
 
-    def rank(item: tuple[int, ErrorDetails]) -> tuple[bool, int, int]:  # written first; pydantic's order breaks ties
-        line = lines.line_of(_key_path(item[1]))
-        return line is None, line or 0, item[0]
-
     try:
         valid = CatalogDocument.model_validate(document)
     except ValidationError as exc:
-        _, error = min(enumerate(exc.errors()), key=rank)
+        # the problem written first (min keeps the first of equals: pydantic's order breaks ties)
+        error = min(exc.errors(), key=lambda error: lines.line_of(_key_path(error)) or math.inf)
         raise CatalogError(f"{where(_key_path(error))}: {_message(error, _key_path(error))}") from exc
     models = []
     for name, entry in valid.models.items():
@@ -413,22 +395,21 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
 
 def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Callable[[KeyPath], str]) -> None:
     """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
-    owners: dict[str, int] = {}
-    folders: dict[str, int] = {}
+    owners: dict[str, int] = {}  # save path → the first entry saving there
+    folders: dict[str, int] = {}  # folder → the first entry saving inside it
     for index, spec in enumerate(files):
         target = spec.save_path
-        clash: str | None = None
+        parents = list(itertools.accumulate(target.split("/")[:-1], lambda above, part: f"{above}/{part}"))
+        inside = next((folder for folder in parents if folder in owners), None)
+        clash = None
         if target in owners:
             clash = f"saves to {target!r}, as {files[owners[target]].key_path} does; set 'as' on one of them"
         elif target in folders:
             clash = f"saves to {target!r}, which {files[folders[target]].key_path} needs as a folder"
-        parents = target.split("/")[:-1]
-        for depth in range(1, len(parents) + 1):
-            folder = "/".join(parents[:depth])
-            if clash is None and folder in owners:
-                other = files[owners[folder]].key_path
-                clash = f"saves to {target!r}, inside {folder!r}, which {other} saves as a file"
-            folders.setdefault(folder, index)
+        elif inside is not None:
+            clash = f"saves to {target!r}, inside {inside!r}, which {files[owners[inside]].key_path} saves as a file"
         if clash is not None:
             raise CatalogError(f"{where((*model_path, 'files', index))}: {clash}")
         owners[target] = index
+        for folder in parents:
+            folders.setdefault(folder, index)

@@ -10,17 +10,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import platformdirs
 
-from mdl.catalog.specs import CatalogSettings
+from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.redact import remember_url_secrets
-
-if TYPE_CHECKING:
-    from mdl.catalog.specs import Catalog
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_CONNECTIONS = 8
@@ -131,18 +128,16 @@ def _env_number(environ: Mapping[str, str], key: str) -> float | None:
     raw = environ.get(name)
     if not raw:
         return None
-    if hi is not None:
-        try:
-            return check_range(int(raw), flag=f"${name}", lo=lo, hi=hi)
-        except ValueError:
-            raise UsageError(f"${name}: expected a whole number, got {raw!r}") from None
     try:
-        seconds = float(raw)
+        number = int(raw) if hi is not None else float(raw)
     except ValueError:
-        raise UsageError(f"${name}: expected a number of seconds, got {raw!r}") from None
-    if not math.isfinite(seconds) or seconds < 0 or (lo and seconds == 0):
+        expected = "a whole number" if hi is not None else "a number of seconds"
+        raise UsageError(f"${name}: expected {expected}, got {raw!r}") from None
+    if hi is not None:
+        return check_range(number, flag=f"${name}", lo=lo, hi=hi)
+    if not math.isfinite(number) or number < 0 or (lo and number == 0):
         raise UsageError(f"${name}: must be a {'positive' if lo else 'non-negative'} number, got {raw!r}")
-    return seconds
+    return number
 
 
 def _check_flag(key: str, value: Any) -> None:
@@ -153,7 +148,7 @@ def _check_flag(key: str, value: Any) -> None:
         raise UsageError(f"{flag}: must {'be positive' if lo else 'not be negative'}, got {value}")
 
 
-def check_range(value: int | None, *, flag: str, lo: int, hi: int) -> int | None:
+def check_range(value: float | None, *, flag: str, lo: int, hi: int) -> float | None:
     """Reject a flag value outside ``lo..hi`` with a usage error naming the flag."""
     if value is not None and not lo <= value <= hi:
         raise UsageError(f"{flag}: must be between {lo} and {hi}, got {value}")
@@ -183,8 +178,7 @@ def resolve_dest(
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
     if flag is not None:
         return _home(flag).absolute()
-    env = environ.get("MDL_DEST")
-    if env:
+    if env := environ.get("MDL_DEST"):
         return _home(Path(env)).absolute()
     if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
         return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()

@@ -15,7 +15,6 @@ from mdl.paths import url_basename
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
-HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256, as the catalog keeps it
 # A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading '.', bounded.
 MAX_MODEL_NAME = 200
 
@@ -102,10 +101,9 @@ class Catalog:
             if model.name == name:
                 return model
         where = f"in {self.path}" if self.path is not None else "(no catalog found)"
-        names = [m.name for m in self.models]
+        suggestion = did_you_mean(name, [m.name for m in self.models])
         raise UsageError(
-            f"unknown model {name!r} {where}{did_you_mean(name, names)}",
-            hint="run 'mdl list' to see the catalog's models",
+            f"unknown model {name!r} {where}{suggestion}", hint="run 'mdl list' to see the catalog's models"
         )
 
     def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:

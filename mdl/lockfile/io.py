@@ -1,6 +1,5 @@
-"""Reading and writing ``catalog.lock``: strict on the way in (it may come from anyone's pull request),
-deterministic on the way out (sorted, no timestamps, one line per file, so a diff shows what moved); and what
-``mdl lock --upgrade`` moved, per model: the commit, and files added, removed and changed."""
+"""``catalog.lock`` read strictly (it may come from anyone's pull request), written deterministically (sorted, no
+timestamps, one line per file, so a diff shows what moved), and compared per model for ``mdl lock --upgrade``."""
 
 from __future__ import annotations
 
@@ -82,10 +81,8 @@ _DOCUMENT = TypeAdapter(_Document)
 
 def dump_lock(lock: Lock) -> str:
     """The lock as TOML text: byte-identical for the same content."""
-    lines = [_HEADER, f"version = {LOCK_VERSION}\n"]
-    for name in sorted(lock.models):
-        lines.append(_model_text(lock.models[name]))
-    return "".join(lines)
+    models = (_model_text(lock.models[name]) for name in sorted(lock.models))
+    return "".join([_HEADER, f"version = {LOCK_VERSION}\n", *models])
 
 
 def write_lock(path: Path, lock: Lock) -> bool:
@@ -174,26 +171,24 @@ def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
 
 def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
     """Per model in either lock, sorted by name, what changed (``unchanged`` ones included)."""
-    changes: list[ModelChange] = []
-    for name in sorted(set(old) | set(new)):
-        before, after = old.get(name), new.get(name)
-        if before is None:
-            assert after is not None
-            changes.append(ModelChange(name, None, after.commit, added=after.files, status="added"))
-            continue
-        if after is None:
-            changes.append(ModelChange(name, before.commit, None, removed=before.files, status="removed"))
-            continue
-        was = {f.path: f for f in before.files}
-        now = {f.path: f for f in after.files}
-        added = tuple(now[p] for p in sorted(set(now) - set(was)))
-        removed = tuple(was[p] for p in sorted(set(was) - set(now)))
-        both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
-        changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
-        repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
-        if before.commit is not None and before.commit != after.commit:
-            repinned = ()  # the model's commit moved, and the line says so: its files followed it
-        moved = before.commit != after.commit or added or removed or changed or repinned
-        status = "changed" if moved else "unchanged"
-        changes.append(ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned))
-    return changes
+    return [_model_change(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))]
+
+
+def _model_change(name: str, before: LockedModel | None, after: LockedModel | None) -> ModelChange:
+    if before is None:
+        assert after is not None
+        return ModelChange(name, None, after.commit, added=after.files, status="added")
+    if after is None:
+        return ModelChange(name, before.commit, None, removed=before.files, status="removed")
+    was = {f.path: f for f in before.files}
+    now = {f.path: f for f in after.files}
+    added = tuple(now[p] for p in sorted(set(now) - set(was)))
+    removed = tuple(was[p] for p in sorted(set(was) - set(now)))
+    both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
+    changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
+    repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
+    if before.commit is not None and before.commit != after.commit:
+        repinned = ()  # the model's commit moved, and the line says so: its files followed it
+    moved = before.commit != after.commit or added or removed or changed or repinned
+    status = "changed" if moved else "unchanged"
+    return ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned)

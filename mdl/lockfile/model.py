@@ -9,12 +9,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass
 
 from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
-from mdl.paths import path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url, remember_url_secrets
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
@@ -28,54 +28,65 @@ FileUrl = Callable[[str, str, str, str], str]
 
 # Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be lists or tuples.
 _STRICT = ConfigDict(extra="forbid")
-_Text = Annotated[str, Strict()]
-_Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 _Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
-_Size = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
+
+
+def _safe_path(value: str) -> str:
+    if (problem := path_problem(value)) is not None:
+        raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
+    return value
+
+
+def _pinned_source(value: str) -> str:
+    if value.startswith("hf://"):
+        ref = parse_hub_source(value)
+        if ref is None or ref.commit is None or len(ref.commit) != 40:
+            raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
+        if not GIT_OID_HEX.fullmatch(ref.commit):
+            raise ValueError("a Hub source must be pinned to a 40-hex commit")
+        from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
+        from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+        try:
+            validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
+        except HFValidationError:
+            raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
+        if (problem := path_problem(ref.path)) is not None:
+            raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
+    elif not value.startswith(("http://", "https://")):
+        raise ValueError("a source is hf://… or an http(s) URL")
+    return value
+
+
+def _safe_name(value: str) -> str:
+    # with --frozen the names come from the lock alone: "../x" here would write outside dest
+    if not is_model_name(value):
+        raise ValueError(
+            "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
+            f"{MAX_MODEL_NAME} characters, got {printable(value, limit=120)!r}"
+        )
+    return value
+
+
+def _distinct_paths(files: tuple[LockedFile, ...]) -> tuple[LockedFile, ...]:
+    paths = [f.path for f in files]
+    if path_clash(paths) is not None or len(set(paths)) != len(paths):
+        raise ValueError("two files share a save path")
+    return files
 
 
 @dataclass(frozen=True, config=_STRICT)
 class LockedFile:
     """One file pinned: its save path in the model folder, its source, and exactly what it is."""
 
-    path: _Text  # save path inside the model folder
-    size: _Size
-    sha256: _Hex64
-    source: Annotated[str, Strict(), Field(min_length=1, max_length=8192)]  # hf://…@commit/path, or a URL sans secrets
+    path: Annotated[str, Strict(), AfterValidator(_safe_path)]  # save path inside the model folder
+    size: Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
+    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
+    # hf://…@commit/path, or a URL sans secrets
+    source: Annotated[str, Strict(), Field(min_length=1, max_length=8192), AfterValidator(_pinned_source)]
     git_oid: _Hex40 | None = None  # git blob id of small (non-LFS) Hub files
     revision: _Revision | None = None  # the branch or tag a Hub file of a multi-file model was asked at
-
-    @field_validator("path")
-    @classmethod
-    def _safe_path(cls, value: str) -> str:
-        problem = path_problem(value)
-        if problem is not None:
-            raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
-        return value
-
-    @field_validator("source")
-    @classmethod
-    def _pinned_source(cls, value: str) -> str:
-        if value.startswith("hf://"):
-            ref = parse_hub_source(value)
-            if ref is None or ref.commit is None or len(ref.commit) != 40:
-                raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
-            if any(c not in "0123456789abcdef" for c in ref.commit):
-                raise ValueError("a Hub source must be pinned to a 40-hex commit")
-            from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
-            from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-            try:
-                validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
-            except HFValidationError:
-                raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
-            problem = path_problem(ref.path)
-            if problem is not None:
-                raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
-        elif not value.startswith(("http://", "https://")):
-            raise ValueError("a source is hf://… or an http(s) URL")
-        return value
 
     @property
     def hub(self) -> HubFileRef | None:  # None for a direct URL
@@ -86,37 +97,16 @@ class LockedFile:
 class LockedModel:
     """One model pinned: its catalog entry's fingerprint (a changed entry makes it stale) and its files."""
 
-    name: _Text
+    name: Annotated[str, Strict(), AfterValidator(_safe_name)]
     fingerprint: Annotated[str, Strict(), Field(pattern=r"^sha256:[0-9a-f]{64}$")]
     revision: _Revision | None = None
     commit: _Hex40 | None = None
     # Required (Field() sets no default) after two optional fields: a lock omits a None revision and commit.
-    files: tuple[LockedFile, ...] = Field(min_length=1)  # type: ignore[misc]
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        # with --frozen the names come from the lock alone: "../x" here would write outside dest
-        if not is_model_name(value):
-            raise ValueError(
-                "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at most "
-                f"{MAX_MODEL_NAME} characters, got {printable(value, limit=120)!r}"
-            )
-        return value
-
-    @field_validator("files")
-    @classmethod
-    def _distinct_paths(cls, files: tuple[LockedFile, ...]) -> tuple[LockedFile, ...]:
-        paths = [f.path for f in files]
-        if path_clash(paths) is not None or len(set(paths)) != len(paths):
-            raise ValueError("two files share a save path")
-        return files
+    files: Annotated[tuple[LockedFile, ...], AfterValidator(_distinct_paths)] = Field(min_length=1)  # type: ignore[misc]
 
 
 @dataclasses.dataclass(frozen=True)
 class Lock:
-    """A whole lock file: models by name."""
-
     models: Mapping[str, LockedModel] = dataclasses.field(default_factory=dict)
 
     def fresh(self, spec: ModelSpec) -> LockedModel | None:
@@ -126,8 +116,7 @@ class Lock:
 
     def with_models(self, models: Mapping[str, LockedModel], *, keep: Callable[[str], bool]) -> Lock:
         """This lock with ``models`` put in, keeping only the old entries ``keep`` accepts."""
-        merged = {name: m for name, m in self.models.items() if keep(name)}
-        merged.update(models)
+        merged = {**{name: m for name, m in self.models.items() if keep(name)}, **models}
         return Lock(models=dict(sorted(merged.items())))
 
 
