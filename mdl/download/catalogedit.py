@@ -44,7 +44,6 @@ from mdl.errors import (
 )
 from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
-from mdl.paths import url_basename
 from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
@@ -71,7 +70,10 @@ def add_model(
     parsed = [catalog_edit.parse_source(source) for source in sources]
     path, text, created = _catalog_text(catalog, environ, create=True)
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
-    added = tuple(_save_path(table, name) for table in edit.added_files)
+    added = tuple(
+        FileSpec(name, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
+        for table in edit.added_files
+    )
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
@@ -126,11 +128,6 @@ def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, st
             return change
         write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return replace(change, lock=lock_file)
-
-
-def _save_path(table: dict[str, object], name: str) -> str:
-    path = next((table[key] for key in ("as", "path") if isinstance(table.get(key), str)), None)
-    return str(path) if path is not None else url_basename(str(table.get("url", "")), where=name)
 
 
 def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
@@ -247,11 +244,9 @@ def lock_catalog(
         log.warning("%s", broken)
     in_catalog = {m.name for m in catalog.models}
     if check:  # no network, nothing written: which selected models the lock does not pin as the catalog says now
-        if old is None:
-            return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
-        dropped = {name for name in old.models if name not in in_catalog} if everything else set()
-        stale = {s.name for s in specs if old.fresh(s) is None} | dropped
-        return LockReport(path, False, stale=tuple(sorted(stale)), checked=True)
+        dropped = {name for name in old.models if name not in in_catalog} if everything and old is not None else set()
+        stale = {s.name for s in specs if old is None or old.fresh(s) is None} | dropped
+        return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
     base = old or Lock()
     todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
     fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])

@@ -298,7 +298,4 @@ def log_outcome(outcome: FileOutcome) -> None:
 def parse_file_line(line: str) -> dict[str, str]:
     """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
     start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    fields: dict[str, str] = {}
-    for key, raw in _FIELD.findall(line[start:]):
-        fields[key] = json.loads(raw) if raw.startswith('"') else raw
-    return fields
+    return {key: json.loads(raw) if raw.startswith('"') else raw for key, raw in _FIELD.findall(line[start:])}
