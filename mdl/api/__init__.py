@@ -68,8 +68,7 @@ def _models(
     frozen: bool,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
-    lends only its settings and direct URLs' headers)."""
+    """Settings and models of a command that reads catalog.lock, and with ``frozen`` the lock they come from alone."""
     from mdl.catalog import choose_lock_mode, lock_beside
 
     env = _environ(environ)

@@ -123,11 +123,10 @@ def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, st
         _valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
         _write_catalog(path, edited, created=False)
-        change = catalog_edit.CatalogChange(path, old.name, "removed")
         if lock is None or name not in lock.models:
-            return change
+            return catalog_edit.CatalogChange(path, old.name, "removed")
         write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
-    return replace(change, lock=lock_file)
+    return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file)
 
 
 def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
@@ -358,8 +357,7 @@ def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[i
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
     """Fetch the file once into a temp file beside the partial downloads, under the file's lock; hash it."""
-    store = session.store
-    label = label_of(remote)
+    store, label = session.store, label_of(remote)
     store.ensure_dirs()
     part, _ = store.part_paths(remote.model, remote.path)
     # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
@@ -425,12 +423,12 @@ def frozen_models(
                 f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
                 hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
             )
-        specs.append(_spec_from_locked(locked, by_name.get(name)))
+        specs.append(_spec_from_locked(locked, by_name.get(name) or ModelSpec(name)))
     return catalog, path, lock, specs
 
 
-def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
-    by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
+def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
+    by_path = {f.save_path: f for f in catalog.files}
     files = []
     for index, f in enumerate(locked.files):
         key = f"catalog.lock: {locked.name}.files[{index}]"
@@ -449,6 +447,4 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSp
                 hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
             )
         files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
-    description = catalog.description if catalog is not None else ""
-    tags = catalog.tags if catalog is not None else ()
-    return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))
+    return ModelSpec(name=locked.name, description=catalog.description, tags=catalog.tags, files=tuple(files))

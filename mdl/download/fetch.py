@@ -126,8 +126,7 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
 
 
 def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
-    remote = plan.remote
-    label = label_of(remote)
+    remote, label = plan.remote, label_of(plan.remote)
     waited = threading.Event()
 
     def on_wait(holder: str) -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
@@ -162,8 +161,7 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
 
 def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
     """Re-check, download, resume or repair the file; its outcome and the record of its verified bytes."""
-    remote = plan.remote
-    action = plan.decision.action
+    remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
         if _matches(remote, recorded(session.store, remote), size=size, sha256=sha256, git_oid=git_oid):
@@ -186,7 +184,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=result.etag or remote.etag)
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
-    return done_outcome(plan, action, size=size, sha256=sha256, fetched=result.fetched, mirror=result.mirror), record
+    return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
 
 
 def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
