@@ -235,8 +235,7 @@ def clean(
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=False)
-    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    settings = _settings(_catalog(catalog, env, required=False), env, dest=dest, layout=layout, dry_run=dry_run)
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)

@@ -1,7 +1,6 @@
-"""The commands that write the catalog and its lock: ``mdl add``/``remove`` edit catalog.toml in place (validated,
-atomic, sources checked upstream, the lock in step); ``mdl lock`` pins models' commits, files, sizes and sha256 in
-catalog.lock as ``uv lock`` does (an entry whose fingerprint still matches is kept, missing and stale ones are
-resolved, all with ``upgrade``; nothing is written when any model fails); ``--frozen``'s models come from the lock."""
+"""The commands that write the catalog and its lock, and ``--frozen``'s models read from it: ``mdl add``/``remove``
+edit catalog.toml in place (validated, atomic, checked upstream, the lock in step); ``mdl lock`` pins models as ``uv
+lock`` does (a fresh entry is kept unless ``upgrade``, the rest resolved; nothing is written if one model fails)."""
 
 from __future__ import annotations
 
@@ -257,9 +256,8 @@ def lock_catalog(
         new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
         changed = write_lock_file(path, new)
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
-    changes = diff_locks(
-        {n: m for n, m in base.models.items() if n in scope}, {n: m for n, m in new.models.items() if n in scope}
-    )
+    before, after = ({n: m for n, m in lock.models.items() if n in scope} for lock in (base, new))
+    changes = diff_locks(before, after)
     log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
     return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
 
@@ -299,8 +297,7 @@ def _lock_models(
 def _complete(
     session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """The models with every size and sha256 known: from what upstream said, the old lock's git blob ids (``blobs``:
-    id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
+    """The models with every size and sha256 known (see ``_known``), else learnt by one download to a temp file that is
     hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known: list[list[RemoteFile | None]] = [[] for _ in models]
@@ -335,8 +332,8 @@ def _complete(
 
 
 def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
-    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell (a small
-    Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes)."""
+    """The file with size and sha256 filled in without fetching it (from upstream, the old lock's ``blobs`` by git
+    blob id: the same bytes, a verified local record, a probe for the size), or None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
     if remote.git_oid and remote.git_oid in blobs:

@@ -3,6 +3,7 @@ verified); their records written in batches."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -92,10 +93,8 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
 def _wait(future: Future[FileOutcome]) -> FileOutcome:
     # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
     while True:
-        try:
+        with contextlib.suppress(TimeoutError):
             return future.result(timeout=0.2)
-        except TimeoutError:
-            continue
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:

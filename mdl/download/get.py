@@ -202,8 +202,7 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
 
 
 def _check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Progress) -> dict[int, InlineCheck]:
-    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (the lowest exit
-    code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (lowest code wins)."""
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
     inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
@@ -278,8 +277,7 @@ def _already_there(
 def _expand_repos(
     items: list[Parsed], settings: Settings, *, include: Sequence[str], exclude: Sequence[str], progress: Progress
 ) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given. A name
-    ``get`` cannot save (``CON``, ``.mdl``, ``:``) is exit 2 with a hint."""
+    """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot save is exit 2."""
     if not any(isinstance(item, HfUri) for item in items):
         return [item for item in items if not isinstance(item, HfUri)]
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.

@@ -72,13 +72,12 @@ class LockUse:
     def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
         """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
         self.require(specs)
-        pins: Pins = {}
-        entries: dict[str, LockedModel] = {}
-        for spec in specs:
-            locked = self.pinned(spec, doing="using the catalog entry and the record")
-            if locked is not None:
-                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
-                entries[spec.name] = locked
+        pinned = {spec.name: self.pinned(spec, doing="using the catalog entry and the record") for spec in specs}
+        entries = {name: locked for name, locked in pinned.items() if locked is not None}
+        pins: Pins = {
+            name: tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
+            for name, locked in entries.items()
+        }
         return pins, dict(self.warnings), entries
 
     def require(self, specs: Sequence[ModelSpec]) -> None:
