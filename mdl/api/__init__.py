@@ -386,9 +386,8 @@ def unpack(
     """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
-    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
     kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
-    kw |= {"progress": progress or NullProgress(), "max_ratio": ratio}
+    kw |= {"progress": progress or NullProgress(), "max_ratio": DEFAULT_MAX_RATIO if max_ratio is None else max_ratio}
     if isinstance(archive, str | os.PathLike):
         return unpack_archive(Path(archive), **kw)
     return unpack_stream(archive, **kw)

@@ -78,8 +78,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
 
 
 def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy
-    size = plan.remote.size
-    return size is not None and size >= SPLIT_THRESHOLD
+    return (plan.remote.size or 0) >= SPLIT_THRESHOLD  # an unknown size: one stream
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
@@ -268,7 +267,7 @@ def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) ->
             if not _mirror_is_down(exc, s3=s3):
                 # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            elif session.mark_mirror_down(template, why):  # said once, with the first file it failed
+            elif session.mark_mirror_down(template):  # said once, with the first file it failed
                 retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
             else:
                 retries.add(f"mirror {shown} failed ({why})")

@@ -239,9 +239,8 @@ _BARE = re.compile(r"[^\s\"=\\]+")
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
-def _value(value: object) -> str:
+def _value(text: str) -> str:
     """A value as the line holds it: bare when unambiguous, else a JSON string."""
-    text = value if isinstance(value, str) else str(value)
     return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 

@@ -136,14 +136,14 @@ class PullSession:
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
-        self.dead_mirrors: dict[str, str] = {}
+        self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
 
-    def mark_mirror_down(self, template: str, why: str) -> bool:
+    def mark_mirror_down(self, template: str) -> bool:
         """Leave the mirror for the rest of the run; True the first time (say it once)."""
         with self.mirror_lock:
             first = template not in self.dead_mirrors
-            self.dead_mirrors.setdefault(template, why)
+            self.dead_mirrors.add(template)
             return first
 
     def close(self) -> None:
