@@ -88,12 +88,10 @@ def decide(
         return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
     if force:  # replaced, never called a repair: nothing says it was wrong
         return Decision(Action.DOWNLOAD, FORCED)
-    if record is None:  # state is UNRECORDED
-        if remote.sha256 or remote.git_oid:
-            return Decision(Action.CHECK, RECHECK_REASON[state])
+    if record is None and not (remote.sha256 or remote.git_oid):  # unrecorded (with a hash: checked, below)
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
-    if not same_content(record, remote, unnamed=unnamed):
+    if record is not None and not same_content(record, remote, unnamed=unnamed):
         return Decision(Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream")
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
