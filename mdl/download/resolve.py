@@ -100,7 +100,9 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
         return None
     commits = {commit for commit in (record.commit, *(entry.commit for entry in record.files.values())) if commit}
     kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
-    warning = f"could not check {spec.name} for updates: {_reason(exc, spec.name)}; keeping {kept}"
+    head, sep, rest = exc.message.partition(": ")  # the message without its leading "<model>[/path]: "
+    why = rest if sep and (head == spec.name or head.startswith(f"{spec.name}/")) else exc.message
+    warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
     log.warning("%s", warning)
     reason = "Hub unreachable: kept the verified copy"
     return [
@@ -120,12 +122,6 @@ def still_verified(path: Path, entry: FileRecord | None) -> bool:
         return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
     except OSError:
         return False
-
-
-def _reason(exc: MdlError, name: str) -> str:
-    """The message without its leading ``<model>[/path]:``."""
-    head, sep, rest = exc.message.partition(": ")
-    return rest if sep and (head == name or head.startswith(f"{name}/")) else exc.message
 
 
 def resolve_models(
