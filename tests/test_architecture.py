@@ -160,5 +160,5 @@ def test_the_checks_see_real_imports() -> None:
     """Guard against a vacuous pass: the graph must hold the edges we know are there."""
     graph = _edges()
     assert "mdl.errors" in graph["mdl.transfer.http"]
-    assert any(_part(t) == "store" for t in graph["mdl.download.puller"])
+    assert any(_part(t) == "store" for t in graph["mdl.download.resolve"])
     assert len(list(itertools.chain.from_iterable(graph.values()))) > 100

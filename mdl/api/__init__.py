@@ -68,8 +68,7 @@ def _models(
     frozen: bool,
     **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock; ``frozen``: from the lock alone (a catalog beside it
-    lends only its settings and direct URLs' headers)."""
+    """Settings and models of a command that reads catalog.lock, and with ``frozen`` the lock they come from alone."""
     from mdl.catalog import choose_lock_mode, lock_beside
 
     env = _environ(environ)
@@ -236,8 +235,7 @@ def clean(
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
-    cat = _catalog(catalog, env, required=False)
-    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    settings = _settings(_catalog(catalog, env, required=False), env, dest=dest, layout=layout, dry_run=dry_run)
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
@@ -388,9 +386,8 @@ def unpack(
     """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
 
-    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
     kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
-    kw |= {"progress": progress or NullProgress(), "max_ratio": ratio}
+    kw |= {"progress": progress or NullProgress(), "max_ratio": DEFAULT_MAX_RATIO if max_ratio is None else max_ratio}
     if isinstance(archive, str | os.PathLike):
         return unpack_archive(Path(archive), **kw)
     return unpack_stream(archive, **kw)

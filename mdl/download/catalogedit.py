@@ -1,7 +1,6 @@
-"""The commands that write the catalog and its lock: ``mdl add``/``remove`` edit catalog.toml in place (validated,
-atomic, sources checked upstream, the lock in step); ``mdl lock`` pins models' commits, files, sizes and sha256 in
-catalog.lock as ``uv lock`` does (an entry whose fingerprint still matches is kept, missing and stale ones are
-resolved, all with ``upgrade``; nothing is written when any model fails); ``--frozen``'s models come from the lock."""
+"""The commands that write the catalog and its lock, and ``--frozen``'s models read from it: ``mdl add``/``remove``
+edit catalog.toml in place (validated, atomic, checked upstream, the lock in step); ``mdl lock`` pins models as ``uv
+lock`` does (a fresh entry is kept unless ``upgrade``, the rest resolved; nothing is written if one model fails)."""
 
 from __future__ import annotations
 
@@ -44,7 +43,6 @@ from mdl.errors import (
 )
 from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
-from mdl.paths import url_basename
 from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
@@ -71,7 +69,10 @@ def add_model(
     parsed = [catalog_edit.parse_source(source) for source in sources]
     path, text, created = _catalog_text(catalog, environ, create=True)
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
-    added = tuple(_save_path(table, name) for table in edit.added_files)
+    added = tuple(
+        FileSpec(name, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
+        for table in edit.added_files
+    )
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
@@ -121,16 +122,10 @@ def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, st
         _valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
         _write_catalog(path, edited, created=False)
-        change = catalog_edit.CatalogChange(path, old.name, "removed")
         if lock is None or name not in lock.models:
-            return change
+            return catalog_edit.CatalogChange(path, old.name, "removed")
         write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
-    return replace(change, lock=lock_file)
-
-
-def _save_path(table: dict[str, object], name: str) -> str:
-    path = next((table[key] for key in ("as", "path") if isinstance(table.get(key), str)), None)
-    return str(path) if path is not None else url_basename(str(table.get("url", "")), where=name)
+    return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file)
 
 
 def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
@@ -247,11 +242,9 @@ def lock_catalog(
         log.warning("%s", broken)
     in_catalog = {m.name for m in catalog.models}
     if check:  # no network, nothing written: which selected models the lock does not pin as the catalog says now
-        if old is None:
-            return LockReport(path, False, stale=tuple(sorted(s.name for s in specs)), missing=True, checked=True)
-        dropped = {name for name in old.models if name not in in_catalog} if everything else set()
-        stale = {s.name for s in specs if old.fresh(s) is None} | dropped
-        return LockReport(path, False, stale=tuple(sorted(stale)), checked=True)
+        dropped = {name for name in old.models if name not in in_catalog} if everything and old is not None else set()
+        stale = {s.name for s in specs if old is None or old.fresh(s) is None} | dropped
+        return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
     base = old or Lock()
     todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
     fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
@@ -263,9 +256,8 @@ def lock_catalog(
         new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
         changed = write_lock_file(path, new)
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
-    changes = diff_locks(
-        {n: m for n, m in base.models.items() if n in scope}, {n: m for n, m in new.models.items() if n in scope}
-    )
+    before, after = ({n: m for n, m in lock.models.items() if n in scope} for lock in (base, new))
+    changes = diff_locks(before, after)
     log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
     return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
 
@@ -305,8 +297,7 @@ def _lock_models(
 def _complete(
     session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """The models with every size and sha256 known: from what upstream said, the old lock's git blob ids (``blobs``:
-    id → size, sha256), a verified local record or a probe (size only), else one download to a temp file that is
+    """The models with every size and sha256 known (see ``_known``), else learnt by one download to a temp file that is
     hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known: list[list[RemoteFile | None]] = [[] for _ in models]
@@ -341,8 +332,8 @@ def _complete(
 
 
 def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
-    """The file with size and sha256 filled in without fetching it, or None when only its bytes can tell (a small
-    Hub file's sha256 the old lock knows by its git blob id is taken from there: the same bytes)."""
+    """The file with size and sha256 filled in without fetching it (from upstream, the old lock's ``blobs`` by git
+    blob id: the same bytes, a verified local record, a probe for the size), or None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
     if remote.git_oid and remote.git_oid in blobs:
@@ -363,8 +354,7 @@ def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[i
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
     """Fetch the file once into a temp file beside the partial downloads, under the file's lock; hash it."""
-    store = session.store
-    label = label_of(remote)
+    store, label = session.store, label_of(remote)
     store.ensure_dirs()
     part, _ = store.part_paths(remote.model, remote.path)
     # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
@@ -430,12 +420,12 @@ def frozen_models(
                 f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
                 hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
             )
-        specs.append(_spec_from_locked(locked, by_name.get(name)))
+        specs.append(_spec_from_locked(locked, by_name.get(name) or ModelSpec(name)))
     return catalog, path, lock, specs
 
 
-def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSpec:
-    by_path = {f.save_path: f for f in catalog.files} if catalog is not None else {}
+def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
+    by_path = {f.save_path: f for f in catalog.files}
     files = []
     for index, f in enumerate(locked.files):
         key = f"catalog.lock: {locked.name}.files[{index}]"
@@ -454,6 +444,4 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec | None) -> ModelSp
                 hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
             )
         files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
-    description = catalog.description if catalog is not None else ""
-    tags = catalog.tags if catalog is not None else ()
-    return ModelSpec(name=locked.name, description=description, tags=tags, files=tuple(files))
+    return ModelSpec(name=locked.name, description=catalog.description, tags=catalog.tags, files=tuple(files))

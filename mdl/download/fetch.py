@@ -3,6 +3,7 @@ verified); their records written in batches."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -77,8 +78,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
 
 
 def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy
-    size = plan.remote.size
-    return size is not None and size >= SPLIT_THRESHOLD
+    return (plan.remote.size or 0) >= SPLIT_THRESHOLD  # an unknown size: one stream
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
@@ -92,10 +92,8 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
 def _wait(future: Future[FileOutcome]) -> FileOutcome:
     # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
     while True:
-        try:
+        with contextlib.suppress(TimeoutError):
             return future.result(timeout=0.2)
-        except TimeoutError:
-            continue
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
@@ -126,8 +124,7 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
 
 
 def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
-    remote = plan.remote
-    label = label_of(remote)
+    remote, label = plan.remote, label_of(plan.remote)
     waited = threading.Event()
 
     def on_wait(holder: str) -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
@@ -162,8 +159,7 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
 
 def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
     """Re-check, download, resume or repair the file; its outcome and the record of its verified bytes."""
-    remote = plan.remote
-    action = plan.decision.action
+    remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
         if _matches(remote, recorded(session.store, remote), size=size, sha256=sha256, git_oid=git_oid):
@@ -186,7 +182,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=result.etag or remote.etag)
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
-    return done_outcome(plan, action, size=size, sha256=sha256, fetched=result.fetched, mirror=result.mirror), record
+    return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
 
 
 def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
@@ -271,7 +267,7 @@ def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) ->
             if not _mirror_is_down(exc, s3=s3):
                 # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            elif session.mark_mirror_down(template, why):  # said once, with the first file it failed
+            elif session.mark_mirror_down(template):  # said once, with the first file it failed
                 retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
             else:
                 retries.add(f"mirror {shown} failed ({why})")
@@ -340,7 +336,7 @@ class RecordQueue:
         # disk before the record that names it.
         self.dirs.flush()
         for model, queued in batches.items():
-            try:  # its revision and commit: written before the first byte moved (puller._expect)
+            try:  # its revision and commit: written before the first byte moved (resolve._expect)
                 self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.

@@ -52,16 +52,15 @@ from mdl.transfer import Opening
 log = logging.getLogger("mdl.get")
 
 Source = InlineFile | UrlFile
+Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole Hub repo
 # A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name): what it wrote
 # and what the server said of it (length, validator), so a second get of an unchanged file is a no-op (wget -N).
 ONE_OFF = ""
 
 
-def parse_sources(
-    sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False
-) -> list[Source | HfUri]:
+def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False) -> list[Parsed]:
     """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name."""
-    found: list[Source | HfUri] = []
+    found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
             shown = redact_url(source)
@@ -111,9 +110,18 @@ def get_sources(
     with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused unless forced."""
     expected = check_expected_sha256(sha256)
     given = parse_sources(sources, read_text=read_text, named=output is not None)
-    items = _expand_repos(
-        given, settings, include=include, exclude=exclude, output=output, sha256=expected, progress=progress
-    )
+    repo = next((item.given for item in given if isinstance(item, HfUri)), None)  # usage errors before the Hub is asked
+    if repo is None:
+        for flag, filters in (("--include", include), ("--exclude", exclude)):
+            if filters:
+                raise UsageError(f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one")
+    elif output is not None:
+        raise UsageError(f"-o names one file, but {repo} is a whole repo", hint="use -d DIR to save its files there")
+    elif expected is not None:
+        raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
+    elif settings.offline:
+        raise UsageError(f"{repo}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
+    items = _expand_repos(given, settings, include=include, exclude=exclude, progress=progress)
     return fetch_sources(items, settings, output=output, sha256=expected, progress=progress)
 
 
@@ -127,7 +135,7 @@ def fetch_sources(
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(items)} files")
     force, folder = settings.force, settings.dest if output is None else output.parent  # -o names one file
     targets = _targets(items, output=output, directory=settings.dest, force=force)
-    checks = _check_inline_payloads(items, sha256=sha256, progress=progress)
+    checks = _check_payloads(items, sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(items, targets, checks, expected=sha256)
     writes = {index: check for index, check in checks.items() if index not in outcomes}
     progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
@@ -192,11 +200,8 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
     return targets
 
 
-def _check_inline_payloads(
-    items: Sequence[Source], *, sha256: str | None, progress: Progress
-) -> dict[int, InlineCheck]:
-    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (the lowest exit
-    code wins: bad base64, 2, over a size or sha256 mismatch, 6)."""
+def _check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Progress) -> dict[int, InlineCheck]:
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (lowest code wins)."""
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
     inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
@@ -269,30 +274,11 @@ def _already_there(
 
 
 def _expand_repos(
-    items: Sequence[Source | HfUri],
-    settings: Settings,
-    *,
-    include: Sequence[str],
-    exclude: Sequence[str],
-    output: Path | None,
-    sha256: str | None,
-    progress: Progress,
+    items: list[Parsed], settings: Settings, *, include: Sequence[str], exclude: Sequence[str], progress: Progress
 ) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit, in listing order; others as given. Usage
-    errors come before the Hub is asked; a name ``get`` cannot save (``CON``, ``.mdl``, ``:``) is exit 2 with a hint."""
-    repos = [item for item in items if isinstance(item, HfUri)]
-    if not repos:
-        for flag, given in (("--include", include), ("--exclude", exclude)):
-            if given:
-                raise UsageError(f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one")
+    """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot save is exit 2."""
+    if not any(isinstance(item, HfUri) for item in items):
         return [item for item in items if not isinstance(item, HfUri)]
-    first = repos[0].given
-    if output is not None:
-        raise UsageError(f"-o names one file, but {first} is a whole repo", hint="use -d DIR to save its files there")
-    if sha256 is not None:
-        raise UsageError(f"--sha256 applies to a single file, but {first} is a whole repo")
-    if settings.offline:
-        raise UsageError(f"{first}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
     # The run's client (timeouts, proxy, CA, token guard) for the listing; the files go through the get engine.
     with closing(PullSession(replace(settings, layout="plain", hf_cache=None), progress=progress)) as session:
         hub = session.hub

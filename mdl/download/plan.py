@@ -18,19 +18,8 @@ from mdl.paths import path_clash, shown_path
 from mdl.redact import safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import (
-    INSTALLED,
-    MISSING,
-    RECHECK_REASON,
-    UNRECORDED,
-    FileRecord,
-    Placement,
-    Store,
-    judge,
-    not_a_file,
-    stat_file,
-)
-from mdl.transfer import Identity, saved_progress
+from mdl.store import INSTALLED, MISSING, RECHECK_REASON, FileRecord, Placement, Store, judge, not_a_file, stat_file
+from mdl.transfer import Identity, TransferResult, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
@@ -99,12 +88,10 @@ def decide(
         return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
     if force:  # replaced, never called a repair: nothing says it was wrong
         return Decision(Action.DOWNLOAD, FORCED)
-    if record is None:  # state is UNRECORDED
-        if remote.sha256 or remote.git_oid:
-            return Decision(Action.CHECK, RECHECK_REASON[UNRECORDED])
+    if record is None and not (remote.sha256 or remote.git_oid):  # unrecorded (with a hash: checked, below)
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
-    if not same_content(record, remote, unnamed=unnamed):
+    if record is not None and not same_content(record, remote, unnamed=unnamed):
         return Decision(Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream")
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
@@ -151,21 +138,16 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     return plans, failures
 
 
-def plan_file(session: PullSession, remote: RemoteFile) -> PlannedFile:
+def plan_file(session: PullSession, file: RemoteFile) -> PlannedFile:
     try:
         placement = session.layout.place(
-            remote.model,
-            remote.path,
-            source=remote.source,
-            sha256=remote.sha256,
-            git_oid=remote.git_oid,
-            revision=remote.revision,
+            file.model, file.path, source=file.source, sha256=file.sha256, git_oid=file.git_oid, revision=file.revision
         )
     except MdlError:
         if session.settings.offline:  # never pulled: where it would go is only known upstream
-            raise offline_error(remote) from None
+            raise offline_error(file) from None
         raise
-    return look(remote, placement, session.store, force=session.settings.force)
+    return look(file, placement, session.store, force=session.settings.force)
 
 
 def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
@@ -234,18 +216,13 @@ DONE_WORD = {
 
 
 def done_outcome(
-    plan: PlannedFile,
-    action: Action,
-    *,
-    size: int | None,
-    sha256: str | None,
-    fetched: int = 0,
-    mirror: str | None = None,
+    plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, result: TransferResult | None = None
 ) -> FileOutcome:
-    """The file's outcome once ``action`` (which may differ from the planned one) was carried out."""
+    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
     remote, reason = plan.remote, plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
     done = FileOutcome(remote.model, remote.path, str(plan.placement.shown), size, sha256, DONE_WORD[action])
+    fetched, mirror = (result.fetched, result.mirror) if result is not None else (0, None)
     source = mirror or remote.source
     return replace(done, reason=reason, word=word, fetched=fetched, mirror=mirror, source=source, warning=plan.warning)
 
@@ -260,9 +237,8 @@ _BARE = re.compile(r"[^\s\"=\\]+")
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
-def _value(value: object) -> str:
+def _value(text: str) -> str:
     """A value as the line holds it: bare when unambiguous, else a JSON string."""
-    text = value if isinstance(value, str) else str(value)
     return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
@@ -298,7 +274,4 @@ def log_outcome(outcome: FileOutcome) -> None:
 def parse_file_line(line: str) -> dict[str, str]:
     """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
     start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    fields: dict[str, str] = {}
-    for key, raw in _FIELD.findall(line[start:]):
-        fields[key] = json.loads(raw) if raw.startswith('"') else raw
-    return fields
+    return {key: json.loads(raw) if raw.startswith('"') else raw for key, raw in _FIELD.findall(line[start:])}

@@ -72,13 +72,12 @@ class LockUse:
     def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
         """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
         self.require(specs)
-        pins: Pins = {}
-        entries: dict[str, LockedModel] = {}
-        for spec in specs:
-            locked = self.pinned(spec, doing="using the catalog entry and the record")
-            if locked is not None:
-                pins[spec.name] = tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
-                entries[spec.name] = locked
+        pinned = {spec.name: self.pinned(spec, doing="using the catalog entry and the record") for spec in specs}
+        entries = {name: locked for name, locked in pinned.items() if locked is not None}
+        pins: Pins = {
+            name: tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
+            for name, locked in entries.items()
+        }
         return pins, dict(self.warnings), entries
 
     def require(self, specs: Sequence[ModelSpec]) -> None:
@@ -137,14 +136,14 @@ class PullSession:
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints))
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
-        self.dead_mirrors: dict[str, str] = {}
+        self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
 
-    def mark_mirror_down(self, template: str, why: str) -> bool:
+    def mark_mirror_down(self, template: str) -> bool:
         """Leave the mirror for the rest of the run; True the first time (say it once)."""
         with self.mirror_lock:
             first = template not in self.dead_mirrors
-            self.dead_mirrors.setdefault(template, why)
+            self.dead_mirrors.add(template)
             return first
 
     def close(self) -> None:
