@@ -241,15 +241,7 @@ class WireStream(httpcore2.NetworkStream):
 class WireBackend(httpcore2.NetworkBackend):
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
-        self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
-
-    def abort(self) -> None:
-        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
-        for stream in list(self._live):
-            sock = stream.get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        self.live: weakref.WeakSet[WireStream] = weakref.WeakSet()
 
     def connect_tcp(
         self,
@@ -264,7 +256,7 @@ class WireBackend(httpcore2.NetworkBackend):
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
         stream = WireStream(inner, layers=0)
-        self._live.add(stream)
+        self.live.add(stream)
         return stream
 
 
@@ -343,7 +335,12 @@ class NetTransport(httpx2.BaseTransport):
         )
 
     def abort(self) -> None:
-        self._backend.abort()
+        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
+        for stream in list(self._backend.live):
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:

@@ -294,11 +294,8 @@ class Engine:
         loaded = load_state(job)
         if loaded is None and job.identity.size is None and job.opening is None:
             job = self._probed(job)
-        try:
+        with job.opening or contextlib.nullcontext():  # a probe's answer this download did not take is closed after
             return self._fetch_known(job, loaded)
-        finally:
-            if job.opening is not None:  # a probe's answer this download did not take: free its connection
-                job.opening.close()
 
     def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
         pieces, validator = loaded or (self.config.plan(job.identity.size), None)

@@ -52,7 +52,6 @@ def make_client(
     """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone."""
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
-        limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
@@ -234,36 +233,33 @@ def hub_auth_hint(code: str | None) -> str:
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    text = server_text(response)
-    error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
-    error.status, error.server_text = response.status_code, text
-    return error
-
-
-def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
-    status = response.status_code
+    status, text = response.status_code, server_text(response)
+    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
     suffix = f": {detail}" if detail else ""
-    where = redact_url(str(response.url))
+    where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
+    error: MdlError
     if status == 401:
-        return AuthError(
+        error = AuthError(
             f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
+            hint=hub_auth_hint(code) if hub else "check the headers for this URL",
         )
-    if status == 403:
-        signed = not hub and is_signed_url(str(response.url))  # only its issuer can sign a new one
+    elif status == 403 and hub:
+        error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code))
+    elif status == 403:
+        signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
         denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
-        message = f"{what}: {denied} (HTTP 403 from {where}){suffix}"
-        if hub:
-            return AuthError(message, hint=hub_auth_hint(response.headers.get("X-Error-Code")))
-        return ExpiredURLError(message)
-    if status in (404, 410):
-        return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
-    if status in RETRYABLE_STATUSES:
-        return RetryableError(
+        error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}")
+    elif status in (404, 410):
+        error = NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
+    elif status in RETRYABLE_STATUSES:
+        error = RetryableError(
             f"{what}: HTTP {status} from {where}{suffix}",
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
         )
-    return NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
+    else:
+        error = NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
+    error.status, error.server_text = status, text
+    return error
 
 
 def transport_error(
