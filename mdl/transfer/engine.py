@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -262,19 +263,16 @@ class Engine:
             return False
 
         chunks = body_chunks(resp, encoded=encoded, what=job.label)
+        body: Iterator[bytes | memoryview] = chunks
         sock = None if encoded else raw_socket(resp)
-        if sock is None:
-            for chunk in chunks:
-                if take(chunk):
-                    break
-        else:
+        if sock is not None:
             # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
             first = next(chunks, b"")
-            if not take(first):
-                left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
-                for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
-                    if take(data):
-                        break
+            left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
+            body = itertools.chain([first], _received(sock, _buffer(), left, resp.request))  # under the body's pace
+        for chunk in body:
+            if take(chunk):
+                break
         elapsed = time.monotonic() - began
         if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
             piece.rate = (offset - start) / elapsed
