@@ -1,6 +1,4 @@
-"""The one transport: through the environment's proxy as curl picks it, trusting its CAs, over a network backend
-where every read has a deadline (httpcore2's restart at every read: a byte a second lives for ever), the headers one
-budget per thread, a body a :class:`Pace`; reads ask for 1 MiB (httpcore2's 64 KiB costs ~3x the CPU per byte)."""
+"""The one transport: the environment's proxy (as curl picks it) and CAs, over sockets where reads have deadlines."""
 
 from __future__ import annotations
 
@@ -124,7 +122,7 @@ def _matches(host: str, entry: str) -> bool:
         return False
 
 
-READ_SIZE = 1 << 20  # bytes asked of the socket per read
+READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
 _request = threading.local()  # this thread's header budget (seconds) and, once its first I/O began, its deadline
@@ -171,7 +169,8 @@ def _cut(timeout: float | None, left: float | None, kind: type[Exception]) -> fl
 
 
 class WireStream(httpcore2.NetworkStream):
-    """An httpcore2 stream (TCP, or TLS over it, or TLS inside a proxy's TLS) read under mdl's deadlines."""
+    """An httpcore2 stream (TCP, TLS, TLS in a proxy's TLS) with deadlines: httpcore2's restart at every read, so a byte
+    a second lives for ever; the headers have one budget per thread, a body a :class:`Pace`."""
 
     def __init__(self, inner: httpcore2.NetworkStream, *, layers: int) -> None:
         self._inner, self._layers = inner, layers  # layers 0: TCP, 1: TLS on the socket, 2: TLS inside TLS
@@ -329,9 +328,8 @@ class NetTransport(httpx2.BaseTransport):
         stream = answer.extensions.get("network_stream")
         if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
             stream.pace = Pace(window=self.timeout)
-        assert isinstance(answer.stream, Iterable)
         return httpx2.Response(
-            status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream), extensions=answer.extensions
+            status_code=answer.status, headers=answer.headers, stream=_Body(answer), extensions=answer.extensions
         )
 
     def abort(self) -> None:
@@ -363,17 +361,16 @@ def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
 
 
 class _Body(httpx2.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
+    def __init__(self, answer: httpcore2.Response) -> None:
+        self._answer = answer
 
     def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._answer.stream, Iterable)
         with httpx2_errors():
-            yield from self._stream
+            yield from self._answer.stream
 
     def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        self._answer.close()
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:

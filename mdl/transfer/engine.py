@@ -1,5 +1,4 @@
-"""One file over HTTP into a ``.part`` with a resume record: ranges over parallel streams, with retries and stall
-resumes (a big plain 206 read from its socket past h11's copies, at the price of its connection), verified, moved."""
+"""One file over HTTP into a ``.part`` and its resume record: parallel ranges, retries, stalls; verified, moved."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ log = logging.getLogger("mdl.transfer")
 MAX_RESTARTS = 4
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
+RAW_LEAST = 16 * MiB  # bytes a 206 needs to be read past h11's copies (~0.45 s of CPU per GiB saved, a handshake lost)
 _buffers = threading.local()
 
 

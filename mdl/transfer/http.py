@@ -1,5 +1,4 @@
-"""The one HTTP client (httpx2), the one redirect follower (per-hop credentials, the token guard), status and
-transport errors in words, and the one retry loop (backoff with full jitter, Retry-After honoured, a budget each)."""
+"""The one HTTP client (httpx2), the one redirect follower (the token guard), errors in words, the one retry loop."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The partial file on disk: one download's shared progress, its hashes as it fills (from memory at the frontier, else
-read back), its resume record, writeback, the atomic finish."""
+"""The partial file on disk: shared progress, hashes as it fills, the resume record, writeback, the atomic finish."""
 
 from __future__ import annotations
 
