@@ -290,7 +290,6 @@ class NetTransport(httpx2.BaseTransport):
                 scheme=parsed.url.raw_scheme, host=parsed.url.raw_host, port=parsed.url.port, target=parsed.url.raw_path
             ),
             proxy_auth=parsed.raw_auth,
-            proxy_headers=parsed.headers.raw,
             proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
             **common,
         )

@@ -206,7 +206,6 @@ class Engine:
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.drop(state, piece)
-                        offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_size(state, resp)
                     raise NetworkError(

@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import TypeVar
@@ -319,34 +319,24 @@ def follow(
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
-        if response.has_redirect_location:
-            try:
-                location = urljoin(current, response.headers["Location"])
-                remember_url_secrets(location)
-                origin(location)  # a port that is not a number fails here, not halfway through the next hop
-            except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
-                response.close()
-                raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
-            try:
-                followed = rule is None or rule(current, location)
-            except BaseException:
-                response.close()
-                raise
-            if followed:
-                drain(response)
-                if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
-                    raise NetworkError(
-                        f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
-                        f"({redact_url(location)})"
-                    )
-                log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
-                current = location
-                continue
-        try:
+        with closing(response):  # however this hop ends (a redirect followed is drained first)
+            if response.has_redirect_location:
+                try:
+                    location = urljoin(current, response.headers["Location"])
+                    remember_url_secrets(location)
+                    origin(location)  # a port that is not a number fails here, not halfway through the next hop
+                except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
+                    raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
+                if rule is None or rule(current, location):
+                    drain(response)
+                    if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
+                        scheme = urlsplit(location).scheme or "an insecure URL"
+                        raise NetworkError(f"{what}: refused redirect from https to {scheme} ({redact_url(location)})")
+                    log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+                    current = location
+                    continue
             yield response
-        finally:
-            response.close()
-        return
+            return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
 
 
