@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -395,16 +395,13 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 def drain(response: httpx2.Response) -> None:
     """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
-    try:
-        with suppress(httpx2.HTTPError):  # then the connection is not reusable: closing it is all there is to do
-            length = parse_decimal(response.headers.get("Content-Length"))
-            if length is not None and length <= DRAIN_LIMIT:
-                set_read_timeout(response, DRAIN_SECONDS)
-                set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
-                for _ in response.iter_raw():
-                    pass
-    finally:
-        response.close()
+    with closing(response), suppress(httpx2.HTTPError):  # a read failed: closing the connection is all there is to do
+        length = parse_decimal(response.headers.get("Content-Length"))
+        if length is not None and length <= DRAIN_LIMIT:
+            set_read_timeout(response, DRAIN_SECONDS)
+            set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
+            for _ in response.iter_raw():
+                pass
 
 
 # Which CAs to trust, read from the run's environment in this order: a bundle file in REQUESTS_CA_BUNDLE (requests),

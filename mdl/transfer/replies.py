@@ -50,11 +50,9 @@ class Probed:
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
     """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
-    stack = contextlib.ExitStack()
     asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
-    response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
-    opening = None
-    try:
+    with contextlib.ExitStack() as stack:
+        response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
         if response.status_code in (200, 206) and is_encoded(response, what=what):
             # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
             return Probed(str(response.url), None, None, ranged=False)
@@ -65,23 +63,18 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
                 end = last + 1 if first == 0 else None
             except ContentRangeError:
                 total = None
-        elif response.status_code == 200:
-            total = parse_decimal(response.headers.get("Content-Length"))
-        elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
-            total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
+        elif response.status_code == 200 or (response.status_code == 416 and _total(response) == 0):
+            total = _total(response)  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:
             raise error_for_status(response, what=what, hub=credentials.from_hub(response))
         etag, modified = validators(response)
-        ranged = response.status_code == 206
+        ranged, opening = response.status_code == 206, None
         if ranged and carry and end is not None and total is not None:
-            opening = Opening(response, stack.close, end=end)  # the download reads on from here
+            opening = Opening(response, stack.pop_all().close, end=end)  # the download reads on, and closes it
         elif ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
         return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
-    finally:
-        if opening is None:  # else the download closes it
-            stack.close()
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
