@@ -211,9 +211,7 @@ def body_excerpt(text: str) -> str:
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
+    value = (value or "").strip()
     delay = parse_decimal(value)
     if delay is not None:
         return float(delay)

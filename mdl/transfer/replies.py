@@ -101,14 +101,13 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
-        known_etag, known_modified = state.etag, state.last_modified
-        if etag and known_etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
-            changed = etag != known_etag
+        if etag and state.etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+            changed = etag != state.etag
         else:
             # A date too close to its answer's Date cannot prove two answers are one version, but a date that
             # differs proves they are not: a server ignoring If-Range with a fresh date is another version.
             changed = bool(sent and state.modified_seen and sent != state.modified_seen)
-            changed = changed or bool(modified and known_modified and modified != known_modified)
+            changed = changed or bool(modified and state.last_modified and modified != state.last_modified)
         changed = changed and state.validator is not None
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
@@ -119,7 +118,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
             state.etag, state.last_modified, state.modified_seen = etag, modified, sent
             state.validator = etag or modified
         else:
-            state.etag, state.last_modified = known_etag or etag, known_modified or modified
+            state.etag, state.last_modified = state.etag or etag, state.last_modified or modified
             state.modified_seen = state.modified_seen or sent
 
 

@@ -252,19 +252,18 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))
-    if not any(known):  # nothing tells two versions of this size apart, and no If-Range protects the resume
+    known = any((saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str)))
+    found = stat_file(job.part_path) if known else None
+    if not known:  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
-        discard_partial(job)
-        return None
-    found = stat_file(job.part_path)
-    if not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
+    elif not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
         log.info("%s: partial download is of another version, starting over", job.label)
-        discard_partial(job)
-        return None
-    for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
-        piece.done = max(0, min(piece.done, found.st_size - piece.start))
-    return pieces, validator
+    else:
+        for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
+            piece.done = max(0, min(piece.done, found.st_size - piece.start))
+        return pieces, validator
+    discard_partial(job)
+    return None
 
 
 def saved_progress(state_path: Path, identity: Identity) -> int:
@@ -317,8 +316,7 @@ def start_writeback(fd: int) -> None:
 
 @contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (a save's fdatasync would stall one): the hash read back, writeback every 0.1 s, a save every
-    ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
+    """Off the streams (an fdatasync would stall one): hashing read back, writeback, saves; a failed save is raised."""
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:

@@ -66,8 +66,7 @@ def stealable(piece: Piece) -> int:
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """Cut the piece with most left in two and return the tail (inserted), or None: only bytes nobody asked for
-    move, each side keeps ``least``. Under the pieces' lock."""
+    """The unasked tail cut off the piece with most left (each side keeps ``least``) and inserted, or None; locked."""
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
