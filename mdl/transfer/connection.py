@@ -215,9 +215,7 @@ class WireStream(httpcore2.NetworkStream):
     def can_read_into(self) -> bool:
         # The socket itself yields the plaintext: TCP, or an ``ssl.SSLSocket`` (not TLS inside a proxy's TLS).
         sock = self._inner.get_extra_info("socket")
-        if self._layers == 0:
-            return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
-        return self._layers == 1 and isinstance(sock, ssl.SSLSocket)
+        return isinstance(sock, socket.socket) and self._layers == (1 if isinstance(sock, ssl.SSLSocket) else 0)
 
     def read_into(self, view: memoryview) -> int:
         """Read body bytes into ``view`` past the HTTP parser, under the body's pace (0 at the end); the caller frames

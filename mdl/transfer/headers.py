@@ -79,12 +79,9 @@ def is_encoded(response: httpx2.Response, *, what: str) -> bool:
 
 def body_chunks(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[bytes]:
     """The file's bytes from the body: decoded as they stream when the body is content-coded, raw otherwise."""
-    if not encoded:
-        yield from response.iter_raw()
-        return
     try:
-        yield from response.iter_bytes()
-    except httpx2.DecodingError as exc:
+        yield from response.iter_bytes() if encoded else response.iter_raw()
+    except httpx2.DecodingError as exc:  # only a decoder raises it
         raise NetworkError(
             f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
             f"is corrupt: {exc}"

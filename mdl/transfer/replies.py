@@ -80,8 +80,7 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
     """The strong ETag (§13.1.5) and the Last-Modified a second or more before the answer's Date (§8.8.2.2: else a
     file changed twice within its second has one date for two versions)."""
-    etag = response.headers.get("ETag")
-    modified = response.headers.get("Last-Modified")
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     strong = etag if etag and not etag.startswith("W/") else None
     if not modified or _seconds(response.headers.get("Date")) < _seconds(modified) + 1:
         modified = None

@@ -81,11 +81,7 @@ class Hasher:
 class DownloadState:
     def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
         self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
-        self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
-        self.etag: str | None = None  # what the first answer said (replies.check_version)
-        self.last_modified: str | None = None
-        self.modified_seen: str | None = None  # the first Last-Modified seen, as sent (replies.check_version)
-        self.adopt(validator)
+        self.adopt(validator)  # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
         self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
@@ -106,14 +102,12 @@ class DownloadState:
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """A validator fixed earlier (record, probe): an ETag is quoted, a date not; a weak ETag guards no range."""
-        if not validator or validator.startswith("W/"):
-            return
-        self.validator = validator
-        if validator.startswith('"'):
-            self.etag = validator
-        else:
-            self.last_modified = self.modified_seen = validator
+        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not; a weak one is none."""
+        usable = validator if validator and not validator.startswith("W/") else None
+        self.validator = usable  # If-Range of every range: a strong ETag, else an HTTP-date
+        self.etag = usable if usable and usable.startswith('"') else None  # then what the first answer said
+        # the Last-Modified usable as a validator, and the first one seen as sent, usable or not
+        self.last_modified = self.modified_seen = usable if usable and not usable.startswith('"') else None
 
     def steal(self, streams: int) -> Piece | None:
         """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""
@@ -171,7 +165,7 @@ class DownloadState:
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
             self.pieces = pieces
-            self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
+            self.adopt(None)  # the next answer says
             self.restarted = True
             self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
