@@ -61,8 +61,7 @@ def origin(url: str) -> tuple[str, str, int]:
 
 
 def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first;
-    ``no_proxy`` lists ``*``, host names (with subdomains), ``.domain``, IPs or CIDR blocks, each with ``:port``."""
+    """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first."""
     scheme, host, port = origin(url)
     if scheme not in ("http", "https"):
         return None
@@ -82,15 +81,10 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
 
 
 def bypasses(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` (``*``, host names with subdomains, ``.domain``, IPs, CIDR blocks; ``:port``) names it."""
     host = host.lower().strip("[]")
-    for raw in no_proxy.split(","):
-        entry = raw.strip().lower()
-        if entry == "*":
-            return True
-        entry_host, entry_port = _split_port(entry)
-        if entry and entry_port in (None, port) and _matches(host, entry_host):
-            return True
-    return False
+    entries = (raw.strip().lower() for raw in no_proxy.split(","))
+    return any(entry == "*" or (entry and _matches(host, port, entry)) for entry in entries)
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:
@@ -110,7 +104,10 @@ def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 5  # int() takes '²' and chokes on 5000 digits
 
 
-def _matches(host: str, entry: str) -> bool:
+def _matches(host: str, port: int, entry: str) -> bool:
+    entry, entry_port = _split_port(entry)
+    if entry_port not in (None, port):
+        return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:  # a host name: the entry's name or a subdomain of it

@@ -53,9 +53,8 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
     """Where the next request ends: short enough that no steal cuts one short, long enough to dwarf its round trip."""
     assert piece.end is not None
-    rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
-    span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
-    span = max(span, MIN_PIECE)
+    rate, least = (piece.rate, MIN_PIECE) if piece.rate > 0 else (ASSUMED_RATE, FIRST_WINDOW)  # no rate yet: a guess
+    span = max(least, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
     if piece.end - (offset + span) < span // 2:  # no short request for a remainder: take it along
         return piece.end
     return offset + span
