@@ -155,11 +155,9 @@ class Engine:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
         job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
-            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
-            raise RangesIgnoredError
+            raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
-            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
-            self.drop(state, piece)
+            self.drop(state, piece)  # nothing tells this version from the next: a resume could splice two
         offset = piece.start + piece.done
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
         headers: dict[str, str] = {}
@@ -220,8 +218,7 @@ class Engine:
         return answered_end
 
     def drop(self, state: DownloadState, piece: Piece) -> None:
-        with state.lock:
-            # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+        with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
             dropped, piece.done = piece.done, 0
             state.restarted = True
             state.hasher.reset()
@@ -264,8 +261,7 @@ class Engine:
         body: Iterator[bytes | memoryview] = chunks
         sock = None if encoded else raw_socket(resp)
         if sock is not None:
-            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
-            first = next(chunks, b"")
+            first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
             left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
             body = itertools.chain([first], _received(sock, _buffer(), left, resp.request))  # under the body's pace
         for chunk in body:
@@ -288,8 +284,18 @@ class Engine:
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
-        if loaded is None and job.identity.size is None and job.opening is None:
-            job = self._probed(job)
+        if loaded is None and job.identity.size is None and job.opening is None:  # its first request learns the size
+            found = self.config.retry.run(
+                lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+                what=job.label,
+                wait=self.cancel.wait,
+                on_retry=job.retries.add,
+            )
+            if found.size is not None and found.ranged:  # else no ranges here (or a coded body): one stream, as before
+                identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
+                job = dataclasses.replace(
+                    job, identity=identity, size_pinned=False, located=found.url, opening=found.opening
+                )
         with job.opening or contextlib.nullcontext():  # a probe's answer this download did not take is closed after
             return self._fetch_known(job, loaded)
 
@@ -412,19 +418,6 @@ class Engine:
                 steal=(lambda: state.steal(workers)) if state.multi else None,
             )
         self.check_stop(state)  # Ctrl-C: the streams ended early
-
-    def _probed(self, job: TransferJob) -> TransferJob:
-        """A file of unknown size: its first request learns the size and carries the first bytes."""
-        found = self.config.retry.run(
-            lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
-            what=job.label,
-            wait=self.cancel.wait,
-            on_retry=job.retries.add,
-        )
-        if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
-            return job
-        identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
-        return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
 
     def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
         """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""
