@@ -1,6 +1,4 @@
-"""The one transport: through the environment's proxy as curl picks it, trusting its CAs, over a network backend
-where every read has a deadline (httpcore2's restart at every read: a byte a second lives for ever), the headers one
-budget per thread, a body a :class:`Pace`; reads ask for 1 MiB (httpcore2's 64 KiB costs ~3x the CPU per byte)."""
+"""The one transport: the environment's proxy (as curl picks it) and CAs, over sockets where reads have deadlines."""
 
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +61,7 @@ def origin(url: str) -> tuple[str, str, int]:
 
 
 def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first;
-    ``no_proxy`` lists ``*``, host names (with subdomains), ``.domain``, IPs or CIDR blocks, each with ``:port``."""
+    """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first."""
     scheme, host, port = origin(url)
     if scheme not in ("http", "https"):
         return None
@@ -84,15 +81,10 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
 
 
 def bypasses(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` (``*``, host names with subdomains, ``.domain``, IPs, CIDR blocks; ``:port``) names it."""
     host = host.lower().strip("[]")
-    for raw in no_proxy.split(","):
-        entry = raw.strip().lower()
-        if entry == "*":
-            return True
-        entry_host, entry_port = _split_port(entry)
-        if entry and entry_port in (None, port) and _matches(host, entry_host):
-            return True
-    return False
+    entries = (raw.strip().lower() for raw in no_proxy.split(","))
+    return any(entry == "*" or (entry and _matches(host, port, entry)) for entry in entries)
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:
@@ -112,7 +104,10 @@ def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 5  # int() takes '²' and chokes on 5000 digits
 
 
-def _matches(host: str, entry: str) -> bool:
+def _matches(host: str, port: int, entry: str) -> bool:
+    entry, entry_port = _split_port(entry)
+    if entry_port not in (None, port):
+        return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:  # a host name: the entry's name or a subdomain of it
@@ -124,7 +119,7 @@ def _matches(host: str, entry: str) -> bool:
         return False
 
 
-READ_SIZE = 1 << 20  # bytes asked of the socket per read
+READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
 _request = threading.local()  # this thread's header budget (seconds) and, once its first I/O began, its deadline
@@ -171,7 +166,8 @@ def _cut(timeout: float | None, left: float | None, kind: type[Exception]) -> fl
 
 
 class WireStream(httpcore2.NetworkStream):
-    """An httpcore2 stream (TCP, or TLS over it, or TLS inside a proxy's TLS) read under mdl's deadlines."""
+    """An httpcore2 stream (TCP, TLS, TLS in a proxy's TLS) with deadlines: httpcore2's restart at every read, so a byte
+    a second lives for ever; the headers have one budget per thread, a body a :class:`Pace`."""
 
     def __init__(self, inner: httpcore2.NetworkStream, *, layers: int) -> None:
         self._inner, self._layers = inner, layers  # layers 0: TCP, 1: TLS on the socket, 2: TLS inside TLS
@@ -216,9 +212,7 @@ class WireStream(httpcore2.NetworkStream):
     def can_read_into(self) -> bool:
         # The socket itself yields the plaintext: TCP, or an ``ssl.SSLSocket`` (not TLS inside a proxy's TLS).
         sock = self._inner.get_extra_info("socket")
-        if self._layers == 0:
-            return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
-        return self._layers == 1 and isinstance(sock, ssl.SSLSocket)
+        return isinstance(sock, socket.socket) and self._layers == (1 if isinstance(sock, ssl.SSLSocket) else 0)
 
     def read_into(self, view: memoryview) -> int:
         """Read body bytes into ``view`` past the HTTP parser, under the body's pace (0 at the end); the caller frames
@@ -241,15 +235,7 @@ class WireStream(httpcore2.NetworkStream):
 class WireBackend(httpcore2.NetworkBackend):
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
-        self._live: weakref.WeakSet[WireStream] = weakref.WeakSet()
-
-    def abort(self) -> None:
-        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
-        for stream in list(self._live):
-            sock = stream.get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        self.live: weakref.WeakSet[WireStream] = weakref.WeakSet()
 
     def connect_tcp(
         self,
@@ -264,7 +250,7 @@ class WireBackend(httpcore2.NetworkBackend):
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
         stream = WireStream(inner, layers=0)
-        self._live.add(stream)
+        self.live.add(stream)
         return stream
 
 
@@ -299,7 +285,6 @@ class NetTransport(httpx2.BaseTransport):
                 scheme=parsed.url.raw_scheme, host=parsed.url.raw_host, port=parsed.url.port, target=parsed.url.raw_path
             ),
             proxy_auth=parsed.raw_auth,
-            proxy_headers=parsed.headers.raw,
             proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
             **common,
         )
@@ -337,13 +322,17 @@ class NetTransport(httpx2.BaseTransport):
         stream = answer.extensions.get("network_stream")
         if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
             stream.pace = Pace(window=self.timeout)
-        assert isinstance(answer.stream, Iterable)
         return httpx2.Response(
-            status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream), extensions=answer.extensions
+            status_code=answer.status, headers=answer.headers, stream=_Body(answer), extensions=answer.extensions
         )
 
     def abort(self) -> None:
-        self._backend.abort()
+        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
+        for stream in list(self._backend.live):
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:
@@ -366,17 +355,16 @@ def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
 
 
 class _Body(httpx2.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
+    def __init__(self, answer: httpcore2.Response) -> None:
+        self._answer = answer
 
     def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._answer.stream, Iterable)
         with httpx2_errors():
-            yield from self._stream
+            yield from self._answer.stream
 
     def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        self._answer.close()
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
@@ -402,16 +390,13 @@ DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 def drain(response: httpx2.Response) -> None:
     """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
-    try:
-        with suppress(httpx2.HTTPError):  # then the connection is not reusable: closing it is all there is to do
-            length = parse_decimal(response.headers.get("Content-Length"))
-            if length is not None and length <= DRAIN_LIMIT:
-                set_read_timeout(response, DRAIN_SECONDS)
-                set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
-                for _ in response.iter_raw():
-                    pass
-    finally:
-        response.close()
+    with closing(response), suppress(httpx2.HTTPError):  # a read failed: closing the connection is all there is to do
+        length = parse_decimal(response.headers.get("Content-Length"))
+        if length is not None and length <= DRAIN_LIMIT:
+            set_read_timeout(response, DRAIN_SECONDS)
+            set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
+            for _ in response.iter_raw():
+                pass
 
 
 # Which CAs to trust, read from the run's environment in this order: a bundle file in REQUESTS_CA_BUNDLE (requests),

@@ -1,11 +1,11 @@
-"""One file over HTTP into a ``.part`` with a resume record: ranges over parallel streams, with retries and stall
-resumes (a big plain 206 read from its socket past h11's copies, at the price of its connection), verified, moved."""
+"""One file over HTTP into a ``.part`` and its resume record: parallel ranges, retries, stalls; verified, moved."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -30,7 +30,7 @@ log = logging.getLogger("mdl.transfer")
 MAX_RESTARTS = 4
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-RAW_LEAST = 16 * MiB  # bytes an answer must have to be read raw (~0.45 s of CPU per GiB saved, a handshake lost)
+RAW_LEAST = 16 * MiB  # bytes a 206 needs to be read past h11's copies (~0.45 s of CPU per GiB saved, a handshake lost)
 _buffers = threading.local()
 
 
@@ -155,11 +155,9 @@ class Engine:
         """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
         job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
-            # A content-coding server: only one decoded whole-file stream is trusted (restarted, never spliced).
-            raise RangesIgnoredError
+            raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
-            # Nothing tells this version from the next: a resume could splice two, so start again from byte 0.
-            self.drop(state, piece)
+            self.drop(state, piece)  # nothing tells this version from the next: a resume could splice two
         offset = piece.start + piece.done
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
         headers: dict[str, str] = {}
@@ -206,7 +204,6 @@ class Engine:
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.drop(state, piece)
-                        offset = 0
                 elif resp.status_code == 416 and piece.end is not None:
                     check_size(state, resp)
                     raise NetworkError(
@@ -221,8 +218,7 @@ class Engine:
         return answered_end
 
     def drop(self, state: DownloadState, piece: Piece) -> None:
-        with state.lock:
-            # With the frontier: the hashing thread sees both or none. No record ever claims the dropped bytes.
+        with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
             dropped, piece.done = piece.done, 0
             state.restarted = True
             state.hasher.reset()
@@ -262,19 +258,15 @@ class Engine:
             return False
 
         chunks = body_chunks(resp, encoded=encoded, what=job.label)
+        body: Iterator[bytes | memoryview] = chunks
         sock = None if encoded else raw_socket(resp)
-        if sock is None:
-            for chunk in chunks:
-                if take(chunk):
-                    break
-        else:
-            # What the parser holds past the headers first (``chunks`` stays referenced: dropped, it would close).
-            first = next(chunks, b"")
-            if not take(first):
-                left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
-                for data in _received(sock, _buffer(), left, resp.request):  # under the body's pace, as usual
-                    if take(data):
-                        break
+        if sock is not None:
+            first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
+            left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
+            body = itertools.chain([first], _received(sock, _buffer(), left, resp.request))  # under the body's pace
+        for chunk in body:
+            if take(chunk):
+                break
         elapsed = time.monotonic() - began
         if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
             piece.rate = (offset - start) / elapsed
@@ -292,13 +284,20 @@ class Engine:
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
-        if loaded is None and job.identity.size is None and job.opening is None:
-            job = self._probed(job)
-        try:
+        if loaded is None and job.identity.size is None and job.opening is None:  # its first request learns the size
+            found = self.config.retry.run(
+                lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+                what=job.label,
+                wait=self.cancel.wait,
+                on_retry=job.retries.add,
+            )
+            if found.size is not None and found.ranged:  # else no ranges here (or a coded body): one stream, as before
+                identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
+                job = dataclasses.replace(
+                    job, identity=identity, size_pinned=False, located=found.url, opening=found.opening
+                )
+        with job.opening or contextlib.nullcontext():  # a probe's answer this download did not take is closed after
             return self._fetch_known(job, loaded)
-        finally:
-            if job.opening is not None:  # a probe's answer this download did not take: free its connection
-                job.opening.close()
 
     def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
         pieces, validator = loaded or (self.config.plan(job.identity.size), None)
@@ -419,19 +418,6 @@ class Engine:
                 steal=(lambda: state.steal(workers)) if state.multi else None,
             )
         self.check_stop(state)  # Ctrl-C: the streams ended early
-
-    def _probed(self, job: TransferJob) -> TransferJob:
-        """A file of unknown size: its first request learns the size and carries the first bytes."""
-        found = self.config.retry.run(
-            lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
-            what=job.label,
-            wait=self.cancel.wait,
-            on_retry=job.retries.add,
-        )
-        if found.size is None or not found.ranged:  # no ranges here (or a coded body): one stream, as before
-            return job
-        identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
-        return dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url, opening=found.opening)
 
     def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
         """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""

@@ -1,5 +1,4 @@
-"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6: at most 19 ASCII digits; ``int()``
-takes '²'), content codings (§8.4): a coded body is decoded as it streams, its lengths and ranges are not the file's."""
+"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6), content codings (§8.4)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
 
-MAX_DIGITS = 19
+MAX_DIGITS = 19  # ASCII digits a number may have (``int()`` takes '²' and chokes on 5000 digits)
 _NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
 _DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
 _CONTENT_RANGE = re.compile(
@@ -80,12 +79,9 @@ def is_encoded(response: httpx2.Response, *, what: str) -> bool:
 
 def body_chunks(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[bytes]:
     """The file's bytes from the body: decoded as they stream when the body is content-coded, raw otherwise."""
-    if not encoded:
-        yield from response.iter_raw()
-        return
     try:
-        yield from response.iter_bytes()
-    except httpx2.DecodingError as exc:
+        yield from response.iter_bytes() if encoded else response.iter_raw()
+    except httpx2.DecodingError as exc:  # only a decoder raises it
         raise NetworkError(
             f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
             f"is corrupt: {exc}"

@@ -1,5 +1,4 @@
-"""The one HTTP client (httpx2), the one redirect follower (per-hop credentials, the token guard), status and
-transport errors in words, and the one retry loop (backoff with full jitter, Retry-After honoured, a budget each)."""
+"""The one HTTP client (httpx2), the one redirect follower (the token guard), errors in words, the one retry loop."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import TypeVar
@@ -52,7 +51,6 @@ def make_client(
     """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone."""
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
-        limits=httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
@@ -213,9 +211,7 @@ def body_excerpt(text: str) -> str:
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
+    value = (value or "").strip()
     delay = parse_decimal(value)
     if delay is not None:
         return float(delay)
@@ -234,36 +230,33 @@ def hub_auth_hint(code: str | None) -> str:
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
-    text = server_text(response)
-    error = _error_for_status(response, what=what, hub=hub, detail=safe_text(text, limit=MESSAGE_TEXT_LIMIT))
-    error.status, error.server_text = response.status_code, text
-    return error
-
-
-def _error_for_status(response: httpx2.Response, *, what: str, hub: bool, detail: str) -> MdlError:
-    status = response.status_code
+    status, text = response.status_code, server_text(response)
+    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
     suffix = f": {detail}" if detail else ""
-    where = redact_url(str(response.url))
+    where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
+    error: MdlError
     if status == 401:
-        return AuthError(
+        error = AuthError(
             f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint=hub_auth_hint(response.headers.get("X-Error-Code")) if hub else "check the headers for this URL",
+            hint=hub_auth_hint(code) if hub else "check the headers for this URL",
         )
-    if status == 403:
-        signed = not hub and is_signed_url(str(response.url))  # only its issuer can sign a new one
+    elif status == 403 and hub:
+        error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code))
+    elif status == 403:
+        signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
         denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
-        message = f"{what}: {denied} (HTTP 403 from {where}){suffix}"
-        if hub:
-            return AuthError(message, hint=hub_auth_hint(response.headers.get("X-Error-Code")))
-        return ExpiredURLError(message)
-    if status in (404, 410):
-        return NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
-    if status in RETRYABLE_STATUSES:
-        return RetryableError(
+        error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}")
+    elif status in (404, 410):
+        error = NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
+    elif status in RETRYABLE_STATUSES:
+        error = RetryableError(
             f"{what}: HTTP {status} from {where}{suffix}",
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
         )
-    return NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
+    else:
+        error = NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
+    error.status, error.server_text = status, text
+    return error
 
 
 def transport_error(
@@ -324,34 +317,24 @@ def follow(
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
-        if response.has_redirect_location:
-            try:
-                location = urljoin(current, response.headers["Location"])
-                remember_url_secrets(location)
-                origin(location)  # a port that is not a number fails here, not halfway through the next hop
-            except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
-                response.close()
-                raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
-            try:
-                followed = rule is None or rule(current, location)
-            except BaseException:
-                response.close()
-                raise
-            if followed:
-                drain(response)
-                if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
-                    raise NetworkError(
-                        f"{what}: refused redirect from https to {urlsplit(location).scheme or 'an insecure URL'} "
-                        f"({redact_url(location)})"
-                    )
-                log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
-                current = location
-                continue
-        try:
+        with closing(response):  # however this hop ends (a redirect followed is drained first)
+            if response.has_redirect_location:
+                try:
+                    location = urljoin(current, response.headers["Location"])
+                    remember_url_secrets(location)
+                    origin(location)  # a port that is not a number fails here, not halfway through the next hop
+                except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
+                    raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
+                if rule is None or rule(current, location):
+                    drain(response)
+                    if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
+                        scheme = urlsplit(location).scheme or "an insecure URL"
+                        raise NetworkError(f"{what}: refused redirect from https to {scheme} ({redact_url(location)})")
+                    log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+                    current = location
+                    continue
             yield response
-        finally:
-            response.close()
-        return
+            return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
 
 

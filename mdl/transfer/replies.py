@@ -50,11 +50,9 @@ class Probed:
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
     """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
-    stack = contextlib.ExitStack()
     asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
-    response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
-    opening = None
-    try:
+    with contextlib.ExitStack() as stack:
+        response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
         if response.status_code in (200, 206) and is_encoded(response, what=what):
             # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
             return Probed(str(response.url), None, None, ranged=False)
@@ -65,30 +63,24 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
                 end = last + 1 if first == 0 else None
             except ContentRangeError:
                 total = None
-        elif response.status_code == 200:
-            total = parse_decimal(response.headers.get("Content-Length"))
-        elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
-            total = 0  # an empty file has no byte 0 to give (RFC 9110 §14.1.1: "bytes */0")
+        elif response.status_code == 200 or (response.status_code == 416 and _total(response) == 0):
+            total = _total(response)  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:
             raise error_for_status(response, what=what, hub=credentials.from_hub(response))
         etag, modified = validators(response)
-        ranged = response.status_code == 206
+        ranged, opening = response.status_code == 206, None
         if ranged and carry and end is not None and total is not None:
-            opening = Opening(response, stack.close, end=end)  # the download reads on from here
+            opening = Opening(response, stack.pop_all().close, end=end)  # the download reads on, and closes it
         elif ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
         return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
-    finally:
-        if opening is None:  # else the download closes it
-            stack.close()
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
     """The strong ETag (§13.1.5) and the Last-Modified a second or more before the answer's Date (§8.8.2.2: else a
     file changed twice within its second has one date for two versions)."""
-    etag = response.headers.get("ETag")
-    modified = response.headers.get("Last-Modified")
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     strong = etag if etag and not etag.startswith("W/") else None
     if not modified or _seconds(response.headers.get("Date")) < _seconds(modified) + 1:
         modified = None
@@ -108,14 +100,13 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
-        known_etag, known_modified = state.etag, state.last_modified
-        if etag and known_etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
-            changed = etag != known_etag
+        if etag and state.etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+            changed = etag != state.etag
         else:
             # A date too close to its answer's Date cannot prove two answers are one version, but a date that
             # differs proves they are not: a server ignoring If-Range with a fresh date is another version.
             changed = bool(sent and state.modified_seen and sent != state.modified_seen)
-            changed = changed or bool(modified and known_modified and modified != known_modified)
+            changed = changed or bool(modified and state.last_modified and modified != state.last_modified)
         changed = changed and state.validator is not None
         if changed and not whole:
             raise SourceChanged(new_size=_total(response))
@@ -126,7 +117,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
             state.etag, state.last_modified, state.modified_seen = etag, modified, sent
             state.validator = etag or modified
         else:
-            state.etag, state.last_modified = known_etag or etag, known_modified or modified
+            state.etag, state.last_modified = state.etag or etag, state.last_modified or modified
             state.modified_seen = state.modified_seen or sent
 
 

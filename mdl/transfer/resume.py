@@ -1,5 +1,4 @@
-"""The partial file on disk: one download's shared progress, its hashes as it fills (from memory at the frontier, else
-read back), its resume record, writeback, the atomic finish."""
+"""The partial file on disk: shared progress, hashes as it fills, the resume record, writeback, the atomic finish."""
 
 from __future__ import annotations
 
@@ -82,11 +81,7 @@ class Hasher:
 class DownloadState:
     def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
         self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
-        self.validator: str | None = None  # If-Range of every range: a strong ETag, else an HTTP-date
-        self.etag: str | None = None  # what the first answer said (replies.check_version)
-        self.last_modified: str | None = None
-        self.modified_seen: str | None = None  # the first Last-Modified seen, as sent (replies.check_version)
-        self.adopt(validator)
+        self.adopt(validator)  # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
         self.changes = 0  # times the file changed upstream during this download (a second one gives up)
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
@@ -107,14 +102,12 @@ class DownloadState:
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """A validator fixed earlier (record, probe): an ETag is quoted, a date not; a weak ETag guards no range."""
-        if not validator or validator.startswith("W/"):
-            return
-        self.validator = validator
-        if validator.startswith('"'):
-            self.etag = validator
-        else:
-            self.last_modified = self.modified_seen = validator
+        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not; a weak one is none."""
+        usable = validator if validator and not validator.startswith("W/") else None
+        self.validator = usable  # If-Range of every range: a strong ETag, else an HTTP-date
+        self.etag = usable if usable and usable.startswith('"') else None  # then what the first answer said
+        # the Last-Modified usable as a validator, and the first one seen as sent, usable or not
+        self.last_modified = self.modified_seen = usable if usable and not usable.startswith('"') else None
 
     def steal(self, streams: int) -> Piece | None:
         """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""
@@ -172,7 +165,7 @@ class DownloadState:
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
             self.pieces = pieces
-            self.validator = self.etag = self.last_modified = self.modified_seen = None  # the next answer says
+            self.adopt(None)  # the next answer says
             self.restarted = True
             self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
@@ -253,19 +246,18 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    known = (saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str))
-    if not any(known):  # nothing tells two versions of this size apart, and no If-Range protects the resume
+    known = any((saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str)))
+    found = stat_file(job.part_path) if known else None
+    if not known:  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
-        discard_partial(job)
-        return None
-    found = stat_file(job.part_path)
-    if not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
+    elif not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
         log.info("%s: partial download is of another version, starting over", job.label)
-        discard_partial(job)
-        return None
-    for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
-        piece.done = max(0, min(piece.done, found.st_size - piece.start))
-    return pieces, validator
+    else:
+        for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
+            piece.done = max(0, min(piece.done, found.st_size - piece.start))
+        return pieces, validator
+    discard_partial(job)
+    return None
 
 
 def saved_progress(state_path: Path, identity: Identity) -> int:
@@ -318,8 +310,7 @@ def start_writeback(fd: int) -> None:
 
 @contextlib.contextmanager
 def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (a save's fdatasync would stall one): the hash read back, writeback every 0.1 s, a save every
-    ``checkpoint`` or ``SAVE_BYTES``; a failed save stops the streams (``on_failure``) and is raised here."""
+    """Off the streams (an fdatasync would stall one): hashing read back, writeback, saves; a failed save is raised."""
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:

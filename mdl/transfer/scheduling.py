@@ -53,9 +53,8 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
     """Where the next request ends: short enough that no steal cuts one short, long enough to dwarf its round trip."""
     assert piece.end is not None
-    rate = piece.rate if piece.rate > 0 else ASSUMED_RATE
-    span = max(FIRST_WINDOW if piece.rate <= 0 else 0, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
-    span = max(span, MIN_PIECE)
+    rate, least = (piece.rate, MIN_PIECE) if piece.rate > 0 else (ASSUMED_RATE, FIRST_WINDOW)  # no rate yet: a guess
+    span = max(least, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
     if piece.end - (offset + span) < span // 2:  # no short request for a remainder: take it along
         return piece.end
     return offset + span
@@ -66,8 +65,7 @@ def stealable(piece: Piece) -> int:
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """Cut the piece with most left in two and return the tail (inserted), or None: only bytes nobody asked for
-    move, each side keeps ``least``. Under the pieces' lock."""
+    """The unasked tail cut off the piece with most left (each side keeps ``least``) and inserted, or None; locked."""
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
