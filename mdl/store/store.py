@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
-from mdl.paths import safe_relative_path
+from mdl.paths import SHA256_HEX, safe_relative_path
 from mdl.redact import printable, record_text
 from mdl.store import confined
 
@@ -35,7 +35,6 @@ log = logging.getLogger("mdl.store")
 RECORD_VERSION = 1
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
-_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _MAX_INT = 2**63 - 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
@@ -170,7 +169,7 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
                 raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
             found[key] = got
         elif key == "sha256":
-            if not isinstance(got, str) or not _SHA256.fullmatch(got):
+            if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
                 raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
             found[key] = got
         else:
