@@ -49,6 +49,9 @@ ProgressOpt = Annotated[
         "stderr, for programs) or none.",
     ),
 ]
+ConnectionsOpt = Annotated[
+    int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config).")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
@@ -228,7 +227,7 @@ class Watch:
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
 
 
-def _on_wake(signum: int, frame: FrameType | None) -> None:
+def _on_wake(*_: object) -> None:
     if Watch.armed and stdout_closed():
         Watch.armed, Watch.fired = False, True
         raise StdoutClosed

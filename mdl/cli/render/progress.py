@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TextIO
 
 from mdl.cli.render.console import EventStream, utc
@@ -185,7 +184,7 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
     def close(self) -> None:
         """Stop the display; safe to call more than once."""
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 
