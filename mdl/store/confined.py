@@ -126,10 +126,8 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
 def unlink(root: Path, path: Path) -> None:
     """Remove the entry ``path`` if it is there (a link itself, never its target; a folder never)."""
     try:
-        with folder(root, path.parent, create=False) as dir_fd:
+        with contextlib.suppress(FileNotFoundError), folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None
 

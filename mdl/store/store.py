@@ -432,8 +432,7 @@ def acquire_locks(
     on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take the locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds
-    any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
+    """Take locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds any."""
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
     try:
