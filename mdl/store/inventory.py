@@ -105,9 +105,8 @@ class ModelStatus:
             "tags": list(self.spec.tags),
             "repo": self.spec.repo,
             "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
-            "revision": self.record.revision
-            if self.record and self.record.revision
-            else (self.spec.revision if self.spec.is_snapshot else None),
+            "revision": (self.record and self.record.revision)
+            or (self.spec.revision if self.spec.is_snapshot else None),
             "commit": self.record.commit if self.record else None,
             "status": self.status,
             "unverified": self.unverified,
