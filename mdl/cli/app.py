@@ -33,15 +33,47 @@ COMMANDS = {
 }
 
 
-def _by_command(*examples: tuple[str, str]) -> dict[str, list[tuple[str, str]]]:
-    """The examples under the command each runs (``mdl pack …`` is pack's), in order."""
-    grouped: dict[str, list[tuple[str, str]]] = {}
-    for line, what in examples:
-        grouped.setdefault(line.split()[1], []).append((line, what))
-    return grouped
-
-
-# The examples at the end of `mdl --help`, then each command's (those that run it); tests/cli/test_help.py parses them.
+# Each command's examples (those that run it), and `mdl --help`'s below; tests/cli/test_help.py parses them.
+_COMMAND_EXAMPLES = (
+    ("mdl list", "every model and its local status"),
+    ("mdl list --status missing", "only the models not pulled yet"),
+    ("mdl list --tag test --json", "as JSON, for programs"),
+    ("mdl show tiny-bert", "files, sources, sizes, hashes, state"),
+    ("mdl show tiny-bert --layout hf-cache", "as kept in the Hugging Face cache"),
+    ("mdl show tiny-bert --json", "as JSON, for programs"),
+    ("mdl resolve tiny-bert", "the files and URLs upstream"),
+    ("mdl resolve --all --follow", "every model, with the CDN URLs"),
+    ("mdl resolve tiny-bert --json", "as JSON, for programs"),
+    ("mdl pull tiny-bert", "download, resume, verify"),
+    ("mdl pull tiny-bert --dry-run", "what would be fetched, and why"),
+    ("mdl pull --all --no-progress --limit-rate 50M", "every model, for cron"),
+    ("mdl pull --all --locked", "as catalog.lock pins them"),
+    ("mdl verify tiny-bert", "re-hash a model's files"),
+    ("mdl verify --all --json", "every model, as JSON"),
+    ("mdl clean --dry-run", "what would be removed"),
+    ("mdl clean", "remove stale partial downloads"),
+    ("mdl lock", "pin every model in catalog.lock"),
+    ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
+    ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
+    ("mdl get https://example.com/lora.safetensors --sha256 HEX", "one file, checked"),
+    ("mdl get hf://org/tiny/config.json -d cfg", "one Hub file into cfg/"),
+    ("mdl get s3://bucket/models/w.bin -o w.bin", "one S3 object"),
+    ("mdl get job.json -d lora --json", "a serverless job's outputs"),
+    ("mdl pack runs/exp1 --checkpoint latest", "the newest complete checkpoint"),
+    ("mdl pack runs/exp1 --checkpoint best --profile full", "with its training state"),
+    ("mdl pack runs/exp1 --dry-run", "what would go in, and why"),
+    ("mdl pack runs/exp1 -o - | ssh gpu mdl unpack - -d /models", "straight onto another machine"),
+    ("mdl unpack exp1.zip -d /models", "extract and verify"),
+    ("mdl unpack exp1.zip -d /models --force", "replace what is there"),
+    ("mdl unpack - -d /models", "the zip from stdin (a pipe)"),
+    ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
+    ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
+    ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
+    ("mdl remove lora", "downloaded files stay"),
+    ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
+    ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
+    ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
+)
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
         ("mdl pull tiny-bert", "download a catalog model, verified"),
@@ -49,46 +81,7 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
         ("mdl get https://example.com/lora.safetensors", "one file into ."),
         ("mdl help pull", "a command's options and examples"),
     ),
-    **_by_command(
-        ("mdl list", "every model and its local status"),
-        ("mdl list --status missing", "only the models not pulled yet"),
-        ("mdl list --tag test --json", "as JSON, for programs"),
-        ("mdl show tiny-bert", "files, sources, sizes, hashes, state"),
-        ("mdl show tiny-bert --layout hf-cache", "as kept in the Hugging Face cache"),
-        ("mdl show tiny-bert --json", "as JSON, for programs"),
-        ("mdl resolve tiny-bert", "the files and URLs upstream"),
-        ("mdl resolve --all --follow", "every model, with the CDN URLs"),
-        ("mdl resolve tiny-bert --json", "as JSON, for programs"),
-        ("mdl pull tiny-bert", "download, resume, verify"),
-        ("mdl pull tiny-bert --dry-run", "what would be fetched, and why"),
-        ("mdl pull --all --no-progress --limit-rate 50M", "every model, for cron"),
-        ("mdl pull --all --locked", "as catalog.lock pins them"),
-        ("mdl verify tiny-bert", "re-hash a model's files"),
-        ("mdl verify --all --json", "every model, as JSON"),
-        ("mdl clean --dry-run", "what would be removed"),
-        ("mdl clean", "remove stale partial downloads"),
-        ("mdl lock", "pin every model in catalog.lock"),
-        ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
-        ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
-        ("mdl get https://example.com/lora.safetensors --sha256 HEX", "one file, checked"),
-        ("mdl get hf://org/tiny/config.json -d cfg", "one Hub file into cfg/"),
-        ("mdl get s3://bucket/models/w.bin -o w.bin", "one S3 object"),
-        ("mdl get job.json -d lora --json", "a serverless job's outputs"),
-        ("mdl pack runs/exp1 --checkpoint latest", "the newest complete checkpoint"),
-        ("mdl pack runs/exp1 --checkpoint best --profile full", "with its training state"),
-        ("mdl pack runs/exp1 --dry-run", "what would go in, and why"),
-        ("mdl pack runs/exp1 -o - | ssh gpu mdl unpack - -d /models", "straight onto another machine"),
-        ("mdl unpack exp1.zip -d /models", "extract and verify"),
-        ("mdl unpack exp1.zip -d /models --force", "replace what is there"),
-        ("mdl unpack - -d /models", "the zip from stdin (a pipe)"),
-        ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
-        ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
-        ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
-        ("mdl remove lora", "downloaded files stay"),
-        ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
-        ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
-        ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
-    ),
+    **{name: [e for e in _COMMAND_EXAMPLES if e[0].split()[1] == name] for name in COMMANDS},
 }
 
 # Names people type from other tools' habits, and the commands that do that here (before difflib's guesses).
