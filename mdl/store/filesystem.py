@@ -97,8 +97,7 @@ def hash_file(
         found = os.fstat(fd)
         if not st.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file", str(path))
-        size = found.st_size
-        sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
+        sha1 = hashlib.sha1(b"blob %d\0" % found.st_size) if git else None
         buffer = bytearray(block)
         view = memoryview(buffer)
         total = 0
