@@ -105,7 +105,7 @@ class Run:
 
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
-ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
+ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.app)
 
 
 def choose_progress_mode(
