@@ -427,7 +427,8 @@ def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
     if summary is not None:
         log.info("%s", summary)
-        if not says_it_all(report.files) and run.events is None:  # the ``end`` event carries it as its text
+        # Not for one failure alone (its error line says it all, as curl's one message), nor to events (``end`` has it)
+        if (len(report.files) != 1 or _ok(report.files)) and run.events is None:
             run.console.info(summary)
     return int(report.exit_code)
 
@@ -475,11 +476,6 @@ def _files_part(files: Sequence[FileOutcome]) -> str:
     return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
-def _problem_word(unit: Sequence[FileOutcome]) -> str:
-    """What went wrong with a unit, in one word: failed, or another action with a non-zero code (missing)."""
-    return "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
-
-
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
     name = unit[0].model or unit[0].path or "?"
@@ -489,11 +485,6 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     reasons = dict.fromkeys(_KIND_WORDS.get(f.kind or "", "") for f in unit if f.action == "failed")
     said = ", ".join(r for r in reasons if r)
     return f"{name} ({said})" if said else name
-
-
-def says_it_all(outcomes: Sequence[FileOutcome]) -> bool:
-    """Whether the report is one failure alone: its error line says it all (one message, as curl prints)."""
-    return len(outcomes) == 1 and not _ok(outcomes)
 
 
 def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
@@ -512,8 +503,11 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         files = [f for u in done for f in u if f.path is not None]
         text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    for unit in [u for u in units if not _ok(u)]:
-        problems.setdefault(_problem_word(unit), []).append(unit)
+    for unit in [u for u in units if not _ok(u)]:  # by what went wrong: failed, or another action's word (missing)
+        word = (
+            "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
+        )
+        problems.setdefault(word, []).append(unit)
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
