@@ -396,12 +396,9 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
     def __exit__(self, *_: object) -> None:
         self.release()
 
-    def release_shared(self) -> None:  # all but our own per-file lock: the blob lock huggingface_hub shares
-        while len(self.locks) > 1:
-            self.locks.pop().release()
-
-    def release(self) -> None:
-        while self.locks:
+    def release(self, *, keep: int = 0) -> None:
+        """Release the locks but the first ``keep`` (1: our own per-file lock stays, the blob lock goes), last first."""
+        while len(self.locks) > keep:
             self.locks.pop().release()
 
 
