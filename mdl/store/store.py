@@ -277,8 +277,7 @@ class Store:
         except OSError:
             stat = None
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
-        cached = self._record_cache.get(model)
-        if key is not None and cached is not None and cached[0] == key:
+        if key is not None and (cached := self._record_cache.get(model)) is not None and cached[0] == key:
             return cached[1]
         record = parse_record(model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX))
         if key is not None and record is not None:
