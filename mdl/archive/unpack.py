@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -30,14 +29,13 @@ from typing import Any, BinaryIO
 from mdl.archive import zipread
 from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, Entry, name_problem
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
-from mdl.paths import shown, temp_name
+from mdl.paths import SHA256_HEX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import fsync_dir, kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
 MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 PREFIX = ".mdl-unpack-"
@@ -308,7 +306,7 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
         raise ArchiveError(f"{shown(entry.name)} has no files list")
     for item in files:
         ok = isinstance(item, dict) and isinstance(item.get("path"), str) and type(item.get("size")) is int
-        if not ok or not _SHA256_HEX.fullmatch(str(item.get("sha256"))) or f"{top}/{item['path']}" in listed:
+        if not ok or not SHA256_HEX.fullmatch(str(item.get("sha256"))) or f"{top}/{item['path']}" in listed:
             raise ArchiveError(f"{shown(entry.name)} has a malformed or duplicate file record: {repr(item)[:200]}")
         listed[f"{top}/{item['path']}"] = (item["size"], item["sha256"])
     present = {e.name: e for e in entries if not e.is_dir and e is not entry}

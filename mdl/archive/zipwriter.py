@@ -274,11 +274,10 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
         partial_path.replace(target)
-    except OSError as exc:
+    except BaseException as exc:
         partial_path.unlink(missing_ok=True)
-        raise local_fs_error(exc, str(target)) from exc
-    except BaseException:
-        partial_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise local_fs_error(exc, str(target)) from exc
         raise
     return size, digest, hashes
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.app import AllOpt, ConnectionsOpt, DryRunOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
 from mdl.units import human_size
@@ -19,9 +19,7 @@ def pull_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
-    connections: Annotated[
-        int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
-    ] = None,
+    connections: ConnectionsOpt = None,
     jobs: Annotated[
         int | None, typer.Option("--jobs", help="Files in flight at once (default: up to 16 small and 4 big).")
     ] = None,

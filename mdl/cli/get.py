@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import TimeoutOpt, command
+from mdl.cli.app import ConnectionsOpt, TimeoutOpt, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 
@@ -34,9 +34,7 @@ def get_cmd(
         list[str] | None,
         typer.Option("--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."),
     ] = None,
-    connections: Annotated[
-        int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
-    ] = None,
+    connections: ConnectionsOpt = None,
     limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")

@@ -13,12 +13,12 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
@@ -26,7 +26,7 @@ import typer
 from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
 from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.redact import safe_text
-from mdl.units import human_size
+from mdl.units import human_duration, human_size
 from mdl.version import __version__
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Run:
 
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
-ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
+ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.app)
 
 
 def choose_progress_mode(
@@ -142,8 +142,7 @@ def make_reporter(
     events: EventStream | None = None,
 ) -> Reporter:
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
-    from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
-    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter, RichReporter  # rich: when bars are drawn
 
     if mode == "rich":
         return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
@@ -228,7 +227,7 @@ class Watch:
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
 
 
-def _on_wake(signum: int, frame: FrameType | None) -> None:
+def _on_wake(*_: object) -> None:
     if Watch.armed and stdout_closed():
         Watch.armed, Watch.fired = False, True
         raise StdoutClosed
@@ -403,8 +402,6 @@ def invoke(app: Any) -> int:
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:
     """A report: JSON or the data on stdout; each warning and failure once and a summary line on stderr; its code."""
-    from mdl.cli.render.summary import fetched_paths, model_folders, says_it_all, summary_line
-
     with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
@@ -430,6 +427,109 @@ def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
     if summary is not None:
         log.info("%s", summary)
-        if not says_it_all(report.files) and run.events is None:  # the ``end`` event carries it as its text
+        # Not for one failure alone (its error line says it all, as curl's one message), nor to events (``end`` has it)
+        if (len(report.files) != 1 or _ok(report.files)) and run.events is None:
             run.console.info(summary)
     return int(report.exit_code)
+
+
+# Short reasons for the summary line, by error kind (mdl/errors.py); the error line above says it in full.
+_KIND_WORDS = {
+    "usage": "refused",
+    "catalog": "catalog error",
+    "unsafe_path": "unsafe path",
+    "job_output": "bad job output",
+    "auth": "not authorised",
+    "not_found": "not found",
+    "network": "network error",
+    "hub_reply": "bad reply from the Hub",
+    "token_leak": "token refused",
+    "integrity": "integrity error",
+    "filesystem": "local filesystem error",
+    "no_space": "no space",
+    "lock_timeout": "lock timeout",
+    "interrupted": "interrupted",
+    "internal": "internal error",
+}
+_MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
+    """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
+    units: dict[str, list[FileOutcome]] = {}
+    for index, f in enumerate(outcomes):
+        units.setdefault(f.model or f"\0{index}", []).append(f)
+    return units
+
+
+def _ok(unit: Sequence[FileOutcome]) -> bool:
+    return all(f.exit_code == 0 and f.action != "failed" for f in unit)
+
+
+def _files_part(files: Sequence[FileOutcome]) -> str:
+    """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
+    ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
+    return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
+
+
+def _problem_detail(unit: Sequence[FileOutcome]) -> str:
+    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
+    name = unit[0].model or unit[0].path or "?"
+    files = [f for f in unit if f.path is not None]
+    if unit[0].model and files:
+        return f"{name} ({_files_part(files)})"
+    reasons = dict.fromkeys(_KIND_WORDS.get(f.kind or "", "") for f in unit if f.action == "failed")
+    said = ", ".join(r for r in reasons if r)
+    return f"{name} ({said})" if said else name
+
+
+def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
+    """The one summary line of a pull, verify or get: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model
+    failed: badname (not found); 1.6 MiB in 3.2s``."""
+    units = list(_units(outcomes).values())
+    one_off = all(not f.model for f in outcomes) and bool(outcomes)
+    noun = "file" if one_off else "model"
+    done = [u for u in units if _ok(u)]
+    if not units:
+        text = f"{verb} 0 models: nothing to do"
+    elif one_off:
+        flat = [f for u in done for f in u]
+        text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
+    else:
+        files = [f for u in done for f in u if f.path is not None]
+        text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
+    problems: dict[str, list[Sequence[FileOutcome]]] = {}
+    for unit in [u for u in units if not _ok(u)]:  # by what went wrong: failed, or another action's word (missing)
+        word = (
+            "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
+        )
+        problems.setdefault(word, []).append(unit)
+    for word, bad in problems.items():
+        named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
+        more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
+        text += f"; {_plural(len(bad), noun)} {word}: {named}{more}"
+    fetched = sum(f.fetched for f in outcomes)
+    if fetched:
+        text += f"; {human_size(fetched)} in {human_duration(seconds)}"
+    return text
+
+
+def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
+    """The folder of each model that is all here (each of its folders if several), in order: ``pull``'s stdout."""
+    from mdl.report import folder  # with its paths and redaction: ~7 ms that --help and list need not pay
+
+    folders: list[str] = []
+    for unit in _units(outcomes).values():
+        files = [f for f in unit if f.path is not None and f.dest is not None]
+        if unit[0].model and files and _ok(unit):
+            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
+    return list(dict.fromkeys(folders))
+
+
+def fetched_paths(outcomes: Sequence[FileOutcome]) -> list[str]:
+    """Each file ``get`` has (fetched, or skipped as the same file), in order: its stdout."""
+    return [f.dest for f in outcomes if f.dest is not None and f.exit_code == 0 and f.action != "failed"]

@@ -312,7 +312,7 @@ class RecordQueue:
     def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
         # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on the
         # same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
-        lock.release_shared()
+        lock.release(keep=1)
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from mdl.errors import LocalFSError, UnsafePathError
 from mdl.store.filesystem import kind_of, not_a_file_error
 
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | CLOEXEC
+_NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
 _FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and our create: walk again
 
 
@@ -29,7 +28,7 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
-    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     where = root
     try:
         parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
@@ -75,7 +74,7 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent, create=bool(flags & os.O_CREAT)) as dir_fd:
             try:
-                return os.open(path.name, flags | NOFOLLOW | CLOEXEC, mode, dir_fd=dir_fd)
+                return os.open(path.name, flags | _NO_LINK, mode, dir_fd=dir_fd)
             except FileNotFoundError:
                 if not flags & os.O_CREAT or os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise
@@ -106,7 +105,7 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o666, dir_fd=dir_fd)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_LINK, 0o666, dir_fd=dir_fd)
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise
@@ -127,10 +126,8 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
 def unlink(root: Path, path: Path) -> None:
     """Remove the entry ``path`` if it is there (a link itself, never its target; a folder never)."""
     try:
-        with folder(root, path.parent, create=False) as dir_fd:
+        with contextlib.suppress(FileNotFoundError), folder(root, path.parent, create=False) as dir_fd:
             os.unlink(path.name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None
 

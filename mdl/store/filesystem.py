@@ -21,6 +21,8 @@ NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.E
 # What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
 # as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
 REPLACEABLE = frozenset({"a FIFO", "a socket"})
+_KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type
+_KINDS |= dict.fromkeys((st.S_IFCHR, st.S_IFBLK), "a device")
 
 
 def stat_file(path: Path) -> os.stat_result | None:
@@ -38,16 +40,8 @@ def stat_file(path: Path) -> os.stat_result | None:
 def kind_of(found: os.stat_result) -> str | None:
     """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a regular file or a
     link (an entry of its own, replaced where a file goes, never followed)."""
-    mode = found.st_mode
-    if st.S_ISREG(mode) or st.S_ISLNK(mode):
-        return None
-    if st.S_ISDIR(mode):
-        return "a folder"
-    if st.S_ISFIFO(mode):
-        return "a FIFO"
-    if st.S_ISSOCK(mode):
-        return "a socket"
-    return "a device" if st.S_ISCHR(mode) or st.S_ISBLK(mode) else "not a regular file"
+    kind = st.S_IFMT(found.st_mode)
+    return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")
 
 
 def not_a_file(path: Path) -> str | None:
@@ -98,13 +92,12 @@ def hash_file(
     kind = kind_of(path.stat())
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb", buffering=0) as handle:
         found = os.fstat(fd)
         if not st.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file", str(path))
-        size = found.st_size
-        sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
+        sha1 = hashlib.sha1(b"blob %d\0" % found.st_size) if git else None
         buffer = bytearray(block)
         view = memoryview(buffer)
         total = 0

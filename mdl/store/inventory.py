@@ -105,9 +105,8 @@ class ModelStatus:
             "tags": list(self.spec.tags),
             "repo": self.spec.repo,
             "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
-            "revision": self.record.revision
-            if self.record and self.record.revision
-            else (self.spec.revision if self.spec.is_snapshot else None),
+            "revision": (self.record and self.record.revision)
+            or (self.spec.revision if self.spec.is_snapshot else None),
             "commit": self.record.commit if self.record else None,
             "status": self.status,
             "unverified": self.unverified,
@@ -412,7 +411,7 @@ def verify_file(
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.match(file.final.name) else None
+        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.fullmatch(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
         size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
         if blob_name is not None and blob_name not in (sha256, git_oid):
@@ -432,7 +431,7 @@ def verify_file(
             raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
         if expected_sha and entry.sha256 != expected_sha:
             raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
-        if file.state != "installed" and file.final != file.dest:
+        if file.state != INSTALLED and file.final != file.dest:
             raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
     except MdlError as exc:
         progress.finish(label, ok=False, message=exc.message)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
-from mdl.paths import safe_relative_path, shown_path
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import creatable_problem, kind_of, not_a_file, not_a_file_error
 from mdl.store.store import FileRecord, ModelRecord, Store
@@ -21,8 +21,7 @@ from mdl.store.store import FileRecord, ModelRecord, Store
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
-_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")  # \Z, not $: "$" also matches before a final newline
-BLOB_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")  # a cache blob's name: sha256 or git blob id
+BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")  # a cache blob's name: git blob id or sha256
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -102,10 +101,10 @@ class Layout:
             final = self.plain.final_path(model, path)
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"
-        if hub.commit is None or not _COMMIT.match(hub.commit):
+        if hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
             raise UsageError(f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF cache")
         etag = git_oid or sha256
-        if etag is None or not BLOB_NAME.match(etag):
+        if etag is None or not BLOB_NAME.fullmatch(etag):
             raise UsageError(f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache")
         repo_dir = self.cache.dest / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
@@ -117,7 +116,7 @@ class Layout:
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
         """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
         hub = parse_hub_source(source)
-        if self.cache_root is None or hub is None or hub.commit is None or not _COMMIT.match(hub.commit):
+        if self.cache_root is None or hub is None or hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
             return None
         if not revision or revision == hub.commit:
             return None
@@ -177,7 +176,7 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
     """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit), by repo path."""
     repo_dir = cache_root / repo_folder(repo, repo_type)
     commit = revision
-    if not _COMMIT.match(revision):
+    if not GIT_OID_HEX.fullmatch(revision):
         try:
             ref_name = safe_relative_path(revision, where="revision")
             # never blocks (a FIFO) nor follows a link; undecodable bytes are no commit
@@ -185,13 +184,13 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
             commit = raw.decode("utf-8", "replace").strip()
         except (OSError, MdlError):
             return []
-    if not _COMMIT.match(commit):
+    if not GIT_OID_HEX.fullmatch(commit):
         return []
     snapshot = repo_dir / "snapshots" / commit
     found: list[FileRecord] = []
     for entry in sorted(snapshot.rglob("*")):
         etag = entry.readlink().name if entry.is_symlink() else ""  # the blob's name: sha256 (LFS) or git blob id
-        if not BLOB_NAME.match(etag) or not entry.is_file():
+        if not BLOB_NAME.fullmatch(etag) or not entry.is_file():
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
         path = entry.relative_to(snapshot).as_posix()
         # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed before it is trusted.

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
-from mdl.paths import safe_relative_path
+from mdl.paths import SHA256_HEX, safe_relative_path
 from mdl.redact import printable, record_text
 from mdl.store import confined
 
@@ -35,7 +35,6 @@ log = logging.getLogger("mdl.store")
 RECORD_VERSION = 1
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
-_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _MAX_INT = 2**63 - 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
@@ -170,7 +169,7 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
                 raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
             found[key] = got
         elif key == "sha256":
-            if not isinstance(got, str) or not _SHA256.fullmatch(got):
+            if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
                 raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
             found[key] = got
         else:
@@ -278,8 +277,7 @@ class Store:
         except OSError:
             stat = None
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
-        cached = self._record_cache.get(model)
-        if key is not None and cached is not None and cached[0] == key:
+        if key is not None and (cached := self._record_cache.get(model)) is not None and cached[0] == key:
             return cached[1]
         record = parse_record(model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX))
         if key is not None and record is not None:
@@ -397,12 +395,9 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
     def __exit__(self, *_: object) -> None:
         self.release()
 
-    def release_shared(self) -> None:  # all but our own per-file lock: the blob lock huggingface_hub shares
-        while len(self.locks) > 1:
-            self.locks.pop().release()
-
-    def release(self) -> None:
-        while self.locks:
+    def release(self, *, keep: int = 0) -> None:
+        """Release the locks but the first ``keep`` (1: our own per-file lock stays, the blob lock goes), last first."""
+        while len(self.locks) > keep:
             self.locks.pop().release()
 
 
@@ -433,8 +428,7 @@ def acquire_locks(
     on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take the locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds
-    any. On any failure (timeout, Ctrl-C) the locks already taken are released."""
+    """Take locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds any."""
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
     try:

@@ -84,8 +84,7 @@ def publish_models(
         outcomes.extend(model.failures)
         if not model.ready:
             continue
-        listed = bucket.listed(model.spec.name)  # the bucket missing or denied ends the run here: exit 4 or 3
-        there = bucket.already_there(model.ready, listed)
+        there = bucket.already_there(model.spec.name, model.ready)  # the bucket missing or denied ends the run: 4, 3
         for f in model.ready:
             if f.path in there:
                 outcomes.append(bucket.outcome(f, "skipped"))
@@ -270,13 +269,6 @@ class Bucket:
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))
 
-    def listed(self, model: str) -> dict[str, int]:
-        """Key → size of every object under ``<prefix>/<model>/`` (a missing bucket is exit 4, denied 3)."""
-        prefix = self.target.key(model) + "/"
-        with self._failures(self.target.uri(model)):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
-            return {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
-
     def holds(self, key: str, file: ReadyFile) -> bool:
         """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
         the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
@@ -316,8 +308,12 @@ class Bucket:
     def key(self, file: ReadyFile) -> str:
         return self.target.key(file.model, file.path)
 
-    def already_there(self, files: Sequence[ReadyFile], sizes: dict[str, int]) -> set[str]:
+    def already_there(self, model: str, files: Sequence[ReadyFile]) -> set[str]:
         """The paths of ``files`` the bucket already holds with the same bytes (only those listed at their size)."""
+        prefix = self.target.key(model) + "/"
+        with self._failures(self.target.uri(model)):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
+            sizes = {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
         candidates = [f for f in files if sizes.get(self.key(f)) == f.size]
         if not candidates:
             return set()

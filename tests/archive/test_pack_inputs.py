@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from runfixtures import make_hf_run, write
 
-from mdl.archive.checkpoints import select_checkpoint
-from mdl.archive.packer import PackOptions, PackResult, pack_run
+from mdl.archive.packer import PackOptions, PackResult, pack_run, select_checkpoint
 from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress
 

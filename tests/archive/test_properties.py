@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runfixtures import make_hf_run, write
 
-from mdl.archive.checkpoints import select_checkpoint
-from mdl.archive.packer import PackOptions, pack_run
+from mdl.archive.packer import PackOptions, pack_run, select_checkpoint
 from mdl.archive.unpack import unpack_archive
 from mdl.archive.zipread import decode_name, name_problem
 from mdl.errors import ArchiveError, ExitCode, MdlError

@@ -15,7 +15,7 @@ from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 from typer.testing import Result
 
-from mdl.cli.render.summary import fetched_paths, model_folders, summary_line
+from mdl.cli.run import fetched_paths, model_folders, summary_line
 from mdl.report import FileOutcome
 
 WEIGHTS = make_data(300_000, seed=1)

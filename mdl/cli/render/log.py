@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import time
@@ -10,11 +11,6 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from mdl.redact import safe_text
-
-try:  # POSIX: an advisory lock shared by every mdl process writing the log
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: one writer at a time is all the platform gives us
-    fcntl = None  # type: ignore[assignment]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
 _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
@@ -28,8 +24,6 @@ class SharedRotatingFileHandler(RotatingFileHandler):
     def _lock_current(self) -> None:
         for _ in range(100):
             self.stream = self.stream or self._open()
-            if fcntl is None:
-                return
             fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX)
             with contextlib.suppress(OSError):
                 here, there = os.fstat(self.stream.fileno()), Path(self.baseFilename).stat()
@@ -45,7 +39,7 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             try:
                 super().emit(record)
             finally:
-                if fcntl is not None and self.stream:
+                if self.stream:
                     with contextlib.suppress(OSError):
                         fcntl.flock(self.stream.fileno(), fcntl.LOCK_UN)
         except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
