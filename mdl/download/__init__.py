@@ -3,7 +3,8 @@ record; ``get`` for one-off sources, ``lock`` to pin models in catalog.lock, ``a
 
 from mdl.download.catalogedit import LockReport, add_model, frozen_models, lock_catalog, remove_model
 from mdl.download.get import get_sources, read_source
-from mdl.download.resolve import pull_models, resolve_models
+from mdl.download.puller import pull_models
+from mdl.download.resolve import resolve_models
 from mdl.download.session import LockUse, warned
 
 __all__ = [

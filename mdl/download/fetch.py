@@ -336,7 +336,7 @@ class RecordQueue:
         # disk before the record that names it.
         self.dirs.flush()
         for model, queued in batches.items():
-            try:  # its revision and commit: written before the first byte moved (resolve._expect)
+            try:  # its revision and commit: written before the first byte moved (puller._expect)
                 self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
             finally:
                 # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.

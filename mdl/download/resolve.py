@@ -1,5 +1,4 @@
-"""``mdl pull`` and ``mdl resolve``: stage one (catalog models → what each is upstream, from catalog.lock where it
-pins it), and the pull that hands its data on: resolve → plan → (space) → fetch → report."""
+"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins it); ``mdl resolve``."""
 
 from __future__ import annotations
 
@@ -12,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.download.fetch import fetch
-from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models, recorded
-from mdl.download.session import PullSession, warned
+from mdl.download.plan import recorded
+from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
 from mdl.lockfile import Lock, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.report import FileOutcome, RunReport, failed
+from mdl.report import FileOutcome, failed
 from mdl.sources import ResolvedModel, resolve_model
-from mdl.store import ExpectedFile, FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
+from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
 log = logging.getLogger("mdl.pull")
@@ -154,37 +152,3 @@ def resolve_models(
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures
-
-
-def pull_models(
-    models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
-) -> RunReport:
-    """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
-    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
-        resolved, outcomes = resolve(session, models, keep_installed=True)
-        plans, failures = plan_models(session, resolved)
-        outcomes.extend(failures)
-        for outcome in outcomes:  # models or files that failed before any transfer: their lines first
-            log_outcome(outcome)
-        if settings.dry_run:
-            planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            return warned(RunReport(planned, dry_run=True), session.lockfile.warnings)
-        if any(p.decision.action is not Action.SKIP for p in plans):
-            session.store.ensure_dirs()
-            check_space(plans)
-        _expect(session, resolved, plans)
-        outcomes.extend(fetch(session, plans))
-        return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
-
-
-def _expect(session: PullSession, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:
-    """Write what each model should be into its record before the first byte moves (atomically): a pull that
-    stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
-    planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
-    for model in resolved:
-        files = (planned.get((model.name, f.path), f) for f in model.files)
-        expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
-        record = session.store.read_record(model.name)
-        now = (expected, model.commit, model.revision or (record.revision if record is not None else None))
-        if record is None or (record.expected, record.commit, record.revision) != now:
-            session.store.update_record(model.name, revision=model.revision, commit=model.commit, expected=expected)

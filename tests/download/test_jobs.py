@@ -12,7 +12,7 @@ from servers import Fault, HubServer, make_data
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.download.fetch import MANY_JOBS, job_counts
-from mdl.download.resolve import PullSession, plan_models, pull_models, resolve
+from mdl.download.puller import PullSession, plan_models, pull_models, resolve
 from mdl.progress import NullProgress
 
 FILES = {f"part/f{i:02d}.json": make_data(2_000 + i, seed=i) for i in range(40)}

@@ -17,7 +17,7 @@ from servers import Fault, HubServer, make_data
 
 from mdl.catalog import ModelSpec, parse_catalog
 from mdl.catalog.settings import build_settings
-from mdl.download.resolve import pull_models
+from mdl.download.puller import pull_models
 from mdl.progress import NullProgress
 from mdl.report import RunReport
 from mdl.store.store import Store

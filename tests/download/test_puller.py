@@ -15,7 +15,7 @@ from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 from mdl.catalog import ModelSpec, parse_catalog
 from mdl.catalog.settings import Settings, build_settings
 from mdl.download.plan import check_space, plan_file
-from mdl.download.resolve import PullSession, RunReport, pull_models, resolve
+from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
 from mdl.store.store import Store

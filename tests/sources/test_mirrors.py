@@ -28,7 +28,7 @@ from typer.testing import Result
 
 from mdl.catalog import ModelSpec, fill_template, parse_catalog, parse_template
 from mdl.catalog.settings import MIRROR_FIELDS, CatalogSettings, build_settings, check_mirror
-from mdl.download.resolve import pull_models
+from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress

@@ -1,0 +1,51 @@
+"""``mdl pull``: resolve → plan → (space) → fetch → report, each stage handing its data to the next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import closing
+
+from mdl.catalog import ModelSpec, Settings
+from mdl.download.fetch import fetch
+from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models
+from mdl.download.resolve import resolve
+from mdl.download.session import PullSession, warned
+from mdl.lockfile import Lock
+from mdl.progress import Progress
+from mdl.report import RunReport
+from mdl.sources import ResolvedModel
+from mdl.store import ExpectedFile
+
+
+def pull_models(
+    models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
+) -> RunReport:
+    """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
+    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
+        resolved, outcomes = resolve(session, models, keep_installed=True)
+        plans, failures = plan_models(session, resolved)
+        outcomes.extend(failures)
+        for outcome in outcomes:  # models or files that failed before any transfer: their lines first
+            log_outcome(outcome)
+        if settings.dry_run:
+            planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
+            return warned(RunReport(planned, dry_run=True), session.lockfile.warnings)
+        if any(p.decision.action is not Action.SKIP for p in plans):
+            session.store.ensure_dirs()
+            check_space(plans)
+        _expect(session, resolved, plans)
+        outcomes.extend(fetch(session, plans))
+        return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
+
+
+def _expect(session: PullSession, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:
+    """Write what each model should be into its record before the first byte moves (atomically): a pull that
+    stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
+    planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
+    for model in resolved:
+        files = (planned.get((model.name, f.path), f) for f in model.files)
+        expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
+        record = session.store.read_record(model.name)
+        now = (expected, model.commit, model.revision or (record.revision if record is not None else None))
+        if record is None or (record.expected, record.commit, record.revision) != now:
+            session.store.update_record(model.name, revision=model.revision, commit=model.commit, expected=expected)
