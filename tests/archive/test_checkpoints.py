@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from runfixtures import make_hf_run, make_kohya_run, make_lightning_run, safetensors_bytes, write, write_json
 
-from mdl.archive.packer import safetensors_problem, select_checkpoint
+from mdl.archive.checkpoints import safetensors_problem, select_checkpoint
 from mdl.errors import ExitCode, UsageError
 
 

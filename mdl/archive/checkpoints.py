@@ -1,0 +1,340 @@
+"""Choosing a run's checkpoint (NAME, latest, best or step:N): find them, tell complete from broken ones."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+import json
+import math
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdl.errors import UnsafePathError, UsageError
+
+# ASCII digits only: Python's \d also matches full-width digits such as "００５".
+_HF_DIR = re.compile(r"checkpoint-([0-9]+)")
+_TMP_DIR = re.compile(r"tmp-checkpoint-([0-9]+)")
+_ACCELERATE_DIR = re.compile(r"checkpoint_([0-9]+)")  # accelerate: checkpoints/checkpoint_<i>/
+_KOHYA_STEP = re.compile(r".+-step([0-9]+)\.safetensors")
+_KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
+_LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
+_LIGHTNING_LAST = "last.ckpt"
+_PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
+KNOWN_PATTERNS = (
+    "checkpoint-N/, checkpoints/checkpoint_N/, NAME-stepN.safetensors, NAME-NNNNNN.safetensors, "
+    "*step=N*.ckpt, last.ckpt"
+)
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
+_JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse to slurp anything huge
+
+
+def _parse_int(text: str) -> int:
+    if abs(value := int(text)) >= 1 << 1024:  # past float range: no step, size or metric is this large
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    if not math.isfinite(value := float(text)):  # 1e400: a number that overflows is not a value anyone wrote on purpose
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are ValueError."""
+    try:
+        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+@contextlib.contextmanager
+def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
+    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2 naming it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    try:
+        yield fd, os.fstat(fd)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def read_small_json(path: Path, shown: str) -> Any:
+    """Parse a small JSON file; every failure is exit 2 naming ``shown``."""
+    with _opened(path, shown) as (fd, st):
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"'{shown}' is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(_JSON_MAX + 1)
+    if len(raw) > _JSON_MAX:
+        raise UsageError(f"'{shown}' is too large to be a JSON index")
+    try:
+        return parse_json(raw)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"'{shown}' is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
+    """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
+    shown = path.name if shown is None else shown
+    with _opened(path, shown) as (fd, st):
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if len(head := os.pread(fd, 8, 0)) < 8:
+            return f"truncated: {st.st_size} bytes, no header"
+        header_len = int.from_bytes(head, "little")
+        if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
+            return f"header length {header_len} does not fit in {st.st_size} bytes"
+        raw = os.pread(fd, header_len, 8)
+    try:
+        header = parse_json(raw)
+    except ValueError:
+        return "header is not JSON"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    end = 0
+    for key, tensor in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        first, last = offsets if isinstance(offsets, list) and len(offsets) == 2 else (None, None)
+        if not (type(first) is int and type(last) is int and 0 <= first <= last):
+            return f"tensor {key!r} has bad data_offsets"
+        end = max(end, last)
+    if (expected := 8 + header_len + end) != st.st_size:
+        return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
+    return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One checkpoint found in a run: a folder or a single file."""
+
+    name: str
+    path: Path
+    number: int | None
+    unit: str  # "step", "epoch", "index", or "alias" for last.ckpt
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile or a whole run left out."""
+
+    path: str  # relative to the run, as users know it; a folder ends with "/"
+    checkpoint: str | None  # the checkpoint it is, when a whole checkpoint is left out
+    reason: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``--checkpoint`` chose: the folder (or single file) to pack, and why."""
+
+    checkpoint: str | None
+    root: Path
+    single_file: bool
+    reason: str
+    skipped: tuple[LeftOut, ...] = ()
+    metric: float | None = None
+
+
+def real_inside(path: Path, run_real: Path, shown: str) -> Path:
+    """The real path behind ``path``; a cycle, a dangling link or a way out of the run raises, naming ``shown``."""
+    try:
+        real = Path(os.path.realpath(path, strict=True))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(f"symlink cycle at '{shown}'") from exc
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"'{shown}' is a dangling symlink") from exc
+        raise UsageError(f"cannot resolve '{shown}': {exc.strerror}") from exc
+    if real != run_real and not real.is_relative_to(run_real):
+        raise UnsafePathError(f"symlink '{shown}' points outside the run, to {real}")
+    return real
+
+
+def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
+    """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a link leaving the
+    run raises."""
+    folder, shown = real_inside(candidate.path, run_real, candidate.name), candidate.name
+    if not candidate.is_dir and candidate.name.endswith(".safetensors"):
+        return safetensors_problem(folder, shown)
+    if not candidate.is_dir:  # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
+        return None if folder.stat().st_size > 0 else "empty file"
+    # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
+    found_weights = False
+    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+        indexed: set[str] = set()
+        for index in sorted(sub.glob("*.index.json")):
+            label = f"{shown}/{index.relative_to(folder)}"
+            data = read_small_json(real_inside(index, run_real, label), label)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map:
+                return f"{index.name} has no weight_map"
+            for shard in sorted({str(v) for v in weight_map.values()}):
+                # Shards live beside their index; anything else is a hostile or broken index.
+                if "/" in shard or "\\" in shard or shard in ("", ".", ".."):
+                    return f"{index.name} names unsafe shard path {shard!r}"
+                if not (sub / shard).exists() and not (sub / shard).is_symlink():
+                    return f"shard {shard} named in {index.name} is missing"
+                indexed.add(shard)
+        for weights in sorted(sub.iterdir()):
+            inside = weights.relative_to(folder)
+            label = f"{shown}/{inside}"
+            if weights.name.endswith(".safetensors"):
+                if problem := safetensors_problem(real_inside(weights, run_real, label), label):
+                    return f"{inside}: {problem}"
+                found_weights = True
+            elif _PICKLED_WEIGHTS.fullmatch(weights.name):
+                found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
+        found_weights = found_weights or bool(indexed)
+    return None if found_weights else "no weights (model.safetensors, shards with their index, or adapter weights)"
+
+
+def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
+    if is_dir:
+        match = _HF_DIR.fullmatch(name)
+        return (int(match.group(1)), "step") if match else None
+    for pattern, unit in ((_KOHYA_STEP, "step"), (_KOHYA_EPOCH, "epoch"), (_LIGHTNING_STEP, "step")):
+        if match := pattern.fullmatch(name):
+            return int(match.group(1)), unit
+    return (None, "alias") if name == _LIGHTNING_LAST else None
+
+
+def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
+    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name)."""
+    found: list[Candidate] = []
+    temporary: list[str] = []
+    with os.scandir(run_dir) as entries:
+        for entry in entries:
+            is_dir = entry.is_dir()  # follows a link: an escaping one is caught when it is used
+            if is_dir and _TMP_DIR.fullmatch(entry.name):
+                temporary.append(entry.name)
+                continue
+            if (kind := _classify(entry.name, is_dir)) is not None and (is_dir or entry.is_file()):
+                found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
+    if (nested := run_dir / "checkpoints").is_dir() and not nested.is_symlink():
+        with os.scandir(nested) as entries:
+            for entry in entries:
+                if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
+                    found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
+    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
+    seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+    for cand in found:
+        if (first := seen.setdefault((cand.unit, cand.number), cand.name)) != cand.name and cand.number is not None:
+            raise UsageError(
+                f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                hint="rename or remove one of them",
+            )
+    return found, sorted(temporary)
+
+
+def _complete(candidate: Candidate, run_real: Path, why: str, reason: str, metric: float | None = None) -> Selection:
+    """``candidate`` chosen for ``reason``; refused if it is incomplete, saying ``why`` it was asked for."""
+    if problem := candidate_problem(candidate, run_real):
+        raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
+    return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
+
+
+def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
+    """The highest-numbered complete checkpoint, and those passed over on the way."""
+    numbered = [c for c in candidates if c.number is not None]
+    if len(units := {c.unit for c in numbered}) > 1:
+        raise UsageError(
+            f"the run mixes {' and '.join(sorted(units))} numbering; 'latest' is ambiguous",
+            hint="name the checkpoint with --checkpoint NAME",
+        )
+    skipped = [LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary]
+    for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
+        try:
+            problem = candidate_problem(cand, run_real)
+        except UnsafePathError as exc:
+            problem = exc.message  # not packed, so not fatal: just not a candidate
+        if problem is None:
+            reason = f"latest: highest complete {cand.unit} ({cand.number})"
+            return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
+        skipped.append(LeftOut(cand.name, cand.name, problem))
+    detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
+    raise UsageError(f"no complete checkpoint in the run ({detail})")
+
+
+def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
+    """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
+    # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
+    places = [(run_dir, "")] + [(c.path, f"{c.name}/") for c in candidates if c.is_dir and c.unit == "step"]
+    found: list[tuple[int, int, str, Any]] = []  # (step, -order: ties go to the run's own file, shown, state)
+    for order, (folder, prefix) in enumerate(places):
+        shown, path = f"{prefix}trainer_state.json", folder / "trainer_state.json"
+        if path.is_file():
+            state = read_small_json(real_inside(path, run_real, shown), shown)
+            step = state.get("global_step") if isinstance(state, dict) else None
+            found.append((step if isinstance(step, int) else -1, -order, shown, state))
+    if not found:
+        raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
+    _, _, shown, state = max(found, key=lambda item: item[:2])
+    recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
+    best_step = state.get("best_global_step") if isinstance(state, dict) else None
+    if isinstance(recorded, str) and recorded.strip("/\\"):
+        # The path is as it was at training time (absolute, other machine): only its last part counts.
+        name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
+        source = f"best_model_checkpoint {recorded!r} in {shown}"
+    elif isinstance(best_step, int) and not isinstance(best_step, bool):
+        name = f"checkpoint-{best_step}"
+        source = f"best_global_step {best_step} in {shown}"
+    else:
+        raise UsageError(f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)")
+    if (chosen := next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)) is None:
+        raise UsageError(f"{source} does not name a checkpoint folder in the run")
+    metric = state.get("best_metric")
+    try:  # NaN, infinities (trainers write them), ints past float range and non-numbers count as no metric
+        metric_value = float(metric) if math.isfinite(metric) and not isinstance(metric, bool) else None
+    except (TypeError, OverflowError):
+        metric_value = None
+    reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
+    return _complete(chosen, run_real, "best", reason, metric_value)
+
+
+def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
+    """Resolve ``--checkpoint`` (NAME, latest, best, step:N or None) to what gets packed."""
+    run_real = Path(os.path.realpath(run_dir))
+    if spec is None:
+        return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
+    candidates, temporary = find_candidates(run_dir)
+    if spec == "latest":
+        return _select_latest(candidates, temporary, run_real)
+    if spec == "best":
+        return _select_best(run_dir, candidates, run_real)
+    if spec.startswith("step:"):
+        if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
+            raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
+        step = int(match.group(1))
+        if (chosen_step := next((c for c in candidates if c.unit == "step" and c.number == step), None)) is None:
+            steps = sorted(c.number for c in candidates if c.unit == "step" and c.number is not None)
+            near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
+            raise UsageError(
+                f"no checkpoint for step {step} (steps present: {', '.join(map(str, steps)) or 'none'})",
+                hint=f"did you mean step:{near}?" if near is not None else None,
+            )
+        return _complete(chosen_step, run_real, spec, f"step {step} requested")
+    name = spec.removesuffix("/")
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
+    if (named := next((c for c in candidates if c.name == name), None)) is None:
+        if _TMP_DIR.fullmatch(name):
+            raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
+        close = difflib.get_close_matches(name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else None
+        if (run_dir / name).exists() or (_classify(name, True) is None and _classify(name, False) is None):
+            raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
+        raise UsageError(f"no checkpoint '{name}' in the run", hint=hint)
+    return _complete(named, run_real, "named", "named on the command line")
