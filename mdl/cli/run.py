@@ -142,7 +142,8 @@ def make_reporter(
     events: EventStream | None = None,
 ) -> Reporter:
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
-    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter, RichReporter  # rich: when bars are drawn
+    from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
 
     if mode == "rich":
         return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)

@@ -9,7 +9,7 @@ import pytest
 from clocks import FakeClock
 from rich.console import Console
 
-from mdl.cli.render.progress import RichReporter
+from mdl.cli.render.bars import RichReporter
 from mdl.cli.run import make_reporter
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from mdl.cli.render.progress import Row, choose_layout, render_rows
+from mdl.cli.render.bars import Row, choose_layout, render_rows
 
 MiB, GiB = 1024**2, 1024**3
 SHARD_1 = "big/model-00001-of-00002.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.cli.render.progress import display_width, fit_labels, shorten
+from mdl.cli.render.bars import display_width, fit_labels, shorten
 
 SHARD_1 = "big/model-00001-of-00002.safetensors"
 SHARD_2 = "big/model-00002-of-00002.safetensors"
