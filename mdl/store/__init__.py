@@ -2,6 +2,7 @@
 and the offline views of it (list, show, verify, clean)."""
 
 from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
     DirSyncs,
@@ -34,7 +35,7 @@ from mdl.store.inventory import (
     verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
-from mdl.store.store import ExpectedFile, FileRecord, HeldLocks, ModelRecord, Store, now_iso
+from mdl.store.store import ExpectedFile, FileRecord, ModelRecord, Store, now_iso
 
 __all__ = [
     "INSTALLED",
