@@ -35,7 +35,8 @@ from mdl.store.inventory import (
     verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
-from mdl.store.store import ExpectedFile, FileRecord, ModelRecord, Store, now_iso
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
+from mdl.store.store import Store
 
 __all__ = [
     "INSTALLED",

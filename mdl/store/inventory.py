@@ -19,7 +19,8 @@ from mdl.report import FileOutcome, RunReport, failed
 from mdl.store import confined
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
 from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, write_ref
-from mdl.store.store import ExpectedFile, FileRecord, ModelRecord, Store, key_prefix
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
+from mdl.store.store import Store, key_prefix
 
 INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
 MODIFIED_MAYBE = "modified?"  # recorded, same size, but touched since it was verified: only a re-hash can tell

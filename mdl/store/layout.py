@@ -16,7 +16,8 @@ from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import creatable_problem, kind_of, not_a_file, not_a_file_error
-from mdl.store.store import FileRecord, ModelRecord, Store
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store
 
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"

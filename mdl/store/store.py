@@ -1,33 +1,23 @@
-"""The destination under ``<dest>/.mdl``: per-model records (data, JSON form, reading back), partials, free space."""
+"""The destination under ``<dest>/.mdl``: its paths, records read and written under their lock, partials, free space."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from mdl.errors import LocalFSError, UnsafePathError
-from mdl.paths import SHA256_HEX, safe_relative_path
-from mdl.redact import printable, record_text
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
 
-log = logging.getLogger("mdl.store")
-
-RECORD_VERSION = 1
-_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
-_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
-_MAX_INT = 2**63 - 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
@@ -36,147 +26,6 @@ _OWN_PARTIAL = re.compile(
 RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
 GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
 RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
-
-    path: str
-    size: int
-    sha256: str
-    mtime_ns: int
-    source: str = ""
-    git_oid: str | None = None
-    etag: str | None = None
-    commit: str | None = None
-    fetched_at: str = ""
-
-
-@dataclass(frozen=True)
-class ExpectedFile:
-    """One file the model should have, as its last resolution said (the Hub listing, the lock or the catalog):
-    written before the first byte of a pull moves, so a pull that stops halfway never looks installed."""
-
-    path: str
-    size: int | None
-    sha256: str | None = None
-    git_oid: str | None = None
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
-
-    name: str
-    revision: str | None = None
-    commit: str | None = None
-    files: dict[str, FileRecord] = field(default_factory=dict)
-    updated_at: str = ""
-    expected: dict[str, ExpectedFile] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
-        return {
-            "version": RECORD_VERSION,
-            "name": self.name,
-            "revision": record_text(self.revision),
-            "commit": record_text(self.commit),
-            "updated_at": self.updated_at,
-            "files": _files_json(self.files),
-            **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
-        }
-
-
-def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
-    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
-    return {
-        path: {k: record_text(v) if k in _SERVER_TEXT else v for k, v in asdict(one).items() if k != drop}
-        for path, one in sorted(entries.items())
-    }
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
-    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
-    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
-    and one bad field makes the whole record unreadable rather than half-trusted."""
-    try:
-        raw = json.loads(read(path).decode("utf-8"))
-        if not isinstance(raw, dict):
-            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
-        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
-            raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
-        return ModelRecord(
-            files=_section(raw, "files", FileRecord) or {},
-            expected=_section(raw, "expected", ExpectedFile, optional=True),
-            name=model,
-            revision=_optional_text(raw, "revision", "revision"),
-            commit=_optional_text(raw, "commit", "commit"),
-            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
-        )
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
-        log.warning("ignoring unreadable record %s: %s", path, exc)
-        return None
-
-
-class RecordFieldError(ValueError):
-    """A record field of the wrong type or form (names the key path)."""
-
-
-def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
-    value = raw.get(name, None if optional else {})
-    if value is None and optional:
-        return None
-    if not isinstance(value, dict):
-        raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
-    return {path: _entry(cls, name, path, one) for path, one in value.items()}
-
-
-def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
-    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the type it declares."""
-    where = f"{section}.{path}"
-    try:
-        safe_relative_path(path, where=where)
-    except UnsafePathError as exc:
-        raise RecordFieldError(exc.message) from None
-    if not isinstance(value, dict):
-        raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
-    if cls is FileRecord and value.get("path", path) != path:
-        raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
-    found: dict[str, Any] = {"path": path}
-    for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
-        key, kind, got = one.name, str(one.type), value.get(one.name)
-        if got is None and "None" in kind:
-            found[key] = None
-        elif kind.startswith("int"):
-            if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
-                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
-            found[key] = got
-        elif key == "sha256":
-            if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
-                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
-            found[key] = got
-        else:
-            found[key] = _optional_text(value, key, f"{where}.{key}") or ""
-    return cls(**found)
-
-
-def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
-    value = rec.get(key)
-    if value is not None and not isinstance(value, str):
-        raise RecordFieldError(f"{where}: expected text, got {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    return printable(repr(value)[:80])
 
 
 def key_prefix(model: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from mdl.download.plan import UNNAMED, Action, LocalState, decide, same_content
 from mdl.sources.resolve import RemoteFile
-from mdl.store.store import FileRecord
+from mdl.store.records import FileRecord
 
 SHA = "a" * 64
 OTHER_SHA = "b" * 64

@@ -23,7 +23,7 @@ from mdl.errors import (
 from mdl.sources.hub import Hub
 from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_model, resolve_offline, with_probe
 from mdl.store.layout import hub_source
-from mdl.store.store import FileRecord, ModelRecord
+from mdl.store.records import FileRecord, ModelRecord
 from mdl.transfer.http import RetryPolicy
 
 WEIGHTS = make_data(20_000, seed=1)

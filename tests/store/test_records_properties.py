@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from mdl import api
 from mdl.errors import ExitCode, MdlError
 from mdl.paths import safe_relative_path
-from mdl.store.store import ModelRecord, parse_record
+from mdl.store.records import ModelRecord, parse_record
 from mdl.transfer.job import Identity
 from mdl.transfer.resume import parse_state, saved_progress
 

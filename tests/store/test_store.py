@@ -16,8 +16,8 @@ import pytest
 from filelock import FileLock
 
 from mdl.errors import ExitCode, InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
+from mdl.store import FileRecord, ModelRecord, Store
 from mdl.store.filesystem import hash_file, stat_file
-from mdl.store.store import FileRecord, ModelRecord, Store
 
 
 def rec(path: str, n: int = 1) -> FileRecord:

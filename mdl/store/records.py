@@ -1,0 +1,163 @@
+"""The per-model record of verified files: its data, its JSON form on disk, and reading it back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mdl.errors import UnsafePathError
+from mdl.paths import SHA256_HEX, safe_relative_path
+from mdl.redact import printable, record_text
+
+log = logging.getLogger("mdl.store")
+
+RECORD_VERSION = 1
+_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
+_Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
+_MAX_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int
+    source: str = ""
+    git_oid: str | None = None
+    etag: str | None = None
+    commit: str | None = None
+    fetched_at: str = ""
+
+
+@dataclass(frozen=True)
+class ExpectedFile:
+    """One file the model should have, as its last resolution said (the Hub listing, the lock or the catalog):
+    written before the first byte of a pull moves, so a pull that stops halfway never looks installed."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None
+    git_oid: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
+
+    name: str
+    revision: str | None = None
+    commit: str | None = None
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    updated_at: str = ""
+    expected: dict[str, ExpectedFile] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
+        return {
+            "version": RECORD_VERSION,
+            "name": self.name,
+            "revision": record_text(self.revision),
+            "commit": record_text(self.commit),
+            "updated_at": self.updated_at,
+            "files": _files_json(self.files),
+            **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
+        }
+
+
+def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
+    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
+    return {
+        path: {k: record_text(v) if k in _SERVER_TEXT else v for k, v in asdict(one).items() if k != drop}
+        for path, one in sorted(entries.items())
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
+    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
+    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
+    and one bad field makes the whole record unreadable rather than half-trusted."""
+    try:
+        raw = json.loads(read(path).decode("utf-8"))
+        if not isinstance(raw, dict):
+            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+            raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
+        return ModelRecord(
+            files=_section(raw, "files", FileRecord) or {},
+            expected=_section(raw, "expected", ExpectedFile, optional=True),
+            name=model,
+            revision=_optional_text(raw, "revision", "revision"),
+            commit=_optional_text(raw, "commit", "commit"),
+            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
+        log.warning("ignoring unreadable record %s: %s", path, exc)
+        return None
+
+
+class RecordFieldError(ValueError):
+    """A record field of the wrong type or form (names the key path)."""
+
+
+def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
+    value = raw.get(name, None if optional else {})
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
+    return {path: _entry(cls, name, path, one) for path, one in value.items()}
+
+
+def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
+    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the type it declares."""
+    where = f"{section}.{path}"
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
+    if cls is FileRecord and value.get("path", path) != path:
+        raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
+    found: dict[str, Any] = {"path": path}
+    for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
+        key, kind, got = one.name, str(one.type), value.get(one.name)
+        if got is None and "None" in kind:
+            found[key] = None
+        elif kind.startswith("int"):
+            if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
+                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
+            found[key] = got
+        elif key == "sha256":
+            if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
+                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
+            found[key] = got
+        else:
+            found[key] = _optional_text(value, key, f"{where}.{key}") or ""
+    return cls(**found)
+
+
+def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
+    value = rec.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RecordFieldError(f"{where}: expected text, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    return printable(repr(value)[:80])
