@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mdl import api
-from mdl.cli.app import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
+from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size

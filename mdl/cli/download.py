@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import AllOpt, ConnectionsOpt, DryRunOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.options import AllOpt, ConnectionsOpt, DryRunOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
 from mdl.units import human_size

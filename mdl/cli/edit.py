@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import NameArg, TimeoutOpt, command, complete_model_names
+from mdl.cli.options import NameArg, TimeoutOpt, command, complete_model_names
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import ConnectionsOpt, TimeoutOpt, command
+from mdl.cli.options import ConnectionsOpt, TimeoutOpt, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
+from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
 from mdl.cli.run import Run, unread_if_failing
 from mdl.units import human_size
 

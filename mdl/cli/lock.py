@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import AllOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.options import AllOpt, NamesArg, TimeoutOpt, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.app import AllOpt, NamesArg, command
+from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 from mdl.units import human_size

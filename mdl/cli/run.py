@@ -105,7 +105,7 @@ class Run:
 
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
-ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.app)
+ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress (mdl.cli.options)
 
 
 def choose_progress_mode(

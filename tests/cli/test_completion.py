@@ -181,7 +181,7 @@ def test_fixed_choices_match_the_rules_below_the_cli() -> None:
 
     from mdl.api import STATUSES
     from mdl.catalog.settings import LAYOUTS
-    from mdl.cli.app import LayoutChoice, StatusChoice
+    from mdl.cli.options import LayoutChoice, StatusChoice
 
     assert get_args(LayoutChoice) == LAYOUTS
     assert get_args(StatusChoice) == STATUSES
