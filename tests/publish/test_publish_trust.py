@@ -21,7 +21,7 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode
-from mdl.upload.publisher import S3_MAX_PARTS, part_layout
+from mdl.upload.bucket import S3_MAX_PARTS, part_layout
 
 MiB = 1024 * 1024
 BIG = make_data(17 * MiB + 5, seed=81)  # above the 16 MiB part size: a multipart upload of 2 parts
