@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import platformdirs
 
 from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
+from mdl.paths import is_http_url
 from mdl.redact import remember_url_secrets
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -231,7 +231,7 @@ def build_settings(
     rate_text = _first(limit_rate, env_rate, catalog.limit_rate)
     rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
     endpoint = (environ.get("HF_ENDPOINT") or catalog.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-    if not endpoint.startswith(("http://", "https://")) or not _has_origin(endpoint):
+    if not is_http_url(endpoint):
         # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
         raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
     for key in ("stall_timeout", "timeout", "lock_timeout"):
@@ -280,15 +280,6 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     if env_locked and env_frozen:
         raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")
-
-
-def _has_origin(url: str) -> bool:  # a host and, if any, a valid port ('http://h:abc' and 'http://[::1' have not)
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return False
-    return bool(parts.hostname)
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

@@ -195,7 +195,7 @@ def check_url(url: str, *, where: str) -> None:
     remember_url_secrets(url)
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
+        host, _ = parts.hostname or "", parts.port  # a port that is no number or out of range is bad input
     except ValueError as exc:
         raise UsageError(f"{where}: not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:  # urlsplit lowercases the scheme

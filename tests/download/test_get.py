@@ -360,6 +360,15 @@ def test_plain_http_urls_need_a_local_host(env: HubServer, tmp_path: Path) -> No
     assert (tmp_path / "ok.bin").read_bytes() == DATA
 
 
+@pytest.mark.parametrize("port", ["99999", "abc", "-1"])
+def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Path, port: str) -> None:
+    url = f"https://127.0.0.1:{port}/x.bin"
+    result = mdl("get", url)
+    assert result.exit_code == 2, result.stderr
+    assert url in result.stderr and "not a valid URL" in result.stderr
+    assert not list(tmp_path.glob("x.bin*"))
+
+
 def test_a_url_without_a_file_name_needs_o(env: HubServer, tmp_path: Path) -> None:
     url = env.cdn.add_file("/files/", DATA)
     refused = mdl("get", url)

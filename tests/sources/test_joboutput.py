@@ -348,7 +348,7 @@ def test_public_hosts_need_https(host: str) -> None:
     assert "SECRET" not in message
 
 
-@pytest.mark.parametrize("url", ["https:///nohost", "http://", "https://[::1/x"])
+@pytest.mark.parametrize("url", ["https:///nohost", "http://", "https://[::1/x", "https://h:99999/x", "https://h:p/x"])
 def test_urls_without_a_host_are_refused(url: str) -> None:
     with pytest.raises(UsageError):
         check_url(url, where="w")
