@@ -296,20 +296,25 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
     try:
-        # The data is an immutable str that check_inline decoded and verified: this pass writes the same bytes.
+        # check_inline verified a first decoding; what is installed is this second one, so it is checked too.
+        digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as handle:
             for chunk in iter_base64(item.data, where=item.where):
                 handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
                 progress.advance(label, len(chunk))
             handle.flush()
             os.fsync(handle.fileno())
+        if (size, digest.hexdigest()) != (check.size, check.sha256):  # the data is immutable: a bug if so
+            raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
         fsync_dir(target.parent)
     except BaseException as exc:  # Ctrl-C included: never leave a half-written temp file behind
         with contextlib.suppress(OSError):
             tmp.unlink()
         if not isinstance(exc, OSError):
-            progress.finish(label, ok=False, message="interrupted")
+            progress.finish(label, ok=False, message=str(exc) if isinstance(exc, IntegrityError) else "interrupted")
             raise
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write {target}: {exc.strerror or exc}") from exc

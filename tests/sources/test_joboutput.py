@@ -290,6 +290,17 @@ def test_an_interrupted_write_leaves_nothing(tmp_path: Path, tiny_chunks: None) 
     assert (tmp_path / "a.bin").read_bytes() == b"old", "the old file is untouched until the new one is whole"
 
 
+def test_bytes_that_decode_otherwise_than_checked_are_not_installed(tmp_path: Path) -> None:
+    """What is installed is hashed as it is written: a second decoding unlike the checked one stays out."""
+    item = InlineFile("a.bin", b64(b"new"), None, None, "j[0]")
+    (tmp_path / "a.bin").write_bytes(b"old")
+    checked_other = InlineCheck(3, hashlib.sha256(b"NEW").hexdigest())
+    with pytest.raises(IntegrityError, match="decoded differently"):
+        write_inline(item, tmp_path / "a.bin", check=checked_other, progress=NullProgress())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+    assert (tmp_path / "a.bin").read_bytes() == b"old"
+
+
 def test_write_inline_into_an_unwritable_place_is_exit_7(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
