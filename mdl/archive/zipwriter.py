@@ -230,11 +230,14 @@ def _write_seekable(
             # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long) and
             # CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
             data, written = contents.manifest(hashes), fh.tell()
+            fh.seek(manifest.header_offset)
+            header = fh.read(30)
+            if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":  # never patch over another entry
+                raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
             manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
             fh.seek(manifest.header_offset + 14)
             fh.write(struct.pack("<L", manifest.CRC))
-            fh.seek(manifest.header_offset + 26)
-            name_len, extra_len = struct.unpack("<HH", fh.read(4))
             fh.seek(manifest.header_offset + 30 + name_len + extra_len)
             fh.write(data)
             fh.seek(written)

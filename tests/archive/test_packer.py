@@ -28,8 +28,16 @@ from runfixtures import (
 )
 
 from mdl.archive.packer import PackOptions, PackResult, pack_run
-from mdl.archive.zipwriter import HashingCopier, SourceFile, write_entries, zip_date_time
-from mdl.errors import ExitCode, IntegrityError, NoSpaceError, UnsafePathError, UsageError
+from mdl.archive.zipwriter import (
+    Contents,
+    HashingCopier,
+    SourceFile,
+    write_entries,
+    write_file_archive,
+    zip_date_time,
+)
+from mdl.errors import ExitCode, IntegrityError, MdlError, NoSpaceError, UnsafePathError, UsageError
+from mdl.progress import NullProgress
 
 UNZIP = shutil.which("unzip")
 
@@ -400,3 +408,21 @@ def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
     assert result.files[0].sha256 is not None
     assert_unzip_clean(archive)
     assert time.monotonic() - started < 120
+
+
+class _GrowingManifest(Contents):
+    def manifest(self, hashes: dict[str, str]) -> bytes:
+        return super().manifest(hashes) + (b" " if hashes else b"")
+
+
+def test_a_manifest_that_would_not_fit_its_place_is_never_patched_in(tmp_path: Path) -> None:
+    """The manifest is rewritten in place only over its own bytes: one that grew would overwrite the next entry."""
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"weights")
+    st = src.stat()
+    source = SourceFile("w.bin", src, "w.bin", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "weights", False)
+    contents = _GrowingManifest("run", {"format": 1}, [source], [], None)
+    target = tmp_path / "out" / "run.zip"
+    with pytest.raises(MdlError, match="cannot rewrite 'run/mdl-manifest.json' in place"):
+        write_file_archive(target, contents, NullProgress())
+    assert list(target.parent.iterdir()) == [], "neither the archive nor its .partial is left"
