@@ -48,8 +48,8 @@ def temp_name(name: str) -> str:
     return f".{name}.{secrets.token_hex(8)}.mdl-tmp"
 
 
-# temp_name() adds a dot before the name and ".<16 hex>.mdl-tmp" after it: a name must leave room for that.
-MAX_COMPONENT_BYTES = NAME_MAX - len(temp_name(""))
+TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it
+MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD  # a name must leave room for mdl's temporary one
 
 
 def path_problem(name: str) -> str | None:
@@ -94,8 +94,9 @@ def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
 def safe_relative_path(value: str, *, where: str) -> str:
     """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
     normalised = re.sub(r"\A(?:\./)+", "", value)  # a leading "./" is harmless; nothing else odd is guessed at
-    problem = path_problem(normalised) if normalised or not value else "it names no file"
-    if problem is not None:
+    if value and not normalised:
+        raise _unsafe(value, where=where, reason="it names no file")  # "./" alone
+    if (problem := path_problem(normalised)) is not None:
         raise _unsafe(value, where=where, reason=problem)
     return normalised
 

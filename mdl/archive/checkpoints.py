@@ -295,11 +295,11 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
         raise UsageError(f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)")
     if (chosen := next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)) is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
-    metric = state.get("best_metric")
-    try:  # NaN, infinities (trainers write them), ints past float range and non-numbers count as no metric
-        metric_value = float(metric) if math.isfinite(metric) and not isinstance(metric, bool) else None
-    except (TypeError, OverflowError):
-        metric_value = None
+    metric, metric_value = state.get("best_metric"), None
+    if isinstance(metric, int | float) and not isinstance(metric, bool):
+        # NaN and infinities (trainers write them) and ints past float range (isfinite overflows) count as none
+        with contextlib.suppress(OverflowError):
+            metric_value = float(metric) if math.isfinite(metric) else None
     reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
     return _complete(chosen, run_real, "best", reason, metric_value)
 

@@ -60,7 +60,8 @@ def name_problem(name: str) -> str | None:
         (name.startswith("/"), "absolute path"),
         (DRIVE_RE.match(name) is not None, "drive letter"),
     )
-    # Then the rule pull and get apply too (bidi, separators, length with temp name).
+    # The rest is paths.path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts, reserved device
+    # names, component length with the temp name): an archive's names get no weaker check than a server's.
     if problem := next((why for bad, why in refused if bad), None) or path_problem(name):
         return problem
     if ":" in name:  # a drive or an NTFS alternate data stream on Windows

@@ -24,6 +24,7 @@ Action = Literal["added", "extended", "replaced", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 # What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
+# Never changed: the canonical forms built from it share its lists.
 DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
 NEW_CATALOG = (
     "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` / `mdl remove`;\n"
@@ -129,7 +130,8 @@ def add_entry(
 
 
 def remove_entry(text: str, name: str) -> str:
-    """``text`` without model ``name`` (and the comments written on it); UsageError when there is none."""
+    """``text`` without model ``name`` and, where the layout leaves them a place, the comments written on it;
+    UsageError when there is no such model."""
     document = tomllib.loads(text)
     models = document.get("models", {})
     if name not in models:

@@ -153,7 +153,7 @@ def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-Text = Annotated[str, _rule(str.strip, "must not be empty")]
+Text = Annotated[str, _rule(lambda value: value.strip() != "", "must not be empty")]
 RepoId = Annotated[
     Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
 ]

@@ -45,10 +45,11 @@ def publish_cmd(
     report = run.call(
         api.publish, *(names or ()), to=to, all=all_models, connections=connections, endpoint=endpoint_url, **where
     )
-    for manifest in report.manifests if not run.json else ():
-        model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
-        files = [f for f in report.files if f.model == model and f.path is not None]
-        size = sum(f.size or 0 for f in files)
-        to = report.target.rstrip("/") + f"/{model}/"
-        run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+    if not run.json:  # the JSON document has the manifests; people get a line per model
+        for manifest in report.manifests:
+            model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
+            files = [f for f in report.files if f.model == model and f.path is not None]
+            size = sum(f.size or 0 for f in files)
+            to = report.target.rstrip("/") + f"/{model}/"
+            run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
     return render_report(run, report, verb="published")

@@ -395,10 +395,11 @@ def invoke(app: Any) -> int:
     if code == EXIT_STDOUT_CLOSED:
         silence_stdout()
         return code
+    flushed = False
     with unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
         sys.stdout.flush()
-        return code
-    return code or EXIT_STDOUT_CLOSED
+        flushed = True
+    return code if flushed else (code or EXIT_STDOUT_CLOSED)
 
 
 def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False) -> int:

@@ -324,4 +324,4 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
 def check_expected_sha256(value: str | None) -> str | None:
     if value is not None and not SHA256_HEX.fullmatch(value.lower()):
         raise UsageError(f"--sha256: expected 64 hex digits, got {_one_line(repr(value))}")
-    return value and value.lower()
+    return None if value is None else value.lower()

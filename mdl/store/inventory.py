@@ -1,5 +1,6 @@
 """What is on disk, judged from records and ``lstat`` alone: the one state vocabulary that ``show``, ``list``,
-``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree; and the offline views built on it."""
+``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree; and the offline commands built on
+it: ``list`` and ``show``, ``verify`` (which rehashes what the records vouch for) and ``clean``."""
 
 from __future__ import annotations
 

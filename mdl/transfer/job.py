@@ -48,7 +48,9 @@ class RetryLog:
 
     def __init__(self) -> None:
         self._causes: list[str] = []
-        self.add = self._causes.append  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations)
+
+    def add(self, cause: str) -> None:
+        self._causes.append(cause)  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations): no lock
 
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""

@@ -102,12 +102,14 @@ class DownloadState:
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
 
     def adopt(self, validator: str | None) -> None:
-        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not; a weak one is none."""
+        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A weak ETag cannot
+        guard a range (RFC 9110 §13.1.5), so it counts as none."""
         usable = validator if validator and not validator.startswith("W/") else None
-        self.validator = usable  # If-Range of every range: a strong ETag, else an HTTP-date
-        self.etag = usable if usable and usable.startswith('"') else None  # then what the first answer said
-        # the Last-Modified usable as a validator, and the first one seen as sent, usable or not
-        self.last_modified = self.modified_seen = usable if usable and not usable.startswith('"') else None
+        is_etag = usable is not None and usable.startswith('"')
+        self.validator = usable  # sent as If-Range with every range
+        self.etag = usable if is_etag else None
+        # A date: the Last-Modified that guards ranges, and the first one an answer sent (check_version updates both)
+        self.last_modified = self.modified_seen = None if is_etag else usable
 
     def steal(self, streams: int) -> Piece | None:
         """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""

@@ -423,6 +423,6 @@ def test_a_manifest_that_would_not_fit_its_place_is_never_patched_in(tmp_path: P
     source = SourceFile("w.bin", src, "w.bin", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "weights", False)
     contents = _GrowingManifest("run", {"format": 1}, [source], [], None)
     target = tmp_path / "out" / "run.zip"
-    with pytest.raises(MdlError, match="cannot rewrite 'run/mdl-manifest.json' in place"):
+    with pytest.raises(MdlError, match=r"cannot rewrite 'run/mdl-manifest\.json' in place"):
         write_file_archive(target, contents, NullProgress())
     assert list(target.parent.iterdir()) == [], "neither the archive nor its .partial is left"
