@@ -16,6 +16,7 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
+from mdl.progress import Event, Progress
 
 # The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
@@ -168,7 +169,7 @@ def make_kohya_run(root: Path) -> Run:
     return Run(root, ["style-000001.safetensors", "style-000002.safetensors"])
 
 
-class RecordingProgress:
+class RecordingProgress(Progress):
     """A Progress that keeps what it was told, and can run a hook on each advance (to act mid-pack)."""
 
     def __init__(self, on_advance: Any = None) -> None:
@@ -181,34 +182,19 @@ class RecordingProgress:
         self.by_key: dict[str, int] = {}
         self._on_advance = on_advance
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        self.begun = (total_bytes, files)
-        self.batches.append(self.begun)
-
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        self.started.append(key)
-        self.names.append((model, path))
-
-    def waiting(self, key: str, message: str) -> None:
-        self.notes.append(f"{key}: {message}")
-
-    def advance(self, key: str, nbytes: int) -> None:
-        self.advanced += nbytes
-        self.by_key[key] = self.by_key.get(key, 0) + nbytes
-        if self._on_advance is not None:
-            self._on_advance(key, nbytes)
-
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
+    def emit(self, event: Event) -> None:
+        if event.kind == "begin":
+            self.begun = (event.total, event.files)
+            self.batches.append(self.begun)
+        elif event.kind == "start":
+            self.started.append(event.key)
+            self.names.append((event.model, event.path))
+        elif event.kind == "waiting":
+            self.notes.append(f"{event.key}: {event.message}")
+        elif event.kind == "note":
+            self.notes.append(event.message)
+        elif event.kind == "advance":
+            self.advanced += event.nbytes
+            self.by_key[event.key] = self.by_key.get(event.key, 0) + event.nbytes
+            if self._on_advance is not None:
+                self._on_advance(event.key, event.nbytes)

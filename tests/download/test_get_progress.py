@@ -10,7 +10,7 @@ from pathlib import Path
 
 from terminal import STAMP, TOTAL, run_mdl
 
-from mdl.progress import NullProgress
+from mdl.progress import Event, NullProgress
 from mdl.sources import InlineFile, check_inline
 
 MiB = 1024 * 1024
@@ -51,20 +51,11 @@ class Moves(NullProgress):
         self.steps: list[int] = []
         self.names: list[tuple[str | None, str | None]] = []
 
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        self.names.append((model, path))
-
-    def advance(self, key: str, nbytes: int) -> None:
-        self.steps.append(nbytes)
+    def emit(self, event: Event) -> None:
+        if event.kind == "start":
+            self.names.append((event.model, event.path))
+        elif event.kind == "advance":
+            self.steps.append(event.nbytes)
 
 
 def test_checking_a_payload_advances_as_it_decodes() -> None:

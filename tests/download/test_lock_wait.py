@@ -18,7 +18,7 @@ from servers import Fault, HubServer, make_data
 from mdl.catalog import ModelSpec, parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.download.puller import pull_models
-from mdl.progress import NullProgress
+from mdl.progress import Event, NullProgress
 from mdl.report import RunReport
 from mdl.store.store import Store
 
@@ -27,40 +27,20 @@ WAIT = "another mdl run is fetching it"  # the display says "waiting"
 
 
 class Events(NullProgress):
-    """Every call, in order (a real Progress, not the thing under test)."""
+    """Every event but bytes, in order (a real Progress, not the thing under test)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls: list[tuple[Any, ...]] = []
+        self.calls: list[Event] = []
 
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        with self.lock:
-            self.calls.append(("start", key, label, model, path))
-
-    def waiting(self, key: str, message: str) -> None:
-        with self.lock:
-            self.calls.append(("waiting", key, message))
-
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        with self.lock:
-            self.calls.append(("finish", key, ok, message))
-
-    def note(self, message: str) -> None:
-        with self.lock:
-            self.calls.append(("note", message))
+    def emit(self, event: Event) -> None:
+        if event.kind not in ("begin", "advance"):
+            with self.lock:
+                self.calls.append(event)
 
     def kinds(self, key: str) -> list[str]:
         with self.lock:
-            return [c[0] for c in self.calls if len(c) > 1 and c[1] == key]
+            return [e.kind for e in self.calls if e.key == key]
 
 
 @pytest.fixture
@@ -91,11 +71,11 @@ def test_a_held_file_says_so_on_its_bar_then_starts_when_the_lock_is_free(
     (report,) = reports
     assert report.ok
     assert events.kinds("w/weights.bin") == ["waiting", "start", "finish"]
-    waiting = next(c for c in events.calls if c[0] == "waiting")
-    assert waiting == ("waiting", "w/weights.bin", WAIT)
-    start = next(c for c in events.calls if c[0] == "start")
-    assert start == ("start", "w/weights.bin", "w/weights.bin", "w", "weights.bin")
-    assert not [c for c in events.calls if c[0] == "note"]  # said on the bar, not as a loose line
+    waiting = next(e for e in events.calls if e.kind == "waiting")
+    assert (waiting.key, waiting.message) == ("w/weights.bin", WAIT)
+    start = next(e for e in events.calls if e.kind == "start")
+    assert (start.key, start.label, start.model, start.path) == ("w/weights.bin", "w/weights.bin", "w", "weights.bin")
+    assert not [e for e in events.calls if e.kind == "note"]  # said on the bar, not as a loose line
     assert (dest / "w" / "weights.bin").read_bytes() == WEIGHTS
 
 
@@ -121,4 +101,6 @@ def test_a_file_the_other_run_finished_is_closed_not_left_waiting(
     assert reports["first"].ok and reports["second"].ok
     assert [f.action for f in reports["second"].files] == ["skipped"]
     assert second_events.kinds("w/weights.bin") == ["waiting", "finish"]
-    assert second_events.calls[-1] == ("finish", "w/weights.bin", True, "fetched by another mdl run")
+    last = second_events.calls[-1]
+    assert (last.kind, last.key, last.ok) == ("finish", "w/weights.bin", True)
+    assert last.message == "fetched by another mdl run"

@@ -9,7 +9,7 @@ import pytest
 from servers import HubServer, make_data
 from terminal import STAMP, TOTAL, run_mdl
 
-from mdl.progress import NullProgress
+from mdl.progress import Event, NullProgress
 from mdl.store import Layout, verify_models
 
 MiB = 1024 * 1024
@@ -25,23 +25,13 @@ class Calls(NullProgress):
         self.started: list[tuple[str, int | None, str | None, str | None]] = []
         self.advanced: dict[str, list[int]] = {}
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        self.begun.append((total_bytes, files))
-
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        self.started.append((key, total, model, path))
-
-    def advance(self, key: str, nbytes: int) -> None:
-        self.advanced.setdefault(key, []).append(nbytes)
+    def emit(self, event: Event) -> None:
+        if event.kind == "begin":
+            self.begun.append((event.total, event.files))
+        elif event.kind == "start":
+            self.started.append((event.key, event.total, event.model, event.path))
+        elif event.kind == "advance":
+            self.advanced.setdefault(event.key, []).append(event.nbytes)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from mdl.errors import (
     NetworkError,
     NotFoundError,
 )
+from mdl.progress import Event, Progress
 from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob
 from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
 from mdl.transfer.scheduling import MiB, plan_pieces
@@ -36,7 +37,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class Recorder:
+class Recorder(Progress):
     """A thread-safe Progress that remembers what it was told."""
 
     def __init__(self) -> None:
@@ -46,34 +47,17 @@ class Recorder:
         self.notes: list[str] = []
         self.names: list[tuple[str | None, str | None]] = []
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        pass
-
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        self.starts.append((key, total, completed))
-        self.names.append((model, path))
-
-    def waiting(self, key: str, message: str) -> None:
-        self.notes.append(f"{key}: {message}")
-
-    def advance(self, key: str, nbytes: int) -> None:
+    def emit(self, event: Event) -> None:
         with self.lock:
-            self.advanced[key] += nbytes
-
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
+            if event.kind == "start":
+                self.starts.append((event.key, event.total, event.completed))
+                self.names.append((event.model, event.path))
+            elif event.kind == "waiting":
+                self.notes.append(f"{event.key}: {event.message}")
+            elif event.kind == "advance":
+                self.advanced[event.key] += event.nbytes
+            elif event.kind == "note":
+                self.notes.append(event.message)
 
 
 @pytest.fixture

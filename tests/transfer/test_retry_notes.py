@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from servers import CdnServer, Fault, make_data
 
-from mdl.progress import NullProgress
+from mdl.progress import Event, NullProgress
 from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
 from mdl.transfer.http import Credentials, RetryPolicy, make_client
 from mdl.transfer.scheduling import MiB
@@ -30,22 +30,12 @@ class Notes(NullProgress):
         self.notes: list[str] = []
         self.starts: list[tuple[str, str | None, str | None]] = []
 
-    def start(
-        self,
-        key: str,
-        *,
-        label: str,
-        total: int | None,
-        completed: int = 0,
-        model: str | None = None,
-        path: str | None = None,
-    ) -> None:
+    def emit(self, event: Event) -> None:
         with self.lock:
-            self.starts.append((key, model, path))
-
-    def note(self, message: str) -> None:
-        with self.lock:
-            self.notes.append(message)
+            if event.kind == "start":
+                self.starts.append((event.key, event.model, event.path))
+            elif event.kind == "note":
+                self.notes.append(event.message)
 
 
 @pytest.fixture
