@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import stat as st
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -173,9 +174,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
     extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
     # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
     # and no partial download; else partial.
-    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
-    pattern = f"partial/{key_prefix(spec.name)}-{'[0-9a-f]' * 16}-*.part"
-    found, partials = {f.state for f in files}, any(any(s.state_dir.glob(pattern)) for s in layout.stores)
+    found, partials = {f.state for f in files}, any(_has_partials(s, spec.name) for s in layout.stores)
     if found and found <= {INSTALLED, MODIFIED_MAYBE}:
         status = INSTALLED
     elif found - {MISSING} or partials:
@@ -184,6 +183,15 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         status = MISSING
     folder = (folders.pop() if len(folders) == 1 else None) if folders else unplaced
     return ModelStatus(spec, record, tuple(files), status, folder, extra)
+
+
+def _has_partials(store: Store, model: str) -> bool:
+    folder = store.state_dir / "partial"
+    if not folder.is_dir():  # one stat for a destination with nothing under way (list asks it for every model)
+        return False
+    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not "foo-bar".
+    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.part", re.DOTALL)
+    return any(pattern.fullmatch(p.name) for p in folder.iterdir())
 
 
 def _expected_files(
