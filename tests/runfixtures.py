@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
 from mdl.progress import Event, Progress
+from mdl.transfer import Identity, TransferJob
+from mdl.transfer.http import Credentials
 
 # The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
@@ -25,6 +28,36 @@ TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", 
 def mdl(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> Result:
     """``mdl ARGS`` in this process (stdout and stderr kept apart), ``stdin`` as its input, ``env`` on top of ours."""
     return CliRunner().invoke(app, list(args), input=stdin, env=env)
+
+
+def use_catalog(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str, *, endpoint: str | None = None) -> Path:
+    """``text`` as ``folder/catalog.toml``, with the CLI pointed at it, at ``folder/models`` (MDL_DEST), at
+    ``folder/mdl.log`` (MDL_LOG_FILE) and, given one, at the Hub ``endpoint``."""
+    catalog = folder / "catalog.toml"
+    catalog.write_text(text)
+    if endpoint is not None:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    monkeypatch.setenv("MDL_DEST", str(folder / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(folder / "mdl.log"))
+    return catalog
+
+
+def without_boto(folder: Path) -> dict[str, str]:
+    """``os.environ`` for a child process that cannot import boto3 or botocore (mdl without the ``s3`` extra):
+    a ``sitecustomize`` that refuses them, first on ``PYTHONPATH`` (mdl stays importable from the rest)."""
+    blocker = folder / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
+        "            raise ImportError(f'{name} is blocked by the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
@@ -198,3 +231,33 @@ class RecordingProgress(Progress):
             self.by_key[event.key] = self.by_key.get(event.key, 0) + event.nbytes
             if self._on_advance is not None:
                 self._on_advance(event.key, event.nbytes)
+
+
+def transfer_job(
+    folder: Path,
+    url: str,
+    data: bytes | None = None,
+    *,
+    size: int | None = None,
+    sha: str | None = None,
+    git_oid: str | None = None,
+    etag: str | None = None,
+    credentials: Credentials | None = None,
+    **more: Any,
+) -> TransferJob:
+    """The job transfer tests fetch: ``folder/dest/m/f.bin``, its partial and record under ``dest/.mdl/partial``;
+    it expects ``data``'s size and sha256 when given, else ``size`` and ``sha``."""
+    if data is not None:
+        size, sha = len(data), hashlib.sha256(data).hexdigest()
+    partial = folder / "dest" / ".mdl" / "partial"
+    return TransferJob(
+        label="m/f.bin",
+        url=url,
+        identity=Identity(size, sha, git_oid, etag),
+        credentials=credentials or Credentials(),
+        final_path=folder / "dest" / "m" / "f.bin",
+        part_path=partial / "f.part",
+        state_path=partial / "f.part.json",
+        source=url,
+        **more,
+    )

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, without_boto
 from s3server import ACCESS_KEY, S3, SECRET_KEY, s3, s3_server  # noqa: F401
 from servers import make_data
 
@@ -133,17 +132,7 @@ def test_secrets_never_shown(s3: S3, here: Path) -> None:  # noqa: F811
 
 
 def test_missing_extra_exit_2_naming_it(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
-        "            raise ImportError(f'{name} is blocked by the test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    env = without_boto(tmp_path)
     code = "import sys; from mdl.__main__ import main; sys.argv = ['mdl', 'get', 's3://bucket/key.bin']; main()"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == ExitCode.USAGE, proc.stderr

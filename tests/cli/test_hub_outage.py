@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import TOKEN, Fault, HubServer, make_data
 
 CATALOG = """
@@ -42,13 +42,8 @@ def hub_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     server.add_repo("org/big", {"weights.bin": make_data(3_000_000, seed=2)})
     server.add_repo("org/gated", {"w.bin": make_data(50_000, seed=3)}, gated="auto", gate_api=True)
     server.add_repo("org/never-pulled", {"x.bin": b"x"})
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(CATALOG)
+    use_catalog(tmp_path, monkeypatch, CATALOG, endpoint=server.url)
     dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     try:
         yield server, dest
     finally:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import HubServer, make_data
 
 WEIGHTS = make_data(1_200_000, seed=21)
@@ -28,13 +28,8 @@ url = "{url}"
 @pytest.fixture
 def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.bin": WEIGHTS})
-    path = tmp_path / "catalog.toml"
-    path.write_text(CATALOG.format(url=hub.cdn.add_file("/style.safetensors", LORA)))
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(path))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    return path
+    text = CATALOG.format(url=hub.cdn.add_file("/style.safetensors", LORA))
+    return use_catalog(tmp_path, monkeypatch, text, endpoint=hub.url)
 
 
 def test_lock_writes_the_lock_and_a_second_run_asks_nothing(catalog: Path, hub: HubServer) -> None:

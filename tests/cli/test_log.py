@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.download.plan import file_line, parse_file_line
@@ -30,16 +30,9 @@ def file_lines(log: Path) -> list[dict[str, str]]:
 def setup(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """A catalog of direct URLs on the loopback CDN: a plain file, a flaky one, a refused one, a broken one."""
     urls = {name: cdn.add_file(f"/files/{name}.bin", DATA) for name in ("plain", "flaky", "refused", "broken")}
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(
-        "".join(
-            f'[models.{name}]\nfiles = [{{ url = "{url}", sha256 = "{hashlib.sha256(DATA).hexdigest()}" }}]\n\n'
-            for name, url in urls.items()
-        )
-    )
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    sha = hashlib.sha256(DATA).hexdigest()
+    entries = (f'[models.{name}]\nfiles = [{{ url = "{url}", sha256 = "{sha}" }}]\n\n' for name, url in urls.items())
+    use_catalog(tmp_path, monkeypatch, "".join(entries))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return {"cdn": cdn, "log": tmp_path / "mdl.log", "urls": urls}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile import SilentServer
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 
 BOUND = 60.0  # seconds; a hang would be forever, two 0.3 s timeouts and a backoff are about a second
 
@@ -21,9 +21,7 @@ BOUND = 60.0  # seconds; a hang would be forever, two 0.3 s timeouts and a backo
 def silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
     """A silent server as the Hub, and a catalog whose models need it (snapshot, Hub file, direct URL)."""
     with SilentServer() as server:
-        catalog = tmp_path / "catalog.toml"
-        catalog.write_text(
-            f"""
+        text = f"""
 [models.snapshot]
 repo = "org/tiny"
 
@@ -33,11 +31,7 @@ files = [{{ repo = "org/tiny", path = "config.json" }}]
 [models.direct]
 files = [{{ url = "{server.url}/weights.bin" }}]
 """
-        )
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("MDL_CATALOG", str(catalog))
-        monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-        monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+        use_catalog(tmp_path, monkeypatch, text, endpoint=server.url)
         monkeypatch.chdir(tmp_path)
         yield server
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, make_data
 from typer.testing import Result
 
@@ -55,16 +55,12 @@ def served(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
         "gone": f"{cdn.url}/files/gone.bin?Authorization={AUTH}",
         "refused": f"{cdn.url}/files/refused.bin",
     }
-    catalog = tmp_path / "catalog.toml"
     header = 'headers = { X-Civitai = "${CIVITAI_KEY}" }'
     lines = ["[models.presigned]", "files = ["]
     lines += [f'  {{ url = "{urls[k]}", as = "{k}.bin" }},' for k in ("oss", "cos", "jwt", "gone")]
     lines += ["]", "", "[models.civitai]", f'files = [{{ url = "{urls["refused"]}", {header} }}]', ""]
-    catalog.write_text("\n".join(lines))
+    use_catalog(tmp_path, monkeypatch, "\n".join(lines))
     monkeypatch.setenv("CIVITAI_KEY", CIVITAI)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return urls
 
 
@@ -165,11 +161,7 @@ def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
     echo = f"token {stored} has expired\x1b[2J"
     hub.faults.add(Fault.http_error(401, body=echo, headers={"X-Error-Message": echo}, times=None))
-    (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(tmp_path / "catalog.toml"))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=hub.url)
     monkeypatch.setenv("MDL_RETRIES", "0")
     result = mdl("pull", "tiny", "--json", "-v")
     assert result.exit_code == 3, result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile import UnsizedCdn
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, make_data
 from typer.testing import Result
 
@@ -31,10 +31,7 @@ def unsized() -> Iterator[UnsizedCdn]:
 
 def write_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *urls: str) -> None:
     files = ", ".join(f'{{ url = "{url}" }}' for url in urls)
-    (tmp_path / "catalog.toml").write_text(f"[models.m]\nfiles = [{files}]\n")
-    monkeypatch.setenv("MDL_CATALOG", str(tmp_path / "catalog.toml"))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    use_catalog(tmp_path, monkeypatch, f"[models.m]\nfiles = [{files}]\n")
 
 
 def events(result: Result) -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from runfixtures import mdl
+from runfixtures import mdl, without_boto
 from s3server import S3
 from servers import HubServer
 
@@ -92,20 +92,10 @@ def test_a_bad_mirror_flag_is_exit_2_naming_it(bad: str, tmp_path: Path, monkeyp
 
 
 def test_publish_without_the_extra_is_exit_2_naming_it(tmp_path: Path) -> None:
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
-        "            raise ImportError(f'{name} is blocked by the test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
     (tmp_path / "catalog.toml").write_text('[models.x]\nrepo = "a/b"\n')
     home = tmp_path / "home"
     (home / "d" / "x").mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": str(blocker), "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {**without_boto(tmp_path), "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
     command = [sys.executable, "-m", "mdl", "publish", "x", "--to", "s3://bucket-1/p", "--dest", str(home / "d")]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode in (ExitCode.USAGE, ExitCode.NOT_FOUND), proc.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hostile import HostileHub
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import TOKEN, CdnServer, Exchange, Fault
 
 from mdl.errors import ExitCode, HubReplyError, TokenLeakError
@@ -57,16 +57,10 @@ def other() -> Iterator[CdnServer]:
 @pytest.fixture
 def env(hostile: HostileHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Catalog and destination for the CLI, the hostile Hub as HF_ENDPOINT, the test token as HF_TOKEN."""
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(CATALOG)
-    dest = tmp_path / "models"
-    monkeypatch.setenv("HF_ENDPOINT", hostile.url)
+    use_catalog(tmp_path, monkeypatch, CATALOG, endpoint=hostile.url)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(dest))
     monkeypatch.setenv("MDL_RETRIES", "0")
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    return dest
+    return tmp_path / "models"
 
 
 def only_bad(rewrite: Callable[[Any], Any]) -> Callable[[Exchange, Any], Any]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from runfixtures import use_catalog
 from servers import HubServer, make_data
 from terminal import STAMP, TOTAL, run_mdl
 
@@ -37,11 +38,12 @@ class Calls(NullProgress):
 @pytest.fixture
 def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     hub.add_repo("org/big", {"weights.bin": BIG, "small.safetensors": SMALL})
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text('[models.big]\nrepo = "org/big"\n\n[models.never]\nrepo = "org/never"\n')
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    use_catalog(
+        tmp_path,
+        monkeypatch,
+        '[models.big]\nrepo = "org/big"\n\n[models.never]\nrepo = "org/never"\n',
+        endpoint=hub.url,
+    )
     environ = dict(os.environ)
     pulled = run_mdl(["pull", "big"], env=environ, tty=False)
     assert pulled.code == 0, pulled.stderr

@@ -35,7 +35,7 @@ def served(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> s
 def cut_first_run(cdn: CdnServer, *args: str) -> None:
     """Run once with the body cut after CUT bytes and no retries: a partial download is kept."""
     cdn.faults.add(Fault.reset(after_bytes=CUT, path_prefix="/files/", times=None))
-    first = mdl(*args)
+    first = mdl(*args, env={"MDL_RETRIES": "0"})
     cdn.faults.clear()
     assert first.exit_code == ExitCode.NETWORK, first.output
 
@@ -47,24 +47,16 @@ def action_of(result: Result) -> str:
     return str(file["action"])
 
 
-def test_get_resumed_when_the_server_honours_the_range(
-    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MDL_RETRIES", "0")
+def test_get_resumed_when_the_server_honours_the_range(cdn: CdnServer, served: str, tmp_path: Path) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
-    monkeypatch.delenv("MDL_RETRIES")
     cdn.log.clear()
     assert action_of(mdl("get", served, "-d", "out", "--json")) == "resumed"
     assert cdn.log.body_bytes(method="GET") < len(DATA)
     assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
 
 
-def test_get_restarted_by_a_200_to_if_range_is_downloaded(
-    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MDL_RETRIES", "0")
+def test_get_restarted_by_a_200_to_if_range_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
-    monkeypatch.delenv("MDL_RETRIES")
     cdn.log.clear()
     # 200 and the whole body to every ranged request, whatever If-Range says (the probe's too).
     cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))
@@ -76,12 +68,8 @@ def test_get_restarted_by_a_200_to_if_range_is_downloaded(
     assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
 
 
-def test_get_restarted_because_the_etag_changed_is_downloaded(
-    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MDL_RETRIES", "0")
+def test_get_restarted_because_the_etag_changed_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
-    monkeypatch.delenv("MDL_RETRIES")
     # Re-uploaded with a new ETag after the probe: the ranged GET with If-Range "v1" gets the whole new file.
     cdn.faults.add(
         Fault.call(lambda: cdn.add_file("/files/weights.bin", DATA, etag='"v2"'), path_prefix="/files/", skip=1)
@@ -92,15 +80,11 @@ def test_get_restarted_because_the_etag_changed_is_downloaded(
     assert guarded and guarded[0].if_range == '"v1"' and guarded[0].status == 200
 
 
-def test_pull_restarted_by_a_200_is_downloaded(
-    cdn: CdnServer, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pull_restarted_by_a_200_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(f'[models.w]\nfiles = [{{ url = "{served}", sha256 = "{sha(DATA)}", size = {len(DATA)} }}]\n')
     args = ("pull", "w", "--catalog", str(catalog), "--dest", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_RETRIES", "0")
     cut_first_run(cdn, *args)
-    monkeypatch.delenv("MDL_RETRIES")
     cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))
     assert action_of(mdl(*args, "--json")) == "downloaded"
     assert (tmp_path / "models" / "w" / "weights.bin").read_bytes() == DATA

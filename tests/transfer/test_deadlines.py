@@ -16,7 +16,7 @@ from pathlib import Path
 import httpcore2
 import httpx2
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, make_data
 
 from mdl.errors import NetworkError
@@ -173,12 +173,7 @@ def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
 ) -> None:
 
     with DrippingServer(mode, interval=0.1, chunk=chunk) as server:  # a byte well within each 0.3 s read
-        catalog = tmp_path / "catalog.toml"
-        catalog.write_text('[models.snapshot]\nrepo = "org/tiny"\n')
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("MDL_CATALOG", str(catalog))
-        monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-        monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+        use_catalog(tmp_path, monkeypatch, '[models.snapshot]\nrepo = "org/tiny"\n', endpoint=server.url)
         started = time.monotonic()
         result = mdl("pull", "snapshot", "--timeout", "0.3")
         elapsed = time.monotonic() - started

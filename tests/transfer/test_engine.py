@@ -15,6 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
+from runfixtures import transfer_job
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import (
@@ -64,31 +65,6 @@ class Recorder(Progress):
 def client() -> Iterator[httpx2.Client]:
     with make_client(timeout=5, pool_size=32) as c:
         yield c
-
-
-def make_job(
-    tmp_path: Path,
-    url: str,
-    *,
-    size: int | None,
-    sha: str | None = None,
-    git_oid: str | None = None,
-    etag: str | None = None,
-    credentials: Credentials | None = None,
-    verify: bool = True,
-) -> TransferJob:
-    state = tmp_path / "dest" / ".mdl" / "partial"
-    return TransferJob(
-        label="m/f.bin",
-        url=url,
-        identity=Identity(size, sha, git_oid, etag),
-        credentials=credentials or Credentials(),
-        final_path=tmp_path / "dest" / "m" / "f.bin",
-        part_path=state / "f.part",
-        state_path=state / "f.part.json",
-        source=url,
-        verify=verify,
-    )
 
 
 def make_engine(
@@ -142,7 +118,7 @@ def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_pat
     data = make_data(300_001, seed=1)
     url = cdn.add_file("/f.bin", data)
     progress = Recorder()
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     result = make_engine(client, split_threshold=32 * MiB, progress=progress).fetch(job)
     assert_finished(job, data)
     assert (result.size, result.sha256, result.resumed_from, result.fetched) == (len(data), sha256(data), 0, len(data))
@@ -158,7 +134,7 @@ def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_pat
 def test_parallel_ranges_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_path: Path, connections: int) -> None:
     data = make_data(9_000_003, seed=2)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), git_oid=git_blob_sha1(data))
+    job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     result = make_engine(client, connections=connections).fetch(job)
     assert_finished(job, data)
     assert (result.sha256, result.git_oid) == (sha256(data), git_blob_sha1(data))
@@ -178,7 +154,7 @@ def test_parallel_ranges_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_p
 def test_file_smaller_than_one_piece(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(1_000_003, seed=3)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     make_engine(client, connections=8).fetch(job)
     assert_finished(job, data)
     (request,) = gets(cdn)
@@ -187,7 +163,7 @@ def test_file_smaller_than_one_piece(cdn: CdnServer, client: httpx2.Client, tmp_
 
 def test_empty_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     url = cdn.add_file("/f.bin", b"")
-    job = make_job(tmp_path, url, size=0, sha=sha256(b""), git_oid=git_blob_sha1(b""))
+    job = transfer_job(tmp_path, url, size=0, sha=sha256(b""), git_oid=git_blob_sha1(b""))
     result = make_engine(client).fetch(job)
     assert_finished(job, b"")
     assert (result.size, result.sha256, result.git_oid) == (0, sha256(b""), git_blob_sha1(b""))
@@ -195,7 +171,7 @@ def test_empty_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> No
 
 def test_empty_file_of_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     url = cdn.add_file("/f.bin", b"")
-    job = make_job(tmp_path, url, size=None)
+    job = transfer_job(tmp_path, url, size=None)
     assert make_engine(client).fetch(job).size == 0
     assert_finished(job, b"")
 
@@ -203,7 +179,7 @@ def test_empty_file_of_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_p
 def test_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(200_003, seed=4)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=None, sha=sha256(data))
+    job = transfer_job(tmp_path, url, size=None, sha=sha256(data))
     result = make_engine(client, connections=8).fetch(job)
     assert result.size == len(data)
     assert_finished(job, data)
@@ -212,7 +188,7 @@ def test_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> 
 def test_final_path_replaces_an_old_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(5000, seed=5)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     job.final_path.parent.mkdir(parents=True)
     job.final_path.write_bytes(b"old contents")
     make_engine(client).fetch(job)
@@ -230,7 +206,7 @@ def test_wrong_sha256_fails_after_one_download(
     url = cdn.add_file("/f.bin", data)  # an ETag ties the parallel ranges to one version: nothing suspect
     wrong = "0" * 64
     progress = Recorder()
-    job = make_job(tmp_path, url, size=len(data), sha=wrong)
+    job = transfer_job(tmp_path, url, size=len(data), sha=wrong)
     with pytest.raises(IntegrityError) as info:
         make_engine(client, progress=progress).fetch(job)
     assert info.value.exit_code == ExitCode.INTEGRITY == 6
@@ -258,7 +234,7 @@ def test_a_mismatch_after_a_resume_is_fetched_again_from_zero(
     # The first run keeps 300 KB of a corrupt copy that carries the same ETag as the good one (a bad cache).
     url = cdn.add_file("/f.bin", bytes(corrupt), etag='"v1"')
     cdn.faults.add(Fault.reset(after_bytes=300_000))
-    job = make_job(tmp_path, url, size=len(good), sha=sha256(good))
+    job = transfer_job(tmp_path, url, good)
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     cdn.add_file("/f.bin", good, etag='"v1"')
@@ -276,7 +252,7 @@ def test_a_mismatch_after_a_resume_is_fetched_again_from_zero(
 def test_git_blob_sha1_is_verified(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = b'{"model_type": "bert"}\n' * 100
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data), git_oid=git_blob_sha1(data))
+    job = transfer_job(tmp_path, url, size=len(data), git_oid=git_blob_sha1(data))
     assert make_engine(client).fetch(job).git_oid == git_blob_sha1(data)
     assert_finished(job, data)
 
@@ -285,7 +261,7 @@ def test_wrong_git_blob_sha1_fails(cdn: CdnServer, client: httpx2.Client, tmp_pa
     data = b"vocab\n" * 1000
     url = cdn.add_file("/f.bin", data)
     wrong = "1" * 40
-    job = make_job(tmp_path, url, size=len(data), git_oid=wrong)
+    job = transfer_job(tmp_path, url, size=len(data), git_oid=wrong)
     with pytest.raises(IntegrityError, match="git blob id mismatch") as info:
         make_engine(client).fetch(job)
     assert wrong in info.value.message
@@ -297,7 +273,7 @@ def test_wrong_git_blob_sha1_fails(cdn: CdnServer, client: httpx2.Client, tmp_pa
 def test_no_verify_skips_the_hash_but_not_the_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(10_000, seed=8)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data), sha="0" * 64, verify=False)
+    job = transfer_job(tmp_path, url, size=len(data), sha="0" * 64, verify=False)
     result = make_engine(client).fetch(job)
     assert result.sha256 == sha256(data)  # still computed, for the record
     assert_finished(job, data)
@@ -308,7 +284,7 @@ def test_server_file_bigger_than_expected_is_a_size_mismatch(
 ) -> None:
     data = make_data(100_000, seed=9)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data) - 10)
+    job = transfer_job(tmp_path, url, size=len(data) - 10)
     with pytest.raises(IntegrityError, match="size"):
         make_engine(client).fetch(job)
     assert not job.final_path.exists()
@@ -319,7 +295,7 @@ def test_server_file_smaller_than_expected_is_a_size_mismatch(
 ) -> None:
     data = make_data(100_000, seed=10)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data) + 10)
+    job = transfer_job(tmp_path, url, size=len(data) + 10)
     with pytest.raises(IntegrityError, match="size"):
         make_engine(client, retries=2).fetch(job)
     assert not job.final_path.exists()
@@ -328,7 +304,7 @@ def test_server_file_smaller_than_expected_is_a_size_mismatch(
 def test_parallel_size_disagreement_is_a_size_mismatch(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(9_000_003, seed=11)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data) + 1)
+    job = transfer_job(tmp_path, url, size=len(data) + 1)
     with pytest.raises(IntegrityError, match="size") as info:
         make_engine(client).fetch(job)
     assert info.value.exit_code == ExitCode.INTEGRITY
@@ -347,7 +323,7 @@ def test_resume_single_stream_asks_for_the_rest_with_if_range(
     etag = f'"{hashlib.md5(data).hexdigest()}"'
     cut = 123_457
     cdn.faults.add(Fault.reset(after_bytes=cut))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError) as info:
         make_engine(client, retries=0).fetch(job)
     assert info.value.exit_code == ExitCode.NETWORK
@@ -376,7 +352,7 @@ def test_resume_parallel_fetches_only_the_missing_ranges(cdn: CdnServer, client:
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 4_000_000  # per stream: every range is still in flight when one of them is cut
     cdn.faults.add(Fault.reset(after_bytes=300_000, skip=1))  # skip the 1-byte locate request
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client, retries=0).fetch(job)
     claimed = assert_claims_backed_by_data(job, data)
@@ -406,7 +382,7 @@ def test_resume_record_claiming_more_than_the_part_is_clamped(
     data = make_data(400_000, seed=14)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=300_000))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     assert saved_state(job)["pieces"] == [[0, len(data), 300_000]]
@@ -422,7 +398,7 @@ def test_resume_record_claiming_more_than_the_part_is_clamped(
 def test_unreadable_resume_record_starts_over(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(50_000, seed=15)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     job.part_path.parent.mkdir(parents=True)
     job.part_path.write_bytes(b"\xff" * 20_000)
     job.state_path.write_text("{not json")
@@ -438,10 +414,10 @@ def test_changed_identity_discards_the_old_partial(cdn: CdnServer, client: httpx
     url = cdn.add_file("/f.bin", old)
     cdn.faults.add(Fault.reset(after_bytes=200_000))
     with pytest.raises(NetworkError):
-        make_engine(client).fetch(make_job(tmp_path, url, size=len(old), sha=sha256(old)))
+        make_engine(client).fetch(transfer_job(tmp_path, url, old))
     cdn.add_file("/f.bin", new)
     cdn.log.clear()
-    job = make_job(tmp_path, url, size=len(new), sha=sha256(new))
+    job = transfer_job(tmp_path, url, new)
     result = make_engine(client).fetch(job)
     assert_finished(job, new)
     assert result.resumed_from == 0
@@ -458,7 +434,7 @@ def test_changed_file_behind_the_same_identity_is_refetched_whole(
     new = make_data(300_000, seed=19)
     url = cdn.add_file("/f.bin", old)
     cdn.faults.add(Fault.reset(after_bytes=200_000))
-    job = make_job(tmp_path, url, size=len(old))
+    job = transfer_job(tmp_path, url, size=len(old))
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     cdn.add_file("/f.bin", new)
@@ -478,7 +454,7 @@ def test_changed_file_behind_the_same_identity_parallel_is_never_spliced(
     url = cdn.add_file("/f.bin", old)
     cdn.throttle_bps = 4_000_000
     cdn.faults.add(Fault.reset(after_bytes=300_000, skip=1))
-    job = make_job(tmp_path, url, size=len(old))
+    job = transfer_job(tmp_path, url, size=len(old))
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     cdn.throttle_bps = None
@@ -493,7 +469,7 @@ def test_server_ignoring_ranges_on_resume_restarts_from_zero(
     data = make_data(300_000, seed=22)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=100_000))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     cdn.ignore_ranges = True
@@ -514,7 +490,7 @@ def test_server_ignoring_ranges_parallel_falls_back_to_one_stream(
     data = make_data(9_000_003, seed=23)
     url = cdn.add_file("/f.bin", data)
     cdn.ignore_ranges = True
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     make_engine(client, connections=8).fetch(job)
     assert_finished(job, data)
     requests = gets(cdn)
@@ -530,7 +506,7 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
     data = make_data(9_000_003, seed=24)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.full_body(skip=2))  # the locate and one range pass, then a plain 200
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), git_oid=git_blob_sha1(data))
+    job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     make_engine(client, connections=4).fetch(job)
     assert_finished(job, data)
     last = gets(cdn)[-1]
@@ -540,7 +516,7 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
 
 def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) -> None:
     data = make_data(1000, seed=25)
-    job = make_job(tmp_path, "https://files.example/f.bin", size=len(data))
+    job = transfer_job(tmp_path, "https://files.example/f.bin", size=len(data))
     job.part_path.parent.mkdir(parents=True)
     job.part_path.write_bytes(data[:500] + b"\0" * 500)
     job.state_path.write_text(
@@ -576,7 +552,7 @@ def test_complete_partial_is_finished_without_a_request(cdn: CdnServer, client: 
     data = make_data(300_000, seed=40)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=100_000))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     job.part_path.write_bytes(data)
@@ -594,7 +570,7 @@ def test_corrupt_resumed_bytes_are_caught_and_fetched_again(
     data = make_data(300_000, seed=41)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=200_000))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     with job.part_path.open("r+b") as fh:  # bit rot in the part already downloaded
@@ -616,7 +592,7 @@ def test_record_never_claims_more_than_is_on_disk(cdn: CdnServer, client: httpx2
     data = make_data(9_000_003, seed=26)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 6_000_000
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     engine = make_engine(client, checkpoint_interval=0.05)
     outcome: list[object] = []
     thread = threading.Thread(target=lambda: outcome.append(engine.fetch(job)))
@@ -643,7 +619,7 @@ def test_record_never_claims_more_than_is_on_disk(cdn: CdnServer, client: httpx2
 def test_frequent_checkpoints_from_many_streams(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(13_000_003, seed=27)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     make_engine(client, connections=8, checkpoint_interval=0.0).fetch(job)
     assert_finished(job, data)
 
@@ -675,7 +651,7 @@ def test_identity_matches(mine: Identity, theirs: Identity, same: bool) -> None:
 def test_final_path_symlink_is_replaced_not_followed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(5000, seed=42)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"keep me")
     job.final_path.parent.mkdir(parents=True)
@@ -689,7 +665,7 @@ def test_final_path_symlink_is_replaced_not_followed(cdn: CdnServer, client: htt
 def test_final_path_taken_by_a_folder(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(5000, seed=43)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     job.final_path.mkdir(parents=True)
     with pytest.raises(LocalFSError, match="is a folder") as info:
         make_engine(client).fetch(job)
@@ -703,7 +679,7 @@ def test_retry_on_503_honours_retry_after(cdn: CdnServer, client: httpx2.Client,
     data = make_data(20_000, seed=28)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.http_error(503, retry_after=1))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     make_engine(client, retries=2).fetch(job)
     assert_finished(job, data)
     first, second = gets(cdn)
@@ -716,7 +692,7 @@ def test_retries_run_out(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) 
     data = make_data(20_000, seed=29)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.http_error(502, times=None))
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     with pytest.raises(NetworkError, match="gave up after 3 tries") as info:
         make_engine(client, retries=2).fetch(job)
     assert info.value.exit_code == ExitCode.NETWORK
@@ -730,7 +706,7 @@ def test_reset_mid_body_keeps_what_arrived(cdn: CdnServer, client: httpx2.Client
     data = make_data(600_000, seed=30)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=250_000))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     result = make_engine(client, retries=2).fetch(job)
     assert_finished(job, data)
     first, second = gets(cdn)
@@ -744,7 +720,7 @@ def test_reset_in_one_range_retries_only_that_range(cdn: CdnServer, client: http
     data = make_data(9_000_003, seed=31)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=1_000_000, skip=1))
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     make_engine(client, retries=2).fetch(job)
     assert_finished(job, data)
     requests = gets(cdn)
@@ -761,7 +737,7 @@ def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Pat
     data = make_data(300_000, seed=32)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     with make_client(timeout=0.3, pool_size=4) as client:
         started = time.monotonic()
         make_engine(client, retries=0).fetch(job)
@@ -778,7 +754,7 @@ def test_not_found_is_not_retried(
 ) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100)
     cdn.faults.add(Fault.http_error(status, times=None))
-    job = make_job(tmp_path, url, size=100)
+    job = transfer_job(tmp_path, url, size=100)
     with pytest.raises(cls) as info:
         make_engine(client, retries=5).fetch(job)
     assert info.value.exit_code == code  # type: ignore[attr-defined]
@@ -790,7 +766,7 @@ def test_not_found_is_not_retried(
 def test_cdn_403_on_a_fixed_link_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100, signed=True)
     cdn.expire_signed_urls()
-    job = make_job(tmp_path, url, size=100)
+    job = transfer_job(tmp_path, url, size=100)
     with pytest.raises(ExpiredURLError) as info:
         make_engine(client, retries=3).fetch(job)
     assert info.value.exit_code == ExitCode.AUTH
@@ -806,7 +782,7 @@ def test_expired_signed_urls_are_resolved_again_at_the_hub(
     url = hub.file_url("org/m", "model.safetensors")
     hub.cdn.faults.add(Fault.expire_urls(skip=1))  # after the locate, the URLs expire: every range gets a 403
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data), credentials=creds)
+    job = transfer_job(tmp_path, url, data, credentials=creds)
     make_engine(client, retries=3).fetch(replace(job, renewable=True))
     assert_finished(job, data)
     assert any(r.status == 403 for r in hub.cdn.log.records())
@@ -819,7 +795,7 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: htt
     data = make_data(9_000_003, seed=34)
     hub.add_repo("org/m", {"model.safetensors": data}, private=True)
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
-    job = make_job(
+    job = transfer_job(
         tmp_path, hub.file_url("org/m", "model.safetensors"), size=len(data), sha=sha256(data), credentials=creds
     )
     make_engine(client, connections=8).fetch(job)
@@ -837,7 +813,7 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: htt
 def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(2_000_000, seed=35)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     engine = make_engine(client, connections=4, limiter=RateLimiter(1_000_000))
     started = time.monotonic()
     engine.fetch(job)
@@ -850,7 +826,7 @@ def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx
     data = make_data(2_000_000, seed=36)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 256_000
-    job = make_job(tmp_path, url, size=len(data), sha=sha256(data))
+    job = transfer_job(tmp_path, url, data)
     engine = make_engine(client)
     errors: list[BaseException] = []
 
@@ -886,7 +862,7 @@ def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx
 def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(2_000_000, seed=37)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, size=len(data))
+    job = transfer_job(tmp_path, url, size=len(data))
     recorder = Recorder()
     engine = make_engine(client, limiter=RateLimiter(200_000), progress=recorder)
 
@@ -913,7 +889,7 @@ def test_partial_without_any_validator_is_never_resumed(cdn: CdnServer, client: 
     new = make_data(300_000, seed=41)
     url = cdn.add_file("/blind.bin", old, etag="", dated=False)
     cdn.faults.add(Fault.reset(after_bytes=200_000))
-    job = make_job(tmp_path, url, size=len(old))
+    job = transfer_job(tmp_path, url, size=len(old))
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     cdn.add_file("/blind.bin", new, etag="", dated=False)

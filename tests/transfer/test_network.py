@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
 from hostile import ForwardProxy, SilentServer
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, HubServer, make_data
 
 from mdl.errors import NetworkError
@@ -78,16 +79,11 @@ def test_all_proxy_is_the_fallback(cdn: CdnServer) -> None:
         assert proxy.requests == [url]  # HTTPS_PROXY is for https URLs only
 
 
-def test_the_hub_client_names_a_dead_proxy(hub: HubServer, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hub_client_names_a_dead_proxy(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """huggingface_hub's calls go through the same transport: `mdl resolve` blames the proxy, not the Hub."""
     hub.add_repo("org/tiny", {"config.json": b"{}"})
-    catalog = f"{tmp_path}/catalog.toml"
-    with open(catalog, "w") as handle:
-        handle.write('[models.tiny]\nrepo = "org/tiny"\n')
+    use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=hub.url)
     port = closed_port()
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", catalog)
-    monkeypatch.setenv("MDL_LOG_FILE", f"{tmp_path}/mdl.log")
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
     result = mdl("resolve", "tiny")
     assert result.exit_code == 5

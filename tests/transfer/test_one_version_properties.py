@@ -28,13 +28,14 @@ from typing import Any
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from runfixtures import transfer_job
 from servers import make_data
 
 from mdl.api import get
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.http import RetryPolicy, make_client
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -173,19 +174,8 @@ def test_get_ends_with_one_version_or_nothing(phases: list[Phase], hashed: int |
 
 def fetch(server: ScriptedServer, folder: Path, *, size: int | None, sha256: str | None) -> Path:
     """One fetch of the scripted file by the real engine; returns the final path (which may not exist)."""
-    state = folder / "dest" / ".mdl" / "partial"
-    url = server.url + PATH
-    job = TransferJob(
-        label="m/f.bin",
-        url=url,
-        identity=Identity(size, sha256, None, None),
-        credentials=Credentials(),
-        final_path=folder / "dest" / "m" / "f.bin",
-        part_path=state / "f.part",
-        state_path=state / "f.part.json",
-        source=url,
-        size_pinned=False,  # the size is what a listing said; a new size means a new version
-    )
+    # The size is what a listing said (not pinned): a new size means a new version.
+    job = transfer_job(folder, server.url + PATH, size=size, sha=sha256, size_pinned=False)
     config = EngineConfig(connections=4, retry=RetryPolicy(retries=2, base=0.01, cap=0.05), split_threshold=1 * MiB)
     with make_client(timeout=5, pool_size=16) as client:
         engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())

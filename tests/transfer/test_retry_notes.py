@@ -6,7 +6,6 @@ parallel range at once (one line, not one per range), and a 503 (named as such, 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections.abc import Iterator
@@ -14,11 +13,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import Event, NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.scheduling import MiB
 
 
@@ -44,22 +44,6 @@ def client() -> Iterator[httpx2.Client]:
         yield c
 
 
-def job_for(tmp_path: Path, url: str, data: bytes) -> TransferJob:
-    state = tmp_path / "dest" / ".mdl" / "partial"
-    return TransferJob(
-        label="m/f.bin",
-        url=url,
-        identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
-        credentials=Credentials(),
-        final_path=tmp_path / "dest" / "m" / "f.bin",
-        part_path=state / "f.part",
-        state_path=state / "f.part.json",
-        source=url,
-        model="m",
-        path="f.bin",
-    )
-
-
 def engine(client: httpx2.Client, progress: Notes, *, retries: int, stall: float | None = None) -> Engine:
     config = EngineConfig(
         connections=4,
@@ -76,7 +60,7 @@ def test_a_stall_says_how_long_it_waited_and_how_many_tries_are_left(cdn: CdnSer
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
     progress = Notes()
     with make_client(timeout=5, pool_size=4) as client:
-        engine(client, progress, retries=0, stall=0.5).fetch(job_for(tmp_path, url, data))
+        engine(client, progress, retries=0, stall=0.5).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
     assert progress.notes == [f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{EngineConfig.max_stalls})"]
     assert progress.starts == [("m/f.bin", "m", "f.bin")]  # model and path for programs
@@ -88,7 +72,7 @@ def test_a_stall_without_its_own_timeout_names_the_clients(cdn: CdnServer, tmp_p
     cdn.faults.add(Fault.stall(after_bytes=100_000))
     progress = Notes()
     with make_client(timeout=0.4, pool_size=4) as client:
-        engine(client, progress, retries=0).fetch(job_for(tmp_path, url, data))
+        engine(client, progress, retries=0).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     assert progress.notes == [f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{EngineConfig.max_stalls})"]
 
 
@@ -99,7 +83,7 @@ def test_a_dropped_connection_says_lost_why_when_and_which_try(
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=250_000))
     progress = Notes()
-    engine(client, progress, retries=3).fetch(job_for(tmp_path, url, data))
+    engine(client, progress, retries=3).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
     (line,) = progress.notes
     assert re.fullmatch(r"m/f\.bin: connection lost \(.+\), retrying in \d+\.\d s \(1/3\)", line), line
@@ -114,7 +98,7 @@ def test_every_range_cut_at_once_is_one_line_per_retry(cdn: CdnServer, client: h
     cdn.faults.add(Fault.call(meet.wait, path_prefix="/f.bin", skip=1, times=4))
     cut = cdn.faults.add(Fault.reset(after_bytes=100_000, skip=1, times=4))
     progress = Notes()
-    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    engine(client, progress, retries=2).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
     assert cut.hits == 4
     assert len(progress.notes) == 1, progress.notes
@@ -128,7 +112,7 @@ def test_a_503_is_named_as_the_servers_answer_not_a_lost_connection(
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.http_error(503, retry_after=1))
     progress = Notes()
-    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    engine(client, progress, retries=2).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     (line,) = progress.notes
     assert line.startswith(f"m/f.bin: HTTP 503 from {url}") and line.endswith(", retrying in 1 s (1/2)"), line
     assert "connection lost" not in line
@@ -139,7 +123,7 @@ def test_a_503_while_locating_a_split_file_is_told_too(cdn: CdnServer, client: h
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.http_error(503, retry_after=1))  # the locate request
     progress = Notes()
-    engine(client, progress, retries=2).fetch(job_for(tmp_path, url, data))
+    engine(client, progress, retries=2).fetch(transfer_job(tmp_path, url, data, model="m", path="f.bin"))
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
     assert progress.notes == [
         f"m/f.bin: HTTP 503 from {url}: injected 503 error from the test server, retrying in 1 s (1/2)"

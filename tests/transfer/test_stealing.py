@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer import Engine, EngineConfig, TransferJob
+from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.scheduling import FIRST_WINDOW, MiB, plan_pieces
 
 SMALL = 64 * 1024
@@ -30,20 +31,6 @@ def sha256(data: bytes) -> str:
 def client() -> Iterator[httpx2.Client]:
     with make_client(pool_size=8, timeout=10) as c:
         yield c
-
-
-def make_job(tmp_path: Path, url: str, data: bytes) -> TransferJob:
-    partial = tmp_path / "dest" / ".mdl" / "partial"
-    return TransferJob(
-        label="m/f.bin",
-        url=url,
-        identity=Identity(len(data), sha256(data), None, None),
-        credentials=Credentials(),
-        final_path=tmp_path / "dest" / "m" / "f.bin",
-        part_path=partial / "f.part",
-        state_path=partial / "f.part.json",
-        source=url,
-    )
 
 
 def engine(client: httpx2.Client, connections: int, *, retries: int = 0) -> Engine:
@@ -69,7 +56,7 @@ def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
     url = cdn.add_file("/f.bin", data)
     # The first range (after the 1-byte locate) goes silent for 3 s after 1 MB, then sends the rest.
     cdn.faults.add(Fault.stall(after_bytes=1_000_000, seconds=3, resume=True, skip=1))
-    job = make_job(tmp_path, url, data)
+    job = transfer_job(tmp_path, url, data)
     result = engine(client, connections=2).fetch(job)
     assert job.final_path.read_bytes() == data
     assert result.sha256 == sha256(data)
@@ -114,7 +101,7 @@ def test_a_record_of_the_older_finer_layout_resumes_only_the_missing_bytes(
 ) -> None:
     data = make_data(20 * MiB + 5, seed=72)
     url = cdn.add_file("/f.bin", data)
-    job = make_job(tmp_path, url, data)
+    job = transfer_job(tmp_path, url, data)
     four = 4 * MiB
     old = [[i, min(i + four, len(data)), 0] for i in range(0, len(data), four)]
     old[0][2] = four  # done

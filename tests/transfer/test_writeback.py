@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -12,12 +11,13 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from runfixtures import transfer_job
 from servers import CdnServer, make_data
 
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
-from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.resume import start_writeback
 
 
@@ -25,20 +25,6 @@ from mdl.transfer.resume import start_writeback
 def client() -> Iterator[httpx2.Client]:
     with make_client(pool_size=8, timeout=10) as c:
         yield c
-
-
-def make_job(tmp_path: Path, url: str, data: bytes) -> TransferJob:
-    partial = tmp_path / "dest" / ".mdl" / "partial"
-    return TransferJob(
-        label="m/f.bin",
-        url=url,
-        identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
-        credentials=Credentials(),
-        final_path=tmp_path / "dest" / "m" / "f.bin",
-        part_path=partial / "f.part",
-        state_path=partial / "f.part.json",
-        source=url,
-    )
 
 
 def engine(client: httpx2.Client, connections: int) -> Engine:
@@ -54,7 +40,7 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
     data = make_data(12_000_000, seed=81)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 3_000_000  # per stream: the download outlasts a checkpoint
-    job = make_job(tmp_path, url, data)
+    job = transfer_job(tmp_path, url, data)
 
     def block_the_record() -> None:  # once the first record is saved, a folder takes its name
         while True:
@@ -76,7 +62,7 @@ def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.
     data = make_data(12_000_000, seed=82)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 2_000_000
-    job = make_job(tmp_path, url, data)
+    job = transfer_job(tmp_path, url, data)
     saved: list[int] = []
     problems: list[BaseException] = []
 
