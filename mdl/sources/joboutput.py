@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
-from mdl.paths import SHA256_HEX, safe_file_name, temp_name
+from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
-from mdl.redact import redact_url, remember_url_secrets
+from mdl.redact import remember_url_secrets
 from mdl.store import fsync_dir
 
 if TYPE_CHECKING:
@@ -191,15 +191,13 @@ def is_local_host(host: str) -> bool:
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An https URL, or plain http to a loopback/private host, else UsageError; its secrets registered first."""
+    """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private host, else UsageError;
+    its secrets registered first."""
     remember_url_secrets(url)
-    try:
-        parts = urlsplit(url)
-        host, _ = parts.hostname or "", parts.port  # a port that is no number or out of range is bad input
-    except ValueError as exc:
-        raise UsageError(f"{where}: not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not host:  # urlsplit lowercases the scheme
-        raise UsageError(f"{where}: expected an https:// URL with a host, got {redact_url(url)}")
+    if not is_http_url(url):  # `where` names it: the URL itself (get), or its key (a job output)
+        raise UsageError(f"{where}: not a valid https:// URL (it needs a host, a port up to 65535 if any, no spaces)")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
     if parts.scheme == "http" and not is_local_host(host):
         raise UsageError(
             f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use https://"

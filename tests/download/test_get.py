@@ -365,7 +365,7 @@ def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Pat
     url = f"https://127.0.0.1:{port}/x.bin"
     result = mdl("get", url)
     assert result.exit_code == 2, result.stderr
-    assert url in result.stderr and "not a valid URL" in result.stderr
+    assert f"{url}: not a valid https:// URL" in result.stderr
     assert not list(tmp_path.glob("x.bin*"))
 
 
