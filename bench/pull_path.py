@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_pull import child_env  # noqa: E402
 from servers import HubServer  # noqa: E402  (tests/ is not a package)
 
 CHILD = """\
@@ -63,13 +64,8 @@ def main() -> None:
                 f'[models.direct]\nfiles = [{{ url = "{url}" }}]\n'
             )
             out = folder / "path.json"
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("MDL_", "HF_", "AWS_"))},
-                "PYTHONPATH": str(args.tree),
-                "HF_ENDPOINT": hub.url,
-                "HF_HOME": str(folder / "hf"),
-                "MDL_LOG_FILE": str(folder / "mdl.log"),
-            }
+            # The benchmarks' clean environment: no caller settings or tokens, no proxy in the way of 127.0.0.1.
+            env = {**child_env(folder, hub.url), "PYTHONPATH": str(args.tree)}
             code = CHILD.replace("OUT", repr(str(out)))
             argv = [sys.executable, "-c", code, "-", "--catalog", str(catalog), "pull", "--all", "--no-progress"]
             done = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=120)
