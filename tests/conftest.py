@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runfixtures import use_catalog
 from servers import CdnServer, HubServer
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
@@ -60,14 +61,8 @@ def hub() -> Iterator[HubServer]:
 
 @pytest.fixture
 def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the test writes its catalog (tmp_path/catalog.toml), with the CLI pointed at it, at the loopback Hub,
-    at tmp_path/models (MDL_DEST) and at tmp_path/mdl.log (MDL_LOG_FILE)."""
-    catalog = tmp_path / "catalog.toml"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    return catalog
+    """Where the test writes its catalog (tmp_path/catalog.toml), with the CLI pointed at it and the loopback Hub."""
+    return use_catalog(tmp_path, monkeypatch, None, endpoint=hub.url)
 
 
 @pytest.fixture

@@ -30,11 +30,14 @@ def mdl(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = No
     return CliRunner().invoke(app, list(args), input=stdin, env=env)
 
 
-def use_catalog(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str, *, endpoint: str | None = None) -> Path:
-    """``text`` as ``folder/catalog.toml``, with the CLI pointed at it, at ``folder/models`` (MDL_DEST), at
-    ``folder/mdl.log`` (MDL_LOG_FILE) and, given one, at the Hub ``endpoint``."""
+def use_catalog(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, text: str | None, *, endpoint: str | None = None
+) -> Path:
+    """``text`` as ``folder/catalog.toml`` (None: the test writes it), with the CLI pointed at it, at
+    ``folder/models`` (MDL_DEST), at ``folder/mdl.log`` (MDL_LOG_FILE) and, given one, at the Hub ``endpoint``."""
     catalog = folder / "catalog.toml"
-    catalog.write_text(text)
+    if text is not None:
+        catalog.write_text(text)
     if endpoint is not None:
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("MDL_CATALOG", str(catalog))
