@@ -390,7 +390,7 @@ class StreamZipWriter:
     def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
         """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass."""
         self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
-        self._offset, self._attr, self._method = self.size, attr, 8 if deflate else 0
+        self._offset, self._attr, self._method, self._count = self.size, attr, 8 if deflate else 0, 0
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
         self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
         # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
@@ -404,11 +404,14 @@ class StreamZipWriter:
         self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
+        self._count += len(data)
         self._raw(self._squeezer.compress(data) if self._squeezer is not None else data)
         return len(data)
 
     def end(self) -> None:
         """Finish the current entry: its descriptor if deflated, its central record."""
+        if self._count != self._size:  # the header (stored) or the central record already says the size
+            raise MdlError(f"internal: '{self._shown}' got {self._count} bytes, its header says {self._size}")
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
         compressed = self.size - self._data_start
         if self._squeezer is not None:

@@ -4,6 +4,7 @@ streaming readers (Java's ZipInputStream, unzip from a pipe) read them; a regula
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import struct
@@ -22,6 +23,7 @@ from runfixtures import RecordingProgress, make_hf_run, write
 from mdl.archive import zipwriter as zipstream
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import unpack_archive
+from mdl.errors import MdlError
 from mdl.progress import NullProgress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,3 +219,13 @@ def test_stdout_opened_for_append_falls_back_to_the_stream(tmp_path: Path) -> No
         result = pack_run(options, progress=NullProgress(), stdout=out)
     assert result.sha256 == hashlib.sha256(out_path.read_bytes()).hexdigest()
     assert all(e.flags & 0x8 == 0 for e in walk_local_headers(out_path.read_bytes()) if e.method == 0)
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_an_entry_that_is_not_the_size_it_announced_is_never_finished(deflate: bool) -> None:
+    """The stored header (or the descriptor and central record) carries the announced size: bytes that differ stop."""
+    writer = zipstream.StreamZipWriter(io.BytesIO(), zipstream.zip_date_time(0))
+    writer.start("run/a.bin", size=3, crc=zlib.crc32(b"abc"), deflate=deflate)
+    writer.write(b"ab")
+    with pytest.raises(MdlError, match=r"'run/a\.bin' got 2 bytes, its header says 3"):
+        writer.end()
