@@ -123,7 +123,9 @@ class _Collector:
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                if any(filter_repo_objects([arcname, arcname + "/"], allow_patterns=list(self.excludes))):
+                if self.excludes and any(
+                    filter_repo_objects([arcname, arcname + "/"], allow_patterns=list(self.excludes))
+                ):
                     # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
                     self.found.append((arcname, f"skipping symlink '{shown}': excluded"))
                     continue
@@ -251,7 +253,7 @@ class PackResult:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
         doc["skipped"] = [asdict(left) for left in (*self.skipped, *self.left_out)]
-        return doc | {"files": [asdict(f) for f in self.files], "folders": [*self.folders], "notes": [*self.notes]}
+        return doc | {"files": [f.to_json() for f in self.files], "folders": [*self.folders], "notes": [*self.notes]}
 
 
 def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:

@@ -161,9 +161,9 @@ class Staging:
 
     def close(self) -> None:
         """Remove the staging folder unless it still holds originals a swap could not put back; unlock."""
-        for fd in (*self._fds.values(), self._root):
-            os.close(fd)
         try:
+            for fd in (*self._fds.values(), self._root):
+                os.close(fd)
             with contextlib.suppress(OSError, ValueError):  # an unreadable journal: keep what it may guard
                 if (found := _read_journal(self.path)) is None or found[2] == _COMMITTED:
                     shutil.rmtree(self.path, ignore_errors=True)

@@ -201,8 +201,8 @@ def _plan(
     added: list[dict[str, Any]] = []
     replaced = False
     for table in new:
-        target = _save_path(table, where=key)
-        index = next((i for i, f in enumerate(files) if _save_path(f, where=key) == target), None)
+        target = save_path(table, where=key)
+        index = next((i for i, f in enumerate(files) if save_path(f, where=key) == target), None)
         if index is None:
             files.append(table)
             added.append(table)
@@ -244,7 +244,8 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     return table
 
 
-def _save_path(table: dict[str, Any], *, where: str) -> str:
+def save_path(table: dict[str, Any], *, where: str) -> str:
+    """Where a ``files`` table saves (its ``as``, else the name its path or URL ends with); ``where`` names it."""
     return FileSpec(where, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
 
 

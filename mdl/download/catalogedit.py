@@ -69,10 +69,7 @@ def add_model(
     parsed = [catalog_edit.parse_source(source) for source in sources]
     path, text, created = _catalog_text(catalog, environ, create=True)
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
-    added = tuple(
-        FileSpec(name, path=table.get("path"), url=table.get("url"), save_as=table.get("as")).save_path
-        for table in edit.added_files
-    )
+    added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change

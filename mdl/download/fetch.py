@@ -212,7 +212,17 @@ def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, e
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
         raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
-    return FileRecord(remote.path, size, sha256, mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso())
+    return FileRecord(
+        remote.path,
+        size,
+        sha256,
+        mtime_ns,
+        source=remote.source,
+        git_oid=git_oid,
+        etag=etag,
+        commit=remote.commit,
+        fetched_at=now_iso(),
+    )
 
 
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:

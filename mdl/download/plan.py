@@ -221,10 +221,21 @@ def done_outcome(
     """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
     remote, reason = plan.remote, plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
-    done = FileOutcome(remote.model, remote.path, str(plan.placement.shown), size, sha256, DONE_WORD[action])
     fetched, mirror = (result.fetched, result.mirror) if result is not None else (0, None)
-    source = mirror or remote.source
-    return replace(done, reason=reason, word=word, fetched=fetched, mirror=mirror, source=source, warning=plan.warning)
+    return FileOutcome(
+        remote.model,
+        remote.path,
+        str(plan.placement.shown),
+        size,
+        sha256,
+        DONE_WORD[action],
+        reason=reason,
+        word=word,
+        fetched=fetched,
+        mirror=mirror,
+        source=mirror or remote.source,
+        warning=plan.warning,
+    )
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:

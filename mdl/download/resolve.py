@@ -143,9 +143,18 @@ def resolve_models(
                 dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
                 if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
                     state = "outdated"
-                file: dict[str, Any] = {"path": remote.path, "dest": str(dest)}
-                file |= {"url": redact_url(url) if url else remote.source, "size": remote.size, "sha256": remote.sha256}
-                files.append({**file, "git_oid": remote.git_oid, "source": remote.source, "state": state})
+                files.append(
+                    {
+                        "path": remote.path,
+                        "dest": str(dest),
+                        "url": redact_url(url) if url else remote.source,
+                        "size": remote.size,
+                        "sha256": remote.sha256,
+                        "git_oid": remote.git_oid,
+                        "source": remote.source,
+                        "state": state,
+                    }
+                )
             warning = session.lockfile.warnings.get(model.name)  # resolved fresh: not locked
             doc = {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
             docs.append({**doc, "locked": warning is None and session.lockfile.lock is not None})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mdl.errors import IntegrityError, JobOutputError, LocalFSError, UsageError
+from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.redact import remember_url_secrets
@@ -312,7 +312,7 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         with contextlib.suppress(OSError):
             tmp.unlink()
         if not isinstance(exc, OSError):
-            progress.finish(label, ok=False, message=str(exc) if isinstance(exc, IntegrityError) else "interrupted")
+            progress.finish(label, ok=False, message=exc.message if isinstance(exc, MdlError) else "interrupted")
             raise
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write {target}: {exc.strerror or exc}") from exc

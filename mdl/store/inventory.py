@@ -382,7 +382,8 @@ def verify_models(
             else:
                 want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
             add(verify_file(layout.records, spec.name, file, status.record, want, progress))
-        if status.files and not any(o.failing for o in outcomes if o.model == spec.name):
+        whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
+        if layout.cache_root is not None and whole:
             for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
                 revision = ref_revision(spec, status.record, file.path)
                 ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")

@@ -116,8 +116,10 @@ class Layout:
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
         """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
+        if self.cache_root is None:
+            return None
         hub = parse_hub_source(source)
-        if self.cache_root is None or hub is None or hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
+        if hub is None or hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
             return None
         if not revision or revision == hub.commit:
             return None

@@ -138,7 +138,7 @@ class Console:
             self._stream.write(f"{prefix}{text}\n")
             self._stream.flush()
 
-    def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
+    def error(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
         """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for events only."""
         self._write("mdl: error: ", _BOLD_RED, message)
         if hint:
