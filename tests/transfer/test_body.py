@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from runfixtures import transfer_job
 from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, Identity, TransferJob
+from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.connection import WireStream
 from mdl.transfer.engine import RAW_LEAST, _buffer, _received, raw_socket
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
@@ -139,20 +140,10 @@ def test_a_chunked_206_with_a_content_length_is_never_read_raw(client: httpx2.Cl
     data = make_data(12_000_000, seed=93)
     server = ChunkedWithLength(data)
     try:
-        partial = tmp_path / ".mdl"
-        job = TransferJob(
-            label="f.bin",
-            url=server.url,
-            identity=Identity(len(data), hashlib.sha256(data).hexdigest(), None, None),
-            credentials=Credentials(),
-            final_path=tmp_path / "f.bin",
-            part_path=partial / "f.part",
-            state_path=partial / "f.part.json",
-            source=server.url,
-        )
+        job = transfer_job(tmp_path, server.url, data)
         config = EngineConfig(connections=4, retry=RetryPolicy(retries=0), split_threshold=64 * 1024)
         Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
-        assert (tmp_path / "f.bin").read_bytes() == data  # no chunk-size lines spliced into the file
+        assert job.final_path.read_bytes() == data  # no chunk-size lines spliced into the file
     finally:
         server.close()
 
