@@ -46,19 +46,12 @@ def use_catalog(
     return catalog
 
 
-def without_boto(folder: Path) -> dict[str, str]:
-    """``os.environ`` for a child process that cannot import boto3 or botocore (mdl without the ``s3`` extra):
-    a ``sitecustomize`` that refuses them, first on ``PYTHONPATH`` (mdl stays importable from the rest)."""
-    blocker = folder / "block"
+def without_modules(folder: Path, *names: str) -> dict[str, str]:
+    """``os.environ`` for a child process that cannot import ``names`` (as after installing mdl without them): a
+    ``sitecustomize`` first on ``PYTHONPATH`` (mdl stays importable from the rest) sets them to None in sys.modules."""
+    blocker = folder / "blocked"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
-        "            raise ImportError(f'{name} is blocked by the test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
+    (blocker / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))
     path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
 
@@ -248,8 +241,7 @@ def transfer_job(
     credentials: Credentials | None = None,
     **more: Any,
 ) -> TransferJob:
-    """The job transfer tests fetch: ``folder/dest/m/f.bin``, its partial and record under ``dest/.mdl/partial``;
-    it expects ``data``'s size and sha256 when given, else ``size`` and ``sha``."""
+    """The job transfer tests fetch into ``folder/dest/m/f.bin``, expecting ``data``'s size and sha256, if given."""
     if data is not None:
         size, sha = len(data), hashlib.sha256(data).hexdigest()
     partial = folder / "dest" / ".mdl" / "partial"

@@ -73,8 +73,11 @@ class Staging:
         # A small share of what the process may open (`ulimit -n`), never fewer than the two in use at once.
         self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
         try:
-            self._lock = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            # Locked before it has its name: another unpack's recover() takes an unlocked staging for abandoned.
+            fresh = self.path / f"{_LOCK}.new"
+            self._lock = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._lock, fcntl.LOCK_EX)
+            fresh.replace(self.path / _LOCK)
             (self.path / _TREE).mkdir()
             (self.path / _OLD).mkdir()
             self._root = os.open(self.path / _TREE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

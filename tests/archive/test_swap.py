@@ -215,6 +215,21 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     assert staging_folders(dest) == []
 
 
+def test_a_staging_being_made_is_never_taken_for_abandoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another unpack's recovery, run just before a new staging locks its lock file, leaves that staging alone."""
+    flock = unpack.fcntl.flock
+
+    def recovery_first(fd: int, operation: int) -> None:
+        if operation == unpack.fcntl.LOCK_EX:  # the new staging's own lock, not recovery's LOCK_NB probe
+            unpack.recover(tmp_path, NullProgress())
+        flock(fd, operation)
+
+    monkeypatch.setattr(unpack.fcntl, "flock", recovery_first)
+    staging = unpack.Staging(tmp_path)
+    assert staging_folders(tmp_path) == [staging.path.name]
+    staging.close()
+
+
 def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     planted = dest / f"{unpack.PREFIX}planted"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, without_boto
+from runfixtures import mdl, without_modules
 from s3server import ACCESS_KEY, S3, SECRET_KEY, s3, s3_server  # noqa: F401
 from servers import make_data
 
@@ -132,7 +132,7 @@ def test_secrets_never_shown(s3: S3, here: Path) -> None:  # noqa: F811
 
 
 def test_missing_extra_exit_2_naming_it(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    env = without_boto(tmp_path)
+    env = without_modules(tmp_path, "boto3", "botocore")
     code = "import sys; from mdl.__main__ import main; sys.argv = ['mdl', 'get', 's3://bucket/key.bin']; main()"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == ExitCode.USAGE, proc.stderr

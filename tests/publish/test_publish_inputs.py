@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from runfixtures import mdl, without_boto
+from runfixtures import mdl, without_modules
 from s3server import S3
 from servers import HubServer
 
@@ -95,7 +95,7 @@ def test_publish_without_the_extra_is_exit_2_naming_it(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text('[models.x]\nrepo = "a/b"\n')
     home = tmp_path / "home"
     (home / "d" / "x").mkdir(parents=True)
-    env = {**without_boto(tmp_path), "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {**without_modules(tmp_path, "boto3", "botocore"), "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
     command = [sys.executable, "-m", "mdl", "publish", "x", "--to", "s3://bucket-1/p", "--dest", str(home / "d")]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode in (ExitCode.USAGE, ExitCode.NOT_FOUND), proc.stderr

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, without_modules
 from servers import CdnServer, Fault
 
 from mdl.errors import ExitCode
 
 TOKENIZER = json.dumps({"vocab": {f"tok{i}": i for i in range(20_000)}}).encode()
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _serve_br(cdn: CdnServer, body: bytes) -> str:
@@ -43,12 +41,8 @@ def test_a_br_body_is_decoded(cdn: CdnServer, tmp_path: Path, monkeypatch: pytes
 
 def test_without_brotli_a_br_body_is_refused_naming_the_package(cdn: CdnServer, tmp_path: Path) -> None:
     # A real interpreter where neither brotli nor brotlicffi can be imported, as after `pip install --no-deps mdl`.
-    blocker = tmp_path / "site"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['brotli'] = sys.modules['brotlicffi'] = None\n")
     url = _serve_br(cdn, b"\x1b\x00\x00\x00not really brotli")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env |= {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    env = {**without_modules(tmp_path, "brotli", "brotlicffi"), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     probe = subprocess.run([sys.executable, "-c", "import brotli"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0, "the blocker must make brotli unimportable"
     result = subprocess.run(
