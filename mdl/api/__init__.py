@@ -231,11 +231,12 @@ def clean(
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
     from mdl.archive import recover_unpacks
-    from mdl.store import CleanedFile, CleanReport
+    from mdl.store import CleanedFile, CleanReport, Layout
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
     settings = _settings(_catalog(catalog, env, required=False), env, dest=dest, layout=layout, dry_run=dry_run)
+    Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)

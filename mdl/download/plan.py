@@ -15,10 +15,21 @@ from enum import StrEnum
 from mdl.download.session import PullSession, label_of
 from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
 from mdl.paths import path_clash, shown_path
-from mdl.redact import safe_text
+from mdl.redact import record_text, safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import INSTALLED, MISSING, RECHECK_REASON, FileRecord, Placement, Store, judge, not_a_file, stat_file
+from mdl.store import (
+    INSTALLED,
+    MISSING,
+    RECHECK_REASON,
+    FileRecord,
+    Placement,
+    Store,
+    judge,
+    not_a_file,
+    not_own,
+    stat_file,
+)
 from mdl.transfer import Identity, TransferResult, saved_progress
 from mdl.units import human_size
 
@@ -60,19 +71,30 @@ class Decision:
 
 def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True) -> bool:
     """Whether a recorded file is the version upstream has now, by the strongest key both know; ``unnamed``: what a
-    file no key tells apart counts as (pull keeps it; a get fetches it again, as ``wget -N`` without Last-Modified)."""
+    file no key tells apart counts as (pull keeps it; a get fetches it again, as ``wget -N`` without Last-Modified).
+    Without a hash, a file is known by its source too: a validator or length of another URL (nginx's ETag is only
+    mtime and size) says nothing of the file fetched before, so another source is another file (wget's way)."""
     if remote.size is not None and record.size != remote.size:
         return False
     if remote.sha256:
         return record.sha256 == remote.sha256
     if remote.git_oid:
         return record.git_oid == remote.git_oid
+    if not same_source(record, remote):
+        return False
     if remote.etag and record.etag:
         return record.etag == remote.etag
     return unnamed
 
 
+def same_source(record: FileRecord, remote: RemoteFile) -> bool:
+    """Whether the file was recorded from the source it comes from now (as records keep it: without secrets); a
+    record that names none (written before sources counted) is of no known source, so never the same."""
+    return bool(record.source) and record.source in (remote.source, record_text(remote.source))
+
+
 UNNAMED = "the server names no version to compare with the one fetched before"
+NEW_SOURCE = "another source than the one it was fetched from"
 # The reason of a present file fetched again because of --force: people read "re-downloaded", JSON "downloaded".
 FORCED = "--force"
 
@@ -92,6 +114,8 @@ def decide(
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
     if record is not None and not same_content(record, remote, unnamed=unnamed):
+        if not (remote.sha256 or remote.git_oid or same_source(record, remote)):
+            return Decision(Action.DOWNLOAD, NEW_SOURCE)
         return Decision(Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream")
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
@@ -154,7 +178,9 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
     """Decide from the disk as it is now (the fetch stage looks again once it holds the file's lock)."""
     entry = recorded(records, remote)
     part, state = placement.store.part_paths(remote.model, remote.path)
-    partial = saved_progress(state, identity_of(remote)) if part.exists() else 0
+    # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it aside.
+    found = stat_file(part)
+    partial = saved_progress(state, identity_of(remote)) if found is not None and not_own(found) is None else 0
     local = LocalState.of(stat_file(placement.final), partial_bytes=partial)
     # A one-off get's file (no model) is kept only for the version the server names (wget -N), never a size alone.
     decision = decide(remote, entry, local, force=force, unnamed=bool(remote.model))

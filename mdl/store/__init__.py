@@ -1,7 +1,16 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean)."""
 
-from mdl.store.confined import open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+from mdl.store.confined import (
+    ForeignEntryError,
+    not_own,
+    open_file,
+    read_bytes,
+    rename,
+    rmdir_empty,
+    unlink,
+    write_atomic,
+)
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
@@ -50,6 +59,7 @@ __all__ = [
     "DirSyncs",
     "ExpectedFile",
     "FileRecord",
+    "ForeignEntryError",
     "HeldLocks",
     "HubFileRef",
     "Layout",
@@ -72,6 +82,7 @@ __all__ = [
     "model_status",
     "not_a_file",
     "not_a_file_error",
+    "not_own",
     "now_iso",
     "open_file",
     "parse_hub_source",

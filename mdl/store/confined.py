@@ -1,6 +1,8 @@
 """Files under a root mdl owns, never through a link: the root (the user's choice) may be a link; below it every
 folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename and unlink is relative to
-its folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2)."""
+its folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2). An existing
+file of mdl's state is trusted only if mdl made it (engine rule 14, checked in ``not_own``, the one place): a
+regular file with one link, the running user's, the same inode when opened as when looked at."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import stat as st
 from collections.abc import Iterator
 from pathlib import Path
 
-from mdl.errors import LocalFSError, UnsafePathError
+from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.store.filesystem import kind_of, not_a_file_error
+from mdl.units import human_size
 
 _NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
@@ -69,34 +72,121 @@ def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
         os.close(fd)
 
 
+def not_own(found: os.stat_result) -> str | None:
+    """Why an entry where mdl keeps its state is not one mdl made (its ``lstat`` or ``fstat``), None if it may be:
+    mdl makes regular files with one link, owned by the running user. Another name of a hard link, or another
+    user's file, may be an outside file: never trusted, written, truncated or renamed through."""
+    if st.S_ISLNK(found.st_mode):
+        return "a symbolic link"
+    if (kind := kind_of(found)) is not None:
+        return kind
+    if found.st_nlink > 1:  # (0: an open file removed since, which no name leads to)
+        return f"a hard link ({found.st_nlink} names for one file)"
+    if found.st_uid != os.geteuid():
+        return f"another user's file (uid {found.st_uid})"
+    return None
+
+
+class ForeignEntryError(PermissionError):
+    """An entry where mdl keeps its state that mdl did not make (an OSError: whoever reads it as a record treats it
+    as an unreadable one, set aside and written anew by an atomic rename, never through it)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(errno.EPERM, f"{path} is {why}, not a file mdl made: it is never trusted or written through")
+        self.path, self.why = path, why
+        # a link (symbolic or hard) or another user's file, as opposed to no file at all (a folder, a FIFO, ...)
+        self.linked = why == "a symbolic link" or why.startswith(("a hard link", "another user"))
+
+    def refusal(self) -> UnsafePathError:
+        """The refusal (exit 2) where the entry would have to be used as it is."""
+        hint = "remove it (`mdl clean` removes mdl's partial downloads and lock files)"
+        return UnsafePathError(str(self.strerror), hint=hint)
+
+
+def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
+    """Open the entry ``path.name`` of the folder ``dir_fd`` never following a link: a new file is made fresh
+    (``O_EXCL``); an existing one only if ``not_own`` finds it mdl's, by ``lstat`` and again by ``fstat`` of what
+    was opened (the same ``st_dev``/``st_ino``), and only then truncated if ``O_TRUNC`` asks. ForeignEntryError
+    (an OSError) names anything else; FileNotFoundError without ``O_CREAT``."""
+    for _ in range(_FRESH_TRIES):
+        try:
+            before = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            if not flags & os.O_CREAT:
+                raise
+            try:
+                return os.open(path.name, flags | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                if flags & os.O_EXCL:
+                    raise
+                continue  # made by another run since we looked: look at it
+        if flags & os.O_EXCL:
+            raise FileExistsError(errno.EEXIST, "File exists", str(path))
+        if (why := not_own(before)) is not None:
+            raise ForeignEntryError(path, why)
+        # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the fstat check).
+        plain = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+        try:
+            fd = os.open(path.name, plain | _NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue  # removed since we looked (a run released its lock): look again
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ForeignEntryError(path, "a symbolic link") from None
+            raise
+        try:
+            found = os.fstat(fd)
+            if found.st_nlink == 0 or (found.st_dev, found.st_ino) != (before.st_dev, before.st_ino):
+                os.close(fd)  # removed, or replaced, since we looked (another run released its lock): look again
+                continue
+            if (why := not_own(found)) is not None:
+                raise ForeignEntryError(path, why)
+            if flags & os.O_TRUNC:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    raise FileNotFoundError(errno.ENOENT, "it keeps being removed and made while mdl opens it", str(path))
+
+
 def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
-    """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name included."""
+    """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name included; an existing
+    file only if mdl made it (``open_entry``), else UnsafePathError (exit 2) naming it: never written through."""
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent, create=bool(flags & os.O_CREAT)) as dir_fd:
             try:
-                return os.open(path.name, flags | _NO_LINK, mode, dir_fd=dir_fd)
+                return open_entry(dir_fd, path, flags, mode)
+            except ForeignEntryError as exc:
+                if exc.why == "a symbolic link":
+                    raise UnsafePathError(f"{path} is a symbolic link; mdl never follows links inside {root}") from None
+                if not exc.linked:
+                    raise  # a folder, a FIFO, ...: the OSError it is, as the caller says (exit 7)
+                raise exc.refusal() from None
             except FileNotFoundError:
                 if not flags & os.O_CREAT or os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePathError(f"{path} is a symbolic link; mdl never follows links inside {root}") from None
-                raise
     raise AssertionError("unreachable")
 
 
-def read_bytes(root: Path, path: Path, *, limit: int) -> bytes:
-    """At most ``limit`` bytes of a regular file inside ``root``, never through a link; OSError naming what is
-    there if not one (a FIFO or device is never opened: ``lstat`` first, then O_NONBLOCK and fstat)."""
-    kind = None
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # then the open says so
-        kind = kind_of(path.lstat())
-    if kind is not None:
-        raise OSError(errno.EINVAL, f"{path} is {kind}, not a file")
-    with os.fdopen(open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-        if not st.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file")
-        return handle.read(limit)
+def read_bytes(root: Path, path: Path, *, limit: int, head: bool = False) -> bytes:
+    """The whole of a file of mdl's state inside ``root`` (``head``: its first ``limit`` bytes), never through a
+    link, never blocking (a FIFO or device is never opened). ForeignEntryError (an OSError, as for an unreadable
+    file) names an entry mdl did not make (``not_own``); a file over ``limit`` bytes is UsageError (exit 2) naming
+    it and the limit, checked before a byte is read, never cut short into something that fails to parse."""
+    with (
+        folder(root, path.parent, create=False) as dir_fd,
+        os.fdopen(open_entry(dir_fd, path, os.O_RDONLY), "rb") as handle,
+    ):
+        size = os.fstat(handle.fileno()).st_size
+        data = b"" if size > limit and not head else handle.read(limit if head else limit + 1)  # +1: it grew since
+    if not head and max(size, len(data)) > limit:
+        raise UsageError(
+            f"{path} is {human_size(max(size, len(data)))}, more than the {human_size(limit)} mdl reads of one of "
+            "its own files: it is not one mdl wrote",
+            hint="remove it: mdl checks again what it described",
+        )
+    return data
 
 
 def write_atomic(root: Path, path: Path, data: bytes) -> None:
@@ -104,8 +194,8 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
     tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # threads of one run may write one file
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_LINK, 0o666, dir_fd=dir_fd)
+            try:  # made fresh: nothing at a random name is written through
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o666, dir_fd=dir_fd)
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise
@@ -132,9 +222,14 @@ def unlink(root: Path, path: Path) -> None:
         raise not_a_file_error(path, "a folder") from None
 
 
-def rename(root: Path, source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link followed."""
+def rename(root: Path, source: Path, target: Path, *, own: bool = True) -> None:
+    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link followed. ``own``: a
+    file at ``source`` must be one mdl made (``not_own``; a partial swapped for a hard link is never installed),
+    else UnsafePathError (exit 2) naming it; a folder or link is moved as the entry it is."""
     with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
+        moved = os.stat(source.name, dir_fd=src_fd, follow_symlinks=False)
+        if own and st.S_ISREG(moved.st_mode) and (why := not_own(moved)) is not None:
+            raise ForeignEntryError(source, why).refusal()
         found = None
         with contextlib.suppress(FileNotFoundError):
             found = os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False)

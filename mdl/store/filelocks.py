@@ -1,9 +1,12 @@
-"""Cross-process file locks through their folder's descriptor, naming their holder (as apt's), removed on release."""
+"""Cross-process file locks through their folder's descriptor, naming their holder (as apt's), removed on release:
+``flock`` (as filelock and huggingface_hub take it) on a file mdl opens itself, never truncating or writing a file
+mdl did not make (``confined.not_own``): such a lock file of mdl's own is set aside once this run holds it."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sys
 import threading
@@ -12,32 +15,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
+from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, MdlError, UnsafePathError
 from mdl.redact import printable
 from mdl.store import confined
 
-if TYPE_CHECKING:
-    from filelock import BaseFileLock
+log = logging.getLogger("mdl.store")
 
 POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
+_RETRY = 0.05  # seconds between two tries of a lock within one poll (filelock's own interval)
+_VANISHED = 100  # times a lock's folder may go (emptied by a get) while we walk to it, before we give up
 
 
 @dataclass
 class _Held:
-    lock: BaseFileLock
+    fd: int  # the lock file, open and locked
     dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
     name: str
     remove: bool  # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
 
     def release(self) -> None:
         try:
-            if self.remove:  # while still held: a run waiting on this file finds it unlinked and opens anew
-                with contextlib.suppress(OSError):
+            # While still held: a run waiting on this file finds it unlinked and opens anew (only ours is unlinked).
+            with contextlib.suppress(OSError):
+                if self.remove and _still_named(self.fd, self.dir_fd, self.name):
                     os.unlink(self.name, dir_fd=self.dir_fd)
-            self.lock.release()
+            with contextlib.suppress(OSError):
+                _unlock(self.fd)
         finally:
+            os.close(self.fd)
             os.close(self.dir_fd)
 
 
@@ -56,6 +62,29 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
             self.locks.pop().release()
 
 
+def _lock(fd: int) -> bool:
+    """One try at the exclusive lock of ``fd``: filelock's own (a ``flock``, so huggingface_hub's locks agree)."""
+    from filelock import lock_descriptor
+
+    return bool(lock_descriptor(fd, blocking=False))
+
+
+def _unlock(fd: int) -> None:
+    from filelock import unlock_descriptor
+
+    unlock_descriptor(fd)
+
+
+def _still_named(fd: int, dir_fd: int, name: str) -> bool:
+    """Whether ``name`` is still the file ``fd`` has open (a run releasing a lock unlinks it while holding it)."""
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 def _write_holder(fd: int) -> None:
     """``pid <n>, mdl <command>, since <time>`` (no arguments: they may hold URLs with secrets)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
@@ -68,7 +97,7 @@ def _write_holder(fd: int) -> None:
 
 def holder_of(root: Path, where: Path) -> str:
     try:
-        text = confined.read_bytes(root, where, limit=512).decode("utf-8", "replace")
+        text = confined.read_bytes(root, where, limit=512, head=True).decode("utf-8", "replace")
     except OSError:
         return ""
     return printable(text.strip().splitlines()[0]) if text.strip() else ""
@@ -112,45 +141,53 @@ def acquire_locks(
 
 
 def try_lock(root: Path, where: Path) -> HeldLocks | None:
-    """The lock at ``where`` if no run holds it now, else None (clean-up never waits)."""
+    """The lock at ``where`` if no run holds it now, else None (clean-up never waits, nor takes a lock file that is
+    a link or no file: it leaves what that lock guards alone)."""
     try:
-        lock, dir_fd = _open_lock(root, where)
-    except FileNotFoundError:
+        taken = _take(root, where, waited=False, deadline=0.0, own=True)
+    except (OSError, MdlError):
         return None
+    return HeldLocks([taken]) if taken is not None else None
+
+
+def _open_lock(dir_fd: int, where: Path, *, own: bool) -> tuple[int, bool]:
+    """The lock file at ``where`` opened (made fresh if missing), and whether it may be written (mdl made it)."""
     try:
-        lock.acquire(timeout=0)
-    except OSError:  # filelock's Timeout is a TimeoutError
-        os.close(dir_fd)
-        return None
-    return HeldLocks([_Held(lock, dir_fd, where.name, remove=True)])
-
-
-def _open_lock(root: Path, where: Path) -> tuple[BaseFileLock, int]:
-    from filelock import FileLock
-
-    dir_fd = confined.open_dir(root, where.parent)
-    through = Path(f"/proc/self/fd/{dir_fd}")  # the lock's path through its folder's descriptor (filelock takes paths)
-    path = through / where.name if through.is_dir() else where
-    return FileLock(path, thread_local=False, on_acquired=_write_holder), dir_fd
+        return confined.open_entry(dir_fd, where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), True
+    except confined.ForeignEntryError as exc:
+        if exc.why == "a symbolic link":
+            raise OSError(errno.ELOOP, exc.why) from None
+        if not exc.linked:  # a FIFO, a folder: no lock at all
+            raise LocalFSError(f"cannot lock {where}: it is {exc.why}, not a file") from None
+    # Another name of a hard link, or another user's file: locked read-only (a flock writes nothing), never written.
+    # huggingface_hub's own lock (``own`` False) is only ever locked; one of mdl's is set aside once held.
+    try:
+        return os.open(where.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd), False
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise confined.ForeignEntryError(where, f"a lock file mdl cannot use ({exc.strerror})").refusal() from None
 
 
 def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) -> _Held | None:
-    """The lock at ``where`` (at once, or after a poll once ``waited``), None while another run holds it."""
-    from filelock import Timeout
-
+    """The lock at ``where`` (at once, or within a poll once ``waited``), None while another run holds it. A lock
+    file of mdl's own that mdl did not make is set aside once held (unlinked, as a release does: a waiting run opens
+    anew) and made fresh; its other name keeps its bytes."""
+    until = time.monotonic() + (min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0.0)
+    vanished = 0
     while True:
         try:
-            lock, dir_fd = _open_lock(root, where)
+            dir_fd = confined.open_dir(root, where.parent)
         except OSError as exc:
             raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
         try:
-            lock.acquire(timeout=min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0)
-            return _Held(lock, dir_fd, where.name, remove=own)
+            held = _try(dir_fd, where, own=own)
         except FileNotFoundError:
-            os.close(dir_fd)  # its folder went (emptied and removed by a get): walk to it anew
-        except Timeout:
             os.close(dir_fd)
-            return None
+            vanished += 1  # its folder went (emptied and removed by a get): walk to it anew
+            if vanished > _VANISHED:
+                raise LocalFSError(f"cannot lock {where}: its folder keeps being removed") from None
+            continue
         except OSError as exc:  # not a lock mdl can take: never followed, never replaced
             os.close(dir_fd)
             if exc.errno == errno.ELOOP:
@@ -159,3 +196,35 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
         except BaseException:
             os.close(dir_fd)
             raise
+        if held is not None:
+            return held
+        os.close(dir_fd)
+        if time.monotonic() >= until:
+            return None
+        time.sleep(_RETRY)
+
+
+def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:
+    """One try at the lock in ``dir_fd`` (which the lock keeps when taken); None while another run holds it."""
+    while True:
+        fd, writable = _open_lock(dir_fd, where, own=own)
+        try:
+            if not _lock(fd):
+                os.close(fd)
+                return None
+            if not _still_named(fd, dir_fd, where.name):
+                os.close(fd)  # released (unlinked) since we opened it: the flock won goes with it; open anew
+                continue
+            if writable or not own:  # huggingface_hub's lock is only locked, never written
+                if writable and own:
+                    _write_holder(fd)
+                return _Held(fd, dir_fd, where.name, remove=own)
+            why = confined.not_own(os.fstat(fd))
+            if why is not None:  # (None: made fresh by another run since we looked; opened again, for writing)
+                log.warning("%s: set aside a lock file mdl did not make (it is %s)", where, why)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(where.name, dir_fd=dir_fd)  # held: no run is between its open and its lock of it
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # and made fresh at once

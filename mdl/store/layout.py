@@ -83,6 +83,9 @@ class Layout:
     def __init__(self, settings: Settings) -> None:
         self.plain = Store(settings.dest)
         self.cache_root = settings.hf_cache if settings.layout == "hf-cache" else None
+        check_folder(settings.dest, what="the destination")
+        if self.cache_root is not None:
+            check_folder(self.cache_root, what="the Hugging Face cache")
         self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
         self.records = self.cache or self.plain  # the store whose records describe the models
         self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
@@ -142,6 +145,28 @@ class Layout:
             write_ref(root, *placement.ref)
 
 
+def check_folder(path: Path, *, what: str) -> None:
+    """Refuse (exit 2) a root every command would fail on: a file (or anything but a folder) at ``path`` or at the
+    first of its parents that exists. Links are followed: the root is the user's choice."""
+    found, probe = None, path
+    while found is None:
+        try:
+            found = probe.stat()
+        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
+            if probe == probe.parent:
+                return
+            probe = probe.parent
+        except OSError:
+            return  # what the commands then say about it (permissions, a name too long) is theirs to say
+    if not st.S_ISDIR(found.st_mode):
+        kind = kind_of(found) or "a file"
+        where = "" if probe == path else f"cannot be created: {shown_path(probe)} "
+        raise UsageError(
+            f"{what} {shown_path(path)} {where}is {kind}, not a folder",
+            hint="pass --dest DIR naming a folder" if what == "the destination" else "point HF_HUB_CACHE at a folder",
+        )
+
+
 def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str | None:
     """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks for the revision
     it was pulled at, else the one the file's catalog entry asks for."""
@@ -162,8 +187,10 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
         # A link where a ref goes is replaced as the entry it is, never read through. Compared verbatim:
         # huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it.
         if not st.S_ISLNK(found.st_mode):
-            current = confined.read_bytes(root, ref, limit=256).decode("utf-8", "replace")
+            current = confined.read_bytes(root, ref, limit=256, head=True).decode("utf-8", "replace")
     except FileNotFoundError:
+        pass
+    except confined.ForeignEntryError:  # a hard link or another user's: replaced as the entry it is, never read
         pass
     except OSError as exc:
         raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
@@ -183,7 +210,7 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
         try:
             ref_name = safe_relative_path(revision, where="revision")
             # never blocks (a FIFO) nor follows a link; undecodable bytes are no commit
-            raw = confined.read_bytes(cache_root, repo_dir.joinpath("refs", *ref_name.split("/")), limit=256)
+            raw = confined.read_bytes(cache_root, repo_dir.joinpath("refs", *ref_name.split("/")), limit=256, head=True)
             commit = raw.decode("utf-8", "replace").strip()
         except (OSError, MdlError):
             return []

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdl.errors import LocalFSError, UnsafePathError
+from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
@@ -194,6 +194,6 @@ class Store:
     def _label_of(self, state_path: Path) -> str:
         try:
             source = json.loads(confined.read_bytes(self.dest, state_path, limit=1 << 20)).get("source", "")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, MdlError):  # not one mdl made, or too big: named by its name
             source = ""
         return str(source) or state_path.name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.plan import UNNAMED, Action, LocalState, decide, same_content
+from mdl.download.plan import NEW_SOURCE, UNNAMED, Action, LocalState, decide, same_content
 from mdl.sources.resolve import RemoteFile
 from mdl.store.records import FileRecord
 
@@ -18,18 +18,34 @@ OTHER_OID = "d" * 40
 MTIME = 1_700_000_000_000_000_000
 
 
+SOURCE = "http://x/release-1/f.bin"
+
+
 def remote(
-    *, size: int | None = 10, sha256: str | None = SHA, git_oid: str | None = None, etag: str | None = None
+    *,
+    size: int | None = 10,
+    sha256: str | None = SHA,
+    git_oid: str | None = None,
+    etag: str | None = None,
+    source: str = SOURCE,
 ) -> RemoteFile:
     return RemoteFile(
-        model="m", path="f.bin", url="http://x/f.bin", size=size, sha256=sha256, git_oid=git_oid, etag=etag
+        model="m", path="f.bin", url=source, size=size, sha256=sha256, git_oid=git_oid, etag=etag, source=source
     )
 
 
 def record(
-    *, size: int = 10, sha256: str = SHA, git_oid: str | None = None, etag: str | None = None, mtime_ns: int = MTIME
+    *,
+    size: int = 10,
+    sha256: str = SHA,
+    git_oid: str | None = None,
+    etag: str | None = None,
+    mtime_ns: int = MTIME,
+    source: str = SOURCE,
 ) -> FileRecord:
-    return FileRecord(path="f.bin", size=size, sha256=sha256, mtime_ns=mtime_ns, git_oid=git_oid, etag=etag)
+    return FileRecord(
+        path="f.bin", size=size, sha256=sha256, mtime_ns=mtime_ns, git_oid=git_oid, etag=etag, source=source
+    )
 
 
 ABSENT = LocalState(size=None, mtime_ns=None, partial_bytes=0)
@@ -144,3 +160,40 @@ def test_action_values_are_the_dry_run_words() -> None:
 def test_resume_reason_is_a_human_size_not_a_byte_count() -> None:
     decision = decide(remote(), None, LocalState(size=None, mtime_ns=None, partial_bytes=1_523_456), force=False)
     assert decision.reason == "1.45 MiB already downloaded"
+
+
+RELEASE_2 = "http://x/release-2/f.bin"
+
+
+@pytest.mark.parametrize(
+    ("rem", "rec", "same"),
+    [
+        # nginx's ETag is "<mtime>-<size>": two releases copied with `cp -p` share it; the source tells them apart
+        (remote(sha256=None, etag='"5f3a-a"', source=RELEASE_2), record(etag='"5f3a-a"'), False),
+        (remote(sha256=None, source=RELEASE_2), record(), False),
+        # a record from before sources counted names none: of no known source, never the same
+        (remote(sha256=None, etag='"e1"'), record(etag='"e1"', source=""), False),
+        # a hash names the bytes wherever they come from: another source of the same bytes is the same file
+        (remote(source=RELEASE_2), record(), True),
+        (remote(sha256=None, git_oid=OID, source=RELEASE_2), record(git_oid=OID, source=""), True),
+        # a source as records keep it (secrets redacted) is the same source
+        (
+            remote(sha256=None, etag='"e1"', source="http://u:pw@x/f.bin"),
+            record(etag='"e1"', source="http://x/f.bin"),
+            True,
+        ),
+    ],
+)
+def test_a_file_is_known_by_its_source_when_no_hash_names_it(rem: RemoteFile, rec: FileRecord, same: bool) -> None:
+    assert same_content(rec, rem) is same
+    assert same_content(rec, rem, unnamed=False) is same
+
+
+def test_another_source_is_fetched_again_and_says_why() -> None:
+    rem = remote(sha256=None, etag='"5f3a-a"', source=RELEASE_2)
+    for unnamed in (True, False):
+        decision = decide(rem, record(etag='"5f3a-a"'), PRESENT, force=False, unnamed=unnamed)
+        assert (decision.action, decision.reason) == (Action.DOWNLOAD, NEW_SOURCE)
+    assert decide(rem, record(etag='"5f3a-a"', source=""), TOUCHED, force=False).action is Action.DOWNLOAD
+    # the same source, the same validator: kept
+    assert decide(remote(sha256=None, etag='"e"'), record(etag='"e"'), PRESENT, force=False).action is Action.SKIP

@@ -341,6 +341,6 @@ def test_free_bytes_probes_the_nearest_existing_parent(tmp_path: Path) -> None:
 def test_a_folder_where_a_lock_file_goes_is_exit_7_naming_it(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.lock_path("m", "a.bin").mkdir(parents=True)
-    with pytest.raises(LocalFSError, match=r"cannot lock .*\.lock: Is a directory") as caught:
+    with pytest.raises(LocalFSError, match=r"cannot lock .*\.lock: it is a folder, not a file") as caught:
         store.acquire_file_lock("m", "a.bin", timeout=1)
     assert caught.value.exit_code == 7
