@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 import stat
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -27,7 +29,11 @@ DEPLOY_DENY += ("sampler.bin", "training_args.bin", "global_step*", "*-state")
 _RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
 DENY_REASON = "training state, not needed to deploy (profile deploy; --profile full keeps it)"
 RUN_LEVEL_REASON = "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
-LOG_PATTERNS = ("*.log", "progress.json", "all_results.json", "*_results.json", "metrics.csv")
+# --with-logs: these at the top of the run, everything under logs/, TensorBoard's event files under runs/.
+LOG_PATTERNS = ("*.log", "progress.json", "metrics*.json", "trainer_state.json", "*_results.json", "metrics.csv")
+LOG_FOLDER, EVENTS_FOLDER, EVENTS_PREFIX = "logs", "runs", "events.out.tfevents."
+_LOGS_LOOKED_FOR = f"{', '.join(LOG_PATTERNS)} at its top, {LOG_FOLDER}/, {EVENTS_FOLDER}/**/{EVENTS_PREFIX}*"
+_SHOWN_LOGS = 8
 _PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"})
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"})
 # Tensors, pickles and what is compressed already are stored: deflate saves ~7-8 % on fp16/fp32 weights at
@@ -77,6 +83,57 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> tuple[re.Pattern[str], bool]:
+    """A ``--include``/``--exclude`` pattern as git and rsync read it, and whether it names only folders (``dir/``).
+    ``*`` and ``?`` stay within one folder, ``**`` crosses folders (``**/`` may be none), ``[...]`` is a class; a
+    pattern with no ``/`` but at its end matches a name at any depth; one with a ``/`` (``logs/*``, ``/x``) is
+    anchored at the run's top."""
+    folders_only = pattern.endswith("/")
+    body = pattern.rstrip("/")
+    anchored = "/" in body
+    body = body.removeprefix("/")
+    out, i = [], 0
+    while i < len(body):
+        if body.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif body.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif body[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif body[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif body[i] == "[" and (end := body.find("]", i + 2)) > 0:
+            inner = body[i + 1 : end]
+            out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner).replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(body[i]))
+            i += 1
+    return re.compile(("" if anchored else "(?:.*/)?") + "".join(out)), folders_only
+
+
+def glob_matches(path: str, pattern: str) -> bool:
+    """Whether ``pattern`` (git/rsync rules, see ``_glob_regex``) takes ``path`` (a ``/`` path in the run): the file
+    itself, or a folder it is in (``logs`` and ``logs/`` take all of ``logs/``)."""
+    regex, folders_only = _glob_regex(pattern)
+    parts = path.strip("/").split("/")
+    itself = not folders_only or path.endswith("/")  # an empty folder's path ends in "/"
+    prefixes = ["/".join(parts[:depth]) for depth in range(1, len(parts) + (1 if itself else 0))]
+    return any(regex.fullmatch(prefix) for prefix in prefixes)
+
+
+def _any_glob(paths: Iterable[str], patterns: Iterable[str]) -> bool:
+    return any(glob_matches(path, pattern) for path in paths for pattern in patterns)
+
+
+Found = tuple[str, str, "SourceFile | str | None"]  # arcname, path in the run, and the file (see _Collector.found)
+
+
 @dataclass
 class _Collector:
     """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
@@ -86,32 +143,33 @@ class _Collector:
     excludes: tuple[str, ...]
     compress: str  # auto, none or deflate
     top_skip: tuple[str, ...]  # names left out at the top (checkpoint folders, for a whole-run pack)
-    # (arcname, file): a special file's is the note said if it is selected, an empty folder's ("a/b/") is None
-    found: list[tuple[str, SourceFile | str | None]] = field(default_factory=list)
+    # Only the files (and links) whose path in the run this takes are looked at; empty folders then are not packed.
+    keep: Callable[[str], bool] | None = None
+    # (arcname, path in the run, file): a special file's is the note said if it is selected, an empty folder's
+    # ("a/b/") is None
+    found: list[Found] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
 
     def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
         if not stat.S_ISREG(st.st_mode):
             kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
-            self.found.append((arcname, f"skipping {kind} '{shown}': not a regular file"))
+            self.found.append((arcname, shown, f"skipping {kind} '{shown}': not a regular file"))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
         squeeze = self.compress == "deflate" or (self.compress == "auto" and suffix not in STORED_SUFFIXES)
         src = SourceFile(
             arcname, real, shown, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, role_of(arcname), squeeze
         )
-        self.found.append((arcname, src))
+        self.found.append((arcname, shown, src))
 
     def walk(self, folder: Path, arc_prefix: str, shown_prefix: str, above: frozenset[Path] = frozenset()) -> None:
         """Collect everything under ``folder`` (a real path), following in-run links by their targets."""
-        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
         ancestors = above | {folder}
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
-        if not entries and arc_prefix:  # an empty folder is packed as zip -r packs it: an entry of its own
-            self.found.append((arc_prefix, None))
+        if not entries and arc_prefix and self.keep is None:  # an empty folder is packed as zip -r packs it
+            self.found.append((arc_prefix, shown_prefix, None))
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             denied, whole_run = _matches(entry.name, self.deny), not arc_prefix and _matches(entry.name, self.top_skip)
@@ -122,12 +180,12 @@ class _Collector:
                 continue
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) and self.keep is not None and not self.keep(shown):
+                continue  # not asked for: never resolved nor opened
             if stat.S_ISLNK(st.st_mode):
-                if self.excludes and any(
-                    filter_repo_objects([arcname, arcname + "/"], allow_patterns=list(self.excludes))
-                ):
+                if _any_glob((arcname, shown), self.excludes):
                     # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
-                    self.found.append((arcname, f"skipping symlink '{shown}': excluded"))
+                    self.found.append((arcname, shown, f"skipping symlink '{shown}': excluded"))
                     continue
                 path = real_inside(path, self.run_real, shown)
                 st = path.stat()
@@ -139,20 +197,59 @@ class _Collector:
                 self.add_file(path, st, arcname, shown)
 
 
+def _is_log(path: str) -> bool:
+    """Whether a path in the run is one of its logs (``--with-logs``)."""
+    top, _, rest = path.partition("/")
+    if not rest:
+        return _matches(top, LOG_PATTERNS)
+    return top == LOG_FOLDER or (top == EVENTS_FOLDER and path.rsplit("/", 1)[-1].startswith(EVENTS_PREFIX))
+
+
+def _log_arcname(path: str) -> str:
+    """Where a log goes in a checkpoint's archive: under ``logs/`` (a file of the run's ``logs/`` keeps its path)."""
+    return path if path.startswith(LOG_FOLDER + "/") else f"{LOG_FOLDER}/{path}"
+
+
+def _run_logs(run_real: Path, options: PackOptions) -> list[Found]:
+    """The run's logs, each under its name in the archive: its top's log files, ``logs/``, TensorBoard's events."""
+    logs = _Collector(run_real, (), options.excludes, options.compress, (), keep=_is_log)
+    with os.scandir(run_real) as it:
+        for entry in sorted(it, key=lambda e: e.name):
+            name, arcname = entry.name, _log_arcname(entry.name)
+            if name in (LOG_FOLDER, EVENTS_FOLDER) and entry.is_dir(follow_symlinks=False):
+                logs.walk(Path(entry.path), _log_arcname(name + "/"), name + "/")
+            elif _is_log(name) and not entry.is_dir():
+                if entry.is_symlink() and _any_glob([name, arcname], options.excludes):
+                    logs.found.append((arcname, name, f"skipping symlink '{name}': excluded"))
+                    continue
+                real = real_inside(Path(entry.path), run_real, name)
+                logs.add_file(real, real.stat(), arcname, name)
+    return logs.found
+
+
+def _inside(selection: Selection, run_dir: Path, path: str) -> str | None:
+    """``path`` (in the run) as named in a checkpoint's archive if it is part of the chosen checkpoint, else None."""
+    if selection.checkpoint is None:
+        return path
+    shown = selection.root.relative_to(run_dir).as_posix()
+    if selection.single_file:
+        return selection.root.name if path == shown else None
+    return path.removeprefix(shown + "/") if path.startswith(shown + "/") else None
+
+
 def collect_files(
     selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress
-) -> tuple[list[SourceFile], list[str], list[LeftOut]]:
-    """The files and empty folders ("a/b/") to pack, sorted, and what the profile or a whole-run pack left out."""
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]  # heavy: only when packing
-
+) -> tuple[list[SourceFile], list[str], list[LeftOut], list[str]]:
+    """The files and empty folders ("a/b/") to pack, sorted, what the profile or a whole-run pack left out, and the
+    notes said on the way. The chosen checkpoint (or the whole run), then ``--with-logs``, then what ``--include``
+    adds from anywhere in the run (the profile still applies); ``--exclude`` wins over all of them."""
     run_real = Path(os.path.realpath(run_dir))
     deny = DEPLOY_DENY if options.profile == "deploy" else ()
     top_skip = _RUN_LEVEL_SKIP if selection.checkpoint is None else ()
     collector = _Collector(run_real, deny, options.excludes, options.compress, top_skip)
+    notes: list[str] = []
     if selection.checkpoint is None:
         collector.walk(run_real, "", "")
-        if options.with_logs:
-            progress.note("--with-logs: the run's logs are already part of a whole-run archive")
     else:
         shown = selection.root.relative_to(run_dir).as_posix()
         root = real_inside(selection.root, run_real, shown)
@@ -160,30 +257,57 @@ def collect_files(
             collector.add_file(root, root.stat(), selection.root.name, shown)
         else:
             collector.walk(root, "", shown + "/")
-        if options.with_logs:
-            before = len(collector.found)
-            with os.scandir(run_real) as it:
-                for entry in sorted(it, key=lambda e: e.name):
-                    if _matches(entry.name, LOG_PATTERNS) and entry.is_file():
-                        real = real_inside(Path(entry.path), run_real, entry.name)
-                        collector.add_file(real, real.stat(), f"logs/{entry.name}", entry.name)
-            if len(collector.found) == before:
-                progress.note("--with-logs: no logs found in the run")
-    # --include/--exclude with huggingface_hub's rules; a pattern matching nothing is an error.
-    names = [arcname for arcname, _ in collector.found]
-    for flag, pattern in [("--include", p) for p in options.includes] + [("--exclude", p) for p in options.excludes]:
-        if not any(filter_repo_objects(names, allow_patterns=[pattern])):
-            raise UsageError(f"{flag} {pattern!r} matches no file")
+    candidates = list(collector.found)
+    if options.with_logs:
+        logs = [item for item in collector.found if _is_log(item[1])] if selection.checkpoint is None else []
+        if selection.checkpoint is not None:
+            candidates += (logs := _run_logs(run_real, options))
+        taken = [
+            arcname
+            for arcname, path, src in logs
+            if isinstance(src, SourceFile) and not _any_glob((arcname, path), options.excludes)
+        ]
+        if not taken:
+            notes.append(f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})")
+        else:
+            more = len(taken) - _SHOWN_LOGS
+            listed = ", ".join(taken[:_SHOWN_LOGS]) + (f" and {more} more" if more > 0 else "")
+            whole = " (a whole-run archive holds them already)" if selection.checkpoint is None else ""
+            notes.append(f"--with-logs: {len(taken)} log file{'s' if len(taken) != 1 else ''}{whole}: {listed}")
+    if options.includes:  # added from anywhere in the run, named as in the chosen checkpoint when part of it
+        adding = _Collector(run_real, deny, options.excludes, options.compress, (), keep=_include_filter(options))
+        adding.walk(run_real, "", "")
+        for _, path, src in adding.found:
+            arcname = _inside(selection, run_dir, path) or path
+            candidates.append((arcname, path, _renamed(src, arcname) if isinstance(src, SourceFile) else src))
+        for pattern in options.includes:
+            if not any(glob_matches(path, pattern) for _, path, _ in adding.found):
+                hint = "the deploy profile leaves training state out: --profile full keeps it" if deny else None
+                raise UsageError(f"--include {pattern!r} matches no file", hint=hint)
+    for pattern in options.excludes:  # a pattern matching nothing is a typo, said rather than ignored
+        if not any(glob_matches(arcname, pattern) or glob_matches(path, pattern) for arcname, path, _ in candidates):
+            raise UsageError(f"--exclude {pattern!r} matches no file")
     files: list[SourceFile] = []
     folders: list[str] = []
-    patterns = {"allow_patterns": list(options.includes) or None, "ignore_patterns": list(options.excludes) or None}
-    for arcname, src in filter_repo_objects(collector.found, key=lambda item: item[0], **patterns):
+    chosen: dict[str, tuple[str, object]] = {}  # arcname -> the path in the run it comes from: the first wins
+    for arcname, path, src in candidates:
+        if _any_glob((arcname, path), options.excludes):
+            continue
+        identity = (src.device, src.inode) if isinstance(src, SourceFile) else path
+        if (key := arcname.rstrip("/")) in chosen:  # the same file found twice, or another file for one name
+            first, first_identity = chosen[key]
+            if isinstance(src, SourceFile) and first_identity != identity:
+                notes.append(f"not packing '{path}': '{first}' is packed under its name, '{arcname}'")
+            continue
+        chosen[key] = (path, identity)
         if src is None:
             folders.append(arcname)
         elif isinstance(src, str):
-            progress.note(src)  # opening a FIFO would hang
+            notes.append(src)  # opening a FIFO would hang
         else:
             files.append(src)
+    for note in notes:
+        progress.note(note)
     files.sort(key=lambda f: f.arcname)
     folders.sort()
     model = any(  # training_args.bin and optimizer state are no model
@@ -214,7 +338,15 @@ def collect_files(
         raise UnsafePathError(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode form"
         )
-    return files, folders, collector.left_out
+    return files, folders, collector.left_out, notes
+
+
+def _renamed(src: SourceFile, arcname: str) -> SourceFile:
+    return src if src.arcname == arcname else replace(src, arcname=arcname, role=role_of(arcname))
+
+
+def _include_filter(options: PackOptions) -> Callable[[str], bool]:
+    return lambda path: any(glob_matches(path, pattern) for pattern in options.includes)
 
 
 @dataclass(frozen=True)
@@ -296,7 +428,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
             _refuse_output_in_run(str(target), run_real, f"'{target}'")
         elif stdout is not None and (found := stdout_file(stdout)) is not None and found[1] is not None:
             _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
-        files, folders, left_out = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
+        files, folders, left_out, notes = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
     except OSError as exc:  # anything the checks above did not foresee still names the file (exit 7, not 1)
         raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
     except RecursionError:
@@ -337,6 +469,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "metric": selection.metric,
         "left_out": tuple(left_out),
         "folders": tuple(folders),
+        "notes": tuple(notes),
     }
     if options.dry_run:
         listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)

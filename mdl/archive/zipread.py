@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
 from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name, shown
@@ -31,8 +31,13 @@ MAX_TOTAL_BYTES = 1 << 42  # 4 TiB: far above any checkpoint, far below "fill th
 DEFAULT_MAX_RATIO = 200.0  # real weights compress <= 1.5x, text ~10x; 1000:1 is a bomb
 RATIO_FLOOR = 1 << 20  # below 1 MiB (an entry, or a whole archive) nothing can hurt, whatever the ratio
 _DOS_DIRECTORY, _DOS_REPARSE_POINT = 0x10, 0x400  # low 16 bits of external_attr (MS-DOS attributes)
-_STAGING_MARGIN = 64  # DEST/.mdl-unpack-XXXXXXXX/tree/ is longer than DEST/ by less than this
+STAGING_PREFIX = ".mdl-unpack-"  # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
+_STATE_FOLDER = ".mdl"  # mdl's own state under a destination
+_STAGING_MARGIN = 64  # DEST/.mdl-unpack-<32 hex>/tree/ is longer than DEST/ by less than this
 _FLAG_ENCRYPTED, _FLAG_PATCHED, _FLAG_STRONG, _FLAG_UTF8, _FLAG_MASKED = 0x1, 0x20, 0x40, 0x800, 0x2000
+_FLAG_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data (the local header holds zeros)
+_FLAG_WORDS = {_FLAG_DESCRIPTOR: "data descriptor flag (bit 3)", _FLAG_UTF8: "UTF-8 name flag (bit 11)"}
+_FLAG_WORDS |= dict.fromkeys((_FLAG_ENCRYPTED, _FLAG_STRONG, _FLAG_MASKED), "encryption flag")
 _EOCD = struct.Struct("<4sHHHHLLH")
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQHHLLQQQQ")
@@ -43,12 +48,22 @@ _Central = namedtuple(
     " internal attr offset",
 )
 _LOCAL = struct.Struct("<4sHHHHHLLLHH")
+_DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
 _MAX_SHOWN = 120
 
 
 def shown_raw(raw: bytes) -> str:
     return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
+
+
+def reserved_by_mdl(part: str) -> bool:
+    """Whether one path component is, once case-folded and normalised as any filesystem might, a name mdl keeps for
+    its own state beside a destination: ``.mdl`` or unpack's staging ``.mdl-unpack-*``."""
+    folded = part
+    for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
+        folded = unicodedata.normalize("NFKC", folded).casefold()
+    return folded == _STATE_FOLDER or folded.startswith(STAGING_PREFIX)
 
 
 def name_problem(name: str) -> str | None:
@@ -67,6 +82,8 @@ def name_problem(name: str) -> str | None:
     if ":" in name:  # a drive or an NTFS alternate data stream on Windows
         return "colon in name"
     for part in name.split("/"):
+        if reserved_by_mdl(part):
+            return f"{shown(part)} is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
         if part[-1] in ". ":
             return "component ending in a dot or space"
         if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
@@ -115,6 +132,7 @@ class Entry:
     create_system: int
     external_attr: int
     start: int = 0
+    modified: int = 0  # the DOS date and time as stored, date << 16 | time (compared with the local header's)
 
 
 def _broken(why: str) -> ArchiveError:
@@ -211,7 +229,8 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
         if disk != 0:
             raise ArchiveError(f"entry {shown(name)} is on another disk: split archives are not supported")
         found = (rec.flags, rec.method, rec.version & 0xFF, rec.crc, csize, usize, base + offset, rec.system, rec.attr)
-        entries.append(Entry(raw, name, name.removesuffix("/"), name.endswith("/"), *found))
+        modified = rec.date << 16 | rec.time
+        entries.append(Entry(raw, name, name.removesuffix("/"), name.endswith("/"), *found, modified=modified))
         pos = end
     if len(entries) != count:
         raise _broken(f"the end record counts {count} entries but the central directory has {len(entries)}")
@@ -273,33 +292,146 @@ def check_names(entries: list[Entry]) -> None:
         raise ArchiveError(f"{shown(twins[0])} and {shown(twins[1])} differ only in case or Unicode form")
 
 
+class _Local(NamedTuple):
+    """A local file header as stored (sizes from its ZIP64 field when marked), and where its data starts."""
+
+    version: int
+    flags: int
+    method: int
+    time: int
+    date: int
+    crc: int
+    csize: int
+    usize: int
+    raw_name: bytes
+    extras: dict[int, bytes]
+    start: int
+
+
+def _read_local(fh: BinaryIO, entry: Entry) -> _Local:
+    """The local header of ``entry``, its sizes taken from its ZIP64 field where they are marked 0xFFFFFFFF."""
+    fh.seek(entry.header_offset)
+    if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
+        raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
+    _, version, flags, method, time, date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(header)
+    raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
+    extras = _extras(_read_at(fh, entry.header_offset + _LOCAL.size + name_len, extra_len), shown(entry.stored))
+    start = entry.header_offset + _LOCAL.size + name_len + extra_len
+    local = _Local(version, flags, method, time, date, crc, csize, usize, raw, extras, start)
+    zip64, pos = extras.get(_EXTRA_ZIP64, b""), 0
+    sizes = [usize, csize]  # in this order in the field (APPNOTE 4.5.3)
+    for i, value in enumerate(sizes):
+        if value == 0xFFFFFFFF and pos + 8 <= len(zip64):
+            sizes[i] = int.from_bytes(zip64[pos : pos + 8], "little")
+            pos += 8
+    return local._replace(usize=sizes[0], csize=sizes[1])
+
+
+def _flag_words(differ: int) -> str:
+    bit = differ & -differ  # the lowest bit that differs
+    return _FLAG_WORDS.get(bit, f"general-purpose flag bit {bit.bit_length() - 1}")
+
+
+def _values(crc: int, csize: int, usize: int) -> list[tuple[str, int]]:
+    return [("CRC-32", crc), ("compressed size", csize), ("uncompressed size", usize)]
+
+
+def _shown_value(what: str, value: int) -> str:
+    """A header field's value as people read it: a CRC in hex, a DOS time as a date, a method by its name."""
+    if what == "CRC-32":
+        return f"{value:#010x}"
+    if what == "modification time":
+        date, time = value >> 16, value & 0xFFFF
+        day = f"{1980 + (date >> 9):04}-{(date >> 5) & 15:02}-{date & 31:02}"
+        return f"{day} {time >> 11:02}:{(time >> 5) & 63:02}:{(time & 31) * 2:02}"
+    if what == "compression method":
+        return {STORED: "stored", DEFLATED: "deflate"}.get(value, str(value))
+    return str(value)
+
+
+def _differing(where: str, said: list[tuple[str, int]], central: list[tuple[str, int]]) -> str | None:
+    """The first field ``said`` (by the local header or the data descriptor) otherwise than ``central``, in words."""
+    for (what, value), (_, wanted) in zip(said, central, strict=True):
+        if value != wanted:
+            shown_said, shown_wanted = _shown_value(what, value), _shown_value(what, wanted)
+            return f"has another {what} in its {where} ({shown_said}) than in the central directory ({shown_wanted})"
+    return None
+
+
+def _disagreement(entry: Entry, local: _Local) -> str | None:
+    """What ``local`` (the header streaming readers believe) says otherwise than the central directory, in words.
+    The version needed may differ (zipfile raises the central one to 4.5 for an entry past 4 GiB), within limits."""
+    if local.raw_name != entry.raw_name:
+        return f"is named {shown_raw(local.raw_name)} in its local header: refused as spoofed"
+    if (differ := local.flags ^ entry.flags) != 0:
+        return f"has another {_flag_words(differ)} in its local header than in the central directory"
+    if decode_name(local.raw_name, local.flags, local.extras.get(_EXTRA_UNICODE_PATH)) != entry.stored:
+        return "has another name (its Unicode Path field) in its local header: refused as spoofed"
+    values, wanted = [local.crc, local.csize, local.usize], [entry.crc, entry.compress_size, entry.file_size]
+    if entry.flags & _FLAG_DESCRIPTOR:  # then zeros here, the values in the data descriptor (some writers: both)
+        values = [value or expected for value, expected in zip(values, wanted, strict=True)]
+    said = [("compression method", local.method), ("modification time", local.date << 16 | local.time)]
+    central = [("compression method", entry.method), ("modification time", entry.modified)]
+    said, central = said + _values(*values), central + _values(*wanted)
+    if (why := _differing("local header", said, central)) is not None:
+        return why
+    if (version := local.version & 0xFF) > MAX_EXTRACT_VERSION:
+        return f"needs zip version {version // 10}.{version % 10} to extract, says its local header"
+    return None
+
+
+def _descriptor_values(tail: bytes, *, signed: bool, width: int) -> list[tuple[str, int]] | None:
+    """CRC-32 and sizes of a data descriptor at the start of ``tail`` in one form, or None if it is not in it."""
+    start = 4 if signed else 0
+    if len(tail) < start + 4 + 2 * width or (signed and not tail.startswith(_DESCRIPTOR_SIGNATURE)):
+        return None
+    field = [
+        tail[start : start + 4],
+        tail[start + 4 : start + 4 + width],
+        tail[start + 4 + width : start + 4 + 2 * width],
+    ]
+    crc, csize, usize = (int.from_bytes(raw, "little") for raw in field)
+    return _values(crc, csize, usize)
+
+
+def _check_descriptor(fh: BinaryIO, entry: Entry, local: _Local, limit: int) -> None:
+    """Refuse a data descriptor (after the data, before ``limit``) that disagrees with the central directory. Its
+    signature is optional and its sizes 4 or 8 bytes (ZIP64), so each form is tried; the error reads the likeliest."""
+    data_end = local.start + entry.compress_size
+    tail = _read_at(fh, data_end, min(24, max(0, limit - data_end)))
+    central = _values(entry.crc, entry.compress_size, entry.file_size)
+    forms = [(signed, width) for signed in (True, False) for width in (4, 8)]
+    if any(_descriptor_values(tail, signed=signed, width=width) == central for signed, width in forms):
+        return
+    likeliest = (tail.startswith(_DESCRIPTOR_SIGNATURE), 8 if _EXTRA_ZIP64 in local.extras else 4)
+    said = _descriptor_values(tail, signed=likeliest[0], width=likeliest[1])
+    why = (
+        "its data descriptor is missing or cut short" if said is None else _differing("data descriptor", said, central)
+    )
+    raise ArchiveError(f"entry {shown(entry.stored)} {why}")
+
+
 def check_layout(fh: BinaryIO, entries: list[Entry], central_start: int) -> list[Entry]:
     """Each entry with its data offset; refuse overlapping data (quoted-overlap bombs), data past its end, and a
-    local header (what streaming readers believe) that tells another story than the central directory."""
-    heads: list[tuple[bytes, int, int, int]] = []  # name, flags, method, where the data starts
-    for entry in entries:
-        fh.seek(entry.header_offset)
-        if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
-            raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
-        _, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-        raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
-        heads.append((raw, flags, method, entry.header_offset + _LOCAL.size + name_len + extra_len))
+    local header (what streaming readers believe) or data descriptor that tells another story than the central
+    directory in any field: name, flags, method, time, CRC-32 and sizes (exit 2 naming the entry and the field)."""
+    locals_ = [_read_local(fh, entry) for entry in entries]
     spans: list[tuple[int, int, str]] = []
-    for entry, head in zip(entries, heads, strict=True):
-        if (end := head[3] + entry.compress_size) > central_start:
+    for entry, local in zip(entries, locals_, strict=True):
+        if (end := local.start + entry.compress_size) > central_start:
             raise ArchiveError(f"entry {shown(entry.stored)} runs past the end of its data: truncated or corrupt")
         spans.append((entry.header_offset, end, entry.stored))
     spans.sort()
     for (_, end, name), (start, _, following) in pairwise(spans):
         if end > start:
             raise ArchiveError(f"entries {shown(name)} and {shown(following)} overlap: refused as a zip bomb")
-    for entry, (raw, flags, method, _) in zip(entries, heads, strict=True):
-        what = shown(entry.stored)
-        if raw != entry.raw_name:
-            raise ArchiveError(f"entry {what} is named {shown_raw(raw)} in its local header: refused as spoofed")
-        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED) or method != entry.method:
-            raise ArchiveError(f"entry {what}: its local header disagrees with the central directory")
-    return [replace(e, start=head[3]) for e, head in zip(entries, heads, strict=True)]
+    after = {start: following for (start, _, _), (following, _, _) in pairwise([*spans, (central_start, 0, "")])}
+    for entry, local in zip(entries, locals_, strict=True):
+        if (why := _disagreement(entry, local)) is not None:
+            raise ArchiveError(f"entry {shown(entry.stored)} {why}")
+        if entry.flags & _FLAG_DESCRIPTOR:  # between its data and whatever follows it
+            _check_descriptor(fh, entry, local, after[entry.header_offset])
+    return [replace(e, start=local.start) for e, local in zip(entries, locals_, strict=True)]
 
 
 def check_limits(entries: list[Entry], max_ratio: float) -> int:

@@ -31,7 +31,7 @@ def pack_cmd(
     profile: Annotated[ProfileChoice, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
     with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
     include: Annotated[
-        list[str] | None, typer.Option("--include", help="Only files matching GLOB (repeatable).")
+        list[str] | None, typer.Option("--include", help="Also pack the run's files matching GLOB (repeatable).")
     ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")

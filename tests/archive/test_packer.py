@@ -178,12 +178,18 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_include_and_exclude_use_hub_rules_and_exclude_wins(tmp_path: Path) -> None:
+def test_include_adds_to_the_checkpoint_and_exclude_wins(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
-    result = pack(tmp_path, checkpoint="latest", includes=("*.json",), excludes=("tokenizer*",), with_logs=True)
+    progress = RecordingProgress()
+    result = pack(
+        tmp_path, checkpoint="latest", includes=("*.json",), excludes=("tokenizer*",), with_logs=True, progress=progress
+    )
     names = {f.path for f in result.files}
-    assert "config.json" in names and "logs/progress.json" in names  # '*' crosses '/' as in huggingface_hub
-    assert not {n for n in names if n.startswith("tokenizer") or not n.endswith(".json")}
+    assert "model.safetensors" in names  # --include adds to the checkpoint, never replaces it
+    assert {"config.json", "logs/progress.json", "all_results.json"} <= names  # '*.json' at any depth of the run
+    assert not {n for n in names if n.rsplit("/", 1)[-1].startswith("tokenizer")}
+    # The run's own config.json would take the checkpoint's name: the checkpoint's is packed, and that is said.
+    assert any("not packing 'config.json'" in note for note in progress.notes)
     with pytest.raises(UsageError, match=r"--include '\*\.gguf' matches no file"):
         pack(tmp_path, checkpoint="latest", includes=("*.gguf",))
     with pytest.raises(UsageError, match=r"--exclude 'optimizer\.pt' matches no file"):

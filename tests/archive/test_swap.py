@@ -77,6 +77,8 @@ def child_script(archive: Path, dest: Path, body: str) -> str:
         from pathlib import Path
         real_rename = os.rename
         calls = [0]
+        def swapping(src):  # the swap's own moves, not the record's or a journal's rename
+            return str(src).startswith("top")
         """
         )
         + textwrap.dedent(body)
@@ -104,7 +106,7 @@ def test_sigterm_during_the_swap_waits_for_it_to_finish(tmp_path: Path) -> None:
     body = f"""
         def hooked(src, dst, *args, **kwargs):
             real_rename(src, dst, *args, **kwargs)
-            calls[0] += 1
+            calls[0] += swapping(src)
             if calls[0] == 1:
                 Path({str(marker)!r}).touch()  # the swap is under way: the parent sends SIGTERM now
             time.sleep(0.01)
@@ -129,7 +131,7 @@ def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> 
     body = """
         def hooked(src, dst, *args, **kwargs):
             real_rename(src, dst, *args, **kwargs)
-            calls[0] += 1
+            calls[0] += swapping(src)
             if calls[0] == 25:  # halfway through: some originals aside, some new entries in place
                 os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -159,11 +161,11 @@ def test_a_rename_that_fails_mid_swap_is_undone(tmp_path: Path, monkeypatch: pyt
     real = os.rename
     calls = [0]
 
-    def failing(src: Any, dst: Any) -> None:
-        calls[0] += 1
+    def failing(src: Any, dst: Any, **kwargs: Any) -> None:
+        calls[0] += str(src).startswith("top")
         if calls[0] == 31:
             raise PermissionError(13, "Permission denied")
-        real(src, dst)
+        real(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "rename", failing)
     with pytest.raises(LocalFSError, match="cannot move") as err:
@@ -178,9 +180,9 @@ def test_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatc
     real = os.rename
     calls = [0]
 
-    def interrupting(src: Any, dst: Any) -> None:
-        real(src, dst)
-        calls[0] += 1
+    def interrupting(src: Any, dst: Any, **kwargs: Any) -> None:
+        real(src, dst, **kwargs)
+        calls[0] += str(src).startswith("top")
         if calls[0] == 3:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # a handler that raised would do so right here
@@ -194,25 +196,34 @@ def test_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatc
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def killed_after_swap(dest: Path, name: str, content: str) -> unpack.Staging:
+    """A staging whose swap of ``name`` committed, then abandoned as a kill -9 leaves it (lock released, nothing
+    removed): its record, journal and old/ are still there."""
+    staging = unpack.Staging(dest)
+    (staging.path / "tree" / name).mkdir()
+    (staging.path / "tree" / name / "new.txt").write_text(content)
+    staging.swap([name])
+    staging._close_fds()
+    staging._close_own()  # what dying does: descriptors (and the flock) gone, files left
+    return staging
+
+
 def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     (dest / "model").mkdir(parents=True)
-    (dest / "model" / "new.txt").write_text("new")
-    done = dest / f"{unpack.PREFIX}dead"
-    (done / "old" / "model").mkdir(parents=True)
-    (done / "old" / "model" / "old.txt").write_text("old")
-    (done / "tree").mkdir()
-    (done / "lock").touch()
-    journal = {"version": 1, "state": "committed", "tops": ["model"], "present": ["model"]}
-    (done / "journal.json").write_text(json.dumps(journal))
+    (dest / "model" / "old.txt").write_text("old")
+    dead = killed_after_swap(dest, "model", "new")
+    assert (dest / "model" / "new.txt").read_text() == "new" and (dead.path / "old" / "model" / "old.txt").exists()
     live = unpack.Staging(dest)  # holds its lock, as a running unpack does
     try:
-        unpack.recover(dest, NullProgress())
+        handled = unpack.recover(dest, NullProgress())
+        assert [path for path, _ in handled] == [dead.path]
         assert staging_folders(dest) == [live.path.name]
         assert (dest / "model" / "new.txt").read_text() == "new"
     finally:
         live.close()
     assert staging_folders(dest) == []
+    assert sorted(p.name for p in dest.iterdir()) == ["model"]  # the records and .mdl/ went with them
 
 
 def test_a_staging_being_made_is_never_taken_for_abandoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +262,7 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
     body = """
         def hooked(src, dst, *args, **kwargs):
             real_rename(src, dst, *args, **kwargs)
-            calls[0] += 1
+            calls[0] += swapping(src)
             if calls[0] == 25:
                 os.kill(os.getpid(), signal.SIGKILL)
         """

@@ -254,18 +254,24 @@ def _find_central(raw: bytes, name: str) -> int:
         pos += 46 + name_len + extra_len + comment_len
 
 
+def _declare_size(path: Path, name: str, size: int) -> None:
+    """Both headers of the archive's only entry declare ``size`` bytes (a lie that agrees with itself)."""
+    _patch(path, 22, size.to_bytes(4, "little"))  # the local header, at offset 0
+    _patch(path, _find_central(path.read_bytes(), name) + 24, size.to_bytes(4, "little"))
+
+
 def test_a_lying_file_size_is_caught(tmp_path: Path) -> None:
     data = pseudo_random(3000, "lie").hex().encode()  # text: deflates, and deflate is where sizes can lie
     smaller = build_zip(tmp_path / "smaller.zip", [("pkg/a.txt", data)], deflate=True)
-    _patch(smaller, _find_central(smaller.read_bytes(), "pkg/a.txt") + 24, (100).to_bytes(4, "little"))
+    _declare_size(smaller, "pkg/a.txt", 100)
     with pytest.raises(ArchiveError, match=re.escape("'pkg/a.txt' is larger than its declared 100 bytes")):
         unpack(smaller, tmp_path / "d1")  # real output bytes are counted: it stops at the declared size
     larger = build_zip(tmp_path / "larger.zip", [("pkg/a.txt", data)], deflate=True)
-    _patch(larger, _find_central(larger.read_bytes(), "pkg/a.txt") + 24, (len(data) + 10).to_bytes(4, "little"))
+    _declare_size(larger, "pkg/a.txt", len(data) + 10)
     with pytest.raises(ArchiveError, match=re.escape("'pkg/a.txt' holds 6000 bytes but declares 6010")):
         unpack(larger, tmp_path / "d2")
     stored = build_zip(tmp_path / "stored.zip", [("pkg/a.txt", data)])
-    _patch(stored, _find_central(stored.read_bytes(), "pkg/a.txt") + 24, (len(data) + 10).to_bytes(4, "little"))
+    _declare_size(stored, "pkg/a.txt", len(data) + 10)
     with pytest.raises(ArchiveError, match=re.escape("'pkg/a.txt' is stored but declares")):
         unpack(stored, tmp_path / "d3")
     for dest in ("d1", "d2", "d3"):
