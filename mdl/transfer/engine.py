@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import itertools
 import logging
 import os
 import threading
@@ -17,11 +16,12 @@ import httpx2
 from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
 from mdl.progress import Progress
 from mdl.store import DirSyncs, open_file
-from mdl.transfer.connection import WireStream, httpx2_errors, set_read_timeout
-from mdl.transfer.headers import body_chunks, is_encoded, parse_decimal
+from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
+from mdl.transfer.connection import set_read_timeout
+from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow, seconds, transport_error
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
-from mdl.transfer.replies import check_content_range, check_size, check_version, locate, probe, size_differs
+from mdl.transfer.replies import check_range, check_size, check_version, locate, probe, size_differs
 from mdl.transfer.resume import HASH_BLOCK, DownloadState, discard_partial, finish_part, job_root, keeping, load_state
 from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
 
@@ -29,9 +29,6 @@ log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
-RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-RAW_LEAST = 16 * MiB  # bytes a 206 needs to be read past h11's copies (~0.45 s of CPU per GiB saved, a handshake lost)
-_buffers = threading.local()
 
 
 class _ClosedEarly(RetryableError):
@@ -98,12 +95,14 @@ class Engine:
         )
         stalls = 0
         high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
+        resume = state.resumed  # its first request continues bytes an earlier run wrote; later, bytes a broken one did
         while not piece.complete:
             self.check_stop(state)
             url = state.url
             try:
                 began = piece.start + piece.done
-                answered_end = self._stream_piece(state, piece, url)
+                answered_end = self._stream_piece(state, piece, url, overlap=resume)
+                resume = False
                 if piece.end is None:
                     return
                 # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
@@ -115,6 +114,7 @@ class Engine:
                 high = max(high, reached)
                 tries.failures = 0
             except ExpiredURLError:
+                resume = True  # another URL: it proves again that it serves the bytes on disk
                 probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
                 if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
                     raise
@@ -131,6 +131,7 @@ class Engine:
                         state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
             except httpx2.ReadTimeout as exc:
                 self.check_stop(state)
+                resume = True  # a stream broken off: its next answer proves it continues the same bytes
                 stalls += 1
                 if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
@@ -148,11 +149,14 @@ class Engine:
                 if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
                     tries.failures = 0
                 high = max(high, reached)
-                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost".
-                tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
+                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost",
+                # and the next answer proves it continues the same bytes (not after an error status or a short 206).
+                resume = exc is not err or isinstance(exc, _ClosedEarly)
+                tries.failed(err, lost=resume)
 
-    def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
-        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file)."""
+    def _stream_piece(self, state: DownloadState, piece: Piece, url: str, *, overlap: bool = False) -> int | None:
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file). ``overlap``:
+        it resumes, so it starts a little before its frontier when no hash checks the file (``state.overlap``)."""
         job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
             raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
@@ -160,6 +164,7 @@ class Engine:
             self.drop(state, piece)  # nothing tells this version from the next: a resume could splice two
         offset = piece.start + piece.done
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
+        back = state.overlap(piece) if overlap and opening is None else 0  # bytes on disk the answer must repeat
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
         with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -170,7 +175,7 @@ class Engine:
             piece.asked = asked_end or 0
             validator = state.validator
         if ranged:
-            headers["Range"] = f"bytes={offset}-{'' if asked_end is None else asked_end - 1}"
+            headers["Range"] = f"bytes={offset - back}-{'' if asked_end is None else asked_end - 1}"
             if validator:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
@@ -184,34 +189,37 @@ class Engine:
             with self._open_lock:
                 self._open[resp] = state
             try:
-                encoded = resp.status_code in (200, 206) and is_encoded(resp, what=job.label)
-                if encoded:
-                    state.whole_only = True
-                answered_end = asked_end
-                if resp.status_code == 206 and ranged:
-                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
-                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
-                        raise RangesIgnoredError
-                    answered_end = check_content_range(state, resp, offset, asked_end)
-                    check_version(state, resp)
-                elif resp.status_code == 200:
-                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
-                        check_version(state, resp)
-                        raise RangesIgnoredError
-                    if not encoded:  # a coded body's length counts coded bytes; another size is another version
-                        check_size(state, resp)
-                    check_version(state, resp, whole=True)  # another version: taken from this answer
-                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
-                        log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        self.drop(state, piece)
-                elif resp.status_code == 416 and piece.end is not None:
-                    check_size(state, resp)
+                if resp.status_code == 416 and piece.end is not None:
+                    check_size(state, content_range_total(resp.headers.get("Content-Range")))
                     raise NetworkError(
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
-                else:
+                if resp.status_code not in (200, 206):
                     raise error_for_status(resp, what=job.label, hub=job.credentials.from_hub(resp))
-                self.copy_body(state, piece, resp, encoded=encoded)
+                encoded = is_encoded(resp, what=job.label)
+                if encoded:
+                    state.whole_only = True
+                span = promised(resp, what=job.label)  # its body is held to it as it is read
+                answered_end = asked_end
+                if span.ranged:  # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
+                    if not ranged:
+                        raise NetworkError(f"{job.label}: the server sent {span.shown} when the whole file was asked")
+                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
+                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
+                        raise RangesIgnoredError
+                    answered_end = check_range(state, span, offset - back, asked_end)
+                    check_version(state, resp, total=span.total)
+                else:
+                    back = 0  # the whole file: nothing to compare, the body starts at byte 0
+                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
+                        check_version(state, resp, total=span.total)
+                        raise RangesIgnoredError
+                    check_size(state, span.total)  # a coded body's says nothing; another size is another version
+                    check_version(state, resp, total=span.total, whole=True)  # another version: taken from this answer
+                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
+                        log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.drop(state, piece)
+                self.copy_body(state, piece, resp, span, encoded=encoded, back=back)
             finally:
                 with self._open_lock:
                     del self._open[resp]
@@ -220,12 +228,25 @@ class Engine:
     def drop(self, state: DownloadState, piece: Piece) -> None:
         with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
             dropped, piece.done = piece.done, 0
-            state.restarted = True
+            state.restarted, state.answers = True, 0
             state.hasher.reset()
         self.progress.advance(state.job.label, -dropped)
 
-    def copy_body(self, state: DownloadState, piece: Piece, resp: httpx2.Response, *, encoded: bool) -> None:
-        """Write the body at the piece's frontier till it ends or the piece is done: written, hashed, counted, saved."""
+    def take_back(self, state: DownloadState, piece: Piece, frontier: int) -> None:
+        """Move ``piece``'s frontier back to ``frontier``: what an answer wrote past it is no longer claimed."""
+        with state.lock:
+            dropped = max(0, piece.start + piece.done - frontier)
+            piece.done -= dropped
+            state.fetched -= dropped
+            if state.hasher.position > frontier:
+                state.hasher.reset()
+        self.progress.advance(state.job.label, -dropped)
+
+    def copy_body(
+        self, state: DownloadState, piece: Piece, resp: httpx2.Response, span: Span, *, encoded: bool, back: int = 0
+    ) -> None:
+        """Write the body at the piece's frontier till it ends or the piece is done: written, hashed, counted, saved;
+        its first ``back`` bytes are compared with those on disk before the frontier, never written."""
         job, fd, began = state.job, state.fd, time.monotonic()
         offset = start = piece.start + piece.done  # this stream alone moves its piece's frontier
 
@@ -234,7 +255,7 @@ class Engine:
             self.check_stop(state)
             limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
             if limit is not None and offset + len(chunk) > limit:
-                if resp.status_code == 200:  # a full body longer than the file we expect
+                if not span.ranged:  # a whole body longer than the file we expect
                     raise size_differs(state, offset + len(chunk))
                 chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
             written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
@@ -257,16 +278,18 @@ class Engine:
                 state.save()
             return False
 
-        chunks = body_chunks(resp, encoded=encoded, what=job.label)
-        body: Iterator[bytes | memoryview] = chunks
-        sock = None if encoded else raw_socket(resp)
-        if sock is not None:
-            first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
-            left = (parse_decimal(resp.headers.get("Content-Length")) or 0) - len(first)
-            body = itertools.chain([first], _received(sock, _buffer(), left, resp.request))  # under the body's pace
-        for chunk in body:
-            if take(chunk):
-                break
+        chunks = read_body(resp, span, encoded=encoded, what=job.label)
+        try:
+            for chunk in repeated(state, chunks, start - back, back) if back else chunks:
+                if take(chunk):
+                    break
+        except BodyOverrunError:
+            self.take_back(state, piece, start)  # which of its bytes were not the file's, nothing tells
+            raise
+        finally:
+            if offset > start:  # one more answer the file is made of (broken off or not)
+                with state.lock:
+                    state.answers += 1
         elapsed = time.monotonic() - began
         if offset - start >= MiB and elapsed > 0:  # what sizes this stream's next window
             piece.rate = (offset - start) / elapsed
@@ -306,7 +329,11 @@ class Engine:
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
         state = DownloadState(job, fd, pieces, validator)
+        if state.overlaps and not state.provable():
+            log.info("%s: no bytes on disk can be compared with the server's, starting over", job.label)
+            state.forget()
         resumed_from = state.on_disk()
+        state.resumed = resumed_from > 0
         try:
             if loaded is None and state.size is not None:
                 os.ftruncate(fd, state.size)
@@ -363,6 +390,7 @@ class Engine:
             etag=state.validator,
             resumed_from=resumed_from,
             fetched=size - resumed_from,
+            verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
         )
 
     def _run_until_done(self, state: DownloadState) -> None:
@@ -441,29 +469,23 @@ class Engine:
         return True
 
 
-def _buffer() -> memoryview:
-    view: memoryview | None = getattr(_buffers, "view", None)
-    if view is None:
-        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
-    return view
-
-
-def raw_socket(resp: httpx2.Response) -> WireStream | None:
-    """The connection a plain, big ``206`` (its length the range's: ``check_content_range``) is read from, or None."""
-    if resp.status_code != 206 or "Transfer-Encoding" in resp.headers:
-        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
-    length = parse_decimal(resp.headers.get("Content-Length"))
-    if length is None or length < RAW_LEAST:
-        return None
-    stream = resp.extensions.get("network_stream")
-    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
-
-
-def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
-    while left > 0:
-        with httpx2_errors(request):
-            got = stream.read_into(view[: min(len(view), left)])
-        if got == 0:
+def repeated(
+    state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int
+) -> Iterator[bytes | memoryview]:
+    """The body past its first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule 15: a resume
+    proves it continues the same bytes; else ``SourceChanged``). Compared once, off the per-chunk path after it."""
+    want = os.pread(state.fd, count, at)
+    if len(want) != count:
+        raise SourceChanged  # the .part is shorter than its record says: nothing there to continue
+    seen = 0
+    for chunk in body:
+        take = min(len(chunk), count - seen)
+        if chunk[:take] != want[seen : seen + take]:
+            log.info("%s: the bytes before byte %d differ from those on disk", state.job.label, at + count)
+            raise SourceChanged
+        seen += take
+        if take < len(chunk):
+            yield chunk[take:]
+        if seen == count:
+            yield from body
             return
-        left -= got
-        yield view[:got]

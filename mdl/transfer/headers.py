@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from importlib.util import find_spec
 
 import httpx2
@@ -75,14 +74,3 @@ def is_encoded(response: httpx2.Response, *, what: str) -> bool:
             + " send the file as it is (identity); mdl never saves encoded bytes as the file",
         )
     return bool(codings)
-
-
-def body_chunks(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[bytes]:
-    """The file's bytes from the body: decoded as they stream when the body is content-coded, raw otherwise."""
-    try:
-        yield from response.iter_bytes() if encoded else response.iter_raw()
-    except httpx2.DecodingError as exc:  # only a decoder raises it
-        raise NetworkError(
-            f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
-            f"is corrupt: {exc}"
-        ) from exc

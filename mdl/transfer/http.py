@@ -327,15 +327,27 @@ def follow(
                     raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
                 if rule is None or rule(current, location):
                     drain(response)
-                    if urlsplit(current).scheme == "https" and urlsplit(location).scheme != "https":
-                        scheme = urlsplit(location).scheme or "an insecure URL"
-                        raise NetworkError(f"{what}: refused redirect from https to {scheme} ({redact_url(location)})")
+                    refuse_redirect(current, location, what=what)
                     log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
                     current = location
                     continue
             yield response
             return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+def refuse_redirect(current: str, location: str, *, what: str) -> None:
+    """A redirect mdl never follows is exit 5 at once, naming the scheme and where it came from: to anything but
+    http(s) (``file:``, ``data:``, ``ftp:``: no retry can make them HTTP), and from https to http."""
+    scheme = urlsplit(location).scheme.lower()
+    shown = safe_text(redact_url(location), limit=200)
+    if scheme not in ("http", "https"):
+        said = f"a {scheme}: URL" if scheme else "a URL with no scheme"
+        raise NetworkError(
+            f"{what}: {redact_url(current)} redirected to {said} ({shown}); mdl follows only http and https"
+        )
+    if urlsplit(current).scheme.lower() == "https" and scheme != "https":
+        raise NetworkError(f"{what}: refused redirect from https to {scheme} ({shown}), from {redact_url(current)}")
 
 
 def seconds(value: float) -> str:

@@ -120,6 +120,9 @@ class TransferResult:
     resumed_from: int
     fetched: int
     mirror: str | None = None  # the (redacted) mirror the bytes came from, if not the origin
+    # Checked against a known hash, or fetched whole in one answer: only then is the file known to be one version
+    # (a resume or parallel ranges without a hash rest on the server's validator and an overlap of bytes).
+    verified: bool = True
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import NetworkError
+from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
-from mdl.transfer.headers import ContentRangeError, content_range_total, is_encoded, parse_content_range, parse_decimal
+from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import Credentials, error_for_status, follow
 from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.resume import DownloadState
@@ -28,10 +29,11 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         if is_encoded(response, what=job.label):
             state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
             raise RangesIgnoredError
-        check_version(state, response)
-        if response.status_code == 200:
+        span = promised(response, what=job.label)
+        check_version(state, response, total=span.total)
+        if not span.ranged:
             raise RangesIgnoredError
-        check_size(state, response)
+        check_size(state, span.total)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return str(response.url)
 
@@ -53,24 +55,21 @@ def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: st
     asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
     with contextlib.ExitStack() as stack:
         response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
-        if response.status_code in (200, 206) and is_encoded(response, what=what):
-            # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
-            return Probed(str(response.url), None, None, ranged=False)
-        end = None
-        if response.status_code == 206:
-            try:
-                first, last, total = parse_content_range(response.headers.get("Content-Range", ""))
-                end = last + 1 if first == 0 else None
-            except ContentRangeError:
-                total = None
-        elif response.status_code == 200 or (response.status_code == 416 and _total(response) == 0):
-            total = _total(response)  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
+        span = None
+        if response.status_code in (200, 206):
+            if is_encoded(response, what=what):
+                # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
+                return Probed(str(response.url), None, None, ranged=False)
+            span = promised(response, what=what)
+            total = span.total
+        elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
+            total = 0  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:
             raise error_for_status(response, what=what, hub=credentials.from_hub(response))
         etag, modified = validators(response)
-        ranged, opening = response.status_code == 206, None
-        if ranged and carry and end is not None and total is not None:
-            opening = Opening(response, stack.pop_all().close, end=end)  # the download reads on, and closes it
+        ranged, opening = span is not None and span.ranged, None
+        if span is not None and ranged and carry and span.start == 0 and span.end is not None and total is not None:
+            opening = Opening(response, stack.pop_all().close, end=span.end)  # the download reads on, and closes it
         elif ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
@@ -94,9 +93,10 @@ def _seconds(date: str | None) -> float:
         return -math.inf
 
 
-def check_version(state: DownloadState, response: httpx2.Response, *, whole: bool = False) -> None:
-    """The first answer fixes the file's version, later ones must be of it or ``SourceChanged``; ``whole``: a 200 on
-    the only stream, whose new version is taken at once. A validator left out is no contradiction (proxies strip)."""
+def check_version(state: DownloadState, response: httpx2.Response, *, total: int | None, whole: bool = False) -> None:
+    """The first answer fixes the file's version, later ones must be of it or ``SourceChanged`` (the file's size:
+    ``total``); ``whole``: a 200 on the only stream, whose new version is taken at once. A validator left out is no
+    contradiction (proxies strip)."""
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
@@ -109,7 +109,7 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
             changed = changed or bool(modified and state.last_modified and modified != state.last_modified)
         changed = changed and state.validator is not None
         if changed and not whole:
-            raise SourceChanged(new_size=_total(response))
+            raise SourceChanged(new_size=total)
         if changed:
             state.count_change()
             state.job.retries.add("the file changed on the server, took the new version")
@@ -121,35 +121,21 @@ def check_version(state: DownloadState, response: httpx2.Response, *, whole: boo
             state.modified_seen = state.modified_seen or sent
 
 
-def _total(response: httpx2.Response) -> int | None:
-    if response.status_code == 200:
-        return parse_decimal(response.headers.get("Content-Length"))
-    return content_range_total(response.headers.get("Content-Range"))
+def check_range(state: DownloadState, span: Span, offset: int, asked_end: int | None) -> int:
+    """A range answer must start at ``offset``, end before ``asked_end`` and be of the file's size; returns where it
+    ends (its length against its headers: ``promised``)."""
+    label = state.job.label
+    if span.start != offset:
+        raise NetworkError(f"{label}: asked for bytes from {offset}, server sent from {span.start}")
+    check_size(state, span.total)
+    if span.end is None or (asked_end is not None and span.end > asked_end):
+        asked = f"bytes {offset}-{'' if asked_end is None else asked_end - 1}"
+        raise NetworkError(f"{label}: server sent bytes past the requested range ({span.shown}; asked for {asked})")
+    return span.end
 
 
-def check_content_range(state: DownloadState, resp: httpx2.Response, offset: int, asked_end: int | None) -> int:
-    """A 206 must start at ``offset``, end before ``asked_end`` and be of the expected size; returns where it ends."""
-    job = state.job
-    try:
-        start, end, _ = parse_content_range(resp.headers.get("Content-Range", ""))
-    except ContentRangeError as exc:
-        raise NetworkError(f"{job.label}: bad Content-Range from server: {exc}") from exc
-    if start != offset:
-        raise NetworkError(f"{job.label}: asked for bytes from {offset}, server sent from {start}")
-    length = parse_decimal(resp.headers.get("Content-Length"))
-    if length is not None and "Transfer-Encoding" not in resp.headers and length != end - start + 1:
-        raise NetworkError(
-            f"{job.label}: server sent a {length}-byte body for bytes {start}-{end} ({end - start + 1} bytes)"
-        )
-    check_size(state, resp)
-    if asked_end is not None and end >= asked_end:
-        raise NetworkError(f"{job.label}: server sent bytes past the requested range ({end} >= {asked_end})")
-    return end + 1
-
-
-def check_size(state: DownloadState, response: httpx2.Response) -> None:
-    """The file's size an answer states (a 200's Content-Length, else the Content-Range total) is the known one."""
-    total = _total(response)
+def check_size(state: DownloadState, total: int | None) -> None:
+    """The file's size an answer states (a whole answer's length, else its Content-Range total) is the known one."""
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(state, total)
 

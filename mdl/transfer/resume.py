@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.errors import LocalFSError, MdlError, NetworkError
-from mdl.store import DirSyncs, fsync_dir, read_bytes, rename, stat_file, unlink, write_atomic
+from mdl.store import DirSyncs, fsync_dir, not_own, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
@@ -32,6 +31,7 @@ SAVE_BYTES = 32 * MiB  # a record is saved once this much more is on disk, howev
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
 READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
+OVERLAP = 64 * 1024  # bytes on disk a resumed range repeats, when no hash will check the file (engine rule 15)
 
 
 class Hasher:
@@ -100,6 +100,33 @@ class DownloadState:
         self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
+        # No hash will check the result: a resumed range first repeats bytes on disk (engine rule 15)
+        self.overlaps = not (job.verify and job.identity.has_hash)
+        self.resumed = False  # this attempt began with bytes an earlier run wrote
+        self.answers = 0  # answers that wrote bytes since the bytes on disk were last dropped
+
+    def overlap(self, piece: Piece) -> int:
+        """Bytes on disk right before ``piece``'s frontier a resumed request repeats and compares (0: none)."""
+        if not self.overlaps:
+            return 0
+        with self.lock:
+            if piece.done > 0:
+                return min(OVERLAP, piece.done)
+            before = next((p for p in self.pieces if p.end == piece.start and p.complete), None)
+            return 0 if before is None or before.end is None else min(OVERLAP, before.end - before.start)
+
+    def provable(self) -> bool:
+        """Whether some resumed request can compare bytes on disk with the server's: a piece resumed partway, or a
+        piece to fetch right after a finished one, or nothing left to fetch (else the bytes on disk are only the
+        earlier run's word)."""
+        todo = [p for p in self.pieces if not p.complete]
+        return not todo or self.on_disk() == 0 or any(self.overlap(p) > 0 for p in todo)
+
+    def forget(self) -> None:
+        """Claim none of the bytes on disk: they are fetched again."""
+        with self.lock:
+            for piece in self.pieces:
+                piece.done = 0
 
     def adopt(self, validator: str | None) -> None:
         """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A weak ETag cannot
@@ -169,6 +196,8 @@ class DownloadState:
             self.pieces = pieces
             self.adopt(None)  # the next answer says
             self.restarted = True
+            self.resumed = False
+            self.answers = 0
             self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
 
@@ -252,7 +281,9 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     found = stat_file(job.part_path) if known else None
     if not known:  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
-    elif not saved.matches(job.identity) or found is None or not stat.S_ISREG(found.st_mode):
+    elif found is not None and (foreign := not_own(found)) is not None:  # never written through (engine rule 14)
+        log.warning("%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign)
+    elif not saved.matches(job.identity) or found is None:
         log.info("%s: partial download is of another version, starting over", job.label)
     else:
         for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk

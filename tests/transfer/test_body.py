@@ -17,8 +17,8 @@ from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.body import RAW_LEAST, _buffer, _received, promised, raw_socket
 from mdl.transfer.connection import WireStream
-from mdl.transfer.engine import RAW_LEAST, _buffer, _received, raw_socket
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.resume import Hasher
 
@@ -32,7 +32,7 @@ def client() -> Iterator[httpx2.Client]:
 @pytest.fixture
 def raw_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read even small test bodies raw (the real threshold keeps small answers on keep-alive connections)."""
-    monkeypatch.setattr("mdl.transfer.engine.RAW_LEAST", 0)
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0)
 
 
 def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, client: httpx2.Client) -> None:
@@ -43,7 +43,8 @@ def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, c
         headers = {"Range": f"bytes={start}-{start + 1_499_999}"}
         with follow(client, url, credentials=Credentials(), headers=headers, what="f") as resp:
             assert resp.status_code == 206
-            assert raw_socket(resp) is None  # read by the parser: its connection goes back to the pool
+            # read by the parser: its connection goes back to the pool
+            assert raw_socket(resp, promised(resp, what="f")) is None
             assert resp.read() == data[start : start + 1_500_000]
     first, second = cdn.log.records(method="GET")
     assert first.connection == second.connection
@@ -55,7 +56,7 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
     url = cdn.add_file("/f.bin", data)
     with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f") as resp:
         assert resp.status_code == 206
-        stream = raw_socket(resp)
+        stream = raw_socket(resp, promised(resp, what="f"))
         assert isinstance(stream, WireStream)
         body = resp.iter_raw()  # kept: a dropped iterator closes its connection
         first = next(body, b"")  # what the parser holds past the headers
@@ -63,7 +64,8 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
         assert first + rest == data[10:]
     with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
-        assert raw_socket(resp) is None  # a whole body goes through httpx2 (its length is checked there)
+        # a whole body goes through httpx2 (its length is checked there)
+        assert raw_socket(resp, promised(resp, what="f")) is None
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
@@ -71,7 +73,7 @@ def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, cl
     data = make_data(3_000_000, seed=92)
     url = cdn.add_file("/f.bin", data)
     with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f") as resp:
-        stream = raw_socket(resp)
+        stream = raw_socket(resp, promised(resp, what="f"))
         assert stream is not None
         stream.close()  # as Ctrl-C's close of every response does
         with pytest.raises(httpx2.ReadError):

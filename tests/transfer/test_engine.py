@@ -516,7 +516,7 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
 
 def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) -> None:
     data = make_data(1000, seed=25)
-    job = transfer_job(tmp_path, "https://files.example/f.bin", size=len(data))
+    job = transfer_job(tmp_path, "https://files.example/f.bin", data)  # hashed: the resume repeats no bytes
     job.part_path.parent.mkdir(parents=True)
     job.part_path.write_bytes(data[:500] + b"\0" * 500)
     job.state_path.write_text(
@@ -524,7 +524,7 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
             {
                 "version": 1,
                 "source": job.url,
-                "identity": {"size": 1000, "sha256": None, "git_oid": None, "etag": None},
+                "identity": {"size": 1000, "sha256": job.identity.sha256, "git_oid": None, "etag": None},
                 "validator": '"v1"',  # without any validator a partial is never resumed (could be another version)
                 "pieces": [[0, 1000, 500]],
             }

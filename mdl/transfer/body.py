@@ -1,0 +1,132 @@
+"""An answer's body against what its headers promise: the span they name, and the one reader every path takes."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx2
+
+from mdl.errors import NetworkError
+from mdl.redact import redact_url
+from mdl.transfer.connection import WireStream, httpx2_errors
+from mdl.transfer.headers import ContentRangeError, content_codings, parse_content_range, parse_decimal
+
+MiB = 1 << 20
+RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
+RAW_LEAST = 16 * MiB  # bytes a range needs to be read past h11's copies (~0.45 s CPU per GiB saved, a handshake lost)
+_buffers = threading.local()
+
+
+class BodyOverrunError(NetworkError):
+    """A body that went on past the bytes its headers named: nothing of that answer is to be kept."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """Bytes ``[start, end)`` of a file of ``total`` bytes, as an answer's headers name them (``end`` None: not
+    said, the body ends when it ends; ``total`` None: not said). ``ranged``: a part of the file, as asked (a 206, or a
+    200 that names a part in its Content-Range, as ``rclone serve s3`` answers); else the whole file."""
+
+    start: int
+    end: int | None
+    total: int | None
+    ranged: bool
+
+    @property
+    def length(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+    @property
+    def shown(self) -> str:
+        return "the whole file" if self.end is None else f"bytes {self.start}-{self.end - 1}"
+
+
+def promised(response: httpx2.Response, *, what: str) -> Span:
+    """What a 200's or a 206's headers say its body holds; headers that contradict each other are exit 5."""
+    status, headers = response.status_code, response.headers
+    if content_codings(response):  # its lengths count coded bytes: the file's bytes are known once decoded
+        return Span(0, None, None, ranged=status == 206)
+    # Chunked framing wins over a Content-Length beside it (RFC 9112 §6.3): then only the framing says where it ends.
+    length = None if "Transfer-Encoding" in headers else parse_decimal(headers.get("Content-Length"))
+    value = headers.get("Content-Range")
+    if status == 206 or value is not None:
+        try:
+            first, last, total = parse_content_range(value or "")
+        except ContentRangeError as exc:
+            if status == 200:  # RFC 9110 gives a 200's Content-Range no meaning: one we cannot read is left aside
+                return Span(0, length, length, ranged=False)
+            raise NetworkError(f"{what}: bad Content-Range from {redact_url(str(response.url))}: {exc}") from exc
+        if length is not None and length != last - first + 1:
+            raise NetworkError(
+                f"{what}: the server sent a {length}-byte body for bytes {first}-{last} ({last - first + 1} bytes)"
+            )
+        whole = status == 200 and first == 0 and total is not None and last + 1 == total
+        return Span(first, last + 1, total, ranged=not whole)
+    return Span(0, length, length, ranged=False)
+
+
+def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str) -> Iterator[bytes | memoryview]:
+    """The body's bytes, never more than ``span`` names, however the body is framed (``BodyOverrunError`` before a
+    byte past it is given): a big sized range straight from its socket into this thread's buffer (each view valid
+    until the next one), anything else through the parser, decoded when content-coded."""
+    chunks = _parsed(response, encoded=encoded, what=what)
+    body: Iterator[bytes | memoryview] = chunks
+    limit = None if encoded else span.length
+    sock = None if encoded else raw_socket(response, span)
+    if sock is not None and limit is not None:
+        first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
+        body = itertools.chain([first], _received(sock, _buffer(), limit - len(first), response.request))
+    if limit is None:
+        yield from body
+        return
+    got = 0
+    for chunk in body:
+        got += len(chunk)
+        if got > limit:
+            raise BodyOverrunError(
+                f"{what}: the server sent more than the {limit} bytes its headers name ({span.shown}); "
+                "nothing of that answer was kept",
+                hint="a proxy or server on the way is broken; mdl never writes bytes an answer did not name",
+            )
+        yield chunk
+
+
+def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes() if encoded else response.iter_raw()
+    except httpx2.DecodingError as exc:  # only a decoder raises it
+        raise NetworkError(
+            f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
+            f"is corrupt: {exc}"
+        ) from exc
+
+
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
+    return view
+
+
+def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
+    """The connection a big range framed by its Content-Length (``promised`` checked it is the range's) is read
+    from, or None."""
+    if not span.ranged or span.length is None or span.length < RAW_LEAST or "Transfer-Encoding" in response.headers:
+        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    if parse_decimal(response.headers.get("Content-Length")) != span.length:
+        return None  # no length: the body ends with its connection, which only the parser sees
+    stream = response.extensions.get("network_stream")
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
+
+
+def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+    while left > 0:
+        with httpx2_errors(request):
+            got = stream.read_into(view[: min(len(view), left)])
+        if got == 0:
+            return
+        left -= got
+        yield view[:got]
