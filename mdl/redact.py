@@ -1,5 +1,7 @@
 """Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): registered
-secrets in any encoding, Hub tokens, bearer and ``Authorization`` values, URL userinfo, signed URLs' queries."""
+secrets as tokens in any encoding and however a server reflows them, Hub tokens, bearer and ``Authorization``
+values, URL userinfo, signed URLs' queries and secret path parameters. Data a command exists to print (names, paths,
+sizes, hashes: see ``TEXT_KEYS``) is never rewritten by the registry: only its URLs lose their credentials."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import functools
 import html
 import json
 import re
+import string
 import threading
-from collections.abc import Callable, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import accumulate
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
@@ -27,8 +32,9 @@ _PUBLIC_PARAM = re.compile(
     r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
     r"|additional-headers)\Z"
 )
-# Shorter values are not treated as secrets: replacing them would garble ordinary words.
-MIN_SECRET_LENGTH = 4
+# Shorter values are never used to rewrite text: they cannot be told from words (they are still never sent where
+# they do not belong: that is the HTTP client's rule, not this module's).
+MIN_SECRET_LENGTH = 8
 
 _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 # A Hub token is "hf_" and at least 16 letters or digits (real ones have 34): "hf_hub" or "hf_xet" stay.
@@ -41,43 +47,90 @@ _AUTHORIZATION_RE = re.compile(
     r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)"
     r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
 )
+# A path parameter (RFC 3986 3.3: "/a;jsessionid=…/b"): a secret name's value is a secret, as in a query.
+_PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 
-# Every registered secret and its encoded forms, indexed by their first MIN_SECRET_LENGTH characters, so a lookup
-# per window of a text costs the same for tens of thousands of them. Lists only grow (readers take no lock).
+# Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks and overrides,
+# the BOM, invisible tag characters. A terminal shows nothing of them; a server may put them inside a secret.
+_FORMAT = (
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
+# C0/C1 controls, line separators and format characters: anything that could move the cursor, retitle a terminal,
+# forge a log line or hide text. Tab and newline only in multi-line text.
+_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_FORMAT}]")
+# What a secret is matched across: line breaks, header folding, the spaces of a wrapped page, format characters.
+_IGNORABLE = re.compile(f"([\\s{_FORMAT}]+)")
+_FORMATS = re.compile(f"[{_FORMAT}]+")
+_HEX = re.compile("[0-9a-fA-F]+")  # a hex value matches in any case (a signature a server upper-cases)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_GRAM = 4
+_STEP = MIN_SECRET_LENGTH - _GRAM + 1  # probing every _STEP characters, some probe falls wholly inside any secret
+
+
+def _fold(text: str) -> str:
+    """ASCII letters in lower case, nothing else changed: every character stays at its index."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def _squeeze(text: str) -> str:
+    """``text`` without whitespace and format characters: the form a secret is matched in."""
+    squeezed = "".join(text.split())  # (str.split's whitespace is the regular expressions' \s)
+    return _FORMATS.sub("", squeezed) if _FORMATS.search(squeezed) else squeezed
+
+
+class _Forms:
+    """Secret forms indexed for one linear scan of a text: by their first MIN_SECRET_LENGTH characters (folded),
+    and those by each _GRAM-long piece a probe may see. Entries only grow: readers take no lock."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, dict[int, tuple[set[str], set[str]]]] = {}  # head -> length -> (exact, folded forms)
+        self.grams: dict[str, frozenset[int]] = {}  # a piece of a head -> where in the head it sits
+        self.longest = 0
+
+    def add(self, form: str) -> bool:
+        """Index ``form`` (squeezed); False when that is too short to be told from words."""
+        form = _squeeze(form)
+        if len(form) < MIN_SECRET_LENGTH or form == REDACTED:
+            return False
+        head = _fold(form[:MIN_SECRET_LENGTH])
+        exact, folded = self.heads.setdefault(head, {}).setdefault(len(form), (set(), set()))
+        if _HEX.fullmatch(form):
+            folded.add(_fold(form))
+        else:
+            exact.add(form)
+        for at in range(_STEP):
+            piece = head[at : at + _GRAM]
+            self.grams[piece] = self.grams.get(piece, frozenset()) | {at}
+        self.longest = max(self.longest, len(form))
+        return True
+
+
+# Every registered secret and its encoded forms (what known_secrets shows), and their index.
 _secrets: set[str] = set()
-_index: dict[str, list[str]] = {}
-_longest = 0  # the longest registered form: how far back a cut can have split one
+_registry = _Forms()
 _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
     """Register ``value`` (a token, a header value, a signature) so that no sink ever shows it, in any encoding; a
     header value ``<scheme> <credentials>`` registers its credentials alone too (a server may echo them so)."""
-    if not value or len(value) < MIN_SECRET_LENGTH or value in REDACTED:
+    if not value or len(value) < MIN_SECRET_LENGTH:
         return
-    scheme, _, credentials = value.partition(" ")
-    forms = set(encoded_forms(value))
-    if credentials and scheme.isalpha() and " " not in credentials.strip():
-        forms.update(encoded_forms(credentials.strip()))
+    forms = _forms_of(value)
     with _secrets_lock:
-        global _longest
-        new = forms - _secrets
-        if not new:
-            return
-        _secrets.update(new)
-        for form in new:
-            key = form[:MIN_SECRET_LENGTH]
-            _index.setdefault(key, []).append(form)
-            _longest = max(_longest, len(form))
+        for form in forms - _secrets:
+            if _registry.add(form):
+                _secrets.add(form)
 
 
 def forget_secrets() -> None:
     """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _longest
+    global _registry
     with _secrets_lock:
         _secrets.clear()
-        _index.clear()
-        _longest = 0
+        _registry = _Forms()
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -98,11 +151,37 @@ def encoded_forms(value: str) -> frozenset[str]:
         escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
         forms.update((escaped, escaped.replace("/", "\\/")))
     forms.update((html.escape(value), html.escape(value, quote=False)))
-    return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH and f not in REDACTED)
+    return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH and f != REDACTED)
+
+
+def _forms_of(value: str) -> frozenset[str]:
+    """The encoded forms of ``value``, and of its credentials alone when it is ``<scheme> <credentials>``."""
+    forms = encoded_forms(value)
+    scheme, _, credentials = value.partition(" ")
+    if credentials and scheme.isalpha() and " " not in credentials.strip():
+        forms |= encoded_forms(credentials.strip())
+    return forms
+
+
+@functools.lru_cache(maxsize=64)
+def _extra_forms(secrets: tuple[str, ...]) -> _Forms:
+    """An index of ``secrets`` (a run's own, passed to each sink) beside the registry's."""
+    index = _Forms()
+    for value in secrets:
+        if value and len(value) >= MIN_SECRET_LENGTH:
+            for form in _forms_of(value):
+                index.add(form)
+    return index
+
+
+def _indexes(secrets: Iterable[str]) -> tuple[_Forms, ...]:
+    extra = tuple(secrets)
+    return (_registry, _extra_forms(extra)) if extra else (_registry,)
 
 
 def remember_url_secrets(url: str) -> None:
-    """Register a URL's userinfo and secret query values when read (S3's ``SignatureDoesNotMatch`` echoes them)."""
+    """Register a URL's userinfo and secret query and path parameter values when read (S3's
+    ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -113,14 +192,19 @@ def remember_url_secrets(url: str) -> None:
         for value in (userinfo, password if colon else user):
             remember_secret(value)
             remember_secret(unquote(value))
+    pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
     for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
         raw_name, equals, raw_value = piece.partition("=")
-        name = unquote_plus(raw_name).lower()
-        if not equals or not is_secret_param(name) or _PUBLIC_PARAM.search(name):
+        if equals:
+            pieces.append((raw_name, raw_value))
+    for raw_name, raw_value in pieces:
+        if not _secret_name(raw_name):
             continue
+        # AWS/GCS credentials are "<access key id>/<date>/<region>/…": the key id alone too
+        key_id = unquote_plus(raw_name).lower().endswith("credential")
         for value in {raw_value, unquote(raw_value), unquote_plus(raw_value)}:
             remember_secret(value)
-            if name.endswith("credential"):  # AWS/GCS "<access key id>/<date>/<region>/…": the key id alone too
+            if key_id:
                 remember_secret(value.partition("/")[0])
 
 
@@ -140,30 +224,91 @@ def is_signed_url(url: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL without credentials: userinfo dropped, and the whole query of a signed URL replaced."""
+    """The URL without credentials: userinfo dropped, a secret path parameter's value and the whole query of a signed
+    URL replaced."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
     netloc = parts.netloc.rsplit("@", 1)[-1]
+    path = _PATH_PARAM.sub(
+        lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0), parts.path
+    )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
-def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
-    """Where registered secrets (and ``extra`` forms) occur in ``text``: overlapping spans merged, in order."""
-    forms = list(extra)
-    if _index:
-        for key in {text[i : i + MIN_SECRET_LENGTH] for i in range(len(text) - MIN_SECRET_LENGTH + 1)}:
-            forms.extend(_index.get(key, ()))
-    found: list[tuple[int, int]] = []
-    for form in forms:
-        at = text.find(form)
-        while at >= 0:
-            found.append((at, at + len(form)))
-            at = text.find(form, at + 1)
+def _secret_name(raw: str) -> bool:
+    """Whether a (still encoded) parameter name carries a credential and is not one of the public ones."""
+    name = unquote_plus(raw).lower()
+    return is_secret_param(name) and not _PUBLIC_PARAM.search(name)
+
+
+def _redact_urls(text: str) -> str:
+    return _URL_RE.sub(lambda m: _redact_found_url(m.group(0)), text) if "://" in text else text
+
+
+def _redact_found_url(url: str) -> str:
+    # Nothing to take out (no userinfo, path parameter or query) and nothing urlsplit refuses: as it is, cheaply.
+    plain = url.isascii() and not any(mark in url for mark in "@;?[")
+    return url if plain else redact_url(url)
+
+
+def _where(text: str) -> Callable[[int], int]:
+    """Where each character of ``text`` squeezed is in ``text``."""
+    parts = _IGNORABLE.split(text)
+    if len(parts) == 1:
+        return lambda at: at
+    starts = [0, *list(accumulate(map(len, parts)))[1::2]]  # where each kept piece starts in ``text``
+    offsets = list(accumulate(map(len, parts[0::2]), initial=0))  # ... and in the squeezed text
+
+    def where(at: int) -> int:
+        piece = bisect_right(offsets, at) - 1
+        return starts[piece] + at - offsets[piece]
+
+    return where
+
+
+_PROBES = re.compile(f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}")  # the _GRAM characters at every _STEP-th index
+
+
+def _spans(text: str, indexes: Sequence[_Forms]) -> list[tuple[int, int]]:
+    """Where registered secrets stand as tokens in ``text`` (across line breaks, folding, wrapping spaces and format
+    characters; hex ones in any case): spans of ``text``, merged, in order. Linear in ``text``: the pieces every
+    _STEP characters are looked up at once, and only the places a piece of a secret is found are checked."""
+    live = [index for index in indexes if index.heads]
+    if not live or len(text) < MIN_SECRET_LENGTH:
+        return []
+    squeezed = _squeeze(text)
+    low = _fold(squeezed)
+    probes = _PROBES.findall(low)
+    pieces = set(probes)
+    hits = [(index, pieces.intersection(index.grams)) for index in live]
+    if not any(found for _, found in hits):
+        return []
+    matched: set[tuple[int, int]] = set()
+    for index, chosen in hits:
+        for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
+            for offset in index.grams.get(probes[at // _STEP], ()):
+                start = at - offset
+                lengths = index.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
+                for length, (exact, folded) in list(lengths.items()) if lengths else ():
+                    end = start + length
+                    if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
+                        matched.add((start, end))
+    if not matched:
+        return []
+    where = _where(text)
+    found = {(where(start), where(end - 1) + 1) for start, end in matched}
+    starts, ends = {a for a, _ in found}, {b for _, b in found}
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
+        # A token: not part of a longer word (a letter or digit on both sides of an edge), unless the word is
+        # secrets back to back.
+        if start > 0 and start not in ends and text[start - 1].isalnum() and text[start].isalnum():
+            continue
+        if end < len(text) and end not in starts and text[end].isalnum() and text[end - 1].isalnum():
+            continue
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
@@ -171,44 +316,48 @@ def _spans(text: str, extra: tuple[str, ...]) -> list[tuple[int, int]]:
     return merged
 
 
-def _remove_secrets(text: str, extra: tuple[str, ...]) -> tuple[str, bool]:
+def _remove_secrets(text: str, indexes: Sequence[_Forms]) -> tuple[str, bool]:
     """``text`` with every secret replaced, also those a replacement makes up, and whether there was any."""
     removed = False
     for _ in range(16):
-        spans = _spans(text, extra)
+        spans = _spans(text, indexes)
         if not spans:
             break
-        removed = True
-        for start, end in reversed(spans):
-            text = text[:start] + REDACTED + text[end:]
+        removed, last = True, 0
+        pieces: list[str] = []
+        for start, end in spans:
+            pieces += (text[last:start], REDACTED)
+            last = end
+        text = "".join((*pieces, text[last:]))
     return text, removed
 
 
-# A text a secret may hide in behind escapes: percent-encoding, HTML/XML entities, JSON string escapes.
+# A text a secret may hide in behind escapes: percent-encoding, HTML/XML entities, JSON string escapes (and the
+# \xNN, \UNNNNNNNN ones ``printable`` writes: a message made printable before it reached its sink).
 _MAY_BE_ENCODED = re.compile(r"[%&\\]")
-_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})|(["\\/bfnrt]))')
 _JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
-def _json_unescape(text: str) -> str:
-    decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _JSON_SIMPLE[m.group(2)], text)
+def _unescape(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1) or m.group(2) or m.group(3)
+        return chr(int(code, 16)) if code else _JSON_SIMPLE[m.group(4)]
+
+    decoded = _ESCAPE.sub(one, text)
     if _SURROGATES.search(decoded):  # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
         decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
     return decoded
 
 
-_DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _json_unescape, unquote) * 2
+_DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _unescape, unquote) * 2
 
 
-def _extra_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    return tuple(
-        {form for s in secrets if len(s) >= MIN_SECRET_LENGTH and s not in REDACTED for form in encoded_forms(s)}
-    )
-
-
-def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
-    text, _ = _remove_secrets(text, extra)
-    if _MAY_BE_ENCODED.search(text) and (_secrets or extra):
+def _redact(text: str, indexes: Sequence[_Forms], *, multiline: bool) -> str:
+    # Matched first in the raw text: a line break, a fold or a format character inside a secret is still there.
+    text, _ = _remove_secrets(text, indexes)
+    text = printable(text, multiline=multiline)
+    if _MAY_BE_ENCODED.search(text) and any(index.heads for index in indexes):
         # A form no list holds (a numeric entity, mixed-case hex, a JSON escape in HTML): if a secret shows only in
         # the decoded text, keep that, redacted; decode on past a find, as a second may hide one layer deeper.
         probe, shown = text, None
@@ -216,43 +365,52 @@ def _redact(text: str, extra: tuple[str, ...], *, multiline: bool) -> str:
             step = decode(probe)
             if step == probe:
                 continue
-            probe, removed = _remove_secrets(step, extra)
+            probe, removed = _remove_secrets(step, indexes)
             if removed:
                 shown = probe
         if shown is not None:
             text = printable(shown, multiline=multiline)  # decoding may have made control characters ("%1b")
-    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _redact_urls(text)
     text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
-    text, _ = _remove_secrets(text, extra)  # a URL rewrite may have joined pieces into a secret again
+    text, _ = _remove_secrets(text, indexes)  # a URL rewrite may have joined pieces into a secret again
     return text
 
 
 def hide_cut_secret(text: str) -> str:
-    """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too."""
-    for at in range(max(0, len(text) - _longest), len(text) - MIN_SECRET_LENGTH + 1):
-        tail = text[at:]
-        if any(form.startswith(tail) for form in _index.get(tail[:MIN_SECRET_LENGTH], ())):
-            return text[:at] + REDACTED
+    """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too (when at
+    least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told from words)."""
+    index = _registry
+    if not index.heads:
+        return text
+    skeleton = _squeeze(text)
+    low, where = _fold(skeleton), _where(text)
+    for start in range(max(0, len(low) - index.longest), len(low) - MIN_SECRET_LENGTH + 1):
+        lengths = index.heads.get(low[start : start + MIN_SECRET_LENGTH])
+        tail, tail_low = skeleton[start:], low[start:]
+        for exact, folded in list(lengths.values()) if lengths else ():
+            if any(f.startswith(tail) for f in tuple(exact)) or any(f.startswith(tail_low) for f in tuple(folded)):
+                at = where(start)
+                if at == 0 or not (text[at - 1].isalnum() and text[at].isalnum()):
+                    return text[:at] + REDACTED
     return text
 
 
 def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
-    """Free text with the registered secrets (and ``secrets``) removed, URLs redacted, credentials masked."""
-    return _redact(text, _extra_forms(secrets), multiline=True)
+    """Free text from outside (lines kept): :func:`safe_text` with ``multiline``."""
+    return safe_text(text, multiline=True, secrets=secrets)
 
 
-# C0/C1 controls, bidi overrides and isolates, line separators, zero-width characters: anything that could move the
-# cursor, retitle a terminal, forge a log line or hide text. Tab and newline only in multi-line text.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]")
-_NEWLINES = re.compile("[\t\n]")
 # Lone surrogates (from bytes decoded with "surrogateescape") cannot be encoded as UTF-8 by any sink.
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_NEWLINES = re.compile("[\t\n]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
     """Control and invisible characters escaped, tabs and newlines spaces unless ``multiline``, cut to ``limit``."""
+    if text.isprintable():  # (none of them: the common case, answered in C)
+        return _cut(text, limit)
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:
@@ -265,22 +423,40 @@ def _cut(text: str, limit: int | None) -> str:
 
 
 def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Iterable[str] = ()) -> str:
-    """What every sink applies to text: printable, then redacted, then cut (a secret is never half-shown)."""
-    return _cut(_redact(printable(text, multiline=multiline), _extra_forms(secrets), multiline=multiline), limit)
+    """The one redaction, for text from outside (server replies, URLs, headers, error messages, log lines) at every
+    sink: registered secrets (and ``secrets``) out as tokens, however quoted or reflowed, then control characters
+    escaped, URLs' credentials and token-shaped values out, then cut (a secret is never half-shown)."""
+    return _cut(_redact(text, _indexes(secrets), multiline=multiline), limit)
 
 
-def safe_doc(doc: Any, *, secrets: Iterable[str] = ()) -> Any:
-    """A JSON document (dicts, lists, strings, numbers) with ``safe_text`` applied to every string in it."""
+def shown_data(text: str) -> str:
+    """Data a command exists to print (a path, a name, a hash, a URL it was given) as a line shows it: never
+    rewritten by the registry; only its URLs' credentials are taken out, and control characters escaped."""
+    return printable(_redact_urls(text))
+
+
+# The keys of a JSON document (or event) whose strings are text from outside or about it — what went wrong, what a
+# server said, what to do — and so pass :func:`safe_text`, everything under them included. Every other string is
+# data a command exists to print, built from the user's inputs and the disk (names, paths, sizes, hashes, the URLs
+# it was given): :func:`shown_data`, never rewritten by the registry. A field that carries a server's words must
+# have one of these names.
+TEXT_KEYS = frozenset({"error", "message", "hint", "warning", "warnings", "lock_error", "server_text"})
+
+
+def safe_doc(doc: Any, *, secrets: Iterable[str] = (), text: bool = False) -> Any:
+    """A JSON document (dicts, lists, strings, numbers) as a sink may write it: the strings under ``TEXT_KEYS``
+    (all of them with ``text``) through :func:`safe_text`, the others, data, through :func:`shown_data`."""
     extra = tuple(secrets)
     if isinstance(doc, str | PurePath):
-        return safe_text(str(doc), secrets=extra)
-    if isinstance(doc, dict):
-        return {safe_doc(k, secrets=extra): safe_doc(v, secrets=extra) for k, v in doc.items()}
+        return safe_text(str(doc), secrets=extra) if text else shown_data(str(doc))
+    if isinstance(doc, Mapping):
+        return {key: safe_doc(value, secrets=extra, text=text or key in TEXT_KEYS) for key, value in doc.items()}
     if isinstance(doc, list | tuple):
-        return [safe_doc(v, secrets=extra) for v in doc]
+        return [safe_doc(value, secrets=extra, text=text) for value in doc]
     return doc
 
 
 def record_text(text: str | None) -> str | None:
-    """Server-provided text (a source URL, an ETag, a commit) as it may be written into a record."""
-    return None if text is None else safe_text(text)
+    """A source URL, an ETag, a commit or a revision as a record keeps it: data (:func:`shown_data`), compared with
+    the same file's next run (a registered word rewritten in it would make the same file another one)."""
+    return None if text is None else shown_data(text)

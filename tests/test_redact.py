@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mdl.redact import REDACTED, is_signed_url, redact_text, redact_url
@@ -214,19 +216,36 @@ def test_safe_text_escapes_then_redacts_then_cuts() -> None:
     assert safe_text("s3cr3t-value-777 " + "x" * 50, limit=10) == f"{REDACTED} x…"
 
 
-def test_safe_doc_cleans_every_string_of_a_json_document() -> None:
+def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> None:
     from pathlib import PurePosixPath
 
     remember_secret("tok-abcdef123456")
+    remember_secret("important")  # a word of the destination path: data keeps it
     doc = {
         "ok": False,
-        "files": [{"error": "HTTP 401: tok-abcdef123456\x07", "size": 3, "dest": PurePosixPath("/a/\x1bb")}],
+        "files": [
+            {
+                "error": "HTTP 401: tok-abcdef123456\x07",
+                "hint": ["server said important things"],
+                "size": 3,
+                "dest": PurePosixPath("/important/\x1bb\xad"),
+                "url": "https://h.example/important/m.bin?X-Amz-Signature=tok-abcdef123456",
+            }
+        ],
         "n": None,
         "x": 1.5,
     }
     assert safe_doc(doc) == {
         "ok": False,
-        "files": [{"error": f"HTTP 401: {REDACTED}\\x07", "size": 3, "dest": "/a/\\x1bb"}],
+        "files": [
+            {
+                "error": f"HTTP 401: {REDACTED}\\x07",
+                "hint": [f"server said {REDACTED} things"],  # text: every registered secret out
+                "size": 3,
+                "dest": "/important/\\x1bb\\xad",  # data: only made printable
+                "url": f"https://h.example/important/m.bin?{REDACTED}",  # a URL's credentials: structural
+            }
+        ],
         "n": None,
         "x": 1.5,
     }
@@ -253,17 +272,17 @@ _SECRET_CHARS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 
 @settings(max_examples=300, deadline=None)
 @given(before=st.text(), secret=_SECRET_CHARS, after=st.text(), multiline=st.booleans())
-def test_a_registered_secret_never_survives_inside_arbitrary_text(
+def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary_text(
     before: str, secret: str, after: str, multiline: bool
 ) -> None:
-    assume(secret not in REDACTED)  # "REDACTED" itself is never registered: it is in every redaction
+    assume(secret != REDACTED)  # "REDACTED" itself is never registered: it is in every redaction
     forget_secrets()
     remember_secret(secret)
     try:
-        shown = safe_text(before + secret + after, multiline=multiline)
+        shown = safe_text(f"{before} {secret}\n{after}", multiline=multiline)
         assert secret not in shown
-        assert secret not in safe_text(f"{before}{secret}{secret}{after}{secret}", limit=40)
-        assert secret not in str(safe_doc({"error": [before, secret + after]}))
+        assert secret not in safe_text(f"{before} {secret}{secret}\t{after} {secret}", limit=40)
+        assert secret not in json.dumps(safe_doc({"error": [before, f"{secret} {after}"]}), ensure_ascii=False)
     finally:
         forget_secrets()
 

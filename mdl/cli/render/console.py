@@ -13,7 +13,7 @@ from itertools import accumulate
 from typing import Any, TextIO
 from unicodedata import combining, east_asian_width
 
-from mdl.redact import safe_doc, safe_text
+from mdl.redact import safe_doc, safe_text, shown_data
 
 
 def no_color(environ: Mapping[str, str]) -> bool:
@@ -156,7 +156,8 @@ class Console:
 
 
 def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
-    """One JSON document and a newline, indented on a terminal; every string made safe (errors echo servers)."""
+    """One JSON document and a newline, indented on a terminal: its text made safe (errors echo servers), its data
+    only made printable (``safe_doc``)."""
     clean = safe_doc(doc, secrets=secrets)
     stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()
@@ -246,7 +247,7 @@ def render_table(
     width: int | None = None,
 ) -> None:
     """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right, headers bold in colour."""
-    cells = [["-" if row.get(key) is None else safe_text(str(row.get(key))) for key, _ in columns] for row in rows]
+    cells = [["-" if row.get(key) is None else shown_data(str(row.get(key))) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
     least = [display_width(header) for header in headers]
     natural = [max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))]
