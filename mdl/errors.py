@@ -89,7 +89,7 @@ class IntegrityError(MdlError, kind="integrity", code=ExitCode.INTEGRITY):
 
 
 class LocalFSError(MdlError, kind="filesystem", code=ExitCode.LOCAL):
-    """Local filesystem trouble: no space, no permission, lock not obtained."""
+    """Local trouble: no space, no permission, lock not obtained, no memory."""
 
 
 class NoSpaceError(LocalFSError, kind="no_space"):
@@ -100,8 +100,12 @@ class LockTimeoutError(LocalFSError, kind="lock_timeout"):
     """Another process holds a lock we could not obtain in time."""
 
 
+class OutOfMemoryError(LocalFSError, kind="out_of_memory"):
+    """The process ran out of memory (a local resource, as a full disk): exit 7, never an internal error."""
+
+
 class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRUPTED):
-    """Ctrl-C or SIGTERM; partial data was kept for resume."""
+    """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a publish's uploads)."""
 
 
 def server_details(exc: BaseException) -> tuple[int | None, str | None]:

@@ -666,3 +666,65 @@ class ScriptedServer:
                     seen.sent += len(piece)
                     if phase is not None and self._current.get(seen.path) == phase:
                         self._used[seen.path][1] += len(piece)
+
+
+# --- answers whose bodies and headers disagree, and rclone's 200 to a range (issue 37) --------------------------------
+
+
+class FramedServer(ScriptedServer):
+    """A `ScriptedServer` that also frames answers as chunked: an `Answer` whose headers hold
+    ``Transfer-Encoding: chunked`` is sent without a Content-Length, its body in chunks of ``chunk`` bytes and a last
+    empty chunk, whatever length its Content-Range names (a chunked body can carry more, or fewer, bytes than that).
+    Any other answer is sent as `ScriptedServer` sends it (an explicit Content-Length in the headers is kept as it is,
+    so a test can announce one length and send another)."""
+
+    chunk = 256 * 1024
+
+    def _send(self, conn: socket.socket, seen: Seen, answer: Answer) -> None:
+        if answer.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            super()._send(conn, seen, answer)
+            return
+        seen.status, seen.phase = answer.status, answer.phase
+        reason = HTTPStatus(answer.status).phrase
+        headers = {"Date": http_date(time.time()), **answer.headers}
+        if answer.close:
+            headers["Connection"] = "close"
+        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        conn.sendall((head + "\r\n").encode("latin-1"))
+        if seen.method == "HEAD":
+            return
+        view = memoryview(answer.body)
+        for pos in range(0, len(view), self.chunk):
+            piece = view[pos : pos + self.chunk]
+            conn.sendall(b"%x\r\n" % len(piece) + bytes(piece) + b"\r\n")
+            with self._lock:
+                seen.sent += len(piece)
+        conn.sendall(b"0\r\n\r\n")
+
+
+def chunked(answer: Answer, *, extra: bytes = b"", before: bytes = b"", cut: int | None = None) -> Answer:
+    """``answer`` sent chunked (for a `FramedServer`), its body cut to ``cut`` bytes, with ``before`` and ``extra``
+    bytes around it: the Content-Range still names what the honest answer held."""
+    body = before + bytes(answer.body)[:cut] + extra
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+    return Answer(answer.status, {**headers, "Transfer-Encoding": "chunked"}, body, phase=answer.phase)
+
+
+def rclone_ranges(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
+    """A `ScriptedServer` policy answering as ``rclone serve s3`` does: a ranged GET gets ``200 OK`` with a
+    Content-Range and only the range (curl, aria2c, s5cmd and boto3 read it as that range)."""
+    answer = server.reply(seen)
+    if answer.status == 206:
+        answer.status = 200
+    return answer
+
+
+class NginxCdn(CdnServer):
+    """A `CdnServer` naming versions as nginx names static files: ETag ``"<mtime hex>-<size hex>"`` and the mtime as
+    Last-Modified. Two builds of one size copied with their mtime (``cp -p``, ``rsync -a``, a fixed-timestamp unzip)
+    under two paths carry the same ETag: only their URLs tell them apart."""
+
+    def add_file(  # type: ignore[override]
+        self, path: str, data: bytes, *, mtime: float = 1_700_000_000.0, **kwargs: Any
+    ) -> str:
+        return super().add_file(path, data, etag=f'"{int(mtime):x}-{len(data):x}"', last_modified=mtime, **kwargs)

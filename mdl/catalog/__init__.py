@@ -1,7 +1,15 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
-from mdl.catalog.load import expand_headers, find_catalog, find_lock, load_catalog, lock_beside, parse_catalog
+from mdl.catalog.load import (
+    expand_headers,
+    find_catalog,
+    find_lock,
+    load_catalog,
+    lock_beside,
+    parse_catalog,
+    read_bounded,
+)
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
     Placeholder,
@@ -35,6 +43,7 @@ __all__ = [
     "lock_beside",
     "parse_catalog",
     "parse_template",
+    "read_bounded",
     "settings_for",
     "user_config_dir",
 ]

@@ -6,11 +6,25 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError
 from mdl.redact import is_secret_param, remember_secret
+
+
+def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
+    """Everything ``handle`` holds if it is at most ``limit`` bytes, else None (after reading at most one byte more):
+    the bound on the whole of a document mdl parses in memory (catalog.lock, a job output), checked before it is
+    parsed. Memory grows with what is read, never reserved for the limit up front."""
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = handle.read(min(1 << 20, limit + 1 - len(data)))
+        if not chunk:
+            return data
+        data += chunk
+    return None
 
 
 def load_catalog(path: Path) -> Catalog:

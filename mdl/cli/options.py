@@ -168,7 +168,7 @@ def command(
             flags = command_flags(ctx)
             paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
             options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
-            run = Run(**flags)
+            run = Run(**flags, command=ctx.info_name or "")
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:

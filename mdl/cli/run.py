@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import select
 import signal
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 import typer
 
 from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
-from mdl.errors import InterruptedByUserError, MdlError, UsageError
-from mdl.redact import safe_text
+from mdl.errors import InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
+from mdl.redact import safe_text, shown_data
 from mdl.units import human_duration, human_size
 from mdl.version import __version__
 
@@ -48,6 +49,7 @@ class Run:
     log_file: Path | None = None
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    command: str = ""  # its name (``pull``): what an interruption says was kept
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
@@ -57,7 +59,7 @@ class Run:
         self.stdout, self.stderr = sys.stdout, sys.stderr
         # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious) and len(v) >= 6]
+        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious)]
         self.secrets = tuple(found)
         # --progress json: stderr is one event stream, shared by the progress display and the console
         json_events = (self.progress or "").lower() == "json"
@@ -90,8 +92,9 @@ class Run:
         emit_json(_nulled({"ok": True, **doc}), stream=self.stdout, secrets=self.secrets)
 
     def line(self, text: str) -> None:
-        """One line of data on stdout, made safe (a name may come from a server)."""
-        self.stdout.write(safe_text(text, secrets=self.secrets) + "\n")
+        """One line of data on stdout (a path, names, hashes: never rewritten by the secrets, control characters
+        escaped, a URL without its credentials)."""
+        self.stdout.write(shown_data(text) + "\n")
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
@@ -309,6 +312,41 @@ def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ())
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
 
 
+class Reserve:
+    """Address space held back (mapped, never touched: no memory used) while a command runs, let go when memory runs
+    out so that the translator has room to say so (a process at its ``ulimit -v`` cannot even build a message)."""
+
+    block: mmap.mmap | None = None
+
+    @classmethod
+    def hold(cls, size: int = 16 << 20) -> None:
+        if cls.block is None:
+            with contextlib.suppress(OSError, ValueError):
+                cls.block = mmap.mmap(-1, size)
+
+    @classmethod
+    def release(cls) -> None:
+        if cls.block is not None:
+            cls.block.close()
+            cls.block = None
+
+
+def _no_thread(exc: BaseException) -> bool:
+    """Python's only word for a thread the system refused (no memory for its stack, or too many): a RuntimeError."""
+    return isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
+
+
+# What a Ctrl-C (or SIGTERM) leaves behind, said after what was interrupted: each command's own (README "Exit codes").
+KEPT_ON_INTERRUPT = {
+    "pull": "partial downloads were kept, run again to resume",
+    "get": "partial downloads were kept, run again to resume",
+    "publish": "files already uploaded are kept, run again to send the rest",
+    "pack": "the unfinished archive was removed (with -o -, what was written to stdout is incomplete)",
+    "unpack": "the destination was left as it was (or, if the final swap had begun, entirely unpacked)",
+    "lock": "catalog.lock was not changed",
+}
+
+
 def translate(exc: BaseException, run: Run | None = None) -> int:
     """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
     if is_closed_stdout_error(exc):
@@ -320,8 +358,18 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     if isinstance(exc, MdlError):
         error = exc
     elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Abort":  # Click's word for Ctrl-C
-        kept = "; partial downloads were kept, run again to resume" if run is not None else ""
-        error = InterruptedByUserError(f"interrupted{kept}")
+        error = InterruptedByUserError("interrupted")
+    elif isinstance(exc, MemoryError) or _no_thread(exc):  # a local resource ran out, as a full disk: exit 7
+        Reserve.release()  # room to say so; and the traceback's frames hold what filled memory: let them go too
+        chain: list[BaseException] = []
+        current: BaseException | None = exc
+        while current is not None and current not in chain:
+            chain.append(current)
+            current.__traceback__, current = None, current.__context__
+        error = OutOfMemoryError(
+            "out of memory" if isinstance(exc, MemoryError) else "out of memory: cannot start a thread",
+            hint="free memory or raise the process's limit, or ask for less at once (fewer models)",
+        )
     elif callable(show) and isinstance(code, int):  # Click's parse errors: its usage text, and its exit code
         formatter = getattr(exc, "format_message", None)
         context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
@@ -331,6 +379,8 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
         if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
             raise exc
         error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
+    if isinstance(error, InterruptedByUserError) and run is not None and (kept := KEPT_ON_INTERRUPT.get(run.command)):
+        error = InterruptedByUserError(f"{error.message}; {kept}", hint=error.hint)
     code = int(error.exit_code)
     if run is not None:
         log.error("%s", safe_text(error.message, secrets=run.secrets))
@@ -346,7 +396,8 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     elif callable(show):
         show()
     else:
-        sys.stderr.write(f"mdl: error: {error.message}\n")
+        hint = f"  hint: {error.hint}\n" if error.hint else ""
+        sys.stderr.write(f"mdl: error: {error.message}\n{hint}")
     return code
 
 
@@ -354,6 +405,7 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
     log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
+    Reserve.hold()
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
@@ -449,6 +501,7 @@ _KIND_WORDS = {
     "integrity": "integrity error",
     "filesystem": "local filesystem error",
     "no_space": "no space",
+    "out_of_memory": "out of memory",
     "lock_timeout": "lock timeout",
     "interrupted": "interrupted",
     "internal": "internal error",

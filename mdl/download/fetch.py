@@ -26,7 +26,7 @@ from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, Tr
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files complete
-INTERRUPTED = "interrupted; partial downloads were kept, run again to resume"
+INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
 
 
 def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcome]:
@@ -268,7 +268,7 @@ def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) ->
             raise
         except MdlError as exc:
             if session.cancel.is_set():
-                raise InterruptedByUserError("interrupted; partial downloads were kept") from exc
+                raise InterruptedByUserError(INTERRUPTED) from exc
             # The next source never resumes on a mirror's bytes: with --no-verify nothing would catch a splice.
             discard_partial(job)
             why = exc.message.removeprefix(f"{label}: ")

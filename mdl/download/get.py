@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -32,6 +31,7 @@ from mdl.sources import (
     decoded_size,
     name_key,
     parse_job_output,
+    read_job_output,
     resolve_file,
     resolve_model,
     s3_source,
@@ -83,16 +83,8 @@ def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], na
 
 
 def read_source(source: str) -> str:
-    """The text of a job-output JSON source: a file, or stdin for ``-``."""
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
-        raise UsageError(f"{source}: no such file (expected {expected})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read it: {exc}") from None
+    """The text of a job-output JSON source: a file, or stdin for ``-`` (bounded: see ``read_job_output``)."""
+    return read_job_output(source)
 
 
 def get_sources(
@@ -377,14 +369,18 @@ def _fetch_remote(
 
 
 def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
-    """A direct URL's size and ETag; a size that contradicts the descriptor is refused before any byte moves."""
+    """A direct URL's size and ETag; a size that contradicts the one given (the job output's, or the store's for an
+    ``s3://`` object) is refused before any byte moves."""
     probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
         if probed.opening is not None:
             probed.opening.close()
-        raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, the server has {probed.size}")
+        said = "the store lists" if item.where.startswith("s3://") else "the job output says"
+        raise IntegrityError(
+            f"{item.where}: {said} {item.size} bytes, but its download from the server is {probed.size} bytes"
+        )
     return replace(probed, size=item.size, size_pinned=True)
 
 

@@ -8,14 +8,15 @@ import dataclasses
 import fcntl
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic.dataclasses import dataclass
+from pydantic import TypeAdapter, ValidationError
 
+from mdl.catalog import read_bounded
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
@@ -26,30 +27,65 @@ _HEADER = (
 )
 
 
+MAX_LOCK_BYTES = 64 << 20  # about 250,000 files at one line each; checked before a byte is parsed
+
+
 def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad."""
+    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad or too big."""
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: a FIFO at the lock's name is never waited on (fstat says what it is)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise CatalogError(f"{path}: not a regular file")
+        if found.st_size > MAX_LOCK_BYTES:
+            raise _too_big(path, found.st_size)
+        try:
+            data = read_bounded(handle, limit=MAX_LOCK_BYTES)  # it may have grown since the fstat
+        except OSError as exc:
+            raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+    if data is None:
+        raise _too_big(path, None)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not valid UTF-8") from exc
-    return parse_lock(text, source=str(path))
+    del data  # each form is let go once the next is made: memory is the lock's entries, not copies of it
+    document = _document(text, source=str(path))
+    del text
+    return _validated(document, source=str(path))
+
+
+def _too_big(path: Path, size: int | None) -> CatalogError:
+    has = f"{size} bytes, more than" if size is not None else "more than"
+    return CatalogError(
+        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not read",
+        hint="a lock holds one line per file: pin fewer or smaller models in it",
+    )
 
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
     """Validate lock TOML; every problem names the file and the key (``model[2].files[3].sha256``)."""
-    again = "run 'mdl lock' to write it again"
+    return _validated(_document(text, source=source), source=source)
+
+
+def _document(text: str, *, source: str) -> dict[str, Any]:
     try:
-        document = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: invalid TOML: {exc}", hint=again) from exc
+        raise CatalogError(f"{source}: invalid TOML: {exc}", hint=_AGAIN) from exc
     except RecursionError as exc:
         raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
+
+
+def _validated(document: dict[str, Any], *, source: str) -> Lock:
+    """The lock a parsed document holds, validated one file at a time: each file's table is let go as its entry is
+    made, so memory holds the entries and not the document besides."""
     version = document.get("version", LOCK_VERSION)
     if type(version) is int and version > LOCK_VERSION:
         raise CatalogError(
@@ -57,26 +93,39 @@ def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
             hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
         )
     if version != LOCK_VERSION or type(version) is not int:
-        raise CatalogError(f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=again)
-    try:
-        models = _DOCUMENT.validate_python(document).model
-    except ValidationError as exc:
-        raise CatalogError(f"{source}: {validation_message(exc)}", hint=again) from None
+        raise CatalogError(f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=_AGAIN)
+    if unknown := sorted(set(document) - {"version", "model"}):
+        raise CatalogError(f"{source}: {unknown[0]}: Extra inputs are not permitted", hint=_AGAIN)
+    tables = document.pop("model", [])
+    if not isinstance(tables, list):
+        raise CatalogError(f"{source}: model: Input should be a valid tuple", hint=_AGAIN)
     by_name: dict[str, LockedModel] = {}
-    for index, model in enumerate(models):
+    for index in range(len(tables)):
+        table, tables[index] = tables[index], None
+        model = _model(table, at=f"model[{index}]", source=source)
         if model.name in by_name:
             raise CatalogError(f"{source}: model[{index}].name: {model.name!r} appears twice")
         by_name[model.name] = model
     return Lock(models=dict(sorted(by_name.items())))
 
 
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class _Document:
-    version: int  # checked above
-    model: tuple[LockedModel, ...] = ()
+def _model(table: Any, *, at: str, source: str) -> LockedModel:
+    files = table.get("files") if isinstance(table, dict) else None
+    where = at
+    try:
+        if isinstance(files, list):
+            for index in range(len(files)):
+                where = f"{at}.files[{index}]"
+                files[index] = _FILE.validate_python(files[index])
+        where = at
+        return _MODEL.validate_python(table)
+    except ValidationError as exc:
+        raise CatalogError(f"{source}: {validation_message(exc, at=where)}", hint=_AGAIN) from None
 
 
-_DOCUMENT = TypeAdapter(_Document)
+_AGAIN = "run 'mdl lock' to write it again"
+_FILE = TypeAdapter(LockedFile)
+_MODEL = TypeAdapter(LockedModel)
 
 
 def dump_lock(lock: Lock) -> str:
@@ -88,6 +137,12 @@ def dump_lock(lock: Lock) -> str:
 def write_lock(path: Path, lock: Lock) -> bool:
     """Write the lock atomically unless the file already holds exactly this text; True when it changed."""
     text = dump_lock(lock)
+    if len(text.encode()) > MAX_LOCK_BYTES:  # never a lock that mdl would refuse to read
+        raise CatalogError(
+            f"{path}: the lock would be {len(text.encode())} bytes, more than the {MAX_LOCK_BYTES >> 20} MiB a lock "
+            "may hold; not written",
+            hint="a lock holds one line per file: pin fewer or smaller models in it",
+        )
     try:
         if path.read_text(encoding="utf-8") == text:
             return False

@@ -4,6 +4,7 @@ to a commit); a catalog entry's fingerprint; a locked model to and from the ``Re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -32,8 +33,25 @@ _Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
 _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
 
 
+# A lock names each path twice (its save path and, in its source, its path in the repo, mostly the same) and one
+# repo for many files: each is checked once (the last few remembered), so a big lock costs one check per file.
+_path_problem = functools.lru_cache(maxsize=8)(path_problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _repo_problem(repo: str) -> bool:
+    from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    try:
+        validate_repo_id(repo)  # the rule hf_hub_url applies when the file's URL is built
+    except HFValidationError:
+        return True
+    return False
+
+
 def _safe_path(value: str) -> str:
-    if (problem := path_problem(value)) is not None:
+    if (problem := _path_problem(value)) is not None:
         raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
     return value
 
@@ -45,14 +63,9 @@ def _pinned_source(value: str) -> str:
             raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
         if not GIT_OID_HEX.fullmatch(ref.commit):
             raise ValueError("a Hub source must be pinned to a 40-hex commit")
-        from huggingface_hub.errors import HFValidationError  # the Hub client: only when a Hub file is pinned
-        from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-        try:
-            validate_repo_id(ref.repo)  # the rule hf_hub_url applies when the file's URL is built
-        except HFValidationError:
-            raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}") from None
-        if (problem := path_problem(ref.path)) is not None:
+        if _repo_problem(ref.repo):
+            raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}")
+        if (problem := _path_problem(ref.path)) is not None:
             raise ValueError(f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}")
     elif not value.startswith(("http://", "https://")):
         raise ValueError("a source is hf://… or an http(s) URL")
@@ -76,7 +89,7 @@ def _distinct_paths(files: tuple[LockedFile, ...]) -> tuple[LockedFile, ...]:
     return files
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=_STRICT, slots=True)
 class LockedFile:
     """One file pinned: its save path in the model folder, its source, and exactly what it is."""
 
@@ -93,7 +106,7 @@ class LockedFile:
         return parse_hub_source(self.source)
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=_STRICT, slots=True)
 class LockedModel:
     """One model pinned: its catalog entry's fingerprint (a changed entry makes it stale) and its files."""
 
@@ -152,10 +165,11 @@ def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mappi
         raise UsageError(f"{spec.name}: cannot be locked: {validation_message(exc)}") from None
 
 
-def validation_message(exc: ValidationError) -> str:
-    """Pydantic's first error as the lock's key path and message: ``model[2].files[3].sha256: …``."""
+def validation_message(exc: ValidationError, *, at: str = "") -> str:
+    """Pydantic's first error as the lock's key path (under ``at``) and message: ``model[2].files[3].sha256: …``."""
     first = exc.errors()[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).removeprefix(".")
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    where = f"{at}{where}".removeprefix(".")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for an unknown key
         message = "Extra inputs are not permitted"

@@ -9,11 +9,20 @@ from mdl.sources.joboutput import (
     check_inline,
     check_url,
     decoded_size,
-    name_key,
     parse_job_output,
+    read_job_output,
     write_inline,
 )
-from mdl.sources.resolve import RemoteFile, ResolvedModel, mirror_targets, resolve_file, resolve_model, with_probe
+from mdl.sources.resolve import (
+    RemoteFile,
+    ResolvedModel,
+    listing_clash,
+    mirror_targets,
+    name_key,
+    resolve_file,
+    resolve_model,
+    with_probe,
+)
 from mdl.sources.s3 import (
     S3Prefix,
     S3Signer,
@@ -39,10 +48,12 @@ __all__ = [
     "check_inline",
     "check_url",
     "decoded_size",
+    "listing_clash",
     "mirror_targets",
     "name_key",
     "parse_job_output",
     "parse_s3_prefix",
+    "read_job_output",
     "resolve_file",
     "resolve_model",
     "resolve_token",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -32,7 +34,20 @@ if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get o
 HUB_REPLY_FACTOR = 3  # a Hub API reply's body must be whole within this many timeouts after its headers
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
-MAX_PAGES = 10_000  # 10 million files at the Hub's 1000 a page: a listing that never ends is hostile
+
+
+@dataclass(frozen=True)
+class ListingLimits:
+    """What one repo's listing may hold in all (README, "Safe"): the Hub advises under 100k files a repo, so these are
+    far above any real one and far below what would exhaust memory or wait forever."""
+
+    files: int = 500_000  # entries, files and folders
+    bytes: int = 512 << 20  # of all its pages' bodies
+    seconds: float = 600.0  # from its first request to its last page
+    pages: int = 10_000
+
+
+LISTING_LIMITS = ListingLimits()
 OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (tests, one-off callers)
 
 
@@ -71,28 +86,49 @@ class Hub:
         _, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         return parse_revision(body, what=what, url=url).sha
 
-    def list_files(self, repo: str, *, repo_type: str, commit: str, what: str) -> list[TreeEntry]:
-        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no HEADs)."""
+    def list_files(
+        self, repo: str, *, repo_type: str, commit: str, what: str, limits: ListingLimits | None = None
+    ) -> list[TreeEntry]:
+        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no HEADs), within
+        ``limits`` in all; a next page must be this repo's listing at this commit (exit 5 naming it otherwise)."""
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
-        url: str | None = (
-            f"{self.endpoint}/api/{repo_type}s/{repo}/tree/{quote(commit, safe='')}?recursive=true&expand=false"
-        )
-        entries: list[TreeEntry] = []
+        limits = limits or LISTING_LIMITS
+        first = f"{self.endpoint}/api/{repo_type}s/{repo}/tree/{quote(commit, safe='')}?recursive=true&expand=false"
+        url: str | None = first
+        files: list[TreeEntry] = []
         seen: set[str] = set()
+        entries = received = 0
+        deadline = time.monotonic() + limits.seconds
         while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen or len(seen) >= limits.pages:
                 raise HubReplyError(
-                    f"{what}: hostile listing of {repo}: its pages never end (at {redact_url(url)}, "
-                    f"after {len(seen)} pages)"
+                    f"{what}: hostile listing of {repo} from the Hub at {self.endpoint}: its pages never end "
+                    f"(at {redact_url(url)}, after {len(seen)} pages)"
                 )
             seen.add(url)
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
-            entries.extend(parse_tree_page(body, what=what, url=url))
-            url = next_page_url(
-                response.links.get("next", {}).get("url"), current=url, hub_origin=self.origin, what=what
+            page = parse_tree_page(body, what=what, url=url)
+            entries, received = entries + len(page), received + len(body)
+            over = (
+                f"holds more than {limits.files} entries"
+                if entries > limits.files
+                else f"is more than {limits.bytes >> 20} MiB"
+                if received > limits.bytes
+                else f"took more than {limits.seconds:g} s"
+                if time.monotonic() > deadline
+                else None
             )
-        return [entry for entry in entries if entry.type == "file"]
+            if over is not None:
+                raise HubReplyError(
+                    f"{what}: the listing of {repo} from the Hub at {self.endpoint} {over} "
+                    f"after {len(seen)} pages; refused",
+                    hint="no repo mdl pulls is listed so; check HF_ENDPOINT (a mirror or a proxy that loops)",
+                )
+            files.extend(entry for entry in page if entry.type == "file")  # folders are not kept
+            del page, body
+            url = next_page_url(response.links.get("next", {}).get("url"), current=url, first=first, what=what)
+        return files
 
     def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> FileMetadata:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
@@ -110,6 +146,14 @@ class Hub:
             return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
         except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
             raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+
+    def file_urls(self, repo: str, *, repo_type: str, revision: str) -> Callable[[str], str]:
+        """``file_url`` for many files of one repo at one revision: the repo checked once, each path only quoted."""
+        probe = "x"
+        base = self.file_url(repo, probe, repo_type=repo_type, revision=revision).removesuffix(probe)
+        if not base.endswith("/"):  # huggingface_hub builds it otherwise now: one call per file, as it does
+            return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)
+        return lambda path: base + quote(path)  # hf_hub_url's quoting of a filename
 
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None

@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
 
@@ -126,8 +126,10 @@ def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: s
     return FileMetadata(commit=commit, etag=etag, size=size)
 
 
-def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str, int], what: str) -> str | None:
-    """The ``Link: rel="next"`` target of a listing page (None on the last); off the Hub's origin it is hostile."""
+def next_page_url(link: str | None, *, current: str, first: str, what: str) -> str | None:
+    """The ``Link: rel="next"`` target of a listing page (None on the last). It must be the same listing as ``first``
+    (the page asked for first): the same origin and the same path, so the same repo at the same commit; another is
+    hostile (a next page that merged another repo's files into the model, or sent the token elsewhere)."""
     if not link:
         return None
     try:
@@ -135,11 +137,18 @@ def next_page_url(link: str | None, *, current: str, hub_origin: tuple[str, str,
         target_origin: tuple[str, str, int] | None = origin(target)
     except ValueError:  # '[' without ']', a port that is not a number or out of range
         target_origin = None
-    if target_origin != hub_origin:
+    if target_origin != origin(first):
         shown = f"{target_origin[0]}://{target_origin[1]}:{target_origin[2]}" if target_origin else "a malformed URL"
         raise HubReplyError(
             f"{what}: hostile listing from {redact_url(current)}: its next page is on another origin "
             f"({printable(shown, limit=120)}); refused, nothing was sent there",
             hint="the Hub (or what answers at HF_ENDPOINT) must page within its own origin",
+        )
+    if unquote(urlsplit(target).path) != unquote(urlsplit(first).path):
+        raise HubReplyError(
+            f"{what}: hostile listing from {redact_url(current)}: its next page is another listing "
+            f"({printable(redact_url(target), limit=200)}), not {urlsplit(first).path}; refused, its files are not "
+            "the model's",
+            hint="a listing's pages must stay in one repo at one commit",
         )
     return target

@@ -8,25 +8,29 @@ import hashlib
 import ipaddress
 import json
 import os
+import stat
+import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from mdl.catalog import read_bounded
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.redact import remember_url_secrets
+from mdl.sources.resolve import RemoteFile, name_key
 from mdl.store import fsync_dir
-
-if TYPE_CHECKING:
-    from mdl.sources.resolve import RemoteFile
 
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
 # a few MiB of memory (the JSON text itself is already in memory once; never hold a second full copy).
 B64_CHUNK = 1 << 20
+# A job output is read whole and parsed in memory: a bound on it, checked before parsing (a platform's inline
+# results are tens of MiB at most; bigger outputs come as links).
+MAX_JOB_OUTPUT_BYTES = 256 << 20
 _WHITESPACE = " \t\r\n\f\v"  # MIME-wrapped payloads (RFC 2045 §6.8) put a newline every 76 characters
 _DROP_WHITESPACE = str.maketrans("", "", _WHITESPACE)
 _WRAPPER_KEYS = ("files", "outputs", "results", "data")
@@ -70,8 +74,55 @@ class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
     sha256: str
 
 
+def read_job_output(source: str) -> str:
+    """The text of a job-output JSON source: a file, or stdin for ``-``; more than MAX_JOB_OUTPUT_BYTES is refused
+    before it is parsed (exit 2), and never read past that."""
+    where = "stdin" if source == "-" else source
+    try:
+        if source == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream put in its place (io.StringIO)
+            text = sys.stdin.read(MAX_JOB_OUTPUT_BYTES + 1)
+            if len(text) > MAX_JOB_OUTPUT_BYTES:
+                raise _too_big(where)
+            return text
+        if source == "-":
+            data = _read_at_most(sys.stdin.buffer, where=where)
+        else:
+            with Path(source).open("rb") as handle:  # a FIFO is fine: `mdl get <(curl …)` reads one
+                data = _read_at_most(handle, where=where)
+    except FileNotFoundError:
+        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
+        raise UsageError(f"{source}: no such file (expected {expected})") from None
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobOutputError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_at_most(handle: BinaryIO, *, where: str) -> bytearray:
+    """All of ``handle`` within the bound: a file's size says it at once, a pipe is read to one byte past it."""
+    with contextlib.suppress(OSError, ValueError):  # no descriptor (a test's stream): read and count
+        found = os.fstat(handle.fileno())
+        if stat.S_ISREG(found.st_mode) and found.st_size > MAX_JOB_OUTPUT_BYTES:
+            raise _too_big(where)
+    data = read_bounded(handle, limit=MAX_JOB_OUTPUT_BYTES)
+    if data is None:
+        raise _too_big(where)
+    return data
+
+
+def _too_big(where: str) -> JobOutputError:
+    return JobOutputError(
+        f"{where}: more than the {MAX_JOB_OUTPUT_BYTES >> 20} MiB a job output may be; not read",
+        hint='a job\'s outputs that big come as links ("type": "redirect"), not inline',
+    )
+
+
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
     """Job output JSON → its files: a descriptor, a list, ``{"files": [...]}``, or a completed job's ``output``."""
+    if len(text) > MAX_JOB_OUTPUT_BYTES:  # text from any reader (the API's read_text too), before it is parsed
+        raise _too_big(where)
     try:
         doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows tools write, is not JSON
     except json.JSONDecodeError as exc:
@@ -131,7 +182,7 @@ def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
         if key is None:
             keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
             raise JobOutputError(
-                f"{where}: expected a file descriptor with a 'type', a list of them, or an object with 'files' "
+                f"{where}: expected a file (an object with a 'type'), a list of them, or an object with 'files' "
                 f"(keys found: {_one_line(keys)})"
             )
         doc, where = doc[key], f"{where}.{key}"
@@ -216,11 +267,6 @@ def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
             )
 
 
-def name_key(name: str) -> str:
-    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
-    return unicodedata.normalize("NFC", name).casefold()
-
-
 def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
     """Decode base64 text a chunk at a time: strict alphabet and padding, ASCII whitespace ignored."""
     carry = ""
@@ -271,9 +317,9 @@ def check_inline(
     progress.finish(key, ok=True)
     actual = digest.hexdigest()
     if item.size is not None and item.size != size:
-        raise IntegrityError(f"{item.where}: the descriptor says {item.size} bytes, its data decodes to {size}")
+        raise IntegrityError(f"{item.where}: the job output says {item.size} bytes, its data decodes to {size}")
     if item.sha256 is not None and item.sha256 != actual:
-        raise IntegrityError(f"{item.where}: sha256 mismatch: the descriptor says {item.sha256}, the data is {actual}")
+        raise IntegrityError(f"{item.where}: sha256 mismatch: the job output says {item.sha256}, the data is {actual}")
     if expected_sha256 is not None and expected_sha256 != actual:
         raise IntegrityError(f"{item.where}: sha256 mismatch: --sha256 says {expected_sha256}, the data is {actual}")
     return InlineCheck(size, actual)

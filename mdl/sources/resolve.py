@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -85,8 +86,9 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         ignore_patterns=list(spec.exclude) or None,
         key=lambda item: item.path,
     )
-    files: list[RemoteFile] = []
-    for item in sorted(chosen, key=lambda item: item.path):
+    items = sorted(chosen, key=lambda item: item.path)
+    del listing  # the chosen entries are all that is kept
+    for item in items:
         # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
         # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
         if (problem := path_problem(item.path)) is not None:
@@ -94,11 +96,21 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save, "
                 f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
             )
+    if (problem := listing_clash([item.path for item in items])) is not None:
+        raise HubReplyError(
+            f"{spec.name}: the listing of {spec.repo} {problem}; the model was refused before anything was fetched",
+            hint="an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out",
+        )
+    file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
+    files: list[RemoteFile] = []
+    items.reverse()
+    while items:
+        item = items.pop()  # each entry let go as its file is made: memory holds the files, not both
         files.append(
             RemoteFile(
                 model=spec.name,
                 path=item.path,
-                url=hub.file_url(spec.repo, item.path, repo_type=spec.repo_type, revision=commit),
+                url=file_url(item.path),
                 size=item.size,
                 sha256=item.lfs.oid if item.lfs is not None else None,
                 git_oid=item.oid if item.lfs is None else None,
@@ -109,16 +121,38 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 repo=spec.repo,
             )
         )
-    clash = path_clash(f.path for f in files)
-    if clash is not None:  # git cannot hold both; a listing that claims so is broken or hostile
-        raise HubReplyError(
-            f"{spec.name}: the listing of {spec.repo} has {clash[0]!r} as a file and as the folder of {clash[1]!r}; "
-            "the model was refused before anything was fetched"
-        )
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
+
+
+def name_key(name: str) -> str:
+    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def listing_clash(paths: Sequence[str]) -> str | None:
+    """The one rule for the files of one listing (every consumer: pull, get, lock, resolve): why they cannot all be
+    saved as files of one model, or None. A path named twice, two names that are one file where case or Unicode form
+    is not told apart (macOS, Windows, get's own folders), and a file that is also another's folder are refused."""
+    first: dict[str, str] = {}  # name_key → the path that had it first
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            return f"names {printable(path, limit=120)!r} twice"
+        seen.add(path)
+        had = first.setdefault(name_key(path), path)
+        if had != path:
+            return (
+                f"names {printable(had, limit=120)!r} and {printable(path, limit=120)!r}, one file where case or "
+                "Unicode form is not told apart (macOS, Windows)"
+            )
+    clash = path_clash(first)
+    if clash is None:
+        return None
+    folder, name = first[clash[0]], first[clash[1]]
+    return f"has {printable(folder, limit=120)!r} as a file and as the folder of {printable(name, limit=120)!r}"
 
 
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:

@@ -179,9 +179,7 @@ class Bucket:
                         reader.close()
         except KeyboardInterrupt:
             # The manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
-            raise InterruptedByUserError(
-                "interrupted; files already uploaded are kept, run again to send the rest"
-            ) from None
+            raise InterruptedByUserError("interrupted while uploading") from None
         return outcomes
 
     def _close(self, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress) -> FileOutcome:

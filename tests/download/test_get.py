@@ -256,8 +256,8 @@ def test_bad_base64_anywhere_means_nothing_is_written(env: HubServer, tmp_path: 
 @pytest.mark.parametrize(
     ("extra", "args", "needle"),
     [
-        ({"size": 4}, (), "stdin[1]: the descriptor says 4 bytes, its data decodes to 3"),
-        ({"sha256": "ab" * 32}, (), "stdin[1]: sha256 mismatch: the descriptor says " + "ab" * 32),
+        ({"size": 4}, (), "stdin[1]: the job output says 4 bytes, its data decodes to 3"),
+        ({"sha256": "ab" * 32}, (), "stdin[1]: sha256 mismatch: the job output says " + "ab" * 32),
     ],
 )
 def test_inline_size_or_sha256_mismatch_is_exit_6_and_nothing_is_written(

@@ -241,8 +241,8 @@ def test_check_inline_reports_size_and_sha256() -> None:
 @pytest.mark.parametrize(
     ("size", "sha256", "expected", "needle"),
     [
-        (4, None, None, "j[0]: the descriptor says 4 bytes, its data decodes to 3"),
-        (None, "0" * 64, None, "j[0]: sha256 mismatch: the descriptor says " + "0" * 64),
+        (4, None, None, "j[0]: the job output says 4 bytes, its data decodes to 3"),
+        (None, "0" * 64, None, "j[0]: sha256 mismatch: the job output says " + "0" * 64),
         (None, None, "1" * 64, "j[0]: sha256 mismatch: --sha256 says " + "1" * 64),
     ],
 )

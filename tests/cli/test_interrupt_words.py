@@ -1,0 +1,249 @@
+"""Issue 37, exits and words: a Ctrl-C says what was kept for *that* command (pull and get: partial downloads; pack:
+the unfinished archive removed; unpack: the destination as it was; publish: what was uploaded), each said once;
+and running out of memory is exit 7 "out of memory", never exit 1 "internal error".
+
+The interrupts are real SIGINTs sent to real `python -m mdl` processes caught mid-work; the memory runs out under
+a real address-space limit (RLIMIT_AS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runfixtures import make_hf_run, mdl, use_catalog, wait_for
+from s3server import S3, s3, s3_server  # noqa: F401
+from servers import CdnServer, HubServer, make_data
+
+from mdl.cli.run import KEPT_ON_INTERRUPT, Run, translate
+from mdl.errors import ExitCode, InterruptedByUserError
+from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+
+MiB = 1024 * 1024
+KEPT_DOWNLOADS = "interrupted; partial downloads were kept, run again to resume"
+
+
+def spawn(args: list[str], *, cwd: Path, stdin: int | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "MDL_LOG_FILE": str(cwd / "mdl.log")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mdl", *args],
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt(proc: subprocess.Popen[str], ready: object, *, what: str) -> str:
+    """SIGINT ``proc`` once ``ready()`` holds; its stderr, after it ended with 130."""
+    try:
+        wait_for(ready, timeout=60, what=what)  # type: ignore[arg-type]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == ExitCode.INTERRUPTED == 130, err
+    assert "Traceback" not in err and "internal error" not in err
+    return err
+
+
+def parts(dest: Path) -> list[Path]:
+    """Partial downloads whose resume record says some bytes are done (what a next run resumes)."""
+    folder = dest / ".mdl" / "partial"
+    found = []
+    for part in folder.glob("*.part") if folder.exists() else []:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            record = json.loads(part.with_name(part.name + ".json").read_text())
+            if sum(done for _, _, done in record["pieces"]) > MiB:
+                found.append(part)
+    return found
+
+
+# -- each command says what it kept ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", sorted({*KEPT_ON_INTERRUPT, "list", "show", "resolve", "verify", "clean"}))
+def test_every_command_says_its_own_words_once(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(command=command)
+    for ending in (KeyboardInterrupt(), InterruptedByUserError("interrupted")):
+        assert translate(ending, run) == 130
+        err = capsys.readouterr().err
+        kept = KEPT_ON_INTERRUPT.get(command)
+        assert (f"interrupted; {kept}" if kept else "interrupted") in err
+        assert err.count("interrupted") == 1
+        if command not in ("pull", "get"):
+            assert "partial downloads" not in err
+
+
+def test_a_core_interruption_keeps_its_own_words_and_gets_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert translate(InterruptedByUserError("tiny/w.bin: interrupted while waiting for a lock"), Run(command="pull"))
+    assert "tiny/w.bin: interrupted while waiting for a lock; partial downloads were kept" in capsys.readouterr().err
+
+
+@pytest.fixture
+def slow_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    cdn = CdnServer(throttle_bps=2_000_000)
+    with cdn, HubServer(cdn=cdn) as hub:
+        hub.add_repo("org/big", {"weights.bin": make_data(40 * MiB, seed=3), "config.json": b"{}"})
+        use_catalog(tmp_path, monkeypatch, '[models.big]\nrepo = "org/big"\n', endpoint=hub.url)
+        yield hub
+
+
+def test_pull_interrupted_says_partial_downloads_were_kept(slow_hub: HubServer, tmp_path: Path) -> None:
+    proc = spawn(["pull", "big"], cwd=tmp_path)
+    err = interrupt(proc, lambda: bool(parts(tmp_path / "models")), what="a partial download")
+    assert err.count(KEPT_DOWNLOADS) == 1, err
+    assert parts(tmp_path / "models"), "what it said was kept is there"
+
+
+def test_get_interrupted_says_partial_downloads_were_kept(tmp_path: Path) -> None:
+    with CdnServer(throttle_bps=2_000_000) as cdn:
+        url = cdn.add_file("/files/w.bin", make_data(40 * MiB, seed=4))
+        proc = spawn(["get", url, "-d", str(tmp_path / "out")], cwd=tmp_path)
+        err = interrupt(proc, lambda: bool(parts(tmp_path / "out")), what="a partial download")
+    assert err.count(KEPT_DOWNLOADS) == 1, err
+    assert parts(tmp_path / "out")
+
+
+def test_pack_interrupted_says_the_unfinished_archive_was_removed(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_hf_run(run, steps=(100,))
+    with (run / "big.safetensors").open("wb") as handle:  # sparse: quick to read, slow enough to write
+        handle.truncate(2048 * MiB)
+    partial = tmp_path / "out.zip.partial"
+    proc = spawn(["pack", "run", "-o", "out.zip"], cwd=tmp_path)
+    err = interrupt(proc, lambda: partial.exists() and partial.stat().st_size > 16 * MiB, what="an archive on its way")
+    assert "interrupted; the unfinished archive was removed" in err, err
+    assert "partial downloads" not in err
+    assert not partial.exists() and not (tmp_path / "out.zip").exists()
+
+
+def test_unpack_interrupted_says_the_destination_was_left_as_it_was(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_hf_run(run, steps=(100,))
+    (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))
+    archive = subprocess.run(
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+    ).stdout
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("kept")
+    proc = spawn(["unpack", "-", "-d", str(dest)], cwd=tmp_path, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(archive[: len(archive) // 2].decode("latin-1"))  # the writer is still going
+    proc.stdin.flush()
+
+    def spooling() -> bool:
+        return any(p.name.startswith(".stdin.zip.") for p in dest.iterdir())
+
+    err = interrupt(proc, spooling, what="the stdin spool")
+    assert "interrupted; the destination was left as it was" in err, err
+    assert "partial downloads" not in err
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+
+
+def test_publish_interrupted_says_what_was_uploaded_is_kept(
+    s3: S3,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    big, small = make_data(34 * MiB, seed=8), b"{}"
+    with HubServer() as hub:
+        hub.add_repo("org/tiny", {"config.json": small, "nested/big.safetensors": big})
+        use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=hub.url)
+        assert mdl("pull", "tiny").exit_code == 0
+    s3.client().create_bucket(Bucket="team-models")
+    s3.cutter.write_delay = 0.4  # a slow uplink
+    proc = spawn(["publish", "tiny", "--to", "s3://team-models/hub"], cwd=tmp_path)
+
+    def uploading() -> bool:
+        return any("partNumber=" in query for _, _, query in s3.cutter.writes)
+
+    err = interrupt(proc, uploading, what="a multipart upload")
+    s3.cutter.write_delay = 0.0
+    assert "interrupted while uploading; files already uploaded are kept, run again to send the rest" in err, err
+    assert "partial downloads" not in err
+
+
+# -- out of memory -----------------------------------------------------------------------------------------
+
+
+def big_lock(folder: Path, files: int) -> None:
+    (folder / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')
+    from mdl.catalog import parse_catalog
+
+    spec = parse_catalog((folder / "catalog.toml").read_text()).models[0]
+    commit = "c" * 40
+    entries = tuple(
+        LockedFile(
+            f"s/p-{i:06d}.bin", i, hashlib.sha256(b"%d" % i).hexdigest(), f"hf://org/big@{commit}/s/p-{i:06d}.bin"
+        )
+        for i in range(files)
+    )
+    write_lock(folder / "catalog.lock", Lock({"big": LockedModel("big", fingerprint(spec), "main", commit, entries)}))
+
+
+def list_under(folder: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """``mdl list`` in ``folder`` with at most ``limit`` bytes of address space (stdout a file: no watcher thread)."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "MDL_LOG_FILE": str(folder / "mdl.log")}
+    env.update({"MDL_CATALOG": str(folder / "catalog.toml"), "MDL_DEST": str(folder / "models")})
+    with (folder / "stdout").open("w") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "mdl", "list"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=cap,  # the limit is the child's own
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux enforces it")
+def test_running_out_of_memory_is_exit_7_out_of_memory(tmp_path: Path) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir()
+    big.mkdir()
+    big_lock(small, 2)
+    big_lock(big, 60_000)  # 14 MB of lock: ~100 MiB more to hold its entries than a small one
+    limit = next((mb << 20 for mb in range(40, 400, 10) if list_under(small, mb << 20).returncode == 0), None)
+    assert limit is not None, "mdl list never ran under 400 MiB"
+    done = list_under(big, limit + 20 * MiB)
+    assert done.returncode == ExitCode.LOCAL == 7, done.stderr
+    assert "mdl: error: out of memory" in done.stderr
+    assert "internal error" not in done.stderr and "MemoryError" not in done.stderr
+
+
+def test_a_memory_error_anywhere_in_a_command_is_exit_7(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_catalog(tmp_path, monkeypatch, '[models.a]\nrepo = "org/a"\n')
+    from mdl import store
+
+    def exhausted(*args: object, **kwargs: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(store, "list_models", exhausted)  # where the list's local state is read
+    started = time.monotonic()
+    result = mdl("list", "--json")
+    assert result.exit_code == 7, result.output
+    assert '"kind": "out_of_memory"' in result.stdout and "out of memory" in result.stderr
+    assert "internal error" not in result.stderr
+    assert time.monotonic() - started < 30
