@@ -40,6 +40,8 @@ class FileOutcome:
     hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
     kind: str | None = None  # the error's kind ("not_found", "integrity", ...): the summary's short reason
     word: str | None = None  # what people read instead of ``action`` ("re-downloaded", "replaced")
+    # False: fetched, but no hash checked it and it did not come whole in one answer (engine rule 15); None: not known
+    verified: bool | None = None
 
     @property
     def label(self) -> str:
@@ -49,7 +51,8 @@ class FileOutcome:
     @property
     def shown_action(self) -> str:
         """The action in people's words (the JSON keeps the contract's ``action``)."""
-        return self.word or self.action
+        word = self.word or self.action
+        return f"{word} (unverified)" if self.verified is False else word
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -74,6 +77,7 @@ class FileOutcome:
             "hint": self.hint or None,
             "reason": self.reason or None,
             "warning": "; ".join(self.warnings) or None,
+            "verified": self.verified,
         }
         if self.mirror is not None:
             doc["mirror"] = self.mirror

@@ -58,7 +58,15 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
         return
     run.line("")
-    rows = [{**f, "size": human_size(f["size"]), "sha256": (f["sha256"] or "-")[:16]} for f in doc["files"]]
+    rows = [
+        {
+            **f,
+            "size": human_size(f["size"]),
+            "sha256": (f["sha256"] or "-")[:16],
+            "state": f"{f['state']} (unverified)" if f["verified"] is False else f["state"],
+        }
+        for f in doc["files"]
+    ]
     columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
     if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
         columns.insert(1, ("dest", "DEST"))

@@ -100,7 +100,9 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
     entry = recorded(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
-    return done_outcome(plan, Action.SKIP, size=size, sha256=entry.sha256 if entry is not None else plan.remote.sha256)
+    sha256 = entry.sha256 if entry is not None else plan.remote.sha256
+    verified = bool(plan.remote.sha256 or plan.remote.git_oid) or (entry is not None and entry.verified)
+    return done_outcome(plan, Action.SKIP, size=size, sha256=sha256, verified=verified)
 
 
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
@@ -162,10 +164,13 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        if _matches(remote, recorded(session.store, remote), size=size, sha256=sha256, git_oid=git_oid):
+        entry = recorded(session.store, remote)
+        if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid):
             session.layout.link(plan.placement)
-            record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag)
-            return done_outcome(plan, Action.CHECK, size=size, sha256=sha256), record
+            # the same bytes as a known hash, or as recorded: then as verified as they were when recorded
+            verified = bool(remote.sha256 or remote.git_oid) or (entry is not None and entry.verified)
+            record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified)
+            return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
         session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
         action = Action.REPAIR
@@ -179,7 +184,8 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
-    record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=result.etag or remote.etag)
+    etag = result.etag or remote.etag
+    record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=etag, verified=result.verified)
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
     return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
@@ -206,7 +212,9 @@ def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, st
         raise LocalFSError(f"{label}: cannot read {plan.placement.final}: {exc.strerror or exc}") from exc
 
 
-def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None) -> FileRecord:
+def _record(
+    plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None, verified: bool
+) -> FileRecord:
     remote = plan.remote
     try:
         mtime_ns = plan.placement.final.stat().st_mtime_ns
@@ -222,6 +230,7 @@ def _record(plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, e
         etag=etag,
         commit=remote.commit,
         fetched_at=now_iso(),
+        verified=verified,
     )
 
 

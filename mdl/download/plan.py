@@ -242,7 +242,13 @@ DONE_WORD = {
 
 
 def done_outcome(
-    plan: PlannedFile, action: Action, *, size: int | None, sha256: str | None, result: TransferResult | None = None
+    plan: PlannedFile,
+    action: Action,
+    *,
+    size: int | None,
+    sha256: str | None,
+    result: TransferResult | None = None,
+    verified: bool | None = None,
 ) -> FileOutcome:
     """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
     remote, reason = plan.remote, plan.decision.reason
@@ -261,6 +267,7 @@ def done_outcome(
         mirror=mirror,
         source=mirror or remote.source,
         warning=plan.warning,
+        verified=result.verified if result is not None else verified,
     )
 
 

@@ -63,6 +63,7 @@ class LocalFile:  # one expected file of a model and its state on disk
     source: str
     state: str  # INSTALLED, MODIFIED_MAYBE, ... above
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
+    verified: bool | None = None  # its record's word (engine rule 15); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,15 @@ class ModelStatus:
 
     def show_json(self) -> dict[str, Any]:
         files = [
-            {"path": f.path, "dest": str(f.dest), "url": f.source, "size": f.size, "sha256": f.sha256, "state": f.state}
+            {
+                "path": f.path,
+                "dest": str(f.dest),
+                "url": f.source,
+                "size": f.size,
+                "sha256": f.sha256,
+                "state": f.state,
+                "verified": f.verified,
+            }
             for f in self.files
         ]
         return {
@@ -165,7 +174,8 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
             state = OUTDATED
         shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
         placed = placement is not None
-        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed=placed))
+        verified = entry.verified if entry is not None else None
+        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed, verified))
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
@@ -455,4 +465,7 @@ def verify_file(
     mtime_ns = file.final.stat().st_mtime_ns
     if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
         store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns))
-    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified")
+    # against a pinned hash it is verified now; else as verified as the record says the download was
+    verified = bool(expected_sha) or entry.verified
+    word = None if verified else "intact"  # as recorded, but its download was never checked against a hash
+    return FileOutcome(model, file.path, str(file.dest), size, sha256, "verified", verified=verified, word=word)

@@ -35,6 +35,9 @@ class FileRecord:
     etag: str | None = None
     commit: str | None = None
     fetched_at: str = ""
+    # Checked against a known hash, or fetched whole in one answer (engine rule 15); False: its parts are tied only by
+    # the server's validator and a resume's overlap. Records written before this field were taken as verified.
+    verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,10 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         key, kind, got = one.name, str(one.type), value.get(one.name)
         if got is None and "None" in kind:
             found[key] = None
+        elif kind == "bool":
+            if got is not None and not isinstance(got, bool):
+                raise RecordFieldError(f"{where}.{key}: expected true or false, got {_shown(got)}")
+            found[key] = True if got is None else got
         elif kind.startswith("int"):
             if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
                 raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")

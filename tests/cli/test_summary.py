@@ -66,8 +66,9 @@ def test_quiet_says_nothing_on_stderr_and_json_is_unchanged(world: dict[str, Pat
     assert quiet.stdout == f"{world['dest'] / 'tiny'}\n", "-q silences stderr, never the data"
     doc = json.loads(mdl("pull", "tiny", "--json").stdout)
     assert [sorted(f) for f in doc["files"]] == [
-        ["action", "dest", "error", "hint", "model", "path", "reason", "sha256", "size", "warning"]
+        ["action", "dest", "error", "hint", "model", "path", "reason", "sha256", "size", "verified", "warning"]
     ] * 2
+    assert [f["verified"] for f in doc["files"]] == [True, True], "Hub files are checked against their hashes"
     assert {f["dest"] for f in doc["files"]} == {
         str(world["dest"] / "tiny" / p) for p in ("config.json", "model.safetensors")
     }
