@@ -52,6 +52,19 @@ TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.
 MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD  # a name must leave room for mdl's temporary one
 
 
+STATE_FOLDER = ".mdl"  # mdl's own state under a destination: records, locks, partials, get.json, unpack's records
+STAGING_PREFIX = ".mdl-unpack-"  # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
+
+
+def reserved_by_mdl(part: str) -> bool:
+    """Whether one path component is, once case-folded and normalised as any filesystem might, a name mdl keeps for
+    its own state beside a destination: ``.mdl`` or unpack's staging ``.mdl-unpack-*``."""
+    folded = part
+    for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
+        folded = unicodedata.normalize("NFKC", folded).casefold()
+    return folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
+
+
 def path_problem(name: str) -> str | None:
     """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe to write, or None."""
     if not name:
@@ -123,7 +136,9 @@ def safe_file_name(value: str, *, where: str) -> str:
         (":" in value, "it contains ':' (a drive letter or a stream name)"),  # 'C:x', or an NTFS stream 'a:b'
         (value.endswith((".", " ")), "it ends with a dot or a space"),  # Windows drops them: 'a.bin.' is 'a.bin'
         (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
-        (value.casefold() == ".mdl", "it is mdl's own state folder"),
+        # mdl's own state beside a destination (get -d DIR keeps DIR/.mdl/, unpack stages in DIR/.mdl-unpack-*):
+        # what is there is mdl's only by provenance (engine rule 14), so no listing, job or archive may name it
+        (reserved_by_mdl(value), "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
     reason = next((why for bad, why in refused if bad), None) or path_problem(value)

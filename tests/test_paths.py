@@ -189,8 +189,10 @@ def test_safe_file_name_accepts(value: str) -> None:
         ("lpt9.bin", "reserved device name"),
         ("COM\u00b9", "reserved device name"),
         ("conin$", "reserved device name"),
-        (".mdl", "state folder"),
-        (".MDL", "state folder"),
+        (".mdl", "reserves for its own state"),
+        (".MDL", "reserves for its own state"),
+        ("\uff0emdl", "reserves for its own state"),  # a full-width dot: NFKC makes it ".mdl"
+        (".mdl-unpack-0123", "reserves for its own state"),  # unpack's staging: get -d DIR must not plant one
         ("x" * 230, "longer than 229 bytes"),
         ("é" * 115, "longer than 229 bytes"),
     ],

@@ -37,12 +37,11 @@ from mdl.archive.zipread import (
     DEFAULT_MAX_RATIO,
     MANIFEST_NAME,
     MAX_CENTRAL_BYTES,
-    STAGING_PREFIX,
     Entry,
     name_problem,
 )
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, MdlError, NoSpaceError, UsageError
-from mdl.paths import SHA256_HEX, shown, temp_name
+from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import confined, kind_of, not_a_file, stat_file
 

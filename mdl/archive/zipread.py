@@ -31,8 +31,6 @@ MAX_TOTAL_BYTES = 1 << 42  # 4 TiB: far above any checkpoint, far below "fill th
 DEFAULT_MAX_RATIO = 200.0  # real weights compress <= 1.5x, text ~10x; 1000:1 is a bomb
 RATIO_FLOOR = 1 << 20  # below 1 MiB (an entry, or a whole archive) nothing can hurt, whatever the ratio
 _DOS_DIRECTORY, _DOS_REPARSE_POINT = 0x10, 0x400  # low 16 bits of external_attr (MS-DOS attributes)
-STAGING_PREFIX = ".mdl-unpack-"  # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
-_STATE_FOLDER = ".mdl"  # mdl's own state under a destination
 _STAGING_MARGIN = 64  # DEST/.mdl-unpack-<32 hex>/tree/ is longer than DEST/ by less than this
 _FLAG_ENCRYPTED, _FLAG_PATCHED, _FLAG_STRONG, _FLAG_UTF8, _FLAG_MASKED = 0x1, 0x20, 0x40, 0x800, 0x2000
 _FLAG_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data (the local header holds zeros)
@@ -57,15 +55,6 @@ def shown_raw(raw: bytes) -> str:
     return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
 
 
-def reserved_by_mdl(part: str) -> bool:
-    """Whether one path component is, once case-folded and normalised as any filesystem might, a name mdl keeps for
-    its own state beside a destination: ``.mdl`` or unpack's staging ``.mdl-unpack-*``."""
-    folded = part
-    for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
-        folded = unicodedata.normalize("NFKC", folded).casefold()
-    return folded == _STATE_FOLDER or folded.startswith(STAGING_PREFIX)
-
-
 def name_problem(name: str) -> str | None:
     """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
     refused = (
@@ -82,8 +71,6 @@ def name_problem(name: str) -> str | None:
     if ":" in name:  # a drive or an NTFS alternate data stream on Windows
         return "colon in name"
     for part in name.split("/"):
-        if reserved_by_mdl(part):
-            return f"{shown(part)} is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
         if part[-1] in ". ":
             return "component ending in a dot or space"
         if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
