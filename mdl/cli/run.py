@@ -396,8 +396,8 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     elif callable(show):
         show()
     else:
-        hint = f"  hint: {error.hint}\n" if error.hint else ""
-        sys.stderr.write(f"mdl: error: {error.message}\n{hint}")
+        hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""  # the one redaction, as at every sink
+        sys.stderr.write(f"mdl: error: {safe_text(error.message)}\n{hint}")
     return code
 
 
