@@ -54,6 +54,7 @@ MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD  # a name must leave room fo
 
 STATE_FOLDER = ".mdl"  # mdl's own state under a destination: records, locks, partials, get.json, unpack's records
 STAGING_PREFIX = ".mdl-unpack-"  # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
+RESERVED_WHY = "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
 
 
 def reserved_by_mdl(part: str) -> bool:
@@ -138,7 +139,7 @@ def safe_file_name(value: str, *, where: str) -> str:
         (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
         # mdl's own state beside a destination (get -d DIR keeps DIR/.mdl/, unpack stages in DIR/.mdl-unpack-*):
         # what is there is mdl's only by provenance (engine rule 14), so no listing, job or archive may name it
-        (reserved_by_mdl(value), "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"),
+        (reserved_by_mdl(value), RESERVED_WHY),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
     reason = next((why for bad, why in refused if bad), None) or path_problem(value)

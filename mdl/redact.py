@@ -6,6 +6,7 @@ sizes, hashes: see ``TEXT_KEYS``) is never rewritten by the registry: only its U
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import json
 import re
@@ -22,7 +23,8 @@ REDACTED = "REDACTED"
 
 # A query parameter whose name holds one of these (any case) makes the URL a bearer credential: presigned URLs of
 # every cloud, JWTs, API keys. Matching parts of names catches a new cloud's ``X-Foo-Signature`` too.
-_SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|pass|hdnts|hmac")
+_SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|sessid|pass|hdnts|hmac")
+_SECRET_PARAM_NAMES = frozenset({"sid", "ssid"})  # whole names only: as parts they are in ordinary words
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
 _LOWER_HEX = re.compile("%[0-9A-F]{2}")
 _UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding changes them
@@ -211,7 +213,11 @@ def remember_url_secrets(url: str) -> None:
 def is_secret_param(name: str) -> bool:
     """Whether a query parameter's name looks like it carries a credential."""
     lowered = name.lower()
-    return lowered.startswith(_SECRET_PARAM_PREFIXES) or bool(_SECRET_PARAM_PART.search(lowered))
+    return (
+        lowered.startswith(_SECRET_PARAM_PREFIXES)
+        or lowered in _SECRET_PARAM_NAMES
+        or bool(_SECRET_PARAM_PART.search(lowered))
+    )
 
 
 def is_signed_url(url: str) -> bool:
@@ -236,6 +242,24 @@ def redact_url(url: str) -> str:
     )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def source_url(url: str) -> str:
+    """A URL as a record knows its source (``redact_url``), plus, when a signed query was hidden while it also held
+    parameters that carry nothing secret (``?file=v1&token=T``), a digest of those as its fragment (never sent):
+    two files behind one token stay two sources, one file presigned twice stays one (engine rule 14)."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return shown
+    if not parts.query or not is_signed_url(url):
+        return shown
+    public = sorted(p for p in parts.query.split("&") if p and not is_secret_param(unquote_plus(p.partition("=")[0])))
+    if not public:
+        return shown
+    digest = hashlib.sha256("&".join(public).encode()).hexdigest()[:16]
+    return f"{shown.partition('#')[0]}#{digest}"
 
 
 def _secret_name(raw: str) -> bool:

@@ -267,8 +267,12 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
     partial_path = target.with_name(target.name + ".partial")
     if (kind := not_a_file(partial_path)) is not None:  # lstat: a FIFO there would take the archive for good
         raise not_a_file_error(partial_path, kind, hint="remove it: the archive is written there, then renamed")
-    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    # Made fresh (engine rule 14): what is at the name (a killed pack's leftover, or another name of an outside file
+    # planted there) loses only its name, never its bytes; nothing is written through it.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
+        with contextlib.suppress(FileNotFoundError):
+            partial_path.unlink()
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
         raise local_fs_error(exc, str(partial_path)) from exc

@@ -16,9 +16,18 @@ from mdl.download.plan import FORCED, PlannedFile, check_space, log_outcome, pla
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.paths import HfUri, parse_hf_uri, path_problem, safe_file_name, shown_path, url_basename
+from mdl.paths import (
+    RESERVED_WHY,
+    HfUri,
+    parse_hf_uri,
+    path_problem,
+    reserved_by_mdl,
+    safe_file_name,
+    shown_path,
+    url_basename,
+)
 from mdl.progress import Progress
-from mdl.redact import redact_url
+from mdl.redact import redact_url, source_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import (
     InlineCheck,
@@ -164,6 +173,8 @@ def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, f
             if os.path.isdir(target):  # noqa: PTH112
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
             problem = path_problem(target.name)  # the same rule as for names from servers
+            if problem is None and reserved_by_mdl(target.name):  # get keeps its state in the folder's .mdl/
+                problem = RESERVED_WHY
             if problem is not None:
                 raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
             parts = [target.name]
@@ -334,7 +345,7 @@ def _fetch_remote(
                         continue
                 else:
                     assert item.url is not None
-                    source = item.where if item.where.startswith("s3://") else redact_url(item.url)
+                    source = item.where if item.where.startswith("s3://") else source_url(item.url)
                     remote = RemoteFile("", name, item.url, item.size, sha256 or item.sha256, source=source)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.

@@ -22,7 +22,7 @@ from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, U
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.redact import remember_url_secrets
-from mdl.sources.resolve import RemoteFile, name_key
+from mdl.sources.resolve import RemoteFile
 from mdl.store import fsync_dir
 
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
@@ -72,6 +72,11 @@ class UrlFile:
 class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
     size: int
     sha256: str
+
+
+def name_key(name: str) -> str:
+    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def read_job_output(source: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from urllib.parse import quote
 from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
-from mdl.redact import printable, redact_url
+from mdl.redact import printable, source_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source, ref_revision
 
@@ -127,32 +126,20 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
-def name_key(name: str) -> str:
-    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
-    return unicodedata.normalize("NFC", name).casefold()
-
-
 def listing_clash(paths: Sequence[str]) -> str | None:
     """The one rule for the files of one listing (every consumer: pull, get, lock, resolve): why they cannot all be
-    saved as files of one model, or None. A path named twice, two names that are one file where case or Unicode form
-    is not told apart (macOS, Windows, get's own folders), and a file that is also another's folder are refused."""
-    first: dict[str, str] = {}  # name_key → the path that had it first
+    saved as files of one model, or None: a path named twice, or a file that is also another's folder. Names that
+    differ only in case or Unicode form are two files, as on the Hub and on Linux (``get`` refuses them for its own
+    folders, which a user may share with macOS or Windows)."""
     seen: set[str] = set()
     for path in paths:
         if path in seen:
             return f"names {printable(path, limit=120)!r} twice"
         seen.add(path)
-        had = first.setdefault(name_key(path), path)
-        if had != path:
-            return (
-                f"names {printable(had, limit=120)!r} and {printable(path, limit=120)!r}, one file where case or "
-                "Unicode form is not told apart (macOS, Windows)"
-            )
-    clash = path_clash(first)
+    clash = path_clash(seen)
     if clash is None:
         return None
-    folder, name = first[clash[0]], first[clash[1]]
-    return f"has {printable(folder, limit=120)!r} as a file and as the folder of {printable(name, limit=120)!r}"
+    return f"has {printable(clash[0], limit=120)!r} as a file and as the folder of {printable(clash[1], limit=120)!r}"
 
 
 def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
@@ -166,7 +153,7 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
             url=file.url,
             size=file.size,
             sha256=file.sha256,
-            source=redact_url(file.url),
+            source=source_url(file.url),
             headers=expand_headers(file, environ),
         )
     assert file.repo is not None and file.path is not None and hub is not None
@@ -225,7 +212,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:
             in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
-            source = redact_url(file.url) if file.url else in_hub
+            source = source_url(file.url) if file.url else in_hub
             files.append(
                 RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
             )

@@ -78,3 +78,22 @@ def test_a_folder_at_the_output_is_refused_even_with_force(run_dir: Path, tmp_pa
     (tmp_path / "dir.zip").mkdir()
     with pytest.raises(UsageError, match="is a folder"):
         mdl.pack(run_dir, checkpoint="latest", output="dir.zip", force=True)
+
+
+@pytest.mark.parametrize("plant", ["hard link", "leftover"])
+def test_a_planted_partial_is_never_written_through(run_dir: Path, tmp_path: Path, plant: str) -> None:
+    """Issue 37 (rule 14): OUT.zip.partial is made fresh; another name of an outside file there loses only its name."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"PRECIOUS DATA")
+    before = outside.stat()
+    partial = tmp_path / "out.zip.partial"
+    if plant == "hard link":
+        os.link(outside, partial)
+    else:
+        partial.write_bytes(b"half an archive from a killed pack")
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(tmp_path / "out.zip"))
+    assert result.exit_code == 0, result.stderr
+    assert outside.read_bytes() == b"PRECIOUS DATA"
+    assert (outside.stat().st_ino, outside.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert zipfile.ZipFile(tmp_path / "out.zip").testzip() is None
+    assert not partial.exists()

@@ -101,3 +101,19 @@ def test_a_cache_that_is_a_file_is_exit_2_naming_it(tmp_path: Path, monkeypatch:
     assert result.exit_code == ExitCode.USAGE, result.stdout + result.stderr
     assert f"the Hugging Face cache {tmp_path / 'cache'} is a file" in result.stderr
     assert not os.path.exists(tmp_path / "dest" / ".mdl")
+
+
+def test_a_resume_record_over_its_limit_is_set_aside_like_any_unreadable_one(hub: HubServer, tmp_path: Path) -> None:
+    """A resume record is scratch: one over its limit is not mdl's, so the download starts over (exit 0), as for a
+    damaged or hard-linked one, instead of stopping the run."""
+    from mdl.transfer.resume import STATE_MAX
+
+    data = b"w" * 300_000
+    url = hub.cdn.add_file("/files/w.bin", data)
+    part, state = Store(tmp_path / "D").part_paths("", "w.bin")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:1000])
+    sparse(state, STATE_MAX + 1)
+    result = mdl("get", url, "-d", str(tmp_path / "D"))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert (tmp_path / "D" / "w.bin").read_bytes() == data
