@@ -6,7 +6,6 @@ sizes, hashes: see ``TEXT_KEYS``) is never rewritten by the registry: only its U
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import json
 import re
@@ -242,24 +241,6 @@ def redact_url(url: str) -> str:
     )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
-
-
-def source_url(url: str) -> str:
-    """A URL as a record knows its source (``redact_url``), plus, when a signed query was hidden while it also held
-    parameters that carry nothing secret (``?file=v1&token=T``), a digest of those as its fragment (never sent):
-    two files behind one token stay two sources, one file presigned twice stays one (engine rule 14)."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return shown
-    if not parts.query or not is_signed_url(url):
-        return shown
-    public = sorted(p for p in parts.query.split("&") if p and not is_secret_param(unquote_plus(p.partition("=")[0])))
-    if not public:
-        return shown
-    digest = hashlib.sha256("&".join(public).encode()).hexdigest()[:16]
-    return f"{shown.partition('#')[0]}#{digest}"
 
 
 def _secret_name(raw: str) -> bool:

@@ -27,7 +27,7 @@ from mdl.paths import (
     url_basename,
 )
 from mdl.progress import Progress
-from mdl.redact import redact_url, source_url
+from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import (
     InlineCheck,
@@ -345,7 +345,7 @@ def _fetch_remote(
                         continue
                 else:
                     assert item.url is not None
-                    source = item.where if item.where.startswith("s3://") else source_url(item.url)
+                    source = item.where if item.where.startswith("s3://") else redact_url(item.url)
                     remote = RemoteFile("", name, item.url, item.size, sha256 or item.sha256, source=source)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
-from mdl.redact import printable, source_url
+from mdl.redact import printable, redact_url
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source, ref_revision
 
@@ -153,7 +153,7 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
             url=file.url,
             size=file.size,
             sha256=file.sha256,
-            source=source_url(file.url),
+            source=redact_url(file.url),
             headers=expand_headers(file, environ),
         )
     assert file.repo is not None and file.path is not None and hub is not None
@@ -212,7 +212,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:
             in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
-            source = source_url(file.url) if file.url else in_hub
+            source = redact_url(file.url) if file.url else in_hub
             files.append(
                 RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
             )

@@ -181,8 +181,8 @@ def test_a_listed_name_get_cannot_save_is_exit_2_with_an_exclude_hint(env: HubSe
 def test_two_names_that_differ_only_in_case_are_refused(env: HubServer, tmp_path: Path) -> None:
     env.add_repo("org/cases", {"README.md": b"a", "readme.md": b"b"})
     result = run_mdl("get", "hf://org/cases", "-d", "out")
-    assert result.exit_code == 5  # the one listing rule (mdl.sources.resolve.listing_clash), as for pull
-    assert "names 'README.md' and 'readme.md'" in result.stderr
+    assert result.exit_code == 2
+    assert "would both be saved as" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
