@@ -16,6 +16,7 @@ from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_in
 from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
 from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
+from mdl.paths import reserved_by_mdl
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
@@ -26,6 +27,7 @@ COMPRESSIONS = ("auto", "none", "deflate")
 DEPLOY_DENY: tuple[str, ...] = ("optimizer.*", "scheduler.*", "scaler.pt", "rng_state*.pth", "random_states_*.pkl")
 DEPLOY_DENY += ("sampler.bin", "training_args.bin", "global_step*", "*-state")
 # Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
+STATE_REASON = "mdl's own state (records, partial downloads): never packed"
 _RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
 DENY_REASON = "training state, not needed to deploy (profile deploy; --profile full keeps it)"
 RUN_LEVEL_REASON = "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
@@ -173,6 +175,10 @@ class _Collector:
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             denied, whole_run = _matches(entry.name, self.deny), not arc_prefix and _matches(entry.name, self.top_skip)
+            if reserved_by_mdl(entry.name):  # `mdl get -d RUN` keeps RUN/.mdl/: mdl's state, never a run's file
+                slash = "/" if entry.is_dir(follow_symlinks=False) else ""
+                self.left_out.append(LeftOut(shown + slash, None, STATE_REASON))
+                continue
             if denied or whole_run:
                 slash = "/" if entry.is_dir(follow_symlinks=False) else ""
                 reason = DENY_REASON if denied else RUN_LEVEL_REASON

@@ -97,3 +97,14 @@ def test_a_planted_partial_is_never_written_through(run_dir: Path, tmp_path: Pat
     assert (outside.stat().st_ino, outside.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert zipfile.ZipFile(tmp_path / "out.zip").testzip() is None
     assert not partial.exists()
+
+
+def test_mdl_state_in_a_run_is_left_out_not_refused(run_dir: Path, tmp_path: Path) -> None:
+    """`mdl get -d RUN` keeps RUN/.mdl/get.json: pack leaves mdl's state out (listed), as git leaves out .git."""
+    (run_dir / ".mdl").mkdir()
+    (run_dir / ".mdl" / "get.json").write_text("{}")
+    result = run_mdl("pack", str(run_dir), "-o", str(tmp_path / "out.zip"), "--json")
+    assert result.exit_code == 0, result.stderr
+    names = zipfile.ZipFile(tmp_path / "out.zip").namelist()
+    assert names and not any(".mdl/" in name for name in names)
+    assert ".mdl/" in result.stdout
