@@ -151,9 +151,10 @@ class Hub:
         """``file_url`` for many files of one repo at one revision: the repo checked once, each path only quoted."""
         probe = "x"
         base = self.file_url(repo, probe, repo_type=repo_type, revision=revision).removesuffix(probe)
-        if not base.endswith("/"):  # huggingface_hub builds it otherwise now: one call per file, as it does
-            return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)
-        return lambda path: base + quote(path)  # hf_hub_url's quoting of a filename
+        odd = "d ir/ü #?%.x"  # a path its quoting must agree on, checked against huggingface_hub once per listing
+        if base.endswith("/") and base + quote(odd) == self.file_url(repo, odd, repo_type=repo_type, revision=revision):
+            return lambda path: base + quote(path)  # hf_hub_url's quoting of a filename
+        return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)  # built otherwise now
 
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
