@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -95,14 +96,12 @@ class Engine:
         )
         stalls = 0
         high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
-        resume = state.resumed  # its first request continues bytes an earlier run wrote; later, bytes a broken one did
         while not piece.complete:
             self.check_stop(state)
             url = state.url
             try:
                 began = piece.start + piece.done
-                answered_end = self._stream_piece(state, piece, url, overlap=resume)
-                resume = False
+                answered_end = self._stream_piece(state, piece, url)
                 if piece.end is None:
                     return
                 # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
@@ -110,11 +109,10 @@ class Engine:
                 if reached < min(piece.end, answered_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
                 if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
-                    raise RetryableError(f"{job.label}: the server sent only {reached - began} bytes of the range")
+                    raise RetryableError(f"{job.label}: the server sent only {piece.answered} bytes of the range")
                 high = max(high, reached)
                 tries.failures = 0
             except ExpiredURLError:
-                resume = True  # another URL: it proves again that it serves the bytes on disk
                 probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
                 if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
                     raise
@@ -131,7 +129,6 @@ class Engine:
                         state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
             except httpx2.ReadTimeout as exc:
                 self.check_stop(state)
-                resume = True  # a stream broken off: its next answer proves it continues the same bytes
                 stalls += 1
                 if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
@@ -149,14 +146,14 @@ class Engine:
                 if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
                     tries.failures = 0
                 high = max(high, reached)
-                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost",
-                # and the next answer proves it continues the same bytes (not after an error status or a short 206).
-                resume = exc is not err or isinstance(exc, _ClosedEarly)
-                tries.failed(err, lost=resume)
+                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost".
+                tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
 
-    def _stream_piece(self, state: DownloadState, piece: Piece, url: str, *, overlap: bool = False) -> int | None:
-        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file). ``overlap``:
-        it resumes, so it starts a little before its frontier when no hash checks the file (``state.overlap``)."""
+    def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file). Bytes on
+        disk before its frontier are another answer's (an earlier run's, a broken stream's, the carried probe's, a
+        short range's, the last window's): it starts a little before them when no hash checks the file and compares
+        (engine rule 15: every join of two answers proves they are one version; ``state.overlap``)."""
         job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
             raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
@@ -164,7 +161,7 @@ class Engine:
             self.drop(state, piece)  # nothing tells this version from the next: a resume could splice two
         offset = piece.start + piece.done
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
-        back = state.overlap(piece) if overlap and opening is None else 0  # bytes on disk the answer must repeat
+        back = state.overlap(piece) if opening is None else 0  # bytes on disk the answer must repeat
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
         with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -280,13 +277,17 @@ class Engine:
 
         chunks = read_body(resp, span, encoded=encoded, what=job.label)
         try:
-            for chunk in repeated(state, chunks, start - back, back) if back else chunks:
+            if back:  # compared before the loop: the chunks after the overlap go straight to ``take``
+                rest = repeated(state, chunks, start - back, back)
+                chunks = itertools.chain((rest,), chunks) if len(rest) else chunks
+            for chunk in chunks:
                 if take(chunk):
                     break
         except BodyOverrunError:
             self.take_back(state, piece, start)  # which of its bytes were not the file's, nothing tells
             raise
         finally:
+            piece.answered = offset - start + back  # what the next answer's overlap is sized by
             if offset > start:  # one more answer the file is made of (broken off or not)
                 with state.lock:
                     state.answers += 1
@@ -333,7 +334,6 @@ class Engine:
             log.info("%s: no bytes on disk can be compared with the server's, starting over", job.label)
             state.forget()
         resumed_from = state.on_disk()
-        state.resumed = resumed_from > 0
         try:
             if loaded is None and state.size is not None:
                 os.ftruncate(fd, state.size)
@@ -469,11 +469,10 @@ class Engine:
         return True
 
 
-def repeated(
-    state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int
-) -> Iterator[bytes | memoryview]:
-    """The body past its first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule 15: a resume
-    proves it continues the same bytes; else ``SourceChanged``). Compared once, off the per-chunk path after it."""
+def repeated(state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int) -> bytes | memoryview:
+    """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule 15: an answer
+    continuing another's proves it is of the same version; else ``SourceChanged``); returns what the last chunk read
+    held past them (the rest of ``body`` is left to read, off this check)."""
     want = os.pread(state.fd, count, at)
     if len(want) != count:
         raise SourceChanged  # the .part is shorter than its record says: nothing there to continue
@@ -484,8 +483,6 @@ def repeated(
             log.info("%s: the bytes before byte %d differ from those on disk", state.job.label, at + count)
             raise SourceChanged
         seen += take
-        if take < len(chunk):
-            yield chunk[take:]
         if seen == count:
-            yield from body
-            return
+            return chunk[take:]
+    return b""  # the body ended within the overlap: nothing of it continues the file

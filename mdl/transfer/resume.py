@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mdl.errors import LocalFSError, MdlError, NetworkError
+from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
 from mdl.store import DirSyncs, fsync_dir, not_own, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
@@ -32,6 +32,8 @@ SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do no
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
 READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
 OVERLAP = 64 * 1024  # bytes on disk a resumed range repeats, when no hash will check the file (engine rule 15)
+OVERLAP_SHARE = 16  # ... at most this fraction of its last answer (a server capping its 206s pays ~6%, not more) ...
+OVERLAP_LEAST = 4 * 1024  # ... and never less
 
 
 class Hasher:
@@ -100,18 +102,20 @@ class DownloadState:
         self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
         self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
-        # No hash will check the result: a resumed range first repeats bytes on disk (engine rule 15)
+        # No hash will check the result: a request continuing bytes another answer wrote first repeats some of them
+        # (engine rule 15)
         self.overlaps = not (job.verify and job.identity.has_hash)
-        self.resumed = False  # this attempt began with bytes an earlier run wrote
         self.answers = 0  # answers that wrote bytes since the bytes on disk were last dropped
 
     def overlap(self, piece: Piece) -> int:
-        """Bytes on disk right before ``piece``'s frontier a resumed request repeats and compares (0: none)."""
+        """Bytes on disk right before ``piece``'s frontier (its own, or a finished piece's before it) the piece's next
+        request repeats and compares (0: none)."""
         if not self.overlaps:
             return 0
         with self.lock:
             if piece.done > 0:
-                return min(OVERLAP, piece.done)
+                share = piece.answered // OVERLAP_SHARE if piece.answered else OVERLAP
+                return min(OVERLAP, piece.done, max(OVERLAP_LEAST, share))
             before = next((p for p in self.pieces if p.end == piece.start and p.complete), None)
             return 0 if before is None or before.end is None else min(OVERLAP, before.end - before.start)
 
@@ -196,7 +200,6 @@ class DownloadState:
             self.pieces = pieces
             self.adopt(None)  # the next answer says
             self.restarted = True
-            self.resumed = False
             self.answers = 0
             self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
         self.stop.clear()
@@ -272,7 +275,7 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
         saved, pieces, validator = _read_state(job.state_path, job_root(job))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UsageError) as exc:  # UsageError: over its size limit, so not one mdl wrote
         if not isinstance(exc, FileNotFoundError):  # no record: nothing to say
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)

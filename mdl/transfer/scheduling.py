@@ -30,6 +30,7 @@ class Piece:
     done: int = 0
     asked: int = field(default=0, compare=False)  # end of the range requested so far: never stolen
     rate: float = field(default=0.0, compare=False)  # bytes/s of this piece's last request (0: none yet)
+    answered: int = field(default=0, compare=False)  # body bytes of this piece's last answer (0: none this run)
 
     @property
     def complete(self) -> bool:

@@ -28,6 +28,7 @@ from mdl.progress import NullProgress
 from mdl.transfer import CARRIED, Engine, EngineConfig
 from mdl.transfer.body import Span, promised
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
+from mdl.transfer.resume import OVERLAP
 
 MiB = 1 << 20
 PATH = "/f.bin"
@@ -149,7 +150,8 @@ def test_a_200_naming_a_range_is_read_as_that_range(started: list[ScriptedServer
     assert out.read_bytes() == data
     ranges = [s for s in server.seen(PATH) if s.range is not None]
     assert len(ranges) >= 2 and all(s.status == 200 for s in ranges)
-    assert sum(s.sent for s in server.seen(PATH)) == size, "no byte fetched twice: each 200 was read as its range"
+    # No byte fetched twice but the 64 KiB the answer after the carried probe repeats: each 200 read as its range
+    assert sum(s.sent for s in server.seen(PATH)) == size + OVERLAP, "each 200 was read as its range"
     if size > 32 * MiB:
         assert sum(1 for s in ranges if (s.range_start or 0) > 0) >= 3, "parallel ranges, as with 206s"
 
