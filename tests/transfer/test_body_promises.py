@@ -12,7 +12,6 @@ import hashlib
 import json
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -37,16 +36,6 @@ ETAG = '"v1"'
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def started() -> Iterator[list[ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
 
 
 def serve(

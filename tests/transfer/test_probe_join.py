@@ -13,10 +13,8 @@ import hashlib
 import json
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,16 +38,6 @@ def nginx_build(data: bytes, **more: object) -> Phase:
     """One build as nginx serves it: ETag ``"<mtime hex>-<size hex>"``, the same for every build of that size."""
     etag = f'"{MTIME:x}-{len(data):x}"'
     return Phase(data, etag=etag, last_modified=http_date(MTIME), **more)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def started() -> Iterator[list[ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
 
 
 def get(server: ScriptedServer, out: Path, *extra: str) -> tuple[int, str, str]:

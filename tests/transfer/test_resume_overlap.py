@@ -13,7 +13,6 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -55,16 +54,6 @@ def cut_second_get(index: int, seen: Seen, server: ScriptedServer) -> Answer | N
         headers = {**answer.headers, "Content-Length": str(len(answer.body))}
         return Answer(answer.status, headers, answer.body[: 2 * MiB], close=True, phase=answer.phase)
     return answer
-
-
-@pytest.fixture
-def started() -> Iterator[list[ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
 
 
 def get(server: ScriptedServer, out: Path, *extra: str, retries: int) -> tuple[int, str, str]:
