@@ -13,8 +13,11 @@ What it does (details in bench/README.md):
   with a fresh destination, after an untimed ``sync`` and a wait for a quiet CPU; records wall time, the
   ``sync`` right after (what the tool left unwritten), CPU and peak RSS of that one process (with its
   children, for a shell pipeline), and the HTTP requests and connections the servers saw from it;
-- prints a table of medians and ratios against the targets; ``--write-results`` rewrites the generated
-  block of bench/RESULTS.md.
+- behind the proxy, also counts serial round trips from its log (the longest chain of requests each sent
+  after the previous one's release);
+- times yardsticks beside the pairs, unjudged: bench/ceiling.py (the Python ceiling), ``dd conv=fdatasync``;
+- prints a table of medians and ratios against the targets (issue 38's table by default); ``--write-results``
+  rewrites the generated block of bench/RESULTS.md.
 
 mdl runs with sha256 verification on (its default); aria2c and curl verify nothing; huggingface_hub checks sizes.
 """
@@ -48,7 +51,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_startup import write_catalog as write_startup_catalog  # noqa: E402
 from hubstub import NginxCdn, file_content, start_hub  # noqa: E402
-from latency import DelayProxy  # noqa: E402
+from latency import DelayProxy, read_log, serial_round_trips  # noqa: E402
 from nginx import Nginx, ensure_tools  # noqa: E402
 
 MiB = 1 << 20
@@ -198,6 +201,7 @@ class Measure:
     ok: bool
     requests: int = 0  # HTTP requests nginx and the Hub answered during the run
     connections: int = 0  # distinct TCP connections they came on (keep-alive reuse makes this smaller)
+    serial: int = 0  # serial round trips: the longest chain of requests each sent after the last one's release (@MS)
 
 
 def cpu_busy(interval: float = 0.5) -> float:
@@ -315,13 +319,15 @@ class Target:
 
     kind "within": ``mdl_time / other_time <= value``; "faster": ``other_time / mdl_time >= value``;
     "absolute": ``mdl_time <= value`` seconds (the ratio mdl / other is still shown). ``cpu_within`` also
-    requires ``mdl_cpu / other_cpu <= cpu_within``, ``rss_mb`` a peak RSS of at most that many MB.
+    requires ``mdl_cpu / other_cpu <= cpu_within`` (the CPU of the tool named ``cpu_vs`` when given, e.g. the
+    Python ceiling), ``rss_mb`` a peak RSS of at most that many MB.
     """
 
     kind: str
     value: float
     cpu_within: float | None = None
     rss_mb: float | None = None
+    cpu_vs: str | None = None
 
     def ratio(self, mdl: float, other: float) -> float:
         return other / mdl if self.kind == "faster" else mdl / other
@@ -338,21 +344,24 @@ class Target:
             "absolute": f"mdl ≤ {self.value:g} s",
         }[self.kind]
         if self.cpu_within is not None:
-            text += f"; CPU ≤ {self.cpu_within:g}× other"
+            text += f"; CPU ≤ {self.cpu_within:g}× {self.cpu_vs or 'other'}"
         if self.rss_mb is not None:
             text += f"; RSS ≤ {self.rss_mb:g} MB"
         return text
 
     def to_json(self) -> list[Any]:
-        return [self.kind, self.value, self.cpu_within, self.rss_mb]
+        return [self.kind, self.value, self.cpu_within, self.rss_mb, self.cpu_vs]
 
 
-# The targets of issues 15 and 23, per scenario family; a family's target holds at every delay.
+CEILING = "ceiling (1 conn)"  # the single-stream Python ceiling: the CPU yardstick of the durable row
+# The targets per scenario family (issue 38's table; issues 15 and 23 for the rows it dropped); a family's target
+# holds at every delay unless TARGET_AT names the scenario.
 TARGETS: dict[str, Target] = {
-    "capped": Target("within", 1.0),  # 512 MiB, CDN capped 40 MB/s per connection, 16 connections: vs aria2c -x16
-    "hub": Target("faster", 6.0),  # 512 MiB via the Hub, defaults: vs hf_hub_download
-    "many": Target("faster", 1.5),  # 300 files via the Hub, defaults: vs snapshot_download(max_workers=8)
-    "presigned": Target("within", 1.2),  # 300 MiB presigned object, 0.3 s per request: vs aria2c -x8
+    "capped": Target("within", 0.9),  # 512 MiB, CDN capped 40 MB/s per connection, 16 connections: vs aria2c -x16
+    "hub": Target("faster", 11.0),  # 512 MiB via the Hub, defaults: vs hf_hub_download
+    "many": Target("faster", 2.0, cpu_within=1.0),  # 300 files via the Hub: vs snapshot_download(max_workers=8)
+    "presigned": Target("within", 1.0),  # 300 MiB presigned object, 0.3 s per request: vs aria2c -x8
+    "durable": Target("within", 1.0, cpu_within=1.0, cpu_vs=CEILING),  # 2 GiB verified and durable: vs dd
     "presigned-sha256": Target("within", 1.2),  # the same with --sha256 (aria2c with --checksum)
     "fast": Target("within", 0.8, cpu_within=0.8, rss_mb=250.0),  # 2 GiB to a verified file on disk
     "tiny-get": Target("absolute", 0.3),  # mdl get of a 42-byte file
@@ -360,13 +369,16 @@ TARGETS: dict[str, Target] = {
     "list": Target("within", 0.5),  # mdl list (40 models) vs hf --help
     "fast-curl": Target("within", 1.0, rss_mb=250.0),  # 2 GiB verified and durable vs plain curl -o (neither)
 }
+TARGET_AT = {"many@50": Target("faster", 3.0, cpu_within=1.0)}
 FAMILIES = list(TARGETS)
 OFFLINE = {"help", "list"}  # no server involved: no delay
 DEFAULT_DELAY = {"presigned": 300, "presigned-sha256": 300}  # a bare family name means this delay (0 for the others)
 ALWAYS_SUFFIXED = {"capped", "hub", "many", "presigned", "presigned-sha256"}  # shown as key@MS even at 0 ms
 GROUPS = {
-    # the issue's table, row by row: the default
-    "default": ["capped@0", "capped@50", "hub@50", "many@0", "many@50", "presigned@300",
+    # issue 38's table, row by row (its interrupt row is bench/bench_resume.py's): the default
+    "default": ["presigned@300", "capped@50", "hub@50", "many@0", "many@50", "durable", "tiny-get"],
+    # issue 15's table, row by row (the default before issue 38)
+    "issue15": ["capped@0", "capped@50", "hub@50", "many@0", "many@50", "presigned@300",
                 "presigned-sha256@300", "fast", "fast-curl", "tiny-get", "help", "list"],
     # the four pairs of the earlier "Fast pulls" issue, on loopback
     "legacy": ["capped@0", "hub@0", "fast-curl", "many@0"],
@@ -423,27 +435,30 @@ class Scenario:
     target: Target
     nbytes: int
     sources: list[Path] = field(default_factory=list)  # files nginx serves for it (kept warm in the page cache)
-    variants: list[Tool] = field(default_factory=list)  # other builds of mdl, timed alongside (--variant)
+    # more mdl runs judged against the target: another configuration, or mdl imported from a --variant folder
+    variants: list[Tool] = field(default_factory=list)
+    yardsticks: list[Tool] = field(default_factory=list)  # timed alongside and shown, not judged (dd, the ceiling)
     rep_factor: int = 1  # cheap scenarios (start-up, tiny files) run this many times more often
     warmup: bool = False  # one untimed run of each tool first (start-up times: Python's files in the page cache)
     runs: dict[str, list[Measure]] = field(default_factory=dict)
 
     @property
     def tools(self) -> list[Tool]:
-        return [self.mdl, self.other, *self.variants]
+        return [self.mdl, self.other, *self.variants, *self.yardsticks]
 
     def verdict(self, tool: Tool) -> tuple[float, bool, str]:
-        """(ratio, every target met, notes on CPU and RSS) of an mdl build against the other tool, on medians."""
+        """(ratio, every target met, notes on CPU, RSS and the yardsticks) of an mdl run, on medians."""
         mdl, other = medium(self.runs[tool.name]), medium(self.runs[self.other.name])
         ratio = self.target.ratio(mdl, other)
         met = self.target.met(ratio, mdl)
         notes = []
         if self.target.cpu_within is not None:
-            cpu, other_cpu = medium(self.runs[tool.name], "cpu"), medium(self.runs[self.other.name], "cpu")
+            vs = self.target.cpu_vs if self.target.cpu_vs in self.runs else self.other.name
+            cpu, other_cpu = medium(self.runs[tool.name], "cpu"), medium(self.runs[vs], "cpu")
             ok = cpu / other_cpu <= self.target.cpu_within
             met = met and ok
             notes.append(
-                f"CPU {cpu:.2f} s vs {other_cpu:.2f} s = {cpu / other_cpu:.2f}× "
+                f"CPU {cpu:.2f} s vs {vs} {other_cpu:.2f} s = {cpu / other_cpu:.2f}× "
                 f"(≤ {self.target.cpu_within:g}×: {'met' if ok else 'MISSED'})"
             )
         if self.target.rss_mb is not None:
@@ -451,6 +466,11 @@ class Scenario:
             ok = rss <= self.target.rss_mb
             met = met and ok
             notes.append(f"peak RSS {rss:.0f} MB (≤ {self.target.rss_mb:g} MB: {'met' if ok else 'MISSED'})")
+        for y in self.yardsticks:
+            wall, cpu = medium(self.runs[y.name]), medium(self.runs[y.name], "cpu")
+            notes.append(
+                f"{mdl / wall:.2f}× the wall and {medium(self.runs[tool.name], 'cpu') / cpu:.2f}× the CPU of {y.name}"
+            )
         return ratio, met, "; ".join(notes)
 
 
@@ -484,20 +504,23 @@ def check_outputs(tool: Tool, dest: Path, *, hash_them: bool) -> str | None:
 
 
 class RequestCounter:
-    """Counts what nginx (its access log) and the Hub stand-ins (their request logs) answered during one run."""
+    """Counts what nginx (its access log) and the Hub stand-ins (their request logs) answered during one run,
+    and the serial round trips in what the latency proxy held (its log; @MS scenarios only)."""
 
-    def __init__(self, access_log: Path, hubs: Sequence[Any]) -> None:
+    def __init__(self, access_log: Path, hubs: Sequence[Any], proxy_log: Path | None = None) -> None:
         self.access_log = access_log
         self.hubs = list(hubs)
+        self.proxy_log = proxy_log
 
-    def mark(self) -> tuple[int, list[int]]:
+    def mark(self) -> tuple[int, list[int], int]:
         """Where the logs stand now."""
         size = self.access_log.stat().st_size if self.access_log.exists() else 0
-        return size, [len(hub.log) for hub in self.hubs]
+        proxied = self.proxy_log.stat().st_size if self.proxy_log and self.proxy_log.exists() else 0
+        return size, [len(hub.log) for hub in self.hubs], proxied
 
-    def since(self, mark: tuple[int, list[int]]) -> tuple[int, int, list[str]]:
-        """(requests, distinct connections, one line per request) since ``mark``."""
-        offset, counts = mark
+    def since(self, mark: tuple[int, list[int], int]) -> tuple[int, int, list[str], int]:
+        """(requests, distinct connections, one line per request, serial round trips) since ``mark``."""
+        offset, counts, proxied = mark
         lines: list[str] = []
         conns: set[str] = set()
         if self.access_log.exists():
@@ -515,7 +538,9 @@ class RequestCounter:
                     f'hub {r.time:.3f} c{r.connection} {r.status} {r.bytes_sent} "{r.method} {r.path}" '
                     f'"{r.header("range") or "-"}"'
                 )
-        return len(lines), len(conns), lines
+        held = read_log(self.proxy_log, proxied)[0] if self.proxy_log else []
+        lines += ["proxy " + h.line for h in held]  # arrival, release (= arrival + delay), route, connection
+        return len(lines) - len(held), len(conns), lines, serial_round_trips(held)
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------
@@ -621,6 +646,22 @@ def build_scenarios(
     def curl(url: str, file: DataFile) -> Callable[[Path], list[str]]:
         return lambda d: [tools["curl"], "-sSf", "-o", str(d / file.path.name), url]
 
+    def ceiling(url: str, file: DataFile, n: int) -> Tool:
+        argv = [PY, str(HERE / "ceiling.py"), url, "--sha256", file.sha256, "--connections", str(n)]
+        return Tool(
+            CEILING if n == 1 else f"ceiling ({n} conns)",
+            lambda d: [*argv[:3], str(d / file.path.name), *argv[3:]],
+            flat(file),
+        )
+
+    def dd(file: DataFile) -> Callable[[Path], list[str]]:
+        # The disk's own speed: the source comes from the page cache (warm), so this is write + one fdatasync.
+        return lambda d: ["dd", f"if={file.path}", f"of={d / file.path.name}", "bs=4M", "conv=fdatasync", "status=none"]
+
+    def curl_synced(url: str, file: DataFile) -> Callable[[Path], list[str]]:
+        # `sync FILE` (coreutils) flushes that file only, not other work's dirty pages on a shared machine.
+        return lambda d: ["/bin/sh", "-c", 'curl -sSf -o "$1" "$2" && sync "$1"', "sh", str(d / file.path.name), url]
+
     def curl_verified(url: str, file: DataFile) -> Callable[[Path], list[str]]:
         # Under GNU time, sh's rusage includes curl's, openssl's and sync's: sh waits for each of them.
         return lambda d: ["/bin/sh", "-c", CURL_VERIFIED, "sh", str(d / file.path.name), url]
@@ -644,16 +685,21 @@ def build_scenarios(
         ep = endpoints.get(d)
         at = f", {d} ms per request" if d else ", loopback"
         hub_env = {"HF_ENDPOINT": ep.hub} if ep else {}
-        key, target = scenario_key(family, d), TARGETS[family]
+        key = scenario_key(family, d)
+        target = TARGET_AT.get(key, TARGETS[family])
         if family == "capped":
             assert ep is not None
+            url = f"{ep.cdn}/capped/{capped.path.name}"
             return Scenario(
                 key,
                 f"{capped.size // MiB} MiB, CDN capped 40 MiB/s per connection, 16 connections{at}",
                 Tool("mdl --connections 16", pull("capped" + suffix(d), "--connections", "16"),
                      one("capped" + suffix(d), capped, capped.path.name)),
-                Tool("aria2c -x16 -s16", aria(f"{ep.cdn}/capped/{capped.path.name}", capped, 16), flat(capped)),
+                Tool("aria2c -x16 -s16", aria(url, capped, 16), flat(capped)),
                 target, capped.size, [capped.path],
+                variants=[Tool("mdl (defaults)", pull("capped" + suffix(d)),
+                               one("capped" + suffix(d), capped, capped.path.name))],
+                yardsticks=[ceiling(url, capped, 16)],
             )  # fmt: skip
         if family == "hub":
             return Scenario(
@@ -681,6 +727,7 @@ def build_scenarios(
                 Tool("mdl get -o", get(url, data.presigned), flat(data.presigned)),
                 Tool("aria2c -x8 -s8", aria(url, data.presigned, 8), flat(data.presigned)),
                 target, data.presigned.size, [data.presigned.path],
+                yardsticks=[ceiling(url, data.presigned, 8)],
             )  # fmt: skip
         if family == "presigned-sha256":
             assert ep is not None
@@ -709,6 +756,18 @@ def build_scenarios(
                 Tool("mdl (defaults)", pull("fast" + suffix(d)), one("fast" + suffix(d), fast, fast.path.name)),
                 other, target, fast.size, [fast.path],
             )  # fmt: skip
+        if family == "durable":
+            assert ep is not None
+            url = f"{ep.cdn}/fast/{fast.path.name}"
+            return Scenario(
+                key,
+                f"{fast.size // MiB} MiB, uncapped CDN, defaults, time to a verified, durable file{at}",
+                Tool("mdl (defaults)", pull("fast" + suffix(d)), one("fast" + suffix(d), fast, fast.path.name)),
+                Tool("dd bs=4M conv=fdatasync", dd(fast), flat(fast)),
+                target, fast.size, [fast.path],
+                yardsticks=[ceiling(url, fast, 1), ceiling(url, fast, 8),
+                            Tool("curl -o && sync", curl_synced(url, fast), flat(fast))],
+            )  # fmt: skip
         if family == "tiny-get":
             assert ep is not None
             url = f"{ep.cdn}/fast/{data.tiny.path.name}"
@@ -736,12 +795,13 @@ def build_scenarios(
         raise ValueError(family)
 
     scenarios = [make(family, d) for family, d in selected]
-    for folder in variants:
-        env = {"PYTHONPATH": str(folder.resolve())}
-        for sc in scenarios:
-            sc.variants.append(
-                Tool(f"{sc.mdl.name} [{folder.resolve().name}]", sc.mdl.argv, sc.mdl.outputs, {**sc.mdl.env, **env})
-            )
+    for sc in scenarios:
+        judged = [sc.mdl, *sc.variants]  # each mdl run of the scenario, again with each --variant folder's mdl
+        for folder in variants:
+            env = {"PYTHONPATH": str(folder.resolve())}
+            sc.variants += [
+                Tool(f"{t.name} [{folder.resolve().name}]", t.argv, t.outputs, {**t.env, **env}) for t in judged
+            ]
     return scenarios
 
 
@@ -808,7 +868,7 @@ def run_scenarios(
                     quiet=quiet,
                     verify=verify_first and rep == 0,
                 )
-                measure.requests, measure.connections, lines = counter.since(mark)
+                measure.requests, measure.connections, lines, measure.serial = counter.since(mark)
                 if lines and rep < len(tools):  # each tool once in each position: enough to read its requests
                     slug = "__".join(re.sub(r"[^A-Za-z0-9@]+", "-", part).strip("-") for part in (sc.key, tool.name))
                     (requests_dir / f"{slug}__rep{rep + 1}.log").write_text("\n".join(lines) + "\n")
@@ -817,7 +877,8 @@ def run_scenarios(
                 sys.stderr.write(
                     f"  rep {rep + 1}/{total}  {tool.name:40} {measure.wall:7.2f} s  +sync {measure.sync:5.2f} s"
                     f"  {rate}  cpu {measure.cpu:6.2f} s  rss {measure.rss_mb:5.0f} MB"
-                    f"  {measure.requests:4} req / {measure.connections:3} conn  (others busy {measure.busy:.0%})"
+                    f"  {measure.requests:4} req / {measure.connections:3} conn"
+                    f"{f' / {measure.serial} serial' if measure.serial else ''}  (others busy {measure.busy:.0%})"
                     f"{'' if measure.ok else '  FAILED'}\n"
                 )
         _print_partial(sc)
@@ -868,13 +929,15 @@ def table_rows(scenarios: list[Scenario]) -> list[dict[str, str]]:
     for sc in scenarios:
         if not sc.runs.get(sc.mdl.name):
             continue
-        for tool in (sc.mdl, sc.other, *sc.variants):
+        for tool in (sc.mdl, sc.other, *sc.variants, *sc.yardsticks):
             runs = sc.runs[tool.name]
-            is_mdl = tool is not sc.other
+            is_mdl = tool is sc.mdl or tool in sc.variants
             ratio, met, _ = sc.verdict(tool) if is_mdl else (0.0, False, "")
             walls = [m.wall for m in runs if m.ok]
             wall = medium(runs)
             requests = medium(runs, "requests")
+            serial = medium(runs, "serial")
+            counts = f"{requests:.0f} / {medium(runs, 'connections'):.0f}" + (f" / {serial:.0f}" if serial > 0 else "")
             rows.append(
                 {
                     "scenario": sc.key,
@@ -885,7 +948,7 @@ def table_rows(scenarios: list[Scenario]) -> list[dict[str, str]]:
                     "rate": f"{sc.nbytes / MiB / wall:.0f}" if sc.nbytes > MiB else "-",
                     "rss": f"{medium(runs, 'rss_mb'):.0f}",
                     "cpu": f"{medium(runs, 'cpu'):.2f}",
-                    "requests": f"{requests:.0f} / {medium(runs, 'connections'):.0f}" if requests > 0 else "-",
+                    "requests": counts if requests > 0 else "-",
                     "busy": f"{medium(runs, 'busy'):.0%}",
                     "ratio": f"{ratio:.2f}" if is_mdl else "",
                     "target": sc.target.describe() if is_mdl else "",
@@ -905,7 +968,7 @@ COLUMNS = [
     ("rate", "MiB/s"),
     ("cpu", "CPU s"),
     ("rss", "peak RSS MB"),
-    ("requests", "requests / conns"),
+    ("requests", "requests / conns / serial RTs"),
     ("busy", "others busy"),
     ("ratio", "ratio"),
     ("target", "target"),
@@ -1050,8 +1113,11 @@ def results_markdown(
             "disk (mdl fsyncs before its atomic rename; aria2c, curl and huggingface_hub leave dirty pages). "
             "Peak RSS and CPU (user + system) are the measured process's own, from GNU time; for the "
             "`curl && openssl && sync` pipeline they include the shell's children. "
-            "`requests / conns` are the HTTP requests nginx and the Hub answered during a run and the TCP "
-            "connections they came on. "
+            "`requests / conns / serial RTs` are the HTTP requests nginx and the Hub answered during a run, the "
+            "TCP connections they came on and (`@MS` only) the serial round trips: the longest chain of requests "
+            "each sent after the previous one's release by the latency proxy (its log). "
+            "Yardsticks (no verdict): `ceiling` = bench/ceiling.py, raw-socket Python that hashes and syncs; "
+            "`dd bs=4M conv=fdatasync` copies the page-cached source, the disk's own speed. "
             "`others busy` is the share of the CPUs used by other work just before each run (the machine may be "
             "shared; runs wait up to `--quiet-wait` s for it to drop under `--quiet-cpu`).",
             end,
@@ -1082,7 +1148,8 @@ def make_report(
                 "title": sc.title,
                 "bytes": sc.nbytes,
                 "target": sc.target.to_json(),
-                "tools": [t.name for t in sc.tools],  # mdl, the other tool, then the variants
+                "tools": [t.name for t in sc.tools],  # mdl, the other tool, the variants, then the yardsticks
+                "yardsticks": [t.name for t in sc.yardsticks],
                 "runs": {name: [vars(m) for m in ms] for name, ms in sc.runs.items()},
             }
             for sc in scenarios
@@ -1105,6 +1172,7 @@ def scenarios_from_report(report: dict[str, Any]) -> list[Scenario]:
                 target = Target(target.kind, target.value, target.cpu_within, item["rss_limit_mb"])
         else:
             target = TARGETS[item["key"].partition("@")[0]]
+        yard = item.get("yardsticks", [])
         sc = Scenario(
             item["key"],
             item["title"],
@@ -1112,7 +1180,8 @@ def scenarios_from_report(report: dict[str, Any]) -> list[Scenario]:
             shown(names[1]),
             target,
             item["bytes"],
-            variants=[shown(n) for n in names[2:]],
+            variants=[shown(n) for n in names[2:] if n not in yard],
+            yardsticks=[shown(n) for n in yard],
         )
         sc.runs = {name: [Measure(**m) for m in ms] for name, ms in item["runs"].items()}
         scenarios.append(sc)
@@ -1238,8 +1307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="default",
-        help="comma-separated scenarios: FAMILY@MS (e.g. capped@50), a bare FAMILY, or a group: 'default' (the "
-        "issue's table), 'legacy' (the four loopback pairs before it). Families: " + ", ".join(FAMILIES),
+        help="comma-separated scenarios: FAMILY@MS (e.g. capped@50), a bare FAMILY, or a group: 'default' (issue "
+        "38's table), 'issue15' (the table before it), 'legacy' (the four loopback pairs before that). Families: "
+        + ", ".join(FAMILIES),
     )
     parser.add_argument(
         "--delays",
@@ -1356,7 +1426,11 @@ def main(argv: list[str] | None = None) -> int:
             verify_first=not args.no_verify_outputs,
             gnu_time=tools["time"],
             quiet=(args.quiet_cpu, args.quiet_wait),
-            counter=RequestCounter(nginx.access_log or workdir / "nginx" / "access.log", hubs),
+            counter=RequestCounter(
+                nginx.access_log or workdir / "nginx" / "access.log",
+                hubs,
+                workdir / "logs" / "proxy.log" if proxy is not None else None,
+            ),
         )
     finally:
         stop_servers(nginx, hubs, proxy)

@@ -16,6 +16,10 @@ Answers are not parsed: upstream -> client is a plain byte pipe, moved with ``sp
 pipe (no copy into Python) and, where splice is missing, a 1 MiB buffer. On this machine it carries several
 GB/s, so it is not what a benchmark measures (see bench/README.md for the figure).
 
+With ``--log FILE`` every request is logged as it arrives, with its arrival time, its release time (arrival +
+delay) and its client connection; ``read_log`` reads the lines back and ``serial_round_trips`` finds the longest
+chain of requests each sent after the previous one's release: the delays a run paid one after another.
+
 Loopback only: it listens on 127.0.0.1 and refuses any upstream that is not a loopback address.
 """
 
@@ -32,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -69,17 +74,80 @@ def parse_route(spec: str) -> tuple[float, tuple[str, int]]:
 
 
 class _Log:
-    """One line per forwarded request (when a log file is given): time, route, connection, method, target, Range."""
+    """One line per request held (when a log file is given), written at its release.
+
+    ``ARRIVAL RELEASE r<route> c<connection> fwd|dropped METHOD TARGET PROTO range=<Range or ->``: ARRIVAL is
+    when its head was complete (epoch seconds), RELEASE = ARRIVAL + the route's delay, when it is forwarded (so
+    the earliest its answer can start); the connection id is the client connection, unique for the proxy's life.
+    ``dropped``: its client had gone by the release, so it was not forwarded (nobody waited for it).
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.file: IO[str] | None = path.open("a", buffering=1, encoding="utf-8") if path else None
 
-    def request(self, route: int, conn: int, head: bytes) -> None:
+    def request(self, route: int, conn: int, head: bytes, arrived: float, delay: float, state: str) -> None:
         if self.file is None:
             return
         lines = head.split(b"\r\n")
         rng = next((ln.split(b":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith(b"range:")), b"-")
-        self.file.write(f"{time.time():.6f} r{route} c{conn} {lines[0].decode('latin-1')} range={rng.decode()}\n")
+        self.file.write(
+            f"{arrived:.6f} {arrived + delay:.6f} r{route} c{conn} {state} {lines[0].decode('latin-1')} "
+            f"range={rng.decode()}\n"
+        )
+
+
+@dataclass(frozen=True)
+class Held:
+    """One request as the proxy log has it."""
+
+    arrival: float  # epoch seconds its head was complete
+    release: float  # arrival + the delay: when it was forwarded
+    route: int
+    connection: int
+    forwarded: bool  # False: its client had gone by its release
+    line: str  # the whole log line
+
+
+def read_log(path: Path, offset: int = 0) -> tuple[list[Held], int]:
+    """The requests logged in ``path`` from byte ``offset`` on, and the offset after them (whole lines only)."""
+    held: list[Held] = []
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return held, offset
+    complete = data[: data.rfind(b"\n") + 1]
+    for raw in complete.decode("utf-8", errors="replace").splitlines():
+        fields = raw.split(" ", 5)
+        try:
+            arrival, release, route, conn = float(fields[0]), float(fields[1]), int(fields[2][1:]), int(fields[3][1:])
+        except (ValueError, IndexError):
+            continue  # a line of the older format (no release time)
+        held.append(Held(arrival, release, route, conn, fields[4] == "fwd", raw))
+    return held, offset + len(complete)
+
+
+def serial_round_trips(held: list[Held]) -> int:
+    """The longest chain of requests each sent after the one before it was released (0 for no requests).
+
+    A request that arrives after another's release may have waited for that one's answer; one that arrives
+    before cannot have. So the longest such chain is how many delays the run paid one after another, at least:
+    a client that asks for everything at once pays 1, a size probe then ranges pays 2. Dynamic programming over
+    the requests by arrival; a request's chain is final before its release, so one sweep of releases suffices.
+    Dropped requests (their client had gone) are left out: nobody waited for them.
+    """
+    by_arrival = sorted((h for h in held if h.forwarded), key=lambda h: h.arrival)
+    by_release = sorted(range(len(by_arrival)), key=lambda i: by_arrival[i].release)
+    chain = [0] * len(by_arrival)
+    best_released = 0  # the longest chain among requests released so far
+    r = 0
+    for i, h in enumerate(by_arrival):
+        while r < len(by_release) and by_arrival[by_release[r]].release <= h.arrival:
+            best_released = max(best_released, chain[by_release[r]])
+            r += 1
+        chain[i] = best_released + 1
+    return max(chain, default=0)
 
 
 class Proxy:
@@ -165,19 +233,20 @@ class Proxy:
                     return
                 buf += chunk[:n]
                 end = buf.find(b"\r\n\r\n")
-            arrived = time.monotonic()
+            arrived, arrived_at = time.monotonic(), time.time()
             head = bytes(buf[: end + 4])
             del buf[: end + 4]
             body = _body_length(head)
             if body is None:
                 await loop.sock_sendall(client, _status(501, "chunked request bodies are not supported"))
                 raise ConnectionError("chunked request body")
-            self.log.request(index, conn, head)
             wait = arrived + delay - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
                 if _gone(client):  # nobody waits for this answer: upstream must not send (or log) it
+                    self.log.request(index, conn, head, arrived_at, delay, "dropped")
                     raise ConnectionError("client left while its request was held")
+            self.log.request(index, conn, head, arrived_at, delay, "fwd")  # before the answer can start
             await loop.sock_sendall(upstream, head)
             while body:  # a request body goes straight after its head (none in the benchmarks: GET/HEAD)
                 if not buf:
@@ -363,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="DELAY_MS:http://127.0.0.1:PORT — a listener that forwards there, DELAY_MS before each answer",
     )
-    parser.add_argument("--log", type=Path, help="append one line per forwarded request here")
+    parser.add_argument(
+        "--log", type=Path, help="append one line per request here (arrival, release, connection, request line, Range)"
+    )
     args = parser.parse_args(argv)
     try:
         routes = [parse_route(spec) for spec in args.route]

@@ -9,7 +9,8 @@ Locations (both serve the same data folder, with ranges, sendfile and keep-alive
 
 With ``access_log`` set, nginx writes one line per request there: time, ``pid.connection`` (equal values mean a
 reused keep-alive connection), the request's number on its connection, status, body bytes, request time,
-the request line and its Range header. The benchmark counts each tool's requests and connections from it.
+the request line, its Range header and all bytes sent (head and body). The benchmarks count each tool's
+requests and connections from it, and bench/bench_resume.py the bytes.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     log_format bench '$msec $pid.$connection $connection_requests $status $body_bytes_sent $request_time '
-                     '"$request" "$http_range"';
+                     '"$request" "$http_range" $bytes_sent';
     access_log {access_log};
     default_type application/octet-stream;
     sendfile on;

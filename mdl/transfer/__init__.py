@@ -18,12 +18,11 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
-from mdl.transfer.replies import CARRIED, Probed, probe
+from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial, saved_progress
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
-    "CARRIED",
     "RETRYABLE_STATUSES",
     "SPLIT_THRESHOLD",
     "Credentials",

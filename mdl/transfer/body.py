@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,13 +11,15 @@ import httpx2
 
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
-from mdl.transfer.connection import WireStream, httpx2_errors
+from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, read_buffer
 from mdl.transfer.headers import ContentRangeError, content_codings, parse_content_range, parse_decimal
 
 MiB = 1 << 20
-RAW_BUFFER = 1 * MiB  # bytes per recv_into; one buffer per stream thread, reused for every piece and file
-RAW_LEAST = 16 * MiB  # bytes a range needs to be read past h11's copies (~0.45 s CPU per GiB saved, a handshake lost)
-_buffers = threading.local()
+# A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here, bench/bench_raw.py) but
+# costs its connection: h11 never saw the end, so it closes it. RAW_LEAST is worth a handshake of RAW_HANDSHAKE; a
+# connection whose handshake took longer needs proportionally more (on a far link its reuse is worth more).
+RAW_LEAST = 16 * MiB
+RAW_HANDSHAKE = 0.012  # seconds: about what copying RAW_LEAST bytes through the parser costs
 
 
 class BodyOverrunError(NetworkError):
@@ -63,9 +65,17 @@ def promised(response: httpx2.Response, *, what: str) -> Span:
             raise NetworkError(
                 f"{what}: the server sent a {length}-byte body for bytes {first}-{last} ({last - first + 1} bytes)"
             )
-        whole = status == 200 and first == 0 and total is not None and last + 1 == total
+        # A 200 naming the whole file is the whole file, unless a range was asked (``bytes=0-``): then it answered it.
+        whole = status == 200 and first == 0 and total is not None and last + 1 == total and not _asked_range(response)
         return Span(first, last + 1, total, ranged=not whole)
     return Span(0, length, length, ranged=False)
+
+
+def _asked_range(response: httpx2.Response) -> bool:
+    try:
+        return "Range" in response.request.headers
+    except RuntimeError:  # a response made without its request (tests): nothing was asked
+        return False
 
 
 def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str) -> Iterator[bytes | memoryview]:
@@ -78,7 +88,8 @@ def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str
     sock = None if encoded else raw_socket(response, span)
     if sock is not None and limit is not None:
         first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
-        body = itertools.chain([first], _received(sock, _buffer(), limit - len(first), response.request))
+        rest = _received(sock, _buffer(), limit - len(first), response.request, pace=pace_of(response))
+        body = itertools.chain([first], rest)
     if limit is None:
         yield from body
         return
@@ -104,28 +115,32 @@ def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[
         ) from exc
 
 
-def _buffer() -> memoryview:
-    view: memoryview | None = getattr(_buffers, "view", None)
-    if view is None:
-        view = _buffers.view = memoryview(bytearray(RAW_BUFFER))
-    return view
+_buffer = read_buffer  # the thread's one buffer: the parser's reads copy out of it, raw reads are views of it
 
 
 def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
     """The connection a big range framed by its Content-Length (``promised`` checked it is the range's) is read
-    from, or None."""
+    from, or None (read by the parser, the connection kept)."""
     if not span.ranged or span.length is None or span.length < RAW_LEAST or "Transfer-Encoding" in response.headers:
         return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
     if parse_decimal(response.headers.get("Content-Length")) != span.length:
         return None  # no length: the body ends with its connection, which only the parser sees
     stream = response.extensions.get("network_stream")
-    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
+    if not isinstance(stream, WireStream) or not stream.can_read_into:
+        return None
+    return stream if span.length >= RAW_LEAST * max(1.0, stream.handshake / RAW_HANDSHAKE) else None
 
 
-def _received(stream: WireStream, view: memoryview, left: int, request: httpx2.Request) -> Iterator[memoryview]:
+def _received(
+    stream: WireStream, view: memoryview, left: int, request: httpx2.Request, *, pace: Pace | None = None
+) -> Iterator[memoryview]:
+    timeout = (request.extensions.get("timeout") or {}).get("read")  # each read bounded as the parser's are
     while left > 0:
+        began = time.monotonic()
         with httpx2_errors(request):
-            got = stream.read_into(view[: min(len(view), left)])
+            got = stream.read_into(view[: min(len(view), left)], timeout)
+        if pace is not None:
+            pace.count(began, got)
         if got == 0:
             return
         left -= got

@@ -1,4 +1,5 @@
-"""The one transport: the environment's proxy (as curl picks it) and CAs, over sockets where reads have deadlines."""
+"""The one transport: httpx2 mounts for the environment's proxies (as curl picks them) and CAs, each an httpcore2 pool
+on a network backend that bounds the whole header block; bodies paced in the one chunk loop every reader takes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,7 @@ from mdl.transfer.headers import parse_decimal
 
 DEFAULT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
+SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True)
@@ -60,31 +63,15 @@ def origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through, as curl picks it: ``<scheme>_proxy`` then ``all_proxy``, lowercase first."""
-    scheme, host, port = origin(url)
-    if scheme not in ("http", "https"):
-        return None
+def _scheme_proxy(scheme: str, environ: Mapping[str, str]) -> Proxy | None:
     found = _lookup(environ, f"{scheme}_proxy") or _lookup(environ, "all_proxy")
     if found is None:
         return None
     value, source = found
-    no_proxy = _lookup(environ, "no_proxy")
-    if no_proxy is not None and bypasses(host, port, no_proxy[0]):
-        return None
-    if "://" not in value:
-        value = f"http://{value}"  # curl's default proxy scheme
-    proxy, parts = Proxy(value, source), urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"${source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}")
-    return proxy
+    return Proxy(value if "://" in value else f"http://{value}", source)  # curl's default proxy scheme
 
 
-def bypasses(host: str, port: int, no_proxy: str) -> bool:
-    """Whether ``no_proxy`` (``*``, host names with subdomains, ``.domain``, IPs, CIDR blocks; ``:port``) names it."""
-    host = host.lower().strip("[]")
-    entries = (raw.strip().lower() for raw in no_proxy.split(","))
-    return any(entry == "*" or (entry and _matches(host, port, entry)) for entry in entries)
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:
@@ -104,96 +91,152 @@ def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 5  # int() takes '²' and chokes on 5000 digits
 
 
-def _matches(host: str, port: int, entry: str) -> bool:
-    entry, entry_port = _split_port(entry)
-    if entry_port not in (None, port):
-        return False
+def _no_proxy_host(entry: str) -> str | None:
+    """The host part of the mount pattern one NO_PROXY entry makes (None: an entry that names no host)."""
+    name, port = _split_port(entry)
+    suffix = "" if port is None else f":{port}"
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:  # a host name: the entry's name or a subdomain of it
-        entry = entry.lstrip(".").removeprefix("*.")
-        return host == entry or host.endswith("." + entry)
+        network = ipaddress.ip_network(name, strict=False)
+    except ValueError:  # a host name: itself and its subdomains ("*example.com" is not "notexample.com")
+        name = name.lstrip(".").removeprefix("*.")
+        if not _HOST_NAME.fullmatch(name):
+            return None
+        # httpx2 cannot put its wildcard before a punycode label ("*xn--…"): such a name is matched exactly
+        return next((host for host in (f"*{name}{suffix}", f"{name}{suffix}") if _parses(host)), None)
+    address = network.network_address
+    host = f"[{address.compressed}]" if network.version == 6 else address.compressed
+    if network.num_addresses == 1:
+        return f"{host}{suffix}"
+    return f"{host}/{network.prefixlen}"  # httpx2 has no port on a network: the whole block goes direct
+
+
+def _parses(host: str) -> bool:
     try:
-        return address in ipaddress.ip_network(entry, strict=False)
-    except ValueError:
+        return bool(httpx2.URL(f"all://{host}").host)
+    except (httpx2.InvalidURL, ValueError):  # idna's errors are ValueErrors
         return False
+
+
+def route_table(environ: Mapping[str, str]) -> dict[str, Proxy | None]:
+    """httpx2 mount patterns and the proxy each goes through (None: direct), as curl picks it: ``<scheme>_proxy`` then
+    ``all_proxy``, lowercase first; NO_PROXY's ``*``, names (and their subdomains), ``.names``, IPs and CIDR blocks,
+    each with an optional ``:port``, direct. httpx2 tries a host, a network, then a scheme alone (URLPattern's
+    priority), so an entry wins over its scheme's proxy."""
+    no_proxy = _lookup(environ, "no_proxy")
+    entries = [entry.strip().lower() for entry in (no_proxy[0] if no_proxy else "").split(",")]
+    table: dict[str, Proxy | None] = {}
+    for scheme in SCHEMES:
+        proxy = None if "*" in entries else _scheme_proxy(scheme, environ)
+        table[f"{scheme}://"] = proxy
+        if proxy is not None:
+            hosts = (_no_proxy_host(entry) for entry in entries if entry)
+            table.update({f"{scheme}://{host}": None for host in hosts if host is not None})
+    return table
+
+
+def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
+    """The proxy ``url`` goes through (None: direct), as httpx2 matches the run's mounts."""
+
+    def route(proxy: Proxy | None) -> httpx2.MockTransport:
+        return httpx2.MockTransport(lambda _: httpx2.Response(204, extensions={"proxy": proxy}))
+
+    mounts = {pattern: route(proxy) for pattern, proxy in route_table(environ).items()}
+    with httpx2.Client(transport=route(None), mounts=mounts, trust_env=False) as client:
+        chosen: Proxy | None = client.get(url).extensions["proxy"]
+    return chosen
+
+
+def bypasses(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` sends ``host:port`` direct (a test of the mounts NO_PROXY makes)."""
+    shown = f"[{host}]" if ":" in host else host
+    environ = {"http_proxy": "http://proxy.invalid", "no_proxy": no_proxy}
+    return proxy_for(f"http://{shown}:{port}/", environ) is None
 
 
 READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
 _request = threading.local()  # this thread's header budget (seconds) and, once its first I/O began, its deadline
+_buffers = threading.local()  # this thread's read buffer: one for every read of every stream it reads
 
 
-def _header_left() -> float | None:
+@contextmanager
+def _header_budget(seconds: float) -> Iterator[None]:
+    """Connect, TLS, proxy tunnel, send and the header block all within ``seconds``, from the first network call."""
+    _request.budget, _request.deadline = seconds, None
+    try:
+        yield
+    finally:
+        _request.budget, _request.deadline = None, None
+
+
+def _cut(timeout: float | None, kind: type[Exception]) -> float | None:
+    """``timeout``, cut to what is left of this thread's header budget (counted from its first network call)."""
     budget: float | None = getattr(_request, "budget", None)
     if budget is None:
-        return None
-    deadline: float | None = _request.deadline
-    now = time.monotonic()
-    if deadline is None:
-        deadline = _request.deadline = now + budget
-    return deadline - now
-
-
-@dataclass
-class Pace:
-    """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes (time spent
-    writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
-
-    window: float
-    deadline: float | None = None  # time.monotonic() by which the whole body must have arrived
-    waited: float = 0.0
-    got: int = 0
-
-    def left(self, now: float) -> float | None:
-        left = min(self.window - self.waited, math.inf if self.deadline is None else self.deadline - now)
-        return None if left == math.inf else left
-
-    def count(self, waited: float, got: int) -> None:
-        self.waited += waited
-        self.got += got
-        if self.got >= self.window * MIN_BODY_RATE:
-            self.waited, self.got = 0.0, 0
-
-
-def _cut(timeout: float | None, left: float | None, kind: type[Exception]) -> float | None:
-    if left is None:
         return timeout
+    now = time.monotonic()
+    if _request.deadline is None:
+        _request.deadline = now + budget
+    left: float = _request.deadline - now
     if left <= 0:
         raise kind("timed out")
     return left if timeout is None else min(timeout, left)
 
 
+def read_buffer() -> memoryview:
+    """This thread's read buffer (``READ_SIZE``), made once: a view of it is valid until the thread's next read."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(READ_SIZE))
+    return view
+
+
 class WireStream(httpcore2.NetworkStream):
-    """An httpcore2 stream (TCP, TLS, TLS in a proxy's TLS) with deadlines: httpcore2's restart at every read, so a byte
-    a second lives for ever; the headers have one budget per thread, a body a :class:`Pace`."""
+    """A connection as httpcore2 sees it: reads ``READ_SIZE`` at a time into the thread's buffer, with the socket's
+    timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at every read); while a header block
+    is awaited every call is cut to the request's budget. TLS inside a proxy's TLS is left to httpcore2's stream."""
 
-    def __init__(self, inner: httpcore2.NetworkStream, *, layers: int) -> None:
-        self._inner, self._layers = inner, layers  # layers 0: TCP, 1: TLS on the socket, 2: TLS inside TLS
-        self.pace = Pace(window=math.inf)
+    def __init__(
+        self, inner: httpcore2.NetworkStream, *, layers: int, live: weakref.WeakSet[WireStream], handshake: float
+    ) -> None:
+        self._inner, self._layers, self._live = inner, layers, live  # layers 0: TCP, 1: TLS, 2: TLS inside TLS
+        self.handshake = handshake  # seconds its connect (and TLS) took: what opening another one would cost
+        sock = inner.get_extra_info("socket")
+        own = isinstance(sock, socket.socket) and layers == (1 if isinstance(sock, ssl.SSLSocket) else 0)
+        self._sock: socket.socket | None = sock if own else None
+        self._timeout = sock.gettimeout() if own else None
+        live.add(self)
 
-    def _limit(self, timeout: float | None, kind: type[Exception]) -> float | None:
-        header = _header_left()
-        return _cut(timeout, self.pace.left(time.monotonic()) if header is None else header, kind)
+    @property
+    def can_read_into(self) -> bool:
+        """Whether the socket itself yields the plaintext (TCP, or TLS on it): what :meth:`read_into` needs."""
+        return self._sock is not None
 
-    def _counted(self, began: float, got: int) -> None:
-        if getattr(_request, "budget", None) is None:  # header-phase reads are the budget's, not the body's
-            self.pace.count(time.monotonic() - began, got)
+    def read_into(self, view: memoryview, timeout: float | None = None) -> int:
+        """Read into ``view``, as many bytes as came (0: the peer closed), httpcore2's errors on failure."""
+        sock = self._sock
+        assert sock is not None
+        try:
+            timeout = _cut(timeout, httpcore2.ReadTimeout)
+            if timeout != self._timeout:  # an ioctl: only when it changes
+                sock.settimeout(timeout)
+                self._timeout = timeout
+            return sock.recv_into(view)
+        except TimeoutError as exc:
+            raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        limit = self._limit(timeout, httpcore2.ReadTimeout)
-        began = time.monotonic()
-        try:
-            data = self._inner.read(max(max_bytes, READ_SIZE), timeout=limit)
-        except httpcore2.ReadTimeout:
-            self._counted(began, 0)
-            raise
-        self._counted(began, len(data))
-        return data
+        if self._sock is None:
+            return self._inner.read(max(max_bytes, READ_SIZE), timeout=_cut(timeout, httpcore2.ReadTimeout))
+        view = read_buffer()
+        return bytes(view[: self.read_into(view, timeout)])  # copied out: the parser keeps it
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout=self._limit(timeout, httpcore2.WriteTimeout))
+        self._timeout = math.nan  # httpcore2's write sets the socket's timeout (once a request): reads set it again
+        self._inner.write(buffer, timeout=_cut(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
         self._inner.close()
@@ -201,35 +244,13 @@ class WireStream(httpcore2.NetworkStream):
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore2.NetworkStream:
-        limit = self._limit(timeout, httpcore2.ConnectTimeout)
+        limit, began = _cut(timeout, httpcore2.ConnectTimeout), time.monotonic()
         inner = self._inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=limit)
-        return WireStream(inner, layers=self._layers + 1)
+        handshake = self.handshake + time.monotonic() - began
+        return WireStream(inner, layers=self._layers + 1, live=self._live, handshake=handshake)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
-
-    @property
-    def can_read_into(self) -> bool:
-        # The socket itself yields the plaintext: TCP, or an ``ssl.SSLSocket`` (not TLS inside a proxy's TLS).
-        sock = self._inner.get_extra_info("socket")
-        return isinstance(sock, socket.socket) and self._layers == (1 if isinstance(sock, ssl.SSLSocket) else 0)
-
-    def read_into(self, view: memoryview) -> int:
-        """Read body bytes into ``view`` past the HTTP parser, under the body's pace (0 at the end); the caller frames
-        the body and closes the response after, so the connection is never reused in an unknown state."""
-        sock = self._inner.get_extra_info("socket")
-        limit = self._limit(None, httpcore2.ReadTimeout)
-        began = time.monotonic()
-        try:
-            sock.settimeout(limit)
-            got = int(sock.recv_into(view, len(view)))
-        except TimeoutError as exc:
-            self._counted(began, 0)
-            raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
-        except OSError as exc:
-            raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
-        self._counted(began, got)
-        return got
 
 
 class WireBackend(httpcore2.NetworkBackend):
@@ -245,18 +266,119 @@ class WireBackend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
-        limit = _cut(timeout, _header_left(), httpcore2.ConnectTimeout)
+        limit, began = _cut(timeout, httpcore2.ConnectTimeout), time.monotonic()
         inner = self._backend.connect_tcp(
             host, port, timeout=limit, local_address=local_address, socket_options=socket_options
         )
-        stream = WireStream(inner, layers=0)
-        self.live.add(stream)
-        return stream
+        return WireStream(inner, layers=0, live=self.live, handshake=time.monotonic() - began)
 
 
-class NetTransport(httpx2.BaseTransport):
-    """An httpcore2 pool over ``WireBackend`` per route (httpx2's transport takes no backend, its ``mounts=`` no CIDR
-    NO_PROXY); an error raised through a proxy names it (``exc.mdl_proxy``)."""
+@dataclass
+class Pace:
+    """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes (time spent
+    writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
+
+    window: float
+    request: httpx2.Request | None = None  # what the error names
+    deadline: float | None = None  # time.monotonic() by which the whole body must have arrived
+    waited: float = 0.0
+    got: int = 0
+
+    def count(self, began: float, got: int) -> None:
+        """One read that brought ``got`` bytes after waiting since ``began``; ReadTimeout on a stall or past the
+        deadline (each read is bounded by the read timeout, so neither is overshot by more than one)."""
+        now = time.monotonic()
+        self.waited += now - began
+        self.got += got
+        if self.got >= self.window * MIN_BODY_RATE:
+            self.waited, self.got = 0.0, 0
+        elif self.waited >= self.window:
+            raise httpx2.ReadTimeout(f"under {MIN_BODY_RATE} bytes/s for {self.window:g} s", request=self.request)
+        if self.deadline is not None and now >= self.deadline:
+            raise httpx2.ReadTimeout("the body did not arrive in time", request=self.request)
+
+
+BODY = "mdl_body"  # the response extension holding its :class:`Body`
+
+
+class Body(httpx2.SyncByteStream):
+    """An answer's body: the chunk loop every reader goes through (``iter_raw``, ``iter_bytes``, ``read``), its pace
+    checked after each read."""
+
+    def __init__(self, answer: httpcore2.Response, *, window: float, request: httpx2.Request) -> None:
+        self._answer = answer
+        self.pace = Pace(window=window, request=request)
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._answer.stream, Iterable)
+        chunks = iter(self._answer.stream)
+        with httpx2_errors(self.pace.request):
+            while True:
+                began = time.monotonic()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                self.pace.count(began, len(chunk))
+                yield chunk
+
+    def close(self) -> None:
+        self._answer.close()
+
+
+def pace_of(response: httpx2.Response) -> Pace | None:
+    body = response.extensions.get(BODY)
+    return body.pace if isinstance(body, Body) else None
+
+
+class Route(httpx2.BaseTransport):
+    """One way out, direct or through one proxy: an httpcore2 pool on the run's backend, made at its first request
+    (so a run that never opens TLS never loads the CAs); an error through a proxy names it (``exc.mdl_proxy``)."""
+
+    def __init__(self, open_pool: Callable[[], httpcore2.ConnectionPool], *, timeout: float, proxy: Proxy | None):
+        self._open_pool, self.timeout, self.proxy = open_pool, timeout, proxy
+        self._pool: httpcore2.ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def _ready(self) -> httpcore2.ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._open_pool()
+            return self._pool
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        # Whatever the caller asked (even timeout=None), no phase waits longer than the run's timeout ...
+        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
+        assert isinstance(request.stream, httpx2.SyncByteStream)
+        url = request.url
+        core = httpcore2.Request(
+            method=request.method,
+            url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        pool = self._pool or self._ready()
+        try:
+            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total.
+            with _header_budget(self.timeout), httpx2_errors(request):
+                answer = pool.handle_request(core)
+        except httpx2.TransportError as exc:
+            if self.proxy is not None:
+                exc.mdl_proxy = self.proxy  # type: ignore[attr-defined]
+            raise
+        body = Body(answer, window=self.timeout, request=request)
+        extensions = {**answer.extensions, BODY: body}
+        return httpx2.Response(status_code=answer.status, headers=answer.headers, stream=body, extensions=extensions)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+
+
+class NetTransport:
+    """The run's routes, built once from its environ: ``mounts`` for ``httpx2.Client`` (see :func:`route_table`), a
+    direct ``default``, all on one backend so ``abort`` reaches every connection (``make_client`` takes it)."""
 
     def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
         self.timeout = timeout
@@ -266,12 +388,26 @@ class NetTransport(httpx2.BaseTransport):
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
-        self._pools: dict[str | bool, httpcore2.ConnectionPool] = {}  # by proxy URL, or direct by "is https"
-        self._lock = threading.Lock()
+        routes = {scheme: self._route(None, tls=scheme == "https") for scheme in SCHEMES}  # direct, by scheme
+        self.mounts: dict[str, httpx2.BaseTransport | None] = {}
+        for pattern, proxy in route_table(self._environ).items():
+            scheme = pattern.partition("://")[0]
+            key = scheme if proxy is None else proxy.url  # one pool per proxy, whatever the scheme
+            if key not in routes:
+                routes[key] = self._route(proxy, tls=True)
+            self.mounts[pattern] = routes[key]
+        self.default = routes["http"]  # for schemes no mount names: httpcore2 refuses them
+
+    def _route(self, proxy: Proxy | None, *, tls: bool) -> Route:
+        return Route(partial(self._pool, proxy, tls=tls), timeout=self.timeout, proxy=proxy)
 
     def _pool(self, proxy: Proxy | None, *, tls: bool) -> httpcore2.ConnectionPool:
+        parts = urlsplit(proxy.url if proxy is not None else "http://direct")
+        if proxy is not None and (parts.scheme.lower() not in SCHEMES or not parts.hostname):
+            # said at its first use: a run that needs no network is not stopped by a proxy it would not use
+            raise UsageError(f"${proxy.source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}")
         # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if it ever did.
-        if tls or proxy is not None:
+        if tls:  # two routes opening at once may load the CAs twice: harmless, and rare
             self._ssl = context = self._ssl or ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -289,82 +425,44 @@ class NetTransport(httpx2.BaseTransport):
             **common,
         )
 
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        # Whatever the caller asked (even timeout=None), no phase waits longer than the run's timeout ...
-        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
-        assert isinstance(request.stream, httpx2.SyncByteStream)
-        url, tls = request.url, request.url.scheme != "http"
-        proxy = proxy_for(str(url), self._environ)
-        key = proxy.url if proxy is not None else tls  # the route's pool: by proxy, or direct by scheme
-        with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = self._pool(proxy, tls=tls)
-        core = httpcore2.Request(
-            method=request.method,
-            url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        try:
-            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total,
-            # counted from this thread's first network operation.
-            _request.budget, _request.deadline = self.timeout, None
-            with httpx2_errors():
-                answer = pool.handle_request(core)
-        except httpx2.TransportError as exc:
-            if proxy is not None:
-                exc.mdl_proxy = proxy  # type: ignore[attr-defined]
-            raise
-        finally:
-            _request.budget, _request.deadline = None, None
-        stream = answer.extensions.get("network_stream")
-        if isinstance(stream, WireStream):  # a kept-alive connection's new answer: its body starts a fresh pace
-            stream.pace = Pace(window=self.timeout)
-        return httpx2.Response(
-            status_code=answer.status, headers=answer.headers, stream=_Body(answer), extensions=answer.extensions
-        )
-
     def abort(self) -> None:
         """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
         for stream in list(self._backend.live):
             sock = stream.get_extra_info("socket")
             if isinstance(sock, socket.socket):
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):  # the fd's shutdown, not SSLSocket's unwrap: a waiting read wakes at EOF
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-    def close(self) -> None:
-        with self._lock:
-            for pool in self._pools.values():
-                pool.close()
-            self._pools.clear()
+
+# httpcore2's errors as httpx2's, the most specific first (what httpx2's own transport does).
+_ERRORS: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
+    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
+    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
+    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
+    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
+    (httpcore2.TimeoutException, httpx2.TimeoutException),
+    (httpcore2.ConnectError, httpx2.ConnectError),
+    (httpcore2.ReadError, httpx2.ReadError),
+    (httpcore2.WriteError, httpx2.WriteError),
+    (httpcore2.NetworkError, httpx2.NetworkError),
+    (httpcore2.ProxyError, httpx2.ProxyError),
+    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
+    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
+    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
+    (httpcore2.ProtocolError, httpx2.ProtocolError),
+)
 
 
 @contextmanager
 def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
-    """Raise httpcore2's transport errors as httpx2's of the same name, as httpx2's own transport maps them."""
+    """Raise httpcore2's transport errors as httpx2's (by type, from ``_ERRORS``)."""
     try:
         yield
     except Exception as exc:
-        for cls in type(exc).__mro__:  # the most specific httpcore2 class httpx2 has a twin of
-            mapped = getattr(httpx2, cls.__name__, None) if cls.__module__.startswith("httpcore2") else None
-            if isinstance(mapped, type) and issubclass(mapped, httpx2.TransportError):
-                raise mapped(str(exc), request=request) from exc
-        raise
-
-
-class _Body(httpx2.SyncByteStream):
-    def __init__(self, answer: httpcore2.Response) -> None:
-        self._answer = answer
-
-    def __iter__(self) -> Iterator[bytes]:
-        assert isinstance(self._answer.stream, Iterable)
-        with httpx2_errors():
-            yield from self._answer.stream
-
-    def close(self) -> None:
-        self._answer.close()
+        mapped = next((to for source, to in _ERRORS if isinstance(exc, source)), None)
+        if mapped is None:
+            raise
+        raise mapped(str(exc), request=request) from exc
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
@@ -372,16 +470,16 @@ def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
     than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension when the body starts)."""
     extensions = response.request.extensions
     extensions["timeout"] = {**(extensions.get("timeout") or {}), "read": seconds}
-    stream = response.extensions.get("network_stream")
-    if isinstance(stream, WireStream):
-        stream.pace = Pace(window=seconds)
+    pace = pace_of(response)
+    if pace is not None:
+        pace.window, pace.waited, pace.got = seconds, 0.0, 0
 
 
 def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
     """The rest of the body must arrive within ``seconds`` from now, else ``httpx2.ReadTimeout``."""
-    stream = response.extensions.get("network_stream")
-    if isinstance(stream, WireStream):
-        stream.pace.deadline = time.monotonic() + seconds
+    pace = pace_of(response)
+    if pace is not None:
+        pace.deadline = time.monotonic() + seconds
 
 
 DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request

@@ -23,7 +23,16 @@ from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow, seconds, transport_error
 from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
 from mdl.transfer.replies import check_range, check_size, check_version, locate, probe, size_differs
-from mdl.transfer.resume import HASH_BLOCK, DownloadState, discard_partial, finish_part, job_root, keeping, load_state
+from mdl.transfer.resume import (
+    HASH_BLOCK,
+    DownloadState,
+    boot_id,
+    discard_partial,
+    finish_part,
+    job_root,
+    keeping,
+    load_state,
+)
 from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
 
 log = logging.getLogger("mdl.transfer")
@@ -206,6 +215,9 @@ class Engine:
                         raise RangesIgnoredError
                     answered_end = check_range(state, span, offset - back, asked_end)
                     check_version(state, resp, total=span.total)
+                    if url == job.url and str(resp.url) != url:  # redirected (Hub → CDN): later requests go there
+                        with state.lock:
+                            state.url = str(resp.url) if state.url == url else state.url
                 else:
                     back = 0  # the whole file: nothing to compare, the body starts at byte 0
                     if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
@@ -216,6 +228,13 @@ class Engine:
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         self.drop(state, piece)
+                # A stream reading on past its own piece (the probe's answer) may have taken this piece's first
+                # bytes while this answer was on its way: they are repeated (compared, engine rule 15), or, the whole
+                # piece taken, the answer is dropped.
+                moved = state.begin(piece) - offset
+                back += moved if span.ranged else 0
+                if piece.complete:
+                    return answered_end
                 self.copy_body(state, piece, resp, span, encoded=encoded, back=back)
             finally:
                 with self._open_lock:
@@ -249,29 +268,37 @@ class Engine:
 
         def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
             nonlocal offset
-            self.check_stop(state)
             limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
-            if limit is not None and offset + len(chunk) > limit:
-                if not span.ranged:  # a whole body longer than the file we expect
-                    raise size_differs(state, offset + len(chunk))
-                chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
-            written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
-            if written:
-                state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier is ours
-            with state.lock:
-                counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
-                piece.done += counted
-                state.fetched += counted
-                complete = piece.complete
-                if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher: not a switch per chunk
-                    state.lock.notify_all()
+            carrying = limit is not None and offset + len(chunk) > limit and piece.asked > limit  # asked on past it
+            # Reading on into the next pieces, it claims and writes their bytes under the lock: an answer for one of
+            # them that begins meanwhile (``state.begin``) finds every byte it no longer owns on disk.
+            with state.lock if carrying else contextlib.nullcontext():
+                if carrying:
+                    limit = state.carry(piece, offset + len(chunk))
+                if limit is not None and offset + len(chunk) > limit:
+                    if not span.ranged:  # a whole body longer than the file we expect
+                        raise size_differs(state, offset + len(chunk))
+                    chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+                written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+                if written:
+                    state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier's ours
+                with state.lock:
+                    counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                    piece.done += counted
+                    state.fetched += counted
+                    complete = piece.complete
+                    if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher, not every chunk
+                        state.lock.notify_all()
+                    save = state.save_due(self.config.checkpoint_interval)
+                    save = save and not (state.background and boot_id() is None)
             offset += written
             self.progress.advance(job.label, counted)
+            self.check_stop(state)  # after the write: a Ctrl-C keeps (and records) every byte that had arrived
             if self.limiter is not None:
                 self.limiter.consume(written, self.cancel)
-            if complete and piece.end != piece.asked:  # a steal moved its end in: the rest is another stream's
-                return True
-            if not state.background and time.monotonic() - state.last_save >= self.config.checkpoint_interval:
+            if complete and piece.end != piece.asked and state.free_after(piece) is None:
+                return True  # its answer runs on, but the bytes after are another stream's (its answer has begun)
+            if save:  # cheap (no flush): from the stream itself; a durable one only from the keeper thread
                 state.save()
             return False
 
@@ -369,7 +396,7 @@ class Engine:
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
             with contextlib.suppress(OSError):
                 if state.on_disk() > 0:
-                    state.save()  # keep what we have for the next run
+                    state.save(durable=True)  # keep what we have for the next run
                 else:
                     discard_partial(job)  # nothing worth resuming: leave no debris
             raise
@@ -420,7 +447,7 @@ class Engine:
 
     def _run_streams(self, state: DownloadState) -> None:
         job, connections = state.job, self.config.streams(state.size)
-        state.multi, state.url = len(state.pieces) > 1, job.url
+        state.multi, state.url = len(state.pieces) > 1, job.located if job.located and not state.restarted else job.url
         if state.multi and not all(p.complete for p in state.pieces):
             state.multi = self._aim_ranges(state, connections)
         todo = [p for p in state.pieces if not p.complete]
@@ -449,10 +476,12 @@ class Engine:
 
     def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
         """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""
-        job, fresh = state.job, state.on_disk() == 0 and not state.restarted
-        if job.located and fresh:
-            state.url = job.located
-            if state.validator is None:
+        job = state.job
+        # A probe of this run found where ranges are answered (state.url is there), or a hash will prove the result
+        # whatever the answers' versions: every stream asks at once, each answer checked as locate's would be (the
+        # first one's final URL serves the later requests). Else one round trip first fixes the version.
+        if (job.located and not state.restarted) or (job.verify and job.identity.has_hash):
+            if state.validator is None and not state.restarted:  # after a restart the next answer says
                 state.adopt(job.identity.etag)  # If-Range on every range
         else:
             state.url = self.locate_retrying(state)
@@ -473,13 +502,10 @@ def repeated(state: DownloadState, body: Iterator[bytes | memoryview], at: int, 
     """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule 15: an answer
     continuing another's proves it is of the same version; else ``SourceChanged``); returns what the last chunk read
     held past them (the rest of ``body`` is left to read, off this check)."""
-    want = os.pread(state.fd, count, at)
-    if len(want) != count:
-        raise SourceChanged  # the .part is shorter than its record says: nothing there to continue
     seen = 0
     for chunk in body:
         take = min(len(chunk), count - seen)
-        if chunk[:take] != want[seen : seen + take]:
+        if chunk[:take] != os.pread(state.fd, take, at + seen):  # short: the .part ends before its record says
             log.info("%s: the bytes before byte %d differ from those on disk", state.job.label, at + count)
             raise SourceChanged
         seen += take

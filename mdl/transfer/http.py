@@ -46,14 +46,17 @@ def make_client(
     pool_size: int,
     timeout: float = DEFAULT_TIMEOUT,
     environ: Mapping[str, str] | None = None,
-    transport: httpx2.BaseTransport | None = None,
+    transport: NetTransport | httpx2.BaseTransport | None = None,
 ) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone."""
+    """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone
+    (or ``transport``'s: the run's routes as mounts, or one transport for every URL)."""
+    net = NetTransport(timeout=timeout, environ=environ, pool_size=pool_size) if transport is None else transport
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=transport or NetTransport(timeout=timeout, environ=environ, pool_size=pool_size),
+        transport=net.default if isinstance(net, NetTransport) else net,
+        mounts=net.mounts if isinstance(net, NetTransport) else None,
         trust_env=False,
     )
 

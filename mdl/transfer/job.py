@@ -131,7 +131,7 @@ class EngineConfig:
     scale_connections: bool = False  # True: big files get more streams than ``connections`` (the default only)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split_threshold: int = SPLIT_THRESHOLD
-    checkpoint_interval: float = 1.0  # seconds between resume-record saves (a kill -9 loses at most this much)
+    checkpoint_interval: float = 0.2  # seconds between resume-record saves (a kill -9 loses at most this much)
     max_stalls: int = 20  # stalls resumed per piece before giving up (they spend no retry)
     stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)
 

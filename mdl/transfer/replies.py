@@ -38,9 +38,6 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         return str(response.url)
 
 
-CARRIED = 4 * 1024 * 1024  # bytes a carrying probe asks for: a small file whole, a big one's first window
-
-
 @dataclass(frozen=True)
 class Probed:
     url: str
@@ -51,8 +48,10 @@ class Probed:
 
 
 def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
-    """Ask for the first byte; with ``carry``, the first ``CARRIED`` bytes, left unread for the download (as aria2c)."""
-    asked = {"Range": f"bytes=0-{CARRIED - 1 if carry else 0}"}
+    """Ask for the first byte; with ``carry``, the whole file from byte 0 (``bytes=0-``), its body left unread for the
+    download: no round trip is spent only to learn the size, and the first stream streams on at full speed while the
+    others start (as aria2c's first GET; engine rule 19)."""
+    asked = {"Range": "bytes=0-" if carry else "bytes=0-0"}
     with contextlib.ExitStack() as stack:
         response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
         span = None

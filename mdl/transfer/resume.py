@@ -27,7 +27,9 @@ log = logging.getLogger("mdl.transfer")
 STATE_VERSION = 1
 STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
-SAVE_BYTES = 32 * MiB  # a record is saved once this much more is on disk, however soon (kill -9 loses less)
+SAVE_SHARE = 50  # a record is saved once 1/this of the file more is on disk, however soon (a kill -9 loses < 5%) ...
+SAVE_BYTES = (1 * MiB, 32 * MiB)  # ... but not for less than the first nor waiting for more than the second
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
 READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
@@ -88,6 +90,8 @@ class DownloadState:
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         self.saved_bytes = 0  # bytes on disk that the last saved record claims
+        self.saved_fetched = 0  # ``fetched`` when the last record was saved
+        self.save_every = min(max(SAVE_BYTES[0], (self.size or 0) // SAVE_SHARE), SAVE_BYTES[1])
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
@@ -142,6 +146,32 @@ class DownloadState:
         # A date: the Last-Modified that guards ranges, and the first one an answer sent (check_version updates both)
         self.last_modified = self.modified_seen = None if is_etag else usable
 
+    def carry(self, piece: Piece, upto: int) -> int:
+        """Move ``piece``'s end on towards ``upto`` over the pieces after it that no answer has begun (their requests
+        may be on the way): its stream's answer runs on past its end (the probe's open-ended first GET), and what it
+        reads need not come again. A piece taken whole leaves the layout; its answer, when it comes, is dropped.
+        Returns the piece's end."""
+        with self.lock:
+            while piece.end is not None and piece.end < upto and (after := self.free_after(piece)) is not None:
+                assert after.end is not None
+                after.start = piece.end = min(upto, after.end)
+                if after.complete:
+                    self.pieces = [p for p in self.pieces if p is not after]
+            return piece.end or upto
+
+    def free_after(self, piece: Piece) -> Piece | None:
+        """The piece right after ``piece`` if no answer for it has begun and it holds no bytes (``carry`` may take
+        it), else None."""
+        with self.lock:
+            after = next((p for p in self.pieces if p.start == piece.end), None)
+            return None if after is None or after.end is None or after.begun or after.done else after
+
+    def begin(self, piece: Piece) -> int:
+        """An answer for ``piece`` arrived: no stream reads on into it from now; returns its frontier."""
+        with self.lock:
+            piece.begun = True
+            return piece.start + piece.done
+
     def steal(self, streams: int) -> Piece | None:
         """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""
         with self.lock:
@@ -169,8 +199,11 @@ class DownloadState:
     def on_disk(self) -> int:
         return sum(p.done for p in self.pieces)
 
-    def save(self) -> None:
-        """Persist the record after the bytes it claims are flushed."""
+    def save(self, *, durable: bool = False) -> None:
+        """Persist the record. ``durable`` (an exit; or no boot id to tell a restart by): after the bytes it claims are
+        flushed. Else cheap, no flush (a kill -9 loses no page the kernel holds), marked with this boot: after a
+        crash of the machine the bytes it claims may be gone, and ``load_state`` drops it."""
+        boot = None if durable else boot_id()
         with self.save_lock:
             with self.lock:
                 snapshot: dict[str, Any] = {
@@ -180,10 +213,17 @@ class DownloadState:
                     "validator": self.validator,
                     "pieces": [[p.start, p.end, p.done] for p in self.pieces],
                 }
+                if boot is not None:
+                    snapshot["boot"] = boot
                 self.last_save = time.monotonic()
-                self.saved_bytes = self.on_disk()
-            os.fdatasync(self.fd)
+                self.saved_bytes, self.saved_fetched = self.on_disk(), self.fetched
+            if boot is None:
+                os.fdatasync(self.fd)
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
+
+    def save_due(self, interval: float) -> bool:
+        """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last (under ``lock``)."""
+        return self.fetched - self.saved_fetched >= self.save_every or time.monotonic() - self.last_save >= interval
 
     def count_change(self) -> None:
         """One more version of the file seen upstream during the download: the second change gives up."""
@@ -218,11 +258,14 @@ class DownloadState:
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
-    """A resume record's identity, pieces and validator; ValueError unless the pieces tile [0, size) in order."""
+    """A resume record's identity, pieces and validator; ValueError unless the pieces tile [0, size) in order, or
+    when it is a cheap save (``DownloadState.save``) of another boot: its bytes may never have reached the disk."""
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
         raise ValueError(f"version {raw.get('version')!r}")
+    if "boot" in raw and raw["boot"] != boot_id():
+        raise ValueError("saved before the machine restarted, its bytes never flushed")
     ident = raw.get("identity")
     if not isinstance(ident, dict):
         raise ValueError("identity is not an object")
@@ -253,6 +296,15 @@ def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
             raise ValueError(f"pieces[{index}]: done")
         pieces.append(Piece(start, end, done))
     return saved, pieces, validator
+
+
+@cache
+def boot_id() -> str | None:
+    """This boot's id (Linux), or None: then every record is saved durable."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _is_offset(value: object) -> bool:
@@ -354,7 +406,8 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
             while not done.wait(WRITEBACK_EVERY):
                 start_writeback(state.fd)
                 on_disk = state.on_disk()
-                due = time.monotonic() - state.last_save >= checkpoint or on_disk - state.saved_bytes >= SAVE_BYTES
+                with state.lock:
+                    due = state.save_due(checkpoint)
                 if due and on_disk > state.saved_bytes:
                     state.save()
         except BaseException:

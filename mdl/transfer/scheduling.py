@@ -31,6 +31,7 @@ class Piece:
     asked: int = field(default=0, compare=False)  # end of the range requested so far: never stolen
     rate: float = field(default=0.0, compare=False)  # bytes/s of this piece's last request (0: none yet)
     answered: int = field(default=0, compare=False)  # body bytes of this piece's last answer (0: none this run)
+    begun: bool = field(default=False, compare=False)  # an answer for it arrived: no stream reads on into it now
 
     @property
     def complete(self) -> bool:

@@ -18,7 +18,8 @@ from servers import make_data
 from mdl.store.records import FileRecord, parse_record
 
 SMALL = make_data(20_000, seed=3701)
-BIG = make_data(6 << 20, seed=3702)  # past get's 4 MiB probe window: the probe's answer plus the rest
+BIG = make_data(34 << 20, seed=3702)  # past the split threshold: the probe's answer plus other ranges
+PACED = ("--connections", "4", "--limit-rate", "64M")  # the probe's answer cannot read on through every piece
 
 
 @pytest.fixture
@@ -53,11 +54,11 @@ def test_a_file_whole_in_one_answer_is_verified(cdn: NginxCdn, tmp_path: Path) -
 
 
 def test_a_file_from_several_answers_without_a_hash_is_unverified(cdn: NginxCdn, tmp_path: Path) -> None:
-    one, _ = get_json(f"{cdn.url}/big.bin", "-d", "D")
+    one, _ = get_json(f"{cdn.url}/big.bin", "-d", "D", *PACED)
     assert (tmp_path / "D" / "big.bin").read_bytes() == BIG
     assert one["verified"] is False and one["action"] == "downloaded"
     assert recorded(tmp_path / "D", "big.bin")["verified"] is False
-    plain = mdl("get", f"{cdn.url}/big.bin", "-d", "E", "--no-progress")
+    plain = mdl("get", f"{cdn.url}/big.bin", "-d", "E", "--no-progress", *PACED)
     assert plain.exit_code == 0, plain.stderr
     assert "1 downloaded (unverified)" in plain.stderr
 
@@ -69,7 +70,7 @@ def test_the_same_file_checked_against_a_hash_is_verified(cdn: NginxCdn, tmp_pat
 
 
 def test_a_skip_keeps_what_the_record_says(cdn: NginxCdn, tmp_path: Path) -> None:
-    get_json(f"{cdn.url}/big.bin", "-d", "D")
+    get_json(f"{cdn.url}/big.bin", "-d", "D", *PACED)
     again, _ = get_json(f"{cdn.url}/big.bin", "-d", "D")
     assert again["action"] == "skipped" and again["verified"] is False
 

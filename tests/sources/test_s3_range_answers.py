@@ -89,5 +89,6 @@ def test_get_of_a_multipart_object_from_a_store_answering_ranges_with_200(
     assert result.exit_code == 0, result.stderr
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
     ranged = [status for asked, status in app.statuses if asked is not None]
-    assert len(ranged) >= 2 and all(status.startswith("200") for status in ranged), app.statuses
+    streams = 2 if size > 32 * MiB else 1  # one stream: its one request asks bytes=0- all the same
+    assert len(ranged) >= streams and all(status.startswith("200") for status in ranged), app.statuses
     assert "descriptor" not in result.stderr

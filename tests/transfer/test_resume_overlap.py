@@ -25,7 +25,7 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
-from mdl.transfer import CARRIED, Engine, EngineConfig
+from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.resume import OVERLAP
 
@@ -34,8 +34,8 @@ SIZE = 12 * MiB
 PATH = "/f.bin"
 MTIME = 1_767_225_600
 NGINX_ETAG = f'"{MTIME:x}-{SIZE:x}"'  # nginx's: the same for every build of this size and mtime
-CUT_AT = CARRIED - OVERLAP + 2 * MiB  # the probe carries the first window; the next (repeating its last 64 KiB)
-# breaks off 2 MiB in
+PROBE_CUT = 4 * MiB  # the probe's open-ended answer is a legal short 206 of this much: the download joins on to it
+CUT_AT = PROBE_CUT - OVERLAP + 2 * MiB  # the next answer (repeating the probe's last 64 KiB) breaks off 2 MiB in
 V1, V2 = make_data(SIZE, seed=3720), make_data(SIZE, seed=3721)
 
 
@@ -45,6 +45,11 @@ def sha(data: bytes) -> str:
 
 def nginx_build(data: bytes, **more: object) -> Phase:
     return Phase(data, etag=NGINX_ETAG, last_modified=http_date(MTIME), **more)  # type: ignore[arg-type]
+
+
+def v1_cut_short() -> list[Phase]:
+    """Build 1 for two answers, the probe's cut short at ``PROBE_CUT`` (else a small file is its probe alone)."""
+    return [nginx_build(V1, requests=1, cap=PROBE_CUT), nginx_build(V1, requests=1)]
 
 
 def cut_second_get(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
@@ -65,7 +70,7 @@ def get(server: ScriptedServer, out: Path, *extra: str, retries: int) -> tuple[i
 def test_a_resume_across_runs_onto_another_build_under_one_etag_starts_over(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    server = ScriptedServer({PATH: [nginx_build(V1, requests=2), nginx_build(V2)]}, policy=cut_second_get).start()
+    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=0)
@@ -84,7 +89,7 @@ def test_a_resume_across_runs_onto_another_build_under_one_etag_starts_over(
 def test_a_retry_within_a_run_onto_another_build_under_one_etag_starts_over(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    server = ScriptedServer({PATH: [nginx_build(V1, requests=2), nginx_build(V2)]}, policy=cut_second_get).start()
+    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=2)
@@ -95,7 +100,7 @@ def test_a_retry_within_a_run_onto_another_build_under_one_etag_starts_over(
 
 
 def test_a_resume_of_the_same_build_keeps_its_bytes(started: list[ScriptedServer], tmp_path: Path) -> None:
-    server = ScriptedServer({PATH: [nginx_build(V1)]}, policy=cut_second_get).start()
+    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V1)]}, policy=cut_second_get).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=0)
@@ -106,12 +111,13 @@ def test_a_resume_of_the_same_build_keeps_its_bytes(started: list[ScriptedServer
     [file] = json.loads(stdout)["files"]
     assert file["action"] == "resumed"
     served = sum(s.sent for s in server.seen(PATH))
-    # The join after the carried probe and the resume each repeat one overlap (and a 1-byte locate)
+    # The join after the probe's short answer and the resume each repeat one overlap (and the second run's 1-byte
+    # probe)
     assert served <= SIZE + 2 * OVERLAP + 1, f"{served} bytes served: a resume repeats at most the overlap"
 
 
 def test_with_a_sha256_a_resume_repeats_nothing(started: list[ScriptedServer], tmp_path: Path) -> None:
-    server = ScriptedServer({PATH: [nginx_build(V1, requests=2), nginx_build(V2)]}, policy=cut_second_get).start()
+    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, "--sha256", sha(V2), retries=0)
@@ -119,7 +125,10 @@ def test_with_a_sha256_a_resume_repeats_nothing(started: list[ScriptedServer], t
     code, _, stderr = get(server, out, "--sha256", sha(V2), retries=0)
     assert code == 0, stderr
     assert out.read_bytes() == V2  # the hash caught the splice and fetched it again
-    assert not any(s.range_start == CUT_AT - OVERLAP for s in server.seen(PATH)), "a hash checks it: no overlap"
+    starts = [s.range_start for s in server.seen(PATH)]
+    joins = (PROBE_CUT, PROBE_CUT + 2 * MiB)  # after the probe's short answer; the resume after the break
+    assert set(joins) <= set(starts), starts
+    assert not any(start in (j - OVERLAP for j in joins) for start in starts), "a hash checks it: no overlap"
 
 
 # -- the engine: pieces an earlier run finished, and what is called verified ----------------------------------------

@@ -1,0 +1,288 @@
+"""The transport on httpx2's supported surface (issue 38): routes as mounts, errors by type, sockets set up once.
+
+Each NO_PROXY entry kind is tried against a real loopback proxy and a direct server on 127.0.0.1; kinds that need
+other addresses (IPv6 blocks, other hosts' subdomains) are checked through the same mounts with httpx2's matcher.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import httpcore2
+import httpx2
+import pytest
+from hostile import ForwardProxy, ScratchCA, TlsCdn
+from servers import CdnServer, Fault, make_data
+
+from mdl.transfer import Credentials, NetTransport, follow, make_client
+from mdl.transfer.body import RAW_LEAST, promised, raw_socket, read_body
+from mdl.transfer.connection import WireStream, httpx2_errors, proxy_for, set_body_deadline, set_read_timeout
+
+DATA = make_data(50_000, seed=38)
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    with ForwardProxy() as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "direct"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.0/8", "127.0.0.1", True),  # a CIDR block
+        ("10.0.0.0/8", "127.0.0.1", False),
+        ("127.0.0.1:{port}", "127.0.0.1", True),  # the server's port
+        ("127.0.0.1:{other}", "127.0.0.1", False),  # another port
+        ("localhost", "localhost", True),
+        (".localhost", "localhost", True),  # a leading dot names the domain itself too (curl)
+        ("calhost", "localhost", False),  # a suffix is not a parent domain
+        ("127.0.0.0/8", "localhost", False),  # a name is not matched as the address it resolves to
+        ("*", "localhost", True),
+        ("example.com, 127.0.0.1 ,", "127.0.0.1", True),
+        ("", "127.0.0.1", False),
+    ],
+)
+def test_each_no_proxy_kind_beats_the_scheme_proxy(
+    cdn: CdnServer, proxy: ForwardProxy, no_proxy: str, host: str, direct: bool
+) -> None:
+    url = cdn.add_file("/w.bin", DATA).replace("127.0.0.1", host)
+    port = int(url.split(":")[2].split("/")[0])
+    environ = {"HTTP_PROXY": proxy.url, "NO_PROXY": no_proxy.format(port=port, other=unused_port())}
+    with (
+        make_client(pool_size=2, timeout=5, environ=environ) as client,
+        follow(client, url, credentials=Credentials(), what="f") as response,
+    ):
+        assert response.read() == DATA
+    assert proxy.requests == ([] if direct else [url])
+
+
+@pytest.mark.parametrize(
+    ("url", "no_proxy", "direct"),
+    [
+        ("https://cdn.example.com/x", "example.com", True),  # a subdomain
+        ("https://example.com/x", ".example.com", True),
+        ("https://notexample.com/x", "example.com", False),
+        ("https://a.b.example.com/x", "*.example.com", True),
+        ("https://example.com.evil.org/x", "example.com", False),
+        ("https://example.com:8443/x", "example.com:8443", True),
+        ("https://example.com:8444/x", "example.com:8443", False),
+        ("http://10.1.2.3/x", "10.0.0.0/8", True),
+        ("http://11.1.2.3/x", "10.0.0.0/8", False),
+        ("http://[::1]:8080/x", "::1", True),
+        ("http://[::1]:8080/x", "[::1]:8080", True),
+        ("http://[::1]:8081/x", "[::1]:8080", False),
+        ("http://[fd00::5]/x", "fd00::/8", True),  # an IPv6 block
+        ("http://[fe80::1]/x", "fd00::/8", False),
+        ("http://[fd00::5]/x", "10.0.0.0/8", False),
+        ("http://example.com/x", "ex ample.com,[,::/999,1.2.3.4/33", False),  # entries naming nothing are left out
+    ],
+)
+def test_no_proxy_entries_as_httpx2_matches_them(url: str, no_proxy: str, direct: bool) -> None:
+    environ = {"all_proxy": "http://proxy.invalid:3128", "no_proxy": no_proxy}
+    chosen = proxy_for(url, environ)
+    assert (chosen is None) is direct
+    assert chosen is None or chosen.source == "all_proxy"
+
+
+def test_a_scheme_proxy_is_for_its_scheme_only() -> None:
+    environ = {"HTTPS_PROXY": "http://proxy.invalid:3128"}
+    assert proxy_for("http://example.com/", environ) is None
+    assert proxy_for("https://example.com/", environ) is not None
+    assert proxy_for("https://example.com/", {**environ, "no_proxy": "*"}) is None
+
+
+def test_httpcore2_errors_become_httpx2_errors_by_type() -> None:
+    """Every httpcore2 exception httpx2 has a twin of maps to exactly that twin (a new one fails here)."""
+    request = httpx2.Request("GET", "http://127.0.0.1/")
+    twins = [
+        (getattr(httpcore2, name), getattr(httpx2, name))
+        for name in httpcore2.__all__
+        if isinstance(getattr(httpcore2, name), type)
+        and issubclass(getattr(httpcore2, name), Exception)
+        and isinstance(getattr(httpx2, name, None), type)
+    ]
+    assert len(twins) >= 14
+    for source, twin in twins:
+        with pytest.raises(httpx2.TransportError) as info, httpx2_errors(request):
+            raise source("boom")
+        assert type(info.value) is twin, (source, type(info.value))
+        assert info.value.request is request and isinstance(info.value.__cause__, source)
+    with pytest.raises(KeyError), httpx2_errors(request):  # anything else passes through
+        raise KeyError("x")
+
+
+def test_a_connection_sets_its_socket_timeout_per_request_not_per_read(
+    cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpcore2's own stream calls settimeout (an ioctl) before every read; mdl's only when the timeout changes."""
+    url = cdn.add_file("/big.bin", make_data(16_000_000, seed=39))
+    calls: list[float | None] = []
+    settimeout = socket.socket.settimeout
+
+    def counted(sock: socket.socket, value: float | None) -> None:
+        calls.append(value)
+        settimeout(sock, value)
+
+    monkeypatch.setattr(socket.socket, "settimeout", counted)
+    with make_client(pool_size=1, timeout=10) as client:
+        for _ in range(2):
+            with follow(client, url, credentials=Credentials(), what="f") as response:
+                reads = sum(1 for _ in response.iter_raw())
+            assert reads >= 16  # many reads ...
+        assert len(calls) <= 8, calls  # ... a few per request (its header budget), none per read
+
+
+def test_a_bulk_range_over_a_slow_handshake_keeps_its_connection(
+    cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the parser, a body costs its connection: worth it only where a new one is cheap to open."""
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 1 << 20)  # a small test body counts as bulk
+    data = make_data(3_000_000, seed=40)
+    url = cdn.add_file("/f.bin", data)
+    with make_client(pool_size=2, timeout=10) as client:
+        for far in (False, True):
+            with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=0-"}, what="f") as resp:
+                stream = resp.extensions["network_stream"]
+                assert isinstance(stream, WireStream)
+                if far:
+                    stream.handshake = 1.0  # as over a far link: a new connection would cost a second
+                span = promised(resp, what="f")
+                assert (raw_socket(resp, span) is None) is far
+                got = b"".join(bytes(c) for c in read_body(resp, span, encoded=False, what="f"))
+                assert got == data
+        with follow(client, url, credentials=Credentials(), what="f") as resp:
+            assert resp.read() == data
+    connections = [record.connection for record in cdn.log.records(method="GET")]
+    # the first range was read raw (its connection closed), the far one by the parser: the next request reuses it
+    assert connections[0] != connections[1] == connections[2]
+    assert RAW_LEAST >= 16 << 20  # the shipped threshold: far above a small answer's size
+
+
+class DrippingRange:
+    """Answers one request on 127.0.0.1 with a 206 of ``length`` bytes (``body``, else x's): its headers and first
+    ``head`` bytes in one write, then a byte per ``interval`` (a trickle below any pace)."""
+
+    def __init__(self, *, length: int = 100_000, head: int = 1000, interval: float = 0.2, body: bytes = b"") -> None:
+        self.length, self.head, self.interval = len(body) or length, head, interval
+        self.body = body or b"x" * self.length
+        self._stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/f"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> DrippingRange:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self._server.close()
+
+    def _serve(self) -> None:
+        with suppress(OSError):
+            conn, _ = self._server.accept()
+            with conn:
+                while b"\r\n\r\n" not in conn.recv(65536):
+                    pass
+                conn.sendall(
+                    f"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{self.length - 1}/{self.length}\r\n"
+                    f"Content-Length: {self.length}\r\n\r\n".encode()
+                    + self.body[: self.head]
+                )
+                for at in range(self.head, self.length):
+                    if self._stop.wait(self.interval):
+                        return
+                    conn.sendall(self.body[at : at + 1])
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
+def test_a_trickling_range_is_a_stall_on_either_reader(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read returns within the read timeout, yet the pace checked in the chunk loop ends it."""
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 40)
+    with (
+        DrippingRange() as server,
+        make_client(pool_size=1, timeout=30) as client,
+        follow(client, server.url, credentials=Credentials(), what="f") as response,
+    ):
+        set_read_timeout(response, 1.0)
+        span = promised(response, what="f")
+        assert (raw_socket(response, span) is not None) is raw
+        started = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):
+            for _ in read_body(response, span, encoded=False, what="f"):
+                pass
+        assert time.monotonic() - started < 10  # a window or two, not the 30 s timeout nor the whole trickle
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
+def test_a_body_deadline_ends_a_body_that_keeps_its_pace(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 40)
+    with (
+        DrippingRange(interval=0.0005) as server,  # ~2 kB/s in many tiny reads: above the pace, never done in time
+        make_client(pool_size=1, timeout=30) as client,
+        follow(client, server.url, credentials=Credentials(), what="f") as response,
+    ):
+        set_body_deadline(response, 0.5)
+        started = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):
+            for _ in read_body(response, promised(response, what="f"), encoded=False, what="f"):
+                pass
+        assert time.monotonic() - started < 10
+
+
+def test_the_raw_read_takes_over_exactly_where_the_parser_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw reader's one assumption about httpcore2 and h11: the first body chunk is everything the parser read
+    past the headers. Headers and most of the body arrive in one write here, so the parser holds a lot; a library
+    that read ahead or kept some back would splice the bytes, and this fails."""
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0)
+    body = make_data(3_000_000, seed=41)
+    with (
+        DrippingRange(body=body, head=len(body) - 3, interval=0.01) as server,
+        make_client(pool_size=1, timeout=10) as client,
+        follow(client, server.url, credentials=Credentials(), what="f") as response,
+    ):
+        span = promised(response, what="f")
+        assert raw_socket(response, span) is not None
+        chunks = [bytes(chunk) for chunk in read_body(response, span, encoded=False, what="f")]
+    assert b"".join(chunks) == body
+    assert len(chunks) >= 2  # the parser's share, then the socket's
+
+
+@pytest.mark.realtime
+def test_abort_wakes_a_read_waiting_on_a_tls_connection(tmp_path: Path) -> None:
+    """Ctrl-C shuts every connection down: over TLS too, where the TLS socket object replaced the TCP one."""
+    ca = ScratchCA()
+    server = TlsCdn(ca).start()
+    try:
+        server.add_file("/w.bin", DATA)
+        server.faults.add(Fault.stall(after_bytes=1000))  # headers and a little, then silence until the server stops
+        environ = {"SSL_CERT_FILE": str(ca.write_bundle(tmp_path / "ca.pem"))}
+        transport = NetTransport(timeout=30, environ=environ, pool_size=1)
+        with (
+            make_client(pool_size=1, timeout=30, transport=transport) as client,
+            follow(client, f"{server.url}/w.bin", credentials=Credentials(), what="f") as response,
+        ):
+            threading.Timer(0.3, transport.abort).start()
+            started = time.monotonic()
+            with pytest.raises(httpx2.TransportError):
+                response.read()
+            assert time.monotonic() - started < 10  # woken by the abort, not by the 30 s timeout
+    finally:
+        server.stop()
