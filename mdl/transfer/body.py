@@ -65,15 +65,16 @@ def promised(response: httpx2.Response, *, what: str) -> Span:
             raise NetworkError(
                 f"{what}: the server sent a {length}-byte body for bytes {first}-{last} ({last - first + 1} bytes)"
             )
-        # A 200 naming the whole file is the whole file, unless a range was asked (``bytes=0-``): then it answered it.
-        whole = status == 200 and first == 0 and total is not None and last + 1 == total and not _asked_range(response)
+        # A 200 naming the whole file is the whole file, unless ``bytes=0-`` was asked: then it is that range too (as
+        # rclone answers); to any other range it is a server ignoring ranges.
+        whole = status == 200 and first == 0 and total is not None and last + 1 == total and not _asked_all(response)
         return Span(first, last + 1, total, ranged=not whole)
     return Span(0, length, length, ranged=False)
 
 
-def _asked_range(response: httpx2.Response) -> bool:
+def _asked_all(response: httpx2.Response) -> bool:
     try:
-        return "Range" in response.request.headers
+        return response.request.headers.get("Range", "").replace(" ", "") == "bytes=0-"
     except RuntimeError:  # a response made without its request (tests): nothing was asked
         return False
 

@@ -26,6 +26,7 @@ from mdl.transfer.replies import check_range, check_size, check_version, locate,
 from mdl.transfer.resume import (
     HASH_BLOCK,
     DownloadState,
+    Loaded,
     boot_id,
     discard_partial,
     finish_part,
@@ -174,6 +175,8 @@ class Engine:
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
         with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
+            if piece.complete:  # a stream reading on past its own piece took this one whole meanwhile
+                return piece.end
             if opening is not None:  # the probe asked for the first bytes: its answer is this piece's first window
                 asked_end: int | None = opening.end
             else:
@@ -244,7 +247,7 @@ class Engine:
     def drop(self, state: DownloadState, piece: Piece) -> None:
         with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
             dropped, piece.done = piece.done, 0
-            state.restarted, state.answers = True, 0
+            state.restarted, state.answers, state.flushed = True, 0, None
             state.hasher.reset()
         self.progress.advance(state.job.label, -dropped)
 
@@ -253,6 +256,7 @@ class Engine:
         with state.lock:
             dropped = max(0, piece.start + piece.done - frontier)
             piece.done -= dropped
+            state.flushed = None  # which of the bytes it claimed were the file's, nothing tells
             state.fetched -= dropped
             if state.hasher.position > frontier:
                 state.hasher.reset()
@@ -350,13 +354,14 @@ class Engine:
         with job.opening or contextlib.nullcontext():  # a probe's answer this download did not take is closed after
             return self._fetch_known(job, loaded)
 
-    def _fetch_known(self, job: TransferJob, loaded: tuple[list[Piece], str | None] | None) -> TransferResult:
-        pieces, validator = loaded or (self.config.plan(job.identity.size), None)
+    def _fetch_known(self, job: TransferJob, loaded: Loaded | None) -> TransferResult:
+        pieces, validator = (loaded.pieces, loaded.validator) if loaded else (self.config.plan(job.identity.size), None)
         try:
             fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
         state = DownloadState(job, fd, pieces, validator)
+        state.flushed = loaded.flushed if loaded else None
         if state.overlaps and not state.provable():
             log.info("%s: no bytes on disk can be compared with the server's, starting over", job.label)
             state.forget()

@@ -91,6 +91,7 @@ class DownloadState:
         self.last_save = time.monotonic()
         self.saved_bytes = 0  # bytes on disk that the last saved record claims
         self.saved_fetched = 0  # ``fetched`` when the last record was saved
+        self.flushed: list[list[int | None]] | None = None  # a layout whose bytes are on the disk (a durable save's)
         self.save_every = min(max(SAVE_BYTES[0], (self.size or 0) // SAVE_SHARE), SAVE_BYTES[1])
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
@@ -135,6 +136,7 @@ class DownloadState:
         with self.lock:
             for piece in self.pieces:
                 piece.done = 0
+            self.flushed = None
 
     def adopt(self, validator: str | None) -> None:
         """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A weak ETag cannot
@@ -206,19 +208,21 @@ class DownloadState:
         boot = None if durable else boot_id()
         with self.save_lock:
             with self.lock:
+                layout: list[list[int | None]] = [[p.start, p.end, p.done] for p in self.pieces]
                 snapshot: dict[str, Any] = {
                     "version": STATE_VERSION,
                     "source": self.job.source,
                     "identity": dataclasses.asdict(self.job.identity),
                     "validator": self.validator,
-                    "pieces": [[p.start, p.end, p.done] for p in self.pieces],
+                    "pieces": layout,
                 }
-                if boot is not None:
-                    snapshot["boot"] = boot
+                if boot is not None:  # and what a crash of the machine cannot have lost: the last durable layout
+                    snapshot.update(boot=boot, flushed=self.flushed)
                 self.last_save = time.monotonic()
                 self.saved_bytes, self.saved_fetched = self.on_disk(), self.fetched
             if boot is None:
                 os.fdatasync(self.fd)
+                self.flushed = layout
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def save_due(self, interval: float) -> bool:
@@ -237,7 +241,7 @@ class DownloadState:
 
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
-            self.pieces = pieces
+            self.pieces, self.flushed = pieces, None
             self.adopt(None)  # the next answer says
             self.restarted = True
             self.answers = 0
@@ -264,8 +268,10 @@ def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
         raise ValueError(f"version {raw.get('version')!r}")
-    if "boot" in raw and raw["boot"] != boot_id():
-        raise ValueError("saved before the machine restarted, its bytes never flushed")
+    if "boot" in raw and raw["boot"] != boot_id():  # the machine restarted: only its last durable layout holds
+        if raw.get("flushed") is None:
+            raise ValueError("saved before the machine restarted, its bytes never flushed")
+        raw = {**raw, "pieces": raw["flushed"]}
     ident = raw.get("identity")
     if not isinstance(ident, dict):
         raise ValueError("identity is not an object")
@@ -316,17 +322,33 @@ def job_root(job: TransferJob) -> Path:
     return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
 
 
-def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | None]:
+def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None]:
+    """``parse_state`` of the record, and the layout of it known to be on the disk (None: none)."""
     try:
-        return parse_state(json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8")))
+        raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
+        saved, pieces, validator = parse_state(raw)
     except RecursionError as exc:  # a deeply nested document: as unreadable as any other
         raise ValueError("nested too deeply") from exc
+    durable = "boot" not in raw or raw["boot"] != boot_id()  # a durable save's, or its flushed layout
+    flushed = [[p.start, p.end, p.done] for p in pieces] if durable else raw.get("flushed")
+    if flushed is not None:
+        parse_state({**raw, "pieces": flushed, "boot": boot_id()})  # checked as strictly as the pieces
+    return saved, pieces, validator, flushed
 
 
-def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """An earlier run's resume record: its pieces, validator, and the layout of it known to be on the disk."""
+
+    pieces: list[Piece]
+    validator: str | None
+    flushed: list[list[int | None]] | None
+
+
+def load_state(job: TransferJob) -> Loaded | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
-        saved, pieces, validator = _read_state(job.state_path, job_root(job))
+        saved, pieces, validator, flushed = _read_state(job.state_path, job_root(job))
     except (OSError, ValueError, UsageError) as exc:  # UsageError: over its size limit, so not one mdl wrote
         if not isinstance(exc, FileNotFoundError):  # no record: nothing to say
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
@@ -343,7 +365,7 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
     else:
         for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
             piece.done = max(0, min(piece.done, found.st_size - piece.start))
-        return pieces, validator
+        return Loaded(pieces, validator, flushed)
     discard_partial(job)
     return None
 
@@ -351,7 +373,7 @@ def load_state(job: TransferJob) -> tuple[list[Piece], str | None] | None:
 def saved_progress(state_path: Path, identity: Identity) -> int:
     """Bytes a resume record of this identity says are on disk, for planning (the preallocated ``.part`` cannot)."""
     try:
-        saved, pieces, _ = _read_state(state_path, state_path.parent)
+        saved, pieces, _, _ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
         return 0
     return sum(piece.done for piece in pieces) if saved.matches(identity) else 0
