@@ -1,12 +1,13 @@
-"""Stage three of a pull: the planned files on ``jobs`` threads, each under its file lock (mirrors first, every byte
-verified); their records written in batches."""
+"""Stage three of a pull: the planned files on ``jobs`` threads, each taking file after file under its file lock
+(mirrors first, every byte verified); their records written in batches."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -50,23 +51,43 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             log_outcome(results[index])
     records = RecordQueue(session.store, dirs=session.dirs)
     small_jobs, big_jobs = job_counts(session.settings, list(todo.values()))
+    jobs_set = session.settings.jobs_set
+    queue = WorkQueue(todo, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
+    workers: list[Future[None]] = []
+
+    def drain(lane: str) -> None:  # one worker: file after file until none is left (no hand-off per file)
+        while not session.cancel.is_set() and (taken := queue.take(lane)) is not None:
+            index, plan = taken
+            began, cpu = time.monotonic(), time.thread_time()
+            try:
+                results[index] = _fetch_one(session, records, plan)
+            finally:
+                queue.done(index)
+            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none after Ctrl-C.
+            if lane == SMALL and (plan.remote.size or 0) < BULK and not session.cancel.is_set():
+                spent = time.thread_time() - cpu
+                for _ in range(queue.more_workers(waited=time.monotonic() - began - spent, worked=spent)):
+                    workers.append(small_pool.submit(drain, SMALL))  # before this worker ends: the main thread waits
+
     try:
         with (
             ThreadPoolExecutor(max_workers=small_jobs, thread_name_prefix="file") as small_pool,
             ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
         ):
             pools = (small_pool, big_pool)
-            futures: dict[int, Future[FileOutcome]] = {
-                index: pools[is_big(plan) and not session.settings.jobs_set].submit(_fetch_one, session, records, plan)
-                for index, plan in todo.items()
-            }
+            workers += [small_pool.submit(drain, SMALL) for _ in range(min(queue.small_workers, queue.count(SMALL)))]
+            workers += [big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))]
             try:
-                for index, future in futures.items():
-                    results[index] = _wait(future)
+                done = 0
+                while done < len(workers):  # the list grows while small files wait (see WorkQueue)
+                    try:
+                        workers[done].result(timeout=0.2)  # short: Ctrl-C is heard (a blocking wait swallows it)
+                        done += 1
+                    except TimeoutError:
+                        for _ in range(queue.unstick(time.monotonic())):
+                            workers.append(small_pool.submit(drain, SMALL))
             except KeyboardInterrupt:
-                session.abort()
-                for future in futures.values():
-                    future.cancel()
+                session.abort()  # the workers take no more files once ``cancel`` is set
                 for pool in pools:
                     pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError(INTERRUPTED) from None
@@ -89,11 +110,82 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
     return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
 
 
-def _wait(future: Future[FileOutcome]) -> FileOutcome:
-    # A short timeout keeps the main thread responsive to Ctrl-C (a blocking wait would swallow it).
-    while True:
-        with contextlib.suppress(TimeoutError):
-            return future.result(timeout=0.2)
+SMALL, BIG = "small", "big"  # the two lanes of workers: one stream per file, and parallel ranges (is_big)
+BULK = 1 << 20  # a file this big takes longer to move than to ask for on most links: bandwidth-bound, not latency-bound
+FIRST_WORKERS = 4  # small-lane workers at first without --jobs (more while its files wait on round trips) ...
+GROW_AFTER = 2.0  # ... once their files wait twice as long as sharing the CPU among them would make them, ...
+STUCK = 0.5  # ... or for each file in flight this many seconds
+JUDGED = 8  # the small files whose waits say how many workers the lane needs
+
+
+class WorkQueue:
+    """The files still to start, taken by workers that loop until none is left. The small lane's bulk files (``BULK``
+    and more), largest first, hold at most half its workers while latency-bound ones wait, so bytes and round trips
+    overlap instead of taking turns (a repo lists its shards together: fetched in that order, 16 streams share the
+    bandwidth while the small files wait, then 16 small files wait on round trips while the bandwidth idles).
+    ``grow``: the small lane starts with a few workers and gets more while its files wait on something other than
+    this process's CPU (round trips, a slow server, the disk), up to ``small_workers``: on a near server more threads
+    would only queue for the interpreter (the GIL) and spend CPU handing it over."""
+
+    def __init__(self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False) -> None:
+        self._lock = threading.Lock()
+        largest = sorted(todo.items(), key=lambda item: -(item[1].remote.size or 0))  # stable: listing order after
+        self._big = deque(item for item in largest if split and is_big(item[1]))
+        self._bulk = deque(i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK)
+        self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)  # in listing order
+        self._bulk_busy: set[int] = set()  # the bulk files being fetched
+        self._since: dict[int, float] = {}  # the small lane's files being fetched: since when (monotonic)
+        self._stuck: set[int] = set()  # those of them a worker was added for
+        self.most = small_workers
+        self.small_workers = min(small_workers, FIRST_WORKERS) if grow else small_workers
+        self._waits: deque[float] = deque(maxlen=JUDGED)  # the last small files' waits, each over its own work
+
+    def count(self, lane: str) -> int:
+        return len(self._big) if lane == BIG else len(self._bulk) + len(self._small)
+
+    def take(self, lane: str) -> tuple[int, PlannedFile] | None:
+        """The next file for a worker of ``lane``, or None: the lane is done."""
+        with self._lock:
+            if lane == BIG:
+                return self._big.popleft() if self._big else None
+            if self._bulk and (len(self._bulk_busy) < max(1, self.small_workers // 2) or not self._small):
+                taken = self._bulk.popleft()
+                self._bulk_busy.add(taken[0])
+            elif self._small:
+                taken = self._small.popleft()
+            else:
+                return None
+            self._since[taken[0]] = time.monotonic()
+            return taken
+
+    def done(self, index: int) -> None:
+        with self._lock:
+            self._bulk_busy.discard(index)
+            self._since.pop(index, None)
+
+    def more_workers(self, *, waited: float, worked: float) -> int:
+        """Workers to add to the small lane after one of its small files waited and worked this long. A few workers
+        that only share the CPU each wait a few times their work; a file that waits far longer waits on a round trip
+        (or a disk) that more workers overlap: as many as keep the CPU busy through it (Little's law: the wait over
+        the work, plus one). Judged by the median of the last few files: one slow answer decides nothing."""
+        with self._lock:
+            self._waits.append(waited / worked if worked > 0 else float(self.most))
+            ratio = statistics.median(self._waits)
+            return self._grow(int(ratio) + 1) if ratio > GROW_AFTER * FIRST_WORKERS else 0
+
+    def unstick(self, now: float) -> int:
+        """Workers to add for the small lane's files in flight longer than ``STUCK`` (a slow server, a stall): each
+        waits on something no CPU of ours can hurry, and the files after it need not wait behind it."""
+        with self._lock:
+            stuck = {index for index, since in self._since.items() if now - since > STUCK} - self._stuck
+            self._stuck |= stuck  # each is made up for once
+            return self._grow(self.small_workers + len(stuck))
+
+    def _grow(self, target: int) -> int:
+        """Raise the small lane's workers to ``target`` (at most its most, never more than files are left)."""
+        target = min(self.most, target, self.small_workers + len(self._bulk) + len(self._small))
+        added, self.small_workers = max(0, target - self.small_workers), max(self.small_workers, target)
+        return added
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:

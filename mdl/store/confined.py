@@ -25,13 +25,19 @@ _FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and ou
 
 def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes the missing
-    folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a file where a folder must be."""
-    if create:
+    folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a file where a folder must be.
+    Each folder is opened first and made only when missing: a walk to folders that exist (every one but a run's
+    first) costs one open per level, not a mkdir and an open."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        if not create:
+            raise
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     where = root
     try:
         parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
@@ -39,28 +45,35 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
             raise UnsafePathError(f"{folder} is not inside {root}")
         for name in parts:
             where = where / name
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o777, dir_fd=fd)
-            try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                found = None
-                with contextlib.suppress(OSError):
-                    found = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if found is not None and st.S_ISLNK(found.st_mode):
-                    raise UnsafePathError(
-                        f"{where} is a symbolic link; mdl never follows links inside {root}"
-                    ) from None
-                raise LocalFSError(f"{where} is not a folder") from None
+            child = _open_child(fd, name, where, root, create=create)
             os.close(fd)
             fd = child
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) -> int:
+    """The folder ``name`` in the folder ``fd`` (made when missing and ``create``), never through a link."""
+    for attempt in range(_FRESH_TRIES):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create or attempt == _FRESH_TRIES - 1:  # (removed again each time since made: give up)
+                raise
+            with contextlib.suppress(FileExistsError):  # made by another run since we looked: opened next
+                os.mkdir(name, 0o777, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            found = None
+            with contextlib.suppress(OSError):
+                found = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if found is not None and st.S_ISLNK(found.st_mode):
+                raise UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}") from None
+            raise LocalFSError(f"{where} is not a folder") from None
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

@@ -410,7 +410,7 @@ class Engine:
         if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
             resumed_from = 0
         try:
-            finish_part(job, self.dirs)
+            finish_part(job, self.dirs, record=loaded is not None or state.saved_once)
         except OSError as exc:
             raise LocalFSError(
                 f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror or exc}"

@@ -92,6 +92,7 @@ class DownloadState:
         self.saved_bytes = 0  # bytes on disk that the last saved record claims
         self.saved_fetched = 0  # ``fetched`` when the last record was saved
         self.flushed: list[list[int | None]] | None = None  # a layout whose bytes are on the disk (a durable save's)
+        self.saved_once = False  # this run wrote a record (else only a loaded one may be there)
         self.save_every = min(max(SAVE_BYTES[0], (self.size or 0) // SAVE_SHARE), SAVE_BYTES[1])
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
@@ -223,6 +224,7 @@ class DownloadState:
             if boot is None:
                 os.fdatasync(self.fd)
                 self.flushed = layout
+            self.saved_once = True  # before the write: a failed one may have left its file
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def save_due(self, interval: float) -> bool:
@@ -384,8 +386,9 @@ def discard_partial(job: TransferJob) -> None:
         unlink(job_root(job), path)
 
 
-def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
-    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record names it."""
+def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:
+    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record names it; the resume
+    record removed (``record``: there may be one; a small file's single stream often saved none)."""
     try:
         rename(job_root(job), job.part_path, job.final_path)
     except LocalFSError as exc:
@@ -394,7 +397,8 @@ def finish_part(job: TransferJob, dirs: DirSyncs | None = None) -> None:
         fsync_dir(job.final_path.parent)
     else:
         dirs.add(job.final_path.parent)
-    unlink(job_root(job), job.state_path)
+    if record:
+        unlink(job_root(job), job.state_path)
 
 
 @cache
