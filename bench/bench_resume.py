@@ -140,8 +140,16 @@ def one_pair(
         mark = log.mark()
         started = time.perf_counter()
         # Its own session: a Ctrl-C on our terminal is not its interrupt; ours goes to its pid only.
+        # With Ctrl-C as the default: a shell starting this bench in the background (`nohup … &`) leaves SIGINT
+        # ignored, every child inherits that, and a Python child then never hears the interrupt it is measured on.
         first = subprocess.Popen(
-            argv, env=env, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+            argv,
+            env=env,
+            cwd=run_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         time.sleep(max(0.0, at - (time.perf_counter() - started)))
         early = first.poll() is not None
@@ -152,6 +160,7 @@ def one_pair(
         except subprocess.TimeoutExpired:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
+        early = early or first.returncode == 0  # it finished all the same: the interrupt measured nothing
         log.settle()
         interrupted, _ = log.since(mark)
         second = subprocess.run(argv, env=env, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=err, check=False)

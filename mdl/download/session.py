@@ -150,10 +150,13 @@ class PullSession:
         self.client.close()
 
     def abort(self) -> None:
-        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``)."""
+        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``). The
+        sockets are shut down before the engines close their answers: a closed answer's socket has no descriptor left
+        to shut down, and a read already waiting on it would wait on (and the server go on sending) until data came."""
+        self.cancel.set()  # first: a stream woken by the shutdown stops instead of retrying
+        self.transport.abort()
         self.engine.abort()
         self.mirror_engine.abort()
-        self.transport.abort()
 
     @cached_property
     def token(self) -> str | None:

@@ -239,6 +239,9 @@ class WireStream(httpcore2.NetworkStream):
         self._inner.write(buffer, timeout=_cut(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
+        if self._sock is not None:  # wakes a read another thread waits in: a bare close() leaves it waiting for data
+            with suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         self._inner.close()
 
     def start_tls(

@@ -286,3 +286,37 @@ def test_abort_wakes_a_read_waiting_on_a_tls_connection(tmp_path: Path) -> None:
             assert time.monotonic() - started < 10  # woken by the abort, not by the 30 s timeout
     finally:
         server.stop()
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("raw", [False, True])
+def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream's failure closes its file's other answers from its own thread (and Ctrl-C may find a socket already
+    closed): closing must wake a read another thread waits in, whichever reader, not leave it waiting for data."""
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 62)
+    with CdnServer() as cdn, make_client(pool_size=1, timeout=30) as client:
+        url = cdn.add_file("/w.bin", make_data(3_000_000, seed=53))
+        cdn.faults.add(Fault.stall(after_bytes=1000))  # headers and a little, then silence until the server stops
+        with follow(client, url, credentials=Credentials(), what="f", headers={"Range": "bytes=0-"}) as response:
+            span = promised(response, what="f")
+            assert (raw_socket(response, span) is not None) == raw
+            stream = response.extensions["network_stream"]
+            assert isinstance(stream, WireStream)
+            failures: list[BaseException] = []
+
+            def read() -> None:
+                try:
+                    for _ in read_body(response, span, encoded=False, what="f"):
+                        pass
+                except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                    failures.append(exc)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            stream.close()
+            reader.join(10)
+            assert not reader.is_alive()
+            assert time.monotonic() - started < 3  # woken by the close, not by the 30 s timeout
+            assert failures  # the body was cut short: an error, never a quiet end

@@ -1,0 +1,56 @@
+"""Ctrl-C in a pull session: every stream stops at once, whatever its read is waiting on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from runfixtures import transfer_job
+from servers import CdnServer, Fault, make_data
+
+from mdl.catalog.settings import build_settings
+from mdl.download.puller import PullSession
+from mdl.errors import InterruptedByUserError
+from mdl.progress import NullProgress
+
+
+@pytest.mark.realtime
+def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path: Path) -> None:
+    """The server sends a little of each range, then nothing. The session's abort must shut the sockets down before
+    the engines close their answers: a closed answer's socket has no descriptor left to shut down, and a read already
+    waiting on it would wait for the stall timeout (30 s here) with the connection held open."""
+    data = make_data(8_000_000, seed=52)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.stall(after_bytes=100_000))  # every answer: headers, a little body, then silence
+    settings = build_settings(environ={}, dest=tmp_path, connections=4, stall_timeout=30, timeout=30)
+    session = PullSession(settings, progress=NullProgress(), cancel=threading.Event())
+    job = transfer_job(tmp_path, url, data)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            session.engine.fetch(job)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while len(cdn.log) < 2 and time.monotonic() < deadline:  # streams started and waiting on the silence
+            time.sleep(0.05)
+        time.sleep(0.3)
+        aborted = time.monotonic()
+        session.abort()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - aborted < 3  # woken by the shutdown, not by the 30 s stall timeout
+        (error,) = errors
+        assert isinstance(error, InterruptedByUserError)
+        assert not job.final_path.exists()
+    finally:
+        session.abort()
+        thread.join(35)
+        session.close()
