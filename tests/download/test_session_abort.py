@@ -32,7 +32,7 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
     def run() -> None:
         try:
             session.engine.fetch(job)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
     thread = threading.Thread(target=run)

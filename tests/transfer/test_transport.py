@@ -308,7 +308,7 @@ def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch:
                 try:
                     for _ in read_body(response, span, encoded=False, what="f"):
                         pass
-                except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                except BaseException as exc:  # handed to the test thread
                     failures.append(exc)
 
             reader = threading.Thread(target=read)
