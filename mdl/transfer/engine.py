@@ -27,7 +27,6 @@ from mdl.transfer.resume import (
     HASH_BLOCK,
     DownloadState,
     Loaded,
-    boot_id,
     discard_partial,
     finish_part,
     job_root,
@@ -294,7 +293,6 @@ class Engine:
                     if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher, not every chunk
                         state.lock.notify_all()
                     save = state.save_due(self.config.checkpoint_interval)
-                    save = save and not (state.background and boot_id() is None)
             offset += written
             self.progress.advance(job.label, counted)
             self.check_stop(state)  # after the write: a Ctrl-C keeps (and records) every byte that had arrived
@@ -302,7 +300,9 @@ class Engine:
                 self.limiter.consume(written, self.cancel)
             if complete and piece.end != piece.asked and state.free_after(piece) is None:
                 return True  # its answer runs on, but the bytes after are another stream's (its answer has begun)
-            if save:  # cheap (no flush): from the stream itself; a durable one only from the keeper thread
+            if save and state.background:  # the keeper writes it: a stream never waits on a rename or a flush
+                state.save_wanted.set()
+            elif save:  # a lone stream (a small file) saves its own, cheap (no flush where there is a boot id)
                 state.save()
             return False
 

@@ -106,7 +106,8 @@ class DownloadState:
         self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
-        self.background = False  # a keeper thread saves the record (the streams need not stop for fdatasync)
+        self.background = False  # a keeper thread saves the record: the streams never wait on the disk's journal
+        self.save_wanted = threading.Event()  # a stream found a save due: the keeper writes it now
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
         # No hash will check the result: a request continuing bytes another answer wrote first repeats some of them
         # (engine rule 15)
@@ -428,9 +429,16 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:
+        nudged = time.monotonic()
         try:
-            while not done.wait(WRITEBACK_EVERY):
-                start_writeback(state.fd)
+            while True:
+                state.save_wanted.wait(WRITEBACK_EVERY)  # a save a stream found due, or the next nudge
+                state.save_wanted.clear()
+                if done.is_set():
+                    return
+                if (now := time.monotonic()) - nudged >= WRITEBACK_EVERY:
+                    start_writeback(state.fd)
+                    nudged = now
                 on_disk = state.on_disk()
                 with state.lock:
                     due = state.save_due(checkpoint)
@@ -460,6 +468,7 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
             yield
         finally:
             done.set()
+            state.save_wanted.set()  # the keeper ends now
             state.background = False  # the streams have ended
             with lock:
                 lock.notify_all()  # the hashing thread may be waiting for more

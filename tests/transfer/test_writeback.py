@@ -18,7 +18,7 @@ from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.resume import start_writeback
+from mdl.transfer.resume import DownloadState, start_writeback
 
 
 @pytest.fixture
@@ -87,6 +87,34 @@ def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.
     assert not problems, problems
     assert job.final_path.read_bytes() == data
     assert saved and max(saved) > 0
+
+
+def test_the_keeper_writes_every_record_the_streams_find_due(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that finds a save due (here by bytes: every MiB, the floor of 2% of the file) only asks: the keeper
+    thread writes the record, so no stream waits on a rename or a flush while the disk is busy; and it writes it at
+    once, not at its next writeback nudge (a kill -9 must lose under 5% of the file)."""
+    data = make_data(12_000_000, seed=83)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 3_000_000
+    job = transfer_job(tmp_path, url, data)
+    savers: list[str] = []
+    save = DownloadState.save
+
+    def recorded(state: DownloadState, *, durable: bool = False) -> None:
+        savers.append(threading.current_thread().name)
+        save(state, durable=durable)
+
+    monkeypatch.setattr(DownloadState, "save", recorded)
+    monkeypatch.setattr("mdl.transfer.resume.WRITEBACK_EVERY", 60.0)  # no nudge: only the streams' asks wake it
+    config = EngineConfig(
+        connections=2, retry=RetryPolicy(retries=0), split_threshold=64 * 1024, checkpoint_interval=60.0
+    )
+    Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
+    assert job.final_path.read_bytes() == data
+    assert sum(name.startswith("keep:") for name in savers) >= 8  # one per MiB of the 12 MB, each by bytes
+    assert not [name for name in savers if name.startswith("get:")]  # never a stream (the set-up saves before them)
 
 
 def test_writeback_of_a_file_is_harmless(tmp_path: Path) -> None:
