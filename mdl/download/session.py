@@ -154,9 +154,11 @@ class PullSession:
         sockets are shut down before the engines close their answers: a closed answer's socket has no descriptor left
         to shut down, and a read already waiting on it would wait on (and the server go on sending) until data came."""
         self.cancel.set()  # first: a stream woken by the shutdown stops instead of retrying
-        self.transport.abort()
-        self.engine.abort()
-        self.mirror_engine.abort()
+        try:
+            self.transport.abort()
+        finally:  # whatever happened there, the engines still close every answer
+            self.engine.abort()
+            self.mirror_engine.abort()
 
     @cached_property
     def token(self) -> str | None:

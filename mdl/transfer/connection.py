@@ -197,9 +197,7 @@ class WireStream(httpcore2.NetworkStream):
     timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at every read); while a header block
     is awaited every call is cut to the request's budget. TLS inside a proxy's TLS is left to httpcore2's stream."""
 
-    def __init__(
-        self, inner: httpcore2.NetworkStream, *, layers: int, live: weakref.WeakSet[WireStream], handshake: float
-    ) -> None:
+    def __init__(self, inner: httpcore2.NetworkStream, *, layers: int, live: LiveStreams, handshake: float) -> None:
         self._inner, self._layers, self._live = inner, layers, live  # layers 0: TCP, 1: TLS, 2: TLS inside TLS
         self.handshake = handshake  # seconds its connect (and TLS) took: what opening another one would cost
         sock = inner.get_extra_info("socket")
@@ -256,10 +254,27 @@ class WireStream(httpcore2.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+class LiveStreams:
+    """The run's open connections, for Ctrl-C to shut down: threads add the ones they open while another lists them
+    (a bare WeakSet raises "changed size during iteration" at exactly that moment)."""
+
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[WireStream] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, stream: WireStream) -> None:
+        with self._lock:
+            self._streams.add(stream)
+
+    def snapshot(self) -> list[WireStream]:
+        with self._lock:
+            return list(self._streams)
+
+
 class WireBackend(httpcore2.NetworkBackend):
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
-        self.live: weakref.WeakSet[WireStream] = weakref.WeakSet()
+        self.live = LiveStreams()
 
     def connect_tcp(
         self,
@@ -430,7 +445,7 @@ class NetTransport:
 
     def abort(self) -> None:
         """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
-        for stream in list(self._backend.live):
+        for stream in self._backend.live.snapshot():
             sock = stream.get_extra_info("socket")
             if isinstance(sock, socket.socket):
                 with suppress(OSError):  # the fd's shutdown, not SSLSocket's unwrap: a waiting read wakes at EOF

@@ -9,9 +9,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -21,7 +23,14 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.transfer import Credentials, NetTransport, follow, make_client
 from mdl.transfer.body import RAW_LEAST, promised, raw_socket, read_body
-from mdl.transfer.connection import WireStream, httpx2_errors, proxy_for, set_body_deadline, set_read_timeout
+from mdl.transfer.connection import (
+    LiveStreams,
+    WireStream,
+    httpx2_errors,
+    proxy_for,
+    set_body_deadline,
+    set_read_timeout,
+)
 
 DATA = make_data(50_000, seed=38)
 
@@ -320,3 +329,35 @@ def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch:
             assert not reader.is_alive()
             assert time.monotonic() - started < 3  # woken by the close, not by the 30 s timeout
             assert failures  # the body was cut short: an error, never a quiet end
+
+
+def test_ctrl_c_can_list_the_connections_while_threads_open_more() -> None:
+    """Ctrl-C lists the open connections while streams are still connecting: the list never fails for that (a bare
+    WeakSet raises "Set changed size during iteration", and the interrupt became an internal error)."""
+
+    class Opened:  # stands for a WireStream: the set only keeps weak references to what it is given
+        pass
+
+    live = LiveStreams()
+    kept: list[Any] = []
+    stop = threading.Event()
+
+    def connect() -> None:  # connections open and close (a closed one leaves the set) while Ctrl-C lists them
+        recent: deque[Any] = deque(maxlen=200)
+        while not stop.is_set():
+            recent.append(Opened())
+            live.add(recent[-1])
+        kept.extend(recent)
+
+    openers = [threading.Thread(target=connect) for _ in range(4)]
+    for thread in openers:
+        thread.start()
+    try:
+        for _ in range(3000):
+            live.snapshot()
+    finally:
+        stop.set()
+        for thread in openers:
+            thread.join()
+    listed = live.snapshot()  # every connection still open, and only those
+    assert len(listed) == len(kept) > 0 and {id(s) for s in listed} == {id(s) for s in kept}
