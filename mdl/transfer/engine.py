@@ -282,7 +282,7 @@ class Engine:
                     if not span.ranged:  # a whole body longer than the file we expect
                         raise size_differs(state, offset + len(chunk))
                     chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
-                written = os.pwrite(fd, chunk, offset) if len(chunk) else 0
+                written = write_at(fd, chunk, offset)
                 if written:
                     state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier's ours
                 with state.lock:
@@ -501,6 +501,18 @@ class Engine:
         with state.lock:  # a resume down to a few big pieces still uses every connection
             spread(state.pieces, connections=connections, least=MIN_PIECE)
         return True
+
+
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what stopped it (a
+    full disk). Kept short, the rest of the chunk would be lost and the next one written where it should have been."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if written == 0:
+            raise OSError(errno.EIO, f"wrote nothing at byte {offset + done}")
+        done += written
+    return done
 
 
 def repeated(state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int) -> bytes | memoryview:

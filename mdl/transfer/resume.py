@@ -27,6 +27,7 @@ log = logging.getLogger("mdl.transfer")
 STATE_VERSION = 1
 STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
+DURABLE_EVERY = 30.0  # seconds between flushed records of a big download: what a crash of the machine may lose at most
 SAVE_SHARE = 50  # a record is saved once 1/this of the file more is on disk, however soon (a kill -9 loses < 5%) ...
 SAVE_BYTES = (1 * MiB, 32 * MiB)  # ... but not for less than the first nor waiting for more than the second
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
@@ -429,7 +430,7 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:
-        nudged = time.monotonic()
+        nudged = flushed = time.monotonic()
         try:
             while True:
                 state.save_wanted.wait(WRITEBACK_EVERY)  # a save a stream found due, or the next nudge
@@ -443,7 +444,10 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 with state.lock:
                     due = state.save_due(checkpoint)
                 if due and on_disk > state.saved_bytes:
-                    state.save()
+                    # Cheap saves are lost with the machine: now and then one waits for the disk, so a crash keeps it.
+                    durable = now - flushed >= DURABLE_EVERY
+                    state.save(durable=durable)
+                    flushed = now if durable else flushed
         except BaseException:
             with contextlib.suppress(Exception):
                 on_failure()
