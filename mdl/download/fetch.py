@@ -134,7 +134,7 @@ class WorkQueue:
         self._bulk = deque(i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK)
         self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)  # in listing order
         self._bulk_busy: set[int] = set()  # the bulk files being fetched
-        self._since: dict[int, float] = {}  # the small lane's files being fetched: since when (monotonic)
+        self._since: dict[int, float] = {}  # the small (latency-bound) files being fetched: since when
         self._stuck: set[int] = set()  # those of them a worker was added for
         self.most = small_workers
         self.small_workers = min(small_workers, FIRST_WORKERS) if grow else small_workers
@@ -153,9 +153,9 @@ class WorkQueue:
                 self._bulk_busy.add(taken[0])
             elif self._small:
                 taken = self._small.popleft()
+                self._since[taken[0]] = time.monotonic()  # latency-bound: how long it waits says more workers help
             else:
                 return None
-            self._since[taken[0]] = time.monotonic()
             return taken
 
     def done(self, index: int) -> None:
@@ -193,8 +193,12 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     entry = recorded(session.store, plan.remote)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
     sha256 = entry.sha256 if entry is not None else plan.remote.sha256
-    verified = bool(plan.remote.sha256 or plan.remote.git_oid) or (entry is not None and entry.verified)
-    return done_outcome(plan, Action.SKIP, size=size, sha256=sha256, verified=verified)
+    return done_outcome(plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry))
+
+
+def _verified_as_kept(remote: RemoteFile, entry: FileRecord | None) -> bool:
+    """Whether a file kept on disk is verified: it matches a known hash, or is as verified as when it was recorded."""
+    return bool(remote.sha256 or remote.git_oid) or (entry is not None and entry.verified)
 
 
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
@@ -259,8 +263,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
         entry = recorded(session.store, remote)
         if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid):
             session.layout.link(plan.placement)
-            # the same bytes as a known hash, or as recorded: then as verified as they were when recorded
-            verified = bool(remote.sha256 or remote.git_oid) or (entry is not None and entry.verified)
+            verified = _verified_as_kept(remote, entry)
             record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified)
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)

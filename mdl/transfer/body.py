@@ -89,7 +89,7 @@ def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str
     sock = None if encoded else raw_socket(response, span)
     if sock is not None and limit is not None:
         first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
-        rest = _received(sock, _buffer(), limit - len(first), response.request, pace=pace_of(response))
+        rest = _received(sock, read_buffer(), limit - len(first), response.request, pace=pace_of(response))
         body = itertools.chain([first], rest)
     if limit is None:
         yield from body
@@ -114,9 +114,6 @@ def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[
             f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
             f"is corrupt: {exc}"
         ) from exc
-
-
-_buffer = read_buffer  # the thread's one buffer: the parser's reads copy out of it, raw reads are views of it
 
 
 def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:

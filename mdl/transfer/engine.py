@@ -283,8 +283,7 @@ class Engine:
                         raise size_differs(state, offset + len(chunk))
                     chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
                 written = write_at(fd, chunk, offset)
-                if written:
-                    state.hasher.offer(offset, memoryview(chunk)[:written])  # before `done` moves: the frontier's ours
+                state.hasher.offer(offset, chunk)  # before `done` moves: the frontier's ours
                 with state.lock:
                     counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
                     piece.done += counted

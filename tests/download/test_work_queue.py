@@ -116,3 +116,13 @@ def test_files_stuck_in_flight_get_workers_for_the_files_behind_them(tmp_path: P
     assert work.unstick(time.monotonic() + STUCK + 1) == 3  # three files held (a slow server): three more workers
     assert work.small_workers == FIRST_WORKERS + 3
     assert work.unstick(time.monotonic() + STUCK + 2) == 0  # the same three: made up for once
+
+
+def test_bulk_files_in_flight_are_never_stuck(tmp_path: Path) -> None:
+    """A bulk file takes long because of its bytes, not a round trip: one in flight past ``STUCK`` adds no worker
+    (it grew the small lane to its most at 0 ms, where more threads only queue for the interpreter)."""
+    work = queue(tmp_path, [8 * BULK, 4 * BULK, 100, 100], small_workers=8, grow=True)
+    assert [take(work, SMALL), take(work, SMALL)] == [0, 1]  # the two bulk files, largest first
+    assert work.unstick(time.monotonic() + STUCK + 1) == 0
+    assert take(work, SMALL) == 2  # a small one in flight that long does get one
+    assert work.unstick(time.monotonic() + STUCK + 1) == 1

@@ -17,8 +17,8 @@ from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
-from mdl.transfer.body import RAW_LEAST, _buffer, _received, promised, raw_socket
-from mdl.transfer.connection import WireStream
+from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket
+from mdl.transfer.connection import WireStream, read_buffer
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.resume import Hasher
 
@@ -60,7 +60,7 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
         assert isinstance(stream, WireStream)
         body = resp.iter_raw()  # kept: a dropped iterator closes its connection
         first = next(body, b"")  # what the parser holds past the headers
-        rest = b"".join(bytes(v) for v in _received(stream, _buffer(), len(data) - 10 - len(first), resp.request))
+        rest = b"".join(bytes(v) for v in _received(stream, read_buffer(), len(data) - 10 - len(first), resp.request))
         assert first + rest == data[10:]
     with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
@@ -77,7 +77,7 @@ def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, cl
         assert stream is not None
         stream.close()  # as Ctrl-C's close of every response does
         with pytest.raises(httpx2.ReadError):
-            list(_received(stream, _buffer(), len(data), resp.request))
+            list(_received(stream, read_buffer(), len(data), resp.request))
 
 
 class ChunkedWithLength:
