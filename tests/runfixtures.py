@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
 from mdl.progress import Event, Progress
 from mdl.transfer import Identity, TransferJob
+from mdl.transfer.connection import Proxy, route_table
 from mdl.transfer.http import Credentials
 
 # The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
@@ -256,3 +258,23 @@ def transfer_job(
         source=url,
         **more,
     )
+
+
+def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
+    """The proxy ``url`` goes through (None: direct), as httpx2 matches the mounts mdl builds from ``environ``:
+    each route answers with the proxy it stands for, so the test asks httpx2 itself, not a copy of its rules."""
+
+    def route(proxy: Proxy | None) -> httpx2.MockTransport:
+        return httpx2.MockTransport(lambda _: httpx2.Response(204, extensions={"proxy": proxy}))
+
+    mounts = {pattern: route(proxy) for pattern, proxy in route_table(environ).items()}
+    with httpx2.Client(transport=route(None), mounts=mounts, trust_env=False) as client:
+        chosen: Proxy | None = client.get(url).extensions["proxy"]
+    return chosen
+
+
+def bypasses(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` sends ``host:port`` direct."""
+    shown = f"[{host}]" if ":" in host else host
+    environ = {"http_proxy": "http://proxy.invalid", "no_proxy": no_proxy}
+    return proxy_for(f"http://{shown}:{port}/", environ) is None

@@ -134,25 +134,6 @@ def route_table(environ: Mapping[str, str]) -> dict[str, Proxy | None]:
     return table
 
 
-def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through (None: direct), as httpx2 matches the run's mounts."""
-
-    def route(proxy: Proxy | None) -> httpx2.MockTransport:
-        return httpx2.MockTransport(lambda _: httpx2.Response(204, extensions={"proxy": proxy}))
-
-    mounts = {pattern: route(proxy) for pattern, proxy in route_table(environ).items()}
-    with httpx2.Client(transport=route(None), mounts=mounts, trust_env=False) as client:
-        chosen: Proxy | None = client.get(url).extensions["proxy"]
-    return chosen
-
-
-def bypasses(host: str, port: int, no_proxy: str) -> bool:
-    """Whether ``no_proxy`` sends ``host:port`` direct (a test of the mounts NO_PROXY makes)."""
-    shown = f"[{host}]" if ":" in host else host
-    environ = {"http_proxy": "http://proxy.invalid", "no_proxy": no_proxy}
-    return proxy_for(f"http://{shown}:{port}/", environ) is None
-
-
 READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 

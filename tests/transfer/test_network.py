@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx2
 import pytest
 from hostile import ForwardProxy, SilentServer
-from runfixtures import mdl, use_catalog
+from runfixtures import bypasses, mdl, proxy_for, use_catalog
 from servers import CdnServer, HubServer, make_data
 
 from mdl.errors import NetworkError
 from mdl.transfer import Credentials, RetryPolicy, follow, make_client
-from mdl.transfer.connection import Proxy, bypasses, proxy_for
+from mdl.transfer.connection import Proxy
 
 DATA = make_data(100_000, seed=21)
 

@@ -8,8 +8,8 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runfixtures import bypasses
 
-from mdl.transfer.connection import bypasses
 from mdl.transfer.headers import (
     MAX_DIGITS,
     ContentRangeError,

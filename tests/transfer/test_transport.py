@@ -19,6 +19,7 @@ import httpcore2
 import httpx2
 import pytest
 from hostile import ForwardProxy, ScratchCA, TlsCdn
+from runfixtures import proxy_for
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer import Credentials, NetTransport, follow, make_client
@@ -27,7 +28,6 @@ from mdl.transfer.connection import (
     LiveStreams,
     WireStream,
     httpx2_errors,
-    proxy_for,
     set_body_deadline,
     set_read_timeout,
 )
