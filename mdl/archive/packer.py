@@ -390,8 +390,13 @@ class PackResult:
     def to_json(self) -> dict[str, Any]:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
-        doc["skipped"] = [asdict(left) for left in (*self.skipped, *self.left_out)]
+        doc["skipped"] = skipped_entries(self.skipped, self.left_out)
         return doc | {"files": [f.to_json() for f in self.files], "folders": [*self.folders], "notes": [*self.notes]}
+
+
+def skipped_entries(passed_over: tuple[LeftOut, ...], left_out: tuple[LeftOut, ...]) -> list[dict[str, Any]]:
+    """What is not in the archive, as the manifest and ``--json`` both list it: checkpoints passed over, then files."""
+    return [asdict(left) for left in (*passed_over, *left_out)]
 
 
 def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:
@@ -458,7 +463,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "run": run_real.name,
         "checkpoint": selection.checkpoint,
         "reason": selection.reason,
-        "skipped": [{"checkpoint": s.checkpoint, "reason": s.reason} for s in selection.skipped],
+        "skipped": skipped_entries(selection.skipped, tuple(left_out)),
         "metric": selection.metric,
         "profile": options.profile,
         "with_logs": options.with_logs,

@@ -76,8 +76,12 @@ def pack_cmd(
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
     chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-    verb = "would write" if dry_run else "wrote"
-    run.console.info(f"{verb} {doc['archive']} ({human_size(doc.get('size'))}, {len(doc['files'])} files); {chosen}")
+    count = f"{len(doc['files'])} file{'' if len(doc['files']) == 1 else 's'}"
+    if dry_run:  # the archive's own size is known once written; what goes in is known now
+        content = human_size(sum(f["size"] for f in doc["files"]))
+        run.console.info(f"would write {doc['archive']} ({count}, {content} before compression); {chosen}")
+    else:
+        run.console.info(f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}); {chosen}")
 
 
 @command(where=())

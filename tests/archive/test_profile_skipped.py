@@ -12,6 +12,7 @@ from runfixtures import mdl as run_mdl
 
 import mdl
 from mdl.archive.packer import DENY_REASON, RUN_LEVEL_REASON
+from mdl.units import human_size
 
 
 @pytest.fixture
@@ -88,3 +89,23 @@ def test_kohya_state_folders_are_listed(tmp_path: Path, monkeypatch: pytest.Monk
         "style-000001-state/": DENY_REASON,
         "style-000002-state/": DENY_REASON,
     }
+
+
+def test_the_manifest_lists_what_was_left_out_as_the_json_does(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp.zip"
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("exp/mdl-manifest.json"))
+    assert manifest["skipped"] == json.loads(result.stdout)["skipped"]
+    assert "checkpoint-500/optimizer.pt" in _left_out(manifest)
+
+
+def test_a_dry_run_says_how_many_files_and_bytes_would_go_in(run_dir: Path) -> None:
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    doc = mdl.pack(run_dir, checkpoint="latest", dry_run=True).to_json()
+    content = sum(f["size"] for f in doc["files"])
+    line = next(x for x in result.stderr.splitlines() if "would write " in x)
+    assert f"({len(doc['files'])} files, {human_size(content)} before compression)" in line
+    assert "?" not in line
