@@ -37,6 +37,7 @@ class MdlError(Exception):
         # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
         self.status: int | None = None
         self.server_text: str | None = None
+        self.fetched = 0  # bytes a download wrote before it failed (its log line says so; they are kept for resume)
 
     def __init_subclass__(cls, *, kind: str | None = None, code: ExitCode | None = None) -> None:
         super().__init_subclass__()

@@ -170,6 +170,7 @@ def failed(
         server_text=server_text,
         hint=exc.hint,
         kind=exc.kind,
+        fetched=exc.fetched,
     )
 
 

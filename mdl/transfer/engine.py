@@ -397,7 +397,9 @@ class Engine:
                     hint="the source changed or is corrupt; the partial file was removed",
                 ) from None
             raise
-        except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
+        except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
+            if isinstance(exc, MdlError):
+                exc.fetched += state.fetched
             with contextlib.suppress(OSError):
                 if state.on_disk() > 0:
                     state.save(durable=True)  # keep what we have for the next run

@@ -99,6 +99,18 @@ def test_a_failure_keeps_status_and_sanitised_server_text(setup: dict[str, objec
     assert lines["plain"]["action"] == "downloaded"
 
 
+def test_a_failed_file_says_how_many_bytes_it_fetched_before_it_failed(setup: dict[str, object]) -> None:
+    cdn = setup["cdn"]
+    assert isinstance(cdn, CdnServer)
+    cdn.faults.add(Fault.reset(after_bytes=20_000, path_prefix="/files/broken.bin", times=None))
+    result = mdl("pull", "broken", "--no-progress")
+    assert result.exit_code == 5, result.stderr
+    (line,) = file_lines(setup["log"])  # type: ignore[arg-type]
+    assert line["action"] == "failed" and line["retries"] == "3"
+    # Four answers cut after 20,000 bytes each, each resumed where the last stopped: every byte kept is counted.
+    assert int(line["fetched"]) == 4 * 20_000
+
+
 def test_file_line_round_trips_awkward_values() -> None:
     outcome = FileOutcome(
         model="m",
