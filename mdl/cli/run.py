@@ -501,6 +501,7 @@ _KIND_WORDS = {
     "network": "network error",
     "hub_reply": "bad reply from the Hub",
     "token_leak": "token refused",
+    "web_page": "a web page, not the file",
     "integrity": "integrity error",
     "filesystem": "local filesystem error",
     "no_space": "no space",

@@ -157,3 +157,10 @@ def test_a_mirror_answering_a_web_page_is_passed_over_for_the_hub(
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "models" / "m" / "x.gguf").read_bytes() == WEIGHTS
     assert "mdl: warning: " in result.stderr and "web page" in result.stderr, result.stderr
+
+
+def test_the_summary_gives_a_web_page_as_the_reason(world: HubServer, cdn: CdnServer) -> None:
+    page = cdn.add_file("/a/model.onnx", PAGE, content_type="application/xhtml+xml")
+    result = mdl("get", page, "hf://org/repo/config.json", "-d", "out")
+    assert result.exit_code == 5, result.stderr
+    assert "1 file failed: model.onnx (a web page, not the file)" in result.stderr, result.stderr
