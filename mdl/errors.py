@@ -81,6 +81,10 @@ class HubReplyError(NetworkError, kind="hub_reply"):
     """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a bad commit id."""
 
 
+class WebPageError(NetworkError, kind="web_page"):
+    """A web page (HTML) where a model file was asked: a login wall, or the Hub's page of the file."""
+
+
 class TokenLeakError(MdlError, kind="token_leak", code=ExitCode.NETWORK):
     """A request would have carried the Hub token to another origin; refused before anything was sent."""
 

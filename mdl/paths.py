@@ -163,6 +163,18 @@ def url_basename(url: str, *, where: str) -> str:
     return safe_relative_path(name, where=where)
 
 
+# What model files are named: pickles and tensor formats (pack stores them as they are), and archives of models.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"})
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"})
+MODEL_FILE_SUFFIXES = PICKLE_SUFFIXES | WEIGHT_SUFFIXES | {".zip"}
+
+
+def names_model_file(url: str) -> bool:
+    """Whether the URL's last path segment is named as a model file is (``x.gguf``, ``model.safetensors``)."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).lower()
+    return "." in name and name[name.rindex(".") :] in MODEL_FILE_SUFFIXES
+
+
 def is_http_url(value: str) -> bool:
     """True for an absolute http(s) URL with a host and no whitespace or control characters."""
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
-from mdl.paths import shown_path
+from mdl.paths import parse_hf_uri, shown_path
 from mdl.redact import safe_text
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that failed for the
@@ -42,6 +43,7 @@ class FileOutcome:
     word: str | None = None  # what people read instead of ``action`` ("re-downloaded", "replaced")
     # False: fetched, but no hash checked it and it did not come whole in one answer (engine rule 15); None: not known
     verified: bool | None = None
+    within: str | None = None  # get: the folder a whole Hub repo went into (its stdout names it, not each file)
 
     @property
     def label(self) -> str:
@@ -63,6 +65,17 @@ class FileOutcome:
     @property
     def failing(self) -> bool:  # ``missing``: verify found it not on this disk (exit 4, "not found")
         return self.action in ("failed", "missing")
+
+    @property
+    def hub_repo(self) -> str | None:
+        """``[datasets/|spaces/]owner/name`` of a Hub file (its ``source`` an ``hf://``), else None."""
+        if not (self.source or "").startswith("hf://"):
+            return None
+        try:
+            uri = parse_hf_uri(str(self.source))
+        except MdlError:
+            return None
+        return f"{'' if uri.repo_type == 'model' else uri.repo_type + 's/'}{uri.repo}"
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
@@ -119,6 +132,26 @@ class RunReport:
         if found is None:
             raise UsageError(f"{model}: its files are not in one folder; use each file's dest")
         return found
+
+
+def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, int]]:
+    """The failures to tell people, in order, each with how many more were folded into it: a Hub repo that refuses
+    access (a gated or private repo, a refused token) refuses every file of it alike, so that is said once."""
+    shown: list[tuple[FileOutcome, int]] = []
+    first: dict[tuple[str, str | None], int] = {}  # (repo, hint) → its line in ``shown``
+    for outcome in outcomes:
+        if not outcome.failing:
+            continue
+        repo = outcome.hub_repo if outcome.exit_code == ExitCode.AUTH else None
+        key = (repo or "", outcome.hint)
+        if repo is not None and key in first:
+            said, more = shown[first[key]]
+            shown[first[key]] = (said, more + 1)
+            continue
+        if repo is not None:
+            first[key] = len(shown)
+        shown.append((outcome, 0))
+    return shown
 
 
 def folder(outcome: FileOutcome) -> Path | None:

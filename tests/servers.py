@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from functools import cached_property
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -1359,6 +1360,10 @@ class HubServer(LoopbackServer):
             segs = segs[1:]
         if "resolve" in segs[1:3]:
             self._route_resolve(ex, repo_type, segs)
+            return
+        if "blob" in segs[1:3]:  # the Hub's web page of a file: HTML, whatever the file is
+            page = f"<!doctype html><html><head><title>{escape(ex.path)}</title></head><body>a file</body></html>"
+            ex.send_bytes(200, page.encode(), content_type="text/html; charset=utf-8")
             return
         self._error(ex, 404, None, "Not found")
 

@@ -16,7 +16,7 @@ from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_in
 from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
 from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_archive, write_stdout_archive
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.paths import reserved_by_mdl
+from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
 from mdl.progress import ArchiveProgress, Progress
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
@@ -36,12 +36,10 @@ LOG_PATTERNS = ("*.log", "progress.json", "metrics*.json", "trainer_state.json",
 LOG_FOLDER, EVENTS_FOLDER, EVENTS_PREFIX = "logs", "runs", "events.out.tfevents."
 _LOGS_LOOKED_FOR = f"{', '.join(LOG_PATTERNS)} at its top, {LOG_FOLDER}/, {EVENTS_FOLDER}/**/{EVENTS_PREFIX}*"
 _SHOWN_LOGS = 8
-_PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"})
-_WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"})
 # Tensors, pickles and what is compressed already are stored: deflate saves ~7-8 % on fp16/fp32 weights at
 # 40-120x the time (measured).
 _COMPRESSED = frozenset({".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".webp"})
-STORED_SUFFIXES = _PICKLE_SUFFIXES | _WEIGHT_SUFFIXES | _COMPRESSED
+STORED_SUFFIXES = PICKLE_SUFFIXES | WEIGHT_SUFFIXES | _COMPRESSED
 _TOKENIZER_NAMES = frozenset(
     {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "merges.txt"}
     | {"spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "chat_template.jinja"}
@@ -73,8 +71,8 @@ def role_of(arcname: str) -> str:
     logs = arcname.startswith("logs/") or name == "trainer_state.json" or name.startswith("events.out.tfevents.")
     roles = (
         (logs or _matches(name, LOG_PATTERNS), "logs"),
-        (suffix in _PICKLE_SUFFIXES, "pickle"),
-        (suffix in _WEIGHT_SUFFIXES, "weights"),
+        (suffix in PICKLE_SUFFIXES, "pickle"),
+        (suffix in WEIGHT_SUFFIXES, "weights"),
         (name in _TOKENIZER_NAMES or name.startswith("vocab."), "tokenizer"),
         (suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md", "config"),
     )

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -473,9 +473,12 @@ def render_report(run: Run, report: Any, *, verb: str, rows_shown: bool = False)
     # once per model (a kept model's files share its warning), in the order they happened
     for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
         run.console.warn(warning)
-    for f in report.files:
-        if f.failing:  # the one place a failure is shown: progress displays stay silent
-            run.file_error(f)
+    # the one place a failure is shown (progress displays stay silent); a refusing Hub repo once, not once a file
+    from mdl.report import once_per_repo  # (as model_folders: not for --help)
+
+    for f, more in once_per_repo(report.files) if run.events is None else [(f, 0) for f in report.files if f.failing]:
+        told = f"{f.error or f.label + ': failed'} (and {_plural(more, 'more file')} of {f.hub_repo})"
+        run.file_error(replace(f, error=told) if more else f)
     seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
@@ -498,6 +501,7 @@ _KIND_WORDS = {
     "network": "network error",
     "hub_reply": "bad reply from the Hub",
     "token_leak": "token refused",
+    "web_page": "a web page, not the file",
     "integrity": "integrity error",
     "filesystem": "local filesystem error",
     "no_space": "no space",
@@ -586,5 +590,8 @@ def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
 
 
 def fetched_paths(outcomes: Sequence[FileOutcome]) -> list[str]:
-    """Each file ``get`` has (fetched, or skipped as the same file), in order: its stdout."""
-    return [f.dest for f in outcomes if f.dest is not None and f.exit_code == 0 and f.action != "failed"]
+    """Each file ``get`` has (fetched, or skipped as the same file), in order, and once the folder of a whole repo
+    that is all there (as ``hf download`` prints it), in place of its files: its stdout."""
+    broken = {f.within for f in outcomes if f.within is not None and not _ok([f])}
+    paths = [f.within or f.dest for f in outcomes if f.dest is not None and _ok([f]) and f.within not in broken]
+    return list(dict.fromkeys(p for p in paths if p is not None))

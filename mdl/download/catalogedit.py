@@ -43,10 +43,11 @@ from mdl.errors import (
 )
 from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
 from mdl.lockfile import write_lock as write_lock_file
+from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import RemoteFile, ResolvedModel, resolve_file, resolve_model
+from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
 from mdl.store import unlink, write_atomic
 
 log = logging.getLogger("mdl.lock")
@@ -66,8 +67,11 @@ def add_model(
 ) -> catalog_edit.CatalogChange:
     """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
     name = catalog_edit.check_model_name(name)
-    parsed = [catalog_edit.parse_source(source) for source in sources]
     path, text, created = _catalog_text(catalog, environ, create=True)
+    if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
+        endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout).endpoint
+        sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
+    parsed = [catalog_edit.parse_source(source) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)

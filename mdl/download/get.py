@@ -40,6 +40,7 @@ from mdl.sources import (
     decoded_size,
     name_key,
     parse_job_output,
+    read_hub_pages,
     read_job_output,
     resolve_file,
     resolve_model,
@@ -110,6 +111,7 @@ def get_sources(
     """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file already there is kept
     with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused unless forced."""
     expected = check_expected_sha256(sha256)
+    sources = read_hub_pages(sources, endpoint=settings.endpoint, progress=progress)  # Hub page URLs as their hf://
     given = parse_sources(sources, read_text=read_text, named=output is not None)
     repo = next((item.given for item in given if isinstance(item, HfUri)), None)  # usage errors before the Hub is asked
     if repo is None:
@@ -123,7 +125,12 @@ def get_sources(
     elif settings.offline:
         raise UsageError(f"{repo}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
     items = _expand_repos(given, settings, include=include, exclude=exclude, progress=progress)
-    return fetch_sources(items, settings, output=output, sha256=expected, progress=progress)
+    report = fetch_sources(items, settings, output=output, sha256=expected, progress=progress)
+    repos = [isinstance(item, UrlFile) and item.listed is not None for item in items]  # a whole repo's files
+    within = str(settings.dest)
+    return replace(
+        report, files=tuple(replace(o, within=within) if r else o for o, r in zip(report.files, repos, strict=True))
+    )
 
 
 def fetch_sources(

@@ -1,6 +1,7 @@
 """Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
 from mdl.sources.hub import Hub, resolve_token
+from mdl.sources.hubpages import hub_page_as_hf, read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
@@ -48,11 +49,13 @@ __all__ = [
     "check_inline",
     "check_url",
     "decoded_size",
+    "hub_page_as_hf",
     "listing_clash",
     "mirror_targets",
     "name_key",
     "parse_job_output",
     "parse_s3_prefix",
+    "read_hub_pages",
     "read_job_output",
     "resolve_file",
     "resolve_model",

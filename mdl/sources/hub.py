@@ -227,13 +227,15 @@ def _status_error(
         error = NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}")
     elif code == "GatedRepo":
         error = AuthError(
-            f"{what}: {repo} is gated and this request is not authorised{detail}", hint=hub_auth_hint(code)
+            f"{what}: {repo} is gated and this request is not authorised{detail}", hint=hub_auth_hint(code, response)
         )
     elif code == "RepoNotFound":
         hint = None if hub.token else "if it is private, set HF_TOKEN"
         error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
     elif status in (401, 403):
-        error = AuthError(f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code))
+        error = AuthError(
+            f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code, response)
+        )
     elif status in RETRYABLE_STATUSES:
         error = RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
     else:

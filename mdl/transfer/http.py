@@ -17,7 +17,16 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, NotFoundError, TokenLeakError
+from mdl.errors import (
+    AuthError,
+    InterruptedByUserError,
+    MdlError,
+    NetworkError,
+    NotFoundError,
+    TokenLeakError,
+    WebPageError,
+)
+from mdl.paths import names_model_file
 from mdl.redact import (
     hide_cut_secret,
     is_signed_url,
@@ -225,8 +234,20 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def hub_auth_hint(code: str | None) -> str:
-    """What to do about a 401/403 from the Hub (a gated repo also needs its terms accepted, as GatedRepoError says)."""
+def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
+    """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted, as GatedRepoError
+    says): set a token when none was sent; when one was, it was refused or lacks access, and setting one is no help."""
+    try:
+        sent = "Authorization" in response.request.headers
+    except RuntimeError:  # a response made without its request (tests): nothing was sent
+        sent = False
+    if sent and code == "GatedRepo":
+        return "the token sent has no access: request it on the repo's Hub page (check the account: `hf auth whoami`)"
+    if sent:
+        return (
+            "the Hub refused the token sent: check HF_TOKEN (or `hf auth login`) with `hf auth whoami`; "
+            "a gated repo also needs access requested on its Hub page"
+        )
     if code == "GatedRepo":
         return "accept the repo's terms on its Hub page, then set HF_TOKEN or run `hf auth login`"
     return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
@@ -241,10 +262,10 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
     if status == 401:
         error = AuthError(
             f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint=hub_auth_hint(code) if hub else "check the headers for this URL",
+            hint=hub_auth_hint(code, response) if hub else "check the headers for this URL",
         )
     elif status == 403 and hub:
-        error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code))
+        error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code, response))
     elif status == 403:
         signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
         denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
@@ -334,9 +355,23 @@ def follow(
                     log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
                     current = location
                     continue
+            refuse_web_page(response, asked=url, what=what)
             yield response
             return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+
+
+def refuse_web_page(response: httpx2.Response, *, asked: str, what: str) -> None:
+    """A URL named as a model file (``x.gguf``) answered with an HTML page (a login wall, the Hub's page of the file)
+    is refused before a byte of it is kept (WebPageError, exit 5): every download asks through ``follow``."""
+    if response.status_code not in (200, 206) or not names_model_file(asked):
+        return
+    media = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if media in ("text/html", "application/xhtml+xml"):
+        raise WebPageError(
+            f"{what}: {redact_url(asked)} answered with a web page ({media}), not the file; nothing was kept",
+            hint="a Hub page URL (.../blob/...)? use its .../resolve/... URL, or hf://owner/name/path",
+        )
 
 
 def refuse_redirect(current: str, location: str, *, what: str) -> None:

@@ -269,7 +269,8 @@ def test_a_gated_repo_says_how_to_authenticate(
         refused = mdl("pull", model)
         assert refused.exit_code == 3
         hint = next(line for line in messages(refused) if line.startswith("  hint: "))
-        assert "HF_TOKEN" in hint and "hf auth login" in hint, hint
+        # a token was sent: the hint says it has no access, not to set one
+        assert "token sent has no access" in hint and "hf auth whoami" in hint and "set HF_TOKEN" not in hint, hint
 
 
 # -- the summary's words, for outcomes other commands make ---------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from runfixtures import mdl as run_mdl
-from servers import HubServer, make_data
+from servers import Fault, HubServer, make_data
 
 import mdl
 from mdl.catalog.edit import parse_source
@@ -54,15 +54,31 @@ def body_gets(hub: HubServer) -> int:
 # -- whole repos -------------------------------------------------------------------------------------------
 
 
-def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_lists_each_path(env: HubServer, tmp_path: Path) -> None:
+def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_names_the_folder(env: HubServer, tmp_path: Path) -> None:
     result = run_mdl("get", "hf://org/tiny", "-d", "out")
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "out"
     assert files_in(out) == sorted(TINY), "every file, in its folder"
     for path, data in TINY.items():
         assert (out / path).read_bytes() == data
-    assert result.stdout.splitlines() == [str(out / path) for path in sorted(TINY)]
+    assert result.stdout.splitlines() == [str(out)], "the folder once, as hf download prints it"
     assert env.log.records(method="HEAD") == [], "the listing named every file: no HEAD per file"
+    listed = run_mdl("get", "hf://org/tiny", "-d", "out", "--json")  # --json still lists every file
+    assert sorted(f["dest"] for f in json.loads(listed.stdout)["files"]) == [str(out / p) for p in sorted(TINY)]
+
+
+def test_a_whole_repo_beside_one_file_prints_the_folder_once_and_the_file(env: HubServer, tmp_path: Path) -> None:
+    result = run_mdl("get", "hf://org/tiny", "hf://datasets/org/ds/data/test.parquet", "-d", "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "out"
+    assert result.stdout.splitlines() == [str(out), str(out / "data" / "test.parquet")]
+
+
+def test_a_whole_repo_with_a_failed_file_prints_no_folder(env: HubServer, tmp_path: Path) -> None:
+    env.cdn.faults.add(Fault.http_error(404, times=None))  # the LFS weights cannot be had
+    result = run_mdl("get", "hf://org/tiny", "-d", "out")
+    assert result.exit_code == 4, result.stderr
+    assert result.stdout == "", "a folder on stdout means every file of the repo is there"
 
 
 def test_a_second_run_skips_everything_and_fetches_no_body(env: HubServer, tmp_path: Path) -> None:
@@ -117,7 +133,7 @@ def test_a_dataset_repo(env: HubServer, tmp_path: Path) -> None:
     result = run_mdl("get", "hf://datasets/org/ds", "-d", "ds", "--exclude", "*test*")
     assert result.exit_code == 0, result.stderr
     assert files_in(tmp_path / "ds") == ["data/train.parquet"]
-    assert result.stdout.splitlines() == [str(tmp_path / "ds" / "data" / "train.parquet")]
+    assert result.stdout.splitlines() == [str(tmp_path / "ds")]
 
 
 def test_the_python_api_takes_the_same_filters(env: HubServer, tmp_path: Path) -> None:

@@ -1,0 +1,113 @@
+"""Hub web URLs read as the hf:// they stand for: the shapes, the origin rule, and properties of the parser (it takes
+whatever a user pastes)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mdl.errors import MdlError, UsageError
+from mdl.paths import parse_hf_uri
+from mdl.sources import hub_page_as_hf
+
+HUB = "https://huggingface.co"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (f"{HUB}/org/repo/blob/main/x.gguf", "hf://org/repo@main/x.gguf"),
+        (f"{HUB}/org/repo/resolve/main/sub/x.gguf?download=true", "hf://org/repo@main/sub/x.gguf"),
+        (f"{HUB}/org/repo/resolve/refs%2Fpr%2F1/x.bin", "hf://org/repo@refs/pr/1/x.bin"),
+        (f"{HUB}/org/repo/blob/refs/pr/12/x.bin#L3", "hf://org/repo@refs/pr/12/x.bin"),
+        (f"{HUB}/datasets/org/ds/resolve/v1.0/data/a%20b.parquet", "hf://datasets/org/ds@v1.0/data/a b.parquet"),
+        (f"{HUB}/spaces/org/app/blob/main/app.py", "hf://spaces/org/app@main/app.py"),
+        (f"{HUB}/org/repo", "hf://org/repo"),
+        (f"{HUB}/org/repo/", "hf://org/repo"),
+        (f"{HUB}/org/repo/tree/dev", "hf://org/repo@dev"),
+        ("https://HuggingFace.co:443/org/repo/blob/main/x.gguf", "hf://org/repo@main/x.gguf"),  # one origin
+        # not a Hub file or repo: left a plain URL
+        ("https://example.com/org/repo/blob/main/x.gguf", None),  # another host
+        ("http://huggingface.co/org/repo/blob/main/x.gguf", None),  # another scheme
+        ("https://huggingface.co:8443/org/repo/blob/main/x.gguf", None),  # another port
+        (f"{HUB}/docs/hub", None),
+        (f"{HUB}/api/models/org/repo", None),
+        (f"{HUB}/org/repo/raw/main/x.json", None),
+        (f"{HUB}/org/repo/blob/main", None),  # no file
+        (f"{HUB}/org/repo/blob/feature%2Fx/y.bin", None),  # a revision hf:// cannot name
+        (f"{HUB}/org", None),
+        ("hf://org/repo/x", None),
+    ],
+)
+def test_hub_urls_and_others(url: str, expected: str | None) -> None:
+    assert hub_page_as_hf(url, endpoint=HUB) == expected
+
+
+def test_an_endpoint_with_a_path_is_the_prefix_of_its_urls() -> None:
+    mirror = "http://127.0.0.1:8080/hf/"
+    assert hub_page_as_hf("http://127.0.0.1:8080/hf/org/r/blob/main/x", endpoint=mirror) == "hf://org/r@main/x"
+    assert hub_page_as_hf("http://127.0.0.1:8080/org/r/blob/main/x", endpoint=mirror) is None
+    assert hub_page_as_hf(f"{HUB}/org/r/blob/main/x", endpoint=mirror) is None, "huggingface.co is not the Hub here"
+
+
+def test_a_folder_page_is_refused_with_the_hf_uri_to_use() -> None:
+    with pytest.raises(UsageError) as caught:
+        hub_page_as_hf(f"{HUB}/org/repo/tree/main/sub/dir", endpoint=HUB)
+    assert caught.value.hint == "to fetch that folder, give hf://org/repo@main --include 'sub/dir/*'"
+
+
+owners = st.from_regex(r"[A-Za-z0-9][\w.-]{0,12}", fullmatch=True).filter(
+    lambda o: (
+        o not in ("datasets", "spaces", "api", "docs", "blog", "papers", "collections", "models")
+        and o not in ("organizations", "settings")
+    )
+)
+names = st.from_regex(r"[\w.-]{1,12}", fullmatch=True)
+revisions = st.one_of(
+    st.from_regex(r"[\w.-]{1,12}", fullmatch=True),
+    st.from_regex(r"refs/(pr|convert)/[\w.-]{1,6}", fullmatch=True),
+)
+segments = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8).filter(
+    lambda s: "/" not in s and s not in (".", "..") and s.strip() == s
+)
+
+
+@given(
+    kind=st.sampled_from(["", "datasets/", "spaces/"]),
+    owner=owners,
+    name=names,
+    revision=revisions,
+    path=st.lists(segments, min_size=1, max_size=3),
+    verb=st.sampled_from(["blob", "resolve"]),
+    encoded=st.booleans(),
+)
+def test_a_hub_file_url_round_trips_through_the_hf_parser(
+    kind: str, owner: str, name: str, revision: str, path: list[str], verb: str, encoded: bool
+) -> None:
+    rev = quote(revision, safe="" if encoded else "/")
+    url = f"{HUB}/{kind}{quote(owner)}/{quote(name)}/{verb}/{rev}/{'/'.join(quote(p, safe='') for p in path)}?x=1"
+    text = hub_page_as_hf(url, endpoint=HUB)
+    assert text is not None, url
+    try:
+        uri = parse_hf_uri(text)
+    except MdlError:  # a name the one path rule refuses (the same as for an hf:// given as such)
+        return
+    assert (uri.repo_type, uri.repo, uri.revision, uri.path) == (
+        {"": "model", "datasets/": "dataset", "spaces/": "space"}[kind],
+        f"{owner}/{name}",
+        revision,
+        "/".join(path),
+    )
+
+
+@given(st.text(max_size=200), st.sampled_from([HUB, "http://127.0.0.1:9/hf", "https://h"]))
+def test_any_text_gives_an_hf_uri_none_or_a_usage_error(text: str, endpoint: str) -> None:
+    for candidate in (text, f"{endpoint}/{text}"):
+        try:
+            found = hub_page_as_hf(candidate, endpoint=endpoint)
+        except UsageError:
+            continue
+        assert found is None or found.startswith("hf://")
