@@ -32,6 +32,35 @@ NEW_CATALOG = (
 )
 
 
+def starter_catalog() -> str:
+    """The commented catalog ``mdl init`` writes (package data; the repo's catalog.toml holds the same text)."""
+    from importlib.resources import files
+
+    return files("mdl.catalog").joinpath("starter.toml").read_text(encoding="utf-8")
+
+
+def catalog_to_init(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
+    """Where ``mdl init`` writes: the catalog --catalog or $MDL_CATALOG names, else the user config one (mdl's last
+    place to look, so that every folder without a catalog.toml of its own finds it, as ``uv init`` does not)."""
+    if flag is not None and str(flag) == "-":
+        raise UsageError("--catalog -: mdl init writes a file; name one (or leave --catalog out)")
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    return named[0] if named is not None else config_dir / "mdl" / "catalog.toml"
+
+
+@dataclass(frozen=True)
+class CatalogInit:
+    """What ``mdl init`` wrote, and the catalog mdl reads from the current folder (without --catalog) now."""
+
+    catalog: Path
+    replaced: bool = False  # with --force, over a catalog that was there
+    found: Path | None = None  # the catalog a command run here finds: this one, another that comes first, or none
+    fallback: bool = False  # it is the user config one, mdl's last place to look (read from any folder)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "catalog": str(self.catalog), "replaced": self.replaced}
+
+
 @dataclass(frozen=True)
 class CatalogChange:
     """What ``mdl add`` or ``mdl remove`` did to the catalog (and its lock), for the CLI and ``--json``."""

@@ -1,4 +1,5 @@
-"""``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
+"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter catalog.toml, edit one (comments and layout kept)
+and catalog.lock with it."""
 
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,30 @@ _SAID = {
     "unchanged": "{name} is already in {catalog} as asked; nothing changed",
     "removed": "removed {name} from {catalog} (files already downloaded stay where they are)",
 }
+
+
+@command(where=("catalog",), progress=False)
+def init_cmd(
+    run: Run,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog with the starter.")] = False,
+    **where: Any,
+) -> int:
+    """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
+    else the user config folder, read from any folder without a catalog.toml of its own."""
+    done = api.init(**where, force=force, environ=run.environ)
+    if run.json:
+        run.emit(done.to_json())
+    else:
+        run.line(str(done.catalog))
+    run.console.info(f"{'replaced' if done.replaced else 'wrote'} {done.catalog} with the starter catalog")
+    if done.found == done.catalog:
+        place = "from any folder without a catalog.toml of its own" if done.fallback else "here"
+        run.console.info(f"mdl reads it {place}; try: mdl list, mdl pull tiny-bert")
+    elif done.fallback:  # ./catalog.toml (or $MDL_CATALOG's) comes first here: what the user just wrote is not used
+        run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
+    else:
+        run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); try: mdl list")
+    return 0
 
 
 @command(where=("catalog",))

@@ -22,6 +22,7 @@ from mdl.catalog import (
     find_lock,
     load_catalog,
     lock_beside,
+    no_catalog,
     parse_catalog,
     settings_for,
     user_config_dir,
@@ -108,6 +109,30 @@ def add_model(
     return replace(change, lock=report.path)
 
 
+def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> catalog_edit.CatalogInit:
+    """Write the starter catalog where mdl looks for one; see :func:`mdl.api.init`."""
+    given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
+    path = catalog_edit.catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
+    with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, not a catalog file", hint="name a file with --catalog PATH")
+        there = path.exists()
+        if there and not force:
+            raise UsageError(
+                f"{path} already exists; mdl init does not overwrite a catalog",
+                hint="edit it (or mdl add to it), pass --force to replace it with the starter, or --catalog PATH",
+            )
+        _write_catalog(path, catalog_edit.starter_catalog(), created=not there)
+    log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
+    found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
+    fallback = path == config_dir / "mdl" / "catalog.toml"
+    return catalog_edit.CatalogInit(path, replaced=there, found=found, fallback=fallback)
+
+
 def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
     path, _, _ = _catalog_text(catalog, environ, create=False)
@@ -131,7 +156,7 @@ def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create
     given = Path(catalog) if catalog is not None else None
     path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
-        raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
+        raise no_catalog(user_config_dir())
     return (path, *_read_catalog(path, create=create))
 
 
