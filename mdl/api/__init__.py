@@ -274,6 +274,8 @@ def add(
     exclude: Sequence[str] = (),
     save_as: str | None = None,
     sha256: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] = (),
     force: bool = False,
     check: bool = True,
     catalog: StrPath | None = None,
@@ -281,10 +283,12 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
+    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments; set its
+    ``description``, add ``tags`` (``force``: replace them), on an entry that is there without any source too."""
     from mdl.download import add_model
 
     entry = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256, "force": force}
+    entry |= {"description": description, "tags": tags}
     flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
     return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
 

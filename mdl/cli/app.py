@@ -71,6 +71,7 @@ _COMMAND_EXAMPLES = (
     ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
     ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
     ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
+    ("mdl add tiny --description 'Tiny BERT for tests' --tag test --tag nlp", "describe and tag an entry"),
     ("mdl remove lora", "downloaded files stay"),
     ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
     ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),

@@ -16,6 +16,7 @@ _SAID = {
     "added": "added {name} to {catalog}",
     "extended": "added {files} to {name} in {catalog}",
     "replaced": "replaced {name} in {catalog}",
+    "updated": "updated {name} in {catalog}",
     "unchanged": "{name} is already in {catalog} as asked; nothing changed",
     "removed": "removed {name} from {catalog} (files already downloaded stay where they are)",
 }
@@ -52,12 +53,12 @@ def add_cmd(
         str, typer.Argument(help="Model name (new, or one to add files to).", autocompletion=complete_model_names)
     ],
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs."
+            "several build a multi-file model) or https:// URLs; none to change only --description and --tag."
         ),
-    ],
+    ] = None,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only repo files matching this glob (repeatable).")
     ] = None,
@@ -66,8 +67,16 @@ def add_cmd(
     ] = None,
     save_as: Annotated[str | None, typer.Option("--as", help="Save the (single) file under this path.")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="The entry's description (`mdl list` shows it).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Add a tag, kept once (repeatable; with --force they replace the entry's tags)."),
+    ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path).")
+        bool,
+        typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path, its tags)."),
     ] = False,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
@@ -75,15 +84,18 @@ def add_cmd(
     timeout: TimeoutOpt = None,
     **where: Any,
 ) -> int:
-    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
+    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
+    its description and tags."""
     change = run.call(
         api.add,
         name,
-        *sources,
+        *(sources or ()),
         include=include or (),
         exclude=exclude or (),
         save_as=save_as,
         sha256=sha256,
+        description=description,
+        tags=tag or (),
         force=force,
         check=not no_check,
         **where,

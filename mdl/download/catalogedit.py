@@ -76,7 +76,8 @@ def add_model(
         return change
     edited = _valid(edit.text, path)
     settings = settings_for(edited, environ, dest=None, timeout=timeout)
-    online = check and not settings.offline
+    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock
+    online = check and not settings.offline and edit.action != "updated"
     if online:
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
@@ -95,7 +96,7 @@ def add_model(
             _write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online)
     lock_file = lock_beside(path)
-    if not lock_file.exists():
+    if not lock_file.exists() or edit.action == "updated":
         return change
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
