@@ -391,3 +391,27 @@ def test_description_and_tags_refusals() -> None:
         add_entry(HAND, "tiny", [], tags=[" "])
     with pytest.raises(UsageError, match="give at least one SOURCE"):
         add_entry(HAND, "tiny", [])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["tiny", "z-image-turbo", "style.lora"]),
+    description=st.none() | TRICKY | st.text(max_size=20),
+    tags=GLOBS,
+    crlf=st.booleans(),
+)
+def test_any_description_and_tags_load_back_exactly_and_keep_every_comment(
+    name: str, description: str | None, tags: list[str], crlf: bool
+) -> None:
+    text = HAND.replace("\n", "\r\n") if crlf else HAND
+    edit = add_entry(text, name, [], description=description, tags=tags) if description is not None or tags else None
+    if edit is None:
+        return
+    model = next(m for m in parse_catalog(edit.text).models if m.name == name)
+    old = tomllib.loads(text)["models"][name]
+    assert model.description == (old.get("description", "") if description is None else description)
+    assert list(model.tags) == list(dict.fromkeys([*old.get("tags", []), *tags]))
+    comments = [[line for line in t.splitlines() if line.lstrip().startswith("#")] for t in (text, edit.text)]
+    assert comments[0] == comments[1]
+    if crlf:  # the new lines end as the others do
+        assert "\n" not in edit.text.replace("\r\n", "")
