@@ -1,6 +1,6 @@
 """``mdl add`` and ``mdl remove`` edit catalog.toml with tomlkit: only the entry asked about changes, every other
 byte (comments, blank lines, order, quoting, line endings) stays; every result is read back and must mean exactly the
-intended document, or nothing is written."""
+intended document, or nothing is written. ``mdl init`` writes the starter catalog (package data) where mdl looks."""
 
 from __future__ import annotations
 
@@ -154,24 +154,27 @@ def add_entry(
     meta = _meta(old, description, tags, force=force)
     action: Action
     added: list[dict[str, Any]]
-    if old is not None and not sources and (description is not None or tags):
-        entry, action, added = old, "unchanged", []  # only its description or tags
-    else:
-        if old is None and not sources and (description is not None or tags):
+    if not sources and (description is not None or tags):  # only the description or tags
+        if old is None:
             raise UsageError(
                 f"{format_path(('models', name))} is not in the catalog: give a SOURCE to add it "
                 "(hf://owner/name[@rev][/path] or an https:// URL)"
             )
+        if include or exclude or save_as is not None or sha256 is not None:
+            raise UsageError("--include, --exclude, --as and --sha256 describe a SOURCE; give one with them")
+        entry, action, added = old, "unchanged", []
+    else:
         entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
     if action in ("added", "replaced"):  # written whole: with its new description and tags
         entry, meta = _with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
-        edited = _edited(document, text, name, entry, lambda: _placed(text, name, entry, old, action))
+        place = functools.partial(_placed, text, name, entry, old, action)
+        edited = _edited(document, text, name, entry, place)
     if meta:  # then the description and tags, in the entry as now written
         updated = _with_meta(entry, meta)
-        place = functools.partial(_meta_placed, edited, name, meta)
-        edited = _edited(tomllib.loads(edited), edited, name, updated, place)
+        meta_place = functools.partial(_meta_placed, edited, name, meta)
+        edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
         entry, action = updated, "updated" if action == "unchanged" else action
     if action == "unchanged":
         return Edit(text, action, entry)

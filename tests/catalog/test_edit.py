@@ -391,6 +391,8 @@ def test_description_and_tags_refusals() -> None:
         add_entry(HAND, "tiny", [], tags=[" "])
     with pytest.raises(UsageError, match="give at least one SOURCE"):
         add_entry(HAND, "tiny", [])
+    with pytest.raises(UsageError, match="--include, --exclude, --as and --sha256 describe a SOURCE"):
+        add_entry(HAND, "tiny", [], tags=["t"], include=["*.json"])
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
