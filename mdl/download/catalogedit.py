@@ -129,7 +129,9 @@ def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, 
             )
         _write_catalog(path, catalog_edit.starter_catalog(), created=not there)
     log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
-    found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
+    found = None
+    with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
+        found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
     fallback = path == config_dir / "mdl" / "catalog.toml"
     return catalog_edit.CatalogInit(path, replaced=there, found=found, fallback=fallback)
 

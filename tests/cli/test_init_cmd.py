@@ -116,6 +116,11 @@ def test_init_writes_where_catalog_or_mdl_catalog_says(
     assert mdl("init").stdout == f"{env}\n"
     assert env.read_text(encoding="utf-8") == starter_catalog()
 
+    monkeypatch.setenv("MDL_CATALOG", str(tmp_path / "not-there.toml"))
+    other = mdl("init", "--catalog", str(tmp_path / "other.toml"))
+    assert other.exit_code == 0, other.stderr
+    assert "use it with --catalog" in other.stderr
+
     assert mdl("init", "--catalog", str(tmp_path)).exit_code == 2  # a folder
     dash = mdl("init", "--catalog", "-")
     assert dash.exit_code == 2 and "--catalog -" in dash.stderr
