@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import ClassVar
 
@@ -50,7 +51,11 @@ class UsageError(MdlError, kind="usage", code=ExitCode.USAGE):
 
 
 class CatalogError(UsageError, kind="catalog"):
-    """The catalog file is missing, unreadable or invalid."""
+    """The catalog file is missing, unreadable or invalid; ``problems`` holds each problem found, one line each."""
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: Sequence[str] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = tuple(printable(problem) for problem in problems) or (self.message,)
 
 
 class UnsafePathError(UsageError, kind="unsafe_path"):

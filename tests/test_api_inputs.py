@@ -117,6 +117,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         "add": (("new", "hf://org/new"), {"check": False, "force": True, "catalog": str(place / "add.toml")}),
         "clean": ((), {"catalog": catalog, "dest": str(place / "models")}),
         "get": (("no-such-job.json",), {"output": "-"}),
+        "init": ((catalog,), {}),  # there already: refused
         "list_models": ((), {"catalog": catalog, "dest": str(place / "models")}),
         "load_catalog": ((catalog,), {}),
         "lock": (("nosuch",), {"catalog": catalog, "check": True}),

@@ -36,7 +36,7 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
-    from mdl.catalog import Catalog, find_catalog, user_config_dir
+    from mdl.catalog import Catalog, find_catalog, no_catalog, user_config_dir
     from mdl.catalog import load_catalog as load_file
 
     if isinstance(given, Catalog):
@@ -45,10 +45,7 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
     path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
         if required:
-            raise UsageError(
-                "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder "
-                f"or in {user_config_dir() / 'mdl'}"
-            )
+            raise no_catalog(user_config_dir())
         return Catalog()
     return load_file(path)
 
@@ -277,6 +274,8 @@ def add(
     exclude: Sequence[str] = (),
     save_as: str | None = None,
     sha256: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] = (),
     force: bool = False,
     check: bool = True,
     catalog: StrPath | None = None,
@@ -284,12 +283,25 @@ def add(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments."""
+    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments; set its
+    ``description``, add ``tags`` (``force``: replace them), on an entry that is there without any source too."""
     from mdl.download import add_model
 
     entry = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256, "force": force}
+    entry |= {"description": description, "tags": tags}
     flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
     return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
+
+
+@checked
+def init(
+    catalog: StrPath | None = None, *, force: bool = False, environ: Mapping[str, str] | None = None
+) -> catalog_edit.CatalogInit:
+    """Write the commented starter catalog where mdl looks for one: ``catalog``, else ``$MDL_CATALOG``, else the user
+    config one (then found from any folder); an existing file is refused (UsageError) unless ``force``."""
+    from mdl.download import init_catalog
+
+    return init_catalog(catalog=catalog, force=force, environ=_environ(environ))
 
 
 @checked

@@ -7,6 +7,7 @@ from mdl.catalog.load import (
     find_lock,
     load_catalog,
     lock_beside,
+    no_catalog,
     parse_catalog,
     read_bounded,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "is_model_name",
     "load_catalog",
     "lock_beside",
+    "no_catalog",
     "parse_catalog",
     "parse_template",
     "read_bounded",

@@ -1,14 +1,15 @@
 """``mdl add`` and ``mdl remove`` edit catalog.toml with tomlkit: only the entry asked about changes, every other
 byte (comments, blank lines, order, quoting, line endings) stays; every result is read back and must mean exactly the
-intended document, or nothing is written."""
+intended document, or nothing is written. ``mdl init`` writes the starter catalog (package data) where mdl looks."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +21,10 @@ from mdl.errors import MdlError, UsageError
 from mdl.paths import HF_URI_FORMS, SHA256_HEX, HfUri, parse_hf_uri, safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
-Action = Literal["added", "extended", "replaced", "unchanged"]
+Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
+META_KEYS = ("description", "tags")  # what --description and --tag set: never part of what the entry fetches
 # What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
 # Never changed: the canonical forms built from it share its lists.
 DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
@@ -32,13 +34,42 @@ NEW_CATALOG = (
 )
 
 
+def starter_catalog() -> str:
+    """The commented catalog ``mdl init`` writes (package data; the repo's catalog.toml holds the same text)."""
+    from importlib.resources import files
+
+    return files("mdl.catalog").joinpath("starter.toml").read_text(encoding="utf-8")
+
+
+def catalog_to_init(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
+    """Where ``mdl init`` writes: the catalog --catalog or $MDL_CATALOG names, else the user config one (mdl's last
+    place to look, so that every folder without a catalog.toml of its own finds it, as ``uv init`` does not)."""
+    if flag is not None and str(flag) == "-":
+        raise UsageError("--catalog -: mdl init writes a file; name one (or leave --catalog out)")
+    named = named_catalog(flag=flag, environ=environ, cwd=cwd)
+    return named[0] if named is not None else config_dir / "mdl" / "catalog.toml"
+
+
+@dataclass(frozen=True)
+class CatalogInit:
+    """What ``mdl init`` wrote, and the catalog mdl reads from the current folder (without --catalog) now."""
+
+    catalog: Path
+    replaced: bool = False  # with --force, over a catalog that was there
+    found: Path | None = None  # the catalog a command run here finds: this one, another that comes first, or none
+    fallback: bool = False  # it is the user config one, mdl's last place to look (read from any folder)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "catalog": str(self.catalog), "replaced": self.replaced}
+
+
 @dataclass(frozen=True)
 class CatalogChange:
     """What ``mdl add`` or ``mdl remove`` did to the catalog (and its lock), for the CLI and ``--json``."""
 
     catalog: Path
     model: str
-    action: Literal["added", "extended", "replaced", "unchanged", "removed"]
+    action: Literal["added", "extended", "replaced", "updated", "unchanged", "removed"]
     entry: dict[str, Any] = field(default_factory=dict)  # the model's entry as now written ({} when removed)
     added: tuple[str, ...] = ()  # save paths of the files this edit put in
     created: bool = False  # the catalog file did not exist before
@@ -111,22 +142,79 @@ def add_entry(
     exclude: Sequence[str] = (),
     save_as: str | None = None,
     sha256: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] = (),
     force: bool = False,
 ) -> Edit:
-    """Add model ``name`` to catalog ``text`` (or extend it, or with ``force`` replace it); UsageError on conflict."""
+    """Add model ``name`` to catalog ``text`` (or extend it, or with ``force`` replace it); UsageError on conflict.
+    ``description`` replaces the entry's; ``tags`` are added to its own (each once), or with ``force`` replace them;
+    an entry that is there takes them without a SOURCE (action ``updated``)."""
     document = tomllib.loads(text)
     old = document.get("models", {}).get(name)
-    entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
+    meta = _meta(old, description, tags, force=force)
+    action: Action
+    added: list[dict[str, Any]]
+    if not sources and (description is not None or tags):  # only the description or tags
+        if old is None:
+            raise UsageError(
+                f"{format_path(('models', name))} is not in the catalog: give a SOURCE to add it "
+                "(hf://owner/name[@rev][/path] or an https:// URL)"
+            )
+        if include or exclude or save_as is not None or sha256 is not None:
+            raise UsageError("--include, --exclude, --as and --sha256 describe a SOURCE; give one with them")
+        entry, action, added = old, "unchanged", []
+    else:
+        entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
+    if action in ("added", "replaced"):  # written whole: with its new description and tags
+        entry, meta = _with_meta(entry, meta), {}
+    edited = text
+    if action != "unchanged":
+        place = functools.partial(_placed, text, name, entry, old, action)
+        edited = _edited(document, text, name, entry, place)
+    if meta:  # then the description and tags, in the entry as now written
+        updated = _with_meta(entry, meta)
+        meta_place = functools.partial(_meta_placed, edited, name, meta)
+        edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
+        entry, action = updated, "updated" if action == "unchanged" else action
     if action == "unchanged":
         return Edit(text, action, entry)
+    return Edit(edited, action, entry, tuple(added))
+
+
+def _edited(
+    document: dict[str, Any], text: str, name: str, entry: dict[str, Any], place: Callable[[], str | None]
+) -> str:
+    """``text`` with model ``name`` as ``entry``: where ``place`` puts it, else where tomlkit does; MdlError when the
+    result would not read as exactly that."""
     expected = copy.deepcopy(document)
     expected.setdefault("models", {})[name] = entry
-    edited = _placed(text, name, entry, old, action)
+    edited = place()
     if edited is None or _reads(edited) != expected:
         edited = _by_tomlkit(text, name, entry)
     if _reads(edited) != expected:
         raise MdlError(f"could not edit the catalog safely for {name!r}; nothing was written")
-    return Edit(edited, action, entry, tuple(added))
+    return edited
+
+
+def _meta(old: dict[str, Any] | None, description: str | None, tags: Sequence[str], *, force: bool) -> dict[str, Any]:
+    """The description and tags to write, those that change: ``tags`` after the entry's own, each once (as ``git tag``
+    adds a tag), or with ``force`` instead of them (as --force replaces what the entry says)."""
+    for tag in tags:
+        if not tag.strip():
+            raise UsageError("--tag: a tag must not be empty")
+    meta: dict[str, Any] = {}
+    if description is not None:
+        meta["description"] = description
+    if tags:
+        kept = [] if force or old is None else list(old.get("tags", []))
+        meta["tags"] = list(dict.fromkeys([*kept, *tags]))
+    return {key: value for key, value in meta.items() if old is None or old.get(key) != value}
+
+
+def _with_meta(entry: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with ``meta``'s values: in place of its own, or first (as the docs write them) when it has none."""
+    first = {key: value for key, value in meta.items() if key not in entry}
+    return {**first, **{key: meta.get(key, value) for key, value in entry.items()}}
 
 
 def remove_entry(text: str, name: str) -> str:
@@ -340,6 +428,58 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
         if line.path[:2] != ("models", name):
             break
         table.add(line.item)
+    return tomlkit.dumps(document)
+
+
+def _meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
+    """``meta`` (description, tags) set in the entry as written, every other line kept: a value that is there is
+    replaced where it is (its comment kept), a new one goes after the entry's other such keys, else first; None for
+    a layout with no such place (an entry split around other tables)."""
+    import tomlkit
+    from tomlkit.items import InlineTable, Table, Whitespace
+
+    document = tomlkit.parse(text)
+    holders = [table for table in _models_tables(document) if name in table]
+    if len(holders) != 1:
+        return None
+    table = holders[0][name]
+    if isinstance(table, InlineTable):  # one line, no comments inside: written anew, new keys first
+        holders[0][name] = _inline(_with_meta(table.unwrap(), meta))
+        return tomlkit.dumps(document)
+    if not isinstance(table, Table):
+        return None
+    missing = {key: value for key, value in meta.items() if key not in table}
+    for key, value in meta.items():
+        if key in table:
+            table[key] = value
+    if not missing:
+        return tomlkit.dumps(document)
+    if table.is_super_table():  # [models.x.files] tables alone, no [models.x]: tomlkit gives it its header
+        for key, value in missing.items():
+            table[key] = value
+        return tomlkit.dumps(document)
+    nl = "\r\n" if "\r\n" in text else "\n"
+    body = table.value.body
+    keyed = [i for i, (key, _) in enumerate(body) if key is not None and key.key in META_KEYS]
+    at = keyed[-1] + 1 if keyed else 0
+    # indented as the entry's first value is
+    indent = next((item.trivia.indent for key, item in body if key is not None), "")
+    new = tomlkit.table()
+    for index, (written, item) in enumerate([*body, (None, None)]):
+        if index == at:
+            for key, value in missing.items():
+                line = tomlkit.item(value)
+                line.trivia.indent, line.trivia.trail = indent[len(indent.rstrip(" \t")) :], nl
+                new.append(key, line)
+        if item is not None:
+            new.append(written, item)
+    # the header as written (set after the lines: an indented header would indent each line appended)
+    new.trivia.indent, new.trivia.comment_ws = table.trivia.indent, table.trivia.comment_ws
+    new.trivia.comment, new.trivia.trail = table.trivia.comment, table.trivia.trail
+    holders[0][name] = new
+    # tomlkit sets a replaced table apart with a blank line of its own: not where the old one had none
+    if not (body and isinstance(body[-1][1], Whitespace)) and isinstance(new.value.body[-1][1], Whitespace):
+        del new.value.body[-1]
     return tomlkit.dumps(document)
 
 

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
-from mdl.errors import CatalogError
+from mdl.errors import CatalogError, UsageError
 from mdl.redact import is_secret_param, remember_secret
 
 
@@ -71,6 +71,15 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
             raise CatalogError(f"catalog {given} (from {origin}) is not a file")
         return candidate
     return _first_file("catalog.toml", cwd=cwd, config_dir=config_dir)
+
+
+def no_catalog(config_dir: Path) -> UsageError:
+    """The error of a command that needs a catalog and finds none; its hint is the command that writes one."""
+    default = config_dir / "mdl" / "catalog.toml"
+    return UsageError(
+        f"no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder or in {default.parent}",
+        hint=f"run 'mdl init' to write a starter catalog to {default}, which mdl then reads from any folder",
+    )
 
 
 def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:

@@ -1,8 +1,9 @@
 """The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict and closed, and
-their errors as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``)."""
+every problem found, each as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -319,28 +320,60 @@ _TYPE_PHRASES = {
 _TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
 
 
+# A catalog with many problems lists this many (the first ones written), then says how many more there are.
+MAX_PROBLEMS = 20
+
+
 def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
-    """The catalog that tomllib's ``document`` describes; CatalogError for the first problem in ``text``."""
+    """The catalog that tomllib's ``document`` describes; CatalogError listing every problem in ``text``, in line
+    order (pydantic reports every broken rule at once; save paths are checked in each entry that is valid)."""
     lines = LineIndex(text)
-
-    def where(key_path: KeyPath) -> str:  # file:line: key.path
-        line = lines.line_of(key_path)
-        head = f"{source}:{line}" if line is not None else source
-        return f"{head}: {format_path(key_path)}" if key_path else head
-
+    found: list[tuple[KeyPath, str]] = []
     try:
-        valid = CatalogDocument.model_validate(document)
+        valid: CatalogDocument | None = CatalogDocument.model_validate(document)
     except ValidationError as exc:
-        # the problem written first (min keeps the first of equals: pydantic's order breaks ties)
-        error = min(exc.errors(), key=lambda error: lines.line_of(_key_path(error)) or math.inf)
-        raise CatalogError(f"{where(_key_path(error))}: {_message(error, _key_path(error))}") from exc
+        valid = None
+        found.extend((_key_path(error), _message(error, _key_path(error))) for error in exc.errors())
+    entries = valid.models if valid is not None else _valid_entries(document)
     models = []
-    for name, entry in valid.models.items():
+    for name, entry in entries.items():
         files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
-        _check_save_paths(files, ("models", name), where)
+        found.extend(_save_path_clashes(files, ("models", name)))
         values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in entry if key != "files"}
         models.append(ModelSpec(name=name, **values, files=files))
+    if found or valid is None:
+        message, problems = _listed(found, lines, source)
+        raise CatalogError(message, problems=problems)
     return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
+
+
+def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:
+    """The model entries that are valid on their own, in a catalog that is not (their save paths are checked too)."""
+    models = document.get("models")
+    entries: dict[str, ModelEntry] = {}
+    for name, raw in models.items() if isinstance(models, dict) else ():
+        with contextlib.suppress(ValidationError):  # its problems are among the document's
+            entries[name] = ModelEntry.model_validate(raw)
+    return entries
+
+
+def _listed(found: Sequence[tuple[KeyPath, str]], lines: LineIndex, source: str) -> tuple[str, list[str]]:
+    """The error's message (one problem: one line; more: a line each, the first :data:`MAX_PROBLEMS` by line) and
+    its ``problems``, each ``file:line: key.path: what is wrong``."""
+
+    def where(key_path: KeyPath) -> tuple[float, str]:  # (line or inf, "file:line: key.path")
+        line = lines.line_of(key_path)
+        head = f"{source}:{line}" if line is not None else source
+        return (line if line is not None else math.inf), f"{head}: {format_path(key_path)}" if key_path else head
+
+    # sorted is stable: problems on one line keep pydantic's order
+    located = sorted(((*where(key_path), message) for key_path, message in found), key=lambda item: item[0])
+    problems = list(dict.fromkeys(f"{head}: {message}" for _, head, message in located))
+    if len(problems) == 1:
+        return problems[0], problems
+    shown = [f"  {problem}" for problem in problems[:MAX_PROBLEMS]]
+    more = [f"  and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []
+    return "\n".join([f"{source}: {len(problems)} problems", *shown, *more]), problems
 
 
 def _key_path(error: ErrorDetails) -> KeyPath:
@@ -393,8 +426,9 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
     return f"is not valid: {error['msg']}"
 
 
-def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Callable[[KeyPath], str]) -> None:
-    """No two files save to one path, nor one into another's file (the message names the other entry's key path)."""
+def _save_path_clashes(files: Sequence[FileSpec], model_path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """Each file saving where another does, or into another's file (the message names the other's key path)."""
+    clashes: list[tuple[KeyPath, str]] = []
     owners: dict[str, int] = {}  # save path → the first entry saving there
     folders: dict[str, int] = {}  # folder → the first entry saving inside it
     for index, spec in enumerate(files):
@@ -409,7 +443,9 @@ def _check_save_paths(files: Sequence[FileSpec], model_path: KeyPath, where: Cal
         elif inside is not None:
             clash = f"saves to {target!r}, inside {inside!r}, which {files[owners[inside]].key_path} saves as a file"
         if clash is not None:
-            raise CatalogError(f"{where((*model_path, 'files', index))}: {clash}")
+            clashes.append(((*model_path, "files", index), clash))
+            continue
         owners[target] = index
         for folder in parents:
             folders.setdefault(folder, index)
+    return clashes

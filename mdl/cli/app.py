@@ -17,7 +17,7 @@ from mdl.cli.options import COMMON, WHERE, declare, keywords
 from mdl.version import __version__
 
 # Each command's module and function (``<name>_cmd``), in help's order. A run builds only the command it runs
-# (`mdl --help` and Tab build them all): building all thirteen at each start cost ~15 ms of `mdl get`.
+# (`mdl --help` and Tab build them all): building them all at each start cost ~15 ms of `mdl get`.
 COMMANDS = {
     name: (module, f"{name}_cmd")
     for module, names in (
@@ -26,7 +26,7 @@ COMMANDS = {
         ("lock", ("lock",)),
         ("get", ("get",)),
         ("archive", ("pack", "unpack")),
-        ("edit", ("add", "remove")),
+        ("edit", ("init", "add", "remove")),
         ("publish", ("publish",)),
     )
     for name in names
@@ -66,9 +66,12 @@ _COMMAND_EXAMPLES = (
     ("mdl unpack exp1.zip -d /models", "extract and verify"),
     ("mdl unpack exp1.zip -d /models --force", "replace what is there"),
     ("mdl unpack - -d /models", "the zip from stdin (a pipe)"),
+    ("mdl init", "a starter catalog, read from any folder"),
+    ("mdl init --catalog ./catalog.toml", "one for this project"),
     ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
     ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
     ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
+    ("mdl add tiny --description 'Tiny BERT for tests' --tag test --tag nlp", "describe and tag an entry"),
     ("mdl remove lora", "downloaded files stay"),
     ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
     ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
@@ -76,6 +79,7 @@ _COMMAND_EXAMPLES = (
 )
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
+        ("mdl init", "write a starter catalog (once)"),
         ("mdl pull tiny-bert", "download a catalog model, verified"),
         ("mdl list", "what the catalog holds, and what is on disk"),
         ("mdl get https://example.com/lora.safetensors", "one file into ."),
@@ -87,6 +91,8 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
 # Names people type from other tools' habits, and the commands that do that here (before difflib's guesses).
 HABITS: dict[str, tuple[str, ...]] = {
     "download": ("pull", "get"),
+    "new": ("init",),
+    "create": ("init", "add"),
     "fetch": ("get", "pull"),
     "install": ("pull",),
     "ls": ("list",),

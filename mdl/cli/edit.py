@@ -1,4 +1,5 @@
-"""``mdl add`` and ``mdl remove``: edit catalog.toml (comments and layout kept) and catalog.lock with it."""
+"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter catalog.toml, edit one (comments and layout kept)
+and catalog.lock with it."""
 
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,9 +16,34 @@ _SAID = {
     "added": "added {name} to {catalog}",
     "extended": "added {files} to {name} in {catalog}",
     "replaced": "replaced {name} in {catalog}",
+    "updated": "updated {name} in {catalog}",
     "unchanged": "{name} is already in {catalog} as asked; nothing changed",
     "removed": "removed {name} from {catalog} (files already downloaded stay where they are)",
 }
+
+
+@command(where=("catalog",), progress=False)
+def init_cmd(
+    run: Run,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog with the starter.")] = False,
+    **where: Any,
+) -> int:
+    """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
+    else the user config folder, read from any folder without a catalog.toml of its own."""
+    done = api.init(**where, force=force, environ=run.environ)
+    if run.json:
+        run.emit(done.to_json())
+    else:
+        run.line(str(done.catalog))
+    run.console.info(f"{'replaced' if done.replaced else 'wrote'} {done.catalog} with the starter catalog")
+    if done.found == done.catalog:
+        place = "from any folder without a catalog.toml of its own" if done.fallback else "here"
+        run.console.info(f"mdl reads it {place}; try: mdl list, mdl pull tiny-bert")
+    elif done.fallback:  # ./catalog.toml (or $MDL_CATALOG's) comes first here: what the user just wrote is not used
+        run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
+    else:
+        run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); try: mdl list")
+    return 0
 
 
 @command(where=("catalog",))
@@ -27,12 +53,12 @@ def add_cmd(
         str, typer.Argument(help="Model name (new, or one to add files to).", autocompletion=complete_model_names)
     ],
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs."
+            "several build a multi-file model) or https:// URLs; none to change only --description and --tag."
         ),
-    ],
+    ] = None,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only repo files matching this glob (repeatable).")
     ] = None,
@@ -41,8 +67,16 @@ def add_cmd(
     ] = None,
     save_as: Annotated[str | None, typer.Option("--as", help="Save the (single) file under this path.")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="The entry's description (`mdl list` shows it).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Add a tag, kept once (repeatable; with --force they replace the entry's tags)."),
+    ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path).")
+        bool,
+        typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path, its tags)."),
     ] = False,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
@@ -50,15 +84,18 @@ def add_cmd(
     timeout: TimeoutOpt = None,
     **where: Any,
 ) -> int:
-    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream)."""
+    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
+    its description and tags."""
     change = run.call(
         api.add,
         name,
-        *sources,
+        *(sources or ()),
         include=include or (),
         exclude=exclude or (),
         save_as=save_as,
         sha256=sha256,
+        description=description,
+        tags=tag or (),
         force=force,
         check=not no_check,
         **where,

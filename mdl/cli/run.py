@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 import typer
 
 from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
-from mdl.errors import InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
+from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
 from mdl.redact import safe_text, shown_data
 from mdl.units import human_duration, human_size
 from mdl.version import __version__
@@ -308,6 +308,8 @@ def _nulled(doc: Any) -> Any:
 def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
+    if isinstance(exc, CatalogError):  # each problem of the catalog apart (the message holds them all, on one line)
+        error["problems"] = list(exc.problems)
     with unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_json(_nulled({"ok": False, "error": error}), stream=stream, secrets=secrets)
 

@@ -22,6 +22,7 @@ from mdl.catalog import (
     find_lock,
     load_catalog,
     lock_beside,
+    no_catalog,
     parse_catalog,
     settings_for,
     user_config_dir,
@@ -79,7 +80,8 @@ def add_model(
         return change
     edited = _valid(edit.text, path)
     settings = settings_for(edited, environ, dest=None, timeout=timeout)
-    online = check and not settings.offline
+    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock
+    online = check and not settings.offline and edit.action != "updated"
     if online:
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
@@ -98,7 +100,7 @@ def add_model(
             _write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online)
     lock_file = lock_beside(path)
-    if not lock_file.exists():
+    if not lock_file.exists() or edit.action == "updated":
         return change
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
@@ -110,6 +112,32 @@ def add_model(
         error = report.failures[0].error or "failed"
         return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)
     return replace(change, lock=report.path)
+
+
+def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> catalog_edit.CatalogInit:
+    """Write the starter catalog where mdl looks for one; see :func:`mdl.api.init`."""
+    given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
+    path = catalog_edit.catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
+    with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, not a catalog file", hint="name a file with --catalog PATH")
+        there = path.exists()
+        if there and not force:
+            raise UsageError(
+                f"{path} already exists; mdl init does not overwrite a catalog",
+                hint="edit it (or mdl add to it), pass --force to replace it with the starter, or --catalog PATH",
+            )
+        _write_catalog(path, catalog_edit.starter_catalog(), created=not there)
+    log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
+    found = None
+    with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
+        found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
+    fallback = path == config_dir / "mdl" / "catalog.toml"
+    return catalog_edit.CatalogInit(path, replaced=there, found=found, fallback=fallback)
 
 
 def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
@@ -135,7 +163,7 @@ def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create
     given = Path(catalog) if catalog is not None else None
     path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
-        raise UsageError("no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder")
+        raise no_catalog(user_config_dir())
     return (path, *_read_catalog(path, create=create))
 
 

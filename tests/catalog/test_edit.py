@@ -309,3 +309,111 @@ def test_strings_and_comments_of_other_entries_never_confuse_the_edit(
     removed = remove_entry(catalog, "a")
     assert tomllib.loads(removed)["models"] == {"b": document["models"]["b"]}
     assert removed.endswith(catalog[catalog.index("[models.b]") :])
+
+
+# ------------------------------------------------------------------------- --description and --tag
+
+
+def meta(text: str, name: str, *sources: str, **options: Any) -> tuple[str, str]:
+    """``add`` that also returns the action."""
+    edit = add_entry(text, name, [parse_source(s) for s in sources], **options)
+    parse_catalog(edit.text)
+    return edit.text, edit.action
+
+
+def test_a_new_entry_gets_its_description_and_tags_first() -> None:
+    out, action = meta(HAND, "qwen", "hf://o/qwen", description="Qwen 4B", tags=["llm", "gguf", "llm"])
+    block = '\n[models.qwen]\ndescription = "Qwen 4B"\ntags = ["llm", "gguf"]\nrepo = "o/qwen"\n'
+    assert action == "added"
+    assert lines_without(out, block) == HAND.splitlines()
+
+
+def test_an_existing_entry_gets_them_without_a_source_keeping_every_comment() -> None:
+    out, action = meta(HAND, "tiny", description="Tiny random BERT (a few MB)", tags=["test"])
+    assert action == "updated"
+    # the description replaced where it is, the tags right after it; every other line as it was
+    assert out == HAND.replace(
+        'description = "Tiny random BERT"\n', 'description = "Tiny random BERT (a few MB)"\ntags = ["test"]\n'
+    )
+    out, action = meta(HAND, "z-image-turbo", tags=["image"])
+    assert action == "updated"
+    assert out == HAND.replace("[models.z-image-turbo]\n", '[models.z-image-turbo]\ntags = ["image"]\n')
+
+
+def test_tags_are_added_once_and_force_replaces_them() -> None:
+    text, _ = meta(HAND, "tiny", tags=["test", "nlp"])
+    out, _ = meta(text, "tiny", tags=["nlp", "bert"])
+    assert tomllib.loads(out)["models"]["tiny"]["tags"] == ["test", "nlp", "bert"]
+    out, _ = meta(text, "tiny", tags=["only"], force=True)
+    assert tomllib.loads(out)["models"]["tiny"]["tags"] == ["only"]
+    same, action = meta(text, "tiny", tags=["nlp"], description="Tiny random BERT")
+    assert (same, action) == (text, "unchanged")
+
+
+def test_a_comment_on_the_value_replaced_stays() -> None:
+    text = '[models.a]  # a\ntags = ["x"]   # why x\nrepo = "o/a"  # public\n\n[models.b]\nrepo = "o/b"\n'
+    out, _ = meta(text, "a", tags=["y"], description="A")
+    assert out == (
+        '[models.a]  # a\ntags = ["x", "y"]   # why x\ndescription = "A"\nrepo = "o/a"  # public\n\n'
+        '[models.b]\nrepo = "o/b"\n'
+    )
+
+
+def test_with_sources_and_in_other_layouts() -> None:
+    out, action = meta(HAND, "z-image-turbo", "hf://o/enc/qwen.gguf", tags=["image"])
+    assert action == "extended"
+    model = tomllib.loads(out)["models"]["z-image-turbo"]
+    assert model["tags"] == ["image"] and model["files"][-1] == {"repo": "o/enc", "path": "qwen.gguf"}
+    assert "  # the VAE comes from FLUX\n" in out and "# (text encoder still to add)\n" in out
+    out, action = meta(
+        HAND, "tiny", "hf://org/tiny", include=["*.json", "*.safetensors"], description="same repo"
+    )  # the source as it is: "updated"
+    assert action == "updated" and tomllib.loads(out)["models"]["tiny"]["description"] == "same repo"
+    out, action = meta(HAND, "tiny", "hf://org/other", tags=["t"], force=True)
+    assert action == "replaced"
+    assert tomllib.loads(out)["models"]["tiny"] == {
+        "description": "Tiny random BERT",
+        "tags": ["t"],
+        "repo": "org/other",
+    }
+    inline = '[models]\nx = { repo = "o/x" }  # one line\n'
+    out, _ = meta(inline, "x", description="X")
+    assert out == '[models]\nx = { description = "X", repo = "o/x" }  # one line\n'
+    tables = '[[models.c.files]]\nurl = "https://h/c.bin"\n'  # no [models.c] header
+    out, _ = meta(tables, "c", tags=["c"])
+    assert tomllib.loads(out)["models"]["c"] == {"tags": ["c"], "files": [{"url": "https://h/c.bin"}]}
+
+
+def test_description_and_tags_refusals() -> None:
+    with pytest.raises(UsageError, match=r"models\.nope is not in the catalog: give a SOURCE"):
+        add_entry(HAND, "nope", [], description="x")
+    with pytest.raises(UsageError, match="--tag: a tag must not be empty"):
+        add_entry(HAND, "tiny", [], tags=[" "])
+    with pytest.raises(UsageError, match="give at least one SOURCE"):
+        add_entry(HAND, "tiny", [])
+    with pytest.raises(UsageError, match="--include, --exclude, --as and --sha256 describe a SOURCE"):
+        add_entry(HAND, "tiny", [], tags=["t"], include=["*.json"])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["tiny", "z-image-turbo", "style.lora"]),
+    description=st.none() | TRICKY | st.text(max_size=20),
+    tags=GLOBS,
+    crlf=st.booleans(),
+)
+def test_any_description_and_tags_load_back_exactly_and_keep_every_comment(
+    name: str, description: str | None, tags: list[str], crlf: bool
+) -> None:
+    text = HAND.replace("\n", "\r\n") if crlf else HAND
+    edit = add_entry(text, name, [], description=description, tags=tags) if description is not None or tags else None
+    if edit is None:
+        return
+    model = next(m for m in parse_catalog(edit.text).models if m.name == name)
+    old = tomllib.loads(text)["models"][name]
+    assert model.description == (old.get("description", "") if description is None else description)
+    assert list(model.tags) == list(dict.fromkeys([*old.get("tags", []), *tags]))
+    comments = [[line for line in t.splitlines() if line.lstrip().startswith("#")] for t in (text, edit.text)]
+    assert comments[0] == comments[1]
+    if crlf:  # the new lines end as the others do
+        assert "\n" not in edit.text.replace("\r\n", "")

@@ -16,7 +16,7 @@ from mdl.catalog.load import (
     load_catalog,
     parse_catalog,
 )
-from mdl.catalog.schema import SCHEMA_VERSION
+from mdl.catalog.schema import MAX_PROBLEMS, SCHEMA_VERSION
 from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
 
@@ -1004,11 +1004,81 @@ def test_find_catalog_flag_is_a_folder(places: dict[str, Path]) -> None:
 # ------------------------------------------------------------------------------ schema and startup
 
 
-def test_several_problems_report_the_first_in_the_file() -> None:
-    message = bad('[models.b]\nrepo_id = "x"\n[models.a]\nrepo = 5\n')
-    assert message == "cat.toml:2: models.b.repo_id: unknown key (did you mean 'repo'?)"
-    message = bad('[models.a]\nrepo = 5\nrepo_id = "x"\n')
-    assert message == "cat.toml:2: models.a.repo: must be a string, got integer"
+def problems_in(text: str) -> CatalogError:
+    """The error of a catalog with several problems: exit 2, a ``cat.toml: N problems`` line, then one each."""
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text.removeprefix("\n"), source="cat.toml")
+    assert info.value.exit_code == 2
+    return info.value
+
+
+def test_several_problems_are_all_reported_in_line_order() -> None:
+    error = problems_in('[models.b]\nrepo_id = "x"\n[models.a]\nrepo = 5\n')
+    assert error.problems == (
+        "cat.toml:2: models.b.repo_id: unknown key (did you mean 'repo'?)",
+        "cat.toml:4: models.a.repo: must be a string, got integer",
+    )
+    assert str(error) == "cat.toml: 2 problems\n  " + "\n  ".join(error.problems)
+    # the order written, whatever the order of the checks
+    error = problems_in('[models.a]\nrepo = 5\nrepo_id = "x"\n')
+    assert error.problems == (
+        "cat.toml:2: models.a.repo: must be a string, got integer",
+        "cat.toml:3: models.a.repo_id: unknown key (did you mean 'repo'?)",
+    )
+
+
+def test_every_kind_of_problem_in_one_run() -> None:
+    """Unknown keys, wrong types, bad hex, bad paths and a duplicate save path: all of them, each with its line."""
+    error = problems_in(
+        f"""
+[settings]
+conections = 4
+[models.a]
+repo = "o/a"
+revison = "v1"
+[models.b]
+files = [
+  {{ repo = "o/b", path = "w.bin", sha256 = "xyz" }},
+  {{ repo = "o/b", path = "../w.bin" }},
+]
+[models.c]
+tags = "nlp"
+files = [
+  {{ repo = "o/c", path = "w.bin", sha256 = "{HEX}" }},
+  {{ repo = "o/d", path = "w.bin" }},
+]
+[models.d]
+files = [{{ repo = "o/e", path = "x.bin" }}, {{ url = "https://h/x.bin" }}]
+"""
+    )
+    assert error.problems == (
+        "cat.toml:2: settings.conections: unknown key (did you mean 'connections'?)",
+        "cat.toml:5: models.a.revison: unknown key (did you mean 'revision'?)",
+        "cat.toml:8: models.b.files[0].sha256: must be 64 hex digits (optionally 'sha256:…'), found 'x'",
+        "cat.toml:9: models.b.files[1].path: must be a relative path inside the folder, got '../w.bin' (it climbs "
+        "out with '..')",
+        "cat.toml:12: models.c.tags: must be an array of strings, got string",
+        # a duplicate save path in an entry that is otherwise valid is found in the same run
+        "cat.toml:18: models.d.files[1]: saves to 'x.bin', as models.d.files[0] does; set 'as' on one of them",
+    )
+    assert str(error).split("\n")[0] == "cat.toml: 6 problems"
+
+
+def test_many_problems_are_bounded() -> None:
+    text = "".join(f'[models.m{i}]\nrepo_id = "o/m"\n' for i in range(MAX_PROBLEMS + 5))
+    error = problems_in(text)
+    assert len(error.problems) == MAX_PROBLEMS + 5  # the API keeps them all
+    lines = str(error).split("\n")
+    assert lines[0] == f"cat.toml: {MAX_PROBLEMS + 5} problems"
+    assert lines[1] == "  cat.toml:2: models.m0.repo_id: unknown key (did you mean 'repo'?)"
+    assert len(lines) == 1 + MAX_PROBLEMS + 1
+    assert lines[-1] == "  and 5 more"
+
+
+def test_one_problem_is_one_line_and_its_own_problem() -> None:
+    error = problems_in("[models.a]\nrepo = 5\n")
+    assert str(error) == "cat.toml:2: models.a.repo: must be a string, got integer"
+    assert error.problems == (str(error),)
 
 
 def test_toml_dates_are_not_strings() -> None:

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mdl.catalog.load import Catalog, load_catalog, parse_catalog
-from mdl.catalog.schema import CatalogDocument, FileEntry, ModelEntry, SettingsTable
-from mdl.errors import UsageError
+from mdl.catalog.schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
+from mdl.errors import CatalogError, UsageError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"
 HEX = "ab" * 32
@@ -139,14 +139,23 @@ def toml_document(document: dict[str, Any], *, headers: bool) -> str:
 
 
 def check(text: str) -> None:
-    """Loading ``text`` gives a Catalog or a one-line UsageError (CatalogError is one) naming the source."""
+    """Loading ``text`` gives a Catalog or a UsageError (CatalogError is one) naming the source: one line, or a
+    ``c.toml: N problems`` line and then one line per problem (at most MAX_PROBLEMS, then how many more)."""
     try:
         catalog = parse_catalog(text, source="c.toml")
     except UsageError as exc:
         message = str(exc)
-        assert message.startswith("c.toml"), message
-        assert "\n" not in message, message
         assert exc.exit_code == 2
+        assert message.startswith("c.toml"), message
+        problems = exc.problems if isinstance(exc, CatalogError) else (message,)
+        assert problems and all(p.startswith("c.toml") and "\n" not in p for p in problems), problems
+        if len(problems) == 1:
+            assert message == problems[0]
+            return
+        head, *lines = message.split("\n")
+        assert head == f"c.toml: {len(problems)} problems"
+        more = len(problems) - MAX_PROBLEMS
+        assert lines == [f"  {p}" for p in problems[:MAX_PROBLEMS]] + ([f"  and {more} more"] if more > 0 else [])
     else:
         assert isinstance(catalog, Catalog)
         for model in catalog.models:

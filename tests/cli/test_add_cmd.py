@@ -339,3 +339,38 @@ def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, h
     lock = read_lock(lock_beside(world))
     assert lock is not None and sorted(lock.models) == ["data", "enc", "tiny", "z"]
     assert mdl("lock", "--check").exit_code == 0
+
+
+def test_description_and_tags_on_an_entry_that_is_there_ask_nothing_and_keep_the_lock(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert mdl("lock").exit_code == 0
+    lock_file = lock_beside(world)
+    before = lock_file.read_bytes()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no Hub: a question upstream would fail (exit 5)
+    result = mdl("add", "tiny", "--description", "Tiny model for smoke tests", "--tag", "test", "--tag", "nlp")
+    assert result.exit_code == 0, result.stderr
+    assert f"updated tiny in {world}" in result.stderr and "lock" not in result.stderr
+    block = '[models.tiny]\ndescription = "Tiny model for smoke tests"\ntags = ["test", "nlp"]\nrepo = "org/tiny"'
+    assert world.read_text() == HAND.replace('[models.tiny]\nrepo = "org/tiny"', block)
+    assert lock_file.read_bytes() == before  # description and tags are not what a lock pins
+    doc = json.loads(mdl("add", "tiny", "--tag", "bert", "--tag", "test", "--json").stdout)
+    assert doc["action"] == "updated" and doc["entry"]["tags"] == ["test", "nlp", "bert"]
+    listed = mdl("list", "--tag", "bert")
+    assert listed.exit_code == 0, listed.stderr
+    assert "Tiny model for smoke tests" in listed.stdout
+    again = mdl("add", "tiny", "--tag", "nlp")
+    assert again.exit_code == 0 and "nothing changed" in again.stderr
+    replaced = mdl("add", "tiny", "--tag", "smoke", "--force", "--json")
+    assert json.loads(replaced.stdout)["entry"]["tags"] == ["smoke"]
+
+
+def test_a_new_entry_with_description_and_tags(world: Path) -> None:
+    result = mdl("add", "enc", "hf://org/encoder", "--description", "Qwen encoder", "--tag", "llm")
+    assert result.exit_code == 0, result.stderr
+    block = '\n[models.enc]\ndescription = "Qwen encoder"\ntags = ["llm"]\nrepo = "org/encoder"\n'
+    assert world.read_text() == HAND.replace("]\n\n# -- retired", "]\n" + block + "\n# -- retired")
+    new = mdl("add", "new", "--description", "no source")
+    assert new.exit_code == 2 and "models.new is not in the catalog: give a SOURCE" in new.stderr
+    bare = mdl("add", "tiny")
+    assert bare.exit_code == 2 and "give at least one SOURCE" in bare.stderr

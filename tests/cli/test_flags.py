@@ -66,6 +66,7 @@ COMMANDS: dict[str, Callable[[World, str], list[str]]] = {
     "get": lambda w, tag: ["get", w.url, "-d", str(w.tmp / "got" / tag)],
     "pack": lambda w, tag: ["pack", str(w.run_dir), "-o", str(w.tmp / "zips" / f"{tag}.zip")],
     "unpack": lambda w, tag: ["unpack", str(w.archive()), "-d", str(w.tmp / "unpacked" / tag)],
+    "init": lambda w, tag: ["init", "--catalog", str(w.tmp / "inits" / f"{tag}.toml")],
 }
 PROGRESS_COMMANDS = ("resolve", "pull", "verify", "get", "pack", "unpack")
 CATALOG_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean", "get")
