@@ -14,6 +14,7 @@ from mdl.sources.joboutput import (
     read_job_output,
     write_inline,
 )
+from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,
@@ -39,6 +40,7 @@ __all__ = [
     "Hub",
     "InlineCheck",
     "InlineFile",
+    "NetrcLogins",
     "RemoteFile",
     "ResolvedModel",
     "S3Prefix",
@@ -54,6 +56,7 @@ __all__ = [
     "parse_job_output",
     "parse_s3_prefix",
     "read_job_output",
+    "read_netrc",
     "resolve_file",
     "resolve_model",
     "resolve_token",
