@@ -340,9 +340,8 @@ def get(
     settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
-    kw |= {"headers": check_headers((headers or {}).items(), where="header"), "input_file": None}
-    if input_file is not None:
-        kw["input_file"] = str(input_file)
+    kw |= {"headers": check_headers((headers or {}).items(), where="header")}
+    kw["input_file"] = None if input_file is None else str(input_file)
     return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
 

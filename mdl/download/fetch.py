@@ -350,7 +350,7 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
         opening=remote.opening,
         **more,
     )
-    warning = session.netrc_warning(remote)
+    warning = session.netrc_warning(hub=remote.hub)
     if warning is not None:  # logged once by the session; said with each direct URL's outcome
         job.retries.add(WARNING_CAUSE + warning)
     return job

@@ -407,8 +407,9 @@ def _fetch_remote(
                 planned.append((index, plan_file(session, remote)))
             except MdlError as exc:
                 outcomes[index] = failed("", name, exc, dest=target, source=item.where)
-                if item.hub is None and session.netrc.problem is not None:  # a 401 may be why: say it here too
-                    outcomes[index] = replace(outcomes[index], warning=session.netrc.problem)
+                warning = session.netrc_warning(hub=item.hub is not None)
+                if warning is not None:  # a 401 may be why: said here too (fetch says it with the others)
+                    outcomes[index] = replace(outcomes[index], warning=warning)
                 log_outcome(outcomes[index])
         if planned:
             plans = [plan for _, plan in planned]

@@ -188,9 +188,9 @@ class PullSession:
             headers["Authorization"] = login
         return Credentials(extra=headers)
 
-    def netrc_warning(self, remote: RemoteFile) -> str | None:
+    def netrc_warning(self, *, hub: bool) -> str | None:
         """Why the netrc file was not used, for a direct URL's outcome (None: it was, or the file is a Hub file)."""
-        return None if remote.hub else self.netrc.problem
+        return None if hub else self.netrc.problem
 
     def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
         """A direct URL with its size and validator (``carry``: and its first bytes, left for the download to read,

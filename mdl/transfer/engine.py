@@ -440,7 +440,7 @@ class Engine:
                 return
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
-                if state.on_disk() > 0:  # bytes kept (a resume, a piece's frontier) are fetched again
+                if state.on_disk() > 0 and not state.whole_only:  # kept bytes fetched again (a coded body: not ranges)
                     self.ignored_range(state)
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
