@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog
-from servers import CdnServer, Fault, make_data
+from servers import CdnServer, Fault, HubServer, make_data
 
 DATA = make_data(300_000, seed=31)
 OTHER = make_data(200_000, seed=32)
@@ -122,6 +122,18 @@ def test_a_header_with_only_hub_and_job_sources_warns(cdn: CdnServer, here: Path
     assert set(sent(cdn, "X-Api-Key")) == {None}, "a job's presigned link gets no header"
     assert "--header goes to the http(s) URLs given as sources" in result.stderr
     assert "no header was sent" in json.loads(result.stdout)["files"][0]["warning"]
+
+
+def test_a_header_never_goes_to_the_hub(hub: HubServer, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.add_repo("org/tiny", {"config.json": b'{"a": 1}', "w.safetensors": DATA})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    result = mdl("get", "hf://org/tiny/w.safetensors", "-H", f"X-Api-Key: {KEY}")
+    assert result.exit_code == 0, result.stderr
+    assert (here / "w.safetensors").read_bytes() == DATA
+    assert "no header was sent" in result.stderr
+    seen = [*hub.log.records(), *hub.cdn.log.records()]
+    assert seen
+    assert {r.header("X-Api-Key") for r in seen} == {None}
 
 
 # -- -i FILE / -i - --------------------------------------------------------------------------------------------------
