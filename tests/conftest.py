@@ -25,7 +25,11 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     developer's setup."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
-        if name.startswith(("MDL_", "HF_", "XDG_", "HUGGINGFACE_")) or name in {"NO_COLOR", "SOURCE_DATE_EPOCH"}:
+        if name.startswith(("MDL_", "HF_", "XDG_", "HUGGINGFACE_")) or name in {
+            "NO_COLOR",
+            "SOURCE_DATE_EPOCH",
+            "NETRC",
+        }:
             monkeypatch.delenv(name, raising=False)
         if name.lower().endswith("_proxy") or name in NETWORK_TRUST:  # no test may go through the developer's proxy
             monkeypatch.delenv(name, raising=False)

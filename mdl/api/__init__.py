@@ -330,11 +330,15 @@ def get(
     force: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    input_file: StrPath | None = None,
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``;
+    ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the http(s) URLs given (as curl -H)."""
+    from mdl.catalog import check_headers
     from mdl.download import get_sources, read_source
 
-    if not sources:
+    if not sources and input_file is None:
         raise UsageError("get: no source given", hint="name a URL, an hf:// file or repo, or a job-output JSON file")
     if output is not None and directory is not None:
         raise UsageError("get: give output or directory, not both")
@@ -348,6 +352,8 @@ def get(
     settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
+    kw |= {"headers": check_headers((headers or {}).items(), where="header")}
+    kw["input_file"] = None if input_file is None else str(input_file)
     return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
 

@@ -1,6 +1,7 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
+from mdl.catalog.headers import check_headers, parse_header
 from mdl.catalog.load import (
     expand_headers,
     find_catalog,
@@ -33,6 +34,7 @@ __all__ = [
     "ModelSpec",
     "Placeholder",
     "Settings",
+    "check_headers",
     "choose_lock_mode",
     "default_log_file",
     "expand_headers",
@@ -44,6 +46,7 @@ __all__ = [
     "lock_beside",
     "no_catalog",
     "parse_catalog",
+    "parse_header",
     "parse_template",
     "read_bounded",
     "settings_for",

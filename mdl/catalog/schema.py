@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from mdl.catalog.headers import header_name_problem, header_value_problem
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
 from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
@@ -23,9 +23,6 @@ from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
 
 SCHEMA_VERSION = 1
-
-# RFC 9110 §5.6.2: a field name is a token.
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def problem(message: str, *at: str | int) -> PydanticCustomError:
@@ -132,13 +129,17 @@ def _rate(text: str) -> str:
     return text
 
 
+def _header_name(name: str) -> str:
+    why = header_name_problem(name)
+    if why is not None:
+        raise problem(why)
+    return name
+
+
 def _header_value(value: str) -> str:
-    # A CR or LF would let the value inject extra headers (RFC 9110 §5.5).
-    if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
-        raise problem("must not contain line breaks or control characters")
-    # HTTP/1.1 sends header values as ASCII; anything else would fail at send time (RFC 9110 §5.5: obs-text).
-    if not value.isascii():
-        raise problem("must be ASCII (percent- or base64-encode other characters)")
+    why = header_value_problem(value)
+    if why is not None:
+        raise problem(why)
     if "${" in VAR_RE.sub("", value):
         raise problem("has a malformed '${…}'; write ${NAME} with letters, digits and '_'")
     return value
@@ -165,7 +166,7 @@ Seconds = Annotated[float, _seconds(zero_ok=False)]
 SecondsOrZero = Annotated[float, _seconds(zero_ok=True)]
 Headers = Annotated[
     dict[
-        Annotated[str, _rule(_HEADER_NAME_RE.fullmatch, "is not a valid HTTP header name")],
+        Annotated[str, AfterValidator(_header_name)],
         Annotated[str, AfterValidator(_header_value)],
     ],
     AfterValidator(_distinct_headers),

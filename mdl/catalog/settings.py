@@ -76,6 +76,7 @@ class Settings:
     # "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
     lock_mode: str = "auto"
     lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
+    netrc: Path | None = None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
 
     @property
     def state_dir(self) -> Path:
@@ -263,7 +264,14 @@ def build_settings(
         mirror_endpoints=catalog.mirror_endpoints,
         lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
         lock_path=lock_path,
+        netrc=netrc_path(environ),
     )
+
+
+def netrc_path(environ: Mapping[str, str]) -> Path | None:
+    """``$NETRC``, else ``$HOME/.netrc`` (None: neither is set), from the run's environment as curl finds it."""
+    given = environ.get("NETRC") or (str(Path(environ["HOME"], ".netrc")) if environ.get("HOME") else "")
+    return Path(given) if given else None
 
 
 def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) -> str:

@@ -15,12 +15,13 @@ from mdl.errors import UsageError
 def get_cmd(
     run: Run,
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="https:// or s3:// URLs, hf://owner/name[@rev][/path] (a whole repo, or one file; "
-            "hf://datasets/... and hf://spaces/... too), or job-output JSON ('-' = stdin)."
+            "hf://datasets/... and hf://spaces/... too), or job-output JSON ('-' = stdin).",
+            show_default=False,
         ),
-    ],
+    ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the (single) file here.")] = None,
     directory: Annotated[
         Path | None, typer.Option("-d", "--dir", help="Save files into this folder (default: current).")
@@ -40,6 +41,24 @@ def get_cmd(
         bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")
     ] = False,
     timeout: TimeoutOpt = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-H",
+            "--header",
+            help="Send 'Name: value' with the http(s) URLs given, first request only (repeatable, as curl -H).",
+            metavar="'NAME: VALUE'",
+        ),
+    ] = None,
+    input_file: Annotated[
+        str | None,
+        typer.Option(
+            "-i",
+            "--input-file",
+            help="Read more sources from FILE, one a line ('-' = stdin; '#' comments).",
+            metavar="FILE",
+        ),
+    ] = None,
     **where: Any,
 ) -> int:
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
@@ -47,9 +66,12 @@ def get_cmd(
         raise UsageError("use -o FILE or -d DIR, not both")
     if output is not None and str(output) == "-":
         raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
+    from mdl.catalog import check_headers, parse_header
+
+    headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
     report = run.call(
         api.get,
-        *sources,
+        *(sources or ()),
         output=output,
         directory=directory,
         sha256=sha256,
@@ -60,5 +82,7 @@ def get_cmd(
         limit_rate=limit_rate,
         timeout=timeout,
         force=force,
+        headers=headers,
+        input_file=input_file,
     )
     return render_report(run, report, verb="fetched")

@@ -20,7 +20,7 @@ from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, lo
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
-from mdl.report import FileOutcome, failed
+from mdl.report import WARNING_CAUSE, FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
 from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
@@ -332,7 +332,7 @@ def _record(
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:
     """The engine's job for the file: into ``final``, resumed from (and verified against) what it is known by."""
     part, state = store.part_paths(remote.model, remote.path)
-    return TransferJob(
+    job = TransferJob(
         label=label_of(remote),
         url=remote.url,
         identity=identity_of(remote),
@@ -350,6 +350,10 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
         opening=remote.opening,
         **more,
     )
+    warning = session.netrc_warning(hub=remote.hub)
+    if warning is not None:  # logged once by the session; said with each direct URL's outcome
+        job.retries.add(WARNING_CAUSE + warning)
+    return job
 
 
 def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:

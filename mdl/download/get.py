@@ -68,15 +68,22 @@ Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole 
 ONE_OFF = ""
 
 
-def parse_sources(sources: Sequence[str], *, read_text: Callable[[str], str], named: bool = False) -> list[Parsed]:
-    """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name."""
+def parse_sources(
+    sources: Sequence[str],
+    *,
+    read_text: Callable[[str], str],
+    named: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> list[Parsed]:
+    """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name;
+    ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go with its ``url`` files."""
     found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
             shown = redact_url(source)
             check_url(source, where=shown)
             name = "" if named else url_basename(source, where=shown)
-            found.append(UrlFile(name, source, None, None, where=shown))
+            found.append(UrlFile(name, source, None, None, where=shown, headers=headers))
         elif source.startswith("hf://"):
             uri = parse_hf_uri(source)
             if uri.path is None:
@@ -97,6 +104,34 @@ def read_source(source: str) -> str:
     return read_job_output(source)
 
 
+def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:
+    """``-i FILE`` (``-`` = stdin), as aria2c -i and wget -i read one: a SOURCE a line, surrounding blanks dropped,
+    blank lines and ``#`` comment lines skipped."""
+    if source != "-" and not os.path.lexists(source):
+        raise UsageError(f"-i {source}: no such file", hint="-i FILE names a list of sources, one a line")
+    try:
+        text = read_text(source)
+    except MdlError as exc:  # unreadable, not UTF-8, too big: said of the list
+        exc.message = f"-i {exc.message}"
+        raise
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def combined_sources(sources: Sequence[str], *, input_file: str | None, read_text: Callable[[str], str]) -> list[str]:
+    """The SOURCE arguments, then the ``-i`` list's; stdin is read at most once, for one of them."""
+    listed = read_source_list(input_file, read_text=read_text) if input_file is not None else []
+    if input_file == "-" and "-" in (*sources, *listed):
+        raise UsageError("-i - reads the list of sources from stdin, so '-' (a job output on stdin) cannot be one")
+    combined = [*sources, *listed]
+    if not combined:
+        where = f" ({input_file if input_file != '-' else 'stdin'} lists none)" if input_file is not None else ""
+        raise UsageError(f"get: no source given{where}", hint="name a URL, an hf:// file or repo, or a job output")
+    if combined.count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    return combined
+
+
 def get_sources(
     sources: Sequence[str],
     settings: Settings,
@@ -107,12 +142,17 @@ def get_sources(
     read_text: Callable[[str], str],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+    input_file: str | None = None,
 ) -> RunReport:
-    """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file already there is kept
-    with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else refused unless forced."""
+    """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified and atomic; a file
+    already there is kept with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else
+    refused unless forced."""
     expected = check_expected_sha256(sha256)
+    sources = combined_sources(sources, input_file=input_file, read_text=read_text)
     sources = read_hub_pages(sources, endpoint=settings.endpoint, progress=progress)  # Hub page URLs as their hf://
-    given = parse_sources(sources, read_text=read_text, named=output is not None)
+    given = parse_sources(sources, read_text=read_text, named=output is not None, headers=headers)
+    unused = bool(headers) and not any(isinstance(item, UrlFile) and item.headers for item in given)
     repo = next((item.given for item in given if isinstance(item, HfUri)), None)  # usage errors before the Hub is asked
     if repo is None:
         for flag, filters in (("--include", include), ("--exclude", exclude)):
@@ -128,8 +168,18 @@ def get_sources(
     report = fetch_sources(items, settings, output=output, sha256=expected, progress=progress)
     repos = [isinstance(item, UrlFile) and item.listed is not None for item in items]  # a whole repo's files
     within = str(settings.dest)
-    return replace(
+    report = replace(
         report, files=tuple(replace(o, within=within) if r else o for o, r in zip(report.files, repos, strict=True))
+    )
+    if not unused:
+        return report
+    warning = (
+        "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
+        "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
+    )
+    log.warning("%s", warning)
+    return replace(
+        report, files=tuple(replace(f, warning="; ".join(filter(None, (f.warning, warning)))) for f in report.files)
     )
 
 
@@ -353,7 +403,8 @@ def _fetch_remote(
                 else:
                     assert item.url is not None
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
-                    remote = RemoteFile("", name, item.url, item.size, sha256 or item.sha256, source=source)
+                    expected = sha256 or item.sha256
+                    remote = RemoteFile("", name, item.url, item.size, expected, source=source, headers=item.headers)
                     if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
@@ -363,6 +414,9 @@ def _fetch_remote(
                 planned.append((index, plan_file(session, remote)))
             except MdlError as exc:
                 outcomes[index] = failed("", name, exc, dest=target, source=item.where)
+                warning = session.netrc_warning(hub=item.hub is not None)
+                if warning is not None:  # a 401 may be why: said here too (fetch says it with the others)
+                    outcomes[index] = replace(outcomes[index], warning=warning)
                 log_outcome(outcomes[index])
         if planned:
             plans = [plan for _, plan in planned]

@@ -16,7 +16,7 @@ from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.progress import Progress
 from mdl.redact import remember_secret
 from mdl.report import RunReport
-from mdl.sources import Hub, RemoteFile, S3Signer, resolve_token, with_probe
+from mdl.sources import Hub, NetrcLogins, RemoteFile, S3Signer, read_netrc, resolve_token, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
@@ -173,11 +173,24 @@ class PullSession:
             return None
         return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
 
+    @cached_property
+    def netrc(self) -> NetrcLogins:  # read once, when the run's first direct URL asks (a problem: logged there)
+        return read_netrc(self.settings.netrc)
+
     def credentials(self, remote: RemoteFile) -> Credentials:
-        """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise."""
+        """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise, with a netrc
+        login when they have no Authorization. Either goes with the first request only, never after a redirect."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
-        return Credentials(extra=dict(remote.headers))
+        headers = dict(remote.headers)
+        login = self.netrc.authorization(remote.url, headers)
+        if login is not None:
+            headers["Authorization"] = login
+        return Credentials(extra=headers)
+
+    def netrc_warning(self, *, hub: bool) -> str | None:
+        """Why the netrc file was not used, for a direct URL's outcome (None: it was, or the file is a Hub file)."""
+        return None if hub else self.netrc.problem
 
     def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
         """A direct URL with its size and validator (``carry``: and its first bytes, left for the download to read,

@@ -15,6 +15,7 @@ from mdl.sources.joboutput import (
     read_job_output,
     write_inline,
 )
+from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,
@@ -40,6 +41,7 @@ __all__ = [
     "Hub",
     "InlineCheck",
     "InlineFile",
+    "NetrcLogins",
     "RemoteFile",
     "ResolvedModel",
     "S3Prefix",
@@ -57,6 +59,7 @@ __all__ = [
     "parse_s3_prefix",
     "read_hub_pages",
     "read_job_output",
+    "read_netrc",
     "resolve_file",
     "resolve_model",
     "resolve_token",

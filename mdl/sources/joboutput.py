@@ -66,6 +66,7 @@ class UrlFile:
     where: str  # what to call it in errors (descriptor key path, the redacted URL, or the hf:// URI)
     hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
     listed: RemoteFile | None = None  # a whole repo's file, as its listing named it (no HEAD needed)
+    headers: tuple[tuple[str, str], ...] = ()  # -H headers (a URL given as a SOURCE): secrets, never output
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from mdl.transfer.resume import (
     load_state,
 )
 from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
+from mdl.units import human_size
 
 log = logging.getLogger("mdl.transfer")
 
@@ -229,6 +230,7 @@ class Engine:
                     check_version(state, resp, total=span.total, whole=True)  # another version: taken from this answer
                     if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
+                        self.ignored_range(state)
                         self.drop(state, piece)
                 # A stream reading on past its own piece (the probe's answer) may have taken this piece's first
                 # bytes while this answer was on its way: they are repeated (compared, engine rule 15), or, the whole
@@ -242,6 +244,11 @@ class Engine:
                 with self._open_lock:
                     del self._open[resp]
         return answered_end
+
+    def ignored_range(self, state: DownloadState) -> None:
+        """Say once that the bytes on disk are thrown away: a resume the display announced is not one after all."""
+        size = human_size(state.size) if state.size is not None else "the file"
+        self.announce(state, "whole", 1, f"server ignored the range; fetching {size} from the start")
 
     def drop(self, state: DownloadState, piece: Piece) -> None:
         with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
@@ -435,6 +442,8 @@ class Engine:
                 return
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
+                if state.on_disk() > 0 and not state.whole_only:  # kept bytes fetched again (a coded body: not ranges)
+                    self.ignored_range(state)
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:

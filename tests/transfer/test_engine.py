@@ -481,8 +481,26 @@ def test_server_ignoring_ranges_on_resume_restarts_from_zero(
     (request,) = gets(cdn)
     assert request.range == f"bytes=100000-{len(data) - 1}"
     assert request.status == 200
-    # Progress was rewound: what it saw adds up to the file once.
+    # Progress was rewound: what it saw adds up to the file once; the resume it announced is said to be none.
     assert progress.starts[0][2] + progress.advanced["m/f.bin"] == len(data)
+    assert progress.notes == ["m/f.bin: server ignored the range; fetching 293 KiB from the start"]
+
+
+def test_server_ignoring_a_parallel_resume_says_so_once(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    data = make_data(9_000_003, seed=25)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 4_000_000
+    cdn.faults.add(Fault.reset(after_bytes=300_000, skip=1))
+    job = transfer_job(tmp_path, url, data)
+    with pytest.raises(NetworkError):
+        make_engine(client).fetch(job)
+    cdn.throttle_bps = None
+    cdn.ignore_ranges = True
+    progress = Recorder()
+    make_engine(client, progress=progress).fetch(job)
+    assert_finished(job, data)
+    assert progress.starts[0][2] > 0, "a resume was announced"
+    assert progress.notes == ["m/f.bin: server ignored the range; fetching 8.58 MiB from the start"]
 
 
 @pytest.mark.parametrize("hashed", [True, False])

@@ -1,0 +1,91 @@
+"""Request headers a user adds to direct URLs (the catalog's ``headers``, ``mdl get -H 'Name: value'``): one rule for
+names and values, the ``-H`` line parser, and which values are secrets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from mdl.errors import UsageError
+from mdl.redact import is_secret_param, printable, remember_secret
+
+# RFC 9110 §5.6.2: a field name is a token.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# What mdl sets itself to fetch ranges and check what it got: another value would break resume and verification.
+MANAGED_HEADERS = frozenset({"range", "if-range", "accept-encoding", "host", "content-length", "transfer-encoding"})
+# Values that are credentials whatever a catalog or a command line says of them (beside is_secret_param's names).
+_SECRET_HEADERS = frozenset({"cookie", "proxy-authorization"})
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a header mdl sends for a user, or None."""
+    if not HEADER_NAME_RE.fullmatch(name):
+        return "is not a valid HTTP header name"
+    if name.lower() in MANAGED_HEADERS:
+        return "is a header mdl sets itself (ranges, resume, verification)"
+    return None
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as a header value, or None (never quoting it: it is usually a secret)."""
+    # A CR or LF would let the value inject extra headers (RFC 9110 §5.5).
+    if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
+        return "must not contain line breaks or control characters"
+    # HTTP/1.1 sends header values as ASCII; anything else would fail at send time (RFC 9110 §5.5: obs-text).
+    if not value.isascii():
+        return "must be ASCII (percent- or base64-encode other characters)"
+    return None
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential (Authorization, X-Api-Key, Cookie, ...): never shown."""
+    return is_secret_param(name) or name.lower() in _SECRET_HEADERS
+
+
+def parse_header(text: str, *, flag: str = "--header") -> tuple[str, str]:
+    """A ``Name: value`` line as curl -H takes it → (name, value), the value's surrounding blanks dropped (RFC 9110
+    §5.5 OWS); UsageError (exit 2) naming the header, never showing its value."""
+    name, colon, value = text.partition(":")
+    if not colon:
+        # Show it only when it is a bare name: anything else may be a token pasted without its name.
+        shown = f" {text!r}" if HEADER_NAME_RE.fullmatch(text) else ""
+        raise UsageError(
+            f"{flag}{shown}: expected 'Name: value' (no ':' found)",
+            hint="write 'Name: value', e.g. -H 'X-Api-Key: ...'",
+        )
+    name, value = name.strip(), value.strip(" \t")
+    if not name:
+        raise UsageError(
+            f"{flag}: the header has no name before its ':'", hint="write 'Name: value', e.g. -H 'X-Api-Key: ...'"
+        )
+    return check_header(name, value, where=f"{flag} {printable(name, limit=80)!r}")
+
+
+def check_header(name: str, value: str, *, where: str) -> tuple[str, str]:
+    """(name, value) when both may be sent, else UsageError naming ``where``; a credential's value is registered as a
+    secret (as the catalog's headers' are) so that no sink shows it."""
+    problem = header_name_problem(name)
+    if problem is None and not value:
+        problem = "has no value (mdl sends only headers with values)"
+    if problem is None:
+        problem = header_value_problem(value)
+        problem = f"has a value that {problem}" if problem else None
+    if problem is not None:  # never "Authorization': …": the redaction would take the next word for its value
+        raise UsageError(f"{where} {problem}")
+    if is_secret_header(name):
+        remember_secret(value)
+    return name, value
+
+
+def check_headers(pairs: Iterable[tuple[str, str]], *, where: str) -> tuple[tuple[str, str], ...]:
+    """Each pair held to :func:`check_header`; a name given twice (names are case-insensitive, RFC 9110 §5.1) is
+    refused, as the catalog refuses it."""
+    checked: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, value in pairs:
+        shown = f"{where} {printable(name, limit=80)!r}"
+        if name.lower() in seen:
+            raise UsageError(f"{shown} is given twice (header names are case-insensitive)")
+        seen.add(name.lower())
+        checked.append(check_header(name, value, where=shown))
+    return tuple(checked)

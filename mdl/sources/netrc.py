@@ -1,0 +1,75 @@
+"""Logins for direct URLs from a netrc file (``$NETRC``, ``~/.netrc``), read with the stdlib as curl, wget and aria2c
+read it: Basic auth for the URL's host (or the ``default`` entry), never for Hub, S3 or signed URLs."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import netrc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mdl.paths import shown_path
+from mdl.redact import is_signed_url, remember_secret
+
+log = logging.getLogger("mdl.netrc")
+_DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this name
+
+
+@dataclass(frozen=True)
+class NetrcLogins:
+    """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as a warning)."""
+
+    path: Path | None = None
+    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host → (login, password)
+    problem: str | None = None
+
+    def authorization(self, url: str, headers: Mapping[str, str]) -> str | None:
+        """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host nor a default, or
+        the URL already carries a credential (an Authorization header, which wins as with curl -H; userinfo; a
+        signed query such as a presigned S3 URL's, which a second credential would break)."""
+        if not self.logins or any(name.lower() == "authorization" for name in headers):
+            return None
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or "@" in parts.netloc or is_signed_url(url):
+            return None
+        found = self.logins.get((parts.hostname or "").lower()) or self.logins.get(_DEFAULT)
+        if found is None:
+            return None
+        login, password = found
+        token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")  # RFC 7617, UTF-8
+        remember_secret(token)
+        return f"Basic {token}"
+
+
+def read_netrc(path: Path | None) -> NetrcLogins:
+    """The logins in ``path``; a missing file is no logins, a broken or unreadable one is no logins and a ``problem``
+    naming the file (and line): mdl reads it unasked, as curl --netrc-optional and wget do, so it never stops a run."""
+    if path is None:
+        return NetrcLogins()
+    try:
+        parsed = netrc.netrc(str(path))  # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
+    except FileNotFoundError:
+        return NetrcLogins(path)
+    except netrc.NetrcParseError as exc:
+        # Never the parser's words: they quote the token it stumbled on, which may be a password.
+        # (The stdlib counts the line break after the token it stumbled on: "near".)
+        near = f" near line {exc.lineno}" if exc.lineno else ""
+        return _unused(path, f"{shown_path(str(exc.filename or path))}: cannot parse this netrc file{near}")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+        return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
+    logins: dict[str, tuple[str, str]] = {}
+    for host, (login, _, password) in parsed.hosts.items():
+        if login or password:
+            remember_secret(password)
+            logins.setdefault(host.lower(), (login or "", password or ""))
+    return NetrcLogins(path, logins)
+
+
+def _unused(path: Path, problem: str) -> NetrcLogins:
+    problem += "; not using it"
+    log.warning("%s", problem)
+    return NetrcLogins(path, problem=problem)
