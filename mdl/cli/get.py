@@ -46,7 +46,7 @@ def get_cmd(
         typer.Option(
             "-H",
             "--header",
-            help="Send 'Name: value' with the http(s) URLs given, first request only (repeatable, as curl -H).",
+            help="Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as curl -H).",
             metavar="'NAME: VALUE'",
         ),
     ] = None,

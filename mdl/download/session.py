@@ -179,14 +179,14 @@ class PullSession:
 
     def credentials(self, remote: RemoteFile) -> Credentials:
         """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise, with a netrc
-        login when they have no Authorization. Either goes with the first request only, never after a redirect."""
+        login when they have no Authorization. Either goes to its own origin only, never after a redirect elsewhere."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
         headers = dict(remote.headers)
         login = self.netrc.authorization(remote.url, headers)
         if login is not None:
             headers["Authorization"] = login
-        return Credentials(extra=headers)
+        return Credentials(extra=headers, extra_origin=origin(remote.url))
 
     def netrc_warning(self, *, hub: bool) -> str | None:
         """Why the netrc file was not used, for a direct URL's outcome (None: it was, or the file is a Hub file)."""

@@ -187,9 +187,8 @@ class Engine:
             headers["Range"] = f"bytes={offset - back}-{'' if asked_end is None else asked_end - 1}"
             if validator:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
-        credentials = job.credentials if url == job.url else dataclasses.replace(job.credentials, extra={})
         asked = time.monotonic()
-        answer = opening or follow(self.client, url, credentials=credentials, headers=headers, what=job.label)
+        answer = opening or follow(self.client, url, credentials=job.credentials, headers=headers, what=job.label)
         with answer as resp:
             if opening is None:
                 state.saw_first_byte(time.monotonic() - asked)

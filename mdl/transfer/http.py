@@ -77,13 +77,19 @@ def shown_origin(url: str) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
+    """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers (``-H``, the
+    catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on any hop that lands there and
+    never on one that leaves it (as curl keeps Authorization on the host it was given for)."""
+
     hub_origin: tuple[str, str, int] | None = None
     token: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    extra_origin: tuple[str, str, int] | None = None
 
-    def headers_for(self, url: str, *, first_hop: bool) -> dict[str, str]:
-        headers: dict[str, str] = dict(self.extra) if first_hop else {}
-        if self.token and self.hub_origin is not None and origin(url) == self.hub_origin:
+    def headers_for(self, url: str) -> dict[str, str]:
+        at = origin(url)
+        headers: dict[str, str] = dict(self.extra) if self.extra_origin is not None and at == self.extra_origin else {}
+        if self.token and self.hub_origin is not None and at == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
@@ -333,8 +339,8 @@ def follow(
     target)`` whether to follow (False: yield the redirect); https→http never."""
     remember_url_secrets(url)
     current = url
-    for hop in range(MAX_REDIRECTS + 1):
-        request_headers = {**(headers or {}), **credentials.headers_for(current, first_hop=hop == 0)}
+    for _ in range(MAX_REDIRECTS + 1):
+        request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
             response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
         except httpx2.TransportError as exc:

@@ -87,6 +87,15 @@ def test_header_stays_with_its_origin_across_a_redirect(cdn: CdnServer, elsewher
     assert set(sent(elsewhere, "Authorization")) == {None}
 
 
+def test_header_follows_a_redirect_on_its_own_origin(cdn: CdnServer, here: Path) -> None:
+    """As curl keeps a header on the host it was given for: a moved file behind the same key still downloads."""
+    target = cdn.add_file("/private/moved.bin", DATA, required_headers={"X-Api-Key": KEY})
+    url = cdn.add_redirect("/old/moved.bin", target)
+    result = mdl("get", url, "-H", f"X-Api-Key: {KEY}")
+    assert result.exit_code == 0, result.stderr
+    assert (here / "moved.bin").read_bytes() == DATA
+
+
 @pytest.mark.parametrize(
     ("header", "said"),
     [

@@ -86,21 +86,27 @@ def test_origin(url: str, expected: tuple[str, str, int]) -> None:
 )
 def test_hub_token_only_for_the_exact_origin(url: str, gets_token: bool) -> None:
     creds = Credentials(hub_origin=origin("https://hub.example"), token="hf_secret", extra={})
-    headers = creds.headers_for(url, first_hop=True)
+    headers = creds.headers_for(url)
     assert (headers.get("Authorization") == "Bearer hf_secret") is gets_token
 
 
-def test_credentials_extra_headers_first_hop_only_and_secrets() -> None:
-    creds = Credentials(extra={"Authorization": "Bearer civitai", "X-Key": "k1"})
-    assert creds.headers_for("https://a.example/x", first_hop=True) == {
-        "Authorization": "Bearer civitai",
-        "X-Key": "k1",
-    }
-    assert creds.headers_for("https://a.example/x", first_hop=False) == {}
+def test_credentials_extra_headers_only_to_their_own_origin_and_secrets() -> None:
+    creds = Credentials(
+        extra={"Authorization": "Bearer civitai", "X-Key": "k1"}, extra_origin=origin("https://a.example/x")
+    )
+    assert creds.headers_for("https://a.example/y") == {"Authorization": "Bearer civitai", "X-Key": "k1"}
+    for elsewhere in (
+        "https://cdn.a.example/x",
+        "http://a.example/x",
+        "https://a.example:8443/x",
+        "https://b.example/",
+    ):
+        assert creds.headers_for(elsewhere) == {}
+    assert Credentials(extra={"X-Key": "k1"}).headers_for("https://a.example/x") == {}  # no origin: nowhere
     assert set(creds.secrets) == {"Bearer civitai", "k1"}
     assert Credentials(token="hf_t").secrets == ("hf_t",)
     # No hub origin: a token goes nowhere.
-    assert Credentials(token="hf_t").headers_for("https://hub.example/", first_hop=True) == {}
+    assert Credentials(token="hf_t").headers_for("https://hub.example/") == {}
 
 
 # -- follow against the loopback servers ----------------------------------------------------------------
@@ -148,18 +154,29 @@ def test_hub_token_not_sent_on_redirect_back_to_same_host_other_port(
     assert [r.authorization for r in cdn.log.records()] == [None]
 
 
-def test_direct_url_headers_only_on_the_first_hop(cdn: CdnServer, client: httpx2.Client) -> None:
+def test_direct_url_headers_follow_a_redirect_on_their_origin_only(
+    cdn: CdnServer, hub: HubServer, client: httpx2.Client
+) -> None:
     cdn.add_file("/real.bin", DATA)
     start = cdn.add_redirect("/start.bin", "/real.bin")  # relative Location, same origin
-    creds = Credentials(extra={"X-Api-Key": "k-123", "Authorization": "Bearer direct"})
+    creds = Credentials(extra={"X-Api-Key": "k-123", "Authorization": "Bearer direct"}, extra_origin=origin(start))
     status, body, final = fetch(client, start, creds, headers={"Range": "bytes=0-9"})
     assert (status, body) == (206, DATA[:10])
     assert final == f"{cdn.url}/real.bin"
     first, second = cdn.log.records()
     assert (first.header("x-api-key"), first.authorization) == ("k-123", "Bearer direct")
-    assert (second.header("x-api-key"), second.authorization) == (None, None)
+    assert (second.header("x-api-key"), second.authorization) == ("k-123", "Bearer direct")
     # Per-request headers (the Range) go to every hop.
     assert first.range == second.range == "bytes=0-9"
+    # A redirect to another origin (another port of the same host) gets none of them.
+    away = cdn.add_redirect("/away.bin", f"{hub.url}/elsewhere.bin")
+    fetch(client, away, creds)  # the other server knows no such file: what matters is what it was sent
+    (elsewhere,) = hub.log.records()
+    assert (elsewhere.url_path, elsewhere.header("x-api-key"), elsewhere.authorization) == (
+        "/elsewhere.bin",
+        None,
+        None,
+    )
 
 
 def test_too_many_redirects(cdn: CdnServer, client: httpx2.Client) -> None:
