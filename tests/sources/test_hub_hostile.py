@@ -347,13 +347,13 @@ def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, othe
     from mdl.catalog.settings import build_settings
     from mdl.download.session import PullSession
     from mdl.progress import NullProgress
-    from mdl.transfer import Credentials, follow
+    from mdl.transfer import Credentials, follow, origin
 
     settings = build_settings(environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d")
     session = PullSession(settings, progress=NullProgress())
     try:
         assert session.token == TOKEN
-        wrong = Credentials(extra={"Authorization": f"Bearer {TOKEN}"})
+        wrong = Credentials(extra={"Authorization": f"Bearer {TOKEN}"}, extra_origin=origin(other.url))
         with (
             pytest.raises(TokenLeakError),
             follow(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
