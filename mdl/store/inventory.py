@@ -58,12 +58,13 @@ class LocalFile:  # one expected file of a model and its state on disk
     path: str
     dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
     final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
-    size: int | None
-    sha256: str | None
+    size: int | None  # as the listing, lock or catalog says, else as its record of this version says
+    sha256: str | None  # likewise (mdl hashes every file it writes: a small Hub file's is in its record)
     source: str
     state: str  # INSTALLED, MODIFIED_MAYBE, ... above
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
     verified: bool | None = None  # its record's word (engine rule 15); None: not recorded
+    expected_sha256: str | None = None  # what the listing, lock or catalog pins (verify checks against it)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,11 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
         placed = placement is not None
         verified = entry.verified if entry is not None else None
-        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed, verified))
+        known = entry if entry is not None and _same_version(entry, want) else None  # what mdl fetched of it
+        size = want.size if want.size is not None or known is None else known.size
+        sha256 = want.sha256 or (known.sha256 if known is not None else None)
+        pinned_sha = want.sha256
+        files.append(LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, pinned_sha))
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
@@ -390,7 +395,7 @@ def verify_models(
             if not locked and file.path in catalog_sha:
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
-                want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
+                want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
             add(verify_file(layout.records, spec.name, file, status.record, want, progress))
         whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
         if layout.cache_root is not None and whole:
