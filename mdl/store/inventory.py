@@ -31,6 +31,8 @@ UNRECORDED = "unrecorded"  # present, but mdl never verified it (no record)
 PARTIAL = "partial"  # a partial download is waiting to be resumed (or the snapshot entry is not linked)
 MISSING = "missing"  # not on disk
 OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
+# The mtime a record keeps for a file verify found wrong: no file has it, so pull and list re-check it, never trust it.
+UNTRUSTED_MTIME = 0
 
 # Why a present file must be hashed again before it is trusted (``pull --dry-run``'s reason for ``check``).
 RECHECK_REASON = {
@@ -435,7 +437,7 @@ def verify_file(
         return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
     try:
         if entry is None:
-            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
+            raise IntegrityError(f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
         blob_name = file.final.name if file.final != file.dest and BLOB_NAME.fullmatch(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
@@ -458,7 +460,14 @@ def verify_file(
         if expected_sha and entry.sha256 != expected_sha:
             raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
         if file.state != INSTALLED and file.final != file.dest:
-            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob")
+    except IntegrityError as exc:
+        if entry is not None and exc.hint is None:  # other bytes than recorded: the next pull must look at them
+            exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
+            if entry.mtime_ns != UNTRUSTED_MTIME:
+                store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME))
+        progress.finish(label, ok=False, message=exc.message)
+        return failed(model, file.path, exc, dest=file.dest)
     except MdlError as exc:
         progress.finish(label, ok=False, message=exc.message)
         return failed(model, file.path, exc, dest=file.dest)

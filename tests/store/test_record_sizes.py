@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,30 @@ def test_a_small_hub_file_shows_the_sha256_mdl_computed(hub: HubServer, catalog:
     verified = json.loads(mdl("verify", "tiny", "--json", "--dest", str(tmp_path / "m")).stdout)["files"][0]
     assert verified["sha256"] == shown["sha256"]
     assert verified["verified"] is True
+
+
+def test_a_hash_mismatch_says_how_to_repair_it_and_pull_repairs_it(
+    hub: HubServer, catalog: Path, tmp_path: Path
+) -> None:
+    """Bytes changed in place (same size, mtime put back): verify says so with a hint, and the pull it names
+    re-checks the file instead of trusting its record, and repairs it."""
+    hub.add_repo("org/tiny", {"config.json": CONFIG})
+    catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
+    dest = ["--dest", str(tmp_path / "m")]
+    assert mdl("pull", "tiny", "--no-progress", *dest).exit_code == 0
+    target = tmp_path / "m" / "tiny" / "config.json"
+    before = target.stat()
+    target.write_bytes(CONFIG.replace(b"8", b"9"))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    result = mdl("verify", "tiny", *dest)
+    assert result.exit_code == 6
+    assert "sha256 mismatch" in result.stderr
+    assert "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again" in result.stderr, result.stderr
+    doc = json.loads(mdl("verify", "tiny", "--json", *dest).stdout)
+    assert doc["files"][0]["hint"] == "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again"
+
+    repaired = json.loads(mdl("pull", "tiny", "--json", *dest).stdout)
+    assert repaired["files"][0]["action"] == "repaired"
+    assert target.read_bytes() == CONFIG
+    assert mdl("verify", "tiny", *dest).exit_code == 0
