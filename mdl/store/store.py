@@ -29,8 +29,11 @@ RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a
 
 
 def key_prefix(model: str) -> str:
-    """The start of every partial and lock file name of ``model`` under ``.mdl/``."""
-    return _SAFE_CHARS.sub("_", model)[:100]
+    """The start of every partial and lock file name of ``model`` under ``.mdl/``. Never "-" (``rm *`` and other
+    tools would read such a name as options): one that would start with it — a one-off get's (model "") or a model
+    named "-x" — gets "_" in front; every other model's names are as they were, so its partials stay resumable."""
+    prefix = _SAFE_CHARS.sub("_", model)[:100]
+    return prefix if prefix[:1] not in ("", "-") else f"_{prefix}"
 
 
 @dataclass(frozen=True)
