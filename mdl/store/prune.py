@@ -185,7 +185,8 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             return
         if whole:
             _note_left_in(run, model, run.layout.plain.model_dir(model))
-        _tidy(run, model, placements, whole=whole)
+        with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
+            _tidy(run, model, placements, whole=whole)
         try:
             run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
         except LocalFSError as exc:
@@ -353,7 +354,7 @@ def _drop_empty_repo(root: Path, repo: Path) -> None:
     """The repo's folder once blobs, snapshots and refs are all empty and nothing else is in it."""
     parts = ("blobs", "snapshots", "refs")
     entries = confined.entries(root, repo)
-    if any(name not in parts for name, _ in entries):
+    if any(name not in parts or not st.S_ISDIR(info.st_mode) for name, info in entries):
         return
     if any(confined.entries(root, repo / name) for name, _ in entries):
         return

@@ -270,3 +270,21 @@ def test_a_planted_link_never_makes_prune_delete_outside(world: dict[str, Path],
     assert "Traceback" not in result.stderr
     assert snapshot(outside) == before
     assert "symbolic link" in result.stderr
+
+
+@pytest.mark.parametrize("planted", ["snapshots", "blobs", "refs", "repo"])
+def test_a_planted_link_in_the_hf_cache_never_makes_prune_delete_outside(world: dict[str, Path], planted: str) -> None:
+    cache, root = world["cache"], world["root"]
+    pull("tiny", "--layout", "hf-cache")
+    repo = cache / "models--org--tiny"
+    outside = root / "outside"
+    where = repo if planted == "repo" else repo / planted
+    os.rename(where, outside)  # the real folder moved out, a link to it planted in its place
+    where.symlink_to(outside)
+    drop_model(world["catalog"], "tiny")
+    before = snapshot(outside)
+    result = mdl("prune", "--layout", "hf-cache")
+    assert result.exit_code in (0, 2), result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(outside) == before
+    assert where.is_symlink()
