@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings, is_model_name
-from mdl.errors import LocalFSError, LockTimeoutError, MdlError
+from mdl.errors import LocalFSError, LockTimeoutError, MdlError, worst_exit_code
 from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks
@@ -61,7 +61,7 @@ class PruneReport:
     removed: tuple[PrunedPath, ...]
     kept: tuple[KeptPath, ...] = ()
     warnings: tuple[str, ...] = ()
-    errors: tuple[LocalFSError, ...] = ()
+    errors: tuple[MdlError, ...] = ()
     dry_run: bool = False
 
     @property
@@ -70,7 +70,7 @@ class PruneReport:
 
     @property
     def exit_code(self) -> int:
-        return int(self.errors[0].exit_code) if self.errors else 0
+        return worst_exit_code([int(e.exit_code) for e in self.errors])
 
     def to_json(self) -> dict[str, Any]:
         removed = [
@@ -99,7 +99,7 @@ class _Pruning:
     removed: list[PrunedPath] = field(default_factory=list)
     kept: list[KeptPath] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    errors: list[LocalFSError] = field(default_factory=list)
+    errors: list[MdlError] = field(default_factory=list)
 
 
 def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = None) -> PruneReport:
@@ -163,6 +163,9 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         log.info("%s", exc.message)
         run.warnings.append(f"{model}: skipped: another mdl run is pulling it (its files are locked)")
         return
+    except MdlError as exc:  # a lock file or folder mdl cannot use (a planted link): nothing removed
+        run.warnings.append(f"{model}: skipped: {exc.message}")
+        return
     with held:
         dropped: list[str] = []  # record entries mdl no longer answers for: removed, already gone, or changed since
         blobs: dict[Path, tuple[Placement, FileRecord]] = {}
@@ -181,15 +184,15 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         for placement, entry in blobs.values():
             if not _linked_elsewhere(run, model, placement):
                 _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
-        if run.dry_run:
-            return
         if whole:
             _note_left_in(run, model, run.layout.plain.model_dir(model))
+        if run.dry_run:
+            return
         with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
             _tidy(run, model, placements, whole=whole)
         try:
             run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
-        except LocalFSError as exc:
+        except MdlError as exc:
             run.errors.append(exc)
 
 
@@ -368,11 +371,11 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
     if folder.is_symlink():
         run.kept.append(KeptPath(folder, model, "a link mdl did not make"))
         return
+    known = {p.path for p in run.kept} | {p.path for p in run.removed if p.model == model}
     for where, dirs, files in os.walk(folder):  # a link is listed, never followed
-        kept = {p.path for p in run.kept}
         for name in sorted((*files, *(d for d in dirs if (Path(where) / d).is_symlink()))):
             path = Path(where) / name
-            if path not in kept and os.path.lexists(path):
+            if path not in known and os.path.lexists(path):
                 run.kept.append(KeptPath(path, model, "not written by mdl"))
 
 
