@@ -80,6 +80,8 @@ def remove_cmd(
 ) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its downloaded files
     stay unless --prune is given."""
+    if not prune and (where["dest"] is not None or where["layout"] is not None):
+        raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
     change = api.remove(name, catalog=where["catalog"], environ=run.environ)
     if not prune:
         return _render(run, change)

@@ -288,3 +288,10 @@ def test_a_planted_link_in_the_hf_cache_never_makes_prune_delete_outside(world: 
     assert "Traceback" not in result.stderr
     assert snapshot(outside) == before
     assert where.is_symlink()
+
+
+def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
+    result = mdl("remove", "tiny", "--dest", str(world["dest"]))
+    assert result.exit_code == 2
+    assert "--prune" in result.stderr
+    assert "[models.tiny]" in world["catalog"].read_text(), "nothing changed"
