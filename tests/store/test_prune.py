@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from planted import snapshot
-from runfixtures import mdl
-from servers import HubServer, make_data
+from runfixtures import mdl, wait_for
+from servers import Fault, HubServer, make_data
 
 from mdl.errors import LockTimeoutError
 from mdl.store import Store
@@ -295,3 +297,33 @@ def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
     assert result.exit_code == 2
     assert "--prune" in result.stderr
     assert "[models.tiny]" in world["catalog"].read_text(), "nothing changed"
+
+
+def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, Path], hub: HubServer) -> None:
+    """A real `mdl pull` in another process, its download held mid-body: prune with a catalog that no longer names
+    the model skips it (the file in flight is locked, though not yet recorded), and the pull finishes whole."""
+    dest, root = world["dest"], world["root"]
+    pull("other")
+    hub.cdn.faults.add(Fault.stall(after_bytes=100_000, seconds=4, path_prefix="/blobs/"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdl", "pull", "tiny", "--no-progress"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: any((dest / ".mdl" / "partial").glob("*.part")), timeout=30, what="the pull's partial")
+        assert (dest / "tiny" / "config.json").exists() or Store(dest).record_path("tiny").exists()
+        without = root / "without-tiny.toml"
+        without.write_text('[models.other]\nrepo = "org/other"\n')
+        result = mdl("prune", "--catalog", str(without), "--json")
+        assert result.exit_code == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert [r for r in doc["removed"] if r["model"] == "tiny"] == []
+        assert any(w.startswith("tiny: skipped: another mdl run is pulling it") for w in doc["warnings"]), doc
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    for rel, data in {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB}.items():
+        assert (dest / "tiny" / rel).read_bytes() == data
+    assert mdl("verify", "tiny").exit_code == 0
