@@ -335,6 +335,7 @@ def _rmdir_up(root: Path, folder: Path, top: Path, *, including: bool) -> None:
 
 
 def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -> None:
+    """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as entries, never followed)."""
     if not GIT_OID_HEX.fullmatch(commit):
         return
     refs = repo / "refs"
