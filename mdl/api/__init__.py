@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mdl.download import LockReport
     from mdl.lockfile import Lock
     from mdl.report import FileOutcome, Resolution, RunReport
-    from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList
+    from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList, PruneReport
     from mdl.upload import PublishReport
 
 StrPath = str | os.PathLike[str]
@@ -243,6 +243,26 @@ def clean(
 
 
 @checked
+def prune(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    dry_run: bool = False,
+    only: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> PruneReport:
+    """Remove from the destination what the catalog no longer names (``only``: that model's files alone), and only
+    what mdl recorded; a model another run is pulling is skipped."""
+    from mdl.store import prune as prune_store
+
+    env = _environ(environ)
+    cat = _catalog(catalog, env, required=True)
+    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    return prune_store(cat.models, settings, only=only)
+
+
+@checked
 def lock(
     *names: str,
     all: bool = False,
@@ -308,7 +328,8 @@ def init(
 def remove(
     name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None
 ) -> catalog_edit.CatalogChange:
-    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock; downloaded files stay."""
+    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock; downloaded files stay
+    (:func:`prune` with ``only=name`` removes them)."""
     from mdl.download import remove_model
 
     return remove_model(name, catalog=catalog, environ=_environ(environ))

@@ -22,7 +22,7 @@ COMMANDS = {
     name: (module, f"{name}_cmd")
     for module, names in (
         ("inspect", ("list", "show", "resolve")),
-        ("download", ("pull", "verify", "clean")),
+        ("download", ("pull", "verify", "clean", "prune")),
         ("lock", ("lock",)),
         ("get", ("get",)),
         ("archive", ("pack", "unpack")),
@@ -52,6 +52,9 @@ _COMMAND_EXAMPLES = (
     ("mdl verify --all --json", "every model, as JSON"),
     ("mdl clean --dry-run", "what would be removed"),
     ("mdl clean", "remove stale partial downloads"),
+    ("mdl prune --dry-run", "what the catalog no longer names"),
+    ("mdl prune", "remove it (only files mdl wrote)"),
+    ("mdl prune --layout hf-cache --json", "in the Hugging Face cache, as JSON"),
     ("mdl lock", "pin every model in catalog.lock"),
     ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
     ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
@@ -73,6 +76,7 @@ _COMMAND_EXAMPLES = (
     ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
     ("mdl add tiny --description 'Tiny BERT for tests' --tag test --tag nlp", "describe and tag an entry"),
     ("mdl remove lora", "downloaded files stay"),
+    ("mdl remove lora --prune", "and its downloaded files go"),
     ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
     ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
     ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),

@@ -1,4 +1,5 @@
-"""``mdl pull``, ``mdl verify`` and ``mdl clean``: the catalog's models onto this disk, checked, and tidied."""
+"""``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this disk, checked, and
+tidied."""
 
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +13,7 @@ from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
+    from mdl.store import PruneReport
 
 
 @command()
@@ -97,3 +99,34 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     for c in report.files:
         run.line(f"{removed}  {c.path}  ({human_size(c.size)})  {c.label}")
     run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")
+
+
+@command(where=("dest", "layout", "catalog"), progress=False)
+def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
+    """Remove from the destination what the catalog no longer names: removed models' files and records, files a
+    model no longer has (and, in the Hugging Face cache, their snapshots and blobs no other snapshot uses). Only what
+    mdl recorded: files it did not write, or that changed since, stay; a model another run is pulling is skipped."""
+    return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
+
+
+def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
+    """Each removed path on stdout (as clean's), kept paths with -v, warnings, and the summary on stderr; with
+    --json the report as the document (``emit``: it is not part of another one)."""
+    for warning in report.warnings:
+        run.console.warn(warning)
+    if run.json:
+        if emit:
+            run.emit(report.to_json())
+    else:
+        removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
+        for r in report.removed:
+            run.line(f"{removed}  {r.path}  ({human_size(r.size)})  {r.model}: {r.reason}")
+        if run.verbose:
+            for k in report.kept:
+                run.console.info(f"kept {k.path}: {k.reason}")
+        listed = "" if run.verbose else " (-v lists them)"
+        kept = f"; kept {len(report.kept)} path(s) mdl did not write{listed}" if report.kept else ""
+        run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
+    for error in report.errors:
+        run.console.error(error.message, hint=error.hint)
+    return report.exit_code

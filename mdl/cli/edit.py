@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
+from mdl.cli.download import render_prune
 from mdl.cli.options import NameArg, TimeoutOpt, command, complete_model_names
 from mdl.cli.run import Run
 
@@ -18,7 +19,7 @@ _SAID = {
     "replaced": "replaced {name} in {catalog}",
     "updated": "updated {name} in {catalog}",
     "unchanged": "{name} is already in {catalog} as asked; nothing changed",
-    "removed": "removed {name} from {catalog} (files already downloaded stay where they are)",
+    "removed": "removed {name} from {catalog} (files already downloaded stay: `mdl prune` removes them)",
 }
 
 
@@ -104,21 +105,39 @@ def add_cmd(
     return _render(run, change)
 
 
-@command(where=("catalog",), progress=False)
-def remove_cmd(run: Run, name: NameArg, **where: Any) -> int:
-    """Take a model out of the catalog (and catalog.lock); every other line stays as written."""
-    return _render(run, api.remove(name, **where, environ=run.environ))
+@command(where=("dest", "layout", "catalog"), progress=False)
+def remove_cmd(
+    run: Run,
+    name: NameArg,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Then remove its downloaded files and records (`mdl prune` for this model)."),
+    ] = False,
+    **where: Any,
+) -> int:
+    """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its downloaded files
+    stay unless --prune is given."""
+    if not prune and (where["dest"] is not None or where["layout"] is not None):
+        raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
+    change = api.remove(name, catalog=where["catalog"], environ=run.environ)
+    if not prune:
+        return _render(run, change)
+    report = api.prune(only=change.model, **where, environ=run.environ)
+    code = _render(run, change, more={"pruned": report.to_json()}, said="removed {name} from {catalog}")
+    return render_prune(run, report, emit=False) or code
 
 
-def _render(run: Run, change: "catalog_edit.CatalogChange") -> int:
+def _render(
+    run: Run, change: "catalog_edit.CatalogChange", *, more: dict[str, Any] | None = None, said: str | None = None
+) -> int:
     """The JSON document, or one line on stderr (stdout is for data; an edit has none to print); the exit code."""
     if run.json:
-        run.emit(change.to_json())
+        run.emit({**change.to_json(), **(more or {})})
     if change.created:
         run.console.info(f"created {change.catalog}")
     files = ", ".join(change.added)
     if not run.json:
-        run.console.info(_SAID[change.action].format(name=change.model, catalog=change.catalog, files=files))
+        run.console.info((said or _SAID[change.action]).format(name=change.model, catalog=change.catalog, files=files))
         if change.lock is not None:
             run.console.info(f"updated {change.lock}")
     if change.lock_error and change.exit_code:

@@ -1,5 +1,5 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
-and the offline views of it (list, show, verify, clean)."""
+and the offline views of it (list, show, verify, clean, prune)."""
 
 from mdl.store.confined import (
     ForeignEntryError,
@@ -44,6 +44,7 @@ from mdl.store.inventory import (
     verify_models,
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
+from mdl.store.prune import KeptPath, PrunedPath, PruneReport, prune
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso
 from mdl.store.store import Store
 
@@ -62,12 +63,15 @@ __all__ = [
     "ForeignEntryError",
     "HeldLocks",
     "HubFileRef",
+    "KeptPath",
     "Layout",
     "ModelInfo",
     "ModelList",
     "ModelRecord",
     "ModelStatus",
     "Placement",
+    "PruneReport",
+    "PrunedPath",
     "Store",
     "adopt_cached",
     "clean",
@@ -86,6 +90,7 @@ __all__ = [
     "now_iso",
     "open_file",
     "parse_hub_source",
+    "prune",
     "read_bytes",
     "ref_revision",
     "rename",

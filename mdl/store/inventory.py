@@ -31,6 +31,8 @@ UNRECORDED = "unrecorded"  # present, but mdl never verified it (no record)
 PARTIAL = "partial"  # a partial download is waiting to be resumed (or the snapshot entry is not linked)
 MISSING = "missing"  # not on disk
 OUTDATED = "outdated"  # recorded and intact, but not the version the lock pins (pull fetches the pinned one)
+# The mtime a record keeps for a file verify found wrong: no file has it, so pull and list re-check it, never trust it.
+UNTRUSTED_MTIME = 0
 
 # Why a present file must be hashed again before it is trusted (``pull --dry-run``'s reason for ``check``).
 RECHECK_REASON = {
@@ -58,12 +60,13 @@ class LocalFile:  # one expected file of a model and its state on disk
     path: str
     dest: Path  # the path programs open (a snapshot entry in the Hugging Face cache)
     final: Path  # where the bytes are (the blob in the Hugging Face cache; else the same as dest)
-    size: int | None
-    sha256: str | None
+    size: int | None  # as the listing, lock or catalog says, else as its record of this version says
+    sha256: str | None  # likewise (mdl hashes every file it writes: a small Hub file's is in its record)
     source: str
     state: str  # INSTALLED, MODIFIED_MAYBE, ... above
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
     verified: bool | None = None  # its record's word (engine rule 15); None: not recorded
+    expected_sha256: str | None = None  # what the listing, lock or catalog pins (verify checks against it)
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,11 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
         placed = placement is not None
         verified = entry.verified if entry is not None else None
-        files.append(LocalFile(want.path, shown, final, want.size, want.sha256, want.source, state, placed, verified))
+        known = entry if entry is not None and _same_version(entry, want) else None  # what mdl fetched of it
+        size = want.size if want.size is not None or known is None else known.size
+        sha256 = want.sha256 or (known.sha256 if known is not None else None)
+        pinned_sha = want.sha256
+        files.append(LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, pinned_sha))
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
@@ -390,7 +397,7 @@ def verify_models(
             if not locked and file.path in catalog_sha:
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
-                want = (file.sha256, "catalog.lock" if locked else "listing the pull resolved")
+                want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
             add(verify_file(layout.records, spec.name, file, status.record, want, progress))
         whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
         if layout.cache_root is not None and whole:
@@ -430,7 +437,7 @@ def verify_file(
         return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
     try:
         if entry is None:
-            raise IntegrityError(f"{label}: present but never verified by mdl (run `mdl pull {model}`)")
+            raise IntegrityError(f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
         blob_name = file.final.name if file.final != file.dest and BLOB_NAME.fullmatch(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
@@ -453,7 +460,14 @@ def verify_file(
         if expected_sha and entry.sha256 != expected_sha:
             raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
         if file.state != INSTALLED and file.final != file.dest:
-            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob (run `mdl pull {model}`)")
+            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob")
+    except IntegrityError as exc:
+        if entry is not None and exc.hint is None:  # other bytes than recorded: the next pull must look at them
+            exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
+            if entry.mtime_ns != UNTRUSTED_MTIME:
+                store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME))
+        progress.finish(label, ok=False, message=exc.message)
+        return failed(model, file.path, exc, dest=file.dest)
     except MdlError as exc:
         progress.finish(label, ok=False, message=exc.message)
         return failed(model, file.path, exc, dest=file.dest)

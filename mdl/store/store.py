@@ -29,8 +29,11 @@ RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a
 
 
 def key_prefix(model: str) -> str:
-    """The start of every partial and lock file name of ``model`` under ``.mdl/``."""
-    return _SAFE_CHARS.sub("_", model)[:100]
+    """The start of every partial and lock file name of ``model`` under ``.mdl/``. Never "-" (``rm *`` and other
+    tools would read such a name as options): one that would start with it — a one-off get's (model "") or a model
+    named "-x" — gets "_" in front; every other model's names are as they were, so its partials stay resumable."""
+    prefix = _SAFE_CHARS.sub("_", model)[:100]
+    return prefix if prefix[:1] not in ("", "-") else f"_{prefix}"
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,7 @@ class Store:
         expected: dict[str, ExpectedFile] | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
-        # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
-        lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
-        label = f"{model or 'get'}: its record"
-        with acquire_locks(self.dest, [lock], label=label, timeout=RECORD_LOCK_TIMEOUT):
+        with self._record_locked(model):
             current = self.read_record(model) or ModelRecord(name=model)
             files = {path: one for path, one in current.files.items() if path not in remove}
             files.update((one.path, one) for one in (*puts, *((put,) if put is not None else ())))
@@ -157,6 +157,27 @@ class Store:
             except OSError as exc:
                 raise LocalFSError(f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}") from exc
             return record
+
+    def drop_from_record(self, model: str, paths: tuple[str, ...], *, whole: bool = False) -> None:
+        """Take ``paths`` out of the model's record (``whole``: remove the record, unless it names other files)."""
+        with self._record_locked(model):
+            current = self.read_record(model)
+            if current is None:
+                return
+            if whole and set(current.files) <= set(paths):
+                try:
+                    confined.unlink(self.dest, self.record_path(model))
+                except OSError as exc:
+                    raise LocalFSError(f"{model}: cannot remove its record: {exc.strerror or exc}") from exc
+                return
+        if paths:
+            self.update_record(model, revision=None, commit=None, remove=paths)
+
+    def _record_locked(self, model: str) -> HeldLocks:
+        # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
+        lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
+        label = f"{model or 'get'}: its record"
+        return acquire_locks(self.dest, [lock], label=label, timeout=RECORD_LOCK_TIMEOUT)
 
     def free_bytes(self) -> int:
         """Free space where the destination is (or would be): the nearest existing parent's filesystem."""

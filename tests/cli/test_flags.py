@@ -63,14 +63,15 @@ COMMANDS: dict[str, Callable[[World, str], list[str]]] = {
     "pull": lambda w, tag: ["pull", "tiny"],
     "verify": lambda w, tag: ["verify", "tiny"],
     "clean": lambda w, tag: ["clean"],
+    "prune": lambda w, tag: ["prune"],
     "get": lambda w, tag: ["get", w.url, "-d", str(w.tmp / "got" / tag)],
     "pack": lambda w, tag: ["pack", str(w.run_dir), "-o", str(w.tmp / "zips" / f"{tag}.zip")],
     "unpack": lambda w, tag: ["unpack", str(w.archive()), "-d", str(w.tmp / "unpacked" / tag)],
     "init": lambda w, tag: ["init", "--catalog", str(w.tmp / "inits" / f"{tag}.toml")],
 }
 PROGRESS_COMMANDS = ("resolve", "pull", "verify", "get", "pack", "unpack")
-CATALOG_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean", "get")
-DEST_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean")
+CATALOG_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean", "prune", "get")
+DEST_COMMANDS = ("list", "show", "resolve", "pull", "verify", "clean", "prune")
 
 
 def prepare(world: World, command: str) -> None:
@@ -111,8 +112,8 @@ def test_quiet_in_either_position_silences_stderr_not_the_data(world: World, com
     result = mdl(*placed(world, command, ["-q"], position))
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
-    # clean has nothing to remove; unpack's file list still honours -q (mdl/cli/archive.py)
-    if command not in ("clean", "unpack"):
+    # clean and prune have nothing to remove; unpack's file list still honours -q (mdl/cli/archive.py)
+    if command not in ("clean", "prune", "unpack"):
         assert result.stdout.strip(), "-q silences stderr, never the data a command exists to print"
 
 
@@ -241,7 +242,7 @@ def test_bad_progress_value_is_exit_2_naming_the_choices(world: World, command: 
         assert choice in result.stderr
 
 
-@pytest.mark.parametrize("command", ["list", "show", "clean"])
+@pytest.mark.parametrize("command", ["list", "show", "clean", "prune"])
 def test_progress_belongs_to_the_commands_that_show_progress(world: World, command: str) -> None:
     """Before any command --progress is accepted (it is global); after one that shows none it is unknown."""
     assert mdl(*placed(world, command, ["--progress", "plain"], "before")).exit_code == 0

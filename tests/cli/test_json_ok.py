@@ -76,6 +76,7 @@ def test_every_command_says_ok(world: str, tmp_path: Path) -> None:
         (("pull", "--all"), 0),
         (("verify", "--all"), 0),
         (("clean",), 0),
+        (("prune", "--dry-run"), 0),
         (("get", world, "-d", "fetched"), 0),
         (("pack", "run", "--checkpoint", "latest", "-o", "a.zip"), 0),
         (("pack", "run", "--checkpoint", "latest", "-o", "a.zip", "--dry-run", "--force"), 0),

@@ -159,6 +159,7 @@ def _json_cases(w: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
         "pull": (["pull", "tiny"], ["pull", "badname"]),
         "verify": (["verify", "tiny"], ["verify", "other"]),
         "clean": (["clean"], ["clean", "--catalog", str(tmp / "missing.toml")]),
+        "prune": (["prune"], ["prune", "--catalog", str(tmp / "missing.toml")]),
         "get": (["get", w["url"], "-d", "j"], ["get", w["gone"], "-d", "j"]),
         "pack": (["pack", str(run.root), "-o", str(archive)], ["pack", str(tmp / "norun"), "-o", str(tmp / "x.zip")]),
         "unpack": (["unpack", str(archive), "-d", str(tmp / "un")], ["unpack", str(tmp / "none.zip"), "-d", "u2"]),

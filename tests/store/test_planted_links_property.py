@@ -3,9 +3,9 @@
 Symlinks (to a folder of canaries outside `<dest>`, to outside files, dangling), FIFOs and foreign regular files
 are planted at random places — `.mdl`, its folders, entries in them named as mdl names its own files, the model
 folder and the files the model will have — then a random sequence of `pull`, `get`, `clean`, `clean --dry-run`,
-`verify` and `unpack --force` runs against the loopback Hub. No command may exit 1 or show a traceback, each
-must finish (a FIFO must not hang it), and the outside tree must stay as it was: same names, sizes, mtimes and
-bytes, nothing added or removed.
+`verify`, `unpack --force` and `prune` (with a catalog that no longer names the model, and with `--dry-run`)
+runs against the loopback Hub. No command may exit 1 or show a traceback, each must finish (a FIFO must not hang
+it), and the outside tree must stay as it was: same names, sizes, mtimes and bytes, nothing added or removed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ PLACES = [
 KINDS = ["link-dir", "link-file", "dangling", "fifo", "foreign"]
 OUTSIDE_DIRS = ["", "partial", "locks", "records", "model", "model/nested"]
 CANARIES = [*PARTIAL_NAMES, *LOCK_NAMES, "tiny.json", "config.json", "model.safetensors", "disk.part", "db.lock"]
-COMMANDS = ["pull", "get", "clean", "clean-dry", "verify", "unpack"]
+COMMANDS = ["pull", "get", "clean", "clean-dry", "verify", "unpack", "prune", "prune-dry"]
 
 
 class Place:
@@ -86,6 +86,8 @@ class Place:
         self.archive = root / "bundle.zip"
         self.dest.mkdir()
         self.catalog.write_text(CATALOG)
+        self.emptied = root / "emptied.toml"  # the catalog once `tiny` is taken out: prune removes it
+        self.emptied.write_text("[settings]\n")
         for sub in OUTSIDE_DIRS:
             (self.outside / sub).mkdir(parents=True, exist_ok=True)
             for name in CANARIES:
@@ -127,6 +129,8 @@ class Place:
             "clean-dry": ["clean", "--dry-run", *common],
             "verify": ["verify", "tiny", *common],
             "unpack": ["unpack", str(self.archive), "-d", str(self.dest), "--force"],
+            "prune": ["prune", "--catalog", str(self.emptied), "--dest", str(self.dest)],
+            "prune-dry": ["prune", "--dry-run", "--catalog", str(self.emptied), "--dest", str(self.dest)],
         }[command]
 
     def run(self, command: str, *, as_json: bool) -> Result:
@@ -187,6 +191,9 @@ def check_result(command: str, result: Result) -> None:
 @example(pulled_first=False, plants=[(".mdl/locks/tiny.record.lock", "link-dir", 0)], commands=[("pull", False)])
 @example(pulled_first=False, plants=[(f".mdl/locks/{LOCK_NAMES[-1]}", "link-dir", 0)], commands=[("get", False)])
 @example(pulled_first=True, plants=[("config.json", "fifo", 0)], commands=[("get", False)])
+@example(pulled_first=True, plants=[("tiny", "link-dir", 4)], commands=[("prune", False)])
+@example(pulled_first=True, plants=[("tiny/nested", "link-dir", 5)], commands=[("prune", True)])
+@example(pulled_first=True, plants=[(".mdl/locks", "link-dir", 2)], commands=[("prune", False)])
 def test_nothing_outside_dest_is_ever_touched(
     hub_env: HubServer, pulled_first: bool, plants: list[tuple[str, str, int]], commands: list[tuple[str, bool]]
 ) -> None:

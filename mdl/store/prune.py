@@ -1,0 +1,388 @@
+"""``mdl prune``: remove from the destination what the catalog no longer names, and only what mdl recorded — the
+files, records and (in the Hugging Face cache) snapshot entries and blobs of models taken out of the catalog, and the
+files a model no longer names (``show``'s extra files). A file changed since mdl wrote it, and anything mdl never
+recorded, stays. Each model is pruned holding its files' locks: a model another run is pulling is skipped, and a pull
+starting meanwhile waits. Every removal goes through :mod:`mdl.store.confined`: a planted link is never followed."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import stat as st
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import ModelSpec, Settings, is_model_name
+from mdl.errors import LocalFSError, LockTimeoutError, MdlError, worst_exit_code
+from mdl.paths import GIT_OID_HEX
+from mdl.store import confined
+from mdl.store.filelocks import HeldLocks
+from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, judge, model_status
+from mdl.store.layout import Layout, Placement
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store, key_prefix
+
+log = logging.getLogger("mdl.store")
+
+GONE = "not in the catalog"  # the reason for every file of a model taken out of the catalog
+EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
+_BLOCK = 8 << 20
+_REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
+
+
+@dataclass(frozen=True)
+class PrunedPath:
+    """A path prune removed (or, with dry_run, would remove)."""
+
+    path: Path
+    size: int
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeptPath:
+    """A path prune left alone although it sits where it worked: mdl did not write it, or it changed since."""
+
+    path: Path
+    model: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What prune removed (or would remove), what it kept, and the models it skipped or could not finish."""
+
+    removed: tuple[PrunedPath, ...]
+    kept: tuple[KeptPath, ...] = ()
+    warnings: tuple[str, ...] = ()
+    errors: tuple[MdlError, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(r.size for r in self.removed)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code([int(e.exit_code) for e in self.errors])
+
+    def to_json(self) -> dict[str, Any]:
+        removed = [
+            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason, "removed": not self.dry_run}
+            for r in self.removed
+        ]
+        kept = [{"path": str(k.path), "model": k.model, "reason": k.reason} for k in self.kept]
+        return {
+            "ok": not self.errors,
+            "dry_run": self.dry_run,
+            "freed": self.freed,
+            "removed": removed,
+            "kept": kept,
+            "warnings": list(self.warnings),
+            "errors": [e.message for e in self.errors],
+        }
+
+
+@dataclass
+class _Pruning:
+    """One prune's running tally, and the paths of the files that stay (another model still uses them)."""
+
+    layout: Layout
+    dry_run: bool
+    used: set[Path]
+    removed: list[PrunedPath] = field(default_factory=list)
+    kept: list[KeptPath] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[MdlError] = field(default_factory=list)
+
+
+def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = None) -> PruneReport:
+    """Remove what the catalog (``specs``) no longer names and mdl recorded (``only``: that model's alone)."""
+    layout = Layout(settings)
+    catalog = {spec.name: spec for spec in specs}
+    records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
+    models = [name for name in records if only is None or name == only]
+    used = {
+        path
+        for name, record in records.items()
+        if record is not None and name in catalog
+        for path in _paths_in_use(layout, catalog[name], record)
+    }
+    run = _Pruning(layout, settings.dry_run, used)
+    for name in models:
+        record = records.get(name)
+        if record is None:
+            run.warnings.append(f"{name}: its record cannot be read (the log says why); its files are kept")
+            continue
+        spec = catalog.get(name)
+        targets = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
+        if targets or spec is None:
+            _prune_model(run, record, targets, whole=spec is None)
+    if only is None:
+        _note_unrecorded(run, set(catalog) | set(records))
+    return PruneReport(tuple(run.removed), tuple(run.kept), tuple(run.warnings), tuple(run.errors), settings.dry_run)
+
+
+def recorded_models(store: Store) -> list[str]:
+    """The models with a record in ``store`` (regular files ``<model>.json`` under ``records/``)."""
+    found = confined.entries(store.dest, store.state_dir / "records")
+    names = (name.removesuffix(".json") for name, info in found if st.S_ISREG(info.st_mode) and name.endswith(".json"))
+    return [name for name in names if is_model_name(name)]
+
+
+def _paths_in_use(layout: Layout, spec: ModelSpec, record: ModelRecord) -> Iterator[Path]:
+    """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model)."""
+    extra = set(model_status(spec, layout).extra)
+    for path, entry in record.files.items():
+        if path not in extra and (placement := _place(layout, record.name, entry)) is not None:
+            yield placement.final
+            yield placement.shown
+
+
+def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
+    try:
+        return layout.place(model, entry.path, source=entry.source, sha256=entry.sha256, git_oid=entry.git_oid)
+    except MdlError:
+        return None
+
+
+def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whole: bool) -> None:
+    """Remove ``targets`` (recorded paths) of one model under its locks, then their record entries (``whole``: the
+    record itself, and the model's folder once empty)."""
+    model, reason = record.name, GONE if whole else EXTRA
+    placements = {path: _place(run.layout, model, record.files[path]) for path in targets}
+    try:
+        held = _lock_model(run.layout, model, placements)
+    except LockTimeoutError as exc:
+        log.info("%s", exc.message)
+        run.warnings.append(f"{model}: skipped: another mdl run is pulling it (its files are locked)")
+        return
+    except MdlError as exc:  # a lock file or folder mdl cannot use (a planted link): nothing removed
+        run.warnings.append(f"{model}: skipped: {exc.message}")
+        return
+    with held:
+        dropped: list[str] = []  # record entries mdl no longer answers for: removed, already gone, or changed since
+        blobs: dict[Path, tuple[Placement, FileRecord]] = {}
+        for path, placement in placements.items():
+            entry = record.files[path]
+            if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
+                done = _GONE
+            elif placement.link is not None:
+                done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
+                if done in (_REMOVED, _GONE):
+                    blobs[placement.final] = (placement, entry)
+            else:
+                done = _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
+            if done != _FAILED:
+                dropped.append(path)
+        for placement, entry in blobs.values():
+            if not _linked_elsewhere(run, model, placement):
+                _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
+        if whole:
+            _note_left_in(run, model, run.layout.plain.model_dir(model))
+        if run.dry_run:
+            return
+        with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
+            _tidy(run, model, placements, whole=whole)
+        try:
+            run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
+        except MdlError as exc:
+            run.errors.append(exc)
+
+
+def _lock_model(layout: Layout, model: str, placements: dict[str, Placement | None]) -> HeldLocks:
+    """Every lock of the model's files, at once or not at all (LockTimeoutError): the files prune removes, with their
+    blobs' locks, and any other file of the model a run is fetching now (its lock file is there)."""
+    held = HeldLocks([])
+    taken: set[Path] = set()
+    try:
+        for path, placement in placements.items():
+            store = placement.store if placement is not None else layout.plain
+            shared = placement.lock if placement is not None and placement.lock not in taken else None
+            held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
+            taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
+        pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.lock", re.DOTALL)
+        for store in layout.stores:
+            folder = store.state_dir / "locks"
+            for name, info in confined.entries(store.dest, folder):
+                if pattern.fullmatch(name) and st.S_ISREG(info.st_mode) and folder / name not in taken:
+                    other = store.try_file_lock(name.removesuffix(".lock"))
+                    if other is None:
+                        raise LockTimeoutError(f"{model}: a run holds {folder / name}")
+                    held.locks.extend(other.locks)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _remove_entry(
+    run: _Pruning, model: str, root: Path, path: Path, entry: FileRecord, reason: str, *, link: Placement | None = None
+) -> str:
+    """Remove ``path`` if it is what mdl wrote: the file it recorded, or (``link``) the snapshot entry leading to its
+    blob. Anything else there is kept as the user's; a link on the way is never followed."""
+    if path in run.used:
+        return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
+    try:
+        found = _lstat(root, path)
+        if found is None:
+            return _GONE
+        if link is None:
+            why = _not_as_recorded(root, path, found, entry)
+        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.final):
+            why = "not the link mdl made to its blob"
+        else:
+            why = None
+        if why is not None:
+            run.kept.append(KeptPath(path, model, why))
+            return _KEPT
+        if not run.dry_run:
+            confined.unlink(root, path)
+    except MdlError as exc:  # a link on the way (exit 2's refusal): never followed, the entry stays
+        run.warnings.append(f"{model}/{entry.path}: kept: {exc.message}")
+        return _FAILED
+    except OSError as exc:
+        run.errors.append(LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}"))
+        return _FAILED
+    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason))
+    return _REMOVED
+
+
+def _not_as_recorded(root: Path, path: Path, found: os.stat_result, entry: FileRecord) -> str | None:
+    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash)."""
+    if not st.S_ISREG(found.st_mode):
+        return "not the file mdl wrote (a link or no file)"
+    state = judge(entry, found.st_size, found.st_mtime_ns)
+    if state == INSTALLED:
+        return None
+    if state == MODIFIED_MAYBE and _sha256(root, path) == entry.sha256:
+        return None
+    return "changed since mdl wrote it"
+
+
+def _sha256(root: Path, path: Path) -> str:
+    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        while chunk := handle.read(_BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _lstat(root: Path, path: Path) -> os.stat_result | None:
+    """``lstat`` of ``path`` inside ``root``, never through a link on the way (UnsafePathError names it)."""
+    try:
+        with confined.folder(root, path.parent, create=False) as dir_fd:
+            return os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _leads_to(link: Path, blob: Path) -> bool:
+    """Whether the symlink ``link`` names ``blob`` (read, never followed)."""
+    with contextlib.suppress(OSError):
+        return os.path.normpath(link.parent / link.readlink()) == os.path.normpath(blob)
+    return False
+
+
+def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
+    """Whether a snapshot entry prune does not remove leads to the blob (another revision, huggingface_hub's own)."""
+    blob, snapshots = placement.final, placement.final.parent.parent / "snapshots"
+    if snapshots.is_symlink():
+        return True  # never walked: kept
+    leaving = {r.path for r in run.removed if r.model == model}
+    for folder, dirs, files in os.walk(snapshots):  # links are listed, never followed (followlinks=False)
+        for name in (*files, *dirs):
+            entry = Path(folder) / name
+            if entry not in leaving and entry.is_symlink() and _leads_to(entry, blob):
+                return True
+    return False
+
+
+def _tidy(run: _Pruning, model: str, placements: dict[str, Placement | None], *, whole: bool) -> None:
+    """Remove the folders prune emptied: a removed model's folder; in the Hugging Face cache, emptied snapshots
+    (with the refs naming them: huggingface_hub calls a ref to no snapshot a corrupted cache) and emptied repos."""
+    plain = run.layout.plain
+    for placement in placements.values():
+        if placement is None:
+            continue
+        if placement.link is None:
+            _rmdir_up(plain.dest, placement.final.parent, plain.model_dir(model), including=whole)
+            continue
+        root, repo = placement.store.dest, placement.final.parent.parent
+        commit_dir = repo / "snapshots" / placement.shown.relative_to(repo / "snapshots").parts[0]
+        _rmdir_up(root, placement.shown.parent, commit_dir, including=True)
+        if not os.path.lexists(commit_dir):
+            _drop_refs(run, model, root, repo, commit_dir.name)
+        _drop_empty_repo(root, repo)
+    if whole:
+        confined.rmdir_empty(plain.dest, plain.model_dir(model))
+
+
+def _rmdir_up(root: Path, folder: Path, top: Path, *, including: bool) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to ``top`` (``including`` it)."""
+    while folder.is_relative_to(top) and (including or folder != top):
+        confined.rmdir_empty(root, folder)
+        if os.path.lexists(folder):
+            return
+        folder = folder.parent
+
+
+def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -> None:
+    """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as entries, never followed)."""
+    if not GIT_OID_HEX.fullmatch(commit):
+        return
+    refs = repo / "refs"
+    if refs.is_symlink():
+        return
+    for folder, _, files in os.walk(refs):
+        for name in files:
+            ref = Path(folder) / name
+            try:
+                if confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
+                    continue
+                confined.unlink(root, ref)
+            except (OSError, MdlError):
+                continue  # not a ref mdl can read as its own: kept
+            run.removed.append(PrunedPath(ref, len(commit), model, "names a snapshot prune removed"))
+            _rmdir_up(root, ref.parent, refs, including=False)
+
+
+def _drop_empty_repo(root: Path, repo: Path) -> None:
+    """The repo's folder once blobs, snapshots and refs are all empty and nothing else is in it."""
+    parts = ("blobs", "snapshots", "refs")
+    entries = confined.entries(root, repo)
+    if any(name not in parts or not st.S_ISDIR(info.st_mode) for name, info in entries):
+        return
+    if any(confined.entries(root, repo / name) for name, _ in entries):
+        return
+    for name, _ in entries:
+        confined.rmdir_empty(root, repo / name)
+    confined.rmdir_empty(root, repo)
+
+
+def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
+    """The files mdl did not write left in a removed model's folder (they stay, and so does the folder)."""
+    if folder.is_symlink():
+        run.kept.append(KeptPath(folder, model, "a link mdl did not make"))
+        return
+    known = {p.path for p in run.kept} | {p.path for p in run.removed if p.model == model}
+    for where, dirs, files in os.walk(folder):  # a link is listed, never followed
+        for name in sorted((*files, *(d for d in dirs if (Path(where) / d).is_symlink()))):
+            path = Path(where) / name
+            if path not in known and os.path.lexists(path):
+                run.kept.append(KeptPath(path, model, "not written by mdl"))
+
+
+def _note_unrecorded(run: _Pruning, known: set[str]) -> None:
+    """Folders in the destination neither in the catalog nor recorded: never mdl's to remove."""
+    dest = run.layout.plain.dest
+    for name, info in confined.entries(dest, dest):
+        if name != ".mdl" and name not in known and st.S_ISDIR(info.st_mode):
+            run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))

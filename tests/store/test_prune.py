@@ -1,0 +1,329 @@
+"""``mdl prune`` and ``mdl remove --prune``: what the catalog no longer names goes, and only what mdl recorded; a
+model another run is pulling is kept; links planted in the destination are never followed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from planted import snapshot
+from runfixtures import mdl, wait_for
+from servers import Fault, HubServer, make_data
+
+from mdl.errors import LockTimeoutError
+from mdl.store import Store
+
+WEIGHTS = make_data(300_000, seed=39)
+CONFIG = b'{"hidden_size": 8}'
+VOCAB = b"[PAD]\n"
+CATALOG = """
+[models.tiny]
+repo = "org/tiny"
+
+[models.other]
+repo = "org/other"
+"""
+
+
+@pytest.fixture
+def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB})
+    hub.add_repo("org/other", {"config.json": b"{}"})
+    catalog.write_text(CATALOG)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return {"dest": tmp_path / "models", "cache": tmp_path / "hf-cache", "catalog": catalog, "root": tmp_path}
+
+
+def pull(*args: str) -> None:
+    result = mdl("pull", *args, "--no-progress")
+    assert result.exit_code == 0, result.stderr
+
+
+def drop_model(catalog: Path, name: str) -> None:
+    result = mdl("remove", name)
+    assert result.exit_code == 0, result.stderr
+    assert f"[models.{name}]" not in catalog.read_text()
+
+
+def test_prune_removes_a_removed_models_files_and_record_and_nothing_else(world: dict[str, Path]) -> None:
+    dest = world["dest"]
+    pull("tiny", "other")
+    (dest / "tiny" / "notes.txt").write_text("mine")  # a user's own file in the model folder
+    (dest / "mine").mkdir()  # an unrecorded folder in dest
+    (dest / "mine" / "w.bin").write_bytes(b"x")
+    result = mdl("remove", "tiny")
+    assert "mdl prune" in result.stderr, "remove without --prune names the command that removes the files"
+    assert (dest / "tiny" / "config.json").exists()
+
+    dry = mdl("prune", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert f"would remove  {dest / 'tiny' / 'config.json'}" in dry.stdout
+    assert (dest / "tiny" / "config.json").exists(), "--dry-run changes nothing"
+
+    result = mdl("prune")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(line.split("  ")[1] for line in lines) == sorted(
+        str(dest / "tiny" / p) for p in ("config.json", "model.safetensors", "sub/vocab.txt")
+    )
+    assert all(line.startswith("removed  ") for line in lines)
+    assert "freed" in result.stderr and "kept 2 path(s) mdl did not write" in result.stderr, result.stderr
+    assert (dest / "tiny" / "notes.txt").read_text() == "mine"
+    assert not (dest / "tiny" / "sub").exists(), "emptied folders go"
+    assert (dest / "mine" / "w.bin").exists()
+    assert not Store(dest).record_path("tiny").exists()
+    assert (dest / "other" / "config.json").exists() and Store(dest).record_path("other").exists()
+    again = mdl("prune", "--json")
+    assert json.loads(again.stdout)["removed"] == []
+
+
+def test_prune_keeps_a_file_changed_since_mdl_wrote_it(world: dict[str, Path]) -> None:
+    dest = world["dest"]
+    pull("tiny")
+    (dest / "tiny" / "config.json").write_bytes(b'{"edited": true, "by": "me"}')
+    drop_model(world["catalog"], "tiny")
+    result = mdl("prune", "--json", "-v")
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True
+    removed = {r["path"] for r in doc["removed"]}
+    assert str(dest / "tiny" / "config.json") not in removed
+    assert {"path": str(dest / "tiny" / "config.json"), "model": "tiny", "reason": "changed since mdl wrote it"} in (
+        doc["kept"]
+    )
+    assert (dest / "tiny" / "config.json").exists()
+    assert doc["freed"] == len(WEIGHTS) + len(VOCAB)
+    assert all(r["model"] == "tiny" and r["reason"] == "not in the catalog" for r in doc["removed"])
+
+
+def test_prune_removes_files_a_model_no_longer_has(world: dict[str, Path], hub: HubServer) -> None:
+    dest = world["dest"]
+    pull("tiny")
+    hub.commit("org/tiny", {"sub/vocab.txt": None})
+    pull("tiny")
+    shown = json.loads(mdl("show", "tiny", "--json").stdout)["models"][0]
+    assert shown["extra"] == ["sub/vocab.txt"]
+    result = mdl("prune", "--json")
+    doc = json.loads(result.stdout)
+    assert [(r["path"], r["reason"]) for r in doc["removed"]] == [
+        (str(dest / "tiny" / "sub" / "vocab.txt"), "no longer part of the model")
+    ]
+    assert not (dest / "tiny" / "sub").exists()
+    assert json.loads(mdl("show", "tiny", "--json").stdout)["models"][0]["extra"] == []
+    assert (dest / "tiny" / "model.safetensors").exists()
+
+
+def test_remove_prune_does_both(world: dict[str, Path]) -> None:
+    dest = world["dest"]
+    pull("tiny", "other")
+    result = mdl("remove", "tiny", "--prune", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["pruned"]["freed"] == len(CONFIG) + len(WEIGHTS) + len(VOCAB)
+    assert not (dest / "tiny").exists()
+    assert (dest / "other" / "config.json").exists()
+    assert "[models.tiny]" not in world["catalog"].read_text()
+
+
+def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Path]) -> None:
+    """Another run holds the lock of one of the model's files (as a pull does while fetching it)."""
+    dest = world["dest"]
+    pull("tiny")
+    drop_model(world["catalog"], "tiny")
+    store = Store(dest)
+    taken, done = threading.Event(), threading.Event()
+
+    def puller() -> None:
+        with store.acquire_file_lock("tiny", "model.safetensors", timeout=5):
+            taken.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=puller)
+    thread.start()
+    try:
+        assert taken.wait(10)
+        result = mdl("prune")
+        assert result.exit_code == 0, result.stderr
+        assert "tiny: skipped: another mdl run is pulling it" in result.stderr
+        assert result.stdout == ""
+        assert (dest / "tiny" / "config.json").exists() and store.record_path("tiny").exists()
+    finally:
+        done.set()
+        thread.join()
+    assert mdl("prune").exit_code == 0
+    assert not (dest / "tiny").exists()
+
+
+def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -> None:
+    """Prune holds the files' locks while it removes them: a run taking one meanwhile waits until it is done."""
+    dest = world["dest"]
+    pull("tiny")
+    drop_model(world["catalog"], "tiny")
+    store = Store(dest)
+    waited: list[bool] = []
+    real_unlink = os.unlink
+
+    def unlink_then_look(path: str, *args: object, **kwargs: object) -> None:
+        if not waited and str(path) == "config.json":
+            try:
+                store.acquire_file_lock("tiny", "config.json", timeout=0)
+            except LockTimeoutError:
+                waited.append(True)
+            else:
+                waited.append(False)
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    from mdl import api
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "unlink", unlink_then_look)
+        report = api.prune()
+    assert waited == [True], "the file's lock was free while prune removed it"
+    assert {r.path.name for r in report.removed} >= {"config.json"}
+
+
+def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(world: dict[str, Path], hub: HubServer) -> None:
+    cache = world["cache"]
+    pull("tiny", "--layout", "hf-cache")
+    first = hub.repo("org/tiny").sha
+    hub.commit("org/tiny", {"config.json": b'{"hidden_size": 16}'})
+    second = hub.repo("org/tiny").sha
+    repo = cache / "models--org--tiny"
+    # huggingface_hub (not mdl) holds the new commit, whose snapshot links to the same weights blob
+    weights_blob = repo / "blobs" / hashlib.sha256(WEIGHTS).hexdigest()
+    newer = repo / "snapshots" / second
+    newer.mkdir(parents=True)
+    (newer / "model.safetensors").symlink_to(os.path.relpath(weights_blob, newer))
+    drop_model(world["catalog"], "tiny")
+
+    result = mdl("prune", "--layout", "hf-cache", "--json")
+    assert result.exit_code == 0, result.stderr
+    removed = {r["path"] for r in json.loads(result.stdout)["removed"]}
+    assert str(repo / "snapshots" / first / "model.safetensors") in removed
+    assert str(weights_blob) not in removed and weights_blob.is_file(), "another snapshot links to it"
+    assert str(repo / "snapshots" / first / "config.json") in removed
+    assert not (repo / "snapshots" / first).exists()
+    assert not (repo / "refs" / "main").exists(), "a ref naming a removed snapshot corrupts the cache"
+    from huggingface_hub import scan_cache_dir
+
+    scanned = scan_cache_dir(cache)
+    assert not scanned.warnings, scanned.warnings
+    assert [r.repo_id for r in scanned.repos] == ["org/tiny"]
+
+
+def test_prune_in_the_hf_cache_removes_an_emptied_repo(world: dict[str, Path]) -> None:
+    cache = world["cache"]
+    pull("tiny", "other", "--layout", "hf-cache")
+    drop_model(world["catalog"], "tiny")
+    result = mdl("prune", "--layout", "hf-cache")
+    assert result.exit_code == 0, result.stderr
+    assert not (cache / "models--org--tiny").exists()
+    assert (cache / "models--org--other").exists()
+    from huggingface_hub import scan_cache_dir
+
+    assert not scan_cache_dir(cache).warnings
+
+
+def test_a_blob_shared_with_a_model_that_stays_is_kept(world: dict[str, Path], catalog: Path) -> None:
+    catalog.write_text(CATALOG + '\n[models.again]\nfiles = [{ repo = "org/tiny", path = "model.safetensors" }]\n')
+    cache = world["cache"]
+    pull("tiny", "again", "--layout", "hf-cache")
+    drop_model(catalog, "tiny")
+    result = mdl("prune", "--layout", "hf-cache", "--json")
+    assert result.exit_code == 0, result.stderr
+    repo = cache / "models--org--tiny"
+    assert (repo / "blobs" / hashlib.sha256(WEIGHTS).hexdigest()).is_file()
+    snapshot_dir = repo / "snapshots" / next(p.name for p in (repo / "snapshots").iterdir())
+    assert (snapshot_dir / "model.safetensors").is_file(), "the model that stays still opens it"
+    assert not (snapshot_dir / "config.json").exists()
+    assert mdl("verify", "again", "--layout", "hf-cache").exit_code == 0
+
+
+@pytest.mark.parametrize("planted", ["model", "sub"])
+def test_a_planted_link_never_makes_prune_delete_outside(world: dict[str, Path], planted: str) -> None:
+    dest, root = world["dest"], world["root"]
+    pull("tiny")
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "sub").mkdir()
+    for rel in ("config.json", "model.safetensors", "sub/vocab.txt"):
+        src = dest / "tiny" / rel
+        (outside / rel).write_bytes(src.read_bytes())
+        os.utime(outside / rel, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))  # looks just as recorded
+    if planted == "model":
+        os.rename(dest / "tiny", root / "moved")
+        (dest / "tiny").symlink_to(outside)
+    else:
+        for p in (dest / "tiny" / "sub").iterdir():
+            p.unlink()
+        (dest / "tiny" / "sub").rmdir()
+        (dest / "tiny" / "sub").symlink_to(outside / "sub")
+    drop_model(world["catalog"], "tiny")
+    before = snapshot(outside)
+    result = mdl("prune")
+    assert result.exit_code in (0, 2), result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(outside) == before
+    assert "symbolic link" in result.stderr
+
+
+@pytest.mark.parametrize("planted", ["snapshots", "blobs", "refs", "repo"])
+def test_a_planted_link_in_the_hf_cache_never_makes_prune_delete_outside(world: dict[str, Path], planted: str) -> None:
+    cache, root = world["cache"], world["root"]
+    pull("tiny", "--layout", "hf-cache")
+    repo = cache / "models--org--tiny"
+    outside = root / "outside"
+    where = repo if planted == "repo" else repo / planted
+    os.rename(where, outside)  # the real folder moved out, a link to it planted in its place
+    where.symlink_to(outside)
+    drop_model(world["catalog"], "tiny")
+    before = snapshot(outside)
+    result = mdl("prune", "--layout", "hf-cache")
+    assert result.exit_code in (0, 2), result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(outside) == before
+    assert where.is_symlink()
+
+
+def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
+    result = mdl("remove", "tiny", "--dest", str(world["dest"]))
+    assert result.exit_code == 2
+    assert "--prune" in result.stderr
+    assert "[models.tiny]" in world["catalog"].read_text(), "nothing changed"
+
+
+def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, Path], hub: HubServer) -> None:
+    """A real `mdl pull` in another process, its download held mid-body: prune with a catalog that no longer names
+    the model skips it (the file in flight is locked, though not yet recorded), and the pull finishes whole."""
+    dest, root = world["dest"], world["root"]
+    pull("other")
+    hub.cdn.faults.add(Fault.stall(after_bytes=100_000, seconds=4, path_prefix="/blobs/"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdl", "pull", "tiny", "--no-progress"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: any((dest / ".mdl" / "partial").glob("*.part")), timeout=30, what="the pull's partial")
+        assert (dest / "tiny" / "config.json").exists() or Store(dest).record_path("tiny").exists()
+        without = root / "without-tiny.toml"
+        without.write_text('[models.other]\nrepo = "org/other"\n')
+        result = mdl("prune", "--catalog", str(without), "--json")
+        assert result.exit_code == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert [r for r in doc["removed"] if r["model"] == "tiny"] == []
+        assert any(w.startswith("tiny: skipped: another mdl run is pulling it") for w in doc["warnings"]), doc
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    for rel, data in {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB}.items():
+        assert (dest / "tiny" / rel).read_bytes() == data
+    assert mdl("verify", "tiny").exit_code == 0
