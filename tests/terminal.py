@@ -13,7 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", re.MULTILINE)
+# What starts every line mdl writes on stderr off a terminal (and each plain progress line): when (UTC), which run.
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(\d+)\](?: |$)", re.MULTILINE)
+# A plain progress line's own words (after its stamp): begin, start, resuming, waiting, a progress line, done.
+PLAIN = re.compile(r"^(begin \d+ files?\b|start |resuming |done |\S+ waiting: |\S+ \d+% )")
+
+
+def unstamped(text: str) -> list[str]:
+    """stderr written off a terminal, a line each, without the stamps every line must start with."""
+    lines = text.splitlines()
+    bare = [line for line in lines if not STAMP.match(line)]
+    assert not bare, f"lines without a stamp: {bare}\n{text}"
+    return [STAMP.sub("", line, count=1) for line in lines]
+
+
 TOTAL = re.compile(r"\btotal \d+/\d+ files?\b")  # the rich display's total bar
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 

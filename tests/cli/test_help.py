@@ -15,6 +15,7 @@ import pytest
 import typer
 import typer.main
 from runfixtures import mdl as invoke
+from terminal import unstamped
 
 from mdl.cli.app import COMMANDS, EXAMPLES, HABITS, MdlCommand, build_command, suggestions
 from mdl.errors import ExitCode
@@ -112,7 +113,7 @@ def test_every_layout_option_shows_its_choices_and_none_shows_a_bare_str() -> No
 def test_a_value_not_among_the_choices_is_exit_2_in_one_line(args: list[str], option: str) -> None:
     done = mdl(*args)
     assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in unstamped(done.stderr) if line.startswith("Error:")]
     assert len(errors) == 1 and option in errors[0] and args[-1] in errors[0], done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
 
