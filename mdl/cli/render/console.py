@@ -58,7 +58,9 @@ class StampedLines:
         with self._lock:
             prefix, out = line_prefix(self._wallclock(), self._pid), []
             for line in re.findall(r"[^\n]*\n|[^\n]+", text):
-                out.append(line if not self._at_start else prefix.rstrip() + line if line == "\n" else prefix + line)
+                if self._at_start:  # (a blank line gets no trailing space)
+                    line = (prefix.rstrip() if line == "\n" else prefix) + line
+                out.append(line)
                 self._at_start = line.endswith("\n")
             if out:
                 self.stream.write("".join(out))
