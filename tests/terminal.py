@@ -9,11 +9,24 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", re.MULTILINE)
+# What starts every line mdl writes on stderr off a terminal (and each plain progress line): when (UTC), which run.
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(\d+)\](?: |$)", re.MULTILINE)
+# A plain progress line's own words (after its stamp): begin, start, resuming, waiting, a progress line, done.
+PLAIN = re.compile(r"^(begin \d+ files?\b|start |resuming |done |\S+ waiting: |\S+ \d+% )")
+
+
+def unstamped(text: str) -> list[str]:
+    """stderr written off a terminal, a line each, without the stamps every line must start with."""
+    lines = text.splitlines()
+    bare = [line for line in lines if not STAMP.match(line)]
+    assert not bare, f"lines without a stamp: {bare}\n{text}"
+    return [STAMP.sub("", line, count=1) for line in lines]
+
+
 TOTAL = re.compile(r"\btotal \d+/\d+ files?\b")  # the rich display's total bar
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
@@ -40,8 +53,11 @@ def run_mdl(
     cwd: Path | None = None,
     timeout: float = 120,
     columns: int = 120,
+    ctrl_c_when: Callable[[str], bool] | None = None,
 ) -> Ran:
-    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm)."""
+    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm). With
+    ``ctrl_c_when`` the pty is its controlling terminal too, and Ctrl-C is typed on it once what mdl wrote so far
+    satisfies it (without control sequences): the terminal sends SIGINT and echoes ``^C``, as a person's does."""
     environ = dict(env)
     command = [sys.executable, "-m", "mdl", *args]
     if not tty:
@@ -49,8 +65,22 @@ def run_mdl(
         return Ran(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
     environ.update(TERM="xterm", COLUMNS=str(columns), LINES="40")
     master, slave = pty.openpty()
+    stdin: int | None = None
+    if ctrl_c_when is not None:  # a new session whose controlling terminal is the pty (on stdin), then mdl itself
+        take_the_terminal = (
+            "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        command, stdin = [sys.executable, "-c", take_the_terminal, *command], slave
     try:
-        proc = subprocess.Popen(command, env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=slave)
+        proc = subprocess.Popen(
+            command,
+            env=environ,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            start_new_session=ctrl_c_when is not None,
+        )
     finally:
         os.close(slave)
     chunks: list[bytes] = []
@@ -71,6 +101,9 @@ def run_mdl(
             if not data:
                 break
             chunks.append(data)
+            if ctrl_c_when is not None and ctrl_c_when(_ESCAPES.sub("", b"".join(chunks).decode(errors="replace"))):
+                os.write(master, b"\x03")
+                ctrl_c_when = None
         code = proc.wait(timeout=timeout)
         drain.join(timeout=timeout)
         out = b"".join(out_chunks)
@@ -79,3 +112,42 @@ def run_mdl(
         if proc.stdout is not None:
             proc.stdout.close()
     return Ran(code, out, b"".join(chunks).decode(errors="replace"))
+
+
+_TOKENS = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|.", re.DOTALL)
+
+
+def screen_of(output: str, *, columns: int) -> list[str]:
+    """The lines a terminal of ``columns`` columns shows after ``output``, as xterm draws them: a character after a
+    full line wraps to the next one; CR, LF, cursor up and down, erase in line; colours and the rest change nothing."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    for token in _TOKENS.findall(output):
+        if token.startswith("\x1b["):
+            count = int(token[2:-1]) if token[2:-1].isdigit() else None
+            if token[-1] == "A":
+                row = max(row - (count or 1), 0)
+            elif token[-1] == "B":
+                row += count or 1
+            elif token[-1] == "K":
+                del rows[row][0 if count == 2 else col :]
+            continue
+        if token.startswith("\x1b]"):
+            continue
+        if token == "\r":
+            col = 0
+            continue
+        if token == "\n":
+            row += 1
+        else:
+            if col >= columns:  # the pending wrap of a full line
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col + 1 - len(line)))
+            line[col] = token
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    return ["".join(line).rstrip() for line in rows]

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from mdl.cli.options import COMMON, WHERE, declare, keywords
+from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar
+from mdl.errors import ExitCode
 from mdl.version import __version__
 
 # Each command's module and function (``<name>_cmd``), in help's order. A run builds only the command it runs
@@ -112,9 +113,27 @@ HABITS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What each exit code means (README "Exit codes" says more), at the end of `mdl --help`.
+EXIT_CODES = {
+    ExitCode.OK: "everything asked for is present and verified",
+    ExitCode.INTERNAL: "internal error (a bug; MDL_DEBUG=1 shows the traceback)",
+    ExitCode.USAGE: "usage or bad input: flags, catalog, unknown model, unsafe path",
+    ExitCode.AUTH: "not authorised: 401/403, gated repo, missing token",
+    ExitCode.NOT_FOUND: "not found upstream: repo, revision or file",
+    ExitCode.NETWORK: "network failure that outlasted the retries (retry later)",
+    ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
+    ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial data is kept for resume",
+}
+
+
 def epilog(name: str) -> str:
-    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with ``\\b``)."""
-    return "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
+    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with ``\\b``); ``mdl``'s
+    exit codes after its own."""
+    text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
+    if name == "mdl":
+        text += "\n\n\b\nExit codes:\n" + "\n".join(f"  {int(code):>3}  {what}" for code, what in EXIT_CODES.items())
+    return text
 
 
 def suggestions(name: str) -> list[str]:
@@ -133,8 +152,49 @@ def build_command(name: str) -> Any:
     """The Click command Typer makes of ``name``'s function, as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-    one.command(name, epilog=epilog(name))(getattr(importlib.import_module(f"mdl.cli.{module}"), function))
+    body = getattr(importlib.import_module(f"mdl.cli.{module}"), function)
+    one.command(name, cls=MdlCommand, epilog=epilog(name))(body)
     return typer.main.get_command(one)
+
+
+def worded(command: Any) -> None:
+    """Each value of ``command`` named by a word in its --help (:func:`mdl.cli.options.metavar`), not ``<str>``."""
+    declared = inspect.signature(command.callback, eval_str=True).parameters if command.callback else {}
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False) and param.name in declared:
+            param.metavar = metavar(param.name, declared[param.name].annotation)
+
+
+def _shown(argument: Any, *, usage: bool = False) -> str:
+    """``SOURCE...``; on the usage line an optional one in brackets, as Click writes it: ``[NAME]...``."""
+    word = f"[{argument.metavar}]" if usage and not argument.required else argument.metavar
+    return word + ("..." if argument.nargs != 1 else "")
+
+
+class MdlCommand(TyperCommand):
+    """A command whose help names its values with words: ``mdl add [OPTIONS] NAME SOURCE...``, ``--tag TAG``."""
+
+    def __init__(self, *args: Any, **attrs: Any) -> None:
+        super().__init__(*args, **attrs)
+        worded(self)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``[OPTIONS]`` and the arguments as Click writes them (Typer's ``{name}`` for a required one is no word)."""
+        arguments = [p for p in self.get_params(ctx) if p.param_type_name == "argument"]
+        return [self.options_metavar or "", *(_shown(a, usage=True) for a in arguments)]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """Arguments, then options, each with its help; an argument by its word alone (no ``<str>`` after it)."""
+        rows: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in rows:
+                argument = param.param_type_name == "argument"
+                rows[param.param_type_name].append((_shown(param), record[1]) if argument else record)
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if rows[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(rows[kind])
 
 
 class MdlGroup(TyperGroup):
@@ -143,6 +203,13 @@ class MdlGroup(TyperGroup):
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self.commands: dict[str, Any] = dict.fromkeys(COMMANDS)  # in order; None until built
+        worded(self)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command with the first sentence of its help, whole (Click cuts it to the width with "...")."""
+        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=sys.maxsize)) for name in self.commands]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in self.commands and self.commands[cmd_name] is None:

@@ -7,7 +7,8 @@ import inspect
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 
@@ -98,6 +99,47 @@ FrozenOpt = Annotated[
         "default: $MDL_FROZEN).",
     ),
 ]
+
+
+# The word each value shows in --help (`--limit-rate RATE`, never Typer's `<str>`), by parameter name: one kind of
+# value, one word, in every command. :func:`metavar` gives the others theirs; an option's own ``metavar=`` wins.
+METAVARS = {
+    "names": "NAME",
+    "sources": "SOURCE",
+    "output": "FILE",
+    "catalog": "FILE",
+    "log_file": "FILE",
+    "directory": "DIR",
+    "dest": "DIR",
+    "save_as": "PATH",
+    "include": "GLOB",
+    "exclude": "GLOB",
+    "limit_rate": "RATE",
+    "sha256": "HEX",
+    "to": "URL",
+    "mirror": "URL",
+    "endpoint_url": "URL",
+    "timeout": "SECONDS",
+    "stall_timeout": "SECONDS",
+    "lock_timeout": "SECONDS",
+}
+
+
+def metavar(name: str, annotation: Any) -> str:
+    """The word for parameter ``name`` (of type ``annotation``) in --help: its fixed choices (``[plain|hf-cache]``, as
+    Click shows them), its word in :data:`METAVARS`, ``N`` for a count, else its own name in capitals (as argparse)."""
+    kind = annotation
+    while True:  # Annotated[T, ...], T | None, list[T]: the type of one value
+        origin = get_origin(kind)
+        if origin is Annotated or origin is list:
+            kind = get_args(kind)[0]
+        elif origin is Union or origin is UnionType:
+            kind = next(arg for arg in get_args(kind) if arg is not type(None))
+        else:
+            break
+    if origin is Literal:
+        return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
+    return METAVARS.get(name) or ("N" if kind is int else name.upper())
 
 
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's

@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
 
-from mdl.cli.render.console import Console, EventStream, emit_json, isatty, no_color, print_table, run_summary
+from mdl.cli.render.console import (
+    Console,
+    EventStream,
+    emit_json,
+    isatty,
+    no_color,
+    print_table,
+    run_summary,
+    stderr_sink,
+    unstamped,
+)
 from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
 from mdl.redact import safe_text, shown_data
 from mdl.units import human_duration, human_size
@@ -56,13 +66,14 @@ class Run:
         from mdl.cli.render.log import setup_logging
 
         self.started = time.monotonic()
-        self.stdout, self.stderr = sys.stdout, sys.stderr
+        # --progress json: stderr is one event stream, shared by the progress display and the console; else off a
+        # terminal each line says when and which run (stderr_sink)
+        json_events = (self.progress or "").lower() == "json"
+        self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
         # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
         found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious)]
         self.secrets = tuple(found)
-        # --progress json: stderr is one event stream, shared by the progress display and the console
-        json_events = (self.progress or "").lower() == "json"
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
@@ -148,8 +159,8 @@ def make_reporter(
     from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
     from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
 
-    if mode == "rich":
-        return RichReporter(stream=stream, no_color=no_color(environ), clock=clock, secrets=secrets)
+    if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
+        return RichReporter(stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets)
     if mode == "plain":
         stamp = wallclock or (lambda: datetime.now(UTC))
         return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
@@ -396,10 +407,10 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     if wants_events(argv):
         failed_to_start(sys.stderr, message=error.message, exit_code=code, kind=error.kind)
     elif callable(show):
-        show()
+        show(file=stderr_sink(sys.stderr))
     else:
         hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""  # the one redaction, as at every sink
-        sys.stderr.write(f"mdl: error: {safe_text(error.message)}\n{hint}")
+        stderr_sink(sys.stderr).write(f"mdl: error: {safe_text(error.message)}\n{hint}")
     return code
 
 

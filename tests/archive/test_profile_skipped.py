@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from runfixtures import TRAINING_STATE, make_hf_run, make_kohya_run, pseudo_random, write
 from runfixtures import mdl as run_mdl
+from terminal import unstamped
 
 import mdl
 from mdl.archive.packer import DENY_REASON, RUN_LEVEL_REASON
@@ -48,7 +49,7 @@ def test_deploy_lists_the_training_state_it_leaves_out(run_dir: Path, dry_run: b
 def test_the_human_output_says_it_too(run_dir: Path, dry_run: bool) -> None:
     result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", *(["--dry-run"] if dry_run else []))
     assert result.exit_code == 0, result.stderr
-    line = next(x for x in result.stderr.splitlines() if x.startswith("left out "))
+    line = next(x for x in unstamped(result.stderr) if x.startswith("left out "))
     assert "checkpoint-500/optimizer.pt" in line and line.endswith(DENY_REASON)
     assert "checkpoint-500/global_step500/" in line and "more" not in line  # up to six paths are named
     assert "optimizer.pt" not in result.stdout  # stdout lists what is in the archive

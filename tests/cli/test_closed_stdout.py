@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from runfixtures import make_hf_run
 from servers import HubServer, make_data
+from terminal import unstamped
 
 from mdl import api
 
@@ -163,7 +164,7 @@ def test_pack_to_a_file_finishes_the_archive(
     code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
     assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
     # What the profile left out is said on stderr before the summary: those lines are the pack's own words.
-    said = [line for line in _stderr(world).splitlines() if not line.startswith("left out ")]
+    said = [line for line in unstamped(_stderr(world)) if not line.startswith("left out ")]
     (world["tmp"] / "err").write_text("\n".join(said) + ("\n" if said else ""))
     assert_quiet(world["tmp"] / "err")
     with zipfile.ZipFile(archive) as done:  # complete and sound, not cut off by the closed pipe

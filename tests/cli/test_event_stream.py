@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_a_run_that_fails_before_any_file_still_begins_and_ends(world: dict[str,
     result = mdl("pull", "tiny", "--progress", "json", "--catalog", str(world["tmp"] / "missing.toml"))
     assert result.exit_code == 2
     events = stream(result.stderr)
-    assert events[0] == {"event": "begin", "time": events[0]["time"], "files": None, "total": None}
+    assert events[0] == {"event": "begin", "time": events[0]["time"], "files": None, "total": None, "pid": os.getpid()}
     [error] = [e for e in events if e["event"] == "error"]
     assert error["code"] == 2 and error["kind"] and error["model"] is None and "missing.toml" in error["message"]
     assert end_of(events)["exit_code"] == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
+from terminal import PLAIN, unstamped
 
 from mdl.cli.run import choose_progress_mode
 
@@ -86,9 +87,9 @@ def placed(world: World, command: str, flags: list[str], position: str, tag: str
     return [*flags, *args] if position == "before" else [*args, *flags]
 
 
-def is_progress_line(line: str) -> bool:
-    """A plain progress line starts with its timestamp (``2026-…``); summaries and errors do not."""
-    return line[:4].isdigit()
+def progress_lines(stderr: str) -> list[str]:
+    """The plain progress display's lines (every line off a terminal is stamped: these are its own words)."""
+    return [line for line in unstamped(stderr) if PLAIN.match(line)]
 
 
 BOTH = pytest.mark.parametrize("position", ["before", "after"])
@@ -136,14 +137,14 @@ def test_no_progress_in_either_position_leaves_only_the_summary(world: World, co
     prepare(world, command)
     result = mdl(*placed(world, command, ["--no-progress"], position))
     assert result.exit_code == 0, result.stderr
-    assert not [line for line in result.stderr.splitlines() if is_progress_line(line)], result.stderr
+    assert not progress_lines(result.stderr), result.stderr
 
 
 def test_without_no_progress_pull_shows_plain_lines(world: World) -> None:
     """The control for the test above: the lines it looks for are there by default."""
     result = mdl("pull", "tiny")
     assert result.exit_code == 0, result.stderr
-    assert any(is_progress_line(line) and "tiny/model.safetensors" in line for line in result.stderr.splitlines())
+    assert any("tiny/model.safetensors" in line for line in progress_lines(result.stderr)), result.stderr
 
 
 @BOTH
@@ -269,7 +270,7 @@ def test_progress_none_in_either_position(world: World, command: str, position: 
     prepare(world, command)
     result = mdl(*placed(world, command, ["--progress", "none"], position))
     assert result.exit_code == 0, result.stderr
-    assert not [line for line in result.stderr.splitlines() if is_progress_line(line)], result.stderr
+    assert not progress_lines(result.stderr), result.stderr
 
 
 @needs_modes

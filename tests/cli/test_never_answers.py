@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hostile import SilentServer
 from runfixtures import mdl, use_catalog
+from terminal import unstamped
 
 BOUND = 60.0  # seconds; a hang would be forever, two 0.3 s timeouts and a backoff are about a second
 
@@ -58,7 +59,7 @@ def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, a
     result = mdl(*argv, "--timeout", "0.3")
     elapsed = time.monotonic() - started
     assert result.exit_code == 5, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mdl: error:")]
+    errors = [line for line in unstamped(result.stderr) if line.startswith("mdl: error:")]
     assert len(errors) == 1, result.stderr
     assert names.format(url=silent.url, host=host) in errors[0]
     assert "did not answer within 0.3 s" in errors[0]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from runfixtures import make_hf_run, mdl
 from servers import CdnServer, HubServer, make_data
+from terminal import unstamped
 
 WEIGHTS = make_data(200_000, seed=21)
 CONFIG = b'{"hidden_size": 8}'
@@ -67,7 +68,7 @@ def test_pull_prints_each_model_folder_in_the_order_given(world: dict[str, Any])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [str(world["dest"] / "other"), str(world["dest"] / "tiny")]
     assert "→" not in result.stderr and str(world["dest"]) not in result.stderr  # stderr: a summary in words
-    assert any(line.startswith("pulled 2 models") for line in result.stderr.splitlines())
+    assert any(line.startswith("pulled 2 models") for line in unstamped(result.stderr))
 
 
 def test_a_failed_model_has_no_line_and_its_error_is_on_stderr(world: dict[str, Any]) -> None:
@@ -130,7 +131,7 @@ def test_quiet_pull_and_get_print_paths_and_nothing_else(world: dict[str, Any]) 
 def test_quiet_still_shows_errors(world: dict[str, Any]) -> None:
     bad = mdl("-q", "pull", "badname")
     assert bad.exit_code == 4 and bad.stdout == ""
-    assert bad.stderr.startswith("mdl: error: badname")
+    assert unstamped(bad.stderr)[0].startswith("mdl: error: badname")
 
 
 # -- 3. every --json document: ok, and null for an absent value ----------------------------------------------

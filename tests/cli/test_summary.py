@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
+from terminal import PLAIN, unstamped
 from typer.testing import Result
 
 from mdl.cli.run import fetched_paths, model_folders, summary_line
@@ -43,8 +44,8 @@ def world(hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path) -> dict
 
 
 def messages(result: Result) -> list[str]:
-    """stderr without the plain progress lines (they start with a timestamp)."""
-    return [line for line in result.stderr.splitlines() if not line[:4].isdigit()]
+    """stderr without the plain progress lines, each line without its stamp (every one has its own)."""
+    return [line for line in unstamped(result.stderr) if not PLAIN.match(line)]
 
 
 # -- 1. where each model is ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import pytest
 from runfixtures import mdl
 from servers import Content, Exchange, Fault, HubServer, LoopbackServer, make_data
+from terminal import unstamped
 from typer.testing import Result
 
 WEIGHTS = make_data(200_001, seed=41)
@@ -67,7 +68,8 @@ def dead_url() -> str:
 
 
 def warnings(stderr: str) -> list[str]:
-    return [line.removeprefix("mdl: warning: ") for line in stderr.splitlines() if line.startswith("mdl: warning: ")]
+    """The ``mdl: warning:`` lines' messages (each line of stderr, off a terminal, after its stamp)."""
+    return [line.removeprefix("mdl: warning: ") for line in unstamped(stderr) if line.startswith("mdl: warning: ")]
 
 
 MODES = [[], ["--no-progress"], ["--progress", "plain"], ["--progress", "none"]]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
+from terminal import PLAIN, unstamped
 from typer.testing import Result
 
 from mdl.units import human_size
@@ -32,8 +33,8 @@ def inline(name: str, data: bytes) -> dict[str, Any]:
 
 
 def messages(result: Result) -> list[str]:
-    """stderr without the plain progress lines (they start with a timestamp)."""
-    return [line for line in result.stderr.splitlines() if not line[:4].isdigit()]
+    """stderr without the plain progress lines, each line without its stamp (every one has its own)."""
+    return [line for line in unstamped(result.stderr) if not PLAIN.match(line)]
 
 
 @pytest.fixture

@@ -101,12 +101,19 @@ class RichReporter(Reporter):
 
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
         """The rows in the width of each redraw; the last snapshot while a worker holds the lock (never waited on)."""
+        from rich.text import Text
+
         if self._lock.acquire(blocking=False):
             try:
                 self._rows = self._snapshot()
             finally:
                 self._lock.release()
         yield from render_rows(self._rows, options.max_width, color=self.color)
+        if not self._closed:
+            # The cursor waits on a blank line below the rows, not after the last one: a rows' line may fill the width,
+            # and the terminal's echo of a Ctrl-C (``^C``) there wraps onto a new line, shifting where rich's next
+            # redraw begins: the final frame would leave the first row (the total) twice on screen.
+            yield Text("")
 
     def _snapshot(self) -> list[Row]:
         """The total first, then the items in the order they started."""
@@ -126,11 +133,11 @@ class RichReporter(Reporter):
         return rows
 
     def close(self) -> None:
-        """Stop the live display, leaving its last frame on screen."""
+        """Stop the live display, leaving its last frame on screen (without the blank line below it)."""
         with self._lock:
             self._flush(self._clock())
-            self._live.stop()  # (a display never started stays undrawn)
             self._closed = True
+            self._live.stop()  # (a display never started stays undrawn)
 
 
 class Row(NamedTuple):

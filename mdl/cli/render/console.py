@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import accumulate
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from unicodedata import combining, east_asian_width
 
 from mdl.redact import safe_doc, safe_text, shown_data
@@ -37,6 +38,60 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def line_prefix(moment: datetime, pid: int) -> str:
+    """What starts each line mdl writes on stderr off a terminal: ``2026-11-25T14:07:33Z [4242] `` (UTC, pid)."""
+    return f"{utc(moment).strftime('%Y-%m-%dT%H:%M:%SZ')} [{pid}] "
+
+
+class StampedLines:
+    """stderr off a terminal (cron, CI, a shared log): every line starts with :func:`line_prefix` — when, and which
+    run — as wget's and aria2c's logs do, so two runs writing one log stay apart. A write is one write below."""
+
+    def __init__(self, stream: TextIO, *, wallclock: Callable[[], datetime] | None = None, pid: int | None = None):
+        self.stream = stream
+        self._wallclock = wallclock or (lambda: datetime.now(UTC))
+        self._pid = os.getpid() if pid is None else pid
+        self._lock = threading.Lock()
+        self._at_start = True  # the next character begins a line
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            prefix, out = line_prefix(self._wallclock(), self._pid), []
+            for line in re.findall(r"[^\n]*\n|[^\n]+", text):
+                if self._at_start:  # (a blank line gets no trailing space)
+                    line = (prefix.rstrip() if line == "\n" else prefix) + line
+                out.append(line)
+                self._at_start = line.endswith("\n")
+            if out:
+                self.stream.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def stamped(stream: TextIO, **options: Any) -> TextIO:
+    """``stream`` with each line stamped (:class:`StampedLines`; once: a stamped stream is returned as it is)."""
+    return stream if isinstance(stream, StampedLines) else cast(TextIO, StampedLines(stream, **options))
+
+
+def unstamped(stream: TextIO) -> TextIO:
+    """The stream under :func:`stamped` (a display that draws on the terminal itself needs it as it is)."""
+    return stream.stream if isinstance(stream, StampedLines) else stream
+
+
+def stderr_sink(stream: TextIO, *, events: bool = False) -> TextIO:
+    """Where mdl's lines for people go: ``stream`` on a terminal (nothing added) or for an event stream (pure
+    JSON, each event with its own ``time``), else :func:`stamped`."""
+    return stream if events or isatty(stream) else stamped(stream)
+
+
 class EventStream:
     """Events, a JSON document a line: ``begin`` first (null totals if something else is), ``plan``, ``end`` last."""
 
@@ -51,6 +106,8 @@ class EventStream:
 
     def _write(self, event: str, fields: Mapping[str, Any]) -> None:
         stamp = utc(self._wallclock()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if event == "begin":  # which run the stream is (two runs' streams may share a file, as their plain lines)
+            fields = {**fields, "pid": os.getpid()}
         clean = safe_doc({"event": event, "time": stamp, **fields}, secrets=self._secrets)
         try:
             self._stream.write(json.dumps(clean, ensure_ascii=False) + "\n")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from mdl.cli.render.console import EventStream, utc
+from mdl.cli.render.console import EventStream, stamped
 from mdl.progress import Event, Progress
 from mdl.redact import safe_text
 from mdl.units import human_duration, human_rate, human_size
@@ -189,15 +189,15 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
 
 
 class PlainReporter(Reporter):
-    """Lines stamped in UTC for cron, CI and pipes: start (or resuming), a progress line per interval, done."""
+    """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming), a progress line per
+    interval, done."""
 
     def __init__(self, *, stream: TextIO, wallclock: Callable[[], datetime], interval: float, **common: Any) -> None:
         super().__init__(**common)
-        self._stream, self._wallclock, self._interval = stream, wallclock, interval
+        self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
 
     def _write(self, text: str) -> None:
-        stamp = utc(self._wallclock()).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._stream.write(f"{stamp} {self._safe(text)}\n")
+        self._stream.write(f"{self._safe(text)}\n")
         self._stream.flush()
 
     def show(self, event: Event) -> None:

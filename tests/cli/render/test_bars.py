@@ -24,9 +24,22 @@ def recording(width: int) -> Console:
 
 
 def frame_lines(reporter: RichReporter, width: int) -> list[str]:
+    """The rows the live display draws (while it runs, a blank line below them holds the cursor: checked, left out)."""
     console = recording(width)
     console.print(reporter)  # the reporter is the renderable the live display redraws
-    return console.export_text().splitlines()
+    *rows, cursor_line = console.export_text().splitlines()
+    assert cursor_line == "", rows
+    return rows
+
+
+def test_the_final_frame_has_no_blank_line_below_the_rows() -> None:
+    reporter = RichReporter(stream=io.StringIO(), no_color=True, console=recording(80))
+    reporter.begin(total_bytes=10, files=1)
+    reporter.start("a", label="m/a.bin", total=10)
+    reporter.close()
+    console = recording(80)
+    console.print(reporter)
+    assert console.export_text().splitlines()[-1].startswith("m/a.bin")
 
 
 def clock_seconds(text: str) -> int:

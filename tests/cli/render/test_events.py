@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_event_shapes(clock: FakeClock) -> None:
     file_a = {"model": "tiny", "path": "model.bin", "label": "tiny/model.bin"}
     file_b = {"model": "tiny", "path": "config.json", "label": "tiny/config.json"}
     assert got == [
-        {"event": "begin", "files": 2, "total": 3000},
+        {"event": "begin", "files": 2, "total": 3000, "pid": os.getpid()},
         {"event": "start", **file_a, "total": 2000, "completed": 500},
         {"event": "start", **file_b, "total": 1000, "completed": 0},
         {"event": "waiting", **file_b, "message": "another mdl run holds the lock"},
@@ -68,7 +69,8 @@ def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
     assert len(text.splitlines()) == 4  # begin (said first, totals unknown) and the three
     for secret in ("deadbeefcafe", "s3cr3t-value", "hf_abcdefghijklmnop", "\x1b", "\\u001b"):
         assert secret not in text
-    assert events(stream)[0] == {"event": "begin", "time": events(stream)[0]["time"], "files": None, "total": None}
+    begin = {"event": "begin", "time": events(stream)[0]["time"], "files": None, "total": None, "pid": os.getpid()}
+    assert events(stream)[0] == begin
     assert events(stream)[2]["message"].startswith("403 for https://cdn.example.com/m.bin?REDACTED")
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", events(stream)[0]["time"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,7 +15,8 @@ from mdl.cli.run import make_reporter
 from mdl.progress import Progress
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
-STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[\d+\] ")
+PID = f"[{os.getpid()}]"
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
@@ -28,8 +30,8 @@ def plain(clock: FakeClock, *, interval: float = 5.0, secrets: tuple[str, ...] =
 
 def body(stream: io.StringIO) -> list[str]:
     lines = stream.getvalue().splitlines()
-    assert all(line.startswith("2026-11-22T08:03:39Z ") for line in lines)
-    return [line.removeprefix("2026-11-22T08:03:39Z ") for line in lines]
+    assert all(line.startswith(f"2026-11-22T08:03:39Z {PID} ") for line in lines)
+    return [line.removeprefix(f"2026-11-22T08:03:39Z {PID} ") for line in lines]
 
 
 def test_plain_reports_start_progress_and_done_with_timestamps(clock: FakeClock) -> None:
@@ -125,10 +127,10 @@ def test_plain_timestamps_come_from_the_wallclock_in_utc() -> None:
     local = datetime(2026, 11, 22, 10, 3, 39, tzinfo=timezone(timedelta(hours=1)))
     reporter = make_reporter("plain", stream=stream, environ={}, wallclock=lambda: local)
     reporter.note("hello")
-    assert stream.getvalue() == "2026-11-22T09:03:39Z hello\n"
+    assert stream.getvalue() == f"2026-11-22T09:03:39Z {PID} hello\n"
     naive = io.StringIO()
     make_reporter("plain", stream=naive, environ={}, wallclock=lambda: datetime(2026, 1, 2, 3, 4, 5)).note("x")
-    assert naive.getvalue() == "2026-01-02T03:04:05Z x\n"
+    assert naive.getvalue() == f"2026-01-02T03:04:05Z {PID} x\n"
     assert datetime(2026, 1, 2, tzinfo=UTC)  # naive stamps are taken as UTC
 
 
