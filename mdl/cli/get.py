@@ -47,7 +47,7 @@ def get_cmd(
             "-H",
             "--header",
             help="Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as curl -H).",
-            metavar="'NAME: VALUE'",
+            metavar="HEADER",
         ),
     ] = None,
     input_file: Annotated[

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import mdl, wait_for
-from servers import TOKEN, HubServer, make_data
+from servers import TOKEN, CdnServer, HubServer, make_data
 
 BIG = make_data(3_000_000, seed=7)
 WEIGHTS = make_data(40_000_000, seed=3)
@@ -479,19 +479,24 @@ def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("mdl ")
 
 
-def test_direct_url_headers_never_follow_a_redirect(world: dict[str, object], tmp_path: Path) -> None:
-    """A direct URL's own Authorization goes to that URL only, not to the CDN it redirects to (big files too)."""
+def test_direct_url_headers_never_follow_a_redirect_to_another_origin(world: dict[str, object], tmp_path: Path) -> None:
+    """A direct URL's own Authorization goes to that URL's origin only, not to the CDN it redirects to (big files
+    too: every range of every connection asks the CDN without it)."""
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    target = hub.cdn.add_file("/store/big.bin", WEIGHTS)
-    url = hub.cdn.add_redirect("/dl/big.bin", target)
-    catalog = tmp_path / "redir.toml"
-    catalog.write_text(
-        f'[models.r]\nfiles = [{{ url = "{url}", sha256 = "{sha(WEIGHTS)}", '
-        'headers = { Authorization = "Bearer direct-secret" } }]\n'
-    )
-    result = mdl("pull", "r", "--catalog", str(catalog), "--connections", "4")
-    assert result.exit_code == 0, result.stderr
-    store_requests = hub.cdn.log.records(path_prefix="/store/")
-    assert store_requests and all(r.authorization is None for r in store_requests)
+    elsewhere = CdnServer(host_alias="localhost").start()  # another origin: another host name and port
+    try:
+        target = elsewhere.add_file("/store/big.bin", WEIGHTS)
+        url = hub.cdn.add_redirect("/dl/big.bin", target)
+        catalog = tmp_path / "redir.toml"
+        catalog.write_text(
+            f'[models.r]\nfiles = [{{ url = "{url}", sha256 = "{sha(WEIGHTS)}", '
+            'headers = { Authorization = "Bearer direct-secret" } }]\n'
+        )
+        result = mdl("pull", "r", "--catalog", str(catalog), "--connections", "4")
+        assert result.exit_code == 0, result.stderr
+        store_requests = elsewhere.log.records(path_prefix="/store/")
+        assert store_requests and all(r.authorization is None for r in store_requests)
+    finally:
+        elsewhere.stop()
     assert any(r.authorization == "Bearer direct-secret" for r in hub.cdn.log.records(path_prefix="/dl/"))

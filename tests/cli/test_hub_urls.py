@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl, use_catalog
 from servers import TOKEN, CdnServer, HubServer, make_data
+from terminal import unstamped
 
 WEIGHTS = make_data(300_000, seed=7)  # LFS: the Hub's listing names its sha256
 PAGE = b"<!DOCTYPE html><html><head><title>org/repo x.gguf</title></head><body>a page</body></html>"
@@ -26,7 +27,7 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hu
 
 
 def notes(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "mdl: reading " in line]
+    return [line for line in unstamped(stderr) if "mdl: reading " in line]
 
 
 def test_a_blob_url_of_the_hub_fetches_the_file_as_hf_does(world: HubServer, tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_a_blob_url_of_the_hub_fetches_the_file_as_hf_does(world: HubServer, tmp
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "out" / "x.gguf").read_bytes() == WEIGHTS
     assert result.stdout.splitlines() == [str(tmp_path / "out" / "x.gguf")]
-    assert [n.split(" ", 1)[-1] for n in notes(result.stderr)] == [f"mdl: reading {url} as hf://org/repo@main/x.gguf"]
+    assert notes(result.stderr) == [f"mdl: reading {url} as hf://org/repo@main/x.gguf"]
     assert not world.log.records(path_prefix="/org/repo/blob/"), "the page itself was never asked for"
     assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), "its metadata (sha256) was"
     quiet = mdl("get", url, "-d", "again", "-q")
@@ -126,7 +127,7 @@ def test_a_refused_token_is_said_to_be_refused(world: HubServer, monkeypatch: py
     monkeypatch.setenv("HF_TOKEN", "hf_wrong0123456789abcdef")
     result = mdl("get", "hf://org/repo/config.json", "-d", "out")
     assert result.exit_code == 3, result.stderr
-    hint = next(line for line in result.stderr.splitlines() if line.startswith("  hint: "))
+    hint = next(line for line in unstamped(result.stderr) if line.startswith("  hint: "))
     assert "refused the token sent" in hint and "hf auth whoami" in hint, hint
     assert "set HF_TOKEN" not in hint
 
@@ -135,7 +136,7 @@ def test_a_gated_repo_is_said_once_for_all_its_files(world: HubServer) -> None:
     sources = [f"hf://org/gated/{n}.gguf" for n in range(4)]
     result = mdl("get", *sources, "hf://org/repo/config.json", "-d", "out")
     assert result.exit_code == 3
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mdl: error: ")]
+    errors = [line for line in unstamped(result.stderr) if line.startswith("mdl: error: ")]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith("mdl: error: org/gated/0.gguf: org/gated is gated")
     assert errors[0].endswith("(and 3 more files of org/gated)")

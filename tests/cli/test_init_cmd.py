@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl
 from servers import HubServer
+from terminal import unstamped
 
 import mdl as api
 from mdl.catalog.edit import starter_catalog
@@ -166,7 +167,7 @@ def test_every_catalog_problem_in_one_run_and_in_json(home: Path) -> None:
     result = mdl("list")
     assert result.exit_code == 2
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
+    lines = unstamped(result.stderr)
     assert lines[:4] == [
         f"mdl: error: {catalog}: 3 problems",
         f"  {catalog}:4: settings.conections: unknown key (did you mean 'connections'?)",

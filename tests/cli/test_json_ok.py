@@ -106,7 +106,7 @@ def test_error_documents_carry_the_hint(world: str, tmp_path: Path) -> None:
 
 def test_a_parse_error_document_carries_a_hint_too(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
-    for args in (["pack", "--bogus", "--json"], ["get", "--json"]):
+    for args in (["pack", "--bogus", "--json"], ["get", "--bogus", "--json"]):
         result = subprocess.run(
             [sys.executable, "-m", "mdl", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
         )
