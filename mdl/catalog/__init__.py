@@ -1,7 +1,7 @@
 """The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
 from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
 
-from mdl.catalog.headers import check_headers, parse_header
+from mdl.catalog.headers import check_headers, is_secret_header, parse_header
 from mdl.catalog.load import (
     expand_headers,
     find_catalog,
@@ -42,6 +42,7 @@ __all__ = [
     "find_catalog",
     "find_lock",
     "is_model_name",
+    "is_secret_header",
     "load_catalog",
     "lock_beside",
     "no_catalog",

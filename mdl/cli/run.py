@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
 
+from mdl.catalog import is_secret_header
 from mdl.cli.render.console import (
     Console,
     EventStream,
@@ -414,10 +415,31 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
     return code
 
 
+def logged_argv(argv: Sequence[str]) -> list[str]:
+    """The command line as the log keeps it, written before any option is parsed: a credential header's value
+    (``-H 'X-Api-Key: …'``, ``--header=Cookie: …``) is masked, whatever its length (URLs are redacted at the sink)."""
+    shown: list[str] = []
+    header_next = False
+    for arg in argv:
+        prefix = "" if header_next else next((p for p in ("--header=", "-H") if arg.startswith(p) and arg != p), None)
+        if arg in ("-H", "--header"):
+            shown.append(arg)
+            header_next = True
+            continue
+        header_next = False
+        if prefix is None:
+            shown.append(arg)
+            continue
+        name, colon, value = arg[len(prefix) :].partition(":")
+        secret = colon and value.strip() and is_secret_header(name.strip())
+        shown.append(f"{prefix}{name}: ***" if secret else arg)
+    return shown
+
+
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
-    log.info("mdl %s: %s", __version__, " ".join(sys.argv[1:]))
+    log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:])))
     Reserve.hold()
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:

@@ -7,12 +7,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, HubServer, make_data
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DATA = make_data(300_000, seed=31)
 OTHER = make_data(200_000, seed=32)
@@ -73,6 +78,18 @@ def test_header_reaches_the_url_and_is_never_shown(cdn: CdnServer, here: Path) -
     assert (here / "w.bin").read_bytes() == DATA
     assert set(sent(cdn, "X-Trace")[-1:]) == {"t1"}, "the value's surrounding blanks are dropped, as curl does"
     assert KEY not in everything_said(result, here)
+
+
+def test_the_logged_command_line_hides_credential_headers_of_any_length(cdn: CdnServer, here: Path) -> None:
+    """The log's first line is the command line, written before -H is parsed: its credential values are masked."""
+    url = cdn.add_file("/open/w.bin", DATA)
+    args = ["-H", f"X-Api-Key: {KEY}", "-HCookie: c=s3cr", f"--header=Private-Token: {PASSWORD}", "-H", "X-Trace: t1"]
+    command = [sys.executable, "-m", "mdl", "get", url, *args]  # the log reads the process's own command line
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    log = (here / "mdl.log").read_text()
+    assert KEY not in log and "c=s3cr" not in log and PASSWORD not in log
+    assert "X-Api-Key: ***" in log and "-HCookie: ***" in log and "X-Trace: t1" in log
 
 
 def test_header_stays_with_its_origin_across_a_redirect(cdn: CdnServer, elsewhere: CdnServer, here: Path) -> None:
