@@ -171,7 +171,12 @@ MODEL_FILE_SUFFIXES = PICKLE_SUFFIXES | WEIGHT_SUFFIXES | {".zip"}
 
 def names_model_file(url: str) -> bool:
     """Whether the URL's last path segment is named as a model file is (``x.gguf``, ``model.safetensors``)."""
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).lower()
+    return is_model_file_name(unquote(urlsplit(url).path))
+
+
+def is_model_file_name(path: str) -> bool:
+    """Whether a file name (or the last segment of a save path, ``vae/ae.safetensors``) is a model file's."""
+    name = path.rsplit("/", 1)[-1].lower()
     return "." in name and name[name.rindex(".") :] in MODEL_FILE_SUFFIXES
 
 

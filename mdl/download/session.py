@@ -202,7 +202,10 @@ class PullSession:
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
         """What the first request for the file learned (``.url``: where it redirects to in the end)."""
         what = label_of(remote)
-        ask = partial(probe, self.client, remote.url, credentials=self.credentials(remote), what=what, carry=carry)
+        credentials = self.credentials(remote)
+        ask = partial(
+            probe, self.client, remote.url, credentials=credentials, what=what, carry=carry, saved_as=remote.path
+        )
         return self.retry.run(ask, what=what, wait=self.cancel.wait)
 
 

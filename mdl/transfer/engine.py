@@ -188,7 +188,9 @@ class Engine:
             if validator:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         asked = time.monotonic()
-        answer = opening or follow(self.client, url, credentials=job.credentials, headers=headers, what=job.label)
+        answer = opening or follow(
+            self.client, url, credentials=job.credentials, headers=headers, what=job.label, saved_as=job.path
+        )
         with answer as resp:
             if opening is None:
                 state.saw_first_byte(time.monotonic() - asked)
@@ -346,7 +348,9 @@ class Engine:
         loaded = load_state(job)
         if loaded is None and job.identity.size is None and job.opening is None:  # its first request learns the size
             found = self.config.retry.run(
-                lambda: probe(self.client, job.url, credentials=job.credentials, what=job.label, carry=True),
+                lambda: probe(
+                    self.client, job.url, credentials=job.credentials, what=job.label, carry=True, saved_as=job.path
+                ),
                 what=job.label,
                 wait=self.cancel.wait,
                 on_retry=job.retries.add,

@@ -26,7 +26,7 @@ from mdl.errors import (
     TokenLeakError,
     WebPageError,
 )
-from mdl.paths import names_model_file
+from mdl.paths import is_model_file_name, names_model_file
 from mdl.redact import (
     hide_cut_secret,
     is_signed_url,
@@ -334,9 +334,11 @@ def follow(
     rule: Callable[[str, str], bool] | None = None,
     server: str | None = None,
     hint: str | None = None,
+    saved_as: str | None = None,
 ) -> Iterator[httpx2.Response]:
     """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers, ``rule(current,
-    target)`` whether to follow (False: yield the redirect); https→http never."""
+    target)`` whether to follow (False: yield the redirect); https→http never; ``saved_as``: the name the body is
+    saved under, when it is a download (a web page is refused for a model file's name)."""
     remember_url_secrets(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -361,16 +363,18 @@ def follow(
                     log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
                     current = location
                     continue
-            refuse_web_page(response, asked=url, what=what)
+            refuse_web_page(response, asked=url, saved_as=saved_as, what=what)
             yield response
             return
     raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
 
 
-def refuse_web_page(response: httpx2.Response, *, asked: str, what: str) -> None:
-    """A URL named as a model file (``x.gguf``) answered with an HTML page (a login wall, the Hub's page of the file)
-    is refused before a byte of it is kept (WebPageError, exit 5): every download asks through ``follow``."""
-    if response.status_code not in (200, 206) or not names_model_file(asked):
+def refuse_web_page(response: httpx2.Response, *, asked: str, saved_as: str | None, what: str) -> None:
+    """A URL or a save name (``-o``, the catalog's ``as``) that names a model file (``x.gguf``) answered with an HTML
+    page (a login wall, the Hub's page of the file) is refused before a byte of it is kept (WebPageError, exit 5):
+    every download asks through ``follow``."""
+    named = names_model_file(asked) or (saved_as is not None and is_model_file_name(saved_as))
+    if response.status_code not in (200, 206) or not named:
         return
     media = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     if media in ("text/html", "application/xhtml+xml"):

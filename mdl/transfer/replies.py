@@ -23,7 +23,9 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
     job, headers = state.job, {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
-    with follow(client, job.url, credentials=job.credentials, headers=headers, what=job.label) as response:
+    with follow(
+        client, job.url, credentials=job.credentials, headers=headers, what=job.label, saved_as=job.path
+    ) as response:
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, hub=job.credentials.from_hub(response))
         if is_encoded(response, what=job.label):
@@ -47,13 +49,17 @@ class Probed:
     opening: Opening | None = None
 
 
-def probe(client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool) -> Probed:
+def probe(
+    client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool, saved_as: str | None = None
+) -> Probed:
     """Ask for the first byte; with ``carry``, the whole file from byte 0 (``bytes=0-``), its body left unread for the
     download: no round trip is spent only to learn the size, and the first stream streams on at full speed while the
     others start (as aria2c's first GET; engine rule 19)."""
     asked = {"Range": "bytes=0-" if carry else "bytes=0-0"}
     with contextlib.ExitStack() as stack:
-        response = stack.enter_context(follow(client, url, credentials=credentials, headers=asked, what=what))
+        response = stack.enter_context(
+            follow(client, url, credentials=credentials, headers=asked, what=what, saved_as=saved_as)
+        )
         span = None
         if response.status_code in (200, 206):
             if is_encoded(response, what=what):

@@ -92,6 +92,25 @@ def test_a_page_named_as_a_page_is_fetched_and_the_same_page_refused_in_a_pull(
     assert not (tmp_path / "models" / "w" / "model.ckpt").exists()
 
 
+def test_a_page_saved_under_a_model_files_name_is_refused_too(
+    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download link names no file (civitai's /api/download/models/N): the name it is saved as (-o, the catalog's
+    `as`) says a model file was asked for, and a login page is refused for it as for a URL named so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    login = cdn.add_file("/api/download/models/1234", PAGE, content_type="text/html")
+    got = mdl("get", login, "-o", "style.safetensors")
+    assert got.exit_code == 5, got.stderr
+    assert "answered with a web page (text/html), not the file" in got.stderr
+    assert not (tmp_path / "style.safetensors").exists()
+    (tmp_path / "catalog.toml").write_text(f'[models.s]\nfiles = [{{ url = "{login}", as = "lora/style.gguf" }}]\n')
+    pulled = mdl("pull", "s")
+    assert pulled.exit_code == 5, pulled.stderr
+    assert not (tmp_path / "models" / "s" / "lora" / "style.gguf").exists()
+    assert mdl("get", login, "-o", "page.html").exit_code == 0  # saved as a page: a file like any other
+
+
 def test_add_stores_a_hub_url_as_its_hub_file(world: HubServer, tmp_path: Path) -> None:
     url = f"{world.url}/org/repo/resolve/refs%2Fpr%2F1/x.gguf?download=true"
     result = mdl("add", "m", url)
