@@ -49,7 +49,7 @@ from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
-from mdl.store import unlink, write_atomic
+from mdl.store import not_a_file, unlink, write_atomic
 
 log = logging.getLogger("mdl.lock")
 StrPath = str | os.PathLike[str]
@@ -123,9 +123,10 @@ def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, 
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
     with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder, not a catalog file", hint="name a file with --catalog PATH")
-        there = path.exists()
+        kind = not_a_file(path)  # lstat: a FIFO is never opened, a device never replaced, --force or not
+        if kind is not None:
+            raise UsageError(f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH")
+        there = path.exists() or path.is_symlink()
         if there and not force:
             raise UsageError(
                 f"{path} already exists; mdl init does not overwrite a catalog",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import stat
 import tomllib
 from pathlib import Path
 
@@ -178,3 +179,22 @@ def test_every_catalog_problem_in_one_run_and_in_json(home: Path) -> None:
     assert doc["ok"] is False and doc["error"]["code"] == 2
     assert doc["error"]["problems"] == [line.strip() for line in lines[1:4]]
     assert all(problem in doc["error"]["message"] for problem in doc["error"]["problems"])  # on one line
+
+
+def test_init_never_opens_or_replaces_what_is_not_a_file(home: Path, tmp_path: Path) -> None:
+    """A FIFO is never opened (it would wait forever) and a device never replaced, --force or not: exit 2."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for force in ([], ["--force"]):
+        result = mdl("init", "--catalog", str(fifo), *force)
+        assert result.exit_code == 2, result.stderr
+        assert f"{fifo} is a FIFO, not a catalog file" in result.stderr
+    assert fifo.is_fifo()
+    device = tmp_path / "null.toml"  # never the real /dev/null: were the check to go, the test must harm nothing
+    try:
+        os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        return  # not root: no device node to try
+    null = mdl("init", "--catalog", str(device), "--force")
+    assert null.exit_code == 2 and "is a device" in null.stderr
+    assert device.is_char_device()
