@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mdl.catalog.lines import did_you_mean, format_path
 from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
-from mdl.errors import MdlError, UsageError
+from mdl.errors import UsageError
 from mdl.paths import HF_URI_FORMS, SHA256_HEX, HfUri, parse_hf_uri, safe_relative_path
 from mdl.redact import redact_url, remember_url_secrets
 
@@ -181,10 +181,14 @@ def add_entry(
     return Edit(edited, action, entry, tuple(added))
 
 
+# A layout no edit can keep as written (dotted keys spread over the file, ...): the user's file, not mdl's bug (exit 2).
+_LAYOUT_HINT = "write the model as a [models.NAME] table (no dotted keys elsewhere in the file), or edit it by hand"
+
+
 def _edited(
     document: dict[str, Any], text: str, name: str, entry: dict[str, Any], place: Callable[[], str | None]
 ) -> str:
-    """``text`` with model ``name`` as ``entry``: where ``place`` puts it, else where tomlkit does; MdlError when the
+    """``text`` with model ``name`` as ``entry``: where ``place`` puts it, else where tomlkit does; UsageError when the
     result would not read as exactly that."""
     expected = copy.deepcopy(document)
     expected.setdefault("models", {})[name] = entry
@@ -192,7 +196,7 @@ def _edited(
     if edited is None or _reads(edited) != expected:
         edited = _by_tomlkit(text, name, entry)
     if _reads(edited) != expected:
-        raise MdlError(f"could not edit the catalog safely for {name!r}; nothing was written")
+        raise UsageError(f"could not edit the catalog safely for {name!r}; nothing was written", hint=_LAYOUT_HINT)
     return edited
 
 
@@ -234,7 +238,9 @@ def remove_entry(text: str, name: str) -> str:
     if edited is None or _reads(edited) not in meant:
         edited = _by_tomlkit(text, name, None)
     if _reads(edited) not in meant:
-        raise MdlError(f"could not edit the catalog safely to remove {name!r}; nothing was written")
+        raise UsageError(
+            f"could not edit the catalog safely to remove {name!r}; nothing was written", hint=_LAYOUT_HINT
+        )
     return edited
 
 

@@ -417,3 +417,12 @@ def test_any_description_and_tags_load_back_exactly_and_keep_every_comment(
     assert comments[0] == comments[1]
     if crlf:  # the new lines end as the others do
         assert "\n" not in edit.text.replace("\r\n", "")
+
+
+def test_a_layout_no_edit_can_keep_is_a_usage_error_and_nothing_is_written() -> None:
+    """Dotted keys of a model spread before other tables: neither the entry's own place nor tomlkit can edit it
+    into the same document, so the user is told how to write it (exit 2), never an internal error (exit 1)."""
+    text = '# dotted\nmodels.x.repo = "org/tiny"\nmodels.x.tags = ["a"]\nversion = 1\n[settings]\njobs = 2\n'
+    with pytest.raises(UsageError, match="could not edit the catalog safely for 'x'") as info:
+        add_entry(text, "x", [], tags=["b"])
+    assert info.value.hint is not None and "[models.NAME] table" in info.value.hint
