@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UnsafePathError, UsageError
+from mdl.redact import printable
 
 # A digest as mdl writes it, lowercase hex; use fullmatch (Python's '$' also matches before a final newline).
 SHA256_HEX = re.compile("[0-9a-f]{64}")
@@ -222,7 +223,7 @@ def parse_hf_uri(text: str) -> HfUri:
     """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe path."""
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
-        raise UsageError(f"{text}: expected {HF_URI_FORMS}")
+        raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")  # one line, however it came
     path = match.group("path")
     return HfUri(
         given=text,

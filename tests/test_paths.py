@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.errors import ExitCode, UnsafePathError
-from mdl.paths import safe_file_name, safe_relative_path, url_basename
+from mdl.errors import ExitCode, UnsafePathError, UsageError
+from mdl.paths import parse_hf_uri, safe_file_name, safe_relative_path, url_basename
 
 WHERE = "models.x.files[1].as"
 
@@ -207,3 +207,11 @@ def test_safe_file_name_rejects(value: str, reason: str) -> None:
     assert "\n" not in message and "\x00" not in message and "\x1b" not in message
     if len(value) < 100:
         assert repr(value) in message  # the value is shown, escaped
+
+
+def test_an_hf_uri_that_is_refused_is_named_on_one_line() -> None:
+    """A Hub page URL with %0A in it decodes to a line break: the error names it on one line (no forged line)."""
+    with pytest.raises(UsageError) as info:
+        parse_hf_uri("hf://org/tiny@main/a\nb.gguf\r\x1b[2J")
+    assert "\n" not in info.value.message and "\r" not in info.value.message and "\x1b" not in info.value.message
+    assert info.value.message.startswith("hf://org/tiny@main/a")
