@@ -104,6 +104,9 @@ def read_source(source: str) -> str:
     return read_job_output(source)
 
 
+MAX_SOURCE_LINE = 64 * 1024  # longer than any URL a server takes (8-64 KiB): a list line past it is not a source
+
+
 def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:
     """``-i FILE`` (``-`` = stdin), as aria2c -i and wget -i read one: a SOURCE a line, surrounding blanks dropped,
     blank lines and ``#`` comment lines skipped."""
@@ -112,10 +115,16 @@ def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[st
     try:
         text = read_text(source)
     except MdlError as exc:  # unreadable, not UTF-8, too big: said of the list
-        exc.message = f"-i {exc.message}"
+        exc.message, exc.hint = f"-i {exc.message}", "-i FILE names a list of sources, one a line"
         raise
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    listed: list[str] = []
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):  # a BOM: lists saved by Notepad
+        if len(line := line.strip()) > MAX_SOURCE_LINE:
+            shown = "stdin" if source == "-" else source
+            raise UsageError(f"-i {shown}:{number}: a line of {len(line):,} characters is not a source")
+        if line and not line.startswith("#"):
+            listed.append(line)
+    return listed
 
 
 def combined_sources(sources: Sequence[str], *, input_file: str | None, read_text: Callable[[str], str]) -> list[str]:

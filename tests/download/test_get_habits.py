@@ -192,6 +192,22 @@ def test_a_list_file_takes_the_command_lines_rules(cdn: CdnServer, here: Path) -
     assert (here / "x.bin").read_bytes() == DATA
 
 
+def test_a_list_saved_with_a_bom_and_crlf_reads_as_any_other(cdn: CdnServer, here: Path) -> None:
+    one = cdn.add_file("/bom/one.bin", DATA)
+    (here / "notepad.txt").write_bytes(f"\ufeff{one}\r\n# done\r\n".encode())
+    result = mdl("get", "-i", "notepad.txt", "-d", "out")
+    assert result.exit_code == 0, result.stderr
+    assert (here / "out" / "one.bin").read_bytes() == DATA
+
+
+def test_a_list_line_too_long_to_be_a_source_is_refused_short(here: Path) -> None:
+    (here / "junk.txt").write_text("# fine\n" + "x" * 5_000_000 + "\n")
+    result = mdl("get", "-i", "junk.txt")
+    assert result.exit_code == 2
+    assert "-i junk.txt:2: a line of 5,000,000 characters is not a source" in result.stderr
+    assert len(result.stderr) < 2_000
+
+
 def test_list_usage_errors(cdn: CdnServer, here: Path) -> None:
     missing = mdl("get", "-i", "nope.txt")
     assert missing.exit_code == 2
