@@ -14,6 +14,7 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar
+from mdl.cli.run import EXIT_STDOUT_CLOSED
 from mdl.errors import ExitCode
 from mdl.version import __version__
 
@@ -114,7 +115,7 @@ HABITS: dict[str, tuple[str, ...]] = {
 
 
 # What each exit code means (README "Exit codes" says more), at the end of `mdl --help`.
-EXIT_CODES = {
+EXIT_CODES: dict[int, str] = {
     ExitCode.OK: "everything asked for is present and verified",
     ExitCode.INTERNAL: "internal error (a bug; MDL_DEBUG=1 shows the traceback)",
     ExitCode.USAGE: "usage or bad input: flags, catalog, unknown model, unsafe path",
@@ -124,6 +125,7 @@ EXIT_CODES = {
     ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
     ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial data is kept for resume",
+    EXIT_STDOUT_CLOSED: "stdout closed by its reader (mdl list | head -1), as cat's",
 }
 
 

@@ -29,6 +29,7 @@ from mdl.errors import (
 from mdl.paths import is_model_file_name, names_model_file
 from mdl.redact import (
     hide_cut_secret,
+    is_secret_param,
     is_signed_url,
     printable,
     redact_text,
@@ -259,6 +260,24 @@ def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
     return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
 
 
+def credentials_sent(response: httpx2.Response) -> bool:
+    """Whether the request ``response`` answers carried a credential (Authorization, an API key, a cookie)."""
+    try:
+        return any(is_secret_param(name) or name.lower() == "cookie" for name in response.request.headers)
+    except RuntimeError:  # a response made without its request (tests): nothing was sent
+        return False
+
+
+REFUSED_CREDENTIALS = "the server refused the credentials sent (-H, the catalog's headers or ~/.netrc): check them"
+
+
+def direct_auth_hint(response: httpx2.Response) -> str:
+    """What to do about a direct URL's 401: the credentials sent were refused, or there were none to send."""
+    if credentials_sent(response):
+        return REFUSED_CREDENTIALS
+    return "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc login"
+
+
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
     status, text = response.status_code, server_text(response)
     detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
@@ -268,14 +287,15 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
     if status == 401:
         error = AuthError(
             f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint=hub_auth_hint(code, response) if hub else "check the headers for this URL",
+            hint=hub_auth_hint(code, response) if hub else direct_auth_hint(response),
         )
     elif status == 403 and hub:
         error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code, response))
     elif status == 403:
         signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
         denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
-        error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}")
+        hint = REFUSED_CREDENTIALS if not signed and credentials_sent(response) else None
+        error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}", hint=hint)
     elif status in (404, 410):
         error = NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
     elif status in RETRYABLE_STATUSES:

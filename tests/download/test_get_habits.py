@@ -92,6 +92,16 @@ def test_the_logged_command_line_hides_credential_headers_of_any_length(cdn: Cdn
     assert "X-Api-Key: ***" in log and "-HCookie: ***" in log and "X-Trace: t1" in log
 
 
+def test_a_401_hint_says_how_to_send_credentials_or_that_those_sent_were_refused(cdn: CdnServer, here: Path) -> None:
+    url = cdn.add_file("/locked/w.bin", DATA, required_headers={"X-Api-Key": KEY})
+    bare = mdl("get", url)
+    assert bare.exit_code == 3
+    assert "hint: the server wants credentials: send them with -H (get), the catalog's headers" in bare.stderr
+    wrong = mdl("get", url, "-H", "X-Api-Key: not-the-right-key")
+    assert wrong.exit_code == 3
+    assert "hint: the server refused the credentials sent (-H, the catalog's headers or ~/.netrc)" in wrong.stderr
+
+
 def test_header_stays_with_its_origin_across_a_redirect(cdn: CdnServer, elsewhere: CdnServer, here: Path) -> None:
     target = elsewhere.add_file("/cdn/w.bin", DATA)
     url = cdn.add_redirect("/go/w.bin", target)
