@@ -1,6 +1,7 @@
 """``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this disk, checked, and
 tidied."""
 
+import shlex
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -125,7 +126,12 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
             for k in report.kept:
                 run.console.info(f"kept {k.path}: {k.reason}")
         listed = "" if run.verbose else " (-v lists them)"
-        kept = f"; kept {len(report.kept)} path(s) mdl did not write{listed}" if report.kept else ""
+        others = sum(1 for k in report.kept if k.catalog is not None)
+        paths = len(report.kept) - others
+        kept = f"; kept {paths} path(s) mdl did not write{listed}" if paths else ""
+        if others:
+            prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
+            kept += f"; kept {others} model(s) pulled with another catalog (prune them with {prune_with})"
         run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
