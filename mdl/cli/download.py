@@ -106,7 +106,8 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
 def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
     """Remove from the destination what the catalog no longer names: removed models' files and records, files a
     model no longer has (and, in the Hugging Face cache, their snapshots and blobs no other snapshot uses). Only what
-    mdl recorded: files it did not write, or that changed since, stay; a model another run is pulling is skipped."""
+    mdl recorded: files it did not write (or found in place), or that changed since, stay; so do models another
+    catalog pulled (see --catalog), and a model another run is pulling is skipped."""
     return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
 
 
