@@ -76,6 +76,7 @@ class Settings:
     # "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
     lock_mode: str = "auto"
     lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
+    catalog_path: Path | None = None  # the catalog file (absolute; --frozen without one: where its lock says it is)
     netrc: Path | None = None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
 
     @property
@@ -197,7 +198,7 @@ def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | N
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
     where = catalog.path.parent if catalog.path is not None else None
     root = resolve_dest(flag=dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
-    return build_settings(environ=environ, dest=root, catalog=catalog.settings, **flags)
+    return build_settings(environ=environ, dest=root, catalog=catalog.settings, catalog_path=catalog.path, **flags)
 
 
 def build_settings(
@@ -217,6 +218,7 @@ def build_settings(
     force: bool = False,
     dry_run: bool = False,
     lock_path: Path | None = None,
+    catalog_path: Path | None = None,
     locked: bool = False,
     frozen: bool = False,
 ) -> Settings:
@@ -264,8 +266,17 @@ def build_settings(
         mirror_endpoints=catalog.mirror_endpoints,
         lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
         lock_path=lock_path,
+        catalog_path=catalog_file(catalog_path, lock_path),
         netrc=netrc_path(environ),
     )
+
+
+def catalog_file(catalog: Path | None, lock: Path | None) -> Path | None:
+    """The catalog a run reads, as records name it (absolute, links resolved): the file, else (``--frozen`` with
+    only its lock here) the catalog that lock is beside (``catalog.lock`` → ``catalog.toml``)."""
+    if catalog is None and lock is not None:
+        catalog = lock.with_suffix("") if lock.name.endswith(".lock.lock") else lock.with_suffix(".toml")
+    return catalog.resolve() if catalog is not None else None
 
 
 def netrc_path(environ: Mapping[str, str]) -> Path | None:

@@ -1,6 +1,7 @@
 """``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this disk, checked, and
 tidied."""
 
+import shlex
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -105,7 +106,8 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
 def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
     """Remove from the destination what the catalog no longer names: removed models' files and records, files a
     model no longer has (and, in the Hugging Face cache, their snapshots and blobs no other snapshot uses). Only what
-    mdl recorded: files it did not write, or that changed since, stay; a model another run is pulling is skipped."""
+    mdl recorded: files it did not write (or found in place), or that changed since, stay; so do models another
+    catalog pulled (see --catalog), and a model another run is pulling is skipped."""
     return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
 
 
@@ -125,7 +127,12 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
             for k in report.kept:
                 run.console.info(f"kept {k.path}: {k.reason}")
         listed = "" if run.verbose else " (-v lists them)"
-        kept = f"; kept {len(report.kept)} path(s) mdl did not write{listed}" if report.kept else ""
+        others = sum(1 for k in report.kept if k.catalog is not None)
+        paths = len(report.kept) - others
+        kept = f"; kept {paths} path(s) mdl did not write{listed}" if paths else ""
+        if others:
+            prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
+            kept += f"; kept {others} model(s) pulled with another catalog (prune them with {prune_with})"
         run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)

@@ -22,7 +22,7 @@ from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError
 from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
-from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, hash_file, now_iso
+from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, adopted_when_found, hash_file, now_iso
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -265,6 +265,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
             record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified)
+            record = replace(record, adopted=adopted_when_found(entry))  # there before mdl: never mdl's to prune
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
         session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew

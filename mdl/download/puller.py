@@ -42,10 +42,15 @@ def _expect(session: PullSession, resolved: Sequence[ResolvedModel], plans: Sequ
     """Write what each model should be into its record before the first byte moves (atomically): a pull that
     stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
     planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
+    path = session.settings.catalog_path
+    catalog = str(path) if path is not None else None  # whose models these are: prune's to remove, not another's
     for model in resolved:
         files = (planned.get((model.name, f.path), f) for f in model.files)
         expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
         record = session.store.read_record(model.name)
-        now = (expected, model.commit, model.revision or (record.revision if record is not None else None))
-        if record is None or (record.expected, record.commit, record.revision) != now:
-            session.store.update_record(model.name, revision=model.revision, commit=model.commit, expected=expected)
+        old = (record.revision, record.catalog) if record is not None else (None, None)
+        now = (expected, model.commit, model.revision or old[0], catalog or old[1])
+        if record is None or (record.expected, record.commit, record.revision, record.catalog) != now:
+            session.store.update_record(
+                model.name, revision=model.revision, commit=model.commit, expected=expected, catalog=catalog
+            )

@@ -1,8 +1,10 @@
 """``mdl prune``: remove from the destination what the catalog no longer names, and only what mdl recorded — the
 files, records and (in the Hugging Face cache) snapshot entries and blobs of models taken out of the catalog, and the
-files a model no longer names (``show``'s extra files). A file changed since mdl wrote it, and anything mdl never
-recorded, stays. Each model is pruned holding its files' locks: a model another run is pulling is skipped, and a pull
-starting meanwhile waits. Every removal goes through :mod:`mdl.store.confined`: a planted link is never followed."""
+files a model no longer names (``show``'s extra files). A file changed since mdl wrote it, a file mdl found in place
+and adopted (never wrote), anything mdl never recorded, and a model another catalog pulled (catalogs without ``dest``
+share one destination) stay. Each model is pruned holding its files' locks: a model another run is pulling is
+skipped, and a pull starting meanwhile waits. Every removal goes through :mod:`mdl.store.confined`: a planted link is
+never followed."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ log = logging.getLogger("mdl.store")
 
 GONE = "not in the catalog"  # the reason for every file of a model taken out of the catalog
 EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
+ADOPTED = "found in place, not written by mdl"  # a recorded file mdl adopted (FileRecord.adopted): kept
+OTHER_CATALOG = "pulled with another catalog: "  # + its path: a model whose record names another catalog: kept
 _BLOCK = 8 << 20
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
 
@@ -47,11 +51,13 @@ class PrunedPath:
 
 @dataclass(frozen=True)
 class KeptPath:
-    """A path prune left alone although it sits where it worked: mdl did not write it, or it changed since."""
+    """A path prune left alone although it sits where it worked: mdl did not write it, or it changed since;
+    ``catalog``: the other catalog whose model it is (that catalog's prune removes it)."""
 
     path: Path
     model: str | None
     reason: str
+    catalog: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class PruneReport:
         return sum(r.size for r in self.removed)
 
     @property
+    def other_catalogs(self) -> list[str]:
+        """The other catalogs whose models prune kept (each once, in the order met)."""
+        return list(dict.fromkeys(k.catalog for k in self.kept if k.catalog is not None))
+
+    @property
     def exit_code(self) -> int:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
@@ -77,7 +88,7 @@ class PruneReport:
             {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason, "removed": not self.dry_run}
             for r in self.removed
         ]
-        kept = [{"path": str(k.path), "model": k.model, "reason": k.reason} for k in self.kept]
+        kept = [{"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog} for k in self.kept]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
@@ -108,11 +119,16 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
     models = [name for name in records if only is None or name == only]
-    used = {
+    others = {
+        name: other
+        for name, record in records.items()
+        if record is not None and (other := other_catalog(record, settings.catalog_path)) is not None
+    }
+    used = {  # the files of the models that stay: this catalog's, and every model another catalog pulled
         path
         for name, record in records.items()
-        if record is not None and name in catalog
-        for path in _paths_in_use(layout, catalog[name], record)
+        if record is not None and (name in catalog or name in others)
+        for path in _paths_in_use(layout, None if name in others else catalog[name], record)
     }
     run = _Pruning(layout, settings.dry_run, used)
     for name in models:
@@ -122,7 +138,11 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
             continue
         spec = catalog.get(name)
         targets = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
-        if targets or spec is None:
+        if not (targets or spec is None):
+            continue
+        if name in others:
+            run.kept.append(KeptPath(_model_path(layout, name), name, OTHER_CATALOG + others[name], others[name]))
+        else:
             _prune_model(run, record, targets, whole=spec is None)
     if only is None:
         _note_unrecorded(run, set(catalog) | set(records))
@@ -136,9 +156,24 @@ def recorded_models(store: Store) -> list[str]:
     return [name for name in names if is_model_name(name)]
 
 
-def _paths_in_use(layout: Layout, spec: ModelSpec, record: ModelRecord) -> Iterator[Path]:
-    """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model)."""
-    extra = set(model_status(spec, layout).extra)
+def other_catalog(record: ModelRecord, catalog: Path | None) -> str | None:
+    """The catalog that pulled the model when it is not ``catalog`` (the one prune works for); None: this catalog's
+    to prune. A record naming no catalog (an older mdl's) counts as this catalog's: upgrading users can still prune."""
+    if record.catalog is None or catalog is None or record.catalog == str(catalog):
+        return None
+    return record.catalog
+
+
+def _model_path(layout: Layout, model: str) -> Path:
+    """What names a kept model: its folder in the destination, else (all in the Hugging Face cache) its record."""
+    folder = layout.plain.model_dir(model)
+    return folder if os.path.lexists(folder) else layout.records.record_path(model)
+
+
+def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -> Iterator[Path]:
+    """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model);
+    ``spec`` None: all of them (another catalog's model), else all but its extra files."""
+    extra = set(model_status(spec, layout).extra) if spec is not None else set()
     for path, entry in record.files.items():
         if path not in extra and (placement := _place(layout, record.name, entry)) is not None:
             yield placement.final
@@ -173,6 +208,8 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             entry = record.files[path]
             if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
                 done = _GONE
+            elif entry.adopted:  # found in place, never written by mdl: neither it nor its blob is mdl's to remove
+                done = _keep_adopted(run, model, placement)
             elif placement.link is not None:
                 done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
                 if done in (_REMOVED, _GONE):
@@ -194,6 +231,13 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
         except MdlError as exc:
             run.errors.append(exc)
+
+
+def _keep_adopted(run: _Pruning, model: str, placement: Placement) -> str:
+    """Note an adopted file as kept (if it is there, and no model that stays uses it); its record entry goes."""
+    if placement.shown not in run.used and os.path.lexists(placement.shown):
+        run.kept.append(KeptPath(placement.shown, model, ADOPTED))
+    return _KEPT
 
 
 def _lock_model(layout: Layout, model: str, placements: dict[str, Placement | None]) -> HeldLocks:

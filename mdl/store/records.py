@@ -38,6 +38,15 @@ class FileRecord:
     # Checked against a known hash, or fetched whole in one answer (engine rule 15); False: its parts are tied only by
     # the server's validator and a resume's overlap. Records written before this field were taken as verified.
     verified: bool = True
+    # Found in place and taken as the file (it matched), never written by mdl: the user's copy, huggingface_hub's
+    # own blob or snapshot entry. ``prune`` keeps it. Records written before this field: mdl wrote their files.
+    adopted: bool = False
+
+
+def adopted_when_found(entry: FileRecord | None) -> bool:
+    """Whether a file found in place and matching is adopted rather than mdl's own: unless mdl's record says mdl
+    wrote it (then a re-check keeps it mdl's), it was there before mdl, and stays adopted across re-checks."""
+    return entry is None or entry.adopted
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,8 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """What the model should be (``expected``; None in older records) and what mdl fetched and verified."""
+    """What the model should be (``expected``; None in older records) and what mdl fetched and verified;
+    ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older mdl's record, or no catalog)."""
 
     name: str
     revision: str | None = None
@@ -62,6 +72,7 @@ class ModelRecord:
     files: dict[str, FileRecord] = field(default_factory=dict)
     updated_at: str = ""
     expected: dict[str, ExpectedFile] | None = None
+    catalog: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
@@ -73,6 +84,7 @@ class ModelRecord:
             "updated_at": self.updated_at,
             "files": _files_json(self.files),
             **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
+            **({} if self.catalog is None else {"catalog": self.catalog}),
         }
 
 
@@ -105,6 +117,7 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
             revision=_optional_text(raw, "revision", "revision"),
             commit=_optional_text(raw, "commit", "commit"),
             updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+            catalog=_optional_text(raw, "catalog", "catalog"),
         )
     except FileNotFoundError:
         return None
@@ -145,7 +158,7 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         elif kind == "bool":
             if got is not None and not isinstance(got, bool):
                 raise RecordFieldError(f"{where}.{key}: expected true or false, got {_shown(got)}")
-            found[key] = True if got is None else got
+            found[key] = one.default if got is None else got
         elif kind.startswith("int"):
             if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
                 raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")

@@ -137,19 +137,21 @@ class Store:
         puts: tuple[FileRecord, ...] = (),
         remove: tuple[str, ...] = (),
         expected: dict[str, ExpectedFile] | None = None,
+        catalog: str | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
         with self._record_locked(model):
             current = self.read_record(model) or ModelRecord(name=model)
             files = {path: one for path, one in current.files.items() if path not in remove}
             files.update((one.path, one) for one in (*puts, *((put,) if put is not None else ())))
-            record = ModelRecord(  # a revision, commit or expected set of None keeps the old one
+            record = ModelRecord(  # a revision, commit, expected set or catalog of None keeps the old one
                 name=model,
                 revision=revision if revision is not None else current.revision,
                 commit=commit if commit is not None else current.commit,
                 files=files,
                 updated_at=now_iso(),
                 expected=expected if expected is not None else current.expected,
+                catalog=catalog if catalog is not None else current.catalog,
             )
             target = self.record_path(model)
             try:

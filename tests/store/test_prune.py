@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 from planted import snapshot
 from runfixtures import mdl, wait_for
-from servers import Fault, HubServer, make_data
+from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import LockTimeoutError
 from mdl.store import Store
@@ -95,9 +97,8 @@ def test_prune_keeps_a_file_changed_since_mdl_wrote_it(world: dict[str, Path]) -
     assert doc["ok"] is True
     removed = {r["path"] for r in doc["removed"]}
     assert str(dest / "tiny" / "config.json") not in removed
-    assert {"path": str(dest / "tiny" / "config.json"), "model": "tiny", "reason": "changed since mdl wrote it"} in (
-        doc["kept"]
-    )
+    changed = {"path": str(dest / "tiny" / "config.json"), "model": "tiny", "reason": "changed since mdl wrote it"}
+    assert {**changed, "catalog": None} in doc["kept"]
     assert (dest / "tiny" / "config.json").exists()
     assert doc["freed"] == len(WEIGHTS) + len(VOCAB)
     assert all(r["model"] == "tiny" and r["reason"] == "not in the catalog" for r in doc["removed"])
@@ -300,9 +301,9 @@ def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
 
 
 def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, Path], hub: HubServer) -> None:
-    """A real `mdl pull` in another process, its download held mid-body: prune with a catalog that no longer names
-    the model skips it (the file in flight is locked, though not yet recorded), and the pull finishes whole."""
-    dest, root = world["dest"], world["root"]
+    """A real `mdl pull` in another process, its download held mid-body: prune with its catalog edited to no longer
+    name the model skips it (the file in flight is locked, though not yet recorded), and the pull finishes whole."""
+    dest = world["dest"]
     pull("other")
     hub.cdn.faults.add(Fault.stall(after_bytes=100_000, seconds=4, path_prefix="/blobs/"))
     proc = subprocess.Popen(
@@ -314,9 +315,9 @@ def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, P
     try:
         wait_for(lambda: any((dest / ".mdl" / "partial").glob("*.part")), timeout=30, what="the pull's partial")
         assert (dest / "tiny" / "config.json").exists() or Store(dest).record_path("tiny").exists()
-        without = root / "without-tiny.toml"
-        without.write_text('[models.other]\nrepo = "org/other"\n')
-        result = mdl("prune", "--catalog", str(without), "--json")
+        world["catalog"].write_text('[models.other]\nrepo = "org/other"\n')  # the catalog that pulls it, edited
+        result = mdl("prune", "--json")
+        world["catalog"].write_text(CATALOG)
         assert result.exit_code == 0, result.stderr
         doc = json.loads(result.stdout)
         assert [r for r in doc["removed"] if r["model"] == "tiny"] == []
@@ -327,3 +328,179 @@ def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, P
     for rel, data in {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB}.items():
         assert (dest / "tiny" / rel).read_bytes() == data
     assert mdl("verify", "tiny").exit_code == 0
+
+
+# --- files mdl found in place (adopted) are never mdl's to remove ---
+
+
+def record_of(store: Store, model: str) -> dict[str, object]:
+    return dict(json.loads(store.record_path(model).read_text()))
+
+
+def test_a_file_found_in_place_is_adopted_and_kept_by_prune(world: dict[str, Path], hub: HubServer) -> None:
+    dest, data = world["dest"], make_data(50_000, seed=7)
+    url = hub.cdn.add_file("/files/x.bin", data)
+    world["catalog"].write_text(
+        f'[models.u]\nfiles = [{{ url = "{url}", sha256 = "{hashlib.sha256(data).hexdigest()}" }}]\n'
+    )
+    (dest / "u").mkdir(parents=True)
+    (dest / "u" / "x.bin").write_bytes(data)  # the user's own copy, there before mdl
+    hub.cdn.log.clear()
+    pull("u")
+    assert len(hub.cdn.log) == 0, "checked by hash, not fetched"
+    files = record_of(Store(dest), "u")["files"]
+    assert isinstance(files, dict) and files["x.bin"]["adopted"] is True
+    os.utime(dest / "u" / "x.bin", ns=(1, 1))  # touched: the next pull re-checks it, and it stays adopted
+    pull("u")
+    files = record_of(Store(dest), "u")["files"]
+    assert isinstance(files, dict) and files["x.bin"]["adopted"] is True and files["x.bin"]["mtime_ns"] == 1
+
+    result = mdl("remove", "u", "--prune", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (dest / "u" / "x.bin").read_bytes() == data, "never mdl's to remove"
+    kept = json.loads(result.stdout)["pruned"]["kept"]
+    reason = "found in place, not written by mdl"
+    assert {"path": str(dest / "u" / "x.bin"), "model": "u", "reason": reason, "catalog": None} in kept
+    assert not Store(dest).record_path("u").exists(), "no longer mdl's: out of its records, as a changed file"
+
+
+def run_hf(code: str, *, offline: bool = True) -> subprocess.CompletedProcess[str]:
+    """huggingface_hub in a fresh interpreter (its settings are read at import) with this test's environment."""
+    environ = {**os.environ, **({"HF_HUB_OFFLINE": "1"} if offline else {})}
+    command = [sys.executable, "-c", textwrap.dedent(code)]
+    result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def cache_files(cache: Path) -> dict[str, str]:
+    """Every entry under the cache's repos (not its .locks): a link's target, a file's size."""
+    found = {}
+    for path in sorted(cache.rglob("*")):
+        if ".locks" not in path.relative_to(cache).parts and (path.is_symlink() or path.is_file()):
+            found[str(path.relative_to(cache))] = os.readlink(path) if path.is_symlink() else str(path.stat().st_size)
+    return found
+
+
+def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(world: dict[str, Path], hub: HubServer) -> None:
+    cache = world["cache"]
+    run_hf('from huggingface_hub import snapshot_download; snapshot_download("org/tiny")', offline=False)
+    before = cache_files(cache)
+    world["catalog"].write_text('[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n')
+    hub.cdn.log.clear()
+    pull("--all")
+    assert hub.cdn.log.body_bytes() == 0, "checked by hash, not downloaded again"
+    result = mdl("remove", "tinyall", "--prune", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)["pruned"]
+    assert doc["removed"] == []
+    assert {k["reason"] for k in doc["kept"]} == {"found in place, not written by mdl"}
+    assert cache_files(cache) == before, "huggingface_hub's links, blobs and refs all stay"
+    run_hf('from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny", "model.safetensors"), "rb")')
+
+
+def test_prune_in_the_cache_removes_what_mdl_wrote_beside_what_it_found(world: dict[str, Path]) -> None:
+    cache = world["cache"]
+    run_hf('from huggingface_hub import hf_hub_download; hf_hub_download("org/tiny", "config.json")', offline=False)
+    world["catalog"].write_text('[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n')
+    pull("--all")
+    result = mdl("remove", "tinyall", "--prune", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)["pruned"]
+    snapshot = next((cache / "models--org--tiny" / "snapshots").iterdir())
+    assert {Path(r["path"]).name for r in doc["removed"]} == {
+        "model.safetensors",
+        "vocab.txt",
+        hashlib.sha256(WEIGHTS).hexdigest(),
+        git_blob_sha1(VOCAB),
+    }
+    assert [k["path"] for k in doc["kept"]] == [str(snapshot / "config.json")]
+    assert not (snapshot / "model.safetensors").exists() and not (snapshot / "sub").exists()
+    run_hf('from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny", "config.json"), "rb")')
+
+
+# --- catalogs sharing one destination: each prunes only the models it pulled ---
+
+
+def two_catalogs(root: Path) -> tuple[Path, Path]:
+    first, second = root / "a" / "catalog.toml", root / "b" / "catalog.toml"
+    for path, name in ((first, "tiny"), (second, "other")):
+        path.parent.mkdir()
+        path.write_text(f'[models.{name}]\nrepo = "org/{name}"\n')
+    return first, second
+
+
+def with_catalog(path: Path, *args: str) -> dict[str, object]:
+    result = mdl(*args, "--json", env={"MDL_CATALOG": str(path)})
+    assert result.exit_code == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_prune_keeps_the_models_another_catalog_pulled(world: dict[str, Path]) -> None:
+    dest = world["dest"]
+    first, second = two_catalogs(world["root"])
+    with_catalog(first, "pull", "tiny")
+    with_catalog(second, "pull", "other")
+    assert record_of(Store(dest), "tiny")["catalog"] == str(first.resolve())
+
+    doc = with_catalog(second, "prune")
+    assert doc["removed"] == []
+    reason = f"pulled with another catalog: {first.resolve()}"
+    assert doc["kept"] == [
+        {"path": str(dest / "tiny"), "model": "tiny", "reason": reason, "catalog": str(first.resolve())}
+    ]
+    assert (dest / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    said = mdl("prune", env={"MDL_CATALOG": str(second)})
+    assert f"kept 1 model(s) pulled with another catalog (prune them with --catalog {first.resolve()})" in said.stderr
+    assert "mdl did not write" not in said.stderr
+
+    first.write_text("")  # the catalog that pulled it drops it: its prune removes it
+    doc = with_catalog(first, "prune")
+    assert {Path(r["path"]).name for r in doc["removed"]} == {"config.json", "model.safetensors", "vocab.txt"}
+    assert not Store(dest).record_path("tiny").exists()
+    assert (dest / "other" / "config.json").exists(), "the other catalog's model stays"
+
+
+def test_a_record_naming_no_catalog_is_the_running_catalogs_to_prune(world: dict[str, Path]) -> None:
+    dest = world["dest"]
+    first, second = two_catalogs(world["root"])
+    with_catalog(first, "pull", "tiny")
+    written = record_of(Store(dest), "tiny")
+    del written["catalog"]  # as an mdl before catalogs were recorded wrote it
+    Store(dest).record_path("tiny").write_text(json.dumps(written))
+    doc = with_catalog(second, "prune")
+    assert {Path(r["path"]).name for r in doc["removed"]} == {"config.json", "model.safetensors", "vocab.txt"}
+
+
+def test_a_frozen_pull_records_the_catalog_beside_its_lock(world: dict[str, Path]) -> None:
+    first, _ = two_catalogs(world["root"])
+    with_catalog(first, "lock")
+    with_catalog(first, "pull", "tiny", "--frozen")
+    assert record_of(Store(world["dest"]), "tiny")["catalog"] == str(first.resolve())
+    first.unlink()  # only the lock came to this machine: still that catalog's model
+    shutil.rmtree(world["dest"])
+    with_catalog(first, "pull", "tiny", "--frozen")
+    assert record_of(Store(world["dest"]), "tiny")["catalog"] == str(first.resolve())
+
+
+def test_whose_model_prune_may_remove() -> None:
+    from mdl.catalog.settings import catalog_file
+    from mdl.store.prune import other_catalog
+    from mdl.store.records import ModelRecord
+
+    here = Path("/w/a/catalog.toml")
+    assert other_catalog(ModelRecord("m", catalog=str(here)), here) is None
+    assert other_catalog(ModelRecord("m"), here) is None, "an older mdl's record: the running catalog's"
+    assert other_catalog(ModelRecord("m", catalog="/w/b/catalog.toml"), here) == "/w/b/catalog.toml"
+    assert catalog_file(None, Path("/w/a/catalog.lock")) == here
+    assert catalog_file(None, Path("/w/a/x.lock.lock")) == Path("/w/a/x.lock")
+    assert catalog_file(None, None) is None
+
+
+def test_a_file_stays_adopted_across_re_checks_and_mdls_own_stays_mdls() -> None:
+    from mdl.store.records import FileRecord, adopted_when_found
+
+    mine = FileRecord("a", 1, "0" * 64, 1)
+    assert adopted_when_found(None) is True, "found in place with no record: adopted"
+    assert adopted_when_found(mine) is False
+    assert adopted_when_found(FileRecord("a", 1, "0" * 64, 1, adopted=True)) is True

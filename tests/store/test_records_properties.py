@@ -45,8 +45,10 @@ VALID_RECORD: dict[str, Any] = {
             "etag": None,
             "commit": None,
             "fetched_at": "2026-01-01T00:00:00Z",
+            "adopted": True,
         }
     },
+    "catalog": "/home/u/catalog.toml",
     # What the model should be (written before a pull's first byte): fuzzed like the rest.
     "expected": {
         "a.bin": {"size": len(DATA), "sha256": SHA, "git_oid": None, "source": "https://example.invalid/a.bin"}
@@ -113,7 +115,9 @@ def _assert_sound(record: ModelRecord) -> None:
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert all(isinstance(v, str) for v in (entry.source, entry.fetched_at))
         assert all(v is None or isinstance(v, str) for v in (entry.git_oid, entry.etag, entry.commit))
+        assert type(entry.verified) is bool and type(entry.adopted) is bool
     assert record.revision is None or isinstance(record.revision, str)
+    assert record.catalog is None or isinstance(record.catalog, str)
     assert record.commit is None or isinstance(record.commit, str)
 
 
@@ -126,6 +130,29 @@ def test_a_record_is_sound_or_unreadable(text: str) -> None:
         record = parse_record("m", path)
     if record is not None:
         _assert_sound(record)
+
+
+def test_adopted_and_the_catalog_read_back_and_default_for_older_records(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(VALID_RECORD))
+    record = parse_record("m", path)
+    assert record is not None and record.catalog == "/home/u/catalog.toml" and record.files["a.bin"].adopted is True
+    assert parse_record("m", tmp_path / "m.json") == record
+    path.write_text(json.dumps(record.to_json()))
+    assert parse_record("m", path) == record, "written as read"
+    older = copy.deepcopy(VALID_RECORD)
+    del older["catalog"], older["files"]["a.bin"]["adopted"]
+    path.write_text(json.dumps(older))
+    record = parse_record("m", path)
+    assert record is not None and record.catalog is None, "an older mdl's record names no catalog"
+    assert record.files["a.bin"].adopted is False and record.files["a.bin"].verified is True, "each field's default"
+    for field, bad in (("adopted", "yes"), ("adopted", 1)):
+        older["files"]["a.bin"][field] = bad
+        path.write_text(json.dumps(older))
+        assert parse_record("m", path) is None, "read strictly: one bad field, the whole record unreadable"
+    older["files"]["a.bin"]["adopted"], older["catalog"] = False, 3
+    path.write_text(json.dumps(older))
+    assert parse_record("m", path) is None
 
 
 def test_deep_nesting_and_the_size_as_text_are_unreadable() -> None:
