@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
 import typer
 
-from mdl.catalog import is_secret_header
 from mdl.cli.render.console import (
     Console,
     EventStream,
@@ -430,6 +429,8 @@ def logged_argv(argv: Sequence[str]) -> list[str]:
         if prefix is None:
             shown.append(arg)
             continue
+        from mdl.catalog import is_secret_header  # here: `mdl --help` loads nothing below the CLI (test_startup)
+
         name, colon, value = arg[len(prefix) :].partition(":")
         secret = colon and value.strip() and is_secret_header(name.strip())
         shown.append(f"{prefix}{name}: ***" if secret else arg)
