@@ -264,8 +264,10 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
         if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
-            record = _record(plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified)
-            record = replace(record, adopted=adopted_when_found(entry))  # there before mdl: never mdl's to prune
+            adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
+            record = _record(
+                plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified, adopted=adopted
+            )
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
         session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
@@ -309,7 +311,14 @@ def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, st
 
 
 def _record(
-    plan: PlannedFile, *, size: int, sha256: str, git_oid: str | None, etag: str | None, verified: bool
+    plan: PlannedFile,
+    *,
+    size: int,
+    sha256: str,
+    git_oid: str | None,
+    etag: str | None,
+    verified: bool,
+    adopted: bool = False,
 ) -> FileRecord:
     remote = plan.remote
     try:
@@ -327,6 +336,7 @@ def _record(
         commit=remote.commit,
         fetched_at=now_iso(),
         verified=verified,
+        adopted=adopted,
     )
 
 

@@ -86,13 +86,27 @@ def hash_file(
     path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024, on_bytes: Callable[[int], None] | None = None
 ) -> tuple[int, str, str | None]:
     """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
-    sha = hashlib.sha256()
     # A FIFO, socket or device where a file was expected is refused before it is opened (it could block or act);
     # O_NONBLOCK and fstat: one put there since must not hang the run either.
     kind = kind_of(path.stat())
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return hash_descriptor(
+        os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), path, git=git, block=block, on_bytes=on_bytes
+    )
+
+
+def hash_descriptor(
+    fd: int,
+    path: Path,
+    *,
+    git: bool = False,
+    block: int = 8 * 1024 * 1024,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[int, str, str | None]:
+    """:func:`hash_file` of a file already opened (``fd``, closed here; ``path`` names it in errors): one opened
+    where no link is followed (:mod:`mdl.store.confined`) is hashed as it is, never opened again by name."""
+    sha = hashlib.sha256()
     with os.fdopen(fd, "rb", buffering=0) as handle:
         found = os.fstat(fd)
         if not st.S_ISREG(found.st_mode):

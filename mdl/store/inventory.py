@@ -181,8 +181,9 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         known = entry if entry is not None and _same_version(entry, want) else None  # what mdl fetched of it
         size = want.size if want.size is not None or known is None else known.size
         sha256 = want.sha256 or (known.sha256 if known is not None else None)
-        pinned_sha = want.sha256
-        files.append(LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, pinned_sha))
+        files.append(
+            LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, want.sha256)
+        )
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}

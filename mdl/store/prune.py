@@ -9,7 +9,6 @@ never followed."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from mdl.errors import LocalFSError, LockTimeoutError, MdlError, worst_exit_code
 from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks
+from mdl.store.filesystem import hash_descriptor
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, judge, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord, ModelRecord
@@ -35,7 +35,6 @@ GONE = "not in the catalog"  # the reason for every file of a model taken out of
 EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
 ADOPTED = "found in place, not written by mdl"  # a recorded file mdl adopted (FileRecord.adopted): kept
 OTHER_CATALOG = "pulled with another catalog: "  # + its path: a model whose record names another catalog: kept
-_BLOCK = 8 << 20
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
 
 
@@ -305,18 +304,11 @@ def _not_as_recorded(root: Path, path: Path, found: os.stat_result, entry: FileR
     state = judge(entry, found.st_size, found.st_mtime_ns)
     if state == INSTALLED:
         return None
-    if state == MODIFIED_MAYBE and _sha256(root, path) == entry.sha256:
-        return None
-    return "changed since mdl wrote it"
-
-
-def _sha256(root: Path, path: Path) -> str:
-    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        while chunk := handle.read(_BLOCK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    changed = "changed since mdl wrote it"
+    if state != MODIFIED_MAYBE:
+        return changed
+    _, sha256, _ = hash_descriptor(confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), path)  # not by name
+    return None if sha256 == entry.sha256 else changed
 
 
 def _lstat(root: Path, path: Path) -> os.stat_result | None:

@@ -244,10 +244,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
     """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted, as GatedRepoError
     says): set a token when none was sent; when one was, it was refused or lacks access, and setting one is no help."""
-    try:
-        sent = "Authorization" in response.request.headers
-    except RuntimeError:  # a response made without its request (tests): nothing was sent
-        sent = False
+    sent = credentials_sent(response)
     if sent and code == "GatedRepo":
         return "the token sent has no access: request it on the repo's Hub page (check the account: `hf auth whoami`)"
     if sent:
