@@ -21,6 +21,7 @@ from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogS
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
 from mdl.redact import remember_url_secrets
+from mdl.signing import SIGNATURE_FILE, Trust
 
 SCHEMA_VERSION = 1
 
@@ -230,6 +231,48 @@ class FileEntry(Table):
         return FileSpec(key_path, **fields)
 
 
+def _signature_file(value: str) -> str:
+    if "://" in value:
+        return _file_url(value)
+    return safe_relative_path(value, where="")
+
+
+class SignatureTable(Table):
+    """``[models.NAME.signature]`` (or ``[settings.signature]``, every model's default): whom the model's model.sig
+    must be signed by (exactly one of ``key``, ``certificates``, ``identity`` + ``issuer``) and where it is."""
+
+    key: Text | None = None
+    certificates: Annotated[list[Text], _rule(bool, "must name at least one certificate file")] | None = Field(
+        default=None, description="an array of certificate files (PEM)"
+    )
+    identity: Text | None = None
+    issuer: Text | None = None
+    file: Annotated[Text, _reworded(_signature_file)] = SIGNATURE_FILE
+
+    @model_validator(mode="after")
+    def _one_trust(self) -> Self:
+        given = self.model_fields_set
+        kinds = [kind for kind in ("key", "certificates", "identity") if kind in given]
+        if "issuer" in given and "identity" not in given:
+            raise problem("has 'issuer' but no 'identity' (the signer's sigstore identity)")
+        if len(kinds) != 1:
+            said = f"has {' and '.join(repr(k) for k in kinds)}" if kinds else "names no signer"
+            raise problem(f"{said}; give exactly one of 'key', 'certificates' or 'identity' + 'issuer'")
+        if kinds == ["identity"] and "issuer" not in given:
+            raise problem("has 'identity' but no 'issuer' (the OIDC issuer that vouched for it)")
+        return self
+
+    def to_trust(self, folder: Path) -> Trust:
+        """The trust, its files resolved against ``folder`` (the catalog's)."""
+        return Trust(
+            key=folder / Path(self.key).expanduser() if self.key is not None else None,
+            certificates=tuple(folder / Path(c).expanduser() for c in self.certificates or ()),
+            identity=self.identity,
+            issuer=self.issuer,
+            file=self.file,
+        )
+
+
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
@@ -243,10 +286,19 @@ class ModelEntry(Table):
     files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = Field(
         default=None, description="an array of file tables"
     )
+    signature: SignatureTable | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         given = self.model_fields_set
+        if self.signature is not None and self.files and "://" not in self.signature.file:
+            repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in self.files}
+            if len(repos) != 1 or None in {f.repo for f in self.files}:
+                raise problem(
+                    "a model whose files are not all in one Hub repo (and revision) needs the signature's URL",
+                    "signature",
+                    "file",
+                )
         if "repo" in given and "files" in given:
             raise problem("has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list")
         if "repo" not in given and "files" not in given:
@@ -285,6 +337,7 @@ class SettingsTable(Table):
     lock_timeout: SecondsOrZero | None = Field(default=None, description="a number of seconds")
     retries: Annotated[int, _between(0, 100)] | None = None
     layout: Annotated[Text, _one_of(LAYOUTS, hint=False)] | None = None
+    signature: SignatureTable | None = None  # every model's, unless it names its own
     # a mirror given as a plain string is a table with only its url
     mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
         default_factory=list, description="an array of URL templates (strings, or { url, endpoint } tables)"
@@ -292,7 +345,7 @@ class SettingsTable(Table):
 
     def to_spec(self) -> CatalogSettings:
         return CatalogSettings(
-            **{key: value for key, value in self if key != "mirrors"},
+            **{key: value for key, value in self if key not in ("mirrors", "signature")},
             mirrors=tuple(m.url for m in self.mirrors),
             mirror_endpoints=tuple((m.url, m.endpoint) for m in self.mirrors if m.endpoint is not None),
         )
@@ -340,8 +393,12 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
     for name, entry in entries.items():
         files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
         found.extend(_save_path_clashes(files, ("models", name)))
-        values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in entry if key != "files"}
-        models.append(ModelSpec(name=name, **values, files=files))
+        values: dict[str, Any] = {
+            key: tuple(v) if isinstance(v, list) else v for key, v in entry if key not in ("files", "signature")
+        }
+        signed = entry.signature or (valid.settings.signature if valid is not None else None)
+        trust = signed.to_trust(path.parent if path is not None else Path.cwd()) if signed is not None else None
+        models.append(ModelSpec(name=name, **values, files=files, signature=trust))
     if found or valid is None:
         message, problems = _listed(found, lines, source)
         raise CatalogError(message, problems=problems)
@@ -399,6 +456,8 @@ def _table_at(path: KeyPath) -> type[Table] | None:
             return ModelEntry
         case ("models", str(), "files", int()):
             return FileEntry
+        case ("models", str(), "signature") | ("settings", "signature"):
+            return SignatureTable
     return None
 
 

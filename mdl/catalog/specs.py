@@ -11,6 +11,7 @@ from pathlib import Path
 from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
+from mdl.signing import Trust
 
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -63,6 +64,7 @@ class ModelSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     files: tuple[FileSpec, ...] = ()
+    signature: Trust | None = None  # whom its model.sig must be signed by (the catalog's, or [settings]'s)
 
     @property
     def is_snapshot(self) -> bool:

@@ -139,6 +139,8 @@ def fingerprint(spec: ModelSpec) -> str:
     doc: dict[str, Any] = {k: getattr(spec, k) for k in ("repo", "repo_type", "revision", "include", "exclude")}
     file_keys = ("repo", "path", "url", "revision", "repo_type", "sha256", "size")
     doc["files"] = [{"as": f.save_as, **{k: getattr(f, k) for k in file_keys}} for f in spec.files]
+    if spec.signature is not None:  # its model.sig is one of the model's files (whom it trusts is not: no bytes)
+        doc["signature"] = spec.signature.file
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

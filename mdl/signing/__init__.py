@@ -1,0 +1,19 @@
+"""OpenSSF model signatures (model.sig): whom to trust, what a verified signature says, and making one."""
+
+from mdl.signing.library import EXTRA_HINT, MAX_SIGNATURE_BYTES, require_library, sign_digests, verify_signature
+from mdl.signing.statement import Check, SignedFile, SignedManifest
+from mdl.signing.trust import SIGNATURE_FILE, Trust, key_id
+
+__all__ = [
+    "EXTRA_HINT",
+    "MAX_SIGNATURE_BYTES",
+    "SIGNATURE_FILE",
+    "Check",
+    "SignedFile",
+    "SignedManifest",
+    "Trust",
+    "key_id",
+    "require_library",
+    "sign_digests",
+    "verify_signature",
+]

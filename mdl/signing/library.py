@@ -1,0 +1,168 @@
+"""The one place mdl talks to ``model_signing`` (OpenSSF model signing, the ``mdl[sign]`` extra), imported only when
+a signature is asked for.
+
+model_signing's public API verifies a signature only together with hashing the model folder again. mdl has hashed
+every byte once already, while downloading (or packing): it hands ``verifying.Config`` a hashing configuration that
+reads nothing and returns a manifest that keeps whatever it is compared with. The library does all of its own work
+(the bundle, the key, certificate chain or sigstore checks, the DSSE envelope, the in-toto statement, the root digest)
+and then compares its verified manifest with ours: that is how the verified manifest reaches mdl, which then holds
+each file to it with the digest it already has. Signing is the same in reverse: the library signs the manifest of
+digests mdl computed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mdl.errors import IntegrityError, UsageError
+from mdl.signing.statement import GIT_PATHS, SignedManifest, manifest_from_items
+from mdl.signing.trust import SIGNATURE_FILE, Trust
+
+EXTRA_HINT = "pip install 'mdl[sign]'"
+MAX_SIGNATURE_BYTES = 64 << 20  # a statement for ~400,000 files; anything bigger is not a model's signature
+
+
+def _library() -> Any:
+    try:
+        import model_signing
+    except ImportError:
+        raise UsageError(
+            f"signed models need model_signing, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT
+        ) from None
+    return model_signing
+
+
+def require_library() -> None:
+    """UsageError (exit 2) naming the extra when model_signing is not installed."""
+    _library()
+
+
+def _quiet() -> contextlib.AbstractContextManager[object]:
+    """model_signing prints warnings on stdout, which is mdl's data: they go nowhere (our own messages say it)."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
+    """The statement ``data`` (a model.sig bundle) signs, verified against ``trust``; IntegrityError (exit 6) naming
+    ``what`` when it is not a signature, not a valid one, or not one by whom ``trust`` names."""
+    _library()
+    from model_signing import hashing, manifest, verifying
+
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")
+    config = verifying.Config()
+    try:
+        if trust.key is not None:
+            config.use_elliptic_key_verifier(public_key=trust.key)
+        elif trust.certificates:
+            config.use_certificate_verifier(certificate_chain=list(trust.certificates))
+        else:
+            assert trust.identity is not None and trust.issuer is not None
+            config.use_sigstore_verifier(identity=trust.identity, oidc_issuer=trust.issuer)
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}") from None
+    except Exception as exc:  # the library's own words for a key or certificate it cannot use
+        raise UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}") from None
+    found: list[Any] = []
+    kind = manifest.SerializationType.from_args({"method": "files", "hash_type": "sha256", "allow_symlinks": False})
+
+    class Keeper(manifest.Manifest):  # type: ignore[misc]  # equal to what it is compared with, which it keeps
+        def __eq__(self, other: object) -> bool:
+            found.append(other)
+            return True
+
+        __hash__ = None  # type: ignore[assignment]
+
+    class NoHashing(hashing.Config):  # type: ignore[misc]  # mdl hashed every byte already
+        def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
+            return Keeper("", [], kind)
+
+    config.set_hashing_config(NoHashing())
+    with tempfile.TemporaryDirectory(prefix="mdl-sig-") as folder:
+        signature = Path(folder, SIGNATURE_FILE)
+        signature.write_bytes(data)
+        try:
+            with _quiet():
+                config.verify(Path(folder, "model"), signature)
+        except Exception as exc:  # any malformed bundle raises something: it is a bad signature, never a traceback
+            raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
+    if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
+        raise IntegrityError(f"{what}: the signature does not verify: model_signing returned no statement")
+    signed = found[0]
+    try:
+        args = signed.serialization_type
+        items = [
+            (str(d.identifier), str(d.digest.algorithm), bytes(d.digest.digest_value))
+            for d in signed.resource_descriptors()
+        ]
+        return manifest_from_items(
+            items,
+            method=str(args["method"]),
+            algorithm=str(args["hash_type"]),
+            ignore_paths=tuple(str(p) for p in args.get("ignore_paths", ())),
+            model_name=str(signed.model_name),
+        )
+    except IntegrityError as exc:
+        raise IntegrityError(f"{what}: {exc.message}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"{what}: the signed statement is malformed: {_said(exc)}") from None
+
+
+def sign_digests(
+    digests: Mapping[str, str], *, private_key: Path, model_name: str, signature_name: str = SIGNATURE_FILE
+) -> bytes:
+    """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path → sha256 hex, computed by
+    the caller), signed with the EC private key at ``private_key``; UsageError (exit 2) naming the key if unusable."""
+    _library()
+    from model_signing import hashing, manifest, signing
+    from model_signing._hashing.hashing import Digest  # the type of every manifest item's digest (no public alias)
+
+    ignored = [signature_name, *GIT_PATHS]
+    kind = manifest.SerializationType.from_args(
+        {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
+    )
+    items = [
+        manifest.FileManifestItem(path=PurePosixPath(path), digest=Digest("sha256", bytes.fromhex(sha256)))
+        for path, sha256 in sorted(digests.items())
+    ]
+    made = manifest.Manifest(model_name, items, kind)
+
+    class Precomputed(hashing.Config):  # type: ignore[misc]  # the digests mdl computed: nothing is read again
+        def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
+            return made
+
+    try:
+        config = signing.Config().use_elliptic_key_signer(private_key=private_key)
+    except OSError as exc:
+        raise UsageError(f"signing key {private_key}: cannot read it: {exc.strerror or exc}") from None
+    except Exception as exc:
+        raise UsageError(f"signing key {private_key}: not a usable EC private key (PEM): {_said(exc)}") from None
+    config.set_hashing_config(Precomputed())
+    with tempfile.TemporaryDirectory(prefix="mdl-sign-") as folder:
+        out = Path(folder, signature_name)
+        with _quiet():
+            config.sign(Path(folder, model_name), out)
+        return out.read_bytes()
+
+
+def _said(exc: BaseException) -> str:
+    """The library's message on one line, bounded (it may quote a whole bundle)."""
+    if isinstance(exc, KeyError):  # a bundle without a field it needs
+        return f"it has no {exc.args[0]!r}" if exc.args else "a field is missing"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def public_key_of(private_key: Path) -> bytes:
+    """The PEM public key of an EC private key (for tests and ``pack --sign``'s note)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+__all__ = ["EXTRA_HINT", "MAX_SIGNATURE_BYTES", "require_library", "sign_digests", "verify_signature"]

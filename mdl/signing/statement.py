@@ -1,0 +1,188 @@
+"""What a verified signature says: each signed file's digests, and the checks that hold a file to them.
+
+The default serialisation (``files`` with sha256) names the very digest mdl computes while it downloads: such a file
+is checked for free, by pinning its sha256. Any other (``shards``, BLAKE2 or BLAKE3) is hashed as it says by a
+:class:`Check` fed the bytes in order as they arrive (mdl.transfer's Hasher), or read once from disk (verify)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from mdl.errors import IntegrityError
+
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
+ALGORITHMS = ("sha256", "blake2", "blake3")
+READ_SIZE = 1 << 20
+
+
+class Digest(Protocol):
+    def update(self, data: bytes | memoryview, /) -> object: ...
+    def hexdigest(self) -> str: ...
+
+
+def new_digest(algorithm: str) -> Digest:
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if algorithm == "blake2":  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+        return hashlib.blake2b()
+    if algorithm == "blake3":
+        from blake3 import blake3  # installed with model_signing (mdl[sign])
+
+        return blake3()
+    raise IntegrityError(f"unsupported digest algorithm {algorithm!r}")
+
+
+@dataclass(frozen=True)
+class SignedFile:
+    """One file's signed digests: one ``(0, size, hex)`` for ``files``, one per shard for ``shards``."""
+
+    path: str
+    algorithm: str
+    pieces: tuple[tuple[int, int | None, str], ...]  # (start, end, hex digest); end None: to the end of the file
+    sharded: bool = False
+
+    @property
+    def sha256(self) -> str | None:
+        """The signed sha256 when it is the whole file's (the default serialisation): checked for free."""
+        if self.algorithm == "sha256" and not self.sharded and len(self.pieces) == 1:
+            return self.pieces[0][2]
+        return None
+
+    @property
+    def key(self) -> str:
+        """One string naming exactly what was signed (kept in the file's record once checked)."""
+        joined = hashlib.sha256(";".join(f"{s}:{e}:{d}" for s, e, d in self.pieces).encode()).hexdigest()
+        return f"{self.algorithm}:{self.pieces[0][2]}" if not self.sharded else f"shards-{self.algorithm}:{joined}"
+
+    @property
+    def size(self) -> int | None:
+        """The file's size when the shards say it (the last shard's end)."""
+        return self.pieces[-1][1] if self.sharded else None
+
+    def check(self) -> Check:
+        return Check(self)
+
+    def check_path(self, path: Path, *, on_bytes: Callable[[int], object] | None = None) -> None:
+        """Read ``path`` once and hold it to the signed digests (IntegrityError naming the file otherwise)."""
+        check = self.check()
+        with path.open("rb") as handle:
+            while chunk := handle.read(READ_SIZE):
+                check.update(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+        bad = check.mismatch()
+        if bad is not None:
+            raise IntegrityError(f"{self.path}: {bad[0]} mismatch: the signature says {bad[1]}, the file has {bad[2]}")
+
+
+class Check:
+    """The signed digests of one file, computed from its bytes fed in order (shards are cut as they pass)."""
+
+    def __init__(self, signed: SignedFile) -> None:
+        self.signed = signed
+        self.position = 0
+        self.index = 0  # the piece being hashed
+        self.got: list[str] = []
+        self.digest = new_digest(signed.algorithm)
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        pieces = self.signed.pieces
+        while len(view):
+            end = pieces[self.index][1] if self.index < len(pieces) else None
+            if end is None or not self.signed.sharded:
+                self.digest.update(view)
+                self.position += len(view)
+                return
+            take = min(len(view), end - self.position)
+            self.digest.update(view[:take])
+            self.position += take
+            view = view[take:]
+            if self.position == end:
+                self._close_piece()
+
+    def _close_piece(self) -> None:
+        self.got.append(self.digest.hexdigest())
+        self.index += 1
+        self.digest = new_digest(self.signed.algorithm)
+
+    def mismatch(self) -> tuple[str, str, str] | None:
+        """(what, expected, got) when the bytes fed are not the signed file; None when they are."""
+        pieces, kind = self.signed.pieces, f"signed {self.signed.algorithm}"
+        if not self.signed.sharded:
+            got = self.digest.hexdigest()
+            return None if got == pieces[0][2] else (kind, pieces[0][2], got)
+        if self.index < len(pieces) and self.position > pieces[self.index][0]:
+            self._close_piece()  # a short last shard: the file ended inside it
+        if len(self.got) != len(pieces) or self.position != pieces[-1][1]:
+            size = pieces[-1][1]
+            return ("signed size", f"{size} bytes", f"{self.position} bytes")
+        for (start, end, want), got in zip(pieces, self.got, strict=True):
+            if got != want:
+                return (f"{kind} of bytes {start}-{end}", want, got)
+        return None
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """A signature's statement, verified: the files it signs, how, and the paths its signer left out."""
+
+    method: str  # "files" or "shards"
+    algorithm: str
+    files: Mapping[str, SignedFile]
+    ignore_paths: tuple[str, ...] = ()
+    model_name: str = ""
+    by: str = ""  # who signed it, as list/show say it (filled by the trust that verified it)
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def free(self) -> bool:
+        """Whether every file's check is a sha256 mdl computes anyway (the default serialisation)."""
+        return self.method == "files" and self.algorithm == "sha256"
+
+    def ignores(self, path: str) -> bool:
+        """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing
+        always leaves out): such a file is not the model's, and is not installed from a signed source."""
+        parts = PurePosixPath(path).parts
+        for ignored in (*self.ignore_paths, *GIT_PATHS):
+            below = PurePosixPath(ignored).parts
+            if below and tuple(parts[: len(below)]) == below:
+                return True
+        return False
+
+
+def manifest_from_items(
+    items: Iterable[tuple[str, str, bytes]],
+    *,
+    method: str,
+    algorithm: str,
+    ignore_paths: Iterable[str] = (),
+    model_name: str = "",
+) -> SignedManifest:
+    """Our view of a manifest from its ``(identifier, algorithm, digest)`` items (a shard is ``path:start:end``)."""
+    if algorithm not in ALGORITHMS:
+        raise IntegrityError(f"the signature uses digest algorithm {algorithm!r}, which mdl does not know")
+    pieces: dict[str, list[tuple[int, int | None, str]]] = {}
+    for identifier, item_algorithm, value in items:
+        if item_algorithm != algorithm:
+            raise IntegrityError(f"the signature mixes digest algorithms ({item_algorithm} and {algorithm})")
+        if method == "shards":
+            path, start, end = identifier.rsplit(":", 2)
+            pieces.setdefault(path, []).append((int(start), int(end), value.hex()))
+        else:
+            pieces.setdefault(identifier, []).append((0, None, value.hex()))
+    files: dict[str, SignedFile] = {}
+    for path, parts in pieces.items():
+        parts.sort()
+        if method == "shards":
+            ends = [0, *(end for _, end, _ in parts)][:-1]
+            if [start for start, _, _ in parts] != ends or any(e is None or e <= s for s, e, _ in parts):
+                raise IntegrityError(f"the signature's shards of {path!r} do not cover it end to end")
+        elif len(parts) != 1:
+            raise IntegrityError(f"the signature names {path!r} twice")
+        files[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
+    return SignedManifest(method, algorithm, files, tuple(ignore_paths), model_name)
