@@ -25,7 +25,7 @@ def list_cmd(
     rows = [
         {
             **m.list_json(),
-            "status": _status_text(m.status, m.unverified),
+            "status": _status_text(m.status, m.unverified) + _signed_text(m.signature, short=True),
             "size": human_size(m.size) if m.size is not None else "-",
         }
         for m in listing.models
@@ -53,6 +53,8 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
     if info.status.unverified:
         status += f"; `mdl verify {name}` re-hashes them"
     run.line(f"{'status:':13}{status}")
+    if info.status.signature is not None:
+        run.line(f"{'signature:':13}{_signed_text(info.status.signature, short=False).removeprefix(', ')}")
     run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
     if not doc["files"]:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
@@ -76,6 +78,17 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         run.line("no longer part of the model (removed upstream), not counted:")
         for path in info.status.extra:
             run.line(f"  {path}")
+
+
+def _signed_text(signature: dict[str, Any] | None, *, short: bool) -> str:
+    """``, signed by key 47a6f4b3b07a0765`` when the signature was verified; what is wrong otherwise."""
+    if signature is None:
+        return ""
+    if signature["verified"]:
+        return f", signed by {signature['by']}"
+    if signature["by"] is None:
+        return ", signature not verified" if short else f", {signature['file']} not verified yet (run `mdl pull`)"
+    return ", signature not verified" if short else f", not as signed by {signature['by']} (run `mdl verify`)"
 
 
 def _status_text(status: str, unverified: int) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
 import threading
@@ -21,8 +22,9 @@ from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
+from mdl.signing import MAX_SIGNATURE_BYTES
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
-from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, adopted_when_found, hash_file, now_iso
+from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, adopted_when_found, hash_file, now_iso, read_bytes, rename
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -36,10 +38,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back); unknown while
     # any file's size is (a server that never says it): never a made-up "0 B".
     total: int | None = None
-    if all(p.remote.size is not None for p in todo.values()):
-        kept = sum(p.partial_bytes for p in todo.values() if p.decision.action is Action.RESUME)
-        total = sum(p.remote.size or 0 for p in todo.values()) - kept
-    session.progress.begin(total_bytes=total, files=len(todo))
+    moving = [p for p in todo.values() if p.remote.staged is None]  # a staged signature was shown as it came
+    if all(p.remote.size is not None for p in moving):
+        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
+        total = sum(p.remote.size or 0 for p in moving) - kept
+    session.progress.begin(total_bytes=total, files=len(moving))
     results: dict[int, FileOutcome] = {}
     for index, plan in enumerate(plans):
         if index not in todo:
@@ -261,7 +264,7 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
         entry = recorded(session.store, remote)
-        if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid):
+        if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(session, plan):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
             adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
@@ -275,10 +278,10 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     if session.settings.offline:  # no network at all, mirrors included
         raise offline_error(remote)
     # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
-    verify = session.settings.verify or plan.placement.link is not None
+    # A signed model's files are held to their signature whatever --no-verify says: the catalog asks for it.
+    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_mirrors(session, job, remote) or session.engine.fetch(job)
-    session.progress.finish(job.label, ok=True)
+    result = _from_staged(session, job, remote) or fetched_from_sources(session, job, remote)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
@@ -287,6 +290,22 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
     return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
+
+
+def _as_signed(session: PullSession, plan: PlannedFile) -> bool:
+    """A file found in place is as its signature says: free when it signs the sha256 just computed, else read once
+    more as the signature hashes it (shards, BLAKE2/3: only a file found in place costs this second read)."""
+    signed = plan.remote.signed
+    if signed is None or signed.sha256 is not None:
+        return True
+    try:
+        signed.check_path(plan.placement.final)
+    except MdlError:
+        return False
+    except OSError as exc:
+        where = plan.placement.final
+        raise LocalFSError(f"{label_of(plan.remote)}: cannot read {where}: {exc.strerror or exc}") from exc
+    return True
 
 
 def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
@@ -337,6 +356,7 @@ def _record(
         fetched_at=now_iso(),
         verified=verified,
         adopted=adopted,
+        signed=remote.signed.key if remote.signed is not None and remote.signed.sha256 is None else None,
     )
 
 
@@ -359,12 +379,39 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
         path=remote.path,
         located=remote.located,
         opening=remote.opening,
+        signed=remote.signed,
         **more,
     )
     warning = session.netrc_warning(hub=remote.hub)
     if warning is not None:  # logged once by the session; said with each direct URL's outcome
         job.retries.add(WARNING_CAUSE + warning)
     return job
+
+
+def fetched_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
+    """The file from its mirrors, else its own source, into ``job.final_path``, verified."""
+    result = _from_mirrors(session, job, remote) or session.engine.fetch(job)
+    session.progress.finish(job.label, ok=True)
+    return result
+
+
+def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
+    """A model's signature, fetched and verified before its other files (mdl.download.signed), moved into place; None
+    when it is no longer waiting (another run placed it, or it was cleaned): then it is fetched as any file."""
+    if remote.staged is None or remote.sha256 is None:
+        return None
+    root = job.root or job.final_path.parent
+    try:  # read as mdl's own state (no link, no FIFO, not a hard link's other name: rename checks)
+        data = read_bytes(root, remote.staged, limit=MAX_SIGNATURE_BYTES)
+        if hashlib.sha256(data).hexdigest() != remote.sha256:  # changed while it waited: not the bytes that verified
+            return None
+        rename(root, remote.staged, job.final_path)
+    except (OSError, MdlError):
+        return None
+    size, sha256 = len(data), remote.sha256
+    git_oid = hashlib.sha1(b"blob %d\0" % size + data).hexdigest() if remote.git_oid else None
+    session.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
+    return TransferResult(size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size)
 
 
 def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:

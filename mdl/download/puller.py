@@ -10,6 +10,7 @@ from mdl.download.fetch import fetch
 from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
+from mdl.download.signed import Signatures, check_signatures
 from mdl.lockfile import Lock
 from mdl.progress import Progress
 from mdl.report import RunReport
@@ -23,6 +24,9 @@ def pull_models(
     """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
     with closing(PullSession(settings, progress=progress, lock=lock)) as session:
         resolved, outcomes = resolve(session, models, keep_installed=True)
+        signatures = check_signatures(session, models, resolved)
+        resolved = signatures.models
+        outcomes.extend(signatures.failures)
         plans, failures = plan_models(session, resolved)
         outcomes.extend(failures)
         for outcome in outcomes:  # models or files that failed before any transfer: their lines first
@@ -33,12 +37,17 @@ def pull_models(
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
             check_space(plans)
-        _expect(session, resolved, plans)
+        _expect(session, resolved, plans, signatures)
         outcomes.extend(fetch(session, plans))
         return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
 
 
-def _expect(session: PullSession, resolved: Sequence[ResolvedModel], plans: Sequence[PlannedFile]) -> None:
+def _expect(
+    session: PullSession,
+    resolved: Sequence[ResolvedModel],
+    plans: Sequence[PlannedFile],
+    signatures: Signatures,
+) -> None:
     """Write what each model should be into its record before the first byte moves (atomically): a pull that
     stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
     planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
@@ -47,10 +56,17 @@ def _expect(session: PullSession, resolved: Sequence[ResolvedModel], plans: Sequ
     for model in resolved:
         files = (planned.get((model.name, f.path), f) for f in model.files)
         expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
+        expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))  # not as signed: not installed
         record = session.store.read_record(model.name)
-        old = (record.revision, record.catalog) if record is not None else (None, None)
-        now = (expected, model.commit, model.revision or old[0], catalog or old[1])
-        if record is None or (record.expected, record.commit, record.revision, record.catalog) != now:
+        signature = signatures.records.get(model.name)
+        old = (record.revision, record.catalog, record.signature) if record is not None else (None, None, None)
+        now = (expected, model.commit, model.revision or old[0], catalog or old[1], signature or old[2])
+        if record is None or (record.expected, record.commit, record.revision, record.catalog, record.signature) != now:
             session.store.update_record(
-                model.name, revision=model.revision, commit=model.commit, expected=expected, catalog=catalog
+                model.name,
+                revision=model.revision,
+                commit=model.commit,
+                expected=expected,
+                catalog=catalog,
+                signature=signature,
             )

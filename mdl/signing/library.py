@@ -54,7 +54,7 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
 
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")
-    config = verifying.Config()
+    config = verifying.Config()  # type: ignore[no-untyped-call]
     try:
         if trust.key is not None:
             config.use_elliptic_key_verifier(public_key=trust.key)
@@ -65,30 +65,30 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
             config.use_sigstore_verifier(identity=trust.identity, oidc_issuer=trust.issuer)
     except OSError as exc:
         raise UsageError(f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}") from None
-    except Exception as exc:  # the library's own words for a key or certificate it cannot use
+    except Exception as exc:  # noqa: BLE001  # the library's own words for a key or certificate it cannot use
         raise UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}") from None
     found: list[Any] = []
     kind = manifest.SerializationType.from_args({"method": "files", "hash_type": "sha256", "allow_symlinks": False})
 
-    class Keeper(manifest.Manifest):  # type: ignore[misc]  # equal to what it is compared with, which it keeps
+    class Keeper(manifest.Manifest):  # equal to what it is compared with, which it keeps
         def __eq__(self, other: object) -> bool:
             found.append(other)
             return True
 
         __hash__ = None  # type: ignore[assignment]
 
-    class NoHashing(hashing.Config):  # type: ignore[misc]  # mdl hashed every byte already
+    class NoHashing(hashing.Config):  # mdl hashed every byte already
         def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
             return Keeper("", [], kind)
 
-    config.set_hashing_config(NoHashing())
+    config.set_hashing_config(NoHashing())  # type: ignore[no-untyped-call]
     with tempfile.TemporaryDirectory(prefix="mdl-sig-") as folder:
         signature = Path(folder, SIGNATURE_FILE)
         signature.write_bytes(data)
         try:
             with _quiet():
                 config.verify(Path(folder, "model"), signature)
-        except Exception as exc:  # any malformed bundle raises something: it is a bad signature, never a traceback
+        except Exception as exc:  # noqa: BLE001  # whatever a malformed bundle raises: a bad signature, no traceback
             raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
     if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
         raise IntegrityError(f"{what}: the signature does not verify: model_signing returned no statement")
@@ -103,6 +103,7 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
             items,
             method=str(args["method"]),
             algorithm=str(args["hash_type"]),
+            shard_size=args.get("shard_size"),
             ignore_paths=tuple(str(p) for p in args.get("ignore_paths", ())),
             model_name=str(signed.model_name),
         )
@@ -131,17 +132,17 @@ def sign_digests(
     ]
     made = manifest.Manifest(model_name, items, kind)
 
-    class Precomputed(hashing.Config):  # type: ignore[misc]  # the digests mdl computed: nothing is read again
+    class Precomputed(hashing.Config):  # the digests mdl computed: nothing is read again
         def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
             return made
 
     try:
-        config = signing.Config().use_elliptic_key_signer(private_key=private_key)
+        config = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
     except OSError as exc:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc.strerror or exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  # the library's own words for a key it cannot use
         raise UsageError(f"signing key {private_key}: not a usable EC private key (PEM): {_said(exc)}") from None
-    config.set_hashing_config(Precomputed())
+    config.set_hashing_config(Precomputed())  # type: ignore[no-untyped-call]
     with tempfile.TemporaryDirectory(prefix="mdl-sign-") as folder:
         out = Path(folder, signature_name)
         with _quiet():

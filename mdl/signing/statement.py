@@ -15,7 +15,8 @@ from typing import Protocol
 from mdl.errors import IntegrityError
 
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
-ALGORITHMS = ("sha256", "blake2", "blake3")
+# a serialisation's hash_type → the name of each item's digest (and of the hash mdl computes)
+ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "blake3": "blake3"}
 READ_SIZE = 1 << 20
 
 
@@ -27,7 +28,7 @@ class Digest(Protocol):
 def new_digest(algorithm: str) -> Digest:
     if algorithm == "sha256":
         return hashlib.sha256()
-    if algorithm == "blake2":  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+    if algorithm == "blake2b":  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
         return hashlib.blake2b()
     if algorithm == "blake3":
         from blake3 import blake3  # installed with model_signing (mdl[sign])
@@ -160,16 +161,26 @@ def manifest_from_items(
     *,
     method: str,
     algorithm: str,
+    shard_size: float | None = None,
     ignore_paths: Iterable[str] = (),
     model_name: str = "",
 ) -> SignedManifest:
     """Our view of a manifest from its ``(identifier, algorithm, digest)`` items (a shard is ``path:start:end``)."""
     if algorithm not in ALGORITHMS:
         raise IntegrityError(f"the signature uses digest algorithm {algorithm!r}, which mdl does not know")
+    if method not in ("files", "shards"):
+        raise IntegrityError(f"the signature uses serialisation {method!r}, which mdl does not know")
+    if method == "shards":  # a JSON number (protobuf's Struct reads every number as a float)
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or not 0 < shard_size < 1 << 62:
+            raise IntegrityError(f"the signature's shard size {shard_size!r} is not a positive number of bytes")
+        if shard_size != int(shard_size):
+            raise IntegrityError(f"the signature's shard size {shard_size!r} is not a whole number of bytes")
+        shard_size = int(shard_size)
+    named = ALGORITHMS[algorithm] + (f"-sharded-{shard_size}" if method == "shards" else "")
     pieces: dict[str, list[tuple[int, int | None, str]]] = {}
     for identifier, item_algorithm, value in items:
-        if item_algorithm != algorithm:
-            raise IntegrityError(f"the signature mixes digest algorithms ({item_algorithm} and {algorithm})")
+        if item_algorithm != named:
+            raise IntegrityError(f"the signature mixes digest algorithms ({item_algorithm} and {named})")
         if method == "shards":
             path, start, end = identifier.rsplit(":", 2)
             pieces.setdefault(path, []).append((int(start), int(end), value.hex()))
@@ -179,10 +190,13 @@ def manifest_from_items(
     for path, parts in pieces.items():
         parts.sort()
         if method == "shards":
+            assert shard_size is not None
             ends = [0, *(end for _, end, _ in parts)][:-1]
-            if [start for start, _, _ in parts] != ends or any(e is None or e <= s for s, e, _ in parts):
+            lengths = [e - s if e is not None else -1 for s, e, _ in parts]
+            whole = all(n == shard_size for n in lengths[:-1]) and 0 <= lengths[-1] <= shard_size
+            if [start for start, _, _ in parts] != ends or not whole or (lengths[-1] == 0 and len(parts) > 1):
                 raise IntegrityError(f"the signature's shards of {path!r} do not cover it end to end")
         elif len(parts) != 1:
             raise IntegrityError(f"the signature names {path!r} twice")
-        files[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
-    return SignedManifest(method, algorithm, files, tuple(ignore_paths), model_name)
+        files[path] = SignedFile(path, ALGORITHMS[algorithm], tuple(parts), sharded=method == "shards")
+    return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)

@@ -13,8 +13,9 @@ SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publ
 
 @dataclass(frozen=True)
 class Trust:
-    """A ``[models.NAME.signature]`` table, its paths resolved against the catalog's folder: exactly one of ``key``,
-    ``certificates`` or ``identity`` + ``issuer``; ``file`` is where the signature is (a path in the model, or a URL)."""
+    """A ``[models.NAME.signature]`` table, its paths resolved against the catalog's folder: exactly one of
+    ``key``, ``certificates`` or ``identity`` + ``issuer``; ``file`` is where the signature is (a path in the model,
+    or a URL)."""
 
     key: Path | None = None
     certificates: tuple[Path, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
+from mdl.signing import SignedFile, Trust
 from mdl.sources.hub import Hub
 from mdl.store import ModelRecord, hub_source, ref_revision
 
@@ -42,6 +44,10 @@ class RemoteFile:
     repo: str | None = None  # owner/name (Hub files), for mirror URL templates
     located: str | None = None  # where a probe found it answering ranges (the download need not ask again)
     opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its first bytes unread
+    # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it with no hash.
+    signature: bool = False
+    signed: SignedFile | None = None  # what the model's verified signature says of the file (checked as it arrives)
+    staged: Path | None = field(default=None, compare=False)  # its verified bytes, already here (the signature)
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,21 @@ def resolve_model(
     if spec.is_snapshot:
         assert hub is not None, "a snapshot needs the Hub"
         return _resolve_snapshot(spec, hub)
-    files = tuple(resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files)
+    files = [resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files]
+    trust = spec.signature
+    if trust is not None and trust.installed_as not in {f.path for f in files}:
+        files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
-    return ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, files)
+    return ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files))
+
+
+def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
+    """The model's model.sig as a file entry: its URL, or its path in the repo its (one) Hub repo files are in."""
+    where = f"models.{spec.name}.signature.file"
+    if trust.file_is_url:
+        return FileSpec(where, url=trust.file, save_as=trust.installed_as)
+    first = spec.files[0]  # the catalog's reader made sure every file is in this repo at this revision
+    return FileSpec(where, repo=first.repo, path=trust.file, revision=first.revision, repo_type=first.repo_type)
 
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
@@ -86,6 +104,10 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         key=lambda item: item.path,
     )
     items = sorted(chosen, key=lambda item: item.path)
+    signature = spec.signature.file if spec.signature is not None and not spec.signature.file_is_url else None
+    if signature is not None and signature not in {item.path for item in items}:  # fetched, selected or not
+        items.extend(item for item in listing if item.path == signature)
+        items.sort(key=lambda item: item.path)
     del listing  # the chosen entries are all that is kept
     for item in items:
         # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
@@ -123,6 +145,14 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
+    if spec.signature is not None and spec.signature.installed_as not in {f.path for f in files}:
+        trust = spec.signature  # not in the listing (a mirror may have it: publish --sign), or a URL
+        if trust.file_is_url:
+            files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={}))
+        else:
+            url, source = file_url(trust.file), hub_source(spec.repo, spec.repo_type, commit, trust.file)
+            sig = RemoteFile(spec.name, trust.file, url, commit=commit, source=source, hub=True, repo=spec.repo)
+            files.append(replace(sig, revision=spec.revision))
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
@@ -244,7 +274,7 @@ def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
     """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but not in s3://
     keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""
-    if not templates or not (remote.sha256 or remote.git_oid):
+    if not templates or not (remote.sha256 or remote.git_oid or remote.signature):
         return []
     raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}  # each a RemoteFile attribute of that name
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}

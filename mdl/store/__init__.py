@@ -45,7 +45,7 @@ from mdl.store.inventory import (
 )
 from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
 from mdl.store.prune import KeptPath, PrunedPath, PruneReport, prune
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, adopted_when_found, now_iso
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "Placement",
     "PruneReport",
     "PrunedPath",
+    "SignatureRecord",
     "Store",
     "adopt_cached",
     "adopted_when_found",

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
+from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, require_library, verify_signature
 from mdl.store import confined
+from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
 from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, write_ref
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
@@ -88,6 +90,19 @@ class ModelStatus:
         sizes = [f.size for f in self.files]
         return sum(s for s in sizes if s is not None) if sizes and None not in sizes else None
 
+    @property
+    def signature(self) -> dict[str, Any] | None:
+        """For a model whose catalog names a signer: whether its installed files are the ones its signature, verified
+        by the last pull, signs (``verified``), and by whom (None: it was never verified here)."""
+        if self.spec.signature is None:
+            return None
+        kept = self.record.signature if self.record is not None else None
+        if kept is None:
+            return {"verified": False, "by": None, "file": self.spec.signature.installed_as}
+        sig = next((f for f in self.files if f.path == kept.file), None)
+        intact = sig is not None and sig.state == INSTALLED and sig.sha256 == kept.sha256
+        return {"verified": self.status == INSTALLED and intact, "by": kept.by, "file": kept.file}
+
     def list_json(self) -> dict[str, Any]:
         return {
             "name": self.spec.name,
@@ -99,6 +114,7 @@ class ModelStatus:
             "size": self.size,
             "kind": "snapshot" if self.spec.is_snapshot else "files",
             "extra": list(self.extra),
+            **({"signature": self.signature} if self.spec.signature is not None else {}),
         }
 
     def show_json(self) -> dict[str, Any]:
@@ -128,6 +144,7 @@ class ModelStatus:
             "dest": str(self.folder) if self.folder is not None else None,
             "files": files,
             "extra": list(self.extra),
+            **({"signature": self.signature} if self.spec.signature is not None else {}),
         }
 
 
@@ -394,12 +411,25 @@ def verify_models(
             continue
         locked = pins.get(spec.name) is not None
         catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+        signed = _signature_on_disk(spec, status, layout)
+        if isinstance(signed, FileOutcome):
+            add(signed)
         for file in status.files:
             if not locked and file.path in catalog_sha:
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
                 want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
-            add(verify_file(layout.records, spec.name, file, status.record, want, progress))
+            one = signed.files.get(file.path) if isinstance(signed, SignedManifest) else None
+            if isinstance(signed, SignedManifest) and one is None and file.path != _signature_file(spec):
+                error = IntegrityError(f"{spec.name}/{file.path}: is not covered by the model's signature")
+                add(failed(spec.name, file.path, error, dest=file.dest))
+                continue
+            if one is not None and one.sha256 is not None:  # the signature pins it: held to what it signs
+                want = (one.sha256, "signature")
+            outcome = verify_file(layout.records, spec.name, file, status.record, want, progress)
+            if one is not None and one.sha256 is None and not outcome.failing:
+                outcome = _as_signed(spec.name, file, one, outcome)
+            add(outcome)
         whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
         if layout.cache_root is not None and whole:
             for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
@@ -408,6 +438,45 @@ def verify_models(
                 if ref is not None:
                     write_ref(layout.records.dest, *ref)
     return RunReport(tuple(outcomes))
+
+
+def _signature_file(spec: ModelSpec) -> str | None:
+    return spec.signature.installed_as if spec.signature is not None else None
+
+
+def _signature_on_disk(spec: ModelSpec, status: ModelStatus, layout: Layout) -> SignedManifest | FileOutcome | None:
+    """The statement the model's installed model.sig signs, verified again against the catalog's signer (offline:
+    the signature and its trust are local files; keyless sigstore excepted, see the README); a failure's outcome."""
+    if spec.signature is None:
+        return None
+    require_library()
+    path = spec.signature.installed_as
+    what = f"{spec.name}/{path}"
+    sig = next((f for f in status.files if f.path == path), None)
+    try:
+        if sig is None or sig.state in (MISSING, PARTIAL):
+            raise IntegrityError(f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`")
+        root = layout.store_for(sig.source).dest
+        try:
+            data = read_bytes(root, sig.final, limit=MAX_SIGNATURE_BYTES)
+        except UsageError:
+            raise IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature") from None
+        except OSError as exc:
+            raise IntegrityError(f"{what}: cannot read {sig.dest}: {exc.strerror or exc}") from None
+        return verify_signature(data, spec.signature, what=what)
+    except MdlError as exc:
+        return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
+
+
+def _as_signed(model: str, file: LocalFile, signed: SignedFile, outcome: FileOutcome) -> FileOutcome:
+    """A file its signature hashes otherwise than by sha256 (shards, BLAKE2/3): read once more, as it says."""
+    try:
+        signed.check_path(file.final)
+    except IntegrityError as exc:
+        return failed(model, file.path, IntegrityError(f"{model}/{exc.message}"), dest=file.dest)
+    except OSError as exc:
+        return failed(model, file.path, IntegrityError(f"{model}/{file.path}: cannot read it: {exc}"), dest=file.dest)
+    return outcome
 
 
 def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:

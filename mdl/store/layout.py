@@ -117,6 +117,12 @@ class Layout:
         ref = self.ref_for(source, revision, label=label)
         return Placement(final=repo_dir / "blobs" / etag, shown=link, store=self.cache, lock=lock, link=link, ref=ref)
 
+    def store_for(self, source: str) -> Store:
+        """The store a file from ``source`` goes into (its partials and locks): the cache for Hub files there."""
+        if self.cache is not None and parse_hub_source(source) is not None:
+            return self.cache
+        return self.plain
+
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
         """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
         if self.cache_root is None:

@@ -41,6 +41,9 @@ class FileRecord:
     # Found in place and taken as the file (it matched), never written by mdl: the user's copy, huggingface_hub's
     # own blob or snapshot entry. ``prune`` keeps it. Records written before this field: mdl wrote their files.
     adopted: bool = False
+    # The signed digests (mdl.signing.SignedFile.key) the bytes were held to, when the signature's are not the sha256
+    # above (shards, BLAKE2/3): a later pull knows the file is as signed without hashing it again.
+    signed: str | None = None
 
 
 def adopted_when_found(entry: FileRecord | None) -> bool:
@@ -73,6 +76,7 @@ class ModelRecord:
     updated_at: str = ""
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
+    signature: SignatureRecord | None = None  # the model.sig its files were held to, when the catalog asks for one
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
@@ -85,7 +89,17 @@ class ModelRecord:
             "files": _files_json(self.files),
             **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
             **({} if self.catalog is None else {"catalog": self.catalog}),
+            **({} if self.signature is None else {"signature": asdict(self.signature)}),
         }
+
+
+@dataclass(frozen=True)
+class SignatureRecord:
+    """A model's verified signature: its file in the model, that file's sha256, and who signed it (as shown)."""
+
+    file: str
+    sha256: str
+    by: str
 
 
 def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
@@ -118,6 +132,7 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
             commit=_optional_text(raw, "commit", "commit"),
             updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
             catalog=_optional_text(raw, "catalog", "catalog"),
+            signature=_signature(raw),
         )
     except FileNotFoundError:
         return None
@@ -170,6 +185,18 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         else:
             found[key] = _optional_text(value, key, f"{where}.{key}") or ""
     return cls(**found)
+
+
+def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
+    value = raw.get("signature")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"file", "sha256", "by"}:
+        raise RecordFieldError("signature: expected an object with file, sha256 and by")
+    texts = {key: _optional_text(value, key, f"signature.{key}") or "" for key in ("file", "sha256", "by")}
+    if not SHA256_HEX.fullmatch(texts["sha256"]):
+        raise RecordFieldError(f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}")
+    return SignatureRecord(**texts)
 
 
 def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:

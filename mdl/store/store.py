@@ -16,12 +16,12 @@ from pathlib import Path
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, now_iso, parse_record
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, now_iso, parse_record
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
-    r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
+    r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash|\.signed)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
 RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
 GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
@@ -76,6 +76,10 @@ class Store:
         key = self._key(model, path)
         folder = self.state_dir / "partial"
         return folder / f"{key}.part", folder / f"{key}.part.json"
+
+    def staged_path(self, model: str, path: str) -> Path:
+        """Where a model's signature waits, fetched, until it verifies (then it is moved into place)."""
+        return self.state_dir / "partial" / f"{self._key(model, path)}.signed"
 
     def lock_path(self, model: str, path: str) -> Path:
         """The lock file guarding one destination file across processes."""
@@ -138,6 +142,7 @@ class Store:
         remove: tuple[str, ...] = (),
         expected: dict[str, ExpectedFile] | None = None,
         catalog: str | None = None,
+        signature: SignatureRecord | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
         with self._record_locked(model):
@@ -152,6 +157,7 @@ class Store:
                 updated_at=now_iso(),
                 expected=expected if expected is not None else current.expected,
                 catalog=catalog if catalog is not None else current.catalog,
+                signature=signature if signature is not None else current.signature,
             )
             target = self.record_path(model)
             try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 
 from mdl.report import WARNING_CAUSE
+from mdl.signing import SignedFile
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
@@ -109,6 +110,8 @@ class TransferJob:
     located: str | None = None  # the final URL a probe of this run saw answer a range: no second probe
     opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its body still unread
     root: Path | None = None  # the destination root: no link below it is followed (default: see resume.job_root)
+    # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as they are hashed
+    signed: SignedFile | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

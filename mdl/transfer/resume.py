@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
+from mdl.signing import SignedFile
 from mdl.store import DirSyncs, fsync_dir, not_own, read_bytes, rename, stat_file, unlink, write_atomic
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
@@ -42,8 +43,8 @@ OVERLAP_LEAST = 4 * 1024  # ... and never less
 class Hasher:
     """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
 
-    def __init__(self, fd: int, size: int | None, *, git: bool) -> None:
-        self.fd, self.size, self.git = fd, size, git
+    def __init__(self, fd: int, size: int | None, *, git: bool, signed: SignedFile | None = None) -> None:
+        self.fd, self.size, self.git, self.signed = fd, size, git, signed
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
         self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
@@ -54,12 +55,15 @@ class Hasher:
             self.epoch += 1
             self.sha256 = hashlib.sha256()
             self.sha1 = hashlib.sha1(b"blob %d\0" % self.size) if self.git and self.size is not None else None
+            self.check = self.signed.check() if self.signed is not None and self.signed.sha256 is None else None
             self.position = 0
 
     def _update(self, data: memoryview) -> None:
         self.sha256.update(data)
         if self.sha1 is not None:
             self.sha1.update(data)
+        if self.check is not None:
+            self.check.update(data)
         self.position += len(data)
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
@@ -106,7 +110,7 @@ class DownloadState:
         self.began = time.monotonic()
         self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
-        self.hasher = Hasher(fd, self.size, git=job.identity.git_oid is not None)  # this attempt's: fed at the frontier
+        self.hasher = self.new_hasher()  # this attempt's: fed at the frontier
         self.background = False  # a keeper thread saves the record: the streams never wait on the disk's journal
         self.save_wanted = threading.Event()  # a stream found a save due: the keeper writes it now
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
@@ -249,8 +253,11 @@ class DownloadState:
             self.adopt(None)  # the next answer says
             self.restarted = True
             self.answers = 0
-            self.hasher = Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None)
+            self.hasher = self.new_hasher()
         self.stop.clear()
+
+    def new_hasher(self) -> Hasher:
+        return Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None, signed=self.job.signed)
 
     def verify(self, size: int) -> None:
         """The bytes on disk are the expected file (size, sha256, git blob id), or ``HashMismatch``."""
@@ -263,6 +270,8 @@ class DownloadState:
             raise HashMismatch("sha256", ident.sha256, hasher.sha256.hexdigest())
         if ident.git_oid and hasher.sha1 is not None and hasher.sha1.hexdigest() != ident.git_oid:
             raise HashMismatch("git blob id", ident.git_oid, hasher.sha1.hexdigest())
+        if hasher.check is not None and (bad := hasher.check.mismatch()) is not None:
+            raise HashMismatch(*bad)
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:

@@ -1,0 +1,168 @@
+"""The stage between resolve and plan for models whose catalog entry names a signer: their model.sig is fetched
+first (into ``.mdl/partial``, from mirrors or the source), verified against the trust policy, and only then placed;
+every other file is then held to the digest it signs (pinned as the sha256 the download computes anyway). A file
+the signature does not cover, or whose source lists other bytes, fails before a byte of it moves."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mdl.catalog import ModelSpec
+from mdl.download.fetch import fetched_from_sources, transfer_job
+from mdl.download.plan import Action, plan_file
+from mdl.download.session import PullSession, label_of
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.report import FileOutcome, failed
+from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, require_library, verify_signature
+from mdl.sources import RemoteFile, ResolvedModel
+from mdl.store import ExpectedFile, SignatureRecord, read_bytes
+from mdl.transfer import RetryLog, discard_partial
+
+log = logging.getLogger("mdl.pull")
+
+
+@dataclass
+class Signatures:
+    """What the stage hands on: the models to plan (signed ones pinned), the failures (a bad signature fails its
+    whole model; a file not as signed fails by name), each signed model's signature record, and the files held back
+    (still part of the model: it is not ``installed`` without them)."""
+
+    models: list[ResolvedModel] = field(default_factory=list)
+    failures: list[FileOutcome] = field(default_factory=list)
+    records: dict[str, SignatureRecord] = field(default_factory=dict)
+    withheld: dict[str, list[ExpectedFile]] = field(default_factory=dict)
+
+
+def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
+    trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
+    if trusts and any(model.name in trusts for model in resolved):
+        require_library()  # exit 2 naming mdl[sign], before anything is fetched
+    if session.settings.dry_run:  # nothing is fetched: the signature is checked when the files are
+        return Signatures(models=list(resolved))
+    found = Signatures()
+    for model in resolved:
+        trust = trusts.get(model.name)
+        if trust is None:
+            found.models.append(model)
+            continue
+        spec = next(spec for spec in specs if spec.name == model.name)
+        try:
+            _signed(session, spec, trust, model, found)
+        except MdlError as exc:
+            outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
+            log.error("%s", outcome.error)
+            found.failures.append(outcome)
+    return found
+
+
+def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: ResolvedModel, found: Signatures) -> None:
+    sig = next((f for f in model.files if f.path == trust.installed_as), None)
+    assert sig is not None, "the resolver adds the signature file to a signed model"
+    what = label_of(sig)
+    data, staged = _fetch_signature(session, replace(sig, signature=True))
+    manifest = verify_signature(data, trust, what=what)
+    sha256 = hashlib.sha256(data).hexdigest()
+    session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
+    files, refused, withheld = _pinned(spec, model, manifest, sig.path)
+    files.append(replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged))
+    files.sort(key=lambda f: f.path)
+    found.models.append(replace(model, files=tuple(files)))
+    found.failures.extend(refused)
+    found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=trust.by())
+    if withheld:
+        found.withheld[model.name] = withheld
+
+
+def _fetch_signature(session: PullSession, sig: RemoteFile) -> tuple[bytes, Path | None]:
+    """The signature's bytes and where they wait to be placed (None: they are the installed file, up to date)."""
+    if sig.sha256 or sig.git_oid or session.settings.offline:  # a known version: the installed one may be it
+        plan = plan_file(session, sig)
+        if plan.decision.action is Action.SKIP or session.settings.offline:
+            return _read(plan.placement.store.dest, plan.placement.final, what=label_of(sig)), None
+    store = session.layout.store_for(sig.source)
+    staged = store.staged_path(sig.model, sig.path)
+    store.ensure_dirs()
+    job = transfer_job(session, sig, store, staged, verify=True, retries=RetryLog())
+    try:
+        fetched_from_sources(session, job, sig)
+    except NotFoundError as exc:
+        raise IntegrityError(
+            f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
+            hint="the model is not installed unsigned; remove [signature] from its catalog entry to take it as is",
+        ) from None
+    except MdlError:
+        discard_partial(job)
+        raise
+    return _read(store.dest, staged, what=label_of(sig)), staged
+
+
+def _read(root: Path, path: Path, *, what: str) -> bytes:
+    """The signature file's bytes (never through a link, never a FIFO; bounded)."""
+    try:
+        return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
+    except FileNotFoundError:
+        raise IntegrityError(f"{what}: the model's signature is missing") from None
+    except OSError as exc:
+        raise LocalFSError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    except UsageError:
+        raise IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature") from None
+
+
+def _pinned(
+    spec: ModelSpec, model: ResolvedModel, manifest: SignedManifest, sig_path: str
+) -> tuple[list[RemoteFile], list[FileOutcome], list[ExpectedFile]]:
+    """Each of the model's files held to its signed digest; a file not signed, listed with other bytes, or signed
+    but absent upstream fails by name (exit 6). A file the signer left out on purpose (``.gitattributes``, its
+    ignore list) is not installed: every byte installed from a signed model was signed."""
+    files: list[RemoteFile] = []
+    refused: list[FileOutcome] = []
+    withheld: list[ExpectedFile] = []
+    present = {f.path for f in model.files}
+    for remote in model.files:
+        if remote.path == sig_path:
+            continue
+        one = manifest.files.get(remote.path)
+        problem = None
+        if one is None:
+            if manifest.ignores(remote.path):
+                log.info("%s: left out: its signature does not sign it (the signer ignored it)", label_of(remote))
+                continue
+            problem = "is not covered by the model's signature"
+        elif one.sha256 and remote.sha256 and one.sha256 != remote.sha256:
+            problem = (
+                f"differs from the signed file: the source lists sha256 {remote.sha256}, the signature {one.sha256}"
+            )
+        elif one.size is not None and remote.size is not None and one.size != remote.size:
+            problem = f"differs from the signed file: the source lists {remote.size} bytes, the signature {one.size}"
+        if problem is not None:
+            exc = IntegrityError(f"{label_of(remote)}: {problem}", hint="nothing of it was installed")
+            refused.append(failed(remote.model, remote.path, exc, source=remote.source))
+            withheld.append(ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source))
+            log.error("%s", refused[-1].error)
+            continue
+        assert one is not None
+        files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one))
+    for path in sorted(set(manifest.files) - present):
+        if _selected(spec, path):
+            exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
+            refused.append(failed(model.name, path, exc))
+            withheld.append(ExpectedFile(path, manifest.files[path].size, manifest.files[path].sha256))
+            log.error("%s", refused[-1].error)
+    return files, refused, withheld
+
+
+def _selected(spec: ModelSpec, path: str) -> bool:
+    """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing upstream
+    matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
+    if not spec.is_snapshot:
+        return False  # a list of files: the ones listed are the model
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    chosen = filter_repo_objects(
+        [path], allow_patterns=list(spec.include) or None, ignore_patterns=list(spec.exclude) or None
+    )
+    return bool(list(chosen))

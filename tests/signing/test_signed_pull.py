@@ -1,0 +1,242 @@
+"""pull of models whose catalog names a signer: model.sig fetched first and verified, every file held to its signed
+digest, on the loopback Hub, with model_signing's own CLI as the judge both ways."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from signkeys import key_pair, official_sign, official_verify
+from runfixtures import mdl
+from servers import HubServer, make_data
+
+WEIGHTS = make_data(300_003, seed=1)
+CONFIG = b'{"model_type": "bert"}\n'
+FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": b"[PAD]\n" * 40}
+
+
+def signed_repo(hub: HubServer, tmp_path: Path, files: dict[str, bytes] = FILES) -> tuple[Path, Path, bytes]:
+    """org/tiny on the Hub with a model.sig made by the official CLI: (private key, public key, signature)."""
+    private, public = key_pair(tmp_path / "keys")
+    folder = tmp_path / "upstream"
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    signature = official_sign(folder, private)
+    hub.add_repo("org/tiny", {**files, "model.sig": signature, ".gitattributes": b"*.safetensors filter=lfs\n"})
+    return private, public, signature
+
+
+@pytest.fixture
+def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    catalog = tmp_path / "project" / "catalog.toml"
+    catalog.parent.mkdir()
+    monkeypatch.setenv("MDL_CATALOG", str(catalog))
+    return catalog
+
+
+def write_catalog(catalog: Path, public: Path, extra: str = "") -> None:
+    catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n{extra}\n[models.tiny.signature]\nkey = "{public}"\n')
+
+
+def test_a_signed_repo_is_verified_and_the_official_tool_accepts_the_folder(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, signature = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    result = mdl("pull", "tiny", "--json")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "models" / "tiny"
+    assert (folder / "model.sig").read_bytes() == signature
+    assert (folder / "model.safetensors").read_bytes() == WEIGHTS
+    assert not (folder / ".gitattributes").exists()  # the signer left it out: not installed from a signed model
+    judged = official_verify(folder, public)
+    assert judged.returncode == 0, judged.stderr + judged.stdout
+
+
+def test_a_file_replaced_upstream_after_signing_is_refused(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=9))  # the listing's sha256 is the new one
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6, result.stderr
+    assert "tiny/model.safetensors" in result.stderr and "signed" in result.stderr
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
+
+
+def test_a_wrong_key_refuses_the_whole_model(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    signed_repo(hub, tmp_path)
+    _, other = key_pair(tmp_path / "other")
+    write_catalog(world, other)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6, result.stderr
+    assert "model.sig" in result.stderr
+    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+
+
+def test_an_unsigned_file_added_upstream_fails_by_name_and_the_rest_installs(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.commit("org/tiny", {"extra.bin": b"not signed"})
+    write_catalog(world, public)
+    result = mdl("pull", "tiny", "--json")
+    assert result.exit_code == 6, result.stderr
+    doc = json.loads(result.stdout)
+    failed = {f["path"]: f for f in doc["files"] if f["action"] == "failed"}
+    assert set(failed) == {"extra.bin"} and "not covered" in failed["extra.bin"]["error"]
+    folder = tmp_path / "models" / "tiny"
+    assert not (folder / "extra.bin").exists()
+    assert (folder / "config.json").read_bytes() == CONFIG
+    shown = json.loads(mdl("show", "tiny", "--json").stdout)["models"][0]
+    assert shown["status"] != "installed" and shown["signature"]["verified"] is False
+
+
+def test_a_signed_file_missing_upstream_fails_when_the_catalog_selects_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.delete_file("org/tiny", "nested/vocab.txt")
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6 and "tiny/nested/vocab.txt" in result.stderr, result.stderr
+    write_catalog(world, public, 'include = ["*.json", "*.safetensors"]')  # not selected: a part of a repo is fine
+    again = mdl("pull", "tiny")
+    assert again.exit_code == 0, again.stderr
+
+
+def test_part_of_a_signed_repo_is_checked_and_the_signature_is_installed(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, signature = signed_repo(hub, tmp_path)
+    write_catalog(world, public, 'include = ["*.safetensors"]')  # model.sig is fetched all the same
+    result = mdl("pull", "tiny", "--json")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "models" / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "model.sig"]
+    assert (folder / "model.sig").read_bytes() == signature
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [b"not json", b"[]", b"{}", b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'],
+    ids=["text", "array", "empty", "no-material"],
+)
+def test_a_signature_that_is_not_a_bundle_is_exit_6_and_nothing_is_installed(
+    world: Path, hub: HubServer, tmp_path: Path, forged: bytes
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.replace_file("org/tiny", "model.sig", forged)
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6, result.stderr
+    assert "tiny/model.sig" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+
+
+def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.replace_file("org/tiny", "config.json", b'{"model_type": "evil"}\n')  # a small file: a git blob id, no sha256
+    write_catalog(world, public)
+    result = mdl("pull", "tiny", "--no-verify")
+    assert result.exit_code == 6 and "tiny/config.json" in result.stderr, result.stderr
+    assert not (tmp_path / "models" / "tiny" / "config.json").exists()
+
+
+def test_without_the_sign_extra_a_signed_catalog_is_exit_2_naming_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from runfixtures import without_modules
+
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    env = without_modules(tmp_path, "model_signing")
+    done = subprocess.run([sys.executable, "-m", "mdl", "pull", "tiny"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "mdl[sign]" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "models" / "tiny").exists()
+
+
+def test_verify_rechecks_offline_and_catches_a_file_changed_on_disk(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    hub.stop()  # offline from here: the signature and its key are local
+    assert mdl("verify", "tiny").exit_code == 0
+    weights = tmp_path / "models" / "tiny" / "model.safetensors"
+    weights.write_bytes(make_data(300_003, seed=5))
+    result = mdl("verify", "tiny")
+    assert result.exit_code == 6 and "tiny/model.safetensors" in result.stderr, result.stderr
+
+
+def test_verify_fails_when_the_installed_signature_is_not_the_signers(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    _, other = key_pair(tmp_path / "other")
+    write_catalog(world, other)
+    result = mdl("verify", "tiny")
+    assert result.exit_code == 6 and "tiny/model.sig" in result.stderr, result.stderr
+
+
+def test_list_and_show_say_who_signed(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    listed = json.loads(mdl("list", "--json").stdout)["models"][0]
+    assert listed["signature"]["verified"] is True and listed["signature"]["by"].startswith("key ")
+    assert "signed by key" in mdl("list").stdout
+    assert "signed by key" in mdl("show", "tiny").stdout
+
+
+def test_the_hf_cache_layout_installs_a_signed_model_as_links(
+    world: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, public, signature = signed_repo(hub, tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    write_catalog(world, public)
+    result = mdl("pull", "tiny", "--layout", "hf-cache")
+    assert result.exit_code == 0, result.stderr
+    snapshot = next((tmp_path / "hf" / "models--org--tiny" / "snapshots").iterdir())
+    assert (snapshot / "model.sig").is_symlink() and (snapshot / "model.sig").read_bytes() == signature
+    assert (snapshot / "model.safetensors").read_bytes() == WEIGHTS
+    assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "algorithm", "shard"),
+    [("shards", "sha256", 65_536), ("files", "blake3", 0), ("files", "blake2", 0)],
+)
+def test_other_serialisations_are_checked_as_they_say(
+    world: Path, hub: HubServer, tmp_path: Path, method: str, algorithm: str, shard: int
+) -> None:
+    from signkeys import library_sign
+
+    private, public = key_pair(tmp_path / "keys")
+    folder = tmp_path / "upstream"
+    for path, data in FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    signature = library_sign(folder, private, method=method, algorithm=algorithm, shard=shard)
+    hub.add_repo("org/tiny", {**FILES, "model.sig": signature})
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert mdl("verify", "tiny").exit_code == 0
+    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=8))  # other bytes, same size
+    again = mdl("pull", "tiny")
+    assert again.exit_code == 6 and "tiny/model.safetensors" in again.stderr, again.stderr
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS  # the signed one stays
