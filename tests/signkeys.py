@@ -40,12 +40,12 @@ def official_sign(folder: Path, private: Path, *, signature: str = "model.sig") 
 
 
 def official_verify(folder: Path, public: Path, *, signature: str = "model.sig") -> subprocess.CompletedProcess[str]:
-    return official(
-        "verify", "key", str(folder), "--public_key", str(public), "--signature", str(folder / signature)
-    )
+    return official("verify", "key", str(folder), "--public_key", str(public), "--signature", str(folder / signature))
 
 
-def library_sign(folder: Path, private: Path, *, method: str = "files", algorithm: str = "sha256", shard: int = 0) -> bytes:
+def library_sign(
+    folder: Path, private: Path, *, method: str = "files", algorithm: str = "sha256", shard: int = 0
+) -> bytes:
     """Sign ``folder`` through model_signing's API with another serialisation than the CLI's default (``shards``
     of ``shard`` bytes, or BLAKE2/BLAKE3 digests); the signature is written to ``folder/model.sig``."""
     from model_signing import hashing, signing

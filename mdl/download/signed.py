@@ -125,7 +125,7 @@ def _pinned(
     for remote in model.files:
         if remote.path == sig_path:
             continue
-        one = manifest.files.get(remote.path)
+        one = manifest.file(remote.path, remote.size)
         problem = None
         if one is None:
             if manifest.ignores(remote.path):

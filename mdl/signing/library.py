@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.errors import IntegrityError, UsageError
+from mdl.errors import IntegrityError, NetworkError, UsageError
 from mdl.signing.statement import GIT_PATHS, SignedManifest, manifest_from_items
 from mdl.signing.trust import SIGNATURE_FILE, Trust
 
@@ -66,6 +66,13 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
     except OSError as exc:
         raise UsageError(f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001  # the library's own words for a key or certificate it cannot use
+        from sigstore.errors import TUFError  # installed with model_signing
+
+        if isinstance(exc, TUFError):  # keyless: sigstore's trust root is refreshed from the network (TUF)
+            raise NetworkError(
+                f"{what}: keyless (sigstore) verification needs sigstore's trust root from the network: {_said(exc)}",
+                hint="a signature made with a key or a certificate chain is verified offline",
+            ) from None
         raise UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}") from None
     found: list[Any] = []
     kind = manifest.SerializationType.from_args({"method": "files", "hash_type": "sha256", "allow_symlinks": False})

@@ -18,6 +18,7 @@ GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing
 # a serialisation's hash_type → the name of each item's digest (and of the hash mdl computes)
 ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "blake3": "blake3"}
 READ_SIZE = 1 << 20
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class Digest(Protocol):
@@ -117,8 +118,8 @@ class Check:
         if not self.signed.sharded:
             got = self.digest.hexdigest()
             return None if got == pieces[0][2] else (kind, pieces[0][2], got)
-        if self.index < len(pieces) and self.position > pieces[self.index][0]:
-            self._close_piece()  # a short last shard: the file ended inside it
+        if self.index < len(pieces) and (self.position > pieces[self.index][0] or pieces[self.index][1] == 0):
+            self._close_piece()  # a short last shard (the file ended inside it), or an empty file's one shard
         if len(self.got) != len(pieces) or self.position != pieces[-1][1]:
             size = pieces[-1][1]
             return ("signed size", f"{size} bytes", f"{self.position} bytes")
@@ -144,6 +145,15 @@ class SignedManifest:
     def free(self) -> bool:
         """Whether every file's check is a sha256 mdl computes anyway (the default serialisation)."""
         return self.method == "files" and self.algorithm == "sha256"
+
+    def file(self, path: str, size: int | None) -> SignedFile | None:
+        """What the signature says of ``path`` (``size`` bytes, if known): its digests, or None when it does not sign
+        it. Sharded signatures list no shard for an empty file, and model_signing takes one as signed: so does mdl
+        (held to be empty)."""
+        found = self.files.get(path)
+        if found is None and self.method == "shards" and size == 0:
+            return SignedFile(path, "sha256", ((0, None, EMPTY_SHA256),))
+        return found
 
     def ignores(self, path: str) -> bool:
         """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing

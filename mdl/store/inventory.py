@@ -419,7 +419,7 @@ def verify_models(
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
                 want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
-            one = signed.files.get(file.path) if isinstance(signed, SignedManifest) else None
+            one = signed.file(file.path, file.size) if isinstance(signed, SignedManifest) else None
             if isinstance(signed, SignedManifest) and one is None and file.path != _signature_file(spec):
                 error = IntegrityError(f"{spec.name}/{file.path}: is not covered by the model's signature")
                 add(failed(spec.name, file.path, error, dest=file.dest))

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from signkeys import key_pair, official_sign, official_verify
 from runfixtures import mdl
 from servers import HubServer, make_data
+from signkeys import key_pair, official_sign, official_verify
 
 WEIGHTS = make_data(300_003, seed=1)
 CONFIG = b'{"model_type": "bert"}\n'
@@ -138,9 +138,7 @@ def test_a_signature_that_is_not_a_bundle_is_exit_6_and_nothing_is_installed(
     assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
 
 
-def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(
-    world: Path, hub: HubServer, tmp_path: Path
-) -> None:
+def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(world: Path, hub: HubServer, tmp_path: Path) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
     hub.replace_file("org/tiny", "config.json", b'{"model_type": "evil"}\n')  # a small file: a git blob id, no sha256
     write_catalog(world, public)
