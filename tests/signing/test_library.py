@@ -79,9 +79,9 @@ def test_what_mdl_signs_the_official_tool_verifies(tmp_path: Path) -> None:
 def test_an_unusable_signing_key_is_exit_2_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
-    with pytest.raises(UsageError, match="bad.pem"):
+    with pytest.raises(UsageError, match=r"bad\.pem"):
         sign_digests({"a": "0" * 64}, private_key=bad, model_name="m")
-    with pytest.raises(UsageError, match="missing.pem"):
+    with pytest.raises(UsageError, match=r"missing\.pem"):
         sign_digests({"a": "0" * 64}, private_key=tmp_path / "missing.pem", model_name="m")
 
 

@@ -4,6 +4,7 @@ long file, and a statement whose shards do not tile its file refused."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import given
@@ -31,7 +32,7 @@ def test_shards_hold_the_file_however_its_bytes_arrive(data: bytes, size: int, c
     signed = sharded(data, size).files["w.bin"]
     check = signed.check()
     edges = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         check.update(data[start:end])
     assert check.mismatch() is None
 
