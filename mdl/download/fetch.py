@@ -208,6 +208,8 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
     started, retries = time.monotonic(), RetryLog()
     remote, label = plan.remote, label_of(plan.remote)
+    for cause in remote.staged_retries:  # a signature fetched before the others: its retries are its outcome's
+        retries.add(cause)
     error: MdlError | None = None
     try:
         outcome = _locked(session, records, plan, retries)

@@ -63,12 +63,15 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     sig = next((f for f in model.files if f.path == trust.installed_as), None)
     assert sig is not None, "the resolver adds the signature file to a signed model"
     what = label_of(sig)
-    data, staged = _fetch_signature(session, replace(sig, signature=True))
+    retries = RetryLog()
+    data, staged = _fetch_signature(session, replace(sig, signature=True), retries)
     manifest = verify_signature(data, trust, what=what)
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
-    files.append(replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged))
+    files.append(
+        replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged, staged_retries=retries.causes)
+    )
     files.sort(key=lambda f: f.path)
     found.models.append(replace(model, files=tuple(files)))
     found.failures.extend(refused)
@@ -77,7 +80,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
         found.withheld[model.name] = withheld
 
 
-def _fetch_signature(session: PullSession, sig: RemoteFile) -> tuple[bytes, Path | None]:
+def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -> tuple[bytes, Path | None]:
     """The signature's bytes and where they wait to be placed (None: they are the installed file, up to date)."""
     if sig.sha256 or sig.git_oid or session.settings.offline:  # a known version: the installed one may be it
         plan = plan_file(session, sig)
@@ -86,7 +89,7 @@ def _fetch_signature(session: PullSession, sig: RemoteFile) -> tuple[bytes, Path
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
-    job = transfer_job(session, sig, store, staged, verify=True, retries=RetryLog())
+    job = transfer_job(session, sig, store, staged, verify=True, retries=retries)
     try:
         fetched_from_sources(session, job, sig)
     except NotFoundError as exc:

@@ -48,6 +48,7 @@ class RemoteFile:
     signature: bool = False
     signed: SignedFile | None = None  # what the model's verified signature says of the file (checked as it arrives)
     staged: Path | None = field(default=None, compare=False)  # its verified bytes, already here (the signature)
+    staged_retries: tuple[str, ...] = field(default=(), compare=False)  # what fetching them had to retry, or warned
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ digest, on the loopback Hub, with model_signing's own CLI as the judge both ways
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -238,3 +239,74 @@ def test_other_serialisations_are_checked_as_they_say(
     again = mdl("pull", "tiny")
     assert again.exit_code == 6 and "tiny/model.safetensors" in again.stderr, again.stderr
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS  # the signed one stays
+
+
+def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    private, public, signature = signed_repo(hub, tmp_path)
+    forged_folder = tmp_path / "forged"
+    forged_folder.mkdir()
+    (forged_folder / "config.json").write_bytes(b"{}")
+    evil, _ = key_pair(tmp_path / "evil")
+    hub.cdn.add_file("/mirror/tiny/model.sig", official_sign(forged_folder, evil))
+    for path, data in FILES.items():
+        hub.cdn.add_file(f"/mirror/tiny/{path}", data)
+    world.write_text(
+        f'[settings]\nmirrors = ["{hub.cdn.url}/mirror/{{model}}/{{path}}"]\n\n'
+        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert "mirror" in result.stderr  # the fallback is said
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
+
+
+def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """``publish --sign`` puts model.sig on the mirror only: a pull from that mirror fetches and checks it."""
+    private, public = key_pair(tmp_path / "keys")
+    folder = tmp_path / "upstream"
+    for path, data in FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    signature = official_sign(folder, private)
+    hub.add_repo("org/tiny", dict(FILES))  # no model.sig at the source
+    hub.cdn.add_file("/mirror/tiny/model.sig", signature)
+    world.write_text(
+        f'[settings]\nmirrors = ["{hub.cdn.url}/mirror/{{model}}/{{path}}"]\n\n'
+        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
+    hub.cdn.add_file("/mirror/tiny/model.sig", b"{}")  # the mirror's copy is now forged: the next pull says so
+    (tmp_path / "models" / "tiny" / "model.sig").unlink()
+    again = mdl("pull", "tiny")
+    assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
+
+
+def test_no_signature_anywhere_is_exit_6_naming_it(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    _, public = key_pair(tmp_path / "keys")
+    hub.add_repo("org/tiny", dict(FILES))
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6, result.stderr
+    assert "tiny/model.sig" in result.stderr and "no signature" not in result.stdout
+    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+
+
+def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, signature = signed_repo(hub, tmp_path)
+    write_catalog(world, public, 'include = ["*.safetensors"]')
+    assert mdl("lock").exit_code == 0
+    locked = json.loads((world.parent / "catalog.lock").read_text()) if (world.parent / "catalog.lock").read_text(
+    ).lstrip().startswith("{") else None
+    text = (world.parent / "catalog.lock").read_text()
+    assert "model.sig" in text and hashlib.sha256(signature).hexdigest() in text, (locked, text)
+    result = mdl("pull", "tiny", "--locked")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
