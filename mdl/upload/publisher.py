@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -11,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
+from mdl.errors import IntegrityError, MdlError, NotFoundError
 from mdl.lockfile import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import SIGNATURE_FILE, SignedManifest, sign_digests
+from mdl.signing import SIGNATURE_FILE
 from mdl.sources import S3Prefix
 from mdl.store import (
     INSTALLED,
@@ -29,6 +28,7 @@ from mdl.store import (
     verify_file,
 )
 from mdl.upload.bucket import Bucket, ReadyFile
+from mdl.upload.signature import Signature, Signer
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
@@ -63,15 +63,14 @@ def publish_models(
 ) -> PublishReport:
     """Publish each model's verified files and, once all of a model's files are there, its manifest, and with
     ``sign`` (an EC private key) then its model.sig. ``dry_run``: say what would go up, sending nothing."""
-    if sign is not None:  # mdl[sign] and the key, before a file is read or an object sent: exit 2 naming them
-        sign_digests({}, private_key=sign, model_name="")
+    signer = Signer(sign, force=force) if sign is not None else None  # before anything: exit 2 naming the key
     layout = Layout(settings)
     models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
-    signatures: dict[str, bytes] = {}
-    if sign is not None:
-        models = [_without_own_signature(model, force=force) for model in models]
+    signatures: dict[str, Signature] = {}
+    if signer is not None:
+        models = [_without_own_signature(model, signer) for model in models]
         # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
-        signatures = {m.spec.name: _signature(m, sign) for m in models if m.ready and not m.failures}
+        signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
     bucket = Bucket(target, endpoint=endpoint)
     outcomes: list[FileOutcome] = []
     uploads: list[ReadyFile] = []
@@ -88,7 +87,9 @@ def publish_models(
     if dry_run:
         planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
         planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
-        planned += [_signature_outcome(bucket, name, data, "upload", sign) for name, data in signatures.items()]
+        if signer is not None:
+            signed = [(sig, "skip" if signer.there(bucket, sig) else "upload") for sig in signatures.values()]
+            planned += [signer.outcome(bucket, sig, action) for sig, action in signed]
         return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
@@ -99,8 +100,8 @@ def publish_models(
             continue
         written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
         manifests.extend(written)
-        if written and model.spec.name in signatures:  # last: every object it names is there
-            outcomes.append(_upload_signature(bucket, model.spec.name, signatures[model.spec.name], sign))
+        if signer is not None and written and model.spec.name in signatures:  # last: every object it names is there
+            outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
     return PublishReport(_ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests))
 
 
@@ -110,47 +111,12 @@ def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> t
     return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
 
 
-def _without_own_signature(model: LocalModel, *, force: bool) -> LocalModel:
-    """With ``--sign`` mdl's model.sig goes up: a model that has one of its own (from its source) is refused (exit 2)
-    unless ``force``, which leaves the model's own out (mdl's replaces it in the bucket)."""
-    if SIGNATURE_FILE not in {f.path for f in model.ready} | {f.path for f in model.failures}:
+def _without_own_signature(model: LocalModel, signer: Signer) -> LocalModel:
+    """The model without a model.sig of its own (from its source) where ours goes (or exit 2, without --force)."""
+    if not signer.leaves_out_own(model.spec.name, [*(f.path for f in model.ready), *(f.path for f in model.failures)]):
         return model
-    if not force:
-        raise UsageError(
-            f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
-            f"which --sign would replace in the bucket",
-            hint="add --force to publish mdl's signature in its place, or leave out --sign to publish the model's own",
-        )
     ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
     return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
-
-
-def _signature(model: LocalModel, key: Path) -> bytes:
-    """The model.sig over the sha256 each file was checked by (nothing is read again): every file published but
-    those a signature leaves out (model.sig itself, ``.git*``), as model_signing's own ``sign`` and ``verify`` do."""
-    left_out = SignedManifest("files", "sha256", {}, ignore_paths=(SIGNATURE_FILE,))
-    digests = {f.path: f.sha256 for f in model.ready if not left_out.ignores(f.path)}
-    return sign_digests(digests, private_key=key, model_name=model.spec.name)
-
-
-def _signature_outcome(bucket: Bucket, model: str, data: bytes, action: str, key: Path | None) -> FileOutcome:
-    dest = bucket.target.uri(model, SIGNATURE_FILE)
-    sha256 = hashlib.sha256(data).hexdigest()
-    fetched = len(data) if action == "uploaded" else 0
-    return FileOutcome(
-        model, SIGNATURE_FILE, dest, len(data), sha256, action, reason=f"signed with {key}", fetched=fetched
-    )
-
-
-def _upload_signature(bucket: Bucket, model: str, data: bytes, key: Path | None) -> FileOutcome:
-    """The model's model.sig where a pull from the mirror looks for it (``<prefix>/<model>/model.sig``)."""
-    dest = bucket.target.uri(model, SIGNATURE_FILE)
-    try:
-        bucket.put_small(bucket.target.key(model, SIGNATURE_FILE), data, content_type="application/json")
-    except MdlError as exc:
-        return replace(failed(model, SIGNATURE_FILE, exc), dest=dest)
-    log.info("%s: signature written to %s", model, dest)
-    return _signature_outcome(bucket, model, data, "uploaded", key)
 
 
 def _manifest(

@@ -20,7 +20,7 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode
-from mdl.signing import Trust, verify_signature
+from mdl.signing import Trust, sign_digests, verify_signature
 
 BUCKET = "team-models"
 TO = f"s3://{BUCKET}/hub"
@@ -197,3 +197,36 @@ def test_a_model_not_wholly_published_gets_no_signature(seeded: Path, s3: S3, tm
     assert failed.exit_code == ExitCode.INTEGRITY, failed.output
     assert "model.sig" not in files_of(failed)
     assert "hub/tiny/model.sig" not in keys_in(s3) and "hub/.mdl/tiny.json" not in keys_in(s3)
+
+
+def test_a_rerun_keeps_a_signature_that_signs_the_same_and_replaces_any_other(
+    seeded: Path, s3: S3, tmp_path: Path
+) -> None:
+    private, public = make_key(tmp_path)
+    sign = ("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign")
+    assert mdl(*sign, str(private)).exit_code == 0
+    first = s3.client().get_object(Bucket=BUCKET, Key="hub/tiny/model.sig")["Body"].read()
+    s3.cutter.writes.clear()
+    again = mdl(*sign, str(private), "--json")
+    assert again.exit_code == 0, again.output
+    assert files_of(again)["model.sig"]["action"] == "skipped"
+    assert s3.cutter.writes == [], "nothing new: no object, manifest or signature is written again"
+    planned = mdl(*sign, str(private), "--dry-run", "--json")
+    assert files_of(planned)["model.sig"]["action"] == "skip"
+
+    # The same key over other digests, another key's, or not a signature at all: replaced by ours.
+    other, _ = make_key(tmp_path, "other")
+    stale = sign_digests({"config.json": "0" * 64}, private_key=private, model_name="tiny")
+    forged = first.replace(b'"sig":"M', b'"sig":"N')  # its signature's first byte changed
+    assert forged != first
+    for planted in (stale, forged, b"{}"):
+        s3.put(BUCKET, "hub/tiny/model.sig", planted)
+        replaced = mdl(*sign, str(private), "--json")
+        assert replaced.exit_code == 0, replaced.output
+        assert files_of(replaced)["model.sig"]["action"] == "uploaded"
+        data = s3.client().get_object(Bucket=BUCKET, Key="hub/tiny/model.sig")["Body"].read()
+        assert set(verify_signature(data, Trust(key=public), what="model.sig").files) == set(SIGNED)
+    s3.cutter.writes.clear()
+    by_other = mdl(*sign, str(other), "--json")
+    assert files_of(by_other)["model.sig"]["action"] == "uploaded"
+    assert [path for _, path, _ in s3.cutter.writes] == [f"/{BUCKET}/hub/tiny/model.sig"]
