@@ -461,6 +461,8 @@ def publish(
     target = parse_s3_prefix(to)
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    if force and sign is None:
+        raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
     flags = {"layout": layout, "connections": connections}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)

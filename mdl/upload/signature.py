@@ -36,6 +36,7 @@ class Signer:
         sign_digests({}, private_key=key, model_name="")  # the library and the key, before anything is read or sent
         self.key = key
         self.force = force
+        self.public_key = _public_key(key)  # to check a model.sig already in the bucket
 
     def leaves_out_own(self, model: str, paths: Iterable[str | None]) -> bool:
         """Whether the model's own model.sig (from its source) is left out for ours: with ``--force``; without it,
@@ -64,20 +65,13 @@ class Signer:
             return False
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
-            public.write_bytes(self._public_key())
+            public.write_bytes(self.public_key)
             try:
                 signed = verify_signature(data, Trust(key=public), what=bucket.target.uri(signature.model))
             except IntegrityError:
                 return False
         files = {path: f.sha256 for path, f in signed.files.items()}
         return signed.model_name == signature.model and signed.free and files == signature.digests
-
-    def _public_key(self) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's ``upload``/``skip``."""
@@ -104,3 +98,15 @@ class Signer:
             return replace(failed(signature.model, SIGNATURE_FILE, exc), dest=dest)
         log.info("%s: signature written to %s", signature.model, dest)
         return self.outcome(bucket, signature, "uploaded")
+
+
+def _public_key(private_key: Path) -> bytes:
+    """The PEM public key of an EC private key model_signing accepted (read again: it may have changed since)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(serialization.Encoding.PEM, spki)

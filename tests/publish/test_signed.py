@@ -230,3 +230,23 @@ def test_a_rerun_keeps_a_signature_that_signs_the_same_and_replaces_any_other(
     by_other = mdl(*sign, str(other), "--json")
     assert files_of(by_other)["model.sig"]["action"] == "uploaded"
     assert [path for _, path, _ in s3.cutter.writes] == [f"/{BUCKET}/hub/tiny/model.sig"]
+
+
+def test_force_without_sign_is_exit_2(seeded: Path, s3: S3) -> None:
+    refused = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--force")
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "--force" in refused.stderr and "--sign" in refused.stderr
+    assert s3.cutter.writes == [] and keys_in(s3) == []
+
+
+def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: Path) -> None:
+    """The files are blobs behind a snapshot's links there: the signature names their save paths all the same."""
+    private, public = make_key(tmp_path)
+    assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+    published = mdl("publish", "tiny", "--to", TO, "--layout", "hf-cache", "--sign", str(private), "--json")
+    assert published.exit_code == 0, published.output
+    assert files_of(published)["model.sig"]["action"] == "uploaded"
+    folder = tmp_path / "downloaded"
+    assert download(s3, "hub/tiny/", folder) == {*FILES, "model.sig"}
+    judged = official_verify(folder, public)
+    assert judged.returncode == 0, judged.stdout + judged.stderr
