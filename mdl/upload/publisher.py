@@ -88,8 +88,9 @@ def publish_models(
         planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
         planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
         if signer is not None:
-            signed = [(sig, "skip" if signer.there(bucket, sig) else "upload") for sig in signatures.values()]
-            planned += [signer.outcome(bucket, sig, action) for sig, action in signed]
+            for signature in signatures.values():
+                kept = signer.there(bucket, signature)
+                planned.append(signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip"))
         return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:

@@ -56,22 +56,23 @@ class Signer:
         digests = {f.path: f.sha256 for f in files if not LEFT_OUT.ignores(f.path)}
         return Signature(model, digests, sign_digests(digests, private_key=self.key, model_name=model))
 
-    def there(self, bucket: Bucket, signature: Signature) -> bool:
-        """Whether the bucket's model.sig already signs these digests for this model with this key (a re-run then
+    def there(self, bucket: Bucket, signature: Signature) -> Signature | None:
+        """The bucket's model.sig when it already signs these digests for this model with this key (a re-run then
         writes nothing): verified with the key, never taken for its looks. Another key's, another statement's or a
-        damaged one is replaced."""
+        damaged one is None: replaced."""
         data = bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))
         if data is None:
-            return False
+            return None
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
             public.write_bytes(self.public_key)
             try:
                 signed = verify_signature(data, Trust(key=public), what=bucket.target.uri(signature.model))
             except IntegrityError:
-                return False
+                return None
         files = {path: f.sha256 for path, f in signed.files.items()}
-        return signed.model_name == signature.model and signed.free and files == signature.digests
+        same = signed.model_name == signature.model and signed.free and files == signature.digests
+        return replace(signature, data=data) if same else None
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's ``upload``/``skip``."""
@@ -90,8 +91,9 @@ class Signer:
         """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already signs the same."""
         dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
         try:
-            if self.there(bucket, signature):
-                return self.outcome(bucket, signature, "skipped")
+            kept = self.there(bucket, signature)
+            if kept is not None:
+                return self.outcome(bucket, kept, "skipped")
             key = bucket.target.key(signature.model, SIGNATURE_FILE)
             bucket.put_small(key, signature.data, content_type="application/json")
         except MdlError as exc:

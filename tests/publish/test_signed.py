@@ -210,6 +210,7 @@ def test_a_rerun_keeps_a_signature_that_signs_the_same_and_replaces_any_other(
     again = mdl(*sign, str(private), "--json")
     assert again.exit_code == 0, again.output
     assert files_of(again)["model.sig"]["action"] == "skipped"
+    assert files_of(again)["model.sig"]["sha256"] == sha(first), "the one kept is reported"
     assert s3.cutter.writes == [], "nothing new: no object, manifest or signature is written again"
     planned = mdl(*sign, str(private), "--dry-run", "--json")
     assert files_of(planned)["model.sig"]["action"] == "skip"
