@@ -445,10 +445,14 @@ def publish(
     endpoint: str | None = None,
     locked: bool = False,
     frozen: bool = False,
+    sign: StrPath | None = None,
+    force: bool = False,
+    dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PublishReport:
-    """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``)."""
+    """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``); with
+    ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what would go up, nothing sent."""
     from mdl.download import LockUse, warned
     from mdl.paths import is_http_url
     from mdl.sources import parse_s3_prefix
@@ -457,9 +461,13 @@ def publish(
     target = parse_s3_prefix(to)
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    if force and sign is None:
+        raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
     flags = {"layout": layout, "connections": connections}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
-    report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, endpoint=endpoint)
+    key = Path(sign) if sign is not None else None
+    options: dict[str, Any] = {"endpoint": endpoint, "sign": key, "force": force, "dry_run": dry_run}
+    report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, **options)
     return warned(report, warnings)

@@ -82,6 +82,7 @@ _COMMAND_EXAMPLES = (
     ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
     ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
     ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
+    ("mdl publish tiny-bert --to s3://team-models/hub --sign signing-key.pem", "with an OpenSSF model signature"),
 )
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (

@@ -119,6 +119,7 @@ METAVARS = {
     "to": "URL",
     "mirror": "URL",
     "endpoint_url": "URL",
+    "sign": "KEY",
     "timeout": "SECONDS",
     "stall_timeout": "SECONDS",
     "lock_timeout": "SECONDS",

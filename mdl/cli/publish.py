@@ -1,11 +1,12 @@
 """``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, NamesArg, command
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 from mdl.units import human_size
@@ -34,6 +35,20 @@ def publish_cmd(
             "--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)."
         ),
     ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files published, made "
+            "with this EC private key (PEM; needs mdl[sign]).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --sign: publish mdl's model.sig in place of the one the model has."),
+    ] = False,
+    dry_run: DryRunOpt = False,
     **where: Any,
 ) -> int:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
@@ -42,9 +57,8 @@ def publish_cmd(
     missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
     if not to:
         raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
-    report = run.call(
-        api.publish, *(names or ()), to=to, all=all_models, connections=connections, endpoint=endpoint_url, **where
-    )
+    options = {"connections": connections, "endpoint": endpoint_url, "sign": sign, "force": force, "dry_run": dry_run}
+    report = run.call(api.publish, *(names or ()), to=to, all=all_models, **options, **where)
     if not run.json:  # the JSON document has the manifests; people get a line per model
         for manifest in report.manifests:
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")

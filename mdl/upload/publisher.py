@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
@@ -14,6 +15,7 @@ from mdl.lockfile import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
+from mdl.signing import SIGNATURE_FILE
 from mdl.sources import S3Prefix
 from mdl.store import (
     INSTALLED,
@@ -26,6 +28,7 @@ from mdl.store import (
     verify_file,
 )
 from mdl.upload.bucket import Bucket, ReadyFile
+from mdl.upload.signature import Signature, Signer
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
@@ -54,10 +57,20 @@ def publish_models(
     pins: Mapping[str, Sequence[ExpectedFile]],
     locked: Mapping[str, LockedModel],
     endpoint: str | None = None,
+    sign: Path | None = None,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> PublishReport:
-    """Publish each model's verified files and, once all of a model's files are there, its manifest."""
+    """Publish each model's verified files and, once all of a model's files are there, its manifest, and with
+    ``sign`` (an EC private key) then its model.sig. ``dry_run``: say what would go up, sending nothing."""
+    signer = Signer(sign, force=force) if sign is not None else None  # before anything: exit 2 naming the key
     layout = Layout(settings)
     models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
+    signatures: dict[str, Signature] = {}
+    if signer is not None:
+        models = [_without_own_signature(model, signer) for model in models]
+        # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
+        signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
     bucket = Bucket(target, endpoint=endpoint)
     outcomes: list[FileOutcome] = []
     uploads: list[ReadyFile] = []
@@ -71,17 +84,40 @@ def publish_models(
                 outcomes.append(bucket.outcome(f, "skipped"))
             else:
                 uploads.append(f)
+    if dry_run:
+        planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
+        planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
+        if signer is not None:
+            for signature in signatures.values():
+                kept = signer.there(bucket, signature)
+                planned.append(signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip"))
+        return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
         outcomes.extend(bucket.send(uploads, connections=settings.connections, progress=progress))
     manifests: list[str] = []
     for model in models:
-        if model.ready:  # a model with nothing here says nothing about what the bucket holds
-            manifests.extend(_manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
-    # Report order: model by model as asked, a model-wide failure first, then files by path.
+        if not model.ready:  # a model with nothing here says nothing about what the bucket holds
+            continue
+        written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
+        manifests.extend(written)
+        if signer is not None and written and model.spec.name in signatures:  # last: every object it names is there
+            outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
+    return PublishReport(_ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests))
+
+
+def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> tuple[FileOutcome, ...]:
+    """Report order: model by model as asked, a model-wide failure first, then files by path."""
     rank = {model.spec.name: index for index, model in enumerate(models)}
-    ordered = sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or ""))
-    return PublishReport(tuple(ordered), target=target.uri(), manifests=tuple(manifests))
+    return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
+
+
+def _without_own_signature(model: LocalModel, signer: Signer) -> LocalModel:
+    """The model without a model.sig of its own (from its source) where ours goes (or exit 2, without --force)."""
+    if not signer.leaves_out_own(model.spec.name, [*(f.path for f in model.ready), *(f.path for f in model.failures)]):
+        return model
+    ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
+    return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
 
 
 def _manifest(
