@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mdl"
 # The parts, lowest first: a part may import from the ones before it, never from the ones after it.
 # Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below every part.
-LAYERS = ("signing", "catalog", "store", "transfer", "sources", "lockfile", "download", "upload", "archive", "api", "cli")
 PARTS = ("signing", "catalog", "store", "transfer", "sources", "lockfile", "download", "upload", "archive", "cli")
+LAYERS = (*PARTS[:-1], "api", "cli")
 
 
 def _module_name(path: Path) -> str:

@@ -1,6 +1,13 @@
 """OpenSSF model signatures (model.sig): whom to trust, what a verified signature says, and making one."""
 
-from mdl.signing.library import EXTRA_HINT, MAX_SIGNATURE_BYTES, require_library, sign_digests, verify_signature
+from mdl.signing.library import (
+    EXTRA_HINT,
+    MAX_SIGNATURE_BYTES,
+    public_key_of,
+    require_library,
+    sign_digests,
+    verify_signature,
+)
 from mdl.signing.statement import Check, SignedFile, SignedManifest
 from mdl.signing.trust import SIGNATURE_FILE, Trust, key_id
 
@@ -13,6 +20,7 @@ __all__ = [
     "SignedManifest",
     "Trust",
     "key_id",
+    "public_key_of",
     "require_library",
     "sign_digests",
     "verify_signature",

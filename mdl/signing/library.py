@@ -166,11 +166,22 @@ def _said(exc: BaseException) -> str:
 
 
 def public_key_of(private_key: Path) -> bytes:
-    """The PEM public key of an EC private key (for tests and ``pack --sign``'s note)."""
+    """The PEM public key of an EC private key (UsageError naming the file when it cannot be read as one)."""
     from cryptography.hazmat.primitives import serialization
 
-    key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
 
 
-__all__ = ["EXTRA_HINT", "MAX_SIGNATURE_BYTES", "require_library", "sign_digests", "verify_signature"]
+__all__ = [
+    "EXTRA_HINT",
+    "MAX_SIGNATURE_BYTES",
+    "public_key_of",
+    "require_library",
+    "sign_digests",
+    "verify_signature",
+]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.report import FileOutcome, failed
-from mdl.signing import SIGNATURE_FILE, SignedManifest, Trust, sign_digests, verify_signature
+from mdl.signing import SIGNATURE_FILE, SignedManifest, Trust, public_key_of, sign_digests, verify_signature
 from mdl.upload.bucket import Bucket, ReadyFile
 
 log = logging.getLogger("mdl.publish")
@@ -36,7 +36,7 @@ class Signer:
         sign_digests({}, private_key=key, model_name="")  # the library and the key, before anything is read or sent
         self.key = key
         self.force = force
-        self.public_key = _public_key(key)  # to check a model.sig already in the bucket
+        self.public_key = public_key_of(key)  # to check a model.sig already in the bucket
 
     def leaves_out_own(self, model: str, paths: Iterable[str | None]) -> bool:
         """Whether the model's own model.sig (from its source) is left out for ours: with ``--force``; without it,
@@ -100,15 +100,3 @@ class Signer:
             return replace(failed(signature.model, SIGNATURE_FILE, exc), dest=dest)
         log.info("%s: signature written to %s", signature.model, dest)
         return self.outcome(bucket, signature, "uploaded")
-
-
-def _public_key(private_key: Path) -> bytes:
-    """The PEM public key of an EC private key model_signing accepted (read again: it may have changed since)."""
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(serialization.Encoding.PEM, spki)

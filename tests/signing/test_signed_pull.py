@@ -244,7 +244,7 @@ def test_other_serialisations_are_checked_as_they_say(
 def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    private, public, signature = signed_repo(hub, tmp_path)
+    _private, public, signature = signed_repo(hub, tmp_path)
     forged_folder = tmp_path / "forged"
     forged_folder.mkdir()
     (forged_folder / "config.json").write_bytes(b"{}")
@@ -297,14 +297,15 @@ def test_no_signature_anywhere_is_exit_6_naming_it(world: Path, hub: HubServer, 
     assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
 
 
-def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(
-    world: Path, hub: HubServer, tmp_path: Path
-) -> None:
+def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(world: Path, hub: HubServer, tmp_path: Path) -> None:
     _, public, signature = signed_repo(hub, tmp_path)
     write_catalog(world, public, 'include = ["*.safetensors"]')
     assert mdl("lock").exit_code == 0
-    locked = json.loads((world.parent / "catalog.lock").read_text()) if (world.parent / "catalog.lock").read_text(
-    ).lstrip().startswith("{") else None
+    locked = (
+        json.loads((world.parent / "catalog.lock").read_text())
+        if (world.parent / "catalog.lock").read_text().lstrip().startswith("{")
+        else None
+    )
     text = (world.parent / "catalog.lock").read_text()
     assert "model.sig" in text and hashlib.sha256(signature).hexdigest() in text, (locked, text)
     result = mdl("pull", "tiny", "--locked")
