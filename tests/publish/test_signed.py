@@ -251,3 +251,27 @@ def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: 
     assert download(s3, "hub/tiny/", folder) == {*FILES, "model.sig"}
     judged = official_verify(folder, public)
     assert judged.returncode == 0, judged.stdout + judged.stderr
+
+
+def test_a_pull_from_the_signed_mirror_checks_its_signature(
+    seeded: Path, s3: S3, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's way: publish --sign once, then every node pulls from the mirror and checks the publisher's key;
+    the source repo has no model.sig. A mirror copy replaced afterwards is refused by name."""
+    private, public = make_key(tmp_path)
+    assert mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private)).exit_code == 0
+    node = tmp_path / "node.toml"
+    node.write_text(
+        f'[settings]\nmirrors = ["{TO}/{{model}}/{{path}}"]\n\n'
+        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    pulled = mdl("pull", "tiny", "--catalog", str(node), "--dest", str(tmp_path / "b"), "--json")
+    assert pulled.exit_code == 0, pulled.stderr
+    folder = tmp_path / "b" / "tiny"
+    judged = official_verify(folder, public)
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    _, other = make_key(tmp_path, "other")
+    node.write_text(node.read_text().replace(str(public), str(other)))
+    refused = mdl("pull", "tiny", "--catalog", str(node), "--dest", str(tmp_path / "c"))
+    assert refused.exit_code == ExitCode.INTEGRITY and "tiny/model.sig" in refused.stderr, refused.stderr
+    assert not (tmp_path / "c" / "tiny" / "model.safetensors").exists()
