@@ -44,7 +44,7 @@ def pack_cmd(
     sign: Annotated[
         Path | None,
         typer.Option(
-            "--sign", metavar="KEY.pem", help="Sign the packed files into model.sig with this EC private key (PEM)."
+            "--sign", metavar="KEY", help="Sign the packed files into model.sig with this EC private key (PEM)."
         ),
     ] = None,
 ) -> None:
@@ -113,7 +113,7 @@ def unpack_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="PUB.pem",
+            metavar="KEY",
             help="Require the archive's model.sig to verify with this public key, and every file to match it.",
         ),
     ] = None,
@@ -121,8 +121,9 @@ def unpack_cmd(
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
     with run.reporter() as progress:
         source = sys.stdin.buffer if str(archive) == "-" else archive
-        kw = {"dest": directory, "force": force, "max_ratio": max_ratio, "signed_by": signed_by}
-        result = api.unpack(source, progress=progress, **kw)
+        result = api.unpack(
+            source, dest=directory, force=force, max_ratio=max_ratio, signed_by=signed_by, progress=progress
+        )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
