@@ -712,8 +712,9 @@ def unpack_stream(
         if size == 0:
             raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
         try:
-            kw: dict[str, Any] = {"force": force, "progress": named, "cwd": cwd, "max_ratio": max_ratio, "trust": trust}
-            return unpack_archive(spool, dest=dest, **kw)
+            return unpack_archive(
+                spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio, trust=trust
+            )
         except ArchiveError as exc:
             exc.message = f"{STDIN}: {exc.message}"
             exc.args = (exc.message,)
