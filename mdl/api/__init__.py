@@ -392,10 +392,12 @@ def pack(
     compress: str = "auto",
     dry_run: bool = False,
     force: bool = False,
+    sign: StrPath | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
-    """Zip a trained model or one of its checkpoints deterministically into ``output`` or ``stream``."""
+    """Zip a trained model or one of its checkpoints deterministically into ``output`` or ``stream``; ``sign``: an EC
+    private key (PEM) that signs the packed files into the archive's model.sig (OpenSSF model signing)."""
     from mdl.archive import PackOptions, pack_run
 
     if stream is not None and output is not None and str(output) != "-":
@@ -410,6 +412,7 @@ def pack(
     out = Path("-") if stream is not None else (Path(output) if output is not None else None)
     kw: dict[str, Any] = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress}
     kw |= {"includes": tuple(include), "excludes": tuple(exclude), "dry_run": dry_run, "force": force}
+    kw["sign"] = None if sign is None else Path(sign)
     options = PackOptions(Path(run_dir), out, source_date_epoch=source_date_epoch, cwd=Path.cwd(), **kw)
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
@@ -421,12 +424,16 @@ def unpack(
     dest: StrPath | None = None,
     force: bool = False,
     max_ratio: float | None = None,
+    signed_by: StrPath | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest."""
+    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest;
+    ``signed_by``: a PEM public key its model.sig must verify with, every extracted file held to the signed digests."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
+    from mdl.signing import Trust
 
     kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
+    kw["trust"] = None if signed_by is None else Trust(key=Path.cwd() / signed_by)
     kw |= {"progress": progress or NullProgress(), "max_ratio": DEFAULT_MAX_RATIO if max_ratio is None else max_ratio}
     if isinstance(archive, str | os.PathLike):
         return unpack_archive(Path(archive), **kw)

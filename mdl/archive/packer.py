@@ -18,6 +18,7 @@ from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
 from mdl.progress import ArchiveProgress, Progress
+from mdl.signing import SIGNATURE_FILE, SignedManifest, sign_digests
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
 
@@ -62,6 +63,7 @@ class PackOptions:
     source_date_epoch: int | None = None
     cwd: Path = Path()
     force: bool = False  # replace an archive already at the output path (never silently, as get and unpack)
+    sign: Path | None = None  # an EC private key (PEM): model.sig over the packed files goes in with them
 
 
 def role_of(arcname: str) -> str:
@@ -334,6 +336,11 @@ def collect_files(
             raise UnsafePathError(f"cannot pack '{shown}': {problem}")
         if arcname == MANIFEST_NAME:
             raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+        if options.sign is not None and collision_key(arcname.split("/", 1)[0]) == collision_key(SIGNATURE_FILE):
+            raise UsageError(
+                f"cannot pack '{shown}' with --sign: {SIGNATURE_FILE} is the signature --sign writes",
+                hint=f"--exclude {arcname.split('/', 1)[0]} leaves it out (the new signature covers every packed file)",
+            )
         if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{shown}': their names collide")
         seen[key] = shown
@@ -343,6 +350,17 @@ def collect_files(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode form"
         )
     return files, folders, collector.left_out, notes
+
+
+# What pack's signature leaves out: mdl's manifest (it lists model.sig, so it cannot be signed by it) and, as
+# model_signing always does, git's files (packed, never signed).
+UNSIGNED = SignedManifest("files", "sha256", {}, ignore_paths=(MANIFEST_NAME,))
+
+
+def check_signing_key(key: Path) -> None:
+    """UsageError (exit 2) naming ``key`` unless model_signing can sign with it: checked by signing nothing, before
+    anything is written, so a bad key never costs a pack."""
+    sign_digests({}, private_key=key, model_name=key.stem)
 
 
 def _renamed(src: SourceFile, arcname: str) -> SourceFile:
@@ -384,6 +402,7 @@ class PackResult:
     metric: float | None = None
     notes: tuple[str, ...] = ()
     left_out: tuple[LeftOut, ...] = ()  # what the profile (or a whole-run pack) left out, and why
+    signature: str | None = None  # model.sig's path in the top-level folder when the archive is signed
 
     def to_json(self) -> dict[str, Any]:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
@@ -418,6 +437,9 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     to_stdout = options.output is not None and str(options.output) == "-"
     if to_stdout and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
+    key = None if options.sign is None else options.cwd / options.sign
+    if key is not None:
+        check_signing_key(key)
 
     try:
         selection = select_checkpoint(run_dir, options.checkpoint)
@@ -479,17 +501,31 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "left_out": tuple(left_out),
         "folders": tuple(folders),
         "notes": tuple(notes),
+        "signature": None if key is None else SIGNATURE_FILE,
     }
+    if key is not None and (unsigned := [f.arcname for f in files if UNSIGNED.ignores(f.arcname)]):
+        note = f"--sign: {SIGNATURE_FILE} leaves out {', '.join(unsigned)} (model_signing never signs git's files)"
+        progress.note(note)
+        result_args["notes"] += (note,)
     if options.dry_run:
         listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in files)
         return PackResult(size=None, sha256=None, files=listed, dry_run=True, **result_args)
 
     progress = ArchiveProgress(progress, target.name if target is not None else None)
-    contents = Contents(stem, meta, files, folders, options.source_date_epoch)
+    made: list[bytes] = []
+
+    def sign(hashes: dict[str, str]) -> bytes:
+        assert key is not None
+        digests = {path: sha256 for path, sha256 in hashes.items() if not UNSIGNED.ignores(path)}
+        made.append(sign_digests(digests, private_key=key, model_name=stem, ignore_paths=UNSIGNED.ignore_paths))
+        return made[-1]
+
+    contents = Contents(stem, meta, files, folders, options.source_date_epoch, sign if key is not None else None)
     if target is None:
         assert stdout is not None
         size, digest, hashes = write_stdout_archive(stdout, contents, progress)
     else:
         size, digest, hashes = write_file_archive(target, contents, progress)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
+    packed += tuple(PackedFile(SIGNATURE_FILE, len(data), hashes[SIGNATURE_FILE], "signature") for data in made)
     return PackResult(size=size, sha256=digest, files=packed, **result_args)

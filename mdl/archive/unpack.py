@@ -27,7 +27,7 @@ import signal
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +43,7 @@ from mdl.archive.zipread import (
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, MdlError, NoSpaceError, UsageError
 from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
+from mdl.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, SignedFile, Trust, require_library, verify_signature
 from mdl.store import confined, kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
@@ -176,9 +177,15 @@ class Staging:
         return fd
 
     def extract(
-        self, fh: BinaryIO, entries: list[Entry], hashes: dict[str, str], progress: Progress
+        self,
+        fh: BinaryIO,
+        entries: list[Entry],
+        hashes: dict[str, str],
+        progress: Progress,
+        signed: Mapping[str, SignedFile] | None = None,
     ) -> list[UnpackedFile]:
-        """Write every entry into the tree, verifying size, CRC and the manifest's sha256 (``hashes``)."""
+        """Write every entry into the tree, verifying size, CRC, the signed digests (``signed``: by entry name; a
+        signed sha256 is the one computed here anyway) and the manifest's sha256 (``hashes``)."""
         done: list[UnpackedFile] = []
         for entry in entries:
             if entry.is_dir:
@@ -186,15 +193,29 @@ class Staging:
                 continue
             progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
             digest = hashlib.sha256()
+            want = signed.get(entry.name) if signed else None
+            check = want.check() if want is not None and want.sha256 is None else None  # shards, BLAKE: fed as read
             parent, _, base = entry.name.rpartition("/")
             with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent)), "wb") as dst:
                 for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
                     digest.update(chunk)
+                    if check is not None:
+                        check.update(chunk)
                     dst.write(chunk)
                     progress.advance(entry.name, len(chunk))
                 dst.flush()
                 os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
             progress.finish(entry.name, ok=True)
+            if want is not None:
+                got = digest.hexdigest()
+                bad = check.mismatch() if check is not None else None
+                if check is None and want.sha256 != got:
+                    bad = ("signed sha256", str(want.sha256), got)
+                if bad is not None:
+                    raise IntegrityError(
+                        f"entry {shown(entry.name)} is not the file its signature signed: {bad[0]} mismatch "
+                        f"(the signature says {bad[1]}, the entry has {bad[2]})"
+                    )
             if hashes.get(entry.name) not in (None, digest.hexdigest()):
                 raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
             done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
@@ -469,6 +490,7 @@ class UnpackResult:
     checkpoint: str | None = None
     top_level: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
+    signature: dict[str, Any] | None = None  # with --signed-by: {"verified": true, "by": who, "file": its entry}
 
     def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
         doc = asdict(self)
@@ -512,6 +534,40 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     return {name: sha for name, (_, sha) in listed.items()}, checkpoint if isinstance(checkpoint, str) else None
 
 
+def _signer(trust: Trust) -> str:
+    """Who a signature that verifies with ``trust`` comes from; exit 2 naming the extra or the key when either is
+    missing or unusable, before the archive is read."""
+    require_library()
+    return trust.by()
+
+
+def _check_signature(fh: BinaryIO, entries: list[Entry], trust: Trust) -> tuple[dict[str, SignedFile], str]:
+    """The model.sig of the archive's model folder (its one top-level folder, else its root) verified with ``trust``,
+    and each entry's signed digests by entry name; IntegrityError (exit 6) naming the signature or the entry when it
+    is missing or bad, an entry is not signed (but model.sig itself and what the signer left out), or a signed file
+    is not in the archive. Nothing is extracted yet."""
+    files = {e.name: e for e in entries if not e.is_dir}
+    tops = {name.split("/", 1)[0] for name in (e.name for e in entries)}
+    prefix = f"{next(iter(tops))}/" if len(tops) == 1 and not tops & files.keys() else ""
+    name = prefix + SIGNATURE_FILE
+    if (entry := files.get(name)) is None:
+        raise IntegrityError(f"the archive has no {shown(name)}: it is not signed", hint="unpack without --signed-by")
+    if entry.file_size > MAX_SIGNATURE_BYTES:
+        raise IntegrityError(f"{shown(name)}: {entry.file_size} bytes is too big for a model signature")
+    statement = verify_signature(b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)), trust, what=shown(name))
+    signed: dict[str, SignedFile] = {}
+    for path in files:
+        relative = path.removeprefix(prefix)
+        if (found := statement.files.get(relative)) is not None:
+            signed[path] = found
+        elif path != name and not statement.ignores(relative):
+            raise IntegrityError(f"entry {shown(path)} is not signed: {shown(name)} does not cover it")
+    for relative in statement.files:
+        if prefix + relative not in signed:
+            raise IntegrityError(f"{shown(name)} signs {shown(prefix + relative)}, which the archive does not hold")
+    return signed, name
+
+
 def unpack_archive(
     archive: Path,
     *,
@@ -520,8 +576,11 @@ def unpack_archive(
     progress: Progress,
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
+    trust: Trust | None = None,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify, then swap into ``dest``."""
+    """Validate every entry, extract into a private temp folder, verify (``trust``: its model.sig too, and every file
+    against it), then swap into ``dest``."""
+    signer = None if trust is None else (trust, _signer(trust))
     dest_dir = cwd / dest if dest is not None else cwd
     if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
         progress = ArchiveProgress(progress, archive.name)
@@ -536,12 +595,20 @@ def unpack_archive(
         raise UsageError(f"{archive} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
         try:
-            return _unpack(fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio)
+            return _unpack(fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer)
         except OSError as exc:  # reading the archive, or looking at the destination
             raise LocalFSError(f"{exc.filename or archive}: {exc.strerror}") from exc
 
 
-def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, max_ratio: float) -> UnpackResult:
+def _unpack(
+    fh: BinaryIO,
+    dest_dir: Path,
+    *,
+    force: bool,
+    progress: Progress,
+    max_ratio: float,
+    signer: tuple[Trust, str] | None = None,
+) -> UnpackResult:
     if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
@@ -554,6 +621,7 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
     total = zipread.check_limits(entries, max_ratio)
     zipread.check_lengths(entries, dest_dir)
     manifest = _read_manifest(fh, entries)
+    signed, signature = _check_signature(fh, entries, signer[0]) if signer is not None else ({}, None)
     tops = list(dict.fromkeys(e.name.split("/", 1)[0] for e in entries))
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -582,7 +650,7 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
     try:
         try:
-            files = staging.extract(fh, entries, manifest[0] if manifest else {}, progress)
+            files = staging.extract(fh, entries, manifest[0] if manifest else {}, progress, signed)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc
@@ -598,6 +666,7 @@ def _unpack(fh: BinaryIO, dest_dir: Path, *, force: bool, progress: Progress, ma
         top_level=tuple(tops),
         replaced=tuple(occupied),
         folders=tuple(e.name + "/" for e in entries if e.is_dir),
+        signature=None if signer is None else {"verified": True, "by": signer[1], "file": signature},
     )
 
 
@@ -609,6 +678,7 @@ def unpack_stream(
     progress: Progress,
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
+    trust: Trust | None = None,
 ) -> UnpackResult:
     """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on the destination's
     filesystem (in DIR, else its nearest existing folder: none is created before the archive is known to be good),
@@ -616,6 +686,8 @@ def unpack_stream(
     with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream: reading it says what is wrong
         if stream.isatty():
             raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
+    if trust is not None:
+        _signer(trust)  # a missing extra or key is said before stdin is read
     spool = zipread.nearest_folder(cwd / dest if dest is not None else cwd) / temp_name("stdin.zip")
     named = ArchiveProgress(progress, None)
     try:
@@ -640,7 +712,9 @@ def unpack_stream(
         if size == 0:
             raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
         try:
-            return unpack_archive(spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio)
+            return unpack_archive(
+                spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio, trust=trust
+            )
         except ArchiveError as exc:
             exc.message = f"{STDIN}: {exc.message}"
             exc.args = (exc.message,)

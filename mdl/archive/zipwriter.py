@@ -31,6 +31,7 @@ from typing import IO, Any, BinaryIO, Protocol
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
+from mdl.signing import SIGNATURE_FILE
 from mdl.store import not_a_file, not_a_file_error
 
 # 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
@@ -44,6 +45,8 @@ ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (low
 _FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r
 _DESCRIPTOR, _UTF8 = 0x08, 0x800
 _COMMON = struct.Struct("<HHHHHLLLHH")  # what a local header and a central record share (APPNOTE 4.3.7, 4.3.12)
+# Room the manifest keeps for its model.sig record's size, whose digits are known only once it is signed.
+_SIZE_ROOM = 20
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,40 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Contents:
-    """What one archive holds: its top-level folder, the manifest's fields, the files, the empty folders."""
+    """What one archive holds: its top-level folder, the manifest's fields, the files, the empty folders, and what
+    signs them (``sign``: the files' sha256 by arcname → the bytes of model.sig, written after the files)."""
 
     stem: str
     meta: dict[str, Any]
     files: list[SourceFile]
     folders: list[str]
     epoch: int | None  # SOURCE_DATE_EPOCH
+    sign: Callable[[dict[str, str]], bytes] | None = None
 
-    def manifest(self, hashes: dict[str, str]) -> bytes:
-        """The manifest; unknown hashes are zeros of the same length so it can be filled in place later."""
+    def manifest(self, hashes: dict[str, str], signature: bytes | None = None) -> bytes:
+        """The manifest, model.sig listed last like any file once signed; before (``signature`` None), a placeholder
+        as long as the final manifest can be: unknown hashes are zeros of the same length, and a signed archive's
+        leaves room for the signature's size, so it can be filled in place later (padded with spaces to fit)."""
         listed = [
             {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role}
             for f in self.files
         ]
+        if self.sign is not None:
+            sha256 = "0" * 64 if signature is None else hashlib.sha256(signature).hexdigest()
+            size = 0 if signature is None else len(signature)
+            listed.append({"path": SIGNATURE_FILE, "size": size, "sha256": sha256, "role": "signature"})
         doc = {**self.meta, "files": listed}
-        return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+        room = _SIZE_ROOM if self.sign is not None and signature is None else 0
+        return (text + " " * room + "\n").encode("utf-8")
+
+    def signed(self, hashes: dict[str, str]) -> bytes | None:
+        """model.sig over the files' ``hashes`` (which gain its own sha256), or None for an unsigned archive."""
+        if self.sign is None:
+            return None
+        signature = self.sign(hashes)
+        hashes[SIGNATURE_FILE] = hashlib.sha256(signature).hexdigest()
+        return signature
 
 
 class _Sink(Protocol):
@@ -225,11 +246,14 @@ def _write_seekable(
             hashes = write_entries(
                 archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
             )
+            if (signature := contents.signed(hashes)) is not None:  # after the files: it signs their digests
+                archive.writestr(entry_info(f"{stem}/{SIGNATURE_FILE}", stamp, len(signature)), signature)
             for folder in contents.folders:
                 archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
-            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long) and
-            # CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
-            data, written = contents.manifest(hashes), fh.tell()
+            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long, the
+            # signature's size had room) and CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
+            data, written = contents.manifest(hashes, signature), fh.tell()
+            data = data[:-1] + b" " * (len(placeholder) - len(data)) + data[-1:]
             fh.seek(manifest.header_offset)
             header = fh.read(30)
             if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":  # never patch over another entry
@@ -343,7 +367,8 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             hashes[src.arcname] = copier.copy(src, sink, progress, key)
             crcs[src.arcname] = sink.crc
             progress.finish(key, ok=True)
-        manifest = contents.manifest(hashes)
+        signature = contents.signed(hashes)
+        manifest = contents.manifest(hashes, signature)
         writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
         writer.write(manifest)
         writer.end()
@@ -354,6 +379,10 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
             writer.end()
             progress.finish(src.arcname, ok=True)
+        if signature is not None:
+            writer.start(f"{stem}/{SIGNATURE_FILE}", size=len(signature), crc=zlib.crc32(signature), deflate=False)
+            writer.write(signature)
+            writer.end()
         for folder in contents.folders:
             writer.start(f"{stem}/{folder}", size=0, crc=0, deflate=False, attr=_FOLDER_ATTR)
             writer.end()

@@ -41,6 +41,12 @@ def pack_cmd(
     ] = "auto",
     dry_run: DryRunOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign", metavar="KEY", help="Sign the packed files into model.sig with this EC private key (PEM)."
+        ),
+    ] = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     to_stdout = output is not None and str(output) == "-"
@@ -59,6 +65,7 @@ def pack_cmd(
         compress=compress,
         dry_run=dry_run,
         force=force,
+        sign=sign,
     )
     doc = result.to_json()
     if run.json:
@@ -79,9 +86,11 @@ def pack_cmd(
     count = f"{len(doc['files'])} file{'' if len(doc['files']) == 1 else 's'}"
     if dry_run:  # the archive's own size is known once written; what goes in is known now
         content = human_size(sum(f["size"] for f in doc["files"]))
-        run.console.info(f"would write {doc['archive']} ({count}, {content} before compression); {chosen}")
+        signed = f" and {doc['signature']}, signing them" if doc["signature"] else ""
+        run.console.info(f"would write {doc['archive']} ({count}{signed}, {content} before compression); {chosen}")
     else:
-        run.console.info(f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}); {chosen}")
+        signed = f", signed: {doc['signature']}" if doc["signature"] else ""
+        run.console.info(f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}{signed}); {chosen}")
 
 
 @command(where=())
@@ -100,15 +109,26 @@ def unpack_cmd(
             help="Refuse entries, or the whole archive, expanding more than N:1 (default 200; 'inf' turns it off).",
         ),
     ] = None,
+    signed_by: Annotated[
+        Path | None,
+        typer.Option(
+            "--signed-by",
+            metavar="KEY",
+            help="Require the archive's model.sig to verify with this public key, and every file to match it.",
+        ),
+    ] = None,
 ) -> None:
     """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
     with run.reporter() as progress:
         source = sys.stdin.buffer if str(archive) == "-" else archive
-        result = api.unpack(source, dest=directory, force=force, max_ratio=max_ratio, progress=progress)
+        result = api.unpack(
+            source, dest=directory, force=force, max_ratio=max_ratio, signed_by=signed_by, progress=progress
+        )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
         return
     for f in doc["files"] if not run.quiet else ():
         run.line(f["path"])
-    run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}")
+    signed = f"; {doc['signature']['file']} verified, signed by {doc['signature']['by']}" if doc["signature"] else ""
+    run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}{signed}")

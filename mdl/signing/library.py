@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -121,15 +121,21 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
 
 
 def sign_digests(
-    digests: Mapping[str, str], *, private_key: Path, model_name: str, signature_name: str = SIGNATURE_FILE
+    digests: Mapping[str, str],
+    *,
+    private_key: Path,
+    model_name: str,
+    signature_name: str = SIGNATURE_FILE,
+    ignore_paths: Sequence[str] = (),
 ) -> bytes:
     """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path → sha256 hex, computed by
-    the caller), signed with the EC private key at ``private_key``; UsageError (exit 2) naming the key if unusable."""
+    the caller), signed with the EC private key at ``private_key``; UsageError (exit 2) naming the key if unusable.
+    ``ignore_paths`` (relative to the model folder) are left out by the signer, as ``sign key --ignore-paths``."""
     _library()
     from model_signing import hashing, manifest, signing
     from model_signing._hashing.hashing import Digest  # the type of every manifest item's digest (no public alias)
 
-    ignored = [signature_name, *GIT_PATHS]
+    ignored = [signature_name, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
         {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
     )

@@ -417,8 +417,8 @@ def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
 
 
 class _GrowingManifest(Contents):
-    def manifest(self, hashes: dict[str, str]) -> bytes:
-        return super().manifest(hashes) + (b" " if hashes else b"")
+    def manifest(self, hashes: dict[str, str], signature: bytes | None = None) -> bytes:
+        return super().manifest(hashes, signature) + (b" " if hashes else b"")
 
 
 def test_a_manifest_that_would_not_fit_its_place_is_never_patched_in(tmp_path: Path) -> None:
