@@ -6,6 +6,7 @@ the signature does not cover, or whose source lists other bytes, fails before a 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.report import FileOutcome, failed
 from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, require_library, verify_signature
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, SignatureRecord, read_bytes
+from mdl.store import ExpectedFile, SignatureRecord, read_bytes, write_atomic
 from mdl.transfer import RetryLog, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -65,7 +66,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     what = label_of(sig)
     retries = RetryLog()
     data, staged = _fetch_signature(session, replace(sig, signature=True), retries)
-    manifest = verify_signature(data, trust, what=what)
+    manifest = _verified(session, data, trust, what=what)
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
@@ -101,6 +102,29 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
         discard_partial(job)
         raise
     return _read(store.dest, staged, what=label_of(sig)), staged
+
+
+def _verified(session: PullSession, data: bytes, trust: Trust, *, what: str) -> SignedManifest:
+    """The statement ``data`` signs, verified against ``trust`` here once: its result is kept under
+    ``.mdl/signatures`` by the signature's and the trust's digests, so a pull of an unchanged model (cron) neither
+    verifies it again nor imports model_signing (~0.4 CPU-s); another key, certificate or signature is verified
+    anew. ``mdl verify`` always verifies it afresh."""
+    store = session.store
+    try:
+        name = hashlib.sha256(hashlib.sha256(data).digest() + trust.fingerprint().encode()).hexdigest()
+    except OSError:
+        return verify_signature(data, trust, what=what)  # it says which file cannot be read
+    kept = store.state_dir / "signatures" / f"{name}.json"
+    try:
+        return SignedManifest.from_json(json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES)))
+    except (OSError, ValueError, MdlError):
+        pass  # not kept (or not as mdl keeps it): verified now
+    manifest = verify_signature(data, trust, what=what)
+    try:
+        write_atomic(store.dest, kept, json.dumps(manifest.to_json(), separators=(",", ":")).encode())
+    except OSError as exc:  # only the next run's saving is lost
+        log.warning("%s: cannot keep the verified signature at %s: %s", what, kept, exc.strerror or exc)
+    return manifest
 
 
 def _read(root: Path, path: Path, *, what: str) -> bytes:

@@ -155,6 +155,51 @@ class SignedManifest:
             return SignedFile(path, "sha256", ((0, None, EMPTY_SHA256),))
         return found
 
+    def to_json(self) -> dict[str, object]:
+        """The statement as mdl keeps it once verified (``from_json`` reads it back, checked like any input)."""
+        return {
+            "method": self.method,
+            "algorithm": self.algorithm,
+            "ignore_paths": list(self.ignore_paths),
+            "model_name": self.model_name,
+            "files": {path: [list(piece) for piece in one.pieces] for path, one in sorted(self.files.items())},
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> SignedManifest:
+        """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature is verified again)."""
+        if not isinstance(doc, dict) or set(doc) != {"method", "algorithm", "ignore_paths", "model_name", "files"}:
+            raise ValueError("not a kept statement")
+        method, algorithm, ignored, name, files = (
+            doc["method"],
+            doc["algorithm"],
+            doc["ignore_paths"],
+            doc["model_name"],
+            doc["files"],
+        )
+        if method not in ("files", "shards") or algorithm not in ALGORITHMS.values() or not isinstance(name, str):
+            raise ValueError("not a kept statement")
+        if not isinstance(ignored, list) or not all(isinstance(p, str) for p in ignored) or not isinstance(files, dict):
+            raise ValueError("not a kept statement")
+        kept: dict[str, SignedFile] = {}
+        for path, pieces in files.items():
+            if not isinstance(path, str) or not isinstance(pieces, list) or not pieces:
+                raise ValueError("not a kept statement")
+            parts: list[tuple[int, int | None, str]] = []
+            for piece in pieces:
+                if not isinstance(piece, list) or len(piece) != 3:
+                    raise ValueError("not a kept statement")
+                start, end, digest = piece
+                if (
+                    not isinstance(start, int)
+                    or not (end is None or isinstance(end, int))
+                    or not isinstance(digest, str)
+                ):
+                    raise ValueError("not a kept statement")
+                parts.append((start, end, digest))
+            kept[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
+        return cls(method, algorithm, kept, tuple(ignored), name)
+
     def ignores(self, path: str) -> bool:
         """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing
         always leaves out): such a file is not the model's, and is not installed from a signed source."""

@@ -36,6 +36,15 @@ class Trust:
         """Its path in the model folder: as the repo has it, or a URL's last segment."""
         return self.file.rsplit("/", 1)[-1] if self.file_is_url else self.file
 
+    def fingerprint(self) -> str:
+        """A digest of everything this trust decides by: the key's or certificates' bytes, or the identity and
+        issuer (OSError when a file cannot be read). Another key at the same path is another trust."""
+        digest = hashlib.sha256(self.kind.encode())
+        for path in (self.key,) if self.key is not None else self.certificates:
+            digest.update(b"\0" + path.read_bytes())
+        digest.update(f"\0{self.identity}\0{self.issuer}".encode())
+        return digest.hexdigest()
+
     def by(self) -> str:
         """Who signed what verifies with it, as ``list``/``show`` say it: the key's id (the sha256 of its PEM, as
         model_signing's bundles hint it), the chain's first certificate's file, or the sigstore identity."""

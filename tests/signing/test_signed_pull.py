@@ -311,3 +311,31 @@ def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(world: Path, hu
     result = mdl("pull", "tiny", "--locked")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
+
+
+def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """The verified statement is kept (by the signature's and the key's digests): a cron re-pull does not import
+    model_signing again, and another key at the same path is verified afresh."""
+    import os
+    import subprocess
+    import sys
+
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    probe = tmp_path / "imported"
+    script = (
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: open({str(probe)!r}, 'w').write(str('model_signing' in sys.modules)))\n"
+        "sys.argv = ['mdl', 'pull', 'tiny']\n"
+        "runpy.run_module('mdl', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert probe.read_text() == "False"
+    _, other = key_pair(tmp_path / "other")
+    public.write_bytes(other.read_bytes())  # another key at the same path: not the one that verified it
+    again = mdl("pull", "tiny")
+    assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
