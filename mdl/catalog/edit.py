@@ -577,6 +577,7 @@ def _rewritten(
     body = table.value.body
     indent = next((item.trivia.indent for key, item in body if key is not None), "")
     new = tomlkit.table()
+    new.value.parsing(True)  # as tomlkit read them: no blank line of its own before a sub-table, headers as written
     for index, (written, item) in enumerate([*body, (None, None)]):
         trivia = getattr(body[index - 1][1], "trivia", None) if index and inserts.get(index) else None
         if trivia is not None and "\n" not in trivia.trail:
@@ -587,6 +588,7 @@ def _rewritten(
             new.append(key, line)
         if item is not None and (written is None or written.key not in dropped):
             new.append(written, item)
+    new.value.parsing(False)
     # the header as written (set after the lines: an indented header would indent each line appended)
     new.trivia.indent, new.trivia.comment_ws = table.trivia.indent, table.trivia.comment_ws
     new.trivia.comment, new.trivia.trail = table.trivia.comment, table.trivia.trail

@@ -81,9 +81,9 @@ def add_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="PUB.pem",
-            help="Pull it only signed by this public key (PEM): the entry's signature key, written relative to the "
-            "catalog's folder when the key is in it, else absolute.",
+            metavar="KEY",
+            help="Pull it only if its model.sig verifies with this public key (PEM): the entry's signature key, "
+            "written relative to the catalog's folder when the key is in it, else absolute.",
         ),
     ] = None,
     force: Annotated[
