@@ -296,6 +296,7 @@ def add(
     sha256: str | None = None,
     description: str | None = None,
     tags: Sequence[str] = (),
+    signed_by: StrPath | None = None,
     force: bool = False,
     check: bool = True,
     catalog: StrPath | None = None,
@@ -304,11 +305,12 @@ def add(
     progress: Progress | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments; set its
-    ``description``, add ``tags`` (``force``: replace them), on an entry that is there without any source too."""
+    ``description``, add ``tags`` (``force``: replace them), trust signatures by the public key ``signed_by``
+    (``force``: instead of another signer), on an entry that is there without any source too."""
     from mdl.download import add_model
 
-    entry = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256, "force": force}
-    entry |= {"description": description, "tags": tags}
+    entry: dict[str, Any] = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
+    entry |= {"description": description, "tags": tags, "signed_by": signed_by, "force": force}
     flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
     return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 META_KEYS = ("description", "tags")  # what --description and --tag set: never part of what the entry fetches
+TRUST_KEYS = ("key", "certificates", "identity", "issuer")  # whom a [signature] table trusts (one kind of them)
 # What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
 # Never changed: the canonical forms built from it share its lists.
 DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
@@ -144,17 +146,21 @@ def add_entry(
     sha256: str | None = None,
     description: str | None = None,
     tags: Sequence[str] = (),
+    signed_by: Path | None = None,
+    folder: Path = Path(),
     force: bool = False,
 ) -> Edit:
     """Add model ``name`` to catalog ``text`` (or extend it, or with ``force`` replace it); UsageError on conflict.
     ``description`` replaces the entry's; ``tags`` are added to its own (each once), or with ``force`` replace them;
-    an entry that is there takes them without a SOURCE (action ``updated``)."""
+    ``signed_by`` (a public key's path) becomes its ``signature`` table's key, written relative to ``folder`` (the
+    catalog's) when it is in it, or with ``force`` replaces another signer. An entry that is there takes them without
+    a SOURCE (action ``updated``)."""
     document = tomllib.loads(text)
     old = document.get("models", {}).get(name)
-    meta = _meta(old, description, tags, force=force)
+    meta = _meta(old, description, tags, force=force) | _signature(name, old, signed_by, folder, force=force)
     action: Action
     added: list[dict[str, Any]]
-    if not sources and (description is not None or tags):  # only the description or tags
+    if not sources and (description is not None or tags or signed_by is not None):  # only what _meta_placed sets
         if old is None:
             raise UsageError(
                 f"{format_path(('models', name))} is not in the catalog: give a SOURCE to add it "
@@ -165,13 +171,13 @@ def add_entry(
         entry, action, added = old, "unchanged", []
     else:
         entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
-    if action in ("added", "replaced"):  # written whole: with its new description and tags
+    if action in ("added", "replaced"):  # written whole: with its new description, tags and signature
         entry, meta = _with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
         place = functools.partial(_placed, text, name, entry, old, action)
         edited = _edited(document, text, name, entry, place)
-    if meta:  # then the description and tags, in the entry as now written
+    if meta:  # then the description, tags and signature, in the entry as now written
         updated = _with_meta(entry, meta)
         meta_place = functools.partial(_meta_placed, edited, name, meta)
         edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
@@ -215,10 +221,61 @@ def _meta(old: dict[str, Any] | None, description: str | None, tags: Sequence[st
     return {key: value for key, value in meta.items() if old is None or old.get(key) != value}
 
 
+def _signature(name: str, old: dict[str, Any] | None, key: Path | None, folder: Path, *, force: bool) -> dict[str, Any]:
+    """``{"signature": table}`` trusting ``key`` (its ``file`` kept), or {} when the entry trusts that key already;
+    UsageError when it names another signer and not ``force`` (as for another repo)."""
+    if key is None:
+        return {}
+    key, folder = _absolute(key), _absolute(folder)
+    had = (old or {}).get("signature")
+    if isinstance(had, dict) and isinstance(had.get("key"), str) and _same_path(folder, had["key"], key):
+        return {}
+    written = key_as_written(key, folder)
+    if isinstance(had, dict) and not force:
+        raise UsageError(
+            f"{format_path(('models', name, 'signature'))} already trusts {_signer(had)}; "
+            f"pass --force to trust {written} instead",
+            hint="--force changes only whom it trusts; the signature's file stays",
+        )
+    kept = {"file": had["file"]} if isinstance(had, dict) and "file" in had else {}
+    return {"signature": {"key": written, **kept}}
+
+
+def key_as_written(key: Path, folder: Path) -> str:
+    """A key's path as a catalog committed to git wants it: relative to the catalog's ``folder`` (with ``/``) when
+    the key is in it or below, else absolute (symbolic links not followed: the path as the user gave it)."""
+    key, folder = _absolute(key), _absolute(folder)
+    return key.relative_to(folder).as_posix() if key.is_relative_to(folder) else str(key)
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.normpath(path.expanduser().absolute()))
+
+
+def _same_path(folder: Path, written: str, key: Path) -> bool:
+    """Whether a key path the catalog has (relative to ``folder``) names the file ``key`` is."""
+    there = _absolute(folder / Path(written).expanduser())
+    try:
+        return there == key or there.samefile(key)
+    except OSError:  # not there (any more): only the same path is the same key
+        return False
+
+
+def _signer(table: dict[str, Any]) -> str:
+    """Whom a ``signature`` table trusts, as an error names it."""
+    if "key" in table:
+        return f"the key {table['key']}"
+    if "certificates" in table:
+        return f"the certificate chain {', '.join(map(str, table['certificates']))}"
+    return f"{table.get('identity')} ({table.get('issuer')})"
+
+
 def _with_meta(entry: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """``entry`` with ``meta``'s values: in place of its own, or first (as the docs write them) when it has none."""
-    first = {key: value for key, value in meta.items() if key not in entry}
-    return {**first, **{key: meta.get(key, value) for key, value in entry.items()}}
+    """``entry`` with ``meta``'s values: in place of its own, or when it has none, a description and tags first (as
+    the docs write them) and a signature last."""
+    first = {key: value for key, value in meta.items() if key not in entry and key in META_KEYS}
+    last = {key: value for key, value in meta.items() if key not in entry and key not in META_KEYS}
+    return {**first, **{key: meta.get(key, value) for key, value in entry.items()}, **last}
 
 
 def remove_entry(text: str, name: str) -> str:
@@ -438,11 +495,12 @@ def _placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Actio
 
 
 def _meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
-    """``meta`` (description, tags) set in the entry as written, every other line kept: a value that is there is
-    replaced where it is (its comment kept), a new one goes after the entry's other such keys, else first; None for
-    a layout with no such place (an entry split around other tables)."""
+    """``meta`` (description, tags, signature) set in the entry as written, every other line kept: a value that is
+    there is replaced where it is (its comment kept; a ``[models.NAME.signature]`` table keeps its header, comments
+    and ``file``), a new description or tags go after the entry's other such keys, else first, a new signature
+    after its last value; None for a layout with no such place (an entry split around other tables)."""
     import tomlkit
-    from tomlkit.items import InlineTable, Table, Whitespace
+    from tomlkit.items import AoT, InlineTable, Table
 
     document = tomlkit.parse(text)
     holders = [table for table in _models_tables(document) if name in table]
@@ -454,39 +512,90 @@ def _meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
         return tomlkit.dumps(document)
     if not isinstance(table, Table):
         return None
+    nl = "\r\n" if "\r\n" in text else "\n"
     missing = {key: value for key, value in meta.items() if key not in table}
     for key, value in meta.items():
-        if key in table:
-            table[key] = value
+        if key not in table:
+            continue
+        if isinstance(table[key], Table):  # [models.NAME.signature]: its keys replaced, its other lines kept
+            _merged(table, key, value, nl)
+        else:
+            table[key] = _inline(value)
     if not missing:
         return tomlkit.dumps(document)
     if table.is_super_table():  # [models.x.files] tables alone, no [models.x]: tomlkit gives it its header
         for key, value in missing.items():
-            table[key] = value
+            table[key] = _inline(value)
         return tomlkit.dumps(document)
-    nl = "\r\n" if "\r\n" in text else "\n"
     body = table.value.body
     keyed = [i for i, (key, _) in enumerate(body) if key is not None and key.key in META_KEYS]
-    at = keyed[-1] + 1 if keyed else 0
-    # indented as the entry's first value is
+    values = [i for i, (key, item) in enumerate(body) if key is not None and not isinstance(item, Table | AoT)]
+    last = _attached_end(body, values[-1] + 1) if values else 0  # past the comments under its last value
+    inserts: dict[int, dict[str, Any]] = {}
+    for key, value in missing.items():
+        inserts.setdefault((keyed[-1] + 1 if keyed else 0) if key in META_KEYS else last, {})[key] = value
+    _rewritten(holders[0], name, inserts, (), nl)
+    return tomlkit.dumps(document)
+
+
+def _attached_end(body: list[tuple[Any, Any]], at: int) -> int:
+    """Past the comment lines at ``body[at]`` when a blank line (or the table's end) follows them, else ``at`` (as
+    :func:`_attached` reads a comment under a line as that line's)."""
+    from tomlkit.items import Comment, Whitespace
+
+    end = at
+    while end < len(body) and isinstance(body[end][1], Comment):
+        end += 1
+    return end if end == len(body) or (isinstance(body[end][1], Whitespace) and "\n" in body[end][1].s) else at
+
+
+def _merged(holder: Any, name: str, values: dict[str, Any], nl: str) -> None:
+    """The sub-table ``holder[name]`` made to hold exactly ``values``: a key it has is set where it is (its comment
+    kept), one it has not takes the place of the first key dropped (else goes after its last value)."""
+    table = holder[name]
+    for key, value in values.items():
+        if key in table and table[key] != value:
+            table[key] = _inline(value)
+    body = table.value.body
+    dropped = [i for i, (key, _) in enumerate(body) if key is not None and key.key not in values]
+    keyed = [i for i, (key, _) in enumerate(body) if key is not None]
+    at = dropped[0] if dropped else keyed[-1] + 1 if keyed else 0
+    new = {key: value for key, value in values.items() if key not in table}
+    if new or dropped:
+        _rewritten(holder, name, {at: new}, {body[i][0].key for i in dropped}, nl)
+
+
+def _rewritten(
+    holder: Any, name: str, inserts: Mapping[int, dict[str, Any]], dropped: Collection[str], nl: str
+) -> None:
+    """The table ``holder[name]`` written anew: its lines as written but the values keyed in ``dropped``, with
+    ``inserts[i]``'s keys one line each before its line ``i`` (indented as its first value), its header kept."""
+    import tomlkit
+    from tomlkit.items import Whitespace
+
+    table = holder[name]
+    body = table.value.body
     indent = next((item.trivia.indent for key, item in body if key is not None), "")
     new = tomlkit.table()
+    new.value.parsing(True)  # as tomlkit read them: no blank line of its own before a sub-table, headers as written
     for index, (written, item) in enumerate([*body, (None, None)]):
-        if index == at:
-            for key, value in missing.items():
-                line = tomlkit.item(value)
-                line.trivia.indent, line.trivia.trail = indent[len(indent.rstrip(" \t")) :], nl
-                new.append(key, line)
-        if item is not None:
+        trivia = getattr(body[index - 1][1], "trivia", None) if index and inserts.get(index) else None
+        if trivia is not None and "\n" not in trivia.trail:
+            trivia.trail += nl  # the file's last line, without its line break
+        for key, value in inserts.get(index, {}).items():
+            line = tomlkit.item(_inline(value))
+            line.trivia.indent, line.trivia.trail = indent[len(indent.rstrip(" \t")) :], nl
+            new.append(key, line)
+        if item is not None and (written is None or written.key not in dropped):
             new.append(written, item)
+    new.value.parsing(False)
     # the header as written (set after the lines: an indented header would indent each line appended)
     new.trivia.indent, new.trivia.comment_ws = table.trivia.indent, table.trivia.comment_ws
     new.trivia.comment, new.trivia.trail = table.trivia.comment, table.trivia.trail
-    holders[0][name] = new
+    holder[name] = new
     # tomlkit sets a replaced table apart with a blank line of its own: not where the old one had none
     if not (body and isinstance(body[-1][1], Whitespace)) and isinstance(new.value.body[-1][1], Whitespace):
         del new.value.body[-1]
-    return tomlkit.dumps(document)
 
 
 def _make_room(lines: list[_Line], prefix: tuple[str, ...], tables: list[Any], text: str, nl: str) -> None:

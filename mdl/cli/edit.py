@@ -1,6 +1,7 @@
 """``mdl init``, ``mdl add`` and ``mdl remove``: write a starter catalog.toml, edit one (comments and layout kept)
 and catalog.lock with it."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -57,7 +58,8 @@ def add_cmd(
         list[str] | None,
         typer.Argument(
             help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs; none to change only --description and --tag."
+            "several build a multi-file model) or https:// URLs; none to change only --description, --tag and "
+            "--signed-by."
         ),
     ] = None,
     include: Annotated[
@@ -75,9 +77,20 @@ def add_cmd(
         list[str] | None,
         typer.Option("--tag", help="Add a tag, kept once (repeatable; with --force they replace the entry's tags)."),
     ] = None,
+    signed_by: Annotated[
+        Path | None,
+        typer.Option(
+            "--signed-by",
+            metavar="KEY",
+            help="Pull it only if its model.sig verifies with this public key (PEM): the entry's signature key, "
+            "written relative to the catalog's folder when the key is in it, else absolute.",
+        ),
+    ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Replace what the entry says (another repo, a file at the same path, its tags)."),
+        typer.Option(
+            "--force", help="Replace what the entry says (another repo, a file at the same path, its tags, its signer)."
+        ),
     ] = False,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
@@ -86,7 +99,7 @@ def add_cmd(
     **where: Any,
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
-    its description and tags."""
+    its description, tags and signer."""
     change = run.call(
         api.add,
         name,
@@ -97,6 +110,7 @@ def add_cmd(
         sha256=sha256,
         description=description,
         tags=tag or (),
+        signed_by=signed_by,
         force=force,
         check=not no_check,
         **where,

@@ -42,12 +42,22 @@ from mdl.errors import (
     UsageError,
     worst_exit_code,
 )
-from mdl.lockfile import Lock, LockedModel, ModelChange, diff_locks, exclusive, locked_from_resolved, read_lock
+from mdl.lockfile import (
+    Lock,
+    LockedModel,
+    ModelChange,
+    diff_locks,
+    exclusive,
+    fingerprint,
+    locked_from_resolved,
+    read_lock,
+)
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
+from mdl.signing import key_id
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
 from mdl.store import not_a_file, unlink, write_atomic
 
@@ -68,7 +78,11 @@ def add_model(
 ) -> catalog_edit.CatalogChange:
     """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
     name = catalog_edit.check_model_name(name)
+    if entry.get("signed_by") is not None:  # a PEM public key, or exit 2 naming it before the catalog is read
+        entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
+        key_id(entry["signed_by"])
     path, text, created = _catalog_text(catalog, environ, create=True)
+    entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
     if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
         endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
@@ -80,9 +94,11 @@ def add_model(
         return change
     edited = _valid(edit.text, path)
     settings = settings_for(edited, environ, dest=None, timeout=timeout)
-    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock
-    online = check and not settings.offline and edit.action != "updated"
-    if online:
+    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
+    # does (its file is one of the model's): the lock is renewed, the source not asked again
+    fetches = edit.action != "updated" or fingerprint(_valid(text, path).get(name)) != fingerprint(edited.get(name))
+    online = check and not settings.offline and fetches
+    if online and edit.action != "updated":
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
     if created:
@@ -98,9 +114,9 @@ def add_model(
             change = replace(change, action=edit.action, entry=edit.entry, created=created)
         if edit.action != "unchanged":
             _write_catalog(path, edit.text, created=created)
-    change = replace(change, checked=online)
+    change = replace(change, checked=online and edit.action != "updated")
     lock_file = lock_beside(path)
-    if not lock_file.exists() or edit.action == "updated":
+    if not lock_file.exists() or not fetches:
         return change
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
