@@ -56,14 +56,19 @@ class Trust:
 
 
 def key_id(path: Path) -> str:
-    """The public key's id as model_signing writes it in a bundle (sha256 of its SubjectPublicKeyInfo PEM)."""
+    """The public key's id as model_signing writes it in a bundle (sha256 of its SubjectPublicKeyInfo PEM);
+    UsageError (exit 2) naming the file when it cannot be read or is not an EC public key in PEM."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
         raise UsageError(f"signature key {path}: cannot read it: {exc.strerror or exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"signature key {path}: not a PEM public key ({exc})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise UsageError(f"signature key {path}: not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UsageError(f"signature key {path}: not an elliptic-curve key (model signing keys are ECDSA)") from None
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(pem).hexdigest()
