@@ -39,6 +39,7 @@ class Signatures:
 
 
 def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
+    """Every signed model's signature fetched and verified, its files pinned (the others pass unchanged)."""
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
     if trusts and any(model.name in trusts for model in resolved):
         require_library()  # exit 2 naming mdl[sign], before anything is fetched
@@ -91,8 +92,18 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
     job = transfer_job(session, sig, store, staged, verify=True, retries=retries)
+
+    def on_wait(holder: str) -> None:
+        by = f" (held by {holder})" if holder else ""
+        session.progress.waiting(job.label, f"another mdl run is fetching it{by}")
+
+    # Its partial is the one the fetch stage would use: held as that stage holds it, against another run's pull.
+    held = store.acquire_file_lock(
+        sig.model, sig.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
+    )
     try:
         fetched_from_sources(session, job, sig)
+        return _read(store.dest, staged, what=label_of(sig)), staged
     except NotFoundError as exc:
         raise IntegrityError(
             f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
@@ -101,7 +112,8 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     except MdlError:
         discard_partial(job)
         raise
-    return _read(store.dest, staged, what=label_of(sig)), staged
+    finally:
+        held.release()
 
 
 def _verified(session: PullSession, data: bytes, trust: Trust, *, what: str) -> SignedManifest:
