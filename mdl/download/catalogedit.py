@@ -28,7 +28,7 @@ from mdl.catalog import (
     user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
-from mdl.download.fetch import transfer_job
+from mdl.download.fetch import fetch_from_sources, transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
@@ -415,8 +415,8 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
         try:
             job = transfer_job(session, remote, store, target, verify=True)
             log.info("%s: downloading it once to learn its sha256", label)
-            try:
-                result = session.engine.fetch(job)
+            try:  # from the mirrors first, as a pull would (a signature may be on a mirror only: publish --sign)
+                result = fetch_from_sources(session, job, remote)
             except MdlError as exc:
                 session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
                 raise

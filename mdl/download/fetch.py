@@ -283,7 +283,10 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     # A signed model's files are held to their signature whatever --no-verify says: the catalog asks for it.
     verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_staged(session, job, remote) or fetched_from_sources(session, job, remote)
+    result = _from_staged(session, job, remote)  # a signature verified before the others: shown as it came
+    if result is None:
+        result = fetch_from_sources(session, job, remote)
+        session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
@@ -390,11 +393,9 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
     return job
 
 
-def fetched_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
+def fetch_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
     """The file from its mirrors, else its own source, into ``job.final_path``, verified."""
-    result = _from_mirrors(session, job, remote) or session.engine.fetch(job)
-    session.progress.finish(job.label, ok=True)
-    return result
+    return _from_mirrors(session, job, remote) or session.engine.fetch(job)
 
 
 def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:

@@ -18,7 +18,7 @@ from mdl.lockfile import Lock, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import ResolvedModel, resolve_model
+from mdl.sources import ResolvedModel, marked_signature, resolve_model
 from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
@@ -44,7 +44,8 @@ def resolve(
         try:
             if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
                 file_url = partial(_hub_url, session.settings.endpoint)
-                resolved.append(resolved_from_locked(locked, file_url=file_url, spec=spec, environ=session.environ))
+                model = resolved_from_locked(locked, file_url=file_url, spec=spec, environ=session.environ)
+                resolved.append(marked_signature(spec, model))
                 continue
             if outage is not None and needs_hub:  # the same outage, told for this model: the Hub is not asked again
                 _, sep, rest = outage.message.partition(": ")

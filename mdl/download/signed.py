@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mdl.catalog import ModelSpec
-from mdl.download.fetch import fetched_from_sources, transfer_job
+from mdl.download.fetch import fetch_from_sources, transfer_job
 from mdl.download.plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
@@ -66,7 +66,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     assert sig is not None, "the resolver adds the signature file to a signed model"
     what = label_of(sig)
     retries = RetryLog()
-    data, staged = _fetch_signature(session, replace(sig, signature=True), retries)
+    data, staged = _fetch_signature(session, sig, retries)
     manifest = _verified(session, data, trust, what=what)
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
@@ -102,7 +102,8 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
         sig.model, sig.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
     )
     try:
-        fetched_from_sources(session, job, sig)
+        fetch_from_sources(session, job, sig)
+        session.progress.finish(job.label, ok=True)
         return _read(store.dest, staged, what=label_of(sig)), staged
     except NotFoundError as exc:
         raise IntegrityError(

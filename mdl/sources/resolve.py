@@ -71,16 +71,25 @@ def resolve_model(
 ) -> ResolvedModel:
     """The concrete files of one catalog model, from the Hub (or from its record when offline)."""
     if offline:
-        return resolve_offline(spec, record)
+        return marked_signature(spec, resolve_offline(spec, record))
     if spec.is_snapshot:
         assert hub is not None, "a snapshot needs the Hub"
-        return _resolve_snapshot(spec, hub)
+        return marked_signature(spec, _resolve_snapshot(spec, hub))
     files = [resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files]
     trust = spec.signature
     if trust is not None and trust.installed_as not in {f.path for f in files}:
         files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
-    return ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files))
+    resolved = ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files))
+    return marked_signature(spec, resolved)
+
+
+def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
+    """The model with its signature file marked (its own signature proves its bytes: a mirror may serve it)."""
+    if spec.signature is None:
+        return model
+    path = spec.signature.installed_as
+    return replace(model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files))
 
 
 def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:

@@ -339,3 +339,24 @@ def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
     public.write_bytes(other.read_bytes())  # another key at the same path: not the one that verified it
     again = mdl("pull", "tiny")
     assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
+
+
+def test_the_lock_pins_a_signature_only_a_mirror_has(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    private, public = key_pair(tmp_path / "keys")
+    folder = tmp_path / "upstream"
+    for path, data in FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    signature = official_sign(folder, private)
+    hub.add_repo("org/tiny", dict(FILES))
+    hub.cdn.add_file("/mirror/tiny/model.sig", signature)
+    world.write_text(
+        f'[settings]\nmirrors = ["{hub.cdn.url}/mirror/{{model}}/{{path}}"]\n\n'
+        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    locked = mdl("lock")
+    assert locked.exit_code == 0, locked.stderr
+    assert hashlib.sha256(signature).hexdigest() in (world.parent / "catalog.lock").read_text()
+    result = mdl("pull", "tiny", "--locked")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
