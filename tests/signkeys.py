@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -59,3 +62,44 @@ def library_sign(
         folder, folder / "model.sig"
     )
     return (folder / "model.sig").read_bytes()
+
+
+def json_places(doc: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document (keys and indexes from the top), the whole document first."""
+    found = [here]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            found += json_places(value, (*here, key))
+    elif isinstance(doc, list):
+        for index, value in enumerate(doc):
+            found += json_places(value, (*here, index))
+    return found
+
+
+def json_replaced(doc: Any, place: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``doc`` with ``value`` at ``place``."""
+    if not place:
+        return value
+    copy = dict(doc) if isinstance(doc, dict) else list(doc)
+    copy[place[0]] = json_replaced(doc[place[0]], place[1:], value)
+    return copy
+
+
+def mutated_bundle(signature: bytes, *, in_statement: bool, pick: int, value: Any) -> bytes:
+    """``signature`` (a model.sig) with one place of its bundle, or of the statement it signs, replaced."""
+    bundle = json.loads(signature)
+    if in_statement:
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        places = json_places(statement)
+        changed = json_replaced(statement, places[pick % len(places)], value)
+        bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(changed).encode()).decode()
+        return json.dumps(bundle).encode()
+    places = json_places(bundle)
+    return json.dumps(json_replaced(bundle, places[pick % len(places)], value)).encode()
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> Path:
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    return folder

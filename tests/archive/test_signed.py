@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runfixtures import make_hf_run, mdl, write
+from signkeys import json_places, json_replaced
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
@@ -373,26 +374,6 @@ JSON_VALUES = st.recursive(
 )
 
 
-def _paths(doc: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON document (keys and indexes from the top)."""
-    found = [here]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            found += _paths(value, (*here, key))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            found += _paths(value, (*here, index))
-    return found
-
-
-def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
-    if not path:
-        return value
-    copy = dict(doc) if isinstance(doc, dict) else list(doc)
-    copy[path[0]] = _replaced(doc[path[0]], path[1:], value)
-    return copy
-
-
 def _statement_edit(bundle: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """The bundle with its DSSE payload (the signed in-toto statement) edited, the signature left as it was."""
     envelope = dict(bundle["dsseEnvelope"])
@@ -416,7 +397,7 @@ def signed_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, byte
 
 def _mutations(genuine: bytes) -> st.SearchStrategy[bytes]:
     bundle = json.loads(genuine)
-    places = _paths(bundle)
+    places = json_places(bundle)
 
     def a_subject_digest(statement: dict[str, Any], value: Any) -> None:
         statement["predicate"]["resources"][0]["digest"] = value
@@ -425,10 +406,10 @@ def _mutations(genuine: bytes) -> st.SearchStrategy[bytes]:
         st.binary(max_size=2048),
         st.just(genuine),
         st.tuples(st.sampled_from(places), JSON_VALUES).map(
-            lambda edit: json.dumps(_replaced(bundle, edit[0], edit[1])).encode()
+            lambda edit: json.dumps(json_replaced(bundle, edit[0], edit[1])).encode()
         ),
         st.sampled_from(places[1:]).map(  # a field dropped
-            lambda path: json.dumps(_replaced(bundle, path[:-1], _without(bundle, path))).encode()
+            lambda path: json.dumps(json_replaced(bundle, path[:-1], _without(bundle, path))).encode()
         ),
         JSON_VALUES.map(
             lambda value: json.dumps(_statement_edit(bundle, lambda s: a_subject_digest(s, value))).encode()

@@ -3,15 +3,13 @@ statement equal to the genuine one, or IntegrityError (exit 6) / UsageError (exi
 
 from __future__ import annotations
 
-import base64
-import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from signkeys import key_pair, official_sign
+from signkeys import key_pair, mutated_bundle, official_sign
 
 from mdl.errors import IntegrityError, UsageError
 from mdl.signing import SignedManifest, Trust, verify_signature
@@ -38,24 +36,6 @@ def genuine() -> tuple[bytes, Trust, SignedManifest]:
     return signature, trust, verify_signature(signature, trust, what="m")
 
 
-def _paths(doc: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [at]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            found += _paths(value, (*at, key))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            found += _paths(value, (*at, index))
-    return found
-
-
-def _set(doc: Any, at: tuple[Any, ...], value: Any) -> Any:
-    if not at:
-        return value
-    doc[at[0]] = _set(doc[at[0]], at[1:], value)
-    return doc
-
-
 def _outcome(data: bytes, trust: Trust, original: SignedManifest) -> None:
     try:
         signed = verify_signature(data, trust, what="m/model.sig")
@@ -69,21 +49,14 @@ def _outcome(data: bytes, trust: Trust, original: SignedManifest) -> None:
 @given(pick=st.integers(min_value=0), value=JSON)
 def test_any_field_of_the_bundle_replaced(pick: int, value: Any) -> None:
     signature, trust, original = genuine()
-    bundle = json.loads(signature)
-    paths = _paths(bundle)
-    _outcome(json.dumps(_set(bundle, paths[pick % len(paths)], value)).encode(), trust, original)
+    _outcome(mutated_bundle(signature, in_statement=False, pick=pick, value=value), trust, original)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pick=st.integers(min_value=0), value=JSON)
 def test_any_field_of_the_signed_statement_replaced(pick: int, value: Any) -> None:
     signature, trust, original = genuine()
-    bundle = json.loads(signature)
-    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-    paths = _paths(statement)
-    changed = _set(statement, paths[pick % len(paths)], value)
-    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(changed).encode()).decode()
-    _outcome(json.dumps(bundle).encode(), trust, original)
+    _outcome(mutated_bundle(signature, in_statement=True, pick=pick, value=value), trust, original)
 
 
 @settings(max_examples=100, deadline=None)

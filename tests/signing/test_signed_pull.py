@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
-from signkeys import key_pair, official_sign, official_verify
+from signkeys import key_pair, official_sign, official_verify, write_files
 
 WEIGHTS = make_data(300_003, seed=1)
 CONFIG = b'{"model_type": "bert"}\n'
@@ -20,11 +20,7 @@ FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt"
 def signed_repo(hub: HubServer, tmp_path: Path, files: dict[str, bytes] = FILES) -> tuple[Path, Path, bytes]:
     """org/tiny on the Hub with a model.sig made by the official CLI: (private key, public key, signature)."""
     private, public = key_pair(tmp_path / "keys")
-    folder = tmp_path / "upstream"
-    for path, data in files.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
-    signature = official_sign(folder, private)
+    signature = official_sign(write_files(tmp_path / "upstream", files), private)
     hub.add_repo("org/tiny", {**files, "model.sig": signature, ".gitattributes": b"*.safetensors filter=lfs\n"})
     return private, public, signature
 
@@ -225,10 +221,7 @@ def test_other_serialisations_are_checked_as_they_say(
     from signkeys import library_sign
 
     private, public = key_pair(tmp_path / "keys")
-    folder = tmp_path / "upstream"
-    for path, data in FILES.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
+    folder = write_files(tmp_path / "upstream", FILES)
     signature = library_sign(folder, private, method=method, algorithm=algorithm, shard=shard)
     hub.add_repo("org/tiny", {**FILES, "model.sig": signature})
     write_catalog(world, public)
@@ -267,11 +260,7 @@ def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
 ) -> None:
     """``publish --sign`` puts model.sig on the mirror only: a pull from that mirror fetches and checks it."""
     private, public = key_pair(tmp_path / "keys")
-    folder = tmp_path / "upstream"
-    for path, data in FILES.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
-    signature = official_sign(folder, private)
+    signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", dict(FILES))  # no model.sig at the source
     hub.cdn.add_file("/mirror/tiny/model.sig", signature)
     world.write_text(
@@ -343,11 +332,7 @@ def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
 
 def test_the_lock_pins_a_signature_only_a_mirror_has(world: Path, hub: HubServer, tmp_path: Path) -> None:
     private, public = key_pair(tmp_path / "keys")
-    folder = tmp_path / "upstream"
-    for path, data in FILES.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
-    signature = official_sign(folder, private)
+    signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", dict(FILES))
     hub.cdn.add_file("/mirror/tiny/model.sig", signature)
     world.write_text(

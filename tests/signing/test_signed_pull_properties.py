@@ -3,10 +3,8 @@ or exit 6 (or 2) naming the signature or a file, with nothing unsigned at a fina
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runfixtures import mdl
 from servers import HubServer, make_data
-from signkeys import key_pair, official_sign
+from signkeys import key_pair, mutated_bundle, official_sign, write_files
 
 FILES = {"config.json": b'{"a": 1}\n', "model.safetensors": make_data(70_000, seed=4)}
 JSON = st.recursive(
@@ -26,32 +24,10 @@ JSON = st.recursive(
 _runs = itertools.count()
 
 
-def _paths(doc: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [at]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            found += _paths(value, (*at, key))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            found += _paths(value, (*at, index))
-    return found
-
-
-def _set(doc: Any, at: tuple[Any, ...], value: Any) -> Any:
-    if not at:
-        return value
-    doc[at[0]] = _set(doc[at[0]], at[1:], value)
-    return doc
-
-
 @pytest.fixture
 def signed(hub: HubServer, tmp_path: Path) -> tuple[HubServer, Path, bytes, Path]:
     private, public = key_pair(tmp_path / "keys")
-    folder = tmp_path / "upstream"
-    folder.mkdir()
-    for path, data in FILES.items():
-        (folder / path).write_bytes(data)
-    signature = official_sign(folder, private)
+    signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", {**FILES, "model.sig": signature})
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n')
@@ -66,16 +42,7 @@ def test_a_pull_of_any_changed_signature(
     signed: tuple[HubServer, Path, bytes, Path], in_statement: bool, pick: int, value: Any
 ) -> None:
     hub, catalog, signature, root = signed
-    bundle = json.loads(signature)
-    if in_statement:
-        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-        paths = _paths(statement)
-        changed = _set(statement, paths[pick % len(paths)], value)
-        bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(changed).encode()).decode()
-    else:
-        paths = _paths(bundle)
-        bundle = _set(bundle, paths[pick % len(paths)], value)
-    served = json.dumps(bundle).encode()
+    served = mutated_bundle(signature, in_statement=in_statement, pick=pick, value=value)
     hub.replace_file("org/tiny", "model.sig", served)
     dest = root / f"dest-{next(_runs)}"
     env = {"HF_ENDPOINT": hub.url, "MDL_CATALOG": str(catalog), "MDL_DEST": str(dest)}
