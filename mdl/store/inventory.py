@@ -18,7 +18,14 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, require_library, verify_signature
+from mdl.signing import (
+    MAX_SIGNATURE_BYTES,
+    SignedFile,
+    SignedManifest,
+    git_path,
+    require_library,
+    verify_signature,
+)
 from mdl.store import confined
 from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
@@ -233,8 +240,8 @@ def _expected_files(
     spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
     recorded = record.files if record is not None else {}
-    if pinned is not None:
-        return list(pinned)
+    if pinned is not None:  # a signed model's git files (.gitattributes) are left out by its signer: never installed
+        return [pin for pin in pinned if spec.signature is None or not git_path(pin.path)]
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
