@@ -36,6 +36,7 @@ class Signatures:
     failures: list[FileOutcome] = field(default_factory=list)
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     withheld: dict[str, list[ExpectedFile]] = field(default_factory=dict)
+    unsigned: dict[str, list[str]] = field(default_factory=dict)  # of those, the ones it does not sign at all
 
 
 def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
@@ -70,6 +71,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
+    unsigned = [f.path for f in withheld if f.path not in manifest.files]
     files.append(
         replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged, staged_retries=retries.causes)
     )
@@ -79,6 +81,8 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=trust.by())
     if withheld:
         found.withheld[model.name] = withheld
+    if unsigned:
+        found.unsigned[model.name] = unsigned
 
 
 def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -> tuple[bytes, Path | None]:
@@ -90,18 +94,23 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
-    job = transfer_job(session, sig, store, staged, verify=True, retries=retries)
+    # Its .part and staged file are the model's, as the file itself is: another run fetching them waits its turn.
+    held = store.acquire_file_lock(sig.model, sig.path, timeout=session.settings.lock_timeout, cancel=session.cancel)
     try:
-        fetched_from_sources(session, job, sig)
-    except NotFoundError as exc:
-        raise IntegrityError(
-            f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
-            hint="the model is not installed unsigned; remove [signature] from its catalog entry to take it as is",
-        ) from None
-    except MdlError:
-        discard_partial(job)
-        raise
-    return _read(store.dest, staged, what=label_of(sig)), staged
+        job = transfer_job(session, sig, store, staged, verify=True, retries=retries)
+        try:
+            fetched_from_sources(session, job, sig)
+        except NotFoundError as exc:
+            raise IntegrityError(
+                f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
+                hint="the model is not installed unsigned; remove [signature] from its catalog entry to take it as is",
+            ) from None
+        except MdlError:
+            discard_partial(job)
+            raise
+        return _read(store.dest, staged, what=label_of(sig)), staged
+    finally:
+        held.release()
 
 
 def _verified(session: PullSession, data: bytes, trust: Trust, *, what: str) -> SignedManifest:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,45 @@ def test_a_statement_naming_a_path_no_folder_can_hold_refuses_the_model(
     shown = json.loads(mdl("show", "tiny", "--json").stdout)["models"][0]
     assert shown["status"] != "installed" and shown["signature"]["verified"] is False
     assert mdl("verify", "tiny").exit_code != 0
+
+
+def test_an_unsigned_file_an_earlier_pull_installed_is_not_shown_installed_and_signed(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """Pulled before the catalog named a signer, an unsigned file added upstream stays on disk; once the catalog asks
+    for the signature the pull refuses it (exit 6, "nothing of it was installed"), so list and show must not call the
+    model installed and signed with that file in it."""
+    _, public, _ = signed_repo(hub, tmp_path)
+    hub.commit("org/tiny", {"extra.bin": b"added upstream, never signed"})
+    world.write_text('[models.tiny]\nrepo = "org/tiny"\n')
+    assert mdl("pull", "tiny").exit_code == 0
+    write_catalog(world, public)
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 6 and "tiny/extra.bin" in result.stderr, result.stderr
+    shown = json.loads(mdl("show", "tiny", "--json").stdout)["models"][0]
+    assert shown["status"] != "installed", shown
+    assert shown["signature"]["verified"] is False
+    listed = json.loads(mdl("list", "--json").stdout)["models"][0]
+    assert listed["status"] != "installed" and listed["signature"]["verified"] is False
+    assert mdl("verify", "tiny").exit_code != 0
+
+
+def test_concurrent_pulls_of_one_signed_model_all_succeed(world: Path, hub: HubServer, tmp_path: Path) -> None:
+    """Runs of `mdl pull` on one model wait for each other's file locks; the signature was fetched into the model's
+    shared .part and staging file with no lock, so one run renamed it away under another ("cannot move it into
+    place") or another read it half-written ("the signature does not verify")."""
+    _, public, signature = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mdl", "pull", "tiny"],
+            env=dict(os.environ),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    ended = [(run.wait(timeout=120), run.communicate()[1]) for run in runs]
+    assert all(code == 0 for code, _ in ended), [err for code, err in ended if code != 0]
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
