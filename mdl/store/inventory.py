@@ -108,7 +108,11 @@ class ModelStatus:
             return {"verified": False, "by": None, "file": self.spec.signature.installed_as}
         sig = next((f for f in self.files if f.path == kept.file), None)
         intact = sig is not None and sig.state == INSTALLED and sig.sha256 == kept.sha256
-        return {"verified": self.status == INSTALLED and intact, "by": kept.by, "file": kept.file}
+        try:  # verified by whom the catalog names now (another key there is another signer: `mdl pull` checks it)
+            same = kept.by == self.spec.signature.by()
+        except MdlError:  # the key cannot be read: nothing vouches for it
+            same = False
+        return {"verified": self.status == INSTALLED and intact and same, "by": kept.by, "file": kept.file}
 
     def list_json(self) -> dict[str, Any]:
         return {

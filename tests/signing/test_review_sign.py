@@ -190,3 +190,24 @@ def test_concurrent_pulls_of_one_signed_model_all_succeed(world: Path, hub: HubS
     ended = [(run.wait(timeout=120), run.communicate()[1]) for run in runs]
     assert all(code == 0 for code, _ in ended), [err for code, err in ended if code != 0]
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
+
+
+def test_list_and_show_do_not_vouch_for_a_signer_the_catalog_no_longer_names(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """The catalog's key is changed (or its file is gone) after a pull: the model was not signed by the key the
+    catalog names now, so it is not shown verified (verify and pull already fail)."""
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    _, other = key_pair(tmp_path / "other")
+    write_catalog(world, other)
+    assert mdl("verify", "tiny").exit_code == 6
+    for command in (("list", "--json"), ("show", "tiny", "--json")):
+        shown = json.loads(mdl(*command).stdout)["models"][0]
+        assert shown["signature"]["verified"] is False, (command, shown)
+    other.unlink()
+    listed = mdl("list", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["models"][0]["signature"]["verified"] is False
+    write_catalog(world, public)  # the signer it was pulled with: vouched for again
+    assert json.loads(mdl("list", "--json").stdout)["models"][0]["signature"]["verified"] is True
