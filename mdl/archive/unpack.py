@@ -541,11 +541,15 @@ def _signer(trust: Trust) -> str:
     return trust.by()
 
 
-def _check_signature(fh: BinaryIO, entries: list[Entry], trust: Trust) -> tuple[dict[str, SignedFile], str]:
+def _check_signature(
+    fh: BinaryIO, entries: list[Entry], trust: Trust
+) -> tuple[dict[str, SignedFile], str, list[Entry]]:
     """The model.sig of the archive's model folder (its one top-level folder, else its root) verified with ``trust``,
-    and each entry's signed digests by entry name; IntegrityError (exit 6) naming the signature or the entry when it
-    is missing or bad, an entry is not signed (but model.sig itself and what the signer left out), or a signed file
-    is not in the archive. Nothing is extracted yet."""
+    each entry's signed digests by entry name, and the entries to extract: the signed ones, model.sig and mdl's
+    manifest, never what the signer left out (git's files, its ignore list: ``.git/config`` runs commands), as a pull
+    installs none of it. IntegrityError (exit 6) naming the signature or the entry when it is missing or bad, an entry
+    is not signed (but model.sig itself and what the signer left out), or a signed file is not in the archive. Nothing
+    is extracted yet."""
     files = {e.name: e for e in entries if not e.is_dir}
     tops = {name.split("/", 1)[0] for name in (e.name for e in entries)}
     prefix = f"{next(iter(tops))}/" if len(tops) == 1 and not tops & files.keys() else ""
@@ -565,7 +569,11 @@ def _check_signature(fh: BinaryIO, entries: list[Entry], trust: Trust) -> tuple[
     for relative in statement.files:
         if prefix + relative not in signed:
             raise IntegrityError(f"{shown(name)} signs {shown(prefix + relative)}, which the archive does not hold")
-    return signed, name
+    own = {name, prefix + MANIFEST_NAME}
+    kept = [
+        e for e in entries if e.name in signed or e.name in own or not statement.ignores(e.name.removeprefix(prefix))
+    ]
+    return signed, name, kept
 
 
 def unpack_archive(
@@ -621,7 +629,10 @@ def _unpack(
     total = zipread.check_limits(entries, max_ratio)
     zipread.check_lengths(entries, dest_dir)
     manifest = _read_manifest(fh, entries)
-    signed, signature = _check_signature(fh, entries, signer[0]) if signer is not None else ({}, None)
+    signed: dict[str, SignedFile] = {}
+    signature = None
+    if signer is not None:
+        signed, signature, entries = _check_signature(fh, entries, signer[0])
     tops = list(dict.fromkeys(e.name.split("/", 1)[0] for e in entries))
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,8 @@ class FileEntry(Table):
 
 def _signature_file(value: str) -> str:
     if "://" in value:
-        return _file_url(value)
+        url_basename(_file_url(value), where="")  # its name in the model folder: the last segment, never the query
+        return value
     return safe_relative_path(value, where="")
 
 
@@ -273,6 +274,9 @@ class SignatureTable(Table):
         )
 
 
+SIGNATURE_URL_NEEDED = "a model whose files are not all in one Hub repo (and revision) needs the signature's URL"
+
+
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
@@ -288,17 +292,18 @@ class ModelEntry(Table):
     )
     signature: SignatureTable | None = None
 
+    def needs_signature_url(self, signature: SignatureTable) -> bool:
+        """Whether ``signature`` (its own, or [settings]'s) cannot name a file in the model's one Hub repo."""
+        if not self.files or "://" in signature.file:
+            return False
+        repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in self.files}
+        return len(repos) != 1 or None in {f.repo for f in self.files}
+
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         given = self.model_fields_set
-        if self.signature is not None and self.files and "://" not in self.signature.file:
-            repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in self.files}
-            if len(repos) != 1 or None in {f.repo for f in self.files}:
-                raise problem(
-                    "a model whose files are not all in one Hub repo (and revision) needs the signature's URL",
-                    "signature",
-                    "file",
-                )
+        if self.signature is not None and self.needs_signature_url(self.signature):
+            raise problem(SIGNATURE_URL_NEEDED, "signature", "file")
         if "repo" in given and "files" in given:
             raise problem("has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list")
         if "repo" not in given and "files" not in given:
@@ -397,6 +402,8 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
             key: tuple(v) if isinstance(v, list) else v for key, v in entry if key not in ("files", "signature")
         }
         signed = entry.signature or (valid.settings.signature if valid is not None else None)
+        if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
+            found.append((("models", name), f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"))
         trust = signed.to_trust(path.parent if path is not None else Path.cwd()) if signed is not None else None
         models.append(ModelSpec(name=name, **values, files=files, signature=trust))
     if found or valid is None:

@@ -432,7 +432,8 @@ def frozen_models(
 ) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
     """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
     ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
-    the headers (and signed query) of URLs the lock holds: a lock stores no secrets, and alone decides the bytes."""
+    the headers (and signed query) of URLs the lock holds, and its signer: a lock stores no secrets nor trust, and alone
+    decides the bytes."""
     if isinstance(given, Catalog):
         catalog, path = given, lock_beside(given.path) if given.path is not None else None
     else:
@@ -490,4 +491,12 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
                 hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
             )
         files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
-    return ModelSpec(name=locked.name, description=catalog.description, tags=catalog.tags, files=tuple(files))
+    # Whom its model.sig must be signed by is the catalog's to say (a lock holds bytes, not trust): a signed model
+    # stays signed under --frozen.
+    return ModelSpec(
+        name=locked.name,
+        description=catalog.description,
+        tags=catalog.tags,
+        files=tuple(files),
+        signature=catalog.signature,
+    )

@@ -61,11 +61,16 @@ def _expect(
         signature = signatures.records.get(model.name)
         old = (record.revision, record.catalog, record.signature) if record is not None else (None, None, None)
         now = (expected, model.commit, model.revision or old[0], catalog or old[1], signature or old[2])
-        if record is None or (record.expected, record.commit, record.revision, record.catalog, record.signature) != now:
+        # A file its signature does not sign, installed by an earlier pull (before the catalog asked for a signer), is
+        # no longer vouched for: its record goes, so no view calls it (or its model) installed and signed.
+        unsigned = tuple(path for path in signatures.unsigned.get(model.name, ()) if record and path in record.files)
+        kept = (record.expected, record.commit, record.revision, record.catalog, record.signature) if record else None
+        if unsigned or kept != now:
             session.store.update_record(
                 model.name,
                 revision=model.revision,
                 commit=model.commit,
+                remove=unsigned,
                 expected=expected,
                 catalog=catalog,
                 signature=signature,

@@ -20,7 +20,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.report import FileOutcome, failed
 from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, require_library, verify_signature
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, SignatureRecord, read_bytes, write_atomic
+from mdl.store import ExpectedFile, SignatureRecord, read_bytes, signed_name, write_atomic
 from mdl.transfer import RetryLog, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -36,6 +36,7 @@ class Signatures:
     failures: list[FileOutcome] = field(default_factory=list)
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     withheld: dict[str, list[ExpectedFile]] = field(default_factory=dict)
+    unsigned: dict[str, list[str]] = field(default_factory=dict)  # of those, the ones it does not sign at all
 
 
 def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
@@ -71,6 +72,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
+    unsigned = [f.path for f in withheld if f.path not in manifest.files]
     files.append(
         replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged, staged_retries=retries.causes)
     )
@@ -80,6 +82,8 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=trust.by())
     if withheld:
         found.withheld[model.name] = withheld
+    if unsigned:
+        found.unsigned[model.name] = unsigned
 
 
 def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -> tuple[bytes, Path | None]:
@@ -161,14 +165,14 @@ def _pinned(
     files: list[RemoteFile] = []
     refused: list[FileOutcome] = []
     withheld: list[ExpectedFile] = []
-    present = {f.path for f in model.files}
+    present = {signed_name(f.path, f.source) for f in model.files}
     for remote in model.files:
         if remote.path == sig_path:
             continue
-        one = manifest.file(remote.path, remote.size)
+        one = manifest.file(signed_name(remote.path, remote.source), remote.size)
         problem = None
         if one is None:
-            if manifest.ignores(remote.path):
+            if manifest.ignores(signed_name(remote.path, remote.source)):
                 log.info("%s: left out: its signature does not sign it (the signer ignored it)", label_of(remote))
                 continue
             problem = "is not covered by the model's signature"

@@ -8,7 +8,7 @@ from mdl.signing.library import (
     sign_digests,
     verify_signature,
 )
-from mdl.signing.statement import Check, SignedFile, SignedManifest
+from mdl.signing.statement import Check, SignedFile, SignedManifest, git_path
 from mdl.signing.trust import SIGNATURE_FILE, Trust, key_id
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SignedFile",
     "SignedManifest",
     "Trust",
+    "git_path",
     "key_id",
     "public_key_of",
     "require_library",

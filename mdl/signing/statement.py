@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from mdl.errors import IntegrityError
+from mdl.paths import path_problem
+from mdl.redact import printable
 
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
 # a serialisation's hash_type → the name of each item's digest (and of the hash mdl computes)
@@ -24,6 +26,12 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 class Digest(Protocol):
     def update(self, data: bytes | memoryview, /) -> object: ...
     def hexdigest(self) -> str: ...
+
+
+def git_path(path: str) -> bool:
+    """Whether ``path`` is git's (``.gitattributes``, ``.git/…``): model_signing leaves those out of every signature,
+    and mdl never installs them from a signed model."""
+    return PurePosixPath(path).parts[:1] in {(name,) for name in GIT_PATHS}
 
 
 def new_digest(algorithm: str) -> Digest:
@@ -243,6 +251,8 @@ def manifest_from_items(
             pieces.setdefault(identifier, []).append((0, None, value.hex()))
     files: dict[str, SignedFile] = {}
     for path, parts in pieces.items():
+        if (problem := path_problem(path)) is not None:  # no folder holds it: the official tool fails it too
+            raise IntegrityError(f"the signature names '{printable(path, limit=120)}', not a model's file: {problem}")
         parts.sort()
         if method == "shards":
             assert shard_size is not None

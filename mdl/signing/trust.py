@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import UsageError
+from mdl.paths import url_basename
 
 SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publishers ship
 
@@ -33,8 +34,9 @@ class Trust:
 
     @property
     def installed_as(self) -> str:
-        """Its path in the model folder: as the repo has it, or a URL's last segment."""
-        return self.file.rsplit("/", 1)[-1] if self.file_is_url else self.file
+        """Its path in the model folder: as the repo has it, or a URL's last path segment (never its query: a
+        presigned URL's signature or a token)."""
+        return url_basename(self.file, where="signature.file") if self.file_is_url else self.file
 
     def fingerprint(self) -> str:
         """A digest of everything this trust decides by: the key's or certificates' bytes, or the identity and

@@ -43,7 +43,16 @@ from mdl.store.inventory import (
     verify_file,
     verify_models,
 )
-from mdl.store.layout import HubFileRef, Layout, Placement, adopt_cached, hub_source, parse_hub_source, ref_revision
+from mdl.store.layout import (
+    HubFileRef,
+    Layout,
+    Placement,
+    adopt_cached,
+    hub_source,
+    parse_hub_source,
+    ref_revision,
+    signed_name,
+)
 from mdl.store.prune import KeptPath, PrunedPath, PruneReport, prune
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
@@ -97,6 +106,7 @@ __all__ = [
     "ref_revision",
     "rename",
     "rmdir_empty",
+    "signed_name",
     "stat_file",
     "unlink",
     "unplaced_path",

@@ -18,11 +18,18 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, require_library, verify_signature
+from mdl.signing import (
+    MAX_SIGNATURE_BYTES,
+    SignedFile,
+    SignedManifest,
+    git_path,
+    require_library,
+    verify_signature,
+)
 from mdl.store import confined
 from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
-from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, write_ref
+from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, signed_name, write_ref
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
 from mdl.store.store import Store, key_prefix
 
@@ -101,7 +108,11 @@ class ModelStatus:
             return {"verified": False, "by": None, "file": self.spec.signature.installed_as}
         sig = next((f for f in self.files if f.path == kept.file), None)
         intact = sig is not None and sig.state == INSTALLED and sig.sha256 == kept.sha256
-        return {"verified": self.status == INSTALLED and intact, "by": kept.by, "file": kept.file}
+        try:  # verified by whom the catalog names now (another key there is another signer: `mdl pull` checks it)
+            same = kept.by == self.spec.signature.by()
+        except MdlError:  # the key cannot be read: nothing vouches for it
+            same = False
+        return {"verified": self.status == INSTALLED and intact and same, "by": kept.by, "file": kept.file}
 
     def list_json(self) -> dict[str, Any]:
         return {
@@ -233,8 +244,8 @@ def _expected_files(
     spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
     recorded = record.files if record is not None else {}
-    if pinned is not None:
-        return list(pinned)
+    if pinned is not None:  # a signed model's git files (.gitattributes) are left out by its signer: never installed
+        return [pin for pin in pinned if spec.signature is None or not git_path(pin.path)]
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
@@ -419,7 +430,8 @@ def verify_models(
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
             else:
                 want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
-            one = signed.file(file.path, file.size) if isinstance(signed, SignedManifest) else None
+            name = signed_name(file.path, file.source)
+            one = signed.file(name, file.size) if isinstance(signed, SignedManifest) else None
             if isinstance(signed, SignedManifest) and one is None and file.path != _signature_file(spec):
                 error = IntegrityError(f"{spec.name}/{file.path}: is not covered by the model's signature")
                 add(failed(spec.name, file.path, error, dest=file.dest))

@@ -48,6 +48,13 @@ def parse_hub_source(source: str) -> HubFileRef | None:
     return HubFileRef(_TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path"))
 
 
+def signed_name(path: str, source: str) -> str:
+    """The name a model's signature gives one of its files: a Hub file's path in its repo (what its publisher
+    signed, whatever ``as`` saves it as), else its path in the model folder."""
+    hub = parse_hub_source(source)
+    return hub.path if hub is not None else path
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where one file's verified bytes go, and what else must point at them."""

@@ -186,8 +186,35 @@ def test_git_files_are_packed_but_left_out_of_the_signature(world: Path) -> None
     assert "leaves out .gitattributes" in packed.stderr
     unpacked = mdl("unpack", "model.zip", "-d", "out", "--signed-by", "key.pub")
     assert unpacked.exit_code == 0, unpacked.stderr
-    assert (world / "out" / TOP / ".gitattributes").is_file()
+    assert not (world / "out" / TOP / ".gitattributes").exists()  # unsigned: not extracted, as a pull installs none
+    assert (world / "out" / TOP / MANIFEST).is_file()  # mdl's own, left out of the signature by pack
     assert official_verify(world / "out" / TOP, world / "key.pub").returncode == 0
+    plain = mdl("unpack", "model.zip", "-d", "plain")  # no signer asked for: the archive as it is
+    assert plain.exit_code == 0 and (world / "plain" / TOP / ".gitattributes").is_file()
+
+
+def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
+    """Entries the signature leaves out (git's files) with a manifest rewritten to list them (the manifest is not
+    signed): ``.git/config`` with ``core.fsmonitor`` runs its command at the next ``git status`` in the folder. Under
+    --signed-by only signed bytes are extracted."""
+    archive = pack_signed(world)
+    with zipfile.ZipFile(archive) as z:
+        doc = json.loads(z.read(f"{TOP}/{MANIFEST}"))
+        kept = {name: z.read(name) for name in z.namelist() if name != f"{TOP}/{MANIFEST}"}
+    planted = {".git/config": b"[core]\n\tfsmonitor = touch pwned\n", ".gitattributes": b"* filter=x\n"}
+    doc["files"] += [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in planted.items()]
+    with zipfile.ZipFile(world / "planted.zip", "w") as z:
+        for name, data in {**kept, **{f"{TOP}/{p}": d for p, d in planted.items()}}.items():
+            z.writestr(name, data)
+        z.writestr(f"{TOP}/{MANIFEST}", json.dumps(doc))
+    result = mdl("unpack", "planted.zip", "-d", "out", "--signed-by", "key.pub", "--json")
+    no_traceback(result)
+    assert result.exit_code == 0, result.stderr
+    folder = world / "out" / TOP
+    assert not (folder / ".git").exists() and not (folder / ".gitattributes").exists()
+    assert (folder / "model.safetensors").is_file() and (folder / "model.sig").is_file()
+    extracted = {f["path"] for f in json.loads(result.stdout)["files"]}
+    assert f"{TOP}/.git/config" not in extracted and f"{TOP}/model.sig" in extracted
 
 
 def test_without_model_signing_sign_and_signed_by_are_exit_2_naming_the_extra(
