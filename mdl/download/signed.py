@@ -18,7 +18,7 @@ from mdl.download.plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
-from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, require_library, verify_signature
+from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, git_path, require_library, verify_signature
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import ExpectedFile, SignatureRecord, read_bytes, signed_name, write_atomic
 from mdl.transfer import RetryLog, discard_partial
@@ -44,8 +44,8 @@ def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved:
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
     if trusts and any(model.name in trusts for model in resolved):
         require_library()  # exit 2 naming mdl[sign], before anything is fetched
-    if session.settings.dry_run:  # nothing is fetched: the signature is checked when the files are
-        return Signatures(models=list(resolved))
+    if session.settings.dry_run:  # nothing is fetched: the signature is checked when the files are (git's are not)
+        return Signatures(models=[_without_git_files(m) if m.name in trusts else m for m in resolved])
     found = Signatures()
     for model in resolved:
         trust = trusts.get(model.name)
@@ -62,6 +62,11 @@ def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved:
     return found
 
 
+def _without_git_files(model: ResolvedModel) -> ResolvedModel:
+    """The model without git's files, which no signature signs and a signed pull never installs."""
+    return replace(model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source))))
+
+
 def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: ResolvedModel, found: Signatures) -> None:
     sig = next((f for f in model.files if f.path == trust.installed_as), None)
     assert sig is not None, "the resolver adds the signature file to a signed model"
@@ -72,7 +77,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     sha256 = hashlib.sha256(data).hexdigest()
     session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
-    unsigned = [f.path for f in withheld if f.path not in manifest.files]
+    unsigned = [f.path for f in withheld if signed_name(f.path, f.source) not in manifest.files]
     files.append(
         replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged, staged_retries=retries.causes)
     )

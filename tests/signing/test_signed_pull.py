@@ -345,3 +345,16 @@ def test_the_lock_pins_a_signature_only_a_mirror_has(world: Path, hub: HubServer
     result = mdl("pull", "tiny", "--locked")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
+
+
+def test_a_dry_run_of_a_signed_model_fetches_nothing_and_lists_no_git_file(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    _, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    hub.cdn.log.clear()
+    result = mdl("pull", "tiny", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    paths = {f["path"] for f in json.loads(result.stdout)["files"]}
+    assert paths == {*FILES, "model.sig"}
+    assert hub.cdn.log.body_bytes() == 0 and not (tmp_path / "models" / "tiny").exists()
