@@ -44,6 +44,12 @@ def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved:
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
     if trusts and any(model.name in trusts for model in resolved):
         require_library()  # exit 2 naming mdl[sign], before anything is fetched
+        for name, signer in trusts.items():  # and each signer's key or certificates readable (exit 2 naming it)
+            try:
+                signer.fingerprint()
+            except OSError as exc:
+                where = f"models.{name}.signature"
+                raise UsageError(f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}") from None
     if session.settings.dry_run:  # nothing is fetched: the signature is checked when the files are (git's are not)
         return Signatures(models=[_without_git_files(m) if m.name in trusts else m for m in resolved])
     found = Signatures()

@@ -358,3 +358,15 @@ def test_a_dry_run_of_a_signed_model_fetches_nothing_and_lists_no_git_file(
     paths = {f["path"] for f in json.loads(result.stdout)["files"]}
     assert paths == {*FILES, "model.sig"}
     assert hub.cdn.log.body_bytes() == 0 and not (tmp_path / "models" / "tiny").exists()
+
+
+def test_a_key_file_that_is_not_there_is_exit_2_before_anything_is_fetched(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    signed_repo(hub, tmp_path)
+    write_catalog(world, tmp_path / "keys" / "nobody.pub")
+    hub.cdn.log.clear()
+    result = mdl("pull", "tiny")
+    assert result.exit_code == 2, result.stderr
+    assert "nobody.pub" in result.stderr and "models.tiny.signature" in result.stderr
+    assert hub.cdn.log.body_bytes() == 0 and not (tmp_path / "models" / "tiny").exists()
