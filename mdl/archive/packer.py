@@ -18,7 +18,7 @@ from mdl.archive.zipwriter import Contents, SourceFile, stdout_file, write_file_
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
 from mdl.progress import ArchiveProgress, Progress
-from mdl.signing import SIGNATURE_FILE, SignedManifest, sign_digests
+from mdl.signing import SIGNATURE_FILE, sign_digests, skipped_by_signature
 from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
 
@@ -354,7 +354,7 @@ def collect_files(
 
 # What pack's signature leaves out: mdl's manifest (it lists model.sig, so it cannot be signed by it) and, as
 # model_signing always does, git's files (packed, never signed).
-UNSIGNED = SignedManifest("files", "sha256", {}, ignore_paths=(MANIFEST_NAME,))
+UNSIGNED = (MANIFEST_NAME,)
 
 
 def check_signing_key(key: Path) -> None:
@@ -503,7 +503,7 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
         "notes": tuple(notes),
         "signature": None if key is None else SIGNATURE_FILE,
     }
-    if key is not None and (unsigned := [f.arcname for f in files if UNSIGNED.ignores(f.arcname)]):
+    if key is not None and (unsigned := [f.arcname for f in files if skipped_by_signature(f.arcname, UNSIGNED)]):
         note = f"--sign: {SIGNATURE_FILE} leaves out {', '.join(unsigned)} (model_signing never signs git's files)"
         progress.note(note)
         result_args["notes"] += (note,)
@@ -516,8 +516,8 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
 
     def sign(hashes: dict[str, str]) -> bytes:
         assert key is not None
-        digests = {path: sha256 for path, sha256 in hashes.items() if not UNSIGNED.ignores(path)}
-        made.append(sign_digests(digests, private_key=key, model_name=stem, ignore_paths=UNSIGNED.ignore_paths))
+        digests = {path: sha256 for path, sha256 in hashes.items() if not skipped_by_signature(path, UNSIGNED)}
+        made.append(sign_digests(digests, private_key=key, model_name=stem, ignore_paths=UNSIGNED))
         return made[-1]
 
     contents = Contents(stem, meta, files, folders, options.source_date_epoch, sign if key is not None else None)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import statistics
 import threading
 import time
@@ -22,9 +22,19 @@ from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
-from mdl.signing import MAX_SIGNATURE_BYTES
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
-from mdl.store import DirSyncs, FileRecord, HeldLocks, Store, adopted_when_found, hash_file, now_iso, read_bytes, rename
+from mdl.store import (
+    DirSyncs,
+    FileRecord,
+    HeldLocks,
+    Store,
+    adopted_when_found,
+    hash_descriptor,
+    hash_file,
+    now_iso,
+    open_file,
+    rename,
+)
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -361,7 +371,7 @@ def _record(
         fetched_at=now_iso(),
         verified=verified,
         adopted=adopted,
-        signed=remote.signed.key if remote.signed is not None and remote.signed.sha256 is None else None,
+        signed=remote.signed.recorded if remote.signed is not None else None,
     )
 
 
@@ -404,15 +414,14 @@ def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> 
     if remote.staged is None or remote.sha256 is None:
         return None
     root = job.root or job.final_path.parent
-    try:  # read as mdl's own state (no link, no FIFO, not a hard link's other name: rename checks)
-        data = read_bytes(root, remote.staged, limit=MAX_SIGNATURE_BYTES)
-        if hashlib.sha256(data).hexdigest() != remote.sha256:  # changed while it waited: not the bytes that verified
+    try:  # opened as mdl's own state (no link followed), hashed as it is; rename refuses a hard link's other name
+        opened = open_file(root, remote.staged, os.O_RDONLY | os.O_NONBLOCK)
+        size, sha256, git_oid = hash_descriptor(opened, remote.staged, git=bool(remote.git_oid))
+        if sha256 != remote.sha256:  # changed while it waited: not the bytes that verified
             return None
         rename(root, remote.staged, job.final_path)
     except (OSError, MdlError):
         return None
-    size, sha256 = len(data), remote.sha256
-    git_oid = hashlib.sha1(b"blob %d\0" % size + data).hexdigest() if remote.git_oid else None
     session.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
     return TransferResult(size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size)
 

@@ -76,7 +76,7 @@ def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True
     mtime and size) says nothing of the file fetched before, so another source is another file (wget's way)."""
     if remote.size is not None and record.size != remote.size:
         return False
-    if remote.signed is not None and remote.signed.sha256 is None and record.signed != remote.signed.key:
+    if remote.signed is not None and remote.signed.recorded is not None and record.signed != remote.signed.recorded:
         return False  # held to other digests than these (or to none): hashed again as the signature says
     if remote.sha256:
         return record.sha256 == remote.sha256

@@ -16,11 +16,11 @@ from mdl.catalog import ModelSpec
 from mdl.download.fetch import fetch_from_sources, transfer_job
 from mdl.download.plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
 from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, git_path, require_library, verify_signature
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, SignatureRecord, read_bytes, signed_name, write_atomic
+from mdl.store import ExpectedFile, SignatureRecord, read_bytes, read_signature, signed_name, write_atomic
 from mdl.transfer import RetryLog, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -42,11 +42,12 @@ class Signatures:
 def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
     """Every signed model's signature fetched and verified, its files pinned (the others pass unchanged)."""
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
+    fingerprints: dict[str, str] = {}
     if trusts and any(model.name in trusts for model in resolved):
         require_library()  # exit 2 naming mdl[sign], before anything is fetched
         for name, signer in trusts.items():  # and each signer's key or certificates readable (exit 2 naming it)
             try:
-                signer.fingerprint()
+                fingerprints[name] = signer.fingerprint()
             except OSError as exc:
                 where = f"models.{name}.signature"
                 raise UsageError(f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}") from None
@@ -60,7 +61,7 @@ def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved:
             continue
         spec = next(spec for spec in specs if spec.name == model.name)
         try:
-            _signed(session, spec, trust, model, found)
+            _signed(session, spec, trust, fingerprints[model.name], model, found)
         except MdlError as exc:
             outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
             log.error("%s", outcome.error)
@@ -73,15 +74,17 @@ def _without_git_files(model: ResolvedModel) -> ResolvedModel:
     return replace(model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source))))
 
 
-def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: ResolvedModel, found: Signatures) -> None:
+def _signed(
+    session: PullSession, spec: ModelSpec, trust: Trust, fingerprint: str, model: ResolvedModel, found: Signatures
+) -> None:
     sig = next((f for f in model.files if f.path == trust.installed_as), None)
     assert sig is not None, "the resolver adds the signature file to a signed model"
     what = label_of(sig)
     retries = RetryLog()
     data, staged = _fetch_signature(session, sig, retries)
-    manifest = _verified(session, data, trust, what=what)
-    sha256 = hashlib.sha256(data).hexdigest()
-    session.progress.note(f"{what}: signature verified, signed by {trust.by()}")
+    manifest = _verified(session, data, trust, fingerprint, what=what)
+    sha256, by = hashlib.sha256(data).hexdigest(), trust.by()
+    session.progress.note(f"{what}: signature verified, signed by {by}")
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
     unsigned = [f.path for f in withheld if signed_name(f.path, f.source) not in manifest.files]
     files.append(
@@ -90,7 +93,7 @@ def _signed(session: PullSession, spec: ModelSpec, trust: Trust, model: Resolved
     files.sort(key=lambda f: f.path)
     found.models.append(replace(model, files=tuple(files)))
     found.failures.extend(refused)
-    found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=trust.by())
+    found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=by)
     if withheld:
         found.withheld[model.name] = withheld
     if unsigned:
@@ -102,7 +105,7 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     if sig.sha256 or sig.git_oid or session.settings.offline:  # a known version: the installed one may be it
         plan = plan_file(session, sig)
         if plan.decision.action is Action.SKIP or session.settings.offline:
-            return _read(plan.placement.store.dest, plan.placement.final, what=label_of(sig)), None
+            return read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)), None
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
@@ -119,7 +122,7 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     try:
         fetch_from_sources(session, job, sig)
         session.progress.finish(job.label, ok=True)
-        return _read(store.dest, staged, what=label_of(sig)), staged
+        return read_signature(store.dest, staged, what=label_of(sig)), staged
     except NotFoundError as exc:
         raise IntegrityError(
             f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
@@ -132,16 +135,13 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
         held.release()
 
 
-def _verified(session: PullSession, data: bytes, trust: Trust, *, what: str) -> SignedManifest:
+def _verified(session: PullSession, data: bytes, trust: Trust, fingerprint: str, *, what: str) -> SignedManifest:
     """The statement ``data`` signs, verified against ``trust`` here once: its result is kept under
     ``.mdl/signatures`` by the signature's and the trust's digests, so a pull of an unchanged model (cron) neither
     verifies it again nor imports model_signing (~0.4 CPU-s); another key, certificate or signature is verified
     anew. ``mdl verify`` always verifies it afresh."""
     store = session.store
-    try:
-        name = hashlib.sha256(hashlib.sha256(data).digest() + trust.fingerprint().encode()).hexdigest()
-    except OSError:
-        return verify_signature(data, trust, what=what)  # it says which file cannot be read
+    name = hashlib.sha256(hashlib.sha256(data).digest() + fingerprint.encode()).hexdigest()
     kept = store.state_dir / "signatures" / f"{name}.json"
     try:
         return SignedManifest.from_json(json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES)))
@@ -153,18 +153,6 @@ def _verified(session: PullSession, data: bytes, trust: Trust, *, what: str) -> 
     except OSError as exc:  # only the next run's saving is lost
         log.warning("%s: cannot keep the verified signature at %s: %s", what, kept, exc.strerror or exc)
     return manifest
-
-
-def _read(root: Path, path: Path, *, what: str) -> bytes:
-    """The signature file's bytes (never through a link, never a FIFO; bounded)."""
-    try:
-        return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
-    except FileNotFoundError:
-        raise IntegrityError(f"{what}: the model's signature is missing") from None
-    except OSError as exc:
-        raise LocalFSError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
-    except UsageError:
-        raise IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature") from None
 
 
 def _pinned(

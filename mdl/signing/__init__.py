@@ -8,7 +8,7 @@ from mdl.signing.library import (
     sign_digests,
     verify_signature,
 )
-from mdl.signing.statement import Check, SignedFile, SignedManifest, git_path
+from mdl.signing.statement import Check, SignedFile, SignedManifest, git_path, skipped_by_signature
 from mdl.signing.trust import SIGNATURE_FILE, Trust, key_id
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "public_key_of",
     "require_library",
     "sign_digests",
+    "skipped_by_signature",
     "verify_signature",
 ]

@@ -31,7 +31,17 @@ class Digest(Protocol):
 def git_path(path: str) -> bool:
     """Whether ``path`` is git's (``.gitattributes``, ``.git/…``): model_signing leaves those out of every signature,
     and mdl never installs them from a signed model."""
-    return PurePosixPath(path).parts[:1] in {(name,) for name in GIT_PATHS}
+    return skipped_by_signature(path, ())
+
+
+def skipped_by_signature(path: str, ignore_paths: Iterable[str]) -> bool:
+    """Whether a signature leaves ``path`` out: it is one of ``ignore_paths`` (or below one), or git's."""
+    parts = PurePosixPath(path).parts
+    for ignored in (*ignore_paths, *GIT_PATHS):
+        below = PurePosixPath(ignored).parts
+        if below and parts[: len(below)] == below:
+            return True
+    return False
 
 
 def new_digest(algorithm: str) -> Digest:
@@ -75,6 +85,16 @@ class SignedFile:
 
     def check(self) -> Check:
         return Check(self)
+
+    def check_apart(self) -> Check | None:
+        """The check to run beside the sha256 mdl computes anyway (shards, BLAKE2/3), or None: that sha256 is it."""
+        return Check(self) if self.sha256 is None else None
+
+    @property
+    def recorded(self) -> str | None:
+        """What a file's record keeps once its bytes were held to these digests: the key when they are not its
+        sha256 (which the record holds anyway)."""
+        return self.key if self.sha256 is None else None
 
     def check_path(self, path: Path, *, on_bytes: Callable[[int], object] | None = None) -> None:
         """Read ``path`` once and hold it to the signed digests (IntegrityError naming the file otherwise)."""
@@ -211,12 +231,7 @@ class SignedManifest:
     def ignores(self, path: str) -> bool:
         """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing
         always leaves out): such a file is not the model's, and is not installed from a signed source."""
-        parts = PurePosixPath(path).parts
-        for ignored in (*self.ignore_paths, *GIT_PATHS):
-            below = PurePosixPath(ignored).parts
-            if below and tuple(parts[: len(below)]) == below:
-                return True
-        return False
+        return skipped_by_signature(path, self.ignore_paths)
 
 
 def manifest_from_items(

@@ -468,16 +468,23 @@ def _signature_on_disk(spec: ModelSpec, status: ModelStatus, layout: Layout) -> 
     try:
         if sig is None or sig.state in (MISSING, PARTIAL):
             raise IntegrityError(f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`")
-        root = layout.store_for(sig.source).dest
-        try:
-            data = read_bytes(root, sig.final, limit=MAX_SIGNATURE_BYTES)
-        except UsageError:
-            raise IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature") from None
-        except OSError as exc:
-            raise IntegrityError(f"{what}: cannot read {sig.dest}: {exc.strerror or exc}") from None
+        data = read_signature(layout.store_for(sig.source).dest, sig.final, what=what)
         return verify_signature(data, spec.signature, what=what)
     except MdlError as exc:
         return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
+
+
+def read_signature(root: Path, path: Path, *, what: str) -> bytes:
+    """A model.sig's bytes, read as mdl's own state (no link followed, no FIFO opened), bounded: IntegrityError
+    (exit 6) naming ``what`` when it is missing, unreadable or bigger than any signature."""
+    try:
+        return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
+    except FileNotFoundError:
+        raise IntegrityError(f"{what}: the model's signature is missing") from None
+    except UsageError:
+        raise IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature") from None
+    except OSError as exc:
+        raise IntegrityError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _as_signed(model: str, file: LocalFile, signed: SignedFile, outcome: FileOutcome) -> FileOutcome:

@@ -55,7 +55,7 @@ class Hasher:
             self.epoch += 1
             self.sha256 = hashlib.sha256()
             self.sha1 = hashlib.sha1(b"blob %d\0" % self.size) if self.git and self.size is not None else None
-            self.check = self.signed.check() if self.signed is not None and self.signed.sha256 is None else None
+            self.check = self.signed.check_apart() if self.signed is not None else None
             self.position = 0
 
     def _update(self, data: memoryview) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.report import FileOutcome, failed
-from mdl.signing import SIGNATURE_FILE, SignedManifest, Trust, public_key_of, sign_digests, verify_signature
+from mdl.signing import SIGNATURE_FILE, Trust, public_key_of, sign_digests, skipped_by_signature, verify_signature
 from mdl.upload.bucket import Bucket, ReadyFile
 
 log = logging.getLogger("mdl.publish")
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git* files.
-LEFT_OUT = SignedManifest("files", "sha256", {}, ignore_paths=(SIGNATURE_FILE,))
+LEFT_OUT = (SIGNATURE_FILE,)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Signer:
 
     def sign(self, model: str, files: Sequence[ReadyFile]) -> Signature:
         """The signature over every file published but those a signature leaves out (model.sig, ``.git*``)."""
-        digests = {f.path: f.sha256 for f in files if not LEFT_OUT.ignores(f.path)}
+        digests = {f.path: f.sha256 for f in files if not skipped_by_signature(f.path, LEFT_OUT)}
         return Signature(model, digests, sign_digests(digests, private_key=self.key, model_name=model))
 
     def there(self, bucket: Bucket, signature: Signature) -> Signature | None:
