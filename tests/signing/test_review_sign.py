@@ -20,18 +20,6 @@ from signkeys import key_pair
 from mdl.signing import sign_digests
 
 
-@pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The loopback Hub, models under tmp/models, and the catalog's path (tmp/project/catalog.toml)."""
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    catalog = tmp_path / "project" / "catalog.toml"
-    catalog.parent.mkdir()
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    return catalog
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

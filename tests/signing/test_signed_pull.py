@@ -25,17 +25,6 @@ def signed_repo(hub: HubServer, tmp_path: Path, files: dict[str, bytes] = FILES)
     return private, public, signature
 
 
-@pytest.fixture
-def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
-    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    catalog = tmp_path / "project" / "catalog.toml"
-    catalog.parent.mkdir()
-    monkeypatch.setenv("MDL_CATALOG", str(catalog))
-    return catalog
-
-
 def write_catalog(catalog: Path, public: Path, extra: str = "") -> None:
     catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n{extra}\n[models.tiny.signature]\nkey = "{public}"\n')
 
