@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import IntegrityError, NetworkError, UsageError
+from mdl.redact import printable
 from mdl.signing.statement import GIT_PATHS, SignedManifest, manifest_from_items
 from mdl.signing.trust import SIGNATURE_FILE, Trust
 
@@ -173,10 +174,9 @@ def sign_digests(
 
 def _said(exc: BaseException) -> str:
     """The library's message on one line, bounded (it may quote a whole bundle)."""
-    if isinstance(exc, KeyError):  # a bundle without a field it needs
-        return f"it has no {exc.args[0]!r}" if exc.args else "a field is missing"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    if isinstance(exc, KeyError):  # a bundle without a field it needs (the key is the bundle's text: made printable)
+        return f"it has no {printable(repr(exc.args[0]), limit=80)}" if exc.args else "a field is missing"
+    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit=300)  # it quotes the bundle's text
 
 
 def public_key_of(private_key: Path) -> bytes:

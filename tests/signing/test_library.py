@@ -115,3 +115,20 @@ def test_the_library_never_writes_to_stdout(tmp_path: Path, capfd: pytest.Captur
     del bundle["verificationMaterial"]["publicKey"]["hint"]
     verify_signature(json.dumps(bundle).encode(), Trust(key=public), what="m")
     assert capfd.readouterr().out == ""
+
+
+def test_the_library_s_words_about_a_bundle_reach_no_terminal_raw(tmp_path: Path) -> None:
+    """A bundle's text is the sender's: a control character in it is escaped in the message, which stays one line."""
+    import json
+
+    private, public = key_pair(tmp_path / "keys")
+    bundle = json.loads(official_sign(model_folder(tmp_path), private))
+    bundle["mediaType"] = "\x1b[31mred\nline"
+    with pytest.raises(IntegrityError) as caught:
+        verify_signature(json.dumps(bundle).encode(), Trust(key=public), what="m/model.sig")
+    assert "\x1b" not in caught.value.message and "\n" not in caught.value.message
+    del bundle["dsseEnvelope"]
+    bundle["\x1b]0;x\x07"] = 1
+    with pytest.raises(IntegrityError) as caught:
+        verify_signature(json.dumps(bundle).encode(), Trust(key=public), what="m/model.sig")
+    assert "\x1b" not in caught.value.message and "\x07" not in caught.value.message
