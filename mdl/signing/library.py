@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import io
 import tempfile
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -142,14 +143,16 @@ def sign_digests(
     ``ignore_paths`` (relative to the model folder) are left out by the signer, as ``sign key --ignore-paths``."""
     _library()
     from model_signing import hashing, manifest, signing
-    from model_signing._hashing.hashing import Digest  # the type of every manifest item's digest (no public alias)
+
+    # The digest type the public manifest item asks for (it has no public name of its own): no private import.
+    digest = typing.get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
     ignored = [signature_name, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
         {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
     )
     items = [
-        manifest.FileManifestItem(path=PurePosixPath(path), digest=Digest("sha256", bytes.fromhex(sha256)))
+        manifest.FileManifestItem(path=PurePosixPath(path), digest=digest("sha256", bytes.fromhex(sha256)))
         for path, sha256 in sorted(digests.items())
     ]
     made = manifest.Manifest(model_name, items, kind)
