@@ -1,5 +1,6 @@
-"""README's crontab examples paste as they are: crontab(5) reads one line per job (no `\\` continuation, `%` is a
-newline), /bin/sh parses each command, one redirection logs every command of a job, and each `mdl` in it parses."""
+"""The crontab examples of README.md and docs/*.md paste as they are: crontab(5) reads one line per job (no `\\`
+continuation, `%` is a newline), /bin/sh parses each command, one redirection logs every command of a job, and each
+`mdl` in it parses; so does each `mdl` of their shell examples, and every link between them leads somewhere."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import typer.main
 
+from mdl.cli import app
 from mdl.cli.app import COMMANDS, build_command
 
 ROOT = Path(__file__).parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-CRON_BLOCKS = re.findall(r"^```cron\n(.*?)^```", README, re.MULTILINE | re.DOTALL)
+PAGES = {path: path.read_text(encoding="utf-8") for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))}
+DOCS = "\n".join(PAGES.values())
+CRON_BLOCKS = re.findall(r"^```cron\n(.*?)^```", DOCS, re.MULTILINE | re.DOTALL)
+SHELL_BLOCKS = re.findall(r"^ *```(?:sh|bash)\n(.*?)^ *```", DOCS, re.MULTILINE | re.DOTALL)
 VARIABLE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")  # crontab(5): name = value
 TIME_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 SHELL_OPERATORS = set("();<>|&")
@@ -50,7 +55,7 @@ def mdl_invocations(command: str) -> list[list[str]]:
     return found
 
 
-def test_readme_has_cron_blocks() -> None:
+def test_the_docs_have_cron_blocks() -> None:
     assert len(CRON_BLOCKS) >= 4
     assert all(_jobs(block) for block in CRON_BLOCKS)
 
@@ -109,3 +114,69 @@ def test_the_checks_refuse_what_cron_would_break() -> None:
         ["pull", "--all"],
         ["publish", "--to", "s3://b/p"],
     ]
+
+
+def test_the_docs_have_shell_examples() -> None:
+    assert len(SHELL_BLOCKS) >= 10
+    assert sum(len(mdl_invocations(line)) for block in SHELL_BLOCKS for line in block.splitlines()) >= 50
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS)
+def test_every_mdl_in_a_shell_example_is_a_command_line_mdl_accepts(block: str) -> None:
+    """Each `mdl …` of a shell example parses: options before the command are mdl's own, then as in a crontab."""
+    root = typer.main.get_command(app)
+    takes_value = {name: not option.is_flag for option in root.params for name in option.opts}
+    for line in block.splitlines():
+        for args in mdl_invocations(line):
+            while args and args[0].startswith("-"):
+                word = args.pop(0).split("=")[0]
+                assert word in takes_value, f"mdl has no option {word}: {line!r}"
+                if takes_value[word] and "=" not in word:
+                    args.pop(0)
+            if args:
+                assert args[0] in COMMANDS, line
+                with build_command(args[0]).make_context(args[0], args[1:]) as ctx:
+                    assert ctx.params is not None
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.*)$", text, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def links(text: str) -> list[str]:
+    return LINK.findall(re.sub(r"^ *```.*?^ *```", "", text, flags=re.MULTILINE | re.DOTALL))
+
+
+def test_every_link_between_the_docs_leads_somewhere() -> None:
+    """A link from README.md or docs/*.md to a page of the repo names a file there, and its #anchor a heading."""
+    checked = 0
+    for page, text in PAGES.items():
+        for target in links(text):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.is_file() and ROOT in linked.parents, f"{page.name}: no such file {target!r}"
+            if anchor:
+                assert linked.suffix == ".md", f"{page.name}: {target!r}"
+                assert anchor in anchors(linked.read_text(encoding="utf-8")), f"{page.name}: no heading {target!r}"
+            checked += 1
+    assert checked >= 50
+
+
+def test_the_link_checks_refuse_what_leads_nowhere() -> None:
+    assert anchors("# The `mdl` cache (`--layout hf-cache`)\n## `mdl pull`\n") == {
+        "the-mdl-cache---layout-hf-cache",
+        "mdl-pull",
+    }
+    assert links("[a](docs/x.md#y) `[b](c)`\n```sh\n[d](e)\n```\n") == ["docs/x.md#y", "c"]
+    with pytest.raises(AssertionError, match="mdl has no option"):
+        test_every_mdl_in_a_shell_example_is_a_command_line_mdl_accepts("mdl --nosuch list\n")
+    with pytest.raises(Exception, match="No such option: --al"):
+        test_every_mdl_in_a_shell_example_is_a_command_line_mdl_accepts("DIR=$(mdl pull --al)  # a comment\n")
