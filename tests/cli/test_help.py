@@ -260,11 +260,11 @@ def test_mdl_help_lists_every_command_whole(width: str) -> None:
 
 
 def test_mdl_help_names_every_exit_code() -> None:
-    """`mdl --help` ends with the exit codes and what each means, as README's table says them."""
+    """`mdl --help` ends with the exit codes and what each means, as docs/output.md's table says them."""
     lines = _sections(help_of())["Exit codes"]
     shown = {int(m[1]): m[2] for line in lines if (m := re.match(r"^\s+(\d+)  (\S.*)$", line))}
     assert sorted(shown) == sorted([*(int(code) for code in ExitCode), EXIT_STDOUT_CLOSED]), lines
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "output.md").read_text()
     for code, meaning in shown.items():
         row = re.search(rf"^\| {code} \| (.*) \|$", readme, re.MULTILINE)
         assert row, code
