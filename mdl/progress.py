@@ -1,4 +1,4 @@
-"""Progress: the core reports through a Progress's methods, each one :class:`Event` handed to ``emit``."""
+"""Progress: the core says what happens as :class:`Event`\\ s handed to one sink, a display's ``emit`` (one form)."""
 
 from __future__ import annotations
 
@@ -22,26 +22,10 @@ class Event:
     model: str | None = None  # start: names the item for programs (--progress json)
     path: str | None = None
 
-    def send(self, to: Progress) -> None:
-        """Call the method of ``to`` (any object with Progress's methods) that this event stands for."""
-        if self.kind == "begin":
-            to.begin(total_bytes=self.total, files=self.files)
-        elif self.kind == "start":
-            to.start(
-                self.key, label=self.label, total=self.total, completed=self.completed, model=self.model, path=self.path
-            )
-        elif self.kind == "waiting":
-            to.waiting(self.key, self.message)
-        elif self.kind == "advance":
-            to.advance(self.key, self.nbytes)
-        elif self.kind == "finish":
-            to.finish(self.key, ok=self.ok, message=self.message)
-        else:
-            to.note(self.message)
-
 
 class Progress:
-    """Progress from the core, discarded here (NullProgress); a display overrides ``emit``, thread-safe (streams)."""
+    """The sink the core reports to: ``emit`` takes each event (discarded here: NullProgress; a display overrides it,
+    thread-safe, as streams emit at once); the other methods are shorthands that each build one event."""
 
     def emit(self, event: Event) -> None:
         """Show (or pass on) one event."""
@@ -87,10 +71,7 @@ class ArchiveProgress(Progress):
     """Pack's and unpack's progress: every event passed on to ``inner``, a start naming the archive (None: a pipe)."""
 
     def __init__(self, inner: Progress, archive: str | None) -> None:
-        self.inner = inner
-        self.archive = archive
+        self.inner, self.archive = inner, archive
 
     def emit(self, event: Event) -> None:
-        if event.kind == "start" and event.model is None:
-            event = replace(event, model=self.archive)
-        event.send(self.inner)
+        self.inner.emit(replace(event, model=self.archive) if event.kind == "start" and event.model is None else event)
