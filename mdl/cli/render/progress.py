@@ -115,6 +115,17 @@ class Tally:
     def apply(self, event: Event, now: float) -> Item | None:
         """Fold ``event`` into the counts; returns the item it is about (a wait's only if its message is news)."""
         key, kind = event.key, event.kind
+        if kind == "advance":  # (first: most events are bytes)
+            self.moved += event.nbytes
+            if self.meter is not None:
+                self.meter.add(event.nbytes, now)
+            found = self.items.get(key)
+            if found is not None:
+                if found.waiting is not None and event.nbytes > 0:  # the wait is over: measure from now
+                    found.waiting, found.meter = None, RateMeter(now)
+                found.completed += event.nbytes
+                found.meter.add(event.nbytes, now)
+            return found
         if kind == "begin" and event.files > 0:  # (an empty batch changes nothing)
             self.files, self.done, self.total, self.moved = event.files, 0, event.total, 0
         elif kind == "start":  # a retry of the same key replaces it
@@ -127,17 +138,6 @@ class Tally:
             if item.waiting != event.message:
                 item.waiting, item.waiting_since = event.message, now
                 return item
-        elif kind == "advance":
-            self.moved += event.nbytes
-            if self.meter is not None:
-                self.meter.add(event.nbytes, now)
-            found = self.items.get(key)
-            if found is not None:
-                if found.waiting is not None and event.nbytes > 0:  # the wait is over: measure from now
-                    found.waiting, found.meter = None, RateMeter(now)
-                found.completed += event.nbytes
-                found.meter.add(event.nbytes, now)
-            return found
         elif kind == "finish":
             self.done += 1
             return self.items.pop(key, None)
