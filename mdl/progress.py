@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class Event(NamedTuple):
@@ -67,10 +67,26 @@ NullProgress = Progress
 
 
 class ArchiveProgress(Progress):
-    """Pack's and unpack's progress: every event passed on to ``inner``, a start naming the archive (None: a pipe)."""
+    """Pack's and unpack's progress: each call passed on to ``inner`` (any object with Progress's methods, as the API
+    takes), a start naming the archive (None: a pipe) unless it names a model."""
 
     def __init__(self, inner: Progress, archive: str | None) -> None:
         self.inner, self.archive = inner, archive
 
-    def emit(self, event: Event) -> None:
-        self.inner.emit(event._replace(model=self.archive) if event.kind == "start" and event.model is None else event)
+    def begin(self, *, total_bytes: int | None, files: int) -> None:
+        self.inner.begin(total_bytes=total_bytes, files=files)
+
+    def start(self, key: str, *, model: str | None = None, **fields: Any) -> None:
+        self.inner.start(key, model=self.archive if model is None else model, **fields)
+
+    def waiting(self, key: str, message: str) -> None:
+        self.inner.waiting(key, message)
+
+    def advance(self, key: str, nbytes: int) -> None:
+        self.inner.advance(key, nbytes)
+
+    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
+        self.inner.finish(key, ok=ok, message=message)
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
