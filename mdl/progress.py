@@ -1,4 +1,4 @@
-"""Progress: the core says what happens as :class:`Event`\\ s handed to one sink, a display's ``emit`` (one form)."""
+"""Progress: what the core reports, each call one :class:`Event` handed to one sink, a display's ``emit`` (one form)."""
 
 from __future__ import annotations
 

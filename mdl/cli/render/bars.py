@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.progress import Item, Reporter
+from mdl.cli.render.progress import Item, Reporter, resuming
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size
@@ -59,7 +59,7 @@ class RichReporter(Reporter):
         if event.kind == "note":
             self._print(event.message)
         elif event.kind == "start" and event.completed:
-            self._print(f"resuming {event.label} at {human_size(event.completed)} of {human_size(event.total)}")
+            self._print(resuming(event))
         # On the first row: a run with nothing to show (an empty batch) draws nothing. A failure prints nothing
         # either: the final report names each failed file once.
         if (self._tally.files or self._tally.items) and not self._live.is_started and not self._closed:

@@ -200,7 +200,7 @@ class PlainReporter(Reporter):
             size = "" if total is None else f", {human_size(total)}"
             self._write(f"begin {event.files} file{'s' if event.files != 1 else ''}{size}")
         elif kind == "start" and event.completed:
-            self._write(f"resuming {event.label} at {human_size(event.completed)} of {human_size(total)}")
+            self._write(resuming(event))
         elif kind == "start":
             self._write(f"start {event.label} ({'size unknown' if total is None else human_size(total)})")
         elif kind == "waiting" and item is not None:  # (said once per message)
@@ -220,6 +220,11 @@ class PlainReporter(Reporter):
             self._write(f"{text}: {event.message}" if event.message else text)
         elif kind == "note":
             self._write(event.message)
+
+
+def resuming(event: Event) -> str:
+    """What a display says of a start with bytes present: ``resuming m/a.bin at 600 MiB of 1.60 GiB``."""
+    return f"resuming {event.label} at {human_size(event.completed)} of {human_size(event.total)}"
 
 
 def _progress_text(item: Item, rate: float | None) -> str:
