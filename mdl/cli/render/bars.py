@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.progress import Item, Reporter
+from mdl.cli.render.progress import Item, Reporter, resuming
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderResult
     from rich.text import Text
 
-FLUSH = 0.1  # seconds between folding arrived bytes into the counts: rich redraws 10 times a second anyway
 SIZE_WIDTH = 17  # "1023 MiB/1023 MiB"
 RATE_WIDTH = 10  # "1023 MiB/s"
 ETA_WIDTH = 7  # "1:02:03"
@@ -49,51 +48,22 @@ class RichReporter(Reporter):
 
         # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one place.
         self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
-        self.color = not no_color
-        self._pending: dict[str, int] = {}
-        self._flushed = self._clock()
+        self.color, self._closed = not no_color, False
         self._rows: list[Row] = []
         # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
         self._live = Live(
             self, console=self.console, refresh_per_second=10, redirect_stdout=False, redirect_stderr=False
         )
-        self._closed = False
 
-    def show(self, event: Event) -> None:
-        now, key = self._clock(), event.key
-        if event.kind == "advance":  # folded into the rows at most every FLUSH seconds (perf: 64 KiB chunks)
-            self._pending[key] = self._pending.get(key, 0) + event.nbytes
-            if now - self._flushed >= FLUSH:
-                self._flush(now)
-            return
+    def show(self, event: Event, item: Item | None, now: float) -> None:
         if event.kind == "note":
             self._print(event.message)
-            return
-        if event.kind == "begin" and event.files <= 0:  # an empty batch draws nothing
-            return
-        if event.kind != "waiting":
-            self._flush(now)
-        if event.kind == "begin":
-            self._tally.begin(total_bytes=event.total, files=event.files)
-        elif event.kind == "start":
-            label = self._safe(event.label)
-            self._pending.pop(key, None)
-            self._tally.start(key, Item(label, event.total, now, event.completed, event.model, event.path))
-            if event.completed:
-                self._print(f"resuming {label} at {human_size(event.completed)} of {human_size(event.total)}")
-        elif event.kind == "waiting":  # "waiting (m:ss): message" on its row until its bytes flow
-            self._tally.wait(key, self._safe(event.message), now, label=self._safe(key))
-        else:  # a failure prints nothing here: the final report names each failed file once
-            self._tally.finish(key)
-            return
-        if not self._live.is_started and not self._closed:  # on first use: a run with nothing to show draws nothing
+        elif event.kind == "start" and event.completed:
+            self._print(resuming(event))
+        # On the first row: a run with nothing to show (an empty batch) draws nothing. A failure prints nothing
+        # either: the final report names each failed file once.
+        if (self._tally.files or self._tally.items) and not self._live.is_started and not self._closed:
             self._live.start()
-
-    def _flush(self, now: float) -> None:
-        self._flushed = now
-        for key, nbytes in self._pending.items():
-            self._tally.advance(key, nbytes, now)
-        self._pending.clear()
 
     def _print(self, text: str) -> None:
         """A redacted, control-free line above the live display (markup off: file names may hold "[")."""
@@ -105,7 +75,7 @@ class RichReporter(Reporter):
 
         if self._lock.acquire(blocking=False):
             try:
-                self._rows = self._snapshot()
+                self._rows = self._snapshot(self._clock())
             finally:
                 self._lock.release()
         yield from render_rows(self._rows, options.max_width, color=self.color)
@@ -115,10 +85,8 @@ class RichReporter(Reporter):
             # redraw begins: the final frame would leave the first row (the total) twice on screen.
             yield Text("")
 
-    def _snapshot(self) -> list[Row]:
+    def _snapshot(self, now: float) -> list[Row]:
         """The total first, then the items in the order they started."""
-        now = self._clock()
-        self._flush(now)
         tally, rows = self._tally, []
         if tally.files:
             label = f"total {tally.done}/{tally.files} file{'s' if tally.files != 1 else ''}"  # never cut on screen
@@ -126,16 +94,14 @@ class RichReporter(Reporter):
         for item in tally.items.values():
             waiting = None
             if item.waiting is not None:
-                waiting = f"waiting ({human_clock(now - item.waiting_since)}): {item.waiting}"
-            rows.append(
-                Row(item.label, item.completed, item.total, item.meter.rate(now), item.seconds_left(now), waiting)
-            )
+                waiting = f"waiting ({human_clock(now - item.waiting_since)}): {self._safe(item.waiting)}"
+            rate, left = item.meter.rate(now), item.seconds_left(now)
+            rows.append(Row(self._safe(item.label), item.completed, item.total, rate, left, waiting))
         return rows
 
     def close(self) -> None:
         """Stop the live display, leaving its last frame on screen (without the blank line below it)."""
         with self._lock:
-            self._flush(self._clock())
             self._closed = True
             self._live.stop()  # (a display never started stays undrawn)
 

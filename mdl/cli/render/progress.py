@@ -1,4 +1,5 @@
-"""Displays but the rich one (bars.py): what they count (rates, times left), their base, plain lines, JSON events."""
+"""Displays of the core's events but the rich one (bars.py): the counts they share (rates, times left), their base
+(each event folded into the counts once, then shown), plain lines and JSON events."""
 
 from __future__ import annotations
 
@@ -28,9 +29,7 @@ class RateMeter:
     a stall decays to 0; time counts from the first bytes (the wait for them is latency, not speed)."""
 
     def __init__(self, now: float) -> None:
-        self._last = now
-        self._bytes = 0.0  # weighted bytes
-        self._time = 0.0  # weighted seconds
+        self._last, self._bytes, self._time = now, 0.0, 0.0  # weighted bytes and seconds
         self._pending, self._flowing = 0, False
 
     def add(self, nbytes: int, now: float) -> None:
@@ -39,16 +38,14 @@ class RateMeter:
             if nbytes > 0:  # the clock starts at the first bytes, which came over an unknown part of the wait
                 self._flowing, self._last = True, now
             return
-        if nbytes > 0:
-            self._pending += nbytes
+        self._pending += max(nbytes, 0)
         if now - self._last >= _FOLD:
             self._fold(now)
 
     def _fold(self, now: float) -> None:
         elapsed = now - self._last
         if elapsed <= 0:  # bytes counted at the instant of the last fold: no interval to spread them over
-            self._bytes += self._pending
-            self._pending = 0
+            self._bytes, self._pending = self._bytes + self._pending, 0
             return
         decay = math.exp(-elapsed / WINDOW)
         weight = WINDOW * (1 - decay)  # the weighted length of the interval the bytes arrived over
@@ -105,7 +102,7 @@ class Item:
 
 
 class Tally:
-    """Counts for one display; not thread-safe (the display holds its lock around every call)."""
+    """The counts every display shows, kept from the events; not thread-safe (the display holds its lock)."""
 
     def __init__(self) -> None:
         self.items: dict[str, Item] = {}
@@ -115,40 +112,36 @@ class Tally:
         self.moved = 0  # bytes moved since the batch began
         self.meter: RateMeter | None = None  # all bytes, all items
 
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        self.files, self.done, self.total, self.moved = files, 0, total_bytes, 0
-
-    def start(self, key: str, item: Item) -> None:
-        """Track ``item``, replacing a retry of the same key."""
-        self.meter = self.meter or RateMeter(item.started)
-        self.items.pop(key, None)
-        self.items[key] = item
-
-    def wait(self, key: str, message: str, now: float, *, label: str) -> tuple[Item, bool]:
-        """Mark ``key`` as waiting for ``message`` (True if news); a lock taken before its start gets it a row."""
-        item = self.items.setdefault(key, Item(label, None, now))
-        if item.waiting == message:
-            return item, False
-        item.waiting, item.waiting_since = message, now
-        return item, True
-
-    def advance(self, key: str, nbytes: int, now: float) -> Item | None:
-        """Count ``nbytes`` for ``key`` and the batch; returns the item (None if unknown)."""
-        self.moved += nbytes
-        if self.meter is not None:
-            self.meter.add(nbytes, now)
-        item = self.items.get(key)
-        if item is None:
-            return None
-        if item.waiting is not None and nbytes > 0:  # the wait is over: measure from now
-            item.waiting, item.meter = None, RateMeter(now)
-        item.completed += nbytes
-        item.meter.add(nbytes, now)
-        return item
-
-    def finish(self, key: str) -> Item | None:
-        self.done += 1
-        return self.items.pop(key, None)
+    def apply(self, event: Event, now: float) -> Item | None:
+        """Fold ``event`` into the counts; returns the item it is about (a wait's only if its message is news)."""
+        key, kind = event.key, event.kind
+        if kind == "advance":  # (first: most events are bytes)
+            self.moved += event.nbytes
+            if self.meter is not None:
+                self.meter.add(event.nbytes, now)
+            found = self.items.get(key)
+            if found is not None:
+                if found.waiting is not None and event.nbytes > 0:  # the wait is over: measure from now
+                    found.waiting, found.meter = None, RateMeter(now)
+                found.completed += event.nbytes
+                found.meter.add(event.nbytes, now)
+            return found
+        if kind == "begin" and event.files > 0:  # (an empty batch changes nothing)
+            self.files, self.done, self.total, self.moved = event.files, 0, event.total, 0
+        elif kind == "start":  # a retry of the same key replaces it
+            self.meter = self.meter or RateMeter(now)
+            self.items.pop(key, None)
+            item = self.items[key] = Item(event.label, event.total, now, event.completed, event.model, event.path)
+            return item
+        elif kind == "waiting":  # a lock taken before its start gets the item a row
+            item = self.items.setdefault(key, Item(key, None, now))
+            if item.waiting != event.message:
+                item.waiting, item.waiting_since = event.message, now
+                return item
+        elif kind == "finish":
+            self.done += 1
+            return self.items.pop(key, None)
+        return None
 
     def rate(self, now: float) -> float | None:
         return None if self.meter is None else self.meter.rate(now)
@@ -161,7 +154,8 @@ class Tally:
 
 
 class Reporter(Progress, AbstractContextManager["Reporter"]):
-    """A display of the run's progress: thread-safe, closed when the run ends; this base shows nothing (-q)."""
+    """A display of the core's events: each folded into the counts, then shown, under one lock (workers emit at
+    once); closed when the run ends. This base shows nothing (-q)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: tuple[str, ...] = ()) -> None:
         # Re-entrant: the rich display redraws from inside console.print, which runs under this lock.
@@ -174,12 +168,12 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
 
     def emit(self, event: Event) -> None:
         with self._lock:
-            if event.kind == "advance":
-                self.transferred += event.nbytes
-            self.show(event)
+            now = self._clock()
+            self.transferred += event.nbytes
+            self.show(event, self._tally.apply(event, now), now)
 
-    def show(self, event: Event) -> None:
-        """Format one event (under the lock)."""
+    def show(self, event: Event, item: Item | None, now: float) -> None:
+        """Show one event, already counted; ``item`` is what :meth:`Tally.apply` returned (under the lock)."""
 
     def close(self) -> None:
         """Stop the display; safe to call more than once."""
@@ -200,42 +194,37 @@ class PlainReporter(Reporter):
         self._stream.write(f"{self._safe(text)}\n")
         self._stream.flush()
 
-    def show(self, event: Event) -> None:
-        now, key, total = self._clock(), event.key, event.total
-        if event.kind == "begin" and event.files > 0:
-            self._tally.begin(total_bytes=total, files=event.files)
+    def show(self, event: Event, item: Item | None, now: float) -> None:
+        kind, total = event.kind, event.total
+        if kind == "begin" and event.files > 0:
             size = "" if total is None else f", {human_size(total)}"
             self._write(f"begin {event.files} file{'s' if event.files != 1 else ''}{size}")
-        elif event.kind == "start":
-            label = self._safe(event.label)
-            self._tally.start(key, Item(label, total, now, event.completed, event.model, event.path))
-            if event.completed:
-                self._write(f"resuming {label} at {human_size(event.completed)} of {human_size(total)}")
-            else:
-                self._write(f"start {label} ({'size unknown' if total is None else human_size(total)})")
-        elif event.kind == "waiting":
-            item, news = self._tally.wait(key, event.message, now, label=self._safe(key))
-            if news:
-                self._write(f"{item.label} waiting: {event.message}")
-        elif event.kind == "advance":
-            found = self._tally.advance(key, event.nbytes, now)
+        elif kind == "start" and event.completed:
+            self._write(resuming(event))
+        elif kind == "start":
+            self._write(f"start {event.label} ({'size unknown' if total is None else human_size(total)})")
+        elif kind == "waiting" and item is not None:  # (said once per message)
+            self._write(f"{item.label} waiting: {event.message}")
+        elif kind == "advance" and item is not None and now - item.shown >= self._interval:
             # A complete item gets its done line next; a "100%" line just before it would be noise.
-            if found and now - found.shown >= self._interval and (found.total is None or found.completed < found.total):
-                found.shown = now
-                self._write(_progress_text(found, found.meter.rate(now)))
-        elif event.kind == "finish":
-            done = self._tally.finish(key)
-            if not event.ok:  # left to the final report
-                return
-            text = f"done {done.label if done is not None else self._safe(key)}"
-            if done is not None:
-                elapsed = now - done.started
-                text += f" {human_size(done.completed)} in {human_duration(elapsed)}"
-                if elapsed > 0 and done.completed > done.initial:
-                    text += f" ({human_rate((done.completed - done.initial) / elapsed)})"
-            self._write(f"{text}: {self._safe(event.message)}" if event.message else text)
-        elif event.kind == "note":
+            if item.total is None or item.completed < item.total:
+                item.shown = now
+                self._write(_progress_text(item, item.meter.rate(now)))
+        elif kind == "finish" and event.ok:  # a failure is left to the final report
+            text = f"done {event.key if item is None else item.label}"
+            if item is not None:
+                elapsed = now - item.started
+                text += f" {human_size(item.completed)} in {human_duration(elapsed)}"
+                if elapsed > 0 and item.completed > item.initial:
+                    text += f" ({human_rate((item.completed - item.initial) / elapsed)})"
+            self._write(f"{text}: {event.message}" if event.message else text)
+        elif kind == "note":
             self._write(event.message)
+
+
+def resuming(event: Event) -> str:
+    """What a display says of a start with bytes present: ``resuming m/a.bin at 600 MiB of 1.60 GiB``."""
+    return f"resuming {event.label} at {human_size(event.completed)} of {human_size(event.total)}"
 
 
 def _progress_text(item: Item, rate: float | None) -> str:
@@ -262,31 +251,25 @@ class JsonReporter(Reporter):
     def _emit(self, kind: str, item: Item, /, **fields: Any) -> None:
         self._events.emit(kind, model=item.model, path=item.path, label=item.label, **fields)
 
-    def show(self, event: Event) -> None:
-        now, key = self._clock(), event.key
-        if event.kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
+    def show(self, event: Event, item: Item | None, now: float) -> None:
+        kind = event.kind
+        if kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
             self._events.begin(files=event.files, total=event.total)
-        elif event.kind == "start":
-            item = Item(event.label, event.total, now, event.completed, event.model, event.path)
-            self._tally.start(key, item)
-            self._emit("start", item, total=event.total, completed=event.completed)
-        elif event.kind == "waiting":
-            item, news = self._tally.wait(key, event.message, now, label=key)
-            if news:
-                self._emit("waiting", item, message=event.message)
-        elif event.kind == "advance":
-            found = self._tally.advance(key, event.nbytes, now)
-            if found is not None and now - found.shown >= PROGRESS_EVERY:
-                found.shown, rate = now, found.meter.rate(now)
-                shown = None if rate is None else round(rate)
-                self._emit("progress", found, bytes=found.completed, total=found.total, rate=shown)
-        elif event.kind == "finish":
-            item = self._tally.finish(key) or Item(key, None, now)
+        elif kind == "note":
+            self._events.note(event.message)
+        elif kind == "finish":
+            item = item or Item(event.key, None, now)
             if event.ok:
                 self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
             else:
-                self._events.error(
-                    event.message or "failed", model=item.model or None, path=item.path, label=item.label
-                )
-        else:
-            self._events.note(event.message)
+                self._events.error(event.message or "failed", model=item.model, path=item.path, label=item.label)
+        elif item is None:  # a wait already said, or bytes of an item never started
+            return
+        elif kind == "start":
+            self._emit("start", item, total=event.total, completed=event.completed)
+        elif kind == "waiting":
+            self._emit("waiting", item, message=event.message)
+        elif now - item.shown >= PROGRESS_EVERY:  # advance
+            item.shown, rate = now, item.meter.rate(now)
+            rounded = None if rate is None else round(rate)
+            self._emit("progress", item, bytes=item.completed, total=item.total, rate=rounded)

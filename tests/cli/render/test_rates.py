@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.cli.render.progress import Item, RateMeter, Tally, seconds_left, total_seconds_left
+from mdl.cli.render.progress import RateMeter, Tally, seconds_left, total_seconds_left
+from mdl.progress import Event
 
 MiB = 1024**2
 
@@ -64,21 +65,21 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
     tally = Tally()
     now = 0.0
     big, small = 120 * MiB, 8 * MiB
-    tally.begin(total_bytes=big + 5 * small, files=6)
+    tally.apply(Event("begin", total=big + 5 * small, files=6), now)
     keys = ["big", *(f"s{i}" for i in range(5))]
     for key in keys:
         size = big if key == "big" else small
-        tally.start(key, Item(key, size, now))
+        tally.apply(Event("start", key, key, size), now)
     for _ in range(10):  # the first second: small files at 40 MiB/s each, the big one throttled to 1 MiB/s
         now += 0.1
         for key in keys[1:]:
-            tally.advance(key, 4 * MiB, now)
-        tally.advance("big", MiB // 10, now)
+            tally.apply(Event("advance", key, nbytes=4 * MiB), now)
+        tally.apply(Event("advance", "big", nbytes=MiB // 10), now)
     for key in keys[1:]:
-        tally.finish(key)
+        tally.apply(Event("finish", key), now)
     for _ in range(40):  # 4 s more of the big file alone
         now += 0.1
-        tally.advance("big", MiB // 10, now)
+        tally.apply(Event("advance", "big", nbytes=MiB // 10), now)
     item = tally.items["big"]
     own = item.seconds_left(now)
     assert own == pytest.approx(115, rel=0.1)  # 115 MiB left at 1 MiB/s
@@ -94,14 +95,14 @@ def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
     file's 0:04, which only bounds it); once it is done, the known files' times are what is left."""
     tally = Tally()
     now = 0.0
-    tally.begin(total_bytes=None, files=2)
-    tally.start("unsized", Item("unsized", None, now))
-    tally.start("known", Item("known", 8 * MiB, now))
+    tally.apply(Event("begin", total=None, files=2), now)
+    tally.apply(Event("start", "unsized", "unsized", None), now)
+    tally.apply(Event("start", "known", "known", 8 * MiB), now)
     for _ in range(10):
         now += 0.1
-        tally.advance("unsized", MiB // 10, now)
-        tally.advance("known", MiB // 10, now)
+        tally.apply(Event("advance", "unsized", nbytes=MiB // 10), now)
+        tally.apply(Event("advance", "known", nbytes=MiB // 10), now)
     assert tally.items["known"].seconds_left(now) == pytest.approx(7, rel=0.1)
     assert tally.seconds_left(now) is None
-    tally.finish("unsized")
+    tally.apply(Event("finish", "unsized"), now)
     assert tally.seconds_left(now) == pytest.approx(7, rel=0.1)
