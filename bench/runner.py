@@ -73,10 +73,8 @@ def ensure_tools(tools: Sequence[str] = ("nginx", "time")) -> dict[str, str]:
     if missing and os.geteuid() == 0 and which("apt-get"):
         packages = sorted({PACKAGES.get(t, t) for t in missing})
         sys.stderr.write(f"bench: installing {' '.join(packages)} with apt-get\n")
-        quiet: dict[str, Any] = {
-            "stdout": subprocess.DEVNULL,
-            "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        }
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "env": env}
         subprocess.run(["apt-get", "update", "-qq"], check=False, **quiet)
         subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, **quiet)
         missing = [t for t in tools if which(t) is None]
@@ -629,8 +627,9 @@ def measure(tools: Sequence[Tool], *, reps: int, work: Path, env: dict[str, str]
         dest.mkdir(parents=True)
         warm(sources)  # the page cache may have dropped cold source pages; nginx must not hit the disk
         mark = counter.mark() if counter else None
-        os.sync()
-        time.sleep(settle)  # e.g. a deleted 2.5 GiB archive: ext4 with "discard" trims it in the background
+        if settle:  # e.g. a deleted 2.5 GiB archive: ext4 with "discard" trims it in the background
+            os.sync()
+            time.sleep(settle)
         m = run_measured(tool.argv(dest), env={**env, **tool.env}, log=log, cwd=tool.cwd, quiet=quiet)
         problem = check_outputs(tool, dest, hash_them=verify_first and rep == 0) if m.ok else None
         if problem:

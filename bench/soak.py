@@ -410,7 +410,8 @@ class Soak:
                  f"- result: {'PASS' if ok else 'FAIL'}", "", "| what | count |", "|---|---|",
                  *[f"| {what} | {n} |" for what, n in rows], ""]
         for key, title in WORDS.items():
-            lines += [f"{title}: " + (", ".join(f"{a}: {n}" for a, n in sorted(k[key].items())) or "none"), ""]
+            counted = sorted(k[key].items(), key=lambda kv: (kv[0].lstrip("-").isdigit() and int(kv[0]), kv[0]))
+            lines += [f"{title}: " + (", ".join(f"{what}: {n}" for what, n in counted) or "none"), ""]
         for title, found in (("Notes", self.notes), ("Anomalies", self.anomalies)):
             lines += [f"{title}:", "", *[f"- {n}" for n in found[:50]], ""] if found else []
         return "\n".join(lines)
