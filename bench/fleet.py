@@ -155,7 +155,7 @@ def main() -> None:
         s3.terminate()
         s3.wait(timeout=10)
     rows = [{"step": what, "wall": f"{wall:.1f} s", "aggregate": f"{moved / r.MiB / wall:.0f} MiB/s" if moved else "—",
-             "hub": f"{hub / r.MiB:.0f} MiB"} for what, wall, moved, hub in steps]
+             "hub": f"{from_hub / r.MiB:.0f} MiB"} for what, wall, moved, from_hub in steps]
     rows += [{"step": f"{name} (median of {args.reps})", "wall": f"{r.median(ms):.1f} s",
               "aggregate": f"{total / r.MiB / r.median(ms):.0f} MiB/s", "hub": "0 MiB"} for name, ms in runs.items()]
     mine, boto = (r.median(ms) for ms in runs.values())
