@@ -13,8 +13,8 @@ is rewritten: Range, 206, ETag, Location and query strings pass through untouche
 proxied server (the Hub's LFS redirect to the proxied CDN) pays the delay again on that hop.
 
 Answers are not parsed: upstream -> client is a plain byte pipe, moved with ``splice(2)`` through a 1 MiB
-pipe (no copy into Python) and, where splice is missing, a 1 MiB buffer. On this machine it carries several
-GB/s, so it is not what a benchmark measures (see bench/README.md for the figure).
+pipe (no copy into Python). On this machine it carries several GB/s, so it is not what a benchmark measures
+(see bench/README.md for the figure).
 
 With ``--log FILE`` every request is logged as it arrives, with its arrival time, its release time (arrival +
 delay) and its client connection; ``read_log`` reads the lines back and ``serial_round_trips`` finds the longest
@@ -43,7 +43,6 @@ from urllib.parse import urlsplit
 
 CHUNK = 1 << 20  # bytes per splice / recv: big moves keep the proxy's CPU per GB small
 MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
-_SPLICE = hasattr(os, "splice")
 
 
 def loopback_upstream(url: str) -> tuple[str, int]:
@@ -314,17 +313,8 @@ async def _readable(fd: int, *, writable: bool = False) -> None:
 
 
 async def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    """Copy ``src`` to ``dst`` until ``src`` ends, then end ``dst``'s writing side."""
-    if _SPLICE:
-        await _pipe_splice(src, dst)
-    else:
-        await _pipe_copy(src, dst)
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
-async def _pipe_splice(src: socket.socket, dst: socket.socket) -> None:
-    """splice(2) socket -> pipe -> socket: the bytes never enter Python."""
+    """Copy ``src`` to ``dst`` with splice(2) (socket -> pipe -> socket: the bytes never enter Python) until
+    ``src`` ends, then end ``dst``'s writing side."""
     read_end, write_end = os.pipe()
     with contextlib.suppress(OSError):  # a bigger pipe means fewer trips round the loop
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, CHUNK)
@@ -338,7 +328,7 @@ async def _pipe_splice(src: socket.socket, dst: socket.socket) -> None:
                 await _readable(src_fd)
                 continue
             if n == 0:
-                return
+                break
             while n:
                 try:
                     n -= os.splice(read_end, dst_fd, n, flags=flags)
@@ -347,15 +337,8 @@ async def _pipe_splice(src: socket.socket, dst: socket.socket) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
-
-
-async def _pipe_copy(src: socket.socket, dst: socket.socket) -> None:
-    """The same with a reused 1 MiB buffer, where splice is missing."""
-    loop = asyncio.get_running_loop()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while n := await loop.sock_recv_into(src, buf):
-        await loop.sock_sendall(dst, view[:n])
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
 
 
 # -- running it as a child of the benchmark ---------------------------------------------------------------
@@ -416,12 +399,6 @@ class DelayProxy:
                 proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
-
-    def __enter__(self) -> DelayProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@
     python bench/pull_path.py                  # this tree
     python bench/pull_path.py --tree /other/checkout --list
 
-A loopback Hub (tests/servers.py's HubServer, with its CDN) holds one repo; the catalog has that repo and one direct
-CDN URL. The pull runs in a child process with every mdl module imported first, then traced with sys.setprofile and
-threading.setprofile: a module counts when one of its functions is called during the pull. Nothing leaves 127.0.0.1.
+The loopback Hub stand-in (with its CDN) holds one repo; the catalog has that repo and one direct CDN URL. The pull
+runs in a child with every mdl module imported first, traced with sys.setprofile and threading.setprofile: a module
+counts when one of its functions is called during the pull.
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from bench_pull import child_env  # noqa: E402
-from servers import HubServer  # noqa: E402  (tests/ is not a package)
+import runner as r
+from servers import HubServer  # tests/servers.py
 
 CHILD = """\
 import importlib, json, pkgutil, sys, threading
@@ -32,10 +29,8 @@ for info in pkgutil.walk_packages(mdl.__path__, "mdl."):
         importlib.import_module(info.name)
 seen = set()
 def profile(frame, event, arg):
-    if event == "call":
-        name = frame.f_globals.get("__name__", "")
-        if name.startswith("mdl"):
-            seen.add(name)
+    if event == "call" and (name := frame.f_globals.get("__name__", "")).startswith("mdl"):
+        seen.add(name)
 from mdl.cli import app, invoke
 sys.argv = ["mdl", *sys.argv[2:]]
 threading.setprofile(profile)
@@ -48,36 +43,28 @@ open(OUT, "w").write(json.dumps({"code": code, "modules": sorted(seen)}))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose mdl/ is traced (default: this one)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", type=Path, default=r.ROOT, help="the checkout whose mdl/ is traced (default: this)")
     parser.add_argument("--list", action="store_true", help="print the modules, not only their count")
     args = parser.parse_args()
-    hub = HubServer().start()
-    try:
+    with HubServer() as hub, tempfile.TemporaryDirectory() as tmp:
         hub.add_repo("org/tiny", {"config.json": b'{"a": 1}', "model.safetensors": os.urandom(300_000)})
         url = hub.cdn.add_file("/direct/vocab.txt", b"a\nb\nc\n")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            catalog = folder / "catalog.toml"
-            catalog.write_text(
-                f'[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n\n'
-                f'[models.direct]\nfiles = [{{ url = "{url}" }}]\n'
-            )
-            out = folder / "path.json"
-            # The benchmarks' clean environment: no caller settings or tokens, no proxy in the way of 127.0.0.1.
-            env = {**child_env(folder, hub.url), "PYTHONPATH": str(args.tree)}
-            code = CHILD.replace("OUT", repr(str(out)))
-            argv = [sys.executable, "-c", code, "-", "--catalog", str(catalog), "pull", "--all", "--no-progress"]
-            done = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0 or not out.exists():
-                sys.exit(f"the pull failed (exit {done.returncode}):\n{done.stderr}")
-            result = json.loads(out.read_text())
-    finally:
-        hub.stop()
-    modules = result["modules"]
-    print(f"{len(modules)} mdl modules run code during `mdl pull --all` (exit {result['code']})")
+        folder = Path(tmp)
+        catalog = folder / "catalog.toml"
+        catalog.write_text(f'[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n\n'
+                           f'[models.direct]\nfiles = [{{ url = "{url}" }}]\n')
+        out = folder / "path.json"
+        env = r.clean_env(folder, HF_ENDPOINT=hub.url, PYTHONPATH=str(args.tree))
+        code = CHILD.replace("OUT", repr(str(out)))
+        argv = [r.PY, "-c", code, "-", "--catalog", str(catalog), "pull", "--all", "--no-progress"]
+        done = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or not out.exists():
+            sys.exit(f"the pull failed (exit {done.returncode}):\n{done.stderr}")
+        result = json.loads(out.read_text())
+    print(f"{len(result['modules'])} mdl modules run code during `mdl pull --all` (exit {result['code']})")
     if args.list:
-        print("\n".join(modules))
+        print("\n".join(result["modules"]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """When a command sends each request, from the latency proxy's log: start-up, reaction, and the tail after the last.
 
-    python bench/bench_pull.py --serve --only presigned@300          # in one terminal: the servers and the proxy
+    python bench/pull.py --serve --only presigned@300          # in one terminal: the servers and the proxy
     python bench/timeline.py [--reps 3] -- mdl get 'URL' -o /tmp/x -q   # in another: URL through the delayed CDN
     python bench/timeline.py -- aria2c -x8 -s8 -q -d /tmp -o x 'URL'
 
@@ -33,7 +33,7 @@ def requests_between(log: Path, start: float, end: float) -> list[tuple[float, f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log", type=Path, default=Path("/tmp/mdl-bench/logs/proxy.log"), help="the proxy's log")
+    parser.add_argument("--log", type=Path, default=Path("/tmp/mdl-bench/proxy.log"), help="the proxy's log")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
     args = parser.parse_args(argv)
