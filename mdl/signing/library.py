@@ -22,8 +22,7 @@ from typing import Any
 
 from mdl.errors import IntegrityError, NetworkError, UsageError
 from mdl.redact import printable
-from mdl.signing.statement import GIT_PATHS, SignedManifest, manifest_from_items
-from mdl.signing.trust import SIGNATURE_FILE, Trust
+from mdl.signing.statement import GIT_PATHS, SIGNATURE_FILE, SignedManifest, Trust, manifest_from_items
 
 EXTRA_HINT = "pip install 'mdl[sign]'"
 MAX_SIGNATURE_BYTES = 64 << 20  # a statement for ~400,000 files; anything bigger is not a model's signature
