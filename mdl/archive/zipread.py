@@ -375,7 +375,6 @@ def _descriptor_values(tail: bytes, *, signed: bool, width: int) -> list[tuple[s
     return _values(*struct.unpack_from("<LQQ" if width == 8 else "<LLL", tail, start))
 
 
-
 def _check_descriptor(fh: BinaryIO, entry: Entry, local: _Local, limit: int) -> None:
     """Refuse a data descriptor (after the data, before ``limit``) that disagrees with the central directory. Its
     signature is optional and its sizes 4 or 8 bytes (ZIP64), so each form is tried; the error reads the likeliest."""
