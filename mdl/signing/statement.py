@@ -200,13 +200,8 @@ class SignedManifest:
         """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature is verified again)."""
         if not isinstance(doc, dict) or set(doc) != {"method", "algorithm", "ignore_paths", "model_name", "files"}:
             raise ValueError("not a kept statement")
-        method, algorithm, ignored, name, files = (
-            doc["method"],
-            doc["algorithm"],
-            doc["ignore_paths"],
-            doc["model_name"],
-            doc["files"],
-        )
+        keys = ("method", "algorithm", "ignore_paths", "model_name", "files")
+        method, algorithm, ignored, name, files = (doc[key] for key in keys)
         if method not in ("files", "shards") or algorithm not in ALGORITHMS.values() or not isinstance(name, str):
             raise ValueError("not a kept statement")
         if not isinstance(ignored, list) or not all(isinstance(p, str) for p in ignored) or not isinstance(files, dict):
@@ -220,12 +215,9 @@ class SignedManifest:
                 if not isinstance(piece, list) or len(piece) != 3:
                     raise ValueError("not a kept statement")
                 start, end, digest = piece
-                if (
-                    not isinstance(start, int)
-                    or not (end is None or isinstance(end, int))
-                    or not isinstance(digest, str)
-                ):
+                if not (isinstance(start, int) and (end is None or isinstance(end, int)) and isinstance(digest, str)):
                     raise ValueError("not a kept statement")
+
                 parts.append((start, end, digest))
             kept[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
         return cls(method, algorithm, kept, tuple(ignored), name)
