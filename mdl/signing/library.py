@@ -191,13 +191,3 @@ def public_key_of(private_key: Path) -> bytes:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
-
-
-__all__ = [
-    "EXTRA_HINT",
-    "MAX_SIGNATURE_BYTES",
-    "public_key_of",
-    "require_library",
-    "sign_digests",
-    "verify_signature",
-]
