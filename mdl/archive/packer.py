@@ -175,14 +175,11 @@ class _Collector:
         for entry in entries:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             denied, whole_run = _matches(entry.name, self.deny), not arc_prefix and _matches(entry.name, self.top_skip)
-            if reserved_by_mdl(entry.name):  # `mdl get -d RUN` keeps RUN/.mdl/: mdl's state, never a run's file
+            reserved = reserved_by_mdl(entry.name)  # `mdl get -d RUN` keeps RUN/.mdl/: mdl's state, never a run's
+            if reserved or denied or whole_run:
                 slash = "/" if entry.is_dir(follow_symlinks=False) else ""
-                self.left_out.append(LeftOut(shown + slash, None, STATE_REASON))
-                continue
-            if denied or whole_run:
-                slash = "/" if entry.is_dir(follow_symlinks=False) else ""
-                reason = DENY_REASON if denied else RUN_LEVEL_REASON
-                self.left_out.append(LeftOut(shown + slash, None if denied else entry.name, reason))
+                reason = STATE_REASON if reserved else DENY_REASON if denied else RUN_LEVEL_REASON
+                self.left_out.append(LeftOut(shown + slash, None if reserved or denied else entry.name, reason))
                 continue
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
@@ -281,11 +278,17 @@ def collect_files(
             whole = " (a whole-run archive holds them already)" if selection.checkpoint is None else ""
             notes.append(f"--with-logs: {len(taken)} log file{'s' if len(taken) != 1 else ''}{whole}: {listed}")
     if options.includes:  # added from anywhere in the run, named as in the chosen checkpoint when part of it
-        adding = _Collector(run_real, deny, options.excludes, options.compress, (), keep=_include_filter(options))
+
+        def keep(path: str) -> bool:
+            return _any_glob((path,), options.includes)
+
+        adding = _Collector(run_real, deny, options.excludes, options.compress, (), keep=keep)
         adding.walk(run_real, "", "")
         for _, path, src in adding.found:
             arcname = _inside(selection, run_dir, path) or path
-            candidates.append((arcname, path, _renamed(src, arcname) if isinstance(src, SourceFile) else src))
+            if isinstance(src, SourceFile) and src.arcname != arcname:
+                src = replace(src, arcname=arcname, role=role_of(arcname))
+            candidates.append((arcname, path, src))
         for pattern in options.includes:
             if not any(glob_matches(path, pattern) for _, path, _ in adding.found):
                 hint = "the deploy profile leaves training state out: --profile full keeps it" if deny else None
@@ -357,20 +360,6 @@ def collect_files(
 UNSIGNED = (MANIFEST_NAME,)
 
 
-def check_signing_key(key: Path) -> None:
-    """UsageError (exit 2) naming ``key`` unless model_signing can sign with it: checked by signing nothing, before
-    anything is written, so a bad key never costs a pack."""
-    sign_digests({}, private_key=key, model_name=key.stem)
-
-
-def _renamed(src: SourceFile, arcname: str) -> SourceFile:
-    return src if src.arcname == arcname else replace(src, arcname=arcname, role=role_of(arcname))
-
-
-def _include_filter(options: PackOptions) -> Callable[[str], bool]:
-    return lambda path: any(glob_matches(path, pattern) for pattern in options.includes)
-
-
 @dataclass(frozen=True)
 class PackedFile:
     """One file in the archive (path relative to its top-level folder)."""
@@ -438,8 +427,8 @@ def pack_run(options: PackOptions, *, progress: Progress, stdout: BinaryIO | Non
     if to_stdout and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
     key = None if options.sign is None else options.cwd / options.sign
-    if key is not None:
-        check_signing_key(key)
+    if key is not None:  # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
+        sign_digests({}, private_key=key, model_name=key.stem)
 
     try:
         selection = select_checkpoint(run_dir, options.checkpoint)

@@ -96,15 +96,6 @@ def _open_dir(name: str, dir_fd: int) -> int:
     return os.open(name, _DIR, dir_fd=dir_fd)
 
 
-def _read_own(name: str, dir_fd: int, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``name`` in ``dir_fd`` if it is a file mdl made (``confined.not_own``, by lstat and
-    by fstat of the same inode), else OSError; ValueError when it is larger; never through a link."""
-    with os.fdopen(confined.open_entry(dir_fd, Path(name), os.O_RDONLY), "rb") as fh:
-        if len(data := fh.read(limit + 1)) > limit:
-            raise ValueError(f"its {name} is larger than {limit} bytes")
-    return data
-
-
 @dataclass(frozen=True)
 class Top:
     """One top-level name a swap moves, with the identity of the new entry and of the original it moves aside."""
@@ -300,10 +291,15 @@ def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> 
 
 def _read_journal(staging_fd: int, token: str) -> tuple[str, list[Top]] | None:
     """The journal's state and names; None when absent; ValueError when it is not this staging's or is not trusted."""
-    try:
-        doc = json.loads(_read_own(_JOURNAL, staging_fd, MAX_JOURNAL_BYTES))
+    try:  # a file mdl made (confined.not_own, by lstat and fstat of one inode), else OSError; never through a link
+        with os.fdopen(confined.open_entry(staging_fd, Path(_JOURNAL), os.O_RDONLY), "rb") as fh:
+            data = fh.read(MAX_JOURNAL_BYTES + 1)
     except FileNotFoundError:
         return None
+    if len(data) > MAX_JOURNAL_BYTES:
+        raise ValueError(f"its {_JOURNAL} is larger than {MAX_JOURNAL_BYTES} bytes")
+    doc = json.loads(data)
+
     if not isinstance(doc, dict) or not secrets.compare_digest(str(doc.get("token")), token):
         raise ValueError("its journal is not this staging's own (no matching token)")
     state, listed = doc.get("state"), doc.get("tops")

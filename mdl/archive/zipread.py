@@ -372,13 +372,7 @@ def _descriptor_values(tail: bytes, *, signed: bool, width: int) -> list[tuple[s
     start = 4 if signed else 0
     if len(tail) < start + 4 + 2 * width or (signed and not tail.startswith(_DESCRIPTOR_SIGNATURE)):
         return None
-    field = [
-        tail[start : start + 4],
-        tail[start + 4 : start + 4 + width],
-        tail[start + 4 + width : start + 4 + 2 * width],
-    ]
-    crc, csize, usize = (int.from_bytes(raw, "little") for raw in field)
-    return _values(crc, csize, usize)
+    return _values(*struct.unpack_from("<LQQ" if width == 8 else "<LLL", tail, start))
 
 
 def _check_descriptor(fh: BinaryIO, entry: Entry, local: _Local, limit: int) -> None:

@@ -8,8 +8,16 @@ from mdl.signing.library import (
     sign_digests,
     verify_signature,
 )
-from mdl.signing.statement import Check, SignedFile, SignedManifest, git_path, skipped_by_signature
-from mdl.signing.trust import SIGNATURE_FILE, Trust, key_id
+from mdl.signing.statement import (
+    SIGNATURE_FILE,
+    Check,
+    SignedFile,
+    SignedManifest,
+    Trust,
+    git_path,
+    key_id,
+    skipped_by_signature,
+)
 
 __all__ = [
     "EXTRA_HINT",

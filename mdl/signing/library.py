@@ -22,8 +22,7 @@ from typing import Any
 
 from mdl.errors import IntegrityError, NetworkError, UsageError
 from mdl.redact import printable
-from mdl.signing.statement import GIT_PATHS, SignedManifest, manifest_from_items
-from mdl.signing.trust import SIGNATURE_FILE, Trust
+from mdl.signing.statement import GIT_PATHS, SIGNATURE_FILE, SignedManifest, Trust, manifest_from_items
 
 EXTRA_HINT = "pip install 'mdl[sign]'"
 MAX_SIGNATURE_BYTES = 64 << 20  # a statement for ~400,000 files; anything bigger is not a model's signature
@@ -192,13 +191,3 @@ def public_key_of(private_key: Path) -> bytes:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
-
-
-__all__ = [
-    "EXTRA_HINT",
-    "MAX_SIGNATURE_BYTES",
-    "public_key_of",
-    "require_library",
-    "sign_digests",
-    "verify_signature",
-]

@@ -1,4 +1,5 @@
-"""What a verified signature says: each signed file's digests, and the checks that hold a file to them.
+"""Whom a signature must come from (:class:`Trust`), what a verified one says (each signed file's digests), and
+the checks that hold a file to them.
 
 The default serialisation (``files`` with sha256) names the very digest mdl computes while it downloads: such a file
 is checked for free, by pinning its sha256. Any other (``shards``, BLAKE2 or BLAKE3) is hashed as it says by a
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from mdl.errors import IntegrityError
-from mdl.paths import path_problem
+from mdl.errors import IntegrityError, UsageError
+from mdl.paths import path_problem, url_basename
 from mdl.redact import printable
 
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
@@ -21,6 +22,7 @@ GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing
 ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "blake3": "blake3"}
 READ_SIZE = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publishers ship
 
 
 class Digest(Protocol):
@@ -198,13 +200,8 @@ class SignedManifest:
         """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature is verified again)."""
         if not isinstance(doc, dict) or set(doc) != {"method", "algorithm", "ignore_paths", "model_name", "files"}:
             raise ValueError("not a kept statement")
-        method, algorithm, ignored, name, files = (
-            doc["method"],
-            doc["algorithm"],
-            doc["ignore_paths"],
-            doc["model_name"],
-            doc["files"],
-        )
+        keys = ("method", "algorithm", "ignore_paths", "model_name", "files")
+        method, algorithm, ignored, name, files = (doc[key] for key in keys)
         if method not in ("files", "shards") or algorithm not in ALGORITHMS.values() or not isinstance(name, str):
             raise ValueError("not a kept statement")
         if not isinstance(ignored, list) or not all(isinstance(p, str) for p in ignored) or not isinstance(files, dict):
@@ -218,12 +215,9 @@ class SignedManifest:
                 if not isinstance(piece, list) or len(piece) != 3:
                     raise ValueError("not a kept statement")
                 start, end, digest = piece
-                if (
-                    not isinstance(start, int)
-                    or not (end is None or isinstance(end, int))
-                    or not isinstance(digest, str)
-                ):
+                if not (isinstance(start, int) and (end is None or isinstance(end, int)) and isinstance(digest, str)):
                     raise ValueError("not a kept statement")
+
                 parts.append((start, end, digest))
             kept[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
         return cls(method, algorithm, kept, tuple(ignored), name)
@@ -280,3 +274,67 @@ def manifest_from_items(
             raise IntegrityError(f"the signature names {path!r} twice")
         files[path] = SignedFile(path, ALGORITHMS[algorithm], tuple(parts), sharded=method == "shards")
     return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """A ``[models.NAME.signature]`` table, its paths resolved against the catalog's folder: exactly one of
+    ``key``, ``certificates`` or ``identity`` + ``issuer``; ``file`` is where the signature is (a path in the model,
+    or a URL)."""
+
+    key: Path | None = None
+    certificates: tuple[Path, ...] = ()
+    identity: str | None = None
+    issuer: str | None = None
+    file: str = SIGNATURE_FILE
+
+    @property
+    def kind(self) -> str:
+        return "key" if self.key is not None else "certificates" if self.certificates else "identity"
+
+    @property
+    def file_is_url(self) -> bool:
+        return self.file.startswith(("http://", "https://"))
+
+    @property
+    def installed_as(self) -> str:
+        """Its path in the model folder: as the repo has it, or a URL's last path segment (never its query: a
+        presigned URL's signature or a token)."""
+        return url_basename(self.file, where="signature.file") if self.file_is_url else self.file
+
+    def fingerprint(self) -> str:
+        """A digest of everything this trust decides by: the key's or certificates' bytes, or the identity and
+        issuer (OSError when a file cannot be read). Another key at the same path is another trust."""
+        digest = hashlib.sha256(self.kind.encode())
+        for path in (self.key,) if self.key is not None else self.certificates:
+            digest.update(b"\0" + path.read_bytes())
+        digest.update(f"\0{self.identity}\0{self.issuer}".encode())
+        return digest.hexdigest()
+
+    def by(self) -> str:
+        """Who signed what verifies with it, as ``list``/``show`` say it: the key's id (the sha256 of its PEM, as
+        model_signing's bundles hint it), the chain's first certificate's file, or the sigstore identity."""
+        if self.key is not None:
+            return f"key {key_id(self.key)[:16]}"
+        if self.certificates:
+            return f"certificate chain {self.certificates[0].name}"
+        return f"{self.identity} ({self.issuer})"
+
+
+def key_id(path: Path) -> str:
+    """The public key's id as model_signing writes it in a bundle (sha256 of its SubjectPublicKeyInfo PEM);
+    UsageError (exit 2) naming the file when it cannot be read or is not an EC public key in PEM."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"signature key {path}: cannot read it: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise UsageError(f"signature key {path}: not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UsageError(f"signature key {path}: not an elliptic-curve key (model signing keys are ECDSA)") from None
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(pem).hexdigest()

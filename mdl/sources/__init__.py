@@ -1,7 +1,6 @@
 """Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
-from mdl.sources.hub import Hub, resolve_token
-from mdl.sources.hubpages import hub_page_as_hf, read_hub_pages
+from mdl.sources.hub import Hub, hub_page_as_hf, read_hub_pages, resolve_token
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,

@@ -277,10 +277,6 @@ def with_probe(
     return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)
 
 
-def mirror_urls(templates: Sequence[str], remote: RemoteFile) -> list[str]:
-    return [url for _, url in mirror_targets(templates, remote)]
-
-
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
     """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but not in s3://
     keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""

@@ -29,7 +29,6 @@ from mdl.store.inventory import (
     MISSING,
     MODIFIED_MAYBE,
     RECHECK_REASON,
-    UNRECORDED,
     CleanedFile,
     CleanReport,
     ModelInfo,
@@ -55,7 +54,7 @@ from mdl.store.layout import (
     ref_revision,
     signed_name,
 )
-from mdl.store.prune import KeptPath, PrunedPath, PruneReport, prune
+from mdl.store.prune import PruneReport, prune
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 
@@ -65,7 +64,6 @@ __all__ = [
     "MODIFIED_MAYBE",
     "RECHECK_REASON",
     "REPLACEABLE",
-    "UNRECORDED",
     "CleanReport",
     "CleanedFile",
     "DirSyncs",
@@ -74,7 +72,6 @@ __all__ = [
     "ForeignEntryError",
     "HeldLocks",
     "HubFileRef",
-    "KeptPath",
     "Layout",
     "ModelInfo",
     "ModelList",
@@ -82,7 +79,6 @@ __all__ = [
     "ModelStatus",
     "Placement",
     "PruneReport",
-    "PrunedPath",
     "SignatureRecord",
     "Store",
     "adopt_cached",

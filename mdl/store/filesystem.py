@@ -125,23 +125,29 @@ def hash_descriptor(
     return total, sha.hexdigest(), sha1.hexdigest() if sha1 is not None else None
 
 
+def nearest_existing(path: Path) -> tuple[Path, os.stat_result] | None:
+    """``path`` or its nearest parent that exists, with its ``stat`` (links followed); None when none does."""
+    while True:
+        try:
+            return path, path.stat()
+        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
+            if path == path.parent:
+                return None
+            path = path.parent
+
+
 def creatable_problem(path: Path) -> str | None:
     """Why a file cannot be created at ``path``, or None; looks only, creates nothing."""
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than {PATH_MAX - 1} bytes"
     if not_a_file(path) == "a folder":
         return f"{shown_path(path)} is a folder, not a file"
-    folder = path.parent
-    while True:
-        try:
-            found = folder.stat()
-            break
-        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
-            if folder == folder.parent:
-                return f"none of the folders above {shown_path(path)} exists"
-            folder = folder.parent
-        except OSError as exc:
-            return f"cannot look at {shown_path(folder)}: {exc.strerror or exc}"
+    try:
+        if (existing := nearest_existing(path.parent)) is None:
+            return f"none of the folders above {shown_path(path)} exists"
+    except OSError as exc:
+        return f"cannot look at {shown_path(exc.filename or path.parent)}: {exc.strerror or exc}"
+    folder, found = existing
     if not st.S_ISDIR(found.st_mode):
         return f"{shown_path(folder)} is {kind_of(found) or 'a file'}, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):

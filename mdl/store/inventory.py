@@ -425,6 +425,7 @@ def verify_models(
         signed = _signature_on_disk(spec, status, layout)
         if isinstance(signed, FileOutcome):
             add(signed)
+        sig_file = spec.signature.installed_as if spec.signature is not None else None
         for file in status.files:
             if not locked and file.path in catalog_sha:
                 want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
@@ -432,7 +433,7 @@ def verify_models(
                 want = (file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved")
             name = signed_name(file.path, file.source)
             one = signed.file(name, file.size) if isinstance(signed, SignedManifest) else None
-            if isinstance(signed, SignedManifest) and one is None and file.path != _signature_file(spec):
+            if isinstance(signed, SignedManifest) and one is None and file.path != sig_file:
                 error = IntegrityError(f"{spec.name}/{file.path}: is not covered by the model's signature")
                 add(failed(spec.name, file.path, error, dest=file.dest))
                 continue
@@ -450,10 +451,6 @@ def verify_models(
                 if ref is not None:
                     write_ref(layout.records.dest, *ref)
     return RunReport(tuple(outcomes))
-
-
-def _signature_file(spec: ModelSpec) -> str | None:
-    return spec.signature.installed_as if spec.signature is not None else None
 
 
 def _signature_on_disk(spec: ModelSpec, status: ModelStatus, layout: Layout) -> SignedManifest | FileOutcome | None:

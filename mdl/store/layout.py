@@ -15,7 +15,7 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path, shown_path
 from mdl.store import confined
-from mdl.store.filesystem import creatable_problem, kind_of, not_a_file, not_a_file_error
+from mdl.store.filesystem import creatable_problem, kind_of, nearest_existing, not_a_file, not_a_file_error
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
@@ -161,16 +161,12 @@ class Layout:
 def check_folder(path: Path, *, what: str) -> None:
     """Refuse (exit 2) a root every command would fail on: a file (or anything but a folder) at ``path`` or at the
     first of its parents that exists. Links are followed: the root is the user's choice."""
-    found, probe = None, path
-    while found is None:
-        try:
-            found = probe.stat()
-        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
-            if probe == probe.parent:
-                return
-            probe = probe.parent
-        except OSError:
-            return  # what the commands then say about it (permissions, a name too long) is theirs to say
+    try:
+        if (existing := nearest_existing(path)) is None:
+            return
+    except OSError:
+        return  # what the commands then say about it (permissions, a name too long) is theirs to say
+    probe, found = existing
     if not st.S_ISDIR(found.st_mode):
         kind = kind_of(found) or "a file"
         where = "" if probe == path else f"cannot be created: {shown_path(probe)} "

@@ -139,12 +139,16 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
         targets = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
         if not (targets or spec is None):
             continue
-        if name in others:
-            run.kept.append(KeptPath(_model_path(layout, name), name, OTHER_CATALOG + others[name], others[name]))
+        if name in others:  # named by its folder in the destination, else (all in the Hugging Face cache) its record
+            folder = layout.plain.model_dir(name)
+            where = folder if os.path.lexists(folder) else layout.records.record_path(name)
+            run.kept.append(KeptPath(where, name, OTHER_CATALOG + others[name], others[name]))
         else:
             _prune_model(run, record, targets, whole=spec is None)
-    if only is None:
-        _note_unrecorded(run, set(catalog) | set(records))
+    dest = layout.plain.dest
+    for name, info in confined.entries(dest, dest) if only is None else ():  # neither in the catalog nor recorded
+        if name != ".mdl" and name not in catalog and name not in records and st.S_ISDIR(info.st_mode):
+            run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
     return PruneReport(tuple(run.removed), tuple(run.kept), tuple(run.warnings), tuple(run.errors), settings.dry_run)
 
 
@@ -161,12 +165,6 @@ def other_catalog(record: ModelRecord, catalog: Path | None) -> str | None:
     if record.catalog is None or catalog is None or record.catalog == str(catalog):
         return None
     return record.catalog
-
-
-def _model_path(layout: Layout, model: str) -> Path:
-    """What names a kept model: its folder in the destination, else (all in the Hugging Face cache) its record."""
-    folder = layout.plain.model_dir(model)
-    return folder if os.path.lexists(folder) else layout.records.record_path(model)
 
 
 def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -> Iterator[Path]:
@@ -208,7 +206,9 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
                 done = _GONE
             elif entry.adopted:  # found in place, never written by mdl: neither it nor its blob is mdl's to remove
-                done = _keep_adopted(run, model, placement)
+                if placement.shown not in run.used and os.path.lexists(placement.shown):
+                    run.kept.append(KeptPath(placement.shown, model, ADOPTED))
+                done = _KEPT
             elif placement.link is not None:
                 done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
                 if done in (_REMOVED, _GONE):
@@ -230,13 +230,6 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
         except MdlError as exc:
             run.errors.append(exc)
-
-
-def _keep_adopted(run: _Pruning, model: str, placement: Placement) -> str:
-    """Note an adopted file as kept (if it is there, and no model that stays uses it); its record entry goes."""
-    if placement.shown not in run.used and os.path.lexists(placement.shown):
-        run.kept.append(KeptPath(placement.shown, model, ADOPTED))
-    return _KEPT
 
 
 def _lock_model(layout: Layout, model: str, placements: dict[str, Placement | None]) -> HeldLocks:
@@ -414,11 +407,3 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
             path = Path(where) / name
             if path not in known and os.path.lexists(path):
                 run.kept.append(KeptPath(path, model, "not written by mdl"))
-
-
-def _note_unrecorded(run: _Pruning, known: set[str]) -> None:
-    """Folders in the destination neither in the catalog nor recorded: never mdl's to remove."""
-    dest = run.layout.plain.dest
-    for name, info in confined.entries(dest, dest):
-        if name != ".mdl" and name not in known and st.S_ISDIR(info.st_mode):
-            run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))

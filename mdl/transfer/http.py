@@ -266,13 +266,7 @@ def credentials_sent(response: httpx2.Response) -> bool:
 
 
 REFUSED_CREDENTIALS = "the server refused the credentials sent (-H, the catalog's headers or ~/.netrc): check them"
-
-
-def direct_auth_hint(response: httpx2.Response) -> str:
-    """What to do about a direct URL's 401: the credentials sent were refused, or there were none to send."""
-    if credentials_sent(response):
-        return REFUSED_CREDENTIALS
-    return "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc login"
+NO_CREDENTIALS = "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc login"
 
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
@@ -282,10 +276,8 @@ def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlE
     where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
     error: MdlError
     if status == 401:
-        error = AuthError(
-            f"{what}: not authorised (HTTP 401 from {where}){suffix}",
-            hint=hub_auth_hint(code, response) if hub else direct_auth_hint(response),
-        )
+        hint = hub_auth_hint(code, response) if hub else REFUSED_CREDENTIALS if credentials_sent(response) else None
+        error = AuthError(f"{what}: not authorised (HTTP 401 from {where}){suffix}", hint=hint or NO_CREDENTIALS)
     elif status == 403 and hub:
         error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code, response))
     elif status == 403:

@@ -33,7 +33,7 @@ from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress
 from mdl.report import RunReport
-from mdl.sources.resolve import RemoteFile, mirror_urls
+from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.store import Store
 
 WEIGHTS = make_data(300_003, seed=11)  # LFS on the Hub: known by sha256
@@ -527,6 +527,10 @@ def remote(**fields: Any) -> RemoteFile:
 HEX64 = "ab" * 32
 HEX40 = "cd" * 20
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def mirror_urls(templates: list[str], remote: RemoteFile) -> list[str]:
+    return [url for _, url in mirror_targets(templates, remote)]
 
 
 def test_mirror_urls_fill_every_placeholder_and_quote() -> None:
