@@ -70,10 +70,7 @@ class Run:
         # terminal each line says when and which run (stderr_sink)
         json_events = (self.progress or "").lower() == "json"
         self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
-        # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
-        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious)]
-        self.secrets = Secrets(found)  # the run's: what it learns is registered here, every sink hides it
+        self.secrets = Secrets()  # the run's: what it learns (tokens, headers, signed URLs) is told here, sinks hide it
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
