@@ -67,8 +67,8 @@ def parse_header(text: str, *, flag: str = "--header") -> tuple[str, str]:
 
 
 def check_header(name: str, value: str, *, where: str, secrets: Secrets | None = None) -> tuple[str, str]:
-    """(name, value) when both may be sent, else UsageError naming ``where``; a credential's value is registered as a
-    secret (as the catalog's headers' are) so that no sink shows it."""
+    """(name, value) when both may be sent, else UsageError naming ``where``; a credential's value is registered in the
+    run's ``secrets`` (as the catalog's headers' are) so that no sink shows it."""
     problem = header_name_problem(name)
     if problem is None and not value:
         problem = "has no value (mdl sends only headers with values)"
