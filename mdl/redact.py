@@ -1,7 +1,7 @@
 """Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): registered
 secrets as tokens in any encoding and however a server reflows them, Hub tokens, bearer and ``Authorization``
 values, URL userinfo, signed URLs' queries and secret path parameters. Data a command exists to print (names, paths,
-sizes, hashes: see ``TEXT_KEYS``) is never rewritten by the registry: only its URLs lose their credentials."""
+sizes, hashes: see ``TEXT_KEYS``) is never rewritten by a run's secrets: only its URLs lose their credentials."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 import string
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from itertools import accumulate
 from pathlib import PurePath
 from typing import Any
@@ -81,16 +81,81 @@ def _squeeze(text: str) -> str:
     return _FORMATS.sub("", squeezed) if _FORMATS.search(squeezed) else squeezed
 
 
-class _Forms:
-    """Secret forms indexed for one linear scan of a text: by their first MIN_SECRET_LENGTH characters (folded),
-    and those by each _GRAM-long piece a probe may see. Entries only grow: readers take no lock."""
+class Secrets:
+    """The secret values of one run (tokens, passwords, header values, signatures) and their encoded forms: built
+    where a command or API call begins, told what the run learns (:meth:`add`, :meth:`add_url`), handed to every
+    sink (``secrets=`` of :func:`safe_text` and :func:`safe_doc`). Values only grow; readers take no lock. Indexed
+    for one linear scan of a text: by each form's first MIN_SECRET_LENGTH characters (folded), and those by each
+    _GRAM-long piece a probe may see."""
 
-    def __init__(self) -> None:
+    def __init__(self, values: Iterable[str | None] = ()) -> None:
         self.heads: dict[str, dict[int, tuple[set[str], set[str]]]] = {}  # head -> length -> (exact, folded forms)
         self.grams: dict[str, frozenset[int]] = {}  # a piece of a head -> where in the head it sits
         self.longest = 0
+        self._forms: set[str] = set()
+        self._lock = threading.Lock()
+        for value in values:
+            self.add(value)
 
-    def add(self, form: str) -> bool:
+    def add(self, value: str | None) -> None:
+        """Register ``value`` (a token, a header value, a signature) so that no sink shows it, in any encoding; a
+        header value ``<scheme> <credentials>`` registers its credentials alone too (a server may echo them so)."""
+        if not value or len(value) < MIN_SECRET_LENGTH:
+            return
+        forms = _forms_of(value)
+        with self._lock:
+            for form in forms - self._forms:
+                if self._index(form):
+                    self._forms.add(form)
+
+    def add_url(self, url: str) -> None:
+        """Register a URL's userinfo and secret query and path parameter values when read (S3's
+        ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        if at:
+            user, colon, password = userinfo.partition(":")
+            for value in (userinfo, password if colon else user):
+                self.add(value)
+                self.add(unquote(value))
+        pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
+        for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
+            raw_name, equals, raw_value = piece.partition("=")
+            if equals:
+                pieces.append((raw_name, raw_value))
+        for raw_name, raw_value in pieces:
+            if not _secret_name(raw_name):
+                continue
+            # AWS/GCS credentials are "<access key id>/<date>/<region>/…": the key id alone too
+            key_id = unquote_plus(raw_name).lower().endswith("credential")
+            for value in {raw_value, unquote(raw_value), unquote_plus(raw_value)}:
+                self.add(value)
+                if key_id:
+                    self.add(value.partition("/")[0])
+
+    def known(self) -> tuple[str, ...]:
+        """The registered secrets and their encoded forms, longest first."""
+        return tuple(sorted(self._forms, key=len, reverse=True))
+
+    def __call__(self, request: Any) -> None:
+        """An HTTP client's request hook: every URL the run asks for (each hop of a redirect) registered before it is
+        sent, and the run's secrets carried by the request for what reads its answer (:meth:`of`)."""
+        self.add_url(str(request.url))
+        request.extensions[_EXTENSION] = self
+
+    @staticmethod
+    def of(response: Any) -> Secrets | None:
+        """The secrets of the run whose client asked for ``response`` (None: a client without them)."""
+        try:
+            found = response.request.extensions.get(_EXTENSION)
+        except RuntimeError:  # a response built without its request
+            return None
+        return found if isinstance(found, Secrets) else None
+
+    def _index(self, form: str) -> bool:
         """Index ``form`` (squeezed); False when that is too short to be told from words."""
         form = _squeeze(form)
         if len(form) < MIN_SECRET_LENGTH or form == REDACTED:
@@ -108,35 +173,7 @@ class _Forms:
         return True
 
 
-# Every registered secret and its encoded forms (what known_secrets shows), and their index.
-_secrets: set[str] = set()
-_registry = _Forms()
-_secrets_lock = threading.Lock()
-
-
-def remember_secret(value: str | None) -> None:
-    """Register ``value`` (a token, a header value, a signature) so that no sink ever shows it, in any encoding; a
-    header value ``<scheme> <credentials>`` registers its credentials alone too (a server may echo them so)."""
-    if not value or len(value) < MIN_SECRET_LENGTH:
-        return
-    forms = _forms_of(value)
-    with _secrets_lock:
-        for form in forms - _secrets:
-            if _registry.add(form):
-                _secrets.add(form)
-
-
-def forget_secrets() -> None:
-    """Drop every registered secret (tests, and long-lived API users switching credentials)."""
-    global _registry
-    with _secrets_lock:
-        _secrets.clear()
-        _registry = _Forms()
-
-
-def known_secrets() -> tuple[str, ...]:
-    """The registered secrets and their encoded forms, longest first."""
-    return tuple(sorted(_secrets, key=len, reverse=True))
+_EXTENSION = "mdl.secrets"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -162,51 +199,6 @@ def _forms_of(value: str) -> frozenset[str]:
     if credentials and scheme.isalpha() and " " not in credentials.strip():
         forms |= encoded_forms(credentials.strip())
     return forms
-
-
-@functools.lru_cache(maxsize=64)
-def _extra_forms(secrets: tuple[str, ...]) -> _Forms:
-    """An index of ``secrets`` (a run's own, passed to each sink) beside the registry's."""
-    index = _Forms()
-    for value in secrets:
-        if value and len(value) >= MIN_SECRET_LENGTH:
-            for form in _forms_of(value):
-                index.add(form)
-    return index
-
-
-def _indexes(secrets: Iterable[str]) -> tuple[_Forms, ...]:
-    extra = tuple(secrets)
-    return (_registry, _extra_forms(extra)) if extra else (_registry,)
-
-
-def remember_url_secrets(url: str) -> None:
-    """Register a URL's userinfo and secret query and path parameter values when read (S3's
-    ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if at:
-        user, colon, password = userinfo.partition(":")
-        for value in (userinfo, password if colon else user):
-            remember_secret(value)
-            remember_secret(unquote(value))
-    pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
-    for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
-        raw_name, equals, raw_value = piece.partition("=")
-        if equals:
-            pieces.append((raw_name, raw_value))
-    for raw_name, raw_value in pieces:
-        if not _secret_name(raw_name):
-            continue
-        # AWS/GCS credentials are "<access key id>/<date>/<region>/…": the key id alone too
-        key_id = unquote_plus(raw_name).lower().endswith("credential")
-        for value in {raw_value, unquote(raw_value), unquote_plus(raw_value)}:
-            remember_secret(value)
-            if key_id:
-                remember_secret(value.partition("/")[0])
 
 
 def is_secret_param(name: str) -> bool:
@@ -277,30 +269,27 @@ def _where(text: str) -> Callable[[int], int]:
 _PROBES = re.compile(f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}")  # the _GRAM characters at every _STEP-th index
 
 
-def _spans(text: str, indexes: Sequence[_Forms]) -> list[tuple[int, int]]:
+def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
     """Where registered secrets stand as tokens in ``text`` (across line breaks, folding, wrapping spaces and format
     characters; hex ones in any case): spans of ``text``, merged, in order. Linear in ``text``: the pieces every
     _STEP characters are looked up at once, and only the places a piece of a secret is found are checked."""
-    live = [index for index in indexes if index.heads]
-    if not live or len(text) < MIN_SECRET_LENGTH:
+    if secrets is None or not secrets.heads or len(text) < MIN_SECRET_LENGTH:
         return []
     squeezed = _squeeze(text)
     low = _fold(squeezed)
     probes = _PROBES.findall(low)
-    pieces = set(probes)
-    hits = [(index, pieces.intersection(index.grams)) for index in live]
-    if not any(found for _, found in hits):
+    chosen = set(probes).intersection(secrets.grams)
+    if not chosen:
         return []
     matched: set[tuple[int, int]] = set()
-    for index, chosen in hits:
-        for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
-            for offset in index.grams.get(probes[at // _STEP], ()):
-                start = at - offset
-                lengths = index.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
-                for length, (exact, folded) in list(lengths.items()) if lengths else ():
-                    end = start + length
-                    if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
-                        matched.add((start, end))
+    for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
+        for offset in secrets.grams.get(probes[at // _STEP], ()):
+            start = at - offset
+            lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
+            for length, (exact, folded) in list(lengths.items()) if lengths else ():
+                end = start + length
+                if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
+                    matched.add((start, end))
     if not matched:
         return []
     where = _where(text)
@@ -321,11 +310,11 @@ def _spans(text: str, indexes: Sequence[_Forms]) -> list[tuple[int, int]]:
     return merged
 
 
-def _remove_secrets(text: str, indexes: Sequence[_Forms]) -> tuple[str, bool]:
+def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
     """``text`` with every secret replaced, also those a replacement makes up, and whether there was any."""
     removed = False
     for _ in range(16):
-        spans = _spans(text, indexes)
+        spans = _spans(text, secrets)
         if not spans:
             break
         removed, last = True, 0
@@ -358,11 +347,11 @@ def _unescape(text: str) -> str:
 _DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _unescape, unquote) * 2
 
 
-def _redact(text: str, indexes: Sequence[_Forms], *, multiline: bool) -> str:
+def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
     # Matched first in the raw text: a line break, a fold or a format character inside a secret is still there.
-    text, _ = _remove_secrets(text, indexes)
+    text, _ = _remove_secrets(text, secrets)
     text = printable(text, multiline=multiline)
-    if _MAY_BE_ENCODED.search(text) and any(index.heads for index in indexes):
+    if _MAY_BE_ENCODED.search(text) and secrets is not None and secrets.heads:
         # A form no list holds (a numeric entity, mixed-case hex, a JSON escape in HTML): if a secret shows only in
         # the decoded text, keep that, redacted; decode on past a find, as a second may hide one layer deeper.
         probe, shown = text, None
@@ -370,7 +359,7 @@ def _redact(text: str, indexes: Sequence[_Forms], *, multiline: bool) -> str:
             step = decode(probe)
             if step == probe:
                 continue
-            probe, removed = _remove_secrets(step, indexes)
+            probe, removed = _remove_secrets(step, secrets)
             if removed:
                 shown = probe
         if shown is not None:
@@ -379,15 +368,15 @@ def _redact(text: str, indexes: Sequence[_Forms], *, multiline: bool) -> str:
     text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
-    text, _ = _remove_secrets(text, indexes)  # a URL rewrite may have joined pieces into a secret again
+    text, _ = _remove_secrets(text, secrets)  # a URL rewrite may have joined pieces into a secret again
     return text
 
 
-def hide_cut_secret(text: str) -> str:
+def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
     """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too (when at
     least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told from words)."""
-    index = _registry
-    if not index.heads:
+    index = secrets
+    if index is None or not index.heads:
         return text
     skeleton = _squeeze(text)
     low, where = _fold(skeleton), _where(text)
@@ -402,7 +391,7 @@ def hide_cut_secret(text: str) -> str:
     return text
 
 
-def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
+def redact_text(text: str, *, secrets: Secrets | None = None) -> str:
     """Free text from outside (lines kept): :func:`safe_text` with ``multiline``."""
     return safe_text(text, multiline=True, secrets=secrets)
 
@@ -427,11 +416,11 @@ def _cut(text: str, limit: int | None) -> str:
     return text[:limit] + "…" if limit is not None and len(text) > limit else text
 
 
-def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Iterable[str] = ()) -> str:
+def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Secrets | None = None) -> str:
     """The one redaction, for text from outside (server replies, URLs, headers, error messages, log lines) at every
-    sink: registered secrets (and ``secrets``) out as tokens, however quoted or reflowed, then control characters
-    escaped, URLs' credentials and token-shaped values out, then cut (a secret is never half-shown)."""
-    return _cut(_redact(text, _indexes(secrets), multiline=multiline), limit)
+    sink: the run's ``secrets`` out as tokens, however quoted or reflowed, then control characters escaped, URLs'
+    credentials and token-shaped values out, then cut (a secret is never half-shown)."""
+    return _cut(_redact(text, secrets, multiline=multiline), limit)
 
 
 def shown_data(text: str) -> str:
@@ -443,21 +432,20 @@ def shown_data(text: str) -> str:
 # The keys of a JSON document (or event) whose strings are text from outside or about it — what went wrong, what a
 # server said, what to do — and so pass :func:`safe_text`, everything under them included. Every other string is
 # data a command exists to print, built from the user's inputs and the disk (names, paths, sizes, hashes, the URLs
-# it was given): :func:`shown_data`, never rewritten by the registry. A field that carries a server's words must
+# it was given): :func:`shown_data`, never rewritten by a run's secrets. A field that carries a server's words must
 # have one of these names.
 TEXT_KEYS = frozenset({"error", "message", "hint", "warning", "warnings", "lock_error", "server_text"})
 
 
-def safe_doc(doc: Any, *, secrets: Iterable[str] = (), text: bool = False) -> Any:
+def safe_doc(doc: Any, *, secrets: Secrets | None = None, text: bool = False) -> Any:
     """A JSON document (dicts, lists, strings, numbers) as a sink may write it: the strings under ``TEXT_KEYS``
     (all of them with ``text``) through :func:`safe_text`, the others, data, through :func:`shown_data`."""
-    extra = tuple(secrets)
     if isinstance(doc, str | PurePath):
-        return safe_text(str(doc), secrets=extra) if text else shown_data(str(doc))
+        return safe_text(str(doc), secrets=secrets) if text else shown_data(str(doc))
     if isinstance(doc, Mapping):
-        return {key: safe_doc(value, secrets=extra, text=text or key in TEXT_KEYS) for key, value in doc.items()}
+        return {key: safe_doc(value, secrets=secrets, text=text or key in TEXT_KEYS) for key, value in doc.items()}
     if isinstance(doc, list | tuple):
-        return [safe_doc(value, secrets=extra, text=text) for value in doc]
+        return [safe_doc(value, secrets=secrets, text=text) for value in doc]
     return doc
 
 

@@ -78,13 +78,3 @@ def cdn() -> Iterator[CdnServer]:
     finally:
         server.stop()
     assert not server.errors, server.errors
-
-
-@pytest.fixture(autouse=True)
-def no_remembered_secrets() -> Iterator[None]:
-    """Secrets registered by one test (tokens, catalog header values) must not redact another test's output."""
-    from mdl.redact import forget_secrets
-
-    forget_secrets()
-    yield
-    forget_secrets()

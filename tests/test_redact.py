@@ -105,10 +105,10 @@ def test_hub_token_keeps_its_prefix_only() -> None:
 
 
 def test_known_secrets_are_removed_anywhere() -> None:
-    got = redact_text(f"server said: bad key {SECRET}!", secrets=(SECRET, "", "abc"))
+    got = redact_text(f"server said: bad key {SECRET}!", secrets=Secrets((SECRET, "", "abc")))
     assert got == f"server said: bad key {REDACTED}!"
     # Very short "secrets" are ignored: replacing them would garble ordinary words.
-    assert redact_text("abc def", secrets=("abc",)) == "abc def"
+    assert redact_text("abc def", secrets=Secrets(("abc",))) == "abc def"
 
 
 def test_printable_escapes_controls_and_invisible_characters() -> None:
@@ -129,11 +129,9 @@ from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mdl.redact import (  # noqa: E402
-    forget_secrets,
+    Secrets,
     is_secret_param,
-    known_secrets,
     printable,
-    remember_secret,
     safe_doc,
     safe_text,
 )
@@ -182,45 +180,52 @@ def test_hub_token_needs_sixteen_characters_so_words_survive() -> None:
 
 
 def test_registered_secrets_are_removed_whatever_their_name() -> None:
-    remember_secret("civitai-0123456789")
-    remember_secret("")  # ignored
-    remember_secret(None)
-    remember_secret("abc")  # too short to be told from words
-    assert "civitai-0123456789" in known_secrets()
-    assert redact_text("server said: key civitai-0123456789 is bad") == f"server said: key {REDACTED} is bad"
-    assert safe_text("abc") == "abc"
-    forget_secrets()
-    assert known_secrets() == ()
-    assert redact_text("civitai-0123456789") == "civitai-0123456789"
+    secrets = Secrets()
+    secrets.add("civitai-0123456789")
+    secrets.add("")  # ignored
+    secrets.add(None)
+    secrets.add("abc")  # too short to be told from words
+    assert "civitai-0123456789" in secrets.known()
+    assert (
+        redact_text("server said: key civitai-0123456789 is bad", secrets=secrets)
+        == f"server said: key {REDACTED} is bad"
+    )
+    assert safe_text("abc", secrets=secrets) == "abc"
+    secrets = Secrets()  # the next run
+    assert secrets.known() == ()
+    assert redact_text("civitai-0123456789", secrets=secrets) == "civitai-0123456789"
 
 
 def test_catalog_header_values_from_the_environment_are_registered() -> None:
-    from mdl.catalog.load import expand_headers
-    from mdl.catalog.specs import FileSpec
+    from mdl.catalog.headers import catalog_secrets
+    from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 
     spec = FileSpec(
         key_path="models.m.files[0]",
         url="https://h.example/x",
         headers=(("X-Civitai", "${CIVITAI_KEY}"), ("Accept", "application/json"), ("X-Api-Key", "literal-key-1")),
     )
-    expand_headers(spec, {"CIVITAI_KEY": "civ-value-42424242"})
-    assert "civ-value-42424242" in known_secrets()
-    assert "literal-key-1" in known_secrets()  # a credential-like header name: secret even when literal
-    assert "application/json" not in known_secrets()  # an ordinary literal header stays readable
+    secrets = Secrets()
+    catalog_secrets(Catalog(models=(ModelSpec("m", files=(spec,)),)), {"CIVITAI_KEY": "civ-value-42424242"}, secrets)
+    assert "civ-value-42424242" in secrets.known()
+    assert "literal-key-1" in secrets.known()  # a credential-like header name: secret even when literal
+    assert "application/json" not in secrets.known()  # an ordinary literal header stays readable
 
 
 def test_safe_text_escapes_then_redacts_then_cuts() -> None:
-    remember_secret("s3cr3t-value-777")
-    assert safe_text("bad\x1b[2Jkey s3cr3t-value-777\nnext") == f"bad\\x1b[2Jkey {REDACTED} next"
-    assert safe_text("a\nb", multiline=True) == "a\nb"
-    assert safe_text("s3cr3t-value-777 " + "x" * 50, limit=10) == f"{REDACTED} x…"
+    secrets = Secrets()
+    secrets.add("s3cr3t-value-777")
+    assert safe_text("bad\x1b[2Jkey s3cr3t-value-777\nnext", secrets=secrets) == f"bad\\x1b[2Jkey {REDACTED} next"
+    assert safe_text("a\nb", multiline=True, secrets=secrets) == "a\nb"
+    assert safe_text("s3cr3t-value-777 " + "x" * 50, limit=10, secrets=secrets) == f"{REDACTED} x…"
 
 
 def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> None:
     from pathlib import PurePosixPath
 
-    remember_secret("tok-abcdef123456")
-    remember_secret("important")  # a word of the destination path: data keeps it
+    secrets = Secrets()
+    secrets.add("tok-abcdef123456")
+    secrets.add("important")  # a word of the destination path: data keeps it
     doc = {
         "ok": False,
         "files": [
@@ -235,7 +240,7 @@ def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> Non
         "n": None,
         "x": 1.5,
     }
-    assert safe_doc(doc) == {
+    assert safe_doc(doc, secrets=secrets) == {
         "ok": False,
         "files": [
             {
@@ -276,15 +281,13 @@ def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary
     before: str, secret: str, after: str, multiline: bool
 ) -> None:
     assume(secret != REDACTED)  # "REDACTED" itself is never registered: it is in every redaction
-    forget_secrets()
-    remember_secret(secret)
-    try:
-        shown = safe_text(f"{before} {secret}\n{after}", multiline=multiline)
-        assert secret not in shown
-        assert secret not in safe_text(f"{before} {secret}{secret}\t{after} {secret}", limit=40)
-        assert secret not in json.dumps(safe_doc({"error": [before, f"{secret} {after}"]}), ensure_ascii=False)
-    finally:
-        forget_secrets()
+    secrets = Secrets((secret,))
+    shown = safe_text(f"{before} {secret}\n{after}", multiline=multiline, secrets=secrets)
+    assert secret not in shown
+    assert secret not in safe_text(f"{before} {secret}{secret}\t{after} {secret}", limit=40, secrets=secrets)
+    assert secret not in json.dumps(
+        safe_doc({"error": [before, f"{secret} {after}"]}, secrets=secrets), ensure_ascii=False
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,6 +12,7 @@ import html
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
 
 import pytest
@@ -21,11 +22,8 @@ from hypothesis import strategies as st
 from mdl.redact import (
     MIN_SECRET_LENGTH,
     REDACTED,
-    forget_secrets,
-    known_secrets,
+    Secrets,
     redact_text,
-    remember_secret,
-    remember_url_secrets,
     safe_doc,
     safe_text,
 )
@@ -110,28 +108,28 @@ BODIES: dict[str, Callable[[str, str], str]] = {
 ENTRY_POINTS = ("command-line", "job-output", "catalog", "mirror", "redirect")
 
 
-def register(entry: str, param: str, encoded_value: str) -> None:
-    """Read a URL carrying the secret through one of mdl's real entry points (nothing else registers it)."""
+def register(entry: str, param: str, encoded_value: str, secrets: Secrets) -> None:
+    """Read a URL carrying the secret through one of mdl's real entry points into the run's ``secrets`` (nothing
+    else registers it)."""
     url = f"https://b.s3.example/m.bin?X-Amz-Expires=3600&{param}={encoded_value}&X-Amz-SignedHeaders=host"
-    if entry == "command-line":
+    if entry in ("command-line", "job-output"):
         from mdl.download.get import parse_sources
 
-        parse_sources([url], read_text=lambda _: "")
-    elif entry == "job-output":
-        from mdl.sources import parse_job_output
-
         job = {"files": [{"type": "redirect", "filename": "m.bin", "url": url}]}
-        parse_job_output(json.dumps(job), where="job.json")
+        given = url if entry == "command-line" else "job.json"
+        parse_sources([given], read_text=lambda _: json.dumps(job), secrets=secrets)
     elif entry == "catalog":
+        from mdl.catalog.headers import catalog_secrets
         from mdl.catalog.load import parse_catalog
 
-        parse_catalog(f"[models.m]\nfiles = [{{ url = {json.dumps(url)} }}]\n")
+        catalog_secrets(parse_catalog(f"[models.m]\nfiles = [{{ url = {json.dumps(url)} }}]\n"), {}, secrets)
     elif entry == "mirror":
-        from mdl.catalog.settings import check_mirror
+        from mdl.catalog.settings import build_settings
 
-        check_mirror(url.replace("/m.bin", "/{model}/{path}"), where="--mirror")
+        template = url.replace("/m.bin", "/{model}/{path}")
+        build_settings(environ={}, dest=Path("/models"), mirrors=(template,), secrets=secrets)
     else:
-        remember_url_secrets(url)  # what the redirect follower calls on each Location (tested end to end too)
+        secrets.add_url(url)  # what the redirect follower does with each Location (tested end to end too)
 
 
 def forms_of(secret: str) -> set[str]:
@@ -164,101 +162,105 @@ def assert_hidden(secret: str, shown: str) -> None:
 def test_a_secret_read_in_a_url_never_shows_in_a_server_answer(
     secret: str, param: str, entry: str, encoding: str, body: str, pick: list[bool], filler: str, cut: int | None
 ) -> None:
-    forget_secrets()
-    try:
-        register(entry, param, quote(secret, safe=""))  # the URL carries it as a client sends it
-        answer = BODIES[body](ENCODINGS[encoding](secret, pick), filler)
-        for shown in (
-            safe_text(answer, limit=cut),
-            safe_text(answer, multiline=True),
-            redact_text(answer),
-            json.dumps(safe_doc({"error": answer, "message": [answer], "hint": {"s": answer}}), ensure_ascii=False),
-        ):
-            assert_hidden(secret, shown)
-    finally:
-        forget_secrets()
+    secrets = Secrets()
+    register(entry, param, quote(secret, safe=""), secrets)  # the URL carries it as a client sends it
+    answer = BODIES[body](ENCODINGS[encoding](secret, pick), filler)
+    for shown in (
+        safe_text(answer, limit=cut, secrets=secrets),
+        safe_text(answer, multiline=True, secrets=secrets),
+        redact_text(answer, secrets=secrets),
+        json.dumps(
+            safe_doc({"error": answer, "message": [answer], "hint": {"s": answer}}, secrets=secrets), ensure_ascii=False
+        ),
+    ):
+        assert_hidden(secret, shown)
 
 
 def test_the_public_parts_of_a_presigned_url_stay_readable() -> None:
     """Expiry, date, algorithm and signed headers are not secrets: registering "host" or "3600" would redact
     those words everywhere."""
-    remember_url_secrets(
+    secrets = Secrets()
+    secrets.add_url(
         "https://b.s3.example/m.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2F"
         "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
         "&X-Amz-Signature=0123456789abcdef&response-content-disposition=attachment"
     )
-    assert redact_text("host 3600 AWS4-HMAC-SHA256 20240101T000000Z attachment") == (
+    assert redact_text("host 3600 AWS4-HMAC-SHA256 20240101T000000Z attachment", secrets=secrets) == (
         "host 3600 AWS4-HMAC-SHA256 20240101T000000Z attachment"
     )
-    assert redact_text("sig 0123456789abcdef key AKIAEXAMPLE") == f"sig {REDACTED} key {REDACTED}"
-    assert redact_text("AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request") == REDACTED
+    assert redact_text("sig 0123456789abcdef key AKIAEXAMPLE", secrets=secrets) == f"sig {REDACTED} key {REDACTED}"
+    assert redact_text("AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request", secrets=secrets) == REDACTED
 
 
 def test_userinfo_is_registered_password_and_bare_token() -> None:
-    remember_url_secrets("https://alice:pa%24%24word-123@h.example/x")
-    remember_url_secrets("https://ghp_0123456789abcdef@h.example/x")
-    shown = redact_text("user alice: alice:pa$$word-123 and pa%24%24word-123 and ghp_0123456789abcdef")
+    secrets = Secrets()
+    secrets.add_url("https://alice:pa%24%24word-123@h.example/x")
+    secrets.add_url("https://ghp_0123456789abcdef@h.example/x")
+    shown = redact_text("user alice: alice:pa$$word-123 and pa%24%24word-123 and ghp_0123456789abcdef", secrets=secrets)
     assert "pa$$word-123" not in shown and "pa%24%24word-123" not in shown
     assert "ghp_0123456789abcdef" not in shown
     assert shown.startswith("user alice: ")  # a user name alone is not a secret
 
 
 def test_a_header_credential_is_hidden_without_its_scheme() -> None:
-    remember_secret("Bearer tok-0123456789abcdef")
-    assert redact_text("server saw tok-0123456789abcdef") == f"server saw {REDACTED}"
+    secrets = Secrets()
+    secrets.add("Bearer tok-0123456789abcdef")
+    assert redact_text("server saw tok-0123456789abcdef", secrets=secrets) == f"server saw {REDACTED}"
 
 
 def test_short_values_stay_unregistered() -> None:
-    remember_url_secrets("https://h.example/x?sig=abc&token=" + "t" * MIN_SECRET_LENGTH)
-    assert "abc" not in known_secrets()
-    assert redact_text("abc") == "abc"
-    assert redact_text("t" * MIN_SECRET_LENGTH) == REDACTED
+    secrets = Secrets()
+    secrets.add_url("https://h.example/x?sig=abc&token=" + "t" * MIN_SECRET_LENGTH)
+    assert "abc" not in secrets.known()
+    assert redact_text("abc", secrets=secrets) == "abc"
+    assert redact_text("t" * MIN_SECRET_LENGTH, secrets=secrets) == REDACTED
 
 
 def test_decoding_is_kept_only_when_a_secret_hides_in_it() -> None:
-    remember_secret("s3cr3t/value+0123==")
+    secrets = Secrets()
+    secrets.add("s3cr3t/value+0123==")
     plain = "path a%20b &amp; C:\\new"
-    assert safe_text(plain) == plain  # nothing hidden: the text stays as the server wrote it
+    assert safe_text(plain, secrets=secrets) == plain  # nothing hidden: the text stays as the server wrote it
     # Decoded only as far as the secret needs: the entity layer, not the %-escapes.
-    assert safe_text("x %1b echo &#115;3cr3t/value+0123== %2F") == f"x %1b echo {REDACTED} %2F"
+    assert safe_text("x %1b echo &#115;3cr3t/value+0123== %2F", secrets=secrets) == f"x %1b echo {REDACTED} %2F"
     # A decoded text is made printable again: "%1b" must not become an escape character.
-    assert safe_text("x %1b echo %733cr3t/value+0123== %2F") == f"x \\x1b echo {REDACTED} /"
+    assert safe_text("x %1b echo %733cr3t/value+0123== %2F", secrets=secrets) == f"x \\x1b echo {REDACTED} /"
 
 
 @pytest.mark.parametrize("count", [20_000])
 def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
     """A snapshot of thousands of files, each behind its own signed CDN URL, must not make every log line slow."""
+    secrets = Secrets()
     import time
 
     for i in range(count):
-        remember_url_secrets(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
+        secrets.add_url(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
     line = "file path=model-00001-of-00002.safetensors action=downloaded size=123456 " * 3
     start = time.perf_counter()
     for _ in range(200):
-        assert safe_text(line) == line.rstrip() or safe_text(line) == line
+        assert safe_text(line, secrets=secrets) == line.rstrip() or safe_text(line, secrets=secrets) == line
     assert (time.perf_counter() - start) / 200 < 0.005  # a few hundred microseconds, not milliseconds
-    assert safe_text("server: sig00019999abcdef") == f"server: {REDACTED}"
+    assert safe_text("server: sig00019999abcdef", secrets=secrets) == f"server: {REDACTED}"
 
 
 @given(secret=SECRETS)
 @settings(max_examples=50, deadline=None)
 def test_safe_text_of_a_redacted_answer_changes_nothing_more(secret: str) -> None:
     assume(len(secret) >= MIN_SECRET_LENGTH)
-    forget_secrets()
-    try:
-        remember_secret(secret)
-        once = safe_text(s3_error(_entities(secret, [True, False] * 8, hex_form=True), "x"))
-        assert safe_text(once) == once
-    finally:
-        forget_secrets()
+    secrets = Secrets((secret,))
+    once = safe_text(s3_error(_entities(secret, [True, False] * 8, hex_form=True), "x"), secrets=secrets)
+    assert safe_text(once, secrets=secrets) == once
 
 
 def test_a_secret_split_by_a_cut_is_hidden_from_its_first_characters() -> None:
+    secrets = Secrets()
     from mdl.redact import hide_cut_secret
 
-    remember_secret("0123456789abcdef0123")
-    assert hide_cut_secret("said: 0123456789ab") == f"said: {REDACTED}"
-    assert hide_cut_secret("said: 01234567") == f"said: {REDACTED}"
-    assert hide_cut_secret("said: 0123456\n789A") == f"said: {REDACTED}"  # folded, re-cased (hex): still its start
-    assert hide_cut_secret("said: 0123456") == "said: 0123456"  # under 8 characters: cannot be told from words
-    assert hide_cut_secret("said: nothing") == "said: nothing"
+    secrets.add("0123456789abcdef0123")
+    assert hide_cut_secret("said: 0123456789ab", secrets) == f"said: {REDACTED}"
+    assert hide_cut_secret("said: 01234567", secrets) == f"said: {REDACTED}"
+    assert (
+        hide_cut_secret("said: 0123456\n789A", secrets) == f"said: {REDACTED}"
+    )  # folded, re-cased (hex): still its start
+    assert hide_cut_secret("said: 0123456", secrets) == "said: 0123456"  # under 8 characters: cannot be told from words
+    assert hide_cut_secret("said: nothing", secrets) == "said: nothing"

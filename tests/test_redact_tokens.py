@@ -20,12 +20,9 @@ from hypothesis import strategies as st
 from mdl.redact import (
     MIN_SECRET_LENGTH,
     REDACTED,
-    forget_secrets,
-    known_secrets,
+    Secrets,
     printable,
     redact_url,
-    remember_secret,
-    remember_url_secrets,
     safe_doc,
     safe_text,
     shown_data,
@@ -48,13 +45,6 @@ def squeezed(text: str) -> str:
     """What a reader pieces together: escapes, whitespace and format characters out."""
     text = _ESCAPES.sub("", text)
     return "".join(ch for ch in text if not ch.isspace() and unicodedata.category(ch) != "Cf")
-
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> object:
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 @st.composite
@@ -93,13 +83,13 @@ def test_a_reflowed_secret_never_survives(
 ) -> None:
     secret, echo = pair
     assume(secret.lower() not in squeezed(before + after).lower())
+    secrets = Secrets(() if registered else (secret,))  # a run's own secrets (its environment) from the start
     if registered:
-        remember_secret(secret)
-    extra = () if registered else (secret,)  # a run's own secrets (its environment) are passed to each sink
+        secrets.add(secret)
     text = f"{before}{left}{echo}{right}{after}"
     if made_printable:  # a message made printable where it was made, redacted at its sink
         text = printable(text, multiline=multiline)
-    shown = safe_text(text, multiline=multiline, secrets=extra)
+    shown = safe_text(text, multiline=multiline, secrets=secrets)
     folded = set(secret) <= set(HEX)
     assert (secret.lower() if folded else secret) not in (squeezed(shown).lower() if folded else squeezed(shown))
     assert REDACTED in shown
@@ -108,38 +98,51 @@ def test_a_reflowed_secret_never_survives(
 @settings(max_examples=200, deadline=None)
 @given(secret=SECRETS, word=st.text("abcxyz0123456789", min_size=1, max_size=4))
 def test_a_secret_inside_a_longer_word_is_not_a_token(secret: str, word: str) -> None:
+    secrets = Secrets()
     assume(secret[0].isalnum() and secret[-1].isalnum())
-    remember_secret(secret)
-    assert safe_text(f"see {word}{secret} and {secret}{word}") == f"see {word}{secret} and {secret}{word}"
+    secrets.add(secret)
     assert (
-        safe_text(f"see {secret}, ({secret}) and {secret}{secret}.") == f"see {REDACTED}, ({REDACTED}) and {REDACTED}."
+        safe_text(f"see {word}{secret} and {secret}{word}", secrets=secrets) == f"see {word}{secret} and {secret}{word}"
+    )
+    assert (
+        safe_text(f"see {secret}, ({secret}) and {secret}{secret}.", secrets=secrets)
+        == f"see {REDACTED}, ({REDACTED}) and {REDACTED}."
     )
 
 
 def test_hex_matches_in_any_case_and_other_secrets_only_as_written() -> None:
-    remember_secret("4f1d0c2b9a8e7d6c5b4a")
-    remember_secret("Zm9vYmFyLXNlY3JldA")
-    assert safe_text("sig 4F1D0C2B9A8E7D6C5B4A and 4f1D0c2B9a8E7d6C5b4A") == f"sig {REDACTED} and {REDACTED}"
-    assert safe_text("token ZM9VYMFYLXNLY3JLDA") == "token ZM9VYMFYLXNLY3JLDA"  # another base64 value
+    secrets = Secrets()
+    secrets.add("4f1d0c2b9a8e7d6c5b4a")
+    secrets.add("Zm9vYmFyLXNlY3JldA")
+    assert (
+        safe_text("sig 4F1D0C2B9A8E7D6C5B4A and 4f1D0c2B9a8E7d6C5b4A", secrets=secrets)
+        == f"sig {REDACTED} and {REDACTED}"
+    )
+    assert safe_text("token ZM9VYMFYLXNLY3JLDA", secrets=secrets) == "token ZM9VYMFYLXNLY3JLDA"  # another base64 value
 
 
 def test_a_value_under_eight_characters_rewrites_nothing() -> None:
+    secrets = Secrets()
     for short in ("models", "testing", "abc1234"):
-        remember_secret(short)
-        remember_url_secrets(f"https://h.example/m.bin?token={short}&X-Amz-Credential={short}/2024")
-        assert short not in known_secrets()
-        assert safe_text(f"/home/me/{short}/bert: {short} failed") == f"/home/me/{short}/bert: {short} failed"
-        assert safe_text(f"{short} here", secrets=(short,)) == f"{short} here"  # a run's own short value too
-    remember_secret("testing1")  # eight: a secret
-    assert safe_text("key testing1 refused") == f"key {REDACTED} refused"
+        secrets.add(short)
+        secrets.add_url(f"https://h.example/m.bin?token={short}&X-Amz-Credential={short}/2024")
+        assert short not in secrets.known()
+        assert (
+            safe_text(f"/home/me/{short}/bert: {short} failed", secrets=secrets)
+            == f"/home/me/{short}/bert: {short} failed"
+        )
+        assert safe_text(f"{short} here", secrets=Secrets((short,))) == f"{short} here"  # a run's own short value too
+    secrets.add("testing1")  # eight: a secret
+    assert safe_text("key testing1 refused", secrets=secrets) == f"key {REDACTED} refused"
 
 
 def test_data_is_never_rewritten_by_the_registry() -> None:
-    remember_secret("important-models")
+    secrets = Secrets()
+    secrets.add("important-models")
     path = "/srv/important-models/hf-internal-testing/model.bin"
     assert shown_data(path) == path
     doc = {"dest": path, "files": [{"path": path, "error": f"cannot write {path}"}], "url": f"https://h/{path}?sig=x"}
-    assert safe_doc(doc) == {
+    assert safe_doc(doc, secrets=secrets) == {
         "dest": path,
         "files": [{"path": path, "error": f"cannot write /srv/{REDACTED}/hf-internal-testing/model.bin"}],
         "url": f"https://h/{path}?{REDACTED}",  # the URL's credentials go: they are structural, not registered
@@ -163,32 +166,36 @@ def test_path_parameters_are_secrets_like_query_parameters(url: str, expected: s
 
 
 def test_a_path_parameter_read_in_a_url_is_registered() -> None:
-    remember_url_secrets("https://h.example/app;jsessionid=A7F3K9Q2M8X1Z5W0/model.bin")
-    assert safe_text("session A7F3K9Q2\nM8X1Z5W0 expired") == f"session {REDACTED} expired"
+    secrets = Secrets()
+    secrets.add_url("https://h.example/app;jsessionid=A7F3K9Q2M8X1Z5W0/model.bin")
+    assert safe_text("session A7F3K9Q2\nM8X1Z5W0 expired", secrets=secrets) == f"session {REDACTED} expired"
 
 
 def test_every_format_character_is_escaped_and_matched_across() -> None:
     from mdl.redact import _IGNORABLE, _squeeze
 
+    secrets = Secrets()
+
     # What the scan squeezes out and what it maps back across are the same characters.
     assert all(bool(_IGNORABLE.fullmatch(chr(c))) == (_squeeze(chr(c)) == "") for c in range(0x110000))
-    remember_secret("0123456789abcdef")
+    secrets.add("0123456789abcdef")
     for code in range(0x110000):
         char = chr(code)
         if unicodedata.category(char) != "Cf":
             continue
         assert char not in printable(f"a{char}b"), hex(code)
-        assert safe_text(f"x 01234567{char}89abcdef y") == f"x {REDACTED} y", hex(code)
+        assert safe_text(f"x 01234567{char}89abcdef y", secrets=secrets) == f"x {REDACTED} y", hex(code)
 
 
 def test_redaction_is_linear_in_the_text_with_thousands_of_secrets() -> None:
     """Old: a 1.3 MB text with 20,000 registered signatures took 14 CPU-s (every signature sharing a 4-character
     head was searched for through the whole text); now a fraction of a second, growing with the text alone."""
+    secrets = Secrets()
     for i in range(20_000):
-        remember_url_secrets(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
+        secrets.add_url(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
     words = ("the", "request", "sig00000123", "signature", "does", "not", "match", "the", "one", "you", "sent")
     text = " ".join(words[i % len(words)] for i in range(200_000)) + " sig00012345abcdef."
     start = time.process_time()
-    shown = safe_text(text)
+    shown = safe_text(text, secrets=secrets)
     assert time.process_time() - start < 3.0
     assert shown.endswith(f" {REDACTED}.")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mdl.catalog import edit as catalog_edit
     from mdl.download import LockReport
     from mdl.lockfile import Lock
+    from mdl.redact import Secrets
     from mdl.report import FileOutcome, Resolution, RunReport
     from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList, PruneReport
     from mdl.upload import PublishReport
@@ -151,12 +152,13 @@ def resolve(
     frozen: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    secrets: Secrets | None = None,
 ) -> Resolution:
     """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    flags = {"layout": layout, "timeout": timeout}
+    flags = {"layout": layout, "timeout": timeout, "secrets": secrets}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
@@ -183,6 +185,7 @@ def pull(
     mirrors: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    secrets: Secrets | None = None,
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
@@ -190,7 +193,7 @@ def pull(
     flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
     flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
     flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, secrets=secrets, **flags)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -274,6 +277,7 @@ def lock(
     timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    secrets: Secrets | None = None,
 ) -> LockReport:
     """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
     from mdl.download import lock_catalog
@@ -282,7 +286,7 @@ def lock(
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
+    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout, secrets=secrets)
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
@@ -303,6 +307,7 @@ def add(
     timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    secrets: Secrets | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments; set its
     ``description``, add ``tags`` (``force``: replace them), trust signatures by the public key ``signed_by``
@@ -312,7 +317,7 @@ def add(
     entry: dict[str, Any] = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
     entry |= {"description": description, "tags": tags, "signed_by": signed_by, "force": force}
     flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
-    return add_model(name, sources, entry, progress=progress or NullProgress(), **flags)
+    return add_model(name, sources, entry, progress=progress or NullProgress(), secrets=secrets, **flags)
 
 
 @checked
@@ -355,6 +360,7 @@ def get(
     exclude: Sequence[str] = (),
     headers: Mapping[str, str] | None = None,
     input_file: StrPath | None = None,
+    secrets: Secrets | None = None,
 ) -> RunReport:
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``;
     ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the http(s) URLs given (as curl -H)."""
@@ -372,10 +378,10 @@ def get(
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
     flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
-    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
+    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), secrets=secrets, **flags)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
-    kw |= {"headers": check_headers((headers or {}).items(), where="header")}
+    kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}
     kw["input_file"] = None if input_file is None else str(input_file)
     return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
 
@@ -459,6 +465,7 @@ def publish(
     dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    secrets: Secrets | None = None,
 ) -> PublishReport:
     """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``); with
     ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what would go up, nothing sent."""
@@ -472,7 +479,7 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:
         raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
-    flags = {"layout": layout, "connections": connections}
+    flags = {"layout": layout, "connections": connections, "secrets": secrets}
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()

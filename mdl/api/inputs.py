@@ -111,6 +111,7 @@ _RULES: dict[str, _Rule] = {
         _has("begin", "start", "waiting", "advance", "finish", "note"),
         "a Progress (begin, start, waiting, advance, finish, note)",
     ),
+    "Secrets": _is(_has("add", "add_url"), "a Secrets (mdl.redact: the run's secrets, hidden from every sink)"),
     "BinaryIO": _is(_has("write", binary=True), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,
     "Callable[[str], str]": _is(callable, "a function"),

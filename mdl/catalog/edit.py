@@ -20,7 +20,7 @@ from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import MAX_MODEL_NAME, FileSpec, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import HF_URI_FORMS, SHA256_HEX, HfUri, parse_hf_uri, safe_relative_path
-from mdl.redact import redact_url, remember_url_secrets
+from mdl.redact import Secrets, redact_url
 
 Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
@@ -95,10 +95,11 @@ class CatalogChange:
         return doc
 
 
-def parse_source(text: str) -> AddSource:
+def parse_source(text: str, secrets: Secrets | None = None) -> AddSource:
     """``hf://[datasets/|spaces/]owner/name[@rev][/path]`` or an ``http(s)://`` URL; UsageError otherwise."""
     if text.lower().startswith(("https://", "http://")):
-        remember_url_secrets(text)  # a presigned URL given to add: no sink may show its signature
+        if secrets is not None:
+            secrets.add_url(text)  # a presigned URL given to add: no sink may show its signature
         return text
     if not text.startswith("hf://"):
         example = f"hf://{text}" if re.fullmatch(r"[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?", text) else None

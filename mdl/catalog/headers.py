@@ -4,10 +4,15 @@ names and values, the ``-H`` line parser, and which values are secrets."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
+from mdl.catalog.specs import VAR_RE
 from mdl.errors import UsageError
-from mdl.redact import is_secret_param, printable, remember_secret
+from mdl.redact import Secrets, is_secret_param, printable
+
+if TYPE_CHECKING:
+    from mdl.catalog.specs import Catalog
 
 # RFC 9110 §5.6.2: a field name is a token.
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -61,9 +66,9 @@ def parse_header(text: str, *, flag: str = "--header") -> tuple[str, str]:
     return check_header(name, value, where=f"{flag} {printable(name, limit=80)!r}")
 
 
-def check_header(name: str, value: str, *, where: str) -> tuple[str, str]:
-    """(name, value) when both may be sent, else UsageError naming ``where``; a credential's value is registered as a
-    secret (as the catalog's headers' are) so that no sink shows it."""
+def check_header(name: str, value: str, *, where: str, secrets: Secrets | None = None) -> tuple[str, str]:
+    """(name, value) when both may be sent, else UsageError naming ``where``; a credential's value is registered in the
+    run's ``secrets`` (as the catalog's headers' are) so that no sink shows it."""
     problem = header_name_problem(name)
     if problem is None and not value:
         problem = "has no value (mdl sends only headers with values)"
@@ -72,14 +77,16 @@ def check_header(name: str, value: str, *, where: str) -> tuple[str, str]:
         problem = f"has a value that {problem}" if problem else None
     if problem is not None:  # never "Authorization': …": the redaction would take the next word for its value
         raise UsageError(f"{where} {problem}")
-    if is_secret_header(name):
-        remember_secret(value)
+    if is_secret_header(name) and secrets is not None:
+        secrets.add(value)
     return name, value
 
 
-def check_headers(pairs: Iterable[tuple[str, str]], *, where: str) -> tuple[tuple[str, str], ...]:
-    """Each pair held to :func:`check_header`; a name given twice (names are case-insensitive, RFC 9110 §5.1) is
-    refused, as the catalog refuses it."""
+def check_headers(
+    pairs: Iterable[tuple[str, str]], *, where: str, secrets: Secrets | None = None
+) -> tuple[tuple[str, str], ...]:
+    """Each pair held to :func:`check_header` (credentials registered in ``secrets``); a name given twice (names are
+    case-insensitive, RFC 9110 §5.1) is refused, as the catalog refuses it."""
     checked: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in pairs:
@@ -87,5 +94,20 @@ def check_headers(pairs: Iterable[tuple[str, str]], *, where: str) -> tuple[tupl
         if name.lower() in seen:
             raise UsageError(f"{shown} is given twice (header names are case-insensitive)")
         seen.add(name.lower())
-        checked.append(check_header(name, value, where=shown))
+        checked.append(check_header(name, value, where=shown, secrets=secrets))
     return tuple(checked)
+
+
+def catalog_secrets(catalog: Catalog, environ: Mapping[str, str], secrets: Secrets) -> None:
+    """The one place a loaded catalog's secrets are registered, before any is used: its files' and mirrors' URLs'
+    credentials, the values its headers take from the environment (whatever the variable is called: ``${MY_HEADER}``)
+    and the whole value of those and of any credential-like header (Authorization, X-Api-Key, Cookie)."""
+    for template in catalog.settings.mirrors:
+        secrets.add_url(template)
+    for file in (file for model in catalog.models for file in model.files):
+        secrets.add_url(file.url or "")
+        for name, raw in file.headers:
+            found = [environ.get(variable, "") for variable in VAR_RE.findall(raw)]
+            if found or is_secret_header(name):
+                for value in (*found, VAR_RE.sub(lambda m: environ.get(m.group(1), ""), raw)):
+                    secrets.add(value)

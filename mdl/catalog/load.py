@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from mdl.catalog.headers import is_secret_header
 from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
-from mdl.redact import remember_secret
 
 
 def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
@@ -125,13 +123,7 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
                 raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
-            remember_secret(value)  # from the environment: a secret, whatever its variable is called (${MY_HEADER})
-        value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)
-        # So is the whole value, and any credential-like header's (Authorization, X-Api-Key, Cookie): no sink
-        # (stderr, JSON, log, records) ever shows them.
-        if value != raw or is_secret_header(name):
-            remember_secret(value)
-        expanded.append((name, value))
+        expanded.append((name, VAR_RE.sub(lambda match: environ[match.group(1)], raw)))  # secret: catalog_secrets
     return tuple(expanded)
 
 

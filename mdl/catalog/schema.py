@@ -20,7 +20,6 @@ from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirro
 from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
-from mdl.redact import remember_url_secrets
 from mdl.signing import SIGNATURE_FILE, Trust
 
 SCHEMA_VERSION = 1
@@ -82,7 +81,6 @@ def _one_of(choices: tuple[str, ...], *, hint: bool) -> AfterValidator:
 
 
 def _file_url(url: str) -> str:
-    remember_url_secrets(url)  # a catalog's presigned URL: no sink may show its signature, however quoted
     if not is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
         raise problem(f"must be an http:// or https:// URL, got {f'scheme {scheme!r}' if scheme else 'no scheme'}")

@@ -8,16 +8,17 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import platformdirs
 
+from mdl.catalog.headers import catalog_secrets
 from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.paths import is_http_url
-from mdl.redact import remember_url_secrets
+from mdl.redact import Secrets
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_CONNECTIONS = 8
@@ -78,6 +79,7 @@ class Settings:
     lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
     catalog_path: Path | None = None  # the catalog file (absolute; --frozen without one: where its lock says it is)
     netrc: Path | None = None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
+    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)  # the run's: learnt, then hidden
 
     @property
     def state_dir(self) -> Path:
@@ -100,8 +102,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template (http(s) or ``s3://bucket/…``, known ``{placeholders}`` only); secrets registered."""
-    remember_url_secrets(template)
+    """A mirror URL template (http(s) or ``s3://bucket/…``, known ``{placeholders}`` only)."""
     if template.startswith("s3://"):
         bucket = template[len("s3://") :].partition("/")[0]
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
@@ -195,7 +196,10 @@ def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, 
 
 
 def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
-    """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
+    """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults; the
+    catalog's secrets registered in the run's (``secrets``)."""
+    flags["secrets"] = secrets = flags.get("secrets") or Secrets()
+    catalog_secrets(catalog, environ, secrets)
     where = catalog.path.parent if catalog.path is not None else None
     root = resolve_dest(flag=dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
     return build_settings(environ=environ, dest=root, catalog=catalog.settings, catalog_path=catalog.path, **flags)
@@ -221,8 +225,10 @@ def build_settings(
     catalog_path: Path | None = None,
     locked: bool = False,
     frozen: bool = False,
+    secrets: Secrets | None = None,
 ) -> Settings:
     """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
+    secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
     flags: dict[str, Any] = {"connections": connections, "jobs": jobs, "stall_timeout": stall_timeout}
     flags.update(timeout=timeout, lock_timeout=lock_timeout)
@@ -245,6 +251,8 @@ def build_settings(
         raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
     env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
     flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
+    for template in (*env_mirrors, *flag_mirrors):
+        secrets.add_url(template)
     numbers = {key: _first(flags.get(key), _env_number(environ, key), getattr(catalog, key)) for key in _NUMBERS}
     return Settings(
         dest=dest,
@@ -268,6 +276,7 @@ def build_settings(
         lock_path=lock_path,
         catalog_path=catalog_file(catalog_path, lock_path),
         netrc=netrc_path(environ),
+        secrets=secrets,
     )
 
 

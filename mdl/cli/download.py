@@ -69,6 +69,7 @@ def pull_cmd(
         lock_timeout=lock_timeout,
         mirrors=mirror or (),
         **where,
+        secrets=run.secrets,
     )
     return render_report(run, report, verb="pulled")
 

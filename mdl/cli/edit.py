@@ -115,6 +115,7 @@ def add_cmd(
         check=not no_check,
         **where,
         timeout=timeout,
+        secrets=run.secrets,
     )
     return _render(run, change)
 

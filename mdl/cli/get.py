@@ -84,5 +84,6 @@ def get_cmd(
         force=force,
         headers=headers,
         input_file=input_file,
+        secrets=run.secrets,
     )
     return render_report(run, report, verb="fetched")

@@ -107,7 +107,9 @@ def resolve_cmd(
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
-    resolution = run.call(api.resolve, *(names or ()), all=all_models, follow=follow, timeout=timeout, **where)
+    resolution = run.call(
+        api.resolve, *(names or ()), all=all_models, follow=follow, timeout=timeout, **where, secrets=run.secrets
+    )
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])

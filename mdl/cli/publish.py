@@ -58,7 +58,7 @@ def publish_cmd(
     if not to:
         raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
     options = {"connections": connections, "endpoint": endpoint_url, "sign": sign, "force": force, "dry_run": dry_run}
-    report = run.call(api.publish, *(names or ()), to=to, all=all_models, **options, **where)
+    report = run.call(api.publish, *(names or ()), to=to, all=all_models, **options, **where, secrets=run.secrets)
     if not run.json:  # the JSON document has the manifests; people get a line per model
         for manifest in report.manifests:
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")

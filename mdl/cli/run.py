@@ -36,7 +36,7 @@ from mdl.cli.render.console import (
     unstamped,
 )
 from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
-from mdl.redact import safe_text, shown_data
+from mdl.redact import Secrets, safe_text, shown_data
 from mdl.units import human_duration, human_size
 from mdl.version import __version__
 
@@ -70,10 +70,13 @@ class Run:
         # terminal each line says when and which run (stderr_sink)
         json_events = (self.progress or "").lower() == "json"
         self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
-        # Never printed: anything like a credential in the environment (catalog headers expand ``${VAR}`` from it).
+        self.secrets = Secrets()  # the run's: what it learns (tokens, headers, signed URLs) is told here, sinks hide it
+        # Never printed either: anything like a credential in the environment, used by mdl or not (a server may echo
+        # one a wrapper script sent, and catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        found = [v for k, v in self.environ.items() if any(s in k.upper() for s in suspicious)]
-        self.secrets = tuple(found)
+        for key, value in self.environ.items():
+            if any(word in key.upper() for word in suspicious):
+                self.secrets.add(value)
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (render_report)
@@ -152,7 +155,7 @@ def make_reporter(
     clock: Callable[[], float] = time.monotonic,
     wallclock: Callable[[], datetime] | None = None,
     interval: float = 5.0,
-    secrets: tuple[str, ...] = (),
+    secrets: Secrets | None = None,
     events: EventStream | None = None,
 ) -> Reporter:
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
@@ -316,7 +319,7 @@ def _nulled(doc: Any) -> Any:
     return doc
 
 
-def error_document(exc: MdlError, stream: Any, *, secrets: tuple[str, ...] = ()) -> None:
+def error_document(exc: MdlError, stream: Any, *, secrets: Secrets | None = None) -> None:
     """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
     if isinstance(exc, CatalogError):  # each problem of the catalog apart (the message holds them all, on one line)

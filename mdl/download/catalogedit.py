@@ -55,7 +55,7 @@ from mdl.lockfile import (
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import is_http_url
 from mdl.progress import Progress
-from mdl.redact import REDACTED, redact_url
+from mdl.redact import REDACTED, Secrets, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing import key_id
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
@@ -75,8 +75,10 @@ def add_model(
     timeout: float | None,
     environ: Mapping[str, str],
     progress: Progress,
+    secrets: Secrets | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
+    secrets = secrets or Secrets()
     name = catalog_edit.check_model_name(name)
     if entry.get("signed_by") is not None:  # a PEM public key, or exit 2 naming it before the catalog is read
         entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
@@ -84,16 +86,16 @@ def add_model(
     path, text, created = _catalog_text(catalog, environ, create=True)
     entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
     if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
-        endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout).endpoint
+        endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout, secrets=secrets).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
-    parsed = [catalog_edit.parse_source(source) for source in sources]
+    parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
     edited = _valid(edit.text, path)
-    settings = settings_for(edited, environ, dest=None, timeout=timeout)
+    settings = settings_for(edited, environ, dest=None, timeout=timeout, secrets=secrets)
     # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
     # does (its file is one of the model's): the lock is renewed, the source not asked again
     fetches = edit.action != "updated" or fingerprint(_valid(text, path).get(name)) != fingerprint(edited.get(name))

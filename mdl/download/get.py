@@ -27,7 +27,7 @@ from mdl.paths import (
     url_basename,
 )
 from mdl.progress import Progress
-from mdl.redact import redact_url
+from mdl.redact import Secrets, redact_url
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.sources import (
     InlineCheck,
@@ -74,9 +74,11 @@ def parse_sources(
     read_text: Callable[[str], str],
     named: bool = False,
     headers: tuple[tuple[str, str], ...] = (),
+    secrets: Secrets | None = None,
 ) -> list[Parsed]:
     """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name;
-    ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go with its ``url`` files."""
+    ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go with its ``url`` files; every URL
+    read (given, in a job output, presigned for s3://) registered in ``secrets``."""
     found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
@@ -92,10 +94,13 @@ def parse_sources(
                 hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
                 found.append(UrlFile(uri.path, None, None, None, where=uri.given, hub=hub))
         elif source.startswith("s3://"):
-            found.append(s3_source(source, named=named))
+            found.append(s3_source(source, named=named, secrets=secrets))
         else:
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
+    for item in found:
+        if secrets is not None and isinstance(item, UrlFile) and item.url:
+            secrets.add_url(item.url)
     return found
 
 
@@ -160,7 +165,8 @@ def get_sources(
     expected = check_expected_sha256(sha256)
     sources = combined_sources(sources, input_file=input_file, read_text=read_text)
     sources = read_hub_pages(sources, endpoint=settings.endpoint, progress=progress)  # Hub page URLs as their hf://
-    given = parse_sources(sources, read_text=read_text, named=output is not None, headers=headers)
+    named, secrets = output is not None, settings.secrets
+    given = parse_sources(sources, read_text=read_text, named=named, headers=headers, secrets=secrets)
     unused = bool(headers) and not any(isinstance(item, UrlFile) and item.headers for item in given)
     repo = next((item.given for item in given if isinstance(item, HfUri)), None)  # usage errors before the Hub is asked
     if repo is None:

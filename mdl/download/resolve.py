@@ -44,7 +44,9 @@ def resolve(
         try:
             if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
                 file_url = partial(_hub_url, session.settings.endpoint)
-                model = resolved_from_locked(locked, file_url=file_url, spec=spec, environ=session.environ)
+                model = resolved_from_locked(
+                    locked, file_url=file_url, spec=spec, environ=session.environ, secrets=session.settings.secrets
+                )
                 resolved.append(marked_signature(spec, model))
                 continue
             if outage is not None and needs_hub:  # the same outage, told for this model: the Hub is not asked again

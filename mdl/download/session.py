@@ -14,7 +14,6 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.errors import UsageError
 from mdl.lockfile import Lock, LockedModel, read_lock
 from mdl.progress import Progress
-from mdl.redact import remember_secret
 from mdl.report import RunReport
 from mdl.sources import Hub, NetrcLogins, RemoteFile, S3Signer, read_netrc, resolve_token, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
@@ -118,7 +117,9 @@ class PullSession:
         small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
         pool_size = max(4, settings.jobs * settings.connections + small)
         self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
-        self.client = make_client(timeout=settings.timeout, pool_size=pool_size, transport=self.transport)
+        self.client = make_client(
+            timeout=settings.timeout, pool_size=pool_size, transport=self.transport, secrets=settings.secrets
+        )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         config = EngineConfig(
@@ -134,7 +135,7 @@ class PullSession:
         engine = partial(Engine, self.client, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs)
         self.engine, self.mirror_engine = engine(config), engine(mirror)
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
-        self.s3 = S3Signer(dict(settings.mirror_endpoints))
+        self.s3 = S3Signer(dict(settings.mirror_endpoints), secrets=settings.secrets)
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
@@ -164,7 +165,7 @@ class PullSession:
     def token(self) -> str | None:
         token = self.settings.token or resolve_token(self.environ)
         self.guard.protect(token)
-        remember_secret(token)  # whatever sink a server's echo of it would reach
+        self.settings.secrets.add(token)  # whatever sink a server's echo of it would reach
         return token
 
     @cached_property
@@ -175,7 +176,7 @@ class PullSession:
 
     @cached_property
     def netrc(self) -> NetrcLogins:  # read once, when the run's first direct URL asks (a problem: logged there)
-        return read_netrc(self.settings.netrc)
+        return read_netrc(self.settings.netrc, self.settings.secrets)
 
     def credentials(self, remote: RemoteFile) -> Credentials:
         """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise, with a netrc

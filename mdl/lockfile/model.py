@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass
 from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import GIT_OID_HEX, path_clash, path_problem
-from mdl.redact import printable, redact_url, remember_url_secrets
+from mdl.redact import Secrets, printable, redact_url
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
@@ -179,7 +179,7 @@ def validation_message(exc: ValidationError, *, at: str = "") -> str:
 
 
 def resolved_from_locked(
-    locked: LockedModel, *, file_url: FileUrl, spec: ModelSpec | None, environ: Mapping[str, str]
+    locked: LockedModel, *, file_url: FileUrl, spec: ModelSpec | None, environ: Mapping[str, str], secrets: Secrets
 ) -> ResolvedModel:
     """The files to fetch for a locked model, with no Hub listing. Direct URLs come from the catalog entry
     (``spec``: a signed query and headers the lock never holds), else (``--frozen``) from the lock as written."""
@@ -197,7 +197,7 @@ def resolved_from_locked(
         else:
             entry = catalog_files.get(f.path)
             url = entry.url if entry is not None and entry.url else f.source
-            remember_url_secrets(url)  # a lock written by hand may hold a signed URL
+            secrets.add_url(url)  # a lock written by hand may hold a signed URL
             extra = {"source": redact_url(url), "headers": expand_headers(entry, environ) if entry is not None else ()}
         files.append(RemoteFile(model=locked.name, path=f.path, url=url, size=f.size, sha256=f.sha256, **extra))
     return ResolvedModel(locked.name, locked.revision, locked.commit, tuple(files))

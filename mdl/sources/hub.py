@@ -16,7 +16,7 @@ import httpx2
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.paths import is_http_url
 from mdl.progress import Progress
-from mdl.redact import printable, redact_text, redact_url, safe_text
+from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
     RETRYABLE_STATUSES,
     Credentials,
@@ -230,7 +230,8 @@ def _status_error(
     code = response.headers.get("X-Error-Code")
     # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page: its title).
     text = response.headers.get("X-Error-Message") or body_excerpt(body[:8192].decode("utf-8", errors="replace"))
-    detail = f": {printable(redact_text(text), limit=200)}" if text else ""
+    secrets = Secrets.of(response)  # the run's: a token or signature it sent, echoed, is cut whole
+    detail = f": {printable(redact_text(text, secrets=secrets), limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     error: MdlError
@@ -254,7 +255,7 @@ def _status_error(
     else:
         error = NetworkError(shown)
     # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
-    error.status, error.server_text = status, safe_text(text, limit=500)
+    error.status, error.server_text = status, safe_text(text, limit=500, secrets=secrets)
     return error
 
 

@@ -21,7 +21,6 @@ from mdl.catalog import read_bounded
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
-from mdl.redact import remember_url_secrets
 from mdl.sources.resolve import RemoteFile
 from mdl.store import fsync_dir
 
@@ -248,9 +247,7 @@ def is_local_host(host: str) -> bool:
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private host, else UsageError;
-    its secrets registered first."""
-    remember_url_secrets(url)
+    """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private host, else UsageError."""
     if not is_http_url(url):  # `where` names it: the URL itself (get), or its key (a job output)
         raise UsageError(f"{where}: not a valid https:// URL (it needs a host, a port up to 65535 if any, no spaces)")
     parts = urlsplit(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mdl.paths import shown_path
-from mdl.redact import is_signed_url, remember_secret
+from mdl.redact import Secrets, is_signed_url
 
 log = logging.getLogger("mdl.netrc")
 _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this name
@@ -25,6 +25,7 @@ class NetrcLogins:
     path: Path | None = None
     logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host → (login, password)
     problem: str | None = None
+    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
 
     def authorization(self, url: str, headers: Mapping[str, str]) -> str | None:
         """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host nor a default, or
@@ -40,11 +41,11 @@ class NetrcLogins:
             return None
         login, password = found
         token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")  # RFC 7617, UTF-8
-        remember_secret(token)
+        self.secrets.add(token)
         return f"Basic {token}"
 
 
-def read_netrc(path: Path | None) -> NetrcLogins:
+def read_netrc(path: Path | None, secrets: Secrets | None = None) -> NetrcLogins:
     """The logins in ``path``; a missing file is no logins, a broken or unreadable one is no logins and a ``problem``
     naming the file (and line): mdl reads it unasked, as curl --netrc-optional and wget do, so it never stops a run."""
     if path is None:
@@ -62,11 +63,12 @@ def read_netrc(path: Path | None) -> NetrcLogins:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
         return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
     logins: dict[str, tuple[str, str]] = {}
+    secrets = secrets or Secrets()  # the run's, told each password and each login sent
     for host, (login, _, password) in parsed.hosts.items():
         if login or password:
-            remember_secret(password)
+            secrets.add(password)
             logins.setdefault(host.lower(), (login or "", password or ""))
-    return NetrcLogins(path, logins)
+    return NetrcLogins(path, logins, secrets=secrets)
 
 
 def _unused(path: Path, problem: str) -> NetrcLogins:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
-from mdl.redact import printable, remember_secret, safe_text
+from mdl.redact import Secrets, printable, safe_text
 from mdl.sources.joboutput import UrlFile
 
 log = logging.getLogger("mdl.s3")
@@ -98,8 +98,9 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     return S3Prefix(bucket, prefix)
 
 
-def s3_client(*, endpoint: str | None = None) -> Any:
-    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public buckets)."""
+def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) -> Any:
+    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public buckets; the secret
+    ones registered in the run's ``secrets``)."""
     try:
         import boto3
         import botocore.exceptions
@@ -123,8 +124,9 @@ def s3_client(*, endpoint: str | None = None) -> Any:
         options["signature_version"] = UNSIGNED
     else:
         frozen = credentials.get_frozen_credentials()
-        remember_secret(frozen.secret_key)
-        remember_secret(frozen.token)
+        if secrets is not None:
+            secrets.add(frozen.secret_key)
+            secrets.add(frozen.token)
         options["signature_version"] = "s3v4"
     try:
         return session.client("s3", endpoint_url=endpoint, config=Config(**options))
@@ -219,10 +221,10 @@ def presign_get(client: Any, obj: S3Object) -> str:
     return url
 
 
-def s3_source(uri: str, *, named: bool = False) -> UrlFile:
+def s3_source(uri: str, *, named: bool = False, secrets: Secrets | None = None) -> UrlFile:
     """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256 (``named``: by -o)."""
     obj = parse_s3_uri(uri)
-    client = s3_client()
+    client = s3_client(secrets=secrets)
     head = head_s3(client, obj)
     size = head.get("ContentLength")
     return UrlFile(
@@ -237,8 +239,9 @@ def s3_source(uri: str, *, named: bool = False) -> UrlFile:
 class S3Signer:
     """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs tens of ms)."""
 
-    def __init__(self, endpoints: dict[str, str] | None = None) -> None:
+    def __init__(self, endpoints: dict[str, str] | None = None, *, secrets: Secrets | None = None) -> None:
         self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
+        self._secrets = secrets
         self._clients: dict[str | None, Any] = {}
         self._lock = threading.Lock()
 
@@ -247,7 +250,7 @@ class S3Signer:
         endpoint = self._endpoints.get(template) if template is not None else None
         with self._lock:
             if endpoint not in self._clients:
-                self._clients[endpoint] = s3_client(endpoint=endpoint)
+                self._clients[endpoint] = s3_client(endpoint=endpoint, secrets=self._secrets)
             client = self._clients[endpoint]
         return presign_get(client, obj)
 

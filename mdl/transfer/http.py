@@ -28,13 +28,13 @@ from mdl.errors import (
 )
 from mdl.paths import is_model_file_name, names_model_file
 from mdl.redact import (
+    Secrets,
     hide_cut_secret,
     is_secret_param,
     is_signed_url,
     printable,
     redact_text,
     redact_url,
-    remember_url_secrets,
     safe_text,
 )
 from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain, origin
@@ -57,9 +57,11 @@ def make_client(
     timeout: float = DEFAULT_TIMEOUT,
     environ: Mapping[str, str] | None = None,
     transport: NetTransport | httpx2.BaseTransport | None = None,
+    secrets: Secrets | None = None,
 ) -> httpx2.Client:
     """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone
-    (or ``transport``'s: the run's routes as mounts, or one transport for every URL)."""
+    (or ``transport``'s: the run's routes as mounts, or one transport for every URL); ``secrets``: the run's, told
+    every URL asked for."""
     net = NetTransport(timeout=timeout, environ=environ, pool_size=pool_size) if transport is None else transport
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
@@ -68,6 +70,7 @@ def make_client(
         transport=net.default if isinstance(net, NetTransport) else net,
         mounts=net.mounts if isinstance(net, NetTransport) else None,
         trust_env=False,
+        event_hooks={"request": [secrets] if secrets is not None else []},
     )
 
 
@@ -171,8 +174,8 @@ def server_text(response: httpx2.Response) -> str:
                     break
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
-            text = hide_cut_secret(text)
-    return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT)
+            text = hide_cut_secret(text, Secrets.of(response))
+    return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT, secrets=Secrets.of(response))
 
 
 # Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).
@@ -348,8 +351,7 @@ def follow(
     """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers, ``rule(current,
     target)`` whether to follow (False: yield the redirect); https→http never; ``saved_as``: the name the body is
     saved under, when it is a download (a web page is refused for a model file's name)."""
-    remember_url_secrets(url)
-    current = url
+    current = url  # each hop's URL registered by the client's Secrets hook as it is sent
     for _ in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
@@ -362,7 +364,8 @@ def follow(
             if response.has_redirect_location:
                 try:
                     location = urljoin(current, response.headers["Location"])
-                    remember_url_secrets(location)
+                    if (secrets := Secrets.of(response)) is not None:
+                        secrets.add_url(location)
                     origin(location)  # a port that is not a number fails here, not halfway through the next hop
                 except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
                     raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None

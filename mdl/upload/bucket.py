@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NotFoundError
 from mdl.progress import Progress
-from mdl.redact import printable, safe_text
+from mdl.redact import Secrets, printable, safe_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
@@ -76,9 +76,9 @@ class HashingReader:
 class Bucket:
     """The publish target: a bucket and prefix, through one boto3 client."""
 
-    def __init__(self, target: S3Prefix, *, endpoint: str | None = None) -> None:
+    def __init__(self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None) -> None:
         self.target = target
-        self.client = s3_client(endpoint=endpoint)
+        self.client = s3_client(endpoint=endpoint, secrets=secrets)
 
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))

@@ -157,7 +157,7 @@ def publish_models(
         models = [_without_own_signature(model, signer) for model in models]
         # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
         signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
-    bucket = Bucket(target, endpoint=endpoint)
+    bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
     outcomes: list[FileOutcome] = []
     uploads: list[ReadyFile] = []
     for model in models:

@@ -15,6 +15,7 @@ import pytest
 
 from mdl.cli.render.console import Console, color_enabled, emit_json, render_table
 from mdl.cli.render.log import setup_logging
+from mdl.redact import Secrets
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
@@ -42,7 +43,7 @@ def test_console_error_format_and_hint() -> None:
 
 def test_console_redacts_tokens_signed_urls_and_known_secrets() -> None:
     stream = io.StringIO()
-    console = Console(stream, environ={}, secrets=("civitai-abcdef",))
+    console = Console(stream, environ={}, secrets=Secrets(("civitai-abcdef",)))
     console.error(f"403 Forbidden for {SIGNED}", hint="token civitai-abcdef was refused")
     console.warn("Authorization: Bearer hf_abcdefghijklmnopq failed")
     output = stream.getvalue()
@@ -128,7 +129,7 @@ def test_render_table_bold_header_only_with_colour() -> None:
 
 def test_setup_logging_writes_redacted_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log_file = tmp_path / "logs" / "mdl" / "mdl.log"
-    assert setup_logging(log_file=log_file, verbose=False, secrets=("my-civitai-key",)) == log_file
+    assert setup_logging(log_file=log_file, verbose=False, secrets=Secrets(("my-civitai-key",))) == log_file
     log = logging.getLogger("mdl.transfer")
     log.info("GET %s with key %s", SIGNED, "my-civitai-key")
     log.debug("not at INFO")

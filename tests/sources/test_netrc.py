@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mdl.catalog.settings import build_settings, netrc_path
-from mdl.redact import known_secrets
+from mdl.redact import Secrets
 from mdl.sources import NetrcLogins, read_netrc
 
 PASSWORD = "s3cret-pa55word"
@@ -24,14 +24,14 @@ def logins(tmp_path: Path) -> NetrcLogins:
     path.write_text(
         f"machine Files.Example.com login alice password {PASSWORD}\ndefault login anon password guest-pass\n"
     )
-    return read_netrc(path)
+    return read_netrc(path, Secrets())
 
 
 def test_the_urls_host_then_the_default_entry(logins: NetrcLogins) -> None:
     assert logins.authorization("https://files.example.com:8443/a.bin", {}) == login("alice", PASSWORD)
     assert logins.authorization("http://other.example/a.bin", {}) == login("anon", "guest-pass")
-    assert PASSWORD in known_secrets()
-    assert login("alice", PASSWORD).split()[1] in known_secrets()
+    assert PASSWORD in logins.secrets.known()
+    assert login("alice", PASSWORD).split()[1] in logins.secrets.known()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from s3server import S3, SECRET_KEY, s3, s3_server  # noqa: F401
 
 from mdl.errors import AuthError, NetworkError, NotFoundError, UsageError
-from mdl.redact import REDACTED, safe_text
+from mdl.redact import REDACTED, Secrets, safe_text
 from mdl.sources.s3 import S3Object, head_s3, parse_s3_uri, s3_client, s3_error, s3_source, sha256_of_head
 
 
@@ -65,9 +65,9 @@ def test_source_from_a_real_head(s3: S3) -> None:  # noqa: F811
 
 def test_secret_key_and_session_token_are_registered(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-value-123456")
-    s3_client()
-    assert SECRET_KEY not in safe_text(f"oops {SECRET_KEY}")
-    assert "session-token-value-123456" not in safe_text("token session-token-value-123456 here")
+    s3_client(secrets=(secrets := Secrets()))
+    assert SECRET_KEY not in safe_text(f"oops {SECRET_KEY}", secrets=secrets)
+    assert "session-token-value-123456" not in safe_text("token session-token-value-123456 here", secrets=secrets)
 
 
 def test_endpoint_override_wins(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811

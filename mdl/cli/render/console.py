@@ -14,7 +14,7 @@ from itertools import accumulate
 from typing import Any, TextIO, cast
 from unicodedata import combining, east_asian_width
 
-from mdl.redact import safe_doc, safe_text, shown_data
+from mdl.redact import Secrets, safe_doc, safe_text, shown_data
 
 
 def no_color(environ: Mapping[str, str]) -> bool:
@@ -96,7 +96,7 @@ class EventStream:
     """Events, a JSON document a line: ``begin`` first (null totals if something else is), ``plan``, ``end`` last."""
 
     def __init__(
-        self, stream: TextIO, *, secrets: tuple[str, ...] = (), wallclock: Callable[[], datetime] | None = None
+        self, stream: TextIO, *, secrets: Secrets | None = None, wallclock: Callable[[], datetime] | None = None
     ) -> None:
         self._stream, self._secrets, self._wallclock = stream, secrets, wallclock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
@@ -180,7 +180,7 @@ class Console:
         *,
         environ: Mapping[str, str],
         quiet: bool = False,
-        secrets: tuple[str, ...] = (),
+        secrets: Secrets | None = None,
         color: bool | None = None,
     ) -> None:
         self._stream, self._quiet, self._secrets = stream, quiet, secrets
@@ -212,7 +212,7 @@ class Console:
             self._write("", "", message)
 
 
-def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: tuple[str, ...] = ()) -> None:
+def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
     """One JSON document and a newline, indented on a terminal: its text made safe (errors echo servers), its data
     only made printable (``safe_doc``)."""
     clean = safe_doc(doc, secrets=secrets)

@@ -10,7 +10,7 @@ import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from mdl.redact import safe_text
+from mdl.redact import Secrets, safe_text
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
 _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
@@ -62,7 +62,7 @@ def setup_logging(
     *,
     log_file: Path | None,
     verbose: bool,
-    secrets: tuple[str, ...] = (),
+    secrets: Secrets | None = None,
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 3,
 ) -> Path | None:

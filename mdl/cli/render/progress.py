@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from mdl.cli.render.console import EventStream, stamped
 from mdl.progress import Event, Progress
-from mdl.redact import safe_text
+from mdl.redact import Secrets, safe_text
 from mdl.units import human_duration, human_rate, human_size
 
 PROGRESS_EVERY = 1.0  # seconds: at most one JSON progress event per file this often
@@ -157,7 +157,7 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
     """A display of the core's events: each folded into the counts, then shown, under one lock (workers emit at
     once); closed when the run ends. This base shows nothing (-q)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: Secrets | None = None) -> None:
         # Re-entrant: the rich display redraws from inside console.print, which runs under this lock.
         self._lock = threading.RLock()
         self.transferred = 0  # bytes advanced so far, over all items

@@ -49,7 +49,7 @@ def clock_seconds(text: str) -> int:
 
 def throttled_pull(clock: FakeClock, width: int) -> RichReporter:
     """Five small files done in the first second; two shards still going, one throttled, one file waiting."""
-    reporter = RichReporter(stream=io.StringIO(), no_color=False, clock=clock, secrets=(), console=recording(width))
+    reporter = RichReporter(stream=io.StringIO(), no_color=False, clock=clock, console=recording(width))
     reporter.begin(total_bytes=2 * 200 * MiB + 5 * 8 * MiB + 700, files=8)
     for i in range(5):
         reporter.start(f"s{i}", label=f"big/small-{i}.json", total=8 * MiB)
@@ -106,7 +106,7 @@ def test_total_row_counts_bytes_and_files(clock: FakeClock) -> None:
 
 def test_resume_is_said_above_the_bars(clock: FakeClock) -> None:
     console = recording(100)
-    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, secrets=(), console=console)
+    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, console=console)
     reporter.start("m", label="big/model.safetensors", total=int(1.6 * GiB), completed=600 * MiB)
     reporter.close()
     assert "resuming big/model.safetensors at 600 MiB of 1.60 GiB" in console.export_text()
@@ -135,7 +135,7 @@ def test_failure_prints_nothing_and_notes_are_redacted(clock: FakeClock) -> None
 
 
 def test_one_row_per_item_even_on_retry(clock: FakeClock) -> None:
-    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, secrets=(), console=recording(100))
+    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, console=recording(100))
     reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)
     reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)  # a retry from zero: still one row
     reporter.start("b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9)
@@ -185,7 +185,7 @@ def test_threads_and_the_redraw_thread_never_deadlock() -> None:
 
 def test_waiting_before_the_start_gets_a_row(clock: FakeClock) -> None:
     """The lock is taken before the first byte: the row says why nothing moves, then becomes the file's bar."""
-    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, secrets=(), console=recording(100))
+    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, console=recording(100))
     reporter.waiting("big/w.bin", "another mdl run holds the lock")
     clock.now += 80
     (line,) = frame_lines(reporter, 100)

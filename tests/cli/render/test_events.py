@@ -17,6 +17,7 @@ from servers import HubServer, make_data
 
 from mdl import api
 from mdl.cli.run import Run, make_reporter
+from mdl.redact import Secrets
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 WEIGHTS = make_data(3_000_000, seed=11)
@@ -61,7 +62,7 @@ def test_event_shapes(clock: FakeClock) -> None:
 
 def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
     stream = io.StringIO()
-    reporter = make_reporter("json", stream=stream, environ={}, clock=clock, secrets=("s3cr3t-value",))
+    reporter = make_reporter("json", stream=stream, environ={}, clock=clock, secrets=Secrets(("s3cr3t-value",)))
     reporter.start("x", label="evil/\x1b[2Jname\n.bin", total=None, model="evil", path="name\n.bin")
     reporter.finish("x", ok=False, message=f"403 for {SIGNED}\nbody: s3cr3t-value\r\x1b[31m")
     reporter.note("hf_abcdefghijklmnop is your token")

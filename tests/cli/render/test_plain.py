@@ -13,6 +13,7 @@ from clocks import FakeClock, wallclock
 from mdl.cli.render.progress import Reporter
 from mdl.cli.run import make_reporter
 from mdl.progress import Progress
+from mdl.redact import Secrets
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[\d+\] ")
@@ -20,7 +21,7 @@ PID = f"[{os.getpid()}]"
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
-def plain(clock: FakeClock, *, interval: float = 5.0, secrets: tuple[str, ...] = ()) -> tuple[Reporter, io.StringIO]:
+def plain(clock: FakeClock, *, interval: float = 5.0, secrets: Secrets | None = None) -> tuple[Reporter, io.StringIO]:
     stream = io.StringIO()
     reporter = make_reporter(
         "plain", stream=stream, environ={}, clock=clock, wallclock=wallclock, interval=interval, secrets=secrets
@@ -105,7 +106,7 @@ def test_plain_rate_limits_progress_lines_and_smooths_the_rate(clock: FakeClock)
 
 
 def test_plain_never_writes_control_characters_and_redacts(clock: FakeClock) -> None:
-    reporter, stream = plain(clock, interval=0.0, secrets=("s3cr3t-value",))
+    reporter, stream = plain(clock, interval=0.0, secrets=Secrets(("s3cr3t-value",)))
     reporter.start("x", label="evil/\x1b[2Jname\r.bin", total=10)
     clock.now += 1
     reporter.advance("x", 5)
