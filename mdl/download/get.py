@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import FORCED, PlannedFile, check_space, log_outcome, plan_file
+from mdl.download.plan import FORCED, SAME_BYTES, PlannedFile, check_space, in_place, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
@@ -51,7 +51,6 @@ from mdl.store import (
     REPLACEABLE,
     Store,
     creatable_problem,
-    hash_file,
     hub_source,
     not_a_file,
     not_a_file_error,
@@ -289,51 +288,29 @@ def _check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Pr
     return checks
 
 
-def _same_bytes(target: Path, *, sha256: str | None, git_oid: str | None = None) -> bool:
-    """Whether the file at ``target`` has the expected sha256 (or git blob id); unreadable counts as different."""
-    if not sha256 and not git_oid:
-        return False
-    try:
-        _, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
-    except OSError:
-        return False
-    return have_sha == sha256 if sha256 else have_oid == git_oid
-
-
 def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
-    size, reason = target.stat().st_size, "already there, same bytes"
-    log_outcome(kept := FileOutcome("", path, str(target), size, sha256, "skipped", reason=reason, source=where))
+    size = target.stat().st_size
+    log_outcome(kept := FileOutcome("", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where))
     return kept
-
-
-def _in_the_way(target: Path, *, where: str, known: bool) -> UsageError:
-    """The refusal for a file that is there and is not (or cannot be shown to be) the one asked for."""
-    if known:
-        return UsageError(f"{target}: already exists and differs from {where}", hint="--force to replace it")
-    return UsageError(
-        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is the same file",
-        hint="--force to replace it, or --sha256 HEX to keep it when it matches",
-    )
 
 
 def _already_there(
     items: Sequence[Source], targets: Sequence[Path], checks: dict[int, InlineCheck], *, expected: str | None
 ) -> dict[int, FileOutcome]:
-    """Files already at their targets with the expected bytes are kept (``skipped``); any other refuses the whole get,
-    as ``unpack`` and aria2c refuse to overwrite (Hub files and those a get wrote: once the server has answered)."""
+    """Files already at their targets with the expected bytes are kept (``skipped``); any other but those a get wrote
+    refuses the whole get (``in_place``: Hub files are held to theirs once the Hub has said them)."""
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
-        if want and _same_bytes(target, sha256=want):
-            path = item.filename if isinstance(item, InlineFile) else target.name
-            kept[index] = _kept(path, target, sha256=want, where=item.where)
-        elif isinstance(item, UrlFile) and _written_by_get(target):
-            continue  # ours: kept or replaced as the server's answer says (``_fetch_remote``)
-        else:
-            refused.append(_in_the_way(target, where=item.where, known=bool(want)))
+        try:
+            if in_place(target, sha256=want, where=item.where, ours=isinstance(item, UrlFile) and _ours(target)):
+                path = item.filename if isinstance(item, InlineFile) else target.name
+                kept[index] = _kept(path, target, sha256=want, where=item.where)
+        except UsageError as exc:
+            refused.append(exc)
     if refused:
         first = refused[0]
         more = f"; {len(refused) - 1} more file(s) are in the way too" if len(refused) > 1 else ""
@@ -404,9 +381,10 @@ def _fetch_remote(
                     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
                     spec = replace(spec, sha256=sha256, save_as=name)
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
-                    if not settings.force and os.path.lexists(target):
-                        if not _same_bytes(target, sha256=remote.sha256, git_oid=remote.git_oid):
-                            raise _in_the_way(target, where=item.where, known=bool(remote.sha256 or remote.git_oid))
+                    there = not settings.force and os.path.lexists(target)
+                    if there and in_place(
+                        target, sha256=remote.sha256, git_oid=remote.git_oid, where=item.where, ours=False
+                    ):
                         outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
                         continue
                 else:
@@ -431,13 +409,7 @@ def _fetch_remote(
             plans = [plan for _, plan in planned]
             session.store.ensure_dirs()
             check_space(plans)
-            for (index, _), outcome in zip(planned, fetch(session, plans), strict=True):
-                # A file that was there and is fetched anew (--force, or a new version upstream) was "replaced".
-                if index in present and outcome.action == "downloaded":
-                    outcome = replace(outcome, word="replaced")
-                elif index in present and outcome.action == "skipped":
-                    outcome = replace(outcome, reason="already there, unchanged upstream")
-                outcomes[index] = outcome
+            outcomes.update(zip((index for index, _ in planned), fetch(session, plans), strict=True))
     finally:
         for opening in openings:
             if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
@@ -465,7 +437,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     return replace(probed, size=item.size, size_pinned=True)
 
 
-def _written_by_get(target: Path) -> bool:
+def _ours(target: Path) -> bool:
     """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record is not None and still_verified(target, record.files.get(target.name))
