@@ -274,7 +274,7 @@ def _fetch_remote(
     """Download the remote files into the run's folder (``-d``: Hub files keep their folders under it; ``-o``: its
     folder)."""
     outcomes: dict[int, FileOutcome] = {}
-    folder, force = session.store.dest, session.settings.force
+    folder, force, offline = session.store.dest, session.settings.force, session.settings.offline
     planned: list[tuple[int, PlannedFile]] = []
     present = {i for i, _, target in items if os.path.lexists(target)}  # ours (_already_there), or --force
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
@@ -307,7 +307,7 @@ def _fetch_remote(
                         carry = len(items) == 1 and not part.exists() and index not in present
                         remote = _probe(session, remote, item, carry=carry)
                         openings.append(remote.opening)
-                planned.append((index, plan_file(session, remote)))
+                planned.append((index, plan_file(session.layout, remote, force=force, offline=offline)))
             except MdlError as exc:
                 outcomes[index] = failed("", name, exc, dest=target, source=item.where)
                 warning = session.netrc_warning(hub=item.hub is not None)

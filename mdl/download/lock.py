@@ -236,7 +236,7 @@ def _lock_models(
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
         return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
-        resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
+        resolved, failures = resolve(session, specs, lock=None)  # what it renews: never from the lock
         blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
         complete, unhashed = _complete(session, resolved, blobs=blobs)
         failures.extend(unhashed)

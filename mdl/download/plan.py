@@ -24,6 +24,7 @@ from mdl.store import (
     MISSING,
     RECHECK_REASON,
     FileRecord,
+    Layout,
     Placement,
     Store,
     hash_file,
@@ -159,6 +160,7 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails whole."""
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
+    force, offline = session.settings.force, session.settings.offline
     for model in resolved:
         planned: list[PlannedFile] = []
         try:  # a model refused whole, before any byte: half a model is no use
@@ -170,9 +172,9 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
                 )
             for remote in model.files:
                 try:
-                    if not session.settings.offline and not remote.hub and not remote.sha256:
+                    if not offline and not remote.hub and not remote.sha256:
                         remote = session.probe(remote)  # its size and validator say whether it changed upstream
-                    planned.append(plan_file(session, remote))
+                    planned.append(plan_file(session.layout, remote, force=force, offline=offline))
                 except MdlError as exc:
                     failures.append(failed(remote.model, remote.path, exc))
             for plan in planned:
@@ -186,16 +188,17 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     return plans, failures
 
 
-def plan_file(session: PullSession, file: RemoteFile) -> PlannedFile:
+def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -> PlannedFile:
+    """Where the file goes in ``layout`` and what to do with it (``look``)."""
     try:
-        placement = session.layout.place(
+        placement = layout.place(
             file.model, file.path, source=file.source, sha256=file.sha256, git_oid=file.git_oid, revision=file.revision
         )
     except MdlError:
-        if session.settings.offline:  # never pulled: where it would go is only known upstream
+        if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None
         raise
-    return look(file, placement, session.store, force=session.settings.force)
+    return look(file, placement, layout.records, force=force)
 
 
 def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:

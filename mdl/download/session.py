@@ -11,7 +11,6 @@ from functools import cached_property, partial
 from typing import TypeVar
 
 from mdl.catalog import Settings
-from mdl.lockfile import Lock, LockUse
 from mdl.progress import Progress
 from mdl.redact import remember_secret
 from mdl.report import RunReport
@@ -39,12 +38,8 @@ Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock p
 
 
 class PullSession:
-    def __init__(
-        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None, lock: Lock | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
         self.settings = settings
-        # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
-        self.lockfile = LockUse(settings, lock=lock)
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.layout = Layout(settings)
