@@ -15,8 +15,8 @@ from mdl.download.fetch import fetch
 from mdl.download.plan import FORCED, SAME_BYTES, PlannedFile, check_space, in_place, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
-from mdl.errors import IntegrityError, LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.paths import RESERVED_WHY, HfUri, path_problem, reserved_by_mdl, shown_path
+from mdl.errors import IntegrityError, MdlError, UsageError
+from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
@@ -28,18 +28,16 @@ from mdl.sources import (
     Source,
     UrlFile,
     check_expected_sha256,
-    check_inline,
-    decoded_size,
+    check_payloads,
     list_repos,
-    name_key,
     read_job_output,
     read_sources,
     resolve_file,
-    save_parts,
+    save_targets,
     write_inline,
 )
 from mdl.sources import parse_sources as parse_sources
-from mdl.store import REPLACEABLE, Store, creatable_problem, not_a_file, not_a_file_error, rmdir_empty
+from mdl.store import Store, rmdir_empty
 from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
@@ -85,18 +83,28 @@ def get_sources(
     if unused:
         log.warning("%s", UNUSED_HEADERS)
     folder = settings.dest if output is None else output.parent  # -o names one file
-    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face cache.
-    session = PullSession(replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None), progress=progress)
+    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face cache; opened when
+    # first needed: after the local checks, which name the file a folder that cannot be created is in the way of.
+    opened: list[PullSession] = []
+
+    def run() -> PullSession:
+        if not opened:
+            dest = folder.absolute()
+            opened.append(PullSession(replace(settings, dest=dest, layout="plain", hf_cache=None), progress=progress))
+        return opened[0]
+
     try:
-        hub = session.hub if any(isinstance(item, HfUri) for item in given) else None
+        repos = any(isinstance(item, HfUri) for item in given)
+        hub = run().hub if repos else None
         items = list_repos(given, hub, include=include, exclude=exclude) if hub is not None else given
         assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
-        return fetch_sources(items, settings, session=session, output=output, sha256=expected, unused=unused)
+        return fetch_sources(items, settings, run=run, output=output, sha256=expected, progress=progress, unused=unused)
     finally:
-        session.close()
-        # A finished get leaves no empty state folder under .mdl (deepest first; a partial or another run's stays).
-        for sub in ("partial", "locks", "records", ""):
-            rmdir_empty(session.store.dest, session.store.state_dir / sub)
+        for session in opened:
+            session.close()
+            # A finished get leaves no empty state folder under .mdl (deepest first; a partial or another run's stays).
+            for sub in ("partial", "locks", "records", ""):
+                rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
 
 def _refuse_misuse(
@@ -126,9 +134,10 @@ def fetch_sources(
     items: Sequence[Parsed],
     settings: Settings,
     *,
-    session: PullSession,
+    run: Callable[[], PullSession],
     output: Path | None,
     sha256: str | None,
+    progress: Progress,
     unused: bool = False,
 ) -> RunReport:
     """What can be checked locally first (names, inline payloads, files in the way); then inline writes, downloads
@@ -138,9 +147,9 @@ def fetch_sources(
         raise UsageError(f"-o names one file, but the sources stand for {len(files)} files; use -d DIR")
     if sha256 is not None and len(files) != 1:
         raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(files)} files")
-    progress, force = session.progress, settings.force
-    targets = _targets(files, output=output, directory=settings.dest, force=force)
-    checks = _check_payloads(files, sha256=sha256, progress=progress)
+    force = settings.force
+    targets = save_targets(files, output=output, directory=settings.dest, force=force)
+    checks = check_payloads(files, sha256=sha256, progress=progress)
     outcomes = {} if force else _already_there(files, targets, checks, expected=sha256)
     writes = {index: check for index, check in checks.items() if index not in outcomes}
     progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
@@ -160,7 +169,7 @@ def fetch_sources(
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(files) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:
-        outcomes.update(_fetch_remote(session, remote, sha256=sha256))
+        outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
     within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
     return RunReport(tuple(_said(outcomes[i], files[i], within, warning) for i in sorted(outcomes)))
 
@@ -172,69 +181,6 @@ def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) 
     if warning is not None:
         outcome = replace(outcome, warning="; ".join(filter(None, (outcome.warning, warning))))
     return outcome
-
-
-def _targets(items: Sequence[Source], *, output: Path | None, directory: Path, force: bool) -> list[Path]:
-    """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in the way: a
-    folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never opened)."""
-    targets: list[Path] = []
-    files: dict[str, str] = {}  # name key → source: two sources at one place (case and Unicode form ignored, as
-    folders: dict[str, str] = {}  # on macOS and Windows), or a file where another's folder must be, are refused
-    for item in items:
-        if output is not None:
-            target = output
-            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder; creatable_problem names it
-            if os.path.isdir(target):  # noqa: PTH112
-                raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
-            problem = path_problem(target.name)  # the same rule as for names from servers
-            if problem is None and reserved_by_mdl(target.name):  # get keeps its state in the folder's .mdl/
-                problem = RESERVED_WHY
-            if problem is not None:
-                raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
-            parts = [target.name]
-        else:
-            parts = save_parts(item)
-            target = directory.joinpath(*parts)
-        kind = not_a_file(target)
-        if kind is not None and not (force and kind in REPLACEABLE):
-            hint = "--force to replace it" if kind in REPLACEABLE else f"mdl never replaces {kind} with a file"
-            raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
-        problem = creatable_problem(target)  # before any byte is fetched or written
-        if problem is not None:
-            raise LocalFSError(f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}")
-        key, where = name_key("/".join(parts)), item.where
-        if key in files:
-            raise UsageError(f"{where} and {files[key]} would both be saved as {target}")
-        if key in folders:
-            raise UsageError(f"{where} would be saved as {target}, where {folders[key]} needs a folder")
-        for depth in range(1, len(parts)):
-            folder = name_key("/".join(parts[:depth]))
-            if folder in files:
-                raise UsageError(f"{where} needs a folder where {files[folder]} would be saved")
-            folders.setdefault(folder, where)
-        files[key] = where
-        targets.append(target)
-    return targets
-
-
-def _check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Progress) -> dict[int, InlineCheck]:
-    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (lowest code wins)."""
-    checks: dict[int, InlineCheck] = {}
-    errors: list[MdlError] = []
-    inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
-    progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
-    for index, item in inline.items():
-        try:
-            checks[index] = check_inline(item, expected_sha256=sha256, progress=progress)
-        except MdlError as exc:
-            log.error("%s", exc.message)
-            errors.append(exc)
-    if errors:
-        worst = min(errors, key=lambda e: int(e.exit_code))
-        more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""
-        worst.hint = f"{more}nothing was written"
-        raise worst
-    return checks
 
 
 def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:

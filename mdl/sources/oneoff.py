@@ -1,24 +1,45 @@
-"""``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for: https URLs, ``hf://`` files
-and whole repos (listed at one commit), ``s3://`` objects and serverless job-output JSON."""
+"""``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for (https URLs, ``hf://`` files
+and whole repos listed at one commit, ``s3://`` objects, serverless job-output JSON), where each is saved, checked."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from mdl.catalog import ModelSpec
-from mdl.errors import MdlError, UnsafePathError, UsageError
-from mdl.paths import HfUri, parse_hf_uri, safe_file_name, url_basename
+from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.paths import (
+    RESERVED_WHY,
+    HfUri,
+    parse_hf_uri,
+    path_problem,
+    reserved_by_mdl,
+    safe_file_name,
+    shown_path,
+    url_basename,
+)
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.sources.hub import Hub
 from mdl.sources.hubpages import read_hub_pages
-from mdl.sources.joboutput import InlineFile, UrlFile, check_url, parse_job_output
+from mdl.sources.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_inline,
+    check_url,
+    decoded_size,
+    name_key,
+    parse_job_output,
+)
 from mdl.sources.resolve import resolve_model
 from mdl.sources.s3 import s3_source
-from mdl.store import hub_source
+from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
 
+log = logging.getLogger("mdl.get")
 Source = InlineFile | UrlFile
 Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole Hub repo
 MAX_SOURCE_LINE = 64 * 1024  # longer than any URL a server takes (8-64 KiB): a list line past it is not a source
@@ -134,3 +155,66 @@ def save_parts(item: Source) -> list[str]:
     keeps_folders = isinstance(item, UrlFile) and item.hub is not None
     names = item.filename.split("/") if keeps_folders else [item.filename]
     return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
+
+
+def save_targets(items: Sequence[Source], *, output: Path | None, directory: Path, force: bool) -> list[Path]:
+    """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in the way: a
+    folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never opened)."""
+    targets: list[Path] = []
+    files: dict[str, str] = {}  # name key → source: two sources at one place (case and Unicode form ignored, as
+    folders: dict[str, str] = {}  # on macOS and Windows), or a file where another's folder must be, are refused
+    for item in items:
+        if output is not None:
+            target = output
+            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder; creatable_problem names it
+            if os.path.isdir(target):  # noqa: PTH112
+                raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+            problem = path_problem(target.name)  # the same rule as for names from servers
+            if problem is None and reserved_by_mdl(target.name):  # get keeps its state in the folder's .mdl/
+                problem = RESERVED_WHY
+            if problem is not None:
+                raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
+            parts = [target.name]
+        else:
+            parts = save_parts(item)
+            target = directory.joinpath(*parts)
+        kind = not_a_file(target)
+        if kind is not None and not (force and kind in REPLACEABLE):
+            hint = "--force to replace it" if kind in REPLACEABLE else f"mdl never replaces {kind} with a file"
+            raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
+        problem = creatable_problem(target)  # before any byte is fetched or written
+        if problem is not None:
+            raise LocalFSError(f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}")
+        key, where = name_key("/".join(parts)), item.where
+        if key in files:
+            raise UsageError(f"{where} and {files[key]} would both be saved as {target}")
+        if key in folders:
+            raise UsageError(f"{where} would be saved as {target}, where {folders[key]} needs a folder")
+        for depth in range(1, len(parts)):
+            folder = name_key("/".join(parts[:depth]))
+            if folder in files:
+                raise UsageError(f"{where} needs a folder where {files[folder]} would be saved")
+            folders.setdefault(folder, where)
+        files[key] = where
+        targets.append(target)
+    return targets
+
+
+def check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Progress) -> dict[int, InlineCheck]:
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (lowest code wins)."""
+    checks: dict[int, InlineCheck] = {}
+    errors: list[MdlError] = []
+    inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
+    progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
+    for index, item in inline.items():
+        try:
+            checks[index] = check_inline(item, expected_sha256=sha256, progress=progress)
+        except MdlError as exc:
+            log.error("%s", exc.message)
+            errors.append(exc)
+    if errors:
+        worst = min(errors, key=lambda e: int(e.exit_code))
+        more = f"{len(errors) - 1} more inline file(s) are wrong too; " if len(errors) > 1 else ""
+        worst.hint = f"{more}nothing was written"
+        raise worst
+    return checks

@@ -500,7 +500,7 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
 
     tracemalloc.start()
     try:
-        report = fetch_sources(items, settings, session=session, output=None, sha256=None)
+        report = fetch_sources(items, settings, run=lambda: session, output=None, sha256=None, progress=NullProgress())
         _, peak = tracemalloc.get_traced_memory()
         # The yardstick is sound: decoding the whole string at once would blow through it.
         tracemalloc.reset_peak()
