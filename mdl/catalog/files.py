@@ -8,16 +8,12 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from mdl.catalog.edit import (
     NEW_CATALOG,
-    AddSource,
     CatalogInit,
-    Edit,
-    add_entry,
     catalog_to_edit,
     catalog_to_init,
     starter_catalog,
@@ -103,31 +99,6 @@ def write_catalog(path: Path, text: str, *, created: bool) -> None:
             raise
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc
-
-
-def save_added(
-    path: Path,
-    text: str,
-    name: str,
-    parsed: Sequence[AddSource],
-    entry: Mapping[str, Any],
-    *,
-    edit: Edit,
-    created: bool,
-) -> tuple[Edit, bool] | None:
-    """Write ``edit`` (made on ``text``) under the flock; when another mdl add or remove wrote the catalog since, the
-    same request made on the catalog as it is now: that edit and whether the file was created (None: as given)."""
-    if created:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    with exclusive(path):
-        now, created = read_catalog(path, create=True)
-        again = add_entry(now, name, parsed, **entry) if now != text else None
-        if (again or edit).action != "unchanged":
-            write_catalog(path, (again or edit).text, created=created)
-    return (again, created) if again is not None else None
 
 
 def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> CatalogInit:

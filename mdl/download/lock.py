@@ -23,7 +23,7 @@ from mdl.catalog import (
 )
 from mdl.catalog import edit as catalog_edit
 from mdl.catalog import files as catalog_files
-from mdl.download.fetch import fetch_from_sources, transfer_job
+from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
@@ -31,6 +31,7 @@ from mdl.errors import (
     CatalogError,
     ExitCode,
     InterruptedByUserError,
+    LocalFSError,
     MdlError,
     NetworkError,
     UsageError,
@@ -95,11 +96,19 @@ def add_model(
     if online and edit.action != "updated":
         spec = edited.get(name)
         _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
-    now = catalog_files.save_added(path, text, name, parsed, entry, edit=edit, created=created)
-    if now is not None:  # made again on the catalog as another mdl add or remove left it meanwhile
-        edit, created = now
-        edited = catalog_files.valid(edit.text, path)
-        change = replace(change, action=edit.action, entry=edit.entry, created=created)
+    if created:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
+    with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
+        now, created = catalog_files.read_catalog(path, create=True)
+        if now != text:  # the same request, made on the catalog as it is now
+            edit = catalog_edit.add_entry(now, name, parsed, **entry)
+            edited = catalog_files.valid(edit.text, path)
+            change = replace(change, action=edit.action, entry=edit.entry, created=created)
+        if edit.action != "unchanged":
+            catalog_files.write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online and edit.action != "updated")
     lock_file = lock_beside(path)
     if not lock_file.exists() or not fetches:
@@ -315,13 +324,7 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
     part, _ = store.part_paths(remote.model, remote.path)
     # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
     target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
-
-    def on_wait(holder: str) -> None:
-        by = f" (held by {holder})" if holder else ""
-        session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
-
-    timeout = session.settings.lock_timeout
-    with store.acquire_file_lock(remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel):
+    with file_lock(session, remote, store):
         try:
             job = transfer_job(session, remote, store, target, verify=True)
             log.info("%s: downloading it once to learn its sha256", label)

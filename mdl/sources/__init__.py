@@ -17,15 +17,12 @@ from mdl.sources.joboutput import (
 )
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.oneoff import (
-    MAX_SOURCE_LINE,
     Parsed,
     Source,
     check_payloads,
     list_repos,
     parse_sources,
-    read_source_list,
     read_sources,
-    save_parts,
     save_targets,
 )
 from mdl.sources.resolve import (
@@ -51,7 +48,6 @@ from mdl.sources.s3 import (
 )
 
 __all__ = [
-    "MAX_SOURCE_LINE",
     "Hub",
     "InlineCheck",
     "InlineFile",
@@ -80,7 +76,6 @@ __all__ = [
     "read_hub_pages",
     "read_job_output",
     "read_netrc",
-    "read_source_list",
     "read_sources",
     "resolve_file",
     "resolve_model",
@@ -90,7 +85,6 @@ __all__ = [
     "s3_errors",
     "s3_reason",
     "s3_source",
-    "save_parts",
     "save_targets",
     "sha256_of_head",
     "with_probe",

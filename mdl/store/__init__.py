@@ -56,6 +56,7 @@ from mdl.store.layout import (
     signed_name,
 )
 from mdl.store.prune import KeptPath, PrunedPath, PruneReport, prune
+from mdl.store.recordqueue import RecordQueue
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 
@@ -83,6 +84,7 @@ __all__ = [
     "Placement",
     "PruneReport",
     "PrunedPath",
+    "RecordQueue",
     "SignatureRecord",
     "Store",
     "adopt_cached",

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdl.errors import UsageError
-from mdl.sources import MAX_SOURCE_LINE, read_source_list
+from mdl.sources.oneoff import MAX_SOURCE_LINE, read_source_list
 
 LINES = st.lists(
     st.one_of(
