@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import FORCED, SAME_BYTES, PlannedFile, check_space, in_place, log_outcome, plan_file
+from mdl.download.plan import FORCED, GET, SAME_BYTES, PlannedFile, check_space, in_place, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
@@ -163,7 +163,7 @@ def fetch_sources(
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
             # fetched: counted in the total like downloaded bytes (written from the job's output)
-            word, reason = ("replaced", FORCED) if replaced else (None, "")
+            word, reason = (GET.replaced, FORCED) if replaced else (None, "")
             done = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason)
             outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word)
         log_outcome(outcomes[index])
