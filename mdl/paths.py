@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat as st
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -232,3 +233,14 @@ def parse_hf_uri(text: str) -> HfUri:
         revision=match.group("rev"),
         path=safe_relative_path(path, where=text) if path is not None else None,
     )
+
+
+_KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type
+_KINDS |= dict.fromkeys((st.S_IFCHR, st.S_IFBLK), "a device")
+
+
+def kind_of(found: os.stat_result) -> str | None:
+    """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a regular file or a
+    link (an entry of its own, replaced where a file goes, never followed)."""
+    kind = st.S_IFMT(found.st_mode)
+    return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")

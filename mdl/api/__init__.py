@@ -71,7 +71,7 @@ def _models(
 
     env = _environ(environ)
     if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
-        from mdl.download import frozen_models
+        from mdl.lockfile import frozen_models
 
         cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
         return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
@@ -111,7 +111,7 @@ def list_models(
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
-        from mdl.download import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
+        from mdl.lockfile import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
     return ModelList(tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest)
@@ -129,7 +129,7 @@ def show(
     environ: Mapping[str, str] | None = None,
 ) -> ModelInfo:
     """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock pins it if fresh."""
-    from mdl.download import LockUse
+    from mdl.lockfile import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
     settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
@@ -211,7 +211,8 @@ def verify(
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> RunReport:
     """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline)."""
-    from mdl.download import LockUse, warned
+    from mdl.download import warned
+    from mdl.lockfile import LockUse
     from mdl.store import verify_models
 
     settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, layout=layout)
@@ -326,9 +327,9 @@ def init(
 ) -> catalog_edit.CatalogInit:
     """Write the commented starter catalog where mdl looks for one: ``catalog``, else ``$MDL_CATALOG``, else the user
     config one (then found from any folder); an existing file is refused (UsageError) unless ``force``."""
-    from mdl.download import init_catalog
+    from mdl.catalog import files as catalog_files
 
-    return init_catalog(catalog=catalog, force=force, environ=_environ(environ))
+    return catalog_files.init_catalog(catalog=catalog, force=force, environ=_environ(environ))
 
 
 @checked
@@ -469,7 +470,8 @@ def publish(
 ) -> PublishReport:
     """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``); with
     ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what would go up, nothing sent."""
-    from mdl.download import LockUse, warned
+    from mdl.download import warned
+    from mdl.lockfile import LockUse
     from mdl.paths import is_http_url
     from mdl.sources import parse_s3_prefix
     from mdl.upload import publish_models

@@ -26,7 +26,6 @@ Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
 AddSource = HfUri | str  # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 META_KEYS = ("description", "tags")  # what --description and --tag set: never part of what the entry fetches
-TRUST_KEYS = ("key", "certificates", "identity", "issuer")  # whom a [signature] table trusts (one kind of them)
 # What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in to compare.
 # Never changed: the canonical forms built from it share its lists.
 DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}

@@ -24,9 +24,9 @@ from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
 from mdl.store import (
-    DirSyncs,
     FileRecord,
     HeldLocks,
+    RecordQueue,
     Store,
     adopted_when_found,
     hash_descriptor,
@@ -38,7 +38,6 @@ from mdl.store import (
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 
 log = logging.getLogger("mdl.pull")
-RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files complete
 INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
 
 
@@ -237,19 +236,8 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
 
 
 def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
-    remote, label = plan.remote, label_of(plan.remote)
-    waited = threading.Event()
-
-    def on_wait(holder: str) -> None:  # the file's bar says so until the lock is ours (then start() replaces it)
-        waited.set()
-        by = f" (held by {holder})" if holder else ""
-        log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
-        session.progress.waiting(label, f"another mdl run is fetching it{by}")
-
-    placement, timeout = plan.placement, session.settings.lock_timeout
-    held = placement.store.acquire_file_lock(
-        remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel, shared_lock=placement.lock
-    )
+    remote, label, placement, waited = plan.remote, label_of(plan.remote), plan.placement, threading.Event()
+    held = file_lock(session, remote, placement.store, shared_lock=placement.lock, waited=waited)
     handed = False  # to a queued record: released once the record is on disk, so a waiting run finds it done
     try:
         # Another run may have finished (or changed) it while we waited: look again under the lock.
@@ -268,6 +256,30 @@ def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retri
     finally:
         if not handed:
             held.release()
+
+
+def file_lock(
+    session: PullSession,
+    remote: RemoteFile,
+    store: Store,
+    *,
+    shared_lock: Path | None = None,
+    waited: threading.Event | None = None,
+) -> HeldLocks:
+    """The file's lock in ``store`` (``waited``: set when another run held it, as its bar says until it is ours)."""
+    label = label_of(remote)
+
+    def on_wait(holder: str) -> None:  # start() replaces the bar's word once the lock is ours
+        if waited is not None:
+            waited.set()
+        by = f" (held by {holder})" if holder else ""
+        log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
+        session.progress.waiting(label, f"another mdl run is fetching it{by}")
+
+    timeout, cancel = session.settings.lock_timeout, session.cancel
+    return store.acquire_file_lock(
+        remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=cancel, shared_lock=shared_lock
+    )
 
 
 def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
@@ -481,52 +493,3 @@ def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
     if s3:
         return any(code in said for code in _S3_DOWN)
     return isinstance(exc, AuthError)
-
-
-class RecordQueue:
-    """The verified files' records not yet written, with their file locks: written at most once a second (per file
-    it would be O(files²)) and the locks released only then, so a waiting run finds those files done. A file whose
-    entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
-
-    def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
-        self.store = store
-        self.dirs = dirs  # folders of renamed files: made durable before a record names them
-        self._lock = threading.Lock()
-        self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
-        self._closed = threading.Event()
-        self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
-        self._writer.start()
-
-    def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
-        # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on the
-        # same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
-        lock.release(keep=1)
-        with self._lock:
-            self._pending.setdefault(model, []).append((record, lock))
-
-    def _write_every_interval(self) -> None:
-        while not self._closed.wait(RECORD_FLUSH_INTERVAL):
-            try:
-                self.flush()
-            except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
-                log.warning("%s", exc.message)
-
-    def close(self) -> None:
-        """The run's last write (nothing is left for the writer thread)."""
-        self._closed.set()
-        self._writer.join()
-        self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            batches, self._pending = self._pending, {}
-        # Every file in the batch was renamed (and its folder noted) before it was queued: its folder entry goes to
-        # disk before the record that names it.
-        self.dirs.flush()
-        for model, queued in batches.items():
-            try:  # its revision and commit: written before the first byte moved (puller._expect)
-                self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
-            finally:
-                # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
-                for _, lock in queued:
-                    lock.release()

@@ -11,9 +11,10 @@ import stat as st
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 
 from mdl.download.session import PullSession, label_of
-from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
+from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError, UsageError
 from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text, safe_text
 from mdl.report import FileOutcome, failed
@@ -23,8 +24,10 @@ from mdl.store import (
     MISSING,
     RECHECK_REASON,
     FileRecord,
+    Layout,
     Placement,
     Store,
+    hash_file,
     judge,
     not_a_file,
     not_own,
@@ -125,18 +128,39 @@ def decide(
 
 
 @dataclass(frozen=True)
+class InPlace:
+    """A workflow's rules for a file found where it goes, as data: ``look`` decides by them, ``done_outcome`` words."""
+
+    unnamed: bool  # a recorded file no key tells apart is kept (see same_content)
+    kept: str | None  # why a file found in place was kept (None: the decision's own reason)
+    replaced: str | None  # the word for a file that was there and is fetched anew (None: the action's own)
+
+
+PULL = InPlace(unnamed=True, kept=None, replaced=None)
+# get (a one-off file: no model) into a folder the user owns: kept only for the version the server names (wget -N)
+GET = InPlace(unnamed=False, kept="already there, unchanged upstream", replaced="replaced")
+SAME_BYTES = "already there, same bytes"  # a file get finds in place with the bytes asked for: kept, whoever wrote it
+
+
+def policy_of(remote: RemoteFile) -> InPlace:
+    return PULL if remote.model else GET
+
+
+@dataclass(frozen=True)
 class PlannedFile:
     remote: RemoteFile
     decision: Decision
     partial_bytes: int
     placement: Placement
     warning: str | None = None  # a FIFO, socket or device where the file goes: replaced, and said so
+    present: bool = False  # something was where the file goes (replaced, or kept)
 
 
 def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
     """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails whole."""
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
+    force, offline = session.settings.force, session.settings.offline
     for model in resolved:
         planned: list[PlannedFile] = []
         try:  # a model refused whole, before any byte: half a model is no use
@@ -148,9 +172,9 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
                 )
             for remote in model.files:
                 try:
-                    if not session.settings.offline and not remote.hub and not remote.sha256:
+                    if not offline and not remote.hub and not remote.sha256:
                         remote = session.probe(remote)  # its size and validator say whether it changed upstream
-                    planned.append(plan_file(session, remote))
+                    planned.append(plan_file(session.layout, remote, force=force, offline=offline))
                 except MdlError as exc:
                     failures.append(failed(remote.model, remote.path, exc))
             for plan in planned:
@@ -164,16 +188,17 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
     return plans, failures
 
 
-def plan_file(session: PullSession, file: RemoteFile) -> PlannedFile:
+def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -> PlannedFile:
+    """Where the file goes in ``layout`` and what to do with it (``look``)."""
     try:
-        placement = session.layout.place(
+        placement = layout.place(
             file.model, file.path, source=file.source, sha256=file.sha256, git_oid=file.git_oid, revision=file.revision
         )
     except MdlError:
-        if session.settings.offline:  # never pulled: where it would go is only known upstream
+        if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None
         raise
-    return look(file, placement, session.store, force=session.settings.force)
+    return look(file, placement, layout.records, force=force)
 
 
 def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
@@ -183,13 +208,34 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it aside.
     found = stat_file(part)
     partial = saved_progress(state, identity_of(remote)) if found is not None and not_own(found) is None else 0
-    local = LocalState.of(stat_file(placement.final), partial_bytes=partial)
-    # A one-off get's file (no model) is kept only for the version the server names (wget -N), never a size alone.
-    decision = decide(remote, entry, local, force=force, unnamed=bool(remote.model))
+    there = stat_file(placement.final)
+    local = LocalState.of(there, partial_bytes=partial)
+    decision = decide(remote, entry, local, force=force, unnamed=policy_of(remote).unnamed)
     warning = _in_the_way(placement)
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         decision = Decision(Action.DOWNLOAD, FORCED)  # get --force: what was there is replaced, as a file is
-    return PlannedFile(remote, decision, partial, placement, warning)
+    return PlannedFile(remote, decision, partial, placement, warning, present=there is not None)
+
+
+def in_place(target: Path, *, sha256: str | None, git_oid: str | None = None, where: str, ours: bool) -> bool:
+    """get's rule for a file already where it would be saved (without --force), as ``unpack`` and aria2c refuse to
+    overwrite: True when it has the bytes asked for (kept, ``SAME_BYTES``); False when it is the one a get wrote
+    (``ours``: then ``look`` decides from its record, as wget -N does); else the UsageError refusing it."""
+    if sha256 or git_oid:
+        try:
+            _, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
+            if (have_sha == sha256) if sha256 else (have_oid == git_oid):
+                return True
+        except OSError:
+            pass  # unreadable counts as different
+    if ours:
+        return False
+    if sha256 or git_oid:
+        raise UsageError(f"{target}: already exists and differs from {where}", hint="--force to replace it")
+    raise UsageError(
+        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is the same file",
+        hint="--force to replace it, or --sha256 HEX to keep it when it matches",
+    )
 
 
 def _in_the_way(placement: Placement) -> str | None:
@@ -255,6 +301,11 @@ def done_outcome(
     """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
     remote, reason = plan.remote, plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
+    policy = policy_of(remote)
+    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
+        word = policy.replaced
+    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
+        reason = policy.kept
     fetched, mirror = (result.fetched, result.mirror) if result is not None else (0, None)
     return FileOutcome(
         remote.model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import closing
+from pathlib import Path
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
@@ -11,19 +12,20 @@ from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome,
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
-from mdl.lockfile import Lock
+from mdl.lockfile import Lock, LockUse
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.sources import ResolvedModel
-from mdl.store import ExpectedFile
+from mdl.store import ExpectedFile, Store
 
 
 def pull_models(
     models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
 ) -> RunReport:
     """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
-    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
-        resolved, outcomes = resolve(session, models, keep_installed=True)
+    lockfile = LockUse(settings, lock=lock)  # catalog.lock: read once for the run, if ``lock`` was not read already
+    with closing(PullSession(settings, progress=progress)) as session:
+        resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         signatures = check_signatures(session, models, resolved)
         resolved = signatures.models
         outcomes.extend(signatures.failures)
@@ -33,45 +35,46 @@ def pull_models(
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            return warned(RunReport(planned, dry_run=True), session.lockfile.warnings)
+            return warned(RunReport(planned, dry_run=True), lockfile.warnings)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
             check_space(plans)
-        _expect(session, resolved, plans, signatures)
+        _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
         outcomes.extend(fetch(session, plans))
-        return warned(RunReport(tuple(outcomes)), session.lockfile.warnings)
+        return warned(RunReport(tuple(outcomes)), lockfile.warnings)
 
 
 def _expect(
-    session: PullSession,
+    store: Store,
     resolved: Sequence[ResolvedModel],
     plans: Sequence[PlannedFile],
     signatures: Signatures,
+    *,
+    catalog: Path | None,
 ) -> None:
     """Write what each model should be into its record before the first byte moves (atomically): a pull that
     stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
     planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
-    path = session.settings.catalog_path
-    catalog = str(path) if path is not None else None  # whose models these are: prune's to remove, not another's
+    whose = str(catalog) if catalog is not None else None  # whose models these are: prune's to remove, not another's
     for model in resolved:
         files = (planned.get((model.name, f.path), f) for f in model.files)
         expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
         expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))  # not as signed: not installed
-        record = session.store.read_record(model.name)
+        record = store.read_record(model.name)
         signature = signatures.records.get(model.name)
         old = (record.revision, record.catalog, record.signature) if record is not None else (None, None, None)
-        now = (expected, model.commit, model.revision or old[0], catalog or old[1], signature or old[2])
+        now = (expected, model.commit, model.revision or old[0], whose or old[1], signature or old[2])
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked for a signer), is
         # no longer vouched for: its record goes, so no view calls it (or its model) installed and signed.
         unsigned = tuple(path for path in signatures.unsigned.get(model.name, ()) if record and path in record.files)
         kept = (record.expected, record.commit, record.revision, record.catalog, record.signature) if record else None
         if unsigned or kept != now:
-            session.store.update_record(
+            store.update_record(
                 model.name,
                 revision=model.revision,
                 commit=model.commit,
                 remove=unsigned,
                 expected=expected,
-                catalog=catalog,
+                catalog=whose,
                 signature=signature,
             )

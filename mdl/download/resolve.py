@@ -14,7 +14,7 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.download.plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
-from mdl.lockfile import Lock, resolved_from_locked
+from mdl.lockfile import Lock, LockUse, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
@@ -26,12 +26,12 @@ log = logging.getLogger("mdl.pull")
 
 
 def resolve(
-    session: PullSession, models: Sequence[ModelSpec], *, use_lock: bool = True, keep_installed: bool = False
+    session: PullSession, models: Sequence[ModelSpec], *, lock: LockUse | None, keep_installed: bool = False
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """Resolve every model (``use_lock``: catalog.lock's pins); one that fails is reported and the others go on (a Hub
-    that did not answer at all is not asked again; ``keep_installed``: see ``_kept``)."""
-    if use_lock:
-        session.lockfile.require(models)  # --locked: refused before anything is asked or fetched
+    """Resolve every model (``lock``: by catalog.lock's pins, as its policy says); one that fails is reported and the
+    others go on (a Hub that did not answer at all is not asked again; ``keep_installed``: see ``_kept``)."""
+    if lock is not None:
+        lock.require(models)  # --locked: refused before anything is asked or fetched
     offline = session.settings.offline
     resolved: list[ResolvedModel] = []
     failures: list[FileOutcome] = []
@@ -40,7 +40,7 @@ def resolve(
         if session.cancel.is_set():
             raise InterruptedByUserError("interrupted while resolving")
         needs_hub = spec.is_snapshot or any(f.url is None for f in spec.files)
-        locked = session.lockfile.pinned(spec) if use_lock else None
+        locked = lock.pinned(spec) if lock is not None else None
         try:
             if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
                 file_url = partial(_hub_url, session.settings.endpoint)
@@ -129,8 +129,9 @@ def resolve_models(
     models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
     """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
-    with closing(PullSession(settings, progress=progress, lock=lock)) as session:
-        resolved, failures = resolve(session, models)
+    lockfile = LockUse(settings, lock=lock)  # catalog.lock: read once for the run, if ``lock`` was not read already
+    with closing(PullSession(settings, progress=progress)) as session:
+        resolved, failures = resolve(session, models, lock=lockfile)
         docs: list[dict[str, Any]] = []
         for model in resolved:
             files = []
@@ -158,9 +159,9 @@ def resolve_models(
                         "state": state,
                     }
                 )
-            warning = session.lockfile.warnings.get(model.name)  # resolved fresh: not locked
+            warning = lockfile.warnings.get(model.name)  # resolved fresh: not locked
             doc = {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
-            docs.append({**doc, "locked": warning is None and session.lockfile.lock is not None})
+            docs.append({**doc, "locked": warning is None and lockfile.lock is not None})
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cached_property, partial
 from typing import TypeVar
 
-from mdl.catalog import ModelSpec, Settings
-from mdl.errors import UsageError
-from mdl.lockfile import Lock, LockedModel, read_lock
+from mdl.catalog import Settings
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.sources import Hub, NetrcLogins, RemoteFile, S3Signer, read_netrc, resolve_token, with_probe
@@ -38,74 +36,9 @@ ReportT = TypeVar("ReportT", bound=RunReport)
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
 
 
-class LockUse:
-    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
-
-    def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
-        self.mode = settings.lock_mode
-        self.path = settings.lock_path
-        self.name = self.path.name if self.path is not None else "catalog.lock"  # as messages say it
-        if lock is not None:
-            self.lock = lock
-        self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
-
-    @cached_property
-    def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
-        return read_lock(self.path) if self.path is not None else None
-
-    def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
-        """The model's locked entry to use, or None: resolve it fresh (said once when a lock exists)."""
-        lock = self.lock
-        if lock is None:
-            return None
-        if self.mode == "frozen":
-            return lock.models.get(spec.name)
-        fresh = lock.fresh(spec)
-        if fresh is None and spec.name not in self.warnings:
-            why = f"{self.name} is out of date for this model" if spec.name in lock.models else f"not in {self.name}"
-            warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
-            log.warning("%s", warning)
-            self.warnings[spec.name] = warning
-        return fresh
-
-    def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
-        """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
-        self.require(specs)
-        pinned = {spec.name: self.pinned(spec, doing="using the catalog entry and the record") for spec in specs}
-        entries = {name: locked for name, locked in pinned.items() if locked is not None}
-        pins: Pins = {
-            name: tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
-            for name, locked in entries.items()
-        }
-        return pins, dict(self.warnings), entries
-
-    def require(self, specs: Sequence[ModelSpec]) -> None:
-        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
-        if self.mode != "locked":
-            return
-        lock, hint = self.lock, "run `mdl lock` and commit the lock"
-        if lock is None:
-            where = f" ({self.path})" if self.path is not None else ""
-            names = ", ".join(spec.name for spec in specs)
-            raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
-        stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
-        absent = [spec.name for spec in specs if spec.name not in lock.models]
-        parts = []
-        if stale:
-            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
-        if absent:
-            parts.append(f"does not hold {', '.join(absent)}")
-        if parts:
-            raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
-
-
 class PullSession:
-    def __init__(
-        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None, lock: Lock | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
         self.settings = settings
-        # catalog.lock, read once for the run when a model is first resolved (``lock``: already read by the caller)
-        self.lockfile = LockUse(settings, lock=lock)
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.layout = Layout(settings)

@@ -103,7 +103,7 @@ def _signed(
 def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -> tuple[bytes, Path | None]:
     """The signature's bytes and where they wait to be placed (None: they are the installed file, up to date)."""
     if sig.sha256 or sig.git_oid or session.settings.offline:  # a known version: the installed one may be it
-        plan = plan_file(session, sig)
+        plan = plan_file(session.layout, sig, force=session.settings.force, offline=session.settings.offline)
         if plan.decision.action is Action.SKIP or session.settings.offline:
             return read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)), None
     store = session.layout.store_for(sig.source)

@@ -1,18 +1,22 @@
-"""``catalog.lock``: the resolved commit, files, sizes and sha256 of every catalog model, pinned so that every
-machine pulls the same bytes without asking the Hub to list anything."""
+"""``catalog.lock``: every catalog model's commit, files, sizes and sha256, pinned so that every machine pulls the same
+bytes without asking the Hub to list anything; and how a run uses it (LockUse: --locked, --frozen)."""
 
 from mdl.lockfile.io import ModelChange, diff_locks, dump_lock, exclusive, parse_lock, read_lock, write_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint, locked_from_resolved, resolved_from_locked
+from mdl.lockfile.policy import LockUse, Pins, frozen_models
 
 __all__ = [
     "Lock",
+    "LockUse",
     "LockedFile",
     "LockedModel",
     "ModelChange",
+    "Pins",
     "diff_locks",
     "dump_lock",
     "exclusive",
     "fingerprint",
+    "frozen_models",
     "locked_from_resolved",
     "parse_lock",
     "read_lock",

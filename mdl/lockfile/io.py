@@ -3,23 +3,23 @@ timestamps, one line per file, so a diff shows what moved), and compared per mod
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import stat
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from mdl.catalog import read_bounded
+from mdl.catalog import files, read_bounded
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
+
+exclusive = files.exclusive  # the lock is edited as the catalog beside it is: under a flock of their folder
 
 _HEADER = (
     "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
@@ -155,20 +155,6 @@ def write_lock(path: Path, lock: Lock) -> bool:
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
     return True
-
-
-@contextlib.contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """``flock`` the lock's folder while a lock is read, merged and written: two runs at once never lose an entry."""
-    try:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise LocalFSError(f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
-        yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def _model_text(model: LockedModel) -> str:

@@ -55,6 +55,7 @@ from mdl.store.layout import (
     signed_name,
 )
 from mdl.store.prune import PruneReport, prune
+from mdl.store.recordqueue import RecordQueue
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 
@@ -79,6 +80,7 @@ __all__ = [
     "ModelStatus",
     "Placement",
     "PruneReport",
+    "RecordQueue",
     "SignatureRecord",
     "Store",
     "adopt_cached",

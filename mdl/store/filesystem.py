@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mdl.errors import LocalFSError
+from mdl.paths import kind_of as kind_of  # re-exported: the store says what is in the way of a file
 from mdl.paths import shown_path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
@@ -21,8 +22,6 @@ NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.E
 # What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
 # as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
 REPLACEABLE = frozenset({"a FIFO", "a socket"})
-_KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type
-_KINDS |= dict.fromkeys((st.S_IFCHR, st.S_IFBLK), "a device")
 
 
 def stat_file(path: Path) -> os.stat_result | None:
@@ -35,13 +34,6 @@ def stat_file(path: Path) -> os.stat_result | None:
         if exc.errno not in NAME_ERRNOS:
             raise
         raise LocalFSError(f"cannot look at {shown_path(path)}: {exc.strerror or exc}") from None
-
-
-def kind_of(found: os.stat_result) -> str | None:
-    """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a regular file or a
-    link (an entry of its own, replaced where a file goes, never followed)."""
-    kind = st.S_IFMT(found.st_mode)
-    return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")
 
 
 def not_a_file(path: Path) -> str | None:

@@ -19,8 +19,10 @@ from runfixtures import mdl
 from servers import Fault, HubServer, make_data
 
 from mdl.catalog.settings import build_settings
-from mdl.download.get import fetch_sources, parse_sources
+from mdl.download.get import fetch_sources
+from mdl.download.session import PullSession
 from mdl.progress import NullProgress
+from mdl.sources import parse_sources
 from mdl.sources.joboutput import InlineFile
 from mdl.transfer.resume import OVERLAP
 
@@ -494,10 +496,11 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     assert isinstance(item, InlineFile)
     settings = build_settings(environ={}, dest=tmp_path / "out")
     limit = decoded // 4
+    session = PullSession(settings, progress=NullProgress())
 
     tracemalloc.start()
     try:
-        report = fetch_sources(items, settings, output=None, sha256=None, progress=NullProgress())
+        report = fetch_sources(items, settings, run=lambda: session, output=None, sha256=None, progress=NullProgress())
         _, peak = tracemalloc.get_traced_memory()
         # The yardstick is sound: decoding the whole string at once would blow through it.
         tracemalloc.reset_peak()
@@ -506,6 +509,7 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
         del whole
     finally:
         tracemalloc.stop()
+        session.close()
     assert report.ok, report.files
     assert report.files[0].sha256 == digest and report.files[0].size == decoded
     assert whole_peak > limit

@@ -67,7 +67,7 @@ def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_p
     session = PullSession(settings, progress=NullProgress(), cancel=threading.Event())
     try:
         (model,) = parse_catalog('[models.m]\nrepo = "org/mixed"\n').models
-        plans, _ = plan_models(session, resolve(session, [model])[0])
+        plans, _ = plan_models(session, resolve(session, [model], lock=None)[0])
         assert job_counts(settings, plans) == (2, 4)  # two small files: no more threads than files
         fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, jobs=7)
         assert job_counts(fixed, plans) == (7, 1)

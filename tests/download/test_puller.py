@@ -414,8 +414,9 @@ def test_partial_bytes_come_from_the_resume_record(
     assert pull(tiny, dest, [spec], env={"MDL_RETRIES": "0"}).exit_code == ExitCode.NETWORK
     session = PullSession(make_settings(tiny, dest), progress=NullProgress())
     try:
-        (model,), _ = resolve(session, [spec])
-        planned = plan_file(session, next(f for f in model.files if f.path == "model.safetensors"))
+        (model,), _ = resolve(session, [spec], lock=None)
+        remote = next(f for f in model.files if f.path == "model.safetensors")
+        planned = plan_file(session.layout, remote, force=False, offline=False)
         assert planned.decision.action.value == "resume"
         assert planned.partial_bytes == 1000
         # and so the space check asks for the bytes still to come

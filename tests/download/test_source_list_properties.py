@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdl.download.get import MAX_SOURCE_LINE, read_source_list
 from mdl.errors import UsageError
+from mdl.sources.oneoff import MAX_SOURCE_LINE, read_source_list
 
 LINES = st.lists(
     st.one_of(

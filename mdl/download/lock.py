@@ -1,11 +1,11 @@
-"""The commands that write the catalog and its lock, and ``--frozen``'s models read from it: ``mdl add``/``remove``
-edit catalog.toml in place (validated, atomic, checked upstream, the lock in step); ``mdl lock`` pins models as ``uv
-lock`` does (a fresh entry is kept unless ``upgrade``, the rest resolved; nothing is written if one model fails)."""
+"""The workflows that pin models: ``mdl lock`` resolves them (hashing what upstream does not say, through the same
+fetch stage and mirrors as a pull) and records catalog.lock, as ``uv lock`` does (a fresh entry is kept unless
+``upgrade``; nothing is written if one model fails); ``mdl add``/``remove`` edit the catalog (mdl.catalog) with the
+source checked upstream and the lock in step."""
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,17 +18,12 @@ from mdl.catalog import (
     FileSpec,
     ModelSpec,
     Settings,
-    find_catalog,
-    find_lock,
-    load_catalog,
     lock_beside,
-    no_catalog,
-    parse_catalog,
     settings_for,
-    user_config_dir,
 )
 from mdl.catalog import edit as catalog_edit
-from mdl.download.fetch import fetch_from_sources, transfer_job
+from mdl.catalog import files as catalog_files
+from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
@@ -55,11 +50,11 @@ from mdl.lockfile import (
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import is_http_url
 from mdl.progress import Progress
-from mdl.redact import REDACTED, Secrets, redact_url
+from mdl.redact import Secrets
 from mdl.report import FileOutcome, failed
 from mdl.signing import key_id
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
-from mdl.store import not_a_file, unlink, write_atomic
+from mdl.store import unlink
 
 log = logging.getLogger("mdl.lock")
 StrPath = str | os.PathLike[str]
@@ -83,10 +78,11 @@ def add_model(
     if entry.get("signed_by") is not None:  # a PEM public key, or exit 2 naming it before the catalog is read
         entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
         key_id(entry["signed_by"])
-    path, text, created = _catalog_text(catalog, environ, create=True)
+    path, text, created = catalog_files.catalog_text(catalog, environ, create=True)
     entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
     if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
-        endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout, secrets=secrets).endpoint
+        valid = catalog_files.valid(text, path)
+        endpoint = settings_for(valid, environ, dest=None, timeout=timeout, secrets=secrets).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
     parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
@@ -94,11 +90,12 @@ def add_model(
     change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
     if edit.action == "unchanged":
         return change
-    edited = _valid(edit.text, path)
+    edited = catalog_files.valid(edit.text, path)
     settings = settings_for(edited, environ, dest=None, timeout=timeout, secrets=secrets)
     # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
     # does (its file is one of the model's): the lock is renewed, the source not asked again
-    fetches = edit.action != "updated" or fingerprint(_valid(text, path).get(name)) != fingerprint(edited.get(name))
+    before = catalog_files.valid(text, path).get(name) if edit.action == "updated" else None
+    fetches = before is None or fingerprint(before) != fingerprint(edited.get(name))
     online = check and not settings.offline and fetches
     if online and edit.action != "updated":
         spec = edited.get(name)
@@ -109,13 +106,13 @@ def add_model(
         except OSError as exc:
             raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
     with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
-        now, created = _read_catalog(path, create=True)
+        now, created = catalog_files.read_catalog(path, create=True)
         if now != text:  # the same request, made on the catalog as it is now
             edit = catalog_edit.add_entry(now, name, parsed, **entry)
-            edited = _valid(edit.text, path)
+            edited = catalog_files.valid(edit.text, path)
             change = replace(change, action=edit.action, entry=edit.entry, created=created)
         if edit.action != "unchanged":
-            _write_catalog(path, edit.text, created=created)
+            catalog_files.write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online and edit.action != "updated")
     lock_file = lock_beside(path)
     if not lock_file.exists() or not fetches:
@@ -132,97 +129,21 @@ def add_model(
     return replace(change, lock=report.path)
 
 
-def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> catalog_edit.CatalogInit:
-    """Write the starter catalog where mdl looks for one; see :func:`mdl.api.init`."""
-    given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
-    path = catalog_edit.catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
-        kind = not_a_file(path)  # lstat: a FIFO is never opened, a device never replaced, --force or not
-        if kind is not None:
-            raise UsageError(f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH")
-        there = path.exists() or path.is_symlink()
-        if there and not force:
-            raise UsageError(
-                f"{path} already exists; mdl init does not overwrite a catalog",
-                hint="edit it (or mdl add to it), pass --force to replace it with the starter, or --catalog PATH",
-            )
-        _write_catalog(path, catalog_edit.starter_catalog(), created=not there)
-    log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
-    found = None
-    with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
-        found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
-    fallback = path == config_dir / "mdl" / "catalog.toml"
-    return catalog_edit.CatalogInit(path, replaced=there, found=found, fallback=fallback)
-
-
 def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
     """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
-    path, _, _ = _catalog_text(catalog, environ, create=False)
+    path, _, _ = catalog_files.catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
-        text, _ = _read_catalog(path, create=False)
-        old = _valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
+        text, _ = catalog_files.read_catalog(path, create=False)
+        old = catalog_files.valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
         edited = catalog_edit.remove_entry(text, name)
-        _valid(edited, path)
+        catalog_files.valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
-        _write_catalog(path, edited, created=False)
+        catalog_files.write_catalog(path, edited, created=False)
         if lock is None or name not in lock.models:
             return catalog_edit.CatalogChange(path, old.name, "removed")
         write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file)
-
-
-def _catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
-    """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
-    find = catalog_edit.catalog_to_edit if create else find_catalog  # the one to create, or the one there is
-    given = Path(catalog) if catalog is not None else None
-    path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
-    if path is None:
-        raise no_catalog(user_config_dir())
-    return (path, *_read_catalog(path, create=create))
-
-
-def _read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
-    """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if create:
-            return catalog_edit.NEW_CATALOG, True
-        raise CatalogError(f"{path}: catalog not found") from None
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not valid UTF-8 (TOML files must be UTF-8)") from exc
-    _valid(text, path)  # a broken catalog is reported as it is, before any edit
-    return text, False
-
-
-def _valid(text: str, path: Path) -> Catalog:
-    return parse_catalog(text, source=str(path), path=path)
-
-
-def _write_catalog(path: Path, text: str, *, created: bool) -> None:
-    """Atomically; through a symlink to the file it points at; keeping the file's permissions and BOM."""
-    target = path.resolve() if path.is_symlink() else path
-    try:
-        if created:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target.parent, target, text.encode())
-            return
-        mode = target.stat().st_mode & 0o7777
-        if target.read_bytes().startswith(b"\xef\xbb\xbf"):
-            text = "\ufeff" + text
-        write_atomic(target.parent, target, text.encode())
-        target.chmod(mode)
-    except OSError as exc:
-        raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc
 
 
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
@@ -328,7 +249,7 @@ def _lock_models(
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
         return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
-        resolved, failures = resolve(session, specs, use_lock=False)  # what it renews: never from the lock
+        resolved, failures = resolve(session, specs, lock=None)  # what it renews: never from the lock
         blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
         complete, unhashed = _complete(session, resolved, blobs=blobs)
         failures.extend(unhashed)
@@ -407,13 +328,7 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
     part, _ = store.part_paths(remote.model, remote.path)
     # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
     target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
-
-    def on_wait(holder: str) -> None:
-        by = f" (held by {holder})" if holder else ""
-        session.progress.waiting(label, f"another mdl run is fetching it; waiting{by}")
-
-    timeout = session.settings.lock_timeout
-    with store.acquire_file_lock(remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=session.cancel):
+    with file_lock(session, remote, store):
         try:
             job = transfer_job(session, remote, store, target, verify=True)
             log.info("%s: downloading it once to learn its sha256", label)
@@ -427,78 +342,3 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
             with contextlib.suppress(OSError):
                 unlink(store.dest, target)
     return replace(remote, size=result.size, sha256=result.sha256)
-
-
-def frozen_models(
-    given: Catalog | StrPath | None, environ: Mapping[str, str], names: Sequence[str], *, all_models: bool
-) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
-    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
-    ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
-    the headers (and signed query) of URLs the lock holds, and its signer: a lock stores no secrets nor trust, and alone
-    decides the bytes."""
-    if isinstance(given, Catalog):
-        catalog, path = given, lock_beside(given.path) if given.path is not None else None
-    else:
-        flag, config = Path(given) if given is not None else None, user_config_dir()
-        try:
-            found = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
-        except CatalogError:  # named but not there: only its lock came to this machine
-            found = None
-        catalog = load_catalog(found) if found is not None else Catalog()
-        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
-    lock = read_lock(path) if path is not None else None
-    if lock is None:
-        where = str(path) if path is not None else "beside the catalog or in this folder"
-        raise UsageError(
-            f"--frozen: no catalog.lock found ({where})",
-            hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
-        )
-    if names and all_models:
-        raise UsageError("name models or pass --all, not both")
-    chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
-    if not chosen:
-        raise UsageError("name at least one model, or pass --all")
-    by_name = {spec.name: spec for spec in catalog.models}
-    specs = []
-    for name in chosen:
-        locked = lock.models.get(name)
-        if locked is None:
-            close = difflib.get_close_matches(name, list(lock.models), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(
-                f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
-                hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
-            )
-        specs.append(_spec_from_locked(locked, by_name.get(name) or ModelSpec(name)))
-    return catalog, path, lock, specs
-
-
-def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
-    by_path = {f.save_path: f for f in catalog.files}
-    files = []
-    for index, f in enumerate(locked.files):
-        key = f"catalog.lock: {locked.name}.files[{index}]"
-        if (ref := f.hub) is not None:  # pinned to its commit
-            spec = FileSpec(key, ref.repo, ref.path, revision=ref.commit, repo_type=ref.repo_type, save_as=f.path)
-            files.append(replace(spec, sha256=f.sha256, size=f.size))
-            continue
-        entry = by_path.get(f.path)
-        url, headers = f.source, tuple[tuple[str, str], ...]()
-        if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
-            url, headers = entry.url, entry.headers
-        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
-            raise UsageError(
-                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
-                "cannot fetch it alone",
-                hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
-            )
-        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
-    # Whom its model.sig must be signed by is the catalog's to say (a lock holds bytes, not trust): a signed model
-    # stays signed under --frozen.
-    return ModelSpec(
-        name=locked.name,
-        description=catalog.description,
-        tags=catalog.tags,
-        files=tuple(files),
-        signature=catalog.signature,
-    )

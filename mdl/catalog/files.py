@@ -1,0 +1,133 @@
+"""The catalog file on disk: found, read and validated, written atomically (keeping its mode and BOM) under a flock
+of its folder; ``mdl init`` writes the starter there."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from mdl.catalog.edit import (
+    NEW_CATALOG,
+    CatalogInit,
+    catalog_to_edit,
+    catalog_to_init,
+    starter_catalog,
+)
+from mdl.catalog.load import find_catalog, no_catalog, parse_catalog
+from mdl.catalog.settings import user_config_dir
+from mdl.catalog.specs import Catalog
+from mdl.errors import CatalogError, LocalFSError, UsageError
+from mdl.paths import kind_of
+
+log = logging.getLogger("mdl.lock")
+StrPath = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """``flock`` the file's folder while it is read, merged and written: two runs at once never lose an entry."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise LocalFSError(f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
+    """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
+    find = catalog_to_edit if create else find_catalog  # the one to create, or the one there is
+    given = Path(catalog) if catalog is not None else None
+    path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        raise no_catalog(user_config_dir())
+    return (path, *read_catalog(path, create=create))
+
+
+def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
+    """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if create:
+            return NEW_CATALOG, True
+        raise CatalogError(f"{path}: catalog not found") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not valid UTF-8 (TOML files must be UTF-8)") from exc
+    valid(text, path)  # a broken catalog is reported as it is, before any edit
+    return text, False
+
+
+def valid(text: str, path: Path) -> Catalog:
+    return parse_catalog(text, source=str(path), path=path)
+
+
+def write_catalog(path: Path, text: str, *, created: bool) -> None:
+    """Atomically (a fresh temp file renamed over it); through a symlink to the file it points at; keeping the file's
+    permissions and BOM."""
+    target = path.resolve() if path.is_symlink() else path
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        mode = None
+        if created:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            mode = target.stat().st_mode & 0o7777
+            if target.read_bytes().startswith(b"\xef\xbb\xbf"):
+                text = "\ufeff" + text
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as handle:
+                handle.write(text.encode())
+            if mode is not None:
+                tmp.chmod(mode)
+            tmp.replace(target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc
+
+
+def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> CatalogInit:
+    """Write the starter catalog where mdl looks for one; see :func:`mdl.api.init`."""
+    given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
+    path = catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
+    with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
+        try:
+            kind = kind_of(path.lstat())  # lstat: a FIFO is never opened, a device never replaced, --force or not
+        except FileNotFoundError:
+            kind = None
+        except OSError as exc:
+            raise LocalFSError(f"cannot look at {path}: {exc.strerror or exc}") from None
+        if kind is not None:
+            raise UsageError(f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH")
+        there = path.exists() or path.is_symlink()
+        if there and not force:
+            raise UsageError(
+                f"{path} already exists; mdl init does not overwrite a catalog",
+                hint="edit it (or mdl add to it), pass --force to replace it with the starter, or --catalog PATH",
+            )
+        write_catalog(path, starter_catalog(), created=not there)
+    log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
+    found = None
+    with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
+        found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
+    fallback = path == config_dir / "mdl" / "catalog.toml"
+    return CatalogInit(path, replaced=there, found=found, fallback=fallback)
