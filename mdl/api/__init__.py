@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mdl.api.inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides
 
 if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
@@ -50,33 +51,35 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
     return load_file(path)
 
 
-def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
+def _dest(dest: StrPath | None) -> Path | None:
+    return Path(dest) if dest is not None else None
+
+
+def _settings(catalog: Catalog, environ: Mapping[str, str], flags: Overrides) -> Settings:
     from mdl.catalog import settings_for
 
-    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
+    return settings_for(catalog, environ, flags)
 
 
 def _models(
     given: Catalog | StrPath | None,
     environ: Mapping[str, str] | None,
     names: Sequence[str],
+    flags: Overrides,
+    *,
     all_models: bool,
-    locked: bool,
-    frozen: bool,
-    **flags: Any,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock, and with ``frozen`` the lock they come from alone."""
-    from mdl.catalog import choose_lock_mode, lock_beside
+    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they come from alone."""
+    from mdl.catalog import choose_lock_mode, lock_beside, settings_for
 
     env = _environ(environ)
-    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+    if choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=env) == "frozen":
         from mdl.download import frozen_models
 
         cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
-        return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
+        return settings_for(cat, env, flags, lock_path=path), specs, lock
     cat = _catalog(given, env, required=True)
-    path = lock_beside(cat.path) if cat.path is not None else None
-    settings = _settings(cat, env, lock_path=path, locked=locked, **flags)
+    settings = settings_for(cat, env, flags, lock_path=lock_beside(cat.path) if cat.path is not None else None)
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None
@@ -106,7 +109,8 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    settings, specs, lock = _models(catalog, environ, [], True, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    settings, specs, lock = _models(catalog, environ, [], flags, all_models=True)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
@@ -131,7 +135,8 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    settings, (spec,), lock = _models(catalog, environ, [name], flags, all_models=False)
     pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
     commit = entries[name].commit if name in entries else None
@@ -156,8 +161,8 @@ def resolve(
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    flags = {"layout": layout, "timeout": timeout}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    flags = Overrides(dest=_dest(dest), layout=layout, timeout=timeout, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -180,17 +185,30 @@ def pull(
     lock_timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
-    mirrors: Sequence[str] = (),
+    mirrors: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
 
-    flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
-    flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
-    flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    flags = Overrides(
+        dest=_dest(dest),
+        layout=layout,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=limit_rate,
+        stall_timeout=stall_timeout,
+        timeout=timeout,
+        lock_timeout=lock_timeout,
+        mirrors=tuple(mirrors or ()),
+        locked=locked,
+        frozen=frozen,
+        verify=verify,
+        force=force,
+        dry_run=dry_run,
+    )
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -211,7 +229,8 @@ def verify(
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -232,7 +251,8 @@ def clean(
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
-    settings = _settings(_catalog(catalog, env, required=False), env, dest=dest, layout=layout, dry_run=dry_run)
+    flags = Overrides(dest=_dest(dest), layout=layout, dry_run=dry_run)
+    settings = _settings(_catalog(catalog, env, required=False), env, flags)
     Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
@@ -258,7 +278,7 @@ def prune(
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    settings = _settings(cat, env, Overrides(dest=_dest(dest), layout=layout, dry_run=dry_run))
     return prune_store(cat.models, settings, only=only)
 
 
@@ -282,7 +302,7 @@ def lock(
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout)
+    settings = _settings(cat, env, Overrides(dest=_dest(dest), layout=layout, timeout=timeout))
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
@@ -371,8 +391,9 @@ def get(
         raise UsageError("'-' (stdin) can be given only once")
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
-    flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
-    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), **flags)
+    here = Path(directory or Path.cwd()).absolute()
+    flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force)
+    settings = _settings(cat, env, flags)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header")}
@@ -472,8 +493,8 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:
         raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
-    flags = {"layout": layout, "connections": connections}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    flags = Overrides(dest=_dest(dest), layout=layout, connections=connections, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
     key = Path(sign) if sign is not None else None

@@ -57,6 +57,7 @@ from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import REDACTED, redact_url
 from mdl.report import FileOutcome, failed
+from mdl.setting import Overrides
 from mdl.signing import key_id
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
 from mdl.store import not_a_file, unlink, write_atomic
@@ -84,7 +85,7 @@ def add_model(
     path, text, created = _catalog_text(catalog, environ, create=True)
     entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
     if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
-        endpoint = settings_for(_valid(text, path), environ, dest=None, timeout=timeout).endpoint
+        endpoint = settings_for(_valid(text, path), environ, Overrides(timeout=timeout)).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
     parsed = [catalog_edit.parse_source(source) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
@@ -93,7 +94,7 @@ def add_model(
     if edit.action == "unchanged":
         return change
     edited = _valid(edit.text, path)
-    settings = settings_for(edited, environ, dest=None, timeout=timeout)
+    settings = settings_for(edited, environ, Overrides(timeout=timeout))
     # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
     # does (its file is one of the model's): the lock is renewed, the source not asked again
     fetches = edit.action != "updated" or fingerprint(_valid(text, path).get(name)) != fingerprint(edited.get(name))
