@@ -68,7 +68,7 @@ def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name
 
 
 def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> None:
-    defaults = {field.name: field.default for field in fields(Overrides)}
+    defaults = Overrides._field_defaults
     flagged = {s.name: s for s in SETTINGS if s.flag}
     assert set(defaults) == {*flagged, "verify", "force", "dry_run"}
     for name, setting in flagged.items():
