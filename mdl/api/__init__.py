@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mdl.api.inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides
+from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList, PruneReport
     from mdl.upload import PublishReport
 
-StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to stderr.
@@ -49,10 +48,6 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
             raise no_catalog(user_config_dir())
         return Catalog()
     return load_file(path)
-
-
-def _dest(dest: StrPath | None) -> Path | None:
-    return Path(dest) if dest is not None else None
 
 
 def _settings(catalog: Catalog, environ: Mapping[str, str], flags: Overrides) -> Settings:
@@ -109,7 +104,7 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, specs, lock = _models(catalog, environ, [], flags, all_models=True)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
@@ -135,7 +130,7 @@ def show(
     from mdl.download import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, (spec,), lock = _models(catalog, environ, [name], flags, all_models=False)
     pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
@@ -161,7 +156,7 @@ def resolve(
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    flags = Overrides(dest=_dest(dest), layout=layout, timeout=timeout, locked=locked, frozen=frozen)
+    flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
@@ -193,7 +188,7 @@ def pull(
     from mdl.download import pull_models
 
     flags = Overrides(
-        dest=_dest(dest),
+        dest=dest,
         layout=layout,
         connections=connections,
         jobs=jobs,
@@ -201,7 +196,7 @@ def pull(
         stall_timeout=stall_timeout,
         timeout=timeout,
         lock_timeout=lock_timeout,
-        mirrors=tuple(mirrors or ()),
+        mirrors=mirrors,
         locked=locked,
         frozen=frozen,
         verify=verify,
@@ -229,7 +224,7 @@ def verify(
     from mdl.download import LockUse, warned
     from mdl.store import verify_models
 
-    flags = Overrides(dest=_dest(dest), layout=layout, locked=locked, frozen=frozen)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
@@ -251,7 +246,7 @@ def clean(
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
-    flags = Overrides(dest=_dest(dest), layout=layout, dry_run=dry_run)
+    flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
     settings = _settings(_catalog(catalog, env, required=False), env, flags)
     Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
@@ -278,7 +273,7 @@ def prune(
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, Overrides(dest=_dest(dest), layout=layout, dry_run=dry_run))
+    settings = _settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
     return prune_store(cat.models, settings, only=only)
 
 
@@ -302,7 +297,7 @@ def lock(
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    settings = _settings(cat, env, Overrides(dest=_dest(dest), layout=layout, timeout=timeout))
+    settings = _settings(cat, env, Overrides(dest=dest, layout=layout, timeout=timeout))
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
@@ -493,7 +488,7 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:
         raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
-    flags = Overrides(dest=_dest(dest), layout=layout, connections=connections, locked=locked, frozen=frozen)
+    flags = Overrides(dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen)
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()

@@ -11,16 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.headers import header_name_problem, header_value_problem
@@ -173,8 +165,6 @@ RepoId = Annotated[
 RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
-Seconds = Annotated[float, _seconds(zero_ok=False)]
-SecondsOrZero = Annotated[float, _seconds(zero_ok=True)]
 Headers = Annotated[
     dict[
         Annotated[str, AfterValidator(_header_name)],
@@ -343,9 +333,10 @@ class MirrorTable(Table):
 
 def _setting_key(setting: Setting) -> tuple[Any, Any]:
     """A ``[settings]`` key's type and field, from the setting's kind and bounds in the table."""
+    kind: Any = Text  # a path
     match setting.kind:
         case "count":
-            kind: Any = Annotated[int, _between(*setting.bounds)]
+            kind = Annotated[int, _between(*setting.bounds)]
         case "seconds":
             kind = Annotated[float, _seconds(zero_ok=setting.zero_ok)]
         case "rate":
@@ -354,8 +345,6 @@ def _setting_key(setting: Setting) -> tuple[Any, Any]:
             kind = Annotated[Text, _one_of(setting.choices, hint=False)]
         case "url":
             kind = Annotated[Text, AfterValidator(_endpoint)]
-        case _:
-            kind = Text
     return kind | None, Field(default=None, description="a number of seconds" if setting.kind == "seconds" else None)
 
 
@@ -363,7 +352,7 @@ if TYPE_CHECKING:
     _SettingKeys = Table
 else:  # the table's settings that are [settings] keys, but mirrors (below: a list of tables)
     keys = {s.name: _setting_key(s) for s in SETTINGS if s.catalog and s.kind != "urls"}
-    _SettingKeys = create_model("SettingKeys", __base__=Table, **keys)
+    _SettingKeys = make_table("SettingKeys", __base__=Table, **keys)
 
 
 class SettingsTable(_SettingKeys):

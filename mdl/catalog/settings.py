@@ -189,7 +189,8 @@ def settings_for(
 ) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults."""
     where = catalog.path.parent if catalog.path is not None else None
-    root = resolve_dest(flag=flags.dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
+    flag = Path(flags.dest) if flags.dest is not None else None
+    root = resolve_dest(flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
     return build_settings(
         flags, environ=environ, dest=root, catalog=catalog.settings, lock_path=lock_path, catalog_path=catalog.path
     )
