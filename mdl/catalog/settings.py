@@ -153,22 +153,19 @@ NO_OVERRIDES = Overrides()
 def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
     """``value`` (an environment variable's text, a flag's or the catalog's value) as ``setting`` holds it; a
     UsageError naming ``where`` when it is not one."""
-    kind, text = setting.kind, value if isinstance(value, str) else None
-    if kind == "count":
+    kind = setting.kind
+    if kind in ("count", "seconds"):
         try:
-            number = int(value)
+            number = int(value) if kind == "count" else float(value)
         except ValueError:
-            raise UsageError(f"{where}: expected a whole number, got {value!r}") from None
-        return check_range(number, flag=where, lo=setting.bounds[0], hi=setting.bounds[1])
-    if kind == "seconds":
-        try:
-            seconds = float(value)
-        except ValueError:
-            raise UsageError(f"{where}: expected a number of seconds, got {value!r}") from None
-        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not setting.zero_ok):
+            expected = "a whole number" if kind == "count" else "a number of seconds"
+            raise UsageError(f"{where}: expected {expected}, got {value!r}") from None
+        if kind == "count":
+            return check_range(number, flag=where, lo=setting.bounds[0], hi=setting.bounds[1])
+        if not math.isfinite(number) or number < 0 or (number == 0 and not setting.zero_ok):
             sign = "non-negative" if setting.zero_ok else "positive"
             raise UsageError(f"{where}: must be a {sign} number of seconds, got {value!r}")
-        return seconds
+        return number
     if kind == "rate":
         return parse_rate(str(value), where=where)
     if kind == "choice" and value not in setting.choices:
@@ -180,7 +177,7 @@ def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
             raise UsageError(f"{where}: expected an http(s) URL with a host, got {url!r}")
         return url
     if kind == "urls":
-        return tuple(check_mirror(m, where=where) for m in (text.split() if text is not None else value))
+        return tuple(check_mirror(m, where=where) for m in (value.split() if isinstance(value, str) else value))
     return value
 
 
@@ -219,7 +216,7 @@ def build_settings(
             (environ.get(setting.env), f"${setting.env}"),
             (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
         )
-        found = [parse_setting(setting, value, where=where) for value, where in sources if value not in NOT_GIVEN]
+        found = [parse_setting(setting, value, where=where) for value, where in sources if value not in (None, "", ())]
         values[setting.name] = found[0] if found else setting.default
         given |= {setting.name} if found else set()
     return Settings(
@@ -241,9 +238,6 @@ def build_settings(
         catalog_path=catalog_file(catalog_path, lock_path),
         netrc=netrc_path(environ),
     )
-
-
-NOT_GIVEN: tuple[object, ...] = (None, "", ())
 
 
 def catalog_file(catalog: Path | None, lock: Path | None) -> Path | None:
