@@ -21,6 +21,7 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
     name: str  # the Settings attribute, the [settings] key and the API keyword
     kind: Kind
     default: object
+    env: str  # its environment variable
     help: str
     bounds: tuple[int, int] = (0, 0)  # a count's lowest and highest
     shown_default: str = ""  # the default as --help words it, when not the value itself
@@ -28,15 +29,10 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
     choices: tuple[str, ...] = ()
     catalog: bool = True  # a [settings] key
     option: str | None = ""  # its flag when not --name-with-dashes; None: no flag
-    variable: str = ""  # its environment variable when not MDL_NAME
 
     @property
     def flag(self) -> str:  # "" : none
         return "" if self.option is None else self.option or "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return self.variable or "MDL_" + self.name.upper()
 
     @property
     def help_text(self) -> str:
@@ -48,22 +44,25 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
         return f"{self.help}{bounds} (default: {', '.join(part for part in where if part)})."
 
 
-# Each setting: --its-name (its ``option``, or none), $MDL_ITS_NAME (its ``variable``), ``its_name`` in [settings].
+# Each setting: --its-name (or its ``option``, or none), its variable, and ``its_name`` in [settings].
 SETTINGS: tuple[Setting, ...] = (
-    Setting("dest", "path", None, "Download root", shown_default="user data dir"),
-    Setting("endpoint", "url", "https://huggingface.co", "The Hub", option=None, variable="HF_ENDPOINT"),
-    Setting("connections", "count", 8, "Parallel ranges per big file", (1, 64)),
-    Setting("jobs", "count", 4, "Files in flight at once", (1, 64), "up to 16 small and 4 big"),
-    Setting("limit_rate", "rate", None, "Cap total throughput, e.g. 50M"),
-    Setting("stall_timeout", "seconds", 30.0, "Seconds without bytes before a stream is resumed"),
+    Setting("dest", "path", None, "MDL_DEST", "Download root", shown_default="user data dir"),
+    Setting("endpoint", "url", "https://huggingface.co", "HF_ENDPOINT", "The Hub", option=None),
+    Setting("connections", "count", 8, "MDL_CONNECTIONS", "Parallel ranges per big file", (1, 64)),
+    Setting("jobs", "count", 4, "MDL_JOBS", "Files in flight at once", (1, 64), "up to 16 small and 4 big"),
+    Setting("limit_rate", "rate", None, "MDL_LIMIT_RATE", "Cap total throughput, e.g. 50M"),
+    Setting("stall_timeout", "seconds", 30.0, "MDL_STALL_TIMEOUT", "Seconds without bytes before a stream is resumed"),
     # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
-    Setting("timeout", "seconds", 10.0, "Seconds to wait for a server to accept a connection or begin its answer"),
-    Setting("lock_timeout", "seconds", 3600.0, "Seconds to wait for another run's lock", zero_ok=True),
-    Setting("retries", "count", 5, "Attempts after a failed request", (0, 100), option=None),
+    Setting("timeout", "seconds", 10.0, "MDL_TIMEOUT", "Seconds to wait for a connection, or for an answer to begin"),
+    Setting(
+        "lock_timeout", "seconds", 3600.0, "MDL_LOCK_TIMEOUT", "Seconds to wait for another run's lock", zero_ok=True
+    ),
+    Setting("retries", "count", 5, "MDL_RETRIES", "Attempts after a failed request", (0, 100), option=None),
     Setting(
         "layout",
         "choice",
         "plain",
+        "MDL_LAYOUT",
         "plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache)",
         choices=("plain", "hf-cache"),
     ),
@@ -71,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
         "mirrors",
         "urls",
         (),
+        "MDL_MIRRORS",
         "Try this mirror before the origin (repeatable; replaces [settings].mirrors): "
         "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified",
         option="--mirror",
@@ -79,6 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
         "locked",
         "switch",
         False,
+        "MDL_LOCKED",
         "Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a model",
         catalog=False,
     ),
@@ -86,6 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
         "frozen",
         "switch",
         False,
+        "MDL_FROZEN",
         "Use catalog.lock as written, without the catalog's entries (works with only the lock)",
         catalog=False,
     ),
