@@ -124,7 +124,7 @@ def setting_option(setting: Setting) -> tuple[Any, Any]:
     option = typer.Option(setting.flag, help=setting.help_text)
     if setting.kind == "switch":
         return Annotated[bool, option], False
-    kind = LayoutChoice if setting is SETTING["layout"] else TYPES[setting.kind]
+    kind = cast(Any, Literal)[setting.choices] if setting.kind == "choice" else TYPES[setting.kind]
     return Annotated[kind | None, option], None
 
 
