@@ -125,9 +125,10 @@ def register(entry: str, param: str, encoded_value: str, secrets: Secrets) -> No
         catalog_secrets(parse_catalog(f"[models.m]\nfiles = [{{ url = {json.dumps(url)} }}]\n"), {}, secrets)
     elif entry == "mirror":
         from mdl.catalog.settings import build_settings
+        from mdl.setting import Overrides
 
         template = url.replace("/m.bin", "/{model}/{path}")
-        build_settings(environ={}, dest=Path("/models"), mirrors=(template,), secrets=secrets)
+        build_settings(Overrides(mirrors=(template,)), environ={}, dest=Path("/models"), secrets=secrets)
     else:
         secrets.add_url(url)  # what the redirect follower does with each Location (tested end to end too)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mdl.api.inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
     from mdl.archive import PackResult, UnpackResult
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from mdl.store import CleanReport, ExpectedFile, ModelInfo, ModelList, PruneReport
     from mdl.upload import PublishReport
 
-StrPath = str | os.PathLike[str]
 STATUSES = ("installed", "partial", "missing")
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to stderr.
@@ -51,33 +51,35 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
     return load_file(path)
 
 
-def _settings(catalog: Catalog, environ: Mapping[str, str], *, dest: StrPath | None, **flags: Any) -> Settings:
+def _settings(
+    catalog: Catalog, environ: Mapping[str, str], flags: Overrides, *, secrets: Secrets | None = None
+) -> Settings:
     from mdl.catalog import settings_for
 
-    return settings_for(catalog, environ, dest=Path(dest) if dest is not None else None, **flags)
+    return settings_for(catalog, environ, flags, secrets=secrets)
 
 
 def _models(
     given: Catalog | StrPath | None,
     environ: Mapping[str, str] | None,
     names: Sequence[str],
+    flags: Overrides,
+    *,
     all_models: bool,
-    locked: bool,
-    frozen: bool,
-    **flags: Any,
+    secrets: Secrets | None = None,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock, and with ``frozen`` the lock they come from alone."""
-    from mdl.catalog import choose_lock_mode, lock_beside
+    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they come from alone."""
+    from mdl.catalog import choose_lock_mode, lock_beside, settings_for
 
     env = _environ(environ)
-    if choose_lock_mode(locked=locked, frozen=frozen, environ=env) == "frozen":
+    if choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=env) == "frozen":
         from mdl.lockfile import frozen_models
 
         cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
-        return _settings(cat, env, lock_path=path, frozen=True, **flags), specs, lock
+        return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock
     cat = _catalog(given, env, required=True)
-    path = lock_beside(cat.path) if cat.path is not None else None
-    settings = _settings(cat, env, lock_path=path, locked=locked, **flags)
+    lock_path = lock_beside(cat.path) if cat.path is not None else None
+    settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None
@@ -107,7 +109,8 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    settings, specs, lock = _models(catalog, environ, [], True, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, specs, lock = _models(catalog, environ, [], flags, all_models=True)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
@@ -132,7 +135,8 @@ def show(
     from mdl.lockfile import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
-    settings, (spec,), lock = _models(catalog, environ, [name], False, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, (spec,), lock = _models(catalog, environ, [name], flags, all_models=False)
     pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
     commit = entries[name].commit if name in entries else None
@@ -158,8 +162,8 @@ def resolve(
     from mdl.download import resolve_models
     from mdl.report import Resolution
 
-    flags = {"layout": layout, "timeout": timeout, "secrets": secrets}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
     docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
     return Resolution(tuple(docs), tuple(failures))
 
@@ -182,7 +186,7 @@ def pull(
     lock_timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
-    mirrors: Sequence[str] = (),
+    mirrors: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     secrets: Secrets | None = None,
@@ -190,10 +194,23 @@ def pull(
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
 
-    flags: dict[str, Any] = {"layout": layout, "connections": connections, "jobs": jobs, "timeout": timeout}
-    flags |= {"limit_rate": limit_rate, "stall_timeout": stall_timeout, "lock_timeout": lock_timeout}
-    flags |= {"verify": verify, "force": force, "dry_run": dry_run, "mirrors": tuple(mirrors) or None}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, secrets=secrets, **flags)
+    flags = Overrides(
+        dest=dest,
+        layout=layout,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=limit_rate,
+        stall_timeout=stall_timeout,
+        timeout=timeout,
+        lock_timeout=lock_timeout,
+        mirrors=mirrors,
+        locked=locked,
+        frozen=frozen,
+        verify=verify,
+        force=force,
+        dry_run=dry_run,
+    )
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
     return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
 
 
@@ -215,7 +232,8 @@ def verify(
     from mdl.lockfile import LockUse
     from mdl.store import verify_models
 
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, layout=layout)
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
     return warned(report, warnings)
@@ -236,7 +254,8 @@ def clean(
     from mdl.store import clean as clean_partials
 
     env = _environ(environ)
-    settings = _settings(_catalog(catalog, env, required=False), env, dest=dest, layout=layout, dry_run=dry_run)
+    flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
+    settings = _settings(_catalog(catalog, env, required=False), env, flags)
     Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
@@ -262,7 +281,7 @@ def prune(
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
-    settings = _settings(cat, env, dest=dest, layout=layout, dry_run=dry_run)
+    settings = _settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
     return prune_store(cat.models, settings, only=only)
 
 
@@ -287,7 +306,7 @@ def lock(
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    settings = _settings(cat, env, dest=dest, layout=layout, timeout=timeout, secrets=secrets)
+    settings = _settings(cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets)
     return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
 
 
@@ -378,8 +397,9 @@ def get(
         raise UsageError("'-' (stdin) can be given only once")
     env = _environ(environ)
     cat = _catalog(catalog, env, required=False)
-    flags = {"connections": connections, "limit_rate": limit_rate, "timeout": timeout, "force": force}
-    settings = _settings(cat, env, dest=Path(directory or Path.cwd()).absolute(), secrets=secrets, **flags)
+    here = Path(directory or Path.cwd()).absolute()
+    flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force)
+    settings = _settings(cat, env, flags, secrets=secrets)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}
@@ -481,8 +501,8 @@ def publish(
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:
         raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
-    flags = {"layout": layout, "connections": connections, "secrets": secrets}
-    settings, models, lock = _models(catalog, environ, names, all, locked, frozen, dest=dest, **flags)
+    flags = Overrides(dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen)
+    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
     key = Path(sign) if sign is not None else None

@@ -8,18 +8,20 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.headers import header_name_problem, header_value_problem
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
-from mdl.catalog.settings import LAYOUTS, MAX_CONNECTIONS, MAX_JOBS, check_mirror, parse_rate
+from mdl.catalog.settings import check_mirror, parse_rate
 from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
+from mdl.setting import SETTINGS, Setting
 from mdl.signing import SIGNATURE_FILE, Trust
 
 SCHEMA_VERSION = 1
@@ -161,8 +163,6 @@ RepoId = Annotated[
 RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
-Seconds = Annotated[float, _seconds(zero_ok=False)]
-SecondsOrZero = Annotated[float, _seconds(zero_ok=True)]
 Headers = Annotated[
     dict[
         Annotated[str, AfterValidator(_header_name)],
@@ -329,17 +329,31 @@ class MirrorTable(Table):
         return self
 
 
-class SettingsTable(Table):
-    dest: Text | None = None
-    connections: Annotated[int, _between(1, MAX_CONNECTIONS)] | None = None
-    jobs: Annotated[int, _between(1, MAX_JOBS)] | None = None
-    endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
-    limit_rate: Annotated[Text, AfterValidator(_rate)] | None = None
-    stall_timeout: Seconds | None = Field(default=None, description="a number of seconds")
-    timeout: Seconds | None = Field(default=None, description="a number of seconds")
-    lock_timeout: SecondsOrZero | None = Field(default=None, description="a number of seconds")
-    retries: Annotated[int, _between(0, 100)] | None = None
-    layout: Annotated[Text, _one_of(LAYOUTS, hint=False)] | None = None
+def _setting_key(setting: Setting) -> tuple[Any, Any]:
+    """A ``[settings]`` key's type and field, from the setting's kind and bounds in the table."""
+    kind: Any = Text  # a path
+    match setting.kind:
+        case "count":
+            kind = Annotated[int, _between(*setting.bounds)]
+        case "seconds":
+            kind = Annotated[float, _seconds(zero_ok=setting.zero_ok)]
+        case "rate":
+            kind = Annotated[Text, AfterValidator(_rate)]
+        case "choice":
+            kind = Annotated[Text, _one_of(setting.choices, hint=False)]
+        case "url":
+            kind = Annotated[Text, AfterValidator(_endpoint)]
+    return kind | None, Field(default=None, description="a number of seconds" if setting.kind == "seconds" else None)
+
+
+if TYPE_CHECKING:
+    _SettingKeys = Table
+else:  # the table's settings that are [settings] keys, but mirrors (below: a list of tables)
+    keys = {s.name: _setting_key(s) for s in SETTINGS if s.catalog and s.kind != "urls"}
+    _SettingKeys = make_table("SettingKeys", __base__=Table, **keys)
+
+
+class SettingsTable(_SettingKeys):
     signature: SignatureTable | None = None  # every model's, unless it names its own
     # a mirror given as a plain string is a table with only its url
     mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(

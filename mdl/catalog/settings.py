@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import platformdirs
 
@@ -19,32 +19,14 @@ from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.paths import is_http_url
 from mdl.redact import Secrets
+from mdl.setting import SETTING, SETTINGS, Overrides, Setting
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-DEFAULT_CONNECTIONS = 8
-MAX_CONNECTIONS = 64
-DEFAULT_JOBS = 4
-MAX_JOBS = 64
-DEFAULT_STALL_TIMEOUT = 30.0
-DEFAULT_TIMEOUT = 10.0  # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
-DEFAULT_LOCK_TIMEOUT = 3600.0
-DEFAULT_RETRIES = 5
-LAYOUTS = ("plain", "hf-cache")
+LAYOUTS = SETTING["layout"].choices
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
 # S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
-# The numbers: setting → (its flag, its variable, lowest, highest); highest None: seconds, > 0 (lowest 1) or >= 0.
-_NUMBERS: dict[str, tuple[str, str, int, int | None]] = {
-    "connections": ("--connections", "MDL_CONNECTIONS", 1, MAX_CONNECTIONS),
-    "jobs": ("--jobs", "MDL_JOBS", 1, MAX_JOBS),
-    "stall_timeout": ("--stall-timeout", "MDL_STALL_TIMEOUT", 1, None),
-    "timeout": ("--timeout", "MDL_TIMEOUT", 1, None),
-    "lock_timeout": ("--lock-timeout", "MDL_LOCK_TIMEOUT", 0, None),
-    "retries": ("", "MDL_RETRIES", 0, 100),  # no flag
-}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,32 +35,32 @@ class Settings:
 
     dest: Path
     endpoint: str
-    offline: bool = False
-    connections: int = DEFAULT_CONNECTIONS
-    jobs: int = DEFAULT_JOBS
-    connections_set: bool = False  # --connections, MDL_CONNECTIONS or the catalog chose it; else big files get more
-    jobs_set: bool = False  # --jobs, MDL_JOBS or the catalog chose it; else small files get more in flight
-    limit_rate: int | None = None
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT
-    timeout: float = DEFAULT_TIMEOUT  # every request: connect, and wait for the answer to begin
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    retries: int = DEFAULT_RETRIES
-    verify: bool = True
-    force: bool = False
-    dry_run: bool = False
-    token: str | None = None
-    environ: Mapping[str, str] | None = None
-    layout: str = "plain"  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
-    hf_cache: Path | None = None  # the Hugging Face hub cache, when layout is "hf-cache"
-    mirrors: tuple[str, ...] = ()  # URL templates tried in order before the origin
+    offline: bool
+    connections: int
+    jobs: int
+    connections_set: bool  # --connections, MDL_CONNECTIONS or the catalog chose it; else big files get more
+    jobs_set: bool  # --jobs, MDL_JOBS or the catalog chose it; else small files get more in flight
+    limit_rate: int | None
+    stall_timeout: float
+    timeout: float  # every request: connect, and wait for the answer to begin
+    lock_timeout: float
+    retries: int
+    verify: bool
+    force: bool
+    dry_run: bool
+    token: str | None
+    environ: Mapping[str, str]
+    layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
+    hf_cache: Path | None  # the Hugging Face hub cache, when layout is "hf-cache"
+    mirrors: tuple[str, ...]  # URL templates tried in order before the origin
     # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over AWS_ENDPOINT_URL[_S3]
-    mirror_endpoints: tuple[tuple[str, str], ...] = ()
+    mirror_endpoints: tuple[tuple[str, str], ...]
     # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
     # "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
-    lock_mode: str = "auto"
-    lock_path: Path | None = None  # catalog.lock beside the catalog (None: no catalog file, no lock)
-    catalog_path: Path | None = None  # the catalog file (absolute; --frozen without one: where its lock says it is)
-    netrc: Path | None = None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
+    lock_mode: str
+    lock_path: Path | None  # catalog.lock beside the catalog (None: no catalog file, no lock)
+    catalog_path: Path | None  # the catalog file (absolute; --frozen without one: where its lock says it is)
+    netrc: Path | None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
     secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)  # the run's: learnt, then hidden
 
     @property
@@ -126,40 +108,11 @@ def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _env_number(environ: Mapping[str, str], key: str) -> float | None:
-    _, name, lo, hi = _NUMBERS[key]
-    raw = environ.get(name)
-    if not raw:
-        return None
-    try:
-        number = int(raw) if hi is not None else float(raw)
-    except ValueError:
-        expected = "a whole number" if hi is not None else "a number of seconds"
-        raise UsageError(f"${name}: expected {expected}, got {raw!r}") from None
-    if hi is not None:
-        return check_range(number, flag=f"${name}", lo=lo, hi=hi)
-    if not math.isfinite(number) or number < 0 or (lo and number == 0):
-        raise UsageError(f"${name}: must be a {'positive' if lo else 'non-negative'} number, got {raw!r}")
-    return number
-
-
-def _check_flag(key: str, value: Any) -> None:
-    flag, _, lo, hi = _NUMBERS[key]
-    if hi is not None:
-        check_range(value, flag=flag, lo=lo, hi=hi)
-    elif value is not None and (not math.isfinite(value) or value < 0 or (lo and value == 0)):
-        raise UsageError(f"{flag}: must {'be positive' if lo else 'not be negative'}, got {value}")
-
-
 def check_range(value: float | None, *, flag: str, lo: int, hi: int) -> float | None:
     """Reject a flag value outside ``lo..hi`` with a usage error naming the flag."""
     if value is not None and not lo <= value <= hi:
         raise UsageError(f"{flag}: must be between {lo} and {hi}, got {value}")
     return value
-
-
-def _first(*values: T | None) -> T | None:
-    return next((value for value in values if value is not None), None)
 
 
 def default_dest() -> Path:
@@ -181,7 +134,7 @@ def resolve_dest(
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
     if flag is not None:
         return _home(flag).absolute()
-    if env := environ.get("MDL_DEST"):
+    if env := environ.get(SETTING["dest"].env):
         return _home(Path(env)).absolute()
     if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
         return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()
@@ -195,84 +148,112 @@ def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, 
         return path
 
 
-def settings_for(catalog: Catalog, environ: Mapping[str, str], *, dest: Path | None, **flags: Any) -> Settings:
+NO_OVERRIDES = Overrides()
+
+
+def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
+    """``value`` (an environment variable's text, a flag's or the catalog's value) as ``setting`` holds it; a
+    UsageError naming ``where`` when it is not one."""
+    kind = setting.kind
+    if kind in ("count", "seconds"):
+        try:
+            number = int(value) if kind == "count" else float(value)
+        except ValueError:
+            expected = "a whole number" if kind == "count" else "a number of seconds"
+            raise UsageError(f"{where}: expected {expected}, got {value!r}") from None
+        if kind == "count":
+            return check_range(number, flag=where, lo=setting.bounds[0], hi=setting.bounds[1])
+        if not math.isfinite(number) or number < 0 or (number == 0 and not setting.zero_ok):
+            sign = "non-negative" if setting.zero_ok else "positive"
+            raise UsageError(f"{where}: must be a {sign} number of seconds, got {value!r}")
+        return number
+    if kind == "rate":
+        return parse_rate(str(value), where=where)
+    if kind == "choice" and value not in setting.choices:
+        raise UsageError(f"{where}: expected one of {', '.join(setting.choices)}, got {value!r}")
+    if kind == "url":
+        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
+        url = str(value).rstrip("/")
+        if not is_http_url(url):
+            raise UsageError(f"{where}: expected an http(s) URL with a host, got {url!r}")
+        return url
+    if kind == "urls":
+        return tuple(check_mirror(m, where=where) for m in (value.split() if isinstance(value, str) else value))
+    return value
+
+
+def settings_for(
+    catalog: Catalog,
+    environ: Mapping[str, str],
+    flags: Overrides = NO_OVERRIDES,
+    *,
+    lock_path: Path | None = None,
+    secrets: Secrets | None = None,
+) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults; the
     catalog's secrets registered in the run's (``secrets``)."""
-    flags["secrets"] = secrets = flags.get("secrets") or Secrets()
+    secrets = Secrets() if secrets is None else secrets
     catalog_secrets(catalog, environ, secrets)
     where = catalog.path.parent if catalog.path is not None else None
-    root = resolve_dest(flag=dest, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
-    return build_settings(environ=environ, dest=root, catalog=catalog.settings, catalog_path=catalog.path, **flags)
+    flag = Path(flags.dest) if flags.dest is not None else None
+    root = resolve_dest(flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
+    return build_settings(
+        flags,
+        environ=environ,
+        dest=root,
+        catalog=catalog.settings,
+        lock_path=lock_path,
+        catalog_path=catalog.path,
+        secrets=secrets,
+    )
 
 
 def build_settings(
+    flags: Overrides = NO_OVERRIDES,
     *,
     environ: Mapping[str, str],
     dest: Path,
     catalog: CatalogSettings | None = None,
-    mirrors: tuple[str, ...] | None = None,
-    layout: str | None = None,
-    connections: int | None = None,
-    jobs: int | None = None,
-    limit_rate: str | None = None,
-    stall_timeout: float | None = None,
-    timeout: float | None = None,
-    lock_timeout: float | None = None,
-    verify: bool = True,
-    force: bool = False,
-    dry_run: bool = False,
     lock_path: Path | None = None,
     catalog_path: Path | None = None,
-    locked: bool = False,
-    frozen: bool = False,
     secrets: Secrets | None = None,
 ) -> Settings:
-    """Combine flags, environment, catalog settings and defaults into one frozen Settings."""
+    """Combine flags, environment, catalog settings and defaults into one frozen Settings: each setting of the
+    table from the first source that gives it, every source given checked (a broken variable is reported even when
+    a flag wins). ``dest`` comes resolved (:func:`resolve_dest`), the lock mode from :func:`choose_lock_mode`; the
+    mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
-    flags: dict[str, Any] = {"connections": connections, "jobs": jobs, "stall_timeout": stall_timeout}
-    flags.update(timeout=timeout, lock_timeout=lock_timeout)
-    for key in ("connections", "jobs"):
-        _check_flag(key, flags[key])
-    env_rate = environ.get("MDL_LIMIT_RATE") or None
-    if env_rate is not None:
-        parse_rate(env_rate, where="$MDL_LIMIT_RATE")  # a broken variable is reported even when a flag wins
-    rate_text = _first(limit_rate, env_rate, catalog.limit_rate)
-    rate_where = "--limit-rate" if limit_rate else ("$MDL_LIMIT_RATE" if env_rate else "[settings].limit_rate")
-    endpoint = (environ.get("HF_ENDPOINT") or catalog.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-    if not is_http_url(endpoint):
-        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
-        raise UsageError(f"HF_ENDPOINT: expected an http(s) URL with a host, got {endpoint!r}")
-    for key in ("stall_timeout", "timeout", "lock_timeout"):
-        _check_flag(key, flags[key])
-    chosen_layout = _first(layout, environ.get("MDL_LAYOUT") or None, catalog.layout) or "plain"
-    if chosen_layout not in LAYOUTS:
-        where = "--layout" if layout else ("$MDL_LAYOUT" if environ.get("MDL_LAYOUT") else "[settings].layout")
-        raise UsageError(f"{where}: expected one of {', '.join(LAYOUTS)}, got {chosen_layout!r}")
-    env_mirrors = tuple(check_mirror(m, where="$MDL_MIRRORS") for m in (environ.get("MDL_MIRRORS") or "").split())
-    flag_mirrors = tuple(check_mirror(m, where="--mirror") for m in mirrors or ())
-    for template in (*env_mirrors, *flag_mirrors):
-        secrets.add_url(template)
-    numbers = {key: _first(flags.get(key), _env_number(environ, key), getattr(catalog, key)) for key in _NUMBERS}
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for setting in SETTINGS:
+        if setting.kind in ("path", "switch"):
+            continue
+        sources = (
+            (getattr(flags, setting.name, None), setting.flag),
+            (environ.get(setting.env), f"${setting.env}"),
+            (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
+        )
+        found = [parse_setting(setting, value, where=where) for value, where in sources if value not in (None, "", ())]
+        values[setting.name] = found[0] if found else setting.default
+        given |= {setting.name} if found else set()
+    for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
+        secrets.add_url(template)  # the catalog's are registered with the catalog's other URLs (catalog_secrets)
     return Settings(
         dest=dest,
-        endpoint=endpoint,
         # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops every tool.
         offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
-        **{key: value for key, value in numbers.items() if value is not None},
-        connections_set=numbers["connections"] is not None,
-        jobs_set=numbers["jobs"] is not None,
-        limit_rate=parse_rate(rate_text, where=rate_where) if rate_text else None,
-        verify=verify,
-        force=force,
-        dry_run=dry_run,
+        **values,
+        connections_set="connections" in given,
+        jobs_set="jobs" in given,
+        verify=flags.verify,
+        force=flags.force,
+        dry_run=flags.dry_run,
         token=environ.get("HF_TOKEN") or None,
         environ=environ,
-        layout=chosen_layout,
-        hf_cache=hf_hub_cache(environ) if chosen_layout == "hf-cache" else None,
-        mirrors=flag_mirrors or env_mirrors or catalog.mirrors,
+        hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,
         mirror_endpoints=catalog.mirror_endpoints,
-        lock_mode=choose_lock_mode(locked=locked, frozen=frozen, environ=environ),
+        lock_mode=choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=environ),
         lock_path=lock_path,
         catalog_path=catalog_file(catalog_path, lock_path),
         netrc=netrc_path(environ),
@@ -303,8 +284,7 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
         )
     if locked or frozen:
         return "locked" if locked else "frozen"
-    env_locked = parse_bool(environ.get("MDL_LOCKED") or "")
-    env_frozen = parse_bool(environ.get("MDL_FROZEN") or "")
+    env_locked, env_frozen = (parse_bool(environ.get(SETTING[name].env) or "") for name in ("locked", "frozen"))
     if env_locked and env_frozen:
         raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
+from mdl.setting import SETTINGS
 from mdl.signing import Trust
 
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
@@ -71,22 +73,20 @@ class ModelSpec:
         return self.repo is not None
 
 
-@dataclass(frozen=True)
-class CatalogSettings:
-    """The optional ``[settings]`` table, as written; flags and environment override it elsewhere."""
+if TYPE_CHECKING:
 
-    dest: str | None = None
-    connections: int | None = None
-    jobs: int | None = None
-    endpoint: str | None = None
-    limit_rate: str | None = None
-    stall_timeout: float | None = None
-    timeout: float | None = None
-    lock_timeout: float | None = None
-    retries: int | None = None
-    layout: str | None = None
-    mirrors: tuple[str, ...] = ()
-    mirror_endpoints: tuple[tuple[str, str], ...] = ()  # (template, endpoint) of s3:// mirrors that name one
+    class CatalogSettings:  # what mypy sees of the class below: any [settings] key, by its name
+        def __init__(self, **keys: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:  # The optional [settings] table, as written (flags and environment override it elsewhere): the table's keys
+    # (None or (): not written), and the (template, endpoint) of its s3:// mirrors that name their own endpoint.
+    CatalogSettings = make_dataclass(
+        "CatalogSettings",
+        [(s.name, object, field(default=() if s.kind == "urls" else None)) for s in SETTINGS if s.catalog]
+        + [("mirror_endpoints", object, field(default=()))],
+        frozen=True,
+    )
 
 
 @dataclass(frozen=True)

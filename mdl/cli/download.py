@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, ConnectionsOpt, DryRunOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.options import PLACES, AllOpt, DryRunOpt, NamesArg, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, render_report
 from mdl.units import human_size
@@ -17,37 +17,16 @@ if TYPE_CHECKING:
     from mdl.store import PruneReport
 
 
-@command()
+@command(where=(*PLACES, "connections", "jobs", "limit_rate", "stall_timeout", "timeout", "lock_timeout", "mirrors"))
 def pull_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
-    connections: ConnectionsOpt = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", help="Files in flight at once (default: up to 16 small and 4 big).")
-    ] = None,
-    limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not fail on a hash mismatch (sizes are still checked).")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
-    stall_timeout: Annotated[
-        float | None,
-        typer.Option("--stall-timeout", help="Seconds without bytes before a stream is resumed (default 30)."),
-    ] = None,
-    timeout: TimeoutOpt = None,
-    lock_timeout: Annotated[
-        float | None, typer.Option("--lock-timeout", help="Seconds to wait for another run's lock (default 3600).")
-    ] = None,
     dry_run: DryRunOpt = False,
-    mirror: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mirror",
-            help="Try this mirror before the origin (repeatable; replaces [settings].mirrors): "
-            "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified.",
-        ),
-    ] = None,
     **where: Any,
 ) -> int:
     """Download what is missing or changed; resume what was cut off; verify; skip what is already right.
@@ -58,16 +37,9 @@ def pull_cmd(
         api.pull,
         *(names or ()),
         all=all_models,
-        connections=connections,
-        jobs=jobs,
-        limit_rate=limit_rate,
         verify=not no_verify,
         force=force,
         dry_run=dry_run,
-        stall_timeout=stall_timeout,
-        timeout=timeout,
-        lock_timeout=lock_timeout,
-        mirrors=mirror or (),
         **where,
         secrets=run.secrets,
     )

@@ -8,7 +8,7 @@ import typer
 
 from mdl import api
 from mdl.cli.download import render_prune
-from mdl.cli.options import NameArg, TimeoutOpt, command, complete_model_names
+from mdl.cli.options import NameArg, command, complete_model_names
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def init_cmd(
     return 0
 
 
-@command(where=("catalog",))
+@command(where=("timeout", "catalog"))
 def add_cmd(
     run: Run,
     name: Annotated[
@@ -95,7 +95,6 @@ def add_cmd(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
     ] = False,
-    timeout: TimeoutOpt = None,
     **where: Any,
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
@@ -114,7 +113,6 @@ def add_cmd(
         force=force,
         check=not no_check,
         **where,
-        timeout=timeout,
         secrets=run.secrets,
     )
     return _render(run, change)

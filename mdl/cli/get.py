@@ -6,12 +6,12 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import ConnectionsOpt, TimeoutOpt, command
+from mdl.cli.options import command
 from mdl.cli.run import Run, render_report
 from mdl.errors import UsageError
 
 
-@command(where=("catalog",))
+@command(where=("connections", "limit_rate", "timeout", "catalog"))
 def get_cmd(
     run: Run,
     sources: Annotated[
@@ -35,12 +35,9 @@ def get_cmd(
         list[str] | None,
         typer.Option("--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."),
     ] = None,
-    connections: ConnectionsOpt = None,
-    limit_rate: Annotated[str | None, typer.Option("--limit-rate", help="Cap total throughput, e.g. 50M.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")
     ] = False,
-    timeout: TimeoutOpt = None,
     header: Annotated[
         list[str] | None,
         typer.Option(
@@ -78,9 +75,6 @@ def get_cmd(
         include=include or (),
         exclude=exclude or (),
         **where,
-        connections=connections,
-        limit_rate=limit_rate,
-        timeout=timeout,
         force=force,
         headers=headers,
         input_file=input_file,

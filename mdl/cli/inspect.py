@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, TimeoutOpt, command
+from mdl.cli.options import PLACES, AllOpt, NameArg, NamesArg, StatusChoice, command
 from mdl.cli.run import Run, unread_if_failing
 from mdl.units import human_size
 
@@ -96,20 +96,17 @@ def _status_text(status: str, unverified: int) -> str:
     return f"{status} ({unverified} modified?)" if unverified else status
 
 
-@command(output_only=True)
+@command(where=(*PLACES, "timeout"), output_only=True)
 def resolve_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
-    timeout: TimeoutOpt = None,
     **where: Any,
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
     pins)."""
-    resolution = run.call(
-        api.resolve, *(names or ()), all=all_models, follow=follow, timeout=timeout, **where, secrets=run.secrets
-    )
+    resolution = run.call(api.resolve, *(names or ()), all=all_models, follow=follow, **where, secrets=run.secrets)
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])

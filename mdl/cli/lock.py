@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, NamesArg, TimeoutOpt, command
+from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
 
-@command(where=("dest", "layout", "catalog"))
+@command(where=("dest", "layout", "timeout", "catalog"))
 def lock_cmd(
     run: Run,
     names: NamesArg = None,
@@ -28,21 +28,13 @@ def lock_cmd(
         bool,
         typer.Option("--check", help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI)."),
     ] = False,
-    timeout: TimeoutOpt = None,
     **where: Any,
 ) -> int:
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
     report = run.call(
-        api.lock,
-        *(names or ()),
-        all=all_models,
-        upgrade=upgrade,
-        check=check,
-        timeout=timeout,
-        **where,
-        secrets=run.secrets,
+        api.lock, *(names or ()), all=all_models, upgrade=upgrade, check=check, **where, secrets=run.secrets
     )
     for warning in report.warnings:
         run.console.warn(warning)

@@ -8,12 +8,13 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 import typer
 
 from mdl import api
 from mdl.cli.run import ProgressChoice, Run, guarded
+from mdl.setting import SETTING, SETTINGS, Setting
 
 
 def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -34,7 +35,7 @@ def complete_checkpoints(incomplete: str) -> list[str]:
 
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
 # refuses anything else with exit 2 naming the option, and hands the command the plain string.
-LayoutChoice = Literal["plain", "hf-cache"]  # mdl.catalog.settings.LAYOUTS (a test keeps the two equal)
+LayoutChoice: Any = cast(Any, Literal)[SETTING["layout"].choices]
 StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
 CompressChoice = Literal["auto", "none", "deflate"]
@@ -50,14 +51,10 @@ ProgressOpt = Annotated[
         "stderr, for programs) or none.",
     ),
 ]
-ConnectionsOpt = Annotated[
-    int | None, typer.Option("--connections", help="Parallel ranges per big file (1-64, default 8).")
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config).")
 ]
-DestOpt = Annotated[Path | None, typer.Option("--dest", help="Download root (default: $MDL_DEST, catalog, user data).")]
 LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir).")
 ]
@@ -67,38 +64,6 @@ NamesArg = Annotated[
 NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
-LayoutOpt = Annotated[
-    LayoutChoice | None,
-    typer.Option(
-        "--layout",
-        help="plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache). "
-        "Default: $MDL_LAYOUT, catalog, plain.",
-    ),
-]
-TimeoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--timeout",
-        help="Seconds to wait for a server to accept a connection or begin its answer "
-        "(default: $MDL_TIMEOUT, catalog, 10).",
-    ),
-]
-LockedOpt = Annotated[
-    bool,
-    typer.Option(
-        "--locked",
-        help="Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a model "
-        "(default: $MDL_LOCKED).",
-    ),
-]
-FrozenOpt = Annotated[
-    bool,
-    typer.Option(
-        "--frozen",
-        help="Use catalog.lock as written, without the catalog's entries (works with only the lock; "
-        "default: $MDL_FROZEN).",
-    ),
-]
 
 
 # The word each value shows in --help (`--limit-rate RATE`, never Typer's `<str>`), by parameter name: one kind of
@@ -110,20 +75,17 @@ METAVARS = {
     "catalog": "FILE",
     "log_file": "FILE",
     "directory": "DIR",
-    "dest": "DIR",
     "save_as": "PATH",
     "include": "GLOB",
     "exclude": "GLOB",
-    "limit_rate": "RATE",
     "sha256": "HEX",
     "to": "URL",
-    "mirror": "URL",
     "endpoint_url": "URL",
     "sign": "KEY",
-    "timeout": "SECONDS",
-    "stall_timeout": "SECONDS",
-    "lock_timeout": "SECONDS",
 }
+# A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's.
+TYPES: dict[str, Any] = {"count": int, "seconds": float, "rate": str, "url": str, "path": Path, "urls": list[str]}
+WORDS = {"seconds": "SECONDS", "rate": "RATE", "urls": "URL", "path": "DIR"}
 
 
 def metavar(name: str, annotation: Any) -> str:
@@ -140,7 +102,8 @@ def metavar(name: str, annotation: Any) -> str:
             break
     if origin is Literal:
         return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
-    return METAVARS.get(name) or ("N" if kind is int else name.upper())
+    word = WORDS.get(SETTING[name].kind, "") if name in SETTING else ""
+    return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
 
 
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
@@ -153,15 +116,26 @@ COMMON: dict[str, tuple[Any, Any]] = {
     "progress": (ProgressOpt, None),
     "log_file": (LogFileOpt, None),
 }
-# The catalog's options, declared here once: after a command's own options, in this order; each command names
-# those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they are).
+
+
+def setting_option(setting: Setting) -> tuple[Any, Any]:
+    """A setting's option as Typer reads it (an ``Annotated`` type) and its default, from the table: its flag, its
+    help with bounds and where the default comes from."""
+    option = typer.Option(setting.flag, help=setting.help_text)
+    if setting.kind == "switch":
+        return Annotated[bool, option], False
+    kind = cast(Any, Literal)[setting.choices] if setting.kind == "choice" else TYPES[setting.kind]
+    return Annotated[kind | None, option], None
+
+
+# The settings' options and --catalog, declared once: after a command's own options, in this order; each command
+# names those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they
+# are: a setting's option is named as the setting, and so is the api's keyword).
 WHERE: dict[str, tuple[Any, Any]] = {
-    "dest": (DestOpt, None),
-    "layout": (LayoutOpt, None),
-    "locked": (LockedOpt, False),
-    "frozen": (FrozenOpt, False),
+    **{setting.name: setting_option(setting) for setting in SETTINGS if setting.flag},
     "catalog": (CatalogOpt, None),
 }
+PLACES = ("dest", "layout", "locked", "frozen", "catalog")  # where a command over the catalog's models works
 CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
 
@@ -198,7 +172,7 @@ def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> C
 
 def command(
     *,
-    where: tuple[str, ...] = tuple(WHERE),
+    where: tuple[str, ...] = PLACES,
     progress: bool = True,
     output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:

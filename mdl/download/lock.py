@@ -52,6 +52,7 @@ from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.report import FileOutcome, failed
+from mdl.setting import Overrides
 from mdl.signing import key_id
 from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
 from mdl.store import unlink
@@ -82,7 +83,7 @@ def add_model(
     entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
     if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
         valid = catalog_files.valid(text, path)
-        endpoint = settings_for(valid, environ, dest=None, timeout=timeout, secrets=secrets).endpoint
+        endpoint = settings_for(valid, environ, Overrides(timeout=timeout), secrets=secrets).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
     parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
@@ -91,7 +92,7 @@ def add_model(
     if edit.action == "unchanged":
         return change
     edited = catalog_files.valid(edit.text, path)
-    settings = settings_for(edited, environ, dest=None, timeout=timeout, secrets=secrets)
+    settings = settings_for(edited, environ, Overrides(timeout=timeout), secrets=secrets)
     # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
     # does (its file is one of the model's): the lock is renewed, the source not asked again
     before = catalog_files.valid(text, path).get(name) if edit.action == "updated" else None

@@ -8,13 +8,6 @@ from typing import Any
 import pytest
 
 from mdl.catalog.settings import (
-    DEFAULT_CONNECTIONS,
-    DEFAULT_ENDPOINT,
-    DEFAULT_JOBS,
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_RETRIES,
-    DEFAULT_STALL_TIMEOUT,
-    DEFAULT_TIMEOUT,
     CatalogSettings,
     Settings,
     build_settings,
@@ -25,13 +18,20 @@ from mdl.catalog.settings import (
     resolve_dest,
 )
 from mdl.errors import ExitCode, UsageError
+from mdl.setting import SETTING, Overrides
+
+DEFAULT_CONNECTIONS, DEFAULT_JOBS, DEFAULT_RETRIES = (
+    SETTING[name].default for name in ("connections", "jobs", "retries")
+)
+DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT = SETTING["endpoint"].default, SETTING["stall_timeout"].default
+DEFAULT_TIMEOUT, DEFAULT_LOCK_TIMEOUT = SETTING["timeout"].default, SETTING["lock_timeout"].default
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
-def settings(environ: dict[str, str] | None = None, **kwargs: Any) -> Settings:
+def settings(environ: dict[str, str] | None = None, catalog: CatalogSettings | None = None, **flags: Any) -> Settings:
     """build_settings with a fixed dest and the given environment mapping (never os.environ)."""
-    return build_settings(environ=environ or {}, dest=Path("/tmp/dest"), **kwargs)
+    return build_settings(Overrides(**flags), environ=environ or {}, dest=Path("/tmp/dest"), catalog=catalog)
 
 
 # -- parse_rate ----------------------------------------------------------------------------------------------
@@ -113,7 +113,19 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 # [settings]: dest, connections, jobs, endpoint, limit_rate, stall_timeout, timeout, lock_timeout, retries
-CATALOG = {"catalog": CatalogSettings(None, 3, 5, "http://catalog.example", "1M", 11.0, 13.0, 12.0, 2)}
+CATALOG = {
+    "catalog": CatalogSettings(
+        dest=None,
+        connections=3,
+        jobs=5,
+        endpoint="http://catalog.example",
+        limit_rate="1M",
+        stall_timeout=11.0,
+        timeout=13.0,
+        lock_timeout=12.0,
+        retries=2,
+    )
+}
 ENV = {
     "HF_ENDPOINT": "http://env.example/",
     "MDL_CONNECTIONS": "6",

@@ -14,6 +14,7 @@ from mdl.catalog.settings import build_settings
 from mdl.download.fetch import MANY_JOBS, job_counts
 from mdl.download.puller import PullSession, plan_models, pull_models, resolve
 from mdl.progress import NullProgress
+from mdl.setting import Overrides
 
 FILES = {f"part/f{i:02d}.json": make_data(2_000 + i, seed=i) for i in range(40)}
 
@@ -34,7 +35,7 @@ def slow_repo(hub: HubServer) -> HubServer:
 
 def run(hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any) -> None:
     models = parse_catalog('[models.many]\nrepo = "org/many"\n').models
-    settings = build_settings(environ={"HF_ENDPOINT": hub.url, **(env or {})}, dest=dest, **flags)
+    settings = build_settings(environ={"HF_ENDPOINT": hub.url, **(env or {})}, dest=dest, flags=Overrides(**flags))
     report = pull_models(models, settings, progress=NullProgress())
     assert {f.action for f in report.files} == {"downloaded"}
     for path, data in FILES.items():
@@ -69,7 +70,7 @@ def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_p
         (model,) = parse_catalog('[models.m]\nrepo = "org/mixed"\n').models
         plans, _ = plan_models(session, resolve(session, [model], lock=None)[0])
         assert job_counts(settings, plans) == (2, 4)  # two small files: no more threads than files
-        fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, jobs=7)
+        fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, flags=Overrides(jobs=7))
         assert job_counts(fixed, plans) == (7, 1)
     finally:
         session.close()

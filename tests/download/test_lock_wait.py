@@ -20,6 +20,7 @@ from mdl.catalog.settings import build_settings
 from mdl.download.puller import pull_models
 from mdl.progress import Event, NullProgress
 from mdl.report import RunReport
+from mdl.setting import Overrides
 from mdl.store.store import Store
 
 WEIGHTS = make_data(3_000_000, seed=71)
@@ -50,7 +51,7 @@ def model(hub: HubServer) -> ModelSpec:
 
 
 def pull(hub: HubServer, dest: Path, spec: ModelSpec, progress: Events, **flags: Any) -> RunReport:
-    settings = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=dest, **flags)
+    settings = build_settings(Overrides(**flags), environ={"HF_ENDPOINT": hub.url}, dest=dest)
     return pull_models([spec], settings, progress=progress)
 
 

@@ -18,6 +18,7 @@ from mdl.download.plan import check_space, plan_file
 from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
+from mdl.setting import Overrides
 from mdl.store.store import Store
 
 WEIGHTS = make_data(300_003, seed=1)
@@ -75,7 +76,7 @@ sha256 = "{sha256(LORA)}"
 
 def make_settings(hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any) -> Settings:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
-    return build_settings(environ=environ, dest=dest, **flags)
+    return build_settings(Overrides(**flags), environ=environ, dest=dest)
 
 
 def pull(hub: HubServer, dest: Path, models: list[ModelSpec], **kwargs: Any) -> RunReport:

@@ -14,6 +14,7 @@ from mdl.catalog.settings import build_settings
 from mdl.download.puller import PullSession
 from mdl.errors import InterruptedByUserError
 from mdl.progress import NullProgress
+from mdl.setting import Overrides
 
 
 @pytest.mark.realtime
@@ -24,7 +25,7 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
     data = make_data(8_000_000, seed=52)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # every answer: headers, a little body, then silence
-    settings = build_settings(environ={}, dest=tmp_path, connections=4, stall_timeout=30, timeout=30)
+    settings = build_settings(Overrides(connections=4, stall_timeout=30, timeout=30), environ={}, dest=tmp_path)
     session = PullSession(settings, progress=NullProgress(), cancel=threading.Event())
     job = transfer_job(tmp_path, url, data)
     errors: list[BaseException] = []

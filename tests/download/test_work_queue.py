@@ -13,6 +13,7 @@ from mdl.download.fetch import BIG, BULK, FIRST_WORKERS, SMALL, STUCK, WorkQueue
 from mdl.download.plan import Action, Decision, PlannedFile
 from mdl.download.puller import pull_models
 from mdl.progress import NullProgress
+from mdl.setting import Overrides
 from mdl.sources import RemoteFile
 from mdl.store import Placement, Store
 from mdl.transfer import SPLIT_THRESHOLD
@@ -76,7 +77,7 @@ def test_shards_and_small_files_are_in_flight_together(hub: HubServer, tmp_path:
     shards = {f"b/{i:02d}.safetensors": make_data(BULK + i, seed=100 + i) for i in range(6)}
     hub.add_repo("org/mixed", {**small, **shards})
     hub.faults.add(Fault.stall(seconds=0.2, resume=True, times=None, path_prefix="/org/mixed/resolve/"))
-    settings = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path / "d", jobs=4)
+    settings = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path / "d", flags=Overrides(jobs=4))
     report = pull_models(parse_catalog('[models.m]\nrepo = "org/mixed"\n').models, settings, progress=NullProgress())
     assert {f.action for f in report.files} == {"downloaded"}
     for path, data in {**small, **shards}.items():

@@ -33,6 +33,7 @@ from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress
 from mdl.report import RunReport
+from mdl.setting import Overrides
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.store import Store
 
@@ -151,7 +152,7 @@ def models(mirrors: list[str] | None = None, *, extra: str = "") -> dict[str, Mo
 def pull(hub: HubServer, dest: Path, specs: list[ModelSpec], env: dict[str, str] | None = None, **flags: Any) -> Any:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
     catalog = CatalogSettings(mirrors=tuple(flags.pop("mirrors", ())))
-    settings = build_settings(environ=environ, dest=dest, catalog=catalog, **flags)
+    settings = build_settings(Overrides(**flags), environ=environ, dest=dest, catalog=catalog)
     return pull_models(specs, settings, progress=NullProgress())
 
 

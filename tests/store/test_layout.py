@@ -18,6 +18,7 @@ from servers import HubServer, git_blob_sha1, make_data
 
 from mdl.catalog.settings import build_settings, hf_hub_cache
 from mdl.errors import ExitCode, UsageError
+from mdl.setting import Overrides
 from mdl.store import Store
 from mdl.store.layout import Layout, parse_hub_source
 
@@ -285,7 +286,9 @@ def test_layout_setting_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
-    settings = build_settings(environ={"HF_HUB_CACHE": str(tmp_path)}, dest=tmp_path / "d", layout="hf-cache")
+    settings = build_settings(
+        environ={"HF_HUB_CACHE": str(tmp_path)}, dest=tmp_path / "d", flags=Overrides(layout="hf-cache")
+    )
     layout = Layout(settings)
     good = layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256="b" * 64, git_oid=None)
     assert good.final == tmp_path / "models--o--r" / "blobs" / ("b" * 64)

@@ -1,0 +1,115 @@
+"""Every setting, declared once: its flag, environment variable, ``[settings]`` key, kind, bounds, default and help.
+
+The CLI's options, the catalog's ``[settings]`` schema and the resolved ``Settings`` are built from this table (and
+the API's keywords and ``Settings``' fields are held to it by tests): adding a setting is one row here plus its use.
+Precedence everywhere: flag > environment > catalog > default. Imports nothing: ``mdl --help`` reads it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+StrPath = str | os.PathLike[str]
+
+# How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within ``bounds``, seconds
+# (> 0, or >= 0 with ``zero_ok``), a rate (50M), one of ``choices``, an http(s) URL, a folder, URL templates, a switch.
+Kind = Literal["count", "seconds", "rate", "choice", "url", "path", "urls", "switch"]
+
+
+class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, and `mdl --help` makes it)
+    name: str  # the Settings attribute, the [settings] key and the API keyword
+    kind: Kind
+    default: object
+    env: str  # its environment variable
+    help: str
+    bounds: tuple[int, int] = (0, 0)  # a count's lowest and highest
+    shown_default: str = ""  # the default as --help words it, when not the value itself
+    zero_ok: bool = False  # seconds: 0 allowed (else > 0)
+    choices: tuple[str, ...] = ()
+    catalog: bool = True  # a [settings] key
+    option: str | None = ""  # its flag when not --name-with-dashes; None: no flag
+
+    @property
+    def flag(self) -> str:  # "" : none
+        return "" if self.option is None else self.option or "--" + self.name.replace("_", "-")
+
+    @property
+    def help_text(self) -> str:
+        """--help's words: ``Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS, catalog, 8).``"""
+        bounds = f", {self.bounds[0]}-{self.bounds[1]}" if self.kind == "count" else ""
+        default = self.default if self.default not in (None, (), False) else ""
+        shown = self.shown_default or (f"{default:g}" if isinstance(default, float) else str(default))
+        where = [f"${self.env}", "catalog" if self.catalog else "", shown]
+        return f"{self.help}{bounds} (default: {', '.join(part for part in where if part)})."
+
+
+# Each setting: --its-name (or its ``option``, or none), its variable, and ``its_name`` in [settings].
+SETTINGS: tuple[Setting, ...] = (
+    Setting("dest", "path", None, "MDL_DEST", "Download root", shown_default="user data dir"),
+    Setting("endpoint", "url", "https://huggingface.co", "HF_ENDPOINT", "The Hub", option=None),
+    Setting("connections", "count", 8, "MDL_CONNECTIONS", "Parallel ranges per big file", (1, 64)),
+    Setting("jobs", "count", 4, "MDL_JOBS", "Files in flight at once", (1, 64), "up to 16 small and 4 big"),
+    Setting("limit_rate", "rate", None, "MDL_LIMIT_RATE", "Cap total throughput, e.g. 50M"),
+    Setting("stall_timeout", "seconds", 30.0, "MDL_STALL_TIMEOUT", "Seconds without bytes before a stream is resumed"),
+    # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
+    Setting("timeout", "seconds", 10.0, "MDL_TIMEOUT", "Seconds to wait for a connection, or for an answer to begin"),
+    Setting(
+        "lock_timeout", "seconds", 3600.0, "MDL_LOCK_TIMEOUT", "Seconds to wait for another run's lock", zero_ok=True
+    ),
+    Setting("retries", "count", 5, "MDL_RETRIES", "Attempts after a failed request", (0, 100), option=None),
+    Setting(
+        "layout",
+        "choice",
+        "plain",
+        "MDL_LAYOUT",
+        "plain (model folders under dest) or hf-cache (Hub files in the Hugging Face cache)",
+        choices=("plain", "hf-cache"),
+    ),
+    Setting(
+        "mirrors",
+        "urls",
+        (),
+        "MDL_MIRRORS",
+        "Try this mirror before the origin (repeatable; replaces [settings].mirrors): "
+        "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified",
+        option="--mirror",
+    ),
+    Setting(
+        "locked",
+        "switch",
+        False,
+        "MDL_LOCKED",
+        "Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a model",
+        catalog=False,
+    ),
+    Setting(
+        "frozen",
+        "switch",
+        False,
+        "MDL_FROZEN",
+        "Use catalog.lock as written, without the catalog's entries (works with only the lock)",
+        catalog=False,
+    ),
+)
+SETTING = {setting.name: setting for setting in SETTINGS}
+
+
+class Overrides(NamedTuple):
+    """What a run's flags (the API's keywords) say; None: not given. Its settings are the table's that have a flag
+    (tests/test_api_settings.py holds the two together), then the run's own switches."""
+
+    dest: StrPath | None = None
+    layout: str | None = None
+    connections: int | None = None
+    jobs: int | None = None
+    limit_rate: str | int | None = None
+    stall_timeout: float | None = None
+    timeout: float | None = None
+    lock_timeout: float | None = None
+    mirrors: Sequence[str] | None = None
+    locked: bool = False
+    frozen: bool = False
+    verify: bool = True
+    force: bool = False
+    dry_run: bool = False

@@ -1,0 +1,122 @@
+"""One table (mdl/setting.py) holds every place a setting is spelt: the API's typed keywords, the options of each
+command, Overrides, the resolved Settings and the catalog's [settings] keys; each row's bounds are checked alike
+from a flag, the environment and the catalog, and its default is what a run gets when nothing sets it."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+import mdl
+from mdl import api
+from mdl.catalog import parse_catalog
+from mdl.catalog.schema import SettingsTable
+from mdl.catalog.settings import Settings, build_settings
+from mdl.cli.app import COMMANDS, build_command
+from mdl.errors import CatalogError, UsageError
+from mdl.setting import SETTING, SETTINGS, Overrides, Setting
+
+# The API's annotation of a setting's keyword, by the setting's kind (as written: the API's annotations are text).
+ANNOTATIONS = {
+    "count": "int | None",
+    "seconds": "float | None",
+    "rate": "str | int | None",
+    "choice": "str | None",
+    "url": "str | None",
+    "path": "StrPath | None",
+    "urls": "Sequence[str] | None",
+    "switch": "bool",
+}
+PUBLIC = [getattr(mdl, name) for name in dir(api) if callable(getattr(mdl, name, None)) and hasattr(api, name)]
+# The API function each command calls with its options (remove hands --dest and --layout to prune).
+CALLS = {name: getattr(api, {"list": "list_models", "remove": "prune"}.get(name, name)) for name in COMMANDS}
+NUMBERS = [s for s in SETTINGS if s.kind in ("count", "seconds")]
+
+
+def out_of_bounds(setting: Setting) -> str:
+    if setting.kind == "count":
+        return str(setting.bounds[1] + 1)
+    return "-1" if setting.zero_ok else "0"
+
+
+def in_bounds(setting: Setting) -> str:
+    return str(setting.bounds[0] + 1) if setting.kind == "count" else "7.5"
+
+
+def test_every_api_keyword_named_as_a_setting_is_typed_as_the_table_says() -> None:
+    found = 0
+    for function in PUBLIC:
+        for name, param in inspect.signature(function).parameters.items():
+            if name in SETTING and param.kind is param.KEYWORD_ONLY:
+                found += 1
+                assert str(param.annotation) == ANNOTATIONS[SETTING[name].kind], (function.__name__, name)
+                assert param.default == (False if SETTING[name].kind == "switch" else None), (function.__name__, name)
+    assert found > 30
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name: str) -> None:
+    command = build_command(name)
+    keywords = inspect.signature(CALLS[name]).parameters
+    for param in command.params:
+        if param.name in SETTING:
+            assert param.opts == [SETTING[param.name].flag], (name, param.name)
+            assert param.name in keywords, f"mdl {name} takes {param.opts[0]}, api.{CALLS[name].__name__} does not"
+
+
+def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> None:
+    defaults = Overrides._field_defaults
+    flagged = {s.name: s for s in SETTINGS if s.flag}
+    assert set(defaults) == {*flagged, "verify", "force", "dry_run"}
+    for name, setting in flagged.items():
+        assert defaults[name] == (False if setting.kind == "switch" else None), name
+
+
+def test_a_run_that_sets_nothing_gets_each_default_of_the_table() -> None:
+    settings = build_settings(environ={}, dest=Path("/tmp/dest"))
+    resolved = {field.name for field in fields(Settings)}
+    for setting in SETTINGS:
+        if setting.kind not in ("path", "switch"):
+            assert setting.name in resolved
+            assert getattr(settings, setting.name) == setting.default, setting.name
+    assert settings.lock_mode == "auto" and (settings.connections_set, settings.jobs_set) == (False, False)
+
+
+def test_the_catalog_takes_each_setting_of_the_table_as_a_key() -> None:
+    keys = [s.name for s in SETTINGS if s.catalog and s.kind != "urls"]
+    assert SettingsTable.keys() == [*keys, "signature", "mirrors"]
+    assert not set(SettingsTable.keys()) & {s.name for s in SETTINGS if not s.catalog}
+
+
+@pytest.mark.parametrize("setting", NUMBERS, ids=[s.name for s in NUMBERS])
+def test_each_number_goes_from_any_source_to_the_run(setting: Setting) -> None:
+    value = in_bounds(setting)
+    catalog = parse_catalog(f"[settings]\n{setting.name} = {value}\n").settings
+    as_set = int(value) if setting.kind == "count" else float(value)
+    assert getattr(build_settings(environ={}, dest=Path("d"), catalog=catalog), setting.name) == as_set
+    assert getattr(build_settings(environ={setting.env: value}, dest=Path("d")), setting.name) == as_set
+    if setting.flag:
+        flags = Overrides(**{setting.name: as_set})
+        assert getattr(build_settings(flags, environ={}, dest=Path("d")), setting.name) == as_set
+
+
+@pytest.mark.parametrize("setting", NUMBERS, ids=[s.name for s in NUMBERS])
+def test_each_bound_is_checked_alike_from_a_flag_the_environment_and_the_catalog(setting: Setting) -> None:
+    bad = out_of_bounds(setting)
+    with pytest.raises(UsageError, match=rf"^\${setting.env}: must be "):
+        build_settings(environ={setting.env: bad}, dest=Path("d"))
+    if setting.flag:
+        number = int(bad) if setting.kind == "count" else float(bad)
+        with pytest.raises(UsageError, match=rf"^{setting.flag}: must be "):
+            build_settings(Overrides(**{setting.name: number}), environ={}, dest=Path("d"))
+    with pytest.raises(CatalogError, match=rf"^catalog.toml:2: settings\.{setting.name}: must be "):
+        parse_catalog(f"[settings]\n{setting.name} = {bad}\n")
+
+
+def test_help_shows_each_settings_bounds_and_where_its_default_comes_from() -> None:
+    text = " ".join(build_command("pull").get_help(build_command("pull").make_context("pull", [])).split())
+    assert "Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS, catalog, 8)." in text
+    assert "(default: $MDL_LOCK_TIMEOUT, catalog, 3600)." in text
