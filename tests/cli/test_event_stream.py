@@ -23,7 +23,8 @@ from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
 
 from mdl.cli.render.console import EventStream, run_summary
-from mdl.cli.run import Run, failed_to_start, guarded, wants_events
+from mdl.cli.run import Run, guarded
+from mdl.cli.translate import failed_to_start, wants_events
 
 WEIGHTS = make_data(300_000, seed=31)
 CONFIG = b'{"hidden_size": 8}'
