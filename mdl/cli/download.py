@@ -73,12 +73,8 @@ def pull_cmd(
         mirrors=mirror or (),
         **where,
     )
-
-    def folders() -> None:  # `DIR=$(mdl pull tiny)`: the data is where each model is
-        for where in model_folders(report.files):
-            run.line(where)
-
-    return render_report(run, report, verb="pulled", data=folders)
+    # `DIR=$(mdl pull tiny)`: the data is where each model is
+    return render_report(run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files)))
 
 
 def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:

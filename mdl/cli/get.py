@@ -90,12 +90,8 @@ def get_cmd(
         headers=headers,
         input_file=input_file,
     )
-
-    def paths() -> None:  # `P=$(mdl get URL)`: the data is where each file is
-        for where in fetched_paths(report.files):
-            run.line(where)
-
-    return render_report(run, report, verb="fetched", data=paths)
+    # `P=$(mdl get URL)`: the data is where each file is
+    return render_report(run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files)))
 
 
 def fetched_paths(outcomes: Sequence["FileOutcome"]) -> list[str]:

@@ -35,8 +35,9 @@ from mdl.cli.stdout import (
     stdout_closed,
     unread_if_failing,
 )
-from mdl.cli.translate import reserve_memory, translate
-from mdl.redact import shown_data
+from mdl.cli.translate import error_document, reserve_memory, translate
+from mdl.errors import MdlError
+from mdl.redact import safe_text, shown_data
 from mdl.version import __version__
 
 if TYPE_CHECKING:
@@ -102,14 +103,23 @@ class Run:
         """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never ``""``."""
         emit_document({"ok": True, **doc}, stream=self.stdout, secrets=self.secrets)
 
-    def line(self, text: str) -> None:
-        """One line of data on stdout (a path, names, hashes: never rewritten by the secrets, control characters
-        escaped, a URL without its credentials)."""
-        self.stdout.write(shown_data(text) + "\n")
+    def line(self, *texts: str) -> None:
+        """Each text a line of data on stdout (a path, names, hashes: never rewritten by the secrets, control
+        characters escaped, a URL without its credentials)."""
+        self.stdout.writelines(shown_data(text) + "\n" for text in texts)
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
         print_table(rows, columns, stream=self.stdout, environ=self.environ)
+
+    def tell(self, error: MdlError) -> int:
+        """What ended the command, said once: in the log, the ``--json`` document and on stderr; its exit code."""
+        code = int(error.exit_code)
+        log.error("%s", safe_text(error.message, secrets=self.secrets))
+        if self.json:
+            error_document(error, self.stdout, secrets=self.secrets)
+        self.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
+        return code
 
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""

@@ -53,24 +53,19 @@ def render_report(run: Run, report: RunReport, *, verb: str, data: Callable[[], 
     return int(report.exit_code)
 
 
-# Short reasons for the summary line, by error kind (mdl/errors.py); the error line above says it in full.
+# Short reasons for the summary line, by error kind (mdl/errors.py: else the kind's own words, ``not found``); the
+# error line above says it in full.
 _KIND_WORDS = {
     "usage": "refused",
     "catalog": "catalog error",
-    "unsafe_path": "unsafe path",
     "job_output": "bad job output",
     "auth": "not authorised",
-    "not_found": "not found",
     "network": "network error",
     "hub_reply": "bad reply from the Hub",
     "token_leak": "token refused",
     "web_page": "a web page, not the file",
     "integrity": "integrity error",
     "filesystem": "local filesystem error",
-    "no_space": "no space",
-    "out_of_memory": "out of memory",
-    "lock_timeout": "lock timeout",
-    "interrupted": "interrupted",
     "internal": "internal error",
 }
 _MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
@@ -105,7 +100,9 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
-    reasons = dict.fromkeys(_KIND_WORDS.get(f.kind or "", "") for f in unit if f.action == "failed")
+    reasons = dict.fromkeys(
+        _KIND_WORDS.get(f.kind or "", (f.kind or "").replace("_", " ")) for f in unit if f.action == "failed"
+    )
     said = ", ".join(r for r in reasons if r)
     return f"{name} ({said})" if said else name
 

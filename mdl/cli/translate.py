@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import typer
 
@@ -17,9 +17,6 @@ from mdl.cli.render.console import EventStream, run_summary, stderr_sink
 from mdl.cli.stdout import EXIT_STDOUT_CLOSED, emit_document, is_closed_stdout_error, silence_stdout, unread_if_failing
 from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
 from mdl.redact import safe_text
-
-if TYPE_CHECKING:
-    from mdl.cli.run import Run
 
 log = logging.getLogger("mdl.cli")
 
@@ -32,6 +29,16 @@ KEPT_ON_INTERRUPT = {
     "unpack": "the destination was left as it was (or, if the final swap had begun, entirely unpacked)",
     "lock": "catalog.lock was not changed",
 }
+
+
+class Told(Protocol):
+    """What the translator uses of a command's run (mdl.cli.run.Run, which imports this module)."""
+
+    command: str
+    environ: dict[str, str]
+    reserve: mmap.mmap | None
+
+    def tell(self, error: MdlError) -> int: ...
 
 
 def reserve_memory(size: int = 16 << 20) -> mmap.mmap | None:
@@ -48,7 +55,7 @@ def _no_thread(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
 
 
-def translate(exc: BaseException, run: Run | None = None) -> int:
+def translate(exc: BaseException, run: Told | None = None) -> int:
     """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
     if is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
@@ -81,13 +88,9 @@ def translate(exc: BaseException, run: Run | None = None) -> int:
         error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
     if isinstance(error, InterruptedByUserError) and run is not None and (kept := KEPT_ON_INTERRUPT.get(run.command)):
         error = InterruptedByUserError(f"{error.message}; {kept}", hint=error.hint)
-    code = int(error.exit_code)
     if run is not None:
-        log.error("%s", safe_text(error.message, secrets=run.secrets))
-        if run.json:
-            error_document(error, run.stdout, secrets=run.secrets)
-        run.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
-        return code
+        return run.tell(error)
+    code = int(error.exit_code)
     argv = sys.argv[1:]
     if "--json" in argv:
         error_document(error, sys.stdout)
