@@ -183,22 +183,16 @@ def logged_argv(argv: Sequence[str]) -> list[str]:
     """The command line as the log keeps it, written before any option is parsed: a credential header's value
     (``-H 'X-Api-Key: …'``, ``--header=Cookie: …``) is masked, whatever its length (URLs are redacted at the sink)."""
     shown: list[str] = []
-    header_next = False
-    for arg in argv:
-        prefix = "" if header_next else next((p for p in ("--header=", "-H") if arg.startswith(p) and arg != p), None)
-        if arg in ("-H", "--header"):
-            shown.append(arg)
-            header_next = True
-            continue
-        header_next = False
-        if prefix is None:
+    for before, arg in zip(["", *argv], argv, strict=False):
+        given = before in ("-H", "--header")  # the header itself, after its option
+        prefix = "" if given else next((p for p in ("--header=", "-H") if arg.startswith(p) and arg != p), None)
+        name, colon, value = arg[len(prefix or "") :].partition(":")
+        if prefix is None or not (colon and value.strip()):
             shown.append(arg)
             continue
         from mdl.catalog import is_secret_header  # here: `mdl --help` loads nothing below the CLI (test_startup)
 
-        name, colon, value = arg[len(prefix) :].partition(":")
-        secret = colon and value.strip() and is_secret_header(name.strip())
-        shown.append(f"{prefix}{name}: ***" if secret else arg)
+        shown.append(f"{prefix}{name}: ***" if is_secret_header(name.strip()) else arg)
     return shown
 
 
