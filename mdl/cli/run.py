@@ -61,6 +61,7 @@ class Run:
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     command: str = ""  # its name (``pull``): what an interruption says was kept
     reserve: mmap.mmap | None = field(default=None, init=False, repr=False)  # room to say memory ran out (guarded)
+    watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)  # on stdout's reader (guarded)
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
@@ -201,17 +202,16 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
     log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:])))
     run.reserve = reserve_memory()
-    watch = StdoutWatch()
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
-            with watch.stop_when_closed() if output_only else contextlib.nullcontext():
+            with run.watch.stop_when_closed() if output_only else contextlib.nullcontext():
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
-            if code == 130 and watch.fired:  # the work stopped for the reader that left, as for a Ctrl-C: 141
+            if code == 130 and run.watch.fired:  # the work stopped for the reader that left, as for a Ctrl-C: 141
                 log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
                 code = EXIT_STDOUT_CLOSED
                 raise typer.Exit(code) from None
