@@ -50,11 +50,6 @@ def reserve_memory(size: int = 16 << 20) -> mmap.mmap | None:
         return None
 
 
-def _no_thread(exc: BaseException) -> bool:
-    """Python's only word for a thread the system refused (no memory for its stack, or too many): a RuntimeError."""
-    return isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
-
-
 def translate(exc: BaseException, run: Told | None = None) -> int:
     """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
     if is_closed_stdout_error(exc):
@@ -66,7 +61,8 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
         error = exc
     elif isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
         error = InterruptedByUserError("interrupted")
-    elif isinstance(exc, MemoryError) or _no_thread(exc):  # a local resource ran out, as a full disk: exit 7
+    # a local resource ran out, as a full disk: exit 7 (a thread the system refused has only a RuntimeError's words)
+    elif isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"):
         if run is not None and run.reserve is not None:
             run.reserve.close()  # room to say so; and the traceback's frames hold what filled memory: let them go too
         chain: list[BaseException] = []
