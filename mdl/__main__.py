@@ -19,7 +19,7 @@ def main() -> None:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
     try:
-        code = invoke(app)  # every way it ends, as an exit code (mdl.cli.run.translate, the one translator)
+        code = invoke(app)  # every way it ends, as an exit code (mdl.cli.translate, the one translator)
         # Teardown's full collections would walk the ~50k objects the imports made (0.1 s of a small `mdl get`);
         # frozen ones are skipped, while atexit handlers and thread joins still run.
         gc.freeze()

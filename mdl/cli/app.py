@@ -14,7 +14,7 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar
-from mdl.cli.run import EXIT_STDOUT_CLOSED
+from mdl.cli.stdout import EXIT_STDOUT_CLOSED
 from mdl.errors import ExitCode
 from mdl.version import __version__
 

@@ -2,6 +2,8 @@
 tidied."""
 
 import shlex
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,7 +11,8 @@ import typer
 from mdl import api
 from mdl.cli.options import PLACES, AllOpt, DryRunOpt, NamesArg, command
 from mdl.cli.render.console import isatty
-from mdl.cli.run import Run, render_report
+from mdl.cli.run import Run
+from mdl.cli.summary import ok, render_report, units
 from mdl.units import human_size
 
 if TYPE_CHECKING:
@@ -43,7 +46,20 @@ def pull_cmd(
         **where,
         secrets=run.secrets,
     )
-    return render_report(run, report, verb="pulled")
+    # `DIR=$(mdl pull tiny)`: the data is where each model is
+    return render_report(run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files)))
+
+
+def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
+    """The folder of each model that is all here (each of its folders if several), in order: ``pull``'s stdout."""
+    from mdl.report import folder  # with its paths and redaction: ~7 ms that --help and list need not pay
+
+    folders: list[str] = []
+    for unit in units(outcomes).values():
+        files = [f for f in unit if f.path is not None and f.dest is not None]
+        if unit[0].model and files and ok(unit):
+            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
+    return list(dict.fromkeys(folders))
 
 
 @command(output_only=True)
@@ -59,7 +75,13 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
             run.stdout.flush()
 
     report = run.call(api.verify, *(names or ()), all=all_models, **where, on_file=row)
-    return render_report(run, report, verb="verified", rows_shown=streaming)
+
+    def table() -> None:  # on a terminal, after the progress display: the files that are right
+        rows = [f.to_json() for f in report.files if not f.failing]
+        if rows:
+            run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
+
+    return render_report(run, report, verb="verified", data=None if streaming else table)
 
 
 @command(where=("dest", "layout", "catalog"), progress=False)

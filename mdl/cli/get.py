@@ -1,14 +1,19 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mdl import api
 from mdl.cli.options import command
-from mdl.cli.run import Run, render_report
+from mdl.cli.run import Run
+from mdl.cli.summary import ok, render_report
 from mdl.errors import UsageError
+
+if TYPE_CHECKING:
+    from mdl.report import FileOutcome
 
 
 @command(where=("connections", "limit_rate", "timeout", "catalog"))
@@ -80,4 +85,13 @@ def get_cmd(
         input_file=input_file,
         secrets=run.secrets,
     )
-    return render_report(run, report, verb="fetched")
+    # `P=$(mdl get URL)`: the data is where each file is
+    return render_report(run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files)))
+
+
+def fetched_paths(outcomes: Sequence["FileOutcome"]) -> list[str]:
+    """Each file ``get`` has (fetched, or skipped as the same file), in order, and once the folder of a whole repo
+    that is all there (as ``hf download`` prints it), in place of its files: its stdout."""
+    broken = {f.within for f in outcomes if f.within is not None and not ok([f])}
+    paths = [f.within or f.dest for f in outcomes if f.dest is not None and ok([f]) and f.within not in broken]
+    return list(dict.fromkeys(p for p in paths if p is not None))

@@ -6,7 +6,8 @@ import typer
 
 from mdl import api
 from mdl.cli.options import PLACES, AllOpt, NameArg, NamesArg, StatusChoice, command
-from mdl.cli.run import Run, unread_if_failing
+from mdl.cli.run import Run
+from mdl.cli.stdout import unread_if_failing
 from mdl.units import human_size
 
 

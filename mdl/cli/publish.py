@@ -7,7 +7,8 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
-from mdl.cli.run import Run, render_report
+from mdl.cli.run import Run
+from mdl.cli.summary import render_report
 from mdl.errors import UsageError
 from mdl.units import human_size
 

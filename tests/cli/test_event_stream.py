@@ -23,7 +23,8 @@ from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
 
 from mdl.cli.render.console import EventStream, run_summary
-from mdl.cli.run import Run, failed_to_start, guarded, wants_events
+from mdl.cli.run import Run, guarded
+from mdl.cli.translate import failed_to_start, wants_events
 
 WEIGHTS = make_data(300_000, seed=31)
 CONFIG = b'{"hidden_size": 8}'
@@ -244,3 +245,18 @@ def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entr
     events = stream(done.stderr)
     assert [e["event"] for e in events] == ["begin", "error", "end"]
     assert events[1]["kind"] == "usage" and end_of(events)["exit_code"] == 2
+
+
+def test_work_stopped_for_a_reader_that_left_ends_141_in_the_exit_code_and_the_end_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mdl verify --progress json | head -1`: the work stops as for a Ctrl-C (its report says interrupted, 130),
+    and the run ends 141, as `cat` would; the stream's ``end`` says the same code as the process."""
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    run = Run(progress="json", command="verify")
+    with pytest.raises(typer.Exit) as ended, guarded(run):
+        run.watch.fired = True  # what the watcher does when stdout's reader leaves mid-work
+        raise typer.Exit(130)
+    assert ended.value.exit_code == 141
+    assert end_of(stream(stderr.getvalue()))["exit_code"] == 141

@@ -18,7 +18,7 @@ from runfixtures import mdl as invoke
 from terminal import unstamped
 
 from mdl.cli.app import COMMANDS, EXAMPLES, HABITS, MdlCommand, build_command, suggestions
-from mdl.cli.run import EXIT_STDOUT_CLOSED
+from mdl.cli.stdout import EXIT_STDOUT_CLOSED
 from mdl.errors import ExitCode
 
 

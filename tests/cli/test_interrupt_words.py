@@ -25,7 +25,8 @@ from runfixtures import make_hf_run, mdl, use_catalog, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import CdnServer, HubServer, make_data
 
-from mdl.cli.run import KEPT_ON_INTERRUPT, Run, translate
+from mdl.cli.run import Run
+from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
 

@@ -16,7 +16,9 @@ from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 from terminal import PLAIN, unstamped
 from typer.testing import Result
 
-from mdl.cli.run import fetched_paths, model_folders, summary_line
+from mdl.cli.download import model_folders
+from mdl.cli.get import fetched_paths
+from mdl.cli.summary import summary_line
 from mdl.report import FileOutcome
 
 WEIGHTS = make_data(300_000, seed=1)

@@ -1,0 +1,153 @@
+"""stdout, where the data goes: the one JSON document, and a reader that leaves (``mdl list | head -1``) ends a command
+quietly with exit 141, as ``cat``, but a failing one's code."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, TextIO
+
+from mdl.cli.render.console import emit_json
+from mdl.redact import Secrets
+
+log = logging.getLogger("mdl.cli")
+
+STDOUT_FD = 1
+EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
+WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
+
+
+def emit_document(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
+    """The one JSON document on ``stream``; an absent value is ``null``, never ``""``."""
+    emit_json(_nulled(doc), stream=stream, secrets=secrets)
+
+
+def _nulled(doc: Any) -> Any:
+    if isinstance(doc, str):
+        return doc or None
+    if isinstance(doc, Mapping):
+        return {key: _nulled(value) for key, value in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_nulled(value) for value in doc]
+    return doc
+
+
+class StdoutClosed(KeyboardInterrupt):
+    """stdout's reader has gone; raised in the main thread to stop the work (handled like Ctrl-C, then exit 141)."""
+
+
+def stdout_closed(fd: int = STDOUT_FD) -> bool:
+    """Whether ``fd`` is a pipe (or socket) no one reads any more."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked: only POLLERR / POLLHUP / POLLNVAL are reported
+    try:
+        return any(mask & select.POLLERR for _, mask in poller.poll(0))
+    except OSError:
+        return False
+
+
+def is_closed_stdout_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StdoutClosed):
+            return True
+        if isinstance(current, OSError) and current.errno == errno.EPIPE:
+            return stdout_closed()
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, STDOUT_FD)
+    finally:
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def unread_if_failing(*, failing: bool) -> Iterator[None]:
+    """Output of a failing command that no one reads is dropped: its own exit code says more than 141."""
+    try:
+        yield
+    except OSError as exc:
+        if not failing or not is_closed_stdout_error(exc):
+            raise
+        silence_stdout()
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class StdoutWatch:
+    """One command's watch on stdout: while :meth:`stop_when_closed` runs its body, a reader leaving stdout (a pipe)
+    raises :class:`StdoutClosed` (a Ctrl-C: every cleanup runs) in the main thread, once; ``fired`` says it did."""
+
+    def __init__(self) -> None:
+        self.armed = self.fired = False
+
+    def _on_wake(self, *_: object) -> None:
+        if self.armed and stdout_closed():
+            self.armed, self.fired = False, True
+            raise StdoutClosed
+
+    @contextlib.contextmanager
+    def stop_when_closed(self) -> Iterator[None]:
+        """A watcher thread polls fd 1 and wakes the main thread with SIGURG (every failed write sends SIGPIPE)."""
+        wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
+        main = threading.current_thread() is threading.main_thread()
+        if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
+            yield
+            return
+        wake_read, wake_write = os.pipe()
+        previous = signal.signal(wake_signal, self._on_wake)
+
+        def watch() -> None:
+            poller = select.poll()
+            poller.register(STDOUT_FD, 0)
+            poller.register(wake_read, select.POLLIN)
+            while True:
+                events = dict(poller.poll())  # (a signal's EINTR is retried by Python: PEP 475)
+                if events.get(wake_read):
+                    return
+                if events.get(STDOUT_FD, 0) & select.POLLERR:
+                    log.info("stdout was closed by its reader; stopping")
+                    signal.pthread_kill(main_ident, wake_signal)
+                    return
+                if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
+                    return  # not a reader that left: nothing to stop for
+
+        watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
+        self.armed = True
+        watcher.start()
+        try:
+            yield
+        finally:
+            self.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+            try:
+                os.write(wake_write, b"x")
+                watcher.join()
+            finally:
+                signal.signal(wake_signal, previous)
+                os.close(wake_read)
+                os.close(wake_write)

@@ -1,0 +1,138 @@
+"""The end of a pull, get, verify or publish, shared: the JSON document or the command's data on stdout, then each
+warning and failure once and one summary line on stderr."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from mdl.cli.render.console import run_summary
+from mdl.cli.stdout import unread_if_failing
+from mdl.units import human_duration, human_size
+
+if TYPE_CHECKING:
+    from mdl.cli.run import Run
+    from mdl.report import FileOutcome, RunReport
+
+log = logging.getLogger("mdl.cli")
+
+
+def render_report(run: Run, report: RunReport, *, verb: str, data: Callable[[], None] | None = None) -> int:
+    """``report`` as the JSON document, a dry run's plan, or the command's own ``data`` on stdout; each warning and
+    failure once, and the summary line saying what was ``verb`` (``pulled 2 models``) on stderr; its exit code."""
+    with unread_if_failing(failing=bool(report.exit_code)):
+        if run.json:
+            run.emit(report.to_json())
+        elif report.dry_run:
+            rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
+            columns = [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")]
+            run.table(rows, columns)
+        elif data is not None:
+            data()
+    # once per model (a kept model's files share its warning), in the order they happened
+    for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
+        run.console.warn(warning)
+    # the one place a failure is shown (progress displays stay silent); a refusing Hub repo once, not once a file
+    from mdl.report import once_per_repo  # (with its paths and redaction: ~7 ms that --help and list need not pay)
+
+    for f, more in once_per_repo(report.files) if run.events is None else [(f, 0) for f in report.files if f.failing]:
+        told = f"{f.error or f.label + ': failed'} (and {_plural(more, 'more file')} of {f.hub_repo})"
+        run.file_error(replace(f, error=told) if more else f)
+    seconds = time.monotonic() - run.started
+    summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
+    run.summary = run_summary(report.files, seconds=seconds, text=summary)
+    if summary is not None:
+        log.info("%s", summary)
+        # Not for one failure alone (its error line says it all, as curl's one message), nor to events (``end`` has it)
+        if (len(report.files) != 1 or ok(report.files)) and run.events is None:
+            run.console.info(summary)
+    return int(report.exit_code)
+
+
+# Short reasons for the summary line, by error kind (mdl/errors.py: else the kind's own words, ``not found``); the
+# error line above says it in full.
+_KIND_WORDS = {
+    "usage": "refused",
+    "catalog": "catalog error",
+    "job_output": "bad job output",
+    "auth": "not authorised",
+    "network": "network error",
+    "hub_reply": "bad reply from the Hub",
+    "token_leak": "token refused",
+    "web_page": "a web page, not the file",
+    "integrity": "integrity error",
+    "filesystem": "local filesystem error",
+    "internal": "internal error",
+}
+_MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
+    """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
+    found: dict[str, list[FileOutcome]] = {}
+    for index, f in enumerate(outcomes):
+        found.setdefault(f.model or f"\0{index}", []).append(f)
+    return found
+
+
+def ok(unit: Sequence[FileOutcome]) -> bool:
+    """Whether every outcome of ``unit`` (a model's, or one file's) is all right."""
+    return all(f.exit_code == 0 and f.action != "failed" for f in unit)
+
+
+def _files_part(files: Sequence[FileOutcome]) -> str:
+    """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
+    ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
+    return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
+
+
+def _problem_detail(unit: Sequence[FileOutcome]) -> str:
+    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
+    name = unit[0].model or unit[0].path or "?"
+    files = [f for f in unit if f.path is not None]
+    if unit[0].model and files:
+        return f"{name} ({_files_part(files)})"
+    reasons = dict.fromkeys(
+        _KIND_WORDS.get(f.kind or "", (f.kind or "").replace("_", " ")) for f in unit if f.action == "failed"
+    )
+    said = ", ".join(r for r in reasons if r)
+    return f"{name} ({said})" if said else name
+
+
+def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
+    """The one summary line of a pull, verify or get: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model
+    failed: badname (not found); 1.6 MiB in 3.2s``."""
+    grouped = list(units(outcomes).values())
+    one_off = all(not f.model for f in outcomes) and bool(outcomes)
+    noun = "file" if one_off else "model"
+    done = [u for u in grouped if ok(u)]
+    if not grouped:
+        text = f"{verb} 0 models: nothing to do"
+    elif one_off:
+        flat = [f for u in done for f in u]
+        text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
+    else:
+        files = [f for u in done for f in u if f.path is not None]
+        text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
+    problems: dict[str, list[Sequence[FileOutcome]]] = {}
+    for unit in [u for u in grouped if not ok(u)]:  # by what went wrong: failed, or another action's word (missing)
+        word = (
+            "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
+        )
+        problems.setdefault(word, []).append(unit)
+    for word, bad in problems.items():
+        named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
+        more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
+        text += f"; {_plural(len(bad), noun)} {word}: {named}{more}"
+    fetched = sum(f.fetched for f in outcomes)
+    if fetched:
+        text += f"; {human_size(fetched)} in {human_duration(seconds)}"
+    return text
