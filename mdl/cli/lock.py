@@ -47,8 +47,7 @@ def lock_cmd(
     elif check:
         run.console.info(f"{report.path.name} is up to date")
     else:  # a line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr
-        if not run.quiet:
-            run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
+        run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
         for failure in report.failures:
             run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
         locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)

@@ -55,6 +55,18 @@ def test_lock_writes_the_lock_and_a_second_run_asks_nothing(catalog: Path, hub: 
     assert lock.read_text() == text and lock.stat().st_mtime_ns == mtime
 
 
+def test_quiet_silences_stderr_but_never_the_lines_on_stdout(catalog: Path, hub: HubServer) -> None:
+    """-q silences stderr but errors; the lines saying what was locked are the command's data (product rules)."""
+    quiet = mdl("lock", "-q")
+    assert quiet.exit_code == 0, quiet.stderr
+    commit = hub.repo("org/tiny").sha
+    assert quiet.stdout.splitlines() == [
+        "lora: locked (1 file, 19.5 KiB)",
+        f"tiny: locked at {commit[:7]} (2 files, 1.14 MiB)",
+    ]
+    assert "wrote" not in quiet.stderr
+
+
 def test_upgrade_reports_the_new_commit_and_the_file_diff(catalog: Path, hub: HubServer) -> None:
     assert mdl("lock").exit_code == 0
     old = hub.repo("org/tiny").sha
