@@ -5,6 +5,7 @@ sizes, hashes: see ``TEXT_KEYS``) is never rewritten by a run's secrets: only it
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import json
@@ -109,8 +110,8 @@ class Secrets:
                     self._forms.add(form)
 
     def add_url(self, url: str) -> None:
-        """Register a URL's userinfo and secret query and path parameter values when read (S3's
-        ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
+        """Register a URL's userinfo (and its Basic credentials) and secret query and path parameter values when read
+        (S3's ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
         try:
             parts = urlsplit(url)
         except ValueError:
@@ -121,6 +122,8 @@ class Secrets:
             for value in (userinfo, password if colon else user):
                 self.add(value)
                 self.add(unquote(value))
+            # and as an HTTP client sends it (RFC 7617: Basic base64(user:password)), which a server may quote alone
+            self.add(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii"))
         pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
         for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
             raw_name, equals, raw_value = piece.partition("=")

@@ -47,3 +47,27 @@ def test_a_client_without_a_runs_secrets_registers_nothing() -> None:
     ):
         assert Secrets.of(response) is None
         assert server_text(response) == f"SignatureDoesNotMatch: {FIRST} then {SECOND}"
+
+
+class EchoingCredentials(LoopbackServer):
+    """Refuses with the bare value of the ``Authorization`` header it was sent (no name, no scheme)."""
+
+    def route(self, ex: Exchange) -> None:
+        sent = (ex.headers.get("Authorization") or "").rpartition(" ")[2]
+        ex.send_bytes(403, f"refused {sent}".encode())
+
+
+def test_a_urls_login_is_hidden_in_the_form_the_client_sends_it() -> None:
+    """``https://user:pass@host/…``: the client sends ``Basic base64(user:pass)``; a server quoting that value alone
+    shows nothing of the login."""
+    import base64
+
+    run = Secrets()
+    with EchoingCredentials() as server, make_client(pool_size=1, timeout=5, secrets=run) as client:
+        host = server.url.removeprefix("http://")
+        url = f"http://me:pa%20ss-0123456789@{host}/f.bin"
+        with follow(client, url, credentials=Credentials(), what="f.bin") as response:
+            said = server_text(response)
+    sent = base64.b64encode(b"me:pa ss-0123456789").decode()
+    assert sent not in said
+    assert said == f"refused {REDACTED}"

@@ -96,8 +96,8 @@ class Hub:
         from mdl.sources.hubreplies import parse_revision
 
         url = f"{self.endpoint}/api/{repo_type}s/{repo}/revision/{quote(revision, safe='')}"
-        _, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
-        return parse_revision(body, what=what, url=url).sha
+        response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
     def list_files(
         self, repo: str, *, repo_type: str, commit: str, what: str, limits: ListingLimits | None = None
@@ -121,7 +121,7 @@ class Hub:
                 )
             seen.add(url)
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
-            page = parse_tree_page(body, what=what, url=url)
+            page = parse_tree_page(body, what=what, url=url, secrets=Secrets.of(response))
             entries, received = entries + len(page), received + len(body)
             over = (
                 f"holds more than {limits.files} entries"

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 
 from mdl.errors import HubReplyError
 from mdl.paths import GIT_OID_HEX
-from mdl.redact import printable, redact_text, redact_url
+from mdl.redact import Secrets, printable, redact_text, redact_url
 from mdl.transfer import origin
 
 EXCERPT_CHARS = 200
@@ -73,10 +73,14 @@ class FileMetadata:
     size: int | None
 
 
-def reply_error(what: str, url: str, body: bytes | str, problem: str) -> HubReplyError:
-    """The one error for a reply mdl cannot use: model, redacted URL, what is wrong, start of the body."""
+def reply_error(
+    what: str, url: str, body: bytes | str, problem: str, *, secrets: Secrets | None = None
+) -> HubReplyError:
+    """The one error for a reply mdl cannot use: model, redacted URL, what is wrong, start of the body (without the
+    run's ``secrets``: a page may quote the token sent)."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    excerpt = printable(redact_text(text[: EXCERPT_CHARS * 4]), limit=EXCERPT_CHARS) if text.strip() else ""
+    excerpt = text[: EXCERPT_CHARS * 4]
+    excerpt = printable(redact_text(excerpt, secrets=secrets), limit=EXCERPT_CHARS) if text.strip() else ""
     starts = f"; the reply starts: {excerpt}" if excerpt else "; the reply was empty"
     return HubReplyError(
         f"{what}: unexpected reply from {redact_url(url)}: {printable(problem, limit=300)}{starts}",
@@ -84,22 +88,22 @@ def reply_error(what: str, url: str, body: bytes | str, problem: str) -> HubRepl
     )
 
 
-def parse_revision(body: bytes, *, what: str, url: str) -> RevisionInfo:
-    return _parse(TypeAdapter(RevisionInfo), body, what=what, url=url)
+def parse_revision(body: bytes, *, what: str, url: str, secrets: Secrets | None = None) -> RevisionInfo:
+    return _parse(TypeAdapter(RevisionInfo), body, what=what, url=url, secrets=secrets)
 
 
-def parse_tree_page(body: bytes, *, what: str, url: str) -> list[TreeEntry]:
-    return _parse(_TREE_PAGE, body, what=what, url=url)
+def parse_tree_page(body: bytes, *, what: str, url: str, secrets: Secrets | None = None) -> list[TreeEntry]:
+    return _parse(_TREE_PAGE, body, what=what, url=url, secrets=secrets)
 
 
-def _parse(adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str) -> _Reply:
+def _parse(adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str, secrets: Secrets | None) -> _Reply:
     try:
         return adapter.validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise reply_error(what, url, body, f"{where}: {message}" if where else message) from None
+        raise reply_error(what, url, body, f"{where}: {message}" if where else message, secrets=secrets) from None
 
 
 def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:

@@ -390,3 +390,32 @@ def test_a_malformed_redirect_location_is_a_network_error(other: CdnServer) -> N
     finally:
         client.close()
     assert info.value.exit_code == 5
+
+
+MIRROR_TOKEN = "mirrortoken-0123456789abcdef"  # no hf_ shape: only the run's secrets can tell it from a word
+
+
+@pytest.mark.parametrize("command", ["get", "pull"])
+def test_a_reply_mdl_cannot_read_never_quotes_the_runs_token_to_the_library(tmp_path: Path, command: str) -> None:
+    """A Hub mirror answering 200 with a page that quotes the request (a captive portal, a proxy's echo): the error a
+    Python caller gets (raised, or in the report) says how the reply starts, without the token it echoes."""
+    from mdl import api
+
+    server = HostileHub(valid_tokens=[MIRROR_TOKEN]).start()
+    try:
+        server.add_repo("org/bad", {"config.json": b"{}"})
+        server.rewrite_json = lambda ex, doc: f"<html>you sent Token: {MIRROR_TOKEN}</html>".encode()
+        environ = {"HF_ENDPOINT": server.url, "HF_TOKEN": MIRROR_TOKEN, "MDL_RETRIES": "0"}
+        if command == "get":
+            with pytest.raises(HubReplyError) as info:
+                api.get("hf://org/bad", directory=tmp_path / "d", environ=environ)
+            message = info.value.message
+        else:
+            catalog = tmp_path / "catalog.toml"
+            catalog.write_text('[models.bad]\nrepo = "org/bad"\n')
+            report = api.pull("bad", catalog=catalog, dest=tmp_path / "d", environ=environ)
+            message = report.files[0].error or ""
+    finally:
+        server.stop()
+    assert "unexpected reply from" in message and "you sent Token: REDACTED" in message, message
+    assert MIRROR_TOKEN not in message
