@@ -164,10 +164,7 @@ RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
 Headers = Annotated[
-    dict[
-        Annotated[str, AfterValidator(_header_name)],
-        Annotated[str, AfterValidator(_header_value)],
-    ],
+    dict[Annotated[str, AfterValidator(_header_name)], Annotated[str, AfterValidator(_header_value)]],
     AfterValidator(_distinct_headers),
 ]
 
