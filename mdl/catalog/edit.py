@@ -506,9 +506,7 @@ def _meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
             _merged(table, key, value, nl)
         elif key in table:
             table[key] = _inline(value)
-    if not missing:
-        return tomlkit.dumps(document)
-    if table.is_super_table():  # [models.x.files] tables alone, no [models.x]: tomlkit gives it its header
+    if not missing or table.is_super_table():  # [models.x.files] tables alone: tomlkit gives [models.x] its header
         for key, value in missing.items():
             table[key] = _inline(value)
         return tomlkit.dumps(document)

@@ -184,16 +184,11 @@ class ModelChange:
     repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "old_commit": self.old_commit,
-            "new_commit": self.new_commit,
-            "added": [{"path": f.path, "size": f.size} for f in self.added],
-            "removed": [{"path": f.path, "size": f.size} for f in self.removed],
-            "changed": [_moved(old, new, "size", "sha256") for old, new in self.changed],
-            "repinned": [_moved(old, new, "source") for old, new in self.repinned],
-        }
+        doc = {key: getattr(self, key) for key in ("name", "status", "old_commit", "new_commit")}
+        doc |= {key: [{"path": f.path, "size": f.size} for f in getattr(self, key)] for key in ("added", "removed")}
+        doc["changed"] = [_moved(old, new, "size", "sha256") for old, new in self.changed]
+        doc["repinned"] = [_moved(old, new, "source") for old, new in self.repinned]
+        return doc
 
 
 def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
