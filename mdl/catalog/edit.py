@@ -89,8 +89,7 @@ class CatalogChange:
             return str(value) if isinstance(value, Path) else value
 
         doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **dataclasses.asdict(self)})
-        del doc["exit_code"]
-        return doc
+        return {key: value for key, value in doc.items() if key != "exit_code"}
 
 
 def parse_source(text: str, secrets: Secrets | None = None) -> AddSource:
@@ -172,8 +171,7 @@ def add_entry(
         entry, meta = _with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
-        place = functools.partial(_placed, text, name, entry, old, action)
-        edited = _edited(document, text, name, entry, place)
+        edited = _edited(document, text, name, entry, functools.partial(_placed, text, name, entry, old, action))
     if meta:  # then the description, tags and signature, in the entry as now written
         updated = _with_meta(entry, meta)
         meta_place = functools.partial(_meta_placed, edited, name, meta)

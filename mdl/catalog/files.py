@@ -17,9 +17,9 @@ from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.paths import kind_of
+from mdl.setting import StrPath
 
 log = logging.getLogger("mdl.lock")
-StrPath = str | os.PathLike[str]
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -26,11 +25,11 @@ from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
 from mdl.redact import REDACTED, redact_url
+from mdl.setting import StrPath
 from mdl.store import ExpectedFile
 
 log = logging.getLogger("mdl.lock")
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
-StrPath = str | os.PathLike[str]
 
 
 class LockUse:
