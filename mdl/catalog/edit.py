@@ -360,7 +360,7 @@ def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[
     return _sparse({**table, "include": list(include), "exclude": list(exclude)})
 
 
-def _sparse(table: dict[str, Any]) -> dict[str, Any]:  # without what DEFAULTS says when it is not said
+def _sparse(table: dict[str, Any]) -> dict[str, Any]:  # without the keys that hold their DEFAULTS value
     return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}
 
 
