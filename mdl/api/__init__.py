@@ -52,11 +52,13 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
 
 
 def _settings(
-    catalog: Catalog, environ: Mapping[str, str], flags: Overrides, *, secrets: Secrets | None = None
+    given: Catalog | StrPath | None, environ: Mapping[str, str] | None, flags: Overrides, secrets: Secrets | None = None
 ) -> Settings:
+    """A command's settings over its catalog, if one is found (a command that needs one passes the Catalog)."""
     from mdl.catalog import settings_for
 
-    return settings_for(catalog, environ, flags, secrets=secrets)
+    env = _environ(environ)
+    return settings_for(_catalog(given, env, required=False), env, flags, secrets=secrets)
 
 
 def _models(
@@ -253,9 +255,7 @@ def clean(
     from mdl.store import CleanedFile, CleanReport, Layout
     from mdl.store import clean as clean_partials
 
-    env = _environ(environ)
-    flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
-    settings = _settings(_catalog(catalog, env, required=False), env, flags)
+    settings = _settings(catalog, environ, Overrides(dest=dest, layout=layout, dry_run=dry_run))
     Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
     stagings = [
@@ -395,11 +395,9 @@ def get(
         raise UsageError("get: output '-': mdl writes files, not stdout")
     if sources.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
-    env = _environ(environ)
-    cat = _catalog(catalog, env, required=False)
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force)
-    settings = _settings(cat, env, flags, secrets=secrets)
+    settings = _settings(catalog, environ, flags, secrets=secrets)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}

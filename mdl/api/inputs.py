@@ -96,6 +96,7 @@ def _archive(value: object, *, param: str) -> object:
     return _is(_has("read", binary=True), "a path or a binary stream")(value, param=param)
 
 
+_PROGRESS = ("begin", "start", "waiting", "advance", "finish", "note")  # the methods a Progress has
 _int = _is(lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
 # Each annotation the public API uses (as written: the modules use ``from __future__ import annotations``).
 _RULES: dict[str, _Rule] = {
@@ -107,10 +108,7 @@ _RULES: dict[str, _Rule] = {
     "Sequence[str]": _strings,
     "Catalog | StrPath": _catalog,
     "Mapping[str, str]": _environ,
-    "Progress": _is(
-        _has("begin", "start", "waiting", "advance", "finish", "note"),
-        "a Progress (begin, start, waiting, advance, finish, note)",
-    ),
+    "Progress": _is(_has(*_PROGRESS), f"a Progress ({', '.join(_PROGRESS)})"),
     "Secrets": _is(_has("add", "add_url"), "a Secrets (mdl.redact: the run's secrets, hidden from every sink)"),
     "BinaryIO": _is(_has("write", binary=True), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,

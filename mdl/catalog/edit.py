@@ -4,7 +4,6 @@ intended document, or nothing is written. ``mdl init`` writes the starter catalo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import os
@@ -90,8 +89,7 @@ class CatalogChange:
             return str(value) if isinstance(value, Path) else value
 
         doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **dataclasses.asdict(self)})
-        del doc["exit_code"]
-        return doc
+        return {key: value for key, value in doc.items() if key != "exit_code"}
 
 
 def parse_source(text: str, secrets: Secrets | None = None) -> AddSource:
@@ -158,9 +156,9 @@ def add_entry(
     document = tomllib.loads(text)
     old = document.get("models", {}).get(name)
     meta = _meta(old, description, tags, force=force) | _signature(name, old, signed_by, folder, force=force)
-    action: Action
-    added: list[dict[str, Any]]
-    if not sources and (description is not None or tags or signed_by is not None):  # only what _meta_placed sets
+    if sources or (description is None and not tags and signed_by is None):
+        entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
+    else:  # only what _meta_placed sets
         if old is None:
             raise UsageError(
                 f"{format_path(('models', name))} is not in the catalog: give a SOURCE to add it "
@@ -169,22 +167,17 @@ def add_entry(
         if include or exclude or save_as is not None or sha256 is not None:
             raise UsageError("--include, --exclude, --as and --sha256 describe a SOURCE; give one with them")
         entry, action, added = old, "unchanged", []
-    else:
-        entry, action, added = _plan(name, old, sources, include, exclude, save_as, sha256, force=force)
     if action in ("added", "replaced"):  # written whole: with its new description, tags and signature
         entry, meta = _with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
-        place = functools.partial(_placed, text, name, entry, old, action)
-        edited = _edited(document, text, name, entry, place)
+        edited = _edited(document, text, name, entry, functools.partial(_placed, text, name, entry, old, action))
     if meta:  # then the description, tags and signature, in the entry as now written
         updated = _with_meta(entry, meta)
         meta_place = functools.partial(_meta_placed, edited, name, meta)
         edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
         entry, action = updated, "updated" if action == "unchanged" else action
-    if action == "unchanged":
-        return Edit(text, action, entry)
-    return Edit(edited, action, entry, tuple(added))
+    return Edit(edited, action, entry, tuple(added))  # unchanged: the text as it was, nothing added
 
 
 # A layout no edit can keep as written (dotted keys spread over the file, ...): the user's file, not mdl's bug (exit 2).
@@ -192,26 +185,29 @@ _LAYOUT_HINT = "write the model as a [models.NAME] table (no dotted keys elsewhe
 
 
 def _edited(
-    document: dict[str, Any], text: str, name: str, entry: dict[str, Any], place: Callable[[], str | None]
+    document: dict[str, Any], text: str, name: str, entry: dict[str, Any] | None, place: Callable[[], str | None]
 ) -> str:
-    """``text`` with model ``name`` as ``entry``: where ``place`` puts it, else where tomlkit does; UsageError when the
-    result would not read as exactly that."""
-    expected = copy.deepcopy(document)
-    expected.setdefault("models", {})[name] = entry
+    """``text`` with model ``name`` as ``entry`` (None: without it): where ``place`` puts it, else where tomlkit does;
+    UsageError when the result would not read as exactly that."""
+    expected = {**document, "models": {key: value for key, value in document.get("models", {}).items() if key != name}}
+    if entry is not None:
+        expected["models"][name] = entry
+    # [models.x] headers alone made the table: with the last one gone, so is it
+    meant = (expected, {key: value for key, value in expected.items() if key != "models" or value})
     edited = place()
-    if edited is None or _reads(edited) != expected:
+    if edited is None or _reads(edited) not in meant:
         edited = _by_tomlkit(text, name, entry)
-    if _reads(edited) != expected:
-        raise UsageError(f"could not edit the catalog safely for {name!r}; nothing was written", hint=_LAYOUT_HINT)
+    if _reads(edited) not in meant:
+        doing = "for" if entry is not None else "to remove"
+        raise UsageError(f"could not edit the catalog safely {doing} {name!r}; nothing was written", hint=_LAYOUT_HINT)
     return edited
 
 
 def _meta(old: dict[str, Any] | None, description: str | None, tags: Sequence[str], *, force: bool) -> dict[str, Any]:
     """The description and tags to write, those that change: ``tags`` after the entry's own, each once (as ``git tag``
     adds a tag), or with ``force`` instead of them (as --force replaces what the entry says)."""
-    for tag in tags:
-        if not tag.strip():
-            raise UsageError("--tag: a tag must not be empty")
+    if any(not tag.strip() for tag in tags):
+        raise UsageError("--tag: a tag must not be empty")
     meta: dict[str, Any] = {}
     if description is not None:
         meta["description"] = description
@@ -287,18 +283,7 @@ def remove_entry(text: str, name: str) -> str:
         raise UsageError(
             f"unknown model {name!r}{did_you_mean(name, list(models))}", hint="run 'mdl list' to see the models"
         )
-    expected = copy.deepcopy(document)
-    del expected["models"][name]
-    # [models.x] headers alone made the table: with the last one gone, so is it
-    meant = (expected, {key: value for key, value in expected.items() if key != "models" or value})
-    edited = _removed(text, name)
-    if edited is None or _reads(edited) not in meant:
-        edited = _by_tomlkit(text, name, None)
-    if _reads(edited) not in meant:
-        raise UsageError(
-            f"could not edit the catalog safely to remove {name!r}; nothing was written", hint=_LAYOUT_HINT
-        )
-    return edited
+    return _edited(document, text, name, None, functools.partial(_removed, text, name))
 
 
 def _plan(
@@ -367,25 +352,25 @@ def _plan(
             added.append(table)
     if not added:
         return old, "unchanged", []
-    action: Action = "replaced" if replaced else "extended"
-    return {**old, "files": files}, action, added
+    return {**old, "files": files}, "replaced" if replaced else "extended", added
 
 
 def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> dict[str, Any]:
-    table: dict[str, Any] = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
-    table.update(include=list(include), exclude=list(exclude))
+    table = {"repo": source.repo, "repo_type": source.repo_type, "revision": source.revision or "main"}
+    return _sparse({**table, "include": list(include), "exclude": list(exclude)})
+
+
+def _sparse(table: dict[str, Any]) -> dict[str, Any]:  # without the keys that hold their DEFAULTS value
     return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}
 
 
 def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
     """One ``files`` entry: ``repo`` + ``path`` (with ``revision``/``repo_type`` when not the defaults) or ``url``."""
-    table: dict[str, Any]
     if isinstance(source, str):
-        table = {"url": source}
+        table: dict[str, Any] = {"url": source}
     else:
         revision = source.revision or "main"
-        hub = {"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type}
-        table = {key: value for key, value in hub.items() if value != DEFAULTS.get(key)}
+        table = _sparse({"repo": source.repo, "path": source.path, "revision": revision, "repo_type": source.repo_type})
     if sha256 is not None:
         table["sha256"] = sha256.strip().lower().removeprefix("sha256:")
         if not SHA256_HEX.fullmatch(table["sha256"]):
@@ -515,15 +500,11 @@ def _meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
     nl = "\r\n" if "\r\n" in text else "\n"
     missing = {key: value for key, value in meta.items() if key not in table}
     for key, value in meta.items():
-        if key not in table:
-            continue
-        if isinstance(table[key], Table):  # [models.NAME.signature]: its keys replaced, its other lines kept
+        if isinstance(table.get(key), Table):  # [models.NAME.signature]: its keys replaced, its other lines kept
             _merged(table, key, value, nl)
-        else:
+        elif key in table:
             table[key] = _inline(value)
-    if not missing:
-        return tomlkit.dumps(document)
-    if table.is_super_table():  # [models.x.files] tables alone, no [models.x]: tomlkit gives it its header
+    if not missing or table.is_super_table():  # [models.x.files] tables alone: tomlkit gives [models.x] its header
         for key, value in missing.items():
             table[key] = _inline(value)
         return tomlkit.dumps(document)

@@ -11,21 +11,15 @@ import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from mdl.catalog.edit import (
-    NEW_CATALOG,
-    CatalogInit,
-    catalog_to_edit,
-    catalog_to_init,
-    starter_catalog,
-)
+from mdl.catalog.edit import NEW_CATALOG, CatalogInit, catalog_to_edit, catalog_to_init, starter_catalog
 from mdl.catalog.load import find_catalog, no_catalog, parse_catalog
 from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.paths import kind_of
+from mdl.setting import StrPath
 
 log = logging.getLogger("mdl.lock")
-StrPath = str | os.PathLike[str]
 
 
 @contextlib.contextmanager

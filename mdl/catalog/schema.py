@@ -130,20 +130,21 @@ def _rate(text: str) -> str:
     return text
 
 
-def _header_name(name: str) -> str:
-    why = header_name_problem(name)
-    if why is not None:
-        raise problem(why)
-    return name
+def _no_problem(find: Callable[[str], str | None]) -> AfterValidator:
+    """A value ``find`` says nothing against, else what it says."""
+
+    def check(value: str) -> str:
+        if (why := find(value)) is not None:
+            raise problem(why)
+        return value
+
+    return AfterValidator(check)
 
 
-def _header_value(value: str) -> str:
-    why = header_value_problem(value)
-    if why is not None:
-        raise problem(why)
-    if "${" in VAR_RE.sub("", value):
-        raise problem("has a malformed '${…}'; write ${NAME} with letters, digits and '_'")
-    return value
+def _header_value_problem(value: str) -> str | None:
+    if (why := header_value_problem(value)) is None and "${" in VAR_RE.sub("", value):
+        return "has a malformed '${…}'; write ${NAME} with letters, digits and '_'"
+    return why
 
 
 def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -164,10 +165,7 @@ RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
 Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
 Headers = Annotated[
-    dict[
-        Annotated[str, AfterValidator(_header_name)],
-        Annotated[str, AfterValidator(_header_value)],
-    ],
+    dict[Annotated[str, _no_problem(header_name_problem)], Annotated[str, _no_problem(_header_value_problem)]],
     AfterValidator(_distinct_headers),
 ]
 

@@ -44,13 +44,13 @@ def read_lock(path: Path) -> Lock | None:
         if not stat.S_ISREG(found.st_mode):
             raise CatalogError(f"{path}: not a regular file")
         if found.st_size > MAX_LOCK_BYTES:
-            raise _too_big(path, found.st_size)
+            raise _too_big(path, f"{found.st_size} bytes, more than", "read")
         try:
             data = read_bounded(handle, limit=MAX_LOCK_BYTES)  # it may have grown since the fstat
         except OSError as exc:
             raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
     if data is None:
-        raise _too_big(path, None)
+        raise _too_big(path, "more than", "read")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -61,12 +61,9 @@ def read_lock(path: Path) -> Lock | None:
     return _validated(document, source=str(path))
 
 
-def _too_big(path: Path, size: int | None) -> CatalogError:
-    has = f"{size} bytes, more than" if size is not None else "more than"
-    return CatalogError(
-        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not read",
-        hint="a lock holds one line per file: pin fewer or smaller models in it",
-    )
+def _too_big(path: Path, has: str, done: str) -> CatalogError:
+    hint = "a lock holds one line per file: pin fewer or smaller models in it"
+    return CatalogError(f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}", hint=hint)
 
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
@@ -138,11 +135,7 @@ def write_lock(path: Path, lock: Lock) -> bool:
     """Write the lock atomically unless the file already holds exactly this text; True when it changed."""
     text = dump_lock(lock)
     if len(text.encode()) > MAX_LOCK_BYTES:  # never a lock that mdl would refuse to read
-        raise CatalogError(
-            f"{path}: the lock would be {len(text.encode())} bytes, more than the {MAX_LOCK_BYTES >> 20} MiB a lock "
-            "may hold; not written",
-            hint="a lock holds one line per file: pin fewer or smaller models in it",
-        )
+        raise _too_big(path, f"the lock would be {len(text.encode())} bytes, more than", "written")
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
@@ -191,16 +184,11 @@ class ModelChange:
     repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "old_commit": self.old_commit,
-            "new_commit": self.new_commit,
-            "added": [{"path": f.path, "size": f.size} for f in self.added],
-            "removed": [{"path": f.path, "size": f.size} for f in self.removed],
-            "changed": [_moved(old, new, "size", "sha256") for old, new in self.changed],
-            "repinned": [_moved(old, new, "source") for old, new in self.repinned],
-        }
+        doc = {key: getattr(self, key) for key in ("name", "status", "old_commit", "new_commit")}
+        doc |= {key: [{"path": f.path, "size": f.size} for f in getattr(self, key)] for key in ("added", "removed")}
+        doc["changed"] = [_moved(old, new, "size", "sha256") for old, new in self.changed]
+        doc["repinned"] = [_moved(old, new, "source") for old, new in self.repinned]
+        return doc
 
 
 def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:

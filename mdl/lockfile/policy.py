@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -26,11 +25,11 @@ from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
 from mdl.redact import REDACTED, redact_url
+from mdl.setting import StrPath
 from mdl.store import ExpectedFile
 
 log = logging.getLogger("mdl.lock")
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
-StrPath = str | os.PathLike[str]
 
 
 class LockUse:
@@ -85,11 +84,8 @@ class LockUse:
             raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
         stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
         absent = [spec.name for spec in specs if spec.name not in lock.models]
-        parts = []
-        if stale:
-            parts.append(f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)")
-        if absent:
-            parts.append(f"does not hold {', '.join(absent)}")
+        parts = [f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)"] if stale else []
+        parts += [f"does not hold {', '.join(absent)}"] if absent else []
         if parts:
             raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
@@ -160,10 +156,4 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
         files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
     # Whom its model.sig must be signed by is the catalog's to say (a lock holds bytes, not trust): a signed model
     # stays signed under --frozen.
-    return ModelSpec(
-        name=locked.name,
-        description=catalog.description,
-        tags=catalog.tags,
-        files=tuple(files),
-        signature=catalog.signature,
-    )
+    return ModelSpec(locked.name, catalog.description, catalog.tags, files=tuple(files), signature=catalog.signature)

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdl.errors import CatalogError
-from mdl.lockfile import Lock, LockedFile, LockedModel, dump_lock, parse_lock, write_lock
+from mdl.lockfile import Lock, LockedFile, LockedModel, parse_lock, write_lock
+from mdl.lockfile.io import dump_lock
 
 COMMIT = "a" * 40
 SHA = "b" * 64
