@@ -8,22 +8,12 @@ from mdl.sources.joboutput import (
     check_expected_sha256,
     check_inline,
     check_url,
-    decoded_size,
-    name_key,
     parse_job_output,
     read_job_output,
     write_inline,
 )
 from mdl.sources.netrc import NetrcLogins, read_netrc
-from mdl.sources.oneoff import (
-    Parsed,
-    Source,
-    check_payloads,
-    list_repos,
-    parse_sources,
-    read_sources,
-    save_targets,
-)
+from mdl.sources.oneoff import Parsed, Source, check_payloads, list_repos, parse_sources, read_sources, save_targets
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,
@@ -62,13 +52,11 @@ __all__ = [
     "check_inline",
     "check_payloads",
     "check_url",
-    "decoded_size",
     "hub_page_as_hf",
     "list_repos",
     "listing_clash",
     "marked_signature",
     "mirror_targets",
-    "name_key",
     "parse_job_output",
     "parse_s3_prefix",
     "parse_sources",

@@ -18,14 +18,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SignedFile,
-    SignedManifest,
-    git_path,
-    require_library,
-    verify_signature,
-)
+from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, git_path, require_library, verify_signature
 from mdl.store import confined
 from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
