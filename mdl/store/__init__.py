@@ -1,16 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean, prune)."""
 
-from mdl.store.confined import (
-    ForeignEntryError,
-    not_own,
-    open_file,
-    read_bytes,
-    rename,
-    rmdir_empty,
-    unlink,
-    write_atomic,
-)
+from mdl.store.confined import not_own, open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
@@ -70,7 +61,6 @@ __all__ = [
     "DirSyncs",
     "ExpectedFile",
     "FileRecord",
-    "ForeignEntryError",
     "HeldLocks",
     "HubFileRef",
     "Layout",
