@@ -1,6 +1,6 @@
 """Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
-from mdl.sources.hub import Hub, read_hub_pages, resolve_token
+from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token
 from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, check_expected_sha256, read_job_output, write_inline
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.oneoff import Parsed, Source, check_payloads, list_repos, parse_sources, read_sources, save_targets
@@ -38,6 +38,7 @@ __all__ = [
     "UrlFile",
     "check_expected_sha256",
     "check_payloads",
+    "hub_file_url",
     "list_repos",
     "marked_signature",
     "mirror_targets",

@@ -43,6 +43,7 @@ from mdl.store.layout import (
     hub_source,
     parse_hub_source,
     ref_revision,
+    selected,
     signed_name,
 )
 from mdl.store.prune import PruneReport, prune
@@ -98,6 +99,7 @@ __all__ = [
     "ref_revision",
     "rename",
     "rmdir_empty",
+    "selected",
     "signed_name",
     "stat_file",
     "unlink",
