@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import FORCED, GET, SAME_BYTES, PlannedFile, check_space, in_place, log_outcome, plan_file
+from mdl.download.plan import FORCED, GET, PlannedFile, check_space, kept_in_place, log_outcome, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
@@ -184,12 +184,6 @@ def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) 
     return outcome
 
 
-def _kept(path: str, target: Path, *, sha256: str | None, where: str) -> FileOutcome:
-    size = target.stat().st_size
-    log_outcome(kept := FileOutcome("", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where))
-    return kept
-
-
 def _already_there(
     items: Sequence[Source], targets: Sequence[Path], checks: dict[int, InlineCheck], *, expected: str | None
 ) -> dict[int, FileOutcome]:
@@ -202,9 +196,9 @@ def _already_there(
             continue
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            if in_place(target, sha256=want, where=item.where, ours=isinstance(item, UrlFile) and _ours(target)):
-                path = item.filename if isinstance(item, InlineFile) else target.name
-                kept[index] = _kept(path, target, sha256=want, where=item.where)
+            path, ours = (item.filename, False) if isinstance(item, InlineFile) else (target.name, _ours(target))
+            if (done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)) is not None:
+                kept[index] = done
         except UsageError as exc:
             refused.append(exc)
     if refused:
@@ -238,10 +232,9 @@ def _fetch_remote(
                     spec = replace(spec, sha256=sha256, save_as=name)
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                     there = not force and os.path.lexists(target)
-                    if there and in_place(
-                        target, sha256=remote.sha256, git_oid=remote.git_oid, where=item.where, ours=False
-                    ):
-                        outcomes[index] = _kept(name, target, sha256=remote.sha256, where=item.where)
+                    oid, where = remote.git_oid, item.where
+                    if there and (kept := kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)):
+                        outcomes[index] = kept
                         continue
                 else:
                     assert item.url is not None

@@ -13,14 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import (
-    Catalog,
-    FileSpec,
-    ModelSpec,
-    Settings,
-    lock_beside,
-    settings_for,
-)
+from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, lock_beside, settings_for
 from mdl.catalog import edit as catalog_edit
 from mdl.catalog import files as catalog_files
 from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job

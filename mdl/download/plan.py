@@ -3,6 +3,7 @@ before any byte moves; the space check; what a run reports per file, and its log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -217,19 +218,21 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
     return PlannedFile(remote, decision, partial, placement, warning, present=there is not None)
 
 
-def in_place(target: Path, *, sha256: str | None, git_oid: str | None = None, where: str, ours: bool) -> bool:
+def kept_in_place(
+    target: Path, path: str, *, sha256: str | None, git_oid: str | None = None, where: str, ours: bool = False
+) -> FileOutcome | None:
     """get's rule for a file already where it would be saved (without --force), as ``unpack`` and aria2c refuse to
-    overwrite: True when it has the bytes asked for (kept, ``SAME_BYTES``); False when it is the one a get wrote
-    (``ours``: then ``look`` decides from its record, as wget -N does); else the UsageError refusing it."""
+    overwrite: its outcome (``SAME_BYTES``, logged) when it has the bytes asked for; None when it is the one a get
+    wrote (``ours``: then ``look`` decides from its record, as wget -N does); else the UsageError refusing it."""
     if sha256 or git_oid:
-        try:
-            _, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
+        with contextlib.suppress(OSError):  # unreadable counts as different
+            size, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
             if (have_sha == sha256) if sha256 else (have_oid == git_oid):
-                return True
-        except OSError:
-            pass  # unreadable counts as different
+                kept = FileOutcome("", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where)
+                log_outcome(kept)
+                return kept
     if ours:
-        return False
+        return None
     if sha256 or git_oid:
         raise UsageError(f"{target}: already exists and differs from {where}", hint="--force to replace it")
     raise UsageError(

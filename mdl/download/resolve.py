@@ -13,12 +13,12 @@ from typing import Any
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.plan import recorded
 from mdl.download.session import PullSession
-from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError, UsageError
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
 from mdl.lockfile import Lock, LockUse, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import ResolvedModel, marked_signature, resolve_model
+from mdl.sources import ResolvedModel, hub_file_url, marked_signature, resolve_model
 from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
@@ -43,7 +43,7 @@ def resolve(
         locked = lock.pinned(spec) if lock is not None else None
         try:
             if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-                file_url = partial(_hub_url, session.settings.endpoint)
+                file_url = partial(hub_file_url, session.settings.endpoint)
                 model = resolved_from_locked(
                     locked, file_url=file_url, spec=spec, environ=session.environ, secrets=session.settings.secrets
                 )
@@ -68,16 +68,6 @@ def resolve(
             log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
             failures.append(outcome)
     return resolved, failures
-
-
-def _hub_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
-    except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
-        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
 
 def _is_unreachable(exc: MdlError) -> bool:

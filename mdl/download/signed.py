@@ -20,7 +20,7 @@ from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
 from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, git_path, require_library, verify_signature
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, SignatureRecord, read_bytes, read_signature, signed_name, write_atomic
+from mdl.store import ExpectedFile, SignatureRecord, read_bytes, read_signature, selected, signed_name, write_atomic
 from mdl.transfer import RetryLog, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -201,11 +201,4 @@ def _pinned(
 def _selected(spec: ModelSpec, path: str) -> bool:
     """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing upstream
     matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
-    if not spec.is_snapshot:
-        return False  # a list of files: the ones listed are the model
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
-    chosen = filter_repo_objects(
-        [path], allow_patterns=list(spec.include) or None, ignore_patterns=list(spec.exclude) or None
-    )
-    return bool(list(chosen))
+    return spec.is_snapshot and bool(selected(spec, [path]))  # a list of files: the ones listed are the model

@@ -1,33 +1,12 @@
 """Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
-from mdl.sources.hub import Hub, hub_page_as_hf, read_hub_pages, resolve_token
-from mdl.sources.joboutput import (
-    InlineCheck,
-    InlineFile,
-    UrlFile,
-    check_expected_sha256,
-    check_inline,
-    check_url,
-    decoded_size,
-    name_key,
-    parse_job_output,
-    read_job_output,
-    write_inline,
-)
+from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token
+from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, check_expected_sha256, read_job_output, write_inline
 from mdl.sources.netrc import NetrcLogins, read_netrc
-from mdl.sources.oneoff import (
-    Parsed,
-    Source,
-    check_payloads,
-    list_repos,
-    parse_sources,
-    read_sources,
-    save_targets,
-)
+from mdl.sources.oneoff import Parsed, Source, check_payloads, list_repos, parse_sources, read_sources, save_targets
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,
-    listing_clash,
     marked_signature,
     mirror_targets,
     resolve_file,
@@ -42,7 +21,6 @@ from mdl.sources.s3 import (
     s3_error,
     s3_errors,
     s3_reason,
-    s3_source,
     sha256_of_head,
 )
 
@@ -59,17 +37,11 @@ __all__ = [
     "Source",
     "UrlFile",
     "check_expected_sha256",
-    "check_inline",
     "check_payloads",
-    "check_url",
-    "decoded_size",
-    "hub_page_as_hf",
+    "hub_file_url",
     "list_repos",
-    "listing_clash",
     "marked_signature",
     "mirror_targets",
-    "name_key",
-    "parse_job_output",
     "parse_s3_prefix",
     "parse_sources",
     "read_hub_pages",
@@ -83,7 +55,6 @@ __all__ = [
     "s3_error",
     "s3_errors",
     "s3_reason",
-    "s3_source",
     "save_targets",
     "sha256_of_head",
     "with_probe",

@@ -73,6 +73,17 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
     return get_token()
 
 
+def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
+    """huggingface_hub's resolve URL of a Hub file; a repo id it refuses is UsageError (exit 2)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
+    except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
+        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+
+
 class Hub:
     """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
 
@@ -123,16 +134,12 @@ class Hub:
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
             page = parse_tree_page(body, what=what, url=url, secrets=Secrets.of(response))
             entries, received = entries + len(page), received + len(body)
-            over = (
-                f"holds more than {limits.files} entries"
-                if entries > limits.files
-                else f"is more than {limits.bytes >> 20} MiB"
-                if received > limits.bytes
-                else f"took more than {limits.seconds:g} s"
-                if time.monotonic() > deadline
-                else None
-            )
-            if over is not None:
+            overs = {
+                f"holds more than {limits.files} entries": entries > limits.files,
+                f"is more than {limits.bytes >> 20} MiB": received > limits.bytes,
+                f"took more than {limits.seconds:g} s": time.monotonic() > deadline,
+            }
+            if (over := next((why for why, past in overs.items() if past), None)) is not None:
                 raise HubReplyError(
                     f"{what}: the listing of {repo} from the Hub at {self.endpoint} {over} "
                     f"after {len(seen)} pages; refused",
@@ -152,13 +159,7 @@ class Hub:
         return parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.errors import HFValidationError
-
-        try:
-            return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=self.endpoint)
-        except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
-            raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+        return hub_file_url(self.endpoint, repo, path, repo_type, revision)
 
     def file_urls(self, repo: str, *, repo_type: str, revision: str) -> Callable[[str], str]:
         """``file_url`` for many files of one repo at one revision: the repo checked once, each path only quoted."""

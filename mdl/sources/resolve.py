@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -15,7 +16,7 @@ from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.signing import SignedFile, Trust
 from mdl.sources.hub import Hub
-from mdl.store import ModelRecord, hub_source, ref_revision
+from mdl.store import ModelRecord, hub_source, ref_revision, selected
 
 if TYPE_CHECKING:
     from mdl.transfer import Opening
@@ -102,18 +103,10 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
 
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
     assert spec.repo is not None
     commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name)
     listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
-    chosen = filter_repo_objects(
-        listing,
-        allow_patterns=list(spec.include) or None,
-        ignore_patterns=list(spec.exclude) or None,
-        key=lambda item: item.path,
-    )
-    items = sorted(chosen, key=lambda item: item.path)
+    items = sorted(selected(spec, listing, key=lambda item: item.path), key=lambda item: item.path)
     signature = spec.signature.file if spec.signature is not None and not spec.signature.file_is_url else None
     if signature is not None and signature not in {item.path for item in items}:  # fetched, selected or not
         items.extend(item for item in listing if item.path == signature)
@@ -134,24 +127,13 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         )
     file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
     files: list[RemoteFile] = []
+    in_repo = partial(RemoteFile, commit=commit, hub=True, revision=spec.revision, repo=spec.repo)
     items.reverse()
     while items:
         item = items.pop()  # each entry let go as its file is made: memory holds the files, not both
-        files.append(
-            RemoteFile(
-                model=spec.name,
-                path=item.path,
-                url=file_url(item.path),
-                size=item.size,
-                sha256=item.lfs.oid if item.lfs is not None else None,
-                git_oid=item.oid if item.lfs is None else None,
-                commit=commit,
-                source=hub_source(spec.repo, spec.repo_type, commit, item.path),
-                hub=True,
-                revision=spec.revision,
-                repo=spec.repo,
-            )
-        )
+        sha256, git_oid = (item.lfs.oid, None) if item.lfs is not None else (None, item.oid)
+        source = hub_source(spec.repo, spec.repo_type, commit, item.path)
+        files.append(in_repo(spec.name, item.path, file_url(item.path), item.size, sha256, git_oid, source=source))
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
@@ -187,15 +169,8 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
     what = f"{model}/{file.save_path}" if model or file.repo is None else f"{file.repo}/{file.path}"
     if file.url is not None:
-        return RemoteFile(
-            model=model,
-            path=file.save_path,
-            url=file.url,
-            size=file.size,
-            sha256=file.sha256,
-            source=redact_url(file.url),
-            headers=expand_headers(file, environ),
-        )
+        source, headers = redact_url(file.url), expand_headers(file, environ)
+        return RemoteFile(model, file.save_path, file.url, file.size, file.sha256, source=source, headers=headers)
     assert file.repo is not None and file.path is not None and hub is not None
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
@@ -233,21 +208,9 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     files: list[RemoteFile] = []
     for path, want in expected.items():
         rec = recorded.get(path)
-        one = rec or want
-        files.append(
-            RemoteFile(
-                model=spec.name,
-                path=path,
-                url="",
-                size=one.size,
-                sha256=one.sha256,
-                git_oid=one.git_oid,
-                etag=rec.etag if rec is not None else None,
-                commit=rec.commit if rec is not None else None,
-                source=one.source,
-                revision=ref_revision(spec, record, path),  # a verified file keeps its ref offline too
-            )
-        )
+        one, (etag, commit) = rec or want, (rec.etag, rec.commit) if rec is not None else (None, None)
+        offline = RemoteFile(spec.name, path, "", one.size, one.sha256, one.git_oid, etag, commit, one.source)
+        files.append(replace(offline, revision=ref_revision(spec, record, path)))  # a verified file keeps its ref
     names = {f.path for f in files}
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:
@@ -258,9 +221,8 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             )
     if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
         raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
-    return ResolvedModel(
-        spec.name, record.revision if record else None, record.commit if record else None, tuple(files)
-    )
+    revision, commit = (record.revision, record.commit) if record else (None, None)
+    return ResolvedModel(spec.name, revision, commit, tuple(files))
 
 
 def with_probe(

@@ -226,14 +226,9 @@ def s3_source(uri: str, *, named: bool = False, secrets: Secrets | None = None) 
     obj = parse_s3_uri(uri)
     client = s3_client(secrets=secrets)
     head = head_s3(client, obj)
-    size = head.get("ContentLength")
-    return UrlFile(
-        filename="" if named else obj.key.rsplit("/", 1)[-1],
-        url=presign_get(client, obj),
-        size=size if isinstance(size, int) else None,
-        sha256=sha256_of_head(head),
-        where=safe_text(obj.uri),
-    )
+    size, name = head.get("ContentLength"), "" if named else obj.key.rsplit("/", 1)[-1]
+    size = size if isinstance(size, int) else None
+    return UrlFile(name, presign_get(client, obj), size, sha256_of_head(head), where=safe_text(obj.uri))
 
 
 class S3Signer:

@@ -1,16 +1,7 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
 and the offline views of it (list, show, verify, clean, prune)."""
 
-from mdl.store.confined import (
-    ForeignEntryError,
-    not_own,
-    open_file,
-    read_bytes,
-    rename,
-    rmdir_empty,
-    unlink,
-    write_atomic,
-)
+from mdl.store.confined import not_own, open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
@@ -52,6 +43,7 @@ from mdl.store.layout import (
     hub_source,
     parse_hub_source,
     ref_revision,
+    selected,
     signed_name,
 )
 from mdl.store.prune import PruneReport, prune
@@ -70,7 +62,6 @@ __all__ = [
     "DirSyncs",
     "ExpectedFile",
     "FileRecord",
-    "ForeignEntryError",
     "HeldLocks",
     "HubFileRef",
     "Layout",
@@ -108,6 +99,7 @@ __all__ = [
     "ref_revision",
     "rename",
     "rmdir_empty",
+    "selected",
     "signed_name",
     "stat_file",
     "unlink",

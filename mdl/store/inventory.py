@@ -18,14 +18,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, Us
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SignedFile,
-    SignedManifest,
-    git_path,
-    require_library,
-    verify_signature,
-)
+from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, git_path, require_library, verify_signature
 from mdl.store import confined
 from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
@@ -114,19 +107,16 @@ class ModelStatus:
             same = False
         return {"verified": self.status == INSTALLED and intact and same, "by": kept.by, "file": kept.file}
 
+    def _json(self, **middle: Any) -> dict[str, Any]:
+        """The fields ``list`` and ``show`` share, around each one's own (``middle``), in the order they print."""
+        spec, signed = self.spec, {"signature": self.signature} if self.spec.signature is not None else {}
+        head = {"name": spec.name, "description": spec.description, "tags": list(spec.tags)}
+        return {**head, **middle, "extra": list(self.extra), **signed}
+
     def list_json(self) -> dict[str, Any]:
-        return {
-            "name": self.spec.name,
-            "description": self.spec.description,
-            "tags": list(self.spec.tags),
-            "status": self.status,
-            "unverified": self.unverified,
-            "files": len(self.files),
-            "size": self.size,
-            "kind": "snapshot" if self.spec.is_snapshot else "files",
-            "extra": list(self.extra),
-            **({"signature": self.signature} if self.spec.signature is not None else {}),
-        }
+        kind = "snapshot" if self.spec.is_snapshot else "files"
+        files = {"files": len(self.files), "size": self.size, "kind": kind}
+        return self._json(status=self.status, unverified=self.unverified, **files)
 
     def show_json(self) -> dict[str, Any]:
         files = [
@@ -141,22 +131,16 @@ class ModelStatus:
             }
             for f in self.files
         ]
-        return {
-            "name": self.spec.name,
-            "description": self.spec.description,
-            "tags": list(self.spec.tags),
-            "repo": self.spec.repo,
-            "repo_type": self.spec.repo_type if self.spec.is_snapshot else None,
-            "revision": (self.record and self.record.revision)
-            or (self.spec.revision if self.spec.is_snapshot else None),
-            "commit": self.record.commit if self.record else None,
-            "status": self.status,
-            "unverified": self.unverified,
-            "dest": str(self.folder) if self.folder is not None else None,
-            "files": files,
-            "extra": list(self.extra),
-            **({"signature": self.signature} if self.spec.signature is not None else {}),
-        }
+        return self._json(
+            repo=self.spec.repo,
+            repo_type=self.spec.repo_type if self.spec.is_snapshot else None,
+            revision=(self.record and self.record.revision) or (self.spec.revision if self.spec.is_snapshot else None),
+            commit=self.record.commit if self.record else None,
+            status=self.status,
+            unverified=self.unverified,
+            dest=str(self.folder) if self.folder is not None else None,
+            files=files,
+        )
 
 
 def file_state(
@@ -547,20 +531,16 @@ def verify_file(
             raise IntegrityError(f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}")
         if file.state != INSTALLED and file.final != file.dest:
             raise IntegrityError(f"{label}: {file.dest} does not lead to its blob")
-    except IntegrityError as exc:
-        if entry is not None and exc.hint is None:  # other bytes than recorded: the next pull must look at them
+    except (MdlError, OSError) as exc:
+        # other bytes than recorded (not an unreadable file): the next pull must look at them
+        if isinstance(exc, IntegrityError) and entry is not None and exc.hint is None:
             exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
             if entry.mtime_ns != UNTRUSTED_MTIME:
                 store.update_record(model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME))
+        if not isinstance(exc, MdlError):
+            exc = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
         progress.finish(label, ok=False, message=exc.message)
         return failed(model, file.path, exc, dest=file.dest)
-    except MdlError as exc:
-        progress.finish(label, ok=False, message=exc.message)
-        return failed(model, file.path, exc, dest=file.dest)
-    except OSError as exc:
-        error = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
-        progress.finish(label, ok=False, message=error.message)
-        return failed(model, file.path, error, dest=file.dest)
     progress.finish(label, ok=True)
     mtime_ns = file.final.stat().st_mtime_ns
     if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import stat as st
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
@@ -25,6 +27,7 @@ _HUB_SOURCE = re.compile(
 BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")  # a cache blob's name: git blob id or sha256
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True)
@@ -197,9 +200,7 @@ def write_ref(root: Path, ref: Path, commit: str) -> None:
         # huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it.
         if not st.S_ISLNK(found.st_mode):
             current = confined.read_bytes(root, ref, limit=256, head=True).decode("utf-8", "replace")
-    except FileNotFoundError:
-        pass
-    except confined.ForeignEntryError:  # a hard link or another user's: replaced as the entry it is, never read
+    except (FileNotFoundError, confined.ForeignEntryError):  # a hard link or another user's: replaced, never read
         pass
     except OSError as exc:
         raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
@@ -242,19 +243,11 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
 def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
     """Offline, in the hf-cache layout: the files already cached added to what the record knows (re-hashed against
     their blob names before they are trusted)."""
-    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
     known = dict(record.files) if record is not None else {}
     cached: list[FileRecord] = []  # by save path
     if spec.is_snapshot and spec.repo is not None:
-        cached = list(
-            filter_repo_objects(
-                cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision),
-                allow_patterns=list(spec.include) or None,
-                ignore_patterns=list(spec.exclude) or None,
-                key=lambda item: item.path,
-            )
-        )
+        snapshot = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        cached = selected(spec, snapshot, key=lambda item: item.path)
     else:
         for file in spec.files:
             if file.repo is not None and file.path is not None:
@@ -265,6 +258,14 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     if not known:
         return record
     return replace(record or ModelRecord(name=spec.name), files=known)
+
+
+def selected(spec: ModelSpec, items: Iterable[_Item], *, key: Callable[[_Item], str] | None = None) -> list[_Item]:
+    """The ``items`` a whole-repo entry takes by its include and exclude patterns, as huggingface_hub applies them."""
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    include, exclude = list(spec.include) or None, list(spec.exclude) or None
+    return list(filter_repo_objects(items, allow_patterns=include, ignore_patterns=exclude, key=key))
 
 
 def repo_folder(repo: str, repo_type: str) -> str:

@@ -1,4 +1,4 @@
-"""get's rule for a file already where it goes (plan.in_place) and the words each workflow uses (plan.InPlace)."""
+"""get's rule for a file already where it goes (plan.kept_in_place) and the words each workflow uses (plan.InPlace)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.plan import GET, PULL, in_place, policy_of
+from mdl.download.plan import GET, PULL, SAME_BYTES, kept_in_place, policy_of
 from mdl.errors import UsageError
 from mdl.sources import RemoteFile
 
@@ -17,31 +17,33 @@ DATA = b"the bytes asked for"
 def test_the_bytes_asked_for_are_kept_whoever_wrote_them(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(DATA)
-    assert in_place(target, sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False) is True
+    kept = kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False)
+    assert kept is not None and (kept.action, kept.reason, kept.size) == ("skipped", SAME_BYTES, len(DATA))
 
 
 def test_a_file_get_wrote_is_left_for_its_record_to_decide(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(b"other bytes")
-    assert in_place(target, sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=True) is False
-    assert in_place(target, sha256=None, where="src", ours=True) is False
+    assert kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=True) is None
+    assert kept_in_place(target, "f.bin", sha256=None, where="src", ours=True) is None
 
 
 def test_any_other_file_is_refused_saying_whether_it_is_known_to_differ(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(b"other bytes")
     with pytest.raises(UsageError, match="differs from src") as differs:
-        in_place(target, sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False)
+        kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False)
     assert differs.value.hint == "--force to replace it"
     with pytest.raises(UsageError, match="cannot tell whether it is the same file"):
-        in_place(target, sha256=None, where="src", ours=False)
+        kept_in_place(target, "f.bin", sha256=None, where="src", ours=False)
 
 
 def test_a_git_blob_id_is_a_hash_too(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(DATA)
     oid = hashlib.sha1(b"blob %d\0" % len(DATA) + DATA).hexdigest()
-    assert in_place(target, sha256=None, git_oid=oid, where="src", ours=False) is True
+    kept = kept_in_place(target, "f.bin", sha256=None, git_oid=oid, where="src", ours=False)
+    assert kept is not None and kept.action == "skipped"
 
 
 def test_one_off_files_follow_get_s_words_and_model_files_pull_s() -> None:
