@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
 from mdl.paths import parse_hf_uri, shown_path
-from mdl.redact import safe_text
+from mdl.redact import Secrets, safe_text
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that failed for the
 # file: the part that chose another source has no other way into the outcome).
@@ -215,3 +215,20 @@ def labelled(message: str, label: str, *, model: str) -> str:
     if model and not message.startswith((f"{model}:", f"{model}/")):
         message = f"{label}: {message}"
     return message
+
+
+def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutcome, ...]:
+    """The outcomes as a library caller gets them: a text (an error, a hint, a warning, a server's words) in which
+    the run has a secret is cut through it. Parts build outcomes without the run's secrets (the CLI's sinks cut them
+    when printing); the API is a sink too."""
+
+    def cut(text: str | None) -> str | None:
+        if not text:
+            return text
+        shown = safe_text(text, multiline=True, secrets=secrets)
+        return shown if shown != safe_text(text, multiline=True) else text
+
+    return tuple(
+        replace(o, error=cut(o.error), hint=cut(o.hint), warning=cut(o.warning), server_text=cut(o.server_text))
+        for o in outcomes
+    )

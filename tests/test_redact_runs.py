@@ -4,6 +4,8 @@ told of them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from servers import Exchange, LoopbackServer
 
 from mdl.redact import REDACTED, Secrets, safe_text
@@ -71,3 +73,28 @@ def test_a_urls_login_is_hidden_in_the_form_the_client_sends_it() -> None:
     sent = base64.b64encode(b"me:pa ss-0123456789").decode()
     assert sent not in said
     assert said == f"refused {REDACTED}"
+
+
+KEY = "k3y-0f-th1s-run-7a9c2e"  # a credential header's value, sent by the run and quoted back by the server
+
+
+class QuotingHeaders(LoopbackServer):
+    """Answers with the request's X-Api-Key as the body's content coding, which mdl's error then names."""
+
+    def route(self, ex: Exchange) -> None:
+        key = ex.handler.headers.get("X-Api-Key", "")
+        ex.send_bytes(200, b"weights", headers={"Content-Encoding": key}, content_type="application/octet-stream")
+
+
+def test_a_library_callers_report_never_quotes_the_runs_secrets(tmp_path: Path) -> None:
+    """The API is a sink too: each outcome's error, hint, warning and server text a library caller reads is cut
+    through the run's secrets, whatever part built it."""
+    import mdl
+
+    with QuotingHeaders() as server:
+        report = mdl.get(f"{server.url}/m.bin", directory=tmp_path, headers={"X-Api-Key": KEY}, environ={})
+    (outcome,) = report.files
+    assert outcome.action == "failed"
+    texts = [outcome.error, outcome.hint, outcome.warning, outcome.server_text]
+    assert any(texts)
+    assert all(KEY not in (text or "") for text in texts), texts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -213,7 +214,10 @@ def pull(
         dry_run=dry_run,
     )
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
-    return pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
+    from mdl.report import hidden
+
+    report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
+    return replace(report, files=hidden(report.files, settings.secrets))
 
 
 @checked
@@ -307,7 +311,10 @@ def lock(
     if names and all:
         raise UsageError("name models or pass --all, not both")
     settings = _settings(cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets)
-    return lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
+    from mdl.report import hidden
+
+    locked = lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
+    return replace(locked, failures=hidden(locked.failures, settings.secrets))
 
 
 @checked
@@ -402,7 +409,12 @@ def get(
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}
     kw["input_file"] = None if input_file is None else str(input_file)
-    return get_sources(sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw)
+    from mdl.report import hidden
+
+    report = get_sources(
+        sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw
+    )
+    return replace(report, files=hidden(report.files, settings.secrets))
 
 
 @checked
