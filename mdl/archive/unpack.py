@@ -33,13 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.archive import zipread
-from mdl.archive.zipread import (
-    DEFAULT_MAX_RATIO,
-    MANIFEST_NAME,
-    MAX_CENTRAL_BYTES,
-    Entry,
-    name_problem,
-)
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, MAX_CENTRAL_BYTES, Entry, name_problem
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, MdlError, NoSpaceError, UsageError
 from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
@@ -103,9 +97,6 @@ class Top:
     name: str
     new: Identity
     old: Identity | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "new": list(self.new), "old": None if self.old is None else list(self.old)}
 
 
 def _pair(value: object) -> Identity:
@@ -279,7 +270,7 @@ class Staging:
 
 def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> None:
     """The journal, replaced atomically (``os.replace``) from a fresh file: never written through a link."""
-    doc = {"version": 2, "token": token, "state": state, "tops": [top.to_json() for top in tops]}
+    doc = {"version": 2, "token": token, "state": state, "tops": [asdict(top) for top in tops]}
     temp = f"{_JOURNAL}.{secrets.token_hex(8)}.tmp"
     with os.fdopen(os.open(temp, _NEW_FILE, 0o600, dir_fd=staging_fd), "wb") as fh:
         fh.write(json.dumps(doc, allow_nan=False).encode())

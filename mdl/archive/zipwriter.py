@@ -88,8 +88,7 @@ class Contents:
             sha256 = "0" * 64 if signature is None else hashlib.sha256(signature).hexdigest()
             size = 0 if signature is None else len(signature)
             listed.append({"path": SIGNATURE_FILE, "size": size, "sha256": sha256, "role": "signature"})
-        doc = {**self.meta, "files": listed}
-        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps({**self.meta, "files": listed}, indent=2, ensure_ascii=False, allow_nan=False)
         room = _SIZE_ROOM if self.sign is not None and signature is None else 0
         return (text + " " * room + "\n").encode("utf-8")
 

@@ -189,5 +189,4 @@ def public_key_of(private_key: Path) -> bytes:
         key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

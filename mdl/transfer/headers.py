@@ -64,8 +64,7 @@ def content_codings(response: httpx2.Response) -> tuple[str, ...]:
 def is_encoded(response: httpx2.Response, *, what: str) -> bool:
     """Whether the body is content-coded; a coding we cannot decode is a network error naming the URL (exit 5)."""
     codings = content_codings(response)
-    unknown = [c for c in codings if c not in DECODABLE]
-    if unknown:
+    if unknown := [c for c in codings if c not in DECODABLE]:
         missing = [PACKAGES[c] for c in unknown if c in PACKAGES]
         sent = f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding {', '.join(unknown)}"
         raise NetworkError(

@@ -234,8 +234,7 @@ def body_excerpt(text: str) -> str:
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
     value = (value or "").strip()
-    delay = parse_decimal(value)
-    if delay is not None:
+    if (delay := parse_decimal(value)) is not None:
         return float(delay)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -310,8 +309,7 @@ def transport_error(
     who = server or parts.netloc.rsplit("@", 1)[-1]
     reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__
     proxy: Proxy | None = getattr(exc, "mdl_proxy", None)
-    problem = certificate_problem(exc)
-    if problem is not None:
+    if (problem := certificate_problem(exc)) is not None:
         return NetworkError(f"{what}: TLS certificate of {host} not trusted ({redact_text(problem)})", hint=CA_HINT)
     if proxy is not None and isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError):
         return UnreachableError(

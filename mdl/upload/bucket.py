@@ -128,8 +128,7 @@ class Bucket:
         with self._failures(self.target.uri(model)):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
             sizes = {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
-        candidates = [f for f in files if sizes.get(self.key(f)) == f.size]
-        if not candidates:
+        if not (candidates := [f for f in files if sizes.get(self.key(f)) == f.size]):
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
         try:
@@ -270,16 +269,13 @@ def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its verified bytes."""
-    whole = hashlib.sha256()
-    digests: list[bytes] = []
+    whole, digests = hashlib.sha256(), []
     try:
         with file.local.open("rb") as handle:
-            for size in sizes:
+            for left in sizes:
                 part = hashlib.sha256()
-                left = size
                 while left:
-                    chunk = handle.read(min(left, READ_CHUNK))
-                    if not chunk:
+                    if not (chunk := handle.read(min(left, READ_CHUNK))):
                         return None  # shorter than the object: not these bytes
                     part.update(chunk)
                     whole.update(chunk)
@@ -288,9 +284,8 @@ def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     except OSError as exc:  # the upload that follows reports it, for this file only
         log.info("%s/%s: cannot read %s to compare: %s", file.model, file.path, file.local, exc)
         return None
-    if whole.hexdigest() != file.sha256:
-        return None
-    return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+    composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+    return composite if whole.hexdigest() == file.sha256 else None
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:

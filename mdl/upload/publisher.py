@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,18 +59,19 @@ class Signer:
         self.force = force
         self.public_key = public_key_of(key)  # to check a model.sig already in the bucket
 
-    def leaves_out_own(self, model: str, paths: Iterable[str | None]) -> bool:
-        """Whether the model's own model.sig (from its source) is left out for ours: with ``--force``; without it,
-        UsageError (exit 2), as our signature would replace it in the bucket. False when it has none."""
-        if SIGNATURE_FILE not in set(paths):
-            return False
+    def without_own(self, model: LocalModel) -> LocalModel:
+        """The model without a model.sig of its own (from its source), where ours goes: with ``--force``; without it,
+        UsageError (exit 2), as our signature would replace it in the bucket."""
+        if SIGNATURE_FILE not in {*(f.path for f in model.ready), *(f.path for f in model.failures)}:
+            return model
         if not self.force:
             raise UsageError(
-                f"{model}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
+                f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
                 f"which --sign would replace in the bucket",
                 hint="--force publishes mdl's signature in its place; without --sign the model's own is published",
             )
-        return True
+        ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
+        return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
 
     def sign(self, model: str, files: Sequence[ReadyFile]) -> Signature:
         """The signature over every file published but those a signature leaves out (model.sig, ``.git*``)."""
@@ -97,13 +98,11 @@ class Signer:
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's ``upload``/``skip``."""
-        data = signature.data
-        reason = f"signed with {self.key}"
+        data, reason = signature.data, f"signed with {self.key}"
         if action.startswith("skip"):
             reason = "already in the bucket (verified: this key signed these files)"
+        dest, sha256 = bucket.target.uri(signature.model, SIGNATURE_FILE), hashlib.sha256(data).hexdigest()
         fetched = len(data) if action == "uploaded" else 0
-        dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
-        sha256 = hashlib.sha256(data).hexdigest()
         return FileOutcome(
             signature.model, SIGNATURE_FILE, dest, len(data), sha256, action, reason=reason, fetched=fetched
         )
@@ -112,8 +111,7 @@ class Signer:
         """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already signs the same."""
         dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
         try:
-            kept = self.there(bucket, signature)
-            if kept is not None:
+            if (kept := self.there(bucket, signature)) is not None:
                 return self.outcome(bucket, kept, "skipped")
             key = bucket.target.key(signature.model, SIGNATURE_FILE)
             bucket.put_small(key, signature.data, content_type="application/json")
@@ -154,7 +152,7 @@ def publish_models(
     models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
     signatures: dict[str, Signature] = {}
     if signer is not None:
-        models = [_without_own_signature(model, signer) for model in models]
+        models = [signer.without_own(model) for model in models]
         # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
         signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
     bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
@@ -196,14 +194,6 @@ def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> t
     """Report order: model by model as asked, a model-wide failure first, then files by path."""
     rank = {model.spec.name: index for index, model in enumerate(models)}
     return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
-
-
-def _without_own_signature(model: LocalModel, signer: Signer) -> LocalModel:
-    """The model without a model.sig of its own (from its source) where ours goes (or exit 2, without --force)."""
-    if not signer.leaves_out_own(model.spec.name, [*(f.path for f in model.ready), *(f.path for f in model.failures)]):
-        return model
-    ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
-    return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
 
 
 def _manifest(
