@@ -103,18 +103,12 @@ def _glob_regex(pattern: str) -> tuple[re.Pattern[str], bool]:
         elif body.startswith("**", i):
             out.append(".*")
             i += 2
-        elif body[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif body[i] == "?":
-            out.append("[^/]")
-            i += 1
         elif body[i] == "[" and (end := body.find("]", i + 2)) > 0:
             inner = body[i + 1 : end]
             out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner).replace("\\", "\\\\") + "]")
             i = end + 1
         else:
-            out.append(re.escape(body[i]))
+            out.append({"*": "[^/]*", "?": "[^/]"}.get(body[i], re.escape(body[i])))
             i += 1
     return re.compile(("" if anchored else "(?:.*/)?") + "".join(out)), folders_only
 
@@ -125,8 +119,7 @@ def glob_matches(path: str, pattern: str) -> bool:
     regex, folders_only = _glob_regex(pattern)
     parts = path.strip("/").split("/")
     itself = not folders_only or path.endswith("/")  # an empty folder's path ends in "/"
-    prefixes = ["/".join(parts[:depth]) for depth in range(1, len(parts) + (1 if itself else 0))]
-    return any(regex.fullmatch(prefix) for prefix in prefixes)
+    return any(regex.fullmatch("/".join(parts[:depth])) for depth in range(1, len(parts) + (1 if itself else 0)))
 
 
 def _any_glob(paths: Iterable[str], patterns: Iterable[str]) -> bool:
@@ -265,11 +258,7 @@ def collect_files(
         logs = [item for item in collector.found if _is_log(item[1])] if selection.checkpoint is None else []
         if selection.checkpoint is not None:
             candidates += (logs := _run_logs(run_real, options))
-        taken = [
-            arcname
-            for arcname, path, src in logs
-            if isinstance(src, SourceFile) and not _any_glob((arcname, path), options.excludes)
-        ]
+        taken = [a for a, p, src in logs if isinstance(src, SourceFile) and not _any_glob((a, p), options.excludes)]
         if not taken:
             notes.append(f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})")
         else:

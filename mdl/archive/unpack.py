@@ -152,8 +152,7 @@ class Staging:
         parent_fd = self.folder(parent)
         with contextlib.suppress(FileExistsError):  # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
             os.mkdir(base, 0o755, dir_fd=parent_fd)
-        fd = os.open(base, _DIR, dir_fd=parent_fd)
-        self._fds[name] = fd
+        self._fds[name] = fd = os.open(base, _DIR, dir_fd=parent_fd)
         while len(self._fds) > self._max_open:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
@@ -628,8 +627,7 @@ def _unpack(
     occupied: list[str] = []  # top-level names already there: refused unless --force (an empty folder is fine)
     for top in tops:
         target = dest_dir / top
-        st = stat_file(target)
-        if st is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
+        if (st := stat_file(target)) is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
             continue
         kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
         if kind not in (None, "a folder") and not force:

@@ -301,11 +301,6 @@ def _read_local(fh: BinaryIO, entry: Entry) -> _Local:
     return _Local(version, flags, method, time, date, crc, sizes[1], sizes[0], raw, extras, start)
 
 
-def _flag_words(differ: int) -> str:
-    bit = differ & -differ  # the lowest bit that differs
-    return _FLAG_WORDS.get(bit, f"general-purpose flag bit {bit.bit_length() - 1}")
-
-
 def _values(crc: int, csize: int, usize: int) -> list[tuple[str, int]]:
     return [("CRC-32", crc), ("compressed size", csize), ("uncompressed size", usize)]
 
@@ -338,7 +333,9 @@ def _disagreement(entry: Entry, local: _Local) -> str | None:
     if local.raw_name != entry.raw_name:
         return f"is named {shown_raw(local.raw_name)} in its local header: refused as spoofed"
     if (differ := local.flags ^ entry.flags) != 0:
-        return f"has another {_flag_words(differ)} in its local header than in the central directory"
+        bit = differ & -differ  # the lowest bit that differs
+        words = _FLAG_WORDS.get(bit, f"general-purpose flag bit {bit.bit_length() - 1}")
+        return f"has another {words} in its local header than in the central directory"
     if decode_name(local.raw_name, local.flags, local.extras.get(_EXTRA_UNICODE_PATH)) != entry.stored:
         return "has another name (its Unicode Path field) in its local header: refused as spoofed"
     values, wanted = [local.crc, local.csize, local.usize], [entry.crc, entry.compress_size, entry.file_size]

@@ -367,10 +367,7 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             crcs[src.arcname] = sink.crc
             progress.finish(key, ok=True)
         signature = contents.signed(hashes)
-        manifest = contents.manifest(hashes, signature)
-        writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
-        writer.write(manifest)
-        writer.end()
+        writer.stored(f"{stem}/{MANIFEST_NAME}", contents.manifest(hashes, signature))
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
@@ -379,12 +376,9 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             writer.end()
             progress.finish(src.arcname, ok=True)
         if signature is not None:
-            writer.start(f"{stem}/{SIGNATURE_FILE}", size=len(signature), crc=zlib.crc32(signature), deflate=False)
-            writer.write(signature)
-            writer.end()
+            writer.stored(f"{stem}/{SIGNATURE_FILE}", signature)
         for folder in contents.folders:
-            writer.start(f"{stem}/{folder}", size=0, crc=0, deflate=False, attr=_FOLDER_ATTR)
-            writer.end()
+            writer.stored(f"{stem}/{folder}", attr=_FOLDER_ATTR)
         writer.close()
     out.flush()
     return writer.size, writer.digest.hexdigest(), hashes
@@ -459,6 +453,12 @@ class StreamZipWriter:
         self._central.append(
             self._record(b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail)
         )
+
+    def stored(self, name: str, data: bytes = b"", *, attr: int = _FILE_ATTR) -> None:
+        """A whole small entry, stored: the manifest, model.sig, or a folder (no data)."""
+        self.start(name, size=len(data), crc=zlib.crc32(data), deflate=False, attr=attr)
+        self.write(data)
+        self.end()
 
     def close(self) -> None:
         """The central directory and end records (ZIP64 ones when counts or offsets need them)."""

@@ -41,13 +41,11 @@ def _library() -> Any:
 def require_library() -> None:
     """UsageError (exit 2) naming the extra when model_signing is not installed (found, not imported: a verified
     signature kept from an earlier run needs no import)."""
-    try:
-        found = importlib.util.find_spec("model_signing") is not None
-    except (ImportError, ValueError):  # a parent that is not a package, or a module blocked in sys.modules
-        found = False
-    if not found:
-        _library()  # raises the one error that names the extra
-        raise UsageError(f"signed models need model_signing: {EXTRA_HINT}", hint=EXTRA_HINT)
+    with contextlib.suppress(ImportError, ValueError):  # a parent that is not a package, or a module blocked
+        if importlib.util.find_spec("model_signing") is not None:
+            return
+    _library()  # raises the one error that names the extra
+    raise UsageError(f"signed models need model_signing: {EXTRA_HINT}", hint=EXTRA_HINT)
 
 
 def _quiet() -> contextlib.AbstractContextManager[object]:

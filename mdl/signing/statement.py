@@ -47,10 +47,8 @@ def skipped_by_signature(path: str, ignore_paths: Iterable[str]) -> bool:
 
 
 def new_digest(algorithm: str) -> Digest:
-    if algorithm == "sha256":
-        return hashlib.sha256()
-    if algorithm == "blake2b":  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
-        return hashlib.blake2b()
+    if algorithm in ("sha256", "blake2b"):  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+        return hashlib.new(algorithm)
     if algorithm == "blake3":
         from blake3 import blake3  # installed with model_signing (mdl[sign])
 

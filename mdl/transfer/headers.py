@@ -24,8 +24,7 @@ class ContentRangeError(ValueError):
 
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
     """``bytes a-b/total`` → (a, b, total or None for ``*``); anything else is an error."""
-    match = _CONTENT_RANGE.fullmatch(value or "")
-    if not match or match.group(1) is None:
+    if not (match := _CONTENT_RANGE.fullmatch(value or "")) or match.group(1) is None:
         raise ContentRangeError(f"unparseable Content-Range {value[:100]!r}")
     start, end = int(match.group(1)), int(match.group(2))
     total = None if match.group(3) == "*" else int(match.group(3))

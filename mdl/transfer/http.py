@@ -116,11 +116,9 @@ class TokenGuard:
     @classmethod
     def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
         hooks = client.event_hooks["request"]
-        for hook in hooks:
-            if isinstance(hook, TokenGuard) and hook.origin == origin(endpoint):
-                return hook
-        guard = cls(endpoint)
-        hooks.append(guard)
+        if found := next((h for h in hooks if isinstance(h, TokenGuard) and h.origin == origin(endpoint)), None):
+            return found
+        hooks.append(guard := cls(endpoint))
         return guard
 
     def protect(self, token: str | None) -> None:
@@ -273,8 +271,7 @@ NO_CREDENTIALS = "the server wants credentials: send them with -H (get), the cat
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
     status, text = response.status_code, server_text(response)
-    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
-    suffix = f": {detail}" if detail else ""
+    suffix = f": {detail}" if (detail := safe_text(text, limit=MESSAGE_TEXT_LIMIT)) else ""
     where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
     error: MdlError
     if status == 401:

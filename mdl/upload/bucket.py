@@ -87,11 +87,9 @@ class Bucket:
         """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
         the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
         never decides: whoever can write the object can set it."""
-        head = self._head(key)
-        if head is None or head.get("ContentLength") != file.size:
+        if (head := self._head(key)) is None or head.get("ContentLength") != file.size:
             return False
-        value = head.get("ChecksumSHA256")
-        if not isinstance(value, str):
+        if not isinstance(value := head.get("ChecksumSHA256"), str):
             return False
         full = sha256_of_head(head)
         if full is not None or head.get("ChecksumType") == "FULL_OBJECT":  # FULL_OBJECT: even of a multipart one
@@ -169,8 +167,7 @@ class Bucket:
                         pending[index] = (f, future, reader)
                     while pending:
                         done = [index for index, item in pending.items() if item[1].done()]
-                        for index in done:
-                            outcomes.append(self._close(*pending.pop(index), progress=progress))
+                        outcomes.extend(self._close(*pending.pop(index), progress=progress) for index in done)
                         if not done:
                             time.sleep(POLL_SECONDS)
                 finally:

@@ -82,8 +82,7 @@ class Signer:
         """The bucket's model.sig when it already signs these digests for this model with this key (a re-run then
         writes nothing): verified with the key, never taken for its looks. Another key's, another statement's or a
         damaged one is None: replaced."""
-        data = bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))
-        if data is None:
+        if (data := bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))) is None:
             return None
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
@@ -201,8 +200,7 @@ def _manifest(
 ) -> list[str]:
     """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
-    key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
-    uri = bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
+    key, uri = bucket.target.key(MANIFEST_FOLDER, f"{name}.json"), bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
     body = manifest_bytes(model, locked)
     try:
         if any(f.failing for f in outcomes if f.model == name):
@@ -254,8 +252,7 @@ def local_model(
     ready: list[ReadyFile] = []
     failures: list[FileOutcome] = []
     for file in status.files:
-        entry = record.files.get(file.path)
-        want = expected.get(file.path)
+        entry, want = record.files.get(file.path), expected.get(file.path)
         if file.state == INSTALLED and entry is not None and (want is None or want == entry.sha256):
             ready.append(ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source))
             continue
