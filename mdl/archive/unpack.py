@@ -110,8 +110,7 @@ class Staging:
     its tree is made never through a link, and everything in it is reached from its own descriptor."""
 
     def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.token = secrets.token_hex(16)
+        self.dest, self.token = dest, secrets.token_hex(16)
         self.path = dest / f"{PREFIX}{self.token}"
         self.record = dest / RECORDS / f"{self.token}.json"
         self._dest_fd = self._fd = self._lock = self._root = -1

@@ -294,8 +294,7 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
     # planted there) loses only its name, never its bytes; nothing is written through it.
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with contextlib.suppress(FileNotFoundError):
-            partial_path.unlink()
+        partial_path.unlink(missing_ok=True)
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
         raise local_fs_error(exc, str(partial_path)) from exc
@@ -394,10 +393,8 @@ class StreamZipWriter:
     def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
         year, month, day, hour, minute, second = date_time
         self._stamp = (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
-        self._out = out
+        self._out, self.size, self.digest = out, 0, hashlib.sha256()
         self._central: list[bytes] = []
-        self.size = 0
-        self.digest = hashlib.sha256()
 
     def _raw(self, data: bytes | memoryview) -> None:
         if data:

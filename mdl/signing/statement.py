@@ -112,16 +112,14 @@ class Check:
     """The signed digests of one file, computed from its bytes fed in order (shards are cut as they pass)."""
 
     def __init__(self, signed: SignedFile) -> None:
-        self.signed = signed
-        self.position = 0
-        self.index = 0  # the piece being hashed
-        self.got: list[str] = []
+        self.signed, self.position = signed, 0
+        self.got: list[str] = []  # the digests of the pieces hashed so far: the next one is pieces[len(got)]
         self.digest = new_digest(signed.algorithm)
 
     def update(self, data: bytes | memoryview) -> None:
         view, pieces = memoryview(data), self.signed.pieces
         while len(view):
-            end = pieces[self.index][1] if self.index < len(pieces) and self.signed.sharded else None
+            end = pieces[len(self.got)][1] if len(self.got) < len(pieces) and self.signed.sharded else None
             take = len(view) if end is None else min(len(view), end - self.position)
             self.digest.update(view[:take])
             self.position += take
@@ -131,7 +129,6 @@ class Check:
 
     def _close_piece(self) -> None:
         self.got.append(self.digest.hexdigest())
-        self.index += 1
         self.digest = new_digest(self.signed.algorithm)
 
     def mismatch(self) -> tuple[str, str, str] | None:
@@ -140,11 +137,10 @@ class Check:
         if not self.signed.sharded:
             got = self.digest.hexdigest()
             return None if got == pieces[0][2] else (kind, pieces[0][2], got)
-        if self.index < len(pieces) and (self.position > pieces[self.index][0] or pieces[self.index][1] == 0):
+        if (index := len(self.got)) < len(pieces) and (self.position > pieces[index][0] or pieces[index][1] == 0):
             self._close_piece()  # a short last shard (the file ended inside it), or an empty file's one shard
         if len(self.got) != len(pieces) or self.position != pieces[-1][1]:
-            size = pieces[-1][1]
-            return ("signed size", f"{size} bytes", f"{self.position} bytes")
+            return ("signed size", f"{pieces[-1][1]} bytes", f"{self.position} bytes")
         for (start, end, want), got in zip(pieces, self.got, strict=True):
             if got != want:
                 return (f"{kind} of bytes {start}-{end}", want, got)

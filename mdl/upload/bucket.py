@@ -52,8 +52,7 @@ class HashingReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: BinaryIO | None = None
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+        self.sha256, self.size = hashlib.sha256(), 0
 
     def read(self, amount: int = -1) -> bytes:
         if self._handle is None:

@@ -55,8 +55,7 @@ class Signer:
 
     def __init__(self, key: Path, *, force: bool) -> None:
         sign_digests({}, private_key=key, model_name="")  # the library and the key, before anything is read or sent
-        self.key = key
-        self.force = force
+        self.key, self.force = key, force
         self.public_key = public_key_of(key)  # to check a model.sig already in the bucket
 
     def without_own(self, model: LocalModel) -> LocalModel:
@@ -162,11 +161,8 @@ def publish_models(
         if not model.ready:
             continue
         there = bucket.already_there(model.spec.name, model.ready)  # the bucket missing or denied ends the run: 4, 3
-        for f in model.ready:
-            if f.path in there:
-                outcomes.append(bucket.outcome(f, "skipped"))
-            else:
-                uploads.append(f)
+        outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
+        uploads += [f for f in model.ready if f.path not in there]
     if dry_run:
         planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
         planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
@@ -182,8 +178,7 @@ def publish_models(
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds
             continue
-        written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
-        manifests.extend(written)
+        manifests.extend(written := _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
         if signer is not None and written and model.spec.name in signatures:  # last: every object it names is there
             outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
     return PublishReport(_ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests))
