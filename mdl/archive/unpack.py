@@ -111,8 +111,7 @@ class Staging:
 
     def __init__(self, dest: Path) -> None:
         self.dest, self.token = dest, secrets.token_hex(16)
-        self.path = dest / f"{PREFIX}{self.token}"
-        self.record = dest / RECORDS / f"{self.token}.json"
+        self.path, self.record = dest / f"{PREFIX}{self.token}", dest / RECORDS / f"{self.token}.json"
         self._dest_fd = self._fd = self._lock = self._root = -1
         self._fds: OrderedDict[str, int] = OrderedDict()  # the tree's folders, least recently used first
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -76,8 +76,7 @@ class Bucket:
     """The publish target: a bucket and prefix, through one boto3 client."""
 
     def __init__(self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None) -> None:
-        self.target = target
-        self.client = s3_client(endpoint=endpoint, secrets=secrets)
+        self.target, self.client = target, s3_client(endpoint=endpoint, secrets=secrets)
 
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))
