@@ -59,14 +59,12 @@ def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
     """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2 naming it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            yield fd, os.fstat(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    try:
-        yield fd, os.fstat(fd)
-    except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
-    finally:
-        os.close(fd)
 
 
 def read_small_json(path: Path, shown: str) -> Any:

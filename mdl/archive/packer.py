@@ -8,7 +8,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -103,18 +103,12 @@ def _glob_regex(pattern: str) -> tuple[re.Pattern[str], bool]:
         elif body.startswith("**", i):
             out.append(".*")
             i += 2
-        elif body[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif body[i] == "?":
-            out.append("[^/]")
-            i += 1
         elif body[i] == "[" and (end := body.find("]", i + 2)) > 0:
             inner = body[i + 1 : end]
             out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner).replace("\\", "\\\\") + "]")
             i = end + 1
         else:
-            out.append(re.escape(body[i]))
+            out.append({"*": "[^/]*", "?": "[^/]"}.get(body[i], re.escape(body[i])))
             i += 1
     return re.compile(("" if anchored else "(?:.*/)?") + "".join(out)), folders_only
 
@@ -125,8 +119,7 @@ def glob_matches(path: str, pattern: str) -> bool:
     regex, folders_only = _glob_regex(pattern)
     parts = path.strip("/").split("/")
     itself = not folders_only or path.endswith("/")  # an empty folder's path ends in "/"
-    prefixes = ["/".join(parts[:depth]) for depth in range(1, len(parts) + (1 if itself else 0))]
-    return any(regex.fullmatch(prefix) for prefix in prefixes)
+    return any(regex.fullmatch("/".join(parts[:depth])) for depth in range(1, len(parts) + (1 if itself else 0)))
 
 
 def _any_glob(paths: Iterable[str], patterns: Iterable[str]) -> bool:
@@ -265,11 +258,7 @@ def collect_files(
         logs = [item for item in collector.found if _is_log(item[1])] if selection.checkpoint is None else []
         if selection.checkpoint is not None:
             candidates += (logs := _run_logs(run_real, options))
-        taken = [
-            arcname
-            for arcname, path, src in logs
-            if isinstance(src, SourceFile) and not _any_glob((arcname, path), options.excludes)
-        ]
+        taken = [a for a, p, src in logs if isinstance(src, SourceFile) and not _any_glob((a, p), options.excludes)]
         if not taken:
             notes.append(f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})")
         else:
@@ -278,11 +267,9 @@ def collect_files(
             whole = " (a whole-run archive holds them already)" if selection.checkpoint is None else ""
             notes.append(f"--with-logs: {len(taken)} log file{'s' if len(taken) != 1 else ''}{whole}: {listed}")
     if options.includes:  # added from anywhere in the run, named as in the chosen checkpoint when part of it
-
-        def keep(path: str) -> bool:
-            return _any_glob((path,), options.includes)
-
-        adding = _Collector(run_real, deny, options.excludes, options.compress, (), keep=keep)
+        adding = _Collector(
+            run_real, deny, options.excludes, options.compress, (), lambda path: _any_glob((path,), options.includes)
+        )
         adding.walk(run_real, "", "")
         for _, path, src in adding.found:
             arcname = _inside(selection, run_dir, path) or path
@@ -347,8 +334,8 @@ def collect_files(
         if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(f"cannot pack both '{seen[key]}' and '{shown}': their names collide")
         seen[key] = shown
-    twins = first_twin(arcname for arcname, _ in named)
-    if twins is not None:  # unpack refuses such an archive: a case-insensitive filesystem merges the two
+    # Unpack refuses such an archive: a case-insensitive filesystem merges the two.
+    if (twins := first_twin(arcname for arcname, _ in named)) is not None:
         raise UnsafePathError(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode form"
         )
@@ -395,9 +382,9 @@ class PackResult:
 
     def to_json(self) -> dict[str, Any]:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what was left out."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "left_out"}
-        doc["skipped"] = skipped_entries(self.skipped, self.left_out)
-        return doc | {"files": [f.to_json() for f in self.files], "folders": [*self.folders], "notes": [*self.notes]}
+        doc = asdict(self) | {"skipped": skipped_entries(self.skipped, self.left_out)}
+        del doc["left_out"]
+        return doc | {key: list(doc[key]) for key in ("files", "folders", "notes")}
 
 
 def skipped_entries(passed_over: tuple[LeftOut, ...], left_out: tuple[LeftOut, ...]) -> list[dict[str, Any]]:

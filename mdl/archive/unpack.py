@@ -33,13 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.archive import zipread
-from mdl.archive.zipread import (
-    DEFAULT_MAX_RATIO,
-    MANIFEST_NAME,
-    MAX_CENTRAL_BYTES,
-    Entry,
-    name_problem,
-)
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, MAX_CENTRAL_BYTES, Entry, name_problem
 from mdl.errors import ArchiveError, IntegrityError, LocalFSError, MdlError, NoSpaceError, UsageError
 from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
@@ -104,9 +98,6 @@ class Top:
     new: Identity
     old: Identity | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "new": list(self.new), "old": None if self.old is None else list(self.old)}
-
 
 def _pair(value: object) -> Identity:
     if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int and v >= 0 for v in value):
@@ -119,10 +110,8 @@ class Staging:
     its tree is made never through a link, and everything in it is reached from its own descriptor."""
 
     def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.token = secrets.token_hex(16)
-        self.path = dest / f"{PREFIX}{self.token}"
-        self.record = dest / RECORDS / f"{self.token}.json"
+        self.dest, self.token = dest, secrets.token_hex(16)
+        self.path, self.record = dest / f"{PREFIX}{self.token}", dest / RECORDS / f"{self.token}.json"
         self._dest_fd = self._fd = self._lock = self._root = -1
         self._fds: OrderedDict[str, int] = OrderedDict()  # the tree's folders, least recently used first
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -161,8 +150,7 @@ class Staging:
         parent_fd = self.folder(parent)
         with contextlib.suppress(FileExistsError):  # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
             os.mkdir(base, 0o755, dir_fd=parent_fd)
-        fd = os.open(base, _DIR, dir_fd=parent_fd)
-        self._fds[name] = fd
+        self._fds[name] = fd = os.open(base, _DIR, dir_fd=parent_fd)
         while len(self._fds) > self._max_open:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
@@ -279,7 +267,7 @@ class Staging:
 
 def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> None:
     """The journal, replaced atomically (``os.replace``) from a fresh file: never written through a link."""
-    doc = {"version": 2, "token": token, "state": state, "tops": [top.to_json() for top in tops]}
+    doc = {"version": 2, "token": token, "state": state, "tops": [asdict(top) for top in tops]}
     temp = f"{_JOURNAL}.{secrets.token_hex(8)}.tmp"
     with os.fdopen(os.open(temp, _NEW_FILE, 0o600, dir_fd=staging_fd), "wb") as fh:
         fh.write(json.dumps(doc, allow_nan=False).encode())
@@ -637,8 +625,7 @@ def _unpack(
     occupied: list[str] = []  # top-level names already there: refused unless --force (an empty folder is fine)
     for top in tops:
         target = dest_dir / top
-        st = stat_file(target)
-        if st is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
+        if (st := stat_file(target)) is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
             continue
         kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
         if kind not in (None, "a folder") and not force:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
 from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name, shown
@@ -274,25 +274,13 @@ def check_names(entries: list[Entry]) -> None:
     for entry in entries:
         if not entry.is_dir and (clash := folders.get(collision_key(entry.name))) is not None:
             raise ArchiveError(f"entry {shown(entry.name)} is a file but {shown(clash)} needs it to be a folder")
-    twins = first_twin(entry.name for entry in entries)
-    if twins is not None:  # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
+    # top/Dir/a + top/dir/b: one folder on a case-insensitive or normalising filesystem
+    if (twins := first_twin(entry.name for entry in entries)) is not None:
         raise ArchiveError(f"{shown(twins[0])} and {shown(twins[1])} differ only in case or Unicode form")
 
 
-class _Local(NamedTuple):
-    """A local file header as stored (sizes from its ZIP64 field when marked), and where its data starts."""
-
-    version: int
-    flags: int
-    method: int
-    time: int
-    date: int
-    crc: int
-    csize: int
-    usize: int
-    raw_name: bytes
-    extras: dict[int, bytes]
-    start: int
+# A local file header as stored (sizes from its ZIP64 field when marked), and where its data starts.
+_Local = namedtuple("_Local", "version flags method time date crc csize usize raw_name extras start")
 
 
 def _read_local(fh: BinaryIO, entry: Entry) -> _Local:
@@ -304,19 +292,13 @@ def _read_local(fh: BinaryIO, entry: Entry) -> _Local:
     raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
     extras = _extras(_read_at(fh, entry.header_offset + _LOCAL.size + name_len, extra_len), shown(entry.stored))
     start = entry.header_offset + _LOCAL.size + name_len + extra_len
-    local = _Local(version, flags, method, time, date, crc, csize, usize, raw, extras, start)
     zip64, pos = extras.get(_EXTRA_ZIP64, b""), 0
     sizes = [usize, csize]  # in this order in the field (APPNOTE 4.5.3)
     for i, value in enumerate(sizes):
         if value == 0xFFFFFFFF and pos + 8 <= len(zip64):
             sizes[i] = int.from_bytes(zip64[pos : pos + 8], "little")
             pos += 8
-    return local._replace(usize=sizes[0], csize=sizes[1])
-
-
-def _flag_words(differ: int) -> str:
-    bit = differ & -differ  # the lowest bit that differs
-    return _FLAG_WORDS.get(bit, f"general-purpose flag bit {bit.bit_length() - 1}")
+    return _Local(version, flags, method, time, date, crc, sizes[1], sizes[0], raw, extras, start)
 
 
 def _values(crc: int, csize: int, usize: int) -> list[tuple[str, int]]:
@@ -351,7 +333,9 @@ def _disagreement(entry: Entry, local: _Local) -> str | None:
     if local.raw_name != entry.raw_name:
         return f"is named {shown_raw(local.raw_name)} in its local header: refused as spoofed"
     if (differ := local.flags ^ entry.flags) != 0:
-        return f"has another {_flag_words(differ)} in its local header than in the central directory"
+        bit = differ & -differ  # the lowest bit that differs
+        words = _FLAG_WORDS.get(bit, f"general-purpose flag bit {bit.bit_length() - 1}")
+        return f"has another {words} in its local header than in the central directory"
     if decode_name(local.raw_name, local.flags, local.extras.get(_EXTRA_UNICODE_PATH)) != entry.stored:
         return "has another name (its Unicode Path field) in its local header: refused as spoofed"
     values, wanted = [local.crc, local.csize, local.usize], [entry.crc, entry.compress_size, entry.file_size]

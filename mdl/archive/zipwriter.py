@@ -88,8 +88,7 @@ class Contents:
             sha256 = "0" * 64 if signature is None else hashlib.sha256(signature).hexdigest()
             size = 0 if signature is None else len(signature)
             listed.append({"path": SIGNATURE_FILE, "size": size, "sha256": sha256, "role": "signature"})
-        doc = {**self.meta, "files": listed}
-        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps({**self.meta, "files": listed}, indent=2, ensure_ascii=False, allow_nan=False)
         room = _SIZE_ROOM if self.sign is not None and signature is None else 0
         return (text + " " * room + "\n").encode("utf-8")
 
@@ -295,8 +294,7 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
     # planted there) loses only its name, never its bytes; nothing is written through it.
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with contextlib.suppress(FileNotFoundError):
-            partial_path.unlink()
+        partial_path.unlink(missing_ok=True)
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
         raise local_fs_error(exc, str(partial_path)) from exc
@@ -368,10 +366,7 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             crcs[src.arcname] = sink.crc
             progress.finish(key, ok=True)
         signature = contents.signed(hashes)
-        manifest = contents.manifest(hashes, signature)
-        writer.start(f"{stem}/{MANIFEST_NAME}", size=len(manifest), crc=zlib.crc32(manifest), deflate=False)
-        writer.write(manifest)
-        writer.end()
+        writer.stored(f"{stem}/{MANIFEST_NAME}", contents.manifest(hashes, signature))
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
@@ -380,12 +375,9 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
             writer.end()
             progress.finish(src.arcname, ok=True)
         if signature is not None:
-            writer.start(f"{stem}/{SIGNATURE_FILE}", size=len(signature), crc=zlib.crc32(signature), deflate=False)
-            writer.write(signature)
-            writer.end()
+            writer.stored(f"{stem}/{SIGNATURE_FILE}", signature)
         for folder in contents.folders:
-            writer.start(f"{stem}/{folder}", size=0, crc=0, deflate=False, attr=_FOLDER_ATTR)
-            writer.end()
+            writer.stored(f"{stem}/{folder}", attr=_FOLDER_ATTR)
         writer.close()
     out.flush()
     return writer.size, writer.digest.hexdigest(), hashes
@@ -401,10 +393,8 @@ class StreamZipWriter:
     def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
         year, month, day, hour, minute, second = date_time
         self._stamp = (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
-        self._out = out
+        self._out, self.size, self.digest = out, 0, hashlib.sha256()
         self._central: list[bytes] = []
-        self.size = 0
-        self.digest = hashlib.sha256()
 
     def _raw(self, data: bytes | memoryview) -> None:
         if data:
@@ -460,6 +450,12 @@ class StreamZipWriter:
         self._central.append(
             self._record(b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail)
         )
+
+    def stored(self, name: str, data: bytes = b"", *, attr: int = _FILE_ATTR) -> None:
+        """A whole small entry, stored: the manifest, model.sig, or a folder (no data)."""
+        self.start(name, size=len(data), crc=zlib.crc32(data), deflate=False, attr=attr)
+        self.write(data)
+        self.end()
 
     def close(self) -> None:
         """The central directory and end records (ZIP64 ones when counts or offsets need them)."""

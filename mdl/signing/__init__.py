@@ -1,16 +1,8 @@
 """OpenSSF model signatures (model.sig): whom to trust, what a verified signature says, and making one."""
 
-from mdl.signing.library import (
-    EXTRA_HINT,
-    MAX_SIGNATURE_BYTES,
-    public_key_of,
-    require_library,
-    sign_digests,
-    verify_signature,
-)
+from mdl.signing.library import MAX_SIGNATURE_BYTES, public_key_of, require_library, sign_digests, verify_signature
 from mdl.signing.statement import (
     SIGNATURE_FILE,
-    Check,
     SignedFile,
     SignedManifest,
     Trust,
@@ -20,10 +12,8 @@ from mdl.signing.statement import (
 )
 
 __all__ = [
-    "EXTRA_HINT",
     "MAX_SIGNATURE_BYTES",
     "SIGNATURE_FILE",
-    "Check",
     "SignedFile",
     "SignedManifest",
     "Trust",

@@ -41,13 +41,11 @@ def _library() -> Any:
 def require_library() -> None:
     """UsageError (exit 2) naming the extra when model_signing is not installed (found, not imported: a verified
     signature kept from an earlier run needs no import)."""
-    try:
-        found = importlib.util.find_spec("model_signing") is not None
-    except (ImportError, ValueError):  # a parent that is not a package, or a module blocked in sys.modules
-        found = False
-    if not found:
-        _library()  # raises the one error that names the extra
-        raise UsageError(f"signed models need model_signing: {EXTRA_HINT}", hint=EXTRA_HINT)
+    with contextlib.suppress(ImportError, ValueError):  # a parent that is not a package, or a module blocked
+        if importlib.util.find_spec("model_signing") is not None:
+            return
+    _library()  # raises the one error that names the extra
+    raise UsageError(f"signed models need model_signing: {EXTRA_HINT}", hint=EXTRA_HINT)
 
 
 def _quiet() -> contextlib.AbstractContextManager[object]:
@@ -189,5 +187,4 @@ def public_key_of(private_key: Path) -> bytes:
         key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(serialization.Encoding.PEM, spki)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -47,10 +47,8 @@ def skipped_by_signature(path: str, ignore_paths: Iterable[str]) -> bool:
 
 
 def new_digest(algorithm: str) -> Digest:
-    if algorithm == "sha256":
-        return hashlib.sha256()
-    if algorithm == "blake2b":  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
-        return hashlib.blake2b()
+    if algorithm in ("sha256", "blake2b"):  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+        return hashlib.new(algorithm)
     if algorithm == "blake3":
         from blake3 import blake3  # installed with model_signing (mdl[sign])
 
@@ -106,8 +104,7 @@ class SignedFile:
                 check.update(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
-        bad = check.mismatch()
-        if bad is not None:
+        if (bad := check.mismatch()) is not None:
             raise IntegrityError(f"{self.path}: {bad[0]} mismatch: the signature says {bad[1]}, the file has {bad[2]}")
 
 
@@ -115,22 +112,15 @@ class Check:
     """The signed digests of one file, computed from its bytes fed in order (shards are cut as they pass)."""
 
     def __init__(self, signed: SignedFile) -> None:
-        self.signed = signed
-        self.position = 0
-        self.index = 0  # the piece being hashed
-        self.got: list[str] = []
+        self.signed, self.position = signed, 0
+        self.got: list[str] = []  # the digests of the pieces hashed so far: the next one is pieces[len(got)]
         self.digest = new_digest(signed.algorithm)
 
     def update(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        pieces = self.signed.pieces
+        view, pieces = memoryview(data), self.signed.pieces
         while len(view):
-            end = pieces[self.index][1] if self.index < len(pieces) else None
-            if end is None or not self.signed.sharded:
-                self.digest.update(view)
-                self.position += len(view)
-                return
-            take = min(len(view), end - self.position)
+            end = pieces[len(self.got)][1] if len(self.got) < len(pieces) and self.signed.sharded else None
+            take = len(view) if end is None else min(len(view), end - self.position)
             self.digest.update(view[:take])
             self.position += take
             view = view[take:]
@@ -139,7 +129,6 @@ class Check:
 
     def _close_piece(self) -> None:
         self.got.append(self.digest.hexdigest())
-        self.index += 1
         self.digest = new_digest(self.signed.algorithm)
 
     def mismatch(self) -> tuple[str, str, str] | None:
@@ -148,11 +137,10 @@ class Check:
         if not self.signed.sharded:
             got = self.digest.hexdigest()
             return None if got == pieces[0][2] else (kind, pieces[0][2], got)
-        if self.index < len(pieces) and (self.position > pieces[self.index][0] or pieces[self.index][1] == 0):
+        if (index := len(self.got)) < len(pieces) and (self.position > pieces[index][0] or pieces[index][1] == 0):
             self._close_piece()  # a short last shard (the file ended inside it), or an empty file's one shard
         if len(self.got) != len(pieces) or self.position != pieces[-1][1]:
-            size = pieces[-1][1]
-            return ("signed size", f"{size} bytes", f"{self.position} bytes")
+            return ("signed size", f"{pieces[-1][1]} bytes", f"{self.position} bytes")
         for (start, end, want), got in zip(pieces, self.got, strict=True):
             if got != want:
                 return (f"{kind} of bytes {start}-{end}", want, got)
@@ -198,34 +186,34 @@ class SignedManifest:
     @classmethod
     def from_json(cls, doc: object) -> SignedManifest:
         """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature is verified again)."""
-        if not isinstance(doc, dict) or set(doc) != {"method", "algorithm", "ignore_paths", "model_name", "files"}:
-            raise ValueError("not a kept statement")
         keys = ("method", "algorithm", "ignore_paths", "model_name", "files")
+        if not isinstance(doc, dict) or set(doc) != set(keys):
+            raise ValueError("not a kept statement")
         method, algorithm, ignored, name, files = (doc[key] for key in keys)
-        if method not in ("files", "shards") or algorithm not in ALGORITHMS.values() or not isinstance(name, str):
-            raise ValueError("not a kept statement")
-        if not isinstance(ignored, list) or not all(isinstance(p, str) for p in ignored) or not isinstance(files, dict):
-            raise ValueError("not a kept statement")
+        ok = method in ("files", "shards") and algorithm in ALGORITHMS.values() and isinstance(name, str)
+        ok = ok and isinstance(ignored, list) and all(isinstance(p, str) for p in ignored) and isinstance(files, dict)
         kept: dict[str, SignedFile] = {}
-        for path, pieces in files.items():
-            if not isinstance(path, str) or not isinstance(pieces, list) or not pieces:
-                raise ValueError("not a kept statement")
-            parts: list[tuple[int, int | None, str]] = []
-            for piece in pieces:
-                if not isinstance(piece, list) or len(piece) != 3:
-                    raise ValueError("not a kept statement")
-                start, end, digest = piece
-                if not (isinstance(start, int) and (end is None or isinstance(end, int)) and isinstance(digest, str)):
-                    raise ValueError("not a kept statement")
-
-                parts.append((start, end, digest))
-            kept[path] = SignedFile(path, algorithm, tuple(parts), sharded=method == "shards")
+        for path, pieces in files.items() if ok else ():
+            ok = isinstance(path, str) and isinstance(pieces, list) and bool(pieces) and all(map(_kept_piece, pieces))
+            if not ok:
+                break
+            kept[path] = SignedFile(path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards")
+        if not ok:
+            raise ValueError("not a kept statement")
         return cls(method, algorithm, kept, tuple(ignored), name)
 
     def ignores(self, path: str) -> bool:
         """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing
         always leaves out): such a file is not the model's, and is not installed from a signed source."""
         return skipped_by_signature(path, self.ignore_paths)
+
+
+def _kept_piece(piece: object) -> bool:
+    """Whether ``piece`` is a ``[start, end or null, hex digest]`` list, as ``to_json`` writes one."""
+    match piece:
+        case [int(), int() | None, str()]:
+            return isinstance(piece, list)
+    return False
 
 
 def manifest_from_items(

@@ -24,8 +24,7 @@ class ContentRangeError(ValueError):
 
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
     """``bytes a-b/total`` → (a, b, total or None for ``*``); anything else is an error."""
-    match = _CONTENT_RANGE.fullmatch(value or "")
-    if not match or match.group(1) is None:
+    if not (match := _CONTENT_RANGE.fullmatch(value or "")) or match.group(1) is None:
         raise ContentRangeError(f"unparseable Content-Range {value[:100]!r}")
     start, end = int(match.group(1)), int(match.group(2))
     total = None if match.group(3) == "*" else int(match.group(3))
@@ -64,8 +63,7 @@ def content_codings(response: httpx2.Response) -> tuple[str, ...]:
 def is_encoded(response: httpx2.Response, *, what: str) -> bool:
     """Whether the body is content-coded; a coding we cannot decode is a network error naming the URL (exit 5)."""
     codings = content_codings(response)
-    unknown = [c for c in codings if c not in DECODABLE]
-    if unknown:
+    if unknown := [c for c in codings if c not in DECODABLE]:
         missing = [PACKAGES[c] for c in unknown if c in PACKAGES]
         sent = f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding {', '.join(unknown)}"
         raise NetworkError(

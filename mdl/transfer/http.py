@@ -116,11 +116,9 @@ class TokenGuard:
     @classmethod
     def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
         hooks = client.event_hooks["request"]
-        for hook in hooks:
-            if isinstance(hook, TokenGuard) and hook.origin == origin(endpoint):
-                return hook
-        guard = cls(endpoint)
-        hooks.append(guard)
+        if found := next((h for h in hooks if isinstance(h, TokenGuard) and h.origin == origin(endpoint)), None):
+            return found
+        hooks.append(guard := cls(endpoint))
         return guard
 
     def protect(self, token: str | None) -> None:
@@ -234,8 +232,7 @@ def body_excerpt(text: str) -> str:
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
     value = (value or "").strip()
-    delay = parse_decimal(value)
-    if delay is not None:
+    if (delay := parse_decimal(value)) is not None:
         return float(delay)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -274,8 +271,7 @@ NO_CREDENTIALS = "the server wants credentials: send them with -H (get), the cat
 
 def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
     status, text = response.status_code, server_text(response)
-    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
-    suffix = f": {detail}" if detail else ""
+    suffix = f": {detail}" if (detail := safe_text(text, limit=MESSAGE_TEXT_LIMIT)) else ""
     where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
     error: MdlError
     if status == 401:
@@ -310,8 +306,7 @@ def transport_error(
     who = server or parts.netloc.rsplit("@", 1)[-1]
     reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__
     proxy: Proxy | None = getattr(exc, "mdl_proxy", None)
-    problem = certificate_problem(exc)
-    if problem is not None:
+    if (problem := certificate_problem(exc)) is not None:
         return NetworkError(f"{what}: TLS certificate of {host} not trusted ({redact_text(problem)})", hint=CA_HINT)
     if proxy is not None and isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError):
         return UnreachableError(

@@ -84,8 +84,7 @@ class Opening:
 
     def close(self) -> None:
         with self._lock:
-            self._taken = True
-            close, self._close = self._close, lambda: None
+            self._taken, close, self._close = True, self._close, lambda: None
         with contextlib.suppress(httpx2.HTTPError, OSError):
             close()
 

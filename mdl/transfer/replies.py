@@ -65,8 +65,7 @@ def probe(
             if is_encoded(response, what=what):
                 # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
                 return Probed(str(response.url), None, None, ranged=False)
-            span = promised(response, what=what)
-            total = span.total
+            total = (span := promised(response, what=what)).total
         elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
             total = 0  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:

@@ -52,8 +52,7 @@ class HashingReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: BinaryIO | None = None
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+        self.sha256, self.size = hashlib.sha256(), 0
 
     def read(self, amount: int = -1) -> bytes:
         if self._handle is None:
@@ -77,8 +76,7 @@ class Bucket:
     """The publish target: a bucket and prefix, through one boto3 client."""
 
     def __init__(self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None) -> None:
-        self.target = target
-        self.client = s3_client(endpoint=endpoint, secrets=secrets)
+        self.target, self.client = target, s3_client(endpoint=endpoint, secrets=secrets)
 
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))
@@ -87,11 +85,9 @@ class Bucket:
         """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
         the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
         never decides: whoever can write the object can set it."""
-        head = self._head(key)
-        if head is None or head.get("ContentLength") != file.size:
+        if (head := self._head(key)) is None or head.get("ContentLength") != file.size:
             return False
-        value = head.get("ChecksumSHA256")
-        if not isinstance(value, str):
+        if not isinstance(value := head.get("ChecksumSHA256"), str):
             return False
         full = sha256_of_head(head)
         if full is not None or head.get("ChecksumType") == "FULL_OBJECT":  # FULL_OBJECT: even of a multipart one
@@ -128,8 +124,7 @@ class Bucket:
         with self._failures(self.target.uri(model)):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
             sizes = {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
-        candidates = [f for f in files if sizes.get(self.key(f)) == f.size]
-        if not candidates:
+        if not (candidates := [f for f in files if sizes.get(self.key(f)) == f.size]):
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
         try:
@@ -170,8 +165,7 @@ class Bucket:
                         pending[index] = (f, future, reader)
                     while pending:
                         done = [index for index, item in pending.items() if item[1].done()]
-                        for index in done:
-                            outcomes.append(self._close(*pending.pop(index), progress=progress))
+                        outcomes.extend(self._close(*pending.pop(index), progress=progress) for index in done)
                         if not done:
                             time.sleep(POLL_SECONDS)
                 finally:
@@ -270,16 +264,13 @@ def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its verified bytes."""
-    whole = hashlib.sha256()
-    digests: list[bytes] = []
+    whole, digests = hashlib.sha256(), []
     try:
         with file.local.open("rb") as handle:
-            for size in sizes:
+            for left in sizes:
                 part = hashlib.sha256()
-                left = size
                 while left:
-                    chunk = handle.read(min(left, READ_CHUNK))
-                    if not chunk:
+                    if not (chunk := handle.read(min(left, READ_CHUNK))):
                         return None  # shorter than the object: not these bytes
                     part.update(chunk)
                     whole.update(chunk)
@@ -288,9 +279,8 @@ def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     except OSError as exc:  # the upload that follows reports it, for this file only
         log.info("%s/%s: cannot read %s to compare: %s", file.model, file.path, file.local, exc)
         return None
-    if whole.hexdigest() != file.sha256:
-        return None
-    return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+    composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+    return composite if whole.hexdigest() == file.sha256 else None
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,22 +55,22 @@ class Signer:
 
     def __init__(self, key: Path, *, force: bool) -> None:
         sign_digests({}, private_key=key, model_name="")  # the library and the key, before anything is read or sent
-        self.key = key
-        self.force = force
+        self.key, self.force = key, force
         self.public_key = public_key_of(key)  # to check a model.sig already in the bucket
 
-    def leaves_out_own(self, model: str, paths: Iterable[str | None]) -> bool:
-        """Whether the model's own model.sig (from its source) is left out for ours: with ``--force``; without it,
-        UsageError (exit 2), as our signature would replace it in the bucket. False when it has none."""
-        if SIGNATURE_FILE not in set(paths):
-            return False
+    def without_own(self, model: LocalModel) -> LocalModel:
+        """The model without a model.sig of its own (from its source), where ours goes: with ``--force``; without it,
+        UsageError (exit 2), as our signature would replace it in the bucket."""
+        if SIGNATURE_FILE not in {*(f.path for f in model.ready), *(f.path for f in model.failures)}:
+            return model
         if not self.force:
             raise UsageError(
-                f"{model}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
+                f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
                 f"which --sign would replace in the bucket",
                 hint="--force publishes mdl's signature in its place; without --sign the model's own is published",
             )
-        return True
+        ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
+        return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
 
     def sign(self, model: str, files: Sequence[ReadyFile]) -> Signature:
         """The signature over every file published but those a signature leaves out (model.sig, ``.git*``)."""
@@ -81,8 +81,7 @@ class Signer:
         """The bucket's model.sig when it already signs these digests for this model with this key (a re-run then
         writes nothing): verified with the key, never taken for its looks. Another key's, another statement's or a
         damaged one is None: replaced."""
-        data = bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))
-        if data is None:
+        if (data := bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))) is None:
             return None
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
@@ -97,13 +96,11 @@ class Signer:
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's ``upload``/``skip``."""
-        data = signature.data
-        reason = f"signed with {self.key}"
+        data, reason = signature.data, f"signed with {self.key}"
         if action.startswith("skip"):
             reason = "already in the bucket (verified: this key signed these files)"
+        dest, sha256 = bucket.target.uri(signature.model, SIGNATURE_FILE), hashlib.sha256(data).hexdigest()
         fetched = len(data) if action == "uploaded" else 0
-        dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
-        sha256 = hashlib.sha256(data).hexdigest()
         return FileOutcome(
             signature.model, SIGNATURE_FILE, dest, len(data), sha256, action, reason=reason, fetched=fetched
         )
@@ -112,8 +109,7 @@ class Signer:
         """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already signs the same."""
         dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
         try:
-            kept = self.there(bucket, signature)
-            if kept is not None:
+            if (kept := self.there(bucket, signature)) is not None:
                 return self.outcome(bucket, kept, "skipped")
             key = bucket.target.key(signature.model, SIGNATURE_FILE)
             bucket.put_small(key, signature.data, content_type="application/json")
@@ -154,7 +150,7 @@ def publish_models(
     models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
     signatures: dict[str, Signature] = {}
     if signer is not None:
-        models = [_without_own_signature(model, signer) for model in models]
+        models = [signer.without_own(model) for model in models]
         # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
         signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
     bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
@@ -165,11 +161,8 @@ def publish_models(
         if not model.ready:
             continue
         there = bucket.already_there(model.spec.name, model.ready)  # the bucket missing or denied ends the run: 4, 3
-        for f in model.ready:
-            if f.path in there:
-                outcomes.append(bucket.outcome(f, "skipped"))
-            else:
-                uploads.append(f)
+        outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
+        uploads += [f for f in model.ready if f.path not in there]
     if dry_run:
         planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
         planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
@@ -185,8 +178,7 @@ def publish_models(
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds
             continue
-        written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
-        manifests.extend(written)
+        manifests.extend(written := _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
         if signer is not None and written and model.spec.name in signatures:  # last: every object it names is there
             outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
     return PublishReport(_ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests))
@@ -198,21 +190,12 @@ def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> t
     return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
 
 
-def _without_own_signature(model: LocalModel, signer: Signer) -> LocalModel:
-    """The model without a model.sig of its own (from its source) where ours goes (or exit 2, without --force)."""
-    if not signer.leaves_out_own(model.spec.name, [*(f.path for f in model.ready), *(f.path for f in model.failures)]):
-        return model
-    ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
-    return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
-
-
 def _manifest(
     bucket: Bucket, model: LocalModel, outcomes: list[FileOutcome], *, locked: LockedModel | None
 ) -> list[str]:
     """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
     name = model.spec.name
-    key = bucket.target.key(MANIFEST_FOLDER, f"{name}.json")
-    uri = bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
+    key, uri = bucket.target.key(MANIFEST_FOLDER, f"{name}.json"), bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
     body = manifest_bytes(model, locked)
     try:
         if any(f.failing for f in outcomes if f.model == name):
@@ -264,8 +247,7 @@ def local_model(
     ready: list[ReadyFile] = []
     failures: list[FileOutcome] = []
     for file in status.files:
-        entry = record.files.get(file.path)
-        want = expected.get(file.path)
+        entry, want = record.files.get(file.path), expected.get(file.path)
         if file.state == INSTALLED and entry is not None and (want is None or want == entry.sha256):
             ready.append(ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source))
             continue
