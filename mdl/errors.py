@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import ClassVar
 
@@ -118,15 +118,21 @@ class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRU
     """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a publish's uploads)."""
 
 
-def server_details(exc: BaseException) -> tuple[int | None, str | None]:
-    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and each error it wraps (``raise … from``, or raised while handling), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, MdlError) and current.status is not None:
-            return current.status, current.server_text
+        yield current
         current = current.__cause__ or current.__context__
+
+
+def server_details(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+    for error in causes(exc):
+        if isinstance(error, MdlError) and error.status is not None:
+            return error.status, error.server_text
     return None, None
 
 

@@ -225,14 +225,8 @@ def parse_hf_uri(text: str) -> HfUri:
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
         raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")  # one line, however it came
-    path = match.group("path")
-    return HfUri(
-        given=text,
-        repo_type=_REPO_TYPES[match.group("type")],
-        repo=match.group("repo"),
-        revision=match.group("rev"),
-        path=safe_relative_path(path, where=text) if path is not None else None,
-    )
+    path = match.group("path") and safe_relative_path(match.group("path"), where=text)
+    return HfUri(text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path)
 
 
 _KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type

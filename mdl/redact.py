@@ -247,8 +247,7 @@ def _redact_urls(text: str) -> str:
 
 def _redact_found_url(url: str) -> str:
     # Nothing to take out (no userinfo, path parameter or query) and nothing urlsplit refuses: as it is, cheaply.
-    plain = url.isascii() and not any(mark in url for mark in "@;?[")
-    return url if plain else redact_url(url)
+    return url if url.isascii() and not any(mark in url for mark in "@;?[") else redact_url(url)
 
 
 def _where(text: str) -> Callable[[int], int]:
@@ -375,13 +374,12 @@ def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
 def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
     """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too (when at
     least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told from words)."""
-    index = secrets
-    if index is None or not index.heads:
+    if secrets is None or not secrets.heads:
         return text
     skeleton = _squeeze(text)
     low, where = _fold(skeleton), _where(text)
-    for start in range(max(0, len(low) - index.longest), len(low) - MIN_SECRET_LENGTH + 1):
-        lengths = index.heads.get(low[start : start + MIN_SECRET_LENGTH])
+    for start in range(max(0, len(low) - secrets.longest), len(low) - MIN_SECRET_LENGTH + 1):
+        lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH])
         tail, tail_low = skeleton[start:], low[start:]
         for exact, folded in list(lengths.values()) if lengths else ():
             if any(f.startswith(tail) for f in tuple(exact)) or any(f.startswith(tail_low) for f in tuple(folded)):

@@ -43,9 +43,7 @@ def pack_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
     sign: Annotated[
         Path | None,
-        typer.Option(
-            "--sign", metavar="KEY", help="Sign the packed files into model.sig with this EC private key (PEM)."
-        ),
+        typer.Option("--sign", help="Sign the packed files into model.sig with this EC private key (PEM)."),
     ] = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
@@ -113,7 +111,6 @@ def unpack_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="KEY",
             help="Require the archive's model.sig to verify with this public key, and every file to match it.",
         ),
     ] = None,

@@ -81,7 +81,6 @@ def add_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="KEY",
             help="Pull it only if its model.sig verifies with this public key (PEM): the entry's signature key, "
             "written relative to the catalog's folder when the key is in it, else absolute.",
         ),

@@ -49,7 +49,6 @@ def get_cmd(
             "-H",
             "--header",
             help="Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as curl -H).",
-            metavar="HEADER",
         ),
     ] = None,
     input_file: Annotated[
@@ -58,7 +57,6 @@ def get_cmd(
             "-i",
             "--input-file",
             help="Read more sources from FILE, one a line ('-' = stdin; '#' comments).",
-            metavar="FILE",
         ),
     ] = None,
     **where: Any,

@@ -82,6 +82,8 @@ METAVARS = {
     "to": "URL",
     "endpoint_url": "URL",
     "sign": "KEY",
+    "signed_by": "KEY",
+    "input_file": "FILE",
 }
 # A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's.
 TYPES: dict[str, Any] = {"count": int, "seconds": float, "rate": str, "url": str, "path": Path, "urls": list[str]}

@@ -91,7 +91,6 @@ class Run:
         mode = choose_progress_mode(
             quiet=self.quiet,
             no_progress=self.no_progress,
-            json_output=self.json,
             stderr_isatty=isatty(self.stderr),
             environ=self.environ,
             requested=self.progress,
@@ -137,17 +136,10 @@ ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress 
 
 
 def choose_progress_mode(
-    *,
-    quiet: bool,
-    no_progress: bool,
-    json_output: bool,
-    stderr_isatty: bool,
-    environ: Mapping[str, str],
-    requested: str | None = None,
+    *, quiet: bool, no_progress: bool, stderr_isatty: bool, environ: Mapping[str, str], requested: str | None = None
 ) -> ProgressMode:
     """The display for ``--progress``: json even with -q or --no-progress (they silence people's output, not a
     program's), else they mean none; auto is rich on a terminal, plain lines off it or with TERM=dumb."""
-    del json_output
     choice = (requested or "auto").lower()
     if choice not in get_args(ProgressChoice):
         raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here

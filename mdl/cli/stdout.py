@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from mdl.cli.render.console import emit_json
+from mdl.errors import causes
 from mdl.redact import Secrets
 
 log = logging.getLogger("mdl.cli")
@@ -57,15 +58,11 @@ def stdout_closed(fd: int = STDOUT_FD) -> bool:
 
 def is_closed_stdout_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, StdoutClosed):
             return True
         if isinstance(current, OSError) and current.errno == errno.EPIPE:
             return stdout_closed()
-        current = current.__cause__ or current.__context__
     return False
 
 
