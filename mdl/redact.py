@@ -121,12 +121,8 @@ class Secrets:
             for value in (userinfo, password if colon else user):
                 self.add(value)
                 self.add(unquote(value))
-        pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
-        for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
-            raw_name, equals, raw_value = piece.partition("=")
-            if equals:
-                pieces.append((raw_name, raw_value))
-        for raw_name, raw_value in pieces:
+        pieces = [piece.split("=", 1) for piece in f"{parts.query}&{parts.fragment}".split("&") if "=" in piece]
+        for raw_name, raw_value in [*_PATH_PARAM.findall(parts.path), *pieces]:
             if not _secret_name(raw_name):
                 continue
             # AWS/GCS credentials are "<access key id>/<date>/<region>/…": the key id alone too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -137,21 +138,14 @@ class RunReport:
 def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, int]]:
     """The failures to tell people, in order, each with how many more were folded into it: a Hub repo that refuses
     access (a gated or private repo, a refused token) refuses every file of it alike, so that is said once."""
-    shown: list[tuple[FileOutcome, int]] = []
-    first: dict[tuple[str, str | None], int] = {}  # (repo, hint) → its line in ``shown``
-    for outcome in outcomes:
-        if not outcome.failing:
-            continue
+    first: dict[object, FileOutcome] = {}  # by (repo, hint), else by its place: the outcome said
+    more: Counter[object] = Counter()
+    for index, outcome in enumerate(o for o in outcomes if o.failing):
         repo = outcome.hub_repo if outcome.exit_code == ExitCode.AUTH else None
-        key = (repo or "", outcome.hint)
-        if repo is not None and key in first:
-            said, more = shown[first[key]]
-            shown[first[key]] = (said, more + 1)
-            continue
-        if repo is not None:
-            first[key] = len(shown)
-        shown.append((outcome, 0))
-    return shown
+        key = index if repo is None else (repo, outcome.hint)
+        more[key] += key in first
+        first.setdefault(key, outcome)
+    return [(outcome, more[key]) for key, outcome in first.items()]
 
 
 def folder(outcome: FileOutcome) -> Path | None:

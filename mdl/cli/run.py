@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
@@ -168,8 +168,7 @@ def make_reporter(
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
         return RichReporter(stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets)
     if mode == "plain":
-        stamp = wallclock or (lambda: datetime.now(UTC))
-        return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
+        return PlainReporter(stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets)
     if mode == "json":
         return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
     return Reporter()

@@ -29,8 +29,7 @@ def color_enabled(*, isatty: bool, environ: Mapping[str, str]) -> bool:
 
 def isatty(stream: Any) -> bool:
     """Whether ``stream`` is a terminal; streams without a usable ``isatty`` (tests) count as not."""
-    method = getattr(stream, "isatty", None)
-    return bool(method()) if callable(method) else False
+    return callable(method := getattr(stream, "isatty", None)) and bool(method())
 
 
 def utc(moment: datetime) -> datetime:

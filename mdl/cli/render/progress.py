@@ -186,7 +186,9 @@ class PlainReporter(Reporter):
     """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming), a progress line per
     interval, done."""
 
-    def __init__(self, *, stream: TextIO, wallclock: Callable[[], datetime], interval: float, **common: Any) -> None:
+    def __init__(
+        self, *, stream: TextIO, wallclock: Callable[[], datetime] | None, interval: float, **common: Any
+    ) -> None:
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
 
