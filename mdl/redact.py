@@ -223,12 +223,11 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    netloc = parts.netloc.rsplit("@", 1)[-1]
     path = _PATH_PARAM.sub(
         lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0), parts.path
     )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
-    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], path, query, parts.fragment))
 
 
 def _secret_name(raw: str) -> bool:

@@ -50,21 +50,10 @@ def pack_cmd(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    result = run.call(
-        api.pack,
-        run_dir,
-        output=output,
-        stream=sys.stdout.buffer if to_stdout else None,
-        checkpoint=checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        include=include or (),
-        exclude=exclude or (),
-        compress=compress,
-        dry_run=dry_run,
-        force=force,
-        sign=sign,
-    )
+    options = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress, "sign": sign}
+    globs = {"include": include or (), "exclude": exclude or ()}
+    stream = sys.stdout.buffer if to_stdout else None
+    result = run.call(api.pack, run_dir, output=output, stream=stream, **options, **globs, dry_run=dry_run, force=force)
     doc = result.to_json()
     if run.json:
         run.emit(doc)

@@ -36,16 +36,8 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
     its locked sha256, without asking the Hub to list anything."""
-    report = run.call(
-        api.pull,
-        *(names or ()),
-        all=all_models,
-        verify=not no_verify,
-        force=force,
-        dry_run=dry_run,
-        **where,
-        secrets=run.secrets,
-    )
+    options = {"all": all_models, "verify": not no_verify, "force": force, "dry_run": dry_run, "secrets": run.secrets}
+    report = run.call(api.pull, *(names or ()), **options, **where)
     # `DIR=$(mdl pull tiny)`: the data is where each model is
     return render_report(run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files)))
 

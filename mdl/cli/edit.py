@@ -98,22 +98,9 @@ def add_cmd(
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
     its description, tags and signer."""
-    change = run.call(
-        api.add,
-        name,
-        *(sources or ()),
-        include=include or (),
-        exclude=exclude or (),
-        save_as=save_as,
-        sha256=sha256,
-        description=description,
-        tags=tag or (),
-        signed_by=signed_by,
-        force=force,
-        check=not no_check,
-        **where,
-        secrets=run.secrets,
-    )
+    entry = {"save_as": save_as, "sha256": sha256, "description": description, "signed_by": signed_by, "force": force}
+    options = {"include": include or (), "exclude": exclude or (), "tags": tag or (), "check": not no_check}
+    change = run.call(api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets)
     return _render(run, change)
 
 

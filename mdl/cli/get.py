@@ -69,20 +69,9 @@ def get_cmd(
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    report = run.call(
-        api.get,
-        *(sources or ()),
-        output=output,
-        directory=directory,
-        sha256=sha256,
-        include=include or (),
-        exclude=exclude or (),
-        **where,
-        force=force,
-        headers=headers,
-        input_file=input_file,
-        secrets=run.secrets,
-    )
+    options = {"output": output, "directory": directory, "sha256": sha256, "force": force, "input_file": input_file}
+    globs = {"include": include or (), "exclude": exclude or ()}
+    report = run.call(api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets)
     # `P=$(mdl get URL)`: the data is where each file is
     return render_report(run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files)))
 

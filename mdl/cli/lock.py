@@ -33,9 +33,8 @@ def lock_cmd(
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    report = run.call(
-        api.lock, *(names or ()), all=all_models, upgrade=upgrade, check=check, **where, secrets=run.secrets
-    )
+    options = {"all": all_models, "upgrade": upgrade, "check": check, "secrets": run.secrets}
+    report = run.call(api.lock, *(names or ()), **options, **where)
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:

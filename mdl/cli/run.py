@@ -20,11 +20,13 @@ import typer
 from mdl.cli.render.console import (
     Console,
     EventStream,
+    color_enabled,
     isatty,
     no_color,
-    print_table,
+    render_table,
     run_summary,
     stderr_sink,
+    table_width,
     unstamped,
 )
 from mdl.cli.stdout import (
@@ -72,13 +74,11 @@ class Run:
         # terminal each line says when and which run (stderr_sink)
         json_events = (self.progress or "").lower() == "json"
         self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
-        self.secrets = Secrets()  # the run's: what it learns (tokens, headers, signed URLs) is told here, sinks hide it
-        # Never printed either: anything like a credential in the environment, used by mdl or not (a server may echo
-        # one a wrapper script sent, and catalog headers expand ``${VAR}`` from it).
+        # The run's secrets: what it learns (tokens, headers, signed URLs) is told here, sinks hide it. Never printed
+        # either: anything like a credential in the environment, used by mdl or not (a server may echo one a wrapper
+        # script sent, and catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        for key, value in self.environ.items():
-            if any(word in key.upper() for word in suspicious):
-                self.secrets.add(value)
+        self.secrets = Secrets(v for k, v in self.environ.items() if any(word in k.upper() for word in suspicious))
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (cli.summary)
@@ -113,7 +113,8 @@ class Run:
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        print_table(rows, columns, stream=self.stdout, environ=self.environ)
+        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
+        render_table(rows, columns, stream=self.stdout, color=color, width=table_width(self.stdout, self.environ))
 
     def tell(self, error: MdlError) -> int:
         """What ended the command, said once: in the log, the ``--json`` document and on stderr; its exit code."""

@@ -211,14 +211,6 @@ class Console:
             self._write("", "", message)
 
 
-def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
-    """One JSON document and a newline, indented on a terminal: its text made safe (errors echo servers), its data
-    only made printable (``safe_doc``)."""
-    clean = safe_doc(doc, secrets=secrets)
-    stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
-    stream.flush()
-
-
 def display_width(text: str) -> int:
     """Terminal columns ``text`` takes: wide East Asian characters count 2, combining marks 0."""
     return sum(_char_width(c) for c in text)
@@ -322,11 +314,3 @@ def render_table(
         for n in range(max(len(lines) for lines in folded)):
             stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
     stream.flush()
-
-
-def print_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, stream: TextIO, environ: Mapping[str, str]
-) -> None:
-    """:func:`render_table` as ``stream`` wants it: in colour on a terminal (as ``environ`` allows), in its width."""
-    color = color_enabled(isatty=isatty(stream), environ=environ)
-    render_table(rows, columns, stream=stream, color=color, width=table_width(stream, environ))
