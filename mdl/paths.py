@@ -98,13 +98,10 @@ def path_problem(name: str) -> str | None:
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
     """Two names that cannot both be files ('a' and 'a/b'), else None; case is not folded, as the Hub does not."""
     files = set(names)
-    for name in sorted(files):
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
-            if folder in files:
-                return folder, name
-    return None
+    pairs = (
+        ("/".join(name.split("/")[:depth]), name) for name in sorted(files) for depth in range(1, name.count("/") + 1)
+    )
+    return next((pair for pair in pairs if pair[0] in files), None)
 
 
 def safe_relative_path(value: str, *, where: str) -> str:

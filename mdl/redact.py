@@ -311,12 +311,9 @@ def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
         spans = _spans(text, secrets)
         if not spans:
             break
-        removed, last = True, 0
-        pieces: list[str] = []
-        for start, end in spans:
-            pieces += (text[last:start], REDACTED)
-            last = end
-        text = "".join((*pieces, text[last:]))
+        starts, ends = zip(*spans, strict=True)
+        text = REDACTED.join(text[a:b] for a, b in zip((0, *ends), (*starts, len(text)), strict=True))
+        removed = True
     return text, removed
 
 

@@ -80,7 +80,7 @@ class FileOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
-        doc: dict[str, Any] = {
+        return {
             "model": self.model or None,
             "path": self.path,
             "dest": self.dest,
@@ -92,10 +92,8 @@ class FileOutcome:
             "reason": self.reason or None,
             "warning": "; ".join(self.warnings) or None,
             "verified": self.verified,
+            **({"mirror": self.mirror} if self.mirror is not None else {}),
         }
-        if self.mirror is not None:
-            doc["mirror"] = self.mirror
-        return doc
 
 
 @dataclass(frozen=True)
@@ -114,10 +112,11 @@ class RunReport:
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
-        if self.dry_run:
-            doc["dry_run"] = True
-        return doc
+        return {
+            "ok": self.ok,
+            "files": [f.to_json() for f in self.files],
+            **({"dry_run": True} if self.dry_run else {}),
+        }
 
     def path(self, model: str) -> Path:
         """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's error or UsageError."""

@@ -114,7 +114,6 @@ def unpack_cmd(
     if run.json:
         run.emit(doc)
         return
-    for f in doc["files"] if not run.quiet else ():
-        run.line(f["path"])
+    run.line(*(f["path"] for f in doc["files"] if not run.quiet))
     signed = f"; {doc['signature']['file']} verified, signed by {doc['signature']['by']}" if doc["signature"] else ""
     run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}{signed}")

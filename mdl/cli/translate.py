@@ -115,7 +115,5 @@ def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str =
 
 def wants_events(argv: Sequence[str]) -> bool:
     """Whether a command line (not parsed) asks for ``--progress json``."""
-    args = list(argv)
-    if "--" in args:
-        del args[args.index("--") :]  # what follows are arguments, not options
+    args = list(argv)[: argv.index("--")] if "--" in argv else argv  # what follows "--" are arguments, not options
     return "--progress=json" in args or ("--progress", "json") in pairwise(args)

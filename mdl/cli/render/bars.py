@@ -169,11 +169,9 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
                 line.append_text(_bar(row, layout.bar, color=color))
             elif column == "size":
                 line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
-            elif column == "percent" and row.total is None:  # no share without a size: the bytes show it moves
-                line.append(human_size(row.completed).rjust(percent_width), "green")
-            elif column == "percent":
+            elif column == "percent":  # no share without a size: the bytes show it moves
                 share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(share.rjust(percent_width), "green")
+                line.append((human_size(row.completed) if row.total is None else share).rjust(percent_width), "green")
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
