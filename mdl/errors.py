@@ -31,10 +31,8 @@ class MdlError(Exception):
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Messages quote servers, archives and file names: a control character never reaches a caller unescaped.
-        message = printable(message, multiline=True)
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.message, self.hint = printable(message, multiline=True), hint
+        super().__init__(self.message)
         # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
         self.status: int | None = None
         self.server_text: str | None = None

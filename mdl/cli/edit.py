@@ -29,7 +29,7 @@ def init_cmd(
     run: Run,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog with the starter.")] = False,
     **where: Any,
-) -> int:
+) -> None:
     """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
     else the user config folder, read from any folder without a catalog.toml of its own."""
     done = api.init(**where, force=force, environ=run.environ)
@@ -45,7 +45,6 @@ def init_cmd(
         run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
     else:
         run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); try: mdl list")
-    return 0
 
 
 @command(where=("timeout", "catalog"))

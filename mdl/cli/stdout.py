@@ -76,10 +76,8 @@ def silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
     except OSError:
         return
-    try:
-        os.dup2(devnull, STDOUT_FD)
-    finally:
-        os.close(devnull)
+    os.dup2(devnull, STDOUT_FD)
+    os.close(devnull)
 
 
 @contextlib.contextmanager

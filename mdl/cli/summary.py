@@ -100,10 +100,8 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
-    reasons = dict.fromkeys(
-        _KIND_WORDS.get(f.kind or "", (f.kind or "").replace("_", " ")) for f in unit if f.action == "failed"
-    )
-    said = ", ".join(r for r in reasons if r)
+    kinds = dict.fromkeys(f.kind for f in unit if f.action == "failed" and f.kind)  # each kind's words are its own
+    said = ", ".join(_KIND_WORDS.get(kind, kind.replace("_", " ")) for kind in kinds)
     return f"{name} ({said})" if said else name
 
 

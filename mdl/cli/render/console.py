@@ -140,13 +140,12 @@ class EventStream:
             label, hint = fields.pop("label", None), fields.pop("hint", None)
             self.emit("error", model=model, path=path, label=label, message=message, hint=hint, **fields)
 
-    def warning(self, message: str) -> None:
+    # As a Console says them: a run's console is its event stream with --progress json.
+    def warn(self, message: str) -> None:
         self.emit("warning", message=message)
 
-    def note(self, message: str) -> None:
+    def info(self, message: str) -> None:
         self.emit("note", message=message)
-
-    warn, info = warning, note  # as a Console says them: a run's console is its event stream with --progress json
 
     def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
         with self._lock:  # (emit drops what comes after the first end)
@@ -222,10 +221,7 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    for i, used in enumerate(accumulate(map(_char_width, text))):
-        if used > width:
-            return text[:i]
-    return text
+    return text[: next((i for i, used in enumerate(accumulate(map(_char_width, text))) if used > width), len(text))]
 
 
 ELLIPSIS = "…"

@@ -231,12 +231,9 @@ def resuming(event: Event) -> str:
 
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
-    parts = [item.label]
-    if item.total:
-        parts += [f"{100 * item.completed // item.total}%", f"{human_size(item.completed)}/{human_size(item.total)}"]
-    else:
-        parts.append(human_size(item.completed))
-    parts.append(human_rate(rate))
+    done = human_size(item.completed)
+    shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}" if item.total else done
+    parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
     return " ".join(parts)
@@ -258,7 +255,7 @@ class JsonReporter(Reporter):
         if kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
             self._events.begin(files=event.files, total=event.total)
         elif kind == "note":
-            self._events.note(event.message)
+            self._events.info(event.message)
         elif kind == "finish":
             item = item or Item(event.key, None, now)
             if event.ok:
