@@ -23,6 +23,11 @@ def human_size(n: int | float | None) -> str:
     return f"{text} {unit}"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def human_rate(bytes_per_second: float | None) -> str:
     """A transfer rate: "20.0 MiB/s" (``--limit-rate 20M`` is 20 MiB/s); "?" when unknown."""
     if bytes_per_second is None or not math.isfinite(bytes_per_second):

@@ -10,7 +10,7 @@ from mdl import api
 from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
-from mdl.units import human_size
+from mdl.units import human_size, plural
 
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 
@@ -70,7 +70,7 @@ def pack_cmd(
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
     chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-    count = f"{len(doc['files'])} file{'' if len(doc['files']) == 1 else 's'}"
+    count = plural(len(doc["files"]), "file")
     if dry_run:  # the archive's own size is known once written; what goes in is known now
         content = human_size(sum(f["size"] for f in doc["files"]))
         signed = f" and {doc['signature']}, signing them" if doc["signature"] else ""

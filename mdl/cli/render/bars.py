@@ -10,7 +10,7 @@ from mdl.cli.render.console import ELLIPSIS, display_width, head
 from mdl.cli.render.progress import Item, Reporter, resuming
 from mdl.progress import Event
 from mdl.redact import safe_text
-from mdl.units import human_clock, human_rate, human_size
+from mdl.units import human_clock, human_rate, human_size, plural
 
 if TYPE_CHECKING:
     from rich.console import Console as RichConsole
@@ -89,7 +89,7 @@ class RichReporter(Reporter):
         """The total first, then the items in the order they started."""
         tally, rows = self._tally, []
         if tally.files:
-            label = f"total {tally.done}/{tally.files} file{'s' if tally.files != 1 else ''}"  # never cut on screen
+            label = f"total {tally.done}/{plural(tally.files, 'file')}"  # never cut on screen
             rows.append(Row(label, tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True))
         for item in tally.items.values():
             waiting = None

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from mdl.cli.render.console import EventStream, stamped
 from mdl.progress import Event, Progress
 from mdl.redact import Secrets, safe_text
-from mdl.units import human_duration, human_rate, human_size
+from mdl.units import human_duration, human_rate, human_size, plural
 
 PROGRESS_EVERY = 1.0  # seconds: at most one JSON progress event per file this often
 WINDOW = 5.0  # seconds: the rate follows what the link does now, not the average since the start
@@ -200,7 +200,7 @@ class PlainReporter(Reporter):
         kind, total = event.kind, event.total
         if kind == "begin" and event.files > 0:
             size = "" if total is None else f", {human_size(total)}"
-            self._write(f"begin {event.files} file{'s' if event.files != 1 else ''}{size}")
+            self._write(f"begin {plural(event.files, 'file')}{size}")
         elif kind == "start" and event.completed:
             self._write(resuming(event))
         elif kind == "start":
