@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import ClassVar
 
@@ -31,10 +31,8 @@ class MdlError(Exception):
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Messages quote servers, archives and file names: a control character never reaches a caller unescaped.
-        message = printable(message, multiline=True)
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.message, self.hint = printable(message, multiline=True), hint
+        super().__init__(self.message)
         # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
         self.status: int | None = None
         self.server_text: str | None = None
@@ -118,15 +116,21 @@ class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRU
     """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a publish's uploads)."""
 
 
-def server_details(exc: BaseException) -> tuple[int | None, str | None]:
-    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and each error it wraps (``raise … from``, or raised while handling), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, MdlError) and current.status is not None:
-            return current.status, current.server_text
+        yield current
         current = current.__cause__ or current.__context__
+
+
+def server_details(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+    for error in causes(exc):
+        if isinstance(error, MdlError) and error.status is not None:
+            return error.status, error.server_text
     return None, None
 
 

@@ -98,13 +98,10 @@ def path_problem(name: str) -> str | None:
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
     """Two names that cannot both be files ('a' and 'a/b'), else None; case is not folded, as the Hub does not."""
     files = set(names)
-    for name in sorted(files):
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
-            if folder in files:
-                return folder, name
-    return None
+    pairs = (
+        ("/".join(name.split("/")[:depth]), name) for name in sorted(files) for depth in range(1, name.count("/") + 1)
+    )
+    return next((pair for pair in pairs if pair[0] in files), None)
 
 
 def safe_relative_path(value: str, *, where: str) -> str:
@@ -225,14 +222,8 @@ def parse_hf_uri(text: str) -> HfUri:
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
         raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")  # one line, however it came
-    path = match.group("path")
-    return HfUri(
-        given=text,
-        repo_type=_REPO_TYPES[match.group("type")],
-        repo=match.group("repo"),
-        revision=match.group("rev"),
-        path=safe_relative_path(path, where=text) if path is not None else None,
-    )
+    path = match.group("path") and safe_relative_path(match.group("path"), where=text)
+    return HfUri(text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path)
 
 
 _KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type

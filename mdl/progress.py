@@ -72,21 +72,8 @@ class ArchiveProgress(Progress):
 
     def __init__(self, inner: Progress, archive: str | None) -> None:
         self.inner, self.archive = inner, archive
-
-    def begin(self, *, total_bytes: int | None, files: int) -> None:
-        self.inner.begin(total_bytes=total_bytes, files=files)
+        for name in ("begin", "waiting", "advance", "finish", "note"):  # passed on as they are
+            setattr(self, name, getattr(inner, name))
 
     def start(self, key: str, *, model: str | None = None, **fields: Any) -> None:
         self.inner.start(key, model=self.archive if model is None else model, **fields)
-
-    def waiting(self, key: str, message: str) -> None:
-        self.inner.waiting(key, message)
-
-    def advance(self, key: str, nbytes: int) -> None:
-        self.inner.advance(key, nbytes)
-
-    def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        self.inner.finish(key, ok=ok, message=message)
-
-    def note(self, message: str) -> None:
-        self.inner.note(message)

@@ -124,12 +124,8 @@ class Secrets:
                 self.add(unquote(value))
             # and as an HTTP client sends it (RFC 7617: Basic base64(user:password)), which a server may quote alone
             self.add(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii"))
-        pieces = [(m.group(1), m.group(2)) for m in _PATH_PARAM.finditer(parts.path)]
-        for piece in (*parts.query.split("&"), *parts.fragment.split("&")):
-            raw_name, equals, raw_value = piece.partition("=")
-            if equals:
-                pieces.append((raw_name, raw_value))
-        for raw_name, raw_value in pieces:
+        pieces = [piece.split("=", 1) for piece in f"{parts.query}&{parts.fragment}".split("&") if "=" in piece]
+        for raw_name, raw_value in [*_PATH_PARAM.findall(parts.path), *pieces]:
             if not _secret_name(raw_name):
                 continue
             # AWS/GCS credentials are "<access key id>/<date>/<region>/…": the key id alone too
@@ -230,12 +226,11 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    netloc = parts.netloc.rsplit("@", 1)[-1]
     path = _PATH_PARAM.sub(
         lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0), parts.path
     )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
-    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], path, query, parts.fragment))
 
 
 def _secret_name(raw: str) -> bool:
@@ -250,8 +245,7 @@ def _redact_urls(text: str) -> str:
 
 def _redact_found_url(url: str) -> str:
     # Nothing to take out (no userinfo, path parameter or query) and nothing urlsplit refuses: as it is, cheaply.
-    plain = url.isascii() and not any(mark in url for mark in "@;?[")
-    return url if plain else redact_url(url)
+    return url if url.isascii() and not any(mark in url for mark in "@;?[") else redact_url(url)
 
 
 def _where(text: str) -> Callable[[int], int]:
@@ -320,12 +314,9 @@ def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
         spans = _spans(text, secrets)
         if not spans:
             break
-        removed, last = True, 0
-        pieces: list[str] = []
-        for start, end in spans:
-            pieces += (text[last:start], REDACTED)
-            last = end
-        text = "".join((*pieces, text[last:]))
+        starts, ends = zip(*spans, strict=True)
+        text = REDACTED.join(text[a:b] for a, b in zip((0, *ends), (*starts, len(text)), strict=True))
+        removed = True
     return text, removed
 
 
@@ -378,13 +369,12 @@ def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
 def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
     """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too (when at
     least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told from words)."""
-    index = secrets
-    if index is None or not index.heads:
+    if secrets is None or not secrets.heads:
         return text
     skeleton = _squeeze(text)
     low, where = _fold(skeleton), _where(text)
-    for start in range(max(0, len(low) - index.longest), len(low) - MIN_SECRET_LENGTH + 1):
-        lengths = index.heads.get(low[start : start + MIN_SECRET_LENGTH])
+    for start in range(max(0, len(low) - secrets.longest), len(low) - MIN_SECRET_LENGTH + 1):
+        lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH])
         tail, tail_low = skeleton[start:], low[start:]
         for exact, folded in list(lengths.values()) if lengths else ():
             if any(f.startswith(tail) for f in tuple(exact)) or any(f.startswith(tail_low) for f in tuple(folded)):

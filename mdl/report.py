@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -79,7 +80,7 @@ class FileOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
-        doc: dict[str, Any] = {
+        return {
             "model": self.model or None,
             "path": self.path,
             "dest": self.dest,
@@ -91,10 +92,8 @@ class FileOutcome:
             "reason": self.reason or None,
             "warning": "; ".join(self.warnings) or None,
             "verified": self.verified,
+            **({"mirror": self.mirror} if self.mirror is not None else {}),
         }
-        if self.mirror is not None:
-            doc["mirror"] = self.mirror
-        return doc
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,11 @@ class RunReport:
         return self.exit_code == ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ok": self.ok, "files": [f.to_json() for f in self.files]}
-        if self.dry_run:
-            doc["dry_run"] = True
-        return doc
+        return {
+            "ok": self.ok,
+            "files": [f.to_json() for f in self.files],
+            **({"dry_run": True} if self.dry_run else {}),
+        }
 
     def path(self, model: str) -> Path:
         """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's error or UsageError."""
@@ -137,21 +137,14 @@ class RunReport:
 def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, int]]:
     """The failures to tell people, in order, each with how many more were folded into it: a Hub repo that refuses
     access (a gated or private repo, a refused token) refuses every file of it alike, so that is said once."""
-    shown: list[tuple[FileOutcome, int]] = []
-    first: dict[tuple[str, str | None], int] = {}  # (repo, hint) → its line in ``shown``
-    for outcome in outcomes:
-        if not outcome.failing:
-            continue
+    first: dict[object, FileOutcome] = {}  # by (repo, hint), else by its place: the outcome said
+    more: Counter[object] = Counter()
+    for index, outcome in enumerate(o for o in outcomes if o.failing):
         repo = outcome.hub_repo if outcome.exit_code == ExitCode.AUTH else None
-        key = (repo or "", outcome.hint)
-        if repo is not None and key in first:
-            said, more = shown[first[key]]
-            shown[first[key]] = (said, more + 1)
-            continue
-        if repo is not None:
-            first[key] = len(shown)
-        shown.append((outcome, 0))
-    return shown
+        key = index if repo is None else (repo, outcome.hint)
+        more[key] += key in first
+        first.setdefault(key, outcome)
+    return [(outcome, more[key]) for key, outcome in first.items()]
 
 
 def folder(outcome: FileOutcome) -> Path | None:

@@ -14,14 +14,18 @@ def human_size(n: int | float | None) -> str:
     if abs(n) < 1024:
         return f"{int(n)} B"
     value = float(n)
-    for unit in _SIZE_UNITS:
+    for unit in _SIZE_UNITS:  # noqa: B007 - the unit it stops at is shown
         value /= 1024
         decimals = 2 if abs(round(value, 2)) < 10 else 1 if abs(round(value, 1)) < 100 else 0  # 1.60, 52.4, 600, 1023
         text = f"{value:.{decimals}f}"
-        # Pick the unit by the rounded value, so 1_048_575 reads "1.00 MiB" rather than "1024 KiB".
-        if abs(float(text)) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{text} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
+        if abs(float(text)) < 1024:  # the unit by the rounded value: 1_048_575 reads "1.00 MiB", not "1024 KiB"
+            break
+    return f"{text} {unit}"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def human_rate(bytes_per_second: float | None) -> str:
@@ -35,8 +39,7 @@ def human_clock(seconds: float | None) -> str:
     """A time left as a clock reads it: "0:07", "1:47", "1:02:03"; "?" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    whole = max(math.ceil(seconds), 0)
-    minutes, secs = divmod(whole, 60)
+    minutes, secs = divmod(max(math.ceil(seconds), 0), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
@@ -48,14 +51,10 @@ def human_duration(seconds: float) -> str:
     seconds = max(seconds, 0.0)
     if seconds < 10:
         return f"{seconds:.1f}".removesuffix(".0") + "s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    value, unit, below = round(seconds), "s", ""  # the two largest units: "2m05s", "1h02m", "3d04h"
+    for size, bigger in ((60, "m"), (60, "h"), (24, "d")):
+        if value < size:
+            break
+        value, rest = divmod(value, size)
+        unit, below = bigger, f"{rest:02d}{unit}"
+    return f"{value}{unit}{below}"

@@ -194,8 +194,8 @@ class MdlCommand(TyperCommand):
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None and param.param_type_name in rows:
-                argument = param.param_type_name == "argument"
-                rows[param.param_type_name].append((_shown(param), record[1]) if argument else record)
+                argument = (_shown(param), record[1]) if param.param_type_name == "argument" else record
+                rows[param.param_type_name].append(argument)
         for title, kind in (("Arguments", "argument"), ("Options", "option")):
             if rows[kind]:
                 with formatter.section(title):

@@ -10,7 +10,7 @@ from mdl import api
 from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
-from mdl.units import human_size
+from mdl.units import human_size, plural
 
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 
@@ -43,30 +43,17 @@ def pack_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
     sign: Annotated[
         Path | None,
-        typer.Option(
-            "--sign", metavar="KEY", help="Sign the packed files into model.sig with this EC private key (PEM)."
-        ),
+        typer.Option("--sign", help="Sign the packed files into model.sig with this EC private key (PEM)."),
     ] = None,
 ) -> None:
     """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    result = run.call(
-        api.pack,
-        run_dir,
-        output=output,
-        stream=sys.stdout.buffer if to_stdout else None,
-        checkpoint=checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        include=include or (),
-        exclude=exclude or (),
-        compress=compress,
-        dry_run=dry_run,
-        force=force,
-        sign=sign,
-    )
+    options = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress, "sign": sign}
+    globs = {"include": include or (), "exclude": exclude or ()}
+    stream = sys.stdout.buffer if to_stdout else None
+    result = run.call(api.pack, run_dir, output=output, stream=stream, **options, **globs, dry_run=dry_run, force=force)
     doc = result.to_json()
     if run.json:
         run.emit(doc)
@@ -83,7 +70,7 @@ def pack_cmd(
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
     chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
-    count = f"{len(doc['files'])} file{'' if len(doc['files']) == 1 else 's'}"
+    count = plural(len(doc["files"]), "file")
     if dry_run:  # the archive's own size is known once written; what goes in is known now
         content = human_size(sum(f["size"] for f in doc["files"]))
         signed = f" and {doc['signature']}, signing them" if doc["signature"] else ""
@@ -113,7 +100,6 @@ def unpack_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="KEY",
             help="Require the archive's model.sig to verify with this public key, and every file to match it.",
         ),
     ] = None,
@@ -128,7 +114,6 @@ def unpack_cmd(
     if run.json:
         run.emit(doc)
         return
-    for f in doc["files"] if not run.quiet else ():
-        run.line(f["path"])
+    run.line(*(f["path"] for f in doc["files"] if not run.quiet))
     signed = f"; {doc['signature']['file']} verified, signed by {doc['signature']['by']}" if doc["signature"] else ""
     run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}{signed}")

@@ -36,16 +36,8 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
     its locked sha256, without asking the Hub to list anything."""
-    report = run.call(
-        api.pull,
-        *(names or ()),
-        all=all_models,
-        verify=not no_verify,
-        force=force,
-        dry_run=dry_run,
-        **where,
-        secrets=run.secrets,
-    )
+    options = {"all": all_models, "verify": not no_verify, "force": force, "dry_run": dry_run, "secrets": run.secrets}
+    report = run.call(api.pull, *(names or ()), **options, **where)
     # `DIR=$(mdl pull tiny)`: the data is where each model is
     return render_report(run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files)))
 
@@ -92,8 +84,7 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
         run.emit(report.to_json())
         return
     removed, freed = ("would remove", "would free") if dry_run else ("removed", "freed")
-    for c in report.files:
-        run.line(f"{removed}  {c.path}  ({human_size(c.size)})  {c.label}")
+    run.line(*(f"{removed}  {c.path}  ({human_size(c.size)})  {c.label}" for c in report.files))
     run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")
 
 
@@ -116,8 +107,7 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
             run.emit(report.to_json())
     else:
         removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        for r in report.removed:
-            run.line(f"{removed}  {r.path}  ({human_size(r.size)})  {r.model}: {r.reason}")
+        run.line(*(f"{removed}  {r.path}  ({human_size(r.size)})  {r.model}: {r.reason}" for r in report.removed))
         if run.verbose:
             for k in report.kept:
                 run.console.info(f"kept {k.path}: {k.reason}")

@@ -29,7 +29,7 @@ def init_cmd(
     run: Run,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog with the starter.")] = False,
     **where: Any,
-) -> int:
+) -> None:
     """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
     else the user config folder, read from any folder without a catalog.toml of its own."""
     done = api.init(**where, force=force, environ=run.environ)
@@ -45,7 +45,6 @@ def init_cmd(
         run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
     else:
         run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); try: mdl list")
-    return 0
 
 
 @command(where=("timeout", "catalog"))
@@ -81,7 +80,6 @@ def add_cmd(
         Path | None,
         typer.Option(
             "--signed-by",
-            metavar="KEY",
             help="Pull it only if its model.sig verifies with this public key (PEM): the entry's signature key, "
             "written relative to the catalog's folder when the key is in it, else absolute.",
         ),
@@ -99,22 +97,9 @@ def add_cmd(
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
     its description, tags and signer."""
-    change = run.call(
-        api.add,
-        name,
-        *(sources or ()),
-        include=include or (),
-        exclude=exclude or (),
-        save_as=save_as,
-        sha256=sha256,
-        description=description,
-        tags=tag or (),
-        signed_by=signed_by,
-        force=force,
-        check=not no_check,
-        **where,
-        secrets=run.secrets,
-    )
+    entry = {"save_as": save_as, "sha256": sha256, "description": description, "signed_by": signed_by, "force": force}
+    options = {"include": include or (), "exclude": exclude or (), "tags": tag or (), "check": not no_check}
+    change = run.call(api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets)
     return _render(run, change)
 
 

@@ -49,7 +49,6 @@ def get_cmd(
             "-H",
             "--header",
             help="Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as curl -H).",
-            metavar="HEADER",
         ),
     ] = None,
     input_file: Annotated[
@@ -58,7 +57,6 @@ def get_cmd(
             "-i",
             "--input-file",
             help="Read more sources from FILE, one a line ('-' = stdin; '#' comments).",
-            metavar="FILE",
         ),
     ] = None,
     **where: Any,
@@ -71,20 +69,9 @@ def get_cmd(
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    report = run.call(
-        api.get,
-        *(sources or ()),
-        output=output,
-        directory=directory,
-        sha256=sha256,
-        include=include or (),
-        exclude=exclude or (),
-        **where,
-        force=force,
-        headers=headers,
-        input_file=input_file,
-        secrets=run.secrets,
-    )
+    options = {"output": output, "directory": directory, "sha256": sha256, "force": force, "input_file": input_file}
+    globs = {"include": include or (), "exclude": exclude or ()}
+    report = run.call(api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets)
     # `P=$(mdl get URL)`: the data is where each file is
     return render_report(run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files)))
 

@@ -75,10 +75,8 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         columns.insert(1, ("dest", "DEST"))
     run.table(rows, columns)
     if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
-        run.line("")
-        run.line("no longer part of the model (removed upstream), not counted:")
-        for path in info.status.extra:
-            run.line(f"  {path}")
+        heading = "no longer part of the model (removed upstream), not counted:"
+        run.line("", heading, *(f"  {path}" for path in info.status.extra))
 
 
 def _signed_text(signature: dict[str, Any] | None, *, short: bool) -> str:

@@ -8,7 +8,7 @@ from mdl import api
 from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
-from mdl.units import human_size
+from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
     from mdl.lockfile import LockedFile, ModelChange
@@ -33,9 +33,8 @@ def lock_cmd(
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    report = run.call(
-        api.lock, *(names or ()), all=all_models, upgrade=upgrade, check=check, **where, secrets=run.secrets
-    )
+    options = {"all": all_models, "upgrade": upgrade, "check": check, "secrets": run.secrets}
+    report = run.call(api.lock, *(names or ()), **options, **where)
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:
@@ -51,7 +50,7 @@ def lock_cmd(
         for failure in report.failures:
             run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
         locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
-        models = f"{locked} model{'' if locked == 1 else 's'}, {resolved} resolved, {locked - resolved} kept as locked"
+        models = f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
         if report.failures:
             run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
         elif report.changed:
@@ -70,13 +69,11 @@ def change_line(change: "ModelChange") -> str:
     if change.status == "added":
         size = human_size(sum(f.size for f in change.added))
         at = f" at {change.new_commit[:7]}" if change.new_commit else ""
-        count = len(change.added)
-        return f"{change.name}: locked{at} ({count} file{'' if count == 1 else 's'}, {size})"
+        return f"{change.name}: locked{at} ({plural(len(change.added), 'file')}, {size})"
     moved = ""
     if change.old_commit != change.new_commit:
         moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
-    added = len(change.added)
-    counts = f"+{added} file{'' if added == 1 else 's'}, -{len(change.removed)}, ~{len(change.changed)} changed"
+    counts = f"+{plural(len(change.added), 'file')}, -{len(change.removed)}, ~{len(change.changed)} changed"
     if change.repinned:
         counts += f", {len(change.repinned)} re-pinned"
     shown = [f"{new.path} {human_size(old.size)} → {human_size(new.size)}" for old, new in change.changed]

@@ -40,9 +40,6 @@ StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
 CompressChoice = Literal["auto", "none", "deflate"]
 
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Silence stderr but errors (stdout's data stays).")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log DEBUG detail to the log file.")]
-NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress display (same as --progress none).")]
 ProgressOpt = Annotated[
     ProgressChoice | None,
     typer.Option(
@@ -51,7 +48,6 @@ ProgressOpt = Annotated[
         "stderr, for programs) or none.",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config).")
 ]
@@ -82,6 +78,8 @@ METAVARS = {
     "to": "URL",
     "endpoint_url": "URL",
     "sign": "KEY",
+    "signed_by": "KEY",
+    "input_file": "FILE",
 }
 # A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's.
 TYPES: dict[str, Any] = {"count": int, "seconds": float, "rate": str, "url": str, "path": Path, "urls": list[str]}
@@ -106,13 +104,18 @@ def metavar(name: str, annotation: Any) -> str:
     return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
 
 
+def switch(*flags: str, help: str) -> tuple[Any, Any]:
+    """A switch's option as Typer reads it (an ``Annotated`` type) and its default, off."""
+    return Annotated[bool, typer.Option(*flags, help=help)], False
+
+
 # The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
 # name (its parameter in the root callback and in every command, and the Run field it sets), option and default.
 COMMON: dict[str, tuple[Any, Any]] = {
-    "json": (JsonOpt, False),
-    "quiet": (QuietOpt, False),
-    "verbose": (VerboseOpt, False),
-    "no_progress": (NoProgressOpt, False),
+    "json": switch("--json", help="Print exactly one JSON document on stdout."),
+    "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
+    "verbose": switch("-v", "--verbose", help="Log DEBUG detail to the log file."),
+    "no_progress": switch("--no-progress", help="No progress display (same as --progress none)."),
     "progress": (ProgressOpt, None),
     "log_file": (LogFileOpt, None),
 }

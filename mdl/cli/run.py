@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
@@ -20,11 +20,13 @@ import typer
 from mdl.cli.render.console import (
     Console,
     EventStream,
+    color_enabled,
     isatty,
     no_color,
-    print_table,
+    render_table,
     run_summary,
     stderr_sink,
+    table_width,
     unstamped,
 )
 from mdl.cli.stdout import (
@@ -72,13 +74,11 @@ class Run:
         # terminal each line says when and which run (stderr_sink)
         json_events = (self.progress or "").lower() == "json"
         self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
-        self.secrets = Secrets()  # the run's: what it learns (tokens, headers, signed URLs) is told here, sinks hide it
-        # Never printed either: anything like a credential in the environment, used by mdl or not (a server may echo
-        # one a wrapper script sent, and catalog headers expand ``${VAR}`` from it).
+        # The run's secrets: what it learns (tokens, headers, signed URLs) is told here, sinks hide it. Never printed
+        # either: anything like a credential in the environment, used by mdl or not (a server may echo one a wrapper
+        # script sent, and catalog headers expand ``${VAR}`` from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        for key, value in self.environ.items():
-            if any(word in key.upper() for word in suspicious):
-                self.secrets.add(value)
+        self.secrets = Secrets(v for k, v in self.environ.items() if any(word in k.upper() for word in suspicious))
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
         self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (cli.summary)
@@ -91,7 +91,6 @@ class Run:
         mode = choose_progress_mode(
             quiet=self.quiet,
             no_progress=self.no_progress,
-            json_output=self.json,
             stderr_isatty=isatty(self.stderr),
             environ=self.environ,
             requested=self.progress,
@@ -114,7 +113,8 @@ class Run:
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
-        print_table(rows, columns, stream=self.stdout, environ=self.environ)
+        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
+        render_table(rows, columns, stream=self.stdout, color=color, width=table_width(self.stdout, self.environ))
 
     def tell(self, error: MdlError) -> int:
         """What ended the command, said once: in the log, the ``--json`` document and on stderr; its exit code."""
@@ -137,17 +137,10 @@ ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress 
 
 
 def choose_progress_mode(
-    *,
-    quiet: bool,
-    no_progress: bool,
-    json_output: bool,
-    stderr_isatty: bool,
-    environ: Mapping[str, str],
-    requested: str | None = None,
+    *, quiet: bool, no_progress: bool, stderr_isatty: bool, environ: Mapping[str, str], requested: str | None = None
 ) -> ProgressMode:
     """The display for ``--progress``: json even with -q or --no-progress (they silence people's output, not a
     program's), else they mean none; auto is rich on a terminal, plain lines off it or with TERM=dumb."""
-    del json_output
     choice = (requested or "auto").lower()
     if choice not in get_args(ProgressChoice):
         raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
@@ -176,8 +169,7 @@ def make_reporter(
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
         return RichReporter(stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets)
     if mode == "plain":
-        stamp = wallclock or (lambda: datetime.now(UTC))
-        return PlainReporter(stream=stream, wallclock=stamp, interval=interval, clock=clock, secrets=secrets)
+        return PlainReporter(stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets)
     if mode == "json":
         return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
     return Reporter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import select
@@ -14,8 +15,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
-from mdl.cli.render.console import emit_json
-from mdl.redact import Secrets
+from mdl.cli.render.console import isatty
+from mdl.errors import causes
+from mdl.redact import Secrets, safe_doc
 
 log = logging.getLogger("mdl.cli")
 
@@ -25,8 +27,11 @@ WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhe
 
 
 def emit_document(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
-    """The one JSON document on ``stream``; an absent value is ``null``, never ``""``."""
-    emit_json(_nulled(doc), stream=stream, secrets=secrets)
+    """The one JSON document on ``stream`` and a newline, indented on a terminal; an absent value is ``null``, never
+    ``""``; its text made safe (errors echo servers), its data only made printable (``safe_doc``)."""
+    clean = safe_doc(_nulled(doc), secrets=secrets)
+    stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
+    stream.flush()
 
 
 def _nulled(doc: Any) -> Any:
@@ -57,15 +62,11 @@ def stdout_closed(fd: int = STDOUT_FD) -> bool:
 
 def is_closed_stdout_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, StdoutClosed):
             return True
         if isinstance(current, OSError) and current.errno == errno.EPIPE:
             return stdout_closed()
-        current = current.__cause__ or current.__context__
     return False
 
 
@@ -75,10 +76,8 @@ def silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
     except OSError:
         return
-    try:
-        os.dup2(devnull, STDOUT_FD)
-    finally:
-        os.close(devnull)
+    os.dup2(devnull, STDOUT_FD)
+    os.close(devnull)
 
 
 @contextlib.contextmanager

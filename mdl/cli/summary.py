@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mdl.cli.render.console import run_summary
 from mdl.cli.stdout import unread_if_failing
-from mdl.units import human_duration, human_size
+from mdl.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:
     from mdl.cli.run import Run
@@ -40,7 +40,7 @@ def render_report(run: Run, report: RunReport, *, verb: str, data: Callable[[], 
     from mdl.report import once_per_repo  # (with its paths and redaction: ~7 ms that --help and list need not pay)
 
     for f, more in once_per_repo(report.files) if run.events is None else [(f, 0) for f in report.files if f.failing]:
-        told = f"{f.error or f.label + ': failed'} (and {_plural(more, 'more file')} of {f.hub_repo})"
+        told = f"{f.error or f.label + ': failed'} (and {plural(more, 'more file')} of {f.hub_repo})"
         run.file_error(replace(f, error=told) if more else f)
     seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
@@ -71,10 +71,6 @@ _KIND_WORDS = {
 _MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
     """Outcomes by model, in the report's order; a ``get`` file (no model) is a unit of its own."""
     found: dict[str, list[FileOutcome]] = {}
@@ -91,7 +87,7 @@ def ok(unit: Sequence[FileOutcome]) -> bool:
 def _files_part(files: Sequence[FileOutcome]) -> str:
     """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
     ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
-    return f"{_plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
+    return f"{plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
@@ -100,10 +96,8 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
-    reasons = dict.fromkeys(
-        _KIND_WORDS.get(f.kind or "", (f.kind or "").replace("_", " ")) for f in unit if f.action == "failed"
-    )
-    said = ", ".join(r for r in reasons if r)
+    kinds = dict.fromkeys(f.kind for f in unit if f.action == "failed" and f.kind)  # each kind's words are its own
+    said = ", ".join(_KIND_WORDS.get(kind, kind.replace("_", " ")) for kind in kinds)
     return f"{name} ({said})" if said else name
 
 
@@ -121,7 +115,7 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
     else:
         files = [f for u in done for f in u if f.path is not None]
-        text = f"{verb} {_plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
+        text = f"{verb} {plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
     for unit in [u for u in grouped if not ok(u)]:  # by what went wrong: failed, or another action's word (missing)
         word = (
@@ -131,7 +125,7 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
-        text += f"; {_plural(len(bad), noun)} {word}: {named}{more}"
+        text += f"; {plural(len(bad), noun)} {word}: {named}{more}"
     fetched = sum(f.fetched for f in outcomes)
     if fetched:
         text += f"; {human_size(fetched)} in {human_duration(seconds)}"

@@ -15,7 +15,7 @@ import typer
 
 from mdl.cli.render.console import EventStream, run_summary, stderr_sink
 from mdl.cli.stdout import EXIT_STDOUT_CLOSED, emit_document, is_closed_stdout_error, silence_stdout, unread_if_failing
-from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError
+from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError, causes
 from mdl.redact import Secrets, safe_text
 
 log = logging.getLogger("mdl.cli")
@@ -65,11 +65,8 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
     elif isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"):
         if run is not None and run.reserve is not None:
             run.reserve.close()  # room to say so; and the traceback's frames hold what filled memory: let them go too
-        chain: list[BaseException] = []
-        current: BaseException | None = exc
-        while current is not None and current not in chain:
-            chain.append(current)
-            current.__traceback__, current = None, current.__context__
+        for held in causes(exc):
+            held.__traceback__ = None
         error = OutOfMemoryError(
             "out of memory" if isinstance(exc, MemoryError) else "out of memory: cannot start a thread",
             hint="free memory or raise the process's limit, or ask for less at once (fewer models)",
@@ -118,7 +115,5 @@ def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str =
 
 def wants_events(argv: Sequence[str]) -> bool:
     """Whether a command line (not parsed) asks for ``--progress json``."""
-    args = list(argv)
-    if "--" in args:
-        del args[args.index("--") :]  # what follows are arguments, not options
+    args = list(argv)[: argv.index("--")] if "--" in argv else argv  # what follows "--" are arguments, not options
     return "--progress=json" in args or ("--progress", "json") in pairwise(args)

@@ -213,9 +213,9 @@ def test_one_begin_however_many_batches_and_nothing_after_end() -> None:
     events.begin(files=2, total=30)
     events.begin(files=0, total=0)  # a later empty batch says nothing
     events.begin(files=1, total=5)  # a later batch: its totals as a ``plan``
-    events.warning("mirror m is not usable")
+    events.warn("mirror m is not usable")
     events.end(exit_code=0, summary=run_summary((), seconds=0.0, text=None))
-    events.note("too late")
+    events.info("too late")
     events.end(exit_code=3, summary={})
     got = stream(out.getvalue())
     assert [(e["event"], e.get("files"), e.get("total")) for e in got] == [

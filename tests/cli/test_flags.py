@@ -252,9 +252,7 @@ def test_progress_belongs_to_the_commands_that_show_progress(world: World, comma
 
 
 def _mode_of(requested: str) -> str:
-    return choose_progress_mode(
-        quiet=False, no_progress=False, json_output=False, stderr_isatty=False, environ={}, requested=requested
-    )
+    return choose_progress_mode(quiet=False, no_progress=False, stderr_isatty=False, environ={}, requested=requested)
 
 
 # The modes themselves come with the display work (mdl/cli/render/progress.py); these check the flag reaches it.

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from mdl.cli.render.console import Console, color_enabled, emit_json, render_table
+from mdl.cli.render.console import Console, color_enabled, render_table
 from mdl.cli.render.log import setup_logging
+from mdl.cli.stdout import emit_document
 from mdl.redact import Secrets
 
 SIGNED = "https://cdn.example.com/m.bin?X-Amz-Signature=deadbeefcafe&X-Amz-Credential=AKIA123"
@@ -91,7 +92,7 @@ def test_color_enabled(tty: bool, environ: dict[str, str], expected: bool) -> No
 def test_emit_json_prints_one_document() -> None:
     stream = io.StringIO()
     doc = {"ok": True, "files": [{"model": "پارس", "dest": Path("/m/a.bin"), "size": 3}]}
-    emit_json(doc, stream=stream)
+    emit_document(doc, stream=stream)
     text = stream.getvalue()
     assert text.endswith("}\n")
     assert text.count("\n") == 1  # not a TTY: one line
@@ -99,7 +100,7 @@ def test_emit_json_prints_one_document() -> None:
     assert list(json.loads(text)) == ["ok", "files"]  # key order as given
     assert json.loads(text)["files"][0]["dest"] == "/m/a.bin"
     with pytest.raises(TypeError):
-        emit_json({"x": object()}, stream=io.StringIO())
+        emit_document({"x": object()}, stream=io.StringIO())
 
 
 def test_render_table_aligns_plain_text() -> None:

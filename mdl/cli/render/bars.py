@@ -10,7 +10,7 @@ from mdl.cli.render.console import ELLIPSIS, display_width, head
 from mdl.cli.render.progress import Item, Reporter, resuming
 from mdl.progress import Event
 from mdl.redact import safe_text
-from mdl.units import human_clock, human_rate, human_size
+from mdl.units import human_clock, human_rate, human_size, plural
 
 if TYPE_CHECKING:
     from rich.console import Console as RichConsole
@@ -89,7 +89,7 @@ class RichReporter(Reporter):
         """The total first, then the items in the order they started."""
         tally, rows = self._tally, []
         if tally.files:
-            label = f"total {tally.done}/{tally.files} file{'s' if tally.files != 1 else ''}"  # never cut on screen
+            label = f"total {tally.done}/{plural(tally.files, 'file')}"  # never cut on screen
             rows.append(Row(label, tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True))
         for item in tally.items.values():
             waiting = None
@@ -169,11 +169,9 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
                 line.append_text(_bar(row, layout.bar, color=color))
             elif column == "size":
                 line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
-            elif column == "percent" and row.total is None:  # no share without a size: the bytes show it moves
-                line.append(human_size(row.completed).rjust(percent_width), "green")
-            elif column == "percent":
+            elif column == "percent":  # no share without a size: the bytes show it moves
                 share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(share.rjust(percent_width), "green")
+                line.append((human_size(row.completed) if row.total is None else share).rjust(percent_width), "green")
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:

@@ -29,8 +29,7 @@ def color_enabled(*, isatty: bool, environ: Mapping[str, str]) -> bool:
 
 def isatty(stream: Any) -> bool:
     """Whether ``stream`` is a terminal; streams without a usable ``isatty`` (tests) count as not."""
-    method = getattr(stream, "isatty", None)
-    return bool(method()) if callable(method) else False
+    return callable(method := getattr(stream, "isatty", None)) and bool(method())
 
 
 def utc(moment: datetime) -> datetime:
@@ -141,13 +140,12 @@ class EventStream:
             label, hint = fields.pop("label", None), fields.pop("hint", None)
             self.emit("error", model=model, path=path, label=label, message=message, hint=hint, **fields)
 
-    def warning(self, message: str) -> None:
+    # As a Console says them: a run's console is its event stream with --progress json.
+    def warn(self, message: str) -> None:
         self.emit("warning", message=message)
 
-    def note(self, message: str) -> None:
+    def info(self, message: str) -> None:
         self.emit("note", message=message)
-
-    warn, info = warning, note  # as a Console says them: a run's console is its event stream with --progress json
 
     def end(self, *, exit_code: int, summary: Mapping[str, Any]) -> None:
         with self._lock:  # (emit drops what comes after the first end)
@@ -212,14 +210,6 @@ class Console:
             self._write("", "", message)
 
 
-def emit_json(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
-    """One JSON document and a newline, indented on a terminal: its text made safe (errors echo servers), its data
-    only made printable (``safe_doc``)."""
-    clean = safe_doc(doc, secrets=secrets)
-    stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
-    stream.flush()
-
-
 def display_width(text: str) -> int:
     """Terminal columns ``text`` takes: wide East Asian characters count 2, combining marks 0."""
     return sum(_char_width(c) for c in text)
@@ -231,10 +221,7 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    for i, used in enumerate(accumulate(map(_char_width, text))):
-        if used > width:
-            return text[:i]
-    return text
+    return text[: next((i for i, used in enumerate(accumulate(map(_char_width, text))) if used > width), len(text))]
 
 
 ELLIPSIS = "…"
@@ -323,11 +310,3 @@ def render_table(
         for n in range(max(len(lines) for lines in folded)):
             stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
     stream.flush()
-
-
-def print_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, stream: TextIO, environ: Mapping[str, str]
-) -> None:
-    """:func:`render_table` as ``stream`` wants it: in colour on a terminal (as ``environ`` allows), in its width."""
-    color = color_enabled(isatty=isatty(stream), environ=environ)
-    render_table(rows, columns, stream=stream, color=color, width=table_width(stream, environ))

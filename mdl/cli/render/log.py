@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mdl.redact import Secrets, safe_text
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
 _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
 
 
@@ -104,7 +103,7 @@ def setup_logging(
         return True
 
     # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
-    formatter = logging.Formatter(_LOG_FORMAT)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s")
     formatter.converter = time.gmtime
     formatter.default_time_format, formatter.default_msec_format = "%Y-%m-%dT%H:%M:%S", "%s.%03dZ"
     handler.setFormatter(formatter)

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from mdl.cli.render.console import EventStream, stamped
 from mdl.progress import Event, Progress
 from mdl.redact import Secrets, safe_text
-from mdl.units import human_duration, human_rate, human_size
+from mdl.units import human_duration, human_rate, human_size, plural
 
 PROGRESS_EVERY = 1.0  # seconds: at most one JSON progress event per file this often
 WINDOW = 5.0  # seconds: the rate follows what the link does now, not the average since the start
@@ -186,7 +186,9 @@ class PlainReporter(Reporter):
     """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming), a progress line per
     interval, done."""
 
-    def __init__(self, *, stream: TextIO, wallclock: Callable[[], datetime], interval: float, **common: Any) -> None:
+    def __init__(
+        self, *, stream: TextIO, wallclock: Callable[[], datetime] | None, interval: float, **common: Any
+    ) -> None:
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
 
@@ -198,7 +200,7 @@ class PlainReporter(Reporter):
         kind, total = event.kind, event.total
         if kind == "begin" and event.files > 0:
             size = "" if total is None else f", {human_size(total)}"
-            self._write(f"begin {event.files} file{'s' if event.files != 1 else ''}{size}")
+            self._write(f"begin {plural(event.files, 'file')}{size}")
         elif kind == "start" and event.completed:
             self._write(resuming(event))
         elif kind == "start":
@@ -229,12 +231,9 @@ def resuming(event: Event) -> str:
 
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
-    parts = [item.label]
-    if item.total:
-        parts += [f"{100 * item.completed // item.total}%", f"{human_size(item.completed)}/{human_size(item.total)}"]
-    else:
-        parts.append(human_size(item.completed))
-    parts.append(human_rate(rate))
+    done = human_size(item.completed)
+    shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}" if item.total else done
+    parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
     return " ".join(parts)
@@ -256,7 +255,7 @@ class JsonReporter(Reporter):
         if kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
             self._events.begin(files=event.files, total=event.total)
         elif kind == "note":
-            self._events.note(event.message)
+            self._events.info(event.message)
         elif kind == "finish":
             item = item or Item(event.key, None, now)
             if event.ok:

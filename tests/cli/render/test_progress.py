@@ -30,7 +30,6 @@ def test_auto_mode(
         got = choose_progress_mode(
             quiet=quiet,
             no_progress=no_progress,
-            json_output=json_output,
             stderr_isatty=tty,
             environ=environ,
             requested=requested,
@@ -53,17 +52,13 @@ def test_auto_mode(
     ],
 )
 def test_requested_mode(requested: str, quiet: bool, no_progress: bool, tty: bool, mode: str) -> None:
-    got = choose_progress_mode(
-        quiet=quiet, no_progress=no_progress, json_output=False, stderr_isatty=tty, environ={}, requested=requested
-    )
+    got = choose_progress_mode(quiet=quiet, no_progress=no_progress, stderr_isatty=tty, environ={}, requested=requested)
     assert got == mode
 
 
 def test_unknown_mode_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown progress mode"):
-        choose_progress_mode(
-            quiet=False, no_progress=False, json_output=False, stderr_isatty=True, environ={}, requested="fancy"
-        )
+        choose_progress_mode(quiet=False, no_progress=False, stderr_isatty=True, environ={}, requested="fancy")
 
 
 def test_none_mode_writes_nothing() -> None:
