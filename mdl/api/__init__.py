@@ -196,6 +196,7 @@ def pull(
 ) -> RunReport:
     """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
     from mdl.download import pull_models
+    from mdl.report import hidden
 
     flags = Overrides(
         dest=dest,
@@ -214,8 +215,6 @@ def pull(
         dry_run=dry_run,
     )
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
-    from mdl.report import hidden
-
     report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
     return replace(report, files=hidden(report.files, settings.secrets))
 
@@ -305,14 +304,13 @@ def lock(
 ) -> LockReport:
     """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
     from mdl.download import lock_catalog
+    from mdl.report import hidden
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
     settings = _settings(cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets)
-    from mdl.report import hidden
-
     locked = lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
     return replace(locked, failures=hidden(locked.failures, settings.secrets))
 
@@ -393,6 +391,7 @@ def get(
     ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the http(s) URLs given (as curl -H)."""
     from mdl.catalog import check_headers
     from mdl.download import get_sources, read_source
+    from mdl.report import hidden
 
     if not sources and input_file is None:
         raise UsageError("get: no source given", hint="name a URL, an hf:// file or repo, or a job-output JSON file")
@@ -409,8 +408,6 @@ def get(
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}
     kw["input_file"] = None if input_file is None else str(input_file)
-    from mdl.report import hidden
-
     report = get_sources(
         sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw
     )

@@ -371,9 +371,20 @@ def _record(
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
         raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
-    signed = remote.signed.recorded if remote.signed is not None else None
-    found = (remote.path, size, sha256, mtime_ns, remote.source, git_oid, etag, remote.commit, now_iso())
-    return FileRecord(*found, verified=verified, adopted=adopted, signed=signed)
+    return FileRecord(
+        remote.path,
+        size,
+        sha256,
+        mtime_ns,
+        source=remote.source,
+        git_oid=git_oid,
+        etag=etag,
+        commit=remote.commit,
+        fetched_at=now_iso(),
+        verified=verified,
+        adopted=adopted,
+        signed=remote.signed.recorded if remote.signed is not None else None,
+    )
 
 
 def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:

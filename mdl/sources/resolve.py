@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -127,13 +126,24 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
         )
     file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
     files: list[RemoteFile] = []
-    in_repo = partial(RemoteFile, commit=commit, hub=True, revision=spec.revision, repo=spec.repo)
     items.reverse()
     while items:
         item = items.pop()  # each entry let go as its file is made: memory holds the files, not both
-        sha256, git_oid = (item.lfs.oid, None) if item.lfs is not None else (None, item.oid)
-        source = hub_source(spec.repo, spec.repo_type, commit, item.path)
-        files.append(in_repo(spec.name, item.path, file_url(item.path), item.size, sha256, git_oid, source=source))
+        files.append(
+            RemoteFile(
+                model=spec.name,
+                path=item.path,
+                url=file_url(item.path),
+                size=item.size,
+                sha256=item.lfs.oid if item.lfs is not None else None,
+                git_oid=item.oid if item.lfs is None else None,
+                commit=commit,
+                source=hub_source(spec.repo, spec.repo_type, commit, item.path),
+                hub=True,
+                revision=spec.revision,
+                repo=spec.repo,
+            )
+        )
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
@@ -169,8 +179,15 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
     what = f"{model}/{file.save_path}" if model or file.repo is None else f"{file.repo}/{file.path}"
     if file.url is not None:
-        source, headers = redact_url(file.url), expand_headers(file, environ)
-        return RemoteFile(model, file.save_path, file.url, file.size, file.sha256, source=source, headers=headers)
+        return RemoteFile(
+            model=model,
+            path=file.save_path,
+            url=file.url,
+            size=file.size,
+            sha256=file.sha256,
+            source=redact_url(file.url),
+            headers=expand_headers(file, environ),
+        )
     assert file.repo is not None and file.path is not None and hub is not None
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
@@ -208,9 +225,21 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     files: list[RemoteFile] = []
     for path, want in expected.items():
         rec = recorded.get(path)
-        one, (etag, commit) = rec or want, (rec.etag, rec.commit) if rec is not None else (None, None)
-        offline = RemoteFile(spec.name, path, "", one.size, one.sha256, one.git_oid, etag, commit, one.source)
-        files.append(replace(offline, revision=ref_revision(spec, record, path)))  # a verified file keeps its ref
+        one = rec or want
+        files.append(
+            RemoteFile(
+                model=spec.name,
+                path=path,
+                url="",
+                size=one.size,
+                sha256=one.sha256,
+                git_oid=one.git_oid,
+                etag=rec.etag if rec is not None else None,
+                commit=rec.commit if rec is not None else None,
+                source=one.source,
+                revision=ref_revision(spec, record, path),  # a verified file keeps its ref offline too
+            )
+        )
     names = {f.path for f in files}
     for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
         if file.save_path not in names:

@@ -10,9 +10,8 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.store import confined
@@ -150,10 +149,16 @@ class Store:
             current = self.read_record(model) or ModelRecord(name=model)
             files = {path: one for path, one in current.files.items() if path not in remove}
             files.update((one.path, one) for one in (*puts, *((put,) if put is not None else ())))
-            new: dict[str, Any] = {"revision": revision, "commit": commit, "expected": expected, "catalog": catalog}
-            new["signature"] = signature  # each of these given as None keeps the old one
-            kept = {key: value for key, value in new.items() if value is not None}
-            record = replace(current, name=model, files=files, updated_at=now_iso(), **kept)
+            record = ModelRecord(  # a revision, commit, expected set or catalog of None keeps the old one
+                name=model,
+                revision=revision if revision is not None else current.revision,
+                commit=commit if commit is not None else current.commit,
+                files=files,
+                updated_at=now_iso(),
+                expected=expected if expected is not None else current.expected,
+                catalog=catalog if catalog is not None else current.catalog,
+                signature=signature if signature is not None else current.signature,
+            )
             target = self.record_path(model)
             try:
                 confined.write_atomic(self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode())
