@@ -36,6 +36,7 @@ from mdl.store import (
     rename,
 )
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.xet import XetFallback
 
 log = logging.getLogger("mdl.pull")
 INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
@@ -416,8 +417,17 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
 
 
 def fetch_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
-    """The file from its mirrors, else its own source, into ``job.final_path``, verified."""
-    return _from_mirrors(session, job, remote) or session.engine.fetch(job)
+    """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the protocol cannot
+    deliver it: then over plain HTTP, as any file), into ``job.final_path``, verified."""
+    mirrored = _from_mirrors(session, job, remote)
+    if mirrored is not None:
+        return mirrored
+    if remote.xet is not None and session.settings.xet:
+        try:
+            return session.xet.fetch(job, remote.xet)
+        except XetFallback as why:
+            log.info("%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why)
+    return session.engine.fetch(job)
 
 
 def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:

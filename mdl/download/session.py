@@ -28,6 +28,7 @@ from mdl.transfer import (
     origin,
     probe,
 )
+from mdl.xet import XetSource
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
 MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
@@ -69,6 +70,19 @@ class PullSession:
         self.engine, self.mirror_engine = engine(config), engine(mirror)
         # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints), secrets=settings.secrets)
+        # Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's files share
+        self.xet = XetSource(
+            self.client,
+            retry=self.retry,
+            progress=progress,
+            cancel=self.cancel,
+            connections=settings.connections,
+            stall_timeout=settings.stall_timeout,
+            hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
+            secrets=settings.secrets,
+            dirs=self.dirs,
+            recorded=self.recorded_xet,
+        )
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
@@ -82,6 +96,11 @@ class PullSession:
 
     def close(self) -> None:
         self.client.close()
+
+    def recorded_xet(self, model: str) -> list[str]:
+        """The Xet hashes of the model's files on disk, as its record says (what a new revision may copy chunks of)."""
+        record = self.store.read_record(model)
+        return [entry.xet for entry in record.files.values() if entry.xet] if record is not None else []
 
     def abort(self) -> None:
         """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``). The

@@ -1,7 +1,8 @@
 """Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into a ``.part``
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
-from mdl.transfer.connection import NetTransport, origin, set_body_deadline
+from mdl.transfer.body import promised, read_body
+from mdl.transfer.connection import NetTransport, origin, set_body_deadline, set_read_timeout
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -11,6 +12,7 @@ from mdl.transfer.http import (
     TokenGuard,
     UnreachableError,
     body_excerpt,
+    error_for_status,
     follow,
     hub_auth_hint,
     make_client,
@@ -19,7 +21,7 @@ from mdl.transfer.http import (
 )
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.replies import Probed, probe
-from mdl.transfer.resume import discard_partial, saved_progress
+from mdl.transfer.resume import Hasher, boot_id, discard_partial, finish_part, job_root, saved_progress
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Credentials",
     "Engine",
     "EngineConfig",
+    "Hasher",
     "Identity",
     "NetTransport",
     "Opening",
@@ -41,14 +44,21 @@ __all__ = [
     "TransferResult",
     "UnreachableError",
     "body_excerpt",
+    "boot_id",
     "discard_partial",
+    "error_for_status",
+    "finish_part",
     "follow",
     "hub_auth_hint",
+    "job_root",
     "make_client",
     "origin",
     "probe",
+    "promised",
+    "read_body",
     "retry_after_seconds",
     "saved_progress",
     "set_body_deadline",
+    "set_read_timeout",
     "transport_error",
 ]

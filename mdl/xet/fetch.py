@@ -1,0 +1,611 @@
+"""A Xet-backed Hub file fetched the way the Hub stores it: a read token from the Hub, the file's reconstruction from
+the CAS, the chunks already on disk copied (each checked against its recorded hash), the other xorb ranges fetched in
+parallel on the run's client with exactly the Range each names, decoded, written into the partial, resumed by term.
+Every byte is verified twice before the file is moved into place: the Xet file hash, from the hashes of the chunks
+as they were written, and the sha256 as always. What the protocol cannot deliver raises ``XetFallback``: the plain
+resolve path then fetches the file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx2
+from mdl.xet.hashing import chunk_hash, file_hash, to_hex
+from mdl.xet.protocol import (
+    Fetch,
+    Reconstruction,
+    ReplyError,
+    XetToken,
+    parse_reconstruction,
+    parse_token,
+    token_from_headers,
+)
+from mdl.xet.xorb import UnknownFormat, XorbError, decode_chunks
+
+from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NoSpaceError
+from mdl.progress import Progress
+from mdl.redact import Secrets
+from mdl.sources import XetRef
+from mdl.store import DirSyncs, open_file
+from mdl.transfer import (
+    Credentials,
+    Hasher,
+    RetryableError,
+    RetryPolicy,
+    TransferJob,
+    TransferResult,
+    boot_id,
+    discard_partial,
+    error_for_status,
+    finish_part,
+    follow,
+    job_root,
+    origin,
+    promised,
+    read_body,
+    set_read_timeout,
+    transport_error,
+)
+from mdl.xet.reuse import (
+    Resumable,
+    ReuseIndex,
+    Written,
+    load_state,
+    read_copy,
+    read_sidecar,
+    save_state,
+    write_sidecar,
+)
+
+log = logging.getLogger("mdl.xet")
+
+REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this
+TOKEN_MAX = 1 << 20
+STATE_MAX = 64 << 20
+REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
+WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
+SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long)
+CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
+CAS_BACKOFF_CAP = 1.0
+
+
+class XetFallback(Exception):
+    """The protocol cannot deliver this file now (why: the message); the plain resolve path fetches it."""
+
+
+class _Refused(Exception):
+    """A xorb URL answered 403: its signature expired; the reconstruction is asked again."""
+
+
+class _Suspect(Exception):
+    """A mismatch after bytes were resumed or copied: fetched again whole before it is called corrupt."""
+
+
+class _Stopped(Exception):
+    """Another task of the file failed, or Ctrl-C: this one stops."""
+
+
+@dataclass
+class _Slot:
+    """A term being fetched: its chunks so far, the decoded bytes not yet written and where they go."""
+
+    index: int
+    offset: int
+    chunks: list[tuple[bytes, int]] = field(default_factory=list)
+    pending: list[bytes] = field(default_factory=list)
+    pending_bytes: int = 0
+    written: int = 0
+
+
+class XetSource:
+    """What one run's Xet fetches share: the client, read tokens by repo and revision, and the chunks on disk."""
+
+    def __init__(
+        self,
+        client: httpx2.Client,
+        *,
+        retry: RetryPolicy,
+        progress: Progress,
+        cancel: threading.Event,
+        connections: int,
+        stall_timeout: float | None,
+        hub: Callable[[], Credentials],
+        secrets: Secrets,
+        dirs: DirSyncs,
+        recorded: Callable[[str], list[str]],
+    ) -> None:
+        self.client, self.progress, self.cancel, self.dirs = client, progress, cancel, dirs
+        self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
+        self.connections, self.stall_timeout, self.hub, self.secrets = connections, stall_timeout, hub, secrets
+        self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
+        self._tokens: dict[str, XetToken] = {}
+        self._token_lock = threading.Lock()
+        self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
+        self._index_lock = threading.Lock()
+
+    # --- the token and the reconstruction ------------------------------------------------------------------------
+
+    def token(self, url: str, what: str, *, fresh: bool = False) -> XetToken:
+        """The read token for ``url`` (a repo at a revision), asked again ``REFRESH_BEFORE`` its expiry."""
+        with self._token_lock:
+            known = self._tokens.get(url)
+            if known is None or fresh or known.expires - REFRESH_BEFORE <= time.time():
+                known = self._tokens[url] = self._ask_token(url, what)
+            return known
+
+    def _ask_token(self, url: str, what: str) -> XetToken:
+        def once() -> XetToken:
+            with follow(self.client, url, credentials=self.hub(), what=what) as response:
+                if response.status_code != 200:
+                    raise error_for_status(response, what=what, hub=True)
+                body = _read(response, TOKEN_MAX)
+                try:
+                    return parse_token(body)
+                except ReplyError:
+                    if (token := token_from_headers(response.headers)) is None:
+                        raise
+                    return token
+
+        try:
+            token = self.retry.run(once, what=what, wait=self.cancel.wait)
+        except (AuthError, InterruptedByUserError):  # the Hub refused the token: exit 3, as for any Hub file
+            raise
+        except (MdlError, ReplyError) as exc:
+            raise XetFallback(f"no Xet read token ({_why(exc)})") from exc
+        self.secrets.add(token.access_token)
+        return token
+
+    def reconstruction(self, ref: XetRef, what: str) -> Reconstruction:
+        """The file's reconstruction (v2, else v1), with one fresh token if the CAS refuses the one we hold."""
+        for fresh in (False, True):
+            token = self.token(ref.token_url, what, fresh=fresh)
+            credentials = Credentials(
+                extra={"Authorization": f"Bearer {token.access_token}"}, extra_origin=origin(token.cas_url)
+            )
+            base = token.cas_url.rstrip("/")
+            try:
+                for version in (2, 1):
+                    body = self._ask_reconstruction(f"{base}/v{version}/reconstructions/{ref.hash}", credentials, what)
+                    if body is not None:
+                        return parse_reconstruction(body, version=version)
+            except _Refused:
+                continue
+            except ReplyError as exc:
+                raise XetFallback(f"its reconstruction is malformed ({exc})") from exc
+        raise XetFallback("the Xet storage refused a fresh read token")
+
+    def _ask_reconstruction(self, url: str, credentials: Credentials, what: str) -> bytes | None:
+        def once() -> bytes | None:
+            with follow(self.client, url, credentials=credentials, what=what) as response:
+                if response.status_code == 200:
+                    return _read(response, REPLY_MAX)
+                if response.status_code in (404, 501) and "/v2/" in url:
+                    return None  # no v2 here: v1
+                if response.status_code == 401:
+                    raise _Refused
+                raise error_for_status(response, what=what, hub=False)
+
+        try:
+            return self.retry.run(once, what=what, wait=self.cancel.wait)
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
+
+    # --- the file ------------------------------------------------------------------------------------------------
+
+    def fetch(self, job: TransferJob, ref: XetRef) -> TransferResult:
+        """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch it."""
+        size = job.identity.size
+        if not size:
+            raise XetFallback("its size is not known")
+        loaded = load_state(job_root(job), job.state_path, STATE_MAX)
+        if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
+            raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
+        rec = self.reconstruction(ref, job.label)
+        if rec.size != size:
+            raise XetFallback(f"its reconstruction is {rec.size} bytes, the listing says {size}")
+        kept = {t.key: t for t in loaded.terms} if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else {}
+        try:
+            return _File(self, job, ref, rec).run(kept, reuse=True)
+        except _Suspect as exc:
+            log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
+            job.retries.add(f"{exc}, fetched again whole")
+            discard_partial(job)
+            return _File(self, job, ref, self.reconstruction(ref, job.label)).run({}, reuse=False)
+
+    def index_for(self, job: TransferJob) -> ReuseIndex:
+        """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
+        root, model = job_root(job), job.model or ""
+        with self._index_lock:
+            index = self._indexes.get((root, model))
+            if index is None:
+                index = self._indexes[(root, model)] = ReuseIndex(root)
+                for xet_hash in self.recorded(model) if model else ():
+                    if (found := read_sidecar(root, _state_dir(job), xet_hash)) is not None:
+                        index.add(*found)
+            return index
+
+    def refetch(self, ref: XetRef, what: str, fetch: Fetch) -> Fetch:
+        """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
+        rec = self.reconstruction(ref, what)
+        for candidate in rec.fetches:
+            if candidate.xorb == fetch.xorb and candidate.start <= fetch.start and candidate.end >= fetch.end:
+                return candidate
+        raise XetFallback("the refreshed reconstruction no longer holds the chunks asked for")
+
+
+class _File:
+    """One attempt at one file: resume, copy, fetch, verify, move into place."""
+
+    def __init__(self, source: XetSource, job: TransferJob, ref: XetRef, rec: Reconstruction) -> None:
+        self.source, self.job, self.ref, self.rec = source, job, ref, rec
+        self.root = job_root(job)
+        self.offsets: list[int] = []
+        at = 0
+        for term in rec.terms:
+            self.offsets.append(at)
+            at += term.length
+        self.done: dict[int, Written] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.resumed = self.reused = self.fetched = 0
+        self.frontier = 0  # terms before this index are all done
+        self.last_save = time.monotonic()
+        self.fd = -1
+        self.hasher: Hasher | None = None
+
+    def run(self, kept: dict[tuple[str, int, int, int], Written], *, reuse: bool) -> TransferResult:
+        job, size = self.job, self.rec.size
+        try:
+            self.fd = open_file(self.root, job.part_path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
+        self.hasher = Hasher(self.fd, size, git=False, signed=job.signed)
+        try:
+            if not kept:
+                os.ftruncate(self.fd, 0)
+            os.ftruncate(self.fd, size)
+            self._resume(kept)
+            self.source.progress.start(
+                job.label, label=job.label, total=size, completed=self.resumed, model=job.model, path=job.path
+            )
+            if reuse:
+                self._copy(self.source.index_for(job))
+            self._fetch_rest()
+            self.hasher.catch_up(size)
+            self._verify()
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                discard_partial(job)
+                raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
+            raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
+        except (_Suspect, IntegrityError):
+            raise
+        except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
+            discard_partial(job)  # (its progress is replaced when the plain path starts the file again)
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError, MdlError):
+                self._save(durable=True)  # what is on disk, for the next run
+            raise
+        finally:
+            os.close(self.fd)
+        try:
+            finish_part(job, self.source.dirs, record=True)
+        except OSError as exc:
+            raise LocalFSError(f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}") from exc
+        terms = [self.done[i] for i in range(len(self.rec.terms))]
+        write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
+        self.source.index_for(job).add(job.final_path, terms)
+        return TransferResult(
+            size=size,
+            sha256=self.hasher.sha256.hexdigest(),
+            git_oid=None,
+            etag=None,
+            resumed_from=self.resumed,
+            fetched=self.fetched,
+            reused=self.reused,
+            xet=self.ref.hash,
+        )
+
+    # --- what is already here -------------------------------------------------------------------------------------
+
+    def _resume(self, kept: dict[tuple[str, int, int, int], Written]) -> None:
+        """Terms an earlier run wrote, each kept when its bytes still hash as they did when it was written."""
+        for index, term in enumerate(self.rec.terms):
+            saved = kept.get((term.xorb, term.start, term.end, self.offsets[index]))
+            if saved is None or saved.length != term.length:
+                continue
+            data = os.pread(self.fd, term.length, self.offsets[index])
+            chunks, at = [], 0
+            for _, size in saved.chunks:
+                chunks.append((chunk_hash(memoryview(data)[at : at + size]), size))
+                at += size
+            if len(data) == term.length and tuple(chunks) == saved.chunks:
+                self.done[index] = saved
+                self.resumed += term.length
+        self._advance_frontier()
+
+    def _copy(self, index: ReuseIndex) -> None:
+        """Terms whose every chunk is in a file already here: copied from there (each chunk checked), not fetched."""
+        for i, term in enumerate(self.rec.terms):
+            if i in self.done or self.source.cancel.is_set():
+                continue
+            copies = index.find(term.xorb, term.start, term.end)
+            if copies is None:
+                continue
+            parts: list[bytes] = []
+            chunks: list[tuple[bytes, int]] = []
+            for copy in copies:
+                got = read_copy(self.root, copy)
+                if got is None:
+                    break
+                parts += got
+                chunks += copy.chunks
+            else:
+                if sum(size for _, size in chunks) == term.length:
+                    self._write(self.offsets[i], parts)
+                    self._finished(i, Written(term.xorb, term.start, term.end, self.offsets[i], tuple(chunks)))
+                    self.reused += term.length
+                    continue
+            log.debug("%s: chunks of term %d changed on disk; fetching them", self.job.label, i)
+
+    # --- what is fetched ------------------------------------------------------------------------------------------
+
+    def _fetch_rest(self) -> None:
+        """Every term not done, grouped by the xorb range that holds it, fetched on ``connections`` streams."""
+        groups: dict[int, list[int]] = {}
+        for i in range(len(self.rec.terms)):
+            if i not in self.done:
+                groups.setdefault(self.rec.fetch_of[i], []).append(i)
+        if not groups:
+            return
+        streams = max(1, min(self.source.connections, len(groups)))
+        failures: list[BaseException] = []
+        with ThreadPoolExecutor(streams, thread_name_prefix=f"xet:{self.job.label}") as pool:
+            futures: list[Future[None]] = [pool.submit(self._group, f, users) for f, users in groups.items()]
+            for future in futures:
+                try:
+                    future.result()
+                except Exception as exc:  # noqa: BLE001  # the first failure stops the others; the worst is raised
+                    self.stop.set()
+                    failures.append(exc)
+        if failures:
+            raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
+
+    def _group(self, f: int, users: list[int]) -> None:
+        fetch, refreshed = self.rec.fetches[f], False
+        source, what = self.source, self.job.label
+        failures = 0
+        while True:
+            slots = [_Slot(i, self.offsets[i]) for i in users]
+            try:
+                self._stream(fetch, slots)
+                return
+            except _Refused:
+                self._undo(slots)
+                if refreshed:
+                    raise XetFallback("a xorb URL was refused again after a fresh reconstruction") from None
+                fetch, refreshed = source.refetch(self.ref, what, fetch), True
+            except (InterruptedByUserError, IntegrityError, XetFallback, _Stopped):
+                self._undo(slots)
+                raise
+            except (RetryableError, httpx2.TransportError) as exc:
+                self._undo(slots)
+                if source.cancel.is_set() or self.stop.is_set():
+                    raise _Stopped from None
+                failures += 1
+                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=what, url=fetch.url)
+                if failures > source.retry.retries:
+                    raise XetFallback(f"the Xet storage failed ({_why(err)})") from exc
+                self.job.retries.add(_why(err))
+                if source.cancel.wait(source.retry.delay(failures, retry_after=None)):
+                    raise _Stopped from None
+            except MdlError as exc:  # a 404, a 410, a refused answer: the plain path has the file too
+                self._undo(slots)
+                raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
+
+    def _stream(self, fetch: Fetch, slots: list[_Slot]) -> None:
+        source, what = self.source, self.job.label
+        headers = {"Range": f"bytes={fetch.first}-{fetch.last}"}
+        with follow(source.client, fetch.url, credentials=Credentials(), headers=headers, what=what) as response:
+            if response.status_code == 403:
+                raise _Refused
+            if response.status_code != 206:
+                if response.status_code == 200:
+                    raise XetFallback("the xorb server ignored the Range asked for")
+                raise error_for_status(response, what=what, hub=False)
+            if source.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                set_read_timeout(response, source.stall_timeout)
+            span = promised(response, what=what)
+            if span.start != fetch.first or span.end != fetch.last + 1:
+                raise XetFallback(f"the xorb server sent {span.shown} when bytes {fetch.first}-{fetch.last} were asked")
+            chunks = _Chunks(fetch.end - fetch.start)
+            index = fetch.start
+            try:
+                for block in read_body(response, span, encoded=False, what=what):
+                    if source.cancel.is_set() or self.stop.is_set():
+                        raise _Stopped
+                    with self.lock:
+                        self.fetched += len(block)
+                    for data in chunks.feed(block):
+                        self._place(index, data, slots)
+                        index += 1
+                chunks.close()
+            except XorbError as exc:
+                if isinstance(exc, UnknownFormat):
+                    raise XetFallback(f"a xorb is in a format mdl does not know ({exc})") from exc
+                raise self._corrupt(f"xorb {fetch.xorb[:12]}… chunk {index}: {exc}") from exc
+        for slot in slots:
+            term = self.rec.terms[slot.index]
+            if slot.written != term.length:
+                raise self._corrupt(f"term {slot.index} decoded to {slot.written} bytes, not {term.length}")
+
+    def _place(self, index: int, data: bytes, slots: list[_Slot]) -> None:
+        """One decoded chunk into every term of this range that holds it; a term's bytes written in blocks."""
+        digest = chunk_hash(data)
+        for slot in slots:
+            term = self.rec.terms[slot.index]
+            if not term.start <= index < term.end:
+                continue
+            slot.chunks.append((digest, len(data)))
+            slot.pending.append(data)
+            slot.pending_bytes += len(data)
+            last = index == term.end - 1
+            if slot.pending_bytes >= WRITE_BLOCK or last:
+                self._write(slot.offset + slot.written, slot.pending)
+                slot.written += slot.pending_bytes
+                slot.pending, slot.pending_bytes = [], 0
+                if slot.written > term.length:
+                    raise self._corrupt(f"term {slot.index} decoded to more than {term.length} bytes")
+            if last and slot.written == term.length:
+                self._finished(slot.index, Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)))
+
+    def _write(self, offset: int, parts: list[bytes]) -> None:
+        total = sum(len(p) for p in parts)
+        done = os.pwritev(self.fd, parts, offset)
+        if done != total:  # a regular file writes all of it or fails; a short write is a full disk
+            raise OSError(errno.ENOSPC, "short write")
+        assert self.hasher is not None
+        at = offset
+        for part in parts:  # hashed from memory when at the frontier of the sha256, else read back later
+            self.hasher.offer(at, part)
+            at += len(part)
+        self.source.progress.advance(self.job.label, total)
+
+    def _undo(self, slots: list[_Slot]) -> None:
+        """A stream that failed: its unfinished terms count again from zero."""
+        for slot in slots:
+            if slot.index not in self.done and slot.written:
+                self.source.progress.advance(self.job.label, -slot.written)
+
+    def _finished(self, index: int, written: Written) -> None:
+        with self.lock:
+            self.done[index] = written
+            self._advance_frontier()
+            prefix = self.offsets[self.frontier] if self.frontier < len(self.offsets) else self.rec.size
+            due = time.monotonic() - self.last_save >= SAVE_EVERY
+            if due:
+                self.last_save = time.monotonic()
+        assert self.hasher is not None
+        self.hasher.catch_up(prefix)
+        if due:
+            self._save(durable=False)
+
+    def _advance_frontier(self) -> None:
+        while self.frontier in self.done:
+            self.frontier += 1
+
+    def _save(self, *, durable: bool) -> None:
+        """The resume record: the terms on disk. Cheap saves name this boot (a crash may lose their pages)."""
+        with self.lock:
+            terms = tuple(self.done.values())
+        if not terms:
+            return
+        if durable:
+            os.fdatasync(self.fd)
+        state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), terms)
+        save_state(self.root, self.job.state_path, state)
+
+    # --- verification ----------------------------------------------------------------------------------------------
+
+    def _verify(self) -> None:
+        """The Xet file hash from every chunk's hash, the sha256 (and a signature's digests) from the bytes on disk."""
+        assert self.hasher is not None
+        chunks = [chunk for i in range(len(self.rec.terms)) for chunk in self.done[i].chunks]
+        got = to_hex(file_hash(chunks))
+        if got != self.ref.hash:
+            raise self._mismatch("Xet file hash", self.ref.hash, got)
+        expected, sha256 = self.job.identity.sha256, self.hasher.sha256.hexdigest()
+        if self.job.verify and expected and sha256 != expected:
+            raise self._mismatch("sha256", expected, sha256)
+        if self.hasher.check is not None and (bad := self.hasher.check.mismatch()) is not None:
+            raise self._mismatch(*bad)
+
+    def _mismatch(self, kind: str, expected: str, actual: str) -> Exception:
+        if self.resumed or self.reused:
+            return _Suspect(f"{kind} mismatch")
+        return self._corrupt(f"{kind} mismatch: expected {expected}, got {actual}")
+
+    def _corrupt(self, why: str) -> IntegrityError:
+        discard_partial(self.job)
+        return IntegrityError(
+            f"{self.job.label}: {why}",
+            hint="the Xet storage served bytes that are not this file; the partial file was removed",
+        )
+
+
+class _Chunks:
+    """A xorb range's chunks as its bytes arrive: each decoded once it is whole; exactly ``count`` of them."""
+
+    def __init__(self, count: int) -> None:
+        self.left, self.buffer, self.at = count, bytearray(), 0
+
+    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
+        self.buffer += data
+        while len(self.buffer) - self.at >= 8:
+            need = 8 + int.from_bytes(self.buffer[self.at + 1 : self.at + 4], "little")
+            if len(self.buffer) - self.at < need:
+                break
+            if self.left == 0:
+                raise XorbError("more bytes than the chunks the range names")
+            with memoryview(self.buffer) as view:
+                (chunk,) = decode_chunks(view[self.at : self.at + need], 1)
+            self.at += need
+            self.left -= 1
+            yield chunk
+        if self.at >= 1 << 20:  # keep the buffer small: what is decoded is dropped
+            del self.buffer[: self.at]
+            self.at = 0
+
+    def close(self) -> None:
+        if self.left or self.at != len(self.buffer):
+            raise XorbError(
+                f"the range ended {self.left} chunk(s) short" if self.left else "bytes after the last chunk"
+            )
+
+
+def _read(response: httpx2.Response, limit: int) -> bytes:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory)."""
+    body = bytearray()
+    for block in response.iter_bytes():
+        body += block
+        if len(body) > limit:
+            raise ReplyError(f"longer than {limit >> 20} MiB")
+    return bytes(body)
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, MdlError) else str(exc)
+
+
+def _state_dir(job: TransferJob) -> Path:
+    return job.part_path.parent.parent  # <dest>/.mdl/partial/x.part → <dest>/.mdl
+
+
+def _usable(loaded: object, ref: XetRef, size: int) -> bool:
+    """Whether an earlier run's record is of this file, saved durable or in this boot (else its pages may be lost)."""
+    if not isinstance(loaded, Resumable) or loaded.xet_hash != ref.hash or loaded.size != size:
+        return False
+    return loaded.boot is None or loaded.boot == boot_id()
+
+
+def _worst(failures: list[BaseException], *, cancelled: bool, what: str) -> BaseException:
+    """The failure a file's tasks end with: Ctrl-C, then a corrupt xorb, a fallback, any other error."""
+    if cancelled or any(isinstance(f, KeyboardInterrupt) for f in failures):
+        return InterruptedByUserError(f"{what}: interrupted")
+    for kind in (IntegrityError, AuthError, XetFallback, MdlError):
+        if found := next((f for f in failures if isinstance(f, kind)), None):
+            return found
+    return next((f for f in failures if not isinstance(f, _Stopped)), failures[0])

@@ -1,0 +1,217 @@
+"""What mdl keeps of each Xet file it wrote: its reconstruction (terms, their offsets, every chunk's hash and length)
+beside the destination's records, and the index a later pull of the same model copies chunks from; and the resume
+record of a Xet partial, by term."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
+
+from mdl.errors import MdlError
+from mdl.store import open_file, read_bytes, write_atomic
+
+log = logging.getLogger("mdl.xet")
+
+SIDECAR_VERSION = 1
+SIDECAR_MAX = 256 << 20  # a 1 TB file has ~16M chunks: far less than this in hex; a bigger one is not mdl's
+STATE_VERSION = 1
+_MAX_INT = 2**53
+
+
+@dataclass(frozen=True)
+class Written:
+    """One term of a file as it lies on disk: chunks ``[start, end)`` of ``xorb`` at ``offset``, each chunk's
+    (hash, length) in order."""
+
+    xorb: str
+    start: int
+    end: int
+    offset: int
+    chunks: tuple[tuple[bytes, int], ...]
+
+    @property
+    def length(self) -> int:
+        return sum(size for _, size in self.chunks)
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return self.xorb, self.start, self.end, self.offset
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_INT:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def _terms(raw: object) -> list[Written]:
+    """Terms as saved: ``[xorb, start, end, offset, "<hex of every chunk hash>", [lengths]]``; ValueError if not."""
+    if not isinstance(raw, list):
+        raise ValueError("terms is not a list")
+    terms: list[Written] = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 6:
+            raise ValueError("a term is not a 6-item list")
+        xorb, start, end, offset, hashes, sizes = item
+        start, end, offset = _int(start), _int(end), _int(offset)
+        if not is_hash(xorb) or start >= end or not isinstance(hashes, str) or not isinstance(sizes, list):
+            raise ValueError("a term is malformed")
+        raw_hashes = bytes.fromhex(hashes)
+        count = end - start
+        if len(raw_hashes) != count * HASH_BYTES or len(sizes) != count:
+            raise ValueError("a term's chunks do not match its range")
+        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _int(size)) for i, size in enumerate(sizes))
+        terms.append(Written(xorb, start, end, offset, chunks))
+    return terms
+
+
+def _saved(terms: Iterable[Written]) -> list[list[object]]:
+    return [
+        [t.xorb, t.start, t.end, t.offset, b"".join(h for h, _ in t.chunks).hex(), [s for _, s in t.chunks]]
+        for t in terms
+    ]
+
+
+def sidecar_path(state_dir: Path, xet_hash: str) -> Path:
+    return state_dir / "xet" / f"{xet_hash}.json"
+
+
+def write_sidecar(root: Path, state_dir: Path, *, xet_hash: str, where: Path, terms: Sequence[Written]) -> None:
+    """Record the file at ``where`` (inside ``root``) as these terms; a failure only costs a later pull its reuse."""
+    body = {"version": SIDECAR_VERSION, "xet": xet_hash, "where": where.relative_to(root).as_posix()}
+    body["terms"] = _saved(terms)
+    try:
+        write_atomic(root, sidecar_path(state_dir, xet_hash), json.dumps(body, separators=(",", ":")).encode())
+    except (OSError, MdlError) as exc:
+        log.info("could not record the chunks of %s (%s): a later pull fetches them again", where, exc)
+
+
+def read_sidecar(root: Path, state_dir: Path, xet_hash: str) -> tuple[Path, list[Written]] | None:
+    """Where a recorded Xet file lies and its terms, or None (none, unreadable or malformed: logged, not an error)."""
+    path = sidecar_path(state_dir, xet_hash)
+    try:
+        raw = json.loads(read_bytes(root, path, limit=SIDECAR_MAX))
+        if not isinstance(raw, dict) or raw.get("version") != SIDECAR_VERSION or raw.get("xet") != xet_hash:
+            raise ValueError("not a record of this file")
+        where = raw.get("where")
+        if not isinstance(where, str) or not where or where.startswith("/") or ".." in where.split("/"):
+            raise ValueError("bad location")
+        return root / where, _terms(raw.get("terms"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, MdlError, RecursionError) as exc:
+        log.info("ignoring the chunk record %s: %s", path, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Bytes ``[offset, offset + sum(sizes))`` of ``path`` are these chunks (each checked as it is read)."""
+
+    path: Path
+    offset: int
+    chunks: tuple[tuple[bytes, int], ...]
+
+
+class ReuseIndex:
+    """The chunks of one model's Xet files on disk, by xorb: a term whose every chunk is here is copied, not fetched.
+    Filled lazily per model from its record's Xet files; files this run writes are added as they are written."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._by_xorb: dict[str, list[tuple[Path, Written]]] = {}
+
+    def add(self, path: Path, terms: Iterable[Written]) -> None:
+        with self._lock:
+            for term in terms:
+                self._by_xorb.setdefault(term.xorb, []).append((path, term))
+
+    def find(self, xorb: str, start: int, end: int) -> list[Copy] | None:
+        """Copies that together hold chunks ``[start, end)`` of ``xorb`` in order, or None when any chunk is missing."""
+        with self._lock:
+            known = list(self._by_xorb.get(xorb, ()))
+        copies: list[Copy] = []
+        index = start
+        while index < end:
+            found = next(((p, t) for p, t in known if t.start <= index < t.end), None)
+            if found is None:
+                return None
+            path, term = found
+            upto = min(end, term.end)
+            skip = sum(size for _, size in term.chunks[: index - term.start])
+            copies.append(Copy(path, term.offset + skip, term.chunks[index - term.start : upto - term.start]))
+            index = upto
+        return copies
+
+
+def read_copy(root: Path, copy: Copy) -> list[bytes] | None:
+    """The chunks of ``copy`` read from disk, each matching its recorded hash; None when the file changed (or is gone,
+    or is not mdl's to read): the term is fetched instead."""
+    total = sum(size for _, size in copy.chunks)
+    try:
+        fd = open_file(root, copy.path, os.O_RDONLY)
+    except (OSError, MdlError):
+        return None
+    try:
+        data = os.pread(fd, total, copy.offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != total:
+        return None
+    chunks, at, view = [], 0, memoryview(data)
+    for digest, size in copy.chunks:
+        piece = view[at : at + size]
+        if chunk_hash(piece) != digest:
+            return None
+        chunks.append(bytes(piece))
+        at += size
+    return chunks
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """A Xet partial's record: the file it is of and the terms on disk, with their chunks' hashes as written."""
+
+    xet_hash: str
+    size: int
+    boot: str | None
+    terms: tuple[Written, ...]
+
+
+def save_state(root: Path, path: Path, state: Resumable) -> None:
+    body = {"version": STATE_VERSION, "kind": "xet", "xet": state.xet_hash, "size": state.size, "boot": state.boot}
+    body["terms"] = _saved(state.terms)
+    write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
+
+
+def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
+    """The Xet partial's record; None when there is none or it is unusable; "plain" for the plain engine's record."""
+    try:
+        raw = json.loads(read_bytes(root, path, limit=limit))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, MdlError, RecursionError) as exc:
+        log.info("unreadable Xet resume record %s (%s), starting over", path, exc)
+        return None
+    if isinstance(raw, dict) and raw.get("kind") != "xet" and "pieces" in raw:
+        return "plain"
+    try:
+        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION or not is_hash(raw.get("xet")):
+            raise ValueError("not a Xet resume record")
+        boot = raw.get("boot")
+        if boot is not None and not isinstance(boot, str):
+            raise ValueError("bad boot id")
+        return Resumable(raw["xet"], _int(raw.get("size")), boot, tuple(_terms(raw.get("terms"))))
+    except ValueError as exc:
+        log.info("unusable Xet resume record %s (%s), starting over", path, exc)
+        return None
