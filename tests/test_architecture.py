@@ -15,7 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mdl"
 # The parts, lowest first: a part may import from the ones before it, never from the ones after it.
 # Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below every part.
-PARTS = ("signing", "catalog", "store", "transfer", "sources", "lockfile", "download", "upload", "archive", "cli")
+PARTS = (
+    "signing",
+    "catalog",
+    "store",
+    "transfer",
+    "sources",
+    "xet",
+    "lockfile",
+    "download",
+    "upload",
+    "archive",
+    "cli",
+)
 LAYERS = (*PARTS[:-1], "api", "cli")
 
 
@@ -96,7 +108,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_parts_import_one_way() -> None:
-    """cli → api → archive/upload/download → lockfile → sources → transfer → store → catalog; never back up."""
+    """cli → api → archive/upload/download → lockfile → xet → sources → transfer → store → catalog; never back up."""
     rank = {part: i for i, part in enumerate(LAYERS)}
     wrong = sorted(
         f"{name} imports {target}"

@@ -1,0 +1,39 @@
+"""Xet, the Hub's chunk storage: file and chunk hashes, xorb chunk decoding, and the CAS replies (reconstructions,
+tokens, headers) read strictly; blake3 and lz4 are imported only when a Xet file is fetched."""
+
+from mdl.xet.hashing import HASH_BYTES, chunk_hash, file_hash, from_hex, is_hash, merkle_root, to_hex
+from mdl.xet.protocol import (
+    Fetch,
+    Reconstruction,
+    ReplyError,
+    Term,
+    XetToken,
+    parse_reconstruction,
+    parse_token,
+    token_from_headers,
+    xet_from_headers,
+)
+from mdl.xet.xorb import MAX_CHUNK, UnknownFormat, XorbError, decode_chunks
+
+__all__ = [
+    "HASH_BYTES",
+    "MAX_CHUNK",
+    "Fetch",
+    "Reconstruction",
+    "ReplyError",
+    "Term",
+    "UnknownFormat",
+    "XetToken",
+    "XorbError",
+    "chunk_hash",
+    "decode_chunks",
+    "file_hash",
+    "from_hex",
+    "is_hash",
+    "merkle_root",
+    "parse_reconstruction",
+    "parse_token",
+    "to_hex",
+    "token_from_headers",
+    "xet_from_headers",
+]

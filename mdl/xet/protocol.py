@@ -1,0 +1,274 @@
+"""The CAS replies mdl reads (hub-docs docs/xet/download-protocol.md, api.md, auth.md): reconstructions (v1 and
+v2), read tokens and the Hub's X-Xet-* and Link headers, each read strictly: what mdl cannot use is a ReplyError."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mdl.xet.hashing import is_hash
+from mdl.xet.xorb import HEADER_BYTES, MAX_CHUNK
+
+_LIMIT = 2**53  # JSON numbers beyond this are not exact in every reader; no real offset or count comes near
+_TEXT_LIMIT = 64_000  # auth.md: accessToken and casUrl are at most 64000 characters
+_TOKEN_CHARS = re.compile(r"[!-~]+")  # visible ASCII: a token goes into an Authorization header as it is
+_DIGITS = re.compile(r"[0-9]{1,16}")
+# One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"] parameters.
+_LINK = re.compile(
+    r'[\s,]*<([^<>]*)>((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)\s*(?:,|$)'
+)
+_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",;]*)))?')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+class ReplyError(ValueError):
+    """A reply mdl cannot use: not JSON, the wrong shape, or ranges that cannot be right."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """Chunks [start, end) of a xorb, which decode to ``length`` bytes of the file."""
+
+    xorb: str
+    start: int
+    end: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Chunks [start, end) of ``xorb`` are bytes first..last (inclusive) of ``url``: send exactly that Range."""
+
+    xorb: str
+    url: str
+    start: int
+    end: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """A file as terms in order; ``fetches`` holds the fetches some term uses, in the order terms first need them,
+    and ``fetch_of[i]`` is the index of term i's fetch (the reply's first fetch of its xorb that contains it)."""
+
+    offset: int
+    terms: tuple[Term, ...]
+    fetches: tuple[Fetch, ...]
+    fetch_of: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """The file's length: the sum of its terms' lengths."""
+        return sum(term.length for term in self.terms)
+
+
+@dataclass(frozen=True)
+class XetToken:
+    """A CAS read token, when it expires (unix seconds) and the CAS it is for (no trailing slash)."""
+
+    access_token: str
+    expires: float
+    cas_url: str
+
+
+def _load(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
+        raise ReplyError("not JSON") from None
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise ReplyError(f"{where} is not an object")
+    return value
+
+
+def _list(value: object, where: str) -> list[object]:
+    if not isinstance(value, list):
+        raise ReplyError(f"{where} is not a list")
+    return value
+
+
+def _field(obj: Mapping[str, object], key: str, where: str) -> object:
+    if key not in obj:
+        raise ReplyError(f"{where} has no {key!r}")
+    return obj[key]
+
+
+def _int(obj: Mapping[str, object], key: str, where: str) -> int:
+    value = _field(obj, key, where)
+    if type(value) is not int or not 0 <= value < _LIMIT:
+        raise ReplyError(f"{where}.{key} is not a whole number from 0 to 2**53")
+    return value
+
+
+def _hash(value: object, where: str) -> str:
+    if not is_hash(value):
+        raise ReplyError(f"{where} is not a 64-character lowercase hex hash")
+    assert isinstance(value, str)
+    return value
+
+
+def _url(value: object, where: str) -> str:
+    """An absolute http(s) URL with a host and nothing a request line cannot carry; never echoed (it may be
+    presigned)."""
+    if not isinstance(value, str) or not 0 < len(value) <= _TEXT_LIMIT or not _TOKEN_CHARS.fullmatch(value):
+        raise ReplyError(f"{where} is not a URL")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- urlsplit checks the port only when asked
+    except ValueError:
+        raise ReplyError(f"{where} is not a URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ReplyError(f"{where} is not an http(s) URL")
+    return value
+
+
+def _span(obj: Mapping[str, object], key: str, where: str, *, inclusive: bool) -> tuple[int, int]:
+    """A {start, end} range: end-exclusive (chunks: start < end) or end-inclusive (bytes: start <= end)."""
+    inner = _object(_field(obj, key, where), f"{where}.{key}")
+    start, end = _int(inner, "start", f"{where}.{key}"), _int(inner, "end", f"{where}.{key}")
+    if end < start or (end == start and not inclusive):
+        raise ReplyError(f"{where}.{key} ends before it starts")
+    return start, end
+
+
+def _fetch(xorb: str, url: str, chunks: tuple[int, int], byte_span: tuple[int, int], where: str) -> Fetch:
+    (start, end), (first, last) = chunks, byte_span
+    if last - first + 1 < (end - start) * HEADER_BYTES:
+        raise ReplyError(f"{where}: {last - first + 1} bytes cannot hold {end - start} chunks")
+    return Fetch(xorb=xorb, url=url, start=start, end=end, first=first, last=last)
+
+
+def _fetches_v1(reply: Mapping[str, object]) -> dict[str, list[Fetch]]:
+    found: dict[str, list[Fetch]] = {}
+    for key, entries in _object(_field(reply, "fetch_info", "the reply"), "fetch_info").items():
+        xorb = _hash(key, "a fetch_info key")
+        for i, entry in enumerate(_list(entries, f"fetch_info[{xorb[:8]}…]")):
+            where = f"fetch_info[{xorb[:8]}…][{i}]"
+            item = _object(entry, where)
+            chunks = _span(item, "range", where, inclusive=False)
+            byte_span = _span(item, "url_range", where, inclusive=True)
+            url = _url(_field(item, "url", where), f"{where}.url")
+            found.setdefault(xorb, []).append(_fetch(xorb, url, chunks, byte_span, where))
+    return found
+
+
+def _fetches_v2(reply: Mapping[str, object]) -> dict[str, list[Fetch]]:
+    found: dict[str, list[Fetch]] = {}
+    for key, entries in _object(_field(reply, "xorbs", "the reply"), "xorbs").items():
+        xorb = _hash(key, "a xorbs key")
+        for i, entry in enumerate(_list(entries, f"xorbs[{xorb[:8]}…]")):
+            where = f"xorbs[{xorb[:8]}…][{i}]"
+            item = _object(entry, where)
+            url = _url(_field(item, "url", where), f"{where}.url")
+            for j, piece in enumerate(_list(_field(item, "ranges", where), f"{where}.ranges")):
+                at = f"{where}.ranges[{j}]"
+                part = _object(piece, at)
+                chunks = _span(part, "chunks", at, inclusive=False)
+                byte_span = _span(part, "bytes", at, inclusive=True)
+                found.setdefault(xorb, []).append(_fetch(xorb, url, chunks, byte_span, at))
+    return found
+
+
+def _term(value: object, where: str) -> Term:
+    item = _object(value, where)
+    xorb = _hash(_field(item, "hash", where), f"{where}.hash")
+    start, end = _span(item, "range", where, inclusive=False)
+    length = _int(item, "unpacked_length", where)
+    if not 0 < length <= (end - start) * MAX_CHUNK:
+        raise ReplyError(f"{where}: {end - start} chunks cannot decode to {length} bytes")
+    return Term(xorb=xorb, start=start, end=end, length=length)
+
+
+def parse_reconstruction(body: bytes, *, version: int) -> Reconstruction:
+    """A /v1 or /v2 reconstruction reply for a whole file, checked: every term has a fetch of its xorb that holds
+    its chunks. Unknown keys are ignored; a known key that is wrong is a ReplyError."""
+    if version not in (1, 2):
+        raise ValueError(f"no reconstruction version {version}")
+    reply = _object(_load(body), "the reply")
+    offset = _int(reply, "offset_into_first_range", "the reply")
+    if offset != 0:
+        raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
+    listed = _list(_field(reply, "terms", "the reply"), "terms")
+    terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
+    available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
+    fetches: list[Fetch] = []
+    index: dict[int, int] = {}  # id of an available Fetch -> its place in `fetches`
+    fetch_of: list[int] = []
+    for i, term in enumerate(terms):
+        fetch = next((f for f in available.get(term.xorb, ()) if f.start <= term.start and f.end >= term.end), None)
+        if fetch is None:
+            raise ReplyError(f"terms[{i}]: no fetch holds chunks {term.start}-{term.end} of xorb {term.xorb[:8]}…")
+        if id(fetch) not in index:
+            index[id(fetch)] = len(fetches)
+            fetches.append(fetch)
+        fetch_of.append(index[id(fetch)])
+    return Reconstruction(offset=offset, terms=terms, fetches=tuple(fetches), fetch_of=tuple(fetch_of))
+
+
+def _token(access_token: object, expires: object, cas_url: object) -> XetToken:
+    if not isinstance(access_token, str) or len(access_token) > _TEXT_LIMIT or not _TOKEN_CHARS.fullmatch(access_token):
+        raise ReplyError("accessToken is not a token")
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or not 0 <= expires < _LIMIT:
+        raise ReplyError("exp is not a time")
+    return XetToken(access_token=access_token, expires=float(expires), cas_url=_url(cas_url, "casUrl").rstrip("/"))
+
+
+def parse_token(body: bytes) -> XetToken:
+    """The Hub's xet-read-token reply: {"accessToken", "exp" (unix seconds), "casUrl"}."""
+    reply = _object(_load(body), "the reply")
+    return _token(*(_field(reply, key, "the reply") for key in ("accessToken", "exp", "casUrl")))
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names compared without case, whatever mapping holds them."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def token_from_headers(headers: Mapping[str, str]) -> XetToken | None:
+    """The token a Hub reply carries in X-Xet-Access-Token, X-Xet-Token-Expiration and X-Xet-Cas-Url; None
+    unless all three are there and usable (the token endpoint is asked instead)."""
+    found = _lowered(headers)
+    values = [found.get(f"x-xet-{name}") for name in ("access-token", "token-expiration", "cas-url")]
+    access_token, expires, cas_url = (value.strip() if value is not None else None for value in values)
+    if access_token is None or cas_url is None or expires is None or not _DIGITS.fullmatch(expires):
+        return None
+    try:
+        return _token(access_token, int(expires), cas_url)
+    except ReplyError:
+        return None
+
+
+def _rel_link(header: str, rel: str) -> str | None:
+    """The target of the first link in a Link header whose rel holds ``rel`` (RFC 8288: the first rel parameter
+    counts; rel types compare without case); None if there is none or the header does not parse."""
+    at = 0
+    while at < len(header) and header[at:].strip(" \t,"):
+        link = _LINK.match(header, at)
+        if link is None:
+            return None
+        at = link.end()
+        params: dict[str, str] = {}
+        for param in _PARAM.finditer(link[2]):
+            quoted = _ESCAPE.sub(r"\1", param[2]) if param[2] is not None else None
+            params.setdefault(param[1].lower(), quoted if quoted is not None else param[3] or "")
+        if rel in params.get("rel", "").lower().split():
+            return link[1].strip() or None
+    return None
+
+
+def xet_from_headers(headers: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """(the X-Xet-Hash, the target of ``Link: <…>; rel="xet-auth"`` or None) from a Hub resolve reply; None when
+    there is no valid X-Xet-Hash. The target is returned as written (resolve a relative one against the reply)."""
+    found = _lowered(headers)
+    xet_hash = found.get("x-xet-hash", "").strip()
+    if not is_hash(xet_hash):
+        return None
+    link = found.get("link")
+    return xet_hash, (_rel_link(link, "xet-auth") if link is not None else None)
