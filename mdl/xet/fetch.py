@@ -19,17 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx2
-from mdl.xet.hashing import chunk_hash, file_hash, to_hex
-from mdl.xet.protocol import (
-    Fetch,
-    Reconstruction,
-    ReplyError,
-    XetToken,
-    parse_reconstruction,
-    parse_token,
-    token_from_headers,
-)
-from mdl.xet.xorb import UnknownFormat, XorbError, decode_chunks
 
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
@@ -55,6 +44,16 @@ from mdl.transfer import (
     set_read_timeout,
     transport_error,
 )
+from mdl.xet.hashing import chunk_hash, file_hash, to_hex
+from mdl.xet.protocol import (
+    Fetch,
+    Reconstruction,
+    ReplyError,
+    XetToken,
+    parse_reconstruction,
+    parse_token,
+    token_from_headers,
+)
 from mdl.xet.reuse import (
     Resumable,
     ReuseIndex,
@@ -65,6 +64,7 @@ from mdl.xet.reuse import (
     save_state,
     write_sidecar,
 )
+from mdl.xet.xorb import UnknownFormat, XorbError, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 

@@ -12,10 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
-
 from mdl.errors import MdlError
 from mdl.store import open_file, read_bytes, write_atomic
+from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
 
 log = logging.getLogger("mdl.xet")
 
