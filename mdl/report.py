@@ -32,6 +32,7 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
+    reused: int = 0  # bytes copied from files already here instead of fetched (Xet chunks a file on disk holds)
     # For the log (not in the JSON contract): where from, how long, why it had to retry, what the server said.
     source: str | None = None  # redacted
     seconds: float | None = None
@@ -93,6 +94,7 @@ class FileOutcome:
             "warning": "; ".join(self.warnings) or None,
             "verified": self.verified,
             **({"mirror": self.mirror} if self.mirror is not None else {}),
+            **({"reused": self.reused} if self.reused else {}),
         }
 
 
@@ -116,6 +118,7 @@ class RunReport:
             "ok": self.ok,
             "files": [f.to_json() for f in self.files],
             **({"dry_run": True} if self.dry_run else {}),
+            **({"reused": reused} if (reused := sum(f.reused for f in self.files)) else {}),
         }
 
     def path(self, model: str) -> Path:

@@ -13,7 +13,8 @@ from typing import Literal, NamedTuple
 StrPath = str | os.PathLike[str]
 
 # How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within ``bounds``, seconds
-# (> 0, or >= 0 with ``zero_ok``), a rate (50M), one of ``choices``, an http(s) URL, a folder, URL templates, a switch.
+# (> 0, or >= 0 with ``zero_ok``), a rate (50M), one of ``choices``, an http(s) URL, a folder, URL templates, a switch
+# (off by default: its flag turns it on; on by default: a pair, ``--name/--no-name``, and not given is None).
 Kind = Literal["count", "seconds", "rate", "choice", "url", "path", "urls", "switch"]
 
 
@@ -33,6 +34,10 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
     @property
     def flag(self) -> str:  # "" : none
         return "" if self.option is None else self.option or "--" + self.name.replace("_", "-")
+
+    @property
+    def pair(self) -> bool:  # a switch on by default: --name/--no-name, and the API's keyword is None when not given
+        return self.kind == "switch" and self.default is True
 
     @property
     def help_text(self) -> str:
@@ -76,6 +81,14 @@ SETTINGS: tuple[Setting, ...] = (
         option="--mirror",
     ),
     Setting(
+        "xet",
+        "switch",
+        True,
+        "MDL_XET",
+        "Fetch Xet-backed Hub files by chunk (reusing chunks on disk); --no-xet: whole files over plain HTTP",
+        shown_default="on",
+    ),
+    Setting(
         "locked",
         "switch",
         False,
@@ -108,6 +121,7 @@ class Overrides(NamedTuple):
     timeout: float | None = None
     lock_timeout: float | None = None
     mirrors: Sequence[str] | None = None
+    xet: bool | None = None
     locked: bool = False
     frozen: bool = False
     verify: bool = True

@@ -1138,6 +1138,7 @@ class HubServer(LoopbackServer):
         self.valid_tokens: set[str] = set(valid_tokens)
         self.page_size = page_size
         self.missing_repo_status = 404
+        self.xet_hashes: dict[str, object] = {}  # opt-in: an LFS file's sha256 -> the xetHash its listing entry shows
         self.repos: dict[tuple[str, str], Repo] = {}
         self._commit_counter = itertools.count(1)
 
@@ -1509,6 +1510,9 @@ class HubServer(LoopbackServer):
         entries = [
             self._entry(commit, path, expand=expand) for path in sorted(set(commit.files) | dirs) if wanted(path)
         ]
+        for entry in entries:  # the Hub lists a Xet-backed file's hash (as any value, to test a bad one)
+            if (sha256 := entry.get("lfs", {}).get("oid")) in self.xet_hashes:
+                entry["xetHash"] = self.xet_hashes[sha256]
 
         # Cursor pagination with a GitHub-style Link header, like the Hub (1000 entries per page there).
         try:

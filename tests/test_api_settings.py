@@ -36,6 +36,16 @@ CALLS = {name: getattr(api, {"list": "list_models", "remove": "prune"}.get(name,
 NUMBERS = [s for s in SETTINGS if s.kind in ("count", "seconds")]
 
 
+def annotation(setting: Setting) -> str:
+    """A switch on by default is a pair (--xet/--no-xet): its keyword is None when not given."""
+    return "bool | None" if setting.pair else ANNOTATIONS[setting.kind]
+
+
+def unset(setting: Setting) -> object:
+    """What a keyword (and Overrides) holds when the caller says nothing: off for a switch, None for the rest."""
+    return False if setting.kind == "switch" and not setting.pair else None
+
+
 def out_of_bounds(setting: Setting) -> str:
     if setting.kind == "count":
         return str(setting.bounds[1] + 1)
@@ -52,8 +62,8 @@ def test_every_api_keyword_named_as_a_setting_is_typed_as_the_table_says() -> No
         for name, param in inspect.signature(function).parameters.items():
             if name in SETTING and param.kind is param.KEYWORD_ONLY:
                 found += 1
-                assert str(param.annotation) == ANNOTATIONS[SETTING[name].kind], (function.__name__, name)
-                assert param.default == (False if SETTING[name].kind == "switch" else None), (function.__name__, name)
+                assert str(param.annotation) == annotation(SETTING[name]), (function.__name__, name)
+                assert param.default == unset(SETTING[name]), (function.__name__, name)
     assert found > 30
 
 
@@ -64,6 +74,7 @@ def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name
     for param in command.params:
         if param.name in SETTING:
             assert param.opts == [SETTING[param.name].flag], (name, param.name)
+            assert param.secondary_opts == (["--no-" + param.name] if SETTING[param.name].pair else []), param.name
             assert param.name in keywords, f"mdl {name} takes {param.opts[0]}, api.{CALLS[name].__name__} does not"
 
 
@@ -72,14 +83,14 @@ def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> 
     flagged = {s.name: s for s in SETTINGS if s.flag}
     assert set(defaults) == {*flagged, "verify", "force", "dry_run"}
     for name, setting in flagged.items():
-        assert defaults[name] == (False if setting.kind == "switch" else None), name
+        assert defaults[name] == unset(setting), name
 
 
 def test_a_run_that_sets_nothing_gets_each_default_of_the_table() -> None:
     settings = build_settings(environ={}, dest=Path("/tmp/dest"))
     resolved = {field.name for field in fields(Settings)}
     for setting in SETTINGS:
-        if setting.kind not in ("path", "switch"):
+        if setting.kind != "path" and unset(setting) is None:  # (--locked and --frozen: the lock mode, below)
             assert setting.name in resolved
             assert getattr(settings, setting.name) == setting.default, setting.name
     assert settings.lock_mode == "auto" and (settings.connections_set, settings.jobs_set) == (False, False)
@@ -120,3 +131,30 @@ def test_help_shows_each_settings_bounds_and_where_its_default_comes_from() -> N
     text = " ".join(build_command("pull").get_help(build_command("pull").make_context("pull", [])).split())
     assert "Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS, catalog, 8)." in text
     assert "(default: $MDL_LOCK_TIMEOUT, catalog, 3600)." in text
+
+
+@pytest.mark.parametrize("text", ["0", "false", "off", "no", " False "])
+def test_xet_is_turned_off_by_a_flag_the_environment_or_the_catalog(text: str) -> None:
+    assert build_settings(environ={}, dest=Path("d")).xet is True
+    assert build_settings(environ={"MDL_XET": text}, dest=Path("d")).xet is False
+    assert build_settings(Overrides(xet=False), environ={"MDL_XET": "1"}, dest=Path("d")).xet is False
+    assert build_settings(Overrides(xet=True), environ={"MDL_XET": text}, dest=Path("d")).xet is True
+    catalog = parse_catalog("[settings]\nxet = false\n").settings
+    assert build_settings(environ={}, dest=Path("d"), catalog=catalog).xet is False
+    assert build_settings(environ={"MDL_XET": "yes"}, dest=Path("d"), catalog=catalog).xet is True
+
+
+def test_a_xet_setting_that_is_not_a_switch_is_refused_where_it_is_written() -> None:
+    with pytest.raises(UsageError, match=r"^\$MDL_XET: expected 1, true, yes, on or 0, false, no, off, got 'maybe'"):
+        build_settings(environ={"MDL_XET": "maybe"}, dest=Path("d"))
+    with pytest.raises(CatalogError, match=r"settings\.xet: must be a boolean"):
+        parse_catalog('[settings]\nxet = "no"\n')
+
+
+def test_the_xet_pair_reaches_the_api_from_pull_and_get() -> None:
+    for name in ("pull", "get"):
+        command = build_command(name)
+        context = command.make_context(name, ["--no-xet", "x"])
+        assert context.params["xet"] is False
+        assert command.make_context(name, ["x"]).params["xet"] is None
+    assert inspect.signature(api.pull).parameters["xet"].default is None

@@ -190,6 +190,7 @@ def pull(
     locked: bool = False,
     frozen: bool = False,
     mirrors: Sequence[str] | None = None,
+    xet: bool | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     secrets: Secrets | None = None,
@@ -208,6 +209,7 @@ def pull(
         timeout=timeout,
         lock_timeout=lock_timeout,
         mirrors=mirrors,
+        xet=xet,
         locked=locked,
         frozen=frozen,
         verify=verify,
@@ -377,6 +379,7 @@ def get(
     connections: int | None = None,
     limit_rate: str | int | None = None,
     timeout: float | None = None,
+    xet: bool | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     read_text: Callable[[str], str] | None = None,
@@ -402,7 +405,7 @@ def get(
     if sources.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     here = Path(directory or Path.cwd()).absolute()
-    flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, force=force)
+    flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, xet=xet, force=force)
     settings = _settings(catalog, environ, flags, secrets=secrets)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}

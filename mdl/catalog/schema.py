@@ -341,6 +341,8 @@ def _setting_key(setting: Setting) -> tuple[Any, Any]:
             kind = Annotated[Text, _one_of(setting.choices, hint=False)]
         case "url":
             kind = Annotated[Text, AfterValidator(_endpoint)]
+        case "switch":
+            kind = bool
     return kind | None, Field(default=None, description="a number of seconds" if setting.kind == "seconds" else None)
 
 

@@ -53,6 +53,7 @@ class Settings:
     layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...]  # URL templates tried in order before the origin
+    xet: bool  # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain HTTP
     # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over AWS_ENDPOINT_URL[_S3]
     mirror_endpoints: tuple[tuple[str, str], ...]
     # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
@@ -104,8 +105,11 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
 def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return value.strip().lower() in _TRUE
 
 
 def check_range(value: float | None, *, flag: str, lo: int, hi: int) -> float | None:
@@ -179,6 +183,10 @@ def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
         return url
     if kind == "urls":
         return tuple(check_mirror(m, where=where) for m in (value.split() if isinstance(value, str) else value))
+    if kind == "switch" and isinstance(value, str):  # an environment variable's text (a flag, the catalog: a bool)
+        if value.strip().lower() not in _TRUE | _FALSE:
+            raise UsageError(f"{where}: expected 1, true, yes, on or 0, false, no, off, got {value!r}")
+        return parse_bool(value)
     return value
 
 
@@ -227,7 +235,7 @@ def build_settings(
     values: dict[str, Any] = {}
     given: set[str] = set()
     for setting in SETTINGS:
-        if setting.kind in ("path", "switch"):
+        if setting.kind == "path" or (setting.kind == "switch" and not setting.pair):  # dest; the lock mode
             continue
         sources = (
             (getattr(flags, setting.name, None), setting.flag),

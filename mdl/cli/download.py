@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from mdl.store import PruneReport
 
 
-@command(where=(*PLACES, "connections", "jobs", "limit_rate", "stall_timeout", "timeout", "lock_timeout", "mirrors"))
+@command(
+    where=(*PLACES, "connections", "jobs", "limit_rate", "stall_timeout", "timeout", "lock_timeout", "mirrors", "xet")
+)
 def pull_cmd(
     run: Run,
     names: NamesArg = None,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mdl.report import FileOutcome
 
 
-@command(where=("connections", "limit_rate", "timeout", "catalog"))
+@command(where=("connections", "limit_rate", "timeout", "xet", "catalog"))
 def get_cmd(
     run: Run,
     sources: Annotated[

@@ -124,6 +124,9 @@ COMMON: dict[str, tuple[Any, Any]] = {
 def setting_option(setting: Setting) -> tuple[Any, Any]:
     """A setting's option as Typer reads it (an ``Annotated`` type) and its default, from the table: its flag, its
     help with bounds and where the default comes from."""
+    if setting.pair:  # --xet/--no-xet: not given is None (the environment, the catalog or the default decide)
+        pair = typer.Option(f"{setting.flag}/--no-{setting.flag.removeprefix('--')}", help=setting.help_text)
+        return Annotated[bool | None, pair], None
     option = typer.Option(setting.flag, help=setting.help_text)
     if setting.kind == "switch":
         return Annotated[bool, option], False

@@ -126,7 +126,10 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
         text += f"; {plural(len(bad), noun)} {word}: {named}{more}"
-    fetched = sum(f.fetched for f in outcomes)
-    if fetched:
+    fetched, reused = sum(f.fetched for f in outcomes), sum(f.reused for f in outcomes)
+    if reused:  # Xet chunks copied from files already here: said only when there were some
+        text += f"; {human_size(fetched)} fetched, {human_size(reused)} reused from files already here"
+        text += f" in {human_duration(seconds)}"
+    elif fetched:
         text += f"; {human_size(fetched)} in {human_duration(seconds)}"
     return text

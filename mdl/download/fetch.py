@@ -294,7 +294,14 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
             verified = _verified_as_kept(remote, entry)
             adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
             record = _record(
-                plan, size=size, sha256=sha256, git_oid=git_oid, etag=remote.etag, verified=verified, adopted=adopted
+                plan,
+                size=size,
+                sha256=sha256,
+                git_oid=git_oid,
+                etag=remote.etag,
+                verified=verified,
+                adopted=adopted,
+                kept=entry,
             )
             return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
@@ -314,7 +321,9 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
     etag = result.etag or remote.etag
-    record = _record(plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=etag, verified=result.verified)
+    record = _record(
+        plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=etag, verified=result.verified, result=result
+    )
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
     return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
@@ -366,8 +375,18 @@ def _record(
     etag: str | None,
     verified: bool,
     adopted: bool = False,
+    result: TransferResult | None = None,
+    kept: FileRecord | None = None,
 ) -> FileRecord:
+    """The record of the file's verified bytes: how they came (``result``: this run's transfer; else, for a file
+    found in place, its record ``kept`` when it names the same bytes)."""
     remote = plan.remote
+    known = kept if kept is not None and kept.sha256 == sha256 else None
+    xet, reused, fetched = (known.xet, known.reused, known.fetched) if known is not None else (None, 0, None)
+    if result is not None:
+        xet, reused, fetched = result.xet, result.reused, result.fetched
+    if xet is None and remote.xet is not None and remote.sha256 == sha256:
+        xet = remote.xet.hash  # the listing (HEAD, lock) pairs the Xet hash with the sha256 these bytes have
     try:
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
@@ -385,6 +404,9 @@ def _record(
         verified=verified,
         adopted=adopted,
         signed=remote.signed.recorded if remote.signed is not None else None,
+        xet=xet,
+        reused=reused,
+        fetched=fetched,
     )
 
 

@@ -309,7 +309,7 @@ def done_outcome(
         word = policy.replaced
     if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
         reason = policy.kept
-    fetched, mirror = (result.fetched, result.mirror) if result is not None else (0, None)
+    fetched, mirror, reused = (result.fetched, result.mirror, result.reused) if result is not None else (0, None, 0)
     return FileOutcome(
         remote.model,
         remote.path,
@@ -321,6 +321,7 @@ def done_outcome(
         word=word,
         fetched=fetched,
         mirror=mirror,
+        reused=reused,
         source=mirror or remote.source,
         warning=plan.warning,
         verified=result.verified if result is not None else verified,
@@ -353,6 +354,7 @@ def file_line(outcome: FileOutcome) -> str:
         ("size", outcome.size),
         ("sha256", outcome.sha256),
         ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
+        ("reused", outcome.reused or None),
         ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked

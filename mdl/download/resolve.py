@@ -18,7 +18,7 @@ from mdl.lockfile import Lock, LockUse, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import ResolvedModel, hub_file_url, marked_signature, resolve_model
+from mdl.sources import ResolvedModel, hub_file_url, marked_signature, resolve_model, xet_token_url
 from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
@@ -43,9 +43,14 @@ def resolve(
         locked = lock.pinned(spec) if lock is not None else None
         try:
             if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-                file_url = partial(hub_file_url, session.settings.endpoint)
+                endpoint = session.settings.endpoint
                 model = resolved_from_locked(
-                    locked, file_url=file_url, spec=spec, environ=session.environ, secrets=session.settings.secrets
+                    locked,
+                    file_url=partial(hub_file_url, endpoint),
+                    token_url=partial(xet_token_url, endpoint),
+                    spec=spec,
+                    environ=session.environ,
+                    secrets=session.settings.secrets,
                 )
                 resolved.append(marked_signature(spec, model))
                 continue

@@ -150,11 +150,14 @@ def write_lock(path: Path, lock: Lock) -> bool:
     return True
 
 
+_FILE_KEYS = ("path", "size", "sha256", "source", "git_oid", "revision", "xet")  # a file's line, in this order
+
+
 def _model_text(model: LockedModel) -> str:
     out = ["\n[[model]]\n", *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit")))]
     out.append("files = [\n")
     for f in sorted(model.files, key=lambda f: f.path):
-        out.append(f"  {{ {', '.join(_pairs(f, ('path', 'size', 'sha256', 'source', 'git_oid', 'revision')))} }},\n")
+        out.append(f"  {{ {', '.join(_pairs(f, _FILE_KEYS))} }},\n")
     out.append("]\n")
     return "".join(out)
 

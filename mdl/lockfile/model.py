@@ -26,6 +26,8 @@ LOCK_VERSION = 1
 
 # (repo, path in repo, repo_type, revision) → the Hub resolve URL (the Hub client's file_url).
 FileUrl = Callable[[str, str, str, str], str]
+# (repo, repo_type, commit) → where the Hub gives a Xet read token for the repo at that commit.
+TokenUrl = Callable[[str, str, str], str]
 
 # Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be lists or tuples.
 _STRICT = ConfigDict(extra="forbid")
@@ -100,6 +102,7 @@ class LockedFile:
     source: Annotated[str, Strict(), Field(min_length=1, max_length=8192), AfterValidator(_pinned_source)]
     git_oid: _Hex40 | None = None  # git blob id of small (non-LFS) Hub files
     revision: _Revision | None = None  # the branch or tag a Hub file of a multi-file model was asked at
+    xet: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")] | None = None  # its Xet hash (Hub files in Xet)
 
     @property
     def hub(self) -> HubFileRef | None:  # None for a direct URL
@@ -159,7 +162,8 @@ def locked_from_resolved(spec: ModelSpec, resolved: ResolvedModel, sha256: Mappi
                     raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
                 revision = remote.revision if resolved.revision is None else None
                 source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
-                files.append(LockedFile(remote.path, remote.size, digest, source, remote.git_oid, revision))
+                xet = remote.xet.hash if remote.xet is not None else None
+                files.append(LockedFile(remote.path, remote.size, digest, source, remote.git_oid, revision, xet))
             else:
                 files.append(LockedFile(remote.path, remote.size, digest, redact_url(remote.url)))
         return LockedModel(spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files))
@@ -179,12 +183,19 @@ def validation_message(exc: ValidationError, *, at: str = "") -> str:
 
 
 def resolved_from_locked(
-    locked: LockedModel, *, file_url: FileUrl, spec: ModelSpec | None, environ: Mapping[str, str], secrets: Secrets
+    locked: LockedModel,
+    *,
+    file_url: FileUrl,
+    token_url: TokenUrl,
+    spec: ModelSpec | None,
+    environ: Mapping[str, str],
+    secrets: Secrets,
 ) -> ResolvedModel:
     """The files to fetch for a locked model, with no Hub listing. Direct URLs come from the catalog entry
-    (``spec``: a signed query and headers the lock never holds), else (``--frozen``) from the lock as written."""
+    (``spec``: a signed query and headers the lock never holds), else (``--frozen``) from the lock as written; a
+    Hub file's Xet hash from the lock, its token asked for at the pinned commit."""
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
-    from mdl.sources import RemoteFile, ResolvedModel
+    from mdl.sources import RemoteFile, ResolvedModel, XetRef
 
     files: list[RemoteFile] = []
     for f in locked.files:
@@ -194,6 +205,7 @@ def resolved_from_locked(
             url = file_url(ref.repo, ref.path, ref.repo_type, ref.commit)
             extra = {"git_oid": f.git_oid, "commit": ref.commit, "source": f.source, "hub": True, "repo": ref.repo}
             extra["revision"] = f.revision or locked.revision
+            extra["xet"] = XetRef(f.xet, token_url(ref.repo, ref.repo_type, ref.commit)) if f.xet else None
         else:
             entry = catalog_files.get(f.path)
             url = entry.url if entry is not None and entry.url else f.source

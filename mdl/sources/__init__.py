@@ -1,12 +1,13 @@
 """Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
 
-from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token
+from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token, xet_token_url
 from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, check_expected_sha256, read_job_output, write_inline
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.oneoff import Parsed, Source, check_payloads, list_repos, parse_sources, read_sources, save_targets
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,
+    XetRef,
     marked_signature,
     mirror_targets,
     resolve_file,
@@ -36,6 +37,7 @@ __all__ = [
     "S3Signer",
     "Source",
     "UrlFile",
+    "XetRef",
     "check_expected_sha256",
     "check_payloads",
     "hub_file_url",
@@ -59,4 +61,5 @@ __all__ = [
     "sha256_of_head",
     "with_probe",
     "write_inline",
+    "xet_token_url",
 ]

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
@@ -84,6 +84,16 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
         raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
 
 
+def hub_api_url(endpoint: str, repo: str, repo_type: str, *parts: str) -> str:
+    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one repo's ``parts``."""
+    return "/".join([f"{endpoint.rstrip('/')}/api/{repo_type}s/{repo}", *(quote(part, safe="") for part in parts)])
+
+
+def xet_token_url(endpoint: str, repo: str, repo_type: str, commit: str) -> str:
+    """Where the Hub gives a Xet read token for the repo at ``commit`` (docs/xet/auth.md)."""
+    return hub_api_url(endpoint, repo, repo_type, "xet-read-token", commit)
+
+
 class Hub:
     """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
 
@@ -106,7 +116,7 @@ class Hub:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         from mdl.sources.hubreplies import parse_revision
 
-        url = f"{self.endpoint}/api/{repo_type}s/{repo}/revision/{quote(revision, safe='')}"
+        url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
         response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
@@ -118,7 +128,7 @@ class Hub:
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
-        first = f"{self.endpoint}/api/{repo_type}s/{repo}/tree/{quote(commit, safe='')}?recursive=true&expand=false"
+        first = hub_api_url(self.endpoint, repo, repo_type, "tree", commit) + "?recursive=true&expand=false"
         url: str | None = first
         files: list[TreeEntry] = []
         seen: set[str] = set()
@@ -151,12 +161,14 @@ class Hub:
         return files
 
     def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> FileMetadata:
-        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size."""
-        from mdl.sources.hubreplies import parse_file_metadata
+        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size, Xet hash."""
+        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
 
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
-        return parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
+        meta = parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
+        xet = parse_xet_head(response, endpoint=self.endpoint, what=what)
+        return meta if xet is None else replace(meta, xet_hash=xet[0], xet_auth=xet[1])
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         return hub_file_url(self.endpoint, repo, path, repo_type, revision)

@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from mdl.errors import HubReplyError
 from mdl.paths import GIT_OID_HEX
 from mdl.redact import Secrets, printable, redact_text, redact_url
 from mdl.transfer import origin
 
+if TYPE_CHECKING:
+    import httpx2
+
+log = logging.getLogger("mdl.hub")
 EXCERPT_CHARS = 200
 _GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
 # Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
 # lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+_XET_HASH = re.compile(r"[0-9a-f]{64}")  # a Xet file hash as the Hub writes it (docs/xet/api.md)
+
+
+def xet_hash(value: object, *, where: str) -> str | None:
+    """``value`` when it is a Xet hash (64 lowercase hex digits), else None with a debug line: a Hub field mdl does not
+    need to fetch the file (it is then fetched whole, as before), never a reason to refuse a reply."""
+    if isinstance(value, str) and _XET_HASH.fullmatch(value):
+        return value
+    if value is not None:
+        log.debug("%s: ignoring a Xet hash that is not 64 lowercase hex digits: %s", where, printable(repr(value)[:80]))
+    return None
 
 
 def name_problem(path: str) -> str | None:
@@ -51,6 +78,12 @@ class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=tru
     size: Annotated[StrictInt, Field(ge=0)]
     oid: Annotated[StrictStr, Field(pattern=_GIT_OID)]  # git blob (or tree) id
     lfs: LfsInfo | None = None
+    xet_hash: str | None = Field(default=None, alias="xetHash")  # the file's Xet hash; not one: as if absent
+
+    @field_validator("xet_hash", mode="plain")
+    @classmethod
+    def _xet_hash(cls, value: Any, info: ValidationInfo) -> str | None:
+        return xet_hash(value, where=f"{printable(str(info.data.get('path', '?')), limit=120)}: the listing's xetHash")
 
     @field_validator("path")
     @classmethod
@@ -71,6 +104,26 @@ class FileMetadata:
     commit: str | None
     etag: str | None
     size: int | None
+    xet_hash: str | None = None  # X-Xet-Hash: the file is stored in Xet
+    xet_auth: str | None = None  # where its read token is (``Link: <…>; rel="xet-auth"``), on the Hub's origin
+
+
+def parse_xet_head(response: httpx2.Response, *, endpoint: str, what: str) -> tuple[str, str] | None:
+    """A resolve HEAD's Xet hash and token URL (huggingface_hub's reading of ``X-Xet-Hash`` and the ``xet-auth``
+    link), or None: none, not a hash, or a token URL off the Hub's origin (the Hub token goes nowhere else)."""
+    from huggingface_hub.utils import parse_xet_file_data_from_response  # type: ignore[attr-defined]
+
+    found = parse_xet_file_data_from_response(response, endpoint=endpoint)
+    if found is None:
+        return None
+    file_hash = xet_hash(found.file_hash, where=f"{what}: X-Xet-Hash")
+    try:
+        same = origin(found.refresh_route) == origin(endpoint)
+    except ValueError:
+        same = False
+    if not same:
+        log.debug("%s: ignoring a Xet token URL off the Hub: %s", what, printable(redact_url(found.refresh_route)))
+    return (file_hash, found.refresh_route) if file_hash is not None and same else None
 
 
 def reply_error(

@@ -14,7 +14,7 @@ from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundErro
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.signing import SignedFile, Trust
-from mdl.sources.hub import Hub
+from mdl.sources.hub import Hub, xet_token_url
 from mdl.store import ModelRecord, hub_source, ref_revision, selected
 
 if TYPE_CHECKING:
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdl.mirrors")
 SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}  # fields quoted in http(s) mirror URLs
+
+
+@dataclass(frozen=True)
+class XetRef:
+    """A Hub file stored in Xet: its Xet file hash (64 lowercase hex) and where its read token is asked for."""
+
+    hash: str
+    token_url: str  # {endpoint}/api/{type}s/{repo}/xet-read-token/{commit}: the Hub token may go there
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class RemoteFile:
     signed: SignedFile | None = None  # what the model's verified signature says of the file (checked as it arrives)
     staged: Path | None = field(default=None, compare=False)  # its verified bytes, already here (the signature)
     staged_retries: tuple[str, ...] = field(default=(), compare=False)  # what fetching them had to retry, or warned
+    xet: XetRef | None = None  # a Hub file stored in Xet (its listing, its HEAD or the lock said so)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
             hint="an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out",
         )
     file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
+    token_url = xet_token_url(hub.endpoint, spec.repo, spec.repo_type, commit)  # one for the listing's Xet files
     files: list[RemoteFile] = []
     items.reverse()
     while items:
@@ -142,6 +152,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 hub=True,
                 revision=spec.revision,
                 repo=spec.repo,
+                xet=XetRef(item.xet_hash, token_url) if item.xet_hash and item.lfs is not None else None,
             )
         )
     if not files:
@@ -213,6 +224,7 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
         hub=True,
         revision=revision,
         repo=file.repo,
+        xet=XetRef(meta.xet_hash, meta.xet_auth) if meta.xet_hash and meta.xet_auth else None,
     )
 
 

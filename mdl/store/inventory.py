@@ -69,6 +69,7 @@ class LocalFile:  # one expected file of a model and its state on disk
     placed: bool = True  # False: where it goes is not known yet (dest is the model's folder, not the file)
     verified: bool | None = None  # its record's word (engine rule 15); None: not recorded
     expected_sha256: str | None = None  # what the listing, lock or catalog pins (verify checks against it)
+    recorded: FileRecord | None = None  # its record, when of this version: how its bytes came (Xet hash, reused)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class ModelStatus:
                 "sha256": f.sha256,
                 "state": f.state,
                 "verified": f.verified,
+                # how this version's bytes came (null: not known): its Xet hash, bytes fetched and reused
+                **{key: getattr(f.recorded, key, None) for key in ("xet", "fetched", "reused")},
             }
             for f in self.files
         ]
@@ -194,7 +197,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         size = want.size if want.size is not None or known is None else known.size
         sha256 = want.sha256 or (known.sha256 if known is not None else None)
         files.append(
-            LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, want.sha256)
+            LocalFile(want.path, shown, final, size, sha256, want.source, state, placed, verified, want.sha256, known)
         )
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))

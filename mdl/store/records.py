@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,9 @@ class FileRecord:
     # The signed digests (mdl.signing.SignedFile.key) the bytes were held to, when the signature's are not the sha256
     # above (shards, BLAKE2/3): a later pull knows the file is as signed without hashing it again.
     signed: str | None = None
+    xet: str | None = None  # its Xet hash (64 hex), when it was fetched or checked as a Xet file
+    reused: int = 0  # of its bytes, those copied from files already here (Xet chunks), not fetched
+    fetched: int | None = None  # of its bytes, those that came over the network (None: not known, an older record)
 
 
 def adopted_when_found(entry: FileRecord | None) -> bool:
@@ -174,13 +177,15 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
             if got is not None and not isinstance(got, bool):
                 raise RecordFieldError(f"{where}.{key}: expected true or false, got {_shown(got)}")
             found[key] = one.default if got is None else got
+        elif key not in value and one.default is not MISSING:  # a field newer than the record: its default
+            found[key] = one.default
         elif kind.startswith("int"):
             if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
                 raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
             found[key] = got
-        elif key == "sha256":
+        elif key in ("sha256", "xet"):
             if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
-                raise RecordFieldError(f"{where}.sha256: expected 64 lowercase hex digits, got {_shown(got)}")
+                raise RecordFieldError(f"{where}.{key}: expected 64 lowercase hex digits, got {_shown(got)}")
             found[key] = got
         else:
             found[key] = _optional_text(value, key, f"{where}.{key}") or ""

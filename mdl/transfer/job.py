@@ -125,6 +125,8 @@ class TransferResult:
     # Checked against a known hash, or fetched whole in one answer: only then is the file known to be one version
     # (a resume or parallel ranges without a hash rest on the server's validator and an overlap of bytes).
     verified: bool = True
+    reused: int = 0  # bytes copied from files already on disk instead of the network (``fetched`` is the network's)
+    xet: str | None = None  # the file's Xet hash, when it was fetched or checked as Xet
 
 
 @dataclass(frozen=True)

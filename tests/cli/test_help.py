@@ -179,6 +179,7 @@ def _value_words(rows: list[str]) -> list[str]:
         if not row.startswith("  ") or row.startswith("   "):  # a row starts at column 2; continuations further in
             continue
         column = re.split(r"\s{2,}", row.strip())[0]
+        column = re.sub(r"^(--[a-z-]+) / (--no-[a-z-]+)$", r"\1 \2", column)  # a pair (--xet / --no-xet): no value
         words += [w for w in column.replace(",", " ").split() if not w.startswith("-")]
     return words
 

@@ -161,6 +161,7 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
         "actions": dict(Counter(o.action for o in outcomes)),
         "failed": sum(1 for o in outcomes if o.failing),
         "bytes": sum(o.fetched for o in outcomes),
+        **({"reused": reused} if (reused := sum(o.reused for o in outcomes)) else {}),
         "seconds": round(seconds, 3),
         "text": text,
     }
