@@ -580,7 +580,10 @@ class CasServer(LoopbackServer):
     - `fail_reconstructions(status, times=…)`: the next `times` (None: every) reconstruction requests fail.
     - `corrupt(xorb, chunk, at=…)`: flip one byte of a chunk's payload as served (stored, LZ4 or BG4 chunk).
     - `url_lifetime` (seconds a presigned URL lives), `url_uses` (None: unlimited; 1: a URL works once),
-      `expire_urls()` (every URL issued so far stops working): a client must ask the reconstruction again.
+      `expire_urls()` or `Fault.expire_urls(path_prefix="/xorb/", skip=N)` (every URL issued so far stops
+      working): a client must ask the reconstruction again.
+    - `reject_auth_on_xorbs` (True): a xorb request carrying an `Authorization` header gets 400, as S3 answers a
+      presigned URL sent with a second credential (so a client leaking its CAS token there fails loudly).
     - `stall_xorbs(after_bytes, seconds=…)`: xorb bodies go silent after that many bytes.
     - `token_lifetime` (seconds, for tokens issued from now on), `expire_tokens()`.
     - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer). For refused
@@ -601,6 +604,7 @@ class CasServer(LoopbackServer):
         self.v2_ranges_per_url = 1
         self.url_lifetime = 3600.0
         self.url_uses: int | None = None
+        self.reject_auth_on_xorbs = True
         self.down: Literal["503", "reset"] | None = None
         self.generation = 1
         self._secret = os.urandom(16)
@@ -643,6 +647,11 @@ class CasServer(LoopbackServer):
         """Every presigned URL issued so far stops working (403)."""
         with self._lock:
             self.generation += 1
+
+    def _apply_side_effect(self, fault: Fault, ex: Exchange) -> None:
+        if fault.kind == "expire":
+            self.expire_urls()
+        super()._apply_side_effect(fault, ex)
 
     def _signature(self, path: str, granted: str, expires: str, gen: str) -> str:
         msg = f"{path}\n{granted}\n{expires}\n{gen}".encode()
@@ -811,6 +820,10 @@ class CasServer(LoopbackServer):
         if not expires.isdigit() or int(expires) < time.time() or not gen.isdigit() or int(gen) < self.generation:
             self._denied(ex, "Request has expired")
             return
+        if self.reject_auth_on_xorbs and ex.headers.get("Authorization") is not None:
+            body = "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>\n"
+            ex.send_bytes(400, body.encode(), content_type="application/xml")
+            return
         range_header = (ex.headers.get("Range") or "").strip()
         m = _RANGE_RE.fullmatch(range_header)
         allowed = {tuple(int(v) for v in r.split("-")) for r in granted.split(",") if r}
@@ -883,7 +896,7 @@ class XetHubServer(HubServer):
         super().__init__(cdn, valid_tokens=valid_tokens, page_size=page_size, host_alias=host_alias)
         self._owns_cas = cas is None
         self.cas = cas if cas is not None else CasServer(host_alias=host_alias)
-        self._xet_repos: dict[tuple[str, str], Scheme | None] = {}  # repo -> default scheme; None: not Xet
+        self._xet_repos: dict[tuple[str, str], Scheme | Mapping[str, Scheme]] = {}  # Xet repos -> their scheme
         self._xet: dict[str, dict[str, XetFile]] = {}  # commit sha -> {path: XetFile}
         self._minted: dict[tuple[str, str], XetFile] = {}  # (sha256, scheme) -> XetFile
 
@@ -917,15 +930,11 @@ class XetHubServer(HubServer):
         **kwargs: Any,
     ) -> Repo:
         """`HubServer.add_repo`, plus: `xet` makes its LFS files Xet-backed (now and in later commits), minted with
-        `scheme` (one for all, or per path; later commits use "none" unless they say)."""
-        self._xet_repos[(repo_type, repo_id)] = "none" if xet else None
-        self._next_scheme = scheme
-        try:
-            return super().add_repo(repo_id, files, repo_type=repo_type, **kwargs)
-        finally:
-            self._next_scheme = None
-
-    _next_scheme: Scheme | Mapping[str, Scheme] | None = None
+        `scheme`: one for every file, or one per path ("none" for paths not named). Later commits mint their
+        new files the same way unless they say otherwise."""
+        if xet:
+            self._xet_repos[(repo_type, repo_id)] = scheme
+        return super().add_repo(repo_id, files, repo_type=repo_type, **kwargs)
 
     def commit(
         self,
@@ -937,27 +946,26 @@ class XetHubServer(HubServer):
         title: str = "Update files",
         scheme: Scheme | Mapping[str, Scheme] | None = None,
     ) -> str:
-        """`HubServer.commit`, minting the new LFS files of a Xet repo with `scheme` (default "none")."""
+        """`HubServer.commit`, minting the changed LFS files of a Xet repo (with `scheme`, default the repo's)."""
+        parent = self.repo(repo_id, repo_type).branches.get(branch)
         sha = super().commit(repo_id, changes, repo_type=repo_type, branch=branch, title=title)
-        default = self._xet_repos.get((repo_type, repo_id))
-        if default is None:
+        setting = self._xet_repos.get((repo_type, repo_id))
+        if setting is None:
             return sha
-        scheme = scheme if scheme is not None else self._next_scheme
-        files = self.repo(repo_id, repo_type).commits[sha].files
+        chosen = scheme if scheme is not None else setting
+        previous = self._xet.get(parent, {}) if parent is not None else {}
         minted: dict[str, XetFile] = {}
-        for path, hub_file in files.items():
+        for path, hub_file in self.repo(repo_id, repo_type).commits[sha].files.items():
             if not hub_file.lfs:
                 continue
-            choice: Scheme = default
-            if isinstance(scheme, str):
-                choice = scheme if path in changes else default
-            elif scheme is not None:
-                choice = scheme.get(path, default)
+            if path not in changes and path in previous:
+                minted[path] = previous[path]
+                continue
+            choice: Scheme = chosen if isinstance(chosen, str) else chosen.get(path, "none")
             key = (hub_file.sha256, choice)
             xf = self._minted.get(key)
             if xf is None:
-                data = hub_file.content.read()
-                xf = self._minted[key] = self.store.add(data, choice)
+                xf = self._minted[key] = self.store.add(hub_file.content.read(), choice)
             minted[path] = xf
         self._xet[sha] = minted
         return sha

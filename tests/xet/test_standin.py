@@ -14,7 +14,7 @@ import hf_xet
 import httpx2
 import pytest
 from huggingface_hub import get_hf_file_metadata
-from servers import TOKEN, make_data
+from servers import TOKEN, Fault, make_data
 from xetserver import (
     MAX_CHUNK,
     MIN_CHUNK,
@@ -184,6 +184,23 @@ def test_listing_and_resolve_announce_xet_files(repo: XetHubServer) -> None:
     assert (meta.xet_file_data.file_hash, meta.xet_file_data.refresh_route) == (xf.hash, token_url)
 
 
+def test_later_commits_mint_only_changed_files_with_the_repos_scheme(xet_hub: XetHubServer) -> None:
+    a, b = make_data(300_000, seed=14), make_data(200_000, seed=15)
+    xet_hub.add_repo("org/s", {"a.bin": a, "b.bin": b}, scheme={"a.bin": "bg4"})
+    first = xet_hub.repo("org/s").sha
+    xet_hub.commit("org/s", {"b.bin": changed(b, 1), "c.bin": a[::-1]})
+    store = xet_hub.store
+
+    def schemes(path: str, revision: str = "main") -> set[int]:
+        xf = xet_hub.xet_file("org/s", path, revision)
+        return {store.xorbs[x].schemes[i] for x, i, _ in xf.chunks}
+
+    assert schemes("a.bin", first) == {2} and schemes("b.bin", first) == {0}
+    assert xet_hub.xet_file("org/s", "a.bin") is xet_hub.xet_file("org/s", "a.bin", first)
+    assert schemes("b.bin") == {0} and schemes("c.bin") == {0}
+    assert xet_hub.xet_file("org/s", "b.bin").hash == xet_hash(changed(b, 1))
+
+
 def test_a_repo_without_xet_has_no_xet_headers(xet_hub: XetHubServer) -> None:
     xet_hub.add_repo("org/plain", {"model.safetensors": WEIGHTS}, xet=False)
     with client() as http:
@@ -328,9 +345,19 @@ def test_xorb_urls_grant_exactly_their_ranges(repo: XetHubServer, cas: CasServer
         assert http.get(url, headers={"Range": "bytes=0-99"}).status_code == 403
         assert http.get(url.replace("X-Xet-Signature=", "X-Xet-Signature=0"), headers={"Range": rng}).status_code == 403
         assert http.get(url.replace("X-Xet-Ranges=", "X-Xet-Ranges=0-9%2C"), headers={"Range": rng}).status_code == 403
+        assert http.get(url, headers={"Range": rng, "Authorization": "Bearer xet_x"}).status_code == 400
         cas.expire_urls()
         assert http.get(url, headers={"Range": rng}).status_code == 403
-    assert [r.authorization for r in cas.xorb_records()] == [None] * 6
+    assert [bearer(r) for r in cas.xorb_records()] == [None] * 5 + ["xet_x", None]
+
+
+def test_a_fault_expires_the_urls_after_some_fetches(repo: XetHubServer, cas: CasServer) -> None:
+    url, rng = xorb_fetch(repo, cas)
+    cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", skip=1))
+    with client() as http:
+        assert [http.get(url, headers={"Range": rng}).status_code for _ in range(3)] == [206, 403, 403]
+        url, rng = xorb_fetch(repo, cas)  # a new reconstruction signs new URLs
+        assert http.get(url, headers={"Range": rng}).status_code == 206
 
 
 def test_xorb_urls_can_be_single_use_or_short_lived(repo: XetHubServer, cas: CasServer) -> None:
