@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -33,7 +34,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -584,6 +585,9 @@ class CasServer(LoopbackServer):
       working): a client must ask the reconstruction again.
     - `reject_auth_on_xorbs` (True): a xorb request carrying an `Authorization` header gets 400, as S3 answers a
       presigned URL sent with a second credential (so a client leaking its CAS token there fails loudly).
+    - `patch(xorb, offset, data)`: serve other bytes there (e.g. a chunk header with version 1 or scheme 3).
+    - `rewrite(version, reply) -> dict | bytes`: a hook that changes (or replaces with raw bytes) each successful
+      reconstruction reply before it is sent, for malformed-reply tests with real, working URLs.
     - `stall_xorbs(after_bytes, seconds=…)`: xorb bodies go silent after that many bytes.
     - `token_lifetime` (seconds, for tokens issued from now on), `expire_tokens()`.
     - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer). For refused
@@ -605,6 +609,7 @@ class CasServer(LoopbackServer):
         self.url_lifetime = 3600.0
         self.url_uses: int | None = None
         self.reject_auth_on_xorbs = True
+        self.rewrite: Callable[[int, dict[str, Any]], object] | None = None
         self.down: Literal["503", "reset"] | None = None
         self.generation = 1
         self._secret = os.urandom(16)
@@ -670,6 +675,16 @@ class CasServer(LoopbackServer):
         """The next `times` xorb bodies stop after `after_bytes` for `seconds` (None: until stop), then close."""
         return self.faults.add(Fault.stall(after_bytes, seconds, path_prefix=_XORB_PREFIX, times=times))
 
+    def patch(self, xorb: str, offset: int, data: bytes) -> None:
+        """Serve `xorb` with `data` written over its bytes at `offset` (e.g. a chunk header's version byte at
+        `offsets[i]`, its scheme at `offsets[i] + 4`). The stored xorb stays as minted."""
+        with self._lock:
+            served = bytearray(self._content(xorb).read())
+            if offset < 0 or offset + len(data) > len(served):
+                raise ValueError(f"{xorb} has {len(served)} bytes: cannot patch {len(data)} at {offset}")
+            served[offset : offset + len(data)] = data
+            self._served[xorb] = Content(bytes(served))
+
     def corrupt(self, xorb: str, chunk: int, *, at: int | None = None) -> int:
         """Serve `xorb` with one byte of chunk `chunk`'s payload flipped (`at`: offset in the payload, default the
         middle, which is literal data even in an LZ4 frame of random data); returns the flipped byte's offset in
@@ -680,9 +695,8 @@ class CasServer(LoopbackServer):
         if not head <= pos < end:
             raise ValueError(f"chunk {chunk} of {xorb} has {end - head} payload bytes, not {at}")
         with self._lock:
-            data = bytearray(self._content(xorb).read())
-            data[pos] ^= 0xFF
-            self._served[xorb] = Content(bytes(data))
+            flipped = self._content(xorb).read()[pos] ^ 0xFF
+        self.patch(xorb, pos, bytes([flipped]))
         return pos
 
     def _content(self, xorb: str) -> Content:
@@ -719,6 +733,14 @@ class CasServer(LoopbackServer):
         if self.down == "reset":
             self.log.append(ex.record)
             ex.abort(rst=True)
+            return
+        if ex.path == "/_stats":  # for a client in another process (benchmarks): the log's totals
+            records = [r for r in self.log.records() if r.url_path != "/_stats"]
+            if ex.query.get("clear") == "1":
+                self.log.clear()
+            xorbs = [r for r in records if r.url_path.startswith(_XORB_PREFIX)]
+            totals = {"xorb_requests": len(xorbs), "xorb_bytes": sum(r.bytes_sent for r in xorbs)}
+            ex.send_json({"requests": len(records), **totals})
             return
         segs = ex.path.split("/")[1:]
         if len(segs) == 3 and segs[0] in ("v1", "v2") and segs[1] == "reconstructions":
@@ -784,6 +806,13 @@ class CasServer(LoopbackServer):
                 xorb: [self._fetch_v2(xorb, ranges[i : i + per]) for i in range(0, len(ranges), per)]
                 for xorb, ranges in merged.items()
             }
+        if self.rewrite is not None:
+            reply = self.rewrite(version, body)
+            if isinstance(reply, bytes):
+                ex.send_bytes(200, reply, content_type="application/json")
+            else:
+                ex.send_json(reply)
+            return
         ex.send_json(body)
 
     def _fetch_v1(self, xorb: str, start: int, end: int) -> dict[str, Any]:
@@ -1088,3 +1117,58 @@ def hf_download(
     if done.returncode:
         raise subprocess.CalledProcessError(done.returncode, "hf_hub_download", done.stdout, done.stderr)
     return [Path(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a Xet Hub + CAS from another process (benchmarks: no shared GIL): each FILE is one commit of PATH.
+
+    `python tests/xetserver.py [--repo org/bench] [--path model.safetensors] [--scheme none|lz4|bg4|mixed]
+    [--throttle BYTES_PER_SEC] FILE...` prints one JSON line once ready: hub and CAS URLs, the Hub token, the
+    commits (oldest first) and per file its Xet hash, sha256, size, xorb bytes and new bytes over the previous
+    file. `GET {cas}/_stats[?clear=1]` reports (and clears) the CAS log's totals. Stops on SIGINT/SIGTERM.
+    """
+    import argparse
+    import json
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--repo", default="org/bench")
+    parser.add_argument("--path", default="model.safetensors")
+    parser.add_argument("--scheme", default="none", choices=["none", "lz4", "bg4", "mixed"])
+    parser.add_argument("--throttle", type=float, default=None, help="bytes/s per xorb response stream")
+    args = parser.parse_args(argv)
+    hub = XetHubServer()
+    hub.cas.throttle_bps = args.throttle
+    revisions: list[str] = []
+    minted: list[XetFile] = []
+    for i, file in enumerate(args.files):
+        content = Content(file.resolve())
+        if i == 0:
+            hub.add_repo(args.repo, {args.path: content}, scheme=args.scheme)
+        else:
+            hub.replace_file(args.repo, args.path, content)
+        revisions.append(hub.repo(args.repo).sha)
+        minted.append(hub.xet_file(args.repo, args.path))
+    files = [
+        {
+            "hash": xf.hash,
+            "sha256": xf.sha256,
+            "size": xf.size,
+            "xorb_bytes": hub.store.xorb_bytes(xf),
+            "new_bytes": hub.store.new_bytes(xf, minted[i - 1]) if i else hub.store.xorb_bytes(xf),
+        }
+        for i, xf in enumerate(minted)
+    ]
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with hub, contextlib.suppress(KeyboardInterrupt):
+        info = {"hub": hub.url, "cas": hub.cas.url, "token": TOKEN, "repo": args.repo, "path": args.path}
+        sys.stdout.write(json.dumps({**info, "revisions": revisions, "files": files}) + "\n")
+        sys.stdout.flush()
+        done.wait()
+
+
+if __name__ == "__main__":
+    main()

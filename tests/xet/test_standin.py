@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ import hf_xet
 import httpx2
 import pytest
 from huggingface_hub import get_hf_file_metadata
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from servers import TOKEN, Fault, make_data
 from xetserver import (
+    _GEAR,
     MAX_CHUNK,
     MIN_CHUNK,
     CasServer,
@@ -95,6 +100,50 @@ def test_chunks_cover_the_data_within_the_size_limits() -> None:
     # Content-defined: a prefix changes nothing after the next boundaries.
     shifted = chunk(b"xyz" + data)
     assert {e + 3 for _, e in spans[3:]} <= {e for _, e in shifted}
+
+
+def spec_chunks(data: bytes) -> list[tuple[int, int]]:
+    """chunking.md's pseudocode, byte by byte (an empty input has no chunk, as xet-core and hf_xet say)."""
+    if len(data) < MIN_CHUNK:
+        return [(0, len(data))] if data else []
+    spans, start, h = [], 0, 0
+    for i, b in enumerate(data):
+        h = ((h << 1) + _GEAR[b]) & 0xFFFF_FFFF_FFFF_FFFF
+        size = i + 1 - start
+        if size >= MIN_CHUNK and (size >= MAX_CHUNK or not h & 0xFFFF_0000_0000_0000):
+            spans.append((start, i + 1))
+            start, h = i + 1, 0
+    if start < len(data):
+        spans.append((start, len(data)))
+    return spans
+
+
+PIECES = st.lists(
+    st.tuples(st.sampled_from(["random", "zeros", "again"]), st.integers(1, 150_000), st.integers(0, 9)),
+    max_size=5,
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(PIECES)
+@example([("random", 150_000, 1), ("zeros", 140_000, 0), ("again", 100_000, 0), ("random", 70_000, 2)])
+def test_chunk_is_the_spec_pseudocode(pieces: list[tuple[str, int, int]]) -> None:
+    data = b""
+    for kind, size, seed in pieces:
+        if kind == "random":
+            data += make_data(size, seed)
+        elif kind == "zeros":
+            data += bytes(size)
+        else:
+            data += data[-size:]  # a repeat of what came before: the same content cut the same way
+    assert chunk(data) == spec_chunks(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=3000) | st.builds(bytes, st.integers(0, MAX_CHUNK)), st.sampled_from([0, 1, 2]))
+def test_any_chunk_round_trips(data: bytes, scheme: int) -> None:
+    blob = encode_chunk(data, scheme)
+    assert decode_chunk(blob) == data and len(blob) == 8 + int.from_bytes(blob[1:4], "little")
 
 
 @pytest.mark.parametrize("scheme", [0, 1, 2])
@@ -412,6 +461,61 @@ def test_corrupt_flips_one_served_byte_of_a_chunk(xet_hub: XetHubServer, cas: Ca
         blob = served[x.offsets[index] : x.offsets[index + 1]]
         assert len(decode_chunk(blob)) == x.sizes[index]
         assert decode_chunk(blob) != decode_chunk(x.data[x.offsets[index] : x.offsets[index + 1]])
+
+
+def test_patch_rewrites_served_headers_and_rewrite_changes_replies(repo: XetHubServer, cas: CasServer) -> None:
+    xf = repo.xet_file("org/m", "model.safetensors")
+    x = cas.store.xorbs[xf.terms[0].xorb]
+    cas.patch(x.hash, x.offsets[1], b"\x01")  # chunk 1 claims header version 1
+    seen: list[int] = []
+
+    def rewrite(version: int, reply: dict[str, Any]) -> object:
+        seen.append(version)
+        return b"{oops" if version == 2 else {**reply, "terms": reply["terms"][:1]}
+
+    cas.rewrite = rewrite
+    auth = {"Authorization": f"Bearer {token_for(repo)}"}
+    url, rng = xorb_fetch(repo, cas)
+    with client() as http:
+        served = http.get(url, headers={"Range": rng}).content
+        v2 = http.get(f"{cas.url}/v2/reconstructions/{xf.hash}", headers=auth)
+    assert served[x.offsets[1]] == 1 and x.data[x.offsets[1]] == 0
+    assert served[: x.offsets[1]] == x.data[: x.offsets[1]]
+    assert v2.content == b"{oops" and seen == [1, 2]
+    with pytest.raises(ValueError, match="cannot patch"):
+        cas.patch(x.hash, len(x.data), b"x")
+
+
+def test_served_from_another_process(tmp_path: Path) -> None:
+    a = make_data(300_000, seed=16)
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(changed(a, 1))
+    script = Path(__file__).parents[1] / "xetserver.py"
+    child = subprocess.Popen(
+        [sys.executable, str(script), "--scheme", "bg4", str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=script.parent,
+    )
+    try:
+        assert child.stdout is not None
+        info = json.loads(child.stdout.readline())
+        with client() as http:
+            token = http.get(f"{info['hub']}/api/models/org/bench/xet-read-token/{info['revisions'][1]}").json()
+            auth = {"Authorization": f"Bearer {token['accessToken']}"}
+            reply = http.get(f"{info['cas']}/v1/reconstructions/{info['files'][1]['hash']}", headers=auth).json()
+            fetch = reply["fetch_info"][reply["terms"][1]["hash"]][0]
+            first, last = fetch["url_range"]["start"], fetch["url_range"]["end"]
+            assert http.get(fetch["url"], headers={"Range": f"bytes={first}-{last}"}).status_code == 206
+            stats = http.get(f"{info['cas']}/_stats", params={"clear": "1"}).json()
+            after = http.get(f"{info['cas']}/_stats").json()
+    finally:
+        child.terminate()
+        child.wait(10)
+    assert info["files"][1]["hash"] == xet_hash(changed(a, 1))
+    assert 0 < info["files"][1]["new_bytes"] < info["files"][1]["xorb_bytes"]
+    assert stats["xorb_requests"] == 1 and stats["xorb_bytes"] == last - first + 1
+    assert after == {"requests": 0, "xorb_requests": 0, "xorb_bytes": 0}
 
 
 # ---------------------------------------------------------------------------------------------------------
