@@ -12,6 +12,9 @@ auth), independently of `mdl.xet`, so mdl's tests compare two implementations, a
   exact byte ranges only. Knobs for faults: see the class docstring.
 - `XetHubServer`: a `HubServer` whose LFS files are Xet-backed (tree `xetHash`, resolve `X-Xet-*` + `Link`
   headers, `GET /api/{type}s/{repo}/xet-read-token/{rev}`), with its own `CasServer` (`hub.cas`).
+- `hf_download(hub, repo, files, home)`: huggingface_hub + hf_xet (the oracle) downloading from the stand-in, in
+  a child process with its own HF_HOME.
+- `python tests/xetserver.py FILE...` serves the files as successive commits from another process (benchmarks).
 
 Usage::
 
@@ -271,7 +274,7 @@ def xet_hash(data: bytes | memoryview) -> str:
 
 Scheme = Literal["none", "lz4", "bg4", "mixed"]
 """How a file's new chunks are compressed: all stored, all LZ4, all byte-grouped + LZ4, or cycling through the
-three by chunk index (chunk i gets scheme i % 3). The chosen scheme is always used, even when it makes a chunk
+three (the file's i-th new chunk gets scheme i % 3). The chosen scheme is always used, even when it makes a chunk
 bigger (random test data), so every scheme is on the wire."""
 
 _SCHEME_CODES: dict[str, int] = {"none": 0, "lz4": 1, "bg4": 2}

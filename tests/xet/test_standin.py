@@ -527,7 +527,10 @@ SCHEMES = ("none", "lz4", "bg4", "mixed")
 
 def test_hf_xet_downloads_every_scheme_through_the_xorb_route(xet_hub: XetHubServer, tmp_path: Path) -> None:
     files = {f"{s}.safetensors": make_data(MIB + 1000 * i, seed=20 + i) for i, s in enumerate(SCHEMES)}
-    xet_hub.add_repo("org/schemes", files, scheme={f"{s}.safetensors": s for s in SCHEMES})
+    files["zeros.bin"] = bytes(5 * MAX_CHUNK + 77)  # chunk 0 five times (the last term also takes chunk 1)
+    files["tiny.bin"] = b"tiny"  # a single short chunk
+    xet_hub.add_repo("org/schemes", files, scheme={f"{s}.safetensors": s for s in SCHEMES} | {"zeros.bin": "lz4"})
+    assert len(xet_hub.xet_file("org/schemes", "zeros.bin").terms) == 5
     paths = hf_download(xet_hub, "org/schemes", list(files), tmp_path / "hf")
     for name, path in zip(files, paths, strict=True):
         assert path.read_bytes() == files[name], name
