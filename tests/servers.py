@@ -1390,6 +1390,7 @@ class HubServer(LoopbackServer):
                 "X-Linked-Etag": f'"{hub_file.sha256}"',
                 "X-Linked-Size": str(hub_file.size),
                 "ETag": f'"{hub_file.sha256}"',
+                **self.lfs_headers(repo, commit, path),
             }
             ex.redirect(location, 302, headers)
             return
@@ -1403,6 +1404,10 @@ class HubServer(LoopbackServer):
                 "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{quote(name)}\";",
             },
         )
+
+    def lfs_headers(self, repo: Repo, commit: Commit, path: str) -> dict[str, str]:
+        """Extra headers on an LFS file's resolve answer (a hook for subclasses, e.g. Xet's); none here."""
+        return {}
 
     def _route_api(self, ex: Exchange, repo_type: RepoType, segs: list[str]) -> None:
         decoded = [unquote(s) for s in segs]
