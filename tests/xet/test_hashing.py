@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import blake3
@@ -176,3 +178,11 @@ def test_file_hash_agrees_with_hf_xet(tmp_path: Path, seed: int, size: int) -> N
     assert to_hex(file_hash(chunks)) == info.hash
     if size > 2 * MAX_CHUNK:
         assert len(chunks) > 9  # more than one node: the cut rule is exercised
+
+
+def test_importing_mdl_xet_loads_neither_blake3_nor_lz4() -> None:
+    """They are imported when a Xet file is fetched, so `import mdl.xet` (and every command that never fetches one)
+    stays light."""
+    code = "import sys, mdl.xet; print(sorted(m for m in ('blake3', 'lz4', 'lz4.frame') if m in sys.modules))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert shown.stdout.strip() == "[]"
