@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
+from typing import TypeGuard
 
 HASH_BYTES = 32
 # The blake3 keys hashing.md gives as byte lists (DATA_KEY [102, 151, …], INTERNAL_NODE_KEY [1, 126, …]), in hex.
@@ -39,7 +40,7 @@ def from_hex(text: str) -> bytes:
     return _WORDS.pack(*(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
 
 
-def is_hash(text: object) -> bool:
+def is_hash(text: object) -> TypeGuard[str]:
     """Whether ``text`` is a hash in the Xet string form (64 lowercase hex characters)."""
     return isinstance(text, str) and _HEX.fullmatch(text) is not None
 

@@ -110,7 +110,6 @@ def _int(obj: Mapping[str, object], key: str, where: str) -> int:
 def _hash(value: object, where: str) -> str:
     if not is_hash(value):
         raise ReplyError(f"{where} is not a 64-character lowercase hex hash")
-    assert isinstance(value, str)
     return value
 
 
