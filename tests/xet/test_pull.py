@@ -1,0 +1,292 @@
+"""`mdl pull` of Xet-backed Hub files against the Hub + CAS stand-in (tests/xetserver.py): by chunk, verified, reusing
+what is on disk, resuming by term; every fault of the protocol ends in the right bytes over plain HTTP, or in exit 6
+with nothing at the final path when the CAS serves corrupt bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runfixtures import mdl, use_catalog, wait_for
+from servers import TOKEN, Fault, make_data
+from xetserver import XetHubServer, bearer
+
+WEIGHTS = "model.safetensors"
+
+
+@pytest.fixture
+def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=xet_hub.url)
+    monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
+    return path
+
+
+def _installed(catalog: Path) -> Path:
+    return catalog.parent / "models" / "m" / WEIGHTS
+
+
+def _log(catalog: Path) -> str:
+    return (catalog.parent / "mdl.log").read_text()
+
+
+def _edited(data: bytes, *, every: int = 1 << 20, seed: int = 5) -> bytes:
+    """``data`` with a 50-byte span changed per ``every`` bytes: about one chunk in sixteen changes."""
+    out, rng = bytearray(data), random.Random(seed)
+    for start in range(0, len(data) - every + 1, every):
+        at = start + rng.randrange(every - 64)
+        out[at : at + 50] = rng.randbytes(50)
+    return bytes(out)
+
+
+def _cdn_bytes(hub: XetHubServer) -> int:
+    return sum(r.bytes_sent for r in hub.cdn.log.records())
+
+
+@pytest.mark.parametrize("scheme", ["none", "lz4", "bg4", "mixed"])
+def test_a_first_pull_fetches_xorb_ranges_not_the_plain_file(xet_hub: XetHubServer, catalog: Path, scheme: str) -> None:
+    data = make_data(3 << 20, seed=1)
+    xet_hub.add_repo("org/m", {WEIGHTS: data, "config.json": b"{}"}, scheme=scheme)
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xf)  # every xorb range once, nothing more
+    assert _cdn_bytes(xet_hub) == 0  # the plain path sent nothing
+    show = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"]
+    weights = next(f for f in show if f["path"] == WEIGHTS)
+    assert (weights["xet"], weights["fetched"], weights["reused"]) == (xf.hash, xet_hub.cas.xorb_bytes(), 0)
+
+
+def test_an_upgrade_fetches_only_the_chunks_not_on_disk(xet_hub: XetHubServer, catalog: Path) -> None:
+    old = make_data(8 << 20, seed=2)
+    new = _edited(old)
+    xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="mixed")
+    before = xet_hub.xet_file("org/m", WEIGHTS)
+    assert mdl("pull", "m").exit_code == 0
+    first = xet_hub.cas.xorb_bytes()
+    xet_hub.commit("org/m", {WEIGHTS: new})
+    after = xet_hub.xet_file("org/m", WEIGHTS)
+    result = mdl("pull", "m", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == new
+    fetched = xet_hub.cas.xorb_bytes() - first
+    wanted = xet_hub.store.new_bytes(after, before)
+    assert 0 < wanted < xet_hub.store.xorb_bytes(after) // 4  # the edit changed few chunks
+    assert fetched <= 1.1 * wanted
+    doc = json.loads(result.stdout)
+    (entry,) = doc["files"]
+    assert entry["reused"] > 6 << 20 and doc["reused"] == entry["reused"]
+    assert "reused from files already here" in result.stderr
+
+
+def test_chunks_that_changed_on_disk_are_fetched_not_copied(xet_hub: XetHubServer, catalog: Path) -> None:
+    """Reused bytes are checked chunk by chunk as they are read: a file edited in place is no source."""
+    old = make_data(4 << 20, seed=3)
+    xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="lz4")
+    assert mdl("pull", "m").exit_code == 0
+    installed = _installed(catalog)
+    with installed.open("r+b") as handle:  # same size, same mtime is not needed: the chunk hashes decide
+        handle.seek(1 << 20)
+        handle.write(b"\0" * 4096)
+    new = _edited(old)
+    xet_hub.commit("org/m", {WEIGHTS: new})
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert installed.read_bytes() == new
+
+
+@pytest.mark.parametrize("scheme", ["none", "lz4", "bg4"])
+def test_a_corrupt_xorb_byte_is_exit_6_and_nothing_reaches_the_final_path(
+    xet_hub: XetHubServer, catalog: Path, scheme: str
+) -> None:
+    data = make_data(2 << 20, seed=4)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme=scheme)
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    xet_hub.cas.corrupt(xf.terms[0].xorb, 5)
+    result = mdl("pull", "m")
+    assert result.exit_code == 6, result.stderr
+    assert not _installed(catalog).exists()
+    assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part"))
+    assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_expired_xorb_url_asks_the_reconstruction_again(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(3 << 20, seed=6)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))  # the first URLs expire (403)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert len(xet_hub.cas.reconstruction_records()) == 2
+    assert [r.status for r in xet_hub.cas.xorb_records()].count(403) >= 1
+    assert _cdn_bytes(xet_hub) == 0
+
+
+def test_a_token_near_its_expiry_is_asked_again(xet_hub: XetHubServer, catalog: Path) -> None:
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(2 << 20, seed=7), "b.safetensors": make_data(2 << 20, seed=8)})
+    xet_hub.cas.token_lifetime = 10  # less than the 30 s mdl keeps in hand: every use asks a fresh one
+    result = mdl("pull", "m", "--jobs", "1")
+    assert result.exit_code == 0, result.stderr
+    token_asks = [r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]
+    assert len(token_asks) >= 2
+
+
+def test_a_token_the_cas_refuses_is_replaced_once(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(2 << 20, seed=9)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.fail_reconstructions(401, times=1)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert len([r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]) == 2
+    assert xet_hub.cas.xorb_bytes() > 0  # by chunk, not over plain HTTP
+
+
+def test_a_stalled_xorb_stream_ends_in_a_bounded_wait(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_data(2 << 20, seed=10)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.stall_xorbs(after_bytes=100_000, seconds=None, times=1)
+    monkeypatch.setenv("MDL_STALL_TIMEOUT", "1")
+    began = time.monotonic()
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - began < 15
+    assert _installed(catalog).read_bytes() == data
+
+
+def test_token_scope_each_credential_goes_to_its_own_origin_only(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(2 << 20, seed=11)})
+    assert mdl("pull", "m").exit_code == 0
+    cas_tokens = set(xet_hub.cas.tokens)
+    hub_sent = {bearer(r) for r in xet_hub.log.records()}
+    assert hub_sent == {TOKEN}  # the Hub gets the Hub token, and never a CAS token
+    reconstructions = xet_hub.cas.reconstruction_records()
+    assert reconstructions and {bearer(r) for r in reconstructions} <= cas_tokens  # the CAS token, never the Hub's
+    assert {bearer(r) for r in xet_hub.cas.xorb_records()} == {None}  # presigned URLs carry no credential
+    assert all(bearer(r) is None for r in xet_hub.cdn.log.records())
+
+
+def test_a_refused_hub_token_is_exit_3(xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=12)})
+    xet_hub.faults.add(Fault.http_error(403, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+    result = mdl("pull", "m")
+    assert result.exit_code == 3, result.stderr
+    assert not _installed(catalog).exists()
+
+
+def _falls_back(hub: XetHubServer, catalog: Path, data: bytes, why: str) -> None:
+    began = time.monotonic()
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert time.monotonic() - began < 20  # no long backoff on a sick CAS
+    assert _cdn_bytes(hub) >= len(data)  # over plain HTTP
+    lines = [line for line in _log(catalog).splitlines() if "fetching it over plain HTTP" in line]
+    assert len(lines) == 1 and why in lines[0], lines
+
+
+def test_a_cas_that_is_down_falls_back_quickly(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(1 << 20, seed=13)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.down = "503"
+    _falls_back(xet_hub, catalog, data, "Xet storage failed")
+
+
+def test_an_unknown_chunk_version_falls_back(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(1 << 20, seed=14)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    xet_hub.cas.patch(xf.terms[0].xorb, xet_hub.store.xorbs[xf.terms[0].xorb].offsets[0], b"\x07")
+    _falls_back(xet_hub, catalog, data, "format mdl does not know")
+
+
+def test_a_malformed_reconstruction_falls_back(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(1 << 20, seed=15)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.rewrite = lambda version, reply: {**reply, "terms": "nope"}
+    _falls_back(xet_hub, catalog, data, "malformed")
+
+
+def test_no_v2_means_v1(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(2 << 20, seed=16)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.v2_status = 501
+    assert mdl("pull", "m").exit_code == 0
+    assert _installed(catalog).read_bytes() == data
+    assert xet_hub.cas.reconstruction_records(version=1) and _cdn_bytes(xet_hub) == 0
+
+
+def test_no_xet_takes_the_plain_path(xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_data(1 << 20, seed=17)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    assert mdl("pull", "m", "--no-xet").exit_code == 0
+    assert _installed(catalog).read_bytes() == data
+    assert xet_hub.cas.log.records() == []
+    assert not [r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]
+
+
+# --- kill -9, then resume: only the terms not on disk are fetched again ---------------------------------------------
+
+
+def test_kill_9_then_resume_fetches_only_the_missing_terms(tmp_path: Path) -> None:
+    parts = [make_data(1 << 20, seed=40 + i) for i in range(8)]
+    whole = b"".join(parts)
+    with XetHubServer() as hub:
+        # The parts are minted first, in another repo: the file's terms then point into eight xorbs.
+        hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
+        hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
+        xf = hub.xet_file("org/m", WEIGHTS)
+        assert len(xf.terms) >= 6
+        hub.cas.throttle_bps = 2 << 20  # per stream: about half a second a term
+        root = tmp_path
+        (root / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.url,
+            "MDL_CATALOG": str(root / "catalog.toml"),
+            "MDL_DEST": str(root / "models"),
+            "MDL_LOG_FILE": str(root / "mdl.log"),
+            "MDL_CONNECTIONS": "2",
+        }
+        state = root / "models" / ".mdl" / "partial"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mdl", "pull", "m"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+
+            def saved_terms() -> int:
+                for record in state.glob("*.part.json"):
+                    try:
+                        return len(json.loads(record.read_text())["terms"])
+                    except (OSError, ValueError, KeyError):
+                        return 0
+                return 0
+
+            wait_for(lambda: saved_terms() >= 2, timeout=60, what="two terms saved")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        first = hub.cas.xorb_bytes()
+        done = saved_terms()
+        assert done < len(xf.terms)
+        hub.cas.throttle_bps = None
+        result = subprocess.run([sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert (root / "models" / "m" / WEIGHTS).read_bytes() == whole
+        second = hub.cas.xorb_bytes() - first
+        total = hub.store.xorb_bytes(xf)
+        assert second <= total - done * (len(whole) // len(xf.terms)) // 2  # the saved terms were not fetched again
+        assert hashlib.sha256((root / "models" / "m" / WEIGHTS).read_bytes()).hexdigest() == xf.sha256
