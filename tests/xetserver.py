@@ -83,6 +83,7 @@ __all__ = [
     "hex_hash",
     "hf_download",
     "merkle_root",
+    "revise",
     "xet_hash",
 ]
 
@@ -517,6 +518,16 @@ class XetStore:
                 xo = self.xorbs[x]
                 total += xo.offsets[i + 1] - xo.offsets[i]
         return total
+
+
+def revise(data: bytes, places: int) -> bytes:
+    """A new revision of `data`: one byte changed at `places` evenly spaced offsets, so about `places` chunks
+    (sometimes a neighbour too) change and the rest deduplicate (e.g. 12 places in 8 MiB: ~10 % of its chunks)."""
+    out = bytearray(data)
+    step = len(data) // places
+    for k in range(places):
+        out[k * step + step // 2] ^= 0x5D
+    return bytes(out)
 
 
 def _merged_ranges(terms: Iterable[Term]) -> dict[str, list[tuple[int, int]]]:
