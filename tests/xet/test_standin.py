@@ -427,6 +427,12 @@ def test_v2_can_be_absent_and_reconstructions_can_fail(repo: XetHubServer, cas: 
         cas.down = "reset"
         with pytest.raises(httpx2.TransportError):
             http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth)
+        cas.down = None
+        cas.refuse_connections()
+        with pytest.raises(httpx2.ConnectError):
+            http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth)
+        cas.accept_connections()
+        assert http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code == 200
 
 
 def test_xorb_bodies_can_stall(repo: XetHubServer, cas: CasServer) -> None:
