@@ -35,6 +35,7 @@ import itertools
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +58,8 @@ from servers import (
     Repo,
     RepoType,
     RequestRecord,
+    _Handler,
+    _HTTPServer,
 )
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "hex_hash",
     "hf_download",
     "merkle_root",
+    "revise",
     "xet_hash",
 ]
 
@@ -519,6 +523,16 @@ class XetStore:
         return total
 
 
+def revise(data: bytes, places: int) -> bytes:
+    """A new revision of `data`: one byte changed at `places` evenly spaced offsets, so about `places` chunks
+    (sometimes a neighbour too) change and the rest deduplicate (e.g. 12 places in 8 MiB: ~10 % of its chunks)."""
+    out = bytearray(data)
+    step = len(data) // places
+    for k in range(places):
+        out[k * step + step // 2] ^= 0x5D
+    return bytes(out)
+
+
 def _merged_ranges(terms: Iterable[Term]) -> dict[str, list[tuple[int, int]]]:
     """Per xorb, the chunk ranges the terms need, overlapping or adjacent ones merged, in order."""
     per: dict[str, list[tuple[int, int]]] = {}
@@ -593,8 +607,8 @@ class CasServer(LoopbackServer):
       reconstruction reply before it is sent, for malformed-reply tests with real, working URLs.
     - `stall_xorbs(after_bytes, seconds=…)`: xorb bodies go silent after that many bytes.
     - `token_lifetime` (seconds, for tokens issued from now on), `expire_tokens()`.
-    - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer). For refused
-      connections, `stop()` the server (its port then refuses).
+    - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer);
+      `refuse_connections()` / `accept_connections()`: the port refuses connections, then listens again.
     The `log` records every request; `bearer(record)` gives its token, `xorb_bytes()` the xorb body bytes.
     """
 
@@ -707,6 +721,27 @@ class CasServer(LoopbackServer):
         if content is None:
             content = self._served[xorb] = Content(self.store.xorbs[xorb].data)
         return content
+
+    def refuse_connections(self) -> None:
+        """Close the listening socket (and every open connection): connecting to `url` is refused until
+        `accept_connections()`. The port stays this server's as far as the tests go."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+
+    def accept_connections(self) -> None:
+        """Listen again on the same port after `refuse_connections()`."""
+        port = self.port
+        self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
+        self._httpd.owner = self
+        self.start()
 
     # -- the log ---------------------------------------------------------------------------------------------
 

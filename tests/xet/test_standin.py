@@ -36,6 +36,7 @@ from xetserver import (
     hash_hex,
     hex_hash,
     hf_download,
+    revise,
     xet_hash,
 )
 
@@ -45,15 +46,6 @@ MIB = 1 << 20
 def client(**kwargs: Any) -> httpx2.Client:
     """A raw client that never follows redirects."""
     return httpx2.Client(timeout=5, **kwargs)
-
-
-def changed(data: bytes, places: int, seed: int = 7) -> bytes:
-    """`data` with one byte changed at `places` evenly spaced positions (each changes the chunk around it)."""
-    out = bytearray(data)
-    step = len(data) // places
-    for k in range(places):
-        out[k * step + step // 2] ^= 0x5A ^ (seed & 0xFF)
-    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -163,7 +155,7 @@ def test_byte_grouping_is_the_spec_layout() -> None:
 def test_store_dedupes_a_new_revision_against_stored_xorbs() -> None:
     store = XetStore()
     a = make_data(4 * MIB, seed=8)
-    b = changed(a, 6)
+    b = revise(a, 6)
     fa, fb = store.add(a), store.add(b, "lz4")
     assert store.reconstruct(fa) == a and store.reconstruct(fb) == b
     assert len(fa.xorbs) == 1
@@ -237,7 +229,7 @@ def test_later_commits_mint_only_changed_files_with_the_repos_scheme(xet_hub: Xe
     a, b = make_data(300_000, seed=14), make_data(200_000, seed=15)
     xet_hub.add_repo("org/s", {"a.bin": a, "b.bin": b}, scheme={"a.bin": "bg4"})
     first = xet_hub.repo("org/s").sha
-    xet_hub.commit("org/s", {"b.bin": changed(b, 1), "c.bin": a[::-1]})
+    xet_hub.commit("org/s", {"b.bin": revise(b, 1), "c.bin": a[::-1]})
     store = xet_hub.store
 
     def schemes(path: str, revision: str = "main") -> set[int]:
@@ -247,7 +239,7 @@ def test_later_commits_mint_only_changed_files_with_the_repos_scheme(xet_hub: Xe
     assert schemes("a.bin", first) == {2} and schemes("b.bin", first) == {0}
     assert xet_hub.xet_file("org/s", "a.bin") is xet_hub.xet_file("org/s", "a.bin", first)
     assert schemes("b.bin") == {0} and schemes("c.bin") == {0}
-    assert xet_hub.xet_file("org/s", "b.bin").hash == xet_hash(changed(b, 1))
+    assert xet_hub.xet_file("org/s", "b.bin").hash == xet_hash(revise(b, 1))
 
 
 def test_a_repo_without_xet_has_no_xet_headers(xet_hub: XetHubServer) -> None:
@@ -321,7 +313,7 @@ def test_reconstruction_needs_a_live_token_covering_the_file(repo: XetHubServer,
 def test_v1_and_v2_replies_name_exact_xorb_ranges(repo: XetHubServer, cas: CasServer) -> None:
     a = make_data(2 * MIB, seed=12)
     repo.add_repo("org/up", {"w.bin": a})
-    repo.replace_file("org/up", "w.bin", changed(a, 3))
+    repo.replace_file("org/up", "w.bin", revise(a, 3))
     xf = repo.xet_file("org/up", "w.bin")
     old = repo.xet_file("org/up", "w.bin", repo.repo("org/up").commits[next(iter(repo.repo("org/up").commits))].sha)
     auth = {"Authorization": f"Bearer {token_for(repo, 'org/up')}"}
@@ -349,7 +341,7 @@ def test_v1_and_v2_replies_name_exact_xorb_ranges(repo: XetHubServer, cas: CasSe
             for i in range(first, first + count):
                 k = rng["chunks"]["start"] + i
                 rebuilt += decode_chunk(got.content[offsets[k] - base : offsets[k + 1] - base])
-        assert rebuilt == changed(a, 3)
+        assert rebuilt == revise(a, 3)
 
 
 def covering(entries: list[dict[str, Any]], term: dict[str, Any]) -> dict[str, Any]:
@@ -435,6 +427,12 @@ def test_v2_can_be_absent_and_reconstructions_can_fail(repo: XetHubServer, cas: 
         cas.down = "reset"
         with pytest.raises(httpx2.TransportError):
             http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth)
+        cas.down = None
+        cas.refuse_connections()
+        with pytest.raises(httpx2.ConnectError):
+            http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth)
+        cas.accept_connections()
+        assert http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code == 200
 
 
 def test_xorb_bodies_can_stall(repo: XetHubServer, cas: CasServer) -> None:
@@ -489,7 +487,7 @@ def test_patch_rewrites_served_headers_and_rewrite_changes_replies(repo: XetHubS
 def test_served_from_another_process(tmp_path: Path) -> None:
     a = make_data(300_000, seed=16)
     (tmp_path / "a.bin").write_bytes(a)
-    (tmp_path / "b.bin").write_bytes(changed(a, 1))
+    (tmp_path / "b.bin").write_bytes(revise(a, 1))
     script = Path(__file__).parents[1] / "xetserver.py"
     child = subprocess.Popen(
         [sys.executable, str(script), "--scheme", "bg4", str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
@@ -512,7 +510,7 @@ def test_served_from_another_process(tmp_path: Path) -> None:
     finally:
         child.terminate()
         child.wait(10)
-    assert info["files"][1]["hash"] == xet_hash(changed(a, 1))
+    assert info["files"][1]["hash"] == xet_hash(revise(a, 1))
     assert 0 < info["files"][1]["new_bytes"] < info["files"][1]["xorb_bytes"]
     assert stats["xorb_requests"] == 1 and stats["xorb_bytes"] == last - first + 1
     assert after == {"requests": 0, "xorb_requests": 0, "xorb_bytes": 0}
@@ -575,7 +573,7 @@ def test_hf_xet_writes_a_corrupted_chunk_without_noticing(xet_hub: XetHubServer,
 
 def test_hf_xet_refetches_an_upgrade_whole(xet_hub: XetHubServer, tmp_path: Path) -> None:
     a = make_data(8 * MIB, seed=31)
-    b = changed(a, 12)  # ~10 % of ~128 chunks
+    b = revise(a, 12)  # ~10 % of ~128 chunks
     xet_hub.add_repo("org/up", {"model.safetensors": a})
     first = xet_hub.repo("org/up").sha
     xet_hub.replace_file("org/up", "model.safetensors", b)
