@@ -245,6 +245,13 @@ def build_settings(
         found = [parse_setting(setting, value, where=where) for value, where in sources if value not in (None, "", ())]
         values[setting.name] = found[0] if found else setting.default
         given |= {setting.name} if found else set()
+    # huggingface_hub's switch for Xet stops mdl's too, as HF_HUB_OFFLINE does: below --xet and MDL_XET, as a variable.
+    if (
+        flags.xet is None
+        and not environ.get(SETTING["xet"].env)
+        and parse_bool(environ.get("HF_HUB_DISABLE_XET") or "")
+    ):
+        values["xet"] = False
     for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
         secrets.add_url(template)  # the catalog's are registered with the catalog's other URLs (catalog_secrets)
     return Settings(

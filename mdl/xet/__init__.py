@@ -1,6 +1,5 @@
-"""Xet, the Hub's chunk storage: file and chunk hashes, xorb chunk decoding, and the CAS replies (reconstructions,
-tokens, headers) read strictly; the fetcher that copies the chunks already on disk, fetches the rest and verifies
-every byte (``XetSource``); blake3 and lz4 are imported only when a Xet file is fetched."""
+"""Xet-backed Hub files by chunk: hashes, xorb decoding and strict CAS replies; the fetcher that copies chunks on
+disk, fetches the rest and verifies every byte (blake3 and lz4 are imported only when a Xet file is fetched)."""
 
 from mdl.xet.fetch import XetFallback, XetSource
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, file_hash, from_hex, is_hash, merkle_root, to_hex

@@ -24,7 +24,7 @@ from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalF
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.sources import XetRef
-from mdl.store import DirSyncs, open_file
+from mdl.store import DirSyncs, open_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
@@ -62,6 +62,7 @@ from mdl.xet.reuse import (
     read_copy,
     read_sidecar,
     save_state,
+    sidecar_path,
     write_sidecar,
 )
 from mdl.xet.xorb import UnknownFormat, XorbError, decode_chunks
@@ -232,7 +233,7 @@ class XetSource:
                 index = self._indexes[(root, model)] = ReuseIndex(root)
                 for xet_hash in self.recorded(model) if model else ():
                     if (found := read_sidecar(root, _state_dir(job), xet_hash)) is not None:
-                        index.add(*found)
+                        index.add(*found, xet_hash=xet_hash)
             return index
 
     def refetch(self, ref: XetRef, what: str, fetch: Fetch) -> Fetch:
@@ -306,8 +307,11 @@ class _File:
         except OSError as exc:
             raise LocalFSError(f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}") from exc
         terms = [self.done[i] for i in range(len(self.rec.terms))]
+        index = self.source.index_for(job)
         write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
-        self.source.index_for(job).add(job.final_path, terms)
+        for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
+            unlink(self.root, sidecar_path(_state_dir(job), old))
+        index.add(job.final_path, terms, xet_hash=self.ref.hash)
         return TransferResult(
             size=size,
             sha256=self.hasher.sha256.hexdigest(),
@@ -516,7 +520,7 @@ class _File:
         if durable:
             os.fdatasync(self.fd)
         state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), terms)
-        save_state(self.root, self.job.state_path, state)
+        save_state(self.root, self.job.state_path, state, source=self.job.source)
 
     # --- verification ----------------------------------------------------------------------------------------------
 

@@ -127,11 +127,18 @@ class ReuseIndex:
         self.root = root
         self._lock = threading.Lock()
         self._by_xorb: dict[str, list[tuple[Path, Written]]] = {}
+        self._files: dict[Path, set[str]] = {}  # each file's Xet hashes as recorded (an old version's too)
 
-    def add(self, path: Path, terms: Iterable[Written]) -> None:
+    def add(self, path: Path, terms: Iterable[Written], *, xet_hash: str) -> None:
         with self._lock:
+            self._files.setdefault(path, set()).add(xet_hash)
             for term in terms:
                 self._by_xorb.setdefault(term.xorb, []).append((path, term))
+
+    def replaced(self, path: Path, xet_hash: str) -> list[str]:
+        """The Xet hashes recorded for ``path`` other than ``xet_hash``: versions a new one overwrote there."""
+        with self._lock:
+            return sorted(self._files.get(path, set()) - {xet_hash})
 
     def find(self, xorb: str, start: int, end: int) -> list[Copy] | None:
         """Copies that together hold chunks ``[start, end)`` of ``xorb`` in order, or None when any chunk is missing."""
@@ -187,8 +194,10 @@ class Resumable:
     terms: tuple[Written, ...]
 
 
-def save_state(root: Path, path: Path, state: Resumable) -> None:
-    body = {"version": STATE_VERSION, "kind": "xet", "xet": state.xet_hash, "size": state.size, "boot": state.boot}
+def save_state(root: Path, path: Path, state: Resumable, *, source: str) -> None:
+    """``source`` (redacted): what ``mdl clean`` names the partial by."""
+    body = {"version": STATE_VERSION, "kind": "xet", "source": source, "xet": state.xet_hash, "size": state.size}
+    body["boot"] = state.boot
     body["terms"] = _saved(state.terms)
     write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
 

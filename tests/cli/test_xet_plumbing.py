@@ -80,6 +80,11 @@ def test_show_json_of_a_file_recorded_by_an_older_mdl_says_what_is_not_known(tin
         ([], {"MDL_XET": "off"}, "", False),
         ([], {}, "[settings]\nxet = false\n", False),
         ([], {"MDL_XET": "1"}, "[settings]\nxet = false\n", True),
+        # huggingface_hub's own switch: as a variable, below --xet and MDL_XET, above the catalog
+        ([], {"HF_HUB_DISABLE_XET": "1"}, "[settings]\nxet = true\n", False),
+        (["--xet"], {"HF_HUB_DISABLE_XET": "1"}, "", True),
+        ([], {"HF_HUB_DISABLE_XET": "1", "MDL_XET": "1"}, "", True),
+        ([], {"HF_HUB_DISABLE_XET": "0"}, "", True),
     ],
 )
 def test_the_setting_reaches_the_run_from_a_flag_the_environment_and_the_catalog(

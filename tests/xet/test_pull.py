@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from runfixtures import mdl, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
 from xetserver import XetHubServer, bearer
@@ -290,3 +292,123 @@ def test_kill_9_then_resume_fetches_only_the_missing_terms(tmp_path: Path) -> No
         total = hub.store.xorb_bytes(xf)
         assert second <= total - done * (len(whole) // len(xf.terms)) // 2  # the saved terms were not fetched again
         assert hashlib.sha256((root / "models" / "m" / WEIGHTS).read_bytes()).hexdigest() == xf.sha256
+
+
+def test_no_verify_still_holds_every_chunk_to_the_xet_hash(xet_hub: XetHubServer, catalog: Path) -> None:
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=18)}, scheme="none")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    xet_hub.cas.corrupt(xf.terms[0].xorb, 2)
+    result = mdl("pull", "m", "--no-verify")
+    assert result.exit_code == 6, result.stderr
+    assert "Xet file hash mismatch" in result.stderr
+    assert not _installed(catalog).exists()
+
+
+def test_presigned_urls_and_the_cas_token_never_show(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(2 << 20, seed=19)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))  # a refused URL: said in the log
+    xet_hub.cas.stall_xorbs(after_bytes=1000, seconds=None, times=1)
+    result = mdl("pull", "m", "--stall-timeout", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    signatures = {r.path.split("X-Xet-Signature=")[1].split("&")[0] for r in xet_hub.cas.xorb_records()}
+    tokens = set(xet_hub.cas.tokens)
+    assert signatures and tokens
+    state = catalog.parent / "models" / ".mdl"
+    seen = [result.stdout, result.stderr, _log(catalog)]
+    seen += [p.read_text() for p in state.rglob("*.json")]
+    for text in seen:
+        for secret in signatures | tokens:
+            assert secret not in text
+
+
+def test_a_new_version_replaces_the_old_chunk_record(xet_hub: XetHubServer, catalog: Path) -> None:
+    old = make_data(2 << 20, seed=20)
+    xet_hub.add_repo("org/m", {WEIGHTS: old})
+    assert mdl("pull", "m").exit_code == 0
+    first = xet_hub.xet_file("org/m", WEIGHTS)
+    xet_hub.commit("org/m", {WEIGHTS: _edited(old)})
+    assert mdl("pull", "m").exit_code == 0
+    second = xet_hub.xet_file("org/m", WEIGHTS)
+    kept = {p.stem for p in (catalog.parent / "models" / ".mdl" / "xet").glob("*.json")}
+    assert kept == {second.hash} != {first.hash}
+
+
+# --- malformed replies and chunk headers: the right bytes, or exit 5/6 with nothing in place; never a traceback ---
+
+_MUTATIONS = st.sampled_from(
+    [
+        "drop_term",
+        "swap_terms",
+        "grow_length",
+        "shrink_length",
+        "bad_range",
+        "offset",
+        "other_xorb",
+        "garbage",
+        "no_fetch",
+        "dup_term",
+        "null",
+    ]
+)
+
+
+def _mutate(reply: dict[str, object], how: str, pick: int) -> object:
+    terms = list(reply["terms"])  # type: ignore[call-overload]
+    term = dict(terms[pick % len(terms)])
+    if how == "drop_term":
+        terms.pop(pick % len(terms))
+    elif how == "swap_terms" and len(terms) > 1:
+        terms.reverse()
+    elif how == "grow_length":
+        term["unpacked_length"] = int(term["unpacked_length"]) + 1 + pick
+        terms[pick % len(terms)] = term
+    elif how == "shrink_length":
+        term["unpacked_length"] = max(1, int(term["unpacked_length"]) - 1 - pick)
+        terms[pick % len(terms)] = term
+    elif how == "bad_range":
+        term["range"] = {"start": 5 + pick, "end": 2}
+        terms[pick % len(terms)] = term
+    elif how == "offset":
+        return {**reply, "offset_into_first_range": 1 + pick}
+    elif how == "other_xorb":
+        term["hash"] = "ab" * 32
+        terms[pick % len(terms)] = term
+    elif how == "garbage":
+        return b"\x00{not json" + bytes([pick % 256])
+    elif how == "no_fetch":
+        return {k: ({} if k in ("fetch_info", "xorbs") else v) for k, v in reply.items()}
+    elif how == "dup_term":
+        terms.insert(pick % len(terms), term)
+    elif how == "null":
+        return {**reply, "terms": None}
+    return {**reply, "terms": terms}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(how=_MUTATIONS, pick=st.integers(0, 7), version=st.sampled_from([1, 2]))
+def test_a_malformed_reconstruction_never_writes_wrong_bytes(
+    xet_hub: XetHubServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    pick: int,
+    version: int,
+) -> None:
+    if "org/hyp" not in {r for _, r in xet_hub.repos}:
+        parts = [make_data(256 << 10, seed=60 + i) for i in range(4)]
+        xet_hub.add_repo("org/hypparts", {f"p{i}.bin": p for i, p in enumerate(parts)}, scheme="mixed")
+        xet_hub.add_repo("org/hyp", {WEIGHTS: b"".join(parts)}, scheme="mixed")
+    data = xet_hub.store.reconstruct(xet_hub.xet_file("org/hyp", WEIGHTS))
+    folder = tmp_path_factory.mktemp("hyp")
+    use_catalog(folder, monkeypatch, '[models.m]\nrepo = "org/hyp"\n', endpoint=xet_hub.url)
+    xet_hub.cas.v2_status = None if version == 2 else 404
+    xet_hub.cas.rewrite = lambda _version, reply: _mutate(reply, how, pick)
+    result = mdl("pull", "m")
+    installed = folder / "models" / "m" / WEIGHTS
+    assert result.exit_code in (0, 5, 6), result.stderr
+    assert "Traceback" not in result.stderr
+    if result.exit_code == 0:
+        assert installed.read_bytes() == data
+    else:
+        assert not installed.exists()
