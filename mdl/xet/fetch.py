@@ -28,6 +28,7 @@ from mdl.store import DirSyncs, open_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
+    RateLimiter,
     RetryableError,
     RetryPolicy,
     TransferJob,
@@ -123,11 +124,13 @@ class XetSource:
         secrets: Secrets,
         dirs: DirSyncs,
         recorded: Callable[[str], list[str]],
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.client, self.progress, self.cancel, self.dirs = client, progress, cancel, dirs
         self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
         self.connections, self.stall_timeout, self.hub, self.secrets = connections, stall_timeout, hub, secrets
         self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
+        self.limiter = limiter
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
@@ -443,6 +446,8 @@ class _File:
                         raise _Stopped
                     with self.lock:
                         self.fetched += len(block)
+                    if source.limiter is not None:
+                        source.limiter.consume(len(block), source.cancel)
                     for data in chunks.feed(block):
                         self._place(index, data, slots)
                         index += 1

@@ -412,3 +412,13 @@ def test_a_malformed_reconstruction_never_writes_wrong_bytes(
         assert installed.read_bytes() == data
     else:
         assert not installed.exists()
+
+
+def test_limit_rate_caps_xorb_bytes_too(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(3 << 20, seed=21)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    began = time.monotonic()
+    result = mdl("pull", "m", "--limit-rate", "1M")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - began >= 1.5  # 3 MiB at 1 MiB/s, less the limiter's first burst
+    assert xet_hub.cas.xorb_bytes() > 0 and _cdn_bytes(xet_hub) == 0
