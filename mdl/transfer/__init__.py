@@ -21,7 +21,15 @@ from mdl.transfer.http import (
 )
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.replies import Probed, probe
-from mdl.transfer.resume import Hasher, boot_id, discard_partial, finish_part, job_root, saved_progress
+from mdl.transfer.resume import (
+    Hasher,
+    boot_id,
+    discard_partial,
+    finish_part,
+    job_root,
+    saved_progress,
+    start_writeback,
+)
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
@@ -60,5 +68,6 @@ __all__ = [
     "saved_progress",
     "set_body_deadline",
     "set_read_timeout",
+    "start_writeback",
     "transport_error",
 ]

@@ -43,6 +43,7 @@ from mdl.transfer import (
     promised,
     read_body,
     set_read_timeout,
+    start_writeback,
     transport_error,
 )
 from mdl.xet.hashing import chunk_hash, file_hash, to_hex
@@ -76,6 +77,7 @@ STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
 SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long)
+WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to write what arrived: the final fsync has little left
 CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
 CAS_BACKOFF_CAP = 1.0
 
@@ -264,7 +266,7 @@ class _File:
         self.stop = threading.Event()
         self.resumed = self.reused = self.fetched = 0
         self.frontier = 0  # terms before this index are all done
-        self.last_save = time.monotonic()
+        self.last_save = self.last_nudge = time.monotonic()
         self.fd = -1
         self.hasher: Hasher | None = None
 
@@ -492,6 +494,9 @@ class _File:
             self.hasher.offer(at, part)
             at += len(part)
         self.source.progress.advance(self.job.label, total)
+        if (now := time.monotonic()) - self.last_nudge >= WRITEBACK_EVERY:  # a stale read races harmlessly
+            self.last_nudge = now
+            start_writeback(self.fd)
 
     def _undo(self, slots: list[_Slot]) -> None:
         """A stream that failed: its unfinished terms count again from zero."""
