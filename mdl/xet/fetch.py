@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import httpx2
@@ -57,6 +58,7 @@ from mdl.xet.protocol import (
     token_from_headers,
 )
 from mdl.xet.reuse import (
+    Copy,
     Resumable,
     ReuseIndex,
     Written,
@@ -285,9 +287,7 @@ class _File:
             self.source.progress.start(
                 job.label, label=job.label, total=size, completed=self.resumed, model=job.model, path=job.path
             )
-            if reuse:
-                self._copy(self.source.index_for(job))
-            self._fetch_rest()
+            self._fetch_rest(self.source.index_for(job) if reuse else None)
             self.hasher.catch_up(size)
             self._verify()
             os.fdatasync(self.fd)
@@ -346,44 +346,49 @@ class _File:
                 self.resumed += term.length
         self._advance_frontier()
 
-    def _copy(self, index: ReuseIndex) -> None:
-        """Terms whose every chunk is in a file already here: copied from there (each chunk checked), not fetched."""
-        for i, term in enumerate(self.rec.terms):
-            if i in self.done or self.source.cancel.is_set():
-                continue
-            copies = index.find(term.xorb, term.start, term.end)
-            if copies is None:
-                continue
-            parts: list[bytes] = []
-            chunks: list[tuple[bytes, int]] = []
-            for copy in copies:
-                got = read_copy(self.root, copy)
-                if got is None:
-                    break
-                parts += got
-                chunks += copy.chunks
-            else:
-                if sum(size for _, size in chunks) == term.length:
-                    self._write(self.offsets[i], parts)
-                    self._finished(i, Written(term.xorb, term.start, term.end, self.offsets[i], tuple(chunks)))
-                    self.reused += term.length
-                    continue
-            log.debug("%s: chunks of term %d changed on disk; fetching them", self.job.label, i)
+    def _copy(self, i: int, copies: list[Copy]) -> None:
+        """Term ``i`` copied from files already here, each chunk checked as it is read; fetched when one changed."""
+        term = self.rec.terms[i]
+        parts: list[bytes] = []
+        chunks: list[tuple[bytes, int]] = []
+        for copy in copies:
+            if (got := read_copy(self.root, copy)) is None:
+                log.debug("%s: chunks of term %d changed on disk; fetching them", self.job.label, i)
+                self._group(self.rec.fetch_of[i], [i])
+                return
+            parts += got
+            chunks += copy.chunks
+        self._write(self.offsets[i], parts)
+        with self.lock:
+            self.reused += term.length
+        self._finished(i, Written(term.xorb, term.start, term.end, self.offsets[i], tuple(chunks)))
 
     # --- what is fetched ------------------------------------------------------------------------------------------
 
-    def _fetch_rest(self) -> None:
-        """Every term not done, grouped by the xorb range that holds it, fetched on ``connections`` streams."""
+    def _fetch_rest(self, index: ReuseIndex | None) -> None:
+        """Every term not done: copied when all its chunks are in files already here (``index``), else fetched with
+        the other terms its xorb range holds; in file order, on ``connections`` streams, copies beside fetches."""
+        copies: dict[int, list[Copy]] = {}
         groups: dict[int, list[int]] = {}
-        for i in range(len(self.rec.terms)):
-            if i not in self.done:
+        for i, term in enumerate(self.rec.terms):
+            if i in self.done:
+                continue
+            found = index.find(term.xorb, term.start, term.end) if index is not None else None
+            if found is not None and sum(size for c in found for _, size in c.chunks) == term.length:
+                copies[i] = found
+            else:
                 groups.setdefault(self.rec.fetch_of[i], []).append(i)
-        if not groups:
+        tasks: list[tuple[int, Callable[[], None]]] = [
+            (i, partial(self._copy, i, found)) for i, found in copies.items()
+        ]
+        tasks += [(users[0], partial(self._group, f, users)) for f, users in groups.items()]
+        if not tasks:
             return
-        streams = max(1, min(self.source.connections, len(groups)))
+        tasks.sort(key=lambda task: task[0])  # the sha256 follows the file's start: its frontier moves on in order
+        streams = max(1, min(self.source.connections, len(tasks)))
         failures: list[BaseException] = []
         with ThreadPoolExecutor(streams, thread_name_prefix=f"xet:{self.job.label}") as pool:
-            futures: list[Future[None]] = [pool.submit(self._group, f, users) for f, users in groups.items()]
+            futures: list[Future[None]] = [pool.submit(self._task, task) for _, task in tasks]
             for future in futures:
                 try:
                     future.result()
@@ -392,6 +397,11 @@ class _File:
                     failures.append(exc)
         if failures:
             raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
+
+    def _task(self, task: Callable[[], None]) -> None:
+        if self.source.cancel.is_set() or self.stop.is_set():
+            raise _Stopped
+        task()
 
     def _group(self, f: int, users: list[int]) -> None:
         fetch, refreshed = self.rec.fetches[f], False
