@@ -76,7 +76,7 @@ class PullSession:
             retry=self.retry,
             progress=progress,
             cancel=self.cancel,
-            connections=settings.connections,
+            streams=config.streams,  # as many streams as the plain path would open for the same file
             stall_timeout=settings.stall_timeout,
             hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
             secrets=settings.secrets,

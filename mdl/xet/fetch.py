@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
+import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -78,6 +80,7 @@ TOKEN_MAX = 1 << 20
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
+MIN_PIECE = 8 << 20  # a term is cut into pieces (one request and stream each) no smaller than this
 SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long)
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to write what arrived: the final fsync has little left
 CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
@@ -96,6 +99,10 @@ class _Suspect(Exception):
     """A mismatch after bytes were resumed or copied: fetched again whole before it is called corrupt."""
 
 
+class _Unsplittable(Exception):
+    """A piece's reconstruction is not the part of its term it should be: the file is fetched again unsplit."""
+
+
 class _Stopped(Exception):
     """Another task of the file failed, or Ctrl-C: this one stops."""
 
@@ -112,6 +119,125 @@ class _Slot:
     written: int = 0
 
 
+class _Gate:
+    """At most ``slots`` streams decode at once (more would only fight for the GIL); a freed slot goes to the waiting
+    stream earliest in its file, so the bytes at the sha256's frontier come first and are hashed from memory."""
+
+    def __init__(self, slots: int) -> None:
+        self._cond = threading.Condition()
+        self._free = slots
+        self._waiting: list[tuple[int, int]] = []  # (offset in the file, ticket): a heap
+        self._tickets = itertools.count()
+
+    @contextlib.contextmanager
+    def turn(self, offset: int) -> Iterator[None]:
+        key = (offset, next(self._tickets))
+        with self._cond:
+            heapq.heappush(self._waiting, key)
+            while not (self._free and self._waiting[0] == key):
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._cond.notify_all()  # the next in line may take a slot still free
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
+
+
+class _Terms:
+    """Where a xorb range's chunks go: every term of the range that holds each, written in blocks at its offset."""
+
+    def __init__(self, file: _File, users: list[int]) -> None:
+        self.file = file
+        self.slots = [_Slot(i, file.offsets[i]) for i in users]
+
+    def at(self) -> int:  # where in the file the next bytes land (the decode gate serves the earliest first)
+        return self.slots[0].offset + self.slots[0].written
+
+    def place(self, index: int, data: bytes) -> None:
+        file, digest = self.file, chunk_hash(data)
+        for slot in self.slots:
+            term = file.rec.terms[slot.index]
+            if not term.start <= index < term.end:
+                continue
+            slot.chunks.append((digest, len(data)))
+            slot.pending.append(data)
+            slot.pending_bytes += len(data)
+            last = index == term.end - 1
+            if slot.pending_bytes >= WRITE_BLOCK or last:
+                if slot.written + slot.pending_bytes > term.length:
+                    raise file._corrupt(f"term {slot.index} decoded to more than {term.length} bytes")
+                file._write(slot.offset + slot.written, slot.pending)
+                slot.written += slot.pending_bytes
+                slot.pending, slot.pending_bytes = [], 0
+                file._moved(slot.index, slot.written)
+            if last and slot.written == term.length:
+                file._finished(slot.index, Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)))
+
+    def close(self) -> None:
+        for slot in self.slots:
+            term = self.file.rec.terms[slot.index]
+            if slot.written != term.length:
+                raise self.file._corrupt(f"term {slot.index} decoded to {slot.written} bytes, not {term.length}")
+
+    def undo(self) -> None:
+        """A stream that failed: its unfinished terms count again from zero."""
+        for slot in self.slots:
+            if slot.index not in self.file.done and slot.written:
+                self.file._moved(slot.index, 0, undo=slot.written)
+
+
+class _Window:
+    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``."""
+
+    def __init__(self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]) -> None:
+        self.file, self.term, self.first, self.end, self.pos = file, term, first, end, at
+        self.start_chunk, self.end_chunk = chunks
+        self.owned: list[tuple[int, bytes, int]] = []  # (chunk index, hash, length) of the chunks starting here
+        self.pending: list[bytes | memoryview] = []
+        self.pending_bytes = self.written = 0
+
+    def at(self) -> int:
+        return self.first + self.written
+
+    def place(self, index: int, data: bytes) -> None:
+        if not self.start_chunk <= index < self.end_chunk:
+            return
+        pos, size = self.pos, len(data)
+        self.pos += size
+        if self.first <= pos < self.end:
+            self.owned.append((index, chunk_hash(data), size))
+        low, high = max(pos, self.first), min(pos + size, self.end)
+        if low >= high:
+            return
+        if low != self.first + self.written + self.pending_bytes:
+            raise _Unsplittable("a piece's chunks do not follow each other")
+        self.pending.append(memoryview(data)[low - pos : high - pos])
+        self.pending_bytes += high - low
+        if self.pending_bytes >= WRITE_BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending_bytes:
+            self.file._write(self.first + self.written, self.pending)
+            self.written += self.pending_bytes
+            self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.written != self.end - self.first:
+            raise _Unsplittable(
+                f"a piece of term {self.term} holds {self.written} of its {self.end - self.first} bytes"
+            )
+
+    def undo(self) -> None:
+        if self.written:
+            self.file.source.progress.advance(self.file.job.label, -self.written)
+
+
 class XetSource:
     """What one run's Xet fetches share: the client, read tokens by repo and revision, and the chunks on disk."""
 
@@ -122,7 +248,7 @@ class XetSource:
         retry: RetryPolicy,
         progress: Progress,
         cancel: threading.Event,
-        connections: int,
+        streams: Callable[[int], int],
         stall_timeout: float | None,
         hub: Callable[[], Credentials],
         secrets: Secrets,
@@ -132,9 +258,10 @@ class XetSource:
     ) -> None:
         self.client, self.progress, self.cancel, self.dirs = client, progress, cancel, dirs
         self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
-        self.connections, self.stall_timeout, self.hub, self.secrets = connections, stall_timeout, hub, secrets
+        self.streams, self.stall_timeout, self.hub, self.secrets = streams, stall_timeout, hub, secrets
         self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
         self.limiter = limiter
+        self.decoding = _Gate(max(1, len(os.sched_getaffinity(0))))
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
@@ -172,8 +299,9 @@ class XetSource:
         self.secrets.add(token.access_token)
         return token
 
-    def reconstruction(self, ref: XetRef, what: str) -> Reconstruction:
-        """The file's reconstruction (v2, else v1), with one fresh token if the CAS refuses the one we hold."""
+    def reconstruction(self, ref: XetRef, what: str, *, span: tuple[int, int] | None = None) -> Reconstruction:
+        """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one fresh token if the
+        CAS refuses the one we hold."""
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
             credentials = Credentials(
@@ -182,18 +310,23 @@ class XetSource:
             base = token.cas_url.rstrip("/")
             try:
                 for version in (2, 1):
-                    body = self._ask_reconstruction(f"{base}/v{version}/reconstructions/{ref.hash}", credentials, what)
+                    url = f"{base}/v{version}/reconstructions/{ref.hash}"
+                    body = self._ask_reconstruction(url, credentials, what, span)
                     if body is not None:
-                        return parse_reconstruction(body, version=version)
+                        return parse_reconstruction(body, version=version, ranged=span is not None)
             except _Refused:
                 continue
             except ReplyError as exc:
                 raise XetFallback(f"its reconstruction is malformed ({exc})") from exc
         raise XetFallback("the Xet storage refused a fresh read token")
 
-    def _ask_reconstruction(self, url: str, credentials: Credentials, what: str) -> bytes | None:
+    def _ask_reconstruction(
+        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None
+    ) -> bytes | None:
+        headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
+
         def once() -> bytes | None:
-            with follow(self.client, url, credentials=credentials, what=what) as response:
+            with follow(self.client, url, credentials=credentials, headers=headers, what=what) as response:
                 if response.status_code == 200:
                     return _read(response, REPLY_MAX)
                 if response.status_code in (404, 501) and "/v2/" in url:
@@ -224,12 +357,17 @@ class XetSource:
             raise XetFallback(f"its reconstruction is {rec.size} bytes, the listing says {size}")
         kept = {t.key: t for t in loaded.terms} if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else {}
         try:
-            return _File(self, job, ref, rec).run(kept, reuse=True)
+            try:
+                return _File(self, job, ref, rec).run(kept, reuse=True)
+            except _Unsplittable as exc:
+                log.info("%s: %s; fetching its xorb ranges whole", job.label, exc)
+                discard_partial(job)
+                return _File(self, job, ref, rec, split=False).run({}, reuse=True)
         except _Suspect as exc:
             log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
             job.retries.add(f"{exc}, fetched again whole")
             discard_partial(job)
-            return _File(self, job, ref, self.reconstruction(ref, job.label)).run({}, reuse=False)
+            return _File(self, job, ref, self.reconstruction(ref, job.label), split=False).run({}, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
@@ -255,8 +393,12 @@ class XetSource:
 class _File:
     """One attempt at one file: resume, copy, fetch, verify, move into place."""
 
-    def __init__(self, source: XetSource, job: TransferJob, ref: XetRef, rec: Reconstruction) -> None:
-        self.source, self.job, self.ref, self.rec = source, job, ref, rec
+    def __init__(
+        self, source: XetSource, job: TransferJob, ref: XetRef, rec: Reconstruction, *, split: bool = True
+    ) -> None:
+        self.source, self.job, self.ref, self.rec, self.split = source, job, ref, rec, split
+        self.spans: dict[int, list[tuple[int, int]]] = {}  # terms fetched as pieces: each piece's file bytes
+        self.owned: dict[int, dict[int, list[tuple[int, bytes, int]]]] = {}  # their pieces on disk: owned chunks
         self.root = job_root(job)
         self.offsets: list[int] = []
         at = 0
@@ -268,6 +410,8 @@ class _File:
         self.stop = threading.Event()
         self.resumed = self.reused = self.fetched = 0
         self.frontier = 0  # terms before this index are all done
+        self.moving: dict[int, int] = {}  # terms being written: bytes of each on disk from its start
+        self.wrote = threading.Condition(self.lock)  # notified when the sha256's frontier may have moved on
         self.last_save = self.last_nudge = time.monotonic()
         self.fd = -1
         self.hasher: Hasher | None = None
@@ -287,7 +431,8 @@ class _File:
             self.source.progress.start(
                 job.label, label=job.label, total=size, completed=self.resumed, model=job.model, path=job.path
             )
-            self._fetch_rest(self.source.index_for(job) if reuse else None)
+            with self._hashing():
+                self._fetch_rest(self.source.index_for(job) if reuse else None)
             self.hasher.catch_up(size)
             self._verify()
             os.fdatasync(self.fd)
@@ -296,7 +441,7 @@ class _File:
                 discard_partial(job)
                 raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
-        except (_Suspect, IntegrityError):
+        except (_Suspect, IntegrityError, _Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
             discard_partial(job)  # (its progress is replaced when the plain path starts the file again)
@@ -367,7 +512,8 @@ class _File:
 
     def _fetch_rest(self, index: ReuseIndex | None) -> None:
         """Every term not done: copied when all its chunks are in files already here (``index``), else fetched with
-        the other terms its xorb range holds; in file order, on ``connections`` streams, copies beside fetches."""
+        the other terms its xorb range holds, a big one as pieces (``_pieces``); in file order, on as many streams
+        as the plain path would open for the file, copies beside fetches."""
         copies: dict[int, list[Copy]] = {}
         groups: dict[int, list[int]] = {}
         for i, term in enumerate(self.rec.terms):
@@ -378,14 +524,21 @@ class _File:
                 copies[i] = found
             else:
                 groups.setdefault(self.rec.fetch_of[i], []).append(i)
+        want = self.source.streams(self.rec.size)
+        split = self._pieces(groups, want - len(copies)) if self.split else {}
         tasks: list[tuple[int, Callable[[], None]]] = [
             (i, partial(self._copy, i, found)) for i, found in copies.items()
         ]
-        tasks += [(users[0], partial(self._group, f, users)) for f, users in groups.items()]
+        for f, users in groups.items():
+            if users[0] not in split:
+                tasks.append((self.offsets[users[0]], partial(self._group, f, users)))
+        for i, spans in split.items():
+            self.spans[i] = spans
+            tasks += [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(spans)]
         if not tasks:
             return
         tasks.sort(key=lambda task: task[0])  # the sha256 follows the file's start: its frontier moves on in order
-        streams = max(1, min(self.source.connections, len(tasks)))
+        streams = max(1, min(want, len(tasks)))
         failures: list[BaseException] = []
         with ThreadPoolExecutor(streams, thread_name_prefix=f"xet:{self.job.label}") as pool:
             futures: list[Future[None]] = [pool.submit(self._task, task) for _, task in tasks]
@@ -398,102 +551,156 @@ class _File:
         if failures:
             raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
 
+    def _pieces(self, groups: dict[int, list[int]], room: int) -> dict[int, list[tuple[int, int]]]:
+        """Big terms fetched alone cut into pieces (file byte spans) until the file has ``room`` streams: a xorb range
+        is one request, and one stream per 64 MiB xorb is fewer than the plain path opens for the same file."""
+        alone = [users[0] for users in groups.values() if len(users) == 1]
+        count = dict.fromkeys(alone, 1)
+        streams = len(groups)
+        while streams < room and alone:
+            i = max(alone, key=lambda t: self.rec.terms[t].length / count[t])
+            if self.rec.terms[i].length // (count[i] + 1) < MIN_PIECE:
+                break
+            count[i] += 1
+            streams += 1
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for i, n in count.items():
+            if n > 1:
+                start, length = self.offsets[i], self.rec.terms[i].length
+                spans[i] = [(start + length * j // n, start + length * (j + 1) // n) for j in range(n)]
+        return spans
+
     def _task(self, task: Callable[[], None]) -> None:
         if self.source.cancel.is_set() or self.stop.is_set():
             raise _Stopped
         task()
 
     def _group(self, f: int, users: list[int]) -> None:
-        fetch, refreshed = self.rec.fetches[f], False
+        """The terms ``users`` from their xorb range (asked again, once, after a 403)."""
+        fetch = self.rec.fetches[f]
+
+        def attempt(fresh: bool) -> None:
+            nonlocal fetch
+            if fresh:
+                fetch = self.source.refetch(self.ref, self.job.label, fetch)
+            self._stream(fetch, _Terms(self, users))
+
+        self._retrying(attempt)
+
+    def _piece(self, i: int, j: int, first: int, end: int) -> None:
+        """Bytes ``[first, end)`` of term ``i`` from a reconstruction of that span alone: its xorb range is the part
+        of the term's that holds them (the chunk across each cut is fetched by both pieces; each owns the chunks
+        that start in its span)."""
+        term = self.rec.terms[i]
+
+        def attempt(fresh: bool) -> None:
+            sub = self.source.reconstruction(self.ref, self.job.label, span=(first, end - 1))
+            if len(sub.terms) != 1 or sub.terms[0].xorb != term.xorb:
+                raise _Unsplittable(f"a piece of term {i} came back as {len(sub.terms)} terms")
+            part = sub.terms[0]
+            if not term.start <= part.start < part.end <= term.end:
+                raise _Unsplittable(f"a piece of term {i} names chunks outside it")
+            window = _Window(self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end))
+            self._stream(sub.fetches[sub.fetch_of[0]], window)
+            self._piece_done(i, j, window.owned)
+
+        self._retrying(attempt)
+
+    def _piece_done(self, i: int, j: int, owned: list[tuple[int, bytes, int]]) -> None:
+        """A piece of term ``i`` on disk; the last one finishes the term (its chunks, each owned by one piece)."""
+        term, spans = self.rec.terms[i], self.spans[i]
+        with self.lock:
+            got = self.owned.setdefault(i, {})
+            got[j] = owned
+            ready = len(got) == len(spans)
+            upto = 0
+            while upto in got:
+                upto += 1
+            self.moving[i] = spans[upto - 1][1] - self.offsets[i]  # the term's start on disk: the sha256 may go on
+            if upto and i == self.frontier:
+                self.wrote.notify()
+        if not ready:
+            return
+        chunks = [chunk for k in range(len(spans)) for chunk in got[k]]
+        if [index for index, _, _ in chunks] != list(range(term.start, term.end)) or (
+            sum(size for _, _, size in chunks) != term.length
+        ):
+            raise _Unsplittable(f"the pieces of term {i} do not add up to its chunks")
+        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((h, n) for _, h, n in chunks))
+        self._finished(i, written)
+
+    def _retrying(self, attempt: Callable[[bool], None]) -> None:
+        """``attempt(fresh)`` until it succeeds: after a 403 once with fresh URLs, after a failed stream as often as
+        the CAS's quick policy allows; then the file falls back to the plain path."""
         source, what = self.source, self.job.label
-        failures = 0
+        refreshed, failures = False, 0
         while True:
-            slots = [_Slot(i, self.offsets[i]) for i in users]
             try:
-                self._stream(fetch, slots)
+                attempt(refreshed)
                 return
             except _Refused:
-                self._undo(slots)
                 if refreshed:
                     raise XetFallback("a xorb URL was refused again after a fresh reconstruction") from None
-                fetch, refreshed = source.refetch(self.ref, what, fetch), True
-            except (InterruptedByUserError, IntegrityError, XetFallback, _Stopped):
-                self._undo(slots)
+                refreshed = True
+            except (InterruptedByUserError, IntegrityError, XetFallback, _Stopped, _Unsplittable):
                 raise
             except (RetryableError, httpx2.TransportError) as exc:
-                self._undo(slots)
                 if source.cancel.is_set() or self.stop.is_set():
                     raise _Stopped from None
                 failures += 1
-                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=what, url=fetch.url)
+                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=what, url="the Xet storage")
                 if failures > source.retry.retries:
                     raise XetFallback(f"the Xet storage failed ({_why(err)})") from exc
                 self.job.retries.add(_why(err))
                 if source.cancel.wait(source.retry.delay(failures, retry_after=None)):
                     raise _Stopped from None
             except MdlError as exc:  # a 404, a 410, a refused answer: the plain path has the file too
-                self._undo(slots)
                 raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
 
-    def _stream(self, fetch: Fetch, slots: list[_Slot]) -> None:
+    def _stream(self, fetch: Fetch, sink: _Terms | _Window) -> None:
+        """One xorb range, each chunk decoded as it arrives and handed to ``sink``; what it wrote is undone if the
+        stream fails."""
         source, what = self.source, self.job.label
         headers = {"Range": f"bytes={fetch.first}-{fetch.last}"}
-        with follow(source.client, fetch.url, credentials=Credentials(), headers=headers, what=what) as response:
-            if response.status_code == 403:
-                raise _Refused
-            if response.status_code != 206:
-                if response.status_code == 200:
-                    raise XetFallback("the xorb server ignored the Range asked for")
-                raise error_for_status(response, what=what, hub=False)
-            if source.stall_timeout is not None:  # the answer began: from here on, silence is a stall
-                set_read_timeout(response, source.stall_timeout)
-            span = promised(response, what=what)
-            if span.start != fetch.first or span.end != fetch.last + 1:
-                raise XetFallback(f"the xorb server sent {span.shown} when bytes {fetch.first}-{fetch.last} were asked")
-            chunks = _Chunks(fetch.end - fetch.start)
-            index = fetch.start
-            try:
-                for block in read_body(response, span, encoded=False, what=what):
-                    if source.cancel.is_set() or self.stop.is_set():
-                        raise _Stopped
-                    with self.lock:
-                        self.fetched += len(block)
-                    if source.limiter is not None:
-                        source.limiter.consume(len(block), source.cancel)
-                    for data in chunks.feed(block):
-                        self._place(index, data, slots)
-                        index += 1
-                chunks.close()
-            except XorbError as exc:
-                if isinstance(exc, UnknownFormat):
-                    raise XetFallback(f"a xorb is in a format mdl does not know ({exc})") from exc
-                raise self._corrupt(f"xorb {fetch.xorb[:12]}… chunk {index}: {exc}") from exc
-        for slot in slots:
-            term = self.rec.terms[slot.index]
-            if slot.written != term.length:
-                raise self._corrupt(f"term {slot.index} decoded to {slot.written} bytes, not {term.length}")
+        try:
+            with follow(source.client, fetch.url, credentials=Credentials(), headers=headers, what=what) as response:
+                if response.status_code == 403:
+                    raise _Refused
+                if response.status_code != 206:
+                    if response.status_code == 200:
+                        raise XetFallback("the xorb server ignored the Range asked for")
+                    raise error_for_status(response, what=what, hub=False)
+                if source.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                    set_read_timeout(response, source.stall_timeout)
+                span = promised(response, what=what)
+                if span.start != fetch.first or span.end != fetch.last + 1:
+                    shown = f"bytes {fetch.first}-{fetch.last}"
+                    raise XetFallback(f"the xorb server sent {span.shown} when {shown} were asked")
+                chunks = _Chunks(fetch.end - fetch.start)
+                index = fetch.start
+                try:
+                    for block in read_body(response, span, encoded=False, what=what):
+                        if source.cancel.is_set() or self.stop.is_set():
+                            raise _Stopped
+                        with self.lock:
+                            self.fetched += len(block)
+                        if source.limiter is not None:
+                            source.limiter.consume(len(block), source.cancel)
+                        with source.decoding.turn(sink.at()):
+                            for data in chunks.feed(block):
+                                sink.place(index, data)
+                                index += 1
+                    chunks.close()
+                except XorbError as exc:
+                    if isinstance(exc, UnknownFormat):
+                        raise XetFallback(f"a xorb is in a format mdl does not know ({exc})") from exc
+                    raise self._corrupt(f"xorb {fetch.xorb[:12]}… chunk {index}: {exc}") from exc
+            sink.close()
+        except BaseException:
+            sink.undo()
+            raise
 
-    def _place(self, index: int, data: bytes, slots: list[_Slot]) -> None:
-        """One decoded chunk into every term of this range that holds it; a term's bytes written in blocks."""
-        digest = chunk_hash(data)
-        for slot in slots:
-            term = self.rec.terms[slot.index]
-            if not term.start <= index < term.end:
-                continue
-            slot.chunks.append((digest, len(data)))
-            slot.pending.append(data)
-            slot.pending_bytes += len(data)
-            last = index == term.end - 1
-            if slot.pending_bytes >= WRITE_BLOCK or last:
-                self._write(slot.offset + slot.written, slot.pending)
-                slot.written += slot.pending_bytes
-                slot.pending, slot.pending_bytes = [], 0
-                if slot.written > term.length:
-                    raise self._corrupt(f"term {slot.index} decoded to more than {term.length} bytes")
-            if last and slot.written == term.length:
-                self._finished(slot.index, Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)))
-
-    def _write(self, offset: int, parts: list[bytes]) -> None:
+    def _write(self, offset: int, parts: Sequence[bytes | memoryview]) -> None:
         total = sum(len(p) for p in parts)
         done = os.pwritev(self.fd, parts, offset)
         if done != total:  # a regular file writes all of it or fails; a short write is a full disk
@@ -508,24 +715,64 @@ class _File:
             self.last_nudge = now
             start_writeback(self.fd)
 
-    def _undo(self, slots: list[_Slot]) -> None:
-        """A stream that failed: its unfinished terms count again from zero."""
-        for slot in slots:
-            if slot.index not in self.done and slot.written:
-                self.source.progress.advance(self.job.label, -slot.written)
-
     def _finished(self, index: int, written: Written) -> None:
         with self.lock:
             self.done[index] = written
+            self.moving.pop(index, None)
             self._advance_frontier()
-            prefix = self.offsets[self.frontier] if self.frontier < len(self.offsets) else self.rec.size
+            self.wrote.notify()
             due = time.monotonic() - self.last_save >= SAVE_EVERY
             if due:
                 self.last_save = time.monotonic()
-        assert self.hasher is not None
-        self.hasher.catch_up(prefix)
         if due:
             self._save(durable=False)
+
+    def _moved(self, index: int, written: int, *, undo: int = 0) -> None:
+        """Term ``index`` has ``written`` bytes on disk from its start (``undo``: bytes thrown away, no longer
+        progress)."""
+        if undo:
+            self.source.progress.advance(self.job.label, -undo)
+        with self.lock:
+            if written:
+                self.moving[index] = written
+            else:
+                self.moving.pop(index, None)
+            if index == self.frontier:
+                self.wrote.notify()
+
+    def _contiguous(self) -> int:
+        """Bytes on disk from the file's start: the terms done, and what the next one has of its start (under lock)."""
+        if self.frontier >= len(self.offsets):
+            return self.rec.size
+        return self.offsets[self.frontier] + self.moving.get(self.frontier, 0)
+
+    @contextlib.contextmanager
+    def _hashing(self) -> Iterator[None]:
+        """A thread hashing the file's contiguous start as it grows (read back where no stream offered it from
+        memory): the sha256 keeps pace with the streams instead of reading the whole file after the last byte."""
+        assert self.hasher is not None
+        hasher, finished = self.hasher, threading.Event()
+
+        def follow_frontier() -> None:
+            while True:
+                with self.lock:
+                    while self._contiguous() <= hasher.position and not finished.is_set():
+                        self.wrote.wait(0.5)
+                    target = self._contiguous()
+                if target > hasher.position:
+                    hasher.catch_up(target)
+                elif finished.is_set():
+                    return
+
+        thread = threading.Thread(target=follow_frontier, name=f"xet-hash:{self.job.label}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            with self.lock:
+                self.wrote.notify_all()
+            thread.join()
 
     def _advance_frontier(self) -> None:
         while self.frontier in self.done:

@@ -185,14 +185,15 @@ def _term(value: object, where: str) -> Term:
     return Term(xorb=xorb, start=start, end=end, length=length)
 
 
-def parse_reconstruction(body: bytes, *, version: int) -> Reconstruction:
-    """A /v1 or /v2 reconstruction reply for a whole file, checked: every term has a fetch of its xorb that holds
-    its chunks. Unknown keys are ignored; a known key that is wrong is a ReplyError."""
+def parse_reconstruction(body: bytes, *, version: int, ranged: bool = False) -> Reconstruction:
+    """A /v1 or /v2 reconstruction reply for a whole file (``ranged``: for a byte range of it, which may start inside
+    its first term), checked: every term has a fetch of its xorb that holds its chunks. Unknown keys are ignored; a
+    known key that is wrong is a ReplyError."""
     if version not in (1, 2):
         raise ValueError(f"no reconstruction version {version}")
     reply = _object(_load(body), "the reply")
     offset = _int(reply, "offset_into_first_range", "the reply")
-    if offset != 0:
+    if offset != 0 and not ranged:
         raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -422,3 +423,42 @@ def test_limit_rate_caps_xorb_bytes_too(xet_hub: XetHubServer, catalog: Path) ->
     assert result.exit_code == 0, result.stderr
     assert time.monotonic() - began >= 1.5  # 3 MiB at 1 MiB/s, less the limiter's first burst
     assert xet_hub.cas.xorb_bytes() > 0 and _cdn_bytes(xet_hub) == 0
+
+
+def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(xet_hub: XetHubServer, catalog: Path) -> None:
+    """One 24 MiB xorb range would be one stream where the plain path opens eight: it is cut into pieces, each
+    from a reconstruction of its span; the chunk across each cut comes twice, nothing else does."""
+    data = make_data(24 << 20, seed=22)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    assert len(xf.terms) == 1
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    xorbs = [r for r in xet_hub.cas.xorb_records() if r.status == 206]
+    assert len(xorbs) == 3  # 24 MiB in pieces of at least 8 MiB
+    assert xet_hub.store.xorb_bytes(xf) < xet_hub.cas.xorb_bytes() <= xet_hub.store.xorb_bytes(xf) + 2 * (128 << 10)
+    ranged = [r for r in xet_hub.cas.reconstruction_records() if "range" in r.headers]
+    assert len(ranged) == 3
+    show = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"][0]
+    assert show["xet"] == xf.hash  # the pieces' chunks add up to the file's Xet hash
+
+
+def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    data = make_data(24 << 20, seed=23)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+
+    def pieces_in_two_terms(version: int, reply: dict[str, Any]) -> object:
+        term = reply["terms"][0]
+        if term["range"]["start"] == 0:  # the whole file's reply (and the first piece's) as it is
+            return reply
+        return {**reply, "terms": [term, term]}  # a later piece's: parses, but is not the part of its term
+
+    xet_hub.cas.rewrite = pieces_in_two_terms
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert "fetching its xorb ranges whole" in _log(catalog)
+    assert _cdn_bytes(xet_hub) == 0
