@@ -82,6 +82,7 @@ class PullSession:
             secrets=settings.secrets,
             dirs=self.dirs,
             recorded=self.recorded_xet,
+            limiter=limiter,
         )
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
         self.dead_mirrors: set[str] = set()

@@ -28,6 +28,7 @@ from mdl.store import DirSyncs, open_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
+    RateLimiter,
     RetryableError,
     RetryPolicy,
     TransferJob,
@@ -123,8 +124,10 @@ class XetSource:
         secrets: Secrets,
         dirs: DirSyncs,
         recorded: Callable[[str], list[str]],
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.client, self.progress, self.cancel, self.dirs = client, progress, cancel, dirs
+        self.limiter = limiter  # --limit-rate: the run's one budget, shared with the plain engine's streams
         self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
         self.connections, self.stall_timeout, self.hub, self.secrets = connections, stall_timeout, hub, secrets
         self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
@@ -393,7 +396,10 @@ class _File:
         source, what = self.source, self.job.label
         failures = 0
         while True:
-            slots = [_Slot(i, self.offsets[i]) for i in users]
+            with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
+                slots = [_Slot(i, self.offsets[i]) for i in users if i not in self.done]
+            if not slots:
+                return
             try:
                 self._stream(fetch, slots)
                 return
@@ -443,6 +449,8 @@ class _File:
                         raise _Stopped
                     with self.lock:
                         self.fetched += len(block)
+                    if source.limiter is not None:
+                        source.limiter.consume(len(block), source.cancel)
                     for data in chunks.feed(block):
                         self._place(index, data, slots)
                         index += 1

@@ -1,0 +1,218 @@
+"""Hostile reviews of the Xet path: what a hostile CAS, a hostile disk or an impatient user does to a Xet pull, and
+what the plain path does that the Xet path must do too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runfixtures import mdl, use_catalog, wait_for
+from servers import TOKEN, make_data
+from xetserver import XetHubServer, bearer
+
+WEIGHTS = "model.safetensors"
+
+
+@pytest.fixture
+def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=xet_hub.url)
+    monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
+    return path
+
+
+def _installed(catalog: Path) -> Path:
+    return catalog.parent / "models" / "m" / WEIGHTS
+
+
+def _events(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_hf_cache_layout_pulls_by_chunk_and_links_the_snapshot(
+    xet_hub: XetHubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    data = make_data(2 << 20, seed=101)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    result = mdl("pull", "m", "--layout", "hf-cache")
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    (snap,) = (tmp_path / "hf-cache").rglob(f"snapshots/*/{WEIGHTS}")
+    assert snap.read_bytes() == data
+    assert xet_hub.cas.xorb_bytes() > 0
+
+
+def test_limit_rate_holds_for_xorb_streams(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(1 << 20, seed=102)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    began = time.monotonic()
+    result = mdl("pull", "m", "--limit-rate", "400K")
+    assert result.exit_code == 0, result.stderr
+    assert xet_hub.cas.xorb_bytes() > 0
+    assert time.monotonic() - began >= 1.5  # 1 MiB at 400 KB/s: well over two seconds
+
+
+def test_progress_bytes_add_up_after_a_stream_is_retried(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two terms of one xorb range (one fetch): the first is done when the stream stalls; the retry must not count
+    its bytes again."""
+    part, other = make_data(1 << 20, seed=110), make_data(256 << 10, seed=111)
+    xet_hub.add_repo("org/parts", {"a.safetensors": part}, scheme="none")
+    whole = part[:600_000] + other + part
+    xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    assert xf.terms[0].xorb == xf.terms[-1].xorb and xf.terms[0].end > xf.terms[-1].start  # overlapping: one fetch
+    xet_hub.cas.v2_status = 404  # v1 merges overlapping ranges into one URL
+    xet_hub.cas.stall_xorbs(after_bytes=xf.terms[0].length + 50_000, seconds=None, times=1)
+    result = mdl("pull", "m", "--progress", "json", "--stall-timeout", "1", "--connections", "1")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == whole
+    events = [e for e in _events(result.stderr) if e.get("path") == WEIGHTS]
+    finish = [e for e in events if e["event"] == "finish"]
+    assert finish and finish[-1]["bytes"] == len(whole), finish
+    for event in events:
+        if event["event"] == "progress":
+            assert 0 <= int(event["bytes"]) <= len(whole), event  # type: ignore[call-overload]
+
+
+def test_a_xorb_url_on_the_hub_origin_gets_no_hub_token(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    data = make_data(1 << 20, seed=103)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    cas_url, hub_url = xet_hub.cas.url, xet_hub.url
+
+    def to_hub(_version: int, reply: dict[str, object]) -> bytes:
+        return json.dumps(reply).replace(cas_url, hub_url).encode()
+
+    xet_hub.cas.rewrite = to_hub
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    xorb_asks = [r for r in xet_hub.log.records() if r.url_path.startswith("/xorb/")]
+    assert xorb_asks and all(bearer(r) is None for r in xorb_asks)
+
+
+def test_get_of_a_single_xet_file(xet_hub: XetHubServer, catalog: Path, tmp_path: Path) -> None:
+    data = make_data(1 << 20, seed=104)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    out = tmp_path / "got"
+    result = mdl("get", f"hf://org/m/{WEIGHTS}", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    found = out / WEIGHTS if out.is_dir() else out
+    assert found.read_bytes() == data
+
+
+def test_dry_run_touches_no_cas(xet_hub: XetHubServer, catalog: Path) -> None:
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=105)})
+    result = mdl("pull", "m", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert xet_hub.cas.log.records() == []
+    assert not _installed(catalog).exists()
+
+
+def test_the_etag_is_recorded_as_on_the_plain_path(xet_hub: XetHubServer, catalog: Path) -> None:
+    xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=106)})
+    assert mdl("pull", "m").exit_code == 0
+    xet = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"]
+    assert mdl("pull", "m", "--no-xet", "--force").exit_code == 0
+    plain = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"]
+    pick = lambda files: next(f for f in files if f["path"] == WEIGHTS)  # noqa: E731
+    assert pick(xet).get("etag") == pick(plain).get("etag"), (pick(xet), pick(plain))
+    assert pick(xet).get("verified") == pick(plain).get("verified")
+
+
+# --- Ctrl-C mid-pull, then the plain path or a CAS that is down: the Xet partial never confuses the plain engine ----
+
+
+def _interrupted(tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = False) -> tuple[dict[str, str], bytes]:
+    """A child ``mdl pull m`` stopped by SIGINT once some of the file is on disk: exit 130, the partial kept."""
+    parts = [make_data(512 << 10, seed=seed + i) for i in range(6)]
+    whole = b"".join(parts)
+    hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
+    hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
+    hub.cas.throttle_bps = hub.cdn.throttle_bps = 1 << 20
+    (tmp_path / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "MDL_CATALOG": str(tmp_path / "catalog.toml"),
+        "MDL_DEST": str(tmp_path / "models"),
+        "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
+        "MDL_CONNECTIONS": "1",
+    }
+    state = tmp_path / "models" / ".mdl" / "partial"
+
+    def saved() -> bool:
+        for record in state.glob("*.part.json"):
+            try:
+                body = json.loads(record.read_text())
+            except (OSError, ValueError):
+                return False
+            return bool(body.get("pieces") if plain else body.get("terms"))
+        return False
+
+    args = [sys.executable, "-m", "mdl", "pull", "m", *(["--no-xet"] if plain else [])]
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(saved, timeout=60, what="a resume record")
+        time.sleep(0.3)
+    finally:
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert list(state.glob("*.part")), "the partial is kept"
+    hub.cas.throttle_bps = hub.cdn.throttle_bps = None
+    return env, whole
+
+
+@pytest.mark.parametrize("then", ["no-xet", "cas-down"])
+def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then: str) -> None:
+    with XetHubServer() as hub:
+        env, whole = _interrupted(tmp_path, hub, seed=120)
+        if then == "cas-down":
+            hub.cas.down = "503"
+        args = [sys.executable, "-m", "mdl", "pull", "m", *(["--no-xet"] if then == "no-xet" else [])]
+        result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
+        assert "unreadable resume record" not in result.stderr
+        assert "unreadable resume record" not in (tmp_path / "mdl.log").read_text()
+
+
+def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_partial(tmp_path: Path) -> None:
+    with XetHubServer() as hub:
+        env, whole = _interrupted(tmp_path, hub, seed=130)
+        listed = subprocess.run(
+            [sys.executable, "-m", "mdl", "clean", "--dry-run"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert WEIGHTS in listed.stdout + listed.stderr
+        first = hub.cas.xorb_bytes()
+        result = subprocess.run(
+            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
+        assert hub.cas.xorb_bytes() - first < len(whole)  # what was on disk was not fetched again
+
+
+def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
+    with XetHubServer() as hub:
+        env, whole = _interrupted(tmp_path, hub, seed=140, plain=True)
+        before = sum(r.bytes_sent for r in hub.cdn.log.records())
+        result = subprocess.run(
+            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
+        assert sum(r.bytes_sent for r in hub.cdn.log.records()) - before < len(whole)
