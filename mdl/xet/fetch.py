@@ -151,7 +151,8 @@ class XetSource:
             with follow(self.client, url, credentials=self.hub(), what=what) as response:
                 if response.status_code != 200:
                     raise error_for_status(response, what=what, hub=True)
-                body = _read(response, TOKEN_MAX)
+                self._stall_rule(response)
+                body = _read(response, TOKEN_MAX, what=what)
                 try:
                     return parse_token(body)
                 except ReplyError:
@@ -191,7 +192,8 @@ class XetSource:
         def once() -> bytes | None:
             with follow(self.client, url, credentials=credentials, what=what) as response:
                 if response.status_code == 200:
-                    return _read(response, REPLY_MAX)
+                    self._stall_rule(response)
+                    return _read(response, REPLY_MAX, what=what)
                 if response.status_code in (404, 501) and "/v2/" in url:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
@@ -204,6 +206,14 @@ class XetSource:
             raise
         except MdlError as exc:
             raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
+
+    def _stall_rule(self, response: httpx2.Response) -> None:
+        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter than the client's
+        wait (a small JSON reply never waits longer than an answer may take to begin)."""
+        timeouts = response.request.extensions.get("timeout") or {}
+        read = timeouts.get("read")
+        if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
+            set_read_timeout(response, self.stall_timeout)
 
     # --- the file ------------------------------------------------------------------------------------------------
 
@@ -588,13 +598,17 @@ class _Chunks:
             )
 
 
-def _read(response: httpx2.Response, limit: int) -> bytes:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory)."""
+def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory); a connection lost
+    or silent mid-body is the retryable NetworkError it is, as for any answer."""
     body = bytearray()
-    for block in response.iter_bytes():
-        body += block
-        if len(body) > limit:
-            raise ReplyError(f"longer than {limit >> 20} MiB")
+    try:
+        for block in response.iter_bytes():
+            body += block
+            if len(body) > limit:
+                raise ReplyError(f"longer than {limit >> 20} MiB")
+    except httpx2.TransportError as exc:
+        raise transport_error(exc, what=what, url=str(response.url)) from exc
     return bytes(body)
 
 

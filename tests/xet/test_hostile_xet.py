@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog, wait_for
-from servers import TOKEN, make_data
+from servers import TOKEN, Fault, make_data
 from xetserver import XetHubServer, bearer
 
 WEIGHTS = "model.safetensors"
@@ -216,3 +216,67 @@ def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert sum(r.bytes_sent for r in hub.cdn.log.records()) - before < len(whole)
+
+
+@pytest.mark.parametrize("where", ["reconstruction", "token"])
+def test_a_stalled_json_reply_falls_back_in_a_bounded_wait(xet_hub: XetHubServer, catalog: Path, where: str) -> None:
+    """The body of a reconstruction (or of the read token) goes silent: a clean fallback, no internal error."""
+    data = make_data(1 << 20, seed=150)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    if where == "reconstruction":
+        xet_hub.cas.faults.add(Fault.stall(10, None, path_prefix="/v", times=None))
+    else:
+        xet_hub.faults.add(Fault.stall(10, None, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+    began = time.monotonic()
+    result = mdl("pull", "m", "--stall-timeout", "1")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert time.monotonic() - began < 15
+
+
+def test_hf_cache_upgrade_reuses_the_old_blob(
+    xet_hub: XetHubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
+    old = make_data(4 << 20, seed=151)
+    new = bytearray(old)
+    new[2 << 20 : (2 << 20) + 50] = b"x" * 50
+    xet_hub.add_repo("org/m", {WEIGHTS: old})
+    assert mdl("pull", "m").exit_code == 0
+    xet_hub.commit("org/m", {WEIGHTS: bytes(new)})
+    result = mdl("pull", "m", "--json")
+    assert result.exit_code == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["files"]
+    assert entry["reused"] > 2 << 20, entry
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink", "outside", "absolute"])
+def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, catalog: Path, plant: str) -> None:
+    old = make_data(2 << 20, seed=152)
+    xet_hub.add_repo("org/m", {WEIGHTS: old})
+    assert mdl("pull", "m").exit_code == 0
+    first = xet_hub.xet_file("org/m", WEIGHTS)
+    dest = catalog.parent / "models"
+    sidecar = dest / ".mdl" / "xet" / f"{first.hash}.json"
+    body = json.loads(sidecar.read_text())
+    if plant == "fifo":
+        os.mkfifo(dest / "m" / "pipe")
+        body["where"] = "m/pipe"
+    elif plant == "symlink":
+        (catalog.parent / "elsewhere").write_bytes(old)
+        (dest / "m" / "link").symlink_to(catalog.parent / "elsewhere")
+        body["where"] = "m/link"
+    elif plant == "outside":
+        body["where"] = "../elsewhere"
+    else:
+        body["where"] = "/etc/passwd"
+    sidecar.write_text(json.dumps(body))
+    new = bytearray(old)
+    new[1 << 20 : (1 << 20) + 50] = b"y" * 50
+    xet_hub.commit("org/m", {WEIGHTS: bytes(new)})
+    began = time.monotonic()
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - began < 20
+    assert _installed(catalog).read_bytes() == new
