@@ -321,9 +321,10 @@ class _File:
             raise LocalFSError(f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}") from exc
         terms = [self.done[i] for i in range(len(self.rec.terms))]
         index = self.source.index_for(job)
-        write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
-        for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
-            unlink(self.root, sidecar_path(_state_dir(job), old))
+        if job.model:  # found again through the model's record (a one-off get's file is found by none: none kept)
+            write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
+            for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
+                unlink(self.root, sidecar_path(_state_dir(job), old))
         index.add(job.final_path, terms, xet_hash=self.ref.hash)
         return TransferResult(
             size=size,

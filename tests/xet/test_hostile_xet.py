@@ -109,6 +109,8 @@ def test_get_of_a_single_xet_file(xet_hub: XetHubServer, catalog: Path, tmp_path
     assert result.exit_code == 0, result.stderr
     found = out / WEIGHTS if out.is_dir() else out
     assert found.read_bytes() == data
+    assert xet_hub.cas.xorb_bytes() > 0  # by chunk
+    assert not (found.parent / ".mdl" / "xet").exists()  # a chunk record only a model's record would ever read
 
 
 def test_dry_run_touches_no_cas(xet_hub: XetHubServer, catalog: Path) -> None:
