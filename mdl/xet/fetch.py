@@ -50,6 +50,7 @@ from mdl.xet.protocol import (
     Fetch,
     Reconstruction,
     ReplyError,
+    Term,
     XetToken,
     parse_reconstruction,
     parse_token,
@@ -453,6 +454,7 @@ class _File:
             if span.start != fetch.first or span.end != fetch.last + 1:
                 raise XetFallback(f"the xorb server sent {span.shown} when bytes {fetch.first}-{fetch.last} were asked")
             chunks = _Chunks(fetch.end - fetch.start)
+            holding = _Holding(slots, self.rec.terms)
             index = fetch.start
             try:
                 for block in read_body(response, span, encoded=False, what=what):
@@ -463,7 +465,7 @@ class _File:
                     if source.limiter is not None:
                         source.limiter.consume(len(block), source.cancel)
                     for data in chunks.feed(block):
-                        self._place(index, data, slots)
+                        self._place(index, data, holding.at(index))
                         index += 1
                 chunks.close()
             except XorbError as exc:
@@ -567,6 +569,22 @@ class _File:
             f"{self.job.label}: {why}",
             hint="the Xet storage served bytes that are not this file; the partial file was removed",
         )
+
+
+class _Holding:
+    """The slots whose terms hold each chunk of a range, asked in chunk order: a slot joins at its term's first chunk
+    and leaves after its last, so a range of many terms costs each chunk only the terms holding it."""
+
+    def __init__(self, slots: list[_Slot], terms: tuple[Term, ...]) -> None:
+        self.terms = terms
+        self.waiting = sorted(slots, key=lambda slot: terms[slot.index].start, reverse=True)  # next to join: last
+        self.active: list[_Slot] = []
+
+    def at(self, index: int) -> list[_Slot]:
+        while self.waiting and self.terms[self.waiting[-1].index].start <= index:
+            self.active.append(self.waiting.pop())
+        self.active = [slot for slot in self.active if self.terms[slot.index].end > index]
+        return self.active
 
 
 class _Chunks:

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
+from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
+
+from mdl.xet.hashing import chunk_hash
 
 WEIGHTS = "model.safetensors"
 
@@ -282,3 +285,102 @@ def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, cat
     assert result.exit_code == 0, result.stderr
     assert time.monotonic() - began < 20
     assert _installed(catalog).read_bytes() == new
+
+
+# --- a signed model: every Xet file is held to its signature as on the plain path -------------------------------
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_a_signed_model_s_xet_file_is_held_to_its_signature(
+    xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replaced: bool
+) -> None:
+    weights = make_data(1 << 20, seed=160)
+    files = {"config.json": b'{"model_type": "bert"}\n', WEIGHTS: weights}
+    private, public = key_pair(tmp_path / "keys")
+    signature = official_sign(write_files(tmp_path / "upstream", files), private)
+    xet_hub.add_repo("org/tiny", {**files, "model.sig": signature})
+    if replaced:
+        xet_hub.commit("org/tiny", {WEIGHTS: make_data(1 << 20, seed=161)})  # the listing's hashes are the new file's
+    catalog = use_catalog(tmp_path, monkeypatch, None, endpoint=xet_hub.url)
+    catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n[models.tiny.signature]\nkey = "{public}"\n')
+    result = mdl("pull", "tiny")
+    installed = tmp_path / "models" / "tiny" / WEIGHTS
+    if replaced:  # refused by the listing's sha256 before a chunk is asked
+        assert result.exit_code == 6, result.stderr
+        assert "signed" in result.stderr
+        assert not installed.exists()
+    else:
+        assert result.exit_code == 0, result.stderr
+        assert installed.read_bytes() == weights
+        assert xet_hub.cas.xorb_bytes() > 0  # by chunk
+
+
+def test_a_lying_chunk_record_is_caught_and_the_file_fetched_again(xet_hub: XetHubServer, catalog: Path) -> None:
+    """The record claims the new file's chunks lie in the old file (their hashes taken from the old bytes, so each
+    read checks out): the Xet file hash catches it and the file is fetched again whole."""
+    old = make_data(2 << 20, seed=170)
+    xet_hub.add_repo("org/m", {WEIGHTS: old})
+    assert mdl("pull", "m").exit_code == 0
+    first = xet_hub.xet_file("org/m", WEIGHTS)
+    new = make_data(2 << 20, seed=171)
+    xet_hub.commit("org/m", {WEIGHTS: new})
+    after = xet_hub.xet_file("org/m", WEIGHTS)
+    terms = []
+    for term in after.terms:
+        count = term.end - term.start
+        sizes = [term.length // count] * (count - 1)
+        sizes.append(term.length - sum(sizes))
+        hashes, at = b"", 0
+        for size in sizes:
+            hashes += chunk_hash(old[at : at + size])
+            at += size
+        terms.append([term.xorb, term.start, term.end, 0, hashes.hex(), sizes])
+    sidecar = catalog.parent / "models" / ".mdl" / "xet" / f"{first.hash}.json"
+    body = json.loads(sidecar.read_text())
+    body["terms"] = terms
+    sidecar.write_text(json.dumps(body))
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == new
+    assert "fetching it again whole" in (catalog.parent / "mdl.log").read_text()
+
+
+def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(3 << 20, seed=172)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    xet_hub.cas.throttle_bps = 4 << 20
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "mdl", "pull", "m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr.decode()
+        assert b"Traceback" not in stderr
+    assert _installed(catalog).read_bytes() == data
+    assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
+
+
+def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    """Every term split into one-chunk terms, all read from one merged v1 range (the streams place each chunk into the
+    terms holding it, not into every term of the range)."""
+    data = make_data(4 << 20, seed=180)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
+    xorbs = xet_hub.store.xorbs
+
+    def split(_version: int, reply: dict[str, object]) -> dict[str, object]:
+        terms = []
+        for term in reply["terms"]:  # type: ignore[attr-defined]
+            sizes = xorbs[term["hash"]].sizes
+            for i in range(term["range"]["start"], term["range"]["end"]):
+                terms.append({"hash": term["hash"], "range": {"start": i, "end": i + 1}, "unpacked_length": sizes[i]})
+        return {**reply, "terms": terms}
+
+    xet_hub.cas.v2_status = 404
+    xet_hub.cas.rewrite = split
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xet_hub.xet_file("org/m", WEIGHTS))  # once each
