@@ -18,6 +18,7 @@ from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
 
 from mdl.xet.hashing import chunk_hash
+from mdl.xet.reuse import ReuseIndex, Written
 
 WEIGHTS = "model.safetensors"
 
@@ -384,3 +385,22 @@ def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
     assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xet_hub.xet_file("org/m", WEIGHTS))  # once each
+
+
+def test_the_chunks_on_disk_are_found_in_log_time_however_many_terms() -> None:
+    """A model whose files hold 16,384 one-chunk terms of one xorb: finding each took a scan of them all (seconds,
+    growing with the square of the terms); the farthest-reaching term wins, and gaps are still gaps."""
+    xorb, count = "ab" * 32, 16_384
+    index = ReuseIndex(Path("/nowhere"))
+    terms = [Written(xorb, i, i + 1, 100 * i, ((bytes(32), 100),)) for i in range(count) if i != 7]
+    index.add(Path("/nowhere/a"), terms, xet_hash="cd" * 32)
+    began = time.monotonic()
+    for i in range(count):
+        found = index.find(xorb, i, i + 1)
+        assert (found is None) == (i == 7)
+    assert time.monotonic() - began < 2.0
+    whole = index.find(xorb, 8, count)
+    assert whole is not None and len(whole) == count - 8 and whole[0].offset == 800
+    index.add(Path("/nowhere/b"), [Written(xorb, 0, 20, 5, ((bytes(32), 1),) * 20)], xet_hash="ef" * 32)
+    (copy,) = index.find(xorb, 3, 12) or []
+    assert (copy.path, copy.offset, len(copy.chunks)) == (Path("/nowhere/b"), 8, 9)
