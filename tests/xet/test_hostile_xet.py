@@ -404,3 +404,62 @@ def test_the_chunks_on_disk_are_found_in_log_time_however_many_terms() -> None:
     index.add(Path("/nowhere/b"), [Written(xorb, 0, 20, 5, ((bytes(32), 1),) * 20)], xet_hash="ef" * 32)
     (copy,) = index.find(xorb, 3, 12) or []
     assert (copy.path, copy.offset, len(copy.chunks)) == (Path("/nowhere/b"), 8, 9)
+
+
+def test_a_reconstruction_redirected_off_the_cas_carries_no_cas_token(xet_hub: XetHubServer, catalog: Path) -> None:
+    data = make_data(1 << 20, seed=190)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    elsewhere = xet_hub.cdn.url + "/v2/reconstructions/x"
+    xet_hub.cas.faults.add(Fault.http_error(302, headers={"Location": elsewhere}, path_prefix="/v", times=None))
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    tokens = set(xet_hub.cas.tokens)
+    assert tokens and [r for r in xet_hub.cdn.log.records() if r.url_path.startswith("/v2/")]
+    assert all(bearer(r) not in tokens for r in xet_hub.cdn.log.records() + xet_hub.log.records())
+
+
+@pytest.mark.parametrize("fault", ["reset", "full_body"])
+def test_a_xorb_stream_cut_or_unranged_ends_in_the_right_bytes(
+    xet_hub: XetHubServer, catalog: Path, fault: str
+) -> None:
+    data = make_data(2 << 20, seed=191)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="bg4")
+    made = Fault.reset(50_000, path_prefix="/xorb/") if fault == "reset" else Fault.full_body(path_prefix="/xorb/")
+    xet_hub.cas.faults.add(made)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
+    lines = [line for line in (catalog.parent / "mdl.log").read_text().splitlines() if "over plain HTTP" in line]
+    assert len(lines) == (1 if fault == "full_body" else 0), lines
+
+
+@pytest.mark.parametrize("tamper", ["hashes", "lengths", "other_file", "garbage", "bytes"])
+def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(tmp_path: Path, tamper: str) -> None:
+    with XetHubServer() as hub:
+        env, whole = _interrupted(tmp_path, hub, seed=200)
+        state = tmp_path / "models" / ".mdl" / "partial"
+        (record,) = state.glob("*.part.json")
+        body = json.loads(record.read_text())
+        if tamper == "hashes":
+            for term in body["terms"]:
+                term[4] = ("00" if term[4][:2] != "00" else "11") + term[4][2:]
+        elif tamper == "lengths":
+            for term in body["terms"]:
+                term[5] = [size + 1 for size in term[5]]
+        elif tamper == "other_file":
+            body["xet"] = "ab" * 32
+        elif tamper == "bytes":  # the record is right, the bytes it names are not
+            (part,) = state.glob("*.part")
+            with part.open("r+b") as handle:
+                handle.write(b"\xff" * 4096)
+        if tamper == "garbage":
+            record.write_text("{not json")
+        else:
+            record.write_text(json.dumps(body))
+        result = subprocess.run(
+            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
