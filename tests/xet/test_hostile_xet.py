@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -463,3 +464,24 @@ def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(tmp_pat
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
+
+
+def test_xorb_urls_at_a_port_that_never_answers_fall_back_in_a_bounded_wait(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    data = make_data(1 << 20, seed=210)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections queue, none is ever answered
+        cas_url, port = xet_hub.cas.url, silent.getsockname()[1]
+
+        def elsewhere(_version: int, reply: dict[str, object]) -> bytes:
+            return json.dumps(reply).replace(cas_url + "/xorb/", f"http://127.0.0.1:{port}/xorb/").encode()
+
+        xet_hub.cas.rewrite = elsewhere
+        began = time.monotonic()
+        result = mdl("pull", "m", "--timeout", "1")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - began < 15
+    assert _installed(catalog).read_bytes() == data
