@@ -76,7 +76,8 @@ TOKEN_MAX = 1 << 20
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
-SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long)
+SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long) ...
+SAVE_SHARE = 0.05  # ... or longer: saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
 CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
 CAS_BACKOFF_CAP = 1.0
 
@@ -276,6 +277,7 @@ class _File:
         self.resumed = self.reused = self.fetched = 0
         self.frontier = 0  # terms before this index are all done
         self.last_save = time.monotonic()
+        self.save_cost = 0.0  # seconds the last resume record took to write
         self.fd = -1
         self.hasher: Hasher | None = None
 
@@ -520,7 +522,7 @@ class _File:
             self.done[index] = written
             self._advance_frontier()
             prefix = self.offsets[self.frontier] if self.frontier < len(self.offsets) else self.rec.size
-            due = time.monotonic() - self.last_save >= SAVE_EVERY
+            due = time.monotonic() - self.last_save >= max(SAVE_EVERY, self.save_cost / SAVE_SHARE)
             if due:
                 self.last_save = time.monotonic()
         assert self.hasher is not None
@@ -538,10 +540,12 @@ class _File:
             terms = tuple(self.done.values())
         if not terms:
             return
+        began = time.monotonic()
         if durable:
             os.fdatasync(self.fd)
         state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), terms)
         save_state(self.root, self.job.state_path, state, source=self.job.source)
+        self.save_cost = time.monotonic() - began
 
     # --- verification ----------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from servers import TOKEN, Fault, make_data
 from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
 
+from mdl.xet import fetch as xet_fetch
 from mdl.xet.hashing import chunk_hash
 from mdl.xet.reuse import ReuseIndex, Written
 
@@ -485,3 +486,28 @@ def test_xorb_urls_at_a_port_that_never_answers_fall_back_in_a_bounded_wait(
     assert result.exit_code == 0, result.stderr
     assert time.monotonic() - began < 15
     assert _installed(catalog).read_bytes() == data
+
+
+def test_a_costly_resume_record_is_saved_less_often(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge file's record (every chunk's hash) takes long to write: saving it every second would take the streams'
+    time (a 50 GB file's record is ~50 MB and ~0.5 s of CPU); saves are spaced so they cost at most a small share."""
+    parts = [make_data(512 << 10, seed=220 + i) for i in range(8)]
+    whole = b"".join(parts)
+    xet_hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
+    xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
+    xet_hub.cas.throttle_bps = 1 << 20  # one stream: about half a second a term, four seconds in all
+    saves: list[float] = []
+    real = xet_fetch.save_state
+
+    def slow(*args: object, **kwargs: object) -> None:
+        saves.append(time.monotonic())
+        time.sleep(0.25)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(xet_fetch, "save_state", slow)
+    result = mdl("pull", "m", "--connections", "1")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == whole
+    assert 1 <= len(saves) <= 2, saves  # every second, it would have been three or four
