@@ -16,6 +16,7 @@ from pathlib import Path
 from mdl.errors import MdlError
 from mdl.store import open_file, read_bytes, write_atomic
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
+from mdl.xet.xorb import MAX_CHUNK
 
 log = logging.getLogger("mdl.xet")
 
@@ -51,6 +52,14 @@ def _int(value: object) -> int:
     return value
 
 
+def _size(value: object) -> int:
+    """A chunk's length: 1 to MAX_CHUNK bytes (more would be read into memory whole before its hash is checked)."""
+    size = _int(value)
+    if not 0 < size <= MAX_CHUNK:
+        raise ValueError(f"not a chunk's length: {size}")
+    return size
+
+
 def _terms(raw: object) -> list[Written]:
     """Terms as saved: ``[xorb, start, end, offset, "<hex of every chunk hash>", [lengths]]``; ValueError if not."""
     if not isinstance(raw, list):
@@ -67,7 +76,7 @@ def _terms(raw: object) -> list[Written]:
         count = end - start
         if len(raw_hashes) != count * HASH_BYTES or len(sizes) != count:
             raise ValueError("a term's chunks do not match its range")
-        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _int(size)) for i, size in enumerate(sizes))
+        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _size(size)) for i, size in enumerate(sizes))
         terms.append(Written(xorb, start, end, offset, chunks))
     return terms
 

@@ -259,7 +259,7 @@ def test_hf_cache_upgrade_reuses_the_old_blob(
     assert entry["reused"] > 2 << 20, entry
 
 
-@pytest.mark.parametrize("plant", ["fifo", "symlink", "outside", "absolute"])
+@pytest.mark.parametrize("plant", ["fifo", "symlink", "outside", "absolute", "huge_chunk"])
 def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, catalog: Path, plant: str) -> None:
     old = make_data(2 << 20, seed=152)
     xet_hub.add_repo("org/m", {WEIGHTS: old})
@@ -277,8 +277,10 @@ def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, cat
         body["where"] = "m/link"
     elif plant == "outside":
         body["where"] = "../elsewhere"
-    else:
+    elif plant == "absolute":
         body["where"] = "/etc/passwd"
+    else:  # a chunk of 4 PiB: never read into memory
+        body["terms"][0][5][0] = 1 << 52
     sidecar.write_text(json.dumps(body))
     new = bytearray(old)
     new[1 << 20 : (1 << 20) + 50] = b"y" * 50
