@@ -513,3 +513,34 @@ def test_a_costly_resume_record_is_saved_less_often(
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == whole
     assert 1 <= len(saves) <= 2, saves  # every second, it would have been three or four
+
+
+@pytest.mark.parametrize("cause", ["token_503", "xorb_404", "xorb_403_always", "xorb_reset_always", "size"])
+def test_every_fallback_mid_way_ends_in_the_right_bytes_and_one_line(
+    xet_hub: XetHubServer, catalog: Path, cause: str
+) -> None:
+    parts = [make_data(512 << 10, seed=230 + i) for i in range(4)]
+    whole = b"".join(parts)
+    xet_hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="lz4")
+    xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="lz4")
+    xorb = "/xorb/default/" + xet_hub.xet_file("org/m", WEIGHTS).terms[-1].xorb  # the others are fetched first
+    if cause == "token_503":
+        xet_hub.faults.add(Fault.http_error(503, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+    elif cause == "xorb_404":
+        xet_hub.cas.faults.add(Fault.http_error(404, path_prefix=xorb, times=None))
+    elif cause == "xorb_403_always":
+        xet_hub.cas.faults.add(Fault.http_error(403, path_prefix=xorb, times=None))
+    elif cause == "xorb_reset_always":
+        xet_hub.cas.faults.add(Fault.reset(1000, path_prefix=xorb, times=None))
+    else:
+        xet_hub.cas.rewrite = lambda _v, reply: {
+            **reply,
+            "terms": [{**t, "unpacked_length": t["unpacked_length"] + 1} for t in reply["terms"]],  # type: ignore[attr-defined]
+        }
+    result = mdl("pull", "m", "--connections", "1")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == whole
+    log = (catalog.parent / "mdl.log").read_text()
+    assert len([line for line in log.splitlines() if "fetching it over plain HTTP" in line]) == 1, log
+    assert "WARNING" not in log, log
+    assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
