@@ -24,7 +24,7 @@ from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalF
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.sources import XetRef
-from mdl.store import DirSyncs, open_file, unlink
+from mdl.store import DirSyncs, not_own, open_file, stat_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
@@ -224,6 +224,12 @@ class XetSource:
         size = job.identity.size
         if not size:
             raise XetFallback("its size is not known")
+        found = stat_file(job.part_path)
+        if found is not None and (foreign := not_own(found)) is not None:  # never written through, as on the plain path
+            log.warning(
+                "%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign
+            )
+            discard_partial(job)
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")

@@ -544,3 +544,23 @@ def test_every_fallback_mid_way_ends_in_the_right_bytes_and_one_line(
     assert len([line for line in log.splitlines() if "fetching it over plain HTTP" in line]) == 1, log
     assert "WARNING" not in log, log
     assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(tmp_path: Path, link: str) -> None:
+    with XetHubServer() as hub:
+        env, whole = _interrupted(tmp_path, hub, seed=240)
+        (part,) = (tmp_path / "models" / ".mdl" / "partial").glob("*.part")
+        outside = tmp_path / "outside.bin"
+        outside.write_bytes(b"precious" * 1000)
+        part.unlink()
+        if link == "hard":
+            os.link(outside, part)
+        else:
+            part.symlink_to(outside)
+        result = subprocess.run(
+            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
+        assert outside.read_bytes() == b"precious" * 1000
