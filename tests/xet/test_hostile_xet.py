@@ -564,3 +564,39 @@ def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(tmp_pat
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert outside.read_bytes() == b"precious" * 1000
+
+
+def test_progress_of_an_upgrade_adds_up_to_the_file_size(xet_hub: XetHubServer, catalog: Path) -> None:
+    old = make_data(4 << 20, seed=250)
+    new = bytearray(old)
+    new[(3 << 20) : (3 << 20) + 50] = b"z" * 50
+    xet_hub.add_repo("org/m", {WEIGHTS: old})
+    assert mdl("pull", "m").exit_code == 0
+    xet_hub.commit("org/m", {WEIGHTS: bytes(new)})
+    result = mdl("pull", "m", "--progress", "json")
+    assert result.exit_code == 0, result.stderr
+    events = [e for e in _events(result.stderr) if e.get("path") == WEIGHTS]
+    finish = [e for e in events if e["event"] == "finish"]
+    assert finish and finish[-1]["bytes"] == len(new), events
+    assert all(0 <= int(e.get("bytes", 0)) <= len(new) for e in events), events  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (b"\x00\xff\xff\xff", 6),  # version 0, 16 MiB compressed: never buffered past the range
+        (b"\x00\x08\x00\x00\x00\x00\x00\x10", 6),  # an uncompressed length of 1 MiB: more than a chunk
+        (b"\x00\x00\x00\x00\x00\x00\x00\x00", 6),  # an empty chunk
+    ],
+)
+def test_a_lying_chunk_header_is_exit_6_never_a_traceback(
+    xet_hub: XetHubServer, catalog: Path, header: bytes, code: int
+) -> None:
+    data = make_data(1 << 20, seed=260)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+    xet_hub.cas.patch(xf.terms[0].xorb, xet_hub.store.xorbs[xf.terms[0].xorb].offsets[1], header)
+    result = mdl("pull", "m")
+    assert result.exit_code == code, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert not _installed(catalog).exists()
