@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -175,6 +176,8 @@ class XetSource:
         """The file's reconstruction (v2, else v1), with one fresh token if the CAS refuses the one we hold."""
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
+            if _downgraded(ref.token_url, token.cas_url):  # as a redirect from https to http is refused
+                raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
             credentials = Credentials(
                 extra={"Authorization": f"Bearer {token.access_token}"}, extra_origin=origin(token.cas_url)
             )
@@ -182,8 +185,12 @@ class XetSource:
             try:
                 for version in (2, 1):
                     body = self._ask_reconstruction(f"{base}/v{version}/reconstructions/{ref.hash}", credentials, what)
-                    if body is not None:
-                        return parse_reconstruction(body, version=version)
+                    if body is None:
+                        continue
+                    rec = parse_reconstruction(body, version=version)
+                    if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
+                        raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
+                    return rec
             except _Refused:
                 continue
             except ReplyError as exc:
@@ -643,6 +650,11 @@ def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:
 
 def _why(exc: BaseException) -> str:
     return exc.message if isinstance(exc, MdlError) else str(exc)
+
+
+def _downgraded(asked: str, named: str) -> bool:
+    """Whether an answer read over https names a URL over plain http (its secrets and bytes then in the clear)."""
+    return urlsplit(asked).scheme.lower() == "https" and urlsplit(named).scheme.lower() != "https"
 
 
 def _state_dir(job: TransferJob) -> Path:

@@ -9,15 +9,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx2
 import pytest
+from pytest_httpx2 import HTTPXMock
 from runfixtures import mdl, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
 from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
 
+from mdl.progress import Progress
+from mdl.redact import Secrets
+from mdl.sources import XetRef
+from mdl.store import DirSyncs
+from mdl.transfer import Credentials, RetryPolicy, make_client
+from mdl.xet import XetFallback, XetSource
 from mdl.xet import fetch as xet_fetch
 from mdl.xet.hashing import chunk_hash
 from mdl.xet.reuse import ReuseIndex, Written
@@ -604,3 +613,60 @@ def test_a_lying_chunk_header_is_exit_6_never_a_traceback(
     assert result.exit_code == code, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert not _installed(catalog).exists()
+
+
+# --- https never gives way to http: the CAS token and presigned URLs stay off the clear ---------------------------
+
+_HUB = "https://hub.test"
+_TOKEN_URL = f"{_HUB}/api/models/org/m/xet-read-token/main"
+_HASH = "ab" * 32
+
+
+def _source(client: httpx2.Client) -> XetSource:
+    return XetSource(
+        client,
+        retry=RetryPolicy(retries=0),
+        progress=Progress(),
+        cancel=threading.Event(),
+        connections=1,
+        stall_timeout=None,
+        hub=Credentials,
+        secrets=Secrets(),
+        dirs=DirSyncs(),
+        recorded=lambda _model: [],
+    )
+
+
+def _reply(url: str) -> dict[str, object]:
+    return {
+        "offset_into_first_range": 0,
+        "terms": [{"hash": _HASH, "range": {"start": 0, "end": 1}, "unpacked_length": 10}],
+        "fetch_info": {_HASH: [{"range": {"start": 0, "end": 1}, "url": url, "url_range": {"start": 0, "end": 9}}]},
+        "xorbs": {
+            _HASH: [{"url": url, "ranges": [{"chunks": {"start": 0, "end": 1}, "bytes": {"start": 0, "end": 17}}]}]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("cas", "xorb_url", "falls_back"),
+    [
+        ("http://cas.test", "http://cas.test/xorb/x?sig=1", True),  # the Hub over https names a CAS over http
+        ("https://cas.test", "http://cdn.test/xorb/x?sig=1", True),  # the CAS over https names xorbs over http
+        ("https://cas.test", "https://cdn.test/xorb/x?sig=1", False),
+    ],
+)
+def test_a_xet_answer_over_https_naming_plain_http_falls_back(
+    httpx2_mock: HTTPXMock, cas: str, xorb_url: str, falls_back: bool
+) -> None:
+    httpx2_mock.add_response(url=_TOKEN_URL, json={"accessToken": "xet_tok", "exp": time.time() + 3600, "casUrl": cas})
+    httpx2_mock.add_response(url=f"{cas}/v2/reconstructions/{_HASH}", json=_reply(xorb_url), is_optional=True)
+    with make_client(timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as client:
+        source = _source(client)
+        if falls_back:
+            with pytest.raises(XetFallback, match="over plain http"):
+                source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f")
+        else:
+            assert source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f").fetches[0].url == xorb_url
+    sent = [str(r.url) for r in httpx2_mock.get_requests()]
+    assert not [url for url in sent if url.startswith("http://")]  # the CAS token never went over http
