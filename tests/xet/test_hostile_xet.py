@@ -670,3 +670,15 @@ def test_a_xet_answer_over_https_naming_plain_http_falls_back(
             assert source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f").fetches[0].url == xorb_url
     sent = [str(r.url) for r in httpx2_mock.get_requests()]
     assert not [url for url in sent if url.startswith("http://")]  # the CAS token never went over http
+
+
+def test_get_of_a_xet_file_to_a_relative_output(
+    xet_hub: XetHubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_data(1 << 20, seed=270)
+    xet_hub.add_repo("org/m", {WEIGHTS: data})
+    monkeypatch.chdir(tmp_path)
+    result = mdl("get", f"hf://org/m/{WEIGHTS}", "-o", "out.bin")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert xet_hub.cas.xorb_bytes() > 0
