@@ -335,10 +335,16 @@ def job_root(job: TransferJob) -> Path:
     return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
 
 
+class _ByChunk(ValueError):
+    """The record is the Xet fetcher's (``"kind": "xet"``, terms not pieces): not damage, another engine's partial."""
+
+
 def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None]:
     """``parse_state`` of the record, and the layout of it known to be on the disk (None: none)."""
     try:
         raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
+        if isinstance(raw, dict) and raw.get("kind") == "xet":  # mdl.xet's record of a partial fetched by chunk
+            raise _ByChunk("a partial download by chunk (Xet) is not resumed over plain HTTP")
         saved, pieces, validator = parse_state(raw)
     except RecursionError as exc:  # a deeply nested document: as unreadable as any other
         raise ValueError("nested too deeply") from exc
@@ -363,7 +369,9 @@ def load_state(job: TransferJob) -> Loaded | None:
     try:
         saved, pieces, validator, flushed = _read_state(job.state_path, job_root(job))
     except (OSError, ValueError, UsageError) as exc:  # UsageError: over its size limit, so not one mdl wrote
-        if not isinstance(exc, FileNotFoundError):  # no record: nothing to say
+        if isinstance(exc, _ByChunk):  # not damage: said once in the log, not on stderr
+            log.info("%s: %s, starting over", job.label, exc)
+        elif not isinstance(exc, FileNotFoundError):  # no record: nothing to say
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None

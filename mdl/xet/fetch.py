@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -27,7 +28,7 @@ from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalF
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.sources import XetRef
-from mdl.store import DirSyncs, open_file, unlink
+from mdl.store import DirSyncs, not_own, open_file, stat_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
@@ -54,6 +55,7 @@ from mdl.xet.protocol import (
     Fetch,
     Reconstruction,
     ReplyError,
+    Term,
     XetToken,
     parse_reconstruction,
     parse_token,
@@ -81,7 +83,8 @@ STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
 MIN_PIECE = 8 << 20  # a term is cut into pieces (one request and stream each) no smaller than this
-SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long)
+SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long) ...
+SAVE_SHARE = 0.05  # ... or longer: saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to write what arrived: the final fsync has little left
 CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
 CAS_BACKOFF_CAP = 1.0
@@ -153,16 +156,15 @@ class _Terms:
     def __init__(self, file: _File, users: list[int]) -> None:
         self.file = file
         self.slots = [_Slot(i, file.offsets[i]) for i in users]
+        self.holding = _Holding(self.slots, file.rec.terms)
 
     def at(self) -> int:  # where in the file the next bytes land (the decode gate serves the earliest first)
         return self.slots[0].offset + self.slots[0].written
 
     def place(self, index: int, data: bytes) -> None:
         file, digest = self.file, chunk_hash(data)
-        for slot in self.slots:
+        for slot in self.holding.at(index):
             term = file.rec.terms[slot.index]
-            if not term.start <= index < term.end:
-                continue
             slot.chunks.append((digest, len(data)))
             slot.pending.append(data)
             slot.pending_bytes += len(data)
@@ -188,6 +190,22 @@ class _Terms:
         for slot in self.slots:
             if slot.index not in self.file.done and slot.written:
                 self.file._moved(slot.index, 0, undo=slot.written)
+
+
+class _Holding:
+    """The slots whose terms hold each chunk of a range, asked in chunk order: a slot joins at its term's first chunk
+    and leaves after its last, so a range of many terms costs each chunk only the terms holding it."""
+
+    def __init__(self, slots: list[_Slot], terms: tuple[Term, ...]) -> None:
+        self.terms = terms
+        self.waiting = sorted(slots, key=lambda slot: terms[slot.index].start, reverse=True)  # next to join: last
+        self.active: list[_Slot] = []
+
+    def at(self, index: int) -> list[_Slot]:
+        while self.waiting and self.terms[self.waiting[-1].index].start <= index:
+            self.active.append(self.waiting.pop())
+        self.active = [slot for slot in self.active if self.terms[slot.index].end > index]
+        return self.active
 
 
 class _Window:
@@ -260,7 +278,7 @@ class XetSource:
         self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
         self.streams, self.stall_timeout, self.hub, self.secrets = streams, stall_timeout, hub, secrets
         self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
-        self.limiter = limiter
+        self.limiter = limiter  # --limit-rate: the run's one budget, shared with the plain engine's streams
         self.decoding = _Gate(max(1, len(os.sched_getaffinity(0))))
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
@@ -282,7 +300,8 @@ class XetSource:
             with follow(self.client, url, credentials=self.hub(), what=what) as response:
                 if response.status_code != 200:
                     raise error_for_status(response, what=what, hub=True)
-                body = _read(response, TOKEN_MAX)
+                self._stall_rule(response)
+                body = _read(response, TOKEN_MAX, what=what)
                 try:
                     return parse_token(body)
                 except ReplyError:
@@ -304,6 +323,8 @@ class XetSource:
         CAS refuses the one we hold."""
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
+            if _downgraded(ref.token_url, token.cas_url):  # as a redirect from https to http is refused
+                raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
             credentials = Credentials(
                 extra={"Authorization": f"Bearer {token.access_token}"}, extra_origin=origin(token.cas_url)
             )
@@ -312,8 +333,12 @@ class XetSource:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
                     body = self._ask_reconstruction(url, credentials, what, span)
-                    if body is not None:
-                        return parse_reconstruction(body, version=version, ranged=span is not None)
+                    if body is None:
+                        continue
+                    rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                    if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
+                        raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
+                    return rec
             except _Refused:
                 continue
             except ReplyError as exc:
@@ -328,7 +353,8 @@ class XetSource:
         def once() -> bytes | None:
             with follow(self.client, url, credentials=credentials, headers=headers, what=what) as response:
                 if response.status_code == 200:
-                    return _read(response, REPLY_MAX)
+                    self._stall_rule(response)
+                    return _read(response, REPLY_MAX, what=what)
                 if response.status_code in (404, 501) and "/v2/" in url:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
@@ -342,6 +368,14 @@ class XetSource:
         except MdlError as exc:
             raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
 
+    def _stall_rule(self, response: httpx2.Response) -> None:
+        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter than the client's
+        wait (a small JSON reply never waits longer than an answer may take to begin)."""
+        timeouts = response.request.extensions.get("timeout") or {}
+        read = timeouts.get("read")
+        if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
+            set_read_timeout(response, self.stall_timeout)
+
     # --- the file ------------------------------------------------------------------------------------------------
 
     def fetch(self, job: TransferJob, ref: XetRef) -> TransferResult:
@@ -349,6 +383,12 @@ class XetSource:
         size = job.identity.size
         if not size:
             raise XetFallback("its size is not known")
+        found = stat_file(job.part_path)
+        if found is not None and (foreign := not_own(found)) is not None:  # never written through, as on the plain path
+            log.warning(
+                "%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign
+            )
+            discard_partial(job)
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
@@ -413,6 +453,7 @@ class _File:
         self.moving: dict[int, int] = {}  # terms being written: bytes of each on disk from its start
         self.wrote = threading.Condition(self.lock)  # notified when the sha256's frontier may have moved on
         self.last_save = self.last_nudge = time.monotonic()
+        self.save_cost = 0.0  # seconds the last resume record took to write
         self.fd = -1
         self.hasher: Hasher | None = None
 
@@ -458,9 +499,10 @@ class _File:
             raise LocalFSError(f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}") from exc
         terms = [self.done[i] for i in range(len(self.rec.terms))]
         index = self.source.index_for(job)
-        write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
-        for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
-            unlink(self.root, sidecar_path(_state_dir(job), old))
+        if job.model:  # found again through the model's record (a one-off get's file is found by none: none kept)
+            write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
+            for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
+                unlink(self.root, sidecar_path(_state_dir(job), old))
         index.add(job.final_path, terms, xet_hash=self.ref.hash)
         return TransferResult(
             size=size,
@@ -583,7 +625,10 @@ class _File:
             nonlocal fetch
             if fresh:
                 fetch = self.source.refetch(self.ref, self.job.label, fetch)
-            self._stream(fetch, _Terms(self, users))
+            with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
+                left = [i for i in users if i not in self.done]
+            if left:
+                self._stream(fetch, _Terms(self, left))
 
         self._retrying(attempt)
 
@@ -721,7 +766,7 @@ class _File:
             self.moving.pop(index, None)
             self._advance_frontier()
             self.wrote.notify()
-            due = time.monotonic() - self.last_save >= SAVE_EVERY
+            due = time.monotonic() - self.last_save >= max(SAVE_EVERY, self.save_cost / SAVE_SHARE)
             if due:
                 self.last_save = time.monotonic()
         if due:
@@ -784,10 +829,12 @@ class _File:
             terms = tuple(self.done.values())
         if not terms:
             return
+        began = time.monotonic()
         if durable:
             os.fdatasync(self.fd)
         state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), terms)
         save_state(self.root, self.job.state_path, state, source=self.job.source)
+        self.save_cost = time.monotonic() - began
 
     # --- verification ----------------------------------------------------------------------------------------------
 
@@ -847,18 +894,27 @@ class _Chunks:
             )
 
 
-def _read(response: httpx2.Response, limit: int) -> bytes:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory)."""
+def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory); a connection lost
+    or silent mid-body is the retryable NetworkError it is, as for any answer."""
     body = bytearray()
-    for block in response.iter_bytes():
-        body += block
-        if len(body) > limit:
-            raise ReplyError(f"longer than {limit >> 20} MiB")
+    try:
+        for block in response.iter_bytes():
+            body += block
+            if len(body) > limit:
+                raise ReplyError(f"longer than {limit >> 20} MiB")
+    except httpx2.TransportError as exc:
+        raise transport_error(exc, what=what, url=str(response.url)) from exc
     return bytes(body)
 
 
 def _why(exc: BaseException) -> str:
     return exc.message if isinstance(exc, MdlError) else str(exc)
+
+
+def _downgraded(asked: str, named: str) -> bool:
+    """Whether an answer read over https names a URL over plain http (its secrets and bytes then in the clear)."""
+    return urlsplit(asked).scheme.lower() == "https" and urlsplit(named).scheme.lower() != "https"
 
 
 def _state_dir(job: TransferJob) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -185,6 +186,38 @@ def _term(value: object, where: str) -> Term:
     return Term(xorb=xorb, start=start, end=end, length=length)
 
 
+def _first_holders(terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]) -> list[Fetch | None]:
+    """For each term, the first fetch of its xorb (in reply order) holding its chunks, or None; in O(n log n), not
+    terms x fetches (a reply of many terms and many ranges of one xorb must not cost minutes of CPU). Per xorb, terms
+    by start: the fetches starting at or before a term's start are added to a Fenwick tree over their ends (largest
+    first) keeping the least reply index; the first holder is the least index among those ending at or after it."""
+    found: list[Fetch | None] = [None] * len(terms)
+    asked: dict[str, list[int]] = {}
+    for i, term in enumerate(terms):
+        asked.setdefault(term.xorb, []).append(i)
+    for xorb, wanted in asked.items():
+        candidates = available.get(xorb, [])
+        ends = sorted({f.end for f in candidates})
+        tree = [len(candidates)] * (len(ends) + 1)  # 1-based; rank 1 is the largest end
+        by_start = sorted(range(len(candidates)), key=lambda j: candidates[j].start)
+        added = 0
+        for i in sorted(wanted, key=lambda i: terms[i].start):
+            term = terms[i]
+            while added < len(by_start) and candidates[by_start[added]].start <= term.start:
+                j = by_start[added]
+                rank = len(ends) - bisect_left(ends, candidates[j].end)
+                while rank <= len(ends):
+                    tree[rank] = min(tree[rank], j)
+                    rank += rank & -rank
+                added += 1
+            best, rank = len(candidates), len(ends) - bisect_left(ends, term.end)  # ranks of ends >= term.end
+            while rank > 0:
+                best = min(best, tree[rank])
+                rank -= rank & -rank
+            found[i] = candidates[best] if best < len(candidates) else None
+    return found
+
+
 def parse_reconstruction(body: bytes, *, version: int, ranged: bool = False) -> Reconstruction:
     """A /v1 or /v2 reconstruction reply for a whole file (``ranged``: for a byte range of it, which may start inside
     its first term), checked: every term has a fetch of its xorb that holds its chunks. Unknown keys are ignored; a
@@ -198,11 +231,11 @@ def parse_reconstruction(body: bytes, *, version: int, ranged: bool = False) -> 
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
     available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
+    holders = _first_holders(terms, available)
     fetches: list[Fetch] = []
     index: dict[int, int] = {}  # id of an available Fetch -> its place in `fetches`
     fetch_of: list[int] = []
-    for i, term in enumerate(terms):
-        fetch = next((f for f in available.get(term.xorb, ()) if f.start <= term.start and f.end >= term.end), None)
+    for i, (term, fetch) in enumerate(zip(terms, holders, strict=True)):
         if fetch is None:
             raise ReplyError(f"terms[{i}]: no fetch holds chunks {term.start}-{term.end} of xorb {term.xorb[:8]}…")
         if id(fetch) not in index:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from mdl.errors import MdlError
 from mdl.store import open_file, read_bytes, write_atomic
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
+from mdl.xet.xorb import MAX_CHUNK
 
 log = logging.getLogger("mdl.xet")
 
@@ -50,6 +52,14 @@ def _int(value: object) -> int:
     return value
 
 
+def _size(value: object) -> int:
+    """A chunk's length: 1 to MAX_CHUNK bytes (more would be read into memory whole before its hash is checked)."""
+    size = _int(value)
+    if not 0 < size <= MAX_CHUNK:
+        raise ValueError(f"not a chunk's length: {size}")
+    return size
+
+
 def _terms(raw: object) -> list[Written]:
     """Terms as saved: ``[xorb, start, end, offset, "<hex of every chunk hash>", [lengths]]``; ValueError if not."""
     if not isinstance(raw, list):
@@ -66,7 +76,7 @@ def _terms(raw: object) -> list[Written]:
         count = end - start
         if len(raw_hashes) != count * HASH_BYTES or len(sizes) != count:
             raise ValueError("a term's chunks do not match its range")
-        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _int(size)) for i, size in enumerate(sizes))
+        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _size(size)) for i, size in enumerate(sizes))
         terms.append(Written(xorb, start, end, offset, chunks))
     return terms
 
@@ -128,12 +138,16 @@ class ReuseIndex:
         self._lock = threading.Lock()
         self._by_xorb: dict[str, list[tuple[Path, Written]]] = {}
         self._files: dict[Path, set[str]] = {}  # each file's Xet hashes as recorded (an old version's too)
+        # per xorb, made when first asked after an add: its terms' starts in order, and for each place the term
+        # reaching farthest among those starting there or before (a chunk is held iff that one's end is past it)
+        self._reach: dict[str, tuple[list[int], list[tuple[Path, Written]]]] = {}
 
     def add(self, path: Path, terms: Iterable[Written], *, xet_hash: str) -> None:
         with self._lock:
             self._files.setdefault(path, set()).add(xet_hash)
             for term in terms:
                 self._by_xorb.setdefault(term.xorb, []).append((path, term))
+                self._reach.pop(term.xorb, None)
 
     def replaced(self, path: Path, xet_hash: str) -> list[str]:
         """The Xet hashes recorded for ``path`` other than ``xet_hash``: versions a new one overwrote there."""
@@ -143,19 +157,30 @@ class ReuseIndex:
     def find(self, xorb: str, start: int, end: int) -> list[Copy] | None:
         """Copies that together hold chunks ``[start, end)`` of ``xorb`` in order, or None when any chunk is missing."""
         with self._lock:
-            known = list(self._by_xorb.get(xorb, ()))
+            reach = self._reach.get(xorb)
+            if reach is None:
+                reach = self._reach[xorb] = _reach(self._by_xorb.get(xorb, []))
+        starts, farthest = reach
         copies: list[Copy] = []
         index = start
-        while index < end:
-            found = next(((p, t) for p, t in known if t.start <= index < t.end), None)
-            if found is None:
+        while index < end:  # each step in O(log n): a model of many terms in one xorb is not terms x terms
+            at = bisect_right(starts, index) - 1
+            if at < 0 or farthest[at][1].end <= index:
                 return None
-            path, term = found
+            path, term = farthest[at]
             upto = min(end, term.end)
             skip = sum(size for _, size in term.chunks[: index - term.start])
             copies.append(Copy(path, term.offset + skip, term.chunks[index - term.start : upto - term.start]))
             index = upto
         return copies
+
+
+def _reach(known: list[tuple[Path, Written]]) -> tuple[list[int], list[tuple[Path, Written]]]:
+    ordered = sorted(known, key=lambda item: item[1].start)
+    farthest: list[tuple[Path, Written]] = []
+    for item in ordered:
+        farthest.append(item if not farthest or item[1].end > farthest[-1][1].end else farthest[-1])
+    return [term.start for _, term in ordered], farthest
 
 
 def read_copy(root: Path, copy: Copy) -> list[bytes] | None:

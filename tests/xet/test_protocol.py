@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import httpx2
@@ -547,3 +548,48 @@ def test_any_link_header_gives_a_target_or_none(link: str) -> None:
     found = xet_from_headers({"X-Xet-Hash": XET_HASH, "Link": link})
     assert found is not None and found[0] == XET_HASH
     assert found[1] is None or (found[1] and found[1] in link)
+
+
+def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
+    """A hostile (or merely unmerged) reply: 40,000 terms, each its own range of one xorb, listed last first. Read
+    term by fetch it took ~15 s (terms x ranges); a 64 MiB reply would have cost many minutes of CPU."""
+    count = 40_000
+    url = "https://cas.test/xorb"
+    terms = [{"hash": H1, "range": {"start": 2 * i, "end": 2 * i + 1}, "unpacked_length": 100} for i in range(count)]
+    ranges = [
+        {"range": {"start": 2 * i, "end": 2 * i + 1}, "url": url, "url_range": {"start": 200 * i, "end": 200 * i + 199}}
+        for i in reversed(range(count))
+    ]
+    began = time.monotonic()
+    parsed = parse_reconstruction(
+        body({"offset_into_first_range": 0, "terms": terms, "fetch_info": {H1: ranges}}), version=1
+    )
+    assert time.monotonic() - began < 3.0
+    assert [(f.start, f.first) for f in parsed.fetches[:2]] == [(0, 0), (2, 200)]
+    assert parsed.fetch_of == tuple(range(count))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 12), st.integers(1, 6)), min_size=1, max_size=8),
+    st.lists(st.tuples(st.integers(0, 12), st.integers(1, 12)), max_size=8),
+)
+def test_each_term_takes_the_first_fetch_in_reply_order_that_holds_it(
+    spans: list[tuple[int, int]], holders: list[tuple[int, int]]
+) -> None:
+    terms = [{"hash": H1, "range": {"start": a, "end": a + n}, "unpacked_length": n} for a, n in spans]
+    ranges = [
+        {"range": {"start": a, "end": a + n}, "url": f"{URL1}&k={k}", "url_range": {"start": 0, "end": 8 * n}}
+        for k, (a, n) in enumerate(holders)
+    ]
+    reply = body({"offset_into_first_range": 0, "terms": terms, "fetch_info": {H1: ranges}} if ranges else {})
+    expected = []
+    for a, n in spans:
+        first = next((k for k, (b, m) in enumerate(holders) if b <= a and b + m >= a + n), None)
+        expected.append(first)
+    if not ranges or None in expected:
+        with pytest.raises(ReplyError):
+            parse_reconstruction(reply, version=1)
+        return
+    parsed = parse_reconstruction(reply, version=1)
+    assert [parsed.fetches[f].url for f in parsed.fetch_of] == [f"{URL1}&k={k}" for k in expected]
