@@ -301,6 +301,8 @@ def main() -> int:
     add("--quiet-wait", type=float, default=None, help="wait at most this many seconds for quiet (30; --quick 10)")
     add("--write-results", action="store_true", help="rewrite the xet block of bench/RESULTS.md")
     add("--serve", action="store_true", help="start the servers, print the catalogs and wait (profiling)")
+    add("--capped", metavar="RATE", help="every byte through nginx's /capped/ at RATE per connection (e.g. 20m): the "
+        "per-connection cap of many CDNs, where the number of streams decides")
     args = r.parse(parser)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= {"first", "upgrade"} or not only:
@@ -321,13 +323,15 @@ def main() -> int:
     xorb_dir = data / f"xorbs-{args.scheme}"
     store = NginxStore(xorb_dir, keys)
     cas = NginxCas(store)
-    nginx = r.Nginx(data=data, prefix=work / "nginx", access_log=work / "access.log")
+    nginx = r.Nginx(data=data, prefix=work / "nginx", access_log=work / "access.log", limit_rate=args.capped or "40m")
+    where = "capped" if args.capped else "fast"
     (work / "access.log").unlink(missing_ok=True)
     tables: list[tuple[str, str, list[dict[str, str]], list[str]]] = []
     report: dict[str, Any] = {"size": size, "scheme": args.scheme, "edits_per_mib": args.edits_per_mib}
     with nginx, cas:
-        cas.base = f"{nginx.url}/fast/{xorb_dir.name}"
-        hub = XetHubServer(cdn=r.NginxCdn(nginx.url, data), cas=cas)  # type: ignore[arg-type]  # duck-typed CDN
+        cas.base = f"{nginx.url}/{where}/{xorb_dir.name}"
+        capped = {a.path, b.path} if args.capped else None
+        hub = XetHubServer(cdn=r.NginxCdn(nginx.url, data, capped=capped), cas=cas)  # type: ignore[arg-type]  # duck-typed CDN
         started = time.monotonic()
         hub.add_repo(REPO, {NAME: r.file_content(a.path, sha256=a.sha256)}, scheme=args.scheme)
         rev_a = hub.repo(REPO).sha
@@ -342,7 +346,8 @@ def main() -> int:
             for tag, rev in (("a", rev_a), ("b", rev_b)):
                 catalogs[tag] = work / f"catalog-{tag}.toml"
                 catalogs[tag].write_text(f'[models.m]\nrepo = "{REPO}"\nrevision = "{rev}"\n')
-            env = r.clean_env(work, HF_ENDPOINT=hub.url)
+            # the runner turns huggingface_hub's Xet off for every tool; mdl honours that switch too: both on here
+            env = r.clean_env(work, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="0")
             if args.serve:
                 sys.stderr.write(f"bench: hub {hub.url}, CAS {cas.url}, nginx {nginx.url}; HF_ENDPOINT={hub.url} "
                                  f"mdl pull m --catalog {catalogs['a']} (or {catalogs['b']}); Ctrl-C to stop\n")
