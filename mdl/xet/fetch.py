@@ -661,9 +661,10 @@ class _File:
             upto = 0
             while upto in got:
                 upto += 1
-            self.moving[i] = spans[upto - 1][1] - self.offsets[i]  # the term's start on disk: the sha256 may go on
-            if upto and i == self.frontier:
-                self.wrote.notify()
+            if upto:  # the pieces from the term's start are on disk: the sha256 may go on through them
+                self.moving[i] = spans[upto - 1][1] - self.offsets[i]
+                if i == self.frontier:
+                    self.wrote.notify()
         if not ready:
             return
         chunks = [chunk for k in range(len(spans)) for chunk in got[k]]

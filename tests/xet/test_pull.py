@@ -462,3 +462,24 @@ def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
     assert _installed(catalog).read_bytes() == data
     assert "fetching its xorb ranges whole" in _log(catalog)
     assert _cdn_bytes(xet_hub) == 0
+
+
+def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sha256 follows only bytes on disk from the file's start: a later piece done first is not a start done."""
+    from mdl.xet import fetch as xet_fetch
+
+    data = make_data(24 << 20, seed=24)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    piece = xet_fetch._File._piece
+
+    def first_piece_last(self: Any, i: int, j: int, first: int, end: int) -> None:
+        if j == 0:
+            time.sleep(0.5)  # the other pieces are on disk before the file's first bytes
+        piece(self, i, j, first, end)
+
+    monkeypatch.setattr(xet_fetch._File, "_piece", first_piece_last)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == data
