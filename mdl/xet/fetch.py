@@ -554,8 +554,8 @@ class _File:
 
     def _fetch_rest(self, index: ReuseIndex | None) -> None:
         """Every term not done: copied when all its chunks are in files already here (``index``), else fetched with
-        the other terms its xorb range holds, a big one as pieces (``_pieces``); in file order, on as many streams
-        as the plain path would open for the file, copies beside fetches."""
+        the other terms its xorb range holds, a big range cut (``_streams_for``); in file order, on as many streams as
+        the plain path would open for the file, copies beside fetches."""
         copies: dict[int, list[Copy]] = {}
         groups: dict[int, list[int]] = {}
         for i, term in enumerate(self.rec.terms):
@@ -567,16 +567,22 @@ class _File:
             else:
                 groups.setdefault(self.rec.fetch_of[i], []).append(i)
         want = self.source.streams(self.rec.size)
-        split = self._pieces(groups, want - len(copies)) if self.split else {}
+        counts = self._streams_for(groups, want) if self.split else {}  # copies are the disk's, not streams
         tasks: list[tuple[int, Callable[[], None]]] = [
             (i, partial(self._copy, i, found)) for i, found in copies.items()
         ]
         for f, users in groups.items():
-            if users[0] not in split:
+            count = counts.get(f, 1)
+            if count == 1:
                 tasks.append((self.offsets[users[0]], partial(self._group, f, users)))
-        for i, spans in split.items():
-            self.spans[i] = spans
-            tasks += [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(spans)]
+            elif len(users) == 1:  # one big term: pieces of it, each cut where the file's bytes are
+                (i,) = users
+                start, length = self.offsets[i], self.rec.terms[i].length
+                self.spans[i] = [(start + length * j // count, start + length * (j + 1) // count) for j in range(count)]
+                tasks += [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(self.spans[i])]
+            else:  # many terms in one range (a new revision's new chunks): runs of whole terms
+                for run in _runs(users, [self.rec.terms[i].length for i in users], count):
+                    tasks.append((self.offsets[run[0]], partial(self._run, f, run)))
         if not tasks:
             return
         tasks.sort(key=lambda task: task[0])  # the sha256 follows the file's start: its frontier moves on in order
@@ -593,24 +599,22 @@ class _File:
         if failures:
             raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
 
-    def _pieces(self, groups: dict[int, list[int]], room: int) -> dict[int, list[tuple[int, int]]]:
-        """Big terms fetched alone cut into pieces (file byte spans) until the file has ``room`` streams: a xorb range
-        is one request, and one stream per 64 MiB xorb is fewer than the plain path opens for the same file."""
-        alone = [users[0] for users in groups.values() if len(users) == 1]
-        count = dict.fromkeys(alone, 1)
+    def _streams_for(self, groups: dict[int, list[int]], room: int) -> dict[int, int]:
+        """How many streams each xorb range gets, so that the file has ``room`` (a range is one request: one stream
+        per 64 MiB xorb, or one for all of a new revision's new chunks, is fewer than the plain path opens). The
+        range with most bytes a stream is cut again, never below ``MIN_PIECE`` bytes nor, for a range of many
+        terms, into more runs than it has terms."""
+        size = {f: sum(self.rec.terms[i].length for i in users) for f, users in groups.items()}
+        count = dict.fromkeys(groups, 1)
         streams = len(groups)
-        while streams < room and alone:
-            i = max(alone, key=lambda t: self.rec.terms[t].length / count[t])
-            if self.rec.terms[i].length // (count[i] + 1) < MIN_PIECE:
+        while streams < room:
+            cuttable = [f for f in groups if len(groups[f]) == 1 or count[f] < len(groups[f])]
+            f = max(cuttable, key=lambda g: size[g] / count[g], default=None)
+            if f is None or size[f] // (count[f] + 1) < MIN_PIECE:
                 break
-            count[i] += 1
+            count[f] += 1
             streams += 1
-        spans: dict[int, list[tuple[int, int]]] = {}
-        for i, n in count.items():
-            if n > 1:
-                start, length = self.offsets[i], self.rec.terms[i].length
-                spans[i] = [(start + length * j // n, start + length * (j + 1) // n) for j in range(n)]
-        return spans
+        return count
 
     def _task(self, task: Callable[[], None]) -> None:
         if self.source.cancel.is_set() or self.stop.is_set():
@@ -648,6 +652,26 @@ class _File:
             window = _Window(self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end))
             self._stream(sub.fetches[sub.fetch_of[0]], window)
             self._piece_done(i, j, window.owned)
+
+        self._retrying(attempt)
+
+    def _run(self, f: int, run: list[int]) -> None:
+        """Terms ``run`` (whole, one after another in the file) of xorb range ``f``, from a reconstruction of their
+        file bytes alone: its range of that xorb holds their chunks and no more than the span's own need."""
+        first, last = run[0], run[-1]
+        span = (self.offsets[first], self.offsets[last] + self.rec.terms[last].length - 1)
+        xorb = self.rec.fetches[f].xorb
+        low, high = min(self.rec.terms[i].start for i in run), max(self.rec.terms[i].end for i in run)
+
+        def attempt(fresh: bool) -> None:
+            sub = self.source.reconstruction(self.ref, self.job.label, span=span)
+            fetch = next((x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high), None)
+            if fetch is None or sub.offset:
+                raise _Unsplittable(f"the reconstruction of terms {first}-{last} does not hold their chunks")
+            with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
+                left = [i for i in run if i not in self.done]
+            if left:
+                self._stream(fetch, _Terms(self, left))
 
         self._retrying(attempt)
 
@@ -893,6 +917,22 @@ class _Chunks:
             raise XorbError(
                 f"the range ended {self.left} chunk(s) short" if self.left else "bytes after the last chunk"
             )
+
+
+def _runs(items: list[int], sizes: list[int], count: int) -> list[list[int]]:
+    """``items`` cut into ``count`` runs in order, of about equal total ``sizes`` (none empty)."""
+    total, done = sum(sizes), 0
+    runs: list[list[int]] = []
+    current: list[int] = []
+    for k, (item, size) in enumerate(zip(items, sizes, strict=True)):
+        current.append(item)
+        done += size
+        left_items, left_runs = len(items) - k - 1, count - len(runs) - 1
+        if left_runs and (done >= total * (len(runs) + 1) / count or left_items == left_runs):
+            runs.append(current)
+            current = []
+    runs.append(current)
+    return runs
 
 
 def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:

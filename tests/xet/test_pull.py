@@ -483,3 +483,34 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
+
+
+@given(sizes=st.lists(st.integers(1, 1 << 20), min_size=1, max_size=40), data=st.data())
+def test_runs_cut_terms_in_order_into_the_count_asked(sizes: list[int], data: st.DataObject) -> None:
+    from mdl.xet.fetch import _runs
+
+    count = data.draw(st.integers(1, len(sizes)))
+    items = list(range(100, 100 + len(sizes)))
+    runs = _runs(items, sizes, count)
+    assert len(runs) == count and all(runs)
+    assert [item for run in runs for item in run] == items
+
+
+def test_a_new_revisions_new_chunks_come_on_several_streams(xet_hub: XetHubServer, catalog: Path) -> None:
+    """An upgrade's new chunks sit in one new xorb, one range for many terms: they come as runs of whole terms, each
+    from a reconstruction of its span, on parallel streams, and still no byte more than the new chunks."""
+    old = make_data(32 << 20, seed=25)
+    new = _edited(old, every=96 << 10)  # most chunks change: well over 16 MiB of new chunks
+    xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="none")
+    before = xet_hub.xet_file("org/m", WEIGHTS)
+    assert mdl("pull", "m").exit_code == 0
+    xet_hub.cas.log.clear()
+    xet_hub.commit("org/m", {WEIGHTS: new})
+    after = xet_hub.xet_file("org/m", WEIGHTS)
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert _installed(catalog).read_bytes() == new
+    wanted = xet_hub.store.new_bytes(after, before)
+    assert wanted >= 2 * (8 << 20)  # enough new bytes for at least two runs of 8 MiB
+    assert len([r for r in xet_hub.cas.xorb_records() if r.status == 206]) >= 2
+    assert xet_hub.cas.xorb_bytes() <= 1.1 * wanted
