@@ -22,17 +22,20 @@ from mdl.transfer.http import (
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import (
+    BY_CHUNK,
     Hasher,
     boot_id,
     discard_partial,
     finish_part,
     job_root,
+    planted,
     saved_progress,
     start_writeback,
 )
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
+    "BY_CHUNK",
     "RETRYABLE_STATUSES",
     "SPLIT_THRESHOLD",
     "Credentials",
@@ -61,6 +64,7 @@ __all__ = [
     "job_root",
     "make_client",
     "origin",
+    "planted",
     "probe",
     "promised",
     "read_body",

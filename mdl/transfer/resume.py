@@ -335,6 +335,9 @@ def job_root(job: TransferJob) -> Path:
     return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
 
 
+BY_CHUNK = "xet"  # the "kind" of a resume record mdl.xet writes (terms, not pieces): each engine leaves the other's
+
+
 class _ByChunk(ValueError):
     """The record is the Xet fetcher's (``"kind": "xet"``, terms not pieces): not damage, another engine's partial."""
 
@@ -343,7 +346,7 @@ def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | No
     """``parse_state`` of the record, and the layout of it known to be on the disk (None: none)."""
     try:
         raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
-        if isinstance(raw, dict) and raw.get("kind") == "xet":  # mdl.xet's record of a partial fetched by chunk
+        if isinstance(raw, dict) and raw.get("kind") == BY_CHUNK:  # mdl.xet's record of a partial fetched by chunk
             raise _ByChunk("a partial download by chunk (Xet) is not resumed over plain HTTP")
         saved, pieces, validator = parse_state(raw)
     except RecursionError as exc:  # a deeply nested document: as unreadable as any other
@@ -379,8 +382,8 @@ def load_state(job: TransferJob) -> Loaded | None:
     found = stat_file(job.part_path) if known else None
     if not known:  # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
-    elif found is not None and (foreign := not_own(found)) is not None:  # never written through (engine rule 14)
-        log.warning("%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign)
+    elif found is not None and planted(job, found):
+        pass  # set aside below, never written through
     elif not saved.matches(job.identity) or found is None:
         log.info("%s: partial download is of another version, starting over", job.label)
     else:
@@ -389,6 +392,14 @@ def load_state(job: TransferJob) -> Loaded | None:
         return Loaded(pieces, validator, flushed)
     discard_partial(job)
     return None
+
+
+def planted(job: TransferJob, found: os.stat_result) -> bool:
+    """Whether the ``.part`` is not a file mdl made (a link put there): said once; the caller sets it aside and starts
+    over, never writing through it (engine rule 14)."""
+    if (foreign := not_own(found)) is not None:
+        log.warning("%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign)
+    return foreign is not None
 
 
 def saved_progress(state_path: Path, identity: Identity) -> int:

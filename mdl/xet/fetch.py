@@ -28,7 +28,7 @@ from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalF
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.sources import XetRef
-from mdl.store import DirSyncs, not_own, open_file, stat_file, unlink
+from mdl.store import DirSyncs, open_file, stat_file, unlink
 from mdl.transfer import (
     Credentials,
     Hasher,
@@ -44,6 +44,7 @@ from mdl.transfer import (
     follow,
     job_root,
     origin,
+    planted,
     promised,
     read_body,
     set_read_timeout,
@@ -73,7 +74,7 @@ from mdl.xet.reuse import (
     sidecar_path,
     write_sidecar,
 )
-from mdl.xet.xorb import UnknownFormat, XorbError, decode_chunks
+from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
@@ -162,8 +163,11 @@ class _Terms:
         return self.slots[0].offset + self.slots[0].written
 
     def place(self, index: int, data: bytes) -> None:
+        holders = self.holding.at(index)
+        if not holders:  # a chunk of the range no term of this stream uses: not hashed for nothing
+            return
         file, digest = self.file, chunk_hash(data)
-        for slot in self.holding.at(index):
+        for slot in holders:
             term = file.rec.terms[slot.index]
             slot.chunks.append((digest, len(data)))
             slot.pending.append(data)
@@ -332,7 +336,7 @@ class XetSource:
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
-                    body = self._ask_reconstruction(url, credentials, what, span)
+                    body = self._ask_reconstruction(url, credentials, what, span, v2=version == 2)
                     if body is None:
                         continue
                     rec = parse_reconstruction(body, version=version, ranged=span is not None)
@@ -346,7 +350,7 @@ class XetSource:
         raise XetFallback("the Xet storage refused a fresh read token")
 
     def _ask_reconstruction(
-        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None
+        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, *, v2: bool
     ) -> bytes | None:
         headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
 
@@ -355,7 +359,7 @@ class XetSource:
                 if response.status_code == 200:
                     self._stall_rule(response)
                     return _read(response, REPLY_MAX, what=what)
-                if response.status_code in (404, 501) and "/v2/" in url:
+                if response.status_code in (404, 501) and v2:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
                     raise _Refused
@@ -383,11 +387,7 @@ class XetSource:
         size = job.identity.size
         if not size:
             raise XetFallback("its size is not known")
-        found = stat_file(job.part_path)
-        if found is not None and (foreign := not_own(found)) is not None:  # never written through, as on the plain path
-            log.warning(
-                "%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign
-            )
+        if (found := stat_file(job.part_path)) is not None and planted(job, found):
             discard_partial(job)
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
@@ -897,10 +897,7 @@ class _Chunks:
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
         self.buffer += data
-        while len(self.buffer) - self.at >= 8:
-            need = 8 + int.from_bytes(self.buffer[self.at + 1 : self.at + 4], "little")
-            if len(self.buffer) - self.at < need:
-                break
+        while (need := chunk_size(self.buffer, self.at)) is not None and len(self.buffer) - self.at >= need:
             if self.left == 0:
                 raise XorbError("more bytes than the chunks the range names")
             with memoryview(self.buffer) as view:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mdl.errors import MdlError
 from mdl.store import open_file, read_bytes, write_atomic
+from mdl.transfer import BY_CHUNK
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
 from mdl.xet.xorb import MAX_CHUNK
 
@@ -221,7 +222,7 @@ class Resumable:
 
 def save_state(root: Path, path: Path, state: Resumable, *, source: str) -> None:
     """``source`` (redacted): what ``mdl clean`` names the partial by."""
-    body = {"version": STATE_VERSION, "kind": "xet", "source": source, "xet": state.xet_hash, "size": state.size}
+    body = {"version": STATE_VERSION, "kind": BY_CHUNK, "source": source, "xet": state.xet_hash, "size": state.size}
     body["boot"] = state.boot
     body["terms"] = _saved(state.terms)
     write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
@@ -236,7 +237,7 @@ def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
     except (OSError, ValueError, MdlError, RecursionError) as exc:
         log.info("unreadable Xet resume record %s (%s), starting over", path, exc)
         return None
-    if isinstance(raw, dict) and raw.get("kind") != "xet" and "pieces" in raw:
+    if isinstance(raw, dict) and raw.get("kind") != BY_CHUNK and "pieces" in raw:
         return "plain"
     try:
         if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION or not is_hash(raw.get("xet")):

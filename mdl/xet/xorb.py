@@ -56,6 +56,15 @@ def _ungroup(grouped: bytes) -> bytes:
     return bytes(out)
 
 
+def chunk_size(data: bytes | bytearray | memoryview, at: int) -> int | None:
+    """Bytes the chunk whose header starts at ``at`` takes, its header included; None while the header is cut short
+    (a stream's reader asks before it has the whole chunk)."""
+    if len(data) - at < HEADER_BYTES:
+        return None
+    first: int = _HEADER.unpack_from(data, at)[0]  # version u8, then the compressed length u24
+    return HEADER_BYTES + (first >> 8)
+
+
 def decode_chunks(data: bytes | memoryview, count: int) -> list[bytes]:
     """Exactly ``count`` chunks back to back that consume ``data`` exactly, decoded; XorbError (UnknownFormat for
     a header version other than 0 or a scheme other than 0/1/2) says which chunk of the range and what is wrong."""
