@@ -278,7 +278,9 @@ def identity_of(remote: RemoteFile) -> Identity:
 
 
 def offline_error(remote: RemoteFile) -> MdlError:
-    return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
+    """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by its source."""
+    what = label_of(remote) if remote.model else remote.source or remote.path
+    return NetworkError(f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE")
 
 
 # What each action is called once done (the JSON's words): a file replaced because of --force is "downloaded" with

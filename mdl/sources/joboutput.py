@@ -246,7 +246,7 @@ def is_local_host(host: str) -> bool:
     return any(address in net for net in _LOCAL_NETWORKS)
 
 
-ACCEPTED_URLS = "mdl takes https:// URLs, and plain http:// ones to loopback or private hosts (localhost, 10.x, 192.168.x)"
+ACCEPTED_URLS = "mdl takes https:// URLs, and http:// ones to loopback or private hosts (localhost, 10.x, 192.168.x)"
 
 
 def check_url(url: str, *, where: str) -> None:

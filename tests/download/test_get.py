@@ -371,7 +371,7 @@ def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Pat
     result = mdl("get", url)
     assert result.exit_code == 2, result.stderr
     assert f"{url.lower()}: not a valid {scheme.lower()}:// URL" in result.stderr  # shown redacted: scheme lowered
-    assert "hint: mdl takes https:// URLs, and plain http:// ones to loopback or private hosts" in result.stderr
+    assert "hint: mdl takes https:// URLs, and http:// ones to loopback or private hosts" in result.stderr
     assert not list(tmp_path.glob("x.bin*"))
 
 
