@@ -302,9 +302,11 @@ def done_outcome(
     sha256: str | None,
     result: TransferResult | None = None,
     verified: bool | None = None,
+    reason: str | None = None,
 ) -> FileOutcome:
-    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
-    remote, reason = plan.remote, plan.decision.reason
+    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer;
+    ``reason``: what the transfer made of the plan's (a resume that was not one)."""
+    remote, reason = plan.remote, reason or plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
     policy = policy_of(remote)
     if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
