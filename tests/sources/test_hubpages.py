@@ -3,10 +3,10 @@ whatever a user pastes)."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mdl.errors import MdlError, UsageError
@@ -185,3 +185,36 @@ def test_any_text_gives_an_hf_uri_none_or_a_usage_error(text: str, endpoint: str
         except UsageError:
             continue
         assert found is None or found.startswith("hf://")
+
+
+revision_spellings = st.one_of(
+    st.text(st.sampled_from(list("./%2eE5cCfF\\aé #?")), min_size=1, max_size=10),
+    st.text(min_size=1, max_size=10),
+)
+
+
+@given(revision=revision_spellings, api=st.booleans())
+@example(revision="..", api=True)
+@example(revision=".", api=False)
+@example(revision="..", api=False)
+def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) -> None:
+    """Through the client's own URL normaliser (httpx2 folds '.' and '..'): the path the server gets names exactly
+    ``revision`` (one segment, decoded once), or the revision is refused (exit 2) before any URL is built."""
+    import httpx2
+
+    from mdl.sources.hub import hub_api_url, hub_file_url
+
+    endpoint = "http://127.0.0.1:9/hf"
+    try:
+        if api:
+            url = hub_api_url(endpoint, "org/repo", "model", "revision", revision)
+        else:
+            url = hub_file_url(endpoint, "org/repo", "x.bin", "model", revision)
+    except UsageError as exc:
+        assert exc.exit_code == 2
+        return
+    path = httpx2.URL(url).raw_path.decode("ascii").split("?", 1)[0]
+    prefix = "/hf/api/models/org/repo/revision/" if api else "/hf/org/repo/resolve/"
+    assert path.startswith(prefix), (revision, url, path)
+    segment = path.removeprefix(prefix).removesuffix("/x.bin") if not api else path.removeprefix(prefix)
+    assert "/" not in segment and unquote(segment) == revision, (revision, url, path)
