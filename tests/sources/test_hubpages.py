@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote, unquote
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mdl.errors import MdlError, UsageError
@@ -193,6 +193,7 @@ revision_spellings = st.one_of(
 )
 
 
+@settings(deadline=None)  # the first example imports huggingface_hub: no test depends on wall-clock speed
 @given(revision=revision_spellings, api=st.booleans())
 @example(revision="..", api=True)
 @example(revision=".", api=False)
