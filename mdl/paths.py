@@ -206,6 +206,34 @@ HF_URI_FORMS = (
 )
 
 
+_DOT_SEGMENTS = frozenset({"", ".", ".."})  # what a URL path drops or folds (RFC 3986 §5.2.4), as // may be
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why a Hub revision cannot be asked for as itself, or None. It goes into URL paths (quoted whole); a segment
+    that is empty, '.' or '..' (split at '/' or '\\', as written or after any number of percent-decodings, in any
+    case: ``%2e%2E``) is folded away on the way by a client, a proxy or a mirror, and another revision is asked for
+    (the default branch): refused. No git ref has such a segment."""
+    text = revision
+    for _ in range(len(revision) + 1):  # each decoding shortens it, or changes nothing
+        if any(seg in _DOT_SEGMENTS for seg in re.split(r"[/\\]", text)):
+            return (
+                "cannot be asked for: a URL path drops a '.', '..' or empty segment (percent-encoded too), "
+                "and another revision would be fetched"
+            )
+        decoded = unquote(text)
+        if decoded == text:
+            return None
+        text = decoded
+    return None
+
+
+def check_revision(revision: str | None, *, where: str) -> None:
+    """UsageError (exit 2) naming ``where`` for a revision :func:`revision_problem` refuses."""
+    if revision is not None and (problem := revision_problem(revision)) is not None:
+        raise UsageError(f"{where}: revision {printable(revision, limit=120)!r} {problem}")
+
+
 @dataclass(frozen=True)
 class HfUri:
     """``hf://`` parsed; ``revision`` None is the default branch, ``path`` None the whole repo."""
@@ -222,6 +250,9 @@ def parse_hf_uri(text: str) -> HfUri:
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
         raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")  # one line, however it came
+    if match.group("repo").rsplit("/", 1)[1] in _DOT_SEGMENTS:  # hf://org/.. would ask for another repo
+        raise UsageError(f"{printable(text, limit=300)}: a repo name cannot be '.' or '..'; expected {HF_URI_FORMS}")
+    check_revision(match.group("rev"), where=printable(text, limit=300))
     path = match.group("path") and safe_relative_path(match.group("path"), where=text)
     return HfUri(text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path)
 

@@ -37,13 +37,19 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(os.environ) if environ is None else environ
 
 
-def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool) -> Catalog:
-    from mdl.catalog import Catalog, find_catalog, no_catalog, user_config_dir
+def _catalog(
+    given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool, look: bool = True
+) -> Catalog:
+    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named by
+    ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found: empty or an error."""
+    from mdl.catalog import Catalog, find_catalog, named_catalog, no_catalog, user_config_dir
     from mdl.catalog import load_catalog as load_file
 
     if isinstance(given, Catalog):
         return given
     flag = Path(given) if given is not None else None
+    if not look and named_catalog(flag=flag, environ=environ, cwd=Path.cwd()) is None:
+        return Catalog()
     path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
         if required:
@@ -53,13 +59,19 @@ def _catalog(given: Catalog | StrPath | None, environ: Mapping[str, str], *, req
 
 
 def _settings(
-    given: Catalog | StrPath | None, environ: Mapping[str, str] | None, flags: Overrides, secrets: Secrets | None = None
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str] | None,
+    flags: Overrides,
+    secrets: Secrets | None = None,
+    *,
+    look: bool = True,
 ) -> Settings:
-    """A command's settings over its catalog, if one is found (a command that needs one passes the Catalog)."""
+    """A command's settings over its catalog, if one is found (a command that needs one passes the Catalog;
+    ``look``: see _catalog)."""
     from mdl.catalog import settings_for
 
     env = _environ(environ)
-    return settings_for(_catalog(given, env, required=False), env, flags, secrets=secrets)
+    return settings_for(_catalog(given, env, required=False, look=look), env, flags, secrets=secrets)
 
 
 def _models(
@@ -406,7 +418,9 @@ def get(
         raise UsageError("'-' (stdin) can be given only once")
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, xet=xet, force=force)
-    settings = _settings(catalog, environ, flags, secrets=secrets)
+    # A one-off get names its sources: like pip and uv given a URL, it reads no project file it was not pointed at
+    # (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a catalog's [settings].
+    settings = _settings(catalog, environ, flags, secrets=secrets, look=False)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
     kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}

@@ -20,7 +20,7 @@ from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, form
 from mdl.catalog.settings import check_mirror, parse_rate
 from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.paths import SHA256_HEX, is_http_url, safe_relative_path, url_basename
+from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
 from mdl.setting import SETTINGS, Setting
 from mdl.signing import SIGNATURE_FILE, Trust
 
@@ -158,6 +158,7 @@ def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 Text = Annotated[str, _rule(lambda value: value.strip() != "", "must not be empty")]
+Revision = Annotated[Text, _no_problem(revision_problem)]  # '..' would ask the Hub for its default branch
 RepoId = Annotated[
     Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
 ]
@@ -187,7 +188,7 @@ class FileEntry(Table):
     repo: RepoId | None = None
     path: RelativePath | None = None
     url: Annotated[Text, AfterValidator(_file_url)] | None = None
-    revision: Text | None = None
+    revision: Revision | None = None
     repo_type: RepoType | None = None
     sha256: Annotated[Text, AfterValidator(_sha256)] | None = None
     size: Size | None = Field(default=None, description="an integer number of bytes")
@@ -280,7 +281,7 @@ class ModelEntry(Table):
     tags: list[Text] = Field(default_factory=list, description="an array of strings")
     repo: RepoId | None = None
     repo_type: RepoType = "model"
-    revision: Text = "main"
+    revision: Revision = "main"
     include: list[Text] = Field(default_factory=list, description="an array of strings")
     exclude: list[Text] = Field(default_factory=list, description="an array of strings")
     files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = Field(

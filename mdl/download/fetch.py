@@ -36,6 +36,7 @@ from mdl.store import (
     rename,
 )
 from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.units import human_size
 from mdl.xet import XetFallback
 
 log = logging.getLogger("mdl.pull")
@@ -326,7 +327,20 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     )
     if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
-    return done_outcome(plan, action, size=size, sha256=sha256, result=result), record
+    return done_outcome(
+        plan, action, size=size, sha256=sha256, result=result, reason=_resume_reason(plan, result)
+    ), record
+
+
+def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
+    """What became of a planned resume, in words that are true once it is done (None: not one): the bytes it went on
+    from, or why the kept ones were thrown away (a server that ignores Range answers 200 with the whole file)."""
+    if plan.decision.action is not Action.RESUME:
+        return None
+    if result.resumed_from > 0:
+        return f"{human_size(result.resumed_from)} already downloaded"
+    why = result.discarded or "the partial download could not be resumed"
+    return f"{why}; the {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
 
 
 def _as_signed(session: PullSession, plan: PlannedFile) -> bool:

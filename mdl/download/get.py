@@ -241,7 +241,7 @@ def _fetch_remote(
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
                     expected = sha256 or item.sha256
                     remote = RemoteFile("", name, item.url, item.size, expected, source=source, headers=item.headers)
-                    if remote.size is None or not remote.sha256:  # a sha256 never turns ranges off
+                    if not offline and (remote.size is None or not remote.sha256):  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
                         carry = len(items) == 1 and not part.exists() and index not in present

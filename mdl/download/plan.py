@@ -278,7 +278,9 @@ def identity_of(remote: RemoteFile) -> Identity:
 
 
 def offline_error(remote: RemoteFile) -> MdlError:
-    return NetworkError(f"{remote.model}/{remote.path}: HF_HUB_OFFLINE is set and the file must be fetched")
+    """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by its source."""
+    what = label_of(remote) if remote.model else remote.source or remote.path
+    return NetworkError(f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE")
 
 
 # What each action is called once done (the JSON's words): a file replaced because of --force is "downloaded" with
@@ -300,9 +302,11 @@ def done_outcome(
     sha256: str | None,
     result: TransferResult | None = None,
     verified: bool | None = None,
+    reason: str | None = None,
 ) -> FileOutcome:
-    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer."""
-    remote, reason = plan.remote, plan.decision.reason
+    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer;
+    ``reason``: what the transfer made of the plan's (a resume that was not one)."""
+    remote, reason = plan.remote, reason or plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
     policy = policy_of(remote)
     if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:

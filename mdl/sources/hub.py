@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
-from mdl.paths import is_http_url
+from mdl.paths import check_revision, is_http_url
 from mdl.progress import Progress
 from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
@@ -36,6 +36,7 @@ from mdl.transfer import retry_after_seconds as _retry_after
 if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
+HUB_WEB = "https://huggingface.co"  # the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
 HUB_REPLY_FACTOR = 3  # a Hub API reply's body must be whole within this many timeouts after its headers
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
@@ -78,6 +79,7 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
     from huggingface_hub import hf_hub_url
     from huggingface_hub.errors import HFValidationError
 
+    check_revision(revision, where=repo)  # quoted whole, yet '..' would still ask for another revision
     try:
         return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
     except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
@@ -85,7 +87,10 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
 
 
 def hub_api_url(endpoint: str, repo: str, repo_type: str, *parts: str) -> str:
-    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one repo's ``parts``."""
+    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one repo's ``parts``
+    (a revision or a commit among them: one a URL path would fold away is refused, exit 2)."""
+    for part in parts:
+        check_revision(part, where=repo)
     return "/".join([f"{endpoint.rstrip('/')}/api/{repo_type}s/{repo}", *(quote(part, safe="") for part in parts)])
 
 
@@ -273,13 +278,20 @@ def _status_error(
 
 
 def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
-    """The ``hf://`` text a URL on the Hub at ``endpoint`` stands for: ``…/blob|resolve/{rev}/{path}`` a file,
-    ``/{owner}/{name}`` and ``…/tree/{rev}`` the whole repo; None for any other URL (another origin, another shape,
-    a revision with a '/' that hf:// cannot name); UsageError for a folder's page. The query and fragment
+    """The ``hf://`` text a URL on the Hub at ``endpoint`` — or on huggingface.co, whatever the endpoint: a URL pasted
+    from the browser names a Hub file wherever it is served from, as ``hf download`` with HF_ENDPOINT fetches it from
+    the mirror — stands for: ``…/blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``…/tree/{rev}`` the
+    whole repo; None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot name);
+    UsageError for a folder's page or a revision a URL path folds away ('..'). The query and fragment
     (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
-    if not is_http_url(url) or not is_http_url(endpoint) or origin(url) != origin(endpoint):
+    if not is_http_url(url) or not is_http_url(endpoint):
         return None
-    base = urlsplit(endpoint).path.rstrip("/")
+    if origin(url) == origin(endpoint):
+        base = urlsplit(endpoint).path.rstrip("/")
+    elif origin(url) == origin(HUB_WEB):
+        base = ""
+    else:
+        return None
     path = urlsplit(url).path
     if base and not path.startswith(base + "/"):
         return None
@@ -296,7 +308,8 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
     if rest[0] not in ("blob", "resolve", "tree") or len(rest) < 2:
         return None
     revision, rest = _revision(rest[1:])
-    if not revision or ("/" in revision and not _REF.fullmatch(revision)):
+    check_revision(revision, where=redact_url(url))  # '..' or '%2E%2E' would ask for the default branch
+    if "/" in revision and not _REF.fullmatch(revision):
         return None
     file = "/".join(rest)
     if segs[2] == "tree" and file:  # a folder's page: no hf:// names a folder alone
@@ -323,7 +336,8 @@ def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress)
     for source in sources:
         uri = hub_page_as_hf(source, endpoint=endpoint)
         if uri is not None:
-            log.info("reading %s as %s", redact_url(source), uri)
-            progress.note(f"mdl: reading {redact_url(source)} as {uri}")
+            served = "" if origin(source) == origin(endpoint) else f" (from the Hub at {redact_url(endpoint)})"
+            log.info("reading %s as %s%s", redact_url(source), uri, served)
+            progress.note(f"mdl: reading {redact_url(source)} as {uri}{served}")
         read.append(source if uri is None else uri)
     return read

@@ -246,10 +246,17 @@ def is_local_host(host: str) -> bool:
     return any(address in net for net in _LOCAL_NETWORKS)
 
 
+ACCEPTED_URLS = "mdl takes https:// URLs, and http:// ones to loopback or private hosts (localhost, 10.x, 192.168.x)"
+
+
 def check_url(url: str, *, where: str) -> None:
     """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private host, else UsageError."""
     if not is_http_url(url):  # `where` names it: the URL itself (get), or its key (a job output)
-        raise UsageError(f"{where}: not a valid https:// URL (it needs a host, a port up to 65535 if any, no spaces)")
+        scheme = "http://" if url[:7].lower() == "http://" else "https://"  # the one it was written as
+        raise UsageError(
+            f"{where}: not a valid {scheme} URL (it needs a host, a port up to 65535 if any, no spaces)",
+            hint=ACCEPTED_URLS,
+        )
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme == "http" and not is_local_host(host):

@@ -39,6 +39,8 @@ from mdl.units import human_size
 log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
+IGNORED_RANGE = "the server ignored the range"  # why kept bytes were thrown away (a resume's outcome says it)
+COMPRESSED = "the server sent a compressed body, which cannot be resumed"
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 
 
@@ -168,7 +170,8 @@ class Engine:
         if state.whole_only and (multi or piece.done > 0):
             raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
-            self.drop(state, piece)  # nothing tells this version from the next: a resume could splice two
+            # nothing tells this version from the next: a resume could splice two
+            self.drop(state, piece, why="the server names no version to resume against")
         offset = piece.start + piece.done
         opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
         back = state.overlap(piece) if opening is None else 0  # bytes on disk the answer must repeat
@@ -228,11 +231,18 @@ class Engine:
                         check_version(state, resp, total=span.total)
                         raise RangesIgnoredError
                     check_size(state, span.total)  # a coded body's says nothing; another size is another version
+                    before = state.validator
                     check_version(state, resp, total=span.total, whole=True)  # another version: taken from this answer
-                    if offset > 0:  # the server ignored our Range (same version): the body starts at byte 0
+                    if offset > 0:  # the server ignored our Range, or (If-Range) sent a new version: from byte 0
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
-                        self.ignored_range(state)
-                        self.drop(state, piece)
+                        changed = before is not None and state.validator != before
+                        if changed:
+                            self.progress.note(
+                                f"{job.label}: the file changed on the server, downloading the new version"
+                            )
+                        else:
+                            self.ignored_range(state)
+                        self.drop(state, piece, why="the file changed on the server" if changed else IGNORED_RANGE)
                 # A stream reading on past its own piece (the probe's answer) may have taken this piece's first
                 # bytes while this answer was on its way: they are repeated (compared, engine rule 15), or, the whole
                 # piece taken, the answer is dropped.
@@ -251,8 +261,9 @@ class Engine:
         size = human_size(state.size) if state.size is not None else "the file"
         self.announce(state, "whole", 1, f"server ignored the range; fetching {size} from the start")
 
-    def drop(self, state: DownloadState, piece: Piece) -> None:
+    def drop(self, state: DownloadState, piece: Piece, *, why: str) -> None:
         with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
+            state.discarded = state.discarded or (why if piece.done else None)
             dropped, piece.done = piece.done, 0
             state.restarted, state.answers, state.flushed = True, 0, None
             state.hasher.reset()
@@ -373,6 +384,7 @@ class Engine:
         state.flushed = loaded.flushed if loaded else None
         if state.overlaps and not state.provable():
             log.info("%s: no bytes on disk can be compared with the server's, starting over", job.label)
+            state.discarded = "no kept byte could be compared with the server's" if state.on_disk() else None
             state.forget()
         resumed_from = state.on_disk()
         try:
@@ -434,6 +446,7 @@ class Engine:
             resumed_from=resumed_from,
             fetched=size - resumed_from,
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
+            discarded=state.discarded,
         )
 
     def _run_until_done(self, state: DownloadState) -> None:
@@ -447,6 +460,8 @@ class Engine:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
                 if state.on_disk() > 0 and not state.whole_only:  # kept bytes fetched again (a coded body: not ranges)
                     self.ignored_range(state)
+                if state.on_disk() > 0:
+                    state.discarded = state.discarded or (COMPRESSED if state.whole_only else IGNORED_RANGE)
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
@@ -454,6 +469,8 @@ class Engine:
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
                 self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
+                if state.on_disk() > 0:
+                    state.discarded = state.discarded or "the file changed on the server"
                 layout = self.config.plan(state.size if changed.new_size is None else changed.new_size)
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)

@@ -127,6 +127,7 @@ class TransferResult:
     verified: bool = True
     reused: int = 0  # bytes copied from files already on disk instead of the network (``fetched`` is the network's)
     xet: str | None = None  # the file's Xet hash, when it was fetched or checked as Xet
+    discarded: str | None = None  # why bytes on disk (an earlier run's) were thrown away, when some were
 
 
 @dataclass(frozen=True)

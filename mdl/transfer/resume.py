@@ -105,6 +105,7 @@ class DownloadState:
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
         self.relocated_probe = False  # the probe's final URL (job.located) expired once and was located afresh
         self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
+        self.discarded: str | None = None  # why bytes on disk were first thrown away (a resume's outcome says it)
         self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
         self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
         self.began = time.monotonic()

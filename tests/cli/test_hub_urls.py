@@ -62,6 +62,26 @@ def test_a_repo_page_gets_the_whole_repo_and_a_folder_page_says_what_to_use(worl
     assert "hf://org/repo@main --include 'sub/*'" in folder.stderr
 
 
+@pytest.mark.parametrize("verb", ["blob", "resolve"])
+def test_a_huggingface_co_url_is_fetched_from_the_mirror_hf_endpoint_names(
+    world: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    """HF_ENDPOINT is a mirror (the loopback Hub) and the URL is pasted from the browser: the file comes from the
+    mirror, as hf download would fetch it, and the note says where. Nothing may go to huggingface.co: https goes to a
+    loopback port nothing listens on, so a try would fail the run."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    url = f"https://huggingface.co/org/repo/{verb}/main/x.gguf?download=true"
+    result = mdl("get", url, "-d", "out")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "x.gguf").read_bytes() == WEIGHTS
+    assert notes(result.stderr) == [f"mdl: reading {url} as hf://org/repo@main/x.gguf (from the Hub at {world.url})"]
+    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), "asked of the mirror"
+    whole = mdl("get", "https://huggingface.co/org/repo/tree/main", "-d", "whole")
+    assert whole.exit_code == 0, whole.stderr
+    assert (tmp_path / "whole" / "config.json").read_bytes() == b"{}"
+
+
 def test_the_html_page_at_a_url_that_is_not_the_hub_is_refused_and_nothing_kept(
     world: HubServer, cdn: CdnServer, tmp_path: Path
 ) -> None:

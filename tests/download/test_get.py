@@ -364,11 +364,14 @@ def test_plain_http_urls_need_a_local_host(env: HubServer, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("port", ["99999", "abc", "-1"])
-def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Path, port: str) -> None:
-    url = f"https://127.0.0.1:{port}/x.bin"
+@pytest.mark.parametrize("scheme", ["https", "http", "HTTP"])
+def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Path, port: str, scheme: str) -> None:
+    """Said as the scheme it was given with (an http:// URL is no "https:// URL"), with what mdl takes."""
+    url = f"{scheme}://127.0.0.1:{port}/x.bin"
     result = mdl("get", url)
     assert result.exit_code == 2, result.stderr
-    assert f"{url}: not a valid https:// URL" in result.stderr
+    assert f"{url.lower()}: not a valid {scheme.lower()}:// URL" in result.stderr  # shown redacted: scheme lowered
+    assert "hint: mdl takes https:// URLs, and http:// ones to loopback or private hosts" in result.stderr
     assert not list(tmp_path.glob("x.bin*"))
 
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -324,3 +325,31 @@ def test_a_resume_the_server_ignores_says_so(cdn: CdnServer, here: Path, monkeyp
     assert "resuming big.bin at" in result.stderr
     assert result.stderr.count("big.bin: server ignored the range; fetching 2.86 MiB from the start") == 1
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded", "every byte came again"
+
+
+KEPT = r"\d+(\.\d+)? (KiB|MiB)"
+
+
+@pytest.mark.parametrize("ignores", [False, True])
+def test_the_reason_of_a_resume_is_true_once_it_is_done(
+    cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch, ignores: bool
+) -> None:
+    """A 206 goes on from the kept bytes ("… already downloaded"); a 200 with the whole file (nginx's gzip_static, a
+    server that ignores Range) throws them away: said so, not "… already downloaded"."""
+    url = cdn.add_file("/big.bin", BIG)
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    cdn.faults.add(Fault.reset(after_bytes=1_000_000))
+    assert mdl("get", url, "--connections", "1").exit_code == 5
+    cdn.ignore_ranges = ignores
+    result = mdl("get", url, "--connections", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (here / "big.bin").read_bytes() == BIG
+    (file,) = json.loads(result.stdout)["files"]
+    if ignores:
+        assert file["action"] == "downloaded"
+        discarded = rf"the server ignored the range; the {KEPT} kept were discarded and the file downloaded again"
+        assert re.fullmatch(discarded, file["reason"]), file["reason"]
+    else:
+        assert file["action"] == "resumed"
+        assert re.fullmatch(rf"{KEPT} already downloaded", file["reason"]), file["reason"]
+    assert [r for r in cdn.log.records(method="GET") if r.range is not None], "the second run asked for a range"

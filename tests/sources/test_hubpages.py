@@ -3,10 +3,10 @@ whatever a user pastes)."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mdl.errors import MdlError, UsageError
@@ -50,7 +50,77 @@ def test_an_endpoint_with_a_path_is_the_prefix_of_its_urls() -> None:
     mirror = "http://127.0.0.1:8080/hf/"
     assert hub_page_as_hf("http://127.0.0.1:8080/hf/org/r/blob/main/x", endpoint=mirror) == "hf://org/r@main/x"
     assert hub_page_as_hf("http://127.0.0.1:8080/org/r/blob/main/x", endpoint=mirror) is None
-    assert hub_page_as_hf(f"{HUB}/org/r/blob/main/x", endpoint=mirror) is None, "huggingface.co is not the Hub here"
+    assert hub_page_as_hf("http://127.0.0.1:8080/elsewhere/org/r/blob/main/x", endpoint=mirror) is None
+
+
+def test_a_huggingface_co_url_is_a_hub_file_whatever_the_endpoint() -> None:
+    """Pasted from the browser with HF_ENDPOINT set to a mirror: the same Hub file, fetched from the mirror (as hf
+    download would); only https://huggingface.co, not its look-alikes."""
+    mirror = "http://127.0.0.1:8080/hf/"
+    assert hub_page_as_hf(f"{HUB}/org/r/blob/main/x", endpoint=mirror) == "hf://org/r@main/x"
+    assert (
+        hub_page_as_hf(f"{HUB}/datasets/org/d/resolve/v1/a/b.parquet", endpoint=mirror)
+        == "hf://datasets/org/d@v1/a/b.parquet"
+    )
+    assert hub_page_as_hf(f"{HUB}/org/r", endpoint=mirror) == "hf://org/r"
+    assert hub_page_as_hf("http://huggingface.co/org/r/blob/main/x", endpoint=mirror) is None
+    assert hub_page_as_hf("https://huggingface.co.evil.example/org/r/blob/main/x", endpoint=mirror) is None
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "org/repo/resolve/../x.bin",
+        "org/repo/resolve/%2E%2E/x.bin",
+        "org/repo/blob/%2e%2E/x.bin",
+        "org/repo/resolve/.%2e/x.bin",
+        "org/repo/resolve/%252E%252E/x.bin",  # decoded twice by a proxy: '..'
+        "org/repo/resolve/./x.bin",
+        "org/repo/resolve/%2E/x.bin",
+        "org/repo/resolve/refs%2Fpr%2F../x.bin",
+        "org/repo/resolve/a%2F..%2F..%2Fmain/x.bin",
+        "org/repo/resolve/a%5C..%5Cmain/x.bin",
+        "org/repo/tree/..",
+        "org/repo/tree/%2E%2E",
+    ],
+)
+@pytest.mark.parametrize("endpoint", [HUB, "http://127.0.0.1:8080/hf"])
+def test_a_revision_a_url_path_folds_away_is_refused_naming_the_url(page: str, endpoint: str) -> None:
+    """'..' (any spelling) would be folded away on the way and the default branch fetched instead: exit 2."""
+    url = f"{endpoint}/{page}?download=true"
+    with pytest.raises(UsageError) as caught:
+        hub_page_as_hf(url, endpoint=endpoint)
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(f"{url}: revision "), caught.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hf://org/name@..",
+        "hf://org/name@../x.bin",
+        "hf://org/name@.",
+        "hf://org/name@%2E%2E",
+        "hf://org/name@%2e%2E/x.bin",
+        "hf://org/name@.%2E",
+        "hf://org/name@%252e%252e",
+        "hf://org/name@refs/pr/..",
+        "hf://org/name@refs/convert/.",
+        "hf://org/name@a%2F..",
+        "hf://datasets/org/name@%2E%2E",
+        "hf://org/..",
+        "hf://org/./x.bin",
+    ],
+)
+def test_an_hf_uri_whose_revision_or_repo_folds_away_is_refused(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_hf_uri(text)
+    assert caught.value.message.startswith(f"{text}: "), caught.value.message
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "a..b", "...", ".x", "x.", "%", "%zz", "1.2.3"])
+def test_revisions_that_are_names_are_kept_as_written(revision: str) -> None:
+    assert parse_hf_uri(f"hf://org/name@{revision}/x.bin").revision == revision
 
 
 def test_a_folder_page_is_refused_with_the_hf_uri_to_use() -> None:
@@ -89,6 +159,10 @@ def test_a_hub_file_url_round_trips_through_the_hf_parser(
 ) -> None:
     rev = quote(revision, safe="" if encoded else "/")
     url = f"{HUB}/{kind}{quote(owner)}/{quote(name)}/{verb}/{rev}/{'/'.join(quote(p, safe='') for p in path)}?x=1"
+    if any(seg in (".", "..") for seg in revision.split("/")):  # folded away on the way: another revision
+        with pytest.raises(UsageError):
+            hub_page_as_hf(url, endpoint=HUB)
+        return
     text = hub_page_as_hf(url, endpoint=HUB)
     assert text is not None, url
     try:
@@ -111,3 +185,37 @@ def test_any_text_gives_an_hf_uri_none_or_a_usage_error(text: str, endpoint: str
         except UsageError:
             continue
         assert found is None or found.startswith("hf://")
+
+
+revision_spellings = st.one_of(
+    st.text(st.sampled_from(list("./%2eE5cCfF\\aé #?")), min_size=1, max_size=10),
+    st.text(min_size=1, max_size=10),
+)
+
+
+@settings(deadline=None)  # the first example imports huggingface_hub: no test depends on wall-clock speed
+@given(revision=revision_spellings, api=st.booleans())
+@example(revision="..", api=True)
+@example(revision=".", api=False)
+@example(revision="..", api=False)
+def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) -> None:
+    """Through the client's own URL normaliser (httpx2 folds '.' and '..'): the path the server gets names exactly
+    ``revision`` (one segment, decoded once), or the revision is refused (exit 2) before any URL is built."""
+    import httpx2
+
+    from mdl.sources.hub import hub_api_url, hub_file_url
+
+    endpoint = "http://127.0.0.1:9/hf"
+    try:
+        if api:
+            url = hub_api_url(endpoint, "org/repo", "model", "revision", revision)
+        else:
+            url = hub_file_url(endpoint, "org/repo", "x.bin", "model", revision)
+    except UsageError as exc:
+        assert exc.exit_code == 2
+        return
+    path = httpx2.URL(url).raw_path.decode("ascii").split("?", 1)[0]
+    prefix = "/hf/api/models/org/repo/revision/" if api else "/hf/org/repo/resolve/"
+    assert path.startswith(prefix), (revision, url, path)
+    segment = path.removeprefix(prefix).removesuffix("/x.bin") if not api else path.removeprefix(prefix)
+    assert "/" not in segment and unquote(segment) == revision, (revision, url, path)
