@@ -361,13 +361,18 @@ def add(
 
 @checked
 def init(
-    catalog: StrPath | None = None, *, force: bool = False, environ: Mapping[str, str] | None = None
+    catalog: StrPath | None = None,
+    *,
+    force: bool = False,
+    project: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> catalog_edit.CatalogInit:
     """Write the commented starter catalog where mdl looks for one: ``catalog``, else ``$MDL_CATALOG``, else the user
-    config one (then found from any folder); an existing file is refused (UsageError) unless ``force``."""
+    config one (then found from any folder); ``project``: an empty catalog, ``catalog`` else ./catalog.toml (a
+    project's own, as ``uv init`` writes). An existing file is refused (UsageError) unless ``force``."""
     from mdl.catalog import files as catalog_files
 
-    return catalog_files.init_catalog(catalog=catalog, force=force, environ=_environ(environ))
+    return catalog_files.init_catalog(catalog=catalog, force=force, project=project, environ=_environ(environ))
 
 
 @checked

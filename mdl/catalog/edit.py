@@ -41,11 +41,17 @@ def starter_catalog() -> str:
     return files("mdl.catalog").joinpath("starter.toml").read_text(encoding="utf-8")
 
 
-def catalog_to_init(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path:
+def catalog_to_init(
+    *, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path, project: bool = False
+) -> Path:
     """Where ``mdl init`` writes: the catalog --catalog or $MDL_CATALOG names, else the user config one (mdl's last
-    place to look, so that every folder without a catalog.toml of its own finds it, as ``uv init`` does not)."""
+    place to look, so that every folder without a catalog.toml of its own finds it). ``project`` (``--project``, as
+    ``uv init`` and ``npm init`` write a project's file): --catalog's, else ./catalog.toml."""
     if flag is not None and str(flag) == "-":
         raise UsageError("--catalog -: mdl init writes a file; name one (or leave --catalog out)")
+    if project:
+        named = named_catalog(flag=flag, environ={}, cwd=cwd)  # $MDL_CATALOG is where mdl reads, not this folder
+        return named[0] if named is not None else cwd / "catalog.toml"
     named = named_catalog(flag=flag, environ=environ, cwd=cwd)
     return named[0] if named is not None else config_dir / "mdl" / "catalog.toml"
 
@@ -58,9 +64,10 @@ class CatalogInit:
     replaced: bool = False  # with --force, over a catalog that was there
     found: Path | None = None  # the catalog a command run here finds: this one, another that comes first, or none
     fallback: bool = False  # it is the user config one, mdl's last place to look (read from any folder)
+    empty: bool = False  # an empty catalog (--project), not the starter
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "catalog": str(self.catalog), "replaced": self.replaced}
+        return {"ok": True, "catalog": str(self.catalog), "replaced": self.replaced, "empty": self.empty}
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class CatalogChange:
     lock: Path | None = None  # catalog.lock, when one was updated
     lock_error: str | None = None  # why catalog.lock could not be updated (the catalog was)
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
+    user_catalog: bool = False  # the catalog edited is the user config one (read in folders without their own)
 
     def to_json(self) -> dict[str, Any]:
         """Its fields but the exit code, after ``ok`` (paths as text, signed URLs redacted)."""

@@ -95,10 +95,19 @@ def write_catalog(path: Path, text: str, *, created: bool) -> None:
         raise LocalFSError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from exc
 
 
-def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, str]) -> CatalogInit:
-    """Write the starter catalog where mdl looks for one; see :func:`mdl.api.init`."""
+def is_user_catalog(path: Path) -> bool:
+    """Whether ``path`` is the user config catalog, the one mdl reads in every folder without a catalog of its own."""
+    return path == user_config_dir() / "mdl" / "catalog.toml"
+
+
+def init_catalog(
+    *, catalog: StrPath | None, force: bool, environ: Mapping[str, str], project: bool = False
+) -> CatalogInit:
+    """Write the starter catalog where mdl looks for one (``project``: an empty one, ./catalog.toml unless
+    ``catalog`` names another); see :func:`mdl.api.init`."""
     given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
-    path = catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir)
+    path = catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir, project=project)
+    what = "an empty catalog" if project else "the starter"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -116,12 +125,12 @@ def init_catalog(*, catalog: StrPath | None, force: bool, environ: Mapping[str, 
         if there and not force:
             raise UsageError(
                 f"{path} already exists; mdl init does not overwrite a catalog",
-                hint="edit it (or mdl add to it), pass --force to replace it with the starter, or --catalog PATH",
+                hint=f"edit it (or mdl add to it), pass --force to replace it with {what}, or --catalog PATH",
             )
-        write_catalog(path, starter_catalog(), created=not there)
-    log.info("%s: starter catalog written%s", path, " (replaced)" if there else "")
+        write_catalog(path, NEW_CATALOG if project else starter_catalog(), created=not there)
+    log.info("%s: %s written%s", path, what, " (replaced)" if there else "")
     found = None
     with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
         found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
     fallback = path == config_dir / "mdl" / "catalog.toml"
-    return CatalogInit(path, replaced=there, found=found, fallback=fallback)
+    return CatalogInit(path, replaced=there, found=found, fallback=fallback, empty=project)

@@ -77,7 +77,8 @@ def no_catalog(config_dir: Path) -> UsageError:
     default = config_dir / "mdl" / "catalog.toml"
     return UsageError(
         f"no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder or in {default.parent}",
-        hint=f"run 'mdl init' to write a starter catalog to {default}, which mdl then reads from any folder",
+        hint=f"run 'mdl init' to write a starter catalog to {default}, which mdl then reads from any folder "
+        "(or 'mdl init --project' for an empty ./catalog.toml here)",
     )
 
 

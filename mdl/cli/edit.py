@@ -1,5 +1,5 @@
-"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter catalog.toml, edit one (comments and layout kept)
-and catalog.lock with it."""
+"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter (or an empty project) catalog.toml, edit one
+(comments and layout kept) and catalog.lock with it."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,24 +27,38 @@ _SAID = {
 @command(where=("catalog",), progress=False)
 def init_cmd(
     run: Run,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog with the starter.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog.")] = False,
+    project: Annotated[
+        bool,
+        typer.Option(
+            "--project",
+            help="Write an empty catalog.toml in this folder (or at --catalog): a project's own, which `mdl add` "
+            "fills and every mdl command run here reads.",
+        ),
+    ] = False,
     **where: Any,
 ) -> None:
     """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
-    else the user config folder, read from any folder without a catalog.toml of its own."""
-    done = api.init(**where, force=force, environ=run.environ)
+    else the user config folder, read from any folder without a catalog.toml of its own; with --project, an empty
+    ./catalog.toml for this folder's project."""
+    done = api.init(**where, force=force, project=project, environ=run.environ)
     if run.json:
         run.emit(done.to_json())
     else:
         run.line(str(done.catalog))
-    run.console.info(f"{'replaced' if done.replaced else 'wrote'} {done.catalog} with the starter catalog")
+    what = "an empty catalog" if done.empty else "the starter catalog"
+    run.console.info(f"{'replaced' if done.replaced else 'wrote'} {done.catalog} with {what}")
+    then = "add models: mdl add NAME hf://owner/name" if done.empty else "try: mdl list, mdl pull tiny-bert"
     if done.found == done.catalog:
         place = "from any folder without a catalog.toml of its own" if done.fallback else "here"
-        run.console.info(f"mdl reads it {place}; try: mdl list, mdl pull tiny-bert")
+        run.console.info(f"mdl reads it {place}; {then}")
     elif done.fallback:  # ./catalog.toml (or $MDL_CATALOG's) comes first here: what the user just wrote is not used
         run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
+    elif done.empty and where["catalog"] is None:  # ./catalog.toml, but $MDL_CATALOG comes first in every folder
+        named = run.environ.get("MDL_CATALOG", "")
+        run.console.warn(f"MDL_CATALOG={named} comes first in every folder; unset it to use {done.catalog}")
     else:
-        run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); try: mdl list")
+        run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); {then}")
 
 
 @command(where=("timeout", "catalog"))
@@ -133,6 +147,11 @@ def _render(
         run.emit({**change.to_json(), **(more or {})})
     if change.created:
         run.console.info(f"created {change.catalog}")
+    if change.user_catalog and not run.json:  # not this folder's: say whose, and how a project gets its own
+        run.console.info(
+            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of its own; "
+            "`mdl init --project` starts one in this folder"
+        )
     files = ", ".join(change.added)
     if not run.json:
         run.console.info((said or _SAID[change.action]).format(name=change.model, catalog=change.catalog, files=files))

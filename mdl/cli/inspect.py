@@ -75,8 +75,9 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         columns.insert(1, ("dest", "DEST"))
     run.table(rows, columns)
     if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
-        heading = "no longer part of the model (removed upstream), not counted:"
-        run.line("", heading, *(f"  {path}" for path in info.status.extra))
+        said = [(path, info.status.why_extra(path)) for path in info.status.extra]
+        width = max(len(path) for path, _ in said)
+        run.line("", "no longer part of the model, not counted:", *(f"  {p:{width}}  ({why})" for p, why in said))
 
 
 def _signed_text(signature: dict[str, Any] | None, *, short: bool) -> str:

@@ -61,7 +61,8 @@ def lock_cmd(
 
 
 def change_line(change: "ModelChange") -> str:
-    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)``, or ``tiny: unchanged``."""
+    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)`` (a model of several repos:
+    ``org/a f191985 → 8c3e2aa, org/b …``), or ``tiny: unchanged``."""
     if change.status == "unchanged":
         return f"{change.name}: unchanged"
     if change.status == "removed":
@@ -73,14 +74,25 @@ def change_line(change: "ModelChange") -> str:
     moved = ""
     if change.old_commit != change.new_commit:
         moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
+    elif change.repos:  # a model of files from several repos: each repo's move
+        moved = ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos) + "; "
     counts = f"+{plural(len(change.added), 'file')}, -{len(change.removed)}, ~{len(change.changed)} changed"
     if change.repinned:
         counts += f", {len(change.repinned)} re-pinned"
-    shown = [f"{new.path} {human_size(old.size)} → {human_size(new.size)}" for old, new in change.changed]
-    shown += [f"{new.path} {_commit(old)} → {_commit(new)}" for old, new in change.repinned]
+    shown = [f"{new.path} {_bytes_moved(old, new)}" for old, new in change.changed]
+    shown += [
+        new.path if change.repos else f"{new.path} {_commit(old)} → {_commit(new)}" for old, new in change.repinned
+    ]
     if len(shown) > SHOWN_FILES:
         shown[SHOWN_FILES:] = [f"and {len(shown) - SHOWN_FILES} more"]
     return f"{change.name}: {moved}{counts}" + (f" ({', '.join(shown)})" if shown else "")
+
+
+def _bytes_moved(old: "LockedFile", new: "LockedFile") -> str:
+    """``1.14 MiB → 1.24 MiB``; when the sizes read the same, the sha256 that moved (rebuilt bytes, same size)."""
+    if (was := human_size(old.size)) != (now := human_size(new.size)):
+        return f"{was} → {now}"
+    return f"{now}, sha256 {old.sha256[:8]} → {new.sha256[:8]}"
 
 
 def _commit(f: "LockedFile") -> str:

@@ -108,13 +108,16 @@ class Run:
 
     def line(self, *texts: str) -> None:
         """Each text a line of data on stdout (a path, names, hashes: never rewritten by the secrets, control
-        characters escaped, a URL without its credentials)."""
+        characters escaped, a URL without its credentials). Flushed: in a log that takes stdout and stderr
+        (``>>log 2>&1``) the lines stand where they were said, not after the summary."""
         self.stdout.writelines(shown_data(text) + "\n" for text in texts)
+        self.stdout.flush()
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         render_table(rows, columns, stream=self.stdout, color=color, width=table_width(self.stdout, self.environ))
+        self.stdout.flush()
 
     def tell(self, error: MdlError) -> int:
         """What ended the command, said once: in the log, the ``--json`` document and on stderr; its exit code."""

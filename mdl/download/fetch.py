@@ -454,10 +454,18 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
 
 def fetch_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
     """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the protocol cannot
-    deliver it: then over plain HTTP, as any file), into ``job.final_path``, verified."""
-    mirrored = _from_mirrors(session, job, remote)
-    if mirrored is not None:
-        return mirrored
+    deliver it: then over plain HTTP, as any file), into ``job.final_path``, verified. Its ``fetched`` (or its
+    error's) counts the bytes a mirror sent that were refused too: they crossed the network."""
+    refused: list[int] = []
+    try:
+        result = _from_mirrors(session, job, remote, refused) or _from_origin(session, job, remote)
+    except MdlError as exc:
+        exc.fetched += sum(refused)
+        raise
+    return replace(result, fetched=result.fetched + sum(refused))
+
+
+def _from_origin(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
     if remote.xet is not None and session.settings.xet:
         try:
             return session.xet.fetch(job, remote.xet)
@@ -484,8 +492,11 @@ def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> 
     return TransferResult(size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size)
 
 
-def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
-    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn."""
+def _from_mirrors(
+    session: PullSession, job: TransferJob, remote: RemoteFile, refused: list[int]
+) -> TransferResult | None:
+    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn (``refused``: the
+    bytes each failed mirror sent)."""
     label, retries = job.label, job.retries
     # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no origin's probe;
     # its bytes must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
@@ -503,6 +514,7 @@ def _from_mirrors(session: PullSession, job: TransferJob, remote: RemoteFile) ->
         except InterruptedByUserError:
             raise
         except MdlError as exc:
+            refused.append(exc.fetched)
             if session.cancel.is_set():
                 raise InterruptedByUserError(INTERRUPTED) from exc
             # The next source never resumes on a mirror's bytes: with --no-verify nothing would catch a splice.

@@ -163,10 +163,11 @@ def fetch_sources(
         except MdlError as exc:
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
-            # fetched: counted in the total like downloaded bytes (written from the job's output)
+            # fetched: counted in the total like downloaded bytes (written from the job's output); verified: whole in
+            # the document, the bytes written hashed and held to the checked decoding (and any sha256 it was given)
             word, reason = (GET.replaced, FORCED) if replaced else (None, "")
             done = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason)
-            outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word)
+            outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word, verified=True)
         log_outcome(outcomes[index])
     remote = [(i, item, targets[i]) for i, item in enumerate(files) if isinstance(item, UrlFile) and i not in outcomes]
     if remote:

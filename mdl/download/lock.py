@@ -81,7 +81,10 @@ def add_model(
     parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
-    change = catalog_edit.CatalogChange(path, name, edit.action, edit.entry, added=added, created=created)
+    user_catalog = catalog_files.is_user_catalog(path)
+    change = catalog_edit.CatalogChange(
+        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=user_catalog
+    )
     if edit.action == "unchanged":
         return change
     edited = catalog_files.valid(edit.text, path)
@@ -134,10 +137,11 @@ def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, st
         catalog_files.valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
         catalog_files.write_catalog(path, edited, created=False)
+        user_catalog = catalog_files.is_user_catalog(path)
         if lock is None or name not in lock.models:
-            return catalog_edit.CatalogChange(path, old.name, "removed")
+            return catalog_edit.CatalogChange(path, old.name, "removed", user_catalog=user_catalog)
         write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
-    return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file)
+    return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file, user_catalog=user_catalog)
 
 
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:

@@ -228,7 +228,9 @@ def kept_in_place(
         with contextlib.suppress(OSError):  # unreadable counts as different
             size, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
             if (have_sha == sha256) if sha256 else (have_oid == git_oid):
+                # hashed now, and the hash it was held to matched: verified
                 kept = FileOutcome("", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where)
+                kept = replace(kept, verified=True)
                 log_outcome(kept)
                 return kept
     if ours:

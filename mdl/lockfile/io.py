@@ -172,6 +172,18 @@ def _toml(value: str | int) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class RepoMove:
+    """One repo of a model made of several (no one commit says the model's) moved from commit to commit."""
+
+    repo: str  # ``[datasets/|spaces/]owner/name``, with ``@revision`` when its files were asked at one
+    old_commit: str
+    new_commit: str
+
+    def to_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelChange:
     """One model's difference between two locks (``old`` None: newly locked; ``new`` None: dropped)."""
 
@@ -185,12 +197,14 @@ class ModelChange:
     # Same bytes pinned to another commit, when the model has no one commit that says so (files from several
     # repos): the lock moved them, so the model is not "unchanged".
     repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
+    repos: tuple[RepoMove, ...] = ()  # each repo's commit move, for a model of files from several repos
 
     def to_json(self) -> dict[str, Any]:
         doc = {key: getattr(self, key) for key in ("name", "status", "old_commit", "new_commit")}
         doc |= {key: [{"path": f.path, "size": f.size} for f in getattr(self, key)] for key in ("added", "removed")}
         doc["changed"] = [_moved(old, new, "size", "sha256") for old, new in self.changed]
         doc["repinned"] = [_moved(old, new, "source") for old, new in self.repinned]
+        doc["repos"] = [move.to_json() for move in self.repos]
         return doc
 
 
@@ -223,4 +237,25 @@ def _model_change(name: str, before: LockedModel | None, after: LockedModel | No
         repinned = ()  # the model's commit moved, and the line says so: its files followed it
     moved = before.commit != after.commit or added or removed or changed or repinned
     status = "changed" if moved else "unchanged"
-    return ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned)
+    repos = _repo_moves(both) if before.commit is None and after.commit is None else ()
+    return ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned, repos)
+
+
+def _repo_moves(both: list[tuple[LockedFile, LockedFile]]) -> tuple[RepoMove, ...]:
+    """Per repo (and revision its files were asked at) of the files in both locks: its commit move, when all its
+    files were at one commit before and are at one now, and those differ."""
+    commits: dict[str, tuple[set[str], set[str]]] = {}
+    for old, new in both:
+        was, now = old.hub, new.hub
+        if was is None or now is None or was.commit is None or now.commit is None:
+            continue
+        prefix = "" if now.repo_type == "model" else f"{now.repo_type}s/"
+        at = f"@{new.revision}" if new.revision is not None and new.revision != "main" else ""
+        olds, news = commits.setdefault(f"{prefix}{now.repo}{at}", (set(), set()))
+        olds.add(was.commit)
+        news.add(now.commit)
+    return tuple(
+        RepoMove(repo, next(iter(olds)), next(iter(news)))
+        for repo, (olds, news) in sorted(commits.items())
+        if len(olds) == len(news) == 1 and olds != news
+    )

@@ -22,7 +22,17 @@ from mdl.signing import MAX_SIGNATURE_BYTES, SignedFile, SignedManifest, git_pat
 from mdl.store import confined
 from mdl.store.confined import read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
-from mdl.store.layout import BLOB_NAME, Layout, Placement, ref_revision, repo_folder, signed_name, write_ref
+from mdl.store.layout import (
+    BLOB_NAME,
+    Layout,
+    Placement,
+    parse_hub_source,
+    ref_revision,
+    repo_folder,
+    selected,
+    signed_name,
+    write_ref,
+)
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
 from mdl.store.store import Store, key_prefix
 
@@ -79,7 +89,18 @@ class ModelStatus:
     files: tuple[LocalFile, ...]
     status: str  # installed | partial | missing
     folder: Path | None = None  # the one folder holding the model's files; None when they are in several
-    extra: tuple[str, ...] = ()  # recorded files the model no longer names (removed upstream): never counted
+    extra: tuple[str, ...] = ()  # recorded files the model no longer names (see why_extra): never counted
+
+    def why_extra(self, path: str) -> str:
+        """Why the recorded file ``path`` is no longer part of the model: the catalog no longer names it (a file
+        taken out, a pattern or repo changed), or the repo the catalog still takes it from no longer has it."""
+        spec, entry = self.spec, self.record.files.get(path) if self.record is not None else None
+        ref = parse_hub_source(entry.source) if entry is not None else None
+        same_repo = ref is not None and (ref.repo, ref.repo_type) == (spec.repo, spec.repo_type)
+        signed_out = spec.signature is not None and git_path(path)  # a signer leaves git's own files out
+        if spec.is_snapshot and same_repo and not signed_out and selected(spec, [path]):
+            return f"no longer in {spec.repo}"
+        return "no longer in the catalog"
 
     @property
     def unverified(self) -> int:

@@ -346,6 +346,7 @@ class Engine:
 
     def fetch(self, job: TransferJob) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
+        thrown = 0  # bytes of a first try whose hash did not match: fetched, so counted
         if job.retry_on_mismatch:
             try:
                 return self._fetch_once(job)
@@ -353,7 +354,13 @@ class Engine:
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
-        return self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))  # the last try
+                thrown = exc.fetched
+        try:
+            result = self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))  # the last try
+        except MdlError as exc:
+            exc.fetched += thrown
+            raise
+        return dataclasses.replace(result, fetched=result.fetched + thrown)
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
@@ -414,10 +421,13 @@ class Engine:
             spliced = len(state.pieces) > 1 and state.validator is None  # ranges no version tied together
             # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
             if not job.retry_on_mismatch or not ((resumed_from > 0 and not state.restarted) or spliced):
-                raise IntegrityError(
+                error = IntegrityError(
                     f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
                     hint="the source changed or is corrupt; the partial file was removed",
-                ) from None
+                )
+                error.fetched = state.fetched  # fetched, then refused: the run's byte counts include them
+                raise error from None
+            exc.fetched = state.fetched
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
             if isinstance(exc, MdlError):

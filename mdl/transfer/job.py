@@ -168,3 +168,4 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
+        self.fetched = 0  # bytes this try fetched (counted in the run's totals though they are thrown away)

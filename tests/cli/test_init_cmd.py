@@ -93,7 +93,7 @@ def test_init_never_overwrites_unless_forced(home: Path) -> None:
     os.chmod(written, 0o600)
     forced = mdl("init", "--force", "--json")
     assert forced.exit_code == 0, forced.stderr
-    assert json.loads(forced.stdout) == {"ok": True, "catalog": str(written), "replaced": True}
+    assert json.loads(forced.stdout) == {"ok": True, "catalog": str(written), "replaced": True, "empty": False}
     assert written.read_text(encoding="utf-8") == starter_catalog()
     assert written.stat().st_mode & 0o777 == 0o600  # a replaced catalog keeps its permissions
 
@@ -104,7 +104,7 @@ def test_init_writes_where_catalog_or_mdl_catalog_says(
     nested = tmp_path / "deploy" / "gpu" / "models.toml"
     result = mdl("init", "--catalog", str(nested), "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"ok": True, "catalog": str(nested), "replaced": False}
+    assert json.loads(result.stdout) == {"ok": True, "catalog": str(nested), "replaced": False, "empty": False}
     assert nested.read_text(encoding="utf-8") == starter_catalog()  # its folders created
     assert not user_catalog(home).exists()
     assert mdl("show", "tiny-bert", "--catalog", str(nested)).exit_code == 0

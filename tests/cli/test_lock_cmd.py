@@ -161,7 +161,7 @@ def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(ca
     assert moved.exit_code == 0, moved.stderr
     assert f"org/vae@{new}/ae.safetensors" in lock.read_text()  # the lock moved: the report must say so
     assert moved.stdout.splitlines() == [
-        f"z: +0 files, -0, ~0 changed, 1 re-pinned (vae/ae.safetensors {old[:7]} → {new[:7]})"
+        f"z: org/vae {old[:7]} → {new[:7]}; +0 files, -0, ~0 changed, 1 re-pinned (vae/ae.safetensors)"
     ]
     hub.commit("org/vae", {"README.md": b"vae, v3"})
     doc = json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)
@@ -174,7 +174,33 @@ def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(ca
             "new_source": f"hf://org/vae@{hub.repo('org/vae').sha}/ae.safetensors",
         }
     ]
+    assert model["repos"] == [{"repo": "org/vae", "old_commit": new, "new_commit": hub.repo("org/vae").sha}]
     assert json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)["models"][0]["status"] == "unchanged"
+
+
+def test_upgrade_says_each_repo_s_commit_move_and_bytes_rebuilt_at_the_same_size(catalog: Path, hub: HubServer) -> None:
+    """Issue 50, F: a multi-repo model's line shows every repo's move, and rebuilt bytes of the same size say their
+    sha256 moved (not "1.14 MiB → 1.14 MiB")."""
+    hub.add_repo("org/vae", {"ae.safetensors": WEIGHTS})
+    catalog.write_text(
+        catalog.read_text()
+        + '\n[models.z]\nfiles = [{ repo = "org/tiny", path = "config.json" },'
+        + ' { repo = "org/vae", path = "ae.safetensors", as = "vae/ae.safetensors" }]\n'
+    )
+    assert mdl("lock").exit_code == 0
+    tiny_old, vae_old = hub.repo("org/tiny").sha, hub.repo("org/vae").sha
+    rebuilt = bytes(reversed(WEIGHTS))  # other bytes, the same size
+    vae_new = hub.commit("org/vae", {"ae.safetensors": rebuilt})
+    tiny_new = hub.commit("org/tiny", {"model.bin": rebuilt})
+    moved = mdl("lock", "--upgrade")
+    assert moved.exit_code == 0, moved.stderr
+    was, now = hashlib.sha256(WEIGHTS).hexdigest()[:8], hashlib.sha256(rebuilt).hexdigest()[:8]
+    assert moved.stdout.splitlines() == [
+        "lora: unchanged",
+        f"tiny: {tiny_old[:7]} → {tiny_new[:7]}; +0 files, -0, ~1 changed (model.bin 1.14 MiB, sha256 {was} → {now})",
+        f"z: org/tiny {tiny_old[:7]} → {tiny_new[:7]}, org/vae {vae_old[:7]} → {vae_new[:7]}; +0 files, -0, "
+        f"~1 changed, 1 re-pinned (vae/ae.safetensors 1.14 MiB, sha256 {was} → {now}, config.json)",
+    ]
 
 
 def test_a_catalog_named_something_dot_lock_is_never_overwritten_by_its_lock(catalog: Path, tmp_path: Path) -> None:

@@ -248,6 +248,7 @@ def test_a_mismatch_after_a_resume_is_fetched_again_from_zero(
     assert result.sha256 == sha256(good)
     first, second = gets(cdn)
     assert first.range == "bytes=300000-400002" and second.range is None, "the resumed bytes were suspect"
+    assert result.fetched == (len(good) - 300_000) + len(good), "the refused try's bytes crossed the network too"
     assert job.retries.causes == ("sha256 mismatch, fetched again from zero",)
     assert any("mismatch" in note for note in progress.notes)
 
