@@ -210,7 +210,8 @@ def command(
             flags = command_flags(ctx)
             paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
             options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
-            run = Run(**flags, command=ctx.info_name or "")
+            # -H lines (get's ``header``) as parsed: masked in the logged command line, whatever their spelling
+            run = Run(**flags, command=ctx.info_name or "", headers=tuple(options.get("header") or ()))
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:
