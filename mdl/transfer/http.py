@@ -24,6 +24,7 @@ from mdl.errors import (
     NetworkError,
     NotFoundError,
     TokenLeakError,
+    UsageError,
     WebPageError,
 )
 from mdl.paths import is_model_file_name, names_model_file
@@ -382,6 +383,13 @@ def follow(
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
             response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
+        except httpx2.LocalProtocolError as exc:  # refused here, before a byte left: no server said anything, and
+            # asking again cannot help. Never its words: h11 quotes the header value it refused (usually a secret).
+            raise UsageError(
+                f"{what}: the HTTP library refused to send the request to {redact_url(current)} (a header or the URL "
+                "it cannot send); nothing was sent",
+                hint="check the headers given (-H, the catalog's headers, the variables they take) and the URL",
+            ) from exc
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hostile import ScratchCA, TlsCdn
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import CdnServer, make_data
 
 DATA = make_data(200_000, seed=50)
@@ -114,3 +114,21 @@ def test_an_http_to_https_redirect_on_the_same_host_says_why_the_login_stayed_be
         assert (here / "a.bin").read_bytes() == DATA
     finally:
         secure.stop()
+
+
+@pytest.mark.parametrize(("raw", "env"), [('"Bearer tok-1 "', {}), ('"Bearer ${TOK}"', {"TOK": "tok-1 "})])
+def test_a_catalog_header_value_the_library_would_refuse_is_exit_2_before_any_request(
+    cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch, raw: str, env: dict[str, str]
+) -> None:
+    """It was accepted, refused by the HTTP library at send time, retried and reported as exit 5 "error from"."""
+    url = cdn.add_file("/w.bin", DATA)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    entry = f'{{ url = "{url}", headers = {{ Authorization = {raw} }} }}'
+    use_catalog(here, monkeypatch, f"[models.m]\nfiles = [{entry}]\n")
+    result = mdl("pull", "m")
+    assert result.exit_code == 2, result.stderr
+    assert "headers.Authorization" in result.stderr
+    assert "must not begin or end with a space or tab" in result.stderr
+    assert "error from" not in result.stderr
+    assert not cdn.log.records(), "nothing was asked"
