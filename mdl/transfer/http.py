@@ -110,12 +110,13 @@ class Credentials:
         if not self.extra or self.extra_origin is None or at == self.extra_origin:
             return None
         (scheme, host, _), given = at, self.extra_origin
-        why = "another scheme" if scheme != given[0] else "another host" if host != given[1] else "another port"
+        why = "another host" if host != given[1] else "another scheme" if scheme != given[0] else "another port"
         login = "the netrc login" if self.netrc else ""
         headers = "the headers given (-H, the catalog's headers)" if len(self.extra) > self.netrc else ""
         what = " and ".join(filter(None, (login, headers)))
+        were = "were" if headers else "was"
         return (
-            f"{what} for {shown_origin_of(given)} was withheld on the redirect to {shown_origin_of(at)} ({why}: mdl "
+            f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to {shown_origin_of(at)} ({why}: mdl "
             "sends credentials only to the origin they were given for, on no redirect that leaves it)",
             f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you trust it with them",
         )

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hostile import ScratchCA, TlsCdn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, make_data
+
+from mdl.catalog.settings import build_settings
+from mdl.download.session import PullSession
+from mdl.progress import NullProgress
+from mdl.sources import RemoteFile
+from mdl.transfer.http import origin
 
 DATA = make_data(200_000, seed=50)
 PASSWORD = "pa55-w0rd-never-shown"
@@ -81,7 +90,7 @@ def test_a_redirect_elsewhere_gets_neither_and_its_401_says_the_login_was_withhe
     assert set(sent(other, "X-Api-Key")) == {None}
     said = " ".join(result.stderr.split())
     assert (
-        f"the netrc login and the headers given (-H, the catalog's headers) for http://127.0.0.1:{cdn.port} was "
+        f"the netrc login and the headers given (-H, the catalog's headers) for http://127.0.0.1:{cdn.port} were "
         f"withheld on the redirect to http://localhost:{other.port} (another host" in said
     )
     assert f"hint: give the URL it redirects to (http://localhost:{other.port}/cdn/a.bin)" in said
@@ -132,3 +141,40 @@ def test_a_catalog_header_value_the_library_would_refuse_is_exit_2_before_any_re
     assert "must not begin or end with a space or tab" in result.stderr
     assert "error from" not in result.stderr
     assert not cdn.log.records(), "nothing was asked"
+
+
+HOSTS = st.sampled_from(["127.0.0.1", "localhost", "cdn.example", "evil.example"])
+URLS = st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+    st.sampled_from(["http", "https"]),
+    HOSTS,
+    st.sampled_from(["", ":8080", ":443", ":80"]),
+    st.sampled_from(["w.bin", "a/b.safetensors"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(url=URLS, hop=URLS, typed=st.booleans(), user_headers=st.booleans())
+def test_no_url_but_one_the_user_typed_gets_a_login_or_a_header_and_never_on_another_origin(
+    url: str, hop: str, typed: bool, user_headers: bool
+) -> None:
+    """The class property, at the one place that decides it (session.credentials), with a netrc ``default`` entry
+    that matches every host: a document's or a listing's URL gets nothing of the user's, and a typed URL's login and
+    headers go to no hop on another origin (a redirect)."""
+    with tempfile.TemporaryDirectory() as folder:
+        netrc_file = Path(folder, "netrc")
+        netrc_file.write_text(f"default login alice password {PASSWORD}\n")
+        built = build_settings(environ={"NETRC": str(netrc_file)}, dest=Path(folder))
+        session = PullSession(built, progress=NullProgress())
+        try:
+            given_headers = (("X-Api-Key", KEY),) if user_headers and typed else ()
+            remote = RemoteFile("", "w.bin", url, headers=given_headers, typed=typed)
+            credentials = session.credentials(remote)
+            for at in (url, hop):
+                sent_there = credentials.headers_for(at)
+                if not typed or origin(at) != origin(url):
+                    assert sent_there == {}, (at, sent_there)
+                else:
+                    assert sent_there.get("Authorization", basic("alice", PASSWORD)) == basic("alice", PASSWORD)
+        finally:
+            session.close()
