@@ -128,7 +128,7 @@ def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
     naming the flag for anything else (Click's int() and float() would take '١٦', '1_6' and 1e300)."""
 
     def parse(value: str | None) -> int | float | None:
-        from mdl.catalog.settings import parse_number  # here: `mdl --help` loads nothing below the CLI
+        from mdl.catalog import parse_number  # here: `mdl --help` loads nothing below the CLI
         from mdl.errors import UsageError
 
         try:
