@@ -13,8 +13,9 @@ from typing import Literal, NamedTuple
 StrPath = str | os.PathLike[str]
 
 # How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within ``bounds``, seconds
-# (> 0, or >= 0 with ``zero_ok``), a rate (50M), one of ``choices``, an http(s) URL, a folder, URL templates, a switch
-# (off by default: its flag turns it on; on by default: a pair, ``--name/--no-name``, and not given is None).
+# (> 0, or >= 0 with ``zero_ok``, and at most ``bounds[1]``: a wait every clock and timeout can take), a rate (50M),
+# one of ``choices``, an http(s) URL, a folder, URL templates, a switch (off by default: its flag turns it on; on by
+# default: a pair, ``--name/--no-name``, and not given is None).
 Kind = Literal["count", "seconds", "rate", "choice", "url", "path", "urls", "switch"]
 
 
@@ -24,7 +25,7 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
     default: object
     env: str  # its environment variable
     help: str
-    bounds: tuple[int, int] = (0, 0)  # a count's lowest and highest
+    bounds: tuple[int, int] = (0, 0)  # a count's lowest and highest; seconds: (0, the most)
     shown_default: str = ""  # the default as --help words it, when not the value itself
     zero_ok: bool = False  # seconds: 0 allowed (else > 0)
     choices: tuple[str, ...] = ()
@@ -49,6 +50,10 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
         return f"{self.help}{bounds} (default: {', '.join(part for part in where if part)})."
 
 
+# The most seconds a wait may be: far beyond any real wait, far below what a clock, a thread's wait or a socket's
+# timeout overflows at (threading.TIMEOUT_MAX is ~292 years; 3 x --timeout is a reply's whole deadline).
+DAY, WEEK = (0, 86_400), (0, 7 * 86_400)
+
 # Each setting: --its-name (or its ``option``, or none), its variable, and ``its_name`` in [settings].
 SETTINGS: tuple[Setting, ...] = (
     Setting("dest", "path", None, "MDL_DEST", "Download root", shown_default="user data dir"),
@@ -56,11 +61,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connections", "count", 8, "MDL_CONNECTIONS", "Parallel ranges per big file", (1, 64)),
     Setting("jobs", "count", 4, "MDL_JOBS", "Files in flight at once", (1, 64), "up to 16 small and 4 big"),
     Setting("limit_rate", "rate", None, "MDL_LIMIT_RATE", "Cap total throughput, e.g. 50M"),
-    Setting("stall_timeout", "seconds", 30.0, "MDL_STALL_TIMEOUT", "Seconds without bytes before a stream is resumed"),
-    # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
-    Setting("timeout", "seconds", 10.0, "MDL_TIMEOUT", "Seconds to wait for a connection, or for an answer to begin"),
     Setting(
-        "lock_timeout", "seconds", 3600.0, "MDL_LOCK_TIMEOUT", "Seconds to wait for another run's lock", zero_ok=True
+        "stall_timeout", "seconds", 30.0, "MDL_STALL_TIMEOUT", "Seconds without bytes before a stream is resumed", DAY
+    ),
+    # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
+    Setting(
+        "timeout", "seconds", 10.0, "MDL_TIMEOUT", "Seconds to wait for a connection, or for an answer to begin", DAY
+    ),
+    Setting(
+        "lock_timeout",
+        "seconds",
+        3600.0,
+        "MDL_LOCK_TIMEOUT",
+        "Seconds to wait for another run's lock",
+        WEEK,
+        zero_ok=True,
     ),
     Setting("retries", "count", 5, "MDL_RETRIES", "Attempts after a failed request", (0, 100), option=None),
     Setting(

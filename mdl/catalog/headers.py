@@ -32,13 +32,18 @@ def header_name_problem(name: str) -> str | None:
 
 
 def header_value_problem(value: str) -> str | None:
-    """Why ``value`` cannot be sent as a header value, or None (never quoting it: it is usually a secret)."""
+    """Why ``value`` cannot be sent as a header value, or None (never quoting it: it is usually a secret). The rule
+    the HTTP library applies when it sends (h11's field-value), checked where the value is given: a value it would
+    refuse at send time is bad input (exit 2) before any request, never a failed request."""
     # A CR or LF would let the value inject extra headers (RFC 9110 §5.5).
     if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
         return "must not contain line breaks or control characters"
     # HTTP/1.1 sends header values as ASCII; anything else would fail at send time (RFC 9110 §5.5: obs-text).
     if not value.isascii():
         return "must be ASCII (percent- or base64-encode other characters)"
+    # RFC 9110 §5.5: a field value neither begins nor ends with a blank (h11 refuses one that does).
+    if value != value.strip(" \t"):
+        return "must not begin or end with a space or tab"
     return None
 
 

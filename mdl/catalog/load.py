@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from mdl.catalog.headers import header_value_problem
 from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
@@ -124,7 +125,14 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
                 raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
-        expanded.append((name, VAR_RE.sub(lambda match: environ[match.group(1)], raw)))  # secret: catalog_secrets
+        value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)  # secret: catalog_secrets
+        if (problem := header_value_problem(value)) is not None:  # the whole value, as it will be sent
+            used = ", ".join(dict.fromkeys(VAR_RE.findall(raw)))
+            raise CatalogError(
+                f"{spec.key_path}.headers.{format_key(name)}: its value {problem}"
+                + (f" (as {used} sets it)" if used else "")
+            )
+        expanded.append((name, value))
     return tuple(expanded)
 
 

@@ -109,7 +109,7 @@ def _between(low: int, high: int) -> AfterValidator:
     return _rule(lambda value: low <= value <= high, f"must be between {low} and {high}, got {{}}")
 
 
-def _seconds(*, zero_ok: bool) -> BeforeValidator:
+def _seconds(*, zero_ok: bool, most: int) -> BeforeValidator:
     # Before pydantic's float check, so the message shows the number as written ("got 0", not "got 0.0").
     def check(value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -117,6 +117,8 @@ def _seconds(*, zero_ok: bool) -> BeforeValidator:
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
             bound = ">= 0" if zero_ok else "> 0"
             raise problem(f"must be a finite number of seconds {bound}, got {value}")
+        if value > most:  # the table's bound (mdl.setting): a wait every clock and timeout can take
+            raise problem(f"must be at most {most} seconds, got {value}")
         return float(value)
 
     return BeforeValidator(check)
@@ -335,7 +337,7 @@ def _setting_key(setting: Setting) -> tuple[Any, Any]:
         case "count":
             kind = Annotated[int, _between(*setting.bounds)]
         case "seconds":
-            kind = Annotated[float, _seconds(zero_ok=setting.zero_ok)]
+            kind = Annotated[float, _seconds(zero_ok=setting.zero_ok, most=setting.bounds[1])]
         case "rate":
             kind = Annotated[Text, AfterValidator(_rate)]
         case "choice":

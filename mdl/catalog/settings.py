@@ -112,13 +112,6 @@ def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
     return value.strip().lower() in _TRUE
 
 
-def check_range(value: float | None, *, flag: str, lo: int, hi: int) -> float | None:
-    """Reject a flag value outside ``lo..hi`` with a usage error naming the flag."""
-    if value is not None and not lo <= value <= hi:
-        raise UsageError(f"{flag}: must be between {lo} and {hi}, got {value}")
-    return value
-
-
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
     return Path(platformdirs.user_data_dir()) / "mdl" / "models"
@@ -155,22 +148,48 @@ def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, 
 NO_OVERRIDES = Overrides()
 
 
+# ASCII digits only, for every number a flag, a variable or the catalog gives (int() and float() also take '١٦' and
+# '1_6'); a sign is read so that -1 is refused by the bounds, naming them.
+_WHOLE_RE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
+    """A count or seconds setting's value (text, or a number from the API or the catalog) within the setting's
+    bounds, else UsageError naming ``where``: every value accepted is one every clock, wait and timeout can take."""
+    count = setting.kind == "count"
+    if isinstance(value, str):
+        text = value.strip(" \t")
+        number: float | None = None
+        if (_WHOLE_RE if count else _DECIMAL_RE).fullmatch(text):
+            number = int(text) if count and len(text) <= 20 else float(text)  # (int() of 5000 digits raises)
+    elif isinstance(value, int | float) and not isinstance(value, bool) and (not count or float(value).is_integer()):
+        number = value
+    else:
+        number = None
+    if number is None:
+        expected = "a whole number (digits 0-9)" if count else "a number of seconds (digits 0-9)"
+        raise UsageError(f"{where}: expected {expected}, got {value!r}")
+    lo, hi = setting.bounds
+    if count:
+        if not lo <= number <= hi:
+            raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
+        return int(number)
+    seconds = float(number)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not setting.zero_ok):
+        sign = "non-negative" if setting.zero_ok else "positive"
+        raise UsageError(f"{where}: must be a {sign} number of seconds, got {value!r}")
+    if seconds > hi:
+        raise UsageError(f"{where}: must be at most {hi} seconds, got {value!r}")
+    return seconds
+
+
 def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
     """``value`` (an environment variable's text, a flag's or the catalog's value) as ``setting`` holds it; a
     UsageError naming ``where`` when it is not one."""
     kind = setting.kind
     if kind in ("count", "seconds"):
-        try:
-            number = int(value) if kind == "count" else float(value)
-        except ValueError:
-            expected = "a whole number" if kind == "count" else "a number of seconds"
-            raise UsageError(f"{where}: expected {expected}, got {value!r}") from None
-        if kind == "count":
-            return check_range(number, flag=where, lo=setting.bounds[0], hi=setting.bounds[1])
-        if not math.isfinite(number) or number < 0 or (number == 0 and not setting.zero_ok):
-            sign = "non-negative" if setting.zero_ok else "positive"
-            raise UsageError(f"{where}: must be a {sign} number of seconds, got {value!r}")
-        return number
+        return parse_number(setting, value, where=where)
     if kind == "rate":
         return parse_rate(str(value), where=where)
     if kind == "choice" and value not in setting.choices:

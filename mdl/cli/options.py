@@ -81,9 +81,11 @@ METAVARS = {
     "signed_by": "KEY",
     "input_file": "FILE",
 }
-# A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's.
-TYPES: dict[str, Any] = {"count": int, "seconds": float, "rate": str, "url": str, "path": Path, "urls": list[str]}
-WORDS = {"seconds": "SECONDS", "rate": "RATE", "urls": "URL", "path": "DIR"}
+# A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's. Numbers come
+# as text: the one parser (mdl.catalog.settings.parse_number) reads every spelling, as it reads $MDL_* and the catalog
+# (Click's int() and float() would take '١٦' and '1_6').
+TYPES: dict[str, Any] = {"count": str, "seconds": str, "rate": str, "url": str, "path": Path, "urls": list[str]}
+WORDS = {"count": "N", "seconds": "SECONDS", "rate": "RATE", "urls": "URL", "path": "DIR"}
 
 
 def metavar(name: str, annotation: Any) -> str:
@@ -121,13 +123,30 @@ COMMON: dict[str, tuple[Any, Any]] = {
 }
 
 
+def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
+    """A count's or seconds' flag read by the one parser of numbers (as $MDL_* and the catalog are read): exit 2
+    naming the flag for anything else (Click's int() and float() would take '١٦', '1_6' and 1e300)."""
+
+    def parse(value: str | None) -> int | float | None:
+        from mdl.catalog import parse_number  # here: `mdl --help` loads nothing below the CLI
+        from mdl.errors import UsageError
+
+        try:
+            return None if value is None else parse_number(setting, value, where=setting.flag)
+        except UsageError as exc:  # said as Click says a bad option value (exit 2)
+            raise typer.BadParameter(exc.message.removeprefix(f"{setting.flag}: ")) from None
+
+    return parse
+
+
 def setting_option(setting: Setting) -> tuple[Any, Any]:
     """A setting's option as Typer reads it (an ``Annotated`` type) and its default, from the table: its flag, its
     help with bounds and where the default comes from."""
     if setting.pair:  # --xet/--no-xet: not given is None (the environment, the catalog or the default decide)
         pair = typer.Option(f"{setting.flag}/--no-{setting.flag.removeprefix('--')}", help=setting.help_text)
         return Annotated[bool | None, pair], None
-    option = typer.Option(setting.flag, help=setting.help_text)
+    number = setting.kind in ("count", "seconds")
+    option = typer.Option(setting.flag, help=setting.help_text, callback=number_of(setting) if number else None)
     if setting.kind == "switch":
         return Annotated[bool, option], False
     kind = cast(Any, Literal)[setting.choices] if setting.kind == "choice" else TYPES[setting.kind]
@@ -191,7 +210,8 @@ def command(
             flags = command_flags(ctx)
             paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
             options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
-            run = Run(**flags, command=ctx.info_name or "")
+            # -H lines (get's ``header``) as parsed: masked in the logged command line, whatever their spelling
+            run = Run(**flags, command=ctx.info_name or "", headers=tuple(options.get("header") or ()))
             with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
                 code = body(run, **options)
                 if code:

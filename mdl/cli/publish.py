@@ -6,10 +6,11 @@ from typing import Annotated, Any
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command, number_of
 from mdl.cli.run import Run
 from mdl.cli.summary import render_report
 from mdl.errors import UsageError
+from mdl.setting import SETTING
 from mdl.units import human_size
 
 
@@ -28,7 +29,13 @@ def publish_cmd(
         ),
     ] = "",
     connections: Annotated[
-        int | None, typer.Option("--connections", help="Requests in flight at once (parts and files; default 8).")
+        str | None,
+        typer.Option(
+            "--connections",
+            metavar="N",
+            help="Requests in flight at once (parts and files; default 8).",
+            callback=number_of(SETTING["connections"]),
+        ),
     ] = None,
     endpoint_url: Annotated[
         str | None,

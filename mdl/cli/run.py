@@ -62,6 +62,7 @@ class Run:
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     command: str = ""  # its name (``pull``): what an interruption says was kept
+    headers: Sequence[str] = ()  # its -H lines as Click parsed them: what the logged command line masks
     reserve: mmap.mmap | None = field(default=None, init=False, repr=False)  # room to say memory ran out (guarded)
     watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)  # on stdout's reader (guarded)
 
@@ -178,27 +179,30 @@ def make_reporter(
     return Reporter()
 
 
-def logged_argv(argv: Sequence[str]) -> list[str]:
-    """The command line as the log keeps it, written before any option is parsed: a credential header's value
-    (``-H 'X-Api-Key: …'``, ``--header=Cookie: …``) is masked, whatever its length (URLs are redacted at the sink)."""
-    shown: list[str] = []
-    for before, arg in zip(["", *argv], argv, strict=False):
-        given = before in ("-H", "--header")  # the header itself, after its option
-        prefix = "" if given else next((p for p in ("--header=", "-H") if arg.startswith(p) and arg != p), None)
-        name, colon, value = arg[len(prefix or "") :].partition(":")
-        if prefix is None or not (colon and value.strip()):
-            shown.append(arg)
-            continue
-        from mdl.catalog import is_secret_header  # here: `mdl --help` loads nothing below the CLI (test_startup)
+def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str]:
+    """The command line as the log keeps it: each value Click parsed as a header (``headers``) masked where it ends an
+    argument, however it was spelled (``-H V``, ``-HV``, ``-qH V``, ``-qvHV``, ``--header=V``), when it is a credential
+    (``X-Api-Key: ***``, whatever its length) or no ``Name: value`` line at all (``***``); URLs are redacted at the
+    sink. Masked from what was parsed, never by reading the spellings again: the parser decides what is a header."""
+    from mdl.catalog import is_secret_header  # here: `mdl --help` loads nothing below the CLI (test_startup)
 
-        shown.append(f"{prefix}{name}: ***" if is_secret_header(name.strip()) else arg)
+    masks: dict[str, str] = {}
+    for line in headers:
+        name, colon, _ = line.partition(":")
+        if line and (not colon or is_secret_header(name.strip())):
+            masks[line] = f"{name}: ***" if colon else "***"
+    longest = sorted(masks, key=len, reverse=True)
+    shown: list[str] = []
+    for arg in argv:
+        ending = next((line for line in longest if arg.endswith(line)), None)
+        shown.append(arg if ending is None else arg[: len(arg) - len(ending)] + masks[ending])
     return shown
 
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
-    log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:])))
+    log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:], headers=run.headers)))
     run.reserve = reserve_memory()
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:

@@ -446,7 +446,7 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
         signed=remote.signed,
         **more,
     )
-    warning = session.netrc_warning(hub=remote.hub)
+    warning = session.netrc_warning(typed=remote.typed)
     if warning is not None:  # logged once by the session; said with each direct URL's outcome
         job.retries.add(WARNING_CAUSE + warning)
     return job

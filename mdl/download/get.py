@@ -241,7 +241,9 @@ def _fetch_remote(
                     assert item.url is not None
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
                     expected = sha256 or item.sha256
-                    remote = RemoteFile("", name, item.url, item.size, expected, source=source, headers=item.headers)
+                    remote = RemoteFile(
+                        "", name, item.url, item.size, expected, source=source, headers=item.headers, typed=item.typed
+                    )
                     if not offline and (remote.size is None or not remote.sha256):  # a sha256 never turns ranges off
                         # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
@@ -251,7 +253,7 @@ def _fetch_remote(
                 planned.append((index, plan_file(session.layout, remote, force=force, offline=offline)))
             except MdlError as exc:
                 outcomes[index] = failed("", name, exc, dest=target, source=item.where)
-                warning = session.netrc_warning(hub=item.hub is not None)
+                warning = session.netrc_warning(typed=item.typed)
                 if warning is not None:  # a 401 may be why: said here too (fetch says it with the others)
                     outcomes[index] = replace(outcomes[index], warning=warning)
                 log_outcome(outcomes[index])

@@ -132,19 +132,24 @@ class PullSession:
         return read_netrc(self.settings.netrc, self.settings.secrets)
 
     def credentials(self, remote: RemoteFile) -> Credentials:
-        """The Hub token for Hub files (to the Hub origin only); a direct URL's own headers otherwise, with a netrc
-        login when they have no Authorization. Either goes to its own origin only, never after a redirect elsewhere."""
+        """The one place that decides what a file's requests carry: the Hub token for Hub files (to the Hub origin
+        only); for a direct URL the user typed (``remote.typed``) its own headers, with a netrc login when they have
+        no Authorization, to that URL's origin only (never after a redirect elsewhere: ``Credentials``); for one a
+        document or a listing named (a job output's link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
+        if not remote.typed:
+            return Credentials()
         headers = dict(remote.headers)
         login = self.netrc.authorization(remote.url, headers)
         if login is not None:
             headers["Authorization"] = login
-        return Credentials(extra=headers, extra_origin=origin(remote.url))
+        return Credentials(extra=headers, extra_origin=origin(remote.url), netrc=login is not None)
 
-    def netrc_warning(self, *, hub: bool) -> str | None:
-        """Why the netrc file was not used, for a direct URL's outcome (None: it was, or the file is a Hub file)."""
-        return None if hub else self.netrc.problem
+    def netrc_warning(self, *, typed: bool) -> str | None:
+        """Why the netrc file was not used, for the outcome of a direct URL the user typed (None: it was, or the file
+        is not one a netrc login would go to)."""
+        return self.netrc.problem if typed else None
 
     def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
         """A direct URL with its size and validator (``carry``: and its first bytes, left for the download to read,

@@ -211,5 +211,6 @@ def resolved_from_locked(
             url = entry.url if entry is not None and entry.url else f.source
             secrets.add_url(url)  # a lock written by hand may hold a signed URL
             extra = {"source": redact_url(url), "headers": expand_headers(entry, environ) if entry is not None else ()}
+            extra["typed"] = True  # the catalog's URL, or the lock's as written from it
         files.append(RemoteFile(model=locked.name, path=f.path, url=url, size=f.size, sha256=f.sha256, **extra))
     return ResolvedModel(locked.name, locked.revision, locked.commit, tuple(files))

@@ -66,6 +66,7 @@ class UrlFile:
     hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
     listed: RemoteFile | None = None  # a whole repo's file, as its listing named it (no HEAD needed)
     headers: tuple[tuple[str, str], ...] = ()  # -H headers (a URL given as a SOURCE): secrets, never output
+    typed: bool = False  # the user typed the URL (a SOURCE): not a job output's link, nor a presigned s3:// GET
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def parse_sources(
             shown = redact_url(source)
             check_url(source, where=shown)
             name = "" if named else url_basename(source, where=shown)
-            found.append(UrlFile(name, source, None, None, where=shown, headers=headers))
+            found.append(UrlFile(name, source, None, None, where=shown, headers=headers, typed=True))
         elif source.startswith("hf://"):
             uri = parse_hf_uri(source)
             if uri.path is None:

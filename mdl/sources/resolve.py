@@ -47,6 +47,9 @@ class RemoteFile:
     source: str = ""  # redacted, for records and output
     hub: bool = False  # the Hub token may go to the Hub origin for this file
     headers: tuple[tuple[str, str], ...] = ()  # direct-URL headers, expanded (secrets: never output)
+    # The user typed this direct URL (a SOURCE, the catalog, its lock): only such a URL gets their headers and a netrc
+    # login (mdl.download.session.credentials); one a document, a listing or a mirror named never does.
+    typed: bool = False
     size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
     revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
     repo: str | None = None  # owner/name (Hub files), for mirror URL templates
@@ -198,6 +201,7 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
             sha256=file.sha256,
             source=redact_url(file.url),
             headers=expand_headers(file, environ),
+            typed=True,
         )
     assert file.repo is not None and file.path is not None and hub is not None
     repo_type = file.repo_type or "model"

@@ -208,7 +208,7 @@ class Engine:
                         f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
                     )
                 if resp.status_code not in (200, 206):
-                    raise error_for_status(resp, what=job.label, hub=job.credentials.from_hub(resp))
+                    raise error_for_status(resp, what=job.label, credentials=job.credentials)
                 encoded = is_encoded(resp, what=job.label)
                 if encoded:
                     state.whole_only = True

@@ -24,6 +24,7 @@ from mdl.errors import (
     NetworkError,
     NotFoundError,
     TokenLeakError,
+    UsageError,
     WebPageError,
 )
 from mdl.paths import is_model_file_name, names_model_file
@@ -75,7 +76,11 @@ def make_client(
 
 
 def shown_origin(url: str) -> str:
-    scheme, host, port = origin(url)
+    return shown_origin_of(origin(url))
+
+
+def shown_origin_of(at: tuple[str, str, int]) -> str:
+    scheme, host, port = at
     return f"{scheme}://{host}:{port}"
 
 
@@ -89,6 +94,7 @@ class Credentials:
     token: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     extra_origin: tuple[str, str, int] | None = None
+    netrc: bool = False  # extra's Authorization is a netrc login (named when a redirect leaves it behind)
 
     def headers_for(self, url: str) -> dict[str, str]:
         at = origin(url)
@@ -96,6 +102,24 @@ class Credentials:
         if self.token and self.hub_origin is not None and at == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
+
+    def withheld(self, url: str) -> tuple[str, str] | None:
+        """Why a request to ``url`` carried none of ``extra`` (a redirect left the origin they were given for), and
+        what would send them there; None: they went, or there were none."""
+        at = origin(url)
+        if not self.extra or self.extra_origin is None or at == self.extra_origin:
+            return None
+        (scheme, host, _), given = at, self.extra_origin
+        why = "another host" if host != given[1] else "another scheme" if scheme != given[0] else "another port"
+        login = "the netrc login" if self.netrc else ""
+        headers = "the headers given (-H, the catalog's headers)" if len(self.extra) > self.netrc else ""
+        what = " and ".join(filter(None, (login, headers)))
+        were = "were" if headers else "was"
+        return (
+            f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to {shown_origin_of(at)} ({why}: mdl "
+            "sends credentials only to the origin they were given for, on no redirect that leaves it)",
+            f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you trust it with them",
+        )
 
     def from_hub(self, response: httpx2.Response) -> bool:
         return self.hub_origin is not None and origin(str(response.url)) == self.hub_origin
@@ -269,12 +293,21 @@ REFUSED_CREDENTIALS = "the server refused the credentials sent (-H, the catalog'
 NO_CREDENTIALS = "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc login"
 
 
-def error_for_status(response: httpx2.Response, *, what: str, hub: bool) -> MdlError:
+def error_for_status(
+    response: httpx2.Response, *, what: str, hub: bool | None = None, credentials: Credentials | None = None
+) -> MdlError:
+    """The error a final answer that is not the file's is (``hub``: from the Hub, else as ``credentials`` say; a 401
+    after a redirect that left the user's credentials behind says so)."""
+    if hub is None:
+        hub = credentials is not None and credentials.from_hub(response)
     status, text = response.status_code, server_text(response)
     suffix = f": {detail}" if (detail := safe_text(text, limit=MESSAGE_TEXT_LIMIT)) else ""
     where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
     error: MdlError
-    if status == 401:
+    withheld = credentials.withheld(str(response.url)) if credentials is not None and not hub else None
+    if status == 401 and withheld is not None:
+        error = AuthError(f"{what}: not authorised (HTTP 401 from {where}){suffix}; {withheld[0]}", hint=withheld[1])
+    elif status == 401:
         hint = hub_auth_hint(code, response) if hub else REFUSED_CREDENTIALS if credentials_sent(response) else None
         error = AuthError(f"{what}: not authorised (HTTP 401 from {where}){suffix}", hint=hint or NO_CREDENTIALS)
     elif status == 403 and hub:
@@ -351,6 +384,13 @@ def follow(
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
             response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
+        except httpx2.LocalProtocolError as exc:  # refused here, before a byte left: no server said anything, and
+            # asking again cannot help. Never its words: h11 quotes the header value it refused (usually a secret).
+            raise UsageError(
+                f"{what}: the HTTP library refused to send the request to {redact_url(current)} (a header or the URL "
+                "it cannot send); nothing was sent",
+                hint="check the headers given (-H, the catalog's headers, the variables they take) and the URL",
+            ) from exc
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
         except httpx2.InvalidURL as exc:

@@ -27,7 +27,7 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         client, job.url, credentials=job.credentials, headers=headers, what=job.label, saved_as=job.path
     ) as response:
         if response.status_code not in (200, 206):
-            raise error_for_status(response, what=job.label, hub=job.credentials.from_hub(response))
+            raise error_for_status(response, what=job.label, credentials=job.credentials)
         if is_encoded(response, what=job.label):
             state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
             raise RangesIgnoredError
@@ -69,7 +69,7 @@ def probe(
         elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
             total = 0  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:
-            raise error_for_status(response, what=what, hub=credentials.from_hub(response))
+            raise error_for_status(response, what=what, credentials=credentials)
         etag, modified = validators(response)
         ranged, opening = span is not None and span.ranged, None
         if span is not None and ranged and carry and span.start == 0 and span.end is not None and total is not None:

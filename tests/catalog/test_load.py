@@ -1106,3 +1106,21 @@ def test_importing_the_catalog_does_not_load_pydantic() -> None:
         "assert 'pydantic' in sys.modules, 'never'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("value", [" Bearer x", "Bearer x ", "x\\t"])
+def test_a_header_value_with_a_blank_at_an_end_is_refused_at_load(value: str) -> None:
+    """The HTTP library refuses it at send time: said at load, naming the file, line and key (exit 2), never a request
+    retried and reported as an error from a server."""
+    message = bad(f'[models.m]\nfiles = [{{ url = "https://h/x", headers = {{ A = "{value}" }} }}]\n')
+    assert message == "cat.toml:2: models.m.files[0].headers.A: must not begin or end with a space or tab"
+
+
+def test_a_header_value_a_variable_makes_blank_at_an_end_is_refused_naming_it() -> None:
+    with pytest.raises(CatalogError) as info:
+        expand_headers(_lora(), {"CIVITAI_TOKEN": "tok123 ", "A": "1", "B": "2"})
+    assert info.value.exit_code == 2
+    assert info.value.message == (
+        "models.style-lora.files[0].headers.Authorization: its value must not begin or end with a space or tab "
+        "(as CIVITAI_TOKEN sets it)"
+    )

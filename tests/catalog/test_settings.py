@@ -11,7 +11,6 @@ from mdl.catalog.settings import (
     CatalogSettings,
     Settings,
     build_settings,
-    check_range,
     default_dest,
     parse_bool,
     parse_rate,
@@ -248,13 +247,6 @@ def test_bad_limit_rate_in_environment_names_the_variable() -> None:
 def test_stall_timeout_from_environment_must_be_positive(value: str) -> None:
     with pytest.raises(UsageError, match=r"\$MDL_STALL_TIMEOUT"):
         settings({"MDL_STALL_TIMEOUT": value})
-
-
-def test_check_range() -> None:
-    assert check_range(None, flag="--x", lo=1, hi=2) is None
-    assert check_range(2, flag="--x", lo=1, hi=2) == 2
-    with pytest.raises(UsageError, match=r"--x: must be between 1 and 2, got 3"):
-        check_range(3, flag="--x", lo=1, hi=2)
 
 
 # -- where files go --------------------------------------------------------------------------------------
