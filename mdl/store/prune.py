@@ -9,6 +9,7 @@ never followed."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -46,6 +47,7 @@ class PrunedPath:
     size: int
     model: str
     reason: str
+    linked: bool = False  # another hard link keeps its bytes: removing this name frees none of them
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class PruneReport:
 
     @property
     def freed(self) -> int:
-        return sum(r.size for r in self.removed)
+        """The bytes removing these paths gives back: none of a file another hard link keeps."""
+        return sum(r.size for r in self.removed if not r.linked)
 
     @property
     def other_catalogs(self) -> list[str]:
@@ -84,7 +87,14 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         removed = [
-            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason, "removed": not self.dry_run}
+            {
+                "path": str(r.path),
+                "size": r.size,
+                "model": r.model,
+                "reason": r.reason,
+                "removed": not self.dry_run,
+                "linked": r.linked,
+            }
             for r in self.removed
         ]
         kept = [{"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog} for k in self.kept]
@@ -262,46 +272,66 @@ def _remove_entry(
     run: _Pruning, model: str, root: Path, path: Path, entry: FileRecord, reason: str, *, link: Placement | None = None
 ) -> str:
     """Remove ``path`` if it is what mdl wrote: the file it recorded, or (``link``) the snapshot entry leading to its
-    blob. Anything else there is kept as the user's; a link on the way is never followed."""
+    blob. Anything else there is kept as the user's; a link on the way is never followed. What is removed is the
+    object checked, never whatever has its name by then (:func:`confined.unlink_checked`)."""
     if path in run.used:
         return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
     try:
         found = _lstat(root, path)
         if found is None:
             return _GONE
+        checked = found
         if link is None:
-            why = _not_as_recorded(root, path, found, entry)
+            why, checked = _not_as_recorded(root, path, found, entry)
         elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.final):
             why = "not the link mdl made to its blob"
         else:
             why = None
+        if why is None and not run.dry_run:
+            removal = confined.unlink_checked(root, path, functools.partial(_same_object, checked=checked))
+            if removal.found is None:
+                return _GONE
+            found = removal.found
+            if not removal.removed:
+                why = "replaced while prune checked it"
+                path = removal.kept_at or path
         if why is not None:
             run.kept.append(KeptPath(path, model, why))
             return _KEPT
-        if not run.dry_run:
-            confined.unlink(root, path)
     except MdlError as exc:  # a link on the way (exit 2's refusal): never followed, the entry stays
         run.warnings.append(f"{model}/{entry.path}: kept: {exc.message}")
         return _FAILED
     except OSError as exc:
         run.errors.append(LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}"))
         return _FAILED
-    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason))
+    linked = link is None and found.st_nlink > 1  # (counted before the unlink: the name removed is one of them)
+    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason, linked))
     return _REMOVED
 
 
-def _not_as_recorded(root: Path, path: Path, found: os.stat_result, entry: FileRecord) -> str | None:
-    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash)."""
+def _not_as_recorded(
+    root: Path, path: Path, found: os.stat_result, entry: FileRecord
+) -> tuple[str | None, os.stat_result]:
+    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash), and
+    the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
-        return "not the file mdl wrote (a link or no file)"
+        return "not the file mdl wrote (a link or no file)", found
     state = judge(entry, found.st_size, found.st_mtime_ns)
     if state == INSTALLED:
-        return None
+        return None, found
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:
-        return changed
-    _, sha256, _ = hash_descriptor(confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), path)  # not by name
-    return None if sha256 == entry.sha256 else changed
+        return changed, found
+    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)  # hashed by descriptor, never by name again
+    hashed = os.fstat(fd)  # taken before the bytes: a write meanwhile moves its mtime, and it is no longer this
+    _, sha256, _ = hash_descriptor(fd, path)
+    return (None if sha256 == entry.sha256 else changed), hashed
+
+
+def _same_object(now: os.stat_result, checked: os.stat_result) -> bool:
+    """Whether ``now`` (the ``lstat`` of what is about to be removed) is the object checked, unchanged since."""
+    same = (now.st_dev, now.st_ino, st.S_IFMT(now.st_mode), now.st_size, now.st_mtime_ns)
+    return same == (checked.st_dev, checked.st_ino, st.S_IFMT(checked.st_mode), checked.st_size, checked.st_mtime_ns)
 
 
 def _lstat(root: Path, path: Path) -> os.stat_result | None:
@@ -374,9 +404,11 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
         for name in files:
             ref = Path(folder) / name
             try:
-                if confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
+                checked = _lstat(root, ref)
+                if checked is None or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
                     continue
-                confined.unlink(root, ref)
+                if not confined.unlink_checked(root, ref, functools.partial(_same_object, checked=checked)).removed:
+                    continue  # replaced since it was read: kept
             except (OSError, MdlError):
                 continue  # not a ref mdl can read as its own: kept
             run.removed.append(PrunedPath(ref, len(commit), model, "names a snapshot prune removed"))

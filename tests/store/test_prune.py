@@ -169,9 +169,9 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
     drop_model(world["catalog"], "tiny")
     store = Store(dest)
     waited: list[bool] = []
-    real_unlink = os.unlink
+    real_rename = os.rename
 
-    def unlink_then_look(path: str, *args: object, **kwargs: object) -> None:
+    def set_aside_then_look(path: str, *args: object, **kwargs: object) -> None:  # a removal starts by setting aside
         if not waited and str(path) == "config.json":
             try:
                 store.acquire_file_lock("tiny", "config.json", timeout=0)
@@ -179,12 +179,12 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
                 waited.append(True)
             else:
                 waited.append(False)
-        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+        real_rename(path, *args, **kwargs)  # type: ignore[arg-type]
 
     from mdl import api
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "unlink", unlink_then_look)
+        patch.setattr(os, "rename", set_aside_then_look)
         report = api.prune()
     assert waited == [True], "the file's lock was free while prune removed it"
     assert {r.path.name for r in report.removed} >= {"config.json"}
