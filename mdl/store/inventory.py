@@ -512,7 +512,9 @@ def verify_file(
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.fullmatch(file.final.name) else None
+        # a repo blob is named by its content (not an entry of huggingface_hub's shared store, named by its Xet hash)
+        named = file.final != file.dest and file.final.parent.name == "blobs"
+        blob_name = file.final.name if named and BLOB_NAME.fullmatch(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
         size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
         if blob_name is not None and blob_name not in (sha256, git_oid):

@@ -221,7 +221,7 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
                 done = _KEPT
             elif placement.link is not None:
                 done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
-                if done in (_REMOVED, _GONE):
+                if done in (_REMOVED, _GONE) and placement.shared_via is None:  # a shared one: hf's to collect
                     blobs[placement.final] = (placement, entry)
             else:
                 done = _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
@@ -283,7 +283,7 @@ def _remove_entry(
         checked = found
         if link is None:
             why, checked = _not_as_recorded(root, path, found, entry)
-        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.final):
+        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.blob):
             why = "not the link mdl made to its blob"
         else:
             why = None
@@ -352,7 +352,7 @@ def _leads_to(link: Path, blob: Path) -> bool:
 
 def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     """Whether a snapshot entry prune does not remove leads to the blob (another revision, huggingface_hub's own)."""
-    blob, snapshots = placement.final, placement.final.parent.parent / "snapshots"
+    blob, snapshots = placement.blob, placement.blob.parent.parent / "snapshots"
     if snapshots.is_symlink():
         return True  # never walked: kept
     leaving = {r.path for r in run.removed if r.model == model}
@@ -374,7 +374,7 @@ def _tidy(run: _Pruning, model: str, placements: dict[str, Placement | None], *,
         if placement.link is None:
             _rmdir_up(plain.dest, placement.final.parent, plain.model_dir(model), including=whole)
             continue
-        root, repo = placement.store.dest, placement.final.parent.parent
+        root, repo = placement.store.dest, placement.blob.parent.parent
         commit_dir = repo / "snapshots" / placement.shown.relative_to(repo / "snapshots").parts[0]
         _rmdir_up(root, placement.shown.parent, commit_dir, including=True)
         if not os.path.lexists(commit_dir):
