@@ -133,6 +133,35 @@ def test_remove_prune_does_both(world: dict[str, Path]) -> None:
     assert "[models.tiny]" not in world["catalog"].read_text()
 
 
+def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(world: dict[str, Path]) -> None:
+    dest, catalog = world["dest"], world["catalog"]
+    pull("tiny", "other")
+    assert mdl("lock", "--all").exit_code == 0
+    lock = catalog.with_name("catalog.lock")
+    before = (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*")))
+    dry = mdl("remove", "tiny", "--prune", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert sorted(line.split("  ")[1] for line in dry.stdout.splitlines()) == sorted(
+        str(dest / "tiny" / p) for p in ("config.json", "model.safetensors", "sub/vocab.txt")
+    )
+    assert all(line.startswith("would remove  ") for line in dry.stdout.splitlines())
+    assert "would remove tiny from" in dry.stderr and "would free" in dry.stderr, dry.stderr
+    assert "would update" in dry.stderr, dry.stderr
+    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before, "nothing changed"
+
+    doc = json.loads(mdl("remove", "tiny", "--prune", "--dry-run", "--json").stdout)
+    assert doc["dry_run"] is True and doc["pruned"]["dry_run"] is True
+    assert doc["pruned"]["freed"] == len(CONFIG) + len(WEIGHTS) + len(VOCAB)
+    assert {r["removed"] for r in doc["pruned"]["removed"]} == {False}
+    just_the_catalog = mdl("remove", "tiny", "--dry-run")
+    assert just_the_catalog.exit_code == 0 and "would remove tiny from" in just_the_catalog.stderr
+    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before
+
+    done = json.loads(mdl("remove", "tiny", "--prune", "--json").stdout)  # then for real: what the dry run said
+    assert [r["path"] for r in done["pruned"]["removed"]] == [r["path"] for r in doc["pruned"]["removed"]]
+    assert not (dest / "tiny").exists() and "[models.tiny]" not in catalog.read_text()
+
+
 def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Path]) -> None:
     """Another run holds the lock of one of the model's files (as a pull does while fetching it)."""
     dest = world["dest"]
