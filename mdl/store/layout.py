@@ -105,7 +105,11 @@ class Layout:
         check_folder(settings.dest, what="the destination")
         if self.cache_root is not None:
             check_folder(self.cache_root, what="the Hugging Face cache")
-        self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
+        self.cache = (
+            Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl", keeps_revisions=True)
+            if self.cache_root
+            else None
+        )
         self.records = self.cache or self.plain  # the store whose records describe the models
         self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
 

@@ -34,6 +34,7 @@ log = logging.getLogger("mdl.store")
 
 GONE = "not in the catalog"  # the reason for every file of a model taken out of the catalog
 EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
+EARLIER = "of another commit than the model's"  # the Hugging Face cache: a file of a commit the model moved from
 ADOPTED = "found in place, not written by mdl"  # a recorded file mdl adopted (FileRecord.adopted): kept
 OTHER_CATALOG = "pulled with another catalog: "  # + its path: a model whose record names another catalog: kept
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
@@ -146,15 +147,17 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
             run.warnings.append(f"{name}: its record cannot be read (the log says why); its files are kept")
             continue
         spec = catalog.get(name)
-        targets = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
-        if not (targets or spec is None):
+        paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
+        targets = {path: record.files[path] for path in paths}
+        earlier = dict(record.earlier) if layout.cache is not None else {}  # (only the cache keeps other commits)
+        if not (targets or earlier or spec is None):
             continue
         if name in others:  # named by its folder in the destination, else (all in the Hugging Face cache) its record
             folder = layout.plain.model_dir(name)
             where = folder if os.path.lexists(folder) else layout.records.record_path(name)
             run.kept.append(KeptPath(where, name, OTHER_CATALOG + others[name], others[name]))
         else:
-            _prune_model(run, record, targets, whole=spec is None)
+            _prune_model(run, record, targets, earlier, whole=spec is None)
     dest = layout.plain.dest
     for name, info in confined.entries(dest, dest) if only is None else ():  # neither in the catalog nor recorded
         if name != ".mdl" and name not in catalog and name not in records and st.S_ISDIR(info.st_mode):
@@ -179,9 +182,10 @@ def other_catalog(record: ModelRecord, catalog: Path | None) -> str | None:
 
 def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -> Iterator[Path]:
     """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model);
-    ``spec`` None: all of them (another catalog's model), else all but its extra files."""
+    ``spec`` None: all of them (another catalog's model, its other commits' too), else all but its extra files."""
     extra = set(model_status(spec, layout).extra) if spec is not None else set()
-    for path, entry in record.files.items():
+    files = record.files if spec is not None else {**record.files, **record.earlier}
+    for path, entry in files.items():
         if path not in extra and (placement := _place(layout, record.name, entry)) is not None:
             yield placement.final
             yield placement.shown
@@ -194,11 +198,19 @@ def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
         return None
 
 
-def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whole: bool) -> None:
-    """Remove ``targets`` (recorded paths) of one model under its locks, then their record entries (``whole``: the
-    record itself, and the model's folder once empty)."""
-    model, reason = record.name, GONE if whole else EXTRA
-    placements = {path: _place(run.layout, model, record.files[path]) for path in targets}
+def _prune_model(
+    run: _Pruning, record: ModelRecord, targets: dict[str, FileRecord], earlier: dict[str, FileRecord], *, whole: bool
+) -> None:
+    """Remove ``targets`` (recorded files, by path) and ``earlier`` (the files of other commits mdl wrote into the
+    Hugging Face cache, by ``<commit>/<path>``) of one model under its locks, then their record entries (``whole``:
+    the record itself, and the model's folder once empty)."""
+    model = record.name
+    entries = {
+        **{("files", key): e for key, e in targets.items()},
+        **{("earlier", key): e for key, e in earlier.items()},
+    }
+    reasons = {"files": GONE if whole else EXTRA, "earlier": GONE if whole else EARLIER}
+    placements = {key: _place(run.layout, model, entry) for key, entry in entries.items()}
     try:
         held = _lock_model(run.layout, model, placements)
     except LockTimeoutError as exc:
@@ -209,10 +221,10 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         run.warnings.append(f"{model}: skipped: {exc.message}")
         return
     with held:
-        dropped: list[str] = []  # record entries mdl no longer answers for: removed, already gone, or changed since
-        blobs: dict[Path, tuple[Placement, FileRecord]] = {}
-        for path, placement in placements.items():
-            entry = record.files[path]
+        dropped: list[tuple[str, str]] = []  # entries mdl no longer answers for: removed, gone, or changed since
+        blobs: dict[Path, tuple[Placement, FileRecord, str]] = {}
+        for key, placement in placements.items():
+            entry, reason = entries[key], reasons[key[0]]
             if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
                 done = _GONE
             elif entry.adopted:  # found in place, never written by mdl: neither it nor its blob is mdl's to remove
@@ -222,12 +234,14 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
             elif placement.link is not None:
                 done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
                 if done in (_REMOVED, _GONE) and placement.shared_via is None:  # a shared one: hf's to collect
-                    blobs[placement.final] = (placement, entry)
+                    blobs.setdefault(placement.final, (placement, entry, reason))
+            elif key[0] == "earlier":  # never outside the cache: a plain file of another commit is overwritten
+                done = _KEPT
             else:
                 done = _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
             if done != _FAILED:
-                dropped.append(path)
-        for placement, entry in blobs.values():
+                dropped.append(key)
+        for placement, entry, reason in blobs.values():
             if not _linked_elsewhere(run, model, placement):
                 _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
         if whole:
@@ -237,18 +251,19 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
             _tidy(run, model, placements, whole=whole)
         try:
-            run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
+            paths, forget = (tuple(key for kind, key in dropped if kind == part) for part in ("files", "earlier"))
+            run.layout.records.drop_from_record(model, paths, whole=whole, forget=forget)
         except MdlError as exc:
             run.errors.append(exc)
 
 
-def _lock_model(layout: Layout, model: str, placements: dict[str, Placement | None]) -> HeldLocks:
+def _lock_model(layout: Layout, model: str, placements: dict[tuple[str, str], Placement | None]) -> HeldLocks:
     """Every lock of the model's files, at once or not at all (LockTimeoutError): the files prune removes, with their
     blobs' locks, and any other file of the model a run is fetching now (its lock file is there)."""
     held = HeldLocks([])
     taken: set[Path] = set()
     try:
-        for path, placement in placements.items():
+        for (_, path), placement in placements.items():
             store = placement.store if placement is not None else layout.plain
             shared = placement.lock if placement is not None and placement.lock not in taken else None
             held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
@@ -364,7 +379,7 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     return False
 
 
-def _tidy(run: _Pruning, model: str, placements: dict[str, Placement | None], *, whole: bool) -> None:
+def _tidy(run: _Pruning, model: str, placements: dict[tuple[str, str], Placement | None], *, whole: bool) -> None:
     """Remove the folders prune emptied: a removed model's folder; in the Hugging Face cache, emptied snapshots
     (with the refs naming them: huggingface_hub calls a ref to no snapshot a corrupted cache) and emptied repos."""
     plain = run.layout.plain
