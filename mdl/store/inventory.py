@@ -352,8 +352,8 @@ def clean(settings: Settings) -> list[CleanedFile]:
             if held is None:
                 continue  # a run is using it right now
             with held:
-                if not settings.dry_run:
-                    store.remove_partial(partial)
+                if not settings.dry_run and not store.remove_partial(partial):
+                    continue  # replaced since it was listed: not the file clean looked at, kept
                 cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
         if not settings.dry_run:  # idle lock files (a killed run's) go by being taken and released
             for name, found in confined.entries(store.dest, store.state_dir / "locks"):

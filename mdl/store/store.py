@@ -52,6 +52,7 @@ class PartialFile:
     state_path: Path
     size: int
     label: str
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of ``part_path`` when listed: only that one is removed
 
 
 class Store:
@@ -229,15 +230,27 @@ class Store:
             entry = folder / name
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
-                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state)))
+                ident = (info.st_dev, info.st_ino)
+                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident))
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry)))
+                ident = (info.st_dev, info.st_ino)
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
         return found
 
-    def remove_partial(self, partial: PartialFile) -> None:
-        """Delete a partial file and its resume record (the entries, never a link's target)."""
-        for path in {partial.part_path, partial.state_path}:
+    def remove_partial(self, partial: PartialFile) -> bool:
+        """Delete a partial file and its resume record (the entries, never a link's target); the partial only if it is
+        still the file listed (``identity``), else both stay (False)."""
+        paths = {partial.part_path, partial.state_path}
+        if (listed := partial.identity) is not None:
+            removal = confined.unlink_checked(
+                self.dest, partial.part_path, lambda now: (now.st_dev, now.st_ino) == listed
+            )
+            if not removal.removed and removal.found is not None:
+                return False
+            paths.discard(partial.part_path)  # whatever has its name now is not the file listed
+        for path in paths:
             confined.unlink(self.dest, path)
+        return True
 
     def try_file_lock(self, key: str) -> HeldLocks | None:
         """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""

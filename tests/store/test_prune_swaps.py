@@ -62,14 +62,17 @@ def make_scene(root: Path, *, touched: bool) -> Scene:
 def at_call(moment: int | None, act: Callable[[], None]) -> Iterator[list[str]]:
     """Count the filesystem calls made meanwhile; run ``act`` just before call number ``moment`` (None: never)."""
     seen: list[str] = []
-    real = {name: getattr(os, name) for name in _CALLS}
+    real = {name: getattr(os, name) for name in (*_CALLS, "readlink")}
 
     def wrap(name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             if len(seen) == moment:
                 seen.append("swap")
                 act()
-            seen.append(name)
+            if name == "listdir" and args and isinstance(args[0], int):  # which folder: by its descriptor
+                seen.append(f"listdir {Path(real['readlink'](f'/proc/self/fd/{args[0]}')).name}")
+            else:
+                seen.append(name)
             return real[name](*args, **kwargs)
 
         return call
@@ -167,3 +170,34 @@ def test_freed_leaves_out_a_file_another_hard_link_keeps(tmp_path: Path) -> None
     assert report.freed == 0, "the bytes are still on disk under another name"
     assert report.to_json()["removed"][0]["linked"] is True
     assert (tmp_path / "backup.bin").read_bytes() == ORIGINAL
+
+
+# -- clean: a partial download is removed only if it is the file clean listed --------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(moment=st.integers(0, MOST_CALLS))
+def test_a_partial_swapped_at_any_moment_of_a_clean_survives(moment: int) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        dest = Path(root) / "models"
+        store = Store(dest)
+        store.ensure_dirs()
+        part, state = store.part_paths("m", "big.bin")
+        part.write_bytes(ORIGINAL)
+        state.write_text('{"source": "https://127.0.0.1:9/big.bin"}')
+        theirs = Path(root) / "theirs.bin"
+        theirs.write_bytes(THEIRS)
+        swapped, original = theirs.stat().st_ino, part.stat().st_ino
+        real_rename = os.rename
+        with at_call(moment, lambda: real_rename(theirs, part)) as seen:
+            report = api.clean(dest=dest, environ={})
+        alive = names_of(Path(root))
+        looked = seen.index(
+            "stat", seen.index("listdir partial")
+        )  # the lstat of the names listed: the partial as listed
+        if "swap" in seen and seen.index("swap") > looked:
+            assert swapped in alive, f"a file renamed over the partial at call {moment} ({seen}) was deleted"
+        if any(f.path == part for f in report.files):
+            assert original not in alive, "reported removed, yet the partial clean listed is still here"
+        else:
+            assert original in alive or "swap" in seen, "removed, yet not reported"
