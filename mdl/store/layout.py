@@ -183,6 +183,8 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
     it must be relative, lead (as written, never resolved through another link) into the marked store of the same
     cache, to a regular file reached without a link on the way; anything else is no blob to read, as before."""
     try:
+        if not st.S_ISLNK(os.lstat(blob).st_mode):  # (the common case, in one call: a blob file, or none yet)
+            return None
         with confined.folder(cache_root, blob.parent, create=False) as dir_fd:
             if not st.S_ISLNK(os.stat(blob.name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                 return None
