@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from planted import snapshot
@@ -217,6 +218,46 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
         report = api.prune()
     assert waited == [True], "the file's lock was free while prune removed it"
     assert {r.path.name for r in report.removed} >= {"config.json"}
+
+
+@pytest.mark.parametrize("swapped", ["blob", "snapshot entry"])
+def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(world: dict[str, Path], swapped: str) -> None:
+    """Another tool renames a new file (or link) over the blob or the snapshot entry prune checked, just before prune
+    removes it: what is removed is what was checked, and the newcomer stays."""
+    cache = world["cache"]
+    pull("tiny", "--layout", "hf-cache")
+    drop_model(world["catalog"], "tiny")
+    repo = cache / "models--org--tiny"
+    blob = repo / "blobs" / hashlib.sha256(WEIGHTS).hexdigest()
+    entry = next(p for p in (repo / "snapshots").rglob("model.safetensors"))
+    target = blob if swapped == "blob" else entry
+    newcomer = world["root"] / "newcomer"
+    if swapped == "blob":
+        newcomer.write_bytes(WEIGHTS)  # the same bytes, a new file (another tool's atomic write)
+        os.utime(newcomer, ns=(blob.stat().st_atime_ns, blob.stat().st_mtime_ns))
+    else:
+        newcomer.symlink_to(os.readlink(entry))  # the same link, made anew
+    made = newcomer.lstat().st_ino
+    real_rename, real_unlink = os.rename, os.unlink
+
+    def swap_first(call: Any) -> Any:  # before prune's first act on the name (setting it aside, or unlinking it)
+        def act(path: str, *args: object, **kwargs: object) -> None:
+            if str(path) == target.name and os.path.lexists(newcomer):
+                real_rename(newcomer, target)
+            call(path, *args, **kwargs)
+
+        return act
+
+    from mdl import api
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "rename", swap_first(real_rename))
+        patch.setattr(os, "unlink", swap_first(real_unlink))
+        report = api.prune(layout="hf-cache")
+    assert target.lstat().st_ino == made, "the newcomer is where it was put"
+    assert target not in [r.path for r in report.removed]
+    assert [k.reason for k in report.kept if k.path == target] == ["replaced while prune checked it"]
+    assert report.freed < len(WEIGHTS), "the weights it did not remove are not counted as freed"
 
 
 def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(world: dict[str, Path], hub: HubServer) -> None:
