@@ -290,16 +290,19 @@ def prune(
     layout: str | None = None,
     dry_run: bool = False,
     only: str | None = None,
+    as_removed: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> PruneReport:
-    """Remove from the destination what the catalog no longer names (``only``: that model's files alone), and only
-    what mdl recorded; a model another run is pulling is skipped."""
+    """Remove from the destination what the catalog no longer names (``only``: that model's files alone; with
+    ``as_removed``, as though it were out of the catalog: what ``remove --prune --dry-run`` shows), and only what mdl
+    recorded; a model another run is pulling is skipped."""
     from mdl.store import prune as prune_store
 
     env = _environ(environ)
     cat = _catalog(catalog, env, required=True)
     settings = _settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
-    return prune_store(cat.models, settings, only=only)
+    models = [spec for spec in cat.models if not (as_removed and spec.name == only)]
+    return prune_store(models, settings, only=only)
 
 
 @checked
@@ -377,13 +380,13 @@ def init(
 
 @checked
 def remove(
-    name: str, *, catalog: StrPath | None = None, environ: Mapping[str, str] | None = None
+    name: str, *, catalog: StrPath | None = None, dry_run: bool = False, environ: Mapping[str, str] | None = None
 ) -> catalog_edit.CatalogChange:
-    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock; downloaded files stay
-    (:func:`prune` with ``only=name`` removes them)."""
+    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock (``dry_run``: check it could,
+    write nothing); downloaded files stay (:func:`prune` with ``only=name`` removes them)."""
     from mdl.download import remove_model
 
-    return remove_model(name, catalog=catalog, environ=_environ(environ))
+    return remove_model(name, catalog=catalog, environ=_environ(environ), dry_run=dry_run)
 
 
 @checked

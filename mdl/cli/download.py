@@ -17,7 +17,7 @@ from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
-    from mdl.store import PruneReport
+    from mdl.store import PrunedPath, PruneReport
 
 
 @command(
@@ -99,6 +99,11 @@ def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
     return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
 
 
+def _size_freed(removed: "PrunedPath") -> str:
+    """A removed file's size, and whether removing it freed it (another hard link keeps the bytes)."""
+    return f"{human_size(removed.size)}, another hard link keeps it" if removed.linked else human_size(removed.size)
+
+
 def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
     """Each removed path on stdout (as clean's), kept paths with -v, warnings, and the summary on stderr; with
     --json the report as the document (``emit``: it is not part of another one)."""
@@ -109,7 +114,7 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
             run.emit(report.to_json())
     else:
         removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        run.line(*(f"{removed}  {r.path}  ({human_size(r.size)})  {r.model}: {r.reason}" for r in report.removed))
+        run.line(*(f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}" for r in report.removed))
         if run.verbose:
             for k in report.kept:
                 run.console.info(f"kept {k.path}: {k.reason}")

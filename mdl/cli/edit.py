@@ -8,7 +8,7 @@ import typer
 
 from mdl import api
 from mdl.cli.download import render_prune
-from mdl.cli.options import NameArg, command, complete_model_names
+from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
 from mdl.cli.run import Run
 
 if TYPE_CHECKING:
@@ -125,17 +125,21 @@ def remove_cmd(
         bool,
         typer.Option("--prune", help="Then remove its downloaded files and records (`mdl prune` for this model)."),
     ] = False,
+    dry_run: DryRunOpt = False,
     **where: Any,
 ) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its downloaded files
-    stay unless --prune is given."""
+    stay unless --prune is given. --dry-run shows what would go (with --prune, the files as `mdl prune --dry-run`
+    lists them) and changes nothing."""
     if not prune and (where["dest"] is not None or where["layout"] is not None):
         raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
-    change = api.remove(name, catalog=where["catalog"], environ=run.environ)
+    change = api.remove(name, catalog=where["catalog"], dry_run=dry_run, environ=run.environ)
+    would = {"dry_run": True} if dry_run else {}
     if not prune:
-        return _render(run, change)
-    report = api.prune(only=change.model, **where, environ=run.environ)
-    code = _render(run, change, more={"pruned": report.to_json()}, said="removed {name} from {catalog}")
+        return _render(run, change, more=would, said="would remove {name} from {catalog}" if dry_run else None)
+    report = api.prune(only=change.model, as_removed=True, dry_run=dry_run, **where, environ=run.environ)
+    said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
+    code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
     return render_prune(run, report, emit=False) or code
 
 
@@ -156,7 +160,7 @@ def _render(
     if not run.json:
         run.console.info((said or _SAID[change.action]).format(name=change.model, catalog=change.catalog, files=files))
         if change.lock is not None:
-            run.console.info(f"updated {change.lock}")
+            run.console.info(f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}")
     if change.lock_error and change.exit_code:
         run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
     elif change.lock_error:

@@ -204,7 +204,14 @@ class WorkQueue:
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
-    entry = recorded(session.store, plan.remote)
+    remote, entry = plan.remote, recorded(session.store, plan.remote)
+    if entry is not None and session.store.keeps_revisions:
+        # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot entry, linked
+        # above); the record of another commit's (its own snapshot entry) goes to ``earlier``, for prune to free.
+        entry = replace(entry, source=remote.source, commit=remote.commit)
+        record = session.store.read_record(remote.model)
+        if record is not None and record.files.get(remote.path) != entry:
+            session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
     sha256 = entry.sha256 if entry is not None else plan.remote.sha256
     return done_outcome(plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry))

@@ -126,8 +126,11 @@ def add_model(
     return replace(change, lock=report.path)
 
 
-def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, str]) -> catalog_edit.CatalogChange:
-    """Take a model out of the catalog and its lock; see :func:`mdl.api.remove`."""
+def remove_model(
+    name: str, *, catalog: StrPath | None, environ: Mapping[str, str], dry_run: bool = False
+) -> catalog_edit.CatalogChange:
+    """Take a model out of the catalog and its lock (``dry_run``: check it could, write nothing); see
+    :func:`mdl.api.remove`."""
     path, _, _ = catalog_files.catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
     with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
@@ -136,11 +139,13 @@ def remove_model(name: str, *, catalog: StrPath | None, environ: Mapping[str, st
         edited = catalog_edit.remove_entry(text, name)
         catalog_files.valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
-        catalog_files.write_catalog(path, edited, created=False)
+        if not dry_run:
+            catalog_files.write_catalog(path, edited, created=False)
         user_catalog = catalog_files.is_user_catalog(path)
         if lock is None or name not in lock.models:
             return catalog_edit.CatalogChange(path, old.name, "removed", user_catalog=user_catalog)
-        write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
+        if not dry_run:
+            write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file, user_catalog=user_catalog)
 
 

@@ -46,7 +46,7 @@ from mdl.store.layout import (
     selected,
     signed_name,
 )
-from mdl.store.prune import PruneReport, prune
+from mdl.store.prune import PrunedPath, PruneReport, prune
 from mdl.store.recordqueue import RecordQueue
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
@@ -71,6 +71,7 @@ __all__ = [
     "ModelStatus",
     "Placement",
     "PruneReport",
+    "PrunedPath",
     "RecordQueue",
     "SignatureRecord",
     "Store",

@@ -11,7 +11,8 @@ import errno
 import os
 import secrets
 import stat as st
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
@@ -283,3 +284,43 @@ def symlink(root: Path, target: str, path: Path) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once it was set
+    aside), or kept it: put back, or (``kept_at``) left under its set-aside name when another entry took its name."""
+
+    removed: bool
+    found: os.stat_result | None = None
+    kept_at: Path | None = None
+
+
+def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], bool]) -> Removal:
+    """Remove the entry ``path`` only if the object removed is one ``approve`` accepts (by its ``lstat``: the inode
+    and the size and mtime a caller checked). The entry is first renamed to a private name (atomic: whatever is
+    renamed over ``path`` from then on is left alone) and judged there, where no other program renames; one judged
+    otherwise goes back to ``path``, never over an entry that took the name meanwhile (``link``: no-replace)."""
+    aside = f".{path.name[:64]}.{secrets.token_hex(6)}.mdl-prune"
+    with folder(root, path.parent, create=False) as dir_fd:
+        try:
+            os.rename(path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileNotFoundError:
+            return Removal(removed=False)
+        found = os.stat(aside, dir_fd=dir_fd, follow_symlinks=False)
+        if (st.S_ISREG(found.st_mode) or st.S_ISLNK(found.st_mode)) and approve(found):
+            os.unlink(aside, dir_fd=dir_fd)
+            return Removal(removed=True, found=found)
+        try:  # a name, never the object: a link back and the private name dropped (a rename would replace)
+            os.link(aside, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            return Removal(removed=False, found=found, kept_at=path.parent / aside)
+        except OSError:  # no hard link here (a folder, a filesystem without them): renamed back if the name is free
+            try:
+                os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.rename(aside, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                return Removal(removed=False, found=found)
+            return Removal(removed=False, found=found, kept_at=path.parent / aside)
+        os.unlink(aside, dir_fd=dir_fd)
+        return Removal(removed=False, found=found)

@@ -373,8 +373,8 @@ def clean(settings: Settings) -> list[CleanedFile]:
             if held is None:
                 continue  # a run is using it right now
             with held:
-                if not settings.dry_run:
-                    store.remove_partial(partial)
+                if not settings.dry_run and not store.remove_partial(partial):
+                    continue  # replaced since it was listed: not the file clean looked at, kept
                 cleaned.append(CleanedFile(partial.part_path, partial.size, partial.label, not settings.dry_run))
         if not settings.dry_run:  # idle lock files (a killed run's) go by being taken and released
             for name, found in confined.entries(store.dest, store.state_dir / "locks"):
@@ -533,7 +533,9 @@ def verify_file(
         if entry is None:
             raise IntegrityError(f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`")
         progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        blob_name = file.final.name if file.final != file.dest and BLOB_NAME.fullmatch(file.final.name) else None
+        # a repo blob is named by its content (not an entry of huggingface_hub's shared store, named by its Xet hash)
+        named = file.final != file.dest and file.final.parent.name == "blobs"
+        blob_name = file.final.name if named and BLOB_NAME.fullmatch(file.final.name) else None
         git = blob_name is not None and len(blob_name) == 40
         size, sha256, git_oid = hash_file(file.final, git=git, on_bytes=functools.partial(progress.advance, label))
         if blob_name is not None and blob_name not in (sha256, git_oid):

@@ -26,6 +26,8 @@ _HUB_SOURCE = re.compile(
 )
 BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")  # a cache blob's name: git blob id or sha256
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
+# huggingface_hub's shared store of Xet-fetched files (huggingface_hub/utils/_shared_blobs.py, layout version 1)
+SHARED_STORE, SHARED_STORE_MARKER = "blobs", ".huggingface-shared-blobs"
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
 
@@ -68,6 +70,13 @@ class Placement:
     lock: Path | None = None  # a lock shared with huggingface_hub; None: the store's own per-file lock
     link: Path | None = None  # the snapshot symlink to point at ``final``
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
+    # huggingface_hub's link ``blobs/<etag>`` when ``final`` is the entry of its shared Xet store it leads to
+    shared_via: Path | None = None
+
+    @property
+    def blob(self) -> Path:
+        """The repo's ``blobs/<etag>`` entry, which the snapshot entry names (the file itself, when plain)."""
+        return self.shared_via or self.final
 
     def check_writable(self, *, label: str) -> None:
         """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it goes."""
@@ -96,7 +105,11 @@ class Layout:
         check_folder(settings.dest, what="the destination")
         if self.cache_root is not None:
             check_folder(self.cache_root, what="the Hugging Face cache")
-        self.cache = Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl") if self.cache_root else None
+        self.cache = (
+            Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl", keeps_revisions=True)
+            if self.cache_root
+            else None
+        )
         self.records = self.cache or self.plain  # the store whose records describe the models
         self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
 
@@ -125,7 +138,10 @@ class Layout:
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
         lock = self.cache.dest / ".locks" / repo_dir.name / f"{etag}.lock"
         ref = self.ref_for(source, revision, label=label)
-        return Placement(final=repo_dir / "blobs" / etag, shown=link, store=self.cache, lock=lock, link=link, ref=ref)
+        blob = repo_dir / "blobs" / etag
+        shared = shared_blob(self.cache.dest, blob)
+        via = blob if shared is not None else None
+        return Placement(shared or blob, link, self.cache, lock=lock, link=link, ref=ref, shared_via=via)
 
     def store_for(self, source: str) -> Store:
         """The store a file from ``source`` goes into (its partials and locks): the cache for Hub files there."""
@@ -150,7 +166,7 @@ class Layout:
         root = placement.store.dest
         if placement.link is not None and not placement.linked():
             try:
-                confined.symlink(root, os.path.relpath(placement.final, placement.link.parent), placement.link)
+                confined.symlink(root, os.path.relpath(placement.blob, placement.link.parent), placement.link)
             except OSError as exc:
                 if (kind := not_a_file(placement.link)) is not None:  # a folder where the snapshot entry goes
                     raise not_a_file_error(placement.link, kind, hint="remove it and pull again") from exc
@@ -159,6 +175,36 @@ class Layout:
                 ) from exc
         if placement.ref is not None:
             write_ref(root, *placement.ref)
+
+
+def shared_blob(cache_root: Path, blob: Path) -> Path | None:
+    """The entry of huggingface_hub's shared Xet store (``<cache>/blobs/<2 hex>/<xet hash>``, huggingface_hub >= 2.4)
+    that the repo blob ``blob`` is huggingface_hub's link to, or None. Such a link is read through, a planted one never:
+    it must be relative, lead (as written, never resolved through another link) into the marked store of the same
+    cache, to a regular file reached without a link on the way; anything else is no blob to read, as before."""
+    try:
+        if not st.S_ISLNK(os.lstat(blob).st_mode):  # (the common case, in one call: a blob file, or none yet)
+            return None
+        with confined.folder(cache_root, blob.parent, create=False) as dir_fd:
+            if not st.S_ISLNK(os.stat(blob.name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return None
+            target = os.readlink(blob.name, dir_fd=dir_fd)
+    except (OSError, MdlError):
+        return None
+    store = cache_root / SHARED_STORE
+    xet_hash = Path(target).name
+    entry = store / xet_hash[:2] / xet_hash
+    if Path(target).is_absolute() or not SHA256_HEX.fullmatch(xet_hash):
+        return None
+    if os.path.normpath(blob.parent / target) != os.path.normpath(entry):  # as written: never through another link
+        return None
+    try:
+        marker = confined.read_bytes(cache_root, store / SHARED_STORE_MARKER, limit=16)
+        with confined.folder(cache_root, entry.parent, create=False) as dir_fd:
+            found = os.stat(xet_hash, dir_fd=dir_fd, follow_symlinks=False)
+    except (OSError, MdlError):
+        return None
+    return entry if marker == b"1\n" and st.S_ISREG(found.st_mode) else None
 
 
 def check_folder(path: Path, *, what: str) -> None:

@@ -9,6 +9,7 @@ never followed."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ log = logging.getLogger("mdl.store")
 
 GONE = "not in the catalog"  # the reason for every file of a model taken out of the catalog
 EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
+EARLIER = "of another commit than the model's"  # the Hugging Face cache: a file of a commit the model moved from
 ADOPTED = "found in place, not written by mdl"  # a recorded file mdl adopted (FileRecord.adopted): kept
 OTHER_CATALOG = "pulled with another catalog: "  # + its path: a model whose record names another catalog: kept
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
@@ -46,6 +48,7 @@ class PrunedPath:
     size: int
     model: str
     reason: str
+    linked: bool = False  # another hard link keeps its bytes: removing this name frees none of them
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class PruneReport:
 
     @property
     def freed(self) -> int:
-        return sum(r.size for r in self.removed)
+        """The bytes removing these paths gives back: none of a file another hard link keeps."""
+        return sum(r.size for r in self.removed if not r.linked)
 
     @property
     def other_catalogs(self) -> list[str]:
@@ -84,7 +88,14 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         removed = [
-            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason, "removed": not self.dry_run}
+            {
+                "path": str(r.path),
+                "size": r.size,
+                "model": r.model,
+                "reason": r.reason,
+                "removed": not self.dry_run,
+                "linked": r.linked,
+            }
             for r in self.removed
         ]
         kept = [{"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog} for k in self.kept]
@@ -136,15 +147,17 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
             run.warnings.append(f"{name}: its record cannot be read (the log says why); its files are kept")
             continue
         spec = catalog.get(name)
-        targets = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
-        if not (targets or spec is None):
+        paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
+        targets = {path: record.files[path] for path in paths}
+        earlier = dict(record.earlier) if layout.cache is not None else {}  # (only the cache keeps other commits)
+        if not (targets or earlier or spec is None):
             continue
         if name in others:  # named by its folder in the destination, else (all in the Hugging Face cache) its record
             folder = layout.plain.model_dir(name)
             where = folder if os.path.lexists(folder) else layout.records.record_path(name)
             run.kept.append(KeptPath(where, name, OTHER_CATALOG + others[name], others[name]))
         else:
-            _prune_model(run, record, targets, whole=spec is None)
+            _prune_model(run, record, targets, earlier, whole=spec is None)
     dest = layout.plain.dest
     for name, info in confined.entries(dest, dest) if only is None else ():  # neither in the catalog nor recorded
         if name != ".mdl" and name not in catalog and name not in records and st.S_ISDIR(info.st_mode):
@@ -169,9 +182,10 @@ def other_catalog(record: ModelRecord, catalog: Path | None) -> str | None:
 
 def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -> Iterator[Path]:
     """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model);
-    ``spec`` None: all of them (another catalog's model), else all but its extra files."""
+    ``spec`` None: all of them (another catalog's model, its other commits' too), else all but its extra files."""
     extra = set(model_status(spec, layout).extra) if spec is not None else set()
-    for path, entry in record.files.items():
+    files = record.files if spec is not None else {**record.files, **record.earlier}
+    for path, entry in files.items():
         if path not in extra and (placement := _place(layout, record.name, entry)) is not None:
             yield placement.final
             yield placement.shown
@@ -184,11 +198,19 @@ def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
         return None
 
 
-def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whole: bool) -> None:
-    """Remove ``targets`` (recorded paths) of one model under its locks, then their record entries (``whole``: the
-    record itself, and the model's folder once empty)."""
-    model, reason = record.name, GONE if whole else EXTRA
-    placements = {path: _place(run.layout, model, record.files[path]) for path in targets}
+def _prune_model(
+    run: _Pruning, record: ModelRecord, targets: dict[str, FileRecord], earlier: dict[str, FileRecord], *, whole: bool
+) -> None:
+    """Remove ``targets`` (recorded files, by path) and ``earlier`` (the files of other commits mdl wrote into the
+    Hugging Face cache, by ``<commit>/<path>``) of one model under its locks, then their record entries (``whole``:
+    the record itself, and the model's folder once empty)."""
+    model = record.name
+    entries = {
+        **{("files", key): e for key, e in targets.items()},
+        **{("earlier", key): e for key, e in earlier.items()},
+    }
+    reasons = {"files": GONE if whole else EXTRA, "earlier": GONE if whole else EARLIER}
+    placements = {key: _place(run.layout, model, entry) for key, entry in entries.items()}
     try:
         held = _lock_model(run.layout, model, placements)
     except LockTimeoutError as exc:
@@ -199,10 +221,10 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         run.warnings.append(f"{model}: skipped: {exc.message}")
         return
     with held:
-        dropped: list[str] = []  # record entries mdl no longer answers for: removed, already gone, or changed since
-        blobs: dict[Path, tuple[Placement, FileRecord]] = {}
-        for path, placement in placements.items():
-            entry = record.files[path]
+        dropped: list[tuple[str, str]] = []  # entries mdl no longer answers for: removed, gone, or changed since
+        blobs: dict[Path, tuple[Placement, FileRecord, str]] = {}
+        for key, placement in placements.items():
+            entry, reason = entries[key], reasons[key[0]]
             if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
                 done = _GONE
             elif entry.adopted:  # found in place, never written by mdl: neither it nor its blob is mdl's to remove
@@ -211,13 +233,15 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
                 done = _KEPT
             elif placement.link is not None:
                 done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
-                if done in (_REMOVED, _GONE):
-                    blobs[placement.final] = (placement, entry)
+                if done in (_REMOVED, _GONE) and placement.shared_via is None:  # a shared one: hf's to collect
+                    blobs.setdefault(placement.final, (placement, entry, reason))
+            elif key[0] == "earlier":  # never outside the cache: a plain file of another commit is overwritten
+                done = _KEPT
             else:
                 done = _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
             if done != _FAILED:
-                dropped.append(path)
-        for placement, entry in blobs.values():
+                dropped.append(key)
+        for placement, entry, reason in blobs.values():
             if not _linked_elsewhere(run, model, placement):
                 _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
         if whole:
@@ -227,18 +251,19 @@ def _prune_model(run: _Pruning, record: ModelRecord, targets: list[str], *, whol
         with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
             _tidy(run, model, placements, whole=whole)
         try:
-            run.layout.records.drop_from_record(model, tuple(dropped), whole=whole)
+            paths, forget = (tuple(key for kind, key in dropped if kind == part) for part in ("files", "earlier"))
+            run.layout.records.drop_from_record(model, paths, whole=whole, forget=forget)
         except MdlError as exc:
             run.errors.append(exc)
 
 
-def _lock_model(layout: Layout, model: str, placements: dict[str, Placement | None]) -> HeldLocks:
+def _lock_model(layout: Layout, model: str, placements: dict[tuple[str, str], Placement | None]) -> HeldLocks:
     """Every lock of the model's files, at once or not at all (LockTimeoutError): the files prune removes, with their
     blobs' locks, and any other file of the model a run is fetching now (its lock file is there)."""
     held = HeldLocks([])
     taken: set[Path] = set()
     try:
-        for path, placement in placements.items():
+        for (_, path), placement in placements.items():
             store = placement.store if placement is not None else layout.plain
             shared = placement.lock if placement is not None and placement.lock not in taken else None
             held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
@@ -262,46 +287,66 @@ def _remove_entry(
     run: _Pruning, model: str, root: Path, path: Path, entry: FileRecord, reason: str, *, link: Placement | None = None
 ) -> str:
     """Remove ``path`` if it is what mdl wrote: the file it recorded, or (``link``) the snapshot entry leading to its
-    blob. Anything else there is kept as the user's; a link on the way is never followed."""
+    blob. Anything else there is kept as the user's; a link on the way is never followed. What is removed is the
+    object checked, never whatever has its name by then (:func:`confined.unlink_checked`)."""
     if path in run.used:
         return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
     try:
         found = _lstat(root, path)
         if found is None:
             return _GONE
+        checked = found
         if link is None:
-            why = _not_as_recorded(root, path, found, entry)
-        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.final):
+            why, checked = _not_as_recorded(root, path, found, entry)
+        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.blob):
             why = "not the link mdl made to its blob"
         else:
             why = None
+        if why is None and not run.dry_run:
+            removal = confined.unlink_checked(root, path, functools.partial(_same_object, checked=checked))
+            if removal.found is None:
+                return _GONE
+            found = removal.found
+            if not removal.removed:
+                why = "replaced while prune checked it"
+                path = removal.kept_at or path
         if why is not None:
             run.kept.append(KeptPath(path, model, why))
             return _KEPT
-        if not run.dry_run:
-            confined.unlink(root, path)
     except MdlError as exc:  # a link on the way (exit 2's refusal): never followed, the entry stays
         run.warnings.append(f"{model}/{entry.path}: kept: {exc.message}")
         return _FAILED
     except OSError as exc:
         run.errors.append(LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}"))
         return _FAILED
-    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason))
+    linked = link is None and found.st_nlink > 1  # (counted before the unlink: the name removed is one of them)
+    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason, linked))
     return _REMOVED
 
 
-def _not_as_recorded(root: Path, path: Path, found: os.stat_result, entry: FileRecord) -> str | None:
-    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash)."""
+def _not_as_recorded(
+    root: Path, path: Path, found: os.stat_result, entry: FileRecord
+) -> tuple[str | None, os.stat_result]:
+    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash), and
+    the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
-        return "not the file mdl wrote (a link or no file)"
+        return "not the file mdl wrote (a link or no file)", found
     state = judge(entry, found.st_size, found.st_mtime_ns)
     if state == INSTALLED:
-        return None
+        return None, found
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:
-        return changed
-    _, sha256, _ = hash_descriptor(confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK), path)  # not by name
-    return None if sha256 == entry.sha256 else changed
+        return changed, found
+    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)  # hashed by descriptor, never by name again
+    hashed = os.fstat(fd)  # taken before the bytes: a write meanwhile moves its mtime, and it is no longer this
+    _, sha256, _ = hash_descriptor(fd, path)
+    return (None if sha256 == entry.sha256 else changed), hashed
+
+
+def _same_object(now: os.stat_result, checked: os.stat_result) -> bool:
+    """Whether ``now`` (the ``lstat`` of what is about to be removed) is the object checked, unchanged since."""
+    same = (now.st_dev, now.st_ino, st.S_IFMT(now.st_mode), now.st_size, now.st_mtime_ns)
+    return same == (checked.st_dev, checked.st_ino, st.S_IFMT(checked.st_mode), checked.st_size, checked.st_mtime_ns)
 
 
 def _lstat(root: Path, path: Path) -> os.stat_result | None:
@@ -322,7 +367,7 @@ def _leads_to(link: Path, blob: Path) -> bool:
 
 def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     """Whether a snapshot entry prune does not remove leads to the blob (another revision, huggingface_hub's own)."""
-    blob, snapshots = placement.final, placement.final.parent.parent / "snapshots"
+    blob, snapshots = placement.blob, placement.blob.parent.parent / "snapshots"
     if snapshots.is_symlink():
         return True  # never walked: kept
     leaving = {r.path for r in run.removed if r.model == model}
@@ -334,7 +379,7 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     return False
 
 
-def _tidy(run: _Pruning, model: str, placements: dict[str, Placement | None], *, whole: bool) -> None:
+def _tidy(run: _Pruning, model: str, placements: dict[tuple[str, str], Placement | None], *, whole: bool) -> None:
     """Remove the folders prune emptied: a removed model's folder; in the Hugging Face cache, emptied snapshots
     (with the refs naming them: huggingface_hub calls a ref to no snapshot a corrupted cache) and emptied repos."""
     plain = run.layout.plain
@@ -344,7 +389,7 @@ def _tidy(run: _Pruning, model: str, placements: dict[str, Placement | None], *,
         if placement.link is None:
             _rmdir_up(plain.dest, placement.final.parent, plain.model_dir(model), including=whole)
             continue
-        root, repo = placement.store.dest, placement.final.parent.parent
+        root, repo = placement.store.dest, placement.blob.parent.parent
         commit_dir = repo / "snapshots" / placement.shown.relative_to(repo / "snapshots").parts[0]
         _rmdir_up(root, placement.shown.parent, commit_dir, including=True)
         if not os.path.lexists(commit_dir):
@@ -374,9 +419,11 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
         for name in files:
             ref = Path(folder) / name
             try:
-                if confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
+                checked = _lstat(root, ref)
+                if checked is None or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
                     continue
-                confined.unlink(root, ref)
+                if not confined.unlink_checked(root, ref, functools.partial(_same_object, checked=checked)).removed:
+                    continue  # replaced since it was read: kept
             except (OSError, MdlError):
                 continue  # not a ref mdl can read as its own: kept
             run.removed.append(PrunedPath(ref, len(commit), model, "names a snapshot prune removed"))

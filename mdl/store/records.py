@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mdl.errors import UnsafePathError
-from mdl.paths import SHA256_HEX, safe_relative_path
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path
 from mdl.redact import printable, record_text
 
 log = logging.getLogger("mdl.store")
@@ -80,6 +80,21 @@ class ModelRecord:
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
     signature: SignatureRecord | None = None  # the model.sig its files were held to, when the catalog asks for one
+    # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry and blob stay on
+    # disk when a pull moves to another): by ``<commit>/<path>`` (their ``path`` too), so a pull back to that commit
+    # reuses them and prune frees those no model needs.
+    earlier: dict[str, FileRecord] = field(default_factory=dict)
+
+    def entry_for(self, path: str, *, sha256: str | None, git_oid: str | None) -> FileRecord | None:
+        """The record of ``path`` for the content named (sha256, else git blob id): the current one, or one of an
+        earlier commit with that content (as ``path``'s); else the current one, whatever it holds."""
+        current = self.files.get(path)
+        if (sha256 is None and git_oid is None) or (current is not None and _holds(current, sha256, git_oid)):
+            return current
+        for key, entry in sorted(self.earlier.items()):
+            if key.partition("/")[2] == path and _holds(entry, sha256, git_oid):
+                return replace(entry, path=path)
+        return current
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
@@ -93,7 +108,17 @@ class ModelRecord:
             **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
             **({} if self.catalog is None else {"catalog": self.catalog}),
             **({} if self.signature is None else {"signature": asdict(self.signature)}),
+            **({"earlier": _files_json(self.earlier)} if self.earlier else {}),
         }
+
+
+def _holds(entry: FileRecord, sha256: str | None, git_oid: str | None) -> bool:
+    return entry.sha256 == sha256 if sha256 is not None else entry.git_oid == git_oid
+
+
+def earlier_key(entry: FileRecord) -> str | None:
+    """Where ``ModelRecord.earlier`` keeps ``entry`` once another commit's file replaces it: ``<commit>/<path>``."""
+    return f"{entry.commit}/{entry.path}" if entry.commit and GIT_OID_HEX.fullmatch(entry.commit) else None
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,7 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
             updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
             catalog=_optional_text(raw, "catalog", "catalog"),
             signature=_signature(raw),
+            earlier=_section(raw, "earlier", FileRecord, optional=True) or {},
         )
     except FileNotFoundError:
         return None

@@ -10,13 +10,21 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, now_iso, parse_record
+from mdl.store.records import (
+    ExpectedFile,
+    FileRecord,
+    ModelRecord,
+    SignatureRecord,
+    earlier_key,
+    now_iso,
+    parse_record,
+)
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
@@ -44,14 +52,17 @@ class PartialFile:
     state_path: Path
     size: int
     label: str
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of ``part_path`` when listed: only that one is removed
 
 
 class Store:
     """Paths and records of one destination root."""
 
-    def __init__(self, dest: Path, *, state_dir: Path | None = None) -> None:
+    def __init__(self, dest: Path, *, state_dir: Path | None = None, keeps_revisions: bool = False) -> None:
         self.dest = dest
         self.state_dir = state_dir or dest / ".mdl"
+        # the Hugging Face cache: a file replaced by another commit's stays on disk, so its record stays (earlier)
+        self.keeps_revisions = keeps_revisions
         self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
 
     def model_dir(self, model: str) -> Path:
@@ -143,12 +154,21 @@ class Store:
         expected: dict[str, ExpectedFile] | None = None,
         catalog: str | None = None,
         signature: SignatureRecord | None = None,
+        forget: tuple[str, ...] = (),
     ) -> ModelRecord:
-        """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
+        """Read-modify-write the model's record under its lock, atomically (other runs may be writing); ``forget``:
+        keys of ``earlier`` (files of other commits) to drop."""
         with self._record_locked(model):
             current = self.read_record(model) or ModelRecord(name=model)
             files = {path: one for path, one in current.files.items() if path not in remove}
-            files.update((one.path, one) for one in (*puts, *((put,) if put is not None else ())))
+            earlier = {key: one for key, one in current.earlier.items() if key not in forget}
+            for one in (*puts, *((put,) if put is not None else ())):
+                old = files.get(one.path)
+                if self.keeps_revisions and old is not None and old.commit != one.commit and (key := earlier_key(old)):
+                    earlier[key] = replace(old, path=key)  # still on disk in its own snapshot
+                if (key := earlier_key(one)) is not None:
+                    earlier.pop(key, None)  # current again
+                files[one.path] = one
             record = ModelRecord(  # a revision, commit, expected set or catalog of None keeps the old one
                 name=model,
                 revision=revision if revision is not None else current.revision,
@@ -158,6 +178,7 @@ class Store:
                 expected=expected if expected is not None else current.expected,
                 catalog=catalog if catalog is not None else current.catalog,
                 signature=signature if signature is not None else current.signature,
+                earlier=earlier,
             )
             target = self.record_path(model)
             try:
@@ -166,20 +187,23 @@ class Store:
                 raise LocalFSError(f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}") from exc
             return record
 
-    def drop_from_record(self, model: str, paths: tuple[str, ...], *, whole: bool = False) -> None:
-        """Take ``paths`` out of the model's record (``whole``: remove the record, unless it names other files)."""
+    def drop_from_record(
+        self, model: str, paths: tuple[str, ...], *, whole: bool = False, forget: tuple[str, ...] = ()
+    ) -> None:
+        """Take ``paths`` (and ``forget``: keys of ``earlier``) out of the model's record (``whole``: remove the record,
+        unless it names other files)."""
         with self._record_locked(model):
             current = self.read_record(model)
             if current is None:
                 return
-            if whole and set(current.files) <= set(paths):
+            if whole and set(current.files) <= set(paths) and set(current.earlier) <= set(forget):
                 try:
                     confined.unlink(self.dest, self.record_path(model))
                 except OSError as exc:
                     raise LocalFSError(f"{model}: cannot remove its record: {exc.strerror or exc}") from exc
                 return
-        if paths:
-            self.update_record(model, revision=None, commit=None, remove=paths)
+        if paths or forget:
+            self.update_record(model, revision=None, commit=None, remove=paths, forget=forget)
 
     def _record_locked(self, model: str) -> HeldLocks:
         # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
@@ -206,15 +230,27 @@ class Store:
             entry = folder / name
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
-                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state)))
+                ident = (info.st_dev, info.st_ino)
+                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident))
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry)))
+                ident = (info.st_dev, info.st_ino)
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
         return found
 
-    def remove_partial(self, partial: PartialFile) -> None:
-        """Delete a partial file and its resume record (the entries, never a link's target)."""
-        for path in {partial.part_path, partial.state_path}:
+    def remove_partial(self, partial: PartialFile) -> bool:
+        """Delete a partial file and its resume record (the entries, never a link's target); the partial only if it is
+        still the file listed (``identity``), else both stay (False)."""
+        paths = {partial.part_path, partial.state_path}
+        if (listed := partial.identity) is not None:
+            removal = confined.unlink_checked(
+                self.dest, partial.part_path, lambda now: (now.st_dev, now.st_ino) == listed
+            )
+            if not removal.removed and removal.found is not None:
+                return False
+            paths.discard(partial.part_path)  # whatever has its name now is not the file listed
+        for path in paths:
             confined.unlink(self.dest, path)
+        return True
 
     def try_file_lock(self, key: str) -> HeldLocks | None:
         """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""

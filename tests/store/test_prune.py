@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from planted import snapshot
@@ -133,6 +134,35 @@ def test_remove_prune_does_both(world: dict[str, Path]) -> None:
     assert "[models.tiny]" not in world["catalog"].read_text()
 
 
+def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(world: dict[str, Path]) -> None:
+    dest, catalog = world["dest"], world["catalog"]
+    pull("tiny", "other")
+    assert mdl("lock", "--all").exit_code == 0
+    lock = catalog.with_name("catalog.lock")
+    before = (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*")))
+    dry = mdl("remove", "tiny", "--prune", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert sorted(line.split("  ")[1] for line in dry.stdout.splitlines()) == sorted(
+        str(dest / "tiny" / p) for p in ("config.json", "model.safetensors", "sub/vocab.txt")
+    )
+    assert all(line.startswith("would remove  ") for line in dry.stdout.splitlines())
+    assert "would remove tiny from" in dry.stderr and "would free" in dry.stderr, dry.stderr
+    assert "would update" in dry.stderr, dry.stderr
+    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before, "nothing changed"
+
+    doc = json.loads(mdl("remove", "tiny", "--prune", "--dry-run", "--json").stdout)
+    assert doc["dry_run"] is True and doc["pruned"]["dry_run"] is True
+    assert doc["pruned"]["freed"] == len(CONFIG) + len(WEIGHTS) + len(VOCAB)
+    assert {r["removed"] for r in doc["pruned"]["removed"]} == {False}
+    just_the_catalog = mdl("remove", "tiny", "--dry-run")
+    assert just_the_catalog.exit_code == 0 and "would remove tiny from" in just_the_catalog.stderr
+    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before
+
+    done = json.loads(mdl("remove", "tiny", "--prune", "--json").stdout)  # then for real: what the dry run said
+    assert [r["path"] for r in done["pruned"]["removed"]] == [r["path"] for r in doc["pruned"]["removed"]]
+    assert not (dest / "tiny").exists() and "[models.tiny]" not in catalog.read_text()
+
+
 def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Path]) -> None:
     """Another run holds the lock of one of the model's files (as a pull does while fetching it)."""
     dest = world["dest"]
@@ -169,9 +199,9 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
     drop_model(world["catalog"], "tiny")
     store = Store(dest)
     waited: list[bool] = []
-    real_unlink = os.unlink
+    real_rename = os.rename
 
-    def unlink_then_look(path: str, *args: object, **kwargs: object) -> None:
+    def set_aside_then_look(path: str, *args: object, **kwargs: object) -> None:  # a removal starts by setting aside
         if not waited and str(path) == "config.json":
             try:
                 store.acquire_file_lock("tiny", "config.json", timeout=0)
@@ -179,15 +209,55 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
                 waited.append(True)
             else:
                 waited.append(False)
-        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+        real_rename(path, *args, **kwargs)  # type: ignore[arg-type]
 
     from mdl import api
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "unlink", unlink_then_look)
+        patch.setattr(os, "rename", set_aside_then_look)
         report = api.prune()
     assert waited == [True], "the file's lock was free while prune removed it"
     assert {r.path.name for r in report.removed} >= {"config.json"}
+
+
+@pytest.mark.parametrize("swapped", ["blob", "snapshot entry"])
+def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(world: dict[str, Path], swapped: str) -> None:
+    """Another tool renames a new file (or link) over the blob or the snapshot entry prune checked, just before prune
+    removes it: what is removed is what was checked, and the newcomer stays."""
+    cache = world["cache"]
+    pull("tiny", "--layout", "hf-cache")
+    drop_model(world["catalog"], "tiny")
+    repo = cache / "models--org--tiny"
+    blob = repo / "blobs" / hashlib.sha256(WEIGHTS).hexdigest()
+    entry = next(p for p in (repo / "snapshots").rglob("model.safetensors"))
+    target = blob if swapped == "blob" else entry
+    newcomer = world["root"] / "newcomer"
+    if swapped == "blob":
+        newcomer.write_bytes(WEIGHTS)  # the same bytes, a new file (another tool's atomic write)
+        os.utime(newcomer, ns=(blob.stat().st_atime_ns, blob.stat().st_mtime_ns))
+    else:
+        newcomer.symlink_to(os.readlink(entry))  # the same link, made anew
+    made = newcomer.lstat().st_ino
+    real_rename, real_unlink = os.rename, os.unlink
+
+    def swap_first(call: Any) -> Any:  # before prune's first act on the name (setting it aside, or unlinking it)
+        def act(path: str, *args: object, **kwargs: object) -> None:
+            if str(path) == target.name and os.path.lexists(newcomer):
+                real_rename(newcomer, target)
+            call(path, *args, **kwargs)
+
+        return act
+
+    from mdl import api
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "rename", swap_first(real_rename))
+        patch.setattr(os, "unlink", swap_first(real_unlink))
+        report = api.prune(layout="hf-cache")
+    assert target.lstat().st_ino == made, "the newcomer is where it was put"
+    assert target not in [r.path for r in report.removed]
+    assert [k.reason for k in report.kept if k.path == target] == ["replaced while prune checked it"]
+    assert report.freed < len(WEIGHTS), "the weights it did not remove are not counted as freed"
 
 
 def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(world: dict[str, Path], hub: HubServer) -> None:

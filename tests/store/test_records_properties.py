@@ -49,6 +49,17 @@ VALID_RECORD: dict[str, Any] = {
         }
     },
     "catalog": "/home/u/catalog.toml",
+    # The Hugging Face cache: the files of other commits mdl wrote (prune frees them), fuzzed like the rest.
+    "earlier": {
+        f"{'c' * 40}/a.bin": {
+            "path": f"{'c' * 40}/a.bin",
+            "size": len(DATA),
+            "sha256": SHA,
+            "mtime_ns": 1,
+            "source": f"hf://org/m@{'c' * 40}/a.bin",
+            "commit": "c" * 40,
+        }
+    },
     # What the model should be (written before a pull's first byte): fuzzed like the rest.
     "expected": {
         "a.bin": {"size": len(DATA), "sha256": SHA, "git_oid": None, "source": "https://example.invalid/a.bin"}
@@ -108,7 +119,7 @@ def _dump(doc: Any) -> str:
 
 
 def _assert_sound(record: ModelRecord) -> None:
-    for path, entry in record.files.items():
+    for path, entry in (*record.files.items(), *record.earlier.items()):
         assert entry.path == path and safe_relative_path(path, where="x") == path
         assert type(entry.size) is int and entry.size >= 0
         assert type(entry.mtime_ns) is int and entry.mtime_ns >= 0
@@ -119,6 +130,7 @@ def _assert_sound(record: ModelRecord) -> None:
     assert record.revision is None or isinstance(record.revision, str)
     assert record.catalog is None or isinstance(record.catalog, str)
     assert record.commit is None or isinstance(record.commit, str)
+    record.entry_for("a.bin", sha256=SHA, git_oid=None)  # never raises, whatever the keys
 
 
 @FUZZ

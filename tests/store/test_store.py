@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,29 @@ def test_a_folder_where_a_lock_file_goes_is_exit_7_naming_it(tmp_path: Path) -> 
     with pytest.raises(LocalFSError, match=r"cannot lock .*\.lock: it is a folder, not a file") as caught:
         store.acquire_file_lock("m", "a.bin", timeout=1)
     assert caught.value.exit_code == 7
+
+
+def test_the_cache_store_keeps_the_records_of_earlier_commits(tmp_path: Path) -> None:
+    """In the Hugging Face cache another commit's file stays on disk: its record moves to ``earlier``, comes back
+    when a pull returns to that content, and round-trips through the file; the plain layout keeps no history."""
+    old_commit, new_commit = "a" * 40, "b" * 40
+
+    def hub(commit: str, sha: str) -> FileRecord:
+        return FileRecord("w.bin", 3, sha, 7, f"hf://org/m@{commit}/w.bin", commit=commit)
+
+    cache = Store(tmp_path / "cache", keeps_revisions=True)
+    cache.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
+    record = cache.update_record("m", revision="main", commit=new_commit, put=hub(new_commit, "2" * 64))
+    assert record.files["w.bin"].commit == new_commit
+    assert record.earlier == {f"{old_commit}/w.bin": replace(hub(old_commit, "1" * 64), path=f"{old_commit}/w.bin")}
+    assert cache.read_record("m") == record, "round-trips through the file"
+    assert record.entry_for("w.bin", sha256="1" * 64, git_oid=None) == hub(old_commit, "1" * 64)
+    assert record.entry_for("w.bin", sha256="2" * 64, git_oid=None) == hub(new_commit, "2" * 64)
+    back = cache.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
+    assert set(back.earlier) == {f"{new_commit}/w.bin"}, "current again: out of earlier; the other one in"
+    cache.drop_from_record("m", (), forget=(f"{new_commit}/w.bin",))
+    assert cache.read_record("m").earlier == {}  # type: ignore[union-attr]
+
+    plain = Store(tmp_path / "plain")
+    plain.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
+    assert plain.update_record("m", revision=None, commit=None, put=hub(new_commit, "2" * 64)).earlier == {}
