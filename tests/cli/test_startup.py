@@ -98,13 +98,13 @@ def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn:
     assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
 
 
-def test_get_still_reads_a_catalog_beside_it(tmp_path: Path, cdn: CdnServer) -> None:
-    """The lazy catalog is still the catalog: with one in the folder, get loads it (and its schema) as before."""
+def test_get_reads_only_a_catalog_it_is_given(tmp_path: Path, cdn: CdnServer) -> None:
+    """A catalog beside a get is not read (get names its sources); one named with --catalog is, schema and all."""
     (tmp_path / "catalog.toml").write_text(CATALOG)
     url = cdn.add_file("/x.bin", b"42")
-    assert loaded(tmp_path, ("mdl.catalog.schema", "huggingface_hub"), "get", url, "-o", "x.bin") == [
-        "mdl.catalog.schema"
-    ]
+    watched = ("mdl.catalog.schema", "huggingface_hub")
+    assert loaded(tmp_path, watched, "get", url, "-o", "x.bin") == []
+    assert loaded(tmp_path, watched, "get", url, "-o", "y.bin", "--catalog", "catalog.toml") == ["mdl.catalog.schema"]
 
 
 # -- the rules behind it -----------------------------------------------------------------------------------
