@@ -80,6 +80,9 @@ class ModelRecord:
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
     signature: SignatureRecord | None = None  # the model.sig its files were held to, when the catalog asks for one
+    # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed version on disk,
+    # still ``installed`` when a later pull aims at a newer one upstream and does not finish (None: not known).
+    signed_files: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
@@ -93,6 +96,7 @@ class ModelRecord:
             **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
             **({} if self.catalog is None else {"catalog": self.catalog}),
             **({} if self.signature is None else {"signature": asdict(self.signature)}),
+            **({} if self.signed_files is None else {"signed_files": dict(sorted(self.signed_files.items()))}),
         }
 
 
@@ -136,6 +140,7 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
             updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
             catalog=_optional_text(raw, "catalog", "catalog"),
             signature=_signature(raw),
+            signed_files=_signed_files(raw),
         )
     except FileNotFoundError:
         return None
@@ -202,6 +207,22 @@ def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
     if not SHA256_HEX.fullmatch(texts["sha256"]):
         raise RecordFieldError(f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}")
     return SignatureRecord(**texts)
+
+
+def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
+    value = raw.get("signed_files")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"signed_files: expected an object, got {type(value).__name__}")
+    for path, sha256 in value.items():
+        try:
+            safe_relative_path(path, where=f"signed_files.{path}")
+        except UnsafePathError as exc:
+            raise RecordFieldError(exc.message) from None
+        if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
+            raise RecordFieldError(f"signed_files.{path}: expected 64 lowercase hex digits, got {_shown(sha256)}")
+    return dict(value)
 
 
 def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:

@@ -143,6 +143,7 @@ class Store:
         expected: dict[str, ExpectedFile] | None = None,
         catalog: str | None = None,
         signature: SignatureRecord | None = None,
+        signed_files: dict[str, str] | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing)."""
         with self._record_locked(model):
@@ -158,6 +159,7 @@ class Store:
                 expected=expected if expected is not None else current.expected,
                 catalog=catalog if catalog is not None else current.catalog,
                 signature=signature if signature is not None else current.signature,
+                signed_files=signed_files if signed_files is not None else current.signed_files,
             )
             target = self.record_path(model)
             try:
