@@ -77,6 +77,7 @@ class CatalogChange:
     lock: Path | None = None  # catalog.lock, when one was updated
     lock_error: str | None = None  # why catalog.lock could not be updated (the catalog was)
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
+    warning: str | None = None  # said on stderr, the edit made all the same (a signer named, no model.sig upstream)
 
     def to_json(self) -> dict[str, Any]:
         """Its fields but the exit code, after ``ok`` (paths as text, signed URLs redacted)."""
