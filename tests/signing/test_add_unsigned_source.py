@@ -50,9 +50,7 @@ def test_the_warning_is_in_json_and_for_an_entry_given_a_signer_later(
     assert doc["action"] == "updated" and "org/plain has no model.sig" in doc["warning"], doc
 
 
-def test_a_signed_repo_gets_no_warning_and_no_check_asks_nothing(
-    catalog: Path, hub: HubServer, tmp_path: Path
-) -> None:
+def test_a_signed_repo_gets_no_warning_and_no_check_asks_nothing(catalog: Path, hub: HubServer, tmp_path: Path) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
     result = mdl("add", "tiny", "hf://org/tiny", "--signed-by", str(public), "--json")
     assert result.exit_code == 0, result.stderr
