@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
@@ -41,8 +42,18 @@ def pull_models(
             check_space(plans)
         _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
         outcomes.extend(fetch(session, plans))
-        _record_signed(session.store, resolved, signatures, outcomes)
-        return warned(RunReport(tuple(outcomes)), lockfile.warnings)
+        signed = _record_signed(session.store, resolved, signatures, outcomes)
+        said = {spec.name: _said(spec, signatures, signed) for spec in models if spec.signature is not None}
+        return warned(RunReport(tuple(outcomes), signatures=said), lockfile.warnings)
+
+
+def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:
+    """The model's signature as ``verify --json`` and ``list --json`` say it: verified when it verified and this run
+    installed every file it signs."""
+    assert spec.signature is not None
+    kept = signatures.records.get(spec.name)
+    file = kept.file if kept is not None else spec.signature.installed_as
+    return {"verified": spec.name in installed, "by": kept.by if kept is not None else None, "file": file}
 
 
 def _expect(
@@ -81,11 +92,12 @@ def _expect(
 
 def _record_signed(
     store: Store, resolved: Sequence[ResolvedModel], signatures: Signatures, outcomes: Sequence[FileOutcome]
-) -> None:
+) -> set[str]:
     """Each signed model this run installed whole: its signature recorded with the files (path → sha256) it vouched
     for, once every one of them is in place as signed. Only then: a pull that stops halfway, or that a newer version
     upstream fails, leaves the record naming the signed version still on disk (``list`` calls it installed)."""
     failing = {o.model for o in outcomes if o.failing}
+    installed: set[str] = set()
     for model in resolved:
         signature = signatures.records.get(model.name)
         if signature is None or model.name in failing or model.name in signatures.withheld:
@@ -97,3 +109,5 @@ def _record_signed(
             continue
         if record is None or (record.signature, record.signed_files) != (signature, files):
             store.update_record(model.name, revision=None, commit=None, signature=signature, signed_files=files)
+        installed.add(model.name)
+    return installed

@@ -419,7 +419,10 @@ def verify_models(
         if on_file is not None:
             on_file(outcome)
 
+    signatures: dict[str, dict[str, Any]] = {}
     for spec, status in zip(models, statuses, strict=True):
+        if spec.signature is not None:  # said once the model's files are verified (below), as list and show say it
+            signatures[spec.name] = {"verified": False, "by": None, "file": spec.signature.installed_as}
         if status.record is None:
             record_path = layout.records.record_path(spec.name)
             error: MdlError = NotFoundError(
@@ -458,13 +461,16 @@ def verify_models(
                 outcome = _as_signed(spec.name, file, one, outcome)
             add(outcome)
         whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
+        if isinstance(signed, SignedManifest) and spec.signature is not None:
+            with contextlib.suppress(MdlError):  # it verified with the key just read: who it is, as list says it
+                signatures[spec.name] |= {"verified": bool(whole), "by": spec.signature.by()}
         if layout.cache_root is not None and whole:
             for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
                 revision = ref_revision(spec, status.record, file.path)
                 ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
                 if ref is not None:
                     write_ref(layout.records.dest, *ref)
-    return RunReport(tuple(outcomes))
+    return RunReport(tuple(outcomes), signatures=signatures)
 
 
 def _signature_on_disk(spec: ModelSpec, status: ModelStatus, layout: Layout) -> SignedManifest | FileOutcome | None:
