@@ -246,9 +246,9 @@ def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         found = os.fstat(fd)
-        if not st.S_ISREG(found.st_mode):
+        if not st.S_ISREG(found.st_mode):  # a folder's errno makes it an IsADirectoryError, as open() would
             why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
-            raise OSError(errno.EINVAL, why, os.fspath(path))
+            raise OSError(errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path))
         data = bytearray()
         while found.st_size <= limit and len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
             data += chunk

@@ -125,3 +125,18 @@ def test_a_small_regular_file_is_read_whole_within_its_limit_and_refused_past_it
         with pytest.raises(OSError, match="more than") as caught:
             read_small_file(path, limit=limit)
         assert caught.value.filename == str(path)
+
+
+@pytest.mark.parametrize("command", [("list",), ("add", "tiny", "hf://org/tiny", "--no-check")])
+def test_a_catalog_that_is_a_fifo_a_device_or_too_big_is_exit_2_naming_it(
+    tmp_path: Path, bad_key: tuple[Path, str], command: tuple[str, ...]
+) -> None:
+    """The same class: the catalog is a small file the user names (read by ``list``, edited by ``add``)."""
+    catalog, _ = bad_key
+    done = run("--catalog", str(catalog), *command)
+    assert done.returncode == 2 and str(catalog) in done.stderr, done.stderr
+    big = tmp_path / "catalog.toml"
+    big.write_bytes(b"# a comment line, padded past any catalog\n" * 400_000)  # 17 MiB
+    done = run("--catalog", str(big), *command)
+    assert done.returncode == 2, done.stderr
+    assert str(big) in done.stderr and "more than the 16 MiB" in done.stderr, done.stderr
