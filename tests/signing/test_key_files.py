@@ -140,3 +140,17 @@ def test_a_catalog_that_is_a_fifo_a_device_or_too_big_is_exit_2_naming_it(
     done = run("--catalog", str(big), *command)
     assert done.returncode == 2, done.stderr
     assert str(big) in done.stderr and "more than the 16 MiB" in done.stderr, done.stderr
+
+
+def test_a_netrc_that_is_a_fifo_or_a_device_is_not_used_and_said(bad_key: tuple[Path, str]) -> None:
+    """The same class: $NETRC (or ~/.netrc) is read unasked, so it is a warning, never a hang or a stop."""
+    netrc, said = bad_key
+    script = (
+        "import sys; from pathlib import Path; from mdl.sources import read_netrc\n"
+        "print(read_netrc(Path(sys.argv[1])).problem)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(netrc)], capture_output=True, text=True, timeout=SAFETY_NET, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(netrc) in done.stdout and said in done.stdout and "not using it" in done.stdout, done.stdout
