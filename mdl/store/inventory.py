@@ -195,7 +195,10 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
         return found
     version = [_signed_file(path, sha256, record) for path, sha256 in sorted(signed.items())]
     kept = _status_of(spec, layout, record, version, whole=True)
-    return replace(kept, update_available=True) if kept.status == INSTALLED else found
+    if kept.status != INSTALLED:
+        return found
+    # Extra (prune's to remove) only when neither version names it: the newer one's files fetched so far are kept.
+    return replace(kept, update_available=True, extra=tuple(p for p in kept.extra if p in found.extra))
 
 
 def _signed_file(path: str, sha256: str, record: ModelRecord) -> ExpectedFile:

@@ -65,13 +65,16 @@ def test_a_republished_model_whose_pull_fails_midway_is_still_installed_as_signe
     private, public, signature = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     assert mdl("pull", "tiny").exit_code == 0
-    new = {**FILES, "extra.bin": NEW_FILE}
-    hub.commit(
-        "org/tiny", {"extra.bin": NEW_FILE, "model.sig": official_sign(write_files(tmp_path / "v2", new), private)}
-    )
+    more = b'{"added": "in v2"}\n'  # a small file: served by the Hub itself, it arrives
+    new = {**FILES, "extra.bin": NEW_FILE, "more.json": more}
+    sig = official_sign(write_files(tmp_path / "v2", new), private)
+    hub.commit("org/tiny", {"extra.bin": NEW_FILE, "more.json": more, "model.sig": sig})
     hub.cdn.faults.add(Fault.http_error(404, path_prefix="/blobs/", times=None))  # 404: no retries
     failed = mdl("pull", "tiny")
     assert failed.exit_code != 0, failed.stderr
+    assert (tmp_path / "models" / "tiny" / "more.json").read_bytes() == more
+    pruned = mdl("prune", "--dry-run", "--json")  # what the newer version fetched so far is not the model's extra
+    assert pruned.exit_code == 0 and "more.json" not in pruned.stdout, pruned.stdout
     assert "tiny/model.sig: verified, not placed" in failed.stderr, failed.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature  # placed only with its version
     model = listed()
@@ -81,7 +84,7 @@ def test_a_republished_model_whose_pull_fails_midway_is_still_installed_as_signe
     hub.cdn.faults.clear()
     assert mdl("pull", "tiny").exit_code == 0
     model = listed()
-    assert model["status"] == "installed" and model["update_available"] is False and model["files"] == 5, model
+    assert model["status"] == "installed" and model["update_available"] is False and model["files"] == 6, model
 
 
 def test_a_lock_pinning_another_version_is_judged_against_the_lock(world: Path, hub: HubServer, tmp_path: Path) -> None:
