@@ -250,7 +250,11 @@ def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
             why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
             raise OSError(errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path))
         data = bytearray()
-        while found.st_size <= limit and len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+        while found.st_size <= limit and len(data) <= limit:
+            # as much as fstat said, and one byte more (a file that grew); never a buffer of the whole limit at once
+            chunk = os.read(fd, min(limit + 1 - len(data), max(found.st_size + 1 - len(data), 1 << 16)))
+            if not chunk:
+                break
             data += chunk
         if found.st_size > limit or len(data) > limit:
             raise OSError(errno.EFBIG, f"more than the {_size_limit(limit)} such a file may have", os.fspath(path))
