@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -266,3 +267,32 @@ def kind_of(found: os.stat_result) -> str | None:
     link (an entry of its own, replaced where a file goes, never followed)."""
     kind = st.S_IFMT(found.st_mode)
     return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")
+
+
+def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
+    """The bytes of a small file the user named (a signer's key or certificate, a catalog), never blocking and never
+    unbounded: opened with O_NONBLOCK and judged by ``fstat`` of that descriptor, so a FIFO is never waited on and
+    a device (``/dev/zero``) never read; OSError, its ``strerror`` saying why, when it is not a regular file or
+    holds more than ``limit`` bytes (checked by size first, then by what is read: it may grow meanwhile)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        found = os.fstat(fd)
+        if not st.S_ISREG(found.st_mode):  # a folder's errno makes it an IsADirectoryError, as open() would
+            why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
+            raise OSError(errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path))
+        data = bytearray()
+        while found.st_size <= limit and len(data) <= limit:
+            # as much as fstat said, and one byte more (a file that grew); never a buffer of the whole limit at once
+            chunk = os.read(fd, min(limit + 1 - len(data), max(found.st_size + 1 - len(data), 1 << 16)))
+            if not chunk:
+                break
+            data += chunk
+        if found.st_size > limit or len(data) > limit:
+            raise OSError(errno.EFBIG, f"more than the {_size_limit(limit)} such a file may have", os.fspath(path))
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+def _size_limit(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 and not limit % (1 << 20) else f"{limit} bytes"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -104,6 +104,8 @@ class RunReport:
 
     files: tuple[FileOutcome, ...]
     dry_run: bool = False
+    # Each signed model's signature as this run found it (list's and show's shape): {"verified", "by", "file"}
+    signatures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -119,6 +121,7 @@ class RunReport:
             "files": [f.to_json() for f in self.files],
             **({"dry_run": True} if self.dry_run else {}),
             **({"reused": reused} if (reused := sum(f.reused for f in self.files)) else {}),
+            **({"signatures": {name: dict(one) for name, one in self.signatures.items()}} if self.signatures else {}),
         }
 
     def path(self, model: str) -> Path:

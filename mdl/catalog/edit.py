@@ -85,6 +85,7 @@ class CatalogChange:
     lock_error: str | None = None  # why catalog.lock could not be updated (the catalog was)
     exit_code: int = 0  # that lock failure's exit code (0: none, or a warning, as when offline)
     user_catalog: bool = False  # the catalog edited is the user config one (read in folders without their own)
+    warning: str | None = None  # said on stderr, the edit made all the same (a signer named, no model.sig upstream)
 
     def to_json(self) -> dict[str, Any]:
         """Its fields but the exit code, after ``ok`` (paths as text, signed URLs redacted)."""

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from mdl.catalog.edit import NEW_CATALOG, CatalogInit, catalog_to_edit, catalog_to_init, starter_catalog
-from mdl.catalog.load import find_catalog, no_catalog, parse_catalog
+from mdl.catalog.load import MAX_CATALOG_BYTES, find_catalog, no_catalog, parse_catalog
 from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
-from mdl.paths import kind_of
+from mdl.paths import kind_of, read_small_file
 from mdl.setting import StrPath
 
 log = logging.getLogger("mdl.lock")
@@ -49,7 +49,7 @@ def catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create:
 def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
     try:
-        data = path.read_bytes()
+        data = read_small_file(path, limit=MAX_CATALOG_BYTES)  # a FIFO is never waited on, /dev/zero never read
     except FileNotFoundError:
         if create:
             return NEW_CATALOG, True

@@ -12,6 +12,9 @@ from mdl.catalog.headers import header_value_problem
 from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
+from mdl.paths import read_small_file
+
+MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
 
 
 def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
@@ -30,7 +33,7 @@ def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
 def load_catalog(path: Path) -> Catalog:
     """Read and validate the catalog at ``path``; raises CatalogError."""
     try:
-        data = path.read_bytes()
+        data = read_small_file(path, limit=MAX_CATALOG_BYTES)  # a FIFO is never waited on, /dev/zero never read
     except FileNotFoundError as exc:
         raise CatalogError(f"{path}: catalog not found") from exc
     except IsADirectoryError as exc:

@@ -161,6 +161,8 @@ def _render(
         run.console.info((said or _SAID[change.action]).format(name=change.model, catalog=change.catalog, files=files))
         if change.lock is not None:
             run.console.info(f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}")
+    if change.warning is not None:
+        run.console.warn(change.warning)
     if change.lock_error and change.exit_code:
         run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
     elif change.lock_error:

@@ -26,7 +26,9 @@ def list_cmd(
     rows = [
         {
             **m.list_json(),
-            "status": _status_text(m.status, m.unverified) + _signed_text(m.signature, short=True),
+            "status": _status_text(m.status, m.unverified)
+            + _signed_text(m.signature, short=True)
+            + (", update available" if m.update_available else ""),
             "size": human_size(m.size) if m.size is not None else "-",
         }
         for m in listing.models
@@ -53,6 +55,8 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
     status = _status_text(info.status.status, info.status.unverified)
     if info.status.unverified:
         status += f"; `mdl verify {name}` re-hashes them"
+    if info.status.update_available:  # the signed version a pull installed whole; its last pull aimed at another
+        status += f"; upstream has another version, not installed here (`mdl pull {name}`)"
     run.line(f"{'status:':13}{status}")
     if info.status.signature is not None:
         run.line(f"{'signature:':13}{_signed_text(info.status.signature, short=False).removeprefix(', ')}")

@@ -19,7 +19,16 @@ from typing import Any
 from mdl.catalog import Settings
 from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, log_outcome, look, offline_error, recorded
 from mdl.download.session import MANY_JOBS, PullSession, label_of
-from mdl.errors import AuthError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, UsageError
+from mdl.errors import (
+    AuthError,
+    InterruptedByUserError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    UsageError,
+    error_for_exit_code,
+    worst_exit_code,
+)
 from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
@@ -63,10 +72,15 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             except MdlError as exc:
                 results[index] = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
             log_outcome(results[index])
+    # A signature verified before the others is placed after them, once every other file of its model that moves is
+    # in place: a transfer that fails or stops halfway leaves the signature of the version on disk, never a newer one
+    # beside it. (A file refused before any transfer, as not signed or not as signed, is no part of its version.)
+    last = {i: p for i, p in todo.items() if p.remote.staged is not None}
+    first = {i: p for i, p in todo.items() if i not in last}
     records = RecordQueue(session.store, dirs=session.dirs)
-    small_jobs, big_jobs = job_counts(session.settings, list(todo.values()))
+    small_jobs, big_jobs = job_counts(session.settings, list(first.values()))
     jobs_set = session.settings.jobs_set
-    queue = WorkQueue(todo, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
+    queue = WorkQueue(first, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
     workers: list[Future[None]] = []
 
     def drain(lane: str) -> None:  # one worker: file after file until none is left (no hand-off per file)
@@ -105,11 +119,31 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
                 for pool in pools:
                     pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError(INTERRUPTED) from None
+        failing: dict[str, list[int]] = {}
+        for outcome in results.values():
+            if outcome.failing:
+                failing.setdefault(outcome.model, []).append(outcome.exit_code)
+        for index, plan in last.items() if not session.cancel.is_set() else ():
+            codes = failing.get(plan.remote.model)
+            results[index] = _held_back(plan, codes) if codes else _fetch_one(session, records, plan)
     finally:
         records.close()
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
+
+
+def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
+    """A verified signature not placed: other files of its model failed (with exit ``codes``: its own is theirs). It
+    waits under .mdl/partial for the next pull; the one in place still signs the files on disk."""
+    remote = plan.remote
+    exc = error_for_exit_code(worst_exit_code(list(codes)))(
+        f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
+        hint="the signature in place still signs the files on disk; the next pull places it with them",
+    )
+    outcome = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+    log_outcome(outcome)
+    return outcome
 
 
 def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy

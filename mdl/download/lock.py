@@ -27,6 +27,7 @@ from mdl.errors import (
     LocalFSError,
     MdlError,
     NetworkError,
+    NotFoundError,
     UsageError,
     worst_exit_code,
 )
@@ -43,11 +44,11 @@ from mdl.lockfile import (
 from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import is_http_url
 from mdl.progress import Progress
-from mdl.redact import Secrets
+from mdl.redact import Secrets, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.setting import Overrides
 from mdl.signing import key_id
-from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model
+from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model, signature_spec
 from mdl.store import unlink
 
 log = logging.getLogger("mdl.lock")
@@ -111,6 +112,8 @@ def add_model(
         if edit.action != "unchanged":
             catalog_files.write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online and edit.action != "updated")
+    if online and entry.get("signed_by") is not None:
+        change = replace(change, warning=_no_signature_upstream(edited.get(name), settings, progress=progress))
     lock_file = lock_beside(path)
     if not lock_file.exists() or not fetches:
         return change
@@ -147,6 +150,30 @@ def remove_model(
         if not dry_run:
             write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
     return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file, user_catalog=user_catalog)
+
+
+def _no_signature_upstream(spec: ModelSpec, settings: Settings, *, progress: Progress) -> str | None:
+    """Why a pull of ``spec`` will find no signature at its source (one HEAD request), or None: it is there, or it
+    could not be asked (the pull will say). Said as a warning: a publisher may sign later, a mirror may have one."""
+    trust = spec.signature
+    if trust is None:
+        return None
+    with contextlib.closing(PullSession(settings, progress=progress)) as session:
+        try:
+            hub = None if trust.file_is_url else session.hub
+            remote = resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ)
+            if trust.file_is_url:
+                session.probe(remote)
+        except NotFoundError:
+            repo = spec.repo or spec.files[0].repo
+            where = f"no signature at {redact_url(trust.file)}" if trust.file_is_url else f"{repo} has no {trust.file}"
+            return (
+                f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is signed there "
+                f"(model_signing sign), or a mirror has its model.sig (mdl publish --sign)"
+            )
+        except MdlError:
+            return None
+    return None
 
 
 def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:

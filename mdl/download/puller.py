@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
@@ -14,7 +15,7 @@ from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
 from mdl.lockfile import Lock, LockUse
 from mdl.progress import Progress
-from mdl.report import RunReport
+from mdl.report import FileOutcome, RunReport
 from mdl.sources import ResolvedModel
 from mdl.store import ExpectedFile, Store
 
@@ -41,7 +42,18 @@ def pull_models(
             check_space(plans)
         _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
         outcomes.extend(fetch(session, plans))
-        return warned(RunReport(tuple(outcomes)), lockfile.warnings)
+        signed = _record_signed(session.store, resolved, signatures, outcomes)
+        said = {spec.name: _said(spec, signatures, signed) for spec in models if spec.signature is not None}
+        return warned(RunReport(tuple(outcomes), signatures=said), lockfile.warnings)
+
+
+def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:
+    """The model's signature as ``verify --json`` and ``list --json`` say it: verified when it verified and this run
+    installed every file it signs."""
+    assert spec.signature is not None
+    kept = signatures.records.get(spec.name)
+    file = kept.file if kept is not None else spec.signature.installed_as
+    return {"verified": spec.name in installed, "by": kept.by if kept is not None else None, "file": file}
 
 
 def _expect(
@@ -61,13 +73,12 @@ def _expect(
         expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
         expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))  # not as signed: not installed
         record = store.read_record(model.name)
-        signature = signatures.records.get(model.name)
-        old = (record.revision, record.catalog, record.signature) if record is not None else (None, None, None)
-        now = (expected, model.commit, model.revision or old[0], whose or old[1], signature or old[2])
+        old = (record.revision, record.catalog) if record is not None else (None, None)
+        now = (expected, model.commit, model.revision or old[0], whose or old[1])
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked for a signer), is
         # no longer vouched for: its record goes, so no view calls it (or its model) installed and signed.
         unsigned = tuple(path for path in signatures.unsigned.get(model.name, ()) if record and path in record.files)
-        kept = (record.expected, record.commit, record.revision, record.catalog, record.signature) if record else None
+        kept = (record.expected, record.commit, record.revision, record.catalog) if record else None
         if unsigned or kept != now:
             store.update_record(
                 model.name,
@@ -76,5 +87,27 @@ def _expect(
                 remove=unsigned,
                 expected=expected,
                 catalog=whose,
-                signature=signature,
             )
+
+
+def _record_signed(
+    store: Store, resolved: Sequence[ResolvedModel], signatures: Signatures, outcomes: Sequence[FileOutcome]
+) -> set[str]:
+    """Each signed model this run installed whole: its signature recorded with the files (path → sha256) it vouched
+    for, once every one of them is in place as signed. Only then: a pull that stops halfway, or that a newer version
+    upstream fails, leaves the record naming the signed version still on disk (``list`` calls it installed)."""
+    failing = {o.model for o in outcomes if o.failing}
+    installed: set[str] = set()
+    for model in resolved:
+        signature = signatures.records.get(model.name)
+        if signature is None or model.name in failing or model.name in signatures.withheld:
+            continue
+        record = store.read_record(model.name)
+        recorded = record.files if record is not None else {}
+        files = {f.path: recorded[f.path].sha256 for f in model.files if f.path in recorded}
+        if len(files) != len(model.files):  # not each of them recorded: not installed whole
+            continue
+        if record is None or (record.signature, record.signed_files) != (signature, files):
+            store.update_record(model.name, revision=None, commit=None, signature=signature, signed_files=files)
+        installed.add(model.name)
+    return installed

@@ -21,8 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mdl.errors import IntegrityError, NetworkError, UsageError
+from mdl.paths import read_small_file, shown_path
 from mdl.redact import printable
-from mdl.signing.statement import GIT_PATHS, SIGNATURE_FILE, SignedManifest, Trust, manifest_from_items
+from mdl.signing.statement import GIT_PATHS, MAX_KEY_BYTES, SIGNATURE_FILE, SignedManifest, Trust, manifest_from_items
 
 EXTRA_HINT = "pip install 'mdl[sign]'"
 MAX_SIGNATURE_BYTES = 64 << 20  # a statement for ~400,000 files; anything bigger is not a model's signature
@@ -57,16 +58,30 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
     """The statement ``data`` (a model.sig bundle) signs, verified against ``trust``; IntegrityError (exit 6) naming
     ``what`` when it is not a signature, not a valid one, or not one by whom ``trust`` names."""
     _library()
-    from model_signing import hashing, manifest, verifying
-
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")
+    with tempfile.TemporaryDirectory(prefix="mdl-sig-") as folder:
+        return _verified(data, trust, Path(folder), what=what)
+
+
+def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedManifest:
+    """verify_signature in ``folder``, where the library reads the signature and the trust's key or certificates:
+    copies of the bytes the trust read once (a small regular file each), never the user's paths again."""
+    from model_signing import hashing, manifest, verifying
+
+    try:
+        trusted = [Path(folder, f"trusted-{n}.pem") for n in range(len(trust.material))]
+    except OSError as exc:
+        named = shown_path(exc.filename) if exc.filename else trust.kind
+        raise UsageError(f"{what}: cannot read the trusted {named}: {exc.strerror or exc}") from None
+    for path, material in zip(trusted, trust.material, strict=True):
+        path.write_bytes(material)
     config = verifying.Config()  # type: ignore[no-untyped-call]
     try:
         if trust.key is not None:
-            config.use_elliptic_key_verifier(public_key=trust.key)
+            config.use_elliptic_key_verifier(public_key=trusted[0])
         elif trust.certificates:
-            config.use_certificate_verifier(certificate_chain=list(trust.certificates))
+            config.use_certificate_verifier(certificate_chain=trusted)
         else:
             assert trust.identity is not None and trust.issuer is not None
             config.use_sigstore_verifier(identity=trust.identity, oidc_issuer=trust.issuer)
@@ -96,14 +111,13 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
             return Keeper("", [], kind)
 
     config.set_hashing_config(NoHashing())  # type: ignore[no-untyped-call]
-    with tempfile.TemporaryDirectory(prefix="mdl-sig-") as folder:
-        signature = Path(folder, SIGNATURE_FILE)
-        signature.write_bytes(data)
-        try:
-            with _quiet():
-                config.verify(Path(folder, "model"), signature)
-        except Exception as exc:  # noqa: BLE001  # whatever a malformed bundle raises: a bad signature, no traceback
-            raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
+    signature = Path(folder, SIGNATURE_FILE)
+    signature.write_bytes(data)
+    try:
+        with _quiet():
+            config.verify(Path(folder, "model"), signature)
+    except Exception as exc:  # noqa: BLE001  # whatever a malformed bundle raises: a bad signature, no traceback
+        raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
     if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
         raise IntegrityError(f"{what}: the signature does not verify: model_signing returned no statement")
     signed = found[0]
@@ -159,6 +173,7 @@ def sign_digests(
             return made
 
     try:
+        read_small_file(private_key, limit=MAX_KEY_BYTES)  # a regular file, small: the library reads it whole, blocking
         config = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
     except OSError as exc:
         raise UsageError(f"signing key {private_key}: cannot read it: {exc.strerror or exc}") from None
@@ -184,7 +199,8 @@ def public_key_of(private_key: Path) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     try:
-        key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_small_file(private_key, limit=MAX_KEY_BYTES), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"signing key {private_key}: cannot read it: {exc}") from None
+        said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UsageError(f"signing key {private_key}: cannot read it: {said}") from None
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

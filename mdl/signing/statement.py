@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from mdl.errors import IntegrityError, UsageError
-from mdl.paths import path_problem, url_basename
+from mdl.paths import path_problem, read_small_file, url_basename
 from mdl.redact import printable
 
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
@@ -23,6 +24,7 @@ ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "bl
 READ_SIZE = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publishers ship
+MAX_KEY_BYTES = 1 << 20  # a PEM key or certificate chain is a few KiB: a bigger file is not one (nor /dev/zero)
 
 
 class Digest(Protocol):
@@ -290,12 +292,24 @@ class Trust:
         presigned URL's signature or a token)."""
         return url_basename(self.file, where="signature.file") if self.file_is_url else self.file
 
+    @cached_property
+    def material(self) -> tuple[bytes, ...]:
+        """The key's or each certificate's bytes, read once for the run (a small regular file each: a FIFO or device
+        is refused, never waited on or read without end): what the fingerprint digests, ``by`` names and the
+        signature is verified with are the same bytes. OSError naming the file when one cannot be read."""
+        return tuple(read_small_file(path, limit=MAX_KEY_BYTES) for path in self.paths)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The files this trust reads: its key, or its certificate chain (none for a sigstore identity)."""
+        return (self.key,) if self.key is not None else self.certificates
+
     def fingerprint(self) -> str:
         """A digest of everything this trust decides by: the key's or certificates' bytes, or the identity and
         issuer (OSError when a file cannot be read). Another key at the same path is another trust."""
         digest = hashlib.sha256(self.kind.encode())
-        for path in (self.key,) if self.key is not None else self.certificates:
-            digest.update(b"\0" + path.read_bytes())
+        for data in self.material:
+            digest.update(b"\0" + data)
         digest.update(f"\0{self.identity}\0{self.issuer}".encode())
         return digest.hexdigest()
 
@@ -303,7 +317,11 @@ class Trust:
         """Who signed what verifies with it, as ``list``/``show`` say it: the key's id (the sha256 of its PEM, as
         model_signing's bundles hint it), the chain's first certificate's file, or the sigstore identity."""
         if self.key is not None:
-            return f"key {key_id(self.key)[:16]}"
+            try:
+                data = self.material[0]
+            except OSError as exc:
+                raise UsageError(f"signature key {self.key}: cannot read it: {exc.strerror or exc}") from None
+            return f"key {pem_key_id(data, self.key)[:16]}"
         if self.certificates:
             return f"certificate chain {self.certificates[0].name}"
         return f"{self.identity} ({self.issuer})"
@@ -312,14 +330,21 @@ class Trust:
 def key_id(path: Path) -> str:
     """The public key's id as model_signing writes it in a bundle (sha256 of its SubjectPublicKeyInfo PEM);
     UsageError (exit 2) naming the file when it cannot be read or is not an EC public key in PEM."""
+    try:
+        data = read_small_file(path, limit=MAX_KEY_BYTES)
+    except OSError as exc:
+        raise UsageError(f"signature key {path}: cannot read it: {exc.strerror or exc}") from None
+    return pem_key_id(data, path)
+
+
+def pem_key_id(data: bytes, path: Path) -> str:
+    """``key_id`` of a key's bytes (read from ``path``, which errors name)."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"signature key {path}: cannot read it: {exc.strerror or exc}") from None
+        key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise UsageError(f"signature key {path}: not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):

@@ -12,6 +12,7 @@ from mdl.sources.resolve import (
     mirror_targets,
     resolve_file,
     resolve_model,
+    signature_spec,
     with_probe,
 )
 from mdl.sources.s3 import (
@@ -59,6 +60,7 @@ __all__ = [
     "s3_reason",
     "save_targets",
     "sha256_of_head",
+    "signature_spec",
     "with_probe",
     "write_inline",
     "xet_token_url",

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mdl.paths import shown_path
+from mdl.paths import read_small_file, shown_path
 from mdl.redact import Secrets, is_signed_url
 
 log = logging.getLogger("mdl.netrc")
 _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this name
+MAX_NETRC_BYTES = 1 << 20  # logins for a few thousand hosts: a bigger file is not a netrc
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def read_netrc(path: Path | None, secrets: Secrets | None = None) -> NetrcLogins
     if path is None:
         return NetrcLogins()
     try:
+        read_small_file(path, limit=MAX_NETRC_BYTES)  # a FIFO or a device is no netrc: never waited on or read whole
         parsed = netrc.netrc(str(path))  # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
     except FileNotFoundError:
         return NetrcLogins(path)

@@ -109,6 +109,8 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
     where = f"models.{spec.name}.signature.file"
     if trust.file_is_url:
         return FileSpec(where, url=trust.file, save_as=trust.installed_as)
+    if spec.repo is not None:  # a whole repo
+        return FileSpec(where, repo=spec.repo, path=trust.file, revision=spec.revision, repo_type=spec.repo_type)
     first = spec.files[0]  # the catalog's reader made sure every file is in this repo at this revision
     return FileSpec(where, repo=first.repo, path=trust.file, revision=first.revision, repo_type=first.repo_type)
 

@@ -90,6 +90,8 @@ class ModelStatus:
     status: str  # installed | partial | missing
     folder: Path | None = None  # the one folder holding the model's files; None when they are in several
     extra: tuple[str, ...] = ()  # recorded files the model no longer names (see why_extra): never counted
+    # A signed model: its signed version is installed, but upstream has another (its last pull aimed at it)
+    update_available: bool = False
 
     def why_extra(self, path: str) -> str:
         """Why the recorded file ``path`` is no longer part of the model: the catalog no longer names it (a file
@@ -131,7 +133,9 @@ class ModelStatus:
 
     def _json(self, **middle: Any) -> dict[str, Any]:
         """The fields ``list`` and ``show`` share, around each one's own (``middle``), in the order they print."""
-        spec, signed = self.spec, {"signature": self.signature} if self.spec.signature is not None else {}
+        spec, signed = self.spec, {}
+        if spec.signature is not None:
+            signed = {"signature": self.signature, "update_available": self.update_available}
         head = {"name": spec.name, "description": spec.description, "tags": list(spec.tags)}
         return {**head, **middle, "extra": list(self.extra), **signed}
 
@@ -199,10 +203,36 @@ def file_state(
 def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None = None) -> ModelStatus:
     """One model's state from its record and ``lstat`` only. Its files are those a lock pins, else the expected
     set its record keeps (written before a pull's first byte), else the recorded or catalog files. A recorded file
-    of another version is ``outdated``; one the model no longer names is ``extra``, never counted."""
+    of another version is ``outdated``; one the model no longer names is ``extra``, never counted.
+
+    A signed model whose last pull aimed at another version upstream (re-published) and did not install it is still
+    ``installed`` while the signed version a pull installed whole is on disk intact, as its record names it (the
+    files its signature vouched for): ``update_available`` says the rest. A lock's pins are the version wanted, not
+    news from upstream: against a lock, the pinned version is judged."""
     record = layout.records.read_record(spec.name)
+    found = _status_of(spec, layout, record, _expected_files(spec, record, pinned), whole=pinned is not None)
+    signed = record.signed_files if record is not None and spec.signature is not None and pinned is None else None
+    if found.status == INSTALLED or not signed or record is None or record.signature is None:
+        return found
+    version = [_signed_file(path, sha256, record) for path, sha256 in sorted(signed.items())]
+    kept = _status_of(spec, layout, record, version, whole=True)
+    if kept.status != INSTALLED:
+        return found
+    # Extra (prune's to remove) only when neither version names it: the newer one's files fetched so far are kept.
+    return replace(kept, update_available=True, extra=tuple(p for p in kept.extra if p in found.extra))
+
+
+def _signed_file(path: str, sha256: str, record: ModelRecord) -> ExpectedFile:
+    """One file of the signed version a pull installed whole, as its record has it (the source it came from)."""
+    entry = record.files.get(path)
+    return ExpectedFile(path, entry.size if entry else None, sha256, None, entry.source if entry else "")
+
+
+def _status_of(
+    spec: ModelSpec, layout: Layout, record: ModelRecord | None, expected: Sequence[ExpectedFile], *, whole: bool
+) -> ModelStatus:
+    """The model's state as ``expected`` (known ``whole``: any other recorded file is ``extra``) is on disk."""
     recorded = record.files if record is not None else {}
-    expected = _expected_files(spec, record, pinned)
     files: list[LocalFile] = []
     folders: set[Path] = set()
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
@@ -224,7 +254,7 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
             folders.add(_folder_of(layout, placement, spec.name))
     names = {want.path for want in expected}
     # Extra files only when the model's file list is known whole (a lock or an expected set).
-    whole = pinned is not None or (record is not None and record.expected is not None)
+    whole = whole or (record is not None and record.expected is not None)
     extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
     # installed: every file at its verified size (modified? counts, reported as unverified); missing: no file
     # and no partial download; else partial.
@@ -413,7 +443,10 @@ def verify_models(
         if on_file is not None:
             on_file(outcome)
 
+    signatures: dict[str, dict[str, Any]] = {}
     for spec, status in zip(models, statuses, strict=True):
+        if spec.signature is not None:  # said once the model's files are verified (below), as list and show say it
+            signatures[spec.name] = {"verified": False, "by": None, "file": spec.signature.installed_as}
         if status.record is None:
             record_path = layout.records.record_path(spec.name)
             error: MdlError = NotFoundError(
@@ -452,13 +485,16 @@ def verify_models(
                 outcome = _as_signed(spec.name, file, one, outcome)
             add(outcome)
         whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
+        if isinstance(signed, SignedManifest) and spec.signature is not None:
+            with contextlib.suppress(MdlError):  # it verified with the key just read: who it is, as list says it
+                signatures[spec.name] |= {"verified": bool(whole), "by": spec.signature.by()}
         if layout.cache_root is not None and whole:
             for file in status.files:  # verified whole, in the Hugging Face cache: refs/<revision> names its commit
                 revision = ref_revision(spec, status.record, file.path)
                 ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
                 if ref is not None:
                     write_ref(layout.records.dest, *ref)
-    return RunReport(tuple(outcomes))
+    return RunReport(tuple(outcomes), signatures=signatures)
 
 
 def _signature_on_disk(spec: ModelSpec, status: ModelStatus, layout: Layout) -> SignedManifest | FileOutcome | None:

@@ -84,6 +84,9 @@ class ModelRecord:
     # disk when a pull moves to another): by ``<commit>/<path>`` (their ``path`` too), so a pull back to that commit
     # reuses them and prune frees those no model needs.
     earlier: dict[str, FileRecord] = field(default_factory=dict)
+    # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed version on disk,
+    # still ``installed`` when a later pull aims at a newer one upstream and does not finish (None: not known).
+    signed_files: dict[str, str] | None = None
 
     def entry_for(self, path: str, *, sha256: str | None, git_oid: str | None) -> FileRecord | None:
         """The record of ``path`` for the content named (sha256, else git blob id): the current one, or one of an
@@ -109,6 +112,7 @@ class ModelRecord:
             **({} if self.catalog is None else {"catalog": self.catalog}),
             **({} if self.signature is None else {"signature": asdict(self.signature)}),
             **({"earlier": _files_json(self.earlier)} if self.earlier else {}),
+            **({} if self.signed_files is None else {"signed_files": dict(sorted(self.signed_files.items()))}),
         }
 
 
@@ -162,6 +166,7 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
             catalog=_optional_text(raw, "catalog", "catalog"),
             signature=_signature(raw),
             earlier=_section(raw, "earlier", FileRecord, optional=True) or {},
+            signed_files=_signed_files(raw),
         )
     except FileNotFoundError:
         return None
@@ -228,6 +233,22 @@ def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
     if not SHA256_HEX.fullmatch(texts["sha256"]):
         raise RecordFieldError(f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}")
     return SignatureRecord(**texts)
+
+
+def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
+    value = raw.get("signed_files")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordFieldError(f"signed_files: expected an object, got {type(value).__name__}")
+    for path, sha256 in value.items():
+        try:
+            safe_relative_path(path, where=f"signed_files.{path}")
+        except UnsafePathError as exc:
+            raise RecordFieldError(exc.message) from None
+        if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
+            raise RecordFieldError(f"signed_files.{path}: expected 64 lowercase hex digits, got {_shown(sha256)}")
+    return dict(value)
 
 
 def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:

@@ -155,6 +155,7 @@ class Store:
         catalog: str | None = None,
         signature: SignatureRecord | None = None,
         forget: tuple[str, ...] = (),
+        signed_files: dict[str, str] | None = None,
     ) -> ModelRecord:
         """Read-modify-write the model's record under its lock, atomically (other runs may be writing); ``forget``:
         keys of ``earlier`` (files of other commits) to drop."""
@@ -179,6 +180,7 @@ class Store:
                 catalog=catalog if catalog is not None else current.catalog,
                 signature=signature if signature is not None else current.signature,
                 earlier=earlier,
+                signed_files=signed_files if signed_files is not None else current.signed_files,
             )
             target = self.record_path(model)
             try:
