@@ -212,13 +212,27 @@ class _Holding:
         return self.active
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """A chunk a piece wrote (some of): its index in the xorb, where the piece placed its first byte in the file, its
+    hash and length."""
+
+    index: int
+    pos: int
+    digest: bytes
+    size: int
+
+
 class _Window:
-    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``."""
+    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``.
+    Every byte written comes from a chunk hashed here: one starting in the window (``owned``: its hash goes into the
+    Xet file hash) or the one across ``first`` (``lead``: it must be the piece before's owned chunk, hash and place)."""
 
     def __init__(self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]) -> None:
         self.file, self.term, self.first, self.end, self.pos = file, term, first, end, at
         self.start_chunk, self.end_chunk = chunks
-        self.owned: list[tuple[int, bytes, int]] = []  # (chunk index, hash, length) of the chunks starting here
+        self.owned: list[_Placed] = []  # the chunks starting here, in order
+        self.lead: _Placed | None = None  # the chunk across ``first``, whose tail is written here
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = self.written = 0
 
@@ -230,9 +244,11 @@ class _Window:
             return
         pos, size = self.pos, len(data)
         self.pos += size
-        if self.first <= pos < self.end:
-            self.owned.append((index, chunk_hash(data), size))
         low, high = max(pos, self.first), min(pos + size, self.end)
+        if self.first <= pos < self.end:
+            self.owned.append(_Placed(index, pos, chunk_hash(data), size))
+        elif low < high:
+            self.lead = _Placed(index, pos, chunk_hash(data), size)
         if low >= high:
             return
         if low != self.first + self.written + self.pending_bytes:
@@ -438,7 +454,7 @@ class _File:
     ) -> None:
         self.source, self.job, self.ref, self.rec, self.split = source, job, ref, rec, split
         self.spans: dict[int, list[tuple[int, int]]] = {}  # terms fetched as pieces: each piece's file bytes
-        self.owned: dict[int, dict[int, list[tuple[int, bytes, int]]]] = {}  # their pieces on disk: owned chunks
+        self.owned: dict[int, dict[int, _Window]] = {}  # their pieces on disk, by piece
         self.root = job_root(job)
         self.offsets: list[int] = []
         at = 0
@@ -651,7 +667,7 @@ class _File:
                 raise _Unsplittable(f"a piece of term {i} names chunks outside it")
             window = _Window(self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end))
             self._stream(sub.fetches[sub.fetch_of[0]], window)
-            self._piece_done(i, j, window.owned)
+            self._piece_done(i, j, window)
 
         self._retrying(attempt)
 
@@ -675,12 +691,14 @@ class _File:
 
         self._retrying(attempt)
 
-    def _piece_done(self, i: int, j: int, owned: list[tuple[int, bytes, int]]) -> None:
-        """A piece of term ``i`` on disk; the last one finishes the term (its chunks, each owned by one piece)."""
+    def _piece_done(self, i: int, j: int, window: _Window) -> None:
+        """A piece of term ``i`` on disk; the last one finishes the term once its pieces agree: their owned chunks
+        are the term's, each placed where the ones before end, and each piece's copy of the chunk across its cut
+        hashes and lies as the owner's (so every byte on disk is a byte the Xet file hash was built from)."""
         term, spans = self.rec.terms[i], self.spans[i]
         with self.lock:
             got = self.owned.setdefault(i, {})
-            got[j] = owned
+            got[j] = window
             ready = len(got) == len(spans)
             upto = 0
             while upto in got:
@@ -691,12 +709,19 @@ class _File:
                     self.wrote.notify()
         if not ready:
             return
-        chunks = [chunk for k in range(len(spans)) for chunk in got[k]]
-        if [index for index, _, _ in chunks] != list(range(term.start, term.end)) or (
-            sum(size for _, _, size in chunks) != term.length
-        ):
+        chunks = [chunk for k in range(len(spans)) for chunk in got[k].owned]
+        at = self.offsets[i]
+        for k, chunk in enumerate(chunks):
+            if chunk.index != term.start + k or chunk.pos != at:
+                raise _Unsplittable(f"the pieces of term {i} do not place its chunks one after another")
+            at += chunk.size
+        if len(chunks) != term.end - term.start or at != self.offsets[i] + term.length:
             raise _Unsplittable(f"the pieces of term {i} do not add up to its chunks")
-        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((h, n) for _, h, n in chunks))
+        for k in range(len(spans)):
+            lead = got[k].lead
+            if lead is not None and chunks[lead.index - term.start] != lead:
+                raise _Unsplittable(f"the two pieces of term {i} holding chunk {lead.index} differ")
+        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((c.digest, c.size) for c in chunks))
         self._finished(i, written)
 
     def _retrying(self, attempt: Callable[[bool], None]) -> None:
