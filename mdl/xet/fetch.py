@@ -26,7 +26,7 @@ import httpx2
 
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
-from mdl.redact import Secrets
+from mdl.redact import Secrets, redact_url
 from mdl.sources import XetRef
 from mdl.store import DirSyncs, open_file, stat_file, unlink
 from mdl.transfer import (
@@ -48,6 +48,7 @@ from mdl.transfer import (
     promised,
     read_body,
     set_read_timeout,
+    set_reply_deadline,
     start_writeback,
     transport_error,
 )
@@ -78,8 +79,10 @@ from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
-REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this
-TOKEN_MAX = 1 << 20
+REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
+REPLY_BASE = 64 << 10  # ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
+REPLY_SHARE = 8  # (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
+TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 characters each
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
@@ -303,6 +306,7 @@ class XetSource:
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
+        self._replies = threading.Lock()
         self._index_lock = threading.Lock()
 
     # --- the token and the reconstruction ------------------------------------------------------------------------
@@ -321,7 +325,7 @@ class XetSource:
                 if response.status_code != 200:
                     raise error_for_status(response, what=what, hub=True)
                 self._stall_rule(response)
-                body = _read(response, TOKEN_MAX, what=what)
+                body = _read(response, TOKEN_MAX, what=what, timeout=self.client.timeout.read)
                 try:
                     return parse_token(body)
                 except ReplyError:
@@ -338,9 +342,13 @@ class XetSource:
         self.secrets.add(token.access_token)
         return token
 
-    def reconstruction(self, ref: XetRef, what: str, *, span: tuple[int, int] | None = None) -> Reconstruction:
+    def reconstruction(
+        self, ref: XetRef, what: str, *, size: int, span: tuple[int, int] | None = None
+    ) -> Reconstruction:
         """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one fresh token if the
-        CAS refuses the one we hold."""
+        CAS refuses the one we hold. Its reply is read and parsed one at a time per run, within a size in proportion
+        to the ``size`` bytes of the file (or the span's) it describes."""
+        limit = min(REPLY_MAX, REPLY_BASE + (size if span is None else span[1] - span[0] + 1) // REPLY_SHARE)
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
             if _downgraded(ref.token_url, token.cas_url):  # as a redirect from https to http is refused
@@ -352,10 +360,12 @@ class XetSource:
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
-                    body = self._ask_reconstruction(url, credentials, what, span, v2=version == 2)
-                    if body is None:
-                        continue
-                    rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                    with self._replies:  # their parsed JSON is the memory they cost: one at a time
+                        body = self._ask_reconstruction(url, credentials, what, span, limit, v2=version == 2)
+                        if body is None:
+                            continue
+                        rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                        del body
                     if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
                         raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
                     return rec
@@ -366,15 +376,15 @@ class XetSource:
         raise XetFallback("the Xet storage refused a fresh read token")
 
     def _ask_reconstruction(
-        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, *, v2: bool
-    ) -> bytes | None:
+        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, limit: int, *, v2: bool
+    ) -> bytearray | None:
         headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
 
-        def once() -> bytes | None:
+        def once() -> bytearray | None:
             with follow(self.client, url, credentials=credentials, headers=headers, what=what) as response:
                 if response.status_code == 200:
                     self._stall_rule(response)
-                    return _read(response, REPLY_MAX, what=what)
+                    return _read(response, limit, what=what, timeout=self.client.timeout.read)
                 if response.status_code in (404, 501) and v2:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
@@ -408,7 +418,7 @@ class XetSource:
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
-        rec = self.reconstruction(ref, job.label)
+        rec = self.reconstruction(ref, job.label, size=size)
         if rec.size != size:
             raise XetFallback(f"its reconstruction is {rec.size} bytes, the listing says {size}")
         kept = {t.key: t for t in loaded.terms} if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else {}
@@ -423,7 +433,9 @@ class XetSource:
             log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
             job.retries.add(f"{exc}, fetched again whole")
             discard_partial(job)
-            return _File(self, job, ref, self.reconstruction(ref, job.label), split=False).run({}, reuse=False)
+            del rec
+            fresh = self.reconstruction(ref, job.label, size=size)
+            return _File(self, job, ref, fresh, split=False).run({}, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
@@ -437,9 +449,9 @@ class XetSource:
                         index.add(*found, xet_hash=xet_hash)
             return index
 
-    def refetch(self, ref: XetRef, what: str, fetch: Fetch) -> Fetch:
+    def refetch(self, ref: XetRef, what: str, fetch: Fetch, *, size: int) -> Fetch:
         """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
-        rec = self.reconstruction(ref, what)
+        rec = self.reconstruction(ref, what, size=size)
         for candidate in rec.fetches:
             if candidate.xorb == fetch.xorb and candidate.start <= fetch.start and candidate.end >= fetch.end:
                 return candidate
@@ -644,7 +656,7 @@ class _File:
         def attempt(fresh: bool) -> None:
             nonlocal fetch
             if fresh:
-                fetch = self.source.refetch(self.ref, self.job.label, fetch)
+                fetch = self.source.refetch(self.ref, self.job.label, fetch, size=self.rec.size)
             with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
                 left = [i for i in users if i not in self.done]
             if left:
@@ -659,7 +671,7 @@ class _File:
         term = self.rec.terms[i]
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, span=(first, end - 1))
+            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=(first, end - 1))
             if len(sub.terms) != 1 or sub.terms[0].xorb != term.xorb:
                 raise _Unsplittable(f"a piece of term {i} came back as {len(sub.terms)} terms")
             part = sub.terms[0]
@@ -680,7 +692,7 @@ class _File:
         low, high = min(self.rec.terms[i].start for i in run), max(self.rec.terms[i].end for i in run)
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, span=span)
+            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=span)
             fetch = next((x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high), None)
             if fetch is None or sub.offset:
                 raise _Unsplittable(f"the reconstruction of terms {first}-{last} does not hold their chunks")
@@ -694,7 +706,7 @@ class _File:
     def _piece_done(self, i: int, j: int, window: _Window) -> None:
         """A piece of term ``i`` on disk; the last one finishes the term once its pieces agree: their owned chunks
         are the term's, each placed where the ones before end, and each piece's copy of the chunk across its cut
-        hashes and lies as the owner's (so every byte on disk is a byte the Xet file hash was built from)."""
+        hashes as the owner's and sits where it does (every byte on disk is a byte the Xet file hash was built from)."""
         term, spans = self.rec.terms[i], self.spans[i]
         with self.lock:
             got = self.owned.setdefault(i, {})
@@ -957,18 +969,20 @@ def _runs(items: list[int], sizes: list[int], count: int) -> list[list[int]]:
     return runs
 
 
-def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory); a connection lost
-    or silent mid-body is the retryable NetworkError it is, as for any answer."""
+def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | None) -> bytearray:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never read on into
+    memory), whole within the deadline of any API reply (``timeout``: the read timeout); a connection lost, silent or
+    too slow mid-body is the retryable NetworkError it is, as for any answer."""
+    set_reply_deadline(response, timeout)
     body = bytearray()
     try:
         for block in response.iter_bytes():
             body += block
             if len(body) > limit:
-                raise ReplyError(f"longer than {limit >> 20} MiB")
+                raise ReplyError(f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes")
     except httpx2.TransportError as exc:
         raise transport_error(exc, what=what, url=str(response.url)) from exc
-    return bytes(body)
+    return body
 
 
 def _why(exc: BaseException) -> str:
