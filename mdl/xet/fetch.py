@@ -306,7 +306,7 @@ class XetSource:
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
-        self._replies = threading.Lock()
+        self._parsing = threading.Lock()
         self._index_lock = threading.Lock()
 
     # --- the token and the reconstruction ------------------------------------------------------------------------
@@ -346,8 +346,8 @@ class XetSource:
         self, ref: XetRef, what: str, *, size: int, span: tuple[int, int] | None = None
     ) -> Reconstruction:
         """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one fresh token if the
-        CAS refuses the one we hold. Its reply is read and parsed one at a time per run, within a size in proportion
-        to the ``size`` bytes of the file (or the span's) it describes."""
+        CAS refuses the one we hold. Its reply is at most in proportion to the ``size`` bytes of the file (or of the
+        span) it describes, and parsed one at a time per run."""
         limit = min(REPLY_MAX, REPLY_BASE + (size if span is None else span[1] - span[0] + 1) // REPLY_SHARE)
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
@@ -360,12 +360,12 @@ class XetSource:
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
-                    with self._replies:  # their parsed JSON is the memory they cost: one at a time
-                        body = self._ask_reconstruction(url, credentials, what, span, limit, v2=version == 2)
-                        if body is None:
-                            continue
+                    body = self._ask_reconstruction(url, credentials, what, span, limit, v2=version == 2)
+                    if body is None:
+                        continue
+                    with self._parsing:  # a parsed reply costs a few times its bytes: one at a time
                         rec = parse_reconstruction(body, version=version, ranged=span is not None)
-                        del body
+                    del body
                     if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
                         raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
                     return rec
