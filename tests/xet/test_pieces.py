@@ -171,3 +171,24 @@ def test_any_cut_of_any_term_and_any_lie_ends_in_the_right_bytes_or_exit_6(
     xet_hub.cas.rewrite = None
     xet_hub.cas.heal()  # the next example starts from an honest CAS
     _right_or_6(code, stderr, dest, data)
+
+
+def test_a_piece_s_reconstruction_may_be_no_bigger_than_its_span_needs(
+    xet_hub: XetHubServer, catalog: Path, tmp_path: Path
+) -> None:
+    """A piece of 256 KiB may have a reply of 64 KiB + 32 KiB: a 120 kB one (fine for the whole file's 128 KiB) is
+    refused naming its URL, and the file comes over plain HTTP; eight such streams cannot hold eight 64 MiB replies."""
+    data = make_data(512 << 10, seed=303)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
+    xf = xet_hub.xet_file("org/m", WEIGHTS)
+
+    def padded(_version: int, reply: dict[str, Any]) -> object:
+        return {**reply, "pad": "x" * 120_000}
+
+    xet_hub.cas.rewrite = padded
+    dest = tmp_path / "dest"
+    code, stderr = _pull(dest, pieces=2, verify=True)
+    assert code == 0, stderr
+    assert (dest / "m" / WEIGHTS).read_bytes() == data
+    log = (catalog.parent / "mdl.log").read_text()
+    assert f"the reply from {xet_hub.cas.url}/v2/reconstructions/{xf.hash} is longer than 98,304 bytes" in log
