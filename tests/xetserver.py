@@ -596,7 +596,8 @@ class CasServer(LoopbackServer):
     - `v2_status`: None serves v2; 404 or 501 answers that instead (a client then uses v1).
     - `v2_ranges_per_url`: how many ranges one v2 URL entry grants.
     - `fail_reconstructions(status, times=…)`: the next `times` (None: every) reconstruction requests fail.
-    - `corrupt(xorb, chunk, at=…)`: flip one byte of a chunk's payload as served (stored, LZ4 or BG4 chunk).
+    - `corrupt(xorb, chunk, at=…, only_from=…)`: flip one byte of a chunk's payload as served (stored, LZ4 or BG4
+      chunk); `only_from`: only in the copy sent to requests whose Range starts at that byte.
     - `url_lifetime` (seconds a presigned URL lives), `url_uses` (None: unlimited; 1: a URL works once),
       `expire_urls()` or `Fault.expire_urls(path_prefix="/xorb/", skip=N)` (every URL issued so far stops
       working): a client must ask the reconstruction again.
@@ -632,6 +633,7 @@ class CasServer(LoopbackServer):
         self._secret = os.urandom(16)
         self._uses: dict[str, int] = {}
         self._served: dict[str, Content] = {}  # xorb hash -> the bytes served (corrupted copies included)
+        self._ranged: dict[tuple[str, int | None], Content] = {}  # (xorb, first byte asked) -> the bytes served then
 
     # -- tokens and URLs ------------------------------------------------------------------------------------
 
@@ -692,29 +694,40 @@ class CasServer(LoopbackServer):
         """The next `times` xorb bodies stop after `after_bytes` for `seconds` (None: until stop), then close."""
         return self.faults.add(Fault.stall(after_bytes, seconds, path_prefix=_XORB_PREFIX, times=times))
 
-    def patch(self, xorb: str, offset: int, data: bytes) -> None:
+    def patch(self, xorb: str, offset: int, data: bytes, *, only_from: int | None = None) -> None:
         """Serve `xorb` with `data` written over its bytes at `offset` (e.g. a chunk header's version byte at
-        `offsets[i]`, its scheme at `offsets[i] + 4`). The stored xorb stays as minted."""
+        `offsets[i]`, its scheme at `offsets[i] + 4`); `only_from`: only to requests whose Range starts at that
+        byte of the xorb (one piece's copy of a chunk, not another's). The stored xorb stays as minted."""
         with self._lock:
-            served = bytearray(self._content(xorb).read())
+            key = (xorb, only_from)
+            served = bytearray((self._ranged.get(key) or self._content(xorb)).read())
             if offset < 0 or offset + len(data) > len(served):
                 raise ValueError(f"{xorb} has {len(served)} bytes: cannot patch {len(data)} at {offset}")
             served[offset : offset + len(data)] = data
-            self._served[xorb] = Content(bytes(served))
+            if only_from is None:
+                self._served[xorb] = Content(bytes(served))
+            else:
+                self._ranged[key] = Content(bytes(served))
 
-    def corrupt(self, xorb: str, chunk: int, *, at: int | None = None) -> int:
+    def corrupt(self, xorb: str, chunk: int, *, at: int | None = None, only_from: int | None = None) -> int:
         """Serve `xorb` with one byte of chunk `chunk`'s payload flipped (`at`: offset in the payload, default the
-        middle, which is literal data even in an LZ4 frame of random data); returns the flipped byte's offset in
-        the xorb. The stored xorb (and every hash) stays as minted."""
+        middle, which is literal data even in an LZ4 frame of random data; `only_from`: as for `patch`); returns
+        the flipped byte's offset in the xorb. The stored xorb (and every hash) stays as minted."""
         x = self.store.xorbs[xorb]
         head, end = x.offsets[chunk] + 8, x.offsets[chunk + 1]
         pos = head + ((end - head) // 2 if at is None else at)
         if not head <= pos < end:
             raise ValueError(f"chunk {chunk} of {xorb} has {end - head} payload bytes, not {at}")
         with self._lock:
-            flipped = self._content(xorb).read()[pos] ^ 0xFF
-        self.patch(xorb, pos, bytes([flipped]))
+            flipped = (self._ranged.get((xorb, only_from)) or self._content(xorb)).read()[pos] ^ 0xFF
+        self.patch(xorb, pos, bytes([flipped]), only_from=only_from)
         return pos
+
+    def heal(self) -> None:
+        """Serve every xorb as minted again (undo `patch` and `corrupt`)."""
+        with self._lock:
+            self._served.clear()
+            self._ranged.clear()
 
     def _content(self, xorb: str) -> Content:
         content = self._served.get(xorb)
@@ -913,7 +926,7 @@ class CasServer(LoopbackServer):
         if used < 0:
             self._denied(ex, "Request has expired")
             return
-        ex.send_content(self._content(xorb), etag=None)
+        ex.send_content(self._ranged.get((xorb, int(m[1]))) or self._content(xorb), etag=None)
 
 
 def _chunks_for(xf: XetFile, first: int, last: int) -> tuple[list[tuple[str, int, int]], int]:

@@ -28,7 +28,7 @@ from mdl.transfer import (
     hub_auth_hint,
     make_client,
     origin,
-    set_body_deadline,
+    set_reply_deadline,
     transport_error,
 )
 from mdl.transfer import retry_after_seconds as _retry_after
@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get o
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
 HUB_WEB = "https://huggingface.co"  # the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
-HUB_REPLY_FACTOR = 3  # a Hub API reply's body must be whole within this many timeouts after its headers
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 log = logging.getLogger("mdl.hub")
@@ -216,9 +215,7 @@ class Hub:
                     server=f"the Hub at {self.endpoint}",
                     hint=HUB_HINT,
                 ) as response:
-                    timeout = self.client.timeout.read
-                    if timeout is not None:
-                        set_body_deadline(response, HUB_REPLY_FACTOR * timeout)
+                    set_reply_deadline(response, self.client.timeout.read)
                     body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
                     for chunk in response.iter_bytes():
                         body += chunk

@@ -2,7 +2,7 @@
 over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.connection import NetTransport, origin, set_body_deadline, set_read_timeout
+from mdl.transfer.connection import NetTransport, origin, set_body_deadline, set_read_timeout, set_reply_deadline
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -72,6 +72,7 @@ __all__ = [
     "saved_progress",
     "set_body_deadline",
     "set_read_timeout",
+    "set_reply_deadline",
     "start_writeback",
     "transport_error",
 ]

@@ -481,6 +481,16 @@ def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
         pace.deadline = time.monotonic() + seconds
 
 
+REPLY_FACTOR = 3  # an API reply read whole (the Hub's, the CAS's, a token) must be whole within this many timeouts
+
+
+def set_reply_deadline(response: httpx2.Response, timeout: float | None) -> None:
+    """An API reply read whole: the rest of its body within ``REPLY_FACTOR`` × the read ``timeout`` (None: no
+    deadline), however it trickles (a pace above the stall floor keeps each read alive, not the whole reply)."""
+    if timeout is not None:
+        set_body_deadline(response, REPLY_FACTOR * timeout)
+
+
 DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request
 DRAIN_SECONDS = 1.0  # ... if it comes within this long
 

@@ -26,7 +26,7 @@ import httpx2
 
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
-from mdl.redact import Secrets
+from mdl.redact import Secrets, redact_url
 from mdl.sources import XetRef
 from mdl.store import DirSyncs, open_file, stat_file, unlink
 from mdl.transfer import (
@@ -48,6 +48,7 @@ from mdl.transfer import (
     promised,
     read_body,
     set_read_timeout,
+    set_reply_deadline,
     start_writeback,
     transport_error,
 )
@@ -78,8 +79,10 @@ from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
-REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this
-TOKEN_MAX = 1 << 20
+REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
+REPLY_BASE = 64 << 10  # ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
+REPLY_SHARE = 8  # (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
+TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 characters each
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
@@ -212,13 +215,27 @@ class _Holding:
         return self.active
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """A chunk a piece wrote (some of): its index in the xorb, where the piece placed its first byte in the file, its
+    hash and length."""
+
+    index: int
+    pos: int
+    digest: bytes
+    size: int
+
+
 class _Window:
-    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``."""
+    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``.
+    Every byte written comes from a chunk hashed here: one starting in the window (``owned``: its hash goes into the
+    Xet file hash) or the one across ``first`` (``lead``: it must be the piece before's owned chunk, hash and place)."""
 
     def __init__(self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]) -> None:
         self.file, self.term, self.first, self.end, self.pos = file, term, first, end, at
         self.start_chunk, self.end_chunk = chunks
-        self.owned: list[tuple[int, bytes, int]] = []  # (chunk index, hash, length) of the chunks starting here
+        self.owned: list[_Placed] = []  # the chunks starting here, in order
+        self.lead: _Placed | None = None  # the chunk across ``first``, whose tail is written here
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = self.written = 0
 
@@ -230,9 +247,11 @@ class _Window:
             return
         pos, size = self.pos, len(data)
         self.pos += size
-        if self.first <= pos < self.end:
-            self.owned.append((index, chunk_hash(data), size))
         low, high = max(pos, self.first), min(pos + size, self.end)
+        if self.first <= pos < self.end:
+            self.owned.append(_Placed(index, pos, chunk_hash(data), size))
+        elif low < high:
+            self.lead = _Placed(index, pos, chunk_hash(data), size)
         if low >= high:
             return
         if low != self.first + self.written + self.pending_bytes:
@@ -287,6 +306,7 @@ class XetSource:
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
+        self._parsing = threading.Lock()
         self._index_lock = threading.Lock()
 
     # --- the token and the reconstruction ------------------------------------------------------------------------
@@ -305,7 +325,7 @@ class XetSource:
                 if response.status_code != 200:
                     raise error_for_status(response, what=what, hub=True)
                 self._stall_rule(response)
-                body = _read(response, TOKEN_MAX, what=what)
+                body = _read(response, TOKEN_MAX, what=what, timeout=self.client.timeout.read)
                 try:
                     return parse_token(body)
                 except ReplyError:
@@ -322,9 +342,13 @@ class XetSource:
         self.secrets.add(token.access_token)
         return token
 
-    def reconstruction(self, ref: XetRef, what: str, *, span: tuple[int, int] | None = None) -> Reconstruction:
+    def reconstruction(
+        self, ref: XetRef, what: str, *, size: int, span: tuple[int, int] | None = None
+    ) -> Reconstruction:
         """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one fresh token if the
-        CAS refuses the one we hold."""
+        CAS refuses the one we hold. Its reply is at most in proportion to the ``size`` bytes of the file (or of the
+        span) it describes, and parsed one at a time per run."""
+        limit = min(REPLY_MAX, REPLY_BASE + (size if span is None else span[1] - span[0] + 1) // REPLY_SHARE)
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
             if _downgraded(ref.token_url, token.cas_url):  # as a redirect from https to http is refused
@@ -336,10 +360,12 @@ class XetSource:
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
-                    body = self._ask_reconstruction(url, credentials, what, span, v2=version == 2)
+                    body = self._ask_reconstruction(url, credentials, what, span, limit, v2=version == 2)
                     if body is None:
                         continue
-                    rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                    with self._parsing:  # a parsed reply costs a few times its bytes: one at a time
+                        rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                    del body
                     if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
                         raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
                     return rec
@@ -350,15 +376,15 @@ class XetSource:
         raise XetFallback("the Xet storage refused a fresh read token")
 
     def _ask_reconstruction(
-        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, *, v2: bool
-    ) -> bytes | None:
+        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, limit: int, *, v2: bool
+    ) -> bytearray | None:
         headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
 
-        def once() -> bytes | None:
+        def once() -> bytearray | None:
             with follow(self.client, url, credentials=credentials, headers=headers, what=what) as response:
                 if response.status_code == 200:
                     self._stall_rule(response)
-                    return _read(response, REPLY_MAX, what=what)
+                    return _read(response, limit, what=what, timeout=self.client.timeout.read)
                 if response.status_code in (404, 501) and v2:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
@@ -392,7 +418,7 @@ class XetSource:
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
-        rec = self.reconstruction(ref, job.label)
+        rec = self.reconstruction(ref, job.label, size=size)
         if rec.size != size:
             raise XetFallback(f"its reconstruction is {rec.size} bytes, the listing says {size}")
         kept = {t.key: t for t in loaded.terms} if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else {}
@@ -407,7 +433,9 @@ class XetSource:
             log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
             job.retries.add(f"{exc}, fetched again whole")
             discard_partial(job)
-            return _File(self, job, ref, self.reconstruction(ref, job.label), split=False).run({}, reuse=False)
+            del rec
+            fresh = self.reconstruction(ref, job.label, size=size)
+            return _File(self, job, ref, fresh, split=False).run({}, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
@@ -421,9 +449,9 @@ class XetSource:
                         index.add(*found, xet_hash=xet_hash)
             return index
 
-    def refetch(self, ref: XetRef, what: str, fetch: Fetch) -> Fetch:
+    def refetch(self, ref: XetRef, what: str, fetch: Fetch, *, size: int) -> Fetch:
         """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
-        rec = self.reconstruction(ref, what)
+        rec = self.reconstruction(ref, what, size=size)
         for candidate in rec.fetches:
             if candidate.xorb == fetch.xorb and candidate.start <= fetch.start and candidate.end >= fetch.end:
                 return candidate
@@ -438,7 +466,7 @@ class _File:
     ) -> None:
         self.source, self.job, self.ref, self.rec, self.split = source, job, ref, rec, split
         self.spans: dict[int, list[tuple[int, int]]] = {}  # terms fetched as pieces: each piece's file bytes
-        self.owned: dict[int, dict[int, list[tuple[int, bytes, int]]]] = {}  # their pieces on disk: owned chunks
+        self.owned: dict[int, dict[int, _Window]] = {}  # their pieces on disk, by piece
         self.root = job_root(job)
         self.offsets: list[int] = []
         at = 0
@@ -628,7 +656,7 @@ class _File:
         def attempt(fresh: bool) -> None:
             nonlocal fetch
             if fresh:
-                fetch = self.source.refetch(self.ref, self.job.label, fetch)
+                fetch = self.source.refetch(self.ref, self.job.label, fetch, size=self.rec.size)
             with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
                 left = [i for i in users if i not in self.done]
             if left:
@@ -643,7 +671,7 @@ class _File:
         term = self.rec.terms[i]
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, span=(first, end - 1))
+            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=(first, end - 1))
             if len(sub.terms) != 1 or sub.terms[0].xorb != term.xorb:
                 raise _Unsplittable(f"a piece of term {i} came back as {len(sub.terms)} terms")
             part = sub.terms[0]
@@ -651,7 +679,7 @@ class _File:
                 raise _Unsplittable(f"a piece of term {i} names chunks outside it")
             window = _Window(self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end))
             self._stream(sub.fetches[sub.fetch_of[0]], window)
-            self._piece_done(i, j, window.owned)
+            self._piece_done(i, j, window)
 
         self._retrying(attempt)
 
@@ -664,7 +692,7 @@ class _File:
         low, high = min(self.rec.terms[i].start for i in run), max(self.rec.terms[i].end for i in run)
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, span=span)
+            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=span)
             fetch = next((x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high), None)
             if fetch is None or sub.offset:
                 raise _Unsplittable(f"the reconstruction of terms {first}-{last} does not hold their chunks")
@@ -675,12 +703,14 @@ class _File:
 
         self._retrying(attempt)
 
-    def _piece_done(self, i: int, j: int, owned: list[tuple[int, bytes, int]]) -> None:
-        """A piece of term ``i`` on disk; the last one finishes the term (its chunks, each owned by one piece)."""
+    def _piece_done(self, i: int, j: int, window: _Window) -> None:
+        """A piece of term ``i`` on disk; the last one finishes the term once its pieces agree: their owned chunks
+        are the term's, each placed where the ones before end, and each piece's copy of the chunk across its cut
+        hashes as the owner's and sits where it does (every byte on disk is a byte the Xet file hash was built from)."""
         term, spans = self.rec.terms[i], self.spans[i]
         with self.lock:
             got = self.owned.setdefault(i, {})
-            got[j] = owned
+            got[j] = window
             ready = len(got) == len(spans)
             upto = 0
             while upto in got:
@@ -691,12 +721,19 @@ class _File:
                     self.wrote.notify()
         if not ready:
             return
-        chunks = [chunk for k in range(len(spans)) for chunk in got[k]]
-        if [index for index, _, _ in chunks] != list(range(term.start, term.end)) or (
-            sum(size for _, _, size in chunks) != term.length
-        ):
+        chunks = [chunk for k in range(len(spans)) for chunk in got[k].owned]
+        at = self.offsets[i]
+        for k, chunk in enumerate(chunks):
+            if chunk.index != term.start + k or chunk.pos != at:
+                raise _Unsplittable(f"the pieces of term {i} do not place its chunks one after another")
+            at += chunk.size
+        if len(chunks) != term.end - term.start or at != self.offsets[i] + term.length:
             raise _Unsplittable(f"the pieces of term {i} do not add up to its chunks")
-        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((h, n) for _, h, n in chunks))
+        for k in range(len(spans)):
+            lead = got[k].lead
+            if lead is not None and chunks[lead.index - term.start] != lead:
+                raise _Unsplittable(f"the two pieces of term {i} holding chunk {lead.index} differ")
+        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((c.digest, c.size) for c in chunks))
         self._finished(i, written)
 
     def _retrying(self, attempt: Callable[[bool], None]) -> None:
@@ -932,18 +969,20 @@ def _runs(items: list[int], sizes: list[int], count: int) -> list[list[int]]:
     return runs
 
 
-def _read(response: httpx2.Response, limit: int, *, what: str) -> bytes:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError, never read on into memory); a connection lost
-    or silent mid-body is the retryable NetworkError it is, as for any answer."""
+def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | None) -> bytearray:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never read on into
+    memory), whole within the deadline of any API reply (``timeout``: the read timeout); a connection lost, silent or
+    too slow mid-body is the retryable NetworkError it is, as for any answer."""
+    set_reply_deadline(response, timeout)
     body = bytearray()
     try:
         for block in response.iter_bytes():
             body += block
             if len(body) > limit:
-                raise ReplyError(f"longer than {limit >> 20} MiB")
+                raise ReplyError(f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes")
     except httpx2.TransportError as exc:
         raise transport_error(exc, what=what, url=str(response.url)) from exc
-    return bytes(body)
+    return body
 
 
 def _why(exc: BaseException) -> str:

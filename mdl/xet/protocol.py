@@ -17,6 +17,8 @@ _LIMIT = 2**53  # JSON numbers beyond this are not exact in every reader; no rea
 _TEXT_LIMIT = 64_000  # auth.md: accessToken and casUrl are at most 64000 characters
 _TOKEN_CHARS = re.compile(r"[!-~]+")  # visible ASCII: a token goes into an Authorization header as it is
 _DIGITS = re.compile(r"[0-9]{1,16}")
+_DENSITY = 8  # a reply's JSON has at most one value (a ``,``, ``{`` or ``[``) per this many bytes: a real one has one
+# per 12-20 bytes; padding of tiny values (``[],`` or ``0,``) would cost 10-20x its size once parsed
 # One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"] parameters.
 _LINK = re.compile(
     r'[\s,]*<([^<>]*)>((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)\s*(?:,|$)'
@@ -29,7 +31,7 @@ class ReplyError(ValueError):
     """A reply mdl cannot use: not JSON, the wrong shape, or ranges that cannot be right."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Term:
     """Chunks [start, end) of a xorb, which decode to ``length`` bytes of the file."""
 
@@ -39,7 +41,7 @@ class Term:
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fetch:
     """Chunks [start, end) of ``xorb`` are bytes first..last (inclusive) of ``url``: send exactly that Range."""
 
@@ -76,11 +78,22 @@ class XetToken:
     cas_url: str
 
 
-def _load(body: bytes) -> object:
+def _load(body: bytes | bytearray) -> object:
+    """The JSON, refused before it is parsed when it is mostly tiny values (what parsing would multiply)."""
+    if (body.count(b",") + body.count(b"{") + body.count(b"[")) * _DENSITY > len(body) + 64:
+        raise ReplyError("more values than a reply of its size holds")
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_pairs)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
         raise ReplyError("not JSON") from None
+
+
+def _pairs(pairs: list[tuple[str, object]]) -> object:
+    """A JSON object as parsed: ``{"start": a, "end": b}`` (two per xorb range, one per term: most of a reply) as the
+    tuple ``(a, b)`` (JSON has no tuples: nothing else parses to one), a third of a dict's memory; others a dict."""
+    if len(pairs) == 2 and pairs[0][0] == "start" and pairs[1][0] == "end":
+        return (pairs[0][1], pairs[1][1])
+    return dict(pairs)
 
 
 def _object(value: object, where: str) -> Mapping[str, object]:
@@ -102,9 +115,12 @@ def _field(obj: Mapping[str, object], key: str, where: str) -> object:
 
 
 def _int(obj: Mapping[str, object], key: str, where: str) -> int:
-    value = _field(obj, key, where)
+    return _whole(_field(obj, key, where), f"{where}.{key}")
+
+
+def _whole(value: object, where: str) -> int:
     if type(value) is not int or not 0 <= value < _LIMIT:
-        raise ReplyError(f"{where}.{key} is not a whole number from 0 to 2**53")
+        raise ReplyError(f"{where} is not a whole number from 0 to 2**53")
     return value
 
 
@@ -131,8 +147,12 @@ def _url(value: object, where: str) -> str:
 
 def _span(obj: Mapping[str, object], key: str, where: str, *, inclusive: bool) -> tuple[int, int]:
     """A {start, end} range: end-exclusive (chunks: start < end) or end-inclusive (bytes: start <= end)."""
-    inner = _object(_field(obj, key, where), f"{where}.{key}")
-    start, end = _int(inner, "start", f"{where}.{key}"), _int(inner, "end", f"{where}.{key}")
+    found = _field(obj, key, where)
+    if isinstance(found, tuple):  # {"start": a, "end": b} as parsed (``_pairs``)
+        start, end = _whole(found[0], f"{where}.{key}.start"), _whole(found[1], f"{where}.{key}.end")
+    else:
+        inner = _object(found, f"{where}.{key}")
+        start, end = _int(inner, "start", f"{where}.{key}"), _int(inner, "end", f"{where}.{key}")
     if end < start or (end == start and not inclusive):
         raise ReplyError(f"{where}.{key} ends before it starts")
     return start, end
@@ -218,7 +238,7 @@ def _first_holders(terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]
     return found
 
 
-def parse_reconstruction(body: bytes, *, version: int, ranged: bool = False) -> Reconstruction:
+def parse_reconstruction(body: bytes | bytearray, *, version: int, ranged: bool = False) -> Reconstruction:
     """A /v1 or /v2 reconstruction reply for a whole file (``ranged``: for a byte range of it, which may start inside
     its first term), checked: every term has a fetch of its xorb that holds its chunks. Unknown keys are ignored; a
     known key that is wrong is a ReplyError."""
@@ -230,6 +250,7 @@ def parse_reconstruction(body: bytes, *, version: int, ranged: bool = False) -> 
         raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
+    listed.clear()  # the parsed JSON of the terms goes before their fetches are read: not both at the peak
     available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
     holders = _first_holders(terms, available)
     fetches: list[Fetch] = []
@@ -253,7 +274,7 @@ def _token(access_token: object, expires: object, cas_url: object) -> XetToken:
     return XetToken(access_token=access_token, expires=float(expires), cas_url=_url(cas_url, "casUrl").rstrip("/"))
 
 
-def parse_token(body: bytes) -> XetToken:
+def parse_token(body: bytes | bytearray) -> XetToken:
     """The Hub's xet-read-token reply: {"accessToken", "exp" (unix seconds), "casUrl"}."""
     reply = _object(_load(body), "the reply")
     return _token(*(_field(reply, key, "the reply") for key in ("accessToken", "exp", "casUrl")))

@@ -665,9 +665,9 @@ def test_a_xet_answer_over_https_naming_plain_http_falls_back(
         source = _source(client)
         if falls_back:
             with pytest.raises(XetFallback, match="over plain http"):
-                source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f")
+                source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f", size=10)
         else:
-            assert source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f").fetches[0].url == xorb_url
+            assert source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f", size=10).fetches[0].url == xorb_url
     sent = [str(r.url) for r in httpx2_mock.get_requests()]
     assert not [url for url in sent if url.startswith("http://")]  # the CAS token never went over http
 
