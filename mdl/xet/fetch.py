@@ -930,6 +930,8 @@ class _File:
 
     def _checkpoint(self) -> None:
         """A cheap resume record, when one is due, written by the stream that finds it due."""
+        if self.unsaved < self.save_every and time.monotonic() - self.last_save < SAVE_EVERY:
+            return  # the common case, without the lock every stream takes (a stale read only delays a save)
         with self.lock:
             elapsed = time.monotonic() - self.last_save
             due = self.unsaved > 0 and elapsed >= self.save_cost / SAVE_SHARE
