@@ -588,9 +588,10 @@ class _File:
             ]
             runs: list[Written] = []
             for candidate in sorted(inside, key=lambda run: (run.start, run.offset)):
-                for run in self._verified(candidate):
-                    if _between(runs[-1] if runs else None, run, term.start, first):
-                        runs.append(run)
+                for found in self._verified(candidate):
+                    part = _after(runs[-1], found) if runs else found  # overlapping runs: each chunk once
+                    if part is not None and _between(runs[-1] if runs else None, part, term.start, first):
+                        runs.append(part)
             while runs and not _fits(runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end):
                 runs.pop()
             if not runs:
@@ -1118,6 +1119,17 @@ def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
     MAX_CHUNK bytes (a record placing a run where it cannot be is not believed)."""
     count, size = next_chunk - chunk, next_at - at
     return 0 <= count <= size <= count * MAX_CHUNK
+
+
+def _after(before: Written, run: Written) -> Written | None:
+    """The part of ``run`` after the chunks of ``before`` (None: nothing)."""
+    cut = before.end - run.start
+    if cut <= 0:
+        return run
+    if cut >= len(run.chunks):
+        return None
+    skipped = sum(size for _, size in run.chunks[:cut])
+    return Written(run.xorb, run.start + cut, run.end, run.offset + skipped, run.chunks[cut:])
 
 
 def _between(before: Written | None, run: Written, start: int, first: int) -> bool:

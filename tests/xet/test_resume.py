@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runfixtures import wait_for
 from servers import Fault, make_data
 from xetserver import XetFile, XetHubServer
@@ -167,3 +171,112 @@ def test_a_kept_chunk_changed_on_disk_is_fetched_again(hub: XetHubServer, tmp_pa
         handle.write(bytes([byte[0] ^ 0xFF]))
     fetched = _resumed(hub, pull, whole, xf)
     assert total - claimed < fetched <= total - claimed + 2 * MiB  # that chunk's run (cut at it) and no more
+
+
+# --- the record is only a claim: what is kept is what lies on disk as it says -----------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    terms=st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=6), min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
+    terms: list[list[int]], data: st.DataObject
+) -> None:
+    """Any record (true runs, runs moved, cut, of other terms, with wrong hashes or lengths) over any partial: every
+    chunk kept hashes on disk as recorded, the kept runs lie in order inside their terms where their chunks can fit,
+    and a record of only true runs over written chunks is kept whole."""
+    from mdl.xet.fetch import _File
+    from mdl.xet.hashing import chunk_hash
+    from mdl.xet.protocol import Reconstruction, Term
+    from mdl.xet.reuse import Written
+
+    xorbs = ["a" * 64, "b" * 64]
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    layout: list[tuple[Term, int, list[bytes]]] = []  # each term, its offset, its chunks' bytes
+    at = 0
+    for i, sizes in enumerate(terms):
+        xorb, start = xorbs[i % 2], data.draw(st.integers(0, 3))
+        layout.append((Term(xorb, start, start + len(sizes), sum(sizes)), at, [rng.randbytes(n) for n in sizes]))
+        at += sum(sizes)
+    disk = bytearray(at)
+    written: set[tuple[int, int]] = set()
+    for i, (_, offset, chunks) in enumerate(layout):
+        pos = offset
+        for k, chunk in enumerate(chunks):
+            state = data.draw(st.sampled_from(["written", "missing", "garbage"]))
+            if state != "missing":
+                disk[pos : pos + len(chunk)] = chunk if state == "written" else bytes(b ^ 1 for b in chunk)
+            if state == "written":
+                written.add((i, k))
+            pos += len(chunk)
+
+    def true_run(i: int, k: int, j: int) -> Written:
+        term, offset, chunks = layout[i]
+        at = offset + sum(len(c) for c in chunks[:k])
+        return Written(
+            term.xorb, term.start + k, term.start + j, at, tuple((chunk_hash(c), len(c)) for c in chunks[k:j])
+        )
+
+    honest = data.draw(st.booleans())
+    record: list[Written] = []
+    for _ in range(data.draw(st.integers(0, 8))):
+        i = data.draw(st.integers(0, len(layout) - 1))
+        n = len(layout[i][2])
+        k = data.draw(st.integers(0, n - 1))
+        run = true_run(i, k, data.draw(st.integers(k + 1, n)))
+        lie = "none" if honest else data.draw(st.sampled_from(["none", "offset", "start", "hash", "size", "xorb"]))
+        if lie == "offset":
+            run = Written(run.xorb, run.start, run.end, max(0, run.offset + data.draw(st.integers(-5, 5))), run.chunks)
+        elif lie == "start":
+            shift = data.draw(st.integers(-2, 2))
+            run = Written(run.xorb, max(0, run.start + shift), max(1, run.end + shift), run.offset, run.chunks)
+            if run.end - run.start != len(run.chunks):
+                continue
+        elif lie == "hash":
+            run = Written(run.xorb, run.start, run.end, run.offset, ((bytes(32), run.chunks[0][1]), *run.chunks[1:]))
+        elif lie == "size":
+            run = Written(run.xorb, run.start, run.end, run.offset, ((run.chunks[0][0], run.chunks[0][1] + 1),))
+            if run.end - run.start != 1:
+                continue
+        elif lie == "xorb":
+            run = Written(xorbs[xorbs.index(run.xorb) - 1], run.start, run.end, run.offset, run.chunks)
+        record.append(run)
+    with tempfile.TemporaryFile() as handle:
+        handle.write(disk)
+        handle.flush()
+        file = _File.__new__(_File)  # only what ``_resume`` reads: the reconstruction and the partial on disk
+        file.rec = Reconstruction(0, tuple(term for term, _, _ in layout), (), ())
+        file.offsets = [offset for _, offset, _ in layout]
+        file.fd, file.done, file.kept, file.resumed, file.frontier = handle.fileno(), {}, {}, 0, 0
+        file._resume(record)
+    assert not set(file.done) & set(file.kept)
+    for i, (term, offset, _) in enumerate(layout):
+        runs = [file.done[i]] if i in file.done else file.kept.get(i, [])
+        chunk, pos = term.start, offset
+        for run in runs:
+            assert run.xorb == term.xorb and chunk <= run.start and pos <= run.offset
+            assert run.start - chunk <= run.offset - pos <= (run.start - chunk) * 128 * 1024
+            at = run.offset
+            for digest, size in run.chunks:  # each kept chunk hashes on disk as recorded
+                assert chunk_hash(bytes(disk[at : at + size])) == digest
+                at += size
+            chunk, pos = run.end, at
+        assert chunk <= term.end and pos <= offset + term.length
+        if i in file.done:
+            assert (chunk, pos) == (term.end, offset + term.length)
+    if honest:  # every true run over written chunks is kept (runs may overlap: the bytes, once)
+        claimed = {
+            (i, run.start - layout[i][0].start + k)
+            for run in record
+            for i in range(len(layout))
+            if layout[i][0].xorb == run.xorb and layout[i][1] <= run.offset < layout[i][1] + layout[i][0].length
+            for k in range(len(run.chunks))
+        }
+        kept = sum(
+            run.length
+            for runs in ([file.done[i]] if i in file.done else file.kept.get(i, []) for i in range(len(layout)))
+            for run in runs
+        )
+        assert kept == sum(len(layout[i][2][k]) for i, k in claimed if (i, k) in written)
