@@ -75,7 +75,7 @@ from mdl.xet.reuse import (
     sidecar_path,
     write_sidecar,
 )
-from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
+from mdl.xet.xorb import MAX_CHUNK, UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
@@ -86,9 +86,14 @@ TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 chara
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
+READ_BLOCK = 4 << 20  # bytes of a resumed run read back at once to check its chunks' hashes
 MIN_PIECE = 8 << 20  # a term is cut into pieces (one request and stream each) no smaller than this
-SAVE_EVERY = 1.0  # seconds between resume records (a kill -9 loses at most the terms of this long) ...
-SAVE_SHARE = 0.05  # ... or longer: saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
+# Resume records, as the plain engine spaces them: once 1/SAVE_PART of the file more is on disk (1 to 32 MiB) or
+# SAVE_EVERY seconds passed, whichever first, each listing every chunk on disk (a kill -9 loses about that much) ...
+SAVE_PART = 50
+SAVE_BYTES = (1 << 20, 32 << 20)
+SAVE_EVERY = 1.0
+SAVE_SHARE = 0.05  # ... but saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to write what arrived: the final fsync has little left
 CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
 CAS_BACKOFF_CAP = 1.0
@@ -124,6 +129,7 @@ class _Slot:
     pending: list[bytes] = field(default_factory=list)
     pending_bytes: int = 0
     written: int = 0
+    safe: int = 0  # chunks wholly on disk (written, not pending): what a resume record may claim
 
 
 class _Gate:
@@ -160,6 +166,7 @@ class _Terms:
     def __init__(self, file: _File, users: list[int]) -> None:
         self.file = file
         self.slots = [_Slot(i, file.offsets[i]) for i in users]
+        self.terms = users
         self.holding = _Holding(self.slots, file.rec.terms)
 
     def at(self) -> int:  # where in the file the next bytes land (the decode gate serves the earliest first)
@@ -179,12 +186,32 @@ class _Terms:
             if slot.pending_bytes >= WRITE_BLOCK or last:
                 if slot.written + slot.pending_bytes > term.length:
                     raise file._corrupt(f"term {slot.index} decoded to more than {term.length} bytes")
-                file._write(slot.offset + slot.written, slot.pending)
-                slot.written += slot.pending_bytes
-                slot.pending, slot.pending_bytes = [], 0
-                file._moved(slot.index, slot.written)
+                self._flush(slot)
             if last and slot.written == term.length:
                 file._finished(slot.index, Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)))
+
+    def _flush(self, slot: _Slot) -> None:
+        self.file._write(slot.offset + slot.written, slot.pending)
+        slot.written += slot.pending_bytes
+        slot.pending, slot.pending_bytes = [], 0
+        slot.safe = len(slot.chunks)  # after the write: a record never claims a chunk before its bytes are written
+        self.file._moved(slot.index, slot.written)
+
+    def keep(self) -> None:
+        """Interrupted: the chunks decoded but not yet written go to disk, for the record saved on the way out."""
+        for slot in self.slots:
+            if slot.pending and slot.written + slot.pending_bytes <= self.file.rec.terms[slot.index].length:
+                self._flush(slot)
+
+    def runs(self) -> Iterator[tuple[int, Written]]:
+        """Each unfinished term's chunks on disk, from its start (by term)."""
+        for slot in self.slots:
+            if safe := slot.safe:
+                term = self.file.rec.terms[slot.index]
+                yield (
+                    slot.index,
+                    Written(term.xorb, term.start, term.start + safe, slot.offset, tuple(slot.chunks[:safe])),
+                )
 
     def close(self) -> None:
         for slot in self.slots:
@@ -226,6 +253,20 @@ class _Placed:
     size: int
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """A run of a term resumed from disk, as a piece that is already done: its chunks, each where it lies."""
+
+    owned: tuple[_Placed, ...]
+    lead: None = None
+
+    @classmethod
+    def of(cls, run: Written) -> _Kept:
+        places = itertools.accumulate((size for _, size in run.chunks), initial=run.offset)
+        chunks = zip(itertools.count(run.start), places, run.chunks, strict=False)
+        return cls(tuple(_Placed(index, pos, digest, size) for index, pos, (digest, size) in chunks))
+
+
 class _Window:
     """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``.
     Every byte written comes from a chunk hashed here: one starting in the window (``owned``: its hash goes into the
@@ -233,11 +274,15 @@ class _Window:
 
     def __init__(self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]) -> None:
         self.file, self.term, self.first, self.end, self.pos = file, term, first, end, at
+        self.terms = (term,)
         self.start_chunk, self.end_chunk = chunks
         self.owned: list[_Placed] = []  # the chunks starting here, in order
         self.lead: _Placed | None = None  # the chunk across ``first``, whose tail is written here
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = self.written = 0
+        self.owned_at = -1  # where the first owned chunk starts in the file
+        self.safe = 0  # owned chunks wholly on disk from here (the one across ``end`` is the next piece's to finish)
+        self._safe_end = 0  # where the last of them ends
 
     def at(self) -> int:
         return self.first + self.written
@@ -249,6 +294,8 @@ class _Window:
         self.pos += size
         low, high = max(pos, self.first), min(pos + size, self.end)
         if self.first <= pos < self.end:
+            if not self.owned:
+                self.owned_at = self._safe_end = pos
             self.owned.append(_Placed(index, pos, chunk_hash(data), size))
         elif low < high:
             self.lead = _Placed(index, pos, chunk_hash(data), size)
@@ -266,6 +313,21 @@ class _Window:
             self.file._write(self.first + self.written, self.pending)
             self.written += self.pending_bytes
             self.pending, self.pending_bytes = [], 0
+            on_disk, owned = self.first + self.written, self.owned
+            while self.safe < len(owned) and self._safe_end + owned[self.safe].size <= on_disk:
+                self._safe_end += owned[self.safe].size
+                self.safe += 1
+
+    def keep(self) -> None:
+        """Interrupted: what was decoded goes to disk, for the record saved on the way out."""
+        self._flush()
+
+    def runs(self) -> Iterator[tuple[int, Written]]:
+        """The owned chunks on disk, as one run of the term."""
+        if safe := self.safe:
+            xorb, start = self.file.rec.terms[self.term].xorb, self.owned[0].index
+            chunks = tuple((c.digest, c.size) for c in self.owned[:safe])
+            yield self.term, Written(xorb, start, start + safe, self.owned_at, chunks)
 
     def close(self) -> None:
         self._flush()
@@ -421,21 +483,21 @@ class XetSource:
         rec = self.reconstruction(ref, job.label, size=size)
         if rec.size != size:
             raise XetFallback(f"its reconstruction is {rec.size} bytes, the listing says {size}")
-        kept = {t.key: t for t in loaded.terms} if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else {}
+        kept = loaded.terms if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else ()
         try:
             try:
                 return _File(self, job, ref, rec).run(kept, reuse=True)
             except _Unsplittable as exc:
                 log.info("%s: %s; fetching its xorb ranges whole", job.label, exc)
                 discard_partial(job)
-                return _File(self, job, ref, rec, split=False).run({}, reuse=True)
+                return _File(self, job, ref, rec, split=False).run((), reuse=True)
         except _Suspect as exc:
             log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
             job.retries.add(f"{exc}, fetched again whole")
             discard_partial(job)
             del rec
             fresh = self.reconstruction(ref, job.label, size=size)
-            return _File(self, job, ref, fresh, split=False).run({}, reuse=False)
+            return _File(self, job, ref, fresh, split=False).run((), reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
@@ -466,7 +528,7 @@ class _File:
     ) -> None:
         self.source, self.job, self.ref, self.rec, self.split = source, job, ref, rec, split
         self.spans: dict[int, list[tuple[int, int]]] = {}  # terms fetched as pieces: each piece's file bytes
-        self.owned: dict[int, dict[int, _Window]] = {}  # their pieces on disk, by piece
+        self.owned: dict[int, dict[int, _Window | _Kept]] = {}  # their pieces on disk, by piece
         self.root = job_root(job)
         self.offsets: list[int] = []
         at = 0
@@ -482,10 +544,15 @@ class _File:
         self.wrote = threading.Condition(self.lock)  # notified when the sha256's frontier may have moved on
         self.last_save = self.last_nudge = time.monotonic()
         self.save_cost = 0.0  # seconds the last resume record took to write
+        self.unsaved = 0  # bytes written since the last resume record
+        self.save_every = min(max(SAVE_BYTES[0], rec.size // SAVE_PART), SAVE_BYTES[1])
+        self.save_lock = threading.Lock()  # one record written at a time
+        self.kept: dict[int, list[Written]] = {}  # unfinished terms: the runs of their chunks resumed from disk
+        self.sinks: list[_Terms | _Window] = []  # streams that wrote chunks of unfinished terms (for the record)
         self.fd = -1
         self.hasher: Hasher | None = None
 
-    def run(self, kept: dict[tuple[str, int, int, int], Written], *, reuse: bool) -> TransferResult:
+    def run(self, kept: Sequence[Written], *, reuse: bool) -> TransferResult:
         job, size = self.job, self.rec.size
         try:
             self.fd = open_file(self.root, job.part_path, os.O_RDWR | os.O_CREAT)
@@ -545,21 +612,62 @@ class _File:
 
     # --- what is already here -------------------------------------------------------------------------------------
 
-    def _resume(self, kept: dict[tuple[str, int, int, int], Written]) -> None:
-        """Terms an earlier run wrote, each kept when its bytes still hash as they did when it was written."""
-        for index, term in enumerate(self.rec.terms):
-            saved = kept.get((term.xorb, term.start, term.end, self.offsets[index]))
-            if saved is None or saved.length != term.length:
+    def _resume(self, kept: Sequence[Written]) -> None:
+        """The chunks an earlier run recorded, each kept while its bytes on disk still hash as recorded and it lies
+        where the file's terms can hold it: a term all of whose chunks are kept is done, another keeps its runs (the
+        chunks between them are fetched, ``_fetch_rest``)."""
+        by_xorb: dict[str, list[Written]] = {}
+        for run in kept:
+            by_xorb.setdefault(run.xorb, []).append(run)
+        for i, term in enumerate(self.rec.terms):
+            first, end = self.offsets[i], self.offsets[i] + term.length
+            inside = [
+                run
+                for run in by_xorb.get(term.xorb, ())
+                if term.start <= run.start and run.end <= term.end and first <= run.offset <= end - run.length
+            ]
+            runs: list[Written] = []
+            for candidate in sorted(inside, key=lambda run: (run.start, run.offset)):
+                for found in self._verified(candidate):
+                    part = _after(runs[-1], found) if runs else found  # overlapping runs: each chunk once
+                    if part is not None and _between(runs[-1] if runs else None, part, term.start, first):
+                        runs.append(part)
+            while runs and not _fits(runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end):
+                runs.pop()
+            if not runs:
                 continue
-            data = os.pread(self.fd, term.length, self.offsets[index])
-            chunks, at = [], 0
-            for _, size in saved.chunks:
-                chunks.append((chunk_hash(memoryview(data)[at : at + size]), size))
-                at += size
-            if len(data) == term.length and tuple(chunks) == saved.chunks:
-                self.done[index] = saved
-                self.resumed += term.length
+            got = sum(run.length for run in runs)
+            self.resumed += got
+            if got == term.length:
+                self.done[i] = Written(term.xorb, term.start, term.end, first, tuple(c for r in runs for c in r.chunks))
+            else:
+                self.kept[i] = runs
         self._advance_frontier()
+
+    def _verified(self, run: Written) -> Iterator[Written]:
+        """The parts of ``run`` whose chunks still hash on disk as recorded (read a few MiB at a time)."""
+        good: list[tuple[bytes, int]] = []
+        begin = begin_at = 0
+        index, at, k = run.start, run.offset, 0
+        while k < len(run.chunks):
+            j, size = k, 0
+            while j < len(run.chunks) and (j == k or size + run.chunks[j][1] <= READ_BLOCK):
+                size += run.chunks[j][1]
+                j += 1
+            data = os.pread(self.fd, size, at)
+            view, pos = memoryview(data), 0
+            for digest, n in run.chunks[k:j]:
+                if pos + n <= len(data) and chunk_hash(view[pos : pos + n]) == digest:
+                    if not good:
+                        begin, begin_at = index, at
+                    good.append((digest, n))
+                elif good:
+                    yield Written(run.xorb, begin, begin + len(good), begin_at, tuple(good))
+                    good = []
+                index, at, pos = index + 1, at + n, pos + n
+            k = j
+        if good:
+            yield Written(run.xorb, begin, begin + len(good), begin_at, tuple(good))
 
     def _copy(self, i: int, copies: list[Copy]) -> None:
         """Term ``i`` copied from files already here, each chunk checked as it is read; fetched when one changed."""
@@ -583,11 +691,13 @@ class _File:
     def _fetch_rest(self, index: ReuseIndex | None) -> None:
         """Every term not done: copied when all its chunks are in files already here (``index``), else fetched with
         the other terms its xorb range holds, a big range cut (``_streams_for``); in file order, on as many streams as
-        the plain path would open for the file, copies beside fetches."""
+        the plain path would open for the file, copies beside fetches. A term partly resumed is fetched as the pieces
+        between its runs on disk, each from a reconstruction of its span: no kept chunk is fetched again."""
         copies: dict[int, list[Copy]] = {}
         groups: dict[int, list[int]] = {}
+        gaps = [task for i in self.kept for task in self._gaps(i)]
         for i, term in enumerate(self.rec.terms):
-            if i in self.done:
+            if i in self.done or i in self.kept:
                 continue
             found = index.find(term.xorb, term.start, term.end) if index is not None else None
             if found is not None and sum(size for c in found for _, size in c.chunks) == term.length:
@@ -599,6 +709,7 @@ class _File:
         tasks: list[tuple[int, Callable[[], None]]] = [
             (i, partial(self._copy, i, found)) for i, found in copies.items()
         ]
+        tasks += gaps
         for f, users in groups.items():
             count = counts.get(f, 1)
             if count == 1:
@@ -626,6 +737,31 @@ class _File:
                     failures.append(exc)
         if failures:
             raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
+
+    def _gaps(self, i: int) -> list[tuple[int, Callable[[], None]]]:
+        """Term ``i`` as pieces: its runs resumed from disk, on disk already, and the spans between them, to fetch."""
+        end = self.offsets[i] + self.rec.terms[i].length
+        spans: list[tuple[int, int]] = []
+        owned: dict[int, _Window | _Kept] = {}
+        at = self.offsets[i]
+        for run in self.kept[i]:
+            if run.offset > at:
+                spans.append((at, run.offset))
+            owned[len(spans)] = _Kept.of(run)
+            spans.append((run.offset, run.offset + run.length))
+            at = run.offset + run.length
+        if at < end:
+            spans.append((at, end))
+        self.spans[i], self.owned[i] = spans, owned
+        upto = 0
+        while upto in owned:
+            upto += 1
+        if upto:  # the runs from the term's start: the sha256 may go on through them
+            self.moving[i] = spans[upto - 1][1] - self.offsets[i]
+        log.debug(
+            "%s: term %d resumed in %d runs, %d spans to fetch", self.job.label, i, len(owned), len(spans) - len(owned)
+        )
+        return [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(spans) if j not in owned]
 
     def _streams_for(self, groups: dict[int, list[int]], room: int) -> dict[int, int]:
         """How many streams each xorb range gets, so that the file has ``room`` (a range is one request: one stream
@@ -766,9 +902,11 @@ class _File:
 
     def _stream(self, fetch: Fetch, sink: _Terms | _Window) -> None:
         """One xorb range, each chunk decoded as it arrives and handed to ``sink``; what it wrote is undone if the
-        stream fails."""
+        stream fails, and kept for the resume record if it is stopped."""
         source, what = self.source, self.job.label
         headers = {"Range": f"bytes={fetch.first}-{fetch.last}"}
+        with self.lock:
+            self.sinks.append(sink)
         try:
             with follow(source.client, fetch.url, credentials=Credentials(), headers=headers, what=what) as response:
                 if response.status_code == 403:
@@ -797,14 +935,21 @@ class _File:
                             for data in chunks.feed(block):
                                 sink.place(index, data)
                                 index += 1
+                        self._checkpoint()
                     chunks.close()
                 except XorbError as exc:
                     if isinstance(exc, UnknownFormat):
                         raise XetFallback(f"a xorb is in a format mdl does not know ({exc})") from exc
                     raise self._corrupt(f"xorb {fetch.xorb[:12]}… chunk {index}: {exc}") from exc
             sink.close()
-        except BaseException:
-            sink.undo()
+        except BaseException as exc:
+            if source.cancel.is_set() or isinstance(exc, _Stopped | InterruptedByUserError | KeyboardInterrupt):
+                with contextlib.suppress(OSError):
+                    sink.keep()  # decoded and hashed: on disk for the record saved on the way out
+            else:
+                with self.lock:  # (a record may have dropped it already: its terms were done)
+                    self.sinks = [other for other in self.sinks if other is not sink]
+                sink.undo()
             raise
 
     def _write(self, offset: int, parts: Sequence[bytes | memoryview]) -> None:
@@ -818,6 +963,8 @@ class _File:
             self.hasher.offer(at, part)
             at += len(part)
         self.source.progress.advance(self.job.label, total)
+        with self.lock:
+            self.unsaved += total
         if (now := time.monotonic()) - self.last_nudge >= WRITEBACK_EVERY:  # a stale read races harmlessly
             self.last_nudge = now
             start_writeback(self.fd)
@@ -826,11 +973,21 @@ class _File:
         with self.lock:
             self.done[index] = written
             self.moving.pop(index, None)
+            self.kept.pop(index, None)
             self._advance_frontier()
             self.wrote.notify()
-            due = time.monotonic() - self.last_save >= max(SAVE_EVERY, self.save_cost / SAVE_SHARE)
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """A cheap resume record, when one is due, written by the stream that finds it due."""
+        if self.unsaved < self.save_every and time.monotonic() - self.last_save < SAVE_EVERY:
+            return  # the common case, without the lock every stream takes (a stale read only delays a save)
+        with self.lock:
+            elapsed = time.monotonic() - self.last_save
+            due = self.unsaved > 0 and elapsed >= self.save_cost / SAVE_SHARE
+            due = due and (self.unsaved >= self.save_every or elapsed >= SAVE_EVERY)
             if due:
-                self.last_save = time.monotonic()
+                self.last_save, self.unsaved = time.monotonic(), 0
         if due:
             self._save(durable=False)
 
@@ -863,13 +1020,17 @@ class _File:
         def follow_frontier() -> None:
             while True:
                 with self.lock:
-                    while self._contiguous() <= hasher.position and not finished.is_set():
+                    if self._contiguous() <= hasher.position and not finished.is_set():
                         self.wrote.wait(0.5)
                     target = self._contiguous()
                 if target > hasher.position:
                     hasher.catch_up(target)
                 elif finished.is_set():
                     return
+                try:  # streams that went quiet leave a record due by time: saved here, not by them
+                    self._checkpoint()
+                except (OSError, MdlError) as exc:  # a record not saved costs only a later resume its bytes
+                    log.info("%s: could not save the resume record (%s)", self.job.label, exc)
 
         thread = threading.Thread(target=follow_frontier, name=f"xet-hash:{self.job.label}", daemon=True)
         thread.start()
@@ -886,17 +1047,23 @@ class _File:
             self.frontier += 1
 
     def _save(self, *, durable: bool) -> None:
-        """The resume record: the terms on disk. Cheap saves name this boot (a crash may lose their pages)."""
-        with self.lock:
-            terms = tuple(self.done.values())
-        if not terms:
-            return
-        began = time.monotonic()
-        if durable:
-            os.fdatasync(self.fd)
-        state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), terms)
-        save_state(self.root, self.job.state_path, state, source=self.job.source)
-        self.save_cost = time.monotonic() - began
+        """The resume record: every chunk on disk, in runs (a finished term is one), each claimed only once its bytes
+        are written. A durable record is written after the bytes it claims are flushed; a cheap one names this boot
+        (a crash of the machine may lose their pages, and a later boot drops it)."""
+        with self.save_lock:
+            with self.lock:
+                runs = list(self.done.values())
+                runs += [run for i, kept in self.kept.items() if i not in self.done for run in kept]
+                self.sinks = [sink for sink in self.sinks if not all(i in self.done for i in sink.terms)]
+                runs += [run for sink in self.sinks for i, run in sink.runs() if i not in self.done]
+            if not runs:
+                return
+            began = time.monotonic()
+            if durable:
+                os.fdatasync(self.fd)
+            state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), tuple(runs))
+            save_state(self.root, self.job.state_path, state, source=self.job.source)
+            self.save_cost = time.monotonic() - began
 
     # --- verification ----------------------------------------------------------------------------------------------
 
@@ -996,6 +1163,31 @@ def _downgraded(asked: str, named: str) -> bool:
 
 def _state_dir(job: TransferJob) -> Path:
     return job.part_path.parent.parent  # <dest>/.mdl/partial/x.part → <dest>/.mdl
+
+
+def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
+    """Whether the chunks from ``chunk`` (at byte ``at``) to ``next_chunk`` (at ``next_at``) can lie there: each 1 to
+    MAX_CHUNK bytes (a record placing a run where it cannot be is not believed)."""
+    count, size = next_chunk - chunk, next_at - at
+    return 0 <= count <= size <= count * MAX_CHUNK
+
+
+def _after(before: Written, run: Written) -> Written | None:
+    """The part of ``run`` after the chunks of ``before`` (None: nothing)."""
+    cut = before.end - run.start
+    if cut <= 0:
+        return run
+    if cut >= len(run.chunks):
+        return None
+    skipped = sum(size for _, size in run.chunks[:cut])
+    return Written(run.xorb, run.start + cut, run.end, run.offset + skipped, run.chunks[cut:])
+
+
+def _between(before: Written | None, run: Written, start: int, first: int) -> bool:
+    """Whether ``run`` can follow ``before`` (None: the start of its term, chunk ``start`` at byte ``first``)."""
+    if before is None:
+        return _fits(start, first, run.start, run.offset)
+    return _fits(before.end, before.offset + before.length, run.start, run.offset)
 
 
 def _usable(loaded: object, ref: XetRef, size: int) -> bool:

@@ -29,8 +29,8 @@ _MAX_INT = 2**53
 
 @dataclass(frozen=True)
 class Written:
-    """One term of a file as it lies on disk: chunks ``[start, end)`` of ``xorb`` at ``offset``, each chunk's
-    (hash, length) in order."""
+    """Chunks ``[start, end)`` of ``xorb`` as they lie on disk at ``offset`` (a term of a file, or a run of one's),
+    each chunk's (hash, length) in order."""
 
     xorb: str
     start: int
@@ -41,10 +41,6 @@ class Written:
     @property
     def length(self) -> int:
         return sum(size for _, size in self.chunks)
-
-    @property
-    def key(self) -> tuple[str, int, int, int]:
-        return self.xorb, self.start, self.end, self.offset
 
 
 def _int(value: object) -> int:
@@ -212,7 +208,8 @@ def read_copy(root: Path, copy: Copy) -> list[bytes] | None:
 
 @dataclass(frozen=True)
 class Resumable:
-    """A Xet partial's record: the file it is of and the terms on disk, with their chunks' hashes as written."""
+    """A Xet partial's record: the file it is of and the runs of chunks on disk (a whole term, or part of one), with
+    their chunks' hashes as written."""
 
     xet_hash: str
     size: int

@@ -1,16 +1,11 @@
 """`mdl pull` of Xet-backed Hub files against the Hub + CAS stand-in (tests/xetserver.py): by chunk, verified, reusing
-what is on disk, resuming by term; every fault of the protocol ends in the right bytes over plain HTTP, or in exit 6
-with nothing at the final path when the CAS serves corrupt bytes."""
+what is on disk (resuming: tests/xet/test_resume.py); every fault of the protocol ends in the right bytes over plain
+HTTP, or in exit 6 with nothing at the final path when the CAS serves corrupt bytes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runfixtures import mdl, use_catalog, wait_for
+from runfixtures import mdl, use_catalog
 from servers import TOKEN, Fault, make_data
 from xetserver import XetHubServer, bearer
 
@@ -239,60 +234,6 @@ def test_no_xet_takes_the_plain_path(xet_hub: XetHubServer, catalog: Path, monke
     assert _installed(catalog).read_bytes() == data
     assert xet_hub.cas.log.records() == []
     assert not [r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]
-
-
-# --- kill -9, then resume: only the terms not on disk are fetched again ---------------------------------------------
-
-
-def test_kill_9_then_resume_fetches_only_the_missing_terms(tmp_path: Path) -> None:
-    parts = [make_data(1 << 20, seed=40 + i) for i in range(8)]
-    whole = b"".join(parts)
-    with XetHubServer() as hub:
-        # The parts are minted first, in another repo: the file's terms then point into eight xorbs.
-        hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
-        hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
-        xf = hub.xet_file("org/m", WEIGHTS)
-        assert len(xf.terms) >= 6
-        hub.cas.throttle_bps = 2 << 20  # per stream: about half a second a term
-        root = tmp_path
-        (root / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
-        env = {
-            **os.environ,
-            "HF_ENDPOINT": hub.url,
-            "MDL_CATALOG": str(root / "catalog.toml"),
-            "MDL_DEST": str(root / "models"),
-            "MDL_LOG_FILE": str(root / "mdl.log"),
-            "MDL_CONNECTIONS": "2",
-        }
-        state = root / "models" / ".mdl" / "partial"
-        child = subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "m"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-
-            def saved_terms() -> int:
-                for record in state.glob("*.part.json"):
-                    try:
-                        return len(json.loads(record.read_text())["terms"])
-                    except (OSError, ValueError, KeyError):
-                        return 0
-                return 0
-
-            wait_for(lambda: saved_terms() >= 2, timeout=60, what="two terms saved")
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-        first = hub.cas.xorb_bytes()
-        done = saved_terms()
-        assert done < len(xf.terms)
-        hub.cas.throttle_bps = None
-        result = subprocess.run([sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert (root / "models" / "m" / WEIGHTS).read_bytes() == whole
-        second = hub.cas.xorb_bytes() - first
-        total = hub.store.xorb_bytes(xf)
-        assert second <= total - done * (len(whole) // len(xf.terms)) // 2  # the saved terms were not fetched again
-        assert hashlib.sha256((root / "models" / "m" / WEIGHTS).read_bytes()).hexdigest() == xf.sha256
 
 
 def test_no_verify_still_holds_every_chunk_to_the_xet_hash(xet_hub: XetHubServer, catalog: Path) -> None:
