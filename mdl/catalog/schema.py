@@ -114,11 +114,12 @@ def _seconds(*, zero_ok: bool, most: int) -> BeforeValidator:
     def check(value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return value  # pydantic's strict float check names the wrong type
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        shown = value if isinstance(value, float) or value.bit_length() < 64 else f"a {value.bit_length()}-bit number"
+        if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (value == 0 and not zero_ok):
             bound = ">= 0" if zero_ok else "> 0"
-            raise problem(f"must be a finite number of seconds {bound}, got {value}")
-        if value > most:  # the table's bound (mdl.setting): a wait every clock and timeout can take
-            raise problem(f"must be at most {most} seconds, got {value}")
+            raise problem(f"must be a finite number of seconds {bound}, got {shown}")
+        if value > most:  # the table's bound (mdl.setting): a wait every clock and timeout can take; (int first:
+            raise problem(f"must be at most {most} seconds, got {shown}")  # float() of a huge int raises)
         return float(value)
 
     return BeforeValidator(check)
@@ -166,7 +167,11 @@ RepoId = Annotated[
 ]
 RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
-Size = Annotated[int, _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}")]
+Size = Annotated[  # (a lock holds sizes below 2**63: a catalog that could not be locked is refused at load)
+    int,
+    _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}"),
+    _rule(lambda size: size < 1 << 63, "must be below 2**63 bytes, got {}"),
+]
 Headers = Annotated[
     dict[Annotated[str, _no_problem(header_name_problem)], Annotated[str, _no_problem(_header_value_problem)]],
     AfterValidator(_distinct_headers),

@@ -163,7 +163,9 @@ def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
         number: float | None = None
         if (_WHOLE_RE if count else _DECIMAL_RE).fullmatch(text):
             number = int(text) if count and len(text) <= 20 else float(text)  # (int() of 5000 digits raises)
-    elif isinstance(value, int | float) and not isinstance(value, bool) and (not count or float(value).is_integer()):
+    elif (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and (not count or value.is_integer())
+    ):
         number = value
     else:
         number = None
@@ -175,6 +177,8 @@ def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
         if not lo <= number <= hi:
             raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
         return int(number)
+    if isinstance(number, int) and not -1 <= number <= hi:  # (float() of a huge int raises)
+        number = -1 if number < 0 else math.inf
     seconds = float(number)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not setting.zero_ok):
         sign = "non-negative" if setting.zero_ok else "positive"

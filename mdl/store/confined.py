@@ -307,20 +307,32 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
             os.rename(path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except FileNotFoundError:
             return Removal(removed=False)
-        found = os.stat(aside, dir_fd=dir_fd, follow_symlinks=False)
-        if (st.S_ISREG(found.st_mode) or st.S_ISLNK(found.st_mode)) and approve(found):
-            os.unlink(aside, dir_fd=dir_fd)
-            return Removal(removed=True, found=found)
-        try:  # a name, never the object: a link back and the private name dropped (a rename would replace)
-            os.link(aside, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-        except FileExistsError:
-            return Removal(removed=False, found=found, kept_at=path.parent / aside)
-        except OSError:  # no hard link here (a folder, a filesystem without them): renamed back if the name is free
-            try:
-                os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                os.rename(aside, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                return Removal(removed=False, found=found)
-            return Removal(removed=False, found=found, kept_at=path.parent / aside)
-        os.unlink(aside, dir_fd=dir_fd)
-        return Removal(removed=False, found=found)
+        try:
+            found = os.stat(aside, dir_fd=dir_fd, follow_symlinks=False)
+            if (st.S_ISREG(found.st_mode) or st.S_ISLNK(found.st_mode)) and approve(found):
+                os.unlink(aside, dir_fd=dir_fd)
+                return Removal(removed=True, found=found)
+        except BaseException:  # an error, a Ctrl-C, a failing judge: the object goes back before anything else
+            _put_back(dir_fd, aside, path.name)
+            raise
+        if _put_back(dir_fd, aside, path.name):
+            return Removal(removed=False, found=found)
+        return Removal(removed=False, found=found, kept_at=path.parent / aside)
+
+
+def _put_back(dir_fd: int, aside: str, name: str) -> bool:
+    """Give the set-aside entry its name again, never over an entry that took it meanwhile; False: it keeps
+    ``aside``. A name, never the object: a link back and the private name dropped (a rename would replace)."""
+    try:
+        os.link(aside, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard link here (a folder, a filesystem without them): renamed back if the name is free
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(aside, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return True
+        return False
+    os.unlink(aside, dir_fd=dir_fd)
+    return True

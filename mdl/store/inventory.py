@@ -224,7 +224,9 @@ def model_status(spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFi
 
 def _signed_file(path: str, sha256: str, record: ModelRecord) -> ExpectedFile:
     """One file of the signed version a pull installed whole, as its record has it (the source it came from)."""
-    entry = record.files.get(path)
+    entry = record.entry_for(
+        path, sha256=sha256, git_oid=None
+    )  # (in the Hugging Face cache: maybe an earlier commit's)
     return ExpectedFile(path, entry.size if entry else None, sha256, None, entry.source if entry else "")
 
 
@@ -237,7 +239,7 @@ def _status_of(
     folders: set[Path] = set()
     unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for want in expected:
-        entry = recorded.get(want.path)
+        entry = None if record is None else record.entry_for(want.path, sha256=want.sha256, git_oid=want.git_oid)
         state, placement = file_state(layout, spec.name, want.path, want.source, entry)
         if entry is not None and state not in (MISSING, PARTIAL) and not _same_version(entry, want):
             state = OUTDATED
@@ -549,7 +551,7 @@ def verify_file(
 ) -> FileOutcome:
     """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record a new mtime."""
     label = f"{model}/{file.path}"
-    entry = record.files.get(file.path)
+    entry = record.entry_for(file.path, sha256=file.expected_sha256, git_oid=None)  # (hf-cache: maybe an earlier one)
     expected_sha, pinned_by = expected
     if file.state in (MISSING, PARTIAL):
         for path in dict.fromkeys((file.dest, file.final)) if file.placed else ():

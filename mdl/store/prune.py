@@ -149,7 +149,7 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
         spec = catalog.get(name)
         paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
         targets = {path: record.files[path] for path in paths}
-        earlier = dict(record.earlier) if layout.cache is not None else {}  # (only the cache keeps other commits)
+        earlier = _earlier_unused(record, signed=spec is not None) if layout.cache is not None else {}
         if not (targets or earlier or spec is None):
             continue
         if name in others:  # named by its folder in the destination, else (all in the Hugging Face cache) its record
@@ -408,6 +408,19 @@ def _rmdir_up(root: Path, folder: Path, top: Path, *, including: bool) -> None:
         folder = folder.parent
 
 
+def _earlier_unused(record: ModelRecord, *, signed: bool) -> dict[str, FileRecord]:
+    """The files of other commits mdl wrote in the Hugging Face cache (only it keeps them), but those of the signed
+    version a pull installed whole while the model is still in the catalog: it is what ``list`` calls installed."""
+    vouched = (record.signed_files or {}) if signed else {}
+
+    def needed(key: str, entry: FileRecord) -> bool:
+        path = key.partition("/")[2]
+        current = record.files.get(path)
+        return vouched.get(path) == entry.sha256 and (current is None or current.sha256 != entry.sha256)
+
+    return {key: entry for key, entry in record.earlier.items() if not needed(key, entry)}
+
+
 def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -> None:
     """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as entries, never followed)."""
     if not GIT_OID_HEX.fullmatch(commit):
@@ -422,8 +435,11 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
                 checked = _lstat(root, ref)
                 if checked is None or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
                     continue
-                if not confined.unlink_checked(root, ref, functools.partial(_same_object, checked=checked)).removed:
-                    continue  # replaced since it was read: kept
+                removal = confined.unlink_checked(root, ref, functools.partial(_same_object, checked=checked))
+                if not removal.removed:  # replaced since it was read: kept (under its set-aside name if one took it)
+                    if removal.kept_at is not None:
+                        run.kept.append(KeptPath(removal.kept_at, model, "replaced while prune checked it"))
+                    continue
             except (OSError, MdlError):
                 continue  # not a ref mdl can read as its own: kept
             run.removed.append(PrunedPath(ref, len(commit), model, "names a snapshot prune removed"))

@@ -110,3 +110,25 @@ def test_a_huge_timeout_in_the_catalog_is_exit_2(tmp_path: Path, monkeypatch: py
     result = mdl("pull", "--all")
     assert result.exit_code == 2, result.stderr
     assert "timeout: must be at most 86400 seconds, got 10000000000.0" in result.stderr
+
+
+@pytest.mark.parametrize("setting", NUMERIC, ids=lambda s: s.name)
+@given(value=st.one_of(st.integers(), st.integers(min_value=10**300, max_value=10**400), st.floats()))
+def test_any_number_from_the_api_is_accepted_and_usable_or_refused(setting: object, value: float) -> None:
+    """A number from the API (or the catalog's TOML) takes the same path as text: never an OverflowError."""
+    try:
+        number = parse_number(setting, value, where="x")  # type: ignore[arg-type]
+    except UsageError:
+        return
+    usable(float(number))
+
+
+@pytest.mark.parametrize("key", ["timeout", "stall_timeout", "lock_timeout"])
+def test_a_huge_whole_number_in_the_catalog_is_exit_2(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    use_catalog(tmp_path, monkeypatch, f"[settings]\n{key} = 1{'0' * 400}\n\n[models]\n")
+    result = mdl("pull", "--all")
+    assert result.exit_code == 2, result.stderr
+    assert f"{key}: must be at most" in result.stderr and "got a 1329-bit number" in result.stderr, result.stderr

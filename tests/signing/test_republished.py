@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from runfixtures import mdl
 from servers import Fault, HubServer, make_data
 from signing.test_signed_pull import FILES, signed_repo, write_catalog
@@ -99,3 +100,30 @@ def test_a_lock_pinning_another_version_is_judged_against_the_lock(world: Path, 
     assert mdl("lock").exit_code == 0
     model = listed()
     assert model["status"] == "partial" and model["update_available"] is False, model
+
+
+def test_in_the_hf_cache_a_republished_model_whose_pull_fails_stays_installed_and_prune_keeps_it(
+    world: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hugging Face cache keeps each commit's files apart (the record's earlier commits): the signed version a
+    pull installed whole is judged from them, and prune never frees it while ``list`` calls it installed."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
+    private, public, _ = signed_repo(hub, tmp_path)
+    write_catalog(world, public)
+    assert mdl("pull", "tiny").exit_code == 0
+    more = b'{"added": "in v2"}\n'
+    changed = {name: data + b" v2" for name, data in FILES.items() if not name.endswith(".bin")}
+    new = {**FILES, **changed, "extra.bin": NEW_FILE, "more.json": more}
+    sig = official_sign(write_files(tmp_path / "v2", new), private)
+    hub.commit("org/tiny", {**changed, "extra.bin": NEW_FILE, "more.json": more, "model.sig": sig})
+    hub.cdn.faults.add(Fault.http_error(404, path_prefix="/blobs/", times=None))  # 404: no retries
+    assert mdl("pull", "tiny").exit_code != 0
+    model = listed()
+    assert model["status"] == "installed" and model["update_available"] is True, model
+    pruned = mdl("prune", "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["removed"] == [], pruned.stdout
+    assert listed()["status"] == "installed"
+    verified = mdl("verify", "tiny")
+    assert verified.exit_code == 0, verified.stderr

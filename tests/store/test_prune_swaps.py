@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mdl import api
-from mdl.store import FileRecord, PruneReport, Store
+from mdl.store import FileRecord, PruneReport, Store, confined
 
 ORIGINAL = b"weights mdl wrote " * 500
 THEIRS = b"another tool's file" * 474  # not the same bytes; the same size (8 bytes short of ORIGINAL is not)
@@ -201,3 +201,18 @@ def test_a_partial_swapped_at_any_moment_of_a_clean_survives(moment: int) -> Non
             assert original not in alive, "reported removed, yet the partial clean listed is still here"
         else:
             assert original in alive or "swap" in seen, "removed, yet not reported"
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_a_removal_stopped_while_judging_puts_the_entry_back(tmp_path: Path, failure: type[BaseException]) -> None:
+    """A Ctrl-C (or an error) while the set-aside entry is judged: it has its own name again, none is left hidden."""
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"someone's bytes")
+
+    def judge(found: os.stat_result) -> bool:
+        raise failure
+
+    with pytest.raises(failure):
+        confined.unlink_checked(tmp_path, target, judge)
+    assert target.read_bytes() == b"someone's bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
