@@ -188,9 +188,9 @@ def _as_content(data: bytes | bytearray | memoryview | Path | Content) -> Conten
 class RequestRecord:
     """One request as a server saw it, and what it answered.
 
-    `bytes_sent` counts body bytes handed to the socket (counted just before each write, so it is exact
-    once the client has the data); `complete` is True when the whole body was sent; `fault` names the fault
-    applied.
+    `bytes_sent` counts body bytes the socket took (counted just before each write, so it is exact once the
+    client has the data; none the socket refused: a client that gave up on the request before its answer began
+    got none of it); `complete` is True when the whole body was sent; `fault` names the fault applied.
     """
 
     server: str
@@ -685,13 +685,11 @@ class Exchange:
         record = self.record
         if content.path is not None and not bps:
             return self._sendfile_range(content.path, start, end, sent)
-        write = self.handler.wfile.write
         for piece in content.iter_chunks(start, end, chunk):
             n = len(piece)
             if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
                 record.complete = True  # set before the last write so a client that has it all sees True
-            record.bytes_sent += n
-            write(piece)
+            self._send(piece)
             start += n
             sent += n
             if bps:
@@ -699,6 +697,20 @@ class Exchange:
                 if ahead > 0 and self.server._stopping.wait(ahead):
                     raise ConnectionAbortedError("server stopping")
         return sent
+
+    def _send(self, piece: memoryview | bytes) -> None:
+        """Hand ``piece`` to the socket, each byte counted just before the socket takes it, none it refused."""
+        view = memoryview(piece).cast("B")
+        sock = self.handler.connection
+        while view:
+            self.record.bytes_sent += len(view)
+            try:
+                took = sock.send(view)
+            except OSError:
+                self.record.bytes_sent -= len(view)
+                raise
+            self.record.bytes_sent -= len(view) - took
+            view = view[took:]
 
     def _sendfile_range(self, path: Path, start: int, end: int, sent: int) -> int:
         """Zero-copy file → socket (os.sendfile): keeps a benchmark's server off the CPU the client needs."""
@@ -711,7 +723,11 @@ class Exchange:
                 if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
                     record.complete = True
                 record.bytes_sent += n
-                done = os.sendfile(sock_fd, fd, start, n)
+                try:
+                    done = os.sendfile(sock_fd, fd, start, n)
+                except OSError:
+                    record.bytes_sent -= n  # refused: the peer is gone
+                    raise
                 record.bytes_sent -= n - done
                 if done == 0:
                     raise OSError(f"{path} shrank while being served")
