@@ -311,6 +311,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after_bytes: int = 0
     seconds: float | None = None  # stall length; None: until the server stops
+    until: threading.Event | None = None  # a stall that ends when this is set (or the server stops), not on a clock
     resume: bool = False  # after a stall, send the rest instead of closing
     rst: bool = False  # abort with a TCP RST instead of a FIN (unsent kernel-buffered bytes may be lost)
     action: Callable[[], object] | None = None
@@ -348,10 +349,18 @@ class Fault:
         return cls("reset", after_bytes=after_bytes, rst=rst, **match)
 
     @classmethod
-    def stall(cls, after_bytes: int = 0, seconds: float | None = None, *, resume: bool = False, **match: Any) -> Fault:
-        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown), keeping the
-        connection open; then close it, or send the rest if `resume`."""
-        return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, **match)
+    def stall(
+        cls,
+        after_bytes: int = 0,
+        seconds: float | None = None,
+        *,
+        resume: bool = False,
+        until: threading.Event | None = None,
+        **match: Any,
+    ) -> Fault:
+        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown) or `until` that event
+        is set, keeping the connection open; then close it, or send the rest if `resume`."""
+        return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, until=until, **match)
 
     @classmethod
     def full_body(cls, **match: Any) -> Fault:
@@ -663,7 +672,11 @@ class Exchange:
             record.complete = stop_at == end
             record.error = f"fault:{fault.kind}"
             if fault.kind == "stall":
-                self.server._stopping.wait(fault.seconds)
+                if fault.until is not None:
+                    while not fault.until.wait(0.05) and not self.server._stopping.is_set():
+                        pass
+                else:
+                    self.server._stopping.wait(fault.seconds)
                 if fault.resume and not self.server._stopping.is_set():
                     record.error = None
                     self._write_range(content, stop_at, end, chunk, bps, began, sent)
