@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, wait_for
+from runfixtures import HANG, mdl, wait_for
 from servers import TOKEN, CdnServer, HubServer, make_data
 
 BIG = make_data(3_000_000, seed=7)
@@ -217,7 +217,7 @@ def test_unreachable_hub_is_exit_5_quickly(world: dict[str, object], monkeypatch
     started = time.monotonic()
     result = mdl("pull", "tiny")
     assert result.exit_code == 5
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < HANG  # a safety net, not a measure of speed
     assert "cannot reach the Hub" in result.stderr
     assert "Traceback" not in result.stderr
 
