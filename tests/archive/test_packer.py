@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from runfixtures import (
+    HANG,
     TRAINING_STATE,
     RecordingProgress,
     make_hf_run,
@@ -247,7 +248,7 @@ def test_a_fifo_is_skipped_with_a_note_and_never_opened(tmp_path: Path) -> None:
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(pack(tmp_path, checkpoint="latest", progress=progress)))
     worker.start()
-    worker.join(timeout=30)
+    worker.join(timeout=HANG)
     assert not worker.is_alive(), "pack hung on a FIFO"
     assert "events.pipe" not in {f.path for f in outcome[0].files}
     assert progress.notes == ["skipping FIFO 'checkpoint-100/events.pipe': not a regular file"]

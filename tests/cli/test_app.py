@@ -400,7 +400,7 @@ def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig:
     proc = _spawn(["pull", "multi", "--connections", "4"], env)
     wait_for(lambda: _partial_bytes(dest) > 2_000_000)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"Traceback" not in err
     kept = _partial_bytes(dest)
@@ -427,7 +427,7 @@ def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     wait_for(lambda: _partial_bytes(dest) > 3_000_000)
     time.sleep(1.5)
     proc.kill()
-    proc.wait(timeout=10)
+    proc.wait(timeout=HANG)
     recorded = _partial_bytes(dest)
     hub.cdn.throttle_bps = None
     hub.cdn.log.clear()
@@ -447,7 +447,7 @@ def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
     proc = _spawn(["pull", "multi"], dict(os.environ))
     wait_for(lambda: _partial_bytes(dest) > 1_000_000)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=20)
+    proc.communicate(timeout=HANG)
     assert list((dest / ".mdl" / "partial").glob("*.part"))
     dry = mdl("clean", "--dry-run", "--json")
     assert dry.exit_code == 0

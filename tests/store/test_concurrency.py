@@ -195,7 +195,7 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     victim = spawn(env, "pair", "--connections", "4")
     wait_for(lambda: partial_bytes(dest) > 2 * MB, timeout=PATIENCE)
     victim.kill()
-    victim.wait(timeout=10)
+    victim.wait(timeout=PATIENCE)
     hub.cdn.throttle_bps = None
     code, out, err = finish(spawn(env, "pair", "--json"))
     assert code == 0, err

@@ -96,7 +96,7 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
         assert proc.poll() is None, f"the pull ended before it was cut: {proc.communicate()}"
         time.sleep(0.3)  # let the record of the small files be written, as it would be in real life
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=HANG)
     finally:
         setup.hub.cdn.faults.clear()
         gate.set()

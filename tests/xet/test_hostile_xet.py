@@ -189,7 +189,7 @@ def _interrupted(tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = 
         time.sleep(0.3)
     finally:
         child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=30)
+        _, stderr = child.communicate(timeout=HANG)
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert list(state.glob("*.part")), "the partial is kept"
