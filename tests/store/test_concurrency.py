@@ -201,6 +201,12 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     assert code == 0, err
     assert "waiting" not in err  # the lock went with the killed process: nothing to wait for
     assert "resumed" in {f["action"] for f in json.loads(out)["files"]}
+    # A kill -9 in the middle of a resume record's save leaves that save's temp file (named with the killed pid; on
+    # a busy machine saves are slow, so this happens): `mdl clean` removes it, and then nothing is stray.
+    strays = [p.name for p in (dest / ".mdl").rglob("*.tmp")]
+    assert all(f".{victim.pid}." in name for name in strays), strays
+    cleaned = subprocess.run([sys.executable, "-m", "mdl", "clean"], env=env, capture_output=True, timeout=PATIENCE)
+    assert cleaned.returncode == 0, cleaned.stderr
     assert_complete_and_clean(dest, ("pair",))
 
 
