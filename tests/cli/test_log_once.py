@@ -114,7 +114,7 @@ def test_one_run_logs_each_file_once(env: dict[str, str], tmp_path: Path) -> Non
 def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "shared.log"
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
     first = spawn(env, log)
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first run at the CDN")
@@ -127,7 +127,6 @@ def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dic
         # The second run reaches the files the first one holds and waits for them (the log says so).
         wait_for(
             lambda: any(WAITING in line for line in log_lines(log, second.pid)) or second.poll() is not None,
-            timeout=20,
             what="the second run waiting for the first run's locks",
         )
     finally:

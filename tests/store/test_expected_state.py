@@ -85,7 +85,7 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
     """Start `mdl pull half`, hold its big file at the CDN until the small files are in place, then send `sig`."""
     big_blob = f"/blobs/{setup.hub.repo('org/half').files[BIG].sha256}"
     gate = threading.Event()
-    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(60), path_prefix=big_blob, times=None))
+    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None))
     proc = setup.spawn("pull", MODEL, "--no-progress")
     try:
         wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the big file's request at the CDN")
@@ -230,7 +230,7 @@ def test_an_interrupted_pull_is_partial_everywhere_until_it_is_finished(
 def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> None:
     """Held before any LFS byte arrives (every blob gated): the record already names all four files."""
     gate = threading.Event()
-    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(60), path_prefix="/blobs/", times=None))
+    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
     proc = setup.spawn("pull", MODEL, "--no-progress")
     try:
         wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the first CDN request")
@@ -242,7 +242,7 @@ def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> No
         assert entry is not None and entry["status"] != "installed", f"a model mid-pull listed as {entry}"
     finally:
         gate.set()
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err.decode()
     assert_views_say(setup, "installed")
 
