@@ -58,7 +58,13 @@ def without_modules(folder: Path, *names: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+# Seconds: the bound on a wait that only a hang reaches, never a measure of speed (a busy 2-core machine can keep a
+# process off the CPU for many seconds). A test whose product deadline must fire asserts that it fired; a test that
+# a wait is bounded sets what would be the wrong wait far beyond HANG and bounds the right one by HANG.
+HANG = 120.0
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "condition") -> None:
     """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while not predicate():

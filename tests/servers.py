@@ -188,9 +188,9 @@ def _as_content(data: bytes | bytearray | memoryview | Path | Content) -> Conten
 class RequestRecord:
     """One request as a server saw it, and what it answered.
 
-    `bytes_sent` counts body bytes handed to the socket (counted just before each write, so it is exact
-    once the client has the data); `complete` is True when the whole body was sent; `fault` names the fault
-    applied.
+    `bytes_sent` counts body bytes the socket took (counted just before each write, so it is exact once the
+    client has the data; none the socket refused: a client that gave up on the request before its answer began
+    got none of it); `complete` is True when the whole body was sent; `fault` names the fault applied.
     """
 
     server: str
@@ -311,6 +311,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after_bytes: int = 0
     seconds: float | None = None  # stall length; None: until the server stops
+    until: threading.Event | None = None  # a stall that ends when this is set (or the server stops), not on a clock
     resume: bool = False  # after a stall, send the rest instead of closing
     rst: bool = False  # abort with a TCP RST instead of a FIN (unsent kernel-buffered bytes may be lost)
     action: Callable[[], object] | None = None
@@ -348,10 +349,18 @@ class Fault:
         return cls("reset", after_bytes=after_bytes, rst=rst, **match)
 
     @classmethod
-    def stall(cls, after_bytes: int = 0, seconds: float | None = None, *, resume: bool = False, **match: Any) -> Fault:
-        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown), keeping the
-        connection open; then close it, or send the rest if `resume`."""
-        return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, **match)
+    def stall(
+        cls,
+        after_bytes: int = 0,
+        seconds: float | None = None,
+        *,
+        resume: bool = False,
+        until: threading.Event | None = None,
+        **match: Any,
+    ) -> Fault:
+        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown) or `until` that event
+        is set, keeping the connection open; then close it, or send the rest if `resume`."""
+        return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, until=until, **match)
 
     @classmethod
     def full_body(cls, **match: Any) -> Fault:
@@ -663,7 +672,11 @@ class Exchange:
             record.complete = stop_at == end
             record.error = f"fault:{fault.kind}"
             if fault.kind == "stall":
-                self.server._stopping.wait(fault.seconds)
+                if fault.until is not None:
+                    while not fault.until.wait(0.05) and not self.server._stopping.is_set():
+                        pass
+                else:
+                    self.server._stopping.wait(fault.seconds)
                 if fault.resume and not self.server._stopping.is_set():
                     record.error = None
                     self._write_range(content, stop_at, end, chunk, bps, began, sent)
@@ -685,13 +698,11 @@ class Exchange:
         record = self.record
         if content.path is not None and not bps:
             return self._sendfile_range(content.path, start, end, sent)
-        write = self.handler.wfile.write
         for piece in content.iter_chunks(start, end, chunk):
             n = len(piece)
             if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
                 record.complete = True  # set before the last write so a client that has it all sees True
-            record.bytes_sent += n
-            write(piece)
+            self._send(piece)
             start += n
             sent += n
             if bps:
@@ -699,6 +710,20 @@ class Exchange:
                 if ahead > 0 and self.server._stopping.wait(ahead):
                     raise ConnectionAbortedError("server stopping")
         return sent
+
+    def _send(self, piece: memoryview | bytes) -> None:
+        """Hand ``piece`` to the socket, each byte counted just before the socket takes it, none it refused."""
+        view = memoryview(piece).cast("B")
+        sock = self.handler.connection
+        while view:
+            self.record.bytes_sent += len(view)
+            try:
+                took = sock.send(view)
+            except OSError:
+                self.record.bytes_sent -= len(view)
+                raise
+            self.record.bytes_sent -= len(view) - took
+            view = view[took:]
 
     def _sendfile_range(self, path: Path, start: int, end: int, sent: int) -> int:
         """Zero-copy file → socket (os.sendfile): keeps a benchmark's server off the CPU the client needs."""
@@ -711,7 +736,11 @@ class Exchange:
                 if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
                     record.complete = True
                 record.bytes_sent += n
-                done = os.sendfile(sock_fd, fd, start, n)
+                try:
+                    done = os.sendfile(sock_fd, fd, start, n)
+                except OSError:
+                    record.bytes_sent -= n  # refused: the peer is gone
+                    raise
                 record.bytes_sent -= n - done
                 if done == 0:
                     raise OSError(f"{path} shrank while being served")

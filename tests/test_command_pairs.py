@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run, wait_for
+from runfixtures import HANG, make_hf_run, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
@@ -163,7 +163,7 @@ def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
         gate.set()
     for index, cmd, proc in ((1, first, p1), (2, second, p2)):
         try:
-            code = proc.wait(timeout=60)
+            code = proc.wait(timeout=HANG)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
@@ -279,6 +279,7 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
         "MDL_CATALOG": str(tmp_path / "catalog.toml"),
         "MDL_DEST": str(tmp_path / "models"),
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
+        "MDL_TIMEOUT": str(HANG),  # a held request waits as long as the test holds it, however slow the machine
     }
 
 
@@ -289,7 +290,7 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -300,7 +301,7 @@ def log_says_waiting(env: dict[str, str], pid: int) -> bool:
 
 def hold_blobs(hub: HubServer, prefix: str = "/blobs/") -> tuple[threading.Event, Fault]:
     gate = threading.Event()
-    return gate, hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix=prefix, times=None))
+    return gate, hub.cdn.faults.add(Fault.call(lambda: gate.wait(HANG), path_prefix=prefix, times=None))
 
 
 def test_two_gets_of_one_file_into_one_folder(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
@@ -310,7 +311,7 @@ def test_two_gets_of_one_file_into_one_folder(hub: HubServer, env: dict[str, str
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first get at the CDN")
         second = spawn(env, "get", TINY_URI, "-d", str(same))
-        wait_for(lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None, 10)
+        wait_for(lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None)
     finally:
         gate.set()
     (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
@@ -364,11 +365,9 @@ def test_a_file_another_run_finished_is_not_held_by_its_big_file(hub: HubServer,
     first = spawn(env, "pull", "mixed")
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first pull's big file at the CDN")
-        wait_for(lambda: (dest / "small.json").is_file() and (dest / "small.safetensors").is_file(), 20)
+        wait_for(lambda: (dest / "small.json").is_file() and (dest / "small.safetensors").is_file())
         assert first.poll() is None, finish(first)
-        started = time.monotonic()
         code, out, err = finish(spawn(env, "pull", "mixed", "--lock-timeout", "2", "--json"))
-        took = time.monotonic() - started
     finally:
         gate.set()
     code1, _, err1 = finish(first)
@@ -380,4 +379,3 @@ def test_a_file_another_run_finished_is_not_held_by_its_big_file(hub: HubServer,
         assert actions[small]["action"] != "failed", f"{small} waited for the other run's big file: {actions[small]}"
     if code == 7:
         assert actions["big.safetensors"]["action"] == "failed" and "lock" in actions["big.safetensors"]["error"]
-    assert took < 15, f"the second run took {took:.1f}s"

@@ -228,20 +228,35 @@ def test_decoding_is_kept_only_when_a_secret_hides_in_it() -> None:
     assert safe_text("x %1b echo %733cr3t/value+0123== %2F", secrets=secrets) == f"x \\x1b echo {REDACTED} /"
 
 
-@pytest.mark.parametrize("count", [20_000])
-def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
-    """A snapshot of thousands of files, each behind its own signed CDN URL, must not make every log line slow."""
+def _signed_urls(count: int) -> Secrets:
     secrets = Secrets()
-    import time
-
     for i in range(count):
         secrets.add_url(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
+    return secrets
+
+
+def _cost_of_a_line(secrets: Secrets, line: str) -> float:
+    """The least time of 7 batches (the least is what the work costs; load only ever adds to it)."""
+    import time
+
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(30):
+            assert safe_text(line, secrets=secrets) in (line, line.rstrip())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("count", [20_000])
+def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
+    """A snapshot of thousands of files, each behind its own signed CDN URL, must not make every log line slow:
+    a line costs about what it costs with a handful of secrets, measured side by side, so the machine's speed and
+    load cancel out (a scan of every secret per line costs thousands of times more)."""
+    many, few = _signed_urls(count), _signed_urls(20)
     line = "file path=model-00001-of-00002.safetensors action=downloaded size=123456 " * 3
-    start = time.perf_counter()
-    for _ in range(200):
-        assert safe_text(line, secrets=secrets) == line.rstrip() or safe_text(line, secrets=secrets) == line
-    assert (time.perf_counter() - start) / 200 < 0.005  # a few hundred microseconds, not milliseconds
-    assert safe_text("server: sig00019999abcdef", secrets=secrets) == f"server: {REDACTED}"
+    assert _cost_of_a_line(many, line) < 30 * _cost_of_a_line(few, line)
+    assert safe_text("server: sig00019999abcdef", secrets=many) == f"server: {REDACTED}"
 
 
 @given(secret=SECRETS)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -20,6 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+from runfixtures import HANG
 from servers import TOKEN, CdnServer, Fault, HubServer, RequestLog, git_blob_sha1, make_data
 
 WEIGHTS = make_data(5000, seed=1)
@@ -42,12 +45,12 @@ def tiny(hub: HubServer) -> HubServer:
     return hub
 
 
-def client(**kwargs: object) -> httpx2.Client:
-    """A raw client that never follows redirects unless asked."""
-    return httpx2.Client(timeout=5, **kwargs)  # type: ignore[arg-type]
+def client(*, timeout: float = HANG, **kwargs: object) -> httpx2.Client:
+    """A raw client that never follows redirects unless asked (its timeout a safety net, not a measure of speed)."""
+    return httpx2.Client(timeout=timeout, **kwargs)  # type: ignore[arg-type]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = HANG) -> bool:
     """Poll until `predicate()` holds (server-side bookkeeping may lag the client by a moment)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -412,11 +415,10 @@ def test_throttle_and_ignore_ranges(cdn: CdnServer) -> None:
         assert r.status_code == 200 and len(r.content) == 100_000
 
 
-def test_big_parallel_ranges_are_fast(cdn: CdnServer) -> None:
+def test_big_parallel_ranges_add_up_to_the_file(cdn: CdnServer) -> None:
     data = make_data(64 << 20, seed=5)
     url = cdn.add_file("/big.bin", data)
     part = len(data) // 8
-    started = time.monotonic()
 
     def fetch(i: int) -> bytes:
         end = len(data) - 1 if i == 7 else (i + 1) * part - 1
@@ -427,7 +429,6 @@ def test_big_parallel_ranges_are_fast(cdn: CdnServer) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert b"".join(pool.map(fetch, range(8))) == data
-    assert time.monotonic() - started < 10
     assert cdn.log.body_bytes() == len(data)
 
 
@@ -499,6 +500,21 @@ def test_fault_stall_that_recovers(cdn: CdnServer) -> None:
     assert wait_until(lambda: cdn.log[0].complete)
 
 
+def test_a_request_given_up_before_its_answer_counts_no_bytes_sent(cdn: CdnServer) -> None:
+    # A client that stops waiting for an answer (its --timeout) and asks again has fetched nothing twice: the
+    # bytes the server then fails to write into the abandoned socket are not "sent" (they once made an
+    # overlapping-runs test see 5 MiB fetched twice on a busy machine).
+    url = cdn.add_file("/f.bin", make_data(3 << 20, seed=9))
+    gate = threading.Event()
+    held = cdn.faults.add(Fault.call(lambda: gate.wait(HANG), path_prefix="/f"))
+    with socket.create_connection(("127.0.0.1", cdn.port)) as sock:
+        sock.sendall(f"GET {urlsplit(url).path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert wait_until(lambda: held.seen == 1)
+    gate.set()  # the server answers a client that is gone
+    assert wait_until(lambda: len(cdn.log) == 1 and cdn.log[0].error is not None)
+    assert (cdn.log[0].status, cdn.log[0].bytes_sent, cdn.log[0].complete) == (200, 0, False)
+
+
 def test_fault_full_body_answers_a_range_with_200(cdn: CdnServer) -> None:
     url = cdn.add_file("/f.bin", BODY)
     fault = cdn.faults.add(Fault.full_body())
@@ -552,7 +568,7 @@ def test_hub_faults_too(tiny: HubServer) -> None:
         assert http.get(f"{tiny.url}/api/models/org/tiny").json()["id"] == "org/tiny"
 
 
-def test_stop_is_quick_with_stalled_and_idle_connections() -> None:
+def test_stop_does_not_wait_for_stalled_or_idle_connections() -> None:
     server = CdnServer().start()
     url = server.add_file("/f.bin", BODY)
     idle = client()
@@ -561,8 +577,8 @@ def test_stop_is_quick_with_stalled_and_idle_connections() -> None:
     errors: list[BaseException] = []
 
     def stalled_download() -> None:
-        try:
-            with client() as http, http.stream("GET", url) as r:
+        try:  # its own timeout is far beyond HANG: only the server's stop can end this download in time
+            with client(timeout=10 * HANG) as http, http.stream("GET", url) as r:
                 for _ in r.iter_raw():
                     pass
         except httpx2.HTTPError as exc:
@@ -571,10 +587,8 @@ def test_stop_is_quick_with_stalled_and_idle_connections() -> None:
     worker = threading.Thread(target=stalled_download)
     worker.start()
     assert wait_until(lambda: len(server.log) == 2)
-    started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 2
-    worker.join(timeout=2)
+    worker.join(timeout=HANG)
     assert not worker.is_alive() and errors
     idle.close()
     assert server.errors == []

@@ -103,9 +103,12 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
         ):
             pools = (small_pool, big_pool)
-            workers += [small_pool.submit(drain, SMALL) for _ in range(min(queue.small_workers, queue.count(SMALL)))]
-            workers += [big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))]
+            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine) must cancel the
+            # first, or leaving the pools waits for it (in a lock wait: up to --lock-timeout).
             try:
+                small_count = min(queue.small_workers, queue.count(SMALL))
+                workers += [small_pool.submit(drain, SMALL) for _ in range(small_count)]
+                workers += [big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))]
                 done = 0
                 while done < len(workers):  # the list grows while small files wait (see WorkQueue)
                     try:

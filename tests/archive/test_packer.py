@@ -11,13 +11,13 @@ import stat
 import struct
 import subprocess
 import threading
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runfixtures import (
+    HANG,
     TRAINING_STATE,
     RecordingProgress,
     make_hf_run,
@@ -248,7 +248,7 @@ def test_a_fifo_is_skipped_with_a_note_and_never_opened(tmp_path: Path) -> None:
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(pack(tmp_path, checkpoint="latest", progress=progress)))
     worker.start()
-    worker.join(timeout=30)
+    worker.join(timeout=HANG)
     assert not worker.is_alive(), "pack hung on a FIFO"
     assert "events.pipe" not in {f.path for f in outcome[0].files}
     assert progress.notes == ["skipping FIFO 'checkpoint-100/events.pipe': not a regular file"]
@@ -392,7 +392,6 @@ def test_zip64_headers_are_read_by_zipfile_and_unzip(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("MDL_SOAK"), reason="writes 2 GiB (~10-25 s); set MDL_SOAK=1 to run")
 def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
     """A >2 GiB shard (sparse on disk, consistent safetensors header) gets ZIP64 headers; the manifest does not."""
-    started = time.monotonic()
     run = tmp_path / "run"
     ckpt = run / "checkpoint-1"
     data_size = (2 << 30) + 4096
@@ -413,7 +412,6 @@ def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
             assert src.read() == b"\0" * 8
     assert result.files[0].sha256 is not None
     assert_unzip_clean(archive)
-    assert time.monotonic() - started < 120
 
 
 class _GrowingManifest(Contents):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
 from mdl.catalog import lock_beside
@@ -332,7 +332,7 @@ def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, h
         for name, source in (("enc", "hf://org/tiny"), ("data", "hf://datasets/org/data"))
     ]
     for run in runs:
-        _, err = run.communicate(timeout=60)
+        _, err = run.communicate(timeout=HANG)
         assert run.returncode == 0, err
     added = block_added(HAND, world.read_text())  # every line of HAND kept; the two entries side by side
     assert "[models.enc]" in added and "[models.data]" in added

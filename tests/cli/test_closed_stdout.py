@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import HANG, make_hf_run
 from servers import HubServer, make_data
 from terminal import unstamped
 
@@ -200,7 +200,7 @@ def test_unpack_finishes_then_ends_quietly(
 
 
 def _seconds_to_hash(nbytes: int) -> float:
-    """How long this machine takes to sha256 ``nbytes`` of zeros (measured on 256 MiB)."""
+    """How long this machine takes to sha256 ``nbytes`` of zeros (measured once, on 256 MiB)."""
     block = bytes(8 << 20)
     sample = 256 << 20
     started = time.perf_counter()
@@ -211,16 +211,15 @@ def _seconds_to_hash(nbytes: int) -> float:
 
 
 def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub: HubServer) -> None:
-    # The big model's file becomes a sparse file so large that hashing it would take minutes on this
-    # machine (measured here, not assumed); verify must end long before.
+    # The big model's file becomes a sparse file so large that hashing it would take far longer than HANG on this
+    # machine (measured here, not assumed); verify must end within HANG, a safety net (its exit code says why).
     weights = world["dest"] / "big" / "weights.bin"
     size = 1 << 30
-    while _seconds_to_hash(size) < 300 and size < (8 << 40):
+    per_gib = _seconds_to_hash(size)
+    while per_gib * (size >> 30) < 10 * HANG and size < (8 << 40):
         size *= 2
     os.truncate(weights, size)
-    full_hash = _seconds_to_hash(size)
     with (world["tmp"] / "err").open("wb") as err:
-        started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "mdl", "verify", "big", "--no-progress"],
             env=_env(hub, world),
@@ -230,12 +229,10 @@ def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub
         assert proc.stdout is not None
         proc.stdout.close()
         try:
-            code = proc.wait(timeout=min(60.0, full_hash / 5))
+            code = proc.wait(timeout=HANG)
         finally:
             proc.kill()
-        elapsed = time.monotonic() - started
     assert code == EXIT_CLOSED
-    assert elapsed < full_hash / 5
     assert_quiet(world["tmp"] / "err")
     log = world["log"].read_text()
     assert "stdout was closed by its reader" in log

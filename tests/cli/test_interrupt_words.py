@@ -16,7 +16,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,9 +241,7 @@ def test_a_memory_error_anywhere_in_a_command_is_exit_7(tmp_path: Path, monkeypa
         raise MemoryError
 
     monkeypatch.setattr(store, "list_models", exhausted)  # where the list's local state is read
-    started = time.monotonic()
     result = mdl("list", "--json")
     assert result.exit_code == 7, result.output
     assert '"kind": "out_of_memory"' in result.stdout and "out of memory" in result.stderr
     assert "internal error" not in result.stderr
-    assert time.monotonic() - started < 30

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runfixtures import wait_for
+from runfixtures import HANG, wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.download.plan import parse_file_line
@@ -61,7 +61,7 @@ def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=90)
+    out, err = proc.communicate(timeout=HANG)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -114,7 +114,7 @@ def test_one_run_logs_each_file_once(env: dict[str, str], tmp_path: Path) -> Non
 def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "shared.log"
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
     first = spawn(env, log)
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first run at the CDN")
@@ -127,7 +127,6 @@ def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dic
         # The second run reaches the files the first one holds and waits for them (the log says so).
         wait_for(
             lambda: any(WAITING in line for line in log_lines(log, second.pid)) or second.poll() is not None,
-            timeout=20,
             what="the second run waiting for the first run's locks",
         )
     finally:
@@ -148,10 +147,18 @@ def test_a_file_stalled_mid_body_is_still_logged_once_per_run(
 ) -> None:
     log = tmp_path / "shared.log"
     slow = f"/blobs/{hub.repo('org/ten').files[LFS[0]].sha256}"
-    stall = hub.cdn.faults.add(Fault.stall(after_bytes=50_000, seconds=3, resume=True, path_prefix=slow))
+    # The stall lasts until the second run waits for the file's lock (an event, not 3 s: a busy machine may take
+    # longer to start the second run), then the rest is sent.
+    release = threading.Event()
+    stall = hub.cdn.faults.add(Fault.stall(after_bytes=50_000, resume=True, until=release, path_prefix=slow))
     first = spawn(env, log, "--connections", "1")
-    wait_for(lambda: stall.hits > 0 or first.poll() is not None, what="the first run's stalled file")
-    second = spawn(env, log, "--connections", "1")
+    try:
+        wait_for(lambda: stall.hits > 0 or first.poll() is not None, what="the first run's stalled file")
+        second = spawn(env, log, "--connections", "1")
+        waiting = lambda: any(WAITING in line for line in log_lines(log, second.pid))  # noqa: E731
+        wait_for(lambda: waiting() or second.poll() is not None, what="the second run waiting for the lock")
+    finally:
+        release.set()
     code1, out1, err1 = finish(first)
     code2, out2, err2 = finish(second)
     assert (code1, code2) == (0, 0), (err1, err2)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run
+from runfixtures import HANG, make_hf_run
 from terminal import STAMP
 
 from mdl import api
@@ -107,7 +107,7 @@ def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(run
         time.sleep(0.02)
     assert spools(tmp_path), "no spool appeared"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130, err.decode()
     assert spools(tmp_path) == []
     assert not (tmp_path / "target").exists(), "nothing may be created in or for the destination"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
-from runfixtures import wait_for
+from runfixtures import HANG, wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.catalog import ModelSpec, parse_catalog
@@ -68,7 +68,7 @@ def test_a_held_file_says_so_on_its_bar_then_starts_when_the_lock_is_free(
         runner.start()
         wait_for(lambda: "waiting" in events.kinds("w/weights.bin"))
         assert events.kinds("w/weights.bin") == ["waiting"]  # no bar with bytes while it waits
-    runner.join(timeout=60)
+    runner.join(timeout=HANG)
     (report,) = reports
     assert report.ok
     assert events.kinds("w/weights.bin") == ["waiting", "start", "finish"]
@@ -85,7 +85,7 @@ def test_a_file_the_other_run_finished_is_closed_not_left_waiting(
 ) -> None:
     dest = tmp_path / "models"
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
     first_events, second_events = Events(), Events()
     reports: dict[str, RunReport] = {}
     first = threading.Thread(target=lambda: reports.update(first=pull(hub, dest, model, first_events)))
@@ -97,8 +97,8 @@ def test_a_file_the_other_run_finished_is_closed_not_left_waiting(
         wait_for(lambda: "waiting" in second_events.kinds("w/weights.bin"))
     finally:
         gate.set()
-    first.join(timeout=60)
-    second.join(timeout=60)
+    first.join(timeout=HANG)
+    second.join(timeout=HANG)
     assert reports["first"].ok and reports["second"].ok
     assert [f.action for f in reports["second"].files] == ["skipped"]
     assert second_events.kinds("w/weights.bin") == ["waiting", "finish"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runfixtures import HANG
 from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl import api
@@ -262,7 +263,7 @@ def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_pa
         for name in ("tiny", "other")
     ]
     for run in runs:
-        _, err = run.communicate(timeout=60)
+        _, err = run.communicate(timeout=HANG)
         assert run.returncode == 0, err
     assert sorted(world.locked().models) == ["other", "tiny"]
     assert lock(world, "tiny", "other", check=True).exit_code == 0

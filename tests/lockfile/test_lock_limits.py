@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -60,12 +59,10 @@ def test_an_oversize_lock_is_exit_2_naming_the_file_and_the_limit_unparsed(env: 
     lock = env / "catalog.lock"
     with lock.open("wb") as handle:  # sparse: 64 MiB of NULs, which any parse would call invalid TOML
         handle.truncate(lock_io.MAX_LOCK_BYTES + 1)
-    started = time.monotonic()
     result = mdl(*command)
     assert result.exit_code == ExitCode.USAGE == 2, result.output
     assert f"{lock}: {lock_io.MAX_LOCK_BYTES + 1} bytes, more than the 64 MiB a lock may hold" in result.stderr
     assert "invalid TOML" not in result.stderr and "internal error" not in result.stderr
-    assert time.monotonic() - started < 10
 
 
 def test_a_lock_one_byte_over_the_limit_is_refused_and_at_the_limit_is_read(

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,9 @@ def test_an_oversize_job_output_file_is_exit_2_naming_it_and_the_limit(tmp_path:
     job = tmp_path / "job.json"
     with job.open("wb") as handle:  # sparse: reading it would take a while, parsing it would say "not JSON"
         handle.truncate(joboutput.MAX_JOB_OUTPUT_BYTES + 1)
-    started = time.monotonic()
     result = mdl("get", str(job), "-d", str(tmp_path / "out"))
     assert result.exit_code == ExitCode.USAGE == 2, result.output
     assert f"{job}: more than the 256 MiB a job output may be; not read" in result.stderr
-    assert time.monotonic() - started < 5
     assert not (tmp_path / "out").exists()
 
 

@@ -105,12 +105,10 @@ def test_an_endless_listing_stops_at_its_bound_exit_5_naming_the_hub(
 ) -> None:
     endless(hostile, delay=0.2 if limits.seconds < 10 else 0.0, path_bytes=600 if limits.bytes < 2 << 20 else 0)
     monkeypatch.setattr(hub_module, "LISTING_LIMITS", limits)
-    started = time.monotonic()
     result = mdl("pull", "good")
     assert result.exit_code == ExitCode.NETWORK == 5, result.output
     assert f"the listing of org/good from the Hub at {hostile.url} {said}" in result.stderr
     assert "internal error" not in result.stderr
-    assert time.monotonic() - started < 30
     pages = hostile.log.records(path_prefix="/api/models/org/good/tree/")
     assert 2 <= len(pages) <= 12, len(pages)  # it stopped asking: the server never has to
     assert fetched(hostile) == 0

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
 from typer.testing import Result
 
@@ -386,7 +386,7 @@ def test_dead_mirror_falls_through_to_the_origin_quickly(tiny: HubServer, tmp_pa
     report = pull(tiny, dest, [models()["tiny"]], mirrors=[dead_url() + "/{model}/{path}"])
     elapsed = time.monotonic() - started
     assert report.ok, report.files
-    assert elapsed < 20, elapsed
+    assert elapsed < HANG, elapsed  # a safety net, not a measure of speed
     assert all(f.mirror is None and f.action == "downloaded" for f in report.files)
     for path, data in TINY_FILES.items():
         assert (dest / "tiny" / path).read_bytes() == data

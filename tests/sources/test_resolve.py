@@ -8,6 +8,7 @@ import time
 from urllib.parse import quote
 
 import pytest
+from runfixtures import HANG
 from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.catalog import FileSpec, ModelSpec, parse_catalog
@@ -370,7 +371,7 @@ def test_unreachable_endpoint_is_a_network_error_quickly() -> None:
         started = time.monotonic()
         with pytest.raises(NetworkError) as info:
             resolve_model(spec, hub=Hub(endpoint, None), environ={})
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < HANG  # a safety net, not a measure of speed
         assert info.value.exit_code == ExitCode.NETWORK == 5
         assert endpoint in info.value.message
 

@@ -1,7 +1,8 @@
 """Overlapping `mdl pull` runs on one destination (cron jobs that run into each other): real processes.
 
-They must all succeed, fetch the bytes about once (a per-file lock: the later run waits, then finds the file
-done), and leave nothing stray behind. A lock that cannot be had within --lock-timeout is exit 7.
+They must all succeed, fetch each byte once (a per-file lock: the later run waits, then finds the file done),
+and leave nothing stray behind. A lock that cannot be had within --lock-timeout is exit 7. No test here depends
+on how fast the machine is: they wait for events, and their time limits are safety nets that only a hang reaches.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ EXPECTED: dict[tuple[str, str], bytes] = {
     ("extra", "base/config.json"): CONFIG,
 }
 TOTAL = len(WEIGHTS) + len(MODEL) + len(EXTRA)  # what goes through the CDN (config.json comes from the Hub)
-SLACK = 2 * 1024 * 1024
+PATIENCE = 300.0  # seconds: a safety net against a hang, never reached by a slow run
+# Every run here is patient: a busy machine can keep a process off the CPU for seconds, and a request or stream
+# that gives up is tried again (what a retry costs is tests/transfer's business, not what these tests count).
+PATIENT = {"MDL_TIMEOUT": str(PATIENCE), "MDL_STALL_TIMEOUT": str(PATIENCE)}
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def env(hub: HubServer, catalog: Path) -> dict[str, str]:
     hub.add_repo("org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG})
     hub.add_repo("org/extra", {"adapter.safetensors": EXTRA})
     catalog.write_text(CATALOG)
-    return dict(os.environ)
+    return {**os.environ, **PATIENT}
 
 
 def dest_of(env: dict[str, str]) -> Path:
@@ -68,9 +72,13 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen[bytes], timeout: float = PATIENCE) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(), err.decode()
+
+
+def text_of(log: Path) -> str:
+    return log.read_text() if log.exists() else ""
 
 
 def partial_bytes(dest: Path) -> int:
@@ -81,6 +89,16 @@ def partial_bytes(dest: Path) -> int:
         except (OSError, ValueError):
             continue  # being replaced right now
     return total
+
+
+def assert_each_byte_sent_once(hub: HubServer, expected: int) -> None:
+    """The CDN sent ``expected`` body bytes in all (each file's bytes once); if not, the requests say which."""
+    sent = hub.cdn.log.body_bytes(method="GET")
+    requests = "\n".join(
+        f"{r.url_path[-12:]} {r.range or 'whole'} -> {r.status}, {r.bytes_sent} bytes, {r.error or 'complete'}"
+        for r in hub.cdn.log.records(method="GET")
+    )
+    assert sent == expected, f"{sent} bytes sent for {expected}:\n{requests}"
 
 
 def assert_complete_and_clean(dest: Path, models: tuple[str, ...] = ("pair", "extra")) -> None:
@@ -103,10 +121,14 @@ def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(hub: HubServ
     dest = dest_of(env)
     # The CDN holds the first run's requests until the second run has said it is waiting for a file: the two
     # runs overlap for sure, however slowly the processes start.
+    # (This once failed on a busy machine with 5 MiB too many: the second run took longer than --timeout to start,
+    # the first run's 5 held requests were tried again, and the test server counted the 1 MiB it then failed to
+    # write into each abandoned socket. Nothing reached mdl twice; the server counts no refused write now, and the
+    # runs here are patient.)
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(30), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(PATIENCE), path_prefix="/blobs/", times=None))
     first = spawn(env, "pair", "--connections", "4")
-    wait_for(lambda: held.seen > 0)
+    wait_for(lambda: held.seen > 0, timeout=PATIENCE)
     second = spawn(env, "pair", "--connections", "4", "--json")
     assert second.stderr is not None
     lines: list[str] = []
@@ -115,19 +137,18 @@ def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(hub: HubServ
     log = Path(env["MDL_LOG_FILE"])
     try:
         # The log says so (how stderr shows a wait is the display's business: tests/download/test_lock_wait.py).
-        wait_for(lambda: log.exists() and "another mdl run is fetching it; waiting" in log.read_text(), timeout=30)
+        wait_for(lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE)
     finally:
         gate.set()
     code1, _, err1 = finish(first)
     out2 = second.stdout.read().decode() if second.stdout is not None else ""
-    code2 = second.wait(timeout=60)
-    reader.join(timeout=10)
+    code2 = second.wait(timeout=PATIENCE)
+    reader.join(timeout=PATIENCE)
     assert (code1, code2) == (0, 0), (err1, "".join(lines))
     # The later run waited for the files being fetched and found them done.
     actions = {f["path"]: f["action"] for f in json.loads(out2)["files"]}
     assert actions["weights.bin"] == "skipped" and actions["model.safetensors"] == "skipped", actions
-    sent = hub.cdn.log.body_bytes(method="GET")
-    assert sent <= len(WEIGHTS) + len(MODEL) + SLACK, f"{sent} bytes sent for {len(WEIGHTS) + len(MODEL)}"
+    assert_each_byte_sent_once(hub, len(WEIGHTS) + len(MODEL))
     assert_complete_and_clean(dest, ("pair",))
 
 
@@ -141,8 +162,7 @@ def test_three_runs_started_together_on_overlapping_models(hub: HubServer, env: 
     ]
     results = [finish(p) for p in procs]
     assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
-    sent = hub.cdn.log.body_bytes(method="GET")
-    assert sent <= TOTAL + SLACK, f"{sent} bytes sent for {TOTAL}: fetched more than once"
+    assert_each_byte_sent_once(hub, TOTAL)
     assert_complete_and_clean(dest)
     records = json.loads((dest / ".mdl" / "records" / "extra.json").read_text())
     assert set(records["files"]) == {"adapter.safetensors", "base/config.json"}  # no record update was lost
@@ -154,7 +174,7 @@ def test_lock_not_obtained_within_lock_timeout_is_exit_7(hub: HubServer, env: di
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path, timeout=0):  # another run holds weights.bin
         started = time.monotonic()
-        code, out, err = finish(spawn(env, "pair", "--lock-timeout", "1", "--json"), timeout=30)
+        code, out, err = finish(spawn(env, "pair", "--lock-timeout", "1", "--json"))
         elapsed = time.monotonic() - started
     assert code == 7, err
     assert elapsed >= 1.0
@@ -173,30 +193,34 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     dest = dest_of(env)
     hub.cdn.throttle_bps = 6 * MB
     victim = spawn(env, "pair", "--connections", "4")
-    wait_for(lambda: partial_bytes(dest) > 2 * MB)
+    wait_for(lambda: partial_bytes(dest) > 2 * MB, timeout=PATIENCE)
     victim.kill()
-    victim.wait(timeout=10)
+    victim.wait(timeout=PATIENCE)
     hub.cdn.throttle_bps = None
-    code, out, err = finish(spawn(env, "pair", "--lock-timeout", "5", "--json"), timeout=30)
+    code, out, err = finish(spawn(env, "pair", "--json"))
     assert code == 0, err
-    assert "waiting" not in err
+    assert "waiting" not in err  # the lock went with the killed process: nothing to wait for
     assert "resumed" in {f["action"] for f in json.loads(out)["files"]}
+    # A kill -9 in the middle of a resume record's save leaves that save's temp file (named with the killed pid; on
+    # a busy machine saves are slow, so this happens): `mdl clean` removes it, and then nothing is stray.
+    strays = [p.name for p in (dest / ".mdl").rglob("*.tmp")]
+    assert all(f".{victim.pid}." in name for name in strays), strays
+    cleaned = subprocess.run([sys.executable, "-m", "mdl", "clean"], env=env, capture_output=True, timeout=PATIENCE)
+    assert cleaned.returncode == 0, cleaned.stderr
     assert_complete_and_clean(dest, ("pair",))
 
 
-def test_sigterm_while_waiting_for_a_lock_exits_130_promptly(hub: HubServer, env: dict[str, str]) -> None:
+def test_sigterm_while_waiting_for_a_lock_ends_the_wait_with_exit_130(hub: HubServer, env: dict[str, str]) -> None:
     dest = dest_of(env)
     lock_path = Store(dest).lock_path("extra", "adapter.safetensors")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    log = Path(env["MDL_LOG_FILE"])
     with FileLock(lock_path, timeout=0):
-        waiter = spawn(env, "extra", "--lock-timeout", "60")
-        assert waiter.stderr is not None
-        wait_for(lambda: (dest / "extra" / "base" / "config.json").exists())  # it got past the unlocked file
-        time.sleep(0.3)
+        # An hour's --lock-timeout: only SIGTERM ends this wait within the safety net (a lock timeout is exit 7).
+        waiter = spawn(env, "extra", "--lock-timeout", "3600")
+        wait_for(lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE)
         waiter.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        code, _, err = finish(waiter, timeout=20)
-        assert time.monotonic() - started < 5, "a run waiting for a lock ignored SIGTERM"
+        code, _, err = finish(waiter)
     assert code == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (dest / "extra" / "adapter.safetensors").exists()

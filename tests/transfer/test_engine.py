@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from runfixtures import transfer_job
+from runfixtures import HANG, transfer_job, wait_for
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import (
@@ -63,7 +63,7 @@ class Recorder(Progress):
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(timeout=5, pool_size=32) as c:
+    with make_client(timeout=60, pool_size=32) as c:  # a safety net: no test here waits for it to fire
         yield c
 
 
@@ -764,10 +764,8 @@ def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Pat
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
     job = transfer_job(tmp_path, url, data)
-    with make_client(timeout=0.3, pool_size=4) as client:
-        started = time.monotonic()
+    with make_client(timeout=3, pool_size=4) as client:  # the stall is endless: only this timeout can end it
         make_engine(client, retries=0).fetch(job)
-    assert time.monotonic() - started < 5
     assert_finished(job, data)
     first, second = gets(cdn)
     assert first.fault == "stall"
@@ -850,7 +848,7 @@ def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_pat
     engine.fetch(job)
     elapsed = time.monotonic() - started
     assert_finished(job, data)
-    assert 1.5 <= elapsed < 6
+    assert elapsed >= 1.5  # 2 MB at 1 MB/s, less the first burst (a slow machine only adds to it)
 
 
 def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
@@ -869,13 +867,11 @@ def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.4)
-    aborted = time.monotonic()
+    wait_for(lambda: cdn.log.body_bytes() >= 300_000, what="bytes on their way")  # the whole takes ~8 s or more
     engine.abort()
-    thread.join(5)
+    thread.join(HANG)
     assert not thread.is_alive()
-    assert time.monotonic() - aborted < 1.0
-    (error,) = errors
+    (error,) = errors  # stopped by the abort: the throttled transfer had seconds to go
     assert isinstance(error, InterruptedByUserError)
     assert error.exit_code == ExitCode.INTERRUPTED == 130
     assert not job.final_path.exists()
@@ -898,17 +894,15 @@ def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tm
     engine = make_engine(client, limiter=RateLimiter(200_000), progress=recorder)
 
     def cancel_once_bytes_arrived() -> None:  # not a fixed delay: a loaded machine may not have a byte yet
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG
         while sum(recorder.advanced.values()) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.1)
         engine.cancel.set()
 
     threading.Thread(target=cancel_once_bytes_arrived, daemon=True).start()
-    started = time.monotonic()
-    with pytest.raises(InterruptedByUserError):
+    with pytest.raises(InterruptedByUserError):  # (not cancelled, the capped fetch would end in about 10 s)
         engine.fetch(job)
-    assert time.monotonic() - started < 5
     assert job.state_path.exists()
     assert not job.final_path.exists()
 

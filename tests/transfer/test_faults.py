@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import Fault, HubServer, RequestRecord, make_data
 from typer.testing import Result
 
@@ -211,12 +211,13 @@ def test_hub_resolve_429_is_retried(world: World) -> None:
 
 def test_stall_is_dropped_and_resumed_without_spending_a_retry(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDL_RETRIES", "0")  # a stall must not need a retry at all
-    world.hub.cdn.faults.add(Fault.stall(after_bytes=4 * MB, seconds=20, path_prefix="/blobs/"))
+    # The stall outlasts HANG: only the stall timeout can end this run within it.
+    world.hub.cdn.faults.add(Fault.stall(after_bytes=4 * MB, seconds=2 * HANG, path_prefix="/blobs/"))
     started = time.monotonic()
     result = mdl("pull", "one", "--stall-timeout", "1")
     elapsed = time.monotonic() - started
     assert_one_ok(world, result)
-    assert 1.0 <= elapsed < 15, elapsed
+    assert 1.0 <= elapsed < HANG, elapsed
     stalled, resumed = world.blob_gets()
     assert stalled.fault == "stall"
     assert 4 * MB - SLACK <= range_start(resumed) <= 4 * MB
@@ -444,7 +445,7 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
     a_blob, b_blob = f"/blobs/{sha(BIG)}", f"/blobs/{sha(other)}"
 
     def while_b_is_busy() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG
         while len(cdn.log.records(path_prefix=b_blob, status=206)) < 3:
             if time.monotonic() > deadline:
                 raise AssertionError("b.bin never got going")
@@ -454,8 +455,9 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
     # From a.bin's second range on (no locate first): once b.bin's ranges are flowing, a 404 for good (exit 4).
     cdn.faults.add(Fault.call(while_b_is_busy, path_prefix=a_blob, skip=1, times=None))
     cdn.faults.add(Fault.http_error(404, path_prefix=a_blob, skip=1, times=None))
-    # A short stall timeout bounds the other way this goes wrong: a read that hangs on a socket closed under it.
-    result = mdl("pull", "two", "--connections", "4", "--jobs", "2", "--stall-timeout", "3", "--json")
+    # A stall timeout bounds the other way this goes wrong: a read that hangs on a socket closed under it (a stall
+    # then cuts that range, which the last assertion sees); long enough that a busy machine is never a stall.
+    result = mdl("pull", "two", "--connections", "4", "--jobs", "2", "--stall-timeout", "60", "--json")
     assert result.exit_code == 4, result.stderr
     files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
     assert files["a.bin"]["action"] == "failed"
@@ -471,11 +473,9 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
 def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.http_error(404, path_prefix="/blobs/", times=None))
-    started = time.monotonic()
     result = mdl("pull", "one")
     assert result.exit_code == 4, result.stderr
-    assert time.monotonic() - started < 10
-    assert [g.status for g in world.blob_gets()] == [200, 404]
+    assert [g.status for g in world.blob_gets()] == [200, 404]  # no retry storm: counted, not timed
     assert "not found" in result.stderr and "injected 404 error" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (world.dest / "one" / "model.safetensors").exists()
@@ -495,10 +495,8 @@ def test_401_from_the_cdn_is_exit_3_and_not_retried(world: World) -> None:
 def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDL_RETRIES", "1")
     world.hub.cdn.stop()  # the Hub still redirects there: connection refused
-    started = time.monotonic()
     result = mdl("pull", "one")
     assert result.exit_code == 5, result.stderr
-    assert time.monotonic() - started < 10
     assert "cannot connect" in result.stderr and f"127.0.0.1:{world.hub.cdn.port}" in result.stderr
     assert len(world.resolves("org/one", "model.safetensors")) == 2  # the first try and one retry
     assert (world.dest / "one" / "config.json").read_bytes() == CONFIG  # served by the Hub itself
@@ -513,10 +511,8 @@ def test_retries_exhausted_is_exit_5_quickly_with_the_server_message(
     world.hub.cdn.faults.add(
         Fault.http_error(503, "backend on fire (shard 7)", retry_after=0, path_prefix="/blobs/", times=None)
     )
-    started = time.monotonic()
     result = mdl("pull", *args, "--json")
     assert result.exit_code == 5, result.stderr
-    assert time.monotonic() - started < 10
     assert "backend on fire (shard 7)" in result.stderr
     failed = [f for f in json.loads(result.stdout)["files"] if f["action"] == "failed"]
     assert len(failed) == 1 and "backend on fire (shard 7)" in failed[0]["error"]

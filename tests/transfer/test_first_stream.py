@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, transfer_job
+from runfixtures import HANG, mdl, transfer_job, wait_for
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer.resume import DownloadState, load_state
@@ -29,13 +29,19 @@ def ranged_starts(cdn: CdnServer) -> list[int]:
 
 @pytest.mark.realtime
 def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(cdn: CdnServer, tmp_path: Path) -> None:
-    """Every answer after the probe's comes 1 s late: the probe's open-ended answer has the whole file by then,
-    so the pieces it read are not fetched again (their answers are dropped) and the bytes are the file's."""
+    """Every answer after the probe's waits until the probe's open-ended answer has been sent whole (and 1 s more for
+    the last of it to be read: an event, not a race against the clock), so the pieces it read are not fetched again
+    (their answers are dropped) and the bytes are the file's."""
     data = make_data(48 * MiB, seed=3801)
     url = cdn.add_file("/f.bin", data)
-    cdn.faults.add(Fault.call(lambda: time.sleep(1.0), path_prefix="/f.bin", skip=1, times=3))
+
+    def after_the_probe() -> None:
+        wait_for(lambda: any(r.complete for r in cdn.log.records(method="GET")[:1]), what="the probe's answer sent")
+        time.sleep(1.0)
+
+    cdn.faults.add(Fault.call(after_the_probe, path_prefix="/f.bin", skip=1, times=3))
     out = tmp_path / "f.bin"
-    code, stderr = get(url, out)
+    code, stderr = get(url, out, "--timeout", str(HANG))  # the held answers are late on purpose
     assert code == 0, stderr
     assert out.read_bytes() == data
     probe, *later = cdn.log.records(method="GET")

@@ -19,7 +19,7 @@ from pathlib import Path
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runfixtures import mdl, transfer_job
+from runfixtures import HANG, mdl, transfer_job
 from servers import make_data
 
 from mdl.errors import ExitCode, MdlError
@@ -124,7 +124,7 @@ def test_builds_switched_between_answers_end_in_one_build_or_nothing(switch: int
     config = EngineConfig(connections=1, retry=RetryPolicy(retries=2, base=0.01, cap=0.05))
     with tempfile.TemporaryDirectory() as tmp, ScriptedServer({PATH: phases}) as server:
         job = transfer_job(Path(tmp), server.url + PATH, size=None, size_pinned=False)
-        with make_client(pool_size=4, timeout=5) as client:
+        with make_client(pool_size=4, timeout=HANG) as client:
             engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
             try:
                 engine.fetch(job)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx2
@@ -206,11 +205,9 @@ def test_a_redirect_to_a_non_http_scheme_is_exit_5_at_once(
 
     server = ScriptedServer({PATH: [Phase(b"x")]}, policy=policy).start()
     started.append(server)
-    began = time.monotonic()
     result = mdl("get", server.url + PATH, "-o", str(tmp_path / "f.bin"), "--no-progress")
     assert result.exit_code == ExitCode.NETWORK, result.stderr
-    assert time.monotonic() - began < 3, "never retried"
-    assert len(server.seen()) == 1
+    assert len(server.seen()) == 1  # never retried (counted, not timed)
     scheme = target.split(":", 1)[0]
     assert f"redirected to a {scheme}: URL" in result.stderr
     assert f"{server.url}{PATH}" in result.stderr, "names the URL the redirect came from"

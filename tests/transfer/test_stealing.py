@@ -7,12 +7,13 @@ import hashlib
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from runfixtures import transfer_job
+from runfixtures import HANG, transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
@@ -29,7 +30,7 @@ def sha256(data: bytes) -> str:
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(pool_size=8, timeout=10) as c:
+    with make_client(pool_size=8, timeout=HANG) as c:  # a safety net: a stall here waits on an event
         yield c
 
 
@@ -54,11 +55,29 @@ def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
 ) -> None:
     data = make_data(120_000_000, seed=71)  # two pieces of 60 MB: each stream first asks for 32 MiB of its own
     url = cdn.add_file("/f.bin", data)
-    # The first range to arrive (a hash checks the file: no locate before it) goes silent for 3 s after 1 MB, then
-    # sends the rest.
-    cdn.faults.add(Fault.stall(after_bytes=1_000_000, seconds=3, resume=True))
+    # The first range to arrive (a hash checks the file: no locate before it) goes silent after 1 MB until the other
+    # stream has asked for its unasked tail (an event, not seconds: however slow the machine), then sends the rest.
+    release = threading.Event()
+    cdn.faults.add(Fault.stall(after_bytes=1_000_000, resume=True, until=release))
+
+    def release_once_stolen() -> None:
+        for _ in range(int(HANG / 0.02)):
+            records = cdn.log.records(method="GET")
+            stalled = [r for r in records if r.fault == "stall"]
+            if stalled and stalled[0].range is not None:
+                first = int(stalled[0].range.removeprefix("bytes=").split("-")[0])
+                if any(r.range and r.range.startswith(f"bytes={first + FIRST_WINDOW}-") for r in records):
+                    break
+            time.sleep(0.02)
+        release.set()
+
+    watcher = threading.Thread(target=release_once_stolen, daemon=True)
+    watcher.start()
     job = transfer_job(tmp_path, url, data)
-    result = engine(client, connections=2).fetch(job)
+    try:
+        result = engine(client, connections=2).fetch(job)
+    finally:
+        release.set()
     assert job.final_path.read_bytes() == data
     assert result.sha256 == sha256(data)
     asked = ranges(cdn)

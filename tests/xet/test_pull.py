@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runfixtures import mdl, use_catalog
+from runfixtures import HANG, mdl, use_catalog
 from servers import TOKEN, Fault, make_data
 from xetserver import XetHubServer, bearer
 
@@ -158,7 +159,7 @@ def test_a_stalled_xorb_stream_ends_in_a_bounded_wait(
     began = time.monotonic()
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
-    assert time.monotonic() - began < 15
+    assert time.monotonic() - began < HANG  # the stall is endless: ending at all is the stall timeout firing
     assert _installed(catalog).read_bytes() == data
 
 
@@ -186,11 +187,11 @@ def test_a_refused_hub_token_is_exit_3(xet_hub: XetHubServer, catalog: Path, mon
 
 
 def _falls_back(hub: XetHubServer, catalog: Path, data: bytes, why: str) -> None:
-    began = time.monotonic()
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    assert time.monotonic() - began < 20  # no long backoff on a sick CAS
+    waits = [float(s) for s in re.findall(r"; retry \d+ in ([\d.]+)s", _log(catalog))]  # as mdl announced them
+    assert len(waits) <= 2 and sum(waits) < 5, waits  # no long backoff on a sick CAS
     assert _cdn_bytes(hub) >= len(data)  # over plain HTTP
     lines = [line for line in _log(catalog).splitlines() if "fetching it over plain HTTP" in line]
     assert len(lines) == 1 and why in lines[0], lines
