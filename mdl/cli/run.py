@@ -38,7 +38,7 @@ from mdl.cli.stdout import (
     unread_if_failing,
 )
 from mdl.cli.translate import error_document, reserve_memory, translate
-from mdl.errors import MdlError
+from mdl.errors import ExitCode, MdlError
 from mdl.redact import Secrets, safe_text, shown_data
 from mdl.version import __version__
 
@@ -244,6 +244,10 @@ def invoke(app: Any) -> int:
         code = EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
+    if code == ExitCode.INTERRUPTED and stdout_closed():
+        # The watch's stop (a KeyboardInterrupt) that reached Typer past the command's own guard (a busy machine
+        # runs its handler late), which Typer turns into 130 unsaid: the reader left, as for cat, 141.
+        code = EXIT_STDOUT_CLOSED
     if code == EXIT_STDOUT_CLOSED:
         silence_stdout()
         return code

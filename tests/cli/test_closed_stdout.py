@@ -291,3 +291,27 @@ def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServe
     assert code == 4  # not found upstream: what happened matters more than who read the JSON
     text = _stderr(world)
     assert "gone" in text and "Traceback" not in text and "BrokenPipe" not in text and "internal error" not in text
+
+
+def test_a_late_stop_that_reaches_typer_is_still_141() -> None:
+    """The watch's stop (a KeyboardInterrupt) run late on a busy machine can pass the command's guard; Typer turns it
+    into 130 unsaid. With stdout's reader gone, the exit is cat's 141 (it was 130 one run in five under load)."""
+    script = (
+        "import os, select, sys, typer\n"
+        "from mdl.cli.run import invoke\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "def late() -> None:\n"
+        "    raise KeyboardInterrupt\n"
+        "@app.command()\n"
+        "def other() -> None:\n"
+        "    pass\n"
+        "poller = select.poll(); poller.register(1, 0)\n"
+        "while not poller.poll(100): pass  # until the reader has left\n"
+        "sys.exit(invoke(app))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, "late"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == EXIT_CLOSED, err
