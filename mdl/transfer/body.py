@@ -139,7 +139,9 @@ def _received(
             got = stream.read_into(view[: min(len(view), left)], timeout)
         if pace is not None:
             pace.count(began, got)
-        if got == 0:
-            return
+        if got == 0:  # the connection ended (or was closed) short of the bytes named: an error, as the parser's
+            raise httpx2.RemoteProtocolError(
+                f"the connection ended with {left} bytes of the body to come", request=request
+            )
         left -= got
         yield view[:got]
